@@ -1,0 +1,127 @@
+/* config: the tpad.conf directive table, parsed into typed, range-checked values. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/tpad/tpad.conf"
+#define CONFIG_MAX_LIST 32
+
+enum upstream_auth {
+	UPSTREAM_AUTH_PSK,
+	UPSTREAM_AUTH_PSK_OAUTH2,
+};
+
+enum qr_ec_level {
+	QR_EC_L,
+	QR_EC_M,
+	QR_EC_Q,
+	QR_EC_H,
+};
+
+/*
+ * Every directive of tpad.conf. Durations are in milliseconds, sizes in bytes.
+ * Strings are owned by the struct and freed by config_free(). Secrets are never here:
+ * only the paths of the files that hold them.
+ */
+struct config {
+	/* [station] */
+	char *station_socket;
+	mode_t station_mode;
+	char *station_group; /* NULL: the daemon's group */
+	gid_t station_allowed_gids[CONFIG_MAX_LIST];
+	size_t n_station_allowed_gids;
+	uid_t station_allowed_uids[CONFIG_MAX_LIST];
+	size_t n_station_allowed_uids;
+
+	/* [admin] */
+	char *admin_socket;
+	mode_t admin_mode;
+	char *admin_group; /* NULL: the daemon's group */
+
+	/* [limits] */
+	size_t max_message;
+	uint32_t idle_timeout_ms;
+	uint32_t max_clients;
+	uint32_t max_clients_per_uid;
+	uint32_t max_pending_calls; /* calls queued on one connection */
+
+	/* [upstream] */
+	char *upstream_url; /* https://host[:port] or http:// (tests) */
+	uint32_t upstream_sessions;
+	uint32_t upstream_queue;
+	char *upstream_psk_identity;
+	char *upstream_psk_file; /* NULL: credential tpa-psk only */
+	int upstream_tls_min; /* 1 = TLS 1.1, 2 = TLS 1.2 */
+	char *upstream_ciphersuites; /* comma separated mbedTLS names */
+	uint32_t upstream_connect_timeout_ms;
+	uint32_t upstream_handshake_timeout_ms;
+	uint32_t upstream_request_timeout_ms;
+	uint32_t upstream_backoff_min_ms;
+	uint32_t upstream_backoff_max_ms;
+	uint32_t upstream_breaker_threshold; /* consecutive failures that open it */
+	uint32_t upstream_breaker_cooldown_ms;
+	size_t upstream_max_response;
+	enum upstream_auth upstream_auth;
+
+	/* [oauth2] */
+	char *oauth2_token_url;
+	char *oauth2_client_id;
+	char *oauth2_secret_file; /* NULL: credential oauth-secret only */
+
+	/* [api] */
+	char *api_base_path;
+	char *api_import_path;
+	char *api_query_path;
+	char *api_query_param;
+	char *api_field_dev_eui;
+	char *api_field_join_eui;
+	char *api_field_tkm_info;
+	char *api_field_app_key;
+	char *api_field_owner_token;
+	char *api_field_ref;
+	char *api_field_hsm_group;
+	char *api_hsm_group; /* NULL: not sent */
+
+	/* [store] */
+	char *store_path;
+	char *store_key_file; /* NULL: credential store-key only */
+	uint32_t store_commit_delay_ms; /* group commit window */
+
+	/* [device] */
+	char *device_join_eui; /* 16 upper-case hex digits */
+
+	/* [qr] */
+	char *qr_profile_id; /* 8 upper-case hex digits */
+	char *qr_template;   /* NULL: TR005 */
+	char *qr_format;     /* png|svg|zpl|text|none */
+	uint32_t qr_scale;
+	uint32_t qr_margin;
+	enum qr_ec_level qr_ec_level;
+
+	/* [import] */
+	uint32_t import_concurrency;
+};
+
+/* Fill *c with every directive's default. */
+void config_defaults(struct config *c);
+
+/*
+ * Parse the file at path over the values already in *c. On error returns a negative
+ * errno and writes one line naming file:line to err (size errlen); *c then holds a mix
+ * of values and must still be passed to config_free().
+ */
+int config_load(struct config *c, const char *path, char *err, size_t errlen);
+
+/* Same as config_load() but from a string; name is used in error messages. */
+int config_load_string(struct config *c, const char *name, const char *text, char *err,
+		       size_t errlen);
+
+/* Write every directive with its effective value, in tpad.conf syntax. */
+void config_print(const struct config *c, FILE *f);
+
+/* Free the strings held by *c. Accepts a zeroed struct. */
+void config_free(struct config *c);

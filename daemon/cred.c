@@ -1,0 +1,135 @@
+/* cred: secrets from systemd credentials or key files, checked, decoded and wiped. */
+#include "cred.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../proto/hex.h"
+
+#define CRED_MAX_FILE 4096
+
+void cred_wipe(void *p, size_t n)
+{
+	volatile unsigned char *v = p;
+	while (n--)
+		*v++ = 0;
+}
+
+/* Read a whole small secret file into buf (NUL-terminated), refusing loose modes. */
+static int cred_read_file(const char *path, char *buf, size_t bufsz, size_t *ret_len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	if (st.st_mode & S_IRWXO) {
+		close(fd);
+		return -EPERM;
+	}
+	size_t len = 0;
+	for (;;) {
+		if (len + 1 >= bufsz) {
+			close(fd);
+			cred_wipe(buf, bufsz);
+			return -E2BIG;
+		}
+		ssize_t n = read(fd, buf + len, bufsz - 1 - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int r = -errno;
+			close(fd);
+			cred_wipe(buf, bufsz);
+			return r;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	*ret_len = len;
+	return 0;
+}
+
+/* Find and read the secret: credentials directory first, then the fallback path. */
+static int cred_read(const char *name, const char *fallback_path, char *buf, size_t bufsz,
+		     char **ret_start)
+{
+	int r = -ENOENT;
+	size_t len = 0;
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	if (dir && *dir) {
+		char path[PATH_MAX];
+		if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+			return -ENAMETOOLONG;
+		r = cred_read_file(path, buf, bufsz, &len);
+	}
+	if (r == -ENOENT && fallback_path && *fallback_path)
+		r = cred_read_file(fallback_path, buf, bufsz, &len);
+	if (r < 0)
+		return r;
+	char *s = buf, *e = buf + len;
+	while (s < e && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
+		s++;
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = '\0';
+	if (s == e) {
+		cred_wipe(buf, bufsz);
+		return -EINVAL;
+	}
+	*ret_start = s;
+	return 0;
+}
+
+int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, size_t max,
+		  size_t *ret_len)
+{
+	char buf[CRED_MAX_FILE];
+	char *s;
+	int r = cred_read(name, fallback_path, buf, sizeof(buf), &s);
+	if (r < 0)
+		return r;
+	size_t n = strlen(s);
+	if (n % 2 || !hex_valid_any(s))
+		r = -EINVAL;
+	else if (n / 2 > max)
+		r = -E2BIG;
+	else if (hex_decode(s, out, n / 2) < 0)
+		r = -EINVAL;
+	else
+		*ret_len = n / 2;
+	cred_wipe(buf, sizeof(buf));
+	return r;
+}
+
+int cred_load_text(const char *name, const char *fallback_path, char *out, size_t max)
+{
+	char buf[CRED_MAX_FILE];
+	char *s;
+	int r = cred_read(name, fallback_path, buf, sizeof(buf), &s);
+	if (r < 0)
+		return r;
+	size_t n = strlen(s);
+	if (n + 1 > max)
+		r = -E2BIG;
+	else
+		memcpy(out, s, n + 1);
+	cred_wipe(buf, sizeof(buf));
+	return r;
+}

@@ -1,0 +1,21 @@
+/* cred: secrets from systemd credentials or key files, checked, decoded and wiped. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Load the secret named name (e.g. "tpa-psk") from $CREDENTIALS_DIRECTORY/name, or when
+ * that is unset or lacks it, from fallback_path (may be NULL). A file readable by others
+ * (mode & 007) is refused with -EPERM. Surrounding white space is stripped.
+ * cred_load_hex decodes hex into out (at most max bytes, *ret_len set);
+ * cred_load_text copies the text into out (size max, NUL-terminated).
+ * -ENOENT when no source has it, -EINVAL for bad content, -E2BIG if too long.
+ * The file's bytes are wiped from every temporary buffer before returning.
+ */
+int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, size_t max,
+		  size_t *ret_len);
+int cred_load_text(const char *name, const char *fallback_path, char *out, size_t max);
+
+/* Overwrite n bytes at p with zeros in a way the compiler cannot drop. */
+void cred_wipe(void *p, size_t n);

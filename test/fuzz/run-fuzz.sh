@@ -1,0 +1,7 @@
+#!/bin/sh
+# Run one libFuzzer target briefly: new inputs go to a build-dir corpus, seeds are read only.
+set -eu
+exe=$1 work=$2 seeds=$3
+mkdir -p "$work"
+exec "$exe" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=2048 -timeout=5 \
+	-print_final_stats=1 "$work" "$seeds"
