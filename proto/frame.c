@@ -1,0 +1,181 @@
+/* frame: NUL-terminated message framing, on libevent buffers and on blocking descriptors. */
+#include "frame.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#define FRAME_READ_CHUNK 4096
+
+struct frame_reader {
+	char *buf;
+	size_t len;	/* bytes buffered */
+	size_t cap;	/* size of buf */
+	size_t scanned; /* leading bytes of buf known to hold no NUL */
+	size_t max;
+};
+
+int frame_pop(struct evbuffer *in, size_t max, char **ret, size_t *ret_len)
+{
+	size_t avail = evbuffer_get_length(in);
+	if (avail == 0)
+		return 0;
+
+	/* Search no further than max + 1 bytes: a NUL beyond that ends an oversized message. */
+	size_t span = max < avail ? max + 1 : avail;
+	struct evbuffer_ptr end;
+	if (evbuffer_ptr_set(in, &end, span, EVBUFFER_PTR_SET) < 0)
+		return -EINVAL;
+	struct evbuffer_ptr nul = evbuffer_search_range(in, "\0", 1, NULL, &end);
+	if (nul.pos < 0)
+		return avail > max ? -EMSGSIZE : 0;
+
+	size_t len = (size_t)nul.pos;
+	if (len > max)
+		return -EMSGSIZE;
+	char *msg = malloc(len + 1);
+	if (!msg)
+		return -ENOMEM;
+	if (len > 0 && evbuffer_remove(in, msg, len) != (int)len) {
+		free(msg);
+		return -EIO;
+	}
+	evbuffer_drain(in, 1);
+	msg[len] = '\0';
+	*ret = msg;
+	*ret_len = len;
+	return 1;
+}
+
+int frame_push(struct evbuffer *out, const char *msg, size_t len)
+{
+	if (len > 0 && memchr(msg, '\0', len))
+		return -EINVAL;
+	/* Reserve first so that the message and its NUL go in together or not at all. */
+	if (evbuffer_expand(out, len + 1) < 0)
+		return -ENOMEM;
+	if (evbuffer_add(out, msg, len) < 0 || evbuffer_add(out, "", 1) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+struct frame_reader *frame_reader_new(size_t max)
+{
+	struct frame_reader *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->max = max;
+	return r;
+}
+
+struct frame_reader *frame_reader_free(struct frame_reader *r)
+{
+	if (r) {
+		free(r->buf);
+		free(r);
+	}
+	return NULL;
+}
+
+/* Hand out the first len bytes of r's buffer as a message and keep what follows its NUL. */
+static int reader_take(struct frame_reader *r, size_t len, char **ret, size_t *ret_len)
+{
+	char *msg = malloc(len + 1);
+	if (!msg)
+		return -ENOMEM;
+	memcpy(msg, r->buf, len);
+	msg[len] = '\0';
+	r->len -= len + 1;
+	memmove(r->buf, r->buf + len + 1, r->len);
+	r->scanned = 0;
+	*ret = msg;
+	*ret_len = len;
+	return 1;
+}
+
+/* Make room for at least FRAME_READ_CHUNK more bytes in r's buffer. */
+static int reader_grow(struct frame_reader *r)
+{
+	if (r->cap - r->len >= FRAME_READ_CHUNK)
+		return 0;
+	size_t cap = r->cap ? r->cap : FRAME_READ_CHUNK;
+	while (cap - r->len < FRAME_READ_CHUNK) {
+		if (cap > SIZE_MAX / 2)
+			return -ENOMEM;
+		cap *= 2;
+	}
+	char *nb = realloc(r->buf, cap);
+	if (!nb)
+		return -ENOMEM;
+	r->buf = nb;
+	r->cap = cap;
+	return 0;
+}
+
+int frame_read_fd(int fd, struct frame_reader *r, char **ret, size_t *ret_len)
+{
+	for (;;) {
+		char *nul = r->len > r->scanned
+				? memchr(r->buf + r->scanned, '\0', r->len - r->scanned)
+				: NULL;
+		if (nul) {
+			size_t len = (size_t)(nul - r->buf);
+			if (len > r->max)
+				return -EMSGSIZE;
+			return reader_take(r, len, ret, ret_len);
+		}
+		r->scanned = r->len;
+		if (r->len > r->max)
+			return -EMSGSIZE;
+
+		int err = reader_grow(r);
+		if (err < 0)
+			return err;
+		ssize_t n = read(fd, r->buf + r->len, r->cap - r->len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return r->len == 0 ? 0 : -EPROTO;
+		r->len += (size_t)n;
+	}
+}
+
+/* Write all n bytes of p to fd; send() with MSG_NOSIGNAL, write() if fd is no socket. */
+static int write_all(int fd, const char *p, size_t n)
+{
+	bool sock = true;
+	while (n > 0) {
+		ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (sock && errno == ENOTSOCK) {
+				sock = false;
+				continue;
+			}
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int frame_write_fd(int fd, const char *msg, size_t len)
+{
+	if (len > 0 && memchr(msg, '\0', len))
+		return -EINVAL;
+	int err = write_all(fd, msg, len);
+	if (err < 0)
+		return err;
+	return write_all(fd, "", 1);
+}

@@ -1,0 +1,146 @@
+/* message: varlink calls and replies as JSON, and the method table that validates them. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "iface.h"
+
+#define PROTO_MAX_IMPORT_ROWS 1000 /* rows in one io.tpad.Admin.Import call */
+#define PROTO_SERIAL_MAX 64	   /* characters of a serial number */
+
+#define PROTO_ERR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
+#define PROTO_ERR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
+#define PROTO_ERR_METHOD_NOT_IMPLEMENTED "org.varlink.service.MethodNotImplemented"
+#define PROTO_ERR_INVALID_PARAMETER "org.varlink.service.InvalidParameter"
+#define PROTO_ERR_PERMISSION_DENIED "org.varlink.service.PermissionDenied"
+#define PROTO_ERR_EXPECTED_MORE "org.varlink.service.ExpectedMore"
+
+/*
+ * Why a message was refused. error is the full error name (a static string). parameter
+ * is the offending parameter for *.InvalidParameter ("" when the message is not a JSON
+ * object; nested ones as "qr.scale" or "rows[2].devEUI", rows counted from 0), the
+ * interface for InterfaceNotFound, the method for MethodNotFound; reason is a human
+ * sentence ("must be 16 hexadecimal digits"). Both are truncated to fit.
+ */
+struct proto_fault {
+	const char *error;
+	char parameter[256];
+	char reason[160];
+};
+
+/* A decoded call. parameters is never NULL ({} when absent); more and oneway never both. */
+struct call {
+	char *method;
+	json_t *parameters;
+	bool more;
+	bool oneway;
+};
+
+/* A decoded reply, for clients. error is NULL on success; parameters is never NULL. */
+struct reply {
+	char *error;
+	json_t *parameters;
+	bool continues;
+};
+
+/* The value kinds of the method table. Hex kinds accept either case. */
+enum param_type {
+	PARAM_STRING,	     /* any string; min..max characters */
+	PARAM_BOOL,	     /* true or false */
+	PARAM_INT,	     /* an integer in min..max */
+	PARAM_EUI,	     /* 16 hexadecimal digits */
+	PARAM_TKM_INFO,	     /* 20 hexadecimal digits */
+	PARAM_APP_KEY,	     /* 32 hexadecimal digits */
+	PARAM_PROFILE_ID,    /* 8 hexadecimal digits */
+	PARAM_SERIAL,	     /* 1..64 of 0x21-0x7e except : , " and \ */
+	PARAM_STATE,	     /* PENDING, ISSUED or FAILED, either case */
+	PARAM_QR_OPTIONS,    /* object: format, scale, margin, ecLevel */
+	PARAM_EXPORT_FORMAT, /* png, svg, zpl or csv */
+	PARAM_IMPORT_ROWS,   /* array of at most PROTO_MAX_IMPORT_ROWS ImportRow objects */
+};
+
+/* One parameter of a method. JSON null counts as absent. */
+struct param_spec {
+	const char *name;
+	enum param_type type;
+	bool required;
+	long long min, max; /* PARAM_INT: value range; PARAM_STRING: length range */
+};
+
+/* One method of the method table. */
+struct method_spec {
+	const char *name;      /* full name, "io.tpad.Station.Activate" */
+	const char *interface; /* "io.tpad.Station" */
+	const char *member;    /* "Activate" */
+	unsigned sockets;      /* enum proto_socket mask it is reachable on */
+	bool streams;	       /* replies with "continues"; must be called with more */
+	const struct param_spec *params;
+	size_t n_params;
+};
+
+/*
+ * Parse one message as a call. Not JSON, not an object, method missing or not a string,
+ * parameters not an object, more/oneway not booleans or both true: -EINVAL with fault set
+ * to org.varlink.service.InvalidParameter naming "" (the message), "method", "parameters",
+ * "more" or "oneway". -ENOMEM. *ret is untouched on failure.
+ */
+int call_decode(const char *buf, size_t len, struct call *ret, struct proto_fault *fault);
+
+/* Free what c holds and zero it; accepts a zeroed struct. */
+void call_clear(struct call *c);
+
+/* Encode a call (parameters may be NULL: {}) as malloc'd JSON; NULL on ENOMEM. */
+char *call_encode(const char *method, json_t *parameters, bool more, bool oneway, size_t *ret_len);
+
+/* Encode a reply (parameters may be NULL: {}), with "continues" if set; NULL on ENOMEM. */
+char *reply_encode(json_t *parameters, bool continues, size_t *ret_len);
+
+/* Encode an error reply (parameters may be NULL: {}); NULL on ENOMEM. */
+char *error_encode(const char *error, json_t *parameters, size_t *ret_len);
+
+/* Encode the error reply for a fault, its parameters from proto_fault_parameters(). */
+char *fault_encode(const struct proto_fault *fault, size_t *ret_len);
+
+/*
+ * The error parameters of a fault: {parameter, reason} for *.InvalidParameter, {interface}
+ * for InterfaceNotFound, {method} for MethodNotFound and MethodNotImplemented, and
+ * "reason" whenever it is set. NULL on ENOMEM.
+ */
+json_t *proto_fault_parameters(const struct proto_fault *fault);
+
+/* Parse one message as a reply; -EINVAL if it is not a valid reply, -ENOMEM. */
+int reply_decode(const char *buf, size_t len, struct reply *ret);
+
+/* Free what r holds and zero it; accepts a zeroed struct. */
+void reply_clear(struct reply *r);
+
+/* The method table: every method of the three interfaces; its size in *ret_n. */
+const struct method_spec *proto_methods(size_t *ret_n);
+
+/* The method with this full name, or NULL (see proto_method_lookup() for which error). */
+const struct method_spec *proto_method_find(const char *method);
+
+/*
+ * Find a method reachable on socket (an enum proto_socket). -ENOENT with fault set to
+ * InterfaceNotFound when its interface is unknown or not served on socket, MethodNotFound
+ * otherwise.
+ */
+int proto_method_lookup(const char *method, unsigned socket, const struct method_spec **ret,
+			struct proto_fault *fault);
+
+/*
+ * Check params (an object) against m's parameter list: -EINVAL with fault set to
+ * <interface>.InvalidParameter naming the first bad parameter. Extra parameters are ignored.
+ */
+int proto_validate(const struct method_spec *m, json_t *params, struct proto_fault *fault);
+
+/*
+ * Check a decoded call for socket in the fixed order method, more, parameters: -ENOENT
+ * (see proto_method_lookup()), -EINVAL with <interface>.ExpectedMore for a streaming
+ * method called without more, or as proto_validate(). On success *ret is the method.
+ */
+int proto_check(const struct call *c, unsigned socket, const struct method_spec **ret,
+		struct proto_fault *fault);
