@@ -1,0 +1,103 @@
+/* http: HTTP/1.1 request builder, incremental response parser and URL helpers (no I/O). */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Distinct parser errors (negative errno values). */
+#define HTTP_EMALFORMED (-EBADMSG) /* not HTTP/1.x, bad syntax, bad framing */
+#define HTTP_ETOOBIG (-EMSGSIZE)   /* body over the cap, or a header section over its limit */
+#define HTTP_ETRUNCATED (-ENODATA) /* the connection ended before the response did */
+
+#define HTTP_MAX_LINE 8192     /* status, header, chunk-size and trailer lines */
+#define HTTP_MAX_HEADERS 16384 /* whole header section, or trailer section */
+#define HTTP_MAX_HOST 256
+
+/* A parsed http:// or https:// URL. */
+struct http_url {
+	bool tls;		      /* https */
+	char host[HTTP_MAX_HOST];     /* without brackets for IPv6 literals */
+	uint16_t port;		      /* explicit or the scheme's default */
+	bool default_port;	      /* port was not given */
+	char path[HTTP_MAX_LINE / 4]; /* "" when the URL has none */
+};
+
+/* What a request consists of; every string must be free of CR and LF. */
+struct http_request {
+	const char *method;	  /* "GET", "POST" */
+	const char *host;	  /* value of the Host header, port included if not default */
+	const char *target;	  /* path and query */
+	const char *content_type; /* NULL: no body headers unless body_len > 0 */
+	const char *bearer;	  /* NULL: no Authorization header */
+	const void *body;
+	size_t body_len;
+};
+
+/* A response as far as it was parsed; body is NUL-terminated (body_len excludes it). */
+struct http_response {
+	int status;
+	int minor;		  /* HTTP/1.<minor> */
+	bool chunked;		  /* Transfer-Encoding: chunked */
+	bool close;		  /* the server closes after this response */
+	long long content_length; /* -1 when absent */
+	char retry_after[64];	  /* raw Retry-After value, "" when absent */
+	char content_type[128];	  /* raw Content-Type value, "" when absent */
+	char *body;
+	size_t body_len;
+};
+
+/* Incremental response parser state; initialise with http_parser_init(). */
+struct http_parser {
+	struct http_response res;
+	int state;
+	size_t max_body;
+	size_t body_cap;
+	size_t section_bytes;
+	unsigned long long chunk_left;
+	bool started;
+	size_t line_len;
+	char line[HTTP_MAX_LINE];
+};
+
+/* Build the request bytes into a new malloc()ed buffer; -EINVAL on CR/LF in any field. */
+int http_request_build(const struct http_request *r, char **ret_buf, size_t *ret_len);
+
+/* Prepare p for one response whose body may hold at most max_body bytes. */
+void http_parser_init(struct http_parser *p, size_t max_body);
+
+/* Release the body held by p and make it ready for the next response. */
+void http_parser_reset(struct http_parser *p);
+
+/*
+ * Feed len bytes. Returns 0 when more input is needed, 1 when the response is complete
+ * (*ret_used then tells how many bytes of data belonged to it), or HTTP_EMALFORMED,
+ * HTTP_ETOOBIG, -ENOMEM. After an error or completion, feed no more without a reset.
+ */
+int http_parser_feed(struct http_parser *p, const void *data, size_t len, size_t *ret_used);
+
+/* The connection ended: 1 if that completes a close-delimited body, else HTTP_ETRUNCATED. */
+int http_parser_eof(struct http_parser *p);
+
+/* True once any byte was fed since the last init or reset. */
+bool http_parser_started(const struct http_parser *p);
+
+/* Hand the parsed body to the caller (who free()s it); the parser keeps none. */
+char *http_parser_steal_body(struct http_parser *p, size_t *ret_len);
+
+/* A short English text for the parser's error codes and other errnos. */
+const char *http_strerror(int err);
+
+/*
+ * Retry-After value in seconds from now: delta-seconds or an IMF-fixdate, clamped to
+ * [0, 86400]; -1 when the value is empty or unusable.
+ */
+int http_retry_after(const char *value, time_t now);
+
+/* Parse "http[s]://host[:port][/path]"; -EINVAL on anything else. */
+int http_url_parse(const char *url, struct http_url *ret);
+
+/* Percent-encode s for a query or form value into out; -ENOBUFS if out is too small. */
+int http_urlencode(const char *s, char *out, size_t outlen);

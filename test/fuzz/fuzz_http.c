@@ -1,0 +1,60 @@
+/* fuzz-http: the HTTP response parser fed in arbitrary pieces, plus the URL and Retry-After
+ * parsers. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Parse data as a response in pieces whose size comes from the first byte; check invariants. */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	size_t step = (size_t)data[0] + 1;
+	const uint8_t *d = data + 1;
+	size_t len = size - 1;
+	struct http_parser p;
+	size_t cap = 1024;
+
+	http_parser_init(&p, cap);
+	int r = 0;
+	size_t off = 0;
+	while (off < len && r == 0) {
+		size_t n = len - off < step ? len - off : step;
+		size_t used = 0;
+		r = http_parser_feed(&p, d + off, n, &used);
+		if (used > n)
+			abort();
+		off += n;
+	}
+	if (r == 0)
+		r = http_parser_eof(&p);
+	if (r == 1) {
+		if (!p.res.body || p.res.body_len > cap || p.res.body[p.res.body_len] != '\0')
+			abort();
+		if (p.res.status < 200 || p.res.status > 599)
+			abort();
+	} else if (r != HTTP_EMALFORMED && r != HTTP_ETOOBIG && r != HTTP_ETRUNCATED) {
+		abort();
+	}
+	http_parser_reset(&p);
+
+	char *s = malloc(len + 1);
+	if (!s)
+		return 0;
+	memcpy(s, d, len);
+	s[len] = '\0';
+	struct http_url u;
+	if (http_url_parse(s, &u) == 0 && (u.port == 0 || !u.host[0]))
+		abort();
+	int ra = http_retry_after(s, 784111777);
+	if (ra < -1 || ra > 86400)
+		abort();
+	char enc[64];
+	http_urlencode(s, enc, sizeof(enc));
+	free(s);
+	return 0;
+}
