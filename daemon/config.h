@@ -54,8 +54,8 @@ struct config {
 	uint32_t upstream_sessions;
 	uint32_t upstream_queue;
 	char *upstream_psk_identity;
-	char *upstream_psk_file; /* NULL: credential tpa-psk only */
-	int upstream_tls_min; /* 1 = TLS 1.1, 2 = TLS 1.2 */
+	char *upstream_psk_file;     /* NULL: credential tpa-psk only */
+	int upstream_tls_min;	     /* 1 = TLS 1.1, 2 = TLS 1.2 */
 	char *upstream_ciphersuites; /* comma separated mbedTLS names */
 	uint32_t upstream_connect_timeout_ms;
 	uint32_t upstream_handshake_timeout_ms;
@@ -88,7 +88,7 @@ struct config {
 
 	/* [store] */
 	char *store_path;
-	char *store_key_file; /* NULL: credential store-key only */
+	char *store_key_file;		/* NULL: credential store-key only */
 	uint32_t store_commit_delay_ms; /* group commit window */
 
 	/* [device] */

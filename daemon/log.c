@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 static bool log_verbose;
+static int log_prefixes = -1; /* decided on first use: none on a terminal */
 
 void log_set_verbose(bool verbose)
 {
@@ -17,6 +19,10 @@ void log_set_verbose(bool verbose)
 static void log_vline(const char *prefix, int err, const char *fmt, va_list ap)
 {
 	char buf[1024];
+	if (log_prefixes < 0)
+		log_prefixes = !isatty(STDERR_FILENO);
+	if (!log_prefixes)
+		prefix = "";
 	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	if (n < 0)
 		return;

@@ -1,0 +1,267 @@
+/* ctl: tpactl's connection to tpad, calls, error printing and the status command. */
+#include "ctl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "message.h"
+#include "tpad-build.h"
+
+/* Largest reply tpactl accepts (labels of an export come one per reply). */
+#define CTL_MAX_REPLY (64u << 20)
+
+int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
+{
+	if (!path)
+		path =
+		    sock == CTL_STATION ? TPAD_RUNDIR "/station.sock" : TPAD_RUNDIR "/admin.sock";
+	c->path = path;
+	c->reader = NULL;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "tpactl: socket path too long: %s\n", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		fprintf(stderr, "tpactl: socket: %s\n", strerror(errno));
+		return -errno;
+	}
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(c->fd);
+		c->fd = -1;
+		fprintf(stderr, "tpactl: cannot connect to %s: %s\n", path, strerror(e));
+		if (e == ENOENT)
+			fprintf(stderr, "The socket does not exist: is tpad running? "
+					"(systemctl status tpad; or give --socket PATH)\n");
+		else if (e == EACCES || e == EPERM)
+			fprintf(stderr, "Permission denied: %s\n",
+				sock == CTL_ADMIN
+				    ? "admin commands need root or the tpad-admin group."
+				    : "stations need to be in the tpad-station group.");
+		else if (e == ECONNREFUSED)
+			fprintf(stderr, "Nothing listens there: tpad is not running "
+					"(systemctl start tpad).\n");
+		return -e;
+	}
+	c->reader = frame_reader_new(CTL_MAX_REPLY);
+	if (!c->reader) {
+		close(c->fd);
+		fprintf(stderr, "tpactl: out of memory\n");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void ctl_close(struct ctl *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->reader = frame_reader_free(c->reader);
+}
+
+int ctl_send(struct ctl *c, const char *method, json_t *params, bool more)
+{
+	size_t len;
+	char *msg = call_encode(method, params, more, false, &len);
+	json_decref(params);
+	if (!msg) {
+		fprintf(stderr, "tpactl: out of memory\n");
+		return -ENOMEM;
+	}
+	int r = frame_write_fd(c->fd, msg, len);
+	free(msg);
+	if (r < 0)
+		fprintf(stderr, "tpactl: cannot send to %s: %s\n", c->path, strerror(-r));
+	return r;
+}
+
+int ctl_recv(struct ctl *c, json_t **ret_reply)
+{
+	char *msg;
+	size_t len;
+	int r = frame_read_fd(c->fd, c->reader, &msg, &len);
+	if (r == 0) {
+		fprintf(stderr, "tpactl: tpad closed the connection (see its log: "
+				"journalctl -u tpad)\n");
+		return -ECONNRESET;
+	}
+	if (r < 0) {
+		fprintf(stderr, "tpactl: cannot read from %s: %s\n", c->path, strerror(-r));
+		return r;
+	}
+	json_error_t jerr;
+	json_t *reply = json_loadb(msg, len, 0, &jerr);
+	free(msg);
+	if (!json_is_object(reply)) {
+		json_decref(reply);
+		fprintf(stderr, "tpactl: tpad sent a malformed reply\n");
+		return -EPROTO;
+	}
+	*ret_reply = reply;
+	return 0;
+}
+
+void ctl_print_json(json_t *v)
+{
+	char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (s) {
+		puts(s);
+		free(s);
+	}
+}
+
+void ctl_print_error(json_t *reply)
+{
+	const char *error = json_string_value(json_object_get(reply, "error"));
+	json_t *p = json_object_get(reply, "parameters");
+	const char *name = error ? strrchr(error, '.') : NULL;
+	name = name ? name + 1 : (error ? error : "error");
+	fprintf(stderr, "tpactl: %s", name);
+	const char *key;
+	json_t *v;
+	bool first = true;
+	json_object_foreach(p, key, v)
+	{
+		char *s = json_is_string(v) ? strdup(json_string_value(v))
+					    : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		fprintf(stderr, "%s%s=%s", first ? ": " : ", ", key, s ? s : "?");
+		free(s);
+		first = false;
+	}
+	fputc('\n', stderr);
+}
+
+int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, json_t **ret_params)
+{
+	int r = ctl_send(c, method, params, false);
+	if (r < 0)
+		return r;
+	json_t *reply;
+	r = ctl_recv(c, &reply);
+	if (r < 0)
+		return r;
+	if (json_object_get(reply, "error")) {
+		if (json_out)
+			ctl_print_json(reply);
+		ctl_print_error(reply);
+		json_decref(reply);
+		return 1;
+	}
+	json_t *p = json_object_get(reply, "parameters");
+	*ret_params = p ? json_incref(p) : json_object();
+	json_decref(reply);
+	return 0;
+}
+
+/* Uptime as "1d 2h 3m 4s", leaving out leading zero units. */
+static void print_uptime(long long s)
+{
+	if (s >= 86400)
+		printf("%lldd ", s / 86400);
+	if (s >= 3600)
+		printf("%lldh ", s / 3600 % 24);
+	if (s >= 60)
+		printf("%lldm ", s / 60 % 60);
+	printf("%llds", s % 60);
+}
+
+/* Shortcut: an integer member of o. */
+static long long geti(json_t *o, const char *key)
+{
+	return (long long)json_integer_value(json_object_get(o, key));
+}
+
+/* Shortcut: a string member of o, or dflt. */
+static const char *gets_or(json_t *o, const char *key, const char *dflt)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? s : dflt;
+}
+
+/* The upstream part of status, if tpad reports one. */
+static void print_upstream(json_t *u)
+{
+	if (!json_is_object(u))
+		return;
+	printf("upstream:    %s  %s, breaker %s, queue %lld\n", gets_or(u, "url", "?"),
+	       gets_or(u, "state", "?"), gets_or(u, "breaker", "?"), geti(u, "queue"));
+	size_t i;
+	json_t *s;
+	json_array_foreach(json_object_get(u, "sessions"), i, s)
+	{
+		printf("  session %zu: %-11s %6lld requests, %lld reconnects", i,
+		       gets_or(s, "state", "?"), geti(s, "requests"), geti(s, "reconnects"));
+		const char *suite = gets_or(s, "ciphersuite", NULL);
+		const char *err = gets_or(s, "lastError", NULL);
+		if (suite)
+			printf(", %s", suite);
+		if (err)
+			printf(", last error: %s", err);
+		putchar('\n');
+	}
+	json_t *lat = json_object_get(u, "latency");
+	if (json_is_object(lat))
+		printf("  latency:   p50 %.1f ms, p99 %.1f ms\n",
+		       json_number_value(json_object_get(lat, "p50")),
+		       json_number_value(json_object_get(lat, "p99")));
+}
+
+/* The store part of status, if tpad reports one. */
+static void print_store(json_t *s)
+{
+	if (!json_is_object(s))
+		return;
+	json_t *rows = json_object_get(s, "rows");
+	printf("store:       %s  %lld issued, %lld pending, %lld failed\n", gets_or(s, "path", "?"),
+	       geti(rows, "ISSUED"), geti(rows, "PENDING"), geti(rows, "FAILED"));
+	const char *err = gets_or(s, "lastError", NULL);
+	if (err)
+		printf("  last error: %s\n", err);
+}
+
+int ctl_status(struct ctl *c, struct ctl_args *a)
+{
+	json_t *p;
+	int r = ctl_call(c, "io.tpad.Admin.Status", NULL, a->json, &p);
+	if (r != 0)
+		return r < 0 ? 1 : r;
+	if (a->json) {
+		ctl_print_json(p);
+		json_decref(p);
+		return 0;
+	}
+	printf("tpad %s, up ", gets_or(p, "version", "?"));
+	print_uptime(geti(p, "uptime"));
+	putchar('\n');
+	json_t *conns = json_object_get(p, "connections");
+	printf("clients:     %lld station, %lld admin\n", geti(conns, "station"),
+	       geti(conns, "admin"));
+	printf("calls:       %lld (%lld in flight)\n", geti(p, "calls"), geti(p, "callsInFlight"));
+	json_t *hit = json_object_get(p, "limitsHit");
+	const char *key;
+	json_t *v;
+	bool any = false;
+	printf("limits hit:  ");
+	json_object_foreach(hit, key, v)
+	{
+		if (json_integer_value(v)) {
+			printf("%s%s %lld", any ? ", " : "", key, (long long)json_integer_value(v));
+			any = true;
+		}
+	}
+	printf("%s\n", any ? "" : "none");
+	print_upstream(json_object_get(p, "upstream"));
+	print_store(json_object_get(p, "store"));
+	json_decref(p);
+	return 0;
+}

@@ -1,0 +1,63 @@
+/* ctl: tpactl's connection to tpad and its commands. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct frame_reader;
+
+enum ctl_socket {
+	CTL_STATION,
+	CTL_ADMIN,
+};
+
+struct ctl {
+	int fd;
+	const char *path;
+	struct frame_reader *reader;
+};
+
+/* Parsed command line, shared by all commands. */
+struct ctl_args {
+	bool json;
+	const char *output;
+	const char *dev_eui, *join_eui, *tkm_info, *app_key, *serial, *profile_id;
+	bool generate_app_key;
+	const char *format, *ec_level;
+	int scale, margin;
+	bool margin_set;
+	bool generate_appkeys;
+	int concurrency;
+	const char *failures;
+	const char *out_dir;
+	const char *state;
+	int limit;
+	int argc;
+	char **argv;
+};
+
+/* Connect to path (NULL: the default of sock); on failure prints what to do, returns < 0. */
+int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock);
+void ctl_close(struct ctl *c);
+
+/*
+ * Send one call; params is stolen. Returns 0 and sets *ret_reply on a reply (error or
+ * not; the caller owns it), or a negative errno after printing why the link failed.
+ */
+int ctl_send(struct ctl *c, const char *method, json_t *params, bool more);
+int ctl_recv(struct ctl *c, json_t **ret_reply);
+
+/* Call and wait for the one reply: 0 with *ret_params (owned), 1 after printing an error
+ * reply, or a negative errno after printing a link failure. */
+int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, json_t **ret_params);
+
+/* Print an error reply as a human sentence on stderr. */
+void ctl_print_error(json_t *reply);
+
+/* Print one JSON value on one line to stdout. */
+void ctl_print_json(json_t *v);
+
+/* Commands; each returns the exit status. */
+int ctl_status(struct ctl *c, struct ctl_args *a);
+int ctl_activate(struct ctl *c, struct ctl_args *a);
+int ctl_lookup(struct ctl *c, struct ctl_args *a);

@@ -1,0 +1,183 @@
+/* ctl_station: tpactl's station commands, activate and lookup, and label files. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base64.h"
+#include "ctl.h"
+
+/* The label format: --format, else from -o's extension, else none. */
+static const char *label_format(const struct ctl_args *a)
+{
+	if (a->format)
+		return a->format;
+	if (!a->output)
+		return NULL;
+	const char *dot = strrchr(a->output, '.');
+	if (dot && strcmp(dot, ".svg") == 0)
+		return "svg";
+	if (dot && strcmp(dot, ".zpl") == 0)
+		return "zpl";
+	if (dot && strcmp(dot, ".txt") == 0)
+		return "text";
+	return "png";
+}
+
+/* The qr options object of a call, or NULL when no label is wanted. */
+static json_t *qr_options(const struct ctl_args *a)
+{
+	const char *format = label_format(a);
+	if (!format)
+		return NULL;
+	json_t *q = json_pack("{s:s}", "format", format);
+	if (a->scale)
+		json_object_set_new(q, "scale", json_integer(a->scale));
+	if (a->margin_set)
+		json_object_set_new(q, "margin", json_integer(a->margin));
+	if (a->ec_level)
+		json_object_set_new(q, "ecLevel", json_string(a->ec_level));
+	return q;
+}
+
+/* Write bytes to path atomically (temporary file, then rename). */
+static int write_file(const char *path, const void *data, size_t len)
+{
+	char tmp[4096];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	const char *p = data;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int r = -errno;
+			close(fd);
+			unlink(tmp);
+			return r;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (close(fd) < 0 || rename(tmp, path) < 0) {
+		int r = -errno;
+		unlink(tmp);
+		return r;
+	}
+	return 0;
+}
+
+/* Handle the reply's qr: write it to -o, or show a text label on the terminal. */
+static int handle_label(const struct ctl_args *a, json_t *qr)
+{
+	if (!json_is_object(qr))
+		return 0;
+	const char *format = json_string_value(json_object_get(qr, "format"));
+	const char *data = json_string_value(json_object_get(qr, "data"));
+	if (!format || !data)
+		return 0;
+	uint8_t *bytes;
+	size_t len;
+	if (base64_decode(data, strlen(data), &bytes, &len) < 0) {
+		fprintf(stderr, "tpactl: tpad sent a label that is not valid base64\n");
+		return 1;
+	}
+	int status = 0;
+	if (a->output) {
+		int r = write_file(a->output, bytes, len);
+		if (r < 0) {
+			fprintf(stderr, "tpactl: cannot write %s: %s\n", a->output, strerror(-r));
+			status = 1;
+		} else if (!a->json) {
+			printf("label       %s (%s, %zu bytes)\n", a->output, format, len);
+		}
+	} else if (strcmp(format, "text") == 0 && !a->json) {
+		fwrite(bytes, 1, len, stdout);
+	}
+	free(bytes);
+	return status;
+}
+
+/* Print a device record for a person. */
+static void print_device(json_t *d)
+{
+	static const char *const keys[] = {"devEUI",	 "joinEUI", "profileId", "serial",
+					   "ownerToken", "appKey",  "qrText"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const char *v = json_string_value(json_object_get(d, keys[i]));
+		if (v)
+			printf("%-11s %s\n", keys[i], v);
+	}
+	const char *state = json_string_value(json_object_get(d, "state"));
+	const char *source = json_string_value(json_object_get(d, "source"));
+	if (state)
+		printf("%-11s %s%s%s%s\n", "state", state, source ? " (" : "", source ? source : "",
+		       source ? ")" : "");
+}
+
+/* Run a station call and present its device and label. */
+static int station_call(struct ctl *c, struct ctl_args *a, const char *method, json_t *params)
+{
+	json_t *qr = qr_options(a);
+	if (qr)
+		json_object_set_new(params, "qr", qr);
+	json_t *p;
+	int r = ctl_call(c, method, params, a->json, &p);
+	if (r != 0)
+		return r < 0 ? 1 : r;
+	if (a->json)
+		ctl_print_json(p);
+	else
+		print_device(json_object_get(p, "device"));
+	int status = handle_label(a, json_object_get(p, "qr"));
+	json_decref(p);
+	return status;
+}
+
+/* Set key to a string value if it was given. */
+static void set_opt(json_t *o, const char *key, const char *v)
+{
+	if (v)
+		json_object_set_new(o, key, json_string(v));
+}
+
+int ctl_activate(struct ctl *c, struct ctl_args *a)
+{
+	if (!a->dev_eui) {
+		fprintf(stderr, "tpactl: activate needs --dev-eui\n");
+		return 2;
+	}
+	int keys = !!a->tkm_info + !!a->app_key + !!a->generate_app_key;
+	if (keys > 1) {
+		fprintf(stderr, "tpactl: give at most one of --tkm-info, --app-key and "
+				"--generate-app-key\n");
+		return 2;
+	}
+	json_t *p = json_object();
+	set_opt(p, "devEUI", a->dev_eui);
+	set_opt(p, "joinEUI", a->join_eui);
+	set_opt(p, "tkmInfo", a->tkm_info);
+	set_opt(p, "appKey", a->app_key);
+	set_opt(p, "serial", a->serial);
+	set_opt(p, "profileId", a->profile_id);
+	if (a->generate_app_key)
+		json_object_set_new(p, "generateAppKey", json_true());
+	return station_call(c, a, "io.tpad.Station.Activate", p);
+}
+
+int ctl_lookup(struct ctl *c, struct ctl_args *a)
+{
+	if (!a->dev_eui) {
+		fprintf(stderr, "tpactl: lookup needs --dev-eui\n");
+		return 2;
+	}
+	json_t *p = json_object();
+	set_opt(p, "devEUI", a->dev_eui);
+	return station_call(c, a, "io.tpad.Station.Lookup", p);
+}

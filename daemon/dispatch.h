@@ -1,0 +1,23 @@
+/* dispatch: routes each call to its handler after the protocol checks; built-in methods. */
+#pragma once
+
+#include <stddef.h>
+
+struct config;
+struct req;
+struct tpad;
+
+/* Bring up the modules the handlers use (store, upstream, activation), in order. */
+int dispatch_init(struct tpad *t);
+
+/* Tear them down in reverse order. Accepts a partly initialised t. */
+void dispatch_finish(struct tpad *t);
+
+/* The server's dispatch callback; arg is the struct tpad. */
+void dispatch_call(struct req *r, void *arg);
+
+/* Checks of the configuration that need a module (template, ciphersuites...). */
+int dispatch_check_config(const struct config *cfg, char *err, size_t errlen);
+
+/* One line of health for systemd's STATUS=. */
+void dispatch_status_line(const struct tpad *t, char *buf, size_t len);

@@ -1,0 +1,29 @@
+/* listener: the station and admin listening sockets, from systemd or bound by hand. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "server.h"
+
+struct listener;
+struct event_base;
+
+/*
+ * Get the listening socket for kind: the one systemd passed under the fd name
+ * ("station" or "admin") if any, else bind path with mode and group (NULL: keep ours),
+ * after checking that no live instance listens there and removing a stale socket.
+ * Accepted clients go to server_accept(). On error returns a negative errno and writes a
+ * one-line reason to err.
+ */
+int listener_open(struct event_base *base, struct server *srv, enum sock_kind kind,
+		  const char *path, unsigned mode, const char *group, struct listener **ret,
+		  char *err, size_t errlen);
+
+/* True if the socket came from systemd (the configured path was not touched). */
+bool listener_activated(const struct listener *l);
+
+/* Stop accepting; removes the socket path if we bound it. Accepts NULL. */
+void listener_free(struct listener *l);
+
+/* Forget the fds systemd passed that no listener took (closes them). */
+void listener_close_unused(void);

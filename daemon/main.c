@@ -1,0 +1,244 @@
+/* tpad: the ThingPark Activation factory daemon — start-up, event loop and shutdown. */
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "dispatch.h"
+#include "listener.h"
+#include "log.h"
+#include "notify.h"
+#include "server.h"
+#include "tpad-build.h"
+#include "tpad.h"
+
+/* How long SIGTERM waits for calls in flight before closing clients anyway. */
+#define STOP_TIMEOUT_MS 30000
+/* How often STATUS= is refreshed. */
+#define STATUS_PERIOD_S 5
+
+uint64_t tpad_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: tpad [--config FILE] [--verbose]\n"
+		"       tpad [--config FILE] --check-config | --print-config\n"
+		"       tpad --version\n"
+		"\n"
+		"  -c, --config FILE   configuration file (default %s)\n"
+		"  -n, --check-config  check the configuration and exit (0 valid, 1 not)\n"
+		"  -p, --print-config  print every directive's effective value and exit\n"
+		"  -v, --verbose       log debug messages\n"
+		"  -V, --version       print the version and exit\n"
+		"  -h, --help          show this help\n",
+		CONFIG_DEFAULT_PATH);
+}
+
+/* Load the configuration; a missing default file means the built-in defaults. */
+static int load_config(struct config *cfg, const char *path, bool explicit_path)
+{
+	char err[512];
+	config_defaults(cfg);
+	if (!explicit_path && access(path, F_OK) < 0 && errno == ENOENT) {
+		log_notice("%s not found, using built-in defaults", path);
+		return 0;
+	}
+	int r = config_load(cfg, path, err, sizeof(err));
+	if (r < 0) {
+		log_errx("%s", err);
+		return r;
+	}
+	r = dispatch_check_config(cfg, err, sizeof(err));
+	if (r < 0) {
+		log_errx("%s: %s", path, err);
+		return r;
+	}
+	return 0;
+}
+
+/* Refresh the one-line STATUS= for systemctl status. */
+static void status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpad *t = arg;
+	char line[256];
+	dispatch_status_line(t, line, sizeof(line));
+	notify_status(line);
+}
+
+/* The server has answered every call in flight: leave the loop. */
+static void drained_cb(void *arg)
+{
+	struct tpad *t = arg;
+	event_base_loopexit(t->base, NULL);
+}
+
+/* SIGTERM / SIGINT: stop accepting, finish calls in flight, exit 0. */
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct tpad *t = arg;
+	if (t->stopping)
+		return;
+	t->stopping = true;
+	log_notice("received %s, finishing calls in flight", strsignal((int)sig));
+	notify_stopping();
+	for (int i = 0; i < SOCK_KINDS; i++) {
+		listener_free(t->listeners[i]);
+		t->listeners[i] = NULL;
+	}
+	server_stop(t->srv, STOP_TIMEOUT_MS, drained_cb, t);
+}
+
+/* Open both sockets; on failure logs and returns a negative errno. */
+static int open_listeners(struct tpad *t)
+{
+	const struct config *c = t->cfg;
+	char err[512];
+	int r = listener_open(t->base, t->srv, SOCK_STATION, c->station_socket, c->station_mode,
+			      c->station_group, &t->listeners[SOCK_STATION], err, sizeof(err));
+	if (r == 0)
+		r = listener_open(t->base, t->srv, SOCK_ADMIN, c->admin_socket, c->admin_mode,
+				  c->admin_group, &t->listeners[SOCK_ADMIN], err, sizeof(err));
+	if (r < 0) {
+		log_errx("%s", err);
+		return r;
+	}
+	listener_close_unused();
+	return 0;
+}
+
+/* Run the daemon until a stop signal; returns the exit status. */
+static int run(struct config *cfg)
+{
+	struct tpad t = {.cfg = cfg, .started_us = tpad_now_us()};
+	struct event *ev_term = NULL, *ev_int = NULL, *ev_status = NULL;
+	int status = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	t.base = event_base_new();
+	if (!t.base) {
+		log_errx("cannot create the event loop");
+		return 1;
+	}
+	t.srv = server_new(t.base, cfg, dispatch_call, &t);
+	if (!t.srv) {
+		log_errx("out of memory");
+		goto out;
+	}
+	if (dispatch_init(&t) < 0 || open_listeners(&t) < 0)
+		goto out;
+	ev_term = evsignal_new(t.base, SIGTERM, stop_cb, &t);
+	ev_int = evsignal_new(t.base, SIGINT, stop_cb, &t);
+	ev_status = event_new(t.base, -1, EV_PERSIST, status_cb, &t);
+	if (!ev_term || !ev_int || !ev_status || notify_init(t.base) < 0) {
+		log_errx("out of memory");
+		goto out;
+	}
+	event_add(ev_term, NULL);
+	event_add(ev_int, NULL);
+	struct timeval period = {.tv_sec = STATUS_PERIOD_S};
+	event_add(ev_status, &period);
+
+	char line[256];
+	dispatch_status_line(&t, line, sizeof(line));
+	notify_ready(line);
+	log_notice("tpad %s ready", TPAD_VERSION);
+
+	if (event_base_dispatch(t.base) < 0)
+		log_errx("event loop failed");
+	else
+		status = 0;
+	log_notice("tpad stopped");
+out:
+	notify_finish();
+	if (ev_term)
+		event_free(ev_term);
+	if (ev_int)
+		event_free(ev_int);
+	if (ev_status)
+		event_free(ev_status);
+	for (int i = 0; i < SOCK_KINDS; i++)
+		listener_free(t.listeners[i]);
+	server_free(t.srv);
+	dispatch_finish(&t);
+	/* Let deferred frees scheduled during shutdown run. */
+	event_base_loop(t.base, EVLOOP_NONBLOCK);
+	event_base_free(t.base);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"check-config", no_argument, NULL, 'n'},
+	    {"print-config", no_argument, NULL, 'p'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	const char *path = CONFIG_DEFAULT_PATH;
+	bool explicit_path = false, check = false, print = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "c:npvVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			explicit_path = true;
+			break;
+		case 'n':
+			check = true;
+			break;
+		case 'p':
+			print = true;
+			break;
+		case 'v':
+			log_set_verbose(true);
+			break;
+		case 'V':
+			printf("tpad %s\n", TPAD_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tpad: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+
+	struct config cfg;
+	int r = load_config(&cfg, path, explicit_path);
+	if (check || print) {
+		if (r == 0 && print)
+			config_print(&cfg, stdout);
+		if (r == 0 && check)
+			printf("%s: configuration is valid\n", explicit_path ? path : "tpad");
+		config_free(&cfg);
+		return r == 0 ? 0 : 1;
+	}
+	if (r < 0) {
+		config_free(&cfg);
+		return 1;
+	}
+	int status = run(&cfg);
+	config_free(&cfg);
+	return status;
+}

@@ -1,0 +1,534 @@
+/* server: client connections on the station and admin sockets, and the calls they carry. */
+#include "server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "frame.h"
+#include "log.h"
+#include "message.h"
+
+/* Past this many unwritten reply bytes a client that does not read is dropped. */
+#define SERVER_MAX_OUTPUT (64u << 20)
+
+static const char *const kind_names[SOCK_KINDS] = {"station", "admin"};
+
+struct req {
+	TAILQ_ENTRY(req) entry;
+	struct conn *conn;
+	struct call call;
+	struct evbuffer *held; /* replies waiting for earlier calls to finish */
+	bool done;
+};
+
+TAILQ_HEAD(req_list, req);
+
+struct conn {
+	LIST_ENTRY(conn) entry;
+	struct server *srv;
+	struct bufferevent *bev;
+	struct event *idle_timer;
+	struct peer peer;
+	struct req_list reqs; /* in call order */
+	unsigned n_reqs;
+	bool closed;
+	bool freeing;
+};
+
+LIST_HEAD(conn_list, conn);
+
+struct server {
+	struct event_base *base;
+	const struct config *cfg;
+	server_dispatch_fn *dispatch;
+	void *dispatch_arg;
+	struct conn_list conns;
+	struct server_stats stats;
+	uint64_t next_conn_id;
+	bool stopping;
+	struct event *stop_timer;
+	struct event *drain_check;
+	server_drained_fn *drained;
+	void *drained_arg;
+};
+
+static void conn_close(struct conn *c, const char *reason, bool quiet);
+static void server_check_drained(struct server *s);
+
+/* Free a closed connection once no call refers to it; runs from the loop, never inline. */
+static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	event_free(c->idle_timer);
+	free(c);
+}
+
+/* Schedule the final free of c if it is closed and idle. */
+static void conn_maybe_free(struct conn *c)
+{
+	if (!c->closed || c->n_reqs || c->freeing)
+		return;
+	c->freeing = true;
+	if (event_base_once(c->srv->base, -1, EV_TIMEOUT, conn_free_cb, c, NULL) < 0) {
+		/* Without a deferred event the connection leaks; that beats a use after free. */
+		log_warnx("cannot schedule the release of connection %llu",
+			  (unsigned long long)c->peer.conn_id);
+	}
+}
+
+/* (Re)start the idle timer of c. */
+static void conn_touch(struct conn *c)
+{
+	struct timeval tv = {
+	    .tv_sec = c->srv->cfg->idle_timeout_ms / 1000,
+	    .tv_usec = (c->srv->cfg->idle_timeout_ms % 1000) * 1000,
+	};
+	evtimer_add(c->idle_timer, &tv);
+}
+
+/* Write bytes to the client, or drop them if it is gone. */
+static void conn_write(struct conn *c, struct evbuffer *buf)
+{
+	if (c->closed) {
+		evbuffer_drain(buf, evbuffer_get_length(buf));
+		return;
+	}
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evbuffer_add_buffer(out, buf);
+	if (evbuffer_get_length(out) > SERVER_MAX_OUTPUT) {
+		c->srv->stats.hit.slow_reader++;
+		conn_close(c, "client does not read its replies", false);
+	}
+}
+
+/* Let reading resume once the calls in flight are below the limit. */
+static void conn_update_reading(struct conn *c)
+{
+	if (c->closed)
+		return;
+	if (c->srv->stopping || c->n_reqs >= c->srv->cfg->max_pending_calls)
+		bufferevent_disable(c->bev, EV_READ);
+	else
+		bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Finish the head calls that are done, writing the held replies of the next in order. */
+static void conn_flush_reqs(struct conn *c)
+{
+	struct req *r;
+	while ((r = TAILQ_FIRST(&c->reqs))) {
+		if (r->held)
+			conn_write(c, r->held);
+		if (!r->done)
+			break;
+		TAILQ_REMOVE(&c->reqs, r, entry);
+		c->n_reqs--;
+		c->srv->stats.calls_in_flight--;
+		evbuffer_free(r->held);
+		call_clear(&r->call);
+		free(r);
+	}
+	conn_update_reading(c);
+	conn_maybe_free(c);
+	if (c->srv->stopping)
+		server_check_drained(c->srv);
+}
+
+/* Queue one encoded message as r's reply. */
+static void req_send(struct req *r, char *msg, size_t len, bool final)
+{
+	struct conn *c = r->conn;
+	if (!msg) {
+		/* Out of memory: the client cannot get a well-formed answer any more. */
+		conn_close(c, "out of memory encoding a reply", false);
+	} else if (!c->closed) {
+		if (!r->held)
+			r->held = evbuffer_new();
+		if (!r->held || frame_push(r->held, msg, len) < 0)
+			conn_close(c, "out of memory queueing a reply", false);
+	}
+	free(msg);
+	if (final)
+		r->done = true;
+	if (r == TAILQ_FIRST(&c->reqs) || final)
+		conn_flush_reqs(c);
+}
+
+const char *req_method(const struct req *r)
+{
+	return r->call.method;
+}
+
+json_t *req_params(const struct req *r)
+{
+	return r->call.parameters;
+}
+
+bool req_more(const struct req *r)
+{
+	return r->call.more;
+}
+
+const struct peer *req_peer(const struct req *r)
+{
+	return &r->conn->peer;
+}
+
+bool req_gone(const struct req *r)
+{
+	return r->conn->closed;
+}
+
+size_t req_output_pending(const struct req *r)
+{
+	if (r->conn->closed)
+		return 0;
+	return evbuffer_get_length(bufferevent_get_output(r->conn->bev)) +
+	       (r->held ? evbuffer_get_length(r->held) : 0);
+}
+
+void req_reply(struct req *r, json_t *params, bool continues)
+{
+	size_t len = 0;
+	bool oneway = r->call.oneway;
+	char *msg = oneway ? NULL : reply_encode(params, continues && r->call.more, &len);
+	json_decref(params);
+	if (oneway) {
+		if (!continues) {
+			r->done = true;
+			conn_flush_reqs(r->conn);
+		}
+		return;
+	}
+	req_send(r, msg, len, !(continues && r->call.more));
+}
+
+void req_error(struct req *r, const char *error, json_t *params)
+{
+	size_t len = 0;
+	bool oneway = r->call.oneway;
+	char *msg = oneway ? NULL : error_encode(error, params, &len);
+	json_decref(params);
+	if (oneway) {
+		r->done = true;
+		conn_flush_reqs(r->conn);
+		return;
+	}
+	req_send(r, msg, len, true);
+}
+
+/* Answer a message that could not even be decoded, in call order, without dispatch. */
+static void conn_reject(struct conn *c, const struct proto_fault *f)
+{
+	struct req *r = calloc(1, sizeof(*r));
+	if (!r) {
+		conn_close(c, "out of memory", false);
+		return;
+	}
+	r->conn = c;
+	TAILQ_INSERT_TAIL(&c->reqs, r, entry);
+	c->n_reqs++;
+	c->srv->stats.calls_in_flight++;
+	req_error(r, f->error,
+		  json_pack("{s:s, s:s}", "parameter", f->parameter, "reason", f->reason));
+}
+
+/* Read as many complete messages as are buffered and dispatch each. */
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct server *s = c->srv;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	conn_touch(c);
+	while (!c->closed && !s->stopping && c->n_reqs < s->cfg->max_pending_calls) {
+		char *msg = NULL;
+		size_t len = 0;
+		int r = frame_pop(in, s->cfg->max_message, &msg, &len);
+		if (r == 0)
+			break;
+		if (r == -EMSGSIZE) {
+			s->stats.hit.max_message++;
+			conn_close(c, "message larger than limits.max-message", false);
+			return;
+		}
+		if (r < 0) {
+			conn_close(c, "out of memory reading a message", false);
+			return;
+		}
+		struct req *q = calloc(1, sizeof(*q));
+		if (!q) {
+			free(msg);
+			conn_close(c, "out of memory", false);
+			return;
+		}
+		struct proto_fault fault;
+		int d = call_decode(msg, len, &q->call, &fault);
+		free(msg);
+		if (d < 0) {
+			free(q);
+			log_debug("%s client %llu: bad message: %s", kind_names[c->peer.kind],
+				  (unsigned long long)c->peer.conn_id, fault.reason);
+			conn_reject(c, &fault);
+			continue;
+		}
+		q->conn = c;
+		TAILQ_INSERT_TAIL(&c->reqs, q, entry);
+		c->n_reqs++;
+		s->stats.calls++;
+		s->stats.calls_in_flight++;
+		s->dispatch(q, s->dispatch_arg);
+	}
+	if (!c->closed && c->n_reqs >= s->cfg->max_pending_calls) {
+		s->stats.hit.max_pending_calls++;
+		conn_update_reading(c);
+	}
+}
+
+/* Once output has drained, a stopping server may be done. */
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	if (c->srv->stopping)
+		server_check_drained(c->srv);
+}
+
+/* End of file or a socket error from the client. */
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (what & BEV_EVENT_EOF)
+		conn_close(c, "client closed the connection", true);
+	else if (what & BEV_EVENT_ERROR)
+		conn_close(c, strerror(EVUTIL_SOCKET_ERROR()), false);
+}
+
+/* Close on idle, but never while calls are in flight. */
+static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->n_reqs) {
+		conn_touch(c);
+		return;
+	}
+	c->srv->stats.hit.idle_timeout++;
+	conn_close(c, "idle timeout", false);
+}
+
+/* The one way a connection ends: log why, release the socket, free later. */
+static void conn_close(struct conn *c, const char *reason, bool quiet)
+{
+	if (c->closed)
+		return;
+	c->closed = true;
+	if (quiet)
+		log_debug("%s client %llu (uid %u pid %d): %s", kind_names[c->peer.kind],
+			  (unsigned long long)c->peer.conn_id, (unsigned)c->peer.uid,
+			  (int)c->peer.pid, reason);
+	else
+		log_info("%s client %llu (uid %u pid %d) closed: %s", kind_names[c->peer.kind],
+			 (unsigned long long)c->peer.conn_id, (unsigned)c->peer.uid,
+			 (int)c->peer.pid, reason);
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	evtimer_del(c->idle_timer);
+	LIST_REMOVE(c, entry);
+	c->srv->stats.connections[c->peer.kind]--;
+	/* Replies already held for calls still in flight go nowhere now. */
+	struct req *r;
+	TAILQ_FOREACH(r, &c->reqs, entry)
+	if (r->held)
+		evbuffer_drain(r->held, evbuffer_get_length(r->held));
+	conn_maybe_free(c);
+	if (c->srv->stopping)
+		server_check_drained(c->srv);
+}
+
+/* Best effort: tell a refused client why before closing its socket. */
+static void refuse(int fd, const char *error)
+{
+	char msg[160];
+	int n = snprintf(msg, sizeof(msg), "{\"error\":\"%s\",\"parameters\":{}}", error);
+	if (n > 0 && (size_t)n < sizeof(msg))
+		(void)!send(fd, msg, (size_t)n + 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
+}
+
+/* Number of open connections of one uid. */
+static unsigned conns_of_uid(const struct server *s, uid_t uid)
+{
+	unsigned n = 0;
+	const struct conn *c;
+	LIST_FOREACH(c, &s->conns, entry)
+	if (c->peer.uid == uid)
+		n++;
+	return n;
+}
+
+void server_accept(struct server *s, int fd, enum sock_kind kind)
+{
+	struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
+	socklen_t clen = sizeof(cred);
+	const char *busy = kind == SOCK_STATION ? "io.tpad.Station.Busy" : "io.tpad.Admin.Busy";
+
+	if (s->stopping) {
+		close(fd);
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+		log_warn_errno(-errno, "cannot read peer credentials of a %s client",
+			       kind_names[kind]);
+		close(fd);
+		return;
+	}
+	uint32_t total = s->stats.connections[0] + s->stats.connections[1];
+	if (total >= s->cfg->max_clients) {
+		s->stats.hit.max_clients++;
+		log_warnx("refused %s client (uid %u pid %d): limits.max-clients (%u) reached",
+			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid, s->cfg->max_clients);
+		refuse(fd, busy);
+		return;
+	}
+	if (conns_of_uid(s, cred.uid) >= s->cfg->max_clients_per_uid) {
+		s->stats.hit.max_clients_per_uid++;
+		log_warnx("refused %s client (uid %u pid %d): limits.max-clients-per-uid (%u) "
+			  "reached",
+			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid,
+			  s->cfg->max_clients_per_uid);
+		refuse(fd, busy);
+		return;
+	}
+
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->srv = s;
+	TAILQ_INIT(&c->reqs);
+	c->peer = (struct peer){.uid = cred.uid,
+				.gid = cred.gid,
+				.pid = cred.pid,
+				.kind = kind,
+				.conn_id = ++s->next_conn_id};
+	evutil_make_socket_nonblocking(fd);
+	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->idle_timer = evtimer_new(s->base, conn_idle_cb, c);
+	if (!c->bev || !c->idle_timer) {
+		if (c->bev)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->idle_timer)
+			event_free(c->idle_timer);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	LIST_INSERT_HEAD(&s->conns, c, entry);
+	s->stats.connections[kind]++;
+	s->stats.accepted[kind]++;
+	conn_touch(c);
+	log_debug("%s client %llu connected (uid %u gid %u pid %d)", kind_names[kind],
+		  (unsigned long long)c->peer.conn_id, (unsigned)cred.uid, (unsigned)cred.gid,
+		  (int)cred.pid);
+}
+
+struct server *server_new(struct event_base *base, const struct config *cfg,
+			  server_dispatch_fn *dispatch, void *arg)
+{
+	struct server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->base = base;
+	s->cfg = cfg;
+	s->dispatch = dispatch;
+	s->dispatch_arg = arg;
+	LIST_INIT(&s->conns);
+	return s;
+}
+
+/* True when no call is in flight and no reply is waiting to be written. */
+static bool server_idle(const struct server *s)
+{
+	const struct conn *c;
+	LIST_FOREACH(c, &s->conns, entry)
+	{
+		if (c->n_reqs)
+			return false;
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)))
+			return false;
+	}
+	return s->stats.calls_in_flight == 0;
+}
+
+/* Close every client and tell the owner the server has drained. */
+static void server_finish_stop(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	struct conn *c;
+	while ((c = LIST_FIRST(&s->conns)))
+		conn_close(c, "tpad is stopping", true);
+	if (s->stop_timer)
+		evtimer_del(s->stop_timer);
+	server_drained_fn *fn = s->drained;
+	s->drained = NULL;
+	if (fn)
+		fn(s->drained_arg);
+}
+
+/* Called whenever a stopping server may have become idle. */
+static void server_check_drained(struct server *s)
+{
+	if (s->drained && server_idle(s) && s->drain_check)
+		event_active(s->drain_check, EV_TIMEOUT, 0);
+}
+
+void server_stop(struct server *s, uint32_t timeout_ms, server_drained_fn *drained, void *arg)
+{
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	s->drained = drained;
+	s->drained_arg = arg;
+	struct conn *c;
+	LIST_FOREACH(c, &s->conns, entry)
+	bufferevent_disable(c->bev, EV_READ);
+	s->drain_check = event_new(s->base, -1, 0, server_finish_stop, s);
+	s->stop_timer = evtimer_new(s->base, server_finish_stop, s);
+	if (!s->drain_check || !s->stop_timer) {
+		server_finish_stop(-1, 0, s);
+		return;
+	}
+	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+	evtimer_add(s->stop_timer, &tv);
+	server_check_drained(s);
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	struct conn *c;
+	while ((c = LIST_FIRST(&s->conns)))
+		conn_close(c, "tpad is stopping", true);
+	if (s->stop_timer)
+		event_free(s->stop_timer);
+	if (s->drain_check)
+		event_free(s->drain_check);
+	free(s);
+}
+
+void server_get_stats(const struct server *s, struct server_stats *ret)
+{
+	*ret = s->stats;
+}

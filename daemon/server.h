@@ -1,0 +1,91 @@
+/* server: client connections on the station and admin sockets, and the calls they carry. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct event_base;
+struct config;
+struct server;
+struct req;
+
+enum sock_kind {
+	SOCK_STATION,
+	SOCK_ADMIN,
+};
+#define SOCK_KINDS 2
+
+/* Who is on the other end of a connection (from SO_PEERCRED at accept). */
+struct peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	enum sock_kind kind;
+	uint64_t conn_id;
+};
+
+/* Limits a client ran into, counted since start (shown in Status and metrics). */
+struct server_limits_hit {
+	uint64_t max_clients;
+	uint64_t max_clients_per_uid;
+	uint64_t max_message;
+	uint64_t idle_timeout;
+	uint64_t max_pending_calls;
+	uint64_t slow_reader;
+};
+
+struct server_stats {
+	uint32_t connections[SOCK_KINDS];
+	uint64_t accepted[SOCK_KINDS];
+	uint64_t calls;
+	uint32_t calls_in_flight;
+	struct server_limits_hit hit;
+};
+
+/*
+ * Called once for every well-framed message. The handler owns r until it calls one of
+ * req_reply()/req_error() without continues; it may do so later from another callback.
+ */
+typedef void server_dispatch_fn(struct req *r, void *arg);
+
+/* Called when a stopping server has finished every call and closed every client. */
+typedef void server_drained_fn(void *arg);
+
+struct server *server_new(struct event_base *base, const struct config *cfg,
+			  server_dispatch_fn *dispatch, void *arg);
+
+/* Close every connection and free the server. Accepts NULL. */
+void server_free(struct server *s);
+
+/* Take a connected socket (from a listener). Takes ownership of fd in every case. */
+void server_accept(struct server *s, int fd, enum sock_kind kind);
+
+/*
+ * Stop reading new calls; once the calls in flight have answered and their replies are
+ * written (or timeout_ms has passed), close every client and call drained.
+ */
+void server_stop(struct server *s, uint32_t timeout_ms, server_drained_fn *drained, void *arg);
+
+void server_get_stats(const struct server *s, struct server_stats *ret);
+
+/* The call's method name, its parameters (never NULL), and whether it asked for more. */
+const char *req_method(const struct req *r);
+json_t *req_params(const struct req *r);
+bool req_more(const struct req *r);
+const struct peer *req_peer(const struct req *r);
+
+/* True once the client is gone: the handler still finishes, its replies are dropped. */
+bool req_gone(const struct req *r);
+
+/*
+ * Answer the call. params is stolen (may be NULL for an empty object). With continues
+ * (only for calls with more) the call stays open for further replies; otherwise r is
+ * finished and must not be used again. Replies reach the client in call order.
+ */
+void req_reply(struct req *r, json_t *params, bool continues);
+void req_error(struct req *r, const char *error, json_t *params);
+
+/* Bytes queued to the client and not yet written (for streaming handlers to pace). */
+size_t req_output_pending(const struct req *r);

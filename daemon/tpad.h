@@ -1,0 +1,28 @@
+/* tpad: the daemon's shared context, handed to every method handler. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct config;
+struct server;
+struct listener;
+struct tpa;
+struct store;
+struct activation;
+
+struct tpad {
+	struct event_base *base;
+	const struct config *cfg;
+	struct server *srv;
+	struct listener *listeners[2]; /* indexed by enum sock_kind */
+	struct tpa *tpa;	       /* upstream API client */
+	struct store *store;
+	struct activation *act;
+	uint64_t started_us; /* monotonic */
+	bool stopping;
+};
+
+/* Microseconds on the monotonic clock. */
+uint64_t tpad_now_us(void);

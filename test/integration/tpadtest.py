@@ -1,0 +1,379 @@
+"""tpadtest: starts the real tpad (and tpa-sim) on temporary sockets for integration tests.
+
+Paths come from the environment that meson sets: TPAD, TPACTL, TPA_SIM, DELAY_PROXY,
+SRC_ROOT, BUILD_ROOT.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+TPAD = os.environ.get("TPAD", "build/daemon/tpad")
+TPACTL = os.environ.get("TPACTL", "build/client/tpactl")
+TPA_SIM = os.environ.get("TPA_SIM", "build/test/tpa-sim/tpa-sim")
+DELAY_PROXY = os.environ.get("DELAY_PROXY", "build/test/tpa-sim/delay-proxy")
+SRC_ROOT = os.environ.get("SRC_ROOT", os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+PSK_IDENTITY = "tpad-test-line-1"
+
+
+class VarlinkError(Exception):
+    """An error reply: .error is the error name, .params its parameters."""
+
+    def __init__(self, error, params):
+        super().__init__(f"{error} {json.dumps(params)}")
+        self.error = error
+        self.params = params
+
+
+class Client:
+    """A blocking varlink-style client on a Unix socket (JSON + NUL)."""
+
+    def __init__(self, path, timeout=30.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, method, params=None, more=False, oneway=False):
+        msg = {"method": method}
+        if params is not None:
+            msg["parameters"] = params
+        if more:
+            msg["more"] = True
+        if oneway:
+            msg["oneway"] = True
+        self.sock.sendall(json.dumps(msg).encode() + b"\0")
+
+    def recv(self):
+        """One reply as a dict; raises EOFError when the server closed."""
+        while b"\0" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed by tpad")
+            self.buf += chunk
+        msg, self.buf = self.buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def call(self, method, params=None):
+        """Call and return the reply parameters; raise VarlinkError on an error reply."""
+        self.send(method, params)
+        reply = self.recv()
+        if "error" in reply:
+            raise VarlinkError(reply["error"], reply.get("parameters", {}))
+        return reply.get("parameters", {})
+
+    def call_more(self, method, params=None):
+        """Call with more; return the list of all reply parameters."""
+        self.send(method, params, more=True)
+        out = []
+        while True:
+            reply = self.recv()
+            if "error" in reply:
+                raise VarlinkError(reply["error"], reply.get("parameters", {}))
+            out.append(reply.get("parameters", {}))
+            if not reply.get("continues"):
+                return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_port_file(path, timeout=10.0):
+    def get():
+        try:
+            with open(path) as f:
+                s = f.read().strip()
+            return int(s) if s else None
+        except (FileNotFoundError, ValueError):
+            return None
+    return wait_for(get, timeout, f"port file {path}")
+
+
+def write_secret(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+
+
+class Sim:
+    """tpa-sim on loopback: TLS-PSK by default, or plain HTTP."""
+
+    def __init__(self, workdir, psk_hex, plain=False, extra=(), registry=True):
+        self.workdir = workdir
+        self.psk_hex = psk_hex
+        self.plain = plain
+        self.extra = list(extra)
+        self.registry = registry
+        self.proc = None
+        self.port = None
+        self.control_port = None
+        self.log_path = os.path.join(workdir, "tpa-sim.log")
+
+    def start(self, port=0):
+        port_file = os.path.join(self.workdir, "sim.port")
+        ctl_file = os.path.join(self.workdir, "sim.ctlport")
+        for p in (port_file, ctl_file):
+            if os.path.exists(p):
+                os.unlink(p)
+        psk_file = os.path.join(self.workdir, "sim.psk")
+        write_secret(psk_file, self.psk_hex)
+        args = [TPA_SIM, "--listen", f"127.0.0.1:{port}", "--port-file", port_file,
+                "--control", "127.0.0.1:0", "--control-port-file", ctl_file]
+        if self.plain:
+            args.append("--plain")
+        else:
+            args += ["--psk-identity", PSK_IDENTITY, "--psk-file", psk_file]
+        if self.registry:
+            args += ["--registry", os.path.join(self.workdir, "sim-registry.json")]
+        args += self.extra
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+        self.port = read_port_file(port_file)
+        self.control_port = read_port_file(ctl_file)
+        return self
+
+    def url(self):
+        return f"{'http' if self.plain else 'https'}://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+    def control(self, method, path, body=None):
+        with socket.create_connection(("127.0.0.1", self.control_port), timeout=10) as s:
+            data = json.dumps(body).encode() if body is not None else b""
+            req = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")
+            s.sendall(req.encode() + data)
+            resp = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                resp += chunk
+        head, _, body = resp.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        if status != 200:
+            raise AssertionError(f"tpa-sim control {method} {path}: {status} {body!r}")
+        return json.loads(body) if body else None
+
+    def counters(self):
+        return self.control("GET", "/counters")
+
+    def faults(self, **kw):
+        return self.control("POST", "/faults", kw)
+
+    def devices(self):
+        return self.control("GET", "/devices")
+
+
+class Daemon:
+    """The real tpad with a temporary config, sockets, store and credentials."""
+
+    def __init__(self, workdir, upstream_url="https://127.0.0.1:9", psk_hex=None,
+                 conf_extra="", env=None):
+        self.workdir = workdir
+        self.station = os.path.join(workdir, "station.sock")
+        self.admin = os.path.join(workdir, "admin.sock")
+        self.store = os.path.join(workdir, "tpad.db")
+        self.conf = os.path.join(workdir, "tpad.conf")
+        self.psk_hex = psk_hex or secrets.token_hex(16)
+        self.psk_file = os.path.join(workdir, "tpa.psk")
+        self.key_file = os.path.join(workdir, "store.key")
+        self.upstream_url = upstream_url
+        self.conf_extra = conf_extra
+        self.env = env or {}
+        self.proc = None
+        self.log_path = os.path.join(workdir, "tpad.log")
+        write_secret(self.psk_file, self.psk_hex)
+        if not os.path.exists(self.key_file):
+            write_secret(self.key_file, secrets.token_hex(32))
+        self.write_conf()
+
+    def write_conf(self):
+        sections = {
+            "station": {"socket": self.station},
+            "admin": {"socket": self.admin},
+            "upstream": {"url": self.upstream_url, "psk-identity": PSK_IDENTITY,
+                         "psk-file": self.psk_file, "backoff-min": "50ms",
+                         "backoff-max": "1s", "connect-timeout": "2s",
+                         "handshake-timeout": "2s", "request-timeout": "5s"},
+            "store": {"path": self.store, "key-file": self.key_file},
+        }
+        # conf_extra: "section.key = value" lines override or add directives.
+        for line in self.conf_extra.strip().splitlines():
+            if not line.strip():
+                continue
+            k, v = line.split("=", 1)
+            sec, key = k.strip().split(".", 1)
+            sections.setdefault(sec, {})[key] = v.strip()
+        with open(self.conf, "w") as f:
+            for sec, kv in sections.items():
+                f.write(f"[{sec}]\n")
+                for k, v in kv.items():
+                    f.write(f"{k} = {v}\n")
+                f.write("\n")
+
+    def start(self, wait=True, args=()):
+        env = dict(os.environ)
+        env.update(self.env)
+        # Readiness comes as READY=1 on a datagram socket we own, as under systemd.
+        self.notify_path = os.path.join(self.workdir, "notify.sock")
+        if os.path.exists(self.notify_path):
+            os.unlink(self.notify_path)
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.settimeout(0.1)
+        env["NOTIFY_SOCKET"] = self.notify_path
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([TPAD, "--config", self.conf, "--verbose", *args],
+                                     env=env, stdout=self.log, stderr=self.log)
+        self.notifications = []
+        if wait:
+            self.wait_notify("READY=1", 15)
+        return self
+
+    def wait_notify(self, what, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(what in n for n in self.notifications):
+                return True
+            try:
+                self.notifications.append(self.notify.recv(4096).decode())
+            except socket.timeout:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"tpad exited with {self.proc.returncode}:\n"
+                                         + self.log_text())
+        raise AssertionError(f"no {what} from tpad in {timeout}s:\n" + self.log_text())
+
+    def log_text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-6000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; returns the exit status."""
+        if not self.proc:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("tpad did not stop on SIGTERM:\n" + self.log_text())
+        self.proc = None
+        self.log.close()
+        self.notify.close()
+        return rc
+
+    def kill(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            self.log.close()
+            self.notify.close()
+
+    def station_client(self, timeout=30.0):
+        return Client(self.station, timeout)
+
+    def admin_client(self, timeout=30.0):
+        return Client(self.admin, timeout)
+
+    def tpactl(self, *args, check=None, input=None, timeout=60):
+        """Run tpactl; returns CompletedProcess (text)."""
+        p = subprocess.run([TPACTL, *args], capture_output=True, text=True, input=input,
+                           timeout=timeout)
+        if check is not None and p.returncode != check:
+            raise AssertionError(f"tpactl {' '.join(args)} exited {p.returncode}, "
+                                 f"want {check}:\n{p.stdout}\n{p.stderr}")
+        return p
+
+
+class TpadTestCase(unittest.TestCase):
+    """Gives each test a temporary directory and stops what it started."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="tpad-test-")
+        self.daemons = []
+        self.sims = []
+
+    def tearDown(self):
+        failed = False
+        for d in self.daemons:
+            if d.proc:
+                try:
+                    d.stop()
+                except AssertionError:
+                    failed = True
+        for s in self.sims:
+            s.stop()
+        if failed or os.environ.get("KEEP_TMP"):
+            print(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def sim(self, psk_hex, **kw):
+        d = os.path.join(self.tmp, f"sim{len(self.sims)}")
+        os.makedirs(d, exist_ok=True)
+        s = Sim(d, psk_hex, **kw)
+        self.sims.append(s)
+        return s
+
+    def daemon(self, **kw):
+        d = os.path.join(self.tmp, f"tpad{len(self.daemons)}")
+        os.makedirs(d, exist_ok=True)
+        t = Daemon(d, **kw)
+        self.daemons.append(t)
+        return t
+
+
+def main():
+    unittest.main(verbosity=2)
