@@ -1,0 +1,151 @@
+/* store: the device store interface (records, states, sealed AppKeys, audit), backend-neutral. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct event_base;
+struct store;
+
+#define STORE_KEY_LEN 32 /* the store-key credential: 32 bytes (64 hex digits) */
+
+enum store_state {
+	STORE_PENDING,
+	STORE_ISSUED,
+	STORE_FAILED,
+};
+#define STORE_N_STATES 3
+
+/* One device. Strings are NUL-terminated; "" means none. EUIs etc. are upper-case hex. */
+struct store_record {
+	char dev_eui[17];
+	char join_eui[17];
+	char profile_id[9];
+	char serial[65];
+	char tkm_info[21];
+	uint8_t app_key[16]; /* clear only in memory; sealed in the store */
+	bool has_app_key;
+	bool app_key_generated;
+	enum store_state state;
+	char owner_token[129]; /* "" until ISSUED */
+	char ref[129];	       /* upstream reference */
+	char last_error[256];
+	char origin[16]; /* "activate" | "import" */
+	uint32_t uid;	 /* station peer credentials */
+	int32_t pid;
+	int64_t created_at; /* unix ms */
+	int64_t updated_at; /* unix ms */
+};
+
+/* One hand-out of a record: who asked, when, through which method, with what outcome. */
+struct store_audit_entry {
+	int64_t id; /* increasing */
+	char dev_eui[17];
+	char method[64];
+	uint32_t uid;
+	int32_t pid;
+	int64_t at; /* unix ms */
+	char outcome[128];
+};
+
+struct store_options {
+	const char *path;   /* database file, created mode 0600 */
+	const uint8_t *key; /* STORE_KEY_LEN bytes; the store keeps its own copy */
+	size_t key_len;
+	uint32_t commit_delay_ms; /* group commit window; 0: commit as soon as the writer is free */
+	size_t max_queue;	  /* queued writes before -EAGAIN; 0: 65536 */
+};
+
+/* Counters for Status and metrics; each commit is one fsync batch. */
+struct store_stats {
+	uint64_t commits;	 /* transactions committed */
+	uint64_t ops;		 /* writes in committed transactions (audit rows included) */
+	uint64_t ops_rejected;	 /* writes refused alone (-EEXIST, -ENOENT), batch committed */
+	uint64_t batch_failures; /* transactions rolled back (disk full, I/O error...) */
+	uint64_t ops_failed;	 /* writes lost with a rolled-back transaction */
+	uint64_t max_batch;	 /* most writes in one transaction */
+	uint64_t queued;	 /* writes waiting for the writer now */
+	int last_error;		 /* negative errno of the last failed transaction, 0 if none */
+	char last_reason[256];	 /* its reason */
+};
+
+/*
+ * Called on the loop thread, exactly once per accepted write, never from inside the call
+ * that submitted it. err 0: durably committed (fsynced). Otherwise a negative errno and a
+ * short reason valid during the call: -EEXIST (insert of a known DevEUI), -ENOENT
+ * (update of an unknown one), -ENOSPC, -EIO, -EROFS, -EBUSY... (the whole transaction
+ * was rolled back; nothing of it was written), -ESHUTDOWN never (close completes writes).
+ */
+typedef void store_done_fn(int err, const char *reason, void *arg);
+
+/*
+ * Open (creating if needed) the store and start its writer. Completions are delivered
+ * through base. Refuses a store written by a newer tpad (-ENOTSUP) and a key that does
+ * not match the one the store was created with (-EBADMSG). On failure writes one line
+ * saying why to err (size errlen).
+ */
+int store_open(struct event_base *base, const struct store_options *o, struct store **ret,
+	       char *err, size_t errlen);
+
+/*
+ * Stop accepting writes, commit what is queued, run the pending callbacks, stop the
+ * writer and free everything, wiping the key. Accepts NULL. Not from a store callback.
+ */
+void store_close(struct store *s);
+
+/* Read the record of dev_eui (either case) into *ret, AppKey decrypted; -ENOENT if none. */
+int store_get(struct store *s, const char *dev_eui, struct store_record *ret);
+
+/*
+ * Queue a new row for r (fields validated: -EINVAL). created_at and updated_at are set
+ * to now unless r->created_at is set. The AppKey is sealed before it is queued.
+ * Returns 0 when queued (cb will be called), or a negative errno with cb not called:
+ * -EINVAL, -ENOMEM, -EAGAIN (queue full), -ESHUTDOWN (closing).
+ */
+int store_insert(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg);
+
+/* Queue the replacement of the row of r->dev_eui (created_at kept, updated_at now). */
+int store_update(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg);
+
+/* Queue an audit row into the next commit; there is no callback. */
+int store_audit(struct store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
+		const char *outcome);
+
+/*
+ * Call fn for up to limit records (0: all) whose state is state (-1: any) and whose DevEUI
+ * sorts after after (NULL or "": from the start), in DevEUI order. fn returning non-zero
+ * stops the listing and store_list returns that value; otherwise 0 or a negative errno.
+ */
+int store_list(struct store *s, int state, const char *after, size_t limit,
+	       int (*fn)(const struct store_record *r, void *arg), void *arg);
+
+/* Fill counts[STORE_N_STATES] with the number of rows in each state. */
+int store_count(struct store *s, uint64_t counts[STORE_N_STATES]);
+
+/*
+ * Call fn for up to limit audit entries (0: all) of dev_eui (NULL: every device) with an
+ * id above after_id, oldest first. Same stopping rule as store_list.
+ */
+int store_audit_list(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
+		     int (*fn)(const struct store_audit_entry *e, void *arg), void *arg);
+
+/* Copy the counters into *ret. */
+void store_stats(struct store *s, struct store_stats *ret);
+
+/* Status object: path, rows by state, commits, ops, mean ops per commit, last error. */
+json_t *store_status_json(struct store *s);
+
+/* "PENDING", "ISSUED", "FAILED"; NULL for anything else. */
+const char *store_state_name(enum store_state st);
+
+/* Parse a state name; -EINVAL if unknown. */
+int store_state_parse(const char *name, enum store_state *ret);
+
+/*
+ * For tests: cap the database at pages pages (0: lift the cap) from the next transaction
+ * on, so that writes fail as on a full disk. The file never shrinks below its size.
+ */
+void store_test_set_max_pages(struct store *s, uint32_t pages);

@@ -1,0 +1,1280 @@
+/* store_sqlite: the SQLite backend of the device store, with a group-commit writer thread. */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <sqlite3.h>
+
+#include "cred.h"
+#include "hex.h"
+#include "seal.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_MAX_BATCH 1024 /* writes in one transaction at most */
+#define STORE_DEFAULT_MAX_QUEUE 65536
+#define STORE_WRITE_BUSY_MS 5000
+#define STORE_READ_BUSY_MS 1000
+#define STORE_SEALED_LEN (16 + SEAL_OVERHEAD)
+#define STORE_KEY_CHECK_LEN 16
+
+/* What the key check value seals: 16 zero bytes bound to this text. */
+static const char key_check_aad[] = "tpad store key check v1";
+
+/*
+ * Ordered schema migrations: entry i moves a store from user_version i to i + 1.
+ * The audit table has no foreign key to devices on purpose: the audit trail outlives
+ * and is independent of the rows it talks about.
+ */
+static const char *const store_migrations[STORE_SCHEMA_VERSION] = {
+    "CREATE TABLE devices ("
+    " dev_eui TEXT PRIMARY KEY NOT NULL CHECK (length(dev_eui) = 16),"
+    " join_eui TEXT NOT NULL CHECK (length(join_eui) = 16),"
+    " profile_id TEXT NOT NULL CHECK (length(profile_id) = 8),"
+    " serial TEXT,"
+    " tkm_info TEXT,"
+    " app_key_sealed BLOB,"
+    " app_key_generated INTEGER NOT NULL DEFAULT 0,"
+    " state TEXT NOT NULL CHECK (state IN ('PENDING', 'ISSUED', 'FAILED')),"
+    " owner_token TEXT,"
+    " ref TEXT,"
+    " last_error TEXT,"
+    " origin TEXT NOT NULL CHECK (origin IN ('activate', 'import')),"
+    " uid INTEGER,"
+    " pid INTEGER,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX devices_state ON devices (state, dev_eui);"
+    "CREATE TABLE audit ("
+    " id INTEGER PRIMARY KEY,"
+    " dev_eui TEXT NOT NULL,"
+    " method TEXT NOT NULL,"
+    " uid INTEGER,"
+    " pid INTEGER,"
+    " at INTEGER NOT NULL,"
+    " outcome TEXT NOT NULL"
+    ");"
+    "CREATE INDEX audit_dev_eui ON audit (dev_eui, id);"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);",
+};
+
+#define DEVICE_COLUMNS                                                                             \
+	"dev_eui, join_eui, profile_id, serial, tkm_info, app_key_sealed, app_key_generated, "     \
+	"state, owner_token, ref, last_error, origin, uid, pid, created_at, updated_at"
+
+static const char sql_insert[] = "INSERT INTO devices (" DEVICE_COLUMNS ") VALUES "
+				 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+				 "?15, ?16)";
+static const char sql_update[] = "UPDATE devices SET join_eui = ?2, profile_id = ?3, "
+				 "serial = ?4, tkm_info = ?5, app_key_sealed = ?6, "
+				 "app_key_generated = ?7, state = ?8, owner_token = ?9, ref = ?10, "
+				 "last_error = ?11, origin = ?12, uid = ?13, pid = ?14, "
+				 "updated_at = ?16 WHERE dev_eui = ?1";
+static const char sql_audit[] = "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome) "
+				"VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+static const char sql_get[] = "SELECT " DEVICE_COLUMNS " FROM devices WHERE dev_eui = ?1";
+
+enum op_kind {
+	OP_INSERT,
+	OP_UPDATE,
+	OP_AUDIT,
+};
+
+/* One queued write; rows carry the AppKey sealed, never in clear. */
+struct op {
+	struct op *next;
+	enum op_kind kind;
+	store_done_fn *cb;
+	void *arg;
+	int err;
+	char reason[256];
+
+	char dev_eui[17];
+	char join_eui[17];
+	char profile_id[9];
+	char serial[65];
+	char tkm_info[21];
+	uint8_t sealed[STORE_SEALED_LEN];
+	bool has_sealed;
+	bool generated;
+	enum store_state state;
+	char owner_token[129];
+	char ref[129];
+	char last_error[256];
+	char origin[16];
+	uint32_t uid;
+	int32_t pid;
+	int64_t created_at;
+	int64_t updated_at;
+
+	char method[64];
+	char outcome[128];
+};
+
+struct store {
+	char *path;
+	struct event_base *base;
+	struct event *done_ev;
+	int efd;
+	struct seal *seal; /* loop thread only */
+	uint32_t commit_delay_ms;
+	size_t max_queue;
+
+	sqlite3 *rdb; /* read-only, loop thread */
+	sqlite3_stmt *get_stmt;
+
+	sqlite3 *wdb; /* writer thread once started */
+	sqlite3_stmt *ins_stmt, *upd_stmt, *aud_stmt;
+	uint32_t default_max_pages;
+
+	pthread_t writer;
+	bool writer_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+
+	/* Under lock. */
+	struct op *q_head, *q_tail;
+	size_t q_len;
+	struct op *d_head, *d_tail;
+	bool closing;
+	uint32_t test_max_pages;
+	bool test_pages_changed;
+	struct store_stats stats;
+};
+
+/* Write a formatted reason into err (size errlen) if there is room for one. */
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || !errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Map an SQLite result code (extended or not) to a negative errno. */
+static int sqlite_to_errno(sqlite3 *db, int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_IOERR:
+	case SQLITE_CANTOPEN: {
+		int e = db ? sqlite3_system_errno(db) : 0;
+		if (e > 0)
+			return -e;
+		return (rc & 0xff) == SQLITE_IOERR ? -EIO : -EACCES;
+	}
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_CONSTRAINT:
+		if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+			return -EEXIST;
+		return -EINVAL;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EUCLEAN;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_TOOBIG:
+		return -E2BIG;
+	case SQLITE_INTERRUPT:
+		return -EINTR;
+	default:
+		return -EIO;
+	}
+}
+
+/* Wall-clock time in unix milliseconds. */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *store_state_name(enum store_state st)
+{
+	switch (st) {
+	case STORE_PENDING:
+		return "PENDING";
+	case STORE_ISSUED:
+		return "ISSUED";
+	case STORE_FAILED:
+		return "FAILED";
+	}
+	return NULL;
+}
+
+int store_state_parse(const char *name, enum store_state *ret)
+{
+	static const enum store_state all[] = {STORE_PENDING, STORE_ISSUED, STORE_FAILED};
+	if (!name || !ret)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(name, store_state_name(all[i])) == 0) {
+			*ret = all[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* True if s is NUL-terminated within size bytes. */
+static bool fits(const char *s, size_t size)
+{
+	return strnlen(s, size) < size;
+}
+
+/* True if s is exactly n hex digits, or empty when optional. */
+static bool hex_field_ok(const char *s, size_t size, size_t n, bool optional)
+{
+	if (!fits(s, size))
+		return false;
+	if (optional && !*s)
+		return true;
+	return hex_valid(s, n);
+}
+
+/* Copy src into dst of size dstsz, cut to fit and NUL-terminated. */
+static void copy_str(char *dst, size_t dstsz, const char *src)
+{
+	size_t n = strnlen(src, dstsz - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* Build a row write from a record: validate, upper-case, seal the AppKey. */
+static int op_from_record(struct store *s, const struct store_record *r, enum op_kind kind,
+			  struct op **ret)
+{
+	if (!hex_field_ok(r->dev_eui, sizeof(r->dev_eui), HEX_EUI, false) ||
+	    !hex_field_ok(r->join_eui, sizeof(r->join_eui), HEX_EUI, false) ||
+	    !hex_field_ok(r->profile_id, sizeof(r->profile_id), HEX_PROFILE, false) ||
+	    !hex_field_ok(r->tkm_info, sizeof(r->tkm_info), HEX_TKM_INFO, true) ||
+	    !fits(r->serial, sizeof(r->serial)) || !fits(r->owner_token, sizeof(r->owner_token)) ||
+	    !fits(r->ref, sizeof(r->ref)) || !fits(r->last_error, sizeof(r->last_error)) ||
+	    !fits(r->origin, sizeof(r->origin)) || !store_state_name(r->state) ||
+	    (strcmp(r->origin, "activate") != 0 && strcmp(r->origin, "import") != 0))
+		return -EINVAL;
+
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	op->kind = kind;
+	hex_upper(op->dev_eui, r->dev_eui, HEX_EUI);
+	hex_upper(op->join_eui, r->join_eui, HEX_EUI);
+	hex_upper(op->profile_id, r->profile_id, HEX_PROFILE);
+	hex_upper(op->tkm_info, r->tkm_info, strlen(r->tkm_info));
+	copy_str(op->serial, sizeof(op->serial), r->serial);
+	copy_str(op->owner_token, sizeof(op->owner_token), r->owner_token);
+	copy_str(op->ref, sizeof(op->ref), r->ref);
+	copy_str(op->last_error, sizeof(op->last_error), r->last_error);
+	copy_str(op->origin, sizeof(op->origin), r->origin);
+	op->state = r->state;
+	op->generated = r->has_app_key && r->app_key_generated;
+	op->uid = r->uid;
+	op->pid = r->pid;
+	int64_t now = now_ms();
+	op->created_at = r->created_at > 0 ? r->created_at : now;
+	op->updated_at =
+	    kind == OP_INSERT && r->created_at > 0 && r->updated_at > 0 ? r->updated_at : now;
+	if (r->has_app_key) {
+		int e = seal_encrypt(s->seal, (const uint8_t *)op->dev_eui, HEX_EUI, r->app_key,
+				     sizeof(r->app_key), op->sealed, sizeof(op->sealed));
+		if (e < 0) {
+			free(op);
+			return e;
+		}
+		op->has_sealed = true;
+	}
+	*ret = op;
+	return 0;
+}
+
+/* Queue op for the writer, or free it and say why not. */
+static int store_submit(struct store *s, struct op *op)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->closing) {
+		pthread_mutex_unlock(&s->lock);
+		free(op);
+		return -ESHUTDOWN;
+	}
+	if (s->q_len >= s->max_queue) {
+		pthread_mutex_unlock(&s->lock);
+		free(op);
+		return -EAGAIN;
+	}
+	if (s->q_tail)
+		s->q_tail->next = op;
+	else
+		s->q_head = op;
+	s->q_tail = op;
+	s->q_len++;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+int store_insert(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
+{
+	if (!s || !r || !cb)
+		return -EINVAL;
+	struct op *op;
+	int e = op_from_record(s, r, OP_INSERT, &op);
+	if (e < 0)
+		return e;
+	op->cb = cb;
+	op->arg = arg;
+	return store_submit(s, op);
+}
+
+int store_update(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
+{
+	if (!s || !r || !cb)
+		return -EINVAL;
+	struct op *op;
+	int e = op_from_record(s, r, OP_UPDATE, &op);
+	if (e < 0)
+		return e;
+	op->cb = cb;
+	op->arg = arg;
+	return store_submit(s, op);
+}
+
+int store_audit(struct store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
+		const char *outcome)
+{
+	if (!s || !hex_valid(dev_eui, HEX_EUI) || !method || !*method || !outcome)
+		return -EINVAL;
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	if (!fits(method, sizeof(op->method)) || !fits(outcome, sizeof(op->outcome))) {
+		free(op);
+		return -EINVAL;
+	}
+	op->kind = OP_AUDIT;
+	hex_upper(op->dev_eui, dev_eui, HEX_EUI);
+	copy_str(op->method, sizeof(op->method), method);
+	copy_str(op->outcome, sizeof(op->outcome), outcome);
+	op->uid = uid;
+	op->pid = pid;
+	op->created_at = now_ms();
+	return store_submit(s, op);
+}
+
+/* Bind text, or NULL for an empty optional string. */
+static int bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
+{
+	if (!*v)
+		return sqlite3_bind_null(st, i);
+	return sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+}
+
+/* Bind the 16 columns of a row write, in DEVICE_COLUMNS order. */
+static int bind_row(sqlite3_stmt *st, const struct op *op)
+{
+	int rc = sqlite3_bind_text(st, 1, op->dev_eui, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 2, op->join_eui, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 3, op->profile_id, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = bind_text_or_null(st, 4, op->serial);
+	if (rc == SQLITE_OK)
+		rc = bind_text_or_null(st, 5, op->tkm_info);
+	if (rc == SQLITE_OK)
+		rc = op->has_sealed
+			 ? sqlite3_bind_blob(st, 6, op->sealed, sizeof(op->sealed), SQLITE_STATIC)
+			 : sqlite3_bind_null(st, 6);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 7, op->generated);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 8, store_state_name(op->state), -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = bind_text_or_null(st, 9, op->owner_token);
+	if (rc == SQLITE_OK)
+		rc = bind_text_or_null(st, 10, op->ref);
+	if (rc == SQLITE_OK)
+		rc = bind_text_or_null(st, 11, op->last_error);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 12, op->origin, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 13, op->uid);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 14, op->pid);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 15, op->created_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 16, op->updated_at);
+	return rc;
+}
+
+/* Bind the columns of an audit row. */
+static int bind_audit(sqlite3_stmt *st, const struct op *op)
+{
+	int rc = sqlite3_bind_text(st, 1, op->dev_eui, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 2, op->method, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, op->uid);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 4, op->pid);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 5, op->created_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 6, op->outcome, -1, SQLITE_STATIC);
+	return rc;
+}
+
+/*
+ * Run one write inside the open transaction. Returns SQLITE_DONE when it applied or was
+ * refused on its own (op->err set, the transaction goes on), else the SQLite error that
+ * dooms the whole transaction.
+ */
+static int writer_apply(struct store *s, struct op *op)
+{
+	sqlite3_stmt *st = op->kind == OP_INSERT   ? s->ins_stmt
+			   : op->kind == OP_UPDATE ? s->upd_stmt
+						   : s->aud_stmt;
+	int rc = op->kind == OP_AUDIT ? bind_audit(st, op) : bind_row(st, op);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	op->err = 0;
+	if (rc == SQLITE_DONE) {
+		if (op->kind == OP_UPDATE && sqlite3_changes(s->wdb) == 0) {
+			op->err = -ENOENT;
+			copy_str(op->reason, sizeof(op->reason), "no such device in the store");
+		}
+		return SQLITE_DONE;
+	}
+	if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+		op->err = sqlite_to_errno(s->wdb, rc);
+		if (op->err == -EEXIST)
+			copy_str(op->reason, sizeof(op->reason), "device already in the store");
+		else
+			snprintf(op->reason, sizeof(op->reason), "record refused: %s",
+				 sqlite3_errmsg(s->wdb));
+		return SQLITE_DONE;
+	}
+	return rc;
+}
+
+/* Execute SQL without results on the writer connection. */
+static int writer_exec(struct store *s, const char *sql)
+{
+	return sqlite3_exec(s->wdb, sql, NULL, NULL, NULL);
+}
+
+/*
+ * Run n queued writes in one transaction. On a transaction failure everything is rolled
+ * back and every write gets the error. Returns 0 or that error; *ret_rejected counts
+ * writes refused on their own in a committed transaction.
+ */
+static int writer_batch(struct store *s, struct op *batch, size_t n, char *reason, size_t reasonsz,
+			size_t *ret_rejected)
+{
+	size_t rejected = 0;
+	const char *stage = "cannot begin a transaction";
+	int rc = writer_exec(s, "BEGIN IMMEDIATE");
+	if (rc == SQLITE_OK) {
+		stage = "cannot write";
+		size_t i = 0;
+		for (struct op *op = batch; op && i < n; op = op->next, i++) {
+			rc = writer_apply(s, op);
+			if (rc != SQLITE_DONE)
+				break;
+			if (op->err)
+				rejected++;
+			rc = SQLITE_OK;
+		}
+	}
+	if (rc == SQLITE_OK) {
+		stage = "cannot commit";
+		rc = writer_exec(s, "COMMIT");
+	}
+	if (rc == SQLITE_OK) {
+		*ret_rejected = rejected;
+		return 0;
+	}
+	int err = sqlite_to_errno(s->wdb, rc);
+	if (err == 0 || err == -EEXIST)
+		err = -EIO;
+	snprintf(reason, reasonsz, "%s: %s", stage, sqlite3_errmsg(s->wdb));
+	if (!sqlite3_get_autocommit(s->wdb))
+		writer_exec(s, "ROLLBACK");
+	size_t i = 0;
+	for (struct op *op = batch; op && i < n; op = op->next, i++) {
+		op->err = err;
+		copy_str(op->reason, sizeof(op->reason), reason);
+	}
+	*ret_rejected = 0;
+	return err;
+}
+
+/* Tell the loop thread that completions are waiting. */
+static void writer_notify(struct store *s)
+{
+	uint64_t one = 1;
+	while (write(s->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+/* The writer thread: take what is queued, commit it as one transaction, hand it back. */
+static void *store_writer(void *arg)
+{
+	struct store *s = arg;
+	char reason[256];
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		while (!s->q_head && !s->closing)
+			pthread_cond_wait(&s->cond, &s->lock);
+		if (!s->q_head)
+			break;
+		if (s->commit_delay_ms && !s->closing) {
+			struct timespec dl;
+			clock_gettime(CLOCK_MONOTONIC, &dl);
+			dl.tv_sec += s->commit_delay_ms / 1000;
+			dl.tv_nsec += (long)(s->commit_delay_ms % 1000) * 1000000L;
+			if (dl.tv_nsec >= 1000000000L) {
+				dl.tv_sec++;
+				dl.tv_nsec -= 1000000000L;
+			}
+			while (!s->closing && s->q_len < STORE_MAX_BATCH)
+				if (pthread_cond_timedwait(&s->cond, &s->lock, &dl) == ETIMEDOUT)
+					break;
+		}
+		struct op *batch = s->q_head, *last = batch;
+		size_t n = 1;
+		while (n < STORE_MAX_BATCH && last->next) {
+			last = last->next;
+			n++;
+		}
+		s->q_head = last->next;
+		if (!s->q_head)
+			s->q_tail = NULL;
+		last->next = NULL;
+		s->q_len -= n;
+		bool pages_changed = s->test_pages_changed;
+		uint32_t pages = s->test_max_pages;
+		s->test_pages_changed = false;
+		pthread_mutex_unlock(&s->lock);
+
+		if (pages_changed) {
+			char sql[64];
+			snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %u",
+				 pages ? pages : s->default_max_pages);
+			writer_exec(s, sql);
+		}
+		size_t rejected = 0;
+		int err = writer_batch(s, batch, n, reason, sizeof(reason), &rejected);
+
+		pthread_mutex_lock(&s->lock);
+		if (err == 0) {
+			s->stats.commits++;
+			s->stats.ops += n - rejected;
+			s->stats.ops_rejected += rejected;
+			if (n > s->stats.max_batch)
+				s->stats.max_batch = n;
+		} else {
+			s->stats.batch_failures++;
+			s->stats.ops_failed += n;
+			s->stats.last_error = err;
+			copy_str(s->stats.last_reason, sizeof(s->stats.last_reason), reason);
+		}
+		if (s->d_tail)
+			s->d_tail->next = batch;
+		else
+			s->d_head = batch;
+		s->d_tail = last;
+		pthread_mutex_unlock(&s->lock);
+		writer_notify(s);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* Run the callbacks of every completed write, on the loop thread. */
+static void store_dispatch(struct store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	struct op *list = s->d_head;
+	s->d_head = s->d_tail = NULL;
+	pthread_mutex_unlock(&s->lock);
+	while (list) {
+		struct op *op = list;
+		list = op->next;
+		if (op->cb)
+			op->cb(op->err, op->err ? op->reason : "", op->arg);
+		free(op);
+	}
+}
+
+/* libevent callback: the writer signalled completions. */
+static void store_on_done(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t v;
+	while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
+		;
+	store_dispatch(arg);
+}
+
+/* Free a list of ops. */
+static void ops_free(struct op *list)
+{
+	while (list) {
+		struct op *next = list->next;
+		free(list);
+		list = next;
+	}
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->closing = true;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	if (s->writer_started)
+		pthread_join(s->writer, NULL);
+	store_dispatch(s);
+	ops_free(s->q_head);
+	if (s->done_ev)
+		event_free(s->done_ev);
+	if (s->efd >= 0)
+		close(s->efd);
+	sqlite3_finalize(s->get_stmt);
+	sqlite3_close(s->rdb);
+	sqlite3_finalize(s->ins_stmt);
+	sqlite3_finalize(s->upd_stmt);
+	sqlite3_finalize(s->aud_stmt);
+	sqlite3_close(s->wdb);
+	seal_free(s->seal);
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+	free(s->path);
+	free(s);
+}
+
+/* Say why an SQLite call failed at open, and return its errno. */
+static int open_fail(struct store *s, sqlite3 *db, int rc, const char *what, char *err,
+		     size_t errlen)
+{
+	int e = sqlite_to_errno(db, rc);
+	if (e == 0)
+		e = -EIO;
+	set_err(err, errlen, "%s: %s: %s", s->path, what, db ? sqlite3_errmsg(db) : "?");
+	return e;
+}
+
+/* Read one integer from a PRAGMA or query. */
+static int query_int(sqlite3 *db, const char *sql, int64_t *ret)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*ret = sqlite3_column_int64(st, 0);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Check the key against the key check value, or record one for a new store. */
+static int store_key_check(struct store *s, char *err, size_t errlen)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->wdb, "SELECT value FROM meta WHERE key = 'key_check'", -1,
+				    &st, NULL);
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot read the key check", err, errlen);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		uint8_t plain[STORE_KEY_CHECK_LEN];
+		static const uint8_t zero[STORE_KEY_CHECK_LEN];
+		const void *blob = sqlite3_column_blob(st, 0);
+		int len = sqlite3_column_bytes(st, 0);
+		int e = blob ? seal_decrypt(s->seal, (const uint8_t *)key_check_aad,
+					    sizeof(key_check_aad) - 1, blob, (size_t)len, plain,
+					    sizeof(plain))
+			     : -EBADMSG;
+		sqlite3_finalize(st);
+		if (e == 0 && (size_t)len == sizeof(plain) + SEAL_OVERHEAD &&
+		    memcmp(plain, zero, sizeof(plain)) == 0)
+			return 0;
+		set_err(err, errlen,
+			"%s: the store key does not match the key this store was created with",
+			s->path);
+		return -EBADMSG;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return open_fail(s, s->wdb, rc, "cannot read the key check", err, errlen);
+
+	uint8_t blob[STORE_KEY_CHECK_LEN + SEAL_OVERHEAD];
+	static const uint8_t zero[STORE_KEY_CHECK_LEN];
+	int e = seal_encrypt(s->seal, (const uint8_t *)key_check_aad, sizeof(key_check_aad) - 1,
+			     zero, sizeof(zero), blob, sizeof(blob));
+	if (e < 0) {
+		set_err(err, errlen, "%s: cannot seal the key check value", s->path);
+		return e;
+	}
+	rc = sqlite3_prepare_v2(s->wdb, "INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_bind_blob(st, 1, blob, sizeof(blob), SQLITE_STATIC);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_DONE && rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot write the key check", err, errlen);
+	return 0;
+}
+
+/* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one transaction. */
+static int store_migrate(struct store *s, char *err, size_t errlen)
+{
+	int rc = writer_exec(s, "BEGIN IMMEDIATE");
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot begin a transaction", err, errlen);
+	int64_t version = 0;
+	rc = query_int(s->wdb, "PRAGMA user_version", &version);
+	int e = 0;
+	if (rc != SQLITE_OK) {
+		e = open_fail(s, s->wdb, rc, "cannot read the schema version", err, errlen);
+		goto rollback;
+	}
+	if (version < 0 || version > STORE_SCHEMA_VERSION) {
+		set_err(err, errlen,
+			"%s: schema version %lld is newer than this tpad supports (%d); "
+			"refusing to open it",
+			s->path, (long long)version, STORE_SCHEMA_VERSION);
+		e = -ENOTSUP;
+		goto rollback;
+	}
+	for (int64_t v = version; v < STORE_SCHEMA_VERSION; v++) {
+		rc = writer_exec(s, store_migrations[v]);
+		if (rc != SQLITE_OK) {
+			e = open_fail(s, s->wdb, rc, "cannot migrate the schema", err, errlen);
+			goto rollback;
+		}
+	}
+	if (version != STORE_SCHEMA_VERSION) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+		rc = writer_exec(s, sql);
+		if (rc != SQLITE_OK) {
+			e = open_fail(s, s->wdb, rc, "cannot set the schema version", err, errlen);
+			goto rollback;
+		}
+	}
+	e = store_key_check(s, err, errlen);
+	if (e < 0)
+		goto rollback;
+	rc = writer_exec(s, "COMMIT");
+	if (rc != SQLITE_OK) {
+		e = open_fail(s, s->wdb, rc, "cannot commit the schema", err, errlen);
+		goto rollback;
+	}
+	return 0;
+rollback:
+	if (!sqlite3_get_autocommit(s->wdb))
+		writer_exec(s, "ROLLBACK");
+	return e;
+}
+
+/* Create the file with mode 0600 if missing; tighten the mode of an existing one. */
+static int store_create_file(const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		int e = -errno;
+		set_err(err, errlen, "%s: cannot open: %s", path, strerror(-e));
+		return e;
+	}
+	struct stat st;
+	int e = 0;
+	if (fstat(fd, &st) < 0) {
+		e = -errno;
+		set_err(err, errlen, "%s: cannot stat: %s", path, strerror(-e));
+	} else if (!S_ISREG(st.st_mode)) {
+		e = -EINVAL;
+		set_err(err, errlen, "%s: not a regular file", path);
+	} else if ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
+		e = -errno;
+		set_err(err, errlen, "%s: cannot restrict its mode: %s", path, strerror(-e));
+	}
+	close(fd);
+	return e;
+}
+
+/* Open and configure the writer connection: WAL, full sync, schema, key check. */
+static int store_open_writer(struct store *s, char *err, size_t errlen)
+{
+	int rc =
+	    sqlite3_open_v2(s->path, &s->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot open", err, errlen);
+	sqlite3_extended_result_codes(s->wdb, 1);
+	sqlite3_busy_timeout(s->wdb, STORE_WRITE_BUSY_MS);
+
+	sqlite3_stmt *st;
+	rc = sqlite3_prepare_v2(s->wdb, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		const unsigned char *mode = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+		bool wal = mode && strcmp((const char *)mode, "wal") == 0;
+		sqlite3_finalize(st);
+		if (rc == SQLITE_ROW && !wal) {
+			set_err(err, errlen, "%s: cannot switch to WAL journaling", s->path);
+			return -EIO;
+		}
+		if (rc == SQLITE_ROW)
+			rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot set WAL journaling", err, errlen);
+	rc = writer_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON");
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot set pragmas", err, errlen);
+
+	int e = store_migrate(s, err, errlen);
+	if (e < 0)
+		return e;
+
+	int64_t pages = 0;
+	rc = query_int(s->wdb, "PRAGMA max_page_count", &pages);
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot read max_page_count", err, errlen);
+	s->default_max_pages = pages > 0 && pages <= UINT32_MAX ? (uint32_t)pages : 1073741823u;
+
+	rc = sqlite3_prepare_v3(s->wdb, sql_insert, -1, SQLITE_PREPARE_PERSISTENT, &s->ins_stmt,
+				NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->wdb, sql_update, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->upd_stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->wdb, sql_audit, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->aud_stmt, NULL);
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot prepare statements", err, errlen);
+	return 0;
+}
+
+/* Open the read-only connection used by the loop thread. */
+static int store_open_reader(struct store *s, char *err, size_t errlen)
+{
+	int rc =
+	    sqlite3_open_v2(s->path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->rdb, rc, "cannot open for reading", err, errlen);
+	sqlite3_extended_result_codes(s->rdb, 1);
+	sqlite3_busy_timeout(s->rdb, STORE_READ_BUSY_MS);
+	rc = sqlite3_prepare_v3(s->rdb, sql_get, -1, SQLITE_PREPARE_PERSISTENT, &s->get_stmt, NULL);
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->rdb, rc, "cannot prepare statements", err, errlen);
+	return 0;
+}
+
+/* Start the writer thread with every signal blocked, so they go to the loop thread. */
+static int store_start_writer(struct store *s, char *err, size_t errlen)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int r = pthread_create(&s->writer, NULL, store_writer, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0) {
+		set_err(err, errlen, "%s: cannot start the writer thread: %s", s->path,
+			strerror(r));
+		return -r;
+	}
+	s->writer_started = true;
+	return 0;
+}
+
+int store_open(struct event_base *base, const struct store_options *o, struct store **ret,
+	       char *err, size_t errlen)
+{
+	if (!base || !o || !o->path || !*o->path || !ret) {
+		set_err(err, errlen, "store: invalid arguments");
+		return -EINVAL;
+	}
+	if (!o->key || o->key_len != STORE_KEY_LEN) {
+		set_err(err, errlen, "store: the store key must be %d bytes (%d hex digits)",
+			STORE_KEY_LEN, 2 * STORE_KEY_LEN);
+		return -EINVAL;
+	}
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s) {
+		set_err(err, errlen, "store: out of memory");
+		return -ENOMEM;
+	}
+	s->efd = -1;
+	s->base = base;
+	s->commit_delay_ms = o->commit_delay_ms;
+	s->max_queue = o->max_queue ? o->max_queue : STORE_DEFAULT_MAX_QUEUE;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cond, &ca);
+	pthread_condattr_destroy(&ca);
+
+	int e;
+	s->path = strdup(o->path);
+	if (!s->path) {
+		e = -ENOMEM;
+		set_err(err, errlen, "store: out of memory");
+		goto fail;
+	}
+	e = seal_new(o->key, o->key_len, &s->seal);
+	if (e < 0) {
+		set_err(err, errlen, "%s: cannot set up AppKey sealing: %s", s->path, strerror(-e));
+		goto fail;
+	}
+	e = store_create_file(s->path, err, errlen);
+	if (e < 0)
+		goto fail;
+	e = store_open_writer(s, err, errlen);
+	if (e < 0)
+		goto fail;
+	e = store_open_reader(s, err, errlen);
+	if (e < 0)
+		goto fail;
+
+	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->efd < 0) {
+		e = -errno;
+		set_err(err, errlen, "store: eventfd: %s", strerror(-e));
+		goto fail;
+	}
+	s->done_ev = event_new(base, s->efd, EV_READ | EV_PERSIST, store_on_done, s);
+	if (!s->done_ev || event_add(s->done_ev, NULL) < 0) {
+		e = -ENOMEM;
+		set_err(err, errlen, "store: cannot watch the writer's completions");
+		goto fail;
+	}
+	e = store_start_writer(s, err, errlen);
+	if (e < 0)
+		goto fail;
+	*ret = s;
+	return 0;
+fail:
+	store_close(s);
+	return e;
+}
+
+/* Copy a text column into dst (size size); NULL gives "". -EUCLEAN if it does not fit. */
+static int col_text(sqlite3_stmt *st, int i, char *dst, size_t size)
+{
+	if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+		dst[0] = '\0';
+		return 0;
+	}
+	const unsigned char *t = sqlite3_column_text(st, i);
+	int n = sqlite3_column_bytes(st, i);
+	if (!t)
+		return -ENOMEM;
+	if (n < 0 || (size_t)n >= size || memchr(t, '\0', (size_t)n))
+		return -EUCLEAN;
+	memcpy(dst, t, (size_t)n);
+	dst[n] = '\0';
+	return 0;
+}
+
+/* Fill *r from a row of DEVICE_COLUMNS, checking it and opening the sealed AppKey. */
+static int row_to_record(struct store *s, sqlite3_stmt *st, struct store_record *r)
+{
+	char state[16];
+	memset(r, 0, sizeof(*r));
+	int e = col_text(st, 0, r->dev_eui, sizeof(r->dev_eui));
+	if (!e)
+		e = col_text(st, 1, r->join_eui, sizeof(r->join_eui));
+	if (!e)
+		e = col_text(st, 2, r->profile_id, sizeof(r->profile_id));
+	if (!e)
+		e = col_text(st, 3, r->serial, sizeof(r->serial));
+	if (!e)
+		e = col_text(st, 4, r->tkm_info, sizeof(r->tkm_info));
+	if (!e)
+		e = col_text(st, 7, state, sizeof(state));
+	if (!e)
+		e = col_text(st, 8, r->owner_token, sizeof(r->owner_token));
+	if (!e)
+		e = col_text(st, 9, r->ref, sizeof(r->ref));
+	if (!e)
+		e = col_text(st, 10, r->last_error, sizeof(r->last_error));
+	if (!e)
+		e = col_text(st, 11, r->origin, sizeof(r->origin));
+	if (!e && (!hex_valid(r->dev_eui, HEX_EUI) || store_state_parse(state, &r->state) < 0))
+		e = -EUCLEAN;
+	if (e)
+		return e;
+	r->app_key_generated = sqlite3_column_int(st, 6) != 0;
+	r->uid = (uint32_t)sqlite3_column_int64(st, 12);
+	r->pid = (int32_t)sqlite3_column_int64(st, 13);
+	r->created_at = sqlite3_column_int64(st, 14);
+	r->updated_at = sqlite3_column_int64(st, 15);
+	if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
+		const void *blob = sqlite3_column_blob(st, 5);
+		int len = sqlite3_column_bytes(st, 5);
+		if (!blob || len != STORE_SEALED_LEN)
+			return -EUCLEAN;
+		e = seal_decrypt(s->seal, (const uint8_t *)r->dev_eui, HEX_EUI, blob, (size_t)len,
+				 r->app_key, sizeof(r->app_key));
+		if (e < 0)
+			return e;
+		r->has_app_key = true;
+	} else {
+		r->app_key_generated = false;
+	}
+	return 0;
+}
+
+int store_get(struct store *s, const char *dev_eui, struct store_record *ret)
+{
+	if (!s || !ret || !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	char key[HEX_EUI + 1];
+	hex_upper(key, dev_eui, HEX_EUI);
+	sqlite3_stmt *st = s->get_stmt;
+	int rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	int e;
+	if (rc == SQLITE_ROW) {
+		struct store_record *r = malloc(sizeof(*r));
+		if (!r) {
+			e = -ENOMEM;
+		} else {
+			e = row_to_record(s, st, r);
+			if (e == 0)
+				*ret = *r;
+			cred_wipe(r, sizeof(*r));
+			free(r);
+		}
+	} else if (rc == SQLITE_DONE) {
+		e = -ENOENT;
+	} else {
+		e = sqlite_to_errno(s->rdb, rc);
+		if (e == 0)
+			e = -EIO;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return e;
+}
+
+int store_list(struct store *s, int state, const char *after, size_t limit,
+	       int (*fn)(const struct store_record *r, void *arg), void *arg)
+{
+	if (!s || !fn || state < -1 || state >= STORE_N_STATES)
+		return -EINVAL;
+	if (after && *after && !fits(after, HEX_EUI + 1))
+		return -EINVAL;
+	char from[HEX_EUI + 1] = "";
+	if (after)
+		hex_upper(from, after, strlen(after));
+	const char *sql =
+	    state < 0 ? "SELECT " DEVICE_COLUMNS
+			" FROM devices WHERE dev_eui > ?2 ORDER BY dev_eui LIMIT ?3"
+		      : "SELECT " DEVICE_COLUMNS
+			" FROM devices WHERE state = ?1 AND dev_eui > ?2 ORDER BY dev_eui LIMIT ?3";
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+	if (state >= 0)
+		rc = sqlite3_bind_text(st, 1, store_state_name((enum store_state)state), -1,
+				       SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 2, from, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, limit ? (sqlite3_int64)limit : -1);
+	int e = 0;
+	struct store_record *r = malloc(sizeof(*r));
+	if (!r)
+		e = -ENOMEM;
+	while (e == 0 && rc == SQLITE_OK) {
+		int step = sqlite3_step(st);
+		if (step == SQLITE_DONE)
+			break;
+		if (step != SQLITE_ROW) {
+			rc = step;
+			break;
+		}
+		e = row_to_record(s, st, r);
+		if (e == 0)
+			e = fn(r, arg);
+	}
+	if (e == 0 && rc != SQLITE_OK) {
+		e = sqlite_to_errno(s->rdb, rc);
+		if (e == 0)
+			e = -EIO;
+	}
+	if (r) {
+		cred_wipe(r, sizeof(*r));
+		free(r);
+	}
+	sqlite3_finalize(st);
+	return e;
+}
+
+int store_count(struct store *s, uint64_t counts[STORE_N_STATES])
+{
+	if (!s || !counts)
+		return -EINVAL;
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->rdb, "SELECT state, count(*) FROM devices GROUP BY state",
+				    -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+	uint64_t c[STORE_N_STATES] = {0};
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		enum store_state stt;
+		const unsigned char *name = sqlite3_column_text(st, 0);
+		if (name && store_state_parse((const char *)name, &stt) == 0)
+			c[stt] = (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	int e = rc == SQLITE_DONE ? 0 : sqlite_to_errno(s->rdb, rc);
+	if (rc != SQLITE_DONE && e == 0)
+		e = -EIO;
+	sqlite3_finalize(st);
+	if (e == 0)
+		memcpy(counts, c, sizeof(c));
+	return e;
+}
+
+int store_audit_list(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
+		     int (*fn)(const struct store_audit_entry *e, void *arg), void *arg)
+{
+	if (!s || !fn || (dev_eui && !hex_valid(dev_eui, HEX_EUI)))
+		return -EINVAL;
+	char key[HEX_EUI + 1] = "";
+	if (dev_eui)
+		hex_upper(key, dev_eui, HEX_EUI);
+	const char *sql = dev_eui ? "SELECT id, dev_eui, method, uid, pid, at, outcome FROM audit "
+				    "WHERE dev_eui = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+				  : "SELECT id, dev_eui, method, uid, pid, at, outcome FROM audit "
+				    "WHERE id > ?2 ORDER BY id LIMIT ?3";
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+	if (dev_eui)
+		rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, after_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, limit ? (sqlite3_int64)limit : -1);
+	int e = 0;
+	while (e == 0 && rc == SQLITE_OK) {
+		int step = sqlite3_step(st);
+		if (step == SQLITE_DONE)
+			break;
+		if (step != SQLITE_ROW) {
+			rc = step;
+			break;
+		}
+		struct store_audit_entry a;
+		memset(&a, 0, sizeof(a));
+		a.id = sqlite3_column_int64(st, 0);
+		e = col_text(st, 1, a.dev_eui, sizeof(a.dev_eui));
+		if (!e)
+			e = col_text(st, 2, a.method, sizeof(a.method));
+		if (!e)
+			e = col_text(st, 6, a.outcome, sizeof(a.outcome));
+		a.uid = (uint32_t)sqlite3_column_int64(st, 3);
+		a.pid = (int32_t)sqlite3_column_int64(st, 4);
+		a.at = sqlite3_column_int64(st, 5);
+		if (!e)
+			e = fn(&a, arg);
+	}
+	if (e == 0 && rc != SQLITE_OK) {
+		e = sqlite_to_errno(s->rdb, rc);
+		if (e == 0)
+			e = -EIO;
+	}
+	sqlite3_finalize(st);
+	return e;
+}
+
+void store_stats(struct store *s, struct store_stats *ret)
+{
+	if (!s || !ret)
+		return;
+	pthread_mutex_lock(&s->lock);
+	*ret = s->stats;
+	ret->queued = s->q_len;
+	pthread_mutex_unlock(&s->lock);
+}
+
+json_t *store_status_json(struct store *s)
+{
+	if (!s)
+		return NULL;
+	struct store_stats st;
+	store_stats(s, &st);
+	uint64_t counts[STORE_N_STATES];
+	json_t *rows = NULL;
+	if (store_count(s, counts) == 0)
+		rows = json_pack("{s:I, s:I, s:I}", "PENDING", (json_int_t)counts[STORE_PENDING],
+				 "ISSUED", (json_int_t)counts[STORE_ISSUED], "FAILED",
+				 (json_int_t)counts[STORE_FAILED]);
+	double mean = st.commits ? (double)st.ops / (double)st.commits : 0.0;
+	return json_pack("{s:s, s:o, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:o}", "path", s->path,
+			 "rows", rows ? rows : json_null(), "commits", (json_int_t)st.commits,
+			 "ops", (json_int_t)st.ops, "meanOpsPerCommit", mean, "maxBatch",
+			 (json_int_t)st.max_batch, "queued", (json_int_t)st.queued, "rejectedOps",
+			 (json_int_t)st.ops_rejected, "failedCommits",
+			 (json_int_t)st.batch_failures, "failedOps", (json_int_t)st.ops_failed,
+			 "lastError", st.last_error ? json_string(st.last_reason) : json_null());
+}
+
+void store_test_set_max_pages(struct store *s, uint32_t pages)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->test_max_pages = pages;
+	s->test_pages_changed = true;
+	pthread_mutex_unlock(&s->lock);
+}

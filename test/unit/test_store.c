@@ -1,0 +1,765 @@
+/* Unit tests for the device store: persistence, group commit, sealing, failures, listing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <sqlite3.h>
+
+#include "hex.h"
+#include "store.h"
+#include "tap.h"
+
+static char dir[256];
+static char dbpath[300];
+static uint8_t key[STORE_KEY_LEN];
+static struct event_base *base;
+
+/* Completion counters shared by the callbacks of one test step. */
+struct tally {
+	int calls;
+	int ok;
+	int eexist;
+	int enoent;
+	int other;
+	int last_err;
+	char last_reason[256];
+	int submitting; /* set while inside a submitting call */
+	int sync_calls; /* callbacks run from inside a submitting call */
+};
+
+/* Count one completion into the tally. */
+static void on_done(int err, const char *reason, void *arg)
+{
+	struct tally *t = arg;
+	t->calls++;
+	if (t->submitting)
+		t->sync_calls++;
+	t->last_err = err;
+	snprintf(t->last_reason, sizeof(t->last_reason), "%s", reason ? reason : "(null)");
+	if (err == 0)
+		t->ok++;
+	else if (err == -EEXIST)
+		t->eexist++;
+	else if (err == -ENOENT)
+		t->enoent++;
+	else
+		t->other++;
+}
+
+/* Run the loop until t->calls reaches want or 30 s pass. */
+static void wait_for(struct tally *t, int want)
+{
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (t->calls < want) {
+		event_base_loop(base, EVLOOP_ONCE);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - t0.tv_sec > 30) {
+			fprintf(stderr, "timed out waiting for %d completions (have %d)\n", want,
+				t->calls);
+			break;
+		}
+	}
+}
+
+/* Open the test store with the given key and commit delay; CHECKs success. */
+static struct store *open_store(const uint8_t *k, uint32_t delay_ms)
+{
+	struct store_options o = {
+	    .path = dbpath, .key = k, .key_len = STORE_KEY_LEN, .commit_delay_ms = delay_ms};
+	struct store *s = NULL;
+	char err[256] = "";
+	int r = store_open(base, &o, &s, err, sizeof(err));
+	CHECK_INT(r, 0);
+	if (r < 0)
+		fprintf(stderr, "store_open: %s\n", err);
+	return s;
+}
+
+/* A device record numbered i, with an AppKey derived from i when with_key. */
+static void make_record(struct store_record *r, unsigned i, bool with_key)
+{
+	memset(r, 0, sizeof(*r));
+	snprintf(r->dev_eui, sizeof(r->dev_eui), "70b3d57ed0%06x", i & 0xffffffu);
+	snprintf(r->join_eui, sizeof(r->join_eui), "%s", "70B3D57ED0000000");
+	snprintf(r->profile_id, sizeof(r->profile_id), "%s", "00000000");
+	snprintf(r->serial, sizeof(r->serial), "SN-%u", i);
+	snprintf(r->origin, sizeof(r->origin), "%s", "activate");
+	r->state = STORE_PENDING;
+	r->uid = 1000;
+	r->pid = (int32_t)(4000 + i);
+	if (with_key) {
+		for (int b = 0; b < 16; b++)
+			r->app_key[b] = (uint8_t)(0xA0 + b + i * 7);
+		r->has_app_key = true;
+		r->app_key_generated = true;
+	} else {
+		snprintf(r->tkm_info, sizeof(r->tkm_info), "3111%06x0000000000", i & 0xffffffu);
+	}
+}
+
+/* Remove the store files between tests. */
+static void remove_store(void)
+{
+	char p[320];
+	unlink(dbpath);
+	snprintf(p, sizeof(p), "%s-wal", dbpath);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", dbpath);
+	unlink(p);
+}
+
+/* Read a whole file into a malloc'd buffer; NULL with *n = 0 if missing. */
+static uint8_t *slurp(const char *path, size_t *n)
+{
+	*n = 0;
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	size_t cap = 1 << 16, len = 0;
+	uint8_t *buf = malloc(cap);
+	size_t got;
+	while (buf && (got = fread(buf + len, 1, cap - len, f)) > 0) {
+		len += got;
+		if (len == cap) {
+			cap *= 2;
+			uint8_t *nb = realloc(buf, cap);
+			if (!nb) {
+				free(buf);
+				buf = NULL;
+			}
+			buf = nb;
+		}
+	}
+	fclose(f);
+	*n = len;
+	return buf;
+}
+
+/* True if the store's .db or -wal file holds needle. */
+static bool store_files_contain(const void *needle, size_t nlen)
+{
+	const char *suffix[] = {"", "-wal"};
+	bool found = false;
+	for (size_t i = 0; i < 2; i++) {
+		char p[320];
+		snprintf(p, sizeof(p), "%s%s", dbpath, suffix[i]);
+		size_t n;
+		uint8_t *buf = slurp(p, &n);
+		if (buf && memmem(buf, n, needle, nlen))
+			found = true;
+		free(buf);
+	}
+	return found;
+}
+
+/* Run one SQL statement on the file directly (to play an older or foreign writer). */
+static int raw_exec(const char *sql)
+{
+	sqlite3 *db;
+	int rc = sqlite3_open(dbpath, &db);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return rc;
+}
+
+/* Open, insert, reopen: the row, its AppKey and the file mode survive. */
+static void test_persistence(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	struct stat st;
+	CHECK_INT(stat(dbpath, &st), 0);
+	CHECK_INT(st.st_mode & 0777, 0600);
+
+	struct store_record r, got;
+	make_record(&r, 1, true);
+	struct tally t = {0};
+	t.submitting = 1;
+	CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	t.submitting = 0;
+	CHECK_INT(t.calls, 0);
+	wait_for(&t, 1);
+	CHECK_INT(t.ok, 1);
+	CHECK_INT(t.sync_calls, 0);
+
+	char walpath[320];
+	snprintf(walpath, sizeof(walpath), "%s-wal", dbpath);
+	CHECK_INT(stat(walpath, &st), 0);
+	CHECK_INT(st.st_mode & 0777, 0600);
+
+	/* Reads see the commit right away and decrypt the AppKey; lookups ignore case. */
+	CHECK_INT(store_get(s, "70B3D57ED0000001", &got), 0);
+	CHECK_STR(got.dev_eui, "70B3D57ED0000001");
+	CHECK(got.has_app_key && got.app_key_generated);
+	CHECK(memcmp(got.app_key, r.app_key, 16) == 0);
+	CHECK_INT(store_get(s, "70b3d57ed0000002", &got), -ENOENT);
+	CHECK_INT(store_get(s, "70b3d57ed000000", &got), -EINVAL);
+	CHECK_INT(store_get(s, "70b3d57ed000000x", &got), -EINVAL);
+	store_close(s);
+
+	s = open_store(key, 0);
+	if (!s)
+		return;
+	memset(&got, 0, sizeof(got));
+	CHECK_INT(store_get(s, "70b3d57ed0000001", &got), 0);
+	CHECK_STR(got.join_eui, "70B3D57ED0000000");
+	CHECK_STR(got.profile_id, "00000000");
+	CHECK_STR(got.serial, "SN-1");
+	CHECK_STR(got.tkm_info, "");
+	CHECK_STR(got.origin, "activate");
+	CHECK_STR(got.owner_token, "");
+	CHECK_INT(got.state, STORE_PENDING);
+	CHECK_INT(got.uid, 1000);
+	CHECK_INT(got.pid, 4001);
+	CHECK(got.created_at > 1600000000000LL);
+	CHECK_INT(got.updated_at, got.created_at);
+	CHECK(got.has_app_key);
+	CHECK(memcmp(got.app_key, r.app_key, 16) == 0);
+	store_close(s);
+}
+
+/* Insert of a known DevEUI gets -EEXIST; update replaces; update of an unknown one -ENOENT. */
+static void test_insert_update(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	struct store_record r, dup, got;
+	make_record(&r, 2, false);
+	struct tally t = {0};
+	CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	wait_for(&t, 1);
+	CHECK_INT(t.ok, 1);
+
+	make_record(&dup, 2, true);
+	snprintf(dup.dev_eui, sizeof(dup.dev_eui), "%s", "70B3D57ED0000002");
+	memset(&t, 0, sizeof(t));
+	CHECK_INT(store_insert(s, &dup, on_done, &t), 0);
+	wait_for(&t, 1);
+	CHECK_INT(t.eexist, 1);
+	CHECK_INT(t.last_err, -EEXIST);
+	CHECK(strstr(t.last_reason, "already") != NULL);
+
+	/* The original row is untouched by the refused insert. */
+	CHECK_INT(store_get(s, r.dev_eui, &got), 0);
+	CHECK(!got.has_app_key);
+	CHECK_STR(got.tkm_info, "31110000020000000000");
+
+	r.state = STORE_ISSUED;
+	snprintf(r.owner_token, sizeof(r.owner_token), "%s", "AABBCCDDEEFF00112233445566778899");
+	snprintf(r.ref, sizeof(r.ref), "%s", "ref-42");
+	memset(&t, 0, sizeof(t));
+	CHECK_INT(store_update(s, &r, on_done, &t), 0);
+	wait_for(&t, 1);
+	CHECK_INT(t.ok, 1);
+	CHECK_INT(store_get(s, r.dev_eui, &got), 0);
+	CHECK_INT(got.state, STORE_ISSUED);
+	CHECK_STR(got.owner_token, "AABBCCDDEEFF00112233445566778899");
+	CHECK_STR(got.ref, "ref-42");
+	CHECK(got.updated_at >= got.created_at);
+
+	struct store_record ghost;
+	make_record(&ghost, 3, false);
+	memset(&t, 0, sizeof(t));
+	CHECK_INT(store_update(s, &ghost, on_done, &t), 0);
+	wait_for(&t, 1);
+	CHECK_INT(t.enoent, 1);
+	CHECK_INT(store_get(s, ghost.dev_eui, &got), -ENOENT);
+
+	/* Invalid records are refused at once, with no callback. */
+	struct store_record bad;
+	memset(&t, 0, sizeof(t));
+	make_record(&bad, 4, false);
+	snprintf(bad.dev_eui, sizeof(bad.dev_eui), "%s", "70B3D57ED000000G");
+	CHECK_INT(store_insert(s, &bad, on_done, &t), -EINVAL);
+	make_record(&bad, 4, false);
+	snprintf(bad.origin, sizeof(bad.origin), "%s", "elsewhere");
+	CHECK_INT(store_insert(s, &bad, on_done, &t), -EINVAL);
+	make_record(&bad, 4, false);
+	bad.state = (enum store_state)7;
+	CHECK_INT(store_insert(s, &bad, on_done, &t), -EINVAL);
+	make_record(&bad, 4, false);
+	snprintf(bad.tkm_info, sizeof(bad.tkm_info), "%s", "1234");
+	CHECK_INT(store_insert(s, &bad, on_done, &t), -EINVAL);
+	make_record(&bad, 4, false);
+	memset(bad.serial, 'x', sizeof(bad.serial));
+	CHECK_INT(store_insert(s, &bad, on_done, &t), -EINVAL);
+	make_record(&bad, 4, false);
+	CHECK_INT(store_insert(s, &bad, NULL, NULL), -EINVAL);
+	CHECK_INT(t.calls, 0);
+
+	struct store_stats ss;
+	store_stats(s, &ss);
+	CHECK_INT(ss.ops_rejected, 2);
+	CHECK_INT(ss.batch_failures, 0);
+	store_close(s);
+}
+
+/* The AppKey never reaches the files in clear, in bytes or hex of either case. */
+static void test_no_clear_key(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	struct tally t = {0};
+	struct store_record r[20];
+	for (unsigned i = 0; i < 20; i++) {
+		make_record(&r[i], 100 + i, true);
+		CHECK_INT(store_insert(s, &r[i], on_done, &t), 0);
+	}
+	wait_for(&t, 20);
+	CHECK_INT(t.ok, 20);
+
+	/* The scan must be able to find things: the serial numbers are in clear. */
+	CHECK(store_files_contain("SN-100", 6));
+	for (unsigned i = 0; i < 20; i++) {
+		char hex[33], lower[33];
+		hex_encode(r[i].app_key, 16, hex);
+		for (int c = 0; c < 33; c++)
+			lower[c] = (char)((hex[c] >= 'A' && hex[c] <= 'F') ? hex[c] + 32 : hex[c]);
+		CHECK(!store_files_contain(r[i].app_key, 16));
+		CHECK(!store_files_contain(hex, 32));
+		CHECK(!store_files_contain(lower, 32));
+	}
+	/* Nor does the store key. */
+	CHECK(!store_files_contain(key, sizeof(key)));
+	store_close(s);
+	for (unsigned i = 0; i < 20; i++)
+		CHECK(!store_files_contain(r[i].app_key, 16));
+}
+
+/* A wrong key is refused at open; a sealed AppKey moved to another row does not open. */
+static void test_wrong_key(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	struct store_record a, b, got;
+	make_record(&a, 7, true);
+	make_record(&b, 8, true);
+	struct tally t = {0};
+	CHECK_INT(store_insert(s, &a, on_done, &t), 0);
+	CHECK_INT(store_insert(s, &b, on_done, &t), 0);
+	wait_for(&t, 2);
+	CHECK_INT(t.ok, 2);
+	store_close(s);
+
+	uint8_t other[STORE_KEY_LEN];
+	memcpy(other, key, sizeof(other));
+	other[31] ^= 0x55;
+	struct store_options o = {.path = dbpath, .key = other, .key_len = STORE_KEY_LEN};
+	char err[256] = "";
+	s = NULL;
+	CHECK_INT(store_open(base, &o, &s, err, sizeof(err)), -EBADMSG);
+	CHECK(s == NULL);
+	CHECK(strstr(err, "key") != NULL);
+	o.key_len = 16;
+	CHECK_INT(store_open(base, &o, &s, err, sizeof(err)), -EINVAL);
+
+	/* Graft a's sealed key onto b: associated data binds it to a's DevEUI. */
+	CHECK_INT(raw_exec("UPDATE devices SET app_key_sealed = (SELECT app_key_sealed FROM "
+			   "devices WHERE dev_eui = '70B3D57ED0000007') WHERE dev_eui = "
+			   "'70B3D57ED0000008'"),
+		  SQLITE_OK);
+	s = open_store(key, 0);
+	if (!s)
+		return;
+	CHECK_INT(store_get(s, a.dev_eui, &got), 0);
+	CHECK_INT(store_get(s, b.dev_eui, &got), -EBADMSG);
+	store_close(s);
+}
+
+/* Schema versions: a new file gets v1, reopening keeps it, a newer version is refused. */
+static void test_schema_version(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	store_close(s);
+	sqlite3 *db;
+	CHECK_INT(sqlite3_open(dbpath, &db), SQLITE_OK);
+	sqlite3_stmt *st;
+	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
+	CHECK_INT(sqlite3_column_int(st, 0), 1);
+	sqlite3_finalize(st);
+	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
+	CHECK_STR((const char *)sqlite3_column_text(st, 0), "wal");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+
+	s = open_store(key, 0);
+	store_close(s);
+
+	CHECK_INT(raw_exec("PRAGMA user_version = 2"), SQLITE_OK);
+	char err[256] = "";
+	struct store_options o = {.path = dbpath, .key = key, .key_len = STORE_KEY_LEN};
+	s = NULL;
+	CHECK_INT(store_open(base, &o, &s, err, sizeof(err)), -ENOTSUP);
+	CHECK(strstr(err, "newer") != NULL);
+	CHECK(s == NULL);
+	CHECK_INT(raw_exec("PRAGMA user_version = 1"), SQLITE_OK);
+	s = open_store(key, 0);
+	store_close(s);
+
+	/* A file that is not a database is refused, not overwritten. */
+	remove_store();
+	int fd = open(dbpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	char junk[4096];
+	memset(junk, 'J', sizeof(junk));
+	CHECK_INT(write(fd, junk, sizeof(junk)), (long long)sizeof(junk));
+	close(fd);
+	s = NULL;
+	CHECK(store_open(base, &o, &s, err, sizeof(err)) < 0);
+	CHECK(s == NULL);
+	size_t n;
+	uint8_t *buf = slurp(dbpath, &n);
+	CHECK_INT(n, sizeof(junk));
+	CHECK(buf && buf[0] == 'J');
+	free(buf);
+}
+
+/* 1,000 writes queued together share a handful of commits, and all complete. */
+static void test_group_commit(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	enum { N = 1000 };
+	struct tally t = {0};
+	struct store_record r;
+	for (unsigned i = 0; i < N; i++) {
+		make_record(&r, 1000 + i, i % 2 == 0);
+		t.submitting = 1;
+		CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+		t.submitting = 0;
+		CHECK_INT(store_audit(s, r.dev_eui, "Activate", 1000, (int32_t)i, "ok"), 0);
+	}
+	wait_for(&t, N);
+	CHECK_INT(t.ok, N);
+	CHECK_INT(t.sync_calls, 0);
+	struct store_stats ss;
+	store_stats(s, &ss);
+	CHECK_INT(ss.ops, 2 * N);
+	CHECK(ss.commits >= 1);
+	CHECK(ss.commits < (2 * N) / 4);
+	CHECK(ss.max_batch > 1);
+	fprintf(stderr, "group commit: %llu writes in %llu commits (largest %llu)\n",
+		(unsigned long long)ss.ops, (unsigned long long)ss.commits,
+		(unsigned long long)ss.max_batch);
+	uint64_t counts[STORE_N_STATES];
+	CHECK_INT(store_count(s, counts), 0);
+	CHECK_INT(counts[STORE_PENDING], N);
+	CHECK_INT(counts[STORE_ISSUED], 0);
+
+	json_t *j = store_status_json(s);
+	CHECK(j != NULL);
+	CHECK_INT(json_integer_value(json_object_get(j, "ops")), 2 * N);
+	CHECK_INT(json_integer_value(json_object_get(json_object_get(j, "rows"), "PENDING")), N);
+	CHECK(json_real_value(json_object_get(j, "meanOpsPerCommit")) > 4.0);
+	CHECK(json_is_null(json_object_get(j, "lastError")));
+	CHECK_STR(json_string_value(json_object_get(j, "path")), dbpath);
+	json_decref(j);
+	store_close(s);
+}
+
+/* Counts audit entries handed to it. */
+static int count_audit(const struct store_audit_entry *e, void *arg)
+{
+	int *n = arg;
+	(*n)++;
+	return 0;
+}
+
+/* Audit rows are kept per device, oldest first, with who and how. */
+static void test_audit(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	struct tally t = {0};
+	struct store_record r;
+	make_record(&r, 9, false);
+	CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	CHECK_INT(store_audit(s, r.dev_eui, "io.tpad.Station.Activate", 1001, 77, "issued"), 0);
+	CHECK_INT(store_audit(s, "70b3d57ed0000009", "io.tpad.Station.Lookup", 1002, 78, "ok"), 0);
+	CHECK_INT(store_audit(s, "70B3D57ED000000A", "io.tpad.Station.Lookup", 1003, 79, "ok"), 0);
+	CHECK_INT(store_audit(s, "70B3D57ED00000", "x", 0, 0, "ok"), -EINVAL);
+	CHECK_INT(store_audit(s, r.dev_eui, "", 0, 0, "ok"), -EINVAL);
+	/* A last write with a callback: once it is done, the audit rows before it are too. */
+	CHECK_INT(store_update(s, &r, on_done, &t), 0);
+	wait_for(&t, 2);
+	CHECK_INT(t.ok, 2);
+
+	int n = 0;
+	CHECK_INT(store_audit_list(s, NULL, 0, 0, count_audit, &n), 0);
+	CHECK_INT(n, 3);
+	n = 0;
+	CHECK_INT(store_audit_list(s, "70b3d57ed0000009", 0, 0, count_audit, &n), 0);
+	CHECK_INT(n, 2);
+	n = 0;
+	CHECK_INT(store_audit_list(s, r.dev_eui, 0, 1, count_audit, &n), 0);
+	CHECK_INT(n, 1);
+	n = 0;
+	CHECK_INT(store_audit_list(s, "70B3D57ED000000B", 0, 0, count_audit, &n), 0);
+	CHECK_INT(n, 0);
+	store_close(s);
+}
+
+/* A listing collected into an array. */
+struct listing {
+	int n;
+	char euis[64][17];
+	int states[64];
+};
+
+/* Collect one listed record. */
+static int collect(const struct store_record *r, void *arg)
+{
+	struct listing *l = arg;
+	if (l->n < 64) {
+		memcpy(l->euis[l->n], r->dev_eui, 17);
+		l->states[l->n] = r->state;
+	}
+	l->n++;
+	return 0;
+}
+
+/* Stop a listing after the first record with a marker value. */
+static int stop_at_first(const struct store_record *r, void *arg)
+{
+	return 42;
+}
+
+/* Listing is ordered by DevEUI, filters by state and pages with after + limit. */
+static void test_list(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	struct tally t = {0};
+	for (unsigned i = 0; i < 25; i++) {
+		struct store_record r;
+		/* Inserted out of order on purpose. */
+		make_record(&r, (i * 7) % 25, i % 3 == 0);
+		r.state = i % 5 == 0 ? STORE_ISSUED : i % 5 == 1 ? STORE_FAILED : STORE_PENDING;
+		CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	}
+	wait_for(&t, 25);
+	CHECK_INT(t.ok, 25);
+
+	struct listing all = {0};
+	char after[17] = "";
+	for (int page = 0; page < 10; page++) {
+		struct listing l = {0};
+		CHECK_INT(store_list(s, -1, after, 10, collect, &l), 0);
+		for (int i = 0; i < l.n && all.n < 64; i++)
+			memcpy(all.euis[all.n++], l.euis[i], 17);
+		if (l.n < 10)
+			break;
+		memcpy(after, l.euis[l.n - 1], 17);
+	}
+	CHECK_INT(all.n, 25);
+	for (int i = 0; i < all.n; i++) {
+		char want[17];
+		snprintf(want, sizeof(want), "70B3D57ED0%06X", (unsigned)i & 0xffffffu);
+		CHECK_STR(all.euis[i], want);
+	}
+
+	uint64_t counts[STORE_N_STATES];
+	CHECK_INT(store_count(s, counts), 0);
+	CHECK_INT(counts[STORE_ISSUED], 5);
+	CHECK_INT(counts[STORE_FAILED], 5);
+	CHECK_INT(counts[STORE_PENDING], 15);
+	struct listing pending = {0};
+	CHECK_INT(store_list(s, STORE_PENDING, NULL, 0, collect, &pending), 0);
+	CHECK_INT(pending.n, 15);
+	for (int i = 0; i < pending.n && i < 64; i++)
+		CHECK_INT(pending.states[i], STORE_PENDING);
+	for (int i = 1; i < pending.n && i < 64; i++)
+		CHECK(strcmp(pending.euis[i - 1], pending.euis[i]) < 0);
+	struct listing tail = {0};
+	CHECK_INT(store_list(s, STORE_PENDING, pending.euis[9], 0, collect, &tail), 0);
+	CHECK_INT(tail.n, 5);
+
+	CHECK_INT(store_list(s, -1, NULL, 0, stop_at_first, NULL), 42);
+	CHECK_INT(store_list(s, 3, NULL, 0, collect, &tail), -EINVAL);
+	CHECK_INT(store_list(s, -2, NULL, 0, collect, &tail), -EINVAL);
+	store_close(s);
+}
+
+/* A full database fails the whole batch, writes nothing of it, and recovers. */
+static void test_disk_full(void)
+{
+	remove_store();
+	/* A commit window so that the whole burst lands in one transaction. */
+	struct store *s = open_store(key, 300);
+	if (!s)
+		return;
+	struct tally t = {0};
+	struct store_record r;
+	make_record(&r, 0, true);
+	CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	wait_for(&t, 1);
+	CHECK_INT(t.ok, 1);
+
+	store_test_set_max_pages(s, 1);
+	enum { N = 300 };
+	memset(&t, 0, sizeof(t));
+	for (unsigned i = 1; i <= N; i++) {
+		make_record(&r, i, true);
+		CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	}
+	wait_for(&t, N);
+	CHECK_INT(t.calls, N);
+	CHECK_INT(t.other, N);
+	CHECK_INT(t.last_err, -ENOSPC);
+	CHECK(strstr(t.last_reason, "full") != NULL);
+	fprintf(stderr, "disk full reason: %s\n", t.last_reason);
+
+	struct store_record got;
+	int present = 0;
+	for (unsigned i = 1; i <= N; i++) {
+		make_record(&r, i, true);
+		if (store_get(s, r.dev_eui, &got) == 0)
+			present++;
+	}
+	CHECK_INT(present, 0);
+	uint64_t counts[STORE_N_STATES];
+	CHECK_INT(store_count(s, counts), 0);
+	CHECK_INT(counts[STORE_PENDING], 1);
+
+	struct store_stats ss;
+	store_stats(s, &ss);
+	CHECK(ss.batch_failures >= 1);
+	CHECK_INT(ss.ops_failed, N);
+	CHECK_INT(ss.last_error, -ENOSPC);
+	json_t *j = store_status_json(s);
+	CHECK(json_is_string(json_object_get(j, "lastError")));
+	json_decref(j);
+
+	/* The disk "recovers": the same writes now go through. */
+	store_test_set_max_pages(s, 0);
+	memset(&t, 0, sizeof(t));
+	for (unsigned i = 1; i <= N; i++) {
+		make_record(&r, i, true);
+		CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	}
+	wait_for(&t, N);
+	CHECK_INT(t.ok, N);
+	CHECK_INT(store_count(s, counts), 0);
+	CHECK_INT(counts[STORE_PENDING], N + 1);
+	make_record(&r, N, true);
+	CHECK_INT(store_get(s, r.dev_eui, &got), 0);
+	CHECK(memcmp(got.app_key, r.app_key, 16) == 0);
+	store_close(s);
+}
+
+static struct store *closing_store;
+static int resubmit_result = 1;
+
+/* During close, a callback that submits again is told the store is shutting down. */
+static void on_done_during_close(int err, const char *reason, void *arg)
+{
+	on_done(err, reason, arg);
+	if (resubmit_result == 1) {
+		struct store_record r;
+		make_record(&r, 999, false);
+		resubmit_result = store_insert(closing_store, &r, on_done, arg);
+	}
+}
+
+/* Close commits what is queued and runs every callback before returning. */
+static void test_close_drains(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 50);
+	if (!s)
+		return;
+	closing_store = s;
+	struct tally t = {0};
+	enum { N = 50 };
+	for (unsigned i = 0; i < N; i++) {
+		struct store_record r;
+		make_record(&r, 300 + i, false);
+		CHECK_INT(store_insert(s, &r, on_done_during_close, &t), 0);
+	}
+	store_close(s);
+	CHECK_INT(t.calls, N);
+	CHECK_INT(t.ok, N);
+	CHECK_INT(resubmit_result, -ESHUTDOWN);
+
+	s = open_store(key, 0);
+	if (!s)
+		return;
+	uint64_t counts[STORE_N_STATES];
+	CHECK_INT(store_count(s, counts), 0);
+	CHECK_INT(counts[STORE_PENDING], N);
+	store_close(s);
+	store_close(NULL);
+}
+
+/* State names round-trip and unknown ones are refused. */
+static void test_state_names(void)
+{
+	enum store_state st;
+	CHECK_STR(store_state_name(STORE_ISSUED), "ISSUED");
+	CHECK(store_state_name((enum store_state)9) == NULL);
+	CHECK_INT(store_state_parse("FAILED", &st), 0);
+	CHECK_INT(st, STORE_FAILED);
+	CHECK_INT(store_state_parse("failed", &st), -EINVAL);
+	CHECK_INT(store_state_parse(NULL, &st), -EINVAL);
+}
+
+int main(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dir, sizeof(dir), "%s/test-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	snprintf(dbpath, sizeof(dbpath), "%s/tpad.db", dir);
+	for (int i = 0; i < STORE_KEY_LEN; i++)
+		key[i] = (uint8_t)(0x30 + i);
+	base = event_base_new();
+	if (!base)
+		return 1;
+
+	test_state_names();
+	test_persistence();
+	test_insert_update();
+	test_no_clear_key();
+	test_wrong_key();
+	test_schema_version();
+	test_group_commit();
+	test_audit();
+	test_list();
+	test_disk_full();
+	test_close_drains();
+
+	remove_store();
+	rmdir(dir);
+	event_base_free(base);
+	return tap_done();
+}
