@@ -1,0 +1,20 @@
+# deps.sh: install the Debian packages tpad needs to build, test and demo (only what is missing).
+# Sourced by scripts/test and scripts/demo.
+tpad_install_deps() {
+	local pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev python3
+		libevent-dev libmbedtls-dev libjansson-dev libqrencode-dev libsystemd-dev
+		libsqlite3-dev libpng-dev systemd util-linux zbar-tools qrencode stunnel4 socat
+		curl "$@")
+	local missing=()
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	echo "Installing missing packages: ${missing[*]}"
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	export DEBIAN_FRONTEND=noninteractive
+	$sudo apt-get update -qq
+	$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

@@ -1,0 +1,295 @@
+"""Integration tests of the tpad core: sockets, protocol, limits, config, systemd, tpactl."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import tpadtest
+from tpadtest import Client, TpadTestCase, VarlinkError, wait_for
+
+
+class Foundation(TpadTestCase):
+    def test_get_info_both_sockets(self):
+        d = self.daemon().start()
+        with d.station_client() as c:
+            info = c.call("org.varlink.service.GetInfo")
+            self.assertEqual(info["product"], "tpad")
+            self.assertEqual(info["interfaces"], ["org.varlink.service", "io.tpad.Station"])
+        with d.admin_client() as c:
+            info = c.call("org.varlink.service.GetInfo")
+            self.assertEqual(info["interfaces"], ["org.varlink.service", "io.tpad.Admin"])
+
+    def test_interface_description(self):
+        d = self.daemon().start()
+        with d.station_client() as c:
+            desc = c.call("org.varlink.service.GetInterfaceDescription",
+                          {"interface": "io.tpad.Station"})["description"]
+            self.assertIn("interface io.tpad.Station", desc)
+            self.assertIn("method Activate(", desc)
+            with self.assertRaises(VarlinkError) as e:
+                c.call("org.varlink.service.GetInterfaceDescription",
+                       {"interface": "io.tpad.Admin"})
+            self.assertEqual(e.exception.error, "org.varlink.service.InterfaceNotFound")
+        with d.admin_client() as c:
+            desc = c.call("org.varlink.service.GetInterfaceDescription",
+                          {"interface": "io.tpad.Admin"})["description"]
+            self.assertIn("method Status(", desc)
+
+    def test_unknown_method_and_admin_on_station(self):
+        d = self.daemon().start()
+        with d.station_client() as c:
+            for m in ("io.tpad.Station.Nope", "io.tpad.Admin.Status", "io.tpad.Admin.Import"):
+                with self.assertRaises(VarlinkError) as e:
+                    c.call(m)
+                self.assertEqual(e.exception.error, "org.varlink.service.MethodNotFound", m)
+                self.assertEqual(e.exception.params.get("method"), m)
+            # The connection is still good after errors.
+            self.assertEqual(c.call("org.varlink.service.GetInfo")["product"], "tpad")
+
+    def test_wrong_parameter_type(self):
+        d = self.daemon().start()
+        with d.station_client() as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.Station.Lookup", {"devEUI": 42})
+            self.assertEqual(e.exception.error, "io.tpad.Station.InvalidParameter")
+            self.assertEqual(e.exception.params["parameter"], "devEUI")
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.Station.Activate", {"devEUI": "0123456789ABCDEF",
+                                                    "qr": {"scale": "big"}})
+            self.assertEqual(e.exception.params["parameter"], "qr.scale")
+
+    def test_invalid_json_keeps_connection(self):
+        d = self.daemon().start()
+        with d.station_client() as c:
+            c.send_raw(b"{not json\0")
+            r = c.recv()
+            self.assertEqual(r["error"], "org.varlink.service.InvalidParameter")
+            c.send_raw(b"[1,2]\0")
+            self.assertIn("error", c.recv())
+            self.assertEqual(c.call("org.varlink.service.GetInfo")["product"], "tpad")
+
+    def test_replies_in_call_order(self):
+        d = self.daemon().start()
+        with d.admin_client() as c:
+            # Several calls in one write; replies must come back in the same order.
+            batch = b""
+            for i in range(20):
+                m = "org.varlink.service.GetInfo" if i % 2 else "io.tpad.Admin.Status"
+                batch += json.dumps({"method": m}).encode() + b"\0"
+            c.send_raw(batch)
+            for i in range(20):
+                r = c.recv()["parameters"]
+                self.assertIn("product" if i % 2 else "uptime", r)
+
+    def test_oversized_message_closes_only_offender(self):
+        d = self.daemon().start()
+        with d.station_client() as good, d.station_client() as bad:
+            chunk = b"x" * 65536
+            try:
+                for _ in range(16):
+                    bad.send_raw(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            with self.assertRaises((EOFError, ConnectionResetError)):
+                bad.recv()
+            self.assertEqual(good.call("org.varlink.service.GetInfo")["product"], "tpad")
+        with d.admin_client() as a:
+            self.assertGreaterEqual(a.call("io.tpad.Admin.Status")["limitsHit"]["maxMessage"], 1)
+
+    def test_300_idle_clients_then_new_client(self):
+        d = self.daemon().start()
+        idle = [d.station_client() for _ in range(300)]
+        try:
+            with d.station_client() as c:
+                self.assertEqual(c.call("org.varlink.service.GetInfo")["product"], "tpad")
+            with d.admin_client() as a:
+                st = a.call("io.tpad.Admin.Status")
+                self.assertEqual(st["connections"]["station"], 300)
+        finally:
+            for c in idle:
+                c.close()
+
+    def test_max_clients_and_idle_timeout(self):
+        d = self.daemon(conf_extra="limits.max-clients = 3\nlimits.idle-timeout = 400ms").start()
+        a = d.admin_client()
+        s1, s2 = d.station_client(), d.station_client()
+        extra = d.station_client()
+        r = extra.recv()
+        self.assertEqual(r["error"], "io.tpad.Station.Busy")
+        extra.close()
+        # Idle clients are closed after the idle timeout.
+        with self.assertRaises(EOFError):
+            s1.recv()
+        s1.close()
+        s2.close()
+        with d.admin_client() as a2:
+            st = a2.call("io.tpad.Admin.Status")
+            self.assertGreaterEqual(st["limitsHit"]["maxClients"], 1)
+            self.assertGreaterEqual(st["limitsHit"]["idleTimeout"], 1)
+        a.close()
+
+    def test_sigterm_clean_exit(self):
+        d = self.daemon().start()
+        with d.station_client() as c:
+            c.call("org.varlink.service.GetInfo")
+        self.assertEqual(d.stop(), 0)
+        self.assertFalse(os.path.exists(d.station))
+        self.assertFalse(os.path.exists(d.admin))
+
+    def test_stale_socket_removed_and_live_instance_refused(self):
+        d = self.daemon()
+        # A stale socket file from a crashed run must not stop a start.
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(d.station)
+        s.close()
+        d.start()
+        with d.station_client() as c:
+            c.call("org.varlink.service.GetInfo")
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("already listening", p.stderr)
+        with d.station_client() as c:
+            c.call("org.varlink.service.GetInfo")
+
+    def test_socket_mode(self):
+        d = self.daemon(conf_extra="station.mode = 0666\nadmin.mode = 0600").start()
+        self.assertEqual(os.stat(d.station).st_mode & 0o777, 0o666)
+        self.assertEqual(os.stat(d.admin).st_mode & 0o777, 0o600)
+
+    def test_socket_activation(self):
+        d = self.daemon()
+        act = os.path.join(self.tmp, "act")
+        os.makedirs(act)
+        st, ad = os.path.join(act, "st.sock"), os.path.join(act, "ad.sock")
+        notify_path = os.path.join(self.tmp, "act-notify.sock")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        notify.settimeout(15)
+        log = open(os.path.join(self.tmp, "act.log"), "wb")
+        proc = subprocess.Popen(
+            ["systemd-socket-activate", "-l", st, "-l", ad, "--fdname=station:admin",
+             "-E", f"NOTIFY_SOCKET={notify_path}", tpadtest.TPAD, "--config", d.conf],
+            stdout=log, stderr=log)
+        try:
+            wait_for(lambda: os.path.exists(st) and os.path.exists(ad), what="sockets")
+            # The first connection starts tpad; the call is answered once it is up.
+            with Client(st) as c:
+                c.send("org.varlink.service.GetInfo")
+                msgs = []
+                while not any("READY=1" in m for m in msgs):
+                    msgs.append(notify.recv(4096).decode())
+                self.assertIn("io.tpad.Station", c.recv()["parameters"]["interfaces"])
+            with Client(ad) as c:
+                self.assertIn("uptime", c.call("io.tpad.Admin.Status"))
+            # The configured paths were not touched.
+            self.assertFalse(os.path.exists(d.station))
+            self.assertFalse(os.path.exists(d.admin))
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(20), 0)
+            while not any("STOPPING=1" in m for m in msgs):
+                msgs.append(notify.recv(4096).decode())
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            notify.close()
+            log.close()
+
+    def test_watchdog(self):
+        d = self.daemon(env={"WATCHDOG_USEC": "200000", "WATCHDOG_PID": ""})
+        d.env.pop("WATCHDOG_PID")
+        d.start()
+        d.wait_notify("WATCHDOG=1", 5)
+        self.assertTrue(any("STATUS=" in n for n in d.notifications))
+
+
+class Config(TpadTestCase):
+    def run_tpad(self, *args):
+        return subprocess.run([tpadtest.TPAD, *args], capture_output=True, text=True,
+                              timeout=20)
+
+    def test_check_config(self):
+        d = self.daemon()
+        p = self.run_tpad("--config", d.conf, "--check-config")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        bad = os.path.join(self.tmp, "bad.conf")
+        with open(bad, "w") as f:
+            f.write("[station]\nsocket = /tmp/x\n\n[limits]\nmax-clients = lots\n")
+        p = self.run_tpad("--config", bad, "--check-config")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"{bad}:5:", p.stderr)
+        self.assertIn("limits.max-clients", p.stderr)
+        with open(bad, "w") as f:
+            f.write("[station]\nsockett = /tmp/x\n")
+        p = self.run_tpad("--config", bad, "--check-config")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"{bad}:2: unknown directive 'station.sockett'", p.stderr)
+        p = self.run_tpad("--config", os.path.join(self.tmp, "missing.conf"),
+                          "--check-config")
+        self.assertEqual(p.returncode, 1)
+
+    def test_print_config(self):
+        d = self.daemon(conf_extra="limits.idle-timeout = 90s\nqr.ec-level = q")
+        p = self.run_tpad("--config", d.conf, "--print-config")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("[limits]\n", p.stdout)
+        self.assertIn("idle-timeout = 90s\n", p.stdout)
+        self.assertIn("ec-level = Q\n", p.stdout)
+        self.assertIn(f"socket = {d.station}\n", p.stdout)
+        # The printed config is itself a valid config with the same values.
+        again = os.path.join(self.tmp, "again.conf")
+        with open(again, "w") as f:
+            f.write(p.stdout)
+        p2 = self.run_tpad("--config", again, "--print-config")
+        self.assertEqual(p2.stdout, p.stdout)
+
+    def test_shipped_config_is_valid(self):
+        p = self.run_tpad("--config", os.path.join(tpadtest.SRC_ROOT, "conf", "tpad.conf"),
+                          "--check-config")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_version(self):
+        p = self.run_tpad("--version")
+        self.assertEqual(p.returncode, 0)
+        self.assertTrue(p.stdout.startswith("tpad "))
+
+
+class Tpactl(TpadTestCase):
+    def test_status_human_and_json(self):
+        d = self.daemon().start()
+        p = d.tpactl("--socket", d.admin, "status", check=0)
+        self.assertIn("tpad ", p.stdout)
+        self.assertIn("clients:", p.stdout)
+        # Options may come after the command.
+        p = d.tpactl("status", "--json", "--socket", d.admin, check=0)
+        st = json.loads(p.stdout)
+        self.assertEqual(st["connections"]["admin"], 1)
+
+    def test_exit_statuses(self):
+        d = self.daemon().start()
+        p = d.tpactl("--socket", os.path.join(self.tmp, "none.sock"), "status", check=3)
+        self.assertIn("does not exist", p.stderr)
+        d.tpactl("frobnicate", check=2)
+        d.tpactl("status", "--dev-eui", "00", check=2)
+        d.tpactl("--socket", d.admin, "status", "extra", check=2)
+        p = d.tpactl("--socket", d.station, "lookup", "--dev-eui", "XYZ", check=1)
+        self.assertIn("InvalidParameter", p.stderr)
+        self.assertIn("devEUI", p.stderr)
+
+    def test_permission_denied_message(self):
+        if os.getuid() != 0:
+            self.skipTest("needs root to drop privileges")
+        d = self.daemon(conf_extra="admin.mode = 0600").start()
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            tpadtest.TPACTL, "--socket", d.admin, "status"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 3)
+        self.assertIn("Permission denied", p.stderr)
+
+
+if __name__ == "__main__":
+    tpadtest.main()
