@@ -1,0 +1,159 @@
+/* sim: shared state of tpa-sim, the simulated ThingPark Activation server. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct http_request;
+
+#define SIM_BODY_MAX (64 * 1024) /* request body cap (413 above) */
+#define SIM_PSK_MAX 32		 /* MBEDTLS_PSK_MAX_LEN */
+#define SIM_IDENTITY_MAX 128
+#define SIM_SECRET_MAX 256
+#define SIM_TOKEN_HEX 32 /* ownerToken and access_token length in hex digits */
+
+/* What the server does when a known DevEUI is imported again. */
+enum sim_duplicate {
+	SIM_DUP_409,  /* 409 ALREADY_IMPORTED */
+	SIM_DUP_SAME, /* 200 with the stored ownerToken */
+	SIM_DUP_NEW,  /* 200 with a freshly drawn ownerToken, stored */
+};
+
+/* Injected faults; every field can be changed at run time through the control port. */
+struct sim_faults {
+	unsigned latency_ms;
+	unsigned jitter_ms;
+	double rate_5xx;
+	double rate_429;
+	unsigned retry_after;
+	unsigned reset_after;
+	double drop_before_answer;
+	double drop_before_import;
+	unsigned idle_close_ms;
+	bool slow;
+	double malformed;
+	bool refuse;
+	enum sim_duplicate duplicate;
+};
+
+/* Counters served on GET /counters (devices is the registry size, not a counter). */
+struct sim_counters {
+	uint64_t imports;
+	uint64_t duplicate_imports;
+	uint64_t queries;
+	uint64_t connections;
+	uint64_t handshakes;
+	uint64_t resumed;
+	uint64_t requests;
+	uint64_t errors_injected;
+};
+
+/* One imported device. */
+struct sim_device {
+	uint64_t ref;
+	char dev_eui[17];
+	char join_eui[17];
+	char tkm_info[21]; /* empty when the device has an AppKey */
+	char app_key[33];  /* empty when the device has a TKM_INFO */
+	char hsm_group[65];
+	char owner_token[SIM_TOKEN_HEX + 1];
+};
+
+/* One OAuth2 access token handed out by POST /oauth/token. */
+struct sim_token {
+	char token[SIM_TOKEN_HEX + 1];
+	uint64_t expires_ms; /* monotonic */
+};
+
+#define SIM_TOKENS_MAX 64
+
+/* TLS server side: one configuration shared by every connection, plus the session cache. */
+struct sim_tls {
+	mbedtls_ssl_config conf;
+	mbedtls_ssl_cache_context cache;
+	mbedtls_entropy_context entropy;
+	mbedtls_ctr_drbg_context drbg;
+	char identity[SIM_IDENTITY_MAX + 1];
+	size_t identity_len;
+	uint8_t psk[SIM_PSK_MAX];
+	size_t psk_len;
+	bool ready;
+};
+
+/* The whole simulator. */
+struct sim {
+	struct event_base *base;
+	struct evconnlistener *api_listener;
+	struct evconnlistener *control_listener;
+	struct event *save_ev;
+	bool plain;
+	bool verbose;
+	struct sim_tls tls;
+
+	struct sim_faults faults;
+	struct sim_counters counters;
+	uint64_t rng;
+
+	struct sim_device *devices;
+	size_t ndevices;
+	size_t cap_devices;
+	uint64_t next_ref;
+	const char *registry_path;
+
+	bool oauth2;
+	char client_id[SIM_SECRET_MAX];
+	char client_secret[SIM_SECRET_MAX];
+	unsigned token_ttl;
+	struct sim_token tokens[SIM_TOKENS_MAX];
+};
+
+/* What the connection does with a reply. */
+enum sim_action {
+	SIM_ANSWER,  /* write the HTTP response */
+	SIM_DROP,    /* close the connection without answering */
+	SIM_GARBAGE, /* write bytes that are not HTTP, then close */
+};
+
+/* A reply built by the API or control handlers. */
+struct sim_reply {
+	int status;
+	char *body;	      /* JSON text (malloc), or NULL for an empty body */
+	unsigned retry_after; /* Retry-After seconds, 0 for none */
+	const char *allow;    /* Allow header for 405, or NULL */
+	enum sim_action action;
+};
+
+/* sim_api.c: a seeded PRNG shared by fault draws and tokens; a monotonic clock. */
+uint64_t sim_random(struct sim *s);
+bool sim_chance(struct sim *s, double p);
+void sim_random_hex(struct sim *s, char *out, size_t ndigits);
+uint64_t sim_now_ms(void);
+
+/* sim_api.c: the TPA API, OAuth2 and the control port. */
+void api_handle(struct sim *s, const struct http_request *req, struct sim_reply *ret);
+void control_handle(struct sim *s, const struct http_request *req, struct sim_reply *ret);
+void reply_clear(struct sim_reply *r);
+int sim_parse_duplicate(const char *v, enum sim_duplicate *ret);
+int registry_load(struct sim *s);
+int registry_save(struct sim *s);
+void registry_changed(struct sim *s);
+void sim_devices_free(struct sim *s);
+
+/* sim_tls.c: the mbedTLS PSK server. */
+int tls_init(struct sim_tls *t, const char *identity, const uint8_t *psk, size_t psk_len);
+void tls_free(struct sim_tls *t);
+int tls_conn_setup(struct sim_tls *t, mbedtls_ssl_context *ssl, int *fd);
+int tls_conn_handshake(mbedtls_ssl_context *ssl, bool *ret_resumed);
+
+/* sim_conn.c: listeners and connections. */
+int conn_listen(struct sim *s, const char *addr, bool control, int *ret_port);
+void conn_close_all(void);
