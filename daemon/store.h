@@ -56,7 +56,7 @@ struct store_options {
 	const uint8_t *key; /* STORE_KEY_LEN bytes; the store keeps its own copy */
 	size_t key_len;
 	uint32_t commit_delay_ms; /* group commit window; 0: commit as soon as the writer is free */
-	size_t max_queue;	  /* queued writes before -EAGAIN; 0: 65536 */
+	size_t max_queue;	  /* queued writes before -EAGAIN; 0: 16384 */
 };
 
 /* Counters for Status and metrics; each commit is one fsync batch. */

@@ -23,7 +23,7 @@
 
 #define STORE_SCHEMA_VERSION 1
 #define STORE_MAX_BATCH 1024 /* writes in one transaction at most */
-#define STORE_DEFAULT_MAX_QUEUE 65536
+#define STORE_DEFAULT_MAX_QUEUE 16384
 #define STORE_WRITE_BUSY_MS 5000
 #define STORE_READ_BUSY_MS 1000
 #define STORE_SEALED_LEN (16 + SEAL_OVERHEAD)
@@ -823,7 +823,7 @@ rollback:
 /* Create the file with mode 0600 if missing; tighten the mode of an existing one. */
 static int store_create_file(const char *path, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0600);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
 	if (fd < 0) {
 		int e = -errno;
 		set_err(err, errlen, "%s: cannot open: %s", path, strerror(-e));

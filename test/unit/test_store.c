@@ -5,7 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -719,6 +722,148 @@ static void test_close_drains(void)
 	store_close(NULL);
 }
 
+/* Fill the file system holding path with a filler file until it is full. */
+static int fill_disk(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		return -errno;
+	char block[4096];
+	memset(block, 0xEE, sizeof(block));
+	for (;;) {
+		ssize_t n = write(fd, block, sizeof(block));
+		if (n < 0) {
+			int e = errno;
+			close(fd);
+			return e == ENOSPC ? 0 : -e;
+		}
+		if (n == 0)
+			break;
+	}
+	close(fd);
+	return 0;
+}
+
+/* In a child with its own mount namespace: a really full tmpfs under the store. */
+static void real_disk_full_child(const char *mnt)
+{
+	if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tpad-test", mnt, "tmpfs", 0, "size=4m,mode=0700") < 0)
+		_exit(77);
+	/* The parent's loop is not shared across fork(): use a fresh one. */
+	event_base_free(base);
+	base = event_base_new();
+	if (!base)
+		_exit(1);
+	snprintf(dbpath, sizeof(dbpath), "%s/tpad.db", mnt);
+	struct store *s = open_store(key, 300);
+	if (!s)
+		_exit(1);
+	struct tally t = {0};
+	struct store_record r;
+	make_record(&r, 0, true);
+	CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	wait_for(&t, 1);
+	CHECK_INT(t.ok, 1);
+
+	char filler[320];
+	snprintf(filler, sizeof(filler), "%s/filler", mnt);
+	CHECK_INT(fill_disk(filler), 0);
+	enum { N = 400 };
+	memset(&t, 0, sizeof(t));
+	for (unsigned i = 1; i <= N; i++) {
+		make_record(&r, i, true);
+		CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	}
+	wait_for(&t, N);
+	CHECK_INT(t.calls, N);
+	CHECK_INT(t.ok, 0);
+	CHECK_INT(t.last_err, -ENOSPC);
+	fprintf(stderr, "full tmpfs reason: %s\n", t.last_reason);
+	uint64_t counts[STORE_N_STATES];
+	CHECK_INT(store_count(s, counts), 0);
+	CHECK_INT(counts[STORE_PENDING], 1);
+
+	/* Space comes back: the writer is still there and the same writes succeed. */
+	CHECK_INT(unlink(filler), 0);
+	memset(&t, 0, sizeof(t));
+	for (unsigned i = 1; i <= N; i++) {
+		make_record(&r, i, true);
+		CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	}
+	wait_for(&t, N);
+	CHECK_INT(t.ok, N);
+	CHECK_INT(store_count(s, counts), 0);
+	CHECK_INT(counts[STORE_PENDING], N + 1);
+	store_close(s);
+
+	s = open_store(key, 0);
+	if (s) {
+		CHECK_INT(store_count(s, counts), 0);
+		CHECK_INT(counts[STORE_PENDING], N + 1);
+		store_close(s);
+	}
+	event_base_free(base);
+	_exit(tap_failed ? 1 : 0);
+}
+
+/* A real ENOSPC from the file system (root only, in a private mount namespace). */
+static void test_real_disk_full(void)
+{
+	if (geteuid() != 0) {
+		printf("# skipped real disk full: needs root for a tmpfs mount\n");
+		return;
+	}
+	char mnt[270];
+	snprintf(mnt, sizeof(mnt), "%s/full", dir);
+	CHECK_INT(mkdir(mnt, 0700), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		real_disk_full_child(mnt);
+	int status = 0;
+	CHECK_INT(waitpid(pid, &status, 0), pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+		printf("# skipped real disk full: cannot mount a tmpfs here\n");
+	else
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	rmdir(mnt);
+}
+
+/* A full write queue refuses more at once (-EAGAIN) without calling back. */
+static void test_queue_limit(void)
+{
+	remove_store();
+	struct store_options o = {.path = dbpath,
+				  .key = key,
+				  .key_len = STORE_KEY_LEN,
+				  .commit_delay_ms = 300,
+				  .max_queue = 4};
+	struct store *s = NULL;
+	char err[256] = "";
+	CHECK_INT(store_open(base, &o, &s, err, sizeof(err)), 0);
+	if (!s)
+		return;
+	struct tally t = {0};
+	int accepted = 0, refused = 0;
+	for (unsigned i = 0; i < 10; i++) {
+		struct store_record r;
+		make_record(&r, 500 + i, false);
+		int e = store_insert(s, &r, on_done, &t);
+		if (e == 0)
+			accepted++;
+		else if (e == -EAGAIN)
+			refused++;
+	}
+	CHECK_INT(accepted, 4);
+	CHECK_INT(refused, 6);
+	wait_for(&t, accepted);
+	CHECK_INT(t.ok, 4);
+	CHECK_INT(t.calls, 4);
+	store_close(s);
+}
+
 /* State names round-trip and unknown ones are refused. */
 static void test_state_names(void)
 {
@@ -757,6 +902,8 @@ int main(void)
 	test_list();
 	test_disk_full();
 	test_close_drains();
+	test_queue_limit();
+	test_real_disk_full();
 
 	remove_store();
 	rmdir(dir);
