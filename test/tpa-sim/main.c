@@ -146,7 +146,8 @@ static void listen_or_die(struct sim *s, const char *addr, bool control, const c
 		fprintf(stderr, "tpa-sim: cannot listen on %s: %s\n", addr, strerror(-r));
 		exit(1);
 	}
-	printf("%slistening on 127.0.0.1:%d\n", control ? "control " : "", port);
+	printf("%slistening on %.*s:%d\n", control ? "control " : "",
+	       (int)(strrchr(addr, ':') - addr), addr, port);
 	fflush(stdout);
 	if (port_file && (r = write_port_file(port_file, port)) < 0) {
 		fprintf(stderr, "tpa-sim: cannot write %s: %s\n", port_file, strerror(-r));

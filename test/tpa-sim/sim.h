@@ -106,6 +106,8 @@ struct sim {
 	struct sim_device *devices;
 	size_t ndevices;
 	size_t cap_devices;
+	size_t *index; /* open addressing by DevEUI: device number + 1, 0 when free */
+	size_t index_cap;
 	uint64_t next_ref;
 	const char *registry_path;
 

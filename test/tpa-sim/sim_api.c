@@ -81,12 +81,53 @@ static void reply_error(struct sim_reply *rep, int status, const char *code, con
 	reply_json(rep, status, json_pack("{s:s, s:s}", "code", code, "message", message));
 }
 
+/* FNV-1a hash of a DevEUI, for the registry index. */
+static size_t eui_hash(const char *eui)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (; *eui; eui++)
+		h = (h ^ (unsigned char)*eui) * 0x100000001b3ULL;
+	return (size_t)h;
+}
+
+/* Put device number i into the open-addressing index (which has room). */
+static void index_insert(struct sim *s, size_t i)
+{
+	size_t mask = s->index_cap - 1;
+	size_t h = eui_hash(s->devices[i].dev_eui) & mask;
+	while (s->index[h])
+		h = (h + 1) & mask;
+	s->index[h] = i + 1;
+}
+
+/* Grow the index so that it stays at most half full; -ENOMEM. */
+static int index_reserve(struct sim *s, size_t n)
+{
+	if (n * 2 <= s->index_cap)
+		return 0;
+	size_t cap = s->index_cap ? s->index_cap : 128;
+	while (n * 2 > cap)
+		cap *= 2;
+	size_t *idx = calloc(cap, sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	free(s->index);
+	s->index = idx;
+	s->index_cap = cap;
+	for (size_t i = 0; i < s->ndevices; i++)
+		index_insert(s, i);
+	return 0;
+}
+
 /* The registry entry for an upper-case DevEUI, or NULL. */
 static struct sim_device *device_find(struct sim *s, const char *dev_eui)
 {
-	for (size_t i = 0; i < s->ndevices; i++)
-		if (strcmp(s->devices[i].dev_eui, dev_eui) == 0)
-			return &s->devices[i];
+	if (!s->index_cap)
+		return NULL;
+	size_t mask = s->index_cap - 1;
+	for (size_t h = eui_hash(dev_eui) & mask; s->index[h]; h = (h + 1) & mask)
+		if (strcmp(s->devices[s->index[h] - 1].dev_eui, dev_eui) == 0)
+			return &s->devices[s->index[h] - 1];
 	return NULL;
 }
 
@@ -108,9 +149,11 @@ static json_t *device_json(const struct sim_device *d, bool full)
 	return o;
 }
 
-/* Append a device to the registry; -ENOMEM. */
+/* Append a device to the registry and its index; -ENOMEM. */
 static int device_add(struct sim *s, const struct sim_device *d)
 {
+	if (index_reserve(s, s->ndevices + 1) < 0)
+		return -ENOMEM;
 	if (s->ndevices == s->cap_devices) {
 		size_t cap = s->cap_devices ? s->cap_devices * 2 : 64;
 		struct sim_device *n = realloc(s->devices, cap * sizeof(*n));
@@ -119,15 +162,19 @@ static int device_add(struct sim *s, const struct sim_device *d)
 		s->devices = n;
 		s->cap_devices = cap;
 	}
-	s->devices[s->ndevices++] = *d;
+	s->devices[s->ndevices] = *d;
+	index_insert(s, s->ndevices);
+	s->ndevices++;
 	return 0;
 }
 
 void sim_devices_free(struct sim *s)
 {
 	free(s->devices);
+	free(s->index);
 	s->devices = NULL;
-	s->ndevices = s->cap_devices = 0;
+	s->index = NULL;
+	s->ndevices = s->cap_devices = s->index_cap = 0;
 }
 
 /*
@@ -494,7 +541,7 @@ void control_handle(struct sim *s, const struct http_request *req, struct sim_re
 			json_array_append_new(a, device_json(&s->devices[i], true));
 		reply_json(rep, 200, a);
 	} else if (strcmp(path, "/devices") == 0 && strcmp(req->method, "DELETE") == 0) {
-		s->ndevices = 0;
+		sim_devices_free(s);
 		registry_changed(s);
 		reply_json(rep, 200, json_array());
 	} else if (strcmp(path, "/faults") == 0 && get) {

@@ -298,9 +298,28 @@ def test_faults(sim):
     check(got == b"" and closed, "refuse")
     sim.faults(refuse=False)
 
+    # Many devices on one connection: each is found again, none is confused with another.
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=5)
+    tokens = {}
+    for i in range(300):
+        eui = "F%015X" % i
+        st, _, b = request(sim.port, "POST", API, device(eui), conn=conn)
+        tokens[eui] = b.get("ownerToken")
+    for eui in ("F%015X" % 0, "F%015X" % 150, "F%015X" % 299):
+        st, _, q = request(sim.port, "GET", API + "?deviceEUI=" + eui, conn=conn)
+        check(len(q) == 1 and q[0]["ownerToken"] == tokens[eui], "bulk lookup %s" % eui)
+    st, _, b = request(sim.port, "POST", API, device("F%015X" % 7), conn=conn)
+    check(st == 409, "bulk duplicate -> %d" % st)
+    conn.close()
+    check(len(set(tokens.values())) == 300, "300 distinct tokens")
+
     st, c = sim.control("POST", "/reset-counters")
     check(st == 200 and c["imports"] == 0 and c["requests"] == 0 and c["devices"] > 0,
           "reset-counters %r" % c)
+    st, devs = sim.control("DELETE", "/devices")
+    check(st == 200 and devs == [] and sim.counters()["devices"] == 0, "DELETE /devices")
+    st, _, b = request(sim.port, "POST", API, device("F%015X" % 7))
+    check(st == 201, "import after DELETE /devices -> %d" % st)
 
 
 def test_registry_and_oauth(tmp):
