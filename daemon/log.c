@@ -16,7 +16,8 @@ void log_set_verbose(bool verbose)
 }
 
 /* Write one line: prefix, message, optional ": strerror". */
-static void log_vline(const char *prefix, int err, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void log_vline(const char *prefix, int err,
+							    const char *fmt, va_list ap)
 {
 	char buf[1024];
 	if (log_prefixes < 0)

@@ -1,0 +1,110 @@
+/* activation: the exactly-once rules of getting a device's ownerToken, driven by callbacks. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store.h"
+#include "tpa.h"
+
+struct activation;
+
+/*
+ * What activation needs from the outside world. Production wires these to store_* and
+ * tpa_*; unit tests to fakes. Every callback-taking op returns 0 when the callback will
+ * be called later (exactly once), or a negative errno without calling it.
+ */
+struct activation_ops {
+	int (*get)(void *ctx, const char *dev_eui, struct store_record *ret);
+	int (*insert)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
+	int (*update)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
+	int (*audit)(void *ctx, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
+		     const char *outcome);
+	int (*import)(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, void *arg);
+	int (*query)(void *ctx, const char *dev_eui, tpa_done_fn *cb, void *arg);
+	/* Call fn for every PENDING row (fn returning non-zero stops); 0 or a negative errno. */
+	int (*list_pending)(void *ctx, int (*fn)(const struct store_record *r, void *arg),
+			    void *arg);
+	int (*random)(void *ctx, uint8_t *buf, size_t n);
+};
+
+/* One request for a device's token: from a station, an import row, or a restart. */
+struct act_request {
+	char dev_eui[17];    /* upper-case */
+	char join_eui[17];   /* upper-case; "" = from the store, else the default */
+	char profile_id[9];  /* "" = from the store, else the default */
+	char serial[65];     /* "" = none given */
+	char tkm_info[21];   /* "" = none */
+	uint8_t app_key[16]; /* when has_app_key */
+	bool has_app_key;
+	bool generate_app_key;
+	const char *method; /* for the audit trail: "io.tpad.Station.Activate" ... */
+	const char *origin; /* "activate" or "import" */
+	uint32_t uid;
+	int32_t pid;
+};
+
+enum act_outcome {
+	ACT_OK,		 /* rec holds the ISSUED record */
+	ACT_NOT_FOUND,	 /* no key material given and the store does not hold the device */
+	ACT_CONFLICT,	 /* the store holds this DevEUI with another record */
+	ACT_REJECTED,	 /* the cloud refused the import */
+	ACT_UNAVAILABLE, /* the cloud could not be asked; nothing was imported */
+	ACT_UNKNOWN,	 /* the import may have happened; the row stays PENDING */
+	ACT_BUSY,	 /* a queue is full */
+	ACT_STORE_FAILED /* the store could not commit */
+};
+
+struct act_result {
+	enum act_outcome outcome;
+	bool live;		 /* ACT_OK: the token came from the cloud in this call */
+	bool skipped;		 /* ACT_OK: it was already ISSUED with the same record */
+	struct store_record rec; /* ACT_OK: the record (AppKey in clear) */
+	int http_status;	 /* ACT_REJECTED */
+	char code[64];		 /* ACT_REJECTED: the cloud's error code, "" if none */
+	char message[256];	 /* ACT_REJECTED: the cloud's message */
+	char reason[256];	 /* human text for every other failure */
+	int retry_after;	 /* ACT_UNAVAILABLE: seconds, -1 if none */
+};
+
+typedef void act_done_fn(const struct act_result *res, void *arg);
+
+/* Counters for Status and metrics. */
+struct activation_stats {
+	uint64_t outcomes[ACT_STORE_FAILED + 1];
+	uint64_t live;
+	uint64_t stored;
+	uint64_t settled_by_query; /* unknown outcomes resolved by the read-only query */
+	uint64_t reimported;	   /* imports sent again after the query proved none happened */
+	uint32_t in_flight;
+};
+
+/*
+ * default_join_eui and default_profile_id (upper-case hex) fill requests that give none
+ * for a device the store does not hold. ctx is passed to every op.
+ */
+struct activation *activation_new(const struct activation_ops *ops, void *ctx,
+				  const char *default_join_eui, const char *default_profile_id);
+
+/* Free a; requests still in flight get no callback. Accepts NULL. */
+void activation_free(struct activation *a);
+
+/*
+ * Get the token of req->dev_eui exactly once (see activation.c for the rules). cb is called
+ * exactly once, possibly before this call returns (a stored answer needs no I/O). Returns
+ * 0, or -ENOMEM without calling cb.
+ */
+int activation_run(struct activation *a, const struct act_request *req, act_done_fn *cb, void *arg);
+
+/*
+ * Settle every PENDING row of the store with the read-only query (adopt the cloud's token,
+ * or import once more if it has none), at most concurrency at a time. done (may be NULL)
+ * gets the number of rows still PENDING afterwards.
+ */
+int activation_reconcile(struct activation *a, unsigned concurrency,
+			 void (*done)(unsigned still_pending, void *arg), void *arg);
+
+void activation_get_stats(const struct activation *a, struct activation_stats *ret);
+
+/* The name of an outcome, for logs and metrics ("ok", "conflict", ...). */
+const char *activation_outcome_name(enum act_outcome o);

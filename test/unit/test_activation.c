@@ -1,0 +1,530 @@
+/* Unit tests for the activation rules, with a scripted fake store and cloud. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "activation.h"
+#include "tap.h"
+
+#define MAX_ROWS 64
+#define MAX_EVENTS 256
+
+/* --- a fake store: rows in memory, commits delivered by pump() --- */
+
+struct fake {
+	struct store_record rows[MAX_ROWS];
+	size_t n_rows;
+	int fail_next_insert; /* errno to fail the next insert's commit with */
+	int fail_next_update;
+	unsigned inserts, updates, audits, imports, queries;
+	/* scripted cloud answers, consumed in order */
+	struct tpa_result import_script[16];
+	size_t n_import_script, next_import;
+	struct tpa_result query_script[16];
+	size_t n_query_script, next_query;
+	/* the cloud's own registry, for queries that are not scripted */
+	char cloud_eui[MAX_ROWS][17];
+	char cloud_token[MAX_ROWS][33];
+	size_t n_cloud;
+	/* pending async events */
+	struct event {
+		int kind; /* 0 store, 1 tpa */
+		store_done_fn *scb;
+		tpa_done_fn *tcb;
+		void *arg;
+		int err;
+		struct tpa_result res;
+		struct store_record rec;
+		bool is_insert;
+	} ev[MAX_EVENTS];
+	size_t n_ev;
+};
+
+static struct store_record *fake_row(struct fake *f, const char *eui)
+{
+	for (size_t i = 0; i < f->n_rows; i++)
+		if (strcmp(f->rows[i].dev_eui, eui) == 0)
+			return &f->rows[i];
+	return NULL;
+}
+
+static int f_get(void *ctx, const char *eui, struct store_record *ret)
+{
+	struct store_record *r = fake_row(ctx, eui);
+	if (!r)
+		return -ENOENT;
+	*ret = *r;
+	return 0;
+}
+
+static int f_write(struct fake *f, const struct store_record *r, store_done_fn *cb, void *arg,
+		   bool insert)
+{
+	struct event *e = &f->ev[f->n_ev++];
+	memset(e, 0, sizeof(*e));
+	e->kind = 0;
+	e->scb = cb;
+	e->arg = arg;
+	e->rec = *r;
+	e->is_insert = insert;
+	int *fail = insert ? &f->fail_next_insert : &f->fail_next_update;
+	e->err = *fail;
+	*fail = 0;
+	return 0;
+}
+
+static int f_insert(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg)
+{
+	struct fake *f = ctx;
+	f->inserts++;
+	return f_write(f, r, cb, arg, true);
+}
+
+static int f_update(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg)
+{
+	struct fake *f = ctx;
+	f->updates++;
+	return f_write(f, r, cb, arg, false);
+}
+
+static int f_audit(void *ctx, const char *eui, const char *method, uint32_t uid, int32_t pid,
+		   const char *outcome)
+{
+	((struct fake *)ctx)->audits++;
+	return 0;
+}
+
+static void cloud_add(struct fake *f, const char *eui, const char *token)
+{
+	char e[17], t[33];
+	snprintf(e, sizeof(e), "%s", eui);
+	snprintf(t, sizeof(t), "%s", token);
+	memcpy(f->cloud_eui[f->n_cloud], e, sizeof(e));
+	memcpy(f->cloud_token[f->n_cloud], t, sizeof(t));
+	f->n_cloud++;
+}
+
+static int f_import(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, void *arg)
+{
+	struct fake *f = ctx;
+	f->imports++;
+	struct event *e = &f->ev[f->n_ev++];
+	memset(e, 0, sizeof(*e));
+	e->kind = 1;
+	e->tcb = cb;
+	e->arg = arg;
+	if (f->next_import < f->n_import_script) {
+		e->res = f->import_script[f->next_import++];
+		/* An answer lost after the import landed: the cloud has the device. */
+		if (e->res.outcome == TPA_UNKNOWN && e->res.http_status == 1)
+			cloud_add(f, rec->dev_eui, "C0FFEE");
+	} else {
+		e->res.outcome = TPA_OK;
+		e->res.http_status = 201;
+		snprintf(e->res.owner_token, sizeof(e->res.owner_token), "TOKEN%s", rec->dev_eui);
+		snprintf(e->res.ref, sizeof(e->res.ref), "ref-%u", f->imports);
+		cloud_add(f, rec->dev_eui, e->res.owner_token);
+	}
+	return 0;
+}
+
+static int f_query(void *ctx, const char *eui, tpa_done_fn *cb, void *arg)
+{
+	struct fake *f = ctx;
+	f->queries++;
+	struct event *e = &f->ev[f->n_ev++];
+	memset(e, 0, sizeof(*e));
+	e->kind = 1;
+	e->tcb = cb;
+	e->arg = arg;
+	if (f->next_query < f->n_query_script) {
+		e->res = f->query_script[f->next_query++];
+		return 0;
+	}
+	e->res.outcome = TPA_NOT_FOUND;
+	e->res.http_status = 200;
+	for (size_t i = 0; i < f->n_cloud; i++) {
+		if (strcmp(f->cloud_eui[i], eui) == 0) {
+			e->res.outcome = TPA_OK;
+			snprintf(e->res.owner_token, sizeof(e->res.owner_token), "%s",
+				 f->cloud_token[i]);
+			snprintf(e->res.ref, sizeof(e->res.ref), "ref-q");
+		}
+	}
+	return 0;
+}
+
+static int f_list_pending(void *ctx, int (*fn)(const struct store_record *, void *), void *arg)
+{
+	struct fake *f = ctx;
+	for (size_t i = 0; i < f->n_rows; i++)
+		if (f->rows[i].state == STORE_PENDING) {
+			int r = fn(&f->rows[i], arg);
+			if (r)
+				return r;
+		}
+	return 0;
+}
+
+static int f_random(void *ctx, uint8_t *buf, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (uint8_t)(0xA0 + i);
+	return 0;
+}
+
+/* Deliver pending events one at a time, oldest first, until none is left. */
+static void pump(struct fake *f)
+{
+	while (f->n_ev) {
+		struct event e = f->ev[0];
+		memmove(&f->ev[0], &f->ev[1], (f->n_ev - 1) * sizeof(f->ev[0]));
+		f->n_ev--;
+		if (e.kind == 1) {
+			e.tcb(&e.res, e.arg);
+			continue;
+		}
+		int err = e.err;
+		if (!err) {
+			struct store_record *row = fake_row(f, e.rec.dev_eui);
+			if (e.is_insert && row)
+				err = -EEXIST;
+			else if (!e.is_insert && !row)
+				err = -ENOENT;
+			else if (e.is_insert)
+				f->rows[f->n_rows++] = e.rec;
+			else
+				*row = e.rec;
+		}
+		e.scb(err, err ? "fake store failure" : NULL, e.arg);
+	}
+}
+
+static const struct activation_ops ops = {
+    .get = f_get,
+    .insert = f_insert,
+    .update = f_update,
+    .audit = f_audit,
+    .import = f_import,
+    .query = f_query,
+    .list_pending = f_list_pending,
+    .random = f_random,
+};
+
+/* --- results --- */
+
+struct got {
+	int calls;
+	struct act_result res;
+};
+
+static void done(const struct act_result *res, void *arg)
+{
+	struct got *g = arg;
+	g->calls++;
+	g->res = *res;
+}
+
+static struct act_request se_req(const char *eui, const char *tkm)
+{
+	struct act_request q = {.method = "io.tpad.Station.Activate", .origin = "activate"};
+	snprintf(q.dev_eui, sizeof(q.dev_eui), "%s", eui);
+	snprintf(q.tkm_info, sizeof(q.tkm_info), "%s", tkm);
+	return q;
+}
+
+static struct got run(struct activation *a, struct fake *f, const struct act_request *q)
+{
+	struct got g = {0};
+	CHECK_INT(activation_run(a, q, done, &g), 0);
+	pump(f);
+	CHECK_INT(g.calls, 1);
+	return g;
+}
+
+static struct tpa_result tres(enum tpa_outcome o, int status)
+{
+	struct tpa_result t = {.outcome = o, .http_status = status, .retry_after = -1};
+	return t;
+}
+
+#define EUI1 "0123D345666E2DBD"
+#define TKM1 "31110123D345666E2DBD"
+#define TKM2 "31110123D345666E0000"
+
+static void test_live_then_stored(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000001", "AABB1122");
+	struct act_request q = se_req(EUI1, TKM1);
+	struct got g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK(g.res.live);
+	CHECK_STR(g.res.rec.owner_token, "TOKEN" EUI1);
+	CHECK_STR(g.res.rec.join_eui, "0000000000000001");
+	CHECK_STR(g.res.rec.profile_id, "AABB1122");
+	CHECK_INT(f.imports, 1);
+	CHECK_INT(fake_row(&f, EUI1)->state, STORE_ISSUED);
+	CHECK_INT(f.audits, 1);
+
+	/* Same record again: from the store, no cloud call. */
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK(!g.res.live);
+	CHECK(g.res.skipped);
+	CHECK_INT(f.imports, 1);
+	CHECK_INT(f.audits, 2);
+
+	/* No key material (offline mode): from the store. */
+	struct act_request lk = se_req(EUI1, "");
+	g = run(a, &f, &lk);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_STR(g.res.rec.tkm_info, TKM1);
+
+	/* Another TKM_INFO, another JoinEUI: conflict, nothing sent. */
+	struct act_request c = se_req(EUI1, TKM2);
+	g = run(a, &f, &c);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+	CHECK(strstr(g.res.reason, "tkmInfo") != NULL);
+	c = se_req(EUI1, TKM1);
+	snprintf(c.join_eui, sizeof(c.join_eui), "1111111111111111");
+	g = run(a, &f, &c);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+	c = se_req(EUI1, "");
+	c.generate_app_key = true;
+	g = run(a, &f, &c);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+	CHECK_INT(f.imports, 1);
+
+	/* Unknown device without key material. */
+	struct act_request nf = se_req("0000000000000099", "");
+	g = run(a, &f, &nf);
+	CHECK_INT(g.res.outcome, ACT_NOT_FOUND);
+	CHECK_INT(f.inserts, 1);
+	activation_free(a);
+}
+
+static void test_app_keys(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	struct act_request q = se_req("00000000000000A1", "");
+	q.generate_app_key = true;
+	struct got g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK(g.res.rec.has_app_key && g.res.rec.app_key_generated);
+	CHECK_INT(g.res.rec.app_key[0], 0xA0);
+	/* generateAppKey again is the same request: stored answer, same key. */
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK(!g.res.live);
+	CHECK_INT(g.res.rec.app_key[15], 0xAF);
+
+	struct act_request k = se_req("00000000000000A2", "");
+	k.has_app_key = true;
+	memset(k.app_key, 0x11, 16);
+	g = run(a, &f, &k);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK(!g.res.rec.app_key_generated);
+	memset(k.app_key, 0x22, 16);
+	g = run(a, &f, &k);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+	CHECK(strstr(g.res.reason, "appKey") != NULL);
+	CHECK_INT(f.imports, 2);
+	activation_free(a);
+}
+
+static void test_unknown_outcomes(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+
+	/* Lost answer, the cloud has it: adopt its token, no second import. */
+	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 1);
+	f.n_import_script++;
+	struct act_request q = se_req("00000000000000B1", TKM1);
+	struct got g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_STR(g.res.rec.owner_token, "C0FFEE");
+	CHECK_INT(f.imports, 1);
+	CHECK_INT(f.queries, 1);
+
+	/* Lost before it landed: the query finds nothing, import once more. */
+	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
+	f.n_import_script++;
+	q = se_req("00000000000000B2", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK(g.res.live);
+	CHECK_INT(f.imports, 3);
+
+	/* The query fails too: OutcomeUnknown, the row stays PENDING. */
+	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
+	f.n_import_script++;
+	f.query_script[f.n_query_script] = tres(TPA_UNAVAILABLE, 0);
+	f.n_query_script++;
+	q = se_req("00000000000000B3", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(fake_row(&f, "00000000000000B3")->state, STORE_PENDING);
+	unsigned imports = f.imports;
+
+	/* Asked again later: query first (the cloud has nothing), then one import. */
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_INT(f.imports, imports + 1);
+
+	/* 409: settled by the query. */
+	cloud_add(&f, "00000000000000B4", "EXISTING");
+	f.import_script[f.n_import_script] = tres(TPA_CONFLICT, 409);
+	f.n_import_script++;
+	q = se_req("00000000000000B4", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_STR(g.res.rec.owner_token, "EXISTING");
+
+	/* A 500 may follow a done import: settled by the query as well. */
+	f.import_script[f.n_import_script] = tres(TPA_UNAVAILABLE, 500);
+	f.n_import_script++;
+	q = se_req("00000000000000B5", TKM1);
+	imports = f.imports;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_INT(f.imports, imports + 2);
+	activation_free(a);
+}
+
+static void test_refusals(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	struct tpa_result rej = tres(TPA_REJECTED, 400);
+	snprintf(rej.code, sizeof(rej.code), "BAD_REQUEST");
+	snprintf(rej.message, sizeof(rej.message), "bad tkmInfo");
+	f.import_script[f.n_import_script++] = rej;
+	struct act_request q = se_req("00000000000000C1", TKM1);
+	struct got g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_REJECTED);
+	CHECK_INT(g.res.http_status, 400);
+	CHECK_STR(g.res.code, "BAD_REQUEST");
+	CHECK_INT(fake_row(&f, "00000000000000C1")->state, STORE_FAILED);
+	/* A FAILED row is imported again on the next request, without a query. */
+	unsigned queries = f.queries;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_INT(f.queries, queries);
+
+	struct tpa_result busy = tres(TPA_UNAVAILABLE, 429);
+	busy.retry_after = 7;
+	f.import_script[f.n_import_script++] = busy;
+	q = se_req("00000000000000C2", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNAVAILABLE);
+	CHECK_INT(g.res.retry_after, 7);
+	CHECK_INT(fake_row(&f, "00000000000000C2")->state, STORE_FAILED);
+	activation_free(a);
+}
+
+static void test_store_failures(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	f.fail_next_insert = -ENOSPC;
+	struct act_request q = se_req("00000000000000D1", TKM1);
+	struct got g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_STORE_FAILED);
+	CHECK_INT(f.imports, 0);
+	CHECK(fake_row(&f, "00000000000000D1") == NULL);
+
+	/* The token arrives but ISSUED cannot be committed: the row stays PENDING... */
+	f.fail_next_update = -EIO;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_STORE_FAILED);
+	CHECK_INT(f.imports, 1);
+	CHECK_INT(fake_row(&f, "00000000000000D1")->state, STORE_PENDING);
+	/* ...and the next request adopts the cloud's token by query, never importing twice. */
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_STR(g.res.rec.owner_token, "TOKEN00000000000000D1");
+	CHECK_INT(f.imports, 1);
+	activation_free(a);
+}
+
+static void test_concurrent_same_device(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	struct act_request q = se_req("00000000000000E1", TKM1);
+	struct got g[5] = {0};
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(activation_run(a, &q, done, &g[i]), 0);
+	struct act_request other = se_req("00000000000000E2", TKM1);
+	struct got go = {0};
+	CHECK_INT(activation_run(a, &other, done, &go), 0);
+	pump(&f);
+	int live = 0;
+	for (int i = 0; i < 5; i++) {
+		CHECK_INT(g[i].calls, 1);
+		CHECK_INT(g[i].res.outcome, ACT_OK);
+		CHECK_STR(g[i].res.rec.owner_token, "TOKEN00000000000000E1");
+		live += g[i].res.live;
+	}
+	CHECK_INT(live, 1);
+	CHECK_INT(go.res.outcome, ACT_OK);
+	CHECK_INT(f.imports, 2);
+	struct activation_stats st;
+	activation_get_stats(a, &st);
+	CHECK_INT(st.in_flight, 0);
+	CHECK_INT(st.outcomes[ACT_OK], 6);
+	activation_free(a);
+}
+
+static unsigned reconciled = 99;
+static void on_reconciled(unsigned still, void *arg)
+{
+	reconciled = still;
+}
+
+static void test_reconcile(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	const char *euis[] = {"00000000000000F1", "00000000000000F2", "00000000000000F3"};
+	for (int i = 0; i < 3; i++) {
+		struct store_record *r = &f.rows[f.n_rows++];
+		memset(r, 0, sizeof(*r));
+		snprintf(r->dev_eui, sizeof(r->dev_eui), "%s", euis[i]);
+		snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
+		snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
+		r->state = STORE_PENDING;
+	}
+	cloud_add(&f, euis[0], "ADOPTED");
+	/* Queries in order: F1 from the registry, F2 not found, F3 fails. */
+	f.query_script[0] = tres(TPA_OK, 200);
+	snprintf(f.query_script[0].owner_token, sizeof(f.query_script[0].owner_token), "ADOPTED");
+	f.query_script[1] = tres(TPA_NOT_FOUND, 200);
+	f.query_script[2] = tres(TPA_UNAVAILABLE, 0);
+	f.n_query_script = 3;
+	CHECK_INT(activation_reconcile(a, 1, on_reconciled, NULL), 0);
+	pump(&f);
+	CHECK_INT(reconciled, 1);
+	CHECK_INT(fake_row(&f, euis[0])->state, STORE_ISSUED);
+	CHECK_STR(fake_row(&f, euis[0])->owner_token, "ADOPTED");
+	CHECK_INT(fake_row(&f, euis[1])->state, STORE_ISSUED);
+	CHECK_INT(fake_row(&f, euis[2])->state, STORE_PENDING);
+	CHECK_INT(f.imports, 1);
+	activation_free(a);
+}
+
+int main(void)
+{
+	test_live_then_stored();
+	test_app_keys();
+	test_unknown_outcomes();
+	test_refusals();
+	test_store_failures();
+	test_concurrent_same_device();
+	test_reconcile();
+	return tap_done();
+}
