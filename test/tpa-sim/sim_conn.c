@@ -338,6 +338,10 @@ static void conn_run(struct conn *c)
 					conn_close(c, true);
 					return;
 				}
+				/* Never wait on the socket while mbedTLS holds decrypted data. */
+				if (c->tls && evbuffer_get_length(c->in) < CONN_IN_MAX &&
+				    mbedtls_ssl_get_bytes_avail(&c->ssl) > 0)
+					break;
 				conn_arm_idle(c);
 				if (conn_wait(c, EV_READ) < 0)
 					goto fail;
