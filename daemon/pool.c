@@ -1,0 +1,1104 @@
+/* pool: warm, kept-alive HTTP sessions (TLS-PSK or plain) to one upstream host. */
+#include "pool.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "config.h"
+#include "cred.h"
+#include "http.h"
+#include "tls.h"
+
+/* A session closed by the server this soon after it became ready counts as a failure. */
+#define QUICK_CLOSE_MS 1000
+#define READ_CHUNK 16384
+#define WHY_MAX 512 /* room for any reason text we compose */
+
+enum sess_state {
+	S_BACKOFF, /* waiting to (re)connect */
+	S_RESOLVING,
+	S_CONNECTING,
+	S_HANDSHAKING,
+	S_READY,
+	S_BUSY,
+};
+
+enum req_state {
+	R_QUEUED,
+	R_ACTIVE,
+	R_DONE,
+};
+
+struct session;
+
+struct pool_req {
+	struct pool *pool;
+	TAILQ_ENTRY(pool_req) link;
+	enum req_state state;
+	char *buf;
+	size_t len;
+	pool_done_fn *cb;
+	void *arg;
+	struct event *ev; /* request timeout, then deferred completion */
+	struct session *sess;
+	unsigned attempts;
+	bool probe; /* the half-open breaker's trial request */
+	/* The outcome, kept until the deferred callback runs. */
+	int err;
+	bool sent;
+	char reason[200];
+	bool have_res;
+	struct http_response res;
+};
+
+TAILQ_HEAD(req_list, pool_req);
+
+struct session {
+	struct pool *pool;
+	unsigned idx;
+	enum sess_state state;
+	int fd;
+	struct event *ev_io;
+	short io_events;
+	struct event *timer;
+	struct evdns_getaddrinfo_request *dns;
+	struct tls_conn *tls;
+	struct pool_req *req;
+	size_t wr_off;
+	bool sent;
+	uint64_t sent_base; /* TLS bytes written before this request */
+	struct http_parser parser;
+	unsigned fails;
+	bool ever_ready;
+	uint64_t ready_at_ms;
+	uint64_t served; /* requests on this connection */
+	uint64_t requests;
+	uint64_t reconnects;
+	char last_error[200];
+};
+
+struct pool {
+	struct event_base *base;
+	const struct config *cfg;
+	struct http_url url;
+	char url_text[HTTP_MAX_HOST + 32];
+	char host_header[HTTP_MAX_HOST + 16];
+	struct sockaddr_storage addr; /* numeric host */
+	socklen_t addr_len;
+	bool numeric;
+	struct evdns_base *dns;
+	struct tls_ctx *tls;
+	struct session *sessions;
+	unsigned n_sessions;
+	struct req_list queue;
+	size_t queued;
+	struct req_list done;
+	enum pool_breaker breaker;
+	unsigned consecutive_failures;
+	uint64_t open_until_ms;
+	bool probe_active;
+	struct event *breaker_timer;
+	uint64_t rng;
+	char last_error[200];
+	struct pool_stats stats;
+};
+
+static void session_open(struct session *s);
+static void session_fail(struct session *s, int err, const char *reason, bool counts);
+static void pool_dispatch(struct pool *p);
+static void io_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Milliseconds on the monotonic clock. */
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A timeval for ms milliseconds. */
+static struct timeval ms_tv(uint64_t ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+			     .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	return tv;
+}
+
+/* xorshift64*: jitter only, not security. */
+static uint64_t rng_next(struct pool *p)
+{
+	p->rng ^= p->rng >> 12;
+	p->rng ^= p->rng << 25;
+	p->rng ^= p->rng >> 27;
+	return p->rng * 2685821657736338717ULL;
+}
+
+/* Full-jitter exponential backoff: uniform in [min, min(max, min * 2^fails)]. */
+static uint64_t backoff_ms(struct pool *p, unsigned fails)
+{
+	uint64_t lo = p->cfg->upstream_backoff_min_ms, hi = p->cfg->upstream_backoff_max_ms;
+	uint64_t cap = lo;
+
+	for (unsigned i = 1; i < fails && cap < hi; i++)
+		cap *= 2;
+	if (cap > hi)
+		cap = hi;
+	if (cap <= lo)
+		return lo;
+	return lo + rng_next(p) % (cap - lo + 1);
+}
+
+/* ---- requests ---- */
+
+/* Settle a request: detach it and run its callback from the loop, never from here. */
+static void req_finish(struct pool_req *r, int err, bool sent, const char *reason)
+{
+	struct pool *p = r->pool;
+
+	if (r->state == R_QUEUED) {
+		TAILQ_REMOVE(&p->queue, r, link);
+		p->queued--;
+	}
+	if (r->probe)
+		p->probe_active = false;
+	r->state = R_DONE;
+	r->sess = NULL;
+	r->err = err;
+	r->sent = sent;
+	snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
+	if (err && sent)
+		p->stats.unknown++;
+	TAILQ_INSERT_TAIL(&p->done, r, link);
+	event_del(r->ev);
+	event_active(r->ev, EV_TIMEOUT, 0);
+}
+
+/* Free a request and anything it holds. */
+static void req_free(struct pool_req *r)
+{
+	if (!r)
+		return;
+	if (r->ev)
+		event_free(r->ev);
+	free(r->res.body);
+	if (r->buf) {
+		cred_wipe(r->buf, r->len);
+		free(r->buf);
+	}
+	free(r);
+}
+
+/* The request's event: its timeout fired, or its outcome is ready to deliver. */
+static void req_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool_req *r = arg;
+	struct pool *p = r->pool;
+	char why[WHY_MAX];
+
+	switch (r->state) {
+	case R_QUEUED:
+		snprintf(why, sizeof(why), "no upstream session ready within %u ms%s%s",
+			 p->cfg->upstream_request_timeout_ms, p->last_error[0] ? ": " : "",
+			 p->last_error);
+		req_finish(r, -ETIMEDOUT, false, why);
+		return;
+	case R_ACTIVE:
+		snprintf(why, sizeof(why), "no complete response within %u ms",
+			 p->cfg->upstream_request_timeout_ms);
+		session_fail(r->sess, -ETIMEDOUT, why, true);
+		return;
+	case R_DONE:
+		break;
+	}
+	TAILQ_REMOVE(&p->done, r, link);
+	struct pool_result res = {
+	    .err = r->err,
+	    .sent = r->sent,
+	    .reason = r->reason,
+	    .res = r->have_res ? &r->res : NULL,
+	};
+	r->cb(&res, r->arg);
+	req_free(r);
+}
+
+/* Arm a request's timeout. */
+static void req_arm(struct pool_req *r)
+{
+	struct timeval tv = ms_tv(r->pool->cfg->upstream_request_timeout_ms);
+	event_add(r->ev, &tv);
+}
+
+/* ---- circuit breaker ---- */
+
+/* Fail every queued request because the breaker is open. */
+static void fail_queue(struct pool *p, const char *reason)
+{
+	struct pool_req *r;
+
+	while ((r = TAILQ_FIRST(&p->queue)))
+		req_finish(r, -EHOSTUNREACH, false, reason);
+}
+
+/* Open the breaker for the cool-down period. */
+static void breaker_open(struct pool *p)
+{
+	char why[WHY_MAX];
+
+	p->breaker = POOL_BREAKER_OPEN;
+	p->open_until_ms = now_ms() + p->cfg->upstream_breaker_cooldown_ms;
+	p->stats.breaker_opens++;
+	struct timeval tv = ms_tv(p->cfg->upstream_breaker_cooldown_ms);
+	event_add(p->breaker_timer, &tv);
+	snprintf(why, sizeof(why), "upstream circuit breaker open after %u failures%s%s",
+		 p->consecutive_failures, p->last_error[0] ? ": " : "", p->last_error);
+	fail_queue(p, why);
+}
+
+/* Count one failure towards the breaker. */
+static void breaker_failure(struct pool *p)
+{
+	p->consecutive_failures++;
+	if (p->breaker == POOL_BREAKER_HALF_OPEN ||
+	    (p->breaker == POOL_BREAKER_CLOSED &&
+	     p->consecutive_failures >= p->cfg->upstream_breaker_threshold))
+		breaker_open(p);
+}
+
+/* A success closes the breaker. */
+static void breaker_success(struct pool *p)
+{
+	p->consecutive_failures = 0;
+	if (p->breaker != POOL_BREAKER_CLOSED) {
+		p->breaker = POOL_BREAKER_CLOSED;
+		event_del(p->breaker_timer);
+	}
+}
+
+/* The cool-down ended: let one trial through. */
+static void breaker_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *p = arg;
+
+	if (p->breaker == POOL_BREAKER_OPEN)
+		p->breaker = POOL_BREAKER_HALF_OPEN;
+	pool_dispatch(p);
+}
+
+/* ---- sessions ---- */
+
+/* Point the session's I/O event at its fd for the given directions (0: none). */
+static void session_watch(struct session *s, short events)
+{
+	if (s->io_events == events && (events == 0 || event_pending(s->ev_io, events, NULL)))
+		return;
+	event_del(s->ev_io);
+	s->io_events = events;
+	if (!events || s->fd < 0)
+		return;
+	event_assign(s->ev_io, s->pool->base, s->fd, events | EV_PERSIST, io_cb, s);
+	event_add(s->ev_io, NULL);
+}
+
+/* Close the connection (if any) and forget per-connection state. */
+static void session_close(struct session *s)
+{
+	if (s->dns) {
+		evdns_getaddrinfo_cancel(s->dns);
+		s->dns = NULL;
+	}
+	if (s->ev_io)
+		event_del(s->ev_io);
+	s->io_events = 0;
+	if (s->timer)
+		event_del(s->timer);
+	if (s->fd >= 0) {
+		if (s->tls && s->state >= S_READY)
+			tls_conn_close_notify(s->tls);
+		close(s->fd);
+		s->fd = -1;
+	}
+	http_parser_reset(&s->parser);
+	s->served = 0;
+}
+
+/* Wait, then reconnect; a quick retry when the connection was healthy. */
+static void session_schedule(struct session *s, uint64_t delay)
+{
+	s->state = S_BACKOFF;
+	struct timeval tv = ms_tv(delay);
+	event_add(s->timer, &tv);
+}
+
+/* Record a session error as the session's and the pool's last error. */
+static void session_error(struct session *s, const char *reason)
+{
+	snprintf(s->last_error, sizeof(s->last_error), "%s", reason);
+	snprintf(s->pool->last_error, sizeof(s->pool->last_error), "%s", reason);
+}
+
+/*
+ * The connection failed or timed out: settle or re-queue its request, close, count it
+ * for the breaker if asked, and schedule a reconnect with backoff.
+ */
+static void session_fail(struct session *s, int err, const char *reason, bool counts)
+{
+	struct pool *p = s->pool;
+	struct pool_req *r = s->req;
+	bool was_connecting = s->state < S_READY;
+
+	session_error(s, reason);
+	s->req = NULL;
+	session_close(s);
+	if (was_connecting) {
+		s->fails++;
+		p->stats.connect_failures++;
+	}
+	session_schedule(s, s->fails ? backoff_ms(p, s->fails) : 0);
+	if (r) {
+		if (r->probe)
+			p->probe_active = false;
+		r->probe = false;
+		if (!s->sent && r->attempts <= p->n_sessions) {
+			/* Nothing reached the server: another session may carry it. */
+			r->state = R_QUEUED;
+			r->sess = NULL;
+			TAILQ_INSERT_HEAD(&p->queue, r, link);
+			p->queued++;
+			p->stats.retried++;
+			req_arm(r);
+		} else {
+			req_finish(r, err, s->sent, reason);
+		}
+	}
+	if (counts)
+		breaker_failure(p);
+	pool_dispatch(p);
+}
+
+/* The connection is usable: watch it for a server close and hand it work. */
+static void session_ready(struct session *s)
+{
+	struct pool *p = s->pool;
+
+	event_del(s->timer);
+	s->state = S_READY;
+	s->fails = 0;
+	s->ready_at_ms = now_ms();
+	if (s->ever_ready)
+		s->reconnects++;
+	s->ever_ready = true;
+	s->last_error[0] = '\0';
+	session_watch(s, EV_READ);
+	if (p->breaker == POOL_BREAKER_HALF_OPEN)
+		breaker_success(p);
+	pool_dispatch(p);
+}
+
+/* Drive the TLS handshake one step. */
+static void session_handshake(struct session *s)
+{
+	short w = EV_READ;
+	int r = tls_conn_handshake(s->tls, &w);
+
+	if (r == -EAGAIN) {
+		session_watch(s, w);
+		return;
+	}
+	if (r < 0) {
+		session_fail(s, r, tls_conn_error(s->tls), true);
+		return;
+	}
+	s->pool->stats.handshakes++;
+	if (tls_conn_resumed(s->tls))
+		s->pool->stats.resumed++;
+	session_ready(s);
+}
+
+/* TCP is up: start TLS or declare a plain session ready. */
+static void session_connected(struct session *s)
+{
+	struct pool *p = s->pool;
+
+	p->stats.connects++;
+	if (!s->tls) {
+		session_ready(s);
+		return;
+	}
+	if (tls_conn_start(s->tls, s->fd) < 0) {
+		session_fail(s, -ENOMEM, "cannot start TLS", false);
+		return;
+	}
+	s->state = S_HANDSHAKING;
+	event_del(s->timer);
+	struct timeval tv = ms_tv(p->cfg->upstream_handshake_timeout_ms);
+	event_add(s->timer, &tv);
+	session_handshake(s);
+}
+
+/* Start a non-blocking connect to addr. */
+static void session_connect(struct session *s, const struct sockaddr *addr, socklen_t len)
+{
+	struct pool *p = s->pool;
+	char why[WHY_MAX];
+	int one = 1;
+
+	s->fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->fd < 0) {
+		snprintf(why, sizeof(why), "socket: %s", strerror(errno));
+		session_fail(s, -errno, why, false);
+		return;
+	}
+	(void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->state = S_CONNECTING;
+	struct timeval tv = ms_tv(p->cfg->upstream_connect_timeout_ms);
+	event_add(s->timer, &tv);
+	if (connect(s->fd, addr, len) == 0) {
+		session_connected(s);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		int e = errno;
+		snprintf(why, sizeof(why), "connect to %s:%u: %s", p->url.host, p->url.port,
+			 strerror(e));
+		session_fail(s, -e, why, true);
+		return;
+	}
+	session_watch(s, EV_WRITE);
+}
+
+/* evdns answered (possibly synchronously, from inside evdns_getaddrinfo()). */
+static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+	if (result == EVUTIL_EAI_CANCEL)
+		return;
+	struct session *s = arg;
+	char why[WHY_MAX];
+
+	s->dns = NULL;
+	if (result != 0 || !res) {
+		snprintf(why, sizeof(why), "cannot resolve %s: %s", s->pool->url.host,
+			 evutil_gai_strerror(result));
+		if (res)
+			evutil_freeaddrinfo(res);
+		session_fail(s, -EHOSTUNREACH, why, true);
+		return;
+	}
+	/* Rotate through the addresses across reconnects. */
+	unsigned n = 0;
+	for (struct evutil_addrinfo *a = res; a; a = a->ai_next)
+		n++;
+	struct evutil_addrinfo *a = res;
+	for (unsigned i = (unsigned)((s->reconnects + s->fails) % n); i > 0; i--)
+		a = a->ai_next;
+	session_connect(s, a->ai_addr, (socklen_t)a->ai_addrlen);
+	evutil_freeaddrinfo(res);
+}
+
+/* Open a connection: resolve the host if needed, then connect. */
+static void session_open(struct session *s)
+{
+	struct pool *p = s->pool;
+
+	if (p->numeric) {
+		session_connect(s, (const struct sockaddr *)&p->addr, p->addr_len);
+		return;
+	}
+	struct evutil_addrinfo hints;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	char port[8];
+	snprintf(port, sizeof(port), "%u", p->url.port);
+	s->state = S_RESOLVING;
+	struct timeval tv = ms_tv(p->cfg->upstream_connect_timeout_ms);
+	event_add(s->timer, &tv);
+	struct evdns_getaddrinfo_request *q =
+	    evdns_getaddrinfo(p->dns, p->url.host, port, &hints, dns_cb, s);
+	if (q && s->state == S_RESOLVING)
+		s->dns = q;
+}
+
+/* The session's timer: backoff over, or connect/handshake timed out. */
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	char why[WHY_MAX];
+
+	switch (s->state) {
+	case S_BACKOFF:
+		session_open(s);
+		return;
+	case S_RESOLVING:
+	case S_CONNECTING:
+		snprintf(why, sizeof(why), "%s %s:%u timed out after %u ms",
+			 s->state == S_RESOLVING ? "resolving" : "connecting to", s->pool->url.host,
+			 s->pool->url.port, s->pool->cfg->upstream_connect_timeout_ms);
+		session_fail(s, -ETIMEDOUT, why, true);
+		return;
+	case S_HANDSHAKING:
+		snprintf(why, sizeof(why), "TLS handshake timed out after %u ms",
+			 s->pool->cfg->upstream_handshake_timeout_ms);
+		session_fail(s, -ETIMEDOUT, why, true);
+		return;
+	default:
+		return;
+	}
+}
+
+/* Read from the connection (TLS or plain). */
+static ssize_t session_read(struct session *s, void *buf, size_t len, short *want)
+{
+	if (s->tls)
+		return tls_conn_read(s->tls, buf, len, want);
+	for (;;) {
+		ssize_t n = recv(s->fd, buf, len, 0);
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		*want = EV_READ;
+		return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
+/* Write to the connection (TLS or plain); tracks whether any byte left. */
+static ssize_t session_write(struct session *s, const void *buf, size_t len, short *want)
+{
+	ssize_t n;
+
+	if (s->tls) {
+		n = tls_conn_write(s->tls, buf, len, want);
+		if (tls_conn_bytes_sent(s->tls) > s->sent_base)
+			s->sent = true;
+		return n;
+	}
+	for (;;) {
+		n = send(s->fd, buf, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			s->sent = true;
+			return n;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		*want = EV_WRITE;
+		return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? -EAGAIN
+									  : (n < 0 ? -errno : -EIO);
+	}
+}
+
+/* Text for an I/O error. */
+static const char *io_error(struct session *s, ssize_t n)
+{
+	if (s->tls && tls_conn_error(s->tls)[0])
+		return tls_conn_error(s->tls);
+	return strerror((int)-n);
+}
+
+/* The response is complete: hand it over and make the session idle (or close it). */
+static void session_complete(struct session *s, bool extra)
+{
+	struct pool *p = s->pool;
+	struct pool_req *r = s->req;
+	bool close_after = extra || s->parser.res.close || (s->tls && tls_conn_pending(s->tls));
+
+	s->req = NULL;
+	r->res = s->parser.res;
+	r->res.body = http_parser_steal_body(&s->parser, &r->res.body_len);
+	r->have_res = true;
+	http_parser_reset(&s->parser);
+	s->requests++;
+	s->served++;
+	p->stats.requests++;
+	if (r->res.status >= 500)
+		breaker_failure(p);
+	else
+		breaker_success(p);
+	req_finish(r, 0, true, NULL);
+	if (close_after) {
+		session_close(s);
+		session_schedule(s, 0);
+	} else {
+		s->state = S_READY;
+		session_watch(s, EV_READ);
+	}
+	pool_dispatch(p);
+}
+
+/* The server closed a connection we were not using: reopen it. */
+static void session_idle_closed(struct session *s, const char *reason)
+{
+	struct pool *p = s->pool;
+	bool quick = s->served == 0 && now_ms() - s->ready_at_ms < QUICK_CLOSE_MS;
+
+	session_close(s);
+	if (quick) {
+		session_error(s, reason);
+		s->fails++;
+		session_schedule(s, backoff_ms(p, s->fails));
+	} else {
+		session_schedule(s, 0);
+	}
+}
+
+/* Idle session became readable: the server closed it (or sent junk). */
+static void session_idle_read(struct session *s)
+{
+	char buf[256];
+	short w = EV_READ;
+	ssize_t n = session_read(s, buf, sizeof(buf), &w);
+
+	if (n == -EAGAIN) {
+		session_watch(s, w);
+		return;
+	}
+	session_idle_closed(
+	    s, n == 0 ? "server closed the connection right after connecting"
+		      : (n > 0 ? "server sent data on an idle connection" : io_error(s, n)));
+}
+
+/* Push the request bytes out. */
+static void session_send(struct session *s)
+{
+	struct pool_req *r = s->req;
+	char why[WHY_MAX];
+
+	while (s->wr_off < r->len) {
+		short w = EV_WRITE;
+		ssize_t n = session_write(s, r->buf + s->wr_off, r->len - s->wr_off, &w);
+		if (n == -EAGAIN) {
+			session_watch(s, w);
+			return;
+		}
+		if (n < 0) {
+			snprintf(why, sizeof(why), "sending the request failed: %s",
+				 io_error(s, n));
+			session_fail(s, (int)n, why, true);
+			return;
+		}
+		s->wr_off += (size_t)n;
+	}
+	session_watch(s, EV_READ);
+}
+
+/* Read the response until it is complete or the socket has nothing more. */
+static void session_receive(struct session *s)
+{
+	char buf[READ_CHUNK];
+	char why[WHY_MAX];
+
+	for (;;) {
+		short w = EV_READ;
+		ssize_t n = session_read(s, buf, sizeof(buf), &w);
+		if (n == -EAGAIN) {
+			session_watch(s, w);
+			return;
+		}
+		if (n < 0) {
+			snprintf(why, sizeof(why), "reading the response failed: %s",
+				 io_error(s, n));
+			session_fail(s, (int)n, why, true);
+			return;
+		}
+		if (n == 0) {
+			int e = http_parser_eof(&s->parser);
+			if (e == 1) {
+				session_complete(s, false);
+				return;
+			}
+			snprintf(why, sizeof(why), "connection closed %s",
+				 http_parser_started(&s->parser) ? "in the middle of the response"
+								 : "before any response");
+			session_fail(s, e, why, true);
+			return;
+		}
+		size_t used = 0;
+		int e = http_parser_feed(&s->parser, buf, (size_t)n, &used);
+		if (e == 1) {
+			session_complete(s, used < (size_t)n);
+			return;
+		}
+		if (e < 0) {
+			snprintf(why, sizeof(why), "bad response: %s", http_strerror(e));
+			session_fail(s, e, why, true);
+			return;
+		}
+	}
+}
+
+/* I/O readiness on a session's socket. */
+static void io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	char why[WHY_MAX];
+
+	switch (s->state) {
+	case S_CONNECTING: {
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+			soerr = errno;
+		if (soerr) {
+			snprintf(why, sizeof(why), "connect to %s:%u: %s", s->pool->url.host,
+				 s->pool->url.port, strerror(soerr));
+			session_fail(s, -soerr, why, true);
+			return;
+		}
+		session_connected(s);
+		return;
+	}
+	case S_HANDSHAKING:
+		session_handshake(s);
+		return;
+	case S_READY:
+		session_idle_read(s);
+		return;
+	case S_BUSY:
+		if (s->wr_off < s->req->len)
+			session_send(s);
+		else
+			session_receive(s);
+		return;
+	default:
+		session_watch(s, 0);
+		return;
+	}
+}
+
+/* True if an idle connection still looks open (no EOF, no stray bytes waiting). */
+static bool session_alive(struct session *s)
+{
+	char c;
+	ssize_t n = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return !(s->tls && tls_conn_pending(s->tls));
+	return false;
+}
+
+/* Give queued requests to ready sessions, in order, as the breaker allows. */
+static void pool_dispatch(struct pool *p)
+{
+	struct pool_req *r;
+
+	while ((r = TAILQ_FIRST(&p->queue))) {
+		if (p->breaker == POOL_BREAKER_OPEN) {
+			if (now_ms() < p->open_until_ms)
+				return;
+			p->breaker = POOL_BREAKER_HALF_OPEN;
+		}
+		if (p->breaker == POOL_BREAKER_HALF_OPEN && p->probe_active)
+			return;
+		struct session *s = NULL;
+		for (unsigned i = 0; i < p->n_sessions && !s; i++) {
+			struct session *c = &p->sessions[i];
+			if (c->state != S_READY)
+				continue;
+			if (!session_alive(c)) {
+				session_idle_closed(c, "server closed the idle connection");
+				continue;
+			}
+			s = c;
+		}
+		if (!s)
+			return;
+		TAILQ_REMOVE(&p->queue, r, link);
+		p->queued--;
+		r->state = R_ACTIVE;
+		r->sess = s;
+		r->attempts++;
+		if (p->breaker == POOL_BREAKER_HALF_OPEN) {
+			r->probe = true;
+			p->probe_active = true;
+		}
+		s->req = r;
+		s->state = S_BUSY;
+		s->wr_off = 0;
+		s->sent = false;
+		s->sent_base = s->tls ? tls_conn_bytes_sent(s->tls) : 0;
+		http_parser_reset(&s->parser);
+		event_del(r->ev);
+		req_arm(r);
+		session_watch(s, EV_WRITE);
+	}
+}
+
+/* ---- public ---- */
+
+/* Set up the pool and start opening its sessions. */
+struct pool *pool_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
+{
+	struct pool *p = calloc(1, sizeof(*p));
+
+	if (!p) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	p->base = base;
+	p->cfg = cfg;
+	TAILQ_INIT(&p->queue);
+	TAILQ_INIT(&p->done);
+	p->rng = ((uint64_t)getpid() << 32) ^ now_ms() ^ (uint64_t)(uintptr_t)p;
+	if (!p->rng)
+		p->rng = 1;
+	if (http_url_parse(cfg->upstream_url, &p->url) < 0 ||
+	    (p->url.path[0] && strcmp(p->url.path, "/") != 0)) {
+		snprintf(err, errlen,
+			 "upstream.url: want https://host[:port] or http://host[:port], got %s",
+			 cfg->upstream_url ? cfg->upstream_url : "nothing");
+		goto fail;
+	}
+	bool v6 = strchr(p->url.host, ':') != NULL;
+	snprintf(p->url_text, sizeof(p->url_text), "%s://%s%s%s:%u", p->url.tls ? "https" : "http",
+		 v6 ? "[" : "", p->url.host, v6 ? "]" : "", p->url.port);
+	if (p->url.default_port)
+		snprintf(p->host_header, sizeof(p->host_header), "%s%s%s", v6 ? "[" : "",
+			 p->url.host, v6 ? "]" : "");
+	else
+		snprintf(p->host_header, sizeof(p->host_header), "%s%s%s:%u", v6 ? "[" : "",
+			 p->url.host, v6 ? "]" : "", p->url.port);
+
+	struct sockaddr_in *sin = (struct sockaddr_in *)&p->addr;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&p->addr;
+	if (inet_pton(AF_INET, p->url.host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(p->url.port);
+		p->addr_len = sizeof(*sin);
+		p->numeric = true;
+	} else if (inet_pton(AF_INET6, p->url.host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(p->url.port);
+		p->addr_len = sizeof(*sin6);
+		p->numeric = true;
+	} else {
+		p->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+						  EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+		if (!p->dns) {
+			snprintf(err, errlen, "cannot set up the DNS resolver");
+			goto fail;
+		}
+	}
+	if (p->url.tls && tls_ctx_new(cfg, &p->tls, err, errlen) < 0)
+		goto fail;
+	p->breaker_timer = evtimer_new(base, breaker_timer_cb, p);
+	p->n_sessions = cfg->upstream_sessions ? cfg->upstream_sessions : 1;
+	p->sessions = calloc(p->n_sessions, sizeof(*p->sessions));
+	if (!p->breaker_timer || !p->sessions) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (unsigned i = 0; i < p->n_sessions; i++) {
+		struct session *s = &p->sessions[i];
+		s->pool = p;
+		s->idx = i;
+		s->fd = -1;
+		s->state = S_BACKOFF;
+		http_parser_init(&s->parser, cfg->upstream_max_response);
+		s->ev_io = event_new(base, -1, 0, io_cb, s);
+		s->timer = evtimer_new(base, timer_cb, s);
+		if (!s->ev_io || !s->timer ||
+		    (p->tls && tls_conn_new(p->tls, p->url.host, &s->tls) < 0)) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
+	/* Open from the loop, not from here: the caller may not be running it yet. */
+	for (unsigned i = 0; i < p->n_sessions; i++)
+		session_schedule(&p->sessions[i], 0);
+	return p;
+fail:
+	pool_free(p);
+	return NULL;
+}
+
+/* Close everything; no callbacks are called. */
+struct pool *pool_free(struct pool *p)
+{
+	struct pool_req *r;
+
+	if (!p)
+		return NULL;
+	for (unsigned i = 0; p->sessions && i < p->n_sessions; i++) {
+		struct session *s = &p->sessions[i];
+		session_close(s);
+		req_free(s->req);
+		if (s->ev_io)
+			event_free(s->ev_io);
+		if (s->timer)
+			event_free(s->timer);
+		tls_conn_free(s->tls);
+		http_parser_reset(&s->parser);
+	}
+	free(p->sessions);
+	while ((r = TAILQ_FIRST(&p->queue))) {
+		TAILQ_REMOVE(&p->queue, r, link);
+		req_free(r);
+	}
+	while ((r = TAILQ_FIRST(&p->done))) {
+		TAILQ_REMOVE(&p->done, r, link);
+		req_free(r);
+	}
+	if (p->breaker_timer)
+		event_free(p->breaker_timer);
+	if (p->dns)
+		evdns_base_free(p->dns, 0);
+	tls_ctx_free(p->tls);
+	free(p);
+	return NULL;
+}
+
+/* Queue a request, or settle it at once (from the loop) while the breaker is open. */
+int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, void *arg)
+{
+	if (p->queued >= p->cfg->upstream_queue) {
+		p->stats.queue_full++;
+		return -EBUSY;
+	}
+	struct pool_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->pool = p;
+	r->cb = cb;
+	r->arg = arg;
+	r->buf = malloc(len ? len : 1);
+	r->ev = event_new(p->base, -1, 0, req_event_cb, r);
+	if (!r->buf || !r->ev) {
+		req_free(r);
+		return -ENOMEM;
+	}
+	memcpy(r->buf, buf, len);
+	r->len = len;
+	r->state = R_QUEUED;
+	TAILQ_INSERT_TAIL(&p->queue, r, link);
+	p->queued++;
+	if (p->breaker == POOL_BREAKER_OPEN && now_ms() < p->open_until_ms) {
+		char why[WHY_MAX];
+		snprintf(why, sizeof(why), "upstream circuit breaker open (retry in %llu s)%s%s",
+			 (unsigned long long)((p->open_until_ms - now_ms() + 999) / 1000),
+			 p->last_error[0] ? ": " : "", p->last_error);
+		req_finish(r, -EHOSTUNREACH, false, why);
+		return 0;
+	}
+	req_arm(r);
+	pool_dispatch(p);
+	return 0;
+}
+
+/* The Host header value. */
+const char *pool_host(const struct pool *p)
+{
+	return p->host_header;
+}
+
+/* The URL in canonical form. */
+const char *pool_url(const struct pool *p)
+{
+	return p->url_text;
+}
+
+/* Count sessions that can carry a request now or are carrying one. */
+static unsigned sessions_up(const struct pool *p)
+{
+	unsigned up = 0;
+
+	for (unsigned i = 0; i < p->n_sessions; i++)
+		if (p->sessions[i].state == S_READY || p->sessions[i].state == S_BUSY)
+			up++;
+	return up;
+}
+
+/* Snapshot of the counters. */
+void pool_get_stats(const struct pool *p, struct pool_stats *ret)
+{
+	*ret = p->stats;
+	ret->sessions = p->n_sessions;
+	ret->up = sessions_up(p);
+	ret->queued = p->queued;
+	ret->breaker = p->breaker;
+}
+
+/* Overall health from the breaker and the sessions. */
+const char *pool_state(const struct pool *p)
+{
+	unsigned up = sessions_up(p);
+
+	if (p->breaker == POOL_BREAKER_OPEN || up == 0)
+		return "down";
+	if (p->breaker == POOL_BREAKER_HALF_OPEN || up < p->n_sessions)
+		return "degraded";
+	return "ok";
+}
+
+/* The breaker's name as shown in Status. */
+const char *pool_breaker_name(enum pool_breaker b)
+{
+	switch (b) {
+	case POOL_BREAKER_OPEN:
+		return "open";
+	case POOL_BREAKER_HALF_OPEN:
+		return "half-open";
+	default:
+		return "closed";
+	}
+}
+
+/* The pool's most recent error. */
+const char *pool_last_error(const struct pool *p)
+{
+	return p->last_error;
+}
+
+/* A session state's name as shown in Status. */
+static const char *sess_state_name(enum sess_state st)
+{
+	switch (st) {
+	case S_RESOLVING:
+	case S_CONNECTING:
+		return "connecting";
+	case S_HANDSHAKING:
+		return "handshaking";
+	case S_READY:
+		return "ready";
+	case S_BUSY:
+		return "busy";
+	default:
+		return "backoff";
+	}
+}
+
+/* Status object for the admin socket. */
+json_t *pool_status_json(const struct pool *p)
+{
+	json_t *sessions = json_array();
+
+	for (unsigned i = 0; sessions && i < p->n_sessions; i++) {
+		const struct session *s = &p->sessions[i];
+		const char *suite = NULL;
+		if (s->tls && (s->state == S_READY || s->state == S_BUSY))
+			suite = tls_conn_ciphersuite(s->tls);
+		json_array_append_new(
+		    sessions,
+		    json_pack("{s:s, s:I, s:I, s:o, s:o}", "state", sess_state_name(s->state),
+			      "requests", (json_int_t)s->requests, "reconnects",
+			      (json_int_t)s->reconnects, "lastError",
+			      s->last_error[0] ? json_string(s->last_error) : json_null(),
+			      "ciphersuite", suite ? json_string(suite) : json_null()));
+	}
+	return json_pack("{s:s, s:s, s:s, s:I, s:o}", "url", p->url_text, "state", pool_state(p),
+			 "breaker", pool_breaker_name(p->breaker), "queue", (json_int_t)p->queued,
+			 "sessions", sessions ? sessions : json_array());
+}

@@ -1,0 +1,90 @@
+/* pool: warm, kept-alive HTTP sessions (TLS-PSK or plain) to one upstream host. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct event_base;
+struct config;
+struct http_response;
+struct pool;
+struct pool_req;
+
+/* How one submitted request ended. */
+struct pool_result {
+	int err;	    /* 0: res holds a complete response; else a negative errno */
+	bool sent;	    /* some bytes of the request reached the network */
+	const char *reason; /* human text when err != 0 */
+	const struct http_response *res; /* valid during the callback only; NULL if err */
+};
+
+/* Called exactly once per submitted request, always from the event loop. */
+typedef void pool_done_fn(const struct pool_result *r, void *arg);
+
+enum pool_breaker {
+	POOL_BREAKER_CLOSED,
+	POOL_BREAKER_OPEN,
+	POOL_BREAKER_HALF_OPEN,
+};
+
+/* Counters for metrics; all monotonic except the gauges marked. */
+struct pool_stats {
+	uint32_t sessions;	   /* gauge: configured */
+	uint32_t up;		   /* gauge: ready or busy */
+	size_t queued;		   /* gauge */
+	enum pool_breaker breaker; /* gauge */
+	uint64_t connects;	   /* TCP connections established */
+	uint64_t handshakes;	   /* TLS handshakes completed */
+	uint64_t resumed;	   /* of which resumed a previous session */
+	uint64_t connect_failures;
+	uint64_t requests;   /* responses received */
+	uint64_t retried;    /* requests moved to another session before any byte was sent */
+	uint64_t unknown;    /* requests that failed after bytes were sent */
+	uint64_t queue_full; /* submissions refused */
+	uint64_t breaker_opens;
+};
+
+/*
+ * Parse cfg->upstream_url, set up TLS (unless http://) and start opening
+ * cfg->upstream_sessions sessions in the background. Fails only on configuration
+ * errors (one line in err); an unreachable server is not an error.
+ */
+struct pool *pool_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
+
+/* Close every session and drop queued requests without calling their callbacks. */
+struct pool *pool_free(struct pool *p);
+
+/*
+ * Queue one complete HTTP request (buf, len, copied). 0 when queued: cb is then called
+ * later from the loop, exactly once. -EBUSY when the queue is full, -ENOMEM.
+ * A request that fails before any byte was sent is retried on another session; once
+ * bytes were sent, a failure is reported with sent = true and is never re-sent.
+ */
+int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, void *arg);
+
+/* The Host header value for requests ("host" or "host:port"). */
+const char *pool_host(const struct pool *p);
+
+/* The configured URL (scheme, host, port). */
+const char *pool_url(const struct pool *p);
+
+/* Fill *ret with the current counters and gauges. */
+void pool_get_stats(const struct pool *p, struct pool_stats *ret);
+
+/*
+ * {"url","state":"ok|degraded|down","breaker":"closed|open|half-open","queue":N,
+ *  "sessions":[{"state","requests","reconnects","lastError","ciphersuite"}]}
+ */
+json_t *pool_status_json(const struct pool *p);
+
+/* "ok", "degraded" or "down". */
+const char *pool_state(const struct pool *p);
+
+/* The breaker state's name. */
+const char *pool_breaker_name(enum pool_breaker b);
+
+/* The most recent session error ("" if none), for one-line summaries. */
+const char *pool_last_error(const struct pool *p);

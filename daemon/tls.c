@@ -1,0 +1,469 @@
+/* tls: mbedTLS TLS 1.2 (or 1.1) PSK client sessions on non-blocking sockets. */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ciphersuites.h>
+
+#include "config.h"
+#include "cred.h"
+
+#define DEFAULT_SUITES                                                                             \
+	"TLS-ECDHE-PSK-WITH-CHACHA20-POLY1305-SHA256,TLS-ECDHE-PSK-WITH-AES-128-CBC-SHA256,"       \
+	"TLS-PSK-WITH-AES-128-GCM-SHA256,TLS-PSK-WITH-AES-256-GCM-SHA384"
+#define MAX_SUITES 64
+
+struct tls_ctx {
+	mbedtls_entropy_context entropy;
+	mbedtls_ctr_drbg_context drbg;
+	mbedtls_ssl_config conf;
+	int suites[MAX_SUITES + 1];
+};
+
+struct tls_conn {
+	struct tls_ctx *ctx;
+	mbedtls_ssl_context ssl;
+	mbedtls_ssl_session saved;
+	bool have_saved;
+	bool resumed;
+	int fd;
+	uint64_t bytes_sent;
+	int sys_errno;
+	char error[160];
+};
+
+/* ECDHE curves, fastest first: mbedTLS's own default starts with the slow secp521r1. */
+static const mbedtls_ecp_group_id curves[] = {
+    MBEDTLS_ECP_DP_CURVE25519,
+    MBEDTLS_ECP_DP_SECP256R1,
+    MBEDTLS_ECP_DP_NONE,
+};
+
+/* Resolve the comma-separated ciphersuite names into ctx->suites. */
+static int parse_suites(struct tls_ctx *ctx, const char *list, char *err, size_t errlen)
+{
+	size_t n = 0;
+	const char *s = list && *list ? list : DEFAULT_SUITES;
+
+	while (*s) {
+		while (*s == ',' || *s == ' ' || *s == '\t')
+			s++;
+		if (!*s)
+			break;
+		const char *e = s;
+		while (*e && *e != ',' && *e != ' ' && *e != '\t')
+			e++;
+		char name[96];
+		size_t l = (size_t)(e - s);
+		if (l >= sizeof(name)) {
+			snprintf(err, errlen, "upstream.ciphersuites: name too long");
+			return -EINVAL;
+		}
+		memcpy(name, s, l);
+		name[l] = '\0';
+		int id = mbedtls_ssl_get_ciphersuite_id(name);
+		const mbedtls_ssl_ciphersuite_t *info =
+		    id ? mbedtls_ssl_ciphersuite_from_id(id) : NULL;
+		if (!info) {
+			snprintf(err, errlen, "upstream.ciphersuites: unknown ciphersuite %s",
+				 name);
+			return -EINVAL;
+		}
+		if (!mbedtls_ssl_ciphersuite_uses_psk(info)) {
+			snprintf(err, errlen, "upstream.ciphersuites: %s is not a PSK ciphersuite",
+				 name);
+			return -EINVAL;
+		}
+		if (n >= MAX_SUITES) {
+			snprintf(err, errlen, "upstream.ciphersuites: more than %d names",
+				 MAX_SUITES);
+			return -EINVAL;
+		}
+		ctx->suites[n++] = id;
+		s = e;
+	}
+	if (n == 0) {
+		snprintf(err, errlen, "upstream.ciphersuites: empty list");
+		return -EINVAL;
+	}
+	ctx->suites[n] = 0;
+	return 0;
+}
+
+/* Build the shared mbedTLS client configuration from the upstream directives. */
+int tls_ctx_new(const struct config *cfg, struct tls_ctx **ret, char *err, size_t errlen)
+{
+	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+	uint8_t psk[MBEDTLS_PSK_MAX_LEN];
+	size_t psk_len = 0;
+	int r;
+
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	mbedtls_entropy_init(&ctx->entropy);
+	mbedtls_ctr_drbg_init(&ctx->drbg);
+	mbedtls_ssl_config_init(&ctx->conf);
+
+	if (!cfg->upstream_psk_identity || !*cfg->upstream_psk_identity) {
+		snprintf(err, errlen, "upstream.psk-identity is not set");
+		r = -EINVAL;
+		goto fail;
+	}
+	if ((r = parse_suites(ctx, cfg->upstream_ciphersuites, err, errlen)) < 0)
+		goto fail;
+	static const unsigned char pers[] = "tpad upstream";
+	if (mbedtls_ctr_drbg_seed(&ctx->drbg, mbedtls_entropy_func, &ctx->entropy, pers,
+				  sizeof(pers) - 1) != 0) {
+		snprintf(err, errlen, "cannot seed the random generator");
+		r = -EIO;
+		goto fail;
+	}
+	if (mbedtls_ssl_config_defaults(&ctx->conf, MBEDTLS_SSL_IS_CLIENT,
+					MBEDTLS_SSL_TRANSPORT_STREAM,
+					MBEDTLS_SSL_PRESET_DEFAULT) != 0) {
+		snprintf(err, errlen, "cannot set TLS defaults");
+		r = -EIO;
+		goto fail;
+	}
+	mbedtls_ssl_conf_rng(&ctx->conf, mbedtls_ctr_drbg_random, &ctx->drbg);
+	mbedtls_ssl_conf_authmode(&ctx->conf, MBEDTLS_SSL_VERIFY_NONE);
+	mbedtls_ssl_conf_min_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+				     cfg->upstream_tls_min == 1 ? MBEDTLS_SSL_MINOR_VERSION_2
+								: MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_max_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+				     MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_ciphersuites(&ctx->conf, ctx->suites);
+	mbedtls_ssl_conf_curves(&ctx->conf, curves);
+	mbedtls_ssl_conf_renegotiation(&ctx->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+
+	r = cred_load_hex("tpa-psk", cfg->upstream_psk_file, psk, sizeof(psk), &psk_len);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot load the PSK (credential tpa-psk%s%s): %s",
+			 cfg->upstream_psk_file ? " or " : "",
+			 cfg->upstream_psk_file ? cfg->upstream_psk_file : "",
+			 r == -E2BIG ? "longer than 32 bytes" : strerror(-r));
+		goto fail;
+	}
+	if (psk_len == 0) {
+		snprintf(err, errlen, "the PSK is empty");
+		r = -EINVAL;
+		goto fail;
+	}
+	int m = mbedtls_ssl_conf_psk(&ctx->conf, psk, psk_len,
+				     (const unsigned char *)cfg->upstream_psk_identity,
+				     strlen(cfg->upstream_psk_identity));
+	cred_wipe(psk, sizeof(psk));
+	if (m != 0) {
+		snprintf(err, errlen, "cannot use the PSK or its identity");
+		r = -EINVAL;
+		goto fail;
+	}
+	*ret = ctx;
+	return 0;
+fail:
+	cred_wipe(psk, sizeof(psk));
+	tls_ctx_free(ctx);
+	return r;
+}
+
+/* Free the shared configuration; mbedTLS zeroes the PSK copy it holds. */
+struct tls_ctx *tls_ctx_free(struct tls_ctx *ctx)
+{
+	if (!ctx)
+		return NULL;
+	mbedtls_ssl_config_free(&ctx->conf);
+	mbedtls_ctr_drbg_free(&ctx->drbg);
+	mbedtls_entropy_free(&ctx->entropy);
+	free(ctx);
+	return NULL;
+}
+
+/* mbedTLS send callback on the raw non-blocking socket. */
+static int bio_send(void *arg, const unsigned char *buf, size_t len)
+{
+	struct tls_conn *c = arg;
+
+	for (;;) {
+		ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+		if (n >= 0) {
+			c->bytes_sent += (uint64_t)n;
+			return (int)n;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return MBEDTLS_ERR_SSL_WANT_WRITE;
+		c->sys_errno = errno;
+		return errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+							     : MBEDTLS_ERR_NET_SEND_FAILED;
+	}
+}
+
+/* mbedTLS receive callback on the raw non-blocking socket. */
+static int bio_recv(void *arg, unsigned char *buf, size_t len)
+{
+	struct tls_conn *c = arg;
+
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, len, 0);
+		if (n >= 0)
+			return (int)n;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return MBEDTLS_ERR_SSL_WANT_READ;
+		c->sys_errno = errno;
+		return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+					   : MBEDTLS_ERR_NET_RECV_FAILED;
+	}
+}
+
+/* True if s is an IPv4 or IPv6 literal, which must not be sent as SNI. */
+static bool is_ip_literal(const char *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* Create a session bound to the shared configuration. */
+int tls_conn_new(struct tls_ctx *ctx, const char *hostname, struct tls_conn **ret)
+{
+	struct tls_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->ctx = ctx;
+	c->fd = -1;
+	mbedtls_ssl_init(&c->ssl);
+	mbedtls_ssl_session_init(&c->saved);
+	if (mbedtls_ssl_setup(&c->ssl, &ctx->conf) != 0) {
+		tls_conn_free(c);
+		return -ENOMEM;
+	}
+	if (hostname && *hostname && !is_ip_literal(hostname) &&
+	    mbedtls_ssl_set_hostname(&c->ssl, hostname) != 0) {
+		tls_conn_free(c);
+		return -EINVAL;
+	}
+	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+	*ret = c;
+	return 0;
+}
+
+/* Free a session and its saved resumption state. */
+struct tls_conn *tls_conn_free(struct tls_conn *c)
+{
+	if (!c)
+		return NULL;
+	mbedtls_ssl_free(&c->ssl);
+	mbedtls_ssl_session_free(&c->saved);
+	free(c);
+	return NULL;
+}
+
+/* Reset the session for a new socket and offer the saved session for resumption. */
+int tls_conn_start(struct tls_conn *c, int fd)
+{
+	if (mbedtls_ssl_session_reset(&c->ssl) != 0)
+		return -ENOMEM;
+	c->fd = fd;
+	c->bytes_sent = 0;
+	c->sys_errno = 0;
+	c->resumed = false;
+	c->error[0] = '\0';
+	if (c->have_saved && mbedtls_ssl_set_session(&c->ssl, &c->saved) != 0)
+		tls_conn_forget_session(c);
+	return 0;
+}
+
+/* Drop the saved session. */
+void tls_conn_forget_session(struct tls_conn *c)
+{
+	mbedtls_ssl_session_free(&c->saved);
+	mbedtls_ssl_session_init(&c->saved);
+	c->have_saved = false;
+}
+
+/* Name a TLS alert the way RFC 5246 and RFC 4279 do. */
+static const char *alert_name(int a)
+{
+	switch (a) {
+	case MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY:
+		return "close_notify";
+	case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC:
+		return "bad_record_mac (wrong PSK?)";
+	case MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE:
+		return "handshake_failure (no common ciphersuite?)";
+	case MBEDTLS_SSL_ALERT_MSG_ILLEGAL_PARAMETER:
+		return "illegal_parameter";
+	case MBEDTLS_SSL_ALERT_MSG_DECODE_ERROR:
+		return "decode_error";
+	case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR:
+		return "decrypt_error (wrong PSK?)";
+	case MBEDTLS_SSL_ALERT_MSG_PROTOCOL_VERSION:
+		return "protocol_version (TLS version refused)";
+	case MBEDTLS_SSL_ALERT_MSG_INSUFFICIENT_SECURITY:
+		return "insufficient_security";
+	case MBEDTLS_SSL_ALERT_MSG_INTERNAL_ERROR:
+		return "internal_error";
+	case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_PSK_IDENTITY:
+		return "unknown_psk_identity (wrong PSK identity)";
+	default:
+		return NULL;
+	}
+}
+
+/* Record a readable reason for an mbedTLS error and map it to a negative errno. */
+static int fail(struct tls_conn *c, const char *what, int m)
+{
+	if (m == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
+		int a = c->ssl.in_msg ? c->ssl.in_msg[1] : -1;
+		const char *n = alert_name(a);
+		if (n)
+			snprintf(c->error, sizeof(c->error), "%s: server sent alert %s", what, n);
+		else
+			snprintf(c->error, sizeof(c->error), "%s: server sent alert %d", what, a);
+		return a == MBEDTLS_SSL_ALERT_MSG_UNKNOWN_PSK_IDENTITY ||
+			       a == MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR ||
+			       a == MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC
+			   ? -EACCES
+			   : -EPROTO;
+	}
+	if (m == MBEDTLS_ERR_SSL_CONN_EOF || m == MBEDTLS_ERR_NET_CONN_RESET) {
+		snprintf(c->error, sizeof(c->error), "%s: connection %s by the server", what,
+			 m == MBEDTLS_ERR_SSL_CONN_EOF ? "closed" : "reset");
+		return -ECONNRESET;
+	}
+	if (m == MBEDTLS_ERR_NET_SEND_FAILED || m == MBEDTLS_ERR_NET_RECV_FAILED) {
+		snprintf(c->error, sizeof(c->error), "%s: %s", what,
+			 strerror(c->sys_errno ? c->sys_errno : EIO));
+		return c->sys_errno ? -c->sys_errno : -EIO;
+	}
+	if (m == MBEDTLS_ERR_SSL_BAD_HS_FINISHED || m == MBEDTLS_ERR_SSL_INVALID_MAC) {
+		snprintf(c->error, sizeof(c->error), "%s: integrity check failed (wrong PSK?)",
+			 what);
+		return -EACCES;
+	}
+	char buf[128];
+	mbedtls_strerror(m, buf, sizeof(buf));
+	snprintf(c->error, sizeof(c->error), "%s: %s", what, buf);
+	return m == MBEDTLS_ERR_SSL_ALLOC_FAILED ? -ENOMEM : -EPROTO;
+}
+
+/* Turn mbedTLS's want-read/want-write into an event direction. */
+static bool want(int m, short *ret_want)
+{
+	if (m == MBEDTLS_ERR_SSL_WANT_READ) {
+		*ret_want = EV_READ;
+		return true;
+	}
+	if (m == MBEDTLS_ERR_SSL_WANT_WRITE) {
+		*ret_want = EV_WRITE;
+		return true;
+	}
+	return false;
+}
+
+/* Step the handshake as far as the socket allows; save the session when done. */
+int tls_conn_handshake(struct tls_conn *c, short *ret_want)
+{
+	int m = mbedtls_ssl_handshake(&c->ssl);
+
+	if (m == 0) {
+		/* Same master secret as the offered session means the server resumed it. */
+		const mbedtls_ssl_session *s = c->ssl.session;
+		c->resumed = c->have_saved && s &&
+			     memcmp(s->master, c->saved.master, sizeof(s->master)) == 0;
+		mbedtls_ssl_session_free(&c->saved);
+		mbedtls_ssl_session_init(&c->saved);
+		c->have_saved = mbedtls_ssl_get_session(&c->ssl, &c->saved) == 0;
+		return 0;
+	}
+	if (want(m, ret_want))
+		return -EAGAIN;
+	tls_conn_forget_session(c);
+	return fail(c, "TLS handshake failed", m);
+}
+
+/* Read decrypted bytes; a close_notify or EOF reads as 0. */
+ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len, short *ret_want)
+{
+	int m = mbedtls_ssl_read(&c->ssl, buf, len);
+
+	if (m > 0)
+		return m;
+	if (m == 0 || m == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || m == MBEDTLS_ERR_SSL_CONN_EOF)
+		return 0;
+	if (want(m, ret_want))
+		return -EAGAIN;
+	return fail(c, "TLS read failed", m);
+}
+
+/* Encrypt and send bytes; the caller repeats the same call after -EAGAIN. */
+ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len, short *ret_want)
+{
+	int m = mbedtls_ssl_write(&c->ssl, buf, len);
+
+	if (m > 0)
+		return m;
+	if (want(m, ret_want))
+		return -EAGAIN;
+	if (m == 0) {
+		snprintf(c->error, sizeof(c->error), "TLS write failed: nothing written");
+		return -EIO;
+	}
+	return fail(c, "TLS write failed", m);
+}
+
+/* True if mbedTLS holds bytes that a read would return without touching the socket. */
+bool tls_conn_pending(struct tls_conn *c)
+{
+	return mbedtls_ssl_get_bytes_avail(&c->ssl) > 0 || mbedtls_ssl_check_pending(&c->ssl);
+}
+
+/* Best-effort close_notify. */
+void tls_conn_close_notify(struct tls_conn *c)
+{
+	if (c->fd >= 0)
+		(void)mbedtls_ssl_close_notify(&c->ssl);
+}
+
+/* The negotiated suite, or NULL. */
+const char *tls_conn_ciphersuite(struct tls_conn *c)
+{
+	if (c->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER)
+		return NULL;
+	return mbedtls_ssl_get_ciphersuite(&c->ssl);
+}
+
+/* Whether the last handshake was a resumption. */
+bool tls_conn_resumed(const struct tls_conn *c)
+{
+	return c->resumed;
+}
+
+/* Bytes written to the socket since the last start. */
+uint64_t tls_conn_bytes_sent(const struct tls_conn *c)
+{
+	return c->bytes_sent;
+}
+
+/* The last failure's reason. */
+const char *tls_conn_error(const struct tls_conn *c)
+{
+	return c->error;
+}

@@ -1,0 +1,868 @@
+/* tpa: the ThingPark Activation API profile (import, query, OAuth2) over the session pool. */
+#include "tpa.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "cred.h"
+#include "hex.h"
+#include "http.h"
+
+#define LATENCY_RING 512
+#define TOKEN_MAX 4096
+#define SECRET_MAX 512
+#define TARGET_MAX 1024
+
+static const uint32_t bucket_le[TPA_LATENCY_BUCKETS] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, UINT32_MAX,
+};
+
+enum call_kind {
+	CALL_IMPORT,
+	CALL_QUERY,
+};
+
+struct tpa_call {
+	struct tpa *t;
+	TAILQ_ENTRY(tpa_call) link;	 /* every call, for tpa_free() */
+	TAILQ_ENTRY(tpa_call) wait_link; /* calls waiting for a token */
+	bool waiting;
+	enum call_kind kind;
+	char *body;
+	size_t body_len;
+	char target[TARGET_MAX];
+	tpa_done_fn *cb;
+	void *arg;
+	uint64_t start_ms;
+	bool retried_401;
+};
+
+TAILQ_HEAD(call_list, tpa_call);
+
+struct tpa {
+	struct event_base *base;
+	const struct config *cfg;
+	struct pool *pool;
+	struct call_list calls;
+	size_t n_calls;
+	/* OAuth2 */
+	bool oauth;
+	char token_path[HTTP_MAX_LINE / 4];
+	char *token;
+	uint64_t token_refresh_ms; /* refresh from this time on */
+	bool token_inflight;
+	struct call_list waiting;
+	size_t n_waiting;
+	struct event *fail_ev; /* delivers token_fail to waiting calls from the loop */
+	struct tpa_result token_fail;
+	/* metrics */
+	struct tpa_counters counters;
+	uint32_t ring[LATENCY_RING];
+	size_t ring_len, ring_pos;
+};
+
+/* Milliseconds on the monotonic clock. */
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Outcome names for logs and metrics labels. */
+const char *tpa_outcome_name(enum tpa_outcome o)
+{
+	switch (o) {
+	case TPA_OK:
+		return "ok";
+	case TPA_REJECTED:
+		return "rejected";
+	case TPA_CONFLICT:
+		return "conflict";
+	case TPA_UNAVAILABLE:
+		return "unavailable";
+	case TPA_UNKNOWN:
+		return "unknown";
+	case TPA_NOT_FOUND:
+		return "not-found";
+	default:
+		return "invalid";
+	}
+}
+
+/* ---- pure response interpretation ---- */
+
+/* Copy a JSON string or number into dst; false if it is neither. */
+static bool json_text(json_t *v, char *dst, size_t size)
+{
+	if (json_is_string(v)) {
+		snprintf(dst, size, "%s", json_string_value(v));
+		return true;
+	}
+	if (json_is_integer(v)) {
+		snprintf(dst, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return true;
+	}
+	return false;
+}
+
+/* Take ownerToken and ref from a device object; false without a usable token. */
+static bool take_token(const struct config *cfg, json_t *obj, struct tpa_result *res)
+{
+	json_t *tok = json_object_get(obj, cfg->api_field_owner_token);
+	const char *s = json_string_value(tok);
+
+	if (!s || !hex_valid_any(s) || strlen(s) >= sizeof(res->owner_token))
+		return false;
+	hex_upper(res->owner_token, s, strlen(s));
+	json_text(json_object_get(obj, cfg->api_field_ref), res->ref, sizeof(res->ref));
+	return true;
+}
+
+/* Interpret one HTTP answer by the profile's rules. */
+void tpa_interpret(const struct config *cfg, bool query, int status, const char *body,
+		   size_t body_len, const char *retry_after, time_t now, struct tpa_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	res->http_status = status;
+	res->retry_after = -1;
+
+	json_t *doc = body && body_len ? json_loadb(body, body_len, 0, NULL) : NULL;
+	if (json_is_object(doc)) {
+		json_text(json_object_get(doc, "code"), res->code, sizeof(res->code));
+		json_t *m = json_object_get(doc, "message");
+		if (json_is_string(m))
+			snprintf(res->message, sizeof(res->message), "%s", json_string_value(m));
+	}
+
+	if (status >= 200 && status < 300) {
+		if (!query) {
+			if (json_is_object(doc) && take_token(cfg, doc, res)) {
+				res->outcome = TPA_OK;
+				res->code[0] = res->message[0] = '\0';
+			} else {
+				res->outcome = TPA_UNKNOWN;
+				snprintf(res->reason, sizeof(res->reason),
+					 "HTTP %d without a usable %s in the body", status,
+					 cfg->api_field_owner_token);
+			}
+			goto out;
+		}
+		res->code[0] = res->message[0] = '\0';
+		if (json_is_array(doc) && json_array_size(doc) == 0) {
+			res->outcome = TPA_NOT_FOUND;
+			goto out;
+		}
+		json_t *obj = json_is_array(doc) ? json_array_get(doc, 0) : doc;
+		if (json_is_object(obj) && take_token(cfg, obj, res)) {
+			res->outcome = TPA_OK;
+			goto out;
+		}
+		res->outcome = TPA_UNAVAILABLE;
+		snprintf(res->reason, sizeof(res->reason),
+			 "query answer HTTP %d is not a device list with %s", status,
+			 cfg->api_field_owner_token);
+		goto out;
+	}
+
+	if (status == 429 || status >= 500) {
+		res->outcome = TPA_UNAVAILABLE;
+		res->retry_after = http_retry_after(retry_after, now);
+		snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.100s", status,
+			 res->message[0] ? ": " : "", res->message);
+	} else if (status == 409 && !query) {
+		res->outcome = TPA_CONFLICT;
+	} else {
+		res->outcome = TPA_REJECTED;
+		snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.100s", status,
+			 res->message[0] ? ": " : "", res->message);
+	}
+out:
+	json_decref(doc);
+}
+
+/* Append s to a JSON text as a quoted string (s is a field name from the config). */
+static int json_quote(char *out, size_t size, size_t *pos, const char *s)
+{
+	static const char hexd[] = "0123456789abcdef";
+	size_t o = *pos;
+
+	if (o + 1 >= size)
+		return -E2BIG;
+	out[o++] = '"';
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (o + 7 >= size)
+			return -E2BIG;
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c < 0x20) {
+			memcpy(out + o, "\\u00", 4);
+			out[o + 4] = hexd[c >> 4];
+			out[o + 5] = hexd[c & 15];
+			o += 6;
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	if (o + 1 >= size)
+		return -E2BIG;
+	out[o++] = '"';
+	out[o] = '\0';
+	*pos = o;
+	return 0;
+}
+
+/* Append "name":"value" (with a leading comma unless first). */
+static int json_member(char *out, size_t size, size_t *pos, const char *name, const char *value)
+{
+	int r;
+
+	if (*pos > 1) {
+		if (*pos + 1 >= size)
+			return -E2BIG;
+		out[(*pos)++] = ',';
+	}
+	if ((r = json_quote(out, size, pos, name)) < 0)
+		return r;
+	if (*pos + 1 >= size)
+		return -E2BIG;
+	out[(*pos)++] = ':';
+	return json_quote(out, size, pos, value);
+}
+
+/* Build the import body by hand so that the AppKey lives only in buffers we wipe. */
+int tpa_import_body(const struct config *cfg, const struct tpa_record *rec, char **ret_body,
+		    size_t *ret_len)
+{
+	bool tkm = rec->tkm_info[0] != '\0', key = rec->app_key[0] != '\0';
+
+	if (!hex_valid(rec->dev_eui, HEX_EUI) || !hex_valid(rec->join_eui, HEX_EUI) || tkm == key ||
+	    (tkm && !hex_valid(rec->tkm_info, HEX_TKM_INFO)) ||
+	    (key && !hex_valid(rec->app_key, HEX_APP_KEY)))
+		return -EINVAL;
+	char dev[17], join[17], val[33];
+	hex_upper(dev, rec->dev_eui, HEX_EUI);
+	hex_upper(join, rec->join_eui, HEX_EUI);
+	if (tkm)
+		hex_upper(val, rec->tkm_info, HEX_TKM_INFO);
+	else
+		hex_upper(val, rec->app_key, HEX_APP_KEY);
+
+	size_t size = 256 + 6 * (strlen(cfg->api_field_dev_eui) + strlen(cfg->api_field_join_eui) +
+				 strlen(cfg->api_field_tkm_info) + strlen(cfg->api_field_app_key) +
+				 strlen(cfg->api_field_hsm_group) +
+				 (cfg->api_hsm_group ? strlen(cfg->api_hsm_group) : 0));
+	char *out = malloc(size);
+	size_t pos = 0;
+	int r = -ENOMEM;
+	if (!out)
+		goto done;
+	out[pos++] = '{';
+	if ((r = json_member(out, size, &pos, cfg->api_field_dev_eui, dev)) < 0 ||
+	    (r = json_member(out, size, &pos, cfg->api_field_join_eui, join)) < 0 ||
+	    (r = json_member(out, size, &pos,
+			     tkm ? cfg->api_field_tkm_info : cfg->api_field_app_key, val)) < 0)
+		goto done;
+	if (cfg->api_hsm_group &&
+	    (r = json_member(out, size, &pos, cfg->api_field_hsm_group, cfg->api_hsm_group)) < 0)
+		goto done;
+	if (pos + 2 > size) {
+		r = -E2BIG;
+		goto done;
+	}
+	out[pos++] = '}';
+	out[pos] = '\0';
+	*ret_body = out;
+	*ret_len = pos;
+	out = NULL;
+	r = 0;
+done:
+	if (out) {
+		cred_wipe(out, size);
+		free(out);
+	}
+	cred_wipe(val, sizeof(val));
+	return r;
+}
+
+/* Parse the token endpoint's JSON answer. */
+int tpa_oauth2_parse(const char *body, size_t len, char *token, size_t toklen, long *ret_expires_in)
+{
+	json_t *doc = body ? json_loadb(body, len, 0, NULL) : NULL;
+	int r = -EBADMSG;
+
+	if (!json_is_object(doc))
+		goto out;
+	const char *tok = json_string_value(json_object_get(doc, "access_token"));
+	if (!tok || !*tok || strlen(tok) >= toklen)
+		goto out;
+	for (const char *c = tok; *c; c++)
+		if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
+			goto out;
+	json_t *type = json_object_get(doc, "token_type");
+	if (type && (!json_is_string(type) || strcasecmp(json_string_value(type), "bearer") != 0))
+		goto out;
+	long expires = 3600;
+	json_t *exp = json_object_get(doc, "expires_in");
+	if (exp) {
+		if (!json_is_integer(exp) || json_integer_value(exp) <= 0)
+			goto out;
+		expires = json_integer_value(exp) > 86400 * 365 ? 86400 * 365
+								: (long)json_integer_value(exp);
+	}
+	strcpy(token, tok);
+	*ret_expires_in = expires;
+	r = 0;
+out:
+	json_decref(doc);
+	return r;
+}
+
+/* ---- calls ---- */
+
+/* Free a call, wiping its body (it may hold an AppKey). */
+static void call_free(struct tpa_call *c)
+{
+	if (!c)
+		return;
+	if (c->body) {
+		cred_wipe(c->body, c->body_len);
+		free(c->body);
+	}
+	free(c);
+}
+
+/* Record one latency sample. */
+static void latency_add(struct tpa *t, uint64_t ms)
+{
+	uint32_t v = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+
+	t->ring[t->ring_pos] = v;
+	t->ring_pos = (t->ring_pos + 1) % LATENCY_RING;
+	if (t->ring_len < LATENCY_RING)
+		t->ring_len++;
+	t->counters.latency_count++;
+	t->counters.latency_sum_ms += v;
+	for (size_t i = 0; i < TPA_LATENCY_BUCKETS; i++)
+		if (v <= bucket_le[i])
+			t->counters.bucket_count[i]++;
+}
+
+/* Deliver the result and forget the call. */
+static void call_done(struct tpa_call *c, const struct tpa_result *res)
+{
+	struct tpa *t = c->t;
+
+	if (res->http_status)
+		latency_add(t, now_ms() - c->start_ms);
+	if (res->outcome < TPA_OUTCOME_MAX)
+		t->counters.outcomes[res->outcome]++;
+	TAILQ_REMOVE(&t->calls, c, link);
+	t->n_calls--;
+	c->cb(res, c->arg);
+	call_free(c);
+}
+
+/* Deliver a result without an HTTP answer. */
+static void call_fail(struct tpa_call *c, enum tpa_outcome o, const char *reason)
+{
+	struct tpa_result res;
+
+	memset(&res, 0, sizeof(res));
+	res.outcome = o;
+	res.retry_after = -1;
+	snprintf(res.reason, sizeof(res.reason), "%s", reason);
+	call_done(c, &res);
+}
+
+static void token_fetch(struct tpa *t);
+static int call_submit(struct tpa_call *c);
+
+/* The pool's answer to an API call. */
+static void call_answer(const struct pool_result *pr, void *arg)
+{
+	struct tpa_call *c = arg;
+	struct tpa *t = c->t;
+	struct tpa_result res;
+
+	if (pr->err) {
+		bool unknown = pr->sent && c->kind == CALL_IMPORT;
+		call_fail(c, unknown ? TPA_UNKNOWN : TPA_UNAVAILABLE, pr->reason);
+		return;
+	}
+	if (pr->res->status == 401 && t->oauth && !c->retried_401) {
+		/* Rejected, so not imported: get a fresh token and try once more. */
+		c->retried_401 = true;
+		free(t->token);
+		t->token = NULL;
+		int r = call_submit(c);
+		if (r < 0)
+			call_fail(c, TPA_UNAVAILABLE,
+				  r == -EBUSY ? "upstream queue full" : "out of memory");
+		return;
+	}
+	tpa_interpret(t->cfg, c->kind == CALL_QUERY, pr->res->status, pr->res->body,
+		      pr->res->body_len, pr->res->retry_after, time(NULL), &res);
+	call_done(c, &res);
+}
+
+/* Build the HTTP request for a call (with the current token) and give it to the pool. */
+static int call_send(struct tpa_call *c)
+{
+	struct tpa *t = c->t;
+	struct http_request hr = {
+	    .method = c->kind == CALL_IMPORT ? "POST" : "GET",
+	    .host = pool_host(t->pool),
+	    .target = c->target,
+	    .content_type = c->kind == CALL_IMPORT ? "application/json" : NULL,
+	    .bearer = t->oauth ? t->token : NULL,
+	    .body = c->body,
+	    .body_len = c->body_len,
+	};
+	char *buf = NULL;
+	size_t len = 0;
+	int r = http_request_build(&hr, &buf, &len);
+
+	if (r < 0)
+		return r;
+	r = pool_submit(t->pool, buf, len, call_answer, c);
+	cred_wipe(buf, len);
+	free(buf);
+	return r;
+}
+
+/* True if the cached token is missing or due for refresh. */
+static bool token_stale(struct tpa *t)
+{
+	return !t->token || now_ms() >= t->token_refresh_ms;
+}
+
+/* Send now, or park the call until a token is there. */
+static int call_submit(struct tpa_call *c)
+{
+	struct tpa *t = c->t;
+
+	if (t->oauth && token_stale(t)) {
+		if (t->n_waiting >= t->cfg->upstream_queue)
+			return -EBUSY;
+		TAILQ_INSERT_TAIL(&t->waiting, c, wait_link);
+		c->waiting = true;
+		t->n_waiting++;
+		token_fetch(t);
+		return 0;
+	}
+	return call_send(c);
+}
+
+/* Release every call waiting for a token: send them, or fail them all. */
+static void waiting_flush(struct tpa *t, const struct tpa_result *fail)
+{
+	struct tpa_call *c;
+
+	while ((c = TAILQ_FIRST(&t->waiting))) {
+		TAILQ_REMOVE(&t->waiting, c, wait_link);
+		c->waiting = false;
+		t->n_waiting--;
+		if (fail) {
+			struct tpa_result res = *fail;
+			call_done(c, &res);
+			continue;
+		}
+		int r = call_send(c);
+		if (r < 0)
+			call_fail(c, TPA_UNAVAILABLE,
+				  r == -EBUSY ? "upstream queue full" : "cannot build the request");
+	}
+}
+
+/* The token endpoint answered. */
+static void token_answer(const struct pool_result *pr, void *arg)
+{
+	struct tpa *t = arg;
+	struct tpa_result fail;
+	char tok[TOKEN_MAX];
+	long expires = 0;
+
+	t->token_inflight = false;
+	memset(&fail, 0, sizeof(fail));
+	fail.retry_after = -1;
+	if (pr->err) {
+		fail.outcome = TPA_UNAVAILABLE;
+		snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request failed: %s",
+			 pr->reason);
+		waiting_flush(t, &fail);
+		return;
+	}
+	int status = pr->res->status;
+	if (status >= 200 && status < 300 &&
+	    tpa_oauth2_parse(pr->res->body, pr->res->body_len, tok, sizeof(tok), &expires) == 0) {
+		free(t->token);
+		t->token = strdup(tok);
+		cred_wipe(tok, sizeof(tok));
+		/* Refresh at 90% of the lifetime, and at least 30 s before expiry. */
+		uint64_t life = (uint64_t)expires * 1000u;
+		uint64_t margin = life / 10 > 30000 ? life / 10 : 30000;
+		t->token_refresh_ms = now_ms() + (life > margin ? life - margin : life / 2);
+		if (!t->token) {
+			fail.outcome = TPA_UNAVAILABLE;
+			snprintf(fail.reason, sizeof(fail.reason), "out of memory");
+			waiting_flush(t, &fail);
+			return;
+		}
+		waiting_flush(t, NULL);
+		return;
+	}
+	tpa_interpret(t->cfg, true, status, pr->res->body, pr->res->body_len, pr->res->retry_after,
+		      time(NULL), &fail);
+	if (fail.outcome != TPA_UNAVAILABLE && fail.outcome != TPA_REJECTED)
+		fail.outcome = TPA_UNAVAILABLE;
+	snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request answered HTTP %d%s%.100s",
+		 status, fail.message[0] ? ": " : "", fail.message);
+	fail.owner_token[0] = fail.ref[0] = '\0';
+	waiting_flush(t, &fail);
+}
+
+/* Fail the calls waiting for a token with the stored reason. */
+static void token_fail_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpa *t = arg;
+	struct tpa_result fail = t->token_fail;
+
+	waiting_flush(t, &fail);
+}
+
+/* Ask for a token unless a request is already out. */
+static void token_fetch(struct tpa *t)
+{
+	const struct config *cfg = t->cfg;
+	char secret[SECRET_MAX], esecret[3 * SECRET_MAX], eid[768];
+	char *form = NULL, *buf = NULL;
+	size_t form_len = 0, len = 0;
+	int r;
+
+	if (t->token_inflight || event_pending(t->fail_ev, EV_TIMEOUT, NULL))
+		return;
+	struct tpa_result fail;
+	memset(&fail, 0, sizeof(fail));
+	fail.outcome = TPA_UNAVAILABLE;
+	fail.retry_after = -1;
+	r = cred_load_text("oauth-secret", cfg->oauth2_secret_file, secret, sizeof(secret));
+	if (r < 0) {
+		snprintf(fail.reason, sizeof(fail.reason), "cannot load the OAuth2 secret: %s",
+			 strerror(-r));
+		goto fail;
+	}
+	if (http_urlencode(secret, esecret, sizeof(esecret)) < 0 ||
+	    http_urlencode(cfg->oauth2_client_id, eid, sizeof(eid)) < 0) {
+		snprintf(fail.reason, sizeof(fail.reason), "OAuth2 client id or secret too long");
+		goto fail;
+	}
+	form_len = strlen("grant_type=client_credentials&client_id=&client_secret=") + strlen(eid) +
+		   strlen(esecret);
+	form = malloc(form_len + 1);
+	if (!form) {
+		snprintf(fail.reason, sizeof(fail.reason), "out of memory");
+		goto fail;
+	}
+	snprintf(form, form_len + 1, "grant_type=client_credentials&client_id=%s&client_secret=%s",
+		 eid, esecret);
+	struct http_request hr = {
+	    .method = "POST",
+	    .host = pool_host(t->pool),
+	    .target = t->token_path,
+	    .content_type = "application/x-www-form-urlencoded",
+	    .body = form,
+	    .body_len = form_len,
+	};
+	if (http_request_build(&hr, &buf, &len) < 0) {
+		snprintf(fail.reason, sizeof(fail.reason), "cannot build the OAuth2 request");
+		goto fail;
+	}
+	r = pool_submit(t->pool, buf, len, token_answer, t);
+	if (r < 0) {
+		snprintf(fail.reason, sizeof(fail.reason), "upstream queue full");
+		goto fail;
+	}
+	t->token_inflight = true;
+	t->counters.token_requests++;
+	goto out;
+fail:
+	/* Reached from inside tpa_import() or tpa_query(): answer from the loop instead. */
+	t->token_fail = fail;
+	event_active(t->fail_ev, EV_TIMEOUT, 0);
+out:
+	cred_wipe(secret, sizeof(secret));
+	cred_wipe(esecret, sizeof(esecret));
+	if (form) {
+		cred_wipe(form, form_len);
+		free(form);
+	}
+	if (buf) {
+		cred_wipe(buf, len);
+		free(buf);
+	}
+}
+
+/* Allocate and register a call. */
+static struct tpa_call *call_new(struct tpa *t, enum call_kind kind, tpa_done_fn *cb, void *arg)
+{
+	struct tpa_call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->t = t;
+	c->kind = kind;
+	c->cb = cb;
+	c->arg = arg;
+	c->start_ms = now_ms();
+	return c;
+}
+
+/* Register a call and send it (or park it for a token); undo on failure. */
+static int call_start(struct tpa *t, struct tpa_call *c)
+{
+	TAILQ_INSERT_TAIL(&t->calls, c, link);
+	t->n_calls++;
+	int r = call_submit(c);
+	if (r < 0) {
+		if (c->waiting) {
+			TAILQ_REMOVE(&t->waiting, c, wait_link);
+			t->n_waiting--;
+		}
+		TAILQ_REMOVE(&t->calls, c, link);
+		t->n_calls--;
+		call_free(c);
+	}
+	return r;
+}
+
+/* Queue an import. */
+int tpa_import(struct tpa *t, const struct tpa_record *rec, tpa_done_fn *cb, void *arg)
+{
+	struct tpa_call *c = call_new(t, CALL_IMPORT, cb, arg);
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	if ((r = tpa_import_body(t->cfg, rec, &c->body, &c->body_len)) < 0) {
+		call_free(c);
+		return r;
+	}
+	int n = snprintf(c->target, sizeof(c->target), "%s%s", t->cfg->api_base_path,
+			 t->cfg->api_import_path);
+	if (n < 0 || (size_t)n >= sizeof(c->target)) {
+		call_free(c);
+		return -EINVAL;
+	}
+	if ((r = call_start(t, c)) == 0)
+		t->counters.imports++;
+	return r;
+}
+
+/* Queue a query. */
+int tpa_query(struct tpa *t, const char *dev_eui, tpa_done_fn *cb, void *arg)
+{
+	char dev[17], param[256];
+
+	if (!hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	hex_upper(dev, dev_eui, HEX_EUI);
+	if (http_urlencode(t->cfg->api_query_param, param, sizeof(param)) < 0)
+		return -EINVAL;
+	struct tpa_call *c = call_new(t, CALL_QUERY, cb, arg);
+	if (!c)
+		return -ENOMEM;
+	const char *path = t->cfg->api_query_path;
+	int n = snprintf(c->target, sizeof(c->target), "%s%s%c%s=%s", t->cfg->api_base_path, path,
+			 strchr(path, '?') ? '&' : '?', param, dev);
+	if (n < 0 || (size_t)n >= sizeof(c->target)) {
+		call_free(c);
+		return -EINVAL;
+	}
+	int r = call_start(t, c);
+	if (r == 0)
+		t->counters.queries++;
+	return r;
+}
+
+/* Work out the token endpoint's path on the upstream host. */
+static int token_path(struct tpa *t, char *err, size_t errlen)
+{
+	const char *u = t->cfg->oauth2_token_url;
+
+	if (!u || !*u) {
+		snprintf(err, errlen, "oauth2.token-url is not set");
+		return -EINVAL;
+	}
+	if (u[0] == '/') {
+		snprintf(t->token_path, sizeof(t->token_path), "%s", u);
+		return 0;
+	}
+	struct http_url tu, up;
+	if (http_url_parse(u, &tu) < 0 || http_url_parse(t->cfg->upstream_url, &up) < 0 ||
+	    tu.tls != up.tls || tu.port != up.port || strcasecmp(tu.host, up.host) != 0) {
+		snprintf(err, errlen,
+			 "oauth2.token-url must be a path or a URL on the upstream.url host");
+		return -EINVAL;
+	}
+	snprintf(t->token_path, sizeof(t->token_path), "%s", tu.path[0] ? tu.path : "/");
+	return 0;
+}
+
+/* Set up the profile, checking the configuration it depends on. */
+struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
+{
+	struct tpa *t = calloc(1, sizeof(*t));
+
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	t->base = base;
+	t->cfg = cfg;
+	TAILQ_INIT(&t->calls);
+	TAILQ_INIT(&t->waiting);
+	t->fail_ev = event_new(base, -1, 0, token_fail_cb, t);
+	if (!t->fail_ev) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < TPA_LATENCY_BUCKETS; i++)
+		t->counters.bucket_le_ms[i] = bucket_le[i];
+	if (!cfg->api_base_path || !cfg->api_import_path || !cfg->api_query_path ||
+	    !cfg->api_query_param || !cfg->api_field_dev_eui || !cfg->api_field_join_eui ||
+	    !cfg->api_field_tkm_info || !cfg->api_field_app_key || !cfg->api_field_owner_token ||
+	    !cfg->api_field_ref || !cfg->api_field_hsm_group) {
+		snprintf(err, errlen, "an api.* directive is empty");
+		goto fail;
+	}
+	if ((cfg->api_base_path[0] && cfg->api_base_path[0] != '/') ||
+	    strpbrk(cfg->api_base_path, " \r\n") || strpbrk(cfg->api_import_path, " \r\n") ||
+	    strpbrk(cfg->api_query_path, " \r\n")) {
+		snprintf(err, errlen,
+			 "api.base-path and the api paths must be absolute, without spaces");
+		goto fail;
+	}
+	if (cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2) {
+		t->oauth = true;
+		if (!cfg->oauth2_client_id || !*cfg->oauth2_client_id) {
+			snprintf(err, errlen, "oauth2.client-id is not set");
+			goto fail;
+		}
+		if (token_path(t, err, errlen) < 0)
+			goto fail;
+		char secret[SECRET_MAX];
+		int r =
+		    cred_load_text("oauth-secret", cfg->oauth2_secret_file, secret, sizeof(secret));
+		cred_wipe(secret, sizeof(secret));
+		if (r < 0) {
+			snprintf(err, errlen,
+				 "cannot load the OAuth2 secret (credential oauth-secret%s%s): %s",
+				 cfg->oauth2_secret_file ? " or " : "",
+				 cfg->oauth2_secret_file ? cfg->oauth2_secret_file : "",
+				 strerror(-r));
+			goto fail;
+		}
+	}
+	t->pool = pool_new(base, cfg, err, errlen);
+	if (!t->pool)
+		goto fail;
+	return t;
+fail:
+	tpa_free(t);
+	return NULL;
+}
+
+/* Free everything; pending calls get no callback. */
+void tpa_free(struct tpa *t)
+{
+	struct tpa_call *c;
+
+	if (!t)
+		return;
+	pool_free(t->pool);
+	if (t->fail_ev)
+		event_free(t->fail_ev);
+	while ((c = TAILQ_FIRST(&t->calls))) {
+		TAILQ_REMOVE(&t->calls, c, link);
+		call_free(c);
+	}
+	if (t->token) {
+		cred_wipe(t->token, strlen(t->token));
+		free(t->token);
+	}
+	free(t);
+}
+
+/* Calls in flight. */
+size_t tpa_pending(const struct tpa *t)
+{
+	return t->n_calls;
+}
+
+/* Compare two latency samples for qsort(). */
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Percentile (0..100) of the recent latency samples, nearest rank; 0 without samples. */
+static uint32_t latency_pct(const struct tpa *t, unsigned pct)
+{
+	uint32_t tmp[LATENCY_RING];
+
+	if (!t->ring_len)
+		return 0;
+	memcpy(tmp, t->ring, t->ring_len * sizeof(tmp[0]));
+	qsort(tmp, t->ring_len, sizeof(tmp[0]), cmp_u32);
+	size_t rank = (pct * t->ring_len + 99) / 100;
+	return tmp[rank ? rank - 1 : 0];
+}
+
+/* Status object: the pool's plus latency percentiles. */
+json_t *tpa_status_json(struct tpa *t)
+{
+	json_t *o = pool_status_json(t->pool);
+
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "latency",
+			    json_pack("{s:I, s:I}", "p50", (json_int_t)latency_pct(t, 50), "p99",
+				      (json_int_t)latency_pct(t, 99)));
+	return o;
+}
+
+/* One line of health for STATUS=. */
+void tpa_status_line(struct tpa *t, char *buf, size_t len)
+{
+	struct pool_stats st;
+	const char *state = pool_state(t->pool);
+	const char *err = pool_last_error(t->pool);
+
+	pool_get_stats(t->pool, &st);
+	const char *breaker = st.breaker == POOL_BREAKER_OPEN	     ? ", breaker open"
+			      : st.breaker == POOL_BREAKER_HALF_OPEN ? ", breaker half-open"
+								     : "";
+	bool show_err = strcmp(state, "ok") != 0 && err[0];
+	snprintf(buf, len, "upstream %s %u/%u ready%s%s%s", state, st.up, st.sessions, breaker,
+		 show_err ? ": " : "", show_err ? err : "");
+}
+
+/* Counters and the pool's stats. */
+void tpa_get_counters(const struct tpa *t, struct tpa_counters *ret)
+{
+	*ret = t->counters;
+	pool_get_stats(t->pool, &ret->pool);
+}
