@@ -103,8 +103,8 @@ static const struct directive directives[] = {
     {"qr.profile-id", T_HEX, OFF(qr_profile_id), "00000000", HEX_PROFILE, 0},
     {"qr.template", T_STR_OPT, OFF(qr_template), "", 0, 0},
     {"qr.format", T_QRFORMAT, OFF(qr_format), "png", 0, 0},
-    {"qr.scale", T_UINT, OFF(qr_scale), "4", 1, 32},
-    {"qr.margin", T_UINT, OFF(qr_margin), "4", 0, 32},
+    {"qr.scale", T_UINT, OFF(qr_scale), "4", 1, 20},
+    {"qr.margin", T_UINT, OFF(qr_margin), "4", 0, 16},
     {"qr.ec-level", T_ECLEVEL, OFF(qr_ec_level), "M", 0, 0},
 
     {"import.concurrency", T_UINT, OFF(import_concurrency), "16", 1, 1024},

@@ -29,8 +29,8 @@ static const struct {
 
 static const struct param_spec qr_options_params[] = {
     {"format", PARAM_STRING, false, 0, 0}, /* checked by value in check_qr_options() */
-    {"scale", PARAM_INT, false, 1, 32},
-    {"margin", PARAM_INT, false, 0, 32},
+    {"scale", PARAM_INT, false, 1, 20},
+    {"margin", PARAM_INT, false, 0, 16},
     {"ecLevel", PARAM_STRING, false, 0, 0},
 };
 
@@ -419,9 +419,11 @@ static bool serial_valid(const char *s)
 	size_t n = strlen(s);
 	if (n < 1 || n > PROTO_SERIAL_MAX)
 		return false;
+	/* The TR005 label's alphanumeric set (less the space), so a label never fails later. */
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
-		if (c < 0x21 || c > 0x7e || c == ':' || c == ',' || c == '"' || c == '\\')
+		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		      strchr("$%*+-./", c)))
 			return false;
 	}
 	return true;
@@ -497,8 +499,7 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 	case PARAM_SERIAL:
 		if (!s || json_string_length(val) != strlen(s) || !serial_valid(s))
 			return fault_set(v->fault, v->error, name,
-					 "must be 1 to %d visible ASCII characters other than "
-					 "':' ',' '\"' and '\\'",
+					 "must be 1 to %d of 0-9 A-Z a-z $ %% * + - . /",
 					 PROTO_SERIAL_MAX);
 		return 0;
 	case PARAM_STATE:

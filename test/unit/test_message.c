@@ -192,13 +192,13 @@ static void test_validate(void)
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"format\":1}}", ST,
 		     "qr.format", "must be a string");
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"scale\":0}}", ST, "qr.scale",
-		     "must be between 1 and 32");
+		     "must be between 1 and 20");
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"scale\":33}}", ST, "qr.scale",
 		     NULL);
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"scale\":2.0}}", ST,
 		     "qr.scale", "must be an integer");
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"margin\":-1}}", ST,
-		     "qr.margin", "must be between 0 and 32");
+		     "qr.margin", "must be between 0 and 16");
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"ecLevel\":\"m\"}}", ST,
 		     "qr.ecLevel", NULL);
 
