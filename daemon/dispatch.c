@@ -6,11 +6,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "activation.h"
 #include "config.h"
+#include "cred.h"
 #include "iface.h"
 #include "log.h"
 #include "message.h"
+#include "qr.h"
+#include "rng.h"
 #include "server.h"
+#include "station.h"
+#include "store.h"
+#include "tpa.h"
 #include "tpad-build.h"
 #include "tpad.h"
 
@@ -74,6 +81,24 @@ static void h_status(struct tpad *t, struct req *r)
 		req_error(r, "io.tpad.Admin.Busy", NULL);
 		return;
 	}
+	if (t->tpa)
+		json_object_set_new(o, "upstream", tpa_status_json(t->tpa));
+	if (t->store)
+		json_object_set_new(o, "store", store_status_json(t->store));
+	if (t->act) {
+		struct activation_stats as;
+		activation_get_stats(t->act, &as);
+		json_t *a = json_pack("{s:I, s:I, s:I, s:I, s:i}", "live", (json_int_t)as.live,
+				      "stored", (json_int_t)as.stored, "settledByQuery",
+				      (json_int_t)as.settled_by_query, "reimported",
+				      (json_int_t)as.reimported, "inFlight", (int)as.in_flight);
+		json_t *by = json_object();
+		for (int i = 0; i <= ACT_STORE_FAILED; i++)
+			json_object_set_new(by, activation_outcome_name((enum act_outcome)i),
+					    json_integer((json_int_t)as.outcomes[i]));
+		json_object_set_new(a, "outcomes", by);
+		json_object_set_new(o, "activations", a);
+	}
 	req_reply(r, o, false);
 }
 
@@ -81,6 +106,8 @@ static const struct handler handlers[] = {
     {"org.varlink.service.GetInfo", h_get_info},
     {"org.varlink.service.GetInterfaceDescription", h_get_interface_description},
     {"io.tpad.Admin.Status", h_status},
+    {"io.tpad.Station.Activate", station_activate},
+    {"io.tpad.Station.Lookup", station_lookup},
 };
 
 /* The handler of a method, or NULL if it is declared but not built yet. */
@@ -121,6 +148,21 @@ void dispatch_call(struct req *r, void *arg)
 		req_fault(r, &f);
 		return;
 	}
+	if (p->kind == SOCK_STATION && strcmp(m->interface, "io.tpad.Station") == 0 &&
+	    !station_allowed(t->cfg, p)) {
+		/* The second fence behind the socket's mode: refuse, and leave a trace. */
+		log_warnx("refused %s from uid %u gid %u pid %d: not in station.allowed-uids or "
+			  "station.allowed-groups",
+			  m->name, (unsigned)p->uid, (unsigned)p->gid, (int)p->pid);
+		const char *dev = json_string_value(json_object_get(req_params(r), "devEUI"));
+		if (t->store)
+			store_audit(t->store, dev ? dev : "", m->name, (uint32_t)p->uid,
+				    (int32_t)p->pid, "denied");
+		req_error(r, "io.tpad.Station.PermissionDenied",
+			  json_pack("{s:s}", "reason",
+				    "this user is not allowed to call station methods"));
+		return;
+	}
 	handler_fn *fn = handler_find(m->name);
 	if (!fn) {
 		req_error(r, PROTO_ERR_METHOD_NOT_IMPLEMENTED,
@@ -130,17 +172,161 @@ void dispatch_call(struct req *r, void *arg)
 	fn(t, r);
 }
 
+/* The production wiring of activation: the store and the cloud. */
+static int op_get(void *ctx, const char *dev_eui, struct store_record *ret)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_get(t->store, dev_eui, ret) : -ESHUTDOWN;
+}
+
+static int op_insert(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_insert(t->store, r, cb, arg) : -ESHUTDOWN;
+}
+
+static int op_update(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_update(t->store, r, cb, arg) : -ESHUTDOWN;
+}
+
+static int op_audit(void *ctx, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
+		    const char *outcome)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_audit(t->store, dev_eui, method, uid, pid, outcome) : -ESHUTDOWN;
+}
+
+static int op_import(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, void *arg)
+{
+	struct tpad *t = ctx;
+	return t->tpa ? tpa_import(t->tpa, rec, cb, arg) : -ESHUTDOWN;
+}
+
+static int op_query(void *ctx, const char *dev_eui, tpa_done_fn *cb, void *arg)
+{
+	struct tpad *t = ctx;
+	return t->tpa ? tpa_query(t->tpa, dev_eui, cb, arg) : -ESHUTDOWN;
+}
+
+static int op_list_pending(void *ctx, int (*fn)(const struct store_record *r, void *arg), void *arg)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_list(t->store, STORE_PENDING, NULL, 0, fn, arg) : -ESHUTDOWN;
+}
+
+static int op_random(void *ctx, uint8_t *buf, size_t n)
+{
+	struct tpad *t = ctx;
+	return rng_bytes(t->rng, buf, n);
+}
+
+static const struct activation_ops production_ops = {
+    .get = op_get,
+    .insert = op_insert,
+    .update = op_update,
+    .audit = op_audit,
+    .import = op_import,
+    .query = op_query,
+    .list_pending = op_list_pending,
+    .random = op_random,
+};
+
+/* Start-up reconciliation finished. */
+static void on_reconciled(unsigned still_pending, void *arg)
+{
+	if (still_pending)
+		log_warnx("%u PENDING devices could not be settled with the cloud yet; the next "
+			  "request for each settles it",
+			  still_pending);
+	else
+		log_info("every PENDING device is settled");
+}
+
+/* Open the store with the key from the credential or key file. */
+static int open_store(struct tpad *t)
+{
+	const struct config *cfg = t->cfg;
+	uint8_t key[STORE_KEY_LEN];
+	size_t len = 0;
+	char err[512];
+	int r = cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len);
+	if (r < 0) {
+		log_err_errno(r, "cannot load the store key (credential store-key%s%s)",
+			      cfg->store_key_file ? " or store.key-file " : "",
+			      cfg->store_key_file ? cfg->store_key_file : "");
+		return r;
+	}
+	if (len != STORE_KEY_LEN) {
+		cred_wipe(key, sizeof(key));
+		log_errx("the store key must be %d bytes (%d hexadecimal digits), not %zu",
+			 STORE_KEY_LEN, 2 * STORE_KEY_LEN, len);
+		return -EINVAL;
+	}
+	struct store_options o = {.path = cfg->store_path,
+				  .key = key,
+				  .key_len = len,
+				  .commit_delay_ms = cfg->store_commit_delay_ms};
+	r = store_open(t->base, &o, &t->store, err, sizeof(err));
+	cred_wipe(key, sizeof(key));
+	if (r < 0)
+		log_errx("cannot open the store %s: %s", cfg->store_path, err);
+	return r;
+}
+
 int dispatch_init(struct tpad *t)
 {
+	char err[512];
+	int r = open_store(t);
+	if (r < 0)
+		return r;
+	t->tpa = tpa_new(t->base, t->cfg, err, sizeof(err));
+	if (!t->tpa) {
+		log_errx("upstream: %s", err);
+		return -EINVAL;
+	}
+	t->rng = rng_new("tpad AppKey generator");
+	t->act = activation_new(&production_ops, t, t->cfg->device_join_eui, t->cfg->qr_profile_id);
+	if (!t->rng || !t->act) {
+		log_errx("cannot set up activation");
+		return -ENOMEM;
+	}
+	uint64_t counts[STORE_N_STATES] = {0};
+	if (store_count(t->store, counts) == 0 && counts[STORE_PENDING]) {
+		log_notice("settling %llu PENDING devices with the cloud",
+			   (unsigned long long)counts[STORE_PENDING]);
+		r = activation_reconcile(t->act, t->cfg->upstream_sessions, on_reconciled, t);
+		if (r < 0)
+			log_warn_errno(r, "cannot start settling PENDING devices");
+	}
 	return 0;
 }
 
 void dispatch_finish(struct tpad *t)
 {
+	/*
+	 * Order matters: without the cloud no new request can start; closing the store runs
+	 * its last callbacks, which find the cloud gone; then what is left is dropped.
+	 */
+	tpa_free(t->tpa);
+	t->tpa = NULL;
+	struct store *s = t->store;
+	t->store = NULL;
+	store_close(s);
+	activation_free(t->act);
+	t->act = NULL;
+	rng_free(t->rng);
+	t->rng = NULL;
 }
 
 int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 {
+	char why[256];
+	if (cfg->qr_template && qr_template_check(cfg->qr_template, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "qr.template: %s", why);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -148,6 +334,13 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 {
 	struct server_stats st;
 	server_get_stats(t->srv, &st);
-	snprintf(buf, len, "%u station, %u admin clients; %llu calls", st.connections[SOCK_STATION],
-		 st.connections[SOCK_ADMIN], (unsigned long long)st.calls);
+	char up[128] = "upstream not set up";
+	if (t->tpa)
+		tpa_status_line(t->tpa, up, sizeof(up));
+	uint64_t counts[STORE_N_STATES] = {0};
+	if (t->store)
+		store_count(t->store, counts);
+	snprintf(buf, len, "%s; %llu issued, %llu pending; %u station clients", up,
+		 (unsigned long long)counts[STORE_ISSUED],
+		 (unsigned long long)counts[STORE_PENDING], st.connections[SOCK_STATION]);
 }

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 static bool log_verbose;
@@ -77,4 +79,43 @@ void log_fatal(const char *fmt, ...)
 	log_vline(SD_CRIT, 0, fmt, ap);
 	va_end(ap);
 	abort();
+}
+
+/* True when stderr is the journal stream systemd gave us (see systemd.exec JOURNAL_STREAM). */
+static bool stderr_is_journal(void)
+{
+	static int cached = -1;
+	if (cached >= 0)
+		return cached;
+	cached = 0;
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	if (e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+	    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
+		cached = 1;
+	return cached;
+}
+
+void log_activation(const char *dev_eui, const char *method, const char *outcome,
+		    const char *source, unsigned uid, int pid, double latency_ms)
+{
+	const char *m = strrchr(method, '.');
+	m = m ? m + 1 : method;
+	bool ok = strcmp(outcome, "ok") == 0;
+	if (stderr_is_journal()) {
+		sd_journal_send("MESSAGE=%s %s: %s%s%s (uid %u, %.1f ms)", m, dev_eui, outcome,
+				source ? ", " : "", source ? source : "", uid, latency_ms,
+				"PRIORITY=%d", ok ? 6 : 5, "TPAD_DEVEUI=%s", dev_eui,
+				"TPAD_METHOD=%s", method, "TPAD_OUTCOME=%s", outcome,
+				"TPAD_SOURCE=%s", source ? source : "", "TPAD_UID=%u", uid,
+				"TPAD_PID=%d", pid, "TPAD_LATENCY_MS=%.1f", latency_ms, NULL);
+		return;
+	}
+	if (ok)
+		log_info("%s DEVEUI=%s OUTCOME=%s SOURCE=%s UID=%u PID=%d LATENCY_MS=%.1f", m,
+			 dev_eui, outcome, source ? source : "", uid, pid, latency_ms);
+	else
+		log_notice("%s DEVEUI=%s OUTCOME=%s SOURCE=%s UID=%u PID=%d LATENCY_MS=%.1f", m,
+			   dev_eui, outcome, source ? source : "", uid, pid, latency_ms);
 }

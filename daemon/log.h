@@ -20,3 +20,11 @@ void log_err_errno(int err, const char *fmt, ...) __attribute__((format(printf, 
 
 /* For our own impossible states: log and abort. */
 _Noreturn void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * One structured line per activation or lookup: to the journal with fields TPAD_DEVEUI,
+ * TPAD_METHOD, TPAD_OUTCOME, TPAD_SOURCE, TPAD_UID, TPAD_PID, TPAD_LATENCY_MS when stderr
+ * is connected to it (JOURNAL_STREAM), else as key=value text on stderr.
+ */
+void log_activation(const char *dev_eui, const char *method, const char *outcome,
+		    const char *source, unsigned uid, int pid, double latency_ms);

@@ -170,8 +170,8 @@ out:
 		event_free(ev_status);
 	for (int i = 0; i < SOCK_KINDS; i++)
 		listener_free(t.listeners[i]);
-	server_free(t.srv);
 	dispatch_finish(&t);
+	server_free(t.srv);
 	/* Let deferred frees scheduled during shutdown run. */
 	event_base_loop(t.base, EVLOOP_NONBLOCK);
 	event_base_free(t.base);

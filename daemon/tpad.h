@@ -11,6 +11,7 @@ struct listener;
 struct tpa;
 struct store;
 struct activation;
+struct rng;
 
 struct tpad {
 	struct event_base *base;
@@ -20,6 +21,7 @@ struct tpad {
 	struct tpa *tpa;	       /* upstream API client */
 	struct store *store;
 	struct activation *act;
+	struct rng *rng;     /* AppKey generator */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 };

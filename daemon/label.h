@@ -1,0 +1,31 @@
+/* label: a device record as the protocol shows it, its label text, and its QR image. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "qr_image.h"
+
+struct config;
+struct store_record;
+
+/* The label text of r: TR005 with its checksum, or qr.template if configured. */
+int label_text(const struct config *cfg, const struct store_record *r, char *out, size_t len);
+
+/*
+ * Image options from a call's validated "qr" object over the configured defaults.
+ * *ret_want is false when no image is wanted (no object, or format "none").
+ */
+int label_opts(const struct config *cfg, json_t *qr, struct qr_opts *ret, bool *ret_want);
+
+/* {format, data: base64} of text's QR image; NULL with *ret_err set on failure. */
+json_t *label_image_json(const char *text, const struct qr_opts *o, int *ret_err);
+
+/*
+ * The Device object of a record: devEUI, joinEUI, profileId, serial?, ownerToken,
+ * appKey? (only if with_app_key and the device has one), qrText, state, source?; for the
+ * admin side (with_app_key false) "hasAppKey" instead. NULL on ENOMEM.
+ */
+json_t *label_device_json(const struct config *cfg, const struct store_record *r,
+			  const char *source, bool with_app_key);

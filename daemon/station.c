@@ -1,0 +1,252 @@
+/* station: the io.tpad.Station methods, Activate and Lookup. */
+#include "station.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "activation.h"
+#include "config.h"
+#include "cred.h"
+#include "hex.h"
+#include "label.h"
+#include "log.h"
+#include "qr.h"
+#include "server.h"
+#include "store.h"
+#include "tpad.h"
+
+/* One Activate call waiting for its activation. */
+struct pending_activate {
+	struct tpad *t;
+	struct req *r;
+	struct qr_opts qr;
+	bool want_qr;
+	uint64_t started_us;
+	char dev_eui[17];
+};
+
+/* Copy an optional hex string parameter upper-cased into out (size n + 1); "" if absent. */
+static void param_hex(json_t *params, const char *key, char *out, size_t n)
+{
+	const char *s = json_string_value(json_object_get(params, key));
+	if (s && strlen(s) == n)
+		hex_upper(out, s, n);
+	else
+		out[0] = '\0';
+}
+
+/* Send an InvalidParameter error of the station interface. */
+static void invalid(struct req *r, const char *parameter, const char *reason)
+{
+	req_error(r, "io.tpad.Station.InvalidParameter",
+		  json_pack("{s:s, s:s}", "parameter", parameter, "reason", reason));
+}
+
+/* The reply of a device and, if asked, its label image. */
+static json_t *device_reply(struct tpad *t, const struct store_record *rec, const char *source,
+			    const struct qr_opts *qr, bool want_qr)
+{
+	json_t *device = label_device_json(t->cfg, rec, source, true);
+	if (!device)
+		return NULL;
+	json_t *reply = json_pack("{s:o}", "device", device);
+	if (!reply || !want_qr)
+		return reply;
+	char text[QR_TEXT_MAX];
+	int err = label_text(t->cfg, rec, text, sizeof(text));
+	json_t *img = err < 0 ? NULL : label_image_json(text, qr, &err);
+	if (img)
+		json_object_set_new(reply, "qr", img);
+	else
+		/* The token is stored; Lookup can render the label again once fixed. */
+		log_warn_errno(err, "cannot render the label of %s", rec->dev_eui);
+	return reply;
+}
+
+/* Map an activation failure to the protocol's error. */
+static void reply_failure(struct req *r, const struct act_result *res, const char *dev_eui)
+{
+	switch (res->outcome) {
+	case ACT_NOT_FOUND:
+		req_error(r, "io.tpad.Station.NotFound", json_pack("{s:s}", "devEUI", dev_eui));
+		return;
+	case ACT_CONFLICT:
+		req_error(r, "io.tpad.Station.Conflict",
+			  json_pack("{s:s, s:s}", "devEUI", dev_eui, "reason", res->reason));
+		return;
+	case ACT_REJECTED: {
+		json_t *p = json_pack("{s:i}", "status", res->http_status);
+		if (res->code[0])
+			json_object_set_new(p, "code", json_string(res->code));
+		if (res->message[0] || res->reason[0])
+			json_object_set_new(
+			    p, "message",
+			    json_string(res->message[0] ? res->message : res->reason));
+		req_error(r, "io.tpad.Station.UpstreamRejected", p);
+		return;
+	}
+	case ACT_UNAVAILABLE: {
+		json_t *p = json_pack("{s:s}", "reason", res->reason);
+		if (res->retry_after >= 0)
+			json_object_set_new(p, "retryAfter", json_integer(res->retry_after));
+		req_error(r, "io.tpad.Station.UpstreamUnavailable", p);
+		return;
+	}
+	case ACT_UNKNOWN:
+		req_error(r, "io.tpad.Station.OutcomeUnknown",
+			  json_pack("{s:s}", "devEUI", dev_eui));
+		return;
+	case ACT_BUSY:
+		req_error(r, "io.tpad.Station.Busy", NULL);
+		return;
+	case ACT_STORE_FAILED:
+		req_error(r, "io.tpad.Station.StoreFailed",
+			  json_pack("{s:s}", "reason", res->reason));
+		return;
+	case ACT_OK:
+		break;
+	}
+}
+
+/* The activation ended: reply (the ISSUED commit has returned if a token is in it). */
+static void on_activated(const struct act_result *res, void *arg)
+{
+	struct pending_activate *p = arg;
+	const struct peer *peer = req_peer(p->r);
+	double ms = (double)(tpad_now_us() - p->started_us) / 1000.0;
+	const char *source = res->live ? "live" : "stored";
+	if (res->outcome == ACT_OK) {
+		json_t *reply = device_reply(p->t, &res->rec, source, &p->qr, p->want_qr);
+		if (reply)
+			req_reply(p->r, reply, false);
+		else
+			req_error(p->r, "io.tpad.Station.Busy", NULL);
+	} else {
+		if (res->outcome != ACT_NOT_FOUND && res->outcome != ACT_CONFLICT)
+			log_notice("activation of %s: %s: %s", p->dev_eui,
+				   activation_outcome_name(res->outcome),
+				   res->reason[0] ? res->reason : res->message);
+		reply_failure(p->r, res, p->dev_eui);
+	}
+	log_activation(
+	    p->dev_eui, "io.tpad.Station.Activate", activation_outcome_name(res->outcome),
+	    res->outcome == ACT_OK ? source : NULL, (unsigned)peer->uid, (int)peer->pid, ms);
+	free(p);
+}
+
+void station_activate(struct tpad *t, struct req *r)
+{
+	json_t *params = req_params(r);
+	const struct peer *peer = req_peer(r);
+	struct act_request q = {.method = "io.tpad.Station.Activate",
+				.origin = "activate",
+				.uid = (uint32_t)peer->uid,
+				.pid = (int32_t)peer->pid};
+	param_hex(params, "devEUI", q.dev_eui, HEX_EUI);
+	param_hex(params, "joinEUI", q.join_eui, HEX_EUI);
+	param_hex(params, "profileId", q.profile_id, HEX_PROFILE);
+	param_hex(params, "tkmInfo", q.tkm_info, HEX_TKM_INFO);
+	const char *serial = json_string_value(json_object_get(params, "serial"));
+	if (serial)
+		snprintf(q.serial, sizeof(q.serial), "%s", serial);
+	const char *app_key = json_string_value(json_object_get(params, "appKey"));
+	if (app_key) {
+		if (hex_decode(app_key, q.app_key, sizeof(q.app_key)) < 0) {
+			invalid(r, "appKey", "must be 32 hexadecimal digits");
+			return;
+		}
+		q.has_app_key = true;
+	}
+	q.generate_app_key = json_is_true(json_object_get(params, "generateAppKey"));
+
+	const char *second = NULL;
+	if (q.tkm_info[0] && q.has_app_key)
+		second = "appKey";
+	else if ((q.tkm_info[0] || q.has_app_key) && q.generate_app_key)
+		second = "generateAppKey";
+	if (second) {
+		cred_wipe(&q, sizeof(q));
+		invalid(r, second, "give only one of tkmInfo, appKey and generateAppKey");
+		return;
+	}
+
+	struct pending_activate *p = calloc(1, sizeof(*p));
+	if (!p || label_opts(t->cfg, json_object_get(params, "qr"), &p->qr, &p->want_qr) < 0) {
+		free(p);
+		cred_wipe(&q, sizeof(q));
+		if (p)
+			invalid(r, "qr", "unknown format or error correction level");
+		else
+			req_error(r, "io.tpad.Station.Busy", NULL);
+		return;
+	}
+	p->t = t;
+	p->r = r;
+	p->started_us = tpad_now_us();
+	memcpy(p->dev_eui, q.dev_eui, sizeof(p->dev_eui));
+	int rc = activation_run(t->act, &q, on_activated, p);
+	cred_wipe(&q, sizeof(q));
+	if (rc < 0) {
+		free(p);
+		req_error(r, "io.tpad.Station.Busy", NULL);
+	}
+}
+
+void station_lookup(struct tpad *t, struct req *r)
+{
+	json_t *params = req_params(r);
+	const struct peer *peer = req_peer(r);
+	uint64_t started = tpad_now_us();
+	char dev_eui[17];
+	param_hex(params, "devEUI", dev_eui, HEX_EUI);
+	struct qr_opts qr;
+	bool want_qr;
+	if (label_opts(t->cfg, json_object_get(params, "qr"), &qr, &want_qr) < 0) {
+		invalid(r, "qr", "unknown format or error correction level");
+		return;
+	}
+	struct store_record rec;
+	int rc = store_get(t->store, dev_eui, &rec);
+	const char *outcome = "ok";
+	if (rc == -ENOENT || (rc == 0 && rec.state == STORE_FAILED)) {
+		outcome = "not_found";
+		req_error(r, "io.tpad.Station.NotFound", json_pack("{s:s}", "devEUI", dev_eui));
+	} else if (rc < 0) {
+		outcome = "store_failed";
+		req_error(r, "io.tpad.Station.StoreFailed",
+			  json_pack("{s:s}", "reason", strerror(-rc)));
+	} else if (rec.state == STORE_PENDING) {
+		/* Its import is in flight or unsettled: Activate (or the restart) settles it. */
+		outcome = "unknown";
+		req_error(r, "io.tpad.Station.OutcomeUnknown",
+			  json_pack("{s:s}", "devEUI", dev_eui));
+	} else {
+		json_t *reply = device_reply(t, &rec, "stored", &qr, want_qr);
+		store_audit(t->store, dev_eui, "io.tpad.Station.Lookup", (uint32_t)peer->uid,
+			    (int32_t)peer->pid, "stored");
+		if (reply)
+			req_reply(r, reply, false);
+		else
+			req_error(r, "io.tpad.Station.Busy", NULL);
+	}
+	if (rc == 0)
+		cred_wipe(&rec, sizeof(rec));
+	log_activation(dev_eui, "io.tpad.Station.Lookup", outcome,
+		       strcmp(outcome, "ok") == 0 ? "stored" : NULL, (unsigned)peer->uid,
+		       (int)peer->pid, (double)(tpad_now_us() - started) / 1000.0);
+}
+
+bool station_allowed(const struct config *cfg, const struct peer *peer)
+{
+	if (!cfg->n_station_allowed_uids && !cfg->n_station_allowed_gids)
+		return true;
+	for (size_t i = 0; i < cfg->n_station_allowed_uids; i++)
+		if (cfg->station_allowed_uids[i] == peer->uid)
+			return true;
+	for (size_t i = 0; i < cfg->n_station_allowed_gids; i++)
+		if (cfg->station_allowed_gids[i] == peer->gid)
+			return true;
+	return false;
+}
