@@ -344,8 +344,11 @@ static int fail(struct tls_conn *c, const char *what, int m)
 			   : -EPROTO;
 	}
 	if (m == MBEDTLS_ERR_SSL_CONN_EOF || m == MBEDTLS_ERR_NET_CONN_RESET) {
-		snprintf(c->error, sizeof(c->error), "%s: connection %s by the server", what,
-			 m == MBEDTLS_ERR_SSL_CONN_EOF ? "closed" : "reset");
+		snprintf(c->error, sizeof(c->error), "%s: connection %s by the server%s", what,
+			 m == MBEDTLS_ERR_SSL_CONN_EOF ? "closed" : "reset",
+			 c->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER
+			     ? " (PSK identity, TLS version or ciphersuite refused?)"
+			     : "");
 		return -ECONNRESET;
 	}
 	if (m == MBEDTLS_ERR_NET_SEND_FAILED || m == MBEDTLS_ERR_NET_RECV_FAILED) {

@@ -214,8 +214,8 @@ static void test_oauth2(void)
 	    "{\"access_token\":\"t\",\"token_type\":\"mac\"}",
 	    "{\"access_token\":\"t\",\"expires_in\":-5}",
 	    "{\"access_token\":\"t\",\"expires_in\":\"60\"}",
-	    "{\"access_token\":\"0123456789012345678901234567890123456789012345678901234567890"
-	    "123456789\"}",
+	    ("{\"access_token\":\"0123456789012345678901234567890123456789012345678901234567890"
+	     "123456789\"}"),
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		exp = 99;
