@@ -396,14 +396,15 @@ static void session_ready(struct session *s)
 
 	event_del(s->timer);
 	s->state = S_READY;
-	s->fails = 0;
 	s->ready_at_ms = now_ms();
 	if (s->ever_ready)
 		s->reconnects++;
 	s->ever_ready = true;
 	s->last_error[0] = '\0';
 	session_watch(s, EV_READ);
-	if (p->breaker == POOL_BREAKER_HALF_OPEN)
+	/* A completed handshake proves the cloud answers again: no need to wait out the
+	 * cool-down while healthy sessions stand idle. */
+	if (p->breaker != POOL_BREAKER_CLOSED)
 		breaker_success(p);
 	pool_dispatch(p);
 }
@@ -623,6 +624,7 @@ static void session_complete(struct session *s, bool extra)
 	http_parser_reset(&s->parser);
 	s->requests++;
 	s->served++;
+	s->fails = 0;
 	p->stats.requests++;
 	if (r->res.status >= 500)
 		breaker_failure(p);
@@ -651,6 +653,8 @@ static void session_idle_closed(struct session *s, const char *reason)
 		s->fails++;
 		session_schedule(s, backoff_ms(p, s->fails));
 	} else {
+		/* A connection that lived a while: the server's idle timeout, not a failure. */
+		s->fails = 0;
 		session_schedule(s, 0);
 	}
 }
