@@ -28,6 +28,7 @@
 
 #define ACT_MAX_IMPORTS 3 /* import attempts per job, each after a query proved none landed */
 #define ACT_MAX_LOOKUPS 3 /* store reads per job (an insert can race with another writer) */
+#define ACT_MAX_QUERIES 3 /* read-only queries per settlement: asking again is harmless */
 #define ACT_BUCKETS 1024
 
 struct job {
@@ -42,6 +43,7 @@ struct job {
 	struct act_result res;
 	unsigned imports;
 	unsigned lookups;
+	unsigned queries;    /* of the current settlement */
 	bool after_conflict; /* the query follows a 409 */
 };
 
@@ -296,6 +298,7 @@ static void step_import(struct job *j)
 		return;
 	}
 	j->imports++;
+	j->queries = 0;
 	struct tpa_record tr;
 	tpa_record_of(&j->rec, &tr);
 	int r = j->a->ops->import(j->a->ctx, &tr, on_import, j);
@@ -331,6 +334,10 @@ static void on_query(const struct tpa_result *t, void *arg)
 		return;
 	}
 	result_from_tpa(j, t);
+	if (j->queries < ACT_MAX_QUERIES && t->outcome != TPA_REJECTED) {
+		step_query(j);
+		return;
+	}
 	job_fail(j, ACT_UNKNOWN,
 		 "the import may have reached the cloud and the query to settle it failed: %s",
 		 t->reason[0] ? t->reason : t->message);
@@ -339,6 +346,7 @@ static void on_query(const struct tpa_result *t, void *arg)
 /* Ask the cloud whether it has the device (read-only). */
 static void step_query(struct job *j)
 {
+	j->queries++;
 	int r = j->a->ops->query(j->a->ctx, j->rec.dev_eui, on_query, j);
 	if (r < 0)
 		job_fail(j, ACT_UNKNOWN, "cannot query the cloud to settle the outcome: %s",

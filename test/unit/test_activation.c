@@ -359,11 +359,23 @@ static void test_unknown_outcomes(void)
 	CHECK(g.res.live);
 	CHECK_INT(f.imports, 3);
 
-	/* The query fails too: OutcomeUnknown, the row stays PENDING. */
-	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
+	/* One failed query is simply asked again (it is read-only). */
+	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 1);
 	f.n_import_script++;
 	f.query_script[f.n_query_script] = tres(TPA_UNAVAILABLE, 0);
 	f.n_query_script++;
+	f.next_query = f.n_query_script - 1;
+	q = se_req("00000000000000B6", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_STR(g.res.rec.owner_token, "C0FFEE");
+
+	/* The queries keep failing: OutcomeUnknown, the row stays PENDING. */
+	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
+	f.n_import_script++;
+	f.next_query = f.n_query_script = 0;
+	for (int i = 0; i < 3; i++)
+		f.query_script[f.n_query_script++] = tres(TPA_UNAVAILABLE, 0);
 	q = se_req("00000000000000B3", TKM1);
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
@@ -505,7 +517,9 @@ static void test_reconcile(void)
 	snprintf(f.query_script[0].owner_token, sizeof(f.query_script[0].owner_token), "ADOPTED");
 	f.query_script[1] = tres(TPA_NOT_FOUND, 200);
 	f.query_script[2] = tres(TPA_UNAVAILABLE, 0);
-	f.n_query_script = 3;
+	f.query_script[3] = tres(TPA_UNAVAILABLE, 0);
+	f.query_script[4] = tres(TPA_UNAVAILABLE, 0);
+	f.n_query_script = 5;
 	CHECK_INT(activation_reconcile(a, 1, on_reconciled, NULL), 0);
 	pump(&f);
 	CHECK_INT(reconciled, 1);

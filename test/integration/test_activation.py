@@ -1,0 +1,472 @@
+"""Integration tests of live activation: the real tpad against tpa-sim over TLS-PSK."""
+
+import base64
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import tpadtest
+from tpadtest import TpadTestCase, VarlinkError, wait_for
+
+TKM = "31110123D345666E2DBD"
+
+
+def crc16_modbus(data):
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def check_tr005(testcase, text, device):
+    """The label text is TR005 with a valid checksum and the device's fields."""
+    body, _, crc = text.rpartition(":C")
+    testcase.assertEqual(int(crc, 16), crc16_modbus(body.encode()), text)
+    parts = body.split(":")
+    testcase.assertEqual(parts[:5], ["LW", "D0", device["joinEUI"], device["devEUI"],
+                                     device["profileId"]])
+    testcase.assertIn("O" + device["ownerToken"], parts)
+
+
+def eui(n):
+    return f"70B3D5{n:010X}"
+
+
+class Base(TpadTestCase):
+    def start(self, sim_extra=(), conf_extra="", psk=None):
+        psk = psk or secrets.token_hex(16)
+        self.s = self.sim(psk).start() if not sim_extra else self.sim(psk, extra=sim_extra).start()
+        self.d = self.daemon(upstream_url=self.s.url(), psk_hex=psk,
+                             conf_extra=conf_extra).start()
+        self.wait_upstream_ready()
+        return self.d
+
+    def wait_upstream_ready(self, d=None):
+        d = d or self.d
+        def ready():
+            with d.admin_client() as a:
+                up = a.call("io.tpad.Admin.Status")["upstream"]
+            return all(s["state"] == "ready" for s in up["sessions"])
+        wait_for(ready, 15, "warm upstream sessions")
+
+    def activate(self, dev, **kw):
+        params = {"devEUI": dev, **kw}
+        with self.d.station_client() as c:
+            return c.call("io.tpad.Station.Activate", params)
+
+    def status(self, d=None):
+        with (d or self.d).admin_client() as a:
+            return a.call("io.tpad.Admin.Status")
+
+
+class LiveModes(Base):
+    def test_secure_element(self):
+        self.start(conf_extra="device.join-eui = 70b3d57ed0000001\nqr.profile-id = aabb1122")
+        r = self.activate("0123d345666e2dbd", tkmInfo=TKM.lower(), serial="SN-0001")
+        dev = r["device"]
+        self.assertEqual(dev["devEUI"], "0123D345666E2DBD")
+        self.assertEqual(dev["joinEUI"], "70B3D57ED0000001")
+        self.assertEqual(dev["profileId"], "AABB1122")
+        self.assertEqual(dev["serial"], "SN-0001")
+        self.assertEqual(dev["state"], "ISSUED")
+        self.assertEqual(dev["source"], "live")
+        self.assertNotIn("appKey", dev)
+        self.assertRegex(dev["ownerToken"], r"^[0-9A-F]{32}$")
+        check_tr005(self, dev["qrText"], dev)
+        self.assertIn(":SSN-0001:", dev["qrText"])
+        sim_dev = [x for x in self.s.devices() if x["deviceEUI"] == "0123D345666E2DBD"][0]
+        self.assertEqual(sim_dev["ownerToken"].upper(), dev["ownerToken"])
+        self.assertEqual(sim_dev["tkmInfo"].upper(), TKM)
+
+    def test_without_secure_element(self):
+        self.start()
+        r = self.activate(eui(1), generateAppKey=True, joinEUI="1122334455667788",
+                          profileId="0000000A")
+        dev = r["device"]
+        self.assertRegex(dev["appKey"], r"^[0-9A-F]{32}$")
+        self.assertEqual(dev["joinEUI"], "1122334455667788")
+        sim_dev = [x for x in self.s.devices() if x["deviceEUI"] == eui(1)][0]
+        self.assertEqual(sim_dev["appKey"].upper(), dev["appKey"])
+        key = "000102030405060708090a0b0c0d0e0f"
+        r = self.activate(eui(2), appKey=key)
+        self.assertEqual(r["device"]["appKey"], key.upper())
+        # Two generated keys differ.
+        r3 = self.activate(eui(3), generateAppKey=True)
+        self.assertNotEqual(r3["device"]["appKey"], dev["appKey"])
+
+    def test_label_formats(self):
+        self.start()
+        r = self.activate(eui(10), tkmInfo=TKM, qr={"format": "png", "scale": 3, "ecLevel": "Q"})
+        self.assertEqual(r["qr"]["format"], "png")
+        png = base64.b64decode(r["qr"]["data"])
+        self.assertTrue(png.startswith(b"\x89PNG"))
+        path = os.path.join(self.tmp, "l.png")
+        with open(path, "wb") as f:
+            f.write(png)
+        out = subprocess.run(["zbarimg", "--raw", "-q", path], capture_output=True, text=True)
+        self.assertEqual(out.stdout.strip(), r["device"]["qrText"])
+        r = self.activate(eui(10), qr={"format": "svg"})
+        svg = base64.b64decode(r["qr"]["data"]).decode()
+        self.assertIn("<svg", svg)
+        self.assertIn("viewBox", svg)
+        r = self.activate(eui(10), qr={"format": "zpl"})
+        zpl = base64.b64decode(r["qr"]["data"]).decode()
+        self.assertTrue(zpl.startswith("^XA") and zpl.rstrip().endswith("^XZ"))
+        self.assertIn(r["device"]["qrText"], zpl)
+        r = self.activate(eui(10), qr={"format": "text"})
+        self.assertIn("\u2588", base64.b64decode(r["qr"]["data"]).decode())
+        r = self.activate(eui(10), qr={"format": "none"})
+        self.assertNotIn("qr", r)
+        # Lookup renders labels from the store.
+        with self.d.station_client() as c:
+            r = c.call("io.tpad.Station.Lookup", {"devEUI": eui(10).lower(), "qr": {}})
+        self.assertEqual(r["device"]["source"], "stored")
+        self.assertEqual(r["qr"]["format"], "png")
+
+    def test_tpactl_activate_and_lookup(self):
+        d = self.start()
+        out = os.path.join(self.tmp, "label.png")
+        p = d.tpactl("--socket", d.station, "activate", "--dev-eui", eui(20), "--tkm-info",
+                     TKM, "-o", out, check=0)
+        self.assertIn("ownerToken", p.stdout)
+        self.assertIn("ISSUED (live)", p.stdout)
+        dec = subprocess.run(["zbarimg", "--raw", "-q", out], capture_output=True, text=True)
+        self.assertTrue(dec.stdout.startswith("LW:D0:"))
+        p = d.tpactl("lookup", "--dev-eui", eui(20), "--json", "--socket", d.station, check=0)
+        self.assertEqual(json.loads(p.stdout)["device"]["source"], "stored")
+        p = d.tpactl("--socket", d.station, "activate", "--dev-eui", eui(21),
+                     "--generate-app-key", "--format", "text", check=0)
+        self.assertIn("appKey", p.stdout)
+        self.assertIn("\u2588", p.stdout)
+        d.tpactl("--socket", d.station, "lookup", "--dev-eui", eui(99), check=1)
+        d.tpactl("--socket", d.station, "activate", "--dev-eui", eui(22), "--tkm-info", TKM,
+                 "--generate-app-key", check=2)
+
+
+class Rules(Base):
+    def test_idempotency_and_conflicts(self):
+        self.start()
+        first = self.activate(eui(1), tkmInfo=TKM)["device"]
+        again = self.activate(eui(1).lower(), tkmInfo=TKM.lower())["device"]
+        self.assertEqual(again["source"], "stored")
+        self.assertEqual(again["ownerToken"], first["ownerToken"])
+        # Without key material: answered from the store (offline mode).
+        self.assertEqual(self.activate(eui(1))["device"]["ownerToken"], first["ownerToken"])
+        for kw in ({"tkmInfo": "31110123D345666E0000"},
+                   {"tkmInfo": TKM, "joinEUI": "0000000000000009"},
+                   {"generateAppKey": True},
+                   {"tkmInfo": TKM, "serial": "OTHER"}):
+            with self.assertRaises(VarlinkError) as e:
+                self.activate(eui(1), **kw)
+            self.assertEqual(e.exception.error, "io.tpad.Station.Conflict", kw)
+            self.assertEqual(e.exception.params["devEUI"], eui(1))
+        key = "00112233445566778899AABBCCDDEEFF"
+        self.activate(eui(2), appKey=key)
+        self.assertEqual(self.activate(eui(2), appKey=key.lower())["device"]["source"], "stored")
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(2), appKey="FF" * 16)
+        self.assertEqual(e.exception.error, "io.tpad.Station.Conflict")
+        c = self.s.counters()
+        self.assertEqual(c["imports"], 2)
+        self.assertEqual(c["duplicate_imports"], 0)
+
+    def test_parameter_rules(self):
+        self.start()
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(1), tkmInfo=TKM, appKey="00" * 16)
+        self.assertEqual(e.exception.error, "io.tpad.Station.InvalidParameter")
+        self.assertEqual(e.exception.params["parameter"], "appKey")
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(1), appKey="00" * 16, generateAppKey=True)
+        self.assertEqual(e.exception.params["parameter"], "generateAppKey")
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(1))
+        self.assertEqual(e.exception.error, "io.tpad.Station.NotFound")
+        with self.assertRaises(VarlinkError) as e:
+            with self.d.station_client() as c:
+                c.call("io.tpad.Station.Lookup", {"devEUI": eui(1)})
+        self.assertEqual(e.exception.error, "io.tpad.Station.NotFound")
+        self.assertEqual(self.s.counters()["imports"], 0)
+
+    def test_concurrent_same_device(self):
+        self.start(sim_extra=["--latency-ms", "100"])
+        results = []
+
+        def go():
+            try:
+                results.append(self.activate(eui(5), tkmInfo=TKM)["device"])
+            except Exception as e:  # noqa: BLE001 - recorded and asserted below
+                results.append(e)
+        ts = [threading.Thread(target=go) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(len({r["ownerToken"] for r in results}), 1, results)
+        self.assertEqual(sum(r["source"] == "live" for r in results), 1)
+        self.assertEqual(self.s.counters()["imports"], 1)
+
+    def test_allowed_uids(self):
+        self.start(conf_extra="station.allowed-uids = 4242")
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(1), tkmInfo=TKM)
+        self.assertEqual(e.exception.error, "io.tpad.Station.PermissionDenied")
+        self.assertEqual(self.s.counters()["imports"], 0)
+        self.assertIn("not in station.allowed-uids", self.d.log_text())
+        # GetInfo stays open to everyone who can reach the socket.
+        with self.d.station_client() as c:
+            c.call("org.varlink.service.GetInfo")
+
+
+class Faults(Base):
+    """Each tpa-sim fault during activation: clear outcomes, and never a duplicate import."""
+
+    def run_devices(self, first, n, threads=8):
+        """Activate n devices concurrently; returns {eui: device or error name}."""
+        out = {}
+        lock = threading.Lock()
+        euis = [eui(first + i) for i in range(n)]
+
+        def worker(part):
+            with self.d.station_client(timeout=60) as c:
+                for e in part:
+                    try:
+                        r = c.call("io.tpad.Station.Activate", {"devEUI": e, "tkmInfo": TKM})
+                        v = r["device"]
+                    except VarlinkError as err:
+                        v = err.error.rsplit(".", 1)[1]
+                    with lock:
+                        out[e] = v
+        ts = [threading.Thread(target=worker, args=(euis[i::threads],)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return out
+
+    def settle_and_check(self, out):
+        """Faults off, ask again for every device, then check the invariants."""
+        self.s.faults(rate_5xx=0, rate_429=0, drop_before_answer=0, drop_before_import=0,
+                      reset_after=0, malformed=0, slow=False, refuse=False, latency_ms=0)
+        again = self.run_devices_list(list(out))
+        sim = {x["deviceEUI"]: x["ownerToken"].upper() for x in self.s.devices()}
+        for e, v in out.items():
+            self.assertIsInstance(again[e], dict, (e, again[e]))
+            if isinstance(v, dict):
+                # A token a station received is the cloud's token, and stays so.
+                self.assertEqual(v["ownerToken"], sim[e])
+                self.assertEqual(again[e]["ownerToken"], v["ownerToken"])
+            self.assertEqual(again[e]["ownerToken"], sim[e])
+        c = self.s.counters()
+        self.assertEqual(c["duplicate_imports"], 0, c)
+        self.assertEqual(c["imports"], len(out))
+        st = self.status()["store"]["rows"]
+        self.assertEqual(st["PENDING"], 0)
+        self.assertEqual(st["ISSUED"], len(out))
+
+    def run_devices_list(self, euis):
+        out = {}
+        with self.d.station_client(timeout=60) as c:
+            for e in euis:
+                try:
+                    out[e] = c.call("io.tpad.Station.Activate", {"devEUI": e})["device"]
+                except VarlinkError as err:
+                    out[e] = err.error
+        return out
+
+    def test_5xx(self):
+        self.start()
+        self.s.faults(rate_5xx=1.0)
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(1), tkmInfo=TKM)
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamUnavailable")
+        self.s.faults(rate_5xx=0.3)
+        self.settle_and_check(self.run_devices(100, 40))
+
+    def test_429_retry_after(self):
+        self.start()
+        self.s.faults(rate_429=1.0, retry_after=7)
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(1), tkmInfo=TKM)
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamUnavailable")
+        self.assertEqual(e.exception.params.get("retryAfter"), 7)
+        self.s.faults(rate_429=0)
+        self.assertEqual(self.activate(eui(1), tkmInfo=TKM)["device"]["source"], "live")
+
+    def test_drop_after_import_then_settle(self):
+        self.start()
+        # Every answer is lost (the query's too): the outcome is unknown, the row PENDING.
+        self.s.faults(drop_before_answer=1.0)
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(1), tkmInfo=TKM)
+        self.assertEqual(e.exception.error, "io.tpad.Station.OutcomeUnknown")
+        self.assertEqual(self.status()["store"]["rows"]["PENDING"], 1)
+        self.assertEqual(self.s.counters()["imports"], 1)
+        # Asked again once the cloud answers: the query adopts its token, no second import.
+        self.s.faults(drop_before_answer=0)
+        dev = self.activate(eui(1), tkmInfo=TKM)["device"]
+        self.assertEqual(dev["ownerToken"], self.s.devices()[0]["ownerToken"].upper())
+        self.assertEqual(self.s.counters()["duplicate_imports"], 0)
+        self.assertEqual(self.s.counters()["imports"], 1)
+
+    def test_drops_mixed(self):
+        self.start()
+        self.s.faults(drop_before_answer=0.3, drop_before_import=0.2)
+        self.settle_and_check(self.run_devices(200, 60))
+
+    def test_resets_malformed_slow(self):
+        self.start()
+        self.s.faults(reset_after=1)
+        out = self.run_devices(300, 20)
+        # A request racing a silent close may end unknown; nothing else may go wrong.
+        self.assertEqual({v for v in out.values() if not isinstance(v, dict)} - {"OutcomeUnknown"},
+                         set(), out)
+        self.s.faults(reset_after=0, malformed=0.3)
+        out.update(self.run_devices(400, 30))
+        self.s.faults(malformed=0, slow=True)
+        out.update(self.run_devices(500, 5, threads=5))
+        self.settle_and_check(out)
+
+    def test_refused_then_recovers(self):
+        self.start()
+        # Warm sessions are closed after one more request and new connections refused.
+        self.s.faults(refuse=True, reset_after=1)
+        t0 = time.monotonic()
+        outcomes = []
+        for i in range(15):
+            try:
+                self.activate(eui(600 + i), tkmInfo=TKM)
+                outcomes.append("ok")
+            except VarlinkError as e:
+                outcomes.append(e.error)
+        self.assertLessEqual(outcomes.count("ok"), 4, outcomes)
+        self.assertEqual(set(outcomes) - {"ok"}, {"io.tpad.Station.UpstreamUnavailable"})
+        self.assertLess(time.monotonic() - t0, 30)
+        up = self.status()["upstream"]
+        self.assertIn(up["state"], ("degraded", "down"))
+        self.s.faults(refuse=False, reset_after=0)
+        self.wait_upstream_ready()
+        for i in range(15):
+            dev = self.activate(eui(600 + i), tkmInfo=TKM)["device"]
+            self.assertEqual(dev["state"], "ISSUED")
+        self.assertEqual(self.s.counters()["duplicate_imports"], 0)
+        self.assertEqual(self.s.counters()["imports"], 15)
+        self.assertEqual(self.status()["upstream"]["breaker"], "closed")
+
+    def test_409_adopts_cloud_token(self):
+        d = self.start()
+        first = self.activate(eui(1), tkmInfo=TKM)["device"]["ownerToken"]
+        # A second line PC with an empty store: the cloud says 409, the query settles it.
+        d2 = self.daemon(upstream_url=self.s.url(), psk_hex=self.s.psk_hex).start()
+        self.wait_upstream_ready(d2)
+        with d2.station_client() as c:
+            dev = c.call("io.tpad.Station.Activate", {"devEUI": eui(1), "tkmInfo": TKM})["device"]
+        self.assertEqual(dev["ownerToken"], first)
+        self.assertEqual(self.s.counters()["imports"], 1)
+        self.assertEqual(self.s.counters()["duplicate_imports"], 1)
+        d.stop()
+
+
+class Durability(Base):
+    def test_restart_settles_pending(self):
+        d = self.start()
+        self.s.faults(drop_before_answer=1.0)
+        for i in range(3):
+            with self.assertRaises(VarlinkError):
+                self.activate(eui(i), tkmInfo=TKM)
+        # One never reached the cloud at all.
+        self.s.faults(drop_before_answer=0, drop_before_import=1.0)
+        with self.assertRaises(VarlinkError):
+            self.activate(eui(9), tkmInfo=TKM)
+        self.assertEqual(self.status()["store"]["rows"]["PENDING"], 4)
+        self.assertEqual(d.stop(), 0)
+        self.s.faults(drop_before_import=0)
+        d.start()
+        wait_for(lambda: self.status()["store"]["rows"]["PENDING"] == 0, 20, "settled rows")
+        sim = {x["deviceEUI"]: x["ownerToken"].upper() for x in self.s.devices()}
+        self.assertEqual(len(sim), 4)
+        for e in [eui(0), eui(1), eui(2), eui(9)]:
+            with d.station_client() as c:
+                dev = c.call("io.tpad.Station.Lookup", {"devEUI": e})["device"]
+            self.assertEqual(dev["ownerToken"], sim[e])
+        c = self.s.counters()
+        self.assertEqual(c["duplicate_imports"], 0)
+        self.assertEqual(c["imports"], 4)
+        self.assertIn("PENDING devices", d.log_text())
+
+    def test_kill_9_during_concurrent_activations(self):
+        """SIGKILL at random moments during 200 activations from 20 clients, twice."""
+        d = self.start(sim_extra=["--latency-ms", "5", "--jitter-ms", "10"])
+        rng = random.Random(int(os.environ.get("CRASH_SEED", "4242")))
+        received = {}
+        lock = threading.Lock()
+        base = 1000
+        for round_ in range(2):
+            euis = [eui(base + round_ * 1000 + i) for i in range(200)]
+            stop = threading.Event()
+
+            def client(part):
+                try:
+                    with d.station_client(timeout=30) as c:
+                        for e in part:
+                            if stop.is_set():
+                                return
+                            key = {"tkmInfo": TKM} if int(e, 16) % 2 else {"generateAppKey": True}
+                            try:
+                                r = c.call("io.tpad.Station.Activate", {"devEUI": e, **key})
+                            except VarlinkError:
+                                continue
+                            with lock:
+                                received[e] = r["device"]
+                except (OSError, EOFError):
+                    return  # tpad was killed under us
+            ts = [threading.Thread(target=client, args=(euis[i::20],)) for i in range(20)]
+            for t in ts:
+                t.start()
+            time.sleep(rng.uniform(0.05, 0.4))
+            d.kill()
+            stop.set()
+            for t in ts:
+                t.join()
+            d.start()
+            self.wait_upstream_ready()
+            wait_for(lambda: self.status()["store"]["rows"]["PENDING"] == 0, 30,
+                     "PENDING rows settled after the crash")
+        self.assertGreater(len(received), 0)
+        sim = {x["deviceEUI"]: x for x in self.s.devices()}
+        with d.station_client() as c:
+            for e, dev in received.items():
+                stored = c.call("io.tpad.Station.Lookup", {"devEUI": e})["device"]
+                self.assertEqual(stored["ownerToken"], dev["ownerToken"], e)
+                self.assertEqual(sim[e]["ownerToken"].upper(), dev["ownerToken"], e)
+                self.assertEqual(stored.get("appKey"), dev.get("appKey"), e)
+            # Every device the cloud has is ISSUED in the store with the cloud's token.
+            for e, x in sim.items():
+                stored = c.call("io.tpad.Station.Lookup", {"devEUI": e})["device"]
+                self.assertEqual(stored["ownerToken"], x["ownerToken"].upper())
+        self.assertEqual(self.s.counters()["duplicate_imports"], 0)
+
+
+class StoreFailure(TpadTestCase):
+    def test_disk_full(self):
+        """A full disk gives StoreFailed, loses nothing, and heals (run in its own mount ns)."""
+        if os.getuid() != 0 or not shutil.which("unshare"):
+            self.skipTest("needs root and unshare for a private tmpfs")
+        inner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "storefail_inner.py")
+        p = subprocess.run(["unshare", "--mount", "--propagation", "private", "python3", inner,
+                            self.tmp], capture_output=True, text=True, timeout=120)
+        if p.returncode == 77:
+            self.skipTest(p.stdout.strip())
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+if __name__ == "__main__":
+    tpadtest.main()
