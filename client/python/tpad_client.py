@@ -1,0 +1,446 @@
+"""tpad_client: a Python station client for tpad, the ThingPark Activation factory daemon.
+
+Standard library only, Python 3.9 or later. A test station activates the device it just
+powered up and gets its ownerToken, its AppKey (devices without a Secure Element) and its
+QR label::
+
+    from tpad_client import Client, TpadError
+
+    with Client() as tpad:                      # /run/tpad/station.sock
+        dev = tpad.activate("0123D345666E2DBD", tkm_info="31110123D345666E2DBD",
+                            qr_format="png")
+        print(dev.owner_token)
+        dev.save_label("0123D345666E2DBD.png")
+
+The protocol is varlink-style: one JSON object per message on a Unix stream socket, each
+message ended by a NUL byte (see tpad(8) and proto/io.tpad.Station.varlink). Error
+replies are raised as exceptions: a subclass of TpadError named after the error
+(InvalidParameter, NotFound, Conflict, UpstreamRejected, UpstreamUnavailable,
+OutcomeUnknown, Busy, StoreFailed, PermissionDenied, MethodNotFound, ...), with the
+error's full name in .error and its parameters in .parameters. A socket that cannot be
+reached or a link that fails raises TpadConnectionError, a ConnectionError.
+
+A Client is one connection and is not safe to share between threads without a lock.
+"""
+
+import base64
+import binascii
+import dataclasses
+import errno
+import json
+import socket
+from typing import Any, Dict, Iterator, Optional
+
+__all__ = [
+    "DEFAULT_STATION_SOCKET", "DEFAULT_ADMIN_SOCKET", "STATION", "ADMIN", "Client", "Device",
+    "TpadError", "TpadConnectionError", "TpadTimeout", "TpadProtocolError",
+    "InvalidParameter", "NotFound", "Conflict", "UpstreamRejected", "UpstreamUnavailable",
+    "OutcomeUnknown", "Busy", "StoreFailed", "PermissionDenied", "ExpectedMore",
+    "MethodNotFound", "MethodNotImplemented", "InterfaceNotFound",
+]
+
+DEFAULT_STATION_SOCKET = "/run/tpad/station.sock"
+DEFAULT_ADMIN_SOCKET = "/run/tpad/admin.sock"
+STATION = "io.tpad.Station"
+ADMIN = "io.tpad.Admin"
+VARLINK_SERVICE = "org.varlink.service"
+
+# Largest reply accepted; tpad's replies (a PNG label in base64) are far smaller.
+MAX_REPLY = 16 * 1024 * 1024
+
+
+class TpadError(Exception):
+    """An error reply from tpad.
+
+    .error is the error's full name (e.g. "io.tpad.Station.NotFound"), .parameters its
+    parameters as a dict, .method the method that was called.
+    """
+
+    def __init__(self, error: str, parameters: Optional[Dict[str, Any]] = None,
+                 method: Optional[str] = None):
+        self.error = error
+        self.parameters = dict(parameters or {})
+        self.method = method
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        short = self.error.rsplit(".", 1)[-1]
+        if not self.parameters:
+            return short
+        details = ", ".join(f"{k}={v}" for k, v in self.parameters.items())
+        return f"{short}: {details}"
+
+
+class InvalidParameter(TpadError):
+    """A parameter has the wrong type or format; .parameter names it, .reason says why."""
+
+    @property
+    def parameter(self) -> Optional[str]:
+        return self.parameters.get("parameter")
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.parameters.get("reason")
+
+
+class NotFound(TpadError):
+    """The store holds no record of this device (.parameters["devEUI"])."""
+
+
+class Conflict(TpadError):
+    """The store holds a different record for this DevEUI; .parameters["reason"] says which field."""
+
+
+class UpstreamRejected(TpadError):
+    """ThingPark Activation refused the device (.parameters: status, code?, message?)."""
+
+
+class UpstreamUnavailable(TpadError):
+    """ThingPark Activation cannot be reached now; nothing was sent, the call may be retried.
+
+    .retry_after is the number of seconds to wait, when tpad knows it.
+    """
+
+    @property
+    def retry_after(self) -> Optional[int]:
+        return self.parameters.get("retryAfter")
+
+
+class OutcomeUnknown(TpadError):
+    """The request reached the cloud but its answer was lost; retry later, it never imports twice."""
+
+
+class Busy(TpadError):
+    """A limit of tpad was hit (queue full, too many clients); retry later."""
+
+
+class StoreFailed(TpadError):
+    """The store could not record the device; no token was handed out."""
+
+
+class PermissionDenied(TpadError):
+    """This station is not allowed to call the method (station.allowed-uids/-groups)."""
+
+
+class ExpectedMore(TpadError):
+    """A streaming method was called without more (use Client.call_more)."""
+
+
+class MethodNotFound(TpadError):
+    """The method does not exist on this socket (admin methods are not on the station socket)."""
+
+
+class MethodNotImplemented(TpadError):
+    """This tpad does not implement the method yet."""
+
+
+class InterfaceNotFound(TpadError):
+    """The socket does not serve the interface."""
+
+
+class TpadConnectionError(ConnectionError):
+    """tpad's socket cannot be reached, or the connection failed during a call.
+
+    .path is the socket path. After this error the Client is closed.
+    """
+
+    def __init__(self, message: str, path: Optional[str] = None):
+        super().__init__(message)
+        self.path = path
+
+
+class TpadTimeout(TpadConnectionError, TimeoutError):
+    """No reply came within the Client's timeout; the connection was closed."""
+
+
+class TpadProtocolError(TpadConnectionError):
+    """tpad sent something that is not a valid reply; the connection was closed."""
+
+
+_ERROR_CLASSES = {
+    cls.__name__: cls
+    for cls in (InvalidParameter, NotFound, Conflict, UpstreamRejected, UpstreamUnavailable,
+                OutcomeUnknown, Busy, StoreFailed, PermissionDenied, ExpectedMore,
+                MethodNotFound, MethodNotImplemented, InterfaceNotFound)
+}
+_ERROR_PREFIXES = (STATION + ".", ADMIN + ".", VARLINK_SERVICE + ".")
+
+
+def error_from_reply(error: str, parameters: Optional[Dict[str, Any]],
+                     method: Optional[str] = None) -> TpadError:
+    """Build the exception for an error reply: the subclass named after the error, or TpadError."""
+    cls = TpadError
+    if isinstance(error, str) and error.startswith(_ERROR_PREFIXES):
+        cls = _ERROR_CLASSES.get(error.rsplit(".", 1)[-1], TpadError)
+    if not isinstance(parameters, dict):
+        parameters = {}
+    return cls(str(error), parameters, method)
+
+
+@dataclasses.dataclass
+class Device:
+    """A device record handed out by Activate or Lookup, with its QR label if one was asked for."""
+
+    dev_eui: str
+    join_eui: str
+    profile_id: str
+    owner_token: str
+    qr_text: str
+    state: str
+    source: str
+    serial: Optional[str] = None
+    app_key: Optional[str] = None
+    qr_format: Optional[str] = None
+    qr_bytes: Optional[bytes] = dataclasses.field(default=None, repr=False)
+    raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_reply(cls, reply: Dict[str, Any]) -> "Device":
+        """Build a Device from the parameters of an Activate or Lookup reply."""
+        d = reply.get("device")
+        if not isinstance(d, dict):
+            raise TpadProtocolError("tpad's reply has no device record")
+        try:
+            dev = cls(dev_eui=d["devEUI"], join_eui=d["joinEUI"], profile_id=d["profileId"],
+                      owner_token=d["ownerToken"], qr_text=d["qrText"], state=d["state"],
+                      source=d["source"], serial=d.get("serial"), app_key=d.get("appKey"),
+                      raw=reply)
+        except KeyError as e:
+            raise TpadProtocolError(f"tpad's device record lacks {e.args[0]}") from None
+        qr = reply.get("qr")
+        if isinstance(qr, dict):
+            dev.qr_format = qr.get("format")
+            try:
+                dev.qr_bytes = base64.b64decode(qr.get("data", ""), validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                raise TpadProtocolError("tpad sent a QR label that is not valid base64") from None
+        return dev
+
+    @property
+    def has_app_key(self) -> bool:
+        """True for a device without a Secure Element, whose AppKey must be injected."""
+        return self.app_key is not None
+
+    def save_label(self, path: str) -> None:
+        """Write the QR label's bytes to path; ValueError when the call asked for no label."""
+        if self.qr_bytes is None:
+            raise ValueError("no QR label in this reply: pass qr_format to activate()/lookup()")
+        with open(path, "wb") as f:
+            f.write(self.qr_bytes)
+
+
+def _qr_options(qr_format, qr_scale, qr_margin, qr_ec_level) -> Optional[Dict[str, Any]]:
+    """The qr parameter of a station call, or None when nothing was asked."""
+    q = {"format": qr_format, "scale": qr_scale, "margin": qr_margin, "ecLevel": qr_ec_level}
+    q = {k: v for k, v in q.items() if v is not None}
+    return q or None
+
+
+class Client:
+    """One connection to tpad's station socket (or, with path=DEFAULT_ADMIN_SOCKET, the admin one).
+
+    Use it as a context manager, or call close(). timeout is in seconds and bounds
+    connecting and each wait for a reply; an activation waits on the cloud, so keep it
+    above tpad's upstream.request-timeout (30 s by default). interface is used to
+    complete short method names given to call() ("Activate" -> "io.tpad.Station.Activate").
+    """
+
+    def __init__(self, path: str = DEFAULT_STATION_SOCKET, timeout: Optional[float] = 60.0,
+                 interface: str = STATION):
+        self.path = path
+        self.timeout = timeout
+        self.interface = interface
+        self._buf = b""
+        self._unfinished = False
+        self._sock: Optional[socket.socket] = None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as e:
+            sock.close()
+            raise _connect_error(path, e) from None
+        self._sock = sock
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (by close() or after a connection error)."""
+        return self._sock is None
+
+    def close(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        sock, self._sock = getattr(self, "_sock", None), None
+        if sock is not None:
+            sock.close()
+
+    def call(self, method: str, **parameters: Any) -> Dict[str, Any]:
+        """Call method and return its reply parameters; raise a TpadError subclass on an error reply.
+
+        Parameters whose value is None are left out.
+        """
+        method = self._full_name(method)
+        self._send(method, parameters, more=False)
+        reply = self._recv(method)
+        if reply.get("continues"):
+            self._unfinished = True
+        return self._parameters(method, reply)
+
+    def call_more(self, method: str, **parameters: Any) -> Iterator[Dict[str, Any]]:
+        """Call method with more and yield each reply's parameters, the last one included.
+
+        An error reply raises and ends the stream. If the caller stops early, the rest of
+        the stream is read and dropped before the next call on this connection.
+        """
+        method = self._full_name(method)
+        self._send(method, parameters, more=True)
+        self._unfinished = True
+        while True:
+            reply = self._recv(method)
+            last = not reply.get("continues")
+            if last:
+                self._unfinished = False
+            params = self._parameters(method, reply)
+            yield params
+            if last:
+                return
+
+    def get_info(self) -> Dict[str, Any]:
+        """org.varlink.service.GetInfo: vendor, product, version, url and interfaces."""
+        return self.call(VARLINK_SERVICE + ".GetInfo")
+
+    def get_interface_description(self, interface: str = STATION) -> str:
+        """The interface description text of one of this socket's interfaces."""
+        reply = self.call(VARLINK_SERVICE + ".GetInterfaceDescription", interface=interface)
+        return reply.get("description", "")
+
+    def activate(self, dev_eui: str, tkm_info: Optional[str] = None,
+                 app_key: Optional[str] = None, generate_app_key: bool = False,
+                 join_eui: Optional[str] = None, profile_id: Optional[str] = None,
+                 serial: Optional[str] = None, qr_format: Optional[str] = None,
+                 qr_scale: Optional[int] = None, qr_margin: Optional[int] = None,
+                 qr_ec_level: Optional[str] = None) -> Device:
+        """io.tpad.Station.Activate: get a device's ownerToken (and AppKey, and QR label).
+
+        Give one of tkm_info (device with a Secure Element), app_key or
+        generate_app_key=True (devices without one), or none of them for a device that
+        was imported before manufacturing. qr_format is "png", "svg", "zpl", "text" or
+        "none"; without any qr_* argument tpad's configured default applies. Calling again
+        with the same record returns the same token. Raises the TpadError subclass of the
+        error reply, e.g. InvalidParameter, Conflict or UpstreamUnavailable.
+        """
+        reply = self.call(STATION + ".Activate", devEUI=dev_eui, joinEUI=join_eui,
+                          profileId=profile_id, serial=serial, tkmInfo=tkm_info,
+                          appKey=app_key, generateAppKey=True if generate_app_key else None,
+                          qr=_qr_options(qr_format, qr_scale, qr_margin, qr_ec_level))
+        return Device.from_reply(reply)
+
+    def lookup(self, dev_eui: str, qr_format: Optional[str] = None,
+               qr_scale: Optional[int] = None, qr_margin: Optional[int] = None,
+               qr_ec_level: Optional[str] = None) -> Device:
+        """io.tpad.Station.Lookup: a device from tpad's store only; NotFound when it is not there."""
+        reply = self.call(STATION + ".Lookup", devEUI=dev_eui,
+                          qr=_qr_options(qr_format, qr_scale, qr_margin, qr_ec_level))
+        return Device.from_reply(reply)
+
+    def _full_name(self, method: str) -> str:
+        """Complete a short method name with the Client's interface."""
+        if not isinstance(method, str) or not method:
+            raise ValueError("method must be a non-empty string")
+        return method if "." in method else f"{self.interface}.{method}"
+
+    def _parameters(self, method: str, reply: Dict[str, Any]) -> Dict[str, Any]:
+        """The parameters of a reply, or raise its error."""
+        if "error" in reply:
+            raise error_from_reply(reply["error"], reply.get("parameters"), method)
+        params = reply.get("parameters", {})
+        if not isinstance(params, dict):
+            self._fail(TpadProtocolError, "tpad sent reply parameters that are not an object")
+        return params
+
+    def _check_open(self) -> socket.socket:
+        """The socket, or TpadConnectionError when the connection is closed."""
+        if self._sock is None:
+            raise TpadConnectionError(f"the connection to {self.path} is closed", self.path)
+        return self._sock
+
+    def _fail(self, cls, message: str):
+        """Close the connection and raise cls(message)."""
+        self.close()
+        raise cls(message, self.path)
+
+    def _send(self, method: str, parameters: Dict[str, Any], more: bool) -> None:
+        """Send one call, after draining the rest of a stream the caller left unfinished."""
+        sock = self._check_open()
+        while self._unfinished:
+            reply = self._recv(method)
+            if not reply.get("continues"):
+                self._unfinished = False
+        msg: Dict[str, Any] = {"method": method}
+        params = {k: v for k, v in parameters.items() if v is not None}
+        if params:
+            msg["parameters"] = params
+        if more:
+            msg["more"] = True
+        data = json.dumps(msg, separators=(",", ":")).encode() + b"\0"
+        try:
+            sock.sendall(data)
+        except socket.timeout:
+            self._fail(TpadTimeout, f"timed out sending to {self.path}")
+        except OSError as e:
+            self._fail(TpadConnectionError, f"cannot send to {self.path}: {e.strerror or e}")
+
+    def _recv(self, method: str) -> Dict[str, Any]:
+        """Read one reply object; connection problems close the Client and raise."""
+        sock = self._check_open()
+        while True:
+            end = self._buf.find(b"\0")
+            if end >= 0:
+                break
+            if len(self._buf) > MAX_REPLY:
+                self._fail(TpadProtocolError, f"reply from {self.path} exceeds {MAX_REPLY} bytes")
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                self._fail(TpadTimeout, f"no reply to {method} from {self.path} within "
+                           f"{self.timeout} s")
+            except OSError as e:
+                self._fail(TpadConnectionError,
+                           f"cannot read from {self.path}: {e.strerror or e}")
+            if not chunk:
+                self._fail(TpadConnectionError,
+                           f"tpad closed the connection during {method} (see its log: "
+                           f"journalctl -u tpad)")
+            self._buf += chunk
+        msg, self._buf = self._buf[:end], self._buf[end + 1:]
+        try:
+            reply = json.loads(msg)
+        except (ValueError, UnicodeDecodeError):
+            self._fail(TpadProtocolError, f"tpad sent a reply that is not JSON: {msg[:80]!r}")
+        if not isinstance(reply, dict):
+            self._fail(TpadProtocolError, "tpad sent a reply that is not a JSON object")
+        return reply
+
+
+def _connect_error(path: str, e: OSError) -> TpadConnectionError:
+    """A connection error that says what to do about e."""
+    if isinstance(e, socket.timeout):
+        return TpadTimeout(f"cannot connect to {path}: timed out", path)
+    if e.errno == errno.ENOENT:
+        hint = "the socket does not exist: is tpad running? (systemctl status tpad)"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        group = "tpad-admin" if path.endswith("admin.sock") else "tpad-station"
+        hint = f"permission denied: is this user in the group {group}?"
+    elif e.errno == errno.ECONNREFUSED:
+        hint = "nothing listens there: tpad is not running (stale socket)"
+    else:
+        hint = e.strerror or str(e)
+    return TpadConnectionError(f"cannot connect to {path}: {hint}", path)
