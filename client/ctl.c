@@ -265,3 +265,17 @@ int ctl_status(struct ctl *c, struct ctl_args *a)
 	json_decref(p);
 	return 0;
 }
+
+int ctl_metrics(struct ctl *c, struct ctl_args *a)
+{
+	json_t *p;
+	int r = ctl_call(c, "io.tpad.Admin.Metrics", NULL, a->json, &p);
+	if (r != 0)
+		return r < 0 ? 1 : r;
+	if (a->json)
+		ctl_print_json(p);
+	else
+		fputs(gets_or(p, "text", ""), stdout);
+	json_decref(p);
+	return 0;
+}

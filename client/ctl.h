@@ -59,5 +59,6 @@ void ctl_print_json(json_t *v);
 
 /* Commands; each returns the exit status. */
 int ctl_status(struct ctl *c, struct ctl_args *a);
+int ctl_metrics(struct ctl *c, struct ctl_args *a);
 int ctl_activate(struct ctl *c, struct ctl_args *a);
 int ctl_lookup(struct ctl *c, struct ctl_args *a);

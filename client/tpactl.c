@@ -95,6 +95,7 @@ struct command {
 
 static const struct command commands[] = {
     {"status", ctl_status, CTL_ADMIN, 0, false, 0, 0},
+    {"metrics", ctl_metrics, CTL_ADMIN, 0, false, 0, 0},
     {"activate", ctl_activate, CTL_STATION,
      BIT(OPT_DEV_EUI) | BIT(OPT_JOIN_EUI) | BIT(OPT_TKM_INFO) | BIT(OPT_APP_KEY) |
 	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS,

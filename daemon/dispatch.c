@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "activation.h"
@@ -12,6 +13,7 @@
 #include "iface.h"
 #include "log.h"
 #include "message.h"
+#include "metrics.h"
 #include "qr.h"
 #include "rng.h"
 #include "server.h"
@@ -102,10 +104,24 @@ static void h_status(struct tpad *t, struct req *r)
 	req_reply(r, o, false);
 }
 
+/* io.tpad.Admin.Metrics: OpenMetrics text. */
+static void h_metrics(struct tpad *t, struct req *r)
+{
+	char *text = metrics_render(t);
+	json_t *o = text ? json_pack("{s:s}", "text", text) : NULL;
+	free(text);
+	if (!o) {
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	req_reply(r, o, false);
+}
+
 static const struct handler handlers[] = {
     {"org.varlink.service.GetInfo", h_get_info},
     {"org.varlink.service.GetInterfaceDescription", h_get_interface_description},
     {"io.tpad.Admin.Status", h_status},
+    {"io.tpad.Admin.Metrics", h_metrics},
     {"io.tpad.Station.Activate", station_activate},
     {"io.tpad.Station.Lookup", station_lookup},
 };
