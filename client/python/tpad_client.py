@@ -88,7 +88,7 @@ class NotFound(TpadError):
 
 
 class Conflict(TpadError):
-    """The store holds a different record for this DevEUI; .parameters["reason"] says which field."""
+    """The store holds a different record for this DevEUI; .parameters["reason"] says why."""
 
 
 class UpstreamRejected(TpadError):
@@ -107,7 +107,7 @@ class UpstreamUnavailable(TpadError):
 
 
 class OutcomeUnknown(TpadError):
-    """The request reached the cloud but its answer was lost; retry later, it never imports twice."""
+    """The request reached the cloud but its answer was lost; retry later (never imported twice)."""
 
 
 class Busy(TpadError):
@@ -283,7 +283,7 @@ class Client:
             sock.close()
 
     def call(self, method: str, **parameters: Any) -> Dict[str, Any]:
-        """Call method and return its reply parameters; raise a TpadError subclass on an error reply.
+        """Call method and return its reply parameters; an error reply raises a TpadError subclass.
 
         Parameters whose value is None are left out.
         """
@@ -346,7 +346,7 @@ class Client:
     def lookup(self, dev_eui: str, qr_format: Optional[str] = None,
                qr_scale: Optional[int] = None, qr_margin: Optional[int] = None,
                qr_ec_level: Optional[str] = None) -> Device:
-        """io.tpad.Station.Lookup: a device from tpad's store only; NotFound when it is not there."""
+        """io.tpad.Station.Lookup: a device from tpad's store only; NotFound when it is absent."""
         reply = self.call(STATION + ".Lookup", devEUI=dev_eui,
                           qr=_qr_options(qr_format, qr_scale, qr_margin, qr_ec_level))
         return Device.from_reply(reply)

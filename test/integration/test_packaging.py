@@ -1,0 +1,404 @@
+"""Packaging tests: install tree, systemd units (verify, security), sysusers, tmpfiles, man pages."""
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import unittest
+
+import tpadtest
+
+SRC = tpadtest.SRC_ROOT
+BUILD = os.path.dirname(os.path.dirname(os.path.abspath(tpadtest.TPAD)))
+MAN_PAGES = {"tpad.8": "man8", "tpactl.1": "man1", "tpad.conf.5": "man5"}
+UNITS = ("tpad.service", "tpad-station.socket", "tpad-admin.socket")
+MAX_EXPOSURE = 1.5
+
+
+def run(args, **kw):
+    """Run a command with a time bound; returns CompletedProcess (text)."""
+    kw.setdefault("timeout", 120)
+    return subprocess.run(args, capture_output=True, text=True, **kw)
+
+
+def pkg_var(name, default):
+    """A variable of systemd.pc, or default when pkg-config or the file is missing."""
+    if not shutil.which("pkg-config"):
+        return default
+    p = run(["pkg-config", "--variable=" + name, "systemd"])
+    return p.stdout.strip() if p.returncode == 0 and p.stdout.strip() else default
+
+
+def build_options():
+    """The build directory's meson options, by name."""
+    p = run(["meson", "introspect", BUILD, "--buildoptions"])
+    if p.returncode != 0:
+        raise AssertionError(f"meson introspect failed:\n{p.stderr}")
+    return {o["name"]: o["value"] for o in json.loads(p.stdout)}
+
+
+def read_unit(path):
+    """A unit file as {section: {key: [values...]}} (keys may repeat)."""
+    out, section = {}, None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                section = out.setdefault(line[1:-1], {})
+                continue
+            key, _, value = line.partition("=")
+            section.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def seconds(v):
+    """A systemd time span like 2s, 60, 500ms or 1min in seconds."""
+    m = re.fullmatch(r"(\d+)\s*(ms|s|sec|min|m)?", v)
+    if not m:
+        raise ValueError(v)
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return n / 1000 if unit == "ms" else n * 60 if unit in ("min", "m") else n
+
+
+def roff_text(path):
+    """A man page's source with roff escapes reduced to plain text, for name searches."""
+    with open(path) as f:
+        s = f.read()
+    s = re.sub(r"\\f(\[[^]]*\]|\(..|.)", "", s)
+    s = s.replace("\\-", "-").replace("\\%", "").replace("\\&", "").replace("\\(aq", "'")
+    return s
+
+
+def missing_names(names, text):
+    """The names that do not occur in text as whole words."""
+    return sorted(n for n in names
+                  if not re.search(r"(?<![\w.-])" + re.escape(n) + r"(?![\w-])", text))
+
+
+def conf_directives():
+    """Every directive of conf/tpad.conf as section.key (commented-out lines included)."""
+    names, section = [], None
+    with open(os.path.join(SRC, "conf", "tpad.conf")) as f:
+        for line in f:
+            m = re.match(r"\[([a-z0-9-]+)\]\s*$", line)
+            if m:
+                section = m.group(1)
+                continue
+            m = re.match(r"[#;]?([a-z][a-z0-9-]*)\s*=", line)
+            if m and section:
+                names.append(f"{section}.{m.group(1)}")
+    return names
+
+
+def table_directives():
+    """Every directive name in daemon/config.c's table."""
+    with open(os.path.join(SRC, "daemon", "config.c")) as f:
+        return re.findall(r'^\s*\{"([a-z0-9]+\.[a-z0-9-]+)", T_', f.read(), re.M)
+
+
+def help_text(program):
+    p = run([program, "--help"])
+    if p.returncode != 0:
+        raise AssertionError(f"{program} --help exited {p.returncode}")
+    return p.stdout
+
+
+class InstallTree(unittest.TestCase):
+    """meson install --destdir: what lands where, and the units as installed."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dest = tempfile.mkdtemp(prefix="tpad-install-")
+        p = run(["meson", "install", "-C", BUILD, "--destdir", cls.dest, "--no-rebuild",
+                 "--quiet"], timeout=300)
+        if p.returncode != 0:
+            raise AssertionError(f"meson install failed:\n{p.stdout}\n{p.stderr}")
+        o = build_options()
+        prefix = o["prefix"]
+
+        def under(d):
+            return os.path.join(prefix, d)
+        cls.sbindir = under(o["sbindir"])
+        cls.bindir = under(o["bindir"])
+        cls.sysconfdir = under(o["sysconfdir"])
+        cls.mandir = under(o["mandir"])
+        cls.unitdir = o.get("systemdunitdir") or pkg_var("systemdsystemunitdir",
+                                                         "/lib/systemd/system")
+        cls.sysusersdir = pkg_var("sysusersdir", under("lib/sysusers.d"))
+        cls.tmpfilesdir = pkg_var("tmpfilesdir", under("lib/tmpfiles.d"))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dest, ignore_errors=True)
+
+    def d(self, *parts):
+        """A path inside the install tree."""
+        return os.path.join(self.dest, *(p.lstrip("/") for p in parts))
+
+    def unit(self, name):
+        return self.d(self.unitdir, name)
+
+    def test_expected_files(self):
+        expected = [self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl"),
+                    self.d(self.sysconfdir, "tpad", "tpad.conf"),
+                    self.d(self.sysusersdir, "tpad.conf"), self.d(self.tmpfilesdir, "tpad.conf")]
+        expected += [self.unit(u) for u in UNITS]
+        expected += [self.d(self.mandir, sec, page) for page, sec in MAN_PAGES.items()]
+        for path in expected:
+            self.assertTrue(os.path.isfile(path), f"{path} not installed")
+        for prog in (self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl")):
+            self.assertTrue(os.stat(prog).st_mode & stat.S_IXUSR, prog)
+        # The .in template is configured, never installed raw.
+        self.assertFalse(os.path.exists(self.unit("tpad.service.in")))
+        for page, sec in MAN_PAGES.items():
+            with open(self.d(self.mandir, sec, page)) as a, \
+                    open(os.path.join(SRC, "man", page)) as b:
+                self.assertEqual(a.read(), b.read(), page)
+        with open(self.d(self.sysconfdir, "tpad", "tpad.conf")) as a, \
+                open(os.path.join(SRC, "conf", "tpad.conf")) as b:
+            self.assertEqual(a.read(), b.read())
+
+    def test_installed_programs_run_and_shipped_config_is_valid(self):
+        tpad = self.d(self.sbindir, "tpad")
+        p = run([tpad, "--version"])
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout, r"^tpad \d+\.\d+")
+        conf = self.d(self.sysconfdir, "tpad", "tpad.conf")
+        p = run([tpad, "--config", conf, "--check-config"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("configuration is valid", p.stdout)
+        p = run([self.d(self.bindir, "tpactl"), "--version"])
+        self.assertEqual(p.returncode, 0)
+
+    def test_service_unit_contents(self):
+        u = read_unit(self.unit("tpad.service"))
+        svc, unit = u["Service"], u["Unit"]
+        self.assertEqual(svc["Type"], ["notify"])
+        self.assertEqual(svc["ExecStart"], [
+            f"{self.sbindir}/tpad --config {self.sysconfdir}/tpad/tpad.conf"])
+        with open(self.unit("tpad.service")) as f:
+            self.assertNotRegex(f.read(), r"@[a-z_]+@", "unconfigured @var@ left")
+        self.assertEqual(svc["WatchdogSec"], ["30s"])
+        self.assertEqual(svc["Restart"], ["on-failure"])
+        self.assertEqual((svc["User"], svc["Group"]), (["tpad"], ["tpad"]))
+        self.assertEqual(svc["StateDirectory"], ["tpad"])
+        self.assertEqual(svc["StateDirectoryMode"], ["0700"])
+        self.assertNotIn("RuntimeDirectory", svc)
+        creds = {c.split(":", 1)[0]: c.split(":", 1)[1] for c in svc["LoadCredential"]}
+        self.assertEqual(set(creds), {"tpa-psk", "store-key", "oauth-secret"})
+        for name, path in creds.items():
+            self.assertEqual(path, f"{self.sysconfdir}/tpad/credentials/{name}")
+        for sock in ("tpad-station.socket", "tpad-admin.socket"):
+            self.assertIn(sock, " ".join(unit["Requires"]).split())
+            self.assertIn(sock, " ".join(unit["After"]).split())
+        # Restarts paced by RestartSec= can never reach the start limit, so a crash loop
+        # keeps retrying instead of leaving the unit failed for good.
+        interval = seconds(unit["StartLimitIntervalSec"][0])
+        burst = int(unit["StartLimitBurst"][0])
+        restart = seconds(svc["RestartSec"][0])
+        self.assertGreater(restart, 0)
+        self.assertGreater(burst, interval / restart + 1)
+        self.assertNotIn("PrivateUsers", svc)  # it would hide the stations' uids
+
+    def test_socket_units(self):
+        groups = set()
+        with open(self.d(self.sysusersdir, "tpad.conf")) as f:
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] in ("g", "u"):
+                    groups.add(fields[1])
+        self.assertTrue({"tpad", "tpad-station", "tpad-admin"} <= groups, groups)
+        for name, path, group in (("station", "/run/tpad/station.sock", "tpad-station"),
+                                  ("admin", "/run/tpad/admin.sock", "tpad-admin")):
+            s = read_unit(self.unit(f"tpad-{name}.socket"))["Socket"]
+            self.assertEqual(s["ListenStream"], [path])
+            self.assertEqual(s["FileDescriptorName"], [name])
+            self.assertEqual(s["SocketMode"], ["0660"])
+            self.assertEqual(s["SocketGroup"], [group])
+            self.assertEqual(s["Service"], ["tpad.service"])
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
+    def test_systemd_analyze_verify(self):
+        # verify checks that ExecStart= exists on this machine: point a copy of the
+        # installed units at the installed binary, and let it find the installed man
+        # pages for Documentation=.
+        vdir = tempfile.mkdtemp(prefix="tpad-verify-")
+        try:
+            for u in UNITS:
+                shutil.copy(self.unit(u), vdir)
+            svc = os.path.join(vdir, "tpad.service")
+            with open(svc) as f:
+                text = f.read()
+            exe = f"ExecStart={self.sbindir}/tpad "
+            self.assertIn(exe, text)
+            with open(svc, "w") as f:
+                f.write(text.replace(exe, f"ExecStart={self.d(self.sbindir, 'tpad')} "))
+            env = dict(os.environ, MANPATH=self.d(self.mandir), SYSTEMD_LOG_COLOR="0")
+            args = ["systemd-analyze", "verify", "--man=yes"] + [
+                os.path.join(vdir, u) for u in UNITS]
+            p = run(args, env=env)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertEqual((p.stdout + p.stderr).strip(), "")
+
+            # The same check notices a bad line: it is not vacuous.
+            with open(svc, "a") as f:
+                f.write("\n[Service]\nWatchdogSec=soon\n")
+            p = run(args, env=env)
+            self.assertIn("soon", p.stdout + p.stderr)
+        finally:
+            shutil.rmtree(vdir, ignore_errors=True)
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
+    def test_security_exposure(self):
+        p = run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                 self.unit("tpad.service")], env=dict(os.environ, SYSTEMD_COLORS="0"))
+        out = p.stdout + p.stderr
+        m = re.search(r"Overall exposure level for tpad\.service:\s*([0-9.]+)", out)
+        self.assertIsNotNone(m, out)
+        score = float(m.group(1))
+        print(f"systemd-analyze security: tpad.service exposure {score}")
+        self.assertLessEqual(score, MAX_EXPOSURE, out)
+        # Settings that count in full: each line is there and adds no exposure.
+        for good in ("ProtectSystem=", "NoNewPrivileges=", "SystemCallFilter=~@privileged",
+                     "RestrictAddressFamilies=~AF_PACKET", "MemoryDenyWriteExecute=",
+                     "CapabilityBoundingSet=~CAP_SYS_ADMIN", "User=/DynamicUser="):
+            m = re.search(r"(?m)^\S+\s+" + re.escape(good) + r"\s.*$", out)
+            self.assertIsNotNone(m, good)
+            self.assertNotRegex(m.group(0).rstrip(), r"\d\.\d$", good)
+
+    @unittest.skipUnless(shutil.which("systemd-sysusers"), "systemd-sysusers is not installed")
+    def test_sysusers_creates_user_and_groups(self):
+        root = tempfile.mkdtemp(prefix="tpad-root-")
+        try:
+            os.makedirs(os.path.join(root, "etc"))
+            for f in ("passwd", "group"):
+                open(os.path.join(root, "etc", f), "w").close()
+            p = run(["systemd-sysusers", "--root", root, self.d(self.sysusersdir, "tpad.conf")])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(os.path.join(root, "etc", "passwd")) as f:
+                users = {line.split(":")[0]: line.split(":") for line in f if line.strip()}
+            with open(os.path.join(root, "etc", "group")) as f:
+                groups = {line.split(":")[0] for line in f if line.strip()}
+            self.assertIn("tpad", users)
+            self.assertNotEqual(users["tpad"][2], "0")
+            self.assertTrue(users["tpad"][6].strip().endswith("nologin"), users["tpad"])
+            self.assertTrue({"tpad", "tpad-station", "tpad-admin"} <= groups, groups)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    @unittest.skipUnless(shutil.which("systemd-tmpfiles"), "systemd-tmpfiles is not installed")
+    @unittest.skipUnless(os.geteuid() == 0, "systemd-tmpfiles --root needs root to chown")
+    def test_tmpfiles_creates_credentials_dir(self):
+        root = tempfile.mkdtemp(prefix="tpad-root-")
+        try:
+            p = run(["systemd-tmpfiles", "--root", root, "--create",
+                     self.d(self.tmpfilesdir, "tpad.conf")])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            creds = os.path.join(root, self.sysconfdir.lstrip("/"), "tpad", "credentials")
+            st = os.stat(creds)
+            self.assertTrue(stat.S_ISDIR(st.st_mode))
+            self.assertEqual(stat.S_IMODE(st.st_mode), 0o700)
+            self.assertEqual(st.st_uid, 0)
+            st = os.stat(os.path.join(creds, "oauth-secret"))
+            self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
+            self.assertEqual(st.st_size, 0)
+            # An existing secret is kept as it is.
+            with open(os.path.join(creds, "oauth-secret"), "w") as f:
+                f.write("s3cret\n")
+            p = run(["systemd-tmpfiles", "--root", root, "--create",
+                     self.d(self.tmpfilesdir, "tpad.conf")])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(os.path.join(creds, "oauth-secret")) as f:
+                self.assertEqual(f.read(), "s3cret\n")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+class ManPages(unittest.TestCase):
+    """The man pages format without warnings and name everything they must."""
+
+    def page(self, name):
+        return os.path.join(SRC, "man", name)
+
+    @unittest.skipUnless(shutil.which("groff"), "groff is not installed (package groff-base)")
+    def test_groff_no_warnings(self):
+        for page in MAN_PAGES:
+            p = run(["groff", "-man", "-ww", "-z", self.page(page)])
+            self.assertEqual(p.returncode, 0, page)
+            self.assertEqual(p.stderr, "", page)
+
+    @unittest.skipUnless(shutil.which("man"), "man is not installed (package man-db)")
+    def test_man_no_warnings(self):
+        env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="0")
+        for page in MAN_PAGES:
+            p = run(["man", "--warnings", "-E", "UTF-8", "-l", self.page(page)], env=env)
+            self.assertEqual(p.returncode, 0, page + p.stderr)
+            self.assertEqual(p.stderr, "", page)
+            self.assertIn("NAME", re.sub(".\x08", "", p.stdout)[:400], page)
+
+    def test_every_directive_in_tpad_conf_5(self):
+        text = roff_text(self.page("tpad.conf.5"))
+        names = conf_directives()
+        self.assertGreater(len(names), 40)
+        self.assertEqual(missing_names(names, text), [])
+        self.assertEqual(missing_names(table_directives(), text), [])
+        # The check is not vacuous.
+        self.assertEqual(missing_names(["upstream.no-such-thing"], text),
+                         ["upstream.no-such-thing"])
+
+    def test_every_section_in_tpad_conf_5(self):
+        text = roff_text(self.page("tpad.conf.5"))
+        for section in sorted({n.split(".")[0] for n in conf_directives()}):
+            self.assertRegex(text, rf"(?m)^\.SH \[{section}\]$", section)
+
+    def test_every_tpactl_command_and_option_in_tpactl_1(self):
+        text = roff_text(self.page("tpactl.1"))
+        usage = help_text(tpadtest.TPACTL)
+        commands = re.findall(r"(?m)^  ([a-z]+)\b", usage)
+        self.assertGreaterEqual(len(commands), 3, usage)
+        for cmd in commands:
+            self.assertRegex(text, rf"(?m)^\.B {cmd}\b", f"command {cmd} has no entry")
+        options = set(re.findall(r"--[a-z][a-z-]*", usage))
+        self.assertEqual(missing_names(options, text), [])
+        for code in re.findall(r"(\d) [a-z]", usage.split("Exit status:")[1]):
+            self.assertRegex(text, rf"(?m)^\.B {code}$", f"exit status {code}")
+
+    def test_every_tpad_option_in_tpad_8(self):
+        text = roff_text(self.page("tpad.8"))
+        usage = help_text(tpadtest.TPAD)
+        options = set(re.findall(r"--[a-z][a-z-]*", usage))
+        short = set(re.findall(r"(?<![\w-])-[a-zA-Z]\b", usage))
+        self.assertGreaterEqual(len(options), 5, usage)
+        self.assertEqual(missing_names(options | short, text), [])
+        for code in ("0", "1", "2"):
+            self.assertRegex(text, rf"(?m)^\.B {code}$", f"exit status {code}")
+
+    def test_every_method_and_error_in_tpad_8(self):
+        text = roff_text(self.page("tpad.8"))
+        for iface in ("io.tpad.Station", "io.tpad.Admin"):
+            with open(os.path.join(SRC, "proto", iface + ".varlink")) as f:
+                idl = f.read()
+            methods = re.findall(r"(?m)^method (\w+)\(", idl)
+            errors = re.findall(r"(?m)^error (\w+)", idl)
+            self.assertTrue(methods and errors, iface)
+            self.assertIn("interface " + iface, text)
+            for m in methods:
+                self.assertIn(f"{m}(", text, f"{iface}.{m}")
+            self.assertEqual(missing_names(errors, re.sub(r"[{}]", " ", text)), [], iface)
+
+    def test_files_and_units_named(self):
+        text = roff_text(self.page("tpad.8"))
+        for name in ("/etc/tpad/tpad.conf", "/var/lib/tpad/tpad.db", "/run/tpad/station.sock",
+                     "/run/tpad/admin.sock", "tpad.service", "tpad-station.socket",
+                     "tpad-admin.socket", "tpa-psk", "store-key", "oauth-secret",
+                     "/etc/tpad/credentials/"):
+            self.assertIn(name, text)
+
+
+if __name__ == "__main__":
+    tpadtest.main()
