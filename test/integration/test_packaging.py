@@ -1,4 +1,4 @@
-"""Packaging tests: install tree, systemd units (verify, security), sysusers, tmpfiles, man pages."""
+"""Packaging tests: install tree, units (verify, security score), sysusers, tmpfiles, man pages."""
 
 import json
 import os
