@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "activation.h"
+#include "admin.h"
 #include "config.h"
 #include "cred.h"
 #include "iface.h"
@@ -124,6 +125,10 @@ static const struct handler handlers[] = {
     {"io.tpad.Admin.Metrics", h_metrics},
     {"io.tpad.Station.Activate", station_activate},
     {"io.tpad.Station.Lookup", station_lookup},
+    {"io.tpad.Admin.Import", admin_import},
+    {"io.tpad.Admin.Export", admin_export},
+    {"io.tpad.Admin.ListDevices", admin_list_devices},
+    {"io.tpad.Admin.GetDevice", admin_get_device},
 };
 
 /* The handler of a method, or NULL if it is declared but not built yet. */

@@ -1,0 +1,28 @@
+/* admin: the io.tpad.Admin device methods — Import, Export, ListDevices and GetDevice. */
+#pragma once
+
+struct req;
+struct tpad;
+
+/*
+ * io.tpad.Admin.Import (more): run each row through activation_run() with at most
+ * `concurrency` rows in flight, retrying rows the cloud could not take yet (429 with its
+ * Retry-After, 503, no session, an outcome to settle) a bounded number of times on
+ * timers. Replies: progress about every 200 ms, then the summary. Calls run one at a
+ * time in arrival order; a few wait, more get Busy. When the client goes away or tpad
+ * stops, no new row starts and the rows in flight finish and are stored.
+ */
+void admin_import(struct tpad *t, struct req *r);
+
+/*
+ * io.tpad.Admin.Export (more): one reply per stored device that has an ownerToken (its
+ * label), paging through the store and pausing while more than about 1 MiB of replies
+ * waits for the client; then the summary. Never carries an AppKey.
+ */
+void admin_export(struct tpad *t, struct req *r);
+
+/* io.tpad.Admin.ListDevices: one page of devices in DevEUI order, without AppKeys. */
+void admin_list_devices(struct tpad *t, struct req *r);
+
+/* io.tpad.Admin.GetDevice: one device, without its AppKey, and its audit trail. */
+void admin_get_device(struct tpad *t, struct req *r);
