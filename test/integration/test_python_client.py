@@ -1,4 +1,4 @@
-"""Integration tests of the Python station client (client/python) against the real tpad and tpa-sim."""
+"""Integration tests of the Python station client (client/python) against tpad and tpa-sim."""
 
 import errno
 import json
