@@ -377,13 +377,16 @@ class Faults(Base):
 
 class Durability(Base):
     def test_restart_settles_pending(self):
-        d = self.start()
+        # The breaker stays out of the way: every request below must reach tpa-sim.
+        d = self.start(conf_extra="upstream.breaker-threshold = 100000")
         self.s.faults(drop_before_answer=1.0)
         for i in range(3):
+            self.wait_upstream_ready()
             with self.assertRaises(VarlinkError):
                 self.activate(eui(i), tkmInfo=TKM)
-        # One never reached the cloud at all.
+        # One was read by the cloud but never imported.
         self.s.faults(drop_before_answer=0, drop_before_import=1.0)
+        self.wait_upstream_ready()
         with self.assertRaises(VarlinkError):
             self.activate(eui(9), tkmInfo=TKM)
         self.assertEqual(self.status()["store"]["rows"]["PENDING"], 4)
