@@ -85,6 +85,9 @@ class LiveModes(Base):
         sim_dev = [x for x in self.s.devices() if x["deviceEUI"] == "0123D345666E2DBD"][0]
         self.assertEqual(sim_dev["ownerToken"].upper(), dev["ownerToken"])
         self.assertEqual(sim_dev["tkmInfo"].upper(), TKM)
+        # One structured line per activation (stderr is not the journal here).
+        self.assertRegex(self.d.log_text(), r"Activate DEVEUI=0123D345666E2DBD OUTCOME=ok "
+                         r"SOURCE=live UID=\d+ PID=\d+ LATENCY_MS=[0-9.]+")
 
     def test_without_secure_element(self):
         self.start()
@@ -221,6 +224,11 @@ class Rules(Base):
         self.assertEqual(e.exception.error, "io.tpad.Station.PermissionDenied")
         self.assertEqual(self.s.counters()["imports"], 0)
         self.assertIn("not in station.allowed-uids", self.d.log_text())
+        # The refusal is in the audit trail.
+        rows = subprocess.run(["sqlite3", self.d.store,
+                               "SELECT dev_eui, method, outcome FROM audit"],
+                              capture_output=True, text=True, check=True).stdout
+        self.assertIn(f"{eui(1)}|io.tpad.Station.Activate|denied", rows)
         # GetInfo stays open to everyone who can reach the socket.
         with self.d.station_client() as c:
             c.call("org.varlink.service.GetInfo")

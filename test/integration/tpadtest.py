@@ -96,6 +96,22 @@ class Client:
                 return out
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "WARNING: ThreadSanitizer")
+
+
+def sanitizer_report(path):
+    """The first sanitizer report line in a log file, or None."""
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if any(m in line for m in SANITIZER_MARKS):
+                    return line.strip()
+    except FileNotFoundError:
+        pass
+    return None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -355,10 +371,16 @@ class TpadTestCase(unittest.TestCase):
                     failed = True
         for s in self.sims:
             s.stop()
-        if failed or os.environ.get("KEEP_TMP"):
+        # Under ASan/UBSan a report in any log fails the test that caused it.
+        reports = [(p, sanitizer_report(p)) for p in
+                   [d.log_path for d in self.daemons] + [s.log_path for s in self.sims]]
+        reports = [(p, r) for p, r in reports if r]
+        if failed or reports or os.environ.get("KEEP_TMP"):
             print(f"kept {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if reports:
+            self.fail("sanitizer report: " + "; ".join(f"{p}: {r}" for p, r in reports))
 
     def sim(self, psk_hex, **kw):
         d = os.path.join(self.tmp, f"sim{len(self.sims)}")
