@@ -342,12 +342,14 @@ static int store_submit(struct store *s, struct op *op)
 	return 0;
 }
 
-int store_insert(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
+/* Queue a record write of kind (insert or update) with its callback. */
+static int store_write(struct store *s, const struct store_record *r, enum op_kind kind,
+		       store_done_fn *cb, void *arg)
 {
 	if (!s || !r || !cb)
 		return -EINVAL;
 	struct op *op;
-	int e = op_from_record(s, r, OP_INSERT, &op);
+	int e = op_from_record(s, r, kind, &op);
 	if (e < 0)
 		return e;
 	op->cb = cb;
@@ -355,17 +357,14 @@ int store_insert(struct store *s, const struct store_record *r, store_done_fn *c
 	return store_submit(s, op);
 }
 
+int store_insert(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
+{
+	return store_write(s, r, OP_INSERT, cb, arg);
+}
+
 int store_update(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
-	if (!s || !r || !cb)
-		return -EINVAL;
-	struct op *op;
-	int e = op_from_record(s, r, OP_UPDATE, &op);
-	if (e < 0)
-		return e;
-	op->cb = cb;
-	op->arg = arg;
-	return store_submit(s, op);
+	return store_write(s, r, OP_UPDATE, cb, arg);
 }
 
 int store_audit(struct store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
