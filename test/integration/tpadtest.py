@@ -312,6 +312,13 @@ class Daemon:
         except FileNotFoundError:
             return ""
 
+    def log_text_all(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
     def stop(self, timeout=20):
         """SIGTERM and wait; returns the exit status."""
         if not self.proc:
@@ -375,6 +382,14 @@ class TpadTestCase(unittest.TestCase):
         reports = [(p, sanitizer_report(p)) for p in
                    [d.log_path for d in self.daemons] + [s.log_path for s in self.sims]]
         reports = [(p, r) for p, r in reports if r]
+        # Secrets never reach a log, in any case and spelling.
+        for d in self.daemons:
+            log = d.log_text_all().lower()
+            with open(d.key_file) as f:
+                key = f.read().strip().lower()
+            for name, secret in (("PSK", d.psk_hex.lower()), ("store key", key)):
+                if secret and secret in log:
+                    reports.append((d.log_path, f"the {name} appears in the log"))
         if failed or reports or os.environ.get("KEEP_TMP"):
             print(f"kept {self.tmp}")
         else:
