@@ -326,9 +326,10 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: loadgen --socket PATH [--connections C] [--depth P] [--count N]\n"
 		   "               [--start N] [--qr png|none] [--generate-app-key] [--timeout S]\n"
-		   "Sends N io.tpad.Station.Activate calls for DevEUIs START..START+N-1 (hex)\n"
-		   "over C connections with up to P calls in flight on each, and prints JSON:\n"
-		   "total, ok, seconds, rate (ok/s), p50/p90/p99/max latency in ms, errors.\n");
+		   "Sends N io.tpad.Station.Activate calls for DevEUIs START..START+N-1 (START\n"
+		   "decimal or 0x hex; TKM_INFO is 3111 and the DevEUI) over C connections with\n"
+		   "up to P calls in flight on each, and prints one JSON object: total, ok,\n"
+		   "seconds, rate (ok/s), p50/p90/p99/max latency in ms, errors by name.\n");
 }
 
 /* Parse an unsigned number in [min, max]; false when it is not one. */
@@ -416,6 +417,76 @@ static void parse_args(struct loadgen *g, int argc, char **argv)
 	}
 }
 
+/* Free everything a run holds; accepts a partly set up run. */
+static void loadgen_clear(struct loadgen *g)
+{
+	for (unsigned i = 0; g->conns && i < g->connections; i++) {
+		if (g->conns[i].bev)
+			bufferevent_free(g->conns[i].bev);
+		free(g->conns[i].sent_ns);
+	}
+	for (size_t i = 0; i < g->n_errors; i++)
+		free(g->errors[i].name);
+	free(g->conns);
+	free(g->lat_ms);
+	if (g->base)
+		event_base_free(g->base);
+}
+
+/* Open the connections, run the load until done or timed out; exit status. */
+static int run(struct loadgen *g)
+{
+	g->base = event_base_new();
+	g->conns = calloc(g->connections, sizeof(*g->conns));
+	g->lat_ms = calloc(g->count, sizeof(double));
+	if (!g->base || !g->conns || !g->lat_ms)
+		goto oom;
+	for (unsigned i = 0; i < g->connections; i++) {
+		struct conn *c = &g->conns[i];
+		c->g = g;
+		c->sent_ns = calloc(g->depth, sizeof(uint64_t));
+		if (!c->sent_ns)
+			goto oom;
+		int fd = connect_station(g->socket_path);
+		if (fd < 0) {
+			fprintf(stderr, "loadgen: cannot connect to %s: %s\n", g->socket_path,
+				strerror(-fd));
+			return 3;
+		}
+		c->bev = bufferevent_socket_new(g->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		if (!c->bev) {
+			close(fd);
+			goto oom;
+		}
+		bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	}
+	struct event *timer = evtimer_new(g->base, timeout_cb, g);
+	struct timeval tv = {.tv_sec = g->timeout_s};
+	if (!timer || evtimer_add(timer, &tv) < 0) {
+		if (timer)
+			event_free(timer);
+		goto oom;
+	}
+	g->t_begin_ns = now_ns();
+	int r = 0;
+	for (unsigned i = 0; r == 0 && i < g->connections; i++)
+		r = conn_fill(g, &g->conns[i]);
+	if (r == 0)
+		event_base_dispatch(g->base);
+	event_free(timer);
+	if (r < 0)
+		goto oom;
+	if (!g->t_end_ns)
+		g->t_end_ns = now_ns();
+	if (print_result(g) < 0)
+		goto oom;
+	return g->ok == g->count ? 0 : 1;
+oom:
+	fprintf(stderr, "loadgen: out of memory\n");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct loadgen g = {
@@ -428,60 +499,7 @@ int main(int argc, char **argv)
 	parse_args(&g, argc, argv);
 	if (g.connections > g.count)
 		g.connections = (unsigned)g.count;
-
-	g.base = event_base_new();
-	g.conns = calloc(g.connections, sizeof(*g.conns));
-	g.lat_ms = calloc(g.count, sizeof(double));
-	if (!g.base || !g.conns || !g.lat_ms) {
-		fprintf(stderr, "loadgen: out of memory\n");
-		return 1;
-	}
-	for (unsigned i = 0; i < g.connections; i++) {
-		struct conn *c = &g.conns[i];
-		c->g = &g;
-		int fd = connect_station(g.socket_path);
-		if (fd < 0) {
-			fprintf(stderr, "loadgen: cannot connect to %s: %s\n", g.socket_path,
-				strerror(-fd));
-			return 3;
-		}
-		c->sent_ns = calloc(g.depth, sizeof(uint64_t));
-		c->bev = bufferevent_socket_new(g.base, fd, BEV_OPT_CLOSE_ON_FREE);
-		if (!c->sent_ns || !c->bev) {
-			fprintf(stderr, "loadgen: out of memory\n");
-			return 1;
-		}
-		bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
-		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	}
-	struct event *timer = evtimer_new(g.base, timeout_cb, &g);
-	struct timeval tv = {.tv_sec = g.timeout_s};
-	if (!timer || evtimer_add(timer, &tv) < 0) {
-		fprintf(stderr, "loadgen: out of memory\n");
-		return 1;
-	}
-	g.t_begin_ns = now_ns();
-	for (unsigned i = 0; i < g.connections; i++)
-		if (conn_fill(&g, &g.conns[i]) < 0) {
-			fprintf(stderr, "loadgen: out of memory\n");
-			return 1;
-		}
-	event_base_dispatch(g.base);
-	if (!g.t_end_ns)
-		g.t_end_ns = now_ns();
-
-	int r = print_result(&g);
-	event_free(timer);
-	for (unsigned i = 0; i < g.connections; i++) {
-		bufferevent_free(g.conns[i].bev);
-		free(g.conns[i].sent_ns);
-	}
-	for (size_t i = 0; i < g.n_errors; i++)
-		free(g.errors[i].name);
-	free(g.conns);
-	free(g.lat_ms);
-	event_base_free(g.base);
-	if (r < 0)
-		return 1;
-	return g.ok == g.count ? 0 : 1;
+	int status = run(&g);
+	loadgen_clear(&g);
+	return status;
 }
