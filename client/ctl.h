@@ -62,3 +62,7 @@ int ctl_status(struct ctl *c, struct ctl_args *a);
 int ctl_metrics(struct ctl *c, struct ctl_args *a);
 int ctl_activate(struct ctl *c, struct ctl_args *a);
 int ctl_lookup(struct ctl *c, struct ctl_args *a);
+int ctl_import(struct ctl *c, struct ctl_args *a);
+int ctl_export(struct ctl *c, struct ctl_args *a);
+int ctl_devices(struct ctl *c, struct ctl_args *a);
+int ctl_device(struct ctl *c, struct ctl_args *a);

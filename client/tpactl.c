@@ -32,7 +32,8 @@ static void usage(FILE *f)
 		   "Admin commands (default socket " TPAD_RUNDIR "/admin.sock):\n"
 		   "  status                      health of tpad, the cloud link and the store\n"
 		   "  import FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
-		   "  export --format png|svg|zpl|csv --out DIR [--state STATE]\n"
+		   "  export --format png|svg|zpl|csv --out DIR [--state STATE] [--scale N]\n"
+		   "         [--margin N] [--ec-level L|M|Q|H]\n"
 		   "  devices [--state STATE] [--limit N]\n"
 		   "  device EUI\n"
 		   "  metrics                     OpenMetrics text for node_exporter\n"
@@ -101,6 +102,11 @@ static const struct command commands[] = {
 	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS,
      true, 0, 0},
     {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS, true, 0, 0},
+    {"import", ctl_import, CTL_ADMIN,
+     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES), false, 1, 1},
+    {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0},
+    {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0},
+    {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1},
 };
 
 /* The long name of option id o. */
