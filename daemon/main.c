@@ -166,6 +166,10 @@ out:
 		event_free(ev_term);
 	if (ev_int)
 		event_free(ev_int);
+	/* Freeing the events restored the default action: a repeated SIGTERM must not cut
+	 * short the store's last commit below. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
 	if (ev_status)
 		event_free(ev_status);
 	for (int i = 0; i < SOCK_KINDS; i++)

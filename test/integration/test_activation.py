@@ -466,6 +466,40 @@ class Durability(Base):
         self.assertEqual(self.s.counters()["duplicate_imports"], 0)
 
 
+class Shutdown(Base):
+    def test_sigterm_finishes_activation_in_flight(self):
+        d = self.start(sim_extra=["--latency-ms", "800"])
+        result = {}
+
+        def go():
+            result["dev"] = self.activate(eui(1), tkmInfo=TKM)["device"]
+        t = threading.Thread(target=go)
+        t.start()
+        time.sleep(0.3)
+        d.proc.send_signal(signal.SIGTERM)
+        t.join(10)
+        self.assertEqual(result["dev"]["state"], "ISSUED")
+        d.wait_notify("STOPPING=1", 5)
+        self.assertEqual(d.stop(), 0)
+
+    def test_key_files_must_not_be_world_readable(self):
+        s = self.sim(secrets.token_hex(16)).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=s.psk_hex)
+        os.chmod(d.key_file, 0o644)
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf], capture_output=True, text=True,
+                           timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("store key", p.stderr)
+        self.assertIn("Operation not permitted", p.stderr)
+        os.chmod(d.key_file, 0o600)
+        os.chmod(d.psk_file, 0o604)
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf], capture_output=True, text=True,
+                           timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("tpa-psk", p.stderr)
+        self.assertNotIn(s.psk_hex, p.stderr)
+
+
 class StoreFailure(TpadTestCase):
     def test_disk_full(self):
         """A full disk gives StoreFailed, loses nothing, and heals (run in its own mount ns)."""
