@@ -9,12 +9,14 @@
 #
 # usage: baseline_activate.sh --upstream HOST:PORT --identity ID --psk-file FILE
 #                             --listen-port PORT --count N [--start HEX] [--out DIR]
-#                             [--join-eui HEX]
+#                             [--join-eui HEX] [--no-resume]
+# stunnel resumes TLS sessions by default (one round trip less per device); --no-resume sets
+# sessionResume = no, so every device pays the full handshake.
 # The PSK file holds the key as hex (at least 32 digits, as stunnel requires).
 set -euo pipefail
 
 upstream= identity= psk_file= listen_port= count= out= start=70B3D5E000000000
-join_eui=0000000000000000
+join_eui=0000000000000000 resume=yes
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--upstream) upstream=$2; shift 2 ;;
@@ -25,6 +27,7 @@ while [ $# -gt 0 ]; do
 	--start) start=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--join-eui) join_eui=$2; shift 2 ;;
+	--no-resume) resume=no; shift ;;
 	*) echo "baseline_activate.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -52,6 +55,7 @@ PSKsecrets = $out/psk.txt
 PSKidentity = $identity
 ciphers = PSK
 sslVersionMax = TLSv1.2
+sessionResume = $resume
 EOF
 stunnel4 "$out/stunnel.conf" &
 stunnel_pid=$!

@@ -12,7 +12,9 @@ In one run, against tpa-sim over TLS-PSK on loopback:
    40 ms round trip between tpad and tpa-sim (delay-proxy --delay-ms 20); goal <= 45 ms.
 3. The baseline a line admin would script without tpad (baseline_activate.sh: stunnel4 as
    the TLS-PSK client, one curl per device, one qrencode per label), devices per second on
-   loopback and its per-device latency at the same 40 ms round trip.
+   loopback and its per-device latency at the same 40 ms round trip; once with stunnel's
+   default TLS session resumption and once with sessionResume = no (a full handshake per
+   device).
 Then a table with both and the ratio.
 """
 
@@ -57,7 +59,7 @@ def tpad_latency(b, delay_ms, count, sessions):
     return r, delta
 
 
-def baseline(b, delay_ms, count, start):
+def baseline(b, delay_ms, count, start, resume=True):
     """baseline_activate.sh against tpa-sim, directly or through delay-proxy."""
     s = b.sim()
     port = b.delay_proxy(s.port, delay_ms) if delay_ms else s.port
@@ -69,7 +71,8 @@ def baseline(b, delay_ms, count, start):
                                      "baseline_activate.sh"),
                         "--upstream", f"127.0.0.1:{port}", "--identity", tpadtest.PSK_IDENTITY,
                         "--psk-file", psk_file, "--listen-port", str(tpadtest.free_port()),
-                        "--count", str(count), "--start", f"{start:016X}", "--out", out],
+                        "--count", str(count), "--start", f"{start:016X}", "--out", out]
+                       + ([] if resume else ["--no-resume"]),
                        capture_output=True, text=True, timeout=count * 2 + 60)
     delta = counter_delta(s.counters(), before)
     s.stop()
@@ -114,6 +117,9 @@ def main():
         lat, lat_sim = tpad_latency(b, a.delay_ms, a.latency_count, a.sessions)
         bl, bl_sim = baseline(b, 0, a.baseline_count, 0x70B3D53000000000)
         bll, bll_sim = baseline(b, a.delay_ms, a.baseline_latency_count, 0x70B3D54000000000)
+        bn, bn_sim = baseline(b, 0, a.baseline_count, 0x70B3D55000000000, resume=False)
+        bnl, bnl_sim = baseline(b, a.delay_ms, a.baseline_latency_count, 0x70B3D56000000000,
+                                resume=False)
 
     print(f"\ntpad runs ({a.count} activations per run, median of {a.repeats}, "
           f"{a.connections} connections x {a.depth} in flight, PNG label each):\n")
@@ -132,14 +138,22 @@ def main():
           f"Baseline {bll['ok']} devices, median {bll['p50_ms']} ms (max {bll['max_ms']}), "
           f"tpa-sim handshakes {bll_sim['handshakes']} of which resumed {bll_sim['resumed']}.")
     print(f"Baseline on loopback: {bl['ok']} devices in {bl['seconds']} s, tpa-sim handshakes "
-          f"{bl_sim['handshakes']} (resumed {bl_sim['resumed']}).\n")
+          f"{bl_sim['handshakes']} (resumed {bl_sim['resumed']}). With stunnel's "
+          f"sessionResume = no: {bn['rate']}/s on loopback, median {bnl['p50_ms']} ms at "
+          f"{rtt} ms RTT, handshakes {bn_sim['handshakes'] + bnl_sim['handshakes']} (resumed "
+          f"{bn_sim['resumed'] + bnl_sim['resumed']}).\n")
     rate_ratio = tp["rate"] / bl["rate"] if bl["rate"] else float("inf")
     lat_ratio = float(bll["p50_ms"]) / lat["p50_ms"] if lat["p50_ms"] else float("inf")
-    print(table(["measure", "tpad", "baseline (stunnel4 + curl + qrencode)", "ratio", "goal"], [
+    nrate_ratio = tp["rate"] / bn["rate"] if bn["rate"] else float("inf")
+    nlat_ratio = float(bnl["p50_ms"]) / lat["p50_ms"] if lat["p50_ms"] else float("inf")
+    print(table(["measure", "tpad", "baseline (stunnel4 + curl + qrencode)", "ratio",
+                 "baseline, sessionResume = no", "ratio", "goal"], [
         ["devices/s, loopback, PNG label", f"{tp['rate']:.0f}", f"{bl['rate']:.1f}",
-         f"{rate_ratio:.0f}x", f">= {GOAL_RATE}/s: {verdict(tp['rate'] >= GOAL_RATE)}"],
+         f"{rate_ratio:.0f}x", f"{bn['rate']:.1f}", f"{nrate_ratio:.0f}x",
+         f">= {GOAL_RATE}/s: {verdict(tp['rate'] >= GOAL_RATE)}"],
         [f"median ms per device, one station, {rtt} ms RTT", f"{lat['p50_ms']:.1f}",
-         f"{float(bll['p50_ms']):.1f}", f"{lat_ratio:.1f}x faster",
+         f"{float(bll['p50_ms']):.1f}", f"{lat_ratio:.1f}x faster", f"{float(bnl['p50_ms']):.1f}",
+         f"{nlat_ratio:.1f}x faster",
          f"<= {GOAL_LATENCY_MS} ms: {verdict(lat['p50_ms'] <= GOAL_LATENCY_MS)}"],
     ]))
     if a.json:
@@ -148,7 +162,10 @@ def main():
                        "tpad_png_rates": tp_rates, "tpad_generate": gk,
                        "tpad_generate_rates": gk_rates, "tpad_latency": lat,
                        "baseline_loopback": bl, "baseline_loopback_sim": bl_sim,
-                       "baseline_latency": bll, "baseline_latency_sim": bll_sim}, f, indent=2)
+                       "baseline_latency": bll, "baseline_latency_sim": bll_sim,
+                       "baseline_noresume_loopback": bn, "baseline_noresume_sim": bn_sim,
+                       "baseline_noresume_latency": bnl, "baseline_noresume_latency_sim": bnl_sim},
+                      f, indent=2)
 
 
 if __name__ == "__main__":

@@ -222,12 +222,13 @@ def warm_latency(b, delay_ms, count, sessions=4):
     proxy = b.delay_proxy(s.port, delay_ms)
     d = b.tpad(proxy, f"upstream.sessions = {sessions}")
     b.wait_warm(d)
+    suite = b.status(d)["upstream"]["sessions"][0]["ciphersuite"]
     before = s.counters()
     r = b.loadgen(d, 1, 1, count, 0x70B3D5A000000000)
     delta = counter_delta(s.counters(), before)
     b.stop_daemon(d)
     s.stop()
-    return r, delta
+    return r, delta, suite
 
 
 def cold_latency(b, delay_ms, repeats):
@@ -256,7 +257,7 @@ def cold_latency(b, delay_ms, repeats):
 
 def latency(b, delay_ms, count, repeats):
     rtt = 2 * delay_ms
-    w, wdelta = warm_latency(b, delay_ms, count)
+    w, wdelta, suite = warm_latency(b, delay_ms, count)
     first, spawn, hs = cold_latency(b, delay_ms, repeats)
     print(f"\nOne request's latency at {rtt} ms RTT (delay-proxy --delay-ms {delay_ms}), "
           "no QR image:\n")
@@ -269,7 +270,8 @@ def latency(b, delay_ms, count, repeats):
          f"tpad spawn to reply: median {statistics.median(spawn):.1f} ms; "
          f"tpa-sim handshakes per start: {hs}"],
     ]))
-    print(f"\nA cold request pays the TCP connect and the TLS handshake ({rtt} ms per TLS round "
+    print(f"\nCiphersuite of the pool's sessions: {suite}.")
+    print(f"A cold request pays the TCP connect and the TLS handshake ({rtt} ms per TLS round "
           "trip; the proxy does not delay the kernel's TCP handshake) before its own round "
           "trip; the warm pool pays one round trip.")
     return {"warm": w, "warm_sim": wdelta, "cold_first_ms": first, "cold_spawn_ms": spawn,
