@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,6 +398,9 @@ static void conn_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct 
 			return;
 		}
 	}
+	/* Answers are small writes: do not let them wait for the peer's delayed ACK. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
