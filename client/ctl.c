@@ -2,6 +2,7 @@
 #include "ctl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,5 +278,40 @@ int ctl_metrics(struct ctl *c, struct ctl_args *a)
 	else
 		fputs(gets_or(p, "text", ""), stdout);
 	json_decref(p);
+	return 0;
+}
+
+int ctl_write_file(const char *path, const void *data, size_t len, bool atomic)
+{
+	char tmp[4096];
+	const char *target = path;
+	if (atomic) {
+		if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >=
+		    (int)sizeof(tmp))
+			return -ENAMETOOLONG;
+		target = tmp;
+	}
+	int fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	const char *p = data;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int r = -errno;
+			close(fd);
+			unlink(target);
+			return r;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (close(fd) < 0 || (atomic && rename(tmp, path) < 0)) {
+		int r = -errno;
+		unlink(target);
+		return r;
+	}
 	return 0;
 }

@@ -54,6 +54,12 @@ int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, j
 /* Print an error reply as a human sentence on stderr. */
 void ctl_print_error(json_t *reply);
 
+/*
+ * Write len bytes to path, created mode 0644. atomic: through a temporary file renamed
+ * into place, so readers never see a part. 0 or a negative errno.
+ */
+int ctl_write_file(const char *path, const void *data, size_t len, bool atomic);
+
 /* Print one JSON value on one line to stdout. */
 void ctl_print_json(json_t *v);
 

@@ -169,37 +169,6 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
 	return 0;
 }
 
-/* Write bytes to path atomically (temporary file, then rename). */
-static int write_file(const char *path, const void *data, size_t len)
-{
-	char tmp[4096];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	const char *p = data;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int r = -errno;
-			close(fd);
-			unlink(tmp);
-			return r;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if (close(fd) < 0 || rename(tmp, path) < 0) {
-		int r = -errno;
-		unlink(tmp);
-		return r;
-	}
-	return 0;
-}
-
 /* Write s as one CSV field to f, quoted when it holds a comma, quote or line end. */
 static void csv_put(FILE *f, const char *s)
 {
@@ -619,7 +588,7 @@ static int write_failures(const char *path, json_t *failures)
 		free(buf);
 		return -ENOMEM;
 	}
-	int r = write_file(path, buf, len);
+	int r = ctl_write_file(path, buf, len, true);
 	free(buf);
 	return r;
 }
@@ -863,7 +832,7 @@ static int export_label(const struct ctl_args *a, json_t *label, FILE *index, co
 	char path[4096];
 	int r = -ENAMETOOLONG;
 	if (snprintf(path, sizeof(path), "%s/%s.%s", a->out_dir, eui, ext) < (int)sizeof(path))
-		r = write_file(path, bytes, len);
+		r = ctl_write_file(path, bytes, len, false);
 	free(bytes);
 	if (r < 0)
 		fprintf(stderr, "tpactl: cannot write %s: %s\n", path, strerror(-r));
@@ -891,6 +860,15 @@ int ctl_export(struct ctl *c, struct ctl_args *a)
 	char index_path[4096], index_tmp[4200];
 	snprintf(index_path, sizeof(index_path), "%s/index.csv", a->out_dir);
 	snprintf(index_tmp, sizeof(index_tmp), "%s.tmp.%d", index_path, (int)getpid());
+	/*
+	 * Label files are written in place; index.csv, renamed into place at the end, is
+	 * what says an export is complete. An older one goes first, so it can never list
+	 * a label this run was still writing.
+	 */
+	if (unlink(index_path) < 0 && errno != ENOENT) {
+		fprintf(stderr, "tpactl: cannot remove %s: %s\n", index_path, strerror(errno));
+		return 1;
+	}
 	FILE *index = fopen(index_tmp, "we");
 	if (!index) {
 		fprintf(stderr, "tpactl: cannot write %s: %s\n", index_tmp, strerror(errno));

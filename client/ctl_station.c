@@ -42,37 +42,6 @@ static json_t *qr_options(const struct ctl_args *a)
 	return q;
 }
 
-/* Write bytes to path atomically (temporary file, then rename). */
-static int write_file(const char *path, const void *data, size_t len)
-{
-	char tmp[4096];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	const char *p = data;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int r = -errno;
-			close(fd);
-			unlink(tmp);
-			return r;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if (close(fd) < 0 || rename(tmp, path) < 0) {
-		int r = -errno;
-		unlink(tmp);
-		return r;
-	}
-	return 0;
-}
-
 /* Handle the reply's qr: write it to -o, or show a text label on the terminal. */
 static int handle_label(const struct ctl_args *a, json_t *qr)
 {
@@ -90,7 +59,7 @@ static int handle_label(const struct ctl_args *a, json_t *qr)
 	}
 	int status = 0;
 	if (a->output) {
-		int r = write_file(a->output, bytes, len);
+		int r = ctl_write_file(a->output, bytes, len, true);
 		if (r < 0) {
 			fprintf(stderr, "tpactl: cannot write %s: %s\n", a->output, strerror(-r));
 			status = 1;

@@ -254,10 +254,14 @@ static void on_row_done(const struct act_result *res, void *arg)
 	if (res->outcome == ACT_OK) {
 		row->state = ROW_DONE;
 		c->done++;
-		if (res->skipped)
+		if (res->skipped) {
 			c->skipped++;
-		else
+		} else {
 			c->issued++;
+			/* Pre-generation: the label is encoded now, drawn cheaply on the line. */
+			if (c->t->store)
+				label_precompute(c->t->cfg, c->t->store, &res->rec);
+		}
 		c->unavailable_in_a_row = 0;
 		cred_wipe(&row->q.app_key, sizeof(row->q.app_key));
 	} else if (outcome_retryable(res->outcome) && row->attempts < IMPORT_MAX_ATTEMPTS &&
@@ -650,7 +654,7 @@ static json_t *export_label(struct export_call *c, const struct store_record *re
 	} else {
 		struct qr_opts o = c->qr;
 		o.caption = rec->dev_eui;
-		label = label_image_json(text, &o, &err);
+		label = label_image_for(c->t->cfg, c->t->store, rec, text, &o, &err);
 	}
 	if (!label) {
 		*ret_err = err;

@@ -53,26 +53,151 @@ int label_opts(const struct config *cfg, json_t *qr, struct qr_opts *ret, bool *
 	return 0;
 }
 
-json_t *label_image_json(const char *text, const struct qr_opts *o, int *ret_err)
+/* {format, data: base64} of image bytes; takes ownership of data. */
+static json_t *image_json(enum qr_format format, uint8_t *data, size_t len, int *ret_err)
 {
-	uint8_t *data;
-	size_t len, b64len;
-	int r = qr_image_render(text, o, &data, &len);
-	if (r < 0) {
-		*ret_err = r;
-		return NULL;
-	}
+	size_t b64len;
 	char *b64 = base64_encode(data, len, &b64len);
 	free(data);
 	if (!b64) {
 		*ret_err = -ENOMEM;
 		return NULL;
 	}
-	json_t *j =
-	    json_pack("{s:s, s:s%}", "format", qr_format_name(o->format), "data", b64, b64len);
+	json_t *j = json_pack("{s:s, s:s%}", "format", qr_format_name(format), "data", b64, b64len);
 	free(b64);
 	if (!j)
 		*ret_err = -ENOMEM;
+	return j;
+}
+
+json_t *label_image_json(const char *text, const struct qr_opts *o, int *ret_err)
+{
+	uint8_t *data;
+	size_t len;
+	int r = qr_image_render(text, o, &data, &len);
+	if (r < 0) {
+		*ret_err = r;
+		return NULL;
+	}
+	return image_json(o->format, data, len, ret_err);
+}
+
+/* The cache key of an image: format, scale, margin and level ("png/4/4/M"). */
+static void image_key(const struct qr_opts *o, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%d/%d/%s", qr_format_name(o->format), o->scale, o->margin,
+		 qr_ec_level_name(o->level));
+}
+
+/* The options of the configured default label image; false if it is not cacheable. */
+static bool default_opts(const struct config *cfg, struct qr_opts *ret)
+{
+	struct qr_opts o;
+	qr_opts_default(&o);
+	o.scale = (int)cfg->qr_scale;
+	o.margin = (int)cfg->qr_margin;
+	o.level = cfg->qr_ec_level;
+	if (qr_format_from_string(cfg->qr_format, &o.format) < 0 || o.format == QR_FORMAT_NONE ||
+	    o.format == QR_FORMAT_ZPL)
+		return false;
+	*ret = o;
+	return true;
+}
+
+/*
+ * Fill l with text's QR code at the configured level and, for the configured default
+ * options, its image; matrix already set when l->matrix_len is not 0.
+ */
+static int label_fill(const struct config *cfg, const char *text, struct store_label *l)
+{
+	int err = 0;
+	if (!l->matrix_len) {
+		snprintf(l->text, sizeof(l->text), "%s", text);
+		l->ec = (int)cfg->qr_ec_level;
+		err = qr_matrix_encode(text, cfg->qr_ec_level, l->matrix, sizeof(l->matrix),
+				       &l->matrix_len);
+	}
+	struct qr_opts o;
+	l->image_opts[0] = '\0';
+	l->image_len = 0;
+	if (err == 0 && default_opts(cfg, &o)) {
+		/* Made once, handed out many times: worth the smallest file. */
+		o.compact = true;
+		uint8_t *img;
+		size_t len;
+		if (qr_matrix_render(l->matrix, l->matrix_len, text, &o, &img, &len) == 0) {
+			if (len <= sizeof(l->image)) {
+				memcpy(l->image, img, len);
+				l->image_len = len;
+				image_key(&o, l->image_opts, sizeof(l->image_opts));
+			}
+			free(img);
+		}
+	}
+	return err;
+}
+
+int label_precompute(const struct config *cfg, struct store *store, const struct store_record *r)
+{
+	char text[QR_TEXT_MAX];
+	int err = label_text(cfg, r, text, sizeof(text));
+	if (err < 0)
+		return err;
+	struct store_label *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	err = label_fill(cfg, text, l);
+	if (err == 0)
+		err = store_label_put(store, r->dev_eui, l);
+	free(l);
+	return err;
+}
+
+json_t *label_image_for(const struct config *cfg, struct store *store, const struct store_record *r,
+			const char *text, const struct qr_opts *o, int *ret_err)
+{
+	/* The printer encodes ZPL labels itself: nothing to reuse. */
+	if (o->format == QR_FORMAT_ZPL || !store)
+		return label_image_json(text, o, ret_err);
+	struct store_label *l = malloc(sizeof(*l));
+	if (!l) {
+		*ret_err = -ENOMEM;
+		return NULL;
+	}
+	char key[sizeof(l->image_opts)];
+	image_key(o, key, sizeof(key));
+	json_t *j = NULL;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int err = store_label_get(store, r->dev_eui, l);
+	bool hit = err == 0 && strcmp(l->text, text) == 0;
+	err = 0;
+	if (!hit && o->level == cfg->qr_ec_level && r->state == STORE_ISSUED) {
+		/* Not made yet (or stale): make it once and keep it for the next label. */
+		l->matrix_len = 0;
+		err = label_fill(cfg, text, l);
+		if (err == 0)
+			store_label_put(store, r->dev_eui, l);
+		hit = err == 0;
+	}
+	if (hit && l->image_len && strcmp(l->image_opts, key) == 0) {
+		/* Drawn already with these very options: hand out those bytes. */
+		data = malloc(l->image_len);
+		if (data) {
+			memcpy(data, l->image, l->image_len);
+			len = l->image_len;
+		}
+		err = data ? 0 : -ENOMEM;
+	} else if (hit && l->ec == (int)o->level) {
+		err = qr_matrix_render(l->matrix, l->matrix_len, text, o, &data, &len);
+	} else if (err == 0) {
+		err = qr_image_render(text, o, &data, &len);
+	}
+	free(l);
+	if (err == 0)
+		j = image_json(o->format, data, len, &err);
+	if (!j)
+		*ret_err = err;
 	return j;
 }
 

@@ -8,6 +8,7 @@
 #include "qr_image.h"
 
 struct config;
+struct store;
 struct store_record;
 
 /* The label text of r: TR005 with its checksum, or qr.template if configured. */
@@ -21,6 +22,20 @@ int label_opts(const struct config *cfg, json_t *qr, struct qr_opts *ret, bool *
 
 /* {format, data: base64} of text's QR image; NULL with *ret_err set on failure. */
 json_t *label_image_json(const char *text, const struct qr_opts *o, int *ret_err);
+
+/*
+ * The label image of r (whose label text is text): drawn from the QR code stored for it
+ * when one matches text and o->level, else encoded now and, at the configured level for
+ * an issued device, stored for next time. store may be NULL.
+ */
+json_t *label_image_for(const struct config *cfg, struct store *store, const struct store_record *r,
+			const char *text, const struct qr_opts *o, int *ret_err);
+
+/*
+ * Encode the label of an issued record at the configured level and queue it into the
+ * store, so labels of imported devices are drawn without encoding (pre-generation).
+ */
+int label_precompute(const struct config *cfg, struct store *store, const struct store_record *r);
 
 /*
  * The Device object of a record: devEUI, joinEUI, profileId, serial?, ownerToken,

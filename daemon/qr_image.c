@@ -213,7 +213,7 @@ static int qr_render_png(const QRcode *code, const struct qr_opts *o, struct qr_
 	 * fastest deflate level anyway.
 	 */
 	png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
-	png_set_compression_level(png, Z_BEST_SPEED);
+	png_set_compression_level(png, o->compact ? Z_BEST_COMPRESSION : Z_BEST_SPEED);
 	png_write_info(png, info);
 	for (int y = -o->margin; y < code->width + o->margin; y++) {
 		qr_png_row(code, y, o->scale, o->margin, row, rowbytes);
@@ -328,22 +328,24 @@ static int qr_render_text(const QRcode *code, const struct qr_opts *o, struct qr
 	return b->err;
 }
 
-/* Render text as o asks. */
-int qr_image_render(const char *text, const struct qr_opts *o, uint8_t **ret_data, size_t *ret_len)
+/* Check the options every renderer relies on. */
+static int qr_opts_check(const struct qr_opts *o)
 {
-	if (!o || !ret_data || !ret_len || o->scale < QR_SCALE_MIN || o->scale > QR_SCALE_MAX ||
-	    o->margin < 0 || o->margin > QR_MARGIN_MAX || (unsigned)o->level > QR_EC_H)
+	if (!o || o->scale < QR_SCALE_MIN || o->scale > QR_SCALE_MAX || o->margin < 0 ||
+	    o->margin > QR_MARGIN_MAX || (unsigned)o->level > QR_EC_H)
 		return -EINVAL;
 	if (o->format != QR_FORMAT_PNG && o->format != QR_FORMAT_SVG &&
 	    o->format != QR_FORMAT_ZPL && o->format != QR_FORMAT_TEXT)
 		return -EINVAL;
+	return 0;
+}
 
-	QRcode *code;
-	int r = qr_encode(text, o->level, &code);
-	if (r < 0)
-		return r;
-
+/* Draw an encoded code in o's format. */
+static int qr_render_code(const QRcode *code, const char *text, const struct qr_opts *o,
+			  uint8_t **ret_data, size_t *ret_len)
+{
 	struct qr_buf b = {0};
+	int r;
 	switch (o->format) {
 	case QR_FORMAT_PNG:
 		r = qr_render_png(code, o, &b);
@@ -358,12 +360,68 @@ int qr_image_render(const char *text, const struct qr_opts *o, uint8_t **ret_dat
 		r = qr_render_text(code, o, &b);
 		break;
 	}
-	QRcode_free(code);
 	if (r < 0) {
 		free(b.data);
 		return r;
 	}
 	return qr_buf_finish(&b, ret_data, ret_len);
+}
+
+/* Render text as o asks. */
+int qr_image_render(const char *text, const struct qr_opts *o, uint8_t **ret_data, size_t *ret_len)
+{
+	if (!ret_data || !ret_len || qr_opts_check(o) < 0)
+		return -EINVAL;
+	QRcode *code;
+	int r = qr_encode(text, o->level, &code);
+	if (r < 0)
+		return r;
+	r = qr_render_code(code, text, o, ret_data, ret_len);
+	QRcode_free(code);
+	return r;
+}
+
+int qr_matrix_encode(const char *text, enum qr_ec_level level, uint8_t *out, size_t outlen,
+		     size_t *ret_len)
+{
+	if (!out || !ret_len)
+		return -EINVAL;
+	QRcode *code;
+	int r = qr_encode(text, level, &code);
+	if (r < 0)
+		return r;
+	size_t w = (size_t)code->width, n = 1 + (w * w + 7) / 8;
+	if (w > 255 || n > outlen) {
+		QRcode_free(code);
+		return -ENOBUFS;
+	}
+	memset(out, 0, n);
+	out[0] = (uint8_t)w;
+	for (size_t i = 0; i < w * w; i++)
+		if (code->data[i] & 1)
+			out[1 + i / 8] |= (uint8_t)(0x80u >> (i % 8));
+	QRcode_free(code);
+	*ret_len = n;
+	return 0;
+}
+
+int qr_matrix_render(const uint8_t *m, size_t len, const char *text, const struct qr_opts *o,
+		     uint8_t **ret_data, size_t *ret_len)
+{
+	if (!m || !len || !ret_data || !ret_len || qr_opts_check(o) < 0)
+		return -EINVAL;
+	size_t w = m[0];
+	/* Versions 1 to 40: 21 to 177 modules, in steps of 4. */
+	if (w < 21 || w > 177 || (w - 17) % 4 || len != 1 + (w * w + 7) / 8)
+		return -EINVAL;
+	QRcode code = {.version = (int)(w - 17) / 4, .width = (int)w, .data = malloc(w * w)};
+	if (!code.data)
+		return -ENOMEM;
+	for (size_t i = 0; i < w * w; i++)
+		code.data[i] = (m[1 + i / 8] >> (7 - i % 8)) & 1;
+	int r = qr_render_code(&code, text, o, ret_data, ret_len);
+	free(code.data);
+	return r;
 }
 
 /* Number of modules per side of text's code at level. */

@@ -1,6 +1,7 @@
 /* qr_image: QR code images of a payload text — PNG, SVG, ZPL and terminal text. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,7 @@ struct qr_opts {
 	int margin;
 	enum qr_ec_level level;
 	const char *caption;
+	bool compact; /* PNG: smallest file at more CPU, for images made once and kept */
 };
 
 /* Fill *o with the defaults: PNG, scale 4, margin 4, level M, no caption. */
@@ -61,6 +63,26 @@ void qr_opts_default(struct qr_opts *o);
  * level) or -ENOMEM; *ret_data and *ret_len are untouched on failure.
  */
 int qr_image_render(const char *text, const struct qr_opts *o, uint8_t **ret_data, size_t *ret_len);
+
+/* Bytes of the largest matrix: one byte of width, then 177 x 177 modules of one bit. */
+#define QR_MATRIX_MAX (1 + (177 * 177 + 7) / 8)
+
+/*
+ * Encode text at level into out (outlen bytes; QR_MATRIX_MAX always suffices): the
+ * costly part of a label, where libqrencode tries every mask. The matrix is the width in
+ * one byte, then the modules row by row, one bit each, most significant first, 1 dark.
+ * It can be stored and drawn again with qr_matrix_render(). -EINVAL, -EMSGSIZE, -ENOBUFS.
+ */
+int qr_matrix_encode(const char *text, enum qr_ec_level level, uint8_t *out, size_t outlen,
+		     size_t *ret_len);
+
+/*
+ * Draw a matrix from qr_matrix_encode() as o asks, as qr_image_render() would for text
+ * (o->level is already in the matrix; ZPL uses text, since the printer encodes it).
+ * -EINVAL for a malformed matrix or options.
+ */
+int qr_matrix_render(const uint8_t *m, size_t len, const char *text, const struct qr_opts *o,
+		     uint8_t **ret_data, size_t *ret_len);
 
 /* Number of modules per side of text's code at level (21..177), or a negative errno. */
 int qr_image_modules(const char *text, enum qr_ec_level level);

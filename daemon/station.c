@@ -56,7 +56,7 @@ static json_t *device_reply(struct tpad *t, const struct store_record *rec, cons
 		return reply;
 	char text[QR_TEXT_MAX];
 	int err = label_text(t->cfg, rec, text, sizeof(text));
-	json_t *img = err < 0 ? NULL : label_image_json(text, qr, &err);
+	json_t *img = err < 0 ? NULL : label_image_for(t->cfg, t->store, rec, text, qr, &err);
 	if (img)
 		json_object_set_new(reply, "qr", img);
 	else

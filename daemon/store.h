@@ -132,6 +132,35 @@ int store_count(struct store *s, uint64_t counts[STORE_N_STATES]);
 int store_audit_list(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
 		     int (*fn)(const struct store_audit_entry *e, void *arg), void *arg);
 
+#define STORE_LABEL_TEXT_MAX 1024 /* bytes of a label text, NUL included */
+#define STORE_LABEL_MAX 4096	  /* bytes of a stored QR matrix */
+#define STORE_IMAGE_MAX 16384	  /* bytes of a stored label image */
+
+/*
+ * A device's label, ready to print: the text it encodes, the QR code's error correction
+ * level and matrix (the costly part to compute), and optionally one image drawn from it
+ * with the options named by image_opts ("" and image_len 0 when none).
+ */
+struct store_label {
+	char text[STORE_LABEL_TEXT_MAX];
+	int ec;
+	uint8_t matrix[STORE_LABEL_MAX];
+	size_t matrix_len;
+	char image_opts[32];
+	uint8_t image[STORE_IMAGE_MAX];
+	size_t image_len;
+};
+
+/*
+ * Queue l as dev_eui's label into the next commit, replacing any earlier one; no
+ * callback. Labels are a cache of what the record determines: losing one costs only the
+ * time to make it again.
+ */
+int store_label_put(struct store *s, const char *dev_eui, const struct store_label *l);
+
+/* Read dev_eui's stored label into *ret; -ENOENT if none. */
+int store_label_get(struct store *s, const char *dev_eui, struct store_label *ret);
+
 /* Copy the counters into *ret. */
 void store_stats(struct store *s, struct store_stats *ret);
 

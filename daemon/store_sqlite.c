@@ -21,7 +21,7 @@
 #include "hex.h"
 #include "seal.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_MAX_BATCH 1024 /* writes in one transaction at most */
 #define STORE_DEFAULT_MAX_QUEUE 16384
 #define STORE_WRITE_BUSY_MS 5000
@@ -68,6 +68,15 @@ static const char *const store_migrations[STORE_SCHEMA_VERSION] = {
     ");"
     "CREATE INDEX audit_dev_eui ON audit (dev_eui, id);"
     "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);",
+    /* v2: each issued device's encoded QR code, so labels are drawn without encoding. */
+    "CREATE TABLE labels ("
+    " dev_eui TEXT PRIMARY KEY NOT NULL CHECK (length(dev_eui) = 16),"
+    " text TEXT NOT NULL,"
+    " ec INTEGER NOT NULL,"
+    " matrix BLOB NOT NULL,"
+    " image_opts TEXT,"
+    " image BLOB"
+    ") WITHOUT ROWID;",
 };
 
 #define DEVICE_COLUMNS                                                                             \
@@ -85,11 +94,17 @@ static const char sql_update[] = "UPDATE devices SET join_eui = ?2, profile_id =
 static const char sql_audit[] = "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome) "
 				"VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 static const char sql_get[] = "SELECT " DEVICE_COLUMNS " FROM devices WHERE dev_eui = ?1";
+static const char sql_label_put[] = "INSERT OR REPLACE INTO labels "
+				    "(dev_eui, text, ec, matrix, image_opts, image) "
+				    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+static const char sql_label_get[] = "SELECT text, ec, matrix, image_opts, image FROM labels "
+				    "WHERE dev_eui = ?1";
 
 enum op_kind {
 	OP_INSERT,
 	OP_UPDATE,
 	OP_AUDIT,
+	OP_LABEL,
 };
 
 /* One queued write; rows carry the AppKey sealed, never in clear. */
@@ -121,7 +136,18 @@ struct op {
 
 	char method[64];
 	char outcome[128];
+
+	struct store_label *label; /* OP_LABEL: owned */
 };
+
+/* Free one write and what it owns. */
+static void op_free(struct op *op)
+{
+	if (!op)
+		return;
+	free(op->label);
+	free(op);
+}
 
 struct store {
 	char *path;
@@ -134,9 +160,10 @@ struct store {
 
 	sqlite3 *rdb; /* read-only, loop thread */
 	sqlite3_stmt *get_stmt;
+	sqlite3_stmt *lget_stmt;
 
 	sqlite3 *wdb; /* writer thread once started */
-	sqlite3_stmt *ins_stmt, *upd_stmt, *aud_stmt;
+	sqlite3_stmt *ins_stmt, *upd_stmt, *aud_stmt, *lab_stmt;
 	uint32_t default_max_pages;
 
 	pthread_t writer;
@@ -308,7 +335,7 @@ static int op_from_record(struct store *s, const struct store_record *r, enum op
 		int e = seal_encrypt(s->seal, (const uint8_t *)op->dev_eui, HEX_EUI, r->app_key,
 				     sizeof(r->app_key), op->sealed, sizeof(op->sealed));
 		if (e < 0) {
-			free(op);
+			op_free(op);
 			return e;
 		}
 		op->has_sealed = true;
@@ -323,12 +350,12 @@ static int store_submit(struct store *s, struct op *op)
 	pthread_mutex_lock(&s->lock);
 	if (s->closing) {
 		pthread_mutex_unlock(&s->lock);
-		free(op);
+		op_free(op);
 		return -ESHUTDOWN;
 	}
 	if (s->q_len >= s->max_queue) {
 		pthread_mutex_unlock(&s->lock);
-		free(op);
+		op_free(op);
 		return -EAGAIN;
 	}
 	if (s->q_tail)
@@ -376,7 +403,7 @@ int store_audit(struct store *s, const char *dev_eui, const char *method, uint32
 	if (!op)
 		return -ENOMEM;
 	if (!fits(method, sizeof(op->method)) || !fits(outcome, sizeof(op->outcome))) {
-		free(op);
+		op_free(op);
 		return -EINVAL;
 	}
 	op->kind = OP_AUDIT;
@@ -387,6 +414,68 @@ int store_audit(struct store *s, const char *dev_eui, const char *method, uint32
 	op->pid = pid;
 	op->created_at = now_ms();
 	return store_submit(s, op);
+}
+
+int store_label_put(struct store *s, const char *dev_eui, const struct store_label *l)
+{
+	if (!s || !hex_valid(dev_eui, HEX_EUI) || !l || !l->text[0] ||
+	    !memchr(l->text, '\0', sizeof(l->text)) || !l->matrix_len ||
+	    l->matrix_len > sizeof(l->matrix) || l->image_len > sizeof(l->image) ||
+	    !memchr(l->image_opts, '\0', sizeof(l->image_opts)))
+		return -EINVAL;
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	op->kind = OP_LABEL;
+	hex_upper(op->dev_eui, dev_eui, HEX_EUI);
+	op->label = malloc(sizeof(*l));
+	if (!op->label) {
+		op_free(op);
+		return -ENOMEM;
+	}
+	*op->label = *l;
+	return store_submit(s, op);
+}
+
+int store_label_get(struct store *s, const char *dev_eui, struct store_label *ret)
+{
+	if (!s || !ret || !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	char eui[17];
+	hex_upper(eui, dev_eui, HEX_EUI);
+	sqlite3_stmt *st = s->lget_stmt;
+	int rc = sqlite3_bind_text(st, 1, eui, -1, SQLITE_TRANSIENT);
+	int r = -ENOENT;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+		const void *m = sqlite3_column_blob(st, 2);
+		const char *io = (const char *)sqlite3_column_text(st, 3);
+		const void *img = sqlite3_column_blob(st, 4);
+		size_t tl = t ? strlen(t) : 0, ml = (size_t)sqlite3_column_bytes(st, 2);
+		size_t iol = io ? strlen(io) : 0,
+		       il = img ? (size_t)sqlite3_column_bytes(st, 4) : 0;
+		if (!t || !m || tl >= sizeof(ret->text) || ml > sizeof(ret->matrix) ||
+		    iol >= sizeof(ret->image_opts) || il > sizeof(ret->image)) {
+			r = -EBADMSG;
+		} else {
+			memcpy(ret->text, t, tl + 1);
+			ret->ec = sqlite3_column_int(st, 1);
+			memcpy(ret->matrix, m, ml);
+			ret->matrix_len = ml;
+			memcpy(ret->image_opts, io ? io : "", iol + 1);
+			if (il)
+				memcpy(ret->image, img, il);
+			ret->image_len = il;
+			r = 0;
+		}
+	} else if (rc != SQLITE_DONE) {
+		r = sqlite_to_errno(s->rdb, rc);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
 }
 
 /* Bind text, or NULL for an empty optional string. */
@@ -453,6 +542,27 @@ static int bind_audit(sqlite3_stmt *st, const struct op *op)
 	return rc;
 }
 
+/* Bind the 4 columns of a label write. */
+static int bind_label(sqlite3_stmt *st, const struct op *op)
+{
+	const struct store_label *l = op->label;
+	int rc = sqlite3_bind_text(st, 1, op->dev_eui, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 2, l->text, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 3, l->ec);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(st, 4, l->matrix, (int)l->matrix_len, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = l->image_len ? sqlite3_bind_text(st, 5, l->image_opts, -1, SQLITE_STATIC)
+				  : sqlite3_bind_null(st, 5);
+	if (rc == SQLITE_OK)
+		rc = l->image_len
+			 ? sqlite3_bind_blob(st, 6, l->image, (int)l->image_len, SQLITE_STATIC)
+			 : sqlite3_bind_null(st, 6);
+	return rc;
+}
+
 /*
  * Run one write inside the open transaction. Returns SQLITE_DONE when it applied or was
  * refused on its own (op->err set, the transaction goes on), else the SQLite error that
@@ -462,8 +572,11 @@ static int writer_apply(struct store *s, struct op *op)
 {
 	sqlite3_stmt *st = op->kind == OP_INSERT   ? s->ins_stmt
 			   : op->kind == OP_UPDATE ? s->upd_stmt
-						   : s->aud_stmt;
-	int rc = op->kind == OP_AUDIT ? bind_audit(st, op) : bind_row(st, op);
+			   : op->kind == OP_AUDIT  ? s->aud_stmt
+						   : s->lab_stmt;
+	int rc = op->kind == OP_AUDIT	? bind_audit(st, op)
+		 : op->kind == OP_LABEL ? bind_label(st, op)
+					: bind_row(st, op);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
 	sqlite3_reset(st);
@@ -636,7 +749,7 @@ static void store_dispatch(struct store *s)
 		list = op->next;
 		if (op->cb)
 			op->cb(op->err, op->err ? op->reason : "", op->arg);
-		free(op);
+		op_free(op);
 	}
 }
 
@@ -654,7 +767,7 @@ static void ops_free(struct op *list)
 {
 	while (list) {
 		struct op *next = list->next;
-		free(list);
+		op_free(list);
 		list = next;
 	}
 }
@@ -676,10 +789,12 @@ void store_close(struct store *s)
 	if (s->efd >= 0)
 		close(s->efd);
 	sqlite3_finalize(s->get_stmt);
+	sqlite3_finalize(s->lget_stmt);
 	sqlite3_close(s->rdb);
 	sqlite3_finalize(s->ins_stmt);
 	sqlite3_finalize(s->upd_stmt);
 	sqlite3_finalize(s->aud_stmt);
+	sqlite3_finalize(s->lab_stmt);
 	sqlite3_close(s->wdb);
 	seal_free(s->seal);
 	pthread_cond_destroy(&s->cond);
@@ -892,6 +1007,9 @@ static int store_open_writer(struct store *s, char *err, size_t errlen)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v3(s->wdb, sql_audit, -1, SQLITE_PREPARE_PERSISTENT,
 					&s->aud_stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->wdb, sql_label_put, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->lab_stmt, NULL);
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->wdb, rc, "cannot prepare statements", err, errlen);
 	return 0;
@@ -907,6 +1025,9 @@ static int store_open_reader(struct store *s, char *err, size_t errlen)
 	sqlite3_extended_result_codes(s->rdb, 1);
 	sqlite3_busy_timeout(s->rdb, STORE_READ_BUSY_MS);
 	rc = sqlite3_prepare_v3(s->rdb, sql_get, -1, SQLITE_PREPARE_PERSISTENT, &s->get_stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->rdb, sql_label_get, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->lget_stmt, NULL);
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->rdb, rc, "cannot prepare statements", err, errlen);
 	return 0;

@@ -11,13 +11,14 @@
 
 #include <event2/buffer.h>
 
-#define FRAME_READ_CHUNK 4096
+#define FRAME_READ_CHUNK 65536
 
 struct frame_reader {
 	char *buf;
-	size_t len;	/* bytes buffered */
+	size_t start;	/* where the unread bytes begin */
+	size_t len;	/* end of the bytes buffered */
 	size_t cap;	/* size of buf */
-	size_t scanned; /* leading bytes of buf known to hold no NUL */
+	size_t scanned; /* bytes from start known to hold no NUL */
 	size_t max;
 };
 
@@ -89,21 +90,30 @@ static int reader_take(struct frame_reader *r, size_t len, char **ret, size_t *r
 	char *msg = malloc(len + 1);
 	if (!msg)
 		return -ENOMEM;
-	memcpy(msg, r->buf, len);
+	memcpy(msg, r->buf + r->start, len);
 	msg[len] = '\0';
-	r->len -= len + 1;
-	memmove(r->buf, r->buf + len + 1, r->len);
+	/* Consume without moving what follows: one read can hold many messages. */
+	r->start += len + 1;
+	if (r->start == r->len)
+		r->start = r->len = 0;
 	r->scanned = 0;
 	*ret = msg;
 	*ret_len = len;
 	return 1;
 }
 
-/* Make room for at least FRAME_READ_CHUNK more bytes in r's buffer. */
+/* Make room for at least FRAME_READ_CHUNK more bytes after the buffered ones. */
 static int reader_grow(struct frame_reader *r)
 {
 	if (r->cap - r->len >= FRAME_READ_CHUNK)
 		return 0;
+	if (r->start) {
+		memmove(r->buf, r->buf + r->start, r->len - r->start);
+		r->len -= r->start;
+		r->start = 0;
+		if (r->cap - r->len >= FRAME_READ_CHUNK)
+			return 0;
+	}
 	size_t cap = r->cap ? r->cap : FRAME_READ_CHUNK;
 	while (cap - r->len < FRAME_READ_CHUNK) {
 		if (cap > SIZE_MAX / 2)
@@ -121,17 +131,18 @@ static int reader_grow(struct frame_reader *r)
 int frame_read_fd(int fd, struct frame_reader *r, char **ret, size_t *ret_len)
 {
 	for (;;) {
-		char *nul = r->len > r->scanned
-				? memchr(r->buf + r->scanned, '\0', r->len - r->scanned)
+		size_t have = r->len - r->start;
+		char *nul = have > r->scanned
+				? memchr(r->buf + r->start + r->scanned, '\0', have - r->scanned)
 				: NULL;
 		if (nul) {
-			size_t len = (size_t)(nul - r->buf);
+			size_t len = (size_t)(nul - (r->buf + r->start));
 			if (len > r->max)
 				return -EMSGSIZE;
 			return reader_take(r, len, ret, ret_len);
 		}
-		r->scanned = r->len;
-		if (r->len > r->max)
+		r->scanned = have;
+		if (have > r->max)
 			return -EMSGSIZE;
 
 		int err = reader_grow(r);
@@ -144,7 +155,7 @@ int frame_read_fd(int fd, struct frame_reader *r, char **ret, size_t *ret_len)
 			return -errno;
 		}
 		if (n == 0)
-			return r->len == 0 ? 0 : -EPROTO;
+			return r->len == r->start ? 0 : -EPROTO;
 		r->len += (size_t)n;
 	}
 }

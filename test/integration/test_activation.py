@@ -133,6 +133,16 @@ class LiveModes(Base):
             r = c.call("io.tpad.Station.Lookup", {"devEUI": eui(10).lower(), "qr": {}})
         self.assertEqual(r["device"]["source"], "stored")
         self.assertEqual(r["qr"]["format"], "png")
+        # Labels drawn from the stored QR code (default options) and fresh (level H)
+        # decode to the same text.
+        for opts in ({}, {"ecLevel": "H", "scale": 2}):
+            with self.d.station_client() as c:
+                r = c.call("io.tpad.Station.Lookup", {"devEUI": eui(10), "qr": opts})
+            with open(path, "wb") as f:
+                f.write(base64.b64decode(r["qr"]["data"]))
+            out = subprocess.run(["zbarimg", "--raw", "-q", path], capture_output=True,
+                                 text=True)
+            self.assertEqual(out.stdout.strip(), r["device"]["qrText"], opts)
 
     def test_tpactl_activate_and_lookup(self):
         d = self.start()

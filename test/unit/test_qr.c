@@ -636,6 +636,71 @@ static int render_to_file(char **argv)
 	return 0;
 }
 
+/* A stored matrix draws exactly the image the text would; malformed ones are refused. */
+static void test_matrix(void)
+{
+	static const char *const texts[] = {
+	    "LW:D0:1122334455667788:AABBCCDDEEFF0011:AABB1122:OAABBCCDDEEFF:SYYWWNNNNNN:PFOOBAR:"
+	    "CAF2C",
+	    "LW:D0:0000000000000000:0123D345666E2DBD:00000000:O6D5C2092339DB0954585343D41E25ACD:"
+	    "SSN1:CADF4",
+	    "X",
+	};
+	static const enum qr_format formats[] = {QR_FORMAT_PNG, QR_FORMAT_SVG, QR_FORMAT_ZPL,
+						 QR_FORMAT_TEXT};
+	uint8_t m[QR_MATRIX_MAX];
+	size_t mlen;
+	for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+		for (int level = QR_EC_L; level <= QR_EC_H; level++) {
+			CHECK_INT(qr_matrix_encode(texts[t], (enum qr_ec_level)level, m, sizeof(m),
+						   &mlen),
+				  0);
+			CHECK_INT(m[0], qr_image_modules(texts[t], (enum qr_ec_level)level));
+			for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
+				struct qr_opts o;
+				qr_opts_default(&o);
+				o.format = formats[f];
+				o.level = (enum qr_ec_level)level;
+				o.scale = 3;
+				o.margin = 2;
+				uint8_t *a = NULL, *b = NULL;
+				size_t alen = 0, blen = 0;
+				CHECK_INT(qr_image_render(texts[t], &o, &a, &alen), 0);
+				CHECK_INT(qr_matrix_render(m, mlen, texts[t], &o, &b, &blen), 0);
+				CHECK(alen == blen && a && b && memcmp(a, b, alen) == 0);
+				free(a);
+				free(b);
+			}
+		}
+	}
+	CHECK_INT(qr_matrix_encode("X", QR_EC_M, m, 10, &mlen), -ENOBUFS);
+	CHECK_INT(qr_matrix_encode("", QR_EC_M, m, sizeof(m), &mlen), -EINVAL);
+
+	struct qr_opts o;
+	qr_opts_default(&o);
+	uint8_t *img;
+	size_t ilen;
+	CHECK_INT(qr_matrix_encode("X", QR_EC_M, m, sizeof(m), &mlen), 0);
+	CHECK_INT(qr_matrix_render(m, mlen - 1, "X", &o, &img, &ilen), -EINVAL);
+	CHECK_INT(qr_matrix_render(m, mlen + 1, "X", &o, &img, &ilen), -EINVAL);
+	CHECK_INT(qr_matrix_render(m, 0, "X", &o, &img, &ilen), -EINVAL);
+	uint8_t bad[QR_MATRIX_MAX] = {0};
+	for (unsigned w = 0; w < 256; w++) {
+		bool valid = w >= 21 && w <= 177 && (w - 17) % 4 == 0;
+		bad[0] = (uint8_t)w;
+		int r = qr_matrix_render(bad, 1 + (w * w + 7) / 8, "X", &o, &img, &ilen);
+		if (valid) {
+			CHECK_INT(r, 0);
+			if (r == 0)
+				free(img);
+		} else {
+			CHECK_INT(r, -EINVAL);
+		}
+	}
+	o.scale = 0;
+	CHECK_INT(qr_matrix_render(m, mlen, "X", &o, &img, &ilen), -EINVAL);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 8 && strcmp(argv[1], "render") == 0)
@@ -645,5 +710,6 @@ int main(int argc, char **argv)
 	test_parse();
 	test_template();
 	test_images();
+	test_matrix();
 	return tap_done();
 }

@@ -399,7 +399,7 @@ static void test_schema_version(void)
 	sqlite3_stmt *st;
 	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
-	CHECK_INT(sqlite3_column_int(st, 0), 1);
+	CHECK_INT(sqlite3_column_int(st, 0), 2);
 	sqlite3_finalize(st);
 	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
 	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
@@ -410,16 +410,34 @@ static void test_schema_version(void)
 	s = open_store(key, 0);
 	store_close(s);
 
-	CHECK_INT(raw_exec("PRAGMA user_version = 2"), SQLITE_OK);
+	CHECK_INT(raw_exec("PRAGMA user_version = 3"), SQLITE_OK);
 	char err[256] = "";
 	struct store_options o = {.path = dbpath, .key = key, .key_len = STORE_KEY_LEN};
 	s = NULL;
 	CHECK_INT(store_open(base, &o, &s, err, sizeof(err)), -ENOTSUP);
 	CHECK(strstr(err, "newer") != NULL);
 	CHECK(s == NULL);
-	CHECK_INT(raw_exec("PRAGMA user_version = 1"), SQLITE_OK);
+	CHECK_INT(raw_exec("PRAGMA user_version = 2"), SQLITE_OK);
 	s = open_store(key, 0);
 	store_close(s);
+
+	/* A version 1 store (no labels table) is migrated in place, its rows kept. */
+	s = open_store(key, 0);
+	struct store_record r;
+	make_record(&r, 7, true);
+	struct tally t1 = {0};
+	CHECK_INT(store_insert(s, &r, on_done, &t1), 0);
+	wait_for(&t1, 1);
+	CHECK_INT(t1.ok, 1);
+	store_close(s);
+	CHECK_INT(raw_exec("DROP TABLE labels; PRAGMA user_version = 1"), SQLITE_OK);
+	s = open_store(key, 0);
+	if (s) {
+		struct store_record got;
+		CHECK_INT(store_get(s, r.dev_eui, &got), 0);
+		CHECK(got.has_app_key && memcmp(got.app_key, r.app_key, 16) == 0);
+		store_close(s);
+	}
 
 	/* A file that is not a database is refused, not overwritten. */
 	remove_store();
@@ -437,6 +455,56 @@ static void test_schema_version(void)
 	CHECK_INT(n, sizeof(junk));
 	CHECK(buf && buf[0] == 'J');
 	free(buf);
+}
+
+/* QR labels: stored, read back, replaced, and refused when malformed. */
+static void test_labels(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	static struct store_label l, got;
+	memset(&l, 0, sizeof(l));
+	CHECK_INT(store_label_get(s, "00000000000000A8", &got), -ENOENT);
+	snprintf(l.text, sizeof(l.text), "LW:D0:ONE");
+	l.ec = 1;
+	l.matrix[0] = 21;
+	l.matrix_len = 5;
+	CHECK_INT(store_label_put(s, "00000000000000a8", &l), 0);
+	snprintf(l.text, sizeof(l.text), "LW:D0:TWO");
+	l.ec = 2;
+	l.matrix[1] = 9;
+	snprintf(l.image_opts, sizeof(l.image_opts), "png/4/4/M");
+	memcpy(l.image, "\x89PNG", 4);
+	l.image_len = 4;
+	CHECK_INT(store_label_put(s, "00000000000000A8", &l), 0);
+	/* Written with the next commit: an insert's callback tells when that is. */
+	struct store_record r;
+	make_record(&r, 8, false);
+	struct tally t = {0};
+	CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+	wait_for(&t, 1);
+	CHECK_INT(store_label_get(s, "00000000000000a8", &got), 0);
+	CHECK_STR(got.text, "LW:D0:TWO");
+	CHECK_INT(got.ec, 2);
+	CHECK_INT(got.matrix_len, 5);
+	CHECK_INT(got.matrix[1], 9);
+	CHECK_STR(got.image_opts, "png/4/4/M");
+	CHECK_INT(got.image_len, 4);
+	CHECK(memcmp(got.image, "\x89PNG", 4) == 0);
+
+	struct store_label bad = l;
+	bad.text[0] = '\0';
+	CHECK_INT(store_label_put(s, "00000000000000A8", &bad), -EINVAL);
+	CHECK_INT(store_label_put(s, "XYZ", &l), -EINVAL);
+	bad = l;
+	bad.matrix_len = 0;
+	CHECK_INT(store_label_put(s, "00000000000000A8", &bad), -EINVAL);
+	bad = l;
+	bad.image_len = sizeof(bad.image) + 1;
+	CHECK_INT(store_label_put(s, "00000000000000A8", &bad), -EINVAL);
+	store_close(s);
 }
 
 /* 1,000 writes queued together share a handful of commits, and all complete. */
@@ -897,6 +965,7 @@ int main(void)
 	test_no_clear_key();
 	test_wrong_key();
 	test_schema_version();
+	test_labels();
 	test_group_commit();
 	test_audit();
 	test_list();
