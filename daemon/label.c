@@ -106,23 +106,20 @@ static bool default_opts(const struct config *cfg, struct qr_opts *ret)
 
 /*
  * Fill l with text's QR code at the configured level and, for the configured default
- * options, its image; matrix already set when l->matrix_len is not 0.
+ * options, its image (compact: smallest PNG, for pre-generation off the station path).
  */
-static int label_fill(const struct config *cfg, const char *text, struct store_label *l)
+static int label_fill(const struct config *cfg, const char *text, struct store_label *l,
+		      bool compact)
 {
-	int err = 0;
-	if (!l->matrix_len) {
-		snprintf(l->text, sizeof(l->text), "%s", text);
-		l->ec = (int)cfg->qr_ec_level;
-		err = qr_matrix_encode(text, cfg->qr_ec_level, l->matrix, sizeof(l->matrix),
-				       &l->matrix_len);
-	}
+	snprintf(l->text, sizeof(l->text), "%s", text);
+	l->ec = (int)cfg->qr_ec_level;
+	int err =
+	    qr_matrix_encode(text, cfg->qr_ec_level, l->matrix, sizeof(l->matrix), &l->matrix_len);
 	struct qr_opts o;
 	l->image_opts[0] = '\0';
 	l->image_len = 0;
 	if (err == 0 && default_opts(cfg, &o)) {
-		/* Made once, handed out many times: worth the smallest file. */
-		o.compact = true;
+		o.compact = compact;
 		uint8_t *img;
 		size_t len;
 		if (qr_matrix_render(l->matrix, l->matrix_len, text, &o, &img, &len) == 0) {
@@ -146,7 +143,8 @@ int label_precompute(const struct config *cfg, struct store *store, const struct
 	struct store_label *l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
-	err = label_fill(cfg, text, l);
+	/* Made once before manufacturing, handed out many times: worth the smallest file. */
+	err = label_fill(cfg, text, l, true);
 	if (err == 0)
 		err = store_label_put(store, r->dev_eui, l);
 	free(l);
@@ -174,8 +172,7 @@ json_t *label_image_for(const struct config *cfg, struct store *store, const str
 	err = 0;
 	if (!hit && o->level == cfg->qr_ec_level && r->state == STORE_ISSUED) {
 		/* Not made yet (or stale): make it once and keep it for the next label. */
-		l->matrix_len = 0;
-		err = label_fill(cfg, text, l);
+		err = label_fill(cfg, text, l, false);
 		if (err == 0)
 			store_label_put(store, r->dev_eui, l);
 		hit = err == 0;
