@@ -315,3 +315,19 @@ int ctl_write_file(const char *path, const void *data, size_t len, bool atomic)
 	}
 	return 0;
 }
+
+json_t *ctl_qr_options(const struct ctl_args *a, const char *format)
+{
+	if (!format && !a->scale && !a->margin_set && !a->ec_level)
+		return NULL;
+	json_t *q = json_object();
+	if (format)
+		json_object_set_new(q, "format", json_string(format));
+	if (a->scale)
+		json_object_set_new(q, "scale", json_integer(a->scale));
+	if (a->margin_set)
+		json_object_set_new(q, "margin", json_integer(a->margin));
+	if (a->ec_level)
+		json_object_set_new(q, "ecLevel", json_string(a->ec_level));
+	return q;
+}

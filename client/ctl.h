@@ -60,6 +60,12 @@ void ctl_print_error(json_t *reply);
  */
 int ctl_write_file(const char *path, const void *data, size_t len, bool atomic);
 
+/*
+ * The qr options object of a call from --scale/--margin/--ec-level, with format if not
+ * NULL; NULL when there is nothing to say.
+ */
+json_t *ctl_qr_options(const struct ctl_args *a, const char *format);
+
 /* Print one JSON value on one line to stdout. */
 void ctl_print_json(json_t *v);
 

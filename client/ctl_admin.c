@@ -881,16 +881,9 @@ int ctl_export(struct ctl *c, struct ctl_args *a)
 		b.total = device_count(c, state);
 	b.started_us = now_us();
 	json_t *params = json_pack("{s:s, s:s}", "format", format, "state", state);
-	if (a->scale || a->margin_set || a->ec_level) {
-		json_t *q = json_object();
-		if (a->scale)
-			json_object_set_new(q, "scale", json_integer(a->scale));
-		if (a->margin_set)
-			json_object_set_new(q, "margin", json_integer(a->margin));
-		if (a->ec_level)
-			json_object_set_new(q, "ecLevel", json_string(a->ec_level));
+	json_t *q = ctl_qr_options(a, NULL);
+	if (q)
 		json_object_set_new(params, "qr", q);
-	}
 	int status = 0;
 	size_t done = 0;
 	json_int_t skipped = 0;

@@ -26,22 +26,6 @@ static const char *label_format(const struct ctl_args *a)
 	return "png";
 }
 
-/* The qr options object of a call, or NULL when no label is wanted. */
-static json_t *qr_options(const struct ctl_args *a)
-{
-	const char *format = label_format(a);
-	if (!format)
-		return NULL;
-	json_t *q = json_pack("{s:s}", "format", format);
-	if (a->scale)
-		json_object_set_new(q, "scale", json_integer(a->scale));
-	if (a->margin_set)
-		json_object_set_new(q, "margin", json_integer(a->margin));
-	if (a->ec_level)
-		json_object_set_new(q, "ecLevel", json_string(a->ec_level));
-	return q;
-}
-
 /* Handle the reply's qr: write it to -o, or show a text label on the terminal. */
 static int handle_label(const struct ctl_args *a, json_t *qr)
 {
@@ -93,7 +77,8 @@ static void print_device(json_t *d)
 /* Run a station call and present its device and label. */
 static int station_call(struct ctl *c, struct ctl_args *a, const char *method, json_t *params)
 {
-	json_t *qr = qr_options(a);
+	const char *format = label_format(a);
+	json_t *qr = format ? ctl_qr_options(a, format) : NULL;
 	if (qr)
 		json_object_set_new(params, "qr", qr);
 	json_t *p;

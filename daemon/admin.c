@@ -15,6 +15,7 @@
 #include "hex.h"
 #include "label.h"
 #include "log.h"
+#include "message.h"
 #include "qr.h"
 #include "server.h"
 #include "store.h"
@@ -473,16 +474,6 @@ static void import_begin(struct import_call *c)
 	import_pump(c);
 }
 
-/* Copy an optional hex parameter of a row upper-cased into out (size n + 1). */
-static void row_hex(json_t *row, const char *key, char *out, size_t n)
-{
-	const char *s = json_string_value(json_object_get(row, key));
-	if (s && strlen(s) == n)
-		hex_upper(out, s, n);
-	else
-		out[0] = '\0';
-}
-
 /* Build the rows of a call from its validated parameters; sends the error on failure. */
 static int import_rows(struct import_call *c, json_t *rows, bool generate)
 {
@@ -506,10 +497,10 @@ static int import_rows(struct import_call *c, json_t *rows, bool generate)
 		q->origin = "import";
 		q->uid = (uint32_t)p->uid;
 		q->pid = (int32_t)p->pid;
-		row_hex(v, "devEUI", q->dev_eui, HEX_EUI);
-		row_hex(v, "joinEUI", q->join_eui, HEX_EUI);
-		row_hex(v, "profileId", q->profile_id, HEX_PROFILE);
-		row_hex(v, "tkmInfo", q->tkm_info, HEX_TKM_INFO);
+		proto_param_hex(v, "devEUI", q->dev_eui, HEX_EUI);
+		proto_param_hex(v, "joinEUI", q->join_eui, HEX_EUI);
+		proto_param_hex(v, "profileId", q->profile_id, HEX_PROFILE);
+		proto_param_hex(v, "tkmInfo", q->tkm_info, HEX_TKM_INFO);
 		const char *serial = json_string_value(json_object_get(v, "serial"));
 		if (serial)
 			snprintf(q->serial, sizeof(q->serial), "%s", serial);

@@ -12,6 +12,7 @@
 #include "hex.h"
 #include "label.h"
 #include "log.h"
+#include "message.h"
 #include "qr.h"
 #include "server.h"
 #include "store.h"
@@ -26,16 +27,6 @@ struct pending_activate {
 	uint64_t started_us;
 	char dev_eui[17];
 };
-
-/* Copy an optional hex string parameter upper-cased into out (size n + 1); "" if absent. */
-static void param_hex(json_t *params, const char *key, char *out, size_t n)
-{
-	const char *s = json_string_value(json_object_get(params, key));
-	if (s && strlen(s) == n)
-		hex_upper(out, s, n);
-	else
-		out[0] = '\0';
-}
 
 /* Send an InvalidParameter error of the station interface. */
 static void invalid(struct req *r, const char *parameter, const char *reason)
@@ -144,10 +135,10 @@ void station_activate(struct tpad *t, struct req *r)
 				.origin = "activate",
 				.uid = (uint32_t)peer->uid,
 				.pid = (int32_t)peer->pid};
-	param_hex(params, "devEUI", q.dev_eui, HEX_EUI);
-	param_hex(params, "joinEUI", q.join_eui, HEX_EUI);
-	param_hex(params, "profileId", q.profile_id, HEX_PROFILE);
-	param_hex(params, "tkmInfo", q.tkm_info, HEX_TKM_INFO);
+	proto_param_hex(params, "devEUI", q.dev_eui, HEX_EUI);
+	proto_param_hex(params, "joinEUI", q.join_eui, HEX_EUI);
+	proto_param_hex(params, "profileId", q.profile_id, HEX_PROFILE);
+	proto_param_hex(params, "tkmInfo", q.tkm_info, HEX_TKM_INFO);
 	const char *serial = json_string_value(json_object_get(params, "serial"));
 	if (serial)
 		snprintf(q.serial, sizeof(q.serial), "%s", serial);
@@ -200,7 +191,7 @@ void station_lookup(struct tpad *t, struct req *r)
 	const struct peer *peer = req_peer(r);
 	uint64_t started = tpad_now_us();
 	char dev_eui[17];
-	param_hex(params, "devEUI", dev_eui, HEX_EUI);
+	proto_param_hex(params, "devEUI", dev_eui, HEX_EUI);
 	struct qr_opts qr;
 	bool want_qr;
 	if (label_opts(t->cfg, json_object_get(params, "qr"), &qr, &want_qr) < 0) {

@@ -604,3 +604,12 @@ int proto_check(const struct call *c, unsigned socket, const struct method_spec 
 	*ret = m;
 	return 0;
 }
+
+void proto_param_hex(json_t *obj, const char *key, char *out, size_t n)
+{
+	const char *s = json_string_value(json_object_get(obj, key));
+	if (s && strlen(s) == n && hex_valid(s, n))
+		hex_upper(out, s, n);
+	else
+		out[0] = '\0';
+}

@@ -111,6 +111,12 @@ char *fault_encode(const struct proto_fault *fault, size_t *ret_len);
  */
 json_t *proto_fault_parameters(const struct proto_fault *fault);
 
+/*
+ * Copy the hex string parameter key of a validated object upper-cased into out (size
+ * n + 1), or "" when it is absent or not n digits long.
+ */
+void proto_param_hex(json_t *obj, const char *key, char *out, size_t n);
+
 /* Parse one message as a reply; -EINVAL if it is not a valid reply, -ENOMEM. */
 int reply_decode(const char *buf, size_t len, struct reply *ret);
 
