@@ -131,6 +131,37 @@ class Foundation(TpadTestCase):
             self.assertGreaterEqual(st["limitsHit"]["idleTimeout"], 1)
         a.close()
 
+    def test_out_of_file_descriptors(self):
+        """Accept pauses on EMFILE instead of spinning, and resumes when fds free up."""
+        import resource
+        d = self.daemon().start(preexec_fn=lambda: resource.setrlimit(
+            resource.RLIMIT_NOFILE, (48, 48)))
+        clients = []
+        try:
+            for _ in range(60):
+                clients.append(d.station_client(timeout=2))
+            wait_for(lambda: "cannot accept clients, pausing" in d.log_text(), 10,
+                     "the EMFILE pause")
+            # Paused, not spinning: under a third of a core over one second.
+            def cpu_s():
+                f = open(f"/proc/{d.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+                return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            c0 = cpu_s()
+            time.sleep(1.0)
+            self.assertLess(cpu_s() - c0, 0.3)
+        finally:
+            for c in clients:
+                c.close()
+        # Once clients leave, tpad accepts again within its one-second pause.
+        def served():
+            try:
+                with d.station_client(timeout=3) as c:
+                    return c.call("org.varlink.service.GetInfo")["product"] == "tpad"
+            except (OSError, EOFError):
+                return False
+        wait_for(served, 10, "service after the pause")
+        self.assertEqual(d.stop(), 0)
+
     def test_sigterm_clean_exit(self):
         d = self.daemon().start()
         with d.station_client() as c:

@@ -273,7 +273,7 @@ class Daemon:
                     f.write(f"{k} = {v}\n")
                 f.write("\n")
 
-    def start(self, wait=True, args=()):
+    def start(self, wait=True, args=(), preexec_fn=None):
         env = dict(os.environ)
         env.update(self.env)
         # Readiness comes as READY=1 on a datagram socket we own, as under systemd.
@@ -286,7 +286,8 @@ class Daemon:
         env["NOTIFY_SOCKET"] = self.notify_path
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([TPAD, "--config", self.conf, "--verbose", *args],
-                                     env=env, stdout=self.log, stderr=self.log)
+                                     env=env, stdout=self.log, stderr=self.log,
+                                     preexec_fn=preexec_fn)
         self.notifications = []
         if wait:
             self.wait_notify("READY=1", 15)
