@@ -559,8 +559,13 @@ void control_handle(struct sim *s, const struct http_request *req, struct sim_re
 	} else if (strcmp(path, "/reset-counters") == 0 && post) {
 		memset(&s->counters, 0, sizeof(s->counters));
 		reply_json(rep, 200, counters_json(s));
+	} else if (strcmp(path, "/revoke-tokens") == 0 && post) {
+		/* Every OAuth2 token handed out stops working now, as after a key rotation. */
+		memset(s->tokens, 0, sizeof(s->tokens));
+		reply_json(rep, 200, json_pack("{s:b}", "revoked", 1));
 	} else if (strcmp(path, "/counters") == 0 || strcmp(path, "/devices") == 0 ||
-		   strcmp(path, "/faults") == 0 || strcmp(path, "/reset-counters") == 0) {
+		   strcmp(path, "/faults") == 0 || strcmp(path, "/reset-counters") == 0 ||
+		   strcmp(path, "/revoke-tokens") == 0) {
 		reply_error(rep, 405, "METHOD_NOT_ALLOWED", "method not allowed here");
 	} else {
 		reply_error(rep, 404, "NOT_FOUND", "no such resource");

@@ -662,6 +662,14 @@ static void test_oauth2(void)
 		CHECK_INT(r.outcome, TPA_OK);
 		tpa_get_counters(t, &tc);
 		CHECK_INT(tc.token_requests, 2);
+		/* A token the cloud stopped honouring: one 401, a new token, the call again. */
+		json_decref(sim_control(&s, "POST", "/revoke-tokens", "{}"));
+		long long imports = sim_counter(&s, "imports");
+		r = import_wait(t, 310);
+		CHECK_INT(r.outcome, TPA_OK);
+		tpa_get_counters(t, &tc);
+		CHECK_INT(tc.token_requests, 3);
+		CHECK_INT(sim_counter(&s, "imports"), imports + 1);
 		tpa_free(t);
 	}
 
@@ -675,7 +683,7 @@ static void test_oauth2(void)
 		CHECK(strstr(r.reason, "OAuth2") != NULL);
 		tpa_free(t);
 	}
-	CHECK_INT(sim_counter(&s, "imports"), 2);
+	CHECK_INT(sim_counter(&s, "imports"), 3);
 
 	set_str(&c.oauth2_token_url, "https://elsewhere.example/token");
 	CHECK(tpa_new(base, &c, err, sizeof(err)) == NULL);
