@@ -21,7 +21,7 @@
  *    device: adopt its token. It has not: import once more. The query fails too: the
  *    outcome is unknown and the row stays PENDING, to be settled later the same way.
  *  - A definite "not imported" (4xx, 429, 503, never sent) marks the row FAILED; a later
- *    request imports it again.
+ *    request imports it again, with the station's corrected record if it brings one.
  *  - The same DevEUI with another record is a conflict; with the same record (or no key
  *    material at all, the offline mode) it is answered from the store.
  */
@@ -384,8 +384,8 @@ static void on_retry_committed(int err, const char *reason, void *arg)
 	step_import(j);
 }
 
-/* A device the store does not hold: build and commit its PENDING row. */
-static void start_new(struct job *j)
+/* Build j->rec, a PENDING row, from the request; false after failing the job. */
+static bool build_record(struct job *j)
 {
 	struct activation *a = j->a;
 	const struct act_request *q = &j->req;
@@ -406,7 +406,7 @@ static void start_new(struct job *j)
 		if (rr < 0) {
 			job_fail(j, ACT_STORE_FAILED, "cannot generate an AppKey: %s",
 				 strerror(-rr));
-			return;
+			return false;
 		}
 		r->has_app_key = true;
 		r->app_key_generated = true;
@@ -415,7 +415,15 @@ static void start_new(struct job *j)
 	snprintf(r->origin, sizeof(r->origin), "%s", q->origin ? q->origin : "activate");
 	r->uid = q->uid;
 	r->pid = q->pid;
-	int rr = a->ops->insert(a->ctx, r, on_inserted, j);
+	return true;
+}
+
+/* A device the store does not hold: commit its PENDING row, then import. */
+static void start_new(struct job *j)
+{
+	if (!build_record(j))
+		return;
+	int rr = j->a->ops->insert(j->a->ctx, &j->rec, on_inserted, j);
 	if (rr < 0)
 		on_inserted(rr, strerror(-rr), j);
 }
@@ -439,6 +447,21 @@ static void step_lookup(struct job *j)
 	}
 	if (r < 0) {
 		job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
+		return;
+	}
+	if (j->rec.state == STORE_FAILED && req_has_keys(&j->req) &&
+	    record_conflict(&j->req, &j->rec)) {
+		/*
+		 * The cloud refused the stored record, so nothing of it was imported: a
+		 * corrected record from the station replaces it.
+		 */
+		int64_t created = j->rec.created_at;
+		if (!build_record(j))
+			return;
+		j->rec.created_at = created;
+		r = a->ops->update(a->ctx, &j->rec, on_retry_committed, j);
+		if (r < 0)
+			on_retry_committed(r, strerror(-r), j);
 		return;
 	}
 	const char *why = record_conflict(&j->req, &j->rec);

@@ -427,6 +427,22 @@ static void test_refusals(void)
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK_INT(f.queries, queries);
 
+	/* Refused, then corrected by the station: the new record replaces the refused one. */
+	rej = tres(TPA_REJECTED, 400);
+	f.import_script[f.n_import_script++] = rej;
+	q = se_req("00000000000000C3", TKM2);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_REJECTED);
+	q = se_req("00000000000000C3", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_STR(g.res.rec.tkm_info, TKM1);
+	CHECK_STR(fake_row(&f, "00000000000000C3")->tkm_info, TKM1);
+	/* Once ISSUED, another record is a conflict again. */
+	q = se_req("00000000000000C3", TKM2);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+
 	struct tpa_result busy = tres(TPA_UNAVAILABLE, 429);
 	busy.retry_after = 7;
 	f.import_script[f.n_import_script++] = busy;
