@@ -21,8 +21,7 @@ void cred_wipe(void *p, size_t n)
 		*v++ = 0;
 }
 
-/* Read a whole small secret file into buf (NUL-terminated), refusing loose modes. */
-static int cred_read_file(const char *path, char *buf, size_t bufsz, size_t *ret_len)
+int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
@@ -37,7 +36,7 @@ static int cred_read_file(const char *path, char *buf, size_t bufsz, size_t *ret
 		close(fd);
 		return -EINVAL;
 	}
-	if (st.st_mode & S_IRWXO) {
+	if (private_only && (st.st_mode & S_IRWXO)) {
 		close(fd);
 		return -EPERM;
 	}
@@ -63,7 +62,12 @@ static int cred_read_file(const char *path, char *buf, size_t bufsz, size_t *ret
 	}
 	close(fd);
 	buf[len] = '\0';
-	*ret_len = len;
+	/* Strip surrounding white space in place (a trailing newline above all). */
+	while (len && strchr(" \t\r\n", buf[len - 1]))
+		buf[--len] = '\0';
+	size_t lead = strspn(buf, " \t\r\n");
+	memmove(buf, buf + lead, len - lead + 1);
+	cred_wipe(buf + len - lead + 1, lead);
 	return 0;
 }
 
@@ -72,28 +76,20 @@ static int cred_read(const char *name, const char *fallback_path, char *buf, siz
 		     char **ret_start)
 {
 	int r = -ENOENT;
-	size_t len = 0;
 	const char *dir = getenv("CREDENTIALS_DIRECTORY");
 	if (dir && *dir) {
 		char path[PATH_MAX];
 		if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
 			return -ENAMETOOLONG;
-		r = cred_read_file(path, buf, bufsz, &len);
+		r = cred_read_file(path, true, buf, bufsz);
 	}
 	if (r == -ENOENT && fallback_path && *fallback_path)
-		r = cred_read_file(fallback_path, buf, bufsz, &len);
+		r = cred_read_file(fallback_path, true, buf, bufsz);
 	if (r < 0)
 		return r;
-	char *s = buf, *e = buf + len;
-	while (s < e && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
-		s++;
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
-		*--e = '\0';
-	if (s == e) {
-		cred_wipe(buf, bufsz);
+	if (!buf[0])
 		return -EINVAL;
-	}
-	*ret_start = s;
+	*ret_start = buf;
 	return 0;
 }
 

@@ -1,6 +1,7 @@
 /* cred: secrets from systemd credentials or key files, checked, decoded and wiped. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,13 @@
 int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, size_t max,
 		  size_t *ret_len);
 int cred_load_text(const char *name, const char *fallback_path, char *out, size_t max);
+
+/*
+ * Read a whole small secret file into buf (size bufsz), NUL-terminated, surrounding white
+ * space stripped. private_only refuses a file readable by others (-EPERM). -E2BIG if it
+ * does not fit (buf wiped), -EINVAL if it is not a regular file, or open/read's errno.
+ */
+int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz);
 
 /* Overwrite n bytes at p with zeros in a way the compiler cannot drop. */
 void cred_wipe(void *p, size_t n);

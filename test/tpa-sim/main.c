@@ -1,6 +1,8 @@
 /* tpa-sim: a simulated ThingPark Activation server (TLS-PSK or plain HTTP) with fault injection. */
 #include "sim.h"
 
+#include "../../daemon/cred.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -63,41 +65,6 @@ static double opt_prob(const char *name, const char *v)
 		usage(NULL);
 	}
 	return p;
-}
-
-/* Read a small file into buf (NUL-terminated) and strip surrounding white space. */
-static int read_secret(const char *path, char *buf, size_t bufsz)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	size_t len = 0;
-	for (;;) {
-		if (len + 1 >= bufsz) {
-			close(fd);
-			mbedtls_platform_zeroize(buf, bufsz);
-			return -E2BIG;
-		}
-		ssize_t n = read(fd, buf + len, bufsz - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int r = -errno;
-			close(fd);
-			mbedtls_platform_zeroize(buf, bufsz);
-			return r;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	close(fd);
-	buf[len] = '\0';
-	while (len > 0 && strchr(" \t\r\n", buf[len - 1]))
-		buf[--len] = '\0';
-	size_t lead = strspn(buf, " \t\r\n");
-	memmove(buf, buf + lead, len - lead + 1);
-	return 0;
 }
 
 /* Write "PORT\n" to path through a temporary file and a rename. */
@@ -362,7 +329,7 @@ static void load_secrets(struct sim *s, const struct args *a)
 	if (!s->plain) {
 		uint8_t psk[SIM_PSK_MAX];
 		size_t n;
-		r = read_secret(a->psk_file, buf, sizeof(buf));
+		r = cred_read_file(a->psk_file, false, buf, sizeof(buf));
 		if (r < 0 && r != -E2BIG) {
 			fprintf(stderr, "tpa-sim: cannot read PSK file %s: %s\n", a->psk_file,
 				strerror(-r));
@@ -388,7 +355,8 @@ static void load_secrets(struct sim *s, const struct args *a)
 		}
 	}
 	if (s->oauth2) {
-		r = read_secret(a->client_secret_file, s->client_secret, sizeof(s->client_secret));
+		r = cred_read_file(a->client_secret_file, false, s->client_secret,
+				   sizeof(s->client_secret));
 		if (r < 0 || !s->client_secret[0]) {
 			fprintf(stderr, "tpa-sim: cannot read client secret file %s: %s\n",
 				a->client_secret_file, r < 0 ? strerror(-r) : "empty");

@@ -1,0 +1,84 @@
+/* Unit tests for secrets: reading, trimming, permission checks, hex decoding, precedence. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cred.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/test-cred-XXXXXX";
+
+/* Write text to dir/name with mode; returns the path (static buffer per call). */
+static const char *put(const char *name, const char *text, mode_t mode)
+{
+	static char paths[8][512];
+	static int next;
+	char *p = paths[next++ % 8];
+	snprintf(p, 512, "%s/%s", dir, name);
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	CHECK_INT(write(fd, text, strlen(text)), (long long)strlen(text));
+	close(fd);
+	chmod(p, mode);
+	return p;
+}
+
+int main(void)
+{
+	CHECK(mkdtemp(dir) != NULL);
+	char buf[64];
+
+	CHECK_INT(cred_read_file(put("a", "  s3cret \n\n", 0600), true, buf, sizeof(buf)), 0);
+	CHECK_STR(buf, "s3cret");
+	CHECK_INT(cred_read_file(put("b", "", 0600), true, buf, sizeof(buf)), 0);
+	CHECK_STR(buf, "");
+	/* Readable by others: refused when private_only, read otherwise. */
+	const char *loose = put("c", "x\n", 0644);
+	CHECK_INT(cred_read_file(loose, true, buf, sizeof(buf)), -EPERM);
+	CHECK_INT(cred_read_file(loose, false, buf, sizeof(buf)), 0);
+	CHECK_STR(buf, "x");
+	CHECK_INT(cred_read_file(put("d", "0123456789", 0600), true, buf, 8), -E2BIG);
+	CHECK_INT(cred_read_file(dir, true, buf, sizeof(buf)), -EINVAL);
+	CHECK_INT(cred_read_file("/nonexistent/secret", true, buf, sizeof(buf)), -ENOENT);
+
+	/* Hex: decoded, bounded, must-fail cases. */
+	uint8_t key[4];
+	size_t len = 0;
+	unsetenv("CREDENTIALS_DIRECTORY");
+	CHECK_INT(cred_load_hex("k", put("k1", "deadBEEF\n", 0600), key, sizeof(key), &len), 0);
+	CHECK_INT(len, 4);
+	CHECK(key[0] == 0xde && key[3] == 0xef);
+	CHECK_INT(cred_load_hex("k", put("k2", "deadbee", 0600), key, 4, &len), -EINVAL);
+	CHECK_INT(cred_load_hex("k", put("k3", "deadbeeg", 0600), key, 4, &len), -EINVAL);
+	CHECK_INT(cred_load_hex("k", put("k4", "deadbeef00", 0600), key, 4, &len), -E2BIG);
+	CHECK_INT(cred_load_hex("k", put("k5", " \n", 0600), key, 4, &len), -EINVAL);
+	CHECK_INT(cred_load_hex("k", put("k6", "deadbeef", 0640), key, 4, &len), 0);
+	CHECK_INT(cred_load_hex("k", put("k7", "deadbeef", 0604), key, 4, &len), -EPERM);
+	CHECK_INT(cred_load_hex("k", NULL, key, 4, &len), -ENOENT);
+
+	/* The credentials directory comes first; the fallback only when it lacks the name. */
+	char creds[600];
+	snprintf(creds, sizeof(creds), "%s/creds", dir);
+	CHECK_INT(mkdir(creds, 0700), 0);
+	setenv("CREDENTIALS_DIRECTORY", creds, 1);
+	const char *fallback = put("fb", "01020304", 0600);
+	CHECK_INT(cred_load_hex("tpa-psk", fallback, key, 4, &len), 0);
+	CHECK_INT(key[0], 1);
+	put("creds/tpa-psk", "0a0b0c0d", 0600);
+	CHECK_INT(cred_load_hex("tpa-psk", fallback, key, 4, &len), 0);
+	CHECK_INT(key[0], 0x0a);
+	char text[16];
+	put("creds/oauth-secret", "pa ss\n", 0600);
+	CHECK_INT(cred_load_text("oauth-secret", NULL, text, sizeof(text)), 0);
+	CHECK_STR(text, "pa ss");
+	CHECK_INT(cred_load_text("oauth-secret", NULL, text, 3), -E2BIG);
+
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK_INT(system(cmd), 0);
+	return tap_done();
+}
