@@ -1,5 +1,6 @@
 /* admin: the io.tpad.Admin device methods — Import, Export, ListDevices and GetDevice. */
 #include "admin.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -241,7 +242,7 @@ static void row_retry_later(struct import_row *row, uint64_t delay_ms)
 {
 	struct import_call *c = row->call;
 	row->state = ROW_WAITING;
-	row->retry_at_us = tpad_now_us() + delay_ms * 1000u;
+	row->retry_at_us = clock_now_us() + delay_ms * 1000u;
 	row->next_waiting = c->waiting;
 	c->waiting = row;
 }
@@ -274,7 +275,7 @@ static void on_row_done(const struct act_result *res, void *arg)
 				    : IMPORT_RETRY_AFTER_MAX_S;
 			delay = (uint64_t)s * 1000u;
 			/* Rate limited: the whole call waits, not only this row. */
-			uint64_t until = tpad_now_us() + delay * 1000u;
+			uint64_t until = clock_now_us() + delay * 1000u;
 			if (until > c->hold_until_us)
 				c->hold_until_us = until;
 		} else {
@@ -284,7 +285,7 @@ static void on_row_done(const struct act_result *res, void *arg)
 			/* Full jitter over the upper half, so rows do not come back in a herd. */
 			delay = cap / 2 + import_rand(c) % (cap / 2 + 1);
 			if (++c->unavailable_in_a_row >= IMPORT_HOLD_AFTER) {
-				uint64_t until = tpad_now_us() + delay * 1000u;
+				uint64_t until = clock_now_us() + delay * 1000u;
 				if (until > c->hold_until_us)
 					c->hold_until_us = until;
 			}
@@ -387,7 +388,7 @@ static void import_call_free(struct import_call *c)
 static void import_log(struct import_call *c)
 {
 	const struct peer *p = req_peer(c->r);
-	double s = (double)(tpad_now_us() - c->started_us) / 1e6;
+	double s = (double)(clock_now_us() - c->started_us) / 1e6;
 	log_info("import call of %zu rows from uid %u pid %d: %zu issued, %zu skipped, %zu "
 		 "failed in %.1f s",
 		 c->n, (unsigned)p->uid, (int)p->pid, c->issued, c->skipped, c->failed, s);
@@ -404,7 +405,7 @@ static void import_log(struct import_call *c)
 		log_notice("import of %zu rows from uid %u pid %d finished: %zu issued, %zu "
 			   "skipped, %zu failed in %.1f s",
 			   batch.total, (unsigned)p->uid, (int)p->pid, batch.issued, batch.skipped,
-			   batch.failed, (double)(tpad_now_us() - batch.started_us) / 1e6);
+			   batch.failed, (double)(clock_now_us() - batch.started_us) / 1e6);
 		memset(&batch, 0, sizeof(batch));
 	}
 }
@@ -442,7 +443,7 @@ static void import_pump(struct import_call *c)
 			import_abandon(c);
 			break;
 		}
-		uint64_t now = tpad_now_us();
+		uint64_t now = clock_now_us();
 		if (c->in_flight >= c->concurrency || now < c->hold_until_us)
 			break;
 		struct import_row *row = take_due(c, now);
@@ -460,7 +461,7 @@ static void import_pump(struct import_call *c)
 static void import_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct import_call *c = arg;
-	import_progress(c, tpad_now_us());
+	import_progress(c, clock_now_us());
 	import_pump(c);
 }
 
@@ -468,7 +469,7 @@ static void import_tick(evutil_socket_t fd, short what, void *arg)
 static void import_begin(struct import_call *c)
 {
 	c->started = true;
-	c->started_us = c->last_progress_us = tpad_now_us();
+	c->started_us = c->last_progress_us = clock_now_us();
 	struct timeval tv = ms_tv(IMPORT_TICK_MS);
 	event_add(c->tick, &tv);
 	import_pump(c);
@@ -548,7 +549,7 @@ void admin_import(struct tpad *t, struct req *r)
 	    json_is_integer(conc) ? (unsigned)json_integer_value(conc) : t->cfg->import_concurrency;
 	if (c->concurrency < 1)
 		c->concurrency = 1;
-	c->rand = (uint32_t)tpad_now_us() | 1u;
+	c->rand = (uint32_t)clock_now_us() | 1u;
 	c->failures = json_array();
 	c->tick = event_new(t->base, -1, EV_PERSIST, import_tick, c);
 	if (!c->failures || !c->tick) {
@@ -664,7 +665,7 @@ static json_t *export_label(struct export_call *c, const struct store_record *re
 /* The last reply of an export, then free it. */
 static void export_finish(struct export_call *c)
 {
-	double s = (double)(tpad_now_us() - c->started_us) / 1e6;
+	double s = (double)(clock_now_us() - c->started_us) / 1e6;
 	const struct peer *p = req_peer(c->r);
 	log_info("export of %llu labels for uid %u pid %d (%llu devices left out) in %.1f s",
 		 (unsigned long long)c->exported, (unsigned)p->uid, (int)p->pid,
@@ -738,7 +739,7 @@ void admin_export(struct tpad *t, struct req *r)
 	}
 	c->t = t;
 	c->r = r;
-	c->started_us = tpad_now_us();
+	c->started_us = clock_now_us();
 	const char *format = json_string_value(json_object_get(params, "format"));
 	bool want;
 	if (param_state(params, &c->state) < 0) {

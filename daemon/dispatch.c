@@ -1,5 +1,6 @@
 /* dispatch: routes each call to its handler after the protocol checks; built-in methods. */
 #include "dispatch.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -67,7 +68,7 @@ static void h_status(struct tpad *t, struct req *r)
 {
 	struct server_stats st;
 	server_get_stats(t->srv, &st);
-	uint64_t up = (tpad_now_us() - t->started_us) / 1000000u;
+	uint64_t up = (clock_now_us() - t->started_us) / 1000000u;
 	json_t *o = json_pack(
 	    "{s:s, s:I, s:{s:i, s:i}, s:{s:I, s:I}, s:I, s:i, s:{s:I, s:I, s:I, s:I, s:I, "
 	    "s:I}}",

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "clock.h"
 #include "dispatch.h"
 #include "listener.h"
 #include "log.h"
@@ -22,13 +23,6 @@
 #define STOP_TIMEOUT_MS 30000
 /* How often STATUS= is refreshed. */
 #define STATUS_PERIOD_S 5
-
-uint64_t tpad_now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static void usage(FILE *f)
 {
@@ -121,7 +115,7 @@ static int open_listeners(struct tpad *t)
 /* Run the daemon until a stop signal; returns the exit status. */
 static int run(struct config *cfg)
 {
-	struct tpad t = {.cfg = cfg, .started_us = tpad_now_us()};
+	struct tpad t = {.cfg = cfg, .started_us = clock_now_us()};
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_status = NULL;
 	int status = 1;
 
@@ -131,7 +125,14 @@ static int run(struct config *cfg)
 		log_errx("cannot create the event loop");
 		return 1;
 	}
-	t.srv = server_new(t.base, cfg, dispatch_call, &t);
+	const struct server_limits lim = {
+	    .max_message = cfg->max_message,
+	    .idle_timeout_ms = cfg->idle_timeout_ms,
+	    .max_clients = cfg->max_clients,
+	    .max_clients_per_uid = cfg->max_clients_per_uid,
+	    .max_pending_calls = cfg->max_pending_calls,
+	};
+	t.srv = server_new(t.base, &lim, dispatch_call, &t);
 	if (!t.srv) {
 		log_errx("out of memory");
 		goto out;

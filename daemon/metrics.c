@@ -1,5 +1,6 @@
 /* metrics: the daemon's counters and gauges as text for Prometheus and node_exporter. */
 #include "metrics.h"
+#include "clock.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -191,7 +192,7 @@ char *metrics_render(const struct tpad *t)
 	family(f, "tpad_build_info", "gauge", "Always 1; the version is a label.");
 	fprintf(f, "tpad_build_info{version=\"%s\"} 1\n", TPAD_VERSION);
 	family(f, "tpad_uptime_seconds", "gauge", "Seconds since tpad started.");
-	sample(f, "tpad_uptime_seconds", NULL, (tpad_now_us() - t->started_us) / 1000000u);
+	sample(f, "tpad_uptime_seconds", NULL, (clock_now_us() - t->started_us) / 1000000u);
 	render_server(f, t);
 	render_activations(f, t);
 	render_upstream(f, (struct tpad *)t);

@@ -1,5 +1,6 @@
 /* station: the io.tpad.Station methods, Activate and Lookup. */
 #include "station.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -106,7 +107,7 @@ static void on_activated(const struct act_result *res, void *arg)
 {
 	struct pending_activate *p = arg;
 	const struct peer *peer = req_peer(p->r);
-	double ms = (double)(tpad_now_us() - p->started_us) / 1000.0;
+	double ms = (double)(clock_now_us() - p->started_us) / 1000.0;
 	const char *source = res->live ? "live" : "stored";
 	if (res->outcome == ACT_OK) {
 		json_t *reply = device_reply(p->t, &res->rec, source, &p->qr, p->want_qr);
@@ -175,7 +176,7 @@ void station_activate(struct tpad *t, struct req *r)
 	}
 	p->t = t;
 	p->r = r;
-	p->started_us = tpad_now_us();
+	p->started_us = clock_now_us();
 	memcpy(p->dev_eui, q.dev_eui, sizeof(p->dev_eui));
 	int rc = activation_run(t->act, &q, on_activated, p);
 	cred_wipe(&q, sizeof(q));
@@ -189,7 +190,7 @@ void station_lookup(struct tpad *t, struct req *r)
 {
 	json_t *params = req_params(r);
 	const struct peer *peer = req_peer(r);
-	uint64_t started = tpad_now_us();
+	uint64_t started = clock_now_us();
 	char dev_eui[17];
 	proto_param_hex(params, "devEUI", dev_eui, HEX_EUI);
 	struct qr_opts qr;
@@ -226,7 +227,7 @@ void station_lookup(struct tpad *t, struct req *r)
 		cred_wipe(&rec, sizeof(rec));
 	log_activation(dev_eui, "io.tpad.Station.Lookup", outcome,
 		       strcmp(outcome, "ok") == 0 ? "stored" : NULL, (unsigned)peer->uid,
-		       (int)peer->pid, (double)(tpad_now_us() - started) / 1000.0);
+		       (int)peer->pid, (double)(clock_now_us() - started) / 1000.0);
 }
 
 bool station_allowed(const struct config *cfg, const struct peer *peer)

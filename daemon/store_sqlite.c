@@ -1,5 +1,6 @@
 /* store_sqlite: the SQLite backend of the device store, with a group-commit writer thread. */
 #include "store.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -237,14 +238,6 @@ static int sqlite_to_errno(sqlite3 *db, int rc)
 	}
 }
 
-/* Wall-clock time in unix milliseconds. */
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 const char *store_state_name(enum store_state st)
 {
 	switch (st) {
@@ -327,7 +320,7 @@ static int op_from_record(struct store *s, const struct store_record *r, enum op
 	op->generated = r->has_app_key && r->app_key_generated;
 	op->uid = r->uid;
 	op->pid = r->pid;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 	op->created_at = r->created_at > 0 ? r->created_at : now;
 	op->updated_at =
 	    kind == OP_INSERT && r->created_at > 0 && r->updated_at > 0 ? r->updated_at : now;
@@ -412,7 +405,7 @@ int store_audit(struct store *s, const char *dev_eui, const char *method, uint32
 	copy_str(op->outcome, sizeof(op->outcome), outcome);
 	op->uid = uid;
 	op->pid = pid;
-	op->created_at = now_ms();
+	op->created_at = clock_wall_ms();
 	return store_submit(s, op);
 }
 

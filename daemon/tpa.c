@@ -1,5 +1,6 @@
 /* tpa: the ThingPark Activation API profile (import, query, OAuth2) over the session pool. */
 #include "tpa.h"
+#include "clock.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -68,15 +69,6 @@ struct tpa {
 	uint32_t ring[LATENCY_RING];
 	size_t ring_len, ring_pos;
 };
-
-/* Milliseconds on the monotonic clock. */
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* Outcome names for logs and metrics labels. */
 const char *tpa_outcome_name(enum tpa_outcome o)
@@ -365,7 +357,7 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 	struct tpa *t = c->t;
 
 	if (res->http_status)
-		latency_add(t, now_ms() - c->start_ms);
+		latency_add(t, clock_now_ms() - c->start_ms);
 	if (res->outcome < TPA_OUTCOME_MAX)
 		t->counters.outcomes[res->outcome]++;
 	TAILQ_REMOVE(&t->calls, c, link);
@@ -445,7 +437,7 @@ static int call_send(struct tpa_call *c)
 /* True if the cached token is missing or due for refresh. */
 static bool token_stale(struct tpa *t)
 {
-	return !t->token || now_ms() >= t->token_refresh_ms;
+	return !t->token || clock_now_ms() >= t->token_refresh_ms;
 }
 
 /* Send now, or park the call until a token is there. */
@@ -513,7 +505,7 @@ static void token_answer(const struct pool_result *pr, void *arg)
 		/* Refresh at 90% of the lifetime, and at least 30 s before expiry. */
 		uint64_t life = (uint64_t)expires * 1000u;
 		uint64_t margin = life / 10 > 30000 ? life / 10 : 30000;
-		t->token_refresh_ms = now_ms() + (life > margin ? life - margin : life / 2);
+		t->token_refresh_ms = clock_now_ms() + (life > margin ? life - margin : life / 2);
 		if (!t->token) {
 			fail.outcome = TPA_UNAVAILABLE;
 			snprintf(fail.reason, sizeof(fail.reason), "out of memory");
@@ -625,7 +617,7 @@ static struct tpa_call *call_new(struct tpa *t, enum call_kind kind, tpa_done_fn
 	c->kind = kind;
 	c->cb = cb;
 	c->arg = arg;
-	c->start_ms = now_ms();
+	c->start_ms = clock_now_ms();
 	return c;
 }
 
@@ -775,9 +767,32 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 			goto fail;
 		}
 	}
-	t->pool = pool_new(base, cfg, err, errlen);
-	if (!t->pool)
+	const struct pool_options po = {
+	    .url = cfg->upstream_url,
+	    .sessions = cfg->upstream_sessions,
+	    .queue = cfg->upstream_queue,
+	    .connect_timeout_ms = cfg->upstream_connect_timeout_ms,
+	    .handshake_timeout_ms = cfg->upstream_handshake_timeout_ms,
+	    .request_timeout_ms = cfg->upstream_request_timeout_ms,
+	    .backoff_min_ms = cfg->upstream_backoff_min_ms,
+	    .backoff_max_ms = cfg->upstream_backoff_max_ms,
+	    .breaker_threshold = cfg->upstream_breaker_threshold,
+	    .breaker_cooldown_ms = cfg->upstream_breaker_cooldown_ms,
+	    .max_response = cfg->upstream_max_response,
+	    .tls = {.psk_identity = cfg->upstream_psk_identity,
+		    .psk_credential = "tpa-psk",
+		    .psk_file = cfg->upstream_psk_file,
+		    .tls_min = cfg->upstream_tls_min,
+		    .ciphersuites = cfg->upstream_ciphersuites},
+	};
+	char perr[256];
+	t->pool = pool_new(base, &po, perr, sizeof(perr));
+	if (!t->pool) {
+		/* The pool names its own keys ("url: ..."); they are upstream.* here. */
+		snprintf(err, errlen, "%s%s", strncmp(perr, "url:", 4) == 0 ? "upstream." : "",
+			 perr);
 		goto fail;
+	}
 	return t;
 fail:
 	tpa_free(t);

@@ -25,6 +25,3 @@ struct tpad {
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 };
-
-/* Microseconds on the monotonic clock. */
-uint64_t tpad_now_us(void);

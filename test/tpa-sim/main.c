@@ -1,7 +1,7 @@
 /* tpa-sim: a simulated ThingPark Activation server (TLS-PSK or plain HTTP) with fault injection. */
 #include "sim.h"
 
-#include "../../daemon/cred.h"
+#include "../../core/cred.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -11,7 +11,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "config.h"
 #include "frame.h"
 #include "log.h"
 #include "message.h"
@@ -47,7 +46,7 @@ LIST_HEAD(conn_list, conn);
 
 struct server {
 	struct event_base *base;
-	const struct config *cfg;
+	struct server_limits lim;
 	server_dispatch_fn *dispatch;
 	void *dispatch_arg;
 	struct conn_list conns;
@@ -88,8 +87,8 @@ static void conn_maybe_free(struct conn *c)
 static void conn_touch(struct conn *c)
 {
 	struct timeval tv = {
-	    .tv_sec = c->srv->cfg->idle_timeout_ms / 1000,
-	    .tv_usec = (c->srv->cfg->idle_timeout_ms % 1000) * 1000,
+	    .tv_sec = c->srv->lim.idle_timeout_ms / 1000,
+	    .tv_usec = (c->srv->lim.idle_timeout_ms % 1000) * 1000,
 	};
 	evtimer_add(c->idle_timer, &tv);
 }
@@ -114,7 +113,7 @@ static void conn_update_reading(struct conn *c)
 {
 	if (c->closed)
 		return;
-	if (c->srv->stopping || c->n_reqs >= c->srv->cfg->max_pending_calls)
+	if (c->srv->stopping || c->n_reqs >= c->srv->lim.max_pending_calls)
 		bufferevent_disable(c->bev, EV_READ);
 	else
 		bufferevent_enable(c->bev, EV_READ);
@@ -249,10 +248,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	conn_touch(c);
-	while (!c->closed && !s->stopping && c->n_reqs < s->cfg->max_pending_calls) {
+	while (!c->closed && !s->stopping && c->n_reqs < s->lim.max_pending_calls) {
 		char *msg = NULL;
 		size_t len = 0;
-		int r = frame_pop(in, s->cfg->max_message, &msg, &len);
+		int r = frame_pop(in, s->lim.max_message, &msg, &len);
 		if (r == 0)
 			break;
 		if (r == -EMSGSIZE) {
@@ -287,7 +286,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		s->stats.calls_in_flight++;
 		s->dispatch(q, s->dispatch_arg);
 	}
-	if (!c->closed && c->n_reqs >= s->cfg->max_pending_calls) {
+	if (!c->closed && c->n_reqs >= s->lim.max_pending_calls) {
 		s->stats.hit.max_pending_calls++;
 		conn_update_reading(c);
 	}
@@ -390,19 +389,19 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 		return;
 	}
 	uint32_t total = s->stats.connections[0] + s->stats.connections[1];
-	if (total >= s->cfg->max_clients) {
+	if (total >= s->lim.max_clients) {
 		s->stats.hit.max_clients++;
 		log_warnx("refused %s client (uid %u pid %d): limits.max-clients (%u) reached",
-			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid, s->cfg->max_clients);
+			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid, s->lim.max_clients);
 		refuse(fd, busy);
 		return;
 	}
-	if (conns_of_uid(s, cred.uid) >= s->cfg->max_clients_per_uid) {
+	if (conns_of_uid(s, cred.uid) >= s->lim.max_clients_per_uid) {
 		s->stats.hit.max_clients_per_uid++;
 		log_warnx("refused %s client (uid %u pid %d): limits.max-clients-per-uid (%u) "
 			  "reached",
 			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid,
-			  s->cfg->max_clients_per_uid);
+			  s->lim.max_clients_per_uid);
 		refuse(fd, busy);
 		return;
 	}
@@ -443,14 +442,14 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 		  (int)cred.pid);
 }
 
-struct server *server_new(struct event_base *base, const struct config *cfg,
+struct server *server_new(struct event_base *base, const struct server_limits *lim,
 			  server_dispatch_fn *dispatch, void *arg)
 {
 	struct server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
 	s->base = base;
-	s->cfg = cfg;
+	s->lim = *lim;
 	s->dispatch = dispatch;
 	s->dispatch_arg = arg;
 	LIST_INIT(&s->conns);

@@ -6,8 +6,16 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct config;
 struct tls_ctx;
+
+/* What a client configuration is built from; the strings are borrowed for the call. */
+struct tls_options {
+	const char *psk_identity;
+	const char *psk_credential; /* credential name of the PSK (hex), e.g. "tpa-psk" */
+	const char *psk_file;	    /* NULL: the credential only */
+	int tls_min;		    /* 1 = TLS 1.1, 2 = TLS 1.2 */
+	const char *ciphersuites;   /* comma separated mbedTLS names */
+};
 struct tls_conn;
 
 /*
@@ -15,7 +23,7 @@ struct tls_conn;
  * credential and wiped from our buffers once mbedTLS holds it), ciphersuites, curves,
  * versions, random generator. On failure returns a negative errno and one line in err.
  */
-int tls_ctx_new(const struct config *cfg, struct tls_ctx **ret, char *err, size_t errlen);
+int tls_ctx_new(const struct tls_options *o, struct tls_ctx **ret, char *err, size_t errlen);
 
 /* Free the shared configuration (mbedTLS wipes the key). Accepts NULL; returns NULL. */
 struct tls_ctx *tls_ctx_free(struct tls_ctx *ctx);

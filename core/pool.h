@@ -7,8 +7,9 @@
 
 #include <jansson.h>
 
+#include "tls.h"
+
 struct event_base;
-struct config;
 struct http_response;
 struct pool;
 struct pool_req;
@@ -47,12 +48,28 @@ struct pool_stats {
 	uint64_t breaker_opens;
 };
 
+/* The pool's settings; strings are borrowed and must outlive the pool. */
+struct pool_options {
+	const char *url; /* https://host[:port] or http://host[:port] */
+	uint32_t sessions;
+	uint32_t queue; /* queued requests before -EBUSY */
+	uint32_t connect_timeout_ms;
+	uint32_t handshake_timeout_ms;
+	uint32_t request_timeout_ms;
+	uint32_t backoff_min_ms;
+	uint32_t backoff_max_ms;
+	uint32_t breaker_threshold; /* consecutive failures that open the breaker */
+	uint32_t breaker_cooldown_ms;
+	size_t max_response;
+	struct tls_options tls; /* for https:// */
+};
+
 /*
- * Parse cfg->upstream_url, set up TLS (unless http://) and start opening
- * cfg->upstream_sessions sessions in the background. Fails only on configuration
+ * Parse o->url, set up TLS (unless http://) and start opening
+ * o->sessions sessions in the background. Fails only on configuration
  * errors (one line in err); an unreachable server is not an error.
  */
-struct pool *pool_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
+struct pool *pool_new(struct event_base *base, const struct pool_options *o, char *err, size_t errlen);
 
 /* Close every session and drop queued requests without calling their callbacks. */
 struct pool *pool_free(struct pool *p);

@@ -7,7 +7,6 @@
 #include <sys/types.h>
 
 struct event_base;
-struct config;
 struct server;
 struct req;
 
@@ -53,7 +52,17 @@ typedef void server_dispatch_fn(struct req *r, void *arg);
 /* Called when a stopping server has finished every call and closed every client. */
 typedef void server_drained_fn(void *arg);
 
-struct server *server_new(struct event_base *base, const struct config *cfg,
+/* What a client may use; see the limits.* directives of tpad.conf(5). */
+struct server_limits {
+	size_t max_message;
+	uint32_t idle_timeout_ms;
+	uint32_t max_clients;
+	uint32_t max_clients_per_uid;
+	uint32_t max_pending_calls; /* calls queued on one connection */
+};
+
+/* Serve clients within *lim (copied). */
+struct server *server_new(struct event_base *base, const struct server_limits *lim,
 			  server_dispatch_fn *dispatch, void *arg);
 
 /* Close every connection and free the server. Accepts NULL. */

@@ -16,7 +16,6 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 
-#include "config.h"
 #include "cred.h"
 
 #define DEFAULT_SUITES                                                                             \
@@ -101,8 +100,8 @@ static int parse_suites(struct tls_ctx *ctx, const char *list, char *err, size_t
 	return 0;
 }
 
-/* Build the shared mbedTLS client configuration from the upstream directives. */
-int tls_ctx_new(const struct config *cfg, struct tls_ctx **ret, char *err, size_t errlen)
+/* Build the shared mbedTLS client configuration from the options. */
+int tls_ctx_new(const struct tls_options *o, struct tls_ctx **ret, char *err, size_t errlen)
 {
 	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
 	uint8_t psk[MBEDTLS_PSK_MAX_LEN];
@@ -117,12 +116,12 @@ int tls_ctx_new(const struct config *cfg, struct tls_ctx **ret, char *err, size_
 	mbedtls_ctr_drbg_init(&ctx->drbg);
 	mbedtls_ssl_config_init(&ctx->conf);
 
-	if (!cfg->upstream_psk_identity || !*cfg->upstream_psk_identity) {
-		snprintf(err, errlen, "upstream.psk-identity is not set");
+	if (!o->psk_identity || !*o->psk_identity) {
+		snprintf(err, errlen, "the PSK identity (upstream.psk-identity) is not set");
 		r = -EINVAL;
 		goto fail;
 	}
-	if ((r = parse_suites(ctx, cfg->upstream_ciphersuites, err, errlen)) < 0)
+	if ((r = parse_suites(ctx, o->ciphersuites, err, errlen)) < 0)
 		goto fail;
 	static const unsigned char pers[] = "tpad upstream";
 	if (mbedtls_ctr_drbg_seed(&ctx->drbg, mbedtls_entropy_func, &ctx->entropy, pers,
@@ -141,7 +140,7 @@ int tls_ctx_new(const struct config *cfg, struct tls_ctx **ret, char *err, size_
 	mbedtls_ssl_conf_rng(&ctx->conf, mbedtls_ctr_drbg_random, &ctx->drbg);
 	mbedtls_ssl_conf_authmode(&ctx->conf, MBEDTLS_SSL_VERIFY_NONE);
 	mbedtls_ssl_conf_min_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
-				     cfg->upstream_tls_min == 1 ? MBEDTLS_SSL_MINOR_VERSION_2
+				     o->tls_min == 1 ? MBEDTLS_SSL_MINOR_VERSION_2
 								: MBEDTLS_SSL_MINOR_VERSION_3);
 	mbedtls_ssl_conf_max_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
 				     MBEDTLS_SSL_MINOR_VERSION_3);
@@ -149,11 +148,11 @@ int tls_ctx_new(const struct config *cfg, struct tls_ctx **ret, char *err, size_
 	mbedtls_ssl_conf_curves(&ctx->conf, curves);
 	mbedtls_ssl_conf_renegotiation(&ctx->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
 
-	r = cred_load_hex("tpa-psk", cfg->upstream_psk_file, psk, sizeof(psk), &psk_len);
+	r = cred_load_hex(o->psk_credential, o->psk_file, psk, sizeof(psk), &psk_len);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot load the PSK (credential tpa-psk%s%s): %s",
-			 cfg->upstream_psk_file ? " or " : "",
-			 cfg->upstream_psk_file ? cfg->upstream_psk_file : "",
+		snprintf(err, errlen, "cannot load the PSK (credential %s%s%s): %s",
+			 o->psk_credential, o->psk_file ? " or " : "",
+			 o->psk_file ? o->psk_file : "",
 			 r == -E2BIG ? "longer than 32 bytes" : strerror(-r));
 		goto fail;
 	}
@@ -163,8 +162,8 @@ int tls_ctx_new(const struct config *cfg, struct tls_ctx **ret, char *err, size_
 		goto fail;
 	}
 	int m = mbedtls_ssl_conf_psk(&ctx->conf, psk, psk_len,
-				     (const unsigned char *)cfg->upstream_psk_identity,
-				     strlen(cfg->upstream_psk_identity));
+				     (const unsigned char *)o->psk_identity,
+				     strlen(o->psk_identity));
 	cred_wipe(psk, sizeof(psk));
 	if (m != 0) {
 		snprintf(err, errlen, "cannot use the PSK or its identity");

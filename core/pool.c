@@ -1,5 +1,6 @@
 /* pool: warm, kept-alive HTTP sessions (TLS-PSK or plain) to one upstream host. */
 #include "pool.h"
+#include "clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,7 +18,6 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
-#include "config.h"
 #include "cred.h"
 #include "http.h"
 #include "tls.h"
@@ -92,7 +92,7 @@ struct session {
 
 struct pool {
 	struct event_base *base;
-	const struct config *cfg;
+	struct pool_options o;
 	struct http_url url;
 	char url_text[HTTP_MAX_HOST + 32];
 	char host_header[HTTP_MAX_HOST + 16];
@@ -121,15 +121,6 @@ static void session_fail(struct session *s, int err, const char *reason, bool co
 static void pool_dispatch(struct pool *p);
 static void io_cb(evutil_socket_t fd, short what, void *arg);
 
-/* Milliseconds on the monotonic clock. */
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* A timeval for ms milliseconds. */
 static struct timeval ms_tv(uint64_t ms)
 {
@@ -150,7 +141,7 @@ static uint64_t rng_next(struct pool *p)
 /* Full-jitter exponential backoff: uniform in [min, min(max, min * 2^fails)]. */
 static uint64_t backoff_ms(struct pool *p, unsigned fails)
 {
-	uint64_t lo = p->cfg->upstream_backoff_min_ms, hi = p->cfg->upstream_backoff_max_ms;
+	uint64_t lo = p->o.backoff_min_ms, hi = p->o.backoff_max_ms;
 	uint64_t cap = lo;
 
 	for (unsigned i = 1; i < fails && cap < hi; i++)
@@ -212,13 +203,13 @@ static void req_event_cb(evutil_socket_t fd, short what, void *arg)
 	switch (r->state) {
 	case R_QUEUED:
 		snprintf(why, sizeof(why), "no upstream session ready within %u ms%s%s",
-			 p->cfg->upstream_request_timeout_ms, p->last_error[0] ? ": " : "",
+			 p->o.request_timeout_ms, p->last_error[0] ? ": " : "",
 			 p->last_error);
 		req_finish(r, -ETIMEDOUT, false, why);
 		return;
 	case R_ACTIVE:
 		snprintf(why, sizeof(why), "no complete response within %u ms",
-			 p->cfg->upstream_request_timeout_ms);
+			 p->o.request_timeout_ms);
 		session_fail(r->sess, -ETIMEDOUT, why, true);
 		return;
 	case R_DONE:
@@ -238,7 +229,7 @@ static void req_event_cb(evutil_socket_t fd, short what, void *arg)
 /* Arm a request's timeout. */
 static void req_arm(struct pool_req *r)
 {
-	struct timeval tv = ms_tv(r->pool->cfg->upstream_request_timeout_ms);
+	struct timeval tv = ms_tv(r->pool->o.request_timeout_ms);
 	event_add(r->ev, &tv);
 }
 
@@ -259,9 +250,9 @@ static void breaker_open(struct pool *p)
 	char why[WHY_MAX];
 
 	p->breaker = POOL_BREAKER_OPEN;
-	p->open_until_ms = now_ms() + p->cfg->upstream_breaker_cooldown_ms;
+	p->open_until_ms = clock_now_ms() + p->o.breaker_cooldown_ms;
 	p->stats.breaker_opens++;
-	struct timeval tv = ms_tv(p->cfg->upstream_breaker_cooldown_ms);
+	struct timeval tv = ms_tv(p->o.breaker_cooldown_ms);
 	event_add(p->breaker_timer, &tv);
 	snprintf(why, sizeof(why), "upstream circuit breaker open after %u failures%s%s",
 		 p->consecutive_failures, p->last_error[0] ? ": " : "", p->last_error);
@@ -274,7 +265,7 @@ static void breaker_failure(struct pool *p)
 	p->consecutive_failures++;
 	if (p->breaker == POOL_BREAKER_HALF_OPEN ||
 	    (p->breaker == POOL_BREAKER_CLOSED &&
-	     p->consecutive_failures >= p->cfg->upstream_breaker_threshold))
+	     p->consecutive_failures >= p->o.breaker_threshold))
 		breaker_open(p);
 }
 
@@ -396,7 +387,7 @@ static void session_ready(struct session *s)
 
 	event_del(s->timer);
 	s->state = S_READY;
-	s->ready_at_ms = now_ms();
+	s->ready_at_ms = clock_now_ms();
 	if (s->ever_ready)
 		s->reconnects++;
 	s->ever_ready = true;
@@ -445,7 +436,7 @@ static void session_connected(struct session *s)
 	}
 	s->state = S_HANDSHAKING;
 	event_del(s->timer);
-	struct timeval tv = ms_tv(p->cfg->upstream_handshake_timeout_ms);
+	struct timeval tv = ms_tv(p->o.handshake_timeout_ms);
 	event_add(s->timer, &tv);
 	session_handshake(s);
 }
@@ -465,7 +456,7 @@ static void session_connect(struct session *s, const struct sockaddr *addr, sock
 	}
 	(void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->state = S_CONNECTING;
-	struct timeval tv = ms_tv(p->cfg->upstream_connect_timeout_ms);
+	struct timeval tv = ms_tv(p->o.connect_timeout_ms);
 	event_add(s->timer, &tv);
 	if (connect(s->fd, addr, len) == 0) {
 		session_connected(s);
@@ -526,7 +517,7 @@ static void session_open(struct session *s)
 	char port[8];
 	snprintf(port, sizeof(port), "%u", p->url.port);
 	s->state = S_RESOLVING;
-	struct timeval tv = ms_tv(p->cfg->upstream_connect_timeout_ms);
+	struct timeval tv = ms_tv(p->o.connect_timeout_ms);
 	event_add(s->timer, &tv);
 	struct evdns_getaddrinfo_request *q =
 	    evdns_getaddrinfo(p->dns, p->url.host, port, &hints, dns_cb, s);
@@ -548,12 +539,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	case S_CONNECTING:
 		snprintf(why, sizeof(why), "%s %s:%u timed out after %u ms",
 			 s->state == S_RESOLVING ? "resolving" : "connecting to", s->pool->url.host,
-			 s->pool->url.port, s->pool->cfg->upstream_connect_timeout_ms);
+			 s->pool->url.port, s->pool->o.connect_timeout_ms);
 		session_fail(s, -ETIMEDOUT, why, true);
 		return;
 	case S_HANDSHAKING:
 		snprintf(why, sizeof(why), "TLS handshake timed out after %u ms",
-			 s->pool->cfg->upstream_handshake_timeout_ms);
+			 s->pool->o.handshake_timeout_ms);
 		session_fail(s, -ETIMEDOUT, why, true);
 		return;
 	default:
@@ -645,7 +636,7 @@ static void session_complete(struct session *s, bool extra)
 static void session_idle_closed(struct session *s, const char *reason)
 {
 	struct pool *p = s->pool;
-	bool quick = s->served == 0 && now_ms() - s->ready_at_ms < QUICK_CLOSE_MS;
+	bool quick = s->served == 0 && clock_now_ms() - s->ready_at_ms < QUICK_CLOSE_MS;
 
 	session_close(s);
 	if (quick) {
@@ -801,7 +792,7 @@ static void pool_dispatch(struct pool *p)
 
 	while ((r = TAILQ_FIRST(&p->queue))) {
 		if (p->breaker == POOL_BREAKER_OPEN) {
-			if (now_ms() < p->open_until_ms)
+			if (clock_now_ms() < p->open_until_ms)
 				return;
 			p->breaker = POOL_BREAKER_HALF_OPEN;
 		}
@@ -844,7 +835,7 @@ static void pool_dispatch(struct pool *p)
 /* ---- public ---- */
 
 /* Set up the pool and start opening its sessions. */
-struct pool *pool_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
+struct pool *pool_new(struct event_base *base, const struct pool_options *o, char *err, size_t errlen)
 {
 	struct pool *p = calloc(1, sizeof(*p));
 
@@ -853,17 +844,17 @@ struct pool *pool_new(struct event_base *base, const struct config *cfg, char *e
 		return NULL;
 	}
 	p->base = base;
-	p->cfg = cfg;
+	p->o = *o;
 	TAILQ_INIT(&p->queue);
 	TAILQ_INIT(&p->done);
-	p->rng = ((uint64_t)getpid() << 32) ^ now_ms() ^ (uint64_t)(uintptr_t)p;
+	p->rng = ((uint64_t)getpid() << 32) ^ clock_now_ms() ^ (uint64_t)(uintptr_t)p;
 	if (!p->rng)
 		p->rng = 1;
-	if (http_url_parse(cfg->upstream_url, &p->url) < 0 ||
+	if (http_url_parse(o->url, &p->url) < 0 ||
 	    (p->url.path[0] && strcmp(p->url.path, "/") != 0)) {
 		snprintf(err, errlen,
-			 "upstream.url: want https://host[:port] or http://host[:port], got %s",
-			 cfg->upstream_url ? cfg->upstream_url : "nothing");
+			 "url: want https://host[:port] or http://host[:port], got %s",
+			 o->url ? o->url : "nothing");
 		goto fail;
 	}
 	bool v6 = strchr(p->url.host, ':') != NULL;
@@ -896,10 +887,10 @@ struct pool *pool_new(struct event_base *base, const struct config *cfg, char *e
 			goto fail;
 		}
 	}
-	if (p->url.tls && tls_ctx_new(cfg, &p->tls, err, errlen) < 0)
+	if (p->url.tls && tls_ctx_new(&o->tls, &p->tls, err, errlen) < 0)
 		goto fail;
 	p->breaker_timer = evtimer_new(base, breaker_timer_cb, p);
-	p->n_sessions = cfg->upstream_sessions ? cfg->upstream_sessions : 1;
+	p->n_sessions = o->sessions ? o->sessions : 1;
 	p->sessions = calloc(p->n_sessions, sizeof(*p->sessions));
 	if (!p->breaker_timer || !p->sessions) {
 		snprintf(err, errlen, "out of memory");
@@ -911,7 +902,7 @@ struct pool *pool_new(struct event_base *base, const struct config *cfg, char *e
 		s->idx = i;
 		s->fd = -1;
 		s->state = S_BACKOFF;
-		http_parser_init(&s->parser, cfg->upstream_max_response);
+		http_parser_init(&s->parser, o->max_response);
 		s->ev_io = event_new(base, -1, 0, io_cb, s);
 		s->timer = evtimer_new(base, timer_cb, s);
 		if (!s->ev_io || !s->timer ||
@@ -968,7 +959,7 @@ struct pool *pool_free(struct pool *p)
 /* Queue a request, or settle it at once (from the loop) while the breaker is open. */
 int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, void *arg)
 {
-	if (p->queued >= p->cfg->upstream_queue) {
+	if (p->queued >= p->o.queue) {
 		p->stats.queue_full++;
 		return -EBUSY;
 	}
@@ -989,10 +980,10 @@ int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, v
 	r->state = R_QUEUED;
 	TAILQ_INSERT_TAIL(&p->queue, r, link);
 	p->queued++;
-	if (p->breaker == POOL_BREAKER_OPEN && now_ms() < p->open_until_ms) {
+	if (p->breaker == POOL_BREAKER_OPEN && clock_now_ms() < p->open_until_ms) {
 		char why[WHY_MAX];
 		snprintf(why, sizeof(why), "upstream circuit breaker open (retry in %llu s)%s%s",
-			 (unsigned long long)((p->open_until_ms - now_ms() + 999) / 1000),
+			 (unsigned long long)((p->open_until_ms - clock_now_ms() + 999) / 1000),
 			 p->last_error[0] ? ": " : "", p->last_error);
 		req_finish(r, -EHOSTUNREACH, false, why);
 		return 0;

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../proto/hex.h"
+#include "hex.h"
 
 #define CRED_MAX_FILE 4096
 
