@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "hex.h"
+#include "tls.h"
 
 enum dtype {
 	T_STR,	    /* string, required non-empty */
@@ -23,7 +24,9 @@ enum dtype {
 	T_URL,	    /* http:// or https:// URL */
 	T_GIDS,	    /* list of group names or numbers */
 	T_UIDS,	    /* list of user names or numbers */
-	T_AUTH,	    /* psk | psk+oauth2 */
+	T_AUTH,	    /* psk | psk+oauth2 | oauth2 | none */
+	T_TLSMODE,  /* psk | cert */
+	T_TOKFORM,  /* hex | base64 | as-is */
 	T_TLSMIN,   /* 1.1 | 1.2 */
 	T_ECLEVEL,  /* L | M | Q | H */
 	T_QRFORMAT, /* png | svg | zpl | text | none */
@@ -38,9 +41,6 @@ struct directive {
 };
 
 #define OFF(f) offsetof(struct config, f)
-#define DEFAULT_SUITES                                                                             \
-	"TLS-ECDHE-PSK-WITH-CHACHA20-POLY1305-SHA256,TLS-ECDHE-PSK-WITH-AES-128-CBC-SHA256,"       \
-	"TLS-PSK-WITH-AES-128-GCM-SHA256,TLS-PSK-WITH-AES-256-GCM-SHA384"
 
 static const struct directive directives[] = {
     {"station.socket", T_STR, OFF(station_socket), "/run/tpad/station.sock", 0, 0},
@@ -65,7 +65,7 @@ static const struct directive directives[] = {
     {"upstream.psk-identity", T_STR_OPT, OFF(upstream_psk_identity), "", 0, 0},
     {"upstream.psk-file", T_STR_OPT, OFF(upstream_psk_file), "", 0, 0},
     {"upstream.tls-min", T_TLSMIN, OFF(upstream_tls_min), "1.2", 0, 0},
-    {"upstream.ciphersuites", T_STR, OFF(upstream_ciphersuites), DEFAULT_SUITES, 0, 0},
+    {"upstream.ciphersuites", T_STR_OPT, OFF(upstream_ciphersuites), "", 0, 0},
     {"upstream.connect-timeout", T_DURATION, OFF(upstream_connect_timeout_ms), "5s", 10, 600000},
     {"upstream.handshake-timeout", T_DURATION, OFF(upstream_handshake_timeout_ms), "10s", 10,
      600000},
@@ -76,6 +76,11 @@ static const struct directive directives[] = {
     {"upstream.breaker-cooldown", T_DURATION, OFF(upstream_breaker_cooldown_ms), "5s", 1, 3600000},
     {"upstream.max-response", T_SIZE, OFF(upstream_max_response), "1M", 1024, 64u << 20},
     {"upstream.auth", T_AUTH, OFF(upstream_auth), "psk", 0, 0},
+    {"upstream.tls", T_TLSMODE, OFF(upstream_tls), "psk", 0, 0},
+    {"upstream.ca-file", T_STR, OFF(upstream_ca_file), "/etc/ssl/certs/ca-certificates.crt", 0, 0},
+    {"upstream.pin-sha256", T_STR_OPT, OFF(upstream_pin_sha256), "", 0, 0},
+    {"upstream.client-cert", T_STR_OPT, OFF(upstream_client_cert), "", 0, 0},
+    {"upstream.client-key-file", T_STR_OPT, OFF(upstream_client_key_file), "", 0, 0},
 
     {"oauth2.token-url", T_STR_OPT, OFF(oauth2_token_url), "", 0, 0},
     {"oauth2.client-id", T_STR_OPT, OFF(oauth2_client_id), "", 0, 0},
@@ -93,6 +98,7 @@ static const struct directive directives[] = {
     {"api.field-ref", T_STR, OFF(api_field_ref), "ref", 0, 0},
     {"api.field-hsm-group", T_STR, OFF(api_field_hsm_group), "hsmGroupId", 0, 0},
     {"api.hsm-group", T_STR_OPT, OFF(api_hsm_group), "", 0, 0},
+    {"api.owner-token-form", T_TOKFORM, OFF(api_owner_token_form), "hex", 0, 0},
 
     {"store.path", T_STR, OFF(store_path), "/var/lib/tpad/tpad.db", 0, 0},
     {"store.key-file", T_STR_OPT, OFF(store_key_file), "", 0, 0},
@@ -114,6 +120,9 @@ static const struct directive directives[] = {
 
 static const char *const ec_names[] = {"L", "M", "Q", "H"};
 static const char *const qr_formats[] = {"png", "svg", "zpl", "text", "none"};
+static const char *const auth_names[] = {"psk", "psk+oauth2", "oauth2", "none"};
+static const char *const tls_names[] = {"psk", "cert"};
+static const char *const tokform_names[] = {"hex", "base64", "as-is"};
 
 /* Parse an unsigned decimal number with an optional unit suffix into *ret_num, *ret_unit. */
 static int parse_number(const char *s, uint64_t *ret_num, const char **ret_unit)
@@ -305,14 +314,25 @@ static int directive_set(struct config *c, const struct directive *d, const char
 		return parse_id_list(v, false, (uint32_t *)slot, &c->n_station_allowed_uids, why,
 				     whylen);
 	case T_AUTH:
-		if (strcmp(v, "psk") == 0)
-			*(enum upstream_auth *)slot = UPSTREAM_AUTH_PSK;
-		else if (strcmp(v, "psk+oauth2") == 0)
-			*(enum upstream_auth *)slot = UPSTREAM_AUTH_PSK_OAUTH2;
-		else {
-			snprintf(why, whylen, "must be psk or psk+oauth2");
+		if (parse_enum(v, auth_names, 4, false, &idx) < 0) {
+			snprintf(why, whylen, "must be psk, psk+oauth2, oauth2 or none");
 			return -EINVAL;
 		}
+		*(enum upstream_auth *)slot = (enum upstream_auth)idx;
+		return 0;
+	case T_TLSMODE:
+		if (parse_enum(v, tls_names, 2, false, &idx) < 0) {
+			snprintf(why, whylen, "must be psk or cert");
+			return -EINVAL;
+		}
+		*(enum upstream_tls *)slot = (enum upstream_tls)idx;
+		return 0;
+	case T_TOKFORM:
+		if (parse_enum(v, tokform_names, 3, false, &idx) < 0) {
+			snprintf(why, whylen, "must be hex, base64 or as-is");
+			return -EINVAL;
+		}
+		*(enum owner_token_form *)slot = (enum owner_token_form)idx;
 		return 0;
 	case T_TLSMIN:
 		if (strcmp(v, "1.1") == 0)
@@ -399,11 +419,34 @@ static int config_check(const struct config *c, const char *name, char *err, siz
 	if (c->upstream_backoff_min_ms > c->upstream_backoff_max_ms)
 		return config_error(err, errlen, name, 0,
 				    "upstream.backoff-min is larger than upstream.backoff-max");
-	if (c->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2 &&
-	    (!c->oauth2_token_url || !c->oauth2_client_id))
+	bool oauth = c->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2 ||
+		     c->upstream_auth == UPSTREAM_AUTH_OAUTH2;
+	if (oauth && (!c->oauth2_token_url || !c->oauth2_client_id))
 		return config_error(err, errlen, name, 0,
-				    "upstream.auth = psk+oauth2 needs oauth2.token-url and "
-				    "oauth2.client-id");
+				    "upstream.auth = %s needs oauth2.token-url and oauth2.client-id",
+				    auth_names[c->upstream_auth]);
+	bool psk_auth = c->upstream_auth == UPSTREAM_AUTH_PSK ||
+			c->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2;
+	if (strncmp(c->upstream_url, "https://", 8) == 0 &&
+	    psk_auth != (c->upstream_tls == UPSTREAM_TLS_PSK))
+		return config_error(err, errlen, name, 0,
+				    "upstream.auth = %s does not fit upstream.tls = %s (with psk: "
+				    "psk or psk+oauth2; with cert: oauth2 or none)",
+				    auth_names[c->upstream_auth], tls_names[c->upstream_tls]);
+	if (c->upstream_tls == UPSTREAM_TLS_PSK &&
+	    (c->upstream_pin_sha256 || c->upstream_client_cert))
+		return config_error(err, errlen, name, 0,
+				    "upstream.pin-sha256 and upstream.client-cert need "
+				    "upstream.tls = cert");
+	if (c->upstream_pin_sha256) {
+		uint8_t pins[TLS_PIN_MAX][32];
+		if (tls_pins_parse(c->upstream_pin_sha256, pins, TLS_PIN_MAX) <= 0)
+			return config_error(err, errlen, name, 0,
+					    "upstream.pin-sha256: want up to %d SHA-256 pins of "
+					    "the server's public key (base64, or 64 hex digits), "
+					    "comma separated",
+					    TLS_PIN_MAX);
+	}
 	if (strcmp(c->station_socket, c->admin_socket) == 0)
 		return config_error(err, errlen, name, 0,
 				    "station.socket and admin.socket are the same path");
@@ -585,9 +628,13 @@ void config_print(const struct config *c, FILE *f)
 			print_ids(f, (const uint32_t *)slot, c->n_station_allowed_uids);
 			break;
 		case T_AUTH:
-			fputs(*(const enum upstream_auth *)slot == UPSTREAM_AUTH_PSK ? "psk"
-										     : "psk+oauth2",
-			      f);
+			fputs(auth_names[*(const enum upstream_auth *)slot], f);
+			break;
+		case T_TLSMODE:
+			fputs(tls_names[*(const enum upstream_tls *)slot], f);
+			break;
+		case T_TOKFORM:
+			fputs(tokform_names[*(const enum owner_token_form *)slot], f);
 			break;
 		case T_TLSMIN:
 			fputs(*(const int *)slot == 1 ? "1.1" : "1.2", f);

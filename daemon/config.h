@@ -10,9 +10,25 @@
 #define CONFIG_DEFAULT_PATH "/etc/tpad/tpad.conf"
 #define CONFIG_MAX_LIST 32
 
+/* Whether API calls carry an OAuth2 bearer token, and what the channel is. */
 enum upstream_auth {
-	UPSTREAM_AUTH_PSK,
-	UPSTREAM_AUTH_PSK_OAUTH2,
+	UPSTREAM_AUTH_PSK,	  /* the PSK channel alone */
+	UPSTREAM_AUTH_PSK_OAUTH2, /* PSK channel plus an OAuth2 bearer token */
+	UPSTREAM_AUTH_OAUTH2,	  /* certificate TLS plus an OAuth2 bearer token */
+	UPSTREAM_AUTH_NONE,	  /* certificate TLS (maybe mTLS), no token */
+};
+
+/* How the TLS channel is authenticated. */
+enum upstream_tls {
+	UPSTREAM_TLS_PSK,
+	UPSTREAM_TLS_CERT,
+};
+
+/* How the ownerToken's text in the cloud's answer is turned into label text. */
+enum owner_token_form {
+	OWNER_TOKEN_HEX,    /* hexadecimal, printed upper-case */
+	OWNER_TOKEN_BASE64, /* base64, re-encoded as upper-case hex of its bytes */
+	OWNER_TOKEN_AS_IS,  /* printable text, kept exactly */
 };
 
 enum qr_ec_level {
@@ -66,6 +82,11 @@ struct config {
 	uint32_t upstream_breaker_cooldown_ms;
 	size_t upstream_max_response;
 	enum upstream_auth upstream_auth;
+	enum upstream_tls upstream_tls;
+	char *upstream_ca_file;	       /* PEM bundle of trusted CAs (certificate TLS) */
+	char *upstream_pin_sha256;     /* NULL or SPKI SHA-256 pins, comma separated */
+	char *upstream_client_cert;    /* NULL or PEM client certificate (mTLS) */
+	char *upstream_client_key_file; /* NULL: credential tpa-client-key only */
 
 	/* [oauth2] */
 	char *oauth2_token_url;
@@ -85,6 +106,7 @@ struct config {
 	char *api_field_ref;
 	char *api_field_hsm_group;
 	char *api_hsm_group; /* NULL: not sent */
+	enum owner_token_form api_owner_token_form;
 
 	/* [store] */
 	char *store_path;

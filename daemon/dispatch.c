@@ -356,7 +356,7 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 {
 	struct server_stats st;
 	server_get_stats(t->srv, &st);
-	char up[128] = "upstream not set up";
+	char up[384] = "upstream not set up";
 	if (t->tpa)
 		tpa_status_line(t->tpa, up, sizeof(up));
 	uint64_t counts[STORE_N_STATES] = {0};

@@ -16,6 +16,7 @@
 #include "cred.h"
 #include "hex.h"
 #include "http.h"
+#include "log.h"
 
 #define LATENCY_RING 512
 #define TOKEN_MAX 4096
@@ -712,6 +713,20 @@ static int token_path(struct tpa *t, char *err, size_t errlen)
 	return 0;
 }
 
+/* The pool's certificate verdict changed: say so once in the log, not per retry. */
+static void cert_event(void *arg, enum tls_cert_error e, const char *reason)
+{
+	struct tpa *t = arg;
+
+	if (e == TLS_CERT_OK)
+		log_info("upstream %s: certificate accepted again, sessions reconnecting",
+			 t->cfg->upstream_url);
+	else
+		log_errx("upstream %s: certificate refused (%s), not retrying before "
+			 "upstream.backoff-max: %s",
+			 t->cfg->upstream_url, tls_cert_error_name(e), reason);
+}
+
 /* Set up the profile, checking the configuration it depends on. */
 struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
 {
@@ -746,7 +761,8 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 			 "api.base-path and the api paths must be absolute, without spaces");
 		goto fail;
 	}
-	if (cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2) {
+	if (cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2 ||
+	    cfg->upstream_auth == UPSTREAM_AUTH_OAUTH2) {
 		t->oauth = true;
 		if (!cfg->oauth2_client_id || !*cfg->oauth2_client_id) {
 			snprintf(err, errlen, "oauth2.client-id is not set");
@@ -779,14 +795,25 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 	    .breaker_threshold = cfg->upstream_breaker_threshold,
 	    .breaker_cooldown_ms = cfg->upstream_breaker_cooldown_ms,
 	    .max_response = cfg->upstream_max_response,
-	    .tls = {.psk_identity = cfg->upstream_psk_identity,
+	    .cert_cb = cert_event,
+	    .cert_arg = t,
+	    .tls = {.mode = cfg->upstream_tls == UPSTREAM_TLS_CERT ? TLS_MODE_CERT : TLS_MODE_PSK,
+		    .psk_identity = cfg->upstream_psk_identity,
 		    .psk_credential = "tpa-psk",
 		    .psk_file = cfg->upstream_psk_file,
 		    .tls_min = cfg->upstream_tls_min,
-		    .ciphersuites = cfg->upstream_ciphersuites},
+		    .ciphersuites = cfg->upstream_ciphersuites,
+		    .ca_file = cfg->upstream_ca_file,
+		    .pin_sha256 = cfg->upstream_pin_sha256,
+		    .client_cert = cfg->upstream_client_cert,
+		    .client_key_credential = "tpa-client-key",
+		    .client_key_file = cfg->upstream_client_key_file},
 	};
 	char perr[256];
 	t->pool = pool_new(base, &po, perr, sizeof(perr));
+	if (t->pool)
+		log_debug("upstream %s: %s TLS", cfg->upstream_url,
+			  cfg->upstream_tls == UPSTREAM_TLS_CERT ? "certificate" : "PSK");
 	if (!t->pool) {
 		/* The pool names its own keys ("url: ..."); they are upstream.* here. */
 		snprintf(err, errlen, "%s%s", strncmp(perr, "url:", 4) == 0 ? "upstream." : "",

@@ -9,6 +9,7 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cache.h>
+#include <mbedtls/x509_crt.h>
 
 struct event_base;
 struct event;
@@ -87,6 +88,11 @@ struct sim_tls {
 	uint8_t psk[SIM_PSK_MAX];
 	size_t psk_len;
 	bool ready;
+	/* certificate mode */
+	mbedtls_x509_crt cert;
+	mbedtls_x509_crt client_ca;
+	mbedtls_pk_context key;
+	bool cert_mode;
 };
 
 /* The whole simulator. */
@@ -152,6 +158,9 @@ void sim_devices_free(struct sim *s);
 
 /* sim_tls.c: the mbedTLS PSK server. */
 int tls_init(struct sim_tls *t, const char *identity, const uint8_t *psk, size_t psk_len);
+/* Certificate mode: chain and key (PEM files); client_ca (or NULL) requires mTLS. */
+int tls_init_cert(struct sim_tls *t, const char *cert, const char *key, const char *client_ca,
+		  char *err, size_t errlen);
 void tls_free(struct sim_tls *t);
 int tls_conn_setup(struct sim_tls *t, mbedtls_ssl_context *ssl, int *fd);
 int tls_conn_handshake(mbedtls_ssl_context *ssl, bool *ret_resumed);

@@ -1,0 +1,234 @@
+"""Integration tests of reaching the real cloud: certificate TLS (good chain, expired, wrong
+host, unknown CA, pin mismatch, mTLS) through the real tpad against tpa-sim and OpenSSL."""
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+
+import tpadtest
+from certs import PKI
+from tpadtest import TpadTestCase, wait_for
+
+SANS = ["DNS:127.0.0.1", "IP:127.0.0.1"]
+
+
+class CertBase(TpadTestCase):
+    def setUp(self):
+        super().setUp()
+        self.pki = PKI(os.path.join(self.tmp, "pki"))
+        self.pki.ca("good")
+
+    def status(self, d):
+        with d.admin_client() as a:
+            return a.call("io.tpad.Admin.Status")["upstream"]
+
+    def cert_sim(self, crt, key, client_ca=None, extra=()):
+        args = ["--cert", crt, "--key", key]
+        if client_ca:
+            args += ["--client-ca", client_ca]
+        return self.sim(None, tls_args=args, extra=extra).start()
+
+    def cert_daemon(self, url, conf="", sessions=2, **kw):
+        return self.daemon(upstream_url=url, conf_extra=(
+            "upstream.tls = cert\nupstream.auth = none\n"
+            f"upstream.ca-file = {self.pki.path('good.crt')}\n"
+            f"upstream.sessions = {sessions}\n" + conf), **kw)
+
+    def activate(self, d, eui="70B3D50000000001"):
+        with d.station_client() as c:
+            return c.call("io.tpad.Station.Activate",
+                          {"devEUI": eui, "tkmInfo": "31110123D345666E2DBD"})
+
+
+class CertTLS(CertBase):
+    def test_good_chain_warm_and_resumed(self):
+        crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
+        s = self.cert_sim(crt, key)
+        d = self.cert_daemon(s.url()).start()
+        wait_for(lambda: self.status(d)["state"] == "ok", 15, "warm certificate sessions")
+        up = self.status(d)
+        self.assertEqual(up["tls"], "cert")
+        self.assertIsNone(up["certificate"])
+        for sess in up["sessions"]:
+            self.assertIn("TLS-ECDHE-ECDSA-WITH-", sess["ciphersuite"])
+        dev = self.activate(d)
+        self.assertEqual(dev["device"]["state"], "ISSUED")
+        self.assertEqual(s.counters()["imports"], 1)
+        d.wait_notify("upstream ok 2/2 ready", 15)
+        # A dropped connection comes back by resuming the verified session.
+        s.faults(reset_after=1)
+        self.activate(d, "70B3D50000000002")
+        s.faults(reset_after=0)
+        wait_for(lambda: s.counters()["resumed"] >= 1, 15, "a resumed certificate session")
+
+    def refused(self, d, s, name, words):
+        """The daemon reports the certificate error by name, and does not hammer."""
+        def reported():
+            up = self.status(d)
+            return up["certificate"] and up["certificate"]["error"] == name
+        wait_for(reported, 15, f"certificate error {name} in Status")
+        up = self.status(d)
+        self.assertEqual(up["state"], "down")
+        self.assertEqual(up["breaker"], "open")
+        for w in words:
+            self.assertIn(w, up["certificate"]["reason"])
+        d.wait_notify(words[0], 10)
+        # A station gets Unavailable at once, with the reason, and no request is made.
+        with self.assertRaises(tpadtest.VarlinkError) as e:
+            self.activate(d)
+        self.assertIn(words[0], str(e.exception.params))
+        self.assertEqual(s.counters()["requests"], 0)
+        # One handshake per backoff-max (1 s in the tests), not a retry storm.
+        before = s.counters()["connections"]
+        time.sleep(3)
+        after = s.counters()["connections"]
+        self.assertLessEqual(after - before, 4, (before, after))
+        self.assertIn(words[0], d.log_text_all())
+
+    def test_expired(self):
+        crt, key = self.pki.issue("old", "good", "127.0.0.1", SANS, expired=True)
+        s = self.cert_sim(crt, key)
+        d = self.cert_daemon(s.url(), sessions=4).start()
+        self.refused(d, s, "expired", ["expired"])
+
+    def test_wrong_host(self):
+        crt, key = self.pki.issue("other", "good", "dx-api.example.org",
+                                  ["DNS:dx-api.example.org"])
+        s = self.cert_sim(crt, key)
+        d = self.cert_daemon(s.url()).start()
+        self.refused(d, s, "wrong-host", ["wrong host", "127.0.0.1"])
+
+    def test_unknown_ca(self):
+        self.pki.ca("rogue")
+        crt, key = self.pki.issue("rogue-srv", "rogue", "127.0.0.1", SANS)
+        s = self.cert_sim(crt, key)
+        d = self.cert_daemon(s.url()).start()
+        self.refused(d, s, "unknown-ca", ["unknown CA"])
+
+    def test_pin(self):
+        crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
+        other, _ = self.pki.issue("srv2", "good", "127.0.0.1", SANS)
+        s = self.cert_sim(crt, key)
+        # The CA's key is in the chain too: pinning it (plus a backup) is accepted.
+        d = self.cert_daemon(s.url(), conf=(
+            f"upstream.pin-sha256 = {self.pki.spki_pin(other)}, "
+            f"{self.pki.spki_pin(self.pki.path('good.crt'))}")).start()
+        wait_for(lambda: self.status(d)["state"] == "ok", 15, "pinned sessions")
+        self.assertEqual(self.activate(d)["device"]["state"], "ISSUED")
+        d.stop()
+        d2 = self.cert_daemon(s.url(), conf=(
+            f"upstream.pin-sha256 = {self.pki.spki_pin(other)}")).start()
+        s.control("POST", "/reset-counters")
+        self.refused(d2, s, "pin-mismatch", ["pin mismatch"])
+
+    def test_mtls_required_and_presented(self):
+        crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
+        self.pki.ca("clients")
+        ccrt, ckey = self.pki.issue("line1", "clients", "line-1", client=True)
+        s = self.cert_sim(crt, key, client_ca=self.pki.path("clients.crt"))
+        # Without a client certificate the server refuses the handshake: named as such.
+        d = self.cert_daemon(s.url()).start()
+        self.refused(d, s, "client-cert-refused", ["client certificate"])
+        d.stop()
+        # With it, served; the key comes from the credential directory.
+        creds = os.path.join(self.tmp, "creds")
+        os.makedirs(creds)
+        with open(ckey) as f:
+            tpadtest.write_secret(os.path.join(creds, "tpa-client-key"), f.read().strip())
+        d2 = self.cert_daemon(s.url(), conf=f"upstream.client-cert = {ccrt}",
+                              env={"CREDENTIALS_DIRECTORY": creds}).start()
+        wait_for(lambda: self.status(d2)["state"] == "ok", 15, "mTLS sessions")
+        self.assertEqual(self.activate(d2)["device"]["state"], "ISSUED")
+        with open(ckey) as f:
+            key_text = f.read()
+        body = key_text.split("-----")[2].strip().splitlines()[0]
+        self.assertNotIn(body, d2.log_text_all())
+
+    def test_client_key_readable_by_others_refused(self):
+        crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
+        ccrt, ckey = self.pki.issue("line1", "good", "line-1", client=True)
+        os.chmod(ckey, 0o644)
+        d = self.cert_daemon("https://127.0.0.1:9", conf=(
+            f"upstream.client-cert = {ccrt}\nupstream.client-key-file = {ckey}"))
+        d.start(wait=False)
+        rc = d.proc.wait(15)
+        d.proc = None
+        d.log.close()
+        d.notify.close()
+        self.assertNotEqual(rc, 0)
+        self.assertIn("chmod 600", d.log_text_all())
+
+    def test_config_errors(self):
+        d = self.daemon(conf_extra="upstream.tls = cert\n")
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("upstream.auth = psk does not fit upstream.tls = cert", p.stderr)
+        d = self.daemon(conf_extra="upstream.pin-sha256 = nonsense\n"
+                        "upstream.tls = cert\nupstream.auth = none\n")
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("upstream.pin-sha256", p.stderr)
+
+
+class OpenSSLInterop(CertBase):
+    """A TLS stack other than ours validates the handshake: openssl s_server -www."""
+
+    def test_openssl_s_server(self):
+        crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
+        port = tpadtest.free_port()
+        log = open(os.path.join(self.tmp, "s_server.log"), "wb")
+        srv = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}",
+                                "-cert", crt, "-key", key, "-www", "-tls1_2"],
+                               stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: self.port_open(port), 10, "openssl s_server")
+            d = self.cert_daemon(f"https://127.0.0.1:{port}", sessions=1).start()
+            wait_for(lambda: self.status(d)["state"] == "ok", 15, "a session to s_server")
+            suite = self.status(d)["sessions"][0]["ciphersuite"]
+            self.assertIn("ECDHE-ECDSA", suite)
+            # s_server -www answers any GET with its HTML status page: the query gets an
+            # HTTP answer through the verified channel (not a device list, so unavailable).
+            with d.admin_client() as a:
+                r = a.call("io.tpad.Admin.Status")
+            self.assertIsNone(r["upstream"]["certificate"])
+        finally:
+            srv.terminate()
+            srv.wait(10)
+            log.close()
+
+    def test_openssl_s_server_wrong_ca(self):
+        self.pki.ca("rogue")
+        crt, key = self.pki.issue("rogue-srv", "rogue", "127.0.0.1", SANS)
+        port = tpadtest.free_port()
+        log = open(os.path.join(self.tmp, "s_server.log"), "wb")
+        srv = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}",
+                                "-cert", crt, "-key", key, "-www"],
+                               stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: self.port_open(port), 10, "openssl s_server")
+            d = self.cert_daemon(f"https://127.0.0.1:{port}", sessions=1).start()
+
+            def reported():
+                c = self.status(d)["certificate"]
+                return c and c["error"] == "unknown-ca"
+            wait_for(reported, 15, "unknown CA from s_server")
+        finally:
+            srv.terminate()
+            srv.wait(10)
+            log.close()
+
+    @staticmethod
+    def port_open(port):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+
+if __name__ == "__main__":
+    tpadtest.main()
