@@ -90,6 +90,8 @@ static const struct directive directives[] = {
     {"api.import-path", T_STR, OFF(api_import_path), "/factoryDevices", 0, 0},
     {"api.query-path", T_STR, OFF(api_query_path), "/factoryDevices", 0, 0},
     {"api.query-param", T_STR, OFF(api_query_param), "deviceEUI", 0, 0},
+    {"api.query-page-param", T_STR_OPT, OFF(api_query_page_param), "pageIndex", 0, 0},
+    {"api.query-page-size", T_UINT, OFF(api_query_page_size), "100", 1, 100000},
     {"api.field-dev-eui", T_STR, OFF(api_field_dev_eui), "deviceEUI", 0, 0},
     {"api.field-join-eui", T_STR, OFF(api_field_join_eui), "joinEUI", 0, 0},
     {"api.field-tkm-info", T_STR, OFF(api_field_tkm_info), "tkmInfo", 0, 0},

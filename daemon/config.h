@@ -98,6 +98,8 @@ struct config {
 	char *api_import_path;
 	char *api_query_path;
 	char *api_query_param;
+	char *api_query_page_param; /* NULL: no paging */
+	uint32_t api_query_page_size;
 	char *api_field_dev_eui;
 	char *api_field_join_eui;
 	char *api_field_tkm_info;

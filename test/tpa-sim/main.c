@@ -30,6 +30,7 @@ static const char usage_text[] =
     "               [--retry-after S] [--reset-after N] [--drop-before-answer P]\n"
     "               [--drop-before-import P] [--idle-close-ms T] [--slow] [--malformed P]\n"
     "               [--refuse] [--duplicate 409|same|new] [--seed N] [--verbose]\n"
+    "               [--dx-maker [--customer-id ID]]\n"
     "PORT 0 picks a free port. P is a probability between 0 and 1.\n"
     "Without --plain, TLS 1.1/1.2 with the PSK (hex in the file) and identity, or with the\n"
     "server certificate chain and key (--client-ca: a client certificate is required).\n";
@@ -156,6 +157,8 @@ enum {
 	OPT_CERT,
 	OPT_KEY,
 	OPT_CLIENT_CA,
+	OPT_DX_MAKER,
+	OPT_CUSTOMER_ID,
 };
 
 static const struct option options[] = {
@@ -167,6 +170,8 @@ static const struct option options[] = {
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
     {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
+    {"dx-maker", no_argument, NULL, OPT_DX_MAKER},
+    {"customer-id", required_argument, NULL, OPT_CUSTOMER_ID},
     {"control", required_argument, NULL, OPT_CONTROL},
     {"control-port-file", required_argument, NULL, OPT_CONTROL_PORT_FILE},
     {"registry", required_argument, NULL, OPT_REGISTRY},
@@ -240,6 +245,14 @@ static void parse_args(int argc, char **argv, struct sim *s, struct args *a)
 			break;
 		case OPT_CLIENT_CA:
 			a->client_ca = optarg;
+			break;
+		case OPT_DX_MAKER:
+			s->dx = true;
+			break;
+		case OPT_CUSTOMER_ID:
+			if (strlen(optarg) >= sizeof(s->customer_id) || !*optarg)
+				usage("--customer-id is empty or too long");
+			strcpy(s->customer_id, optarg);
 			break;
 		case OPT_CONTROL:
 			a->control = optarg;
@@ -406,6 +419,7 @@ int main(int argc, char **argv)
 	s->faults.duplicate = SIM_DUP_409;
 	s->token_ttl = 3600;
 	s->next_ref = 1;
+	strcpy(s->customer_id, "100000001");
 	parse_args(argc, argv, s, &a);
 	if (!a.have_seed && getrandom(&a.seed, sizeof(a.seed), 0) != sizeof(a.seed))
 		a.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -454,6 +468,7 @@ int main(int argc, char **argv)
 	event_base_free(s->base);
 	sim_devices_free(s);
 	tls_free(&s->tls);
+	dx_free(s);
 	mbedtls_platform_zeroize(s->client_secret, sizeof(s->client_secret));
 	return r < 0 ? 1 : 0;
 }

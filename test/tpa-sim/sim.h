@@ -11,6 +11,8 @@
 #include <mbedtls/ssl_cache.h>
 #include <mbedtls/x509_crt.h>
 
+#include <jansson.h>
+
 struct event_base;
 struct event;
 struct evconnlistener;
@@ -122,6 +124,14 @@ struct sim {
 	char client_secret[SIM_SECRET_MAX];
 	unsigned token_ttl;
 	struct sim_token tokens[SIM_TOKENS_MAX];
+
+	/* DX Maker mode (sim_dx.c) */
+	bool dx;
+	char customer_id[64];
+	bool query_unfiltered; /* a query lists every device, paged, ignoring deviceEUI */
+	uint64_t deletes;
+	uint64_t key_gens;
+	mbedtls_ctr_drbg_context *dx_drbg; /* for RSA encryption of VendorKeys */
 };
 
 /* What the connection does with a reply. */
@@ -155,6 +165,26 @@ int registry_load(struct sim *s);
 int registry_save(struct sim *s);
 void registry_changed(struct sim *s);
 void sim_devices_free(struct sim *s);
+
+/* sim_api.c: helpers shared with the DX Maker part. */
+void reply_json(struct sim_reply *rep, int status, json_t *v);
+void reply_error(struct sim_reply *rep, int status, const char *code, const char *message);
+struct sim_device *device_find(struct sim *s, const char *dev_eui);
+json_t *device_json(const struct sim_device *d, bool full);
+void device_remove(struct sim *s, size_t i);
+void api_token(struct sim *s, const struct http_request *req, struct sim_reply *rep);
+bool api_authorized(struct sim *s, const struct http_request *req);
+
+/*
+ * sim_dx.c: the DX Maker API paths (token form, hsmGroupId required, paging, DELETE by
+ * ref, appKeyGens). True if the request was answered here.
+ */
+bool dx_route(struct sim *s, const struct http_request *req, const char *path,
+	      struct sim_reply *rep);
+/* Control port: POST /dx {"query_unfiltered":bool}, GET /dx. True if answered here. */
+bool dx_control(struct sim *s, const struct http_request *req, const char *path,
+		struct sim_reply *rep);
+void dx_free(struct sim *s);
 
 /* sim_tls.c: the mbedTLS PSK server. */
 int tls_init(struct sim_tls *t, const char *identity, const uint8_t *psk, size_t psk_len);
