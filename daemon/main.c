@@ -40,6 +40,22 @@ static void usage(FILE *f)
 		CONFIG_DEFAULT_PATH);
 }
 
+/* The client limits of a configuration. */
+static void limits_of(const struct config *cfg, struct server_limits *ret)
+{
+	*ret = (struct server_limits){
+	    .max_message = cfg->max_message,
+	    .idle_timeout_ms = cfg->idle_timeout_ms,
+	    .message_timeout_ms = cfg->message_timeout_ms,
+	    .max_clients = cfg->max_clients,
+	    .max_clients_per_uid = cfg->max_clients_per_uid,
+	    .max_clients_per_process = cfg->max_clients_per_process,
+	    .max_pending_calls = cfg->max_pending_calls,
+	    .max_output = cfg->max_output,
+	    .max_output_total = cfg->max_output_total,
+	};
+}
+
 /* Load the configuration; a missing default file means the built-in defaults. */
 static int load_config(struct config *cfg, const char *path, bool explicit_path)
 {
@@ -125,13 +141,8 @@ static int run(struct config *cfg)
 		log_errx("cannot create the event loop");
 		return 1;
 	}
-	const struct server_limits lim = {
-	    .max_message = cfg->max_message,
-	    .idle_timeout_ms = cfg->idle_timeout_ms,
-	    .max_clients = cfg->max_clients,
-	    .max_clients_per_uid = cfg->max_clients_per_uid,
-	    .max_pending_calls = cfg->max_pending_calls,
-	};
+	struct server_limits lim;
+	limits_of(cfg, &lim);
 	t.srv = server_new(t.base, &lim, dispatch_call, &t);
 	if (!t.srv) {
 		log_errx("out of memory");
