@@ -210,11 +210,11 @@ static int ctx_setup_psk(struct tls_ctx *ctx, const struct tls_options *o, char 
 	}
 	r = cred_load_hex(o->psk_credential, o->psk_file, psk, sizeof(psk), &psk_len);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot load the PSK (credential %s%s%s): %s%s",
-			 o->psk_credential, o->psk_file ? " or " : "",
-			 o->psk_file ? o->psk_file : "",
-			 r == -E2BIG ? "longer than 32 bytes" : strerror(-r),
-			 r == -EPERM ? " (the file is readable by others: chmod 600 it)" : "");
+		char why[256];
+		snprintf(err, errlen, "cannot load the PSK: %s",
+			 r == -E2BIG ? "longer than 32 bytes"
+				     : cred_explain(r, o->psk_credential, o->psk_file, why,
+						    sizeof(why)));
 		goto out;
 	}
 	if (psk_len == 0) {
@@ -254,11 +254,9 @@ static int ctx_setup_client_cert(struct tls_ctx *ctx, const struct tls_options *
 	}
 	r = cred_load_text(cred, o->client_key_file, key, CLIENT_KEY_MAX);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot load the client key (credential %s%s%s): %s%s", cred,
-			 o->client_key_file ? " or " : "",
-			 o->client_key_file ? o->client_key_file : "",
-			 r == -E2BIG ? "too long" : strerror(-r),
-			 r == -EPERM ? " (the file is readable by others: chmod 600 it)" : "");
+		char why[256];
+		snprintf(err, errlen, "cannot load the client key: %s",
+			 cred_explain(r, cred, o->client_key_file, why, sizeof(why)));
 		goto out;
 	}
 	m = mbedtls_pk_parse_key(&ctx->own_key, (const unsigned char *)key, strlen(key) + 1, NULL,
@@ -669,12 +667,22 @@ static int fail(struct tls_conn *c, const char *what, int m)
 		return -EKEYREJECTED;
 	}
 	if (closed) {
+		/*
+		 * Closed before any answer to our hello: nothing TLS spoke to us, as when a
+		 * proxy or load balancer accepts the connection with no server behind it. Only
+		 * a close after the server's hello points at what was negotiated.
+		 */
+		const char *hint = "";
+		if (c->ssl.state <= MBEDTLS_SSL_SERVER_HELLO)
+			hint = " before answering the TLS hello (is the cloud reachable? a proxy or "
+			       "firewall may accept connections with nothing behind it)";
+		else if (in_hs && c->ctx->mode == TLS_MODE_PSK)
+			hint = " during the handshake (PSK identity, TLS version or ciphersuite "
+			       "refused?)";
+		else if (in_hs)
+			hint = " during the handshake (TLS version or ciphersuite refused?)";
 		snprintf(c->error, sizeof(c->error), "%s: connection %s by the server%s", what,
-			 m == MBEDTLS_ERR_SSL_CONN_EOF ? "closed" : "reset",
-			 !in_hs ? ""
-			 : c->ctx->mode == TLS_MODE_PSK
-			     ? " (PSK identity, TLS version or ciphersuite refused?)"
-			     : " (TLS version or ciphersuite refused?)");
+			 m == MBEDTLS_ERR_SSL_CONN_EOF ? "closed" : "reset", hint);
 		return -ECONNRESET;
 	}
 	if (m == MBEDTLS_ERR_NET_SEND_FAILED || m == MBEDTLS_ERR_NET_RECV_FAILED) {

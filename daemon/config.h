@@ -8,7 +8,9 @@
 #include <sys/types.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/tpad/tpad.conf"
-#define CONFIG_MAX_LIST 32
+#define CONFIG_MAX_LIST 32 /* = CONF_MAX_IDS */
+
+struct conf_origins;
 
 /* Whether API calls carry an OAuth2 bearer token, and what the channel is. */
 enum upstream_auth {
@@ -24,11 +26,28 @@ enum upstream_tls {
 	UPSTREAM_TLS_CERT,
 };
 
+/* api.profile: a named set of presets for every api.*, oauth2.* and TLS directive. */
+enum api_profile {
+	API_PROFILE_TPA_PSK,  /* the seed's TLS-PSK endpoint, activation.thingpark.com */
+	API_PROFILE_DX_MAKER, /* the public DX Maker API, dx-api.thingpark.com */
+};
+
 /* How the ownerToken's text in the cloud's answer is turned into label text. */
 enum owner_token_form {
 	OWNER_TOKEN_HEX,    /* hexadecimal, printed upper-case */
-	OWNER_TOKEN_BASE64, /* base64, re-encoded as upper-case hex of its bytes */
+	OWNER_TOKEN_BASE64, /* base64, printed as upper-case hex of its bytes */
 	OWNER_TOKEN_AS_IS,  /* printable text, kept exactly */
+};
+
+/* Where generateAppKey takes an AppKey from. */
+enum app_key_source {
+	APP_KEY_LOCAL,	   /* tpad's own random generator */
+	APP_KEY_CLOUD_HSM, /* the cloud's HSM (appKeyGens), through a sealed pool */
+};
+
+enum config_tls_min {
+	CONFIG_TLS_1_1,
+	CONFIG_TLS_1_2,
 };
 
 enum qr_ec_level {
@@ -61,9 +80,13 @@ struct config {
 	/* [limits] */
 	size_t max_message;
 	uint32_t idle_timeout_ms;
+	uint32_t message_timeout_ms;
 	uint32_t max_clients;
 	uint32_t max_clients_per_uid;
+	uint32_t max_clients_per_process;
 	uint32_t max_pending_calls; /* calls queued on one connection */
+	size_t max_output;	    /* reply bytes owed to one client */
+	size_t max_output_total;    /* reply bytes owed to all clients */
 
 	/* [upstream] */
 	char *upstream_url; /* https://host[:port] or http:// (tests) */
@@ -71,7 +94,7 @@ struct config {
 	uint32_t upstream_queue;
 	char *upstream_psk_identity;
 	char *upstream_psk_file;     /* NULL: credential tpa-psk only */
-	int upstream_tls_min;	     /* 1 = TLS 1.1, 2 = TLS 1.2 */
+	int upstream_tls_min;	     /* enum config_tls_min */
 	char *upstream_ciphersuites; /* comma separated mbedTLS names */
 	uint32_t upstream_connect_timeout_ms;
 	uint32_t upstream_handshake_timeout_ms;
@@ -81,11 +104,11 @@ struct config {
 	uint32_t upstream_breaker_threshold; /* consecutive failures that open it */
 	uint32_t upstream_breaker_cooldown_ms;
 	size_t upstream_max_response;
-	enum upstream_auth upstream_auth;
-	enum upstream_tls upstream_tls;
-	char *upstream_ca_file;	       /* PEM bundle of trusted CAs (certificate TLS) */
-	char *upstream_pin_sha256;     /* NULL or SPKI SHA-256 pins, comma separated */
-	char *upstream_client_cert;    /* NULL or PEM client certificate (mTLS) */
+	int upstream_auth; /* enum upstream_auth */
+	int upstream_tls;  /* enum upstream_tls */
+	char *upstream_ca_file;		/* PEM bundle of trusted CAs (certificate TLS) */
+	char *upstream_pin_sha256;	/* NULL or SPKI SHA-256 pins, comma separated */
+	char *upstream_client_cert;	/* NULL or PEM client certificate (mTLS) */
 	char *upstream_client_key_file; /* NULL: credential tpa-client-key only */
 
 	/* [oauth2] */
@@ -108,7 +131,11 @@ struct config {
 	char *api_field_ref;
 	char *api_field_hsm_group;
 	char *api_hsm_group; /* NULL: not sent */
-	enum owner_token_form api_owner_token_form;
+	int api_profile;     /* enum api_profile */
+	int api_owner_token_form; /* enum owner_token_form */
+	char *api_appkeygen_path;
+	char *api_field_public_key;
+	char *api_field_vendor_key;
 
 	/* [store] */
 	char *store_path;
@@ -117,6 +144,9 @@ struct config {
 
 	/* [device] */
 	char *device_join_eui; /* 16 upper-case hex digits */
+	int device_app_key_source; /* enum app_key_source */
+	uint32_t device_app_key_pool; /* low-water mark of the cloud-HSM key pool */
+	char *device_rsa_key_file;    /* NULL: credential tpa-rsa-key only */
 
 	/* [qr] */
 	char *qr_profile_id; /* 8 upper-case hex digits */
@@ -124,10 +154,15 @@ struct config {
 	char *qr_format;     /* png|svg|zpl|text|none */
 	uint32_t qr_scale;
 	uint32_t qr_margin;
-	enum qr_ec_level qr_ec_level;
+	int qr_ec_level; /* enum qr_ec_level */
 
 	/* [import] */
 	uint32_t import_concurrency;
+	char *import_manifest_signer;	/* NULL or PEM certificate of the manifest signer */
+	char *import_tkm_prefix;	/* 4 hex digits before the serial in TKM_INFO */
+	char *import_manifest_dev_eui; /* NULL or the certificate subject attribute */
+
+	struct conf_origins *origins; /* where each value came from (core/conf) */
 };
 
 /* Fill *c with every directive's default. */
@@ -144,8 +179,12 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen);
 int config_load_string(struct config *c, const char *name, const char *text, char *err,
 		       size_t errlen);
 
-/* Write every directive with its effective value, in tpad.conf syntax. */
-void config_print(const struct config *c, FILE *f);
+/* The name of an api.profile value ("dx-maker", "tpa-psk"). */
+const char *config_profile_name(int profile);
+
+/* Write every directive with its effective value, in tpad.conf syntax; with origins each
+ * line says where its value came from (default or file:line). */
+void config_print(const struct config *c, FILE *f, bool origins);
 
 /* Free the strings held by *c. Accepts a zeroed struct. */
 void config_free(struct config *c);
