@@ -174,6 +174,84 @@ class CertTLS(CertBase):
         self.assertIn("upstream.pin-sha256", p.stderr)
 
 
+class DxMaker(CertBase):
+    """The dx-maker profile through the real daemon against tpa-sim --dx-maker."""
+
+    CLIENT = "js-labs-api/maker1"
+
+    def dx_sim(self, extra=()):
+        crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
+        secret = os.path.join(self.tmp, "sim-secret")
+        self.secret = secrets.token_hex(16)
+        tpadtest.write_secret(secret, self.secret)
+        return self.cert_sim(crt, key, extra=["--dx-maker", "--oauth2", "--client-id",
+                                              self.CLIENT, "--client-secret-file", secret,
+                                              "--customer-id", "100004242", *extra])
+
+    def dx_daemon(self, s, conf="", client=None):
+        secret = os.path.join(self.tmp, f"oauth{len(self.daemons)}")
+        tpadtest.write_secret(secret, self.secret)
+        return self.daemon(upstream_url=s.url(), conf_extra=(
+            "api.profile = dx-maker\n"
+            f"upstream.ca-file = {self.pki.path('good.crt')}\n"
+            f"oauth2.client-id = {client or self.CLIENT}\n"
+            f"oauth2.secret-file = {secret}\n"
+            "api.hsm-group = HSM_LABS_PROD\n" + conf))
+
+    def test_profile_fills_and_file_overrides(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s, conf="api.query-page-size = 50")
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--print-config"],
+                           capture_output=True, text=True, check=True)
+        text = p.stdout
+        # Presets say so; a key in the file wins over its preset and names its line.
+        self.assertRegex(text, r"# from profile dx-maker\ntls = cert\n")
+        self.assertRegex(text, r"# from profile dx-maker\nauth = oauth2\n")
+        self.assertRegex(text, r"# from profile dx-maker\ntoken-url = "
+                               r"/admin/latest/api/oauth/token\n")
+        self.assertRegex(text, r"# from [^\n]*tpad.conf:\d+\nurl = https://127.0.0.1:")
+        self.assertRegex(text, r"# from [^\n]*tpad.conf:\d+\nquery-page-size = 50\n")
+        self.assertRegex(text, r"# from default\nsessions = ")
+
+    def test_profile_checks(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s, client="maker1")
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("<platform>/<login>", p.stderr)
+        d = self.daemon(conf_extra="api.profile = dx-maker\noauth2.client-id = a/b")
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("api.hsm-group", p.stderr)
+
+    def test_activate_status_and_paging(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        dev = self.activate(d)
+        self.assertEqual(dev["device"]["state"], "ISSUED")
+        up = self.status(d)
+        self.assertEqual(up["oauth2"]["customerId"], "100004242")
+        self.assertEqual(up["oauth2"]["clientId"], self.CLIENT)
+        self.assertEqual(up["oauth2"]["tokenType"], "bearer")
+        self.assertEqual(s.devices()[0]["hsmGroupId"], "HSM_LABS_PROD")
+        # A lost answer is settled by the query; with 150 devices and a server that
+        # lists them all, the device is on the second page of 100.
+        for i in range(150):
+            self.activate(d, f"70B3D5000001{i:04X}")
+        s.control("POST", "/dx", {"query_unfiltered": True})
+        s.faults(drop_before_answer=1.0)
+        with self.assertRaises(tpadtest.VarlinkError):
+            self.activate(d, "70B3D50000020000")
+        s.faults(drop_before_answer=0.0)
+        before = s.counters()["queries"]
+        dev = self.activate(d, "70B3D50000020000")
+        self.assertEqual(dev["device"]["state"], "ISSUED")
+        self.assertGreaterEqual(s.counters()["queries"] - before, 2)
+        self.assertEqual(s.counters()["imports"], 152)
+
+
 class OpenSSLInterop(CertBase):
     """A TLS stack other than ours validates the handshake: openssl s_server -www."""
 
