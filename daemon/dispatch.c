@@ -91,6 +91,16 @@ static void h_status(struct tpad *t, struct req *r)
 	}
 	if (t->tpa)
 		json_object_set_new(o, "upstream", tpa_status_json(t->tpa));
+	json_object_set_new(o, "profile", json_string(config_profile_name(t->cfg->api_profile)));
+	/* What tpactl import --manifest needs; the signer is a public certificate's path. */
+	json_object_set_new(
+	    o, "import",
+	    json_pack("{s:o, s:s, s:o}", "manifestSigner",
+		      t->cfg->import_manifest_signer ? json_string(t->cfg->import_manifest_signer)
+						     : json_null(),
+		      "tkmPrefix", t->cfg->import_tkm_prefix, "manifestDevEui",
+		      t->cfg->import_manifest_dev_eui ? json_string(t->cfg->import_manifest_dev_eui)
+						      : json_null()));
 	if (t->store)
 		json_object_set_new(o, "store", store_status_json(t->store));
 	if (t->act) {

@@ -101,3 +101,40 @@ class PKI:
                 with open(c) as g:
                     f.write(g.read())
         return out
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def der_sig_to_raw(der):
+    """An ASN.1 ECDSA-Sig-Value (SEQUENCE of two INTEGERs) as JWS R||S, 32 bytes each."""
+    assert der[0] == 0x30
+    i = 2 if der[1] < 0x80 else 3
+    out = b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        n = der[i + 1]
+        v = der[i + 2:i + 2 + n].lstrip(b"\0")
+        out += v.rjust(32, b"\0")
+        i += 2 + n
+    return out
+
+
+def jws_entry(pki, signer_key, payload, unique_id, header_uid=None):
+    """One flattened-JSON JWS entry of a Microchip manifest, signed ES256 with openssl."""
+    import json
+    prot = b64url(json.dumps({"alg": "ES256", "kid": "tpad-test"}).encode())
+    pay = b64url(json.dumps(payload).encode())
+    der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", signer_key],
+                         input=f"{prot}.{pay}".encode(), capture_output=True,
+                         check=True).stdout
+    return {"payload": pay, "protected": prot,
+            "header": {"uniqueId": header_uid or unique_id},
+            "signature": b64url(der_sig_to_raw(der))}
+
+
+def cert_der_b64(crt):
+    der = subprocess.run(["openssl", "x509", "-in", crt, "-outform", "DER"],
+                         capture_output=True, check=True).stdout
+    return base64.b64encode(der).decode()

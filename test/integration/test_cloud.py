@@ -7,6 +7,10 @@ import socket
 import subprocess
 import time
 
+import json
+import stat
+
+import certs
 import tpadtest
 from certs import PKI
 from tpadtest import TpadTestCase, wait_for
@@ -250,6 +254,105 @@ class DxMaker(CertBase):
         self.assertEqual(dev["device"]["state"], "ISSUED")
         self.assertGreaterEqual(s.counters()["queries"] - before, 2)
         self.assertEqual(s.counters()["imports"], 152)
+
+
+class Manifest(CertBase):
+    """tpactl import --manifest: signed entries verified, mapped, imported; a tampered one
+    refused by index and uniqueId with nothing sent."""
+
+    def make(self, n, tamper=None, attr_cn=True):
+        self.pki.ca("signers")
+        signer_crt, signer_key = self.pki.issue("signer", "signers", "Microchip manifest signer")
+        self.pki.ca("devices")
+        entries, expect = [], []
+        for i in range(n):
+            uid = f"0123{i:04x}aabbccdd01"
+            eui = f"0004A30B0010{i:04X}"
+            crt, _ = self.pki.issue(f"dev{i}", "devices", eui if attr_cn else f"device {i}",
+                                    client=True, subject_extra="/O=Microchip Technology")
+            payload = {"version": 1, "model": "ATECC608B", "partNumber": "ATECC608B-TNGLORA",
+                       "manufacturer": {"organizationName": "Microchip Technology Inc"},
+                       "groupId": "TEST", "provisioningTimestamp": "2026-12-01T00:00:00Z",
+                       "uniqueId": uid,
+                       "publicKeySet": {"keys": [{"kid": "0", "kty": "EC", "crv": "P-256",
+                                                  "x5c": [certs.cert_der_b64(crt)]}]}}
+            entries.append(certs.jws_entry(self.pki, signer_key, payload, uid))
+            expect.append((eui, ("3121" + uid[:16]).upper(), uid))
+        if tamper is not None:
+            e = entries[tamper]
+            body = json.loads(certs.base64.urlsafe_b64decode(e["payload"] + "=="))
+            body["groupId"] = "EVIL"
+            e["payload"] = certs.b64url(json.dumps(body).encode())
+        path = os.path.join(self.tmp, "manifest.json")
+        with open(path, "w") as f:
+            json.dump(entries, f)
+        return path, signer_crt, expect
+
+    def test_good_manifest_imported(self):
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        path, signer, expect = self.make(4)
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk, conf_extra=(
+            f"import.manifest-signer = {signer}\nimport.manifest-dev-eui = CN")).start()
+        p = d.tpactl("--socket", d.admin, "import", "--manifest", path, check=0)
+        self.assertIn("4 issued", p.stdout)
+        got = {x["deviceEUI"]: x["tkmInfo"] for x in s.devices()}
+        self.assertEqual(got, {eui: tkm for eui, tkm, _ in expect})
+        # Running it again resumes: nothing new is sent.
+        p = d.tpactl("--socket", d.admin, "import", "--manifest", path, check=0)
+        self.assertIn("4 skipped", p.stdout)
+        self.assertEqual(s.counters()["imports"], 4)
+
+    def test_tampered_entry_refused_by_index(self):
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        path, signer, expect = self.make(4, tamper=2)
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra="import.manifest-dev-eui = CN").start()
+        p = d.tpactl("--socket", d.admin, "import", "--manifest", path, "--signer", signer,
+                     check=1)
+        self.assertIn(f"entry 2 (uniqueId {expect[2][2]}): bad signature", p.stderr)
+        self.assertIn("nothing was imported", p.stderr)
+        self.assertNotIn("entry 1", p.stderr)
+        self.assertEqual(s.counters()["requests"], 0)
+        # Another signer: every entry is refused.
+        self.pki.ca("other")
+        other, _ = self.pki.issue("other-signer", "other", "not Microchip")
+        p = d.tpactl("--socket", d.admin, "import", "--manifest", path, "--signer", other,
+                     check=1)
+        self.assertIn("4 bad entries", p.stderr)
+
+    def test_dev_eui_map_and_missing_attribute(self):
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        path, signer, expect = self.make(2, attr_cn=False)
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra="import.manifest-dev-eui = CN").start()
+        p = d.tpactl("--socket", d.admin, "import", "--manifest", path, "--signer", signer,
+                     check=1)
+        self.assertIn("entry 0 (uniqueId", p.stderr)
+        self.assertIn("holds no DevEUI", p.stderr)
+        m = os.path.join(self.tmp, "map.csv")
+        with open(m, "w") as f:
+            f.write("serial,devEUI\n")
+            for eui, _, uid in expect:
+                f.write(f"{uid},{eui}\n")
+        p = d.tpactl("--socket", d.admin, "import", "--manifest", path, "--signer", signer,
+                     "--dev-eui-map", m, check=0)
+        self.assertIn("2 issued", p.stdout)
+        self.assertEqual(sorted(x["deviceEUI"] for x in s.devices()),
+                         sorted(eui for eui, _, _ in expect))
+
+    def test_keygen_rsa(self):
+        d = self.daemon()
+        key = os.path.join(self.tmp, "tpa-rsa.key")
+        d.tpactl("keygen-rsa", key, "--bits", "2048", check=0)
+        self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600)
+        out = subprocess.run(["openssl", "pkey", "-in", key, "-noout", "-text"],
+                             capture_output=True, text=True, check=True).stdout
+        self.assertIn("2048 bit", out)
+        p = d.tpactl("keygen-rsa", key, check=1)
+        self.assertIn("never overwrites", p.stderr)
 
 
 class OpenSSLInterop(CertBase):
