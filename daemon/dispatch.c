@@ -154,6 +154,7 @@ static const struct handler handlers[] = {
     {"io.tpad.Admin.ListDevices", admin_list_devices},
     {"io.tpad.Admin.GetDevice", admin_get_device},
     {"io.tpad.Admin.Adopt", admin_adopt},
+    {"io.tpad.Admin.Retire", admin_retire},
 };
 
 /* The handler of a method, or NULL if it is declared but not built yet. */

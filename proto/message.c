@@ -84,6 +84,11 @@ static const struct param_spec get_device_params[] = {
     {"devEUI", PARAM_EUI, true, 0, 0},
 };
 
+static const struct param_spec retire_params[] = {
+    {"devEUI", PARAM_EUI, true, 0, 0},
+    {"reason", PARAM_STRING, true, 1, 200},
+};
+
 #define METHOD(iface, member, sockets, streams, params)                                            \
 	{                                                                                          \
 		iface "." member, iface, member, sockets, streams, params, N(params)               \
@@ -105,6 +110,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "ListDevices", PROTO_SOCKET_ADMIN, false, list_devices_params),
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
+    METHOD(IFACE_ADMIN, "Retire", PROTO_SOCKET_ADMIN, false, retire_params),
     METHOD0(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN),
 };
 

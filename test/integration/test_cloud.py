@@ -178,8 +178,8 @@ class CertTLS(CertBase):
         self.assertIn("upstream.pin-sha256", p.stderr)
 
 
-class DxMaker(CertBase):
-    """The dx-maker profile through the real daemon against tpa-sim --dx-maker."""
+class DxBase(CertBase):
+    """A tpa-sim --dx-maker with certificate TLS and OAuth2, and a dx-maker tpad for it."""
 
     CLIENT = "js-labs-api/maker1"
 
@@ -201,6 +201,11 @@ class DxMaker(CertBase):
             f"oauth2.client-id = {client or self.CLIENT}\n"
             f"oauth2.secret-file = {secret}\n"
             "api.hsm-group = HSM_LABS_PROD\n" + conf))
+
+
+
+class DxMaker(DxBase):
+    """The dx-maker profile through the real daemon against tpa-sim --dx-maker."""
 
     def test_profile_fills_and_file_overrides(self):
         s = self.dx_sim()
@@ -254,6 +259,89 @@ class DxMaker(CertBase):
         self.assertEqual(dev["device"]["state"], "ISSUED")
         self.assertGreaterEqual(s.counters()["queries"] - before, 2)
         self.assertEqual(s.counters()["imports"], 152)
+
+
+class Retire(DxBase):
+    """Admin.Retire / tpactl retire: DELETE by ref, RETIRED, audited, lost answers settled."""
+
+    def retired_everywhere(self, d, eui, reason):
+        with d.station_client() as c:
+            for m, p in (("io.tpad.Station.Lookup", {"devEUI": eui}),
+                         ("io.tpad.Station.Activate",
+                          {"devEUI": eui, "tkmInfo": "31110123D345666E2DBD"})):
+                with self.assertRaises(tpadtest.VarlinkError) as e:
+                    c.call(m, p)
+                self.assertEqual(e.exception.error, "io.tpad.Station.Retired")
+                self.assertIn(reason, e.exception.params["reason"])
+        with d.admin_client() as a:
+            dev = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui})
+        self.assertEqual(dev["device"]["state"], "RETIRED")
+        self.assertTrue(any(x["method"] == "io.tpad.Admin.Retire" and reason in x["outcome"]
+                            for x in dev["audit"]), dev["audit"])
+
+    def test_retire_with_tpactl(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        eui = "70B3D50000000001"
+        self.activate(d, eui)
+        p = d.tpactl("--socket", d.admin, "retire", eui, "--reason", "scrapped: cracked case",
+                     check=0)
+        self.assertIn("RETIRED", p.stdout)
+        self.assertIn("deleted in the cloud", p.stdout)
+        self.assertEqual(s.devices(), [])
+        self.retired_everywhere(d, eui, "cracked case")
+        # Again: nothing changes, no second delete is sent.
+        d.tpactl("--socket", d.admin, "retire", eui, "--reason", "again", check=0)
+        self.assertEqual(s.control("GET", "/dx")["delete_requests"], 1)
+        p = d.tpactl("--socket", d.admin, "retire", eui, check=2)
+        self.assertIn("--reason", p.stderr)
+
+    def test_lost_answer_settled_by_query(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        eui = "70B3D50000000002"
+        self.activate(d, eui)
+        # The delete lands, its answer is lost: the query finds nothing -> RETIRED.
+        s.control("POST", "/dx", {"drop_delete_after": 1})
+        q0 = s.counters()["queries"]
+        with d.admin_client() as a:
+            r = a.call("io.tpad.Admin.Retire", {"devEUI": eui, "reason": "lost answer"})
+        self.assertTrue(r["cloudDeleted"])
+        self.assertEqual(r["device"]["state"], "RETIRED")
+        self.assertEqual(s.counters()["queries"] - q0, 1)
+        self.assertEqual(s.control("GET", "/dx")["delete_requests"], 1)
+        self.retired_everywhere(d, eui, "lost answer")
+
+    def test_lost_request_deleted_again(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        eui = "70B3D50000000003"
+        self.activate(d, eui)
+        # The delete never lands and no answer comes: the query still finds the device,
+        # so it is deleted once more.
+        s.control("POST", "/dx", {"drop_delete_before": 1})
+        with d.admin_client() as a:
+            r = a.call("io.tpad.Admin.Retire", {"devEUI": eui, "reason": "lost request"})
+        self.assertTrue(r["cloudDeleted"])
+        dx = s.control("GET", "/dx")
+        self.assertEqual((dx["delete_requests"], dx["deletes"]), (2, 1))
+        self.assertEqual(s.devices(), [])
+
+    def test_unavailable_changes_nothing(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        eui = "70B3D50000000004"
+        self.activate(d, eui)
+        s.faults(rate_5xx=1.0)
+        with d.admin_client() as a:
+            with self.assertRaises(tpadtest.VarlinkError) as e:
+                a.call("io.tpad.Admin.Retire", {"devEUI": eui, "reason": "r"})
+            self.assertEqual(e.exception.error, "io.tpad.Admin.UpstreamUnavailable")
+            self.assertEqual(a.call("io.tpad.Admin.GetDevice",
+                                    {"devEUI": eui})["device"]["state"], "ISSUED")
+            with self.assertRaises(tpadtest.VarlinkError) as e:
+                a.call("io.tpad.Admin.Retire", {"devEUI": "70B3D5000000FFFF", "reason": "r"})
+            self.assertEqual(e.exception.error, "io.tpad.Admin.NotFound")
 
 
 class Manifest(CertBase):

@@ -134,6 +134,9 @@ struct sim {
 	char customer_id[64];
 	bool query_unfiltered; /* a query lists every device, paged, ignoring deviceEUI */
 	uint64_t deletes;
+	uint64_t delete_requests;
+	unsigned drop_delete_before; /* next N deletes: close before deleting, no answer */
+	unsigned drop_delete_after;  /* next N deletes: delete, then close without answering */
 	uint64_t key_gens;
 	mbedtls_ctr_drbg_context *dx_drbg; /* for RSA encryption of VendorKeys */
 };

@@ -237,7 +237,18 @@ bool dx_route(struct sim *s, const struct http_request *req, const char *path,
 		return true;
 	}
 	if (one && del) {
+		s->delete_requests++;
+		if (s->drop_delete_before) {
+			s->drop_delete_before--;
+			rep->action = SIM_DROP;
+			return true;
+		}
 		dx_delete(s, path + sizeof(DX_DEVICES), rep);
+		if (s->drop_delete_after) {
+			s->drop_delete_after--;
+			reply_clear(rep);
+			rep->action = SIM_DROP;
+		}
 		return true;
 	}
 	if (keygens && post) {
@@ -260,18 +271,29 @@ bool dx_control(struct sim *s, const struct http_request *req, const char *path,
 	if (strcmp(req->method, "POST") == 0) {
 		json_t *o = json_loadb(req->body, req->body_len, 0, NULL);
 		json_t *q = json_object_get(o, "query_unfiltered");
-		if (!json_is_object(o) || (q && !json_is_boolean(q))) {
+		json_t *db = json_object_get(o, "drop_delete_before");
+		json_t *da = json_object_get(o, "drop_delete_after");
+		if (!json_is_object(o) || (q && !json_is_boolean(q)) ||
+		    (db && (!json_is_integer(db) || json_integer_value(db) < 0)) ||
+		    (da && (!json_is_integer(da) || json_integer_value(da) < 0))) {
 			json_decref(o);
-			reply_error(rep, 400, "BAD_REQUEST", "want {\"query_unfiltered\": bool}");
+			reply_error(rep, 400, "BAD_REQUEST",
+				    "want {\"query_unfiltered\": bool, \"drop_delete_before\": N, "
+				    "\"drop_delete_after\": N}");
 			return true;
 		}
 		if (q)
 			s->query_unfiltered = json_is_true(q);
+		if (db)
+			s->drop_delete_before = (unsigned)json_integer_value(db);
+		if (da)
+			s->drop_delete_after = (unsigned)json_integer_value(da);
 		json_decref(o);
 	}
 	reply_json(rep, 200,
-		   json_pack("{s:b, s:b, s:I, s:I, s:s}", "dx", s->dx, "query_unfiltered",
-			     s->query_unfiltered, "deletes", (json_int_t)s->deletes, "key_gens",
+		   json_pack("{s:b, s:b, s:I, s:I, s:I, s:s}", "dx", s->dx, "query_unfiltered",
+			     s->query_unfiltered, "deletes", (json_int_t)s->deletes,
+			     "delete_requests", (json_int_t)s->delete_requests, "key_gens",
 			     (json_int_t)s->key_gens, "customer_id", s->customer_id));
 	return true;
 }
