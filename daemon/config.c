@@ -366,6 +366,10 @@ static const struct conf_directive directives[] = {
      .type = CONF_STR,
      .offset = OFF(api_field_vendor_key),
      .def = "vendorKey"},
+    {.name = "api.field-hsm-app-key",
+     .type = CONF_STR,
+     .offset = OFF(api_field_hsm_app_key),
+     .def = "hsmEncryptedAppKey"},
 
     {.name = "store.path",
      .type = CONF_STR,
@@ -591,6 +595,7 @@ static const struct preset preset_dx_maker[] = {
     {"api.appkeygen-path", "/appKeyGens"},
     {"api.field-public-key", "publicKey"},
     {"api.field-vendor-key", "vendorKey"},
+    {"api.field-hsm-app-key", "hsmEncryptedAppKey"},
     {NULL, NULL},
 };
 

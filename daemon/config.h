@@ -137,6 +137,7 @@ struct config {
 	char *api_appkeygen_path;
 	char *api_field_public_key;
 	char *api_field_vendor_key;
+	char *api_field_hsm_app_key;
 
 	/* [store] */
 	char *store_path;

@@ -32,6 +32,7 @@ enum call_kind {
 	CALL_IMPORT,
 	CALL_QUERY,
 	CALL_DELETE,
+	CALL_KEYGEN,
 };
 
 #define QUERY_MAX_PAGES 1000
@@ -49,6 +50,7 @@ struct tpa_call {
 	void *arg;
 	uint64_t start_ms;
 	bool retried_401;
+	tpa_keygen_fn *kcb; /* keygen: the caller's callback */
 	char dev_eui[17]; /* query: the device asked about */
 	unsigned page;	  /* query: page asked for (0: the first, without the parameter) */
 };
@@ -343,7 +345,7 @@ int tpa_import_body(const struct config *cfg, const struct tpa_record *rec, char
 
 	size_t size = 256 + 6 * (strlen(cfg->api_field_dev_eui) + strlen(cfg->api_field_join_eui) +
 				 strlen(cfg->api_field_tkm_info) + strlen(cfg->api_field_app_key) +
-				 strlen(cfg->api_field_hsm_group) +
+				 strlen(cfg->api_field_hsm_group) + strlen(cfg->api_field_hsm_app_key) + 34 +
 				 (cfg->api_hsm_group ? strlen(cfg->api_hsm_group) : 0));
 	char *out = malloc(size);
 	size_t pos = 0;
@@ -359,6 +361,14 @@ int tpa_import_body(const struct config *cfg, const struct tpa_record *rec, char
 	if (cfg->api_hsm_group &&
 	    (r = json_member(out, size, &pos, cfg->api_field_hsm_group, cfg->api_hsm_group)) < 0)
 		goto done;
+	if (key && hex_valid(rec->hsm_app_key, HEX_APP_KEY)) {
+		char hk[33];
+		hex_upper(hk, rec->hsm_app_key, HEX_APP_KEY);
+		r = json_member(out, size, &pos, cfg->api_field_hsm_app_key, hk);
+		cred_wipe(hk, sizeof(hk));
+		if (r < 0)
+			goto done;
+	}
 	if (pos + 2 > size) {
 		r = -E2BIG;
 		goto done;
@@ -487,6 +497,14 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 {
 	struct tpa *t = c->t;
 
+	if (c->kind == CALL_KEYGEN) {
+		/* Failed before an answer (token, queue): no keys. */
+		TAILQ_REMOVE(&t->calls, c, link);
+		t->n_calls--;
+		c->kcb(res, NULL, 0, c->arg);
+		call_free(c);
+		return;
+	}
 	if (res->http_status)
 		latency_add(t, clock_now_ms() - c->start_ms);
 	if (res->outcome < TPA_OUTCOME_MAX)
@@ -510,6 +528,7 @@ static void call_fail(struct tpa_call *c, enum tpa_outcome o, const char *reason
 }
 
 static void token_fetch(struct tpa *t);
+static void keygen_answer(struct tpa_call *c, const struct pool_result *pr);
 static int call_submit(struct tpa_call *c);
 static int query_target(struct tpa_call *c);
 
@@ -520,6 +539,10 @@ static void call_answer(const struct pool_result *pr, void *arg)
 	struct tpa *t = c->t;
 	struct tpa_result res;
 
+	if (c->kind == CALL_KEYGEN) {
+		keygen_answer(c, pr);
+		return;
+	}
 	if (pr->err) {
 		bool unknown = pr->sent && (c->kind == CALL_IMPORT || c->kind == CALL_DELETE);
 		call_fail(c, unknown ? TPA_UNKNOWN : TPA_UNAVAILABLE, pr->reason);
@@ -563,8 +586,8 @@ static void call_answer(const struct pool_result *pr, void *arg)
 static int call_send(struct tpa_call *c)
 {
 	struct tpa *t = c->t;
-	static const char *const methods[] = {"POST", "GET", "DELETE"};
-	bool json = c->kind == CALL_IMPORT;
+	static const char *const methods[] = {"POST", "GET", "DELETE", "POST"};
+	bool json = c->kind == CALL_IMPORT || c->kind == CALL_KEYGEN;
 	struct http_request hr = {
 	    .method = methods[c->kind],
 	    .host = pool_host(t->pool),
@@ -899,6 +922,99 @@ int tpa_delete(struct tpa *t, const char *ref, tpa_done_fn *cb, void *arg)
 	int r = call_start(t, c);
 	if (r == 0)
 		t->counters.deletes++;
+	return r;
+}
+
+/* The answer to appKeyGens: the VendorKeys (base64 strings) or why there are none. */
+static void keygen_answer(struct tpa_call *c, const struct pool_result *pr)
+{
+	struct tpa *t = c->t;
+	struct tpa_result res;
+	const char **keys = NULL;
+	size_t n = 0;
+
+	memset(&res, 0, sizeof(res));
+	res.retry_after = -1;
+	if (pr->err) {
+		res.outcome = TPA_UNAVAILABLE;
+		snprintf(res.reason, sizeof(res.reason), "%s", pr->reason);
+		call_done(c, &res);
+		return;
+	}
+	if (pr->res->status == 401 && t->oauth && !c->retried_401) {
+		c->retried_401 = true;
+		free(t->token);
+		t->token = NULL;
+		if (call_submit(c) < 0)
+			call_fail(c, TPA_UNAVAILABLE, "cannot send the request again");
+		return;
+	}
+	json_t *doc = NULL;
+	if (pr->res->status >= 200 && pr->res->status < 300)
+		doc = json_loadb(pr->res->body, pr->res->body_len, 0, NULL);
+	if (!json_is_array(doc)) {
+		tpa_interpret_delete(pr->res->status, pr->res->body, pr->res->body_len,
+				     pr->res->retry_after, time(NULL), &res);
+		if (res.outcome == TPA_OK || res.outcome == TPA_NOT_FOUND) {
+			res.outcome = TPA_UNAVAILABLE;
+			snprintf(res.reason, sizeof(res.reason),
+				 "appKeyGens answered HTTP %d without a list of VendorKeys",
+				 pr->res->status);
+		}
+		json_decref(doc);
+		call_done(c, &res);
+		return;
+	}
+	keys = calloc(json_array_size(doc) + 1, sizeof(*keys));
+	size_t i;
+	json_t *v;
+	json_array_foreach(doc, i, v)
+	{
+		const char *k = json_is_string(v) ? json_string_value(v)
+						  : json_string_value(json_object_get(
+							v, t->cfg->api_field_vendor_key));
+		if (keys && k)
+			keys[n++] = k;
+	}
+	res.outcome = TPA_OK;
+	res.http_status = pr->res->status;
+	latency_add(t, clock_now_ms() - c->start_ms);
+	t->counters.outcomes[TPA_OK]++;
+	TAILQ_REMOVE(&t->calls, c, link);
+	t->n_calls--;
+	c->kcb(&res, keys, n, c->arg);
+	free(keys);
+	json_decref(doc);
+	call_free(c);
+}
+
+/* Ask the cloud's HSM for n AppKeys wrapped to our RSA public key. */
+int tpa_app_key_gens(struct tpa *t, unsigned n, const char *public_key_b64, tpa_keygen_fn *cb,
+		     void *arg)
+{
+	if (n == 0 || n > 1000 || !public_key_b64)
+		return -EINVAL;
+	struct tpa_call *c = call_new(t, CALL_KEYGEN, NULL, arg);
+	if (!c)
+		return -ENOMEM;
+	c->kcb = cb;
+	json_t *body = json_pack("{s:s}", t->cfg->api_field_public_key, public_key_b64);
+	c->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!c->body) {
+		call_free(c);
+		return -ENOMEM;
+	}
+	c->body_len = strlen(c->body);
+	int len = snprintf(c->target, sizeof(c->target), "%s%s?number=%u", t->cfg->api_base_path,
+			   t->cfg->api_appkeygen_path, n);
+	if (len < 0 || (size_t)len >= sizeof(c->target)) {
+		call_free(c);
+		return -EINVAL;
+	}
+	int r = call_start(t, c);
+	if (r == 0)
+		t->counters.key_gens++;
 	return r;
 }
 

@@ -21,6 +21,7 @@ struct tpa_record {
 	char join_eui[17];
 	char tkm_info[21]; /* "" if none */
 	char app_key[33];  /* "" if none */
+	char hsm_app_key[33]; /* a cloud-HSM AppKey's hsmEncryptedAppKey; "" if none */
 };
 
 enum tpa_outcome {
@@ -54,6 +55,7 @@ struct tpa_counters {
 	uint64_t imports;
 	uint64_t queries;
 	uint64_t deletes;
+	uint64_t key_gens;
 	uint64_t token_requests;
 	uint64_t outcomes[TPA_OUTCOME_MAX];
 	uint64_t latency_count;
@@ -93,6 +95,21 @@ int tpa_query(struct tpa *t, const char *dev_eui, tpa_done_fn *cb, void *arg);
  * plain path segment (letters, digits, - . _ ~; at most 128). Errors as tpa_import().
  */
 int tpa_delete(struct tpa *t, const char *ref, tpa_done_fn *cb, void *arg);
+
+/*
+ * Called once per appKeyGens call: res->outcome TPA_OK with the n VendorKeys (base64
+ * strings, valid during the call), or another outcome with n = 0 and a reason.
+ */
+typedef void tpa_keygen_fn(const struct tpa_result *res, const char *const *keys, size_t n,
+			   void *arg);
+
+/*
+ * Ask the cloud's HSM for n (1..1000) AppKeys: POST {base}{api.appkeygen-path}?number=n
+ * with {api.field-public-key: public_key_b64}. The answer is a JSON array of strings or of
+ * objects with api.field-vendor-key. Errors as tpa_import().
+ */
+int tpa_app_key_gens(struct tpa *t, unsigned n, const char *public_key_b64, tpa_keygen_fn *cb,
+		     void *arg);
 
 /* Calls accepted and not yet answered. */
 size_t tpa_pending(const struct tpa *t);

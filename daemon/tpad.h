@@ -24,6 +24,7 @@ struct tpad {
 	struct store *store;
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
+	struct keypool *keypool; /* cloud-HSM AppKeys (device.app-key-source = cloud-hsm) */
 	struct event *settle_ev;   /* background settling of PENDING rows */
 	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
 	uint64_t started_us; /* monotonic */

@@ -344,6 +344,73 @@ class Retire(DxBase):
             self.assertEqual(e.exception.error, "io.tpad.Admin.NotFound")
 
 
+class HsmKeyPool(DxBase):
+    """device.app-key-source = cloud-hsm: appKeyGens fills a pool, refilled in the
+    background under load; a station's activation never waits for a key."""
+
+    def test_pool_refilled_under_load(self):
+        import threading
+        s = self.dx_sim(extra=["--latency-ms", "150"])
+        key = os.path.join(self.tmp, "tpa-rsa.key")
+        self.daemon().tpactl("keygen-rsa", key, "--bits", "2048", check=0)
+        d = self.dx_daemon(s, conf=(
+            "device.app-key-source = cloud-hsm\ndevice.app-key-pool = 8\n"
+            f"device.rsa-key-file = {key}\nupstream.sessions = 6")).start()
+
+        def pool():
+            with d.admin_client() as a:
+                return a.call("io.tpad.Admin.Status")["appKeys"]
+        wait_for(lambda: pool()["available"] == 16, 15, "the first fill of the key pool")
+        self.assertEqual(pool()["source"], "cloud-hsm")
+        gens0 = s.control("GET", "/dx")["key_gens"]
+        lat, errors, keys = [], [], set()
+
+        def station(k):
+            with d.station_client() as c:
+                for i in range(10):
+                    t0 = time.monotonic()
+                    try:
+                        r = c.call("io.tpad.Station.Activate",
+                                   {"devEUI": f"70B3D5000{k:03X}{i:04X}",
+                                    "generateAppKey": True})
+                        keys.add(r["device"]["appKey"])
+                    except tpadtest.VarlinkError as e:
+                        errors.append(str(e))
+                    lat.append(time.monotonic() - t0)
+        threads = [threading.Thread(target=station, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(keys), 40)
+        p = pool()
+        self.assertEqual(p["handedOut"], 40)
+        self.assertEqual(p["empty"], 0)
+        self.assertGreater(s.control("GET", "/dx")["key_gens"], gens0)
+        # One round trip (the import), never two: the key came from the pool.
+        self.assertLess(max(lat), 0.15 * 1.9, sorted(lat)[-5:])
+        wait_for(lambda: pool()["available"] >= 8, 15, "the pool refilled above the mark")
+        with d.admin_client() as a:
+            m = a.call("io.tpad.Admin.Metrics")["text"]
+        self.assertIn("tpad_app_key_pool_available", m)
+
+    def test_rsa_key_readable_by_others_refused(self):
+        s = self.dx_sim()
+        key = os.path.join(self.tmp, "tpa-rsa.key")
+        self.daemon().tpactl("keygen-rsa", key, "--bits", "2048", check=0)
+        os.chmod(key, 0o644)
+        d = self.dx_daemon(s, conf=("device.app-key-source = cloud-hsm\n"
+                                    f"device.rsa-key-file = {key}"))
+        d.start(wait=False)
+        rc = d.proc.wait(15)
+        d.proc = None
+        d.log.close()
+        d.notify.close()
+        self.assertNotEqual(rc, 0)
+        self.assertIn("chmod 600", d.log_text_all())
+
+
 class Manifest(CertBase):
     """tpactl import --manifest: signed entries verified, mapped, imported; a tampered one
     refused by index and uniqueId with nothing sent."""
