@@ -449,7 +449,7 @@ static void session_cert_fail(struct session *s)
 	const char *reason = tls_conn_error(s->tls);
 
 	enum tls_cert_error e = tls_conn_cert_error(s->tls);
-	bool news = e != p->cert_error || strcmp(p->cert_reason, reason) != 0;
+	bool news = e != p->cert_error; /* one log line per kind, not per retry */
 
 	p->stats.cert_failures++;
 	p->cert_error = e;

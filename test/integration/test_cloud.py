@@ -245,6 +245,7 @@ class DxMaker(DxBase):
         self.assertEqual(up["oauth2"]["clientId"], self.CLIENT)
         self.assertEqual(up["oauth2"]["tokenType"], "bearer")
         self.assertEqual(s.devices()[0]["hsmGroupId"], "HSM_LABS_PROD")
+        self.assertNotIn(self.secret, d.log_text_all())
         # A lost answer is settled by the query; with 150 devices and a server that
         # lists them all, the device is on the second page of 100.
         for i in range(150):
@@ -555,6 +556,38 @@ class OpenSSLInterop(CertBase):
         finally:
             srv.terminate()
             srv.wait(10)
+            log.close()
+
+    def test_stunnel_with_certificate(self):
+        """A full activation through stunnel4 (OpenSSL) serving a certificate and asking
+        for ours, in front of a plain tpa-sim."""
+        import shutil
+        exe = shutil.which("stunnel4") or shutil.which("stunnel")
+        if not exe:
+            self.skipTest("stunnel4 is not installed")
+        crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
+        self.pki.ca("clients")
+        ccrt, ckey = self.pki.issue("line1", "clients", "line-1", client=True)
+        s = self.sim(None, plain=True).start()
+        port = tpadtest.free_port()
+        conf = os.path.join(self.tmp, "stunnel.conf")
+        with open(conf, "w") as f:
+            f.write(f"foreground = yes\npid =\ndebug = 5\n[tpa]\naccept = 127.0.0.1:{port}\n"
+                    f"connect = 127.0.0.1:{s.port}\ncert = {crt}\nkey = {key}\n"
+                    f"CAfile = {self.pki.path('clients.crt')}\nverifyChain = yes\n"
+                    "sslVersion = TLSv1.2\n")
+        log = open(os.path.join(self.tmp, "stunnel.log"), "wb")
+        st = subprocess.Popen([exe, conf], stdout=log, stderr=log)
+        try:
+            wait_for(lambda: self.port_open(port), 10, "stunnel to listen")
+            d = self.cert_daemon(f"https://127.0.0.1:{port}", sessions=1, conf=(
+                f"upstream.client-cert = {ccrt}\nupstream.client-key-file = {ckey}")).start()
+            wait_for(lambda: self.status(d)["state"] == "ok", 15, "a session through stunnel")
+            self.assertEqual(self.activate(d)["device"]["state"], "ISSUED")
+            self.assertEqual(s.counters()["imports"], 1)
+        finally:
+            st.terminate()
+            st.wait(10)
             log.close()
 
     @staticmethod
