@@ -78,3 +78,4 @@ int ctl_import(struct ctl *c, struct ctl_args *a);
 int ctl_export(struct ctl *c, struct ctl_args *a);
 int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
+int ctl_adopt(struct ctl *c, struct ctl_args *a);
