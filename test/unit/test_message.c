@@ -349,12 +349,12 @@ static void test_encode(void)
 	CHECK_STR(s, "{\"error\":\"org.varlink.service.MethodNotFound\",\"parameters\":"
 		     "{\"method\":\"a.B\"}}");
 	free(s);
-	f = (struct proto_fault){PROTO_ERR_INTERFACE_NOT_FOUND, "a", ""};
+	f = (struct proto_fault){PROTO_ERR_INTERFACE_NOT_FOUND, "a", "", false};
 	s = fault_encode(&f, &len);
 	CHECK_STR(s, "{\"error\":\"org.varlink.service.InterfaceNotFound\",\"parameters\":"
 		     "{\"interface\":\"a\"}}");
 	free(s);
-	f = (struct proto_fault){"io.tpad.Admin.ExpectedMore", "", ""};
+	f = (struct proto_fault){"io.tpad.Admin.ExpectedMore", "", "", false};
 	s = fault_encode(&f, &len);
 	CHECK_STR(s, "{\"error\":\"io.tpad.Admin.ExpectedMore\",\"parameters\":{}}");
 	free(s);
