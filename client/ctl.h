@@ -98,3 +98,4 @@ int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
 int ctl_retire(struct ctl *c, struct ctl_args *a);
 int ctl_keygen_rsa(struct ctl *c, struct ctl_args *a);
+int ctl_adopt(struct ctl *c, struct ctl_args *a);
