@@ -396,6 +396,30 @@ class HsmKeyPool(DxBase):
             m = a.call("io.tpad.Admin.Metrics")["text"]
         self.assertIn("tpad_app_key_pool_available", m)
 
+    def test_empty_pool_answers_at_once(self):
+        s = self.dx_sim(extra=["--rate-5xx", "1"])
+        key = os.path.join(self.tmp, "tpa-rsa.key")
+        self.daemon().tpactl("keygen-rsa", key, "--bits", "2048", check=0)
+        d = self.dx_daemon(s, conf=("device.app-key-source = cloud-hsm\n"
+                                    f"device.rsa-key-file = {key}")).start()
+
+        def failed():
+            with d.admin_client() as a:
+                p = a.call("io.tpad.Admin.Status")["appKeys"]
+            return p["failures"] > 0 and p["lastError"]
+        wait_for(failed, 15, "a failed appKeyGens in Status")
+        t0 = time.monotonic()
+        with self.assertRaises(tpadtest.VarlinkError) as e:
+            self.activate_generated(d)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamUnavailable")
+        self.assertIn("key pool is empty", e.exception.params["reason"])
+
+    def activate_generated(self, d):
+        with d.station_client() as c:
+            return c.call("io.tpad.Station.Activate",
+                          {"devEUI": "70B3D500000000AA", "generateAppKey": True})
+
     def test_rsa_key_readable_by_others_refused(self):
         s = self.dx_sim()
         key = os.path.join(self.tmp, "tpa-rsa.key")
