@@ -235,6 +235,18 @@ class DxMaker(DxBase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("api.hsm-group", p.stderr)
 
+    def test_owner_token_form_warning(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s, conf="api.owner-token-form = as-is").start()
+        self.assertIn("api.owner-token-form = as-is", d.log_text_all())
+        self.assertIn("alphanumeric", d.log_text_all())
+        d.stop()
+        # base64: tpa-sim's 32 hex digits read as base64 are 24 bytes, printed as 48 hex.
+        d = self.dx_daemon(s, conf="api.owner-token-form = base64").start()
+        tok = self.activate(d, "70B3D50000000077")["device"]["ownerToken"]
+        self.assertRegex(tok, r"^[0-9A-F]{48}$")
+        self.assertNotIn("alphanumeric", d.log_text_all())
+
     def test_activate_status_and_paging(self):
         s = self.dx_sim()
         d = self.dx_daemon(s).start()
