@@ -79,6 +79,8 @@ class CertTLS(CertBase):
         for w in words:
             self.assertIn(w, up["certificate"]["reason"])
         d.wait_notify(words[0], 10)
+        p = d.tpactl("--socket", d.admin, "status", check=0)
+        self.assertIn(f"CERTIFICATE REFUSED ({name})", p.stdout)
         # A station gets Unavailable at once, with the reason, and no request is made.
         with self.assertRaises(tpadtest.VarlinkError) as e:
             self.activate(d)
@@ -404,6 +406,10 @@ class HsmKeyPool(DxBase):
         # One round trip (the import), never two: the key came from the pool.
         self.assertLess(max(lat), 0.15 * 1.9, sorted(lat)[-5:])
         wait_for(lambda: pool()["available"] >= 8, 15, "the pool refilled above the mark")
+        p = d.tpactl("--socket", d.admin, "status", check=0)
+        self.assertIn("app keys:    cloud-hsm pool", p.stdout)
+        self.assertIn("profile:     dx-maker", p.stdout)
+        self.assertIn("customer 100004242", p.stdout)
         with d.admin_client() as a:
             m = a.call("io.tpad.Admin.Metrics")["text"]
         self.assertIn("tpad_app_key_pool_available", m)
