@@ -76,11 +76,12 @@ int ctl_keygen_rsa(struct ctl *c, struct ctl_args *a)
 	mbedtls_entropy_init(&entropy);
 	mbedtls_ctr_drbg_init(&drbg);
 	mbedtls_pk_init(&pk);
-	if (!pem || mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy,
-					  (const unsigned char *)"tpactl keygen-rsa", 17) != 0 ||
+	if (!pem ||
+	    mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy,
+				  (const unsigned char *)"tpactl keygen-rsa", 17) != 0 ||
 	    mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) != 0 ||
-	    mbedtls_rsa_gen_key(mbedtls_pk_rsa(pk), mbedtls_ctr_drbg_random, &drbg,
-				(unsigned)bits, 65537) != 0) {
+	    mbedtls_rsa_gen_key(mbedtls_pk_rsa(pk), mbedtls_ctr_drbg_random, &drbg, (unsigned)bits,
+				65537) != 0) {
 		fprintf(stderr, "tpactl: cannot generate an RSA key\n");
 		goto out;
 	}

@@ -21,9 +21,9 @@
 #include "tpa.h"
 
 #define KEY_PEM_MAX 16384
-#define PER_CALL_MAX 1000    /* appKeyGens' own limit */
-#define DECRYPT_SLICE 4	     /* RSA decryptions per turn of the loop (a few ms each) */
-#define HANDED_MAX 4096	     /* AppKeys remembered for their import's hsmEncryptedAppKey */
+#define PER_CALL_MAX 1000 /* appKeyGens' own limit */
+#define DECRYPT_SLICE 4	  /* RSA decryptions per turn of the loop (a few ms each) */
+#define HANDED_MAX 4096	  /* AppKeys remembered for their import's hsmEncryptedAppKey */
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 
@@ -160,8 +160,7 @@ static void refill(struct keypool *kp)
 {
 	uint32_t low = kp->cfg->device_app_key_pool;
 
-	if (kp->inflight || kp->n_pending || kp->n_ready >= low ||
-	    clock_now_ms() < kp->next_try_ms)
+	if (kp->inflight || kp->n_pending || kp->n_ready >= low || clock_now_ms() < kp->next_try_ms)
 		return;
 	size_t want = kp->cap - kp->n_ready;
 	if (want > PER_CALL_MAX)
@@ -189,9 +188,9 @@ static int load_key(struct keypool *kp, char *err, size_t errlen)
 	r = cred_load_text("tpa-rsa-key", kp->cfg->device_rsa_key_file, pem, KEY_PEM_MAX);
 	if (r < 0) {
 		char why[256];
-		snprintf(err, errlen, "device.app-key-source = cloud-hsm: cannot load the RSA key: %s",
-			 cred_explain(r, "tpa-rsa-key", kp->cfg->device_rsa_key_file, why,
-				      sizeof(why)));
+		snprintf(
+		    err, errlen, "device.app-key-source = cloud-hsm: cannot load the RSA key: %s",
+		    cred_explain(r, "tpa-rsa-key", kp->cfg->device_rsa_key_file, why, sizeof(why)));
 		goto out;
 	}
 	r = -EINVAL;

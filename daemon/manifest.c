@@ -82,7 +82,8 @@ static int verify_es256(const mbedtls_x509_crt *signer, const char *prot, const 
 	if (!m)
 		m = mbedtls_sha256_update_ret(&sha, (const unsigned char *)".", 1);
 	if (!m)
-		m = mbedtls_sha256_update_ret(&sha, (const unsigned char *)payload, strlen(payload));
+		m = mbedtls_sha256_update_ret(&sha, (const unsigned char *)payload,
+					      strlen(payload));
 	if (!m)
 		m = mbedtls_sha256_finish_ret(&sha, hash);
 	mbedtls_sha256_free(&sha);
@@ -189,7 +190,8 @@ static int read_entry(json_t *e, size_t index, const mbedtls_x509_crt *signer,
 		      const struct manifest_options *o, struct manifest_result *res)
 {
 	char uid_hint[40] = "";
-	const char *hu = json_string_value(json_object_get(json_object_get(e, "header"), "uniqueId"));
+	const char *hu =
+	    json_string_value(json_object_get(json_object_get(e, "header"), "uniqueId"));
 	if (hu)
 		snprintf(uid_hint, sizeof(uid_hint), "%s", hu);
 	const char *prot = json_string_value(json_object_get(e, "protected"));
@@ -292,7 +294,8 @@ int manifest_read(const char *text, size_t len, const struct manifest_options *o
 {
 	memset(res, 0, sizeof(*res));
 	if (!o->tkm_prefix || strlen(o->tkm_prefix) != 4 || !hex_valid(o->tkm_prefix, 4)) {
-		snprintf(res->fatal, sizeof(res->fatal), "the TKM_INFO prefix must be 4 hex digits");
+		snprintf(res->fatal, sizeof(res->fatal),
+			 "the TKM_INFO prefix must be 4 hex digits");
 		return -EINVAL;
 	}
 	mbedtls_x509_crt signer;
@@ -332,7 +335,8 @@ int manifest_read(const char *text, size_t len, const struct manifest_options *o
 				char why[160];
 				snprintf(why, sizeof(why), "same device as entry %zu",
 					 res->rows[a].index);
-				if (!add_error(res, res->rows[b].index, res->rows[b].unique_id, why))
+				if (!add_error(res, res->rows[b].index, res->rows[b].unique_id,
+					       why))
 					r = -ENOMEM;
 				break;
 			}

@@ -15,8 +15,8 @@
  */
 
 struct manifest_options {
-	const char *signer_pem;	 /* the signer certificate, PEM text */
-	const char *tkm_prefix;	 /* 4 hex digits, e.g. "3121" */
+	const char *signer_pem;	  /* the signer certificate, PEM text */
+	const char *tkm_prefix;	  /* 4 hex digits, e.g. "3121" */
 	const char *dev_eui_attr; /* subject attribute of the device certificate ("CN",
 				     "serialNumber", or a dotted OID); NULL: map only */
 	/* serial -> DevEUI pairs (from a CSV); consulted first when given. */

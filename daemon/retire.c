@@ -1,4 +1,5 @@
-/* retire: io.tpad.Admin.Retire — a scrapped device deleted in the cloud by its ref, state RETIRED. */
+/* retire: io.tpad.Admin.Retire — a scrapped device deleted in the cloud by its ref, state RETIRED.
+ */
 #include "admin.h"
 
 #include <errno.h>
@@ -77,7 +78,8 @@ static void on_committed(int err, const char *reason, void *arg)
 		   (unsigned)req_peer(c->r)->uid, c->reason, c->how);
 	json_t *d = admin_device_info(c->t->cfg, &c->rec);
 	if (d)
-		req_reply(c->r, json_pack("{s:o, s:b}", "device", d, "cloudDeleted", c->cloud_deleted),
+		req_reply(c->r,
+			  json_pack("{s:o, s:b}", "device", d, "cloudDeleted", c->cloud_deleted),
 			  false);
 	else
 		req_error(c->r, "io.tpad.Admin.Busy", NULL);
@@ -109,7 +111,8 @@ static void on_settle_query(const struct tpa_result *res, void *arg)
 	struct retire_call *c = arg;
 	switch (res->outcome) {
 	case TPA_NOT_FOUND:
-		commit_retired(c, true, "deleted in the cloud (a lost answer settled by the query)");
+		commit_retired(c, true,
+			       "deleted in the cloud (a lost answer settled by the query)");
 		return;
 	case TPA_OK:
 		/* Still there: the delete did not land (or not yet). Deleting again is safe. */

@@ -6,18 +6,17 @@
 #include "manifest.h"
 
 /* A P-256 signer; nothing the fuzzer makes is signed by it, so every entry fails cleanly. */
-static const char signer[] =
-    "-----BEGIN CERTIFICATE-----\n"
-    "MIIBgDCCASegAwIBAgIUdpnPbTC2olhNsYsy33USJm3+fiIwCgYIKoZIzj0EAwIw\n"
-    "FjEUMBIGA1UEAwwLZnV6eiBzaWduZXIwHhcNMjYxMjAyMTg0MjE5WhcNMzYxMTI5\n"
-    "MTg0MjE5WjAWMRQwEgYDVQQDDAtmdXp6IHNpZ25lcjBZMBMGByqGSM49AgEGCCqG\n"
-    "SM49AwEHA0IABOzsb9ILggIjFSDHQgs4pj7EfTKxlth8SVwOkQw4TpN7CGMJIRzw\n"
-    "R1CEQgYXIssdB5CY9k5vboMA4AfoTm7n8qWjUzBRMB0GA1UdDgQWBBQj0Ix/v1Bw\n"
-    "lhS2nUujVNelkwwGyTAfBgNVHSMEGDAWgBQj0Ix/v1BwlhS2nUujVNelkwwGyTAP\n"
-    "BgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIB6jYmO7pPCmvqXwu8Dj\n"
-    "rD8NHP+omtluUlIupR/1+01wAiBQag2rssGlqPbyMwyx5AwfpTShwtmL7RFJifSq\n"
-    "wMH44A==\n"
-    "-----END CERTIFICATE-----\n";
+static const char signer[] = "-----BEGIN CERTIFICATE-----\n"
+			     "MIIBgDCCASegAwIBAgIUdpnPbTC2olhNsYsy33USJm3+fiIwCgYIKoZIzj0EAwIw\n"
+			     "FjEUMBIGA1UEAwwLZnV6eiBzaWduZXIwHhcNMjYxMjAyMTg0MjE5WhcNMzYxMTI5\n"
+			     "MTg0MjE5WjAWMRQwEgYDVQQDDAtmdXp6IHNpZ25lcjBZMBMGByqGSM49AgEGCCqG\n"
+			     "SM49AwEHA0IABOzsb9ILggIjFSDHQgs4pj7EfTKxlth8SVwOkQw4TpN7CGMJIRzw\n"
+			     "R1CEQgYXIssdB5CY9k5vboMA4AfoTm7n8qWjUzBRMB0GA1UdDgQWBBQj0Ix/v1Bw\n"
+			     "lhS2nUujVNelkwwGyTAfBgNVHSMEGDAWgBQj0Ix/v1BwlhS2nUujVNelkwwGyTAP\n"
+			     "BgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIB6jYmO7pPCmvqXwu8Dj\n"
+			     "rD8NHP+omtluUlIupR/1+01wAiBQag2rssGlqPbyMwyx5AwfpTShwtmL7RFJifSq\n"
+			     "wMH44A==\n"
+			     "-----END CERTIFICATE-----\n";
 
 /* Abort on a broken promise, so the fuzzer reports it. */
 static void require(int ok)

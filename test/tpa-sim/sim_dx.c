@@ -35,9 +35,9 @@ static void dx_token(struct sim *s, const struct http_request *req, struct sim_r
 {
 	char id[SIM_SECRET_MAX];
 	if (http_form_param(req->body, "client_id", id, sizeof(id)) == 0 && !client_id_form(id)) {
-		reply_json(rep, 401, json_pack("{s:s, s:s}", "error", "invalid_client",
-					       "error_description",
-					       "client_id must be <platform>/<login>"));
+		reply_json(rep, 401,
+			   json_pack("{s:s, s:s}", "error", "invalid_client", "error_description",
+				     "client_id must be <platform>/<login>"));
 		return;
 	}
 	api_token(s, req, rep);
@@ -94,7 +94,8 @@ static void dx_query(struct sim *s, const struct http_request *req, struct sim_r
 		if (a && d && page == 0)
 			json_array_append_new(a, device_json(d, false));
 	} else {
-		for (size_t i = page * DX_PAGE; a && i < s->ndevices && i < (page + 1) * DX_PAGE; i++)
+		for (size_t i = page * DX_PAGE; a && i < s->ndevices && i < (page + 1) * DX_PAGE;
+		     i++)
 			json_array_append_new(a, device_json(&s->devices[i], false));
 	}
 	reply_json(rep, 200, a);
@@ -186,16 +187,17 @@ static void dx_keygens(struct sim *s, const struct http_request *req, struct sim
 			plain[k] = (unsigned char)sim_random(s);
 		if (mbedtls_rsa_get_len(rsa) > sizeof(ct) ||
 		    mbedtls_rsa_rsaes_oaep_encrypt(rsa, mbedtls_ctr_drbg_random, rng,
-						   MBEDTLS_RSA_PUBLIC, NULL, 0, sizeof(plain), plain,
-						   ct) != 0 ||
-		    mbedtls_base64_encode(b64, sizeof(b64), &b64len, ct, mbedtls_rsa_get_len(rsa)) !=
-			0) {
+						   MBEDTLS_RSA_PUBLIC, NULL, 0, sizeof(plain),
+						   plain, ct) != 0 ||
+		    mbedtls_base64_encode(b64, sizeof(b64), &b64len, ct,
+					  mbedtls_rsa_get_len(rsa)) != 0) {
 			json_decref(a);
 			a = NULL;
 			break;
 		}
 		mbedtls_platform_zeroize(plain, sizeof(plain));
-		json_array_append_new(a, json_pack("{s:s%}", "vendorKey", (const char *)b64, b64len));
+		json_array_append_new(a,
+				      json_pack("{s:s%}", "vendorKey", (const char *)b64, b64len));
 	}
 	mbedtls_pk_free(&pk);
 	if (!a) {
