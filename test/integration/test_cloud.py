@@ -402,7 +402,10 @@ class HsmKeyPool(DxBase):
         p = pool()
         self.assertEqual(p["handedOut"], 40)
         self.assertEqual(p["empty"], 0)
-        self.assertGreater(s.control("GET", "/dx")["key_gens"], gens0)
+        dx = s.control("GET", "/dx")
+        self.assertGreater(dx["key_gens"], gens0)
+        # Every import of a pool key carried its hsmEncryptedAppKey.
+        self.assertEqual(dx["hsm_key_imports"], 40)
         # One round trip (the import), never two: the key came from the pool.
         self.assertLess(max(lat), 0.15 * 1.9, sorted(lat)[-5:])
         wait_for(lambda: pool()["available"] >= 8, 15, "the pool refilled above the mark")

@@ -138,6 +138,7 @@ struct sim {
 	unsigned drop_delete_before; /* next N deletes: close before deleting, no answer */
 	unsigned drop_delete_after;  /* next N deletes: delete, then close without answering */
 	uint64_t key_gens;
+	uint64_t hsm_key_imports; /* imports that carried an hsmEncryptedAppKey */
 	mbedtls_ctr_drbg_context *dx_drbg; /* for RSA encryption of VendorKeys */
 };
 

@@ -54,12 +54,18 @@ static void dx_token(struct sim *s, const struct http_request *req, struct sim_r
 	reply_json(rep, 200, o);
 }
 
-/* POST factoryDevices: DX Maker refuses an import without hsmGroupId; else not ours. */
-static bool dx_import_check(const struct http_request *req, struct sim_reply *rep)
+/*
+ * POST factoryDevices: DX Maker refuses an import without hsmGroupId; else the usual
+ * import runs (false). Imports carrying an hsmEncryptedAppKey (32 hex digits) are counted.
+ */
+static bool dx_import_check(struct sim *s, const struct http_request *req, struct sim_reply *rep)
 {
 	json_t *o = json_loadb(req->body, req->body_len, 0, NULL);
 	json_t *h = json_is_object(o) ? json_object_get(o, "hsmGroupId") : NULL;
+	const char *k = json_string_value(json_object_get(o, "hsmEncryptedAppKey"));
 	bool ok = !json_is_object(o) || (json_is_string(h) && json_string_length(h) > 0);
+	if (ok && k && strlen(k) == 32 && hex_valid(k, 32))
+		s->hsm_key_imports++;
 	json_decref(o);
 	if (!ok)
 		reply_error(rep, 400, "BAD_REQUEST", "hsmGroupId is required");
@@ -233,7 +239,7 @@ bool dx_route(struct sim *s, const struct http_request *req, const char *path,
 		return true;
 	}
 	if (devices && post)
-		return dx_import_check(req, rep);
+		return dx_import_check(s, req, rep);
 	if (devices && get) {
 		dx_query(s, req, rep);
 		return true;
@@ -293,10 +299,11 @@ bool dx_control(struct sim *s, const struct http_request *req, const char *path,
 		json_decref(o);
 	}
 	reply_json(rep, 200,
-		   json_pack("{s:b, s:b, s:I, s:I, s:I, s:s}", "dx", s->dx, "query_unfiltered",
+		   json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:s}", "dx", s->dx, "query_unfiltered",
 			     s->query_unfiltered, "deletes", (json_int_t)s->deletes,
 			     "delete_requests", (json_int_t)s->delete_requests, "key_gens",
-			     (json_int_t)s->key_gens, "customer_id", s->customer_id));
+			     (json_int_t)s->key_gens, "hsm_key_imports",
+			     (json_int_t)s->hsm_key_imports, "customer_id", s->customer_id));
 	return true;
 }
 
