@@ -136,7 +136,7 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 	const char *inval = PROTO_ERR_INVALID_PARAMETER;
 	json_error_t jerr;
 
-	fault->oneway = false; /* a message that does not parse says nothing of oneway */
+	fault->oneway = false;
 	if (len == 0)
 		return fault_set(fault, inval, "", "empty message");
 	json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
