@@ -402,7 +402,7 @@ int dispatch_init(struct tpad *t)
 	}
 	t->rng = rng_new("tpad AppKey generator");
 	if (t->cfg->device_app_key_source == APP_KEY_CLOUD_HSM) {
-		t->keypool = keypool_new(t->base, t->cfg, t->tpa, err, sizeof(err));
+		t->keypool = keypool_new(t->base, t->cfg, t->tpa, t->store, err, sizeof(err));
 		if (!t->keypool) {
 			log_errx("%s", err);
 			return -EINVAL;

@@ -18,6 +18,7 @@
 #include "cred.h"
 #include "hex.h"
 #include "log.h"
+#include "store.h"
 #include "tpa.h"
 
 #define KEY_PEM_MAX 16384
@@ -36,6 +37,7 @@ struct keypool {
 	struct event_base *base;
 	const struct config *cfg;
 	struct tpa *tpa;
+	struct store *store; /* where pairs are sealed; NULL: memory only */
 	mbedtls_pk_context key;
 	mbedtls_entropy_context entropy;
 	mbedtls_ctr_drbg_context drbg;
@@ -102,8 +104,16 @@ static void work_cb(evutil_socket_t fd, short what, void *arg)
 		char *b64 = kp->pending[kp->pending_pos++];
 		struct pair p;
 		if (kp->n_ready < kp->cap && decrypt_one(kp, b64, &p) == 0) {
-			kp->ready[kp->n_ready++] = p;
-			kp->st.fetched++;
+			/* Sealed in the store before it can be handed out; a key that cannot
+			 * be recorded is not used. */
+			if (kp->store && store_key_pool_put(kp->store, p.app, p.hsm) < 0) {
+				kp->st.failures++;
+				snprintf(kp->last_error, sizeof(kp->last_error),
+					 "cannot record a cloud-HSM key in the store");
+			} else {
+				kp->ready[kp->n_ready++] = p;
+				kp->st.fetched++;
+			}
 		} else if (kp->n_ready < kp->cap) {
 			kp->st.failures++;
 			snprintf(kp->last_error, sizeof(kp->last_error),
@@ -225,8 +235,20 @@ out:
 	return r;
 }
 
+/* A pair from the store, left from an earlier run: back into the pool. */
+static int load_one(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg)
+{
+	struct keypool *kp = arg;
+	if (kp->n_ready >= kp->cap)
+		return 1;
+	struct pair *p = &kp->ready[kp->n_ready++];
+	memcpy(p->app, app_key, 16);
+	memcpy(p->hsm, hsm_key, 16);
+	return 0;
+}
+
 struct keypool *keypool_new(struct event_base *base, const struct config *cfg, struct tpa *tpa,
-			    char *err, size_t errlen)
+			    struct store *store, char *err, size_t errlen)
 {
 	struct keypool *kp = calloc(1, sizeof(*kp));
 	if (!kp) {
@@ -236,6 +258,7 @@ struct keypool *keypool_new(struct event_base *base, const struct config *cfg, s
 	kp->base = base;
 	kp->cfg = cfg;
 	kp->tpa = tpa;
+	kp->store = store;
 	mbedtls_pk_init(&kp->key);
 	mbedtls_entropy_init(&kp->entropy);
 	mbedtls_ctr_drbg_init(&kp->drbg);
@@ -254,6 +277,16 @@ struct keypool *keypool_new(struct event_base *base, const struct config *cfg, s
 		return NULL;
 	}
 	kp->st.low_water = cfg->device_app_key_pool;
+	if (store) {
+		int r = store_key_pool_load(store, kp->cap, load_one, kp);
+		if (r < 0) {
+			snprintf(err, errlen, "cannot read the cloud-HSM key pool from the store: %s",
+				 strerror(-r));
+			keypool_free(kp);
+			return NULL;
+		}
+		kp->st.restored = kp->n_ready;
+	}
 	/* First fill from the loop: the pool's sessions are still warming up. */
 	event_active(kp->work_ev, EV_TIMEOUT, 0);
 	return kp;
@@ -285,7 +318,14 @@ int keypool_take(struct keypool *kp, uint8_t app_key[16])
 		refill(kp);
 		return -EAGAIN;
 	}
-	struct pair *p = &kp->ready[--kp->n_ready];
+	struct pair *p = &kp->ready[kp->n_ready - 1];
+	/* Marked handed out before the device row that uses it is queued: both commit in
+	 * queue order, so after a crash a key is never handed out twice. */
+	if (kp->store && store_key_pool_taken(kp->store, p->app) < 0) {
+		kp->st.empty++;
+		return -EAGAIN;
+	}
+	kp->n_ready--;
 	memcpy(app_key, p->app, 16);
 	kp->handed[kp->handed_pos] = *p;
 	kp->handed_pos = (kp->handed_pos + 1) % HANDED_MAX;
@@ -299,24 +339,31 @@ int keypool_take(struct keypool *kp, uint8_t app_key[16])
 
 int keypool_hsm_key(struct keypool *kp, const char *app_key_hex, char out[33])
 {
-	uint8_t k[16];
+	uint8_t k[16], hsm[16];
 	static const char hexd[] = "0123456789ABCDEF";
 
 	if (!hex_valid(app_key_hex, 32) || hex_decode(app_key_hex, k, 16) < 0)
 		return -EINVAL;
 	int r = -ENOENT;
 	for (size_t i = 0; i < kp->handed_n; i++) {
-		if (memcmp(kp->handed[i].app, k, 16) != 0)
-			continue;
+		if (memcmp(kp->handed[i].app, k, 16) == 0) {
+			memcpy(hsm, kp->handed[i].hsm, 16);
+			r = 0;
+			break;
+		}
+	}
+	/* Not handed out in this run (e.g. a PENDING device re-imported after a restart). */
+	if (r < 0 && kp->store)
+		r = store_key_pool_find(kp->store, k, hsm) == 0 ? 0 : -ENOENT;
+	if (r == 0) {
 		for (size_t b = 0; b < 16; b++) {
-			out[2 * b] = hexd[kp->handed[i].hsm[b] >> 4];
-			out[2 * b + 1] = hexd[kp->handed[i].hsm[b] & 15];
+			out[2 * b] = hexd[hsm[b] >> 4];
+			out[2 * b + 1] = hexd[hsm[b] & 15];
 		}
 		out[32] = '\0';
-		r = 0;
-		break;
 	}
 	cred_wipe(k, sizeof(k));
+	cred_wipe(hsm, sizeof(hsm));
 	return r;
 }
 
@@ -328,8 +375,9 @@ void keypool_get_stats(const struct keypool *kp, struct keypool_stats *ret)
 
 json_t *keypool_status_json(const struct keypool *kp)
 {
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "source", "cloud-hsm",
-			 "available", (json_int_t)kp->n_ready, "lowWater",
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}", "source",
+			 "cloud-hsm", "restored", (json_int_t)kp->st.restored, "available",
+			 (json_int_t)kp->n_ready, "lowWater",
 			 (json_int_t)kp->cfg->device_app_key_pool, "fetched",
 			 (json_int_t)kp->st.fetched, "handedOut", (json_int_t)kp->st.handed_out,
 			 "empty", (json_int_t)kp->st.empty, "failures", (json_int_t)kp->st.failures,

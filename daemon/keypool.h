@@ -9,6 +9,7 @@
 struct config;
 struct event_base;
 struct keypool;
+struct store;
 struct tpa;
 
 /* Counters for Status and metrics. */
@@ -20,17 +21,19 @@ struct keypool_stats {
 	uint64_t empty;	     /* times an activation found the pool empty */
 	uint64_t refills;    /* appKeyGens calls answered with keys */
 	uint64_t failures;   /* appKeyGens calls that failed, and undecryptable keys */
+	uint64_t restored;   /* keys found in the store at start-up */
 };
 
 /*
  * Load tpad's RSA private key (credential tpa-rsa-key, or device.rsa-key-file; a file
- * readable by others is refused) and start filling the pool from the cloud in the
- * background: up to twice device.app-key-pool keys, refilled whenever fewer than
- * device.app-key-pool are left, with backoff after failures. NULL with one line in err
- * on a configuration error.
+ * readable by others is refused), take back the keys the store holds that were never
+ * handed out, and start filling the pool from the cloud in the background: up to twice
+ * device.app-key-pool keys, refilled whenever fewer than device.app-key-pool are left,
+ * with backoff after failures. Every pair is sealed in store (may be NULL: memory only)
+ * before it can be handed out. NULL with one line in err on a configuration error.
  */
 struct keypool *keypool_new(struct event_base *base, const struct config *cfg, struct tpa *tpa,
-			    char *err, size_t errlen);
+			    struct store *store, char *err, size_t errlen);
 
 /* Free the pool, wiping every key. Accepts NULL. */
 void keypool_free(struct keypool *kp);
@@ -43,14 +46,13 @@ void keypool_free(struct keypool *kp);
 int keypool_take(struct keypool *kp, uint8_t app_key[16]);
 
 /*
- * The hsmEncryptedAppKey (32 upper-case hex digits) of an AppKey handed out by this pool
- * (hex, either case) into out; -ENOENT if unknown (a local key, or one from before a
- * restart).
+ * The hsmEncryptedAppKey (32 upper-case hex digits) of an AppKey from this pool (hex,
+ * either case; from memory, else from the store) into out; -ENOENT for a local key.
  */
 int keypool_hsm_key(struct keypool *kp, const char *app_key_hex, char out[33]);
 
 void keypool_get_stats(const struct keypool *kp, struct keypool_stats *ret);
 
-/* {"source":"cloud-hsm","available","lowWater","fetched","handedOut","empty","refilling",
- *  "lastError"} */
+/* {"source":"cloud-hsm","restored","available","lowWater","fetched","handedOut","empty",
+ *  "failures","refilling","lastError"} */
 json_t *keypool_status_json(const struct keypool *kp);

@@ -417,6 +417,45 @@ class HsmKeyPool(DxBase):
             m = a.call("io.tpad.Admin.Metrics")["text"]
         self.assertIn("tpad_app_key_pool_available", m)
 
+    def test_pool_sealed_in_store_survives_restart(self):
+        s = self.dx_sim()
+        key = os.path.join(self.tmp, "tpa-rsa.key")
+        self.daemon().tpactl("keygen-rsa", key, "--bits", "2048", check=0)
+        d = self.dx_daemon(s, conf=("device.app-key-source = cloud-hsm\n"
+                                    "device.app-key-pool = 8\n"
+                                    f"device.rsa-key-file = {key}")).start()
+
+        def pool():
+            with d.admin_client() as a:
+                return a.call("io.tpad.Admin.Status")["appKeys"]
+        wait_for(lambda: pool()["available"] == 16, 15, "the first fill")
+        keys = set()
+        with d.station_client() as c:
+            for i in range(3):
+                keys.add(c.call("io.tpad.Station.Activate",
+                                {"devEUI": f"70B3D50000AA000{i}",
+                                 "generateAppKey": True})["device"]["appKey"])
+        gens = s.control("GET", "/dx")["key_gens"]
+        d.stop()
+        # Sealed rows: 16 pairs, 3 handed out; no AppKey in clear anywhere in the file.
+        out = subprocess.run(["sqlite3", d.store, "SELECT count(*), sum(handed), "
+                              "min(length(sealed)) FROM app_key_pool"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        self.assertEqual(out, "16|3|60")
+        with open(d.store, "rb") as f:
+            raw = f.read()
+        for k in keys:
+            self.assertNotIn(bytes.fromhex(k), raw)
+        d.start()
+        p = pool()
+        self.assertEqual((p["restored"], p["available"]), (13, 13))
+        self.assertEqual(s.control("GET", "/dx")["key_gens"], gens)  # 13 >= 8: no refill
+        with d.station_client() as c:
+            k = c.call("io.tpad.Station.Activate",
+                       {"devEUI": "70B3D50000AA0009", "generateAppKey": True})["device"]["appKey"]
+        self.assertNotIn(k, keys)
+        self.assertEqual(s.control("GET", "/dx")["hsm_key_imports"], 4)
+
     def test_empty_pool_answers_at_once(self):
         s = self.dx_sim(extra=["--rate-5xx", "1"])
         key = os.path.join(self.tmp, "tpa-rsa.key")
