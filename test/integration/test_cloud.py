@@ -81,6 +81,11 @@ class CertTLS(CertBase):
         d.wait_notify(words[0], 10)
         p = d.tpactl("--socket", d.admin, "status", check=0)
         self.assertIn(f"CERTIFICATE REFUSED ({name})", p.stdout)
+        with d.admin_client() as a:
+            m = a.call("io.tpad.Admin.Metrics")["text"]
+        fails = [int(x.split()[-1]) for x in m.splitlines()
+                 if x.startswith("tpad_upstream_certificate_failures_total ")]
+        self.assertTrue(fails and fails[0] >= 1, m)
         # A station gets Unavailable at once, with the reason, and no request is made.
         with self.assertRaises(tpadtest.VarlinkError) as e:
             self.activate(d)
