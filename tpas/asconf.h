@@ -1,0 +1,58 @@
+/* asconf: tpas.conf, its directives and their defaults. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define ASCONF_DEFAULT_PATH TPAD_SYSCONFDIR "/tpas/tpas.conf"
+
+/* Every directive of tpas.conf(5) as typed values; secrets never live here. */
+struct asconf {
+	/* [tunnel] */
+	char *tunnel_listen;
+	char *tunnel_path;
+	char *tunnel_key_file;
+	char *as_id;
+	uint32_t max_time_deviation_s;
+	uint32_t tunnel_max_body;
+	uint32_t tunnel_timeout_s;
+	/* [apps] */
+	char *apps_socket;
+	unsigned apps_mode;
+	char *apps_group;
+	/* [admin] */
+	char *admin_socket;
+	unsigned admin_mode;
+	char *admin_group;
+	/* [store] */
+	char *store_path;
+	char *store_key_file;
+	uint32_t retention_days;
+	/* [astk] */
+	char *rsa_key_file;
+	/* [lrc] */
+	char *lrc_url;
+	char *lrc_ca_file;
+	uint32_t lrc_sessions;
+	uint32_t lrc_timeout_ms;
+	/* [limits] */
+	uint32_t max_message;
+	uint32_t idle_timeout_ms;
+	uint32_t max_clients;
+	uint32_t max_clients_per_uid;
+	uint32_t max_pending_calls;
+};
+
+/* Fill in the built-in defaults. */
+void asconf_defaults(struct asconf *c);
+
+/* Parse path over the defaults: 0, or a negative errno with "FILE:LINE: reason" in err. */
+int asconf_load(struct asconf *c, const char *path, char *err, size_t errlen);
+
+/* Print every directive's effective value, as a config file. */
+void asconf_print(const struct asconf *c, FILE *f);
+
+/* Release the strings. */
+void asconf_free(struct asconf *c);
