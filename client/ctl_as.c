@@ -79,6 +79,14 @@ static int as_keygen(const char *out, bool json_out)
 		goto out;
 	}
 	fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 && errno == EEXIST) {
+		/* An empty placeholder (tmpfiles.d makes one for the credential) may be filled. */
+		struct stat st;
+		if (lstat(out, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
+			fd = open(out, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+		else
+			errno = EEXIST;
+	}
 	if (fd < 0) {
 		fprintf(stderr, "tpactl: %s: %s%s\n", out, strerror(errno),
 			errno == EEXIST ? " (remove it first: an imported ASTK needs its key)" : "");

@@ -35,13 +35,39 @@ struct downlink {
 	struct dl_req *inflight;
 };
 
+/*
+ * Percent-encode a query value the way the LRC's examples are written: unreserved
+ * characters and ':' stay, everything else ('+' of a time zone above all) is encoded.
+ */
+static int query_encode(const char *s, char *out, size_t outlen)
+{
+	static const char hexd[] = "0123456789ABCDEF";
+	size_t o = 0;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		bool keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			    c == '-' || c == '.' || c == '_' || c == '~' || c == ':';
+		if (o + (keep ? 1 : 3) >= outlen)
+			return -ENOBUFS;
+		if (keep) {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '%';
+			out[o++] = hexd[c >> 4];
+			out[o++] = hexd[c & 15];
+		}
+	}
+	out[o] = '\0';
+	return 0;
+}
+
 int downlink_query(const char *dev_eui, int fport, const char *payload_hex, int64_t fcnt_dn,
 		   bool confirmed, const char *as_id, const char *time, const char *key, char *out,
 		   size_t outlen)
 {
 	char as_enc[200], time_enc[128];
-	if (http_urlencode(as_id, as_enc, sizeof(as_enc)) < 0 ||
-	    http_urlencode(time, time_enc, sizeof(time_enc)) < 0)
+	if (query_encode(as_id, as_enc, sizeof(as_enc)) < 0 ||
+	    query_encode(time, time_enc, sizeof(time_enc)) < 0)
 		return -ENOBUFS;
 	char fcnt[32] = "";
 	if (fcnt_dn >= 0)
