@@ -162,13 +162,15 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		goto fail;
 	}
 	/* Create the file 0600 ourselves; SQLite would follow the umask. */
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
+	bool memory = strcmp(path, ":memory:") == 0;
+	int fd = memory ? -1 : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (!memory && fd < 0) {
 		r = -errno;
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-r));
 		goto fail;
 	}
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	int rc = sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		r = sql_err(rc);

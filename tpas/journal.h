@@ -46,7 +46,7 @@ struct journal_stats {
 
 /*
  * Open (creating if needed) the database at path, mode 0600, in WAL mode with
- * synchronous=FULL; store_key (SEAL_KEY_LEN bytes) seals every key in it. On failure a
+ * synchronous=FULL (":memory:" for a database that lives only in memory, for tests); store_key (SEAL_KEY_LEN bytes) seals every key in it. On failure a
  * negative errno and one line in err.
  */
 int journal_open(const char *path, const uint8_t *store_key, struct journal **ret, char *err,
@@ -106,7 +106,7 @@ json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit);
  */
 int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret);
 
-/* Drop uplinks received before before_ms (the newest one is always kept); rows removed. */
+/* Drop uplinks received before before_ms; returns the rows removed. Seqs are never reused. */
 int journal_prune(struct journal *j, int64_t before_ms);
 
 void journal_get_stats(struct journal *j, struct journal_stats *ret);
