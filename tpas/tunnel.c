@@ -51,6 +51,10 @@ static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret,
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
+	/* Reasons may quote what the client sent: keep them printable ASCII (and valid JSON). */
+	for (char *p = reason; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
 	(*counter)++;
 	log_warnx("tunnel: %d for DevEUI %s: %s", status, dev_eui && *dev_eui ? dev_eui : "-",
 		  reason);

@@ -232,6 +232,15 @@ static char *xml_text(xmlNode *n)
 	return (char *)xmlNodeGetContent(n);
 }
 
+/* True if n has an element inside. */
+static bool has_child_element(xmlNode *n)
+{
+	for (xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE)
+			return true;
+	return false;
+}
+
 /* The text of the child element called name, or NULL (caller xmlFree()s). */
 static char *xml_child_text(xmlNode *n, const char *name)
 {
@@ -279,7 +288,7 @@ static int parse_xml(const char *body, size_t len, struct uplink *u, char *reaso
 		if (c->type != XML_ELEMENT_NODE)
 			continue;
 		const char *name = (const char *)c->name;
-		if (strcmp(name, "AppSKey") == 0 && c->children && !xml_text(c)) {
+		if (strcmp(name, "AppSKey") == 0 && has_child_element(c)) {
 			char *label = xml_child_text(c, "KEKLabel");
 			char *key = xml_child_text(c, "AESKey");
 			r = set_envelope(u, label ? trim(label) : NULL, key ? trim(key) : NULL,
