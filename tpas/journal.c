@@ -397,11 +397,29 @@ int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_
 	return r;
 }
 
-int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
+int journal_begin(struct journal *j)
 {
-	int r = exec(j, "BEGIN IMMEDIATE");
-	if (r < 0)
+	return exec(j, "BEGIN IMMEDIATE");
+}
+
+int journal_commit(struct journal *j)
+{
+	int r = exec(j, "COMMIT");
+	if (r < 0) {
+		exec(j, "ROLLBACK");
 		return r;
+	}
+	j->commits++;
+	return 0;
+}
+
+void journal_rollback(struct journal *j)
+{
+	exec(j, "ROLLBACK");
+}
+
+int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
+{
 	sqlite3_stmt *s = stmt(j, ST_UPLINK_ADD);
 	sqlite3_bind_int64(s, 1, u->received_ms);
 	sqlite3_bind_int64(s, 2, u->session_id);
@@ -417,24 +435,38 @@ int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_
 	sqlite3_bind_text(s, 10, u->payload_hex, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 11, u->encrypted);
 	sqlite3_bind_text(s, 12, u->radio ? u->radio : "{}", -1, SQLITE_STATIC);
-	r = step_done(s);
+	int r = step_done(s);
+	if (r < 0)
+		return r; /* -EEXIST: this (device, session, FCntUp) is already in */
 	int64_t seq = sqlite3_last_insert_rowid(j->db);
-	if (r == 0 && u->session_id > 0) {
+	if (u->session_id > 0) {
 		s = stmt(j, ST_UPLINK_SESSION);
 		sqlite3_bind_int64(s, 1, u->session_id);
 		sqlite3_bind_text(s, 2, u->dev_addr, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, u->has_fcnt_dn ? u->fcnt_dn : 0);
 		r = step_done(s);
+		if (r < 0)
+			return r;
 	}
-	if (r == 0)
-		r = exec(j, "COMMIT");
-	if (r < 0) {
-		exec(j, "ROLLBACK");
-		return r;
-	}
-	j->commits++;
 	*ret_seq = seq;
 	return 0;
+}
+
+int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
+{
+	int r = journal_begin(j);
+	if (r < 0)
+		return r;
+	int64_t seq;
+	r = journal_uplink_insert(j, u, &seq);
+	if (r < 0) {
+		journal_rollback(j);
+		return r;
+	}
+	r = journal_commit(j);
+	if (r == 0)
+		*ret_seq = seq;
+	return r;
 }
 
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)

@@ -93,9 +93,20 @@ int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_
 
 /*
  * Commit one uplink (fsync) and return its sequence number; also records the session's
- * DevAddr and raises its next FCntDn to the LRC's FCntDn.
+ * DevAddr and raises its next FCntDn to the LRC's FCntDn. -EEXIST if it is already in.
  */
 int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq);
+
+/*
+ * Group commit: journal_begin(), any number of journal_uplink_insert() (each as
+ * journal_uplink_add() but inside the transaction; -EEXIST leaves the others in), then
+ * journal_commit() (one fsync for all; on failure nothing of it is kept) or
+ * journal_rollback().
+ */
+int journal_begin(struct journal *j);
+int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq);
+int journal_commit(struct journal *j);
+void journal_rollback(struct journal *j);
 
 /* Up to limit uplinks with seq > after, oldest first, as the objects io.tpad.AS sends. */
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit);

@@ -24,6 +24,8 @@
 
 /* libevent refuses bodies over this many times max-body itself (413, not counted). */
 #define HARD_BODY_FACTOR 4
+/* Uplinks committed in one transaction at most. */
+#define MAX_BATCH 1024
 
 struct tunnel {
 	struct evhttp *http;
@@ -37,6 +39,9 @@ struct tunnel {
 	size_t max_body;
 	uint16_t port;
 	struct tunnel_stats stats;
+	struct event *flush; /* runs the group commit once the loop has read what it can */
+	struct pending *batch, **batch_tail;
+	size_t batch_n;
 };
 
 /* An answer with a reason: counted, logged (never with key material), returned. */
@@ -146,8 +151,29 @@ out:
 	return r;
 }
 
-int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t len,
-		   int64_t now_ms, json_t **ret_answer)
+/* An uplink verified and decrypted, waiting for the group commit. */
+struct pending {
+	struct pending *next;
+	struct evhttp_request *req; /* NULL for tunnel_process() */
+	int64_t received_ms, session_id;
+	char dev_eui[17], customer_id[UPLINK_MAX_CUSTOMER + 1], dev_addr[9];
+	char time[UPLINK_MAX_TIME + 1];
+	int fport;
+	uint32_t fcnt_up, fcnt_dn;
+	bool has_fcnt_dn, encrypted;
+	char payload[2 * AS_MAX_FRM_PAYLOAD + 1];
+	char *radio;
+	/* After the commit. */
+	int64_t seq;
+	bool duplicate;
+};
+
+/*
+ * Everything but the commit: a final status with *ret_answer, or 0 with p filled for the
+ * journal.
+ */
+static int tunnel_check(struct tunnel *t, const char *query, const char *body, size_t len,
+			int64_t now_ms, json_t **ret_answer, struct pending *p)
 {
 	char reason[200];
 	struct uplink_query q;
@@ -222,9 +248,9 @@ int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t
 		goto out;
 	}
 
-	char plain[2 * AS_MAX_FRM_PAYLOAD + 1] = "";
 	bool encrypted = false;
 	size_t n = strlen(u.payload_hex) / 2;
+	p->payload[0] = '\0';
 	if (n > 0) {
 		uint8_t buf[AS_MAX_FRM_PAYLOAD];
 		hex_decode(u.payload_hex, buf, n);
@@ -235,42 +261,127 @@ int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t
 		} else {
 			encrypted = true; /* FPort 0: MAC commands under the NwkSKey we never hold */
 		}
-		hex_encode(buf, n, plain);
+		hex_encode(buf, n, p->payload);
 		cred_wipe(buf, sizeof(buf));
 	}
-	char *radio = json_dumps(u.radio, JSON_COMPACT);
-	const struct journal_uplink ju = {
-	    .received_ms = now_ms,
-	    .session_id = s.id,
-	    .dev_eui = u.dev_eui,
-	    .customer_id = u.customer_id,
-	    .dev_addr = u.dev_addr[0] ? u.dev_addr : s.dev_addr,
-	    .time = time_s,
-	    .fport = u.fport,
-	    .fcnt_up = u.fcnt_up,
-	    .has_fcnt_dn = u.has_fcnt_dn,
-	    .fcnt_dn = u.fcnt_dn,
-	    .payload_hex = plain,
-	    .encrypted = encrypted,
-	    .radio = radio,
-	};
-	r = journal_uplink_add(t->journal, &ju, &seq);
-	free(radio);
-	if (r < 0) {
-		status = refuse(t, &t->stats.store_failed, 503, ret_answer, u.dev_eui,
-				"cannot commit the uplink: %s", strerror(-r));
-		goto out;
-	}
-	t->stats.accepted++;
-	log_debug("tunnel: DevEUI %s FCntUp %" PRIu32 " journaled as %" PRId64, u.dev_eui, u.fcnt_up,
-		  seq);
-	if (t->on_commit)
-		t->on_commit(seq, t->arg);
-	*ret_answer = json_pack("{s:I, s:b}", "seq", (json_int_t)seq, "duplicate", 0);
-	status = 200;
+	p->radio = json_dumps(u.radio, JSON_COMPACT);
+	p->received_ms = now_ms;
+	p->session_id = s.id;
+	memcpy(p->dev_eui, u.dev_eui, sizeof(p->dev_eui));
+	memcpy(p->customer_id, u.customer_id, sizeof(p->customer_id));
+	snprintf(p->dev_addr, sizeof(p->dev_addr), "%s", u.dev_addr[0] ? u.dev_addr : s.dev_addr);
+	snprintf(p->time, sizeof(p->time), "%s", time_s);
+	p->fport = u.fport;
+	p->fcnt_up = u.fcnt_up;
+	p->has_fcnt_dn = u.has_fcnt_dn;
+	p->fcnt_dn = u.fcnt_dn;
+	p->encrypted = encrypted;
+	status = 0;
 out:
 	cred_wipe(&s, sizeof(s));
 	uplink_clear(&u);
+	return status;
+}
+
+/*
+ * Commit a list of pending uplinks in one transaction (one fsync) and set each one's seq;
+ * a replay within the list or of the journal is marked duplicate. 0 or a negative errno
+ * (then nothing of the list was kept).
+ */
+static int commit_list(struct tunnel *t, struct pending *list)
+{
+	int r = journal_begin(t->journal);
+	for (struct pending *p = list; r == 0 && p; p = p->next) {
+		const struct journal_uplink ju = {
+		    .received_ms = p->received_ms,
+		    .session_id = p->session_id,
+		    .dev_eui = p->dev_eui,
+		    .customer_id = p->customer_id,
+		    .dev_addr = p->dev_addr,
+		    .time = p->time,
+		    .fport = p->fport,
+		    .fcnt_up = p->fcnt_up,
+		    .has_fcnt_dn = p->has_fcnt_dn,
+		    .fcnt_dn = p->fcnt_dn,
+		    .payload_hex = p->payload,
+		    .encrypted = p->encrypted,
+		    .radio = p->radio,
+		};
+		r = journal_uplink_insert(t->journal, &ju, &p->seq);
+		p->duplicate = r == -EEXIST;
+		if (r == -EEXIST)
+			r = journal_uplink_find(t->journal, p->dev_eui, p->session_id, p->fcnt_up,
+						&p->seq);
+	}
+	if (r == 0)
+		return journal_commit(t->journal);
+	journal_rollback(t->journal);
+	return r;
+}
+
+/* The answer of one pending uplink after its commit (or the commit's failure). */
+static int pending_answer(struct tunnel *t, struct pending *p, int err, json_t **ret)
+{
+	if (err < 0)
+		return refuse(t, &t->stats.store_failed, 503, ret, p->dev_eui,
+			      "cannot commit the uplink: %s", strerror(-err));
+	if (p->duplicate) {
+		t->stats.duplicates++;
+		log_info("tunnel: DevEUI %s FCntUp %" PRIu32 " again: already journaled as %" PRId64,
+			 p->dev_eui, p->fcnt_up, p->seq);
+	} else {
+		t->stats.accepted++;
+		log_debug("tunnel: DevEUI %s FCntUp %" PRIu32 " journaled as %" PRId64, p->dev_eui,
+			  p->fcnt_up, p->seq);
+	}
+	*ret = json_pack("{s:I, s:b}", "seq", (json_int_t)p->seq, "duplicate", p->duplicate);
+	return 200;
+}
+
+static void answer(struct evhttp_request *req, int status, json_t *body);
+
+/* Commit the batch and answer every request in it; then wake the streams. */
+static void flush_batch(struct tunnel *t)
+{
+	struct pending *list = t->batch;
+	t->batch = NULL;
+	t->batch_tail = &t->batch;
+	t->batch_n = 0;
+	if (!list)
+		return;
+	int r = commit_list(t, list);
+	int64_t last = 0;
+	while (list) {
+		struct pending *p = list;
+		list = p->next;
+		json_t *ans = NULL;
+		int status = pending_answer(t, p, r, &ans);
+		if (status == 200 && !p->duplicate && p->seq > last)
+			last = p->seq;
+		answer(p->req, status, ans);
+		free(p->radio);
+		free(p);
+	}
+	if (last && t->on_commit)
+		t->on_commit(last, t->arg);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	flush_batch(arg);
+}
+
+int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t len,
+		   int64_t now_ms, json_t **ret_answer)
+{
+	struct pending p = {0};
+	int status = tunnel_check(t, query, body, len, now_ms, ret_answer, &p);
+	if (status != 0)
+		return status;
+	status = pending_answer(t, &p, commit_list(t, &p), ret_answer);
+	free(p.radio);
+	if (status == 200 && !p.duplicate && t->on_commit)
+		t->on_commit(p.seq, t->arg);
 	return status;
 }
 
@@ -326,8 +437,25 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		struct evbuffer *in = evhttp_request_get_input_buffer(req);
 		size_t len = evbuffer_get_length(in);
 		const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
-		status = tunnel_process(t, evhttp_uri_get_query(uri), body ? body : "", len,
-					clock_wall_ms(), &ans);
+		struct pending *p = calloc(1, sizeof(*p));
+		if (!p) {
+			status = refuse(t, &t->stats.store_failed, 503, &ans, NULL, "out of memory");
+		} else {
+			status = tunnel_check(t, evhttp_uri_get_query(uri), body ? body : "", len,
+					      clock_wall_ms(), &ans, p);
+			if (status == 0) {
+				/* Answered once committed, with whatever else this turn brought. */
+				p->req = req;
+				*t->batch_tail = p;
+				t->batch_tail = &p->next;
+				if (++t->batch_n >= MAX_BATCH)
+					flush_batch(t);
+				else
+					event_active(t->flush, EV_TIMEOUT, 1);
+				return;
+			}
+			free(p);
+		}
 	}
 	answer(req, status, ans);
 }
@@ -374,6 +502,7 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 		return -ENOMEM;
 	}
 	t->journal = j;
+	t->batch_tail = &t->batch;
 	t->on_commit = on_commit;
 	t->arg = arg;
 	t->max_deviation_ms = o->max_deviation_ms;
@@ -392,7 +521,8 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 		return -EINVAL;
 	}
 	t->http = evhttp_new(base);
-	if (!t->http) {
+	t->flush = event_new(base, -1, 0, flush_cb, t);
+	if (!t->http || !t->flush) {
 		snprintf(err, errlen, "out of memory");
 		tunnel_free(t);
 		return -ENOMEM;
@@ -427,6 +557,9 @@ struct tunnel *tunnel_free(struct tunnel *t)
 {
 	if (!t)
 		return NULL;
+	flush_batch(t); /* what was verified is committed and answered before we go */
+	if (t->flush)
+		event_free(t->flush);
 	if (t->http)
 		evhttp_free(t->http);
 	cred_wipe(t->key_lower, sizeof(t->key_lower));

@@ -368,6 +368,37 @@ class Journal(TpasCase):
         s.add_device(DEV, astk)
         self.assertEqual(s.uplink(DEV, b"after rejoin"), (200, {"seq": 2, "duplicate": False}))
 
+    def test_concurrent_connections_and_replays_group_committed(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        devs = ["00000000000000%02X" % i for i in range(6)]
+        for d in devs:
+            s.add_device(d, astk)
+        reqs = [s.build_uplink(d, b"%s/%d" % (d.encode(), i), fcnt=i)
+                for d in devs for i in range(20)]
+        answers = [[] for _ in range(len(reqs))]
+
+        def worker(k):
+            # Two connections send every uplink: each is a replay of the other's.
+            for idx in range(k % 3, len(reqs), 3):
+                answers[idx].append(s.post(*reqs[idx]))
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        for a in answers:
+            self.assertEqual([st for st, _ in a], [200, 200])
+            self.assertEqual(a[0][1]["seq"], a[1][1]["seq"])
+            self.assertEqual(sorted(x["duplicate"] for _, x in a), [False, True])
+        ups = t.uplinks()
+        self.assertEqual(len(ups), len(reqs))
+        self.assertEqual(sorted((u["devEUI"], u["fCntUp"]) for u in ups),
+                         sorted((d, i) for d in devs for i in range(20)))
+        tn = t.status()["tunnel"]
+        self.assertEqual((tn["accepted"], tn["duplicates"]), (len(reqs), len(reqs)))
+
     def test_application_restart_resumes_from_its_sequence(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
