@@ -78,6 +78,7 @@ int ctl_import(struct ctl *c, struct ctl_args *a);
 int ctl_export(struct ctl *c, struct ctl_args *a);
 int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
+int ctl_adopt(struct ctl *c, struct ctl_args *a);
 
 /* "tpactl ... as COMMAND ...": the tpas commands, parsing the whole command line. */
 int ctl_as_main(int argc, char **argv);

@@ -36,6 +36,7 @@ static void usage(FILE *f)
 		   "         [--margin N] [--ec-level L|M|Q|H]\n"
 		   "  devices [--state STATE] [--limit N]\n"
 		   "  device EUI\n"
+		   "  adopt EUI                   take a FOREIGN device's token from the cloud\n"
 		   "  metrics                     OpenMetrics text for node_exporter\n"
 		   "\n"
 		   "tpas commands (default socket " TPAS_RUNDIR "/admin.sock; tpactl as --help):\n"
@@ -111,6 +112,7 @@ static const struct command commands[] = {
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0},
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0},
     {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1},
+    {"adopt", ctl_adopt, CTL_ADMIN, 0, false, 1, 1},
 };
 
 /* The long name of option id o. */

@@ -127,6 +127,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "Export", PROTO_SOCKET_ADMIN, true, export_params),
     METHOD(IFACE_ADMIN, "ListDevices", PROTO_SOCKET_ADMIN, false, list_devices_params),
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
+    METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD0(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN),
     METHOD(IFACE_AS, "Uplinks", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, true,
 	   uplinks_params),
