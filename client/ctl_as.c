@@ -16,6 +16,7 @@
 #include <mbedtls/rsa.h>
 
 #include "ctl.h"
+#include "frame.h"
 #include "hex.h"
 #include "tpad-build.h"
 
@@ -165,7 +166,6 @@ static void print_uplink(json_t *u)
 		}
 	}
 	putchar('\n');
-	fflush(stdout);
 }
 
 static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out)
@@ -192,6 +192,9 @@ static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out
 			else
 				print_uplink(u);
 		}
+		/* A follower's reader (a pipe) sees each uplink as it comes, not a block later. */
+		if (follow && !frame_reader_has_message(c->reader))
+			fflush(stdout);
 		bool more = json_is_true(json_object_get(reply, "continues"));
 		json_decref(reply);
 		if (!more)

@@ -439,7 +439,7 @@ int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int
 	if (r < 0)
 		return r; /* -EEXIST: this (device, session, FCntUp) is already in */
 	int64_t seq = sqlite3_last_insert_rowid(j->db);
-	if (u->session_id > 0) {
+	if (u->session_id > 0 && u->update_session) {
 		s = stmt(j, ST_UPLINK_SESSION);
 		sqlite3_bind_int64(s, 1, u->session_id);
 		sqlite3_bind_text(s, 2, u->dev_addr, -1, SQLITE_STATIC);

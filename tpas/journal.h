@@ -34,6 +34,7 @@ struct journal_uplink {
 	const char *payload_hex; /* plaintext, upper-case hex; "" when none */
 	bool encrypted;		 /* payload_hex is still the ciphertext (FPort 0) */
 	const char *radio;	 /* JSON object text */
+	bool update_session;	 /* record dev_addr and fcnt_dn in the session (they changed) */
 };
 
 struct journal_stats {

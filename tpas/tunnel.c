@@ -160,7 +160,7 @@ struct pending {
 	char time[UPLINK_MAX_TIME + 1];
 	int fport;
 	uint32_t fcnt_up, fcnt_dn;
-	bool has_fcnt_dn, encrypted;
+	bool has_fcnt_dn, encrypted, session_update;
 	char payload[2 * AS_MAX_FRM_PAYLOAD + 1];
 	char *radio;
 	/* After the commit. */
@@ -237,17 +237,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		}
 	}
 
-	int64_t seq;
-	r = journal_uplink_find(t->journal, u.dev_eui, s.id, u.fcnt_up, &seq);
-	if (r == 0) {
-		t->stats.duplicates++;
-		log_info("tunnel: DevEUI %s FCntUp %" PRIu32 " again: already journaled as %" PRId64,
-			 u.dev_eui, u.fcnt_up, seq);
-		*ret_answer = json_pack("{s:I, s:b}", "seq", (json_int_t)seq, "duplicate", 1);
-		status = 200;
-		goto out;
-	}
-
+	/* A replay is found by the journal's unique key when it is inserted (commit_list). */
 	bool encrypted = false;
 	size_t n = strlen(u.payload_hex) / 2;
 	p->payload[0] = '\0';
@@ -275,6 +265,9 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	p->fcnt_up = u.fcnt_up;
 	p->has_fcnt_dn = u.has_fcnt_dn;
 	p->fcnt_dn = u.fcnt_dn;
+	/* The session row changes only when the device moved or the LRC's FCntDn passed ours. */
+	p->session_update = s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
+					 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next));
 	p->encrypted = encrypted;
 	status = 0;
 out:
@@ -306,6 +299,7 @@ static int commit_list(struct tunnel *t, struct pending *list)
 		    .payload_hex = p->payload,
 		    .encrypted = p->encrypted,
 		    .radio = p->radio,
+		    .update_session = p->session_update,
 		};
 		r = journal_uplink_insert(t->journal, &ju, &p->seq);
 		p->duplicate = r == -EEXIST;
