@@ -162,7 +162,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
-    work = tempfile.mkdtemp(prefix="bench-tpas-")
+    work = tempfile.mkdtemp(prefix="bench-tpas-", dir=build)  # not tmpfs: fsync must count
     try:
         t = run_tpas(build, work, a.count, a.connections)
         # One connection: the reference serves one at a time (a keep-alive connection holds
