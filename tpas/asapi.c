@@ -24,6 +24,7 @@
 #include "tpad-build.h"
 #include "tpas.h"
 #include "tunnel.h"
+#include "webhook.h"
 
 #define BATCH 64		     /* uplinks read from the journal at once */
 #define MAX_PENDING (256u * 1024u)   /* bytes queued to a slow reader before pausing it */
@@ -217,6 +218,7 @@ static void h_status(struct asapi *a, struct req *r)
 	}
 	if (t->tunnel)
 		json_object_set_new(o, "tunnelPort", json_integer(tunnel_port(t->tunnel)));
+	json_object_set_new(o, "webhook", webhook_status_json(t->webhook));
 	req_reply(r, o, false);
 }
 

@@ -50,6 +50,14 @@ static const struct conf_directive directives[] = {
     {.name = "lrc.request-timeout", .type = CONF_DURATION, .offset = OFF(lrc_timeout_ms),
      .def = "10s", .min = 100, .max = 600000},
 
+    {.name = "webhook.url", .type = CONF_STR_OPT, .offset = OFF(webhook_url), .def = ""},
+    {.name = "webhook.request-timeout", .type = CONF_DURATION, .offset = OFF(webhook_timeout_ms),
+     .def = "10s", .min = 100, .max = 600000},
+    {.name = "webhook.retry-max", .type = CONF_DURATION, .offset = OFF(webhook_retry_max_ms),
+     .def = "30s", .min = 200, .max = 3600000},
+    {.name = "webhook.batch", .type = CONF_UINT, .offset = OFF(webhook_batch), .def = "100",
+     .min = 1, .max = 1000},
+
     {.name = "limits.max-message", .type = CONF_SIZE, .offset = OFF(max_message), .def = "64K",
      .min = 1024, .max = 16u << 20},
     {.name = "limits.idle-timeout", .type = CONF_DURATION, .offset = OFF(idle_timeout_ms),
@@ -91,6 +99,14 @@ static int asconf_check(const void *cfg, char *why, size_t whylen)
 		if (http_url_parse(c->lrc_url, &u) < 0 || (u.path[0] && strcmp(u.path, "/") != 0)) {
 			snprintf(why, whylen, "lrc.url must be http[s]://host[:port], got %s",
 				 c->lrc_url);
+			return -EINVAL;
+		}
+	}
+	if (c->webhook_url) {
+		struct http_url u;
+		if (http_url_parse(c->webhook_url, &u) < 0) {
+			snprintf(why, whylen, "webhook.url must be http://host[:port]/path, got %s",
+				 c->webhook_url);
 			return -EINVAL;
 		}
 	}

@@ -39,6 +39,11 @@ struct asconf {
 	char *lrc_ca_file;
 	uint32_t lrc_sessions;
 	uint32_t lrc_timeout_ms;
+	/* [webhook] */
+	char *webhook_url;
+	uint32_t webhook_timeout_ms;
+	uint32_t webhook_retry_max_ms;
+	uint32_t webhook_batch;
 	/* [limits] */
 	size_t max_message;
 	uint32_t idle_timeout_ms;

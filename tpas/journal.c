@@ -34,7 +34,8 @@ static const char schema[] =
     " dev_addr TEXT NOT NULL, fport INTEGER, fcnt_up INTEGER NOT NULL, fcnt_dn INTEGER,"
     " time TEXT NOT NULL, payload TEXT NOT NULL, encrypted INTEGER NOT NULL,"
     " radio TEXT NOT NULL, UNIQUE (dev_eui, session_id, fcnt_up));"
-    "CREATE INDEX IF NOT EXISTS uplink_received ON uplink (received_ms);";
+    "CREATE INDEX IF NOT EXISTS uplink_received ON uplink (received_ms);"
+    "CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
 
 enum stmt_id {
 	ST_ASTK_ADD,
@@ -576,4 +577,33 @@ void journal_get_stats(struct journal *j, struct journal_stats *ret)
 	ret->sessions = query_int(j, "SELECT COUNT(*) FROM session");
 	ret->astks = query_int(j, "SELECT COUNT(*) FROM astk");
 	ret->commits = j->commits;
+}
+
+int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db, "SELECT seq FROM cursor WHERE name = ?", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	*ret = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_err(rc);
+}
+
+int journal_cursor_set(struct journal *j, const char *name, int64_t seq)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db, "INSERT INTO cursor (name, seq) VALUES (?, ?)"
+				      " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, seq);
+	int r = step_done(s);
+	sqlite3_finalize(s);
+	if (r == 0)
+		j->commits++;
+	return r;
 }

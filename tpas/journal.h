@@ -121,4 +121,8 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret);
 /* Drop uplinks received before before_ms; returns the rows removed. Seqs are never reused. */
 int journal_prune(struct journal *j, int64_t before_ms);
 
+/* A named delivery cursor (the webhook's): the last seq delivered, 0 when none. */
+int journal_cursor_get(struct journal *j, const char *name, int64_t *ret);
+int journal_cursor_set(struct journal *j, const char *name, int64_t seq);
+
 void journal_get_stats(struct journal *j, struct journal_stats *ret);

@@ -22,6 +22,7 @@
 #include "tpad-build.h"
 #include "tpas.h"
 #include "tunnel.h"
+#include "webhook.h"
 
 /* How long SIGTERM waits for calls in flight (downlinks) before closing clients anyway. */
 #define STOP_TIMEOUT_MS 15000
@@ -108,6 +109,7 @@ static void commit_cb(int64_t seq, void *arg)
 {
 	struct tpas *t = arg;
 	asapi_notify(t->api, seq);
+	webhook_notify(t->webhook);
 }
 
 /* One line of health for systemctl status. */
@@ -233,6 +235,19 @@ static int run(const struct asconf *cfg)
 		log_errx("%s", err);
 		goto out;
 	}
+	if (cfg->webhook_url) {
+		const struct webhook_options wopt = {
+		    .url = cfg->webhook_url,
+		    .request_timeout_ms = cfg->webhook_timeout_ms,
+		    .retry_max_ms = cfg->webhook_retry_max_ms,
+		    .batch = cfg->webhook_batch,
+		};
+		t.webhook = webhook_new(t.base, &wopt, t.journal, err, sizeof(err));
+		if (!t.webhook) {
+			log_errx("%s", err);
+			goto out;
+		}
+	}
 	const struct tunnel_options topt = {
 	    .listen = cfg->tunnel_listen,
 	    .path = cfg->tunnel_path,
@@ -293,6 +308,7 @@ out:
 	asapi_free(t.api);
 	server_free(t.srv);
 	downlink_free(t.downlink);
+	webhook_free(t.webhook);
 	journal_free(t.journal);
 	if (t.base) {
 		event_base_loop(t.base, EVLOOP_NONBLOCK);

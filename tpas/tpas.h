@@ -12,6 +12,7 @@ struct journal;
 struct listener;
 struct server;
 struct tunnel;
+struct webhook;
 
 struct tpas {
 	struct event_base *base;
@@ -22,6 +23,7 @@ struct tpas {
 	struct tunnel *tunnel;
 	struct downlink *downlink;
 	struct asapi *api;
+	struct webhook *webhook; /* NULL without webhook.url */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 };
