@@ -271,6 +271,14 @@ static void print_status(json_t *r)
 	const char *url = json_string_value(json_object_get(l, "url"));
 	printf("lrc: %s%s%s\n", url ? url : "not configured", url ? " " : "",
 	       url ? json_string_value(json_object_get(l, "state")) : "");
+	json_t *w = json_object_get(r, "webhook");
+	if (json_is_object(w))
+		printf("webhook: %s, delivered through seq %lld, %lld failures%s%s\n",
+		       json_string_value(json_object_get(w, "url")),
+		       (long long)json_integer_value(json_object_get(w, "cursor")),
+		       (long long)json_integer_value(json_object_get(w, "failures")),
+		       *json_string_value(json_object_get(w, "lastError")) ? ", last: " : "",
+		       json_string_value(json_object_get(w, "lastError")));
 	printf("subscribers: %lld\n", (long long)json_integer_value(json_object_get(r, "subscribers")));
 }
 
