@@ -285,6 +285,25 @@ class Tunnel(TpasCase):
         log = t.log_text()
         self.assertIn("401 for DevEUI 0024AEB3C02BE1C4: bad Token", log)
 
+    def test_slow_and_silent_clients_do_not_hold_the_tunnel(self):
+        t = self.tpas(extra="").start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        # A client that sends half a request and stops, and one that sends nothing.
+        slow = socket.create_connection(("127.0.0.1", t.port))
+        slow.sendall(b"POST /?Token=x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{")
+        silent = socket.create_connection(("127.0.0.1", t.port))
+        try:
+            t0 = time.monotonic()
+            for i in range(3):
+                self.assertEqual(s.uplink(DEV, b"meanwhile %d" % i)[0], 200)
+            self.assertLess(time.monotonic() - t0, 5)
+        finally:
+            slow.close()
+            silent.close()
+        self.assertEqual(len(t.uplinks()), 3)
+
     def test_missing_astk_then_import_and_key_envelope(self):
         t = self.tpas().start()
         s = self.lrc(t)
