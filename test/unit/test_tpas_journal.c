@@ -95,6 +95,56 @@ static void test_keys_and_scopes(void)
 	CHECK(strstr(err, "/nonexistent/dir/x.db") != NULL);
 }
 
+/* Retention: old uplinks go, sequence numbers are never reused, the cursor survives. */
+static void test_prune_and_cursor(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "prune.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	int64_t seq = 0;
+	for (int i = 0; i < 5; i++) {
+		const struct journal_uplink u = {.received_ms = 1000 * (i + 1),
+						 .dev_eui = "0000000000000009",
+						 .customer_id = "",
+						 .dev_addr = "",
+						 .time = "t",
+						 .fport = i ? 1 : -1,
+						 .fcnt_up = (uint32_t)i,
+						 .payload_hex = "00"};
+		CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+		CHECK_INT(seq, i + 1);
+		if (i == 4)
+			CHECK_INT(journal_uplink_add(j, &u, &seq), -EEXIST);
+	}
+	CHECK_INT(journal_prune(j, 3500), 3);
+	json_t *rows = journal_uplinks_after(j, 0, 10);
+	CHECK_INT(json_array_size(rows), 2);
+	CHECK_INT(json_integer_value(json_object_get(json_array_get(rows, 0), "seq")), 4);
+	CHECK(json_object_get(json_array_get(rows, 0), "fPort") != NULL);
+	json_decref(rows);
+	CHECK_INT(journal_prune(j, 100000), 2);
+	const struct journal_uplink u = {.received_ms = 9, .dev_eui = "0000000000000009",
+					 .customer_id = "", .dev_addr = "", .time = "t",
+					 .fport = -1, .fcnt_up = 77, .payload_hex = ""};
+	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	CHECK_INT(seq, 6);
+	int64_t c = -1;
+	CHECK_INT(journal_cursor_get(j, "webhook", &c), 0);
+	CHECK_INT(c, 0);
+	CHECK_INT(journal_cursor_set(j, "webhook", 5), 0);
+	CHECK_INT(journal_cursor_set(j, "webhook", 6), 0);
+	journal_free(j);
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	CHECK_INT(journal_cursor_get(j, "webhook", &c), 0);
+	CHECK_INT(c, 6);
+	struct journal_stats st;
+	journal_get_stats(j, &st);
+	CHECK_INT(st.last_seq, 6);
+	CHECK_INT(st.uplinks, 1);
+	journal_free(j);
+}
+
 /* Build a signed query for a body's fields. */
 static void signed_query(const char *body, const char *time, const char *key, char *out,
 			 size_t n)
@@ -258,6 +308,7 @@ int main(int argc, char **argv)
 	if (!mkdtemp(dir))
 		return 2;
 	test_keys_and_scopes();
+	test_prune_and_cursor();
 	test_tunnel_process();
 	test_downlink_query();
 	if (argc > 1)
