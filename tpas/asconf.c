@@ -22,6 +22,10 @@ static const struct conf_directive directives[] = {
      .min = 1024, .max = 1u << 20},
     {.name = "tunnel.timeout", .type = CONF_DURATION, .offset = OFF(tunnel_timeout_ms),
      .def = "30s", .min = 1000, .max = 3600000},
+    {.name = "tunnel.tls-cert-file", .type = CONF_STR_OPT, .offset = OFF(tunnel_tls_cert_file),
+     .def = ""},
+    {.name = "tunnel.tls-key-file", .type = CONF_STR_OPT, .offset = OFF(tunnel_tls_key_file),
+     .def = ""},
 
     {.name = "apps.socket", .type = CONF_STR, .offset = OFF(apps_socket),
      .def = "/run/tpas/apps.sock"},

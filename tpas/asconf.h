@@ -20,6 +20,8 @@ struct asconf {
 	uint32_t max_time_deviation_ms;
 	size_t tunnel_max_body;
 	uint32_t tunnel_timeout_ms;
+	char *tunnel_tls_cert_file;
+	char *tunnel_tls_key_file;
 	/* [apps] */
 	char *apps_socket;
 	unsigned apps_mode;

@@ -255,6 +255,8 @@ static int run(const struct asconf *cfg)
 	    .max_deviation_ms = cfg->max_time_deviation_ms,
 	    .max_body = cfg->tunnel_max_body,
 	    .timeout_s = (cfg->tunnel_timeout_ms + 999) / 1000,
+	    .tls_cert_file = cfg->tunnel_tls_cert_file,
+	    .tls_key_file = cfg->tunnel_tls_key_file,
 	};
 	r = tunnel_new(t.base, &topt, t.journal, commit_cb, &t, &t.tunnel, err, sizeof(err));
 	cred_wipe(tunnel_key, sizeof(tunnel_key));

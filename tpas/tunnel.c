@@ -20,6 +20,7 @@
 #include "hex.h"
 #include "journal.h"
 #include "log.h"
+#include "tunnel_tls.h"
 #include "uplink.h"
 
 /* libevent refuses bodies over this many times max-body itself (413, not counted). */
@@ -30,6 +31,7 @@
 struct tunnel {
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;
+	struct tunnel_tls *tls;
 	struct journal *journal;
 	tunnel_commit_fn *on_commit;
 	void *arg;
@@ -527,6 +529,14 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 	evhttp_set_allowed_methods(t->http, EVHTTP_REQ_POST | EVHTTP_REQ_GET | EVHTTP_REQ_PUT |
 						EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
 	evhttp_set_gencb(t->http, request_cb, t);
+	if (o->tls_cert_file) {
+		t->tls = tunnel_tls_new(o->tls_cert_file, o->tls_key_file, err, errlen);
+		if (!t->tls) {
+			tunnel_free(t);
+			return -EINVAL;
+		}
+		evhttp_set_bevcb(t->http, tunnel_tls_bevcb, t->tls);
+	}
 	t->bound = evhttp_bind_socket_with_handle(t->http, host, t->port);
 	if (!t->bound) {
 		snprintf(err, errlen, "tunnel.listen %s: cannot bind: %s", o->listen,
@@ -542,7 +552,8 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 					    ? ((struct sockaddr_in6 *)&ss)->sin6_port
 					    : ((struct sockaddr_in *)&ss)->sin_port);
 	}
-	log_info("tunnel listening on %s port %u, path %s", host, t->port, t->path);
+	log_info("tunnel listening on %s port %u, path %s%s", host, t->port, t->path,
+		 t->tls ? ", TLS" : "");
 	*ret = t;
 	return 0;
 }
@@ -556,6 +567,7 @@ struct tunnel *tunnel_free(struct tunnel *t)
 		event_free(t->flush);
 	if (t->http)
 		evhttp_free(t->http);
+	tunnel_tls_free(t->tls);
 	cred_wipe(t->key_lower, sizeof(t->key_lower));
 	free(t);
 	return NULL;
@@ -569,4 +581,5 @@ uint16_t tunnel_port(const struct tunnel *t)
 void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret)
 {
 	*ret = t->stats;
+	ret->tls_failed = tunnel_tls_failures(t->tls);
 }

@@ -25,6 +25,7 @@ struct tunnel_stats {
 	uint64_t too_big;	 /* 413 */
 	uint64_t no_astk;	 /* 503: an AppSKey field but no ASTK to unwrap it */
 	uint64_t store_failed;	 /* 503: the journal could not commit */
+	uint64_t tls_failed;	 /* TLS handshakes that failed (no HTTP answer possible) */
 };
 
 /* The tunnel's settings; strings are borrowed for tunnel_new() only. */
@@ -35,6 +36,8 @@ struct tunnel_options {
 	int64_t max_deviation_ms;   /* Time within this of our clock */
 	size_t max_body;	    /* bytes */
 	uint32_t timeout_s;	    /* a client that sends nothing for this long is closed */
+	const char *tls_cert_file;  /* PEM chain: the listener speaks TLS; NULL: plain HTTP */
+	const char *tls_key_file;   /* its key when not the credential tunnel-tls-key */
 };
 
 /* Called after an uplink was committed, with its sequence number. */

@@ -304,6 +304,67 @@ class Tunnel(TpasCase):
             silent.close()
         self.assertEqual(len(t.uplinks()), 3)
 
+    def test_tls_listener(self):
+        cert = os.path.join(self.tmp, "cert.pem")
+        key = os.path.join(self.tmp, "key.pem")
+        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                            "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            self.skipTest("openssl cannot make a certificate: " + p.stderr)
+        os.chmod(key, 0o600)
+        t = self.tpas(extra="")
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(conf.replace("[tunnel]\n", f"[tunnel]\ntls-cert-file = {cert}\n"
+                                                f"tls-key-file = {key}\n", 1))
+        t.start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.as_url = f"https://127.0.0.1:{t.port}"
+        s.cafile = cert
+        s.add_device(DEV, astk)
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"over TLS %d" % i, fmt="xml" if i % 2 else "json"),
+                             (200, {"seq": i + 1, "duplicate": False}))
+        self.assertEqual(s.uplink(DEV, b"x", key="0" * 32)[0], 401)
+        # A client that asks to close after the answer still gets it.
+        import ssl
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", t.port))) as c:
+            c.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Length: 2\r\n\r\n{}")
+            data = b""
+            while True:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        self.assertTrue(data.startswith(b"HTTP/1.1 401 "), data)
+        self.assertIn(b"Token is missing", data)
+        # Plain HTTP on the TLS port gets no HTTP answer; the handshake failure is counted.
+        s.as_url = t.url
+        with self.assertRaises((OSError, __import__("http.client").client.HTTPException)):
+            s.uplink(DEV, b"plain")
+        wait_for(lambda: t.status()["tunnel"]["tlsFailed"] == 1, 5, "the TLS failure count")
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
+                         [b"over TLS 0", b"over TLS 1", b"over TLS 2"])
+        # A key file others may read is refused at start.
+        t.stop()
+        os.chmod(key, 0o644)
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0)  # --check-config does not open the listener
+        t.proc = subprocess.Popen([TPAS, "--config", t.conf], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        out, _ = t.proc.communicate(timeout=20)
+        self.assertEqual(t.proc.returncode, 1)
+        self.assertIn("tunnel-tls-key", out)
+        t.proc = None
+
     def test_missing_astk_then_import_and_key_envelope(self):
         t = self.tpas().start()
         s = self.lrc(t)

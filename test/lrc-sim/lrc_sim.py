@@ -75,8 +75,9 @@ def encrypt_astk(public_pem, astk):
 class LrcSim:
     """The simulated LRC. key is the tunnel key as text (TIAK / LRC-AS key)."""
 
-    def __init__(self, state_file, key, as_url=None, as_id="tpas-test"):
+    def __init__(self, state_file, key, as_url=None, as_id="tpas-test", cafile=None):
         self.state_file = state_file
+        self.cafile = cafile  # for an https:// as_url: the CA that signed tpas's certificate
         self.key = key
         self.as_url = as_url
         self.as_id = as_id
@@ -178,7 +179,13 @@ class LrcSim:
     def post(self, target, body, ctype, path="/"):
         """POST to tpas; returns (status, parsed JSON answer or text)."""
         u = urllib.parse.urlsplit(self.as_url)
-        c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        if u.scheme == "https":
+            import ssl
+            ctx = ssl.create_default_context(cafile=self.cafile)
+            ctx.check_hostname = False
+            c = http.client.HTTPSConnection(u.hostname, u.port, timeout=30, context=ctx)
+        else:
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
         try:
             c.request("POST", path + target, body=body, headers={"Content-Type": ctype})
             r = c.getresponse()
