@@ -454,6 +454,16 @@ int ctl_as_main(int argc, char **argv)
 		method = "io.tpad.AS.Status";
 		print = print_status;
 	}
+	struct stat st;
+	if (stat(sock, &st) < 0 && errno == ENOENT) {
+		/* ctl_connect() would blame tpad; say which daemon we want. */
+		fprintf(stderr,
+			"tpactl: cannot connect to %s: the socket does not exist: is tpas running? "
+			"(systemctl status tpas; or give --socket PATH)\n",
+			sock);
+		json_decref(params);
+		return EXIT_CONNECT;
+	}
 	struct ctl c;
 	if (ctl_connect(&c, sock, CTL_ADMIN) < 0) {
 		json_decref(params);

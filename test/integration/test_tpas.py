@@ -712,6 +712,7 @@ class Commands(TpasCase):
         p = subprocess.run([TPACTL, "--socket", os.path.join(self.tmp, "none.sock"), "as",
                             "status"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 3)
+        self.assertIn("is tpas running?", p.stderr)
         # The admin interface is not on the apps socket.
         with Client(t.apps) as c:
             with self.assertRaises(VarlinkError) as e:
