@@ -29,21 +29,22 @@
 
 static void as_usage(FILE *f)
 {
-	fprintf(f,
-		"Usage: tpactl [--socket PATH] [--json] as COMMAND [OPTIONS]\n"
-		"\n"
-		"Commands for tpas (default socket " AS_DEFAULT_SOCKET "):\n"
-		"  keygen --out FILE           make an RSA-2048 key pair: the private key goes to\n"
-		"                              FILE (mode 0600), the public key PEM for Key Manager\n"
-		"                              to stdout (no tpas needed)\n"
-		"  import-astk HEX [--label L] [--customer-id ID] [--dev-eui EUI]\n"
-		"                              store Key Manager's encryptedASKey\n"
-		"  astks                       the stored ASTKs (never the keys)\n"
-		"  uplinks [--after SEQ] [--follow]\n"
-		"                              the journaled uplinks, one per line\n"
-		"  send --dev-eui EUI --port N --payload HEX [--confirmed]\n"
-		"                              send a downlink through the LRC\n"
-		"  status                      health of tpas\n");
+	fprintf(
+	    f,
+	    "Usage: tpactl [--socket PATH] [--json] as COMMAND [OPTIONS]\n"
+	    "\n"
+	    "Commands for tpas (default socket " AS_DEFAULT_SOCKET "):\n"
+	    "  keygen --out FILE           make an RSA-2048 key pair: the private key goes to\n"
+	    "                              FILE (mode 0600), the public key PEM for Key Manager\n"
+	    "                              to stdout (no tpas needed)\n"
+	    "  import-astk HEX [--label L] [--customer-id ID] [--dev-eui EUI]\n"
+	    "                              store Key Manager's encryptedASKey\n"
+	    "  astks                       the stored ASTKs (never the keys)\n"
+	    "  uplinks [--after SEQ] [--follow]\n"
+	    "                              the journaled uplinks, one per line\n"
+	    "  send --dev-eui EUI --port N --payload HEX [--confirmed]\n"
+	    "                              send a downlink through the LRC\n"
+	    "  status                      health of tpas\n");
 }
 
 __attribute__((format(printf, 1, 2))) static int as_usage_error(const char *fmt, ...)
@@ -90,7 +91,8 @@ static int as_keygen(const char *out, bool json_out)
 	}
 	if (fd < 0) {
 		fprintf(stderr, "tpactl: %s: %s%s\n", out, strerror(errno),
-			errno == EEXIST ? " (remove it first: an imported ASTK needs its key)" : "");
+			errno == EEXIST ? " (remove it first: an imported ASTK needs its key)"
+					: "");
 		goto out;
 	}
 	size_t len = strlen((char *)priv), off = 0;
@@ -279,7 +281,8 @@ static void print_status(json_t *r)
 		       (long long)json_integer_value(json_object_get(w, "failures")),
 		       *json_string_value(json_object_get(w, "lastError")) ? ", last: " : "",
 		       json_string_value(json_object_get(w, "lastError")));
-	printf("subscribers: %lld\n", (long long)json_integer_value(json_object_get(r, "subscribers")));
+	printf("subscribers: %lld\n",
+	       (long long)json_integer_value(json_object_get(r, "subscribers")));
 }
 
 enum as_opt {

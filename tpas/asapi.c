@@ -26,10 +26,10 @@
 #include "tunnel.h"
 #include "webhook.h"
 
-#define BATCH 64		     /* uplinks read from the journal at once */
-#define MAX_PENDING (256u * 1024u)   /* bytes queued to a slow reader before pausing it */
-#define PACE_MS 20		     /* how soon a paused stream tries again */
-#define SWEEP_MS 1000		     /* how often idle streams check that the client is there */
+#define BATCH 64		   /* uplinks read from the journal at once */
+#define MAX_PENDING (256u * 1024u) /* bytes queued to a slow reader before pausing it */
+#define PACE_MS 20		   /* how soon a paused stream tries again */
+#define SWEEP_MS 1000		   /* how often idle streams check that the client is there */
 
 /* One Uplinks stream. */
 struct sub {
@@ -186,16 +186,15 @@ static json_t *tunnel_counters(const struct tunnel *tn)
 	struct tunnel_stats st = {0};
 	if (tn)
 		tunnel_get_stats(tn, &st);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-			 "requests", (json_int_t)st.requests, "accepted", (json_int_t)st.accepted,
-			 "duplicates", (json_int_t)st.duplicates, "badRequest",
-			 (json_int_t)st.bad_request, "badToken", (json_int_t)st.bad_token,
-			 "staleTime", (json_int_t)st.stale_time, "wrongKey",
-			 (json_int_t)st.wrong_key, "unknownDevice", (json_int_t)st.unknown_device,
-			 "notFound", (json_int_t)st.not_found, "badMethod",
-			 (json_int_t)st.bad_method, "tooBig", (json_int_t)st.too_big, "noASTK",
-			 (json_int_t)st.no_astk, "storeFailed", (json_int_t)st.store_failed,
-			 "tlsFailed", (json_int_t)st.tls_failed);
+	return json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
+	    (json_int_t)st.requests, "accepted", (json_int_t)st.accepted, "duplicates",
+	    (json_int_t)st.duplicates, "badRequest", (json_int_t)st.bad_request, "badToken",
+	    (json_int_t)st.bad_token, "staleTime", (json_int_t)st.stale_time, "wrongKey",
+	    (json_int_t)st.wrong_key, "unknownDevice", (json_int_t)st.unknown_device, "notFound",
+	    (json_int_t)st.not_found, "badMethod", (json_int_t)st.bad_method, "tooBig",
+	    (json_int_t)st.too_big, "noASTK", (json_int_t)st.no_astk, "storeFailed",
+	    (json_int_t)st.store_failed, "tlsFailed", (json_int_t)st.tls_failed);
 }
 
 static void h_status(struct asapi *a, struct req *r)
@@ -211,8 +210,8 @@ static void h_status(struct asapi *a, struct req *r)
 	    "tunnel", tunnel_counters(t->tunnel), "journal", "lastSeq", (json_int_t)js.last_seq,
 	    "uplinks", (json_int_t)js.uplinks, "sessions", (json_int_t)js.sessions, "astks",
 	    (json_int_t)js.astks, "commits", (json_int_t)js.commits, "lrc",
-	    downlink_status_json(t->downlink), "subscribers", (int)a->n_subs, "connections",
-	    "apps", (int)ss.connections[SOCK_STATION], "admin", (int)ss.connections[SOCK_ADMIN]);
+	    downlink_status_json(t->downlink), "subscribers", (int)a->n_subs, "connections", "apps",
+	    (int)ss.connections[SOCK_STATION], "admin", (int)ss.connections[SOCK_ADMIN]);
 	if (!o) {
 		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;
@@ -234,12 +233,13 @@ static void downlink_done(const struct downlink_result *d, void *arg)
 	if (d->err) {
 		req_error(r, "io.tpad.AS.LrcFailed",
 			  json_pack("{s:s, s:I, s:i, s:s}", "devEUI", up, "fCntDn",
-				    (json_int_t)d->fcnt_dn, "status", d->status, "reason", d->reason));
+				    (json_int_t)d->fcnt_dn, "status", d->status, "reason",
+				    d->reason));
 		return;
 	}
 	req_reply(r,
-		  json_pack("{s:I, s:i, s:s}", "fCntDn", (json_int_t)d->fcnt_dn, "status", d->status,
-			    "answer", d->answer),
+		  json_pack("{s:I, s:i, s:s}", "fCntDn", (json_int_t)d->fcnt_dn, "status",
+			    d->status, "answer", d->answer),
 		  false);
 }
 
@@ -306,9 +306,10 @@ static void h_import_astk(struct asapi *a, struct req *r)
 	int rc = cred_load_text("as-rsa-key", cfg->rsa_key_file, pem, sizeof(pem));
 	if (rc < 0) {
 		char why[256];
-		snprintf(why, sizeof(why), "cannot load the RSA key (credential as-rsa-key%s%s): %s",
-			 cfg->rsa_key_file ? " or " : "", cfg->rsa_key_file ? cfg->rsa_key_file : "",
-			 strerror(-rc));
+		snprintf(why, sizeof(why),
+			 "cannot load the RSA key (credential as-rsa-key%s%s): %s",
+			 cfg->rsa_key_file ? " or " : "",
+			 cfg->rsa_key_file ? cfg->rsa_key_file : "", strerror(-rc));
 		log_warnx("ImportASTK: %s", why);
 		req_error(r, "io.tpad.ASAdmin.NoRsaKey", json_pack("{s:s}", "reason", why));
 		return;
@@ -316,17 +317,19 @@ static void h_import_astk(struct asapi *a, struct req *r)
 	rc = ascrypto_astk_decrypt(pem, strlen(pem), enc, n, astk);
 	cred_wipe(pem, sizeof(pem));
 	if (rc < 0) {
-		const char *why = rc == -EINVAL ? "the RSA key file holds no RSA private key"
-						: "encryptedASKey does not decrypt to a 16-byte key "
-						  "with this RSA key";
+		const char *why = rc == -EINVAL
+				      ? "the RSA key file holds no RSA private key"
+				      : "encryptedASKey does not decrypt to a 16-byte key "
+					"with this RSA key";
 		log_warnx("ImportASTK: %s", why);
-		req_error(r, rc == -EINVAL ? "io.tpad.ASAdmin.NoRsaKey" : "io.tpad.ASAdmin.BadASKey",
+		req_error(r,
+			  rc == -EINVAL ? "io.tpad.ASAdmin.NoRsaKey" : "io.tpad.ASAdmin.BadASKey",
 			  json_pack("{s:s}", "reason", why));
 		return;
 	}
 	int64_t id = 0;
-	rc = journal_astk_add(a->t->journal, label ? label : "", customer ? customer : "", dev, astk,
-			      &id);
+	rc = journal_astk_add(a->t->journal, label ? label : "", customer ? customer : "", dev,
+			      astk, &id);
 	cred_wipe(astk, sizeof(astk));
 	if (rc < 0) {
 		req_error(r, "io.tpad.ASAdmin.StoreFailed",

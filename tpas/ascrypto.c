@@ -1,4 +1,5 @@
-/* ascrypto: the LRC-AS tunnel's cryptography (AppSKey unwrap, RFC 3394, FRMPayload, Tokens, ASTK). */
+/* ascrypto: the LRC-AS tunnel's cryptography (AppSKey unwrap, RFC 3394, FRMPayload, Tokens, ASTK).
+ */
 #include "ascrypto.h"
 
 #include <errno.h>

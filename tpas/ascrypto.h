@@ -1,4 +1,5 @@
-/* ascrypto: the LRC-AS tunnel's cryptography (AppSKey unwrap, RFC 3394, FRMPayload, Tokens, ASTK). */
+/* ascrypto: the LRC-AS tunnel's cryptography (AppSKey unwrap, RFC 3394, FRMPayload, Tokens, ASTK).
+ */
 #pragma once
 
 #include <stdbool.h>

@@ -45,8 +45,9 @@ static int query_encode(const char *s, char *out, size_t outlen)
 	size_t o = 0;
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
-		bool keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			    c == '-' || c == '.' || c == '_' || c == '~' || c == ':';
+		bool keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+			    c == '~' || c == ':';
 		if (o + (keep ? 1 : 3) >= outlen)
 			return -ENOBUFS;
 		if (keep) {
@@ -72,8 +73,9 @@ int downlink_query(const char *dev_eui, int fport, const char *payload_hex, int6
 	char fcnt[32] = "";
 	if (fcnt_dn >= 0)
 		snprintf(fcnt, sizeof(fcnt), "&FCntDn=%" PRId64, fcnt_dn);
-	int n = snprintf(out, outlen, "DevEUI=%s&FPort=%d&Payload=%s%s%s&AS_ID=%s&Time=%s", dev_eui,
-			 fport, payload_hex, fcnt, confirmed ? "&Confirmed=1" : "", as_enc, time_enc);
+	int n =
+	    snprintf(out, outlen, "DevEUI=%s&FPort=%d&Payload=%s%s%s&AS_ID=%s&Time=%s", dev_eui,
+		     fport, payload_hex, fcnt, confirmed ? "&Confirmed=1" : "", as_enc, time_enc);
 	if (n < 0 || (size_t)n + 7 + AS_TOKEN_HEX >= outlen)
 		return -ENOBUFS;
 	char tok[AS_TOKEN_HEX + 1];
@@ -186,10 +188,11 @@ static void pool_done(const struct pool_result *pr, void *arg)
 		}
 	}
 	if (r.err)
-		log_warnx("downlink to %s FCntDn %" PRIu32 ": %s", q->dev_eui, q->fcnt_dn, r.reason);
+		log_warnx("downlink to %s FCntDn %" PRIu32 ": %s", q->dev_eui, q->fcnt_dn,
+			  r.reason);
 	else
-		log_info("downlink to %s FCntDn %" PRIu32 ": LRC answered %d", q->dev_eui, q->fcnt_dn,
-			 r.status);
+		log_info("downlink to %s FCntDn %" PRIu32 ": LRC answered %d", q->dev_eui,
+			 q->fcnt_dn, r.status);
 	q->done(&r, q->arg);
 	req_unlink(q);
 }

@@ -16,9 +16,9 @@ struct journal;
 
 /* The LRC link's settings; strings are borrowed for downlink_new() only. */
 struct downlink_options {
-	const char *url;   /* http[s]://host[:port] of the LRC */
-	const char *key;   /* the tunnel key, as configured (the downlink Token uses it as written) */
-	const char *as_id; /* AS_ID */
+	const char *url; /* http[s]://host[:port] of the LRC */
+	const char *key; /* the tunnel key, as configured (the downlink Token uses it as written) */
+	const char *as_id;   /* AS_ID */
 	const char *ca_file; /* https: the CA bundle to verify the LRC with (see README) */
 	uint32_t sessions;
 	uint32_t request_timeout_ms;
@@ -26,11 +26,11 @@ struct downlink_options {
 
 /* How one downlink ended; valid during the callback only. */
 struct downlink_result {
-	int err;		 /* 0: the LRC answered 2xx */
-	uint32_t fcnt_dn;	 /* the counter used (consumed even on failure) */
-	int status;		 /* the LRC's HTTP status; 0 when none came */
-	const char *answer;	 /* the LRC's body ("" if none) */
-	const char *reason;	 /* human text when err != 0 */
+	int err;	    /* 0: the LRC answered 2xx */
+	uint32_t fcnt_dn;   /* the counter used (consumed even on failure) */
+	int status;	    /* the LRC's HTTP status; 0 when none came */
+	const char *answer; /* the LRC's body ("" if none) */
+	const char *reason; /* human text when err != 0 */
 };
 
 typedef void downlink_done_fn(const struct downlink_result *r, void *arg);

@@ -64,8 +64,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 		      " WHERE label = '' AND (dev_eui = ?1 OR dev_eui = '')"
 		      " AND (customer_id = ?2 OR customer_id = '')"
 		      " ORDER BY (dev_eui <> '') DESC, (customer_id <> '') DESC, id DESC LIMIT 1",
-    [ST_SESSION_FIND] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
-			" received_ms FROM session WHERE customer_id = ? AND dev_eui = ? AND fp = ?",
+    [ST_SESSION_FIND] =
+	"SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+	" received_ms FROM session WHERE customer_id = ? AND dev_eui = ? AND fp = ?",
     [ST_SESSION_ADD] = "INSERT INTO session (customer_id, dev_eui, fp, sealed, dev_addr,"
 		       " fcnt_dn_next, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
     [ST_SESSION_NEWEST] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
@@ -74,12 +75,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SESSION_NEWEST_ANY] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
 			      " received_ms FROM session WHERE dev_eui = ?"
 			      " ORDER BY received_ms DESC, id DESC LIMIT 1",
-    [ST_UPLINK_FIND] = "SELECT seq FROM uplink WHERE dev_eui = ? AND session_id = ? AND fcnt_up = ?",
+    [ST_UPLINK_FIND] =
+	"SELECT seq FROM uplink WHERE dev_eui = ? AND session_id = ? AND fcnt_up = ?",
     [ST_UPLINK_ADD] = "INSERT INTO uplink (received_ms, session_id, dev_eui, customer_id, dev_addr,"
 		      " fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio)"
 		      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    [ST_UPLINK_SESSION] = "UPDATE session SET dev_addr = CASE WHEN ?2 <> '' THEN ?2 ELSE dev_addr END,"
-			  " fcnt_dn_next = MAX(fcnt_dn_next, ?3) WHERE id = ?1",
+    [ST_UPLINK_SESSION] =
+	"UPDATE session SET dev_addr = CASE WHEN ?2 <> '' THEN ?2 ELSE dev_addr END,"
+	" fcnt_dn_next = MAX(fcnt_dn_next, ?3) WHERE id = ?1",
     [ST_UPLINKS_AFTER] = "SELECT seq, received_ms, dev_eui, customer_id, dev_addr, fport, fcnt_up,"
 			 " fcnt_dn, time, payload, encrypted, radio FROM uplink WHERE seq > ?"
 			 " ORDER BY seq LIMIT ?",
@@ -175,7 +178,8 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 	int rc = sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		r = sql_err(rc);
-		snprintf(err, errlen, "%s: %s", path, j->db ? sqlite3_errmsg(j->db) : "cannot open");
+		snprintf(err, errlen, "%s: %s", path,
+			 j->db ? sqlite3_errmsg(j->db) : "cannot open");
 		goto fail;
 	}
 	sqlite3_busy_timeout(j->db, 5000);
@@ -187,8 +191,8 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		goto fail;
 	}
 	for (int i = 0; i < ST_COUNT; i++) {
-		rc = sqlite3_prepare_v3(j->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &j->st[i],
-					NULL);
+		rc = sqlite3_prepare_v3(j->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+					&j->st[i], NULL);
 		if (rc != SQLITE_OK) {
 			r = sql_err(rc);
 			snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(j->db));
@@ -335,7 +339,9 @@ int journal_session_find(struct journal *j, const char *customer_id, const char 
 	sqlite3_bind_text(s, 2, dev_eui, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, fp, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_ROW ? session_row(j, s, ret) : rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
+		: rc == SQLITE_DONE ? -ENOENT
+				    : sql_err(rc);
 	sqlite3_reset(s);
 	return r;
 }
@@ -378,7 +384,9 @@ int journal_session_newest(struct journal *j, const char *customer_id, const cha
 		sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
 	}
 	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_ROW ? session_row(j, s, ret) : rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
+		: rc == SQLITE_DONE ? -ENOENT
+				    : sql_err(rc);
 	sqlite3_reset(s);
 	return r;
 }
@@ -483,14 +491,13 @@ json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)
 		char when[40];
 		uplink_time_format(sqlite3_column_int64(s, 1), when, sizeof(when));
 		json_t *radio = json_loads(col_text(s, 11), 0, NULL);
-		json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:b, s:o}", "seq",
-				      (json_int_t)sqlite3_column_int64(s, 0), "receivedAt", when,
-				      "devEUI", col_text(s, 2), "customerID", col_text(s, 3),
-				      "devAddr", col_text(s, 4), "fCntUp",
-				      (json_int_t)sqlite3_column_int64(s, 6), "time", col_text(s, 8),
-				      "payload", col_text(s, 9), "encrypted",
-				      sqlite3_column_int(s, 10) != 0, "radio",
-				      radio ? radio : json_object());
+		json_t *o = json_pack(
+		    "{s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:b, s:o}", "seq",
+		    (json_int_t)sqlite3_column_int64(s, 0), "receivedAt", when, "devEUI",
+		    col_text(s, 2), "customerID", col_text(s, 3), "devAddr", col_text(s, 4),
+		    "fCntUp", (json_int_t)sqlite3_column_int64(s, 6), "time", col_text(s, 8),
+		    "payload", col_text(s, 9), "encrypted", sqlite3_column_int(s, 10) != 0, "radio",
+		    radio ? radio : json_object());
 		if (!o) {
 			json_decref(a);
 			a = NULL;
@@ -563,7 +570,8 @@ static int64_t query_int(struct journal *j, const char *sql)
 {
 	sqlite3_stmt *s = NULL;
 	int64_t v = 0;
-	if (sqlite3_prepare_v2(j->db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+	if (sqlite3_prepare_v2(j->db, sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
 		v = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
 	return v;
@@ -595,8 +603,9 @@ int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)
 int journal_cursor_set(struct journal *j, const char *name, int64_t seq)
 {
 	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(j->db, "INSERT INTO cursor (name, seq) VALUES (?, ?)"
-				      " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+	if (sqlite3_prepare_v2(j->db,
+			       "INSERT INTO cursor (name, seq) VALUES (?, ?)"
+			       " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
 			       -1, &s, NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);

@@ -47,8 +47,8 @@ struct journal_stats {
 
 /*
  * Open (creating if needed) the database at path, mode 0600, in WAL mode with
- * synchronous=FULL (":memory:" for a database that lives only in memory, for tests); store_key (SEAL_KEY_LEN bytes) seals every key in it. On failure a
- * negative errno and one line in err.
+ * synchronous=FULL (":memory:" for a database that lives only in memory, for tests); store_key
+ * (SEAL_KEY_LEN bytes) seals every key in it. On failure a negative errno and one line in err.
  */
 int journal_open(const char *path, const uint8_t *store_key, struct journal **ret, char *err,
 		 size_t errlen);

@@ -80,10 +80,11 @@ static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
 	if (r < 0) {
 		cred_wipe(tunnel_key, tklen);
 		cred_wipe(store_key, SEAL_KEY_LEN);
-		log_errx("cannot load the store key, 64 hexadecimal digits (credential store-key%s%s): "
-			 "%s",
-			 cfg->store_key_file ? " or " : "",
-			 cfg->store_key_file ? cfg->store_key_file : "", strerror(-r));
+		log_errx(
+		    "cannot load the store key, 64 hexadecimal digits (credential store-key%s%s): "
+		    "%s",
+		    cfg->store_key_file ? " or " : "",
+		    cfg->store_key_file ? cfg->store_key_file : "", strerror(-r));
 		return r;
 	}
 	return 0;
@@ -121,8 +122,7 @@ static void status_line(struct tpas *t, char *buf, size_t len)
 		tunnel_get_stats(t->tunnel, &ts);
 	if (t->journal)
 		journal_get_stats(t->journal, &js);
-	snprintf(buf, len,
-		 "uplinks %llu accepted, %llu refused; journal seq %lld; %u subscribers",
+	snprintf(buf, len, "uplinks %llu accepted, %llu refused; journal seq %lld; %u subscribers",
 		 (unsigned long long)ts.accepted,
 		 (unsigned long long)(ts.requests - ts.accepted - ts.duplicates),
 		 (long long)js.last_seq, asapi_subscribers(t->api));
@@ -146,7 +146,8 @@ static void prune_cb(evutil_socket_t fd, short what, void *arg)
 	if (r < 0)
 		log_warn_errno(r, "cannot prune the journal");
 	else if (r > 0)
-		log_info("journal: %d uplinks older than %u days removed", r, t->cfg->retention_days);
+		log_info("journal: %d uplinks older than %u days removed", r,
+			 t->cfg->retention_days);
 }
 
 static void drained_cb(void *arg)
@@ -177,9 +178,9 @@ static int open_listeners(struct tpas *t)
 {
 	const struct asconf *c = t->cfg;
 	char err[512];
-	int r = listener_open_named(t->base, t->srv, SOCK_STATION, "apps", c->apps_socket,
-				    c->apps_mode, c->apps_group, &t->listeners[SOCK_STATION], err,
-				    sizeof(err));
+	int r =
+	    listener_open_named(t->base, t->srv, SOCK_STATION, "apps", c->apps_socket, c->apps_mode,
+				c->apps_group, &t->listeners[SOCK_STATION], err, sizeof(err));
 	if (r == 0)
 		r = listener_open_named(t->base, t->srv, SOCK_ADMIN, "admin", c->admin_socket,
 					c->admin_mode, c->admin_group, &t->listeners[SOCK_ADMIN],

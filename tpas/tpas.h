@@ -24,6 +24,6 @@ struct tpas {
 	struct downlink *downlink;
 	struct asapi *api;
 	struct webhook *webhook; /* NULL without webhook.url */
-	uint64_t started_us; /* monotonic */
+	uint64_t started_us;	 /* monotonic */
 	bool stopping;
 };

@@ -1,4 +1,5 @@
-/* tunnel: the LRC-AS tunnel endpoint (evhttp): each DevEUI_uplink verified, decrypted, journaled. */
+/* tunnel: the LRC-AS tunnel endpoint (evhttp): each DevEUI_uplink verified, decrypted, journaled.
+ */
 #include "tunnel.h"
 
 #include <arpa/inet.h>
@@ -47,11 +48,11 @@ struct tunnel {
 };
 
 /* An answer with a reason: counted, logged (never with key material), returned. */
-static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret, const char *dev_eui,
-		  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret,
+		  const char *dev_eui, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret, const char *dev_eui,
-		  const char *fmt, ...)
+static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret,
+		  const char *dev_eui, const char *fmt, ...)
 {
 	char reason[256];
 	va_list ap;
@@ -100,10 +101,11 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, int64_t 
 	uint8_t astk[AS_KEY_LEN], wrapped[AS_WRAPPED_LEN];
 	r = journal_astk_find(t->journal, u->kek_label, u->customer_id, u->dev_eui, astk, NULL);
 	if (r == -ENOENT) {
-		*status = refuse(t, &t->stats.no_astk, 503, ans, u->dev_eui,
-				 u->kek_label[0] ? "no ASTK with KEKLabel '%s' (tpactl as import-astk)"
-						 : "no ASTK for CustomerID '%s' (tpactl as import-astk)",
-				 u->kek_label[0] ? u->kek_label : u->customer_id);
+		*status =
+		    refuse(t, &t->stats.no_astk, 503, ans, u->dev_eui,
+			   u->kek_label[0] ? "no ASTK with KEKLabel '%s' (tpactl as import-astk)"
+					   : "no ASTK for CustomerID '%s' (tpactl as import-astk)",
+			   u->kek_label[0] ? u->kek_label : u->customer_id);
 		return r;
 	}
 	if (r < 0) {
@@ -111,7 +113,8 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, int64_t 
 				 "cannot read the ASTK: %s", strerror(-r));
 		return r;
 	}
-	struct as_session s = {.received_ms = now_ms, .fcnt_dn_next = u->has_fcnt_dn ? u->fcnt_dn : 0};
+	struct as_session s = {.received_ms = now_ms,
+			       .fcnt_dn_next = u->has_fcnt_dn ? u->fcnt_dn : 0};
 	snprintf(s.customer_id, sizeof(s.customer_id), "%s", u->customer_id);
 	snprintf(s.dev_eui, sizeof(s.dev_eui), "%s", u->dev_eui);
 	snprintf(s.dev_addr, sizeof(s.dev_addr), "%s", u->dev_addr);
@@ -187,10 +190,11 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		return refuse(t, &t->stats.too_big, 413, ret_answer, NULL,
 			      "body of %zu bytes is over max-body (%zu)", len, t->max_body);
 	if (uplink_query_parse(query, &q, reason, sizeof(reason)) < 0)
-		return refuse(t, q.token[0] || !strstr(reason, "missing") ? &t->stats.bad_request
-									  : &t->stats.bad_token,
-			      q.token[0] || !strstr(reason, "missing") ? 400 : 401, ret_answer, NULL,
-			      "%s", reason);
+		return refuse(t,
+			      q.token[0] || !strstr(reason, "missing") ? &t->stats.bad_request
+								       : &t->stats.bad_token,
+			      q.token[0] || !strstr(reason, "missing") ? 400 : 401, ret_answer,
+			      NULL, "%s", reason);
 	int r = uplink_parse(body, len, &u, reason, sizeof(reason));
 	if (r == -ENOMEM)
 		return refuse(t, &t->stats.store_failed, 503, ret_answer, NULL, "out of memory");
@@ -206,8 +210,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	const char *time_s = q.time[0] ? q.time : u.time;
 	int64_t sent_ms;
 	if (!time_s[0] || uplink_time_parse(time_s, &sent_ms) < 0) {
-		status = refuse(t, &t->stats.bad_request, 400, ret_answer, u.dev_eui,
-				"Time is %s", time_s[0] ? "not a date and time" : "missing");
+		status = refuse(t, &t->stats.bad_request, 400, ret_answer, u.dev_eui, "Time is %s",
+				time_s[0] ? "not a date and time" : "missing");
 		goto out;
 	}
 	int64_t dev = now_ms - sent_ms;
@@ -215,8 +219,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		dev = -dev;
 	if (t->max_deviation_ms > 0 && dev > t->max_deviation_ms) {
 		status = refuse(t, &t->stats.stale_time, 401, ret_answer, u.dev_eui,
-				"stale Time: %" PRId64 " s from our clock (max-time-deviation %" PRId64
-				" s)",
+				"stale Time: %" PRId64
+				" s from our clock (max-time-deviation %" PRId64 " s)",
 				dev / 1000, t->max_deviation_ms / 1000);
 		goto out;
 	}
@@ -251,7 +255,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 			uint32_t dev_addr = (uint32_t)strtoul(addr, NULL, 16);
 			ascrypto_frm_crypt(s.key, dev_addr, u.fcnt_up, AS_UPLINK, buf, n, buf);
 		} else {
-			encrypted = true; /* FPort 0: MAC commands under the NwkSKey we never hold */
+			encrypted =
+			    true; /* FPort 0: MAC commands under the NwkSKey we never hold */
 		}
 		hex_encode(buf, n, p->payload);
 		cred_wipe(buf, sizeof(buf));
@@ -323,7 +328,8 @@ static int pending_answer(struct tunnel *t, struct pending *p, int err, json_t *
 			      "cannot commit the uplink: %s", strerror(-err));
 	if (p->duplicate) {
 		t->stats.duplicates++;
-		log_info("tunnel: DevEUI %s FCntUp %" PRIu32 " again: already journaled as %" PRId64,
+		log_info("tunnel: DevEUI %s FCntUp %" PRIu32
+			 " again: already journaled as %" PRId64,
 			 p->dev_eui, p->fcnt_up, p->seq);
 	} else {
 		t->stats.accepted++;
@@ -424,7 +430,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		path = "/";
 	if (strcmp(path, t->path) != 0) {
 		t->stats.requests++;
-		status = refuse(t, &t->stats.not_found, 404, &ans, NULL, "no tunnel at %.100s", path);
+		status =
+		    refuse(t, &t->stats.not_found, 404, &ans, NULL, "no tunnel at %.100s", path);
 	} else if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
 		t->stats.requests++;
 		status = refuse(t, &t->stats.bad_method, 405, &ans, NULL, "the tunnel takes POST");
@@ -435,7 +442,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
 		struct pending *p = calloc(1, sizeof(*p));
 		if (!p) {
-			status = refuse(t, &t->stats.store_failed, 503, &ans, NULL, "out of memory");
+			status =
+			    refuse(t, &t->stats.store_failed, 503, &ans, NULL, "out of memory");
 		} else {
 			status = tunnel_check(t, evhttp_uri_get_query(uri), body ? body : "", len,
 					      clock_wall_ms(), &ans, p);
@@ -547,10 +555,11 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 	if (t->port == 0) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		if (getsockname(evhttp_bound_socket_get_fd(t->bound), (struct sockaddr *)&ss, &sl) == 0)
-			t->port = ntohs(ss.ss_family == AF_INET6
-					    ? ((struct sockaddr_in6 *)&ss)->sin6_port
-					    : ((struct sockaddr_in *)&ss)->sin_port);
+		if (getsockname(evhttp_bound_socket_get_fd(t->bound), (struct sockaddr *)&ss,
+				&sl) == 0)
+			t->port =
+			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							   : ((struct sockaddr_in *)&ss)->sin_port);
 	}
 	log_info("tunnel listening on %s port %u, path %s%s", host, t->port, t->path,
 		 t->tls ? ", TLS" : "");

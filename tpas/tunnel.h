@@ -1,4 +1,5 @@
-/* tunnel: the LRC-AS tunnel endpoint (evhttp): each DevEUI_uplink verified, decrypted, journaled. */
+/* tunnel: the LRC-AS tunnel endpoint (evhttp): each DevEUI_uplink verified, decrypted, journaled.
+ */
 #pragma once
 
 #include <stddef.h>
@@ -30,14 +31,14 @@ struct tunnel_stats {
 
 /* The tunnel's settings; strings are borrowed for tunnel_new() only. */
 struct tunnel_options {
-	const char *listen;	    /* host:port, [v6]:port */
-	const char *path;	    /* "/" */
-	const char *key;	    /* the tunnel key (LRC-AS key) as configured */
-	int64_t max_deviation_ms;   /* Time within this of our clock */
-	size_t max_body;	    /* bytes */
-	uint32_t timeout_s;	    /* a client that sends nothing for this long is closed */
-	const char *tls_cert_file;  /* PEM chain: the listener speaks TLS; NULL: plain HTTP */
-	const char *tls_key_file;   /* its key when not the credential tunnel-tls-key */
+	const char *listen;	   /* host:port, [v6]:port */
+	const char *path;	   /* "/" */
+	const char *key;	   /* the tunnel key (LRC-AS key) as configured */
+	int64_t max_deviation_ms;  /* Time within this of our clock */
+	size_t max_body;	   /* bytes */
+	uint32_t timeout_s;	   /* a client that sends nothing for this long is closed */
+	const char *tls_cert_file; /* PEM chain: the listener speaks TLS; NULL: plain HTTP */
+	const char *tls_key_file;  /* its key when not the credential tunnel-tls-key */
 };
 
 /* Called after an uplink was committed, with its sequence number. */

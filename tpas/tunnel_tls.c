@@ -34,8 +34,8 @@ struct tls_sess {
 	struct tunnel_tls *t;
 	mbedtls_ssl_context ssl;
 	struct bufferevent *under;
-	struct bufferevent *bev;  /* the filter evhttp uses */
-	struct event *kick;	  /* runs the output filter once evhttp has enabled writing */
+	struct bufferevent *bev; /* the filter evhttp uses */
+	struct event *kick;	 /* runs the output filter once evhttp has enabled writing */
 	bool handshaken;
 };
 
@@ -93,7 +93,8 @@ static enum bufferevent_filter_result input_filter(struct evbuffer *src, struct 
 			mbedtls_strerror(r, why, sizeof(why));
 			s->t->failures++;
 			log_warnx("tunnel: TLS handshake failed: %s", why);
-			/* A filter's BEV_ERROR alone leaves the connection open until its timeout. */
+			/* A filter's BEV_ERROR alone leaves the connection open until its timeout.
+			 */
 			bufferevent_trigger_event(s->bev, BEV_EVENT_READING | BEV_EVENT_ERROR,
 						  BEV_TRIG_DEFER_CALLBACKS);
 			return BEV_ERROR;
@@ -124,8 +125,8 @@ static enum bufferevent_filter_result input_filter(struct evbuffer *src, struct 
 
 /* Plaintext from evhttp to records on the socket. */
 static enum bufferevent_filter_result output_filter(struct evbuffer *src, struct evbuffer *dst,
-						    ev_ssize_t lim, enum bufferevent_flush_mode mode,
-						    void *ctx)
+						    ev_ssize_t lim,
+						    enum bufferevent_flush_mode mode, void *ctx)
 {
 	struct tls_sess *s = ctx;
 	if (!s->handshaken)
@@ -223,7 +224,8 @@ struct tunnel_tls *tunnel_tls_new(const char *cert_file, const char *key_file, c
 	}
 	r = cred_load_text("tunnel-tls-key", key_file, pem, sizeof(pem));
 	if (r < 0) {
-		snprintf(err, errlen, "cannot load the tunnel's TLS key (credential tunnel-tls-key%s%s): %s",
+		snprintf(err, errlen,
+			 "cannot load the tunnel's TLS key (credential tunnel-tls-key%s%s): %s",
 			 key_file ? " or " : "", key_file ? key_file : "", strerror(-r));
 		goto fail;
 	}
@@ -233,7 +235,8 @@ struct tunnel_tls *tunnel_tls_new(const char *cert_file, const char *key_file, c
 		snprintf(err, errlen, "the tunnel's TLS key is not a PEM private key");
 		goto fail;
 	}
-	if (mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+	if (mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_SERVER,
+					MBEDTLS_SSL_TRANSPORT_STREAM,
 					MBEDTLS_SSL_PRESET_DEFAULT) != 0 ||
 	    mbedtls_ssl_conf_own_cert(&t->conf, &t->chain, &t->key) != 0) {
 		snprintf(err, errlen, "tunnel TLS: the key does not match the certificate");

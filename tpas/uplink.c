@@ -19,9 +19,9 @@
 
 /* The scalar fields kept with the uplink for applications (radio and network metadata). */
 static const char *const radio_fields[] = {
-    "LrrRSSI", "LrrSNR",  "LrrESP",  "SpFact",	   "SubBand",	"Channel",  "Lrrid",
-    "Lrcid",   "LrrLAT",  "LrrLON",  "DevLrrCnt", "MType",	"mic_hex",  "ADRbit",
-    "TxPower", "NbTrans", "InstantPER", "MeanPER", "CustomerData", "DynamicClass",
+    "LrrRSSI", "LrrSNR",  "LrrESP",	"SpFact",    "SubBand",	     "Channel",	     "Lrrid",
+    "Lrcid",   "LrrLAT",  "LrrLON",	"DevLrrCnt", "MType",	     "mic_hex",	     "ADRbit",
+    "TxPower", "NbTrans", "InstantPER", "MeanPER",   "CustomerData", "DynamicClass",
 };
 
 __attribute__((format(printf, 3, 4))) static int fail(char *reason, size_t n, const char *fmt, ...)
@@ -61,8 +61,7 @@ static bool plain_text(const char *s)
 }
 
 /* Take one field of the uplink by name; value is its text. 1 if taken, 0 if not ours. */
-static int set_field(struct uplink *u, const char *name, const char *value, char *reason,
-		     size_t rn)
+static int set_field(struct uplink *u, const char *name, const char *value, char *reason, size_t rn)
 {
 	uint64_t v;
 	size_t len = strlen(value);
@@ -100,7 +99,8 @@ static int set_field(struct uplink *u, const char *name, const char *value, char
 		u->dev_addr_n = (uint32_t)strtoul(u->dev_addr, NULL, 16);
 	} else if (strcmp(name, "CustomerID") == 0) {
 		if (len > UPLINK_MAX_CUSTOMER || !plain_text(value))
-			return fail(reason, rn, "CustomerID must be at most %d printable characters",
+			return fail(reason, rn,
+				    "CustomerID must be at most %d printable characters",
 				    UPLINK_MAX_CUSTOMER);
 		memcpy(u->customer_id, value, len + 1);
 	} else if (strcmp(name, "Time") == 0) {
@@ -187,7 +187,8 @@ static int parse_json(const char *body, size_t len, struct uplink *u, char *reas
 		if (json_is_string(val)) {
 			text = json_string_value(val);
 		} else if (json_is_integer(val)) {
-			snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(val));
+			snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
+				 json_integer_value(val));
 			text = num;
 		} else if (strcmp(key, "AppSKey") == 0 && json_is_object(val)) {
 			r = set_envelope(u, json_string_value(json_object_get(val, "KEKLabel")),
@@ -203,11 +204,10 @@ static int parse_json(const char *body, size_t len, struct uplink *u, char *reas
 			else if (strcmp(key, "DevEUI") == 0 || strcmp(key, "FCntUp") == 0 ||
 				 strcmp(key, "FPort") == 0 || strcmp(key, "payload_hex") == 0 ||
 				 strcmp(key, "AppSKey") == 0 || strcmp(key, "DevAddr") == 0 ||
-				 strcmp(key, "FCntDn") == 0 || strcmp(key, "CustomerID") == 0)
-				{
-					r = fail(reason, rn, "%s has the wrong type", key);
-					goto out;
-				}
+				 strcmp(key, "FCntDn") == 0 || strcmp(key, "CustomerID") == 0) {
+				r = fail(reason, rn, "%s has the wrong type", key);
+				goto out;
+			}
 			continue;
 		}
 		r = set_field(u, key, text, reason, rn);
@@ -379,7 +379,8 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
 		return fail(reason, reasonlen, "no query string (Token is missing)");
 	size_t qlen = strlen(query);
 	if (qlen > UPLINK_MAX_QUERY)
-		return fail(reason, reasonlen, "query string longer than %d bytes", UPLINK_MAX_QUERY);
+		return fail(reason, reasonlen, "query string longer than %d bytes",
+			    UPLINK_MAX_QUERY);
 	const char *tok = NULL;
 	for (const char *p = query; p && *p;) {
 		const char *end = strchr(p, '&');
@@ -393,11 +394,13 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
 				return fail(reason, reasonlen, "Token given twice");
 			tok = p;
 			if (vlen != AS_TOKEN_HEX)
-				return fail(reason, reasonlen, "Token must be 64 hexadecimal digits");
+				return fail(reason, reasonlen,
+					    "Token must be 64 hexadecimal digits");
 			memcpy(ret->token, val, vlen);
 			ret->token[vlen] = '\0';
 			if (!hex_valid(ret->token, AS_TOKEN_HEX))
-				return fail(reason, reasonlen, "Token must be 64 hexadecimal digits");
+				return fail(reason, reasonlen,
+					    "Token must be 64 hexadecimal digits");
 		} else if (klen == 4 && memcmp(p, "Time", 4) == 0) {
 			if (!query_decode(val, vlen, ret->time, sizeof(ret->time)))
 				return fail(reason, reasonlen, "Time is too long");
@@ -418,10 +421,13 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
 	return 0;
 }
 
-int uplink_token(const struct uplink *u, const char *signed_query, const char *key_hex, char out[65])
+int uplink_token(const struct uplink *u, const char *signed_query, const char *key_hex,
+		 char out[65])
 {
 	const char *parts[] = {u->customer_id, u->dev_eui_raw[0] ? u->dev_eui_raw : u->dev_eui,
-			       u->fport_s, u->fcnt_up_s, u->payload_hex, signed_query, key_hex};
+			       u->fport_s,     u->fcnt_up_s,
+			       u->payload_hex, signed_query,
+			       key_hex};
 	return ascrypto_token(parts, sizeof(parts) / sizeof(parts[0]), out);
 }
 

@@ -21,21 +21,21 @@ enum uplink_key {
 
 /* One DevEUI_uplink, fields validated; strings are the values as received. */
 struct uplink {
-	char dev_eui[17];			     /* upper-cased */
-	char dev_eui_raw[17];			     /* as received, for the Token */
-	char customer_id[UPLINK_MAX_CUSTOMER + 1];   /* "" when absent */
-	char dev_addr[9];			     /* upper-cased; "" when absent */
+	char dev_eui[17];			   /* upper-cased */
+	char dev_eui_raw[17];			   /* as received, for the Token */
+	char customer_id[UPLINK_MAX_CUSTOMER + 1]; /* "" when absent */
+	char dev_addr[9];			   /* upper-cased; "" when absent */
 	uint32_t dev_addr_n;
-	char fport_s[4];			     /* decimal as in the Token; "" absent */
-	int fport;				     /* -1 when absent */
+	char fport_s[4]; /* decimal as in the Token; "" absent */
+	int fport;	 /* -1 when absent */
 	char fcnt_up_s[11];
 	uint32_t fcnt_up;
 	bool has_fcnt_dn;
 	uint32_t fcnt_dn;
-	char payload_hex[2 * 255 + 1];		     /* as received ("" when none) */
-	char time[UPLINK_MAX_TIME + 1];		     /* the body's Time, "" when absent */
+	char payload_hex[2 * 255 + 1];	/* as received ("" when none) */
+	char time[UPLINK_MAX_TIME + 1]; /* the body's Time, "" when absent */
 	enum uplink_key key_kind;
-	char key_hex[49];			     /* AppSKey field, 32 or 48 hex digits */
+	char key_hex[49]; /* AppSKey field, 32 or 48 hex digits */
 	char kek_label[UPLINK_MAX_LABEL + 1];
 	json_t *radio; /* the other scalar fields (LrrRSSI, LrrSNR, SpFact...), owned */
 };

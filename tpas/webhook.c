@@ -198,7 +198,7 @@ json_t *webhook_status_json(const struct webhook *w)
 {
 	if (!w)
 		return json_null();
-	return json_pack("{s:s, s:I, s:I, s:I, s:s}", "url", w->url, "cursor", (json_int_t)w->cursor,
-			 "delivered", (json_int_t)w->delivered, "failures",
+	return json_pack("{s:s, s:I, s:I, s:I, s:s}", "url", w->url, "cursor",
+			 (json_int_t)w->cursor, "delivered", (json_int_t)w->delivered, "failures",
 			 (json_int_t)w->failures, "lastError", w->last_error);
 }

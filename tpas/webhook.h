@@ -12,10 +12,10 @@ struct webhook;
 
 /* The webhook's settings; strings are borrowed for webhook_new() only. */
 struct webhook_options {
-	const char *url;	     /* http://host[:port]/path */
+	const char *url; /* http://host[:port]/path */
 	uint32_t request_timeout_ms;
-	uint32_t retry_max_ms;	     /* longest wait between two tries */
-	uint32_t batch;		     /* uplinks per POST at most */
+	uint32_t retry_max_ms; /* longest wait between two tries */
+	uint32_t batch;	       /* uplinks per POST at most */
 };
 
 /*

@@ -96,7 +96,8 @@ static void *worker(void *arg)
 					break;
 				off += (size_t)n;
 			}
-			int st = fd >= 0 && off == reqs[i].len ? read_response(fd, buf, sizeof(buf)) : -1;
+			int st = fd >= 0 && off == reqs[i].len ? read_response(fd, buf, sizeof(buf))
+							       : -1;
 			if (st == 200) {
 				atomic_fetch_add(&ok, 1);
 				break;
@@ -144,7 +145,8 @@ int main(int argc, char **argv)
 	for (long off = 0; off + 4 <= size;) {
 		uint32_t len = (uint32_t)(unsigned char)all[off] << 24 |
 			       (uint32_t)(unsigned char)all[off + 1] << 16 |
-			       (uint32_t)(unsigned char)all[off + 2] << 8 | (unsigned char)all[off + 3];
+			       (uint32_t)(unsigned char)all[off + 2] << 8 |
+			       (unsigned char)all[off + 3];
 		off += 4;
 		if (off + len > size)
 			return 2;
@@ -162,7 +164,8 @@ int main(int argc, char **argv)
 		pthread_join(th[i], NULL);
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	double secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
-	printf("{\"requests\": %zu, \"ok\": %lu, \"other\": %lu, \"errors\": %lu, \"seconds\": %.4f}\n",
+	printf("{\"requests\": %zu, \"ok\": %lu, \"other\": %lu, \"errors\": %lu, \"seconds\": "
+	       "%.4f}\n",
 	       n_reqs, atomic_load(&ok), atomic_load(&other), atomic_load(&errors), secs);
 	free(th);
 	free(reqs);

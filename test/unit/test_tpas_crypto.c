@@ -145,32 +145,35 @@ static void test_uplink_token(void)
 /* The XML form of vector 5 gives the same Token; key envelopes and bad bodies in both forms. */
 static void test_uplink_parse_forms(void)
 {
-	const char *xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-			  "<DevEUI_uplink xmlns=\"http://uri.actility.com/lora\">\n"
-			  "  <Time>2019-04-29T18:21:17.290+02:00</Time>\n"
-			  "  <DevEUI>0024AEB3C02BE1C4</DevEUI>\n  <FPort>1</FPort>\n"
-			  "  <FCntUp>0</FCntUp>\n  <payload_hex>3e8d2190</payload_hex>\n"
-			  "  <DevAddr>0408F1B6</DevAddr>\n  <CustomerID>100122002</CustomerID>\n"
-			  "  <Lrrs><Lrr><Lrrid>1</Lrrid></Lrr></Lrrs>\n"
-			  "  <AppSKey><KEKLabel>kek-1</KEKLabel>"
-			  "<AESKey>1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5</AESKey></AppSKey>\n"
-			  "  <LrrSNR>9.5</LrrSNR>\n</DevEUI_uplink>\n";
+	const char *xml =
+	    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+	    "<DevEUI_uplink xmlns=\"http://uri.actility.com/lora\">\n"
+	    "  <Time>2019-04-29T18:21:17.290+02:00</Time>\n"
+	    "  <DevEUI>0024AEB3C02BE1C4</DevEUI>\n  <FPort>1</FPort>\n"
+	    "  <FCntUp>0</FCntUp>\n  <payload_hex>3e8d2190</payload_hex>\n"
+	    "  <DevAddr>0408F1B6</DevAddr>\n  <CustomerID>100122002</CustomerID>\n"
+	    "  <Lrrs><Lrr><Lrrid>1</Lrrid></Lrr></Lrrs>\n"
+	    "  <AppSKey><KEKLabel>kek-1</KEKLabel>"
+	    "<AESKey>1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5</AESKey></AppSKey>\n"
+	    "  <LrrSNR>9.5</LrrSNR>\n</DevEUI_uplink>\n";
 	struct uplink u;
 	char reason[160], tok[65];
 	CHECK_INT(uplink_parse(xml, strlen(xml), &u, reason, sizeof(reason)), 0);
-	CHECK_INT(uplink_token(&u,
-			       "LrnDevEui=0024AEB3C02BE1C4&LrnFPort=1&LrnInfos=TWA_100122002.8962.AS-1-"
-			       "4458785&AS_ID=sink&Time=2019-04-29T18:21:17.290+02:00",
-			       "bec499c69e9c939e413b663961636c61", tok),
-		  0);
+	CHECK_INT(
+	    uplink_token(&u,
+			 "LrnDevEui=0024AEB3C02BE1C4&LrnFPort=1&LrnInfos=TWA_100122002.8962.AS-1-"
+			 "4458785&AS_ID=sink&Time=2019-04-29T18:21:17.290+02:00",
+			 "bec499c69e9c939e413b663961636c61", tok),
+	    0);
 	CHECK_STR(tok, "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d");
 	CHECK_INT(u.key_kind, UPLINK_KEY_ENVELOPE);
 	CHECK_STR(u.kek_label, "kek-1");
 	CHECK_STR(json_string_value(json_object_get(u.radio, "LrrSNR")), "9.5");
 	uplink_clear(&u);
 
-	const char *env = "{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":3,"
-			  "\"AppSKey\":{\"KEKLabel\":\"\",\"AESKey\":\"DFE758AFD5FD4DD8A64BE063373AF6C8\"}}}";
+	const char *env =
+	    "{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":3,"
+	    "\"AppSKey\":{\"KEKLabel\":\"\",\"AESKey\":\"DFE758AFD5FD4DD8A64BE063373AF6C8\"}}}";
 	CHECK_INT(uplink_parse(env, strlen(env), &u, reason, sizeof(reason)), 0);
 	CHECK_INT(u.key_kind, UPLINK_KEY_BLOCK); /* an empty label: one plain block */
 	uplink_clear(&u);
@@ -195,7 +198,8 @@ static void test_uplink_parse_forms(void)
 	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,\"FPort\":1,"
 	     "\"payload_hex\":\"abcd\"}}",
 	     "DevAddr is missing"},
-	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,\"AppSKey\":\"00\"}}",
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,\"AppSKey\":\"00\"}"
+	     "}",
 	     "AppSKey must be 32 hexadecimal digits"},
 	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,"
 	     "\"AppSKey\":{\"KEKLabel\":\"k\"}}}",
@@ -209,7 +213,8 @@ static void test_uplink_parse_forms(void)
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		reason[0] = '\0';
-		CHECK(uplink_parse(bad[i].body, strlen(bad[i].body), &u, reason, sizeof(reason)) < 0);
+		CHECK(uplink_parse(bad[i].body, strlen(bad[i].body), &u, reason, sizeof(reason)) <
+		      0);
 		CHECK_STR(reason, bad[i].reason);
 	}
 	CHECK(uplink_parse("{\"DevEUI_uplink\":", 17, &u, reason, sizeof(reason)) == -EBADMSG);
@@ -232,9 +237,9 @@ static void test_uplink_parse_forms(void)
 /* Vector 6: the downlink Token over the query and the key text as written. */
 static void test_downlink_token(void)
 {
-	const char *parts[] = {
-	    "DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&Time=2016-01-11T14:28:00",
-	    "46ab678cd45df4a4e4b375Eacd096acc"};
+	const char *parts[] = {"DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&"
+			       "Time=2016-01-11T14:28:00",
+			       "46ab678cd45df4a4e4b375Eacd096acc"};
 	char tok[65];
 	CHECK_INT(ascrypto_token(parts, 2, tok), 0);
 	CHECK_STR(tok, "b5a84fe9c8921e9de359e3041a37b76c4b122f6f9b83577b5596c842052f7e62");

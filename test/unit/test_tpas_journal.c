@@ -1,4 +1,5 @@
-/* test-tpas-journal: the journal (sealed keys, uplinks, FCntDn), tunnel_process without HTTP, tpas.conf. */
+/* test-tpas-journal: the journal (sealed keys, uplinks, FCntDn), tunnel_process without HTTP,
+ * tpas.conf. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,9 @@
 #include "tunnel.h"
 #include "uplink.h"
 
-static const uint8_t store_key[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
-				      17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+static const uint8_t store_key[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+				      12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+				      23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
 static char dir[] = "/tmp/test-tpas-journal-XXXXXX";
 
@@ -124,9 +126,14 @@ static void test_prune_and_cursor(void)
 	CHECK(json_object_get(json_array_get(rows, 0), "fPort") != NULL);
 	json_decref(rows);
 	CHECK_INT(journal_prune(j, 100000), 2);
-	const struct journal_uplink u = {.received_ms = 9, .dev_eui = "0000000000000009",
-					 .customer_id = "", .dev_addr = "", .time = "t",
-					 .fport = -1, .fcnt_up = 77, .payload_hex = ""};
+	const struct journal_uplink u = {.received_ms = 9,
+					 .dev_eui = "0000000000000009",
+					 .customer_id = "",
+					 .dev_addr = "",
+					 .time = "t",
+					 .fport = -1,
+					 .fcnt_up = 77,
+					 .payload_hex = ""};
 	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
 	CHECK_INT(seq, 6);
 	int64_t c = -1;
@@ -146,8 +153,7 @@ static void test_prune_and_cursor(void)
 }
 
 /* Build a signed query for a body's fields. */
-static void signed_query(const char *body, const char *time, const char *key, char *out,
-			 size_t n)
+static void signed_query(const char *body, const char *time, const char *key, char *out, size_t n)
 {
 	struct uplink u;
 	char reason[160], tok[65], q[512];
@@ -244,11 +250,12 @@ static void test_downlink_query(void)
 	CHECK_INT(downlink_query("0024AEB3C02BE1C4", 2, "4E75F440", 7, true, "as 1",
 				 "2026-01-01T00:00:00.000+01:00", "k", q, sizeof(q)),
 		  0);
-	CHECK(strncmp(q,
-		      "DevEUI=0024AEB3C02BE1C4&FPort=2&Payload=4E75F440&FCntDn=7&Confirmed=1&"
-		      "AS_ID=as%201&Time=2026-01-01T00:00:00.000%2B01:00&Token=",
-		      strlen("DevEUI=0024AEB3C02BE1C4&FPort=2&Payload=4E75F440&FCntDn=7&Confirmed=1&"
-			     "AS_ID=as%201&Time=2026-01-01T00:00:00.000%2B01:00&Token=")) == 0);
+	CHECK(
+	    strncmp(q,
+		    "DevEUI=0024AEB3C02BE1C4&FPort=2&Payload=4E75F440&FCntDn=7&Confirmed=1&"
+		    "AS_ID=as%201&Time=2026-01-01T00:00:00.000%2B01:00&Token=",
+		    strlen("DevEUI=0024AEB3C02BE1C4&FPort=2&Payload=4E75F440&FCntDn=7&Confirmed=1&"
+			   "AS_ID=as%201&Time=2026-01-01T00:00:00.000%2B01:00&Token=")) == 0);
 	CHECK_INT(downlink_query("0024AEB3C02BE1C4", 2, "00", 7, true, "as", "t", "k", q, 40),
 		  -ENOBUFS);
 }
