@@ -107,6 +107,8 @@ struct downlink *downlink_new(struct event_base *base, const struct downlink_opt
 		/*
 		 * https:// needs certificate verification in core/tls (a CA file instead of a
 		 * PSK); until that lands only the PSK fields exist, so https is refused here.
+		 * With it, this check goes and the pool options below get
+		 * .tls = {.mode = TLS_MODE_CERT, .ca_file = o->ca_file, .tls_min = 2}.
 		 */
 		if (strncmp(o->url, "https:", 6) == 0) {
 			snprintf(err, errlen,
