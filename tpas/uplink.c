@@ -279,6 +279,11 @@ static int parse_xml(const char *body, size_t len, struct uplink *u, char *reaso
 		return -EBADMSG;
 	}
 	int r = 0;
+	if (doc->intSubset || doc->extSubset) {
+		/* The LRC sends none; entities from one could only amplify. */
+		r = fail(reason, rn, "body has a DTD");
+		goto out;
+	}
 	xmlNode *root = xmlDocGetRootElement(doc);
 	if (!root || strcmp((const char *)root->name, "DevEUI_uplink") != 0) {
 		r = fail(reason, rn, "body has no DevEUI_uplink element");

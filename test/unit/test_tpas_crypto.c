@@ -210,6 +210,9 @@ static void test_uplink_parse_forms(void)
 	     "\"CustomerID\":\"a\\nb\"}}",
 	     "CustomerID must be at most 64 printable characters"},
 	    {"<Other/>", "body has no DevEUI_uplink element"},
+	    {"<!DOCTYPE DevEUI_uplink [<!ENTITY a \"0024AEB3C02BE1C4\">]>"
+	     "<DevEUI_uplink><DevEUI>&a;</DevEUI><FCntUp>1</FCntUp></DevEUI_uplink>",
+	     "body has a DTD"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		reason[0] = '\0';
