@@ -370,18 +370,21 @@ class HsmKeyPool(DxBase):
 
     def test_pool_refilled_under_load(self):
         import threading
-        s = self.dx_sim(extra=["--latency-ms", "150"])
+        s = self.dx_sim()
         key = os.path.join(self.tmp, "tpa-rsa.key")
         self.daemon().tpactl("keygen-rsa", key, "--bits", "2048", check=0)
         d = self.dx_daemon(s, conf=(
-            "device.app-key-source = cloud-hsm\ndevice.app-key-pool = 8\n"
+            "device.app-key-source = cloud-hsm\ndevice.app-key-pool = 30\n"
             f"device.rsa-key-file = {key}\nupstream.sessions = 6")).start()
 
         def pool():
             with d.admin_client() as a:
                 return a.call("io.tpad.Admin.Status")["appKeys"]
-        wait_for(lambda: pool()["available"] == 16, 15, "the first fill of the key pool")
+        wait_for(lambda: pool()["available"] == 60, 20, "the first fill of the key pool")
         self.assertEqual(pool()["source"], "cloud-hsm")
+        # From now on the cloud's HSM takes 3 s per appKeyGens: a station that waited for
+        # a key would take that long; imports stay fast.
+        s.control("POST", "/dx", {"keygen_delay_ms": 3000})
         gens0 = s.control("GET", "/dx")["key_gens"]
         lat, errors, keys = [], [], set()
 
@@ -397,23 +400,28 @@ class HsmKeyPool(DxBase):
                     except tpadtest.VarlinkError as e:
                         errors.append(str(e))
                     lat.append(time.monotonic() - t0)
+        t_start = time.monotonic()
         threads = [threading.Thread(target=station, args=(k,)) for k in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
+        elapsed = time.monotonic() - t_start
         self.assertEqual(errors, [])
         self.assertEqual(len(keys), 40)
         p = pool()
         self.assertEqual(p["handedOut"], 40)
         self.assertEqual(p["empty"], 0)
+        # The pool fell below its mark during the run: a refill went out in the
+        # background and no station waited for it.
+        if elapsed < 2.5:
+            self.assertTrue(p["refilling"], p)
+        self.assertLess(max(lat), 1.5, sorted(lat)[-5:])
+        wait_for(lambda: pool()["available"] >= 30, 20, "the pool refilled above the mark")
         dx = s.control("GET", "/dx")
         self.assertGreater(dx["key_gens"], gens0)
         # Every import of a pool key carried its hsmEncryptedAppKey.
         self.assertEqual(dx["hsm_key_imports"], 40)
-        # One round trip (the import), never two: the key came from the pool.
-        self.assertLess(max(lat), 0.15 * 1.9, sorted(lat)[-5:])
-        wait_for(lambda: pool()["available"] >= 8, 15, "the pool refilled above the mark")
         p = d.tpactl("--socket", d.admin, "status", check=0)
         self.assertIn("app keys:    cloud-hsm pool", p.stdout)
         self.assertIn("profile:     dx-maker", p.stdout)

@@ -139,6 +139,7 @@ struct sim {
 	unsigned drop_delete_after;  /* next N deletes: delete, then close without answering */
 	uint64_t key_gens;
 	uint64_t hsm_key_imports; /* imports that carried an hsmEncryptedAppKey */
+	unsigned keygen_delay_ms;  /* extra delay of an appKeyGens answer */
 	mbedtls_ctr_drbg_context *dx_drbg; /* for RSA encryption of VendorKeys */
 };
 

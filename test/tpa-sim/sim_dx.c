@@ -212,6 +212,7 @@ static void dx_keygens(struct sim *s, const struct http_request *req, struct sim
 	}
 	s->key_gens += n;
 	reply_json(rep, 200, a);
+	rep->delay_ms = s->keygen_delay_ms;
 }
 
 bool dx_route(struct sim *s, const struct http_request *req, const char *path,
@@ -281,13 +282,16 @@ bool dx_control(struct sim *s, const struct http_request *req, const char *path,
 		json_t *q = json_object_get(o, "query_unfiltered");
 		json_t *db = json_object_get(o, "drop_delete_before");
 		json_t *da = json_object_get(o, "drop_delete_after");
+		json_t *kd = json_object_get(o, "keygen_delay_ms");
 		if (!json_is_object(o) || (q && !json_is_boolean(q)) ||
 		    (db && (!json_is_integer(db) || json_integer_value(db) < 0)) ||
-		    (da && (!json_is_integer(da) || json_integer_value(da) < 0))) {
+		    (da && (!json_is_integer(da) || json_integer_value(da) < 0)) ||
+		    (kd && (!json_is_integer(kd) || json_integer_value(kd) < 0 ||
+			    json_integer_value(kd) > 600000))) {
 			json_decref(o);
 			reply_error(rep, 400, "BAD_REQUEST",
 				    "want {\"query_unfiltered\": bool, \"drop_delete_before\": N, "
-				    "\"drop_delete_after\": N}");
+				    "\"drop_delete_after\": N, \"keygen_delay_ms\": N}");
 			return true;
 		}
 		if (q)
@@ -296,6 +300,8 @@ bool dx_control(struct sim *s, const struct http_request *req, const char *path,
 			s->drop_delete_before = (unsigned)json_integer_value(db);
 		if (da)
 			s->drop_delete_after = (unsigned)json_integer_value(da);
+		if (kd)
+			s->keygen_delay_ms = (unsigned)json_integer_value(kd);
 		json_decref(o);
 	}
 	reply_json(rep, 200,
