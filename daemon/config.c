@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "hex.h"
+#include "layout.h"
 
 enum dtype {
 	T_STR,	    /* string, required non-empty */
@@ -27,6 +28,11 @@ enum dtype {
 	T_TLSMIN,   /* 1.1 | 1.2 */
 	T_ECLEVEL,  /* L | M | Q | H */
 	T_QRFORMAT, /* png | svg | zpl | text | none */
+	T_MM,	    /* millimetres with at most one decimal, stored in tenths, in [min, max] */
+	T_CAPTION,  /* caption template over {devEUI} {joinEUI} {serial}; empty = unset */
+	T_CAPPOS,   /* right | below */
+	T_PURL,	    /* socket://host[:port], ipp://host[:port]/path or ipps:// */
+	T_PLANG,    /* zpl | pdf */
 };
 
 struct directive {
@@ -35,82 +41,118 @@ struct directive {
 	size_t offset;
 	const char *def; /* default, in config syntax; "" = unset */
 	uint64_t min, max;
+	size_t n_offset; /* T_GIDS, T_UIDS: where the count goes */
 };
 
 #define OFF(f) offsetof(struct config, f)
+#define POFF(f) offsetof(struct config_printer, f)
 #define DEFAULT_SUITES                                                                             \
 	"TLS-ECDHE-PSK-WITH-CHACHA20-POLY1305-SHA256,TLS-ECDHE-PSK-WITH-AES-128-CBC-SHA256,"       \
 	"TLS-PSK-WITH-AES-128-GCM-SHA256,TLS-PSK-WITH-AES-256-GCM-SHA384"
 
 static const struct directive directives[] = {
-    {"station.socket", T_STR, OFF(station_socket), "/run/tpad/station.sock", 0, 0},
-    {"station.mode", T_MODE, OFF(station_mode), "0660", 0, 0777},
-    {"station.group", T_STR_OPT, OFF(station_group), "", 0, 0},
-    {"station.allowed-groups", T_GIDS, OFF(station_allowed_gids), "", 0, 0},
-    {"station.allowed-uids", T_UIDS, OFF(station_allowed_uids), "", 0, 0},
+    {"station.socket", T_STR, OFF(station_socket), "/run/tpad/station.sock", 0, 0, 0},
+    {"station.mode", T_MODE, OFF(station_mode), "0660", 0, 0777, 0},
+    {"station.group", T_STR_OPT, OFF(station_group), "", 0, 0, 0},
+    {"station.allowed-groups", T_GIDS, OFF(station_allowed_gids), "", 0, 0,
+     OFF(n_station_allowed_gids)},
+    {"station.allowed-uids", T_UIDS, OFF(station_allowed_uids), "", 0, 0,
+     OFF(n_station_allowed_uids)},
 
-    {"admin.socket", T_STR, OFF(admin_socket), "/run/tpad/admin.sock", 0, 0},
-    {"admin.mode", T_MODE, OFF(admin_mode), "0600", 0, 0777},
-    {"admin.group", T_STR_OPT, OFF(admin_group), "", 0, 0},
+    {"admin.socket", T_STR, OFF(admin_socket), "/run/tpad/admin.sock", 0, 0, 0},
+    {"admin.mode", T_MODE, OFF(admin_mode), "0600", 0, 0777, 0},
+    {"admin.group", T_STR_OPT, OFF(admin_group), "", 0, 0, 0},
 
-    {"limits.max-message", T_SIZE, OFF(max_message), "64K", 1024, 16u << 20},
-    {"limits.idle-timeout", T_DURATION, OFF(idle_timeout_ms), "300s", 100, 86400000},
-    {"limits.max-clients", T_UINT, OFF(max_clients), "1024", 1, 65536},
-    {"limits.max-clients-per-uid", T_UINT, OFF(max_clients_per_uid), "1024", 1, 65536},
-    {"limits.max-pending-calls", T_UINT, OFF(max_pending_calls), "64", 1, 4096},
+    {"limits.max-message", T_SIZE, OFF(max_message), "64K", 1024, 16u << 20, 0},
+    {"limits.idle-timeout", T_DURATION, OFF(idle_timeout_ms), "300s", 100, 86400000, 0},
+    {"limits.max-clients", T_UINT, OFF(max_clients), "1024", 1, 65536, 0},
+    {"limits.max-clients-per-uid", T_UINT, OFF(max_clients_per_uid), "1024", 1, 65536, 0},
+    {"limits.max-pending-calls", T_UINT, OFF(max_pending_calls), "64", 1, 4096, 0},
 
-    {"upstream.url", T_URL, OFF(upstream_url), "https://activation.thingpark.com", 0, 0},
-    {"upstream.sessions", T_UINT, OFF(upstream_sessions), "4", 1, 256},
-    {"upstream.queue", T_UINT, OFF(upstream_queue), "4096", 1, 1000000},
-    {"upstream.psk-identity", T_STR_OPT, OFF(upstream_psk_identity), "", 0, 0},
-    {"upstream.psk-file", T_STR_OPT, OFF(upstream_psk_file), "", 0, 0},
-    {"upstream.tls-min", T_TLSMIN, OFF(upstream_tls_min), "1.2", 0, 0},
-    {"upstream.ciphersuites", T_STR, OFF(upstream_ciphersuites), DEFAULT_SUITES, 0, 0},
-    {"upstream.connect-timeout", T_DURATION, OFF(upstream_connect_timeout_ms), "5s", 10, 600000},
+    {"upstream.url", T_URL, OFF(upstream_url), "https://activation.thingpark.com", 0, 0, 0},
+    {"upstream.sessions", T_UINT, OFF(upstream_sessions), "4", 1, 256, 0},
+    {"upstream.queue", T_UINT, OFF(upstream_queue), "4096", 1, 1000000, 0},
+    {"upstream.psk-identity", T_STR_OPT, OFF(upstream_psk_identity), "", 0, 0, 0},
+    {"upstream.psk-file", T_STR_OPT, OFF(upstream_psk_file), "", 0, 0, 0},
+    {"upstream.tls-min", T_TLSMIN, OFF(upstream_tls_min), "1.2", 0, 0, 0},
+    {"upstream.ciphersuites", T_STR, OFF(upstream_ciphersuites), DEFAULT_SUITES, 0, 0, 0},
+    {"upstream.connect-timeout", T_DURATION, OFF(upstream_connect_timeout_ms), "5s", 10, 600000, 0},
     {"upstream.handshake-timeout", T_DURATION, OFF(upstream_handshake_timeout_ms), "10s", 10,
-     600000},
-    {"upstream.request-timeout", T_DURATION, OFF(upstream_request_timeout_ms), "30s", 10, 600000},
-    {"upstream.backoff-min", T_DURATION, OFF(upstream_backoff_min_ms), "100ms", 1, 3600000},
-    {"upstream.backoff-max", T_DURATION, OFF(upstream_backoff_max_ms), "30s", 1, 3600000},
-    {"upstream.breaker-threshold", T_UINT, OFF(upstream_breaker_threshold), "10", 1, 100000},
-    {"upstream.breaker-cooldown", T_DURATION, OFF(upstream_breaker_cooldown_ms), "5s", 1, 3600000},
-    {"upstream.max-response", T_SIZE, OFF(upstream_max_response), "1M", 1024, 64u << 20},
-    {"upstream.auth", T_AUTH, OFF(upstream_auth), "psk", 0, 0},
+     600000, 0},
+    {"upstream.request-timeout", T_DURATION, OFF(upstream_request_timeout_ms), "30s", 10, 600000, 0},
+    {"upstream.backoff-min", T_DURATION, OFF(upstream_backoff_min_ms), "100ms", 1, 3600000, 0},
+    {"upstream.backoff-max", T_DURATION, OFF(upstream_backoff_max_ms), "30s", 1, 3600000, 0},
+    {"upstream.breaker-threshold", T_UINT, OFF(upstream_breaker_threshold), "10", 1, 100000, 0},
+    {"upstream.breaker-cooldown", T_DURATION, OFF(upstream_breaker_cooldown_ms), "5s", 1, 3600000, 0},
+    {"upstream.max-response", T_SIZE, OFF(upstream_max_response), "1M", 1024, 64u << 20, 0},
+    {"upstream.auth", T_AUTH, OFF(upstream_auth), "psk", 0, 0, 0},
 
-    {"oauth2.token-url", T_STR_OPT, OFF(oauth2_token_url), "", 0, 0},
-    {"oauth2.client-id", T_STR_OPT, OFF(oauth2_client_id), "", 0, 0},
-    {"oauth2.secret-file", T_STR_OPT, OFF(oauth2_secret_file), "", 0, 0},
+    {"oauth2.token-url", T_STR_OPT, OFF(oauth2_token_url), "", 0, 0, 0},
+    {"oauth2.client-id", T_STR_OPT, OFF(oauth2_client_id), "", 0, 0, 0},
+    {"oauth2.secret-file", T_STR_OPT, OFF(oauth2_secret_file), "", 0, 0, 0},
 
-    {"api.base-path", T_STR, OFF(api_base_path), "/maker/latest/api", 0, 0},
-    {"api.import-path", T_STR, OFF(api_import_path), "/factoryDevices", 0, 0},
-    {"api.query-path", T_STR, OFF(api_query_path), "/factoryDevices", 0, 0},
-    {"api.query-param", T_STR, OFF(api_query_param), "deviceEUI", 0, 0},
-    {"api.field-dev-eui", T_STR, OFF(api_field_dev_eui), "deviceEUI", 0, 0},
-    {"api.field-join-eui", T_STR, OFF(api_field_join_eui), "joinEUI", 0, 0},
-    {"api.field-tkm-info", T_STR, OFF(api_field_tkm_info), "tkmInfo", 0, 0},
-    {"api.field-app-key", T_STR, OFF(api_field_app_key), "appKey", 0, 0},
-    {"api.field-owner-token", T_STR, OFF(api_field_owner_token), "ownerToken", 0, 0},
-    {"api.field-ref", T_STR, OFF(api_field_ref), "ref", 0, 0},
-    {"api.field-hsm-group", T_STR, OFF(api_field_hsm_group), "hsmGroupId", 0, 0},
-    {"api.hsm-group", T_STR_OPT, OFF(api_hsm_group), "", 0, 0},
+    {"api.base-path", T_STR, OFF(api_base_path), "/maker/latest/api", 0, 0, 0},
+    {"api.import-path", T_STR, OFF(api_import_path), "/factoryDevices", 0, 0, 0},
+    {"api.query-path", T_STR, OFF(api_query_path), "/factoryDevices", 0, 0, 0},
+    {"api.query-param", T_STR, OFF(api_query_param), "deviceEUI", 0, 0, 0},
+    {"api.field-dev-eui", T_STR, OFF(api_field_dev_eui), "deviceEUI", 0, 0, 0},
+    {"api.field-join-eui", T_STR, OFF(api_field_join_eui), "joinEUI", 0, 0, 0},
+    {"api.field-tkm-info", T_STR, OFF(api_field_tkm_info), "tkmInfo", 0, 0, 0},
+    {"api.field-app-key", T_STR, OFF(api_field_app_key), "appKey", 0, 0, 0},
+    {"api.field-owner-token", T_STR, OFF(api_field_owner_token), "ownerToken", 0, 0, 0},
+    {"api.field-ref", T_STR, OFF(api_field_ref), "ref", 0, 0, 0},
+    {"api.field-hsm-group", T_STR, OFF(api_field_hsm_group), "hsmGroupId", 0, 0, 0},
+    {"api.hsm-group", T_STR_OPT, OFF(api_hsm_group), "", 0, 0, 0},
 
-    {"store.path", T_STR, OFF(store_path), "/var/lib/tpad/tpad.db", 0, 0},
-    {"store.key-file", T_STR_OPT, OFF(store_key_file), "", 0, 0},
-    {"store.commit-delay", T_DURATION, OFF(store_commit_delay_ms), "0ms", 0, 1000},
+    {"store.path", T_STR, OFF(store_path), "/var/lib/tpad/tpad.db", 0, 0, 0},
+    {"store.key-file", T_STR_OPT, OFF(store_key_file), "", 0, 0, 0},
+    {"store.commit-delay", T_DURATION, OFF(store_commit_delay_ms), "0ms", 0, 1000, 0},
 
-    {"device.join-eui", T_HEX, OFF(device_join_eui), "0000000000000000", HEX_EUI, 0},
+    {"device.join-eui", T_HEX, OFF(device_join_eui), "0000000000000000", HEX_EUI, 0, 0},
 
-    {"qr.profile-id", T_HEX, OFF(qr_profile_id), "00000000", HEX_PROFILE, 0},
-    {"qr.template", T_STR_OPT, OFF(qr_template), "", 0, 0},
-    {"qr.format", T_QRFORMAT, OFF(qr_format), "png", 0, 0},
-    {"qr.scale", T_UINT, OFF(qr_scale), "4", 1, 20},
-    {"qr.margin", T_UINT, OFF(qr_margin), "4", 0, 16},
-    {"qr.ec-level", T_ECLEVEL, OFF(qr_ec_level), "M", 0, 0},
+    {"qr.profile-id", T_HEX, OFF(qr_profile_id), "00000000", HEX_PROFILE, 0, 0},
+    {"qr.template", T_STR_OPT, OFF(qr_template), "", 0, 0, 0},
+    {"qr.format", T_QRFORMAT, OFF(qr_format), "png", 0, 0, 0},
+    {"qr.scale", T_UINT, OFF(qr_scale), "4", 1, 20, 0},
+    {"qr.margin", T_UINT, OFF(qr_margin), "4", 0, 16, 0},
+    {"qr.ec-level", T_ECLEVEL, OFF(qr_ec_level), "M", 0, 0, 0},
 
-    {"import.concurrency", T_UINT, OFF(import_concurrency), "16", 1, 1024},
+    {"import.concurrency", T_UINT, OFF(import_concurrency), "16", 1, 1024, 0},
+
+    {"label.width", T_MM, OFF(label.width), "57", 50, 5000, 0},
+    {"label.height", T_MM, OFF(label.height), "32", 50, 5000, 0},
+    {"label.dpi", T_UINT, OFF(label.dpi), "203", 100, 1200, 0},
+    {"label.qr-size", T_MM, OFF(label.qr_size), "0", 0, 5000, 0},
+    {"label.qr-x", T_MM, OFF(label.qr_x), "0", 0, 5000, 0},
+    {"label.qr-y", T_MM, OFF(label.qr_y), "0", 0, 5000, 0},
+    {"label.caption-1", T_CAPTION, OFF(label.captions[0]), "{devEUI}", 0, 0, 0},
+    {"label.caption-2", T_CAPTION, OFF(label.captions[1]), "{serial}", 0, 0, 0},
+    {"label.caption-3", T_CAPTION, OFF(label.captions[2]), "", 0, 0, 0},
+    {"label.caption-4", T_CAPTION, OFF(label.captions[3]), "", 0, 0, 0},
+    {"label.font-size", T_UINT, OFF(label.font_size), "6", 4, 72, 0},
+    {"label.captions", T_CAPPOS, OFF(label.caption_position), "right", 0, 0, 0},
+
+    {"print.default", T_STR_OPT, OFF(print_default), "", 0, 0, 0},
 };
 
 #define N_DIRECTIVES (sizeof(directives) / sizeof(directives[0]))
+
+/* The keys of a [printer.<name>] section. */
+static const struct directive printer_directives[] = {
+    {"url", T_PURL, POFF(url), "", 0, 0, 0},
+    {"language", T_PLANG, POFF(language), "zpl", 0, 0, 0},
+    {"dpi", T_UINT, POFF(dpi), "0", 0, 1200, 0},
+    {"width", T_MM, POFF(width), "0", 0, 5000, 0},
+    {"height", T_MM, POFF(height), "0", 0, 5000, 0},
+    {"timeout", T_DURATION, POFF(timeout_ms), "10s", 100, 600000, 0},
+    {"status-interval", T_DURATION, POFF(status_interval_ms), "30s", 0, 86400000, 0},
+    {"queue", T_UINT, POFF(queue), "64", 1, 100000, 0},
+    {"station-uids", T_UIDS, POFF(station_uids), "", 0, 0, POFF(n_station_uids)},
+    {"station-groups", T_GIDS, POFF(station_gids), "", 0, 0, POFF(n_station_gids)},
+};
+
+#define N_PRINTER_DIRECTIVES (sizeof(printer_directives) / sizeof(printer_directives[0]))
+static const char *const printer_languages[] = {"zpl", "pdf"};
 
 static const char *const ec_names[] = {"L", "M", "Q", "H"};
 static const char *const qr_formats[] = {"png", "svg", "zpl", "text", "none"};
@@ -209,11 +251,71 @@ static int parse_enum(const char *v, const char *const *names, size_t n, bool no
 	return -EINVAL;
 }
 
-/* Parse value v for directive d into c; on failure write the reason to why. */
-static int directive_set(struct config *c, const struct directive *d, const char *v, char *why,
+/* Parse "12", "12.5" millimetres into tenths. */
+static int parse_mm(const char *v, uint64_t *ret)
+{
+	uint64_t whole;
+	const char *unit;
+	if (parse_number(v, &whole, &unit) < 0 || whole > 100000)
+		return -EINVAL;
+	uint64_t tenths = whole * 10;
+	if (*unit == '.') {
+		if (!isdigit((unsigned char)unit[1]))
+			return -EINVAL;
+		tenths += (uint64_t)(unit[1] - '0');
+		unit += 2;
+		while (*unit == '0')
+			unit++;
+	}
+	if (strcmp(unit, "mm") == 0)
+		unit += 2;
+	if (*unit)
+		return -EINVAL;
+	*ret = tenths;
+	return 0;
+}
+
+/* Check a printer URL: socket://host[:port], ipp://host[:port][/path], ipps://... */
+static int check_printer_url(const char *v, char *why, size_t whylen)
+{
+	const char *host = NULL;
+	if (strncmp(v, "socket://", 9) == 0)
+		host = v + 9;
+	else if (strncmp(v, "ipp://", 6) == 0)
+		host = v + 6;
+	else if (strncmp(v, "ipps://", 7) == 0)
+		host = v + 7;
+	if (!host) {
+		snprintf(why, whylen, "must start with socket://, ipp:// or ipps://");
+		return -EINVAL;
+	}
+	if (!*host || *host == '/' || *host == ':') {
+		snprintf(why, whylen, "has no host");
+		return -EINVAL;
+	}
+	for (const char *p = v; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+			snprintf(why, whylen, "must not contain blanks or control characters");
+			return -EINVAL;
+		}
+	const char *colon = strrchr(host, ':'), *slash = strchr(host, '/');
+	if (colon && (!slash || colon < slash) && host[0] != '[') {
+		char *end;
+		errno = 0;
+		unsigned long port = strtoul(colon + 1, &end, 10);
+		if (errno || port == 0 || port > 65535 || (end != slash && *end)) {
+			snprintf(why, whylen, "has a bad port");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Parse value v for directive d into the struct at base; on failure the reason goes to why. */
+static int directive_set(void *base_ptr, const struct directive *d, const char *v, char *why,
 			 size_t whylen)
 {
-	char *base = (char *)c;
+	char *base = base_ptr;
 	void *slot = base + d->offset;
 	uint64_t num = 0;
 	const char *unit = "";
@@ -299,11 +401,49 @@ static int directive_set(struct config *c, const struct directive *d, const char
 		return set_string(slot, up, false);
 	}
 	case T_GIDS:
-		return parse_id_list(v, true, (uint32_t *)slot, &c->n_station_allowed_gids, why,
+		return parse_id_list(v, true, (uint32_t *)slot, (size_t *)(base + d->n_offset), why,
 				     whylen);
 	case T_UIDS:
-		return parse_id_list(v, false, (uint32_t *)slot, &c->n_station_allowed_uids, why,
-				     whylen);
+		return parse_id_list(v, false, (uint32_t *)slot, (size_t *)(base + d->n_offset),
+				     why, whylen);
+	case T_MM:
+		if (parse_mm(v, &num) < 0) {
+			snprintf(why, whylen, "must be millimetres such as 50 or 25.4");
+			return -EINVAL;
+		}
+		if (num < d->min || num > d->max) {
+			snprintf(why, whylen, "must be between %llu.%llu and %llu.%llu mm",
+				 (unsigned long long)d->min / 10, (unsigned long long)d->min % 10,
+				 (unsigned long long)d->max / 10, (unsigned long long)d->max % 10);
+			return -ERANGE;
+		}
+		*(uint32_t *)slot = (uint32_t)num;
+		return 0;
+	case T_CAPTION:
+		if (layout_caption_check(v, why, whylen) < 0)
+			return -EINVAL;
+		return set_string(slot, v, true);
+	case T_CAPPOS:
+		if (strcmp(v, "right") == 0)
+			*(enum label_captions *)slot = LABEL_CAPTIONS_RIGHT;
+		else if (strcmp(v, "below") == 0)
+			*(enum label_captions *)slot = LABEL_CAPTIONS_BELOW;
+		else {
+			snprintf(why, whylen, "must be right or below");
+			return -EINVAL;
+		}
+		return 0;
+	case T_PURL:
+		if (check_printer_url(v, why, whylen) < 0)
+			return -EINVAL;
+		return set_string(slot, v, false);
+	case T_PLANG:
+		if (parse_enum(v, printer_languages, 2, false, &idx) < 0) {
+			snprintf(why, whylen, "must be zpl or pdf");
+			return -EINVAL;
+		}
+		*(enum printer_language *)slot = (enum printer_language)idx;
+		return 0;
 	case T_AUTH:
 		if (strcmp(v, "psk") == 0)
 			*(enum upstream_auth *)slot = UPSTREAM_AUTH_PSK;
@@ -410,11 +550,102 @@ static int config_check(const struct config *c, const char *name, char *err, siz
 	return 0;
 }
 
+const struct config_printer *config_printer_find(const struct config *c, const char *name)
+{
+	for (size_t i = 0; name && i < c->n_printers; i++)
+		if (strcmp(c->printers[i].name, name) == 0)
+			return &c->printers[i];
+	return NULL;
+}
+
+/* Start a [printer.<name>] section at line: a new printer with every key's default. */
+static int printer_begin(struct config *c, const char *pname, const char *name, unsigned line,
+			 char *err, size_t errlen)
+{
+	if (!*pname || strlen(pname) >= CONFIG_PRINTER_NAME_MAX)
+		return config_error(err, errlen, name, line,
+				    "a printer name must be 1 to %d characters",
+				    CONFIG_PRINTER_NAME_MAX - 1);
+	for (const char *q = pname; *q; q++)
+		if (!isalnum((unsigned char)*q) && *q != '-' && *q != '_')
+			return config_error(err, errlen, name, line,
+					    "printer name '%s': only letters, digits, - and _",
+					    pname);
+	const struct config_printer *dup = config_printer_find(c, pname);
+	if (dup)
+		return config_error(err, errlen, name, line,
+				    "[printer.%s] is already defined at line %u", pname, dup->line);
+	if (c->n_printers == CONFIG_MAX_PRINTERS)
+		return config_error(err, errlen, name, line, "more than %d printers",
+				    CONFIG_MAX_PRINTERS);
+	struct config_printer *p = &c->printers[c->n_printers++];
+	memset(p, 0, sizeof(*p));
+	p->line = line;
+	p->name = strdup(pname);
+	if (!p->name)
+		return -ENOMEM;
+	char why[160];
+	for (size_t i = 0; i < N_PRINTER_DIRECTIVES; i++)
+		if (printer_directives[i].def[0] &&
+		    directive_set(p, &printer_directives[i], printer_directives[i].def, why,
+				  sizeof(why)) < 0)
+			abort(); /* a default that does not parse is our own bug */
+	return 0;
+}
+
+/* Set key of the printer section being read. */
+static int printer_set(struct config_printer *p, const char *key, const char *value,
+		       const char *name, unsigned line, char *err, size_t errlen)
+{
+	const struct directive *d = NULL;
+	for (size_t i = 0; i < N_PRINTER_DIRECTIVES; i++)
+		if (strcmp(printer_directives[i].name, key) == 0)
+			d = &printer_directives[i];
+	if (!d)
+		return config_error(err, errlen, name, line, "unknown directive 'printer.%s.%s'",
+				    p->name, key);
+	char why[160];
+	int r = directive_set(p, d, value, why, sizeof(why));
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return config_error(err, errlen, name, line, "printer.%s.%s: '%s' %s", p->name,
+				    key, value, why);
+	if (d->type == T_PLANG)
+		p->language_set = true;
+	return 0;
+}
+
+/* Rules of the printer sections, once the file is read. */
+static int printers_check(struct config *c, const char *name, unsigned default_line, char *err,
+			  size_t errlen)
+{
+	for (size_t i = 0; i < c->n_printers; i++) {
+		struct config_printer *p = &c->printers[i];
+		if (!p->url)
+			return config_error(err, errlen, name, p->line,
+					    "[printer.%s] has no url", p->name);
+		if (!p->language_set)
+			p->language =
+			    strncmp(p->url, "socket://", 9) == 0 ? PRINTER_LANG_ZPL : PRINTER_LANG_PDF;
+		else if (p->language == PRINTER_LANG_PDF && strncmp(p->url, "socket://", 9) == 0)
+			return config_error(err, errlen, name, p->line,
+					    "[printer.%s]: language = pdf needs an ipp:// or "
+					    "ipps:// url; socket:// printers take zpl",
+					    p->name);
+	}
+	if (c->print_default && !config_printer_find(c, c->print_default))
+		return config_error(err, errlen, name, default_line,
+				    "print.default: no [printer.%s] section", c->print_default);
+	return 0;
+}
+
 int config_load_string(struct config *c, const char *name, const char *text, char *err,
 		       size_t errlen)
 {
 	char section[64] = "";
-	unsigned lineno = 0;
+	struct config_printer *printer = NULL;
+	unsigned lineno = 0, default_line = 0;
 	const char *p = text;
 
 	while (*p) {
@@ -444,6 +675,14 @@ int config_load_string(struct config *c, const char *name, const char *text, cha
 				return config_error(err, errlen, name, lineno,
 						    "malformed section header");
 			snprintf(section, sizeof(section), "%s", sec);
+			printer = NULL;
+			if (strncmp(sec, "printer.", 8) == 0 || strcmp(sec, "printer") == 0) {
+				int r = printer_begin(c, sec + (sec[7] ? 8 : 7), name, lineno, err,
+						      errlen);
+				if (r < 0)
+					return r;
+				printer = &c->printers[c->n_printers - 1];
+			}
 			continue;
 		}
 		char *eq = strchr(line, '=');
@@ -455,6 +694,12 @@ int config_load_string(struct config *c, const char *name, const char *text, cha
 		if (!*section)
 			return config_error(err, errlen, name, lineno,
 					    "key '%s' outside of a [section]", key);
+		if (printer) {
+			int r = printer_set(printer, key, value, name, lineno, err, errlen);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		char full[160];
 		if (snprintf(full, sizeof(full), "%s.%s", section, key) >= (int)sizeof(full))
 			return config_error(err, errlen, name, lineno, "key too long");
@@ -469,7 +714,12 @@ int config_load_string(struct config *c, const char *name, const char *text, cha
 		if (r < 0)
 			return config_error(err, errlen, name, lineno, "%s: '%s' %s", full, value,
 					    why);
+		if (d->offset == OFF(print_default))
+			default_line = lineno;
 	}
+	int r = printers_check(c, name, default_line, err, errlen);
+	if (r < 0)
+		return r;
 	return config_check(c, name, err, errlen);
 }
 
@@ -542,6 +792,50 @@ static void print_ids(FILE *f, const uint32_t *ids, size_t n)
 		fprintf(f, "%s%u", i ? "," : "", ids[i]);
 }
 
+/* Print the value of the types that named sections use (and the label.* ones). */
+static void directive_print_value(FILE *f, const struct directive *d, const char *base,
+				  const struct config_printer *p)
+{
+	const void *slot = base + d->offset;
+	uint32_t v;
+	switch (d->type) {
+	case T_MM:
+		v = *(const uint32_t *)slot;
+		if (v % 10)
+			fprintf(f, "%u.%u", v / 10, v % 10);
+		else
+			fprintf(f, "%u", v / 10);
+		break;
+	case T_STR:
+	case T_STR_OPT:
+	case T_CAPTION:
+	case T_PURL: {
+		const char *s = *(char *const *)slot;
+		fputs(s ? s : "", f);
+		break;
+	}
+	case T_CAPPOS:
+		fputs(*(const enum label_captions *)slot == LABEL_CAPTIONS_RIGHT ? "right" : "below",
+		      f);
+		break;
+	case T_PLANG:
+		fputs(printer_languages[*(const enum printer_language *)slot], f);
+		break;
+	case T_UINT:
+		fprintf(f, "%u", *(const uint32_t *)slot);
+		break;
+	case T_DURATION:
+		print_duration(f, *(const uint32_t *)slot);
+		break;
+	case T_UIDS:
+	case T_GIDS:
+		print_ids(f, (const uint32_t *)slot, *(const size_t *)(base + d->n_offset));
+		break;
+	default:
+		break;
+	}
+}
+
 void config_print(const struct config *c, FILE *f)
 {
 	const char *base = (const char *)c;
@@ -579,10 +873,8 @@ void config_print(const struct config *c, FILE *f)
 			print_duration(f, *(const uint32_t *)slot);
 			break;
 		case T_GIDS:
-			print_ids(f, (const uint32_t *)slot, c->n_station_allowed_gids);
-			break;
 		case T_UIDS:
-			print_ids(f, (const uint32_t *)slot, c->n_station_allowed_uids);
+			print_ids(f, (const uint32_t *)slot, *(const size_t *)(base + d->n_offset));
 			break;
 		case T_AUTH:
 			fputs(*(const enum upstream_auth *)slot == UPSTREAM_AUTH_PSK ? "psk"
@@ -595,8 +887,24 @@ void config_print(const struct config *c, FILE *f)
 		case T_ECLEVEL:
 			fputs(ec_names[*(const enum qr_ec_level *)slot], f);
 			break;
+		case T_MM:
+		case T_CAPTION:
+		case T_CAPPOS:
+		case T_PURL:
+		case T_PLANG:
+			directive_print_value(f, d, base, NULL);
+			break;
 		}
 		fputc('\n', f);
+	}
+	for (size_t i = 0; i < c->n_printers; i++) {
+		const struct config_printer *p = &c->printers[i];
+		fprintf(f, "\n[printer.%s]\n", p->name);
+		for (size_t k = 0; k < N_PRINTER_DIRECTIVES; k++) {
+			fprintf(f, "%s = ", printer_directives[k].name);
+			directive_print_value(f, &printer_directives[k], (const char *)p, p);
+			fputc('\n', f);
+		}
 	}
 }
 
@@ -607,10 +915,17 @@ void config_free(struct config *c)
 	char *base = (char *)c;
 	for (size_t i = 0; i < N_DIRECTIVES; i++) {
 		enum dtype t = directives[i].type;
-		if (t == T_STR || t == T_STR_OPT || t == T_URL || t == T_HEX || t == T_QRFORMAT) {
+		if (t == T_STR || t == T_STR_OPT || t == T_URL || t == T_HEX || t == T_QRFORMAT ||
+		    t == T_CAPTION) {
 			char **slot = (char **)(base + directives[i].offset);
 			free(*slot);
 			*slot = NULL;
 		}
 	}
+	for (size_t i = 0; i < c->n_printers; i++) {
+		free(c->printers[i].name);
+		free(c->printers[i].url);
+		c->printers[i].name = c->printers[i].url = NULL;
+	}
+	c->n_printers = 0;
 }
