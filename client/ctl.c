@@ -263,6 +263,7 @@ int ctl_status(struct ctl *c, struct ctl_args *a)
 	printf("%s\n", any ? "" : "none");
 	print_upstream(json_object_get(p, "upstream"));
 	print_store(json_object_get(p, "store"));
+	ctl_print_printers(json_object_get(p, "printers"));
 	json_decref(p);
 	return 0;
 }

@@ -32,6 +32,9 @@ struct ctl_args {
 	const char *out_dir;
 	const char *state;
 	int limit;
+	bool print;	     /* --print: print on the station's default printer */
+	const char *printer; /* --printer */
+	int copies;	     /* --copies; 0: not given */
 	int argc;
 	char **argv;
 };
@@ -78,3 +81,10 @@ int ctl_import(struct ctl *c, struct ctl_args *a);
 int ctl_export(struct ctl *c, struct ctl_args *a);
 int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
+int ctl_print(struct ctl *c, struct ctl_args *a);
+
+/* The print object of a station call from --print, --printer and --copies, or NULL. */
+json_t *ctl_print_options(const struct ctl_args *a);
+
+/* The printers of a Status reply, one line each. */
+void ctl_print_printers(json_t *printers);

@@ -27,7 +27,9 @@ static void usage(FILE *f)
 		   "  activate --dev-eui EUI [--join-eui EUI] (--tkm-info HEX | --app-key HEX |\n"
 		   "           --generate-app-key) [--serial S] [--profile-id ID]\n"
 		   "           [--format png|svg|zpl|text|none] [-o FILE]\n"
-		   "  lookup --dev-eui EUI [--format ...] [-o FILE]\n"
+		   "           [--print] [--printer NAME] [--copies N]\n"
+		   "  lookup --dev-eui EUI [--format ...] [-o FILE] [--print] [--printer NAME]\n"
+		   "         [--copies N]\n"
 		   "\n"
 		   "Admin commands (default socket " TPAD_RUNDIR "/admin.sock):\n"
 		   "  status                      health of tpad, the cloud link and the store\n"
@@ -36,6 +38,8 @@ static void usage(FILE *f)
 		   "         [--margin N] [--ec-level L|M|Q|H]\n"
 		   "  devices [--state STATE] [--limit N]\n"
 		   "  device EUI\n"
+		   "  print EUI | --state STATE [--printer NAME] [--copies N]\n"
+		   "                              print (reprint) labels, a batch as one job\n"
 		   "  metrics                     OpenMetrics text for node_exporter\n"
 		   "\n"
 		   "Options (before or after the command):\n"
@@ -79,11 +83,15 @@ enum opt_id {
 	OPT_SCALE,
 	OPT_MARGIN,
 	OPT_EC_LEVEL,
+	OPT_PRINT,
+	OPT_PRINTER,
+	OPT_COPIES,
 };
 
 /* Which options each command takes (bit set by enum opt_id - OPT_DEV_EUI). */
 #define BIT(o) (1u << ((o)-OPT_DEV_EUI))
 #define QR_BITS (BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL))
+#define PRINT_BITS (BIT(OPT_PRINT) | BIT(OPT_PRINTER) | BIT(OPT_COPIES))
 
 struct command {
 	const char *name;
@@ -99,14 +107,16 @@ static const struct command commands[] = {
     {"metrics", ctl_metrics, CTL_ADMIN, 0, false, 0, 0},
     {"activate", ctl_activate, CTL_STATION,
      BIT(OPT_DEV_EUI) | BIT(OPT_JOIN_EUI) | BIT(OPT_TKM_INFO) | BIT(OPT_APP_KEY) |
-	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS,
+	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS | PRINT_BITS,
      true, 0, 0},
-    {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS, true, 0, 0},
+    {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS | PRINT_BITS, true, 0, 0},
     {"import", ctl_import, CTL_ADMIN,
      BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES), false, 1, 1},
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0},
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0},
     {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1},
+    {"print", ctl_print, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_PRINTER) | BIT(OPT_COPIES), false, 0,
+     1},
 };
 
 /* The long name of option id o. */
@@ -142,6 +152,9 @@ int main(int argc, char **argv)
 	    {"out", required_argument, NULL, OPT_OUT},
 	    {"state", required_argument, NULL, OPT_STATE},
 	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"print", no_argument, NULL, OPT_PRINT},
+	    {"printer", required_argument, NULL, OPT_PRINTER},
+	    {"copies", required_argument, NULL, OPT_COPIES},
 	    {"output", required_argument, NULL, 'o'},
 	    {0},
 	};
@@ -198,6 +211,7 @@ int main(int argc, char **argv)
 		case OPT_SCALE:
 		case OPT_MARGIN:
 		case OPT_CONCURRENCY:
+		case OPT_COPIES:
 		case OPT_LIMIT: {
 			char *end;
 			errno = 0;
@@ -211,6 +225,8 @@ int main(int argc, char **argv)
 				a.margin = (int)v;
 			else if (o == OPT_CONCURRENCY)
 				a.concurrency = (int)v;
+			else if (o == OPT_COPIES)
+				a.copies = (int)v;
 			else
 				a.limit = (int)v;
 			if (o == OPT_MARGIN)
@@ -231,6 +247,12 @@ int main(int argc, char **argv)
 			break;
 		case OPT_STATE:
 			a.state = optarg;
+			break;
+		case OPT_PRINT:
+			a.print = true;
+			break;
+		case OPT_PRINTER:
+			a.printer = optarg;
 			break;
 		default:
 			usage(stderr);

@@ -13,9 +13,11 @@
 #include "config.h"
 #include "cred.h"
 #include "iface.h"
+#include "layout.h"
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
+#include "print.h"
 #include "qr.h"
 #include "rng.h"
 #include "server.h"
@@ -89,6 +91,8 @@ static void h_status(struct tpad *t, struct req *r)
 		json_object_set_new(o, "upstream", tpa_status_json(t->tpa));
 	if (t->store)
 		json_object_set_new(o, "store", store_status_json(t->store));
+	if (t->print)
+		json_object_set_new(o, "printers", print_status_json(t->print));
 	if (t->act) {
 		struct activation_stats as;
 		activation_get_stats(t->act, &as);
@@ -130,6 +134,7 @@ static const struct handler handlers[] = {
     {"io.tpad.Admin.Export", admin_export},
     {"io.tpad.Admin.ListDevices", admin_list_devices},
     {"io.tpad.Admin.GetDevice", admin_get_device},
+    {"io.tpad.Admin.Print", admin_print},
 };
 
 /* The handler of a method, or NULL if it is declared but not built yet. */
@@ -308,6 +313,16 @@ int dispatch_init(struct tpad *t)
 		log_errx("upstream: %s", err);
 		return -EINVAL;
 	}
+	r = layout_new(&t->cfg->label, 0, 0, 0, t->cfg->qr_ec_level, &t->layout, err, sizeof(err));
+	if (r < 0) {
+		log_errx("%s", err);
+		return r;
+	}
+	t->print = print_new(t->base, t->cfg, err, sizeof(err));
+	if (!t->print) {
+		log_errx("printers: %s", err);
+		return -EINVAL;
+	}
 	t->rng = rng_new("tpad AppKey generator");
 	t->act = activation_new(&production_ops, t, t->cfg->device_join_eui, t->cfg->qr_profile_id);
 	if (!t->rng || !t->act) {
@@ -330,7 +345,10 @@ void dispatch_finish(struct tpad *t)
 	/*
 	 * Order matters: without the cloud no new request can start; closing the store runs
 	 * its last callbacks, which find the cloud gone; then what is left is dropped.
+	 * Printers go first: a job still queued is answered while the store can audit it.
 	 */
+	t->print = print_free(t->print);
+	t->layout = layout_free(t->layout);
 	tpa_free(t->tpa);
 	t->tpa = NULL;
 	struct store *s = t->store;
@@ -349,6 +367,24 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "qr.template: %s", why);
 		return -EINVAL;
 	}
+	/* The label and each printer's variant of it must fit a typical code and captions. */
+	struct layout *l;
+	int r = layout_new(&cfg->label, 0, 0, 0, cfg->qr_ec_level, &l, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, errlen, "%s", why);
+		return r;
+	}
+	layout_free(l);
+	for (size_t i = 0; i < cfg->n_printers; i++) {
+		const struct config_printer *p = &cfg->printers[i];
+		r = layout_new(&cfg->label, p->dpi, p->width, p->height, cfg->qr_ec_level, &l, why,
+			       sizeof(why));
+		if (r < 0) {
+			snprintf(err, errlen, "[printer.%s] (line %u): %s", p->name, p->line, why);
+			return r;
+		}
+		layout_free(l);
+	}
 	return 0;
 }
 
@@ -362,7 +398,10 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 	uint64_t counts[STORE_N_STATES] = {0};
 	if (t->store)
 		store_count(t->store, counts);
-	snprintf(buf, len, "%s; %llu issued, %llu pending; %u station clients", up,
+	char printers[160] = "";
+	print_status_line(t->print, printers, sizeof(printers));
+	snprintf(buf, len, "%s; %llu issued, %llu pending; %u station clients%s%s", up,
 		 (unsigned long long)counts[STORE_ISSUED],
-		 (unsigned long long)counts[STORE_PENDING], st.connections[SOCK_STATION]);
+		 (unsigned long long)counts[STORE_PENDING], st.connections[SOCK_STATION],
+		 printers[0] ? "; " : "", printers);
 }

@@ -12,6 +12,8 @@ struct tpa;
 struct store;
 struct activation;
 struct rng;
+struct layout;
+struct print;
 
 struct tpad {
 	struct event_base *base;
@@ -22,6 +24,8 @@ struct tpad {
 	struct store *store;
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
+	struct layout *layout; /* label.* at label.dpi: station and export labels */
+	struct print *print;   /* label printers */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 };
