@@ -151,7 +151,11 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_NAME, "job-name", NULL, name);
 	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_MIMETYPE, "document-format", NULL,
 		     "application/pdf");
-	http_status_t st = cupsSendRequest(http, req, pr->resource, len);
+	/*
+	 * Chunked, which every IPP printer must take (RFC 8010): with a Content-Length,
+	 * ippeveprinter stopped short of the PDF's last bytes.
+	 */
+	http_status_t st = cupsSendRequest(http, req, pr->resource, CUPS_LENGTH_VARIABLE);
 	for (size_t off = 0; st == HTTP_STATUS_CONTINUE && off < len;) {
 		size_t n = len - off > 65536 ? 65536 : len - off;
 		st = cupsWriteRequestData(http, (const char *)data + off, n);
