@@ -76,10 +76,10 @@ static void audit_all(struct admin_print_call *c, const char *printer, uint64_t 
 {
 	char outcome[128];
 	if (reason)
-		snprintf(outcome, sizeof(outcome), "print failed on %s job %llu: %.60s", printer,
+		snprintf(outcome, sizeof(outcome), "print failed on %.32s job %llu: %.50s", printer,
 			 (unsigned long long)job, reason);
 	else
-		snprintf(outcome, sizeof(outcome), "printed on %s job %llu", printer,
+		snprintf(outcome, sizeof(outcome), "printed on %.32s job %llu", printer,
 			 (unsigned long long)job);
 	for (size_t i = 0; c->t->store && i < c->n; i++)
 		store_audit(c->t->store, c->labels[i].dev_eui, "io.tpad.Admin.Print", c->uid,

@@ -8,14 +8,21 @@
 #include <sys/types.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/tpad/tpad.conf"
-#define CONFIG_MAX_LIST 32
-#define CONFIG_MAX_PRINTERS 16 /* [printer.<name>] sections */
-#define CONFIG_MAX_CAPTIONS 4  /* label.caption-1 .. label.caption-4 */
-#define CONFIG_PRINTER_NAME_MAX 32
+#define CONFIG_MAX_LIST 32	       /* = CONF_MAX_IDS */
+#define CONFIG_MAX_PRINTERS 16	       /* [printer.<name>] sections */
+#define CONFIG_MAX_CAPTIONS 4	       /* label.caption-1 .. label.caption-4 */
+#define CONFIG_PRINTER_NAME_MAX 64 /* bytes of a printer's name, NUL included */
+
+struct conf_origins;
 
 enum upstream_auth {
 	UPSTREAM_AUTH_PSK,
 	UPSTREAM_AUTH_PSK_OAUTH2,
+};
+
+enum config_tls_min {
+	CONFIG_TLS_1_1,
+	CONFIG_TLS_1_2,
 };
 
 enum qr_ec_level {
@@ -25,8 +32,9 @@ enum qr_ec_level {
 	QR_EC_H,
 };
 
-/* What a printer is sent: raw ZPL, or a PDF document. */
+/* What a printer is sent: raw ZPL, or a PDF document; auto: by the url's scheme. */
 enum printer_language {
+	PRINTER_LANG_AUTO,
 	PRINTER_LANG_ZPL,
 	PRINTER_LANG_PDF,
 };
@@ -61,10 +69,8 @@ struct config_label {
  */
 struct config_printer {
 	char *name;
-	unsigned line; /* where the section starts, for error messages */
 	char *url;
-	enum printer_language language;
-	bool language_set; /* false: ZPL for socket://, PDF for ipp(s):// */
+	enum printer_language language; /* see config_printer_language() */
 	uint32_t dpi;
 	uint32_t width;	 /* 0.1 mm */
 	uint32_t height; /* 0.1 mm */
@@ -100,9 +106,13 @@ struct config {
 	/* [limits] */
 	size_t max_message;
 	uint32_t idle_timeout_ms;
+	uint32_t message_timeout_ms;
 	uint32_t max_clients;
 	uint32_t max_clients_per_uid;
+	uint32_t max_clients_per_process;
 	uint32_t max_pending_calls; /* calls queued on one connection */
+	size_t max_output;	    /* reply bytes owed to one client */
+	size_t max_output_total;    /* reply bytes owed to all clients */
 
 	/* [upstream] */
 	char *upstream_url; /* https://host[:port] or http:// (tests) */
@@ -110,17 +120,18 @@ struct config {
 	uint32_t upstream_queue;
 	char *upstream_psk_identity;
 	char *upstream_psk_file;     /* NULL: credential tpa-psk only */
-	int upstream_tls_min;	     /* 1 = TLS 1.1, 2 = TLS 1.2 */
+	int upstream_tls_min;	     /* enum config_tls_min */
 	char *upstream_ciphersuites; /* comma separated mbedTLS names */
 	uint32_t upstream_connect_timeout_ms;
 	uint32_t upstream_handshake_timeout_ms;
 	uint32_t upstream_request_timeout_ms;
+	uint32_t upstream_settle_after_ms; /* 0: twice upstream_request_timeout_ms */
 	uint32_t upstream_backoff_min_ms;
 	uint32_t upstream_backoff_max_ms;
 	uint32_t upstream_breaker_threshold; /* consecutive failures that open it */
 	uint32_t upstream_breaker_cooldown_ms;
 	size_t upstream_max_response;
-	enum upstream_auth upstream_auth;
+	int upstream_auth; /* enum upstream_auth */
 
 	/* [oauth2] */
 	char *oauth2_token_url;
@@ -144,6 +155,7 @@ struct config {
 	/* [store] */
 	char *store_path;
 	char *store_key_file;		/* NULL: credential store-key only */
+	char *store_instance;		/* NULL: the host name */
 	uint32_t store_commit_delay_ms; /* group commit window */
 
 	/* [device] */
@@ -155,7 +167,7 @@ struct config {
 	char *qr_format;     /* png|svg|zpl|text|none */
 	uint32_t qr_scale;
 	uint32_t qr_margin;
-	enum qr_ec_level qr_ec_level;
+	int qr_ec_level; /* enum qr_ec_level */
 
 	/* [import] */
 	uint32_t import_concurrency;
@@ -169,11 +181,18 @@ struct config {
 	/* [printer.<name>] */
 	struct config_printer printers[CONFIG_MAX_PRINTERS];
 	size_t n_printers;
+
+	struct conf_origins *origins; /* where each value came from (core/conf) */
 };
 
 /* The printer section called name, or NULL. */
 const struct config_printer *config_printer_find(const struct config *c, const char *name);
 
+/* A printer's language: as configured, or ZPL for socket:// and PDF for ipp(s)://. */
+enum printer_language config_printer_language(const struct config_printer *p);
+
+/* Where a directive's value came from ("default", "file:line"); name as in the file. */
+const char *config_origin(const struct config *c, const char *name);
 
 /* Fill *c with every directive's default. */
 void config_defaults(struct config *c);
@@ -189,8 +208,9 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen);
 int config_load_string(struct config *c, const char *name, const char *text, char *err,
 		       size_t errlen);
 
-/* Write every directive with its effective value, in tpad.conf syntax. */
-void config_print(const struct config *c, FILE *f);
+/* Write every directive with its effective value, in tpad.conf syntax; with origins each
+ * line says where its value came from (default or file:line). */
+void config_print(const struct config *c, FILE *f, bool origins);
 
 /* Free the strings held by *c. Accepts a zeroed struct. */
 void config_free(struct config *c);

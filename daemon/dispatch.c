@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
 
 #include "activation.h"
 #include "admin.h"
@@ -28,6 +31,8 @@
 #include "tpad.h"
 
 typedef void handler_fn(struct tpad *t, struct req *r);
+
+static uint32_t settle_after_ms(const struct config *cfg);
 
 struct handler {
 	const char *method;
@@ -72,14 +77,18 @@ static void h_status(struct tpad *t, struct req *r)
 	server_get_stats(t->srv, &st);
 	uint64_t up = (clock_now_us() - t->started_us) / 1000000u;
 	json_t *o = json_pack(
-	    "{s:s, s:I, s:{s:i, s:i}, s:{s:I, s:I}, s:I, s:i, s:{s:I, s:I, s:I, s:I, s:I, "
-	    "s:I}}",
+	    "{s:s, s:I, s:{s:i, s:i}, s:{s:I, s:I}, s:I, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I, "
+	    "s:I, s:I, s:I, s:I, s:I}}",
 	    "version", TPAD_VERSION, "uptime", (json_int_t)up, "connections", "station",
 	    (int)st.connections[SOCK_STATION], "admin", (int)st.connections[SOCK_ADMIN], "accepted",
 	    "station", (json_int_t)st.accepted[SOCK_STATION], "admin",
 	    (json_int_t)st.accepted[SOCK_ADMIN], "calls", (json_int_t)st.calls, "callsInFlight",
-	    (int)st.calls_in_flight, "limitsHit", "maxClients", (json_int_t)st.hit.max_clients,
-	    "maxClientsPerUid", (json_int_t)st.hit.max_clients_per_uid, "maxMessage",
+	    (int)st.calls_in_flight, "outputOwed", (json_int_t)st.output_owed, "limitsHit",
+	    "maxClients", (json_int_t)st.hit.max_clients, "maxClientsPerUid",
+	    (json_int_t)st.hit.max_clients_per_uid, "maxClientsPerProcess",
+	    (json_int_t)st.hit.max_clients_per_process, "messageTimeout",
+	    (json_int_t)st.hit.message_timeout, "maxOutput", (json_int_t)st.hit.max_output,
+	    "maxOutputTotal", (json_int_t)st.hit.max_output_total, "maxMessage",
 	    (json_int_t)st.hit.max_message, "idleTimeout", (json_int_t)st.hit.idle_timeout,
 	    "maxPendingCalls", (json_int_t)st.hit.max_pending_calls, "slowReader",
 	    (json_int_t)st.hit.slow_reader);
@@ -96,12 +105,16 @@ static void h_status(struct tpad *t, struct req *r)
 	if (t->act) {
 		struct activation_stats as;
 		activation_get_stats(t->act, &as);
-		json_t *a = json_pack("{s:I, s:I, s:I, s:I, s:i}", "live", (json_int_t)as.live,
-				      "stored", (json_int_t)as.stored, "settledByQuery",
-				      (json_int_t)as.settled_by_query, "reimported",
-				      (json_int_t)as.reimported, "inFlight", (int)as.in_flight);
+		json_t *a = json_pack(
+		    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:i}", "live",
+		    (json_int_t)as.live, "stored", (json_int_t)as.stored, "settledByQuery",
+		    (json_int_t)as.settled_by_query, "reimported", (json_int_t)as.reimported,
+		    "notYetTrusted", (json_int_t)as.not_yet_trusted, "foreign",
+		    (json_int_t)as.foreign, "adopted", (json_int_t)as.adopted, "settleRuns",
+		    (json_int_t)as.settle_runs, "unsettled", (int)t->settle_pending,
+		    "settleAfterMs", (int)settle_after_ms(t->cfg), "inFlight", (int)as.in_flight);
 		json_t *by = json_object();
-		for (int i = 0; i <= ACT_STORE_FAILED; i++)
+		for (int i = 0; i <= ACT_RETIRED; i++)
 			json_object_set_new(by, activation_outcome_name((enum act_outcome)i),
 					    json_integer((json_int_t)as.outcomes[i]));
 		json_object_set_new(a, "outcomes", by);
@@ -135,6 +148,7 @@ static const struct handler handlers[] = {
     {"io.tpad.Admin.ListDevices", admin_list_devices},
     {"io.tpad.Admin.GetDevice", admin_get_device},
     {"io.tpad.Admin.Print", admin_print},
+    {"io.tpad.Admin.Adopt", admin_adopt},
 };
 
 /* The handler of a method, or NULL if it is declared but not built yet. */
@@ -218,6 +232,18 @@ static int op_update(void *ctx, const struct store_record *r, store_done_fn *cb,
 	return t->store ? store_update(t->store, r, cb, arg) : -ESHUTDOWN;
 }
 
+static int op_write_attempt(void *ctx, const struct store_record *r, bool insert,
+			    const struct store_attempt *a, store_done_fn *cb, void *arg)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_write_attempt(t->store, r, insert, a, cb, arg) : -ESHUTDOWN;
+}
+
+static int64_t op_now_ms(void *ctx)
+{
+	return clock_wall_ms();
+}
+
 static int op_audit(void *ctx, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
 		    const char *outcome)
 {
@@ -258,14 +284,46 @@ static const struct activation_ops production_ops = {
     .query = op_query,
     .list_pending = op_list_pending,
     .random = op_random,
+    .write_attempt = op_write_attempt,
+    .now_ms = op_now_ms,
 };
+
+/* How often PENDING rows whose time has come are settled in the background. */
+#define SETTLE_TICK_MS 1000
+
+/* The settle-after in force: upstream.settle-after, or twice the request timeout. */
+static uint32_t settle_after_ms(const struct config *cfg)
+{
+	return cfg->upstream_settle_after_ms ? cfg->upstream_settle_after_ms
+					     : 2 * cfg->upstream_request_timeout_ms;
+}
+
+/* A background pass over the PENDING rows ended. */
+static void on_settle_pass(unsigned still_pending, void *arg)
+{
+	struct tpad *t = arg;
+	t->settle_pending = still_pending;
+}
+
+/* Every SETTLE_TICK_MS: settle the PENDING rows whose time has come. */
+static void settle_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpad *t = arg;
+	if (!t->act || t->stopping)
+		return;
+	int r = activation_settle_due(t->act, t->cfg->upstream_sessions, on_settle_pass, t);
+	if (r < 0 && r != -EBUSY)
+		log_warn_errno(r, "cannot list PENDING devices to settle");
+}
 
 /* Start-up reconciliation finished. */
 static void on_reconciled(unsigned still_pending, void *arg)
 {
+	struct tpad *t = arg;
+	t->settle_pending = still_pending;
 	if (still_pending)
-		log_warnx("%u PENDING devices could not be settled with the cloud yet; the next "
-			  "request for each settles it",
+		log_warnx("%u PENDING devices could not be settled with the cloud yet; they are "
+			  "settled in the background with backoff",
 			  still_pending);
 	else
 		log_info("every PENDING device is settled");
@@ -280,9 +338,9 @@ static int open_store(struct tpad *t)
 	char err[512];
 	int r = cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len);
 	if (r < 0) {
-		log_err_errno(r, "cannot load the store key (credential store-key%s%s)",
-			      cfg->store_key_file ? " or store.key-file " : "",
-			      cfg->store_key_file ? cfg->store_key_file : "");
+		char why[256];
+		log_errx("cannot load the store key: %s",
+			 cred_explain(r, "store-key", cfg->store_key_file, why, sizeof(why)));
 		return r;
 	}
 	if (len != STORE_KEY_LEN) {
@@ -291,7 +349,11 @@ static int open_store(struct tpad *t)
 			 STORE_KEY_LEN, 2 * STORE_KEY_LEN, len);
 		return -EINVAL;
 	}
+	char host[65] = "";
+	if (!cfg->store_instance && gethostname(host, sizeof(host) - 1) < 0)
+		snprintf(host, sizeof(host), "tpad");
 	struct store_options o = {.path = cfg->store_path,
+				  .instance = cfg->store_instance ? cfg->store_instance : host,
 				  .key = key,
 				  .key_len = len,
 				  .commit_delay_ms = cfg->store_commit_delay_ms};
@@ -325,10 +387,16 @@ int dispatch_init(struct tpad *t)
 	}
 	t->rng = rng_new("tpad AppKey generator");
 	t->act = activation_new(&production_ops, t, t->cfg->device_join_eui, t->cfg->qr_profile_id);
-	if (!t->rng || !t->act) {
+	t->settle_ev = event_new(t->base, -1, EV_PERSIST, settle_tick, t);
+	if (!t->rng || !t->act || !t->settle_ev) {
 		log_errx("cannot set up activation");
 		return -ENOMEM;
 	}
+	activation_set_settle(t->act, settle_after_ms(t->cfg), t->cfg->upstream_backoff_min_ms,
+			      t->cfg->upstream_backoff_max_ms);
+	struct timeval tick = {.tv_sec = SETTLE_TICK_MS / 1000,
+			       .tv_usec = (SETTLE_TICK_MS % 1000) * 1000};
+	event_add(t->settle_ev, &tick);
 	uint64_t counts[STORE_N_STATES] = {0};
 	if (store_count(t->store, counts) == 0 && counts[STORE_PENDING]) {
 		log_notice("settling %llu PENDING devices with the cloud",
@@ -349,6 +417,9 @@ void dispatch_finish(struct tpad *t)
 	 */
 	t->print = print_free(t->print);
 	t->layout = layout_free(t->layout);
+	if (t->settle_ev)
+		event_free(t->settle_ev);
+	t->settle_ev = NULL;
 	tpa_free(t->tpa);
 	t->tpa = NULL;
 	struct store *s = t->store;
@@ -358,6 +429,34 @@ void dispatch_finish(struct tpad *t)
 	t->act = NULL;
 	rng_free(t->rng);
 	t->rng = NULL;
+}
+
+/*
+ * Check that a credential the configuration needs can be loaded. One that is neither in
+ * $CREDENTIALS_DIRECTORY nor given by a file directive comes from systemd at run time and
+ * is not checked here.
+ */
+static int check_credential(const char *name, const char *file, bool hex, char *err,
+			    size_t errlen)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	if ((!dir || !*dir) && (!file || !*file))
+		return 0;
+	uint8_t buf[512];
+	size_t len;
+	int r = hex ? cred_load_hex(name, file, buf, sizeof(buf), &len)
+		    : cred_load_text(name, file, (char *)buf, sizeof(buf));
+	cred_wipe(buf, sizeof(buf));
+	if (r < 0) {
+		char why[256];
+		snprintf(err, errlen, "%s", cred_explain(r, name, file, why, sizeof(why)));
+		return r;
+	}
+	if (strcmp(name, "store-key") == 0 && len != STORE_KEY_LEN) {
+		snprintf(err, errlen, "the store key must be %d hexadecimal digits", 2 * STORE_KEY_LEN);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
@@ -380,12 +479,20 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		r = layout_new(&cfg->label, p->dpi, p->width, p->height, cfg->qr_ec_level, &l, why,
 			       sizeof(why));
 		if (r < 0) {
-			snprintf(err, errlen, "[printer.%s] (line %u): %s", p->name, p->line, why);
+			char url[128];
+			snprintf(url, sizeof(url), "printer.%s.url", p->name);
+			snprintf(err, errlen, "[printer.%s] (%s): %s", p->name, config_origin(cfg, url),
+				 why);
 			return r;
 		}
 		layout_free(l);
 	}
-	return 0;
+	r = check_credential("store-key", cfg->store_key_file, true, err, errlen);
+	if (r == 0 && strncmp(cfg->upstream_url, "https:", 6) == 0)
+		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
+	if (r == 0 && cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2)
+		r = check_credential("oauth-secret", cfg->oauth2_secret_file, false, err, errlen);
+	return r;
 }
 
 void dispatch_status_line(const struct tpad *t, char *buf, size_t len)

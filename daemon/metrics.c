@@ -51,6 +51,11 @@ static void render_server(FILE *f, const struct tpad *t)
 	sample(f, "tpad_limits_hit_total", "limit=\"max_clients\"", st.hit.max_clients);
 	sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_uid\"",
 	       st.hit.max_clients_per_uid);
+	sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_process\"",
+	       st.hit.max_clients_per_process);
+	sample(f, "tpad_limits_hit_total", "limit=\"message_timeout\"", st.hit.message_timeout);
+	sample(f, "tpad_limits_hit_total", "limit=\"max_output\"", st.hit.max_output);
+	sample(f, "tpad_limits_hit_total", "limit=\"max_output_total\"", st.hit.max_output_total);
 	sample(f, "tpad_limits_hit_total", "limit=\"max_message\"", st.hit.max_message);
 	sample(f, "tpad_limits_hit_total", "limit=\"idle_timeout\"", st.hit.idle_timeout);
 	sample(f, "tpad_limits_hit_total", "limit=\"max_pending_calls\"", st.hit.max_pending_calls);
@@ -67,7 +72,7 @@ static void render_activations(FILE *f, const struct tpad *t)
 	char labels[64];
 	family(f, "tpad_activations_total", "counter",
 	       "Activations, imports and settlements finished, by outcome.");
-	for (int i = 0; i <= ACT_STORE_FAILED; i++) {
+	for (int i = 0; i <= ACT_RETIRED; i++) {
 		snprintf(labels, sizeof(labels), "outcome=\"%s\"",
 			 activation_outcome_name((enum act_outcome)i));
 		sample(f, "tpad_activations_total", labels, as.outcomes[i]);
@@ -79,6 +84,17 @@ static void render_activations(FILE *f, const struct tpad *t)
 	family(f, "tpad_outcomes_settled_by_query_total", "counter",
 	       "Unknown import outcomes settled with the read-only query.");
 	sample(f, "tpad_outcomes_settled_by_query_total", NULL, as.settled_by_query);
+	family(f, "tpad_settle_not_yet_trusted_total", "counter",
+	       "Query answers \"not found\" too early to trust (upstream.settle-after).");
+	sample(f, "tpad_settle_not_yet_trusted_total", NULL, as.not_yet_trusted);
+	family(f, "tpad_devices_foreign_total", "counter",
+	       "Devices found held by the cloud from an import that was not ours.");
+	sample(f, "tpad_devices_foreign_total", NULL, as.foreign);
+	family(f, "tpad_devices_adopted_total", "counter", "FOREIGN devices an admin adopted.");
+	sample(f, "tpad_devices_adopted_total", NULL, as.adopted);
+	family(f, "tpad_settle_runs_total", "counter",
+	       "Background settlements of PENDING devices started.");
+	sample(f, "tpad_settle_runs_total", NULL, as.settle_runs);
 	family(f, "tpad_activations_in_flight", "gauge",
 	       "Activations waiting on the store or cloud.");
 	sample(f, "tpad_activations_in_flight", NULL, as.in_flight);

@@ -450,7 +450,7 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 	j->arg = arg;
 	j->submitted_us = clock_now_us();
 	int r = 0;
-	if (pr->cfg->language == PRINTER_LANG_ZPL) {
+	if (config_printer_language(pr->cfg) == PRINTER_LANG_ZPL) {
 		/* ZPL is cheap to make: made here, so a label that does not fit fails now. */
 		struct layout_doc *d;
 		r = layout_doc_new(pr->layout, LAYOUT_ZPL, &d);
@@ -505,7 +505,7 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 /* The name of a printer's language. */
 static const char *language_name(const struct print_printer *pr)
 {
-	return pr->cfg->language == PRINTER_LANG_ZPL ? "zpl" : "pdf";
+	return config_printer_language(pr->cfg) == PRINTER_LANG_ZPL ? "zpl" : "pdf";
 }
 
 json_t *print_status_json(struct print *p)

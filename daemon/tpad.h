@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct event;
 struct config;
 struct server;
 struct listener;
@@ -18,6 +19,7 @@ struct print;
 struct tpad {
 	struct event_base *base;
 	const struct config *cfg;
+	const char *config_path; /* NULL: built-in defaults (nothing to reload) */
 	struct server *srv;
 	struct listener *listeners[2]; /* indexed by enum sock_kind */
 	struct tpa *tpa;	       /* upstream API client */
@@ -26,6 +28,8 @@ struct tpad {
 	struct rng *rng;     /* AppKey generator */
 	struct layout *layout; /* label.* at label.dpi: station and export labels */
 	struct print *print;   /* label printers */
+	struct event *settle_ev;   /* background settling of PENDING rows */
+	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 };

@@ -36,7 +36,7 @@ static const struct param_spec qr_options_params[] = {
 };
 
 static const struct param_spec print_options_params[] = {
-    {"printer", PARAM_STRING, false, 1, 31},
+    {"printer", PARAM_STRING, false, 1, 63},
     {"copies", PARAM_INT, false, 1, PROTO_MAX_COPIES},
 };
 
@@ -72,7 +72,7 @@ static const struct param_spec lookup_params[] = {
 static const struct param_spec print_params[] = {
     {"devEUI", PARAM_EUI, false, 0, 0},
     {"state", PARAM_STATE, false, 0, 0},
-    {"printer", PARAM_STRING, false, 1, 31},
+    {"printer", PARAM_STRING, false, 1, 63},
     {"copies", PARAM_INT, false, 1, PROTO_MAX_COPIES},
 };
 
@@ -119,6 +119,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "Export", PROTO_SOCKET_ADMIN, true, export_params),
     METHOD(IFACE_ADMIN, "ListDevices", PROTO_SOCKET_ADMIN, false, list_devices_params),
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
+    METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD0(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN),
     METHOD(IFACE_ADMIN, "Print", PROTO_SOCKET_ADMIN, false, print_params),
 };

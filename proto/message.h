@@ -61,7 +61,7 @@ enum param_type {
 	PARAM_QR_OPTIONS,    /* object: format, scale, margin, ecLevel */
 	PARAM_EXPORT_FORMAT, /* png, svg, zpl or csv */
 	PARAM_IMPORT_ROWS,   /* array of at most PROTO_MAX_IMPORT_ROWS ImportRow objects */
-	PARAM_PRINT_OPTIONS, /* object: printer (1..31 characters), copies (1..100) */
+	PARAM_PRINT_OPTIONS, /* object: printer (1..63 characters), copies (1..100) */
 };
 
 /* One parameter of a method. JSON null counts as absent. */

@@ -100,7 +100,7 @@ class Foundation(TpadTestCase):
             self.assertGreaterEqual(a.call("io.tpad.Admin.Status")["limitsHit"]["maxMessage"], 1)
 
     def test_300_idle_clients_then_new_client(self):
-        d = self.daemon().start()
+        d = self.daemon(conf_extra="limits.max-clients-per-process = 400").start()
         idle = [d.station_client() for _ in range(300)]
         try:
             with d.station_client() as c:
@@ -276,7 +276,12 @@ class Config(TpadTestCase):
         with open(again, "w") as f:
             f.write(p.stdout)
         p2 = self.run_tpad("--config", again, "--print-config")
-        self.assertEqual(p2.stdout, p.stdout)
+        values = lambda text: [l for l in text.splitlines() if not l.startswith("# from ")]
+        self.assertEqual(values(p2.stdout), values(p.stdout))
+        # Each value says where it came from.
+        self.assertRegex(p.stdout, r"# from .*tpad\.conf:\d+\nidle-timeout = 90s\n")
+        self.assertIn("# from default\nmax-clients = ", p.stdout)
+        self.assertRegex(p2.stdout, r"# from .*again\.conf:\d+\nmax-clients = ")
 
     def test_shipped_config_is_valid(self):
         p = self.run_tpad("--config", os.path.join(tpadtest.SRC_ROOT, "conf", "tpad.conf"),

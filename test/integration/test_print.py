@@ -478,13 +478,16 @@ class Print(TpadTestCase):
         self.assertIn("nowhere", p.stderr)
         p = check("[printer.a]\nurl = socket://127.0.0.1\nwidth = 20\n")
         self.assertEqual(p.returncode, 1)
-        self.assertIn("[printer.a] (line 1)", p.stderr)
+        self.assertIn("[printer.a] (c.conf:2)", p.stderr)
         self.assertIn("label.caption-1", p.stderr)
         p = check("[label]\ncaption-3 = a rather long line of free text\n")
         self.assertEqual(p.returncode, 1)
         self.assertIn("label.caption-3", p.stderr)
+        key = os.path.join(self.tmp, "store.key")
+        tpadtest.write_secret(key, "00" * 32)
         p = check("[printer.a]\nurl = socket://127.0.0.1\n[printer.b]\n"
-                  "url = ipps://127.0.0.1/ipp/print\n[print]\ndefault = b\n")
+                  "url = ipps://127.0.0.1/ipp/print\n[print]\ndefault = b\n"
+                  f"[store]\nkey-file = {key}\n[upstream]\nurl = http://127.0.0.1:9\n")
         self.assertEqual(p.returncode, 0, p.stderr)
 
 

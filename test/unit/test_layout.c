@@ -71,8 +71,8 @@ static void test_config(void)
 		  0);
 	CHECK_INT(c.n_printers, 2);
 	CHECK_STR(c.printers[0].name, "line1");
-	CHECK_INT(c.printers[0].language, PRINTER_LANG_ZPL);
-	CHECK_INT(c.printers[1].language, PRINTER_LANG_PDF);
+	CHECK_INT(config_printer_language(&c.printers[0]), PRINTER_LANG_ZPL);
+	CHECK_INT(config_printer_language(&c.printers[1]), PRINTER_LANG_PDF);
 	CHECK_INT(c.printers[1].dpi, 300);
 	CHECK_INT(c.printers[0].n_station_uids, 1);
 	CHECK_STR(c.print_default, "office");
@@ -82,7 +82,7 @@ static void test_config(void)
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
-	config_print(&c, f);
+	config_print(&c, f, false);
 	fclose(f);
 	struct config again;
 	CHECK_INT(load(&again, text, err, sizeof(err)), 0);
@@ -98,12 +98,8 @@ static void test_config(void)
 	CHECK_INT(load(&c, "[printer.a]\nurl = lpd://x\n", err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "test.conf:2:") && strstr(err, "printer.a.url"));
 	config_free(&c);
-	CHECK_INT(load(&c, "[printer.a]\nurl = socket://x\n[printer.a]\n", err, sizeof(err)),
-		  -EINVAL);
-	CHECK(strstr(err, "test.conf:3:") && strstr(err, "already defined at line 1"));
-	config_free(&c);
 	CHECK_INT(load(&c, "[printer.a]\ndpi = 300\n", err, sizeof(err)), -EINVAL);
-	CHECK(strstr(err, "test.conf:1:") && strstr(err, "has no url"));
+	CHECK(strstr(err, "[printer.a] has no url") != NULL);
 	config_free(&c);
 	CHECK_INT(load(&c, "[printer.a]\nurl = socket://x\nlanguage = pdf\n", err, sizeof(err)),
 		  -EINVAL);
