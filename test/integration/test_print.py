@@ -478,7 +478,7 @@ class Print(TpadTestCase):
         self.assertIn("nowhere", p.stderr)
         p = check("[printer.a]\nurl = socket://127.0.0.1\nwidth = 20\n")
         self.assertEqual(p.returncode, 1)
-        self.assertIn("[printer.a] (c.conf:2)", p.stderr)
+        self.assertIn("c.conf:2): label.caption-1", p.stderr)
         self.assertIn("label.caption-1", p.stderr)
         p = check("[label]\ncaption-3 = a rather long line of free text\n")
         self.assertEqual(p.returncode, 1)
