@@ -81,6 +81,7 @@ int ctl_import(struct ctl *c, struct ctl_args *a);
 int ctl_export(struct ctl *c, struct ctl_args *a);
 int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
+int ctl_adopt(struct ctl *c, struct ctl_args *a);
 int ctl_print(struct ctl *c, struct ctl_args *a);
 
 /* The print object of a station call from --print, --printer and --copies, or NULL. */

@@ -38,6 +38,7 @@ static void usage(FILE *f)
 		   "         [--margin N] [--ec-level L|M|Q|H]\n"
 		   "  devices [--state STATE] [--limit N]\n"
 		   "  device EUI\n"
+		   "  adopt EUI                   take a FOREIGN device's token from the cloud\n"
 		   "  print EUI | --state STATE [--printer NAME] [--copies N]\n"
 		   "                              print (reprint) labels, a batch as one job\n"
 		   "  metrics                     OpenMetrics text for node_exporter\n"
@@ -115,6 +116,7 @@ static const struct command commands[] = {
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0},
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0},
     {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1},
+    {"adopt", ctl_adopt, CTL_ADMIN, 0, false, 1, 1},
     {"print", ctl_print, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_PRINTER) | BIT(OPT_COPIES), false, 0,
      1},
 };
