@@ -272,7 +272,8 @@ class Print(TpadTestCase):
         with open(path, "wb") as f:
             f.write(base64.b64decode(look["qr"]["data"]))
         self.assertEqual(decode_png(path), dev["qrText"])
-        self.assertIn(f"printed on line1 job {r['print']['job']}", self.audit(eui(1)))
+        wait_for(lambda: f"printed on line1 job {r['print']['job']}" in self.audit(eui(1)), 10,
+                 "the print's audit row")
         # Copies ride in one job as ^PQ.
         r = self.activate(eui(1), print={"copies": 3})
         self.assertIn("^PQ3\n", self.raw.jobs[-1])
@@ -318,7 +319,9 @@ class Print(TpadTestCase):
         self.assertEqual(r["device"]["ownerToken"], p["device"]["ownerToken"])
         self.assertEqual(len(self.raw.jobs), 1)
         self.assertEqual(self.s.counters()["imports"], 1)
-        audit = self.audit(eui(2))
+        # Audit rows ride in the store's next commit.
+        audit = wait_for(lambda: (lambda a: a if any(x.startswith("printed on") for x in a)
+                                  else None)(self.audit(eui(2))), 10, "the audit rows")
         self.assertTrue(any(a.startswith("print failed on line1") and "paper out" in a
                             for a in audit), audit)
         self.assertTrue(any("head open" in a for a in audit), audit)
@@ -374,7 +377,8 @@ class Print(TpadTestCase):
         self.assertEqual(zpl.count("^XA"), 5)
         self.assertEqual(sorted(self.render_zpl(zpl, "batch")), sorted(texts.values()))
         for d in devs:
-            self.assertIn(f"printed on line1 job {r['job']}", self.audit(d))
+            wait_for(lambda: f"printed on line1 job {r['job']}" in self.audit(d), 10,
+                     "the batch's audit rows")
         # A station without a printer of its own and no default must name one.
         e = self.call_err(self.d.station_client(), "io.tpad.Station.Lookup",
                           {"devEUI": devs[0], "print": {}})
