@@ -100,9 +100,9 @@ static void on_printed(const struct print_result *res, void *arg)
 	audit_all(c, res->printer, res->job, res->ok ? NULL : res->reason);
 	if (res->ok)
 		req_reply(c->r,
-			  json_pack("{s:s, s:I, s:s, s:I}", "printer", res->printer, "job",
+			  json_pack("{s:s, s:I, s:s, s:I, s:f}", "printer", res->printer, "job",
 				    (json_int_t)res->job, "state", "printed", "labels",
-				    (json_int_t)c->n),
+				    (json_int_t)c->n, "sendMs", res->sent_ms),
 			  false);
 	else
 		req_error(c->r, "io.tpad.Admin.PrintFailed",

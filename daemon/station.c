@@ -144,8 +144,9 @@ static void on_printed(const struct print_result *res, void *arg)
 	print_audit(pp->t, pp->dev_eui, pp->method, pp->uid, pp->pid, res->printer, res->job,
 		    res->ok ? NULL : res->reason);
 	if (res->ok) {
-		json_t *p = json_pack("{s:s, s:I, s:s}", "printer", res->printer, "job",
-				      (json_int_t)res->job, "state", "printed");
+		json_t *p = json_pack("{s:s, s:I, s:s, s:f}", "printer", res->printer, "job",
+				      (json_int_t)res->job, "state", "printed", "sendMs",
+				      res->sent_ms);
 		if (p && res->printer_job)
 			json_object_set_new(p, "printerJob", json_integer(res->printer_job));
 		json_object_set_new(pp->reply, "print", p);

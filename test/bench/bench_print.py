@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""bench_print: labels per second to a raw 9100 printer, and commit-to-last-byte of a live print.
+
+Run on demand (never part of the timed suite):
+
+    python3 test/bench/bench_print.py [BUILD] [--devices N] [--live N] [--baseline N]
+
+A fresh tpad imports N devices from tpa-sim on loopback, then `Admin.Print` of state
+ISSUED sends them to a raw 9100 printer on loopback (a listener here that answers ~HS and
+reads the job to its end) as one ZPL job; the rate is labels over the time of the call,
+drawing included, median of 3 runs. Then --live single activations with print: each
+reply's print.sendMs is the time from the store commit to the job's last byte (the ~HS
+round trip included); median and p90. The baseline, in the same run, is a shell loop that
+for each of --baseline labels makes a PDF with tpad's own layout (test-layout render) and
+submits it with ipptool's Print-Job to CUPS's ippeveprinter on loopback, one process pair
+per label: what a station script without tpad's printing would do. (Debian's `lp` needs a
+running CUPS scheduler; ipptool sends the same Print-Job straight to the printer.)
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+
+import bench_upstream  # noqa: E402
+from bench_upstream import Bench, machine_line  # noqa: E402
+
+HS_READY = ("\x02030,0,0,0256,000,0,0,0,000,0,0,0\x03\r\n"
+            "\x02000,0,0,0,0,2,4,0,00000000,1,000\x03\r\n\x021234,0\x03\r\n").encode()
+
+
+class Sink:
+    """A raw 9100 printer: answers ~HS, reads each job to EOF, counts labels."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.labels = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        buf = b""
+        while b"~HS" not in buf:
+            chunk = c.recv(65536)
+            if not chunk:
+                c.close()
+                return
+            buf += chunk
+        c.sendall(HS_READY)
+        n = buf.count(b"^XA")
+        tail = buf[-3:]
+        while True:
+            chunk = c.recv(1 << 20)
+            if not chunk:
+                break
+            n += (tail + chunk).count(b"^XA")
+            tail = chunk[-3:]
+        self.labels += n
+        c.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("build", nargs="?", default="build", help="meson build directory")
+    ap.add_argument("--devices", type=int, default=5000, help="labels in the batch")
+    ap.add_argument("--live", type=int, default=200, help="single live prints timed")
+    ap.add_argument("--baseline", type=int, default=100, help="labels of the shell baseline")
+    ap.add_argument("--workdir", help="where the store goes (default: the build dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    a = ap.parse_args()
+    print("command: " + " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
+    with Bench(a.build, a.workdir, a.keep) as b:
+        print(f"machine: {machine_line(b.dir)}")
+        sink = Sink()
+        s = b.sim()
+        d = b.tpad(s.port, "upstream.sessions = 8\nprint.default = line1", start=False)
+        with open(d.conf, "a") as f:
+            f.write(f"[printer.line1]\nurl = socket://127.0.0.1:{sink.port}\n"
+                    "status-interval = 0\n")
+        d.start()
+        b.wait_warm(d)
+        src = os.path.join(b.subdir("csv"), "rows.csv")
+        with open(src, "w") as f:
+            f.write("devEUI,tkmInfo,serial\n")
+            for i in range(a.devices):
+                f.write(f"70B3D5{i:010X},{os.urandom(10).hex().upper()},SN-{i:07d}\n")
+        subprocess.run([bench_upstream.tpadtest.TPACTL, "--socket", d.admin, "import", src,
+                        "--concurrency", "64"], check=True, capture_output=True)
+        rates = []
+        for _ in range(3):
+            before = sink.labels
+            with d.admin_client(timeout=600) as c:
+                t0 = time.monotonic()
+                r = c.call("io.tpad.Admin.Print", {"state": "ISSUED"})
+                dt = time.monotonic() - t0
+            assert r["labels"] == a.devices, r
+            time.sleep(0.2)
+            assert sink.labels - before == a.devices, (sink.labels, before)
+            rates.append(a.devices / dt)
+        print(f"batch of {a.devices} labels to raw 9100, one ZPL job: "
+              f"{statistics.median(rates):,.0f} labels/s (runs: "
+              + ", ".join(f"{x:,.0f}" for x in rates) + ")")
+        sends = []
+        with d.station_client() as c:
+            for i in range(a.live):
+                r = c.call("io.tpad.Station.Activate",
+                           {"devEUI": f"70B3D6{i:010X}", "generateAppKey": True,
+                            "print": {}})
+                sends.append(r["print"]["sendMs"])
+        sends.sort()
+        print(f"live activation, store commit to the job's last byte: median "
+              f"{statistics.median(sends):.2f} ms, p90 {sends[int(len(sends) * 0.9)]:.2f} ms "
+              f"over {a.live}")
+        baseline(a, b)
+
+
+def baseline(a, b):
+    """A shell loop: one PDF per label with test-layout, one ipptool Print-Job each."""
+    import tpadtest
+    from test_print import IppPrinter
+    work = b.subdir("ipp")
+    ipp = IppPrinter(work)
+    try:
+        layout = os.path.join(os.path.abspath(a.build), "test", "test-layout")
+        script = os.path.join(work, "print-each.sh")
+        with open(script, "w") as f:
+            f.write(f"""#!/bin/sh
+set -e
+i=0
+while [ $i -lt {a.baseline} ]; do
+	t="LW:D0:70B3D57ED0000001:70B3D5$(printf %010X $i):00000000:O0123456789ABCDEF:C0000"
+	{layout} render pdf "$t" {work}/l.pdf
+	ipptool -f {work}/l.pdf -q {ipp.url()} print-job.test
+	i=$((i + 1))
+done
+""")
+        t0 = time.monotonic()
+        subprocess.run(["sh", script], check=True)
+        dt = time.monotonic() - t0
+        print(f"baseline, a PDF and an ipptool Print-Job per label to ippeveprinter: "
+              f"{a.baseline / dt:,.1f} labels/s ({dt / a.baseline * 1000:.1f} ms per label)")
+    finally:
+        ipp.stop()
+        _ = tpadtest
+
+
+if __name__ == "__main__":
+    main()
