@@ -165,10 +165,11 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 	ipp_t *resp = st == HTTP_STATUS_CONTINUE ? cupsGetResponse(http, pr->resource) : NULL;
 	j->sent_us = clock_now_us();
 	if (!resp || cupsLastError() > IPP_STATUS_OK_EVENTS_COMPLETE) {
+		bool busy = cupsLastError() == IPP_STATUS_ERROR_BUSY;
 		snprintf(j->reason, sizeof(j->reason), "the printer refused the job: %s",
 			 cupsLastErrorString());
 		ippDelete(resp);
-		return -EIO;
+		return busy ? -EBUSY : -EIO;
 	}
 	ipp_attribute_t *a = ippFindAttribute(resp, "job-id", IPP_TAG_INTEGER);
 	j->printer_job = a ? ippGetInteger(a, 0) : 0;
@@ -193,8 +194,14 @@ static void ipp_run(struct print_printer *pr, struct ipp_worker *w, struct print
 		uint8_t *data = NULL;
 		size_t len = 0;
 		r = ipp_render(pr, j, &data, &len);
-		if (r == 0)
-			r = ipp_print(pr, w, http, j, data, len);
+		/*
+		 * A printer busy with another job answers server-error-busy (RFC 8011
+		 * 5.4.22): try again until the job's timeout, as a spooler would.
+		 */
+		uint64_t deadline = j->submitted_us + (uint64_t)pr->cfg->timeout_ms * 1000u;
+		while (r == 0 && (r = ipp_print(pr, w, http, j, data, len)) == -EBUSY &&
+		       clock_now_us() + 200000u < deadline)
+			usleep(200000);
 		free(data);
 	}
 	j->ok = r == 0;
