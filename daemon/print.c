@@ -172,6 +172,40 @@ static void printer_kick(struct print_printer *pr)
 	}
 }
 
+/* Count a finished job and tell its caller, once. */
+static void job_report(struct print_job *j)
+{
+	struct print_printer *pr = j->pr;
+	if (j->probe || j->reported)
+		return;
+	j->reported = true;
+	struct print_result res = {
+	    .printer = pr->cfg->name,
+	    .job = j->id,
+	    .printer_job = j->printer_job,
+	    .ok = j->ok,
+	    .reason = j->ok ? NULL : j->reason,
+	    .sent_ms = j->sent_us ? (double)(j->sent_us - j->submitted_us) / 1000.0 : 0,
+	};
+	if (j->ok) {
+		pr->jobs_ok++;
+		pr->labels_sent += j->n_labels * j->copies;
+		pr->sent_ms_sum += res.sent_ms;
+	} else {
+		pr->jobs_failed++;
+		log_notice("print job %llu to %s failed: %s", (unsigned long long)j->id,
+			   pr->cfg->name, j->reason);
+	}
+	if (j->cb)
+		j->cb(&res, j->arg);
+}
+
+void print_job_sent(struct print_job *j)
+{
+	j->ok = true;
+	job_report(j);
+}
+
 void print_job_done(struct print_job *j)
 {
 	struct print_printer *pr = j->pr;
@@ -183,27 +217,7 @@ void print_job_done(struct print_job *j)
 		snprintf(pr->reasons, sizeof(pr->reasons), "%s", j->reasons);
 		pr->checked_us = clock_now_us();
 	}
-	if (!j->probe) {
-		struct print_result res = {
-		    .printer = pr->cfg->name,
-		    .job = j->id,
-		    .printer_job = j->printer_job,
-		    .ok = j->ok,
-		    .reason = j->ok ? NULL : j->reason,
-		    .sent_ms = j->sent_us ? (double)(j->sent_us - j->submitted_us) / 1000.0 : 0,
-		};
-		if (j->ok) {
-			pr->jobs_ok++;
-			pr->labels_sent += j->n_labels * j->copies;
-			pr->sent_ms_sum += res.sent_ms;
-		} else {
-			pr->jobs_failed++;
-			log_notice("print job %llu to %s failed: %s", (unsigned long long)j->id,
-				   pr->cfg->name, j->reason);
-		}
-		if (j->cb)
-			j->cb(&res, j->arg);
-	}
+	job_report(j);
 	job_free(j);
 	printer_kick(pr);
 }
@@ -398,7 +412,7 @@ struct print *print_free(struct print *p)
 		for (int k = 0; k < 2; k++)
 			for (struct print_job *j = list[k], *next; j; j = next) {
 				next = k ? j->next : NULL;
-				if (!j->probe && j->cb) {
+				if (!j->probe && !j->reported && j->cb) {
 					struct print_result res = {.printer = pr->cfg->name,
 								   .job = j->id,
 								   .reason = "tpad is stopping"};

@@ -29,6 +29,7 @@ struct print_job {
 	void *arg;
 	uint64_t submitted_us, sent_us;
 	/* The outcome, set by the transport. */
+	bool reported; /* the caller was told (raw: when the last byte went out) */
 	bool ok;
 	char reason[160];
 	int32_t printer_job;
@@ -80,6 +81,12 @@ struct print {
 
 /* A transport finished j (on the loop): record the outcome, call back, start the next. */
 void print_job_done(struct print_job *j);
+
+/*
+ * Raw: j's last byte is out; tell the caller now, while the connection drains (the
+ * printer stays busy until print_job_done()).
+ */
+void print_job_sent(struct print_job *j);
 
 /* Raw 9100: run j on the loop with non-blocking sockets; 0 or a negative errno. */
 int print_raw_start(struct print_job *j);

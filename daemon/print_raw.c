@@ -203,8 +203,9 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
 		/* AppSocket: the job ends with our half-close. */
 		shutdown(c->fd, SHUT_WR);
 		j->sent_us = clock_now_us();
-		j->ok = true;
 		c->phase = RAW_DRAINING;
+		/* The caller need not wait for a printer that is slow to close. */
+		print_job_sent(j);
 		conn_wait(c, EV_READ);
 		{
 			struct timeval tv = {.tv_sec = DRAIN_MS / 1000,
