@@ -5,6 +5,7 @@
 #include <cairo-svg.h>
 #include <cairo.h>
 #include <errno.h>
+#include <fontconfig/fontconfig.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -662,4 +663,10 @@ int layout_render(const struct layout *l, enum layout_format fmt, const char *qr
 	if (r < 0)
 		snprintf(err, errlen, "cannot finish the label: %s", strerror(-r));
 	return r;
+}
+
+void layout_global_cleanup(void)
+{
+	cairo_debug_reset_static_data();
+	FcFini();
 }

@@ -81,3 +81,10 @@ int layout_render(const struct layout *l, enum layout_format fmt, const char *qr
 
 /* "zpl", "pdf", "png" or "svg" to a format; -EINVAL otherwise. */
 int layout_format_from_string(const char *s, enum layout_format *ret);
+
+/*
+ * Release what cairo and fontconfig keep for the life of the process (font caches), so
+ * leak checkers see a clean exit. Only at exit, with no layout or document in use and
+ * no other thread drawing.
+ */
+void layout_global_cleanup(void);

@@ -4,6 +4,7 @@
  * field is escaped (no stray '^' or '~' from a caption).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	static bool registered;
+	if (!registered) {
+		/* The font caches cairo keeps for the process go at exit, for leak checkers. */
+		atexit(layout_global_cleanup);
+		registered = true;
+	}
 	char *tmpl = malloc(size + 1);
 	if (!tmpl)
 		return 0;

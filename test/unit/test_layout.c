@@ -298,6 +298,7 @@ static int render(int argc, char **argv)
 		return 1;
 	}
 	free(data);
+	layout_global_cleanup();
 	return 0;
 }
 
@@ -310,5 +311,6 @@ int main(int argc, char **argv)
 	test_fit();
 	test_formats();
 	test_hs();
+	layout_global_cleanup();
 	return tap_done();
 }
