@@ -32,6 +32,7 @@ struct ctl_args {
 	const char *out_dir;
 	const char *state;
 	int limit;
+	bool label;	     /* --label: the whole label layout, not the bare code */
 	bool print;	     /* --print: print on the station's default printer */
 	const char *printer; /* --printer */
 	int copies;	     /* --copies; 0: not given */

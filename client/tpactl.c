@@ -26,7 +26,7 @@ static void usage(FILE *f)
 		   "Station commands (default socket " TPAD_RUNDIR "/station.sock):\n"
 		   "  activate --dev-eui EUI [--join-eui EUI] (--tkm-info HEX | --app-key HEX |\n"
 		   "           --generate-app-key) [--serial S] [--profile-id ID]\n"
-		   "           [--format png|svg|zpl|text|none] [-o FILE]\n"
+		   "           [--format png|svg|zpl|text|none] [--label] [-o FILE]\n"
 		   "           [--print] [--printer NAME] [--copies N]\n"
 		   "  lookup --dev-eui EUI [--format ...] [-o FILE] [--print] [--printer NAME]\n"
 		   "         [--copies N]\n"
@@ -35,7 +35,7 @@ static void usage(FILE *f)
 		   "  status                      health of tpad, the cloud link and the store\n"
 		   "  import FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
 		   "  export --format png|svg|zpl|csv --out DIR [--state STATE] [--scale N]\n"
-		   "         [--margin N] [--ec-level L|M|Q|H]\n"
+		   "         [--margin N] [--ec-level L|M|Q|H] [--label]\n"
 		   "  devices [--state STATE] [--limit N]\n"
 		   "  device EUI\n"
 		   "  adopt EUI                   take a FOREIGN device's token from the cloud\n"
@@ -87,11 +87,13 @@ enum opt_id {
 	OPT_PRINT,
 	OPT_PRINTER,
 	OPT_COPIES,
+	OPT_LABEL,
 };
 
 /* Which options each command takes (bit set by enum opt_id - OPT_DEV_EUI). */
 #define BIT(o) (1u << ((o)-OPT_DEV_EUI))
-#define QR_BITS (BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL))
+#define QR_BITS                                                                                    \
+	(BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL) | BIT(OPT_LABEL))
 #define PRINT_BITS (BIT(OPT_PRINT) | BIT(OPT_PRINTER) | BIT(OPT_COPIES))
 
 struct command {
@@ -157,6 +159,7 @@ int main(int argc, char **argv)
 	    {"print", no_argument, NULL, OPT_PRINT},
 	    {"printer", required_argument, NULL, OPT_PRINTER},
 	    {"copies", required_argument, NULL, OPT_COPIES},
+	    {"label", no_argument, NULL, OPT_LABEL},
 	    {"output", required_argument, NULL, 'o'},
 	    {0},
 	};
@@ -252,6 +255,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_PRINT:
 			a.print = true;
+			break;
+		case OPT_LABEL:
+			a.label = true;
 			break;
 		case OPT_PRINTER:
 			a.printer = optarg;

@@ -379,6 +379,22 @@ class Print(TpadTestCase):
         for d in devs:
             wait_for(lambda: f"printed on line1 job {r['job']}" in self.audit(d), 10,
                      "the batch's audit rows")
+        # Export writes the very labels the printer got: same layout, same captions.
+        out = os.path.join(self.tmp, "export")
+        self.d.tpactl("--socket", self.d.admin, "export", "--format", "zpl", "--out", out,
+                      check=0)
+        labels = zpl.replace("^XZ\n^XA", "^XZ\n\0^XA").split("\0")
+        for d in devs:
+            with open(os.path.join(out, d + ".zpl")) as f:
+                self.assertIn(f.read(), labels)
+        out = os.path.join(self.tmp, "export-png")
+        self.d.tpactl("--socket", self.d.admin, "export", "--format", "png", "--label",
+                      "--out", out, check=0)
+        self.assertEqual(decode_png(os.path.join(out, devs[0] + ".png")), texts[devs[0]])
+        p = self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", devs[1], "--label",
+                          "-o", os.path.join(self.tmp, "l.svg"), check=0)
+        with open(os.path.join(self.tmp, "l.svg")) as f:
+            self.assertIn('width="456px" height="256px"', f.read())
         # A station without a printer of its own and no default must name one.
         e = self.call_err(self.d.station_client(), "io.tpad.Station.Lookup",
                           {"devEUI": devs[0], "print": {}})
