@@ -239,6 +239,14 @@ class Print(TpadTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         return [decode_png(f"{out}-{i}.png") for i in range(int(p.stdout.strip()))]
 
+    def jobs(self, n):
+        """The raw printer's jobs once it has n: a reply comes when the last byte is sent,
+        the listener files the job when it reads the end."""
+        wait_for(lambda: len(self.raw.jobs) >= n, 10, f"{n} raw jobs")
+        time.sleep(0.05)
+        self.assertEqual(len(self.raw.jobs), n)
+        return self.raw.jobs
+
     def audit(self, dev):
         with self.d.admin_client() as a:
             return [e["outcome"] for e in a.call("io.tpad.Admin.GetDevice",
@@ -251,8 +259,7 @@ class Print(TpadTestCase):
         self.assertEqual(r["print"]["printer"], "line1")
         self.assertEqual(r["print"]["state"], "printed")
         self.assertGreater(r["print"]["job"], 0)
-        self.assertEqual(len(self.raw.jobs), 1)
-        zpl = self.raw.jobs[0]
+        zpl = self.jobs(1)[0]
         self.assertIn("^BQN,2,", zpl)
         self.assertIn("^FDMA," + dev["qrText"] + "^FS", zpl)
         self.assertIn("^FD" + eui(1) + "^FS", zpl)
@@ -276,7 +283,7 @@ class Print(TpadTestCase):
                  "the print's audit row")
         # Copies ride in one job as ^PQ.
         r = self.activate(eui(1), print={"copies": 3})
-        self.assertIn("^PQ3\n", self.raw.jobs[-1])
+        self.assertIn("^PQ3\n", self.jobs(2)[-1])
         with self.d.admin_client() as a:
             st = a.call("io.tpad.Admin.Status")["printers"][0]
             metrics = a.call("io.tpad.Admin.Metrics")["text"]
@@ -317,7 +324,7 @@ class Print(TpadTestCase):
             r = c.call("io.tpad.Station.Lookup", {"devEUI": eui(2), "print": {}})
         self.assertEqual(r["print"]["state"], "printed")
         self.assertEqual(r["device"]["ownerToken"], p["device"]["ownerToken"])
-        self.assertEqual(len(self.raw.jobs), 1)
+        self.jobs(1)
         self.assertEqual(self.s.counters()["imports"], 1)
         # Audit rows ride in the store's next commit.
         audit = wait_for(lambda: (lambda a: a if any(x.startswith("printed on") for x in a)
@@ -372,8 +379,7 @@ class Print(TpadTestCase):
             for d in devs:
                 texts[d] = a.call("io.tpad.Admin.GetDevice", {"devEUI": d})["device"]["qrText"]
         self.assertEqual((r["labels"], r["state"]), (5, "printed"))
-        self.assertEqual(len(self.raw.jobs), 1)
-        zpl = self.raw.jobs[0]
+        zpl = self.jobs(1)[0]
         self.assertEqual(zpl.count("^XA"), 5)
         self.assertEqual(sorted(self.render_zpl(zpl, "batch")), sorted(texts.values()))
         for d in devs:
