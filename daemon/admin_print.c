@@ -124,7 +124,7 @@ void admin_print(struct tpad *t, struct req *r)
 	}
 	const char *printer = json_string_value(json_object_get(params, "printer"));
 	if (!printer)
-		printer = print_default_for(t->print, peer->uid, peer->gid);
+		printer = t->cfg->print_default;
 	if (!printer) {
 		invalid(r, "printer", "no printer named and no print.default");
 		return;

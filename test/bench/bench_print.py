@@ -133,6 +133,10 @@ def main():
         print(f"live activation, store commit to the job's last byte: median "
               f"{statistics.median(sends):.2f} ms, p90 {sends[int(len(sends) * 0.9)]:.2f} ms "
               f"over {a.live}")
+        # The baselines need no tpad; stop it now (the harness reads its notify socket
+        # only while waiting for something, and STATUS= keeps coming every 5 s).
+        b.stop_daemon(d)
+        s.stop()
         baseline(a, b, sink)
 
 
