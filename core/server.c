@@ -244,6 +244,11 @@ bool req_more(const struct req *r)
 	return r->call.more;
 }
 
+bool req_oneway(const struct req *r)
+{
+	return r->call.oneway;
+}
+
 const struct peer *req_peer(const struct req *r)
 {
 	return &r->conn->peer;
@@ -301,6 +306,7 @@ static void conn_reject(struct conn *c, const struct proto_fault *f)
 		return;
 	}
 	r->conn = c;
+	r->call.oneway = f->oneway;
 	TAILQ_INSERT_TAIL(&c->reqs, r, entry);
 	c->n_reqs++;
 	c->srv->stats.calls_in_flight++;

@@ -153,10 +153,13 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 		return fault_set(fault, inval, "", "not valid JSON: %s", jerr.text);
 
 	int r = -EINVAL;
+	fault->oneway = false;
 	if (!json_is_object(root)) {
 		fault_set(fault, inval, "", "must be a JSON object");
 		goto out;
 	}
+	/* A call that says oneway gets no reply, not even an error: its client reads none. */
+	fault->oneway = json_is_true(json_object_get(root, "oneway"));
 	json_t *method = json_object_get(root, "method");
 	if (!method) {
 		fault_set(fault, inval, "method", "is required");
@@ -181,10 +184,6 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 		fault_set(fault, inval, "oneway", "must be true or false");
 		goto out;
 	}
-	if (json_is_true(more) && json_is_true(oneway)) {
-		fault_set(fault, inval, "oneway", "cannot be combined with more");
-		goto out;
-	}
 
 	char *name = strdup(json_string_value(method));
 	json_t *p = json_is_object(params) ? json_incref(params) : json_object();
@@ -197,7 +196,7 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 	*ret = (struct call){
 	    .method = name,
 	    .parameters = p,
-	    .more = json_is_true(more),
+	    .more = json_is_true(more) && !json_is_true(oneway), /* oneway wins */
 	    .oneway = json_is_true(oneway),
 	};
 	r = 0;
@@ -617,7 +616,8 @@ int proto_check(const struct call *c, unsigned socket, const struct method_spec 
 	int r = proto_method_lookup(c->method, socket, &m, fault);
 	if (r < 0)
 		return r;
-	if (m->streams && !c->more)
+	/* oneway: the work is done and every reply dropped, so a stream is fine. */
+	if (m->streams && !c->more && !c->oneway)
 		return fault_set(fault, expected_more_error(m->interface), "", "%s", "");
 	r = proto_validate(m, c->parameters, fault);
 	if (r < 0)

@@ -60,7 +60,11 @@ static void test_decode(void)
 	expect_decode_fail("{\"method\":\"a.b\",\"parameters\":\"x\"}", "parameters");
 	expect_decode_fail("{\"method\":\"a.b\",\"more\":1}", "more");
 	expect_decode_fail("{\"method\":\"a.b\",\"oneway\":\"yes\"}", "oneway");
-	expect_decode_fail("{\"method\":\"a.b\",\"more\":true,\"oneway\":true}", "oneway");
+	/* oneway wins over more: the call is done and nothing is sent. */
+	m = "{\"method\":\"org.varlink.service.GetInfo\",\"more\":true,\"oneway\":true}";
+	CHECK_INT(call_decode(m, strlen(m), &c, &f), 0);
+	CHECK(!c.more && c.oneway);
+	call_clear(&c);
 	expect_decode_fail("{\"method\":\"a\\u0000b\"}", "");
 }
 
@@ -334,23 +338,23 @@ static void test_encode(void)
 	json_decref(q);
 	json_decref(p);
 
-	struct proto_fault f = {PROTO_ERR_INVALID_PARAMETER, "devEUI", "must be a string"};
+	struct proto_fault f = {PROTO_ERR_INVALID_PARAMETER, "devEUI", "must be a string", false};
 	f.error = ST;
 	s = fault_encode(&f, &len);
 	CHECK_STR(s, "{\"error\":\"io.tpad.Station.InvalidParameter\",\"parameters\":"
 		     "{\"parameter\":\"devEUI\",\"reason\":\"must be a string\"}}");
 	free(s);
-	f = (struct proto_fault){PROTO_ERR_METHOD_NOT_FOUND, "a.B", ""};
+	f = (struct proto_fault){PROTO_ERR_METHOD_NOT_FOUND, "a.B", "", false};
 	s = fault_encode(&f, &len);
 	CHECK_STR(s, "{\"error\":\"org.varlink.service.MethodNotFound\",\"parameters\":"
 		     "{\"method\":\"a.B\"}}");
 	free(s);
-	f = (struct proto_fault){PROTO_ERR_INTERFACE_NOT_FOUND, "a", ""};
+	f = (struct proto_fault){PROTO_ERR_INTERFACE_NOT_FOUND, "a", "", false};
 	s = fault_encode(&f, &len);
 	CHECK_STR(s, "{\"error\":\"org.varlink.service.InterfaceNotFound\",\"parameters\":"
 		     "{\"interface\":\"a\"}}");
 	free(s);
-	f = (struct proto_fault){"io.tpad.Admin.ExpectedMore", "", ""};
+	f = (struct proto_fault){"io.tpad.Admin.ExpectedMore", "", "", false};
 	s = fault_encode(&f, &len);
 	CHECK_STR(s, "{\"error\":\"io.tpad.Admin.ExpectedMore\",\"parameters\":{}}");
 	free(s);
