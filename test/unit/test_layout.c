@@ -35,6 +35,12 @@ static void test_captions(void)
 	CHECK_INT(layout_caption_check("open {devEUI", why, sizeof(why)), -EINVAL);
 	CHECK_INT(layout_caption_check("close }", why, sizeof(why)), -EINVAL);
 	CHECK_INT(layout_caption_check("tab\there", why, sizeof(why)), -EINVAL);
+	CHECK_INT(layout_caption_check("Gr\xc3\xb6\xc3\x9f" "e {devEUI}", why, sizeof(why)), 0);
+	CHECK_INT(layout_caption_check("bad \xff byte", why, sizeof(why)), -EINVAL);
+	CHECK(strstr(why, "UTF-8") != NULL);
+	CHECK_INT(layout_caption_check("cut \xc3", why, sizeof(why)), -EINVAL);
+	CHECK_INT(layout_caption_render("\xc3\xa9{serial}", &fields, out, sizeof(out)), 0);
+	CHECK_STR(out, "\xc3\xa9SN-42");
 	CHECK_INT(layout_caption_render("SN {serial} {{x}} {devEUI}", &fields, out, sizeof(out)), 0);
 	CHECK_STR(out, "SN SN-42 {x} 0123D345666E2DBD");
 	const struct layout_fields none = {"0123D345666E2DBD", NULL, NULL};
