@@ -35,15 +35,19 @@ static const char *const blocking_reasons[] = {
     "interlock-open",
 };
 
-/* True if one printer-state-reason keeps jobs from printing (no suffix, or -error). */
+/*
+ * True if one printer-state-reason keeps a label from coming out now: a blocking keyword
+ * with no suffix, -error or -report (ippeveprinter says media-empty-report when it has
+ * no media); -warning never blocks (media-low-warning).
+ */
 static bool reason_blocks(const char *r)
 {
 	size_t n = strlen(r);
 	if (n > 8 && strcmp(r + n - 8, "-warning") == 0)
 		return false;
 	if (n > 7 && strcmp(r + n - 7, "-report") == 0)
-		return false;
-	if (n > 6 && strcmp(r + n - 6, "-error") == 0)
+		n -= 7;
+	else if (n > 6 && strcmp(r + n - 6, "-error") == 0)
 		n -= 6;
 	for (size_t i = 0; i < sizeof(blocking_reasons) / sizeof(blocking_reasons[0]); i++)
 		if (strlen(blocking_reasons[i]) == n && strncmp(r, blocking_reasons[i], n) == 0)
@@ -165,9 +169,10 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 	ipp_t *resp = st == HTTP_STATUS_CONTINUE ? cupsGetResponse(http, pr->resource) : NULL;
 	j->sent_us = clock_now_us();
 	if (!resp || cupsLastError() > IPP_STATUS_OK_EVENTS_COMPLETE) {
-		bool busy = cupsLastError() == IPP_STATUS_ERROR_BUSY;
-		snprintf(j->reason, sizeof(j->reason), "the printer refused the job: %s",
-			 cupsLastErrorString());
+		ipp_status_t e = cupsLastError();
+		bool busy = e == IPP_STATUS_ERROR_BUSY;
+		snprintf(j->reason, sizeof(j->reason), "the printer refused the job: %s (%s)",
+			 cupsLastErrorString(), ippErrorString(e));
 		ippDelete(resp);
 		return busy ? -EBUSY : -EIO;
 	}
@@ -199,9 +204,13 @@ static void ipp_run(struct print_printer *pr, struct ipp_worker *w, struct print
 		 * 5.4.22): try again until the job's timeout, as a spooler would.
 		 */
 		uint64_t deadline = j->submitted_us + (uint64_t)pr->cfg->timeout_ms * 1000u;
-		while (r == 0 && (r = ipp_print(pr, w, http, j, data, len)) == -EBUSY &&
-		       clock_now_us() + 200000u < deadline)
+		while (r == 0) {
+			r = ipp_print(pr, w, http, j, data, len);
+			if (r != -EBUSY || clock_now_us() + 200000u >= deadline)
+				break;
 			usleep(200000);
+			r = 0;
+		}
 		free(data);
 	}
 	j->ok = r == 0;

@@ -4,7 +4,8 @@ The raw printer is a listener here that records each job and answers ~HS as a Ze
 printer does (ready, paper out, head open, or not at all). Its ZPL is drawn by a ZPL
 renderer from the npm registry (zpl-renderer-js, installed under the build directory on
 first use) and the picture decoded by zbarimg. The IPP printer is CUPS's ippeveprinter
-(it needs a D-Bus bus for its DNS-SD client: a private one is started); its spooled PDF
+(it needs a D-Bus bus for its DNS-SD client: a private one is started; its media web form
+takes the paper out); its spooled PDF
 goes through pdftoppm + zbarimg and pdftotext.
 """
 
@@ -17,6 +18,8 @@ import statistics
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 
 import tpadtest
 from tpadtest import TpadTestCase, VarlinkError, free_port, wait_for
@@ -113,8 +116,10 @@ class IppPrinter:
         self.port = free_port()
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={self.bus}")
         self.proc = subprocess.Popen(
+            # -c: each job "printed" by a command that returns at once; -k keeps the
+            # spooled file. Without a command it takes some 7 s per job.
             ["ippeveprinter", "-p", str(self.port), "-d", self.spool, "-k", "-r", "off",
-             "-f", "application/pdf", "-n", "localhost", "tpadtest"],
+             "-c", "/bin/true", "-f", "application/pdf", "-n", "localhost", "tpadtest"],
             stdout=self.log, stderr=self.log, env=env)
 
         def up():
@@ -141,6 +146,13 @@ class IppPrinter:
                     p.wait()
         self.proc = self.dbus = None
         self.log.close()
+
+    def set_media(self, sheets):
+        """Load (or take out) the paper, through ippeveprinter's media web form."""
+        q = urllib.parse.urlencode({"size1": "na_letter_8.5x11in", "type1": "",
+                                    "level1": str(sheets), "size3": "", "type3": "",
+                                    "level3": str(sheets)})
+        urllib.request.urlopen(f"http://127.0.0.1:{self.port}/media?{q}", timeout=10).read()
 
     def files(self):
         return sorted(os.path.join(self.spool, f) for f in os.listdir(self.spool)
@@ -476,6 +488,24 @@ class Print(TpadTestCase):
             st = [p for p in a.call("io.tpad.Admin.Status")["printers"]
                   if p["name"] == "office"][0]
         self.assertEqual((st["language"], st["ready"]), ("pdf", True))
+        # Out of paper (printer-state-reasons media-empty-report): PrintFailed; then back.
+        self.ipp.set_media(0)
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Lookup", {"devEUI": eui(5), "print": {"printer": "office"}})
+            reply = c.recv()
+        self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+        self.assertIn("media-empty", reply["parameters"]["reason"])
+        with self.d.admin_client() as a:
+            st = [p for p in a.call("io.tpad.Admin.Status")["printers"]
+                  if p["name"] == "office"][0]
+        self.assertFalse(st["ready"])
+        self.assertIn("media-empty", st["reasons"])
+        self.ipp.set_media(250)
+        n = len(self.ipp.files())
+        r = self.d.tpactl("--socket", self.d.admin, "print", eui(5), "--printer", "office",
+                          check=0)
+        self.assertIn("printed 1 label on office", r.stdout)
+        self.assertEqual(len(self.ipp.files()), n + 1)
         # Printer gone: PrintFailed, the record still handed out.
         self.ipp.stop()
         self.ipp = None
