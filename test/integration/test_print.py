@@ -16,6 +16,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -330,6 +331,14 @@ class Print(TpadTestCase):
         e = self.call_err(self.d.admin_client(), "io.tpad.Admin.Print", {"devEUI": eui(2)})
         self.assertEqual(e.error, "io.tpad.Admin.PrintFailed")
         self.assertEqual(e.params["reason"], "head open")
+        # The Python station client: PrintFailed carries the committed device.
+        sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "client", "python"))
+        import tpad_client
+        with tpad_client.Client(self.d.station) as tc:
+            with self.assertRaises(tpad_client.PrintFailed) as cm:
+                tc.lookup(eui(2), print_to=True)
+        self.assertEqual(cm.exception.device.owner_token, p["device"]["ownerToken"])
+        self.assertEqual((cm.exception.printer, cm.exception.reason), ("line1", "head open"))
         # Paper back: the station's reprint (Lookup) prints; nothing went to the cloud again.
         self.raw.status = HS_READY
         with self.d.station_client() as c:
@@ -338,6 +347,11 @@ class Print(TpadTestCase):
         self.assertEqual(r["device"]["ownerToken"], p["device"]["ownerToken"])
         self.jobs(1)
         self.assertEqual(self.s.counters()["imports"], 1)
+        with tpad_client.Client(self.d.station) as tc:
+            dev = tc.lookup(eui(2), print_to="line1", print_copies=2, qr_format="png",
+                            qr_label=True)
+        self.assertEqual((dev.printed["printer"], dev.printed["state"]), ("line1", "printed"))
+        self.assertIn("^PQ2", self.jobs(2)[-1])
         # Audit rows ride in the store's next commit.
         audit = wait_for(lambda: (lambda a: a if any(x.startswith("printed on") for x in a)
                                   else None)(self.audit(eui(2))), 10, "the audit rows")
