@@ -90,3 +90,6 @@ json_t *ctl_print_options(const struct ctl_args *a);
 
 /* The printers of a Status reply, one line each. */
 void ctl_print_printers(json_t *printers);
+
+/* "tpactl ... as COMMAND ...": the tpas commands, parsing the whole command line. */
+int ctl_as_main(int argc, char **argv);

@@ -43,6 +43,10 @@ static void usage(FILE *f)
 		   "                              print (reprint) labels, a batch as one job\n"
 		   "  metrics                     OpenMetrics text for node_exporter\n"
 		   "\n"
+		   "tpas commands (default socket " TPAS_RUNDIR "/admin.sock; tpactl as --help):\n"
+		   "  as keygen --out FILE | as import-astk HEX | as astks | as uplinks [--follow]\n"
+		   "  as send --dev-eui EUI --port N --payload HEX | as status\n"
+		   "\n"
 		   "Options (before or after the command):\n"
 		   "  --socket PATH   socket to use instead of the default\n"
 		   "  --json          print the raw JSON replies (one per line)\n"
@@ -163,6 +167,18 @@ int main(int argc, char **argv)
 	    {"output", required_argument, NULL, 'o'},
 	    {0},
 	};
+	/* The first word that is not an option picks tpas's commands ("as"). */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--socket") == 0) {
+			i++;
+			continue;
+		}
+		if (argv[i][0] == '-')
+			continue;
+		if (strcmp(argv[i], "as") == 0)
+			return ctl_as_main(argc, argv);
+		break;
+	}
 	struct ctl_args a = {0};
 	unsigned used = 0;
 	bool used_o = false;
