@@ -47,3 +47,9 @@ json_t *admin_device_info(const struct config *cfg, const struct store_record *r
  * (gone: done; still there: deleted once more), never guessed. In retire.c.
  */
 void admin_retire(struct tpad *t, struct req *r);
+/*
+ * io.tpad.Admin.Print: one device (devEUI) or every device of a state as one print job
+ * (admin_print.c); each device's print audited. Replies {printer, job, state, labels} or
+ * PrintFailed{printer, reason, job?}.
+ */
+void admin_print(struct tpad *t, struct req *r);

@@ -13,6 +13,8 @@ struct tpa;
 struct store;
 struct activation;
 struct rng;
+struct layout;
+struct print;
 
 struct tpad {
 	struct event_base *base;
@@ -25,6 +27,8 @@ struct tpad {
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
 	struct keypool *keypool; /* cloud-HSM AppKeys (device.app-key-source = cloud-hsm) */
+	struct layout *layout; /* label.* at label.dpi: station and export labels */
+	struct print *print;   /* label printers */
 	struct event *settle_ev;   /* background settling of PENDING rows */
 	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
 	uint64_t started_us; /* monotonic */
