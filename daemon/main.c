@@ -244,17 +244,27 @@ static int run(struct config *cfg, const char *config_path)
 	log_notice("tpad stopped");
 out:
 	notify_finish();
+	/*
+	 * Freeing the events restores the default action: a repeated SIGTERM must not cut
+	 * short the store's last commit below, not even between the two steps, so the
+	 * signals are held while they are switched to "ignore".
+	 */
+	sigset_t stop_sigs, old_mask;
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	sigaddset(&stop_sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &stop_sigs, &old_mask);
 	if (ev_term)
 		event_free(ev_term);
 	if (ev_int)
 		event_free(ev_int);
 	if (ev_hup)
 		event_free(ev_hup);
-	/* Freeing the events restored the default action: a repeated SIGTERM must not cut
-	 * short the store's last commit below. */
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
 	if (ev_status)
 		event_free(ev_status);
 	for (int i = 0; i < SOCK_KINDS; i++)

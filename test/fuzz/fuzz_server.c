@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "config.h"
 #include "dispatch.h"
+#include "layout.h"
 #include "log.h"
 #include "message.h"
 #include "server.h"
@@ -95,6 +96,8 @@ static void setup(void)
 	t.srv = server_new(t.base, &lim, dispatch_call, &t);
 	require(t.srv != NULL, "server");
 	require(dispatch_init(&t) == 0, "dispatch_init");
+	/* As tpad's main() does: cairo's and fontconfig's caches freed at exit. */
+	atexit(layout_global_cleanup);
 	ready = true;
 }
 

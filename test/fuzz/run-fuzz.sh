@@ -3,5 +3,6 @@
 set -eu
 exe=$1 work=$2 seeds=$3
 mkdir -p "$work"
-exec "$exe" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=2048 -timeout=5 \
+# -error_exitcode: libFuzzer's default, 77, would read as "skipped" to meson.
+exec "$exe" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=2048 -timeout=5 -error_exitcode=1 \
 	-print_final_stats=1 "$work" "$seeds"
