@@ -349,15 +349,39 @@ static int open_store(struct tpad *t)
 	char host[65] = "";
 	if (!cfg->store_instance && gethostname(host, sizeof(host) - 1) < 0)
 		snprintf(host, sizeof(host), "tpad");
-	struct store_options o = {.path = cfg->store_path,
+	bool pg = strcmp(cfg->store_backend, "postgresql") == 0;
+	char password[256] = "";
+	bool has_password = false;
+	if (pg) {
+		r = cred_load_text("store-password", cfg->store_password_file, password,
+				   sizeof(password));
+		if (r == 0) {
+			has_password = true;
+		} else if (r != -ENOENT || cfg->store_password_file) {
+			char why[256];
+			cred_wipe(key, sizeof(key));
+			log_errx("cannot load the store password: %s",
+				 cred_explain(r, "store-password", cfg->store_password_file, why,
+					      sizeof(why)));
+			return r;
+		}
+	}
+	struct store_options o = {.backend = pg ? STORE_POSTGRESQL : STORE_SQLITE,
+				  .path = cfg->store_path,
+				  .url = cfg->store_url,
+				  .password = has_password ? password : NULL,
+				  .connections = cfg->store_connections,
+				  .lease_ms = cfg->store_lease_ms,
 				  .instance = cfg->store_instance ? cfg->store_instance : host,
 				  .key = key,
 				  .key_len = len,
 				  .commit_delay_ms = cfg->store_commit_delay_ms};
 	r = store_open(t->base, &o, &t->store, err, sizeof(err));
 	cred_wipe(key, sizeof(key));
+	cred_wipe(password, sizeof(password));
 	if (r < 0)
-		log_errx("cannot open the store %s: %s", cfg->store_path, err);
+		log_errx("cannot open the store %s: %s", pg ? "(postgresql)" : cfg->store_path,
+			 err);
 	return r;
 }
 
