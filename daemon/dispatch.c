@@ -109,6 +109,7 @@ static void h_status(struct tpad *t, struct req *r)
 		    (json_int_t)as.foreign, "adopted", (json_int_t)as.adopted, "settleRuns",
 		    (json_int_t)as.settle_runs, "unsettled", (int)t->settle_pending,
 		    "settleAfterMs", (int)settle_after_ms(t->cfg), "inFlight", (int)as.in_flight);
+		json_object_set_new(a, "claimWaits", json_integer((json_int_t)as.claim_waits));
 		json_t *by = json_object();
 		for (int i = 0; i <= ACT_RETIRED; i++)
 			json_object_set_new(by, activation_outcome_name((enum act_outcome)i),
@@ -272,7 +273,63 @@ static int op_random(void *ctx, uint8_t *buf, size_t n)
 	return rng_bytes(t->rng, buf, n);
 }
 
+/* A timer of activation (ops.later), owned here so that shutdown can drop it. */
+struct later {
+	struct later *next, *prev;
+	struct tpad *t;
+	struct event *ev;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void later_unlink(struct later *l)
+{
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		l->t->later = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	event_free(l->ev);
+}
+
+static void on_later(evutil_socket_t fd, short what, void *arg)
+{
+	struct later *l = arg;
+	void (*fn)(void *) = l->fn;
+	void *fn_arg = l->arg;
+	later_unlink(l);
+	free(l);
+	fn(fn_arg);
+}
+
+static int op_later(void *ctx, uint32_t ms, void (*fn)(void *arg), void *arg)
+{
+	struct tpad *t = ctx;
+	if (t->stopping)
+		return -ESHUTDOWN;
+	struct later *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->ev = evtimer_new(t->base, on_later, l);
+	if (!l->ev) {
+		free(l);
+		return -ENOMEM;
+	}
+	l->t = t;
+	l->fn = fn;
+	l->arg = arg;
+	l->next = t->later;
+	if (l->next)
+		l->next->prev = l;
+	t->later = l;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	evtimer_add(l->ev, &tv);
+	return 0;
+}
+
 static const struct activation_ops production_ops = {
+    .later = op_later,
     .get = op_get,
     .insert = op_insert,
     .update = op_update,
@@ -433,6 +490,11 @@ void dispatch_finish(struct tpad *t)
 	struct store *s = t->store;
 	t->store = NULL;
 	store_close(s);
+	while (t->later) {
+		struct later *l = t->later;
+		later_unlink(l);
+		free(l);
+	}
 	activation_free(t->act);
 	t->act = NULL;
 	rng_free(t->rng);
@@ -490,6 +552,14 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 	if (t->tpa)
 		tpa_status_line(t->tpa, up, sizeof(up));
 	uint64_t counts[STORE_N_STATES] = {0};
+	struct store_stats ss = {0};
+	if (t->store)
+		store_stats(t->store, &ss);
+	if (ss.down) {
+		snprintf(buf, len, "%s; store %s down: %.120s; %u station clients", up,
+			 store_backend_name(t->store), ss.last_reason, st.connections[SOCK_STATION]);
+		return;
+	}
 	if (t->store)
 		store_count(t->store, counts);
 	snprintf(buf, len, "%s; %llu issued, %llu pending; %u station clients", up,

@@ -25,6 +25,7 @@ struct tpad {
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
 	struct event *settle_ev;   /* background settling of PENDING rows */
+	struct later *later;	   /* timers of jobs waiting for another tpad's claim */
 	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
