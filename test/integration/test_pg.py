@@ -34,16 +34,19 @@ class PgLiveModes(test_activation.LiveModes):
 class PgFaults(test_activation.Faults):
     store_backend = "postgresql"
 
+    def daemon(self, **kw):
+        # Here a second daemon is "a second line PC with its own store": its own database.
+        if self.daemons and "pg_url" not in kw:
+            kw.update(pg_url=self.pg.new_database(), pg_password=self.pg.password,
+                      key_hex=self.store_key)
+        return super().daemon(**kw)
+
 
 class PgSettleRace(test_exactly_once.SettleRace):
     store_backend = "postgresql"
 
 
 class PgBackground(test_exactly_once.Background):
-    store_backend = "postgresql"
-
-
-class PgOneway(test_exactly_once.Oneway):
     store_backend = "postgresql"
 
 
