@@ -130,6 +130,7 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 	const char *inval = PROTO_ERR_INVALID_PARAMETER;
 	json_error_t jerr;
 
+	fault->oneway = false;
 	if (len == 0)
 		return fault_set(fault, inval, "", "empty message");
 	json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -137,7 +138,6 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 		return fault_set(fault, inval, "", "not valid JSON: %s", jerr.text);
 
 	int r = -EINVAL;
-	fault->oneway = false;
 	if (!json_is_object(root)) {
 		fault_set(fault, inval, "", "must be a JSON object");
 		goto out;
