@@ -22,6 +22,7 @@
 #include "qr.h"
 #include "rng.h"
 #include "server.h"
+#include "store_copy.h"
 #include "station.h"
 #include "store.h"
 #include "tpa.h"
@@ -565,4 +566,63 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 	snprintf(buf, len, "%s; %llu issued, %llu pending; %u station clients", up,
 		 (unsigned long long)counts[STORE_ISSUED],
 		 (unsigned long long)counts[STORE_PENDING], st.connections[SOCK_STATION]);
+}
+
+int dispatch_copy_store(const struct config *cfg, const char *url)
+{
+	uint8_t key[STORE_KEY_LEN];
+	size_t len = 0;
+	char why[256];
+	int r = cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len);
+	if (r < 0 || len != STORE_KEY_LEN) {
+		log_errx("cannot load the store key: %s",
+			 r < 0 ? cred_explain(r, "store-key", cfg->store_key_file, why, sizeof(why))
+			       : "it must be 32 bytes (64 hexadecimal digits)");
+		cred_wipe(key, sizeof(key));
+		return r < 0 ? r : -EINVAL;
+	}
+	char password[256] = "";
+	r = cred_load_text("store-password", cfg->store_password_file, password, sizeof(password));
+	if (r < 0 && (r != -ENOENT || cfg->store_password_file)) {
+		log_errx("cannot load the store password: %s",
+			 cred_explain(r, "store-password", cfg->store_password_file, why,
+				      sizeof(why)));
+		cred_wipe(key, sizeof(key));
+		return r;
+	}
+	char host[65] = "";
+	if (!cfg->store_instance && gethostname(host, sizeof(host) - 1) < 0)
+		snprintf(host, sizeof(host), "tpad");
+	struct store_copy_options o = {.sqlite_path = cfg->store_path,
+				       .url = url,
+				       .password = r == 0 ? password : NULL,
+				       .instance = cfg->store_instance ? cfg->store_instance : host,
+				       .key = key,
+				       .key_len = len};
+	struct store_copy_counts n;
+	char err[512] = "";
+	r = store_copy_to_pg(&o, &n, err, sizeof(err));
+	cred_wipe(key, sizeof(key));
+	cred_wipe(password, sizeof(password));
+	printf("copied %llu devices (%llu there already, %llu conflicting), %llu attempts, "
+	       "%llu labels, %llu audit entries\n",
+	       (unsigned long long)n.devices, (unsigned long long)n.devices_there,
+	       (unsigned long long)n.conflicts, (unsigned long long)n.attempts,
+	       (unsigned long long)n.labels, (unsigned long long)n.audit);
+	if (r < 0) {
+		log_errx("copy of %s stopped: %s (run it again to resume)", cfg->store_path, err);
+		return r;
+	}
+	printf("verified: %llu devices, %llu attempts, %llu labels, %llu audit entries of %s are "
+	       "in the database\n",
+	       (unsigned long long)n.verified_devices, (unsigned long long)n.verified_attempts,
+	       (unsigned long long)n.verified_labels, (unsigned long long)n.verified_audit,
+	       cfg->store_path);
+	if (n.conflicts) {
+		log_errx("%llu devices are held by the database with another record (another "
+			 "line?): not copied; see them with tpactl device on both sides",
+			 (unsigned long long)n.conflicts);
+		return -EEXIST;
+	}
+	return 0;
 }

@@ -301,5 +301,84 @@ class Lines(TpadTestCase):
         self.assertIn("newer than this tpad", d.log_text())
 
 
+class Copy(TpadTestCase):
+    """tpad --copy-store: a populated SQLite store into PostgreSQL, resumable, verified."""
+
+    store_backend = "postgresql"
+
+    def test_copy_then_lookup_everything_through_postgresql(self):
+        psk = secrets.token_hex(16)
+        sim = self.sim(psk).start()
+        pwfile = os.path.join(self.tmp, "pg.password")
+        tpadtest.write_secret(pwfile, self.pg.password)
+        d = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=None,
+                        conf_extra=f"store.password-file = {pwfile}").start()
+        rows = test_offline.random_rows(30, ("tkm", "gen", "key"))
+        path = test_offline.write_csv(os.path.join(self.tmp, "batch.csv"), rows)
+        d.tpactl("--socket", d.admin, "import", path, "--generate-appkeys", check=0)
+        with d.station_client() as c:
+            for i in range(5):
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(50 + i), "tkmInfo": TKM})
+            for r in rows[:10]:
+                c.call("io.tpad.Station.Lookup", {"devEUI": r["devEUI"], "qr": {"format": "png"}})
+        before = {}
+        with d.station_client() as c:
+            for r in rows:
+                before[r["devEUI"]] = c.call("io.tpad.Station.Lookup",
+                                             {"devEUI": r["devEUI"]})["device"]
+        d.stop()
+        n_audit = int(subprocess.run(["sqlite3", d.store, "SELECT count(*) FROM audit"],
+                                     capture_output=True, text=True).stdout)
+        n_labels = int(subprocess.run(["sqlite3", d.store, "SELECT count(*) FROM labels"],
+                                      capture_output=True, text=True).stdout)
+        self.assertGreaterEqual(n_labels, 10)
+
+        def copy():
+            return subprocess.run([tpadtest.TPAD, "--config", d.conf, "--copy-store",
+                                   self.pg_url], capture_output=True, text=True, timeout=120)
+
+        p = copy()
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("copied 35 devices (0 there already, 0 conflicting), 35 attempts", p.stdout)
+        self.assertIn(f"verified: 35 devices, 35 attempts, {n_labels} labels, {n_audit} audit",
+                      p.stdout)
+        db = self.pg_url.split("/")[3].split("?")[0]
+        # Interrupted half-way (rows lost): a second run copies what is missing, only that.
+        self.pg.psql("DELETE FROM labels WHERE dev_eui IN (SELECT dev_eui FROM labels LIMIT 4);"
+                     "DELETE FROM attempts WHERE dev_eui IN "
+                     "(SELECT dev_eui FROM attempts LIMIT 3)", db=db)
+        p = copy()
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("copied 0 devices (35 there already, 0 conflicting), 3 attempts, "
+                      "4 labels, 0 audit entries", p.stdout)
+        self.assertEqual(int(self.pg.psql("SELECT count(*) FROM audit", db=db)), n_audit)
+        # A running tpad holds the store: the copy refuses.
+        d.start()
+        p = copy()
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("in use", p.stderr)
+        d.stop()
+        # Every device through a tpad on PostgreSQL, with the cloud down.
+        sim.stop()
+        with open(d.key_file) as f:
+            key = f.read().strip()
+        d2 = self.daemon(key_hex=key, upstream_url=sim.url(), psk_hex=psk).start()
+        with d2.station_client() as c:
+            for r in rows:
+                got = c.call("io.tpad.Station.Lookup", {"devEUI": r["devEUI"]})["device"]
+                self.assertEqual(got, before[r["devEUI"]])
+            for i in range(5):
+                got = c.call("io.tpad.Station.Lookup", {"devEUI": eui(50 + i)})["device"]
+                self.assertEqual(got["state"], "ISSUED")
+        # A store with another key is refused, nothing copied.
+        db2 = self.pg.new_database()
+        d3 = self.daemon(pg_url=db2, pg_password=self.pg.password).start()
+        d3.stop()
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--copy-store", db2],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("does not match", p.stderr)
+
+
 if __name__ == "__main__":
     tpadtest.main()

@@ -508,8 +508,8 @@ class TpadTestCase(unittest.TestCase):
         d = os.path.join(self.tmp, f"tpad{len(self.daemons)}")
         os.makedirs(d, exist_ok=True)
         if self.pg_url and "pg_url" not in kw:
-            kw.update(pg_url=self.pg_url, pg_password=self.pg.password,
-                      key_hex=self.store_key)
+            kw.update(pg_url=self.pg_url, pg_password=self.pg.password)
+            kw.setdefault("key_hex", self.store_key)
         t = Daemon(d, **kw)
         self.daemons.append(t)
         return t
