@@ -95,6 +95,8 @@ static void step_lookup(struct job *j);
 static void step_query(struct job *j);
 static void send_attempt(struct job *j, bool insert);
 static void job_wait_claim(struct job *j, int64_t left_ms, const char *who);
+static void on_lookup(int err, const struct store_record *rec, const char *reason, void *arg);
+static void lookup_decide(struct job *j, int r, const char *reason);
 
 const char *activation_outcome_name(enum act_outcome o)
 {
@@ -718,7 +720,27 @@ static void step_lookup(struct job *j)
 		return;
 	}
 	memset(&j->rec, 0, sizeof(j->rec));
+	if (a->ops->get_async) {
+		int r = a->ops->get_async(a->ctx, j->req.dev_eui, on_lookup, j);
+		if (r < 0)
+			job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
+		return;
+	}
 	int r = a->ops->get(a->ctx, j->req.dev_eui, &j->rec);
+	lookup_decide(j, r, NULL);
+}
+
+static void on_lookup(int err, const struct store_record *rec, const char *reason, void *arg)
+{
+	struct job *j = arg;
+	if (err == 0)
+		j->rec = *rec;
+	lookup_decide(j, err, reason);
+}
+
+/* Decide on what the store holds (r: 0, -ENOENT or the read's error). */
+static void lookup_decide(struct job *j, int r, const char *reason)
+{
 	if (r == -ENOENT) {
 		if (!req_has_keys(&j->req) || j->req.adopt) {
 			job_fail(j, ACT_NOT_FOUND, "the store does not hold this device");
@@ -729,7 +751,8 @@ static void step_lookup(struct job *j)
 		return;
 	}
 	if (r < 0) {
-		job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
+		job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s",
+			 reason && *reason ? reason : strerror(-r));
 		return;
 	}
 	if (j->req.adopt) {

@@ -16,6 +16,8 @@ struct activation;
  */
 struct activation_ops {
 	int (*get)(void *ctx, const char *dev_eui, struct store_record *ret);
+	/* The same without blocking (store_get_async); used instead of get when set. */
+	int (*get_async)(void *ctx, const char *dev_eui, store_get_fn *cb, void *arg);
 	int (*insert)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
 	int (*update)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
 	/* Write the row (insert or update) and the attempt a in one commit. */

@@ -219,6 +219,12 @@ static int op_get(void *ctx, const char *dev_eui, struct store_record *ret)
 	return t->store ? store_get(t->store, dev_eui, ret) : -ESHUTDOWN;
 }
 
+static int op_get_async(void *ctx, const char *dev_eui, store_get_fn *cb, void *arg)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_get_async(t->store, dev_eui, cb, arg) : -ESHUTDOWN;
+}
+
 static int op_insert(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg)
 {
 	struct tpad *t = ctx;
@@ -331,6 +337,7 @@ static int op_later(void *ctx, uint32_t ms, void (*fn)(void *arg), void *arg)
 
 static const struct activation_ops production_ops = {
     .later = op_later,
+    .get_async = op_get_async,
     .get = op_get,
     .insert = op_insert,
     .update = op_update,

@@ -154,8 +154,12 @@ int label_precompute(const struct config *cfg, struct store *store, const struct
 json_t *label_image_for(const struct config *cfg, struct store *store, const struct store_record *r,
 			const char *text, const struct qr_opts *o, int *ret_err)
 {
-	/* The printer encodes ZPL labels itself: nothing to reuse. */
-	if (o->format == QR_FORMAT_ZPL || !store)
+	/*
+	 * The printer encodes ZPL labels itself: nothing to reuse. On PostgreSQL the cached
+	 * label would cost a synchronous round trip on the loop: drawing it is cheaper.
+	 */
+	if (o->format == QR_FORMAT_ZPL || !store ||
+	    strcmp(store_backend_name(store), "postgresql") == 0)
 		return label_image_json(text, o, ret_err);
 	struct store_label *l = malloc(sizeof(*l));
 	if (!l) {

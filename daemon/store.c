@@ -8,11 +8,69 @@
 
 #include <event2/event.h>
 
+#include "cred.h"
+
+/* A read of the SQLite store done at once, its callback deferred to the loop. */
+struct deferred_get {
+	struct deferred_get *next;
+	store_get_fn *cb;
+	void *arg;
+	int err;
+	struct store_record rec;
+};
+
 struct store {
 	struct event_base *base;
 	struct sqlite_store *sq; /* exactly one of sq, pg */
 	struct pg_store *pg;
+	struct event *defer_ev;
+	struct deferred_get *d_head, *d_tail;
 };
+
+/* Run the deferred read callbacks queued so far (more may be queued by them). */
+static void run_deferred(struct store *s)
+{
+	struct deferred_get *list = s->d_head;
+	s->d_head = s->d_tail = NULL;
+	while (list) {
+		struct deferred_get *next = list->next;
+		list->cb(list->err, list->err ? NULL : &list->rec,
+			 list->err ? strerror(-list->err) : NULL, list->arg);
+		cred_wipe(&list->rec, sizeof(list->rec));
+		free(list);
+		list = next;
+	}
+}
+
+static void on_defer(evutil_socket_t fd, short what, void *arg)
+{
+	run_deferred(arg);
+}
+
+int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void *arg)
+{
+	if (!s || !cb)
+		return -EINVAL;
+	if (s->pg)
+		return pg_store_get_async(s->pg, dev_eui, cb, arg);
+	struct deferred_get *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->cb = cb;
+	d->arg = arg;
+	d->err = sqlite_store_get(s->sq, dev_eui, &d->rec);
+	if (d->err == -EINVAL) {
+		free(d);
+		return -EINVAL;
+	}
+	if (s->d_tail)
+		s->d_tail->next = d;
+	else
+		s->d_head = d;
+	s->d_tail = d;
+	event_active(s->defer_ev, EV_TIMEOUT, 0);
+	return 0;
+}
 
 int store_open(struct event_base *base, const struct store_options *o, struct store **ret,
 	       char *err, size_t errlen)
@@ -21,9 +79,15 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
 	if (!s)
 		return -ENOMEM;
 	s->base = base;
+	s->defer_ev = event_new(base, -1, 0, on_defer, s);
+	if (!s->defer_ev) {
+		free(s);
+		return -ENOMEM;
+	}
 	int r = o->backend == STORE_POSTGRESQL ? pg_store_open(base, o, &s->pg, err, errlen)
 					       : sqlite_store_open(base, o, &s->sq, err, errlen);
 	if (r < 0) {
+		event_free(s->defer_ev);
 		free(s);
 		return r;
 	}
@@ -35,10 +99,13 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	run_deferred(s);
 	if (s->pg)
 		pg_store_close(s->pg);
 	else
 		sqlite_store_close(s->sq);
+	run_deferred(s);
+	event_free(s->defer_ev);
 	free(s);
 }
 

@@ -140,8 +140,26 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
  */
 void store_close(struct store *s);
 
-/* Read the record of dev_eui (either case) into *ret, AppKey decrypted; -ENOENT if none. */
+/*
+ * Read the record of dev_eui (either case) into *ret, AppKey decrypted; -ENOENT if none.
+ * Synchronous: on PostgreSQL a round trip on the loop; prefer store_get_async.
+ */
 int store_get(struct store *s, const char *dev_eui, struct store_record *ret);
+
+/*
+ * The result of store_get_async: err 0 and rec (valid during the call, AppKey in clear,
+ * wiped after), or -ENOENT, or another negative errno with a reason.
+ */
+typedef void store_get_fn(int err, const struct store_record *rec, const char *reason,
+			  void *arg);
+
+/*
+ * Read the record of dev_eui without blocking the loop; cb is called exactly once from
+ * the loop, never inside this call, and (PostgreSQL) after every write of this device
+ * submitted before. Returns 0, or a negative errno without calling cb (-EINVAL,
+ * -ENOMEM, -ESHUTDOWN).
+ */
+int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void *arg);
 
 /*
  * Queue a new row for r (fields validated: -EINVAL). created_at and updated_at are set

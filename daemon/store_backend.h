@@ -33,4 +33,5 @@ struct pg_store;
 STORE_BACKEND_DECLARE(sqlite_store, sqlite_store)
 STORE_BACKEND_DECLARE(pg_store, pg_store)
 
+int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb, void *arg);
 void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages);

@@ -135,6 +135,9 @@ static const char sql_update[] =
     "(SELECT lease_owner FROM devices WHERE dev_eui = $1), "
     "coalesce((SELECT takeover FROM d), false), $15::bigint, $25::bigint";
 
+static const char sql_get[] =
+    "SELECT " DEVICE_COLUMNS LEASE_COLUMNS " FROM devices WHERE dev_eui = $2";
+
 static const char sql_audit[] = "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome, "
 				"instance) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 static const char sql_label[] =
@@ -143,7 +146,7 @@ static const char sql_label[] =
     "ec = EXCLUDED.ec, matrix = EXCLUDED.matrix, image_opts = EXCLUDED.image_opts, "
     "image = EXCLUDED.image";
 
-enum op_kind { OP_INSERT, OP_UPDATE, OP_AUDIT, OP_LABEL };
+enum op_kind { OP_INSERT, OP_UPDATE, OP_AUDIT, OP_LABEL, OP_GET };
 
 /* One queued write: its parameters as text (bytea in binary), ready to send. */
 #define OP_MAX_PARAMS 26
@@ -155,6 +158,8 @@ struct op {
 	int err;
 	char reason[256];
 	char dev_eui[17];
+	store_get_fn *get_cb;	 /* OP_GET */
+	struct store_record *rec; /* OP_GET: the row read, if any */
 	int n;
 	char *values[OP_MAX_PARAMS];
 	int lengths[OP_MAX_PARAMS];
@@ -245,6 +250,10 @@ static void op_free(struct op *op)
 {
 	if (!op)
 		return;
+	if (op->rec) {
+		cred_wipe(op->rec, sizeof(*op->rec));
+		free(op->rec);
+	}
 	for (int i = 0; i < op->n; i++) {
 		if (op->values[i]) {
 			cred_wipe(op->values[i], (size_t)op->lengths[i]);
@@ -369,6 +378,7 @@ static int op_from_record(struct pg_store *s, const struct store_record *r, bool
 
 static void writer_kick(struct pgw *w);
 static void writer_connect(struct pgw *w);
+static int row_to_record(struct pg_store *s, PGresult *res, int i, struct store_record *r);
 
 /* Queue op on the writer of its device; while down it fails from the loop. */
 static int submit(struct pg_store *s, struct op *op)
@@ -417,7 +427,9 @@ static void on_fail_ev(evutil_socket_t fd, short what, void *arg)
 	while (list) {
 		struct op *next = list->next;
 		s->stats.ops_failed++;
-		if (list->cb)
+		if (list->get_cb)
+			list->get_cb(list->err, NULL, list->reason, list->arg);
+		else if (list->cb)
 			list->cb(list->err, list->reason, list->arg);
 		op_free(list);
 		list = next;
@@ -430,7 +442,10 @@ static void complete(struct pg_store *s, struct op *list, int err, const char *r
 	while (list) {
 		struct op *next = list->next;
 		int e = err ? err : list->err;
-		if (list->cb)
+		if (list->get_cb)
+			list->get_cb(e, e ? NULL : list->rec, e ? (err ? reason : list->reason) : NULL,
+				     list->arg);
+		else if (list->cb)
 			list->cb(e, err ? reason : list->reason, list->arg);
 		op_free(list);
 		list = next;
@@ -544,6 +559,7 @@ static void writer_kick(struct pgw *w)
 		const char *sql = op->kind == OP_INSERT	  ? sql_insert
 				  : op->kind == OP_UPDATE ? sql_update
 				  : op->kind == OP_AUDIT  ? sql_audit
+				  : op->kind == OP_GET	  ? sql_get
 							  : sql_label;
 		ok = PQsendQueryParams(w->conn, sql, op->n, NULL, (const char *const *)op->values,
 				       op->lengths, op->formats, 0);
@@ -602,6 +618,21 @@ static void op_result(struct pg_store *s, struct op *op, PGresult *res)
 	}
 }
 
+/* The answer of a read: the record, -ENOENT, or why it cannot be read. */
+static void get_result(struct pg_store *s, struct op *op, PGresult *res)
+{
+	if (PQntuples(res) == 0) {
+		op->err = -ENOENT;
+		snprintf(op->reason, sizeof(op->reason), "the store does not hold %s", op->dev_eui);
+		return;
+	}
+	op->rec = malloc(sizeof(*op->rec));
+	op->err = op->rec ? row_to_record(s, res, 0, op->rec) : -ENOMEM;
+	if (op->err)
+		snprintf(op->reason, sizeof(op->reason), "cannot read the row of %s: %s",
+			 op->dev_eui, strerror(-op->err));
+}
+
 static void latency_note(struct pg_store *s, int64_t us)
 {
 	static const int64_t limits_ms[7] = {1, 2, 5, 10, 20, 50, 100};
@@ -643,6 +674,8 @@ static void writer_read(struct pgw *w)
 				if (n > s->stats.max_batch)
 					s->stats.max_batch = n;
 				for (struct op *op = batch; op; op = op->next) {
+					if (op->kind == OP_GET)
+						continue;
 					if (op->err)
 						s->stats.ops_rejected++;
 					else
@@ -681,6 +714,8 @@ static void writer_read(struct pgw *w)
 				op = op->next;
 			if (op->kind == OP_INSERT || op->kind == OP_UPDATE)
 				op_result(s, op, res);
+			else if (op->kind == OP_GET)
+				get_result(s, op, res);
 		}
 		PQclear(res);
 	}
@@ -1122,6 +1157,26 @@ int pg_store_label_get(struct pg_store *s, const char *dev_eui, struct store_lab
 	}
 	PQclear(res);
 	return e;
+}
+
+int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb, void *arg)
+{
+	if (!s || !cb || !dev_eui || !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	op->kind = OP_GET;
+	op->get_cb = cb;
+	op->arg = arg;
+	hex_upper(op->dev_eui, dev_eui, HEX_EUI);
+	int e = op_text(op, 0, s->instance);
+	e = e ? e : op_text(op, 1, op->dev_eui);
+	if (e) {
+		op_free(op);
+		return e;
+	}
+	return submit(s, op);
 }
 
 /* ---- writes ---- */
