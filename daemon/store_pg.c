@@ -147,6 +147,13 @@ static const char sql_label[] =
     "image = EXCLUDED.image";
 
 enum op_kind { OP_INSERT, OP_UPDATE, OP_AUDIT, OP_LABEL, OP_GET };
+#define N_STATEMENTS 5
+
+/* The prepared statement of each kind of operation, by enum op_kind. */
+static const char *const statement_names[N_STATEMENTS] = {"tpad_insert", "tpad_update",
+							  "tpad_audit", "tpad_label", "tpad_get"};
+static const char *const statement_sql[N_STATEMENTS] = {sql_insert, sql_update, sql_audit,
+							sql_label, sql_get};
 
 /* One queued write: its parameters as text (bytea in binary), ready to send. */
 #define OP_MAX_PARAMS 26
@@ -183,7 +190,10 @@ struct pgw {
 	size_t q_len;
 	struct op *batch; /* in flight, in order */
 	size_t batch_len;
-	size_t cur;	  /* index of the statement whose results come next (0 = BEGIN) */
+	size_t cur;	  /* index of the statement whose results come next */
+	size_t first;	  /* index of BEGIN: after the statements prepared with this batch */
+	bool prepared;	  /* the statements are prepared on this connection */
+	unsigned prep_ok; /* statements prepared by the batch in flight */
 	bool batch_error;
 	char batch_reason[256];
 	bool commit_ok;
@@ -549,21 +559,29 @@ static void writer_kick(struct pgw *w)
 	w->batch = head;
 	w->batch_len = n;
 	w->cur = 0;
+	w->first = 0;
 	w->batch_error = false;
 	w->commit_ok = false;
 	w->batch_reason[0] = '\0';
 	w->state = W_BUSY;
 	w->batch_start_us = (int64_t)clock_now_us();
-	bool ok = PQsendQueryParams(w->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
-	for (struct op *op = head; ok && op; op = op->next) {
-		const char *sql = op->kind == OP_INSERT	  ? sql_insert
-				  : op->kind == OP_UPDATE ? sql_update
-				  : op->kind == OP_AUDIT  ? sql_audit
-				  : op->kind == OP_GET	  ? sql_get
-							  : sql_label;
-		ok = PQsendQueryParams(w->conn, sql, op->n, NULL, (const char *const *)op->values,
-				       op->lengths, op->formats, 0);
+	bool ok = true;
+	if (!w->prepared) {
+		/*
+		 * Parsed and planned once per connection, in the first batch's round trip
+		 * (after dropping what an earlier, failed attempt may have left).
+		 */
+		ok = PQsendQueryParams(w->conn, "DEALLOCATE ALL", 0, NULL, NULL, NULL, NULL, 0);
+		for (int k = 0; ok && k < N_STATEMENTS; k++)
+			ok = PQsendPrepare(w->conn, statement_names[k], statement_sql[k], 0, NULL);
+		w->first = N_STATEMENTS + 1;
+		w->prep_ok = 0;
 	}
+	ok = ok && PQsendQueryParams(w->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+	for (struct op *op = head; ok && op; op = op->next)
+		ok = PQsendQueryPrepared(w->conn, statement_names[op->kind], op->n,
+					 (const char *const *)op->values, op->lengths, op->formats,
+					 0);
 	ok = ok && PQsendQueryParams(w->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	ok = ok && PQpipelineSync(w->conn);
 	if (!ok) {
@@ -668,6 +686,8 @@ static void writer_read(struct pgw *w)
 			w->batch_len = 0;
 			w->state = W_IDLE;
 			w->backoff_ms = PG_BACKOFF_MIN_MS;
+			if (w->first && w->prep_ok == N_STATEMENTS)
+				w->prepared = true;
 			if (!w->batch_error && w->commit_ok) {
 				s->stats.commits++;
 				latency_note(s, (int64_t)clock_now_us() - w->batch_start_us);
@@ -706,11 +726,15 @@ static void writer_read(struct pgw *w)
 			w->batch_error = true;
 		} else if (st == PGRES_PIPELINE_ABORTED) {
 			w->batch_error = true;
-		} else if (w->cur == w->batch_len + 1) {
+		} else if (w->cur < w->first) {
+			if (w->cur > 0 && st == PGRES_COMMAND_OK)
+				w->prep_ok++;
+		} else if (w->cur == w->first + w->batch_len + 1) {
 			w->commit_ok = st == PGRES_COMMAND_OK;
-		} else if (w->cur >= 1 && w->cur <= w->batch_len && st == PGRES_TUPLES_OK) {
+		} else if (w->cur > w->first && w->cur <= w->first + w->batch_len &&
+			   st == PGRES_TUPLES_OK) {
 			struct op *op = w->batch;
-			for (size_t i = 1; i < w->cur; i++)
+			for (size_t i = w->first + 1; i < w->cur; i++)
 				op = op->next;
 			if (op->kind == OP_INSERT || op->kind == OP_UPDATE)
 				op_result(s, op, res);
@@ -749,6 +773,7 @@ static void writer_poll_connect(struct pgw *w)
 	if (w->was_up || s->stats.down)
 		log_info("store: connection %u to the database is up", w->idx);
 	w->was_up = true;
+	w->prepared = false;
 	w->state = W_IDLE;
 	w->backoff_ms = PG_BACKOFF_MIN_MS;
 	s->stats.connections++;
