@@ -32,6 +32,10 @@ struct ctl_args {
 	const char *out_dir;
 	const char *state;
 	int limit;
+	bool label;	     /* --label: the whole label layout, not the bare code */
+	bool print;	     /* --print: print on the station's default printer */
+	const char *printer; /* --printer */
+	int copies;	     /* --copies; 0: not given */
 	int argc;
 	char **argv;
 };
@@ -79,3 +83,13 @@ int ctl_export(struct ctl *c, struct ctl_args *a);
 int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
 int ctl_adopt(struct ctl *c, struct ctl_args *a);
+int ctl_print(struct ctl *c, struct ctl_args *a);
+
+/* The print object of a station call from --print, --printer and --copies, or NULL. */
+json_t *ctl_print_options(const struct ctl_args *a);
+
+/* The printers of a Status reply, one line each. */
+void ctl_print_printers(json_t *printers);
+
+/* "tpactl ... as COMMAND ...": the tpas commands, parsing the whole command line. */
+int ctl_as_main(int argc, char **argv);

@@ -81,14 +81,54 @@ static int station_call(struct ctl *c, struct ctl_args *a, const char *method, j
 	json_t *qr = format ? ctl_qr_options(a, format) : NULL;
 	if (qr)
 		json_object_set_new(params, "qr", qr);
+	json_t *print = ctl_print_options(a);
+	if (print)
+		json_object_set_new(params, "print", print);
 	json_t *p;
-	int r = ctl_call(c, method, params, a->json, &p);
-	if (r != 0)
-		return r < 0 ? 1 : r;
-	if (a->json)
+	int r = ctl_send(c, method, params, false);
+	json_t *reply = NULL;
+	if (r == 0)
+		r = ctl_recv(c, &reply);
+	if (r < 0)
+		return 1;
+	const char *error = json_string_value(json_object_get(reply, "error"));
+	bool print_failed = error && strcmp(error, "io.tpad.Station.PrintFailed") == 0;
+	if (error && !print_failed) {
+		if (a->json)
+			ctl_print_json(reply);
+		ctl_print_error(reply);
+		json_decref(reply);
+		return 1;
+	}
+	p = json_incref(json_object_get(reply, "parameters"));
+	if (!p)
+		p = json_object();
+	if (print_failed) {
+		/* The device is committed and carried by the error: show it, then why. */
+		if (a->json)
+			ctl_print_json(reply);
+		else
+			print_device(json_object_get(p, "device"));
+		int status = handle_label(a, json_object_get(p, "qr"));
+		fprintf(stderr, "tpactl: PrintFailed: printer=%s, reason=%s\n",
+			json_string_value(json_object_get(p, "printer")),
+			json_string_value(json_object_get(p, "reason")));
+		json_decref(p);
+		json_decref(reply);
+		return status ? status : 1;
+	}
+	json_decref(reply);
+	if (a->json) {
 		ctl_print_json(p);
-	else
+	} else {
 		print_device(json_object_get(p, "device"));
+		json_t *pr = json_object_get(p, "print");
+		if (pr)
+			printf("%-11s %s on %s (job %lld)\n", "print",
+			       json_string_value(json_object_get(pr, "state")),
+			       json_string_value(json_object_get(pr, "printer")),
+			       (long long)json_integer_value(json_object_get(pr, "job")));
+	}
 	int status = handle_label(a, json_object_get(p, "qr"));
 	json_decref(p);
 	return status;

@@ -26,18 +26,26 @@ static void usage(FILE *f)
 		   "Station commands (default socket " TPAD_RUNDIR "/station.sock):\n"
 		   "  activate --dev-eui EUI [--join-eui EUI] (--tkm-info HEX | --app-key HEX |\n"
 		   "           --generate-app-key) [--serial S] [--profile-id ID]\n"
-		   "           [--format png|svg|zpl|text|none] [-o FILE]\n"
-		   "  lookup --dev-eui EUI [--format ...] [-o FILE]\n"
+		   "           [--format png|svg|zpl|text|none] [--label] [-o FILE]\n"
+		   "           [--print] [--printer NAME] [--copies N]\n"
+		   "  lookup --dev-eui EUI [--format ...] [-o FILE] [--print] [--printer NAME]\n"
+		   "         [--copies N]\n"
 		   "\n"
 		   "Admin commands (default socket " TPAD_RUNDIR "/admin.sock):\n"
 		   "  status                      health of tpad, the cloud link and the store\n"
 		   "  import FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
 		   "  export --format png|svg|zpl|csv --out DIR [--state STATE] [--scale N]\n"
-		   "         [--margin N] [--ec-level L|M|Q|H]\n"
+		   "         [--margin N] [--ec-level L|M|Q|H] [--label]\n"
 		   "  devices [--state STATE] [--limit N]\n"
 		   "  device EUI\n"
 		   "  adopt EUI                   take a FOREIGN device's token from the cloud\n"
+		   "  print EUI | --state STATE [--printer NAME] [--copies N]\n"
+		   "                              print (reprint) labels, a batch as one job\n"
 		   "  metrics                     OpenMetrics text for node_exporter\n"
+		   "\n"
+		   "tpas commands (default socket " TPAS_RUNDIR "/admin.sock; tpactl as --help):\n"
+		   "  as keygen --out FILE | as import-astk HEX | as astks | as uplinks [--follow]\n"
+		   "  as send --dev-eui EUI --port N --payload HEX | as status\n"
 		   "\n"
 		   "Options (before or after the command):\n"
 		   "  --socket PATH   socket to use instead of the default\n"
@@ -80,11 +88,17 @@ enum opt_id {
 	OPT_SCALE,
 	OPT_MARGIN,
 	OPT_EC_LEVEL,
+	OPT_PRINT,
+	OPT_PRINTER,
+	OPT_COPIES,
+	OPT_LABEL,
 };
 
 /* Which options each command takes (bit set by enum opt_id - OPT_DEV_EUI). */
 #define BIT(o) (1u << ((o)-OPT_DEV_EUI))
-#define QR_BITS (BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL))
+#define QR_BITS                                                                                    \
+	(BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL) | BIT(OPT_LABEL))
+#define PRINT_BITS (BIT(OPT_PRINT) | BIT(OPT_PRINTER) | BIT(OPT_COPIES))
 
 struct command {
 	const char *name;
@@ -100,15 +114,17 @@ static const struct command commands[] = {
     {"metrics", ctl_metrics, CTL_ADMIN, 0, false, 0, 0},
     {"activate", ctl_activate, CTL_STATION,
      BIT(OPT_DEV_EUI) | BIT(OPT_JOIN_EUI) | BIT(OPT_TKM_INFO) | BIT(OPT_APP_KEY) |
-	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS,
+	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS | PRINT_BITS,
      true, 0, 0},
-    {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS, true, 0, 0},
+    {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS | PRINT_BITS, true, 0, 0},
     {"import", ctl_import, CTL_ADMIN,
      BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES), false, 1, 1},
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0},
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0},
     {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1},
     {"adopt", ctl_adopt, CTL_ADMIN, 0, false, 1, 1},
+    {"print", ctl_print, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_PRINTER) | BIT(OPT_COPIES), false, 0,
+     1},
 };
 
 /* The long name of option id o. */
@@ -144,9 +160,25 @@ int main(int argc, char **argv)
 	    {"out", required_argument, NULL, OPT_OUT},
 	    {"state", required_argument, NULL, OPT_STATE},
 	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"print", no_argument, NULL, OPT_PRINT},
+	    {"printer", required_argument, NULL, OPT_PRINTER},
+	    {"copies", required_argument, NULL, OPT_COPIES},
+	    {"label", no_argument, NULL, OPT_LABEL},
 	    {"output", required_argument, NULL, 'o'},
 	    {0},
 	};
+	/* The first word that is not an option picks tpas's commands ("as"). */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--socket") == 0) {
+			i++;
+			continue;
+		}
+		if (argv[i][0] == '-')
+			continue;
+		if (strcmp(argv[i], "as") == 0)
+			return ctl_as_main(argc, argv);
+		break;
+	}
 	struct ctl_args a = {0};
 	unsigned used = 0;
 	bool used_o = false;
@@ -200,6 +232,7 @@ int main(int argc, char **argv)
 		case OPT_SCALE:
 		case OPT_MARGIN:
 		case OPT_CONCURRENCY:
+		case OPT_COPIES:
 		case OPT_LIMIT: {
 			char *end;
 			errno = 0;
@@ -213,6 +246,8 @@ int main(int argc, char **argv)
 				a.margin = (int)v;
 			else if (o == OPT_CONCURRENCY)
 				a.concurrency = (int)v;
+			else if (o == OPT_COPIES)
+				a.copies = (int)v;
 			else
 				a.limit = (int)v;
 			if (o == OPT_MARGIN)
@@ -233,6 +268,15 @@ int main(int argc, char **argv)
 			break;
 		case OPT_STATE:
 			a.state = optarg;
+			break;
+		case OPT_PRINT:
+			a.print = true;
+			break;
+		case OPT_LABEL:
+			a.label = true;
+			break;
+		case OPT_PRINTER:
+			a.printer = optarg;
 			break;
 		default:
 			usage(stderr);

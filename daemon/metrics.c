@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "activation.h"
+#include "print.h"
 #include "server.h"
 #include "store.h"
 #include "tpa.h"
@@ -251,6 +252,7 @@ char *metrics_render(const struct tpad *t)
 	render_activations(f, t);
 	render_upstream(f, (struct tpad *)t);
 	render_store(f, t);
+	print_metrics(t->print, f);
 	fputs("# EOF\n", f);
 	if (fclose(f) != 0) {
 		free(buf);

@@ -13,6 +13,8 @@ struct tpa;
 struct store;
 struct activation;
 struct rng;
+struct layout;
+struct print;
 
 struct tpad {
 	struct event_base *base;
@@ -24,6 +26,8 @@ struct tpad {
 	struct store *store;
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
+	struct layout *layout; /* label.* at label.dpi: station and export labels */
+	struct print *print;   /* label printers */
 	struct event *settle_ev;   /* background settling of PENDING rows */
 	struct later *later;	   /* timers of jobs waiting for another tpad's claim */
 	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
