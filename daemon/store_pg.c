@@ -45,6 +45,7 @@
 #define PG_BACKOFF_MIN_MS 100
 #define PG_BACKOFF_MAX_MS 5000
 #define PG_MAX_WRITERS 63
+#define PG_BATCH_TIMEOUT_MS 15000 /* a transaction this long without an answer: link lost */
 
 static const char key_check_aad[] = "tpad store key check v1";
 
@@ -198,6 +199,7 @@ struct pgw {
 	char batch_reason[256];
 	bool commit_ok;
 	int64_t batch_start_us;
+	struct event *batch_timer; /* a batch without an answer this long: the link is dead */
 };
 
 struct pg_store {
@@ -473,6 +475,8 @@ static void writer_lost(struct pgw *w, const char *why)
 		event_free(w->ev);
 		w->ev = NULL;
 	}
+	if (w->batch_timer)
+		evtimer_del(w->batch_timer);
 	if (w->conn) {
 		PQfinish(w->conn);
 		w->conn = NULL;
@@ -597,7 +601,16 @@ static void writer_kick(struct pgw *w)
 		writer_lost(w, why);
 		return;
 	}
+	struct timeval tv = {.tv_sec = PG_BATCH_TIMEOUT_MS / 1000};
+	evtimer_add(w->batch_timer, &tv);
 	writer_wait(w, f == 1);
+}
+
+static void on_batch_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgw *w = arg;
+	if (w->state == W_BUSY)
+		writer_lost(w, "no answer from the database in 15 s");
 }
 
 /* The answer of one row write: done, or why not. */
@@ -680,6 +693,7 @@ static void writer_read(struct pgw *w)
 		ExecStatusType st = PQresultStatus(res);
 		if (st == PGRES_PIPELINE_SYNC) {
 			PQclear(res);
+			evtimer_del(w->batch_timer);
 			struct op *batch = w->batch;
 			size_t n = w->batch_len;
 			w->batch = NULL;
@@ -830,16 +844,14 @@ static void on_notice(void *arg, const char *message)
 /* Start (again) a connection from the URI, with the password if we have one. */
 static PGconn *connect_start(struct pg_store *s, bool blocking)
 {
-	const char *keys[] = {"dbname", "password", "connect_timeout", "application_name", NULL};
-	const char *vals[] = {s->url, s->password, "3", "tpad", NULL};
-	if (!s->password) {
-		keys[1] = "connect_timeout";
-		vals[1] = "3";
-		keys[2] = "application_name";
-		vals[2] = "tpad";
-		keys[3] = NULL;
-		vals[3] = NULL;
-	}
+	/*
+	 * Defaults first: what the URI says overrides them. A dead peer or network is
+	 * noticed within seconds (TCP; a Unix socket reports it at once).
+	 */
+	const char *keys[] = {"connect_timeout", "application_name", "keepalives_idle",
+			      "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+			      "dbname", "password", NULL};
+	const char *vals[] = {"3", "tpad", "5", "2", "3", "10000", s->url, s->password, NULL};
 	PGconn *c = blocking ? PQconnectdbParams(keys, vals, 1) : PQconnectStartParams(keys, vals, 1);
 	if (c)
 		PQsetNoticeProcessor(c, on_notice, NULL);
@@ -1445,6 +1457,8 @@ void pg_store_close(struct pg_store *s)
 			writer_lost(w, "closing");
 		if (w->timer)
 			event_free(w->timer);
+		if (w->batch_timer)
+			event_free(w->batch_timer);
 	}
 	on_fail_ev(-1, 0, s);
 	if (s->fail_ev)
@@ -1508,7 +1522,8 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 		w->fd = -1;
 		w->backoff_ms = PG_BACKOFF_MIN_MS;
 		w->timer = evtimer_new(base, on_reconnect_timer, w);
-		if (!w->timer) {
+		w->batch_timer = evtimer_new(base, on_batch_timeout, w);
+		if (!w->timer || !w->batch_timer) {
 			pg_store_close(s);
 			return -ENOMEM;
 		}
