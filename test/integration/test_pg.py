@@ -316,6 +316,47 @@ class Lines(TpadTestCase):
         self.assertIn("newer than this tpad", d.log_text())
 
 
+class Credentials(TpadTestCase):
+    """TLS per the URI (sslmode=verify-full) and the password from the credential."""
+
+    store_backend = "postgresql"
+    pg_ssl = True
+
+    def test_verify_full_and_credential_directory(self):
+        creds = os.path.join(self.tmp, "creds")
+        os.makedirs(creds)
+        tpadtest.write_secret(os.path.join(creds, "store-password"), self.pg.password)
+        url = self.pg.new_database(tls=True)
+        # No password file: only the credential store-password can let it in.
+        d = self.daemon(pg_url=url, env={"CREDENTIALS_DIRECTORY": creds})
+        with open(d.conf) as f:
+            self.assertNotIn("password-file", f.read())
+        d.start()
+        with self.assertRaises(VarlinkError) as cm:
+            with d.station_client() as c:
+                c.call("io.tpad.Station.Lookup", {"devEUI": eui(1)})
+        self.assertEqual(cm.exception.error, "io.tpad.Station.NotFound")
+        n = self.pg.psql("SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+                         "WHERE ssl AND application_name = 'tpad'", db="postgres")
+        self.assertGreaterEqual(int(n), 2)
+        d.stop()
+        # Another CA: the server's certificate is refused, tpad does not start.
+        ca2 = os.path.join(self.tmp, "other-ca.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=other", "-keyout", os.path.join(self.tmp, "o.key"),
+                        "-out", ca2], check=True, capture_output=True)
+        bad = self.daemon(pg_url=url.replace(os.path.join(self.pg.dir, "ca.crt"), ca2),
+                          pg_password=self.pg.password)
+        bad.start(wait=False)
+        self.assertEqual(bad.proc.wait(20), 1)
+        self.assertIn("certificate verify failed", bad.log_text())
+        # A wrong password is refused with the server's reason.
+        wrong = self.daemon(pg_url=url, pg_password="not-the-password")
+        wrong.start(wait=False)
+        self.assertEqual(wrong.proc.wait(20), 1)
+        self.assertIn("password authentication failed", wrong.log_text())
+
+
 class Copy(TpadTestCase):
     """tpad --copy-store: a populated SQLite store into PostgreSQL, resumable, verified."""
 

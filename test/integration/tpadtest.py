@@ -238,7 +238,8 @@ PGCLUSTER = os.path.join(SRC_ROOT, "test", "pg", "pgcluster.sh")
 class PgCluster:
     """A throw-away PostgreSQL cluster (test/pg/pgcluster.sh) in a directory of its own."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, ssl=False):
+        self.ssl = ssl
         self.dir = os.path.join(workdir, "pg")
         # The server runs as an unprivileged user: it must reach its directory.
         os.chmod(workdir, 0o755)
@@ -248,7 +249,8 @@ class PgCluster:
 
     def _run(self, *args):
         p = subprocess.run(["sh", PGCLUSTER, *args, self.dir], capture_output=True, text=True,
-                           timeout=120)
+                           timeout=120,
+                           env={**os.environ, "PGCLUSTER_SSL": "1" if self.ssl else "0"})
         if p.returncode != 0:
             raise AssertionError(f"pgcluster {args[0]} failed: {p.stderr}")
         return p.stdout.strip()
@@ -279,11 +281,17 @@ class PgCluster:
             raise AssertionError(f"psql {sql!r}: {p.stderr}")
         return p.stdout.strip()
 
-    def new_database(self):
-        """A fresh empty database; returns its URI."""
+    def new_database(self, tls=False, ca=None):
+        """A fresh empty database; returns its URI (over TCP with verify-full when tls)."""
         self.n_db += 1
         name = f"t{self.n_db}"
         self.psql(f"CREATE DATABASE {name}", db="postgres")
+        if tls:
+            with open(os.path.join(self.dir, "port")) as f:
+                port = f.read().strip()
+            ca = ca or os.path.join(self.dir, "ca.crt")
+            return (f"postgresql://tpad@localhost:{port}/{name}?sslmode=verify-full"
+                    f"&sslrootcert={ca}")
         return self.uri.replace("/tpad?", f"/{name}?", 1)
 
 
@@ -314,6 +322,7 @@ class Daemon:
             write_secret(self.key_file, key_hex)
         elif not os.path.exists(self.key_file):
             write_secret(self.key_file, secrets.token_hex(32))
+        self.has_password = bool(pg_password)
         if pg_password:
             write_secret(self.password_file, pg_password)
         self.write_conf()
@@ -329,8 +338,9 @@ class Daemon:
             "store": {"path": self.store, "key-file": self.key_file},
         }
         if self.pg_url:
-            sections["store"].update({"backend": "postgresql", "url": self.pg_url,
-                                      "password-file": self.password_file})
+            sections["store"].update({"backend": "postgresql", "url": self.pg_url})
+            if self.has_password:
+                sections["store"]["password-file"] = self.password_file
         if self.instance:
             sections["store"]["instance"] = self.instance
         # conf_extra: "section.key = value" lines override or add directives.
@@ -457,6 +467,7 @@ class TpadTestCase(unittest.TestCase):
     """
 
     store_backend = os.environ.get("TPAD_TEST_STORE", "sqlite")
+    pg_ssl = False  # the cluster also speaks TLS (PgCluster.new_database(tls=True))
     pg = None
 
     @classmethod
@@ -464,7 +475,7 @@ class TpadTestCase(unittest.TestCase):
         super().setUpClass()
         if cls.store_backend == "postgresql":
             cls.pg_tmp = tempfile.mkdtemp(prefix="tpad-pg-")
-            cls.pg = PgCluster(cls.pg_tmp).start()
+            cls.pg = PgCluster(cls.pg_tmp, ssl=cls.pg_ssl).start()
 
     @classmethod
     def tearDownClass(cls):

@@ -6,7 +6,9 @@
 # tpad, database tpad, a Unix socket in DIR and 127.0.0.1 on a free port,
 # synchronous_commit=on, fsync on. Prints the libpq URI; the password is in DIR/password
 # (mode 0600, owned by the caller). stop DIR: fast shutdown (the directory is left to the
-# caller). Exit status non-zero with a reason on stderr if anything fails.
+# caller). With PGCLUSTER_SSL=1 the server also speaks TLS with a certificate for localhost
+# and 127.0.0.1 from a CA of its own (DIR/ca.crt). Exit status non-zero with a reason on
+# stderr if anything fails.
 set -eu
 
 bindir=
@@ -56,6 +58,21 @@ start)
 		--pwfile="$dir/.pw" -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 ||
 		{ cat "$dir/initdb.log" >&2; exit 1; }
 	rm -f "$dir/.pw"
+	if [ "${PGCLUSTER_SSL:-0}" = 1 ]; then
+		# TLS with a CA of its own: DIR/ca.crt verifies the server as localhost/127.0.0.1.
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tpad test CA" \
+			-keyout "$dir/ca.key" -out "$dir/ca.crt" >/dev/null 2>&1
+		openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+			-keyout "$dir/data/server.key" -out "$dir/server.csr" >/dev/null 2>&1
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$dir/san.ext"
+		openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+			-CAcreateserial -days 2 -extfile "$dir/san.ext" \
+			-out "$dir/data/server.crt" >/dev/null 2>&1
+		chmod 0644 "$dir/ca.crt"
+		[ "$(id -u)" -eq 0 ] && chown nobody "$dir/data/server.key" "$dir/data/server.crt"
+		printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" \
+			>>"$dir/data/postgresql.conf"
+	fi
 	cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $(cat "$dir/port")
