@@ -438,8 +438,8 @@ static const struct conf_directive directives[] = {
     {.name = "store.lease",
      .type = CONF_DURATION,
      .offset = OFF(store_lease_ms),
-     .def = "30s",
-     .min = 1000,
+     .def = "0s",
+     .min = 0,
      .max = 3600000},
     {.name = "store.commit-delay",
      .type = CONF_DURATION,
@@ -557,11 +557,12 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 		snprintf(why, whylen, "store.backend = postgresql needs store.url (a libpq URI)");
 		return -EINVAL;
 	}
-	if (strcmp(c->store_backend, "postgresql") == 0 &&
+	if (strcmp(c->store_backend, "postgresql") == 0 && c->store_lease_ms &&
 	    c->store_lease_ms < 2 * (uint64_t)c->upstream_request_timeout_ms) {
 		snprintf(why, whylen,
-			 "store.lease must be at least twice upstream.request-timeout: another "
-			 "tpad could take over a device whose import is still running");
+			 "store.lease must be at least twice upstream.request-timeout (or 0 for "
+			 "exactly that): another tpad could take over a device whose import is "
+			 "still running");
 		return -EINVAL;
 	}
 	if (strcmp(c->station_socket, c->admin_socket) == 0) {

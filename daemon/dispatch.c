@@ -441,7 +441,9 @@ static int open_store(struct tpad *t)
 				  .url = cfg->store_url,
 				  .password = has_password ? password : NULL,
 				  .connections = cfg->store_connections,
-				  .lease_ms = cfg->store_lease_ms,
+				  .lease_ms = cfg->store_lease_ms
+						  ? cfg->store_lease_ms
+						  : 2 * cfg->upstream_request_timeout_ms,
 				  .instance = cfg->store_instance ? cfg->store_instance : host,
 				  .key = key,
 				  .key_len = len,
@@ -588,6 +590,10 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
 	if (r == 0 && cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2)
 		r = check_credential("oauth-secret", cfg->oauth2_secret_file, false, err, errlen);
+	/* Without a file the password is optional (libpq's passfile, client certificates). */
+	if (r == 0 && strcmp(cfg->store_backend, "postgresql") == 0 && cfg->store_password_file)
+		r = check_credential("store-password", cfg->store_password_file, false, err,
+				     errlen);
 	return r;
 }
 
