@@ -403,7 +403,11 @@ static int submit(struct pg_store *s, struct op *op)
 	for (const char *p = op->dev_eui; *p; p++)
 		h = (h ^ (uint8_t)*p) * 16777619u;
 	struct pgw *w = &s->w[h % s->n_writers];
-	if (w->state == W_DOWN || w->state == W_CONNECTING) {
+	/*
+	 * While the database is down, writes that wait for an answer fail at once; audit
+	 * entries (nobody waits for them) are kept and written once it is back.
+	 */
+	if ((w->state == W_DOWN || w->state == W_CONNECTING) && op->kind != OP_AUDIT) {
 		op->err = -EIO;
 		snprintf(op->reason, sizeof(op->reason), "the database cannot be reached: %.200s",
 			 s->down_reason[0] ? s->down_reason : "connecting");
@@ -489,12 +493,30 @@ static void writer_lost(struct pgw *w, const char *why)
 	snprintf(reason, sizeof(reason), "the database connection was lost (%s); the write may "
 				    "or may not have committed",
 		 why);
-	struct op *batch = w->batch, *queued = w->q_head;
-	size_t nb = w->batch_len, nq = w->q_len;
+	struct op *batch = w->batch, *queued = NULL, **qt = &queued;
+	size_t nb = w->batch_len, nq = 0;
 	w->batch = NULL;
 	w->batch_len = 0;
-	w->q_head = w->q_tail = NULL;
-	w->q_len = 0;
+	/* Queued audit entries stay for the next connection; the other writes fail. */
+	struct op *keep = NULL, **kt = &keep, *klast = NULL;
+	size_t nk = 0;
+	for (struct op *op = w->q_head, *next; op; op = next) {
+		next = op->next;
+		op->next = NULL;
+		if (op->kind == OP_AUDIT && !s->closing) {
+			*kt = op;
+			kt = &op->next;
+			klast = op;
+			nk++;
+		} else {
+			*qt = op;
+			qt = &op->next;
+			nq++;
+		}
+	}
+	w->q_head = keep;
+	w->q_tail = klast;
+	w->q_len = nk;
 	s->stats.queued -= nq;
 	s->stats.ops_failed += nb + nq;
 	if (nb)

@@ -303,6 +303,8 @@ int main(int argc, char **argv)
 	store_stats(a, &st);
 	CHECK(st.down);
 	CHECK_INT(get(a, r2.dev_eui, &got), -EIO);
+	/* An audit entry made while it is down is kept and written when it is back. */
+	CHECK_INT(store_audit(a, r2.dev_eui, "while-down", 1, 2, "kept"), 0);
 	CHECK_INT(cluster("restart", NULL, 0), 0);
 	time_t t0 = time(NULL);
 	int e = -EIO;
@@ -313,6 +315,16 @@ int main(int argc, char **argv)
 	}
 	CHECK_INT(e, 0);
 	CHECK(time(NULL) - t0 < 10);
+	{
+		const char *kw[] = {"dbname", "password", NULL};
+		const char *vals[] = {url, password, NULL};
+		PGconn *pc = PQconnectdbParams(kw, vals, 1);
+		PGresult *res = PQexec(pc, "SELECT count(*) FROM audit WHERE method = 'while-down'");
+		CHECK(PQresultStatus(res) == PGRES_TUPLES_OK);
+		CHECK_STR(PQntuples(res) ? PQgetvalue(res, 0, 0) : "", "1");
+		PQclear(res);
+		PQfinish(pc);
+	}
 	store_stats(a, &st);
 	CHECK(st.reconnects >= 1);
 
