@@ -855,6 +855,7 @@ static void on_writer_event(evutil_socket_t fd, short what, void *arg)
 	PGresult *res;
 	while (!PQisBusy(w->conn) && (res = PQgetResult(w->conn)))
 		PQclear(res);
+	writer_wait(w, false);
 }
 
 /* The server's notices ("relation already exists, skipping"...) only when verbose. */
