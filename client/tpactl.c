@@ -34,6 +34,9 @@ static void usage(FILE *f)
 		   "Admin commands (default socket " TPAD_RUNDIR "/admin.sock):\n"
 		   "  status                      health of tpad, the cloud link and the store\n"
 		   "  import FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
+		   "  import --manifest FILE.json [--signer CERT.pem] [--dev-eui-map CSV]\n"
+		   "         [--concurrency N] [--failures FILE]\n"
+		   "  retire EUI --reason TEXT    delete a scrapped device in the cloud\n"
 		   "  export --format png|svg|zpl|csv --out DIR [--state STATE] [--scale N]\n"
 		   "         [--margin N] [--ec-level L|M|Q|H] [--label]\n"
 		   "  devices [--state STATE] [--limit N]\n"
@@ -42,6 +45,9 @@ static void usage(FILE *f)
 		   "  print EUI | --state STATE [--printer NAME] [--copies N]\n"
 		   "                              print (reprint) labels, a batch as one job\n"
 		   "  metrics                     OpenMetrics text for node_exporter\n"
+		   "\n"
+		   "Local commands:\n"
+		   "  keygen-rsa FILE [--bits N]  new RSA key pair for cloud-HSM AppKeys\n"
 		   "\n"
 		   "tpas commands (default socket " TPAS_RUNDIR "/admin.sock; tpactl as --help):\n"
 		   "  as keygen --out FILE | as import-astk HEX | as astks | as uplinks [--follow]\n"
@@ -88,6 +94,11 @@ enum opt_id {
 	OPT_SCALE,
 	OPT_MARGIN,
 	OPT_EC_LEVEL,
+	OPT_MANIFEST,
+	OPT_SIGNER,
+	OPT_DEV_EUI_MAP,
+	OPT_REASON,
+	OPT_BITS,
 	OPT_PRINT,
 	OPT_PRINTER,
 	OPT_COPIES,
@@ -118,7 +129,11 @@ static const struct command commands[] = {
      true, 0, 0},
     {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS | PRINT_BITS, true, 0, 0},
     {"import", ctl_import, CTL_ADMIN,
-     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES), false, 1, 1},
+     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) | BIT(OPT_MANIFEST) |
+	 BIT(OPT_SIGNER) | BIT(OPT_DEV_EUI_MAP),
+     false, 0, 1},
+    {"retire", ctl_retire, CTL_ADMIN, BIT(OPT_REASON), false, 1, 1},
+    {"keygen-rsa", ctl_keygen_rsa, CTL_NONE, BIT(OPT_BITS), false, 1, 1},
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0},
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0},
     {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1},
@@ -165,6 +180,11 @@ int main(int argc, char **argv)
 	    {"copies", required_argument, NULL, OPT_COPIES},
 	    {"label", no_argument, NULL, OPT_LABEL},
 	    {"output", required_argument, NULL, 'o'},
+	    {"manifest", required_argument, NULL, OPT_MANIFEST},
+	    {"signer", required_argument, NULL, OPT_SIGNER},
+	    {"dev-eui-map", required_argument, NULL, OPT_DEV_EUI_MAP},
+	    {"reason", required_argument, NULL, OPT_REASON},
+	    {"bits", required_argument, NULL, OPT_BITS},
 	    {0},
 	};
 	/* The first word that is not an option picks tpas's commands ("as"). */
@@ -269,6 +289,21 @@ int main(int argc, char **argv)
 		case OPT_STATE:
 			a.state = optarg;
 			break;
+		case OPT_MANIFEST:
+			a.manifest = optarg;
+			break;
+		case OPT_SIGNER:
+			a.signer = optarg;
+			break;
+		case OPT_DEV_EUI_MAP:
+			a.dev_eui_map = optarg;
+			break;
+		case OPT_REASON:
+			a.reason = optarg;
+			break;
+		case OPT_BITS:
+			a.bits = atoi(optarg);
+			break;
 		case OPT_PRINT:
 			a.print = true;
 			break;
@@ -304,6 +339,8 @@ int main(int argc, char **argv)
 	if (a.argc < cmd->min_args || a.argc > cmd->max_args)
 		return usage_error("%s takes %d argument%s", name, cmd->max_args,
 				   cmd->max_args == 1 ? "" : "s");
+	if (cmd->sock == CTL_NONE)
+		return cmd->run(NULL, &a);
 
 	struct ctl c;
 	int r = ctl_connect(&c, socket_path, cmd->sock);

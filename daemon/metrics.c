@@ -1,5 +1,7 @@
 /* metrics: the daemon's counters and gauges as text for Prometheus and node_exporter. */
 #include "metrics.h"
+
+#include "keypool.h"
 #include "clock.h"
 
 #include <jansson.h>
@@ -170,6 +172,35 @@ static void render_upstream(FILE *f, struct tpad *t)
 	sample(f, "tpad_upstream_connections_total", "event=\"failure\"", c.pool.connect_failures);
 	family(f, "tpad_upstream_breaker_opens_total", "counter", "Times the breaker opened.");
 	sample(f, "tpad_upstream_breaker_opens_total", NULL, c.pool.breaker_opens);
+	family(f, "tpad_upstream_certificate_failures_total", "counter",
+	       "TLS handshakes refused for a certificate (expired, wrong host, unknown CA, pin).");
+	sample(f, "tpad_upstream_certificate_failures_total", NULL, c.pool.cert_failures);
+	family(f, "tpad_upstream_deletes_total", "counter", "Devices deleted in the cloud (Retire).");
+	sample(f, "tpad_upstream_deletes_total", NULL, c.deletes);
+}
+
+/* The cloud-HSM AppKey pool, when it is in use. */
+static void render_keypool(FILE *f, const struct tpad *t)
+{
+	if (!t->keypool)
+		return;
+	struct keypool_stats k;
+	keypool_get_stats(t->keypool, &k);
+	family(f, "tpad_app_key_pool_available", "gauge", "Cloud-HSM AppKeys ready to hand out.");
+	sample(f, "tpad_app_key_pool_available", NULL, k.available);
+	family(f, "tpad_app_key_pool_low_water", "gauge",
+	       "device.app-key-pool: a refill starts below this.");
+	sample(f, "tpad_app_key_pool_low_water", NULL, k.low_water);
+	family(f, "tpad_app_key_pool_keys_total", "counter",
+	       "Cloud-HSM AppKeys fetched and handed out.");
+	sample(f, "tpad_app_key_pool_keys_total", "event=\"fetched\"", k.fetched);
+	sample(f, "tpad_app_key_pool_keys_total", "event=\"handed_out\"", k.handed_out);
+	family(f, "tpad_app_key_pool_empty_total", "counter",
+	       "Activations that found the pool empty (answered at once, not kept waiting).");
+	sample(f, "tpad_app_key_pool_empty_total", NULL, k.empty);
+	family(f, "tpad_app_key_pool_failures_total", "counter",
+	       "appKeyGens calls that failed and VendorKeys that could not be decrypted.");
+	sample(f, "tpad_app_key_pool_failures_total", NULL, k.failures);
 }
 
 /* Store, per backend: up, connections, claims, commit latency (PostgreSQL). */
@@ -252,6 +283,7 @@ char *metrics_render(const struct tpad *t)
 	render_activations(f, t);
 	render_upstream(f, (struct tpad *)t);
 	render_store(f, t);
+	render_keypool(f, t);
 	print_metrics(t->print, f);
 	fputs("# EOF\n", f);
 	if (fclose(f) != 0) {

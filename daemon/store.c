@@ -184,6 +184,28 @@ json_t *store_status_json(struct store *s)
 	return s->pg ? pg_store_status_json(s->pg) : sqlite_store_status_json(s->sq);
 }
 
+int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t hsm_key[16])
+{
+	return s ? PASS(key_pool_put, app_key, hsm_key) : -EINVAL;
+}
+
+int store_key_pool_taken(struct store *s, const uint8_t app_key[16])
+{
+	return s ? PASS(key_pool_taken, app_key) : -EINVAL;
+}
+
+int store_key_pool_load(struct store *s, size_t max,
+			int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg),
+			void *arg)
+{
+	return s ? PASS(key_pool_load, max, fn, arg) : -EINVAL;
+}
+
+int store_key_pool_find(struct store *s, const uint8_t app_key[16], uint8_t ret_hsm[16])
+{
+	return s ? PASS(key_pool_find, app_key, ret_hsm) : -EINVAL;
+}
+
 const char *store_backend_name(struct store *s)
 {
 	return s && s->pg ? "postgresql" : "sqlite";

@@ -28,7 +28,14 @@ struct pg_store;
 	int p##_label_put(struct T *s, const char *dev_eui, const struct store_label *l);          \
 	int p##_label_get(struct T *s, const char *dev_eui, struct store_label *ret);             \
 	void p##_stats(struct T *s, struct store_stats *ret);                                      \
-	json_t *p##_status_json(struct T *s);
+	json_t *p##_status_json(struct T *s);                                                     \
+	int p##_key_pool_put(struct T *s, const uint8_t app_key[16], const uint8_t hsm_key[16]);  \
+	int p##_key_pool_taken(struct T *s, const uint8_t app_key[16]);                            \
+	int p##_key_pool_load(struct T *s, size_t max,                                             \
+			      int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16],      \
+					void *arg),                                                \
+			      void *arg);                                                          \
+	int p##_key_pool_find(struct T *s, const uint8_t app_key[16], uint8_t ret_hsm[16]);
 
 STORE_BACKEND_DECLARE(sqlite_store, sqlite_store)
 STORE_BACKEND_DECLARE(pg_store, pg_store)

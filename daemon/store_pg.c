@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 #include <libpq-fe.h>
+#include <mbedtls/sha256.h>
 
 #include "clock.h"
 #include "cred.h"
@@ -139,6 +140,20 @@ static const char sql_update[] =
 static const char sql_get[] =
     "SELECT " DEVICE_COLUMNS LEASE_COLUMNS " FROM devices WHERE dev_eui = $2";
 
+/*
+ * The cloud-HSM AppKey pool, as on SQLite (sealed AppKey || hsmEncryptedAppKey found by a
+ * digest of the AppKey), shared by every tpad: a pair is reserved by the instance that
+ * loads it (reserved_by), so two tpads never hand out the same key.
+ */
+static const char sql_key_pool_table[] =
+    "CREATE TABLE IF NOT EXISTS app_key_pool (digest BYTEA PRIMARY KEY CHECK "
+    "(length(digest) = 32), sealed BYTEA NOT NULL, handed BOOLEAN NOT NULL DEFAULT false, "
+    "created_at BIGINT NOT NULL, reserved_by TEXT)";
+static const char sql_key_put[] =
+    "INSERT INTO app_key_pool (digest, sealed, handed, created_at, reserved_by) "
+    "VALUES ($1, $2, false, $3, $4) ON CONFLICT (digest) DO NOTHING";
+static const char sql_key_taken[] = "UPDATE app_key_pool SET handed = true WHERE digest = $1";
+
 static const char sql_audit[] = "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome, "
 				"instance) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 static const char sql_label[] =
@@ -147,14 +162,15 @@ static const char sql_label[] =
     "ec = EXCLUDED.ec, matrix = EXCLUDED.matrix, image_opts = EXCLUDED.image_opts, "
     "image = EXCLUDED.image";
 
-enum op_kind { OP_INSERT, OP_UPDATE, OP_AUDIT, OP_LABEL, OP_GET };
-#define N_STATEMENTS 5
+enum op_kind { OP_INSERT, OP_UPDATE, OP_AUDIT, OP_LABEL, OP_GET, OP_KEY_PUT, OP_KEY_TAKEN };
+#define N_STATEMENTS 7
 
 /* The prepared statement of each kind of operation, by enum op_kind. */
-static const char *const statement_names[N_STATEMENTS] = {"tpad_insert", "tpad_update",
-							  "tpad_audit", "tpad_label", "tpad_get"};
-static const char *const statement_sql[N_STATEMENTS] = {sql_insert, sql_update, sql_audit,
-							sql_label, sql_get};
+static const char *const statement_names[N_STATEMENTS] = {
+    "tpad_insert", "tpad_update", "tpad_audit", "tpad_label", "tpad_get", "tpad_key_put",
+    "tpad_key_taken"};
+static const char *const statement_sql[N_STATEMENTS] = {
+    sql_insert, sql_update, sql_audit, sql_label, sql_get, sql_key_put, sql_key_taken};
 
 /* One queued write: its parameters as text (bytea in binary), ready to send. */
 #define OP_MAX_PARAMS 26
@@ -1219,6 +1235,147 @@ int pg_store_label_get(struct pg_store *s, const char *dev_eui, struct store_lab
 	return e;
 }
 
+#define KEY_POOL_SEALED_LEN (32 + SEAL_OVERHEAD)
+
+/* The row key of an AppKey: SHA-256 over a fixed label and the key (as on SQLite). */
+static void key_digest(const uint8_t app_key[16], uint8_t out[32])
+{
+	static const char label[] = "tpad app-key-pool v1";
+	mbedtls_sha256_context c;
+	mbedtls_sha256_init(&c);
+	(void)mbedtls_sha256_starts_ret(&c, 0);
+	(void)mbedtls_sha256_update_ret(&c, (const unsigned char *)label, sizeof(label) - 1);
+	(void)mbedtls_sha256_update_ret(&c, app_key, 16);
+	(void)mbedtls_sha256_finish_ret(&c, out);
+	mbedtls_sha256_free(&c);
+}
+
+int pg_store_key_pool_put(struct pg_store *s, const uint8_t app_key[16], const uint8_t hsm_key[16])
+{
+	if (!s || !app_key || !hsm_key)
+		return -EINVAL;
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	op->kind = OP_KEY_PUT;
+	uint8_t d[32], pair[32], sealed[KEY_POOL_SEALED_LEN];
+	key_digest(app_key, d);
+	memcpy(pair, app_key, 16);
+	memcpy(pair + 16, hsm_key, 16);
+	/* The digest is the AAD: a sealed pair cannot be moved to another row. */
+	int e = seal_encrypt(s->seal, d, sizeof(d), pair, sizeof(pair), sealed, sizeof(sealed));
+	cred_wipe(pair, sizeof(pair));
+	/* The loader of a pool made here is this tpad: it holds the pairs it puts. */
+	e = e < 0 ? e : op_bin(op, 0, d, sizeof(d));
+	e = e ? e : op_bin(op, 1, sealed, sizeof(sealed));
+	e = e ? e : op_int(op, 2, clock_wall_ms());
+	e = e ? e : op_text(op, 3, s->instance);
+	if (e) {
+		op_free(op);
+		return e < 0 ? e : -EIO;
+	}
+	return submit(s, op);
+}
+
+int pg_store_key_pool_taken(struct pg_store *s, const uint8_t app_key[16])
+{
+	if (!s || !app_key)
+		return -EINVAL;
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	op->kind = OP_KEY_TAKEN;
+	uint8_t d[32];
+	key_digest(app_key, d);
+	int e = op_bin(op, 0, d, sizeof(d));
+	if (e) {
+		op_free(op);
+		return e;
+	}
+	return submit(s, op);
+}
+
+/* The digest as bytea text input ("\\x" and hex digits). */
+static void digest_text(const uint8_t d[32], char out[67])
+{
+	out[0] = '\\';
+	out[1] = 'x';
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 + 2 * i, 3, "%02x", d[i]);
+}
+
+/* Open the sealed pair of row i (digest, sealed) into app_key and hsm_key. */
+static int key_unseal(struct pg_store *s, PGresult *res, int i, uint8_t app_key[16],
+		      uint8_t hsm_key[16])
+{
+	uint8_t d[33], blob[KEY_POOL_SEALED_LEN + 1], pair[32];
+	ssize_t dn = col_bytes(res, i, 0, d, sizeof(d));
+	ssize_t bn = col_bytes(res, i, 1, blob, sizeof(blob));
+	if (dn != 32 || bn != KEY_POOL_SEALED_LEN)
+		return -EBADMSG;
+	int e = seal_decrypt(s->seal, d, 32, blob, (size_t)bn, pair, sizeof(pair));
+	if (e >= 0) {
+		memcpy(app_key, pair, 16);
+		memcpy(hsm_key, pair + 16, 16);
+	}
+	cred_wipe(pair, sizeof(pair));
+	return e < 0 ? -EBADMSG : 0;
+}
+
+int pg_store_key_pool_load(struct pg_store *s, size_t max,
+			   int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg),
+			   void *arg)
+{
+	if (!s || !fn)
+		return -EINVAL;
+	char lim[32];
+	snprintf(lim, sizeof(lim), "%zu", max);
+	const char *v[] = {s->instance, lim};
+	PGresult *res;
+	/* Reserve for this tpad pairs nobody handed out or reserved (or this tpad did). */
+	int e = pg_read(s,
+			"UPDATE app_key_pool SET reserved_by = $1 WHERE digest IN (SELECT digest "
+			"FROM app_key_pool WHERE NOT handed AND (reserved_by IS NULL OR "
+			"reserved_by = $1) ORDER BY created_at LIMIT $2::bigint FOR UPDATE SKIP "
+			"LOCKED) RETURNING digest, sealed, created_at",
+			2, v, &res);
+	if (e)
+		return e;
+	int r = 0;
+	for (int i = 0; !r && i < PQntuples(res); i++) {
+		uint8_t app[16], hsm[16];
+		if (key_unseal(s, res, i, app, hsm) < 0)
+			continue; /* not ours to hand out: skip it */
+		r = fn(app, hsm, arg);
+		cred_wipe(app, sizeof(app));
+		cred_wipe(hsm, sizeof(hsm));
+	}
+	PQclear(res);
+	return r;
+}
+
+int pg_store_key_pool_find(struct pg_store *s, const uint8_t app_key[16], uint8_t ret_hsm[16])
+{
+	if (!s || !app_key || !ret_hsm)
+		return -EINVAL;
+	uint8_t d[32], app[16];
+	char dt[67];
+	key_digest(app_key, d);
+	digest_text(d, dt);
+	const char *v[] = {dt};
+	PGresult *res;
+	int e = pg_read(s, "SELECT digest, sealed FROM app_key_pool WHERE digest = $1::bytea", 1,
+			v, &res);
+	if (e)
+		return e;
+	int r = PQntuples(res) ? key_unseal(s, res, 0, app, ret_hsm) : -ENOENT;
+	PQclear(res);
+	if (r == 0 && memcmp(app, app_key, 16) != 0)
+		r = -EBADMSG;
+	cred_wipe(app, sizeof(app));
+	return r;
+}
+
 int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb, void *arg)
 {
 	if (!s || !cb || !dev_eui || !hex_valid(dev_eui, HEX_EUI))
@@ -1352,6 +1509,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 	int e = exec_sync(c, "BEGIN", 0, NULL, NULL, why, sizeof(why));
 	e = e ? e : exec_sync(c, "SELECT pg_advisory_xact_lock(7474616400)", 0, NULL, NULL, why,
 			      sizeof(why));
+	e = e ? e : exec_sync(c, sql_key_pool_table, 0, NULL, NULL, why, sizeof(why));
 	e = e ? e : exec_sync(c, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
 				 "value BYTEA NOT NULL)",
 			      0, NULL, NULL, why, sizeof(why));

@@ -26,6 +26,7 @@ struct tpad {
 	struct store *store;
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
+	struct keypool *keypool; /* cloud-HSM AppKeys (device.app-key-source = cloud-hsm) */
 	struct layout *layout; /* label.* at label.dpi: station and export labels */
 	struct print *print;   /* label printers */
 	struct event *settle_ev;   /* background settling of PENDING rows */

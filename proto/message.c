@@ -103,6 +103,11 @@ static const struct param_spec get_device_params[] = {
     {"devEUI", PARAM_EUI, true, 0, 0},
 };
 
+static const struct param_spec retire_params[] = {
+    {"devEUI", PARAM_EUI, true, 0, 0},
+    {"reason", PARAM_STRING, true, 1, 200},
+};
+
 static const struct param_spec uplinks_params[] = {
     {"after", PARAM_INT, false, 0, 9007199254740991LL},
     {"follow", PARAM_BOOL, false, 0, 0},
@@ -143,6 +148,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "ListDevices", PROTO_SOCKET_ADMIN, false, list_devices_params),
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
+    METHOD(IFACE_ADMIN, "Retire", PROTO_SOCKET_ADMIN, false, retire_params),
     METHOD0(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN),
     METHOD(IFACE_ADMIN, "Print", PROTO_SOCKET_ADMIN, false, print_params),
     METHOD(IFACE_AS, "Uplinks", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, true,

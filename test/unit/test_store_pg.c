@@ -142,6 +142,13 @@ static int get(struct store *s, const char *eui, struct store_record *ret)
 	return d.err;
 }
 
+static int pool_n;
+static int pool_count(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg)
+{
+	pool_n++;
+	return 0;
+}
+
 static int attempts_n;
 static int count_attempt(const struct store_attempt *a, void *arg)
 {
@@ -279,6 +286,37 @@ int main(int argc, char **argv)
 	uint64_t counts[STORE_N_STATES];
 	CHECK_INT(store_count(b, counts), 0);
 	CHECK_INT(counts[STORE_ISSUED], 1);
+
+	/* The AppKey pool: the pairs a tpad puts are its own, never handed out by another. */
+	{
+		uint8_t app[3][16], hsm[3][16];
+		for (int i = 0; i < 3; i++) {
+			memset(app[i], 0x10 + i, 16);
+			memset(hsm[i], 0x60 + i, 16);
+			CHECK_INT(store_key_pool_put(a, app[i], hsm[i]), 0);
+		}
+		struct done kb = {0};
+		CHECK_INT(store_update(a, &got, on_done, &kb), 0);
+		wait_done(&kb);
+		pool_n = 0;
+		CHECK_INT(store_key_pool_load(a, 2, pool_count, NULL), 0);
+		CHECK_INT(pool_n, 2);
+		pool_n = 0;
+		CHECK_INT(store_key_pool_load(b, 10, pool_count, NULL), 0);
+		CHECK_INT(pool_n, 0); /* every pair is a's, who put it: b never hands one out */
+		uint8_t h[16];
+		CHECK_INT(store_key_pool_find(b, app[1], h), 0);
+		CHECK(memcmp(h, hsm[1], 16) == 0);
+		uint8_t unknown[16] = {1};
+		CHECK_INT(store_key_pool_find(b, unknown, h), -ENOENT);
+		CHECK_INT(store_key_pool_taken(a, app[0]), 0);
+		struct done kc = {0};
+		CHECK_INT(store_update(a, &got, on_done, &kc), 0);
+		wait_done(&kc);
+		pool_n = 0;
+		CHECK_INT(store_key_pool_load(a, 10, pool_count, NULL), 0);
+		CHECK_INT(pool_n, 2); /* app[1] and app[2]: app[0] was handed out */
+	}
 
 	/* Another key is refused; so is a newer schema. */
 	uint8_t other[STORE_KEY_LEN] = {9};
