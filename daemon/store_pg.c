@@ -1763,6 +1763,11 @@ json_t *pg_store_status_json(struct pg_store *s)
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "backend", json_string("postgresql"));
+	/* What tpactl status shows as the store: where it is, never the password. */
+	char where[512];
+	snprintf(where, sizeof(where), "postgresql %s/%s as %s", host,
+		 PQdb(s->reader) ? PQdb(s->reader) : "", s->instance);
+	json_object_set_new(o, "path", json_string(where));
 	json_object_set_new(o, "host", json_string(host));
 	json_object_set_new(o, "instance", json_string(s->instance));
 	json_object_set_new(o, "up", json_boolean(!st.down));

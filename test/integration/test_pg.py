@@ -295,6 +295,10 @@ class Lines(TpadTestCase):
         self.assertIn(nose["devEUI"], dump)
         self.assertNotIn(key, dump.upper())
         self.assertNotIn(key.lower(), dump)
+        # tpactl status says where the store is, and which line this is.
+        st = a.tpactl("--socket", a.admin, "status", check=0).stdout
+        self.assertRegex(st, r"store: +postgresql .* as line-0")
+        self.assertNotIn(self.pg.password, st)
         # The audit trail names both lines.
         inst = self.pg.psql("SELECT DISTINCT instance FROM audit ORDER BY 1", db=dbname)
         self.assertEqual(inst.split(), ["line-0", "line-1"])
