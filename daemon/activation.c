@@ -39,6 +39,8 @@
 #define ACT_MAX_LOOKUPS 3 /* store reads per job (an insert can race with another writer) */
 #define ACT_MAX_QUERIES 3 /* read-only queries per settlement: asking again is harmless */
 #define ACT_BUCKETS 1024
+#define ACT_CLAIM_POLL_MS 100 /* how often a job waiting for another tpad's claim looks */
+#define ACT_MAX_WAITS 3000    /* polls at most (5 min): then OutcomeUnknown */
 
 struct job {
 	struct activation *a;
@@ -57,6 +59,7 @@ struct job {
 	unsigned lookups;
 	unsigned queries;    /* of the current settlement */
 	bool after_conflict; /* the query follows a 409 explained by an earlier attempt */
+	unsigned waits;	     /* polls for another tpad's claim */
 };
 
 /* When a PENDING row is to be settled again in the background. */
@@ -91,6 +94,9 @@ static void job_start(struct job *j);
 static void step_lookup(struct job *j);
 static void step_query(struct job *j);
 static void send_attempt(struct job *j, bool insert);
+static void job_wait_claim(struct job *j, int64_t left_ms, const char *who);
+static void on_lookup(int err, const struct store_record *rec, const char *reason, void *arg);
+static void lookup_decide(struct job *j, int r, const char *reason);
 
 const char *activation_outcome_name(enum act_outcome o)
 {
@@ -468,6 +474,11 @@ static void on_attempt_recorded(int err, const char *reason, void *arg)
 		step_lookup(j);
 		return;
 	}
+	if (err == -EALREADY) {
+		/* Another tpad claimed the device first: nothing was sent; see what it does. */
+		job_wait_claim(j, 0, NULL);
+		return;
+	}
 	if (err < 0) {
 		/* Nothing was sent: the row (if any) keeps its last committed state. */
 		job_fail(j, err == -EAGAIN ? ACT_BUSY : ACT_STORE_FAILED, "%s",
@@ -678,6 +689,35 @@ static bool build_record(struct job *j)
 	return true;
 }
 
+static void on_wait_done(void *arg)
+{
+	struct job *j = arg;
+	j->lookups = 0;
+	step_lookup(j);
+}
+
+/*
+ * Another tpad on the shared store holds the device's claim (its import is in flight), or
+ * wrote the row since we read it: read again shortly, and answer from the store once the
+ * claim is released or expired. left_ms: how long the claim may still live.
+ */
+static void job_wait_claim(struct job *j, int64_t left_ms, const char *who)
+{
+	struct activation *a = j->a;
+	if (!a->ops->later || ++j->waits > ACT_MAX_WAITS) {
+		j->res.retry_after = left_ms > 0 ? (int)((left_ms + 999) / 1000) : 1;
+		job_fail(j, ACT_UNKNOWN, "tpad %s is importing this device right now; ask again",
+			 who && *who ? who : "another instance");
+		return;
+	}
+	a->stats.claim_waits++;
+	uint32_t ms = left_ms > 0 && left_ms < ACT_CLAIM_POLL_MS ? (uint32_t)left_ms + 1
+								 : ACT_CLAIM_POLL_MS;
+	int r = a->ops->later(a->ctx, ms, on_wait_done, j);
+	if (r < 0)
+		job_fail(j, ACT_STORE_FAILED, "cannot wait for the other tpad: %s", strerror(-r));
+}
+
 /* Read the store and decide. */
 static void step_lookup(struct job *j)
 {
@@ -687,7 +727,27 @@ static void step_lookup(struct job *j)
 		return;
 	}
 	memset(&j->rec, 0, sizeof(j->rec));
+	if (a->ops->get_async) {
+		int r = a->ops->get_async(a->ctx, j->req.dev_eui, on_lookup, j);
+		if (r < 0)
+			job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
+		return;
+	}
 	int r = a->ops->get(a->ctx, j->req.dev_eui, &j->rec);
+	lookup_decide(j, r, NULL);
+}
+
+static void on_lookup(int err, const struct store_record *rec, const char *reason, void *arg)
+{
+	struct job *j = arg;
+	if (err == 0)
+		j->rec = *rec;
+	lookup_decide(j, err, reason);
+}
+
+/* Decide on what the store holds (r: 0, -ENOENT or the read's error). */
+static void lookup_decide(struct job *j, int r, const char *reason)
+{
 	if (r == -ENOENT) {
 		if (!req_has_keys(&j->req) || j->req.adopt) {
 			job_fail(j, ACT_NOT_FOUND, "the store does not hold this device");
@@ -698,7 +758,8 @@ static void step_lookup(struct job *j)
 		return;
 	}
 	if (r < 0) {
-		job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
+		job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s",
+			 reason && *reason ? reason : strerror(-r));
 		return;
 	}
 	if (j->req.adopt) {
@@ -726,6 +787,11 @@ static void step_lookup(struct job *j)
 	const char *why = record_conflict(&j->req, &j->rec);
 	if (why) {
 		job_fail(j, ACT_CONFLICT, "%s", why);
+		return;
+	}
+	if (j->rec.state == STORE_PENDING && j->rec.lease_owner[0]) {
+		/* Another tpad's import of this device is in flight: wait for its outcome. */
+		job_wait_claim(j, j->rec.lease_left_ms, j->rec.lease_owner);
 		return;
 	}
 	switch (j->rec.state) {
@@ -858,6 +924,8 @@ static int collect_pending(const struct store_record *r, void *arg)
 	struct activation *a = arg;
 	if (inflight_find(a, r->dev_eui))
 		return 0; /* a request in flight settles it */
+	if (r->lease_owner[0])
+		return 0; /* another tpad's import is in flight: its claim must expire first */
 	if (a->settle_only_due) {
 		struct settle_entry *e = *due_find(a, r->dev_eui);
 		if (e && e->due_ms > a->ops->now_ms(a->ctx))

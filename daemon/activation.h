@@ -16,6 +16,8 @@ struct activation;
  */
 struct activation_ops {
 	int (*get)(void *ctx, const char *dev_eui, struct store_record *ret);
+	/* The same without blocking (store_get_async); used instead of get when set. */
+	int (*get_async)(void *ctx, const char *dev_eui, store_get_fn *cb, void *arg);
 	int (*insert)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
 	int (*update)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
 	/* Write the row (insert or update) and the attempt a in one commit. */
@@ -31,6 +33,13 @@ struct activation_ops {
 	int (*random)(void *ctx, uint8_t *buf, size_t n);
 	/* Wall-clock time in unix milliseconds (attempt times are compared with it). */
 	int64_t (*now_ms)(void *ctx);
+	/*
+	 * Call fn(arg) once after ms on the loop (to wait for another tpad's claim on a
+	 * device); 0 or a negative errno. May be NULL: then a caller who would wait is told
+	 * OutcomeUnknown with retryAfter instead. Pending calls are dropped by their owner
+	 * before activation_free.
+	 */
+	int (*later)(void *ctx, uint32_t ms, void (*fn)(void *arg), void *arg);
 };
 
 /* One request for a device's token: from a station, an import row, or a restart. */
@@ -88,6 +97,7 @@ struct activation_stats {
 	uint64_t foreign;	   /* devices found held by the cloud from elsewhere */
 	uint64_t adopted;	   /* FOREIGN devices an admin adopted */
 	uint64_t settle_runs;	   /* background settlements started */
+	uint64_t claim_waits;	   /* waits for another tpad's claim on a device (shared store) */
 	uint32_t in_flight;
 };
 

@@ -20,6 +20,7 @@ static const char *const tokform_names[] = {"hex", "base64", "as-is", NULL};
 static const char *const keysrc_names[] = {"local", "cloud-hsm", NULL};
 static const char *const tls_min_names[] = {"1.1", "1.2", NULL};
 static const char *const ec_names[] = {"L", "M", "Q", "H", NULL};
+static const char *const store_backends[] = {"sqlite", "postgresql", NULL};
 static const char *const qr_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
 static const char *const caption_positions[] = {"right", "below", NULL};
 static const char *const printer_languages[] = {"auto", "zpl", "pdf", NULL};
@@ -473,6 +474,28 @@ static const struct conf_directive directives[] = {
      .min = 0,
      .max = 0},
     {.name = "store.instance", .type = CONF_STR_OPT, .offset = OFF(store_instance), .def = ""},
+    {.name = "store.backend",
+     .type = CONF_ENUM_STR,
+     .offset = OFF(store_backend),
+     .def = "sqlite",
+     .names = store_backends},
+    {.name = "store.url", .type = CONF_STR_OPT, .offset = OFF(store_url), .def = ""},
+    {.name = "store.password-file",
+     .type = CONF_STR_OPT,
+     .offset = OFF(store_password_file),
+     .def = ""},
+    {.name = "store.connections",
+     .type = CONF_UINT,
+     .offset = OFF(store_connections),
+     .def = "2",
+     .min = 1,
+     .max = 64},
+    {.name = "store.lease",
+     .type = CONF_DURATION,
+     .offset = OFF(store_lease_ms),
+     .def = "0s",
+     .min = 0,
+     .max = 3600000},
     {.name = "store.commit-delay",
      .type = CONF_DURATION,
      .offset = OFF(store_commit_delay_ms),
@@ -651,6 +674,18 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 	}
 	if (c->store_instance && strlen(c->store_instance) > 64) {
 		snprintf(why, whylen, "store.instance must be at most 64 characters");
+		return -EINVAL;
+	}
+	if (strcmp(c->store_backend, "postgresql") == 0 && !c->store_url) {
+		snprintf(why, whylen, "store.backend = postgresql needs store.url (a libpq URI)");
+		return -EINVAL;
+	}
+	if (strcmp(c->store_backend, "postgresql") == 0 && c->store_lease_ms &&
+	    c->store_lease_ms < 2 * (uint64_t)c->upstream_request_timeout_ms) {
+		snprintf(why, whylen,
+			 "store.lease must be at least twice upstream.request-timeout (or 0 for "
+			 "exactly that): another tpad could take over a device whose import is "
+			 "still running");
 		return -EINVAL;
 	}
 	if (strcmp(c->station_socket, c->admin_socket) == 0) {

@@ -198,6 +198,11 @@ struct config {
 	char *store_key_file;		/* NULL: credential store-key only */
 	char *store_instance;		/* NULL: the host name */
 	uint32_t store_commit_delay_ms; /* group commit window */
+	char *store_backend;		/* "sqlite" | "postgresql" */
+	char *store_url;		/* libpq connection URI (postgresql) */
+	char *store_password_file;	/* NULL: credential store-password, else libpq's own */
+	uint32_t store_connections;	/* postgresql: connections (one writer, the rest read) */
+	uint32_t store_lease_ms;	/* postgresql: a device's claim; 0: 2 x request timeout */
 
 	/* [device] */
 	char *device_join_eui; /* 16 upper-case hex digits */

@@ -25,6 +25,7 @@
 #include "qr.h"
 #include "rng.h"
 #include "server.h"
+#include "store_copy.h"
 #include "station.h"
 #include "store.h"
 #include "tpa.h"
@@ -127,6 +128,7 @@ static void h_status(struct tpad *t, struct req *r)
 		    (json_int_t)as.foreign, "adopted", (json_int_t)as.adopted, "settleRuns",
 		    (json_int_t)as.settle_runs, "unsettled", (int)t->settle_pending,
 		    "settleAfterMs", (int)settle_after_ms(t->cfg), "inFlight", (int)as.in_flight);
+		json_object_set_new(a, "claimWaits", json_integer((json_int_t)as.claim_waits));
 		json_t *by = json_object();
 		for (int i = 0; i <= ACT_RETIRED; i++)
 			json_object_set_new(by, activation_outcome_name((enum act_outcome)i),
@@ -237,6 +239,12 @@ static int op_get(void *ctx, const char *dev_eui, struct store_record *ret)
 	return t->store ? store_get(t->store, dev_eui, ret) : -ESHUTDOWN;
 }
 
+static int op_get_async(void *ctx, const char *dev_eui, store_get_fn *cb, void *arg)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_get_async(t->store, dev_eui, cb, arg) : -ESHUTDOWN;
+}
+
 static int op_insert(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg)
 {
 	struct tpad *t = ctx;
@@ -305,7 +313,64 @@ static int op_random(void *ctx, uint8_t *buf, size_t n)
 	return rng_bytes(t->rng, buf, n);
 }
 
+/* A timer of activation (ops.later), owned here so that shutdown can drop it. */
+struct later {
+	struct later *next, *prev;
+	struct tpad *t;
+	struct event *ev;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void later_unlink(struct later *l)
+{
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		l->t->later = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	event_free(l->ev);
+}
+
+static void on_later(evutil_socket_t fd, short what, void *arg)
+{
+	struct later *l = arg;
+	void (*fn)(void *) = l->fn;
+	void *fn_arg = l->arg;
+	later_unlink(l);
+	free(l);
+	fn(fn_arg);
+}
+
+static int op_later(void *ctx, uint32_t ms, void (*fn)(void *arg), void *arg)
+{
+	struct tpad *t = ctx;
+	if (t->stopping)
+		return -ESHUTDOWN;
+	struct later *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->ev = evtimer_new(t->base, on_later, l);
+	if (!l->ev) {
+		free(l);
+		return -ENOMEM;
+	}
+	l->t = t;
+	l->fn = fn;
+	l->arg = arg;
+	l->next = t->later;
+	if (l->next)
+		l->next->prev = l;
+	t->later = l;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	evtimer_add(l->ev, &tv);
+	return 0;
+}
+
 static const struct activation_ops production_ops = {
+    .later = op_later,
+    .get_async = op_get_async,
     .get = op_get,
     .insert = op_insert,
     .update = op_update,
@@ -382,15 +447,41 @@ static int open_store(struct tpad *t)
 	char host[65] = "";
 	if (!cfg->store_instance && gethostname(host, sizeof(host) - 1) < 0)
 		snprintf(host, sizeof(host), "tpad");
-	struct store_options o = {.path = cfg->store_path,
+	bool pg = strcmp(cfg->store_backend, "postgresql") == 0;
+	char password[256] = "";
+	bool has_password = false;
+	if (pg) {
+		r = cred_load_text("store-password", cfg->store_password_file, password,
+				   sizeof(password));
+		if (r == 0) {
+			has_password = true;
+		} else if (r != -ENOENT || cfg->store_password_file) {
+			char why[256];
+			cred_wipe(key, sizeof(key));
+			log_errx("cannot load the store password: %s",
+				 cred_explain(r, "store-password", cfg->store_password_file, why,
+					      sizeof(why)));
+			return r;
+		}
+	}
+	struct store_options o = {.backend = pg ? STORE_POSTGRESQL : STORE_SQLITE,
+				  .path = cfg->store_path,
+				  .url = cfg->store_url,
+				  .password = has_password ? password : NULL,
+				  .connections = cfg->store_connections,
+				  .lease_ms = cfg->store_lease_ms
+						  ? cfg->store_lease_ms
+						  : 2 * cfg->upstream_request_timeout_ms,
 				  .instance = cfg->store_instance ? cfg->store_instance : host,
 				  .key = key,
 				  .key_len = len,
 				  .commit_delay_ms = cfg->store_commit_delay_ms};
 	r = store_open(t->base, &o, &t->store, err, sizeof(err));
 	cred_wipe(key, sizeof(key));
+	cred_wipe(password, sizeof(password));
 	if (r < 0)
-		log_errx("cannot open the store %s: %s", cfg->store_path, err);
+		log_errx("cannot open the store %s: %s", pg ? "(postgresql)" : cfg->store_path,
+			 err);
 	return r;
 }
 
@@ -464,6 +555,11 @@ void dispatch_finish(struct tpad *t)
 	struct store *s = t->store;
 	t->store = NULL;
 	store_close(s);
+	while (t->later) {
+		struct later *l = t->later;
+		later_unlink(l);
+		free(l);
+	}
 	activation_free(t->act);
 	t->act = NULL;
 	rng_free(t->rng);
@@ -531,6 +627,10 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
 	if (r == 0 && cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2)
 		r = check_credential("oauth-secret", cfg->oauth2_secret_file, false, err, errlen);
+	/* Without a file the password is optional (libpq's passfile, client certificates). */
+	if (r == 0 && strcmp(cfg->store_backend, "postgresql") == 0 && cfg->store_password_file)
+		r = check_credential("store-password", cfg->store_password_file, false, err,
+				     errlen);
 	return r;
 }
 
@@ -542,6 +642,14 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 	if (t->tpa)
 		tpa_status_line(t->tpa, up, sizeof(up));
 	uint64_t counts[STORE_N_STATES] = {0};
+	struct store_stats ss = {0};
+	if (t->store)
+		store_stats(t->store, &ss);
+	if (ss.down) {
+		snprintf(buf, len, "%s; store %s down: %.120s; %u station clients", up,
+			 store_backend_name(t->store), ss.last_reason, st.connections[SOCK_STATION]);
+		return;
+	}
 	if (t->store)
 		store_count(t->store, counts);
 	char printers[160] = "";
@@ -550,4 +658,63 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 		 (unsigned long long)counts[STORE_ISSUED],
 		 (unsigned long long)counts[STORE_PENDING], st.connections[SOCK_STATION],
 		 printers[0] ? "; " : "", printers);
+}
+
+int dispatch_copy_store(const struct config *cfg, const char *url)
+{
+	uint8_t key[STORE_KEY_LEN];
+	size_t len = 0;
+	char why[256];
+	int r = cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len);
+	if (r < 0 || len != STORE_KEY_LEN) {
+		log_errx("cannot load the store key: %s",
+			 r < 0 ? cred_explain(r, "store-key", cfg->store_key_file, why, sizeof(why))
+			       : "it must be 32 bytes (64 hexadecimal digits)");
+		cred_wipe(key, sizeof(key));
+		return r < 0 ? r : -EINVAL;
+	}
+	char password[256] = "";
+	r = cred_load_text("store-password", cfg->store_password_file, password, sizeof(password));
+	if (r < 0 && (r != -ENOENT || cfg->store_password_file)) {
+		log_errx("cannot load the store password: %s",
+			 cred_explain(r, "store-password", cfg->store_password_file, why,
+				      sizeof(why)));
+		cred_wipe(key, sizeof(key));
+		return r;
+	}
+	char host[65] = "";
+	if (!cfg->store_instance && gethostname(host, sizeof(host) - 1) < 0)
+		snprintf(host, sizeof(host), "tpad");
+	struct store_copy_options o = {.sqlite_path = cfg->store_path,
+				       .url = url,
+				       .password = r == 0 ? password : NULL,
+				       .instance = cfg->store_instance ? cfg->store_instance : host,
+				       .key = key,
+				       .key_len = len};
+	struct store_copy_counts n;
+	char err[512] = "";
+	r = store_copy_to_pg(&o, &n, err, sizeof(err));
+	cred_wipe(key, sizeof(key));
+	cred_wipe(password, sizeof(password));
+	printf("copied %llu devices (%llu there already, %llu conflicting), %llu attempts, "
+	       "%llu labels, %llu audit entries\n",
+	       (unsigned long long)n.devices, (unsigned long long)n.devices_there,
+	       (unsigned long long)n.conflicts, (unsigned long long)n.attempts,
+	       (unsigned long long)n.labels, (unsigned long long)n.audit);
+	if (r < 0) {
+		log_errx("copy of %s stopped: %s (run it again to resume)", cfg->store_path, err);
+		return r;
+	}
+	printf("verified: %llu devices, %llu attempts, %llu labels, %llu audit entries of %s are "
+	       "in the database\n",
+	       (unsigned long long)n.verified_devices, (unsigned long long)n.verified_attempts,
+	       (unsigned long long)n.verified_labels, (unsigned long long)n.verified_audit,
+	       cfg->store_path);
+	if (n.conflicts) {
+		log_errx("%llu devices are held by the database with another record (another "
+			 "line?): not copied; see them with tpactl device on both sides",
+			 (unsigned long long)n.conflicts);
+		return -EEXIST;
+	}
+	return 0;
 }

@@ -21,3 +21,9 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen);
 
 /* One line of health for systemd's STATUS=. */
 void dispatch_status_line(const struct tpad *t, char *buf, size_t len);
+
+/*
+ * tpad --copy-store URL: copy the SQLite store of cfg (store.path, its key) into the
+ * PostgreSQL database at url, printing what was copied and verified. 0 or a negative errno.
+ */
+int dispatch_copy_store(const struct config *cfg, const char *url);

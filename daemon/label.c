@@ -180,8 +180,12 @@ json_t *label_image_for(const struct config *cfg, struct store *store, const str
 	if (o->layout && (o->format == QR_FORMAT_ZPL ||
 			  (o->label && (o->format == QR_FORMAT_PNG || o->format == QR_FORMAT_SVG))))
 		return label_layout_json(r, text, o, ret_err);
-	/* The printer encodes ZPL labels itself: nothing to reuse. */
-	if (o->format == QR_FORMAT_ZPL || !store)
+	/*
+	 * The printer encodes ZPL labels itself: nothing to reuse. On PostgreSQL the cached
+	 * label would cost a synchronous round trip on the loop: drawing it is cheaper.
+	 */
+	if (o->format == QR_FORMAT_ZPL || !store ||
+	    strcmp(store_backend_name(store), "postgresql") == 0)
 		return label_image_json(text, o, ret_err);
 	struct store_label *l = malloc(sizeof(*l));
 	if (!l) {

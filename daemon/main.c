@@ -30,11 +30,14 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: tpad [--config FILE] [--verbose]\n"
 		"       tpad [--config FILE] --check-config | --print-config\n"
+		"       tpad [--config FILE] --copy-store URL\n"
 		"       tpad --version\n"
 		"\n"
 		"  -c, --config FILE   configuration file (default %s)\n"
 		"  -n, --check-config  check the configuration and exit (0 valid, 1 not)\n"
 		"  -p, --print-config  print every directive's effective value and exit\n"
+		"      --copy-store URL  copy the SQLite store (store.path) into the PostgreSQL\n"
+		"                      database at URL (libpq URI), resumable, verified; exit\n"
 		"  -v, --verbose       log debug messages\n"
 		"  -V, --version       print the version and exit\n"
 		"  -h, --help          show this help\n",
@@ -283,6 +286,7 @@ int main(int argc, char **argv)
 	    {"config", required_argument, NULL, 'c'},
 	    {"check-config", no_argument, NULL, 'n'},
 	    {"print-config", no_argument, NULL, 'p'},
+	    {"copy-store", required_argument, NULL, 'C'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -292,6 +296,7 @@ int main(int argc, char **argv)
 	atexit(layout_global_cleanup);
 	const char *path = CONFIG_DEFAULT_PATH;
 	bool explicit_path = false, check = false, print = false;
+	const char *copy_url = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "c:npvVh", opts, NULL)) != -1) {
 		switch (c) {
@@ -304,6 +309,9 @@ int main(int argc, char **argv)
 			break;
 		case 'p':
 			print = true;
+			break;
+		case 'C':
+			copy_url = optarg;
 			break;
 		case 'v':
 			log_set_verbose(true);
@@ -338,6 +346,11 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		config_free(&cfg);
 		return 1;
+	}
+	if (copy_url) {
+		int status = dispatch_copy_store(&cfg, copy_url) == 0 ? 0 : 1;
+		config_free(&cfg);
+		return status;
 	}
 	bool have_file = explicit_path || access(path, F_OK) == 0;
 	int status = run(&cfg, have_file ? path : NULL);

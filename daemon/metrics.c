@@ -203,6 +203,43 @@ static void render_keypool(FILE *f, const struct tpad *t)
 	sample(f, "tpad_app_key_pool_failures_total", NULL, k.failures);
 }
 
+/* Store, per backend: up, connections, claims, commit latency (PostgreSQL). */
+static void render_store_backend(FILE *f, const struct tpad *t, const struct store_stats *s)
+{
+	char labels[96];
+	bool pg = strcmp(store_backend_name(t->store), "postgresql") == 0;
+	snprintf(labels, sizeof(labels), "backend=\"%s\"", store_backend_name(t->store));
+	family(f, "tpad_store_up", "gauge", "1 if the store can be written now.");
+	sample(f, "tpad_store_up", labels, !s->down);
+	if (!pg)
+		return;
+	family(f, "tpad_store_connections", "gauge", "Connections to the database up now.");
+	sample(f, "tpad_store_connections", labels, s->connections);
+	family(f, "tpad_store_lease_takeovers_total", "counter",
+	       "Devices taken over from another tpad's expired claim.");
+	sample(f, "tpad_store_lease_takeovers_total", labels, s->lease_takeovers);
+	family(f, "tpad_store_claims_refused_total", "counter",
+	       "Writes refused because another tpad held the device's claim.");
+	sample(f, "tpad_store_claims_refused_total", labels, s->claims_refused);
+	family(f, "tpad_store_reconnects_total", "counter",
+	       "Connections to the database made again after a loss.");
+	sample(f, "tpad_store_reconnects_total", labels, s->reconnects);
+	family(f, "tpad_store_commit_duration_seconds", "histogram",
+	       "Time from sending a transaction to its commit.");
+	static const char *const le[8] = {"0.001", "0.002", "0.005", "0.01",
+					  "0.02",  "0.05",  "0.1",   "+Inf"};
+	unsigned long long cum = 0;
+	for (int i = 0; i < 8; i++) {
+		cum += s->latency_buckets[i];
+		char l[128];
+		snprintf(l, sizeof(l), "%s,le=\"%s\"", labels, le[i]);
+		sample(f, "tpad_store_commit_duration_seconds_bucket", l, cum);
+	}
+	fprintf(f, "tpad_store_commit_duration_seconds_sum{%s} %.6f\n", labels,
+		(double)s->latency_sum_us / 1e6);
+	sample(f, "tpad_store_commit_duration_seconds_count", labels, cum);
+}
+
 /* Store: rows by state, commits and failures. */
 static void render_store(FILE *f, const struct tpad *t)
 {
@@ -228,6 +265,7 @@ static void render_store(FILE *f, const struct tpad *t)
 	sample(f, "tpad_store_failed_commits_total", NULL, s.batch_failures);
 	family(f, "tpad_store_queue_depth", "gauge", "Writes waiting for the store's writer.");
 	sample(f, "tpad_store_queue_depth", NULL, s.queued);
+	render_store_backend(f, t, &s);
 }
 
 char *metrics_render(const struct tpad *t)

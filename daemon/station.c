@@ -337,63 +337,90 @@ void station_activate(struct tpad *t, struct req *r)
 	}
 }
 
-void station_lookup(struct tpad *t, struct req *r)
-{
-	json_t *params = req_params(r);
-	const struct peer *peer = req_peer(r);
-	uint64_t started = clock_now_us();
+/* A Lookup waiting for its read. */
+struct pending_lookup {
+	struct tpad *t;
+	struct req *r;
 	char dev_eui[17];
-	proto_param_hex(params, "devEUI", dev_eui, HEX_EUI);
 	struct qr_opts qr;
 	bool want_qr;
-	if (label_opts(t->cfg, t->layout, json_object_get(params, "qr"), &qr, &want_qr) < 0) {
-		invalid(r, "qr", "unknown format or error correction level");
-		return;
-	}
 	struct print_want pw;
-	if (!print_want_parse(t, r, &pw))
-		return;
-	struct store_record rec;
-	int rc = store_get(t->store, dev_eui, &rec);
+	uint64_t started_us;
+};
+
+static void on_lookup_read(int rc, const struct store_record *rec, const char *reason, void *arg)
+{
+	struct pending_lookup *p = arg;
+	struct tpad *t = p->t;
+	struct req *r = p->r;
+	const struct peer *peer = req_peer(r);
+	const char *dev_eui = p->dev_eui;
 	const char *outcome = "ok";
-	if (rc == -ENOENT || (rc == 0 && rec.state == STORE_FAILED)) {
+	if (rc == -ENOENT || (rc == 0 && rec->state == STORE_FAILED)) {
 		outcome = "not_found";
 		req_error(r, "io.tpad.Station.NotFound", json_pack("{s:s}", "devEUI", dev_eui));
 	} else if (rc < 0) {
 		outcome = "store_failed";
 		req_error(r, "io.tpad.Station.StoreFailed",
-			  json_pack("{s:s}", "reason", strerror(-rc)));
-	} else if (rec.state == STORE_PENDING) {
+			  json_pack("{s:s}", "reason", reason && *reason ? reason : strerror(-rc)));
+	} else if (rec->state == STORE_PENDING) {
 		/* Its import is in flight or unsettled; the background settler settles it. */
 		outcome = "unknown";
 		req_error(r, "io.tpad.Station.OutcomeUnknown",
 			  json_pack("{s:s, s:i}", "devEUI", dev_eui, "retryAfter",
-				    activation_retry_after(t->act, &rec)));
-	} else if (rec.state == STORE_FOREIGN) {
+				    activation_retry_after(t->act, rec)));
+	} else if (rec->state == STORE_FOREIGN) {
 		outcome = "conflict";
 		req_error(r, "io.tpad.Station.Conflict",
 			  json_pack("{s:s, s:s}", "devEUI", dev_eui, "reason",
 				    "the cloud already holds this device from an import that was "
 				    "not ours; an admin who knows it is ours can run tpactl adopt"));
-	} else if (rec.state == STORE_RETIRED) {
+	} else if (rec->state == STORE_RETIRED) {
 		outcome = "retired";
 		req_error(r, "io.tpad.Station.Retired",
 			  json_pack("{s:s, s:s}", "devEUI", dev_eui, "reason",
-				    rec.last_error[0] ? rec.last_error : "the device was retired"));
+				    rec->last_error[0] ? rec->last_error : "the device was retired"));
 	} else {
-		json_t *reply = device_reply(t, &rec, "stored", &qr, want_qr);
-		store_audit(t->store, dev_eui, "io.tpad.Station.Lookup", (uint32_t)peer->uid,
-			    (int32_t)peer->pid, "stored");
+		json_t *reply = device_reply(t, rec, "stored", &p->qr, p->want_qr);
+		if (t->store)
+			store_audit(t->store, dev_eui, "io.tpad.Station.Lookup", (uint32_t)peer->uid,
+				    (int32_t)peer->pid, "stored");
 		if (reply)
-			reply_maybe_print(t, r, reply, &rec, &pw, "io.tpad.Station.Lookup");
+			reply_maybe_print(t, r, reply, rec, &p->pw, "io.tpad.Station.Lookup");
 		else
 			req_error(r, "io.tpad.Station.Busy", NULL);
 	}
-	if (rc == 0)
-		cred_wipe(&rec, sizeof(rec));
 	log_activation(dev_eui, "io.tpad.Station.Lookup", outcome,
 		       strcmp(outcome, "ok") == 0 ? "stored" : NULL, (unsigned)peer->uid,
-		       (int)peer->pid, (double)(clock_now_us() - started) / 1000.0);
+		       (int)peer->pid, (double)(clock_now_us() - p->started_us) / 1000.0);
+	free(p);
+}
+
+void station_lookup(struct tpad *t, struct req *r)
+{
+	json_t *params = req_params(r);
+	struct pending_lookup *p = calloc(1, sizeof(*p));
+	if (!p) {
+		req_error(r, "io.tpad.Station.Busy", NULL);
+		return;
+	}
+	p->t = t;
+	p->r = r;
+	p->started_us = clock_now_us();
+	proto_param_hex(params, "devEUI", p->dev_eui, HEX_EUI);
+	if (label_opts(t->cfg, t->layout, json_object_get(params, "qr"), &p->qr, &p->want_qr) < 0) {
+		free(p);
+		invalid(r, "qr", "unknown format or error correction level");
+		return;
+	}
+	if (!print_want_parse(t, r, &p->pw)) {
+		free(p);
+		return;
+	}
+	/* The read completes from the loop: on PostgreSQL no round trip blocks it. */
+	int rc = t->store ? store_get_async(t->store, p->dev_eui, on_lookup_read, p) : -ESHUTDOWN;
+	if (rc < 0)
+		on_lookup_read(rc, NULL, strerror(-rc), p);
 }
 
 bool station_allowed(const struct config *cfg, const struct peer *peer)

@@ -43,6 +43,12 @@ struct store_record {
 	uint32_t attempts;  /* import attempts recorded so far */
 	int64_t maybe_at;   /* unix ms of the last attempt that may have reached the cloud; 0 none */
 	char instance[65];  /* the tpad that wrote the row last (store.instance) */
+	/*
+	 * PostgreSQL: another tpad whose claim on the device (store.lease) is live, and for
+	 * how many more ms by the database's clock; "" and 0 when none (always on SQLite).
+	 */
+	char lease_owner[65];
+	int64_t lease_left_ms;
 };
 
 /*
@@ -70,8 +76,15 @@ struct store_audit_entry {
 	char outcome[128];
 };
 
+enum store_backend { STORE_SQLITE, STORE_POSTGRESQL };
+
 struct store_options {
-	const char *path;     /* database file, created mode 0600; locked while open */
+	enum store_backend backend;
+	const char *path;     /* SQLite: database file, created mode 0600; locked while open */
+	const char *url;      /* PostgreSQL: libpq connection URI */
+	const char *password; /* PostgreSQL: NULL for libpq's own (passfile, PGPASSWORD) */
+	unsigned connections; /* PostgreSQL: writer connections + 1 reader; 0: 2 */
+	uint32_t lease_ms;    /* PostgreSQL: how long a claim on a device lives; 0: 30 s */
 	const char *instance; /* names this tpad in rows, attempts and audit entries */
 	const uint8_t *key; /* STORE_KEY_LEN bytes; the store keeps its own copy */
 	size_t key_len;
@@ -90,6 +103,14 @@ struct store_stats {
 	uint64_t queued;	 /* writes waiting for the writer now */
 	int last_error;		 /* negative errno of the last failed transaction, 0 if none */
 	char last_reason[256];	 /* its reason */
+	/* PostgreSQL */
+	bool down;		       /* the database cannot be reached now */
+	uint32_t connections;	       /* connections up now */
+	uint64_t lease_takeovers;      /* claims taken over from another tpad's expired lease */
+	uint64_t claims_refused;       /* writes refused: another tpad holds the claim */
+	uint64_t reconnects;	       /* connections made again after a loss */
+	uint64_t latency_buckets[8];   /* commits by latency: <=1, 2, 5, 10, 20, 50, 100 ms, more */
+	uint64_t latency_sum_us;       /* total commit latency */
 };
 
 /*
@@ -98,6 +119,9 @@ struct store_stats {
  * short reason valid during the call: -EEXIST (insert of a known DevEUI), -ENOENT
  * (update of an unknown one), -ENOSPC, -EIO, -EROFS, -EBUSY... (the whole transaction
  * was rolled back; nothing of it was written), -ESHUTDOWN never (close completes writes).
+ * PostgreSQL also: -EALREADY (another tpad holds the device's claim, or recorded an attempt
+ * since the row was read: nothing of this write was done; read the row again), -EIO with
+ * the reason while the database cannot be reached (writes fail fast, nothing is kept).
  */
 typedef void store_done_fn(int err, const char *reason, void *arg);
 
@@ -116,8 +140,26 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
  */
 void store_close(struct store *s);
 
-/* Read the record of dev_eui (either case) into *ret, AppKey decrypted; -ENOENT if none. */
+/*
+ * Read the record of dev_eui (either case) into *ret, AppKey decrypted; -ENOENT if none.
+ * Synchronous: on PostgreSQL a round trip on the loop; prefer store_get_async.
+ */
 int store_get(struct store *s, const char *dev_eui, struct store_record *ret);
+
+/*
+ * The result of store_get_async: err 0 and rec (valid during the call, AppKey in clear,
+ * wiped after), or -ENOENT, or another negative errno with a reason.
+ */
+typedef void store_get_fn(int err, const struct store_record *rec, const char *reason,
+			  void *arg);
+
+/*
+ * Read the record of dev_eui without blocking the loop; cb is called exactly once from
+ * the loop, never inside this call, and (PostgreSQL) after every write of this device
+ * submitted before. Returns 0, or a negative errno without calling cb (-EINVAL,
+ * -ENOMEM, -ESHUTDOWN).
+ */
+int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void *arg);
 
 /*
  * Queue a new row for r (fields validated: -EINVAL). created_at and updated_at are set
@@ -191,6 +233,9 @@ int store_label_put(struct store *s, const char *dev_eui, const struct store_lab
 
 /* Read dev_eui's stored label into *ret; -ENOENT if none. */
 int store_label_get(struct store *s, const char *dev_eui, struct store_label *ret);
+
+/* "sqlite" or "postgresql". */
+const char *store_backend_name(struct store *s);
 
 /*
  * The cloud-HSM AppKey pool (table app_key_pool): each pair AppKey || hsmEncryptedAppKey

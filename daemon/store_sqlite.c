@@ -1,5 +1,6 @@
 /* store_sqlite: the SQLite backend of the device store, with a group-commit writer thread. */
 #include "store.h"
+#include "store_backend.h"
 #include "clock.h"
 
 #include <errno.h>
@@ -236,7 +237,7 @@ static void op_free(struct op *op)
 	free(op);
 }
 
-struct store {
+struct sqlite_store {
 	char *path;
 	char instance[65];
 	int lock_fd; /* flock()ed while open: one tpad per store */
@@ -384,7 +385,7 @@ static void copy_str(char *dst, size_t dstsz, const char *src)
 }
 
 /* Build a row write from a record: validate, upper-case, seal the AppKey. */
-static int op_from_record(struct store *s, const struct store_record *r, enum op_kind kind,
+static int op_from_record(struct sqlite_store *s, const struct store_record *r, enum op_kind kind,
 			  struct op **ret)
 {
 	if (!hex_field_ok(r->dev_eui, sizeof(r->dev_eui), HEX_EUI, false) ||
@@ -435,7 +436,7 @@ static int op_from_record(struct store *s, const struct store_record *r, enum op
 }
 
 /* Queue op for the writer, or free it and say why not. */
-static int store_submit(struct store *s, struct op *op)
+static int store_submit(struct sqlite_store *s, struct op *op)
 {
 	pthread_mutex_lock(&s->lock);
 	if (s->closing) {
@@ -460,7 +461,7 @@ static int store_submit(struct store *s, struct op *op)
 }
 
 /* Queue a record write of kind (insert or update), with an attempt if a, and its callback. */
-static int store_write(struct store *s, const struct store_record *r, enum op_kind kind,
+static int store_write(struct sqlite_store *s, const struct store_record *r, enum op_kind kind,
 		       const struct store_attempt *a, store_done_fn *cb, void *arg)
 {
 	if (!s || !r || !cb)
@@ -482,23 +483,23 @@ static int store_write(struct store *s, const struct store_record *r, enum op_ki
 	return store_submit(s, op);
 }
 
-int store_insert(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
+int sqlite_store_insert(struct sqlite_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
 	return store_write(s, r, OP_INSERT, NULL, cb, arg);
 }
 
-int store_update(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
+int sqlite_store_update(struct sqlite_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
 	return store_write(s, r, OP_UPDATE, NULL, cb, arg);
 }
 
-int store_write_attempt(struct store *s, const struct store_record *r, bool insert,
+int sqlite_store_write_attempt(struct sqlite_store *s, const struct store_record *r, bool insert,
 			const struct store_attempt *a, store_done_fn *cb, void *arg)
 {
 	return store_write(s, r, insert ? OP_INSERT : OP_UPDATE, a, cb, arg);
 }
 
-int store_audit(struct store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
+int sqlite_store_audit(struct sqlite_store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
 		const char *outcome)
 {
 	if (!s || !hex_valid(dev_eui, HEX_EUI) || !method || !*method || !outcome)
@@ -521,7 +522,7 @@ int store_audit(struct store *s, const char *dev_eui, const char *method, uint32
 	return store_submit(s, op);
 }
 
-int store_label_put(struct store *s, const char *dev_eui, const struct store_label *l)
+int sqlite_store_label_put(struct sqlite_store *s, const char *dev_eui, const struct store_label *l)
 {
 	if (!s || !hex_valid(dev_eui, HEX_EUI) || !l || !l->text[0] ||
 	    !memchr(l->text, '\0', sizeof(l->text)) || !l->matrix_len ||
@@ -542,7 +543,7 @@ int store_label_put(struct store *s, const char *dev_eui, const struct store_lab
 	return store_submit(s, op);
 }
 
-int store_label_get(struct store *s, const char *dev_eui, struct store_label *ret)
+int sqlite_store_label_get(struct sqlite_store *s, const char *dev_eui, struct store_label *ret)
 {
 	if (!s || !ret || !hex_valid(dev_eui, HEX_EUI))
 		return -EINVAL;
@@ -596,7 +597,7 @@ static void key_digest(const uint8_t app_key[16], uint8_t out[32])
 	mbedtls_sha256_free(&c);
 }
 
-int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t hsm_key[16])
+int sqlite_store_key_pool_put(struct sqlite_store *s, const uint8_t app_key[16], const uint8_t hsm_key[16])
 {
 	if (!s || !app_key || !hsm_key)
 		return -EINVAL;
@@ -620,7 +621,7 @@ int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t
 	return store_submit(s, op);
 }
 
-int store_key_pool_taken(struct store *s, const uint8_t app_key[16])
+int sqlite_store_key_pool_taken(struct sqlite_store *s, const uint8_t app_key[16])
 {
 	if (!s || !app_key)
 		return -EINVAL;
@@ -633,7 +634,7 @@ int store_key_pool_taken(struct store *s, const uint8_t app_key[16])
 }
 
 /* Open one sealed pair of the row with digest d into app_key and hsm_key. */
-static int key_unseal(struct store *s, const void *d, int dlen, const void *blob, int blen,
+static int key_unseal(struct sqlite_store *s, const void *d, int dlen, const void *blob, int blen,
 		      uint8_t app_key[16], uint8_t hsm_key[16])
 {
 	uint8_t pair[32];
@@ -649,7 +650,7 @@ static int key_unseal(struct store *s, const void *d, int dlen, const void *blob
 	return e < 0 ? -EBADMSG : 0;
 }
 
-int store_key_pool_load(struct store *s, size_t max,
+int sqlite_store_key_pool_load(struct sqlite_store *s, size_t max,
 			int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg),
 			void *arg)
 {
@@ -680,7 +681,7 @@ int store_key_pool_load(struct store *s, size_t max,
 	return r;
 }
 
-int store_key_pool_find(struct store *s, const uint8_t app_key[16], uint8_t ret_hsm[16])
+int sqlite_store_key_pool_find(struct sqlite_store *s, const uint8_t app_key[16], uint8_t ret_hsm[16])
 {
 	if (!s || !app_key || !ret_hsm)
 		return -EINVAL;
@@ -815,7 +816,7 @@ static int bind_label(sqlite3_stmt *st, const struct op *op)
 }
 
 /* Write a key-pool row, or mark one handed out. */
-static int writer_apply_key(struct store *s, struct op *op)
+static int writer_apply_key(struct sqlite_store *s, struct op *op)
 {
 	sqlite3_stmt *st = op->kind == OP_KEY_PUT ? s->kput_stmt : s->ktak_stmt;
 	int rc = sqlite3_bind_blob(st, 1, op->kdigest, sizeof(op->kdigest), SQLITE_STATIC);
@@ -836,7 +837,7 @@ static int writer_apply_key(struct store *s, struct op *op)
  * refused on its own (op->err set, the transaction goes on), else the SQLite error that
  * dooms the whole transaction.
  */
-static int writer_apply(struct store *s, struct op *op)
+static int writer_apply(struct sqlite_store *s, struct op *op)
 {
 	if (op->kind == OP_KEY_PUT || op->kind == OP_KEY_TAKEN)
 		return writer_apply_key(s, op);
@@ -884,7 +885,7 @@ static int writer_apply(struct store *s, struct op *op)
 }
 
 /* Execute SQL without results on the writer connection. */
-static int writer_exec(struct store *s, const char *sql)
+static int writer_exec(struct sqlite_store *s, const char *sql)
 {
 	return sqlite3_exec(s->wdb, sql, NULL, NULL, NULL);
 }
@@ -894,7 +895,7 @@ static int writer_exec(struct store *s, const char *sql)
  * back and every write gets the error. Returns 0 or that error; *ret_rejected counts
  * writes refused on their own in a committed transaction.
  */
-static int writer_batch(struct store *s, struct op *batch, size_t n, char *reason, size_t reasonsz,
+static int writer_batch(struct sqlite_store *s, struct op *batch, size_t n, char *reason, size_t reasonsz,
 			size_t *ret_rejected)
 {
 	size_t rejected = 0;
@@ -936,7 +937,7 @@ static int writer_batch(struct store *s, struct op *batch, size_t n, char *reaso
 }
 
 /* Tell the loop thread that completions are waiting. */
-static void writer_notify(struct store *s)
+static void writer_notify(struct sqlite_store *s)
 {
 	uint64_t one = 1;
 	while (write(s->efd, &one, sizeof(one)) < 0 && errno == EINTR)
@@ -946,7 +947,7 @@ static void writer_notify(struct store *s)
 /* The writer thread: take what is queued, commit it as one transaction, hand it back. */
 static void *store_writer(void *arg)
 {
-	struct store *s = arg;
+	struct sqlite_store *s = arg;
 	char reason[256];
 
 	pthread_mutex_lock(&s->lock);
@@ -1020,7 +1021,7 @@ static void *store_writer(void *arg)
 }
 
 /* Run the callbacks of every completed write, on the loop thread. */
-static void store_dispatch(struct store *s)
+static void store_dispatch(struct sqlite_store *s)
 {
 	pthread_mutex_lock(&s->lock);
 	struct op *list = s->d_head;
@@ -1054,7 +1055,7 @@ static void ops_free(struct op *list)
 	}
 }
 
-void store_close(struct store *s)
+void sqlite_store_close(struct sqlite_store *s)
 {
 	if (!s)
 		return;
@@ -1093,7 +1094,7 @@ void store_close(struct store *s)
 }
 
 /* Say why an SQLite call failed at open, and return its errno. */
-static int open_fail(struct store *s, sqlite3 *db, int rc, const char *what, char *err,
+static int open_fail(struct sqlite_store *s, sqlite3 *db, int rc, const char *what, char *err,
 		     size_t errlen)
 {
 	int e = sqlite_to_errno(db, rc);
@@ -1120,7 +1121,7 @@ static int query_int(sqlite3 *db, const char *sql, int64_t *ret)
 }
 
 /* Check the key against the key check value, or record one for a new store. */
-static int store_key_check(struct store *s, char *err, size_t errlen)
+static int store_key_check(struct sqlite_store *s, char *err, size_t errlen)
 {
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(s->wdb, "SELECT value FROM meta WHERE key = 'key_check'", -1,
@@ -1172,7 +1173,7 @@ static int store_key_check(struct store *s, char *err, size_t errlen)
 }
 
 /* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one transaction. */
-static int store_migrate(struct store *s, char *err, size_t errlen)
+static int store_migrate(struct sqlite_store *s, char *err, size_t errlen)
 {
 	int rc = writer_exec(s, "BEGIN IMMEDIATE");
 	if (rc != SQLITE_OK)
@@ -1233,7 +1234,7 @@ rollback:
  * writing one SQLite store would each think they own its PENDING rows. The file holds the
  * owner's pid, so the refusal can name it.
  */
-static int store_lock(struct store *s, char *err, size_t errlen)
+static int store_lock(struct sqlite_store *s, char *err, size_t errlen)
 {
 	char path[4096];
 	if (snprintf(path, sizeof(path), "%s.lock", s->path) >= (int)sizeof(path)) {
@@ -1297,7 +1298,7 @@ static int store_create_file(const char *path, char *err, size_t errlen)
 }
 
 /* Open and configure the writer connection: WAL, full sync, schema, key check. */
-static int store_open_writer(struct store *s, char *err, size_t errlen)
+static int store_open_writer(struct sqlite_store *s, char *err, size_t errlen)
 {
 	int rc =
 	    sqlite3_open_v2(s->path, &s->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -1362,7 +1363,7 @@ static int store_open_writer(struct store *s, char *err, size_t errlen)
 }
 
 /* Open the read-only connection used by the loop thread. */
-static int store_open_reader(struct store *s, char *err, size_t errlen)
+static int store_open_reader(struct sqlite_store *s, char *err, size_t errlen)
 {
 	int rc =
 	    sqlite3_open_v2(s->path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
@@ -1386,7 +1387,7 @@ static int store_open_reader(struct store *s, char *err, size_t errlen)
 }
 
 /* Start the writer thread with every signal blocked, so they go to the loop thread. */
-static int store_start_writer(struct store *s, char *err, size_t errlen)
+static int store_start_writer(struct sqlite_store *s, char *err, size_t errlen)
 {
 	sigset_t all, old;
 	sigfillset(&all);
@@ -1402,7 +1403,7 @@ static int store_start_writer(struct store *s, char *err, size_t errlen)
 	return 0;
 }
 
-int store_open(struct event_base *base, const struct store_options *o, struct store **ret,
+int sqlite_store_open(struct event_base *base, const struct store_options *o, struct sqlite_store **ret,
 	       char *err, size_t errlen)
 {
 	if (!base || !o || !o->path || !*o->path || !ret) {
@@ -1414,7 +1415,7 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
 			STORE_KEY_LEN, 2 * STORE_KEY_LEN);
 		return -EINVAL;
 	}
-	struct store *s = calloc(1, sizeof(*s));
+	struct sqlite_store *s = calloc(1, sizeof(*s));
 	if (!s) {
 		set_err(err, errlen, "store: out of memory");
 		return -ENOMEM;
@@ -1476,7 +1477,7 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
 	*ret = s;
 	return 0;
 fail:
-	store_close(s);
+	sqlite_store_close(s);
 	return e;
 }
 
@@ -1499,7 +1500,7 @@ static int col_text(sqlite3_stmt *st, int i, char *dst, size_t size)
 }
 
 /* Fill *r from a row of DEVICE_COLUMNS, checking it and opening the sealed AppKey. */
-static int row_to_record(struct store *s, sqlite3_stmt *st, struct store_record *r)
+static int row_to_record(struct sqlite_store *s, sqlite3_stmt *st, struct store_record *r)
 {
 	char state[16];
 	memset(r, 0, sizeof(*r));
@@ -1552,7 +1553,7 @@ static int row_to_record(struct store *s, sqlite3_stmt *st, struct store_record 
 	return 0;
 }
 
-int store_get(struct store *s, const char *dev_eui, struct store_record *ret)
+int sqlite_store_get(struct sqlite_store *s, const char *dev_eui, struct store_record *ret)
 {
 	if (!s || !ret || !hex_valid(dev_eui, HEX_EUI))
 		return -EINVAL;
@@ -1586,7 +1587,7 @@ int store_get(struct store *s, const char *dev_eui, struct store_record *ret)
 	return e;
 }
 
-int store_list(struct store *s, int state, const char *after, size_t limit,
+int sqlite_store_list(struct sqlite_store *s, int state, const char *after, size_t limit,
 	       int (*fn)(const struct store_record *r, void *arg), void *arg)
 {
 	if (!s || !fn || state < -1 || state >= STORE_N_STATES)
@@ -1641,7 +1642,7 @@ int store_list(struct store *s, int state, const char *after, size_t limit,
 	return e;
 }
 
-int store_attempt_list(struct store *s, const char *dev_eui,
+int sqlite_store_attempt_list(struct sqlite_store *s, const char *dev_eui,
 		       int (*fn)(const struct store_attempt *a, void *arg), void *arg)
 {
 	if (!s || !fn || !hex_valid(dev_eui, HEX_EUI))
@@ -1681,7 +1682,7 @@ int store_attempt_list(struct store *s, const char *dev_eui,
 	return e;
 }
 
-int store_count(struct store *s, uint64_t counts[STORE_N_STATES])
+int sqlite_store_count(struct sqlite_store *s, uint64_t counts[STORE_N_STATES])
 {
 	if (!s || !counts)
 		return -EINVAL;
@@ -1706,7 +1707,7 @@ int store_count(struct store *s, uint64_t counts[STORE_N_STATES])
 	return e;
 }
 
-int store_audit_list(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
+int sqlite_store_audit_list(struct sqlite_store *s, const char *dev_eui, int64_t after_id, size_t limit,
 		     int (*fn)(const struct store_audit_entry *e, void *arg), void *arg)
 {
 	if (!s || !fn || (dev_eui && !hex_valid(dev_eui, HEX_EUI)))
@@ -1760,7 +1761,7 @@ int store_audit_list(struct store *s, const char *dev_eui, int64_t after_id, siz
 	return e;
 }
 
-void store_stats(struct store *s, struct store_stats *ret)
+void sqlite_store_stats(struct sqlite_store *s, struct store_stats *ret)
 {
 	if (!s || !ret)
 		return;
@@ -1770,15 +1771,15 @@ void store_stats(struct store *s, struct store_stats *ret)
 	pthread_mutex_unlock(&s->lock);
 }
 
-json_t *store_status_json(struct store *s)
+json_t *sqlite_store_status_json(struct sqlite_store *s)
 {
 	if (!s)
 		return NULL;
 	struct store_stats st;
-	store_stats(s, &st);
+	sqlite_store_stats(s, &st);
 	uint64_t counts[STORE_N_STATES];
 	json_t *rows = NULL;
-	if (store_count(s, counts) == 0)
+	if (sqlite_store_count(s, counts) == 0)
 		rows = json_pack("{s:I, s:I, s:I, s:I, s:I}", "PENDING",
 				 (json_int_t)counts[STORE_PENDING], "ISSUED",
 				 (json_int_t)counts[STORE_ISSUED], "FAILED",
@@ -1795,7 +1796,7 @@ json_t *store_status_json(struct store *s)
 			 "lastError", st.last_error ? json_string(st.last_reason) : json_null());
 }
 
-void store_test_set_max_pages(struct store *s, uint32_t pages)
+void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages)
 {
 	if (!s)
 		return;

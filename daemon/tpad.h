@@ -30,6 +30,7 @@ struct tpad {
 	struct layout *layout; /* label.* at label.dpi: station and export labels */
 	struct print *print;   /* label printers */
 	struct event *settle_ev;   /* background settling of PENDING rows */
+	struct later *later;	   /* timers of jobs waiting for another tpad's claim */
 	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
 	uint64_t started_us; /* monotonic */
 	bool stopping;

@@ -7,7 +7,7 @@ tpad_install_deps() {
 		curl openssl python3-prometheus-client groff-base man-db sqlite3 spin libxml2-dev
 		python3-cryptography
 		libcairo2-dev libfontconfig-dev libcups2-dev fonts-dejavu-core cups-ipp-utils
-		poppler-utils dbus-daemon "$@")
+		poppler-utils dbus-daemon postgresql libpq-dev "$@")
 	# The print tests render ZPL with a renderer from the npm registry; a Node.js that
 	# ships its own npm (NodeSource) must not be replaced by Debian's.
 	command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

@@ -236,11 +236,75 @@ class Sim:
                             {"deviceEUI": dev_eui, "joinEUI": join_eui, **key}, ok=(201,))
 
 
+PGCLUSTER = os.path.join(SRC_ROOT, "test", "pg", "pgcluster.sh")
+
+
+class PgCluster:
+    """A throw-away PostgreSQL cluster (test/pg/pgcluster.sh) in a directory of its own."""
+
+    def __init__(self, workdir, ssl=False):
+        self.ssl = ssl
+        self.dir = os.path.join(workdir, "pg")
+        # The server runs as an unprivileged user: it must reach its directory.
+        os.chmod(workdir, 0o755)
+        self.uri = None
+        self.password = None
+        self.n_db = 0
+
+    def _run(self, *args):
+        p = subprocess.run(["sh", PGCLUSTER, *args, self.dir], capture_output=True, text=True,
+                           timeout=120,
+                           env={**os.environ, "PGCLUSTER_SSL": "1" if self.ssl else "0"})
+        if p.returncode != 0:
+            raise AssertionError(f"pgcluster {args[0]} failed: {p.stderr}")
+        return p.stdout.strip()
+
+    def start(self):
+        self.uri = self._run("start")
+        with open(os.path.join(self.dir, "password")) as f:
+            self.password = f.read().strip()
+        return self
+
+    def stop(self):
+        self._run("stop")
+
+    def kill(self):
+        """Stop at once (immediate shutdown), as when the database host fails."""
+        self._run("kill")
+
+    def restart(self):
+        self._run("restart")
+
+    def psql(self, sql, db="tpad"):
+        """Run sql with psql; returns its output (unaligned, tuples only)."""
+        uri = self.uri.replace("/tpad?", f"/{db}?", 1)
+        p = subprocess.run(["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", uri,
+                            "-c", sql], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PGPASSWORD": self.password})
+        if p.returncode != 0:
+            raise AssertionError(f"psql {sql!r}: {p.stderr}")
+        return p.stdout.strip()
+
+    def new_database(self, tls=False, ca=None):
+        """A fresh empty database; returns its URI (over TCP with verify-full when tls)."""
+        self.n_db += 1
+        name = f"t{self.n_db}"
+        self.psql(f"CREATE DATABASE {name}", db="postgres")
+        if tls:
+            with open(os.path.join(self.dir, "port")) as f:
+                port = f.read().strip()
+            ca = ca or os.path.join(self.dir, "ca.crt")
+            return (f"postgresql://tpad@localhost:{port}/{name}?sslmode=verify-full"
+                    f"&sslrootcert={ca}")
+        return self.uri.replace("/tpad?", f"/{name}?", 1)
+
+
 class Daemon:
     """The real tpad with a temporary config, sockets, store and credentials."""
 
     def __init__(self, workdir, upstream_url="https://127.0.0.1:9", psk_hex=None,
-                 conf_extra="", env=None):
+                 conf_extra="", env=None, pg_url=None, pg_password=None, key_hex=None,
+                 instance=None):
         self.workdir = workdir
         self.station = os.path.join(workdir, "station.sock")
         self.admin = os.path.join(workdir, "admin.sock")
@@ -254,9 +318,17 @@ class Daemon:
         self.env = env or {}
         self.proc = None
         self.log_path = os.path.join(workdir, "tpad.log")
+        self.pg_url = pg_url
+        self.instance = instance
+        self.password_file = os.path.join(workdir, "store.password")
         write_secret(self.psk_file, self.psk_hex)
-        if not os.path.exists(self.key_file):
+        if key_hex:
+            write_secret(self.key_file, key_hex)
+        elif not os.path.exists(self.key_file):
             write_secret(self.key_file, secrets.token_hex(32))
+        self.has_password = bool(pg_password)
+        if pg_password:
+            write_secret(self.password_file, pg_password)
         self.write_conf()
 
     def write_conf(self):
@@ -269,6 +341,12 @@ class Daemon:
                          "handshake-timeout": "2s", "request-timeout": "5s"},
             "store": {"path": self.store, "key-file": self.key_file},
         }
+        if self.pg_url:
+            sections["store"].update({"backend": "postgresql", "url": self.pg_url})
+            if self.has_password:
+                sections["store"]["password-file"] = self.password_file
+        if self.instance:
+            sections["store"]["instance"] = self.instance
         # conf_extra: "section.key = value" lines override or add directives.
         for line in self.conf_extra.strip().splitlines():
             if not line.strip():
@@ -385,12 +463,39 @@ class Daemon:
 
 
 class TpadTestCase(unittest.TestCase):
-    """Gives each test a temporary directory and stops what it started."""
+    """Gives each test a temporary directory and stops what it started.
+
+    With store_backend = "postgresql" (a class attribute, or TPAD_TEST_STORE=postgresql in
+    the environment) the class gets a throw-away PostgreSQL cluster and each test a fresh
+    database that its daemons share (self.pg_url), one store key for all of them.
+    """
+
+    store_backend = os.environ.get("TPAD_TEST_STORE", "sqlite")
+    pg_ssl = False  # the cluster also speaks TLS (PgCluster.new_database(tls=True))
+    pg = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if cls.store_backend == "postgresql":
+            cls.pg_tmp = tempfile.mkdtemp(prefix="tpad-pg-")
+            cls.pg = PgCluster(cls.pg_tmp, ssl=cls.pg_ssl).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.pg:
+            cls.pg.stop()
+            if not os.environ.get("KEEP_TMP"):
+                shutil.rmtree(cls.pg_tmp, ignore_errors=True)
+            cls.pg = None
+        super().tearDownClass()
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="tpad-test-")
         self.daemons = []
         self.sims = []
+        self.pg_url = self.pg.new_database() if self.pg else None
+        self.store_key = secrets.token_hex(32)
 
     def tearDown(self):
         failed = False
@@ -431,6 +536,9 @@ class TpadTestCase(unittest.TestCase):
     def daemon(self, **kw):
         d = os.path.join(self.tmp, f"tpad{len(self.daemons)}")
         os.makedirs(d, exist_ok=True)
+        if self.pg_url and "pg_url" not in kw:
+            kw.update(pg_url=self.pg_url, pg_password=self.pg.password)
+            kw.setdefault("key_hex", self.store_key)
         t = Daemon(d, **kw)
         self.daemons.append(t)
         return t

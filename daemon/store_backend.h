@@ -1,0 +1,44 @@
+/* store_backend: the functions each store backend (SQLite, PostgreSQL) gives daemon/store.c. */
+#pragma once
+
+#include "store.h"
+
+struct sqlite_store;
+struct pg_store;
+
+/* Every function has the meaning of its store_* namesake in store.h. */
+#define STORE_BACKEND_DECLARE(T, p)                                                                \
+	int p##_open(struct event_base *base, const struct store_options *o, struct T **ret,      \
+		     char *err, size_t errlen);                                                    \
+	void p##_close(struct T *s);                                                               \
+	int p##_get(struct T *s, const char *dev_eui, struct store_record *ret);                  \
+	int p##_insert(struct T *s, const struct store_record *r, store_done_fn *cb, void *arg);  \
+	int p##_update(struct T *s, const struct store_record *r, store_done_fn *cb, void *arg);  \
+	int p##_write_attempt(struct T *s, const struct store_record *r, bool insert,             \
+			      const struct store_attempt *a, store_done_fn *cb, void *arg);        \
+	int p##_attempt_list(struct T *s, const char *dev_eui,                                     \
+			     int (*fn)(const struct store_attempt *a, void *arg), void *arg);      \
+	int p##_audit(struct T *s, const char *dev_eui, const char *method, uint32_t uid,          \
+		      int32_t pid, const char *outcome);                                           \
+	int p##_list(struct T *s, int state, const char *after, size_t limit,                     \
+		     int (*fn)(const struct store_record *r, void *arg), void *arg);               \
+	int p##_count(struct T *s, uint64_t counts[STORE_N_STATES]);                               \
+	int p##_audit_list(struct T *s, const char *dev_eui, int64_t after_id, size_t limit,      \
+			   int (*fn)(const struct store_audit_entry *e, void *arg), void *arg);    \
+	int p##_label_put(struct T *s, const char *dev_eui, const struct store_label *l);          \
+	int p##_label_get(struct T *s, const char *dev_eui, struct store_label *ret);             \
+	void p##_stats(struct T *s, struct store_stats *ret);                                      \
+	json_t *p##_status_json(struct T *s);                                                     \
+	int p##_key_pool_put(struct T *s, const uint8_t app_key[16], const uint8_t hsm_key[16]);  \
+	int p##_key_pool_taken(struct T *s, const uint8_t app_key[16]);                            \
+	int p##_key_pool_load(struct T *s, size_t max,                                             \
+			      int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16],      \
+					void *arg),                                                \
+			      void *arg);                                                          \
+	int p##_key_pool_find(struct T *s, const uint8_t app_key[16], uint8_t ret_hsm[16]);
+
+STORE_BACKEND_DECLARE(sqlite_store, sqlite_store)
+STORE_BACKEND_DECLARE(pg_store, pg_store)
+
+int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb, void *arg);
+void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages);

@@ -1,0 +1,444 @@
+"""Many lines, one store: tpad on a real PostgreSQL (ARCHITECTURE.md §11).
+
+The suites that exercise the store run again on PostgreSQL (subclasses below), and several
+tpads share one database: racing the same DevEUIs, kill -9 of one of them mid-import, the
+database stopped and restarted under load, an offline batch imported through one line and
+looked up on another with the cloud down. Each class gets a throw-away cluster
+(test/pg/pgcluster.sh) and each test a fresh database.
+"""
+
+import os
+import secrets
+import subprocess
+import threading
+import time
+
+import tpadtest
+from tpadtest import TpadTestCase, VarlinkError, wait_for
+
+import test_activation
+import test_exactly_once
+import test_offline
+
+TKM = "31110123D345666E2DBD"
+
+
+def eui(n):
+    return f"70B3D5{n:010X}"
+
+
+class PgLiveModes(test_activation.LiveModes):
+    store_backend = "postgresql"
+
+
+class PgFaults(test_activation.Faults):
+    store_backend = "postgresql"
+
+    # The cloud's misbehaviour alone, the same on either store: run on SQLite only.
+    test_429_retry_after = None
+    test_5xx = None
+    test_resets_malformed_slow = None
+    test_refused_then_recovers = None
+
+    def daemon(self, **kw):
+        # Here a second daemon is "a second line PC with its own store": its own database.
+        if self.daemons and "pg_url" not in kw:
+            kw.update(pg_url=self.pg.new_database(), pg_password=self.pg.password,
+                      key_hex=self.store_key)
+        return super().daemon(**kw)
+
+
+class PgSettleRace(test_exactly_once.SettleRace):
+    store_backend = "postgresql"
+
+
+class PgBackground(test_exactly_once.Background):
+    store_backend = "postgresql"
+
+
+class Lines(TpadTestCase):
+    """Several tpads (lines) on one PostgreSQL database and one simulated cloud."""
+
+    store_backend = "postgresql"
+
+    def lines(self, n, sim_extra=(), conf_extra=""):
+        psk = secrets.token_hex(16)
+        self.s = self.sim(psk, extra=list(sim_extra)).start()
+        ds = []
+        for i in range(n):
+            ds.append(self.daemon(upstream_url=self.s.url(), psk_hex=psk,
+                                  instance=f"line-{i}", conf_extra=conf_extra).start())
+        for d in ds:
+            self.wait_ready(d)
+        return ds
+
+    def wait_ready(self, d):
+        def ready():
+            with d.admin_client() as a:
+                up = a.call("io.tpad.Admin.Status")["upstream"]
+            return all(s["state"] == "ready" for s in up["sessions"])
+        wait_for(ready, 15, "warm upstream sessions")
+
+    def status(self, d):
+        with d.admin_client() as a:
+            return a.call("io.tpad.Admin.Status")
+
+    def activate_until_settled(self, d, e, deadline_s=40, params=None):
+        end = time.monotonic() + deadline_s
+        while True:
+            try:
+                with d.station_client(timeout=60) as c:
+                    return c.call("io.tpad.Station.Activate",
+                                  params or {"devEUI": e, "tkmInfo": TKM})["device"]
+            except VarlinkError as err:
+                if err.error not in ("io.tpad.Station.OutcomeUnknown",
+                                     "io.tpad.Station.UpstreamUnavailable") \
+                        or time.monotonic() > end:
+                    raise
+                time.sleep(0.3)
+
+    def race(self, ds, euis):
+        """Every line asks for every device at once; returns {(line, eui): device}."""
+        out, errors = {}, []
+
+        def station(i, d):
+            order = euis if i % 2 == 0 else list(reversed(euis))
+            for e in order:
+                try:
+                    out[(i, e)] = self.activate_until_settled(d, e)
+                except Exception as ex:  # noqa: BLE001 - reported below
+                    errors.append((i, e, ex))
+
+        ts = [threading.Thread(target=station, args=(i, d)) for i, d in enumerate(ds)
+              for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        return out
+
+    def check_one_import_each(self, euis, out):
+        sim = {x["deviceEUI"]: x["ownerToken"].upper() for x in self.s.devices()}
+        c = self.s.counters()
+        self.assertEqual(c["duplicate_imports"], 0, c)
+        self.assertEqual(c["imports"], len(euis), c)
+        for (i, e), dev in out.items():
+            self.assertEqual(dev["ownerToken"], sim[e], (i, e))
+
+    def test_two_lines_race_the_same_devices(self):
+        ds = self.lines(2, conf_extra="upstream.sessions = 4")
+        euis = [eui(10 + i) for i in range(40)]
+        out = self.race(ds, euis)
+        self.check_one_import_each(euis, out)
+        rows = self.status(ds[0])["store"]["rows"]
+        self.assertEqual((rows["ISSUED"], rows["PENDING"], rows["FAILED"]), (40, 0, 0))
+
+    def test_three_lines_slow_cloud_claims(self):
+        # Imports take 600 ms: the other lines find the claim live and wait for it.
+        ds = self.lines(3, sim_extra=["--import-latency-ms", "600"],
+                        conf_extra="upstream.sessions = 8")
+        euis = [eui(100 + i) for i in range(8)]
+        out = self.race(ds, euis)
+        self.check_one_import_each(euis, out)
+        waits = sum(self.status(d)["activations"]["claimWaits"] for d in ds)
+        self.assertGreater(waits, 0)
+        # Every attempt names the instance that made it.
+        with ds[0].admin_client() as a:
+            info = a.call("io.tpad.Admin.GetDevice", {"devEUI": euis[0]})
+        self.assertEqual(len(info["attempts"]), 1)
+        inst = self.pg.psql(f"SELECT instance FROM attempts WHERE dev_eui = '{euis[0]}'",
+                            db=self.pg_url.split("/")[3].split("?")[0])
+        self.assertIn(inst, ("line-0", "line-1", "line-2"))
+
+    def test_kill_9_mid_import_survivor_settles_after_lease(self):
+        ds = self.lines(2, sim_extra=["--import-latency-ms", "1500"],
+                        conf_extra="upstream.request-timeout = 1s\nupstream.settle-after = 2s\n"
+                                   "store.lease = 3s\nupstream.sessions = 8")
+        a, b = ds
+        euis = [eui(300 + i) for i in range(6)]
+        with a.station_client() as c:
+            for e in euis:
+                c.send("io.tpad.Station.Activate", {"devEUI": e, "tkmInfo": TKM})
+            time.sleep(0.5)  # every attempt committed and sent by line-0, none landed
+        a.kill()
+        dbname = self.pg_url.split("/")[3].split("?")[0]
+        pending = self.pg.psql("SELECT count(*) FROM devices WHERE state = 'PENDING' "
+                               "AND lease_owner = 'line-0'", db=dbname)
+        self.assertEqual(pending, "6")
+        t0 = time.monotonic()
+        # The survivor is asked at once: it waits for the dead line's claim to expire, then
+        # settles with the query (the imports landed meanwhile), never a second import.
+        out = {e: self.activate_until_settled(b, e) for e in euis}
+        self.assertGreater(time.monotonic() - t0, 1.0)
+        self.check_one_import_each(euis, {(1, e): d for e, d in out.items()})
+        rows = self.status(b)["store"]["rows"]
+        self.assertEqual((rows["ISSUED"], rows["PENDING"]), (6, 0))
+        self.assertGreater(self.status(b)["store"]["leaseTakeovers"], 0)
+
+    def test_background_settle_of_a_dead_line(self):
+        ds = self.lines(2, sim_extra=["--import-latency-ms", "1500"],
+                        conf_extra="upstream.request-timeout = 1s\nupstream.settle-after = 2s\n"
+                                   "store.lease = 2s")
+        a, b = ds
+        with a.station_client() as c:
+            c.send("io.tpad.Station.Activate", {"devEUI": eui(400), "tkmInfo": TKM})
+            time.sleep(0.5)
+        a.kill()
+        # Nobody asks: the survivor's background settler takes the row after the lease.
+        wait_for(lambda: self.status(b)["store"]["rows"]["ISSUED"] == 1, 30,
+                 "settled by the survivor")
+        self.assertEqual(self.s.counters()["imports"], 1)
+        self.assertEqual(self.s.counters()["duplicate_imports"], 0)
+
+    def test_database_restart_under_load(self):
+        ds = self.lines(2, conf_extra="upstream.sessions = 4")
+        stop = threading.Event()
+        seen = {"ok": 0, "store_failed": 0, "other": []}
+        n = [0]
+        lock = threading.Lock()
+
+        def station(d, base):
+            k = 0
+            while not stop.is_set():
+                k += 1
+                e = eui(base + k)
+                try:
+                    with d.station_client(timeout=30) as c:
+                        c.call("io.tpad.Station.Activate", {"devEUI": e, "tkmInfo": TKM})
+                    with lock:
+                        seen["ok"] += 1
+                except VarlinkError as err:
+                    with lock:
+                        if err.error == "io.tpad.Station.StoreFailed":
+                            seen["store_failed"] += 1
+                            self.assertTrue(err.params.get("reason"), err.params)
+                        else:
+                            seen["other"].append(err.error)
+                except OSError as err:
+                    with lock:
+                        seen["other"].append(str(err))
+                with lock:
+                    n[0] += 1
+
+        ts = [threading.Thread(target=station, args=(d, 0x10000 * (i + 1)))
+              for i, d in enumerate(ds)]
+        for t in ts:
+            t.start()
+        wait_for(lambda: seen["ok"] > 20, 20, "load")
+        self.pg.kill()
+        time.sleep(1.5)
+        with ds[0].station_client() as c:
+            with self.assertRaises(VarlinkError) as cm:
+                c.call("io.tpad.Station.Lookup", {"devEUI": eui(1)})
+        self.assertEqual(cm.exception.error, "io.tpad.Station.StoreFailed")
+        st = self.status(ds[0])["store"]
+        self.assertFalse(st["up"], st)
+        self.assertTrue(st["downReason"], st)
+        m = ds[0].tpactl("--socket", ds[0].admin, "metrics", check=0).stdout
+        self.assertIn('tpad_store_up{backend="postgresql"} 0', m)
+        imports_down = self.s.counters()["imports"]
+        time.sleep(1)
+        # While down: nothing reaches the cloud (no attempt can commit).
+        self.assertEqual(self.s.counters()["imports"], imports_down)
+        self.pg.restart()
+        t0 = time.monotonic()
+        ok_before = seen["ok"]
+        wait_for(lambda: seen["ok"] > ok_before + 10, 20, "service back")
+        back_s = time.monotonic() - t0
+        stop.set()
+        for t in ts:
+            t.join()
+        self.assertLess(back_s, 10)
+        self.assertGreater(seen["store_failed"], 0)
+        self.assertEqual([x for x in seen["other"]
+                          if x not in ("io.tpad.Station.OutcomeUnknown",)], [])
+        # Every import the cloud got has its attempt in the store; nothing twice.
+        c = self.s.counters()
+        self.assertEqual(c["duplicate_imports"], 0, c)
+        dbname = self.pg_url.split("/")[3].split("?")[0]
+        attempts = int(self.pg.psql("SELECT count(DISTINCT dev_eui) FROM attempts", db=dbname))
+        self.assertGreaterEqual(attempts, c["devices"])
+        cloud = {x["deviceEUI"] for x in self.s.devices()}
+        stored = set(self.pg.psql("SELECT dev_eui FROM attempts", db=dbname).split())
+        self.assertEqual(cloud - stored, set())
+        st = self.status(ds[0])["store"]
+        self.assertTrue(st["up"], st)
+        self.assertGreater(st["reconnects"], 0, st)
+        self.assertGreater(st["commits"], 0, st)
+        m = ds[0].tpactl("--socket", ds[0].admin, "metrics", check=0).stdout
+        self.assertIn('tpad_store_up{backend="postgresql"} 1', m)
+        self.assertIn('tpad_store_commit_duration_seconds_bucket{backend="postgresql",le="+Inf"}',
+                      m)
+
+    def test_offline_batch_on_one_line_lookup_on_another(self):
+        ds = self.lines(2)
+        a, b = ds
+        rows = test_offline.random_rows(12, ("tkm", "gen"))
+        path = test_offline.write_csv(os.path.join(self.tmp, "batch.csv"), rows)
+        a.tpactl("--socket", a.admin, "import", path, "--generate-appkeys", check=0)
+        self.s.stop()
+        with b.station_client() as c:
+            for r in rows:
+                got = c.call("io.tpad.Station.Lookup", {"devEUI": r["devEUI"]})["device"]
+                self.assertEqual(got["source"], "stored")
+                self.assertEqual(got["state"], "ISSUED")
+            nose = rows[1]
+            key = c.call("io.tpad.Station.Lookup", {"devEUI": nose["devEUI"]})["device"]["appKey"]
+        with a.station_client() as c:
+            got = c.call("io.tpad.Station.Lookup", {"devEUI": nose["devEUI"]})["device"]
+        self.assertEqual(got["appKey"], key)
+        # The AppKey is sealed in the database, never in clear.
+        dbname = self.pg_url.split("/")[3].split("?")[0]
+        dump = subprocess.run(["pg_dump", self.pg_url], capture_output=True, text=True,
+                              env={**os.environ, "PGPASSWORD": self.pg.password}).stdout
+        self.assertIn(nose["devEUI"], dump)
+        self.assertNotIn(key, dump.upper())
+        self.assertNotIn(key.lower(), dump)
+        # tpactl status says where the store is, and which line this is.
+        st = a.tpactl("--socket", a.admin, "status", check=0).stdout
+        self.assertRegex(st, r"store: +postgresql .* as line-0")
+        self.assertNotIn(self.pg.password, st)
+        # The audit trail names both lines.
+        inst = self.pg.psql("SELECT DISTINCT instance FROM audit ORDER BY 1", db=dbname)
+        self.assertEqual(inst.split(), ["line-0", "line-1"])
+
+    def test_wrong_key_and_newer_schema_refused(self):
+        d = self.daemon()
+        d.start()
+        d.stop()
+        other = self.daemon(key_hex=secrets.token_hex(32), pg_url=self.pg_url,
+                            pg_password=self.pg.password)
+        other.start(wait=False)
+        self.assertEqual(other.proc.wait(15), 1)
+        self.assertIn("does not match", other.log_text())
+        dbname = self.pg_url.split("/")[3].split("?")[0]
+        self.pg.psql("UPDATE meta SET value = convert_to('9', 'UTF8') "
+                     "WHERE key = 'schema_version'", db=dbname)
+        d.start(wait=False)
+        self.assertEqual(d.proc.wait(15), 1)
+        self.assertIn("newer than this tpad", d.log_text())
+
+
+class Credentials(TpadTestCase):
+    """TLS per the URI (sslmode=verify-full) and the password from the credential."""
+
+    store_backend = "postgresql"
+    pg_ssl = True
+
+    def test_verify_full_and_credential_directory(self):
+        creds = os.path.join(self.tmp, "creds")
+        os.makedirs(creds)
+        tpadtest.write_secret(os.path.join(creds, "store-password"), self.pg.password)
+        url = self.pg.new_database(tls=True)
+        # No password file: only the credential store-password can let it in.
+        d = self.daemon(pg_url=url, env={"CREDENTIALS_DIRECTORY": creds})
+        with open(d.conf) as f:
+            self.assertNotIn("password-file", f.read())
+        d.start()
+        with self.assertRaises(VarlinkError) as cm:
+            with d.station_client() as c:
+                c.call("io.tpad.Station.Lookup", {"devEUI": eui(1)})
+        self.assertEqual(cm.exception.error, "io.tpad.Station.NotFound")
+        n = self.pg.psql("SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+                         "WHERE ssl AND application_name = 'tpad'", db="postgres")
+        self.assertGreaterEqual(int(n), 2)
+        d.stop()
+        # Another CA: the server's certificate is refused, tpad does not start.
+        ca2 = os.path.join(self.tmp, "other-ca.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=other", "-keyout", os.path.join(self.tmp, "o.key"),
+                        "-out", ca2], check=True, capture_output=True)
+        bad = self.daemon(pg_url=url.replace(os.path.join(self.pg.dir, "ca.crt"), ca2),
+                          pg_password=self.pg.password)
+        bad.start(wait=False)
+        self.assertEqual(bad.proc.wait(20), 1)
+        self.assertIn("certificate verify failed", bad.log_text())
+        # A wrong password is refused with the server's reason.
+        wrong = self.daemon(pg_url=url, pg_password="not-the-password")
+        wrong.start(wait=False)
+        self.assertEqual(wrong.proc.wait(20), 1)
+        self.assertIn("password authentication failed", wrong.log_text())
+
+
+class Copy(TpadTestCase):
+    """tpad --copy-store: a populated SQLite store into PostgreSQL, resumable, verified."""
+
+    store_backend = "postgresql"
+
+    def test_copy_then_lookup_everything_through_postgresql(self):
+        psk = secrets.token_hex(16)
+        sim = self.sim(psk).start()
+        pwfile = os.path.join(self.tmp, "pg.password")
+        tpadtest.write_secret(pwfile, self.pg.password)
+        d = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=None,
+                        conf_extra=f"store.password-file = {pwfile}").start()
+        rows = test_offline.random_rows(30, ("tkm", "gen", "key"))
+        path = test_offline.write_csv(os.path.join(self.tmp, "batch.csv"), rows)
+        d.tpactl("--socket", d.admin, "import", path, "--generate-appkeys", check=0)
+        with d.station_client() as c:
+            for i in range(5):
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(50 + i), "tkmInfo": TKM})
+            for r in rows[:10]:
+                c.call("io.tpad.Station.Lookup", {"devEUI": r["devEUI"], "qr": {"format": "png"}})
+        before = {}
+        with d.station_client() as c:
+            for r in rows:
+                before[r["devEUI"]] = c.call("io.tpad.Station.Lookup",
+                                             {"devEUI": r["devEUI"]})["device"]
+        d.stop()
+        n_audit = int(subprocess.run(["sqlite3", d.store, "SELECT count(*) FROM audit"],
+                                     capture_output=True, text=True).stdout)
+        n_labels = int(subprocess.run(["sqlite3", d.store, "SELECT count(*) FROM labels"],
+                                      capture_output=True, text=True).stdout)
+        self.assertGreaterEqual(n_labels, 10)
+
+        def copy():
+            return subprocess.run([tpadtest.TPAD, "--config", d.conf, "--copy-store",
+                                   self.pg_url], capture_output=True, text=True, timeout=120)
+
+        p = copy()
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("copied 35 devices (0 there already, 0 conflicting), 35 attempts", p.stdout)
+        self.assertIn(f"verified: 35 devices, 35 attempts, {n_labels} labels, {n_audit} audit",
+                      p.stdout)
+        db = self.pg_url.split("/")[3].split("?")[0]
+        # Interrupted half-way (rows lost): a second run copies what is missing, only that.
+        self.pg.psql("DELETE FROM labels WHERE dev_eui IN (SELECT dev_eui FROM labels LIMIT 4);"
+                     "DELETE FROM attempts WHERE dev_eui IN "
+                     "(SELECT dev_eui FROM attempts LIMIT 3)", db=db)
+        p = copy()
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("copied 0 devices (35 there already, 0 conflicting), 3 attempts, "
+                      "4 labels, 0 audit entries", p.stdout)
+        self.assertEqual(int(self.pg.psql("SELECT count(*) FROM audit", db=db)), n_audit)
+        # A running tpad holds the store: the copy refuses.
+        d.start()
+        p = copy()
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("in use", p.stderr)
+        d.stop()
+        # Every device through a tpad on PostgreSQL, with the cloud down.
+        sim.stop()
+        with open(d.key_file) as f:
+            key = f.read().strip()
+        d2 = self.daemon(key_hex=key, upstream_url=sim.url(), psk_hex=psk).start()
+        with d2.station_client() as c:
+            for r in rows:
+                got = c.call("io.tpad.Station.Lookup", {"devEUI": r["devEUI"]})["device"]
+                self.assertEqual(got, before[r["devEUI"]])
+            for i in range(5):
+                got = c.call("io.tpad.Station.Lookup", {"devEUI": eui(50 + i)})["device"]
+                self.assertEqual(got["state"], "ISSUED")
+        # A store with another key is refused, nothing copied.
+        db2 = self.pg.new_database()
+        d3 = self.daemon(pg_url=db2, pg_password=self.pg.password).start()
+        d3.stop()
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--copy-store", db2],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("does not match", p.stderr)
+
+
+if __name__ == "__main__":
+    tpadtest.main()
