@@ -270,7 +270,8 @@ int ctl_status(struct ctl *c, struct ctl_args *a)
 int ctl_metrics(struct ctl *c, struct ctl_args *a)
 {
 	json_t *p;
-	int r = ctl_call(c, "io.tpad.Admin.Metrics", NULL, a->json, &p);
+	json_t *params = a->format ? json_pack("{s:s}", "format", a->format) : NULL;
+	int r = ctl_call(c, "io.tpad.Admin.Metrics", params, a->json, &p);
 	if (r != 0)
 		return r < 0 ? 1 : r;
 	if (a->json)

@@ -36,7 +36,7 @@ static void usage(FILE *f)
 		   "         [--margin N] [--ec-level L|M|Q|H]\n"
 		   "  devices [--state STATE] [--limit N]\n"
 		   "  device EUI\n"
-		   "  metrics                     OpenMetrics text for node_exporter\n"
+		   "  metrics [--format openmetrics|prometheus]   the metrics text\n"
 		   "\n"
 		   "Options (before or after the command):\n"
 		   "  --socket PATH   socket to use instead of the default\n"
@@ -96,7 +96,7 @@ struct command {
 
 static const struct command commands[] = {
     {"status", ctl_status, CTL_ADMIN, 0, false, 0, 0},
-    {"metrics", ctl_metrics, CTL_ADMIN, 0, false, 0, 0},
+    {"metrics", ctl_metrics, CTL_ADMIN, BIT(OPT_FORMAT), false, 0, 0},
     {"activate", ctl_activate, CTL_STATION,
      BIT(OPT_DEV_EUI) | BIT(OPT_JOIN_EUI) | BIT(OPT_TKM_INFO) | BIT(OPT_APP_KEY) |
 	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS,

@@ -108,6 +108,8 @@ static const struct directive directives[] = {
     {"qr.ec-level", T_ECLEVEL, OFF(qr_ec_level), "M", 0, 0},
 
     {"import.concurrency", T_UINT, OFF(import_concurrency), "16", 1, 1024},
+
+    {"metrics.listen", T_STR_OPT, OFF(metrics_listen), "", 0, 0},
 };
 
 #define N_DIRECTIVES (sizeof(directives) / sizeof(directives[0]))

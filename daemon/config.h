@@ -104,6 +104,9 @@ struct config {
 
 	/* [import] */
 	uint32_t import_concurrency;
+
+	/* [metrics] */
+	char *metrics_listen; /* HOST:PORT of the HTTP /metrics endpoint; NULL: off */
 };
 
 /* Fill *c with every directive's default. */

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
+#include "metrics_http.h"
 #include "qr.h"
 #include "rng.h"
 #include "server.h"
@@ -106,10 +107,18 @@ static void h_status(struct tpad *t, struct req *r)
 	req_reply(r, o, false);
 }
 
-/* io.tpad.Admin.Metrics: OpenMetrics text. */
+/* io.tpad.Admin.Metrics: OpenMetrics (default) or Prometheus text. */
 static void h_metrics(struct tpad *t, struct req *r)
 {
-	char *text = metrics_render(t);
+	enum metrics_format fmt = METRICS_OPENMETRICS;
+	const char *name = json_string_value(json_object_get(req_params(r), "format"));
+	if (name && metrics_format_parse(name, &fmt) < 0) {
+		req_error(r, "io.tpad.Admin.InvalidParameter",
+			  json_pack("{s:s, s:s}", "parameter", "format", "reason",
+				    "must be \"openmetrics\" or \"prometheus\""));
+		return;
+	}
+	char *text = metrics_render(t, fmt);
 	json_t *o = text ? json_pack("{s:s}", "text", text) : NULL;
 	free(text);
 	if (!o) {
@@ -314,6 +323,14 @@ int dispatch_init(struct tpad *t)
 		log_errx("cannot set up activation");
 		return -ENOMEM;
 	}
+	if (t->cfg->metrics_listen) {
+		r = metrics_http_new(t->base, t->cfg->metrics_listen, t, &t->metrics, err,
+				     sizeof(err));
+		if (r < 0) {
+			log_errx("%s", err);
+			return r;
+		}
+	}
 	uint64_t counts[STORE_N_STATES] = {0};
 	if (store_count(t->store, counts) == 0 && counts[STORE_PENDING]) {
 		log_notice("settling %llu PENDING devices with the cloud",
@@ -331,6 +348,8 @@ void dispatch_finish(struct tpad *t)
 	 * Order matters: without the cloud no new request can start; closing the store runs
 	 * its last callbacks, which find the cloud gone; then what is left is dropped.
 	 */
+	metrics_http_free(t->metrics);
+	t->metrics = NULL;
 	tpa_free(t->tpa);
 	t->tpa = NULL;
 	struct store *s = t->store;
@@ -347,6 +366,13 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 	char why[256];
 	if (cfg->qr_template && qr_template_check(cfg->qr_template, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "qr.template: %s", why);
+		return -EINVAL;
+	}
+	char host[256];
+	uint16_t port;
+	if (cfg->metrics_listen && metrics_http_parse_listen(cfg->metrics_listen, host, sizeof(host),
+							      &port, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "metrics.listen: %s", why);
 		return -EINVAL;
 	}
 	return 0;

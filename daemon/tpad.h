@@ -12,6 +12,7 @@ struct tpa;
 struct store;
 struct activation;
 struct rng;
+struct metrics_http;
 
 struct tpad {
 	struct event_base *base;
@@ -22,6 +23,7 @@ struct tpad {
 	struct store *store;
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
+	struct metrics_http *metrics; /* HTTP /metrics; NULL when metrics.listen is unset */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 };

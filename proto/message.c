@@ -84,6 +84,10 @@ static const struct param_spec get_device_params[] = {
     {"devEUI", PARAM_EUI, true, 0, 0},
 };
 
+static const struct param_spec metrics_params[] = {
+    {"format", PARAM_STRING, false, 1, 16}, /* checked by value in the handler */
+};
+
 #define METHOD(iface, member, sockets, streams, params)                                            \
 	{                                                                                          \
 		iface "." member, iface, member, sockets, streams, params, N(params)               \
@@ -104,7 +108,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "Export", PROTO_SOCKET_ADMIN, true, export_params),
     METHOD(IFACE_ADMIN, "ListDevices", PROTO_SOCKET_ADMIN, false, list_devices_params),
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
-    METHOD0(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN),
+    METHOD(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN, false, metrics_params),
 };
 
 /* Set a fault's error, parameter and reason (a printf format); returns -EINVAL. */
