@@ -24,7 +24,7 @@ static const struct {
 } iface_errors[] = {
     {IFACE_SERVICE, PROTO_ERR_INVALID_PARAMETER, PROTO_ERR_EXPECTED_MORE},
     {IFACE_STATION, IFACE_STATION ".InvalidParameter", PROTO_ERR_EXPECTED_MORE},
-    {IFACE_ADMIN, IFACE_ADMIN ".InvalidParameter", IFACE_ADMIN ".ExpectedMore"},
+    {IFACE_ADMIN, IFACE_ADMIN ".InvalidParameter", PROTO_ERR_EXPECTED_MORE},
 };
 
 static const struct param_spec qr_options_params[] = {
@@ -172,6 +172,16 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 		fault_set(fault, inval, "oneway", "cannot be combined with more");
 		goto out;
 	}
+	json_t *upgrade = json_object_get(root, "upgrade");
+	if (upgrade && !json_is_null(upgrade) && !json_is_boolean(upgrade)) {
+		fault_set(fault, inval, "upgrade", "must be true or false");
+		goto out;
+	}
+	if (json_is_true(upgrade)) {
+		/* No tpad method hands the connection over to another protocol. */
+		fault_set(fault, inval, "upgrade", "no method of tpad upgrades the connection");
+		goto out;
+	}
 
 	char *name = strdup(json_string_value(method));
 	json_t *p = json_is_object(params) ? json_incref(params) : json_object();
@@ -281,8 +291,10 @@ json_t *proto_fault_parameters(const struct proto_fault *fault)
 	else if (error_is(fault->error, "MethodNotFound") ||
 		 error_is(fault->error, "MethodNotImplemented"))
 		key = "method";
+	/* org.varlink.service errors carry only their declared fields: no reason. */
+	bool service = strncmp(fault->error, IFACE_SERVICE ".", sizeof(IFACE_SERVICE)) == 0;
 	if ((key && json_object_set_new(p, key, json_string(fault->parameter)) < 0) ||
-	    (fault->reason[0] &&
+	    (fault->reason[0] && !service &&
 	     json_object_set_new(p, "reason", json_string(fault->reason)) < 0)) {
 		json_decref(p);
 		return NULL;

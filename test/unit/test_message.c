@@ -54,6 +54,8 @@ static void test_decode(void)
 	expect_decode_fail("{\"method\":\"a.b\"} {}", "");
 	expect_decode_fail("{\"method\":\"a.b\",\"method\":\"a.c\"}", "");
 	expect_decode_fail("{\"parameters\":{}}", "method");
+	expect_decode_fail("{\"method\":\"a.b\",\"upgrade\":true}", "upgrade");
+	expect_decode_fail("{\"method\":\"a.b\",\"upgrade\":1}", "upgrade");
 	expect_decode_fail("{\"method\":42}", "method");
 	expect_decode_fail("{\"method\":null}", "method");
 	expect_decode_fail("{\"method\":\"a.b\",\"parameters\":[]}", "parameters");
@@ -285,7 +287,7 @@ static void expect_check(const char *text, unsigned sock, const char *error)
 static void test_check(void)
 {
 	expect_check("{\"method\":\"io.tpad.Admin.Import\",\"parameters\":{\"rows\":[]}}",
-		     PROTO_SOCKET_ADMIN, "io.tpad.Admin.ExpectedMore");
+		     PROTO_SOCKET_ADMIN, PROTO_ERR_EXPECTED_MORE);
 	expect_check("{\"method\":\"io.tpad.Admin.Import\",\"parameters\":{\"rows\":[]},"
 		     "\"more\":true}",
 		     PROTO_SOCKET_ADMIN, NULL);
@@ -293,7 +295,7 @@ static void test_check(void)
 	expect_check("{\"method\":\"io.tpad.Admin.Export\"}", PROTO_SOCKET_STATION,
 		     PROTO_ERR_INTERFACE_NOT_FOUND);
 	expect_check("{\"method\":\"io.tpad.Admin.Export\"}", PROTO_SOCKET_ADMIN,
-		     "io.tpad.Admin.ExpectedMore");
+		     PROTO_ERR_EXPECTED_MORE);
 	expect_check("{\"method\":\"io.tpad.Admin.Export\",\"more\":true}", PROTO_SOCKET_ADMIN, AD);
 	expect_check("{\"method\":\"io.tpad.Station.Lookup\",\"more\":true,"
 		     "\"parameters\":{\"devEUI\":\"0123456789abcdef\"}}",
@@ -340,6 +342,12 @@ static void test_encode(void)
 	CHECK_STR(s, "{\"error\":\"io.tpad.Station.InvalidParameter\",\"parameters\":"
 		     "{\"parameter\":\"devEUI\",\"reason\":\"must be a string\"}}");
 	free(s);
+	/* org.varlink.service.InvalidParameter carries only its declared parameter. */
+	f = (struct proto_fault){PROTO_ERR_INVALID_PARAMETER, "upgrade", "no method upgrades"};
+	s = fault_encode(&f, &len);
+	CHECK_STR(s, "{\"error\":\"org.varlink.service.InvalidParameter\",\"parameters\":"
+		     "{\"parameter\":\"upgrade\"}}");
+	free(s);
 	f = (struct proto_fault){PROTO_ERR_METHOD_NOT_FOUND, "a.B", ""};
 	s = fault_encode(&f, &len);
 	CHECK_STR(s, "{\"error\":\"org.varlink.service.MethodNotFound\",\"parameters\":"
@@ -350,9 +358,9 @@ static void test_encode(void)
 	CHECK_STR(s, "{\"error\":\"org.varlink.service.InterfaceNotFound\",\"parameters\":"
 		     "{\"interface\":\"a\"}}");
 	free(s);
-	f = (struct proto_fault){"io.tpad.Admin.ExpectedMore", "", ""};
+	f = (struct proto_fault){PROTO_ERR_EXPECTED_MORE, "", ""};
 	s = fault_encode(&f, &len);
-	CHECK_STR(s, "{\"error\":\"io.tpad.Admin.ExpectedMore\",\"parameters\":{}}");
+	CHECK_STR(s, "{\"error\":\"org.varlink.service.ExpectedMore\",\"parameters\":{}}");
 	free(s);
 
 	/* Replies decode back. */
@@ -474,10 +482,13 @@ static void test_iface(void)
 	CHECK(s && strstr(s, "error OutcomeUnknown (devEUI: string)"));
 	CHECK(s && strstr(s, "error PermissionDenied (reason: string)"));
 	s = iface_description("io.tpad.Admin");
-	CHECK(s && strstr(s, "error ExpectedMore ()"));
+	CHECK(s && !strstr(s, "error ExpectedMore"));
 	CHECK(s && strstr(s, "hasAppKey: bool"));
+	CHECK(s && strstr(s, "upstream: ?Upstream"));
+	CHECK(s && strstr(s, "store: ?Store"));
 	s = iface_description("org.varlink.service");
 	CHECK(s && strstr(s, "error MethodNotFound (method: string)"));
+	CHECK(s && strstr(s, "error ExpectedMore ()"));
 	CHECK(iface_description("io.tpad") == NULL);
 	CHECK(iface_description(NULL) == NULL);
 	CHECK(iface_sockets("org.varlink.service") == PROTO_SOCKET_ANY);
