@@ -8,11 +8,18 @@
 #include <sys/types.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/tpad/tpad.conf"
-#define CONFIG_MAX_LIST 32
+#define CONFIG_MAX_LIST 32 /* = CONF_MAX_IDS */
+
+struct conf_origins;
 
 enum upstream_auth {
 	UPSTREAM_AUTH_PSK,
 	UPSTREAM_AUTH_PSK_OAUTH2,
+};
+
+enum config_tls_min {
+	CONFIG_TLS_1_1,
+	CONFIG_TLS_1_2,
 };
 
 enum qr_ec_level {
@@ -55,7 +62,7 @@ struct config {
 	uint32_t upstream_queue;
 	char *upstream_psk_identity;
 	char *upstream_psk_file;     /* NULL: credential tpa-psk only */
-	int upstream_tls_min;	     /* 1 = TLS 1.1, 2 = TLS 1.2 */
+	int upstream_tls_min;	     /* enum config_tls_min */
 	char *upstream_ciphersuites; /* comma separated mbedTLS names */
 	uint32_t upstream_connect_timeout_ms;
 	uint32_t upstream_handshake_timeout_ms;
@@ -65,7 +72,7 @@ struct config {
 	uint32_t upstream_breaker_threshold; /* consecutive failures that open it */
 	uint32_t upstream_breaker_cooldown_ms;
 	size_t upstream_max_response;
-	enum upstream_auth upstream_auth;
+	int upstream_auth; /* enum upstream_auth */
 
 	/* [oauth2] */
 	char *oauth2_token_url;
@@ -100,13 +107,15 @@ struct config {
 	char *qr_format;     /* png|svg|zpl|text|none */
 	uint32_t qr_scale;
 	uint32_t qr_margin;
-	enum qr_ec_level qr_ec_level;
+	int qr_ec_level; /* enum qr_ec_level */
 
 	/* [import] */
 	uint32_t import_concurrency;
 
 	/* [metrics] */
 	char *metrics_listen; /* HOST:PORT of the HTTP /metrics endpoint; NULL: off */
+
+	struct conf_origins *origins; /* where each value came from (core/conf) */
 };
 
 /* Fill *c with every directive's default. */
@@ -123,8 +132,9 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen);
 int config_load_string(struct config *c, const char *name, const char *text, char *err,
 		       size_t errlen);
 
-/* Write every directive with its effective value, in tpad.conf syntax. */
-void config_print(const struct config *c, FILE *f);
+/* Write every directive with its effective value, in tpad.conf syntax; with origins each
+ * line says where its value came from (default or file:line). */
+void config_print(const struct config *c, FILE *f, bool origins);
 
 /* Free the strings held by *c. Accepts a zeroed struct. */
 void config_free(struct config *c);

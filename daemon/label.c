@@ -170,7 +170,7 @@ json_t *label_image_for(const struct config *cfg, struct store *store, const str
 	int err = store_label_get(store, r->dev_eui, l);
 	bool hit = err == 0 && strcmp(l->text, text) == 0;
 	err = 0;
-	if (!hit && o->level == cfg->qr_ec_level && r->state == STORE_ISSUED) {
+	if (!hit && (int)o->level == cfg->qr_ec_level && r->state == STORE_ISSUED) {
 		/* Not made yet (or stale): make it once and keep it for the next label. */
 		err = label_fill(cfg, text, l, false);
 		if (err == 0)

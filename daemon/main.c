@@ -233,7 +233,7 @@ int main(int argc, char **argv)
 	int r = load_config(&cfg, path, explicit_path);
 	if (check || print) {
 		if (r == 0 && print)
-			config_print(&cfg, stdout);
+			config_print(&cfg, stdout, true);
 		if (r == 0 && check)
 			printf("%s: configuration is valid\n", explicit_path ? path : "tpad");
 		config_free(&cfg);

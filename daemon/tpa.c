@@ -782,7 +782,7 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 	    .tls = {.psk_identity = cfg->upstream_psk_identity,
 		    .psk_credential = "tpa-psk",
 		    .psk_file = cfg->upstream_psk_file,
-		    .tls_min = cfg->upstream_tls_min,
+		    .tls_min = cfg->upstream_tls_min == CONFIG_TLS_1_1 ? 1 : 2,
 		    .ciphersuites = cfg->upstream_ciphersuites},
 	};
 	char perr[256];

@@ -20,7 +20,7 @@ static char *print(const struct config *c)
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 	require(f != NULL);
-	config_print(c, f);
+	config_print(c, f, false);
 	require(fclose(f) == 0);
 	return buf;
 }

@@ -276,7 +276,12 @@ class Config(TpadTestCase):
         with open(again, "w") as f:
             f.write(p.stdout)
         p2 = self.run_tpad("--config", again, "--print-config")
-        self.assertEqual(p2.stdout, p.stdout)
+        values = lambda text: [l for l in text.splitlines() if not l.startswith("# from ")]
+        self.assertEqual(values(p2.stdout), values(p.stdout))
+        # Each value says where it came from.
+        self.assertRegex(p.stdout, r"# from .*tpad\.conf:\d+\nidle-timeout = 90s\n")
+        self.assertIn("# from default\nmax-clients = ", p.stdout)
+        self.assertRegex(p2.stdout, r"# from .*again\.conf:\d+\nmax-clients = ")
 
     def test_shipped_config_is_valid(self):
         p = self.run_tpad("--config", os.path.join(tpadtest.SRC_ROOT, "conf", "tpad.conf"),

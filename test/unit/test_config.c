@@ -21,7 +21,7 @@ static char *print(const struct config *c)
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
-	config_print(c, f);
+	config_print(c, f, false);
 	fclose(f);
 	return buf;
 }
@@ -82,7 +82,7 @@ int main(int argc, char **argv)
 		  0);
 	CHECK_INT(c.upstream_sessions, 8);
 	CHECK_INT(c.upstream_backoff_max_ms, 120000);
-	CHECK_INT(c.upstream_tls_min, 1);
+	CHECK_INT(c.upstream_tls_min, CONFIG_TLS_1_1);
 	config_free(&c);
 
 	CHECK_INT(load(&c, "[device]\njoin-eui = 70b3d57ed0000001\n[qr]\nprofile-id = aabb1122\n",
