@@ -26,6 +26,32 @@ static const char *label_format(const struct ctl_args *a)
 	return "png";
 }
 
+/*
+ * Print a text label with light and dark swapped, for dark terminals: a space becomes a
+ * full block, an upper half block a lower one, and back. Other bytes pass unchanged.
+ */
+static void print_inverted(const uint8_t *p, size_t len)
+{
+	static const char full[] = "\u2588", upper[] = "\u2580", lower[] = "\u2584";
+	for (size_t i = 0; i < len;) {
+		if (p[i] == ' ') {
+			fputs(full, stdout);
+			i++;
+		} else if (i + 3 <= len && memcmp(p + i, full, 3) == 0) {
+			putchar(' ');
+			i += 3;
+		} else if (i + 3 <= len && memcmp(p + i, upper, 3) == 0) {
+			fputs(lower, stdout);
+			i += 3;
+		} else if (i + 3 <= len && memcmp(p + i, lower, 3) == 0) {
+			fputs(upper, stdout);
+			i += 3;
+		} else {
+			putchar(p[i++]);
+		}
+	}
+}
+
 /* Handle the reply's qr: write it to -o, or show a text label on the terminal. */
 static int handle_label(const struct ctl_args *a, json_t *qr)
 {
@@ -51,7 +77,10 @@ static int handle_label(const struct ctl_args *a, json_t *qr)
 			printf("label       %s (%s, %zu bytes)\n", a->output, format, len);
 		}
 	} else if (strcmp(format, "text") == 0 && !a->json) {
-		fwrite(bytes, 1, len, stdout);
+		if (a->invert)
+			print_inverted(bytes, len);
+		else
+			fwrite(bytes, 1, len, stdout);
 	}
 	free(bytes);
 	return status;
@@ -104,14 +133,14 @@ static void set_opt(json_t *o, const char *key, const char *v)
 int ctl_activate(struct ctl *c, struct ctl_args *a)
 {
 	if (!a->dev_eui) {
-		fprintf(stderr, "tpactl: activate needs --dev-eui\n");
-		return 2;
+		fprintf(stderr, "tpactl: activate needs --dev-eui\nTry 'tpactl help activate'.\n");
+		return CTL_EXIT_USAGE;
 	}
 	int keys = !!a->tkm_info + !!a->app_key + !!a->generate_app_key;
 	if (keys > 1) {
 		fprintf(stderr, "tpactl: give at most one of --tkm-info, --app-key and "
-				"--generate-app-key\n");
-		return 2;
+				"--generate-app-key\nTry 'tpactl help activate'.\n");
+		return CTL_EXIT_USAGE;
 	}
 	json_t *p = json_object();
 	set_opt(p, "devEUI", a->dev_eui);
@@ -128,8 +157,8 @@ int ctl_activate(struct ctl *c, struct ctl_args *a)
 int ctl_lookup(struct ctl *c, struct ctl_args *a)
 {
 	if (!a->dev_eui) {
-		fprintf(stderr, "tpactl: lookup needs --dev-eui\n");
-		return 2;
+		fprintf(stderr, "tpactl: lookup needs --dev-eui\nTry 'tpactl help lookup'.\n");
+		return CTL_EXIT_USAGE;
 	}
 	json_t *p = json_object();
 	set_opt(p, "devEUI", a->dev_eui);

@@ -60,6 +60,9 @@ def main():
                 assert e.params["reason"], e
                 failures += 1
         assert failures > 0, "no StoreFailed with a full disk"
+        # tpactl status says so, with its exit status for a failing store.
+        p = d.tpactl("--socket", d.admin, "status", check=6)
+        assert "last error" in p.stdout, p.stdout
         with d.station_client() as c:
             c.call("org.varlink.service.GetInfo")
         os.unlink(filler)

@@ -127,6 +127,7 @@ class InstallTree(unittest.TestCase):
         cls.bindir = under(o["bindir"])
         cls.sysconfdir = under(o["sysconfdir"])
         cls.mandir = under(o["mandir"])
+        cls.datadir = under(o["datadir"])
         cls.unitdir = o.get("systemdunitdir") or pkg_var("systemdsystemunitdir",
                                                          "/lib/systemd/system")
         cls.sysusersdir = pkg_var("sysusersdir", under("lib/sysusers.d"))
@@ -149,6 +150,8 @@ class InstallTree(unittest.TestCase):
                     self.d(self.sysusersdir, "tpad.conf"), self.d(self.tmpfilesdir, "tpad.conf")]
         expected += [self.unit(u) for u in UNITS]
         expected += [self.d(self.mandir, sec, page) for page, sec in MAN_PAGES.items()]
+        expected += [self.d(self.datadir, "bash-completion", "completions", "tpactl"),
+                     self.d(self.datadir, "doc", "tpad", "examples", "tpad-alerts.yml")]
         for path in expected:
             self.assertTrue(os.path.isfile(path), f"{path} not installed")
         for prog in (self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl")):

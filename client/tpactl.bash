@@ -1,0 +1,78 @@
+# bash completion for tpactl, the command-line client of tpad.
+_tpactl() {
+	local cur prev words cword
+	_init_completion 2>/dev/null || {
+		cur=${COMP_WORDS[COMP_CWORD]}
+		prev=${COMP_WORDS[COMP_CWORD-1]}
+		words=("${COMP_WORDS[@]}")
+		cword=$COMP_CWORD
+	}
+	local commands="activate lookup status import export devices device metrics backup help"
+	local global="--socket --json --help --version"
+	local label="--format --output -o --scale --margin --ec-level --invert"
+
+	case $prev in
+	--socket)
+		COMPREPLY=($(compgen -f -- "$cur"))
+		return ;;
+	--state)
+		COMPREPLY=($(compgen -W "PENDING ISSUED FAILED" -- "$cur"))
+		return ;;
+	--ec-level)
+		COMPREPLY=($(compgen -W "L M Q H" -- "$cur"))
+		return ;;
+	--out)
+		COMPREPLY=($(compgen -d -- "$cur"))
+		return ;;
+	-o|--output|--failures)
+		COMPREPLY=($(compgen -f -- "$cur"))
+		return ;;
+	--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--scale|--margin|\
+	--concurrency|--limit)
+		return ;;
+	esac
+
+	local cmd= i
+	for ((i = 1; i < cword; i++)); do
+		case ${words[i]} in
+		--socket|--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--format|\
+		--scale|--margin|--ec-level|--concurrency|--failures|--out|--state|--limit|-o|--output)
+			((i++)) ;;
+		-*) ;;
+		*) cmd=${words[i]}; break ;;
+		esac
+	done
+
+	if [[ $prev == --format ]]; then
+		case $cmd in
+		export) COMPREPLY=($(compgen -W "png svg zpl csv" -- "$cur")) ;;
+		metrics) COMPREPLY=($(compgen -W "openmetrics prometheus" -- "$cur")) ;;
+		*) COMPREPLY=($(compgen -W "png svg zpl text none" -- "$cur")) ;;
+		esac
+		return
+	fi
+
+	local opts
+	case $cmd in
+	'') COMPREPLY=($(compgen -W "$commands $global" -- "$cur")); return ;;
+	help) COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;
+	activate) opts="--dev-eui --join-eui --tkm-info --app-key --generate-app-key --serial --profile-id $label" ;;
+	lookup) opts="--dev-eui $label" ;;
+	import)
+		opts="--generate-appkeys --concurrency --failures --ignore-unknown-columns"
+		if [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -f -X '!*.@(csv|CSV|txt)' -- "$cur") $(compgen -d -- "$cur"))
+			return
+		fi ;;
+	export) opts="--format --out --state --scale --margin --ec-level" ;;
+	devices) opts="--state --limit" ;;
+	metrics) opts="--format" ;;
+	backup)
+		if [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -f -- "$cur"))
+			return
+		fi ;;
+	esac
+	COMPREPLY=($(compgen -W "$opts $global" -- "$cur"))
+}
+complete -F _tpactl tpactl
