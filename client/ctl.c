@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,4 +400,33 @@ json_t *ctl_qr_options(const struct ctl_args *a, const char *format)
 	if (a->ec_level)
 		json_object_set_new(q, "ecLevel", json_string(a->ec_level));
 	return q;
+}
+
+int ctl_backup(struct ctl *c, struct ctl_args *a)
+{
+	/* tpad resolves the path: make it absolute here, against tpactl's directory. */
+	const char *file = a->argv[0];
+	char path[PATH_MAX];
+	if (file[0] == '/') {
+		snprintf(path, sizeof(path), "%s", file);
+	} else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd)) ||
+		    snprintf(path, sizeof(path), "%s/%s", cwd, file) >= (int)sizeof(path)) {
+			fprintf(stderr, "tpactl: cannot resolve %s: %s\n", file, strerror(errno));
+			return 1;
+		}
+	}
+	json_t *p;
+	int r = ctl_call(c, "io.tpad.Admin.Backup", json_pack("{s:s}", "path", path), a->json, &p);
+	if (r != 0)
+		return r < 0 ? 1 : r;
+	if (a->json)
+		ctl_print_json(p);
+	else
+		printf("%s: %lld bytes, %lld pages, integrity ok, %lld ms\n",
+		       gets_or(p, "path", path), geti(p, "bytes"), geti(p, "pages"),
+		       geti(p, "milliseconds"));
+	json_decref(p);
+	return 0;
 }

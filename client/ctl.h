@@ -102,3 +102,4 @@ int ctl_import(struct ctl *c, struct ctl_args *a);
 int ctl_export(struct ctl *c, struct ctl_args *a);
 int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
+int ctl_backup(struct ctl *c, struct ctl_args *a);

@@ -121,6 +121,12 @@ static const struct command commands[] = {
      "  --limit N           at most N devices\n"},
     {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1, "EUI",
      "show one stored device and its audit trail", "  EUI                 the DevEUI\n"},
+    {"backup", ctl_backup, CTL_ADMIN, 0, false, 1, 1, "FILE",
+     "copy the store into FILE while tpad serves (SQLite online backup)",
+     "  FILE                where the copy goes; tpad writes it (mode 0600, owned by\n"
+     "                      tpad's user), so its directory must be writable by tpad,\n"
+     "                      e.g. /var/lib/tpad/backups. The copy is checked with\n"
+     "                      PRAGMA integrity_check before it replaces FILE.\n"},
     {"metrics", ctl_metrics, CTL_ADMIN, BIT(OPT_FORMAT), false, 0, 0,
      "[--format openmetrics|prometheus]", "print the metrics text",
      "  --format FORMAT     openmetrics (default) or prometheus (node_exporter's\n"

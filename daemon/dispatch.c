@@ -3,7 +3,12 @@
 #include "clock.h"
 
 #include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +27,7 @@
 #include "server.h"
 #include "station.h"
 #include "store.h"
+#include "store_backup.h"
 #include "tpa.h"
 #include "tpad-build.h"
 #include "tpad.h"
@@ -128,11 +134,138 @@ static void h_metrics(struct tpad *t, struct req *r)
 	req_reply(r, o, false);
 }
 
+/* ---- io.tpad.Admin.Backup: an online copy of the store, made on a thread ---- */
+
+struct backup_job {
+	struct req *r;
+	char *db_path, *dest;
+	int err;
+	char reason[512];
+	struct store_backup_info info;
+	int pipe[2];
+	struct event *done;
+	pthread_t thread;
+};
+
+static struct backup_job *backup_running; /* one at a time */
+
+static void *backup_thread(void *arg)
+{
+	struct backup_job *j = arg;
+	j->err = store_backup_path(j->db_path, j->dest, &j->info, j->reason, sizeof(j->reason));
+	ssize_t n = write(j->pipe[1], "x", 1);
+	(void)n;
+	return NULL;
+}
+
+static void backup_job_free(struct backup_job *j)
+{
+	if (!j)
+		return;
+	if (j->done)
+		event_free(j->done);
+	if (j->pipe[0] >= 0)
+		close(j->pipe[0]);
+	if (j->pipe[1] >= 0)
+		close(j->pipe[1]);
+	free(j->db_path);
+	free(j->dest);
+	free(j);
+}
+
+/* Back on the loop: answer and clean up. */
+static void backup_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct backup_job *j = arg;
+	pthread_join(j->thread, NULL);
+	backup_running = NULL;
+	if (j->err < 0) {
+		log_warnx("backup of the store to %s failed: %s", j->dest, j->reason);
+		req_error(j->r, "io.tpad.Admin.BackupFailed", json_pack("{s:s}", "reason", j->reason));
+	} else {
+		log_notice("store backed up to %s (%llu bytes, %llu pages, %llu ms)", j->dest,
+			   (unsigned long long)j->info.bytes, (unsigned long long)j->info.pages,
+			   (unsigned long long)j->info.ms);
+		req_reply(j->r,
+			  json_pack("{s:s, s:I, s:I, s:I}", "path", j->dest, "bytes",
+				    (json_int_t)j->info.bytes, "pages", (json_int_t)j->info.pages,
+				    "milliseconds", (json_int_t)j->info.ms),
+			  false);
+	}
+	backup_job_free(j);
+}
+
+/* True if dest names the store or one of its companion files. */
+static bool is_store_file(const char *store_path, const char *dest)
+{
+	char a[PATH_MAX], b[PATH_MAX];
+	if (!realpath(store_path, a))
+		return false;
+	/* dest may not exist yet: resolve its directory. */
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", dest);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		return false;
+	*slash = '\0';
+	if (!realpath(dir[0] ? dir : "/", b))
+		return false;
+	size_t n = strlen(b);
+	snprintf(b + n, sizeof(b) - n, "/%s", slash + 1);
+	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+	for (size_t i = 0; i < 4; i++) {
+		char s[PATH_MAX + 16];
+		snprintf(s, sizeof(s), "%s%s", a, suffixes[i]);
+		if (strcmp(s, b) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void h_backup(struct tpad *t, struct req *r)
+{
+	const char *dest = json_string_value(json_object_get(req_params(r), "path"));
+	const char *why = NULL;
+	if (!dest || dest[0] != '/')
+		why = "must be an absolute path (tpad resolves it, not the client)";
+	else if (dest[strlen(dest) - 1] == '/')
+		why = "must name a file, not a directory";
+	else if (is_store_file(t->cfg->store_path, dest))
+		why = "is the store itself";
+	if (why) {
+		req_error(r, "io.tpad.Admin.InvalidParameter",
+			  json_pack("{s:s, s:s}", "parameter", "path", "reason", why));
+		return;
+	}
+	if (backup_running || !t->store) {
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	struct backup_job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	j->pipe[0] = j->pipe[1] = -1;
+	j->r = r;
+	j->db_path = strdup(t->cfg->store_path);
+	j->dest = strdup(dest);
+	if (!j->db_path || !j->dest || pipe2(j->pipe, O_CLOEXEC) < 0 ||
+	    !(j->done = event_new(t->base, j->pipe[0], EV_READ, backup_done, j)) ||
+	    event_add(j->done, NULL) < 0 || pthread_create(&j->thread, NULL, backup_thread, j)) {
+		backup_job_free(j);
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	backup_running = j;
+}
+
 static const struct handler handlers[] = {
     {"org.varlink.service.GetInfo", h_get_info},
     {"org.varlink.service.GetInterfaceDescription", h_get_interface_description},
     {"io.tpad.Admin.Status", h_status},
     {"io.tpad.Admin.Metrics", h_metrics},
+    {"io.tpad.Admin.Backup", h_backup},
     {"io.tpad.Station.Activate", station_activate},
     {"io.tpad.Station.Lookup", station_lookup},
     {"io.tpad.Admin.Import", admin_import},
@@ -350,6 +483,10 @@ void dispatch_finish(struct tpad *t)
 	 */
 	metrics_http_free(t->metrics);
 	t->metrics = NULL;
+	if (backup_running) {
+		/* Let the copy finish and answer it: the store it reads is still there. */
+		backup_done(-1, EV_READ, backup_running);
+	}
 	tpa_free(t->tpa);
 	t->tpa = NULL;
 	struct store *s = t->store;

@@ -84,6 +84,10 @@ static const struct param_spec get_device_params[] = {
     {"devEUI", PARAM_EUI, true, 0, 0},
 };
 
+static const struct param_spec backup_params[] = {
+    {"path", PARAM_STRING, true, 1, 4095},
+};
+
 static const struct param_spec metrics_params[] = {
     {"format", PARAM_STRING, false, 1, 16}, /* checked by value in the handler */
 };
@@ -109,6 +113,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "ListDevices", PROTO_SOCKET_ADMIN, false, list_devices_params),
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN, false, metrics_params),
+    METHOD(IFACE_ADMIN, "Backup", PROTO_SOCKET_ADMIN, false, backup_params),
 };
 
 /* Set a fault's error, parameter and reason (a printf format); returns -EINVAL. */

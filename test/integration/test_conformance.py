@@ -73,6 +73,7 @@ class Conformance(TpadTestCase):
             "io.tpad.Admin.ListDevices": {"limit": 3},
             "io.tpad.Admin.GetDevice": {"devEUI": self.known},
             "io.tpad.Admin.Metrics": {},
+            "io.tpad.Admin.Backup": {"path": os.path.join(self.tmp, f"backup{self.new_eui()}.db")},
         }[method]
 
     def send(self, c, method, params, flags):
@@ -182,7 +183,7 @@ class Conformance(TpadTestCase):
 
     def test_admin_socket(self):
         n = self.walk(self.d.admin_client)
-        self.assertEqual(n, 8 * len(FLAGS))
+        self.assertEqual(n, 9 * len(FLAGS))
 
     def test_declared_errors(self):
         """Errors of bad calls carry what their declaration says, on both sockets."""
