@@ -93,6 +93,56 @@ static int cred_read(const char *name, const char *fallback_path, char *buf, siz
 	return 0;
 }
 
+/* The file the credential is read from: the credentials directory's if it has one. */
+static const char *cred_source(const char *name, const char *fallback_path, char *path,
+			       size_t len)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	if (dir && *dir && snprintf(path, len, "%s/%s", dir, name) < (int)len &&
+	    access(path, F_OK) == 0)
+		return path;
+	if (fallback_path && *fallback_path)
+		return fallback_path;
+	return NULL;
+}
+
+const char *cred_explain(int err, const char *name, const char *fallback_path, char *buf,
+			 size_t len)
+{
+	char path[PATH_MAX];
+	const char *src = cred_source(name, fallback_path, path, sizeof(path));
+	if (!src) {
+		snprintf(buf, len,
+			 "credential %s not found: give it with LoadCredential=%s:FILE in the "
+			 "service (or the matching *-file directive)",
+			 name, name);
+		return buf;
+	}
+	switch (err) {
+	case -EPERM:
+		snprintf(buf, len, "%s is readable by other users: run chmod 600 %s", src, src);
+		break;
+	case -EACCES:
+		snprintf(buf, len, "%s cannot be read by this user: give it to tpad's user "
+			 "(chown) with mode 0600", src);
+		break;
+	case -ENOENT:
+		snprintf(buf, len, "%s does not exist", src);
+		break;
+	case -EINVAL:
+		snprintf(buf, len, "%s is empty, not a regular file, or not in the expected form "
+			 "(hexadecimal digits for keys)", src);
+		break;
+	case -E2BIG:
+		snprintf(buf, len, "%s holds a longer secret than allowed", src);
+		break;
+	default:
+		snprintf(buf, len, "%s: %s", src, strerror(-err));
+		break;
+	}
+	return buf;
+}
+
 int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, size_t max,
 		  size_t *ret_len)
 {

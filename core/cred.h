@@ -25,5 +25,13 @@ int cred_load_text(const char *name, const char *fallback_path, char *out, size_
  */
 int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz);
 
+/*
+ * Write one line to buf that says why loading credential name (or fallback_path) failed
+ * with err and how to fix it, naming the file that was tried: e.g. "/etc/tpad/psk is
+ * readable by other users: run chmod 600 /etc/tpad/psk". Returns buf.
+ */
+const char *cred_explain(int err, const char *name, const char *fallback_path, char *buf,
+			 size_t len);
+
 /* Overwrite n bytes at p with zeros in a way the compiler cannot drop. */
 void cred_wipe(void *p, size_t n);

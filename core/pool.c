@@ -87,7 +87,7 @@ struct session {
 	uint64_t served; /* requests on this connection */
 	uint64_t requests;
 	uint64_t reconnects;
-	char last_error[200];
+	char last_error[256];
 };
 
 struct pool {
@@ -112,7 +112,7 @@ struct pool {
 	bool probe_active;
 	struct event *breaker_timer;
 	uint64_t rng;
-	char last_error[200];
+	char last_error[256];
 	struct pool_stats stats;
 };
 

@@ -15,7 +15,10 @@
 #include "log.h"
 #include "message.h"
 
-/* Past this many unwritten reply bytes a client that does not read is dropped. */
+/*
+ * Past this many unwritten reply bytes a client that does not read is dropped. Below it,
+ * limits.max-output and limits.max-output-total stop reading new calls instead.
+ */
 #define SERVER_MAX_OUTPUT (64u << 20)
 
 static const char *const kind_names[SOCK_KINDS] = {"station", "admin"};
@@ -35,9 +38,14 @@ struct conn {
 	struct server *srv;
 	struct bufferevent *bev;
 	struct event *idle_timer;
+	struct event *msg_timer; /* a message has begun and must end in time */
+	struct event *kick;	 /* read calls already buffered once reading resumes */
 	struct peer peer;
 	struct req_list reqs; /* in call order */
 	unsigned n_reqs;
+	size_t owed;	/* reply bytes queued or held for this client */
+	bool msg_begun; /* msg_timer is armed */
+	bool reading;
 	bool closed;
 	bool freeing;
 };
@@ -55,19 +63,54 @@ struct server {
 	bool stopping;
 	struct event *stop_timer;
 	struct event *drain_check;
+	struct event *resume; /* re-evaluate reading once output drained */
+	bool over_total;      /* output_owed is above limits.max-output-total */
 	server_drained_fn *drained;
 	void *drained_arg;
 };
 
 static void conn_close(struct conn *c, const char *reason, bool quiet);
 static void server_check_drained(struct server *s);
+static void conn_update_reading(struct conn *c);
 
 /* Free a closed connection once no call refers to it; runs from the loop, never inline. */
 static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	event_free(c->idle_timer);
+	event_free(c->msg_timer);
+	event_free(c->kick);
 	free(c);
+}
+
+/*
+ * Every change in the length of a client's output or held replies: keep the totals that
+ * the output limits read, and resume reading once enough has drained.
+ */
+static void owed_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct conn *c = arg;
+	struct server *s = c->srv;
+	size_t added = info->n_added, deleted = info->n_deleted;
+	c->owed = c->owed + added - deleted;
+	s->stats.output_owed = s->stats.output_owed + added - deleted;
+	if (!deleted)
+		return;
+	bool resume = false;
+	if (s->over_total && s->stats.output_owed <= s->lim.max_output_total / 2) {
+		s->over_total = false;
+		resume = true;
+	}
+	if (!c->reading && !c->closed && c->owed <= s->lim.max_output / 2)
+		resume = true;
+	if (resume && s->resume)
+		event_active(s->resume, EV_TIMEOUT, 0);
+}
+
+/* Count buf's bytes as owed to c from now on. */
+static int conn_watch_owed(struct conn *c, struct evbuffer *buf)
+{
+	return evbuffer_add_cb(buf, owed_cb, c) ? 0 : -ENOMEM;
 }
 
 /* Schedule the final free of c if it is closed and idle. */
@@ -108,15 +151,35 @@ static void conn_write(struct conn *c, struct evbuffer *buf)
 	}
 }
 
-/* Let reading resume once the calls in flight are below the limit. */
+/*
+ * Read new calls only while this client has few enough calls in flight and replies owed,
+ * and all clients together owe less than limits.max-output-total.
+ */
 static void conn_update_reading(struct conn *c)
 {
+	struct server *s = c->srv;
 	if (c->closed)
 		return;
-	if (c->srv->stopping || c->n_reqs >= c->srv->lim.max_pending_calls)
+	if (s->stats.output_owed > s->lim.max_output_total && !s->over_total) {
+		s->over_total = true;
+		s->stats.hit.max_output_total++;
+	}
+	bool out_full = c->owed > s->lim.max_output;
+	bool read = !s->stopping && c->n_reqs < s->lim.max_pending_calls && !out_full &&
+		    !(s->over_total && c->owed > 0);
+	if (read == c->reading)
+		return;
+	c->reading = read;
+	if (!read) {
+		if (out_full)
+			s->stats.hit.max_output++;
 		bufferevent_disable(c->bev, EV_READ);
-	else
-		bufferevent_enable(c->bev, EV_READ);
+		return;
+	}
+	bufferevent_enable(c->bev, EV_READ);
+	/* Calls that arrived while reading was off wait in the input buffer: read them now. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+		event_active(c->kick, EV_TIMEOUT, 0);
 }
 
 /* Finish the head calls that are done, writing the held replies of the next in order. */
@@ -131,9 +194,12 @@ static void conn_flush_reqs(struct conn *c)
 		TAILQ_REMOVE(&c->reqs, r, entry);
 		c->n_reqs--;
 		c->srv->stats.calls_in_flight--;
-		evbuffer_free(r->held);
+		if (r->held) /* a oneway call or an empty reply never needed one */
+			evbuffer_free(r->held);
 		call_clear(&r->call);
 		free(r);
+		if (!c->closed && !c->n_reqs)
+			conn_touch(c);
 	}
 	conn_update_reading(c);
 	conn_maybe_free(c);
@@ -149,8 +215,10 @@ static void req_send(struct req *r, char *msg, size_t len, bool final)
 		/* Out of memory: the client cannot get a well-formed answer any more. */
 		conn_close(c, "out of memory encoding a reply", false);
 	} else if (!c->closed) {
-		if (!r->held)
-			r->held = evbuffer_new();
+		if (!r->held && (r->held = evbuffer_new()) && conn_watch_owed(c, r->held) < 0) {
+			evbuffer_free(r->held);
+			r->held = NULL;
+		}
 		if (!r->held || frame_push(r->held, msg, len) < 0)
 			conn_close(c, "out of memory queueing a reply", false);
 	}
@@ -240,15 +308,37 @@ static void conn_reject(struct conn *c, const struct proto_fault *f)
 		  json_pack("{s:s, s:s}", "parameter", f->parameter, "reason", f->reason));
 }
 
+/*
+ * Bound the time one message may take: armed by its first byte, disarmed by its end, so
+ * a client that trickles bytes cannot hold its connection (bytes alone are no activity).
+ */
+static void conn_watch_message(struct conn *c)
+{
+	if (c->closed)
+		return;
+	bool partial = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
+	if (partial && !c->msg_begun) {
+		struct timeval tv = {
+		    .tv_sec = c->srv->lim.message_timeout_ms / 1000,
+		    .tv_usec = (c->srv->lim.message_timeout_ms % 1000) * 1000,
+		};
+		evtimer_add(c->msg_timer, &tv);
+		c->msg_begun = true;
+	} else if (!partial && c->msg_begun) {
+		evtimer_del(c->msg_timer);
+		c->msg_begun = false;
+	}
+}
+
 /* Read as many complete messages as are buffered and dispatch each. */
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 	struct server *s = c->srv;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	bool completed = false;
 
-	conn_touch(c);
-	while (!c->closed && !s->stopping && c->n_reqs < s->lim.max_pending_calls) {
+	while (!c->closed && !s->stopping && c->reading && c->n_reqs < s->lim.max_pending_calls) {
 		char *msg = NULL;
 		size_t len = 0;
 		int r = frame_pop(in, s->lim.max_message, &msg, &len);
@@ -263,6 +353,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 			conn_close(c, "out of memory reading a message", false);
 			return;
 		}
+		/* A complete message restarts the clocks; a later partial one arms its own. */
+		completed = true;
+		evtimer_del(c->msg_timer);
+		c->msg_begun = false;
 		struct req *q = calloc(1, sizeof(*q));
 		if (!q) {
 			free(msg);
@@ -286,10 +380,35 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		s->stats.calls_in_flight++;
 		s->dispatch(q, s->dispatch_arg);
 	}
-	if (!c->closed && c->n_reqs >= s->lim.max_pending_calls) {
+	if (c->closed)
+		return;
+	if (completed)
+		conn_touch(c);
+	if (c->n_reqs >= s->lim.max_pending_calls)
 		s->stats.hit.max_pending_calls++;
-		conn_update_reading(c);
+	conn_update_reading(c);
+	conn_watch_message(c);
+}
+
+/* Reading resumed with calls already in the input buffer. */
+static void conn_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (!c->closed && c->reading)
+		conn_read_cb(c->bev, c);
+}
+
+/* A message was begun and not finished within limits.message-timeout. */
+static void conn_msg_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	c->msg_begun = false;
+	if (!c->reading) {
+		/* Complete calls wait for reading to resume; that is tpad's doing, not a trickle. */
+		return;
 	}
+	c->srv->stats.hit.message_timeout++;
+	conn_close(c, "message not completed within limits.message-timeout", false);
 }
 
 /* Once output has drained, a stopping server may be done. */
@@ -336,9 +455,16 @@ static void conn_close(struct conn *c, const char *reason, bool quiet)
 		log_info("%s client %llu (uid %u pid %d) closed: %s", kind_names[c->peer.kind],
 			 (unsigned long long)c->peer.conn_id, (unsigned)c->peer.uid,
 			 (int)c->peer.pid, reason);
+	/* Replies nobody will read no longer count against the output limits. */
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	evbuffer_remove_cb(out, owed_cb, c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
+	c->reading = false;
 	evtimer_del(c->idle_timer);
+	evtimer_del(c->msg_timer);
+	event_del(c->kick);
 	LIST_REMOVE(c, entry);
 	c->srv->stats.connections[c->peer.kind]--;
 	/* Replies already held for calls still in flight go nowhere now. */
@@ -361,15 +487,21 @@ static void refuse(int fd, const char *error)
 	close(fd);
 }
 
-/* Number of open connections of one uid. */
-static unsigned conns_of_uid(const struct server *s, uid_t uid)
+/* Number of open connections of one uid, and of one process. */
+static void conns_of(const struct server *s, const struct ucred *cred, unsigned *ret_uid,
+		     unsigned *ret_pid)
 {
-	unsigned n = 0;
+	unsigned nu = 0, np = 0;
 	const struct conn *c;
 	LIST_FOREACH(c, &s->conns, entry)
-	if (c->peer.uid == uid)
-		n++;
-	return n;
+	{
+		if (c->peer.uid == cred->uid)
+			nu++;
+		if (c->peer.pid == cred->pid && c->peer.uid == cred->uid)
+			np++;
+	}
+	*ret_uid = nu;
+	*ret_pid = np;
 }
 
 void server_accept(struct server *s, int fd, enum sock_kind kind)
@@ -396,7 +528,18 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 		refuse(fd, busy);
 		return;
 	}
-	if (conns_of_uid(s, cred.uid) >= s->lim.max_clients_per_uid) {
+	unsigned of_uid, of_pid;
+	conns_of(s, &cred, &of_uid, &of_pid);
+	if (of_pid >= s->lim.max_clients_per_process) {
+		s->stats.hit.max_clients_per_process++;
+		log_warnx("refused %s client (uid %u pid %d): limits.max-clients-per-process (%u) "
+			  "reached",
+			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid,
+			  s->lim.max_clients_per_process);
+		refuse(fd, busy);
+		return;
+	}
+	if (of_uid >= s->lim.max_clients_per_uid) {
 		s->stats.hit.max_clients_per_uid++;
 		log_warnx("refused %s client (uid %u pid %d): limits.max-clients-per-uid (%u) "
 			  "reached",
@@ -421,18 +564,26 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 	evutil_make_socket_nonblocking(fd);
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->idle_timer = evtimer_new(s->base, conn_idle_cb, c);
-	if (!c->bev || !c->idle_timer) {
+	c->msg_timer = evtimer_new(s->base, conn_msg_timeout_cb, c);
+	c->kick = event_new(s->base, -1, 0, conn_kick_cb, c);
+	if (!c->bev || !c->idle_timer || !c->msg_timer || !c->kick ||
+	    conn_watch_owed(c, bufferevent_get_output(c->bev)) < 0) {
 		if (c->bev)
 			bufferevent_free(c->bev);
 		else
 			close(fd);
 		if (c->idle_timer)
 			event_free(c->idle_timer);
+		if (c->msg_timer)
+			event_free(c->msg_timer);
+		if (c->kick)
+			event_free(c->kick);
 		free(c);
 		return;
 	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->reading = true;
 	LIST_INSERT_HEAD(&s->conns, c, entry);
 	s->stats.connections[kind]++;
 	s->stats.accepted[kind]++;
@@ -440,6 +591,15 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 	log_debug("%s client %llu connected (uid %u gid %u pid %d)", kind_names[kind],
 		  (unsigned long long)c->peer.conn_id, (unsigned)cred.uid, (unsigned)cred.gid,
 		  (int)cred.pid);
+}
+
+/* Output drained somewhere: let every client that may read again do so. */
+static void server_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	struct conn *c;
+	LIST_FOREACH(c, &s->conns, entry)
+	conn_update_reading(c);
 }
 
 struct server *server_new(struct event_base *base, const struct server_limits *lim,
@@ -453,7 +613,18 @@ struct server *server_new(struct event_base *base, const struct server_limits *l
 	s->dispatch = dispatch;
 	s->dispatch_arg = arg;
 	LIST_INIT(&s->conns);
+	s->resume = event_new(base, -1, 0, server_resume_cb, s);
+	if (!s->resume) {
+		free(s);
+		return NULL;
+	}
 	return s;
+}
+
+void server_set_limits(struct server *s, const struct server_limits *lim)
+{
+	s->lim = *lim;
+	event_active(s->resume, EV_TIMEOUT, 0);
 }
 
 /* True when no call is in flight and no reply is waiting to be written. */
@@ -501,7 +672,7 @@ void server_stop(struct server *s, uint32_t timeout_ms, server_drained_fn *drain
 	s->drained_arg = arg;
 	struct conn *c;
 	LIST_FOREACH(c, &s->conns, entry)
-	bufferevent_disable(c->bev, EV_READ);
+	conn_update_reading(c);
 	s->drain_check = event_new(s->base, -1, 0, server_finish_stop, s);
 	s->stop_timer = evtimer_new(s->base, server_finish_stop, s);
 	if (!s->drain_check || !s->stop_timer) {
@@ -524,6 +695,7 @@ void server_free(struct server *s)
 		event_free(s->stop_timer);
 	if (s->drain_check)
 		event_free(s->drain_check);
+	event_free(s->resume);
 	free(s);
 }
 

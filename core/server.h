@@ -29,6 +29,10 @@ struct peer {
 struct server_limits_hit {
 	uint64_t max_clients;
 	uint64_t max_clients_per_uid;
+	uint64_t max_clients_per_process;
+	uint64_t message_timeout;
+	uint64_t max_output;
+	uint64_t max_output_total;
 	uint64_t max_message;
 	uint64_t idle_timeout;
 	uint64_t max_pending_calls;
@@ -40,6 +44,7 @@ struct server_stats {
 	uint64_t accepted[SOCK_KINDS];
 	uint64_t calls;
 	uint32_t calls_in_flight;
+	size_t output_owed; /* reply bytes queued or held for all clients */
 	struct server_limits_hit hit;
 };
 
@@ -55,15 +60,22 @@ typedef void server_drained_fn(void *arg);
 /* What a client may use; see the limits.* directives of tpad.conf(5). */
 struct server_limits {
 	size_t max_message;
-	uint32_t idle_timeout_ms;
+	uint32_t idle_timeout_ms;    /* no call in flight and no message for this long: close */
+	uint32_t message_timeout_ms; /* a message begun must end within this */
 	uint32_t max_clients;
 	uint32_t max_clients_per_uid;
+	uint32_t max_clients_per_process;
 	uint32_t max_pending_calls; /* calls queued on one connection */
+	size_t max_output;	    /* reply bytes owed to one client before it is not read */
+	size_t max_output_total;    /* reply bytes owed to all clients before none is read */
 };
 
 /* Serve clients within *lim (copied). */
 struct server *server_new(struct event_base *base, const struct server_limits *lim,
 			  server_dispatch_fn *dispatch, void *arg);
+
+/* Apply new limits to the connections from now on (e.g. after a reload). */
+void server_set_limits(struct server *s, const struct server_limits *lim);
 
 /* Close every connection and free the server. Accepts NULL. */
 void server_free(struct server *s);

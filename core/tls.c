@@ -39,7 +39,7 @@ struct tls_conn {
 	int fd;
 	uint64_t bytes_sent;
 	int sys_errno;
-	char error[160];
+	char error[256];
 };
 
 /* ECDHE curves, fastest first: mbedTLS's own default starts with the slow secp521r1. */
@@ -150,10 +150,11 @@ int tls_ctx_new(const struct tls_options *o, struct tls_ctx **ret, char *err, si
 
 	r = cred_load_hex(o->psk_credential, o->psk_file, psk, sizeof(psk), &psk_len);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot load the PSK (credential %s%s%s): %s",
-			 o->psk_credential, o->psk_file ? " or " : "",
-			 o->psk_file ? o->psk_file : "",
-			 r == -E2BIG ? "longer than 32 bytes" : strerror(-r));
+		char why[256];
+		snprintf(err, errlen, "cannot load the PSK: %s",
+			 r == -E2BIG ? "longer than 32 bytes"
+				     : cred_explain(r, o->psk_credential, o->psk_file, why,
+						    sizeof(why)));
 		goto fail;
 	}
 	if (psk_len == 0) {
@@ -343,11 +344,20 @@ static int fail(struct tls_conn *c, const char *what, int m)
 			   : -EPROTO;
 	}
 	if (m == MBEDTLS_ERR_SSL_CONN_EOF || m == MBEDTLS_ERR_NET_CONN_RESET) {
+		/*
+		 * Closed before any answer to our hello: nothing TLS spoke to us, as when a
+		 * proxy or load balancer accepts the connection with no server behind it. Only
+		 * a close after the server's hello points at what was negotiated.
+		 */
+		const char *hint = "";
+		if (c->ssl.state <= MBEDTLS_SSL_SERVER_HELLO)
+			hint = " before answering the TLS hello (is the cloud reachable? a proxy or "
+			       "firewall may accept connections with nothing behind it)";
+		else if (c->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER)
+			hint = " during the handshake (PSK identity, TLS version or ciphersuite "
+			       "refused?)";
 		snprintf(c->error, sizeof(c->error), "%s: connection %s by the server%s", what,
-			 m == MBEDTLS_ERR_SSL_CONN_EOF ? "closed" : "reset",
-			 c->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER
-			     ? " (PSK identity, TLS version or ciphersuite refused?)"
-			     : "");
+			 m == MBEDTLS_ERR_SSL_CONN_EOF ? "closed" : "reset", hint);
 		return -ECONNRESET;
 	}
 	if (m == MBEDTLS_ERR_NET_SEND_FAILED || m == MBEDTLS_ERR_NET_RECV_FAILED) {

@@ -52,9 +52,13 @@ struct config {
 	/* [limits] */
 	size_t max_message;
 	uint32_t idle_timeout_ms;
+	uint32_t message_timeout_ms;
 	uint32_t max_clients;
 	uint32_t max_clients_per_uid;
+	uint32_t max_clients_per_process;
 	uint32_t max_pending_calls; /* calls queued on one connection */
+	size_t max_output;	    /* reply bytes owed to one client */
+	size_t max_output_total;    /* reply bytes owed to all clients */
 
 	/* [upstream] */
 	char *upstream_url; /* https://host[:port] or http:// (tests) */

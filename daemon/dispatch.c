@@ -77,14 +77,18 @@ static void h_status(struct tpad *t, struct req *r)
 	server_get_stats(t->srv, &st);
 	uint64_t up = (clock_now_us() - t->started_us) / 1000000u;
 	json_t *o = json_pack(
-	    "{s:s, s:I, s:{s:i, s:i}, s:{s:I, s:I}, s:I, s:i, s:{s:I, s:I, s:I, s:I, s:I, "
-	    "s:I}}",
+	    "{s:s, s:I, s:{s:i, s:i}, s:{s:I, s:I}, s:I, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I, "
+	    "s:I, s:I, s:I, s:I, s:I}}",
 	    "version", TPAD_VERSION, "uptime", (json_int_t)up, "connections", "station",
 	    (int)st.connections[SOCK_STATION], "admin", (int)st.connections[SOCK_ADMIN], "accepted",
 	    "station", (json_int_t)st.accepted[SOCK_STATION], "admin",
 	    (json_int_t)st.accepted[SOCK_ADMIN], "calls", (json_int_t)st.calls, "callsInFlight",
-	    (int)st.calls_in_flight, "limitsHit", "maxClients", (json_int_t)st.hit.max_clients,
-	    "maxClientsPerUid", (json_int_t)st.hit.max_clients_per_uid, "maxMessage",
+	    (int)st.calls_in_flight, "outputOwed", (json_int_t)st.output_owed, "limitsHit",
+	    "maxClients", (json_int_t)st.hit.max_clients, "maxClientsPerUid",
+	    (json_int_t)st.hit.max_clients_per_uid, "maxClientsPerProcess",
+	    (json_int_t)st.hit.max_clients_per_process, "messageTimeout",
+	    (json_int_t)st.hit.message_timeout, "maxOutput", (json_int_t)st.hit.max_output,
+	    "maxOutputTotal", (json_int_t)st.hit.max_output_total, "maxMessage",
 	    (json_int_t)st.hit.max_message, "idleTimeout", (json_int_t)st.hit.idle_timeout,
 	    "maxPendingCalls", (json_int_t)st.hit.max_pending_calls, "slowReader",
 	    (json_int_t)st.hit.slow_reader);
@@ -417,9 +421,9 @@ static int open_store(struct tpad *t)
 	char err[512];
 	int r = cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len);
 	if (r < 0) {
-		log_err_errno(r, "cannot load the store key (credential store-key%s%s)",
-			      cfg->store_key_file ? " or store.key-file " : "",
-			      cfg->store_key_file ? cfg->store_key_file : "");
+		char why[256];
+		log_errx("cannot load the store key: %s",
+			 cred_explain(r, "store-key", cfg->store_key_file, why, sizeof(why)));
 		return r;
 	}
 	if (len != STORE_KEY_LEN) {
@@ -498,6 +502,34 @@ void dispatch_finish(struct tpad *t)
 	t->rng = NULL;
 }
 
+/*
+ * Check that a credential the configuration needs can be loaded. One that is neither in
+ * $CREDENTIALS_DIRECTORY nor given by a file directive comes from systemd at run time and
+ * is not checked here.
+ */
+static int check_credential(const char *name, const char *file, bool hex, char *err,
+			    size_t errlen)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	if ((!dir || !*dir) && (!file || !*file))
+		return 0;
+	uint8_t buf[512];
+	size_t len;
+	int r = hex ? cred_load_hex(name, file, buf, sizeof(buf), &len)
+		    : cred_load_text(name, file, (char *)buf, sizeof(buf));
+	cred_wipe(buf, sizeof(buf));
+	if (r < 0) {
+		char why[256];
+		snprintf(err, errlen, "%s", cred_explain(r, name, file, why, sizeof(why)));
+		return r;
+	}
+	if (strcmp(name, "store-key") == 0 && len != STORE_KEY_LEN) {
+		snprintf(err, errlen, "the store key must be %d hexadecimal digits", 2 * STORE_KEY_LEN);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 {
 	char why[256];
@@ -512,7 +544,12 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "metrics.listen: %s", why);
 		return -EINVAL;
 	}
-	return 0;
+	int r = check_credential("store-key", cfg->store_key_file, true, err, errlen);
+	if (r == 0 && strncmp(cfg->upstream_url, "https:", 6) == 0)
+		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
+	if (r == 0 && cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2)
+		r = check_credential("oauth-secret", cfg->oauth2_secret_file, false, err, errlen);
+	return r;
 }
 
 void dispatch_status_line(const struct tpad *t, char *buf, size_t len)

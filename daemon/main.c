@@ -40,6 +40,22 @@ static void usage(FILE *f)
 		CONFIG_DEFAULT_PATH);
 }
 
+/* The client limits of a configuration. */
+static void limits_of(const struct config *cfg, struct server_limits *ret)
+{
+	*ret = (struct server_limits){
+	    .max_message = cfg->max_message,
+	    .idle_timeout_ms = cfg->idle_timeout_ms,
+	    .message_timeout_ms = cfg->message_timeout_ms,
+	    .max_clients = cfg->max_clients,
+	    .max_clients_per_uid = cfg->max_clients_per_uid,
+	    .max_clients_per_process = cfg->max_clients_per_process,
+	    .max_pending_calls = cfg->max_pending_calls,
+	    .max_output = cfg->max_output,
+	    .max_output_total = cfg->max_output_total,
+	};
+}
+
 /* Load the configuration; a missing default file means the built-in defaults. */
 static int load_config(struct config *cfg, const char *path, bool explicit_path)
 {
@@ -94,6 +110,73 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 	server_stop(t->srv, STOP_TIMEOUT_MS, drained_cb, t);
 }
 
+/* Lines of a configuration as printed, for comparing two of them. */
+static char *config_text(const struct config *cfg)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	config_print(cfg, f, false);
+	fclose(f);
+	return buf;
+}
+
+/* Log each directive whose value differs between two printed configurations. */
+static unsigned log_needs_restart(const char *old, const char *new)
+{
+	unsigned n = 0;
+	char section[64] = "";
+	const char *a = old, *b = new;
+	while (*a && *b) {
+		size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+		if (*a == '[')
+			snprintf(section, sizeof(section), "%.*s", (int)(la > 2 ? la - 2 : 0), a + 1);
+		else if ((la != lb || memcmp(a, b, la) != 0) && strcmp(section, "limits") != 0) {
+			log_warnx("SIGHUP: %s.%.*s changed; it takes effect at the next start",
+				  section, (int)strcspn(b, " "), b);
+			n++;
+		}
+		a += la + (a[la] ? 1 : 0);
+		b += lb + (b[lb] ? 1 : 0);
+	}
+	return n;
+}
+
+/*
+ * SIGHUP: read the configuration again. The limits.* apply at once to every client;
+ * anything else is named in the log as needing a restart. A file that does not parse
+ * changes nothing. No call is dropped either way.
+ */
+static void reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct tpad *t = arg;
+	if (!t->config_path) {
+		log_notice("SIGHUP: started without a configuration file; nothing to reload");
+		return;
+	}
+	struct config fresh;
+	config_defaults(&fresh);
+	char err[512];
+	int r = config_load(&fresh, t->config_path, err, sizeof(err));
+	if (r < 0) {
+		log_errx("SIGHUP: keeping the running configuration: %s", err);
+		config_free(&fresh);
+		return;
+	}
+	struct server_limits lim;
+	limits_of(&fresh, &lim);
+	server_set_limits(t->srv, &lim);
+	char *old = config_text(t->cfg), *new = config_text(&fresh);
+	unsigned pending = old && new ? log_needs_restart(old, new) : 0;
+	free(old);
+	free(new);
+	config_free(&fresh);
+	log_notice("SIGHUP: %s reloaded: limits applied%s", t->config_path,
+		   pending ? "; other changes wait for a restart" : "");
+}
+
 /* Open both sockets; on failure logs and returns a negative errno. */
 static int open_listeners(struct tpad *t)
 {
@@ -113,10 +196,10 @@ static int open_listeners(struct tpad *t)
 }
 
 /* Run the daemon until a stop signal; returns the exit status. */
-static int run(struct config *cfg)
+static int run(struct config *cfg, const char *config_path)
 {
-	struct tpad t = {.cfg = cfg, .started_us = clock_now_us()};
-	struct event *ev_term = NULL, *ev_int = NULL, *ev_status = NULL;
+	struct tpad t = {.cfg = cfg, .config_path = config_path, .started_us = clock_now_us()};
+	struct event *ev_term = NULL, *ev_int = NULL, *ev_hup = NULL, *ev_status = NULL;
 	int status = 1;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -125,13 +208,8 @@ static int run(struct config *cfg)
 		log_errx("cannot create the event loop");
 		return 1;
 	}
-	const struct server_limits lim = {
-	    .max_message = cfg->max_message,
-	    .idle_timeout_ms = cfg->idle_timeout_ms,
-	    .max_clients = cfg->max_clients,
-	    .max_clients_per_uid = cfg->max_clients_per_uid,
-	    .max_pending_calls = cfg->max_pending_calls,
-	};
+	struct server_limits lim;
+	limits_of(cfg, &lim);
 	t.srv = server_new(t.base, &lim, dispatch_call, &t);
 	if (!t.srv) {
 		log_errx("out of memory");
@@ -141,13 +219,15 @@ static int run(struct config *cfg)
 		goto out;
 	ev_term = evsignal_new(t.base, SIGTERM, stop_cb, &t);
 	ev_int = evsignal_new(t.base, SIGINT, stop_cb, &t);
+	ev_hup = evsignal_new(t.base, SIGHUP, reload_cb, &t);
 	ev_status = event_new(t.base, -1, EV_PERSIST, status_cb, &t);
-	if (!ev_term || !ev_int || !ev_status || notify_init(t.base) < 0) {
+	if (!ev_term || !ev_int || !ev_hup || !ev_status || notify_init(t.base) < 0) {
 		log_errx("out of memory");
 		goto out;
 	}
 	event_add(ev_term, NULL);
 	event_add(ev_int, NULL);
+	event_add(ev_hup, NULL);
 	struct timeval period = {.tv_sec = STATUS_PERIOD_S};
 	event_add(ev_status, &period);
 
@@ -167,10 +247,13 @@ out:
 		event_free(ev_term);
 	if (ev_int)
 		event_free(ev_int);
+	if (ev_hup)
+		event_free(ev_hup);
 	/* Freeing the events restored the default action: a repeated SIGTERM must not cut
 	 * short the store's last commit below. */
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
 	if (ev_status)
 		event_free(ev_status);
 	for (int i = 0; i < SOCK_KINDS; i++)
@@ -243,7 +326,8 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 1;
 	}
-	int status = run(&cfg);
+	bool have_file = explicit_path || access(path, F_OK) == 0;
+	int status = run(&cfg, have_file ? path : NULL);
 	config_free(&cfg);
 	return status;
 }

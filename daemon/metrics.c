@@ -68,6 +68,11 @@ static void render_server(struct out *f, const struct tpad *t)
 	sample(f, "tpad_limits_hit_total", "limit=\"max_clients\"", st.hit.max_clients);
 	sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_uid\"",
 	       st.hit.max_clients_per_uid);
+	sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_process\"",
+	       st.hit.max_clients_per_process);
+	sample(f, "tpad_limits_hit_total", "limit=\"message_timeout\"", st.hit.message_timeout);
+	sample(f, "tpad_limits_hit_total", "limit=\"max_output\"", st.hit.max_output);
+	sample(f, "tpad_limits_hit_total", "limit=\"max_output_total\"", st.hit.max_output_total);
 	sample(f, "tpad_limits_hit_total", "limit=\"max_message\"", st.hit.max_message);
 	sample(f, "tpad_limits_hit_total", "limit=\"idle_timeout\"", st.hit.idle_timeout);
 	sample(f, "tpad_limits_hit_total", "limit=\"max_pending_calls\"", st.hit.max_pending_calls);

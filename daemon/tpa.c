@@ -551,8 +551,9 @@ static void token_fetch(struct tpa *t)
 	fail.retry_after = -1;
 	r = cred_load_text("oauth-secret", cfg->oauth2_secret_file, secret, sizeof(secret));
 	if (r < 0) {
+		char why[256];
 		snprintf(fail.reason, sizeof(fail.reason), "cannot load the OAuth2 secret: %s",
-			 strerror(-r));
+			 cred_explain(r, "oauth-secret", cfg->oauth2_secret_file, why, sizeof(why)));
 		goto fail;
 	}
 	if (http_urlencode(secret, esecret, sizeof(esecret)) < 0 ||
@@ -759,11 +760,10 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 		    cred_load_text("oauth-secret", cfg->oauth2_secret_file, secret, sizeof(secret));
 		cred_wipe(secret, sizeof(secret));
 		if (r < 0) {
-			snprintf(err, errlen,
-				 "cannot load the OAuth2 secret (credential oauth-secret%s%s): %s",
-				 cfg->oauth2_secret_file ? " or " : "",
-				 cfg->oauth2_secret_file ? cfg->oauth2_secret_file : "",
-				 strerror(-r));
+			char why[256];
+			snprintf(err, errlen, "cannot load the OAuth2 secret: %s",
+				 cred_explain(r, "oauth-secret", cfg->oauth2_secret_file, why,
+					      sizeof(why)));
 			goto fail;
 		}
 	}

@@ -17,6 +17,7 @@ struct metrics_http;
 struct tpad {
 	struct event_base *base;
 	const struct config *cfg;
+	const char *config_path; /* NULL: built-in defaults (nothing to reload) */
 	struct server *srv;
 	struct listener *listeners[2]; /* indexed by enum sock_kind */
 	struct tpa *tpa;	       /* upstream API client */

@@ -499,15 +499,25 @@ class Shutdown(Base):
         p = subprocess.run([tpadtest.TPAD, "--config", d.conf], capture_output=True, text=True,
                            timeout=20)
         self.assertEqual(p.returncode, 1)
-        self.assertIn("store key", p.stderr)
-        self.assertIn("Operation not permitted", p.stderr)
+        # The message names the file and says how to fix it; --check-config finds it too.
+        fix = f"{d.key_file} is readable by other users: run chmod 600 {d.key_file}"
+        self.assertIn(fix, p.stderr)
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(fix, p.stderr)
         os.chmod(d.key_file, 0o600)
         os.chmod(d.psk_file, 0o604)
-        p = subprocess.run([tpadtest.TPAD, "--config", d.conf], capture_output=True, text=True,
-                           timeout=20)
-        self.assertEqual(p.returncode, 1)
-        self.assertIn("tpa-psk", p.stderr)
-        self.assertNotIn(s.psk_hex, p.stderr)
+        for args in ((), ("--check-config",)):
+            p = subprocess.run([tpadtest.TPAD, "--config", d.conf, *args], capture_output=True,
+                               text=True, timeout=20)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(f"run chmod 600 {d.psk_file}", p.stderr)
+            self.assertNotIn(s.psk_hex, p.stderr)
+        os.chmod(d.psk_file, 0o600)
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 0, p.stderr)
 
 
 class StoreFailure(TpadTestCase):

@@ -100,7 +100,7 @@ class Foundation(TpadTestCase):
             self.assertGreaterEqual(a.call("io.tpad.Admin.Status")["limitsHit"]["maxMessage"], 1)
 
     def test_300_idle_clients_then_new_client(self):
-        d = self.daemon().start()
+        d = self.daemon(conf_extra="limits.max-clients-per-process = 400").start()
         idle = [d.station_client() for _ in range(300)]
         try:
             with d.station_client() as c:

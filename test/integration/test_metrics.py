@@ -173,8 +173,13 @@ class Metrics(TpadTestCase):
         r = run_python(TEXT_CHECK, p.stdout)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(int(r.stdout), len(types))
-        p = d.tpactl("--socket", d.admin, "metrics", "--format", "json", check=1)
-        self.assertIn("InvalidParameter", p.stderr)
+        p = d.tpactl("--socket", d.admin, "metrics", "--format", "json", check=2)
+        self.assertIn("--format must be openmetrics or prometheus", p.stderr)
+        with d.admin_client() as a:
+            with self.assertRaises(tpadtest.VarlinkError) as e:
+                a.call("io.tpad.Admin.Metrics", {"format": "json"})
+        self.assertEqual(e.exception.error, "io.tpad.Admin.InvalidParameter")
+        self.assertEqual(e.exception.params["parameter"], "format")
 
     def test_http(self):
         d = self.start()

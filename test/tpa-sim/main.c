@@ -25,7 +25,8 @@ static const char usage_text[] =
     "               [--psk-identity ID --psk-file F] [--control 127.0.0.1:PORT]\n"
     "               [--control-port-file F] [--registry FILE]\n"
     "               [--oauth2 --client-id X --client-secret-file F [--token-ttl S]]\n"
-    "               [--latency-ms N] [--jitter-ms N] [--rate-5xx P] [--rate-429 P]\n"
+    "               [--latency-ms N] [--jitter-ms N] [--import-latency-ms N]\n"
+    "               [--query-latency-ms N] [--rate-5xx P] [--rate-429 P]\n"
     "               [--retry-after S] [--reset-after N] [--drop-before-answer P]\n"
     "               [--drop-before-import P] [--idle-close-ms T] [--slow] [--malformed P]\n"
     "               [--refuse] [--duplicate 409|same|new] [--seed N] [--verbose]\n"
@@ -137,6 +138,8 @@ enum {
 	OPT_TOKEN_TTL,
 	OPT_LATENCY,
 	OPT_JITTER,
+	OPT_IMPORT_LATENCY,
+	OPT_QUERY_LATENCY,
 	OPT_RATE_5XX,
 	OPT_RATE_429,
 	OPT_RETRY_AFTER,
@@ -168,6 +171,8 @@ static const struct option options[] = {
     {"token-ttl", required_argument, NULL, OPT_TOKEN_TTL},
     {"latency-ms", required_argument, NULL, OPT_LATENCY},
     {"jitter-ms", required_argument, NULL, OPT_JITTER},
+    {"import-latency-ms", required_argument, NULL, OPT_IMPORT_LATENCY},
+    {"query-latency-ms", required_argument, NULL, OPT_QUERY_LATENCY},
     {"rate-5xx", required_argument, NULL, OPT_RATE_5XX},
     {"rate-429", required_argument, NULL, OPT_RATE_429},
     {"retry-after", required_argument, NULL, OPT_RETRY_AFTER},
@@ -249,6 +254,12 @@ static void parse_args(int argc, char **argv, struct sim *s, struct args *a)
 			break;
 		case OPT_JITTER:
 			f->jitter_ms = opt_uint("jitter-ms", optarg);
+			break;
+		case OPT_IMPORT_LATENCY:
+			f->import_latency_ms = opt_uint("import-latency-ms", optarg);
+			break;
+		case OPT_QUERY_LATENCY:
+			f->query_latency_ms = opt_uint("query-latency-ms", optarg);
 			break;
 		case OPT_RATE_5XX:
 			f->rate_5xx = opt_prob("rate-5xx", optarg);

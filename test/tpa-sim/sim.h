@@ -31,6 +31,8 @@ enum sim_duplicate {
 /* Injected faults; every field can be changed at run time through the control port. */
 struct sim_faults {
 	unsigned latency_ms;
+	unsigned import_latency_ms; /* an import lands (and is answered) this long after it came */
+	unsigned query_latency_ms;  /* extra delay of a query's answer */
 	unsigned jitter_ms;
 	double rate_5xx;
 	double rate_429;
@@ -66,6 +68,8 @@ struct sim_device {
 	char app_key[33];  /* empty when the device has a TKM_INFO */
 	char hsm_group[65];
 	char owner_token[SIM_TOKEN_HEX + 1];
+	int64_t lands_at; /* unix ms from which queries see it (0: at once) */
+	bool foreign;	  /* seeded through the control port: imported elsewhere */
 };
 
 /* One OAuth2 access token handed out by POST /oauth/token. */
@@ -131,6 +135,7 @@ struct sim_reply {
 	char *body;	      /* JSON text (malloc), or NULL for an empty body */
 	unsigned retry_after; /* Retry-After seconds, 0 for none */
 	const char *allow;    /* Allow header for 405, or NULL */
+	unsigned delay_ms;    /* extra delay before this answer (import or query latency) */
 	enum sim_action action;
 };
 
@@ -139,6 +144,7 @@ uint64_t sim_random(struct sim *s);
 bool sim_chance(struct sim *s, double p);
 void sim_random_hex(struct sim *s, char *out, size_t ndigits);
 uint64_t sim_now_ms(void);
+int64_t sim_wall_ms(void);
 
 /* sim_api.c: the TPA API, OAuth2 and the control port. */
 void api_handle(struct sim *s, const struct http_request *req, struct sim_reply *ret);

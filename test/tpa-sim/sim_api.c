@@ -49,6 +49,13 @@ void sim_random_hex(struct sim *s, char *out, size_t ndigits)
 	out[ndigits] = '\0';
 }
 
+int64_t sim_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 uint64_t sim_now_ms(void)
 {
 	struct timespec ts;
@@ -146,6 +153,10 @@ static json_t *device_json(const struct sim_device *d, bool full)
 		json_object_set_new(o, "appKey", json_string(d->app_key));
 	if (d->hsm_group[0])
 		json_object_set_new(o, "hsmGroupId", json_string(d->hsm_group));
+	if (d->lands_at)
+		json_object_set_new(o, "landsAt", json_integer(d->lands_at));
+	if (d->foreign)
+		json_object_set_new(o, "foreign", json_true());
 	return o;
 }
 
@@ -251,6 +262,11 @@ static void api_import(struct sim *s, const struct http_request *req, struct sim
 	}
 	d.ref = s->next_ref++;
 	sim_random_hex(s, d.owner_token, SIM_TOKEN_HEX);
+	/* A slow cloud: the device is processed, and visible to queries, only after this. */
+	if (s->faults.import_latency_ms) {
+		d.lands_at = sim_wall_ms() + s->faults.import_latency_ms;
+		rep->delay_ms = s->faults.import_latency_ms;
+	}
 	if (device_add(s, &d) < 0) {
 		reply_error(rep, 500, "INTERNAL", "out of memory");
 		return;
@@ -274,8 +290,10 @@ static void api_query(struct sim *s, const struct http_request *req, struct sim_
 	hex_upper(up, eui, HEX_EUI);
 	json_t *a = json_array();
 	struct sim_device *d = device_find(s, up);
-	if (a && d)
+	/* An import still being processed is not visible yet. */
+	if (a && d && d->lands_at <= sim_wall_ms())
 		json_array_append_new(a, device_json(d, false));
+	rep->delay_ms = s->faults.query_latency_ms;
 	reply_json(rep, 200, a);
 }
 
@@ -448,8 +466,11 @@ int sim_parse_duplicate(const char *v, enum sim_duplicate *ret)
 /* The fault settings as a JSON object. */
 static json_t *faults_json(const struct sim_faults *f)
 {
-	return json_pack("{s:i, s:i, s:f, s:f, s:i, s:i, s:f, s:f, s:i, s:b, s:f, s:b, s:s}",
-			 "latency_ms", (int)f->latency_ms, "jitter_ms", (int)f->jitter_ms,
+	return json_pack("{s:i, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:f, s:f, s:i, s:b, s:f, s:b, "
+			 "s:s}",
+			 "latency_ms", (int)f->latency_ms, "import_latency_ms",
+			 (int)f->import_latency_ms, "query_latency_ms", (int)f->query_latency_ms,
+			 "jitter_ms", (int)f->jitter_ms,
 			 "rate_5xx", f->rate_5xx, "rate_429", f->rate_429, "retry_after",
 			 (int)f->retry_after, "reset_after", (int)f->reset_after,
 			 "drop_before_answer", f->drop_before_answer, "drop_before_import",
@@ -471,6 +492,10 @@ static const char *faults_update(struct sim_faults *faults, json_t *o)
 		bool *b = NULL;
 		if (strcmp(key, "latency_ms") == 0)
 			u = &f.latency_ms;
+		else if (strcmp(key, "import_latency_ms") == 0)
+			u = &f.import_latency_ms;
+		else if (strcmp(key, "query_latency_ms") == 0)
+			u = &f.query_latency_ms;
 		else if (strcmp(key, "jitter_ms") == 0)
 			u = &f.jitter_ms;
 		else if (strcmp(key, "retry_after") == 0)
@@ -526,6 +551,42 @@ static const char *faults_update(struct sim_faults *faults, json_t *o)
 	return NULL;
 }
 
+/*
+ * POST /devices {deviceEUI, joinEUI, tkmInfo | appKey}: a device imported elsewhere (by
+ * another line or the console). It is not counted as an import; its answer carries the
+ * token it was given.
+ */
+static void seed_device(struct sim *s, const struct http_request *req, struct sim_reply *rep)
+{
+	json_error_t jerr;
+	json_t *o = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	struct sim_device d = {0};
+	int tkm = get_hex(o, "tkmInfo", HEX_TKM_INFO, d.tkm_info);
+	int key = get_hex(o, "appKey", HEX_APP_KEY, d.app_key);
+	bool ok = json_is_object(o) && get_hex(o, "deviceEUI", HEX_EUI, d.dev_eui) == 1 &&
+		  get_hex(o, "joinEUI", HEX_EUI, d.join_eui) == 1 && tkm >= 0 && key >= 0 &&
+		  tkm + key == 1;
+	json_decref(o);
+	if (!ok) {
+		reply_error(rep, 400, "BAD_REQUEST",
+			    "want {deviceEUI, joinEUI, and one of tkmInfo or appKey}");
+		return;
+	}
+	if (device_find(s, d.dev_eui)) {
+		reply_error(rep, 409, "ALREADY_IMPORTED", "device already in the registry");
+		return;
+	}
+	d.ref = s->next_ref++;
+	d.foreign = true;
+	sim_random_hex(s, d.owner_token, SIM_TOKEN_HEX);
+	if (device_add(s, &d) < 0) {
+		reply_error(rep, 500, "INTERNAL", "out of memory");
+		return;
+	}
+	registry_changed(s);
+	reply_json(rep, 201, device_json(&d, true));
+}
+
 void control_handle(struct sim *s, const struct http_request *req, struct sim_reply *rep)
 {
 	char path[HTTP_TARGET_MAX];
@@ -544,6 +605,8 @@ void control_handle(struct sim *s, const struct http_request *req, struct sim_re
 		sim_devices_free(s);
 		registry_changed(s);
 		reply_json(rep, 200, json_array());
+	} else if (strcmp(path, "/devices") == 0 && post) {
+		seed_device(s, req, rep);
 	} else if (strcmp(path, "/faults") == 0 && get) {
 		reply_json(rep, 200, faults_json(&s->faults));
 	} else if (strcmp(path, "/faults") == 0 && post) {
@@ -640,6 +703,11 @@ static int registry_device(json_t *o, struct sim_device *d)
 			return -EINVAL;
 		strcpy(d->hsm_group, json_string_value(hsm));
 	}
+	json_t *lands = json_object_get(o, "landsAt");
+	if (lands && !json_is_integer(lands))
+		return -EINVAL;
+	d->lands_at = lands ? (int64_t)json_integer_value(lands) : 0;
+	d->foreign = json_is_true(json_object_get(o, "foreign"));
 	return 0;
 }
 

@@ -50,6 +50,7 @@ struct conn {
 	bool close_after; /* close once out is written */
 	bool drop_after;  /* close without writing when the delay ends */
 	bool slow;	  /* this reply is written a few bytes at a time */
+	unsigned extra_delay_ms; /* the handler's own delay for this reply */
 };
 
 static struct conn *conn_list;
@@ -268,19 +269,24 @@ static int conn_handle(struct conn *c)
 			rep.action == SIM_DROP	    ? " (dropped)"
 			: rep.action == SIM_GARBAGE ? " (garbage)"
 						    : "");
+	c->extra_delay_ms = rep.delay_ms;
 	r = conn_reply(c, &req, &rep);
 	reply_clear(&rep);
 	http_request_clear(&req);
 	return r < 0 ? r : 1;
 }
 
-/* The delay before this reply: --latency-ms plus a uniform draw in [0, --jitter-ms]. */
+/*
+ * The delay before this reply: --latency-ms plus a uniform draw in [0, --jitter-ms], plus
+ * the import or query latency of the request.
+ */
 static unsigned conn_delay_ms(struct conn *c)
 {
 	struct sim *s = c->sim;
 	if (c->control)
 		return 0;
-	unsigned ms = s->faults.latency_ms;
+	unsigned ms = s->faults.latency_ms + c->extra_delay_ms;
+	c->extra_delay_ms = 0;
 	if (s->faults.jitter_ms > 0)
 		ms += (unsigned)(sim_random(s) % ((uint64_t)s->faults.jitter_ms + 1));
 	return ms;
