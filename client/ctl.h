@@ -45,6 +45,7 @@ struct ctl_args {
 	int limit;
 	bool invert;		     /* text labels for dark terminals */
 	bool ignore_unknown_columns; /* import */
+	int interval_ms;	     /* top: time between frames, 0 for the default */
 	const char *command;	     /* the command's name, for messages */
 	int argc;
 	char **argv;
@@ -103,3 +104,4 @@ int ctl_export(struct ctl *c, struct ctl_args *a);
 int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
 int ctl_backup(struct ctl *c, struct ctl_args *a);
+int ctl_top(struct ctl *c, struct ctl_args *a);

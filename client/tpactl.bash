@@ -7,7 +7,7 @@ _tpactl() {
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="activate lookup status import export devices device metrics backup help"
+	local commands="activate lookup status import export devices device metrics backup top help"
 	local global="--socket --json --help --version"
 	local label="--format --output -o --scale --margin --ec-level --invert"
 
@@ -28,7 +28,7 @@ _tpactl() {
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return ;;
 	--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--scale|--margin|\
-	--concurrency|--limit)
+	--concurrency|--limit|--interval)
 		return ;;
 	esac
 
@@ -67,6 +67,7 @@ _tpactl() {
 	export) opts="--format --out --state --scale --margin --ec-level" ;;
 	devices) opts="--state --limit" ;;
 	metrics) opts="--format" ;;
+	top) opts="--interval" ;;
 	backup)
 		if [[ $cur != -* ]]; then
 			COMPREPLY=($(compgen -f -- "$cur"))

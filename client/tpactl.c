@@ -127,6 +127,12 @@ static const struct command commands[] = {
      "                      tpad's user), so its directory must be writable by tpad,\n"
      "                      e.g. /var/lib/tpad/backups. The copy is checked with\n"
      "                      PRAGMA integrity_check before it replaces FILE.\n"},
+    {"top", ctl_top, CTL_ADMIN, BIT(OPT_INTERVAL), false, 0, 0, "[--interval SECONDS]",
+     "a live view for the line's screen, redrawn in place (q quits)",
+     "  --interval SECONDS  time between refreshes, 0.1 to 60 (default 1)\n"
+     "  Shows activations per second, upstream latency p50/p99, errors by name (with\n"
+     "  what changed since the last refresh), the cloud sessions and breaker, the\n"
+     "  queue, the store and printers. Needs a terminal; q or Ctrl-C quits.\n"},
     {"metrics", ctl_metrics, CTL_ADMIN, BIT(OPT_FORMAT), false, 0, 0,
      "[--format openmetrics|prometheus]", "print the metrics text",
      "  --format FORMAT     openmetrics (default) or prometheus (node_exporter's\n"
@@ -346,6 +352,7 @@ int main(int argc, char **argv)
 	    {"out", required_argument, NULL, OPT_OUT},
 	    {"state", required_argument, NULL, OPT_STATE},
 	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"interval", required_argument, NULL, OPT_INTERVAL},
 	    {"output", required_argument, NULL, 'o'},
 	    {0},
 	};
@@ -440,6 +447,17 @@ int main(int argc, char **argv)
 		case OPT_FAILURES:
 			a.failures = optarg;
 			break;
+		case OPT_INTERVAL: {
+			char *end;
+			errno = 0;
+			double v = strtod(optarg, &end);
+			if (!*optarg || *end || errno || v < 0.1 || v > 60)
+				return usage_error(hint_cmd, "--interval needs seconds from 0.1 to 60, "
+							     "not '%s'",
+						   optarg);
+			a.interval_ms = (int)(v * 1000 + 0.5);
+			break;
+		}
 		case OPT_IGNORE_UNKNOWN:
 			a.ignore_unknown_columns = true;
 			break;

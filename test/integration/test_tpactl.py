@@ -4,10 +4,12 @@ terminal label, bash completion."""
 
 import os
 import pty
+import re
 import secrets
 import select
 import shutil
 import subprocess
+import threading
 
 import tpadtest
 from tpadtest import TpadTestCase, wait_for
@@ -191,6 +193,85 @@ class Health(TpadTestCase):
                      and ln]
         self.assertGreater(len(qr_lines), 10)
         self.assertEqual([ln.translate(swap) for ln in qr_lines], inv_lines)
+
+
+class Top(TpadTestCase):
+    """tpactl top in a real terminal: tmux runs it, send-keys types, capture-pane reads."""
+
+    def tmux(self, *args, check=True):
+        p = subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True,
+                           timeout=20)
+        if check and p.returncode != 0:
+            raise AssertionError(f"tmux {args}: {p.stderr}")
+        return p
+
+    def screen(self):
+        return self.tmux("capture-pane", "-p", "-t", "top").stdout
+
+    def test_top_live_view_under_tmux(self):
+        self.assertTrue(shutil.which("tmux"), "tmux is missing: scripts/deps.sh installs it")
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra="upstream.sessions = 2").start()
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 15, "ready")
+        self.sock = f"tpad-top-{os.getpid()}"
+        status_file = os.path.join(self.tmp, "top.status")
+        cmd = (f"TPAD_ADMIN_SOCKET={d.admin} {tpadtest.TPACTL} top --interval 0.2; "
+               f"echo $? > {status_file}; sleep 30")
+        self.tmux("new-session", "-d", "-s", "top", "-x", "110", "-y", "30", cmd)
+        self.addCleanup(self.tmux, "kill-server", check=False)
+        wait_for(lambda: "Activations" in self.screen(), 10, "the first frame")
+        first = self.screen()
+        self.assertIn("Cloud", first)
+        self.assertIn("breaker closed", first)
+        self.assertIn("sessions 2/2 up", first)
+        self.assertIn("Store", first)
+        self.assertIn("Printers", first)
+        self.assertIn("q quit", first)
+        # Activations and a refused one show up: rate, totals, errors by name.
+        stop = threading.Event()
+
+        def station():
+            with d.station_client() as c:
+                i = 0
+                while not stop.is_set():
+                    c.call("io.tpad.Station.Activate",
+                           {"devEUI": f"00DD{i:012X}", "tkmInfo": TKM})
+                    i += 1
+        t = threading.Thread(target=station)
+        t.start()
+        try:
+            with d.station_client() as c:
+                c.call("io.tpad.Station.Activate", {"devEUI": "00EE000000000001",
+                                                    "tkmInfo": TKM})
+                with self.assertRaises(tpadtest.VarlinkError):
+                    c.call("io.tpad.Station.Activate", {"devEUI": "00EE000000000001",
+                                                        "tkmInfo": "31110123D345666E0000"})
+
+            def busy_frame():
+                scr = self.screen()
+                m = re.search(r"Activations\s+([0-9.]+) /s\s+total (\d+)", scr)
+                return scr if m and float(m.group(1)) > 0 and int(m.group(2)) > 5 else None
+            scr = wait_for(busy_frame, 10, "a frame with activations per second")
+            self.assertRegex(scr, r"Errors\s+conflict 1")
+        finally:
+            stop.set()
+            t.join()
+        # Redrawn in place: the screen holds one frame, not a scroll of them.
+        self.assertEqual(self.screen().count("Activations"), 1)
+        # q quits with status 0 and gives the terminal back.
+        self.tmux("send-keys", "-t", "top", "q")
+        wait_for(lambda: os.path.exists(status_file), 5, "top to quit")
+        with open(status_file) as f:
+            self.assertEqual(f.read().strip(), "0")
+        self.assertNotIn("Activations", self.screen())
+
+    def test_top_needs_a_terminal(self):
+        d = self.daemon().start()
+        p = d.tpactl("--socket", d.admin, "top", check=2)
+        self.assertIn("needs a terminal", p.stderr)
+        d.tpactl("--socket", d.admin, "top", "--interval", "0", check=2)
 
 
 class Completion(TpadTestCase):
