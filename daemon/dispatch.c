@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
+#include <syslog.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,73 @@ static void h_metrics(struct tpad *t, struct req *r)
 	req_reply(r, o, false);
 }
 
+/* ---- journal events seen by watching the modules' counters ---- */
+
+static struct event *watch_ev;
+static struct {
+	bool have;
+	enum pool_breaker breaker;
+	uint64_t breaker_opens, failed_commits, settled;
+} watched;
+
+/* Once a second: breaker opened or closed, store transactions failed, outcomes settled. */
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpad *t = arg;
+	char a[32], b[32];
+	if (t->tpa) {
+		struct tpa_counters c;
+		tpa_get_counters(t->tpa, &c);
+		json_t *st = tpa_status_json(t->tpa);
+		const char *url = json_string_value(json_object_get(st, "url"));
+		if (watched.have && (c.pool.breaker_opens > watched.breaker_opens ||
+				     (c.pool.breaker == POOL_BREAKER_OPEN &&
+				      watched.breaker != POOL_BREAKER_OPEN))) {
+			snprintf(a, sizeof(a), "%llu", (unsigned long long)c.pool.breaker_opens);
+			log_event(LOG_WARNING, LOG_ID_BREAKER_OPEN,
+				  "circuit breaker open: requests to the cloud fail fast", "UPSTREAM_URL",
+				  url ? url : "", "BREAKER_OPENS", a, NULL);
+		}
+		if (watched.have && c.pool.breaker == POOL_BREAKER_CLOSED &&
+		    watched.breaker != POOL_BREAKER_CLOSED)
+			log_event(LOG_NOTICE, LOG_ID_BREAKER_CLOSE,
+				  "circuit breaker closed: the cloud answers again", "UPSTREAM_URL",
+				  url ? url : "", NULL);
+		json_decref(st);
+		watched.breaker = c.pool.breaker;
+		watched.breaker_opens = c.pool.breaker_opens;
+	}
+	if (t->store) {
+		struct store_stats ss;
+		store_stats(t->store, &ss);
+		if (watched.have && ss.batch_failures > watched.failed_commits) {
+			snprintf(a, sizeof(a), "%llu",
+				 (unsigned long long)(ss.batch_failures - watched.failed_commits));
+			snprintf(b, sizeof(b), "%llu", (unsigned long long)ss.ops_failed);
+			char msg[400];
+			snprintf(msg, sizeof(msg), "store transaction failed: %s", ss.last_reason);
+			log_event(LOG_ERR, LOG_ID_STORE_FAILED, msg, "STORE_PATH", t->cfg->store_path,
+				  "REASON", ss.last_reason, "FAILED_COMMITS", a, "FAILED_OPS_TOTAL", b,
+				  NULL);
+		}
+		watched.failed_commits = ss.batch_failures;
+	}
+	if (t->act) {
+		struct activation_stats as;
+		activation_get_stats(t->act, &as);
+		if (watched.have && as.settled_by_query > watched.settled) {
+			snprintf(a, sizeof(a), "%llu",
+				 (unsigned long long)(as.settled_by_query - watched.settled));
+			char msg[128];
+			snprintf(msg, sizeof(msg), "%s unknown outcome%s settled with the read-only query",
+				 a, as.settled_by_query - watched.settled == 1 ? "" : "s");
+			log_event(LOG_NOTICE, LOG_ID_SETTLED, msg, "COUNT", a, NULL);
+		}
+		watched.settled = as.settled_by_query;
+	}
+	watched.have = true;
+}
+
 /* ---- io.tpad.Admin.Backup: an online copy of the store, made on a thread ---- */
 
 struct backup_job {
@@ -184,12 +252,20 @@ static void backup_done(evutil_socket_t fd, short what, void *arg)
 	pthread_join(j->thread, NULL);
 	backup_running = NULL;
 	if (j->err < 0) {
-		log_warnx("backup of the store to %s failed: %s", j->dest, j->reason);
+		char msg[700];
+		snprintf(msg, sizeof(msg), "backup of the store to %s failed: %s", j->dest,
+			 j->reason);
+		log_event(LOG_WARNING, LOG_ID_BACKUP, msg, "BACKUP_PATH", j->dest, "OUTCOME", "failed",
+			  "REASON", j->reason, NULL);
 		req_error(j->r, "io.tpad.Admin.BackupFailed", json_pack("{s:s}", "reason", j->reason));
 	} else {
-		log_notice("store backed up to %s (%llu bytes, %llu pages, %llu ms)", j->dest,
-			   (unsigned long long)j->info.bytes, (unsigned long long)j->info.pages,
-			   (unsigned long long)j->info.ms);
+		char msg[600], bytes[32];
+		snprintf(msg, sizeof(msg), "store backed up to %s (%llu bytes, %llu pages, %llu ms)",
+			 j->dest, (unsigned long long)j->info.bytes, (unsigned long long)j->info.pages,
+			 (unsigned long long)j->info.ms);
+		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)j->info.bytes);
+		log_event(LOG_NOTICE, LOG_ID_BACKUP, msg, "BACKUP_PATH", j->dest, "OUTCOME", "ok",
+			  "BYTES", bytes, NULL);
 		req_reply(j->r,
 			  json_pack("{s:s, s:I, s:I, s:I}", "path", j->dest, "bytes",
 				    (json_int_t)j->info.bytes, "pages", (json_int_t)j->info.pages,
@@ -460,6 +536,14 @@ int dispatch_init(struct tpad *t)
 		log_errx("cannot set up activation");
 		return -ENOMEM;
 	}
+	watch_ev = event_new(t->base, -1, EV_PERSIST, watch_cb, t);
+	if (!watch_ev) {
+		log_errx("out of memory");
+		return -ENOMEM;
+	}
+	struct timeval second = {.tv_sec = 1};
+	event_add(watch_ev, &second);
+	watch_cb(-1, 0, t);
 	if (t->cfg->metrics_listen) {
 		r = metrics_http_new(t->base, t->cfg->metrics_listen, t, &t->metrics, err,
 				     sizeof(err));
@@ -487,6 +571,11 @@ void dispatch_finish(struct tpad *t)
 	 */
 	metrics_http_free(t->metrics);
 	t->metrics = NULL;
+	if (watch_ev) {
+		watch_cb(-1, 0, t); /* what happened since the last look */
+		event_free(watch_ev);
+		watch_ev = NULL;
+	}
 	if (backup_running) {
 		/* Let the copy finish and answer it: the store it reads is still there. */
 		backup_done(-1, EV_READ, backup_running);
