@@ -151,7 +151,9 @@ class InstallTree(unittest.TestCase):
         expected += [self.unit(u) for u in UNITS]
         expected += [self.d(self.mandir, sec, page) for page, sec in MAN_PAGES.items()]
         expected += [self.d(self.datadir, "bash-completion", "completions", "tpactl"),
-                     self.d(self.datadir, "doc", "tpad", "examples", "tpad-alerts.yml")]
+                     self.d(self.datadir, "doc", "tpad", "examples", "tpad-alerts.yml"),
+                     self.d(self.datadir, "doc", "tpad", "examples",
+                            "tpad-encrypted-credentials.conf")]
         for path in expected:
             self.assertTrue(os.path.isfile(path), f"{path} not installed")
         for prog in (self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl")):
