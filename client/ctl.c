@@ -18,6 +18,22 @@
 /* Largest reply tpactl accepts (labels of an export come one per reply). */
 #define CTL_MAX_REPLY (64u << 20)
 
+void ctl_connect_hint(int e, enum ctl_socket sock)
+{
+	if (e == ENOENT)
+		fprintf(stderr,
+			"The socket does not exist: is tpad running? (systemctl status "
+			"tpad; or give --socket PATH or set %s)\n",
+			sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
+	else if (e == EACCES || e == EPERM)
+		fprintf(stderr, "Permission denied: %s\n",
+			sock == CTL_ADMIN ? "admin commands need root or the tpad-admin group."
+					  : "stations need to be in the tpad-station group.");
+	else if (e == ECONNREFUSED)
+		fprintf(stderr, "Nothing listens there: tpad is not running "
+				"(systemctl start tpad).\n");
+}
+
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 {
 	if (!path)
@@ -42,19 +58,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 		close(c->fd);
 		c->fd = -1;
 		fprintf(stderr, "tpactl: cannot connect to %s: %s\n", path, strerror(e));
-		if (e == ENOENT)
-			fprintf(stderr,
-				"The socket does not exist: is tpad running? (systemctl status "
-				"tpad; or give --socket PATH or set %s)\n",
-				sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
-		else if (e == EACCES || e == EPERM)
-			fprintf(stderr, "Permission denied: %s\n",
-				sock == CTL_ADMIN
-				    ? "admin commands need root or the tpad-admin group."
-				    : "stations need to be in the tpad-station group.");
-		else if (e == ECONNREFUSED)
-			fprintf(stderr, "Nothing listens there: tpad is not running "
-					"(systemctl start tpad).\n");
+		ctl_connect_hint(e, sock);
 		return -e;
 	}
 	c->reader = frame_reader_new(CTL_MAX_REPLY);

@@ -16,6 +16,9 @@ struct frame_reader;
 #define CTL_EXIT_STORE_FAILING 6 /* status: a store transaction failed */
 #define CTL_EXIT_INTERRUPTED 130 /* Ctrl-C, as a shell reports SIGINT */
 
+/* How long tpactl waits for one reply (an activation may wait on the cloud). */
+#define CTL_CALL_TIMEOUT_MS 600000
+
 enum ctl_socket {
 	CTL_STATION,
 	CTL_ADMIN,
@@ -53,6 +56,9 @@ struct ctl_args {
 
 /* Connect to path (NULL: the default of sock); on failure prints what to do, returns < 0. */
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock);
+
+/* Print the hint line for a connection that failed with errno e. */
+void ctl_connect_hint(int e, enum ctl_socket sock);
 void ctl_close(struct ctl *c);
 
 /*

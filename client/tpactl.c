@@ -548,8 +548,13 @@ int main(int argc, char **argv)
 							      : "TPAD_ADMIN_SOCKET");
 	if (socket_path && !*socket_path)
 		socket_path = NULL;
-	struct ctl c;
+	struct ctl c = {.fd = -1, .sock = cmd->sock};
 	a.command = name;
+	if (cmd->sock == CTL_STATION) {
+		/* Station commands connect through libtpad-client themselves. */
+		c.path = socket_path ? socket_path : TPAD_RUNDIR "/station.sock";
+		return cmd->run(&c, &a);
+	}
 	r = ctl_connect(&c, socket_path, cmd->sock);
 	if (r < 0)
 		return CTL_EXIT_CONNECT;

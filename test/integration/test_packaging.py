@@ -128,6 +128,8 @@ class InstallTree(unittest.TestCase):
         cls.sysconfdir = under(o["sysconfdir"])
         cls.mandir = under(o["mandir"])
         cls.datadir = under(o["datadir"])
+        cls.libdir = under(o["libdir"])
+        cls.includedir = under(o["includedir"])
         cls.unitdir = o.get("systemdunitdir") or pkg_var("systemdsystemunitdir",
                                                          "/lib/systemd/system")
         cls.sysusersdir = pkg_var("sysusersdir", under("lib/sysusers.d"))
@@ -143,6 +145,31 @@ class InstallTree(unittest.TestCase):
 
     def unit(self, name):
         return self.d(self.unitdir, name)
+
+    def test_client_library(self):
+        """libtpad-client: soname, one header, a pkg-config file that builds the example."""
+        lib = self.d(self.libdir, "libtpad-client.so.0.1.0")
+        self.assertTrue(os.path.isfile(lib), lib)
+        self.assertEqual(os.readlink(self.d(self.libdir, "libtpad-client.so.0")),
+                         "libtpad-client.so.0.1.0")
+        self.assertTrue(os.path.islink(self.d(self.libdir, "libtpad-client.so")))
+        p = run(["objdump", "-p", lib])
+        if p.returncode == 0:
+            self.assertRegex(p.stdout, r"SONAME\s+libtpad-client\.so\.0")
+        header = self.d(self.includedir, "tpad-client.h")
+        self.assertTrue(os.path.isfile(header))
+        pcdir = self.d(self.libdir, "pkgconfig")
+        env = dict(os.environ, PKG_CONFIG_PATH=pcdir, PKG_CONFIG_SYSROOT_DIR=self.dest)
+        flags = run(["pkg-config", "--cflags", "--libs", "tpad-client"], env=env)
+        self.assertEqual(flags.returncode, 0, flags.stderr)
+        out = os.path.join(self.dest, "example-station")
+        cc = shutil.which("cc") or shutil.which("gcc")
+        p = run([cc, "-std=c11", "-Wall", "-Werror", os.path.join(SRC, "client", "example_station.c"),
+                 "-o", out, *flags.stdout.split()], env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = run([out], env=dict(os.environ, LD_LIBRARY_PATH=self.d(self.libdir)))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("usage: example-station", p.stderr)
 
     def test_expected_files(self):
         expected = [self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl"),
