@@ -111,3 +111,4 @@ int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
 int ctl_backup(struct ctl *c, struct ctl_args *a);
 int ctl_top(struct ctl *c, struct ctl_args *a);
+int ctl_adopt(struct ctl *c, struct ctl_args *a);

@@ -1049,22 +1049,12 @@ static void format_time_ms(long long ms, char *buf, size_t len)
 	snprintf(buf, len, "%s.%03lldZ", day, ms % 1000);
 }
 
-int ctl_device(struct ctl *c, struct ctl_args *a)
+/* The fields of a DeviceInfo, one per line. */
+static void print_device_info(json_t *d)
 {
-	json_t *p;
-	int r = ctl_call(c, "io.tpad.Admin.GetDevice", json_pack("{s:s}", "devEUI", a->argv[0]),
-			 a->json, &p);
-	if (r != 0)
-		return r < 0 ? 1 : r;
-	if (a->json) {
-		ctl_print_json(p);
-		json_decref(p);
-		return 0;
-	}
-	json_t *d = json_object_get(p, "device");
-	static const char *const keys[] = {"devEUI",  "joinEUI",  "profileId",	"serial",
-					   "tkmInfo", "state",	  "ownerToken", "qrText",
-					   "origin",  "lastError"};
+	static const char *const keys[] = {"devEUI",	 "joinEUI", "profileId",  "serial",
+					   "tkmInfo",	 "state",   "ownerToken", "qrText",
+					   "origin",	 "lastError", "instance"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		const char *v = json_string_value(json_object_get(d, keys[i]));
 		if (v)
@@ -1081,6 +1071,22 @@ int ctl_device(struct ctl *c, struct ctl_args *a)
 	format_time_ms(json_integer_value(json_object_get(d, "updated")) * 1000, when,
 		       sizeof(when));
 	printf("%-11s %s\n", "updated", when);
+}
+
+int ctl_device(struct ctl *c, struct ctl_args *a)
+{
+	json_t *p;
+	int r = ctl_call(c, "io.tpad.Admin.GetDevice", json_pack("{s:s}", "devEUI", a->argv[0]),
+			 a->json, &p);
+	if (r != 0)
+		return r < 0 ? 1 : r;
+	if (a->json) {
+		ctl_print_json(p);
+		json_decref(p);
+		return 0;
+	}
+	print_device_info(json_object_get(p, "device"));
+	char when[64];
 	json_t *audit = json_object_get(p, "audit");
 	json_int_t omitted = json_integer_value(json_object_get(p, "auditOmitted"));
 	printf("audit       %zu hand-out%s%s\n", json_array_size(audit),
@@ -1095,6 +1101,33 @@ int ctl_device(struct ctl *c, struct ctl_args *a)
 		       (long long)json_integer_value(json_object_get(e, "uid")),
 		       (long long)json_integer_value(json_object_get(e, "pid")),
 		       str_or(e, "outcome", "?"));
+	}
+	json_t *attempts = json_object_get(p, "attempts");
+	printf("attempts    %zu import attempt%s\n", json_array_size(attempts),
+	       json_array_size(attempts) == 1 ? "" : "s");
+	json_array_foreach(attempts, i, e)
+	{
+		format_time_ms(json_integer_value(json_object_get(e, "at")), when, sizeof(when));
+		printf("  #%-3lld %s  %-10s by %s\n",
+		       (long long)json_integer_value(json_object_get(e, "n")), when,
+		       str_or(e, "outcome", "?"), str_or(e, "instance", "?"));
+	}
+	json_decref(p);
+	return 0;
+}
+
+int ctl_adopt(struct ctl *c, struct ctl_args *a)
+{
+	json_t *p;
+	int r = ctl_call(c, "io.tpad.Admin.Adopt", json_pack("{s:s}", "devEUI", a->argv[0]),
+			 a->json, &p);
+	if (r != 0)
+		return r < 0 ? 1 : r;
+	if (a->json) {
+		ctl_print_json(p);
+	} else {
+		printf("adopted: the cloud's token is now this device's (audited)\n");
+		print_device_info(json_object_get(p, "device"));
 	}
 	json_decref(p);
 	return 0;

@@ -7,7 +7,7 @@ _tpactl() {
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="activate lookup status import export devices device metrics backup top help"
+	local commands="activate lookup status import export devices device adopt metrics backup top help"
 	local global="--socket --json --help --version"
 	local label="--format --output -o --scale --margin --ec-level --invert"
 
@@ -16,7 +16,7 @@ _tpactl() {
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return ;;
 	--state)
-		COMPREPLY=($(compgen -W "PENDING ISSUED FAILED" -- "$cur"))
+		COMPREPLY=($(compgen -W "PENDING ISSUED FAILED FOREIGN RETIRED" -- "$cur"))
 		return ;;
 	--ec-level)
 		COMPREPLY=($(compgen -W "L M Q H" -- "$cur"))
@@ -66,6 +66,7 @@ _tpactl() {
 		fi ;;
 	export) opts="--format --out --state --scale --margin --ec-level" ;;
 	devices) opts="--state --limit" ;;
+	adopt|device) opts="" ;;
 	metrics) opts="--format" ;;
 	top) opts="--interval" ;;
 	backup)

@@ -46,7 +46,7 @@ enum opt_id {
 static const char *const label_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
 static const char *const export_formats[] = {"png", "svg", "zpl", "csv", NULL};
 static const char *const metrics_formats[] = {"openmetrics", "prometheus", NULL};
-static const char *const states[] = {"PENDING", "ISSUED", "FAILED", NULL};
+static const char *const states[] = {"PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED", NULL};
 static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
 
 #define QR_HELP                                                                                    \
@@ -113,14 +113,18 @@ static const struct command commands[] = {
      "write the labels of stored devices into a directory",
      "  --format FORMAT     png, svg, zpl or csv (required)\n"
      "  --out DIR           the directory (created if needed; index.csv inside)\n"
-     "  --state STATE       only PENDING, ISSUED or FAILED devices\n"
+     "  --state STATE       only PENDING, ISSUED, FAILED, FOREIGN or RETIRED devices\n"
      "  --scale N, --margin N, --ec-level L|M|Q|H   as for activate\n"},
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0,
      "[--state STATE] [--limit N]", "list stored devices",
-     "  --state STATE       only PENDING, ISSUED or FAILED devices\n"
+     "  --state STATE       only PENDING, ISSUED, FAILED, FOREIGN or RETIRED devices\n"
      "  --limit N           at most N devices\n"},
     {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1, "EUI",
      "show one stored device and its audit trail", "  EUI                 the DevEUI\n"},
+    {"adopt", ctl_adopt, CTL_ADMIN, 0, false, 1, 1, "EUI",
+     "take a FOREIGN device's token from the cloud",
+     "  EUI                 the DevEUI of a device the store holds as FOREIGN (imported\n"
+     "                      by someone else, or by an attempt tpad cannot vouch for)\n"},
     {"backup", ctl_backup, CTL_ADMIN, 0, false, 1, 1, "FILE",
      "copy the store into FILE while tpad serves (SQLite online backup)",
      "  FILE                where the copy goes; tpad writes it (mode 0600, owned by\n"

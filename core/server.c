@@ -301,6 +301,7 @@ static void conn_reject(struct conn *c, const struct proto_fault *f)
 		return;
 	}
 	r->conn = c;
+	r->call.oneway = f->oneway;
 	TAILQ_INSERT_TAIL(&c->reqs, r, entry);
 	c->n_reqs++;
 	c->srv->stats.calls_in_flight++;

@@ -7,26 +7,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mbedtls/sha256.h>
+
 #include "cred.h"
 #include "hex.h"
 
 /*
- * The rules, per DevEUI:
+ * The rules, per DevEUI (ARCHITECTURE.md §10; the model is test/model/activation.pml):
  *  - One job at a time per DevEUI; later requests for it wait and then see its result.
- *  - A new device is committed PENDING (with its full record) before the import is sent,
- *    and ISSUED with its token after; the caller hears of the token only after that
- *    commit returned, so a crash can never lose a token a station received.
- *  - Once an import was (maybe) sent, it is never sent again blindly: a lost answer, a
- *    409 or a 5xx other than 503 is settled with the read-only query. The cloud has the
- *    device: adopt its token. It has not: import once more. The query fails too: the
- *    outcome is unknown and the row stays PENDING, to be settled later the same way.
- *  - A definite "not imported" (4xx, 429, 503, never sent) marks the row FAILED; a later
- *    request imports it again, with the station's corrected record if it brings one.
+ *  - Every import attempt is committed to the store (number, time, instance, digest of
+ *    the record) before its first byte is sent, with the row PENDING and maybe_at, the
+ *    time of the last attempt that may have reached the cloud, set to the attempt's.
+ *  - A token reaches a caller only after the commit that holds it (ISSUED) returned.
+ *  - An attempt whose answer is lost, or a 5xx other than 503, may have landed: it is
+ *    settled with the read-only query, never by sending the import again. A query hit is
+ *    adopted because our own attempt (same record) may explain it. A "not found" is
+ *    trusted only settle_after after maybe_at; before that the row stays PENDING and the
+ *    caller gets OutcomeUnknown with retryAfter. Once trusted, the earlier attempts are
+ *    disproved and a new attempt may be sent.
+ *  - An attempt never sent, or definitely refused (4xx, 429, 503), did not land. FAILED is
+ *    written only when no other attempt may have landed (maybe_at is 0 again).
+ *  - A 409, or a query hit with no attempt of ours that may have landed, means the cloud
+ *    holds the device from elsewhere: state FOREIGN, Conflict; only an admin's Adopt takes
+ *    the cloud's token for it.
  *  - The same DevEUI with another record is a conflict; with the same record (or no key
- *    material at all, the offline mode) it is answered from the store.
+ *    material at all, the offline mode) it is answered from the store. A FAILED row is
+ *    replaced by a station's corrected record (nothing of it was imported).
  */
 
-#define ACT_MAX_IMPORTS 3 /* import attempts per job, each after a query proved none landed */
+#define ACT_MAX_IMPORTS 3 /* import attempts per job, each after a trusted "not found" */
 #define ACT_MAX_LOOKUPS 3 /* store reads per job (an insert can race with another writer) */
 #define ACT_MAX_QUERIES 3 /* read-only queries per settlement: asking again is harmless */
 #define ACT_BUCKETS 1024
@@ -41,10 +50,20 @@ struct job {
 	void *cb_arg;
 	struct store_record rec;
 	struct act_result res;
+	struct store_attempt att; /* the attempt in flight */
+	int64_t prev_maybe_at;	  /* maybe_at before this attempt was recorded */
 	unsigned imports;
 	unsigned lookups;
 	unsigned queries;    /* of the current settlement */
-	bool after_conflict; /* the query follows a 409 */
+	bool after_conflict; /* the query follows a 409 explained by an earlier attempt */
+};
+
+/* When a PENDING row is to be settled again in the background. */
+struct settle_entry {
+	struct settle_entry *next;
+	char dev_eui[17];
+	int64_t due_ms;
+	uint32_t backoff_ms;
 };
 
 struct activation {
@@ -52,27 +71,32 @@ struct activation {
 	void *ctx;
 	char default_join_eui[17];
 	char default_profile_id[9];
+	uint32_t settle_after_ms;
+	uint32_t backoff_min_ms, backoff_max_ms;
 	struct job *buckets[ACT_BUCKETS];
+	struct settle_entry *due[ACT_BUCKETS];
 	struct activation_stats stats;
-	/* reconcile */
+	/* a settlement pass over the PENDING rows */
 	char (*pending)[17];
 	size_t n_pending, next_pending;
-	unsigned reconcile_active, reconcile_max;
+	unsigned settle_active, settle_max;
 	unsigned still_pending;
-	void (*reconcile_done)(unsigned still_pending, void *arg);
-	void *reconcile_arg;
+	bool settle_only_due;
+	void (*settle_done)(unsigned still_pending, void *arg);
+	void *settle_arg;
 };
 
 static void job_start(struct job *j);
 static void step_lookup(struct job *j);
-static void step_import(struct job *j);
 static void step_query(struct job *j);
+static void send_attempt(struct job *j, bool insert);
 
 const char *activation_outcome_name(enum act_outcome o)
 {
-	static const char *const names[] = {"ok",	   "not_found", "conflict", "rejected",
-					    "unavailable", "unknown",	"busy",	    "store_failed"};
-	return (unsigned)o <= ACT_STORE_FAILED ? names[o] : "?";
+	static const char *const names[] = {"ok",	   "not_found",	   "conflict", "rejected",
+					    "unavailable", "unknown",	   "busy",     "store_failed",
+					    "retired"};
+	return (unsigned)o <= ACT_RETIRED ? names[o] : "?";
 }
 
 /* Bucket of a DevEUI (FNV-1a). */
@@ -102,6 +126,68 @@ static void inflight_remove(struct activation *a, struct job *j)
 		*pp = j->next_in_bucket;
 }
 
+/* ---- background settle schedule ---- */
+
+static struct settle_entry **due_find(struct activation *a, const char *dev_eui)
+{
+	struct settle_entry **pp = &a->due[bucket_of(dev_eui)];
+	while (*pp && strcmp((*pp)->dev_eui, dev_eui) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Forget when dev_eui was to be settled (it is settled, or gone). */
+static void due_clear(struct activation *a, const char *dev_eui)
+{
+	struct settle_entry **pp = due_find(a, dev_eui);
+	if (*pp) {
+		struct settle_entry *e = *pp;
+		*pp = e->next;
+		free(e);
+	}
+}
+
+/*
+ * Settle dev_eui again after retry_after_s seconds, or, when that is not known, after a
+ * backoff that doubles with each try. Returns the seconds until then.
+ */
+static int due_set(struct activation *a, const char *dev_eui, int retry_after_s)
+{
+	struct settle_entry **pp = due_find(a, dev_eui), *e = *pp;
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e)
+			return retry_after_s > 0 ? retry_after_s : 1;
+		memcpy(e->dev_eui, dev_eui, sizeof(e->dev_eui));
+		*pp = e;
+	}
+	int64_t delay;
+	if (retry_after_s > 0) {
+		delay = (int64_t)retry_after_s * 1000;
+	} else {
+		e->backoff_ms = e->backoff_ms ? e->backoff_ms * 2 : a->backoff_min_ms;
+		if (e->backoff_ms > a->backoff_max_ms)
+			e->backoff_ms = a->backoff_max_ms;
+		delay = e->backoff_ms;
+	}
+	e->due_ms = a->ops->now_ms(a->ctx) + delay;
+	return (int)((delay + 999) / 1000);
+}
+
+int activation_retry_after(struct activation *a, const struct store_record *r)
+{
+	int64_t now = a->ops->now_ms(a->ctx), due = 0;
+	struct settle_entry *e = *due_find(a, r->dev_eui);
+	if (e)
+		due = e->due_ms;
+	else if (r->maybe_at)
+		due = r->maybe_at + a->settle_after_ms;
+	int64_t s = (due - now + 999) / 1000;
+	return s < 1 ? 1 : s > 86400 ? 86400 : (int)s;
+}
+
+/* ---- finishing ---- */
+
 /* Append w to the waiters of owner. */
 static void waiters_append(struct job *owner, struct job *w)
 {
@@ -123,8 +209,13 @@ static void job_finish(struct job *j, enum act_outcome outcome)
 		else
 			a->stats.stored++;
 		a->ops->audit(a->ctx, j->rec.dev_eui, j->req.method, j->req.uid, j->req.pid,
-			      j->res.live ? "live" : "stored");
+			      j->req.adopt ? "adopted" : j->res.live ? "live" : "stored");
 	}
+	if (outcome == ACT_UNKNOWN)
+		j->res.retry_after = due_set(a, j->req.dev_eui, j->res.retry_after);
+	else if (outcome != ACT_BUSY && outcome != ACT_STORE_FAILED &&
+		 outcome != ACT_UNAVAILABLE)
+		due_clear(a, j->req.dev_eui);
 	a->stats.outcomes[outcome]++;
 	a->stats.in_flight--;
 	inflight_remove(a, j);
@@ -154,6 +245,8 @@ __attribute__((format(printf, 3, 4))) static void job_fail(struct job *j, enum a
 	va_end(ap);
 	job_finish(j, o);
 }
+
+/* ---- records ---- */
 
 /* Whether the request carries key material (a live activation or import). */
 static bool req_has_keys(const struct act_request *r)
@@ -196,12 +289,59 @@ static void tpa_record_of(const struct store_record *r, struct tpa_record *ret)
 		hex_encode(r->app_key, sizeof(r->app_key), ret->app_key);
 }
 
+void activation_digest(const struct store_record *r, char out[65])
+{
+	struct tpa_record t;
+	tpa_record_of(r, &t);
+	char text[sizeof(t) + 8];
+	int n = snprintf(text, sizeof(text), "%s|%s|%s|%s", t.dev_eui, t.join_eui, t.tkm_info,
+			 t.app_key);
+	uint8_t sum[32];
+	mbedtls_sha256_ret((const unsigned char *)text, (size_t)n, sum, 0);
+	hex_encode(sum, sizeof(sum), out);
+	cred_wipe(&t, sizeof(t));
+	cred_wipe(text, sizeof(text));
+}
+
+/* Copy the cloud's error into the result. */
+static void result_from_tpa(struct job *j, const struct tpa_result *t)
+{
+	j->res.http_status = t->http_status;
+	snprintf(j->res.code, sizeof(j->res.code), "%s", t->code);
+	snprintf(j->res.message, sizeof(j->res.message), "%s", t->message);
+	snprintf(j->res.reason, sizeof(j->res.reason), "%s", t->reason);
+	j->res.retry_after = t->retry_after;
+}
+
+/* ---- commits ---- */
+
+/* The attempt of number n (the latest, by default) with a new outcome. */
+static void attempt_outcome(struct job *j, const char *outcome)
+{
+	if (!j->att.n) {
+		j->att.n = j->rec.attempts;
+		j->att.at = j->rec.maybe_at;
+		activation_digest(&j->rec, j->att.digest);
+	}
+	snprintf(j->att.outcome, sizeof(j->att.outcome), "%s", outcome);
+}
+
+/* Write j->rec with the attempt (if any), then call cb. */
+static void commit(struct job *j, store_done_fn *cb)
+{
+	struct activation *a = j->a;
+	int r = j->att.n ? a->ops->write_attempt(a->ctx, &j->rec, false, &j->att, cb, j)
+			 : a->ops->update(a->ctx, &j->rec, cb, j);
+	if (r < 0)
+		cb(r, strerror(-r), j);
+}
+
 /* ISSUED is committed: now the caller may hear of the token. */
 static void on_issued(int err, const char *reason, void *arg)
 {
 	struct job *j = arg;
 	if (err < 0) {
-		/* The row stays PENDING: the next request or restart adopts the token by query. */
+		/* The row stays PENDING: the settler adopts the token by query. */
 		j->rec.state = STORE_PENDING;
 		job_fail(j, ACT_STORE_FAILED,
 			 "the token was received but could not be stored (%s); it will be "
@@ -219,41 +359,59 @@ static void commit_issued(struct job *j, const char *token, const char *ref)
 	snprintf(j->rec.owner_token, sizeof(j->rec.owner_token), "%s", token);
 	snprintf(j->rec.ref, sizeof(j->rec.ref), "%s", ref);
 	j->rec.last_error[0] = '\0';
+	if (j->rec.attempts && j->rec.maybe_at)
+		attempt_outcome(j, "landed");
+	j->rec.maybe_at = 0;
 	j->res.live = true;
-	int r = j->a->ops->update(j->a->ctx, &j->rec, on_issued, j);
-	if (r < 0)
-		on_issued(r, strerror(-r), j);
+	commit(j, on_issued);
 }
 
-/* FAILED is committed (or could not be): report the failure kept in res. */
+/* A terminal failure is committed (or could not be): report the outcome kept in res. */
 static void on_failed(int err, const char *reason, void *arg)
 {
 	struct job *j = arg;
-	/* If the commit failed the row stays PENDING, which is only more cautious. */
+	/* If the commit failed the row keeps its last state, which is only more cautious. */
 	job_finish(j, j->res.outcome);
 }
 
-/* The cloud certainly did not import the device: record that, then report outcome. */
-static void fail_not_imported(struct job *j, enum act_outcome outcome)
+/* The cloud holds the device and no attempt of ours explains it: FOREIGN. */
+static void commit_foreign(struct job *j, const char *how)
 {
-	j->res.outcome = outcome;
-	j->rec.state = STORE_FAILED;
-	snprintf(j->rec.last_error, sizeof(j->rec.last_error), "%s",
-		 j->res.reason[0] ? j->res.reason : j->res.message);
-	int r = j->a->ops->update(j->a->ctx, &j->rec, on_failed, j);
-	if (r < 0)
-		job_finish(j, outcome);
+	struct activation *a = j->a;
+	a->stats.foreign++;
+	j->rec.state = STORE_FOREIGN;
+	j->rec.maybe_at = j->prev_maybe_at;
+	j->res.outcome = ACT_CONFLICT;
+	j->res.foreign = true;
+	snprintf(j->res.reason, sizeof(j->res.reason),
+		 "the cloud holds this device from an import not ours (%s): another line, the "
+		 "console or another key; nothing imported; to take it: tpactl adopt %s",
+		 how, j->rec.dev_eui);
+	snprintf(j->rec.last_error, sizeof(j->rec.last_error), "%s", j->res.reason);
+	commit(j, on_failed);
 }
 
-/* Copy the cloud's error into the result. */
-static void result_from_tpa(struct job *j, const struct tpa_result *t)
+/*
+ * The current attempt certainly did not land (never sent, or refused): FAILED unless an
+ * earlier attempt may still land, then report outcome.
+ */
+static void conclude_not_landed(struct job *j, const char *att_outcome, enum act_outcome outcome)
 {
-	j->res.http_status = t->http_status;
-	snprintf(j->res.code, sizeof(j->res.code), "%s", t->code);
-	snprintf(j->res.message, sizeof(j->res.message), "%s", t->message);
-	snprintf(j->res.reason, sizeof(j->res.reason), "%s", t->reason);
-	j->res.retry_after = t->retry_after;
+	j->rec.maybe_at = j->prev_maybe_at;
+	attempt_outcome(j, att_outcome);
+	snprintf(j->rec.last_error, sizeof(j->rec.last_error), "%s",
+		 j->res.reason[0] ? j->res.reason : j->res.message);
+	if (j->rec.maybe_at == 0) {
+		j->rec.state = STORE_FAILED;
+		j->res.outcome = outcome;
+	} else {
+		j->res.outcome = ACT_UNKNOWN;
+		j->res.retry_after = activation_retry_after(j->a, &j->rec);
+	}
+	commit(j, on_failed);
 }
+
+/* ---- the cloud ---- */
 
 static void on_import(const struct tpa_result *t, void *arg)
 {
@@ -264,18 +422,27 @@ static void on_import(const struct tpa_result *t, void *arg)
 		commit_issued(j, t->owner_token, t->ref);
 		return;
 	case TPA_CONFLICT:
-		j->after_conflict = true;
-		step_query(j);
+		if (j->prev_maybe_at) {
+			/* An earlier attempt of ours may have landed: the query tells. */
+			j->after_conflict = true;
+			j->rec.maybe_at = j->prev_maybe_at;
+			attempt_outcome(j, "conflict");
+			step_query(j);
+			return;
+		}
+		attempt_outcome(j, "conflict");
+		commit_foreign(j, "409 to our import");
 		return;
 	case TPA_REJECTED:
-		fail_not_imported(j, ACT_REJECTED);
+		conclude_not_landed(j, "refused", ACT_REJECTED);
 		return;
 	case TPA_UNAVAILABLE:
 		if (t->http_status == 0 || t->http_status == 429 || t->http_status == 503) {
 			if (!j->res.reason[0])
 				snprintf(j->res.reason, sizeof(j->res.reason),
 					 "the cloud answered %d", t->http_status);
-			fail_not_imported(j, ACT_UNAVAILABLE);
+			conclude_not_landed(j, t->http_status ? "refused" : "not-sent",
+					    ACT_UNAVAILABLE);
 			return;
 		}
 		/* Another 5xx may have come after the import was done: ask. */
@@ -290,24 +457,102 @@ static void on_import(const struct tpa_result *t, void *arg)
 	step_query(j);
 }
 
-/* Send the import of j->rec (committed PENDING). */
-static void step_import(struct job *j)
+/* The attempt is committed: send it. */
+static void on_attempt_recorded(int err, const char *reason, void *arg)
 {
+	struct job *j = arg;
+	if (err == -EEXIST) {
+		step_lookup(j);
+		return;
+	}
+	if (err < 0) {
+		/* Nothing was sent: the row (if any) keeps its last committed state. */
+		job_fail(j, err == -EAGAIN ? ACT_BUSY : ACT_STORE_FAILED, "%s",
+			 reason && *reason ? reason : strerror(-err));
+		return;
+	}
+	struct tpa_record tr;
+	tpa_record_of(&j->rec, &tr);
+	int r = j->a->ops->import(j->a->ctx, &tr, on_import, j);
+	cred_wipe(&tr, sizeof(tr));
+	if (r < 0) {
+		bool busy = r == -EBUSY || r == -EAGAIN;
+		snprintf(j->res.reason, sizeof(j->res.reason), "cannot send the import: %s",
+			 busy ? "upstream queue full" : strerror(-r));
+		conclude_not_landed(j, "not-sent", busy ? ACT_BUSY : ACT_UNAVAILABLE);
+	}
+}
+
+/* Record attempt number attempts + 1 of j->rec (PENDING), then send it. */
+static void send_attempt(struct job *j, bool insert)
+{
+	struct activation *a = j->a;
 	if (j->imports >= ACT_MAX_IMPORTS) {
 		job_fail(j, ACT_UNKNOWN, "no answer from the cloud after %u imports", j->imports);
 		return;
 	}
 	j->imports++;
 	j->queries = 0;
-	struct tpa_record tr;
-	tpa_record_of(&j->rec, &tr);
-	int r = j->a->ops->import(j->a->ctx, &tr, on_import, j);
-	cred_wipe(&tr, sizeof(tr));
-	if (r < 0) {
-		snprintf(j->res.reason, sizeof(j->res.reason), "cannot send the import: %s",
-			 r == -EBUSY || r == -EAGAIN ? "upstream queue full" : strerror(-r));
-		fail_not_imported(j, r == -EBUSY || r == -EAGAIN ? ACT_BUSY : ACT_UNAVAILABLE);
+	j->prev_maybe_at = j->rec.maybe_at;
+	int64_t now = a->ops->now_ms(a->ctx);
+	j->rec.state = STORE_PENDING;
+	j->rec.attempts++;
+	j->rec.maybe_at = now;
+	j->rec.last_error[0] = '\0';
+	memset(&j->att, 0, sizeof(j->att));
+	j->att.n = j->rec.attempts;
+	j->att.at = now;
+	activation_digest(&j->rec, j->att.digest);
+	snprintf(j->att.outcome, sizeof(j->att.outcome), "sending");
+	int r = a->ops->write_attempt(a->ctx, &j->rec, insert, &j->att, on_attempt_recorded, j);
+	if (r < 0)
+		on_attempt_recorded(r, strerror(-r), j);
+}
+
+/* A write whose outcome changes nothing for the job (history only). */
+static void on_noted(int err, const char *reason, void *arg)
+{
+}
+
+/* The query says the cloud has no such device. */
+static void on_not_found(struct job *j)
+{
+	struct activation *a = j->a;
+	int64_t now = a->ops->now_ms(a->ctx);
+	int64_t trusted_at = j->rec.maybe_at ? j->rec.maybe_at + a->settle_after_ms : 0;
+	if (now < trusted_at) {
+		/* An import of ours may still be on its way in: wait, never send another. */
+		a->stats.not_yet_trusted++;
+		j->res.retry_after = (int)((trusted_at - now + 999) / 1000);
+		job_fail(j, ACT_UNKNOWN,
+			 "the cloud does not list the device yet, and an import sent at most "
+			 "upstream.settle-after ago may still land");
+		return;
 	}
+	if (j->req.adopt) {
+		job_fail(j, ACT_NOT_FOUND, "the cloud does not hold this device: nothing to adopt");
+		return;
+	}
+	if (j->after_conflict) {
+		/* 409, then "not found": the cloud contradicts itself. Ask again later. */
+		job_fail(j, ACT_UNKNOWN, "the cloud answered 409 but its query does not list the "
+					 "device");
+		return;
+	}
+	/* Every attempt that may have landed is now known not to have: import again. */
+	if (j->rec.attempts && j->rec.maybe_at) {
+		a->stats.reimported++;
+		attempt_outcome(j, "disproved");
+		j->rec.maybe_at = 0;
+		j->prev_maybe_at = 0;
+		/*
+		 * The disproof is queued before the next attempt, so it commits first; if it
+		 * is lost, the next attempt's commit sets maybe_at all the same.
+		 */
+		int r = a->ops->write_attempt(a->ctx, &j->rec, false, &j->att, on_noted, NULL);
+		(void)r;
+	}
+	send_attempt(j, false);
 }
 
 static void on_query(const struct tpa_result *t, void *arg)
@@ -315,22 +560,22 @@ static void on_query(const struct tpa_result *t, void *arg)
 	struct job *j = arg;
 	struct activation *a = j->a;
 	if (t->outcome == TPA_OK) {
-		a->stats.settled_by_query++;
-		commit_issued(j, t->owner_token, t->ref);
+		if (j->req.adopt) {
+			a->stats.adopted++;
+			commit_issued(j, t->owner_token, t->ref);
+			return;
+		}
+		if (j->rec.maybe_at) {
+			/* One of our own attempts, with this record, may explain it: adopt. */
+			a->stats.settled_by_query++;
+			commit_issued(j, t->owner_token, t->ref);
+			return;
+		}
+		commit_foreign(j, "its query lists it");
 		return;
 	}
 	if (t->outcome == TPA_NOT_FOUND) {
-		if (j->after_conflict) {
-			/* 409 but the query knows no such device: the cloud refuses it. */
-			j->res.outcome = ACT_REJECTED;
-			snprintf(j->res.reason, sizeof(j->res.reason),
-				 "the cloud answered 409 but its query does not list the device");
-			fail_not_imported(j, ACT_REJECTED);
-			return;
-		}
-		if (j->imports)
-			a->stats.reimported++;
-		step_import(j);
+		on_not_found(j);
 		return;
 	}
 	result_from_tpa(j, t);
@@ -338,6 +583,7 @@ static void on_query(const struct tpa_result *t, void *arg)
 		step_query(j);
 		return;
 	}
+	j->res.retry_after = -1; /* back off */
 	job_fail(j, ACT_UNKNOWN,
 		 "the import may have reached the cloud and the query to settle it failed: %s",
 		 t->reason[0] ? t->reason : t->message);
@@ -348,49 +594,24 @@ static void step_query(struct job *j)
 {
 	j->queries++;
 	int r = j->a->ops->query(j->a->ctx, j->rec.dev_eui, on_query, j);
-	if (r < 0)
+	if (r < 0) {
+		j->res.retry_after = -1;
 		job_fail(j, ACT_UNKNOWN, "cannot query the cloud to settle the outcome: %s",
 			 strerror(-r));
+	}
 }
 
-/* The PENDING row of a new device is committed: import. */
-static void on_inserted(int err, const char *reason, void *arg)
-{
-	struct job *j = arg;
-	if (err == -EEXIST) {
-		step_lookup(j);
-		return;
-	}
-	if (err == -EAGAIN) {
-		job_fail(j, ACT_BUSY, "store queue full");
-		return;
-	}
-	if (err < 0) {
-		job_fail(j, ACT_STORE_FAILED, "%s", reason ? reason : strerror(-err));
-		return;
-	}
-	step_import(j);
-}
+/* ---- the store ---- */
 
-/* A FAILED row set back to PENDING is committed: import. */
-static void on_retry_committed(int err, const char *reason, void *arg)
-{
-	struct job *j = arg;
-	if (err < 0) {
-		job_fail(j, err == -EAGAIN ? ACT_BUSY : ACT_STORE_FAILED, "%s",
-			 reason ? reason : strerror(-err));
-		return;
-	}
-	step_import(j);
-}
-
-/* Build j->rec, a PENDING row, from the request; false after failing the job. */
+/* Build j->rec, a new PENDING row, from the request; false after failing the job. */
 static bool build_record(struct job *j)
 {
 	struct activation *a = j->a;
 	const struct act_request *q = &j->req;
 	struct store_record *r = &j->rec;
+	uint32_t attempts = r->attempts;
 	memset(r, 0, sizeof(*r));
+	r->attempts = attempts;
 	memcpy(r->dev_eui, q->dev_eui, sizeof(r->dev_eui));
 	snprintf(r->join_eui, sizeof(r->join_eui), "%s",
 		 q->join_eui[0] ? q->join_eui : a->default_join_eui);
@@ -418,16 +639,6 @@ static bool build_record(struct job *j)
 	return true;
 }
 
-/* A device the store does not hold: commit its PENDING row, then import. */
-static void start_new(struct job *j)
-{
-	if (!build_record(j))
-		return;
-	int rr = j->a->ops->insert(j->a->ctx, &j->rec, on_inserted, j);
-	if (rr < 0)
-		on_inserted(rr, strerror(-rr), j);
-}
-
 /* Read the store and decide. */
 static void step_lookup(struct job *j)
 {
@@ -436,32 +647,41 @@ static void step_lookup(struct job *j)
 		job_fail(j, ACT_STORE_FAILED, "the store row of this device keeps changing");
 		return;
 	}
+	memset(&j->rec, 0, sizeof(j->rec));
 	int r = a->ops->get(a->ctx, j->req.dev_eui, &j->rec);
 	if (r == -ENOENT) {
-		if (!req_has_keys(&j->req)) {
+		if (!req_has_keys(&j->req) || j->req.adopt) {
 			job_fail(j, ACT_NOT_FOUND, "the store does not hold this device");
 			return;
 		}
-		start_new(j);
+		if (build_record(j))
+			send_attempt(j, true);
 		return;
 	}
 	if (r < 0) {
 		job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
 		return;
 	}
+	if (j->req.adopt) {
+		if (j->rec.state != STORE_FOREIGN) {
+			job_fail(j, ACT_CONFLICT, "the device is %s, not FOREIGN: nothing to adopt",
+				 store_state_name(j->rec.state));
+			return;
+		}
+		step_query(j);
+		return;
+	}
 	if (j->rec.state == STORE_FAILED && req_has_keys(&j->req) &&
 	    record_conflict(&j->req, &j->rec)) {
 		/*
-		 * The cloud refused the stored record, so nothing of it was imported: a
-		 * corrected record from the station replaces it.
+		 * The cloud refused every attempt of the stored record, so nothing of it was
+		 * imported: a corrected record from the station replaces it.
 		 */
 		int64_t created = j->rec.created_at;
 		if (!build_record(j))
 			return;
 		j->rec.created_at = created;
-		r = a->ops->update(a->ctx, &j->rec, on_retry_committed, j);
-		if (r < 0)
-			on_retry_committed(r, strerror(-r), j);
+		send_attempt(j, false);
 		return;
 	}
 	const char *why = record_conflict(&j->req, &j->rec);
@@ -480,10 +700,18 @@ static void step_lookup(struct job *j)
 		return;
 	case STORE_FAILED:
 		/* Certainly not imported: import the stored record again. */
-		j->rec.state = STORE_PENDING;
-		r = a->ops->update(a->ctx, &j->rec, on_retry_committed, j);
-		if (r < 0)
-			on_retry_committed(r, strerror(-r), j);
+		send_attempt(j, false);
+		return;
+	case STORE_FOREIGN:
+		j->res.foreign = true;
+		job_fail(j, ACT_CONFLICT,
+			 "the cloud already holds this device from an import that was not ours; "
+			 "an admin who knows it is ours can run tpactl adopt %s",
+			 j->rec.dev_eui);
+		return;
+	case STORE_RETIRED:
+		job_fail(j, ACT_RETIRED, "the device was retired%s%s",
+			 j->rec.last_error[0] ? ": " : "", j->rec.last_error);
 		return;
 	}
 	job_fail(j, ACT_STORE_FAILED, "the store row has an unknown state");
@@ -529,7 +757,18 @@ struct activation *activation_new(const struct activation_ops *ops, void *ctx,
 	a->ctx = ctx;
 	snprintf(a->default_join_eui, sizeof(a->default_join_eui), "%s", default_join_eui);
 	snprintf(a->default_profile_id, sizeof(a->default_profile_id), "%s", default_profile_id);
+	a->settle_after_ms = 60000;
+	a->backoff_min_ms = 1000;
+	a->backoff_max_ms = 30000;
 	return a;
+}
+
+void activation_set_settle(struct activation *a, uint32_t settle_after_ms, uint32_t backoff_min_ms,
+			   uint32_t backoff_max_ms)
+{
+	a->settle_after_ms = settle_after_ms;
+	a->backoff_min_ms = backoff_min_ms ? backoff_min_ms : 1;
+	a->backoff_max_ms = backoff_max_ms < a->backoff_min_ms ? a->backoff_min_ms : backoff_max_ms;
 }
 
 /* Free a job and everything waiting behind it, without callbacks. */
@@ -556,6 +795,12 @@ void activation_free(struct activation *a)
 			job_free_chain(j);
 			j = next;
 		}
+		struct settle_entry *e = a->due[b];
+		while (e) {
+			struct settle_entry *next = e->next;
+			free(e);
+			e = next;
+		}
 	}
 	free(a->pending);
 	free(a);
@@ -566,10 +811,19 @@ void activation_get_stats(const struct activation *a, struct activation_stats *r
 	*ret = a->stats;
 }
 
-/* Collect the DevEUIs of PENDING rows. */
+/* ---- settling PENDING rows ---- */
+
+/* Collect the DevEUIs of PENDING rows whose settlement is due. */
 static int collect_pending(const struct store_record *r, void *arg)
 {
 	struct activation *a = arg;
+	if (inflight_find(a, r->dev_eui))
+		return 0; /* a request in flight settles it */
+	if (a->settle_only_due) {
+		struct settle_entry *e = *due_find(a, r->dev_eui);
+		if (e && e->due_ms > a->ops->now_ms(a->ctx))
+			return 0;
+	}
 	if (a->n_pending % 256 == 0) {
 		char(*np)[17] = realloc(a->pending, (a->n_pending + 256) * sizeof(*np));
 		if (!np)
@@ -580,61 +834,76 @@ static int collect_pending(const struct store_record *r, void *arg)
 	return 0;
 }
 
-static void reconcile_next(struct activation *a);
+static void settle_next(struct activation *a);
 
 /* One PENDING row settled (or not). */
-static void on_reconciled(const struct act_result *res, void *arg)
+static void on_settled(const struct act_result *res, void *arg)
 {
 	struct activation *a = arg;
-	if (res->outcome != ACT_OK && res->outcome != ACT_REJECTED &&
-	    res->outcome != ACT_UNAVAILABLE)
+	if (res->outcome == ACT_UNKNOWN || res->outcome == ACT_STORE_FAILED ||
+	    res->outcome == ACT_BUSY)
 		a->still_pending++;
-	a->reconcile_active--;
-	reconcile_next(a);
+	a->settle_active--;
+	settle_next(a);
 }
 
-/* Keep up to reconcile_max settlements running; report when all are done. */
-static void reconcile_next(struct activation *a)
+/* Keep up to settle_max settlements running; report when all are done. */
+static void settle_next(struct activation *a)
 {
-	while (a->reconcile_active < a->reconcile_max && a->next_pending < a->n_pending) {
-		struct act_request q = {.method = "reconcile", .origin = "activate"};
+	while (a->settle_active < a->settle_max && a->next_pending < a->n_pending) {
+		struct act_request q = {.method = "settle", .origin = "activate"};
 		memcpy(q.dev_eui, a->pending[a->next_pending++], 17);
-		a->reconcile_active++;
-		if (activation_run(a, &q, on_reconciled, a) < 0) {
-			a->reconcile_active--;
+		a->settle_active++;
+		a->stats.settle_runs++;
+		if (activation_run(a, &q, on_settled, a) < 0) {
+			a->settle_active--;
 			a->still_pending++;
 		}
 	}
-	if (a->reconcile_active == 0 && a->next_pending == a->n_pending && a->reconcile_done) {
-		void (*done)(unsigned, void *) = a->reconcile_done;
-		a->reconcile_done = NULL;
+	if (a->settle_active == 0 && a->next_pending == a->n_pending && a->settle_done) {
+		void (*done)(unsigned, void *) = a->settle_done;
+		a->settle_done = NULL;
 		free(a->pending);
 		a->pending = NULL;
 		a->n_pending = a->next_pending = 0;
-		done(a->still_pending, a->reconcile_arg);
+		done(a->still_pending, a->settle_arg);
 	}
 }
 
-/* The default end of a reconciliation nobody waits for. */
-static void reconcile_ignore(unsigned still_pending, void *arg)
+/* The default end of a settlement nobody waits for. */
+static void settle_ignore(unsigned still_pending, void *arg)
 {
+}
+
+/* Start a settlement pass over the PENDING rows (all of them, or those due). */
+static int settle_start(struct activation *a, bool only_due, unsigned concurrency,
+			void (*done)(unsigned still_pending, void *arg), void *arg)
+{
+	if (a->settle_done)
+		return -EBUSY;
+	free(a->pending);
+	a->pending = NULL;
+	a->n_pending = a->next_pending = 0;
+	a->settle_only_due = only_due;
+	int r = a->ops->list_pending(a->ctx, collect_pending, a);
+	if (r < 0)
+		return r;
+	a->settle_max = concurrency ? concurrency : 1;
+	a->still_pending = 0;
+	a->settle_done = done ? done : settle_ignore;
+	a->settle_arg = arg;
+	settle_next(a);
+	return 0;
 }
 
 int activation_reconcile(struct activation *a, unsigned concurrency,
 			 void (*done)(unsigned still_pending, void *arg), void *arg)
 {
-	if (a->reconcile_done)
-		return -EBUSY;
-	free(a->pending);
-	a->pending = NULL;
-	a->n_pending = a->next_pending = 0;
-	int r = a->ops->list_pending(a->ctx, collect_pending, a);
-	if (r < 0)
-		return r;
-	a->reconcile_max = concurrency ? concurrency : 1;
-	a->still_pending = 0;
-	a->reconcile_done = done ? done : reconcile_ignore;
-	a->reconcile_arg = arg;
-	reconcile_next(a);
-	return 0;
+	return settle_start(a, false, concurrency, done, arg);
+}
+
+int activation_settle_due(struct activation *a, unsigned concurrency,
+			  void (*done)(unsigned still_pending, void *arg), void *arg)
+{
+	return settle_start(a, true, concurrency, done, arg);
 }

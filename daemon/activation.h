@@ -18,6 +18,9 @@ struct activation_ops {
 	int (*get)(void *ctx, const char *dev_eui, struct store_record *ret);
 	int (*insert)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
 	int (*update)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
+	/* Write the row (insert or update) and the attempt a in one commit. */
+	int (*write_attempt)(void *ctx, const struct store_record *r, bool insert,
+			     const struct store_attempt *a, store_done_fn *cb, void *arg);
 	int (*audit)(void *ctx, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
 		     const char *outcome);
 	int (*import)(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, void *arg);
@@ -26,6 +29,8 @@ struct activation_ops {
 	int (*list_pending)(void *ctx, int (*fn)(const struct store_record *r, void *arg),
 			    void *arg);
 	int (*random)(void *ctx, uint8_t *buf, size_t n);
+	/* Wall-clock time in unix milliseconds (attempt times are compared with it). */
+	int64_t (*now_ms)(void *ctx);
 };
 
 /* One request for a device's token: from a station, an import row, or a restart. */
@@ -38,6 +43,7 @@ struct act_request {
 	uint8_t app_key[16]; /* when has_app_key */
 	bool has_app_key;
 	bool generate_app_key;
+	bool adopt;	    /* an admin takes a FOREIGN device: adopt the cloud's token */
 	const char *method; /* for the audit trail: "io.tpad.Station.Activate" ... */
 	const char *origin; /* "activate" or "import" */
 	uint32_t uid;
@@ -52,30 +58,36 @@ enum act_outcome {
 	ACT_UNAVAILABLE, /* the cloud could not be asked; nothing was imported */
 	ACT_UNKNOWN,	 /* the import may have happened; the row stays PENDING */
 	ACT_BUSY,	 /* a queue is full */
-	ACT_STORE_FAILED /* the store could not commit */
+	ACT_STORE_FAILED, /* the store could not commit */
+	ACT_RETIRED	  /* the device was retired (deleted from the cloud) */
 };
 
 struct act_result {
 	enum act_outcome outcome;
 	bool live;		 /* ACT_OK: the token came from the cloud in this call */
 	bool skipped;		 /* ACT_OK: it was already ISSUED with the same record */
+	bool foreign;		 /* ACT_CONFLICT: the cloud holds the device from elsewhere */
 	struct store_record rec; /* ACT_OK: the record (AppKey in clear) */
 	int http_status;	 /* ACT_REJECTED */
 	char code[64];		 /* ACT_REJECTED: the cloud's error code, "" if none */
 	char message[256];	 /* ACT_REJECTED: the cloud's message */
 	char reason[256];	 /* human text for every other failure */
-	int retry_after;	 /* ACT_UNAVAILABLE: seconds, -1 if none */
+	int retry_after;	 /* ACT_UNAVAILABLE, ACT_UNKNOWN: seconds, -1 if none */
 };
 
 typedef void act_done_fn(const struct act_result *res, void *arg);
 
 /* Counters for Status and metrics. */
 struct activation_stats {
-	uint64_t outcomes[ACT_STORE_FAILED + 1];
+	uint64_t outcomes[ACT_RETIRED + 1];
 	uint64_t live;
 	uint64_t stored;
 	uint64_t settled_by_query; /* unknown outcomes resolved by the read-only query */
 	uint64_t reimported;	   /* imports sent again after the query proved none happened */
+	uint64_t not_yet_trusted;  /* "not found" answers too early to trust (settle-after) */
+	uint64_t foreign;	   /* devices found held by the cloud from elsewhere */
+	uint64_t adopted;	   /* FOREIGN devices an admin adopted */
+	uint64_t settle_runs;	   /* background settlements started */
 	uint32_t in_flight;
 };
 
@@ -85,6 +97,29 @@ struct activation_stats {
  */
 struct activation *activation_new(const struct activation_ops *ops, void *ctx,
 				  const char *default_join_eui, const char *default_profile_id);
+
+/*
+ * The settle rules: a query's "not found" is trusted only settle_after_ms after the last
+ * attempt that may have reached the cloud; a PENDING row that cannot be settled yet is
+ * retried in the background after backoff_min_ms, doubling up to backoff_max_ms.
+ */
+void activation_set_settle(struct activation *a, uint32_t settle_after_ms, uint32_t backoff_min_ms,
+			   uint32_t backoff_max_ms);
+
+/* Seconds after which asking again about a PENDING row r may give an answer (>= 1). */
+int activation_retry_after(struct activation *a, const struct store_record *r);
+
+/*
+ * Settle in the background every PENDING row whose time has come (see
+ * activation_set_settle), at most concurrency at a time; rows with a request in flight
+ * are left to it. done (may be NULL) gets the number still PENDING. -EBUSY while a
+ * settlement runs.
+ */
+int activation_settle_due(struct activation *a, unsigned concurrency,
+			  void (*done)(unsigned still_pending, void *arg), void *arg);
+
+/* SHA-256 (64 hex digits) of what an import of r sends, to recognise our own attempts. */
+void activation_digest(const struct store_record *r, char out[65]);
 
 /* Free a; requests still in flight get no callback. Accepts NULL. */
 void activation_free(struct activation *a);

@@ -25,6 +25,7 @@
 
 #define IMPORT_MAX_WAITING_CALLS 16 /* Import calls queued behind the running one */
 #define IMPORT_MAX_ATTEMPTS 8	    /* tries of one row the cloud could not take yet */
+#define IMPORT_MAX_WAITS 64     /* waits of one row whose import may still land */
 #define IMPORT_BACKOFF_MIN_MS 200
 #define IMPORT_BACKOFF_MAX_MS 10000
 #define IMPORT_RETRY_AFTER_MAX_S 300 /* a longer Retry-After is cut to this */
@@ -103,6 +104,9 @@ static json_t *device_info(const struct config *cfg, const struct store_record *
 		json_object_set_new(d, "origin", json_string(rec->origin));
 	if (rec->last_error[0] && rec->state != STORE_ISSUED)
 		json_object_set_new(d, "lastError", json_string(rec->last_error));
+	json_object_set_new(d, "attempts", json_integer(rec->attempts));
+	if (rec->instance[0])
+		json_object_set_new(d, "instance", json_string(rec->instance));
 	return d;
 }
 
@@ -123,6 +127,7 @@ struct import_row {
 	struct act_request q; /* holds the AppKey in clear until the row is done */
 	json_int_t line;
 	unsigned attempts;
+	unsigned waits; /* for an import that may still land */
 	enum row_state state;
 	uint64_t retry_at_us;
 };
@@ -210,8 +215,8 @@ static void failure_reason(const struct act_result *res, char *buf, size_t len)
 		return;
 	case ACT_UNKNOWN:
 		snprintf(buf, len,
-			 "outcome unknown (the row stays PENDING and is settled by the "
-			 "next run or restart): %s",
+			 "outcome unknown (the row stays PENDING and is settled in the "
+			 "background; run the import again later): %s",
 			 res->reason);
 		return;
 	case ACT_BUSY:
@@ -219,6 +224,9 @@ static void failure_reason(const struct act_result *res, char *buf, size_t len)
 		return;
 	case ACT_STORE_FAILED:
 		snprintf(buf, len, "store failed: %s", res->reason);
+		return;
+	case ACT_RETIRED:
+		snprintf(buf, len, "retired: %s", res->reason);
 		return;
 	case ACT_OK:
 		break;
@@ -267,6 +275,18 @@ static void on_row_done(const struct act_result *res, void *arg)
 		}
 		c->unavailable_in_a_row = 0;
 		cred_wipe(&row->q.app_key, sizeof(row->q.app_key));
+	} else if (res->outcome == ACT_UNKNOWN && res->retry_after > 0 &&
+		   row->waits < IMPORT_MAX_WAITS && !import_stopping(c)) {
+		/*
+		 * An import of this row may still land: ask again when the settle rules allow
+		 * an answer. Waiting is not a failed try.
+		 */
+		row->waits++;
+		row->attempts--;
+		uint64_t delay = (uint64_t)res->retry_after * 1000u;
+		log_debug("import of %s (line %lld): outcome unknown; asking again in %llu ms",
+			  row->q.dev_eui, (long long)row->line, (unsigned long long)delay);
+		row_retry_later(row, delay);
 	} else if (outcome_retryable(res->outcome) && row->attempts < IMPORT_MAX_ATTEMPTS &&
 		   !import_stopping(c)) {
 		uint64_t delay;
@@ -881,6 +901,18 @@ static int audit_collect(const struct store_audit_entry *e, void *arg)
 	return 0;
 }
 
+/* Append one attempt to the JSON array arg. */
+static int attempt_collect(const struct store_attempt *at, void *arg)
+{
+	json_t *o = json_pack("{s:i, s:I, s:s, s:s}", "n", (int)at->n, "at", (json_int_t)at->at,
+			      "digest", at->digest, "outcome", at->outcome);
+	if (!o)
+		return -ENOMEM;
+	if (at->instance[0])
+		json_object_set_new(o, "instance", json_string(at->instance));
+	return json_array_append_new(arg, o) < 0 ? -ENOMEM : 0;
+}
+
 void admin_get_device(struct tpad *t, struct req *r)
 {
 	const char *s = json_string_value(json_object_get(req_params(r), "devEUI"));
@@ -935,8 +967,93 @@ void admin_get_device(struct tpad *t, struct req *r)
 	json_t *reply = json_pack("{s:o, s:o}", "device", device, "audit", audit);
 	if (reply && first)
 		json_object_set_new(reply, "auditOmitted", json_integer((json_int_t)first));
+	json_t *attempts = json_array();
+	if (reply && attempts &&
+	    store_attempt_list(t->store, dev_eui, attempt_collect, attempts) == 0)
+		json_object_set_new(reply, "attempts", attempts);
+	else
+		json_decref(attempts);
 	if (reply)
 		req_reply(r, reply, false);
 	else
 		req_error(r, "io.tpad.Admin.Busy", NULL);
+}
+
+/* ---- Adopt ---- */
+
+/* One Adopt call waiting for the cloud's answer. */
+struct adopt_call {
+	struct tpad *t;
+	struct req *r;
+	char dev_eui[17];
+};
+
+/* The adoption ended. */
+static void on_adopted(const struct act_result *res, void *arg)
+{
+	struct adopt_call *a = arg;
+	struct req *r = a->r;
+	switch (res->outcome) {
+	case ACT_OK: {
+		json_t *device = device_info(a->t->cfg, &res->rec);
+		log_notice("%s adopted by an admin (uid %u): the cloud's token is taken as ours",
+			   a->dev_eui, (unsigned)req_peer(r)->uid);
+		if (device)
+			req_reply(r, json_pack("{s:o}", "device", device), false);
+		else
+			req_error(r, "io.tpad.Admin.Busy", NULL);
+		break;
+	}
+	case ACT_NOT_FOUND:
+		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", a->dev_eui));
+		break;
+	case ACT_CONFLICT:
+	case ACT_RETIRED:
+		req_error(r, "io.tpad.Admin.Conflict",
+			  json_pack("{s:s, s:s}", "devEUI", a->dev_eui, "reason", res->reason));
+		break;
+	case ACT_STORE_FAILED:
+		req_error(r, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", res->reason));
+		break;
+	case ACT_BUSY:
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		break;
+	default: {
+		json_t *p = json_pack("{s:s}", "reason", res->reason);
+		if (p && res->retry_after > 0)
+			json_object_set_new(p, "retryAfter", json_integer(res->retry_after));
+		req_error(r, "io.tpad.Admin.UpstreamUnavailable", p);
+		break;
+	}
+	}
+	free(a);
+}
+
+void admin_adopt(struct tpad *t, struct req *r)
+{
+	const char *s = json_string_value(json_object_get(req_params(r), "devEUI"));
+	if (!s || !hex_valid(s, HEX_EUI)) {
+		invalid(r, "devEUI", "must be 16 hexadecimal digits");
+		return;
+	}
+	struct adopt_call *a = calloc(1, sizeof(*a));
+	if (!a || !t->act) {
+		free(a);
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	a->t = t;
+	a->r = r;
+	hex_upper(a->dev_eui, s, HEX_EUI);
+	const struct peer *p = req_peer(r);
+	struct act_request q = {.adopt = true,
+				.method = "io.tpad.Admin.Adopt",
+				.origin = "activate",
+				.uid = (uint32_t)p->uid,
+				.pid = (int32_t)p->pid};
+	memcpy(q.dev_eui, a->dev_eui, sizeof(q.dev_eui));
+	if (activation_run(t->act, &q, on_adopted, a) < 0) {
+		free(a);
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+	}
 }

@@ -24,5 +24,11 @@ void admin_export(struct tpad *t, struct req *r);
 /* io.tpad.Admin.ListDevices: one page of devices in DevEUI order, without AppKeys. */
 void admin_list_devices(struct tpad *t, struct req *r);
 
-/* io.tpad.Admin.GetDevice: one device, without its AppKey, and its audit trail. */
+/* io.tpad.Admin.GetDevice: one device, without its AppKey, its audit trail and attempts. */
 void admin_get_device(struct tpad *t, struct req *r);
+
+/*
+ * io.tpad.Admin.Adopt: take a FOREIGN device's token from the cloud as ours (the admin
+ * asserts the cloud's record is this device's); audited as "adopted".
+ */
+void admin_adopt(struct tpad *t, struct req *r);

@@ -182,6 +182,12 @@ static const struct conf_directive directives[] = {
      .def = "30s",
      .min = 10,
      .max = 600000},
+    {.name = "upstream.settle-after",
+     .type = CONF_DURATION,
+     .offset = OFF(upstream_settle_after_ms),
+     .def = "0",
+     .min = 0,
+     .max = 86400000},
     {.name = "upstream.backoff-min",
      .type = CONF_DURATION,
      .offset = OFF(upstream_backoff_min_ms),
@@ -322,6 +328,7 @@ static const struct conf_directive directives[] = {
      .def = "",
      .min = 0,
      .max = 0},
+    {.name = "store.instance", .type = CONF_STR_OPT, .offset = OFF(store_instance), .def = ""},
     {.name = "store.commit-delay",
      .type = CONF_DURATION,
      .offset = OFF(store_commit_delay_ms),
@@ -398,6 +405,18 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 	    (!c->oauth2_token_url || !c->oauth2_client_id)) {
 		snprintf(why, whylen,
 			 "upstream.auth = psk+oauth2 needs oauth2.token-url and oauth2.client-id");
+		return -EINVAL;
+	}
+	if (c->upstream_settle_after_ms &&
+	    c->upstream_settle_after_ms < 2 * (uint64_t)c->upstream_request_timeout_ms) {
+		snprintf(why, whylen,
+			 "upstream.settle-after must be at least twice upstream.request-timeout "
+			 "(or 0 for exactly that): an import slower than that could land after "
+			 "tpad trusted a query's \"not found\"");
+		return -EINVAL;
+	}
+	if (c->store_instance && strlen(c->store_instance) > 64) {
+		snprintf(why, whylen, "store.instance must be at most 64 characters");
 		return -EINVAL;
 	}
 	if (strcmp(c->station_socket, c->admin_socket) == 0) {

@@ -71,6 +71,7 @@ struct config {
 	uint32_t upstream_connect_timeout_ms;
 	uint32_t upstream_handshake_timeout_ms;
 	uint32_t upstream_request_timeout_ms;
+	uint32_t upstream_settle_after_ms; /* 0: twice upstream_request_timeout_ms */
 	uint32_t upstream_backoff_min_ms;
 	uint32_t upstream_backoff_max_ms;
 	uint32_t upstream_breaker_threshold; /* consecutive failures that open it */
@@ -100,6 +101,7 @@ struct config {
 	/* [store] */
 	char *store_path;
 	char *store_key_file;		/* NULL: credential store-key only */
+	char *store_instance;		/* NULL: the host name */
 	uint32_t store_commit_delay_ms; /* group commit window */
 
 	/* [device] */

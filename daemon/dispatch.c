@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
 
 #include "activation.h"
 #include "admin.h"
@@ -34,6 +37,8 @@
 #include "tpad.h"
 
 typedef void handler_fn(struct tpad *t, struct req *r);
+
+static uint32_t settle_after_ms(const struct config *cfg);
 
 struct handler {
 	const char *method;
@@ -104,12 +109,16 @@ static void h_status(struct tpad *t, struct req *r)
 	if (t->act) {
 		struct activation_stats as;
 		activation_get_stats(t->act, &as);
-		json_t *a = json_pack("{s:I, s:I, s:I, s:I, s:i}", "live", (json_int_t)as.live,
-				      "stored", (json_int_t)as.stored, "settledByQuery",
-				      (json_int_t)as.settled_by_query, "reimported",
-				      (json_int_t)as.reimported, "inFlight", (int)as.in_flight);
+		json_t *a = json_pack(
+		    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:i}", "live",
+		    (json_int_t)as.live, "stored", (json_int_t)as.stored, "settledByQuery",
+		    (json_int_t)as.settled_by_query, "reimported", (json_int_t)as.reimported,
+		    "notYetTrusted", (json_int_t)as.not_yet_trusted, "foreign",
+		    (json_int_t)as.foreign, "adopted", (json_int_t)as.adopted, "settleRuns",
+		    (json_int_t)as.settle_runs, "unsettled", (int)t->settle_pending,
+		    "settleAfterMs", (int)settle_after_ms(t->cfg), "inFlight", (int)as.in_flight);
 		json_t *by = json_object();
-		for (int i = 0; i <= ACT_STORE_FAILED; i++)
+		for (int i = 0; i <= ACT_RETIRED; i++)
 			json_object_set_new(by, activation_outcome_name((enum act_outcome)i),
 					    json_integer((json_int_t)as.outcomes[i]));
 		json_object_set_new(a, "outcomes", by);
@@ -352,6 +361,7 @@ static const struct handler handlers[] = {
     {"io.tpad.Admin.Export", admin_export},
     {"io.tpad.Admin.ListDevices", admin_list_devices},
     {"io.tpad.Admin.GetDevice", admin_get_device},
+    {"io.tpad.Admin.Adopt", admin_adopt},
 };
 
 /* The handler of a method, or NULL if it is declared but not built yet. */
@@ -435,6 +445,18 @@ static int op_update(void *ctx, const struct store_record *r, store_done_fn *cb,
 	return t->store ? store_update(t->store, r, cb, arg) : -ESHUTDOWN;
 }
 
+static int op_write_attempt(void *ctx, const struct store_record *r, bool insert,
+			    const struct store_attempt *a, store_done_fn *cb, void *arg)
+{
+	struct tpad *t = ctx;
+	return t->store ? store_write_attempt(t->store, r, insert, a, cb, arg) : -ESHUTDOWN;
+}
+
+static int64_t op_now_ms(void *ctx)
+{
+	return clock_wall_ms();
+}
+
 static int op_audit(void *ctx, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
 		    const char *outcome)
 {
@@ -475,14 +497,46 @@ static const struct activation_ops production_ops = {
     .query = op_query,
     .list_pending = op_list_pending,
     .random = op_random,
+    .write_attempt = op_write_attempt,
+    .now_ms = op_now_ms,
 };
+
+/* How often PENDING rows whose time has come are settled in the background. */
+#define SETTLE_TICK_MS 1000
+
+/* The settle-after in force: upstream.settle-after, or twice the request timeout. */
+static uint32_t settle_after_ms(const struct config *cfg)
+{
+	return cfg->upstream_settle_after_ms ? cfg->upstream_settle_after_ms
+					     : 2 * cfg->upstream_request_timeout_ms;
+}
+
+/* A background pass over the PENDING rows ended. */
+static void on_settle_pass(unsigned still_pending, void *arg)
+{
+	struct tpad *t = arg;
+	t->settle_pending = still_pending;
+}
+
+/* Every SETTLE_TICK_MS: settle the PENDING rows whose time has come. */
+static void settle_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpad *t = arg;
+	if (!t->act || t->stopping)
+		return;
+	int r = activation_settle_due(t->act, t->cfg->upstream_sessions, on_settle_pass, t);
+	if (r < 0 && r != -EBUSY)
+		log_warn_errno(r, "cannot list PENDING devices to settle");
+}
 
 /* Start-up reconciliation finished. */
 static void on_reconciled(unsigned still_pending, void *arg)
 {
+	struct tpad *t = arg;
+	t->settle_pending = still_pending;
 	if (still_pending)
-		log_warnx("%u PENDING devices could not be settled with the cloud yet; the next "
-			  "request for each settles it",
+		log_warnx("%u PENDING devices could not be settled with the cloud yet; they are "
+			  "settled in the background with backoff",
 			  still_pending);
 	else
 		log_info("every PENDING device is settled");
@@ -508,7 +562,11 @@ static int open_store(struct tpad *t)
 			 STORE_KEY_LEN, 2 * STORE_KEY_LEN, len);
 		return -EINVAL;
 	}
+	char host[65] = "";
+	if (!cfg->store_instance && gethostname(host, sizeof(host) - 1) < 0)
+		snprintf(host, sizeof(host), "tpad");
 	struct store_options o = {.path = cfg->store_path,
+				  .instance = cfg->store_instance ? cfg->store_instance : host,
 				  .key = key,
 				  .key_len = len,
 				  .commit_delay_ms = cfg->store_commit_delay_ms};
@@ -532,10 +590,16 @@ int dispatch_init(struct tpad *t)
 	}
 	t->rng = rng_new("tpad AppKey generator");
 	t->act = activation_new(&production_ops, t, t->cfg->device_join_eui, t->cfg->qr_profile_id);
-	if (!t->rng || !t->act) {
+	t->settle_ev = event_new(t->base, -1, EV_PERSIST, settle_tick, t);
+	if (!t->rng || !t->act || !t->settle_ev) {
 		log_errx("cannot set up activation");
 		return -ENOMEM;
 	}
+	activation_set_settle(t->act, settle_after_ms(t->cfg), t->cfg->upstream_backoff_min_ms,
+			      t->cfg->upstream_backoff_max_ms);
+	struct timeval tick = {.tv_sec = SETTLE_TICK_MS / 1000,
+			       .tv_usec = (SETTLE_TICK_MS % 1000) * 1000};
+	event_add(t->settle_ev, &tick);
 	watch_ev = event_new(t->base, -1, EV_PERSIST, watch_cb, t);
 	if (!watch_ev) {
 		log_errx("out of memory");
@@ -569,6 +633,9 @@ void dispatch_finish(struct tpad *t)
 	 * Order matters: without the cloud no new request can start; closing the store runs
 	 * its last callbacks, which find the cloud gone; then what is left is dropped.
 	 */
+	if (t->settle_ev)
+		event_free(t->settle_ev);
+	t->settle_ev = NULL;
 	metrics_http_free(t->metrics);
 	t->metrics = NULL;
 	if (watch_ev) {

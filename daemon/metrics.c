@@ -89,7 +89,7 @@ static void render_activations(struct out *f, const struct tpad *t)
 	char labels[64];
 	family(f, "tpad_activations", "counter",
 	       "Activations, imports and settlements finished, by outcome.");
-	for (int i = 0; i <= ACT_STORE_FAILED; i++) {
+	for (int i = 0; i <= ACT_RETIRED; i++) {
 		snprintf(labels, sizeof(labels), "outcome=\"%s\"",
 			 activation_outcome_name((enum act_outcome)i));
 		sample(f, "tpad_activations_total", labels, as.outcomes[i]);
@@ -101,6 +101,17 @@ static void render_activations(struct out *f, const struct tpad *t)
 	family(f, "tpad_outcomes_settled_by_query", "counter",
 	       "Unknown import outcomes settled with the read-only query.");
 	sample(f, "tpad_outcomes_settled_by_query_total", NULL, as.settled_by_query);
+	family(f, "tpad_settle_not_yet_trusted", "counter",
+	       "Query answers \"not found\" too early to trust (upstream.settle-after).");
+	sample(f, "tpad_settle_not_yet_trusted_total", NULL, as.not_yet_trusted);
+	family(f, "tpad_devices_foreign", "counter",
+	       "Devices found held by the cloud from an import that was not ours.");
+	sample(f, "tpad_devices_foreign_total", NULL, as.foreign);
+	family(f, "tpad_devices_adopted", "counter", "FOREIGN devices an admin adopted.");
+	sample(f, "tpad_devices_adopted_total", NULL, as.adopted);
+	family(f, "tpad_settle_runs", "counter",
+	       "Background settlements of PENDING devices started.");
+	sample(f, "tpad_settle_runs_total", NULL, as.settle_runs);
 	family(f, "tpad_activations_in_flight", "gauge",
 	       "Activations waiting on the store or cloud.");
 	sample(f, "tpad_activations_in_flight", NULL, as.in_flight);

@@ -88,7 +88,12 @@ static void reply_failure(struct req *r, const struct act_result *res, const cha
 	}
 	case ACT_UNKNOWN:
 		req_error(r, "io.tpad.Station.OutcomeUnknown",
-			  json_pack("{s:s}", "devEUI", dev_eui));
+			  json_pack("{s:s, s:i}", "devEUI", dev_eui, "retryAfter",
+				    res->retry_after > 0 ? res->retry_after : 1));
+		return;
+	case ACT_RETIRED:
+		req_error(r, "io.tpad.Station.Retired",
+			  json_pack("{s:s, s:s}", "devEUI", dev_eui, "reason", res->reason));
 		return;
 	case ACT_BUSY:
 		req_error(r, "io.tpad.Station.Busy", NULL);
@@ -210,10 +215,22 @@ void station_lookup(struct tpad *t, struct req *r)
 		req_error(r, "io.tpad.Station.StoreFailed",
 			  json_pack("{s:s}", "reason", strerror(-rc)));
 	} else if (rec.state == STORE_PENDING) {
-		/* Its import is in flight or unsettled: Activate (or the restart) settles it. */
+		/* Its import is in flight or unsettled; the background settler settles it. */
 		outcome = "unknown";
 		req_error(r, "io.tpad.Station.OutcomeUnknown",
-			  json_pack("{s:s}", "devEUI", dev_eui));
+			  json_pack("{s:s, s:i}", "devEUI", dev_eui, "retryAfter",
+				    activation_retry_after(t->act, &rec)));
+	} else if (rec.state == STORE_FOREIGN) {
+		outcome = "conflict";
+		req_error(r, "io.tpad.Station.Conflict",
+			  json_pack("{s:s, s:s}", "devEUI", dev_eui, "reason",
+				    "the cloud already holds this device from an import that was "
+				    "not ours; an admin who knows it is ours can run tpactl adopt"));
+	} else if (rec.state == STORE_RETIRED) {
+		outcome = "retired";
+		req_error(r, "io.tpad.Station.Retired",
+			  json_pack("{s:s, s:s}", "devEUI", dev_eui, "reason",
+				    rec.last_error[0] ? rec.last_error : "the device was retired"));
 	} else {
 		json_t *reply = device_reply(t, &rec, "stored", &qr, want_qr);
 		store_audit(t->store, dev_eui, "io.tpad.Station.Lookup", (uint32_t)peer->uid,

@@ -13,11 +13,13 @@ struct store;
 #define STORE_KEY_LEN 32 /* the store-key credential: 32 bytes (64 hex digits) */
 
 enum store_state {
-	STORE_PENDING,
-	STORE_ISSUED,
-	STORE_FAILED,
+	STORE_PENDING, /* an import was or may be sent; its outcome is not settled */
+	STORE_ISSUED,  /* the cloud's token is stored */
+	STORE_FAILED,  /* every import attempt was never sent or definitely refused */
+	STORE_FOREIGN, /* the cloud holds the device from an import that was not ours */
+	STORE_RETIRED, /* deleted from the cloud after it was issued (scrapped) */
 };
-#define STORE_N_STATES 3
+#define STORE_N_STATES 5
 
 /* One device. Strings are NUL-terminated; "" means none. EUIs etc. are upper-case hex. */
 struct store_record {
@@ -38,6 +40,23 @@ struct store_record {
 	int32_t pid;
 	int64_t created_at; /* unix ms */
 	int64_t updated_at; /* unix ms */
+	uint32_t attempts;  /* import attempts recorded so far */
+	int64_t maybe_at;   /* unix ms of the last attempt that may have reached the cloud; 0 none */
+	char instance[65];  /* the tpad that wrote the row last (store.instance) */
+};
+
+/*
+ * One import attempt, recorded before its first byte is sent and updated with what became
+ * of it. outcome: "sending" (may have reached the cloud), "not-sent", "refused" (a
+ * definite no), "landed" (token received), "disproved" (the query, trusted after
+ * upstream.settle-after, says it never landed), "conflict" (409).
+ */
+struct store_attempt {
+	uint32_t n; /* 1, 2, ... per device */
+	int64_t at; /* unix ms when it was recorded */
+	char instance[65];
+	char digest[65]; /* SHA-256 (hex) of the record sent */
+	char outcome[16];
 };
 
 /* One hand-out of a record: who asked, when, through which method, with what outcome. */
@@ -52,7 +71,8 @@ struct store_audit_entry {
 };
 
 struct store_options {
-	const char *path;   /* database file, created mode 0600 */
+	const char *path;     /* database file, created mode 0600; locked while open */
+	const char *instance; /* names this tpad in rows, attempts and audit entries */
 	const uint8_t *key; /* STORE_KEY_LEN bytes; the store keeps its own copy */
 	size_t key_len;
 	uint32_t commit_delay_ms; /* group commit window; 0: commit as soon as the writer is free */
@@ -109,6 +129,17 @@ int store_insert(struct store *s, const struct store_record *r, store_done_fn *c
 
 /* Queue the replacement of the row of r->dev_eui (created_at kept, updated_at now). */
 int store_update(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg);
+
+/*
+ * Queue the row write (insert when insert, else update) and, in the same transaction, the
+ * attempt a (inserted, or replaced when one with its number exists). a may be NULL.
+ */
+int store_write_attempt(struct store *s, const struct store_record *r, bool insert,
+			const struct store_attempt *a, store_done_fn *cb, void *arg);
+
+/* Call fn for each recorded attempt of dev_eui, in order; 0 or a negative errno. */
+int store_attempt_list(struct store *s, const char *dev_eui,
+		       int (*fn)(const struct store_attempt *a, void *arg), void *arg);
 
 /* Queue an audit row into the next commit; there is no callback. */
 int store_audit(struct store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
@@ -167,7 +198,7 @@ void store_stats(struct store *s, struct store_stats *ret);
 /* Status object: path, rows by state, commits, ops, mean ops per commit, last error. */
 json_t *store_status_json(struct store *s);
 
-/* "PENDING", "ISSUED", "FAILED"; NULL for anything else. */
+/* "PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED"; NULL for anything else. */
 const char *store_state_name(enum store_state st);
 
 /* Parse a state name; -EINVAL if unknown. */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,7 +23,7 @@
 #include "hex.h"
 #include "seal.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_MAX_BATCH 1024 /* writes in one transaction at most */
 #define STORE_DEFAULT_MAX_QUEUE 16384
 #define STORE_WRITE_BUSY_MS 5000
@@ -78,22 +79,75 @@ static const char *const store_migrations[STORE_SCHEMA_VERSION] = {
     " image_opts TEXT,"
     " image BLOB"
     ") WITHOUT ROWID;",
+    /*
+     * v3: the exactly-once rules. States FOREIGN and RETIRED; per device the attempts
+     * recorded and the time of the last one that may have reached the cloud; every import
+     * attempt in its own table; the instance that wrote a row or an audit entry. A
+     * PENDING row of an older tpad may have had its import sent: it gets one attempt
+     * whose outcome is unknown, at the row's last update.
+     */
+    "CREATE TABLE devices_v3 ("
+    " dev_eui TEXT PRIMARY KEY NOT NULL CHECK (length(dev_eui) = 16),"
+    " join_eui TEXT NOT NULL CHECK (length(join_eui) = 16),"
+    " profile_id TEXT NOT NULL CHECK (length(profile_id) = 8),"
+    " serial TEXT,"
+    " tkm_info TEXT,"
+    " app_key_sealed BLOB,"
+    " app_key_generated INTEGER NOT NULL DEFAULT 0,"
+    " state TEXT NOT NULL"
+    "  CHECK (state IN ('PENDING', 'ISSUED', 'FAILED', 'FOREIGN', 'RETIRED')),"
+    " owner_token TEXT,"
+    " ref TEXT,"
+    " last_error TEXT,"
+    " origin TEXT NOT NULL CHECK (origin IN ('activate', 'import')),"
+    " uid INTEGER,"
+    " pid INTEGER,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " maybe_at INTEGER NOT NULL DEFAULT 0,"
+    " instance TEXT"
+    ") WITHOUT ROWID;"
+    "INSERT INTO devices_v3 SELECT dev_eui, join_eui, profile_id, serial, tkm_info,"
+    " app_key_sealed, app_key_generated, state, owner_token, ref, last_error, origin, uid,"
+    " pid, created_at, updated_at, state = 'PENDING',"
+    " CASE WHEN state = 'PENDING' THEN updated_at ELSE 0 END, NULL FROM devices;"
+    "DROP TABLE devices;"
+    "ALTER TABLE devices_v3 RENAME TO devices;"
+    "CREATE INDEX devices_state ON devices (state, dev_eui);"
+    "CREATE TABLE attempts ("
+    " dev_eui TEXT NOT NULL CHECK (length(dev_eui) = 16),"
+    " n INTEGER NOT NULL CHECK (n > 0),"
+    " at INTEGER NOT NULL,"
+    " instance TEXT,"
+    " digest TEXT NOT NULL,"
+    " outcome TEXT NOT NULL,"
+    " PRIMARY KEY (dev_eui, n)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO attempts SELECT dev_eui, 1, updated_at, NULL, '', 'sending' FROM devices"
+    " WHERE state = 'PENDING';"
+    "ALTER TABLE audit ADD COLUMN instance TEXT;",
 };
 
 #define DEVICE_COLUMNS                                                                             \
 	"dev_eui, join_eui, profile_id, serial, tkm_info, app_key_sealed, app_key_generated, "     \
-	"state, owner_token, ref, last_error, origin, uid, pid, created_at, updated_at"
+	"state, owner_token, ref, last_error, origin, uid, pid, created_at, updated_at, "          \
+	"attempts, maybe_at, instance"
 
 static const char sql_insert[] = "INSERT INTO devices (" DEVICE_COLUMNS ") VALUES "
 				 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
-				 "?15, ?16)";
+				 "?15, ?16, ?17, ?18, ?19)";
 static const char sql_update[] = "UPDATE devices SET join_eui = ?2, profile_id = ?3, "
 				 "serial = ?4, tkm_info = ?5, app_key_sealed = ?6, "
 				 "app_key_generated = ?7, state = ?8, owner_token = ?9, ref = ?10, "
 				 "last_error = ?11, origin = ?12, uid = ?13, pid = ?14, "
-				 "updated_at = ?16 WHERE dev_eui = ?1";
-static const char sql_audit[] = "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome) "
-				"VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+				 "updated_at = ?16, attempts = ?17, maybe_at = ?18, instance = ?19 "
+				 "WHERE dev_eui = ?1";
+static const char sql_audit[] = "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome, "
+				"instance) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+static const char sql_attempt[] = "INSERT OR REPLACE INTO attempts "
+				  "(dev_eui, n, at, instance, digest, outcome) "
+				  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 static const char sql_get[] = "SELECT " DEVICE_COLUMNS " FROM devices WHERE dev_eui = ?1";
 static const char sql_label_put[] = "INSERT OR REPLACE INTO labels "
 				    "(dev_eui, text, ec, matrix, image_opts, image) "
@@ -134,6 +188,12 @@ struct op {
 	int32_t pid;
 	int64_t created_at;
 	int64_t updated_at;
+	uint32_t attempts;
+	int64_t maybe_at;
+	char instance[65];
+
+	struct store_attempt att; /* written with the row when has_att */
+	bool has_att;
 
 	char method[64];
 	char outcome[128];
@@ -152,6 +212,8 @@ static void op_free(struct op *op)
 
 struct store {
 	char *path;
+	char instance[65];
+	int lock_fd; /* flock()ed while open: one tpad per store */
 	struct event_base *base;
 	struct event *done_ev;
 	int efd;
@@ -164,7 +226,7 @@ struct store {
 	sqlite3_stmt *lget_stmt;
 
 	sqlite3 *wdb; /* writer thread once started */
-	sqlite3_stmt *ins_stmt, *upd_stmt, *aud_stmt, *lab_stmt;
+	sqlite3_stmt *ins_stmt, *upd_stmt, *aud_stmt, *lab_stmt, *att_stmt;
 	uint32_t default_max_pages;
 
 	pthread_t writer;
@@ -247,13 +309,18 @@ const char *store_state_name(enum store_state st)
 		return "ISSUED";
 	case STORE_FAILED:
 		return "FAILED";
+	case STORE_FOREIGN:
+		return "FOREIGN";
+	case STORE_RETIRED:
+		return "RETIRED";
 	}
 	return NULL;
 }
 
 int store_state_parse(const char *name, enum store_state *ret)
 {
-	static const enum store_state all[] = {STORE_PENDING, STORE_ISSUED, STORE_FAILED};
+	static const enum store_state all[] = {STORE_PENDING, STORE_ISSUED, STORE_FAILED,
+					       STORE_FOREIGN, STORE_RETIRED};
 	if (!name || !ret)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
@@ -320,6 +387,9 @@ static int op_from_record(struct store *s, const struct store_record *r, enum op
 	op->generated = r->has_app_key && r->app_key_generated;
 	op->uid = r->uid;
 	op->pid = r->pid;
+	op->attempts = r->attempts;
+	op->maybe_at = r->maybe_at;
+	copy_str(op->instance, sizeof(op->instance), s->instance);
 	int64_t now = clock_wall_ms();
 	op->created_at = r->created_at > 0 ? r->created_at : now;
 	op->updated_at =
@@ -362,16 +432,24 @@ static int store_submit(struct store *s, struct op *op)
 	return 0;
 }
 
-/* Queue a record write of kind (insert or update) with its callback. */
+/* Queue a record write of kind (insert or update), with an attempt if a, and its callback. */
 static int store_write(struct store *s, const struct store_record *r, enum op_kind kind,
-		       store_done_fn *cb, void *arg)
+		       const struct store_attempt *a, store_done_fn *cb, void *arg)
 {
 	if (!s || !r || !cb)
+		return -EINVAL;
+	if (a && (a->n == 0 || !fits(a->digest, sizeof(a->digest)) ||
+		  !fits(a->outcome, sizeof(a->outcome)) || !a->outcome[0]))
 		return -EINVAL;
 	struct op *op;
 	int e = op_from_record(s, r, kind, &op);
 	if (e < 0)
 		return e;
+	if (a) {
+		op->att = *a;
+		copy_str(op->att.instance, sizeof(op->att.instance), s->instance);
+		op->has_att = true;
+	}
 	op->cb = cb;
 	op->arg = arg;
 	return store_submit(s, op);
@@ -379,12 +457,18 @@ static int store_write(struct store *s, const struct store_record *r, enum op_ki
 
 int store_insert(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
-	return store_write(s, r, OP_INSERT, cb, arg);
+	return store_write(s, r, OP_INSERT, NULL, cb, arg);
 }
 
 int store_update(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
-	return store_write(s, r, OP_UPDATE, cb, arg);
+	return store_write(s, r, OP_UPDATE, NULL, cb, arg);
+}
+
+int store_write_attempt(struct store *s, const struct store_record *r, bool insert,
+			const struct store_attempt *a, store_done_fn *cb, void *arg)
+{
+	return store_write(s, r, insert ? OP_INSERT : OP_UPDATE, a, cb, arg);
 }
 
 int store_audit(struct store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
@@ -406,6 +490,7 @@ int store_audit(struct store *s, const char *dev_eui, const char *method, uint32
 	op->uid = uid;
 	op->pid = pid;
 	op->created_at = clock_wall_ms();
+	copy_str(op->instance, sizeof(op->instance), s->instance);
 	return store_submit(s, op);
 }
 
@@ -515,6 +600,29 @@ static int bind_row(sqlite3_stmt *st, const struct op *op)
 		rc = sqlite3_bind_int64(st, 15, op->created_at);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 16, op->updated_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 17, op->attempts);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 18, op->maybe_at);
+	if (rc == SQLITE_OK)
+		rc = bind_text_or_null(st, 19, op->instance);
+	return rc;
+}
+
+/* Bind the columns of an attempt row. */
+static int bind_attempt(sqlite3_stmt *st, const struct op *op)
+{
+	int rc = sqlite3_bind_text(st, 1, op->dev_eui, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, op->att.n);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, op->att.at);
+	if (rc == SQLITE_OK)
+		rc = bind_text_or_null(st, 4, op->att.instance);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 5, op->att.digest, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 6, op->att.outcome, -1, SQLITE_STATIC);
 	return rc;
 }
 
@@ -532,6 +640,8 @@ static int bind_audit(sqlite3_stmt *st, const struct op *op)
 		rc = sqlite3_bind_int64(st, 5, op->created_at);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_text(st, 6, op->outcome, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = bind_text_or_null(st, 7, op->instance);
 	return rc;
 }
 
@@ -579,8 +689,20 @@ static int writer_apply(struct store *s, struct op *op)
 		if (op->kind == OP_UPDATE && sqlite3_changes(s->wdb) == 0) {
 			op->err = -ENOENT;
 			copy_str(op->reason, sizeof(op->reason), "no such device in the store");
+			return SQLITE_DONE;
 		}
-		return SQLITE_DONE;
+		if (!op->has_att)
+			return SQLITE_DONE;
+		/* The attempt goes with its row, in the same transaction. */
+		rc = bind_attempt(s->att_stmt, op);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(s->att_stmt);
+		sqlite3_reset(s->att_stmt);
+		sqlite3_clear_bindings(s->att_stmt);
+		if (rc == SQLITE_DONE)
+			return SQLITE_DONE;
+		/* A row without its attempt must not commit: fail the transaction. */
+		return (rc & 0xff) == SQLITE_CONSTRAINT ? SQLITE_ERROR : rc;
 	}
 	if ((rc & 0xff) == SQLITE_CONSTRAINT) {
 		op->err = sqlite_to_errno(s->wdb, rc);
@@ -788,7 +910,10 @@ void store_close(struct store *s)
 	sqlite3_finalize(s->upd_stmt);
 	sqlite3_finalize(s->aud_stmt);
 	sqlite3_finalize(s->lab_stmt);
+	sqlite3_finalize(s->att_stmt);
 	sqlite3_close(s->wdb);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
 	seal_free(s->seal);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
@@ -927,6 +1052,49 @@ rollback:
 	return e;
 }
 
+/*
+ * Take the store's lock file (path + ".lock") for as long as the store is open: two tpads
+ * writing one SQLite store would each think they own its PENDING rows. The file holds the
+ * owner's pid, so the refusal can name it.
+ */
+static int store_lock(struct store *s, char *err, size_t errlen)
+{
+	char path[4096];
+	if (snprintf(path, sizeof(path), "%s.lock", s->path) >= (int)sizeof(path)) {
+		set_err(err, errlen, "%s: path too long", s->path);
+		return -ENAMETOOLONG;
+	}
+	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (s->lock_fd < 0) {
+		int e = -errno;
+		set_err(err, errlen, "%s: cannot open: %s", path, strerror(-e));
+		return e;
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = -errno;
+		char pid[32] = "";
+		ssize_t n = pread(s->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		if (e == -EWOULDBLOCK)
+			set_err(err, errlen,
+				"%s is in use by another tpad%s%s%s: one tpad per SQLite store (stop "
+				"it, or give this one its own store.path)",
+				s->path, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+		else
+			set_err(err, errlen, "%s: cannot lock: %s", path, strerror(-e));
+		close(s->lock_fd);
+		s->lock_fd = -1;
+		return e == -EWOULDBLOCK ? -EBUSY : e;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(s->lock_fd, 0) < 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n) {
+		/* The lock holds without the pid; only the message would be less precise. */
+	}
+	return 0;
+}
+
 /* Create the file with mode 0600 if missing; tighten the mode of an existing one. */
 static int store_create_file(const char *path, char *err, size_t errlen)
 {
@@ -1003,6 +1171,9 @@ static int store_open_writer(struct store *s, char *err, size_t errlen)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v3(s->wdb, sql_label_put, -1, SQLITE_PREPARE_PERSISTENT,
 					&s->lab_stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->wdb, sql_attempt, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->att_stmt, NULL);
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->wdb, rc, "cannot prepare statements", err, errlen);
 	return 0;
@@ -1061,6 +1232,7 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
 		return -ENOMEM;
 	}
 	s->efd = -1;
+	s->lock_fd = -1;
 	s->base = base;
 	s->commit_delay_ms = o->commit_delay_ms;
 	s->max_queue = o->max_queue ? o->max_queue : STORE_DEFAULT_MAX_QUEUE;
@@ -1083,6 +1255,11 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
 		set_err(err, errlen, "%s: cannot set up AppKey sealing: %s", s->path, strerror(-e));
 		goto fail;
 	}
+	if (o->instance)
+		copy_str(s->instance, sizeof(s->instance), o->instance);
+	e = store_lock(s, err, errlen);
+	if (e < 0)
+		goto fail;
 	e = store_create_file(s->path, err, errlen);
 	if (e < 0)
 		goto fail;
@@ -1166,6 +1343,11 @@ static int row_to_record(struct store *s, sqlite3_stmt *st, struct store_record 
 	r->pid = (int32_t)sqlite3_column_int64(st, 13);
 	r->created_at = sqlite3_column_int64(st, 14);
 	r->updated_at = sqlite3_column_int64(st, 15);
+	r->attempts = (uint32_t)sqlite3_column_int64(st, 16);
+	r->maybe_at = sqlite3_column_int64(st, 17);
+	e = col_text(st, 18, r->instance, sizeof(r->instance));
+	if (e)
+		return e;
 	if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
 		const void *blob = sqlite3_column_blob(st, 5);
 		int len = sqlite3_column_bytes(st, 5);
@@ -1271,6 +1453,46 @@ int store_list(struct store *s, int state, const char *after, size_t limit,
 	return e;
 }
 
+int store_attempt_list(struct store *s, const char *dev_eui,
+		       int (*fn)(const struct store_attempt *a, void *arg), void *arg)
+{
+	if (!s || !fn || !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	char eui[HEX_EUI + 1];
+	hex_upper(eui, dev_eui, HEX_EUI);
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->rdb,
+				    "SELECT n, at, instance, digest, outcome FROM attempts "
+				    "WHERE dev_eui = ?1 ORDER BY n",
+				    -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+	rc = sqlite3_bind_text(st, 1, eui, -1, SQLITE_STATIC);
+	int e = 0;
+	while (e == 0 && rc == SQLITE_OK) {
+		int step = sqlite3_step(st);
+		if (step == SQLITE_DONE)
+			break;
+		if (step != SQLITE_ROW) {
+			rc = step;
+			break;
+		}
+		struct store_attempt a = {.n = (uint32_t)sqlite3_column_int64(st, 0),
+					  .at = sqlite3_column_int64(st, 1)};
+		e = col_text(st, 2, a.instance, sizeof(a.instance));
+		if (!e)
+			e = col_text(st, 3, a.digest, sizeof(a.digest));
+		if (!e)
+			e = col_text(st, 4, a.outcome, sizeof(a.outcome));
+		if (!e)
+			e = fn(&a, arg);
+	}
+	if (e == 0 && rc != SQLITE_OK)
+		e = sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+	sqlite3_finalize(st);
+	return e;
+}
+
 int store_count(struct store *s, uint64_t counts[STORE_N_STATES])
 {
 	if (!s || !counts)
@@ -1369,9 +1591,12 @@ json_t *store_status_json(struct store *s)
 	uint64_t counts[STORE_N_STATES];
 	json_t *rows = NULL;
 	if (store_count(s, counts) == 0)
-		rows = json_pack("{s:I, s:I, s:I}", "PENDING", (json_int_t)counts[STORE_PENDING],
-				 "ISSUED", (json_int_t)counts[STORE_ISSUED], "FAILED",
-				 (json_int_t)counts[STORE_FAILED]);
+		rows = json_pack("{s:I, s:I, s:I, s:I, s:I}", "PENDING",
+				 (json_int_t)counts[STORE_PENDING], "ISSUED",
+				 (json_int_t)counts[STORE_ISSUED], "FAILED",
+				 (json_int_t)counts[STORE_FAILED], "FOREIGN",
+				 (json_int_t)counts[STORE_FOREIGN], "RETIRED",
+				 (json_int_t)counts[STORE_RETIRED]);
 	double mean = st.commits ? (double)st.ops / (double)st.commits : 0.0;
 	return json_pack("{s:s, s:o, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:o}", "path", s->path,
 			 "rows", rows ? rows : json_null(), "commits", (json_int_t)st.commits,

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct event;
 struct config;
 struct server;
 struct listener;
@@ -25,6 +26,8 @@ struct tpad {
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
 	struct metrics_http *metrics; /* HTTP /metrics; NULL when metrics.listen is unset */
+	struct event *settle_ev;   /* background settling of PENDING rows */
+	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 };

@@ -112,6 +112,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "Export", PROTO_SOCKET_ADMIN, true, export_params),
     METHOD(IFACE_ADMIN, "ListDevices", PROTO_SOCKET_ADMIN, false, list_devices_params),
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
+    METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN, false, metrics_params),
     METHOD(IFACE_ADMIN, "Backup", PROTO_SOCKET_ADMIN, false, backup_params),
 };
@@ -138,6 +139,8 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 	const char *inval = PROTO_ERR_INVALID_PARAMETER;
 	json_error_t jerr;
 
+	/* Until the message says otherwise, a fault is answered. */
+	fault->oneway = false;
 	if (len == 0)
 		return fault_set(fault, inval, "", "empty message");
 	json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -149,6 +152,8 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 		fault_set(fault, inval, "", "must be a JSON object");
 		goto out;
 	}
+	/* A call that says oneway gets no reply, not even an error: its client reads none. */
+	fault->oneway = json_is_true(json_object_get(root, "oneway"));
 	json_t *method = json_object_get(root, "method");
 	if (!method) {
 		fault_set(fault, inval, "method", "is required");
@@ -173,10 +178,6 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 		fault_set(fault, inval, "oneway", "must be true or false");
 		goto out;
 	}
-	if (json_is_true(more) && json_is_true(oneway)) {
-		fault_set(fault, inval, "oneway", "cannot be combined with more");
-		goto out;
-	}
 	json_t *upgrade = json_object_get(root, "upgrade");
 	if (upgrade && !json_is_null(upgrade) && !json_is_boolean(upgrade)) {
 		fault_set(fault, inval, "upgrade", "must be true or false");
@@ -199,7 +200,7 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 	*ret = (struct call){
 	    .method = name,
 	    .parameters = p,
-	    .more = json_is_true(more),
+	    .more = json_is_true(more) && !json_is_true(oneway), /* oneway wins */
 	    .oneway = json_is_true(oneway),
 	};
 	r = 0;
@@ -617,7 +618,8 @@ int proto_check(const struct call *c, unsigned socket, const struct method_spec 
 	int r = proto_method_lookup(c->method, socket, &m, fault);
 	if (r < 0)
 		return r;
-	if (m->streams && !c->more)
+	/* oneway: the work is done and every reply dropped, so a stream is fine. */
+	if (m->streams && !c->more && !c->oneway)
 		return fault_set(fault, expected_more_error(m->interface), "", "%s", "");
 	r = proto_validate(m, c->parameters, fault);
 	if (r < 0)

@@ -29,6 +29,7 @@ struct proto_fault {
 	const char *error;
 	char parameter[256];
 	char reason[160];
+	bool oneway; /* the faulty call asked for no reply */
 };
 
 /* A decoded call. parameters is never NULL ({} when absent); more and oneway never both. */

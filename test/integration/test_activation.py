@@ -275,6 +275,15 @@ class Faults(Base):
         self.s.faults(rate_5xx=0, rate_429=0, drop_before_answer=0, drop_before_import=0,
                       reset_after=0, malformed=0, slow=False, refuse=False, latency_ms=0)
         again = self.run_devices_list(list(out))
+        # A device whose import may still land stays unknown until upstream.settle-after
+        # (10 s here) has passed since its last attempt; then it settles, never twice.
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            unknown = [e for e, v in again.items() if v == "io.tpad.Station.OutcomeUnknown"]
+            if not unknown:
+                break
+            time.sleep(1)
+            again.update(self.run_devices_list(unknown))
         sim = {x["deviceEUI"]: x["ownerToken"].upper() for x in self.s.devices()}
         for e, v in out.items():
             self.assertIsInstance(again[e], dict, (e, again[e]))
@@ -379,17 +388,53 @@ class Faults(Base):
         self.assertEqual(self.s.counters()["imports"], 15)
         self.assertEqual(self.status()["upstream"]["breaker"], "closed")
 
-    def test_409_adopts_cloud_token(self):
+    def test_409_from_elsewhere_is_foreign_until_adopted(self):
+        """Defect 4: a 409 no attempt of ours explains is never answered ok."""
         d = self.start()
         first = self.activate(eui(1), tkmInfo=TKM)["device"]["ownerToken"]
-        # A second line PC with an empty store: the cloud says 409, the query settles it.
+        # A second line PC with its own store: the cloud says 409 to its first import.
         d2 = self.daemon(upstream_url=self.s.url(), psk_hex=self.s.psk_hex).start()
         self.wait_upstream_ready(d2)
         with d2.station_client() as c:
+            with self.assertRaises(VarlinkError) as cm:
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(1), "tkmInfo": TKM})
+            self.assertEqual(cm.exception.error, "io.tpad.Station.Conflict")
+            self.assertIn("tpactl adopt", cm.exception.params["reason"])
+            # Lookup says the same; nothing is handed out.
+            with self.assertRaises(VarlinkError) as cm:
+                c.call("io.tpad.Station.Lookup", {"devEUI": eui(1)})
+            self.assertEqual(cm.exception.error, "io.tpad.Station.Conflict")
+        with d2.admin_client() as a:
+            info = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui(1)})
+            self.assertEqual(info["device"]["state"], "FOREIGN")
+            self.assertEqual([x["outcome"] for x in info["attempts"]], ["conflict"])
+        # The same with an AppKey device seeded on the cloud by "the console": the station's
+        # own (or a generated) key would never join, so it must not be answered ok.
+        seeded = self.s.seed(eui(2), appKey="11" * 16)
+        with d2.station_client() as c:
+            with self.assertRaises(VarlinkError) as cm:
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(2), "generateAppKey": True})
+            self.assertEqual(cm.exception.error, "io.tpad.Station.Conflict")
+        # The admin who knows better adopts: the cloud's token, audited as "adopted".
+        p = subprocess.run([tpadtest.TPACTL, "--socket", d2.admin, "adopt", eui(1)],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(first, p.stdout)
+        with d2.station_client() as c:
             dev = c.call("io.tpad.Station.Activate", {"devEUI": eui(1), "tkmInfo": TKM})["device"]
         self.assertEqual(dev["ownerToken"], first)
-        self.assertEqual(self.s.counters()["imports"], 1)
-        self.assertEqual(self.s.counters()["duplicate_imports"], 1)
+        with d2.admin_client() as a:
+            info = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui(1)})
+            self.assertIn("adopted", [x["outcome"] for x in info["audit"]])
+            self.assertEqual(a.call("io.tpad.Admin.Status")["activations"]["foreign"], 2)
+        # Adopting a device that is not FOREIGN is refused.
+        p = subprocess.run([tpadtest.TPACTL, "--socket", d2.admin, "adopt", eui(1)],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        c = self.s.counters()
+        self.assertEqual(c["imports"], 1)
+        self.assertEqual(c["duplicate_imports"], 2)  # the two 409s, never a second landing
+        self.assertNotEqual(seeded["ownerToken"].upper(), first)
         d.stop()
 
 
@@ -421,7 +466,7 @@ class Durability(Base):
         c = self.s.counters()
         self.assertEqual(c["duplicate_imports"], 0)
         self.assertEqual(c["imports"], 4)
-        self.assertIn("PENDING devices", d.log_text())
+        self.assertIn("PENDING devices", d.log_text_all())
 
     def test_kill_9_during_concurrent_activations(self):
         """SIGKILL at random moments during 200 activations from 20 clients, twice."""

@@ -182,6 +182,15 @@ class Foundation(TpadTestCase):
         p = subprocess.run([tpadtest.TPAD, "--config", d.conf], capture_output=True,
                            text=True, timeout=20)
         self.assertEqual(p.returncode, 1)
+        # The store's lock is met first: one tpad per SQLite store, naming the owner.
+        self.assertIn("is in use by another tpad (pid %d)" % d.proc.pid, p.stderr)
+        # With a store of its own, the live socket is what refuses it.
+        other = os.path.join(self.tmp, "other.conf")
+        with open(d.conf) as f, open(other, "w") as g:
+            g.write(f.read().replace(d.store, d.store + ".second"))
+        p = subprocess.run([tpadtest.TPAD, "--config", other], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
         self.assertIn("already listening", p.stderr)
         with d.station_client() as c:
             c.call("org.varlink.service.GetInfo")

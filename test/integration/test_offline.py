@@ -84,7 +84,8 @@ class Offline(TpadTestCase):
         self.assertEqual(counters["imports"], 5000)
         self.assertEqual(counters["devices"], 5000)
         self.assertEqual(counters["duplicate_imports"], 0)
-        self.assertEqual(self.store_rows(d), {"PENDING": 0, "ISSUED": 5000, "FAILED": 0})
+        self.assertEqual(self.store_rows(d), {"PENDING": 0, "ISSUED": 5000, "FAILED": 0, "FOREIGN": 0,
+                                                 "RETIRED": 0})
         # The cloud got each row's own key material.
         by_eui = {x["deviceEUI"]: x for x in sim.devices()}
         for r in rows[:300]:
@@ -130,7 +131,8 @@ class Offline(TpadTestCase):
         counters = sim.counters()
         self.assertEqual(counters["duplicate_imports"], 0)
         self.assertEqual(counters["devices"], n)
-        self.assertEqual(self.store_rows(d), {"PENDING": 0, "ISSUED": n, "FAILED": 0})
+        self.assertEqual(self.store_rows(d), {"PENDING": 0, "ISSUED": n, "FAILED": 0, "FOREIGN": 0,
+                                                 "RETIRED": 0})
 
     def test_ctrl_c_stops_cleanly_and_rerun_finishes(self):
         sim, d = self.start(sim_extra=["--latency-ms", "4"])
@@ -204,7 +206,8 @@ class Offline(TpadTestCase):
         counters = sim.counters()
         self.assertEqual(counters["requests"], 0)
         self.assertEqual(counters["imports"], 0)
-        self.assertEqual(self.store_rows(d), {"PENDING": 0, "ISSUED": 0, "FAILED": 0})
+        self.assertEqual(self.store_rows(d), {"PENDING": 0, "ISSUED": 0, "FAILED": 0, "FOREIGN": 0,
+                                                 "RETIRED": 0})
 
     def test_header_forms_comments_quotes(self):
         sim, d = self.start()

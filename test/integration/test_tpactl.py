@@ -76,7 +76,8 @@ class Help(TpadTestCase):
              "Did you mean 'tpactl activate'?"),
             (("dev",), "unknown command 'dev'", "Did you mean 'tpactl device"),
             (("frobnicate",), "unknown command 'frobnicate'", "Try 'tpactl help'"),
-            (("devices", "--state", "bogus"), "--state must be PENDING, ISSUED or FAILED",
+            (("devices", "--state", "bogus"),
+             "--state must be PENDING, ISSUED, FAILED, FOREIGN or RETIRED",
              "Try 'tpactl help devices'."),
             (("lookup", "--dev-euii", "0123456789ABCDEF"), "unknown option '--dev-euii'",
              "Did you mean '--dev-eui'?"),
@@ -297,7 +298,8 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         self.assertEqual(self.complete("tpactl dev"), {"devices", "device"})
         self.assertIn("--dev-eui", self.complete("tpactl lookup --"))
         self.assertNotIn("--tkm-info", self.complete("tpactl lookup --"))
-        self.assertEqual(self.complete("tpactl devices --state "), {"PENDING", "ISSUED", "FAILED"})
+        self.assertEqual(self.complete("tpactl devices --state "),
+                         {"PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED"})
         self.assertEqual(self.complete("tpactl export --format "), {"png", "svg", "zpl", "csv"})
         self.assertEqual(self.complete("tpactl metrics --format "), {"openmetrics", "prometheus"})
         self.assertIn("--ignore-unknown-columns", self.complete("tpactl import --"))

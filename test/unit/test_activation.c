@@ -18,6 +18,11 @@ struct fake {
 	int fail_next_insert; /* errno to fail the next insert's commit with */
 	int fail_next_update;
 	unsigned inserts, updates, audits, imports, queries;
+	int64_t now; /* wall clock seen by activation, ms after EPOCH_MS */
+	unsigned unrecorded_imports; /* imports sent with fewer attempts committed */
+	/* attempts recorded, in order of their commits */
+	struct store_attempt attempts[MAX_EVENTS];
+	size_t n_attempts;
 	/* scripted cloud answers, consumed in order */
 	struct tpa_result import_script[16];
 	size_t n_import_script, next_import;
@@ -37,6 +42,8 @@ struct fake {
 		struct tpa_result res;
 		struct store_record rec;
 		bool is_insert;
+		bool has_att;
+		struct store_attempt att;
 	} ev[MAX_EVENTS];
 	size_t n_ev;
 };
@@ -88,6 +95,28 @@ static int f_update(void *ctx, const struct store_record *r, store_done_fn *cb, 
 	return f_write(f, r, cb, arg, false);
 }
 
+static int f_write_attempt(void *ctx, const struct store_record *r, bool insert,
+			   const struct store_attempt *a, store_done_fn *cb, void *arg)
+{
+	struct fake *f = ctx;
+	if (insert)
+		f->inserts++;
+	else
+		f->updates++;
+	int rr = f_write(f, r, cb, arg, insert);
+	f->ev[f->n_ev - 1].has_att = a != NULL;
+	if (a)
+		f->ev[f->n_ev - 1].att = *a;
+	return rr;
+}
+
+/* The fake wall clock: a fixed epoch plus what a test advanced it by. */
+#define EPOCH_MS 1700000000000LL
+static int64_t f_now(void *ctx)
+{
+	return EPOCH_MS + ((struct fake *)ctx)->now;
+}
+
 static int f_audit(void *ctx, const char *eui, const char *method, uint32_t uid, int32_t pid,
 		   const char *outcome)
 {
@@ -109,6 +138,9 @@ static int f_import(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, vo
 {
 	struct fake *f = ctx;
 	f->imports++;
+	/* Rule: every attempt is committed before its first byte is sent. */
+	if (f->n_attempts < f->imports)
+		f->unrecorded_imports++;
 	struct event *e = &f->ev[f->n_ev++];
 	memset(e, 0, sizeof(*e));
 	e->kind = 1;
@@ -196,6 +228,8 @@ static void pump(struct fake *f)
 				f->rows[f->n_rows++] = e.rec;
 			else
 				*row = e.rec;
+			if (!err && e.has_att)
+				f->attempts[f->n_attempts++] = e.att;
 		}
 		e.scb(err, err ? "fake store failure" : NULL, e.arg);
 	}
@@ -205,6 +239,8 @@ static const struct activation_ops ops = {
     .get = f_get,
     .insert = f_insert,
     .update = f_update,
+    .write_attempt = f_write_attempt,
+    .now_ms = f_now,
     .audit = f_audit,
     .import = f_import,
     .query = f_query,
@@ -350,14 +386,32 @@ static void test_unknown_outcomes(void)
 	CHECK_INT(f.imports, 1);
 	CHECK_INT(f.queries, 1);
 
-	/* Lost before it landed: the query finds nothing, import once more. */
+	/*
+	 * Lost, and the query finds nothing yet: that proves nothing until settle-after has
+	 * passed since the attempt (the import may still be processed). No second import, no
+	 * FAILED: OutcomeUnknown with the seconds to wait.
+	 */
 	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
 	f.n_import_script++;
 	q = se_req("00000000000000B2", TKM1);
 	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, 60);
+	CHECK_INT(f.imports, 2);
+	CHECK_INT(fake_row(&f, "00000000000000B2")->state, STORE_PENDING);
+	/* Asked again within settle-after: still unknown, still no import. */
+	f.now += 30000;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, 30);
+	CHECK_INT(f.imports, 2);
+	/* After settle-after the "not found" is trusted: the attempt is disproved, import once. */
+	f.now += 30000;
+	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK(g.res.live);
 	CHECK_INT(f.imports, 3);
+	CHECK_INT(fake_row(&f, "00000000000000B2")->attempts, 2);
 
 	/* One failed query is simply asked again (it is read-only). */
 	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 1);
@@ -382,28 +436,170 @@ static void test_unknown_outcomes(void)
 	CHECK_INT(fake_row(&f, "00000000000000B3")->state, STORE_PENDING);
 	unsigned imports = f.imports;
 
-	/* Asked again later: query first (the cloud has nothing), then one import. */
+	/* Asked again after settle-after: query first (the cloud has nothing), one import. */
+	f.now += 60000;
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK_INT(f.imports, imports + 1);
 
-	/* 409: settled by the query. */
+	/*
+	 * 409 to our first import: no attempt of ours can explain it. The device is FOREIGN
+	 * (imported elsewhere): Conflict, and the cloud's token is not handed out.
+	 */
 	cloud_add(&f, "00000000000000B4", "EXISTING");
 	f.import_script[f.n_import_script] = tres(TPA_CONFLICT, 409);
 	f.n_import_script++;
 	q = se_req("00000000000000B4", TKM1);
 	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+	CHECK(g.res.foreign);
+	CHECK(strstr(g.res.reason, "adopt") != NULL);
+	CHECK_INT(fake_row(&f, "00000000000000B4")->state, STORE_FOREIGN);
+	CHECK_STR(fake_row(&f, "00000000000000B4")->owner_token, "");
+	/* Asked again: still Conflict, nothing sent. */
+	imports = f.imports;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+	CHECK_INT(f.imports, imports);
+	/* An admin adopts it: the cloud's token becomes ours, audited. */
+	struct act_request ad = {.adopt = true, .method = "io.tpad.Admin.Adopt"};
+	snprintf(ad.dev_eui, sizeof(ad.dev_eui), "00000000000000B4");
+	unsigned audits = f.audits;
+	g = run(a, &f, &ad);
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK_STR(g.res.rec.owner_token, "EXISTING");
+	CHECK_INT(f.audits, audits + 1);
+	CHECK_INT(fake_row(&f, "00000000000000B4")->state, STORE_ISSUED);
+	/* Adopt applies to FOREIGN devices only. */
+	g = run(a, &f, &ad);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
 
-	/* A 500 may follow a done import: settled by the query as well. */
+	/* A 500 may follow a done import: settled by the query as well (after settle-after). */
 	f.import_script[f.n_import_script] = tres(TPA_UNAVAILABLE, 500);
 	f.n_import_script++;
 	q = se_req("00000000000000B5", TKM1);
 	imports = f.imports;
 	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	f.now += 60000;
+	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK_INT(f.imports, imports + 2);
+	CHECK_INT(f.unrecorded_imports, 0);
+	activation_free(a);
+}
+
+/*
+ * The defects of the settle race: an attempt that timed out and a query too early must
+ * never lead to a second import or to FAILED while the first may still land.
+ */
+static void test_settle_rules(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	activation_set_settle(a, 10000, 1000, 8000);
+
+	/* Attempt 1 times out; the cloud lands it later than our early query. */
+	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
+	struct act_request q = se_req("0000000000000A01", TKM1);
+	struct got g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, 10);
+	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_PENDING);
+	CHECK_INT(f.attempts[f.n_attempts - 1].n, 1);
+	CHECK_STR(f.attempts[f.n_attempts - 1].outcome, "sending");
+	/* The retry hint of a PENDING row (what Lookup says). */
+	CHECK_INT(activation_retry_after(a, fake_row(&f, q.dev_eui)), 10);
+	/* It lands now; the background settler is not due yet and asks nothing. */
+	cloud_add(&f, q.dev_eui, "LATE");
+	unsigned queries = f.queries;
+	CHECK_INT(activation_settle_due(a, 4, NULL, NULL), 0);
+	pump(&f);
+	CHECK_INT(f.queries, queries);
+	/* Once due, it adopts the token of our own attempt: one import in all. */
+	f.now += 10000;
+	CHECK_INT(activation_settle_due(a, 4, NULL, NULL), 0);
+	pump(&f);
+	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_ISSUED);
+	CHECK_STR(fake_row(&f, q.dev_eui)->owner_token, "LATE");
+	CHECK_INT(f.imports, 1);
+	CHECK_STR(f.attempts[f.n_attempts - 1].outcome, "landed");
+
+	/*
+	 * Attempt 1 times out and never lands; after settle-after attempt 2 cannot even be
+	 * sent (queue full). Every attempt is now disproved or never sent: FAILED is right.
+	 */
+	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
+	q = se_req("0000000000000A02", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	f.now += 10000;
+	f.import_script[f.n_import_script++] = tres(TPA_UNAVAILABLE, 0);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNAVAILABLE);
+	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_FAILED);
+	CHECK_INT(fake_row(&f, q.dev_eui)->maybe_at, 0);
+	CHECK_INT(f.attempts[f.n_attempts - 3].n, 1);
+	CHECK_STR(f.attempts[f.n_attempts - 3].outcome, "disproved");
+	CHECK_INT(f.attempts[f.n_attempts - 1].n, 2);
+	CHECK_STR(f.attempts[f.n_attempts - 1].outcome, "not-sent");
+
+	/* The same, but attempt 1 does land late: the row is ISSUED, never FAILED. */
+	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
+	q = se_req("0000000000000A03", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	cloud_add(&f, q.dev_eui, "LATE3");
+	f.now += 10000;
+	unsigned imports = f.imports;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_STR(g.res.rec.owner_token, "LATE3");
+	CHECK_INT(f.imports, imports);
+
+	/* Every attempt records the same digest for the same record, another for another. */
+	char d1[65], d2[65];
+	struct store_record r1 = {0}, r2;
+	snprintf(r1.dev_eui, sizeof(r1.dev_eui), "0000000000000A04");
+	snprintf(r1.join_eui, sizeof(r1.join_eui), "0000000000000000");
+	r1.has_app_key = true;
+	memset(r1.app_key, 1, 16);
+	r2 = r1;
+	activation_digest(&r1, d1);
+	activation_digest(&r2, d2);
+	CHECK_STR(d1, d2);
+	r2.app_key[0] = 2;
+	activation_digest(&r2, d2);
+	CHECK(strcmp(d1, d2) != 0);
+
+	/* A query hit with no attempt of ours behind it (a PENDING row never sent): FOREIGN. */
+	struct store_record *r = &f.rows[f.n_rows++];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->dev_eui, sizeof(r->dev_eui), "0000000000000A05");
+	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
+	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
+	r->state = STORE_PENDING;
+	cloud_add(&f, "0000000000000A05", "THEIRS");
+	q = se_req("0000000000000A05", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+	CHECK(g.res.foreign);
+
+	/* A retired device is never handed out. */
+	r = &f.rows[f.n_rows++];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->dev_eui, sizeof(r->dev_eui), "0000000000000A06");
+	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
+	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
+	snprintf(r->owner_token, sizeof(r->owner_token), "GONE");
+	r->state = STORE_RETIRED;
+	q = se_req("0000000000000A06", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_RETIRED);
+	q.tkm_info[0] = '\0';
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_RETIRED);
+	CHECK_INT(f.unrecorded_imports, 0);
 	activation_free(a);
 }
 
@@ -526,6 +722,9 @@ static void test_reconcile(void)
 		snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
 		snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
 		r->state = STORE_PENDING;
+		/* An attempt was recorded long ago (its not-found answers are trusted now). */
+		r->attempts = 1;
+		r->maybe_at = EPOCH_MS - 600000;
 	}
 	cloud_add(&f, euis[0], "ADOPTED");
 	/* Queries in order: F1 from the registry, F2 not found, F3 fails. */
@@ -552,6 +751,7 @@ int main(void)
 	test_live_then_stored();
 	test_app_keys();
 	test_unknown_outcomes();
+	test_settle_rules();
 	test_refusals();
 	test_store_failures();
 	test_concurrent_same_device();

@@ -399,7 +399,7 @@ static void test_schema_version(void)
 	sqlite3_stmt *st;
 	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
-	CHECK_INT(sqlite3_column_int(st, 0), 2);
+	CHECK_INT(sqlite3_column_int(st, 0), 3);
 	sqlite3_finalize(st);
 	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
 	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
@@ -410,14 +410,27 @@ static void test_schema_version(void)
 	s = open_store(key, 0);
 	store_close(s);
 
-	CHECK_INT(raw_exec("PRAGMA user_version = 3"), SQLITE_OK);
+	CHECK_INT(raw_exec("PRAGMA user_version = 4"), SQLITE_OK);
 	char err[256] = "";
 	struct store_options o = {.path = dbpath, .key = key, .key_len = STORE_KEY_LEN};
 	s = NULL;
 	CHECK_INT(store_open(base, &o, &s, err, sizeof(err)), -ENOTSUP);
 	CHECK(strstr(err, "newer") != NULL);
 	CHECK(s == NULL);
-	CHECK_INT(raw_exec("PRAGMA user_version = 2"), SQLITE_OK);
+	CHECK_INT(raw_exec("PRAGMA user_version = 3"), SQLITE_OK);
+	s = open_store(key, 0);
+
+	/* One tpad per store: a second open of the same file is refused, naming the owner. */
+	struct store *second = NULL;
+	err[0] = '\0';
+	CHECK_INT(store_open(base, &o, &second, err, sizeof(err)), -EBUSY);
+	CHECK(second == NULL);
+	CHECK(strstr(err, "in use by another tpad") != NULL);
+	char pid[32];
+	snprintf(pid, sizeof(pid), "pid %ld", (long)getpid());
+	CHECK(strstr(err, pid) != NULL);
+	store_close(s);
+	/* Closed: the lock is free again. */
 	s = open_store(key, 0);
 	store_close(s);
 
@@ -430,12 +443,24 @@ static void test_schema_version(void)
 	wait_for(&t1, 1);
 	CHECK_INT(t1.ok, 1);
 	store_close(s);
-	CHECK_INT(raw_exec("DROP TABLE labels; PRAGMA user_version = 1"), SQLITE_OK);
+	/* Back to the v1 shape: no labels (v2), no attempts, instance or FOREIGN (v3). */
+	CHECK_INT(raw_exec("DROP TABLE labels; DROP TABLE attempts;"
+			   "ALTER TABLE audit DROP COLUMN instance;"
+			   "ALTER TABLE devices DROP COLUMN attempts;"
+			   "ALTER TABLE devices DROP COLUMN maybe_at;"
+			   "ALTER TABLE devices DROP COLUMN instance;"
+			   "UPDATE devices SET state = 'PENDING';"
+			   "PRAGMA user_version = 1"),
+		  SQLITE_OK);
 	s = open_store(key, 0);
 	if (s) {
 		struct store_record got;
 		CHECK_INT(store_get(s, r.dev_eui, &got), 0);
 		CHECK(got.has_app_key && memcmp(got.app_key, r.app_key, 16) == 0);
+		/* An old PENDING row may have had its import sent: one attempt, unsettled. */
+		CHECK_INT(got.state, STORE_PENDING);
+		CHECK_INT(got.attempts, 1);
+		CHECK(got.maybe_at > 0);
 		store_close(s);
 	}
 
@@ -674,7 +699,7 @@ static void test_list(void)
 	CHECK_INT(tail.n, 5);
 
 	CHECK_INT(store_list(s, -1, NULL, 0, stop_at_first, NULL), 42);
-	CHECK_INT(store_list(s, 3, NULL, 0, collect, &tail), -EINVAL);
+	CHECK_INT(store_list(s, STORE_N_STATES, NULL, 0, collect, &tail), -EINVAL);
 	CHECK_INT(store_list(s, -2, NULL, 0, collect, &tail), -EINVAL);
 	store_close(s);
 }
