@@ -244,6 +244,11 @@ bool req_more(const struct req *r)
 	return r->call.more;
 }
 
+bool req_oneway(const struct req *r)
+{
+	return r->call.oneway;
+}
+
 const struct peer *req_peer(const struct req *r)
 {
 	return &r->conn->peer;

@@ -95,6 +95,7 @@ void server_get_stats(const struct server *s, struct server_stats *ret);
 const char *req_method(const struct req *r);
 json_t *req_params(const struct req *r);
 bool req_more(const struct req *r);
+bool req_oneway(const struct req *r);
 const struct peer *req_peer(const struct req *r);
 
 /* True once the client is gone: the handler still finishes, its replies are dropped. */

@@ -555,6 +555,25 @@ static void on_not_found(struct job *j)
 	send_attempt(j, false);
 }
 
+/* Whether the cloud's answer shows a record other than ours (fields it shows only). */
+static bool cloud_record_differs(const struct tpa_result *t, const struct store_record *r)
+{
+	if (t->join_eui[0] && strcmp(t->join_eui, r->join_eui) != 0)
+		return true;
+	if (t->tkm_info[0] && strcmp(t->tkm_info, r->tkm_info) != 0)
+		return true;
+	if (t->app_key[0]) {
+		char hex[33];
+		if (!r->has_app_key)
+			return true;
+		hex_encode(r->app_key, sizeof(r->app_key), hex);
+		bool differs = strcmp(hex, t->app_key) != 0;
+		cred_wipe(hex, sizeof(hex));
+		return differs;
+	}
+	return false;
+}
+
 static void on_query(const struct tpa_result *t, void *arg)
 {
 	struct job *j = arg;
@@ -563,6 +582,11 @@ static void on_query(const struct tpa_result *t, void *arg)
 		if (j->req.adopt) {
 			a->stats.adopted++;
 			commit_issued(j, t->owner_token, t->ref);
+			return;
+		}
+		if (cloud_record_differs(t, &j->rec)) {
+			/* Held with another record: no attempt of ours explains that. */
+			commit_foreign(j, "with another record");
 			return;
 		}
 		if (j->rec.maybe_at) {

@@ -384,8 +384,10 @@ void dispatch_call(struct req *r, void *arg)
 	struct tpad *t = arg;
 	const struct peer *p = req_peer(r);
 	unsigned sock = p->kind == SOCK_STATION ? PROTO_SOCKET_STATION : PROTO_SOCKET_ADMIN;
-	struct call c = {
-	    .method = (char *)req_method(r), .parameters = req_params(r), .more = req_more(r)};
+	struct call c = {.method = (char *)req_method(r),
+			 .parameters = req_params(r),
+			 .more = req_more(r),
+			 .oneway = req_oneway(r)};
 	const struct method_spec *m;
 	struct proto_fault f;
 

@@ -117,6 +117,19 @@ static bool take_token(const struct config *cfg, json_t *obj, struct tpa_result 
 		return false;
 	hex_upper(res->owner_token, s, strlen(s));
 	json_text(json_object_get(obj, cfg->api_field_ref), res->ref, sizeof(res->ref));
+	/* What the answer shows of the record, to tell our import from someone else's. */
+	static const struct {
+		size_t digits, off;
+	} fields[] = {{HEX_EUI, offsetof(struct tpa_result, join_eui)},
+		      {HEX_TKM_INFO, offsetof(struct tpa_result, tkm_info)},
+		      {HEX_APP_KEY, offsetof(struct tpa_result, app_key)}};
+	const char *names[] = {cfg->api_field_join_eui, cfg->api_field_tkm_info,
+			       cfg->api_field_app_key};
+	for (size_t i = 0; i < 3; i++) {
+		const char *v = json_string_value(json_object_get(obj, names[i]));
+		if (v && hex_valid(v, fields[i].digits))
+			hex_upper((char *)res + fields[i].off, v, fields[i].digits);
+	}
 	return true;
 }
 

@@ -37,6 +37,10 @@ struct tpa_result {
 	int http_status;       /* 0 when no response */
 	char owner_token[129]; /* upper-case hex */
 	char ref[129];
+	/* The record as the cloud holds it, where its answer says (upper-case; "" if not). */
+	char join_eui[17];
+	char tkm_info[21];
+	char app_key[33];
 	char code[64];
 	char message[256];
 	int retry_after;  /* seconds, -1 none */

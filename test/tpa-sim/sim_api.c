@@ -145,10 +145,10 @@ static json_t *device_json(const struct sim_device *d, bool full)
 	snprintf(ref, sizeof(ref), "fd-%llu", (unsigned long long)d->ref);
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ref", ref, "ownerToken", d->owner_token,
 			      "deviceEUI", d->dev_eui, "joinEUI", d->join_eui);
+	if (o && d->tkm_info[0])
+		json_object_set_new(o, "tkmInfo", json_string(d->tkm_info));
 	if (!o || !full)
 		return o;
-	if (d->tkm_info[0])
-		json_object_set_new(o, "tkmInfo", json_string(d->tkm_info));
 	if (d->app_key[0])
 		json_object_set_new(o, "appKey", json_string(d->app_key));
 	if (d->hsm_group[0])

@@ -585,6 +585,32 @@ static void test_settle_rules(void)
 	CHECK_INT(g.res.outcome, ACT_CONFLICT);
 	CHECK(g.res.foreign);
 
+	/*
+	 * Our attempt may have landed, but the query shows the cloud holds the device with
+	 * another record (another tkmInfo): someone else's import, never adopted.
+	 */
+	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
+	q = se_req("0000000000000A07", TKM1);
+	struct tpa_result other = tres(TPA_OK, 200);
+	snprintf(other.owner_token, sizeof(other.owner_token), "THEIRS7");
+	snprintf(other.tkm_info, sizeof(other.tkm_info), "%s", TKM2);
+	f.next_query = f.n_query_script = 0;
+	f.query_script[f.n_query_script++] = other;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_CONFLICT);
+	CHECK(g.res.foreign);
+	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_FOREIGN);
+	/* The same answer with our own record is ours: adopted. */
+	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
+	q = se_req("0000000000000A08", TKM1);
+	snprintf(other.tkm_info, sizeof(other.tkm_info), "%s", TKM1);
+	snprintf(other.join_eui, sizeof(other.join_eui), "0000000000000000");
+	f.next_query = f.n_query_script = 0;
+	f.query_script[f.n_query_script++] = other;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_STR(g.res.rec.owner_token, "THEIRS7");
+
 	/* A retired device is never handed out. */
 	r = &f.rows[f.n_rows++];
 	memset(r, 0, sizeof(*r));
