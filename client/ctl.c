@@ -284,6 +284,8 @@ static void print_store(json_t *s)
 	       geti(rows, "ISSUED"), geti(rows, "PENDING"), geti(rows, "FAILED"));
 	const char *err = gets_or(s, "lastError", NULL);
 	char b[64];
+	if (json_is_true(json_object_get(s, "failing")))
+		printf("  %s: transactions are failing now\n", paint("failing", b, sizeof(b)));
 	if (err)
 		printf("  %s: %s\n", paint("last error", b, sizeof(b)), err);
 }
@@ -293,7 +295,10 @@ static int health_status(json_t *p)
 {
 	json_t *store = json_object_get(p, "store");
 	json_t *up = json_object_get(p, "upstream");
-	if (json_is_object(store) && json_is_string(json_object_get(store, "lastError")))
+	json_t *failing = json_object_get(store, "failing");
+	if (json_is_object(store) &&
+	    (json_is_boolean(failing) ? json_is_true(failing)
+				      : json_is_string(json_object_get(store, "lastError"))))
 		return CTL_EXIT_STORE_FAILING;
 	if (json_is_object(up) && strcmp(gets_or(up, "breaker", ""), "open") == 0)
 		return CTL_EXIT_BREAKER_OPEN;

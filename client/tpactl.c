@@ -93,7 +93,8 @@ static const struct command commands[] = {
     {"status", ctl_status, CTL_ADMIN, 0, false, 0, 0, "",
      "health of tpad, the cloud link and the store (exit 4, 5, 6 when unhealthy)",
      "  Exit status 0 when healthy, 4 when no session to the cloud is ready, 5 when the\n"
-     "  circuit breaker is open, 6 when a store transaction failed since tpad started.\n"},
+     "  circuit breaker is open, 6 when the store is failing (a transaction rolled back\n"
+     "  and none committed since).\n"},
     {"import", ctl_import, CTL_ADMIN,
      BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) |
 	 BIT(OPT_IGNORE_UNKNOWN),

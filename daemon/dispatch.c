@@ -104,8 +104,13 @@ static void h_status(struct tpad *t, struct req *r)
 	}
 	if (t->tpa)
 		json_object_set_new(o, "upstream", tpa_status_json(t->tpa));
-	if (t->store)
-		json_object_set_new(o, "store", store_status_json(t->store));
+	if (t->store) {
+		json_t *sj = store_status_json(t->store);
+		if (sj)
+			json_object_set_new(sj, "failing",
+					    json_boolean(dispatch_store_failing(t)));
+		json_object_set_new(o, "store", sj);
+	}
 	if (t->act) {
 		struct activation_stats as;
 		activation_get_stats(t->act, &as);
@@ -146,6 +151,28 @@ static void h_metrics(struct tpad *t, struct req *r)
 		return;
 	}
 	req_reply(r, o, false);
+}
+
+/* ---- store health: failing from a failed transaction until the next commit ---- */
+
+static struct {
+	uint64_t failures, commits;
+	bool failing;
+} store_health;
+
+bool dispatch_store_failing(struct tpad *t)
+{
+	if (!t->store)
+		return false;
+	struct store_stats ss;
+	store_stats(t->store, &ss);
+	if (ss.batch_failures > store_health.failures)
+		store_health.failing = true;
+	else if (ss.commits > store_health.commits)
+		store_health.failing = false;
+	store_health.failures = ss.batch_failures;
+	store_health.commits = ss.commits;
+	return store_health.failing;
 }
 
 /* ---- journal events seen by watching the modules' counters ---- */
@@ -198,6 +225,7 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 				  NULL);
 		}
 		watched.failed_commits = ss.batch_failures;
+		dispatch_store_failing(t);
 	}
 	if (t->act) {
 		struct activation_stats as;

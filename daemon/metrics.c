@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "activation.h"
+#include "dispatch.h"
 #include "server.h"
 #include "store.h"
 #include "tpa.h"
@@ -216,6 +217,9 @@ static void render_store(struct out *f, const struct tpad *t)
 	family(f, "tpad_store_failed_commits", "counter",
 	       "Transactions rolled back (disk full, I/O error).");
 	sample(f, "tpad_store_failed_commits_total", NULL, s.batch_failures);
+	family(f, "tpad_store_failing", "gauge",
+	       "1 from a rolled-back transaction until the next commit, else 0.");
+	sample(f, "tpad_store_failing", NULL, dispatch_store_failing((struct tpad *)t));
 	family(f, "tpad_store_queue_depth", "gauge", "Writes waiting for the store's writer.");
 	sample(f, "tpad_store_queue_depth", NULL, s.queued);
 }

@@ -114,6 +114,7 @@ struct tpad_status {
 	long long latency_p50_ms, latency_p99_ms;
 	unsigned long long issued, pending, failed; /* store rows by state */
 	char store_error[256];	  /* the last failed store transaction's reason, "" if none */
+	int store_failing;	  /* 1 from a failed transaction until the next commit */
 	int health;		  /* as tpactl status exits: 0 ok, 4 cloud down, 5 breaker
 				     open, 6 store failing */
 };

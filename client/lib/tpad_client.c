@@ -481,8 +481,10 @@ int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err)
 		ret->failed = getu(rows, "FAILED");
 		const char *le = json_string_value(json_object_get(s, "lastError"));
 		snprintf(ret->store_error, sizeof(ret->store_error), "%s", le ? le : "");
+		json_t *f = json_object_get(s, "failing");
+		ret->store_failing = json_is_boolean(f) ? json_is_true(f) : ret->store_error[0] != 0;
 	}
-	ret->health = ret->store_error[0]			    ? 6
+	ret->health = ret->store_failing				    ? 6
 		      : !strcmp(ret->breaker, "open")		    ? 5
 		      : !strcmp(ret->upstream_state, "down")	    ? 4
 								    : 0;

@@ -125,6 +125,7 @@ class Metrics(TpadTestCase):
         self.assertEqual(v['tpad_upstream_sessions{state="ready"}'], 3)
         self.assertEqual(v["tpad_upstream_breaker_open"], 0)
         self.assertEqual(v["tpad_upstream_up"], 1)
+        self.assertEqual(v["tpad_store_failing"], 0)
         self.assertEqual(v["tpad_upstream_queue_depth"], 0)
         self.assertEqual(types["tpad_upstream_request_duration_seconds"], "histogram")
         buckets = [(k, x) for k, x in v.items()
