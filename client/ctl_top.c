@@ -139,9 +139,10 @@ static void draw(struct screen *s, const char *path, json_t *st, const char *err
 		long long d = c - (long long)json_integer_value(json_object_get(pv->outcomes, key));
 		if (!c)
 			continue;
-		n += (size_t)snprintf(errs + n, n < sizeof(errs) ? sizeof(errs) - n : 0, "%s %lld%s%.0lld%s   ",
-				      key, c, d > 0 && pv->have ? " (+" : "", d > 0 && pv->have ? d : 0,
-				      d > 0 && pv->have ? ")" : "");
+		char delta[32] = "";
+		if (pv->have && d > 0)
+			snprintf(delta, sizeof(delta), " (+%lld)", d);
+		n += (size_t)snprintf(errs + n, sizeof(errs) - n, "%s %lld%s   ", key, c, delta);
 		if (n >= sizeof(errs))
 			break;
 	}
