@@ -257,8 +257,8 @@ static void print_upstream(json_t *u)
 	{
 		const char *st = gets_or(s, "state", "?");
 		printf("  session %zu: %s%*s %6lld requests, %lld reconnects", i,
-		       paint(st, b1, sizeof(b1)), (int)(11 - (strlen(st) < 11 ? strlen(st) : 11)), "",
-		       geti(s, "requests"), geti(s, "reconnects"));
+		       paint(st, b1, sizeof(b1)), (int)(11 - (strlen(st) < 11 ? strlen(st) : 11)),
+		       "", geti(s, "requests"), geti(s, "reconnects"));
 		const char *suite = gets_or(s, "ciphersuite", NULL);
 		const char *err = gets_or(s, "lastError", NULL);
 		if (suite)

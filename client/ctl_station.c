@@ -67,7 +67,8 @@ static int handle_label(const struct ctl_args *a, const struct tpad_device *d)
 			fprintf(stderr, "tpactl: cannot write %s: %s\n", a->output, strerror(-r));
 			status = 1;
 		} else if (!a->json) {
-			printf("label       %s (%s, %zu bytes)\n", a->output, d->qr_format, d->qr_len);
+			printf("label       %s (%s, %zu bytes)\n", a->output, d->qr_format,
+			       d->qr_len);
 		}
 	} else if (strcmp(d->qr_format, "text") == 0 && !a->json) {
 		if (a->invert)
@@ -81,8 +82,8 @@ static int handle_label(const struct ctl_args *a, const struct tpad_device *d)
 /* Print a device record for a person. */
 static void print_device(const struct tpad_device *d)
 {
-	const char *const keys[] = {"devEUI", "joinEUI", "profileId", "serial",
-				    "ownerToken", "appKey", "qrText"};
+	const char *const keys[] = {"devEUI",	  "joinEUI", "profileId", "serial",
+				    "ownerToken", "appKey",  "qrText"};
 	const char *const vals[] = {d->dev_eui,	    d->join_eui, d->profile_id, d->serial,
 				    d->owner_token, d->app_key,	 d->qr_text};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -94,10 +95,10 @@ static void print_device(const struct tpad_device *d)
 /* The reply as --json prints it: {"device": {...}, "qr": {format, data}}. */
 static void print_device_json(const struct tpad_device *d)
 {
-	json_t *dev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "devEUI", d->dev_eui,
-				"joinEUI", d->join_eui, "profileId", d->profile_id, "ownerToken",
-				d->owner_token, "qrText", d->qr_text, "state", d->state, "source",
-				d->source);
+	json_t *dev =
+	    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "devEUI", d->dev_eui, "joinEUI",
+		      d->join_eui, "profileId", d->profile_id, "ownerToken", d->owner_token,
+		      "qrText", d->qr_text, "state", d->state, "source", d->source);
 	if (dev && d->serial[0])
 		json_object_set_new(dev, "serial", json_string(d->serial));
 	if (dev && d->app_key[0])
@@ -106,8 +107,8 @@ static void print_device_json(const struct tpad_device *d)
 	if (o && d->qr_data) {
 		char *b64 = base64_encode(d->qr_data, d->qr_len, NULL);
 		if (b64)
-			json_object_set_new(o, "qr",
-					    json_pack("{s:s, s:s}", "format", d->qr_format, "data", b64));
+			json_object_set_new(
+			    o, "qr", json_pack("{s:s, s:s}", "format", d->qr_format, "data", b64));
 		free(b64);
 	}
 	ctl_print_json(o);
@@ -178,9 +179,8 @@ static int station_run(struct ctl *c, struct ctl_args *a, bool activate)
 	}
 	tpad_client_close(tc);
 	if (r < 0)
-		return station_error(c, a,
-				     activate ? "io.tpad.Station.Activate" : "io.tpad.Station.Lookup",
-				     &err);
+		return station_error(
+		    c, a, activate ? "io.tpad.Station.Activate" : "io.tpad.Station.Lookup", &err);
 	if (a->json)
 		print_device_json(&d);
 	else

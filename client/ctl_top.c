@@ -91,8 +91,8 @@ static const char *paint(const struct screen *s, const char *word, char *buf, si
 	return buf;
 }
 
-static void draw(struct screen *s, const char *path, json_t *st, const char *err,
-		 struct prev *pv, double interval)
+static void draw(struct screen *s, const char *path, json_t *st, const char *err, struct prev *pv,
+		 double interval)
 {
 	char b1[64], b2[64], tbuf[16];
 	time_t now = time(NULL);
@@ -169,7 +169,8 @@ static void draw(struct screen *s, const char *path, json_t *st, const char *err
 			const char *le = gets_or(x, "lastError", NULL);
 			line(s, "  session %-2zu %s%*s %8lld requests %4lld reconnects%s%s", i,
 			     paint(s, state, b1, sizeof(b1)), (int)(11 - strlen(state) % 12), "",
-			     geti(x, "requests"), geti(x, "reconnects"), le ? "   " : "", le ? le : "");
+			     geti(x, "requests"), geti(x, "reconnects"), le ? "   " : "",
+			     le ? le : "");
 		}
 	} else {
 		line(s, "Cloud        not set up");
@@ -179,8 +180,9 @@ static void draw(struct screen *s, const char *path, json_t *st, const char *err
 	if (json_is_object(store)) {
 		json_t *rows = json_object_get(store, "rows");
 		const char *le = gets_or(store, "lastError", NULL);
-		line(s, "Store        %lld issued   %lld pending   %lld failed   queue %lld   "
-			"commits %lld   failed commits %lld",
+		line(s,
+		     "Store        %lld issued   %lld pending   %lld failed   queue %lld   "
+		     "commits %lld   failed commits %lld",
 		     geti(rows, "ISSUED"), geti(rows, "PENDING"), geti(rows, "FAILED"),
 		     geti(store, "queued"), geti(store, "commits"), geti(store, "failedCommits"));
 		if (le)
@@ -192,9 +194,9 @@ static void draw(struct screen *s, const char *path, json_t *st, const char *err
 		size_t i;
 		json_t *p;
 		json_array_foreach(printers, i, p)
-			line(s, "%s %s  %s  queue %lld", i ? "            " : "Printers    ",
-			     gets_or(p, "name", "?"), paint(s, gets_or(p, "state", "?"), b1, sizeof(b1)),
-			     geti(p, "queue"));
+		    line(s, "%s %s  %s  queue %lld", i ? "            " : "Printers    ",
+			 gets_or(p, "name", "?"),
+			 paint(s, gets_or(p, "state", "?"), b1, sizeof(b1)), geti(p, "queue"));
 	} else {
 		line(s, "Printers     none configured");
 	}
@@ -251,7 +253,8 @@ int ctl_top(struct ctl *c, struct ctl_args *a)
 	const char *path = c->path;
 	struct termios saved, raw;
 	if (tcgetattr(STDIN_FILENO, &saved) < 0) {
-		fprintf(stderr, "tpactl: cannot read the terminal's settings: %s\n", strerror(errno));
+		fprintf(stderr, "tpactl: cannot read the terminal's settings: %s\n",
+			strerror(errno));
 		return 1;
 	}
 	raw = saved;
@@ -275,7 +278,8 @@ int ctl_top(struct ctl *c, struct ctl_args *a)
 
 	struct screen s = {.color = ctl_color()};
 	s.f = open_memstream(&s.buf, &s.len);
-	fputs("\033[?1049h\033[?25l\033[?7l\033[H\033[2J", stdout); /* own screen, no cursor, no wrap */
+	fputs("\033[?1049h\033[?25l\033[?7l\033[H\033[2J",
+	      stdout); /* own screen, no cursor, no wrap */
 	fflush(stdout);
 	bool connected = true, quit = false;
 	struct prev pv = {0};

@@ -50,13 +50,13 @@ static const char *const states[] = {"PENDING", "ISSUED", "FAILED", "FOREIGN", "
 static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
 
 #define QR_HELP                                                                                    \
-	"  --format FORMAT    label format: png, svg, zpl, text or none (default: from -o's\n"  \
-	"                     extension, else none); text is drawn on the terminal\n"            \
-	"  -o, --output FILE  write the label to FILE\n"                                         \
-	"  --scale N          pixels (dots) per module, 1 to 20\n"                                \
-	"  --margin N         quiet zone in modules, 0 to 16\n"                                   \
-	"  --ec-level L|M|Q|H error correction level (default M)\n"                               \
-	"  --invert           draw a text label for a dark terminal (light modules as blocks);\n" \
+	"  --format FORMAT    label format: png, svg, zpl, text or none (default: from -o's\n"     \
+	"                     extension, else none); text is drawn on the terminal\n"              \
+	"  -o, --output FILE  write the label to FILE\n"                                           \
+	"  --scale N          pixels (dots) per module, 1 to 20\n"                                 \
+	"  --margin N         quiet zone in modules, 0 to 16\n"                                    \
+	"  --ec-level L|M|Q|H error correction level (default M)\n"                                \
+	"  --invert           draw a text label for a dark terminal (light modules as blocks);\n"  \
 	"                     the default draws dark modules as blocks, for light backgrounds\n"
 
 struct command {
@@ -96,8 +96,7 @@ static const struct command commands[] = {
      "  circuit breaker is open, 6 when the store is failing (a transaction rolled back\n"
      "  and none committed since).\n"},
     {"import", ctl_import, CTL_ADMIN,
-     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) |
-	 BIT(OPT_IGNORE_UNKNOWN),
+     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) | BIT(OPT_IGNORE_UNKNOWN),
      false, 1, 1,
      "FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
      "                [--ignore-unknown-columns]",
@@ -188,15 +187,15 @@ static void command_usage(const struct command *cmd, FILE *f)
 	fprintf(f, "Usage: tpactl %s%s%s\n\n%s.\n\n", cmd->name, *cmd->synopsis ? " " : "",
 		cmd->synopsis, cmd->summary);
 	fputs(cmd->help, f);
-	fprintf(f, "\nCommon options: --socket PATH (default $%s or " TPAD_RUNDIR "/%s.sock), "
-		   "--json.\n",
+	fprintf(f,
+		"\nCommon options: --socket PATH (default $%s or " TPAD_RUNDIR "/%s.sock), "
+		"--json.\n",
 		cmd->sock == CTL_STATION ? "TPAD_STATION_SOCKET" : "TPAD_ADMIN_SOCKET",
 		cmd->sock == CTL_STATION ? "station" : "admin");
 }
 
 /* Print a usage error with one hint line and return the usage exit status. */
-__attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt,
-							      ...)
+__attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 	fputs("tpactl: ", stderr);
@@ -293,12 +292,16 @@ static int check_values(const struct command *cmd, const struct ctl_args *a)
 	static const struct {
 		const char *opt;
 		size_t digits;
-	} hexes[] = {{"dev-eui", HEX_EUI},   {"join-eui", HEX_EUI}, {"tkm-info", HEX_TKM_INFO},
-		     {"app-key", HEX_APP_KEY}, {"profile-id", HEX_PROFILE}};
+	} hexes[] = {{"dev-eui", HEX_EUI},
+		     {"join-eui", HEX_EUI},
+		     {"tkm-info", HEX_TKM_INFO},
+		     {"app-key", HEX_APP_KEY},
+		     {"profile-id", HEX_PROFILE}};
 	const char *vals[] = {a->dev_eui, a->join_eui, a->tkm_info, a->app_key, a->profile_id};
 	for (size_t i = 0; i < 5; i++)
 		if (vals[i] && !hex_valid(vals[i], hexes[i].digits))
-			return usage_error(cmd->name, "--%s must be %zu hexadecimal digits, not '%s'",
+			return usage_error(cmd->name,
+					   "--%s must be %zu hexadecimal digits, not '%s'",
 					   hexes[i].opt, hexes[i].digits, vals[i]);
 	bool station = cmd->sock == CTL_STATION;
 	if (station && !a->dev_eui)
@@ -457,8 +460,9 @@ int main(int argc, char **argv)
 			errno = 0;
 			double v = strtod(optarg, &end);
 			if (!*optarg || *end || errno || v < 0.1 || v > 60)
-				return usage_error(hint_cmd, "--interval needs seconds from 0.1 to 60, "
-							     "not '%s'",
+				return usage_error(hint_cmd,
+						   "--interval needs seconds from 0.1 to 60, "
+						   "not '%s'",
 						   optarg);
 			a.interval_ms = (int)(v * 1000 + 0.5);
 			break;
@@ -480,7 +484,8 @@ int main(int argc, char **argv)
 				return usage_error(hint_cmd, "unknown option '-%c'", optopt);
 			/* Suggest the closest long option. */
 			char name[64];
-			snprintf(name, sizeof(name), "%s", bad[0] == '-' && bad[1] == '-' ? bad + 2 : bad);
+			snprintf(name, sizeof(name), "%s",
+				 bad[0] == '-' && bad[1] == '-' ? bad + 2 : bad);
 			char *eq = strchr(name, '=');
 			if (eq)
 				*eq = '\0';
@@ -540,7 +545,8 @@ int main(int argc, char **argv)
 	a.argv = argv + optind;
 	if (a.argc < cmd->min_args || a.argc > cmd->max_args) {
 		if (cmd->max_args == 0)
-			return usage_error(name, "%s takes no arguments, not '%s'", name, a.argv[0]);
+			return usage_error(name, "%s takes no arguments, not '%s'", name,
+					   a.argv[0]);
 		return usage_error(name, "%s takes %d argument%s", name, cmd->max_args,
 				   cmd->max_args == 1 ? "" : "s");
 	}
@@ -549,8 +555,8 @@ int main(int argc, char **argv)
 		return r;
 
 	if (!socket_path)
-		socket_path = getenv(cmd->sock == CTL_STATION ? "TPAD_STATION_SOCKET"
-							      : "TPAD_ADMIN_SOCKET");
+		socket_path =
+		    getenv(cmd->sock == CTL_STATION ? "TPAD_STATION_SOCKET" : "TPAD_ADMIN_SOCKET");
 	if (socket_path && !*socket_path)
 		socket_path = NULL;
 	struct ctl c = {.fd = -1, .sock = cmd->sock};

@@ -102,8 +102,7 @@ static bool stderr_is_journal(void)
 
 #define LOG_EVENT_MAX_FIELDS 16
 
-__attribute__((format(printf, 2, 3))) static void log_line(const char *prefix, const char *fmt,
-							    ...)
+__attribute__((format(printf, 2, 3))) static void log_line(const char *prefix, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -150,7 +149,7 @@ void log_event(int priority, const char *message_id, const char *message, ...)
 	size_t len = (size_t)snprintf(line, sizeof(line), "%s", message);
 	for (size_t i = 0; i < n && len < sizeof(line); i++)
 		len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%s", keys[i], vals[i]);
-	static const char *const prefixes[] = {SD_EMERG, SD_ALERT, SD_CRIT,  SD_ERR,
+	static const char *const prefixes[] = {SD_EMERG,   SD_ALERT,  SD_CRIT, SD_ERR,
 					       SD_WARNING, SD_NOTICE, SD_INFO, SD_DEBUG};
 	log_line(prefixes[priority & 7], "%s", line);
 }

@@ -107,8 +107,7 @@ static void h_status(struct tpad *t, struct req *r)
 	if (t->store) {
 		json_t *sj = store_status_json(t->store);
 		if (sj)
-			json_object_set_new(sj, "failing",
-					    json_boolean(dispatch_store_failing(t)));
+			json_object_set_new(sj, "failing", json_boolean(dispatch_store_failing(t)));
 		json_object_set_new(o, "store", sj);
 	}
 	if (t->act) {
@@ -199,8 +198,8 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 				      watched.breaker != POOL_BREAKER_OPEN))) {
 			snprintf(a, sizeof(a), "%llu", (unsigned long long)c.pool.breaker_opens);
 			log_event(LOG_WARNING, LOG_ID_BREAKER_OPEN,
-				  "circuit breaker open: requests to the cloud fail fast", "UPSTREAM_URL",
-				  url ? url : "", "BREAKER_OPENS", a, NULL);
+				  "circuit breaker open: requests to the cloud fail fast",
+				  "UPSTREAM_URL", url ? url : "", "BREAKER_OPENS", a, NULL);
 		}
 		if (watched.have && c.pool.breaker == POOL_BREAKER_CLOSED &&
 		    watched.breaker != POOL_BREAKER_CLOSED)
@@ -220,9 +219,9 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 			snprintf(b, sizeof(b), "%llu", (unsigned long long)ss.ops_failed);
 			char msg[400];
 			snprintf(msg, sizeof(msg), "store transaction failed: %s", ss.last_reason);
-			log_event(LOG_ERR, LOG_ID_STORE_FAILED, msg, "STORE_PATH", t->cfg->store_path,
-				  "REASON", ss.last_reason, "FAILED_COMMITS", a, "FAILED_OPS_TOTAL", b,
-				  NULL);
+			log_event(LOG_ERR, LOG_ID_STORE_FAILED, msg, "STORE_PATH",
+				  t->cfg->store_path, "REASON", ss.last_reason, "FAILED_COMMITS", a,
+				  "FAILED_OPS_TOTAL", b, NULL);
 		}
 		watched.failed_commits = ss.batch_failures;
 		dispatch_store_failing(t);
@@ -234,8 +233,9 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 			snprintf(a, sizeof(a), "%llu",
 				 (unsigned long long)(as.settled_by_query - watched.settled));
 			char msg[128];
-			snprintf(msg, sizeof(msg), "%s unknown outcome%s settled with the read-only query",
-				 a, as.settled_by_query - watched.settled == 1 ? "" : "s");
+			snprintf(msg, sizeof(msg),
+				 "%s unknown outcome%s settled with the read-only query", a,
+				 as.settled_by_query - watched.settled == 1 ? "" : "s");
 			log_event(LOG_NOTICE, LOG_ID_SETTLED, msg, "COUNT", a, NULL);
 		}
 		watched.settled = as.settled_by_query;
@@ -292,13 +292,15 @@ static void backup_done(evutil_socket_t fd, short what, void *arg)
 		char msg[700];
 		snprintf(msg, sizeof(msg), "backup of the store to %s failed: %s", j->dest,
 			 j->reason);
-		log_event(LOG_WARNING, LOG_ID_BACKUP, msg, "BACKUP_PATH", j->dest, "OUTCOME", "failed",
-			  "REASON", j->reason, NULL);
-		req_error(j->r, "io.tpad.Admin.BackupFailed", json_pack("{s:s}", "reason", j->reason));
+		log_event(LOG_WARNING, LOG_ID_BACKUP, msg, "BACKUP_PATH", j->dest, "OUTCOME",
+			  "failed", "REASON", j->reason, NULL);
+		req_error(j->r, "io.tpad.Admin.BackupFailed",
+			  json_pack("{s:s}", "reason", j->reason));
 	} else {
 		char msg[600], bytes[32];
-		snprintf(msg, sizeof(msg), "store backed up to %s (%llu bytes, %llu pages, %llu ms)",
-			 j->dest, (unsigned long long)j->info.bytes, (unsigned long long)j->info.pages,
+		snprintf(msg, sizeof(msg),
+			 "store backed up to %s (%llu bytes, %llu pages, %llu ms)", j->dest,
+			 (unsigned long long)j->info.bytes, (unsigned long long)j->info.pages,
 			 (unsigned long long)j->info.ms);
 		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)j->info.bytes);
 		log_event(LOG_NOTICE, LOG_ID_BACKUP, msg, "BACKUP_PATH", j->dest, "OUTCOME", "ok",
@@ -725,8 +727,9 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 	}
 	char host[256];
 	uint16_t port;
-	if (cfg->metrics_listen && metrics_http_parse_listen(cfg->metrics_listen, host, sizeof(host),
-							      &port, why, sizeof(why)) < 0) {
+	if (cfg->metrics_listen &&
+	    metrics_http_parse_listen(cfg->metrics_listen, host, sizeof(host), &port, why,
+				      sizeof(why)) < 0) {
 		snprintf(err, errlen, "metrics.listen: %s", why);
 		return -EINVAL;
 	}

@@ -285,7 +285,8 @@ static void render_process(struct out *f)
 	if (getrusage(RUSAGE_SELF, &ru) == 0) {
 		double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
 			     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-		family(f, "process_cpu_seconds", "counter", "Total user and system CPU time spent in seconds.");
+		family(f, "process_cpu_seconds", "counter",
+		       "Total user and system CPU time spent in seconds.");
 		fprintf(f->f, "process_cpu_seconds_total %.2f\n", cpu);
 	}
 	long page = sysconf(_SC_PAGESIZE);
@@ -294,7 +295,8 @@ static void render_process(struct out *f)
 	if (sm && fscanf(sm, "%llu %llu", &vsz, &rss) == 2 && page > 0) {
 		family(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
 		sample(f, "process_virtual_memory_bytes", NULL, vsz * (unsigned long long)page);
-		family(f, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+		family(f, "process_resident_memory_bytes", "gauge",
+		       "Resident memory size in bytes.");
 		sample(f, "process_resident_memory_bytes", NULL, rss * (unsigned long long)page);
 	}
 	if (sm)
@@ -333,7 +335,8 @@ static void render_build(struct out *f)
 		       "Always 1; versions of tpad and the libraries it runs with as labels.");
 	char mbed[32] = "";
 	mbedtls_version_get_string(mbed);
-	fprintf(f->f, "tpad_build_info{version=\"%s\",libevent=\"%s\",sqlite=\"%s\",mbedtls=\"%s\"} 1\n",
+	fprintf(f->f,
+		"tpad_build_info{version=\"%s\",libevent=\"%s\",sqlite=\"%s\",mbedtls=\"%s\"} 1\n",
 		TPAD_VERSION, event_get_version(), sqlite3_libversion(), mbed);
 }
 

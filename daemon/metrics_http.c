@@ -24,8 +24,8 @@ struct metrics_http {
 	unsigned long long scrapes;
 };
 
-int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port,
-			      char *why, size_t whylen)
+int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
+			      size_t whylen)
 {
 	const char *colon, *h = s;
 	size_t hl;

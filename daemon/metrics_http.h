@@ -14,8 +14,8 @@ struct tpad;
  * Split "host:port" ("127.0.0.1:9873", "[::1]:9873", "localhost:9873") into host (size
  * hostlen) and *port (1..65535, or 0 for any free port). -EINVAL with a reason in why.
  */
-int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port,
-			      char *why, size_t whylen);
+int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
+			      size_t whylen);
 
 /*
  * The format an Accept header asks for: OpenMetrics when it lists

@@ -17,7 +17,7 @@
 #include "clock.h"
 
 __attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int e,
-						       const char *fmt, ...)
+						      const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -67,7 +67,8 @@ static int integrity_ok(sqlite3 *db, char *err, size_t errlen)
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return fail(err, errlen, sqlite_errno(rc), "integrity check: %s", sqlite3_errmsg(db));
+		return fail(err, errlen, sqlite_errno(rc), "integrity check: %s",
+			    sqlite3_errmsg(db));
 	rc = sqlite3_step(st);
 	const char *v = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
 	int e = 0;

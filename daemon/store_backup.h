@@ -21,7 +21,8 @@ struct store_backup_info {
  * with PRAGMA integrity_check, fsynced and renamed over dest; the directory is fsynced.
  * On failure nothing is left at dest or beside it (an earlier copy at dest stays).
  * src must not be in a write transaction of its own (SQLite refuses: -EBUSY). Blocking:
- * call it off the event loop. 0 with *info filled (info may be NULL), or a negative errno and a reason.
+ * call it off the event loop. 0 with *info filled (info may be NULL), or a negative errno and a
+ * reason.
  */
 int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *info, char *err,
 		    size_t errlen);

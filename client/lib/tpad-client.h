@@ -33,33 +33,33 @@ extern "C" {
 enum tpad_code {
 	TPAD_OK = 0,
 	/* Errors of this library, before or around a call. */
-	TPAD_E_ARGUMENT = -1,	/* a bad argument (NULL, a malformed DevEUI...): nothing sent */
-	TPAD_E_CONNECT = -2,	/* cannot connect: no socket, permission denied, not running */
-	TPAD_E_IO = -3,		/* the connection failed or closed mid-call */
-	TPAD_E_TIMEOUT = -4,	/* no answer within the timeout: the connection is closed */
-	TPAD_E_PROTOCOL = -5,	/* tpad's answer could not be understood */
-	TPAD_E_NOMEM = -6,	/* out of memory */
+	TPAD_E_ARGUMENT = -1, /* a bad argument (NULL, a malformed DevEUI...): nothing sent */
+	TPAD_E_CONNECT = -2,  /* cannot connect: no socket, permission denied, not running */
+	TPAD_E_IO = -3,	      /* the connection failed or closed mid-call */
+	TPAD_E_TIMEOUT = -4,  /* no answer within the timeout: the connection is closed */
+	TPAD_E_PROTOCOL = -5, /* tpad's answer could not be understood */
+	TPAD_E_NOMEM = -6,    /* out of memory */
 	/* Error replies of tpad, by name (name and message say more). */
 	TPAD_E_INVALID_PARAMETER = -20, /* *.InvalidParameter */
 	TPAD_E_NOT_FOUND = -21,		/* io.tpad.*.NotFound: the store has no such device */
 	TPAD_E_CONFLICT = -22,		/* io.tpad.Station.Conflict: another record, same DevEUI */
 	TPAD_E_UPSTREAM_REJECTED = -23, /* io.tpad.Station.UpstreamRejected */
 	TPAD_E_UPSTREAM_UNAVAILABLE = -24, /* the cloud cannot be reached now; nothing was sent */
-	TPAD_E_OUTCOME_UNKNOWN = -25,	   /* sent, answer lost; retry later (never imported twice) */
-	TPAD_E_BUSY = -26,		   /* a limit of tpad; retry later */
-	TPAD_E_STORE_FAILED = -27,	   /* the store could not record the device */
-	TPAD_E_PERMISSION_DENIED = -28,	   /* this user may not call station methods */
-	TPAD_E_METHOD_NOT_FOUND = -29,	   /* e.g. Status on the station socket */
-	TPAD_E_OTHER_REPLY = -30,	   /* any other error reply */
+	TPAD_E_OUTCOME_UNKNOWN = -25,	/* sent, answer lost; retry later (never imported twice) */
+	TPAD_E_BUSY = -26,		/* a limit of tpad; retry later */
+	TPAD_E_STORE_FAILED = -27,	/* the store could not record the device */
+	TPAD_E_PERMISSION_DENIED = -28, /* this user may not call station methods */
+	TPAD_E_METHOD_NOT_FOUND = -29,	/* e.g. Status on the station socket */
+	TPAD_E_OTHER_REPLY = -30,	/* any other error reply */
 };
 
 /* What went wrong. */
 struct tpad_error {
-	int code;	   /* enum tpad_code */
-	char name[128];	   /* varlink error name ("io.tpad.Station.NotFound"), or for library
-			      errors "tpad.client.Connect", ".IO", ".Timeout", ".Protocol"... */
-	char message[512]; /* one sentence, e.g. "devEUI=0123456789ABCDEF" or "cannot connect
-			      to /run/tpad/station.sock: No such file or directory" */
+	int code;	       /* enum tpad_code */
+	char name[128];	       /* varlink error name ("io.tpad.Station.NotFound"), or for library
+				  errors "tpad.client.Connect", ".IO", ".Timeout", ".Protocol"... */
+	char message[512];     /* one sentence, e.g. "devEUI=0123456789ABCDEF" or "cannot connect
+				  to /run/tpad/station.sock: No such file or directory" */
 	char parameters[1024]; /* the error reply's parameters as JSON ("{}" if none) */
 	int sys_errno;	       /* errno for TPAD_E_CONNECT and TPAD_E_IO, else 0 */
 	int retry_after;       /* seconds, for TPAD_E_UPSTREAM_UNAVAILABLE when known, else 0 */
@@ -70,7 +70,7 @@ struct tpad_device {
 	char dev_eui[17];
 	char join_eui[17];
 	char profile_id[9];
-	char serial[65];	/* "" if none */
+	char serial[65]; /* "" if none */
 	char owner_token[129];
 	char app_key[33];	/* "" for devices with a Secure Element */
 	char qr_text[512];	/* the text encoded in the QR code */
@@ -83,9 +83,9 @@ struct tpad_device {
 
 /* The label a call asks for: format NULL (or "none") for none. */
 struct tpad_label {
-	const char *format; /* "png", "svg", "zpl", "text" or NULL */
-	int scale;	    /* 1-20; 0: tpad's default */
-	int margin;	    /* 0-16; -1: tpad's default */
+	const char *format;   /* "png", "svg", "zpl", "text" or NULL */
+	int scale;	      /* 1-20; 0: tpad's default */
+	int margin;	      /* 0-16; -1: tpad's default */
 	const char *ec_level; /* "L", "M", "Q", "H" or NULL */
 };
 
@@ -113,10 +113,10 @@ struct tpad_status {
 	unsigned long long queue; /* requests waiting for a session */
 	long long latency_p50_ms, latency_p99_ms;
 	unsigned long long issued, pending, failed; /* store rows by state */
-	char store_error[256];	  /* the last failed store transaction's reason, "" if none */
-	int store_failing;	  /* 1 from a failed transaction until the next commit */
-	int health;		  /* as tpactl status exits: 0 ok, 4 cloud down, 5 breaker
-				     open, 6 store failing */
+	char store_error[256]; /* the last failed store transaction's reason, "" if none */
+	int store_failing;     /* 1 from a failed transaction until the next commit */
+	int health;	       /* as tpactl status exits: 0 ok, 4 cloud down, 5 breaker
+				  open, 6 store failing */
 };
 
 typedef struct tpad_client tpad_client;
@@ -144,9 +144,8 @@ TPAD_CLIENT_API int tpad_activate(tpad_client *c, const struct tpad_activation *
 				  struct tpad_device *ret, struct tpad_error *err);
 
 /* A stored device (io.tpad.Station.Lookup); label may be NULL. */
-TPAD_CLIENT_API int tpad_lookup(tpad_client *c, const char *dev_eui,
-				const struct tpad_label *label, struct tpad_device *ret,
-				struct tpad_error *err);
+TPAD_CLIENT_API int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
+				struct tpad_device *ret, struct tpad_error *err);
 
 /* Health (io.tpad.Admin.Status), on a connection to the admin socket. */
 TPAD_CLIENT_API int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err);

@@ -54,32 +54,50 @@ const char *tpad_client_version(void)
 const char *tpad_code_name(int code)
 {
 	switch (code) {
-	case TPAD_OK: return "TPAD_OK";
-	case TPAD_E_ARGUMENT: return "TPAD_E_ARGUMENT";
-	case TPAD_E_CONNECT: return "TPAD_E_CONNECT";
-	case TPAD_E_IO: return "TPAD_E_IO";
-	case TPAD_E_TIMEOUT: return "TPAD_E_TIMEOUT";
-	case TPAD_E_PROTOCOL: return "TPAD_E_PROTOCOL";
-	case TPAD_E_NOMEM: return "TPAD_E_NOMEM";
-	case TPAD_E_INVALID_PARAMETER: return "TPAD_E_INVALID_PARAMETER";
-	case TPAD_E_NOT_FOUND: return "TPAD_E_NOT_FOUND";
-	case TPAD_E_CONFLICT: return "TPAD_E_CONFLICT";
-	case TPAD_E_UPSTREAM_REJECTED: return "TPAD_E_UPSTREAM_REJECTED";
-	case TPAD_E_UPSTREAM_UNAVAILABLE: return "TPAD_E_UPSTREAM_UNAVAILABLE";
-	case TPAD_E_OUTCOME_UNKNOWN: return "TPAD_E_OUTCOME_UNKNOWN";
-	case TPAD_E_BUSY: return "TPAD_E_BUSY";
-	case TPAD_E_STORE_FAILED: return "TPAD_E_STORE_FAILED";
-	case TPAD_E_PERMISSION_DENIED: return "TPAD_E_PERMISSION_DENIED";
-	case TPAD_E_METHOD_NOT_FOUND: return "TPAD_E_METHOD_NOT_FOUND";
-	case TPAD_E_OTHER_REPLY: return "TPAD_E_OTHER_REPLY";
-	default: return "TPAD_E_UNKNOWN";
+	case TPAD_OK:
+		return "TPAD_OK";
+	case TPAD_E_ARGUMENT:
+		return "TPAD_E_ARGUMENT";
+	case TPAD_E_CONNECT:
+		return "TPAD_E_CONNECT";
+	case TPAD_E_IO:
+		return "TPAD_E_IO";
+	case TPAD_E_TIMEOUT:
+		return "TPAD_E_TIMEOUT";
+	case TPAD_E_PROTOCOL:
+		return "TPAD_E_PROTOCOL";
+	case TPAD_E_NOMEM:
+		return "TPAD_E_NOMEM";
+	case TPAD_E_INVALID_PARAMETER:
+		return "TPAD_E_INVALID_PARAMETER";
+	case TPAD_E_NOT_FOUND:
+		return "TPAD_E_NOT_FOUND";
+	case TPAD_E_CONFLICT:
+		return "TPAD_E_CONFLICT";
+	case TPAD_E_UPSTREAM_REJECTED:
+		return "TPAD_E_UPSTREAM_REJECTED";
+	case TPAD_E_UPSTREAM_UNAVAILABLE:
+		return "TPAD_E_UPSTREAM_UNAVAILABLE";
+	case TPAD_E_OUTCOME_UNKNOWN:
+		return "TPAD_E_OUTCOME_UNKNOWN";
+	case TPAD_E_BUSY:
+		return "TPAD_E_BUSY";
+	case TPAD_E_STORE_FAILED:
+		return "TPAD_E_STORE_FAILED";
+	case TPAD_E_PERMISSION_DENIED:
+		return "TPAD_E_PERMISSION_DENIED";
+	case TPAD_E_METHOD_NOT_FOUND:
+		return "TPAD_E_METHOD_NOT_FOUND";
+	case TPAD_E_OTHER_REPLY:
+		return "TPAD_E_OTHER_REPLY";
+	default:
+		return "TPAD_E_UNKNOWN";
 	}
 }
 
 /* Fill err (if any) and return code. */
-__attribute__((format(printf, 5, 6))) static int fail(struct tpad_error *err, int code,
-						       const char *name, int sys, const char *fmt,
-						       ...)
+__attribute__((format(printf, 5, 6))) static int
+fail(struct tpad_error *err, int code, const char *name, int sys, const char *fmt, ...)
 {
 	if (!err)
 		return code;
@@ -123,8 +141,8 @@ int tpad_client_open(const char *path, int timeout_ms, tpad_client **ret, struct
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int e = errno;
-		const char *hint = e == ENOENT	     ? " (is tpad running?)"
-				   : e == EACCES     ? " (join the socket's group)"
+		const char *hint = e == ENOENT	       ? " (is tpad running?)"
+				   : e == EACCES       ? " (join the socket's group)"
 				   : e == ECONNREFUSED ? " (nothing listens: tpad is not running)"
 						       : "";
 		fail(err, TPAD_E_CONNECT, "tpad.client.Connect", e, "cannot connect to %s: %s%s",
@@ -218,14 +236,16 @@ static int exchange(tpad_client *c, const char *msg, char **ret, struct tpad_err
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno, "cannot wait for");
+			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno,
+				      "cannot wait for");
 		if (r == 0)
 			continue;
 		ssize_t got = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0)
-			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno, "cannot read from");
+			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno,
+				      "cannot read from");
 		if (got == 0)
 			return broken(c, err, TPAD_E_IO, "tpad.client.IO", ECONNRESET,
 				      "tpad closed the connection:");
@@ -326,7 +346,8 @@ static bool copy_str(json_t *o, const char *key, char *out, size_t n, bool requi
 static int device_from(tpad_client *c, json_t *p, struct tpad_device *d, struct tpad_error *err)
 {
 	json_t *dev = json_object_get(p, "device");
-	bool ok = json_is_object(dev) && copy_str(dev, "devEUI", d->dev_eui, sizeof(d->dev_eui), true) &&
+	bool ok = json_is_object(dev) &&
+		  copy_str(dev, "devEUI", d->dev_eui, sizeof(d->dev_eui), true) &&
 		  copy_str(dev, "joinEUI", d->join_eui, sizeof(d->join_eui), true) &&
 		  copy_str(dev, "profileId", d->profile_id, sizeof(d->profile_id), true) &&
 		  copy_str(dev, "serial", d->serial, sizeof(d->serial), false) &&
@@ -482,12 +503,13 @@ int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err)
 		const char *le = json_string_value(json_object_get(s, "lastError"));
 		snprintf(ret->store_error, sizeof(ret->store_error), "%s", le ? le : "");
 		json_t *f = json_object_get(s, "failing");
-		ret->store_failing = json_is_boolean(f) ? json_is_true(f) : ret->store_error[0] != 0;
+		ret->store_failing =
+		    json_is_boolean(f) ? json_is_true(f) : ret->store_error[0] != 0;
 	}
-	ret->health = ret->store_failing				    ? 6
-		      : !strcmp(ret->breaker, "open")		    ? 5
-		      : !strcmp(ret->upstream_state, "down")	    ? 4
-								    : 0;
+	ret->health = ret->store_failing		     ? 6
+		      : !strcmp(ret->breaker, "open")	     ? 5
+		      : !strcmp(ret->upstream_state, "down") ? 4
+							     : 0;
 	json_decref(p);
 	return TPAD_OK;
 }

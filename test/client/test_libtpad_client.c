@@ -43,7 +43,8 @@ static void *worker(void *arg)
 	for (int i = 0; i < PER_THREAD; i++) {
 		char eui[17];
 		snprintf(eui, sizeof(eui), "00C1%02X%010X", k, i);
-		struct tpad_activation a = {.dev_eui = eui, .tkm_info = TKM, .label = {.margin = -1}};
+		struct tpad_activation a = {
+		    .dev_eui = eui, .tkm_info = TKM, .label = {.margin = -1}};
 		struct tpad_device d;
 		r = tpad_activate(c, &a, &d, &err);
 		CHECK(r == TPAD_OK, "activate %s: %s %s", eui, err.name, err.message);
@@ -85,7 +86,8 @@ static void errors(void)
 	CHECK(!strcmp(err.parameters, "{\"devEUI\":\"FFFFFFFFFFFFFFFF\"}"), "%s", err.parameters);
 
 	/* Another record for a known DevEUI. */
-	struct tpad_activation a = {.dev_eui = "00C1000000000000", .tkm_info = "31110123D345666E0000"};
+	struct tpad_activation a = {.dev_eui = "00C1000000000000",
+				    .tkm_info = "31110123D345666E0000"};
 	r = tpad_activate(c, &a, &d, &err);
 	CHECK(r == TPAD_E_CONFLICT && !strcmp(err.name, "io.tpad.Station.Conflict"), "%d %s", r,
 	      err.name);
@@ -94,20 +96,21 @@ static void errors(void)
 	a = (struct tpad_activation){.dev_eui = "XYZ", .tkm_info = TKM};
 	r = tpad_activate(c, &a, &d, &err);
 	CHECK(r == TPAD_E_ARGUMENT && strstr(err.message, "dev_eui"), "%d %s", r, err.message);
-	a = (struct tpad_activation){.dev_eui = "00C2000000000001", .tkm_info = TKM,
-				     .generate_app_key = 1};
+	a = (struct tpad_activation){
+	    .dev_eui = "00C2000000000001", .tkm_info = TKM, .generate_app_key = 1};
 	CHECK(tpad_activate(c, &a, &d, &err) == TPAD_E_ARGUMENT, "%s", err.message);
 	CHECK(tpad_activate(NULL, &a, &d, &err) == TPAD_E_ARGUMENT, "NULL client");
 
 	/* Refused by tpad: the parameter is named. */
-	a = (struct tpad_activation){.dev_eui = "00C2000000000002", .tkm_info = TKM,
-				     .serial = "has space"};
+	a = (struct tpad_activation){
+	    .dev_eui = "00C2000000000002", .tkm_info = TKM, .serial = "has space"};
 	r = tpad_activate(c, &a, &d, &err);
 	CHECK(r == TPAD_E_INVALID_PARAMETER && strstr(err.parameters, "\"parameter\":\"serial\""),
 	      "%d %s", r, err.parameters);
 
 	/* A generated AppKey and a PNG label. */
-	a = (struct tpad_activation){.dev_eui = "00C2000000000003", .generate_app_key = 1,
+	a = (struct tpad_activation){.dev_eui = "00C2000000000003",
+				     .generate_app_key = 1,
 				     .serial = "SN-3",
 				     .label = {.format = "png", .scale = 3, .margin = 2}};
 	r = tpad_activate(c, &a, &d, &err);
@@ -121,7 +124,8 @@ static void errors(void)
 	/* An admin method on the station socket. */
 	struct tpad_status st;
 	r = tpad_status(c, &st, &err);
-	CHECK(r == TPAD_E_METHOD_NOT_FOUND && !strcmp(err.name, "org.varlink.service.MethodNotFound"),
+	CHECK(r == TPAD_E_METHOD_NOT_FOUND &&
+		  !strcmp(err.name, "org.varlink.service.MethodNotFound"),
 	      "%d %s", r, err.name);
 
 	/* Any method as JSON. */
@@ -158,7 +162,8 @@ static void timeout(const char *silent)
 	struct tpad_device d;
 	CHECK(tpad_client_open(silent, 300, &c, &err) == TPAD_OK, "%s", err.message);
 	int r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
-	CHECK(r == TPAD_E_TIMEOUT && !strcmp(err.name, "tpad.client.Timeout"), "%d %s", r, err.name);
+	CHECK(r == TPAD_E_TIMEOUT && !strcmp(err.name, "tpad.client.Timeout"), "%d %s", r,
+	      err.name);
 	r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
 	CHECK(r == TPAD_E_IO, "a timed-out connection is closed: %d", r);
 	tpad_client_close(c);

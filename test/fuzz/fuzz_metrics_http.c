@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		char host2[256];
 		uint16_t port2;
-		if (metrics_http_parse_listen(s, host2, sizeof(host2), &port2, why, sizeof(why)) != 0 ||
+		if (metrics_http_parse_listen(s, host2, sizeof(host2), &port2, why, sizeof(why)) !=
+			0 ||
 		    strcmp(host, host2) != 0 || port != port2)
 			abort();
 	} else if (!why[0]) {

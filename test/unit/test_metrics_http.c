@@ -17,22 +17,23 @@ static void test_parse_listen(void)
 		  0);
 	CHECK_STR(host, "::1");
 	CHECK_INT(port, 0);
-	CHECK_INT(metrics_http_parse_listen("localhost:80", host, sizeof(host), &port, why,
-					    sizeof(why)),
-		  0);
+	CHECK_INT(
+	    metrics_http_parse_listen("localhost:80", host, sizeof(host), &port, why, sizeof(why)),
+	    0);
 	CHECK_STR(host, "localhost");
-	static const char *const bad[] = {"9873",	  "127.0.0.1",	 ":9873",	"127.0.0.1:",
-					  "127.0.0.1:x",  "127.0.0.1:70000", "::1:9873", "[::1]9873",
-					  "[::1",	  "h:-1"};
+	static const char *const bad[] = {
+	    "9873",	"127.0.0.1", ":9873", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:70000",
+	    "::1:9873", "[::1]9873", "[::1",  "h:-1"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why[0] = '\0';
-		CHECK_INT(metrics_http_parse_listen(bad[i], host, sizeof(host), &port, why,
-						    sizeof(why)),
-			  -22);
+		CHECK_INT(
+		    metrics_http_parse_listen(bad[i], host, sizeof(host), &port, why, sizeof(why)),
+		    -22);
 		CHECK(why[0] != '\0');
 	}
-	CHECK_INT(metrics_http_parse_listen("averyveryveryveryveryveryveryveryveryveryveryveryveryverylonghostname:1",
-					    host, 16, &port, why, sizeof(why)),
+	CHECK_INT(metrics_http_parse_listen(
+		      "averyveryveryveryveryveryveryveryveryveryveryveryveryverylonghostname:1",
+		      host, 16, &port, why, sizeof(why)),
 		  -22);
 }
 
