@@ -52,6 +52,7 @@ struct job {
 	struct act_result res;
 	struct store_attempt att; /* the attempt in flight */
 	int64_t prev_maybe_at;	  /* maybe_at before this attempt was recorded */
+	int64_t query_at;	  /* when the current query was sent */
 	unsigned imports;
 	unsigned lookups;
 	unsigned queries;    /* of the current settlement */
@@ -520,10 +521,14 @@ static void on_not_found(struct job *j)
 	struct activation *a = j->a;
 	int64_t now = a->ops->now_ms(a->ctx);
 	int64_t trusted_at = j->rec.maybe_at ? j->rec.maybe_at + a->settle_after_ms : 0;
-	if (now < trusted_at) {
+	/*
+	 * What counts is when the query was sent: one sent before trusted_at and answered
+	 * after it saw the cloud at a time an import could still land (the model found this).
+	 */
+	if (j->query_at < trusted_at) {
 		/* An import of ours may still be on its way in: wait, never send another. */
 		a->stats.not_yet_trusted++;
-		j->res.retry_after = (int)((trusted_at - now + 999) / 1000);
+		j->res.retry_after = now < trusted_at ? (int)((trusted_at - now + 999) / 1000) : 1;
 		job_fail(j, ACT_UNKNOWN,
 			 "the cloud does not list the device yet, and an import sent at most "
 			 "upstream.settle-after ago may still land");
@@ -617,6 +622,7 @@ static void on_query(const struct tpa_result *t, void *arg)
 static void step_query(struct job *j)
 {
 	j->queries++;
+	j->query_at = j->a->ops->now_ms(j->a->ctx);
 	int r = j->a->ops->query(j->a->ctx, j->rec.dev_eui, on_query, j);
 	if (r < 0) {
 		j->res.retry_after = -1;

@@ -139,7 +139,6 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 	const char *inval = PROTO_ERR_INVALID_PARAMETER;
 	json_error_t jerr;
 
-	/* Until the message says otherwise, a fault is answered. */
 	fault->oneway = false;
 	if (len == 0)
 		return fault_set(fault, inval, "", "empty message");

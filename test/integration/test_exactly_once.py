@@ -7,6 +7,7 @@ kill -9, misbehaving clients and a cloud that is down.
 
 import json
 import os
+import sys
 import resource
 import secrets
 import shutil
@@ -342,6 +343,9 @@ class Clients(Base):
         latency = time.monotonic() - t0
         for s in hogs:
             s.close()
+        print(f"\noutput cap: tpad RSS {rss_kb // 1024} MB with 4 clients not reading; "
+              f"Status answered in {latency * 1000:.1f} ms; owed {st['outputOwed']} bytes",
+              file=sys.stderr)
         self.assertLess(latency, 0.2)
         self.assertLess(rss_kb, 150 * 1024, "tpad's memory grew with replies nobody reads")
         self.assertLessEqual(st["outputOwed"], 256 * 1024 + 4 * 70 * 1024)

@@ -20,6 +20,7 @@ struct fake {
 	unsigned inserts, updates, audits, imports, queries;
 	int64_t now; /* wall clock seen by activation, ms after EPOCH_MS */
 	unsigned unrecorded_imports; /* imports sent with fewer attempts committed */
+	int64_t query_delay;	     /* ms the clock moves while a query is answered */
 	/* attempts recorded, in order of their commits */
 	struct store_attempt attempts[MAX_EVENTS];
 	size_t n_attempts;
@@ -42,6 +43,7 @@ struct fake {
 		struct tpa_result res;
 		struct store_record rec;
 		bool is_insert;
+		bool is_query;
 		bool has_att;
 		struct store_attempt att;
 	} ev[MAX_EVENTS];
@@ -168,6 +170,7 @@ static int f_query(void *ctx, const char *eui, tpa_done_fn *cb, void *arg)
 	struct event *e = &f->ev[f->n_ev++];
 	memset(e, 0, sizeof(*e));
 	e->kind = 1;
+	e->is_query = true;
 	e->tcb = cb;
 	e->arg = arg;
 	if (f->next_query < f->n_query_script) {
@@ -214,6 +217,8 @@ static void pump(struct fake *f)
 		memmove(&f->ev[0], &f->ev[1], (f->n_ev - 1) * sizeof(f->ev[0]));
 		f->n_ev--;
 		if (e.kind == 1) {
+			if (e.is_query)
+				f->now += f->query_delay;
 			e.tcb(&e.res, e.arg);
 			continue;
 		}
@@ -556,6 +561,23 @@ static void test_settle_rules(void)
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK_STR(g.res.rec.owner_token, "LATE3");
 	CHECK_INT(f.imports, imports);
+
+	/*
+	 * A query sent just before settle-after and answered just after it saw the cloud at a
+	 * time the import could still land: its "not found" is not trusted either.
+	 */
+	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
+	q = se_req("0000000000000A09", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	f.now += 9900;
+	f.query_delay = 500;
+	imports = f.imports;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, 1);
+	CHECK_INT(f.imports, imports);
+	f.query_delay = 0;
 
 	/* Every attempt records the same digest for the same record, another for another. */
 	char d1[65], d2[65];

@@ -1,0 +1,180 @@
+/*
+ * Fuzz target: arbitrary byte streams into a real tpad connection over a socketpair — the
+ * server's connection state machine, framing, flags (oneway, more, upgrade), pipelined
+ * calls, dispatch and every method's handler, with a real store and an upstream that
+ * refuses connections. The parser fuzzers never reached this code.
+ *
+ * Input: byte 0 picks the socket (even: station, odd: admin), byte 1 how the rest is cut
+ * into writes; the rest is what the client sends, then it half-closes and reads.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "clock.h"
+#include "config.h"
+#include "dispatch.h"
+#include "log.h"
+#include "message.h"
+#include "server.h"
+#include "tpad.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static struct tpad t;
+static struct config cfg;
+static bool ready;
+static FILE *report; /* the real stderr: tpad's own log lines go to /dev/null */
+
+/* Stop on a broken invariant: libFuzzer reports the input. */
+static void require(int cond, const char *what)
+{
+	if (!cond) {
+		fprintf(report ? report : stderr, "fuzz-server: %s\n", what);
+		abort();
+	}
+}
+
+/* A tpad with a store in a fresh directory and an upstream nobody listens on. */
+static void setup(void)
+{
+	char dir[] = "/tmp/fuzz-server-XXXXXX";
+	require(mkdtemp(dir) != NULL, "mkdtemp");
+	char conf[1024], key[256];
+	snprintf(key, sizeof(key), "%s/store.key", dir);
+	FILE *f = fopen(key, "w");
+	require(f != NULL, "store key");
+	fputs("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n", f);
+	fclose(f);
+	chmod(key, 0600);
+	snprintf(conf, sizeof(conf),
+		 "[station]\nsocket = %s/station.sock\n[admin]\nsocket = %s/admin.sock\n"
+		 "[upstream]\nurl = http://127.0.0.1:1\nsessions = 1\nconnect-timeout = 50ms\n"
+		 "request-timeout = 100ms\nbackoff-min = 10ms\nbackoff-max = 50ms\n"
+		 "[store]\npath = %s/tpad.db\nkey-file = %s\n[limits]\nmax-message = 8K\n"
+		 "max-pending-calls = 16\nmax-output = 64K\nmax-output-total = 256K\n"
+		 "[import]\nconcurrency = 4\n",
+		 dir, dir, dir, key);
+	char err[512];
+	config_defaults(&cfg);
+	require(config_load_string(&cfg, "fuzz.conf", conf, err, sizeof(err)) == 0, err);
+	log_set_verbose(false);
+	/*
+	 * tpad logs every call through the stdio stream stderr; sanitizers write to file
+	 * descriptor 2 and libFuzzer to the stream it saved at start, so both still show.
+	 */
+	report = stderr;
+	FILE *null = fopen("/dev/null", "w");
+	if (null)
+		stderr = null;
+	t.cfg = &cfg;
+	t.started_us = clock_now_us();
+	t.base = event_base_new();
+	require(t.base != NULL, "event base");
+	struct server_limits lim = {
+	    .max_message = cfg.max_message,
+	    .idle_timeout_ms = cfg.idle_timeout_ms,
+	    .message_timeout_ms = cfg.message_timeout_ms,
+	    .max_clients = cfg.max_clients,
+	    .max_clients_per_uid = cfg.max_clients_per_uid,
+	    .max_clients_per_process = cfg.max_clients_per_process,
+	    .max_pending_calls = cfg.max_pending_calls,
+	    .max_output = cfg.max_output,
+	    .max_output_total = cfg.max_output_total,
+	};
+	t.srv = server_new(t.base, &lim, dispatch_call, &t);
+	require(t.srv != NULL, "server");
+	require(dispatch_init(&t) == 0, "dispatch_init");
+	ready = true;
+}
+
+/* Read what the server sent and check that it is a sequence of well-formed replies. */
+static size_t drain(int fd, char *acc, size_t *len, size_t cap, bool *eof)
+{
+	size_t replies = 0;
+	for (;;) {
+		ssize_t n = read(fd, acc + *len, cap - *len);
+		if (n == 0) {
+			*eof = true;
+			break;
+		}
+		if (n < 0)
+			break;
+		*len += (size_t)n;
+		char *nul;
+		while ((nul = memchr(acc, '\0', *len))) {
+			size_t mlen = (size_t)(nul - acc);
+			struct reply rep = {0};
+			require(reply_decode(acc, mlen, &rep) == 0, "a reply that does not decode");
+			reply_clear(&rep);
+			replies++;
+			memmove(acc, nul + 1, *len - mlen - 1);
+			*len -= mlen + 1;
+		}
+		require(*len < cap, "a reply larger than the buffer");
+	}
+	return replies;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (!ready)
+		setup();
+	if (size < 2)
+		return 0;
+	enum sock_kind kind = data[0] & 1 ? SOCK_ADMIN : SOCK_STATION;
+	size_t chunk = (size_t)(data[1] % 64) + 1;
+	data += 2;
+	size -= 2;
+
+	int sv[2];
+	require(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+	fcntl(sv[1], F_SETFL, O_NONBLOCK);
+	server_accept(t.srv, sv[0], kind);
+
+	/* Count what could be calls: a oneway call must get no reply. */
+	size_t calls = 0;
+	for (size_t i = 0; i < size; i++)
+		calls += data[i] == '\0';
+
+	static char acc[1 << 20];
+	size_t acc_len = 0, replies = 0, sent = 0;
+	bool eof = false, closed_write = false;
+	uint64_t end = clock_now_ms() + 300;
+	while (!eof && clock_now_ms() < end) {
+		if (sent < size) {
+			size_t n = size - sent < chunk ? size - sent : chunk;
+			ssize_t w = write(sv[1], data + sent, n);
+			if (w > 0)
+				sent += (size_t)w;
+			else if (w < 0 && errno != EAGAIN)
+				sent = size; /* the server closed: stop writing */
+		} else if (!closed_write) {
+			shutdown(sv[1], SHUT_WR);
+			closed_write = true;
+		}
+		event_base_loop(t.base, EVLOOP_NONBLOCK);
+		replies += drain(sv[1], acc, &acc_len, sizeof(acc), &eof);
+		if (sent >= size && !eof) {
+			struct pollfd p = {.fd = sv[1], .events = POLLIN};
+			poll(&p, 1, 1);
+		}
+	}
+	/* Every reply answers one call (a partial last message is not one). */
+	require(replies <= calls + 1, "more replies than calls");
+	close(sv[1]);
+	/* Let the server see the close and free the connection. */
+	for (int i = 0; i < 5; i++)
+		event_base_loop(t.base, EVLOOP_NONBLOCK);
+	return 0;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# check.sh: model-check the exactly-once rules with Spin, and show that the checks can fail:
+# each mutant breaks one rule and Spin must find a counterexample for it.
+set -euo pipefail
+model=$(cd "$(dirname "$0")" && pwd)/activation.pml
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+passed=0 failed=0
+
+# run NAME EXPECT(pass|fail) MODE(safety|liveness) [spin -D options...]
+run() {
+	local name=$1 expect=$2 mode=$3
+	shift 3
+	rm -f pan pan.* ./*.trail
+	spin "$@" -a "$model" >spin.out 2>&1 || { cat spin.out; echo "not ok $name: spin failed"; failed=$((failed + 1)); return; }
+	local out
+	if [ "$mode" = safety ]; then
+		gcc -O2 -w -DSAFETY -DNOCLAIM -o pan pan.c
+		out=$(./pan -m2000000 2>&1)
+	else
+		gcc -O2 -w -DNFAIR=4 -o pan pan.c
+		out=$(./pan -a -f -m2000000 2>&1)
+	fi
+	local errors states
+	errors=$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' <<<"$out" | head -1)
+	states=$(sed -n 's/^ *\([0-9.e+]*\) states, stored.*/\1/p' <<<"$out" | head -1)
+	if grep -q 'Search not completed' <<<"$out" && [ "$errors" = 0 ]; then
+		echo "not ok $name: the search did not complete"; failed=$((failed + 1)); return
+	fi
+	if { [ "$expect" = pass ] && [ "$errors" = 0 ]; } || { [ "$expect" = fail ] && [ "${errors:-0}" != 0 ]; }; then
+		local what
+		what=
+		[ "$expect" = fail ] &&
+			what=$(grep -m1 -E '^pan:1: (assertion violated|acceptance cycle|invalid end state)' <<<"$out" || true)
+		echo "ok $name ($mode, $states states${what:+: $what})"
+		passed=$((passed + 1))
+	else
+		echo "$out" | head -20
+		echo "not ok $name: expected the check to $expect, errors: ${errors:-?}"
+		failed=$((failed + 1))
+	fi
+}
+
+# The rules as built: safety with every fault bound at 2, liveness with bounds of 1.
+run "rules hold: no duplicate, tokens are the cloud's, FAILED means not imported" pass safety
+run "rules hold: no row stays PENDING with a reachable cloud" pass liveness \
+	-DMAXLOSS=1 -DMAXREFUSE=1 -DMAXQFAIL=1
+# Each mutant breaks one rule; Spin must find the counterexample.
+run "mutant 1 (not-found trusted at once) is caught" fail safety -DMUTANT=1
+run "mutant 2 (a 409 adopted whatever its origin) is caught" fail safety -DMUTANT=2
+run "mutant 3 (attempt recorded after sending) is caught" fail safety -DMUTANT=3
+run "mutant 4 (PENDING settled only by a new request) is caught" fail liveness -DMUTANT=4 \
+	-DMAXLOSS=1 -DMAXREFUSE=1 -DMAXQFAIL=2
+echo "model: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
