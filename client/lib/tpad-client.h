@@ -73,7 +73,7 @@ struct tpad_device {
 	char serial[65]; /* "" if none */
 	char owner_token[129];
 	char app_key[33];	/* "" for devices with a Secure Element */
-	char qr_text[512];	/* the text encoded in the QR code */
+	char qr_text[1024];	/* the text encoded in the QR code (qr.template may make it long) */
 	char state[8];		/* "ISSUED", "PENDING", "FAILED" */
 	char source[8];		/* "live" or "stored" */
 	char qr_format[8];	/* the label's format, "" if none was asked for */

@@ -68,6 +68,22 @@ class CClient(TpadTestCase):
         p = subprocess.run([os.environ["EXAMPLE_STATION_C"]], capture_output=True, timeout=10)
         self.assertEqual(p.returncode, 2)
 
+    def test_long_template_text(self):
+        """A manufacturer's template may make a long QR text: it arrives whole."""
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        template = "ACME-" + "0" * 420 + "{ownerToken}{ownerToken}{ownerToken}-{devEUI}-{ownerToken}"
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra=f"qr.template = {template}").start()
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 15, "ready")
+        p = d.tpactl("--socket", d.station, "--json", "activate", "--dev-eui",
+                     "0123456789ABCDEF", "--tkm-info", TKM, check=0)
+        import json
+        dev = json.loads(p.stdout)["device"]
+        self.assertTrue(dev["qrText"].startswith("ACME-000"))
+        self.assertGreater(len(dev["qrText"]), 511)
+        self.assertIn("-0123456789ABCDEF-" + dev["ownerToken"], dev["qrText"])
+
     def test_ctypes(self):
         """A tool that loads the shared library (ctypes here, LabVIEW's Call Library
         Function alike) calls it with plain structs."""
@@ -87,7 +103,7 @@ class CClient(TpadTestCase):
             _fields_ = [("dev_eui", ctypes.c_char * 17), ("join_eui", ctypes.c_char * 17),
                         ("profile_id", ctypes.c_char * 9), ("serial", ctypes.c_char * 65),
                         ("owner_token", ctypes.c_char * 129), ("app_key", ctypes.c_char * 33),
-                        ("qr_text", ctypes.c_char * 512), ("state", ctypes.c_char * 8),
+                        ("qr_text", ctypes.c_char * 1024), ("state", ctypes.c_char * 8),
                         ("source", ctypes.c_char * 8), ("qr_format", ctypes.c_char * 8),
                         ("qr_data", ctypes.c_void_p), ("qr_len", ctypes.c_size_t)]
 
