@@ -112,3 +112,6 @@ int ctl_device(struct ctl *c, struct ctl_args *a);
 int ctl_backup(struct ctl *c, struct ctl_args *a);
 int ctl_top(struct ctl *c, struct ctl_args *a);
 int ctl_adopt(struct ctl *c, struct ctl_args *a);
+
+/* "tpactl ... as COMMAND ...": the tpas commands, parsing the whole command line. */
+int ctl_as_main(int argc, char **argv);

@@ -7,7 +7,7 @@ _tpactl() {
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="activate lookup status import export devices device adopt metrics backup top help"
+	local commands="activate lookup status import export devices device adopt metrics backup top as help"
 	local global="--socket --json --help --version"
 	local label="--format --output -o --scale --margin --ec-level --invert"
 
@@ -53,6 +53,22 @@ _tpactl() {
 	fi
 
 	local opts
+	if [[ $cmd == as ]]; then
+		# tpas's commands: the word after "as", then its options.
+		local sub=${words[i+1]}
+		if ((cword == i + 1)); then
+			COMPREPLY=($(compgen -W "keygen import-astk astks uplinks send status" -- "$cur"))
+			return
+		fi
+		case $sub in
+		keygen) opts="--out" ;;
+		import-astk) opts="--label --customer-id --dev-eui" ;;
+		uplinks) opts="--after --follow" ;;
+		send) opts="--dev-eui --port --payload --confirmed" ;;
+		esac
+		COMPREPLY=($(compgen -W "$opts $global" -- "$cur"))
+		return
+	fi
 	case $cmd in
 	'') COMPREPLY=($(compgen -W "$commands $global" -- "$cur")); return ;;
 	help) COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;

@@ -168,6 +168,8 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		if (commands[i].sock == CTL_ADMIN)
 			fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\ntpas commands (socket " TPAS_RUNDIR "/admin.sock; tpactl as --help):\n"
+		   "  as         keygen, import-astk, astks, uplinks, send, status\n");
 	fprintf(f, "\n"
 		   "Options (before or after the command):\n"
 		   "  --socket PATH   socket to use instead of the default\n"
@@ -364,6 +366,18 @@ int main(int argc, char **argv)
 	    {"output", required_argument, NULL, 'o'},
 	    {0},
 	};
+	/* The first word that is not an option picks tpas's commands ("as"). */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--socket") == 0) {
+			i++;
+			continue;
+		}
+		if (argv[i][0] == '-')
+			continue;
+		if (strcmp(argv[i], "as") == 0)
+			return ctl_as_main(argc, argv);
+		break;
+	}
 	struct ctl_args a = {0};
 	unsigned used = 0;
 	bool used_o = false, help = false;

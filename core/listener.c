@@ -1,4 +1,4 @@
-/* listener: the station and admin listening sockets, from systemd or bound by hand. */
+/* listener: the daemons' listening Unix sockets, from systemd or bound by hand. */
 #include "listener.h"
 
 #include <errno.h>
@@ -161,7 +161,7 @@ static int bind_path(const char *path, unsigned mode, const char *group, char *e
 		if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 			close(probe);
 			close(fd);
-			snprintf(err, errlen, "%s: another tpad is already listening there", path);
+			snprintf(err, errlen, "%s: another instance is already listening there", path);
 			return -EADDRINUSE;
 		}
 		int e = errno;
@@ -202,7 +202,14 @@ int listener_open(struct event_base *base, struct server *srv, enum sock_kind ki
 		  const char *path, unsigned mode, const char *group, struct listener **ret,
 		  char *err, size_t errlen)
 {
-	const char *name = kind == SOCK_STATION ? "station" : "admin";
+	return listener_open_named(base, srv, kind, kind == SOCK_STATION ? "station" : "admin",
+				   path, mode, group, ret, err, errlen);
+}
+
+int listener_open_named(struct event_base *base, struct server *srv, enum sock_kind kind,
+			const char *name, const char *path, unsigned mode, const char *group,
+			struct listener **ret, char *err, size_t errlen)
+{
 	struct listener *l = calloc(1, sizeof(*l));
 	if (!l) {
 		snprintf(err, errlen, "out of memory");

@@ -1,4 +1,4 @@
-/* listener: the station and admin listening sockets, from systemd or bound by hand. */
+/* listener: the daemons' listening Unix sockets, from systemd or bound by hand. */
 #pragma once
 
 #include <stdbool.h>
@@ -18,6 +18,11 @@ struct event_base;
 int listener_open(struct event_base *base, struct server *srv, enum sock_kind kind,
 		  const char *path, unsigned mode, const char *group, struct listener **ret,
 		  char *err, size_t errlen);
+
+/* Same, with the systemd fd name given (tpas: "apps" and "admin"). */
+int listener_open_named(struct event_base *base, struct server *srv, enum sock_kind kind,
+			const char *name, const char *path, unsigned mode, const char *group,
+			struct listener **ret, char *err, size_t errlen);
 
 /* True if the socket came from systemd (the configured path was not touched). */
 bool listener_activated(const struct listener *l);

@@ -217,6 +217,8 @@ static void job_finish(struct job *j, enum act_outcome outcome)
 	else if (outcome != ACT_BUSY && outcome != ACT_STORE_FAILED &&
 		 outcome != ACT_UNAVAILABLE)
 		due_clear(a, j->req.dev_eui);
+	else if (j->req.method && strcmp(j->req.method, "settle") == 0)
+		due_set(a, j->req.dev_eui, -1); /* the store or a queue failed: back off too */
 	a->stats.outcomes[outcome]++;
 	a->stats.in_flight--;
 	inflight_remove(a, j);

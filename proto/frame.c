@@ -190,3 +190,8 @@ int frame_write_fd(int fd, const char *msg, size_t len)
 		return err;
 	return write_all(fd, "", 1);
 }
+
+bool frame_reader_has_message(const struct frame_reader *r)
+{
+	return r && r->len > r->start && memchr(r->buf + r->start, '\0', r->len - r->start);
+}

@@ -1,6 +1,7 @@
 /* frame: NUL-terminated message framing, on libevent buffers and on blocking descriptors. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct evbuffer;
@@ -33,6 +34,9 @@ struct frame_reader *frame_reader_free(struct frame_reader *r);
  * stay buffered in r for the next call.
  */
 int frame_read_fd(int fd, struct frame_reader *r, char **ret, size_t *ret_len);
+
+/* True if a whole message is buffered in r (the next frame_read_fd() will not block). */
+bool frame_reader_has_message(const struct frame_reader *r);
 
 /*
  * Write msg (len bytes, no NUL in it: -EINVAL) and its NUL to fd, all of it, retrying

@@ -20,6 +20,8 @@ static const struct {
     {"org.varlink.service", PROTO_SOCKET_ANY},
     {"io.tpad.Station", PROTO_SOCKET_STATION},
     {"io.tpad.Admin", PROTO_SOCKET_ADMIN},
+    {"io.tpad.AS", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN},
+    {"io.tpad.ASAdmin", PROTO_SOCKET_AS_ADMIN},
 };
 
 const char *iface_description(const char *interface)

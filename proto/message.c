@@ -13,6 +13,8 @@
 #define IFACE_SERVICE "org.varlink.service"
 #define IFACE_STATION "io.tpad.Station"
 #define IFACE_ADMIN "io.tpad.Admin"
+#define IFACE_AS "io.tpad.AS"
+#define IFACE_AS_ADMIN "io.tpad.ASAdmin"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -25,6 +27,8 @@ static const struct {
     {IFACE_SERVICE, PROTO_ERR_INVALID_PARAMETER, PROTO_ERR_EXPECTED_MORE},
     {IFACE_STATION, IFACE_STATION ".InvalidParameter", PROTO_ERR_EXPECTED_MORE},
     {IFACE_ADMIN, IFACE_ADMIN ".InvalidParameter", PROTO_ERR_EXPECTED_MORE},
+    {IFACE_AS, IFACE_AS ".InvalidParameter", IFACE_AS ".ExpectedMore"},
+    {IFACE_AS_ADMIN, IFACE_AS_ADMIN ".InvalidParameter", PROTO_ERR_EXPECTED_MORE},
 };
 
 static const struct param_spec qr_options_params[] = {
@@ -92,6 +96,25 @@ static const struct param_spec metrics_params[] = {
     {"format", PARAM_STRING, false, 1, 16}, /* checked by value in the handler */
 };
 
+static const struct param_spec uplinks_params[] = {
+    {"after", PARAM_INT, false, 0, 9007199254740991LL},
+    {"follow", PARAM_BOOL, false, 0, 0},
+};
+
+static const struct param_spec send_downlink_params[] = {
+    {"devEUI", PARAM_EUI, true, 0, 0},
+    {"fPort", PARAM_INT, true, 1, 223},
+    {"payload", PARAM_HEX, true, 0, 484},
+    {"confirmed", PARAM_BOOL, false, 0, 0},
+};
+
+static const struct param_spec import_astk_params[] = {
+    {"encryptedASKey", PARAM_HEX, true, 128, 1024},
+    {"label", PARAM_STRING, false, 0, 64},
+    {"customerID", PARAM_STRING, false, 0, 64},
+    {"devEUI", PARAM_EUI, false, 0, 0},
+};
+
 #define METHOD(iface, member, sockets, streams, params)                                            \
 	{                                                                                          \
 		iface "." member, iface, member, sockets, streams, params, N(params)               \
@@ -115,6 +138,13 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN, false, metrics_params),
     METHOD(IFACE_ADMIN, "Backup", PROTO_SOCKET_ADMIN, false, backup_params),
+    METHOD(IFACE_AS, "Uplinks", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, true,
+	   uplinks_params),
+    METHOD(IFACE_AS, "SendDownlink", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, false,
+	   send_downlink_params),
+    METHOD0(IFACE_AS, "Status", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN),
+    METHOD(IFACE_AS_ADMIN, "ImportASTK", PROTO_SOCKET_AS_ADMIN, false, import_astk_params),
+    METHOD0(IFACE_AS_ADMIN, "ListASTKs", PROTO_SOCKET_AS_ADMIN),
 };
 
 /* Set a fault's error, parameter and reason (a printf format); returns -EINVAL. */
@@ -552,6 +582,15 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 			return fault_set(v->fault, v->error, sub,
 					 "must be \"L\", \"M\", \"Q\" or \"H\"");
 		}
+		return 0;
+	}
+	case PARAM_HEX: {
+		size_t n = s ? json_string_length(val) : 0;
+		if (!s || n != strlen(s) || n % 2 || (long long)n < spec->min ||
+		    (long long)n > spec->max || (n && !hex_valid_any(s)))
+			return fault_set(v->fault, v->error, name,
+					 "must be an even number (%lld to %lld) of hexadecimal digits",
+					 spec->min, spec->max);
 		return 0;
 	}
 	case PARAM_IMPORT_ROWS: {

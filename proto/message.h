@@ -61,6 +61,7 @@ enum param_type {
 	PARAM_QR_OPTIONS,    /* object: format, scale, margin, ecLevel */
 	PARAM_EXPORT_FORMAT, /* png, svg, zpl or csv */
 	PARAM_IMPORT_ROWS,   /* array of at most PROTO_MAX_IMPORT_ROWS ImportRow objects */
+	PARAM_HEX,	     /* an even number of hexadecimal digits, min..max of them */
 };
 
 /* One parameter of a method. JSON null counts as absent. */
@@ -126,7 +127,7 @@ int reply_decode(const char *buf, size_t len, struct reply *ret);
 /* Free what r holds and zero it; accepts a zeroed struct. */
 void reply_clear(struct reply *r);
 
-/* The method table: every method of the three interfaces; its size in *ret_n. */
+/* The method table: every method of every interface; its size in *ret_n. */
 const struct method_spec *proto_methods(size_t *ret_n);
 
 /* The method with this full name, or NULL (see proto_method_lookup() for which error). */

@@ -423,9 +423,13 @@ class Faults(Base):
         with d2.station_client() as c:
             dev = c.call("io.tpad.Station.Activate", {"devEUI": eui(1), "tkmInfo": TKM})["device"]
         self.assertEqual(dev["ownerToken"], first)
+        def audited():
+            # Audit rows go with the next commit, not before the reply.
+            with d2.admin_client() as a:
+                info = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui(1)})
+            return "adopted" in [x["outcome"] for x in info["audit"]]
+        wait_for(audited, 5, "the adoption in the audit trail")
         with d2.admin_client() as a:
-            info = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui(1)})
-            self.assertIn("adopted", [x["outcome"] for x in info["audit"]])
             self.assertEqual(a.call("io.tpad.Admin.Status")["activations"]["foreign"], 2)
         # Adopting a device that is not FOREIGN is refused.
         p = subprocess.run([tpadtest.TPACTL, "--socket", d2.admin, "adopt", eui(1)],

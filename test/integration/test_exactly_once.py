@@ -272,6 +272,9 @@ class Clients(Base):
                     break
             except socket.timeout:
                 pass
+            except ConnectionResetError:
+                closed = True
+                break
         elapsed = time.monotonic() - t0
         c.close()
         self.assertTrue(closed, "a trickling client kept its connection")

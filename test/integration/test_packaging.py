@@ -13,7 +13,7 @@ import tpadtest
 
 SRC = tpadtest.SRC_ROOT
 BUILD = os.path.dirname(os.path.dirname(os.path.abspath(tpadtest.TPAD)))
-MAN_PAGES = {"tpad.8": "man8", "tpactl.1": "man1", "tpad.conf.5": "man5"}
+MAN_PAGES = {"tpad.8": "man8", "tpactl.1": "man1", "tpad.conf.5": "man5", "tpas.8": "man8"}
 UNITS = ("tpad.service", "tpad-station.socket", "tpad-admin.socket")
 MAX_EXPOSURE = 1.5
 
@@ -431,6 +431,184 @@ class ManPages(unittest.TestCase):
                      "/run/tpad/admin.sock", "tpad.service", "tpad-station.socket",
                      "tpad-admin.socket", "tpa-psk", "store-key", "oauth-secret",
                      "/etc/tpad/credentials/"):
+            self.assertIn(name, text)
+
+
+TPAS = os.environ.get("TPAS", os.path.join(BUILD, "tpas", "tpas"))
+TPAS_UNITS = ("tpas.service", "tpas-apps.socket", "tpas-admin.socket")
+
+
+def tpas_conf_directives():
+    """Every directive of conf/tpas.conf as section.key (commented-out lines included)."""
+    names, section = [], None
+    with open(os.path.join(SRC, "conf", "tpas.conf")) as f:
+        for line in f:
+            m = re.match(r"\[([a-z0-9-]+)\]\s*$", line)
+            if m:
+                section = m.group(1)
+                continue
+            m = re.match(r"[#;]?([a-z][a-z0-9-]*)\s*=", line)
+            if m and section:
+                names.append(f"{section}.{m.group(1)}")
+    return names
+
+
+def tpas_table_directives():
+    """Every directive name in tpas/asconf.c's table."""
+    with open(os.path.join(SRC, "tpas", "asconf.c")) as f:
+        return re.findall(r'\.name = "([a-z0-9]+\.[a-z0-9-]+)"', f.read())
+
+
+class TpasInstallTree(unittest.TestCase):
+    """tpas as installed: program, config, units (verify, security score), users, man page."""
+
+    setUpClass = classmethod(InstallTree.setUpClass.__func__)
+    tearDownClass = classmethod(InstallTree.tearDownClass.__func__)
+    d = InstallTree.d
+    unit = InstallTree.unit
+
+    def test_expected_files(self):
+        for path in [self.d(self.sbindir, "tpas"), self.d(self.sysconfdir, "tpas", "tpas.conf"),
+                     self.d(self.sysusersdir, "tpas.conf"), self.d(self.tmpfilesdir, "tpas.conf"),
+                     self.d(self.mandir, "man8", "tpas.8")] + [self.unit(u) for u in TPAS_UNITS]:
+            self.assertTrue(os.path.isfile(path), f"{path} not installed")
+        self.assertFalse(os.path.exists(self.unit("tpas.service.in")))
+        with open(self.d(self.sysconfdir, "tpas", "tpas.conf")) as a, \
+                open(os.path.join(SRC, "conf", "tpas.conf")) as b:
+            self.assertEqual(a.read(), b.read())
+
+    def test_shipped_config_is_valid_and_complete(self):
+        tpas = self.d(self.sbindir, "tpas")
+        p = run([tpas, "--version"])
+        self.assertRegex(p.stdout, r"^tpas \d+\.\d+")
+        p = run([tpas, "--config", self.d(self.sysconfdir, "tpas", "tpas.conf"),
+                 "--print-config"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # Every directive of the table is in the shipped file, and nothing else.
+        self.assertEqual(sorted(tpas_conf_directives()), sorted(tpas_table_directives()))
+        self.assertGreater(len(tpas_table_directives()), 25)
+
+    def test_service_unit_contents(self):
+        u = read_unit(self.unit("tpas.service"))
+        svc, unit = u["Service"], u["Unit"]
+        self.assertEqual(svc["Type"], ["notify"])
+        self.assertEqual(svc["ExecStart"], [
+            f"{self.sbindir}/tpas --config {self.sysconfdir}/tpas/tpas.conf"])
+        with open(self.unit("tpas.service")) as f:
+            self.assertNotRegex(f.read(), r"@[a-z_]+@", "unconfigured @var@ left")
+        self.assertEqual((svc["User"], svc["Group"]), (["tpas"], ["tpas"]))
+        self.assertEqual(svc["StateDirectory"], ["tpas"])
+        creds = {c.split(":", 1)[0]: c.split(":", 1)[1] for c in svc["LoadCredential"]}
+        self.assertEqual(set(creds), {"tunnel-key", "store-key", "as-rsa-key"})
+        for name, path in creds.items():
+            self.assertEqual(path, f"{self.sysconfdir}/tpas/credentials/{name}")
+        for sock in ("tpas-apps.socket", "tpas-admin.socket"):
+            self.assertIn(sock, " ".join(unit["Requires"]).split())
+        interval = seconds(unit["StartLimitIntervalSec"][0])
+        burst = int(unit["StartLimitBurst"][0])
+        self.assertGreater(burst, interval / seconds(svc["RestartSec"][0]) + 1)
+
+    def test_socket_units(self):
+        groups = set()
+        with open(self.d(self.sysusersdir, "tpas.conf")) as f:
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] in ("g", "u"):
+                    groups.add(fields[1])
+        self.assertTrue({"tpas", "tpas-apps", "tpas-admin"} <= groups, groups)
+        for name, group in (("apps", "tpas-apps"), ("admin", "tpas-admin")):
+            s = read_unit(self.unit(f"tpas-{name}.socket"))["Socket"]
+            self.assertEqual(s["ListenStream"], [f"/run/tpas/{name}.sock"])
+            self.assertEqual(s["FileDescriptorName"], [name])
+            self.assertEqual(s["SocketGroup"], [group])
+            self.assertEqual(s["Service"], ["tpas.service"])
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
+    def test_systemd_analyze_verify(self):
+        vdir = tempfile.mkdtemp(prefix="tpas-verify-")
+        try:
+            for u in TPAS_UNITS:
+                shutil.copy(self.unit(u), vdir)
+            svc = os.path.join(vdir, "tpas.service")
+            with open(svc) as f:
+                text = f.read()
+            exe = f"ExecStart={self.sbindir}/tpas "
+            self.assertIn(exe, text)
+            with open(svc, "w") as f:
+                f.write(text.replace(exe, f"ExecStart={self.d(self.sbindir, 'tpas')} "))
+            env = dict(os.environ, MANPATH=self.d(self.mandir), SYSTEMD_LOG_COLOR="0")
+            args = ["systemd-analyze", "verify", "--man=yes"] + [
+                os.path.join(vdir, u) for u in TPAS_UNITS]
+            p = run(args, env=env)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertEqual((p.stdout + p.stderr).strip(), "")
+        finally:
+            shutil.rmtree(vdir, ignore_errors=True)
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
+    def test_security_exposure(self):
+        p = run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                 self.unit("tpas.service")], env=dict(os.environ, SYSTEMD_COLORS="0"))
+        out = p.stdout + p.stderr
+        m = re.search(r"Overall exposure level for tpas\.service:\s*([0-9.]+)", out)
+        self.assertIsNotNone(m, out)
+        score = float(m.group(1))
+        print(f"systemd-analyze security: tpas.service exposure {score}")
+        self.assertLessEqual(score, MAX_EXPOSURE, out)
+
+    @unittest.skipUnless(shutil.which("systemd-sysusers"), "systemd-sysusers is not installed")
+    def test_sysusers_creates_user_and_groups(self):
+        root = tempfile.mkdtemp(prefix="tpas-root-")
+        try:
+            os.makedirs(os.path.join(root, "etc"))
+            for f in ("passwd", "group"):
+                open(os.path.join(root, "etc", f), "w").close()
+            p = run(["systemd-sysusers", "--root", root, self.d(self.sysusersdir, "tpas.conf")])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(os.path.join(root, "etc", "group")) as f:
+                groups = {line.split(":")[0] for line in f if line.strip()}
+            self.assertTrue({"tpas", "tpas-apps", "tpas-admin"} <= groups, groups)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+class TpasManPage(unittest.TestCase):
+    """tpas(8) names every directive, option, method, error, file and unit."""
+
+    def text(self):
+        return roff_text(os.path.join(SRC, "man", "tpas.8"))
+
+    def test_every_directive(self):
+        text = self.text()
+        self.assertEqual(missing_names(tpas_table_directives(), text), [])
+        self.assertEqual(missing_names(["tunnel.no-such-thing"], text), ["tunnel.no-such-thing"])
+
+    def test_every_option(self):
+        usage = help_text(TPAS)
+        options = set(re.findall(r"--[a-z][a-z-]*", usage))
+        short = set(re.findall(r"(?<![\w-])-[a-zA-Z]\b", usage))
+        self.assertGreaterEqual(len(options), 5, usage)
+        self.assertEqual(missing_names(options | short, self.text()), [])
+
+    def test_every_method_and_error(self):
+        text = self.text()
+        for iface in ("io.tpad.AS", "io.tpad.ASAdmin"):
+            with open(os.path.join(SRC, "proto", iface + ".varlink")) as f:
+                idl = f.read()
+            methods = re.findall(r"(?m)^method (\w+)\(", idl)
+            errors = re.findall(r"(?m)^error (\w+)", idl)
+            self.assertTrue(methods and errors, iface)
+            self.assertIn("interface " + iface, text)
+            for m in methods:
+                self.assertIn(f"{m}(", text, f"{iface}.{m}")
+            self.assertEqual(missing_names(errors, text), [], iface)
+
+    def test_files_and_units_named(self):
+        text = self.text()
+        for name in ("/etc/tpas/tpas.conf", "/var/lib/tpas/tpas.db", "/run/tpas/apps.sock",
+                     "/run/tpas/admin.sock", "tpas.service", "tpas-apps.socket",
+                     "tpas-admin.socket", "tunnel-key", "store-key", "as-rsa-key",
+                     "/etc/tpas/credentials/"):
             self.assertIn(name, text)
 
 

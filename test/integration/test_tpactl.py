@@ -303,6 +303,8 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         self.assertEqual(self.complete("tpactl export --format "), {"png", "svg", "zpl", "csv"})
         self.assertEqual(self.complete("tpactl metrics --format "), {"openmetrics", "prometheus"})
         self.assertIn("--ignore-unknown-columns", self.complete("tpactl import --"))
+        self.assertIn("uplinks", self.complete("tpactl as "))
+        self.assertIn("--payload", self.complete("tpactl as send --"))
         # Every command in tpactl's help is completed.
         usage = run("--help").stdout
         import re

@@ -98,6 +98,14 @@ static int run_file(const char *path)
 			sock = PROTO_SOCKET_ADMIN;
 			continue;
 		}
+		if (strcmp(line, "@socket as-apps") == 0) {
+			sock = PROTO_SOCKET_AS_APPS;
+			continue;
+		}
+		if (strcmp(line, "@socket as-admin") == 0) {
+			sock = PROTO_SOCKET_AS_ADMIN;
+			continue;
+		}
 
 		char *p = line, *kind = word(&p);
 		bool pass = kind && strcmp(kind, "PASS") == 0;

@@ -428,7 +428,7 @@ static void test_idl_matches_table(void)
 {
 	size_t n;
 	const struct method_spec *methods = proto_methods(&n);
-	CHECK(n == 12);
+	CHECK(n == 17);
 	for (size_t i = 0; i < n; i++) {
 		const struct method_spec *m = &methods[i];
 		const char *text = iface_description(m->interface);
@@ -482,7 +482,9 @@ static void test_iface(void)
 	CHECK_STR(names[0], "org.varlink.service");
 	CHECK_STR(names[1], "io.tpad.Station");
 	CHECK_STR(names[2], "io.tpad.Admin");
-	CHECK(names[3] == NULL);
+	CHECK_STR(names[3], "io.tpad.AS");
+	CHECK_STR(names[4], "io.tpad.ASAdmin");
+	CHECK(names[5] == NULL);
 	const char *s = iface_description("io.tpad.Station");
 	CHECK(s && strstr(s, "interface io.tpad.Station\n"));
 	CHECK(s && strstr(s, "error OutcomeUnknown ("));
@@ -500,6 +502,8 @@ static void test_iface(void)
 	CHECK(iface_sockets("org.varlink.service") == PROTO_SOCKET_ANY);
 	CHECK(iface_sockets("io.tpad.Station") == PROTO_SOCKET_STATION);
 	CHECK(iface_sockets("io.tpad.Admin") == PROTO_SOCKET_ADMIN);
+	CHECK(iface_sockets("io.tpad.AS") == (PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN));
+	CHECK(iface_sockets("io.tpad.ASAdmin") == PROTO_SOCKET_AS_ADMIN);
 	CHECK(iface_sockets("nope") == 0);
 }
 

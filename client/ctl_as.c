@@ -1,0 +1,479 @@
+/* ctl_as: tpactl's "as" commands for tpas: keygen, import-astk, astks, uplinks, send, status. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/rsa.h>
+
+#include "ctl.h"
+#include "frame.h"
+#include "hex.h"
+#include "tpad-build.h"
+
+#define EXIT_OK 0
+#define EXIT_REPLY 1
+#define EXIT_USAGE 2
+#define EXIT_CONNECT 3
+
+#define AS_DEFAULT_SOCKET TPAS_RUNDIR "/admin.sock"
+
+static void as_usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "Usage: tpactl [--socket PATH] [--json] as COMMAND [OPTIONS]\n"
+	    "\n"
+	    "Commands for tpas (default socket " AS_DEFAULT_SOCKET "):\n"
+	    "  keygen --out FILE           make an RSA-2048 key pair: the private key goes to\n"
+	    "                              FILE (mode 0600), the public key PEM for Key Manager\n"
+	    "                              to stdout (no tpas needed)\n"
+	    "  import-astk HEX [--label L] [--customer-id ID] [--dev-eui EUI]\n"
+	    "                              store Key Manager's encryptedASKey\n"
+	    "  astks                       the stored ASTKs (never the keys)\n"
+	    "  uplinks [--after SEQ] [--follow]\n"
+	    "                              the journaled uplinks, one per line\n"
+	    "  send --dev-eui EUI --port N --payload HEX [--confirmed]\n"
+	    "                              send a downlink through the LRC\n"
+	    "  status                      health of tpas\n");
+}
+
+__attribute__((format(printf, 1, 2))) static int as_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("tpactl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'tpactl as --help'.\n", stderr);
+	return EXIT_USAGE;
+}
+
+/* Write an RSA-2048 private key to path (created 0600, never over an existing file). */
+static int as_keygen(const char *out, bool json_out)
+{
+	mbedtls_pk_context pk;
+	mbedtls_entropy_context ent;
+	mbedtls_ctr_drbg_context drbg;
+	static unsigned char priv[8192], pub[4096];
+	int status = EXIT_REPLY, fd = -1;
+	mbedtls_pk_init(&pk);
+	mbedtls_entropy_init(&ent);
+	mbedtls_ctr_drbg_init(&drbg);
+	static const char personal[] = "tpactl-as-keygen";
+	if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent,
+				  (const unsigned char *)personal, sizeof(personal) - 1) != 0 ||
+	    mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) != 0 ||
+	    mbedtls_rsa_gen_key(mbedtls_pk_rsa(pk), mbedtls_ctr_drbg_random, &drbg, 2048, 65537) !=
+		0 ||
+	    mbedtls_pk_write_key_pem(&pk, priv, sizeof(priv)) != 0 ||
+	    mbedtls_pk_write_pubkey_pem(&pk, pub, sizeof(pub)) != 0) {
+		fprintf(stderr, "tpactl: cannot generate the RSA key\n");
+		goto out;
+	}
+	fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 && errno == EEXIST) {
+		/* An empty placeholder (tmpfiles.d makes one for the credential) may be filled. */
+		struct stat st;
+		if (lstat(out, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
+			fd = open(out, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+		else
+			errno = EEXIST;
+	}
+	if (fd < 0) {
+		fprintf(stderr, "tpactl: %s: %s%s\n", out, strerror(errno),
+			errno == EEXIST ? " (remove it first: an imported ASTK needs its key)"
+					: "");
+		goto out;
+	}
+	size_t len = strlen((char *)priv), off = 0;
+	while (off < len) {
+		ssize_t n = write(fd, priv + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "tpactl: %s: %s\n", out, strerror(errno));
+			unlink(out);
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	if (fchmod(fd, 0600) < 0 || fsync(fd) < 0 || close(fd) < 0) {
+		fd = -1;
+		fprintf(stderr, "tpactl: %s: %s\n", out, strerror(errno));
+		unlink(out);
+		goto out;
+	}
+	fd = -1;
+	if (json_out) {
+		json_t *o = json_pack("{s:s, s:s, s:i}", "privateKeyFile", out, "publicKey",
+				      (const char *)pub, "bits", 2048);
+		ctl_print_json(o);
+		json_decref(o);
+	} else {
+		fputs((const char *)pub, stdout);
+		fprintf(stderr,
+			"Private key written to %s (mode 0600). Give the public key above to Key "
+			"Manager,\nthen: tpactl as import-astk <encryptedASKey>\n",
+			out);
+	}
+	status = EXIT_OK;
+out:
+	if (fd >= 0)
+		close(fd);
+	mbedtls_platform_zeroize(priv, sizeof(priv));
+	mbedtls_pk_free(&pk);
+	mbedtls_ctr_drbg_free(&drbg);
+	mbedtls_entropy_free(&ent);
+	return status;
+}
+
+/* Print one uplink as a line: seq, time, device, port, counter, payload (and text). */
+static void print_uplink(json_t *u)
+{
+	const char *payload = json_string_value(json_object_get(u, "payload"));
+	json_t *fport = json_object_get(u, "fPort");
+	printf("%lld %s %s port %s%lld fcnt %lld payload %s",
+	       (long long)json_integer_value(json_object_get(u, "seq")),
+	       json_string_value(json_object_get(u, "receivedAt")),
+	       json_string_value(json_object_get(u, "devEUI")), fport ? "" : "-",
+	       fport ? (long long)json_integer_value(fport) : 0LL,
+	       (long long)json_integer_value(json_object_get(u, "fCntUp")),
+	       payload && *payload ? payload : "-");
+	if (json_is_true(json_object_get(u, "encrypted")))
+		printf(" (encrypted)");
+	else if (payload && *payload) {
+		/* Show printable payloads as text too. */
+		size_t n = strlen(payload) / 2;
+		char text[256];
+		bool printable = n < sizeof(text);
+		for (size_t i = 0; printable && i < n; i++) {
+			unsigned v;
+			sscanf(payload + 2 * i, "%2x", &v);
+			text[i] = (char)v;
+			printable = v >= 0x20 && v < 0x7f;
+		}
+		if (printable) {
+			text[n] = '\0';
+			printf(" \"%s\"", text);
+		}
+	}
+	putchar('\n');
+}
+
+static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out)
+{
+	json_t *p = json_pack("{s:I, s:b}", "after", (json_int_t)after, "follow", follow);
+	int r = ctl_send(c, "io.tpad.AS.Uplinks", p, true);
+	if (r < 0)
+		return EXIT_CONNECT;
+	for (;;) {
+		json_t *reply;
+		if (ctl_recv(c, &reply) < 0)
+			return EXIT_CONNECT;
+		if (json_object_get(reply, "error")) {
+			if (json_out)
+				ctl_print_json(reply);
+			ctl_print_error(reply);
+			json_decref(reply);
+			return EXIT_REPLY;
+		}
+		json_t *u = json_object_get(json_object_get(reply, "parameters"), "uplink");
+		if (u) {
+			if (json_out)
+				ctl_print_json(u);
+			else
+				print_uplink(u);
+		}
+		/* A follower's reader (a pipe) sees each uplink as it comes, not a block later. */
+		if (follow && !frame_reader_has_message(c->reader))
+			fflush(stdout);
+		bool more = json_is_true(json_object_get(reply, "continues"));
+		json_decref(reply);
+		if (!more)
+			return EXIT_OK;
+	}
+}
+
+static int as_call(struct ctl *c, const char *method, json_t *params, bool json_out,
+		   void (*print)(json_t *))
+{
+	json_t *res;
+	int r = ctl_call(c, method, params, json_out, &res);
+	if (r < 0)
+		return EXIT_CONNECT;
+	if (r > 0)
+		return EXIT_REPLY;
+	if (json_out || !print)
+		ctl_print_json(res);
+	else
+		print(res);
+	json_decref(res);
+	return EXIT_OK;
+}
+
+static void print_import(json_t *r)
+{
+	printf("ASTK stored as id %lld\n", (long long)json_integer_value(json_object_get(r, "id")));
+}
+
+static void print_send(json_t *r)
+{
+	printf("sent with FCntDn %lld: LRC answered %lld %s\n",
+	       (long long)json_integer_value(json_object_get(r, "fCntDn")),
+	       (long long)json_integer_value(json_object_get(r, "status")),
+	       json_string_value(json_object_get(r, "answer")));
+}
+
+static void print_astks(json_t *r)
+{
+	size_t i;
+	json_t *a;
+	json_array_foreach(json_object_get(r, "astks"), i, a)
+	{
+		printf("%lld label=%s customer=%s device=%s created %s\n",
+		       (long long)json_integer_value(json_object_get(a, "id")),
+		       json_string_value(json_object_get(a, "label")),
+		       json_string_value(json_object_get(a, "customerID")),
+		       json_string_value(json_object_get(a, "devEUI")),
+		       json_string_value(json_object_get(a, "createdAt")));
+	}
+}
+
+static void print_status(json_t *r)
+{
+	json_t *t = json_object_get(r, "tunnel"), *j = json_object_get(r, "journal");
+	json_t *l = json_object_get(r, "lrc");
+	printf("tpas %s, up %llds\n", json_string_value(json_object_get(r, "version")),
+	       (long long)json_integer_value(json_object_get(r, "uptime")));
+	printf("tunnel: %lld requests, %lld accepted, %lld duplicates, %lld bad token, %lld stale "
+	       "time, %lld bad request, %lld unknown device, %lld no ASTK\n",
+	       (long long)json_integer_value(json_object_get(t, "requests")),
+	       (long long)json_integer_value(json_object_get(t, "accepted")),
+	       (long long)json_integer_value(json_object_get(t, "duplicates")),
+	       (long long)json_integer_value(json_object_get(t, "badToken")),
+	       (long long)json_integer_value(json_object_get(t, "staleTime")),
+	       (long long)json_integer_value(json_object_get(t, "badRequest")),
+	       (long long)json_integer_value(json_object_get(t, "unknownDevice")),
+	       (long long)json_integer_value(json_object_get(t, "noASTK")));
+	printf("journal: last seq %lld, %lld uplinks kept, %lld sessions, %lld ASTKs\n",
+	       (long long)json_integer_value(json_object_get(j, "lastSeq")),
+	       (long long)json_integer_value(json_object_get(j, "uplinks")),
+	       (long long)json_integer_value(json_object_get(j, "sessions")),
+	       (long long)json_integer_value(json_object_get(j, "astks")));
+	const char *url = json_string_value(json_object_get(l, "url"));
+	printf("lrc: %s%s%s\n", url ? url : "not configured", url ? " " : "",
+	       url ? json_string_value(json_object_get(l, "state")) : "");
+	json_t *w = json_object_get(r, "webhook");
+	if (json_is_object(w))
+		printf("webhook: %s, delivered through seq %lld, %lld failures%s%s\n",
+		       json_string_value(json_object_get(w, "url")),
+		       (long long)json_integer_value(json_object_get(w, "cursor")),
+		       (long long)json_integer_value(json_object_get(w, "failures")),
+		       *json_string_value(json_object_get(w, "lastError")) ? ", last: " : "",
+		       json_string_value(json_object_get(w, "lastError")));
+	printf("subscribers: %lld\n",
+	       (long long)json_integer_value(json_object_get(r, "subscribers")));
+}
+
+enum as_opt {
+	AO_SOCKET = 300,
+	AO_JSON,
+	AO_OUT,
+	AO_LABEL,
+	AO_CUSTOMER,
+	AO_DEV_EUI,
+	AO_AFTER,
+	AO_FOLLOW,
+	AO_PORT,
+	AO_PAYLOAD,
+	AO_CONFIRMED,
+};
+
+int ctl_as_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"socket", required_argument, NULL, AO_SOCKET},
+	    {"json", no_argument, NULL, AO_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {"out", required_argument, NULL, AO_OUT},
+	    {"label", required_argument, NULL, AO_LABEL},
+	    {"customer-id", required_argument, NULL, AO_CUSTOMER},
+	    {"dev-eui", required_argument, NULL, AO_DEV_EUI},
+	    {"after", required_argument, NULL, AO_AFTER},
+	    {"follow", no_argument, NULL, AO_FOLLOW},
+	    {"port", required_argument, NULL, AO_PORT},
+	    {"payload", required_argument, NULL, AO_PAYLOAD},
+	    {"confirmed", no_argument, NULL, AO_CONFIRMED},
+	    {0},
+	};
+	const char *sock = AS_DEFAULT_SOCKET, *out = NULL, *label = NULL, *customer = NULL,
+		   *dev = NULL, *payload = NULL;
+	bool json_out = false, follow = false, confirmed = false;
+	long long after = 0, port = -1;
+	unsigned used = 0;
+	int o;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (o >= AO_OUT)
+			used |= 1u << (o - AO_OUT);
+		switch (o) {
+		case 'h':
+			as_usage(stdout);
+			return EXIT_OK;
+		case AO_SOCKET:
+			sock = optarg;
+			break;
+		case AO_JSON:
+			json_out = true;
+			break;
+		case AO_OUT:
+			out = optarg;
+			break;
+		case AO_LABEL:
+			label = optarg;
+			break;
+		case AO_CUSTOMER:
+			customer = optarg;
+			break;
+		case AO_DEV_EUI:
+			dev = optarg;
+			break;
+		case AO_FOLLOW:
+			follow = true;
+			break;
+		case AO_CONFIRMED:
+			confirmed = true;
+			break;
+		case AO_PAYLOAD:
+			payload = optarg;
+			break;
+		case AO_AFTER:
+		case AO_PORT: {
+			char *end;
+			errno = 0;
+			long long v = strtoll(optarg, &end, 10);
+			if (!*optarg || *end || errno || v < 0)
+				return as_usage_error("--%s needs a whole number, not '%s'",
+						      o == AO_AFTER ? "after" : "port", optarg);
+			if (o == AO_AFTER)
+				after = v;
+			else
+				port = v;
+			break;
+		}
+		default:
+			as_usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	/* argv[optind] is "as". */
+	if (optind >= argc || strcmp(argv[optind], "as") != 0)
+		return as_usage_error("no command given");
+	optind++;
+	if (optind >= argc)
+		return as_usage_error("as: no command given");
+	const char *cmd = argv[optind++];
+	int nargs = argc - optind;
+	static const struct {
+		const char *name;
+		unsigned opts;
+		int args;
+	} table[] = {
+	    {"keygen", 1u << (AO_OUT - AO_OUT), 0},
+	    {"import-astk",
+	     1u << (AO_LABEL - AO_OUT) | 1u << (AO_CUSTOMER - AO_OUT) | 1u << (AO_DEV_EUI - AO_OUT),
+	     1},
+	    {"astks", 0, 0},
+	    {"uplinks", 1u << (AO_AFTER - AO_OUT) | 1u << (AO_FOLLOW - AO_OUT), 0},
+	    {"send",
+	     1u << (AO_DEV_EUI - AO_OUT) | 1u << (AO_PORT - AO_OUT) | 1u << (AO_PAYLOAD - AO_OUT) |
+		 1u << (AO_CONFIRMED - AO_OUT),
+	     0},
+	    {"status", 0, 0},
+	};
+	int k = -1;
+	for (int i = 0; i < (int)(sizeof(table) / sizeof(table[0])); i++)
+		if (strcmp(table[i].name, cmd) == 0)
+			k = i;
+	if (k < 0)
+		return as_usage_error("as: unknown command '%s'", cmd);
+	if (used & ~table[k].opts) {
+		for (const struct option *p = opts; p->name; p++)
+			if (p->val >= AO_OUT && (used & ~table[k].opts & (1u << (p->val - AO_OUT))))
+				return as_usage_error("as %s does not take --%s", cmd, p->name);
+	}
+	if (nargs != table[k].args)
+		return as_usage_error("as %s takes %d argument%s", cmd, table[k].args,
+				      table[k].args == 1 ? "" : "s");
+
+	if (strcmp(cmd, "keygen") == 0) {
+		if (!out)
+			return as_usage_error("as keygen needs --out FILE");
+		return as_keygen(out, json_out);
+	}
+	json_t *params = NULL;
+	const char *method = NULL;
+	void (*print)(json_t *) = NULL;
+	if (strcmp(cmd, "import-astk") == 0) {
+		const char *hex = argv[optind];
+		if (strlen(hex) % 2 || !hex_valid_any(hex))
+			return as_usage_error("encryptedASKey must be hexadecimal digits");
+		if (dev && !hex_valid(dev, 16))
+			return as_usage_error("--dev-eui must be 16 hexadecimal digits");
+		params = json_pack("{s:s}", "encryptedASKey", hex);
+		if (label)
+			json_object_set_new(params, "label", json_string(label));
+		if (customer)
+			json_object_set_new(params, "customerID", json_string(customer));
+		if (dev)
+			json_object_set_new(params, "devEUI", json_string(dev));
+		method = "io.tpad.ASAdmin.ImportASTK";
+		print = print_import;
+	} else if (strcmp(cmd, "astks") == 0) {
+		method = "io.tpad.ASAdmin.ListASTKs";
+		print = print_astks;
+	} else if (strcmp(cmd, "send") == 0) {
+		if (!dev || !hex_valid(dev, 16))
+			return as_usage_error("as send needs --dev-eui (16 hexadecimal digits)");
+		if (port < 1 || port > 223)
+			return as_usage_error("as send needs --port 1 to 223");
+		if (!payload || strlen(payload) % 2 || (*payload && !hex_valid_any(payload)))
+			return as_usage_error("as send needs --payload HEX (may be \"\")");
+		params = json_pack("{s:s, s:I, s:s, s:b}", "devEUI", dev, "fPort", (json_int_t)port,
+				   "payload", payload, "confirmed", confirmed);
+		method = "io.tpad.AS.SendDownlink";
+		print = print_send;
+	} else if (strcmp(cmd, "status") == 0) {
+		method = "io.tpad.AS.Status";
+		print = print_status;
+	}
+	struct stat st;
+	if (stat(sock, &st) < 0 && errno == ENOENT) {
+		/* ctl_connect() would blame tpad; say which daemon we want. */
+		fprintf(stderr,
+			"tpactl: cannot connect to %s: the socket does not exist: is tpas running? "
+			"(systemctl status tpas; or give --socket PATH)\n",
+			sock);
+		json_decref(params);
+		return EXIT_CONNECT;
+	}
+	struct ctl c;
+	if (ctl_connect(&c, sock, CTL_ADMIN) < 0) {
+		json_decref(params);
+		return EXIT_CONNECT;
+	}
+	int r = strcmp(cmd, "uplinks") == 0 ? as_uplinks(&c, after, follow, json_out)
+					    : as_call(&c, method, params, json_out, print);
+	ctl_close(&c);
+	return r;
+}

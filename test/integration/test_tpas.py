@@ -1,0 +1,807 @@
+"""tpas through the real daemon and the simulated LRC: tunnel, keys, journal, streams, downlinks."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import tpadtest
+from tpadtest import Client, VarlinkError, free_port, wait_for, write_secret
+
+sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "test", "lrc-sim"))
+from lrc_sim import LrcSim, encrypt_astk, lrc_time  # noqa: E402
+
+TPAS = os.environ.get("TPAS", "build/tpas/tpas")
+TPACTL = tpadtest.TPACTL
+TUNNEL_KEY = "bec499c69e9c939e413b663961636c61"
+DEV = "0024AEB3C02BE1C4"
+DEV2 = "70B3D57ED0001234"
+
+
+class Tpas:
+    """One tpas process on temporary sockets, a temporary store and a tunnel port."""
+
+    def __init__(self, workdir, rsa_key, lrc_url=None, extra=""):
+        self.workdir = workdir
+        self.apps = os.path.join(workdir, "apps.sock")
+        self.admin = os.path.join(workdir, "admin.sock")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(workdir, "tpas.log")
+        self.key_file = os.path.join(workdir, "tunnel.key")
+        self.store_key_file = os.path.join(workdir, "store.key")
+        self.rsa_key = rsa_key
+        write_secret(self.key_file, TUNNEL_KEY)
+        self.store_key = os.urandom(32).hex()
+        write_secret(self.store_key_file, self.store_key)
+        self.conf = os.path.join(workdir, "tpas.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""[tunnel]
+listen = 127.0.0.1:{self.port}
+key-file = {self.key_file}
+as-id = tpas-test
+max-time-deviation = 60s
+[apps]
+socket = {self.apps}
+[admin]
+socket = {self.admin}
+[store]
+path = {workdir}/tpas.db
+key-file = {self.store_key_file}
+[astk]
+rsa-key-file = {rsa_key}
+""")
+            if lrc_url:
+                f.write(f"[lrc]\nurl = {lrc_url}\nrequest-timeout = 5s\n")
+            f.write(extra)
+        self.proc = None
+        self.log = None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([TPAS, "--config", self.conf, "--verbose"],
+                                     stdout=self.log, stderr=self.log)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tpas exited {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    pass
+                with Client(self.admin, 1) as c:
+                    c.call("io.tpad.AS.Status")
+                return True
+            except OSError:
+                return False
+        wait_for(ready, 20, "tpas to listen")
+        return self
+
+    def stop(self):
+        if not self.proc:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("tpas did not stop on SIGTERM:\n" + self.log_text())
+        self.proc = None
+        self.log.close()
+        return rc
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        self.log.close()
+
+    def log_text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def tpactl(self, *args, check=None):
+        p = subprocess.run([TPACTL, "--socket", self.admin, *args], capture_output=True,
+                           text=True, timeout=60)
+        if check is not None and p.returncode != check:
+            raise AssertionError(f"tpactl {' '.join(args)} exited {p.returncode}, want "
+                                 f"{check}:\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def status(self):
+        with Client(self.admin) as c:
+            return c.call("io.tpad.AS.Status")
+
+    def uplinks(self, after=0, sock=None):
+        with Client(sock or self.apps) as c:
+            out = c.call_more("io.tpad.AS.Uplinks", {"after": after, "follow": False})
+        return [r["uplink"] for r in out if "uplink" in r]
+
+
+class TpasCase(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.keydir = tempfile.mkdtemp(prefix="tpas-keys-")
+        cls.rsa_key = os.path.join(cls.keydir, "as-rsa.pem")
+        p = subprocess.run([TPACTL, "as", "keygen", "--out", cls.rsa_key], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        cls.public_pem = p.stdout
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.keydir, ignore_errors=True)
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="tpas-test-")
+        self.procs = []
+        self.lrcs = []
+        self.astks = []
+
+    def tearDown(self):
+        for t in self.procs:
+            if t.proc:
+                t.stop()
+        for s in self.lrcs:
+            s.stop()
+        problems = []
+        for t in self.procs:
+            log = t.log_text()
+            r = tpadtest.sanitizer_report(t.log_path)
+            if r:
+                problems.append(f"{t.log_path}: {r}")
+            low = log.lower()
+            for name, secret in [("tunnel key", TUNNEL_KEY), ("store key", t.store_key)] + \
+                    [("ASTK", a.hex()) for a in self.astks]:
+                if secret.lower() in low:
+                    problems.append(f"the {name} appears in {t.log_path}")
+        for s in self.lrcs:
+            for dev in s.state["devices"].values():
+                for t in self.procs:
+                    if dev["appskey"].lower() in t.log_text().lower():
+                        problems.append("an AppSKey appears in the log")
+        if problems or os.environ.get("KEEP_TMP"):
+            print(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        if problems:
+            self.fail("; ".join(problems))
+
+    def tpas(self, **kw):
+        d = os.path.join(self.tmp, f"tpas{len(self.procs)}")
+        os.makedirs(d)
+        t = Tpas(d, self.rsa_key, **kw)
+        self.procs.append(t)
+        return t
+
+    def lrc(self, t, serve=False):
+        s = LrcSim(os.path.join(self.tmp, f"lrc{len(self.lrcs)}.json"), TUNNEL_KEY,
+                   as_url=t.url if t else None, as_id="tpas-test")
+        self.lrcs.append(s)
+        if serve:
+            s.port = s.start()
+        return s
+
+    def import_astk(self, t, **kw):
+        astk = os.urandom(16)
+        self.astks.append(astk)
+        args = ["as", "import-astk", encrypt_astk(self.public_pem, astk)]
+        for k, v in kw.items():
+            args += ["--" + k.replace("_", "-"), v]
+        p = t.tpactl(*args, check=0)
+        self.assertRegex(p.stdout, r"ASTK stored as id \d+")
+        return astk
+
+
+class Tunnel(TpasCase):
+    def test_json_and_xml_uplinks_decrypted_in_order(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        self.assertEqual(s.uplink(DEV, b"32.5C/90.5F"), (200, {"seq": 1, "duplicate": False}))
+        self.assertEqual(s.uplink(DEV, b"29.9C/85.8F", fmt="xml"),
+                         (200, {"seq": 2, "duplicate": False}))
+        ups = t.uplinks()
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in ups],
+                         [b"32.5C/90.5F", b"29.9C/85.8F"])
+        self.assertEqual([u["fCntUp"] for u in ups], [0, 1])
+        self.assertEqual(ups[0]["devEUI"], DEV)
+        self.assertEqual(ups[0]["customerID"], "100122002")
+        self.assertEqual(ups[0]["fPort"], 1)
+        self.assertFalse(ups[0]["encrypted"])
+        self.assertEqual(ups[0]["radio"]["LrrRSSI"], -41.5)
+        self.assertEqual(ups[1]["radio"]["SpFact"], "7")  # XML: text as sent
+        # The next uplink has no AppSKey field: the stored key decrypts it.
+        self.assertEqual(s.uplink(DEV, b"no key field", with_key=False)[0], 200)
+        self.assertEqual(bytes.fromhex(t.uplinks(after=2)[0]["payload"]), b"no key field")
+
+    def test_refusals_are_answered_counted_and_never_delivered(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        # A wrong tunnel key: 401.
+        st, ans = s.uplink(DEV, b"x", key="0" * 32)
+        self.assertEqual((st, ans), (401, {"error": "bad Token"}))
+        # A stale Time (the Token is right): 401 naming the reason.
+        st, ans = s.uplink(DEV, b"x", time="2019-04-29T18:21:17.290+02:00")
+        self.assertEqual(st, 401)
+        self.assertIn("stale Time", ans["error"])
+        # No Token at all.
+        target, body, ctype = s.build_uplink(DEV, b"x")
+        st, ans = s.post(target.split("&Token=")[0], body, ctype)
+        self.assertEqual((st, ans), (401, {"error": "Token is missing"}))
+        # A Token for other content: the body was changed in transit.
+        st, _ = s.post(target, body.replace(b'"FCntUp": 0', b'"FCntUp": 7'), ctype)
+        self.assertEqual(st, 401)
+        # Garbage XML and JSON, a bad field: 400.
+        st, ans = s.post(target, b"<DevEUI_uplink><DevEUI>", "application/xml")
+        self.assertEqual(st, 400)
+        self.assertIn("not XML", ans["error"])
+        st, ans = s.post(target, b"{\"DevEUI_uplink\": {\"DevEUI\": 5}}", "application/json")
+        self.assertEqual(st, 400)
+        st, ans = s.post(target, b"{\"DevEUI_uplink\": {\"DevEUI\": \"XYZ\", \"FCntUp\": 1}}",
+                         "application/json")
+        self.assertEqual((st, ans), (400, {"error": "DevEUI must be 16 hexadecimal digits"}))
+        # An unknown device without an AppSKey field: 404.
+        s.add_device(DEV2, astk)
+        st, ans = s.uplink(DEV2, b"x", with_key=False)
+        self.assertEqual(st, 404)
+        self.assertIn("unknown DevEUI", ans["error"])
+        # A body over max-body: 413; another path: 404; GET: 405.
+        st, _ = s.post(target, b"{" + b" " * 20000 + b"}", "application/json")
+        self.assertEqual(st, 413)
+        st, _ = s.post(target, body, ctype, path="/other")
+        self.assertEqual(st, 404)
+        c = __import__("http.client").client.HTTPConnection("127.0.0.1", t.port, timeout=10)
+        c.request("GET", "/")
+        self.assertEqual(c.getresponse().status, 405)
+        c.close()
+        # Nothing of it reached the journal; each is counted.
+        self.assertEqual(t.uplinks(), [])
+        tn = t.status()["tunnel"]
+        self.assertEqual(tn["accepted"], 0)
+        self.assertEqual(tn["badToken"], 3)
+        self.assertEqual(tn["staleTime"], 1)
+        self.assertEqual(tn["badRequest"], 3)
+        self.assertEqual(tn["unknownDevice"], 1)
+        self.assertEqual(tn["tooBig"], 1)
+        self.assertEqual(tn["notFound"], 1)
+        self.assertEqual(tn["badMethod"], 1)
+        # The daemon still serves.
+        self.assertEqual(s.uplink(DEV, b"fine")[0], 200)
+        log = t.log_text()
+        self.assertIn("401 for DevEUI 0024AEB3C02BE1C4: bad Token", log)
+
+    def test_slow_and_silent_clients_do_not_hold_the_tunnel(self):
+        t = self.tpas(extra="").start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        # A client that sends half a request and stops, and one that sends nothing.
+        slow = socket.create_connection(("127.0.0.1", t.port))
+        slow.sendall(b"POST /?Token=x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{")
+        silent = socket.create_connection(("127.0.0.1", t.port))
+        try:
+            t0 = time.monotonic()
+            for i in range(3):
+                self.assertEqual(s.uplink(DEV, b"meanwhile %d" % i)[0], 200)
+            self.assertLess(time.monotonic() - t0, 5)
+        finally:
+            slow.close()
+            silent.close()
+        self.assertEqual(len(t.uplinks()), 3)
+
+    def test_tls_listener(self):
+        cert = os.path.join(self.tmp, "cert.pem")
+        key = os.path.join(self.tmp, "key.pem")
+        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                            "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            self.skipTest("openssl cannot make a certificate: " + p.stderr)
+        os.chmod(key, 0o600)
+        t = self.tpas(extra="")
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(conf.replace("[tunnel]\n", f"[tunnel]\ntls-cert-file = {cert}\n"
+                                                f"tls-key-file = {key}\n", 1))
+        t.start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.as_url = f"https://127.0.0.1:{t.port}"
+        s.cafile = cert
+        s.add_device(DEV, astk)
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"over TLS %d" % i, fmt="xml" if i % 2 else "json"),
+                             (200, {"seq": i + 1, "duplicate": False}))
+        self.assertEqual(s.uplink(DEV, b"x", key="0" * 32)[0], 401)
+        # A client that asks to close after the answer still gets it.
+        import ssl
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", t.port))) as c:
+            c.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Content-Length: 2\r\n\r\n{}")
+            data = b""
+            while True:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        self.assertTrue(data.startswith(b"HTTP/1.1 401 "), data)
+        self.assertIn(b"Token is missing", data)
+        # Plain HTTP on the TLS port gets no HTTP answer; the handshake failure is counted.
+        s.as_url = t.url
+        with self.assertRaises((OSError, __import__("http.client").client.HTTPException)):
+            s.uplink(DEV, b"plain")
+        wait_for(lambda: t.status()["tunnel"]["tlsFailed"] == 1, 5, "the TLS failure count")
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
+                         [b"over TLS 0", b"over TLS 1", b"over TLS 2"])
+        # A key file others may read is refused at start.
+        t.stop()
+        os.chmod(key, 0o644)
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0)  # --check-config does not open the listener
+        t.proc = subprocess.Popen([TPAS, "--config", t.conf], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        out, _ = t.proc.communicate(timeout=20)
+        self.assertEqual(t.proc.returncode, 1)
+        self.assertIn("tunnel-tls-key", out)
+        t.proc = None
+
+    def test_missing_astk_then_import_and_key_envelope(self):
+        t = self.tpas().start()
+        s = self.lrc(t)
+        astk = os.urandom(16)
+        s.add_device(DEV, astk)
+        st, ans = s.uplink(DEV, b"early")
+        self.assertEqual(st, 503)
+        self.assertIn("no ASTK", ans["error"])
+        self.astks.append(astk)
+        p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, astk), check=0)
+        self.assertIn("ASTK stored", p.stdout)
+        # The LRC retries: now it goes through.
+        self.assertEqual(s.uplink(DEV, b"early")[0], 200)
+        # A TS002 key envelope names its ASTK by KEKLabel (RFC 3394).
+        kek = self.import_astk(t, label="kek-7")
+        s.add_device(DEV2, kek, kek_label="kek-7", customer_id="42")
+        self.assertEqual(s.uplink(DEV2, b"wrapped", fmt="xml")[0], 200)
+        self.assertEqual(s.uplink(DEV2, b"wrapped json")[0], 200)
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
+                         [b"early", b"wrapped", b"wrapped json"])
+        # A label we do not hold, and an envelope that does not unwrap with the label's key.
+        s.add_device("1111111111111111", kek, kek_label="nope")
+        st, ans = s.uplink("1111111111111111", b"x")
+        self.assertEqual(st, 503)
+        s.add_device("2222222222222222", os.urandom(16), kek_label="kek-7")
+        st, ans = s.uplink("2222222222222222", b"x")
+        self.assertEqual(st, 401)
+        self.assertIn("does not unwrap", ans["error"])
+        self.assertEqual(t.status()["tunnel"]["wrongKey"], 1)
+        # The list shows the ASTKs, never the keys.
+        p = t.tpactl("--json", "as", "astks", check=0)
+        astks = json.loads(p.stdout)["astks"]
+        self.assertEqual([a["label"] for a in astks], ["", "kek-7"])
+        self.assertNotIn(astk.hex(), p.stdout.lower())
+
+    def test_scoped_astks_pick_the_most_specific(self):
+        t = self.tpas().start()
+        general = self.import_astk(t)
+        for_customer = self.import_astk(t, customer_id="777")
+        for_device = self.import_astk(t, dev_eui=DEV2)
+        s = self.lrc(t)
+        s.add_device(DEV, for_customer, customer_id="777")
+        s.add_device(DEV2, for_device, customer_id="777")
+        s.add_device("3333333333333333", general, customer_id="1")
+        for d in (DEV, DEV2, "3333333333333333"):
+            self.assertEqual(s.uplink(d, d.encode())[0], 200)
+        got = {u["devEUI"]: bytes.fromhex(u["payload"]) for u in t.uplinks()}
+        self.assertEqual(got, {d: d.encode() for d in (DEV, DEV2, "3333333333333333")})
+
+    def test_bad_encrypted_askey_and_no_rsa_key(self):
+        t = self.tpas().start()
+        p = t.tpactl("as", "import-astk", "00" * 256)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("BadASKey", p.stderr)
+        p = t.tpactl("as", "import-astk", "0g")
+        self.assertEqual(p.returncode, 2)
+        os.rename(self.rsa_key, self.rsa_key + ".away")
+        try:
+            p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
+        finally:
+            os.rename(self.rsa_key + ".away", self.rsa_key)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("NoRsaKey", p.stderr)
+
+
+class Journal(TpasCase):
+    def test_replay_is_answered_idempotently_and_delivered_once(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        target, body, ctype = s.build_uplink(DEV, b"once")
+        self.assertEqual(s.post(target, body, ctype), (200, {"seq": 1, "duplicate": False}))
+        self.assertEqual(s.post(target, body, ctype), (200, {"seq": 1, "duplicate": True}))
+        # The same frame in the other syntax is the same uplink.
+        target, body, ctype = s.build_uplink(DEV, b"once", fmt="xml")
+        self.assertEqual(s.post(target, body, ctype), (200, {"seq": 1, "duplicate": True}))
+        self.assertEqual(len(t.uplinks()), 1)
+        self.assertEqual(t.status()["tunnel"]["duplicates"], 2)
+        # A rejoin (a new AppSKey) starts counting again: FCntUp 0 is a new uplink.
+        s.add_device(DEV, astk)
+        self.assertEqual(s.uplink(DEV, b"after rejoin"), (200, {"seq": 2, "duplicate": False}))
+
+    def test_concurrent_connections_and_replays_group_committed(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        devs = ["00000000000000%02X" % i for i in range(6)]
+        for d in devs:
+            s.add_device(d, astk)
+        reqs = [s.build_uplink(d, b"%s/%d" % (d.encode(), i), fcnt=i)
+                for d in devs for i in range(20)]
+        answers = [[] for _ in range(len(reqs))]
+
+        def worker(k):
+            # Two connections send every uplink: each is a replay of the other's.
+            for idx in range(k % 3, len(reqs), 3):
+                answers[idx].append(s.post(*reqs[idx]))
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        for a in answers:
+            self.assertEqual([st for st, _ in a], [200, 200])
+            self.assertEqual(a[0][1]["seq"], a[1][1]["seq"])
+            self.assertEqual(sorted(x["duplicate"] for _, x in a), [False, True])
+        ups = t.uplinks()
+        self.assertEqual(len(ups), len(reqs))
+        self.assertEqual(sorted((u["devEUI"], u["fCntUp"]) for u in ups),
+                         sorted((d, i) for d in devs for i in range(20)))
+        tn = t.status()["tunnel"]
+        self.assertEqual((tn["accepted"], tn["duplicates"]), (len(reqs), len(reqs)))
+
+    def test_application_restart_resumes_from_its_sequence(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        app = Client(t.apps, timeout=10)
+        app.send("io.tpad.AS.Uplinks", {}, more=True)
+        got = []
+        for i in range(5):
+            self.assertEqual(s.uplink(DEV, b"m%d" % i)[0], 200)
+        while len(got) < 5:
+            r = app.recv()
+            self.assertTrue(r.get("continues"))
+            got.append(r["parameters"]["uplink"])
+        self.assertEqual(t.status()["subscribers"], 1)
+        last = got[-1]["seq"]
+        app.close()  # the application goes away
+        for i in range(5, 12):
+            self.assertEqual(s.uplink(DEV, b"m%d" % i)[0], 200)
+        with Client(t.apps, timeout=10) as app:
+            app.send("io.tpad.AS.Uplinks", {"after": last}, more=True)
+            rest = [app.recv()["parameters"]["uplink"] for _ in range(7)]
+            # Live ones follow on the same stream.
+            self.assertEqual(s.uplink(DEV, b"live")[0], 200)
+            rest.append(app.recv()["parameters"]["uplink"])
+        seen = got + rest
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in seen],
+                         [b"m%d" % i for i in range(12)] + [b"live"])
+        self.assertEqual([u["seq"] for u in seen], list(range(1, 14)))
+        # And after a restart of tpas itself.
+        t.stop()
+        t.start()
+        self.assertEqual([u["seq"] for u in t.uplinks(after=10)], [11, 12, 13])
+        wait_for(lambda: t.status()["subscribers"] == 0, 5, "the closed stream to go")
+
+    def test_kill9_loses_nothing_and_lrc_retries_deliver_each_uplink_once(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        n = 120
+        answered = {}
+        stop = threading.Event()
+
+        def lrc_loop():
+            # The LRC's rule: repeat an uplink until it gets a 200.
+            for i in range(n):
+                target, body, ctype = s.build_uplink(DEV, b"u%d" % i, fcnt=i)
+                while not stop.is_set():
+                    try:
+                        st, ans = s.post(target, body, ctype)
+                    except OSError:
+                        time.sleep(0.02)
+                        continue
+                    if st == 200:
+                        answered[i] = ans["seq"]
+                        break
+                    time.sleep(0.02)
+        th = threading.Thread(target=lrc_loop)
+        th.start()
+        wait_for(lambda: len(answered) >= 30, 30, "30 uplinks")
+        t.kill9()
+        acked_before = dict(answered)
+        time.sleep(0.3)
+        t.start()
+        wait_for(lambda: len(answered) >= 70, 30, "70 uplinks")
+        t.kill9()
+        time.sleep(0.2)
+        t.start()
+        th.join(60)
+        stop.set()
+        self.assertEqual(len(answered), n)
+        ups = t.uplinks()
+        # Every uplink once, in counter order, each under the seq its 200 named.
+        self.assertEqual([u["fCntUp"] for u in ups], list(range(n)))
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in ups], [b"u%d" % i for i in range(n)])
+        by_fcnt = {u["fCntUp"]: u["seq"] for u in ups}
+        for i, seq in answered.items():
+            self.assertEqual(by_fcnt[i], seq)
+        for i, seq in acked_before.items():
+            self.assertEqual(by_fcnt[i], seq)
+
+    def test_store_file_is_private_and_keys_sealed(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        dev = s.add_device(DEV, astk)
+        self.assertEqual(s.uplink(DEV, b"x")[0], 200)
+        t.stop()
+        db = os.path.join(t.workdir, "tpas.db")
+        self.assertEqual(stat.S_IMODE(os.stat(db).st_mode), 0o600)
+        with open(db, "rb") as f:
+            raw = f.read().hex()
+        self.assertNotIn(astk.hex(), raw)
+        self.assertNotIn(dev["appskey"], raw)
+        # Another store key cannot open the sealed keys: uplinks needing them are refused.
+        write_secret(t.store_key_file, os.urandom(32).hex())
+        t.start()
+        st, ans = s.uplink(DEV, b"y", with_key=False)
+        self.assertEqual(st, 503)
+
+
+class Downlink(TpasCase):
+    def test_downlink_encrypted_signed_and_fcntdn_never_reused(self):
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
+        s.as_url = t.url
+        astk = self.import_astk(t)
+        s.add_device(DEV, astk)
+        # Unknown until an uplink brought its key.
+        with Client(t.apps) as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
+            self.assertEqual(e.exception.error, "io.tpad.AS.UnknownDevice")
+        s.state["devices"][DEV]["fcnt_dn"] = 5  # the network's counter, as the LRC reports it
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV.lower(), "fPort": 2,
+                                                   "payload": b"open".hex()})
+        self.assertEqual(r["status"], 200)
+        self.assertEqual(r["answer"], "Request queued by LRC")
+        self.assertEqual(r["fCntDn"], 5)
+        d = s.state["downlinks"][-1]
+        self.assertEqual((d["dev_eui"], d["fport"], d["fcnt_dn"]), (DEV, 2, 5))
+        self.assertEqual(bytes.fromhex(d["payload"]), b"open")
+        self.assertEqual(d["as_id"], "tpas-test")
+        # tpactl as send, then a restart, then more: the counter only goes up.
+        p = t.tpactl("as", "send", "--dev-eui", DEV, "--port", "3", "--payload",
+                     b"close".hex(), "--confirmed", check=0)
+        self.assertIn("FCntDn 6", p.stdout)
+        self.assertTrue(s.state["downlinks"][-1]["confirmed"])
+        t.kill9()
+        t.start()
+        with Client(t.apps) as c:
+            for i in range(3):
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
+        # The LRC fails one: the counter is spent anyway, the next one is fresh.
+        s.faults["downlink_status"] = 500
+        with Client(t.apps) as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "01"})
+            self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+            self.assertEqual(e.exception.params["status"], 500)
+            self.assertEqual(e.exception.params["fCntDn"], 10)
+        s.faults["downlink_status"] = None
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "02"})
+        self.assertEqual(r["fCntDn"], 11)
+        used = [d["fcnt_dn"] for d in s.state["downlinks"]]
+        self.assertEqual(used, [5, 6, 7, 8, 9, 11])
+        self.assertEqual(s.state["violations"], [])
+        # An uplink reporting a higher network counter moves ours up.
+        s.state["devices"][DEV]["fcnt_dn"] = 40
+        self.assertEqual(s.uplink(DEV, b"hi again")[0], 200)
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "03"})
+        self.assertEqual(r["fCntDn"], 40)
+
+    def test_downlink_with_the_lrc_down(self):
+        port = free_port()
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{port}").start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        with Client(t.apps) as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
+        self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+        self.assertEqual(e.exception.params["status"], 0)
+
+    def test_no_lrc_configured(self):
+        t = self.tpas().start()
+        with Client(t.apps) as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
+        self.assertEqual(e.exception.error, "io.tpad.AS.NoLrc")
+
+
+class Commands(TpasCase):
+    def test_keygen(self):
+        out = os.path.join(self.tmp, "k.pem")
+        p = subprocess.run([TPACTL, "as", "keygen", "--out", out], capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(p.stdout.startswith("-----BEGIN PUBLIC KEY-----"))
+        self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), 0o600)
+        with open(out) as f:
+            self.assertIn("PRIVATE KEY", f.read())
+        # Never over an existing key.
+        p = subprocess.run([TPACTL, "as", "keygen", "--out", out], capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("File exists", p.stderr)
+        p = subprocess.run([TPACTL, "as", "keygen"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+
+    def test_uplinks_status_and_usage(self):
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        for text in (b"32.5C/90.5F", b"29.9C/85.8F"):
+            self.assertEqual(s.uplink(DEV, text)[0], 200)
+        p = t.tpactl("as", "uplinks", check=0)
+        lines = p.stdout.splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertRegex(lines[0], r'^1 \S+ 0024AEB3C02BE1C4 port 1 fcnt 0 payload [0-9A-F]+ '
+                                   r'"32\.5C/90\.5F"$')
+        p = t.tpactl("--json", "as", "uplinks", "--after", "1", check=0)
+        self.assertEqual([json.loads(x)["seq"] for x in p.stdout.splitlines()], [2])
+        # --follow keeps the stream open for new uplinks.
+        f = subprocess.Popen([TPACTL, "--socket", t.admin, "as", "uplinks", "--follow",
+                              "--after", "2"], stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(s.uplink(DEV, b"followed")[0], 200)
+            line = f.stdout.readline()
+            self.assertIn('"followed"', line)
+        finally:
+            f.terminate()
+            f.wait(10)
+            f.stdout.close()
+        p = t.tpactl("as", "status", check=0)
+        self.assertIn("3 accepted", p.stdout)
+        self.assertIn("last seq 3", p.stdout)
+        st = json.loads(t.tpactl("--json", "as", "status", check=0).stdout)
+        self.assertEqual(st["journal"]["lastSeq"], 3)
+        self.assertEqual(t.tpactl("as", "frobnicate").returncode, 2)
+        self.assertEqual(t.tpactl("as", "status", "--port", "1").returncode, 2)
+        self.assertEqual(t.tpactl("as", "send", "--dev-eui", DEV).returncode, 2)
+        p = subprocess.run([TPACTL, "--socket", os.path.join(self.tmp, "none.sock"), "as",
+                            "status"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 3)
+        self.assertIn("is tpas running?", p.stderr)
+        # The admin interface is not on the apps socket.
+        with Client(t.apps) as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.ASAdmin.ListASTKs")
+            self.assertEqual(e.exception.error, "org.varlink.service.MethodNotFound")
+            info = c.call("org.varlink.service.GetInfo")
+            self.assertEqual(info["interfaces"], ["org.varlink.service", "io.tpad.AS"])
+
+    def test_check_and_print_config(self):
+        t = self.tpas()
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run([TPAS, "--config", t.conf, "--print-config"], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("max-time-deviation = 1m\n", p.stdout)
+        self.assertIn("# from default\npath = /\n", p.stdout)
+        bad = os.path.join(self.tmp, "bad.conf")
+        with open(bad, "w") as f:
+            f.write("[tunnel]\nmax-time-deviation = soon\n")
+        p = subprocess.run([TPAS, "--config", bad, "--check-config"], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("bad.conf:2", p.stderr)
+        # A world-readable tunnel key is refused.
+        os.chmod(t.key_file, 0o644)
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("tunnel key", p.stderr)
+
+
+class Webhook(TpasCase):
+    def test_webhook_delivers_in_order_with_retries_and_resumes(self):
+        import http.server
+        got, lock = [], threading.Lock()
+        fail = {"left": 2}
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    status = 500 if fail["left"] > 0 else 200
+                    if status == 200:
+                        got.extend(json.loads(body)["uplinks"])
+                    else:
+                        fail["left"] -= 1
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+        srv = __import__("socketserver").ThreadingMixIn
+        server = type("S", (srv, http.server.HTTPServer), {"daemon_threads": True})(
+            ("127.0.0.1", 0), H)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/hook/uplinks"
+            t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = 3\nretry-max = 1s\n")
+            t.start()
+            astk = self.import_astk(t)
+            s = self.lrc(t)
+            s.add_device(DEV, astk)
+            for i in range(5):
+                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
+            wait_for(lambda: len(got) >= 5, 20, "5 uplinks at the webhook")
+            wh = t.status()["webhook"]
+            self.assertEqual(wh["cursor"], 5)
+            self.assertEqual(wh["failures"], 2)
+            t.stop()
+            # Sent while tpas is down: none; after the restart, only the new ones.
+            t.start()
+            for i in range(5, 8):
+                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
+            wait_for(lambda: len(got) >= 8, 20, "8 uplinks at the webhook")
+            time.sleep(0.3)
+            with lock:
+                self.assertEqual([u["seq"] for u in got], list(range(1, 9)))
+                self.assertEqual([bytes.fromhex(u["payload"]) for u in got],
+                                 [b"w%d" % i for i in range(8)])
+            self.assertIn("webhook", t.log_text())
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

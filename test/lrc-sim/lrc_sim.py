@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""lrc_sim: a simulated ThingPark LRC for tpas's tests and demo.
+
+It plays the network side of the LRC-AS tunnel:
+  * uplinks: POSTs signed DevEUI_uplink messages (JSON or XML) to tpas, with the
+    AppSKey field encrypted with the ASTK (one AES block, or an RFC 3394 key
+    envelope with a KEK label), FRMPayload encrypted with the device's AppSKey;
+  * downlinks: serves POST /thingpark/lrc/rest/downlink, checks the Token, decrypts
+    the payload with the AppSKey it handed out and the FCntDn sent, and records a
+    reuse of any FCntDn with one key as a violation;
+  * faults on demand: a bad Token, a stale Time, a dropped answer (the LRC retries),
+    downlink answers with an error status;
+  * state (devices, counters, downlinks received) in a JSON file that survives a
+    restart of the simulator.
+
+As a library: LrcSim(...). As a program:
+  lrc_sim.py serve --state FILE --key KEY [--port N]          downlink server
+  lrc_sim.py uplink --state FILE --key KEY --url URL --dev-eui EUI --text TEXT [--xml]
+"""
+
+import argparse
+import datetime
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import socketserver
+import threading
+import urllib.parse
+
+from cryptography.hazmat.primitives import keywrap, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+DOWNLINK_PATH = "/thingpark/lrc/rest/downlink"
+
+
+def aes_ecb(key, block, decrypt=False):
+    c = Cipher(algorithms.AES(key), modes.ECB())
+    op = c.decryptor() if decrypt else c.encryptor()
+    return op.update(block) + op.finalize()
+
+
+def frm_crypt(key, dev_addr, fcnt, direction, data):
+    """LoRaWAN 1.0.x FRMPayload encryption (the same operation decrypts)."""
+    out = bytearray()
+    for i in range((len(data) + 15) // 16):
+        a = bytes([1, 0, 0, 0, 0, direction]) + dev_addr.to_bytes(4, "little") + \
+            fcnt.to_bytes(4, "little") + bytes([0, i + 1])
+        s = aes_ecb(key, a)
+        chunk = data[16 * i:16 * i + 16]
+        out += bytes(x ^ y for x, y in zip(chunk, s))
+    return bytes(out)
+
+
+def token(*parts):
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def lrc_time(dt=None):
+    """A Time the way the LRC writes it: 2019-04-29T18:21:17.290+02:00."""
+    dt = dt or datetime.datetime.now(datetime.timezone.utc).astimezone()
+    s = dt.isoformat(timespec="milliseconds")
+    return s
+
+
+def encrypt_astk(public_pem, astk):
+    """What Key Manager returns: encryptedASKey (hex), RSA PKCS#1 v1.5 for the AS's key."""
+    pub = serialization.load_pem_public_key(public_pem.encode() if isinstance(public_pem, str)
+                                            else public_pem)
+    return pub.encrypt(astk, padding.PKCS1v15()).hex()
+
+
+class LrcSim:
+    """The simulated LRC. key is the tunnel key as text (TIAK / LRC-AS key)."""
+
+    def __init__(self, state_file, key, as_url=None, as_id="tpas-test", cafile=None):
+        self.state_file = state_file
+        self.cafile = cafile  # for an https:// as_url: the CA that signed tpas's certificate
+        self.key = key
+        self.as_url = as_url
+        self.as_id = as_id
+        self.lock = threading.Lock()
+        self.faults = {"downlink_status": None}
+        self.server = None
+        self.thread = None
+        self.state = {"devices": {}, "downlinks": [], "violations": []}
+        if os.path.exists(state_file):
+            with open(state_file) as f:
+                self.state = json.load(f)
+
+    def save(self):
+        tmp = self.state_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_file)
+
+    # Devices and keys.
+
+    def add_device(self, dev_eui, astk, customer_id="100122002", dev_addr=None,
+                   appskey=None, kek_label=None, fcnt_up=0):
+        """A device joins: a fresh AppSKey, handed to the AS encrypted with astk."""
+        appskey = appskey or os.urandom(16)
+        dev = {
+            "customer_id": customer_id,
+            "dev_addr": dev_addr or os.urandom(4).hex().upper(),
+            "appskey": appskey.hex(),
+            "astk": astk.hex(),
+            "kek_label": kek_label,
+            "fcnt_up": fcnt_up,
+            "fcnt_dn": 0,
+        }
+        with self.lock:
+            self.state["devices"][dev_eui.upper()] = dev
+            self.save()
+        return dev
+
+    def appskey_field(self, dev):
+        astk = bytes.fromhex(dev["astk"])
+        key = bytes.fromhex(dev["appskey"])
+        if dev.get("kek_label"):
+            return {"KEKLabel": dev["kek_label"], "AESKey": keywrap.aes_key_wrap(astk, key).hex()}
+        # tpas decrypts one block with the ASTK, so the LRC encrypts it.
+        return aes_ecb(astk, key).hex()
+
+    # Uplinks.
+
+    def build_uplink(self, dev_eui, payload, fport=1, fmt="json", with_key=True, fcnt=None,
+                     time=None, key=None, extra=None):
+        """The (path?query, body, content type) of one uplink POST; fcnt defaults to the next."""
+        dev_eui = dev_eui.upper()
+        dev = self.state["devices"][dev_eui]
+        if fcnt is None:
+            fcnt = dev["fcnt_up"]
+        t = time or lrc_time()
+        enc = frm_crypt(bytes.fromhex(dev["appskey"]), int(dev["dev_addr"], 16), fcnt, 0,
+                        payload).hex() if payload else ""
+        fields = {
+            "Time": t, "DevEUI": dev_eui, "FPort": fport, "FCntUp": fcnt,
+            "FCntDn": dev["fcnt_dn"], "payload_hex": enc, "mic_hex": "00000000",
+            "DevAddr": dev["dev_addr"], "CustomerID": dev["customer_id"],
+            "LrrRSSI": -41.5, "LrrSNR": 9.25, "SpFact": 7, "Lrrid": "FF0109A4",
+        }
+        if with_key:
+            fields["AppSKey"] = self.appskey_field(dev)
+        if extra:
+            fields.update(extra)
+        q = urllib.parse.urlencode([("LrnDevEui", dev_eui), ("LrnFPort", str(fport)),
+                                    ("LrnInfos", "TWA_%s.1.AS-1-1" % dev["customer_id"]),
+                                    ("AS_ID", self.as_id), ("Time", t)], safe=":")
+        tok = token(dev["customer_id"], dev_eui, str(fport), str(fcnt), enc, q,
+                    (key or self.key).lower())
+        target = "?" + q + "&Token=" + tok
+        if fmt == "json":
+            body = json.dumps({"DevEUI_uplink": fields}).encode()
+            ctype = "application/json"
+        else:
+            body = self._xml(fields).encode()
+            ctype = "application/xml"
+        return target, body, ctype
+
+    @staticmethod
+    def _xml(fields):
+        from xml.sax.saxutils import escape
+        parts = ['<?xml version="1.0" encoding="UTF-8"?>',
+                 '<DevEUI_uplink xmlns="http://uri.actility.com/lora">']
+        for k, v in fields.items():
+            if isinstance(v, dict):
+                inner = "".join(f"<{ik}>{escape(str(iv))}</{ik}>" for ik, iv in v.items())
+                parts.append(f"<{k}>{inner}</{k}>")
+            else:
+                parts.append(f"<{k}>{escape(str(v))}</{k}>")
+        parts.append("</DevEUI_uplink>")
+        return "\n".join(parts)
+
+    def post(self, target, body, ctype, path="/"):
+        """POST to tpas; returns (status, parsed JSON answer or text)."""
+        u = urllib.parse.urlsplit(self.as_url)
+        if u.scheme == "https":
+            import ssl
+            ctx = ssl.create_default_context(cafile=self.cafile)
+            ctx.check_hostname = False
+            c = http.client.HTTPSConnection(u.hostname, u.port, timeout=30, context=ctx)
+        else:
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        try:
+            c.request("POST", path + target, body=body, headers={"Content-Type": ctype})
+            r = c.getresponse()
+            data = r.read()
+        finally:
+            c.close()
+        try:
+            return r.status, json.loads(data)
+        except ValueError:
+            return r.status, data.decode(errors="replace")
+
+    def uplink(self, dev_eui, payload, fmt="json", advance=True, **kw):
+        """Send one uplink; on a 200 the device's FCntUp moves on (like a real device)."""
+        target, body, ctype = self.build_uplink(dev_eui, payload, fmt=fmt, **kw)
+        status, ans = self.post(target, body, ctype)
+        if status == 200 and advance and kw.get("fcnt") is None:
+            with self.lock:
+                self.state["devices"][dev_eui.upper()]["fcnt_up"] += 1
+                self.save()
+        return status, ans
+
+    # Downlinks.
+
+    def start(self, port=0):
+        sim = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                status, text = sim.handle_downlink(self.path)
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self.server.server_address[1]
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def handle_downlink(self, target):
+        path, _, query = target.partition("?")
+        if path != DOWNLINK_PATH:
+            return 404, "no such path"
+        signed, sep, tok = query.rpartition("&Token=")
+        if not sep or token(signed, self.key) != tok.lower():
+            with self.lock:
+                self.state["violations"].append({"bad_token": query})
+                self.save()
+            return 401, "bad Token"
+        q = dict(urllib.parse.parse_qsl(signed, keep_blank_values=True))
+        dev_eui = q.get("DevEUI", "").upper()
+        with self.lock:
+            dev = self.state["devices"].get(dev_eui)
+            if not dev:
+                return 404, "unknown DevEUI"
+            if self.faults.get("downlink_status"):
+                return self.faults["downlink_status"], "fault on demand"
+            if "FCntDn" not in q:
+                self.state["violations"].append({"no_fcntdn": dev_eui})
+                self.save()
+                return 400, "FCntDn missing (end-to-end encryption needs it)"
+            fcnt = int(q["FCntDn"])
+            used = [d["fcnt_dn"] for d in self.state["downlinks"]
+                    if d["dev_eui"] == dev_eui and d["appskey"] == dev["appskey"]]
+            if fcnt in used:
+                self.state["violations"].append({"fcnt_reused": fcnt, "dev_eui": dev_eui})
+            plain = frm_crypt(bytes.fromhex(dev["appskey"]), int(dev["dev_addr"], 16), fcnt, 1,
+                              bytes.fromhex(q.get("Payload", "")))
+            self.state["downlinks"].append({
+                "dev_eui": dev_eui, "fport": int(q.get("FPort", "0")), "fcnt_dn": fcnt,
+                "payload": plain.hex(), "appskey": dev["appskey"], "as_id": q.get("AS_ID"),
+                "time": q.get("Time"), "confirmed": q.get("Confirmed") == "1"})
+            dev["fcnt_dn"] = max(dev["fcnt_dn"], fcnt + 1)
+            self.save()
+        return 200, "Request queued by LRC"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--state", required=True)
+    s.add_argument("--key", required=True)
+    s.add_argument("--port", type=int, default=0)
+    u = sub.add_parser("uplink")
+    u.add_argument("--state", required=True)
+    u.add_argument("--key", required=True)
+    u.add_argument("--url", required=True)
+    u.add_argument("--dev-eui", required=True)
+    u.add_argument("--text", required=True)
+    u.add_argument("--xml", action="store_true")
+    a = ap.parse_args()
+    sim = LrcSim(a.state, a.key, as_url=getattr(a, "url", None))
+    if a.cmd == "serve":
+        port = sim.start(a.port)
+        print(port, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            sim.stop()
+    else:
+        status, ans = sim.uplink(a.dev_eui, a.text.encode(), fmt="xml" if a.xml else "json")
+        print(status, json.dumps(ans))
+
+
+if __name__ == "__main__":
+    main()

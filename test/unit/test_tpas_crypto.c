@@ -1,0 +1,318 @@
+/* test-tpas-crypto: the seven public vectors of UPSTREAM.md §5 and the must-fail cases. */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/rsa.h>
+
+#include "ascrypto.h"
+#include "hex.h"
+#include "tap.h"
+#include "uplink.h"
+
+/* Decode hex of either case into out (exactly n bytes). */
+static void unhex(const char *s, uint8_t *out, size_t n)
+{
+	char up[256];
+	size_t len = strlen(s);
+	for (size_t i = 0; i < len && i < sizeof(up) - 1; i++)
+		up[i] = s[i];
+	up[len] = '\0';
+	CHECK(hex_decode(up, out, n) == 0);
+}
+
+/* Vectors 1-3: the tunnel's AppSKey field is one AES block under the ASTK. */
+static void test_appskey_unwrap(void)
+{
+	static const struct {
+		const char *astk, *field, *appskey;
+	} v[] = {
+	    {"98CC5DDD614FF2DF44FD09CA9F52CDBA", "DFE758AFD5FD4DD8A64BE063373AF6C8",
+	     "B0AD83C614043C76C434D460B48B90B4"},
+	    {"dbfb0939c448ff1fbf84e84d6ac8ce98", "439d42627c5afe3d4d536340646621a2",
+	     "17258DCE76F4F54B02FF2CE60CABF76A"},
+	    {"48e616c7aae168017d14d97d50d5efef", "8c6533045e491bf0367e0fa7f27aed20",
+	     "C755DE81065AA41056516C5996CDC7CE"},
+	};
+	for (size_t i = 0; i < 3; i++) {
+		uint8_t astk[16], field[16], key[16];
+		char out[33];
+		unhex(v[i].astk, astk, 16);
+		unhex(v[i].field, field, 16);
+		CHECK_INT(ascrypto_appskey_unwrap(astk, field, key), 0);
+		hex_encode(key, 16, out);
+		CHECK_STR(out, v[i].appskey);
+	}
+}
+
+/* Vectors 2 and 3 end to end: field -> AppSKey -> FRMPayload -> the temperature text. */
+static void test_uplink_end_to_end(void)
+{
+	static const struct {
+		const char *astk, *field, *dev_addr, *payload, *text;
+		uint32_t fcnt;
+	} v[] = {
+	    {"dbfb0939c448ff1fbf84e84d6ac8ce98", "439d42627c5afe3d4d536340646621a2", "05947ED0",
+	     "afac18845bbe3771708042", "32.5C/90.5F", 1},
+	    {"48e616c7aae168017d14d97d50d5efef", "8c6533045e491bf0367e0fa7f27aed20", "05CB61E6",
+	     "2c66b0fd340d79a99d7301", "29.9C/85.8F", 0},
+	};
+	for (size_t i = 0; i < 2; i++) {
+		uint8_t astk[16], field[16], key[16], buf[11];
+		unhex(v[i].astk, astk, 16);
+		unhex(v[i].field, field, 16);
+		unhex(v[i].payload, buf, 11);
+		CHECK_INT(ascrypto_appskey_unwrap(astk, field, key), 0);
+		uint32_t addr = (uint32_t)strtoul(v[i].dev_addr, NULL, 16);
+		CHECK_INT(ascrypto_frm_crypt(key, addr, v[i].fcnt, AS_UPLINK, buf, 11, buf), 0);
+		CHECK(memcmp(buf, v[i].text, 11) == 0);
+		/* With the wrong counter the text does not come out. */
+		unhex(v[i].payload, buf, 11);
+		CHECK_INT(ascrypto_frm_crypt(key, addr, v[i].fcnt + 1, AS_UPLINK, buf, 11, buf), 0);
+		CHECK(memcmp(buf, v[i].text, 11) != 0);
+	}
+}
+
+/* Vector 4: FRMPayload both ways, and longer than one block round trips. */
+static void test_frm_payload(void)
+{
+	uint8_t key[16], in[4] = {1, 2, 3, 4}, out[4], want[4];
+	memset(key, 0x01, 16);
+	CHECK_INT(ascrypto_frm_crypt(key, 0x01020304, 1, AS_UPLINK, in, 4, out), 0);
+	unhex("cff30b4e", want, 4);
+	CHECK(memcmp(out, want, 4) == 0);
+	CHECK_INT(ascrypto_frm_crypt(key, 0x01020304, 1, AS_DOWNLINK, in, 4, out), 0);
+	unhex("4e75f440", want, 4);
+	CHECK(memcmp(out, want, 4) == 0);
+	/* Decrypting is the same operation. */
+	CHECK_INT(ascrypto_frm_crypt(key, 0x01020304, 1, AS_DOWNLINK, out, 4, out), 0);
+	CHECK(memcmp(out, in, 4) == 0);
+
+	uint8_t big[40], copy[40];
+	for (int i = 0; i < 40; i++)
+		big[i] = (uint8_t)i;
+	memcpy(copy, big, 40);
+	CHECK_INT(ascrypto_frm_crypt(key, 7, 99, AS_UPLINK, big, 40, big), 0);
+	CHECK(memcmp(big, copy, 40) != 0);
+	CHECK_INT(ascrypto_frm_crypt(key, 7, 99, AS_UPLINK, big, 40, big), 0);
+	CHECK(memcmp(big, copy, 40) == 0);
+	uint8_t huge[AS_MAX_FRM_PAYLOAD + 1] = {0};
+	CHECK_INT(ascrypto_frm_crypt(key, 7, 99, AS_UPLINK, huge, sizeof(huge), huge), -EINVAL);
+	CHECK_INT(ascrypto_frm_crypt(key, 7, 99, AS_UPLINK, NULL, 0, NULL), 0);
+}
+
+/* Vector 5: the uplink Token, through the query parser and uplink_token(). */
+static void test_uplink_token(void)
+{
+	const char *query =
+	    "LrnDevEui=0024AEB3C02BE1C4&LrnFPort=1&LrnInfos=TWA_100122002.8962.AS-1-4458785&"
+	    "AS_ID=sink&Time=2019-04-29T18:21:17.290+02:00&"
+	    "Token=d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d";
+	struct uplink_query q;
+	char reason[160];
+	CHECK_INT(uplink_query_parse(query, &q, reason, sizeof(reason)), 0);
+	CHECK_STR(q.signed_part,
+		  "LrnDevEui=0024AEB3C02BE1C4&LrnFPort=1&LrnInfos=TWA_100122002.8962.AS-1-4458785&"
+		  "AS_ID=sink&Time=2019-04-29T18:21:17.290+02:00");
+	CHECK_STR(q.as_id, "sink");
+	int64_t ms;
+	CHECK_INT(uplink_time_parse(q.time, &ms), 0);
+	CHECK_INT(ms, 1556554877290LL);
+
+	const char *body = "{\"DevEUI_uplink\":{\"Time\":\"2019-04-29T18:21:17.290+02:00\","
+			   "\"DevEUI\":\"0024AEB3C02BE1C4\",\"FPort\":1,\"FCntUp\":0,"
+			   "\"payload_hex\":\"3e8d2190\",\"DevAddr\":\"0408F1B6\","
+			   "\"CustomerID\":\"100122002\",\"LrrRSSI\":-41.0}}";
+	struct uplink u;
+	CHECK_INT(uplink_parse(body, strlen(body), &u, reason, sizeof(reason)), 0);
+	char tok[65];
+	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok), 0);
+	CHECK_STR(tok, "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d");
+	CHECK(ascrypto_token_equal(tok, q.token));
+	CHECK(json_real_value(json_object_get(u.radio, "LrrRSSI")) == -41.0);
+	/* One changed byte anywhere breaks it. */
+	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c60", tok), 0);
+	CHECK(!ascrypto_token_equal(tok, q.token));
+	u.fcnt_up_s[0] = '1';
+	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok), 0);
+	CHECK(!ascrypto_token_equal(tok, q.token));
+	uplink_clear(&u);
+}
+
+/* The XML form of vector 5 gives the same Token; key envelopes and bad bodies in both forms. */
+static void test_uplink_parse_forms(void)
+{
+	const char *xml =
+	    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+	    "<DevEUI_uplink xmlns=\"http://uri.actility.com/lora\">\n"
+	    "  <Time>2019-04-29T18:21:17.290+02:00</Time>\n"
+	    "  <DevEUI>0024AEB3C02BE1C4</DevEUI>\n  <FPort>1</FPort>\n"
+	    "  <FCntUp>0</FCntUp>\n  <payload_hex>3e8d2190</payload_hex>\n"
+	    "  <DevAddr>0408F1B6</DevAddr>\n  <CustomerID>100122002</CustomerID>\n"
+	    "  <Lrrs><Lrr><Lrrid>1</Lrrid></Lrr></Lrrs>\n"
+	    "  <AppSKey><KEKLabel>kek-1</KEKLabel>"
+	    "<AESKey>1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5</AESKey></AppSKey>\n"
+	    "  <LrrSNR>9.5</LrrSNR>\n</DevEUI_uplink>\n";
+	struct uplink u;
+	char reason[160], tok[65];
+	CHECK_INT(uplink_parse(xml, strlen(xml), &u, reason, sizeof(reason)), 0);
+	CHECK_INT(
+	    uplink_token(&u,
+			 "LrnDevEui=0024AEB3C02BE1C4&LrnFPort=1&LrnInfos=TWA_100122002.8962.AS-1-"
+			 "4458785&AS_ID=sink&Time=2019-04-29T18:21:17.290+02:00",
+			 "bec499c69e9c939e413b663961636c61", tok),
+	    0);
+	CHECK_STR(tok, "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d");
+	CHECK_INT(u.key_kind, UPLINK_KEY_ENVELOPE);
+	CHECK_STR(u.kek_label, "kek-1");
+	CHECK_STR(json_string_value(json_object_get(u.radio, "LrrSNR")), "9.5");
+	uplink_clear(&u);
+
+	const char *env =
+	    "{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":3,"
+	    "\"AppSKey\":{\"KEKLabel\":\"\",\"AESKey\":\"DFE758AFD5FD4DD8A64BE063373AF6C8\"}}}";
+	CHECK_INT(uplink_parse(env, strlen(env), &u, reason, sizeof(reason)), 0);
+	CHECK_INT(u.key_kind, UPLINK_KEY_BLOCK); /* an empty label: one plain block */
+	uplink_clear(&u);
+
+	static const struct {
+		const char *body, *reason;
+	} bad[] = {
+	    {"", "body is empty"},
+	    {"hello", "body is neither JSON nor XML"},
+	    {"{\"DevEUI_uplink\":[]}", "body has no DevEUI_uplink object"},
+	    {"{\"DevEUI_uplink\":{\"FCntUp\":1}}", "DevEUI is missing"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\"}}", "FCntUp is missing"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":-1}}",
+	     "FCntUp must be a 32-bit counter"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":4294967296}}",
+	     "FCntUp must be a 32-bit counter"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,\"FPort\":256}}",
+	     "FPort must be a number from 0 to 255"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,\"FPort\":1,"
+	     "\"payload_hex\":\"abc\"}}",
+	     "payload_hex must be an even number of hexadecimal digits, at most 510"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,\"FPort\":1,"
+	     "\"payload_hex\":\"abcd\"}}",
+	     "DevAddr is missing"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,\"AppSKey\":\"00\"}"
+	     "}",
+	     "AppSKey must be 32 hexadecimal digits"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,"
+	     "\"AppSKey\":{\"KEKLabel\":\"k\"}}}",
+	     "AppSKey envelope needs KEKLabel and AESKey"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,\"Time\":\"noon\"}}",
+	     "Time is not a date and time"},
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":1,"
+	     "\"CustomerID\":\"a\\nb\"}}",
+	     "CustomerID must be at most 64 printable characters"},
+	    {"<Other/>", "body has no DevEUI_uplink element"},
+	    {"<!DOCTYPE DevEUI_uplink [<!ENTITY a \"0024AEB3C02BE1C4\">]>"
+	     "<DevEUI_uplink><DevEUI>&a;</DevEUI><FCntUp>1</FCntUp></DevEUI_uplink>",
+	     "body has a DTD"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		reason[0] = '\0';
+		CHECK(uplink_parse(bad[i].body, strlen(bad[i].body), &u, reason, sizeof(reason)) <
+		      0);
+		CHECK_STR(reason, bad[i].reason);
+	}
+	CHECK(uplink_parse("{\"DevEUI_uplink\":", 17, &u, reason, sizeof(reason)) == -EBADMSG);
+	CHECK(strncmp(reason, "body is not JSON", 16) == 0);
+
+	/* Times: zones, fractions, the space a form decoder leaves for '+'. */
+	int64_t a, b;
+	CHECK_INT(uplink_time_parse("2019-04-29T16:21:17.290Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2019-04-29T18:21:17.29 02:00", &b), 0);
+	CHECK_INT(a, b);
+	CHECK_INT(uplink_time_parse("2019-04-29T12:21:17.290-0400", &b), 0);
+	CHECK_INT(a, b);
+	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00", &a), 0);
+	CHECK_INT(a, 1452522480000LL);
+	CHECK_INT(uplink_time_parse("2016-13-11T14:28:00", &a), -EINVAL);
+	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00+", &a), -EINVAL);
+	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00.Z", &a), -EINVAL);
+}
+
+/* Vector 6: the downlink Token over the query and the key text as written. */
+static void test_downlink_token(void)
+{
+	const char *parts[] = {"DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&"
+			       "Time=2016-01-11T14:28:00",
+			       "46ab678cd45df4a4e4b375Eacd096acc"};
+	char tok[65];
+	CHECK_INT(ascrypto_token(parts, 2, tok), 0);
+	CHECK_STR(tok, "b5a84fe9c8921e9de359e3041a37b76c4b122f6f9b83577b5596c842052f7e62");
+}
+
+/* Vector 7: RFC 3394 §4.1, both ways, and a wrong KEK or a flipped bit refused. */
+static void test_key_wrap(void)
+{
+	uint8_t kek[16], key[16], wrapped[24], want[24], back[16];
+	unhex("000102030405060708090A0B0C0D0E0F", kek, 16);
+	unhex("00112233445566778899AABBCCDDEEFF", key, 16);
+	unhex("1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5", want, 24);
+	CHECK_INT(ascrypto_key_wrap(kek, key, 16, wrapped), 0);
+	CHECK(memcmp(wrapped, want, 24) == 0);
+	CHECK_INT(ascrypto_key_unwrap(kek, want, 24, back), 0);
+	CHECK(memcmp(back, key, 16) == 0);
+	want[5] ^= 1;
+	CHECK_INT(ascrypto_key_unwrap(kek, want, 24, back), -EBADMSG);
+	want[5] ^= 1;
+	kek[0] ^= 1;
+	CHECK_INT(ascrypto_key_unwrap(kek, want, 24, back), -EBADMSG);
+	CHECK_INT(ascrypto_key_unwrap(kek, want, 23, back), -EINVAL);
+}
+
+/* The ASTK: PKCS#1 v1.5 under a fresh RSA-2048 key decrypts; junk and wrong keys do not. */
+static void test_astk_decrypt(void)
+{
+	mbedtls_pk_context pk;
+	mbedtls_entropy_context ent;
+	mbedtls_ctr_drbg_context drbg;
+	mbedtls_pk_init(&pk);
+	mbedtls_entropy_init(&ent);
+	mbedtls_ctr_drbg_init(&drbg);
+	CHECK(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, NULL, 0) == 0);
+	CHECK(mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0);
+	CHECK(mbedtls_rsa_gen_key(mbedtls_pk_rsa(pk), mbedtls_ctr_drbg_random, &drbg, 2048,
+				  65537) == 0);
+	static char pem[4096];
+	CHECK(mbedtls_pk_write_key_pem(&pk, (unsigned char *)pem, sizeof(pem)) == 0);
+	uint8_t astk[16], enc[256], got[16];
+	unhex("98CC5DDD614FF2DF44FD09CA9F52CDBA", astk, 16);
+	size_t olen = 0;
+	CHECK(mbedtls_pk_encrypt(&pk, astk, 16, enc, &olen, sizeof(enc), mbedtls_ctr_drbg_random,
+				 &drbg) == 0);
+	CHECK_INT(olen, 256);
+	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, olen, got), 0);
+	CHECK(memcmp(got, astk, 16) == 0);
+	enc[100] ^= 0x40;
+	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, olen, got), -EBADMSG);
+	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, 128, got), -EBADMSG);
+	CHECK_INT(ascrypto_astk_decrypt("not a key", 9, enc, olen, got), -EINVAL);
+	/* 17 bytes is not an ASTK. */
+	uint8_t long_key[17] = {0};
+	CHECK(mbedtls_pk_encrypt(&pk, long_key, 17, enc, &olen, sizeof(enc),
+				 mbedtls_ctr_drbg_random, &drbg) == 0);
+	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, olen, got), -EBADMSG);
+	mbedtls_pk_free(&pk);
+	mbedtls_ctr_drbg_free(&drbg);
+	mbedtls_entropy_free(&ent);
+}
+
+int main(void)
+{
+	test_appskey_unwrap();
+	test_uplink_end_to_end();
+	test_frm_payload();
+	test_uplink_token();
+	test_uplink_parse_forms();
+	test_downlink_token();
+	test_key_wrap();
+	test_astk_decrypt();
+	return tap_done();
+}

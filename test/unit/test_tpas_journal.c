@@ -1,0 +1,328 @@
+/* test-tpas-journal: the journal (sealed keys, uplinks, FCntDn), tunnel_process without HTTP,
+ * tpas.conf. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ascrypto.h"
+#include "asconf.h"
+#include "downlink.h"
+#include "hex.h"
+#include "journal.h"
+#include "tap.h"
+#include "tunnel.h"
+#include "uplink.h"
+
+static const uint8_t store_key[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+				      12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+				      23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+
+static char dir[] = "/tmp/test-tpas-journal-XXXXXX";
+
+static void path_in(char *buf, size_t n, const char *name)
+{
+	snprintf(buf, n, "%s/%s", dir, name);
+}
+
+static void test_keys_and_scopes(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "keys.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct stat st;
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+	uint8_t a[16], b[16], c[16], got[16];
+	memset(a, 0xA1, 16);
+	memset(b, 0xB2, 16);
+	memset(c, 0xC3, 16);
+	int64_t id;
+	CHECK_INT(journal_astk_find(j, "", "42", "0000000000000001", got, &id), -ENOENT);
+	CHECK_INT(journal_astk_add(j, "", "", "", a, &id), 0);
+	CHECK_INT(journal_astk_add(j, "", "42", "", b, &id), 0);
+	CHECK_INT(journal_astk_add(j, "kek", "", "", c, &id), 0);
+	CHECK_INT(journal_astk_find(j, "", "7", "0000000000000001", got, NULL), 0);
+	CHECK(memcmp(got, a, 16) == 0);
+	CHECK_INT(journal_astk_find(j, "", "42", "0000000000000001", got, NULL), 0);
+	CHECK(memcmp(got, b, 16) == 0);
+	CHECK_INT(journal_astk_find(j, "kek", "42", "0000000000000001", got, NULL), 0);
+	CHECK(memcmp(got, c, 16) == 0);
+	CHECK_INT(journal_astk_find(j, "other", "42", "0000000000000001", got, NULL), -ENOENT);
+
+	/* Sessions: the newest key decrypts; FCntDn only goes up and survives a reopen. */
+	struct as_session s = {.received_ms = 1000, .fcnt_dn_next = 3};
+	strcpy(s.customer_id, "42");
+	strcpy(s.dev_eui, "0000000000000001");
+	strcpy(s.dev_addr, "01020304");
+	memset(s.key, 0x11, 16);
+	CHECK_INT(journal_session_add(j, "fp1", &s), 0);
+	CHECK_INT(journal_session_add(j, "fp1", &s), -EEXIST);
+	s.received_ms = 2000;
+	memset(s.key, 0x22, 16);
+	CHECK_INT(journal_session_add(j, "fp2", &s), 0);
+	int64_t newest = s.id;
+	struct as_session r;
+	CHECK_INT(journal_session_newest(j, NULL, "0000000000000001", &r), 0);
+	CHECK_INT(r.id, newest);
+	CHECK(r.key[0] == 0x22);
+	CHECK_INT(journal_session_find(j, "42", "0000000000000001", "fp1", &r), 0);
+	CHECK(r.key[0] == 0x11);
+	CHECK_INT(journal_session_find(j, "43", "0000000000000001", "fp1", &r), -ENOENT);
+	uint32_t f1, f2;
+	CHECK_INT(journal_fcnt_dn_take(j, newest, &f1), 0);
+	CHECK_INT(journal_fcnt_dn_take(j, newest, &f2), 0);
+	CHECK_INT(f1, 3);
+	CHECK_INT(f2, 4);
+	CHECK_INT(journal_fcnt_dn_take(j, 999, &f1), -ENOENT);
+	j = journal_free(j);
+
+	/* Another store key: nothing unseals. */
+	uint8_t other[32] = {0};
+	CHECK_INT(journal_open(path, other, &j, err, sizeof(err)), 0);
+	CHECK_INT(journal_astk_find(j, "", "7", "", got, NULL), -EBADMSG);
+	CHECK_INT(journal_session_newest(j, NULL, "0000000000000001", &r), -EBADMSG);
+	j = journal_free(j);
+
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	CHECK_INT(journal_fcnt_dn_take(j, newest, &f1), 0);
+	CHECK_INT(f1, 5);
+	json_t *l = journal_astk_list(j);
+	CHECK_INT(json_array_size(l), 3);
+	json_decref(l);
+	journal_free(j);
+	CHECK_INT(journal_open("/nonexistent/dir/x.db", store_key, &j, err, sizeof(err)), -ENOENT);
+	CHECK(strstr(err, "/nonexistent/dir/x.db") != NULL);
+}
+
+/* Retention: old uplinks go, sequence numbers are never reused, the cursor survives. */
+static void test_prune_and_cursor(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "prune.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	int64_t seq = 0;
+	for (int i = 0; i < 5; i++) {
+		const struct journal_uplink u = {.received_ms = 1000 * (i + 1),
+						 .dev_eui = "0000000000000009",
+						 .customer_id = "",
+						 .dev_addr = "",
+						 .time = "t",
+						 .fport = i ? 1 : -1,
+						 .fcnt_up = (uint32_t)i,
+						 .payload_hex = "00"};
+		CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+		CHECK_INT(seq, i + 1);
+		if (i == 4)
+			CHECK_INT(journal_uplink_add(j, &u, &seq), -EEXIST);
+	}
+	CHECK_INT(journal_prune(j, 3500), 3);
+	json_t *rows = journal_uplinks_after(j, 0, 10);
+	CHECK_INT(json_array_size(rows), 2);
+	CHECK_INT(json_integer_value(json_object_get(json_array_get(rows, 0), "seq")), 4);
+	CHECK(json_object_get(json_array_get(rows, 0), "fPort") != NULL);
+	json_decref(rows);
+	CHECK_INT(journal_prune(j, 100000), 2);
+	const struct journal_uplink u = {.received_ms = 9,
+					 .dev_eui = "0000000000000009",
+					 .customer_id = "",
+					 .dev_addr = "",
+					 .time = "t",
+					 .fport = -1,
+					 .fcnt_up = 77,
+					 .payload_hex = ""};
+	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	CHECK_INT(seq, 6);
+	int64_t c = -1;
+	CHECK_INT(journal_cursor_get(j, "webhook", &c), 0);
+	CHECK_INT(c, 0);
+	CHECK_INT(journal_cursor_set(j, "webhook", 5), 0);
+	CHECK_INT(journal_cursor_set(j, "webhook", 6), 0);
+	journal_free(j);
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	CHECK_INT(journal_cursor_get(j, "webhook", &c), 0);
+	CHECK_INT(c, 6);
+	struct journal_stats st;
+	journal_get_stats(j, &st);
+	CHECK_INT(st.last_seq, 6);
+	CHECK_INT(st.uplinks, 1);
+	journal_free(j);
+}
+
+/* Build a signed query for a body's fields. */
+static void signed_query(const char *body, const char *time, const char *key, char *out, size_t n)
+{
+	struct uplink u;
+	char reason[160], tok[65], q[512];
+	CHECK_INT(uplink_parse(body, strlen(body), &u, reason, sizeof(reason)), 0);
+	snprintf(q, sizeof(q), "LrnDevEui=%s&AS_ID=t&Time=%s", u.dev_eui, time);
+	CHECK_INT(uplink_token(&u, q, key, tok), 0);
+	snprintf(out, n, "%s&Token=%s", q, tok);
+	uplink_clear(&u);
+}
+
+/* Vector 2 through the tunnel: the journal holds "32.5C/90.5F", once. */
+static void test_tunnel_process(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "tunnel.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	const struct tunnel_options o = {
+	    .key = "BEC499C69E9C939E413B663961636C61", /* upper case: the Token uses lower */
+	    .max_deviation_ms = 60000,
+	    .max_body = 4096,
+	};
+	struct tunnel *t = NULL;
+	CHECK_INT(tunnel_new(NULL, &o, j, NULL, NULL, &t, err, sizeof(err)), 0);
+	const char *body = "{\"DevEUI_uplink\":{\"DevEUI\":\"0024aeb3c02be1c4\",\"FPort\":1,"
+			   "\"FCntUp\":1,\"payload_hex\":\"afac18845bbe3771708042\","
+			   "\"DevAddr\":\"05947ED0\",\"CustomerID\":\"100122002\","
+			   "\"AppSKey\":\"439d42627c5afe3d4d536340646621a2\"}}";
+	const char *time = "2020-01-01T00:00:10.000%2B00:00";
+	int64_t now = 1577836800000LL + 10000;
+	char q[1024];
+	signed_query(body, time, "bec499c69e9c939e413b663961636c61", q, sizeof(q));
+	json_t *ans = NULL;
+
+	/* No ASTK yet. */
+	CHECK_INT(tunnel_process(t, q, body, strlen(body), now, &ans), 503);
+	json_decref(ans);
+	uint8_t astk[16];
+	CHECK_INT(hex_decode("DBFB0939C448FF1FBF84E84D6AC8CE98", astk, 16), 0);
+	CHECK_INT(journal_astk_add(j, "", "", "", astk, NULL), 0);
+	CHECK_INT(tunnel_process(t, q, body, strlen(body), now, &ans), 200);
+	CHECK_INT(json_integer_value(json_object_get(ans, "seq")), 1);
+	CHECK(json_is_false(json_object_get(ans, "duplicate")));
+	json_decref(ans);
+	CHECK_INT(tunnel_process(t, q, body, strlen(body), now, &ans), 200);
+	CHECK(json_is_true(json_object_get(ans, "duplicate")));
+	json_decref(ans);
+	json_t *rows = journal_uplinks_after(j, 0, 10);
+	CHECK_INT(json_array_size(rows), 1);
+	/* "32.5C/90.5F" in hex. */
+	CHECK_STR(json_string_value(json_object_get(json_array_get(rows, 0), "payload")),
+		  "33322E35432F39302E3546");
+	json_decref(rows);
+
+	/* Stale, tampered, unsigned, malformed. */
+	CHECK_INT(tunnel_process(t, q, body, strlen(body), now + 61000, &ans), 401);
+	json_decref(ans);
+	char bad[1024];
+	snprintf(bad, sizeof(bad), "%s", q);
+	bad[strlen(bad) - 1] = bad[strlen(bad) - 1] == '0' ? '1' : '0';
+	CHECK_INT(tunnel_process(t, bad, body, strlen(body), now, &ans), 401);
+	json_decref(ans);
+	CHECK_INT(tunnel_process(t, "Time=x", body, strlen(body), now, &ans), 401);
+	json_decref(ans);
+	CHECK_INT(tunnel_process(t, NULL, body, strlen(body), now, &ans), 401);
+	json_decref(ans);
+	CHECK_INT(tunnel_process(t, q, "<DevEUI_uplink>", 15, now, &ans), 400);
+	json_decref(ans);
+	CHECK_INT(tunnel_process(t, q, "", 0, now, &ans), 400);
+	json_decref(ans);
+	struct tunnel_stats st;
+	tunnel_get_stats(t, &st);
+	CHECK_INT(st.accepted, 1);
+	CHECK_INT(st.duplicates, 1);
+	CHECK_INT(st.no_astk, 1);
+	CHECK_INT(st.stale_time, 1);
+	CHECK_INT(st.bad_token, 3);
+	CHECK_INT(st.bad_request, 2);
+	tunnel_free(t);
+	journal_free(j);
+}
+
+/* The downlink query: vector 6 exactly, and our form with FCntDn. */
+static void test_downlink_query(void)
+{
+	char q[1024];
+	CHECK_INT(downlink_query("000000000F1D8693", 1, "00", -1, false, "app1.sample.com",
+				 "2016-01-11T14:28:00", "46ab678cd45df4a4e4b375Eacd096acc", q,
+				 sizeof(q)),
+		  0);
+	CHECK_STR(q, "DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&"
+		     "Time=2016-01-11T14:28:00&Token="
+		     "b5a84fe9c8921e9de359e3041a37b76c4b122f6f9b83577b5596c842052f7e62");
+	CHECK_INT(downlink_query("0024AEB3C02BE1C4", 2, "4E75F440", 7, true, "as 1",
+				 "2026-01-01T00:00:00.000+01:00", "k", q, sizeof(q)),
+		  0);
+	CHECK(
+	    strncmp(q,
+		    "DevEUI=0024AEB3C02BE1C4&FPort=2&Payload=4E75F440&FCntDn=7&Confirmed=1&"
+		    "AS_ID=as%201&Time=2026-01-01T00:00:00.000%2B01:00&Token=",
+		    strlen("DevEUI=0024AEB3C02BE1C4&FPort=2&Payload=4E75F440&FCntDn=7&Confirmed=1&"
+			   "AS_ID=as%201&Time=2026-01-01T00:00:00.000%2B01:00&Token=")) == 0);
+	CHECK_INT(downlink_query("0024AEB3C02BE1C4", 2, "00", 7, true, "as", "t", "k", q, 40),
+		  -ENOBUFS);
+}
+
+/* The shipped tpas.conf, every line uncommented, gives the built-in defaults. */
+static void test_shipped_conf(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	char tmp[256];
+	path_in(tmp, sizeof(tmp), "tpas.conf");
+	FILE *o = fopen(tmp, "w");
+	char line[1024];
+	int directives = 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (line[0] == '#' && line[1] >= 'a' && line[1] <= 'z') {
+			fputs(line + 1, o);
+			directives++;
+		} else {
+			fputs(line, o);
+		}
+	}
+	fclose(f);
+	fclose(o);
+	CHECK(directives >= 25);
+	struct asconf a, b;
+	char err[256];
+	asconf_defaults(&a);
+	CHECK_INT(asconf_load(&a, tmp, err, sizeof(err)), 0);
+	asconf_defaults(&b);
+	char *ta = NULL, *tb = NULL;
+	size_t la, lb;
+	FILE *ma = open_memstream(&ta, &la), *mb = open_memstream(&tb, &lb);
+	asconf_print(&a, ma, false);
+	asconf_print(&b, mb, false);
+	fclose(ma);
+	fclose(mb);
+	CHECK_STR(ta, tb);
+	free(ta);
+	free(tb);
+	asconf_free(&a);
+	asconf_free(&b);
+	/* Errors name file:line. */
+	asconf_defaults(&a);
+	CHECK(asconf_load_string(&a, "x.conf", "[tunnel]\npath = nope\n", err, sizeof(err)) < 0);
+	CHECK(strstr(err, "tunnel.path") != NULL);
+	asconf_free(&a);
+	asconf_defaults(&a);
+	CHECK(asconf_load_string(&a, "x.conf", "[lrc]\n\nurl = ftp://x\n", err, sizeof(err)) < 0);
+	asconf_free(&a);
+}
+
+int main(int argc, char **argv)
+{
+	if (!mkdtemp(dir))
+		return 2;
+	test_keys_and_scopes();
+	test_prune_and_cursor();
+	test_tunnel_process();
+	test_downlink_query();
+	if (argc > 1)
+		test_shipped_conf(argv[1]);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+	return tap_done();
+}

@@ -1,0 +1,469 @@
+/* asapi: io.tpad.AS and io.tpad.ASAdmin on tpas's sockets: uplink streams, downlinks, ASTKs. */
+#include "asapi.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "ascrypto.h"
+#include "asconf.h"
+#include "clock.h"
+#include "cred.h"
+#include "downlink.h"
+#include "hex.h"
+#include "iface.h"
+#include "journal.h"
+#include "log.h"
+#include "message.h"
+#include "server.h"
+#include "tpad-build.h"
+#include "tpas.h"
+#include "tunnel.h"
+#include "webhook.h"
+
+#define BATCH 64		   /* uplinks read from the journal at once */
+#define MAX_PENDING (256u * 1024u) /* bytes queued to a slow reader before pausing it */
+#define PACE_MS 20		   /* how soon a paused stream tries again */
+#define SWEEP_MS 1000		   /* how often idle streams check that the client is there */
+
+/* One Uplinks stream. */
+struct sub {
+	struct asapi *a;
+	struct req *r;
+	int64_t cursor;
+	bool follow;
+	bool caught_up;
+	struct sub *prev, *next;
+};
+
+struct asapi {
+	struct tpas *t;
+	struct sub *subs;
+	unsigned n_subs;
+	struct event *pace;
+	struct event *sweep;
+};
+
+static void sub_end(struct sub *s, json_t *last)
+{
+	struct asapi *a = s->a;
+	req_reply(s->r, last, false);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		a->subs = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	a->n_subs--;
+	free(s);
+}
+
+/* Send what the journal holds past the cursor, as far as the client keeps up. */
+static void sub_pump(struct sub *s)
+{
+	struct asapi *a = s->a;
+	for (;;) {
+		if (req_gone(s->r)) {
+			sub_end(s, NULL);
+			return;
+		}
+		if (req_output_pending(s->r) > MAX_PENDING) {
+			if (!evtimer_pending(a->pace, NULL)) {
+				struct timeval tv = {0, PACE_MS * 1000};
+				evtimer_add(a->pace, &tv);
+			}
+			s->caught_up = false;
+			return;
+		}
+		json_t *rows = journal_uplinks_after(a->t->journal, s->cursor, BATCH);
+		if (!rows) {
+			log_warnx("uplink stream: cannot read the journal");
+			req_error(s->r, "io.tpad.AS.StoreFailed",
+				  json_pack("{s:s}", "reason", "cannot read the journal"));
+			s->r = NULL;
+			/* req_error finished the call; unlink without replying again. */
+			if (s->prev)
+				s->prev->next = s->next;
+			else
+				a->subs = s->next;
+			if (s->next)
+				s->next->prev = s->prev;
+			a->n_subs--;
+			free(s);
+			return;
+		}
+		size_t n = json_array_size(rows);
+		bool last_batch = n < BATCH;
+		for (size_t i = 0; i < n; i++) {
+			json_t *o = json_array_get(rows, i);
+			s->cursor = json_integer_value(json_object_get(o, "seq"));
+			json_t *msg = json_pack("{s:O}", "uplink", o);
+			if (!s->follow && last_batch && i + 1 == n) {
+				json_decref(rows);
+				sub_end(s, msg);
+				return;
+			}
+			req_reply(s->r, msg, true);
+		}
+		json_decref(rows);
+		if (last_batch) {
+			if (!s->follow) {
+				sub_end(s, NULL);
+				return;
+			}
+			s->caught_up = true;
+			return;
+		}
+	}
+}
+
+/* Paused streams try again. */
+static void pace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct asapi *a = arg;
+	for (struct sub *s = a->subs, *next; s; s = next) {
+		next = s->next;
+		if (!s->caught_up)
+			sub_pump(s);
+	}
+}
+
+/* Idle streams whose client left are closed. */
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct asapi *a = arg;
+	for (struct sub *s = a->subs, *next; s; s = next) {
+		next = s->next;
+		if (req_gone(s->r))
+			sub_end(s, NULL);
+	}
+}
+
+void asapi_notify(struct asapi *a, int64_t seq)
+{
+	if (!a)
+		return;
+	for (struct sub *s = a->subs, *next; s; s = next) {
+		next = s->next;
+		if (s->caught_up && s->cursor < seq)
+			sub_pump(s);
+	}
+}
+
+static void h_uplinks(struct asapi *a, struct req *r)
+{
+	json_t *p = req_params(r);
+	json_t *after = json_object_get(p, "after");
+	json_t *follow = json_object_get(p, "follow");
+	struct sub *s = calloc(1, sizeof(*s));
+	if (!s) {
+		req_error(r, "io.tpad.AS.Busy", NULL);
+		return;
+	}
+	s->a = a;
+	s->r = r;
+	s->cursor = json_is_integer(after) ? json_integer_value(after) : 0;
+	s->follow = !json_is_false(follow);
+	s->next = a->subs;
+	if (s->next)
+		s->next->prev = s;
+	a->subs = s;
+	a->n_subs++;
+	if (a->t->stopping) {
+		sub_end(s, NULL);
+		return;
+	}
+	sub_pump(s);
+}
+
+static json_t *tunnel_counters(const struct tunnel *tn)
+{
+	struct tunnel_stats st = {0};
+	if (tn)
+		tunnel_get_stats(tn, &st);
+	return json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
+	    (json_int_t)st.requests, "accepted", (json_int_t)st.accepted, "duplicates",
+	    (json_int_t)st.duplicates, "badRequest", (json_int_t)st.bad_request, "badToken",
+	    (json_int_t)st.bad_token, "staleTime", (json_int_t)st.stale_time, "wrongKey",
+	    (json_int_t)st.wrong_key, "unknownDevice", (json_int_t)st.unknown_device, "notFound",
+	    (json_int_t)st.not_found, "badMethod", (json_int_t)st.bad_method, "tooBig",
+	    (json_int_t)st.too_big, "noASTK", (json_int_t)st.no_astk, "storeFailed",
+	    (json_int_t)st.store_failed, "tlsFailed", (json_int_t)st.tls_failed);
+}
+
+static void h_status(struct asapi *a, struct req *r)
+{
+	struct tpas *t = a->t;
+	struct journal_stats js;
+	journal_get_stats(t->journal, &js);
+	struct server_stats ss;
+	server_get_stats(t->srv, &ss);
+	json_t *o = json_pack(
+	    "{s:s, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:i, s:{s:i, s:i}}", "version",
+	    TPAD_VERSION, "uptime", (json_int_t)((clock_now_us() - t->started_us) / 1000000u),
+	    "tunnel", tunnel_counters(t->tunnel), "journal", "lastSeq", (json_int_t)js.last_seq,
+	    "uplinks", (json_int_t)js.uplinks, "sessions", (json_int_t)js.sessions, "astks",
+	    (json_int_t)js.astks, "commits", (json_int_t)js.commits, "lrc",
+	    downlink_status_json(t->downlink), "subscribers", (int)a->n_subs, "connections", "apps",
+	    (int)ss.connections[SOCK_STATION], "admin", (int)ss.connections[SOCK_ADMIN]);
+	if (!o) {
+		req_error(r, "io.tpad.AS.Busy", NULL);
+		return;
+	}
+	if (t->tunnel)
+		json_object_set_new(o, "tunnelPort", json_integer(tunnel_port(t->tunnel)));
+	json_object_set_new(o, "webhook", webhook_status_json(t->webhook));
+	req_reply(r, o, false);
+}
+
+/* The downlink's answer reaches the caller. */
+static void downlink_done(const struct downlink_result *d, void *arg)
+{
+	struct req *r = arg;
+	const char *dev = json_string_value(json_object_get(req_params(r), "devEUI"));
+	char up[17] = "";
+	if (dev)
+		hex_upper(up, dev, 16);
+	if (d->err) {
+		req_error(r, "io.tpad.AS.LrcFailed",
+			  json_pack("{s:s, s:I, s:i, s:s}", "devEUI", up, "fCntDn",
+				    (json_int_t)d->fcnt_dn, "status", d->status, "reason",
+				    d->reason));
+		return;
+	}
+	req_reply(r,
+		  json_pack("{s:I, s:i, s:s}", "fCntDn", (json_int_t)d->fcnt_dn, "status",
+			    d->status, "answer", d->answer),
+		  false);
+}
+
+static void h_send_downlink(struct asapi *a, struct req *r)
+{
+	json_t *p = req_params(r);
+	char dev[17];
+	proto_param_hex(p, "devEUI", dev, 16);
+	int fport = (int)json_integer_value(json_object_get(p, "fPort"));
+	const char *hex = json_string_value(json_object_get(p, "payload"));
+	bool confirmed = json_is_true(json_object_get(p, "confirmed"));
+	size_t n = strlen(hex) / 2;
+	uint8_t buf[DOWNLINK_MAX_PAYLOAD];
+	if (n > DOWNLINK_MAX_PAYLOAD || (n && hex_decode(hex, buf, n) < 0)) {
+		req_error(r, "io.tpad.AS.InvalidParameter",
+			  json_pack("{s:s, s:s}", "parameter", "payload", "reason",
+				    "must be at most 242 bytes of hexadecimal"));
+		return;
+	}
+	int rc = downlink_send(a->t->downlink, dev, fport, buf, n, confirmed, downlink_done, r);
+	cred_wipe(buf, sizeof(buf));
+	switch (rc) {
+	case 0:
+		return;
+	case -ENOENT:
+		req_error(r, "io.tpad.AS.UnknownDevice", json_pack("{s:s}", "devEUI", dev));
+		return;
+	case -ERANGE:
+		req_error(r, "io.tpad.AS.CounterExhausted", json_pack("{s:s}", "devEUI", dev));
+		return;
+	case -ENOTCONN:
+		req_error(r, "io.tpad.AS.NoLrc", NULL);
+		return;
+	case -EBUSY:
+	case -ENOMEM:
+		req_error(r, "io.tpad.AS.Busy", NULL);
+		return;
+	default:
+		log_warn_errno(rc, "downlink to %s", dev);
+		req_error(r, "io.tpad.AS.StoreFailed",
+			  json_pack("{s:s}", "reason", "cannot commit the downlink counter"));
+		return;
+	}
+}
+
+static void h_import_astk(struct asapi *a, struct req *r)
+{
+	json_t *p = req_params(r);
+	const struct asconf *cfg = a->t->cfg;
+	const char *enc_hex = json_string_value(json_object_get(p, "encryptedASKey"));
+	const char *label = json_string_value(json_object_get(p, "label"));
+	const char *customer = json_string_value(json_object_get(p, "customerID"));
+	char dev[17] = "";
+	proto_param_hex(p, "devEUI", dev, 16);
+	size_t n = strlen(enc_hex) / 2;
+	uint8_t enc[512], astk[AS_KEY_LEN];
+	if (n > sizeof(enc) || hex_decode(enc_hex, enc, n) < 0) {
+		req_error(r, "io.tpad.ASAdmin.InvalidParameter",
+			  json_pack("{s:s, s:s}", "parameter", "encryptedASKey", "reason",
+				    "must be hexadecimal, at most 512 bytes"));
+		return;
+	}
+	static char pem[4096];
+	int rc = cred_load_text("as-rsa-key", cfg->rsa_key_file, pem, sizeof(pem));
+	if (rc < 0) {
+		char why[256];
+		snprintf(why, sizeof(why),
+			 "cannot load the RSA key (credential as-rsa-key%s%s): %s",
+			 cfg->rsa_key_file ? " or " : "",
+			 cfg->rsa_key_file ? cfg->rsa_key_file : "", strerror(-rc));
+		log_warnx("ImportASTK: %s", why);
+		req_error(r, "io.tpad.ASAdmin.NoRsaKey", json_pack("{s:s}", "reason", why));
+		return;
+	}
+	rc = ascrypto_astk_decrypt(pem, strlen(pem), enc, n, astk);
+	cred_wipe(pem, sizeof(pem));
+	if (rc < 0) {
+		const char *why = rc == -EINVAL
+				      ? "the RSA key file holds no RSA private key"
+				      : "encryptedASKey does not decrypt to a 16-byte key "
+					"with this RSA key";
+		log_warnx("ImportASTK: %s", why);
+		req_error(r,
+			  rc == -EINVAL ? "io.tpad.ASAdmin.NoRsaKey" : "io.tpad.ASAdmin.BadASKey",
+			  json_pack("{s:s}", "reason", why));
+		return;
+	}
+	int64_t id = 0;
+	rc = journal_astk_add(a->t->journal, label ? label : "", customer ? customer : "", dev,
+			      astk, &id);
+	cred_wipe(astk, sizeof(astk));
+	if (rc < 0) {
+		req_error(r, "io.tpad.ASAdmin.StoreFailed",
+			  json_pack("{s:s}", "reason", strerror(-rc)));
+		return;
+	}
+	log_notice("ASTK %" PRId64 " imported (label '%s', CustomerID '%s', DevEUI '%s')", id,
+		   label ? label : "", customer ? customer : "", dev);
+	req_reply(r, json_pack("{s:I}", "id", (json_int_t)id), false);
+}
+
+static void h_list_astks(struct asapi *a, struct req *r)
+{
+	json_t *l = journal_astk_list(a->t->journal);
+	if (!l) {
+		req_error(r, "io.tpad.ASAdmin.StoreFailed",
+			  json_pack("{s:s}", "reason", "cannot read the store"));
+		return;
+	}
+	req_reply(r, json_pack("{s:o}", "astks", l), false);
+}
+
+/* The proto socket bit of a connection. */
+static unsigned sock_bit(const struct req *r)
+{
+	return req_peer(r)->kind == SOCK_STATION ? PROTO_SOCKET_AS_APPS : PROTO_SOCKET_AS_ADMIN;
+}
+
+static void h_get_info(struct asapi *a, struct req *r)
+{
+	json_t *ifaces = json_array();
+	for (const char *const *n = iface_names(); *n; n++)
+		if (iface_sockets(*n) & sock_bit(r))
+			json_array_append_new(ifaces, json_string(*n));
+	req_reply(r,
+		  json_pack("{s:s, s:s, s:s, s:s, s:o}", "vendor", "tpad project", "product",
+			    "tpas", "version", TPAD_VERSION, "url",
+			    "https://github.com/tpad-project/tpad", "interfaces", ifaces),
+		  false);
+}
+
+static void h_get_interface_description(struct asapi *a, struct req *r)
+{
+	const char *name = json_string_value(json_object_get(req_params(r), "interface"));
+	const char *text = name ? iface_description(name) : NULL;
+	if (!text || !(iface_sockets(name) & sock_bit(r))) {
+		req_error(r, PROTO_ERR_INTERFACE_NOT_FOUND,
+			  json_pack("{s:s}", "interface", name ? name : ""));
+		return;
+	}
+	req_reply(r, json_pack("{s:s}", "description", text), false);
+}
+
+static const struct {
+	const char *method;
+	void (*fn)(struct asapi *a, struct req *r);
+} handlers[] = {
+    {"org.varlink.service.GetInfo", h_get_info},
+    {"org.varlink.service.GetInterfaceDescription", h_get_interface_description},
+    {"io.tpad.AS.Uplinks", h_uplinks},
+    {"io.tpad.AS.SendDownlink", h_send_downlink},
+    {"io.tpad.AS.Status", h_status},
+    {"io.tpad.ASAdmin.ImportASTK", h_import_astk},
+    {"io.tpad.ASAdmin.ListASTKs", h_list_astks},
+};
+
+void asapi_call(struct req *r, void *arg)
+{
+	struct tpas *t = arg;
+	struct call c = {
+	    .method = (char *)req_method(r), .parameters = req_params(r), .more = req_more(r)};
+	const struct method_spec *m;
+	struct proto_fault f;
+	int rc = proto_check(&c, sock_bit(r), &m, &f);
+	if (rc == -ENOENT && strcmp(f.error, PROTO_ERR_INTERFACE_NOT_FOUND) == 0 &&
+	    (iface_sockets(f.parameter) & (PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN))) {
+		/* The admin interface, asked on the apps socket: no such method here. */
+		f.error = PROTO_ERR_METHOD_NOT_FOUND;
+		snprintf(f.parameter, sizeof(f.parameter), "%s", req_method(r));
+		f.reason[0] = '\0';
+	}
+	if (rc < 0) {
+		log_debug("%s: %s %s %s", req_method(r), f.error, f.parameter, f.reason);
+		req_error(r, f.error, proto_fault_parameters(&f));
+		return;
+	}
+	for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
+		if (strcmp(handlers[i].method, m->name) == 0) {
+			handlers[i].fn(t->api, r);
+			return;
+		}
+	}
+	req_error(r, PROTO_ERR_METHOD_NOT_IMPLEMENTED, json_pack("{s:s}", "method", m->name));
+}
+
+struct asapi *asapi_new(struct tpas *t)
+{
+	struct asapi *a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	a->t = t;
+	a->pace = evtimer_new(t->base, pace_cb, a);
+	a->sweep = event_new(t->base, -1, EV_PERSIST, sweep_cb, a);
+	if (!a->pace || !a->sweep) {
+		asapi_free(a);
+		return NULL;
+	}
+	struct timeval tv = {SWEEP_MS / 1000, (SWEEP_MS % 1000) * 1000};
+	event_add(a->sweep, &tv);
+	return a;
+}
+
+void asapi_stop(struct asapi *a)
+{
+	if (!a)
+		return;
+	while (a->subs)
+		sub_end(a->subs, NULL);
+}
+
+struct asapi *asapi_free(struct asapi *a)
+{
+	if (!a)
+		return NULL;
+	asapi_stop(a);
+	if (a->pace)
+		event_free(a->pace);
+	if (a->sweep)
+		event_free(a->sweep);
+	free(a);
+	return NULL;
+}
+
+unsigned asapi_subscribers(const struct asapi *a)
+{
+	return a ? a->n_subs : 0;
+}

@@ -1,0 +1,64 @@
+/* downlink: a plaintext downlink encrypted with the AppSKey and next FCntDn, POSTed to the LRC. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct downlink;
+struct event_base;
+struct journal;
+
+#define DOWNLINK_PATH "/thingpark/lrc/rest/downlink"
+#define DOWNLINK_MAX_PAYLOAD 242
+
+/* The LRC link's settings; strings are borrowed for downlink_new() only. */
+struct downlink_options {
+	const char *url; /* http[s]://host[:port] of the LRC */
+	const char *key; /* the tunnel key, as configured (the downlink Token uses it as written) */
+	const char *as_id;   /* AS_ID */
+	const char *ca_file; /* https: the CA bundle to verify the LRC with (see README) */
+	uint32_t sessions;
+	uint32_t request_timeout_ms;
+};
+
+/* How one downlink ended; valid during the callback only. */
+struct downlink_result {
+	int err;	    /* 0: the LRC answered 2xx */
+	uint32_t fcnt_dn;   /* the counter used (consumed even on failure) */
+	int status;	    /* the LRC's HTTP status; 0 when none came */
+	const char *answer; /* the LRC's body ("" if none) */
+	const char *reason; /* human text when err != 0 */
+};
+
+typedef void downlink_done_fn(const struct downlink_result *r, void *arg);
+
+/* Set up the link to the LRC; NULL with one line in err on a configuration error. */
+struct downlink *downlink_new(struct event_base *base, const struct downlink_options *o,
+			      struct journal *j, char *err, size_t errlen);
+
+/* Close the link; requests in flight are dropped without their callbacks. Accepts NULL. */
+struct downlink *downlink_free(struct downlink *d);
+
+/*
+ * Send payload (n bytes of plaintext) to dev_eui on fport: take and commit the session's
+ * next FCntDn, encrypt, sign and queue the POST. 0 when queued (done is called later,
+ * once); -ENOENT no session for the device, -ERANGE its FCntDn is used up, -EBUSY the
+ * queue is full, -EIO the journal failed (nothing was sent).
+ */
+int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
+		  size_t n, bool confirmed, downlink_done_fn *done, void *arg);
+
+/*
+ * The signed query string: DevEUI, FPort, Payload, FCntDn (when fcnt_dn >= 0), Confirmed
+ * (when confirmed), AS_ID, Time (URL-encoded) and Token = SHA-256 hex of all that and the
+ * key as written. 0, or -ENOBUFS if out (outlen) is too small.
+ */
+int downlink_query(const char *dev_eui, int fport, const char *payload_hex, int64_t fcnt_dn,
+		   bool confirmed, const char *as_id, const char *time, const char *key, char *out,
+		   size_t outlen);
+
+/* {"url", "state", ...} of the LRC link, or {"url": null} when none is configured. */
+json_t *downlink_status_json(const struct downlink *d);

@@ -1,0 +1,618 @@
+/* journal: tpas's durable store (SQLite): sealed ASTKs and AppSKeys, the uplink journal, FCntDn. */
+#include "journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "clock.h"
+#include "cred.h"
+#include "seal.h"
+#include "uplink.h"
+
+#define SCHEMA_VERSION 1
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS astk ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, label TEXT NOT NULL, customer_id TEXT NOT NULL,"
+    " dev_eui TEXT NOT NULL, sealed BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS session ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, customer_id TEXT NOT NULL, dev_eui TEXT NOT NULL,"
+    " fp TEXT NOT NULL, sealed BLOB NOT NULL, dev_addr TEXT NOT NULL,"
+    " fcnt_dn_next INTEGER NOT NULL DEFAULT 0, received_ms INTEGER NOT NULL,"
+    " UNIQUE (customer_id, dev_eui, fp));"
+    "CREATE INDEX IF NOT EXISTS session_dev ON session (dev_eui, id);"
+    "CREATE TABLE IF NOT EXISTS uplink ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL,"
+    " session_id INTEGER NOT NULL, dev_eui TEXT NOT NULL, customer_id TEXT NOT NULL,"
+    " dev_addr TEXT NOT NULL, fport INTEGER, fcnt_up INTEGER NOT NULL, fcnt_dn INTEGER,"
+    " time TEXT NOT NULL, payload TEXT NOT NULL, encrypted INTEGER NOT NULL,"
+    " radio TEXT NOT NULL, UNIQUE (dev_eui, session_id, fcnt_up));"
+    "CREATE INDEX IF NOT EXISTS uplink_received ON uplink (received_ms);"
+    "CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
+
+enum stmt_id {
+	ST_ASTK_ADD,
+	ST_ASTK_LABEL,
+	ST_ASTK_SCOPE,
+	ST_SESSION_FIND,
+	ST_SESSION_ADD,
+	ST_SESSION_NEWEST,
+	ST_SESSION_NEWEST_ANY,
+	ST_UPLINK_FIND,
+	ST_UPLINK_ADD,
+	ST_UPLINK_SESSION,
+	ST_UPLINKS_AFTER,
+	ST_FCNT_GET,
+	ST_FCNT_SET,
+	ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_ASTK_ADD] = "INSERT INTO astk (label, customer_id, dev_eui, sealed, created_ms)"
+		    " VALUES (?, ?, ?, ?, ?)",
+    [ST_ASTK_LABEL] = "SELECT id, label, customer_id, dev_eui, sealed FROM astk"
+		      " WHERE label = ? ORDER BY id DESC LIMIT 1",
+    /* Device scope first, then customer scope, then unscoped; newest first in each. */
+    [ST_ASTK_SCOPE] = "SELECT id, label, customer_id, dev_eui, sealed FROM astk"
+		      " WHERE label = '' AND (dev_eui = ?1 OR dev_eui = '')"
+		      " AND (customer_id = ?2 OR customer_id = '')"
+		      " ORDER BY (dev_eui <> '') DESC, (customer_id <> '') DESC, id DESC LIMIT 1",
+    [ST_SESSION_FIND] =
+	"SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+	" received_ms FROM session WHERE customer_id = ? AND dev_eui = ? AND fp = ?",
+    [ST_SESSION_ADD] = "INSERT INTO session (customer_id, dev_eui, fp, sealed, dev_addr,"
+		       " fcnt_dn_next, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    [ST_SESSION_NEWEST] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+			  " received_ms FROM session WHERE customer_id = ? AND dev_eui = ?"
+			  " ORDER BY received_ms DESC, id DESC LIMIT 1",
+    [ST_SESSION_NEWEST_ANY] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+			      " received_ms FROM session WHERE dev_eui = ?"
+			      " ORDER BY received_ms DESC, id DESC LIMIT 1",
+    [ST_UPLINK_FIND] =
+	"SELECT seq FROM uplink WHERE dev_eui = ? AND session_id = ? AND fcnt_up = ?",
+    [ST_UPLINK_ADD] = "INSERT INTO uplink (received_ms, session_id, dev_eui, customer_id, dev_addr,"
+		      " fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio)"
+		      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [ST_UPLINK_SESSION] =
+	"UPDATE session SET dev_addr = CASE WHEN ?2 <> '' THEN ?2 ELSE dev_addr END,"
+	" fcnt_dn_next = MAX(fcnt_dn_next, ?3) WHERE id = ?1",
+    [ST_UPLINKS_AFTER] = "SELECT seq, received_ms, dev_eui, customer_id, dev_addr, fport, fcnt_up,"
+			 " fcnt_dn, time, payload, encrypted, radio FROM uplink WHERE seq > ?"
+			 " ORDER BY seq LIMIT ?",
+    [ST_FCNT_GET] = "SELECT fcnt_dn_next FROM session WHERE id = ?",
+    [ST_FCNT_SET] = "UPDATE session SET fcnt_dn_next = ? WHERE id = ?",
+};
+
+struct journal {
+	sqlite3 *db;
+	struct seal *seal;
+	sqlite3_stmt *st[ST_COUNT];
+	uint64_t commits;
+};
+
+/* The associated data that binds a sealed key to its row's identity. */
+static void aad_astk(char *buf, size_t n, const char *label, const char *customer,
+		     const char *dev_eui)
+{
+	snprintf(buf, n, "tpas-astk\n%s\n%s\n%s", label, customer, dev_eui);
+}
+
+static void aad_session(char *buf, size_t n, const char *customer, const char *dev_eui)
+{
+	snprintf(buf, n, "tpas-appskey\n%s\n%s", customer, dev_eui);
+}
+
+static int sql_err(int rc)
+{
+	switch (rc) {
+	case SQLITE_OK:
+	case SQLITE_DONE:
+	case SQLITE_ROW:
+		return 0;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	default:
+		return -EIO;
+	}
+}
+
+/* Reset and clear a statement for its next use. */
+static sqlite3_stmt *stmt(struct journal *j, enum stmt_id id)
+{
+	sqlite3_stmt *s = j->st[id];
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return s;
+}
+
+/* Run a statement that returns no rows to completion. */
+static int step_done(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : sql_err(rc);
+}
+
+static int exec(struct journal *j, const char *sql)
+{
+	return sql_err(sqlite3_exec(j->db, sql, NULL, NULL, NULL));
+}
+
+int journal_open(const char *path, const uint8_t *store_key, struct journal **ret, char *err,
+		 size_t errlen)
+{
+	struct journal *j = calloc(1, sizeof(*j));
+	if (!j) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	int r = seal_new(store_key, SEAL_KEY_LEN, &j->seal);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set up the store key: %s", strerror(-r));
+		goto fail;
+	}
+	/* Create the file 0600 ourselves; SQLite would follow the umask. */
+	bool memory = strcmp(path, ":memory:") == 0;
+	int fd = memory ? -1 : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (!memory && fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-r));
+		goto fail;
+	}
+	if (fd >= 0)
+		close(fd);
+	int rc = sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		r = sql_err(rc);
+		snprintf(err, errlen, "%s: %s", path,
+			 j->db ? sqlite3_errmsg(j->db) : "cannot open");
+		goto fail;
+	}
+	sqlite3_busy_timeout(j->db, 5000);
+	if ((r = exec(j, "PRAGMA journal_mode = WAL")) < 0 ||
+	    (r = exec(j, "PRAGMA synchronous = FULL")) < 0 || (r = exec(j, schema)) < 0 ||
+	    (r = exec(j, "PRAGMA user_version = 1")) < 0) {
+		snprintf(err, errlen, "%s: cannot set up the database: %s", path,
+			 sqlite3_errmsg(j->db));
+		goto fail;
+	}
+	for (int i = 0; i < ST_COUNT; i++) {
+		rc = sqlite3_prepare_v3(j->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+					&j->st[i], NULL);
+		if (rc != SQLITE_OK) {
+			r = sql_err(rc);
+			snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(j->db));
+			goto fail;
+		}
+	}
+	*ret = j;
+	return 0;
+fail:
+	journal_free(j);
+	return r < 0 ? r : -EIO;
+}
+
+struct journal *journal_free(struct journal *j)
+{
+	if (!j)
+		return NULL;
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(j->st[i]);
+	if (j->db)
+		sqlite3_close(j->db);
+	seal_free(j->seal);
+	free(j);
+	return NULL;
+}
+
+/* Column i as text, "" for NULL. */
+static const char *col_text(sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+	return t ? (const char *)t : "";
+}
+
+/* Unseal a 16-byte key from column i. */
+static int col_key(struct journal *j, sqlite3_stmt *s, int i, const char *aad,
+		   uint8_t ret[AS_KEY_LEN])
+{
+	const void *blob = sqlite3_column_blob(s, i);
+	int n = sqlite3_column_bytes(s, i);
+	if (!blob || n != AS_KEY_LEN + SEAL_OVERHEAD)
+		return -EBADMSG;
+	return seal_decrypt(j->seal, (const uint8_t *)aad, strlen(aad), blob, (size_t)n, ret,
+			    AS_KEY_LEN);
+}
+
+int journal_astk_add(struct journal *j, const char *label, const char *customer_id,
+		     const char *dev_eui, const uint8_t astk[AS_KEY_LEN], int64_t *ret_id)
+{
+	char aad[256];
+	uint8_t sealed[AS_KEY_LEN + SEAL_OVERHEAD];
+	aad_astk(aad, sizeof(aad), label, customer_id, dev_eui);
+	int r = seal_encrypt(j->seal, (const uint8_t *)aad, strlen(aad), astk, AS_KEY_LEN, sealed,
+			     sizeof(sealed));
+	if (r < 0)
+		return r;
+	sqlite3_stmt *s = stmt(j, ST_ASTK_ADD);
+	sqlite3_bind_text(s, 1, label, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 4, sealed, sizeof(sealed), SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, clock_wall_ms());
+	r = step_done(s);
+	if (r == 0) {
+		j->commits++;
+		if (ret_id)
+			*ret_id = sqlite3_last_insert_rowid(j->db);
+	}
+	return r;
+}
+
+int journal_astk_find(struct journal *j, const char *label, const char *customer_id,
+		      const char *dev_eui, uint8_t ret[AS_KEY_LEN], int64_t *ret_id)
+{
+	sqlite3_stmt *s;
+	if (label && label[0]) {
+		s = stmt(j, ST_ASTK_LABEL);
+		sqlite3_bind_text(s, 1, label, -1, SQLITE_STATIC);
+	} else {
+		s = stmt(j, ST_ASTK_SCOPE);
+		sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, customer_id, -1, SQLITE_STATIC);
+	}
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	}
+	char aad[256];
+	aad_astk(aad, sizeof(aad), col_text(s, 1), col_text(s, 2), col_text(s, 3));
+	int r = col_key(j, s, 4, aad, ret);
+	if (r == 0 && ret_id)
+		*ret_id = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return r;
+}
+
+json_t *journal_astk_list(struct journal *j)
+{
+	sqlite3_stmt *s = NULL;
+	json_t *a = json_array();
+	if (!a || sqlite3_prepare_v2(j->db,
+				     "SELECT id, label, customer_id, dev_eui, created_ms FROM astk"
+				     " ORDER BY id",
+				     -1, &s, NULL) != SQLITE_OK) {
+		json_decref(a);
+		return NULL;
+	}
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		char when[40];
+		uplink_time_format(sqlite3_column_int64(s, 4), when, sizeof(when));
+		json_array_append_new(a, json_pack("{s:I, s:s, s:s, s:s, s:s}", "id",
+						   (json_int_t)sqlite3_column_int64(s, 0), "label",
+						   col_text(s, 1), "customerID", col_text(s, 2),
+						   "devEUI", col_text(s, 3), "createdAt", when));
+	}
+	sqlite3_finalize(s);
+	return a;
+}
+
+/* Fill a session from a row of ST_SESSION_*. */
+static int session_row(struct journal *j, sqlite3_stmt *s, struct as_session *ret)
+{
+	struct as_session t = {0};
+	t.id = sqlite3_column_int64(s, 0);
+	snprintf(t.customer_id, sizeof(t.customer_id), "%s", col_text(s, 1));
+	snprintf(t.dev_eui, sizeof(t.dev_eui), "%s", col_text(s, 2));
+	snprintf(t.dev_addr, sizeof(t.dev_addr), "%s", col_text(s, 3));
+	t.fcnt_dn_next = (uint32_t)sqlite3_column_int64(s, 5);
+	t.received_ms = sqlite3_column_int64(s, 6);
+	char aad[256];
+	aad_session(aad, sizeof(aad), t.customer_id, t.dev_eui);
+	int r = col_key(j, s, 4, aad, t.key);
+	if (r == 0)
+		*ret = t;
+	cred_wipe(&t, sizeof(t));
+	return r;
+}
+
+int journal_session_find(struct journal *j, const char *customer_id, const char *dev_eui,
+			 const char *fp, struct as_session *ret)
+{
+	sqlite3_stmt *s = stmt(j, ST_SESSION_FIND);
+	sqlite3_bind_text(s, 1, customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, fp, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
+		: rc == SQLITE_DONE ? -ENOENT
+				    : sql_err(rc);
+	sqlite3_reset(s);
+	return r;
+}
+
+int journal_session_add(struct journal *j, const char *fp, struct as_session *t)
+{
+	char aad[256];
+	uint8_t sealed[AS_KEY_LEN + SEAL_OVERHEAD];
+	aad_session(aad, sizeof(aad), t->customer_id, t->dev_eui);
+	int r = seal_encrypt(j->seal, (const uint8_t *)aad, strlen(aad), t->key, AS_KEY_LEN, sealed,
+			     sizeof(sealed));
+	if (r < 0)
+		return r;
+	sqlite3_stmt *s = stmt(j, ST_SESSION_ADD);
+	sqlite3_bind_text(s, 1, t->customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, t->dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, fp, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 4, sealed, sizeof(sealed), SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, t->dev_addr, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, t->fcnt_dn_next);
+	sqlite3_bind_int64(s, 7, t->received_ms);
+	r = step_done(s);
+	if (r == 0) {
+		j->commits++;
+		t->id = sqlite3_last_insert_rowid(j->db);
+	}
+	return r;
+}
+
+int journal_session_newest(struct journal *j, const char *customer_id, const char *dev_eui,
+			   struct as_session *ret)
+{
+	sqlite3_stmt *s;
+	if (customer_id) {
+		s = stmt(j, ST_SESSION_NEWEST);
+		sqlite3_bind_text(s, 1, customer_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, dev_eui, -1, SQLITE_STATIC);
+	} else {
+		s = stmt(j, ST_SESSION_NEWEST_ANY);
+		sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
+	}
+	int rc = sqlite3_step(s);
+	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
+		: rc == SQLITE_DONE ? -ENOENT
+				    : sql_err(rc);
+	sqlite3_reset(s);
+	return r;
+}
+
+int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_id,
+			uint32_t fcnt_up, int64_t *ret_seq)
+{
+	sqlite3_stmt *s = stmt(j, ST_UPLINK_FIND);
+	sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, session_id);
+	sqlite3_bind_int64(s, 3, fcnt_up);
+	int rc = sqlite3_step(s);
+	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	if (r == 0)
+		*ret_seq = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return r;
+}
+
+int journal_begin(struct journal *j)
+{
+	return exec(j, "BEGIN IMMEDIATE");
+}
+
+int journal_commit(struct journal *j)
+{
+	int r = exec(j, "COMMIT");
+	if (r < 0) {
+		exec(j, "ROLLBACK");
+		return r;
+	}
+	j->commits++;
+	return 0;
+}
+
+void journal_rollback(struct journal *j)
+{
+	exec(j, "ROLLBACK");
+}
+
+int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
+{
+	sqlite3_stmt *s = stmt(j, ST_UPLINK_ADD);
+	sqlite3_bind_int64(s, 1, u->received_ms);
+	sqlite3_bind_int64(s, 2, u->session_id);
+	sqlite3_bind_text(s, 3, u->dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, u->customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, u->dev_addr, -1, SQLITE_STATIC);
+	if (u->fport >= 0)
+		sqlite3_bind_int(s, 6, u->fport);
+	sqlite3_bind_int64(s, 7, u->fcnt_up);
+	if (u->has_fcnt_dn)
+		sqlite3_bind_int64(s, 8, u->fcnt_dn);
+	sqlite3_bind_text(s, 9, u->time, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 10, u->payload_hex, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 11, u->encrypted);
+	sqlite3_bind_text(s, 12, u->radio ? u->radio : "{}", -1, SQLITE_STATIC);
+	int r = step_done(s);
+	if (r < 0)
+		return r; /* -EEXIST: this (device, session, FCntUp) is already in */
+	int64_t seq = sqlite3_last_insert_rowid(j->db);
+	if (u->session_id > 0 && u->update_session) {
+		s = stmt(j, ST_UPLINK_SESSION);
+		sqlite3_bind_int64(s, 1, u->session_id);
+		sqlite3_bind_text(s, 2, u->dev_addr, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, u->has_fcnt_dn ? u->fcnt_dn : 0);
+		r = step_done(s);
+		if (r < 0)
+			return r;
+	}
+	*ret_seq = seq;
+	return 0;
+}
+
+int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
+{
+	int r = journal_begin(j);
+	if (r < 0)
+		return r;
+	int64_t seq;
+	r = journal_uplink_insert(j, u, &seq);
+	if (r < 0) {
+		journal_rollback(j);
+		return r;
+	}
+	r = journal_commit(j);
+	if (r == 0)
+		*ret_seq = seq;
+	return r;
+}
+
+json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)
+{
+	json_t *a = json_array();
+	if (!a)
+		return NULL;
+	sqlite3_stmt *s = stmt(j, ST_UPLINKS_AFTER);
+	sqlite3_bind_int64(s, 1, after);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)limit);
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		char when[40];
+		uplink_time_format(sqlite3_column_int64(s, 1), when, sizeof(when));
+		json_t *radio = json_loads(col_text(s, 11), 0, NULL);
+		json_t *o = json_pack(
+		    "{s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:b, s:o}", "seq",
+		    (json_int_t)sqlite3_column_int64(s, 0), "receivedAt", when, "devEUI",
+		    col_text(s, 2), "customerID", col_text(s, 3), "devAddr", col_text(s, 4),
+		    "fCntUp", (json_int_t)sqlite3_column_int64(s, 6), "time", col_text(s, 8),
+		    "payload", col_text(s, 9), "encrypted", sqlite3_column_int(s, 10) != 0, "radio",
+		    radio ? radio : json_object());
+		if (!o) {
+			json_decref(a);
+			a = NULL;
+			break;
+		}
+		if (sqlite3_column_type(s, 5) != SQLITE_NULL)
+			json_object_set_new(o, "fPort", json_integer(sqlite3_column_int(s, 5)));
+		if (sqlite3_column_type(s, 7) != SQLITE_NULL)
+			json_object_set_new(o, "fCntDn",
+					    json_integer((json_int_t)sqlite3_column_int64(s, 7)));
+		json_array_append_new(a, o);
+	}
+	sqlite3_reset(s);
+	if (a && rc != SQLITE_DONE) {
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
+
+int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
+{
+	int r = exec(j, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	sqlite3_stmt *s = stmt(j, ST_FCNT_GET);
+	sqlite3_bind_int64(s, 1, session_id);
+	int rc = sqlite3_step(s);
+	int64_t next = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	sqlite3_reset(s);
+	if (next < 0) {
+		exec(j, "ROLLBACK");
+		return rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	}
+	if (next > UINT32_MAX) {
+		exec(j, "ROLLBACK");
+		return -ERANGE; /* the session's counter is used up: the device must rejoin */
+	}
+	s = stmt(j, ST_FCNT_SET);
+	sqlite3_bind_int64(s, 1, next + 1);
+	sqlite3_bind_int64(s, 2, session_id);
+	r = step_done(s);
+	if (r == 0)
+		r = exec(j, "COMMIT");
+	if (r < 0) {
+		exec(j, "ROLLBACK");
+		return r;
+	}
+	j->commits++;
+	*ret = (uint32_t)next;
+	return 0;
+}
+
+int journal_prune(struct journal *j, int64_t before_ms)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db, "DELETE FROM uplink WHERE received_ms < ?", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, before_ms);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return sql_err(rc);
+	return sqlite3_changes(j->db);
+}
+
+/* One integer from a query, 0 on any failure. */
+static int64_t query_int(struct journal *j, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = 0;
+	if (sqlite3_prepare_v2(j->db, sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+void journal_get_stats(struct journal *j, struct journal_stats *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->last_seq = query_int(j, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'");
+	ret->uplinks = query_int(j, "SELECT COUNT(*) FROM uplink");
+	ret->sessions = query_int(j, "SELECT COUNT(*) FROM session");
+	ret->astks = query_int(j, "SELECT COUNT(*) FROM astk");
+	ret->commits = j->commits;
+}
+
+int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db, "SELECT seq FROM cursor WHERE name = ?", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	*ret = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_err(rc);
+}
+
+int journal_cursor_set(struct journal *j, const char *name, int64_t seq)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db,
+			       "INSERT INTO cursor (name, seq) VALUES (?, ?)"
+			       " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, seq);
+	int r = step_done(s);
+	sqlite3_finalize(s);
+	if (r == 0)
+		j->commits++;
+	return r;
+}

@@ -1,0 +1,128 @@
+/* journal: tpas's durable store (SQLite): sealed ASTKs and AppSKeys, the uplink journal, FCntDn. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "ascrypto.h"
+
+struct journal;
+
+/* One device session: the AppSKey (unsealed) and what goes with it. */
+struct as_session {
+	int64_t id;
+	char customer_id[65];
+	char dev_eui[17];
+	char dev_addr[9];
+	uint8_t key[AS_KEY_LEN];
+	uint32_t fcnt_dn_next;
+	int64_t received_ms;
+};
+
+/* One uplink to commit; strings borrowed. */
+struct journal_uplink {
+	int64_t received_ms;
+	int64_t session_id; /* 0: no key (FPort 0 or no payload) */
+	const char *dev_eui, *customer_id, *dev_addr, *time;
+	int fport; /* -1 when absent */
+	uint32_t fcnt_up;
+	bool has_fcnt_dn;
+	uint32_t fcnt_dn;
+	const char *payload_hex; /* plaintext, upper-case hex; "" when none */
+	bool encrypted;		 /* payload_hex is still the ciphertext (FPort 0) */
+	const char *radio;	 /* JSON object text */
+	bool update_session;	 /* record dev_addr and fcnt_dn in the session (they changed) */
+};
+
+struct journal_stats {
+	int64_t last_seq;
+	int64_t uplinks; /* rows in the journal */
+	int64_t sessions;
+	int64_t astks;
+	uint64_t commits;
+};
+
+/*
+ * Open (creating if needed) the database at path, mode 0600, in WAL mode with
+ * synchronous=FULL (":memory:" for a database that lives only in memory, for tests); store_key
+ * (SEAL_KEY_LEN bytes) seals every key in it. On failure a negative errno and one line in err.
+ */
+int journal_open(const char *path, const uint8_t *store_key, struct journal **ret, char *err,
+		 size_t errlen);
+
+/* Close. Accepts NULL; returns NULL. */
+struct journal *journal_free(struct journal *j);
+
+/* Store an ASTK sealed, with its optional KEK label and scope ("" for any). */
+int journal_astk_add(struct journal *j, const char *label, const char *customer_id,
+		     const char *dev_eui, const uint8_t astk[AS_KEY_LEN], int64_t *ret_id);
+
+/*
+ * The ASTK for an uplink: with a label, the newest with that label; otherwise the newest
+ * scoped to the device, else to the customer, else unscoped. -ENOENT if none, -EBADMSG
+ * if it does not unseal (another store key).
+ */
+int journal_astk_find(struct journal *j, const char *label, const char *customer_id,
+		      const char *dev_eui, uint8_t ret[AS_KEY_LEN], int64_t *ret_id);
+
+/* Every ASTK without the key: [{id, label, customerID, devEUI, createdAt}]. */
+json_t *journal_astk_list(struct journal *j);
+
+/*
+ * The session whose AppSKey field had fingerprint fp (SHA-256 hex of the field as
+ * received), for (customer_id, dev_eui): 0 with *ret filled, -ENOENT.
+ */
+int journal_session_find(struct journal *j, const char *customer_id, const char *dev_eui,
+			 const char *fp, struct as_session *ret);
+
+/* Add a session (its key sealed) and commit; sets ret->id. */
+int journal_session_add(struct journal *j, const char *fp, struct as_session *s);
+
+/*
+ * The newest session of dev_eui (for customer_id, or any customer when NULL): 0, -ENOENT,
+ * -EBADMSG when its key does not unseal.
+ */
+int journal_session_newest(struct journal *j, const char *customer_id, const char *dev_eui,
+			   struct as_session *ret);
+
+/* The seq of the uplink (session, FCntUp) of dev_eui if journaled: 0, -ENOENT. */
+int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_id,
+			uint32_t fcnt_up, int64_t *ret_seq);
+
+/*
+ * Commit one uplink (fsync) and return its sequence number; also records the session's
+ * DevAddr and raises its next FCntDn to the LRC's FCntDn. -EEXIST if it is already in.
+ */
+int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq);
+
+/*
+ * Group commit: journal_begin(), any number of journal_uplink_insert() (each as
+ * journal_uplink_add() but inside the transaction; -EEXIST leaves the others in), then
+ * journal_commit() (one fsync for all; on failure nothing of it is kept) or
+ * journal_rollback().
+ */
+int journal_begin(struct journal *j);
+int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq);
+int journal_commit(struct journal *j);
+void journal_rollback(struct journal *j);
+
+/* Up to limit uplinks with seq > after, oldest first, as the objects io.tpad.AS sends. */
+json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit);
+
+/*
+ * Take the next FCntDn of a session: the counter is raised and committed (fsync) before
+ * it is returned, so it is never handed out twice.
+ */
+int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret);
+
+/* Drop uplinks received before before_ms; returns the rows removed. Seqs are never reused. */
+int journal_prune(struct journal *j, int64_t before_ms);
+
+/* A named delivery cursor (the webhook's): the last seq delivered, 0 when none. */
+int journal_cursor_get(struct journal *j, const char *name, int64_t *ret);
+int journal_cursor_set(struct journal *j, const char *name, int64_t seq);
+
+void journal_get_stats(struct journal *j, struct journal_stats *ret);

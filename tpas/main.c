@@ -1,0 +1,392 @@
+/* tpas: the application-server daemon — start-up, event loop and shutdown. */
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "asapi.h"
+#include "asconf.h"
+#include "clock.h"
+#include "cred.h"
+#include "downlink.h"
+#include "journal.h"
+#include "listener.h"
+#include "log.h"
+#include "notify.h"
+#include "seal.h"
+#include "server.h"
+#include "tpad-build.h"
+#include "tpas.h"
+#include "tunnel.h"
+#include "webhook.h"
+
+/* How long SIGTERM waits for calls in flight (downlinks) before closing clients anyway. */
+#define STOP_TIMEOUT_MS 15000
+/* How often STATUS= is refreshed and old uplinks are pruned. */
+#define STATUS_PERIOD_S 5
+#define PRUNE_PERIOD_S 3600
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: tpas [--config FILE] [--verbose]\n"
+		"       tpas [--config FILE] --check-config | --print-config\n"
+		"       tpas --version\n"
+		"\n"
+		"  -c, --config FILE   configuration file (default %s)\n"
+		"  -n, --check-config  check the configuration and the keys, and exit (0 valid)\n"
+		"  -p, --print-config  print every directive's effective value and exit\n"
+		"  -v, --verbose       log debug messages\n"
+		"  -V, --version       print the version and exit\n"
+		"  -h, --help          show this help\n",
+		ASCONF_DEFAULT_PATH);
+}
+
+/* Load the configuration; a missing default file means the built-in defaults. */
+static int load_config(struct asconf *cfg, const char *path, bool explicit_path)
+{
+	char err[512];
+	asconf_defaults(cfg);
+	if (!explicit_path && access(path, F_OK) < 0 && errno == ENOENT) {
+		log_notice("%s not found, using built-in defaults", path);
+		return 0;
+	}
+	int r = asconf_load(cfg, path, err, sizeof(err));
+	if (r < 0)
+		log_errx("%s", err);
+	return r;
+}
+
+/* The two secrets tpas needs at start: the tunnel key (text) and the store key. */
+static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
+		     uint8_t store_key[SEAL_KEY_LEN])
+{
+	int r = cred_load_text("tunnel-key", cfg->tunnel_key_file, tunnel_key, tklen);
+	if (r < 0 || !tunnel_key[0]) {
+		log_errx("cannot load the tunnel key (credential tunnel-key%s%s): %s",
+			 cfg->tunnel_key_file ? " or " : "",
+			 cfg->tunnel_key_file ? cfg->tunnel_key_file : "",
+			 r < 0 ? strerror(-r) : "empty");
+		return r < 0 ? r : -EINVAL;
+	}
+	size_t len = 0;
+	r = cred_load_hex("store-key", cfg->store_key_file, store_key, SEAL_KEY_LEN, &len);
+	if (r == 0 && len != SEAL_KEY_LEN)
+		r = -EINVAL;
+	if (r < 0) {
+		cred_wipe(tunnel_key, tklen);
+		cred_wipe(store_key, SEAL_KEY_LEN);
+		log_errx(
+		    "cannot load the store key, 64 hexadecimal digits (credential store-key%s%s): "
+		    "%s",
+		    cfg->store_key_file ? " or " : "",
+		    cfg->store_key_file ? cfg->store_key_file : "", strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+static void limits_of(const struct asconf *cfg, struct server_limits *ret)
+{
+	*ret = (struct server_limits){
+	    .max_message = cfg->max_message,
+	    .idle_timeout_ms = cfg->idle_timeout_ms,
+	    .message_timeout_ms = cfg->message_timeout_ms,
+	    .max_clients = cfg->max_clients,
+	    .max_clients_per_uid = cfg->max_clients_per_uid,
+	    .max_clients_per_process = cfg->max_clients_per_process,
+	    .max_pending_calls = cfg->max_pending_calls,
+	    .max_output = cfg->max_output,
+	    .max_output_total = cfg->max_output_total,
+	};
+}
+
+/* A committed uplink wakes the streams. */
+static void commit_cb(int64_t seq, void *arg)
+{
+	struct tpas *t = arg;
+	asapi_notify(t->api, seq);
+	webhook_notify(t->webhook);
+}
+
+/* One line of health for systemctl status. */
+static void status_line(struct tpas *t, char *buf, size_t len)
+{
+	struct tunnel_stats ts = {0};
+	struct journal_stats js = {0};
+	if (t->tunnel)
+		tunnel_get_stats(t->tunnel, &ts);
+	if (t->journal)
+		journal_get_stats(t->journal, &js);
+	snprintf(buf, len, "uplinks %llu accepted, %llu refused; journal seq %lld; %u subscribers",
+		 (unsigned long long)ts.accepted,
+		 (unsigned long long)(ts.requests - ts.accepted - ts.duplicates),
+		 (long long)js.last_seq, asapi_subscribers(t->api));
+}
+
+static void status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char line[256];
+	status_line(arg, line, sizeof(line));
+	notify_status(line);
+}
+
+/* Drop uplinks older than store.retention-days. */
+static void prune_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpas *t = arg;
+	if (!t->cfg->retention_days)
+		return;
+	int64_t before = clock_wall_ms() - (int64_t)t->cfg->retention_days * 86400000;
+	int r = journal_prune(t->journal, before);
+	if (r < 0)
+		log_warn_errno(r, "cannot prune the journal");
+	else if (r > 0)
+		log_info("journal: %d uplinks older than %u days removed", r,
+			 t->cfg->retention_days);
+}
+
+static void drained_cb(void *arg)
+{
+	struct tpas *t = arg;
+	event_base_loopexit(t->base, NULL);
+}
+
+/* SIGTERM / SIGINT: stop the tunnel and the sockets, end streams, finish downlinks, exit 0. */
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct tpas *t = arg;
+	if (t->stopping)
+		return;
+	t->stopping = true;
+	log_notice("received %s, finishing calls in flight", strsignal((int)sig));
+	notify_stopping();
+	t->tunnel = tunnel_free(t->tunnel);
+	for (int i = 0; i < SOCK_KINDS; i++) {
+		listener_free(t->listeners[i]);
+		t->listeners[i] = NULL;
+	}
+	asapi_stop(t->api);
+	server_stop(t->srv, STOP_TIMEOUT_MS, drained_cb, t);
+}
+
+static int open_listeners(struct tpas *t)
+{
+	const struct asconf *c = t->cfg;
+	char err[512];
+	int r =
+	    listener_open_named(t->base, t->srv, SOCK_STATION, "apps", c->apps_socket, c->apps_mode,
+				c->apps_group, &t->listeners[SOCK_STATION], err, sizeof(err));
+	if (r == 0)
+		r = listener_open_named(t->base, t->srv, SOCK_ADMIN, "admin", c->admin_socket,
+					c->admin_mode, c->admin_group, &t->listeners[SOCK_ADMIN],
+					err, sizeof(err));
+	if (r < 0) {
+		log_errx("%s", err);
+		return r;
+	}
+	listener_close_unused();
+	return 0;
+}
+
+static int run(const struct asconf *cfg)
+{
+	struct tpas t = {.cfg = cfg, .started_us = clock_now_us()};
+	struct event *ev_term = NULL, *ev_int = NULL, *ev_status = NULL, *ev_prune = NULL;
+	char tunnel_key[129], err[512];
+	uint8_t store_key[SEAL_KEY_LEN];
+	int status = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (load_keys(cfg, tunnel_key, sizeof(tunnel_key), store_key) < 0)
+		return 1;
+	t.base = event_base_new();
+	if (!t.base) {
+		log_errx("cannot create the event loop");
+		goto out;
+	}
+	int r = journal_open(cfg->store_path, store_key, &t.journal, err, sizeof(err));
+	cred_wipe(store_key, sizeof(store_key));
+	if (r < 0) {
+		log_errx("store: %s", err);
+		goto out;
+	}
+	struct server_limits lim;
+	limits_of(cfg, &lim);
+	t.srv = server_new(t.base, &lim, asapi_call, &t);
+	t.api = t.srv ? asapi_new(&t) : NULL;
+	if (!t.api) {
+		log_errx("out of memory");
+		goto out;
+	}
+	const struct downlink_options dopt = {
+	    .url = cfg->lrc_url,
+	    .key = tunnel_key,
+	    .as_id = cfg->as_id,
+	    .ca_file = cfg->lrc_ca_file,
+	    .sessions = cfg->lrc_sessions,
+	    .request_timeout_ms = cfg->lrc_timeout_ms,
+	};
+	t.downlink = downlink_new(t.base, &dopt, t.journal, err, sizeof(err));
+	if (!t.downlink) {
+		log_errx("%s", err);
+		goto out;
+	}
+	if (cfg->webhook_url) {
+		const struct webhook_options wopt = {
+		    .url = cfg->webhook_url,
+		    .request_timeout_ms = cfg->webhook_timeout_ms,
+		    .retry_max_ms = cfg->webhook_retry_max_ms,
+		    .batch = cfg->webhook_batch,
+		};
+		t.webhook = webhook_new(t.base, &wopt, t.journal, err, sizeof(err));
+		if (!t.webhook) {
+			log_errx("%s", err);
+			goto out;
+		}
+	}
+	const struct tunnel_options topt = {
+	    .listen = cfg->tunnel_listen,
+	    .path = cfg->tunnel_path,
+	    .key = tunnel_key,
+	    .max_deviation_ms = cfg->max_time_deviation_ms,
+	    .max_body = cfg->tunnel_max_body,
+	    .timeout_s = (cfg->tunnel_timeout_ms + 999) / 1000,
+	    .tls_cert_file = cfg->tunnel_tls_cert_file,
+	    .tls_key_file = cfg->tunnel_tls_key_file,
+	};
+	r = tunnel_new(t.base, &topt, t.journal, commit_cb, &t, &t.tunnel, err, sizeof(err));
+	cred_wipe(tunnel_key, sizeof(tunnel_key));
+	if (r < 0) {
+		log_errx("%s", err);
+		goto out;
+	}
+	if (open_listeners(&t) < 0)
+		goto out;
+	ev_term = evsignal_new(t.base, SIGTERM, stop_cb, &t);
+	ev_int = evsignal_new(t.base, SIGINT, stop_cb, &t);
+	ev_status = event_new(t.base, -1, EV_PERSIST, status_cb, &t);
+	ev_prune = event_new(t.base, -1, EV_PERSIST, prune_cb, &t);
+	if (!ev_term || !ev_int || !ev_status || !ev_prune || notify_init(t.base) < 0) {
+		log_errx("out of memory");
+		goto out;
+	}
+	event_add(ev_term, NULL);
+	event_add(ev_int, NULL);
+	struct timeval period = {.tv_sec = STATUS_PERIOD_S}, prune = {.tv_sec = PRUNE_PERIOD_S};
+	event_add(ev_status, &period);
+	event_add(ev_prune, &prune);
+	prune_cb(-1, 0, &t);
+
+	char line[256];
+	status_line(&t, line, sizeof(line));
+	notify_ready(line);
+	log_notice("tpas %s ready", TPAD_VERSION);
+	if (event_base_dispatch(t.base) < 0)
+		log_errx("event loop failed");
+	else
+		status = 0;
+	log_notice("tpas stopped");
+out:
+	cred_wipe(tunnel_key, sizeof(tunnel_key));
+	cred_wipe(store_key, sizeof(store_key));
+	notify_finish();
+	if (ev_term)
+		event_free(ev_term);
+	if (ev_int)
+		event_free(ev_int);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	if (ev_status)
+		event_free(ev_status);
+	if (ev_prune)
+		event_free(ev_prune);
+	for (int i = 0; i < SOCK_KINDS; i++)
+		listener_free(t.listeners[i]);
+	tunnel_free(t.tunnel);
+	asapi_free(t.api);
+	server_free(t.srv);
+	downlink_free(t.downlink);
+	webhook_free(t.webhook);
+	journal_free(t.journal);
+	if (t.base) {
+		event_base_loop(t.base, EVLOOP_NONBLOCK);
+		event_base_free(t.base);
+	}
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"check-config", no_argument, NULL, 'n'},
+	    {"print-config", no_argument, NULL, 'p'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	const char *path = ASCONF_DEFAULT_PATH;
+	bool explicit_path = false, check = false, print = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "c:npvVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			explicit_path = true;
+			break;
+		case 'n':
+			check = true;
+			break;
+		case 'p':
+			print = true;
+			break;
+		case 'v':
+			log_set_verbose(true);
+			break;
+		case 'V':
+			printf("tpas %s\n", TPAD_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tpas: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	struct asconf cfg;
+	int r = load_config(&cfg, path, explicit_path);
+	if (r == 0 && check) {
+		char key[129];
+		uint8_t store_key[SEAL_KEY_LEN];
+		r = load_keys(&cfg, key, sizeof(key), store_key);
+		cred_wipe(key, sizeof(key));
+		cred_wipe(store_key, sizeof(store_key));
+	}
+	if (check || print) {
+		if (r == 0 && print)
+			asconf_print(&cfg, stdout, true);
+		if (r == 0 && check)
+			printf("%s: configuration is valid\n", explicit_path ? path : "tpas");
+		asconf_free(&cfg);
+		return r == 0 ? 0 : 1;
+	}
+	if (r < 0) {
+		asconf_free(&cfg);
+		return 1;
+	}
+	int status = run(&cfg);
+	asconf_free(&cfg);
+	return status;
+}

@@ -1,0 +1,29 @@
+/* tpas: the daemon's shared context, handed to every module's handlers. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct asapi;
+struct asconf;
+struct downlink;
+struct event_base;
+struct journal;
+struct listener;
+struct server;
+struct tunnel;
+struct webhook;
+
+struct tpas {
+	struct event_base *base;
+	const struct asconf *cfg;
+	struct server *srv;
+	struct listener *listeners[2]; /* SOCK_STATION: the apps socket, SOCK_ADMIN: admin */
+	struct journal *journal;
+	struct tunnel *tunnel;
+	struct downlink *downlink;
+	struct asapi *api;
+	struct webhook *webhook; /* NULL without webhook.url */
+	uint64_t started_us;	 /* monotonic */
+	bool stopping;
+};

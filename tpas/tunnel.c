@@ -1,0 +1,594 @@
+/* tunnel: the LRC-AS tunnel endpoint (evhttp): each DevEUI_uplink verified, decrypted, journaled.
+ */
+#include "tunnel.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "ascrypto.h"
+#include "clock.h"
+#include "cred.h"
+#include "hex.h"
+#include "journal.h"
+#include "log.h"
+#include "tunnel_tls.h"
+#include "uplink.h"
+
+/* libevent refuses bodies over this many times max-body itself (413, not counted). */
+#define HARD_BODY_FACTOR 4
+/* Uplinks committed in one transaction at most. */
+#define MAX_BATCH 1024
+
+struct tunnel {
+	struct evhttp *http;
+	struct evhttp_bound_socket *bound;
+	struct tunnel_tls *tls;
+	struct journal *journal;
+	tunnel_commit_fn *on_commit;
+	void *arg;
+	char path[256];
+	char key_lower[129];
+	int64_t max_deviation_ms;
+	size_t max_body;
+	uint16_t port;
+	struct tunnel_stats stats;
+	struct event *flush; /* runs the group commit once the loop has read what it can */
+	struct pending *batch, **batch_tail;
+	size_t batch_n;
+};
+
+/* An answer with a reason: counted, logged (never with key material), returned. */
+static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret,
+		  const char *dev_eui, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret,
+		  const char *dev_eui, const char *fmt, ...)
+{
+	char reason[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	/* Reasons may quote what the client sent: keep them printable ASCII (and valid JSON). */
+	for (char *p = reason; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
+	(*counter)++;
+	log_warnx("tunnel: %d for DevEUI %s: %s", status, dev_eui && *dev_eui ? dev_eui : "-",
+		  reason);
+	*ret = json_pack("{s:s}", "error", reason);
+	return status;
+}
+
+/* The fingerprint that tells one session's AppSKey field from another's. */
+static int key_fingerprint(const struct uplink *u, char out[65])
+{
+	char lower[49];
+	size_t n = strlen(u->key_hex);
+	for (size_t i = 0; i <= n; i++)
+		lower[i] = (char)tolower((unsigned char)u->key_hex[i]);
+	const char *parts[] = {u->key_kind == UPLINK_KEY_ENVELOPE ? "kw:" : "ecb:", u->kek_label,
+			       ":", lower};
+	int r = ascrypto_token(parts, 4, out);
+	cred_wipe(lower, sizeof(lower));
+	return r;
+}
+
+/* Find or create the session of an uplink that carries an AppSKey field. */
+static int session_from_field(struct tunnel *t, const struct uplink *u, int64_t now_ms,
+			      struct as_session *ret, json_t **ans, int *status)
+{
+	char fp[65];
+	int r = key_fingerprint(u, fp);
+	if (r == 0)
+		r = journal_session_find(t->journal, u->customer_id, u->dev_eui, fp, ret);
+	if (r != -ENOENT) {
+		if (r < 0)
+			*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
+					 "cannot read the key store: %s", strerror(-r));
+		return r;
+	}
+	uint8_t astk[AS_KEY_LEN], wrapped[AS_WRAPPED_LEN];
+	r = journal_astk_find(t->journal, u->kek_label, u->customer_id, u->dev_eui, astk, NULL);
+	if (r == -ENOENT) {
+		*status =
+		    refuse(t, &t->stats.no_astk, 503, ans, u->dev_eui,
+			   u->kek_label[0] ? "no ASTK with KEKLabel '%s' (tpactl as import-astk)"
+					   : "no ASTK for CustomerID '%s' (tpactl as import-astk)",
+			   u->kek_label[0] ? u->kek_label : u->customer_id);
+		return r;
+	}
+	if (r < 0) {
+		*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
+				 "cannot read the ASTK: %s", strerror(-r));
+		return r;
+	}
+	struct as_session s = {.received_ms = now_ms,
+			       .fcnt_dn_next = u->has_fcnt_dn ? u->fcnt_dn : 0};
+	snprintf(s.customer_id, sizeof(s.customer_id), "%s", u->customer_id);
+	snprintf(s.dev_eui, sizeof(s.dev_eui), "%s", u->dev_eui);
+	snprintf(s.dev_addr, sizeof(s.dev_addr), "%s", u->dev_addr);
+	if (u->key_kind == UPLINK_KEY_ENVELOPE) {
+		r = hex_decode(u->key_hex, wrapped, AS_WRAPPED_LEN);
+		if (r == 0)
+			r = ascrypto_key_unwrap(astk, wrapped, AS_WRAPPED_LEN, s.key);
+		if (r < 0) {
+			*status = refuse(t, &t->stats.wrong_key, 401, ans, u->dev_eui,
+					 "AppSKey does not unwrap with the ASTK labelled '%s'",
+					 u->kek_label);
+			goto out;
+		}
+	} else {
+		uint8_t field[AS_KEY_LEN];
+		r = hex_decode(u->key_hex, field, AS_KEY_LEN);
+		if (r == 0)
+			r = ascrypto_appskey_unwrap(astk, field, s.key);
+		cred_wipe(field, sizeof(field));
+		if (r < 0) {
+			*status = refuse(t, &t->stats.bad_request, 400, ans, u->dev_eui,
+					 "AppSKey cannot be decrypted");
+			goto out;
+		}
+	}
+	r = journal_session_add(t->journal, fp, &s);
+	if (r < 0) {
+		*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
+				 "cannot store the AppSKey: %s", strerror(-r));
+		goto out;
+	}
+	log_info("tunnel: new session key for DevEUI %s (CustomerID %s)", u->dev_eui,
+		 u->customer_id[0] ? u->customer_id : "-");
+	*ret = s;
+out:
+	cred_wipe(astk, sizeof(astk));
+	cred_wipe(wrapped, sizeof(wrapped));
+	cred_wipe(&s, sizeof(s));
+	return r;
+}
+
+/* An uplink verified and decrypted, waiting for the group commit. */
+struct pending {
+	struct pending *next;
+	struct evhttp_request *req; /* NULL for tunnel_process() */
+	int64_t received_ms, session_id;
+	char dev_eui[17], customer_id[UPLINK_MAX_CUSTOMER + 1], dev_addr[9];
+	char time[UPLINK_MAX_TIME + 1];
+	int fport;
+	uint32_t fcnt_up, fcnt_dn;
+	bool has_fcnt_dn, encrypted, session_update;
+	char payload[2 * AS_MAX_FRM_PAYLOAD + 1];
+	char *radio;
+	/* After the commit. */
+	int64_t seq;
+	bool duplicate;
+};
+
+/*
+ * Everything but the commit: a final status with *ret_answer, or 0 with p filled for the
+ * journal.
+ */
+static int tunnel_check(struct tunnel *t, const char *query, const char *body, size_t len,
+			int64_t now_ms, json_t **ret_answer, struct pending *p)
+{
+	char reason[200];
+	struct uplink_query q;
+	struct uplink u;
+	struct as_session s = {0};
+	int status;
+	t->stats.requests++;
+	if (len > t->max_body)
+		return refuse(t, &t->stats.too_big, 413, ret_answer, NULL,
+			      "body of %zu bytes is over max-body (%zu)", len, t->max_body);
+	if (uplink_query_parse(query, &q, reason, sizeof(reason)) < 0)
+		return refuse(t,
+			      q.token[0] || !strstr(reason, "missing") ? &t->stats.bad_request
+								       : &t->stats.bad_token,
+			      q.token[0] || !strstr(reason, "missing") ? 400 : 401, ret_answer,
+			      NULL, "%s", reason);
+	int r = uplink_parse(body, len, &u, reason, sizeof(reason));
+	if (r == -ENOMEM)
+		return refuse(t, &t->stats.store_failed, 503, ret_answer, NULL, "out of memory");
+	if (r < 0)
+		return refuse(t, &t->stats.bad_request, 400, ret_answer, NULL, "%s", reason);
+
+	char tok[65];
+	if (uplink_token(&u, q.signed_part, t->key_lower, tok) < 0 ||
+	    !ascrypto_token_equal(tok, q.token)) {
+		status = refuse(t, &t->stats.bad_token, 401, ret_answer, u.dev_eui, "bad Token");
+		goto out;
+	}
+	const char *time_s = q.time[0] ? q.time : u.time;
+	int64_t sent_ms;
+	if (!time_s[0] || uplink_time_parse(time_s, &sent_ms) < 0) {
+		status = refuse(t, &t->stats.bad_request, 400, ret_answer, u.dev_eui, "Time is %s",
+				time_s[0] ? "not a date and time" : "missing");
+		goto out;
+	}
+	int64_t dev = now_ms - sent_ms;
+	if (dev < 0)
+		dev = -dev;
+	if (t->max_deviation_ms > 0 && dev > t->max_deviation_ms) {
+		status = refuse(t, &t->stats.stale_time, 401, ret_answer, u.dev_eui,
+				"stale Time: %" PRId64
+				" s from our clock (max-time-deviation %" PRId64 " s)",
+				dev / 1000, t->max_deviation_ms / 1000);
+		goto out;
+	}
+
+	bool need_key = u.payload_hex[0] && u.fport > 0;
+	if (u.key_kind != UPLINK_KEY_NONE) {
+		if (session_from_field(t, &u, now_ms, &s, ret_answer, &status) < 0)
+			goto out;
+	} else {
+		r = journal_session_newest(t->journal, u.customer_id, u.dev_eui, &s);
+		if (r == -ENOENT && need_key) {
+			status = refuse(t, &t->stats.unknown_device, 404, ret_answer, u.dev_eui,
+					"unknown DevEUI: no AppSKey field and no stored key");
+			goto out;
+		}
+		if (r < 0 && r != -ENOENT) {
+			status = refuse(t, &t->stats.store_failed, 503, ret_answer, u.dev_eui,
+					"cannot read the key store: %s", strerror(-r));
+			goto out;
+		}
+	}
+
+	/* A replay is found by the journal's unique key when it is inserted (commit_list). */
+	bool encrypted = false;
+	size_t n = strlen(u.payload_hex) / 2;
+	p->payload[0] = '\0';
+	if (n > 0) {
+		uint8_t buf[AS_MAX_FRM_PAYLOAD];
+		hex_decode(u.payload_hex, buf, n);
+		if (need_key) {
+			const char *addr = u.dev_addr[0] ? u.dev_addr : s.dev_addr;
+			uint32_t dev_addr = (uint32_t)strtoul(addr, NULL, 16);
+			ascrypto_frm_crypt(s.key, dev_addr, u.fcnt_up, AS_UPLINK, buf, n, buf);
+		} else {
+			encrypted =
+			    true; /* FPort 0: MAC commands under the NwkSKey we never hold */
+		}
+		hex_encode(buf, n, p->payload);
+		cred_wipe(buf, sizeof(buf));
+	}
+	p->radio = json_dumps(u.radio, JSON_COMPACT);
+	p->received_ms = now_ms;
+	p->session_id = s.id;
+	memcpy(p->dev_eui, u.dev_eui, sizeof(p->dev_eui));
+	memcpy(p->customer_id, u.customer_id, sizeof(p->customer_id));
+	snprintf(p->dev_addr, sizeof(p->dev_addr), "%s", u.dev_addr[0] ? u.dev_addr : s.dev_addr);
+	snprintf(p->time, sizeof(p->time), "%s", time_s);
+	p->fport = u.fport;
+	p->fcnt_up = u.fcnt_up;
+	p->has_fcnt_dn = u.has_fcnt_dn;
+	p->fcnt_dn = u.fcnt_dn;
+	/* The session row changes only when the device moved or the LRC's FCntDn passed ours. */
+	p->session_update = s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
+					 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next));
+	p->encrypted = encrypted;
+	status = 0;
+out:
+	cred_wipe(&s, sizeof(s));
+	uplink_clear(&u);
+	return status;
+}
+
+/*
+ * Commit a list of pending uplinks in one transaction (one fsync) and set each one's seq;
+ * a replay within the list or of the journal is marked duplicate. 0 or a negative errno
+ * (then nothing of the list was kept).
+ */
+static int commit_list(struct tunnel *t, struct pending *list)
+{
+	int r = journal_begin(t->journal);
+	for (struct pending *p = list; r == 0 && p; p = p->next) {
+		const struct journal_uplink ju = {
+		    .received_ms = p->received_ms,
+		    .session_id = p->session_id,
+		    .dev_eui = p->dev_eui,
+		    .customer_id = p->customer_id,
+		    .dev_addr = p->dev_addr,
+		    .time = p->time,
+		    .fport = p->fport,
+		    .fcnt_up = p->fcnt_up,
+		    .has_fcnt_dn = p->has_fcnt_dn,
+		    .fcnt_dn = p->fcnt_dn,
+		    .payload_hex = p->payload,
+		    .encrypted = p->encrypted,
+		    .radio = p->radio,
+		    .update_session = p->session_update,
+		};
+		r = journal_uplink_insert(t->journal, &ju, &p->seq);
+		p->duplicate = r == -EEXIST;
+		if (r == -EEXIST)
+			r = journal_uplink_find(t->journal, p->dev_eui, p->session_id, p->fcnt_up,
+						&p->seq);
+	}
+	if (r == 0)
+		return journal_commit(t->journal);
+	journal_rollback(t->journal);
+	return r;
+}
+
+/* The answer of one pending uplink after its commit (or the commit's failure). */
+static int pending_answer(struct tunnel *t, struct pending *p, int err, json_t **ret)
+{
+	if (err < 0)
+		return refuse(t, &t->stats.store_failed, 503, ret, p->dev_eui,
+			      "cannot commit the uplink: %s", strerror(-err));
+	if (p->duplicate) {
+		t->stats.duplicates++;
+		log_info("tunnel: DevEUI %s FCntUp %" PRIu32
+			 " again: already journaled as %" PRId64,
+			 p->dev_eui, p->fcnt_up, p->seq);
+	} else {
+		t->stats.accepted++;
+		log_debug("tunnel: DevEUI %s FCntUp %" PRIu32 " journaled as %" PRId64, p->dev_eui,
+			  p->fcnt_up, p->seq);
+	}
+	*ret = json_pack("{s:I, s:b}", "seq", (json_int_t)p->seq, "duplicate", p->duplicate);
+	return 200;
+}
+
+static void answer(struct evhttp_request *req, int status, json_t *body);
+
+/* Commit the batch and answer every request in it; then wake the streams. */
+static void flush_batch(struct tunnel *t)
+{
+	struct pending *list = t->batch;
+	t->batch = NULL;
+	t->batch_tail = &t->batch;
+	t->batch_n = 0;
+	if (!list)
+		return;
+	int r = commit_list(t, list);
+	int64_t last = 0;
+	while (list) {
+		struct pending *p = list;
+		list = p->next;
+		json_t *ans = NULL;
+		int status = pending_answer(t, p, r, &ans);
+		if (status == 200 && !p->duplicate && p->seq > last)
+			last = p->seq;
+		answer(p->req, status, ans);
+		free(p->radio);
+		free(p);
+	}
+	if (last && t->on_commit)
+		t->on_commit(last, t->arg);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	flush_batch(arg);
+}
+
+int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t len,
+		   int64_t now_ms, json_t **ret_answer)
+{
+	struct pending p = {0};
+	int status = tunnel_check(t, query, body, len, now_ms, ret_answer, &p);
+	if (status != 0)
+		return status;
+	status = pending_answer(t, &p, commit_list(t, &p), ret_answer);
+	free(p.radio);
+	if (status == 200 && !p.duplicate && t->on_commit)
+		t->on_commit(p.seq, t->arg);
+	return status;
+}
+
+/* Send a JSON answer with a status. */
+static void answer(struct evhttp_request *req, int status, json_t *body)
+{
+	static const struct {
+		int code;
+		const char *text;
+	} texts[] = {{200, "OK"},
+		     {400, "Bad Request"},
+		     {401, "Unauthorized"},
+		     {404, "Not Found"},
+		     {405, "Method Not Allowed"},
+		     {413, "Payload Too Large"},
+		     {503, "Service Unavailable"}};
+	const char *text = "Error";
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+		if (texts[i].code == status)
+			text = texts[i].text;
+	struct evbuffer *out = evbuffer_new();
+	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	if (out && s) {
+		evbuffer_add(out, s, strlen(s));
+		evbuffer_add(out, "\n", 1);
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "application/json");
+	evhttp_send_reply(req, status, text, out);
+	free(s);
+	if (out)
+		evbuffer_free(out);
+	json_decref(body);
+}
+
+static void request_cb(struct evhttp_request *req, void *arg)
+{
+	struct tunnel *t = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	json_t *ans = NULL;
+	int status;
+	if (!path || !*path)
+		path = "/";
+	if (strcmp(path, t->path) != 0) {
+		t->stats.requests++;
+		status =
+		    refuse(t, &t->stats.not_found, 404, &ans, NULL, "no tunnel at %.100s", path);
+	} else if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		t->stats.requests++;
+		status = refuse(t, &t->stats.bad_method, 405, &ans, NULL, "the tunnel takes POST");
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+	} else {
+		struct evbuffer *in = evhttp_request_get_input_buffer(req);
+		size_t len = evbuffer_get_length(in);
+		const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+		struct pending *p = calloc(1, sizeof(*p));
+		if (!p) {
+			status =
+			    refuse(t, &t->stats.store_failed, 503, &ans, NULL, "out of memory");
+		} else {
+			status = tunnel_check(t, evhttp_uri_get_query(uri), body ? body : "", len,
+					      clock_wall_ms(), &ans, p);
+			if (status == 0) {
+				/* Answered once committed, with whatever else this turn brought. */
+				p->req = req;
+				*t->batch_tail = p;
+				t->batch_tail = &p->next;
+				if (++t->batch_n >= MAX_BATCH)
+					flush_batch(t);
+				else
+					event_active(t->flush, EV_TIMEOUT, 1);
+				return;
+			}
+			free(p);
+		}
+	}
+	answer(req, status, ans);
+}
+
+/* Split "host:port" or "[v6]:port". */
+static int parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *colon;
+	if (s[0] == '[') {
+		const char *end = strchr(s, ']');
+		if (!end || end[1] != ':' || (size_t)(end - s - 1) >= hostlen)
+			return -EINVAL;
+		memcpy(host, s + 1, (size_t)(end - s - 1));
+		host[end - s - 1] = '\0';
+		colon = end + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || (size_t)(colon - s) >= hostlen || colon == s)
+			return -EINVAL;
+		memcpy(host, s, (size_t)(colon - s));
+		host[colon - s] = '\0';
+	}
+	char *end;
+	errno = 0;
+	long p = strtol(colon + 1, &end, 10);
+	if (!colon[1] || *end || errno || p < 0 || p > 65535)
+		return -EINVAL;
+	*port = (uint16_t)p;
+	return 0;
+}
+
+int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct journal *j,
+	       tunnel_commit_fn *on_commit, void *arg, struct tunnel **ret, char *err,
+	       size_t errlen)
+{
+	size_t klen = o->key ? strlen(o->key) : 0;
+	if (klen == 0 || klen >= sizeof(((struct tunnel *)0)->key_lower)) {
+		snprintf(err, errlen, "the tunnel key is empty or too long");
+		return -EINVAL;
+	}
+	struct tunnel *t = calloc(1, sizeof(*t));
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	t->journal = j;
+	t->batch_tail = &t->batch;
+	t->on_commit = on_commit;
+	t->arg = arg;
+	t->max_deviation_ms = o->max_deviation_ms;
+	t->max_body = o->max_body;
+	snprintf(t->path, sizeof(t->path), "%s", o->path && *o->path ? o->path : "/");
+	for (size_t i = 0; i <= klen; i++)
+		t->key_lower[i] = (char)tolower((unsigned char)o->key[i]);
+	if (!base || !o->listen) {
+		*ret = t;
+		return 0;
+	}
+	char host[256];
+	if (parse_listen(o->listen, host, sizeof(host), &t->port) < 0) {
+		snprintf(err, errlen, "tunnel.listen '%s' is not host:port", o->listen);
+		tunnel_free(t);
+		return -EINVAL;
+	}
+	t->http = evhttp_new(base);
+	t->flush = event_new(base, -1, 0, flush_cb, t);
+	if (!t->http || !t->flush) {
+		snprintf(err, errlen, "out of memory");
+		tunnel_free(t);
+		return -ENOMEM;
+	}
+	evhttp_set_max_body_size(t->http, (ev_ssize_t)(o->max_body * HARD_BODY_FACTOR));
+	evhttp_set_max_headers_size(t->http, 16384);
+	evhttp_set_timeout(t->http, (int)(o->timeout_s ? o->timeout_s : 30));
+	evhttp_set_allowed_methods(t->http, EVHTTP_REQ_POST | EVHTTP_REQ_GET | EVHTTP_REQ_PUT |
+						EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
+	evhttp_set_gencb(t->http, request_cb, t);
+	if (o->tls_cert_file) {
+		t->tls = tunnel_tls_new(o->tls_cert_file, o->tls_key_file, err, errlen);
+		if (!t->tls) {
+			tunnel_free(t);
+			return -EINVAL;
+		}
+		evhttp_set_bevcb(t->http, tunnel_tls_bevcb, t->tls);
+	}
+	t->bound = evhttp_bind_socket_with_handle(t->http, host, t->port);
+	if (!t->bound) {
+		snprintf(err, errlen, "tunnel.listen %s: cannot bind: %s", o->listen,
+			 strerror(errno ? errno : EADDRINUSE));
+		tunnel_free(t);
+		return -EADDRINUSE;
+	}
+	if (t->port == 0) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getsockname(evhttp_bound_socket_get_fd(t->bound), (struct sockaddr *)&ss,
+				&sl) == 0)
+			t->port =
+			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							   : ((struct sockaddr_in *)&ss)->sin_port);
+	}
+	log_info("tunnel listening on %s port %u, path %s%s", host, t->port, t->path,
+		 t->tls ? ", TLS" : "");
+	*ret = t;
+	return 0;
+}
+
+struct tunnel *tunnel_free(struct tunnel *t)
+{
+	if (!t)
+		return NULL;
+	flush_batch(t); /* what was verified is committed and answered before we go */
+	if (t->flush)
+		event_free(t->flush);
+	if (t->http)
+		evhttp_free(t->http);
+	tunnel_tls_free(t->tls);
+	cred_wipe(t->key_lower, sizeof(t->key_lower));
+	free(t);
+	return NULL;
+}
+
+uint16_t tunnel_port(const struct tunnel *t)
+{
+	return t->port;
+}
+
+void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret)
+{
+	*ret = t->stats;
+	ret->tls_failed = tunnel_tls_failures(t->tls);
+}

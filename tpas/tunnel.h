@@ -1,0 +1,66 @@
+/* tunnel: the LRC-AS tunnel endpoint (evhttp): each DevEUI_uplink verified, decrypted, journaled.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct event_base;
+struct journal;
+struct tunnel;
+
+/* What the tunnel answered, counted since start; one counter per outcome. */
+struct tunnel_stats {
+	uint64_t requests;
+	uint64_t accepted;	 /* 200, journaled */
+	uint64_t duplicates;	 /* 200, already journaled: not delivered again */
+	uint64_t bad_request;	 /* 400: malformed query or body, a field out of range */
+	uint64_t bad_token;	 /* 401: Token missing or wrong */
+	uint64_t stale_time;	 /* 401: Time outside max-time-deviation */
+	uint64_t wrong_key;	 /* 401: the AppSKey envelope does not unwrap with the ASTK */
+	uint64_t unknown_device; /* 404: no AppSKey field and no stored key */
+	uint64_t not_found;	 /* 404: another path */
+	uint64_t bad_method;	 /* 405 */
+	uint64_t too_big;	 /* 413 */
+	uint64_t no_astk;	 /* 503: an AppSKey field but no ASTK to unwrap it */
+	uint64_t store_failed;	 /* 503: the journal could not commit */
+	uint64_t tls_failed;	 /* TLS handshakes that failed (no HTTP answer possible) */
+};
+
+/* The tunnel's settings; strings are borrowed for tunnel_new() only. */
+struct tunnel_options {
+	const char *listen;	   /* host:port, [v6]:port */
+	const char *path;	   /* "/" */
+	const char *key;	   /* the tunnel key (LRC-AS key) as configured */
+	int64_t max_deviation_ms;  /* Time within this of our clock */
+	size_t max_body;	   /* bytes */
+	uint32_t timeout_s;	   /* a client that sends nothing for this long is closed */
+	const char *tls_cert_file; /* PEM chain: the listener speaks TLS; NULL: plain HTTP */
+	const char *tls_key_file;  /* its key when not the credential tunnel-tls-key */
+};
+
+/* Called after an uplink was committed, with its sequence number. */
+typedef void tunnel_commit_fn(int64_t seq, void *arg);
+
+/* Bind and serve; on failure a negative errno and one line in err. */
+int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct journal *j,
+	       tunnel_commit_fn *on_commit, void *arg, struct tunnel **ret, char *err,
+	       size_t errlen);
+
+/* Stop listening and close clients (the key is wiped). Accepts NULL; returns NULL. */
+struct tunnel *tunnel_free(struct tunnel *t);
+
+/*
+ * Handle one POST: query is the raw query string (NULL if none), body its bytes, now_ms
+ * the wall clock. Returns the HTTP status and sets *ret_answer (owned by the caller) to
+ * the JSON answer: {"seq", "duplicate"} or {"error"}. Exposed for the unit tests.
+ */
+int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t len,
+		   int64_t now_ms, json_t **ret_answer);
+
+/* The port the listener is bound to (useful with port 0). */
+uint16_t tunnel_port(const struct tunnel *t);
+
+void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret);

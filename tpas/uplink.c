@@ -1,0 +1,519 @@
+/* uplink: the LRC-AS tunnel's DevEUI_uplink (JSON or XML body, query string) parsed and checked. */
+#include "uplink.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "ascrypto.h"
+#include "cred.h"
+#include "hex.h"
+
+/* The scalar fields kept with the uplink for applications (radio and network metadata). */
+static const char *const radio_fields[] = {
+    "LrrRSSI", "LrrSNR",  "LrrESP",	"SpFact",    "SubBand",	     "Channel",	     "Lrrid",
+    "Lrcid",   "LrrLAT",  "LrrLON",	"DevLrrCnt", "MType",	     "mic_hex",	     "ADRbit",
+    "TxPower", "NbTrans", "InstantPER", "MeanPER",   "CustomerData", "DynamicClass",
+};
+
+__attribute__((format(printf, 3, 4))) static int fail(char *reason, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(reason, n, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* Parse a whole decimal number of at most 10 digits in 0..max. */
+static bool parse_uint(const char *s, uint64_t max, uint64_t *ret)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 10)
+		return false;
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (v > max)
+		return false;
+	*ret = v;
+	return true;
+}
+
+/* True if s is printable ASCII without quotes or backslashes (a CustomerID, a label). */
+static bool plain_text(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\')
+			return false;
+	return true;
+}
+
+/* Take one field of the uplink by name; value is its text. 1 if taken, 0 if not ours. */
+static int set_field(struct uplink *u, const char *name, const char *value, char *reason, size_t rn)
+{
+	uint64_t v;
+	size_t len = strlen(value);
+	if (strcmp(name, "DevEUI") == 0) {
+		if (!hex_valid(value, 16))
+			return fail(reason, rn, "DevEUI must be 16 hexadecimal digits");
+		hex_upper(u->dev_eui, value, 16);
+		memcpy(u->dev_eui_raw, value, 17);
+	} else if (strcmp(name, "FPort") == 0) {
+		if (!parse_uint(value, 255, &v) || len > 3)
+			return fail(reason, rn, "FPort must be a number from 0 to 255");
+		u->fport = (int)v;
+		snprintf(u->fport_s, sizeof(u->fport_s), "%s", value);
+	} else if (strcmp(name, "FCntUp") == 0) {
+		if (!parse_uint(value, UINT32_MAX, &v))
+			return fail(reason, rn, "FCntUp must be a 32-bit counter");
+		u->fcnt_up = (uint32_t)v;
+		snprintf(u->fcnt_up_s, sizeof(u->fcnt_up_s), "%s", value);
+	} else if (strcmp(name, "FCntDn") == 0) {
+		if (!parse_uint(value, UINT32_MAX, &v))
+			return fail(reason, rn, "FCntDn must be a 32-bit counter");
+		u->fcnt_dn = (uint32_t)v;
+		u->has_fcnt_dn = true;
+	} else if (strcmp(name, "payload_hex") == 0) {
+		if (len % 2 || len > 2 * AS_MAX_FRM_PAYLOAD || (len && !hex_valid_any(value)))
+			return fail(reason, rn,
+				    "payload_hex must be an even number of hexadecimal digits, "
+				    "at most %d",
+				    2 * AS_MAX_FRM_PAYLOAD);
+		memcpy(u->payload_hex, value, len + 1);
+	} else if (strcmp(name, "DevAddr") == 0) {
+		if (!hex_valid(value, 8))
+			return fail(reason, rn, "DevAddr must be 8 hexadecimal digits");
+		hex_upper(u->dev_addr, value, 8);
+		u->dev_addr_n = (uint32_t)strtoul(u->dev_addr, NULL, 16);
+	} else if (strcmp(name, "CustomerID") == 0) {
+		if (len > UPLINK_MAX_CUSTOMER || !plain_text(value))
+			return fail(reason, rn,
+				    "CustomerID must be at most %d printable characters",
+				    UPLINK_MAX_CUSTOMER);
+		memcpy(u->customer_id, value, len + 1);
+	} else if (strcmp(name, "Time") == 0) {
+		int64_t ms;
+		if (len > UPLINK_MAX_TIME || uplink_time_parse(value, &ms) < 0)
+			return fail(reason, rn, "Time is not a date and time");
+		memcpy(u->time, value, len + 1);
+	} else if (strcmp(name, "AppSKey") == 0) {
+		if (!hex_valid(value, 32))
+			return fail(reason, rn, "AppSKey must be 32 hexadecimal digits");
+		memcpy(u->key_hex, value, 33);
+		u->key_kind = UPLINK_KEY_BLOCK;
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
+/* Take a KeyEnvelope's two parts. */
+static int set_envelope(struct uplink *u, const char *label, const char *aes_key, char *reason,
+			size_t rn)
+{
+	if (!label || !aes_key)
+		return fail(reason, rn, "AppSKey envelope needs KEKLabel and AESKey");
+	if (!hex_valid(aes_key, 48) && !hex_valid(aes_key, 32))
+		return fail(reason, rn, "AppSKey.AESKey must be 48 hexadecimal digits");
+	if (strlen(label) > UPLINK_MAX_LABEL || !plain_text(label))
+		return fail(reason, rn, "AppSKey.KEKLabel must be at most %d printable characters",
+			    UPLINK_MAX_LABEL);
+	snprintf(u->key_hex, sizeof(u->key_hex), "%s", aes_key);
+	snprintf(u->kek_label, sizeof(u->kek_label), "%s", label);
+	/* An empty label means "not wrapped" in TS002: the key is then one plain block. */
+	u->key_kind = label[0] ? UPLINK_KEY_ENVELOPE : UPLINK_KEY_BLOCK;
+	if (u->key_kind == UPLINK_KEY_ENVELOPE && strlen(aes_key) != 48)
+		return fail(reason, rn, "AppSKey.AESKey must be 48 hexadecimal digits");
+	if (u->key_kind == UPLINK_KEY_BLOCK && strlen(aes_key) != 32)
+		return fail(reason, rn, "AppSKey.AESKey must be 32 hexadecimal digits");
+	return 0;
+}
+
+/* True if name is kept in radio. */
+static bool radio_field(const char *name)
+{
+	for (size_t i = 0; i < sizeof(radio_fields) / sizeof(radio_fields[0]); i++)
+		if (strcmp(radio_fields[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* The checks common to both syntaxes, once every field is in. */
+static int check_required(struct uplink *u, char *reason, size_t rn)
+{
+	if (!u->dev_eui[0])
+		return fail(reason, rn, "DevEUI is missing");
+	if (!u->fcnt_up_s[0])
+		return fail(reason, rn, "FCntUp is missing");
+	if (u->payload_hex[0] && u->fport < 0)
+		return fail(reason, rn, "FPort is missing");
+	if (u->payload_hex[0] && u->fport > 0 && !u->dev_addr[0])
+		return fail(reason, rn, "DevAddr is missing");
+	return 0;
+}
+
+static int parse_json(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		snprintf(reason, rn, "body is not JSON: %s (line %d)", jerr.text, jerr.line);
+		return -EBADMSG;
+	}
+	int r = 0;
+	json_t *up = json_object_get(root, "DevEUI_uplink");
+	if (!json_is_object(up)) {
+		r = fail(reason, rn, "body has no DevEUI_uplink object");
+		goto out;
+	}
+	const char *key;
+	json_t *val;
+	json_object_foreach(up, key, val)
+	{
+		char num[32];
+		const char *text = NULL;
+		if (json_is_string(val)) {
+			text = json_string_value(val);
+		} else if (json_is_integer(val)) {
+			snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
+				 json_integer_value(val));
+			text = num;
+		} else if (strcmp(key, "AppSKey") == 0 && json_is_object(val)) {
+			r = set_envelope(u, json_string_value(json_object_get(val, "KEKLabel")),
+					 json_string_value(json_object_get(val, "AESKey")), reason,
+					 rn);
+			if (r < 0)
+				goto out;
+			continue;
+		}
+		if (!text) {
+			if (json_is_number(val) && radio_field(key))
+				json_object_set(u->radio, key, val);
+			else if (strcmp(key, "DevEUI") == 0 || strcmp(key, "FCntUp") == 0 ||
+				 strcmp(key, "FPort") == 0 || strcmp(key, "payload_hex") == 0 ||
+				 strcmp(key, "AppSKey") == 0 || strcmp(key, "DevAddr") == 0 ||
+				 strcmp(key, "FCntDn") == 0 || strcmp(key, "CustomerID") == 0) {
+				r = fail(reason, rn, "%s has the wrong type", key);
+				goto out;
+			}
+			continue;
+		}
+		r = set_field(u, key, text, reason, rn);
+		if (r < 0)
+			goto out;
+		if (r == 0 && radio_field(key))
+			json_object_set(u->radio, key, val);
+		r = 0;
+	}
+	r = check_required(u, reason, rn);
+out:
+	json_decref(root);
+	return r;
+}
+
+/* The text of an element with only text inside, or NULL (caller xmlFree()s). */
+static char *xml_text(xmlNode *n)
+{
+	for (xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE)
+			return NULL;
+	return (char *)xmlNodeGetContent(n);
+}
+
+/* True if n has an element inside. */
+static bool has_child_element(xmlNode *n)
+{
+	for (xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE)
+			return true;
+	return false;
+}
+
+/* The text of the child element called name, or NULL (caller xmlFree()s). */
+static char *xml_child_text(xmlNode *n, const char *name)
+{
+	for (xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, name) == 0)
+			return xml_text(c);
+	return NULL;
+}
+
+/* Strip leading and trailing blanks of s in place. */
+static char *trim(char *s)
+{
+	while (*s && isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+static int parse_xml(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
+{
+	if (len > INT32_MAX)
+		return fail(reason, rn, "body too large");
+	/* No network, no entity expansion, no DTD loading: the LRC sends plain elements. */
+	xmlDoc *doc = xmlReadMemory(body, (int)len, "uplink.xml", NULL,
+				    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	if (!doc) {
+		const xmlError *e = xmlGetLastError();
+		snprintf(reason, rn, "body is not XML%s%.80s", e && e->message ? ": " : "",
+			 e && e->message ? e->message : "");
+		size_t n = strlen(reason);
+		while (n && reason[n - 1] == '\n')
+			reason[--n] = '\0';
+		xmlResetLastError();
+		return -EBADMSG;
+	}
+	int r = 0;
+	if (doc->intSubset || doc->extSubset) {
+		/* The LRC sends none; entities from one could only amplify. */
+		r = fail(reason, rn, "body has a DTD");
+		goto out;
+	}
+	xmlNode *root = xmlDocGetRootElement(doc);
+	if (!root || strcmp((const char *)root->name, "DevEUI_uplink") != 0) {
+		r = fail(reason, rn, "body has no DevEUI_uplink element");
+		goto out;
+	}
+	for (xmlNode *c = root->children; c; c = c->next) {
+		if (c->type != XML_ELEMENT_NODE)
+			continue;
+		const char *name = (const char *)c->name;
+		if (strcmp(name, "AppSKey") == 0 && has_child_element(c)) {
+			char *label = xml_child_text(c, "KEKLabel");
+			char *key = xml_child_text(c, "AESKey");
+			r = set_envelope(u, label ? trim(label) : NULL, key ? trim(key) : NULL,
+					 reason, rn);
+			xmlFree(label);
+			xmlFree(key);
+			if (r < 0)
+				goto out;
+			continue;
+		}
+		char *raw = xml_text(c);
+		if (!raw)
+			continue;
+		char *text = trim(raw);
+		r = set_field(u, name, text, reason, rn);
+		if (r == 0 && radio_field(name))
+			json_object_set_new(u->radio, name, json_string(text));
+		xmlFree(raw);
+		if (r < 0)
+			goto out;
+		r = 0;
+	}
+	r = check_required(u, reason, rn);
+out:
+	xmlFreeDoc(doc);
+	return r;
+}
+
+int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->fport = -1;
+	ret->radio = json_object();
+	if (!ret->radio)
+		return -ENOMEM;
+	size_t i = 0;
+	while (i < len && isspace((unsigned char)body[i]))
+		i++;
+	int r;
+	if (i == len)
+		r = fail(reason, reasonlen, "body is empty");
+	else if (body[i] == '{')
+		r = parse_json(body, len, ret, reason, reasonlen);
+	else if (body[i] == '<')
+		r = parse_xml(body, len, ret, reason, reasonlen);
+	else
+		r = fail(reason, reasonlen, "body is neither JSON nor XML");
+	if (r < 0)
+		uplink_clear(ret);
+	return r;
+}
+
+void uplink_clear(struct uplink *u)
+{
+	if (!u)
+		return;
+	json_decref(u->radio);
+	u->radio = NULL;
+	cred_wipe(u->key_hex, sizeof(u->key_hex));
+}
+
+/* Percent-decode a query value (with '+' as a space) into out; false if it does not fit. */
+static bool query_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '+') {
+			c = ' ';
+		} else if (c == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+			   isxdigit((unsigned char)s[i + 2])) {
+			char h[3] = {s[i + 1], s[i + 2], 0};
+			c = (char)strtol(h, NULL, 16);
+			i += 2;
+		}
+		if (o + 1 >= outlen)
+			return false;
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason, size_t reasonlen)
+{
+	memset(ret, 0, sizeof(*ret));
+	if (!query)
+		return fail(reason, reasonlen, "no query string (Token is missing)");
+	size_t qlen = strlen(query);
+	if (qlen > UPLINK_MAX_QUERY)
+		return fail(reason, reasonlen, "query string longer than %d bytes",
+			    UPLINK_MAX_QUERY);
+	const char *tok = NULL;
+	for (const char *p = query; p && *p;) {
+		const char *end = strchr(p, '&');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		const char *eq = memchr(p, '=', n);
+		size_t klen = eq ? (size_t)(eq - p) : n;
+		const char *val = eq ? eq + 1 : p + n;
+		size_t vlen = eq ? n - klen - 1 : 0;
+		if (klen == 5 && memcmp(p, "Token", 5) == 0) {
+			if (tok)
+				return fail(reason, reasonlen, "Token given twice");
+			tok = p;
+			if (vlen != AS_TOKEN_HEX)
+				return fail(reason, reasonlen,
+					    "Token must be 64 hexadecimal digits");
+			memcpy(ret->token, val, vlen);
+			ret->token[vlen] = '\0';
+			if (!hex_valid(ret->token, AS_TOKEN_HEX))
+				return fail(reason, reasonlen,
+					    "Token must be 64 hexadecimal digits");
+		} else if (klen == 4 && memcmp(p, "Time", 4) == 0) {
+			if (!query_decode(val, vlen, ret->time, sizeof(ret->time)))
+				return fail(reason, reasonlen, "Time is too long");
+		} else if (klen == 5 && memcmp(p, "AS_ID", 5) == 0) {
+			if (!query_decode(val, vlen, ret->as_id, sizeof(ret->as_id)))
+				return fail(reason, reasonlen, "AS_ID is too long");
+		}
+		p = end ? end + 1 : NULL;
+	}
+	if (!tok)
+		return fail(reason, reasonlen, "Token is missing");
+	/* What is signed: everything before "&Token=" as received. */
+	size_t sp = (size_t)(tok - query);
+	if (sp > 0)
+		sp--;
+	memcpy(ret->signed_part, query, sp);
+	ret->signed_part[sp] = '\0';
+	return 0;
+}
+
+int uplink_token(const struct uplink *u, const char *signed_query, const char *key_hex,
+		 char out[65])
+{
+	const char *parts[] = {u->customer_id, u->dev_eui_raw[0] ? u->dev_eui_raw : u->dev_eui,
+			       u->fport_s,     u->fcnt_up_s,
+			       u->payload_hex, signed_query,
+			       key_hex};
+	return ascrypto_token(parts, sizeof(parts) / sizeof(parts[0]), out);
+}
+
+/* Read exactly n digits at *p into *ret and advance. */
+static bool digits(const char **p, int n, int *ret)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		char c = (*p)[i];
+		if (c < '0' || c > '9')
+			return false;
+		v = v * 10 + (c - '0');
+	}
+	*p += n;
+	*ret = v;
+	return true;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t days_from_civil(int y, int m, int d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+int uplink_time_parse(const char *s, int64_t *ret_ms)
+{
+	int Y, M, D, h, m, sec, ms = 0;
+	const char *p = s;
+	if (!s || !digits(&p, 4, &Y) || *p++ != '-' || !digits(&p, 2, &M) || *p++ != '-' ||
+	    !digits(&p, 2, &D) || (*p != 'T' && *p != 't' && *p != ' '))
+		return -EINVAL;
+	p++;
+	if (!digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &m) || *p++ != ':' ||
+	    !digits(&p, 2, &sec))
+		return -EINVAL;
+	if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+		return -EINVAL;
+	if (*p == '.') {
+		p++;
+		int n = 0, scale = 100;
+		while (*p >= '0' && *p <= '9' && n < 9) {
+			ms += (*p - '0') * scale;
+			scale /= 10;
+			p++;
+			n++;
+		}
+		if (n == 0)
+			return -EINVAL;
+	}
+	int off = 0;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-' || *p == ' ') {
+		int sign = *p == '-' ? -1 : 1, oh, om;
+		p++;
+		if (!digits(&p, 2, &oh) || oh > 23)
+			return -EINVAL;
+		if (*p == ':')
+			p++;
+		if (!digits(&p, 2, &om) || om > 59)
+			return -EINVAL;
+		off = sign * (oh * 60 + om);
+	}
+	if (*p)
+		return -EINVAL;
+	int64_t days = days_from_civil(Y, M, D);
+	*ret_ms = ((days * 86400 + h * 3600 + m * 60 + sec) - (int64_t)off * 60) * 1000 + ms;
+	return 0;
+}
+
+void uplink_time_format(int64_t ms, char *out, size_t outlen)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	char base[32];
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, outlen, "%s.%03d+00:00", base, (int)(ms % 1000));
+}

@@ -1,0 +1,204 @@
+/* webhook: the journal's uplinks POSTed in order to an HTTP endpoint, with retries. */
+#include "webhook.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "http.h"
+#include "journal.h"
+#include "log.h"
+#include "pool.h"
+
+#define RETRY_MIN_MS 200
+
+struct webhook {
+	struct pool *pool;
+	struct journal *journal;
+	struct event *retry;
+	char url[512];
+	char path[HTTP_MAX_LINE / 4];
+	uint32_t retry_max_ms, backoff_ms, batch;
+	int64_t cursor;
+	int64_t sending_last; /* seq of the last uplink in the POST in flight; 0: none */
+	size_t sending_n;
+	uint64_t delivered, failures;
+	char last_error[160];
+};
+
+static void pump(struct webhook *w);
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	pump(arg);
+}
+
+/* A failed POST: wait longer each time, then send the same uplinks again. */
+static void failed(struct webhook *w, const char *why)
+{
+	w->failures++;
+	snprintf(w->last_error, sizeof(w->last_error), "%s", why);
+	w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : RETRY_MIN_MS;
+	if (w->backoff_ms > w->retry_max_ms)
+		w->backoff_ms = w->retry_max_ms;
+	log_warnx("webhook %s: %s; retrying in %u ms", w->url, why, w->backoff_ms);
+	struct timeval tv = {w->backoff_ms / 1000, (w->backoff_ms % 1000) * 1000};
+	evtimer_add(w->retry, &tv);
+}
+
+static void done_cb(const struct pool_result *r, void *arg)
+{
+	struct webhook *w = arg;
+	int64_t last = w->sending_last;
+	w->sending_last = 0;
+	char why[160];
+	if (r->err) {
+		snprintf(why, sizeof(why), "%s", r->reason ? r->reason : strerror(-r->err));
+		failed(w, why);
+		return;
+	}
+	if (r->res->status < 200 || r->res->status > 299) {
+		snprintf(why, sizeof(why), "answered %d", r->res->status);
+		failed(w, why);
+		return;
+	}
+	int rc = journal_cursor_set(w->journal, "webhook", last);
+	if (rc < 0) {
+		snprintf(why, sizeof(why), "cannot store the cursor: %s", strerror(-rc));
+		failed(w, why);
+		return;
+	}
+	w->delivered += w->sending_n;
+	w->cursor = last;
+	w->backoff_ms = 0;
+	w->last_error[0] = '\0';
+	pump(w);
+}
+
+/* Send the next uplinks past the cursor, unless a POST or a retry is pending. */
+static void pump(struct webhook *w)
+{
+	if (w->sending_last || evtimer_pending(w->retry, NULL))
+		return;
+	json_t *rows = journal_uplinks_after(w->journal, w->cursor, w->batch);
+	if (!rows) {
+		failed(w, "cannot read the journal");
+		return;
+	}
+	size_t n = json_array_size(rows);
+	if (n == 0) {
+		json_decref(rows);
+		return;
+	}
+	int64_t last = json_integer_value(json_object_get(json_array_get(rows, n - 1), "seq"));
+	json_t *body = json_pack("{s:o}", "uplinks", rows);
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	char *buf = NULL;
+	size_t len = 0;
+	const struct http_request hr = {
+	    .method = "POST",
+	    .host = pool_host(w->pool),
+	    .target = w->path,
+	    .content_type = "application/json",
+	    .body = text,
+	    .body_len = text ? strlen(text) : 0,
+	};
+	int r = text ? http_request_build(&hr, &buf, &len) : -ENOMEM;
+	free(text);
+	if (r == 0)
+		r = pool_submit(w->pool, buf, len, done_cb, w);
+	free(buf);
+	if (r < 0) {
+		failed(w, strerror(-r));
+		return;
+	}
+	w->sending_last = last;
+	w->sending_n = n;
+}
+
+struct webhook *webhook_new(struct event_base *base, const struct webhook_options *o,
+			    struct journal *j, char *err, size_t errlen)
+{
+	struct http_url u;
+	if (!o->url || http_url_parse(o->url, &u) < 0) {
+		snprintf(err, errlen, "webhook.url: want http://host[:port]/path, got %s",
+			 o->url ? o->url : "nothing");
+		return NULL;
+	}
+	if (u.tls) {
+		snprintf(err, errlen,
+			 "webhook.url: https needs certificate TLS in core/tls, not built yet");
+		return NULL;
+	}
+	struct webhook *w = calloc(1, sizeof(*w));
+	if (!w) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	w->journal = j;
+	w->retry_max_ms = o->retry_max_ms ? o->retry_max_ms : 30000;
+	w->batch = o->batch ? o->batch : 100;
+	snprintf(w->url, sizeof(w->url), "%s", o->url);
+	snprintf(w->path, sizeof(w->path), "%s", u.path[0] ? u.path : "/");
+	bool v6 = strchr(u.host, ':') != NULL;
+	char origin[HTTP_MAX_HOST + 32];
+	snprintf(origin, sizeof(origin), "http://%s%s%s:%u", v6 ? "[" : "", u.host, v6 ? "]" : "",
+		 u.port);
+	const struct pool_options po = {
+	    .url = origin,
+	    .sessions = 1,
+	    .queue = 4,
+	    .connect_timeout_ms = 5000,
+	    .handshake_timeout_ms = 5000,
+	    .request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 10000,
+	    .backoff_min_ms = RETRY_MIN_MS,
+	    .backoff_max_ms = w->retry_max_ms,
+	    .breaker_threshold = 1000000, /* the webhook's own retries pace it */
+	    .breaker_cooldown_ms = 1000,
+	    .max_response = 65536,
+	};
+	int r = journal_cursor_get(j, "webhook", &w->cursor);
+	w->pool = r == 0 ? pool_new(base, &po, err, errlen) : NULL;
+	w->retry = evtimer_new(base, retry_cb, w);
+	if (r < 0)
+		snprintf(err, errlen, "webhook: cannot read its cursor: %s", strerror(-r));
+	if (!w->pool || !w->retry) {
+		webhook_free(w);
+		return NULL;
+	}
+	log_info("webhook %s: delivering after seq %" PRId64, w->url, w->cursor);
+	pump(w);
+	return w;
+}
+
+struct webhook *webhook_free(struct webhook *w)
+{
+	if (!w)
+		return NULL;
+	pool_free(w->pool);
+	if (w->retry)
+		event_free(w->retry);
+	free(w);
+	return NULL;
+}
+
+void webhook_notify(struct webhook *w)
+{
+	if (w)
+		pump(w);
+}
+
+json_t *webhook_status_json(const struct webhook *w)
+{
+	if (!w)
+		return json_null();
+	return json_pack("{s:s, s:I, s:I, s:I, s:s}", "url", w->url, "cursor",
+			 (json_int_t)w->cursor, "delivered", (json_int_t)w->delivered, "failures",
+			 (json_int_t)w->failures, "lastError", w->last_error);
+}
