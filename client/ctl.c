@@ -341,6 +341,7 @@ int ctl_status(struct ctl *c, struct ctl_args *a)
 	printf("%s\n", any ? "" : "none");
 	print_upstream(json_object_get(p, "upstream"));
 	print_store(json_object_get(p, "store"));
+	ctl_print_printers(json_object_get(p, "printers"));
 	json_decref(p);
 	return health;
 }
@@ -397,7 +398,7 @@ int ctl_write_file(const char *path, const void *data, size_t len, bool atomic)
 
 json_t *ctl_qr_options(const struct ctl_args *a, const char *format)
 {
-	if (!format && !a->scale && !a->margin_set && !a->ec_level)
+	if (!format && !a->scale && !a->margin_set && !a->ec_level && !a->label)
 		return NULL;
 	json_t *q = json_object();
 	if (format)
@@ -408,6 +409,8 @@ json_t *ctl_qr_options(const struct ctl_args *a, const char *format)
 		json_object_set_new(q, "margin", json_integer(a->margin));
 	if (a->ec_level)
 		json_object_set_new(q, "ecLevel", json_string(a->ec_level));
+	if (a->label)
+		json_object_set_new(q, "label", json_true());
 	return q;
 }
 

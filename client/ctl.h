@@ -50,6 +50,10 @@ struct ctl_args {
 	bool ignore_unknown_columns; /* import */
 	int interval_ms;	     /* top: time between frames, 0 for the default */
 	const char *command;	     /* the command's name, for messages */
+	bool label;	     /* --label: the whole label layout, not the bare code */
+	bool print;	     /* --print: print on the station's default printer */
+	const char *printer; /* --printer */
+	int copies;	     /* --copies; 0: not given */
 	int argc;
 	char **argv;
 };
@@ -112,6 +116,13 @@ int ctl_device(struct ctl *c, struct ctl_args *a);
 int ctl_backup(struct ctl *c, struct ctl_args *a);
 int ctl_top(struct ctl *c, struct ctl_args *a);
 int ctl_adopt(struct ctl *c, struct ctl_args *a);
+int ctl_print(struct ctl *c, struct ctl_args *a);
+
+/* The print object of a station call from --print, --printer and --copies, or NULL. */
+json_t *ctl_print_options(const struct ctl_args *a);
+
+/* The printers of a Status reply, one line each. */
+void ctl_print_printers(json_t *printers);
 
 /* "tpactl ... as COMMAND ...": the tpas commands, parsing the whole command line. */
 int ctl_as_main(int argc, char **argv);

@@ -150,9 +150,136 @@ static int station_error(struct ctl *c, const struct ctl_args *a, const char *me
 	return 1;
 }
 
+/* ---- the path of calls that print or ask for the whole label layout ---- */
+
+/* A JSON qr of a reply: write it to -o, or show a text label on the terminal. */
+static int handle_label_json(const struct ctl_args *a, json_t *qr)
+{
+	const char *format = json_string_value(json_object_get(qr, "format"));
+	const char *data = json_string_value(json_object_get(qr, "data"));
+	if (!json_is_object(qr) || !format || !data)
+		return 0;
+	struct tpad_device d = {0};
+	if (base64_decode(data, strlen(data), &d.qr_data, &d.qr_len) < 0) {
+		fprintf(stderr, "tpactl: tpad sent a label that is not valid base64\n");
+		return 1;
+	}
+	snprintf(d.qr_format, sizeof(d.qr_format), "%s", format);
+	int status = handle_label(a, &d);
+	tpad_device_clear(&d);
+	return status;
+}
+
+/* Print a device record of a JSON reply for a person. */
+static void print_device_obj(json_t *d)
+{
+	static const char *const keys[] = {"devEUI",	 "joinEUI", "profileId", "serial",
+					   "ownerToken", "appKey",  "qrText"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const char *v = json_string_value(json_object_get(d, keys[i]));
+		if (v)
+			printf("%-11s %s\n", keys[i], v);
+	}
+	const char *state = json_string_value(json_object_get(d, "state"));
+	const char *source = json_string_value(json_object_get(d, "source"));
+	if (state)
+		printf("%-11s %s (%s)\n", "state", state, source ? source : "");
+}
+
+/* Set key to a string value if it was given. */
+static void set_opt(json_t *o, const char *key, const char *v)
+{
+	if (v)
+		json_object_set_new(o, key, json_string(v));
+}
+
+/*
+ * A station call with print options or the whole label (--print, --printer, --copies,
+ * --label), which libtpad-client does not carry yet: over tpactl's own connection, and
+ * a PrintFailed reply still shows the committed device.
+ */
+static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
+{
+	const char *method = activate ? "io.tpad.Station.Activate" : "io.tpad.Station.Lookup";
+	json_t *params = json_object();
+	set_opt(params, "devEUI", a->dev_eui);
+	if (activate) {
+		set_opt(params, "joinEUI", a->join_eui);
+		set_opt(params, "tkmInfo", a->tkm_info);
+		set_opt(params, "appKey", a->app_key);
+		set_opt(params, "serial", a->serial);
+		set_opt(params, "profileId", a->profile_id);
+		if (a->generate_app_key)
+			json_object_set_new(params, "generateAppKey", json_true());
+	}
+	const char *format = label_format(a);
+	json_t *qr = ctl_qr_options(a, format);
+	if (qr)
+		json_object_set_new(params, "qr", qr);
+	json_t *print = ctl_print_options(a);
+	if (print)
+		json_object_set_new(params, "print", print);
+	if (ctl_connect(c, c->path, CTL_STATION) < 0) {
+		json_decref(params);
+		return CTL_EXIT_CONNECT;
+	}
+	json_t *reply = NULL;
+	int r = ctl_send(c, method, params, false);
+	if (r == 0)
+		r = ctl_recv(c, &reply);
+	ctl_close(c);
+	if (r < 0)
+		return 1;
+	const char *error = json_string_value(json_object_get(reply, "error"));
+	bool print_failed = error && strcmp(error, "io.tpad.Station.PrintFailed") == 0;
+	if (error && !print_failed) {
+		int st = 1;
+		if (ctl_wrong_socket(c, method, reply)) {
+			st = CTL_EXIT_USAGE;
+		} else {
+			if (a->json)
+				ctl_print_json(reply);
+			ctl_print_error(reply);
+		}
+		json_decref(reply);
+		return st;
+	}
+	json_t *p = json_object_get(reply, "parameters");
+	int status;
+	if (print_failed) {
+		/* The device is committed and carried by the error: show it, then why. */
+		if (a->json)
+			ctl_print_json(reply);
+		else
+			print_device_obj(json_object_get(p, "device"));
+		status = handle_label_json(a, json_object_get(p, "qr"));
+		fprintf(stderr, "tpactl: PrintFailed: printer=%s, reason=%s\n",
+			json_string_value(json_object_get(p, "printer")),
+			json_string_value(json_object_get(p, "reason")));
+		json_decref(reply);
+		return status ? status : 1;
+	}
+	if (a->json) {
+		ctl_print_json(p ? p : json_object());
+	} else {
+		print_device_obj(json_object_get(p, "device"));
+		json_t *pr = json_object_get(p, "print");
+		if (pr)
+			printf("%-11s %s on %s (job %lld)\n", "print",
+			       json_string_value(json_object_get(pr, "state")),
+			       json_string_value(json_object_get(pr, "printer")),
+			       (long long)json_integer_value(json_object_get(pr, "job")));
+	}
+	status = handle_label_json(a, json_object_get(p, "qr"));
+	json_decref(reply);
+	return status;
+}
+
 /* Run a station call through libtpad-client and present its device and label. */
 static int station_run(struct ctl *c, struct ctl_args *a, bool activate)
 {
+	if (a->print || a->printer || a->copies || a->label)
+		return station_call_raw(c, a, activate);
 	const char *format = label_format(a);
 	struct tpad_label label = {.format = format,
 				   .scale = a->scale,

@@ -82,7 +82,7 @@ static const char *paint(const struct screen *s, const char *word, char *buf, si
 		return word;
 	const char *code = "31";
 	if (!strcmp(word, "ok") || !strcmp(word, "closed") || !strcmp(word, "ready") ||
-	    !strcmp(word, "busy"))
+	    !strcmp(word, "busy") || !strcmp(word, "idle") || !strcmp(word, "processing"))
 		code = "32";
 	else if (!strcmp(word, "degraded") || !strcmp(word, "half-open") ||
 		 !strcmp(word, "connecting") || !strcmp(word, "handshaking"))
@@ -194,9 +194,11 @@ static void draw(struct screen *s, const char *path, json_t *st, const char *err
 		size_t i;
 		json_t *p;
 		json_array_foreach(printers, i, p)
-		    line(s, "%s %s  %s  queue %lld", i ? "            " : "Printers    ",
-			 gets_or(p, "name", "?"),
-			 paint(s, gets_or(p, "state", "?"), b1, sizeof(b1)), geti(p, "queue"));
+		    line(s, "%s %s  %s  queue %lld  printed %lld  failed %lld",
+			 i ? "            " : "Printers    ", gets_or(p, "name", "?"),
+			 paint(s, gets_or(p, "state", "?"), b1, sizeof(b1)), geti(p, "queued"),
+			 geti(json_object_get(p, "jobs"), "printed"),
+			 geti(json_object_get(p, "jobs"), "failed"));
 	} else {
 		line(s, "Printers     none configured");
 	}

@@ -7,9 +7,9 @@ _tpactl() {
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="activate lookup status import export devices device adopt metrics backup top as help"
+	local commands="activate lookup status import export devices device adopt print metrics backup top as help"
 	local global="--socket --json --help --version"
-	local label="--format --output -o --scale --margin --ec-level --invert"
+	local label="--format --output -o --scale --margin --ec-level --invert --label --print --printer --copies"
 
 	case $prev in
 	--socket)
@@ -28,7 +28,7 @@ _tpactl() {
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return ;;
 	--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--scale|--margin|\
-	--concurrency|--limit|--interval)
+	--concurrency|--limit|--interval|--printer|--copies)
 		return ;;
 	esac
 
@@ -36,7 +36,8 @@ _tpactl() {
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in
 		--socket|--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--format|\
-		--scale|--margin|--ec-level|--concurrency|--failures|--out|--state|--limit|-o|--output)
+		--scale|--margin|--ec-level|--concurrency|--failures|--out|--state|--limit|-o|--output|\
+		--printer|--copies|--interval)
 			((i++)) ;;
 		-*) ;;
 		*) cmd=${words[i]}; break ;;
@@ -85,6 +86,7 @@ _tpactl() {
 	adopt|device) opts="" ;;
 	metrics) opts="--format" ;;
 	top) opts="--interval" ;;
+	print) opts="--state --printer --copies" ;;
 	backup)
 		if [[ $cur != -* ]]; then
 			COMPREPLY=($(compgen -f -- "$cur"))

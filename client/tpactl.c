@@ -37,11 +37,17 @@ enum opt_id {
 	OPT_INVERT,
 	OPT_IGNORE_UNKNOWN,
 	OPT_INTERVAL,
+	OPT_PRINT,
+	OPT_PRINTER,
+	OPT_COPIES,
+	OPT_LABEL,
 };
 
 /* Which options each command takes (bit set by enum opt_id - OPT_DEV_EUI). */
 #define BIT(o) (1u << ((o)-OPT_DEV_EUI))
-#define QR_BITS (BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL))
+#define QR_BITS                                                                                    \
+	(BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL) | BIT(OPT_LABEL))
+#define PRINT_BITS (BIT(OPT_PRINT) | BIT(OPT_PRINTER) | BIT(OPT_COPIES))
 
 static const char *const label_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
 static const char *const export_formats[] = {"png", "svg", "zpl", "csv", NULL};
@@ -74,7 +80,7 @@ struct command {
 static const struct command commands[] = {
     {"activate", ctl_activate, CTL_STATION,
      BIT(OPT_DEV_EUI) | BIT(OPT_JOIN_EUI) | BIT(OPT_TKM_INFO) | BIT(OPT_APP_KEY) |
-	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS |
+	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS | PRINT_BITS |
 	 BIT(OPT_INVERT),
      true, 0, 0,
      "--dev-eui EUI [--tkm-info HEX | --app-key HEX | --generate-app-key]\n"
@@ -87,8 +93,9 @@ static const struct command commands[] = {
      "  --join-eui EUI      JoinEUI (default: device.join-eui)\n"
      "  --serial S          serial number printed in the label\n"
      "  --profile-id ID     ProfileID, 8 hex digits (default: qr.profile-id)\n" QR_HELP},
-    {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS | BIT(OPT_INVERT), true, 0, 0,
-     "--dev-eui EUI [LABEL OPTIONS]", "show a stored device and its label (offline mode)",
+    {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS | PRINT_BITS | BIT(OPT_INVERT),
+     true, 0, 0, "--dev-eui EUI [LABEL OPTIONS]",
+     "show a stored device and its label (offline mode)",
      "  --dev-eui EUI       the device's DevEUI, 16 hex digits (required)\n" QR_HELP},
     {"status", ctl_status, CTL_ADMIN, 0, false, 0, 0, "",
      "health of tpad, the cloud link and the store (exit 4, 5, 6 when unhealthy)",
@@ -125,6 +132,13 @@ static const struct command commands[] = {
      "take a FOREIGN device's token from the cloud",
      "  EUI                 the DevEUI of a device the store holds as FOREIGN (imported\n"
      "                      by someone else, or by an attempt tpad cannot vouch for)\n"},
+    {"print", ctl_print, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_PRINTER) | BIT(OPT_COPIES), false, 0,
+     1, "EUI | --state STATE [--printer NAME] [--copies N]",
+     "print (reprint) labels, a batch as one job",
+     "  EUI                 the device to print\n"
+     "  --state STATE       every device in this state instead (e.g. ISSUED)\n"
+     "  --printer NAME      the printer (default print.default)\n"
+     "  --copies N          copies of each label, 1 to 100\n"},
     {"backup", ctl_backup, CTL_ADMIN, 0, false, 1, 1, "FILE",
      "copy the store into FILE while tpad serves (SQLite online backup)",
      "  FILE                where the copy goes; tpad writes it (mode 0600, owned by\n"
@@ -363,6 +377,10 @@ int main(int argc, char **argv)
 	    {"state", required_argument, NULL, OPT_STATE},
 	    {"limit", required_argument, NULL, OPT_LIMIT},
 	    {"interval", required_argument, NULL, OPT_INTERVAL},
+	    {"print", no_argument, NULL, OPT_PRINT},
+	    {"printer", required_argument, NULL, OPT_PRINTER},
+	    {"copies", required_argument, NULL, OPT_COPIES},
+	    {"label", no_argument, NULL, OPT_LABEL},
 	    {"output", required_argument, NULL, 'o'},
 	    {0},
 	};
@@ -438,6 +456,7 @@ int main(int argc, char **argv)
 		case OPT_SCALE:
 		case OPT_MARGIN:
 		case OPT_CONCURRENCY:
+		case OPT_COPIES:
 		case OPT_LIMIT: {
 			char *end;
 			errno = 0;
@@ -451,6 +470,8 @@ int main(int argc, char **argv)
 				a.margin = (int)v;
 			else if (o == OPT_CONCURRENCY)
 				a.concurrency = (int)v;
+			else if (o == OPT_COPIES)
+				a.copies = (int)v;
 			else
 				a.limit = (int)v;
 			if (o == OPT_MARGIN)
@@ -489,6 +510,15 @@ int main(int argc, char **argv)
 			break;
 		case OPT_STATE:
 			a.state = optarg;
+			break;
+		case OPT_PRINT:
+			a.print = true;
+			break;
+		case OPT_LABEL:
+			a.label = true;
+			break;
+		case OPT_PRINTER:
+			a.printer = optarg;
 			break;
 		case ':':
 			return usage_error(hint_cmd, "%s needs a value", argv[optind - 1]);

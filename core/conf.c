@@ -154,6 +154,8 @@ static int directive_set(const struct conf_directive *d, char *base, const char 
 	const char *unit = "";
 	char list[256];
 
+	if (d->validate && d->validate(v, why, whylen) < 0)
+		return -EINVAL;
 	switch (d->type) {
 	case CONF_STR:
 	case CONF_STR_OPT: {
@@ -229,6 +231,30 @@ static int directive_set(const struct conf_directive *d, char *base, const char 
 		names_text(d->names, list, sizeof(list));
 		snprintf(why, whylen, "must be %s", list);
 		return -EINVAL;
+	case CONF_TENTHS:
+		if (parse_number(v, &num, &unit) < 0 || num > UINT32_MAX / 10) {
+			snprintf(why, whylen, "must be a number such as 50 or 25.4");
+			return -EINVAL;
+		}
+		num *= 10;
+		if (*unit == '.' && unit[1] >= '0' && unit[1] <= '9') {
+			num += (uint64_t)(unit[1] - '0');
+			unit += 2;
+			while (*unit == '0')
+				unit++;
+		}
+		if (*unit) {
+			snprintf(why, whylen, "must be a number such as 50 or 25.4");
+			return -EINVAL;
+		}
+		if (num < d->min || num > d->max) {
+			snprintf(why, whylen, "must be between %llu.%llu and %llu.%llu",
+				 (unsigned long long)d->min / 10, (unsigned long long)d->min % 10,
+				 (unsigned long long)d->max / 10, (unsigned long long)d->max % 10);
+			return -ERANGE;
+		}
+		*(uint32_t *)slot = (uint32_t)num;
+		return 0;
 	case CONF_BOOL:
 		if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") ||
 		    !strcmp(v, "1"))
@@ -668,6 +694,14 @@ static void print_value(FILE *f, const struct conf_directive *d, const char *bas
 	case CONF_BOOL:
 		fputs(*(const bool *)slot ? "yes" : "no", f);
 		break;
+	case CONF_TENTHS: {
+		uint32_t v = *(const uint32_t *)slot;
+		if (v % 10)
+			fprintf(f, "%u.%u", v / 10, v % 10);
+		else
+			fprintf(f, "%u", v / 10);
+		break;
+	}
 	}
 }
 

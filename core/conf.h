@@ -31,6 +31,8 @@ enum conf_type {
 	CONF_ENUM,     /* one of names, any case; its index (int) */
 	CONF_ENUM_STR, /* one of names, any case; the name as written in names (char *) */
 	CONF_BOOL,     /* yes|no|true|false|on|off|1|0 (bool) */
+	CONF_TENTHS,   /* a number with at most one decimal ("25.4"), stored times ten, in
+			  [min, max] tenths (uint32_t) */
 };
 
 struct conf_directive {
@@ -41,6 +43,9 @@ struct conf_directive {
 	uint64_t min, max;	  /* ranges; CONF_HEX: digits in min; CONF_MODE: max */
 	const char *const *names; /* CONF_ENUM, CONF_ENUM_STR: NULL-terminated */
 	size_t aux;		  /* CONF_GIDS, CONF_UIDS: offset of the size_t count */
+	/* Optional: a rule of the program's own for the value as written, checked before it
+	 * is stored; 0, or -EINVAL with the reason in why (reported at file:line). */
+	int (*validate)(const char *value, char *why, size_t whylen);
 };
 
 /* "[prefix.NAME]" sections, each an instance in an array inside the config struct. */

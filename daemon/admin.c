@@ -794,7 +794,7 @@ void admin_export(struct tpad *t, struct req *r)
 		invalid(r, "state", "must be PENDING, ISSUED or FAILED");
 		return;
 	}
-	if (label_opts(t->cfg, json_object_get(params, "qr"), &c->qr, &want) < 0) {
+	if (label_opts(t->cfg, t->layout, json_object_get(params, "qr"), &c->qr, &want) < 0) {
 		export_free(c);
 		invalid(r, "qr", "unknown error correction level");
 		return;

@@ -32,3 +32,10 @@ void admin_get_device(struct tpad *t, struct req *r);
  * asserts the cloud's record is this device's); audited as "adopted".
  */
 void admin_adopt(struct tpad *t, struct req *r);
+
+/*
+ * io.tpad.Admin.Print: one device (devEUI) or every device of a state as one print job
+ * (admin_print.c); each device's print audited. Replies {printer, job, state, labels} or
+ * PrintFailed{printer, reason, job?}.
+ */
+void admin_print(struct tpad *t, struct req *r);

@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "conf.h"
 #include "hex.h"
+#include "layout.h"
 
 #define OFF(f) offsetof(struct config, f)
 #define DEFAULT_SUITES                                                                             \
@@ -18,6 +20,93 @@ static const char *const auth_names[] = {"psk", "psk+oauth2", NULL};
 static const char *const tls_min_names[] = {"1.1", "1.2", NULL};
 static const char *const ec_names[] = {"L", "M", "Q", "H", NULL};
 static const char *const qr_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
+static const char *const caption_positions[] = {"right", "below", NULL};
+static const char *const printer_languages[] = {"auto", "zpl", "pdf", NULL};
+
+/* label.caption-N: a template over {devEUI}, {joinEUI}, {serial}; empty is no line. */
+static int caption_validate(const char *v, char *why, size_t whylen)
+{
+	return *v ? layout_caption_check(v, why, whylen) : 0;
+}
+
+/* printer.NAME.url: socket://host[:port], ipp://host[:port][/path] or ipps://. */
+static int printer_url_validate(const char *v, char *why, size_t whylen)
+{
+	const char *host = NULL;
+	if (!*v)
+		return 0;
+	if (strncmp(v, "socket://", 9) == 0)
+		host = v + 9;
+	else if (strncmp(v, "ipp://", 6) == 0)
+		host = v + 6;
+	else if (strncmp(v, "ipps://", 7) == 0)
+		host = v + 7;
+	if (!host) {
+		snprintf(why, whylen, "must start with socket://, ipp:// or ipps://");
+		return -EINVAL;
+	}
+	if (!*host || *host == '/' || *host == ':') {
+		snprintf(why, whylen, "has no host");
+		return -EINVAL;
+	}
+	for (const char *p = v; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+			snprintf(why, whylen, "must not contain blanks or control characters");
+			return -EINVAL;
+		}
+	size_t hl = strcspn(host, "/?");
+	if (hl >= 256) {
+		snprintf(why, whylen, "has a host name that is too long");
+		return -EINVAL;
+	}
+	const char *colon = memrchr(host, ':', hl);
+	if (colon && host[0] != '[') {
+		char *end;
+		errno = 0;
+		unsigned long port = strtoul(colon + 1, &end, 10);
+		if (errno || port == 0 || port > 65535 || end != host + hl) {
+			snprintf(why, whylen, "has a bad port");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+#define POFF(f) offsetof(struct config_printer, f)
+
+/* The keys of a [printer.<name>] section. */
+static const struct conf_directive printer_directives[] = {
+    {.name = "url", .type = CONF_STR_OPT, .offset = POFF(url), .def = "",
+     .validate = printer_url_validate},
+    {.name = "language", .type = CONF_ENUM, .offset = POFF(language), .def = "auto",
+     .names = printer_languages},
+    {.name = "dpi", .type = CONF_UINT, .offset = POFF(dpi), .def = "0", .min = 0, .max = 1200},
+    {.name = "width", .type = CONF_TENTHS, .offset = POFF(width), .def = "0", .min = 0,
+     .max = 5000},
+    {.name = "height", .type = CONF_TENTHS, .offset = POFF(height), .def = "0", .min = 0,
+     .max = 5000},
+    {.name = "timeout", .type = CONF_DURATION, .offset = POFF(timeout_ms), .def = "10s",
+     .min = 100, .max = 600000},
+    {.name = "status-interval", .type = CONF_DURATION, .offset = POFF(status_interval_ms),
+     .def = "30s", .min = 0, .max = 86400000},
+    {.name = "queue", .type = CONF_UINT, .offset = POFF(queue), .def = "64", .min = 1,
+     .max = 100000},
+    {.name = "station-uids", .type = CONF_UIDS, .offset = POFF(station_uids), .def = "",
+     .aux = POFF(n_station_uids)},
+    {.name = "station-groups", .type = CONF_GIDS, .offset = POFF(station_gids), .def = "",
+     .aux = POFF(n_station_gids)},
+};
+
+static const struct conf_section_type sections[] = {
+    {.prefix = "printer",
+     .directives = printer_directives,
+     .n_directives = sizeof(printer_directives) / sizeof(printer_directives[0]),
+     .array_offset = OFF(printers),
+     .count_offset = OFF(n_printers),
+     .elem_size = sizeof(struct config_printer),
+     .max = CONFIG_MAX_PRINTERS,
+     .name_offset = POFF(name)},
+};
 
 static const struct conf_directive directives[] = {
     {.name = "station.socket",
@@ -391,7 +480,35 @@ static const struct conf_directive directives[] = {
      .def = "",
      .min = 0,
      .max = 0},
+    {.name = "label.width", .type = CONF_TENTHS, .offset = OFF(label.width), .def = "57",
+     .min = 50, .max = 5000},
+    {.name = "label.height", .type = CONF_TENTHS, .offset = OFF(label.height), .def = "32",
+     .min = 50, .max = 5000},
+    {.name = "label.dpi", .type = CONF_UINT, .offset = OFF(label.dpi), .def = "203",
+     .min = 100, .max = 1200},
+    {.name = "label.qr-size", .type = CONF_TENTHS, .offset = OFF(label.qr_size), .def = "0",
+     .min = 0, .max = 5000},
+    {.name = "label.qr-x", .type = CONF_TENTHS, .offset = OFF(label.qr_x), .def = "0",
+     .min = 0, .max = 5000},
+    {.name = "label.qr-y", .type = CONF_TENTHS, .offset = OFF(label.qr_y), .def = "0",
+     .min = 0, .max = 5000},
+    {.name = "label.caption-1", .type = CONF_STR_OPT, .offset = OFF(label.captions[0]),
+     .def = "{devEUI}", .validate = caption_validate},
+    {.name = "label.caption-2", .type = CONF_STR_OPT, .offset = OFF(label.captions[1]),
+     .def = "{serial}", .validate = caption_validate},
+    {.name = "label.caption-3", .type = CONF_STR_OPT, .offset = OFF(label.captions[2]),
+     .def = "", .validate = caption_validate},
+    {.name = "label.caption-4", .type = CONF_STR_OPT, .offset = OFF(label.captions[3]),
+     .def = "", .validate = caption_validate},
+    {.name = "label.font-size", .type = CONF_UINT, .offset = OFF(label.font_size), .def = "6",
+     .min = 4, .max = 72},
+    {.name = "label.captions", .type = CONF_ENUM, .offset = OFF(label.caption_position),
+     .def = "right", .names = caption_positions},
+
+    {.name = "print.default", .type = CONF_STR_OPT, .offset = OFF(print_default), .def = ""},
 };
+
+static int printers_check(const struct config *c, char *why, size_t whylen);
 
 /* Cross-directive rules, checked once the whole file is read. */
 static int config_check(const void *cfg, char *why, size_t whylen)
@@ -423,15 +540,65 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 		snprintf(why, whylen, "station.socket and admin.socket are the same path");
 		return -EINVAL;
 	}
-	return 0;
+	return printers_check(c, why, whylen);
 }
 
 static const struct conf_schema schema = {
     .directives = directives,
     .n_directives = sizeof(directives) / sizeof(directives[0]),
+    .sections = sections,
+    .n_sections = sizeof(sections) / sizeof(sections[0]),
     .origins_offset = OFF(origins),
     .check = config_check,
 };
+
+/* The printers' rules: a url each, pdf only over IPP, print.default names one. */
+static int printers_check(const struct config *c, char *why, size_t whylen)
+{
+	char name[128];
+	for (size_t i = 0; i < c->n_printers; i++) {
+		const struct config_printer *p = &c->printers[i];
+		if (!p->url) {
+			snprintf(why, whylen, "[printer.%s] has no url", p->name);
+			return -EINVAL;
+		}
+		if (p->language == PRINTER_LANG_PDF && strncmp(p->url, "socket://", 9) == 0) {
+			snprintf(name, sizeof(name), "printer.%s.language", p->name);
+			snprintf(why, whylen,
+				 "%s: %s = pdf needs an ipp:// or ipps:// url; socket:// printers "
+				 "take zpl",
+				 conf_origin(&schema, c, name), name);
+			return -EINVAL;
+		}
+	}
+	if (c->print_default && !config_printer_find(c, c->print_default)) {
+		snprintf(why, whylen, "%s: print.default: no [printer.%s] section",
+			 conf_origin(&schema, c, "print.default"), c->print_default);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+const struct config_printer *config_printer_find(const struct config *c, const char *name)
+{
+	for (size_t i = 0; name && i < c->n_printers; i++)
+		if (strcmp(c->printers[i].name, name) == 0)
+			return &c->printers[i];
+	return NULL;
+}
+
+enum printer_language config_printer_language(const struct config_printer *p)
+{
+	if (p->language != PRINTER_LANG_AUTO)
+		return p->language;
+	return p->url && strncmp(p->url, "socket://", 9) == 0 ? PRINTER_LANG_ZPL
+							      : PRINTER_LANG_PDF;
+}
+
+const char *config_origin(const struct config *c, const char *name)
+{
+	return conf_origin(&schema, c, name);
+}
 
 void config_defaults(struct config *c)
 {

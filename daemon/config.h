@@ -8,7 +8,10 @@
 #include <sys/types.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/tpad/tpad.conf"
-#define CONFIG_MAX_LIST 32 /* = CONF_MAX_IDS */
+#define CONFIG_MAX_LIST 32	       /* = CONF_MAX_IDS */
+#define CONFIG_MAX_PRINTERS 16	       /* [printer.<name>] sections */
+#define CONFIG_MAX_CAPTIONS 4	       /* label.caption-1 .. label.caption-4 */
+#define CONFIG_PRINTER_NAME_MAX 64 /* bytes of a printer's name, NUL included */
 
 struct conf_origins;
 
@@ -27,6 +30,57 @@ enum qr_ec_level {
 	QR_EC_M,
 	QR_EC_Q,
 	QR_EC_H,
+};
+
+/* What a printer is sent: raw ZPL, or a PDF document; auto: by the url's scheme. */
+enum printer_language {
+	PRINTER_LANG_AUTO,
+	PRINTER_LANG_ZPL,
+	PRINTER_LANG_PDF,
+};
+
+/* Where captions go: right of the QR code, or under it. */
+enum label_captions {
+	LABEL_CAPTIONS_RIGHT,
+	LABEL_CAPTIONS_BELOW,
+};
+
+/*
+ * One label layout (label.*). Lengths are in tenths of a millimetre; 0 for qr_size means
+ * "as large as the label allows". Captions are templates over {devEUI}, {joinEUI} and
+ * {serial}; NULL or "" lines are left out.
+ */
+struct config_label {
+	uint32_t width;	 /* 0.1 mm */
+	uint32_t height; /* 0.1 mm */
+	uint32_t dpi;
+	uint32_t qr_size; /* 0.1 mm, quiet zone included; 0 = auto */
+	uint32_t qr_x;	  /* 0.1 mm, left edge of the quiet zone */
+	uint32_t qr_y;	  /* 0.1 mm, top edge of the quiet zone */
+	char *captions[CONFIG_MAX_CAPTIONS];
+	uint32_t font_size; /* points */
+	enum label_captions caption_position;
+};
+
+/*
+ * One [printer.<name>] section. url is socket://host[:port] (raw ZPL, port 9100 by
+ * default), ipp://host[:port]/path or ipps://... (IPP Everywhere through libcups).
+ * dpi, width and height of 0 take the label.* values.
+ */
+struct config_printer {
+	char *name;
+	char *url;
+	enum printer_language language; /* see config_printer_language() */
+	uint32_t dpi;
+	uint32_t width;	 /* 0.1 mm */
+	uint32_t height; /* 0.1 mm */
+	uint32_t timeout_ms;
+	uint32_t status_interval_ms; /* 0: only asked before each job */
+	uint32_t queue;		     /* jobs waiting at most */
+	uid_t station_uids[CONFIG_MAX_LIST];
+	size_t n_station_uids;
+	gid_t station_gids[CONFIG_MAX_LIST];
+	size_t n_station_gids;
 };
 
 /*
@@ -120,9 +174,27 @@ struct config {
 
 	/* [metrics] */
 	char *metrics_listen; /* HOST:PORT of the HTTP /metrics endpoint; NULL: off */
+	/* [label] */
+	struct config_label label;
+
+	/* [print] */
+	char *print_default; /* NULL: no printer unless a station's own or a call names one */
+
+	/* [printer.<name>] */
+	struct config_printer printers[CONFIG_MAX_PRINTERS];
+	size_t n_printers;
 
 	struct conf_origins *origins; /* where each value came from (core/conf) */
 };
+
+/* The printer section called name, or NULL. */
+const struct config_printer *config_printer_find(const struct config *c, const char *name);
+
+/* A printer's language: as configured, or ZPL for socket:// and PDF for ipp(s)://. */
+enum printer_language config_printer_language(const struct config_printer *p);
+
+/* Where a directive's value came from ("default", "file:line"); name as in the file. */
+const char *config_origin(const struct config *c, const char *name);
 
 /* Fill *c with every directive's default. */
 void config_defaults(struct config *c);

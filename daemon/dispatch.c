@@ -22,10 +22,12 @@
 #include "config.h"
 #include "cred.h"
 #include "iface.h"
+#include "layout.h"
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "print.h"
 #include "qr.h"
 #include "rng.h"
 #include "server.h"
@@ -110,6 +112,8 @@ static void h_status(struct tpad *t, struct req *r)
 			json_object_set_new(sj, "failing", json_boolean(dispatch_store_failing(t)));
 		json_object_set_new(o, "store", sj);
 	}
+	if (t->print)
+		json_object_set_new(o, "printers", print_status_json(t->print));
 	if (t->act) {
 		struct activation_stats as;
 		activation_get_stats(t->act, &as);
@@ -391,6 +395,7 @@ static const struct handler handlers[] = {
     {"io.tpad.Admin.Export", admin_export},
     {"io.tpad.Admin.ListDevices", admin_list_devices},
     {"io.tpad.Admin.GetDevice", admin_get_device},
+    {"io.tpad.Admin.Print", admin_print},
     {"io.tpad.Admin.Adopt", admin_adopt},
 };
 
@@ -620,6 +625,16 @@ int dispatch_init(struct tpad *t)
 		log_errx("upstream: %s", err);
 		return -EINVAL;
 	}
+	r = layout_new(&t->cfg->label, 0, 0, 0, t->cfg->qr_ec_level, &t->layout, err, sizeof(err));
+	if (r < 0) {
+		log_errx("%s", err);
+		return r;
+	}
+	t->print = print_new(t->base, t->cfg, err, sizeof(err));
+	if (!t->print) {
+		log_errx("printers: %s", err);
+		return -EINVAL;
+	}
 	t->rng = rng_new("tpad AppKey generator");
 	t->act = activation_new(&production_ops, t, t->cfg->device_join_eui, t->cfg->qr_profile_id);
 	t->settle_ev = event_new(t->base, -1, EV_PERSIST, settle_tick, t);
@@ -664,7 +679,10 @@ void dispatch_finish(struct tpad *t)
 	/*
 	 * Order matters: without the cloud no new request can start; closing the store runs
 	 * its last callbacks, which find the cloud gone; then what is left is dropped.
+	 * Printers go first: a job still queued is answered while the store can audit it.
 	 */
+	t->print = print_free(t->print);
+	t->layout = layout_free(t->layout);
 	if (t->settle_ev)
 		event_free(t->settle_ev);
 	t->settle_ev = NULL;
@@ -733,7 +751,28 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "metrics.listen: %s", why);
 		return -EINVAL;
 	}
-	int r = check_credential("store-key", cfg->store_key_file, true, err, errlen);
+	/* The label and each printer's variant of it must fit a typical code and captions. */
+	struct layout *l;
+	int r = layout_new(&cfg->label, 0, 0, 0, cfg->qr_ec_level, &l, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, errlen, "%s", why);
+		return r;
+	}
+	layout_free(l);
+	for (size_t i = 0; i < cfg->n_printers; i++) {
+		const struct config_printer *p = &cfg->printers[i];
+		r = layout_new(&cfg->label, p->dpi, p->width, p->height, cfg->qr_ec_level, &l, why,
+			       sizeof(why));
+		if (r < 0) {
+			char url[128];
+			snprintf(url, sizeof(url), "printer.%s.url", p->name);
+			snprintf(err, errlen, "[printer.%s] (%s): %s", p->name, config_origin(cfg, url),
+				 why);
+			return r;
+		}
+		layout_free(l);
+	}
+	r = check_credential("store-key", cfg->store_key_file, true, err, errlen);
 	if (r == 0 && strncmp(cfg->upstream_url, "https:", 6) == 0)
 		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
 	if (r == 0 && cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2)
@@ -751,7 +790,10 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 	uint64_t counts[STORE_N_STATES] = {0};
 	if (t->store)
 		store_count(t->store, counts);
-	snprintf(buf, len, "%s; %llu issued, %llu pending; %u station clients", up,
+	char printers[160] = "";
+	print_status_line(t->print, printers, sizeof(printers));
+	snprintf(buf, len, "%s; %llu issued, %llu pending; %u station clients%s%s", up,
 		 (unsigned long long)counts[STORE_ISSUED],
-		 (unsigned long long)counts[STORE_PENDING], st.connections[SOCK_STATION]);
+		 (unsigned long long)counts[STORE_PENDING], st.connections[SOCK_STATION],
+		 printers[0] ? "; " : "", printers);
 }

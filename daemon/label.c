@@ -8,6 +8,7 @@
 #include "base64.h"
 #include "config.h"
 #include "hex.h"
+#include "layout.h"
 #include "qr.h"
 #include "store.h"
 
@@ -25,13 +26,16 @@ int label_text(const struct config *cfg, const struct store_record *r, char *out
 	return qr_tr005(&f, out, len);
 }
 
-int label_opts(const struct config *cfg, json_t *qr, struct qr_opts *ret, bool *ret_want)
+int label_opts(const struct config *cfg, const struct layout *layout, json_t *qr,
+	       struct qr_opts *ret, bool *ret_want)
 {
 	struct qr_opts o;
 	qr_opts_default(&o);
 	o.scale = (int)cfg->qr_scale;
 	o.margin = (int)cfg->qr_margin;
 	o.level = cfg->qr_ec_level;
+	o.layout = layout;
+	o.label = json_is_true(json_object_get(qr, "label"));
 	*ret_want = false;
 	if (!json_is_object(qr)) {
 		*ret = o;
@@ -151,9 +155,31 @@ int label_precompute(const struct config *cfg, struct store *store, const struct
 	return err;
 }
 
+/* The whole label of o->layout for r, with its captions. */
+static json_t *label_layout_json(const struct store_record *r, const char *text,
+				 const struct qr_opts *o, int *ret_err)
+{
+	enum layout_format fmt = o->format == QR_FORMAT_ZPL   ? LAYOUT_ZPL
+				 : o->format == QR_FORMAT_SVG ? LAYOUT_SVG
+							      : LAYOUT_PNG;
+	struct layout_fields f = {r->dev_eui, r->join_eui, r->serial[0] ? r->serial : NULL};
+	uint8_t *data;
+	size_t len;
+	char err[256];
+	int e = layout_render(o->layout, fmt, text, &f, &data, &len, err, sizeof(err));
+	if (e < 0) {
+		*ret_err = e;
+		return NULL;
+	}
+	return image_json(o->format, data, len, ret_err);
+}
+
 json_t *label_image_for(const struct config *cfg, struct store *store, const struct store_record *r,
 			const char *text, const struct qr_opts *o, int *ret_err)
 {
+	if (o->layout && (o->format == QR_FORMAT_ZPL ||
+			  (o->label && (o->format == QR_FORMAT_PNG || o->format == QR_FORMAT_SVG))))
+		return label_layout_json(r, text, o, ret_err);
 	/* The printer encodes ZPL labels itself: nothing to reuse. */
 	if (o->format == QR_FORMAT_ZPL || !store)
 		return label_image_json(text, o, ret_err);

@@ -14,17 +14,22 @@ struct store_record;
 /* The label text of r: TR005 with its checksum, or qr.template if configured. */
 int label_text(const struct config *cfg, const struct store_record *r, char *out, size_t len);
 
+struct layout;
+
 /*
  * Image options from a call's validated "qr" object over the configured defaults.
- * *ret_want is false when no image is wanted (no object, or format "none").
+ * *ret_want is false when no image is wanted (no object, or format "none"). layout (may
+ * be NULL) draws ZPL labels, and PNG or SVG ones when the object has label: true.
  */
-int label_opts(const struct config *cfg, json_t *qr, struct qr_opts *ret, bool *ret_want);
+int label_opts(const struct config *cfg, const struct layout *layout, json_t *qr,
+	       struct qr_opts *ret, bool *ret_want);
 
 /* {format, data: base64} of text's QR image; NULL with *ret_err set on failure. */
 json_t *label_image_json(const char *text, const struct qr_opts *o, int *ret_err);
 
 /*
- * The label image of r (whose label text is text): drawn from the QR code stored for it
+ * The label image of r (whose label text is text): the whole label of o->layout (ZPL, or
+ * PNG and SVG with o->label), captions included, or else the bare code, drawn from the QR code stored for it
  * when one matches text and o->level, else encoded now and, at the configured level for
  * an issued device, stored for next time. store may be NULL.
  */

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "clock.h"
 #include "dispatch.h"
+#include "layout.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
@@ -277,6 +278,8 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
+	/* Font caches of the label layout go at exit, after every thread has stopped. */
+	atexit(layout_global_cleanup);
 	const char *path = CONFIG_DEFAULT_PATH;
 	bool explicit_path = false, check = false, print = false;
 	int c;

@@ -16,6 +16,7 @@
 
 #include "activation.h"
 #include "dispatch.h"
+#include "print.h"
 #include "server.h"
 #include "store.h"
 #include "tpa.h"
@@ -224,6 +225,46 @@ static void render_store(struct out *f, const struct tpad *t)
 	sample(f, "tpad_store_queue_depth", NULL, s.queued);
 }
 
+/*
+ * Label printers, as the print module writes them (Prometheus text). For OpenMetrics
+ * the counter families it declares with "_total" are declared without it.
+ */
+static void render_printers(struct out *o, const struct tpad *t)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (!m)
+		return;
+	print_metrics(t->print, m);
+	if (fclose(m) != 0) {
+		free(buf);
+		return;
+	}
+	for (char *line = buf, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		size_t n = strlen(line);
+		if (o->fmt == METRICS_OPENMETRICS && strncmp(line, "# TYPE ", 7) == 0 && n > 15 &&
+		    strcmp(line + n - 8, " counter") == 0 && n - 8 > 13 &&
+		    strncmp(line + n - 14, "_total", 6) == 0) {
+			fprintf(o->f, "# TYPE %.*s counter\n", (int)(n - 7 - 14), line + 7);
+			continue;
+		}
+		if (o->fmt == METRICS_OPENMETRICS && strncmp(line, "# HELP ", 7) == 0) {
+			const char *sp = strchr(line + 7, ' ');
+			size_t nl = sp ? (size_t)(sp - line - 7) : 0;
+			if (nl > 6 && strncmp(line + 7 + nl - 6, "_total", 6) == 0) {
+				fprintf(o->f, "# HELP %.*s%s\n", (int)(nl - 6), line + 7, sp);
+				continue;
+			}
+		}
+		fprintf(o->f, "%s\n", line);
+	}
+	free(buf);
+}
+
 /* Seconds since the epoch at which the system booted, from /proc/stat; 0 if unknown. */
 static unsigned long long boot_time(void)
 {
@@ -353,6 +394,7 @@ char *metrics_render(const struct tpad *t, enum metrics_format fmt)
 	render_activations(&o, t);
 	render_upstream(&o, (struct tpad *)t);
 	render_store(&o, t);
+	render_printers(&o, t);
 	if (fmt == METRICS_OPENMETRICS)
 		fputs("# EOF\n", o.f);
 	if (fclose(o.f) != 0) {

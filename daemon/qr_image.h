@@ -50,6 +50,12 @@ struct qr_opts {
 	enum qr_ec_level level;
 	const char *caption;
 	bool compact; /* PNG: smallest file at more CPU, for images made once and kept */
+	/*
+	 * label.c only: draw the whole label of this layout (struct layout, label.*) rather
+	 * than the bare code: always for ZPL, and for PNG and SVG when label is set.
+	 */
+	bool label;
+	const void *layout;
 };
 
 /* Fill *o with the defaults: PNG, scale 4, margin 4, level M, no caption. */

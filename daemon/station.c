@@ -14,10 +14,17 @@
 #include "label.h"
 #include "log.h"
 #include "message.h"
+#include "print.h"
 #include "qr.h"
 #include "server.h"
 #include "store.h"
 #include "tpad.h"
+
+/* What a call asked to print: a printer (resolved) and copies; printer[0] = nothing. */
+struct print_want {
+	char printer[CONFIG_PRINTER_NAME_MAX];
+	unsigned copies;
+};
 
 /* One Activate call waiting for its activation. */
 struct pending_activate {
@@ -25,7 +32,19 @@ struct pending_activate {
 	struct req *r;
 	struct qr_opts qr;
 	bool want_qr;
+	struct print_want print;
 	uint64_t started_us;
+	char dev_eui[17];
+};
+
+/* One reply waiting for its print job. */
+struct pending_print {
+	struct tpad *t;
+	struct req *r;
+	json_t *reply; /* {device, qr?}: the record is committed */
+	const char *method;
+	uint32_t uid;
+	int32_t pid;
 	char dev_eui[17];
 };
 
@@ -55,6 +74,127 @@ static json_t *device_reply(struct tpad *t, const struct store_record *rec, cons
 		/* The token is stored; Lookup can render the label again once fixed. */
 		log_warn_errno(err, "cannot render the label of %s", rec->dev_eui);
 	return reply;
+}
+
+/*
+ * Read a call's "print" object: the printer named, else the station's own, else
+ * print.default. false after sending InvalidParameter (unknown printer, none at all).
+ */
+static bool print_want_parse(struct tpad *t, struct req *r, struct print_want *ret)
+{
+	json_t *o = json_object_get(req_params(r), "print");
+	ret->printer[0] = '\0';
+	ret->copies = 1;
+	if (!json_is_object(o))
+		return true;
+	const struct peer *peer = req_peer(r);
+	const char *name = json_string_value(json_object_get(o, "printer"));
+	json_t *copies = json_object_get(o, "copies");
+	if (json_is_integer(copies))
+		ret->copies = (unsigned)json_integer_value(copies);
+	if (!name)
+		name = print_default_for(t->print, peer->uid, peer->gid);
+	if (!name) {
+		invalid(r, "print.printer",
+			"no printer named, and no default printer for this station "
+			"(print.default or a printer's station-uids / station-groups)");
+		return false;
+	}
+	if (!print_has(t->print, name)) {
+		char why[128];
+		snprintf(why, sizeof(why), "no printer named '%.40s' ([printer.<name>] in tpad.conf)",
+			 name);
+		invalid(r, "print.printer", why);
+		return false;
+	}
+	snprintf(ret->printer, sizeof(ret->printer), "%s", name);
+	return true;
+}
+
+/* Audit one print of a device. */
+static void print_audit(struct tpad *t, const char *dev_eui, const char *method, uint32_t uid,
+			int32_t pid, const char *printer, uint64_t job, const char *reason)
+{
+	char outcome[128];
+	if (reason)
+		snprintf(outcome, sizeof(outcome), "print failed on %.32s job %llu: %.50s", printer,
+			 (unsigned long long)job, reason);
+	else
+		snprintf(outcome, sizeof(outcome), "printed on %.32s job %llu", printer,
+			 (unsigned long long)job);
+	if (t->store)
+		store_audit(t->store, dev_eui, method, uid, pid, outcome);
+}
+
+/* The PrintFailed error: the committed record travels with it, so nothing is lost. */
+static void reply_print_failed(struct req *r, json_t *reply, const char *printer, int64_t job,
+			       const char *reason)
+{
+	json_object_set_new(reply, "printer", json_string(printer));
+	json_object_set_new(reply, "reason", json_string(reason));
+	if (job > 0)
+		json_object_set_new(reply, "job", json_integer(job));
+	req_error(r, "io.tpad.Station.PrintFailed", reply);
+}
+
+/* The print job of a reply ended. */
+static void on_printed(const struct print_result *res, void *arg)
+{
+	struct pending_print *pp = arg;
+	print_audit(pp->t, pp->dev_eui, pp->method, pp->uid, pp->pid, res->printer, res->job,
+		    res->ok ? NULL : res->reason);
+	if (res->ok) {
+		json_t *p = json_pack("{s:s, s:I, s:s, s:f}", "printer", res->printer, "job",
+				      (json_int_t)res->job, "state", "printed", "sendMs",
+				      res->sent_ms);
+		if (p && res->printer_job)
+			json_object_set_new(p, "printerJob", json_integer(res->printer_job));
+		json_object_set_new(pp->reply, "print", p);
+		req_reply(pp->r, pp->reply, false);
+	} else {
+		reply_print_failed(pp->r, pp->reply, res->printer, (int64_t)res->job, res->reason);
+	}
+	free(pp);
+}
+
+/*
+ * Send reply, or first print rec's label when the call asked for it: the record is
+ * committed already, so a failed print never loses the token (it rides in PrintFailed).
+ */
+static void reply_maybe_print(struct tpad *t, struct req *r, json_t *reply,
+			      const struct store_record *rec, const struct print_want *pw,
+			      const char *method)
+{
+	if (!pw->printer[0]) {
+		req_reply(r, reply, false);
+		return;
+	}
+	const struct peer *peer = req_peer(r);
+	struct print_label *l = calloc(1, sizeof(*l));
+	struct pending_print *pp = calloc(1, sizeof(*pp));
+	char err[256] = "out of memory";
+	int64_t job = -ENOMEM;
+	if (l && pp && label_text(t->cfg, rec, l->text, sizeof(l->text)) == 0) {
+		snprintf(l->dev_eui, sizeof(l->dev_eui), "%s", rec->dev_eui);
+		snprintf(l->join_eui, sizeof(l->join_eui), "%s", rec->join_eui);
+		snprintf(l->serial, sizeof(l->serial), "%s", rec->serial);
+		*pp = (struct pending_print){.t = t,
+					     .r = r,
+					     .reply = reply,
+					     .method = method,
+					     .uid = (uint32_t)peer->uid,
+					     .pid = (int32_t)peer->pid};
+		snprintf(pp->dev_eui, sizeof(pp->dev_eui), "%s", rec->dev_eui);
+		job = print_submit(t->print, pw->printer, l, 1, pw->copies, on_printed, pp, err,
+				   sizeof(err));
+	}
+	free(l);
+	if (job > 0)
+		return;
+	free(pp);
+	print_audit(t, rec->dev_eui, method, (uint32_t)peer->uid, (int32_t)peer->pid, pw->printer,
+		    0, err);
+	reply_print_failed(r, reply, pw->printer, 0, err);
 }
 
 /* Map an activation failure to the protocol's error. */
@@ -117,7 +257,8 @@ static void on_activated(const struct act_result *res, void *arg)
 	if (res->outcome == ACT_OK) {
 		json_t *reply = device_reply(p->t, &res->rec, source, &p->qr, p->want_qr);
 		if (reply)
-			req_reply(p->r, reply, false);
+			reply_maybe_print(p->t, p->r, reply, &res->rec, &p->print,
+					  "io.tpad.Station.Activate");
 		else
 			req_error(p->r, "io.tpad.Station.Busy", NULL);
 	} else {
@@ -170,13 +311,18 @@ void station_activate(struct tpad *t, struct req *r)
 	}
 
 	struct pending_activate *p = calloc(1, sizeof(*p));
-	if (!p || label_opts(t->cfg, json_object_get(params, "qr"), &p->qr, &p->want_qr) < 0) {
+	if (!p || label_opts(t->cfg, t->layout, json_object_get(params, "qr"), &p->qr, &p->want_qr) < 0) {
 		free(p);
 		cred_wipe(&q, sizeof(q));
 		if (p)
 			invalid(r, "qr", "unknown format or error correction level");
 		else
 			req_error(r, "io.tpad.Station.Busy", NULL);
+		return;
+	}
+	if (!print_want_parse(t, r, &p->print)) {
+		free(p);
+		cred_wipe(&q, sizeof(q));
 		return;
 	}
 	p->t = t;
@@ -200,10 +346,13 @@ void station_lookup(struct tpad *t, struct req *r)
 	proto_param_hex(params, "devEUI", dev_eui, HEX_EUI);
 	struct qr_opts qr;
 	bool want_qr;
-	if (label_opts(t->cfg, json_object_get(params, "qr"), &qr, &want_qr) < 0) {
+	if (label_opts(t->cfg, t->layout, json_object_get(params, "qr"), &qr, &want_qr) < 0) {
 		invalid(r, "qr", "unknown format or error correction level");
 		return;
 	}
+	struct print_want pw;
+	if (!print_want_parse(t, r, &pw))
+		return;
 	struct store_record rec;
 	int rc = store_get(t->store, dev_eui, &rec);
 	const char *outcome = "ok";
@@ -236,7 +385,7 @@ void station_lookup(struct tpad *t, struct req *r)
 		store_audit(t->store, dev_eui, "io.tpad.Station.Lookup", (uint32_t)peer->uid,
 			    (int32_t)peer->pid, "stored");
 		if (reply)
-			req_reply(r, reply, false);
+			reply_maybe_print(t, r, reply, &rec, &pw, "io.tpad.Station.Lookup");
 		else
 			req_error(r, "io.tpad.Station.Busy", NULL);
 	}

@@ -14,6 +14,8 @@ struct store;
 struct activation;
 struct rng;
 struct metrics_http;
+struct layout;
+struct print;
 
 struct tpad {
 	struct event_base *base;
@@ -26,6 +28,8 @@ struct tpad {
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
 	struct metrics_http *metrics; /* HTTP /metrics; NULL when metrics.listen is unset */
+	struct layout *layout; /* label.* at label.dpi: station and export labels */
+	struct print *print;   /* label printers */
 	struct event *settle_ev;   /* background settling of PENDING rows */
 	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
 	uint64_t started_us; /* monotonic */

@@ -36,6 +36,12 @@ static const struct param_spec qr_options_params[] = {
     {"scale", PARAM_INT, false, 1, 20},
     {"margin", PARAM_INT, false, 0, 16},
     {"ecLevel", PARAM_STRING, false, 0, 0},
+    {"label", PARAM_BOOL, false, 0, 0},
+};
+
+static const struct param_spec print_options_params[] = {
+    {"printer", PARAM_STRING, false, 1, 63},
+    {"copies", PARAM_INT, false, 1, PROTO_MAX_COPIES},
 };
 
 static const struct param_spec import_row_params[] = {
@@ -58,11 +64,20 @@ static const struct param_spec activate_params[] = {
     {"appKey", PARAM_APP_KEY, false, 0, 0},
     {"generateAppKey", PARAM_BOOL, false, 0, 0},
     {"qr", PARAM_QR_OPTIONS, false, 0, 0},
+    {"print", PARAM_PRINT_OPTIONS, false, 0, 0},
 };
 
 static const struct param_spec lookup_params[] = {
     {"devEUI", PARAM_EUI, true, 0, 0},
     {"qr", PARAM_QR_OPTIONS, false, 0, 0},
+    {"print", PARAM_PRINT_OPTIONS, false, 0, 0},
+};
+
+static const struct param_spec print_params[] = {
+    {"devEUI", PARAM_EUI, false, 0, 0},
+    {"state", PARAM_STATE, false, 0, 0},
+    {"printer", PARAM_STRING, false, 1, 63},
+    {"copies", PARAM_INT, false, 1, PROTO_MAX_COPIES},
 };
 
 static const struct param_spec import_params[] = {
@@ -138,6 +153,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN, false, metrics_params),
     METHOD(IFACE_ADMIN, "Backup", PROTO_SOCKET_ADMIN, false, backup_params),
+    METHOD(IFACE_ADMIN, "Print", PROTO_SOCKET_ADMIN, false, print_params),
     METHOD(IFACE_AS, "Uplinks", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, true,
 	   uplinks_params),
     METHOD(IFACE_AS, "SendDownlink", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, false,
@@ -584,6 +600,10 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 		}
 		return 0;
 	}
+	case PARAM_PRINT_OPTIONS:
+		if (!json_is_object(val))
+			return fault_set(v->fault, v->error, name, "must be an object");
+		return check_object(v, print_options_params, N(print_options_params), val, name);
 	case PARAM_HEX: {
 		size_t n = s ? json_string_length(val) : 0;
 		if (!s || n != strlen(s) || n % 2 || (long long)n < spec->min ||

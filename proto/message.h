@@ -10,6 +10,7 @@
 
 #define PROTO_MAX_IMPORT_ROWS 1000 /* rows in one io.tpad.Admin.Import call */
 #define PROTO_SERIAL_MAX 64	   /* characters of a serial number */
+#define PROTO_MAX_COPIES 100	   /* copies of one label in one print */
 
 #define PROTO_ERR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
 #define PROTO_ERR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
@@ -61,6 +62,7 @@ enum param_type {
 	PARAM_QR_OPTIONS,    /* object: format, scale, margin, ecLevel */
 	PARAM_EXPORT_FORMAT, /* png, svg, zpl or csv */
 	PARAM_IMPORT_ROWS,   /* array of at most PROTO_MAX_IMPORT_ROWS ImportRow objects */
+	PARAM_PRINT_OPTIONS, /* object: printer (1..63 characters), copies (1..100) */
 	PARAM_HEX,	     /* an even number of hexadecimal digits, min..max of them */
 };
 

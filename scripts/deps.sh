@@ -4,8 +4,13 @@ tpad_install_deps() {
 	local pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev python3
 		libevent-dev libmbedtls-dev libjansson-dev libqrencode-dev libsystemd-dev
 		libsqlite3-dev libpng-dev systemd util-linux zbar-tools qrencode stunnel4 socat
-		curl openssl python3-prometheus-client prometheus tmux groff-base man-db sqlite3 spin
-		libxml2-dev python3-cryptography "$@")
+		curl openssl python3-prometheus-client prometheus tmux groff-base man-db sqlite3 spin libxml2-dev
+		python3-cryptography
+		libcairo2-dev libfontconfig-dev libcups2-dev fonts-dejavu-core cups-ipp-utils
+		poppler-utils dbus-daemon "$@")
+	# The print tests render ZPL with a renderer from the npm registry; a Node.js that
+	# ships its own npm (NodeSource) must not be replaced by Debian's.
+	command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 	local missing=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

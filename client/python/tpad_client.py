@@ -16,9 +16,9 @@ The protocol is varlink-style: one JSON object per message on a Unix stream sock
 message ended by a NUL byte (see tpad(8) and proto/io.tpad.Station.varlink). Error
 replies are raised as exceptions: a subclass of TpadError named after the error
 (InvalidParameter, NotFound, Conflict, UpstreamRejected, UpstreamUnavailable,
-OutcomeUnknown, Busy, StoreFailed, PermissionDenied, MethodNotFound, ...), with the
-error's full name in .error and its parameters in .parameters. A socket that cannot be
-reached or a link that fails raises TpadConnectionError, a ConnectionError.
+OutcomeUnknown, Busy, StoreFailed, PermissionDenied, PrintFailed, MethodNotFound, ...),
+with the error's full name in .error and its parameters in .parameters. A socket that
+cannot be reached or a link that fails raises TpadConnectionError, a ConnectionError.
 
 A Client is one connection and is not safe to share between threads without a lock.
 """
@@ -36,7 +36,7 @@ __all__ = [
     "TpadError", "TpadConnectionError", "TpadTimeout", "TpadProtocolError",
     "InvalidParameter", "NotFound", "Conflict", "UpstreamRejected", "UpstreamUnavailable",
     "OutcomeUnknown", "Busy", "StoreFailed", "PermissionDenied", "ExpectedMore",
-    "MethodNotFound", "MethodNotImplemented", "InterfaceNotFound",
+    "MethodNotFound", "MethodNotImplemented", "InterfaceNotFound", "PrintFailed",
 ]
 
 DEFAULT_STATION_SOCKET = "/run/tpad/station.sock"
@@ -126,6 +126,30 @@ class ExpectedMore(TpadError):
     """A streaming method was called without more (use Client.call_more)."""
 
 
+class PrintFailed(TpadError):
+    """The label did not print (out of paper, head open, printer unreachable...), but the
+    activation or lookup succeeded: .device is the committed record, token and AppKey
+    included, exactly as a successful reply would carry it. Print again with
+    lookup(..., print_to=...) once the printer is fixed; nothing is re-imported.
+
+    .printer and .reason say where and why.
+    """
+
+    @property
+    def printer(self) -> Optional[str]:
+        return self.parameters.get("printer")
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.parameters.get("reason")
+
+    @property
+    def device(self) -> Optional["Device"]:
+        if not isinstance(self.parameters.get("device"), dict):
+            return None
+        return Device.from_reply(self.parameters)
+
+
 class MethodNotFound(TpadError):
     """The method does not exist on this socket (admin methods are not on the station socket)."""
 
@@ -161,7 +185,7 @@ _ERROR_CLASSES = {
     cls.__name__: cls
     for cls in (InvalidParameter, NotFound, Conflict, UpstreamRejected, UpstreamUnavailable,
                 OutcomeUnknown, Busy, StoreFailed, PermissionDenied, ExpectedMore,
-                MethodNotFound, MethodNotImplemented, InterfaceNotFound)
+                MethodNotFound, MethodNotImplemented, InterfaceNotFound, PrintFailed)
 }
 _ERROR_PREFIXES = (STATION + ".", ADMIN + ".", VARLINK_SERVICE + ".")
 
@@ -192,6 +216,7 @@ class Device:
     app_key: Optional[str] = None
     qr_format: Optional[str] = None
     qr_bytes: Optional[bytes] = dataclasses.field(default=None, repr=False)
+    printed: Optional[Dict[str, Any]] = None  # the reply's print: {printer, job, state, ...}
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
@@ -214,6 +239,8 @@ class Device:
                 dev.qr_bytes = base64.b64decode(qr.get("data", ""), validate=True)
             except (binascii.Error, ValueError, TypeError):
                 raise TpadProtocolError("tpad sent a QR label that is not valid base64") from None
+        if isinstance(reply.get("print"), dict):
+            dev.printed = reply["print"]
         return dev
 
     @property
@@ -229,11 +256,26 @@ class Device:
             f.write(self.qr_bytes)
 
 
-def _qr_options(qr_format, qr_scale, qr_margin, qr_ec_level) -> Optional[Dict[str, Any]]:
+def _qr_options(qr_format, qr_scale, qr_margin, qr_ec_level,
+                qr_label=False) -> Optional[Dict[str, Any]]:
     """The qr parameter of a station call, or None when nothing was asked."""
-    q = {"format": qr_format, "scale": qr_scale, "margin": qr_margin, "ecLevel": qr_ec_level}
+    q = {"format": qr_format, "scale": qr_scale, "margin": qr_margin, "ecLevel": qr_ec_level,
+         "label": True if qr_label else None}
     q = {k: v for k, v in q.items() if v is not None}
     return q or None
+
+
+def _print_options(print_to, print_copies) -> Optional[Dict[str, Any]]:
+    """The print parameter of a station call: print_to True (the station's default
+    printer) or a printer's name; None when nothing was asked."""
+    if not print_to and not print_copies:
+        return None
+    p: Dict[str, Any] = {}
+    if isinstance(print_to, str):
+        p["printer"] = print_to
+    if print_copies:
+        p["copies"] = print_copies
+    return p
 
 
 class Client:
@@ -327,28 +369,42 @@ class Client:
                  join_eui: Optional[str] = None, profile_id: Optional[str] = None,
                  serial: Optional[str] = None, qr_format: Optional[str] = None,
                  qr_scale: Optional[int] = None, qr_margin: Optional[int] = None,
-                 qr_ec_level: Optional[str] = None) -> Device:
+                 qr_ec_level: Optional[str] = None, qr_label: bool = False,
+                 print_to: Any = None, print_copies: Optional[int] = None) -> Device:
         """io.tpad.Station.Activate: get a device's ownerToken (and AppKey, and QR label).
 
         Give one of tkm_info (device with a Secure Element), app_key or
         generate_app_key=True (devices without one), or none of them for a device that
         was imported before manufacturing. qr_format is "png", "svg", "zpl", "text" or
         "none"; without any qr_* argument tpad's configured default applies. Calling again
-        with the same record returns the same token. Raises the TpadError subclass of the
-        error reply, e.g. InvalidParameter, Conflict or UpstreamUnavailable.
+        with the same record returns the same token. qr_label=True makes PNG and SVG
+        labels the whole label layout (captions, label size). print_to=True prints the
+        label on this station's printer once the record is committed, a string on that
+        printer, print_copies copies; .printed then says which job. Raises the TpadError
+        subclass of the error reply, e.g. InvalidParameter, Conflict or
+        UpstreamUnavailable; a label that did not print raises PrintFailed, whose .device
+        is the committed record.
         """
         reply = self.call(STATION + ".Activate", devEUI=dev_eui, joinEUI=join_eui,
                           profileId=profile_id, serial=serial, tkmInfo=tkm_info,
                           appKey=app_key, generateAppKey=True if generate_app_key else None,
-                          qr=_qr_options(qr_format, qr_scale, qr_margin, qr_ec_level))
+                          qr=_qr_options(qr_format, qr_scale, qr_margin, qr_ec_level,
+                                         qr_label),
+                          print=_print_options(print_to, print_copies))
         return Device.from_reply(reply)
 
     def lookup(self, dev_eui: str, qr_format: Optional[str] = None,
                qr_scale: Optional[int] = None, qr_margin: Optional[int] = None,
-               qr_ec_level: Optional[str] = None) -> Device:
-        """io.tpad.Station.Lookup: a device from tpad's store only; NotFound when it is absent."""
+               qr_ec_level: Optional[str] = None, qr_label: bool = False,
+               print_to: Any = None, print_copies: Optional[int] = None) -> Device:
+        """io.tpad.Station.Lookup: a device from tpad's store only; NotFound when it is absent.
+
+        print_to and print_copies as for activate(): a reprint.
+        """
         reply = self.call(STATION + ".Lookup", devEUI=dev_eui,
-                          qr=_qr_options(qr_format, qr_scale, qr_margin, qr_ec_level))
+                          qr=_qr_options(qr_format, qr_scale, qr_margin, qr_ec_level,
+                                         qr_label),
+                          print=_print_options(print_to, print_copies))
         return Device.from_reply(reply)
 
     def _full_name(self, method: str) -> str:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -294,21 +295,34 @@ class Daemon:
                                      env=env, stdout=self.log, stderr=self.log,
                                      preexec_fn=preexec_fn)
         self.notifications = []
+        # Read the notify socket all the time, as systemd does: sd_notify() blocks once
+        # the socket's queue is full, and a test may run long between wait_notify() calls.
+        self.notify_reader = threading.Thread(target=self._read_notify, args=(self.notify,),
+                                              daemon=True)
+        self.notify_reader.start()
         if wait:
             self.wait_notify("READY=1", 15)
         return self
 
+    def _read_notify(self, sock):
+        while True:
+            try:
+                msg = sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            except OSError:
+                return  # closed by stop() or kill()
+            self.notifications.append(msg)
+
     def wait_notify(self, what, timeout=10.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(what in n for n in self.notifications):
+            if any(what in n for n in list(self.notifications)):
                 return True
-            try:
-                self.notifications.append(self.notify.recv(4096).decode())
-            except socket.timeout:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"tpad exited with {self.proc.returncode}:\n"
-                                         + self.log_text())
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tpad exited with {self.proc.returncode}:\n"
+                                     + self.log_text())
+            time.sleep(0.02)
         raise AssertionError(f"no {what} from tpad in {timeout}s:\n" + self.log_text())
 
     def log_text(self):

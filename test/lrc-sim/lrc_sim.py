@@ -209,7 +209,8 @@ class LrcSim:
 
     # Downlinks.
 
-    def start(self, port=0):
+    def start(self, port=0, tls=None):
+        """Serve downlinks on 127.0.0.1:port; tls=(certfile, keyfile) serves HTTPS."""
         sim = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -235,6 +236,11 @@ class LrcSim:
             allow_reuse_address = True
 
         self.server = Server(("127.0.0.1", port), Handler)
+        if tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self.server.server_address[1]

@@ -1,0 +1,205 @@
+/* admin_print: io.tpad.Admin.Print, reprinting one device or a batch as one audited job. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.h"
+#include "config.h"
+#include "cred.h"
+#include "hex.h"
+#include "label.h"
+#include "message.h"
+#include "print.h"
+#include "server.h"
+#include "store.h"
+#include "tpad.h"
+
+#define PRINT_MAX_LABELS 10000 /* labels in one Admin.Print call */
+
+/* One Print call waiting for its job. */
+struct admin_print_call {
+	struct tpad *t;
+	struct req *r;
+	uint32_t uid;
+	int32_t pid;
+	struct print_label *labels;
+	size_t n, cap;
+	bool too_many;
+	int err;
+};
+
+/* Send an InvalidParameter error of the admin interface. */
+static void invalid(struct req *r, const char *parameter, const char *reason)
+{
+	req_error(r, "io.tpad.Admin.InvalidParameter",
+		  json_pack("{s:s, s:s}", "parameter", parameter, "reason", reason));
+}
+
+/* Add the label of one issued record. */
+static int collect(const struct store_record *rec, void *arg)
+{
+	struct admin_print_call *c = arg;
+	if (rec->state != STORE_ISSUED || !rec->owner_token[0])
+		return 0;
+	if (c->n == PRINT_MAX_LABELS) {
+		c->too_many = true;
+		return 1;
+	}
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 16;
+		struct print_label *l = realloc(c->labels, cap * sizeof(*l));
+		if (!l) {
+			c->err = -ENOMEM;
+			return 1;
+		}
+		c->labels = l;
+		c->cap = cap;
+	}
+	struct print_label *l = &c->labels[c->n];
+	memset(l, 0, sizeof(*l));
+	int r = label_text(c->t->cfg, rec, l->text, sizeof(l->text));
+	if (r < 0) {
+		c->err = r;
+		return 1;
+	}
+	snprintf(l->dev_eui, sizeof(l->dev_eui), "%s", rec->dev_eui);
+	snprintf(l->join_eui, sizeof(l->join_eui), "%s", rec->join_eui);
+	snprintf(l->serial, sizeof(l->serial), "%s", rec->serial);
+	c->n++;
+	return 0;
+}
+
+/* Audit every device of the job. */
+static void audit_all(struct admin_print_call *c, const char *printer, uint64_t job,
+		      const char *reason)
+{
+	char outcome[128];
+	if (reason)
+		snprintf(outcome, sizeof(outcome), "print failed on %.32s job %llu: %.50s", printer,
+			 (unsigned long long)job, reason);
+	else
+		snprintf(outcome, sizeof(outcome), "printed on %.32s job %llu", printer,
+			 (unsigned long long)job);
+	for (size_t i = 0; c->t->store && i < c->n; i++)
+		store_audit(c->t->store, c->labels[i].dev_eui, "io.tpad.Admin.Print", c->uid,
+			    c->pid, outcome);
+}
+
+/* Free a call. */
+static void call_free(struct admin_print_call *c)
+{
+	free(c->labels);
+	free(c);
+}
+
+/* The job ended. */
+static void on_printed(const struct print_result *res, void *arg)
+{
+	struct admin_print_call *c = arg;
+	audit_all(c, res->printer, res->job, res->ok ? NULL : res->reason);
+	if (res->ok)
+		req_reply(c->r,
+			  json_pack("{s:s, s:I, s:s, s:I, s:f}", "printer", res->printer, "job",
+				    (json_int_t)res->job, "state", "printed", "labels",
+				    (json_int_t)c->n, "sendMs", res->sent_ms),
+			  false);
+	else
+		req_error(c->r, "io.tpad.Admin.PrintFailed",
+			  json_pack("{s:s, s:s, s:I}", "printer", res->printer, "reason",
+				    res->reason, "job", (json_int_t)res->job));
+	call_free(c);
+}
+
+void admin_print(struct tpad *t, struct req *r)
+{
+	json_t *params = req_params(r);
+	const struct peer *peer = req_peer(r);
+	char dev_eui[17];
+	proto_param_hex(params, "devEUI", dev_eui, HEX_EUI);
+	const char *state = json_string_value(json_object_get(params, "state"));
+	if (!dev_eui[0] == !state) {
+		invalid(r, dev_eui[0] ? "state" : "devEUI", "give exactly one of devEUI and state");
+		return;
+	}
+	const char *printer = json_string_value(json_object_get(params, "printer"));
+	if (!printer)
+		printer = t->cfg->print_default;
+	if (!printer) {
+		invalid(r, "printer", "no printer named and no print.default");
+		return;
+	}
+	if (!print_has(t->print, printer)) {
+		char why[128];
+		snprintf(why, sizeof(why), "no printer named '%.40s' ([printer.<name>] in tpad.conf)",
+			 printer);
+		invalid(r, "printer", why);
+		return;
+	}
+	json_t *copies = json_object_get(params, "copies");
+	unsigned n_copies = json_is_integer(copies) ? (unsigned)json_integer_value(copies) : 1;
+	if (!t->store) {
+		req_error(r, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", "closed"));
+		return;
+	}
+	struct admin_print_call *c = calloc(1, sizeof(*c));
+	if (!c) {
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	*c = (struct admin_print_call){
+	    .t = t, .r = r, .uid = (uint32_t)peer->uid, .pid = (int32_t)peer->pid};
+	int rc;
+	if (dev_eui[0]) {
+		struct store_record rec;
+		rc = store_get(t->store, dev_eui, &rec);
+		if (rc == 0 && (rec.state != STORE_ISSUED || !rec.owner_token[0]))
+			rc = -ENOENT;
+		if (rc == 0)
+			rc = collect(&rec, c) ? c->err : 0;
+		cred_wipe(&rec, sizeof(rec));
+	} else {
+		char up[16];
+		size_t i = 0;
+		for (; state[i] && i + 1 < sizeof(up); i++)
+			up[i] = (char)(state[i] >= 'a' && state[i] <= 'z' ? state[i] - 'a' + 'A'
+									  : state[i]);
+		up[i] = '\0';
+		enum store_state st;
+		rc = store_state_parse(up, &st);
+		if (rc == 0)
+			rc = store_list(t->store, (int)st, NULL, 0, collect, c);
+		if (rc > 0)
+			rc = c->err;
+	}
+	if (rc == -ENOENT) {
+		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", dev_eui));
+		call_free(c);
+		return;
+	}
+	if (rc < 0 || c->err < 0) {
+		req_error(r, "io.tpad.Admin.StoreFailed",
+			  json_pack("{s:s}", "reason", strerror(-(rc < 0 ? rc : c->err))));
+		call_free(c);
+		return;
+	}
+	if (c->too_many) {
+		invalid(r, "state", "more than 10000 labels; print in smaller batches");
+		call_free(c);
+		return;
+	}
+	if (!c->n) {
+		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", ""));
+		call_free(c);
+		return;
+	}
+	char err[256];
+	int64_t job =
+	    print_submit(t->print, printer, c->labels, c->n, n_copies, on_printed, c, err, sizeof(err));
+	if (job < 0) {
+		audit_all(c, printer, 0, err);
+		req_error(r, "io.tpad.Admin.PrintFailed",
+			  json_pack("{s:s, s:s}", "printer", printer, "reason", err));
+		call_free(c);
+	}
+}

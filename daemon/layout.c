@@ -1,0 +1,701 @@
+/* layout: one label layout (label.*) drawn alike as ZPL, PDF, PNG and SVG, captions included. */
+#include "layout.h"
+
+#include <cairo-pdf.h>
+#include <cairo-svg.h>
+#include <cairo.h>
+#include <errno.h>
+#include <fontconfig/fontconfig.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qr_image.h"
+
+#define QUIET 4		 /* modules of quiet zone on every side, always kept */
+#define CAPTION_GAP_MM10 10 /* 1 mm between the quiet zone and the captions */
+/* A typical TR005 text (64-bit token, serial): what the configuration is checked with. */
+#define SAMPLE_TEXT                                                                                \
+	"LW:D0:70B3D57ED0000001:0123D345666E2DBD:00000000:O0123456789ABCDEF0123456789ABCDEF:"     \
+	"SSN-00000001:C1A2B"
+
+struct layout {
+	int dpi;
+	int width, height; /* dots */
+	int qr_size;	   /* dots; 0 = auto */
+	int qr_x, qr_y;	   /* dots */
+	int gap;	   /* dots between the quiet zone and the captions */
+	char *captions[CONFIG_MAX_CAPTIONS];
+	int font_px; /* caption font height in dots */
+	double font_pt;
+	enum label_captions position;
+	enum qr_ec_level level;
+	double advance[95]; /* DejaVu Sans advance widths of ' '..'~' at font_px, in dots */
+	double ascent;	    /* dots */
+};
+
+/* Where one label's parts go, in dots. */
+struct geometry {
+	int modules, module; /* modules per side, dots per module */
+	int box;	     /* side of the code with its quiet zones */
+	int text_x, text_y, text_w;
+	int line_h;
+};
+
+struct layout_doc {
+	const struct layout *l;
+	enum layout_format fmt;
+	unsigned labels;
+	/* ZPL: text; PDF/SVG: cairo writes its stream here; PNG: written at the end. */
+	uint8_t *data;
+	size_t len, cap;
+	int err;
+	cairo_surface_t *surface;
+	cairo_t *cr;
+};
+
+/* Append n bytes to the document's buffer. */
+static void doc_add(struct layout_doc *d, const void *p, size_t n)
+{
+	if (d->err)
+		return;
+	if (n + 1 > d->cap - d->len) {
+		size_t cap = d->cap ? d->cap : 4096;
+		while (n + 1 > cap - d->len) {
+			if (cap > SIZE_MAX / 2) {
+				d->err = -ENOMEM;
+				return;
+			}
+			cap *= 2;
+		}
+		uint8_t *nd = realloc(d->data, cap);
+		if (!nd) {
+			d->err = -ENOMEM;
+			return;
+		}
+		d->data = nd;
+		d->cap = cap;
+	}
+	memcpy(d->data + d->len, p, n);
+	d->len += n;
+}
+
+/* Append a formatted string to the document's buffer. */
+__attribute__((format(printf, 2, 3))) static void doc_printf(struct layout_doc *d, const char *fmt,
+							     ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(buf)) {
+		d->err = d->err ? d->err : -EINVAL;
+		return;
+	}
+	doc_add(d, buf, (size_t)n);
+}
+
+/* cairo's stream writer: into the document's buffer. */
+static cairo_status_t doc_write(void *closure, const unsigned char *data, unsigned int length)
+{
+	struct layout_doc *d = closure;
+	doc_add(d, data, length);
+	return d->err ? CAIRO_STATUS_NO_MEMORY : CAIRO_STATUS_SUCCESS;
+}
+
+/* The field a template names between its braces, or NULL. */
+static const char *field_value(const char *name, size_t len, const struct layout_fields *f,
+			       bool *ret_known)
+{
+	static const char *const names[] = {"devEUI", "joinEUI", "serial"};
+	const char *values[] = {f ? f->dev_eui : NULL, f ? f->join_eui : NULL,
+				f ? f->serial : NULL};
+	for (size_t i = 0; i < 3; i++)
+		if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0) {
+			*ret_known = true;
+			return values[i] ? values[i] : "";
+		}
+	*ret_known = false;
+	return NULL;
+}
+
+/* Length of the valid UTF-8 sequence at p (1 to 4), or 0. */
+static size_t utf8_len(const unsigned char *p)
+{
+	size_t n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
+				 : (p[0] & 0xf8) == 0xf0		 ? 4
+									 : 0;
+	if (n == 2 && p[0] < 0xc2)
+		return 0; /* overlong */
+	for (size_t i = 1; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+/* Walk a template: check it and, when out is given, render it. */
+static int caption_walk(const char *tmpl, const struct layout_fields *f, char *out, size_t outlen,
+			char *why, size_t whylen)
+{
+	size_t o = 0;
+	if (strlen(tmpl) > LAYOUT_CAPTION_MAX / 2) {
+		snprintf(why, whylen, "is longer than %d bytes", LAYOUT_CAPTION_MAX / 2);
+		return -EINVAL;
+	}
+	for (const char *p = tmpl; *p;) {
+		const char *piece = p;
+		size_t n = 1;
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			snprintf(why, whylen, "has a control character");
+			return -EINVAL;
+		}
+		if ((unsigned char)*p >= 0x80) {
+			n = utf8_len((const unsigned char *)p);
+			if (!n) {
+				snprintf(why, whylen, "is not valid UTF-8");
+				return -EINVAL;
+			}
+			p += n;
+			if (!out)
+				continue;
+			if (n >= outlen - o)
+				return -ENOBUFS;
+			memcpy(out + o, piece, n);
+			o += n;
+			continue;
+		}
+		if (p[0] == '{' && p[1] == '{') {
+			n = 1;
+			p += 2;
+		} else if (p[0] == '}' && p[1] == '}') {
+			n = 1;
+			p += 2;
+		} else if (*p == '{') {
+			const char *end = strchr(p, '}');
+			if (!end) {
+				snprintf(why, whylen, "has a '{' without its '}'");
+				return -EINVAL;
+			}
+			bool known;
+			piece = field_value(p + 1, (size_t)(end - p - 1), f, &known);
+			if (!known) {
+				snprintf(why, whylen,
+					 "names an unknown field {%.*s} (known: {devEUI}, "
+					 "{joinEUI}, {serial})",
+					 (int)(end - p - 1 > 40 ? 40 : end - p - 1), p + 1);
+				return -EINVAL;
+			}
+			n = strlen(piece);
+			p = end + 1;
+		} else if (*p == '}') {
+			snprintf(why, whylen, "has a '}' without its '{' (write }} for a brace)");
+			return -EINVAL;
+		} else {
+			p++;
+		}
+		if (!out)
+			continue;
+		if (n >= outlen - o)
+			return -ENOBUFS;
+		memcpy(out + o, piece, n);
+		o += n;
+	}
+	if (out)
+		out[o] = '\0';
+	return 0;
+}
+
+int layout_caption_check(const char *tmpl, char *why, size_t whylen)
+{
+	return caption_walk(tmpl, NULL, NULL, 0, why, whylen);
+}
+
+int layout_caption_render(const char *tmpl, const struct layout_fields *f, char *out,
+			  size_t outlen)
+{
+	char why[128];
+	if (!out || !outlen)
+		return -EINVAL;
+	return caption_walk(tmpl, f, out, outlen, why, sizeof(why));
+}
+
+/* Tenths of a millimetre to dots at dpi. */
+static int mm10_to_dots(uint32_t mm10, int dpi)
+{
+	return (int)(((uint64_t)mm10 * (uint64_t)dpi + 127) / 254);
+}
+
+/* Dots to millimetres, for messages. */
+static double dots_to_mm(int dots, int dpi)
+{
+	return (double)dots * 25.4 / dpi;
+}
+
+/* The width of a caption line in dots, from the advance table (no kerning in either). */
+static double text_width(const struct layout *l, const char *s)
+{
+	double w = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		w += (*p >= 0x20 && *p < 0x7f) ? l->advance[*p - 0x20] : l->advance['W' - 0x20];
+	return w;
+}
+
+/* Measure the caption font once, so fitting a line costs no font work on the loop. */
+static int layout_measure(struct layout *l)
+{
+	cairo_surface_t *s = cairo_image_surface_create(CAIRO_FORMAT_A8, 1, 1);
+	cairo_t *cr = cairo_create(s);
+	int r = cairo_status(cr) == CAIRO_STATUS_SUCCESS ? 0 : -ENOMEM;
+	if (r == 0) {
+		cairo_select_font_face(cr, LAYOUT_FONT, CAIRO_FONT_SLANT_NORMAL,
+				       CAIRO_FONT_WEIGHT_NORMAL);
+		cairo_set_font_size(cr, l->font_px);
+		cairo_font_extents_t fe;
+		cairo_font_extents(cr, &fe);
+		l->ascent = fe.ascent;
+		for (int c = 0x20; c < 0x7f; c++) {
+			char ch[2] = {(char)c, 0};
+			cairo_text_extents_t te;
+			cairo_text_extents(cr, ch, &te);
+			l->advance[c - 0x20] = te.x_advance;
+		}
+		if (cairo_status(cr) != CAIRO_STATUS_SUCCESS)
+			r = -ENOMEM;
+	}
+	cairo_destroy(cr);
+	cairo_surface_destroy(s);
+	return r;
+}
+
+/* The number of caption lines that are not empty templates. */
+static int caption_lines(const struct layout *l)
+{
+	int n = 0;
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++)
+		if (l->captions[i] && *l->captions[i])
+			n++;
+	return n;
+}
+
+/* Place a code of modules per side and the caption block; -EMSGSIZE with a sentence in err. */
+static int layout_place(const struct layout *l, int modules, struct geometry *g, char *err,
+			size_t errlen)
+{
+	int lines = caption_lines(l);
+	g->line_h = l->font_px + (l->font_px + 4) / 5;
+	int block = lines * g->line_h;
+	int avail_w = l->width - l->qr_x, avail_h = l->height - l->qr_y;
+	int size = l->qr_size;
+	if (!size) {
+		size = avail_h < avail_w ? avail_h : avail_w;
+		if (lines && l->position == LABEL_CAPTIONS_BELOW)
+			size = avail_h - block - l->gap < avail_w ? avail_h - block - l->gap
+								  : avail_w;
+	}
+	g->modules = modules;
+	g->module = size > 0 ? size / (modules + 2 * QUIET) : 0;
+	if (g->module > QR_ZPL_MAG_MAX)
+		g->module = QR_ZPL_MAG_MAX; /* the largest ^BQ magnification */
+	if (g->module < 1) {
+		snprintf(err, errlen,
+			 "label.qr-size: a code of %d modules and its %d-module quiet zones needs "
+			 "%.1f mm at %d dpi; only %.1f mm are left",
+			 modules, QUIET, dots_to_mm(modules + 2 * QUIET, l->dpi), l->dpi,
+			 dots_to_mm(size > 0 ? size : 0, l->dpi));
+		return -EMSGSIZE;
+	}
+	g->box = (modules + 2 * QUIET) * g->module;
+	if (l->qr_x + g->box > l->width || l->qr_y + g->box > l->height) {
+		snprintf(err, errlen,
+			 "label.qr-x/qr-y: the code with its quiet zone (%.1f mm) runs off the "
+			 "label (%.1f x %.1f mm)",
+			 dots_to_mm(g->box, l->dpi), dots_to_mm(l->width, l->dpi),
+			 dots_to_mm(l->height, l->dpi));
+		return -EMSGSIZE;
+	}
+	if (l->position == LABEL_CAPTIONS_RIGHT) {
+		g->text_x = l->qr_x + g->box + l->gap;
+		g->text_y = l->qr_y + QUIET * g->module;
+	} else {
+		g->text_x = l->qr_x + QUIET * g->module;
+		g->text_y = l->qr_y + g->box + l->gap;
+	}
+	g->text_w = l->width - g->text_x;
+	if (lines && (g->text_w <= 0 || g->text_y + block > l->height)) {
+		snprintf(err, errlen,
+			 "label.caption-%d: %d caption lines of %.0f pt need %.1f mm %s the code; "
+			 "the label has %.1f mm",
+			 lines, lines, l->font_pt, dots_to_mm(block, l->dpi),
+			 l->position == LABEL_CAPTIONS_RIGHT ? "beside" : "below",
+			 dots_to_mm(l->height - g->text_y > 0 ? l->height - g->text_y : 0, l->dpi));
+		return -EMSGSIZE;
+	}
+	return 0;
+}
+
+/* Render caption line i and check that it fits; -EMSGSIZE names the directive. */
+static int caption_fit(const struct layout *l, const struct geometry *g, int i,
+		       const struct layout_fields *f, char *out, size_t outlen, char *err,
+		       size_t errlen)
+{
+	int r = layout_caption_render(l->captions[i], f, out, outlen);
+	if (r < 0) {
+		snprintf(err, errlen, "label.caption-%d: cannot render '%s'", i + 1,
+			 l->captions[i]);
+		return r == -ENOBUFS ? -EMSGSIZE : r;
+	}
+	double w = text_width(l, out);
+	if (w > g->text_w) {
+		snprintf(err, errlen,
+			 "label.caption-%d: '%s' is %.1f mm wide at %.0f pt; %.1f mm fit %s the "
+			 "code",
+			 i + 1, out, dots_to_mm((int)(w + 0.5), l->dpi), l->font_pt,
+			 dots_to_mm(g->text_w, l->dpi),
+			 l->position == LABEL_CAPTIONS_RIGHT ? "beside" : "below");
+		return -EMSGSIZE;
+	}
+	return 0;
+}
+
+int layout_new(const struct config_label *cl, uint32_t dpi, uint32_t width, uint32_t height,
+	       enum qr_ec_level level, struct layout **ret, char *err, size_t errlen)
+{
+	struct layout *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->dpi = (int)(dpi ? dpi : cl->dpi);
+	l->width = mm10_to_dots(width ? width : cl->width, l->dpi);
+	l->height = mm10_to_dots(height ? height : cl->height, l->dpi);
+	l->qr_size = mm10_to_dots(cl->qr_size, l->dpi);
+	l->qr_x = mm10_to_dots(cl->qr_x, l->dpi);
+	l->qr_y = mm10_to_dots(cl->qr_y, l->dpi);
+	l->gap = mm10_to_dots(CAPTION_GAP_MM10, l->dpi);
+	l->font_pt = cl->font_size;
+	l->font_px = (int)((cl->font_size * (uint32_t)l->dpi + 36) / 72);
+	l->position = cl->caption_position;
+	l->level = level;
+	int r = 0;
+	char why[160];
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++) {
+		if (!cl->captions[i] || !*cl->captions[i])
+			continue;
+		if (layout_caption_check(cl->captions[i], why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "label.caption-%d: %s", i + 1, why);
+			r = -EINVAL;
+		} else if (!(l->captions[i] = strdup(cl->captions[i]))) {
+			r = -ENOMEM;
+		}
+	}
+	if (r == 0 && (r = layout_measure(l)) < 0)
+		snprintf(err, errlen, "cannot load the caption font %s", LAYOUT_FONT);
+	if (r == 0) {
+		/* The typical label must fit: the code of a TR005 text and every caption. */
+		struct geometry g;
+		int modules = qr_image_modules(SAMPLE_TEXT, level);
+		const struct layout_fields sample = {"FFFFFFFFFFFFFFFF", "FFFFFFFFFFFFFFFF",
+						     "SN-00000001"};
+		char line[LAYOUT_CAPTION_MAX];
+		r = modules < 0 ? modules : layout_place(l, modules, &g, err, errlen);
+		for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++)
+			if (l->captions[i])
+				r = caption_fit(l, &g, i, &sample, line, sizeof(line), err,
+						errlen);
+		if (r == -EMSGSIZE)
+			r = -EINVAL;
+	}
+	if (r < 0) {
+		layout_free(l);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
+struct layout *layout_free(struct layout *l)
+{
+	if (!l)
+		return NULL;
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++)
+		free(l->captions[i]);
+	free(l);
+	return NULL;
+}
+
+void layout_size(const struct layout *l, int *ret_width, int *ret_height, int *ret_dpi)
+{
+	*ret_width = l->width;
+	*ret_height = l->height;
+	*ret_dpi = l->dpi;
+}
+
+int layout_format_from_string(const char *s, enum layout_format *ret)
+{
+	static const char *const names[] = {"zpl", "pdf", "png", "svg"};
+	for (int i = 0; s && i < 4; i++)
+		if (strcmp(s, names[i]) == 0) {
+			*ret = (enum layout_format)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+int layout_doc_new(const struct layout *l, enum layout_format fmt, struct layout_doc **ret)
+{
+	if (!l || (unsigned)fmt > LAYOUT_SVG)
+		return -EINVAL;
+	struct layout_doc *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->l = l;
+	d->fmt = fmt;
+	/* Page sizes in points; drawing is done in dots, scaled. */
+	double pw = l->width * 72.0 / l->dpi, ph = l->height * 72.0 / l->dpi;
+	switch (fmt) {
+	case LAYOUT_ZPL:
+		break;
+	case LAYOUT_PDF:
+		d->surface = cairo_pdf_surface_create_for_stream(doc_write, d, pw, ph);
+		break;
+	case LAYOUT_SVG:
+		d->surface = cairo_svg_surface_create_for_stream(doc_write, d, l->width, l->height);
+		if (cairo_surface_status(d->surface) == CAIRO_STATUS_SUCCESS)
+			cairo_svg_surface_set_document_unit(d->surface, CAIRO_SVG_UNIT_PX);
+		break;
+	case LAYOUT_PNG:
+		d->surface = cairo_image_surface_create(CAIRO_FORMAT_RGB24, l->width, l->height);
+		break;
+	}
+	if (d->surface) {
+		d->cr = cairo_create(d->surface);
+		if (cairo_status(d->cr) != CAIRO_STATUS_SUCCESS) {
+			layout_doc_free(d);
+			return -ENOMEM;
+		}
+		if (fmt == LAYOUT_PDF)
+			cairo_scale(d->cr, 72.0 / l->dpi, 72.0 / l->dpi);
+	}
+	*ret = d;
+	return 0;
+}
+
+void layout_doc_free(struct layout_doc *d)
+{
+	if (!d)
+		return;
+	if (d->cr)
+		cairo_destroy(d->cr);
+	if (d->surface) {
+		cairo_surface_finish(d->surface);
+		cairo_surface_destroy(d->surface);
+	}
+	free(d->data);
+	free(d);
+}
+
+/* True if ZPL field data needs ^FH escapes for c. */
+static bool zpl_special(unsigned char c)
+{
+	return c == '^' || c == '~' || c == '_' || c < 0x20 || c == 0x7f;
+}
+
+/* Append a ^FD field with text, escaped through ^FH when it needs to be. */
+static void zpl_field(struct layout_doc *d, const char *prefix, const char *text)
+{
+	bool hex = false;
+	for (const char *p = text; *p; p++)
+		hex |= zpl_special((unsigned char)*p);
+	doc_printf(d, "%s^FD%s", hex ? "^FH_" : "", prefix);
+	for (const char *p = text; *p; p++) {
+		if (hex && zpl_special((unsigned char)*p))
+			doc_printf(d, "_%02X", (unsigned char)*p);
+		else
+			doc_add(d, p, 1);
+	}
+	doc_printf(d, "^FS\n");
+}
+
+/* One ZPL label: size, the code drawn by the printer, the captions, copies. */
+static void draw_zpl(struct layout_doc *d, const struct geometry *g, const char *text,
+		     char lines[][LAYOUT_CAPTION_MAX], unsigned copies)
+{
+	const struct layout *l = d->l;
+	static const char levels[] = {'L', 'M', 'Q', 'H'};
+	char prefix[4] = {levels[l->level], 'A', ',', 0};
+	doc_printf(d, "^XA\n^CI28\n^PW%d\n^LL%d\n^LH0,0\n", l->width, l->height);
+	doc_printf(d, "^FO%d,%d^BQN,2,%d", l->qr_x + QUIET * g->module,
+		   l->qr_y + QUIET * g->module, g->module);
+	zpl_field(d, prefix, text);
+	int y = g->text_y;
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++) {
+		if (!l->captions[i])
+			continue;
+		if (lines[i][0]) {
+			doc_printf(d, "^FO%d,%d^A0N,%d,%d", g->text_x, y, l->font_px, l->font_px);
+			zpl_field(d, "", lines[i]);
+		}
+		y += g->line_h;
+	}
+	if (copies > 1)
+		doc_printf(d, "^PQ%u\n", copies);
+	doc_printf(d, "^XZ\n");
+}
+
+/* One label with cairo, in dots: white, the modules, the captions in DejaVu Sans. */
+static int draw_cairo(struct layout_doc *d, const struct geometry *g, const char *text,
+		      char lines[][LAYOUT_CAPTION_MAX])
+{
+	const struct layout *l = d->l;
+	uint8_t m[QR_MATRIX_MAX];
+	size_t mlen;
+	int r = qr_matrix_encode(text, l->level, m, sizeof(m), &mlen);
+	if (r < 0)
+		return r;
+	cairo_t *cr = d->cr;
+	cairo_set_source_rgb(cr, 1, 1, 1);
+	cairo_rectangle(cr, 0, 0, l->width, l->height);
+	cairo_fill(cr);
+	cairo_set_source_rgb(cr, 0, 0, 0);
+	int w = m[0];
+	double x0 = l->qr_x + QUIET * g->module, y0 = l->qr_y + QUIET * g->module;
+	for (int y = 0; y < w; y++)
+		for (int x = 0; x < w;) {
+			size_t i = (size_t)y * (size_t)w + (size_t)x;
+			if (!(m[1 + i / 8] & (0x80u >> (i % 8)))) {
+				x++;
+				continue;
+			}
+			int run = 1;
+			for (;;) {
+				size_t k = i + (size_t)run;
+				if (x + run >= w || !(m[1 + k / 8] & (0x80u >> (k % 8))))
+					break;
+				run++;
+			}
+			cairo_rectangle(cr, x0 + x * g->module, y0 + y * g->module,
+					run * g->module, g->module);
+			x += run;
+		}
+	cairo_fill(cr);
+	cairo_select_font_face(cr, LAYOUT_FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+	cairo_set_font_size(cr, l->font_px);
+	int y = g->text_y;
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++) {
+		if (!l->captions[i])
+			continue;
+		if (lines[i][0]) {
+			cairo_move_to(cr, g->text_x, y + l->ascent);
+			cairo_show_text(cr, lines[i]);
+		}
+		y += g->line_h;
+	}
+	return cairo_status(cr) == CAIRO_STATUS_SUCCESS ? 0 : -ENOMEM;
+}
+
+int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layout_fields *f,
+		   unsigned copies, char *err, size_t errlen)
+{
+	if (!d || !qr_text || !*qr_text || copies < 1) {
+		snprintf(err, errlen, "no label text");
+		return -EINVAL;
+	}
+	if ((d->fmt == LAYOUT_PNG || d->fmt == LAYOUT_SVG) && d->labels) {
+		snprintf(err, errlen, "a PNG or SVG file holds one label");
+		return -E2BIG;
+	}
+	const struct layout *l = d->l;
+	int modules = qr_image_modules(qr_text, l->level);
+	if (modules < 0) {
+		snprintf(err, errlen, "the label text does not fit any QR code");
+		return modules == -EMSGSIZE ? -EMSGSIZE : modules;
+	}
+	struct geometry g;
+	int r = layout_place(l, modules, &g, err, errlen);
+	char lines[CONFIG_MAX_CAPTIONS][LAYOUT_CAPTION_MAX];
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++) {
+		lines[i][0] = '\0';
+		if (l->captions[i])
+			r = caption_fit(l, &g, i, f, lines[i], sizeof(lines[i]), err, errlen);
+	}
+	if (r < 0)
+		return r;
+	if (d->fmt == LAYOUT_ZPL) {
+		draw_zpl(d, &g, qr_text, lines, copies);
+	} else {
+		unsigned pages = d->fmt == LAYOUT_PDF ? copies : 1;
+		for (unsigned c = 0; c < pages && r == 0; c++) {
+			r = draw_cairo(d, &g, qr_text, lines);
+			if (r == 0 && d->fmt == LAYOUT_PDF)
+				cairo_show_page(d->cr);
+		}
+	}
+	if (r == 0)
+		r = d->err;
+	if (r < 0) {
+		snprintf(err, errlen, "cannot draw the label: %s", strerror(-r));
+		return r;
+	}
+	d->labels++;
+	return 0;
+}
+
+int layout_doc_finish(struct layout_doc *d, uint8_t **ret_data, size_t *ret_len)
+{
+	int r = 0;
+	if (d->fmt == LAYOUT_PNG) {
+		cairo_surface_flush(d->surface);
+		if (cairo_surface_write_to_png_stream(d->surface, doc_write, d) !=
+		    CAIRO_STATUS_SUCCESS)
+			r = -ENOMEM;
+	} else if (d->surface) {
+		cairo_destroy(d->cr);
+		d->cr = NULL;
+		cairo_surface_finish(d->surface);
+		if (cairo_surface_status(d->surface) != CAIRO_STATUS_SUCCESS)
+			r = -ENOMEM;
+	}
+	if (r == 0 && !d->err)
+		doc_add(d, "", 0); /* room for the NUL */
+	if (r == 0)
+		r = d->err;
+	if (r == 0 && !d->labels)
+		r = -ENODATA;
+	if (r < 0) {
+		layout_doc_free(d);
+		return r;
+	}
+	d->data[d->len] = '\0';
+	*ret_data = d->data;
+	*ret_len = d->len;
+	d->data = NULL;
+	layout_doc_free(d);
+	return 0;
+}
+
+int layout_render(const struct layout *l, enum layout_format fmt, const char *qr_text,
+		  const struct layout_fields *f, uint8_t **ret_data, size_t *ret_len, char *err,
+		  size_t errlen)
+{
+	struct layout_doc *d;
+	int r = layout_doc_new(l, fmt, &d);
+	if (r < 0) {
+		snprintf(err, errlen, "out of memory");
+		return r;
+	}
+	r = layout_doc_add(d, qr_text, f, 1, err, errlen);
+	if (r < 0) {
+		layout_doc_free(d);
+		return r;
+	}
+	r = layout_doc_finish(d, ret_data, ret_len);
+	if (r < 0)
+		snprintf(err, errlen, "cannot finish the label: %s", strerror(-r));
+	return r;
+}
+
+void layout_global_cleanup(void)
+{
+	cairo_debug_reset_static_data();
+	FcFini();
+}

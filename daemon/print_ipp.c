@@ -1,0 +1,296 @@
+/* print_ipp: PDF labels to ipp:// and ipps:// printers through libcups, on a worker thread. */
+#include <cups/cups.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "config.h"
+#include "layout.h"
+#include "print_backend.h"
+
+/*
+ * libcups blocks, so each IPP printer has one thread that does its jobs one at a time;
+ * the loop hands it a job and gets it back through the done pipe. libcups keeps its
+ * last error per thread, so threads never mix them up.
+ */
+struct ipp_worker {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct print_job *job; /* handed over, not started */
+	bool stop;
+	bool started;
+	char uri[1024];
+};
+
+/* Reasons of printer-state-reasons that stop a label from coming out. */
+static const char *const blocking_reasons[] = {
+    "media-empty",  "media-needed",	  "media-jam",	   "door-open",
+    "cover-open",   "marker-supply-empty", "toner-empty",	   "paused",
+    "offline",	    "spool-area-full",	   "input-tray-missing", "output-area-full",
+    "interlock-open",
+};
+
+/*
+ * True if one printer-state-reason keeps a label from coming out now: a blocking keyword
+ * with no suffix, -error or -report (ippeveprinter says media-empty-report when it has
+ * no media); -warning never blocks (media-low-warning).
+ */
+static bool reason_blocks(const char *r)
+{
+	size_t n = strlen(r);
+	if (n > 8 && strcmp(r + n - 8, "-warning") == 0)
+		return false;
+	if (n > 7 && strcmp(r + n - 7, "-report") == 0)
+		n -= 7;
+	else if (n > 6 && strcmp(r + n - 6, "-error") == 0)
+		n -= 6;
+	for (size_t i = 0; i < sizeof(blocking_reasons) / sizeof(blocking_reasons[0]); i++)
+		if (strlen(blocking_reasons[i]) == n && strncmp(r, blocking_reasons[i], n) == 0)
+			return true;
+	return false;
+}
+
+/* Connect to the printer within the job's timeout. */
+static http_t *ipp_connect(struct print_printer *pr, struct print_job *j)
+{
+	http_encryption_t enc = pr->tls ? HTTP_ENCRYPTION_ALWAYS : HTTP_ENCRYPTION_IF_REQUESTED;
+	http_t *http = httpConnect2(pr->host, pr->port, NULL, AF_UNSPEC, enc, 1,
+				    (int)pr->cfg->timeout_ms, NULL);
+	if (!http) {
+		snprintf(j->reason, sizeof(j->reason), "cannot connect: %s",
+			 errno ? strerror(errno) : cupsLastErrorString());
+		return NULL;
+	}
+	httpSetTimeout(http, pr->cfg->timeout_ms / 1000.0, NULL, NULL);
+	return http;
+}
+
+/* Ask printer-state, printer-state-reasons, printer-is-accepting-jobs; record them in j. */
+static int ipp_status(struct print_printer *pr, struct ipp_worker *w, http_t *http,
+		      struct print_job *j)
+{
+	static const char *const attrs[] = {"printer-state", "printer-state-reasons",
+					    "printer-is-accepting-jobs"};
+	ipp_t *req = ippNewRequest(IPP_OP_GET_PRINTER_ATTRIBUTES);
+	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_URI, "printer-uri", NULL, w->uri);
+	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_NAME, "requesting-user-name", NULL, "tpad");
+	ippAddStrings(req, IPP_TAG_OPERATION, IPP_TAG_KEYWORD, "requested-attributes", 3, NULL,
+		      attrs);
+	ipp_t *resp = cupsDoRequest(http, req, pr->resource);
+	if (!resp || cupsLastError() > IPP_STATUS_OK_EVENTS_COMPLETE) {
+		snprintf(j->reason, sizeof(j->reason), "cannot get the printer's state: %s",
+			 cupsLastErrorString());
+		ippDelete(resp);
+		return -EIO;
+	}
+	ipp_attribute_t *a = ippFindAttribute(resp, "printer-state", IPP_TAG_ENUM);
+	int state = a ? ippGetInteger(a, 0) : IPP_PSTATE_IDLE;
+	a = ippFindAttribute(resp, "printer-is-accepting-jobs", IPP_TAG_BOOLEAN);
+	bool accepting = a ? ippGetBoolean(a, 0) : true;
+	char reasons[160] = "";
+	size_t o = 0;
+	bool blocked = false;
+	a = ippFindAttribute(resp, "printer-state-reasons", IPP_TAG_KEYWORD);
+	for (int i = 0; a && i < ippGetCount(a); i++) {
+		const char *r = ippGetString(a, i, NULL);
+		if (!r || strcmp(r, "none") == 0)
+			continue;
+		blocked |= reason_blocks(r);
+		int n = snprintf(reasons + o, sizeof(reasons) - o, "%s%s", o ? ", " : "", r);
+		if (n > 0 && (size_t)n < sizeof(reasons) - o)
+			o += (size_t)n;
+	}
+	ippDelete(resp);
+	j->have_state = true;
+	j->ready = state != IPP_PSTATE_STOPPED && accepting && !blocked;
+	snprintf(j->state, sizeof(j->state), "%s",
+		 state == IPP_PSTATE_STOPPED	  ? "stopped"
+		 : state == IPP_PSTATE_PROCESSING ? "processing"
+						  : "idle");
+	snprintf(j->reasons, sizeof(j->reasons), "%s%s%s", reasons,
+		 !accepting && o ? ", " : "", accepting ? "" : "not accepting jobs");
+	if (!j->ready) {
+		snprintf(j->reason, sizeof(j->reason), "printer %s: %.120s", j->state,
+			 j->reasons[0] ? j->reasons : "not ready");
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* Draw the job's labels as one PDF, a page per copy. */
+static int ipp_render(struct print_printer *pr, struct print_job *j, uint8_t **ret, size_t *len)
+{
+	struct layout_doc *d;
+	int r = layout_doc_new(pr->layout, LAYOUT_PDF, &d);
+	for (size_t i = 0; i < j->n_labels && r == 0; i++) {
+		const struct print_label *l = &j->labels[i];
+		struct layout_fields f = {l->dev_eui, l->join_eui, l->serial[0] ? l->serial : NULL};
+		r = layout_doc_add(d, l->text, &f, j->copies, j->reason, sizeof(j->reason));
+	}
+	if (r < 0) {
+		layout_doc_free(d);
+		return r;
+	}
+	r = layout_doc_finish(d, ret, len);
+	if (r < 0)
+		snprintf(j->reason, sizeof(j->reason), "cannot draw the PDF: %s", strerror(-r));
+	return r;
+}
+
+/* Send the PDF with Print-Job; the printer's job-id goes to j. */
+static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *http,
+		     struct print_job *j, const uint8_t *data, size_t len)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "tpad-%llu%s%s", (unsigned long long)j->id,
+		 j->n_labels == 1 ? "-" : "", j->n_labels == 1 ? j->labels[0].dev_eui : "");
+	ipp_t *req = ippNewRequest(IPP_OP_PRINT_JOB);
+	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_URI, "printer-uri", NULL, w->uri);
+	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_NAME, "requesting-user-name", NULL, "tpad");
+	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_NAME, "job-name", NULL, name);
+	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_MIMETYPE, "document-format", NULL,
+		     "application/pdf");
+	/*
+	 * Chunked, which every IPP printer must take (RFC 8010): with a Content-Length,
+	 * ippeveprinter stopped short of the PDF's last bytes.
+	 */
+	http_status_t st = cupsSendRequest(http, req, pr->resource, CUPS_LENGTH_VARIABLE);
+	for (size_t off = 0; st == HTTP_STATUS_CONTINUE && off < len;) {
+		size_t n = len - off > 65536 ? 65536 : len - off;
+		st = cupsWriteRequestData(http, (const char *)data + off, n);
+		off += n;
+	}
+	ippDelete(req);
+	ipp_t *resp = st == HTTP_STATUS_CONTINUE ? cupsGetResponse(http, pr->resource) : NULL;
+	j->sent_us = clock_now_us();
+	if (!resp || cupsLastError() > IPP_STATUS_OK_EVENTS_COMPLETE) {
+		ipp_status_t e = cupsLastError();
+		bool busy = e == IPP_STATUS_ERROR_BUSY;
+		snprintf(j->reason, sizeof(j->reason), "the printer refused the job: %s (%s)",
+			 cupsLastErrorString(), ippErrorString(e));
+		ippDelete(resp);
+		return busy ? -EBUSY : -EIO;
+	}
+	ipp_attribute_t *a = ippFindAttribute(resp, "job-id", IPP_TAG_INTEGER);
+	j->printer_job = a ? ippGetInteger(a, 0) : 0;
+	ippDelete(resp);
+	return 0;
+}
+
+/* Run one job (or status question) to its end, blocking this thread only. */
+static void ipp_run(struct print_printer *pr, struct ipp_worker *w, struct print_job *j)
+{
+	j->ok = false;
+	http_t *http = ipp_connect(pr, j);
+	if (!http) {
+		j->have_state = true;
+		j->ready = false;
+		snprintf(j->state, sizeof(j->state), "unreachable");
+		snprintf(j->reasons, sizeof(j->reasons), "%s", j->reason);
+		return;
+	}
+	int r = ipp_status(pr, w, http, j);
+	if (r == 0 && !j->probe) {
+		uint8_t *data = NULL;
+		size_t len = 0;
+		r = ipp_render(pr, j, &data, &len);
+		/*
+		 * A printer busy with another job answers server-error-busy (RFC 8011
+		 * 5.4.22): try again until the job's timeout, as a spooler would.
+		 */
+		uint64_t deadline = j->submitted_us + (uint64_t)pr->cfg->timeout_ms * 1000u;
+		while (r == 0) {
+			r = ipp_print(pr, w, http, j, data, len);
+			if (r != -EBUSY || clock_now_us() + 200000u >= deadline)
+				break;
+			usleep(200000);
+			r = 0;
+		}
+		free(data);
+	}
+	j->ok = r == 0;
+	httpClose(http);
+}
+
+/* The worker: wait for a job, run it, hand it back. */
+static void *ipp_thread(void *arg)
+{
+	struct print_printer *pr = arg;
+	struct ipp_worker *w = pr->ipp;
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (!w->job && !w->stop)
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (!w->job)
+			break;
+		struct print_job *j = w->job;
+		w->job = NULL;
+		pthread_mutex_unlock(&w->lock);
+		ipp_run(pr, w, j);
+		/* A pointer is less than PIPE_BUF: the write is atomic. */
+		ssize_t n;
+		do
+			n = write(pr->p->done_pipe[1], &j, sizeof(j));
+		while (n < 0 && errno == EINTR);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+int print_ipp_init(struct print_printer *pr, char *err, size_t errlen)
+{
+	struct ipp_worker *w = calloc(1, sizeof(*w));
+	if (!w) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	httpAssembleURI(HTTP_URI_CODING_ALL, w->uri, sizeof(w->uri), pr->tls ? "ipps" : "ipp",
+			NULL, pr->host, pr->port, pr->resource);
+	pr->ipp = w;
+	int r = pthread_create(&w->thread, NULL, ipp_thread, pr);
+	if (r) {
+		snprintf(err, errlen, "[printer.%s]: cannot start its thread: %s", pr->cfg->name,
+			 strerror(r));
+		return -r;
+	}
+	w->started = true;
+	return 0;
+}
+
+int print_ipp_start(struct print_job *j)
+{
+	struct ipp_worker *w = j->pr->ipp;
+	if (!w || !w->started)
+		return -ESHUTDOWN;
+	pthread_mutex_lock(&w->lock);
+	w->job = j;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+void print_ipp_finish(struct print_printer *pr)
+{
+	struct ipp_worker *w = pr->ipp;
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	if (w->started)
+		pthread_join(w->thread, NULL);
+	/* A job handed over but not started is still the printer's active job. */
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	free(w);
+	pr->ipp = NULL;
+}

@@ -1,0 +1,565 @@
+"""Integration tests of label printing: raw 9100 ZPL printers and a real IPP printer.
+
+The raw printer is a listener here that records each job and answers ~HS as a Zebra
+printer does (ready, paper out, head open, or not at all). Its ZPL is drawn by a ZPL
+renderer from the npm registry (zpl-renderer-js, installed under the build directory on
+first use) and the picture decoded by zbarimg. The IPP printer is CUPS's ippeveprinter
+(it needs a D-Bus bus for its DNS-SD client: a private one is started; its media web form
+takes the paper out); its spooled PDF
+goes through pdftoppm + zbarimg and pdftotext.
+"""
+
+import base64
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import tpadtest
+from tpadtest import TpadTestCase, VarlinkError, free_port, wait_for
+
+BUILD_ROOT = os.environ.get("BUILD_ROOT", "build")
+ZPL_RENDERER = "zpl-renderer-js@3.4.0"
+
+HS_READY = ("\x02030,0,0,0256,000,0,0,0,000,0,0,0\x03\r\n"
+            "\x02000,0,0,0,0,2,4,0,00000000,1,000\x03\r\n"
+            "\x021234,0\x03\r\n")
+HS_PAPER_OUT = HS_READY.replace("030,0,0,", "030,1,0,", 1)
+HS_HEAD_OPEN = HS_READY.replace("000,0,0,0,0,2", "000,0,1,0,0,2", 1)
+
+
+def eui(n):
+    return f"70B3D5{n:010X}"
+
+
+class RawPrinter:
+    """A raw 9100 printer on loopback: answers ~HS with .status, records jobs."""
+
+    def __init__(self):
+        self.status = HS_READY
+        self.hang = False
+        self.jobs = []
+        self.hs_asked = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def url(self):
+        return f"socket://127.0.0.1:{self.port}"
+
+    def serve(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn):
+        conn.settimeout(30)
+        buf = b""
+        try:
+            while b"~HS" not in buf:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+            with self.lock:
+                self.hs_asked += 1
+            if self.hang:
+                time.sleep(20)
+                return
+            head, _, rest = buf.partition(b"~HS")
+            conn.sendall(self.status.encode())
+            data = rest.lstrip(b"\r\n")
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if data:
+                with self.lock:
+                    self.jobs.append(data.decode())
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.running = False
+        self.sock.close()
+
+
+class IppPrinter:
+    """CUPS's ippeveprinter on 127.0.0.1, keeping its jobs in a spool directory."""
+
+    def __init__(self, workdir):
+        self.spool = os.path.join(workdir, "ipp-spool")
+        os.makedirs(self.spool, exist_ok=True)
+        self.bus = os.path.join(workdir, "bus")
+        self.log = open(os.path.join(workdir, "ippeveprinter.log"), "ab")
+        self.dbus = subprocess.Popen(
+            ["dbus-daemon", "--session", f"--address=unix:path={self.bus}", "--nofork"],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_for(lambda: os.path.exists(self.bus), 10, "the private D-Bus bus")
+        self.port = free_port()
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={self.bus}")
+        self.proc = subprocess.Popen(
+            # -c: each job "printed" by a command that returns at once; -k keeps the
+            # spooled file. Without a command it takes some 7 s per job.
+            ["ippeveprinter", "-p", str(self.port), "-d", self.spool, "-k", "-r", "off",
+             "-c", "/bin/true", "-f", "application/pdf", "-n", "localhost", "tpadtest"],
+            stdout=self.log, stderr=self.log, env=env)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise AssertionError("ippeveprinter exited")
+                return False
+        wait_for(up, 15, "ippeveprinter")
+
+    def url(self):
+        return f"ipp://127.0.0.1:{self.port}/ipp/print"
+
+    def stop(self):
+        for p in (self.proc, self.dbus):
+            if p and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.proc = self.dbus = None
+        self.log.close()
+
+    def set_media(self, sheets):
+        """Load (or take out) the paper, through ippeveprinter's media web form."""
+        q = urllib.parse.urlencode({"size1": "na_letter_8.5x11in", "type1": "",
+                                    "level1": str(sheets), "size3": "", "type3": "",
+                                    "level3": str(sheets)})
+        urllib.request.urlopen(f"http://127.0.0.1:{self.port}/media?{q}", timeout=10).read()
+
+    def files(self):
+        return sorted(os.path.join(self.spool, f) for f in os.listdir(self.spool)
+                      if f.endswith(".pdf"))
+
+
+def zpl_renderer():
+    """The npm ZPL renderer's directory, installed once under the build directory."""
+    d = os.path.abspath(os.path.join(BUILD_ROOT, "npm-zpl"))
+    if not os.path.exists(os.path.join(d, "node_modules", "zpl-renderer-js", "package.json")):
+        os.makedirs(d, exist_ok=True)
+        p = subprocess.run(["npm", "install", "--prefix", d, "--no-audit", "--no-fund",
+                            "--cache", os.path.join(d, "cache"), ZPL_RENDERER],
+                           capture_output=True, text=True, timeout=300)
+        if p.returncode != 0:
+            raise AssertionError("cannot install the ZPL renderer from npm (the test needs "
+                                 f"the npm registry):\n{p.stdout}\n{p.stderr}")
+    return d
+
+
+RENDER_JS = r"""
+const { ready } = require("zpl-renderer-js");
+const fs = require("fs");
+(async () => {
+  const { api } = await ready;
+  const zpl = fs.readFileSync(process.argv[2], "utf8");
+  const labels = await api.zplToBase64MultipleAsync(zpl, +process.argv[4], +process.argv[5], 8);
+  labels.forEach((l, i) => fs.writeFileSync(process.argv[3] + "-" + i + ".png",
+                                            Buffer.from(l, "base64")));
+  console.log(labels.length);
+  process.exit(0);
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+
+
+def decode_png(path):
+    out = subprocess.run(["zbarimg", "--raw", "-q", path], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class Print(TpadTestCase):
+    def setUp(self):
+        super().setUp()
+        self.raw = RawPrinter()
+        self.ipp = None
+
+    def tearDown(self):
+        self.raw.close()
+        if self.ipp:
+            self.ipp.stop()
+        super().tearDown()
+
+    def start(self, printers, conf_extra="", default="line1", start=True):
+        import secrets
+        psk = secrets.token_hex(16)
+        self.s = self.sim(psk).start()
+        self.d = self.daemon(upstream_url=self.s.url(), psk_hex=psk,
+                             conf_extra=conf_extra + (f"\nprint.default = {default}"
+                                                      if default else ""))
+        with open(self.d.conf, "a") as f:
+            f.write(printers)
+        if start:
+            self.d.start()
+            wait_for(self.upstream_ready, 15, "warm upstream sessions")
+        return self.d
+
+    def upstream_ready(self):
+        with self.d.admin_client() as a:
+            up = a.call("io.tpad.Admin.Status")["upstream"]
+        return all(s["state"] == "ready" for s in up["sessions"])
+
+    def raw_section(self, name="line1", url=None, extra=""):
+        return f"[printer.{name}]\nurl = {url or self.raw.url()}\ntimeout = 2s\n{extra}\n"
+
+    def activate(self, dev, **kw):
+        with self.d.station_client() as c:
+            return c.call("io.tpad.Station.Activate", {"devEUI": dev, **kw})
+
+    def call_err(self, client, method, params):
+        with client as c:
+            with self.assertRaises(VarlinkError) as cm:
+                c.call(method, params)
+        return cm.exception
+
+    def render_zpl(self, zpl, name):
+        d = zpl_renderer()
+        js = os.path.join(d, "render.js")
+        with open(js, "w") as f:
+            f.write(RENDER_JS)
+        src = os.path.join(self.tmp, name + ".zpl")
+        with open(src, "w") as f:
+            f.write(zpl)
+        out = os.path.join(self.tmp, name)
+        p = subprocess.run(["node", js, src, out, "57", "32"], capture_output=True, text=True,
+                           timeout=120, cwd=d)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return [decode_png(f"{out}-{i}.png") for i in range(int(p.stdout.strip()))]
+
+    def jobs(self, n):
+        """The raw printer's jobs once it has n: a reply comes when the last byte is sent,
+        the listener files the job when it reads the end."""
+        wait_for(lambda: len(self.raw.jobs) >= n, 10, f"{n} raw jobs")
+        time.sleep(0.05)
+        self.assertEqual(len(self.raw.jobs), n)
+        return self.raw.jobs
+
+    def audit(self, dev):
+        with self.d.admin_client() as a:
+            return [e["outcome"] for e in a.call("io.tpad.Admin.GetDevice",
+                                                 {"devEUI": dev})["audit"]]
+
+    def test_raw_activation_prints_the_label(self):
+        self.start(self.raw_section(), conf_extra="label.caption-3 = Made by ACME")
+        r = self.activate(eui(1), generateAppKey=True, serial="SN-77", print={})
+        dev = r["device"]
+        self.assertEqual(r["print"]["printer"], "line1")
+        self.assertEqual(r["print"]["state"], "printed")
+        self.assertGreater(r["print"]["job"], 0)
+        zpl = self.jobs(1)[0]
+        self.assertIn("^BQN,2,", zpl)
+        self.assertIn("^FDMA," + dev["qrText"] + "^FS", zpl)
+        self.assertIn("^FD" + eui(1) + "^FS", zpl)
+        self.assertIn("^FDSN-77^FS", zpl)
+        self.assertIn("^FDMade by ACME^FS", zpl)
+        # The printer's picture of it decodes to the device's TR005 text.
+        self.assertEqual(self.render_zpl(zpl, "one"), [dev["qrText"]])
+        # The station's ZPL preview is the very same label.
+        with self.d.station_client() as c:
+            look = c.call("io.tpad.Station.Lookup", {"devEUI": eui(1), "qr": {"format": "zpl"}})
+        self.assertEqual(base64.b64decode(look["qr"]["data"]).decode(), zpl)
+        # And its PNG preview with label: true: the same layout, decodable.
+        with self.d.station_client() as c:
+            look = c.call("io.tpad.Station.Lookup",
+                          {"devEUI": eui(1), "qr": {"format": "png", "label": True}})
+        path = os.path.join(self.tmp, "preview.png")
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(look["qr"]["data"]))
+        self.assertEqual(decode_png(path), dev["qrText"])
+        wait_for(lambda: f"printed on line1 job {r['print']['job']}" in self.audit(eui(1)), 10,
+                 "the print's audit row")
+        # Copies ride in one job as ^PQ.
+        r = self.activate(eui(1), print={"copies": 3})
+        self.assertIn("^PQ3\n", self.jobs(2)[-1])
+        with self.d.admin_client() as a:
+            st = a.call("io.tpad.Admin.Status")["printers"][0]
+            metrics = a.call("io.tpad.Admin.Metrics")["text"]
+        self.assertEqual((st["name"], st["state"], st["ready"]), ("line1", "idle", True))
+        self.assertEqual(st["jobs"]["printed"], 2)
+        self.assertIn('tpad_print_jobs_total{printer="line1",outcome="printed"} 2', metrics)
+        self.assertIn('tpad_printer_ready{printer="line1"} 1', metrics)
+
+    def test_paper_out_then_reprint(self):
+        self.start(self.raw_section())
+        self.raw.status = HS_PAPER_OUT
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate",
+                   {"devEUI": eui(2), "generateAppKey": True, "print": {}})
+            reply = c.recv()
+        self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+        p = reply["parameters"]
+        self.assertEqual(p["printer"], "line1")
+        self.assertEqual(p["reason"], "paper out")
+        # The activation itself succeeded: the committed record rides in the error.
+        self.assertRegex(p["device"]["ownerToken"], r"^[0-9A-F]+$")
+        self.assertRegex(p["device"]["appKey"], r"^[0-9A-F]{32}$")
+        self.assertEqual(p["device"]["state"], "ISSUED")
+        self.assertEqual(self.raw.jobs, [])
+        with self.d.admin_client() as a:
+            st = a.call("io.tpad.Admin.Status")["printers"][0]
+        self.assertEqual((st["state"], st["ready"], st["reasons"]),
+                         ("stopped", False, "paper out"))
+        self.d.wait_notify("paper out", 10)
+        # Head open too, through the admin's reprint.
+        self.raw.status = HS_HEAD_OPEN
+        e = self.call_err(self.d.admin_client(), "io.tpad.Admin.Print", {"devEUI": eui(2)})
+        self.assertEqual(e.error, "io.tpad.Admin.PrintFailed")
+        self.assertEqual(e.params["reason"], "head open")
+        # The Python station client: PrintFailed carries the committed device.
+        sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "client", "python"))
+        import tpad_client
+        with tpad_client.Client(self.d.station) as tc:
+            with self.assertRaises(tpad_client.PrintFailed) as cm:
+                tc.lookup(eui(2), print_to=True)
+        self.assertEqual(cm.exception.device.owner_token, p["device"]["ownerToken"])
+        self.assertEqual((cm.exception.printer, cm.exception.reason), ("line1", "head open"))
+        # Paper back: the station's reprint (Lookup) prints; nothing went to the cloud again.
+        self.raw.status = HS_READY
+        with self.d.station_client() as c:
+            r = c.call("io.tpad.Station.Lookup", {"devEUI": eui(2), "print": {}})
+        self.assertEqual(r["print"]["state"], "printed")
+        self.assertEqual(r["device"]["ownerToken"], p["device"]["ownerToken"])
+        self.jobs(1)
+        self.assertEqual(self.s.counters()["imports"], 1)
+        with tpad_client.Client(self.d.station) as tc:
+            dev = tc.lookup(eui(2), print_to="line1", print_copies=2, qr_format="png",
+                            qr_label=True)
+        self.assertEqual((dev.printed["printer"], dev.printed["state"]), ("line1", "printed"))
+        self.assertIn("^PQ2", self.jobs(2)[-1])
+        # Audit rows ride in the store's next commit.
+        audit = wait_for(lambda: (lambda a: a if any(x.startswith("printed on") for x in a)
+                                  else None)(self.audit(eui(2))), 10, "the audit rows")
+        self.assertTrue(any(a.startswith("print failed on line1") and "paper out" in a
+                            for a in audit), audit)
+        self.assertTrue(any("head open" in a for a in audit), audit)
+        self.assertTrue(any(a.startswith("printed on line1 job") for a in audit), audit)
+
+    def test_unreachable_and_unknown_printers(self):
+        dead = free_port()
+        self.start(self.raw_section() +
+                   self.raw_section("gone", url=f"socket://127.0.0.1:{dead}"))
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate",
+                   {"devEUI": eui(3), "generateAppKey": True, "print": {"printer": "gone"}})
+            reply = c.recv()
+        self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+        self.assertIn("Connection refused", reply["parameters"]["reason"])
+        self.assertEqual(reply["parameters"]["device"]["devEUI"], eui(3))
+        # An unknown printer: refused before anything starts.
+        e = self.call_err(self.d.station_client(), "io.tpad.Station.Activate",
+                          {"devEUI": eui(4), "generateAppKey": True,
+                           "print": {"printer": "nope"}})
+        self.assertEqual(e.error, "io.tpad.Station.InvalidParameter")
+        self.assertEqual(e.params["parameter"], "print.printer")
+        self.assertIn("nope", e.params["reason"])
+        self.assertEqual(self.s.counters()["imports"], 1)
+        p = self.d.tpactl("--socket", self.d.admin, "print", eui(3), "--printer", "nope")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("nope", p.stderr)
+        # Reprint on the working printer with tpactl.
+        p = self.d.tpactl("--socket", self.d.admin, "print", eui(3), check=0)
+        self.assertIn("printed 1 label on line1", p.stdout)
+        p = self.d.tpactl("--socket", self.d.admin, "status", check=0)
+        self.assertIn("printer:     gone", p.stdout)
+        self.assertIn("unreachable", p.stdout)
+        self.assertEqual(self.s.counters()["imports"], 1)
+
+    def test_batch_is_one_job(self):
+        self.start(self.raw_section(), default="")
+        devs = [eui(10 + i) for i in range(5)]
+        for d in devs:
+            self.activate(d, generateAppKey=True, serial=f"B-{d[-3:]}")
+        with self.d.admin_client() as a:
+            r = a.call("io.tpad.Admin.Print", {"state": "issued", "printer": "line1"})
+            # No printer named and no default: a clear error.
+            with self.assertRaises(VarlinkError) as cm:
+                a.call("io.tpad.Admin.Print", {"state": "ISSUED"})
+            self.assertEqual(cm.exception.params["parameter"], "printer")
+            texts = {}
+            for d in devs:
+                texts[d] = a.call("io.tpad.Admin.GetDevice", {"devEUI": d})["device"]["qrText"]
+        self.assertEqual((r["labels"], r["state"]), (5, "printed"))
+        zpl = self.jobs(1)[0]
+        self.assertEqual(zpl.count("^XA"), 5)
+        self.assertEqual(sorted(self.render_zpl(zpl, "batch")), sorted(texts.values()))
+        for d in devs:
+            wait_for(lambda: f"printed on line1 job {r['job']}" in self.audit(d), 10,
+                     "the batch's audit rows")
+        # Export writes the very labels the printer got: same layout, same captions.
+        out = os.path.join(self.tmp, "export")
+        self.d.tpactl("--socket", self.d.admin, "export", "--format", "zpl", "--out", out,
+                      check=0)
+        labels = zpl.replace("^XZ\n^XA", "^XZ\n\0^XA").split("\0")
+        for d in devs:
+            with open(os.path.join(out, d + ".zpl")) as f:
+                self.assertIn(f.read(), labels)
+        out = os.path.join(self.tmp, "export-png")
+        self.d.tpactl("--socket", self.d.admin, "export", "--format", "png", "--label",
+                      "--out", out, check=0)
+        self.assertEqual(decode_png(os.path.join(out, devs[0] + ".png")), texts[devs[0]])
+        p = self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", devs[1], "--label",
+                          "-o", os.path.join(self.tmp, "l.svg"), check=0)
+        with open(os.path.join(self.tmp, "l.svg")) as f:
+            self.assertIn('width="456px" height="256px"', f.read())
+        # A station without a printer of its own and no default must name one.
+        e = self.call_err(self.d.station_client(), "io.tpad.Station.Lookup",
+                          {"devEUI": devs[0], "print": {}})
+        self.assertEqual(e.params["parameter"], "print.printer")
+
+    def test_hung_printer_delays_no_other_station(self):
+        self.start(self.raw_section())
+
+        def latencies(n, base):
+            out = [None] * n
+
+            def one(i):
+                t0 = time.monotonic()
+                self.activate(eui(base + i), generateAppKey=True)
+                out[i] = (time.monotonic() - t0) * 1000
+            ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            return out
+
+        before = latencies(20, 100)
+        self.raw.hang = True
+        result = {}
+
+        def printing():
+            with self.d.station_client() as c:
+                c.send("io.tpad.Station.Activate",
+                       {"devEUI": eui(99), "generateAppKey": True, "print": {}})
+                result["reply"] = c.recv()
+                result["at"] = time.monotonic()
+        t = threading.Thread(target=printing)
+        t.start()
+        wait_for(lambda: self.raw.hs_asked, 5, "the print job to reach the hung printer")
+        t0 = time.monotonic()
+        during = latencies(20, 200)
+        others_done = time.monotonic()
+        t.join(10)
+        # All 20 were answered while the printing station still waited for its printer.
+        self.assertLess(others_done, result["at"])
+        self.assertEqual(result["reply"]["error"], "io.tpad.Station.PrintFailed")
+        self.assertIn("timed out", result["reply"]["parameters"]["reason"])
+        self.assertGreater(result["at"] - t0, 1.0)
+        med_b, med_d = statistics.median(before), statistics.median(during)
+        print(f"20 activations: median {med_b:.1f} ms (max {max(before):.1f}) idle printer, "
+              f"{med_d:.1f} ms (max {max(during):.1f}) while a printer hangs")
+        # The hung printer holds one station for its 2 s timeout; the others never wait.
+        self.assertLess(max(during), 1000)
+        self.assertLess(med_d, med_b + 100)
+
+    def test_ipp_printer(self):
+        self.ipp = IppPrinter(self.tmp)
+        self.start(self.raw_section() +
+                   f"[printer.office]\nurl = {self.ipp.url()}\ntimeout = 5s\n", )
+        r = self.activate(eui(5), generateAppKey=True, serial="SN-IPP-1",
+                          print={"printer": "office"})
+        dev = r["device"]
+        self.assertEqual(r["print"]["state"], "printed")
+        self.assertGreater(r["print"]["printerJob"], 0)
+        files = wait_for(self.ipp.files, 10, "the spooled PDF")
+        pdf = files[-1]
+        with open(pdf, "rb") as f:
+            self.assertEqual(f.read(5), b"%PDF-")
+        subprocess.run(["pdftoppm", "-r", "300", "-png", pdf, os.path.join(self.tmp, "ipp")],
+                       check=True)
+        self.assertEqual(decode_png(os.path.join(self.tmp, "ipp-1.png")), dev["qrText"])
+        text = subprocess.run(["pdftotext", pdf, "-"], capture_output=True, text=True,
+                              check=True).stdout
+        self.assertIn(eui(5), text)
+        self.assertIn("SN-IPP-1", text)
+        with self.d.admin_client() as a:
+            st = [p for p in a.call("io.tpad.Admin.Status")["printers"]
+                  if p["name"] == "office"][0]
+        self.assertEqual((st["language"], st["ready"]), ("pdf", True))
+        # Out of paper (printer-state-reasons media-empty-report): PrintFailed; then back.
+        self.ipp.set_media(0)
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Lookup", {"devEUI": eui(5), "print": {"printer": "office"}})
+            reply = c.recv()
+        self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+        self.assertIn("media-empty", reply["parameters"]["reason"])
+        with self.d.admin_client() as a:
+            st = [p for p in a.call("io.tpad.Admin.Status")["printers"]
+                  if p["name"] == "office"][0]
+        self.assertFalse(st["ready"])
+        self.assertIn("media-empty", st["reasons"])
+        self.ipp.set_media(250)
+        n = len(self.ipp.files())
+        r = self.d.tpactl("--socket", self.d.admin, "print", eui(5), "--printer", "office",
+                          check=0)
+        self.assertIn("printed 1 label on office", r.stdout)
+        self.assertEqual(len(self.ipp.files()), n + 1)
+        # Printer gone: PrintFailed, the record still handed out.
+        self.ipp.stop()
+        self.ipp = None
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Lookup", {"devEUI": eui(5), "print": {"printer": "office"}})
+            reply = c.recv()
+        self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+        self.assertIn("cannot connect", reply["parameters"]["reason"])
+        self.assertEqual(reply["parameters"]["device"]["ownerToken"], dev["ownerToken"])
+        self.assertEqual(self.s.counters()["imports"], 1)
+
+    def test_check_config(self):
+        def check(text):
+            path = os.path.join(self.tmp, "c.conf")
+            with open(path, "w") as f:
+                f.write(text)
+            return subprocess.run([tpadtest.TPAD, "--config", path, "--check-config"],
+                                  capture_output=True, text=True)
+        p = check("[label]\ncaption-2 = SN {serail}\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("c.conf:2:", p.stderr)
+        self.assertIn("{serail}", p.stderr)
+        p = check("[print]\ndefault = nowhere\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("c.conf:2:", p.stderr)
+        self.assertIn("nowhere", p.stderr)
+        p = check("[printer.a]\nurl = socket://127.0.0.1\nwidth = 20\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("c.conf:2): label.caption-1", p.stderr)
+        self.assertIn("label.caption-1", p.stderr)
+        p = check("[label]\ncaption-3 = a rather long line of free text\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("label.caption-3", p.stderr)
+        key = os.path.join(self.tmp, "store.key")
+        tpadtest.write_secret(key, "00" * 32)
+        p = check("[printer.a]\nurl = socket://127.0.0.1\n[printer.b]\n"
+                  "url = ipps://127.0.0.1/ipp/print\n[print]\ndefault = b\n"
+                  f"[store]\nkey-file = {key}\n[upstream]\nurl = http://127.0.0.1:9\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+
+if __name__ == "__main__":
+    tpadtest.main()
