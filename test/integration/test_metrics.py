@@ -97,7 +97,11 @@ class Metrics(TpadTestCase):
         self.port = free_port()
         d = self.daemon(upstream_url=s.url(), psk_hex=psk,
                         conf_extra=f"upstream.sessions = {sessions}\n"
-                                   f"metrics.listen = 127.0.0.1:{self.port}").start()
+                                   f"metrics.listen = 127.0.0.1:{self.port}")
+        # A label printer, so that the print module's families are in the text too.
+        with open(d.conf, "a") as f:
+            f.write(f"[printer.line1]\nurl = socket://127.0.0.1:{free_port()}\ntimeout = 2s\n")
+        d.start()
 
         def ready():
             with d.admin_client() as a:
@@ -126,6 +130,7 @@ class Metrics(TpadTestCase):
         self.assertEqual(v["tpad_upstream_breaker_open"], 0)
         self.assertEqual(v["tpad_upstream_up"], 1)
         self.assertEqual(v["tpad_store_failing"], 0)
+        self.assertEqual(v['tpad_print_jobs_total{printer="line1",outcome="printed"}'], 0)
         self.assertEqual(v["tpad_upstream_queue_depth"], 0)
         self.assertEqual(types["tpad_upstream_request_duration_seconds"], "histogram")
         buckets = [(k, x) for k, x in v.items()
