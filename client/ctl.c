@@ -248,9 +248,18 @@ static void print_upstream(json_t *u)
 	if (!json_is_object(u))
 		return;
 	char b1[64], b2[64];
-	printf("upstream:    %s  %s, breaker %s, queue %lld\n", gets_or(u, "url", "?"),
+	printf("upstream:    %s  %s, breaker %s, queue %lld%s%s\n", gets_or(u, "url", "?"),
 	       paint(gets_or(u, "state", "?"), b1, sizeof(b1)),
-	       paint(gets_or(u, "breaker", "?"), b2, sizeof(b2)), geti(u, "queue"));
+	       paint(gets_or(u, "breaker", "?"), b2, sizeof(b2)), geti(u, "queue"),
+	       gets_or(u, "tls", NULL) ? ", TLS " : "", gets_or(u, "tls", ""));
+	json_t *cert = json_object_get(u, "certificate");
+	if (json_is_object(cert))
+		printf("  CERTIFICATE REFUSED (%s): %s\n", gets_or(cert, "error", "?"),
+		       gets_or(cert, "reason", "?"));
+	json_t *oa = json_object_get(u, "oauth2");
+	if (json_is_object(oa))
+		printf("  oauth2:    client %s, customer %s\n", gets_or(oa, "clientId", "?"),
+		       gets_or(oa, "customerId", "(no token yet)"));
 	size_t i;
 	json_t *s;
 	json_array_foreach(json_object_get(u, "sessions"), i, s)
@@ -341,6 +350,17 @@ int ctl_status(struct ctl *c, struct ctl_args *a)
 	printf("%s\n", any ? "" : "none");
 	print_upstream(json_object_get(p, "upstream"));
 	print_store(json_object_get(p, "store"));
+	const char *profile = gets_or(p, "profile", NULL);
+	if (profile)
+		printf("profile:     %s\n", profile);
+	json_t *k = json_object_get(p, "appKeys");
+	if (json_is_object(k) && strcmp(gets_or(k, "source", ""), "cloud-hsm") == 0) {
+		printf("app keys:    cloud-hsm pool %lld ready (low-water %lld), %lld handed out, "
+		       "%lld found empty%s%s\n",
+		       geti(k, "available"), geti(k, "lowWater"), geti(k, "handedOut"),
+		       geti(k, "empty"), gets_or(k, "lastError", NULL) ? "; last error: " : "",
+		       gets_or(k, "lastError", ""));
+	}
 	ctl_print_printers(json_object_get(p, "printers"));
 	json_decref(p);
 	return health;

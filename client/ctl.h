@@ -22,6 +22,7 @@ struct frame_reader;
 enum ctl_socket {
 	CTL_STATION,
 	CTL_ADMIN,
+	CTL_NONE, /* a local command that does not talk to tpad */
 };
 
 struct ctl {
@@ -50,6 +51,9 @@ struct ctl_args {
 	bool ignore_unknown_columns; /* import */
 	int interval_ms;	     /* top: time between frames, 0 for the default */
 	const char *command;	     /* the command's name, for messages */
+	const char *manifest, *signer, *dev_eui_map; /* import --manifest */
+	const char *reason;			      /* retire */
+	int bits;				      /* keygen-rsa */
 	bool label;	     /* --label: the whole label layout, not the bare code */
 	bool print;	     /* --print: print on the station's default printer */
 	const char *printer; /* --printer */
@@ -100,9 +104,22 @@ json_t *ctl_qr_options(const struct ctl_args *a, const char *format);
 
 /* True if stdout is a terminal and NO_COLOR is unset or empty (https://no-color.org). */
 bool ctl_color(void);
+/* Read a whole file into a new NUL-terminated buffer (NUL not counted); -errno. */
+int ctl_read_file(const char *path, char **ret, size_t *ret_len);
 
 /* Print one JSON value on one line to stdout. */
 void ctl_print_json(json_t *v);
+
+/*
+ * Read, verify and map the manifest of a->manifest (signer, TKM prefix and DevEUI
+ * attribute from the options or else from tpad's Status) into a new array of *ret_n rows
+ * of row_size bytes filled by ctl_import_row_set(). 0, or the exit status after printing
+ * every bad entry by index and uniqueId (nothing is to be sent then).
+ */
+int ctl_manifest_rows(struct ctl *c, struct ctl_args *a, void **ret_rows, size_t *ret_n,
+		      size_t row_size);
+void ctl_import_row_set(void *rows, size_t i, unsigned line, const char *dev_eui,
+			const char *tkm_info);
 
 /* Commands; each returns the exit status. */
 int ctl_status(struct ctl *c, struct ctl_args *a);
@@ -115,6 +132,8 @@ int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
 int ctl_backup(struct ctl *c, struct ctl_args *a);
 int ctl_top(struct ctl *c, struct ctl_args *a);
+int ctl_retire(struct ctl *c, struct ctl_args *a);
+int ctl_keygen_rsa(struct ctl *c, struct ctl_args *a);
 int ctl_adopt(struct ctl *c, struct ctl_args *a);
 int ctl_print(struct ctl *c, struct ctl_args *a);
 

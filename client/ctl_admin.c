@@ -256,6 +256,25 @@ static void bar_clear(struct bar *b)
 	b->shown = false;
 }
 
+/* Read a whole file, NUL-terminated (the NUL not counted), for the other commands. */
+int ctl_read_file(const char *path, char **ret, size_t *ret_len)
+{
+	char *buf;
+	size_t len;
+	int r = read_file(path, &buf, &len);
+	if (r < 0)
+		return r;
+	char *nb = realloc(buf, len + 1);
+	if (!nb) {
+		free(buf);
+		return -ENOMEM;
+	}
+	nb[len] = '\0';
+	*ret = nb;
+	*ret_len = len;
+	return 0;
+}
+
 /* ---- import: reading and checking the file ---- */
 
 /* Whether s is a serial number the TR005 label can carry. */
@@ -498,6 +517,17 @@ static int load_rows(const char *path, bool generate, bool ignore_unknown, struc
 	return 0;
 }
 
+/* Fill row i of a manifest import (used by ctl_manifest.c, which cannot see struct row). */
+void ctl_import_row_set(void *rows, size_t i, unsigned line, const char *dev_eui,
+			const char *tkm_info)
+{
+	struct row *r = &((struct row *)rows)[i];
+	memset(r, 0, sizeof(*r));
+	r->line = line;
+	snprintf(r->dev_eui, sizeof(r->dev_eui), "%s", dev_eui);
+	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", tkm_info);
+}
+
 /* ---- import: sending ---- */
 
 static volatile sig_atomic_t interrupted;
@@ -682,15 +712,31 @@ static int import_call(struct ctl *c, struct ctl_args *a, json_t *chunk, bool fi
 
 int ctl_import(struct ctl *c, struct ctl_args *a)
 {
-	const char *path = a->argv[0];
+	const char *path = a->manifest ? a->manifest : a->argc ? a->argv[0] : NULL;
 	if (a->concurrency > 64) {
 		fprintf(stderr, "tpactl: --concurrency must be 1 to 64\nTry 'tpactl help import'.\n");
+		return 2;
+	}
+	if (!path || (a->manifest && a->argc)) {
+		fprintf(stderr, "tpactl: import takes FILE.csv or --manifest FILE.json\n");
+		return 2;
+	}
+	if (!a->manifest && (a->signer || a->dev_eui_map)) {
+		fprintf(stderr, "tpactl: --signer and --dev-eui-map go with --manifest\n");
+		return 2;
+	}
+	if (a->manifest && a->generate_appkeys) {
+		fprintf(stderr, "tpactl: manifest devices have secure elements: no "
+				"--generate-appkeys\n");
 		return 2;
 	}
 	struct file_errors e = {0};
 	struct row *rows = NULL;
 	size_t n = 0;
-	int r = load_rows(path, a->generate_appkeys, a->ignore_unknown_columns, &rows, &n, &e);
+	int r = a->manifest ? ctl_manifest_rows(c, a, (void **)&rows, &n, sizeof(*rows))
+			    : load_rows(path, a->generate_appkeys, a->ignore_unknown_columns, &rows, &n, &e);
+	if (a->manifest && r != 0)
+		return r < 0 ? 1 : r;
 	if (r == -EINVAL) {
 		size_t count = e.n;
 		print_errors(&e, path);
@@ -1128,6 +1174,33 @@ int ctl_adopt(struct ctl *c, struct ctl_args *a)
 	} else {
 		printf("adopted: the cloud's token is now this device's (audited)\n");
 		print_device_info(json_object_get(p, "device"));
+	}
+	json_decref(p);
+	return 0;
+}
+
+/* ---- retire ---- */
+
+int ctl_retire(struct ctl *c, struct ctl_args *a)
+{
+	if (!a->reason || !*a->reason) {
+		fprintf(stderr, "tpactl: retire needs --reason TEXT (kept in the audit trail)\n");
+		return 2;
+	}
+	json_t *p;
+	int r = ctl_call(c, "io.tpad.Admin.Retire",
+			 json_pack("{s:s, s:s}", "devEUI", a->argv[0], "reason", a->reason), a->json,
+			 &p);
+	if (r != 0)
+		return 1;
+	if (a->json) {
+		ctl_print_json(p);
+	} else {
+		json_t *d = json_object_get(p, "device");
+		printf("%s: %s (%s)\n", str_or(d, "devEUI", a->argv[0]), str_or(d, "state", "?"),
+		       json_is_true(json_object_get(p, "cloudDeleted"))
+			   ? "deleted in the cloud"
+			   : "the cloud did not hold it");
 	}
 	json_decref(p);
 	return 0;

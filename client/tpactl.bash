@@ -7,7 +7,7 @@ _tpactl() {
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="activate lookup status import export devices device adopt print metrics backup top as help"
+	local commands="activate lookup status import export devices device adopt retire print metrics backup top keygen-rsa as help"
 	local global="--socket --json --help --version"
 	local label="--format --output -o --scale --margin --ec-level --invert --label --print --printer --copies"
 
@@ -76,7 +76,7 @@ _tpactl() {
 	activate) opts="--dev-eui --join-eui --tkm-info --app-key --generate-app-key --serial --profile-id $label" ;;
 	lookup) opts="--dev-eui $label" ;;
 	import)
-		opts="--generate-appkeys --concurrency --failures --ignore-unknown-columns"
+		opts="--generate-appkeys --concurrency --failures --ignore-unknown-columns --manifest --signer --dev-eui-map"
 		if [[ $cur != -* ]]; then
 			COMPREPLY=($(compgen -f -X '!*.@(csv|CSV|txt)' -- "$cur") $(compgen -d -- "$cur"))
 			return
@@ -87,6 +87,8 @@ _tpactl() {
 	metrics) opts="--format" ;;
 	top) opts="--interval" ;;
 	print) opts="--state --printer --copies" ;;
+	retire) opts="--reason" ;;
+	keygen-rsa) opts="--bits" ;;
 	backup)
 		if [[ $cur != -* ]]; then
 			COMPREPLY=($(compgen -f -- "$cur"))

@@ -37,6 +37,11 @@ enum opt_id {
 	OPT_INVERT,
 	OPT_IGNORE_UNKNOWN,
 	OPT_INTERVAL,
+	OPT_MANIFEST,
+	OPT_SIGNER,
+	OPT_DEV_EUI_MAP,
+	OPT_REASON,
+	OPT_BITS,
 	OPT_PRINT,
 	OPT_PRINTER,
 	OPT_COPIES,
@@ -103,17 +108,31 @@ static const struct command commands[] = {
      "  circuit breaker is open, 6 when the store is failing (a transaction rolled back\n"
      "  and none committed since).\n"},
     {"import", ctl_import, CTL_ADMIN,
-     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) | BIT(OPT_IGNORE_UNKNOWN),
-     false, 1, 1,
+     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) | BIT(OPT_IGNORE_UNKNOWN) |
+	 BIT(OPT_MANIFEST) | BIT(OPT_SIGNER) | BIT(OPT_DEV_EUI_MAP),
+     false, 0, 1,
      "FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
-     "                [--ignore-unknown-columns]",
+     "                [--ignore-unknown-columns]\n"
+     "       tpactl import --manifest FILE.json [--signer CERT.pem] [--dev-eui-map CSV]\n"
+     "                [--concurrency N] [--failures FILE]",
      "import device records into the store and get their ownerTokens",
      "  FILE.csv                   columns devEUI, joinEUI, tkmInfo, appKey, serial,\n"
      "                             profileId (header line required; ',' or ';' separated)\n"
      "  --generate-appkeys         generate AppKeys for rows with neither key\n"
      "  --concurrency N            requests in flight to the cloud, 1 to 64\n"
      "  --failures FILE            where to write the failed rows (default FILE.failed.csv)\n"
-     "  --ignore-unknown-columns   skip columns tpad does not know instead of refusing\n"},
+     "  --ignore-unknown-columns   skip columns tpad does not know instead of refusing\n"
+     "  --manifest FILE.json       a signed manifest of devices instead of a CSV file\n"
+     "  --signer CERT.pem          the manifest signer's certificate\n"
+     "  --dev-eui-map CSV          DevEUIs for the manifest's devices\n"},
+    {"retire", ctl_retire, CTL_ADMIN, BIT(OPT_REASON), false, 1, 1, "EUI --reason TEXT",
+     "delete a scrapped device in the cloud",
+     "  EUI                 the DevEUI of an ISSUED device\n"
+     "  --reason TEXT       why (kept in the audit trail)\n"},
+    {"keygen-rsa", ctl_keygen_rsa, CTL_NONE, BIT(OPT_BITS), false, 1, 1, "FILE [--bits N]",
+     "new RSA key pair for cloud-HSM AppKeys (local, no tpad needed)",
+     "  FILE                where the private key goes\n"
+     "  --bits N            key size\n"},
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0,
      "--format png|svg|zpl|csv --out DIR [--state STATE] [--scale N] [--margin N]\n"
      "                [--ec-level L|M|Q|H]",
@@ -182,6 +201,10 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		if (commands[i].sock == CTL_ADMIN)
 			fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nLocal commands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (commands[i].sock == CTL_NONE)
+			fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\ntpas commands (socket " TPAS_RUNDIR "/admin.sock; tpactl as --help):\n"
 		   "  as         keygen, import-astk, astks, uplinks, send, status\n");
 	fprintf(f, "\n"
@@ -203,6 +226,8 @@ static void command_usage(const struct command *cmd, FILE *f)
 	fprintf(f, "Usage: tpactl %s%s%s\n\n%s.\n\n", cmd->name, *cmd->synopsis ? " " : "",
 		cmd->synopsis, cmd->summary);
 	fputs(cmd->help, f);
+	if (cmd->sock == CTL_NONE)
+		return;
 	fprintf(f,
 		"\nCommon options: --socket PATH (default $%s or " TPAD_RUNDIR "/%s.sock), "
 		"--json.\n",
@@ -382,6 +407,11 @@ int main(int argc, char **argv)
 	    {"copies", required_argument, NULL, OPT_COPIES},
 	    {"label", no_argument, NULL, OPT_LABEL},
 	    {"output", required_argument, NULL, 'o'},
+	    {"manifest", required_argument, NULL, OPT_MANIFEST},
+	    {"signer", required_argument, NULL, OPT_SIGNER},
+	    {"dev-eui-map", required_argument, NULL, OPT_DEV_EUI_MAP},
+	    {"reason", required_argument, NULL, OPT_REASON},
+	    {"bits", required_argument, NULL, OPT_BITS},
 	    {0},
 	};
 	/* The first word that is not an option picks tpas's commands ("as"). */
@@ -511,6 +541,21 @@ int main(int argc, char **argv)
 		case OPT_STATE:
 			a.state = optarg;
 			break;
+		case OPT_MANIFEST:
+			a.manifest = optarg;
+			break;
+		case OPT_SIGNER:
+			a.signer = optarg;
+			break;
+		case OPT_DEV_EUI_MAP:
+			a.dev_eui_map = optarg;
+			break;
+		case OPT_REASON:
+			a.reason = optarg;
+			break;
+		case OPT_BITS:
+			a.bits = atoi(optarg);
+			break;
 		case OPT_PRINT:
 			a.print = true;
 			break;
@@ -593,6 +638,8 @@ int main(int argc, char **argv)
 					   a.argv[0]);
 		return usage_error(name, "%s takes %d argument%s", name, cmd->max_args,
 				   cmd->max_args == 1 ? "" : "s");
+	if (cmd->sock == CTL_NONE)
+		return cmd->run(NULL, &a);
 	}
 	int r = check_values(cmd, &a);
 	if (r)

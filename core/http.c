@@ -33,7 +33,8 @@ int http_request_build(const struct http_request *r, char **ret_buf, size_t *ret
 	if (!r->method || !r->host || !r->target || !*r->method || !*r->host || r->target[0] != '/')
 		return -EINVAL;
 	if (has_crlf(r->method) || has_crlf(r->host) || has_crlf(r->target) ||
-	    has_crlf(r->content_type) || has_crlf(r->bearer))
+	    has_crlf(r->content_type) || has_crlf(r->bearer) || has_crlf(r->auth_scheme) ||
+	    (r->auth_scheme && strpbrk(r->auth_scheme, " \t")))
 		return -EINVAL;
 	if (r->body_len > 0 && !r->body)
 		return -EINVAL;
@@ -50,8 +51,8 @@ int http_request_build(const struct http_request *r, char **ret_buf, size_t *ret
 		return -E2BIG;
 	size_t len = (size_t)n;
 	if (r->bearer) {
-		n = snprintf(head + len, sizeof(head) - len, "Authorization: Bearer %s\r\n",
-			     r->bearer);
+		n = snprintf(head + len, sizeof(head) - len, "Authorization: %s %s\r\n",
+			     r->auth_scheme && *r->auth_scheme ? r->auth_scheme : "Bearer", r->bearer);
 		if (n < 0 || (size_t)n >= sizeof(head) - len)
 			return -E2BIG;
 		len += (size_t)n;

@@ -32,6 +32,7 @@ struct http_request {
 	const char *target;	  /* path and query */
 	const char *content_type; /* NULL: no body headers unless body_len > 0 */
 	const char *bearer;	  /* NULL: no Authorization header */
+	const char *auth_scheme;  /* scheme word before the token; NULL: "Bearer" */
 	const void *body;
 	size_t body_len;
 };

@@ -114,6 +114,11 @@ struct pool {
 	uint64_t rng;
 	char last_error[256];
 	struct pool_stats stats;
+	/* A certificate failure holds every session back until one handshake succeeds. */
+	enum tls_cert_error cert_error;
+	char cert_reason[200];
+	uint64_t cert_retry_ms; /* no handshake before this time */
+	int cert_probe;		/* index of the session trying again, -1 none */
 };
 
 static void session_open(struct session *s);
@@ -254,8 +259,11 @@ static void breaker_open(struct pool *p)
 	p->stats.breaker_opens++;
 	struct timeval tv = ms_tv(p->o.breaker_cooldown_ms);
 	event_add(p->breaker_timer, &tv);
-	snprintf(why, sizeof(why), "upstream circuit breaker open after %u failures%s%s",
-		 p->consecutive_failures, p->last_error[0] ? ": " : "", p->last_error);
+	if (p->cert_error != TLS_CERT_OK)
+		snprintf(why, sizeof(why), "upstream circuit breaker open: %s", p->cert_reason);
+	else
+		snprintf(why, sizeof(why), "upstream circuit breaker open after %u failures%s%s",
+			 p->consecutive_failures, p->last_error[0] ? ": " : "", p->last_error);
 	fail_queue(p, why);
 }
 
@@ -284,6 +292,14 @@ static void breaker_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct pool *p = arg;
 
+	if (p->cert_error != TLS_CERT_OK && p->breaker == POOL_BREAKER_OPEN) {
+		/* A bad certificate does not heal with time: stay open until a handshake
+		 * succeeds (session_ready closes the breaker). */
+		p->open_until_ms = clock_now_ms() + p->o.breaker_cooldown_ms;
+		struct timeval tv = ms_tv(p->o.breaker_cooldown_ms);
+		event_add(p->breaker_timer, &tv);
+		return;
+	}
 	if (p->breaker == POOL_BREAKER_OPEN)
 		p->breaker = POOL_BREAKER_HALF_OPEN;
 	pool_dispatch(p);
@@ -358,7 +374,14 @@ static void session_fail(struct session *s, int err, const char *reason, bool co
 		s->fails++;
 		p->stats.connect_failures++;
 	}
-	session_schedule(s, s->fails ? backoff_ms(p, s->fails) : 0);
+	if (p->cert_error != TLS_CERT_OK) {
+		uint64_t now = clock_now_ms(), wait = backoff_ms(p, s->fails ? s->fails : 1);
+		if (p->cert_retry_ms > now + wait)
+			wait = p->cert_retry_ms - now;
+		session_schedule(s, wait);
+	} else {
+		session_schedule(s, s->fails ? backoff_ms(p, s->fails) : 0);
+	}
 	if (r) {
 		if (r->probe)
 			p->probe_active = false;
@@ -393,11 +416,51 @@ static void session_ready(struct session *s)
 	s->ever_ready = true;
 	s->last_error[0] = '\0';
 	session_watch(s, EV_READ);
+	if (p->cert_error != TLS_CERT_OK) {
+		/* The certificate is good again: let the held sessions connect now. */
+		p->cert_error = TLS_CERT_OK;
+		p->cert_reason[0] = '\0';
+		p->cert_probe = -1;
+		if (p->o.cert_cb)
+			p->o.cert_cb(p->o.cert_arg, TLS_CERT_OK, "");
+		for (unsigned i = 0; i < p->n_sessions; i++) {
+			struct session *o = &p->sessions[i];
+			if (o != s && o->state == S_BACKOFF) {
+				event_del(o->timer);
+				session_schedule(o, 0);
+			}
+		}
+	}
 	/* A completed handshake proves the cloud answers again: no need to wait out the
 	 * cool-down while healthy sessions stand idle. */
 	if (p->breaker != POOL_BREAKER_CLOSED)
 		breaker_success(p);
 	pool_dispatch(p);
+}
+
+/*
+ * The server's certificate (or ours) was refused. Retrying soon cannot help and would
+ * hammer the server: open the breaker at once with the reason, and hold every session
+ * back so that one handshake per upstream.backoff-max tries again.
+ */
+static void session_cert_fail(struct session *s)
+{
+	struct pool *p = s->pool;
+	const char *reason = tls_conn_error(s->tls);
+
+	enum tls_cert_error e = tls_conn_cert_error(s->tls);
+	bool news = e != p->cert_error; /* one log line per kind, not per retry */
+
+	p->stats.cert_failures++;
+	p->cert_error = e;
+	snprintf(p->cert_reason, sizeof(p->cert_reason), "%s", reason);
+	if (news && p->o.cert_cb)
+		p->o.cert_cb(p->o.cert_arg, e, p->cert_reason);
+	p->cert_retry_ms = clock_now_ms() + p->o.backoff_max_ms;
+	p->cert_probe = -1;
+	session_fail(s, -EKEYREJECTED, reason, false);
+	if (p->breaker != POOL_BREAKER_OPEN)
+		breaker_open(p);
 }
 
 /* Drive the TLS handshake one step. */
@@ -408,6 +471,10 @@ static void session_handshake(struct session *s)
 
 	if (r == -EAGAIN) {
 		session_watch(s, w);
+		return;
+	}
+	if (r == -EKEYREJECTED) {
+		session_cert_fail(s);
 		return;
 	}
 	if (r < 0) {
@@ -533,6 +600,19 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	switch (s->state) {
 	case S_BACKOFF:
+		if (s->pool->cert_error != TLS_CERT_OK) {
+			struct pool *p = s->pool;
+			uint64_t now = clock_now_ms();
+			if (now < p->cert_retry_ms ||
+			    (p->cert_probe >= 0 && (unsigned)p->cert_probe != s->idx)) {
+				/* One session at a time tries a refused certificate again. */
+				uint64_t wait = now < p->cert_retry_ms ? p->cert_retry_ms - now
+								       : p->o.backoff_max_ms;
+				session_schedule(s, wait);
+				return;
+			}
+			p->cert_probe = (int)s->idx;
+		}
 		session_open(s);
 		return;
 	case S_RESOLVING:
@@ -792,7 +872,7 @@ static void pool_dispatch(struct pool *p)
 
 	while ((r = TAILQ_FIRST(&p->queue))) {
 		if (p->breaker == POOL_BREAKER_OPEN) {
-			if (clock_now_ms() < p->open_until_ms)
+			if (clock_now_ms() < p->open_until_ms || p->cert_error != TLS_CERT_OK)
 				return;
 			p->breaker = POOL_BREAKER_HALF_OPEN;
 		}
@@ -889,6 +969,7 @@ struct pool *pool_new(struct event_base *base, const struct pool_options *o, cha
 	}
 	if (p->url.tls && tls_ctx_new(&o->tls, &p->tls, err, errlen) < 0)
 		goto fail;
+	p->cert_probe = -1;
 	p->breaker_timer = evtimer_new(base, breaker_timer_cb, p);
 	p->n_sessions = o->sessions ? o->sessions : 1;
 	p->sessions = calloc(p->n_sessions, sizeof(*p->sessions));
@@ -980,6 +1061,12 @@ int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, v
 	r->state = R_QUEUED;
 	TAILQ_INSERT_TAIL(&p->queue, r, link);
 	p->queued++;
+	if (p->breaker == POOL_BREAKER_OPEN && p->cert_error != TLS_CERT_OK) {
+		char why[WHY_MAX];
+		snprintf(why, sizeof(why), "upstream circuit breaker open: %s", p->cert_reason);
+		req_finish(r, -EHOSTUNREACH, false, why);
+		return 0;
+	}
 	if (p->breaker == POOL_BREAKER_OPEN && clock_now_ms() < p->open_until_ms) {
 		char why[WHY_MAX];
 		snprintf(why, sizeof(why), "upstream circuit breaker open (retry in %llu s)%s%s",
@@ -1093,7 +1180,19 @@ json_t *pool_status_json(const struct pool *p)
 			      s->last_error[0] ? json_string(s->last_error) : json_null(),
 			      "ciphersuite", suite ? json_string(suite) : json_null()));
 	}
-	return json_pack("{s:s, s:s, s:s, s:I, s:o}", "url", p->url_text, "state", pool_state(p),
-			 "breaker", pool_breaker_name(p->breaker), "queue", (json_int_t)p->queued,
+	json_t *cert = json_null();
+	if (p->cert_error != TLS_CERT_OK)
+		cert = json_pack("{s:s, s:s}", "error", tls_cert_error_name(p->cert_error), "reason",
+				 p->cert_reason);
+	const char *mode = !p->tls ? "none" : tls_ctx_mode(p->tls) == TLS_MODE_CERT ? "cert" : "psk";
+	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "url", p->url_text, "tls", mode,
+			 "state", pool_state(p), "breaker", pool_breaker_name(p->breaker),
+			 "queue", (json_int_t)p->queued, "certificate", cert ? cert : json_null(),
 			 "sessions", sessions ? sessions : json_array());
+}
+
+/* The standing certificate failure, TLS_CERT_OK if none. */
+enum tls_cert_error pool_cert_error(const struct pool *p)
+{
+	return p->cert_error;
 }

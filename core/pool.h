@@ -1,4 +1,4 @@
-/* pool: warm, kept-alive HTTP sessions (TLS-PSK or plain) to one upstream host. */
+/* pool: warm, kept-alive HTTP sessions (TLS with a PSK or a certificate, or plain) to one upstream host. */
 #pragma once
 
 #include <stdbool.h>
@@ -46,6 +46,7 @@ struct pool_stats {
 	uint64_t unknown;    /* requests that failed after bytes were sent */
 	uint64_t queue_full; /* submissions refused */
 	uint64_t breaker_opens;
+	uint64_t cert_failures; /* handshakes refused for a certificate */
 };
 
 /* The pool's settings; strings are borrowed and must outlive the pool. */
@@ -62,6 +63,10 @@ struct pool_options {
 	uint32_t breaker_cooldown_ms;
 	size_t max_response;
 	struct tls_options tls; /* for https:// */
+	/* Called (from the loop) when a certificate failure starts or changes, and with
+	 * TLS_CERT_OK once a handshake succeeds again; may be NULL. */
+	void (*cert_cb)(void *arg, enum tls_cert_error e, const char *reason);
+	void *cert_arg;
 };
 
 /*
@@ -92,8 +97,12 @@ const char *pool_url(const struct pool *p);
 void pool_get_stats(const struct pool *p, struct pool_stats *ret);
 
 /*
- * {"url","state":"ok|degraded|down","breaker":"closed|open|half-open","queue":N,
- *  "sessions":[{"state","requests","reconnects","lastError","ciphersuite"}]}
+ * {"url","tls":"psk|cert|none","state":"ok|degraded|down","breaker":"closed|open|half-open",
+ *  "queue":N,"certificate":null|{"error":"expired|wrong-host|unknown-ca|pin-mismatch|...",
+ *  "reason"},"sessions":[{"state","requests","reconnects","lastError","ciphersuite"}]}
+ * A certificate failure opens the breaker at once and keeps it open (requests fail fast
+ * with the reason) until a handshake succeeds; one session per upstream.backoff-max
+ * tries again meanwhile.
  */
 json_t *pool_status_json(const struct pool *p);
 
@@ -102,6 +111,9 @@ const char *pool_state(const struct pool *p);
 
 /* The breaker state's name. */
 const char *pool_breaker_name(enum pool_breaker b);
+
+/* The standing certificate failure (TLS_CERT_OK if none). */
+enum tls_cert_error pool_cert_error(const struct pool *p);
 
 /* The most recent session error ("" if none), for one-line summaries. */
 const char *pool_last_error(const struct pool *p);

@@ -1,4 +1,4 @@
-/* tls: mbedTLS TLS 1.2 (or 1.1) PSK client sessions on non-blocking sockets. */
+/* tls: mbedTLS TLS 1.2 (or 1.1) client sessions (PSK or certificate) on non-blocking sockets. */
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -9,25 +9,44 @@
 #include <sys/socket.h>
 
 #include <event2/event.h>
+#include <mbedtls/base64.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/x509_crt.h>
 
 #include "cred.h"
 
 #define DEFAULT_SUITES                                                                             \
 	"TLS-ECDHE-PSK-WITH-CHACHA20-POLY1305-SHA256,TLS-ECDHE-PSK-WITH-AES-128-CBC-SHA256,"       \
 	"TLS-PSK-WITH-AES-128-GCM-SHA256,TLS-PSK-WITH-AES-256-GCM-SHA384"
+/* Forward-secret AEAD suites for ECDSA (first: P-256 is what the benchmark measures) and RSA. */
+#define DEFAULT_CERT_SUITES                                                                        \
+	"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256,TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256,"   \
+	"TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384,TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256,"           \
+	"TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256,TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"
 #define MAX_SUITES 64
+#define CLIENT_KEY_MAX 16384
 
 struct tls_ctx {
+	enum tls_mode mode;
 	mbedtls_entropy_context entropy;
 	mbedtls_ctr_drbg_context drbg;
 	mbedtls_ssl_config conf;
 	int suites[MAX_SUITES + 1];
+	/* certificate mode */
+	mbedtls_x509_crt ca;
+	mbedtls_x509_crt own_cert;
+	mbedtls_pk_context own_key;
+	bool have_own;
+	uint8_t pins[TLS_PIN_MAX][32];
+	size_t n_pins;
+	char ca_file[256];
 };
 
 struct tls_conn {
@@ -39,6 +58,9 @@ struct tls_conn {
 	int fd;
 	uint64_t bytes_sent;
 	int sys_errno;
+	bool pin_matched;  /* a key of the chain matched a pin (this handshake) */
+	bool pin_failed;   /* the verify callback refused the chain for want of a pin */
+	enum tls_cert_error cert_error;
 	char error[256];
 };
 
@@ -49,11 +71,20 @@ static const mbedtls_ecp_group_id curves[] = {
     MBEDTLS_ECP_DP_NONE,
 };
 
+/* Certificate mode also accepts server keys on P-384, common on public CAs' chains. */
+static const mbedtls_ecp_group_id cert_curves[] = {
+    MBEDTLS_ECP_DP_CURVE25519,
+    MBEDTLS_ECP_DP_SECP256R1,
+    MBEDTLS_ECP_DP_SECP384R1,
+    MBEDTLS_ECP_DP_NONE,
+};
+
 /* Resolve the comma-separated ciphersuite names into ctx->suites. */
 static int parse_suites(struct tls_ctx *ctx, const char *list, char *err, size_t errlen)
 {
 	size_t n = 0;
-	const char *s = list && *list ? list : DEFAULT_SUITES;
+	bool psk = ctx->mode == TLS_MODE_PSK;
+	const char *s = list && *list ? list : psk ? DEFAULT_SUITES : DEFAULT_CERT_SUITES;
 
 	while (*s) {
 		while (*s == ',' || *s == ' ' || *s == '\t')
@@ -79,8 +110,16 @@ static int parse_suites(struct tls_ctx *ctx, const char *list, char *err, size_t
 				 name);
 			return -EINVAL;
 		}
-		if (!mbedtls_ssl_ciphersuite_uses_psk(info)) {
+		if (psk && !mbedtls_ssl_ciphersuite_uses_psk(info)) {
 			snprintf(err, errlen, "upstream.ciphersuites: %s is not a PSK ciphersuite",
+				 name);
+			return -EINVAL;
+		}
+		if (!psk && (mbedtls_ssl_ciphersuite_uses_psk(info) ||
+			     info->key_exchange == MBEDTLS_KEY_EXCHANGE_RSA)) {
+			snprintf(err, errlen,
+				 "upstream.ciphersuites: %s is not an ECDHE certificate ciphersuite "
+				 "(upstream.tls = cert)",
 				 name);
 			return -EINVAL;
 		}
@@ -100,23 +139,208 @@ static int parse_suites(struct tls_ctx *ctx, const char *list, char *err, size_t
 	return 0;
 }
 
+/* Decode one pin: 44 base64 characters (optionally "sha256/..."), or 64 hex digits. */
+static int pin_decode(const char *s, size_t len, uint8_t out[32])
+{
+	if (len > 7 && strncmp(s, "sha256/", 7) == 0) {
+		s += 7;
+		len -= 7;
+	}
+	if (len == 64) {
+		for (size_t i = 0; i < 32; i++) {
+			unsigned v = 0;
+			for (size_t k = 0; k < 2; k++) {
+				char c = s[2 * i + k];
+				unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+					     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+					     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+								    : 16u;
+				if (d > 15)
+					return -EINVAL;
+				v = v << 4 | d;
+			}
+			out[i] = (uint8_t)v;
+		}
+		return 0;
+	}
+	size_t n = 0;
+	uint8_t tmp[48];
+	if (len != 44 ||
+	    mbedtls_base64_decode(tmp, sizeof(tmp), &n, (const unsigned char *)s, len) != 0 ||
+	    n != 32)
+		return -EINVAL;
+	memcpy(out, tmp, 32);
+	return 0;
+}
+
+/* Parse the comma separated pin list. */
+int tls_pins_parse(const char *list, uint8_t (*out)[32], size_t max)
+{
+	size_t n = 0;
+
+	if (!list)
+		return 0;
+	for (const char *s = list; *s;) {
+		while (*s == ',' || *s == ' ' || *s == '\t')
+			s++;
+		if (!*s)
+			break;
+		const char *e = s;
+		while (*e && *e != ',' && *e != ' ' && *e != '\t')
+			e++;
+		if (n >= max || pin_decode(s, (size_t)(e - s), out[n]) < 0)
+			return -EINVAL;
+		n++;
+		s = e;
+	}
+	return (int)n;
+}
+
+/* Load the PSK and identity into the configuration, wiping our copy. */
+static int ctx_setup_psk(struct tls_ctx *ctx, const struct tls_options *o, char *err,
+			 size_t errlen)
+{
+	uint8_t psk[MBEDTLS_PSK_MAX_LEN];
+	size_t psk_len = 0;
+	int r;
+
+	if (!o->psk_identity || !*o->psk_identity) {
+		snprintf(err, errlen, "the PSK identity (upstream.psk-identity) is not set");
+		return -EINVAL;
+	}
+	r = cred_load_hex(o->psk_credential, o->psk_file, psk, sizeof(psk), &psk_len);
+	if (r < 0) {
+		char why[256];
+		snprintf(err, errlen, "cannot load the PSK: %s",
+			 r == -E2BIG ? "longer than 32 bytes"
+				     : cred_explain(r, o->psk_credential, o->psk_file, why,
+						    sizeof(why)));
+		goto out;
+	}
+	if (psk_len == 0) {
+		snprintf(err, errlen, "the PSK is empty");
+		r = -EINVAL;
+		goto out;
+	}
+	if (mbedtls_ssl_conf_psk(&ctx->conf, psk, psk_len, (const unsigned char *)o->psk_identity,
+				 strlen(o->psk_identity)) != 0) {
+		snprintf(err, errlen, "cannot use the PSK or its identity");
+		r = -EINVAL;
+	}
+out:
+	cred_wipe(psk, sizeof(psk));
+	return r;
+}
+
+/* Load the client certificate and its key (from the credential) for mTLS. */
+static int ctx_setup_client_cert(struct tls_ctx *ctx, const struct tls_options *o, char *err,
+				 size_t errlen)
+{
+	const char *cred = o->client_key_credential ? o->client_key_credential : "tpa-client-key";
+	char *key = malloc(CLIENT_KEY_MAX);
+	char buf[128];
+	int r, m;
+
+	if (!key) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if ((m = mbedtls_x509_crt_parse_file(&ctx->own_cert, o->client_cert)) != 0) {
+		mbedtls_strerror(m, buf, sizeof(buf));
+		snprintf(err, errlen, "upstream.client-cert: cannot read %s: %s", o->client_cert,
+			 buf);
+		r = -EINVAL;
+		goto out;
+	}
+	r = cred_load_text(cred, o->client_key_file, key, CLIENT_KEY_MAX);
+	if (r < 0) {
+		char why[256];
+		snprintf(err, errlen, "cannot load the client key: %s",
+			 cred_explain(r, cred, o->client_key_file, why, sizeof(why)));
+		goto out;
+	}
+	m = mbedtls_pk_parse_key(&ctx->own_key, (const unsigned char *)key, strlen(key) + 1, NULL,
+				 0);
+	if (m != 0) {
+		mbedtls_strerror(m, buf, sizeof(buf));
+		snprintf(err, errlen, "the client key (credential %s) is not a usable key: %s",
+			 cred, buf);
+		r = -EINVAL;
+		goto out;
+	}
+	if (mbedtls_pk_check_pair(&ctx->own_cert.pk, &ctx->own_key) != 0) {
+		snprintf(err, errlen,
+			 "the client key (credential %s) does not belong to upstream.client-cert",
+			 cred);
+		r = -EINVAL;
+		goto out;
+	}
+	if (mbedtls_ssl_conf_own_cert(&ctx->conf, &ctx->own_cert, &ctx->own_key) != 0) {
+		snprintf(err, errlen, "cannot use the client certificate");
+		r = -EINVAL;
+		goto out;
+	}
+	ctx->have_own = true;
+	r = 0;
+out:
+	cred_wipe(key, CLIENT_KEY_MAX);
+	free(key);
+	return r;
+}
+
+/* Load the trusted CAs, pins and client certificate; always verify the server. */
+static int ctx_setup_cert(struct tls_ctx *ctx, const struct tls_options *o, char *err,
+			  size_t errlen)
+{
+	const char *ca = o->ca_file && *o->ca_file ? o->ca_file : TLS_DEFAULT_CA_FILE;
+	char buf[128];
+
+	snprintf(ctx->ca_file, sizeof(ctx->ca_file), "%s", ca);
+	int m = mbedtls_x509_crt_parse_file(&ctx->ca, ca);
+	if (m < 0 || ctx->ca.version == 0) {
+		if (m < 0)
+			mbedtls_strerror(m, buf, sizeof(buf));
+		else
+			snprintf(buf, sizeof(buf), "no certificate in it");
+		snprintf(err, errlen, "upstream.ca-file: cannot read %s: %s", ca, buf);
+		return -EINVAL;
+	}
+	/* m > 0: some entries of a system bundle did not parse; the others are used. */
+	int n = tls_pins_parse(o->pin_sha256, ctx->pins, TLS_PIN_MAX);
+	if (n < 0) {
+		snprintf(err, errlen,
+			 "upstream.pin-sha256: want up to %d SHA-256 pins of the server's public "
+			 "key, each 44 base64 characters or 64 hex digits",
+			 TLS_PIN_MAX);
+		return -EINVAL;
+	}
+	ctx->n_pins = (size_t)n;
+	mbedtls_ssl_conf_authmode(&ctx->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+	mbedtls_ssl_conf_ca_chain(&ctx->conf, &ctx->ca, NULL);
+	if (o->client_cert && *o->client_cert)
+		return ctx_setup_client_cert(ctx, o, err, errlen);
+	return 0;
+}
+
 /* Build the shared mbedTLS client configuration from the options. */
 int tls_ctx_new(const struct tls_options *o, struct tls_ctx **ret, char *err, size_t errlen)
 {
 	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
-	uint8_t psk[MBEDTLS_PSK_MAX_LEN];
-	size_t psk_len = 0;
 	int r;
 
 	if (!ctx) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	ctx->mode = o->mode;
 	mbedtls_entropy_init(&ctx->entropy);
 	mbedtls_ctr_drbg_init(&ctx->drbg);
 	mbedtls_ssl_config_init(&ctx->conf);
+	mbedtls_x509_crt_init(&ctx->ca);
+	mbedtls_x509_crt_init(&ctx->own_cert);
+	mbedtls_pk_init(&ctx->own_key);
 
-	if (!o->psk_identity || !*o->psk_identity) {
+	if (o->mode == TLS_MODE_PSK && (!o->psk_identity || !*o->psk_identity)) {
 		snprintf(err, errlen, "the PSK identity (upstream.psk-identity) is not set");
 		r = -EINVAL;
 		goto fail;
@@ -141,54 +365,43 @@ int tls_ctx_new(const struct tls_options *o, struct tls_ctx **ret, char *err, si
 	mbedtls_ssl_conf_authmode(&ctx->conf, MBEDTLS_SSL_VERIFY_NONE);
 	mbedtls_ssl_conf_min_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
 				     o->tls_min == 1 ? MBEDTLS_SSL_MINOR_VERSION_2
-								: MBEDTLS_SSL_MINOR_VERSION_3);
+						     : MBEDTLS_SSL_MINOR_VERSION_3);
 	mbedtls_ssl_conf_max_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
 				     MBEDTLS_SSL_MINOR_VERSION_3);
 	mbedtls_ssl_conf_ciphersuites(&ctx->conf, ctx->suites);
-	mbedtls_ssl_conf_curves(&ctx->conf, curves);
+	mbedtls_ssl_conf_curves(&ctx->conf, o->mode == TLS_MODE_PSK ? curves : cert_curves);
 	mbedtls_ssl_conf_renegotiation(&ctx->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
 
-	r = cred_load_hex(o->psk_credential, o->psk_file, psk, sizeof(psk), &psk_len);
-	if (r < 0) {
-		char why[256];
-		snprintf(err, errlen, "cannot load the PSK: %s",
-			 r == -E2BIG ? "longer than 32 bytes"
-				     : cred_explain(r, o->psk_credential, o->psk_file, why,
-						    sizeof(why)));
+	r = o->mode == TLS_MODE_PSK ? ctx_setup_psk(ctx, o, err, errlen)
+				    : ctx_setup_cert(ctx, o, err, errlen);
+	if (r < 0)
 		goto fail;
-	}
-	if (psk_len == 0) {
-		snprintf(err, errlen, "the PSK is empty");
-		r = -EINVAL;
-		goto fail;
-	}
-	int m = mbedtls_ssl_conf_psk(&ctx->conf, psk, psk_len,
-				     (const unsigned char *)o->psk_identity,
-				     strlen(o->psk_identity));
-	cred_wipe(psk, sizeof(psk));
-	if (m != 0) {
-		snprintf(err, errlen, "cannot use the PSK or its identity");
-		r = -EINVAL;
-		goto fail;
-	}
 	*ret = ctx;
 	return 0;
 fail:
-	cred_wipe(psk, sizeof(psk));
 	tls_ctx_free(ctx);
 	return r;
 }
 
-/* Free the shared configuration; mbedTLS zeroes the PSK copy it holds. */
+/* Free the shared configuration; mbedTLS zeroes the PSK and private key it holds. */
 struct tls_ctx *tls_ctx_free(struct tls_ctx *ctx)
 {
 	if (!ctx)
 		return NULL;
 	mbedtls_ssl_config_free(&ctx->conf);
+	mbedtls_x509_crt_free(&ctx->ca);
+	mbedtls_x509_crt_free(&ctx->own_cert);
+	mbedtls_pk_free(&ctx->own_key);
 	mbedtls_ctr_drbg_free(&ctx->drbg);
 	mbedtls_entropy_free(&ctx->entropy);
 	free(ctx);
 	return NULL;
+}
+
+/* The configuration's mode. */
+enum tls_mode tls_ctx_mode(const struct tls_ctx *ctx)
+{
+	return ctx->mode;
 }
 
 /* mbedTLS send callback on the raw non-blocking socket. */
@@ -239,6 +452,26 @@ static bool is_ip_literal(const char *s)
 	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+/*
+ * Called for each certificate of the chain, the root first and the server's own last
+ * (depth 0): accept the chain only if some key in it matches a configured pin.
+ */
+static int verify_pin(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+	struct tls_conn *c = arg;
+	uint8_t h[32];
+
+	if (mbedtls_sha256_ret(crt->pk_raw.p, crt->pk_raw.len, h, 0) == 0)
+		for (size_t i = 0; i < c->ctx->n_pins; i++)
+			if (memcmp(h, c->ctx->pins[i], sizeof(h)) == 0)
+				c->pin_matched = true;
+	if (depth == 0 && !c->pin_matched) {
+		c->pin_failed = true;
+		*flags |= MBEDTLS_X509_BADCERT_OTHER;
+	}
+	return 0;
+}
+
 /* Create a session bound to the shared configuration. */
 int tls_conn_new(struct tls_ctx *ctx, const char *hostname, struct tls_conn **ret)
 {
@@ -254,11 +487,18 @@ int tls_conn_new(struct tls_ctx *ctx, const char *hostname, struct tls_conn **re
 		tls_conn_free(c);
 		return -ENOMEM;
 	}
-	if (hostname && *hostname && !is_ip_literal(hostname) &&
+	bool cert = ctx->mode == TLS_MODE_CERT;
+	if (cert && (!hostname || !*hostname)) {
+		tls_conn_free(c);
+		return -EINVAL;
+	}
+	if (hostname && *hostname && (cert || !is_ip_literal(hostname)) &&
 	    mbedtls_ssl_set_hostname(&c->ssl, hostname) != 0) {
 		tls_conn_free(c);
 		return -EINVAL;
 	}
+	if (cert && ctx->n_pins)
+		mbedtls_ssl_set_verify(&c->ssl, verify_pin, c);
 	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
 	*ret = c;
 	return 0;
@@ -284,6 +524,8 @@ int tls_conn_start(struct tls_conn *c, int fd)
 	c->bytes_sent = 0;
 	c->sys_errno = 0;
 	c->resumed = false;
+	c->pin_matched = c->pin_failed = false;
+	c->cert_error = TLS_CERT_OK;
 	c->error[0] = '\0';
 	if (c->have_saved && mbedtls_ssl_set_session(&c->ssl, &c->saved) != 0)
 		tls_conn_forget_session(c);
@@ -327,9 +569,76 @@ static const char *alert_name(int a)
 	}
 }
 
+/* Name the certificate problems in flags, most telling first, as one reason. */
+static int fail_verify(struct tls_conn *c, const char *what)
+{
+	uint32_t f = mbedtls_ssl_get_verify_result(&c->ssl);
+	const char *host = c->ssl.hostname ? c->ssl.hostname : "?";
+	char subj[96] = "";
+	const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&c->ssl);
+
+	if (peer && mbedtls_x509_dn_gets(subj, sizeof(subj), &peer->subject) < 0)
+		subj[0] = '\0';
+	if (f & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
+		c->cert_error = TLS_CERT_UNKNOWN_CA;
+		snprintf(c->error, sizeof(c->error),
+			 "%s: server certificate from an unknown CA (not signed by a CA in %.100s)%s%s",
+			 what, c->ctx->ca_file, subj[0] ? ", subject " : "", subj);
+	} else if (f & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) {
+		c->cert_error = TLS_CERT_EXPIRED;
+		snprintf(c->error, sizeof(c->error), "%s: server certificate %s%s%s", what,
+			 f & MBEDTLS_X509_BADCERT_EXPIRED ? "expired" : "not yet valid",
+			 subj[0] ? ", subject " : "", subj);
+	} else if (f & MBEDTLS_X509_BADCERT_CN_MISMATCH) {
+		c->cert_error = TLS_CERT_WRONG_HOST;
+		snprintf(c->error, sizeof(c->error),
+			 "%s: wrong host: the server certificate is not for %s%s%s", what, host,
+			 subj[0] ? " (subject " : "", subj[0] ? subj : "");
+		if (subj[0])
+			snprintf(c->error + strlen(c->error), sizeof(c->error) - strlen(c->error),
+				 ")");
+	} else if (c->pin_failed) {
+		c->cert_error = TLS_CERT_PIN_MISMATCH;
+		snprintf(c->error, sizeof(c->error),
+			 "%s: pin mismatch: no key in the server's chain matches "
+			 "upstream.pin-sha256%s%s",
+			 what, subj[0] ? ", subject " : "", subj);
+	} else {
+		char info[160];
+		c->cert_error = TLS_CERT_OTHER;
+		if (mbedtls_x509_crt_verify_info(info, sizeof(info), "", f) < 0)
+			snprintf(info, sizeof(info), "flags 0x%x", (unsigned)f);
+		char *nl;
+		while ((nl = strchr(info, '\n')))
+			*nl = nl[1] ? ';' : '\0';
+		snprintf(c->error, sizeof(c->error), "%s: server certificate refused: %s", what,
+			 info);
+	}
+	return -EKEYREJECTED;
+}
+
 /* Record a readable reason for an mbedTLS error and map it to a negative errno. */
 static int fail(struct tls_conn *c, const char *what, int m)
 {
+	if (m == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED)
+		return fail_verify(c, what);
+	if (m == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE && c->ctx->mode == TLS_MODE_CERT) {
+		int a = c->ssl.in_msg ? c->ssl.in_msg[1] : -1;
+		if (a == MBEDTLS_SSL_ALERT_MSG_BAD_CERT || a == MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT ||
+		    a == MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED || a == MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED ||
+		    a == MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN || a == MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA ||
+		    a == MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED || a == MBEDTLS_SSL_ALERT_MSG_NO_CERT ||
+		    (a == MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE && c->ssl.client_auth)) {
+			c->cert_error = TLS_CERT_REFUSED;
+			snprintf(c->error, sizeof(c->error),
+				 "%s: the server refused our client certificate (alert %d)%s", what,
+				 a,
+				 c->ctx->have_own ? ""
+						  : ": it requires one, set upstream.client-cert and "
+						    "the tpa-client-key credential");
+			return -EKEYREJECTED;
+		}
+	}
 	if (m == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) {
 		int a = c->ssl.in_msg ? c->ssl.in_msg[1] : -1;
 		const char *n = alert_name(a);
@@ -343,7 +652,21 @@ static int fail(struct tls_conn *c, const char *what, int m)
 			   ? -EACCES
 			   : -EPROTO;
 	}
-	if (m == MBEDTLS_ERR_SSL_CONN_EOF || m == MBEDTLS_ERR_NET_CONN_RESET) {
+	bool closed = m == MBEDTLS_ERR_SSL_CONN_EOF || m == MBEDTLS_ERR_NET_CONN_RESET;
+	bool in_hs = c->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER;
+	if (closed && in_hs && c->ctx->mode == TLS_MODE_CERT && c->ssl.client_auth) {
+		/* It asked for our certificate, then hung up: it did not accept what it got. */
+		c->cert_error = TLS_CERT_REFUSED;
+		snprintf(c->error, sizeof(c->error),
+			 "%s: the server asked for a client certificate and closed the "
+			 "connection: %s",
+			 what,
+			 c->ctx->have_own ? "it refused ours (upstream.client-cert)"
+					  : "it requires one, set upstream.client-cert and the "
+					    "tpa-client-key credential");
+		return -EKEYREJECTED;
+	}
+	if (closed) {
 		/*
 		 * Closed before any answer to our hello: nothing TLS spoke to us, as when a
 		 * proxy or load balancer accepts the connection with no server behind it. Only
@@ -353,9 +676,11 @@ static int fail(struct tls_conn *c, const char *what, int m)
 		if (c->ssl.state <= MBEDTLS_SSL_SERVER_HELLO)
 			hint = " before answering the TLS hello (is the cloud reachable? a proxy or "
 			       "firewall may accept connections with nothing behind it)";
-		else if (c->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER)
+		else if (in_hs && c->ctx->mode == TLS_MODE_PSK)
 			hint = " during the handshake (PSK identity, TLS version or ciphersuite "
 			       "refused?)";
+		else if (in_hs)
+			hint = " during the handshake (TLS version or ciphersuite refused?)";
 		snprintf(c->error, sizeof(c->error), "%s: connection %s by the server%s", what,
 			 m == MBEDTLS_ERR_SSL_CONN_EOF ? "closed" : "reset", hint);
 		return -ECONNRESET;
@@ -478,4 +803,31 @@ uint64_t tls_conn_bytes_sent(const struct tls_conn *c)
 const char *tls_conn_error(const struct tls_conn *c)
 {
 	return c->error;
+}
+
+/* The certificate verdict of the last handshake. */
+enum tls_cert_error tls_conn_cert_error(const struct tls_conn *c)
+{
+	return c->cert_error;
+}
+
+/* Names for logs, Status and metrics labels. */
+const char *tls_cert_error_name(enum tls_cert_error e)
+{
+	switch (e) {
+	case TLS_CERT_OK:
+		return "ok";
+	case TLS_CERT_EXPIRED:
+		return "expired";
+	case TLS_CERT_WRONG_HOST:
+		return "wrong-host";
+	case TLS_CERT_UNKNOWN_CA:
+		return "unknown-ca";
+	case TLS_CERT_PIN_MISMATCH:
+		return "pin-mismatch";
+	case TLS_CERT_REFUSED:
+		return "client-cert-refused";
+	default:
+		return "bad-certificate";
+	}
 }

@@ -656,6 +656,13 @@ static bool build_record(struct job *j)
 		r->has_app_key = true;
 	} else if (q->generate_app_key) {
 		int rr = a->ops->random(a->ctx, r->app_key, sizeof(r->app_key));
+		if (rr == -EAGAIN) {
+			/* The cloud-HSM key pool is empty: nothing was sent, retry shortly. */
+			j->res.retry_after = 1;
+			job_fail(j, ACT_UNAVAILABLE,
+				 "no AppKey ready: the cloud-HSM key pool is empty and refilling");
+			return false;
+		}
 		if (rr < 0) {
 			job_fail(j, ACT_STORE_FAILED, "cannot generate an AppKey: %s",
 				 strerror(-rr));

@@ -979,6 +979,12 @@ void admin_get_device(struct tpad *t, struct req *r)
 		req_error(r, "io.tpad.Admin.Busy", NULL);
 }
 
+/* The device object of a reply, without the AppKey (for retire.c). */
+json_t *admin_device_info(const struct config *cfg, const struct store_record *rec)
+{
+	return device_info(cfg, rec);
+}
+
 /* ---- Adopt ---- */
 
 /* One Adopt call waiting for the cloud's answer. */

@@ -1,7 +1,11 @@
 /* admin: the io.tpad.Admin device methods — Import, Export, ListDevices and GetDevice. */
 #pragma once
 
+#include <jansson.h>
+
+struct config;
 struct req;
+struct store_record;
 struct tpad;
 
 /*
@@ -33,6 +37,16 @@ void admin_get_device(struct tpad *t, struct req *r);
  */
 void admin_adopt(struct tpad *t, struct req *r);
 
+/* The DeviceInfo object of a record, never with its AppKey. */
+json_t *admin_device_info(const struct config *cfg, const struct store_record *rec);
+
+/*
+ * io.tpad.Admin.Retire(devEUI, reason): a scrapped device is deleted in the cloud by its
+ * ref and becomes RETIRED, audited with the reason; Lookup and Activate then answer
+ * io.tpad.Station.Retired. A lost answer to the delete is settled by the read-only query
+ * (gone: done; still there: deleted once more), never guessed. In retire.c.
+ */
+void admin_retire(struct tpad *t, struct req *r);
 /*
  * io.tpad.Admin.Print: one device (devEUI) or every device of a state as one print job
  * (admin_print.c); each device's print audited. Replies {printer, job, state, labels} or

@@ -8,15 +8,16 @@
 
 #include "conf.h"
 #include "hex.h"
+#include "tls.h"
 #include "layout.h"
 
 #define OFF(f) offsetof(struct config, f)
-#define DEFAULT_SUITES                                                                             \
-	"TLS-ECDHE-PSK-WITH-CHACHA20-POLY1305-SHA256,TLS-ECDHE-PSK-WITH-AES-128-CBC-SHA256,"       \
-	"TLS-PSK-WITH-AES-128-GCM-SHA256,TLS-PSK-WITH-AES-256-GCM-SHA384"
-
 /* Names of the CONF_ENUM values, in the order of their C enums. */
-static const char *const auth_names[] = {"psk", "psk+oauth2", NULL};
+static const char *const auth_names[] = {"psk", "psk+oauth2", "oauth2", "none", NULL};
+static const char *const tls_names[] = {"psk", "cert", NULL};
+static const char *const profile_names[] = {"tpa-psk", "dx-maker", NULL};
+static const char *const tokform_names[] = {"hex", "base64", "as-is", NULL};
+static const char *const keysrc_names[] = {"local", "cloud-hsm", NULL};
 static const char *const tls_min_names[] = {"1.1", "1.2", NULL};
 static const char *const ec_names[] = {"L", "M", "Q", "H", NULL};
 static const char *const qr_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
@@ -248,9 +249,9 @@ static const struct conf_directive directives[] = {
      .def = "1.2",
      .names = tls_min_names},
     {.name = "upstream.ciphersuites",
-     .type = CONF_STR,
+     .type = CONF_STR_OPT,
      .offset = OFF(upstream_ciphersuites),
-     .def = DEFAULT_SUITES,
+     .def = "",
      .min = 0,
      .max = 0},
     {.name = "upstream.connect-timeout",
@@ -312,6 +313,24 @@ static const struct conf_directive directives[] = {
      .offset = OFF(upstream_auth),
      .def = "psk",
      .names = auth_names},
+    {.name = "upstream.tls", .type = CONF_ENUM, .offset = OFF(upstream_tls), .def = "psk",
+     .names = tls_names},
+    {.name = "upstream.ca-file",
+     .type = CONF_STR,
+     .offset = OFF(upstream_ca_file),
+     .def = TLS_DEFAULT_CA_FILE},
+    {.name = "upstream.pin-sha256",
+     .type = CONF_STR_OPT,
+     .offset = OFF(upstream_pin_sha256),
+     .def = ""},
+    {.name = "upstream.client-cert",
+     .type = CONF_STR_OPT,
+     .offset = OFF(upstream_client_cert),
+     .def = ""},
+    {.name = "upstream.client-key-file",
+     .type = CONF_STR_OPT,
+     .offset = OFF(upstream_client_key_file),
+     .def = ""},
 
     {.name = "oauth2.token-url",
      .type = CONF_STR_OPT,
@@ -356,6 +375,16 @@ static const struct conf_directive directives[] = {
      .def = "deviceEUI",
      .min = 0,
      .max = 0},
+    {.name = "api.query-page-param",
+     .type = CONF_STR_OPT,
+     .offset = OFF(api_query_page_param),
+     .def = "pageIndex"},
+    {.name = "api.query-page-size",
+     .type = CONF_UINT,
+     .offset = OFF(api_query_page_size),
+     .def = "100",
+     .min = 1,
+     .max = 100000},
     {.name = "api.field-dev-eui",
      .type = CONF_STR,
      .offset = OFF(api_field_dev_eui),
@@ -404,6 +433,32 @@ static const struct conf_directive directives[] = {
      .def = "",
      .min = 0,
      .max = 0},
+    {.name = "api.profile",
+     .type = CONF_ENUM,
+     .offset = OFF(api_profile),
+     .def = "tpa-psk",
+     .names = profile_names},
+    {.name = "api.owner-token-form",
+     .type = CONF_ENUM,
+     .offset = OFF(api_owner_token_form),
+     .def = "hex",
+     .names = tokform_names},
+    {.name = "api.appkeygen-path",
+     .type = CONF_STR,
+     .offset = OFF(api_appkeygen_path),
+     .def = "/appKeyGens"},
+    {.name = "api.field-public-key",
+     .type = CONF_STR,
+     .offset = OFF(api_field_public_key),
+     .def = "publicKey"},
+    {.name = "api.field-vendor-key",
+     .type = CONF_STR,
+     .offset = OFF(api_field_vendor_key),
+     .def = "vendorKey"},
+    {.name = "api.field-hsm-app-key",
+     .type = CONF_STR,
+     .offset = OFF(api_field_hsm_app_key),
+     .def = "hsmEncryptedAppKey"},
 
     {.name = "store.path",
      .type = CONF_STR,
@@ -431,6 +486,21 @@ static const struct conf_directive directives[] = {
      .def = "0000000000000000",
      .min = HEX_EUI,
      .max = 0},
+    {.name = "device.app-key-source",
+     .type = CONF_ENUM,
+     .offset = OFF(device_app_key_source),
+     .def = "local",
+     .names = keysrc_names},
+    {.name = "device.app-key-pool",
+     .type = CONF_UINT,
+     .offset = OFF(device_app_key_pool),
+     .def = "100",
+     .min = 1,
+     .max = 100000},
+    {.name = "device.rsa-key-file",
+     .type = CONF_STR_OPT,
+     .offset = OFF(device_rsa_key_file),
+     .def = ""},
 
     {.name = "qr.profile-id",
      .type = CONF_HEX,
@@ -473,6 +543,19 @@ static const struct conf_directive directives[] = {
      .def = "16",
      .min = 1,
      .max = 1024},
+    {.name = "import.manifest-signer",
+     .type = CONF_STR_OPT,
+     .offset = OFF(import_manifest_signer),
+     .def = ""},
+    {.name = "import.tkm-prefix",
+     .type = CONF_HEX,
+     .offset = OFF(import_tkm_prefix),
+     .def = "3121",
+     .min = 4},
+    {.name = "import.manifest-dev-eui",
+     .type = CONF_STR_OPT,
+     .offset = OFF(import_manifest_dev_eui),
+     .def = ""},
 
     {.name = "metrics.listen",
      .type = CONF_STR_OPT,
@@ -510,7 +593,7 @@ static const struct conf_directive directives[] = {
 
 static int printers_check(const struct config *c, char *why, size_t whylen);
 
-/* Cross-directive rules, checked once the whole file is read. */
+/* Cross-directive rules, checked once the whole file is read and the profile applied. */
 static int config_check(const void *cfg, char *why, size_t whylen)
 {
 	const struct config *c = cfg;
@@ -518,11 +601,51 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 		snprintf(why, whylen, "upstream.backoff-min is larger than upstream.backoff-max");
 		return -EINVAL;
 	}
-	if (c->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2 &&
-	    (!c->oauth2_token_url || !c->oauth2_client_id)) {
-		snprintf(why, whylen,
-			 "upstream.auth = psk+oauth2 needs oauth2.token-url and oauth2.client-id");
+	bool oauth =
+	    c->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2 || c->upstream_auth == UPSTREAM_AUTH_OAUTH2;
+	if (oauth && (!c->oauth2_token_url || !c->oauth2_client_id)) {
+		snprintf(why, whylen, "upstream.auth = %s needs oauth2.token-url and oauth2.client-id",
+			 auth_names[c->upstream_auth]);
 		return -EINVAL;
+	}
+	bool psk_auth =
+	    c->upstream_auth == UPSTREAM_AUTH_PSK || c->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2;
+	if (strncmp(c->upstream_url, "https://", 8) == 0 &&
+	    psk_auth != (c->upstream_tls == UPSTREAM_TLS_PSK)) {
+		snprintf(why, whylen,
+			 "upstream.auth = %s does not fit upstream.tls = %s (with psk: psk or "
+			 "psk+oauth2; with cert: oauth2 or none)",
+			 auth_names[c->upstream_auth], tls_names[c->upstream_tls]);
+		return -EINVAL;
+	}
+	if (c->upstream_tls == UPSTREAM_TLS_PSK && (c->upstream_pin_sha256 || c->upstream_client_cert)) {
+		snprintf(why, whylen,
+			 "upstream.pin-sha256 and upstream.client-cert need upstream.tls = cert");
+		return -EINVAL;
+	}
+	if (c->upstream_pin_sha256) {
+		uint8_t pins[TLS_PIN_MAX][32];
+		if (tls_pins_parse(c->upstream_pin_sha256, pins, TLS_PIN_MAX) <= 0) {
+			snprintf(why, whylen,
+				 "upstream.pin-sha256: want up to %d SHA-256 pins of the server's "
+				 "public key (base64, or 64 hex digits), comma separated",
+				 TLS_PIN_MAX);
+			return -EINVAL;
+		}
+	}
+	if (c->api_profile == API_PROFILE_DX_MAKER) {
+		if (!c->api_hsm_group) {
+			snprintf(why, whylen,
+				 "api.profile = dx-maker needs api.hsm-group (the HSM group "
+				 "Actility assigned, sent with every import)");
+			return -EINVAL;
+		}
+		if (oauth && c->oauth2_client_id && !strchr(c->oauth2_client_id, '/')) {
+			snprintf(why, whylen,
+				 "api.profile = dx-maker: oauth2.client-id must be "
+				 "<platform>/<login>, e.g. js-labs-api/maker1");
+			return -EINVAL;
+		}
 	}
 	if (c->upstream_settle_after_ms &&
 	    c->upstream_settle_after_ms < 2 * (uint64_t)c->upstream_request_timeout_ms) {
@@ -543,14 +666,104 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 	return printers_check(c, why, whylen);
 }
 
+/* The presets of one profile: every api.*, oauth2.* and TLS directive it decides. */
+struct preset {
+	const char *name, *value;
+};
+
+static const struct preset preset_tpa_psk[] = {
+    {"upstream.url", "https://activation.thingpark.com"},
+    {"upstream.tls", "psk"},
+    {"upstream.auth", "psk"},
+    {"upstream.ciphersuites", ""},
+    {"oauth2.token-url", ""},
+    {"api.base-path", "/maker/latest/api"},
+    {"api.import-path", "/factoryDevices"},
+    {"api.query-path", "/factoryDevices"},
+    {"api.query-param", "deviceEUI"},
+    {"api.query-page-param", "pageIndex"},
+    {"api.query-page-size", "100"},
+    {"api.field-dev-eui", "deviceEUI"},
+    {"api.field-join-eui", "joinEUI"},
+    {"api.field-tkm-info", "tkmInfo"},
+    {"api.field-app-key", "appKey"},
+    {"api.field-owner-token", "ownerToken"},
+    {"api.field-ref", "ref"},
+    {"api.field-hsm-group", "hsmGroupId"},
+    {"api.owner-token-form", "hex"},
+    {"api.appkeygen-path", "/appKeyGens"},
+    {NULL, NULL},
+};
+
+static const struct preset preset_dx_maker[] = {
+    {"upstream.url", "https://dx-api.thingpark.com"},
+    {"upstream.tls", "cert"},
+    {"upstream.auth", "oauth2"},
+    {"upstream.ca-file", TLS_DEFAULT_CA_FILE},
+    {"upstream.ciphersuites", ""},
+    {"oauth2.token-url", "/admin/latest/api/oauth/token"},
+    {"api.base-path", "/maker/latest/api"},
+    {"api.import-path", "/factoryDevices"},
+    {"api.query-path", "/factoryDevices"},
+    {"api.query-param", "deviceEUI"},
+    {"api.query-page-param", "pageIndex"},
+    {"api.query-page-size", "100"},
+    {"api.field-dev-eui", "deviceEUI"},
+    {"api.field-join-eui", "joinEUI"},
+    {"api.field-tkm-info", "tkmInfo"},
+    {"api.field-app-key", "appKey"},
+    {"api.field-owner-token", "ownerToken"},
+    {"api.field-ref", "ref"},
+    {"api.field-hsm-group", "hsmGroupId"},
+    {"api.owner-token-form", "hex"},
+    {"api.appkeygen-path", "/appKeyGens"},
+    {"api.field-public-key", "publicKey"},
+    {"api.field-vendor-key", "vendorKey"},
+    {"api.field-hsm-app-key", "hsmEncryptedAppKey"},
+    {NULL, NULL},
+};
+
 static const struct conf_schema schema = {
     .directives = directives,
     .n_directives = sizeof(directives) / sizeof(directives[0]),
     .sections = sections,
     .n_sections = sizeof(sections) / sizeof(sections[0]),
     .origins_offset = OFF(origins),
-    .check = config_check,
+    .check = NULL, /* run by config_finish() once the profile's presets are in */
 };
+
+const char *config_profile_name(int profile)
+{
+	return profile >= 0 && profile <= API_PROFILE_DX_MAKER ? profile_names[profile] : "?";
+}
+
+/*
+ * Fill every directive the profile decides and the file left at its default (a file's
+ * value always wins), then check the rules that span directives. name is the file's.
+ */
+static int config_finish(struct config *c, const char *name, char *err, size_t errlen)
+{
+	const struct preset *p =
+	    c->api_profile == API_PROFILE_DX_MAKER ? preset_dx_maker : preset_tpa_psk;
+	char origin[64], why[256];
+
+	snprintf(origin, sizeof(origin), "profile %s", profile_names[c->api_profile]);
+	for (; p->name; p++) {
+		int r = conf_set(&schema, c, p->name, p->value, origin, true, why, sizeof(why));
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0) {
+			/* A preset that does not parse is our own bug. */
+			snprintf(err, errlen, "%s: profile %s: %s: %s", name, origin, p->name, why);
+			return -EINVAL;
+		}
+	}
+	if (config_check(c, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s:0: %s", name, why);
+		return -EINVAL;
+	}
+	return 0;
+}
 
 /* The printers' rules: a url each, pdf only over IPP, print.default names one. */
 static int printers_check(const struct config *c, char *why, size_t whylen)
@@ -609,12 +822,14 @@ void config_defaults(struct config *c)
 int config_load_string(struct config *c, const char *name, const char *text, char *err,
 		       size_t errlen)
 {
-	return conf_load_string(&schema, c, name, text, err, errlen);
+	int r = conf_load_string(&schema, c, name, text, err, errlen);
+	return r < 0 ? r : config_finish(c, name, err, errlen);
 }
 
 int config_load(struct config *c, const char *path, char *err, size_t errlen)
 {
-	return conf_load(&schema, c, path, err, errlen);
+	int r = conf_load(&schema, c, path, err, errlen);
+	return r < 0 ? r : config_finish(c, path, err, errlen);
 }
 
 void config_print(const struct config *c, FILE *f, bool origins)

@@ -15,9 +15,37 @@
 
 struct conf_origins;
 
+/* Whether API calls carry an OAuth2 bearer token, and what the channel is. */
 enum upstream_auth {
-	UPSTREAM_AUTH_PSK,
-	UPSTREAM_AUTH_PSK_OAUTH2,
+	UPSTREAM_AUTH_PSK,	  /* the PSK channel alone */
+	UPSTREAM_AUTH_PSK_OAUTH2, /* PSK channel plus an OAuth2 bearer token */
+	UPSTREAM_AUTH_OAUTH2,	  /* certificate TLS plus an OAuth2 bearer token */
+	UPSTREAM_AUTH_NONE,	  /* certificate TLS (maybe mTLS), no token */
+};
+
+/* How the TLS channel is authenticated. */
+enum upstream_tls {
+	UPSTREAM_TLS_PSK,
+	UPSTREAM_TLS_CERT,
+};
+
+/* api.profile: a named set of presets for every api.*, oauth2.* and TLS directive. */
+enum api_profile {
+	API_PROFILE_TPA_PSK,  /* the seed's TLS-PSK endpoint, activation.thingpark.com */
+	API_PROFILE_DX_MAKER, /* the public DX Maker API, dx-api.thingpark.com */
+};
+
+/* How the ownerToken's text in the cloud's answer is turned into label text. */
+enum owner_token_form {
+	OWNER_TOKEN_HEX,    /* hexadecimal, printed upper-case */
+	OWNER_TOKEN_BASE64, /* base64, printed as upper-case hex of its bytes */
+	OWNER_TOKEN_AS_IS,  /* printable text, kept exactly */
+};
+
+/* Where generateAppKey takes an AppKey from. */
+enum app_key_source {
+	APP_KEY_LOCAL,	   /* tpad's own random generator */
+	APP_KEY_CLOUD_HSM, /* the cloud's HSM (appKeyGens), through a sealed pool */
 };
 
 enum config_tls_min {
@@ -132,6 +160,11 @@ struct config {
 	uint32_t upstream_breaker_cooldown_ms;
 	size_t upstream_max_response;
 	int upstream_auth; /* enum upstream_auth */
+	int upstream_tls;  /* enum upstream_tls */
+	char *upstream_ca_file;		/* PEM bundle of trusted CAs (certificate TLS) */
+	char *upstream_pin_sha256;	/* NULL or SPKI SHA-256 pins, comma separated */
+	char *upstream_client_cert;	/* NULL or PEM client certificate (mTLS) */
+	char *upstream_client_key_file; /* NULL: credential tpa-client-key only */
 
 	/* [oauth2] */
 	char *oauth2_token_url;
@@ -143,6 +176,8 @@ struct config {
 	char *api_import_path;
 	char *api_query_path;
 	char *api_query_param;
+	char *api_query_page_param; /* NULL: no paging */
+	uint32_t api_query_page_size;
 	char *api_field_dev_eui;
 	char *api_field_join_eui;
 	char *api_field_tkm_info;
@@ -151,6 +186,12 @@ struct config {
 	char *api_field_ref;
 	char *api_field_hsm_group;
 	char *api_hsm_group; /* NULL: not sent */
+	int api_profile;     /* enum api_profile */
+	int api_owner_token_form; /* enum owner_token_form */
+	char *api_appkeygen_path;
+	char *api_field_public_key;
+	char *api_field_vendor_key;
+	char *api_field_hsm_app_key;
 
 	/* [store] */
 	char *store_path;
@@ -160,6 +201,9 @@ struct config {
 
 	/* [device] */
 	char *device_join_eui; /* 16 upper-case hex digits */
+	int device_app_key_source; /* enum app_key_source */
+	uint32_t device_app_key_pool; /* low-water mark of the cloud-HSM key pool */
+	char *device_rsa_key_file;    /* NULL: credential tpa-rsa-key only */
 
 	/* [qr] */
 	char *qr_profile_id; /* 8 upper-case hex digits */
@@ -171,6 +215,9 @@ struct config {
 
 	/* [import] */
 	uint32_t import_concurrency;
+	char *import_manifest_signer;	/* NULL or PEM certificate of the manifest signer */
+	char *import_tkm_prefix;	/* 4 hex digits before the serial in TKM_INFO */
+	char *import_manifest_dev_eui; /* NULL or the certificate subject attribute */
 
 	/* [metrics] */
 	char *metrics_listen; /* HOST:PORT of the HTTP /metrics endpoint; NULL: off */
@@ -209,6 +256,9 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen);
 /* Same as config_load() but from a string; name is used in error messages. */
 int config_load_string(struct config *c, const char *name, const char *text, char *err,
 		       size_t errlen);
+
+/* The name of an api.profile value ("dx-maker", "tpa-psk"). */
+const char *config_profile_name(int profile);
 
 /* Write every directive with its effective value, in tpad.conf syntax; with origins each
  * line says where its value came from (default or file:line). */

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "cred.h"
 #include "iface.h"
+#include "keypool.h"
 #include "layout.h"
 #include "log.h"
 #include "message.h"
@@ -106,6 +107,19 @@ static void h_status(struct tpad *t, struct req *r)
 	}
 	if (t->tpa)
 		json_object_set_new(o, "upstream", tpa_status_json(t->tpa));
+	json_object_set_new(o, "profile", json_string(config_profile_name(t->cfg->api_profile)));
+	json_object_set_new(o, "appKeys",
+			    t->keypool ? keypool_status_json(t->keypool)
+				       : json_pack("{s:s}", "source", "local"));
+	/* What tpactl import --manifest needs; the signer is a public certificate's path. */
+	json_object_set_new(
+	    o, "import",
+	    json_pack("{s:o, s:s, s:o}", "manifestSigner",
+		      t->cfg->import_manifest_signer ? json_string(t->cfg->import_manifest_signer)
+						     : json_null(),
+		      "tkmPrefix", t->cfg->import_tkm_prefix, "manifestDevEui",
+		      t->cfg->import_manifest_dev_eui ? json_string(t->cfg->import_manifest_dev_eui)
+						      : json_null()));
 	if (t->store) {
 		json_t *sj = store_status_json(t->store);
 		if (sj)
@@ -397,6 +411,7 @@ static const struct handler handlers[] = {
     {"io.tpad.Admin.GetDevice", admin_get_device},
     {"io.tpad.Admin.Print", admin_print},
     {"io.tpad.Admin.Adopt", admin_adopt},
+    {"io.tpad.Admin.Retire", admin_retire},
 };
 
 /* The handler of a method, or NULL if it is declared but not built yet. */
@@ -504,7 +519,17 @@ static int op_audit(void *ctx, const char *dev_eui, const char *method, uint32_t
 static int op_import(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, void *arg)
 {
 	struct tpad *t = ctx;
-	return t->tpa ? tpa_import(t->tpa, rec, cb, arg) : -ESHUTDOWN;
+	if (!t->tpa)
+		return -ESHUTDOWN;
+	if (!t->keypool || !rec->app_key[0])
+		return tpa_import(t->tpa, rec, cb, arg);
+	/* A cloud-HSM key travels with its hsmEncryptedAppKey. */
+	struct tpa_record r = *rec;
+	if (keypool_hsm_key(t->keypool, rec->app_key, r.hsm_app_key) < 0)
+		r.hsm_app_key[0] = '\0';
+	int e = tpa_import(t->tpa, &r, cb, arg);
+	cred_wipe(&r, sizeof(r));
+	return e;
 }
 
 static int op_query(void *ctx, const char *dev_eui, tpa_done_fn *cb, void *arg)
@@ -522,6 +547,9 @@ static int op_list_pending(void *ctx, int (*fn)(const struct store_record *r, vo
 static int op_random(void *ctx, uint8_t *buf, size_t n)
 {
 	struct tpad *t = ctx;
+	/* Only AppKeys come from here: with cloud-hsm from the pool, never waiting for it. */
+	if (t->keypool && n == 16)
+		return keypool_take(t->keypool, buf);
 	return rng_bytes(t->rng, buf, n);
 }
 
@@ -636,6 +664,13 @@ int dispatch_init(struct tpad *t)
 		return -EINVAL;
 	}
 	t->rng = rng_new("tpad AppKey generator");
+	if (t->cfg->device_app_key_source == APP_KEY_CLOUD_HSM) {
+		t->keypool = keypool_new(t->base, t->cfg, t->tpa, t->store, err, sizeof(err));
+		if (!t->keypool) {
+			log_errx("%s", err);
+			return -EINVAL;
+		}
+	}
 	t->act = activation_new(&production_ops, t, t->cfg->device_join_eui, t->cfg->qr_profile_id);
 	t->settle_ev = event_new(t->base, -1, EV_PERSIST, settle_tick, t);
 	if (!t->rng || !t->act || !t->settle_ev) {
@@ -697,6 +732,8 @@ void dispatch_finish(struct tpad *t)
 		/* Let the copy finish and answer it: the store it reads is still there. */
 		backup_done(-1, EV_READ, backup_running);
 	}
+	keypool_free(t->keypool);
+	t->keypool = NULL;
 	tpa_free(t->tpa);
 	t->tpa = NULL;
 	struct store *s = t->store;
@@ -784,7 +821,7 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 {
 	struct server_stats st;
 	server_get_stats(t->srv, &st);
-	char up[128] = "upstream not set up";
+	char up[384] = "upstream not set up";
 	if (t->tpa)
 		tpa_status_line(t->tpa, up, sizeof(up));
 	uint64_t counts[STORE_N_STATES] = {0};

@@ -83,7 +83,7 @@ static int load_config(struct config *cfg, const char *path, bool explicit_path)
 static void status_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpad *t = arg;
-	char line[256];
+	char line[512];
 	dispatch_status_line(t, line, sizeof(line));
 	notify_status(line);
 }
@@ -232,7 +232,7 @@ static int run(struct config *cfg, const char *config_path)
 	struct timeval period = {.tv_sec = STATUS_PERIOD_S};
 	event_add(ev_status, &period);
 
-	char line[256];
+	char line[512];
 	dispatch_status_line(&t, line, sizeof(line));
 	notify_ready(line);
 	log_notice("tpad %s ready", TPAD_VERSION);

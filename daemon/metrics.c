@@ -1,6 +1,9 @@
 /* metrics: the daemon's counters and gauges as Prometheus text or OpenMetrics. */
 #include "metrics.h"
 
+#include "keypool.h"
+#include "clock.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -193,6 +196,35 @@ static void render_upstream(struct out *f, struct tpad *t)
 	sample(f, "tpad_upstream_connections_total", "event=\"failure\"", c.pool.connect_failures);
 	family(f, "tpad_upstream_breaker_opens", "counter", "Times the breaker opened.");
 	sample(f, "tpad_upstream_breaker_opens_total", NULL, c.pool.breaker_opens);
+	family(f, "tpad_upstream_certificate_failures", "counter",
+	       "TLS handshakes refused for a certificate (expired, wrong host, unknown CA, pin).");
+	sample(f, "tpad_upstream_certificate_failures_total", NULL, c.pool.cert_failures);
+	family(f, "tpad_upstream_deletes", "counter", "Devices deleted in the cloud (Retire).");
+	sample(f, "tpad_upstream_deletes_total", NULL, c.deletes);
+}
+
+/* The cloud-HSM AppKey pool, when it is in use. */
+static void render_keypool(struct out *f, const struct tpad *t)
+{
+	if (!t->keypool)
+		return;
+	struct keypool_stats k;
+	keypool_get_stats(t->keypool, &k);
+	family(f, "tpad_app_key_pool_available", "gauge", "Cloud-HSM AppKeys ready to hand out.");
+	sample(f, "tpad_app_key_pool_available", NULL, k.available);
+	family(f, "tpad_app_key_pool_low_water", "gauge",
+	       "device.app-key-pool: a refill starts below this.");
+	sample(f, "tpad_app_key_pool_low_water", NULL, k.low_water);
+	family(f, "tpad_app_key_pool_keys", "counter",
+	       "Cloud-HSM AppKeys fetched and handed out.");
+	sample(f, "tpad_app_key_pool_keys_total", "event=\"fetched\"", k.fetched);
+	sample(f, "tpad_app_key_pool_keys_total", "event=\"handed_out\"", k.handed_out);
+	family(f, "tpad_app_key_pool_empty", "counter",
+	       "Activations that found the pool empty (answered at once, not kept waiting).");
+	sample(f, "tpad_app_key_pool_empty_total", NULL, k.empty);
+	family(f, "tpad_app_key_pool_failures", "counter",
+	       "appKeyGens calls that failed and VendorKeys that could not be decrypted.");
+	sample(f, "tpad_app_key_pool_failures_total", NULL, k.failures);
 }
 
 /* Store: rows by state, commits and failures. */
@@ -394,6 +426,7 @@ char *metrics_render(const struct tpad *t, enum metrics_format fmt)
 	render_activations(&o, t);
 	render_upstream(&o, (struct tpad *)t);
 	render_store(&o, t);
+	render_keypool(&o, t);
 	render_printers(&o, t);
 	if (fmt == METRICS_OPENMETRICS)
 		fputs("# EOF\n", o.f);

@@ -192,6 +192,22 @@ int store_label_put(struct store *s, const char *dev_eui, const struct store_lab
 /* Read dev_eui's stored label into *ret; -ENOENT if none. */
 int store_label_get(struct store *s, const char *dev_eui, struct store_label *ret);
 
+/*
+ * The cloud-HSM AppKey pool (table app_key_pool): each pair AppKey || hsmEncryptedAppKey
+ * sealed with the store key, found by a digest of the AppKey (never the key itself).
+ * store_key_pool_put queues a new pair and store_key_pool_taken marks one handed out,
+ * both into the next commit with no callback (in queue order: a key marked before a
+ * device row that uses it is committed no later than that row). store_key_pool_load calls
+ * fn for up to max pairs not handed out, oldest first (fn returning non-zero stops).
+ * store_key_pool_find gives the hsmEncryptedAppKey of any pair by its AppKey (-ENOENT).
+ */
+int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t hsm_key[16]);
+int store_key_pool_taken(struct store *s, const uint8_t app_key[16]);
+int store_key_pool_load(struct store *s, size_t max,
+			int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg),
+			void *arg);
+int store_key_pool_find(struct store *s, const uint8_t app_key[16], uint8_t ret_hsm[16]);
+
 /* Copy the counters into *ret. */
 void store_stats(struct store *s, struct store_stats *ret);
 

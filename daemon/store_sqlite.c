@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <mbedtls/sha256.h>
 #include <sqlite3.h>
 
 #include "cred.h"
@@ -155,11 +156,33 @@ static const char sql_label_put[] = "INSERT OR REPLACE INTO labels "
 static const char sql_label_get[] = "SELECT text, ec, matrix, image_opts, image FROM labels "
 				    "WHERE dev_eui = ?1";
 
+/*
+ * The cloud-HSM AppKey pool: one row per key pair, sealed (AppKey || hsmEncryptedAppKey),
+ * found by a digest of the AppKey. Additive and ignored by tpads that do not know it, so
+ * it is created on open rather than by a schema version.
+ */
+#define KEY_POOL_SEALED_LEN (32 + SEAL_OVERHEAD)
+static const char sql_key_pool_table[] =
+    "CREATE TABLE IF NOT EXISTS app_key_pool ("
+    " digest BLOB PRIMARY KEY NOT NULL CHECK (length(digest) = 32),"
+    " sealed BLOB NOT NULL,"
+    " handed INTEGER NOT NULL DEFAULT 0,"
+    " created_at INTEGER NOT NULL"
+    ") WITHOUT ROWID";
+static const char sql_key_put[] = "INSERT OR IGNORE INTO app_key_pool (digest, sealed, handed, "
+				  "created_at) VALUES (?1, ?2, 0, ?3)";
+static const char sql_key_taken[] = "UPDATE app_key_pool SET handed = 1 WHERE digest = ?1";
+static const char sql_key_load[] = "SELECT digest, sealed FROM app_key_pool WHERE handed = 0 "
+				   "ORDER BY created_at LIMIT ?1";
+static const char sql_key_find[] = "SELECT sealed FROM app_key_pool WHERE digest = ?1";
+
 enum op_kind {
 	OP_INSERT,
 	OP_UPDATE,
 	OP_AUDIT,
 	OP_LABEL,
+	OP_KEY_PUT,
+	OP_KEY_TAKEN,
 };
 
 /* One queued write; rows carry the AppKey sealed, never in clear. */
@@ -199,6 +222,9 @@ struct op {
 	char outcome[128];
 
 	struct store_label *label; /* OP_LABEL: owned */
+
+	uint8_t kdigest[32];			/* OP_KEY_PUT, OP_KEY_TAKEN */
+	uint8_t ksealed[KEY_POOL_SEALED_LEN]; /* OP_KEY_PUT */
 };
 
 /* Free one write and what it owns. */
@@ -224,9 +250,10 @@ struct store {
 	sqlite3 *rdb; /* read-only, loop thread */
 	sqlite3_stmt *get_stmt;
 	sqlite3_stmt *lget_stmt;
+	sqlite3_stmt *kload_stmt, *kfind_stmt;
 
 	sqlite3 *wdb; /* writer thread once started */
-	sqlite3_stmt *ins_stmt, *upd_stmt, *aud_stmt, *lab_stmt, *att_stmt;
+	sqlite3_stmt *ins_stmt, *upd_stmt, *aud_stmt, *lab_stmt, *att_stmt, *kput_stmt, *ktak_stmt;
 	uint32_t default_max_pages;
 
 	pthread_t writer;
@@ -556,6 +583,127 @@ int store_label_get(struct store *s, const char *dev_eui, struct store_label *re
 	return r;
 }
 
+/* The row key of an AppKey: SHA-256 over a fixed label and the key (never the key). */
+static void key_digest(const uint8_t app_key[16], uint8_t out[32])
+{
+	static const char label[] = "tpad app-key-pool v1";
+	mbedtls_sha256_context c;
+	mbedtls_sha256_init(&c);
+	(void)mbedtls_sha256_starts_ret(&c, 0);
+	(void)mbedtls_sha256_update_ret(&c, (const unsigned char *)label, sizeof(label) - 1);
+	(void)mbedtls_sha256_update_ret(&c, app_key, 16);
+	(void)mbedtls_sha256_finish_ret(&c, out);
+	mbedtls_sha256_free(&c);
+}
+
+int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t hsm_key[16])
+{
+	if (!s || !app_key || !hsm_key)
+		return -EINVAL;
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	uint8_t pair[32];
+	memcpy(pair, app_key, 16);
+	memcpy(pair + 16, hsm_key, 16);
+	op->kind = OP_KEY_PUT;
+	key_digest(app_key, op->kdigest);
+	op->created_at = clock_wall_ms();
+	/* The digest is the AAD: a sealed pair cannot be moved to another row. */
+	int e = seal_encrypt(s->seal, op->kdigest, sizeof(op->kdigest), pair, sizeof(pair),
+			     op->ksealed, sizeof(op->ksealed));
+	cred_wipe(pair, sizeof(pair));
+	if (e < 0) {
+		op_free(op);
+		return e;
+	}
+	return store_submit(s, op);
+}
+
+int store_key_pool_taken(struct store *s, const uint8_t app_key[16])
+{
+	if (!s || !app_key)
+		return -EINVAL;
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	op->kind = OP_KEY_TAKEN;
+	key_digest(app_key, op->kdigest);
+	return store_submit(s, op);
+}
+
+/* Open one sealed pair of the row with digest d into app_key and hsm_key. */
+static int key_unseal(struct store *s, const void *d, int dlen, const void *blob, int blen,
+		      uint8_t app_key[16], uint8_t hsm_key[16])
+{
+	uint8_t pair[32];
+	if (!d || dlen != 32 || !blob || blen != KEY_POOL_SEALED_LEN)
+		return -EBADMSG;
+	int e = seal_decrypt(s->seal, d, 32, blob, (size_t)blen, pair, sizeof(pair));
+	if (e >= 0) {
+		memcpy(app_key, pair, 16);
+		memcpy(hsm_key, pair + 16, 16);
+		e = 0;
+	}
+	cred_wipe(pair, sizeof(pair));
+	return e < 0 ? -EBADMSG : 0;
+}
+
+int store_key_pool_load(struct store *s, size_t max,
+			int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg),
+			void *arg)
+{
+	if (!s || !fn)
+		return -EINVAL;
+	sqlite3_stmt *st = s->kload_stmt;
+	int rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
+	int r = 0;
+	while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+		rc = sqlite3_step(st);
+		if (rc != SQLITE_ROW)
+			break;
+		uint8_t app[16], hsm[16];
+		if (key_unseal(s, sqlite3_column_blob(st, 0), sqlite3_column_bytes(st, 0),
+			       sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1), app,
+			       hsm) < 0)
+			continue; /* not ours to hand out: skip it */
+		r = fn(app, hsm, arg);
+		cred_wipe(app, sizeof(app));
+		cred_wipe(hsm, sizeof(hsm));
+		if (r)
+			break;
+	}
+	if (!r && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		r = sqlite_to_errno(s->rdb, rc);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
+}
+
+int store_key_pool_find(struct store *s, const uint8_t app_key[16], uint8_t ret_hsm[16])
+{
+	if (!s || !app_key || !ret_hsm)
+		return -EINVAL;
+	uint8_t d[32], app[16];
+	key_digest(app_key, d);
+	sqlite3_stmt *st = s->kfind_stmt;
+	int rc = sqlite3_bind_blob(st, 1, d, sizeof(d), SQLITE_TRANSIENT);
+	int r = -ENOENT;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = key_unseal(s, d, sizeof(d), sqlite3_column_blob(st, 0),
+			       sqlite3_column_bytes(st, 0), app, ret_hsm);
+	else if (rc != SQLITE_DONE)
+		r = sqlite_to_errno(s->rdb, rc);
+	if (r == 0 && memcmp(app, app_key, 16) != 0)
+		r = -EBADMSG;
+	cred_wipe(app, sizeof(app));
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
+}
+
 /* Bind text, or NULL for an empty optional string. */
 static int bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
 {
@@ -666,6 +814,23 @@ static int bind_label(sqlite3_stmt *st, const struct op *op)
 	return rc;
 }
 
+/* Write a key-pool row, or mark one handed out. */
+static int writer_apply_key(struct store *s, struct op *op)
+{
+	sqlite3_stmt *st = op->kind == OP_KEY_PUT ? s->kput_stmt : s->ktak_stmt;
+	int rc = sqlite3_bind_blob(st, 1, op->kdigest, sizeof(op->kdigest), SQLITE_STATIC);
+	if (rc == SQLITE_OK && op->kind == OP_KEY_PUT)
+		rc = sqlite3_bind_blob(st, 2, op->ksealed, sizeof(op->ksealed), SQLITE_STATIC);
+	if (rc == SQLITE_OK && op->kind == OP_KEY_PUT)
+		rc = sqlite3_bind_int64(st, 3, op->created_at);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	op->err = 0;
+	return rc;
+}
+
 /*
  * Run one write inside the open transaction. Returns SQLITE_DONE when it applied or was
  * refused on its own (op->err set, the transaction goes on), else the SQLite error that
@@ -673,6 +838,8 @@ static int bind_label(sqlite3_stmt *st, const struct op *op)
  */
 static int writer_apply(struct store *s, struct op *op)
 {
+	if (op->kind == OP_KEY_PUT || op->kind == OP_KEY_TAKEN)
+		return writer_apply_key(s, op);
 	sqlite3_stmt *st = op->kind == OP_INSERT   ? s->ins_stmt
 			   : op->kind == OP_UPDATE ? s->upd_stmt
 			   : op->kind == OP_AUDIT  ? s->aud_stmt
@@ -905,12 +1072,16 @@ void store_close(struct store *s)
 		close(s->efd);
 	sqlite3_finalize(s->get_stmt);
 	sqlite3_finalize(s->lget_stmt);
+	sqlite3_finalize(s->kload_stmt);
+	sqlite3_finalize(s->kfind_stmt);
 	sqlite3_close(s->rdb);
 	sqlite3_finalize(s->ins_stmt);
 	sqlite3_finalize(s->upd_stmt);
 	sqlite3_finalize(s->aud_stmt);
 	sqlite3_finalize(s->lab_stmt);
 	sqlite3_finalize(s->att_stmt);
+	sqlite3_finalize(s->kput_stmt);
+	sqlite3_finalize(s->ktak_stmt);
 	sqlite3_close(s->wdb);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
@@ -1036,6 +1207,11 @@ static int store_migrate(struct store *s, char *err, size_t errlen)
 			e = open_fail(s, s->wdb, rc, "cannot set the schema version", err, errlen);
 			goto rollback;
 		}
+	}
+	rc = writer_exec(s, sql_key_pool_table);
+	if (rc != SQLITE_OK) {
+		e = open_fail(s, s->wdb, rc, "cannot create the AppKey pool table", err, errlen);
+		goto rollback;
 	}
 	e = store_key_check(s, err, errlen);
 	if (e < 0)
@@ -1174,6 +1350,12 @@ static int store_open_writer(struct store *s, char *err, size_t errlen)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v3(s->wdb, sql_attempt, -1, SQLITE_PREPARE_PERSISTENT,
 					&s->att_stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->wdb, sql_key_put, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->kput_stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->wdb, sql_key_taken, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->ktak_stmt, NULL);
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->wdb, rc, "cannot prepare statements", err, errlen);
 	return 0;
@@ -1192,6 +1374,12 @@ static int store_open_reader(struct store *s, char *err, size_t errlen)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v3(s->rdb, sql_label_get, -1, SQLITE_PREPARE_PERSISTENT,
 					&s->lget_stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->rdb, sql_key_load, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->kload_stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v3(s->rdb, sql_key_find, -1, SQLITE_PREPARE_PERSISTENT,
+					&s->kfind_stmt, NULL);
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->rdb, rc, "cannot prepare statements", err, errlen);
 	return 0;

@@ -1,4 +1,4 @@
-/* tpa: the ThingPark Activation API profile (import, query, OAuth2) over the session pool. */
+/* tpa: the ThingPark Activation API profile (import, query, delete, OAuth2) over the session pool. */
 #include "tpa.h"
 #include "clock.h"
 
@@ -16,9 +16,11 @@
 #include "cred.h"
 #include "hex.h"
 #include "http.h"
+#include "log.h"
+
+#include <mbedtls/base64.h>
 
 #define LATENCY_RING 512
-#define TOKEN_MAX 4096
 #define SECRET_MAX 512
 #define TARGET_MAX 1024
 
@@ -29,7 +31,11 @@ static const uint32_t bucket_le[TPA_LATENCY_BUCKETS] = {
 enum call_kind {
 	CALL_IMPORT,
 	CALL_QUERY,
+	CALL_DELETE,
+	CALL_KEYGEN,
 };
+
+#define QUERY_MAX_PAGES 1000
 
 struct tpa_call {
 	struct tpa *t;
@@ -44,6 +50,9 @@ struct tpa_call {
 	void *arg;
 	uint64_t start_ms;
 	bool retried_401;
+	tpa_keygen_fn *kcb; /* keygen: the caller's callback */
+	char dev_eui[17]; /* query: the device asked about */
+	unsigned page;	  /* query: page asked for (0: the first, without the parameter) */
 };
 
 TAILQ_HEAD(call_list, tpa_call);
@@ -58,6 +67,9 @@ struct tpa {
 	bool oauth;
 	char token_path[HTTP_MAX_LINE / 4];
 	char *token;
+	char token_type[32];	   /* as the token endpoint spelled it, e.g. "bearer" */
+	char customer_id[64];	   /* from the token answer, shown in Status */
+	char token_client_id[128]; /* likewise */
 	uint64_t token_refresh_ms; /* refresh from this time on */
 	bool token_inflight;
 	struct call_list waiting;
@@ -107,15 +119,60 @@ static bool json_text(json_t *v, char *dst, size_t size)
 	return false;
 }
 
+/*
+ * Turn the cloud's ownerToken text into ours by api.owner-token-form: hex is printed
+ * upper-case; base64 is decoded and printed as upper-case hex of its bytes, so labels stay
+ * in QR alphanumeric mode; as-is keeps printable text without blanks or ':' exactly.
+ */
+int tpa_owner_token_convert(enum owner_token_form form, const char *s, char *out, size_t size)
+{
+	size_t len = strlen(s);
+
+	if (len == 0)
+		return -EINVAL;
+	switch (form) {
+	case OWNER_TOKEN_HEX:
+		if (!hex_valid_any(s) || len >= size)
+			return -EINVAL;
+		hex_upper(out, s, len);
+		return 0;
+	case OWNER_TOKEN_BASE64: {
+		unsigned char bin[96];
+		size_t n = 0;
+		if (len % 4 != 0 ||
+		    mbedtls_base64_decode(bin, sizeof(bin), &n, (const unsigned char *)s, len) !=
+			0 ||
+		    n == 0 || 2 * n >= size)
+			return -EINVAL;
+		static const char hexd[] = "0123456789ABCDEF";
+		for (size_t i = 0; i < n; i++) {
+			out[2 * i] = hexd[bin[i] >> 4];
+			out[2 * i + 1] = hexd[bin[i] & 15];
+		}
+		out[2 * n] = '\0';
+		return 0;
+	}
+	case OWNER_TOKEN_AS_IS:
+		if (len >= size)
+			return -EINVAL;
+		for (const char *c = s; *c; c++)
+			if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f || *c == ':')
+				return -EINVAL;
+		memcpy(out, s, len + 1);
+		return 0;
+	}
+	return -EINVAL;
+}
+
 /* Take ownerToken and ref from a device object; false without a usable token. */
 static bool take_token(const struct config *cfg, json_t *obj, struct tpa_result *res)
 {
 	json_t *tok = json_object_get(obj, cfg->api_field_owner_token);
 	const char *s = json_string_value(tok);
 
-	if (!s || !hex_valid_any(s) || strlen(s) >= sizeof(res->owner_token))
+	if (!s || tpa_owner_token_convert(cfg->api_owner_token_form, s, res->owner_token,
+					  sizeof(res->owner_token)) < 0)
 		return false;
-	hex_upper(res->owner_token, s, strlen(s));
 	json_text(json_object_get(obj, cfg->api_field_ref), res->ref, sizeof(res->ref));
 	/* What the answer shows of the record, to tell our import from someone else's. */
 	static const struct {
@@ -133,10 +190,37 @@ static bool take_token(const struct config *cfg, json_t *obj, struct tpa_result 
 	return true;
 }
 
+/* The element of a query answer for dev_eui (any, if dev_eui is NULL), or NULL. */
+static json_t *query_pick(const struct config *cfg, json_t *list, const char *dev_eui)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(list, i, v)
+	{
+		if (!json_is_object(v))
+			continue;
+		const char *e = json_string_value(json_object_get(v, cfg->api_field_dev_eui));
+		if (!dev_eui || (e && strcasecmp(e, dev_eui) == 0))
+			return v;
+	}
+	return NULL;
+}
+
 /* Interpret one HTTP answer by the profile's rules. */
 void tpa_interpret(const struct config *cfg, bool query, int status, const char *body,
 		   size_t body_len, const char *retry_after, time_t now, struct tpa_result *res)
 {
+	tpa_interpret_query(cfg, query, NULL, status, body, body_len, retry_after, now, res, NULL);
+}
+
+/* The same, for a query of dev_eui: *ret_more is set when a full page held no match. */
+void tpa_interpret_query(const struct config *cfg, bool query, const char *dev_eui, int status,
+			 const char *body, size_t body_len, const char *retry_after, time_t now,
+			 struct tpa_result *res, bool *ret_more)
+{
+	if (ret_more)
+		*ret_more = false;
 	memset(res, 0, sizeof(*res));
 	res->http_status = status;
 	res->retry_after = -1;
@@ -167,7 +251,15 @@ void tpa_interpret(const struct config *cfg, bool query, int status, const char 
 			res->outcome = TPA_NOT_FOUND;
 			goto out;
 		}
-		json_t *obj = json_is_array(doc) ? json_array_get(doc, 0) : doc;
+		json_t *obj = json_is_array(doc) ? query_pick(cfg, doc, dev_eui) : doc;
+		if (json_is_array(doc) && !obj && dev_eui) {
+			/* A list without our device: not found on this page. */
+			res->outcome = TPA_NOT_FOUND;
+			if (ret_more && cfg->api_query_page_param &&
+			    json_array_size(doc) >= cfg->api_query_page_size)
+				*ret_more = true;
+			goto out;
+		}
 		if (json_is_object(obj) && take_token(cfg, obj, res)) {
 			res->outcome = TPA_OK;
 			goto out;
@@ -266,7 +358,7 @@ int tpa_import_body(const struct config *cfg, const struct tpa_record *rec, char
 
 	size_t size = 256 + 6 * (strlen(cfg->api_field_dev_eui) + strlen(cfg->api_field_join_eui) +
 				 strlen(cfg->api_field_tkm_info) + strlen(cfg->api_field_app_key) +
-				 strlen(cfg->api_field_hsm_group) +
+				 strlen(cfg->api_field_hsm_group) + strlen(cfg->api_field_hsm_app_key) + 34 +
 				 (cfg->api_hsm_group ? strlen(cfg->api_hsm_group) : 0));
 	char *out = malloc(size);
 	size_t pos = 0;
@@ -282,6 +374,14 @@ int tpa_import_body(const struct config *cfg, const struct tpa_record *rec, char
 	if (cfg->api_hsm_group &&
 	    (r = json_member(out, size, &pos, cfg->api_field_hsm_group, cfg->api_hsm_group)) < 0)
 		goto done;
+	if (key && hex_valid(rec->hsm_app_key, HEX_APP_KEY)) {
+		char hk[33];
+		hex_upper(hk, rec->hsm_app_key, HEX_APP_KEY);
+		r = json_member(out, size, &pos, cfg->api_field_hsm_app_key, hk);
+		cred_wipe(hk, sizeof(hk));
+		if (r < 0)
+			goto done;
+	}
 	if (pos + 2 > size) {
 		r = -E2BIG;
 		goto done;
@@ -301,8 +401,23 @@ done:
 	return r;
 }
 
-/* Parse the token endpoint's JSON answer. */
-int tpa_oauth2_parse(const char *body, size_t len, char *token, size_t toklen, long *ret_expires_in)
+/* Copy a short printable JSON string or integer into dst ("" when absent or unfit). */
+static void json_printable(json_t *v, char *dst, size_t size)
+{
+	dst[0] = '\0';
+	if (!json_text(v, dst, size) || strlen(dst) >= size - 1) {
+		dst[0] = '\0';
+		return;
+	}
+	for (const char *c = dst; *c; c++)
+		if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f) {
+			dst[0] = '\0';
+			return;
+		}
+}
+
+/* Parse the token endpoint's JSON answer with everything tpad uses from it. */
+int tpa_oauth2_parse_reply(const char *body, size_t len, struct tpa_oauth2_reply *ret)
 {
 	json_t *doc = body ? json_loadb(body, len, 0, NULL) : NULL;
 	int r = -EBADMSG;
@@ -310,12 +425,13 @@ int tpa_oauth2_parse(const char *body, size_t len, char *token, size_t toklen, l
 	if (!json_is_object(doc))
 		goto out;
 	const char *tok = json_string_value(json_object_get(doc, "access_token"));
-	if (!tok || !*tok || strlen(tok) >= toklen)
+	if (!tok || !*tok || strlen(tok) >= sizeof(ret->token))
 		goto out;
 	for (const char *c = tok; *c; c++)
 		if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
 			goto out;
 	json_t *type = json_object_get(doc, "token_type");
+	/* DX Maker spells it "bearer": send it back as given, but only a Bearer scheme. */
 	if (type && (!json_is_string(type) || strcasecmp(json_string_value(type), "bearer") != 0))
 		goto out;
 	long expires = 3600;
@@ -326,11 +442,36 @@ int tpa_oauth2_parse(const char *body, size_t len, char *token, size_t toklen, l
 		expires = json_integer_value(exp) > 86400 * 365 ? 86400 * 365
 								: (long)json_integer_value(exp);
 	}
-	strcpy(token, tok);
-	*ret_expires_in = expires;
+	strcpy(ret->token, tok);
+	snprintf(ret->token_type, sizeof(ret->token_type), "%s",
+		 type ? json_string_value(type) : "Bearer");
+	json_printable(json_object_get(doc, "customer_id"), ret->customer_id,
+		       sizeof(ret->customer_id));
+	json_printable(json_object_get(doc, "client_id"), ret->client_id, sizeof(ret->client_id));
+	ret->expires_in = expires;
 	r = 0;
 out:
 	json_decref(doc);
+	return r;
+}
+
+/* Parse the token endpoint's JSON answer (token and lifetime only). */
+int tpa_oauth2_parse(const char *body, size_t len, char *token, size_t toklen, long *ret_expires_in)
+{
+	struct tpa_oauth2_reply *rep = calloc(1, sizeof(*rep));
+	int r = -ENOMEM;
+
+	if (!rep)
+		return r;
+	r = tpa_oauth2_parse_reply(body, len, rep);
+	if (r == 0 && strlen(rep->token) >= toklen)
+		r = -EBADMSG;
+	if (r == 0) {
+		strcpy(token, rep->token);
+		*ret_expires_in = rep->expires_in;
+	}
+	cred_wipe(rep, sizeof(*rep));
+	free(rep);
 	return r;
 }
 
@@ -369,6 +510,14 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 {
 	struct tpa *t = c->t;
 
+	if (c->kind == CALL_KEYGEN) {
+		/* Failed before an answer (token, queue): no keys. */
+		TAILQ_REMOVE(&t->calls, c, link);
+		t->n_calls--;
+		c->kcb(res, NULL, 0, c->arg);
+		call_free(c);
+		return;
+	}
 	if (res->http_status)
 		latency_add(t, clock_now_ms() - c->start_ms);
 	if (res->outcome < TPA_OUTCOME_MAX)
@@ -392,7 +541,9 @@ static void call_fail(struct tpa_call *c, enum tpa_outcome o, const char *reason
 }
 
 static void token_fetch(struct tpa *t);
+static void keygen_answer(struct tpa_call *c, const struct pool_result *pr);
 static int call_submit(struct tpa_call *c);
+static int query_target(struct tpa_call *c);
 
 /* The pool's answer to an API call. */
 static void call_answer(const struct pool_result *pr, void *arg)
@@ -401,8 +552,12 @@ static void call_answer(const struct pool_result *pr, void *arg)
 	struct tpa *t = c->t;
 	struct tpa_result res;
 
+	if (c->kind == CALL_KEYGEN) {
+		keygen_answer(c, pr);
+		return;
+	}
 	if (pr->err) {
-		bool unknown = pr->sent && c->kind == CALL_IMPORT;
+		bool unknown = pr->sent && (c->kind == CALL_IMPORT || c->kind == CALL_DELETE);
 		call_fail(c, unknown ? TPA_UNKNOWN : TPA_UNAVAILABLE, pr->reason);
 		return;
 	}
@@ -417,8 +572,26 @@ static void call_answer(const struct pool_result *pr, void *arg)
 				  r == -EBUSY ? "upstream queue full" : "out of memory");
 		return;
 	}
-	tpa_interpret(t->cfg, c->kind == CALL_QUERY, pr->res->status, pr->res->body,
-		      pr->res->body_len, pr->res->retry_after, time(NULL), &res);
+	if (c->kind == CALL_DELETE) {
+		tpa_interpret_delete(pr->res->status, pr->res->body, pr->res->body_len,
+				     pr->res->retry_after, time(NULL), &res);
+		call_done(c, &res);
+		return;
+	}
+	bool more = false;
+	tpa_interpret_query(t->cfg, c->kind == CALL_QUERY, c->kind == CALL_QUERY ? c->dev_eui : NULL,
+			    pr->res->status, pr->res->body, pr->res->body_len, pr->res->retry_after,
+			    time(NULL), &res, &more);
+	if (more && c->page + 1 < QUERY_MAX_PAGES) {
+		/* A full page without our device: ask for the next one. */
+		c->page++;
+		c->retried_401 = false;
+		int r = query_target(c) < 0 ? -EINVAL : call_submit(c);
+		if (r < 0)
+			call_fail(c, TPA_UNAVAILABLE,
+				  r == -EBUSY ? "upstream queue full" : "cannot build the query");
+		return;
+	}
 	call_done(c, &res);
 }
 
@@ -426,12 +599,15 @@ static void call_answer(const struct pool_result *pr, void *arg)
 static int call_send(struct tpa_call *c)
 {
 	struct tpa *t = c->t;
+	static const char *const methods[] = {"POST", "GET", "DELETE", "POST"};
+	bool json = c->kind == CALL_IMPORT || c->kind == CALL_KEYGEN;
 	struct http_request hr = {
-	    .method = c->kind == CALL_IMPORT ? "POST" : "GET",
+	    .method = methods[c->kind],
 	    .host = pool_host(t->pool),
 	    .target = c->target,
-	    .content_type = c->kind == CALL_IMPORT ? "application/json" : NULL,
+	    .content_type = json ? "application/json" : NULL,
 	    .bearer = t->oauth ? t->token : NULL,
+	    .auth_scheme = t->oauth && t->token_type[0] ? t->token_type : NULL,
 	    .body = c->body,
 	    .body_len = c->body_len,
 	};
@@ -496,7 +672,6 @@ static void token_answer(const struct pool_result *pr, void *arg)
 {
 	struct tpa *t = arg;
 	struct tpa_result fail;
-	char tok[TOKEN_MAX];
 	long expires = 0;
 
 	t->token_inflight = false;
@@ -510,11 +685,20 @@ static void token_answer(const struct pool_result *pr, void *arg)
 		return;
 	}
 	int status = pr->res->status;
-	if (status >= 200 && status < 300 &&
-	    tpa_oauth2_parse(pr->res->body, pr->res->body_len, tok, sizeof(tok), &expires) == 0) {
-		free(t->token);
-		t->token = strdup(tok);
-		cred_wipe(tok, sizeof(tok));
+	struct tpa_oauth2_reply *rep = calloc(1, sizeof(*rep));
+	if (rep && status >= 200 && status < 300 &&
+	    tpa_oauth2_parse_reply(pr->res->body, pr->res->body_len, rep) == 0) {
+		expires = rep->expires_in;
+		snprintf(t->token_type, sizeof(t->token_type), "%s", rep->token_type);
+		snprintf(t->customer_id, sizeof(t->customer_id), "%s", rep->customer_id);
+		snprintf(t->token_client_id, sizeof(t->token_client_id), "%s", rep->client_id);
+		if (t->token) {
+			cred_wipe(t->token, strlen(t->token));
+			free(t->token);
+		}
+		t->token = strdup(rep->token);
+		cred_wipe(rep, sizeof(*rep));
+		free(rep);
 		/* Refresh at 90% of the lifetime, and at least 30 s before expiry. */
 		uint64_t life = (uint64_t)expires * 1000u;
 		uint64_t margin = life / 10 > 30000 ? life / 10 : 30000;
@@ -527,6 +711,10 @@ static void token_answer(const struct pool_result *pr, void *arg)
 		}
 		waiting_flush(t, NULL);
 		return;
+	}
+	if (rep) {
+		cred_wipe(rep, sizeof(*rep));
+		free(rep);
 	}
 	tpa_interpret(t->cfg, true, status, pr->res->body, pr->res->body_len, pr->res->retry_after,
 		      time(NULL), &fail);
@@ -676,23 +864,38 @@ int tpa_import(struct tpa *t, const struct tpa_record *rec, tpa_done_fn *cb, voi
 	return r;
 }
 
+/* The query's target for its current page. */
+static int query_target(struct tpa_call *c)
+{
+	const struct config *cfg = c->t->cfg;
+	char param[256], pparam[256] = "";
+
+	if (http_urlencode(cfg->api_query_param, param, sizeof(param)) < 0 ||
+	    (cfg->api_query_page_param &&
+	     http_urlencode(cfg->api_query_page_param, pparam, sizeof(pparam)) < 0))
+		return -EINVAL;
+	const char *path = cfg->api_query_path;
+	int n;
+	if (c->page > 0)
+		n = snprintf(c->target, sizeof(c->target), "%s%s%c%s=%s&%s=%u", cfg->api_base_path,
+			     path, strchr(path, '?') ? '&' : '?', param, c->dev_eui, pparam,
+			     c->page);
+	else
+		n = snprintf(c->target, sizeof(c->target), "%s%s%c%s=%s", cfg->api_base_path, path,
+			     strchr(path, '?') ? '&' : '?', param, c->dev_eui);
+	return n < 0 || (size_t)n >= sizeof(c->target) ? -EINVAL : 0;
+}
+
 /* Queue a query. */
 int tpa_query(struct tpa *t, const char *dev_eui, tpa_done_fn *cb, void *arg)
 {
-	char dev[17], param[256];
-
 	if (!hex_valid(dev_eui, HEX_EUI))
-		return -EINVAL;
-	hex_upper(dev, dev_eui, HEX_EUI);
-	if (http_urlencode(t->cfg->api_query_param, param, sizeof(param)) < 0)
 		return -EINVAL;
 	struct tpa_call *c = call_new(t, CALL_QUERY, cb, arg);
 	if (!c)
 		return -ENOMEM;
-	const char *path = t->cfg->api_query_path;
-	int n = snprintf(c->target, sizeof(c->target), "%s%s%c%s=%s", t->cfg->api_base_path, path,
-			 strchr(path, '?') ? '&' : '?', param, dev);
-	if (n < 0 || (size_t)n >= sizeof(c->target)) {
+	hex_upper(c->dev_eui, dev_eui, HEX_EUI);
+	if (query_target(c) < 0) {
 		call_free(c);
 		return -EINVAL;
 	}
@@ -700,6 +903,161 @@ int tpa_query(struct tpa *t, const char *dev_eui, tpa_done_fn *cb, void *arg)
 	if (r == 0)
 		t->counters.queries++;
 	return r;
+}
+
+/* True if ref can go into a path segment as it is. */
+static bool ref_ok(const char *ref)
+{
+	size_t n = strlen(ref);
+
+	if (n == 0 || n > 128)
+		return false;
+	for (const char *c = ref; *c; c++)
+		if (!isalnum((unsigned char)*c) && !strchr("-._~", *c))
+			return false;
+	return true;
+}
+
+/* Queue a delete of the device the cloud calls ref. */
+int tpa_delete(struct tpa *t, const char *ref, tpa_done_fn *cb, void *arg)
+{
+	if (!ref_ok(ref))
+		return -EINVAL;
+	struct tpa_call *c = call_new(t, CALL_DELETE, cb, arg);
+	if (!c)
+		return -ENOMEM;
+	int n = snprintf(c->target, sizeof(c->target), "%s%s/%s", t->cfg->api_base_path,
+			 t->cfg->api_import_path, ref);
+	if (n < 0 || (size_t)n >= sizeof(c->target)) {
+		call_free(c);
+		return -EINVAL;
+	}
+	int r = call_start(t, c);
+	if (r == 0)
+		t->counters.deletes++;
+	return r;
+}
+
+/* The answer to appKeyGens: the VendorKeys (base64 strings) or why there are none. */
+static void keygen_answer(struct tpa_call *c, const struct pool_result *pr)
+{
+	struct tpa *t = c->t;
+	struct tpa_result res;
+	const char **keys = NULL;
+	size_t n = 0;
+
+	memset(&res, 0, sizeof(res));
+	res.retry_after = -1;
+	if (pr->err) {
+		res.outcome = TPA_UNAVAILABLE;
+		snprintf(res.reason, sizeof(res.reason), "%s", pr->reason);
+		call_done(c, &res);
+		return;
+	}
+	if (pr->res->status == 401 && t->oauth && !c->retried_401) {
+		c->retried_401 = true;
+		free(t->token);
+		t->token = NULL;
+		if (call_submit(c) < 0)
+			call_fail(c, TPA_UNAVAILABLE, "cannot send the request again");
+		return;
+	}
+	json_t *doc = NULL;
+	if (pr->res->status >= 200 && pr->res->status < 300)
+		doc = json_loadb(pr->res->body, pr->res->body_len, 0, NULL);
+	if (!json_is_array(doc)) {
+		tpa_interpret_delete(pr->res->status, pr->res->body, pr->res->body_len,
+				     pr->res->retry_after, time(NULL), &res);
+		if (res.outcome == TPA_OK || res.outcome == TPA_NOT_FOUND) {
+			res.outcome = TPA_UNAVAILABLE;
+			snprintf(res.reason, sizeof(res.reason),
+				 "appKeyGens answered HTTP %d without a list of VendorKeys",
+				 pr->res->status);
+		}
+		json_decref(doc);
+		call_done(c, &res);
+		return;
+	}
+	keys = calloc(json_array_size(doc) + 1, sizeof(*keys));
+	size_t i;
+	json_t *v;
+	json_array_foreach(doc, i, v)
+	{
+		const char *k = json_is_string(v) ? json_string_value(v)
+						  : json_string_value(json_object_get(
+							v, t->cfg->api_field_vendor_key));
+		if (keys && k)
+			keys[n++] = k;
+	}
+	res.outcome = TPA_OK;
+	res.http_status = pr->res->status;
+	latency_add(t, clock_now_ms() - c->start_ms);
+	t->counters.outcomes[TPA_OK]++;
+	TAILQ_REMOVE(&t->calls, c, link);
+	t->n_calls--;
+	c->kcb(&res, keys, n, c->arg);
+	free(keys);
+	json_decref(doc);
+	call_free(c);
+}
+
+/* Ask the cloud's HSM for n AppKeys wrapped to our RSA public key. */
+int tpa_app_key_gens(struct tpa *t, unsigned n, const char *public_key_b64, tpa_keygen_fn *cb,
+		     void *arg)
+{
+	if (n == 0 || n > 1000 || !public_key_b64)
+		return -EINVAL;
+	struct tpa_call *c = call_new(t, CALL_KEYGEN, NULL, arg);
+	if (!c)
+		return -ENOMEM;
+	c->kcb = cb;
+	json_t *body = json_pack("{s:s}", t->cfg->api_field_public_key, public_key_b64);
+	c->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!c->body) {
+		call_free(c);
+		return -ENOMEM;
+	}
+	c->body_len = strlen(c->body);
+	int len = snprintf(c->target, sizeof(c->target), "%s%s?number=%u", t->cfg->api_base_path,
+			   t->cfg->api_appkeygen_path, n);
+	if (len < 0 || (size_t)len >= sizeof(c->target)) {
+		call_free(c);
+		return -EINVAL;
+	}
+	int r = call_start(t, c);
+	if (r == 0)
+		t->counters.key_gens++;
+	return r;
+}
+
+/* Interpret the answer to a delete: gone (OK), not there (NOT_FOUND), or an error. */
+void tpa_interpret_delete(int status, const char *body, size_t body_len, const char *retry_after,
+			  time_t now, struct tpa_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	res->http_status = status;
+	res->retry_after = -1;
+	json_t *doc = body && body_len ? json_loadb(body, body_len, 0, NULL) : NULL;
+	if (json_is_object(doc)) {
+		json_text(json_object_get(doc, "code"), res->code, sizeof(res->code));
+		json_t *m = json_object_get(doc, "message");
+		if (json_is_string(m))
+			snprintf(res->message, sizeof(res->message), "%s", json_string_value(m));
+	}
+	json_decref(doc);
+	if (status >= 200 && status < 300) {
+		res->outcome = TPA_OK;
+		res->code[0] = res->message[0] = '\0';
+	} else if (status == 404) {
+		res->outcome = TPA_NOT_FOUND;
+	} else {
+		res->outcome = status == 429 || status >= 500 ? TPA_UNAVAILABLE : TPA_REJECTED;
+		if (res->outcome == TPA_UNAVAILABLE)
+			res->retry_after = http_retry_after(retry_after, now);
+		snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.100s", status,
+			 res->message[0] ? ": " : "", res->message);
+	}
 }
 
 /* Work out the token endpoint's path on the upstream host. */
@@ -724,6 +1082,20 @@ static int token_path(struct tpa *t, char *err, size_t errlen)
 	}
 	snprintf(t->token_path, sizeof(t->token_path), "%s", tu.path[0] ? tu.path : "/");
 	return 0;
+}
+
+/* The pool's certificate verdict changed: say so once in the log, not per retry. */
+static void cert_event(void *arg, enum tls_cert_error e, const char *reason)
+{
+	struct tpa *t = arg;
+
+	if (e == TLS_CERT_OK)
+		log_info("upstream %s: certificate accepted again, sessions reconnecting",
+			 t->cfg->upstream_url);
+	else
+		log_errx("upstream %s: certificate refused (%s), not retrying before "
+			 "upstream.backoff-max: %s",
+			 t->cfg->upstream_url, tls_cert_error_name(e), reason);
 }
 
 /* Set up the profile, checking the configuration it depends on. */
@@ -760,7 +1132,8 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 			 "api.base-path and the api paths must be absolute, without spaces");
 		goto fail;
 	}
-	if (cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2) {
+	if (cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2 ||
+	    cfg->upstream_auth == UPSTREAM_AUTH_OAUTH2) {
 		t->oauth = true;
 		if (!cfg->oauth2_client_id || !*cfg->oauth2_client_id) {
 			snprintf(err, errlen, "oauth2.client-id is not set");
@@ -780,6 +1153,11 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 			goto fail;
 		}
 	}
+	if (cfg->api_owner_token_form == OWNER_TOKEN_AS_IS && !cfg->qr_template)
+		log_warnx("api.owner-token-form = as-is: an ownerToken that is not hexadecimal "
+			 "cannot be printed in a TR005 label in QR alphanumeric mode; such "
+			 "labels are refused (stations still get the token). Use hex or base64 "
+			 "if the cloud allows it.");
 	const struct pool_options po = {
 	    .url = cfg->upstream_url,
 	    .sessions = cfg->upstream_sessions,
@@ -792,14 +1170,25 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 	    .breaker_threshold = cfg->upstream_breaker_threshold,
 	    .breaker_cooldown_ms = cfg->upstream_breaker_cooldown_ms,
 	    .max_response = cfg->upstream_max_response,
-	    .tls = {.psk_identity = cfg->upstream_psk_identity,
+	    .cert_cb = cert_event,
+	    .cert_arg = t,
+	    .tls = {.mode = cfg->upstream_tls == UPSTREAM_TLS_CERT ? TLS_MODE_CERT : TLS_MODE_PSK,
+		    .psk_identity = cfg->upstream_psk_identity,
 		    .psk_credential = "tpa-psk",
 		    .psk_file = cfg->upstream_psk_file,
 		    .tls_min = cfg->upstream_tls_min == CONFIG_TLS_1_1 ? 1 : 2,
-		    .ciphersuites = cfg->upstream_ciphersuites},
+		    .ciphersuites = cfg->upstream_ciphersuites,
+		    .ca_file = cfg->upstream_ca_file,
+		    .pin_sha256 = cfg->upstream_pin_sha256,
+		    .client_cert = cfg->upstream_client_cert,
+		    .client_key_credential = "tpa-client-key",
+		    .client_key_file = cfg->upstream_client_key_file},
 	};
 	char perr[256];
 	t->pool = pool_new(base, &po, perr, sizeof(perr));
+	if (t->pool)
+		log_debug("upstream %s: %s TLS", cfg->upstream_url,
+			  cfg->upstream_tls == UPSTREAM_TLS_CERT ? "certificate" : "PSK");
 	if (!t->pool) {
 		/* The pool names its own keys ("url: ..."); they are upstream.* here. */
 		snprintf(err, errlen, "%s%s", strncmp(perr, "url:", 4) == 0 ? "upstream." : "",
@@ -866,6 +1255,14 @@ json_t *tpa_status_json(struct tpa *t)
 
 	if (!o)
 		return NULL;
+	json_t *oa = json_null();
+	if (t->oauth)
+		oa = json_pack("{s:s, s:o, s:o, s:b}", "clientId", t->cfg->oauth2_client_id,
+			       "customerId",
+			       t->customer_id[0] ? json_string(t->customer_id) : json_null(),
+			       "tokenType", t->token_type[0] ? json_string(t->token_type) : json_null(),
+			       "haveToken", t->token != NULL);
+	json_object_set_new(o, "oauth2", oa ? oa : json_null());
 	json_object_set_new(o, "latency",
 			    json_pack("{s:I, s:I}", "p50", (json_int_t)latency_pct(t, 50), "p99",
 				      (json_int_t)latency_pct(t, 99)));

@@ -1,4 +1,4 @@
-/* tpa: the ThingPark Activation API profile (import, query, OAuth2) over the session pool. */
+/* tpa: the ThingPark Activation API profile (import, query, delete, OAuth2) over the session pool. */
 #pragma once
 
 #include <stdbool.h>
@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "config.h"
 #include "pool.h"
 
 struct event_base;
@@ -20,6 +21,7 @@ struct tpa_record {
 	char join_eui[17];
 	char tkm_info[21]; /* "" if none */
 	char app_key[33];  /* "" if none */
+	char hsm_app_key[33]; /* a cloud-HSM AppKey's hsmEncryptedAppKey; "" if none */
 };
 
 enum tpa_outcome {
@@ -28,7 +30,7 @@ enum tpa_outcome {
 	TPA_CONFLICT,	 /* 409: already imported */
 	TPA_UNAVAILABLE, /* 5xx, 429, breaker open, no session, timeout before sending */
 	TPA_UNKNOWN,	 /* import sent, no usable answer: settle with tpa_query() */
-	TPA_NOT_FOUND,	 /* query: no such device */
+	TPA_NOT_FOUND,	 /* query, delete: no such device */
 	TPA_OUTCOME_MAX,
 };
 
@@ -56,6 +58,8 @@ typedef void tpa_done_fn(const struct tpa_result *res, void *arg);
 struct tpa_counters {
 	uint64_t imports;
 	uint64_t queries;
+	uint64_t deletes;
+	uint64_t key_gens;
 	uint64_t token_requests;
 	uint64_t outcomes[TPA_OUTCOME_MAX];
 	uint64_t latency_count;
@@ -88,6 +92,29 @@ int tpa_import(struct tpa *t, const struct tpa_record *rec, tpa_done_fn *cb, voi
  */
 int tpa_query(struct tpa *t, const char *dev_eui, tpa_done_fn *cb, void *arg);
 
+/*
+ * Delete the device the cloud knows as ref (DELETE {base}{import-path}/{ref}): TPA_OK when
+ * gone, TPA_NOT_FOUND when the cloud has no such device, TPA_UNKNOWN when the request was
+ * sent and no answer came (settle with tpa_query()). -EINVAL for a ref that is not a
+ * plain path segment (letters, digits, - . _ ~; at most 128). Errors as tpa_import().
+ */
+int tpa_delete(struct tpa *t, const char *ref, tpa_done_fn *cb, void *arg);
+
+/*
+ * Called once per appKeyGens call: res->outcome TPA_OK with the n VendorKeys (base64
+ * strings, valid during the call), or another outcome with n = 0 and a reason.
+ */
+typedef void tpa_keygen_fn(const struct tpa_result *res, const char *const *keys, size_t n,
+			   void *arg);
+
+/*
+ * Ask the cloud's HSM for n (1..1000) AppKeys: POST {base}{api.appkeygen-path}?number=n
+ * with {api.field-public-key: public_key_b64}. The answer is a JSON array of strings or of
+ * objects with api.field-vendor-key. Errors as tpa_import().
+ */
+int tpa_app_key_gens(struct tpa *t, unsigned n, const char *public_key_b64, tpa_keygen_fn *cb,
+		     void *arg);
+
 /* Calls accepted and not yet answered. */
 size_t tpa_pending(const struct tpa *t);
 
@@ -110,13 +137,46 @@ const char *tpa_outcome_name(enum tpa_outcome o);
 void tpa_interpret(const struct config *cfg, bool query, int status, const char *body,
 		   size_t body_len, const char *retry_after, time_t now, struct tpa_result *res);
 
+/*
+ * tpa_interpret() for a query of dev_eui (NULL: any element): the answer's element for that
+ * DevEUI is used; *ret_more (may be NULL) is set when a full page (api.query-page-size
+ * elements) held no match, so the next page must be asked for.
+ */
+void tpa_interpret_query(const struct config *cfg, bool query, const char *dev_eui, int status,
+			 const char *body, size_t body_len, const char *retry_after, time_t now,
+			 struct tpa_result *res, bool *ret_more);
+
+/* Interpret the answer to a delete (pure): 2xx OK, 404 NOT_FOUND, 5xx/429 UNAVAILABLE. */
+void tpa_interpret_delete(int status, const char *body, size_t body_len, const char *retry_after,
+			  time_t now, struct tpa_result *res);
+
+/*
+ * The cloud's ownerToken text in tpad's form (api.owner-token-form) into out (size): hex
+ * upper-cased; base64 decoded and printed as upper-case hex; as-is kept (printable, no
+ * blank, no ':'). -EINVAL if the text does not fit the form.
+ */
+int tpa_owner_token_convert(enum owner_token_form form, const char *s, char *out, size_t size);
+
 /* Build the import request body (JSON) into a new buffer; -EINVAL for a bad record. */
 int tpa_import_body(const struct config *cfg, const struct tpa_record *rec, char **ret_body,
 		    size_t *ret_len);
 
+/* What tpad takes from an OAuth2 token answer. */
+struct tpa_oauth2_reply {
+	char token[4096];
+	char token_type[32];   /* as spelled by the server ("bearer"); "Bearer" when absent */
+	char customer_id[64];  /* "" when absent (DX Maker sends it) */
+	char client_id[128];   /* "" when absent */
+	long expires_in;
+};
+
 /*
- * Parse an OAuth2 token answer: access_token (printable, at most toklen - 1 chars),
- * optional token_type (must be Bearer), expires_in (default 3600 s). -EBADMSG otherwise.
+ * Parse an OAuth2 token answer: access_token (printable), token_type (a Bearer scheme in
+ * any spelling, sent back as spelled), expires_in (default 3600 s), customer_id and
+ * client_id (optional, printable). -EBADMSG otherwise.
  */
+int tpa_oauth2_parse_reply(const char *body, size_t len, struct tpa_oauth2_reply *ret);
+
+/* The same, token and lifetime only (token at most toklen - 1 chars). */
 int tpa_oauth2_parse(const char *body, size_t len, char *token, size_t toklen,
 		     long *ret_expires_in);

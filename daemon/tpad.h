@@ -28,6 +28,7 @@ struct tpad {
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
 	struct metrics_http *metrics; /* HTTP /metrics; NULL when metrics.listen is unset */
+	struct keypool *keypool; /* cloud-HSM AppKeys (device.app-key-source = cloud-hsm) */
 	struct layout *layout; /* label.* at label.dpi: station and export labels */
 	struct print *print;   /* label printers */
 	struct event *settle_ev;   /* background settling of PENDING rows */

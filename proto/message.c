@@ -111,6 +111,11 @@ static const struct param_spec metrics_params[] = {
     {"format", PARAM_STRING, false, 1, 16}, /* checked by value in the handler */
 };
 
+static const struct param_spec retire_params[] = {
+    {"devEUI", PARAM_EUI, true, 0, 0},
+    {"reason", PARAM_STRING, true, 1, 200},
+};
+
 static const struct param_spec uplinks_params[] = {
     {"after", PARAM_INT, false, 0, 9007199254740991LL},
     {"follow", PARAM_BOOL, false, 0, 0},
@@ -151,6 +156,7 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "ListDevices", PROTO_SOCKET_ADMIN, false, list_devices_params),
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
+    METHOD(IFACE_ADMIN, "Retire", PROTO_SOCKET_ADMIN, false, retire_params),
     METHOD(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN, false, metrics_params),
     METHOD(IFACE_ADMIN, "Backup", PROTO_SOCKET_ADMIN, false, backup_params),
     METHOD(IFACE_ADMIN, "Print", PROTO_SOCKET_ADMIN, false, print_params),

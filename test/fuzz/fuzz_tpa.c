@@ -65,6 +65,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		require(expires > 0);
 	}
 
+	/* The same answer read as a query for one DevEUI, paged; and as a delete. */
+	bool more = false;
+	tpa_interpret_query(&cfg, true, "70B3D50000000001", status, body, len, NULL, time(NULL),
+			    &res, &more);
+	require(res.outcome < TPA_OUTCOME_MAX);
+	require(!more || res.outcome == TPA_NOT_FOUND);
+	tpa_interpret_delete(status, body, len, NULL, time(NULL), &res);
+	require(res.outcome == TPA_OK || res.outcome == TPA_NOT_FOUND ||
+		res.outcome == TPA_UNAVAILABLE || res.outcome == TPA_REJECTED);
+	require(terminated(res.message, sizeof(res.message)));
+
+	/* The DX Maker token answer; every ownerToken form on the body as text. */
+	static struct tpa_oauth2_reply rep;
+	if (tpa_oauth2_parse_reply(body, len, &rep) == 0) {
+		require(rep.token[0] && terminated(rep.customer_id, sizeof(rep.customer_id)));
+		require(terminated(rep.token_type, sizeof(rep.token_type)));
+	}
+	char text[512], out[129];
+	size_t tl = len < sizeof(text) - 1 ? len : sizeof(text) - 1;
+	memcpy(text, body, tl);
+	text[tl] = '\0';
+	for (int form = OWNER_TOKEN_HEX; form <= OWNER_TOKEN_AS_IS; form++)
+		if (tpa_owner_token_convert((enum owner_token_form)form, text, out, sizeof(out)) == 0) {
+			require(terminated(out, sizeof(out)) && out[0]);
+			require(!strchr(out, ':'));
+			if (form != OWNER_TOKEN_AS_IS)
+				require(hex_valid_any(out));
+		}
+
 	/* base64: what decodes re-encodes to the same text. */
 	uint8_t *bin;
 	size_t blen, elen;

@@ -15,7 +15,8 @@ TKM = "31110123D345666E2DBD"
 SERVICE = "org.varlink.service"
 # Methods whose valid call still fails without a setup of their own: the declared error.
 EXPECTED_ERRORS = {"io.tpad.Admin.Adopt": "io.tpad.Admin.Conflict",
-                   "io.tpad.Admin.Print": "io.tpad.Admin.InvalidParameter"}  # no printer
+                   "io.tpad.Admin.Print": "io.tpad.Admin.InvalidParameter",  # no printer
+                   "io.tpad.Admin.Retire": "io.tpad.Admin.NotFound"}
 FLAGS = [(), ("more",), ("oneway",), ("upgrade",), ("more", "oneway"), ("more", "upgrade"),
          ("oneway", "upgrade")]
 
@@ -79,6 +80,7 @@ class Conformance(TpadTestCase):
             "io.tpad.Admin.Backup": {"path": os.path.join(self.tmp, f"backup{self.new_eui()}.db")},
             "io.tpad.Admin.Adopt": {"devEUI": self.known},
             "io.tpad.Admin.Print": {"devEUI": self.known},
+            "io.tpad.Admin.Retire": {"devEUI": "FFFFFFFFFFFFFFF0", "reason": "scrapped"},
         }[method]
 
     def send(self, c, method, params, flags):
@@ -191,7 +193,7 @@ class Conformance(TpadTestCase):
 
     def test_admin_socket(self):
         n = self.walk(self.d.admin_client)
-        self.assertEqual(n, 11 * len(FLAGS))
+        self.assertEqual(n, 12 * len(FLAGS))
 
     def test_declared_errors(self):
         """Errors of bad calls carry what their declaration says, on both sockets."""

@@ -147,12 +147,13 @@ def write_secret(path, text):
 
 
 class Sim:
-    """tpa-sim on loopback: TLS-PSK by default, or plain HTTP."""
+    """tpa-sim on loopback: TLS-PSK by default, certificate TLS (tls_args), or plain HTTP."""
 
-    def __init__(self, workdir, psk_hex, plain=False, extra=(), registry=True):
+    def __init__(self, workdir, psk_hex, plain=False, extra=(), registry=True, tls_args=None):
         self.workdir = workdir
         self.psk_hex = psk_hex
         self.plain = plain
+        self.tls_args = list(tls_args) if tls_args else None
         self.extra = list(extra)
         self.registry = registry
         self.proc = None
@@ -167,11 +168,14 @@ class Sim:
             if os.path.exists(p):
                 os.unlink(p)
         psk_file = os.path.join(self.workdir, "sim.psk")
-        write_secret(psk_file, self.psk_hex)
+        if self.psk_hex:
+            write_secret(psk_file, self.psk_hex)
         args = [TPA_SIM, "--listen", f"127.0.0.1:{port}", "--port-file", port_file,
                 "--control", "127.0.0.1:0", "--control-port-file", ctl_file]
         if self.plain:
             args.append("--plain")
+        elif self.tls_args:
+            args += self.tls_args
         else:
             args += ["--psk-identity", PSK_IDENTITY, "--psk-file", psk_file]
         if self.registry:

@@ -22,7 +22,8 @@
 
 static const char usage_text[] =
     "usage: tpa-sim --listen 127.0.0.1:PORT [--port-file F] [--plain]\n"
-    "               [--psk-identity ID --psk-file F] [--control 127.0.0.1:PORT]\n"
+    "               [--psk-identity ID --psk-file F | --cert PEM --key PEM [--client-ca PEM]]\n"
+    "               [--control 127.0.0.1:PORT]\n"
     "               [--control-port-file F] [--registry FILE]\n"
     "               [--oauth2 --client-id X --client-secret-file F [--token-ttl S]]\n"
     "               [--latency-ms N] [--jitter-ms N] [--import-latency-ms N]\n"
@@ -30,8 +31,10 @@ static const char usage_text[] =
     "               [--retry-after S] [--reset-after N] [--drop-before-answer P]\n"
     "               [--drop-before-import P] [--idle-close-ms T] [--slow] [--malformed P]\n"
     "               [--refuse] [--duplicate 409|same|new] [--seed N] [--verbose]\n"
+    "               [--dx-maker [--customer-id ID]]\n"
     "PORT 0 picks a free port. P is a probability between 0 and 1.\n"
-    "Without --plain, TLS 1.1/1.2 with the PSK (hex in the file) and identity is required.\n";
+    "Without --plain, TLS 1.1/1.2 with the PSK (hex in the file) and identity, or with the\n"
+    "server certificate chain and key (--client-ca: a client certificate is required).\n";
 
 /* Print the usage to stderr and exit with status 2. */
 static void usage(const char *why)
@@ -154,6 +157,11 @@ enum {
 	OPT_SEED,
 	OPT_VERBOSE,
 	OPT_HELP,
+	OPT_CERT,
+	OPT_KEY,
+	OPT_CLIENT_CA,
+	OPT_DX_MAKER,
+	OPT_CUSTOMER_ID,
 };
 
 static const struct option options[] = {
@@ -162,6 +170,11 @@ static const struct option options[] = {
     {"plain", no_argument, NULL, OPT_PLAIN},
     {"psk-identity", required_argument, NULL, OPT_PSK_IDENTITY},
     {"psk-file", required_argument, NULL, OPT_PSK_FILE},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"client-ca", required_argument, NULL, OPT_CLIENT_CA},
+    {"dx-maker", no_argument, NULL, OPT_DX_MAKER},
+    {"customer-id", required_argument, NULL, OPT_CUSTOMER_ID},
     {"control", required_argument, NULL, OPT_CONTROL},
     {"control-port-file", required_argument, NULL, OPT_CONTROL_PORT_FILE},
     {"registry", required_argument, NULL, OPT_REGISTRY},
@@ -198,6 +211,9 @@ struct args {
 	const char *control_port_file;
 	const char *psk_identity;
 	const char *psk_file;
+	const char *cert;
+	const char *key;
+	const char *client_ca;
 	const char *client_secret_file;
 	bool have_seed;
 	uint64_t seed;
@@ -225,6 +241,23 @@ static void parse_args(int argc, char **argv, struct sim *s, struct args *a)
 			break;
 		case OPT_PSK_FILE:
 			a->psk_file = optarg;
+			break;
+		case OPT_CERT:
+			a->cert = optarg;
+			break;
+		case OPT_KEY:
+			a->key = optarg;
+			break;
+		case OPT_CLIENT_CA:
+			a->client_ca = optarg;
+			break;
+		case OPT_DX_MAKER:
+			s->dx = true;
+			break;
+		case OPT_CUSTOMER_ID:
+			if (strlen(optarg) >= sizeof(s->customer_id) || !*optarg)
+				usage("--customer-id is empty or too long");
+			strcpy(s->customer_id, optarg);
 			break;
 		case OPT_CONTROL:
 			a->control = optarg;
@@ -320,10 +353,15 @@ static void parse_args(int argc, char **argv, struct sim *s, struct args *a)
 		usage("unexpected argument");
 	if (!a->listen)
 		usage("--listen is required");
-	if (!s->plain && (!a->psk_identity || !a->psk_file))
-		usage("TLS needs --psk-identity and --psk-file (or use --plain)");
-	if (s->plain && (a->psk_identity || a->psk_file))
-		usage("--plain takes no PSK");
+	bool cert = a->cert || a->key || a->client_ca;
+	if (cert && (!a->cert || !a->key))
+		usage("certificate TLS needs --cert and --key");
+	if (cert && (a->psk_identity || a->psk_file))
+		usage("choose PSK or certificate TLS, not both");
+	if (!s->plain && !cert && (!a->psk_identity || !a->psk_file))
+		usage("TLS needs --psk-identity and --psk-file, or --cert and --key (or use --plain)");
+	if (s->plain && (a->psk_identity || a->psk_file || cert))
+		usage("--plain takes no PSK or certificate");
 	if (s->oauth2 && (!s->client_id[0] || !a->client_secret_file))
 		usage("--oauth2 needs --client-id and --client-secret-file");
 	if (!s->oauth2 && (s->client_id[0] || a->client_secret_file))
@@ -337,7 +375,13 @@ static void load_secrets(struct sim *s, const struct args *a)
 {
 	char buf[SIM_SECRET_MAX];
 	int r;
-	if (!s->plain) {
+	if (a->cert) {
+		char err[256];
+		if (tls_init_cert(&s->tls, a->cert, a->key, a->client_ca, err, sizeof(err)) < 0) {
+			fprintf(stderr, "tpa-sim: %s\n", err);
+			exit(1);
+		}
+	} else if (!s->plain) {
 		uint8_t psk[SIM_PSK_MAX];
 		size_t n;
 		r = cred_read_file(a->psk_file, false, buf, sizeof(buf));
@@ -386,6 +430,7 @@ int main(int argc, char **argv)
 	s->faults.duplicate = SIM_DUP_409;
 	s->token_ttl = 3600;
 	s->next_ref = 1;
+	strcpy(s->customer_id, "100000001");
 	parse_args(argc, argv, s, &a);
 	if (!a.have_seed && getrandom(&a.seed, sizeof(a.seed), 0) != sizeof(a.seed))
 		a.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -434,6 +479,7 @@ int main(int argc, char **argv)
 	event_base_free(s->base);
 	sim_devices_free(s);
 	tls_free(&s->tls);
+	dx_free(s);
 	mbedtls_platform_zeroize(s->client_secret, sizeof(s->client_secret));
 	return r < 0 ? 1 : 0;
 }

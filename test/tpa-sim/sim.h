@@ -9,6 +9,9 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cache.h>
+#include <mbedtls/x509_crt.h>
+
+#include <jansson.h>
 
 struct event_base;
 struct event;
@@ -91,6 +94,11 @@ struct sim_tls {
 	uint8_t psk[SIM_PSK_MAX];
 	size_t psk_len;
 	bool ready;
+	/* certificate mode */
+	mbedtls_x509_crt cert;
+	mbedtls_x509_crt client_ca;
+	mbedtls_pk_context key;
+	bool cert_mode;
 };
 
 /* The whole simulator. */
@@ -120,6 +128,19 @@ struct sim {
 	char client_secret[SIM_SECRET_MAX];
 	unsigned token_ttl;
 	struct sim_token tokens[SIM_TOKENS_MAX];
+
+	/* DX Maker mode (sim_dx.c) */
+	bool dx;
+	char customer_id[64];
+	bool query_unfiltered; /* a query lists every device, paged, ignoring deviceEUI */
+	uint64_t deletes;
+	uint64_t delete_requests;
+	unsigned drop_delete_before; /* next N deletes: close before deleting, no answer */
+	unsigned drop_delete_after;  /* next N deletes: delete, then close without answering */
+	uint64_t key_gens;
+	uint64_t hsm_key_imports; /* imports that carried an hsmEncryptedAppKey */
+	unsigned keygen_delay_ms;  /* extra delay of an appKeyGens answer */
+	mbedtls_ctr_drbg_context *dx_drbg; /* for RSA encryption of VendorKeys */
 };
 
 /* What the connection does with a reply. */
@@ -156,8 +177,31 @@ int registry_save(struct sim *s);
 void registry_changed(struct sim *s);
 void sim_devices_free(struct sim *s);
 
+/* sim_api.c: helpers shared with the DX Maker part. */
+void reply_json(struct sim_reply *rep, int status, json_t *v);
+void reply_error(struct sim_reply *rep, int status, const char *code, const char *message);
+struct sim_device *device_find(struct sim *s, const char *dev_eui);
+json_t *device_json(const struct sim_device *d, bool full);
+void device_remove(struct sim *s, size_t i);
+void api_token(struct sim *s, const struct http_request *req, struct sim_reply *rep);
+bool api_authorized(struct sim *s, const struct http_request *req);
+
+/*
+ * sim_dx.c: the DX Maker API paths (token form, hsmGroupId required, paging, DELETE by
+ * ref, appKeyGens). True if the request was answered here.
+ */
+bool dx_route(struct sim *s, const struct http_request *req, const char *path,
+	      struct sim_reply *rep);
+/* Control port: POST /dx {"query_unfiltered":bool}, GET /dx. True if answered here. */
+bool dx_control(struct sim *s, const struct http_request *req, const char *path,
+		struct sim_reply *rep);
+void dx_free(struct sim *s);
+
 /* sim_tls.c: the mbedTLS PSK server. */
 int tls_init(struct sim_tls *t, const char *identity, const uint8_t *psk, size_t psk_len);
+/* Certificate mode: chain and key (PEM files); client_ca (or NULL) requires mTLS. */
+int tls_init_cert(struct sim_tls *t, const char *cert, const char *key, const char *client_ca,
+		  char *err, size_t errlen);
 void tls_free(struct sim_tls *t);
 int tls_conn_setup(struct sim_tls *t, mbedtls_ssl_context *ssl, int *fd);
 int tls_conn_handshake(mbedtls_ssl_context *ssl, bool *ret_resumed);

@@ -72,7 +72,7 @@ void reply_clear(struct sim_reply *r)
 }
 
 /* Set the reply to status with the JSON value v as body; v is consumed. */
-static void reply_json(struct sim_reply *rep, int status, json_t *v)
+void reply_json(struct sim_reply *rep, int status, json_t *v)
 {
 	reply_clear(rep);
 	rep->status = status;
@@ -83,7 +83,7 @@ static void reply_json(struct sim_reply *rep, int status, json_t *v)
 }
 
 /* Set the reply to an error object {"code","message"}. */
-static void reply_error(struct sim_reply *rep, int status, const char *code, const char *message)
+void reply_error(struct sim_reply *rep, int status, const char *code, const char *message)
 {
 	reply_json(rep, status, json_pack("{s:s, s:s}", "code", code, "message", message));
 }
@@ -127,7 +127,7 @@ static int index_reserve(struct sim *s, size_t n)
 }
 
 /* The registry entry for an upper-case DevEUI, or NULL. */
-static struct sim_device *device_find(struct sim *s, const char *dev_eui)
+struct sim_device *device_find(struct sim *s, const char *dev_eui)
 {
 	if (!s->index_cap)
 		return NULL;
@@ -139,7 +139,7 @@ static struct sim_device *device_find(struct sim *s, const char *dev_eui)
 }
 
 /* A device as the API shows it, or with every stored field for the control port. */
-static json_t *device_json(const struct sim_device *d, bool full)
+json_t *device_json(const struct sim_device *d, bool full)
 {
 	char ref[32];
 	snprintf(ref, sizeof(ref), "fd-%llu", (unsigned long long)d->ref);
@@ -177,6 +177,18 @@ static int device_add(struct sim *s, const struct sim_device *d)
 	index_insert(s, s->ndevices);
 	s->ndevices++;
 	return 0;
+}
+
+/* Remove device number i (the last one takes its place) and rebuild the index. */
+void device_remove(struct sim *s, size_t i)
+{
+	if (i >= s->ndevices)
+		return;
+	s->devices[i] = s->devices[s->ndevices - 1];
+	s->ndevices--;
+	memset(s->index, 0, s->index_cap * sizeof(*s->index));
+	for (size_t k = 0; k < s->ndevices; k++)
+		index_insert(s, k);
 }
 
 void sim_devices_free(struct sim *s)
@@ -308,7 +320,7 @@ static bool secret_equal(const char *a, const char *b)
 }
 
 /* POST /oauth/token with the client credentials grant. */
-static void api_token(struct sim *s, const struct http_request *req, struct sim_reply *rep)
+void api_token(struct sim *s, const struct http_request *req, struct sim_reply *rep)
 {
 	char grant[64], id[SIM_SECRET_MAX], secret[SIM_SECRET_MAX];
 	if (http_form_param(req->body, "grant_type", grant, sizeof(grant)) < 0 ||
@@ -343,7 +355,7 @@ static void api_token(struct sim *s, const struct http_request *req, struct sim_
 }
 
 /* True if the request carries a valid, unexpired bearer token. */
-static bool api_authorized(struct sim *s, const struct http_request *req)
+bool api_authorized(struct sim *s, const struct http_request *req)
 {
 	if (strncasecmp(req->authorization, "Bearer ", 7) != 0)
 		return false;
@@ -363,6 +375,8 @@ static void api_route(struct sim *s, const struct http_request *req, struct sim_
 		reply_error(rep, 404, "NOT_FOUND", "no such resource");
 		return;
 	}
+	if (s->dx && dx_route(s, req, path, rep))
+		return;
 	if (s->oauth2 && strcmp(path, TOKEN_PATH) == 0) {
 		if (strcmp(req->method, "POST") != 0) {
 			rep->allow = "POST";
@@ -594,6 +608,8 @@ void control_handle(struct sim *s, const struct http_request *req, struct sim_re
 	rep->action = SIM_ANSWER;
 	if (http_target_path(req->target, path, sizeof(path)) < 0) {
 		reply_error(rep, 404, "NOT_FOUND", "no such resource");
+	} else if (dx_control(s, req, path, rep)) {
+		/* answered by the DX Maker part (sim_dx.c) */
 	} else if (strcmp(path, "/counters") == 0 && get) {
 		reply_json(rep, 200, counters_json(s));
 	} else if (strcmp(path, "/devices") == 0 && get) {

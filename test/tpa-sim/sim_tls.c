@@ -1,4 +1,4 @@
-/* sim_tls: the mbedTLS 2.28 TLS 1.1/1.2 PSK server side of tpa-sim. */
+/* sim_tls: the mbedTLS 2.28 TLS 1.1/1.2 server side of tpa-sim (PSK or certificate). */
 #include "sim.h"
 
 #include <errno.h>
@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <mbedtls/error.h>
+#include <stdio.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl_internal.h>
@@ -117,10 +118,95 @@ int tls_init(struct sim_tls *t, const char *identity, const uint8_t *psk, size_t
 	return 0;
 }
 
+/* Shared set-up of both modes: random generator, versions, curves, session cache. */
+static int tls_common(struct sim_tls *t, const mbedtls_ecp_group_id *curves)
+{
+	static const char pers[] = "tpa-sim";
+	if (mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy,
+				  (const unsigned char *)pers, sizeof(pers) - 1) != 0)
+		return -EIO;
+	if (mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_SERVER,
+					MBEDTLS_SSL_TRANSPORT_STREAM,
+					MBEDTLS_SSL_PRESET_DEFAULT) != 0)
+		return -EIO;
+	mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+	mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+				     MBEDTLS_SSL_MINOR_VERSION_2);
+	mbedtls_ssl_conf_max_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+				     MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_curves(&t->conf, curves);
+	mbedtls_ssl_conf_renegotiation(&t->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+	mbedtls_ssl_cache_set_timeout(&t->cache, 24 * 3600);
+	mbedtls_ssl_cache_set_max_entries(&t->cache, 1024);
+	mbedtls_ssl_conf_session_cache(&t->conf, &t->cache, mbedtls_ssl_cache_get,
+				       mbedtls_ssl_cache_set);
+	return 0;
+}
+
+/* Curves of the certificate mode: P-384 too, for server keys on it. */
+static const mbedtls_ecp_group_id sim_cert_curves[] = {
+    MBEDTLS_ECP_DP_CURVE25519,
+    MBEDTLS_ECP_DP_SECP256R1,
+    MBEDTLS_ECP_DP_SECP384R1,
+    MBEDTLS_ECP_DP_NONE,
+};
+
+int tls_init_cert(struct sim_tls *t, const char *cert, const char *key, const char *client_ca,
+		  char *err, size_t errlen)
+{
+	char buf[128];
+	int m;
+
+	mbedtls_ssl_config_init(&t->conf);
+	mbedtls_ssl_cache_init(&t->cache);
+	mbedtls_entropy_init(&t->entropy);
+	mbedtls_ctr_drbg_init(&t->drbg);
+	mbedtls_x509_crt_init(&t->cert);
+	mbedtls_x509_crt_init(&t->client_ca);
+	mbedtls_pk_init(&t->key);
+	t->ready = true;
+	t->cert_mode = true;
+	if ((m = mbedtls_x509_crt_parse_file(&t->cert, cert)) != 0) {
+		mbedtls_strerror(m, buf, sizeof(buf));
+		snprintf(err, errlen, "cannot read certificate %s: %s", cert, buf);
+		return -EINVAL;
+	}
+	if ((m = mbedtls_pk_parse_keyfile(&t->key, key, NULL)) != 0) {
+		mbedtls_strerror(m, buf, sizeof(buf));
+		snprintf(err, errlen, "cannot read key %s: %s", key, buf);
+		return -EINVAL;
+	}
+	if (client_ca && (m = mbedtls_x509_crt_parse_file(&t->client_ca, client_ca)) != 0) {
+		mbedtls_strerror(m, buf, sizeof(buf));
+		snprintf(err, errlen, "cannot read client CA %s: %s", client_ca, buf);
+		return -EINVAL;
+	}
+	if (tls_common(t, sim_cert_curves) < 0) {
+		snprintf(err, errlen, "cannot set up TLS");
+		return -EIO;
+	}
+	if (mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key) != 0) {
+		snprintf(err, errlen, "certificate and key do not go together");
+		return -EINVAL;
+	}
+	if (client_ca) {
+		mbedtls_ssl_conf_ca_chain(&t->conf, &t->client_ca, NULL);
+		mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+	} else {
+		mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_NONE);
+	}
+	return 0;
+}
+
 void tls_free(struct sim_tls *t)
 {
 	if (!t || !t->ready)
 		return;
+	if (t->cert_mode) {
+		mbedtls_x509_crt_free(&t->cert);
+		mbedtls_x509_crt_free(&t->client_ca);
+		mbedtls_pk_free(&t->key);
+	}
 	mbedtls_ssl_config_free(&t->conf);
 	mbedtls_ssl_cache_free(&t->cache);
 	mbedtls_ctr_drbg_free(&t->drbg);

@@ -225,9 +225,95 @@ static void test_oauth2(void)
 	}
 }
 
+/* DX Maker: token_type as spelled, customer_id kept for Status. */
+static void test_oauth2_reply(void)
+{
+	struct tpa_oauth2_reply r;
+	const char *dx = "{\"access_token\":\"eyJ.x\",\"token_type\":\"bearer\",\"expires_in\":"
+			 "300,\"client_id\":\"js-labs-api/maker1\",\"customer_id\":\"100001234\"}";
+	CHECK_INT(tpa_oauth2_parse_reply(dx, strlen(dx), &r), 0);
+	CHECK_STR(r.token_type, "bearer");
+	CHECK_STR(r.customer_id, "100001234");
+	CHECK_STR(r.client_id, "js-labs-api/maker1");
+	CHECK_INT(r.expires_in, 300);
+	const char *num = "{\"access_token\":\"t\",\"customer_id\":42}";
+	CHECK_INT(tpa_oauth2_parse_reply(num, strlen(num), &r), 0);
+	CHECK_STR(r.customer_id, "42");
+	CHECK_STR(r.token_type, "Bearer");
+	const char *ctl = "{\"access_token\":\"t\",\"customer_id\":\"a\\nb\"}";
+	CHECK_INT(tpa_oauth2_parse_reply(ctl, strlen(ctl), &r), 0);
+	CHECK_STR(r.customer_id, "");
+}
+
+/* api.owner-token-form: hex, base64 (to hex), as-is. */
+static void test_owner_token_forms(void)
+{
+	char out[129];
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_HEX, "a1b2", out, sizeof(out)), 0);
+	CHECK_STR(out, "A1B2");
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_HEX, "q1", out, sizeof(out)), -EINVAL);
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_BASE64, "3q2+7w==", out, sizeof(out)), 0);
+	CHECK_STR(out, "DEADBEEF");
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_BASE64, "3q2+7w=", out, sizeof(out)),
+		  -EINVAL);
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_BASE64, "", out, sizeof(out)), -EINVAL);
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_AS_IS, "Ab+/9=", out, sizeof(out)), 0);
+	CHECK_STR(out, "Ab+/9=");
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_AS_IS, "a:b", out, sizeof(out)), -EINVAL);
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_AS_IS, "a b", out, sizeof(out)), -EINVAL);
+	char small[4];
+	CHECK_INT(tpa_owner_token_convert(OWNER_TOKEN_HEX, "a1b2", small, sizeof(small)), -EINVAL);
+}
+
+/* A query answer is searched for the DevEUI asked; a full page without it asks for more. */
+static void test_query_paging(void)
+{
+	struct tpa_result res;
+	bool more = true;
+	const char *two = "[{\"deviceEUI\":\"0000000000000001\",\"ownerToken\":\"aa\",\"ref\":\"r1\"},"
+			  "{\"deviceEUI\":\"70b3d50000000002\",\"ownerToken\":\"bb\",\"ref\":\"r2\"}]";
+	tpa_interpret_query(&cfg, true, "70B3D50000000002", 200, two, strlen(two), NULL, 0, &res,
+			    &more);
+	CHECK_INT(res.outcome, TPA_OK);
+	CHECK_STR(res.owner_token, "BB");
+	CHECK_STR(res.ref, "r2");
+	CHECK(!more);
+	tpa_interpret_query(&cfg, true, "70B3D50000000009", 200, two, strlen(two), NULL, 0, &res,
+			    &more);
+	CHECK_INT(res.outcome, TPA_NOT_FOUND);
+	CHECK(!more); /* 2 < page size 100: the last page */
+	uint32_t saved = cfg.api_query_page_size;
+	cfg.api_query_page_size = 2;
+	tpa_interpret_query(&cfg, true, "70B3D50000000009", 200, two, strlen(two), NULL, 0, &res,
+			    &more);
+	CHECK_INT(res.outcome, TPA_NOT_FOUND);
+	CHECK(more);
+	cfg.api_query_page_size = saved;
+}
+
+/* DELETE by ref. */
+static void test_delete_answers(void)
+{
+	struct tpa_result res;
+	tpa_interpret_delete(204, NULL, 0, NULL, 0, &res);
+	CHECK_INT(res.outcome, TPA_OK);
+	tpa_interpret_delete(404, "{\"code\":\"NOT_FOUND\"}", 20, NULL, 0, &res);
+	CHECK_INT(res.outcome, TPA_NOT_FOUND);
+	CHECK_STR(res.code, "NOT_FOUND");
+	tpa_interpret_delete(503, NULL, 0, "7", 0, &res);
+	CHECK_INT(res.outcome, TPA_UNAVAILABLE);
+	CHECK_INT(res.retry_after, 7);
+	tpa_interpret_delete(403, "{\"message\":\"no\"}", 16, NULL, 0, &res);
+	CHECK_INT(res.outcome, TPA_REJECTED);
+}
+
 int main(void)
 {
 	config_defaults(&cfg);
+	test_oauth2_reply();
+	test_owner_token_forms();
+	test_query_paging();
+	test_delete_answers();
 	test_import_answers();
 	test_query_answers();
 	test_import_body();
