@@ -108,8 +108,8 @@ static const struct command commands[] = {
      "  circuit breaker is open, 6 when the store is failing (a transaction rolled back\n"
      "  and none committed since).\n"},
     {"import", ctl_import, CTL_ADMIN,
-     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) | BIT(OPT_IGNORE_UNKNOWN) |
-	 BIT(OPT_MANIFEST) | BIT(OPT_SIGNER) | BIT(OPT_DEV_EUI_MAP),
+     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) |
+	 BIT(OPT_IGNORE_UNKNOWN) | BIT(OPT_MANIFEST) | BIT(OPT_SIGNER) | BIT(OPT_DEV_EUI_MAP),
      false, 0, 1,
      "FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
      "                [--ignore-unknown-columns]\n"
@@ -638,12 +638,12 @@ int main(int argc, char **argv)
 					   a.argv[0]);
 		return usage_error(name, "%s takes %d argument%s", name, cmd->max_args,
 				   cmd->max_args == 1 ? "" : "s");
-	if (cmd->sock == CTL_NONE)
-		return cmd->run(NULL, &a);
 	}
 	int r = check_values(cmd, &a);
 	if (r)
 		return r;
+	if (cmd->sock == CTL_NONE)
+		return cmd->run(NULL, &a);
 
 	if (!socket_path)
 		socket_path =
