@@ -93,6 +93,7 @@ static const struct conf_directive directives[] = {
      .max = 600000},
 
     {.name = "webhook.url", .type = CONF_STR_OPT, .offset = OFF(webhook_url), .def = ""},
+    {.name = "webhook.ca-file", .type = CONF_STR_OPT, .offset = OFF(webhook_ca_file), .def = ""},
     {.name = "webhook.request-timeout",
      .type = CONF_DURATION,
      .offset = OFF(webhook_timeout_ms),
@@ -195,7 +196,7 @@ static int asconf_check(const void *cfg, char *why, size_t whylen)
 	if (c->webhook_url) {
 		struct http_url u;
 		if (http_url_parse(c->webhook_url, &u) < 0) {
-			snprintf(why, whylen, "webhook.url must be http://host[:port]/path, got %s",
+			snprintf(why, whylen, "webhook.url must be http[s]://host[:port]/path, got %s",
 				 c->webhook_url);
 			return -EINVAL;
 		}

@@ -43,6 +43,7 @@ struct asconf {
 	uint32_t lrc_timeout_ms;
 	/* [webhook] */
 	char *webhook_url;
+	char *webhook_ca_file;
 	uint32_t webhook_timeout_ms;
 	uint32_t webhook_retry_max_ms;
 	uint32_t webhook_batch;

@@ -104,19 +104,7 @@ struct downlink *downlink_new(struct event_base *base, const struct downlink_opt
 	snprintf(d->key, sizeof(d->key), "%s", o->key);
 	snprintf(d->as_id, sizeof(d->as_id), "%s", o->as_id ? o->as_id : "");
 	if (o->url && *o->url) {
-		/*
-		 * https:// needs certificate verification in core/tls (a CA file instead of a
-		 * PSK); until that lands only the PSK fields exist, so https is refused here.
-		 * With it, this check goes and the pool options below get
-		 * .tls = {.mode = TLS_MODE_CERT, .ca_file = o->ca_file, .tls_min = 2}.
-		 */
-		if (strncmp(o->url, "https:", 6) == 0) {
-			snprintf(err, errlen,
-				 "lrc.url: https needs certificate TLS in core/tls, not built yet; "
-				 "use http:// behind a TLS proxy");
-			downlink_free(d);
-			return NULL;
-		}
+		/* https://: the LRC's certificate chain and host name, checked by core/tls. */
 		const struct pool_options po = {
 		    .url = o->url,
 		    .sessions = o->sessions ? o->sessions : 2,
@@ -129,6 +117,7 @@ struct downlink *downlink_new(struct event_base *base, const struct downlink_opt
 		    .breaker_threshold = 5,
 		    .breaker_cooldown_ms = 5000,
 		    .max_response = 65536,
+		    .tls = {.mode = TLS_MODE_CERT, .ca_file = o->ca_file, .tls_min = 2},
 		};
 		char perr[256];
 		d->pool = pool_new(base, &po, perr, sizeof(perr));

@@ -239,6 +239,7 @@ static int run(const struct asconf *cfg)
 	if (cfg->webhook_url) {
 		const struct webhook_options wopt = {
 		    .url = cfg->webhook_url,
+		    .ca_file = cfg->webhook_ca_file,
 		    .request_timeout_ms = cfg->webhook_timeout_ms,
 		    .retry_max_ms = cfg->webhook_retry_max_ms,
 		    .batch = cfg->webhook_batch,

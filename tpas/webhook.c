@@ -127,13 +127,8 @@ struct webhook *webhook_new(struct event_base *base, const struct webhook_option
 {
 	struct http_url u;
 	if (!o->url || http_url_parse(o->url, &u) < 0) {
-		snprintf(err, errlen, "webhook.url: want http://host[:port]/path, got %s",
+		snprintf(err, errlen, "webhook.url: want http[s]://host[:port]/path, got %s",
 			 o->url ? o->url : "nothing");
-		return NULL;
-	}
-	if (u.tls) {
-		snprintf(err, errlen,
-			 "webhook.url: https needs certificate TLS in core/tls, not built yet");
 		return NULL;
 	}
 	struct webhook *w = calloc(1, sizeof(*w));
@@ -148,8 +143,8 @@ struct webhook *webhook_new(struct event_base *base, const struct webhook_option
 	snprintf(w->path, sizeof(w->path), "%s", u.path[0] ? u.path : "/");
 	bool v6 = strchr(u.host, ':') != NULL;
 	char origin[HTTP_MAX_HOST + 32];
-	snprintf(origin, sizeof(origin), "http://%s%s%s:%u", v6 ? "[" : "", u.host, v6 ? "]" : "",
-		 u.port);
+	snprintf(origin, sizeof(origin), "%s://%s%s%s:%u", u.tls ? "https" : "http",
+		 v6 ? "[" : "", u.host, v6 ? "]" : "", u.port);
 	const struct pool_options po = {
 	    .url = origin,
 	    .sessions = 1,
@@ -162,6 +157,7 @@ struct webhook *webhook_new(struct event_base *base, const struct webhook_option
 	    .breaker_threshold = 1000000, /* the webhook's own retries pace it */
 	    .breaker_cooldown_ms = 1000,
 	    .max_response = 65536,
+	    .tls = {.mode = TLS_MODE_CERT, .ca_file = o->ca_file, .tls_min = 2},
 	};
 	int r = journal_cursor_get(j, "webhook", &w->cursor);
 	w->pool = r == 0 ? pool_new(base, &po, err, errlen) : NULL;

@@ -12,7 +12,8 @@ struct webhook;
 
 /* The webhook's settings; strings are borrowed for webhook_new() only. */
 struct webhook_options {
-	const char *url; /* http://host[:port]/path */
+	const char *url;     /* http:// or https://host[:port]/path */
+	const char *ca_file; /* https: the CA bundle (NULL: the system's) */
 	uint32_t request_timeout_ms;
 	uint32_t retry_max_ms; /* longest wait between two tries */
 	uint32_t batch;	       /* uplinks per POST at most */

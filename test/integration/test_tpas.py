@@ -29,7 +29,7 @@ DEV2 = "70B3D57ED0001234"
 class Tpas:
     """One tpas process on temporary sockets, a temporary store and a tunnel port."""
 
-    def __init__(self, workdir, rsa_key, lrc_url=None, extra=""):
+    def __init__(self, workdir, rsa_key, lrc_url=None, extra="", lrc_ca=None):
         self.workdir = workdir
         self.apps = os.path.join(workdir, "apps.sock")
         self.admin = os.path.join(workdir, "admin.sock")
@@ -61,6 +61,8 @@ rsa-key-file = {rsa_key}
 """)
             if lrc_url:
                 f.write(f"[lrc]\nurl = {lrc_url}\nrequest-timeout = 5s\n")
+                if lrc_ca:
+                    f.write(f"ca-file = {lrc_ca}\n")
             f.write(extra)
         self.proc = None
         self.log = None
@@ -636,6 +638,53 @@ class Downlink(TpasCase):
         with Client(t.apps) as c:
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "03"})
         self.assertEqual(r["fCntDn"], 40)
+
+    def test_downlink_over_https_checks_the_certificate(self):
+        """Downlinks reach the LRC over certificate TLS (core/tls): chain and host name."""
+        def make_ca(name):
+            ca_key, ca = os.path.join(self.tmp, name + ".key"), os.path.join(self.tmp, name + ".pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                            f"/CN={name}", "-keyout", ca_key, "-out", ca], check=True,
+                           capture_output=True)
+            return ca_key, ca
+        ca_key, ca = make_ca("lrc-test-ca")
+        _, other_ca = make_ca("another-ca")
+        key, csr, cert = (os.path.join(self.tmp, n) for n in ("lrc.key", "lrc.csr", "lrc.pem"))
+        ext = os.path.join(self.tmp, "san.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:127.0.0.1\n")  # mbedTLS 2.28 matches names as text
+        subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1",
+                        "-keyout", key, "-out", csr], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                        "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert],
+                       check=True, capture_output=True)
+        s = self.lrc(None)
+        s.port = s.start(tls=(cert, key))
+        t = self.tpas(lrc_url=f"https://127.0.0.1:{s.port}", lrc_ca=ca).start()
+        s.as_url = t.url
+        astk = self.import_astk(t)
+        s.add_device(DEV, astk)
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2,
+                                                   "payload": b"tls".hex()})
+        self.assertEqual(r["status"], 200)
+        self.assertEqual(bytes.fromhex(s.state["downlinks"][-1]["payload"]), b"tls")
+        # The same LRC checked against another CA: refused, and no downlink arrives.
+        t2 = self.tpas(lrc_url=f"https://127.0.0.1:{s.port}", lrc_ca=other_ca).start()
+        s.as_url = t2.url
+        self.import_astk(t2)
+        n = len(s.state["downlinks"])
+        s2 = self.lrc(t2)
+        s2.add_device(DEV, self.astks[-1])
+        self.assertEqual(s2.uplink(DEV, b"hi")[0], 200)
+        with Client(t2.apps) as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
+        self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+        self.assertEqual(len(s.state["downlinks"]), n)
 
     def test_downlink_with_the_lrc_down(self):
         port = free_port()
