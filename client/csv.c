@@ -11,6 +11,7 @@
 struct csv {
 	const char *p, *end;
 	unsigned line;
+	char sep;
 	char buf[CSV_MAX_FIELDS * (CSV_MAX_FIELD + 1)];
 };
 
@@ -22,9 +23,41 @@ struct csv *csv_new(const char *data, size_t len)
 	c->p = data;
 	c->end = data + len;
 	c->line = 1;
+	c->sep = ',';
 	if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0)
 		c->p += 3;
 	return c;
+}
+
+void csv_set_separator(struct csv *c, char sep)
+{
+	c->sep = sep;
+}
+
+char csv_sniff_separator(const char *data, size_t len)
+{
+	const char *p = data, *end = data + len;
+	if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0)
+		p += 3;
+	/* The first line that is neither empty nor a comment. */
+	while (p < end && (*p == '\n' || *p == '\r' || *p == '#')) {
+		if (*p == '#')
+			while (p < end && *p != '\n')
+				p++;
+		else
+			p++;
+	}
+	size_t commas = 0, semis = 0;
+	bool quoted = false;
+	for (; p < end && (quoted || (*p != '\n' && *p != '\r')); p++) {
+		if (*p == '"')
+			quoted = !quoted;
+		else if (!quoted && *p == ',')
+			commas++;
+		else if (!quoted && *p == ';')
+			semis++;
+	}
+	return semis > commas ? ';' : ',';
 }
 
 struct csv *csv_free(struct csv *c)
@@ -116,11 +149,11 @@ int csv_next(struct csv *c, struct csv_record *ret, struct csv_error *ret_err)
 						    "a field longer than %d bytes", CSV_MAX_FIELD);
 				field[len++] = ch;
 			}
-			if (c->p < c->end && *c->p != ',' && *c->p != '\n' && *c->p != '\r')
+			if (c->p < c->end && *c->p != c->sep && *c->p != '\n' && *c->p != '\r')
 				return fail(c, ret_err, c->line,
 					    "text after the closing quote of a field");
 		} else {
-			while (c->p < c->end && *c->p != ',' && *c->p != '\n' && *c->p != '\r') {
+			while (c->p < c->end && *c->p != c->sep && *c->p != '\n' && *c->p != '\r') {
 				char ch = *c->p;
 				if (ch == '"')
 					return fail(c, ret_err, c->line,
@@ -142,7 +175,7 @@ int csv_next(struct csv *c, struct csv_record *ret, struct csv_error *ret_err)
 		rec.n++;
 		if (c->p >= c->end)
 			break;
-		if (*c->p == ',') {
+		if (*c->p == c->sep) {
 			c->p++;
 			continue;
 		}

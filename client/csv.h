@@ -33,17 +33,26 @@ struct csv_error {
  */
 struct csv *csv_new(const char *data, size_t len);
 
+/* Separate fields with sep (',' by default; ';' for Excel in many locales). */
+void csv_set_separator(struct csv *c, char sep);
+
+/*
+ * Guess the separator from the first line that is neither empty nor a comment (the
+ * header): ';' when it holds more semicolons than commas outside quotes, else ','.
+ */
+char csv_sniff_separator(const char *data, size_t len);
+
 /* Free c; accepts NULL and returns NULL. */
 struct csv *csv_free(struct csv *c);
 
 /*
  * Read the next record, skipping empty lines and lines whose first character is '#'.
  * Records end with LF or CRLF (or the end of the buffer); fields are separated by ','
- * and may be quoted with '"' (a quote inside is doubled; commas and line ends inside
- * quotes are data). Returns 1 with *ret filled, 0 at the end of the buffer, or -EINVAL
- * with *ret_err filled and *ret untouched: a quote inside an unquoted field, text after
- * a closing quote, a quoted field never closed, a CR not followed by LF, a NUL byte,
- * more than CSV_MAX_FIELDS fields or a field longer than CSV_MAX_FIELD bytes. After an
- * error the reader goes on at the next line, so every bad line can be reported.
+ * (or the separator set with csv_set_separator()) and may be quoted with '"' (a quote inside is
+ * doubled; commas and line ends inside quotes are data). Returns 1 with *ret filled, 0 at the end
+ * of the buffer, or -EINVAL with *ret_err filled and *ret untouched: a quote inside an unquoted
+ * field, text after a closing quote, a quoted field never closed, a CR not followed by LF, a NUL
+ * byte, more than CSV_MAX_FIELDS fields or a field longer than CSV_MAX_FIELD bytes. After an error
+ * the reader goes on at the next line, so every bad line can be reported.
  */
 int csv_next(struct csv *c, struct csv_record *ret, struct csv_error *ret_err);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +18,29 @@
 /* Largest reply tpactl accepts (labels of an export come one per reply). */
 #define CTL_MAX_REPLY (64u << 20)
 
+void ctl_connect_hint(int e, enum ctl_socket sock)
+{
+	if (e == ENOENT)
+		fprintf(stderr,
+			"The socket does not exist: is tpad running? (systemctl status "
+			"tpad; or give --socket PATH or set %s)\n",
+			sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
+	else if (e == EACCES || e == EPERM)
+		fprintf(stderr, "Permission denied: %s\n",
+			sock == CTL_ADMIN ? "admin commands need root or the tpad-admin group."
+					  : "stations need to be in the tpad-station group.");
+	else if (e == ECONNREFUSED)
+		fprintf(stderr, "Nothing listens there: tpad is not running "
+				"(systemctl start tpad).\n");
+}
+
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 {
 	if (!path)
 		path =
 		    sock == CTL_STATION ? TPAD_RUNDIR "/station.sock" : TPAD_RUNDIR "/admin.sock";
 	c->path = path;
+	c->sock = sock;
 	c->reader = NULL;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -40,17 +58,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 		close(c->fd);
 		c->fd = -1;
 		fprintf(stderr, "tpactl: cannot connect to %s: %s\n", path, strerror(e));
-		if (e == ENOENT)
-			fprintf(stderr, "The socket does not exist: is tpad running? "
-					"(systemctl status tpad; or give --socket PATH)\n");
-		else if (e == EACCES || e == EPERM)
-			fprintf(stderr, "Permission denied: %s\n",
-				sock == CTL_ADMIN
-				    ? "admin commands need root or the tpad-admin group."
-				    : "stations need to be in the tpad-station group.");
-		else if (e == ECONNREFUSED)
-			fprintf(stderr, "Nothing listens there: tpad is not running "
-					"(systemctl start tpad).\n");
+		ctl_connect_hint(e, sock);
 		return -e;
 	}
 	c->reader = frame_reader_new(CTL_MAX_REPLY);
@@ -142,6 +150,24 @@ void ctl_print_error(json_t *reply)
 	fputc('\n', stderr);
 }
 
+bool ctl_wrong_socket(const struct ctl *c, const char *method, json_t *reply)
+{
+	const char *err = json_string_value(json_object_get(reply, "error"));
+	bool admin = strncmp(method, "io.tpad.Admin.", 14) == 0;
+	bool station = strncmp(method, "io.tpad.Station.", 16) == 0;
+	if (!err || strcmp(err, PROTO_ERR_METHOD_NOT_FOUND) != 0 || !(admin || station))
+		return false;
+	/* The method exists, on the other socket: say which one to use. */
+	fprintf(stderr,
+		"tpactl: %s is %s method, but %s is tpad's %s socket\n"
+		"Use the %s socket: --socket %s or set %s.\n",
+		method, admin ? "an admin" : "a station", c->path, admin ? "station" : "admin",
+		admin ? "admin" : "station",
+		admin ? TPAD_RUNDIR "/admin.sock" : TPAD_RUNDIR "/station.sock",
+		admin ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
+	return true;
+}
+
 int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, json_t **ret_params)
 {
 	int r = ctl_send(c, method, params, false);
@@ -152,6 +178,10 @@ int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, j
 	if (r < 0)
 		return r;
 	if (json_object_get(reply, "error")) {
+		if (ctl_wrong_socket(c, method, reply)) {
+			json_decref(reply);
+			return CTL_EXIT_USAGE;
+		}
 		if (json_out)
 			ctl_print_json(reply);
 		ctl_print_error(reply);
@@ -189,13 +219,38 @@ static const char *gets_or(json_t *o, const char *key, const char *dflt)
 	return s ? s : dflt;
 }
 
+bool ctl_color(void)
+{
+	const char *no = getenv("NO_COLOR");
+	const char *term = getenv("TERM");
+	return isatty(STDOUT_FILENO) && !(no && *no) && !(term && strcmp(term, "dumb") == 0);
+}
+
+/* A health word, coloured on a terminal: green when good, yellow when degraded, red. */
+static const char *paint(const char *word, char *buf, size_t len)
+{
+	if (!ctl_color())
+		return word;
+	const char *code = "31"; /* red */
+	if (strcmp(word, "ok") == 0 || strcmp(word, "closed") == 0 || strcmp(word, "ready") == 0 ||
+	    strcmp(word, "busy") == 0)
+		code = "32";
+	else if (strcmp(word, "degraded") == 0 || strcmp(word, "half-open") == 0 ||
+		 strcmp(word, "connecting") == 0 || strcmp(word, "handshaking") == 0)
+		code = "33";
+	snprintf(buf, len, "\033[%sm%s\033[0m", code, word);
+	return buf;
+}
+
 /* The upstream part of status, if tpad reports one. */
 static void print_upstream(json_t *u)
 {
 	if (!json_is_object(u))
 		return;
+	char b1[64], b2[64];
 	printf("upstream:    %s  %s, breaker %s, queue %lld%s%s\n", gets_or(u, "url", "?"),
-	       gets_or(u, "state", "?"), gets_or(u, "breaker", "?"), geti(u, "queue"),
+	       paint(gets_or(u, "state", "?"), b1, sizeof(b1)),
+	       paint(gets_or(u, "breaker", "?"), b2, sizeof(b2)), geti(u, "queue"),
 	       gets_or(u, "tls", NULL) ? ", TLS " : "", gets_or(u, "tls", ""));
 	json_t *cert = json_object_get(u, "certificate");
 	if (json_is_object(cert))
@@ -209,8 +264,10 @@ static void print_upstream(json_t *u)
 	json_t *s;
 	json_array_foreach(json_object_get(u, "sessions"), i, s)
 	{
-		printf("  session %zu: %-11s %6lld requests, %lld reconnects", i,
-		       gets_or(s, "state", "?"), geti(s, "requests"), geti(s, "reconnects"));
+		const char *st = gets_or(s, "state", "?");
+		printf("  session %zu: %s%*s %6lld requests, %lld reconnects", i,
+		       paint(st, b1, sizeof(b1)), (int)(11 - (strlen(st) < 11 ? strlen(st) : 11)),
+		       "", geti(s, "requests"), geti(s, "reconnects"));
 		const char *suite = gets_or(s, "ciphersuite", NULL);
 		const char *err = gets_or(s, "lastError", NULL);
 		if (suite)
@@ -235,8 +292,28 @@ static void print_store(json_t *s)
 	printf("store:       %s  %lld issued, %lld pending, %lld failed\n", gets_or(s, "path", "?"),
 	       geti(rows, "ISSUED"), geti(rows, "PENDING"), geti(rows, "FAILED"));
 	const char *err = gets_or(s, "lastError", NULL);
+	char b[64];
+	if (json_is_true(json_object_get(s, "failing")))
+		printf("  %s: transactions are failing now\n", paint("failing", b, sizeof(b)));
 	if (err)
-		printf("  last error: %s\n", err);
+		printf("  %s: %s\n", paint("last error", b, sizeof(b)), err);
+}
+
+/* The exit status status reports: the worst of store, breaker and cloud. */
+static int health_status(json_t *p)
+{
+	json_t *store = json_object_get(p, "store");
+	json_t *up = json_object_get(p, "upstream");
+	json_t *failing = json_object_get(store, "failing");
+	if (json_is_object(store) &&
+	    (json_is_boolean(failing) ? json_is_true(failing)
+				      : json_is_string(json_object_get(store, "lastError"))))
+		return CTL_EXIT_STORE_FAILING;
+	if (json_is_object(up) && strcmp(gets_or(up, "breaker", ""), "open") == 0)
+		return CTL_EXIT_BREAKER_OPEN;
+	if (json_is_object(up) && strcmp(gets_or(up, "state", ""), "down") == 0)
+		return CTL_EXIT_CLOUD_DOWN;
+	return CTL_EXIT_OK;
 }
 
 int ctl_status(struct ctl *c, struct ctl_args *a)
@@ -245,10 +322,11 @@ int ctl_status(struct ctl *c, struct ctl_args *a)
 	int r = ctl_call(c, "io.tpad.Admin.Status", NULL, a->json, &p);
 	if (r != 0)
 		return r < 0 ? 1 : r;
+	int health = health_status(p);
 	if (a->json) {
 		ctl_print_json(p);
 		json_decref(p);
-		return 0;
+		return health;
 	}
 	printf("tpad %s, up ", gets_or(p, "version", "?"));
 	print_uptime(geti(p, "uptime"));
@@ -285,13 +363,14 @@ int ctl_status(struct ctl *c, struct ctl_args *a)
 	}
 	ctl_print_printers(json_object_get(p, "printers"));
 	json_decref(p);
-	return 0;
+	return health;
 }
 
 int ctl_metrics(struct ctl *c, struct ctl_args *a)
 {
 	json_t *p;
-	int r = ctl_call(c, "io.tpad.Admin.Metrics", NULL, a->json, &p);
+	json_t *params = a->format ? json_pack("{s:s}", "format", a->format) : NULL;
+	int r = ctl_call(c, "io.tpad.Admin.Metrics", params, a->json, &p);
 	if (r != 0)
 		return r < 0 ? 1 : r;
 	if (a->json)
@@ -353,4 +432,33 @@ json_t *ctl_qr_options(const struct ctl_args *a, const char *format)
 	if (a->label)
 		json_object_set_new(q, "label", json_true());
 	return q;
+}
+
+int ctl_backup(struct ctl *c, struct ctl_args *a)
+{
+	/* tpad resolves the path: make it absolute here, against tpactl's directory. */
+	const char *file = a->argv[0];
+	char path[PATH_MAX];
+	if (file[0] == '/') {
+		snprintf(path, sizeof(path), "%s", file);
+	} else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd)) ||
+		    snprintf(path, sizeof(path), "%s/%s", cwd, file) >= (int)sizeof(path)) {
+			fprintf(stderr, "tpactl: cannot resolve %s: %s\n", file, strerror(errno));
+			return 1;
+		}
+	}
+	json_t *p;
+	int r = ctl_call(c, "io.tpad.Admin.Backup", json_pack("{s:s}", "path", path), a->json, &p);
+	if (r != 0)
+		return r < 0 ? 1 : r;
+	if (a->json)
+		ctl_print_json(p);
+	else
+		printf("%s: %lld bytes, %lld pages, integrity ok, %lld ms\n",
+		       gets_or(p, "path", path), geti(p, "bytes"), geti(p, "pages"),
+		       geti(p, "milliseconds"));
+	json_decref(p);
+	return 0;
 }

@@ -6,6 +6,19 @@
 
 struct frame_reader;
 
+/* Exit statuses, relied on by station scripts (tpactl(1)). */
+#define CTL_EXIT_OK 0
+#define CTL_EXIT_REPLY 1	 /* tpad answered with an error, or the link failed mid-call */
+#define CTL_EXIT_USAGE 2	 /* bad command line, or a command sent to the wrong socket */
+#define CTL_EXIT_CONNECT 3	 /* cannot connect */
+#define CTL_EXIT_CLOUD_DOWN 4	 /* status: no session to the cloud is ready */
+#define CTL_EXIT_BREAKER_OPEN 5	 /* status: the circuit breaker is open */
+#define CTL_EXIT_STORE_FAILING 6 /* status: a store transaction failed */
+#define CTL_EXIT_INTERRUPTED 130 /* Ctrl-C, as a shell reports SIGINT */
+
+/* How long tpactl waits for one reply (an activation may wait on the cloud). */
+#define CTL_CALL_TIMEOUT_MS 600000
+
 enum ctl_socket {
 	CTL_STATION,
 	CTL_ADMIN,
@@ -15,6 +28,7 @@ enum ctl_socket {
 struct ctl {
 	int fd;
 	const char *path;
+	enum ctl_socket sock;
 	struct frame_reader *reader;
 };
 
@@ -33,6 +47,10 @@ struct ctl_args {
 	const char *out_dir;
 	const char *state;
 	int limit;
+	bool invert;		     /* text labels for dark terminals */
+	bool ignore_unknown_columns; /* import */
+	int interval_ms;	     /* top: time between frames, 0 for the default */
+	const char *command;	     /* the command's name, for messages */
 	const char *manifest, *signer, *dev_eui_map; /* import --manifest */
 	const char *reason;			      /* retire */
 	int bits;				      /* keygen-rsa */
@@ -46,6 +64,9 @@ struct ctl_args {
 
 /* Connect to path (NULL: the default of sock); on failure prints what to do, returns < 0. */
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock);
+
+/* Print the hint line for a connection that failed with errno e. */
+void ctl_connect_hint(int e, enum ctl_socket sock);
 void ctl_close(struct ctl *c);
 
 /*
@@ -56,8 +77,15 @@ int ctl_send(struct ctl *c, const char *method, json_t *params, bool more);
 int ctl_recv(struct ctl *c, json_t **ret_reply);
 
 /* Call and wait for the one reply: 0 with *ret_params (owned), 1 after printing an error
- * reply, or a negative errno after printing a link failure. */
+ * reply, 2 (CTL_EXIT_USAGE) after saying that the method lives on the other socket, or a
+ * negative errno after printing a link failure. */
 int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, json_t **ret_params);
+
+/*
+ * If reply is MethodNotFound for an io.tpad method, the client chose the other socket:
+ * say which socket to use and return true.
+ */
+bool ctl_wrong_socket(const struct ctl *c, const char *method, json_t *reply);
 
 /* Print an error reply as a human sentence on stderr. */
 void ctl_print_error(json_t *reply);
@@ -74,6 +102,8 @@ int ctl_write_file(const char *path, const void *data, size_t len, bool atomic);
  */
 json_t *ctl_qr_options(const struct ctl_args *a, const char *format);
 
+/* True if stdout is a terminal and NO_COLOR is unset or empty (https://no-color.org). */
+bool ctl_color(void);
 /* Read a whole file into a new NUL-terminated buffer (NUL not counted); -errno. */
 int ctl_read_file(const char *path, char **ret, size_t *ret_len);
 
@@ -100,6 +130,8 @@ int ctl_import(struct ctl *c, struct ctl_args *a);
 int ctl_export(struct ctl *c, struct ctl_args *a);
 int ctl_devices(struct ctl *c, struct ctl_args *a);
 int ctl_device(struct ctl *c, struct ctl_args *a);
+int ctl_backup(struct ctl *c, struct ctl_args *a);
+int ctl_top(struct ctl *c, struct ctl_args *a);
 int ctl_retire(struct ctl *c, struct ctl_args *a);
 int ctl_keygen_rsa(struct ctl *c, struct ctl_args *a);
 int ctl_adopt(struct ctl *c, struct ctl_args *a);

@@ -26,8 +26,6 @@
 #define BAR_WIDTH 24
 #define REDRAW_US 100000u
 
-/* The exit status of an import stopped by Ctrl-C, as a shell reports SIGINT. */
-#define EXIT_INTERRUPTED 130
 
 enum column {
 	COL_DEV_EUI,
@@ -293,8 +291,8 @@ static bool serial_valid(const char *s)
 }
 
 /* Map the header record to columns; errors for unknown, repeated and missing names. */
-static bool read_header(const struct csv_record *rec, int map[CSV_MAX_FIELDS],
-			struct file_errors *e)
+static bool read_header(const struct csv_record *rec, int map[CSV_MAX_FIELDS], bool ignore_unknown,
+			char sep, struct file_errors *e)
 {
 	bool seen[N_COLUMNS] = {false}, ok = true;
 	for (size_t i = 0; i < rec->n; i++) {
@@ -305,16 +303,25 @@ static bool read_header(const struct csv_record *rec, int map[CSV_MAX_FIELDS],
 		for (int k = 0; k < N_COLUMNS; k++)
 			if (strcasecmp(name, column_names[k]) == 0)
 				map[i] = k;
+		if (map[i] < 0 && name[0] && hex_valid_any(name) && strlen(name) == 16) {
+			add_error(e, rec->line,
+				  "no header: the first line must name the columns, e.g. "
+				  "devEUI,joinEUI,tkmInfo,appKey,serial,profileId");
+			return false;
+		}
+		if (map[i] < 0 && ignore_unknown) {
+			fprintf(stderr, "tpactl: line %u: ignoring column '%s'\n", rec->line, name);
+			continue;
+		}
 		if (map[i] < 0) {
-			if (name[0] && hex_valid_any(name) && strlen(name) == 16)
-				add_error(e, rec->line,
-					  "no header: the first line must name the columns, e.g. "
-					  "devEUI,joinEUI,tkmInfo,appKey,serial,profileId");
-			else
-				add_error(e, rec->line,
-					  "unknown column '%s' (the columns are devEUI, joinEUI, "
-					  "tkmInfo, appKey, serial and profileId)",
-					  name);
+			bool other = sep == ',' && strchr(name, ';');
+			add_error(e, rec->line,
+				  "unknown column '%s' (the columns are devEUI, joinEUI, tkmInfo, "
+				  "appKey, serial and profileId%s)",
+				  name,
+				  other ? "; the file looks ';'-separated but its header has commas "
+					  "too: use one separator"
+					: "; --ignore-unknown-columns skips others");
 			return false;
 		}
 		if (seen[map[i]]) {
@@ -360,7 +367,8 @@ static bool read_row(const struct csv_record *rec, const int map[CSV_MAX_FIELDS]
 		return false;
 	}
 	for (size_t i = 0; i < rec->n; i++)
-		trimmed(rec->field[i], rec->len[i], v[map[i]], sizeof(v[0]));
+		if (map[i] >= 0)
+			trimmed(rec->field[i], rec->len[i], v[map[i]], sizeof(v[0]));
 	if (!v[COL_DEV_EUI][0]) {
 		add_error(e, rec->line, "no devEUI");
 		ok = false;
@@ -436,8 +444,8 @@ static void check_duplicates(const struct row *rows, size_t n, struct file_error
 }
 
 /* Read and check the whole file; every problem goes to e. */
-static int load_rows(const char *path, bool generate, struct row **ret, size_t *ret_n,
-		     struct file_errors *e)
+static int load_rows(const char *path, bool generate, bool ignore_unknown, struct row **ret,
+		     size_t *ret_n, struct file_errors *e)
 {
 	char *data = NULL;
 	size_t len = 0;
@@ -447,6 +455,10 @@ static int load_rows(const char *path, bool generate, struct row **ret, size_t *
 		return r;
 	}
 	struct csv *csv = csv_new(data, len);
+	/* Excel writes ';' where the decimal separator is a comma (most of Europe). */
+	char sep = csv_sniff_separator(data, len);
+	if (csv)
+		csv_set_separator(csv, sep);
 	struct row *rows = NULL;
 	size_t n = 0, cap = 0;
 	int map[CSV_MAX_FIELDS];
@@ -465,7 +477,7 @@ static int load_rows(const char *path, bool generate, struct row **ret, size_t *
 		}
 		if (!header) {
 			header = true;
-			header_ok = read_header(&rec, map, e);
+			header_ok = read_header(&rec, map, ignore_unknown, sep, e);
 			ncols = rec.n;
 			if (!header_ok)
 				break;
@@ -530,7 +542,7 @@ static void on_sigint(int sig)
 	if (interrupted) {
 		ssize_t n = write(STDERR_FILENO, second, sizeof(second) - 1);
 		(void)n;
-		_exit(EXIT_INTERRUPTED);
+		_exit(CTL_EXIT_INTERRUPTED);
 	}
 	interrupted = 1;
 	ssize_t n = write(STDERR_FILENO, first, sizeof(first) - 1);
@@ -660,6 +672,10 @@ static int import_call(struct ctl *c, struct ctl_args *a, json_t *chunk, bool fi
 			return r;
 		if (json_object_get(reply, "error")) {
 			bar_clear(b);
+			if (ctl_wrong_socket(c, "io.tpad.Admin.Import", reply)) {
+				json_decref(reply);
+				return CTL_EXIT_USAGE;
+			}
 			if (a->json)
 				ctl_print_json(reply);
 			ctl_print_error(reply);
@@ -698,7 +714,7 @@ int ctl_import(struct ctl *c, struct ctl_args *a)
 {
 	const char *path = a->manifest ? a->manifest : a->argc ? a->argv[0] : NULL;
 	if (a->concurrency > 64) {
-		fprintf(stderr, "tpactl: --concurrency must be 1 to 64\n");
+		fprintf(stderr, "tpactl: --concurrency must be 1 to 64\nTry 'tpactl help import'.\n");
 		return 2;
 	}
 	if (!path || (a->manifest && a->argc)) {
@@ -718,7 +734,7 @@ int ctl_import(struct ctl *c, struct ctl_args *a)
 	struct row *rows = NULL;
 	size_t n = 0;
 	int r = a->manifest ? ctl_manifest_rows(c, a, (void **)&rows, &n, sizeof(*rows))
-			    : load_rows(path, a->generate_appkeys, &rows, &n, &e);
+			    : load_rows(path, a->generate_appkeys, a->ignore_unknown_columns, &rows, &n, &e);
 	if (a->manifest && r != 0)
 		return r < 0 ? 1 : r;
 	if (r == -EINVAL) {
@@ -758,7 +774,7 @@ int ctl_import(struct ctl *c, struct ctl_args *a)
 					"the same command again to finish it (rows already "
 					"issued are skipped)\n",
 					t.done, n);
-			status = 1;
+			status = r == CTL_EXIT_USAGE ? r : 1;
 			break;
 		}
 	}
@@ -802,7 +818,7 @@ int ctl_import(struct ctl *c, struct ctl_args *a)
 			"tpactl: import interrupted after %zu of %zu rows; run the same "
 			"command again to finish it (rows already issued are skipped)\n",
 			t.done, n);
-		return EXIT_INTERRUPTED;
+		return CTL_EXIT_INTERRUPTED;
 	}
 	return status;
 }
@@ -893,7 +909,8 @@ int ctl_export(struct ctl *c, struct ctl_args *a)
 	for (size_t i = 0; format && i < sizeof(formats) / sizeof(formats[0]); i++)
 		known |= strcmp(format, formats[i]) == 0;
 	if (!known || !a->out_dir) {
-		fprintf(stderr, "tpactl: export needs --format png|svg|zpl|csv and --out DIR\n");
+		fprintf(stderr, "tpactl: export needs --format png|svg|zpl|csv and --out DIR\n"
+				"Try 'tpactl help export'.\n");
 		return 2;
 	}
 	const char *ext = strcmp(format, "csv") == 0 ? NULL : format;
@@ -942,6 +959,11 @@ int ctl_export(struct ctl *c, struct ctl_args *a)
 		}
 		if (json_object_get(reply, "error")) {
 			bar_clear(&b);
+			if (ctl_wrong_socket(c, "io.tpad.Admin.Export", reply)) {
+				json_decref(reply);
+				status = CTL_EXIT_USAGE;
+				break;
+			}
 			if (a->json)
 				ctl_print_json(reply);
 			ctl_print_error(reply);
@@ -1026,7 +1048,7 @@ int ctl_devices(struct ctl *c, struct ctl_args *a)
 		json_t *p;
 		int r = ctl_call(c, "io.tpad.Admin.ListDevices", params, a->json, &p);
 		if (r != 0)
-			return 1;
+			return r < 0 ? 1 : r;
 		if (a->json)
 			ctl_print_json(p);
 		size_t i;
@@ -1103,7 +1125,7 @@ int ctl_device(struct ctl *c, struct ctl_args *a)
 	int r = ctl_call(c, "io.tpad.Admin.GetDevice", json_pack("{s:s}", "devEUI", a->argv[0]),
 			 a->json, &p);
 	if (r != 0)
-		return 1;
+		return r < 0 ? 1 : r;
 	if (a->json) {
 		ctl_print_json(p);
 		json_decref(p);
@@ -1146,7 +1168,7 @@ int ctl_adopt(struct ctl *c, struct ctl_args *a)
 	int r = ctl_call(c, "io.tpad.Admin.Adopt", json_pack("{s:s}", "devEUI", a->argv[0]),
 			 a->json, &p);
 	if (r != 0)
-		return 1;
+		return r < 0 ? 1 : r;
 	if (a->json) {
 		ctl_print_json(p);
 	} else {

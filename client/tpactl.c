@@ -6,72 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "ctl.h"
+#include "hex.h"
 #include "tpad-build.h"
-
-/* Exit statuses, relied on by station scripts. */
-#define EXIT_OK 0
-#define EXIT_REPLY 1
-#define EXIT_USAGE 2
-#define EXIT_CONNECT 3
-
-static void usage(FILE *f)
-{
-	fprintf(f, "Usage: tpactl [--socket PATH] [--json] COMMAND [OPTIONS]\n"
-		   "\n"
-		   "Station commands (default socket " TPAD_RUNDIR "/station.sock):\n"
-		   "  activate --dev-eui EUI [--join-eui EUI] (--tkm-info HEX | --app-key HEX |\n"
-		   "           --generate-app-key) [--serial S] [--profile-id ID]\n"
-		   "           [--format png|svg|zpl|text|none] [--label] [-o FILE]\n"
-		   "           [--print] [--printer NAME] [--copies N]\n"
-		   "  lookup --dev-eui EUI [--format ...] [-o FILE] [--print] [--printer NAME]\n"
-		   "         [--copies N]\n"
-		   "\n"
-		   "Admin commands (default socket " TPAD_RUNDIR "/admin.sock):\n"
-		   "  status                      health of tpad, the cloud link and the store\n"
-		   "  import FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
-		   "  import --manifest FILE.json [--signer CERT.pem] [--dev-eui-map CSV]\n"
-		   "         [--concurrency N] [--failures FILE]\n"
-		   "  retire EUI --reason TEXT    delete a scrapped device in the cloud\n"
-		   "  export --format png|svg|zpl|csv --out DIR [--state STATE] [--scale N]\n"
-		   "         [--margin N] [--ec-level L|M|Q|H] [--label]\n"
-		   "  devices [--state STATE] [--limit N]\n"
-		   "  device EUI\n"
-		   "  adopt EUI                   take a FOREIGN device's token from the cloud\n"
-		   "  print EUI | --state STATE [--printer NAME] [--copies N]\n"
-		   "                              print (reprint) labels, a batch as one job\n"
-		   "  metrics                     OpenMetrics text for node_exporter\n"
-		   "\n"
-		   "Local commands:\n"
-		   "  keygen-rsa FILE [--bits N]  new RSA key pair for cloud-HSM AppKeys\n"
-		   "\n"
-		   "tpas commands (default socket " TPAS_RUNDIR "/admin.sock; tpactl as --help):\n"
-		   "  as keygen --out FILE | as import-astk HEX | as astks | as uplinks [--follow]\n"
-		   "  as send --dev-eui EUI --port N --payload HEX | as status\n"
-		   "\n"
-		   "Options (before or after the command):\n"
-		   "  --socket PATH   socket to use instead of the default\n"
-		   "  --json          print the raw JSON replies (one per line)\n"
-		   "  -h, --help      show this help;  --version  show the version\n"
-		   "\n"
-		   "Exit status: 0 ok, 1 error reply, 2 usage, 3 cannot connect.\n");
-}
-
-/* Print a usage error and return the usage exit status. */
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
-{
-	va_list ap;
-	fputs("tpactl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nTry 'tpactl --help'.\n", stderr);
-	return EXIT_USAGE;
-}
 
 enum opt_id {
 	OPT_SOCKET = 256,
@@ -94,6 +34,9 @@ enum opt_id {
 	OPT_SCALE,
 	OPT_MARGIN,
 	OPT_EC_LEVEL,
+	OPT_INVERT,
+	OPT_IGNORE_UNKNOWN,
+	OPT_INTERVAL,
 	OPT_MANIFEST,
 	OPT_SIGNER,
 	OPT_DEV_EUI_MAP,
@@ -111,6 +54,22 @@ enum opt_id {
 	(BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL) | BIT(OPT_LABEL))
 #define PRINT_BITS (BIT(OPT_PRINT) | BIT(OPT_PRINTER) | BIT(OPT_COPIES))
 
+static const char *const label_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
+static const char *const export_formats[] = {"png", "svg", "zpl", "csv", NULL};
+static const char *const metrics_formats[] = {"openmetrics", "prometheus", NULL};
+static const char *const states[] = {"PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED", NULL};
+static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
+
+#define QR_HELP                                                                                    \
+	"  --format FORMAT    label format: png, svg, zpl, text or none (default: from -o's\n"     \
+	"                     extension, else none); text is drawn on the terminal\n"              \
+	"  -o, --output FILE  write the label to FILE\n"                                           \
+	"  --scale N          pixels (dots) per module, 1 to 20\n"                                 \
+	"  --margin N         quiet zone in modules, 0 to 16\n"                                    \
+	"  --ec-level L|M|Q|H error correction level (default M)\n"                                \
+	"  --invert           draw a text label for a dark terminal (light modules as blocks);\n"  \
+	"                     the default draws dark modules as blocks, for light backgrounds\n"
+
 struct command {
 	const char *name;
 	int (*run)(struct ctl *c, struct ctl_args *a);
@@ -118,29 +77,228 @@ struct command {
 	unsigned opts;
 	bool has_output; /* takes -o */
 	int min_args, max_args;
+	const char *synopsis; /* after "tpactl NAME" */
+	const char *summary;  /* one line for the command list */
+	const char *help;     /* the command's options */
 };
 
 static const struct command commands[] = {
-    {"status", ctl_status, CTL_ADMIN, 0, false, 0, 0},
-    {"metrics", ctl_metrics, CTL_ADMIN, 0, false, 0, 0},
     {"activate", ctl_activate, CTL_STATION,
      BIT(OPT_DEV_EUI) | BIT(OPT_JOIN_EUI) | BIT(OPT_TKM_INFO) | BIT(OPT_APP_KEY) |
-	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS | PRINT_BITS,
-     true, 0, 0},
-    {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS | PRINT_BITS, true, 0, 0},
+	 BIT(OPT_GENERATE_APP_KEY) | BIT(OPT_SERIAL) | BIT(OPT_PROFILE_ID) | QR_BITS | PRINT_BITS |
+	 BIT(OPT_INVERT),
+     true, 0, 0,
+     "--dev-eui EUI [--tkm-info HEX | --app-key HEX | --generate-app-key]\n"
+     "                [--join-eui EUI] [--serial S] [--profile-id ID] [LABEL OPTIONS]",
+     "get a device's ownerToken (and AppKey) from the cloud, or from the store",
+     "  --dev-eui EUI       the device's DevEUI, 16 hex digits (required)\n"
+     "  --tkm-info HEX      the Secure Element's TKM_INFO, 20 hex digits\n"
+     "  --app-key HEX       the device's AppKey, 32 hex digits (devices without SE)\n"
+     "  --generate-app-key  let tpad generate the AppKey (devices without SE)\n"
+     "  --join-eui EUI      JoinEUI (default: device.join-eui)\n"
+     "  --serial S          serial number printed in the label\n"
+     "  --profile-id ID     ProfileID, 8 hex digits (default: qr.profile-id)\n" QR_HELP},
+    {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS | PRINT_BITS | BIT(OPT_INVERT),
+     true, 0, 0, "--dev-eui EUI [LABEL OPTIONS]",
+     "show a stored device and its label (offline mode)",
+     "  --dev-eui EUI       the device's DevEUI, 16 hex digits (required)\n" QR_HELP},
+    {"status", ctl_status, CTL_ADMIN, 0, false, 0, 0, "",
+     "health of tpad, the cloud link and the store (exit 4, 5, 6 when unhealthy)",
+     "  Exit status 0 when healthy, 4 when no session to the cloud is ready, 5 when the\n"
+     "  circuit breaker is open, 6 when the store is failing (a transaction rolled back\n"
+     "  and none committed since).\n"},
     {"import", ctl_import, CTL_ADMIN,
-     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) | BIT(OPT_MANIFEST) |
-	 BIT(OPT_SIGNER) | BIT(OPT_DEV_EUI_MAP),
-     false, 0, 1},
-    {"retire", ctl_retire, CTL_ADMIN, BIT(OPT_REASON), false, 1, 1},
-    {"keygen-rsa", ctl_keygen_rsa, CTL_NONE, BIT(OPT_BITS), false, 1, 1},
-    {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0},
-    {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0},
-    {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1},
-    {"adopt", ctl_adopt, CTL_ADMIN, 0, false, 1, 1},
+     BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) |
+	 BIT(OPT_IGNORE_UNKNOWN) | BIT(OPT_MANIFEST) | BIT(OPT_SIGNER) | BIT(OPT_DEV_EUI_MAP),
+     false, 0, 1,
+     "FILE.csv [--generate-appkeys] [--concurrency N] [--failures FILE]\n"
+     "                [--ignore-unknown-columns]\n"
+     "       tpactl import --manifest FILE.json [--signer CERT.pem] [--dev-eui-map CSV]\n"
+     "                [--concurrency N] [--failures FILE]",
+     "import device records into the store and get their ownerTokens",
+     "  FILE.csv                   columns devEUI, joinEUI, tkmInfo, appKey, serial,\n"
+     "                             profileId (header line required; ',' or ';' separated)\n"
+     "  --generate-appkeys         generate AppKeys for rows with neither key\n"
+     "  --concurrency N            requests in flight to the cloud, 1 to 64\n"
+     "  --failures FILE            where to write the failed rows (default FILE.failed.csv)\n"
+     "  --ignore-unknown-columns   skip columns tpad does not know instead of refusing\n"
+     "  --manifest FILE.json       a signed manifest of devices instead of a CSV file\n"
+     "  --signer CERT.pem          the manifest signer's certificate\n"
+     "  --dev-eui-map CSV          DevEUIs for the manifest's devices\n"},
+    {"retire", ctl_retire, CTL_ADMIN, BIT(OPT_REASON), false, 1, 1, "EUI --reason TEXT",
+     "delete a scrapped device in the cloud",
+     "  EUI                 the DevEUI of an ISSUED device\n"
+     "  --reason TEXT       why (kept in the audit trail)\n"},
+    {"keygen-rsa", ctl_keygen_rsa, CTL_NONE, BIT(OPT_BITS), false, 1, 1, "FILE [--bits N]",
+     "new RSA key pair for cloud-HSM AppKeys (local, no tpad needed)",
+     "  FILE                where the private key goes\n"
+     "  --bits N            key size\n"},
+    {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0,
+     "--format png|svg|zpl|csv --out DIR [--state STATE] [--scale N] [--margin N]\n"
+     "                [--ec-level L|M|Q|H]",
+     "write the labels of stored devices into a directory",
+     "  --format FORMAT     png, svg, zpl or csv (required)\n"
+     "  --out DIR           the directory (created if needed; index.csv inside)\n"
+     "  --state STATE       only PENDING, ISSUED, FAILED, FOREIGN or RETIRED devices\n"
+     "  --scale N, --margin N, --ec-level L|M|Q|H   as for activate\n"},
+    {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0,
+     "[--state STATE] [--limit N]", "list stored devices",
+     "  --state STATE       only PENDING, ISSUED, FAILED, FOREIGN or RETIRED devices\n"
+     "  --limit N           at most N devices\n"},
+    {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1, "EUI",
+     "show one stored device and its audit trail", "  EUI                 the DevEUI\n"},
+    {"adopt", ctl_adopt, CTL_ADMIN, 0, false, 1, 1, "EUI",
+     "take a FOREIGN device's token from the cloud",
+     "  EUI                 the DevEUI of a device the store holds as FOREIGN (imported\n"
+     "                      by someone else, or by an attempt tpad cannot vouch for)\n"},
     {"print", ctl_print, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_PRINTER) | BIT(OPT_COPIES), false, 0,
-     1},
+     1, "EUI | --state STATE [--printer NAME] [--copies N]",
+     "print (reprint) labels, a batch as one job",
+     "  EUI                 the device to print\n"
+     "  --state STATE       every device in this state instead (e.g. ISSUED)\n"
+     "  --printer NAME      the printer (default print.default)\n"
+     "  --copies N          copies of each label, 1 to 100\n"},
+    {"backup", ctl_backup, CTL_ADMIN, 0, false, 1, 1, "FILE",
+     "copy the store into FILE while tpad serves (SQLite online backup)",
+     "  FILE                where the copy goes; tpad writes it (mode 0600, owned by\n"
+     "                      tpad's user), so its directory must be writable by tpad,\n"
+     "                      e.g. /var/lib/tpad/backups. The copy is checked with\n"
+     "                      PRAGMA integrity_check before it replaces FILE.\n"},
+    {"top", ctl_top, CTL_ADMIN, BIT(OPT_INTERVAL), false, 0, 0, "[--interval SECONDS]",
+     "a live view for the line's screen, redrawn in place (q quits)",
+     "  --interval SECONDS  time between refreshes, 0.1 to 60 (default 1)\n"
+     "  Shows activations per second, upstream latency p50/p99, errors by name (with\n"
+     "  what changed since the last refresh), the cloud sessions and breaker, the\n"
+     "  queue, the store and printers. Needs a terminal; q or Ctrl-C quits.\n"},
+    {"metrics", ctl_metrics, CTL_ADMIN, BIT(OPT_FORMAT), false, 0, 0,
+     "[--format openmetrics|prometheus]", "print the metrics text",
+     "  --format FORMAT     openmetrics (default) or prometheus (node_exporter's\n"
+     "                      textfile collector)\n"},
 };
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct command *command_find(const char *name)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: tpactl [--socket PATH] [--json] COMMAND [OPTIONS]\n"
+		   "       tpactl help [COMMAND]\n"
+		   "\n"
+		   "Station commands (socket $TPAD_STATION_SOCKET, default " TPAD_RUNDIR
+		   "/station.sock):\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (commands[i].sock == CTL_STATION)
+			fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nAdmin commands (socket $TPAD_ADMIN_SOCKET, default " TPAD_RUNDIR
+		   "/admin.sock):\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (commands[i].sock == CTL_ADMIN)
+			fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nLocal commands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (commands[i].sock == CTL_NONE)
+			fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\ntpas commands (socket " TPAS_RUNDIR "/admin.sock; tpactl as --help):\n"
+		   "  as         keygen, import-astk, astks, uplinks, send, status\n");
+	fprintf(f, "\n"
+		   "Options (before or after the command):\n"
+		   "  --socket PATH   socket to use instead of the default\n"
+		   "  --json          print the raw JSON replies (one per line)\n"
+		   "  -h, --help      show this help, or a command's with COMMAND --help\n"
+		   "  --version       show the version\n"
+		   "\n"
+		   "Run 'tpactl help COMMAND' for a command's options.\n"
+		   "\n"
+		   "Exit status: 0 ok, 1 error reply, 2 usage, 3 cannot connect,\n"
+		   "  4 cloud down, 5 breaker open, 6 store failing (status only),\n"
+		   "  130 interrupted by Ctrl-C.\n");
+}
+
+static void command_usage(const struct command *cmd, FILE *f)
+{
+	fprintf(f, "Usage: tpactl %s%s%s\n\n%s.\n\n", cmd->name, *cmd->synopsis ? " " : "",
+		cmd->synopsis, cmd->summary);
+	fputs(cmd->help, f);
+	if (cmd->sock == CTL_NONE)
+		return;
+	fprintf(f,
+		"\nCommon options: --socket PATH (default $%s or " TPAD_RUNDIR "/%s.sock), "
+		"--json.\n",
+		cmd->sock == CTL_STATION ? "TPAD_STATION_SOCKET" : "TPAD_ADMIN_SOCKET",
+		cmd->sock == CTL_STATION ? "station" : "admin");
+}
+
+/* Print a usage error with one hint line and return the usage exit status. */
+__attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fputs("tpactl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	if (cmd)
+		fprintf(stderr, "\nTry 'tpactl help %s'.\n", cmd);
+	else
+		fputs("\nTry 'tpactl help'.\n", stderr);
+	return CTL_EXIT_USAGE;
+}
+
+/* Edit distance of two short words (commands, option names). */
+static size_t distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	if (la > 31 || lb > 31)
+		return 99;
+	size_t d[32][32];
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++)
+		for (size_t j = 1; j <= lb; j++) {
+			size_t sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+			size_t del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+			d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+		}
+	return d[la][lb];
+}
+
+/* The command closest to name, if close enough to be a typo or an abbreviation. */
+static const char *suggest_command(const char *name)
+{
+	const char *best = NULL;
+	size_t bd = 3, n = strlen(name);
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		size_t d = distance(name, commands[i].name);
+		if (n >= 2 && strncmp(commands[i].name, name, n) == 0)
+			d = 1;
+		if (d < bd) {
+			bd = d;
+			best = commands[i].name;
+		}
+	}
+	if (!best && distance(name, "help") < 2)
+		best = "help";
+	return best;
+}
+
+static int unknown_command(const char *name)
+{
+	const char *s = suggest_command(name);
+	fprintf(stderr, "tpactl: unknown command '%s'\n", name);
+	if (s)
+		fprintf(stderr, "Did you mean 'tpactl %s'? (tpactl help lists the commands)\n", s);
+	else
+		fputs("Try 'tpactl help' for the list of commands.\n", stderr);
+	return CTL_EXIT_USAGE;
+}
 
 /* The long name of option id o. */
 static const char *opt_name(const struct option *opts, int o)
@@ -149,6 +307,72 @@ static const char *opt_name(const struct option *opts, int o)
 		if (opts->val == o)
 			return opts->name;
 	return "?";
+}
+
+/* Check value against a NULL-terminated list (case-insensitive); usage error if not in it. */
+static bool one_of(const char *v, const char *const *list)
+{
+	for (; *list; list++)
+		if (strcasecmp(v, *list) == 0)
+			return true;
+	return false;
+}
+
+static void join(char *buf, size_t len, const char *const *list)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; list[i]; i++)
+		snprintf(buf + strlen(buf), len - strlen(buf), "%s%s",
+			 i == 0 ? "" : (list[i + 1] ? ", " : " or "), list[i]);
+}
+
+/* Local checks of option values, so that a typo is a usage error before any call. */
+static int check_values(const struct command *cmd, const struct ctl_args *a)
+{
+	char list[128];
+	static const struct {
+		const char *opt;
+		size_t digits;
+	} hexes[] = {{"dev-eui", HEX_EUI},
+		     {"join-eui", HEX_EUI},
+		     {"tkm-info", HEX_TKM_INFO},
+		     {"app-key", HEX_APP_KEY},
+		     {"profile-id", HEX_PROFILE}};
+	const char *vals[] = {a->dev_eui, a->join_eui, a->tkm_info, a->app_key, a->profile_id};
+	for (size_t i = 0; i < 5; i++)
+		if (vals[i] && !hex_valid(vals[i], hexes[i].digits))
+			return usage_error(cmd->name,
+					   "--%s must be %zu hexadecimal digits, not '%s'",
+					   hexes[i].opt, hexes[i].digits, vals[i]);
+	bool station = cmd->sock == CTL_STATION;
+	if (station && !a->dev_eui)
+		return usage_error(cmd->name, "%s needs --dev-eui", cmd->name);
+	if (station && !!a->tkm_info + !!a->app_key + !!a->generate_app_key > 1)
+		return usage_error(cmd->name, "give at most one of --tkm-info, --app-key and "
+					      "--generate-app-key");
+	if (a->state && !one_of(a->state, states)) {
+		join(list, sizeof(list), states);
+		return usage_error(cmd->name, "--state must be %s, not '%s'", list, a->state);
+	}
+	if (a->ec_level && !one_of(a->ec_level, ec_levels)) {
+		join(list, sizeof(list), ec_levels);
+		return usage_error(cmd->name, "--ec-level must be %s, not '%s'", list, a->ec_level);
+	}
+	if (a->scale && (a->scale < 1 || a->scale > 20))
+		return usage_error(cmd->name, "--scale must be 1 to 20");
+	if (a->margin_set && a->margin > 16)
+		return usage_error(cmd->name, "--margin must be 0 to 16");
+	if (a->format) {
+		const char *const *ok = strcmp(cmd->name, "export") == 0    ? export_formats
+					: strcmp(cmd->name, "metrics") == 0 ? metrics_formats
+									    : label_formats;
+		if (!one_of(a->format, ok)) {
+			join(list, sizeof(list), ok);
+			return usage_error(cmd->name, "--format must be %s, not '%s'", list,
+					   a->format);
+		}
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -169,12 +393,15 @@ int main(int argc, char **argv)
 	    {"scale", required_argument, NULL, OPT_SCALE},
 	    {"margin", required_argument, NULL, OPT_MARGIN},
 	    {"ec-level", required_argument, NULL, OPT_EC_LEVEL},
+	    {"invert", no_argument, NULL, OPT_INVERT},
 	    {"generate-appkeys", no_argument, NULL, OPT_GENERATE_APPKEYS},
 	    {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
 	    {"failures", required_argument, NULL, OPT_FAILURES},
+	    {"ignore-unknown-columns", no_argument, NULL, OPT_IGNORE_UNKNOWN},
 	    {"out", required_argument, NULL, OPT_OUT},
 	    {"state", required_argument, NULL, OPT_STATE},
 	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"interval", required_argument, NULL, OPT_INTERVAL},
 	    {"print", no_argument, NULL, OPT_PRINT},
 	    {"printer", required_argument, NULL, OPT_PRINTER},
 	    {"copies", required_argument, NULL, OPT_COPIES},
@@ -201,20 +428,27 @@ int main(int argc, char **argv)
 	}
 	struct ctl_args a = {0};
 	unsigned used = 0;
-	bool used_o = false;
+	bool used_o = false, help = false;
 	const char *socket_path = NULL;
 	int o;
 
-	while ((o = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
-		if (o >= OPT_DEV_EUI)
+	/* The command, if any, for hints in option errors: the first word that names one. */
+	const char *hint_cmd = NULL;
+	for (int i = 1; i < argc && !hint_cmd; i++)
+		if (command_find(argv[i]))
+			hint_cmd = argv[i];
+
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, ":ho:", opts, NULL)) != -1) {
+		if (o >= OPT_DEV_EUI && o < OPT_DEV_EUI + 32)
 			used |= BIT(o);
 		switch (o) {
 		case 'h':
-			usage(stdout);
-			return EXIT_OK;
+			help = true;
+			break;
 		case OPT_VERSION:
 			printf("tpactl %s\n", TPAD_VERSION);
-			return EXIT_OK;
+			return CTL_EXIT_OK;
 		case OPT_SOCKET:
 			socket_path = optarg;
 			break;
@@ -258,7 +492,7 @@ int main(int argc, char **argv)
 			errno = 0;
 			long v = strtol(optarg, &end, 10);
 			if (!*optarg || *end || errno || v < 0 || v > 1000000)
-				return usage_error("--%s needs a whole number, not '%s'",
+				return usage_error(hint_cmd, "--%s needs a whole number, not '%s'",
 						   opt_name(opts, o), optarg);
 			if (o == OPT_SCALE)
 				a.scale = (int)v;
@@ -277,11 +511,29 @@ int main(int argc, char **argv)
 		case OPT_EC_LEVEL:
 			a.ec_level = optarg;
 			break;
+		case OPT_INVERT:
+			a.invert = true;
+			break;
 		case OPT_GENERATE_APPKEYS:
 			a.generate_appkeys = true;
 			break;
 		case OPT_FAILURES:
 			a.failures = optarg;
+			break;
+		case OPT_INTERVAL: {
+			char *end;
+			errno = 0;
+			double v = strtod(optarg, &end);
+			if (!*optarg || *end || errno || v < 0.1 || v > 60)
+				return usage_error(hint_cmd,
+						   "--interval needs seconds from 0.1 to 60, "
+						   "not '%s'",
+						   optarg);
+			a.interval_ms = (int)(v * 1000 + 0.5);
+			break;
+		}
+		case OPT_IGNORE_UNKNOWN:
+			a.ignore_unknown_columns = true;
 			break;
 		case OPT_OUT:
 			a.out_dir = optarg;
@@ -313,39 +565,101 @@ int main(int argc, char **argv)
 		case OPT_PRINTER:
 			a.printer = optarg;
 			break;
-		default:
-			usage(stderr);
-			return EXIT_USAGE;
+		case ':':
+			return usage_error(hint_cmd, "%s needs a value", argv[optind - 1]);
+		default: {
+			const char *bad = argv[optind - 1];
+			if (optopt && optopt < 256 && bad[0] == '-' && bad[1] != '-')
+				return usage_error(hint_cmd, "unknown option '-%c'", optopt);
+			/* Suggest the closest long option. */
+			char name[64];
+			snprintf(name, sizeof(name), "%s",
+				 bad[0] == '-' && bad[1] == '-' ? bad + 2 : bad);
+			char *eq = strchr(name, '=');
+			if (eq)
+				*eq = '\0';
+			const char *best = NULL;
+			size_t bd = 3;
+			for (const struct option *p = opts; p->name; p++) {
+				size_t d = distance(name, p->name);
+				if (d < bd) {
+					bd = d;
+					best = p->name;
+				}
+			}
+			if (best) {
+				fprintf(stderr, "tpactl: unknown option '%s'\n", bad);
+				fprintf(stderr, "Did you mean '--%s'? (tpactl help%s%s)\n", best,
+					hint_cmd ? " " : "", hint_cmd ? hint_cmd : "");
+				return CTL_EXIT_USAGE;
+			}
+			return usage_error(hint_cmd, "unknown option '%s'", bad);
+		}
 		}
 	}
-	if (optind >= argc)
-		return usage_error("no command given");
+	if (optind >= argc) {
+		if (help) {
+			usage(stdout);
+			return CTL_EXIT_OK;
+		}
+		return usage_error(NULL, "no command given");
+	}
 	const char *name = argv[optind++];
-	const struct command *cmd = NULL;
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (strcmp(commands[i].name, name) == 0)
-			cmd = &commands[i];
+	if (strcmp(name, "help") == 0) {
+		if (optind >= argc) {
+			usage(stdout);
+			return CTL_EXIT_OK;
+		}
+		const struct command *hc = command_find(argv[optind]);
+		if (!hc)
+			return unknown_command(argv[optind]);
+		command_usage(hc, stdout);
+		return CTL_EXIT_OK;
+	}
+	const struct command *cmd = command_find(name);
 	if (!cmd)
-		return usage_error("unknown command '%s'", name);
+		return unknown_command(name);
+	if (help) {
+		command_usage(cmd, stdout);
+		return CTL_EXIT_OK;
+	}
 	if (used & ~cmd->opts) {
 		for (const struct option *p = opts; p->name; p++)
 			if (p->val >= OPT_DEV_EUI && (used & ~cmd->opts & BIT(p->val)))
-				return usage_error("%s does not take --%s", name, p->name);
+				return usage_error(name, "%s does not take --%s", name, p->name);
 	}
 	if (used_o && !cmd->has_output)
-		return usage_error("%s does not take -o", name);
+		return usage_error(name, "%s does not take -o", name);
 	a.argc = argc - optind;
 	a.argv = argv + optind;
-	if (a.argc < cmd->min_args || a.argc > cmd->max_args)
-		return usage_error("%s takes %d argument%s", name, cmd->max_args,
+	if (a.argc < cmd->min_args || a.argc > cmd->max_args) {
+		if (cmd->max_args == 0)
+			return usage_error(name, "%s takes no arguments, not '%s'", name,
+					   a.argv[0]);
+		return usage_error(name, "%s takes %d argument%s", name, cmd->max_args,
 				   cmd->max_args == 1 ? "" : "s");
+	}
+	int r = check_values(cmd, &a);
+	if (r)
+		return r;
 	if (cmd->sock == CTL_NONE)
 		return cmd->run(NULL, &a);
 
-	struct ctl c;
-	int r = ctl_connect(&c, socket_path, cmd->sock);
+	if (!socket_path)
+		socket_path =
+		    getenv(cmd->sock == CTL_STATION ? "TPAD_STATION_SOCKET" : "TPAD_ADMIN_SOCKET");
+	if (socket_path && !*socket_path)
+		socket_path = NULL;
+	struct ctl c = {.fd = -1, .sock = cmd->sock};
+	a.command = name;
+	if (cmd->sock == CTL_STATION) {
+		/* Station commands connect through libtpad-client themselves. */
+		c.path = socket_path ? socket_path : TPAD_RUNDIR "/station.sock";
+		return cmd->run(&c, &a);
+	}
+	r = ctl_connect(&c, socket_path, cmd->sock);
 	if (r < 0)
-		return EXIT_CONNECT;
+		return CTL_EXIT_CONNECT;
 	r = cmd->run(&c, &a);
 	ctl_close(&c);
 	return r;

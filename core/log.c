@@ -1,7 +1,10 @@
 /* log: one-line messages to stderr with sd-daemon priority prefixes. */
 #include "log.h"
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <sys/uio.h>
+#include <syslog.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -97,19 +100,80 @@ static bool stderr_is_journal(void)
 	return cached;
 }
 
+#define LOG_EVENT_MAX_FIELDS 16
+
+__attribute__((format(printf, 2, 3))) static void log_line(const char *prefix, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vline(prefix, 0, fmt, ap);
+	va_end(ap);
+}
+
+void log_event(int priority, const char *message_id, const char *message, ...)
+{
+	const char *keys[LOG_EVENT_MAX_FIELDS], *vals[LOG_EVENT_MAX_FIELDS];
+	size_t n = 0;
+	va_list ap;
+	va_start(ap, message);
+	for (const char *k; n < LOG_EVENT_MAX_FIELDS && (k = va_arg(ap, const char *));) {
+		const char *v = va_arg(ap, const char *);
+		keys[n] = k;
+		vals[n++] = v ? v : "";
+	}
+	va_end(ap);
+	if (priority >= LOG_DEBUG && !log_verbose)
+		return;
+	if (stderr_is_journal()) {
+		/* MESSAGE, PRIORITY, MESSAGE_ID, then the fields; each "KEY=value". */
+		char *items[LOG_EVENT_MAX_FIELDS + 3];
+		struct iovec iov[LOG_EVENT_MAX_FIELDS + 3];
+		size_t k = 0;
+		bool ok = asprintf(&items[k++], "MESSAGE=%s", message) >= 0 &&
+			  asprintf(&items[k++], "PRIORITY=%d", priority) >= 0 &&
+			  asprintf(&items[k++], "MESSAGE_ID=%s", message_id) >= 0;
+		for (size_t i = 0; ok && i < n; i++)
+			ok = asprintf(&items[k++], "%s=%s", keys[i], vals[i]) >= 0;
+		if (!ok)
+			k--; /* the failed one was not allocated */
+		for (size_t i = 0; i < k; i++)
+			iov[i] = (struct iovec){.iov_base = items[i], .iov_len = strlen(items[i])};
+		if (ok)
+			sd_journal_sendv(iov, (int)k);
+		for (size_t i = 0; i < k; i++)
+			free(items[i]);
+		if (ok)
+			return;
+	}
+	char line[1024];
+	size_t len = (size_t)snprintf(line, sizeof(line), "%s", message);
+	for (size_t i = 0; i < n && len < sizeof(line); i++)
+		len += (size_t)snprintf(line + len, sizeof(line) - len, " %s=%s", keys[i], vals[i]);
+	static const char *const prefixes[] = {SD_EMERG,   SD_ALERT,  SD_CRIT, SD_ERR,
+					       SD_WARNING, SD_NOTICE, SD_INFO, SD_DEBUG};
+	log_line(prefixes[priority & 7], "%s", line);
+}
+
 void log_activation(const char *dev_eui, const char *method, const char *outcome,
 		    const char *source, unsigned uid, int pid, double latency_ms)
 {
 	const char *m = strrchr(method, '.');
 	m = m ? m + 1 : method;
 	bool ok = strcmp(outcome, "ok") == 0;
+	char msg[256], suid[16], spid[16], slat[32];
+	snprintf(msg, sizeof(msg), "%s %s: %s%s%s (uid %u, %.1f ms)", m, dev_eui, outcome,
+		 source ? ", " : "", source ? source : "", uid, latency_ms);
+	snprintf(suid, sizeof(suid), "%u", uid);
+	snprintf(spid, sizeof(spid), "%d", pid);
+	snprintf(slat, sizeof(slat), "%.1f", latency_ms);
+	const char *id = strcmp(m, "Lookup") == 0 ? LOG_ID_LOOKUP : LOG_ID_ACTIVATION;
 	if (stderr_is_journal()) {
-		sd_journal_send("MESSAGE=%s %s: %s%s%s (uid %u, %.1f ms)", m, dev_eui, outcome,
-				source ? ", " : "", source ? source : "", uid, latency_ms,
-				"PRIORITY=%d", ok ? 6 : 5, "TPAD_DEVEUI=%s", dev_eui,
-				"TPAD_METHOD=%s", method, "TPAD_OUTCOME=%s", outcome,
-				"TPAD_SOURCE=%s", source ? source : "", "TPAD_UID=%u", uid,
-				"TPAD_PID=%d", pid, "TPAD_LATENCY_MS=%.1f", latency_ms, NULL);
+		log_event(ok ? LOG_INFO : LOG_NOTICE, id, msg, "DEVEUI", dev_eui, "METHOD", method,
+			  "OUTCOME", outcome, "SOURCE", source ? source : "", "STATION_UID", suid,
+			  "STATION_PID", spid, "LATENCY_MS", slat, "TPAD_DEVEUI", dev_eui,
+			  "TPAD_METHOD", method, "TPAD_OUTCOME", outcome, "TPAD_SOURCE",
+			  source ? source : "", "TPAD_UID", suid, "TPAD_PID", spid,
+			  "TPAD_LATENCY_MS", slat, NULL);
 		return;
 	}
 	if (ok)

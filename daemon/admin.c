@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/queue.h>
 
 #include "activation.h"
@@ -404,6 +405,9 @@ static void import_call_free(struct import_call *c)
 	free(c);
 }
 
+/* The connection whose import batch was announced (IMPORT_START), 0 for none. */
+static uint64_t import_started_conn;
+
 /* Add a call's counts to its connection's batch, and log the batch when it is complete. */
 static void import_log(struct import_call *c)
 {
@@ -422,11 +426,22 @@ static void import_log(struct import_call *c)
 	batch.skipped += c->skipped;
 	batch.failed += c->failed;
 	if (c->final) {
-		log_notice("import of %zu rows from uid %u pid %d finished: %zu issued, %zu "
-			   "skipped, %zu failed in %.1f s",
-			   batch.total, (unsigned)p->uid, (int)p->pid, batch.issued, batch.skipped,
-			   batch.failed, (double)(clock_now_us() - batch.started_us) / 1e6);
+		char msg[256], f[6][24];
+		snprintf(msg, sizeof(msg),
+			 "import of %zu rows from uid %u pid %d finished: %zu issued, %zu skipped, "
+			 "%zu failed in %.1f s",
+			 batch.total, (unsigned)p->uid, (int)p->pid, batch.issued, batch.skipped,
+			 batch.failed, (double)(clock_now_us() - batch.started_us) / 1e6);
+		snprintf(f[0], sizeof(f[0]), "%zu", batch.total);
+		snprintf(f[1], sizeof(f[1]), "%zu", batch.issued);
+		snprintf(f[2], sizeof(f[2]), "%zu", batch.skipped);
+		snprintf(f[3], sizeof(f[3]), "%zu", batch.failed);
+		snprintf(f[4], sizeof(f[4]), "%u", (unsigned)p->uid);
+		snprintf(f[5], sizeof(f[5]), "%d", (int)p->pid);
+		log_event(LOG_NOTICE, LOG_ID_IMPORT_END, msg, "ROWS", f[0], "ISSUED", f[1],
+			  "SKIPPED", f[2], "FAILED", f[3], "ADMIN_UID", f[4], "ADMIN_PID", f[5], NULL);
 		memset(&batch, 0, sizeof(batch));
+		import_started_conn = 0;
 	}
 }
 
@@ -581,6 +596,18 @@ void admin_import(struct tpad *t, struct req *r)
 			json_is_true(json_object_get(params, "generateAppKeys"))) < 0) {
 		import_call_free(c);
 		return;
+	}
+	const struct peer *p = req_peer(r);
+	if (import_started_conn != p->conn_id) {
+		/* The first call of a batch from this connection. */
+		char msg[128], uid[16], pid[16];
+		snprintf(msg, sizeof(msg), "import started by uid %u pid %d", (unsigned)p->uid,
+			 (int)p->pid);
+		snprintf(uid, sizeof(uid), "%u", (unsigned)p->uid);
+		snprintf(pid, sizeof(pid), "%d", (int)p->pid);
+		log_event(LOG_NOTICE, LOG_ID_IMPORT_START, msg, "ADMIN_UID", uid, "ADMIN_PID", pid,
+			  NULL);
+		import_started_conn = p->conn_id;
 	}
 	TAILQ_INSERT_TAIL(&import_calls, c, entry);
 	import_n_calls++;

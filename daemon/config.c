@@ -580,6 +580,12 @@ static const struct conf_directive directives[] = {
      .offset = OFF(import_manifest_dev_eui),
      .def = ""},
 
+    {.name = "metrics.listen",
+     .type = CONF_STR_OPT,
+     .offset = OFF(metrics_listen),
+     .def = "",
+     .min = 0,
+     .max = 0},
     {.name = "label.width", .type = CONF_TENTHS, .offset = OFF(label.width), .def = "57",
      .min = 50, .max = 5000},
     {.name = "label.height", .type = CONF_TENTHS, .offset = OFF(label.height), .def = "32",

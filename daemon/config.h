@@ -224,6 +224,8 @@ struct config {
 	char *import_tkm_prefix;	/* 4 hex digits before the serial in TKM_INFO */
 	char *import_manifest_dev_eui; /* NULL or the certificate subject attribute */
 
+	/* [metrics] */
+	char *metrics_listen; /* HOST:PORT of the HTTP /metrics endpoint; NULL: off */
 	/* [label] */
 	struct config_label label;
 

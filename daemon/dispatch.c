@@ -3,7 +3,13 @@
 #include "clock.h"
 
 #include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <syslog.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +27,7 @@
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
+#include "metrics_http.h"
 #include "print.h"
 #include "qr.h"
 #include "rng.h"
@@ -28,6 +35,7 @@
 #include "store_copy.h"
 #include "station.h"
 #include "store.h"
+#include "store_backup.h"
 #include "tpa.h"
 #include "tpad-build.h"
 #include "tpad.h"
@@ -113,8 +121,12 @@ static void h_status(struct tpad *t, struct req *r)
 		      "tkmPrefix", t->cfg->import_tkm_prefix, "manifestDevEui",
 		      t->cfg->import_manifest_dev_eui ? json_string(t->cfg->import_manifest_dev_eui)
 						      : json_null()));
-	if (t->store)
-		json_object_set_new(o, "store", store_status_json(t->store));
+	if (t->store) {
+		json_t *sj = store_status_json(t->store);
+		if (sj)
+			json_object_set_new(sj, "failing", json_boolean(dispatch_store_failing(t)));
+		json_object_set_new(o, "store", sj);
+	}
 	if (t->print)
 		json_object_set_new(o, "printers", print_status_json(t->print));
 	if (t->act) {
@@ -139,10 +151,18 @@ static void h_status(struct tpad *t, struct req *r)
 	req_reply(r, o, false);
 }
 
-/* io.tpad.Admin.Metrics: OpenMetrics text. */
+/* io.tpad.Admin.Metrics: OpenMetrics (default) or Prometheus text. */
 static void h_metrics(struct tpad *t, struct req *r)
 {
-	char *text = metrics_render(t);
+	enum metrics_format fmt = METRICS_OPENMETRICS;
+	const char *name = json_string_value(json_object_get(req_params(r), "format"));
+	if (name && metrics_format_parse(name, &fmt) < 0) {
+		req_error(r, "io.tpad.Admin.InvalidParameter",
+			  json_pack("{s:s, s:s}", "parameter", "format", "reason",
+				    "must be \"openmetrics\" or \"prometheus\""));
+		return;
+	}
+	char *text = metrics_render(t, fmt);
 	json_t *o = text ? json_pack("{s:s}", "text", text) : NULL;
 	free(text);
 	if (!o) {
@@ -152,11 +172,239 @@ static void h_metrics(struct tpad *t, struct req *r)
 	req_reply(r, o, false);
 }
 
+/* ---- store health: failing from a failed transaction until the next commit ---- */
+
+static struct {
+	uint64_t failures, commits;
+	bool failing;
+} store_health;
+
+bool dispatch_store_failing(struct tpad *t)
+{
+	if (!t->store)
+		return false;
+	struct store_stats ss;
+	store_stats(t->store, &ss);
+	if (ss.batch_failures > store_health.failures)
+		store_health.failing = true;
+	else if (ss.commits > store_health.commits)
+		store_health.failing = false;
+	store_health.failures = ss.batch_failures;
+	store_health.commits = ss.commits;
+	return store_health.failing;
+}
+
+/* ---- journal events seen by watching the modules' counters ---- */
+
+static struct event *watch_ev;
+static struct {
+	bool have;
+	enum pool_breaker breaker;
+	uint64_t breaker_opens, failed_commits, settled;
+} watched;
+
+/* Once a second: breaker opened or closed, store transactions failed, outcomes settled. */
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpad *t = arg;
+	char a[32], b[32];
+	if (t->tpa) {
+		struct tpa_counters c;
+		tpa_get_counters(t->tpa, &c);
+		json_t *st = tpa_status_json(t->tpa);
+		const char *url = json_string_value(json_object_get(st, "url"));
+		if (watched.have && (c.pool.breaker_opens > watched.breaker_opens ||
+				     (c.pool.breaker == POOL_BREAKER_OPEN &&
+				      watched.breaker != POOL_BREAKER_OPEN))) {
+			snprintf(a, sizeof(a), "%llu", (unsigned long long)c.pool.breaker_opens);
+			log_event(LOG_WARNING, LOG_ID_BREAKER_OPEN,
+				  "circuit breaker open: requests to the cloud fail fast",
+				  "UPSTREAM_URL", url ? url : "", "BREAKER_OPENS", a, NULL);
+		}
+		if (watched.have && c.pool.breaker == POOL_BREAKER_CLOSED &&
+		    watched.breaker != POOL_BREAKER_CLOSED)
+			log_event(LOG_NOTICE, LOG_ID_BREAKER_CLOSE,
+				  "circuit breaker closed: the cloud answers again", "UPSTREAM_URL",
+				  url ? url : "", NULL);
+		json_decref(st);
+		watched.breaker = c.pool.breaker;
+		watched.breaker_opens = c.pool.breaker_opens;
+	}
+	if (t->store) {
+		struct store_stats ss;
+		store_stats(t->store, &ss);
+		if (watched.have && ss.batch_failures > watched.failed_commits) {
+			snprintf(a, sizeof(a), "%llu",
+				 (unsigned long long)(ss.batch_failures - watched.failed_commits));
+			snprintf(b, sizeof(b), "%llu", (unsigned long long)ss.ops_failed);
+			char msg[400];
+			snprintf(msg, sizeof(msg), "store transaction failed: %s", ss.last_reason);
+			log_event(LOG_ERR, LOG_ID_STORE_FAILED, msg, "STORE_PATH",
+				  t->cfg->store_path, "REASON", ss.last_reason, "FAILED_COMMITS", a,
+				  "FAILED_OPS_TOTAL", b, NULL);
+		}
+		watched.failed_commits = ss.batch_failures;
+		dispatch_store_failing(t);
+	}
+	if (t->act) {
+		struct activation_stats as;
+		activation_get_stats(t->act, &as);
+		if (watched.have && as.settled_by_query > watched.settled) {
+			snprintf(a, sizeof(a), "%llu",
+				 (unsigned long long)(as.settled_by_query - watched.settled));
+			char msg[128];
+			snprintf(msg, sizeof(msg),
+				 "%s unknown outcome%s settled with the read-only query", a,
+				 as.settled_by_query - watched.settled == 1 ? "" : "s");
+			log_event(LOG_NOTICE, LOG_ID_SETTLED, msg, "COUNT", a, NULL);
+		}
+		watched.settled = as.settled_by_query;
+	}
+	watched.have = true;
+}
+
+/* ---- io.tpad.Admin.Backup: an online copy of the store, made on a thread ---- */
+
+struct backup_job {
+	struct req *r;
+	char *db_path, *dest;
+	int err;
+	char reason[512];
+	struct store_backup_info info;
+	int pipe[2];
+	struct event *done;
+	pthread_t thread;
+};
+
+static struct backup_job *backup_running; /* one at a time */
+
+static void *backup_thread(void *arg)
+{
+	struct backup_job *j = arg;
+	j->err = store_backup_path(j->db_path, j->dest, &j->info, j->reason, sizeof(j->reason));
+	ssize_t n = write(j->pipe[1], "x", 1);
+	(void)n;
+	return NULL;
+}
+
+static void backup_job_free(struct backup_job *j)
+{
+	if (!j)
+		return;
+	if (j->done)
+		event_free(j->done);
+	if (j->pipe[0] >= 0)
+		close(j->pipe[0]);
+	if (j->pipe[1] >= 0)
+		close(j->pipe[1]);
+	free(j->db_path);
+	free(j->dest);
+	free(j);
+}
+
+/* Back on the loop: answer and clean up. */
+static void backup_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct backup_job *j = arg;
+	pthread_join(j->thread, NULL);
+	backup_running = NULL;
+	if (j->err < 0) {
+		char msg[700];
+		snprintf(msg, sizeof(msg), "backup of the store to %s failed: %s", j->dest,
+			 j->reason);
+		log_event(LOG_WARNING, LOG_ID_BACKUP, msg, "BACKUP_PATH", j->dest, "OUTCOME",
+			  "failed", "REASON", j->reason, NULL);
+		req_error(j->r, "io.tpad.Admin.BackupFailed",
+			  json_pack("{s:s}", "reason", j->reason));
+	} else {
+		char msg[600], bytes[32];
+		snprintf(msg, sizeof(msg),
+			 "store backed up to %s (%llu bytes, %llu pages, %llu ms)", j->dest,
+			 (unsigned long long)j->info.bytes, (unsigned long long)j->info.pages,
+			 (unsigned long long)j->info.ms);
+		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)j->info.bytes);
+		log_event(LOG_NOTICE, LOG_ID_BACKUP, msg, "BACKUP_PATH", j->dest, "OUTCOME", "ok",
+			  "BYTES", bytes, NULL);
+		req_reply(j->r,
+			  json_pack("{s:s, s:I, s:I, s:I}", "path", j->dest, "bytes",
+				    (json_int_t)j->info.bytes, "pages", (json_int_t)j->info.pages,
+				    "milliseconds", (json_int_t)j->info.ms),
+			  false);
+	}
+	backup_job_free(j);
+}
+
+/* True if dest names the store or one of its companion files. */
+static bool is_store_file(const char *store_path, const char *dest)
+{
+	char a[PATH_MAX], b[PATH_MAX];
+	if (!realpath(store_path, a))
+		return false;
+	/* dest may not exist yet: resolve its directory. */
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", dest);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		return false;
+	*slash = '\0';
+	if (!realpath(dir[0] ? dir : "/", b))
+		return false;
+	size_t n = strlen(b);
+	snprintf(b + n, sizeof(b) - n, "/%s", slash + 1);
+	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+	for (size_t i = 0; i < 4; i++) {
+		char s[PATH_MAX + 16];
+		snprintf(s, sizeof(s), "%s%s", a, suffixes[i]);
+		if (strcmp(s, b) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void h_backup(struct tpad *t, struct req *r)
+{
+	const char *dest = json_string_value(json_object_get(req_params(r), "path"));
+	const char *why = NULL;
+	if (!dest || dest[0] != '/')
+		why = "must be an absolute path (tpad resolves it, not the client)";
+	else if (dest[strlen(dest) - 1] == '/')
+		why = "must name a file, not a directory";
+	else if (is_store_file(t->cfg->store_path, dest))
+		why = "is the store itself";
+	if (why) {
+		req_error(r, "io.tpad.Admin.InvalidParameter",
+			  json_pack("{s:s, s:s}", "parameter", "path", "reason", why));
+		return;
+	}
+	if (backup_running || !t->store) {
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	struct backup_job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	j->pipe[0] = j->pipe[1] = -1;
+	j->r = r;
+	j->db_path = strdup(t->cfg->store_path);
+	j->dest = strdup(dest);
+	if (!j->db_path || !j->dest || pipe2(j->pipe, O_CLOEXEC) < 0 ||
+	    !(j->done = event_new(t->base, j->pipe[0], EV_READ, backup_done, j)) ||
+	    event_add(j->done, NULL) < 0 || pthread_create(&j->thread, NULL, backup_thread, j)) {
+		backup_job_free(j);
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	backup_running = j;
+}
+
 static const struct handler handlers[] = {
     {"org.varlink.service.GetInfo", h_get_info},
     {"org.varlink.service.GetInterfaceDescription", h_get_interface_description},
     {"io.tpad.Admin.Status", h_status},
     {"io.tpad.Admin.Metrics", h_metrics},
+    {"io.tpad.Admin.Backup", h_backup},
     {"io.tpad.Station.Activate", station_activate},
     {"io.tpad.Station.Lookup", station_lookup},
     {"io.tpad.Admin.Import", admin_import},
@@ -525,6 +773,22 @@ int dispatch_init(struct tpad *t)
 	struct timeval tick = {.tv_sec = SETTLE_TICK_MS / 1000,
 			       .tv_usec = (SETTLE_TICK_MS % 1000) * 1000};
 	event_add(t->settle_ev, &tick);
+	watch_ev = event_new(t->base, -1, EV_PERSIST, watch_cb, t);
+	if (!watch_ev) {
+		log_errx("out of memory");
+		return -ENOMEM;
+	}
+	struct timeval second = {.tv_sec = 1};
+	event_add(watch_ev, &second);
+	watch_cb(-1, 0, t);
+	if (t->cfg->metrics_listen) {
+		r = metrics_http_new(t->base, t->cfg->metrics_listen, t, &t->metrics, err,
+				     sizeof(err));
+		if (r < 0) {
+			log_errx("%s", err);
+			return r;
+		}
+	}
 	uint64_t counts[STORE_N_STATES] = {0};
 	if (store_count(t->store, counts) == 0 && counts[STORE_PENDING]) {
 		log_notice("settling %llu PENDING devices with the cloud",
@@ -548,6 +812,17 @@ void dispatch_finish(struct tpad *t)
 	if (t->settle_ev)
 		event_free(t->settle_ev);
 	t->settle_ev = NULL;
+	metrics_http_free(t->metrics);
+	t->metrics = NULL;
+	if (watch_ev) {
+		watch_cb(-1, 0, t); /* what happened since the last look */
+		event_free(watch_ev);
+		watch_ev = NULL;
+	}
+	if (backup_running) {
+		/* Let the copy finish and answer it: the store it reads is still there. */
+		backup_done(-1, EV_READ, backup_running);
+	}
 	keypool_free(t->keypool);
 	t->keypool = NULL;
 	tpa_free(t->tpa);
@@ -599,6 +874,14 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 	char why[256];
 	if (cfg->qr_template && qr_template_check(cfg->qr_template, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "qr.template: %s", why);
+		return -EINVAL;
+	}
+	char host[256];
+	uint16_t port;
+	if (cfg->metrics_listen &&
+	    metrics_http_parse_listen(cfg->metrics_listen, host, sizeof(host), &port, why,
+				      sizeof(why)) < 0) {
+		snprintf(err, errlen, "metrics.listen: %s", why);
 		return -EINVAL;
 	}
 	/* The label and each printer's variant of it must fit a typical code and captions. */

@@ -1,16 +1,24 @@
-/* metrics: the daemon's counters and gauges as text for Prometheus and node_exporter. */
+/* metrics: the daemon's counters and gauges as Prometheus text or OpenMetrics. */
 #include "metrics.h"
 
 #include "keypool.h"
 #include "clock.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
 #include <jansson.h>
+#include <mbedtls/version.h>
+#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "activation.h"
+#include "dispatch.h"
 #include "print.h"
 #include "server.h"
 #include "store.h"
@@ -18,38 +26,50 @@
 #include "tpad-build.h"
 #include "tpad.h"
 
-/* Start a family: its help text and type. */
-static void family(FILE *f, const char *name, const char *type, const char *help)
+/* Where the text goes and in which of the two formats. */
+struct out {
+	FILE *f;
+	enum metrics_format fmt;
+};
+
+/*
+ * Start a family: its help text and type. A counter family is named without "_total"
+ * in OpenMetrics (its samples carry the suffix) and with it in the Prometheus text format.
+ */
+static void family(struct out *o, const char *name, const char *type, const char *help)
 {
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	const char *suffix = "";
+	if (strcmp(type, "counter") == 0 && o->fmt == METRICS_PROMETHEUS)
+		suffix = "_total";
+	fprintf(o->f, "# HELP %s%s %s\n# TYPE %s%s %s\n", name, suffix, help, name, suffix, type);
 }
 
-static void sample(FILE *f, const char *name, const char *labels, unsigned long long v)
+static void sample(struct out *o, const char *name, const char *labels, unsigned long long v)
 {
 	if (labels && *labels)
-		fprintf(f, "%s{%s} %llu\n", name, labels, v);
+		fprintf(o->f, "%s{%s} %llu\n", name, labels, v);
 	else
-		fprintf(f, "%s %llu\n", name, v);
+		fprintf(o->f, "%s %llu\n", name, v);
 }
 
 /* Server side: connections, calls and the limits clients ran into. */
-static void render_server(FILE *f, const struct tpad *t)
+static void render_server(struct out *f, const struct tpad *t)
 {
 	struct server_stats st;
 	server_get_stats(t->srv, &st);
 	family(f, "tpad_connections", "gauge", "Client connections open now, by socket.");
 	sample(f, "tpad_connections", "socket=\"station\"", st.connections[SOCK_STATION]);
 	sample(f, "tpad_connections", "socket=\"admin\"", st.connections[SOCK_ADMIN]);
-	family(f, "tpad_connections_accepted_total", "counter",
+	family(f, "tpad_connections_accepted", "counter",
 	       "Client connections accepted, by socket.");
 	sample(f, "tpad_connections_accepted_total", "socket=\"station\"",
 	       st.accepted[SOCK_STATION]);
 	sample(f, "tpad_connections_accepted_total", "socket=\"admin\"", st.accepted[SOCK_ADMIN]);
-	family(f, "tpad_calls_total", "counter", "Calls received on both sockets.");
+	family(f, "tpad_calls", "counter", "Calls received on both sockets.");
 	sample(f, "tpad_calls_total", NULL, st.calls);
 	family(f, "tpad_calls_in_flight", "gauge", "Calls not answered yet.");
 	sample(f, "tpad_calls_in_flight", NULL, st.calls_in_flight);
-	family(f, "tpad_limits_hit_total", "counter", "Times a client ran into a limit.");
+	family(f, "tpad_limits_hit", "counter", "Times a client ran into a limit.");
 	sample(f, "tpad_limits_hit_total", "limit=\"max_clients\"", st.hit.max_clients);
 	sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_uid\"",
 	       st.hit.max_clients_per_uid);
@@ -65,36 +85,36 @@ static void render_server(FILE *f, const struct tpad *t)
 }
 
 /* Activations by outcome and by where the token came from. */
-static void render_activations(FILE *f, const struct tpad *t)
+static void render_activations(struct out *f, const struct tpad *t)
 {
 	if (!t->act)
 		return;
 	struct activation_stats as;
 	activation_get_stats(t->act, &as);
 	char labels[64];
-	family(f, "tpad_activations_total", "counter",
+	family(f, "tpad_activations", "counter",
 	       "Activations, imports and settlements finished, by outcome.");
 	for (int i = 0; i <= ACT_RETIRED; i++) {
 		snprintf(labels, sizeof(labels), "outcome=\"%s\"",
 			 activation_outcome_name((enum act_outcome)i));
 		sample(f, "tpad_activations_total", labels, as.outcomes[i]);
 	}
-	family(f, "tpad_tokens_handed_out_total", "counter",
+	family(f, "tpad_tokens_handed_out", "counter",
 	       "Successful answers, by source: live from the cloud or stored.");
 	sample(f, "tpad_tokens_handed_out_total", "source=\"live\"", as.live);
 	sample(f, "tpad_tokens_handed_out_total", "source=\"stored\"", as.stored);
-	family(f, "tpad_outcomes_settled_by_query_total", "counter",
+	family(f, "tpad_outcomes_settled_by_query", "counter",
 	       "Unknown import outcomes settled with the read-only query.");
 	sample(f, "tpad_outcomes_settled_by_query_total", NULL, as.settled_by_query);
-	family(f, "tpad_settle_not_yet_trusted_total", "counter",
+	family(f, "tpad_settle_not_yet_trusted", "counter",
 	       "Query answers \"not found\" too early to trust (upstream.settle-after).");
 	sample(f, "tpad_settle_not_yet_trusted_total", NULL, as.not_yet_trusted);
-	family(f, "tpad_devices_foreign_total", "counter",
+	family(f, "tpad_devices_foreign", "counter",
 	       "Devices found held by the cloud from an import that was not ours.");
 	sample(f, "tpad_devices_foreign_total", NULL, as.foreign);
-	family(f, "tpad_devices_adopted_total", "counter", "FOREIGN devices an admin adopted.");
+	family(f, "tpad_devices_adopted", "counter", "FOREIGN devices an admin adopted.");
 	sample(f, "tpad_devices_adopted_total", NULL, as.adopted);
-	family(f, "tpad_settle_runs_total", "counter",
+	family(f, "tpad_settle_runs", "counter",
 	       "Background settlements of PENDING devices started.");
 	sample(f, "tpad_settle_runs_total", NULL, as.settle_runs);
 	family(f, "tpad_activations_in_flight", "gauge",
@@ -103,19 +123,19 @@ static void render_activations(FILE *f, const struct tpad *t)
 }
 
 /* Upstream: requests by outcome, latency histogram, sessions, queue and breaker. */
-static void render_upstream(FILE *f, struct tpad *t)
+static void render_upstream(struct out *f, struct tpad *t)
 {
 	if (!t->tpa)
 		return;
 	struct tpa_counters c;
 	tpa_get_counters(t->tpa, &c);
 	char labels[64];
-	family(f, "tpad_upstream_requests_total", "counter",
+	family(f, "tpad_upstream_requests", "counter",
 	       "Requests to ThingPark Activation, by kind.");
 	sample(f, "tpad_upstream_requests_total", "kind=\"import\"", c.imports);
 	sample(f, "tpad_upstream_requests_total", "kind=\"query\"", c.queries);
 	sample(f, "tpad_upstream_requests_total", "kind=\"token\"", c.token_requests);
-	family(f, "tpad_upstream_outcomes_total", "counter",
+	family(f, "tpad_upstream_outcomes", "counter",
 	       "Answers from ThingPark Activation, by outcome.");
 	for (int i = 0; i < TPA_OUTCOME_MAX; i++) {
 		snprintf(labels, sizeof(labels), "outcome=\"%s\"",
@@ -132,7 +152,7 @@ static void render_upstream(FILE *f, struct tpad *t)
 		sample(f, "tpad_upstream_request_duration_seconds_bucket", labels,
 		       c.bucket_count[i]);
 	}
-	fprintf(f, "tpad_upstream_request_duration_seconds_sum %.3f\n",
+	fprintf(f->f, "tpad_upstream_request_duration_seconds_sum %.3f\n",
 		(double)c.latency_sum_ms / 1000.0);
 	sample(f, "tpad_upstream_request_duration_seconds_count", NULL, c.latency_count);
 
@@ -141,6 +161,10 @@ static void render_upstream(FILE *f, struct tpad *t)
 					     "backoff"};
 	unsigned n[5] = {0};
 	json_t *st = tpa_status_json(t->tpa);
+	const char *pool_st = json_string_value(json_object_get(st, "state"));
+	family(f, "tpad_upstream_up", "gauge",
+	       "1 while at least one session to the cloud is ready and the breaker is not open.");
+	sample(f, "tpad_upstream_up", NULL, pool_st && strcmp(pool_st, "down") != 0);
 	size_t i;
 	json_t *s;
 	json_array_foreach(json_object_get(st, "sessions"), i, s)
@@ -160,27 +184,27 @@ static void render_upstream(FILE *f, struct tpad *t)
 	sample(f, "tpad_upstream_queue_depth", NULL, c.pool.queued);
 	family(f, "tpad_upstream_breaker_open", "gauge",
 	       "1 while the circuit breaker fails requests fast (0.5 half-open), else 0.");
-	fprintf(f, "tpad_upstream_breaker_open %s\n",
+	fprintf(f->f, "tpad_upstream_breaker_open %s\n",
 		c.pool.breaker == POOL_BREAKER_OPEN	   ? "1"
 		: c.pool.breaker == POOL_BREAKER_HALF_OPEN ? "0.5"
 							   : "0");
-	family(f, "tpad_upstream_connections_total", "counter",
+	family(f, "tpad_upstream_connections", "counter",
 	       "TCP connections, TLS handshakes (of which resumed) and failures.");
 	sample(f, "tpad_upstream_connections_total", "event=\"connect\"", c.pool.connects);
 	sample(f, "tpad_upstream_connections_total", "event=\"handshake\"", c.pool.handshakes);
 	sample(f, "tpad_upstream_connections_total", "event=\"resumed\"", c.pool.resumed);
 	sample(f, "tpad_upstream_connections_total", "event=\"failure\"", c.pool.connect_failures);
-	family(f, "tpad_upstream_breaker_opens_total", "counter", "Times the breaker opened.");
+	family(f, "tpad_upstream_breaker_opens", "counter", "Times the breaker opened.");
 	sample(f, "tpad_upstream_breaker_opens_total", NULL, c.pool.breaker_opens);
-	family(f, "tpad_upstream_certificate_failures_total", "counter",
+	family(f, "tpad_upstream_certificate_failures", "counter",
 	       "TLS handshakes refused for a certificate (expired, wrong host, unknown CA, pin).");
 	sample(f, "tpad_upstream_certificate_failures_total", NULL, c.pool.cert_failures);
-	family(f, "tpad_upstream_deletes_total", "counter", "Devices deleted in the cloud (Retire).");
+	family(f, "tpad_upstream_deletes", "counter", "Devices deleted in the cloud (Retire).");
 	sample(f, "tpad_upstream_deletes_total", NULL, c.deletes);
 }
 
 /* The cloud-HSM AppKey pool, when it is in use. */
-static void render_keypool(FILE *f, const struct tpad *t)
+static void render_keypool(struct out *f, const struct tpad *t)
 {
 	if (!t->keypool)
 		return;
@@ -191,14 +215,14 @@ static void render_keypool(FILE *f, const struct tpad *t)
 	family(f, "tpad_app_key_pool_low_water", "gauge",
 	       "device.app-key-pool: a refill starts below this.");
 	sample(f, "tpad_app_key_pool_low_water", NULL, k.low_water);
-	family(f, "tpad_app_key_pool_keys_total", "counter",
+	family(f, "tpad_app_key_pool_keys", "counter",
 	       "Cloud-HSM AppKeys fetched and handed out.");
 	sample(f, "tpad_app_key_pool_keys_total", "event=\"fetched\"", k.fetched);
 	sample(f, "tpad_app_key_pool_keys_total", "event=\"handed_out\"", k.handed_out);
-	family(f, "tpad_app_key_pool_empty_total", "counter",
+	family(f, "tpad_app_key_pool_empty", "counter",
 	       "Activations that found the pool empty (answered at once, not kept waiting).");
 	sample(f, "tpad_app_key_pool_empty_total", NULL, k.empty);
-	family(f, "tpad_app_key_pool_failures_total", "counter",
+	family(f, "tpad_app_key_pool_failures", "counter",
 	       "appKeyGens calls that failed and VendorKeys that could not be decrypted.");
 	sample(f, "tpad_app_key_pool_failures_total", NULL, k.failures);
 }
@@ -241,7 +265,7 @@ static void render_store_backend(FILE *f, const struct tpad *t, const struct sto
 }
 
 /* Store: rows by state, commits and failures. */
-static void render_store(FILE *f, const struct tpad *t)
+static void render_store(struct out *f, const struct tpad *t)
 {
 	if (!t->store)
 		return;
@@ -256,39 +280,215 @@ static void render_store(FILE *f, const struct tpad *t)
 	}
 	struct store_stats s;
 	store_stats(t->store, &s);
-	family(f, "tpad_store_commits_total", "counter", "Store transactions committed (fsyncs).");
+	family(f, "tpad_store_commits", "counter", "Store transactions committed (fsyncs).");
 	sample(f, "tpad_store_commits_total", NULL, s.commits);
-	family(f, "tpad_store_writes_total", "counter", "Writes in committed transactions.");
+	family(f, "tpad_store_writes", "counter", "Writes in committed transactions.");
 	sample(f, "tpad_store_writes_total", NULL, s.ops);
-	family(f, "tpad_store_failed_commits_total", "counter",
+	family(f, "tpad_store_failed_commits", "counter",
 	       "Transactions rolled back (disk full, I/O error).");
 	sample(f, "tpad_store_failed_commits_total", NULL, s.batch_failures);
+	family(f, "tpad_store_failing", "gauge",
+	       "1 from a rolled-back transaction until the next commit, else 0.");
+	sample(f, "tpad_store_failing", NULL, dispatch_store_failing((struct tpad *)t));
 	family(f, "tpad_store_queue_depth", "gauge", "Writes waiting for the store's writer.");
 	sample(f, "tpad_store_queue_depth", NULL, s.queued);
 	render_store_backend(f, t, &s);
 }
 
-char *metrics_render(const struct tpad *t)
+/*
+ * Label printers, as the print module writes them (Prometheus text). For OpenMetrics
+ * the counter families it declares with "_total" are declared without it.
+ */
+static void render_printers(struct out *o, const struct tpad *t)
 {
 	char *buf = NULL;
 	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
+	FILE *m = open_memstream(&buf, &len);
+	if (!m)
+		return;
+	print_metrics(t->print, m);
+	if (fclose(m) != 0) {
+		free(buf);
+		return;
+	}
+	for (char *line = buf, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		size_t n = strlen(line);
+		if (o->fmt == METRICS_OPENMETRICS && strncmp(line, "# TYPE ", 7) == 0 && n > 15 &&
+		    strcmp(line + n - 8, " counter") == 0 && n - 8 > 13 &&
+		    strncmp(line + n - 14, "_total", 6) == 0) {
+			fprintf(o->f, "# TYPE %.*s counter\n", (int)(n - 7 - 14), line + 7);
+			continue;
+		}
+		if (o->fmt == METRICS_OPENMETRICS && strncmp(line, "# HELP ", 7) == 0) {
+			const char *sp = strchr(line + 7, ' ');
+			size_t nl = sp ? (size_t)(sp - line - 7) : 0;
+			if (nl > 6 && strncmp(line + 7 + nl - 6, "_total", 6) == 0) {
+				fprintf(o->f, "# HELP %.*s%s\n", (int)(nl - 6), line + 7, sp);
+				continue;
+			}
+		}
+		fprintf(o->f, "%s\n", line);
+	}
+	free(buf);
+}
+
+/* Seconds since the epoch at which the system booted, from /proc/stat; 0 if unknown. */
+static unsigned long long boot_time(void)
+{
+	FILE *f = fopen("/proc/stat", "re");
 	if (!f)
+		return 0;
+	char line[256];
+	unsigned long long bt = 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "btime %llu", &bt) == 1)
+			break;
+	fclose(f);
+	return bt;
+}
+
+/* Start time (clock ticks after boot) from /proc/self/stat; -errno on failure. */
+static int start_ticks(unsigned long long *ret)
+{
+	FILE *f = fopen("/proc/self/stat", "re");
+	if (!f)
+		return -errno;
+	char buf[1024];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: fields count from the last ')'. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -EINVAL;
+	p++;
+	/* Field 3 (state) follows; starttime is field 22, 19 fields later. */
+	for (int field = 3; field < 22; field++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EINVAL;
+	}
+	return sscanf(p, " %llu", ret) == 1 ? 0 : -EINVAL;
+}
+
+/* Open file descriptors: the entries of /proc/self/fd. */
+static long open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	long n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the directory stream's own descriptor */
+}
+
+/* The standard process_* families of the Prometheus client libraries. */
+static void render_process(struct out *f)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+			     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+		family(f, "process_cpu_seconds", "counter",
+		       "Total user and system CPU time spent in seconds.");
+		fprintf(f->f, "process_cpu_seconds_total %.2f\n", cpu);
+	}
+	long page = sysconf(_SC_PAGESIZE);
+	FILE *sm = fopen("/proc/self/statm", "re");
+	unsigned long long vsz, rss;
+	if (sm && fscanf(sm, "%llu %llu", &vsz, &rss) == 2 && page > 0) {
+		family(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+		sample(f, "process_virtual_memory_bytes", NULL, vsz * (unsigned long long)page);
+		family(f, "process_resident_memory_bytes", "gauge",
+		       "Resident memory size in bytes.");
+		sample(f, "process_resident_memory_bytes", NULL, rss * (unsigned long long)page);
+	}
+	if (sm)
+		fclose(sm);
+	long fds = open_fds();
+	if (fds >= 0) {
+		family(f, "process_open_fds", "gauge", "Number of open file descriptors.");
+		sample(f, "process_open_fds", NULL, (unsigned long long)fds);
+	}
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		family(f, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+		sample(f, "process_max_fds", NULL,
+		       rl.rlim_cur == RLIM_INFINITY ? (unsigned long long)INT32_MAX
+						    : (unsigned long long)rl.rlim_cur);
+	}
+	unsigned long long ticks, bt = boot_time();
+	long hz = sysconf(_SC_CLK_TCK);
+	if (bt && hz > 0 && start_ticks(&ticks) == 0) {
+		family(f, "process_start_time_seconds", "gauge",
+		       "Start time of the process since unix epoch in seconds.");
+		fprintf(f->f, "process_start_time_seconds %.2f\n",
+			(double)bt + (double)ticks / (double)hz);
+	}
+}
+
+/* Which build this is: versions as labels of an info metric. */
+static void render_build(struct out *f)
+{
+	if (f->fmt == METRICS_OPENMETRICS)
+		fputs("# HELP tpad_build Versions of tpad and the libraries it runs with.\n"
+		      "# TYPE tpad_build info\n",
+		      f->f);
+	else
+		family(f, "tpad_build_info", "gauge",
+		       "Always 1; versions of tpad and the libraries it runs with as labels.");
+	char mbed[32] = "";
+	mbedtls_version_get_string(mbed);
+	fprintf(f->f,
+		"tpad_build_info{version=\"%s\",libevent=\"%s\",sqlite=\"%s\",mbedtls=\"%s\"} 1\n",
+		TPAD_VERSION, event_get_version(), sqlite3_libversion(), mbed);
+}
+
+char *metrics_render(const struct tpad *t, enum metrics_format fmt)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	struct out o = {.f = open_memstream(&buf, &len), .fmt = fmt};
+	if (!o.f)
 		return NULL;
-	family(f, "tpad_build_info", "gauge", "Always 1; the version is a label.");
-	fprintf(f, "tpad_build_info{version=\"%s\"} 1\n", TPAD_VERSION);
-	family(f, "tpad_uptime_seconds", "gauge", "Seconds since tpad started.");
-	sample(f, "tpad_uptime_seconds", NULL, (clock_now_us() - t->started_us) / 1000000u);
-	render_server(f, t);
-	render_activations(f, t);
-	render_upstream(f, (struct tpad *)t);
-	render_store(f, t);
-	render_keypool(f, t);
-	print_metrics(t->print, f);
-	fputs("# EOF\n", f);
-	if (fclose(f) != 0) {
+	render_build(&o);
+	render_process(&o);
+	render_server(&o, t);
+	render_activations(&o, t);
+	render_upstream(&o, (struct tpad *)t);
+	render_store(&o, t);
+	render_keypool(&o, t);
+	render_printers(&o, t);
+	if (fmt == METRICS_OPENMETRICS)
+		fputs("# EOF\n", o.f);
+	if (fclose(o.f) != 0) {
 		free(buf);
 		return NULL;
 	}
 	return buf;
+}
+
+int metrics_format_parse(const char *name, enum metrics_format *ret)
+{
+	if (strcmp(name, "openmetrics") == 0)
+		*ret = METRICS_OPENMETRICS;
+	else if (strcmp(name, "prometheus") == 0)
+		*ret = METRICS_PROMETHEUS;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *metrics_content_type(enum metrics_format fmt)
+{
+	return fmt == METRICS_OPENMETRICS
+		   ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+		   : "text/plain; version=0.0.4; charset=utf-8";
 }

@@ -13,6 +13,7 @@ struct tpa;
 struct store;
 struct activation;
 struct rng;
+struct metrics_http;
 struct layout;
 struct print;
 
@@ -26,6 +27,7 @@ struct tpad {
 	struct store *store;
 	struct activation *act;
 	struct rng *rng;     /* AppKey generator */
+	struct metrics_http *metrics; /* HTTP /metrics; NULL when metrics.listen is unset */
 	struct keypool *keypool; /* cloud-HSM AppKeys (device.app-key-source = cloud-hsm) */
 	struct layout *layout; /* label.* at label.dpi: station and export labels */
 	struct print *print;   /* label printers */

@@ -1,6 +1,11 @@
 /* base64: RFC 4648 base64 (standard alphabet, with padding) for QR image data. */
 #pragma once
 
+/*
+ * Kept instead of mbedTLS's base64, which is about 10x slower on label-sized buffers
+ * and would cap label exports (test/bench/bench_base64.c, README "Performance").
+ */
+
 #include <stddef.h>
 #include <stdint.h>
 

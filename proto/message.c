@@ -26,7 +26,7 @@ static const struct {
 } iface_errors[] = {
     {IFACE_SERVICE, PROTO_ERR_INVALID_PARAMETER, PROTO_ERR_EXPECTED_MORE},
     {IFACE_STATION, IFACE_STATION ".InvalidParameter", PROTO_ERR_EXPECTED_MORE},
-    {IFACE_ADMIN, IFACE_ADMIN ".InvalidParameter", IFACE_ADMIN ".ExpectedMore"},
+    {IFACE_ADMIN, IFACE_ADMIN ".InvalidParameter", PROTO_ERR_EXPECTED_MORE},
     {IFACE_AS, IFACE_AS ".InvalidParameter", IFACE_AS ".ExpectedMore"},
     {IFACE_AS_ADMIN, IFACE_AS_ADMIN ".InvalidParameter", PROTO_ERR_EXPECTED_MORE},
 };
@@ -103,6 +103,14 @@ static const struct param_spec get_device_params[] = {
     {"devEUI", PARAM_EUI, true, 0, 0},
 };
 
+static const struct param_spec backup_params[] = {
+    {"path", PARAM_STRING, true, 1, 4095},
+};
+
+static const struct param_spec metrics_params[] = {
+    {"format", PARAM_STRING, false, 1, 16}, /* checked by value in the handler */
+};
+
 static const struct param_spec retire_params[] = {
     {"devEUI", PARAM_EUI, true, 0, 0},
     {"reason", PARAM_STRING, true, 1, 200},
@@ -149,7 +157,8 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_ADMIN, "GetDevice", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Adopt", PROTO_SOCKET_ADMIN, false, get_device_params),
     METHOD(IFACE_ADMIN, "Retire", PROTO_SOCKET_ADMIN, false, retire_params),
-    METHOD0(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN),
+    METHOD(IFACE_ADMIN, "Metrics", PROTO_SOCKET_ADMIN, false, metrics_params),
+    METHOD(IFACE_ADMIN, "Backup", PROTO_SOCKET_ADMIN, false, backup_params),
     METHOD(IFACE_ADMIN, "Print", PROTO_SOCKET_ADMIN, false, print_params),
     METHOD(IFACE_AS, "Uplinks", PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, true,
 	   uplinks_params),
@@ -218,6 +227,16 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 	json_t *oneway = json_object_get(root, "oneway");
 	if (oneway && !json_is_null(oneway) && !json_is_boolean(oneway)) {
 		fault_set(fault, inval, "oneway", "must be true or false");
+		goto out;
+	}
+	json_t *upgrade = json_object_get(root, "upgrade");
+	if (upgrade && !json_is_null(upgrade) && !json_is_boolean(upgrade)) {
+		fault_set(fault, inval, "upgrade", "must be true or false");
+		goto out;
+	}
+	if (json_is_true(upgrade)) {
+		/* No tpad method hands the connection over to another protocol. */
+		fault_set(fault, inval, "upgrade", "no method of tpad upgrades the connection");
 		goto out;
 	}
 
@@ -329,8 +348,10 @@ json_t *proto_fault_parameters(const struct proto_fault *fault)
 	else if (error_is(fault->error, "MethodNotFound") ||
 		 error_is(fault->error, "MethodNotImplemented"))
 		key = "method";
+	/* org.varlink.service errors carry only their declared fields: no reason. */
+	bool service = strncmp(fault->error, IFACE_SERVICE ".", sizeof(IFACE_SERVICE)) == 0;
 	if ((key && json_object_set_new(p, key, json_string(fault->parameter)) < 0) ||
-	    (fault->reason[0] &&
+	    (fault->reason[0] && !service &&
 	     json_object_set_new(p, "reason", json_string(fault->reason)) < 0)) {
 		json_decref(p);
 		return NULL;

@@ -87,9 +87,10 @@ struct method_spec {
 
 /*
  * Parse one message as a call. Not JSON, not an object, method missing or not a string,
- * parameters not an object, more/oneway not booleans or both true: -EINVAL with fault set
- * to org.varlink.service.InvalidParameter naming "" (the message), "method", "parameters",
- * "more" or "oneway". -ENOMEM. *ret is untouched on failure.
+ * parameters not an object, more/oneway/upgrade not booleans, more and oneway both true,
+ * or upgrade true (no tpad method upgrades): -EINVAL with fault set to
+ * org.varlink.service.InvalidParameter naming "" (the message), "method", "parameters",
+ * "more", "oneway" or "upgrade". -ENOMEM. *ret is untouched on failure.
  */
 int call_decode(const char *buf, size_t len, struct call *ret, struct proto_fault *fault);
 
@@ -109,9 +110,10 @@ char *error_encode(const char *error, json_t *parameters, size_t *ret_len);
 char *fault_encode(const struct proto_fault *fault, size_t *ret_len);
 
 /*
- * The error parameters of a fault: {parameter, reason} for *.InvalidParameter, {interface}
- * for InterfaceNotFound, {method} for MethodNotFound and MethodNotImplemented, and
- * "reason" whenever it is set. NULL on ENOMEM.
+ * The error parameters of a fault, as the interfaces declare them: {parameter, reason}
+ * for io.tpad.*.InvalidParameter, {parameter} only for org.varlink.service.InvalidParameter,
+ * {interface} for InterfaceNotFound, {method} for MethodNotFound and MethodNotImplemented,
+ * {} for ExpectedMore. NULL on ENOMEM.
  */
 json_t *proto_fault_parameters(const struct proto_fault *fault);
 
@@ -149,7 +151,7 @@ int proto_validate(const struct method_spec *m, json_t *params, struct proto_fau
 
 /*
  * Check a decoded call for socket in the fixed order method, more, parameters: -ENOENT
- * (see proto_method_lookup()), -EINVAL with <interface>.ExpectedMore for a streaming
+ * (see proto_method_lookup()), -EINVAL with org.varlink.service.ExpectedMore for a streaming
  * method called without more, or as proto_validate(). On success *ret is the method.
  */
 int proto_check(const struct call *c, unsigned socket, const struct method_spec **ret,

@@ -68,13 +68,15 @@ for _ in $(seq 100); do
 done
 
 # CRC-16/MODBUS of $1, as 4 upper-case hex digits in $crc (TR005 checksum).
+# Assignments use c=$((...)): a bare ((expr)) whose value is 0 returns status 1, which
+# set -e takes for a failure.
 crc16() {
-	local s=$1 c=0xFFFF i j b
+	local s=$1 c=$((0xFFFF)) i j b
 	for ((i = 0; i < ${#s}; i++)); do
 		printf -v b '%d' "'${s:i:1}"
-		((c ^= b))
+		c=$((c ^ b))
 		for ((j = 0; j < 8; j++)); do
-			if ((c & 1)); then ((c = (c >> 1) ^ 0xA001)); else ((c >>= 1)); fi
+			if ((c & 1)); then c=$(((c >> 1) ^ 0xA001)); else c=$((c >> 1)); fi
 		done
 	done
 	printf -v crc '%04X' "$c"

@@ -58,6 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct csv *c = csv_new((const char *)data, size);
 	if (!c)
 		return 0;
+	/* As tpactl import reads: the header decides between ',' and ';'. */
+	csv_set_separator(c, csv_sniff_separator((const char *)data, size));
 	struct csv_record rec;
 	struct csv_error err;
 	unsigned last = 0;

@@ -5,6 +5,7 @@ serving, nothing half-written, and activation works again once space is freed.
 Exit 0 pass, 1 fail, 77 skip.
 """
 
+import json
 import os
 import secrets
 import subprocess
@@ -60,6 +61,9 @@ def main():
                 assert e.params["reason"], e
                 failures += 1
         assert failures > 0, "no StoreFailed with a full disk"
+        # tpactl status says so, with its exit status for a failing store.
+        p = d.tpactl("--socket", d.admin, "status", check=6)
+        assert "last error" in p.stdout and "failing" in p.stdout, p.stdout
         with d.station_client() as c:
             c.call("org.varlink.service.GetInfo")
         os.unlink(filler)
@@ -67,6 +71,10 @@ def main():
         for i in range(1, 40):
             dev = act(f"{i:016X}")["device"]
             assert dev["state"] == "ISSUED"
+        # Commits again: no longer failing, and status says healthy (the last error stays).
+        p = d.tpactl("--socket", d.admin, "status", "--json", check=0)
+        st = json.loads(p.stdout)["store"]
+        assert st["failing"] is False and st["lastError"], st
         c = sim.counters()
         assert c["duplicate_imports"] == 0, c
         assert c["imports"] == 39, c

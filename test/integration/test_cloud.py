@@ -79,7 +79,8 @@ class CertTLS(CertBase):
         for w in words:
             self.assertIn(w, up["certificate"]["reason"])
         d.wait_notify(words[0], 10)
-        p = d.tpactl("--socket", d.admin, "status", check=0)
+        # The breaker is open: status says so in its exit status (tpactl(1)).
+        p = d.tpactl("--socket", d.admin, "status", check=5)
         self.assertIn(f"CERTIFICATE REFUSED ({name})", p.stdout)
         with d.admin_client() as a:
             m = a.call("io.tpad.Admin.Metrics")["text"]

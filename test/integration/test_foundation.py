@@ -306,11 +306,11 @@ class Config(TpadTestCase):
 class Tpactl(TpadTestCase):
     def test_status_human_and_json(self):
         d = self.daemon().start()
-        p = d.tpactl("--socket", d.admin, "status", check=0)
+        p = d.tpactl("--socket", d.admin, "status", check=4)
         self.assertIn("tpad ", p.stdout)
         self.assertIn("clients:", p.stdout)
         # Options may come after the command.
-        p = d.tpactl("status", "--json", "--socket", d.admin, check=0)
+        p = d.tpactl("status", "--json", "--socket", d.admin, check=4)
         st = json.loads(p.stdout)
         self.assertEqual(st["connections"]["admin"], 1)
 
@@ -321,9 +321,12 @@ class Tpactl(TpadTestCase):
         d.tpactl("frobnicate", check=2)
         d.tpactl("status", "--dev-eui", "00", check=2)
         d.tpactl("--socket", d.admin, "status", "extra", check=2)
-        p = d.tpactl("--socket", d.station, "lookup", "--dev-eui", "XYZ", check=1)
-        self.assertIn("InvalidParameter", p.stderr)
-        self.assertIn("devEUI", p.stderr)
+        # A malformed value is caught before any call: a usage error.
+        p = d.tpactl("--socket", d.station, "lookup", "--dev-eui", "XYZ", check=2)
+        self.assertIn("--dev-eui must be 16 hexadecimal digits", p.stderr)
+        # One tpad refuses: an error reply.
+        p = d.tpactl("--socket", d.station, "lookup", "--dev-eui", "0123456789ABCDEF", check=1)
+        self.assertIn("NotFound", p.stderr)
 
     def test_permission_denied_message(self):
         if os.getuid() != 0:

@@ -1,40 +1,64 @@
-"""Admin.Metrics and tpactl metrics: format fit for node_exporter, values that add up."""
+"""Metrics: Admin.Metrics, tpactl metrics and the HTTP /metrics endpoint, checked with the
+reference parsers (promtool, prometheus_client's strict OpenMetrics parser) and scraped by a
+real Prometheus server."""
 
+import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
 
 import tpadtest
-from tpadtest import TpadTestCase, wait_for
+from tpadtest import TpadTestCase, free_port, wait_for
 
 TKM = "31110123D345666E2DBD"
 SAMPLE = re.compile(r'^([a-z_][a-z0-9_]*)(\{([a-z_]+="[^"]*")(,[a-z_]+="[^"]*")*\})? '
                     r'(-?[0-9.e+]+|\+Inf|NaN)$')
 SYSTEM_PYTHON = "/usr/bin/python3"
+SRC_ROOT = os.environ.get("SRC_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+RULES = os.path.join(SRC_ROOT, "conf", "prometheus", "tpad-alerts.yml")
+PROM_ACCEPT = ("application/openmetrics-text;version=1.0.0,"
+               "application/openmetrics-text;version=0.0.1;q=0.75,"
+               "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
 
-def parse(text):
-    """Strict reading: HELP+TYPE before samples, known types, samples of typed families."""
+def parse(text, openmetrics=True):
+    """Strict reading: HELP+TYPE before samples, known types, samples of typed families.
+    OpenMetrics: counter families named without _total, samples with it, ends with # EOF.
+    Prometheus text: counter families named with _total, no # EOF."""
     lines = text.split("\n")
-    assert lines[-1] == "" and lines[-2] == "# EOF", "must end with '# EOF'"
+    assert lines[-1] == "", "must end with a newline"
+    if openmetrics:
+        assert lines[-2] == "# EOF", "must end with '# EOF'"
+        lines = lines[:-2]
+    else:
+        assert "# EOF" not in lines, "no '# EOF' in the Prometheus text format"
+        lines = lines[:-1]
     types, values = {}, {}
-    for line in lines[:-2]:
+    for line in lines:
         if line.startswith("# HELP "):
             continue
         if line.startswith("# TYPE "):
             _, _, name, typ = line.split(" ")
-            assert typ in ("counter", "gauge", "histogram"), line
+            assert typ in ("counter", "gauge", "histogram", "info"), line
             assert name not in types, f"second TYPE for {name}"
             if typ == "counter":
-                assert name.endswith("_total"), line
+                assert name.endswith("_total") != openmetrics, line
+            assert typ != "info" or openmetrics, line
             types[name] = typ
             continue
         m = SAMPLE.match(line)
         assert m, f"bad sample line: {line!r}"
         name = m.group(1)
         fam = name
-        for suffix in ("_bucket", "_sum", "_count"):
+        suffixes = ("_bucket", "_sum", "_count", "_total", "_info") if openmetrics else \
+            ("_bucket", "_sum", "_count")
+        for suffix in suffixes:
             if name.endswith(suffix) and name[: -len(suffix)] in types:
                 fam = name[: -len(suffix)]
         assert fam in types, f"sample without TYPE: {line}"
@@ -42,12 +66,42 @@ def parse(text):
     return types, values
 
 
+def run_python(code, text):
+    r = subprocess.run([SYSTEM_PYTHON, "-c", code], input=text, text=True, capture_output=True)
+    return r
+
+
+def http_get(url, accept=None, method="GET"):
+    req = urllib.request.Request(url, method=method)
+    if accept:
+        req.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+OM_CHECK = ("import sys\nfrom prometheus_client.openmetrics.parser import "
+            "text_string_to_metric_families as p\n"
+            "fams = list(p(sys.stdin.read()))\nprint(len(fams))")
+TEXT_CHECK = ("import sys\nfrom prometheus_client.parser import "
+              "text_string_to_metric_families as p\n"
+              "fams = list(p(sys.stdin.read()))\nprint(len(fams))")
+
+
 class Metrics(TpadTestCase):
-    def test_metrics(self):
+    def start(self, sessions=3):
         psk = secrets.token_hex(16)
         s = self.sim(psk).start()
+        self.port = free_port()
         d = self.daemon(upstream_url=s.url(), psk_hex=psk,
-                        conf_extra="upstream.sessions = 3").start()
+                        conf_extra=f"upstream.sessions = {sessions}\n"
+                                   f"metrics.listen = 127.0.0.1:{self.port}")
+        # A label printer, so that the print module's families are in the text too.
+        with open(d.conf, "a") as f:
+            f.write(f"[printer.line1]\nurl = socket://127.0.0.1:{free_port()}\ntimeout = 2s\n")
+        d.start()
 
         def ready():
             with d.admin_client() as a:
@@ -63,8 +117,9 @@ class Metrics(TpadTestCase):
                        {"devEUI": f"{0:016X}", "tkmInfo": "31110123D345666E0000"})
             except tpadtest.VarlinkError:
                 pass
-        p = d.tpactl("--socket", d.admin, "metrics", check=0)
-        types, v = parse(p.stdout)
+        return d
+
+    def check_values(self, types, v):
         self.assertEqual(v['tpad_activations_total{outcome="ok"}'], 6)
         self.assertEqual(v['tpad_activations_total{outcome="conflict"}'], 1)
         self.assertEqual(v['tpad_tokens_handed_out_total{source="live"}'], 5)
@@ -73,8 +128,10 @@ class Metrics(TpadTestCase):
         self.assertEqual(v['tpad_upstream_requests_total{kind="import"}'], 5)
         self.assertEqual(v['tpad_upstream_sessions{state="ready"}'], 3)
         self.assertEqual(v["tpad_upstream_breaker_open"], 0)
+        self.assertEqual(v["tpad_upstream_up"], 1)
+        self.assertEqual(v["tpad_store_failing"], 0)
+        self.assertEqual(v['tpad_print_jobs_total{printer="line1",outcome="printed"}'], 0)
         self.assertEqual(v["tpad_upstream_queue_depth"], 0)
-        self.assertEqual(v['tpad_connections{socket="admin"}'], 1)
         self.assertEqual(types["tpad_upstream_request_duration_seconds"], "histogram")
         buckets = [(k, x) for k, x in v.items()
                    if k.startswith("tpad_upstream_request_duration_seconds_bucket")]
@@ -83,25 +140,177 @@ class Metrics(TpadTestCase):
         self.assertTrue(buckets[-1][0].endswith('le="+Inf"}'))
         self.assertEqual(buckets[-1][1], v["tpad_upstream_request_duration_seconds_count"])
         self.assertGreaterEqual(v["tpad_upstream_request_duration_seconds_count"], 5)
+        # process_* in place of an uptime gauge, with values that make sense.
+        self.assertNotIn("tpad_uptime_seconds", v)
+        self.assertGreater(v["process_open_fds"], 5)
+        self.assertGreaterEqual(v["process_max_fds"], v["process_open_fds"])
+        self.assertGreater(v["process_resident_memory_bytes"], 1 << 20)
+        self.assertGreaterEqual(v["process_virtual_memory_bytes"],
+                                v["process_resident_memory_bytes"])
+        self.assertGreaterEqual(v["process_cpu_seconds_total"], 0)
+        started = v["process_start_time_seconds"]
+        self.assertLess(abs(time.time() - started), 120, "start time is not a recent epoch")
+        info = [k for k in v if k.startswith("tpad_build_info{")]
+        self.assertEqual(len(info), 1)
+        self.assertRegex(info[0], r'version="[0-9]+\.[0-9]+\.[0-9]+"')
+        self.assertIn('sqlite="3.', info[0])
+
+    def test_metrics(self):
+        d = self.start()
+        # Admin.Metrics and tpactl metrics: OpenMetrics by default.
+        p = d.tpactl("--socket", d.admin, "metrics", check=0)
+        types, v = parse(p.stdout)
+        self.check_values(types, v)
+        self.assertEqual(v['tpad_connections{socket="admin"}'], 1)
+        self.assertEqual(types["tpad_activations"], "counter")
+        self.assertEqual(types["tpad_build"], "info")
+        # The strict OpenMetrics reference parser accepts it (it refused the old text with
+        # "Clashing name" when counter families were declared with _total).
+        r = run_python(OM_CHECK, p.stdout)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(int(r.stdout), len(types))
         # The raw reply carries the same text.
         p = d.tpactl("--socket", d.admin, "--json", "metrics", check=0)
-        self.assertIn("# EOF", p.stdout)
-        # node_exporter's textfile collector reads the Prometheus text format: cross-check
-        # with the reference parser when the system Python has it.
-        probe = subprocess.run([SYSTEM_PYTHON, "-c", "import prometheus_client"],
-                               capture_output=True) if os.path.exists(SYSTEM_PYTHON) else None
-        if probe and probe.returncode == 0:
-            code = ("import sys\nfrom prometheus_client.parser import "
-                    "text_string_to_metric_families as p\n"
-                    "fams = list(p(sys.stdin.read()))\nprint(len(fams))")
-            r = subprocess.run([SYSTEM_PYTHON, "-c", code], input=p_text(d), text=True,
-                               capture_output=True)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            self.assertGreaterEqual(int(r.stdout), len(types) - 1)
+        self.assertIn("# EOF", json.loads(p.stdout)["text"])
+        # The Prometheus text format on request, for node_exporter's textfile collector.
+        p = d.tpactl("--socket", d.admin, "metrics", "--format", "prometheus", check=0)
+        types, v = parse(p.stdout, openmetrics=False)
+        self.check_values(types, v)
+        r = run_python(TEXT_CHECK, p.stdout)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(int(r.stdout), len(types))
+        p = d.tpactl("--socket", d.admin, "metrics", "--format", "json", check=2)
+        self.assertIn("--format must be openmetrics or prometheus", p.stderr)
+        with d.admin_client() as a:
+            with self.assertRaises(tpadtest.VarlinkError) as e:
+                a.call("io.tpad.Admin.Metrics", {"format": "json"})
+        self.assertEqual(e.exception.error, "io.tpad.Admin.InvalidParameter")
+        self.assertEqual(e.exception.params["parameter"], "format")
+
+    def test_http(self):
+        d = self.start()
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        # No Accept (curl, a browser): the Prometheus text format, clean for promtool.
+        st, h, text = http_get(url)
+        self.assertEqual(st, 200)
+        self.assertEqual(h["Content-Type"], "text/plain; version=0.0.4; charset=utf-8")
+        types, v = parse(text, openmetrics=False)
+        self.check_values(types, v)
+        promtool = shutil.which("promtool")
+        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
+        r = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
+                           capture_output=True)
+        self.assertEqual((r.returncode, r.stdout + r.stderr), (0, ""))
+        # What Prometheus asks for: OpenMetrics, accepted by the strict parser.
+        st, h, text = http_get(url, PROM_ACCEPT)
+        self.assertEqual(st, 200)
+        self.assertTrue(h["Content-Type"].startswith("application/openmetrics-text; "
+                                                     "version=1.0.0"), h["Content-Type"])
+        types, v = parse(text)
+        self.check_values(types, v)
+        r = run_python(OM_CHECK, text)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # HEAD, other paths and methods.
+        st, h, body = http_get(url, method="HEAD")
+        self.assertEqual((st, body), (200, ""))
+        self.assertEqual(http_get(f"http://127.0.0.1:{self.port}/")[0], 404)
+        self.assertEqual(http_get(f"http://127.0.0.1:{self.port}/metricsx")[0], 404)
+        self.assertEqual(http_get(url, method="POST")[0], 405)
+        # The alerting rules shipped in conf/ are valid.
+        r = subprocess.run([promtool, "check", "rules", RULES], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("5 rules found", r.stdout)
+
+    def test_bad_listen(self):
+        d = self.daemon(conf_extra="metrics.listen = 127.0.0.1")
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("metrics.listen", p.stderr)
+        # A port already taken: tpad says so and exits instead of running without metrics.
+        with socket_bound() as port:
+            d = self.daemon(conf_extra=f"metrics.listen = 127.0.0.1:{port}")
+            d.start(wait=False)
+            self.assertEqual(d.proc.wait(15), 1)
+            self.assertIn("cannot listen on", d.log_text())
+
+    def test_prometheus_scrapes(self):
+        """A real Prometheus server scrapes tpad and answers a query for a counter."""
+        prom = shutil.which("prometheus")
+        self.assertTrue(prom, "prometheus is missing: scripts/deps.sh installs it")
+        d = self.start()
+        work = tempfile.mkdtemp(prefix="tpad-prom-", dir=self.tmp)
+        pport = free_port()
+        cfg = os.path.join(work, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write(f"""global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {RULES}
+scrape_configs:
+  - job_name: tpad
+    static_configs:
+      - targets: ['127.0.0.1:{self.port}']
+""")
+        log = open(os.path.join(work, "prometheus.log"), "wb")
+        proc = subprocess.Popen([prom, f"--config.file={cfg}",
+                                 f"--storage.tsdb.path={os.path.join(work, 'data')}",
+                                 f"--web.listen-address=127.0.0.1:{pport}",
+                                 "--log.level=warn"], stdout=log, stderr=log)
+        try:
+            api = f"http://127.0.0.1:{pport}/api/v1"
+
+            def query(q):
+                try:
+                    st, _, body = http_get(f"{api}/query?" + urllib.parse.urlencode({"query": q}))
+                except OSError:
+                    return None
+                if st != 200:
+                    return None
+                res = json.loads(body)["data"]["result"]
+                return res or None
+            res = wait_for(lambda: query('tpad_activations_total{outcome="ok"}'), 60,
+                           "Prometheus to scrape tpad")
+            self.assertEqual(res[0]["metric"]["job"], "tpad")
+            self.assertEqual(float(res[0]["value"][1]), 6)
+            up = query('up{job="tpad"}')
+            self.assertEqual(float(up[0]["value"][1]), 1)
+            self.assertTrue(query("process_resident_memory_bytes"))
+            self.assertTrue(query('tpad_build_info{job="tpad"}'))
+            # The scrape used OpenMetrics and reported no sample errors.
+            st, _, body = http_get(f"{api}/targets")
+            target = json.loads(body)["data"]["activeTargets"][0]
+            self.assertEqual(target["health"], "up", target.get("lastError"))
+            # The example rules loaded and none fires on a healthy tpad.
+            st, _, body = http_get(f"{api}/rules")
+            rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
+            self.assertEqual(len(rules), 5)
+            self.assertTrue(all(r["health"] in ("ok", "unknown") for r in rules), rules)
+            firing = [r["name"] for r in rules if r.get("state") == "firing"]
+            self.assertEqual(firing, [])
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
 
 
-def p_text(d):
-    return d.tpactl("--socket", d.admin, "metrics", check=0).stdout
+class socket_bound:
+    """A TCP port on 127.0.0.1 held open while in use."""
+
+    def __enter__(self):
+        import socket
+        self.s = socket.socket()
+        self.s.bind(("127.0.0.1", 0))
+        self.s.listen(1)
+        return self.s.getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.s.close()
 
 
 if __name__ == "__main__":

@@ -237,6 +237,42 @@ class Offline(TpadTestCase):
         self.assertFalse(dev["hasAppKey"])
         self.assertEqual(dev["origin"], "import")
 
+    def test_semicolon_files_and_unknown_columns(self):
+        sim, d = self.start()
+        r = random_rows(3, ("tkm",))
+        # Excel in a comma-decimal locale writes ';', quotes included.
+        path = os.path.join(self.tmp, "excel.csv")
+        with open(path, "w") as f:
+            f.write("\ufeffDevEUI;TKMInfo;Serial\r\n")
+            for i, row in enumerate(r):
+                f.write(f"{row['devEUI']};{row['tkmInfo']};\"SN-{i}\"\r\n")
+        p = self.ctl(d, "import", path, check=0)
+        self.assertIn("3 of 3 rows: 3 issued", p.stdout)
+        # File:line errors are kept with ';'.
+        path = os.path.join(self.tmp, "excel-bad.csv")
+        with open(path, "w") as f:
+            f.write(f"devEUI;tkmInfo\n{r[0]['devEUI']};{r[0]['tkmInfo']}\nXYZ;{r[1]['tkmInfo']}\n")
+        p = self.ctl(d, "import", path, check=1)
+        self.assertIn(path + ":3: devEUI 'XYZ'", p.stderr)
+        # Columns tpad does not know: refused, with the way out named; skipped on request.
+        rows = random_rows(2, ("tkm",))
+        path = os.path.join(self.tmp, "mes.csv")
+        with open(path, "w") as f:
+            f.write("devEUI,color,tkmInfo,batch\n")
+            for row in rows:
+                f.write(f"{row['devEUI']},red,{row['tkmInfo']},B7\n")
+        p = self.ctl(d, "import", path, check=1)
+        self.assertIn(path + ":1: unknown column 'color'", p.stderr)
+        self.assertIn("--ignore-unknown-columns", p.stderr)
+        p = self.ctl(d, "import", path, "--ignore-unknown-columns", check=0)
+        self.assertIn("2 of 2 rows: 2 issued", p.stdout)
+        self.assertIn("ignoring column 'color'", p.stderr)
+        self.assertIn("ignoring column 'batch'", p.stderr)
+        with d.admin_client() as c:
+            dev = c.call("io.tpad.Admin.GetDevice", {"devEUI": rows[1]["devEUI"]})["device"]
+        self.assertEqual(dev["tkmInfo"], rows[1]["tkmInfo"].upper())
+        self.assertEqual(self.store_rows(d)["ISSUED"], 5)
+
     def test_failures_file_on_conflict(self):
         sim, d = self.start()
         rows = random_rows(4, ("tkm",))

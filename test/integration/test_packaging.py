@@ -127,6 +127,9 @@ class InstallTree(unittest.TestCase):
         cls.bindir = under(o["bindir"])
         cls.sysconfdir = under(o["sysconfdir"])
         cls.mandir = under(o["mandir"])
+        cls.datadir = under(o["datadir"])
+        cls.libdir = under(o["libdir"])
+        cls.includedir = under(o["includedir"])
         cls.unitdir = o.get("systemdunitdir") or pkg_var("systemdsystemunitdir",
                                                          "/lib/systemd/system")
         cls.sysusersdir = pkg_var("sysusersdir", under("lib/sysusers.d"))
@@ -143,12 +146,43 @@ class InstallTree(unittest.TestCase):
     def unit(self, name):
         return self.d(self.unitdir, name)
 
+    def test_client_library(self):
+        """libtpad-client: soname, one header, a pkg-config file that builds the example."""
+        lib = self.d(self.libdir, "libtpad-client.so.0.1.0")
+        self.assertTrue(os.path.isfile(lib), lib)
+        self.assertEqual(os.readlink(self.d(self.libdir, "libtpad-client.so.0")),
+                         "libtpad-client.so.0.1.0")
+        self.assertTrue(os.path.islink(self.d(self.libdir, "libtpad-client.so")))
+        p = run(["objdump", "-p", lib])
+        if p.returncode == 0:
+            self.assertRegex(p.stdout, r"SONAME\s+libtpad-client\.so\.0")
+        header = self.d(self.includedir, "tpad-client.h")
+        self.assertTrue(os.path.isfile(header))
+        if build_options().get("b_sanitize", "none") != "none":
+            self.skipTest("a sanitized library does not link into a plain program")
+        pcdir = self.d(self.libdir, "pkgconfig")
+        env = dict(os.environ, PKG_CONFIG_PATH=pcdir, PKG_CONFIG_SYSROOT_DIR=self.dest)
+        flags = run(["pkg-config", "--cflags", "--libs", "tpad-client"], env=env)
+        self.assertEqual(flags.returncode, 0, flags.stderr)
+        out = os.path.join(self.dest, "example-station")
+        cc = shutil.which("cc") or shutil.which("gcc")
+        p = run([cc, "-std=c11", "-Wall", "-Werror", os.path.join(SRC, "client", "example_station.c"),
+                 "-o", out, *flags.stdout.split()], env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = run([out], env=dict(os.environ, LD_LIBRARY_PATH=self.d(self.libdir)))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("usage: example-station", p.stderr)
+
     def test_expected_files(self):
         expected = [self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl"),
                     self.d(self.sysconfdir, "tpad", "tpad.conf"),
                     self.d(self.sysusersdir, "tpad.conf"), self.d(self.tmpfilesdir, "tpad.conf")]
         expected += [self.unit(u) for u in UNITS]
         expected += [self.d(self.mandir, sec, page) for page, sec in MAN_PAGES.items()]
+        expected += [self.d(self.datadir, "bash-completion", "completions", "tpactl"),
+                     self.d(self.datadir, "doc", "tpad", "examples", "tpad-alerts.yml"),
+                     self.d(self.datadir, "doc", "tpad", "examples",
+                            "tpad-encrypted-credentials.conf")]
         for path in expected:
             self.assertTrue(os.path.isfile(path), f"{path} not installed")
         for prog in (self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl")):

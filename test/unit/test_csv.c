@@ -155,8 +155,33 @@ static void test_recovery(void)
 	CHECK_STR(d("a\nb\n\"c\nd\ne"), "1:a;2:b;3!");
 }
 
+/* ';' separated files (Excel in comma-decimal locales) and the guess of the separator. */
+static void test_separator(void)
+{
+	CHECK_INT(csv_sniff_separator("a,b,c\n1;2,3\n", 13), ',');
+	CHECK_INT(csv_sniff_separator("a;b;c\n1,2,3\n", 13), ';');
+	CHECK_INT(csv_sniff_separator("\xEF\xBB\xBF# x,y,z\n\r\na;b\n", 19), ';');
+	CHECK_INT(csv_sniff_separator("\"a;b\",c\n", 8), ',');
+	CHECK_INT(csv_sniff_separator("devEUI\n", 7), ',');
+	CHECK_INT(csv_sniff_separator("", 0), ',');
+	const char *text = "a;\"b;c\";d\r\n1;2;3\n";
+	struct csv *c = csv_new(text, strlen(text));
+	csv_set_separator(c, ';');
+	struct csv_record r;
+	struct csv_error e;
+	CHECK_INT(csv_next(c, &r, &e), 1);
+	CHECK_INT(r.n, 3);
+	CHECK_STR(r.field[1], "b;c");
+	CHECK_INT(csv_next(c, &r, &e), 1);
+	CHECK_INT(r.n, 3);
+	CHECK_STR(r.field[2], "3");
+	CHECK_INT(csv_next(c, &r, &e), 0);
+	csv_free(c);
+}
+
 int main(void)
 {
+	test_separator();
 	test_records();
 	test_quotes();
 	test_must_fail();

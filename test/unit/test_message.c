@@ -56,6 +56,8 @@ static void test_decode(void)
 	expect_decode_fail("{\"method\":\"a.b\"} {}", "");
 	expect_decode_fail("{\"method\":\"a.b\",\"method\":\"a.c\"}", "");
 	expect_decode_fail("{\"parameters\":{}}", "method");
+	expect_decode_fail("{\"method\":\"a.b\",\"upgrade\":true}", "upgrade");
+	expect_decode_fail("{\"method\":\"a.b\",\"upgrade\":1}", "upgrade");
 	expect_decode_fail("{\"method\":42}", "method");
 	expect_decode_fail("{\"method\":null}", "method");
 	expect_decode_fail("{\"method\":\"a.b\",\"parameters\":[]}", "parameters");
@@ -291,7 +293,7 @@ static void expect_check(const char *text, unsigned sock, const char *error)
 static void test_check(void)
 {
 	expect_check("{\"method\":\"io.tpad.Admin.Import\",\"parameters\":{\"rows\":[]}}",
-		     PROTO_SOCKET_ADMIN, "io.tpad.Admin.ExpectedMore");
+		     PROTO_SOCKET_ADMIN, PROTO_ERR_EXPECTED_MORE);
 	expect_check("{\"method\":\"io.tpad.Admin.Import\",\"parameters\":{\"rows\":[]},"
 		     "\"more\":true}",
 		     PROTO_SOCKET_ADMIN, NULL);
@@ -299,7 +301,7 @@ static void test_check(void)
 	expect_check("{\"method\":\"io.tpad.Admin.Export\"}", PROTO_SOCKET_STATION,
 		     PROTO_ERR_INTERFACE_NOT_FOUND);
 	expect_check("{\"method\":\"io.tpad.Admin.Export\"}", PROTO_SOCKET_ADMIN,
-		     "io.tpad.Admin.ExpectedMore");
+		     PROTO_ERR_EXPECTED_MORE);
 	expect_check("{\"method\":\"io.tpad.Admin.Export\",\"more\":true}", PROTO_SOCKET_ADMIN, AD);
 	expect_check("{\"method\":\"io.tpad.Station.Lookup\",\"more\":true,"
 		     "\"parameters\":{\"devEUI\":\"0123456789abcdef\"}}",
@@ -346,6 +348,12 @@ static void test_encode(void)
 	CHECK_STR(s, "{\"error\":\"io.tpad.Station.InvalidParameter\",\"parameters\":"
 		     "{\"parameter\":\"devEUI\",\"reason\":\"must be a string\"}}");
 	free(s);
+	/* org.varlink.service.InvalidParameter carries only its declared parameter. */
+	f = (struct proto_fault){PROTO_ERR_INVALID_PARAMETER, "upgrade", "no method upgrades", false};
+	s = fault_encode(&f, &len);
+	CHECK_STR(s, "{\"error\":\"org.varlink.service.InvalidParameter\",\"parameters\":"
+		     "{\"parameter\":\"upgrade\"}}");
+	free(s);
 	f = (struct proto_fault){PROTO_ERR_METHOD_NOT_FOUND, "a.B", "", false};
 	s = fault_encode(&f, &len);
 	CHECK_STR(s, "{\"error\":\"org.varlink.service.MethodNotFound\",\"parameters\":"
@@ -356,9 +364,9 @@ static void test_encode(void)
 	CHECK_STR(s, "{\"error\":\"org.varlink.service.InterfaceNotFound\",\"parameters\":"
 		     "{\"interface\":\"a\"}}");
 	free(s);
-	f = (struct proto_fault){"io.tpad.Admin.ExpectedMore", "", "", false};
+	f = (struct proto_fault){PROTO_ERR_EXPECTED_MORE, "", "", false};
 	s = fault_encode(&f, &len);
-	CHECK_STR(s, "{\"error\":\"io.tpad.Admin.ExpectedMore\",\"parameters\":{}}");
+	CHECK_STR(s, "{\"error\":\"org.varlink.service.ExpectedMore\",\"parameters\":{}}");
 	free(s);
 
 	/* Replies decode back. */
@@ -420,7 +428,7 @@ static void test_idl_matches_table(void)
 {
 	size_t n;
 	const struct method_spec *methods = proto_methods(&n);
-	CHECK(n == 18);
+	CHECK(n == 19);
 	for (size_t i = 0; i < n; i++) {
 		const struct method_spec *m = &methods[i];
 		const char *text = iface_description(m->interface);
@@ -482,10 +490,13 @@ static void test_iface(void)
 	CHECK(s && strstr(s, "error OutcomeUnknown ("));
 	CHECK(s && strstr(s, "error PermissionDenied (reason: string)"));
 	s = iface_description("io.tpad.Admin");
-	CHECK(s && strstr(s, "error ExpectedMore ()"));
+	CHECK(s && !strstr(s, "error ExpectedMore"));
 	CHECK(s && strstr(s, "hasAppKey: bool"));
+	CHECK(s && strstr(s, "upstream: ?Upstream"));
+	CHECK(s && strstr(s, "store: ?Store"));
 	s = iface_description("org.varlink.service");
 	CHECK(s && strstr(s, "error MethodNotFound (method: string)"));
+	CHECK(s && strstr(s, "error ExpectedMore ()"));
 	CHECK(iface_description("io.tpad") == NULL);
 	CHECK(iface_description(NULL) == NULL);
 	CHECK(iface_sockets("org.varlink.service") == PROTO_SOCKET_ANY);

@@ -1,0 +1,554 @@
+/* tpad_client: libtpad-client, blocking calls to tpad over its Unix sockets. */
+#include "tpad-client.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base64.h"
+#include "hex.h"
+
+#define DEFAULT_TIMEOUT_MS 60000
+#define MAX_REPLY (64u << 20)
+
+struct tpad_client {
+	int fd;
+	int timeout_ms;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *buf; /* bytes read past the last message */
+	size_t len, cap;
+};
+
+static const struct {
+	const char *suffix;
+	int code;
+} reply_codes[] = {
+    {".InvalidParameter", TPAD_E_INVALID_PARAMETER},
+    {".NotFound", TPAD_E_NOT_FOUND},
+    {".Conflict", TPAD_E_CONFLICT},
+    {".UpstreamRejected", TPAD_E_UPSTREAM_REJECTED},
+    {".UpstreamUnavailable", TPAD_E_UPSTREAM_UNAVAILABLE},
+    {".OutcomeUnknown", TPAD_E_OUTCOME_UNKNOWN},
+    {".Busy", TPAD_E_BUSY},
+    {".StoreFailed", TPAD_E_STORE_FAILED},
+    {".PermissionDenied", TPAD_E_PERMISSION_DENIED},
+    {".MethodNotFound", TPAD_E_METHOD_NOT_FOUND},
+    {".InterfaceNotFound", TPAD_E_METHOD_NOT_FOUND},
+};
+
+const char *tpad_client_version(void)
+{
+	return TPAD_CLIENT_VERSION;
+}
+
+const char *tpad_code_name(int code)
+{
+	switch (code) {
+	case TPAD_OK:
+		return "TPAD_OK";
+	case TPAD_E_ARGUMENT:
+		return "TPAD_E_ARGUMENT";
+	case TPAD_E_CONNECT:
+		return "TPAD_E_CONNECT";
+	case TPAD_E_IO:
+		return "TPAD_E_IO";
+	case TPAD_E_TIMEOUT:
+		return "TPAD_E_TIMEOUT";
+	case TPAD_E_PROTOCOL:
+		return "TPAD_E_PROTOCOL";
+	case TPAD_E_NOMEM:
+		return "TPAD_E_NOMEM";
+	case TPAD_E_INVALID_PARAMETER:
+		return "TPAD_E_INVALID_PARAMETER";
+	case TPAD_E_NOT_FOUND:
+		return "TPAD_E_NOT_FOUND";
+	case TPAD_E_CONFLICT:
+		return "TPAD_E_CONFLICT";
+	case TPAD_E_UPSTREAM_REJECTED:
+		return "TPAD_E_UPSTREAM_REJECTED";
+	case TPAD_E_UPSTREAM_UNAVAILABLE:
+		return "TPAD_E_UPSTREAM_UNAVAILABLE";
+	case TPAD_E_OUTCOME_UNKNOWN:
+		return "TPAD_E_OUTCOME_UNKNOWN";
+	case TPAD_E_BUSY:
+		return "TPAD_E_BUSY";
+	case TPAD_E_STORE_FAILED:
+		return "TPAD_E_STORE_FAILED";
+	case TPAD_E_PERMISSION_DENIED:
+		return "TPAD_E_PERMISSION_DENIED";
+	case TPAD_E_METHOD_NOT_FOUND:
+		return "TPAD_E_METHOD_NOT_FOUND";
+	case TPAD_E_OTHER_REPLY:
+		return "TPAD_E_OTHER_REPLY";
+	default:
+		return "TPAD_E_UNKNOWN";
+	}
+}
+
+/* Fill err (if any) and return code. */
+__attribute__((format(printf, 5, 6))) static int
+fail(struct tpad_error *err, int code, const char *name, int sys, const char *fmt, ...)
+{
+	if (!err)
+		return code;
+	memset(err, 0, sizeof(*err));
+	err->code = code;
+	err->sys_errno = sys;
+	snprintf(err->name, sizeof(err->name), "%s", name);
+	snprintf(err->parameters, sizeof(err->parameters), "{}");
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static void clear_error(struct tpad_error *err)
+{
+	if (err)
+		memset(err, 0, sizeof(*err));
+}
+
+int tpad_client_open(const char *path, int timeout_ms, tpad_client **ret, struct tpad_error *err)
+{
+	if (!ret)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0, "ret is NULL");
+	*ret = NULL;
+	if (!path || !*path) {
+		const char *env = getenv("TPAD_STATION_SOCKET");
+		path = env && *env ? env : TPAD_DEFAULT_STATION_SOCKET;
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", ENAMETOOLONG,
+			    "socket path too long: %s", path);
+	strcpy(sa.sun_path, path);
+	tpad_client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		const char *hint = e == ENOENT	       ? " (is tpad running?)"
+				   : e == EACCES       ? " (join the socket's group)"
+				   : e == ECONNREFUSED ? " (nothing listens: tpad is not running)"
+						       : "";
+		fail(err, TPAD_E_CONNECT, "tpad.client.Connect", e, "cannot connect to %s: %s%s",
+		     path, strerror(e), hint);
+		tpad_client_close(c);
+		return TPAD_E_CONNECT;
+	}
+	*ret = c;
+	clear_error(err);
+	return TPAD_OK;
+}
+
+void tpad_client_close(tpad_client *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->buf);
+	free(c);
+}
+
+/* Milliseconds on the monotonic clock. */
+static long long now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Close the connection after a failure mid-call: its state is unknown. */
+static int broken(tpad_client *c, struct tpad_error *err, int code, const char *name, int sys,
+		  const char *what)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->len = 0;
+	return fail(err, code, name, sys, "%s %s%s%s", what, c->path, sys ? ": " : "",
+		    sys ? strerror(sys) : "");
+}
+
+/* Send msg and its NUL; read one NUL-ended reply into a malloc'd string. */
+static int exchange(tpad_client *c, const char *msg, char **ret, struct tpad_error *err)
+{
+	if (c->fd < 0)
+		return fail(err, TPAD_E_IO, "tpad.client.IO", EPIPE,
+			    "the connection to %s was closed by an earlier failure", c->path);
+	long long deadline = now_ms() + c->timeout_ms;
+	size_t n = strlen(msg) + 1, off = 0;
+	while (off < n) {
+		ssize_t w = send(c->fd, msg + off, n - off, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno, "cannot send to");
+		off += (size_t)w;
+	}
+	for (;;) {
+		char *nul = c->len ? memchr(c->buf, '\0', c->len) : NULL;
+		if (nul) {
+			size_t mlen = (size_t)(nul - c->buf);
+			char *m = malloc(mlen + 1);
+			if (!m)
+				return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM,
+					    "out of memory");
+			memcpy(m, c->buf, mlen + 1);
+			memmove(c->buf, nul + 1, c->len - mlen - 1);
+			c->len -= mlen + 1;
+			*ret = m;
+			return TPAD_OK;
+		}
+		if (c->len >= MAX_REPLY)
+			return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
+				      "a reply too large from");
+		if (c->cap - c->len < 65536) {
+			size_t cap = c->cap ? c->cap * 2 : 65536;
+			char *b = realloc(c->buf, cap);
+			if (!b)
+				return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM,
+					    "out of memory");
+			c->buf = b;
+			c->cap = cap;
+		}
+		long long left = deadline - now_ms();
+		if (left <= 0)
+			return broken(c, err, TPAD_E_TIMEOUT, "tpad.client.Timeout", 0,
+				      "no answer in time from");
+		struct pollfd p = {.fd = c->fd, .events = POLLIN};
+		int r = poll(&p, 1, (int)(left > 1000000 ? 1000000 : left));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno,
+				      "cannot wait for");
+		if (r == 0)
+			continue;
+		ssize_t got = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno,
+				      "cannot read from");
+		if (got == 0)
+			return broken(c, err, TPAD_E_IO, "tpad.client.IO", ECONNRESET,
+				      "tpad closed the connection:");
+		c->len += (size_t)got;
+	}
+}
+
+/* The error of an error reply: code by name, message from its parameters. */
+static int reply_error(const char *name, json_t *params, struct tpad_error *err)
+{
+	int code = TPAD_E_OTHER_REPLY;
+	size_t nl = strlen(name);
+	for (size_t i = 0; i < sizeof(reply_codes) / sizeof(reply_codes[0]); i++) {
+		size_t sl = strlen(reply_codes[i].suffix);
+		if (nl > sl && strcmp(name + nl - sl, reply_codes[i].suffix) == 0)
+			code = reply_codes[i].code;
+	}
+	if (!err)
+		return code;
+	memset(err, 0, sizeof(*err));
+	err->code = code;
+	snprintf(err->name, sizeof(err->name), "%s", name);
+	char *pj = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+	snprintf(err->parameters, sizeof(err->parameters), "%s", pj ? pj : "{}");
+	free(pj);
+	size_t off = 0;
+	const char *key;
+	json_t *v;
+	json_object_foreach(params, key, v)
+	{
+		char *s = json_is_string(v) ? strdup(json_string_value(v))
+					    : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		if (off < sizeof(err->message))
+			off += (size_t)snprintf(err->message + off, sizeof(err->message) - off,
+						"%s%s=%s", off ? ", " : "", key, s ? s : "?");
+		free(s);
+	}
+	json_t *ra = json_object_get(params, "retryAfter");
+	if (json_is_integer(ra))
+		err->retry_after = (int)json_integer_value(ra);
+	return code;
+}
+
+/* Call method with params (stolen); 0 with the reply's parameters in *ret (owned). */
+static int call(tpad_client *c, const char *method, json_t *params, json_t **ret,
+		struct tpad_error *err)
+{
+	json_t *msg = json_pack("{s:s, s:o}", "method", method, "parameters",
+				params ? params : json_object());
+	char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+	json_decref(msg);
+	if (!text)
+		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+	char *reply_text = NULL;
+	int r = exchange(c, text, &reply_text, err);
+	free(text);
+	if (r < 0)
+		return r;
+	json_t *reply = json_loads(reply_text, 0, NULL);
+	free(reply_text);
+	json_t *p = json_object_get(reply, "parameters");
+	json_t *e = json_object_get(reply, "error");
+	if (!json_is_object(reply) || (p && !json_is_object(p)) || (e && !json_is_string(e)) ||
+	    json_is_true(json_object_get(reply, "continues"))) {
+		json_decref(reply);
+		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
+			      "a malformed reply from");
+	}
+	if (e) {
+		json_t *empty = json_object();
+		r = reply_error(json_string_value(e), p ? p : empty, err);
+		json_decref(empty);
+		json_decref(reply);
+		return r;
+	}
+	*ret = json_incref(p ? p : json_object());
+	if (!p)
+		json_decref(*ret), *ret = json_object();
+	json_decref(reply);
+	clear_error(err);
+	return TPAD_OK;
+}
+
+/* Copy string member key of o into out (size n); false if present but not a fitting string. */
+static bool copy_str(json_t *o, const char *key, char *out, size_t n, bool required)
+{
+	json_t *v = json_object_get(o, key);
+	out[0] = '\0';
+	if (!v || json_is_null(v))
+		return !required;
+	if (!json_is_string(v) || json_string_length(v) >= n)
+		return false;
+	memcpy(out, json_string_value(v), json_string_length(v) + 1);
+	return true;
+}
+
+/* Fill d from an Activate or Lookup reply. */
+static int device_from(tpad_client *c, json_t *p, struct tpad_device *d, struct tpad_error *err)
+{
+	json_t *dev = json_object_get(p, "device");
+	bool ok = json_is_object(dev) &&
+		  copy_str(dev, "devEUI", d->dev_eui, sizeof(d->dev_eui), true) &&
+		  copy_str(dev, "joinEUI", d->join_eui, sizeof(d->join_eui), true) &&
+		  copy_str(dev, "profileId", d->profile_id, sizeof(d->profile_id), true) &&
+		  copy_str(dev, "serial", d->serial, sizeof(d->serial), false) &&
+		  copy_str(dev, "ownerToken", d->owner_token, sizeof(d->owner_token), true) &&
+		  copy_str(dev, "appKey", d->app_key, sizeof(d->app_key), false) &&
+		  copy_str(dev, "qrText", d->qr_text, sizeof(d->qr_text), true) &&
+		  copy_str(dev, "state", d->state, sizeof(d->state), true) &&
+		  copy_str(dev, "source", d->source, sizeof(d->source), true);
+	json_t *qr = json_object_get(p, "qr");
+	if (ok && json_is_object(qr)) {
+		const char *data = json_string_value(json_object_get(qr, "data"));
+		ok = copy_str(qr, "format", d->qr_format, sizeof(d->qr_format), true) && data &&
+		     base64_decode(data, strlen(data), &d->qr_data, &d->qr_len) == 0;
+	}
+	if (!ok) {
+		tpad_device_clear(d);
+		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
+			      "a device record that does not fit from");
+	}
+	return TPAD_OK;
+}
+
+/* The qr object of a call, or NULL for no label. */
+static json_t *label_json(const struct tpad_label *l)
+{
+	if (!l || !l->format || strcmp(l->format, "none") == 0)
+		return NULL;
+	json_t *q = json_pack("{s:s}", "format", l->format);
+	if (q && l->scale > 0)
+		json_object_set_new(q, "scale", json_integer(l->scale));
+	if (q && l->margin >= 0)
+		json_object_set_new(q, "margin", json_integer(l->margin));
+	if (q && l->ec_level)
+		json_object_set_new(q, "ecLevel", json_string(l->ec_level));
+	return q;
+}
+
+static int check_hex_arg(const char *v, size_t digits, const char *name, bool required,
+			 struct tpad_error *err)
+{
+	if (!v && !required)
+		return TPAD_OK;
+	if (!v || !hex_valid(v, digits))
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "%s must be %zu hexadecimal digits", name, digits);
+	return TPAD_OK;
+}
+
+int tpad_activate(tpad_client *c, const struct tpad_activation *a, struct tpad_device *ret,
+		  struct tpad_error *err)
+{
+	if (!c || !a || !ret)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client, activation and result are required");
+	memset(ret, 0, sizeof(*ret));
+	int r;
+	if ((r = check_hex_arg(a->dev_eui, 16, "dev_eui", true, err)) < 0 ||
+	    (r = check_hex_arg(a->tkm_info, 20, "tkm_info", false, err)) < 0 ||
+	    (r = check_hex_arg(a->app_key, 32, "app_key", false, err)) < 0 ||
+	    (r = check_hex_arg(a->join_eui, 16, "join_eui", false, err)) < 0 ||
+	    (r = check_hex_arg(a->profile_id, 8, "profile_id", false, err)) < 0)
+		return r;
+	if (!!a->tkm_info + !!a->app_key + !!a->generate_app_key > 1)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "give at most one of tkm_info, app_key and generate_app_key");
+	json_t *p = json_pack("{s:s}", "devEUI", a->dev_eui);
+	if (!p)
+		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+	static const char *const keys[] = {"tkmInfo", "appKey", "joinEUI", "profileId", "serial"};
+	const char *vals[] = {a->tkm_info, a->app_key, a->join_eui, a->profile_id, a->serial};
+	for (size_t i = 0; i < 5; i++)
+		if (vals[i])
+			json_object_set_new(p, keys[i], json_string(vals[i]));
+	if (a->generate_app_key)
+		json_object_set_new(p, "generateAppKey", json_true());
+	json_t *q = label_json(&a->label);
+	if (q)
+		json_object_set_new(p, "qr", q);
+	json_t *reply;
+	r = call(c, "io.tpad.Station.Activate", p, &reply, err);
+	if (r < 0)
+		return r;
+	r = device_from(c, reply, ret, err);
+	json_decref(reply);
+	return r;
+}
+
+int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
+		struct tpad_device *ret, struct tpad_error *err)
+{
+	if (!c || !ret)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client and result are required");
+	memset(ret, 0, sizeof(*ret));
+	int r = check_hex_arg(dev_eui, 16, "dev_eui", true, err);
+	if (r < 0)
+		return r;
+	json_t *p = json_pack("{s:s}", "devEUI", dev_eui);
+	json_t *q = label_json(label);
+	if (p && q)
+		json_object_set_new(p, "qr", q);
+	json_t *reply;
+	r = call(c, "io.tpad.Station.Lookup", p, &reply, err);
+	if (r < 0)
+		return r;
+	r = device_from(c, reply, ret, err);
+	json_decref(reply);
+	return r;
+}
+
+static unsigned long long getu(json_t *o, const char *key)
+{
+	json_int_t v = json_integer_value(json_object_get(o, key));
+	return v > 0 ? (unsigned long long)v : 0;
+}
+
+int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err)
+{
+	if (!c || !ret)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client and result are required");
+	memset(ret, 0, sizeof(*ret));
+	json_t *p;
+	int r = call(c, "io.tpad.Admin.Status", NULL, &p, err);
+	if (r < 0)
+		return r;
+	copy_str(p, "version", ret->version, sizeof(ret->version), false);
+	ret->uptime = (long long)getu(p, "uptime");
+	json_t *u = json_object_get(p, "upstream");
+	if (json_is_object(u)) {
+		copy_str(u, "state", ret->upstream_state, sizeof(ret->upstream_state), false);
+		copy_str(u, "breaker", ret->breaker, sizeof(ret->breaker), false);
+		ret->queue = getu(u, "queue");
+		size_t i;
+		json_t *s;
+		json_array_foreach(json_object_get(u, "sessions"), i, s)
+		{
+			const char *st = json_string_value(json_object_get(s, "state"));
+			ret->sessions++;
+			if (st && (!strcmp(st, "ready") || !strcmp(st, "busy")))
+				ret->sessions_up++;
+		}
+		json_t *lat = json_object_get(u, "latency");
+		ret->latency_p50_ms = (long long)getu(lat, "p50");
+		ret->latency_p99_ms = (long long)getu(lat, "p99");
+	}
+	json_t *s = json_object_get(p, "store");
+	if (json_is_object(s)) {
+		json_t *rows = json_object_get(s, "rows");
+		ret->issued = getu(rows, "ISSUED");
+		ret->pending = getu(rows, "PENDING");
+		ret->failed = getu(rows, "FAILED");
+		const char *le = json_string_value(json_object_get(s, "lastError"));
+		snprintf(ret->store_error, sizeof(ret->store_error), "%s", le ? le : "");
+		json_t *f = json_object_get(s, "failing");
+		ret->store_failing =
+		    json_is_boolean(f) ? json_is_true(f) : ret->store_error[0] != 0;
+	}
+	ret->health = ret->store_failing		     ? 6
+		      : !strcmp(ret->breaker, "open")	     ? 5
+		      : !strcmp(ret->upstream_state, "down") ? 4
+							     : 0;
+	json_decref(p);
+	return TPAD_OK;
+}
+
+void tpad_device_clear(struct tpad_device *d)
+{
+	if (!d)
+		return;
+	free(d->qr_data);
+	/* The AppKey is a secret: do not leave it in memory. */
+	volatile char *k = d->app_key;
+	for (size_t i = 0; i < sizeof(d->app_key); i++)
+		k[i] = 0;
+	memset(d, 0, sizeof(*d));
+}
+
+int tpad_call_json(tpad_client *c, const char *method, const char *parameters, char **ret_json,
+		   struct tpad_error *err)
+{
+	if (!c || !method || !ret_json)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client, method and result are required");
+	*ret_json = NULL;
+	json_t *p = NULL;
+	if (parameters) {
+		json_error_t je;
+		p = json_loads(parameters, 0, &je);
+		if (!json_is_object(p)) {
+			json_decref(p);
+			return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+				    "parameters must be a JSON object: %s", je.text);
+		}
+	}
+	json_t *reply;
+	int r = call(c, method, p, &reply, err);
+	if (r < 0)
+		return r;
+	*ret_json = json_dumps(reply, JSON_COMPACT);
+	json_decref(reply);
+	return *ret_json ? TPAD_OK
+			 : fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+}

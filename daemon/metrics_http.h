@@ -1,0 +1,35 @@
+/* metrics_http: the HTTP /metrics endpoint for Prometheus (metrics.listen). */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics.h"
+
+struct event_base;
+struct metrics_http;
+struct tpad;
+
+/*
+ * Split "host:port" ("127.0.0.1:9873", "[::1]:9873", "localhost:9873") into host (size
+ * hostlen) and *port (1..65535, or 0 for any free port). -EINVAL with a reason in why.
+ */
+int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
+			      size_t whylen);
+
+/*
+ * The format an Accept header asks for: OpenMetrics when it lists
+ * application/openmetrics-text with a quality at least that of text/plain (as Prometheus
+ * does), the Prometheus text format otherwise (no header, curl's any type).
+ */
+enum metrics_format metrics_http_negotiate(const char *accept);
+
+/*
+ * Serve GET and HEAD /metrics on addr (metrics.listen syntax) from t's loop. Other paths
+ * answer 404, other methods 405. -errno with a reason in err.
+ */
+int metrics_http_new(struct event_base *base, const char *addr, struct tpad *t,
+		     struct metrics_http **ret, char *err, size_t errlen);
+
+/* Stop listening and close every connection. Accepts NULL. */
+void metrics_http_free(struct metrics_http *m);

@@ -1,0 +1,209 @@
+/* store_backup: consistent copies of the SQLite store, online or before a migration. */
+#include "store_backup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+
+__attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int e,
+						      const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return e;
+}
+
+/* A negative errno for an SQLite result code. */
+static int sqlite_errno(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_CANTOPEN:
+	case SQLITE_PERM:
+		return -EACCES;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EBADMSG;
+	default:
+		return -EIO;
+	}
+}
+
+/* fsync the file or directory at path. */
+static int sync_path(const char *path, bool dir)
+{
+	int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+/* Run PRAGMA integrity_check on db: 0 when it answers "ok". */
+static int integrity_ok(sqlite3 *db, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return fail(err, errlen, sqlite_errno(rc), "integrity check: %s",
+			    sqlite3_errmsg(db));
+	rc = sqlite3_step(st);
+	const char *v = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+	int e = 0;
+	if (!v)
+		e = fail(err, errlen, sqlite_errno(rc), "integrity check: %s", sqlite3_errmsg(db));
+	else if (strcmp(v, "ok") != 0)
+		e = fail(err, errlen, -EBADMSG, "the copy fails its integrity check: %s", v);
+	sqlite3_finalize(st);
+	return e;
+}
+
+int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *info, char *err,
+		    size_t errlen)
+{
+	uint64_t t0 = clock_now_us();
+	char tmp[4096], dir[4096];
+	if (!dest || !*dest)
+		return fail(err, errlen, -EINVAL, "no destination");
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", dest) >= (int)sizeof(tmp) ||
+	    snprintf(dir, sizeof(dir), "%s", dest) >= (int)sizeof(dir))
+		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", dest);
+	struct stat sb;
+	if (stat(dest, &sb) == 0 && !S_ISREG(sb.st_mode))
+		return fail(err, errlen, -EISDIR, "%s exists and is not a regular file", dest);
+	int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
+	if (fd < 0)
+		return fail(err, errlen, -errno, "cannot create %s: %s", tmp, strerror(errno));
+	if (fchmod(fd, 0600) < 0) {
+		int e = -errno;
+		close(fd);
+		unlink(tmp);
+		return fail(err, errlen, e, "cannot set the mode of %s: %s", tmp, strerror(-e));
+	}
+	close(fd);
+
+	sqlite3 *db = NULL;
+	int e = 0;
+	int rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE, NULL);
+	if (rc != SQLITE_OK) {
+		e = fail(err, errlen, sqlite_errno(rc), "cannot open %s: %s", tmp,
+			 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		goto out;
+	}
+	sqlite3_backup *b = sqlite3_backup_init(db, "main", src, "main");
+	if (!b) {
+		rc = sqlite3_errcode(db);
+		e = fail(err, errlen, sqlite_errno(rc), "cannot start the backup: %s",
+			 sqlite3_errmsg(db));
+		goto out;
+	}
+	/* All pages in one step: one read transaction, one consistent snapshot. */
+	rc = sqlite3_backup_step(b, -1);
+	uint64_t pages = (uint64_t)sqlite3_backup_pagecount(b);
+	int rc2 = sqlite3_backup_finish(b);
+	if (rc != SQLITE_DONE || rc2 != SQLITE_OK) {
+		int c = rc != SQLITE_DONE ? rc : rc2;
+		e = fail(err, errlen, sqlite_errno(c), "the backup failed: %s", sqlite3_errstr(c));
+		goto out;
+	}
+	/* A copy of a WAL database is one self-contained file in rollback-journal mode. */
+	char *msg = NULL;
+	rc = sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, &msg);
+	if (rc != SQLITE_OK) {
+		e = fail(err, errlen, sqlite_errno(rc), "cannot set the copy's journal mode: %s",
+			 msg ? msg : sqlite3_errstr(rc));
+		sqlite3_free(msg);
+		goto out;
+	}
+	e = integrity_ok(db, err, errlen);
+	if (e < 0)
+		goto out;
+	rc = sqlite3_close(db);
+	db = NULL;
+	if (rc != SQLITE_OK) {
+		e = fail(err, errlen, sqlite_errno(rc), "cannot close the copy: %s",
+			 sqlite3_errstr(rc));
+		goto out;
+	}
+	if ((e = sync_path(tmp, false)) < 0) {
+		fail(err, errlen, e, "cannot sync %s: %s", tmp, strerror(-e));
+		goto out;
+	}
+	if (stat(tmp, &sb) < 0 || rename(tmp, dest) < 0) {
+		e = fail(err, errlen, -errno, "cannot rename the copy to %s: %s", dest,
+			 strerror(errno));
+		goto out;
+	}
+	e = sync_path(dirname(dir), true);
+	if (e < 0) {
+		fail(err, errlen, e, "cannot sync the directory of %s: %s", dest, strerror(-e));
+		return e;
+	}
+	if (info) {
+		info->bytes = (uint64_t)sb.st_size;
+		info->pages = pages;
+		info->ms = (clock_now_us() - t0) / 1000u;
+	}
+	return 0;
+out:
+	if (db)
+		sqlite3_close(db);
+	unlink(tmp);
+	char journal[4200];
+	snprintf(journal, sizeof(journal), "%s-journal", tmp);
+	unlink(journal);
+	return e;
+}
+
+int store_backup_path(const char *db_path, const char *dest, struct store_backup_info *info,
+		      char *err, size_t errlen)
+{
+	sqlite3 *src = NULL;
+	int rc = sqlite3_open_v2(db_path, &src, SQLITE_OPEN_READONLY, NULL);
+	if (rc != SQLITE_OK) {
+		int e = fail(err, errlen, sqlite_errno(rc), "cannot open %s: %s", db_path,
+			     src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
+		sqlite3_close(src);
+		return e;
+	}
+	/* The writer holds its lock for the length of one group commit at most. */
+	sqlite3_busy_timeout(src, 5000);
+	int e = store_backup_db(src, dest, info, err, errlen);
+	sqlite3_close(src);
+	return e;
+}
+
+int store_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char *ret_path,
+			       size_t pathlen, char *err, size_t errlen)
+{
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	if (snprintf(ret_path, pathlen, "%s.v%d-%s.bak", db_path, from, stamp) >= (int)pathlen)
+		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", db_path);
+	return store_backup_db(db, ret_path, NULL, err, errlen);
+}

@@ -1,0 +1,41 @@
+/* store_backup: consistent copies of the SQLite store, online or before a migration. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sqlite3 sqlite3;
+
+/* What a backup wrote. */
+struct store_backup_info {
+	uint64_t bytes; /* size of the copy */
+	uint64_t pages; /* database pages copied */
+	uint64_t ms;	/* time taken */
+};
+
+/*
+ * Copy the database open on src into dest with the SQLite online backup API, in one
+ * step (one read transaction: a consistent snapshot, while other connections keep
+ * writing in WAL mode). The copy is written to a temporary file created mode 0600 next
+ * to dest, switched to rollback-journal mode (a single self-contained file), checked
+ * with PRAGMA integrity_check, fsynced and renamed over dest; the directory is fsynced.
+ * On failure nothing is left at dest or beside it (an earlier copy at dest stays).
+ * src must not be in a write transaction of its own (SQLite refuses: -EBUSY). Blocking:
+ * call it off the event loop. 0 with *info filled (info may be NULL), or a negative errno and a
+ * reason.
+ */
+int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *info, char *err,
+		    size_t errlen);
+
+/* The same from the database file at db_path, opened read-only for the copy. */
+int store_backup_path(const char *db_path, const char *dest, struct store_backup_info *info,
+		      char *err, size_t errlen);
+
+/*
+ * The copy tpad takes before migrating a store's schema from version from: next to
+ * db_path as "<db_path>.v<from>-<YYYYmmddTHHMMSSZ>.bak"; its path goes to ret_path (size
+ * pathlen). Call it on the connection that is about to migrate, before it begins the
+ * migration's transaction (tpad is the only writer while it opens the store).
+ */
+int store_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char *ret_path,
+			       size_t pathlen, char *err, size_t errlen);

@@ -1,0 +1,189 @@
+/* test_libtpad_client: libtpad-client against the real tpad (driven by test_c_client.py). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tpad-client.h>
+
+#define TKM "31110123D345666E2DBD"
+#define THREADS 8
+#define PER_THREAD 25
+
+static int failed, checks;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		pthread_mutex_lock(&lock);                                                         \
+		checks++;                                                                          \
+		if (!(cond)) {                                                                     \
+			failed++;                                                                  \
+			fprintf(stderr, "%s:%d: %s: ", __FILE__, __LINE__, #cond);                 \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fputc('\n', stderr);                                                       \
+		}                                                                                  \
+		pthread_mutex_unlock(&lock);                                                       \
+	} while (0)
+
+static const char *station, *admin;
+static char tokens[THREADS][PER_THREAD][129];
+
+/* One thread, one connection: activate its devices, then look each up. */
+static void *worker(void *arg)
+{
+	int k = (int)(long)arg;
+	tpad_client *c;
+	struct tpad_error err;
+	int r = tpad_client_open(station, 10000, &c, &err);
+	CHECK(r == TPAD_OK, "open: %s", err.message);
+	if (r)
+		return NULL;
+	for (int i = 0; i < PER_THREAD; i++) {
+		char eui[17];
+		snprintf(eui, sizeof(eui), "00C1%02X%010X", k, i);
+		struct tpad_activation a = {
+		    .dev_eui = eui, .tkm_info = TKM, .label = {.margin = -1}};
+		struct tpad_device d;
+		r = tpad_activate(c, &a, &d, &err);
+		CHECK(r == TPAD_OK, "activate %s: %s %s", eui, err.name, err.message);
+		if (r)
+			continue;
+		CHECK(!strcmp(d.dev_eui, eui) && !strcmp(d.state, "ISSUED") &&
+			  !strcmp(d.source, "live") && strlen(d.owner_token) > 0 && !d.qr_data &&
+			  !d.app_key[0],
+		      "device %s %s %s", d.dev_eui, d.state, d.source);
+		snprintf(tokens[k][i], sizeof(tokens[k][i]), "%s", d.owner_token);
+		tpad_device_clear(&d);
+	}
+	for (int i = 0; i < PER_THREAD; i++) {
+		char eui[17];
+		snprintf(eui, sizeof(eui), "00c1%02x%010x", k, i); /* either case */
+		struct tpad_device d;
+		r = tpad_lookup(c, eui, NULL, &d, &err);
+		CHECK(r == TPAD_OK && !strcmp(d.source, "stored") &&
+			  !strcmp(d.owner_token, tokens[k][i]),
+		      "lookup %s: %d %s", eui, r, err.message);
+		tpad_device_clear(&d);
+	}
+	tpad_client_close(c);
+	return NULL;
+}
+
+static void errors(void)
+{
+	struct tpad_error err;
+	tpad_client *c;
+	struct tpad_device d;
+	CHECK(tpad_client_open(station, 10000, &c, &err) == TPAD_OK, "%s", err.message);
+
+	/* Not in the store. */
+	int r = tpad_lookup(c, "FFFFFFFFFFFFFFFF", NULL, &d, &err);
+	CHECK(r == TPAD_E_NOT_FOUND && err.code == r, "%d", r);
+	CHECK(!strcmp(err.name, "io.tpad.Station.NotFound"), "%s", err.name);
+	CHECK(!strcmp(err.message, "devEUI=FFFFFFFFFFFFFFFF"), "%s", err.message);
+	CHECK(!strcmp(err.parameters, "{\"devEUI\":\"FFFFFFFFFFFFFFFF\"}"), "%s", err.parameters);
+
+	/* Another record for a known DevEUI. */
+	struct tpad_activation a = {.dev_eui = "00C1000000000000",
+				    .tkm_info = "31110123D345666E0000"};
+	r = tpad_activate(c, &a, &d, &err);
+	CHECK(r == TPAD_E_CONFLICT && !strcmp(err.name, "io.tpad.Station.Conflict"), "%d %s", r,
+	      err.name);
+
+	/* Refused by the library: nothing is sent. */
+	a = (struct tpad_activation){.dev_eui = "XYZ", .tkm_info = TKM};
+	r = tpad_activate(c, &a, &d, &err);
+	CHECK(r == TPAD_E_ARGUMENT && strstr(err.message, "dev_eui"), "%d %s", r, err.message);
+	a = (struct tpad_activation){
+	    .dev_eui = "00C2000000000001", .tkm_info = TKM, .generate_app_key = 1};
+	CHECK(tpad_activate(c, &a, &d, &err) == TPAD_E_ARGUMENT, "%s", err.message);
+	CHECK(tpad_activate(NULL, &a, &d, &err) == TPAD_E_ARGUMENT, "NULL client");
+
+	/* Refused by tpad: the parameter is named. */
+	a = (struct tpad_activation){
+	    .dev_eui = "00C2000000000002", .tkm_info = TKM, .serial = "has space"};
+	r = tpad_activate(c, &a, &d, &err);
+	CHECK(r == TPAD_E_INVALID_PARAMETER && strstr(err.parameters, "\"parameter\":\"serial\""),
+	      "%d %s", r, err.parameters);
+
+	/* A generated AppKey and a PNG label. */
+	a = (struct tpad_activation){.dev_eui = "00C2000000000003",
+				     .generate_app_key = 1,
+				     .serial = "SN-3",
+				     .label = {.format = "png", .scale = 3, .margin = 2}};
+	r = tpad_activate(c, &a, &d, &err);
+	CHECK(r == TPAD_OK && strlen(d.app_key) == 32 && !strcmp(d.serial, "SN-3") &&
+		  !strcmp(d.qr_format, "png") && d.qr_len > 8 &&
+		  !memcmp(d.qr_data, "\x89PNG\r\n\x1a\n", 8),
+	      "%d %s", r, err.message);
+	tpad_device_clear(&d);
+	CHECK(d.qr_data == NULL && d.app_key[0] == '\0', "cleared");
+
+	/* An admin method on the station socket. */
+	struct tpad_status st;
+	r = tpad_status(c, &st, &err);
+	CHECK(r == TPAD_E_METHOD_NOT_FOUND &&
+		  !strcmp(err.name, "org.varlink.service.MethodNotFound"),
+	      "%d %s", r, err.name);
+
+	/* Any method as JSON. */
+	char *json = NULL;
+	r = tpad_call_json(c, "org.varlink.service.GetInfo", NULL, &json, &err);
+	CHECK(r == TPAD_OK && json && strstr(json, "\"product\":\"tpad\""), "%d", r);
+	free(json);
+	r = tpad_call_json(c, "io.tpad.Station.Lookup", "[1]", &json, &err);
+	CHECK(r == TPAD_E_ARGUMENT, "%d", r);
+	tpad_client_close(c);
+
+	/* Status on the admin socket. */
+	CHECK(tpad_client_open(admin, 10000, &c, &err) == TPAD_OK, "%s", err.message);
+	r = tpad_status(c, &st, &err);
+	CHECK(r == TPAD_OK && st.health == 0 && !strcmp(st.upstream_state, "ok") &&
+		  !strcmp(st.breaker, "closed") && st.sessions == 2 && st.sessions_up == 2 &&
+		  st.issued == THREADS * PER_THREAD + 1 && st.pending == 0 && st.version[0],
+	      "%d %s health %d state %s issued %llu", r, err.message, st.health, st.upstream_state,
+	      st.issued);
+	tpad_client_close(c);
+
+	/* No tpad there. */
+	r = tpad_client_open("/nonexistent/tpad.sock", 1000, &c, &err);
+	CHECK(r == TPAD_E_CONNECT && err.sys_errno == ENOENT && c == NULL, "%d", r);
+	CHECK(!strcmp(tpad_code_name(TPAD_E_BUSY), "TPAD_E_BUSY"), "code name");
+	CHECK(!strcmp(tpad_client_version(), TPAD_CLIENT_VERSION), "version");
+}
+
+/* A server that accepts and never answers: the call times out and says so. */
+static void timeout(const char *silent)
+{
+	struct tpad_error err;
+	tpad_client *c;
+	struct tpad_device d;
+	CHECK(tpad_client_open(silent, 300, &c, &err) == TPAD_OK, "%s", err.message);
+	int r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
+	CHECK(r == TPAD_E_TIMEOUT && !strcmp(err.name, "tpad.client.Timeout"), "%d %s", r,
+	      err.name);
+	r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
+	CHECK(r == TPAD_E_IO, "a timed-out connection is closed: %d", r);
+	tpad_client_close(c);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 4) {
+		fprintf(stderr, "usage: test-libtpad-client STATION ADMIN SILENT\n");
+		return 2;
+	}
+	station = argv[1];
+	admin = argv[2];
+	pthread_t t[THREADS];
+	for (long k = 0; k < THREADS; k++)
+		pthread_create(&t[k], NULL, worker, (void *)k);
+	for (int k = 0; k < THREADS; k++)
+		pthread_join(t[k], NULL);
+	errors();
+	timeout(argv[3]);
+	printf("%d checks, %d failed\n", checks, failed);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,147 @@
+"""Journal test body, run by test_journal.py in a private mount namespace.
+
+/run is a fresh tmpfs holding a datagram socket at /run/systemd/journal/socket, where
+libsystemd's sd_journal_send() writes; tpad's stderr is a file named in JOURNAL_STREAM,
+as systemd does for a service. The records are read back in the journal's native
+protocol. Exit 0 pass, 1 fail, 77 skip.
+"""
+
+import os
+import secrets
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import tpadtest
+from tpadtest import Daemon, Sim, free_port, wait_for
+
+TKM = "31110123D345666E2DBD"
+
+
+def parse(datagram):
+    """One native-protocol record: KEY=value lines, or KEY\\n<le64 size><bytes>\\n."""
+    out, i = {}, 0
+    while i < len(datagram):
+        nl = datagram.index(b"\n", i)
+        line = datagram[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            out[k.decode()] = v.decode(errors="replace")
+            i = nl + 1
+        else:
+            size = struct.unpack("<Q", datagram[nl + 1:nl + 9])[0]
+            out[line.decode()] = datagram[nl + 9:nl + 9 + size].decode(errors="replace")
+            i = nl + 9 + size + 1
+    return out
+
+
+def main():
+    tmp = sys.argv[1]
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"]).returncode:
+        print("cannot mount a tmpfs on /run here")
+        return 77
+    os.makedirs("/run/systemd/journal")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind("/run/systemd/journal/socket")
+    rx.settimeout(0.2)
+    records = []
+
+    def drain():
+        while True:
+            try:
+                records.append(parse(rx.recv(1 << 20)))
+            except socket.timeout:
+                return
+
+    def find(**want):
+        drain()
+        return [r for r in records if all(r.get(k) == v for k, v in want.items())]
+
+    psk = secrets.token_hex(16)
+    port = free_port()
+    dd = os.path.join(tmp, "tpad")
+    os.makedirs(dd)
+    log = os.path.join(dd, "tpad.log")
+    open(log, "ab").close()
+    st = os.stat(log)
+    d = Daemon(dd, upstream_url=f"https://127.0.0.1:{port}", psk_hex=psk,
+               conf_extra="upstream.sessions = 1\nupstream.breaker-threshold = 2\n"
+                          "upstream.breaker-cooldown = 300ms",
+               env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    sim = None
+    try:
+        d.start()
+        # No cloud yet: the breaker opens.
+        wait_for(lambda: find(MESSAGE_ID=tpadtest_id("BREAKER_OPEN")), 20, "BREAKER_OPEN")
+        r = find(MESSAGE_ID=tpadtest_id("BREAKER_OPEN"))[0]
+        assert r["PRIORITY"] == "4", r
+        assert r["UPSTREAM_URL"] == f"https://127.0.0.1:{port}", r
+        # The cloud appears: the breaker closes.
+        simdir = os.path.join(tmp, "sim")
+        os.makedirs(simdir)
+        sim = Sim(simdir, psk).start(port=port)
+        wait_for(lambda: find(MESSAGE_ID=tpadtest_id("BREAKER_CLOSE")), 30, "BREAKER_CLOSE")
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 20, "ready")
+        # An activation and a lookup, with their fields.
+        with d.station_client() as c:
+            c.call("io.tpad.Station.Activate", {"devEUI": "0123456789ABCDEF", "tkmInfo": TKM})
+            c.call("io.tpad.Station.Lookup", {"devEUI": "0123456789ABCDEF"})
+        wait_for(lambda: find(MESSAGE_ID=tpadtest_id("LOOKUP")), 5, "LOOKUP")
+        a = find(MESSAGE_ID=tpadtest_id("ACTIVATION"), DEVEUI="0123456789ABCDEF")
+        assert a and a[0]["OUTCOME"] == "ok" and a[0]["SOURCE"] == "live", a
+        assert a[0]["STATION_UID"] == str(os.getuid()), a[0]
+        assert a[0]["STATION_PID"] == str(os.getpid()), a[0]
+        assert float(a[0]["LATENCY_MS"]) >= 0 and a[0]["MESSAGE"].startswith("Activate "), a[0]
+        lk = find(MESSAGE_ID=tpadtest_id("LOOKUP"))[0]
+        assert lk["SOURCE"] == "stored" and lk["DEVEUI"] == "0123456789ABCDEF", lk
+        # An import: start and end; a backup.
+        csv = os.path.join(tmp, "rows.csv")
+        with open(csv, "w") as f:
+            f.write("devEUI,tkmInfo\n")
+            for i in range(3):
+                f.write(f"00FF{i:012X},{TKM}\n")
+        d.tpactl("--socket", d.admin, "import", csv, check=0)
+        d.tpactl("--socket", d.admin, "backup", os.path.join(tmp, "copy.db"), check=0)
+        wait_for(lambda: find(MESSAGE_ID=tpadtest_id("BACKUP")), 5, "BACKUP")
+        s = find(MESSAGE_ID=tpadtest_id("IMPORT_START"))
+        e = find(MESSAGE_ID=tpadtest_id("IMPORT_END"))
+        assert len(s) == 1 and s[0]["ADMIN_UID"] == str(os.getuid()), s
+        assert len(e) == 1 and e[0]["ROWS"] == "3" and e[0]["ISSUED"] == "3", e
+        b = find(MESSAGE_ID=tpadtest_id("BACKUP"))[0]
+        assert b["OUTCOME"] == "ok" and b["BACKUP_PATH"].endswith("copy.db"), b
+        # Every MESSAGE_ID record has a MESSAGE and a PRIORITY; plain text went nowhere.
+        for r in records:
+            if "MESSAGE_ID" in r:
+                assert r.get("MESSAGE") and r.get("PRIORITY"), r
+        with open(log) as f:
+            text = f.read()
+        assert "DEVEUI=0123456789ABCDEF" not in text, text
+        assert d.stop() == 0
+        ids = sorted({r["MESSAGE_ID"] for r in records if "MESSAGE_ID" in r})
+        print(f"ok: {len(records)} journal records, {len(ids)} MESSAGE_IDs")
+        return 0
+    except AssertionError as e:
+        print("FAIL:", e)
+        print(d.log_text())
+        return 1
+    finally:
+        if d.proc and d.proc.poll() is None:
+            d.kill()
+        if sim:
+            sim.stop()
+        subprocess.run(["umount", "-l", "/run"])
+
+
+def tpadtest_id(name):
+    """The MESSAGE_ID of an event, read from core/log.h (the one list)."""
+    with open(os.path.join(tpadtest.SRC_ROOT, "core", "log.h")) as f:
+        for line in f:
+            if line.startswith(f"#define LOG_ID_{name} "):
+                return line.split('"')[1]
+    raise AssertionError(f"no LOG_ID_{name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""tpactl backup / io.tpad.Admin.Backup: an online copy of the store while stations keep
+activating; mode 0600, integrity checked, consistent, refused where it would do harm."""
+
+import os
+import secrets
+import sqlite3
+import stat
+import threading
+
+import tpadtest
+from tpadtest import TpadTestCase, VarlinkError, wait_for
+
+TKM = "31110123D345666E2DBD"
+
+
+class Backup(TpadTestCase):
+    def test_online_backup_while_serving(self):
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra="upstream.sessions = 4").start()
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 15, "ready")
+        with d.station_client() as c:
+            for i in range(200):
+                c.call("io.tpad.Station.Activate", {"devEUI": f"00AA{i:012X}", "tkmInfo": TKM})
+        # Stations keep activating while copies are taken.
+        stop = threading.Event()
+        errors, done = [], []
+
+        def station(k):
+            try:
+                with d.station_client() as c:
+                    i = 0
+                    while not stop.is_set():
+                        c.call("io.tpad.Station.Activate",
+                               {"devEUI": f"0B{k:02X}{i:012X}", "tkmInfo": TKM})
+                        done.append(1)
+                        i += 1
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=station, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            backups = []
+            for n in range(3):
+                path = os.path.join(self.tmp, f"copy{n}.db")
+                # A relative path is resolved by tpactl against its own directory.
+                p = d.tpactl("--socket", d.admin, "backup", os.path.relpath(path), check=0)
+                self.assertIn("integrity ok", p.stdout)
+                backups.append(path)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertEqual(errors, [])
+        self.assertGreater(len(done), 0, "no activation ran during the backups")
+        live = sqlite3.connect(d.store)
+        live_issued = dict(live.execute(
+            "SELECT dev_eui, owner_token FROM devices WHERE state = 'ISSUED'").fetchall())
+        live.close()
+        for path in backups:
+            st = os.stat(path)
+            self.assertEqual(stat.S_IMODE(st.st_mode), 0o600, path)
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+            self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "delete")
+            rows = db.execute("SELECT dev_eui, state, owner_token FROM devices").fetchall()
+            db.close()
+            self.assertGreaterEqual(len(rows), 200)
+            # Consistent: every ISSUED row of the copy is ISSUED with the same token now.
+            for eui, state, token in rows:
+                if state == "ISSUED":
+                    self.assertEqual(live_issued.get(eui), token, eui)
+            self.assertFalse(os.path.exists(path + "-wal"))
+        leftovers = [f for f in os.listdir(self.tmp) if ".tmp-" in f]
+        self.assertEqual(leftovers, [])
+        self.assertIn("store backed up to", d.log_text())
+
+    def test_refusals(self):
+        d = self.daemon().start()
+        with d.admin_client() as a:
+            for path, why in [("relative.db", "absolute"), (d.store, "store itself"),
+                              (d.store + "-wal", "store itself"), ("/tmp/", "not a directory")]:
+                with self.subTest(path=path):
+                    with self.assertRaises(VarlinkError) as e:
+                        a.call("io.tpad.Admin.Backup", {"path": path})
+                    self.assertEqual(e.exception.error, "io.tpad.Admin.InvalidParameter")
+                    self.assertEqual(e.exception.params["parameter"], "path")
+                    self.assertIn(why, e.exception.params["reason"])
+            with self.assertRaises(VarlinkError) as e:
+                a.call("io.tpad.Admin.Backup", {"path": os.path.join(self.tmp, "no", "x.db")})
+            self.assertEqual(e.exception.error, "io.tpad.Admin.BackupFailed")
+            self.assertIn("cannot create", e.exception.params["reason"])
+        p = d.tpactl("--socket", d.admin, "backup", os.path.join(self.tmp, "no", "x.db"),
+                     check=1)
+        self.assertIn("BackupFailed", p.stderr)
+        d.tpactl("--socket", d.station, "backup", os.path.join(self.tmp, "x.db"), check=2)
+        d.tpactl("--socket", d.admin, "backup", check=2)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "x.db")))
+
+
+if __name__ == "__main__":
+    tpadtest.main()

@@ -1,0 +1,132 @@
+"""libtpad-client against the real tpad: threads with a connection each, every error path
+with its code, name and message, a silent server's timeout, the C example station, and
+the library loaded by ctypes as LabVIEW or TestStand would load it."""
+
+import ctypes
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+
+import tpadtest
+from tpadtest import TpadTestCase, wait_for
+
+TKM = "31110123D345666E2DBD"
+
+
+class CClient(TpadTestCase):
+    def start(self):
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra="upstream.sessions = 2").start()
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 15, "ready")
+        return s, d
+
+    def test_library(self):
+        s, d = self.start()
+        silent_path = os.path.join(self.tmp, "silent.sock")
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        silent.bind(silent_path)
+        silent.listen(4)
+        try:
+            p = subprocess.run([os.environ["TEST_LIBTPAD_CLIENT"], d.station, d.admin,
+                                silent_path], capture_output=True, text=True, timeout=120)
+        finally:
+            silent.close()
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"\d+ checks, 0 failed")
+        # Exactly once at the cloud, whatever the threads did.
+        c = s.counters()
+        self.assertEqual(c["duplicate_imports"], 0)
+        self.assertEqual(c["imports"], 8 * 25 + 1)
+
+    def test_example_station(self):
+        s, d = self.start()
+        label = os.path.join(self.tmp, "dev.png")
+        p = subprocess.run([os.environ["EXAMPLE_STATION_C"], "0123456789ABCDEF", TKM,
+                            "--serial", "SN-7", "--label", label, "--socket", d.station],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("ownerToken", p.stdout)
+        qr = [l.split(None, 1)[1] for l in p.stdout.splitlines() if l.startswith("qrText")][0]
+        if shutil.which("zbarimg"):
+            z = subprocess.run(["zbarimg", "--raw", "-q", label], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(z.stdout.strip(), qr)
+        # Same device, other record: refused, exit 1; no tpad: 3; usage: 2.
+        p = subprocess.run([os.environ["EXAMPLE_STATION_C"], "0123456789ABCDEF",
+                            "31110123D345666E0000", "--socket", d.station, "--label", label],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("io.tpad.Station.Conflict", p.stderr)
+        p = subprocess.run([os.environ["EXAMPLE_STATION_C"], "0123456789ABCDEF", TKM,
+                            "--socket", os.path.join(self.tmp, "none.sock")],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 3)
+        p = subprocess.run([os.environ["EXAMPLE_STATION_C"]], capture_output=True, timeout=10)
+        self.assertEqual(p.returncode, 2)
+
+    def test_long_template_text(self):
+        """A manufacturer's template may make a long QR text: it arrives whole."""
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        template = "ACME-" + "0" * 420 + "{ownerToken}{ownerToken}{ownerToken}-{devEUI}-{ownerToken}"
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra=f"qr.template = {template}").start()
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 15, "ready")
+        p = d.tpactl("--socket", d.station, "--json", "activate", "--dev-eui",
+                     "0123456789ABCDEF", "--tkm-info", TKM, check=0)
+        import json
+        dev = json.loads(p.stdout)["device"]
+        self.assertTrue(dev["qrText"].startswith("ACME-000"))
+        self.assertGreater(len(dev["qrText"]), 511)
+        self.assertIn("-0123456789ABCDEF-" + dev["ownerToken"], dev["qrText"])
+
+    def test_ctypes(self):
+        """A tool that loads the shared library (ctypes here, LabVIEW's Call Library
+        Function alike) calls it with plain structs."""
+        if os.environ.get("TPAD_SANITIZE", "none") != "none":
+            self.skipTest("the library is built with sanitizers: Python cannot load it")
+        s, d = self.start()
+        lib = ctypes.CDLL(os.environ["LIBTPAD_CLIENT"])
+        lib.tpad_client_version.restype = ctypes.c_char_p
+        self.assertEqual(lib.tpad_client_version(), b"0.1.0")
+
+        class Error(ctypes.Structure):
+            _fields_ = [("code", ctypes.c_int), ("name", ctypes.c_char * 128),
+                        ("message", ctypes.c_char * 512), ("parameters", ctypes.c_char * 1024),
+                        ("sys_errno", ctypes.c_int), ("retry_after", ctypes.c_int)]
+
+        class Device(ctypes.Structure):
+            _fields_ = [("dev_eui", ctypes.c_char * 17), ("join_eui", ctypes.c_char * 17),
+                        ("profile_id", ctypes.c_char * 9), ("serial", ctypes.c_char * 65),
+                        ("owner_token", ctypes.c_char * 129), ("app_key", ctypes.c_char * 33),
+                        ("qr_text", ctypes.c_char * 1024), ("state", ctypes.c_char * 8),
+                        ("source", ctypes.c_char * 8), ("qr_format", ctypes.c_char * 8),
+                        ("qr_data", ctypes.c_void_p), ("qr_len", ctypes.c_size_t)]
+
+        with d.station_client() as c:
+            dev = c.call("io.tpad.Station.Activate",
+                         {"devEUI": "0123456789ABCDEF", "tkmInfo": TKM})["device"]
+        client = ctypes.c_void_p()
+        err = Error()
+        self.assertEqual(lib.tpad_client_open(d.station.encode(), 5000, ctypes.byref(client),
+                                              ctypes.byref(err)), 0, err.message)
+        out = Device()
+        r = lib.tpad_lookup(client, b"0123456789ABCDEF", None, ctypes.byref(out),
+                            ctypes.byref(err))
+        self.assertEqual(r, 0, err.message)
+        self.assertEqual(out.owner_token.decode(), dev["ownerToken"])
+        self.assertEqual(out.source, b"stored")
+        r = lib.tpad_lookup(client, b"FFFFFFFFFFFFFFFF", None, ctypes.byref(out),
+                            ctypes.byref(err))
+        self.assertEqual(r, -21)
+        self.assertEqual(err.name, b"io.tpad.Station.NotFound")
+        lib.tpad_device_clear(ctypes.byref(out))
+        lib.tpad_client_close(client)
+
+
+if __name__ == "__main__":
+    tpadtest.main()

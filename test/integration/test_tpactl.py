@@ -1,0 +1,316 @@
+"""tpactl as admins expect: help, hints, did-you-mean, socket environment variables, the
+wrong socket named, usage errors, health exit statuses, colour and NO_COLOR, the inverted
+terminal label, bash completion."""
+
+import os
+import pty
+import re
+import secrets
+import select
+import shutil
+import subprocess
+import threading
+
+import tpadtest
+from tpadtest import TpadTestCase, wait_for
+
+TKM = "31110123D345666E2DBD"
+COMPLETION = os.path.join(tpadtest.SRC_ROOT, "client", "tpactl.bash")
+
+
+def run(*args, env=None):
+    e = dict(os.environ)
+    e.pop("TPAD_STATION_SOCKET", None)
+    e.pop("TPAD_ADMIN_SOCKET", None)
+    e.update(env or {})
+    return subprocess.run([tpadtest.TPACTL, *args], capture_output=True, text=True, env=e,
+                          timeout=30)
+
+
+def run_pty(args, env):
+    """Run tpactl with stdout on a pseudo-terminal; returns (status, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(tpadtest.TPACTL, [tpadtest.TPACTL, *args], env)
+    out = b""
+    while True:
+        r, _, _ = select.select([fd], [], [], 10)
+        if not r:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, st = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(st), out.decode(errors="replace")
+
+
+class Help(TpadTestCase):
+    def test_help_and_command_help(self):
+        p = run("help")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("Station commands", p.stdout)
+        for cmd in ("activate", "lookup", "status", "import", "export", "devices", "device",
+                    "metrics"):
+            for args in (("help", cmd), (cmd, "--help"), ("--help", cmd), (cmd, "-h")):
+                with self.subTest(args=args):
+                    p = run(*args)
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    self.assertTrue(p.stdout.startswith(f"Usage: tpactl {cmd}"), p.stdout)
+        # A command's help lists its own options, not the others'.
+        p = run("lookup", "--help")
+        self.assertIn("--dev-eui", p.stdout)
+        self.assertIn("--invert", p.stdout)
+        self.assertNotIn("--tkm-info", p.stdout)
+        p = run("help", "nonsense")
+        self.assertEqual(p.returncode, 2)
+
+    def test_errors_have_one_hint_line(self):
+        cases = [
+            (("statsu",), "unknown command 'statsu'", "Did you mean 'tpactl status'?"),
+            (("activat", "--dev-eui", "0123456789ABCDEF"), "unknown command 'activat'",
+             "Did you mean 'tpactl activate'?"),
+            (("dev",), "unknown command 'dev'", "Did you mean 'tpactl device"),
+            (("frobnicate",), "unknown command 'frobnicate'", "Try 'tpactl help'"),
+            (("devices", "--state", "bogus"),
+             "--state must be PENDING, ISSUED, FAILED, FOREIGN or RETIRED",
+             "Try 'tpactl help devices'."),
+            (("lookup", "--dev-euii", "0123456789ABCDEF"), "unknown option '--dev-euii'",
+             "Did you mean '--dev-eui'?"),
+            (("lookup", "--dev-eui", "12"), "--dev-eui must be 16 hexadecimal digits",
+             "Try 'tpactl help lookup'."),
+            (("lookup", "--format", "jpg", "--dev-eui", "0123456789ABCDEF"),
+             "--format must be png, svg, zpl, text or none", "Try 'tpactl help lookup'."),
+            (("export", "--format", "text", "--out", "x"), "--format must be png, svg, zpl or csv",
+             "Try 'tpactl help export'."),
+            (("status", "--tkm-info", TKM), "status does not take --tkm-info",
+             "Try 'tpactl help status'."),
+            (("status", "extra"), "status takes no arguments", "Try 'tpactl help status'."),
+            (("lookup", "--dev-eui"), "--dev-eui needs a value", "Try 'tpactl help lookup'."),
+            (("activate", "--serial", "x"), "activate needs --dev-eui",
+             "Try 'tpactl help activate'."),
+            ((), "no command given", "Try 'tpactl help'."),
+        ]
+        for args, first, hint in cases:
+            with self.subTest(args=args):
+                p = run(*args)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertEqual(p.stdout, "")
+                lines = p.stderr.splitlines()
+                self.assertEqual(len(lines), 2, p.stderr)
+                self.assertTrue(lines[0].startswith("tpactl: "), lines[0])
+                self.assertIn(first, lines[0])
+                self.assertIn(hint, lines[1])
+
+
+class Sockets(TpadTestCase):
+    def test_environment_and_wrong_socket(self):
+        d = self.daemon().start()
+        env = {"TPAD_ADMIN_SOCKET": d.admin, "TPAD_STATION_SOCKET": d.station}
+        p = run("devices", env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = run("lookup", "--dev-eui", "0123456789ABCDEF", env=env)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("NotFound", p.stderr)
+        # --socket wins over the environment.
+        p = run("--socket", os.path.join(self.tmp, "nope.sock"), "devices", env=env)
+        self.assertEqual(p.returncode, 3)
+        # An empty variable means the default.
+        p = run("devices", env={"TPAD_ADMIN_SOCKET": ""})
+        self.assertEqual(p.returncode, 3)
+        self.assertIn("/run/tpad/admin.sock", p.stderr)
+        # An admin command on the station socket, and the other way round: which to use.
+        for args, env2, want in [
+                (("devices",), {"TPAD_ADMIN_SOCKET": d.station}, "TPAD_ADMIN_SOCKET"),
+                (("--socket", d.station, "status"), {}, "admin socket"),
+                (("--socket", d.station, "metrics"), {}, "admin socket"),
+                (("--socket", d.station, "export", "--format", "csv", "--out",
+                  os.path.join(self.tmp, "x")), {}, "admin socket"),
+                (("--socket", d.admin, "lookup", "--dev-eui", "0123456789ABCDEF"), {},
+                 "station socket")]:
+            with self.subTest(args=args):
+                p = run(*args, env=env2)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn("tpactl: ", p.stderr)
+                self.assertIn(want, p.stderr)
+                self.assertNotIn("MethodNotFound", p.stderr)
+
+
+class Health(TpadTestCase):
+    def test_status_exit_statuses_and_colour(self):
+        # The cloud unreachable: 4, and the breaker opening: 5.
+        d = self.daemon(conf_extra="upstream.sessions = 1\nupstream.breaker-threshold = 2\n"
+                                   "upstream.breaker-cooldown = 1h").start()
+        p = d.tpactl("--socket", d.admin, "status")
+        self.assertIn(p.returncode, (4, 5), p.stdout + p.stderr)
+
+        def breaker_open():
+            return d.tpactl("--socket", d.admin, "status").returncode == 5
+        wait_for(breaker_open, 20, "the breaker to open")
+        p = d.tpactl("--socket", d.admin, "status", "--json", check=5)
+        self.assertIn('"breaker": "open"', p.stdout.replace('":"', '": "'))
+        # No colour into a pipe.
+        self.assertNotIn("\033[", d.tpactl("--socket", d.admin, "status").stdout)
+        env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR",)}
+        env["TERM"] = "xterm"
+        st, out = run_pty(["--socket", d.admin, "status"], env)
+        self.assertEqual(st, 5)
+        self.assertIn("\033[31mopen\033[0m", out)
+        env["NO_COLOR"] = "1"
+        st, out = run_pty(["--socket", d.admin, "status"], env)
+        self.assertEqual(st, 5)
+        self.assertNotIn("\033[", out)
+
+    def test_status_healthy_is_zero(self):
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra="upstream.sessions = 2").start()
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 15,
+                 "a healthy status")
+        env = dict(os.environ)
+        env.pop("NO_COLOR", None)
+        env["TERM"] = "xterm"
+        st, out = run_pty(["--socket", d.admin, "status"], env)
+        self.assertEqual(st, 0)
+        self.assertIn("\033[32mok\033[0m", out)
+        self.assertIn("\033[32mclosed\033[0m", out)
+        # The terminal label, and the same inverted for dark terminals.
+        with d.station_client() as c:
+            c.call("io.tpad.Station.Activate", {"devEUI": "0123456789ABCDEF", "tkmInfo": TKM})
+        normal = d.tpactl("--socket", d.station, "lookup", "--dev-eui", "0123456789ABCDEF",
+                          "--format", "text", check=0).stdout
+        inv = d.tpactl("--socket", d.station, "lookup", "--dev-eui", "0123456789ABCDEF",
+                       "--format", "text", "--invert", check=0).stdout
+        swap = str.maketrans({" ": "\u2588", "\u2588": " ", "\u2580": "\u2584",
+                              "\u2584": "\u2580"})
+        qr_lines = [ln for ln in normal.splitlines() if set(ln) <= set(" \u2580\u2584\u2588")
+                    and ln]
+        inv_lines = [ln for ln in inv.splitlines() if set(ln) <= set(" \u2580\u2584\u2588")
+                     and ln]
+        self.assertGreater(len(qr_lines), 10)
+        self.assertEqual([ln.translate(swap) for ln in qr_lines], inv_lines)
+
+
+class Top(TpadTestCase):
+    """tpactl top in a real terminal: tmux runs it, send-keys types, capture-pane reads."""
+
+    def tmux(self, *args, check=True):
+        p = subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True,
+                           timeout=20)
+        if check and p.returncode != 0:
+            raise AssertionError(f"tmux {args}: {p.stderr}")
+        return p
+
+    def screen(self):
+        return self.tmux("capture-pane", "-p", "-t", "top").stdout
+
+    def test_top_live_view_under_tmux(self):
+        self.assertTrue(shutil.which("tmux"), "tmux is missing: scripts/deps.sh installs it")
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra="upstream.sessions = 2").start()
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 15, "ready")
+        self.sock = f"tpad-top-{os.getpid()}"
+        status_file = os.path.join(self.tmp, "top.status")
+        cmd = (f"TPAD_ADMIN_SOCKET={d.admin} {tpadtest.TPACTL} top --interval 0.2; "
+               f"echo $? > {status_file}; sleep 30")
+        self.tmux("new-session", "-d", "-s", "top", "-x", "110", "-y", "30", cmd)
+        self.addCleanup(self.tmux, "kill-server", check=False)
+        wait_for(lambda: "Activations" in self.screen(), 10, "the first frame")
+        first = self.screen()
+        self.assertIn("Cloud", first)
+        self.assertIn("breaker closed", first)
+        self.assertIn("sessions 2/2 up", first)
+        self.assertIn("Store", first)
+        self.assertIn("Printers", first)
+        self.assertIn("q quit", first)
+        # Activations and a refused one show up: rate, totals, errors by name.
+        stop = threading.Event()
+
+        def station():
+            with d.station_client() as c:
+                i = 0
+                while not stop.is_set():
+                    c.call("io.tpad.Station.Activate",
+                           {"devEUI": f"00DD{i:012X}", "tkmInfo": TKM})
+                    i += 1
+        t = threading.Thread(target=station)
+        t.start()
+        try:
+            with d.station_client() as c:
+                c.call("io.tpad.Station.Activate", {"devEUI": "00EE000000000001",
+                                                    "tkmInfo": TKM})
+                with self.assertRaises(tpadtest.VarlinkError):
+                    c.call("io.tpad.Station.Activate", {"devEUI": "00EE000000000001",
+                                                        "tkmInfo": "31110123D345666E0000"})
+
+            def busy_frame():
+                scr = self.screen()
+                m = re.search(r"Activations\s+([0-9.]+) /s\s+total (\d+)", scr)
+                return scr if m and float(m.group(1)) > 0 and int(m.group(2)) > 5 else None
+            scr = wait_for(busy_frame, 10, "a frame with activations per second")
+            self.assertRegex(scr, r"Errors\s+conflict 1")
+        finally:
+            stop.set()
+            t.join()
+        # Redrawn in place: the screen holds one frame, not a scroll of them.
+        self.assertEqual(self.screen().count("Activations"), 1)
+        # q quits with status 0 and gives the terminal back.
+        self.tmux("send-keys", "-t", "top", "q")
+        wait_for(lambda: os.path.exists(status_file), 5, "top to quit")
+        with open(status_file) as f:
+            self.assertEqual(f.read().strip(), "0")
+        self.assertNotIn("Activations", self.screen())
+
+    def test_top_needs_a_terminal(self):
+        d = self.daemon().start()
+        p = d.tpactl("--socket", d.admin, "top", check=2)
+        self.assertIn("needs a terminal", p.stderr)
+        d.tpactl("--socket", d.admin, "top", "--interval", "0", check=2)
+
+
+class Completion(TpadTestCase):
+    def complete(self, line):
+        """Run the completion function for a command line; returns the candidates."""
+        script = f"""
+source {COMPLETION}
+COMP_LINE={line!r}
+read -r -a COMP_WORDS <<< "$COMP_LINE"
+[[ $COMP_LINE == *' ' ]] && COMP_WORDS+=("")
+COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))
+_tpactl
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+        p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10,
+                           cwd=self.tmp)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return set(p.stdout.split())
+
+    def test_completion(self):
+        self.assertTrue(shutil.which("bash"))
+        self.assertIn("status", self.complete("tpactl st"))
+        self.assertEqual(self.complete("tpactl dev"), {"devices", "device"})
+        self.assertIn("--dev-eui", self.complete("tpactl lookup --"))
+        self.assertNotIn("--tkm-info", self.complete("tpactl lookup --"))
+        self.assertEqual(self.complete("tpactl devices --state "),
+                         {"PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED"})
+        self.assertEqual(self.complete("tpactl export --format "), {"png", "svg", "zpl", "csv"})
+        self.assertEqual(self.complete("tpactl metrics --format "), {"openmetrics", "prometheus"})
+        self.assertIn("--ignore-unknown-columns", self.complete("tpactl import --"))
+        self.assertIn("uplinks", self.complete("tpactl as "))
+        self.assertIn("--payload", self.complete("tpactl as send --"))
+        # Every command in tpactl's help is completed.
+        usage = run("--help").stdout
+        import re
+        cmds = set(re.findall(r"(?m)^  ([a-z]+) ", usage))
+        self.assertLessEqual(cmds, self.complete("tpactl "))
+
+
+if __name__ == "__main__":
+    tpadtest.main()
