@@ -228,7 +228,7 @@ static void render_keypool(struct out *f, const struct tpad *t)
 }
 
 /* Store, per backend: up, connections, claims, commit latency (PostgreSQL). */
-static void render_store_backend(FILE *f, const struct tpad *t, const struct store_stats *s)
+static void render_store_backend(struct out *f, const struct tpad *t, const struct store_stats *s)
 {
 	char labels[96];
 	bool pg = strcmp(store_backend_name(t->store), "postgresql") == 0;
@@ -239,13 +239,13 @@ static void render_store_backend(FILE *f, const struct tpad *t, const struct sto
 		return;
 	family(f, "tpad_store_connections", "gauge", "Connections to the database up now.");
 	sample(f, "tpad_store_connections", labels, s->connections);
-	family(f, "tpad_store_lease_takeovers_total", "counter",
+	family(f, "tpad_store_lease_takeovers", "counter",
 	       "Devices taken over from another tpad's expired claim.");
 	sample(f, "tpad_store_lease_takeovers_total", labels, s->lease_takeovers);
-	family(f, "tpad_store_claims_refused_total", "counter",
+	family(f, "tpad_store_claims_refused", "counter",
 	       "Writes refused because another tpad held the device's claim.");
 	sample(f, "tpad_store_claims_refused_total", labels, s->claims_refused);
-	family(f, "tpad_store_reconnects_total", "counter",
+	family(f, "tpad_store_reconnects", "counter",
 	       "Connections to the database made again after a loss.");
 	sample(f, "tpad_store_reconnects_total", labels, s->reconnects);
 	family(f, "tpad_store_commit_duration_seconds", "histogram",
@@ -259,7 +259,7 @@ static void render_store_backend(FILE *f, const struct tpad *t, const struct sto
 		snprintf(l, sizeof(l), "%s,le=\"%s\"", labels, le[i]);
 		sample(f, "tpad_store_commit_duration_seconds_bucket", l, cum);
 	}
-	fprintf(f, "tpad_store_commit_duration_seconds_sum{%s} %.6f\n", labels,
+	fprintf(f->f, "tpad_store_commit_duration_seconds_sum{%s} %.6f\n", labels,
 		(double)s->latency_sum_us / 1e6);
 	sample(f, "tpad_store_commit_duration_seconds_count", labels, cum);
 }
