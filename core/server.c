@@ -310,8 +310,7 @@ static void conn_reject(struct conn *c, const struct proto_fault *f)
 	TAILQ_INSERT_TAIL(&c->reqs, r, entry);
 	c->n_reqs++;
 	c->srv->stats.calls_in_flight++;
-	req_error(r, f->error,
-		  json_pack("{s:s, s:s}", "parameter", f->parameter, "reason", f->reason));
+	req_error(r, f->error, proto_fault_parameters(f));
 }
 
 /*
@@ -410,7 +409,8 @@ static void conn_msg_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	c->msg_begun = false;
 	if (!c->reading) {
-		/* Complete calls wait for reading to resume; that is tpad's doing, not a trickle. */
+		/* Complete calls wait for reading to resume; that is tpad's doing, not a trickle.
+		 */
 		return;
 	}
 	c->srv->stats.hit.message_timeout++;

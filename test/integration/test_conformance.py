@@ -238,12 +238,9 @@ class Conformance(TpadTestCase):
                     self.assertEqual(r.get("error"), want, r)
                     self.check_error(ifaces, method, r)
 
-    @unittest.expectedFailure
     def test_refused_call_carries_only_declared_fields(self):
         """A message refused before dispatch (upgrade, not JSON) gets
-        org.varlink.service.InvalidParameter with only its declared field. The server's
-        reject path (core/server.c conn_reject) still adds "reason": it must build the
-        parameters with proto_fault_parameters(). Remove expectedFailure then."""
+        org.varlink.service.InvalidParameter with only its declared field."""
         with self.d.station_client() as c:
             _, ifaces = self.interfaces(c)
             for raw in (b'{"method":"org.varlink.service.GetInfo","upgrade":true}',

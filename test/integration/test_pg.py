@@ -296,7 +296,7 @@ class Lines(TpadTestCase):
         self.assertNotIn(key, dump.upper())
         self.assertNotIn(key.lower(), dump)
         # tpactl status says where the store is, and which line this is.
-        st = a.tpactl("--socket", a.admin, "status", check=0).stdout
+        st = a.tpactl("--socket", a.admin, "status", check=4).stdout  # 4: the cloud is down
         self.assertRegex(st, r"store: +postgresql .* as line-0")
         self.assertNotIn(self.pg.password, st)
         # The audit trail names both lines.
