@@ -23,7 +23,9 @@
 
 #include "cred.h"
 #include "hex.h"
+#include "log.h"
 #include "seal.h"
+#include "store_backup.h"
 
 #define STORE_SCHEMA_VERSION 3
 #define STORE_MAX_BATCH 1024 /* writes in one transaction at most */
@@ -1175,7 +1177,28 @@ static int store_key_check(struct sqlite_store *s, char *err, size_t errlen)
 /* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one transaction. */
 static int store_migrate(struct sqlite_store *s, char *err, size_t errlen)
 {
-	int rc = writer_exec(s, "BEGIN IMMEDIATE");
+	/*
+	 * A store written by an older tpad is copied aside before its schema changes: the
+	 * copy must be taken outside the migration's transaction (SQLite refuses a backup
+	 * from a connection inside a write transaction); tpad is the only writer here.
+	 */
+	int64_t before = 0;
+	int rc = query_int(s->wdb, "PRAGMA user_version", &before);
+	if (rc == SQLITE_OK && before > 0 && before < STORE_SCHEMA_VERSION) {
+		char copy[4096], why[256];
+		int b = store_backup_pre_migration(s->wdb, s->path, (int)before, copy, sizeof(copy),
+						   why, sizeof(why));
+		if (b < 0) {
+			set_err(err, errlen,
+				"%s: cannot copy the store before migrating it from schema %lld: "
+				"%s; nothing was changed",
+				s->path, (long long)before, why);
+			return b;
+		}
+		log_notice("%s: copied to %s before migrating schema %lld to %d", s->path, copy,
+			   (long long)before, STORE_SCHEMA_VERSION);
+	}
+	rc = writer_exec(s, "BEGIN IMMEDIATE");
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->wdb, rc, "cannot begin a transaction", err, errlen);
 	int64_t version = 0;

@@ -462,6 +462,15 @@ class Migration(Base):
         out = subprocess.run(["sqlite3", self.d.store, "PRAGMA user_version"],
                              capture_output=True, text=True).stdout.strip()
         self.assertEqual(out, "3")
+        # The v2 file was copied aside (mode 0600) before its schema changed.
+        import glob
+        copies = glob.glob(self.d.store + ".v2-*.bak")
+        self.assertEqual(len(copies), 1, copies)
+        self.assertEqual(os.stat(copies[0]).st_mode & 0o777, 0o600)
+        out = subprocess.run(["sqlite3", copies[0], "PRAGMA user_version"],
+                             capture_output=True, text=True).stdout.strip()
+        self.assertEqual(out, "2")
+        self.assertIn("before migrating schema 2 to 3", self.d.log_text_all())
 
 
 if __name__ == "__main__":
