@@ -234,11 +234,14 @@ class Rules(Base):
         self.assertEqual(e.exception.error, "io.tpad.Station.PermissionDenied")
         self.assertEqual(self.s.counters()["imports"], 0)
         self.assertIn("not in station.allowed-uids", self.d.log_text())
-        # The refusal is in the audit trail.
-        rows = subprocess.run(["sqlite3", self.d.store,
-                               "SELECT dev_eui, method, outcome FROM audit"],
-                              capture_output=True, text=True, check=True).stdout
-        self.assertIn(f"{eui(1)}|io.tpad.Station.Activate|denied", rows)
+        # The refusal is in the audit trail (written with the next commit, not before
+        # the reply).
+        def denied_audited():
+            rows = subprocess.run(["sqlite3", self.d.store,
+                                   "SELECT dev_eui, method, outcome FROM audit"],
+                                  capture_output=True, text=True, check=True).stdout
+            return f"{eui(1)}|io.tpad.Station.Activate|denied" in rows
+        wait_for(denied_audited, 5, "the refusal in the audit trail")
         # GetInfo stays open to everyone who can reach the socket.
         with self.d.station_client() as c:
             c.call("org.varlink.service.GetInfo")
