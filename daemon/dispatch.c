@@ -376,6 +376,13 @@ static void h_backup(struct tpad *t, struct req *r)
 			  json_pack("{s:s, s:s}", "parameter", "path", "reason", why));
 		return;
 	}
+	if (t->cfg->store_backend && strcmp(t->cfg->store_backend, "postgresql") == 0) {
+		req_error(r, "io.tpad.Admin.BackupFailed",
+			  json_pack("{s:s}", "reason",
+				    "the store is PostgreSQL: back it up with pg_dump (see README, "
+				    "\"Many lines, one store\")"));
+		return;
+	}
 	if (backup_running || !t->store) {
 		req_error(r, "io.tpad.Admin.Busy", NULL);
 		return;

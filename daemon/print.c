@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -187,14 +188,25 @@ static void job_report(struct print_job *j)
 	    .reason = j->ok ? NULL : j->reason,
 	    .sent_ms = j->sent_us ? (double)(j->sent_us - j->submitted_us) / 1000.0 : 0,
 	};
+	char job[24], labels[24], ms[32];
+	snprintf(job, sizeof(job), "%llu", (unsigned long long)j->id);
+	snprintf(labels, sizeof(labels), "%u", (unsigned)(j->n_labels * j->copies));
+	snprintf(ms, sizeof(ms), "%.1f", res.sent_ms);
+	char msg[512];
 	if (j->ok) {
 		pr->jobs_ok++;
 		pr->labels_sent += j->n_labels * j->copies;
 		pr->sent_ms_sum += res.sent_ms;
+		snprintf(msg, sizeof(msg), "print job %s to %s: %s label%s sent", job,
+			 pr->cfg->name, labels, strcmp(labels, "1") == 0 ? "" : "s");
+		log_event(LOG_INFO, LOG_ID_PRINT, msg, "PRINTER", pr->cfg->name, "JOB", job,
+			  "LABELS", labels, "OUTCOME", "printed", "SEND_MS", ms, NULL);
 	} else {
 		pr->jobs_failed++;
-		log_notice("print job %llu to %s failed: %s", (unsigned long long)j->id,
-			   pr->cfg->name, j->reason);
+		snprintf(msg, sizeof(msg), "print job %s to %s failed: %s", job, pr->cfg->name,
+			 j->reason);
+		log_event(LOG_NOTICE, LOG_ID_PRINT, msg, "PRINTER", pr->cfg->name, "JOB", job,
+			  "LABELS", labels, "OUTCOME", "failed", "REASON", j->reason, NULL);
 	}
 	if (j->cb)
 		j->cb(&res, j->arg);

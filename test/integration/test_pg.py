@@ -299,6 +299,9 @@ class Lines(TpadTestCase):
         st = a.tpactl("--socket", a.admin, "status", check=4).stdout  # 4: the cloud is down
         self.assertRegex(st, r"store: +postgresql .* as line-0")
         self.assertNotIn(self.pg.password, st)
+        # tpactl backup says how a PostgreSQL store is backed up.
+        p = a.tpactl("--socket", a.admin, "backup", os.path.join(self.tmp, "copy.db"), check=1)
+        self.assertIn("pg_dump", p.stderr)
         # The audit trail names both lines.
         inst = self.pg.psql("SELECT DISTINCT instance FROM audit ORDER BY 1", db=dbname)
         self.assertEqual(inst.split(), ["line-0", "line-1"])

@@ -294,6 +294,10 @@ class Print(TpadTestCase):
         self.assertEqual(decode_png(path), dev["qrText"])
         wait_for(lambda: f"printed on line1 job {r['print']['job']}" in self.audit(eui(1)), 10,
                  "the print's audit row")
+        # The print is an event of its own in the log (MESSAGE_ID under journald).
+        self.assertRegex(self.d.log_text_all(),
+                         rf"print job {r['print']['job']} to line1: 1 label sent "
+                         r"PRINTER=line1 JOB=\d+ LABELS=1 OUTCOME=printed SEND_MS=")
         # Copies ride in one job as ^PQ.
         r = self.activate(eui(1), print={"copies": 3})
         self.assertIn("^PQ3\n", self.jobs(2)[-1])
