@@ -195,8 +195,8 @@ static void set_opt(json_t *o, const char *key, const char *v)
 
 /*
  * A station call with print options or the whole label (--print, --printer, --copies,
- * --label), which libtpad-client does not carry yet: over tpactl's own connection, and
- * a PrintFailed reply still shows the committed device.
+ * --label): built here as JSON and sent through libtpad-client's tpad_call_reply(), so
+ * that a PrintFailed reply still shows the committed device it carries.
  */
 static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 {
@@ -219,17 +219,31 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 	json_t *print = ctl_print_options(a);
 	if (print)
 		json_object_set_new(params, "print", print);
-	if (ctl_connect(c, c->path, CTL_STATION) < 0) {
-		json_decref(params);
-		return CTL_EXIT_CONNECT;
-	}
-	json_t *reply = NULL;
-	int r = ctl_send(c, method, params, false);
-	if (r == 0)
-		r = ctl_recv(c, &reply);
-	ctl_close(c);
-	if (r < 0)
+	char *ptext = json_dumps(params, JSON_COMPACT);
+	json_decref(params);
+	if (!ptext) {
+		fprintf(stderr, "tpactl: out of memory\n");
 		return 1;
+	}
+	tpad_client *tc;
+	int r = station_open(c, &tc);
+	if (r) {
+		free(ptext);
+		return r;
+	}
+	char *reply_text = NULL;
+	struct tpad_error err;
+	r = tpad_call_reply(tc, method, ptext, &reply_text, &err);
+	tpad_client_close(tc);
+	free(ptext);
+	if (r < 0)
+		return station_error(c, a, method, &err);
+	json_t *reply = json_loads(reply_text, 0, NULL);
+	free(reply_text);
+	if (!reply) {
+		fprintf(stderr, "tpactl: tpad's reply could not be read\n");
+		return 1;
+	}
 	const char *error = json_string_value(json_object_get(reply, "error"));
 	bool print_failed = error && strcmp(error, "io.tpad.Station.PrintFailed") == 0;
 	if (error && !print_failed) {

@@ -161,6 +161,16 @@ TPAD_CLIENT_API void tpad_device_clear(struct tpad_device *d);
 TPAD_CLIENT_API int tpad_call_json(tpad_client *c, const char *method, const char *parameters,
 				   char **ret_json, struct tpad_error *err);
 
+/*
+ * Any call, with the whole reply as JSON text: {"parameters": {...}} or {"error": NAME,
+ * "parameters": {...}}, however large (an error such as io.tpad.Station.PrintFailed
+ * carries the committed device and its label). 0 with the malloc'd reply in *ret_reply
+ * (free() it), an error reply included; a negative code only when no reply could be had
+ * (err says why). parameters is a JSON object or NULL. One reply only (no more).
+ */
+TPAD_CLIENT_API int tpad_call_reply(tpad_client *c, const char *method, const char *parameters,
+				    char **ret_reply, struct tpad_error *err);
+
 #ifdef __cplusplus
 }
 #endif

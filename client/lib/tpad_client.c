@@ -552,3 +552,44 @@ int tpad_call_json(tpad_client *c, const char *method, const char *parameters, c
 	return *ret_json ? TPAD_OK
 			 : fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
 }
+
+int tpad_call_reply(tpad_client *c, const char *method, const char *parameters,
+		    char **ret_reply, struct tpad_error *err)
+{
+	if (!c || !method || !ret_reply)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client, method and result are required");
+	*ret_reply = NULL;
+	json_t *p = NULL;
+	if (parameters) {
+		json_error_t je;
+		p = json_loads(parameters, 0, &je);
+		if (!json_is_object(p)) {
+			json_decref(p);
+			return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+				    "parameters must be a JSON object: %s", je.text);
+		}
+	}
+	json_t *msg = json_pack("{s:s, s:o}", "method", method, "parameters",
+				p ? p : json_object());
+	char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+	json_decref(msg);
+	if (!text)
+		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+	char *reply_text = NULL;
+	int r = exchange(c, text, &reply_text, err);
+	free(text);
+	if (r < 0)
+		return r;
+	json_t *reply = json_loads(reply_text, 0, NULL);
+	bool ok = json_is_object(reply) && !json_is_true(json_object_get(reply, "continues"));
+	json_decref(reply);
+	if (!ok) {
+		free(reply_text);
+		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
+			      "a malformed reply from");
+	}
+	*ret_reply = reply_text;
+	clear_error(err);
+	return TPAD_OK;
+}

@@ -135,6 +135,16 @@ static void errors(void)
 	free(json);
 	r = tpad_call_json(c, "io.tpad.Station.Lookup", "[1]", &json, &err);
 	CHECK(r == TPAD_E_ARGUMENT, "%d", r);
+	/* The whole reply, an error reply included, however large. */
+	r = tpad_call_reply(c, "io.tpad.Station.Lookup", "{\"devEUI\":\"FFFFFFFFFFFFFFFE\"}",
+			    &json, &err);
+	CHECK(r == TPAD_OK && json && strstr(json, "\"error\":\"io.tpad.Station.NotFound\""),
+	      "%d %s", r, json ? json : "");
+	free(json);
+	r = tpad_call_reply(c, "org.varlink.service.GetInfo", NULL, &json, &err);
+	CHECK(r == TPAD_OK && json && strstr(json, "\"parameters\":{") && !strstr(json, "\"error\""),
+	      "%d", r);
+	free(json);
 	tpad_client_close(c);
 
 	/* Status on the admin socket. */
