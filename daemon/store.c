@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <mbedtls/sha256.h>
 
 #include "cred.h"
 
@@ -109,7 +110,8 @@ void store_close(struct store *s)
 	free(s);
 }
 
-#define PASS(call, ...) (s->pg ? pg_store_##call(s->pg, __VA_ARGS__) : sqlite_store_##call(s->sq, __VA_ARGS__))
+#define PASS(call, ...)                                                                            \
+	(s->pg ? pg_store_##call(s->pg, __VA_ARGS__) : sqlite_store_##call(s->sq, __VA_ARGS__))
 
 int store_get(struct store *s, const char *dev_eui, struct store_record *ret)
 {
@@ -215,4 +217,16 @@ void store_test_set_max_pages(struct store *s, uint32_t pages)
 {
 	if (s && s->sq)
 		sqlite_store_test_set_max_pages(s->sq, pages);
+}
+
+void store_key_digest(const uint8_t app_key[16], uint8_t out[32])
+{
+	static const char label[] = "tpad app-key-pool v1";
+	mbedtls_sha256_context c;
+	mbedtls_sha256_init(&c);
+	(void)mbedtls_sha256_starts_ret(&c, 0);
+	(void)mbedtls_sha256_update_ret(&c, (const unsigned char *)label, sizeof(label) - 1);
+	(void)mbedtls_sha256_update_ret(&c, app_key, 16);
+	(void)mbedtls_sha256_finish_ret(&c, out);
+	mbedtls_sha256_free(&c);
 }

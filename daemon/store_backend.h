@@ -42,3 +42,9 @@ STORE_BACKEND_DECLARE(pg_store, pg_store)
 
 int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb, void *arg);
 void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages);
+
+/*
+ * The row key of a pooled AppKey in either backend: SHA-256 over a fixed label and the
+ * key, so the key itself is never a column.
+ */
+void store_key_digest(const uint8_t app_key[16], uint8_t out[32]);

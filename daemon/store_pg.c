@@ -1237,19 +1237,6 @@ int pg_store_label_get(struct pg_store *s, const char *dev_eui, struct store_lab
 
 #define KEY_POOL_SEALED_LEN (32 + SEAL_OVERHEAD)
 
-/* The row key of an AppKey: SHA-256 over a fixed label and the key (as on SQLite). */
-static void key_digest(const uint8_t app_key[16], uint8_t out[32])
-{
-	static const char label[] = "tpad app-key-pool v1";
-	mbedtls_sha256_context c;
-	mbedtls_sha256_init(&c);
-	(void)mbedtls_sha256_starts_ret(&c, 0);
-	(void)mbedtls_sha256_update_ret(&c, (const unsigned char *)label, sizeof(label) - 1);
-	(void)mbedtls_sha256_update_ret(&c, app_key, 16);
-	(void)mbedtls_sha256_finish_ret(&c, out);
-	mbedtls_sha256_free(&c);
-}
-
 int pg_store_key_pool_put(struct pg_store *s, const uint8_t app_key[16], const uint8_t hsm_key[16])
 {
 	if (!s || !app_key || !hsm_key)
@@ -1259,7 +1246,7 @@ int pg_store_key_pool_put(struct pg_store *s, const uint8_t app_key[16], const u
 		return -ENOMEM;
 	op->kind = OP_KEY_PUT;
 	uint8_t d[32], pair[32], sealed[KEY_POOL_SEALED_LEN];
-	key_digest(app_key, d);
+	store_key_digest(app_key, d);
 	memcpy(pair, app_key, 16);
 	memcpy(pair + 16, hsm_key, 16);
 	/* The digest is the AAD: a sealed pair cannot be moved to another row. */
@@ -1286,7 +1273,7 @@ int pg_store_key_pool_taken(struct pg_store *s, const uint8_t app_key[16])
 		return -ENOMEM;
 	op->kind = OP_KEY_TAKEN;
 	uint8_t d[32];
-	key_digest(app_key, d);
+	store_key_digest(app_key, d);
 	int e = op_bin(op, 0, d, sizeof(d));
 	if (e) {
 		op_free(op);
@@ -1360,7 +1347,7 @@ int pg_store_key_pool_find(struct pg_store *s, const uint8_t app_key[16], uint8_
 		return -EINVAL;
 	uint8_t d[32], app[16];
 	char dt[67];
-	key_digest(app_key, d);
+	store_key_digest(app_key, d);
 	digest_text(d, dt);
 	const char *v[] = {dt};
 	PGresult *res;

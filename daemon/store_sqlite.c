@@ -586,19 +586,6 @@ int sqlite_store_label_get(struct sqlite_store *s, const char *dev_eui, struct s
 	return r;
 }
 
-/* The row key of an AppKey: SHA-256 over a fixed label and the key (never the key). */
-static void key_digest(const uint8_t app_key[16], uint8_t out[32])
-{
-	static const char label[] = "tpad app-key-pool v1";
-	mbedtls_sha256_context c;
-	mbedtls_sha256_init(&c);
-	(void)mbedtls_sha256_starts_ret(&c, 0);
-	(void)mbedtls_sha256_update_ret(&c, (const unsigned char *)label, sizeof(label) - 1);
-	(void)mbedtls_sha256_update_ret(&c, app_key, 16);
-	(void)mbedtls_sha256_finish_ret(&c, out);
-	mbedtls_sha256_free(&c);
-}
-
 int sqlite_store_key_pool_put(struct sqlite_store *s, const uint8_t app_key[16], const uint8_t hsm_key[16])
 {
 	if (!s || !app_key || !hsm_key)
@@ -610,7 +597,7 @@ int sqlite_store_key_pool_put(struct sqlite_store *s, const uint8_t app_key[16],
 	memcpy(pair, app_key, 16);
 	memcpy(pair + 16, hsm_key, 16);
 	op->kind = OP_KEY_PUT;
-	key_digest(app_key, op->kdigest);
+	store_key_digest(app_key, op->kdigest);
 	op->created_at = clock_wall_ms();
 	/* The digest is the AAD: a sealed pair cannot be moved to another row. */
 	int e = seal_encrypt(s->seal, op->kdigest, sizeof(op->kdigest), pair, sizeof(pair),
@@ -631,7 +618,7 @@ int sqlite_store_key_pool_taken(struct sqlite_store *s, const uint8_t app_key[16
 	if (!op)
 		return -ENOMEM;
 	op->kind = OP_KEY_TAKEN;
-	key_digest(app_key, op->kdigest);
+	store_key_digest(app_key, op->kdigest);
 	return store_submit(s, op);
 }
 
@@ -688,7 +675,7 @@ int sqlite_store_key_pool_find(struct sqlite_store *s, const uint8_t app_key[16]
 	if (!s || !app_key || !ret_hsm)
 		return -EINVAL;
 	uint8_t d[32], app[16];
-	key_digest(app_key, d);
+	store_key_digest(app_key, d);
 	sqlite3_stmt *st = s->kfind_stmt;
 	int rc = sqlite3_bind_blob(st, 1, d, sizeof(d), SQLITE_TRANSIENT);
 	int r = -ENOENT;

@@ -290,8 +290,13 @@ static int reply_error(const char *name, json_t *params, struct tpad_error *err)
 }
 
 /* Call method with params (stolen); 0 with the reply's parameters in *ret (owned). */
-static int call(tpad_client *c, const char *method, json_t *params, json_t **ret,
-		struct tpad_error *err)
+/*
+ * Send one call (params stolen) and read its one reply: the reply object in *ret_reply
+ * and its text in *ret_text (malloc'd; NULL to drop it). A reply that is not an object,
+ * or that says more follow, breaks the connection.
+ */
+static int call_raw(tpad_client *c, const char *method, json_t *params, json_t **ret_reply,
+		    char **ret_text, struct tpad_error *err)
 {
 	json_t *msg = json_pack("{s:s, s:o}", "method", method, "parameters",
 				params ? params : json_object());
@@ -305,11 +310,30 @@ static int call(tpad_client *c, const char *method, json_t *params, json_t **ret
 	if (r < 0)
 		return r;
 	json_t *reply = json_loads(reply_text, 0, NULL);
-	free(reply_text);
+	if (!json_is_object(reply) || json_is_true(json_object_get(reply, "continues"))) {
+		json_decref(reply);
+		free(reply_text);
+		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
+			      "a malformed reply from");
+	}
+	if (ret_text)
+		*ret_text = reply_text;
+	else
+		free(reply_text);
+	*ret_reply = reply;
+	return TPAD_OK;
+}
+
+static int call(tpad_client *c, const char *method, json_t *params, json_t **ret,
+		struct tpad_error *err)
+{
+	json_t *reply;
+	int r = call_raw(c, method, params, &reply, NULL, err);
+	if (r < 0)
+		return r;
 	json_t *p = json_object_get(reply, "parameters");
 	json_t *e = json_object_get(reply, "error");
-	if (!json_is_object(reply) || (p && !json_is_object(p)) || (e && !json_is_string(e)) ||
-	    json_is_true(json_object_get(reply, "continues"))) {
+	if ((p && !json_is_object(p)) || (e && !json_is_string(e))) {
 		json_decref(reply);
 		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
 			      "a malformed reply from");
@@ -526,6 +550,23 @@ void tpad_device_clear(struct tpad_device *d)
 	memset(d, 0, sizeof(*d));
 }
 
+/* Parse the JSON text of a call's parameters (NULL: none) into *ret. */
+static int params_from_text(const char *parameters, json_t **ret, struct tpad_error *err)
+{
+	*ret = NULL;
+	if (!parameters)
+		return TPAD_OK;
+	json_error_t je;
+	json_t *p = json_loads(parameters, 0, &je);
+	if (!json_is_object(p)) {
+		json_decref(p);
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "parameters must be a JSON object: %s", je.text);
+	}
+	*ret = p;
+	return TPAD_OK;
+}
+
 int tpad_call_json(tpad_client *c, const char *method, const char *parameters, char **ret_json,
 		   struct tpad_error *err)
 {
@@ -534,15 +575,9 @@ int tpad_call_json(tpad_client *c, const char *method, const char *parameters, c
 			    "client, method and result are required");
 	*ret_json = NULL;
 	json_t *p = NULL;
-	if (parameters) {
-		json_error_t je;
-		p = json_loads(parameters, 0, &je);
-		if (!json_is_object(p)) {
-			json_decref(p);
-			return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
-				    "parameters must be a JSON object: %s", je.text);
-		}
-	}
+	int pr = params_from_text(parameters, &p, err);
+	if (pr < 0)
+		return pr;
 	json_t *reply;
 	int r = call(c, method, p, &reply, err);
 	if (r < 0)
@@ -553,43 +588,22 @@ int tpad_call_json(tpad_client *c, const char *method, const char *parameters, c
 			 : fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
 }
 
-int tpad_call_reply(tpad_client *c, const char *method, const char *parameters,
-		    char **ret_reply, struct tpad_error *err)
+int tpad_call_reply(tpad_client *c, const char *method, const char *parameters, char **ret_reply,
+		    struct tpad_error *err)
 {
 	if (!c || !method || !ret_reply)
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "client, method and result are required");
 	*ret_reply = NULL;
 	json_t *p = NULL;
-	if (parameters) {
-		json_error_t je;
-		p = json_loads(parameters, 0, &je);
-		if (!json_is_object(p)) {
-			json_decref(p);
-			return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
-				    "parameters must be a JSON object: %s", je.text);
-		}
-	}
-	json_t *msg = json_pack("{s:s, s:o}", "method", method, "parameters",
-				p ? p : json_object());
-	char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-	json_decref(msg);
-	if (!text)
-		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
-	char *reply_text = NULL;
-	int r = exchange(c, text, &reply_text, err);
-	free(text);
+	int pr = params_from_text(parameters, &p, err);
+	if (pr < 0)
+		return pr;
+	json_t *reply;
+	int r = call_raw(c, method, p, &reply, ret_reply, err);
 	if (r < 0)
 		return r;
-	json_t *reply = json_loads(reply_text, 0, NULL);
-	bool ok = json_is_object(reply) && !json_is_true(json_object_get(reply, "continues"));
 	json_decref(reply);
-	if (!ok) {
-		free(reply_text);
-		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
-			      "a malformed reply from");
-	}
-	*ret_reply = reply_text;
 	clear_error(err);
 	return TPAD_OK;
 }
