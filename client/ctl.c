@@ -418,7 +418,7 @@ int ctl_write_file(const char *path, const void *data, size_t len, bool atomic)
 
 json_t *ctl_qr_options(const struct ctl_args *a, const char *format)
 {
-	if (!format && !a->scale && !a->margin_set && !a->ec_level && !a->label)
+	if (!format && !a->scale && !a->margin_set && !a->ec_level && !a->label && !a->code)
 		return NULL;
 	json_t *q = json_object();
 	if (format)
@@ -429,8 +429,8 @@ json_t *ctl_qr_options(const struct ctl_args *a, const char *format)
 		json_object_set_new(q, "margin", json_integer(a->margin));
 	if (a->ec_level)
 		json_object_set_new(q, "ecLevel", json_string(a->ec_level));
-	if (a->label)
-		json_object_set_new(q, "label", json_true());
+	if (a->label || a->code)
+		json_object_set_new(q, "label", json_boolean(a->label));
 	return q;
 }
 

@@ -54,7 +54,8 @@ struct ctl_args {
 	const char *manifest, *signer, *dev_eui_map; /* import --manifest */
 	const char *reason;			      /* retire */
 	int bits;				      /* keygen-rsa */
-	bool label;	     /* --label: the whole label layout, not the bare code */
+	bool label;	     /* --label: the whole label layout (tpad's default) */
+	bool code;	     /* --code: the bare QR code, not the whole label */
 	bool print;	     /* --print: print on the station's default printer */
 	const char *printer; /* --printer */
 	int copies;	     /* --copies; 0: not given */

@@ -292,7 +292,7 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 /* Run a station call through libtpad-client and present its device and label. */
 static int station_run(struct ctl *c, struct ctl_args *a, bool activate)
 {
-	if (a->print || a->printer || a->copies || a->label)
+	if (a->print || a->printer || a->copies || a->label || a->code)
 		return station_call_raw(c, a, activate);
 	const char *format = label_format(a);
 	struct tpad_label label = {.format = format,

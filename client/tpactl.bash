@@ -9,7 +9,7 @@ _tpactl() {
 	}
 	local commands="activate lookup status import export devices device adopt retire print metrics backup top keygen-rsa as help"
 	local global="--socket --json --help --version"
-	local label="--format --output -o --scale --margin --ec-level --invert --label --print --printer --copies"
+	local label="--format --output -o --scale --margin --ec-level --invert --label --code --print --printer --copies"
 
 	case $prev in
 	--socket)
@@ -81,7 +81,7 @@ _tpactl() {
 			COMPREPLY=($(compgen -f -X '!*.@(csv|CSV|txt)' -- "$cur") $(compgen -d -- "$cur"))
 			return
 		fi ;;
-	export) opts="--format --out --state --scale --margin --ec-level" ;;
+	export) opts="--format --out --state --code --label --scale --margin --ec-level" ;;
 	devices) opts="--state --limit" ;;
 	adopt|device) opts="" ;;
 	metrics) opts="--format" ;;

@@ -46,12 +46,14 @@ enum opt_id {
 	OPT_PRINTER,
 	OPT_COPIES,
 	OPT_LABEL,
+	OPT_CODE,
 };
 
 /* Which options each command takes (bit set by enum opt_id - OPT_DEV_EUI). */
 #define BIT(o) (1u << ((o)-OPT_DEV_EUI))
 #define QR_BITS                                                                                    \
-	(BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL) | BIT(OPT_LABEL))
+	(BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL) | BIT(OPT_LABEL) |      \
+	 BIT(OPT_CODE))
 #define PRINT_BITS (BIT(OPT_PRINT) | BIT(OPT_PRINTER) | BIT(OPT_COPIES))
 
 static const char *const label_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
@@ -64,8 +66,11 @@ static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
 	"  --format FORMAT    label format: png, svg, zpl, text or none (default: from -o's\n"     \
 	"                     extension, else none); text is drawn on the terminal\n"              \
 	"  -o, --output FILE  write the label to FILE\n"                                           \
-	"  --scale N          pixels (dots) per module, 1 to 20\n"                                 \
-	"  --margin N         quiet zone in modules, 0 to 16\n"                                    \
+	"  --code             the bare QR code instead of the whole label (PNG, SVG)\n"            \
+	"  --label            the whole label, captions included (the default unless\n"            \
+	"                     label.images = code)\n"                                               \
+	"  --scale N          pixels per module of the bare code, 1 to 20\n"                        \
+	"  --margin N         quiet zone of the bare code in modules, 0 to 16\n"                    \
 	"  --ec-level L|M|Q|H error correction level (default M)\n"                                \
 	"  --invert           draw a text label for a dark terminal (light modules as blocks);\n"  \
 	"                     the default draws dark modules as blocks, for light backgrounds\n"
@@ -134,12 +139,13 @@ static const struct command commands[] = {
      "  FILE                where the private key goes\n"
      "  --bits N            key size\n"},
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0,
-     "--format png|svg|zpl|csv --out DIR [--state STATE] [--scale N] [--margin N]\n"
-     "                [--ec-level L|M|Q|H]",
+     "--format png|svg|zpl|csv --out DIR [--state STATE] [--code] [--scale N]\n"
+     "                [--margin N] [--ec-level L|M|Q|H]",
      "write the labels of stored devices into a directory",
      "  --format FORMAT     png, svg, zpl or csv (required)\n"
      "  --out DIR           the directory (created if needed; index.csv inside)\n"
      "  --state STATE       only PENDING, ISSUED, FAILED, FOREIGN or RETIRED devices\n"
+     "  --code              the bare QR code instead of the whole label (PNG, SVG)\n"
      "  --scale N, --margin N, --ec-level L|M|Q|H   as for activate\n"},
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0,
      "[--state STATE] [--limit N]", "list stored devices",
@@ -358,6 +364,8 @@ static int check_values(const struct command *cmd, const struct ctl_args *a)
 		join(list, sizeof(list), ec_levels);
 		return usage_error(cmd->name, "--ec-level must be %s, not '%s'", list, a->ec_level);
 	}
+	if (a->label && a->code)
+		return usage_error(cmd->name, "give only one of --label and --code");
 	if (a->scale && (a->scale < 1 || a->scale > 20))
 		return usage_error(cmd->name, "--scale must be 1 to 20");
 	if (a->margin_set && a->margin > 16)
@@ -406,6 +414,7 @@ int main(int argc, char **argv)
 	    {"printer", required_argument, NULL, OPT_PRINTER},
 	    {"copies", required_argument, NULL, OPT_COPIES},
 	    {"label", no_argument, NULL, OPT_LABEL},
+	    {"code", no_argument, NULL, OPT_CODE},
 	    {"output", required_argument, NULL, 'o'},
 	    {"manifest", required_argument, NULL, OPT_MANIFEST},
 	    {"signer", required_argument, NULL, OPT_SIGNER},
@@ -561,6 +570,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_LABEL:
 			a.label = true;
+			break;
+		case OPT_CODE:
+			a.code = true;
 			break;
 		case OPT_PRINTER:
 			a.printer = optarg;

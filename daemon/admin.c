@@ -271,7 +271,7 @@ static void on_row_done(const struct act_result *res, void *arg)
 			c->issued++;
 			/* Pre-generation: the label is encoded now, drawn cheaply on the line. */
 			if (c->t->store)
-				label_precompute(c->t->cfg, c->t->store, &res->rec);
+				label_precompute(c->t->cfg, c->t->layout, c->t->store, &res->rec);
 		}
 		c->unavailable_in_a_row = 0;
 		cred_wipe(&row->q.app_key, sizeof(row->q.app_key));

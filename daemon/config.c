@@ -23,6 +23,7 @@ static const char *const ec_names[] = {"L", "M", "Q", "H", NULL};
 static const char *const store_backends[] = {"sqlite", "postgresql", NULL};
 static const char *const qr_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
 static const char *const caption_positions[] = {"right", "below", NULL};
+static const char *const label_images[] = {"whole", "code", NULL};
 static const char *const printer_languages[] = {"auto", "zpl", "pdf", NULL};
 
 /* label.caption-N: a template over {devEUI}, {joinEUI}, {serial}; empty is no line. */
@@ -610,6 +611,8 @@ static const struct conf_directive directives[] = {
      .min = 4, .max = 72},
     {.name = "label.captions", .type = CONF_ENUM, .offset = OFF(label.caption_position),
      .def = "right", .names = caption_positions},
+    {.name = "label.images", .type = CONF_ENUM, .offset = OFF(label.images), .def = "whole",
+     .names = label_images},
 
     {.name = "print.default", .type = CONF_STR_OPT, .offset = OFF(print_default), .def = ""},
 };

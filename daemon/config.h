@@ -73,6 +73,12 @@ enum label_captions {
 	LABEL_CAPTIONS_BELOW,
 };
 
+/* What a PNG or SVG image is when a call's qr.label does not say (label.images). */
+enum label_images {
+	LABEL_IMAGES_WHOLE, /* the whole label of the layout, captions included */
+	LABEL_IMAGES_CODE,  /* the bare QR code, qr.scale and qr.margin */
+};
+
 /*
  * One label layout (label.*). Lengths are in tenths of a millimetre; 0 for qr_size means
  * "as large as the label allows". Captions are templates over {devEUI}, {joinEUI} and
@@ -88,6 +94,7 @@ struct config_label {
 	char *captions[CONFIG_MAX_CAPTIONS];
 	uint32_t font_size; /* points */
 	enum label_captions caption_position;
+	enum label_images images;
 };
 
 /*

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "hex.h"
 #include "layout.h"
+#include "log.h"
 #include "qr.h"
 #include "store.h"
 
@@ -35,7 +36,10 @@ int label_opts(const struct config *cfg, const struct layout *layout, json_t *qr
 	o.margin = (int)cfg->qr_margin;
 	o.level = cfg->qr_ec_level;
 	o.layout = layout;
-	o.label = json_is_true(json_object_get(qr, "label"));
+	/* The whole label unless the call (qr.label: false) or label.images = code says not. */
+	json_t *whole = json_object_get(qr, "label");
+	o.label = json_is_boolean(whole) ? json_is_true(whole)
+					 : cfg->label.images == LABEL_IMAGES_WHOLE;
 	*ret_want = false;
 	if (!json_is_object(qr)) {
 		*ret = o;
@@ -86,21 +90,49 @@ json_t *label_image_json(const char *text, const struct qr_opts *o, int *ret_err
 	return image_json(o->format, data, len, ret_err);
 }
 
-/* The cache key of an image: format, scale, margin and level ("png/4/4/M"). */
-static void image_key(const struct qr_opts *o, char *out, size_t len)
+/* True if o asks for the whole label of its layout: ZPL always, PNG and SVG with label. */
+static bool opts_whole(const struct qr_opts *o)
 {
+	return o->layout && (o->format == QR_FORMAT_ZPL ||
+			     (o->label && (o->format == QR_FORMAT_PNG || o->format == QR_FORMAT_SVG)));
+}
+
+/* The caption fields of a record. */
+static struct layout_fields record_fields(const struct store_record *r)
+{
+	struct layout_fields f = {r->dev_eui, r->join_eui, r->serial[0] ? r->serial : NULL};
+	return f;
+}
+
+/*
+ * The cache key of an image. The bare code: format, scale, margin and level
+ * ("png/4/4/M"). The whole label: format, the layout's fingerprint over r's captions,
+ * level ("png+1a2b3c4d/M"), so a changed label.* or caption field never matches.
+ */
+static void image_key(const struct qr_opts *o, const struct store_record *r, char *out,
+		      size_t len)
+{
+	if (opts_whole(o)) {
+		struct layout_fields f = record_fields(r);
+		snprintf(out, len, "%s+%08x/%s", qr_format_name(o->format),
+			 (unsigned)layout_fingerprint(o->layout, &f), qr_ec_level_name(o->level));
+		return;
+	}
 	snprintf(out, len, "%s/%d/%d/%s", qr_format_name(o->format), o->scale, o->margin,
 		 qr_ec_level_name(o->level));
 }
 
 /* The options of the configured default label image; false if it is not cacheable. */
-static bool default_opts(const struct config *cfg, struct qr_opts *ret)
+static bool default_opts(const struct config *cfg, const struct layout *layout,
+			 struct qr_opts *ret)
 {
 	struct qr_opts o;
 	qr_opts_default(&o);
 	o.scale = (int)cfg->qr_scale;
 	o.margin = (int)cfg->qr_margin;
 	o.level = cfg->qr_ec_level;
+	o.layout = layout;
+	o.label = cfg->label.images == LABEL_IMAGES_WHOLE;
 	if (qr_format_from_string(cfg->qr_format, &o.format) < 0 || o.format == QR_FORMAT_NONE ||
 	    o.format == QR_FORMAT_ZPL)
 		return false;
@@ -109,28 +141,72 @@ static bool default_opts(const struct config *cfg, struct qr_opts *ret)
 }
 
 /*
- * Fill l with text's QR code at the configured level and, for the configured default
- * options, its image (compact: smallest PNG, for pre-generation off the station path).
+ * The whole label of o->layout for r, captions included, at o->level: from matrix (a
+ * code stored at that level) when given, else encoded now. Raw bytes into *ret_data.
  */
-static int label_fill(const struct config *cfg, const char *text, struct store_label *l,
-		      bool compact)
+static int layout_image(const struct store_record *r, const char *text, const struct qr_opts *o,
+			const uint8_t *matrix, size_t mlen, uint8_t **ret_data, size_t *ret_len)
 {
-	snprintf(l->text, sizeof(l->text), "%s", text);
-	l->ec = (int)cfg->qr_ec_level;
-	int err =
-	    qr_matrix_encode(text, cfg->qr_ec_level, l->matrix, sizeof(l->matrix), &l->matrix_len);
+	enum layout_format fmt = o->format == QR_FORMAT_ZPL   ? LAYOUT_ZPL
+				 : o->format == QR_FORMAT_SVG ? LAYOUT_SVG
+							      : LAYOUT_PNG;
+	struct layout_fields f = record_fields(r);
+	struct layout_doc *d;
+	char err[256];
+	int e = layout_doc_new(o->layout, fmt, &d);
+	if (e < 0)
+		return e;
+	layout_doc_set_level(d, o->level);
+	layout_doc_set_compact(d, o->compact);
+	e = layout_doc_add_matrix(d, text, matrix, mlen, &f, 1, err, sizeof(err));
+	if (e < 0) {
+		log_warnx("label of %s: %s", r->dev_eui, err);
+		layout_doc_free(d);
+		return e;
+	}
+	return layout_doc_finish(d, ret_data, ret_len);
+}
+
+/* The image o asks for, drawn from l's matrix (at o->level) or from text. */
+static int draw_image(const struct store_record *r, const char *text, const struct qr_opts *o,
+		      const struct store_label *l, uint8_t **ret_data, size_t *ret_len)
+{
+	if (opts_whole(o))
+		return layout_image(r, text, o, l ? l->matrix : NULL, l ? l->matrix_len : 0,
+				    ret_data, ret_len);
+	if (l)
+		return qr_matrix_render(l->matrix, l->matrix_len, text, o, ret_data, ret_len);
+	return qr_image_render(text, o, ret_data, ret_len);
+}
+
+/*
+ * Fill l with text's QR code at the configured level (unless have_matrix: l holds it
+ * already) and, for the configured default options, its image (compact: smallest PNG,
+ * for pre-generation off the station path).
+ */
+static int label_fill(const struct config *cfg, const struct layout *layout,
+		      const struct store_record *r, const char *text, struct store_label *l,
+		      bool have_matrix, bool compact)
+{
+	int err = 0;
+	if (!have_matrix) {
+		snprintf(l->text, sizeof(l->text), "%s", text);
+		l->ec = (int)cfg->qr_ec_level;
+		err = qr_matrix_encode(text, cfg->qr_ec_level, l->matrix, sizeof(l->matrix),
+				       &l->matrix_len);
+	}
 	struct qr_opts o;
 	l->image_opts[0] = '\0';
 	l->image_len = 0;
-	if (err == 0 && default_opts(cfg, &o)) {
+	if (err == 0 && default_opts(cfg, layout, &o)) {
 		o.compact = compact;
 		uint8_t *img;
 		size_t len;
-		if (qr_matrix_render(l->matrix, l->matrix_len, text, &o, &img, &len) == 0) {
+		if (draw_image(r, text, &o, l, &img, &len) == 0) {
 			if (len <= sizeof(l->image)) {
 				memcpy(l->image, img, len);
 				l->image_len = len;
-				image_key(&o, l->image_opts, sizeof(l->image_opts));
+				image_key(&o, r, l->image_opts, sizeof(l->image_opts));
 			}
 			free(img);
 		}
@@ -138,7 +214,8 @@ static int label_fill(const struct config *cfg, const char *text, struct store_l
 	return err;
 }
 
-int label_precompute(const struct config *cfg, struct store *store, const struct store_record *r)
+int label_precompute(const struct config *cfg, const struct layout *layout, struct store *store,
+		     const struct store_record *r)
 {
 	char text[QR_TEXT_MAX];
 	int err = label_text(cfg, r, text, sizeof(text));
@@ -148,61 +225,56 @@ int label_precompute(const struct config *cfg, struct store *store, const struct
 	if (!l)
 		return -ENOMEM;
 	/* Made once before manufacturing, handed out many times: worth the smallest file. */
-	err = label_fill(cfg, text, l, true);
+	err = label_fill(cfg, layout, r, text, l, false, true);
 	if (err == 0)
 		err = store_label_put(store, r->dev_eui, l);
 	free(l);
 	return err;
 }
 
-/* The whole label of o->layout for r, with its captions. */
-static json_t *label_layout_json(const struct store_record *r, const char *text,
-				 const struct qr_opts *o, int *ret_err)
-{
-	enum layout_format fmt = o->format == QR_FORMAT_ZPL   ? LAYOUT_ZPL
-				 : o->format == QR_FORMAT_SVG ? LAYOUT_SVG
-							      : LAYOUT_PNG;
-	struct layout_fields f = {r->dev_eui, r->join_eui, r->serial[0] ? r->serial : NULL};
-	uint8_t *data;
-	size_t len;
-	char err[256];
-	int e = layout_render(o->layout, fmt, text, &f, &data, &len, err, sizeof(err));
-	if (e < 0) {
-		*ret_err = e;
-		return NULL;
-	}
-	return image_json(o->format, data, len, ret_err);
-}
-
 json_t *label_image_for(const struct config *cfg, struct store *store, const struct store_record *r,
 			const char *text, const struct qr_opts *o, int *ret_err)
 {
-	if (o->layout && (o->format == QR_FORMAT_ZPL ||
-			  (o->label && (o->format == QR_FORMAT_PNG || o->format == QR_FORMAT_SVG))))
-		return label_layout_json(r, text, o, ret_err);
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int err;
 	/*
 	 * The printer encodes ZPL labels itself: nothing to reuse. On PostgreSQL the cached
 	 * label would cost a synchronous round trip on the loop: drawing it is cheaper.
 	 */
 	if (o->format == QR_FORMAT_ZPL || !store ||
-	    strcmp(store_backend_name(store), "postgresql") == 0)
-		return label_image_json(text, o, ret_err);
+	    strcmp(store_backend_name(store), "postgresql") == 0) {
+		err = draw_image(r, text, o, NULL, &data, &len);
+		if (err < 0) {
+			*ret_err = err;
+			return NULL;
+		}
+		return image_json(o->format, data, len, ret_err);
+	}
 	struct store_label *l = malloc(sizeof(*l));
 	if (!l) {
 		*ret_err = -ENOMEM;
 		return NULL;
 	}
-	char key[sizeof(l->image_opts)];
-	image_key(o, key, sizeof(key));
+	char key[sizeof(l->image_opts)], def_key[sizeof(l->image_opts)];
+	image_key(o, r, key, sizeof(key));
+	struct qr_opts def;
+	bool is_default = default_opts(cfg, o->layout, &def);
+	if (is_default) {
+		image_key(&def, r, def_key, sizeof(def_key));
+		is_default = strcmp(key, def_key) == 0;
+	}
 	json_t *j = NULL;
-	uint8_t *data = NULL;
-	size_t len = 0;
-	int err = store_label_get(store, r->dev_eui, l);
+	err = store_label_get(store, r->dev_eui, l);
 	bool hit = err == 0 && strcmp(l->text, text) == 0;
 	err = 0;
-	if (!hit && (int)o->level == cfg->qr_ec_level && r->state == STORE_ISSUED) {
-		/* Not made yet (or stale): make it once and keep it for the next label. */
-		err = label_fill(cfg, text, l, false);
+	bool mine = (int)o->level == cfg->qr_ec_level && r->state == STORE_ISSUED;
+	if (mine && (!hit || (is_default && strcmp(l->image_opts, key) != 0))) {
+		/*
+		 * Not made yet, stale, or its default image drawn with other options (an older
+		 * layout, label.images changed): make it once and keep it for the next label.
+		 */
+		err = label_fill(cfg, o->layout, r, text, l, hit, false);
 		if (err == 0)
 			store_label_put(store, r->dev_eui, l);
 		hit = err == 0;
@@ -216,9 +288,9 @@ json_t *label_image_for(const struct config *cfg, struct store *store, const str
 		}
 		err = data ? 0 : -ENOMEM;
 	} else if (hit && l->ec == (int)o->level) {
-		err = qr_matrix_render(l->matrix, l->matrix_len, text, o, &data, &len);
+		err = draw_image(r, text, o, l, &data, &len);
 	} else if (err == 0) {
-		err = qr_image_render(text, o, &data, &len);
+		err = draw_image(r, text, o, NULL, &data, &len);
 	}
 	free(l);
 	if (err == 0)

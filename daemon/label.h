@@ -19,7 +19,8 @@ struct layout;
 /*
  * Image options from a call's validated "qr" object over the configured defaults.
  * *ret_want is false when no image is wanted (no object, or format "none"). layout (may
- * be NULL) draws ZPL labels, and PNG or SVG ones when the object has label: true.
+ * be NULL) draws ZPL labels, and PNG or SVG ones unless the object has label: false (or
+ * has no label and label.images is "code"); without a layout they are the bare code.
  */
 int label_opts(const struct config *cfg, const struct layout *layout, json_t *qr,
 	       struct qr_opts *ret, bool *ret_want);
@@ -29,9 +30,12 @@ json_t *label_image_json(const char *text, const struct qr_opts *o, int *ret_err
 
 /*
  * The label image of r (whose label text is text): the whole label of o->layout (ZPL, or
- * PNG and SVG with o->label), captions included, or else the bare code, drawn from the QR code stored for it
- * when one matches text and o->level, else encoded now and, at the configured level for
- * an issued device, stored for next time. store may be NULL.
+ * PNG and SVG with o->label), captions included, or else the bare code. PNG and SVG are
+ * drawn from the QR code stored for r when one matches text and o->level, else encoded
+ * now and, at the configured level for an issued device, stored for next time; the image
+ * of the configured default options is stored too, under a key of the options (and for
+ * the whole label, of the layout and r's caption fields), and handed out as is while the
+ * key matches. store may be NULL.
  */
 json_t *label_image_for(const struct config *cfg, struct store *store, const struct store_record *r,
 			const char *text, const struct qr_opts *o, int *ret_err);
@@ -40,7 +44,8 @@ json_t *label_image_for(const struct config *cfg, struct store *store, const str
  * Encode the label of an issued record at the configured level and queue it into the
  * store, so labels of imported devices are drawn without encoding (pre-generation).
  */
-int label_precompute(const struct config *cfg, struct store *store, const struct store_record *r);
+int label_precompute(const struct config *cfg, const struct layout *layout, struct store *store,
+		     const struct store_record *r);
 
 /*
  * The Device object of a record: devEUI, joinEUI, profileId, serial?, ownerToken,

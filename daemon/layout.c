@@ -6,6 +6,8 @@
 #include <cairo.h>
 #include <errno.h>
 #include <fontconfig/fontconfig.h>
+#include <png.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,8 @@
 
 #define QUIET 4		 /* modules of quiet zone on every side, always kept */
 #define CAPTION_GAP_MM10 10 /* 1 mm between the quiet zone and the captions */
+/* Bumped whenever the drawing changes, so images kept by fingerprint are drawn again. */
+#define LAYOUT_REVISION 2
 /* A typical TR005 text (64-bit token, serial): what the configuration is checked with. */
 #define SAMPLE_TEXT                                                                                \
 	"LW:D0:70B3D57ED0000001:0123D345666E2DBD:00000000:O0123456789ABCDEF0123456789ABCDEF:"     \
@@ -46,6 +50,8 @@ struct geometry {
 struct layout_doc {
 	const struct layout *l;
 	enum layout_format fmt;
+	enum qr_ec_level level; /* the layout's, unless layout_doc_set_level() */
+	bool compact;		/* PNG: best compression */
 	unsigned labels;
 	/* ZPL: text; PDF/SVG: cairo writes its stream here; PNG: written at the end. */
 	uint8_t *data;
@@ -423,6 +429,31 @@ struct layout *layout_free(struct layout *l)
 	return NULL;
 }
 
+/* FNV-1a over n bytes, continuing from h. */
+static uint32_t fnv(uint32_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 16777619u;
+	return h;
+}
+
+uint32_t layout_fingerprint(const struct layout *l, const struct layout_fields *f)
+{
+	int geo[] = {LAYOUT_REVISION, l->dpi,	  l->width,   l->height,	   l->qr_size,
+		     l->qr_x,	       l->qr_y,	  l->gap,     l->font_px, (int)l->position};
+	uint32_t h = fnv(2166136261u, geo, sizeof(geo));
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++) {
+		const char *c = l->captions[i] ? l->captions[i] : "";
+		h = fnv(h, c, strlen(c) + 1);
+	}
+	const char *v[] = {f && f->dev_eui ? f->dev_eui : "", f && f->join_eui ? f->join_eui : "",
+			   f && f->serial ? f->serial : ""};
+	for (int i = 0; i < 3; i++)
+		h = fnv(h, v[i], strlen(v[i]) + 1);
+	return h;
+}
+
 void layout_size(const struct layout *l, int *ret_width, int *ret_height, int *ret_dpi)
 {
 	*ret_width = l->width;
@@ -450,6 +481,7 @@ int layout_doc_new(const struct layout *l, enum layout_format fmt, struct layout
 		return -ENOMEM;
 	d->l = l;
 	d->fmt = fmt;
+	d->level = l->level;
 	/* Page sizes in points; drawing is done in dots, scaled. */
 	double pw = l->width * 72.0 / l->dpi, ph = l->height * 72.0 / l->dpi;
 	switch (fmt) {
@@ -459,12 +491,10 @@ int layout_doc_new(const struct layout *l, enum layout_format fmt, struct layout
 		d->surface = cairo_pdf_surface_create_for_stream(doc_write, d, pw, ph);
 		break;
 	case LAYOUT_SVG:
-		d->surface = cairo_svg_surface_create_for_stream(doc_write, d, l->width, l->height);
-		if (cairo_surface_status(d->surface) == CAIRO_STATUS_SUCCESS)
-			cairo_svg_surface_set_document_unit(d->surface, CAIRO_SVG_UNIT_PX);
-		break;
+		break; /* written here: captions stay <text>, which cairo would turn to outlines */
 	case LAYOUT_PNG:
-		d->surface = cairo_image_surface_create(CAIRO_FORMAT_RGB24, l->width, l->height);
+		/* Coverage only, drawn without antialiasing: the printer's dots, one bit each. */
+		d->surface = cairo_image_surface_create(CAIRO_FORMAT_A8, l->width, l->height);
 		break;
 	}
 	if (d->surface) {
@@ -475,9 +505,27 @@ int layout_doc_new(const struct layout *l, enum layout_format fmt, struct layout
 		}
 		if (fmt == LAYOUT_PDF)
 			cairo_scale(d->cr, 72.0 / l->dpi, 72.0 / l->dpi);
+		if (fmt == LAYOUT_PNG) {
+			cairo_set_antialias(d->cr, CAIRO_ANTIALIAS_NONE);
+			cairo_font_options_t *fo = cairo_font_options_create();
+			cairo_font_options_set_antialias(fo, CAIRO_ANTIALIAS_NONE);
+			cairo_font_options_set_hint_style(fo, CAIRO_HINT_STYLE_FULL);
+			cairo_set_font_options(d->cr, fo);
+			cairo_font_options_destroy(fo);
+		}
 	}
 	*ret = d;
 	return 0;
+}
+
+void layout_doc_set_level(struct layout_doc *d, enum qr_ec_level level)
+{
+	d->level = level;
+}
+
+void layout_doc_set_compact(struct layout_doc *d, bool compact)
+{
+	d->compact = compact;
 }
 
 void layout_doc_free(struct layout_doc *d)
@@ -522,7 +570,7 @@ static void draw_zpl(struct layout_doc *d, const struct geometry *g, const char 
 {
 	const struct layout *l = d->l;
 	static const char levels[] = {'L', 'M', 'Q', 'H'};
-	char prefix[4] = {levels[l->level], 'A', ',', 0};
+	char prefix[4] = {levels[d->level], 'A', ',', 0};
 	doc_printf(d, "^XA\n^CI28\n^PW%d\n^LL%d\n^LH0,0\n", l->width, l->height);
 	doc_printf(d, "^FO%d,%d^BQN,2,%d", l->qr_x + QUIET * g->module,
 		   l->qr_y + QUIET * g->module, g->module);
@@ -542,23 +590,10 @@ static void draw_zpl(struct layout_doc *d, const struct geometry *g, const char 
 	doc_printf(d, "^XZ\n");
 }
 
-/* One label with cairo, in dots: white, the modules, the captions in DejaVu Sans. */
-static int draw_cairo(struct layout_doc *d, const struct geometry *g, const char *text,
-		      char lines[][LAYOUT_CAPTION_MAX])
+/* Call fn for each horizontal run of dark modules of matrix m (qr_matrix_encode()). */
+static void matrix_runs(const uint8_t *m, void (*fn)(void *arg, int x, int y, int run), void *arg)
 {
-	const struct layout *l = d->l;
-	uint8_t m[QR_MATRIX_MAX];
-	size_t mlen;
-	int r = qr_matrix_encode(text, l->level, m, sizeof(m), &mlen);
-	if (r < 0)
-		return r;
-	cairo_t *cr = d->cr;
-	cairo_set_source_rgb(cr, 1, 1, 1);
-	cairo_rectangle(cr, 0, 0, l->width, l->height);
-	cairo_fill(cr);
-	cairo_set_source_rgb(cr, 0, 0, 0);
 	int w = m[0];
-	double x0 = l->qr_x + QUIET * g->module, y0 = l->qr_y + QUIET * g->module;
 	for (int y = 0; y < w; y++)
 		for (int x = 0; x < w;) {
 			size_t i = (size_t)y * (size_t)w + (size_t)x;
@@ -573,10 +608,113 @@ static int draw_cairo(struct layout_doc *d, const struct geometry *g, const char
 					break;
 				run++;
 			}
-			cairo_rectangle(cr, x0 + x * g->module, y0 + y * g->module,
-					run * g->module, g->module);
+			fn(arg, x, y, run);
 			x += run;
 		}
+}
+
+/* Where a run of modules goes. */
+struct run_ctx {
+	struct layout_doc *d;
+	const struct geometry *g;
+	int x0, y0;
+};
+
+/* A run of dark modules as a cairo rectangle. */
+static void run_cairo(void *arg, int x, int y, int run)
+{
+	struct run_ctx *c = arg;
+	cairo_rectangle(c->d->cr, c->x0 + x * c->g->module, c->y0 + y * c->g->module,
+			run * c->g->module, c->g->module);
+}
+
+/* A run of dark modules as an SVG path segment. */
+static void run_svg(void *arg, int x, int y, int run)
+{
+	struct run_ctx *c = arg;
+	int m = c->g->module;
+	doc_printf(c->d, "M%d %dh%dv%dh-%dz", c->x0 + x * m, c->y0 + y * m, run * m, m, run * m);
+}
+
+/* Append text with XML's five special characters escaped. */
+static void svg_escaped(struct layout_doc *d, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '&':
+			doc_printf(d, "&amp;");
+			break;
+		case '<':
+			doc_printf(d, "&lt;");
+			break;
+		case '>':
+			doc_printf(d, "&gt;");
+			break;
+		case '"':
+			doc_printf(d, "&quot;");
+			break;
+		case '\'':
+			doc_printf(d, "&apos;");
+			break;
+		default:
+			doc_add(d, s, 1);
+		}
+	}
+}
+
+/*
+ * One label as SVG, one user unit per printer dot: a white background, the modules as
+ * one path, each caption a <text> in DejaVu Sans at the same place and size as cairo
+ * draws it (so the captions stay text: searchable, selectable, small).
+ */
+static void draw_svg(struct layout_doc *d, const struct geometry *g, const uint8_t *m,
+		     char lines[][LAYOUT_CAPTION_MAX])
+{
+	const struct layout *l = d->l;
+	doc_printf(d,
+		   "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		   "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" "
+		   "width=\"%dpx\" height=\"%dpx\" viewBox=\"0 0 %d %d\">\n"
+		   "<rect width=\"%d\" height=\"%d\" fill=\"#fff\"/>\n"
+		   "<path fill=\"#000\" shape-rendering=\"crispEdges\" d=\"",
+		   l->width, l->height, l->width, l->height, l->width, l->height);
+	struct run_ctx c = {d, g, l->qr_x + QUIET * g->module, l->qr_y + QUIET * g->module};
+	matrix_runs(m, run_svg, &c);
+	doc_printf(d, "\"/>\n");
+	int y = g->text_y;
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++) {
+		if (!l->captions[i])
+			continue;
+		if (lines[i][0]) {
+			doc_printf(d,
+				   "<text x=\"%d\" y=\"%.2f\" font-family=\"%s, sans-serif\" "
+				   "font-size=\"%d\" fill=\"#000\" xml:space=\"preserve\">",
+				   g->text_x, y + l->ascent, LAYOUT_FONT, l->font_px);
+			svg_escaped(d, lines[i]);
+			doc_printf(d, "</text>\n");
+		}
+		y += g->line_h;
+	}
+	doc_printf(d, "</svg>\n");
+}
+
+/*
+ * One label with cairo, in dots: white, the modules, the captions in DejaVu Sans. PNG
+ * draws coverage on a clear A8 surface (clear is white).
+ */
+static int draw_cairo(struct layout_doc *d, const struct geometry *g, const uint8_t *m,
+		      char lines[][LAYOUT_CAPTION_MAX])
+{
+	const struct layout *l = d->l;
+	cairo_t *cr = d->cr;
+	if (d->fmt != LAYOUT_PNG) {
+		cairo_set_source_rgb(cr, 1, 1, 1);
+		cairo_rectangle(cr, 0, 0, l->width, l->height);
+		cairo_fill(cr);
+	}
+	cairo_set_source_rgb(cr, 0, 0, 0);
+	struct run_ctx c = {d, g, l->qr_x + QUIET * g->module, l->qr_y + QUIET * g->module};
+	matrix_runs(m, run_cairo, &c);
 	cairo_fill(cr);
 	cairo_select_font_face(cr, LAYOUT_FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
 	cairo_set_font_size(cr, l->font_px);
@@ -596,6 +734,13 @@ static int draw_cairo(struct layout_doc *d, const struct geometry *g, const char
 int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layout_fields *f,
 		   unsigned copies, char *err, size_t errlen)
 {
+	return layout_doc_add_matrix(d, qr_text, NULL, 0, f, copies, err, errlen);
+}
+
+int layout_doc_add_matrix(struct layout_doc *d, const char *qr_text, const uint8_t *matrix,
+			  size_t mlen, const struct layout_fields *f, unsigned copies, char *err,
+			  size_t errlen)
+{
 	if (!d || !qr_text || !*qr_text || copies < 1) {
 		snprintf(err, errlen, "no label text");
 		return -EINVAL;
@@ -605,7 +750,26 @@ int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layou
 		return -E2BIG;
 	}
 	const struct layout *l = d->l;
-	int modules = qr_image_modules(qr_text, l->level);
+	uint8_t own[QR_MATRIX_MAX];
+	int modules;
+	if (matrix) {
+		/* A stored code: its width byte and enough bits for it. */
+		modules = mlen ? matrix[0] : 0;
+		if (modules < 21 || modules > 177 ||
+		    mlen < 1 + ((size_t)modules * (size_t)modules + 7) / 8) {
+			snprintf(err, errlen, "a malformed stored code");
+			return -EINVAL;
+		}
+	} else if (d->fmt == LAYOUT_ZPL) {
+		/* The printer encodes the code; only its size is needed here. */
+		modules = qr_image_modules(qr_text, d->level);
+	} else {
+		size_t n;
+		modules = qr_matrix_encode(qr_text, d->level, own, sizeof(own), &n);
+		if (modules == 0)
+			modules = own[0];
+		matrix = own;
+	}
 	if (modules < 0) {
 		snprintf(err, errlen, "the label text does not fit any QR code");
 		return modules == -EMSGSIZE ? -EMSGSIZE : modules;
@@ -622,10 +786,12 @@ int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layou
 		return r;
 	if (d->fmt == LAYOUT_ZPL) {
 		draw_zpl(d, &g, qr_text, lines, copies);
+	} else if (d->fmt == LAYOUT_SVG) {
+		draw_svg(d, &g, matrix, lines);
 	} else {
 		unsigned pages = d->fmt == LAYOUT_PDF ? copies : 1;
 		for (unsigned c = 0; c < pages && r == 0; c++) {
-			r = draw_cairo(d, &g, qr_text, lines);
+			r = draw_cairo(d, &g, matrix, lines);
 			if (r == 0 && d->fmt == LAYOUT_PDF)
 				cairo_show_page(d->cr);
 		}
@@ -640,14 +806,89 @@ int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layou
 	return 0;
 }
 
+/* libpng's error handler: back to the setjmp, no message (library code does not log). */
+static void png_fail(png_structp png, png_const_charp msg)
+{
+	(void)msg;
+	png_longjmp(png, 1);
+}
+
+/* libpng's warning handler: ignored. */
+static void png_warn(png_structp png, png_const_charp msg)
+{
+	(void)png;
+	(void)msg;
+}
+
+/* libpng's writer: into the document's buffer. */
+static void png_out(png_structp png, png_bytep data, png_size_t len)
+{
+	struct layout_doc *d = png_get_io_ptr(png);
+	doc_add(d, data, len);
+	if (d->err)
+		png_error(png, "out of memory");
+}
+
+/* libpng's flush: nothing to flush in memory. */
+static void png_flush_nop(png_structp png)
+{
+	(void)png;
+}
+
+/*
+ * The drawn A8 surface as a 1-bit grayscale PNG of the label's size, one pixel per
+ * printer dot (what a thermal printer prints), its resolution in pHYs.
+ */
+static int png_write(struct layout_doc *d)
+{
+	const struct layout *l = d->l;
+	cairo_surface_flush(d->surface);
+	const unsigned char *px = cairo_image_surface_get_data(d->surface);
+	int stride = cairo_image_surface_get_stride(d->surface);
+	size_t rowbytes = ((size_t)l->width + 7) / 8;
+	uint8_t *row = malloc(rowbytes);
+	png_structp png = row ? png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, png_fail,
+							  png_warn)
+			      : NULL;
+	png_infop info = png ? png_create_info_struct(png) : NULL;
+	int r = -ENOMEM;
+	if (!px || !info)
+		goto out;
+	if (setjmp(png_jmpbuf(png))) {
+		r = d->err ? d->err : -ENOMEM;
+		goto out;
+	}
+	png_set_write_fn(png, d, png_out, png_flush_nop);
+	png_set_IHDR(png, info, (png_uint_32)l->width, (png_uint_32)l->height, 1,
+		     PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+		     PNG_FILTER_TYPE_DEFAULT);
+	png_uint_32 ppm = (png_uint_32)((l->dpi * 10000.0) / 254.0 + 0.5);
+	png_set_pHYs(png, info, ppm, ppm, PNG_RESOLUTION_METER);
+	png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
+	png_set_compression_level(png, d->compact ? 9 : 1);
+	png_write_info(png, info);
+	for (int y = 0; y < l->height; y++) {
+		const unsigned char *src = px + (size_t)y * (size_t)stride;
+		memset(row, 0xff, rowbytes);
+		for (int x = 0; x < l->width; x++)
+			if (src[x] >= 0x80)
+				row[x >> 3] &= (uint8_t) ~(0x80u >> (x & 7));
+		png_write_row(png, row);
+	}
+	png_write_end(png, NULL);
+	r = 0;
+out:
+	png_destroy_write_struct(&png, &info);
+	free(row);
+	return r;
+}
+
 int layout_doc_finish(struct layout_doc *d, uint8_t **ret_data, size_t *ret_len)
 {
 	int r = 0;
 	if (d->fmt == LAYOUT_PNG) {
-		cairo_surface_flush(d->surface);
-		if (cairo_surface_write_to_png_stream(d->surface, doc_write, d) !=
-		    CAIRO_STATUS_SUCCESS)
-			r = -ENOMEM;
+		if (d->labels)
+			r = png_write(d);
 	} else if (d->surface) {
 		cairo_destroy(d->cr);
 		d->cr = NULL;

@@ -11,8 +11,8 @@
 enum layout_format {
 	LAYOUT_ZPL, /* ^XA...^XZ per label; the printer encodes the code (^BQN,2,<mag>) */
 	LAYOUT_PDF, /* one page per label, cairo, DejaVu Sans */
-	LAYOUT_PNG, /* one label, RGB, one pixel per printer dot */
-	LAYOUT_SVG, /* one label, one user unit per printer dot */
+	LAYOUT_PNG, /* one label, 1-bit grayscale, one pixel per printer dot, drawn unsmoothed */
+	LAYOUT_SVG, /* one label, one user unit per printer dot, captions as <text> */
 };
 
 #define LAYOUT_CAPTION_MAX 256 /* bytes of one rendered caption line, NUL included */
@@ -53,11 +53,24 @@ struct layout *layout_free(struct layout *l);
 /* The label's size in printer dots, and its dpi. */
 void layout_size(const struct layout *l, int *ret_width, int *ret_height, int *ret_dpi);
 
+/*
+ * A hash of everything that decides how a label of f looks with this layout (geometry,
+ * captions, the fields the captions name, the drawing's revision), so an image kept
+ * in a cache under it is known to be drawn the same way.
+ */
+uint32_t layout_fingerprint(const struct layout *l, const struct layout_fields *f);
+
 /* A document of labels being drawn. */
 struct layout_doc;
 
 /* Start a document in format fmt (PNG and SVG hold one label). -ENOMEM, -EINVAL. */
 int layout_doc_new(const struct layout *l, enum layout_format fmt, struct layout_doc **ret);
+
+/* Draw the codes at level rather than the layout's own (a call's qr.ecLevel). */
+void layout_doc_set_level(struct layout_doc *d, enum qr_ec_level level);
+
+/* PNG: the smallest file at more CPU, for images made once and kept. */
+void layout_doc_set_compact(struct layout_doc *d, bool compact);
 
 /*
  * Add one label: the code of qr_text and the captions over f, copies times (ZPL: ^PQ;
@@ -67,6 +80,15 @@ int layout_doc_new(const struct layout *l, enum layout_format fmt, struct layout
  */
 int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layout_fields *f,
 		   unsigned copies, char *err, size_t errlen);
+
+/*
+ * layout_doc_add() with the code already encoded (qr_matrix_encode() at the document's
+ * level, e.g. a stored one), so the costly encoding is not done again; -EINVAL for a
+ * malformed matrix.
+ */
+int layout_doc_add_matrix(struct layout_doc *d, const char *qr_text, const uint8_t *matrix,
+			  size_t mlen, const struct layout_fields *f, unsigned copies, char *err,
+			  size_t errlen);
 
 /* Finish the document into a malloc'd buffer (NUL after it, not counted) and free it. */
 int layout_doc_finish(struct layout_doc *d, uint8_t **ret_data, size_t *ret_len);
