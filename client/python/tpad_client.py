@@ -257,10 +257,10 @@ class Device:
 
 
 def _qr_options(qr_format, qr_scale, qr_margin, qr_ec_level,
-                qr_label=False) -> Optional[Dict[str, Any]]:
+                qr_label=None) -> Optional[Dict[str, Any]]:
     """The qr parameter of a station call, or None when nothing was asked."""
     q = {"format": qr_format, "scale": qr_scale, "margin": qr_margin, "ecLevel": qr_ec_level,
-         "label": True if qr_label else None}
+         "label": None if qr_label is None else bool(qr_label)}
     q = {k: v for k, v in q.items() if v is not None}
     return q or None
 
@@ -369,7 +369,7 @@ class Client:
                  join_eui: Optional[str] = None, profile_id: Optional[str] = None,
                  serial: Optional[str] = None, qr_format: Optional[str] = None,
                  qr_scale: Optional[int] = None, qr_margin: Optional[int] = None,
-                 qr_ec_level: Optional[str] = None, qr_label: bool = False,
+                 qr_ec_level: Optional[str] = None, qr_label: Optional[bool] = None,
                  print_to: Any = None, print_copies: Optional[int] = None) -> Device:
         """io.tpad.Station.Activate: get a device's ownerToken (and AppKey, and QR label).
 
@@ -377,8 +377,9 @@ class Client:
         generate_app_key=True (devices without one), or none of them for a device that
         was imported before manufacturing. qr_format is "png", "svg", "zpl", "text" or
         "none"; without any qr_* argument tpad's configured default applies. Calling again
-        with the same record returns the same token. qr_label=True makes PNG and SVG
-        labels the whole label layout (captions, label size). print_to=True prints the
+        with the same record returns the same token. PNG and SVG labels are the
+        whole label layout (captions, label size) unless qr_label=False asks for the
+        bare QR code (or tpad's label.images is "code" and qr_label is not True). print_to=True prints the
         label on this station's printer once the record is committed, a string on that
         printer, print_copies copies; .printed then says which job. Raises the TpadError
         subclass of the error reply, e.g. InvalidParameter, Conflict or
@@ -395,7 +396,7 @@ class Client:
 
     def lookup(self, dev_eui: str, qr_format: Optional[str] = None,
                qr_scale: Optional[int] = None, qr_margin: Optional[int] = None,
-               qr_ec_level: Optional[str] = None, qr_label: bool = False,
+               qr_ec_level: Optional[str] = None, qr_label: Optional[bool] = None,
                print_to: Any = None, print_copies: Optional[int] = None) -> Device:
         """io.tpad.Station.Lookup: a device from tpad's store only; NotFound when it is absent.
 

@@ -194,6 +194,75 @@ def decode_png(path):
     return out.stdout.strip()
 
 
+def png_pixels(data):
+    """A PNG's width, height and rows of booleans (True: dark) for the 1-bit and 8-bit
+    grayscale, unfiltered PNGs tpad writes; anything else fails the test."""
+    import struct
+    import zlib
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, ihdr = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    w, h, depth, color = ihdr[:4]
+    assert color == 0 and depth in (1, 8), ihdr
+    raw = zlib.decompress(idat)
+    stride = (w * depth + 7) // 8
+    rows = []
+    for y in range(h):
+        line = raw[y * (stride + 1):(y + 1) * (stride + 1)]
+        assert line[0] == 0, "filtered row"
+        if depth == 1:
+            rows.append([not (line[1 + x // 8] >> (7 - x % 8)) & 1 for x in range(w)])
+        else:
+            rows.append([b < 128 for b in line[1:]])
+    return w, h, rows
+
+
+def png_write(path, rows):
+    """Write rows of booleans (True: dark) as an 8-bit grayscale PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body +
+                struct.pack(">I", zlib.crc32(kind + body) & 0xffffffff))
+    raw = b"".join(b"\0" + bytes(0 if d else 255 for d in r) for r in rows)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" +
+                chunk(b"IHDR", struct.pack(">IIBBBBB", len(rows[0]), len(rows), 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def svg_label(svg):
+    """An SVG label taken apart: (width, height, the dark rectangles of its path as
+    pixels, its <text> contents), with libxml2's rules (the xml module)."""
+    import re
+    import xml.etree.ElementTree as ET
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(svg)
+    w = int(root.get("width").removesuffix("px"))
+    h = int(root.get("height").removesuffix("px"))
+    rows = [[False] * w for _ in range(h)]
+    for path in root.iter(ns + "path"):
+        for x, y, rw, rh in re.findall(r"M(\d+) (\d+)h(\d+)v(\d+)h-\d+z", path.get("d")):
+            x, y, rw, rh = int(x), int(y), int(rw), int(rh)
+            for yy in range(y, y + rh):
+                rows[yy][x:x + rw] = [True] * rw
+    texts = [t.text for t in root.iter(ns + "text")]
+    return w, h, rows, texts
+
+
+def dots(mm, dpi):
+    """Millimetres to printer dots, rounded as tpad's layout does."""
+    return (int(mm * 10) * dpi + 127) // 254
+
+
 class Print(TpadTestCase):
     def setUp(self):
         super().setUp()
@@ -393,6 +462,123 @@ class Print(TpadTestCase):
         self.assertIn("printer:     gone", p.stdout)
         self.assertIn("unreachable", p.stdout)
         self.assertEqual(self.s.counters()["imports"], 1)
+
+    def check_whole_png(self, data, dev, name):
+        """data is the whole label of dev: label.width x label.height at label.dpi, its
+        code decodes to the TR005 text, and the region right of the code has the captions'
+        ink (the bare code has none there)."""
+        w, h, rows = png_pixels(data)
+        self.assertEqual((w, h), (dots(57, 203), dots(32, 203)))
+        path = os.path.join(self.tmp, name + ".png")
+        with open(path, "wb") as f:
+            f.write(data)
+        self.assertEqual(decode_png(path), dev["qrText"])
+        # The code is a square of at most h dots at the left; captions are right of it.
+        ink = sum(r[x] for r in rows for x in range(h, w))
+        self.assertGreater(ink, 200, "no captions right of the code")
+        return rows
+
+    def test_images_are_the_whole_label(self):
+        self.start(self.raw_section(), conf_extra="label.caption-3 = Made by ACME & Co <1>")
+        r = self.activate(eui(30), generateAppKey=True, serial="SN-CAP-1",
+                          qr={"format": "png"})
+        dev = r["device"]
+        act_png = base64.b64decode(r["qr"]["data"])
+        act_rows = self.check_whole_png(act_png, dev, "activate")
+        with self.d.station_client() as c:
+            look = c.call("io.tpad.Station.Lookup", {"devEUI": eui(30), "qr": {"format": "png"}})
+            look_png = base64.b64decode(look["qr"]["data"])
+            # The cached image: the same label.
+            self.assertEqual(png_pixels(look_png)[2], act_rows)
+            svg = base64.b64decode(c.call("io.tpad.Station.Lookup", {
+                "devEUI": eui(30), "qr": {"format": "svg"}})["qr"]["data"]).decode()
+            bare = base64.b64decode(c.call("io.tpad.Station.Lookup", {
+                "devEUI": eui(30), "qr": {"format": "png", "label": False, "scale": 3,
+                                          "margin": 2}})["qr"]["data"])
+            again = base64.b64decode(c.call("io.tpad.Station.Lookup", {
+                "devEUI": eui(30), "qr": {"format": "png"}})["qr"]["data"])
+        self.check_whole_png(look_png, dev, "lookup")
+        # SVG: the same size in dots, the same code (its path decodes), captions as text.
+        w, h, rows, texts = svg_label(svg)
+        self.assertEqual((w, h), (dots(57, 203), dots(32, 203)))
+        self.assertEqual(texts, [eui(30), "SN-CAP-1", "Made by ACME & Co <1>"])
+        png_write(os.path.join(self.tmp, "svg.png"), rows)
+        self.assertEqual(decode_png(os.path.join(self.tmp, "svg.png")), dev["qrText"])
+        # The SVG's modules are the PNG's, dot for dot (up to the code's right edge).
+        right = max(max((x for x, d in enumerate(r) if d), default=0) for r in rows) + 1
+        self.assertEqual([r[:right] for r in rows], [r[:right] for r in act_rows])
+        # label: false is the bare code: square, (modules + 2 * 2) * 3 pixels, no captions.
+        bw, bh, brows = png_pixels(bare)
+        self.assertEqual(bw, bh)
+        self.assertEqual(bw % 3, 0)
+        with open(os.path.join(self.tmp, "bare.png"), "wb") as f:
+            f.write(bare)
+        self.assertEqual(decode_png(os.path.join(self.tmp, "bare.png")), dev["qrText"])
+        # Asking for the bare code did not replace the stored whole label.
+        self.assertEqual(png_pixels(again)[2], act_rows)
+        # The printer's ZPL carries the same captions.
+        with self.d.station_client() as c:
+            zpl = base64.b64decode(c.call("io.tpad.Station.Lookup", {
+                "devEUI": eui(30), "qr": {"format": "zpl"}})["qr"]["data"]).decode()
+        for t in texts:
+            self.assertIn("^FD" + t + "^FS", zpl)
+        # Export: PNG and SVG are the same whole label by default; --code the bare code.
+        for fmt in ("png", "svg"):
+            out = os.path.join(self.tmp, "export-" + fmt)
+            self.d.tpactl("--socket", self.d.admin, "export", "--format", fmt, "--out", out,
+                          check=0)
+            with open(os.path.join(out, eui(30) + "." + fmt), "rb") as f:
+                data = f.read()
+            if fmt == "png":
+                self.assertEqual(png_pixels(data)[2], act_rows)
+            else:
+                self.assertEqual(svg_label(data.decode())[3], texts)
+        out = os.path.join(self.tmp, "export-code")
+        self.d.tpactl("--socket", self.d.admin, "export", "--format", "png", "--code",
+                      "--out", out, check=0)
+        with open(os.path.join(out, eui(30) + ".png"), "rb") as f:
+            w, h, _ = png_pixels(f.read())
+        self.assertEqual(w, h)
+        # tpactl lookup writes the whole label; --code the bare one.
+        p = os.path.join(self.tmp, "ctl.png")
+        self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", eui(30), "-o", p,
+                      check=0)
+        with open(p, "rb") as f:
+            self.assertEqual(png_pixels(f.read())[2], act_rows)
+        self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", eui(30), "--code",
+                      "-o", p, check=0)
+        with open(p, "rb") as f:
+            w, h, _ = png_pixels(f.read())
+        self.assertEqual(w, h)
+        # A changed layout (wider label, other captions) on the same store: the stored
+        # image no longer matches and the label is drawn anew.
+        self.d.stop()
+        with open(self.d.conf) as f:
+            conf = f.read()
+        self.assertIn("\ncaption-3 = Made by ACME & Co <1>\n", conf)
+        conf = conf.replace("\ncaption-3 = Made by ACME & Co <1>\n",
+                            "\ncaption-3 = Lot 7\nwidth = 60\n")
+        with open(self.d.conf, "w") as f:
+            f.write(conf)
+        self.d.start()
+        with self.d.station_client() as c:
+            look = c.call("io.tpad.Station.Lookup", {"devEUI": eui(30), "qr": {"format": "png"}})
+            svg = base64.b64decode(c.call("io.tpad.Station.Lookup", {
+                "devEUI": eui(30), "qr": {"format": "svg"}})["qr"]["data"]).decode()
+        w, h, _ = png_pixels(base64.b64decode(look["qr"]["data"]))
+        self.assertEqual((w, h), (dots(60, 203), dots(32, 203)))
+        self.assertEqual(svg_label(svg)[3], [eui(30), "SN-CAP-1", "Lot 7"])
+
+    def test_label_images_code(self):
+        # label.images = code: stations written for the bare code get it unless they ask.
+        self.start(self.raw_section(), conf_extra="label.images = code")
+        r = self.activate(eui(31), generateAppKey=True, qr={"format": "png"})
+        w, h, _ = png_pixels(base64.b64decode(r["qr"]["data"]))
+        self.assertEqual(w, h)
+        with self.d.station_client() as c:
+            look = c.call("io.tpad.Station.Lookup",
+                          {"devEUI": eui(31), "qr": {"format": "png", "label": True}})
+        self.check_whole_png(base64.b64decode(look["qr"]["data"]), r["device"], "asked")
 
     def test_batch_is_one_job(self):
         self.start(self.raw_section(), default="")

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "layout.h"
 #include "print.h"
+#include "qr_image.h"
 #include "tap.h"
 
 #define TEXT "LW:D0:70B3D57ED0000001:0123D345666E2DBD:00000000:O00112233AABBCCDD:C1F2E"
@@ -230,6 +231,72 @@ static void test_formats(void)
 	config_free(&c);
 }
 
+/* The images stations and exports get: PNG 1-bit at the label's dots, SVG captions as text. */
+static void test_images(void)
+{
+	struct config c;
+	char err[512];
+	struct layout *l = NULL;
+	CHECK_INT(load(&c, "[label]\ncaption-3 = A&B <\"x\">\n", err, sizeof(err)), 0);
+	CHECK_INT(layout_new(&c.label, 0, 0, 0, QR_EC_M, &l, err, sizeof(err)), 0);
+	uint8_t *data;
+	size_t len;
+	CHECK_INT(layout_render(l, LAYOUT_PNG, TEXT, &fields, &data, &len, err, sizeof(err)), 0);
+	/* IHDR: 456 x 256, bit depth 1, grayscale; pHYs: 203 dpi = 7992 dots per metre. */
+	CHECK(len > 33 && memcmp(data + 12, "IHDR", 4) == 0);
+	CHECK(memcmp(data + 16, "\0\0\x01\xc8\0\0\x01\0\x01\0", 10) == 0);
+	const uint8_t ppm[] = {'p', 'H', 'Y', 's', 0, 0, 0x1f, 0x38, 0, 0, 0x1f, 0x38, 1};
+	CHECK(memmem(data, len, ppm, sizeof(ppm)) != NULL);
+	free(data);
+
+	CHECK_INT(layout_render(l, LAYOUT_SVG, TEXT, &fields, &data, &len, err, sizeof(err)), 0);
+	const char *svg = (const char *)data;
+	CHECK(strstr(svg, "width=\"456px\" height=\"256px\" viewBox=\"0 0 456 256\"") != NULL);
+	CHECK(strstr(svg, ">0123D345666E2DBD</text>") != NULL);
+	CHECK(strstr(svg, ">SN-42</text>") != NULL);
+	CHECK(strstr(svg, ">A&amp;B &lt;&quot;x&quot;&gt;</text>") != NULL);
+	free(data);
+
+	/* A stored code draws the same label as one encoded now. */
+	uint8_t m[QR_MATRIX_MAX];
+	size_t mlen;
+	CHECK_INT(qr_matrix_encode(TEXT, QR_EC_M, m, sizeof(m), &mlen), 0);
+	uint8_t *a, *b;
+	size_t alen, blen;
+	struct layout_doc *d;
+	CHECK_INT(layout_render(l, LAYOUT_SVG, TEXT, &fields, &a, &alen, err, sizeof(err)), 0);
+	CHECK_INT(layout_doc_new(l, LAYOUT_SVG, &d), 0);
+	CHECK_INT(layout_doc_add_matrix(d, TEXT, m, mlen, &fields, 1, err, sizeof(err)), 0);
+	CHECK_INT(layout_doc_finish(d, &b, &blen), 0);
+	CHECK(alen == blen && memcmp(a, b, alen) == 0);
+	free(a);
+	free(b);
+	/* A malformed one is refused. */
+	CHECK_INT(layout_doc_new(l, LAYOUT_PNG, &d), 0);
+	CHECK_INT(layout_doc_add_matrix(d, TEXT, m, 10, &fields, 1, err, sizeof(err)), -EINVAL);
+	layout_doc_free(d);
+
+	/* A call's level: the printer is told it (ZPL), the code is drawn at it. */
+	CHECK_INT(layout_doc_new(l, LAYOUT_ZPL, &d), 0);
+	layout_doc_set_level(d, QR_EC_H);
+	CHECK_INT(layout_doc_add(d, TEXT, &fields, 1, err, sizeof(err)), 0);
+	CHECK_INT(layout_doc_finish(d, &data, &len), 0);
+	CHECK(strstr((const char *)data, "^FDHA," TEXT "^FS") != NULL);
+	free(data);
+
+	/* The fingerprint follows the caption fields and the layout. */
+	const struct layout_fields other = {"0123D345666E2DBD", "70B3D57ED0000001", "SN-43"};
+	uint32_t f1 = layout_fingerprint(l, &fields);
+	CHECK(f1 == layout_fingerprint(l, &fields));
+	CHECK(f1 != layout_fingerprint(l, &other));
+	struct layout *wide;
+	CHECK_INT(layout_new(&c.label, 0, 600, 0, QR_EC_M, &wide, err, sizeof(err)), 0);
+	CHECK(f1 != layout_fingerprint(wide, &fields));
+	layout_free(wide);
+	layout_free(l);
+	config_free(&c);
+}
+
 static void test_hs(void)
 {
 	/* ~HS answers: three <STX>...<ETX><CR><LF> strings (ZPL II guide, ~HS). */
@@ -316,6 +383,7 @@ int main(int argc, char **argv)
 	test_config();
 	test_fit();
 	test_formats();
+	test_images();
 	test_hs();
 	layout_global_cleanup();
 	return tap_done();
