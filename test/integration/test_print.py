@@ -105,7 +105,7 @@ class RawPrinter:
 class IppPrinter:
     """CUPS's ippeveprinter on 127.0.0.1, keeping its jobs in a spool directory."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, command="/bin/true"):
         self.spool = os.path.join(workdir, "ipp-spool")
         os.makedirs(self.spool, exist_ok=True)
         self.bus = os.path.join(workdir, "bus")
@@ -120,7 +120,7 @@ class IppPrinter:
             # -c: each job "printed" by a command that returns at once; -k keeps the
             # spooled file. Without a command it takes some 7 s per job.
             ["ippeveprinter", "-p", str(self.port), "-d", self.spool, "-k", "-r", "off",
-             "-c", "/bin/true", "-f", "application/pdf", "-n", "localhost", "tpadtest"],
+             "-c", command, "-f", "application/pdf", "-n", "localhost", "tpadtest"],
             stdout=self.log, stderr=self.log, env=env)
 
         def up():
