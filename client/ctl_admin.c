@@ -903,13 +903,13 @@ static int export_label(const struct ctl_args *a, json_t *label, FILE *index, co
 
 int ctl_export(struct ctl *c, struct ctl_args *a)
 {
-	static const char *const formats[] = {"png", "svg", "zpl", "csv"};
+	static const char *const formats[] = {"png", "svg", "zpl", "pdf", "csv"};
 	const char *format = a->format;
 	bool known = false;
 	for (size_t i = 0; format && i < sizeof(formats) / sizeof(formats[0]); i++)
 		known |= strcmp(format, formats[i]) == 0;
 	if (!known || !a->out_dir) {
-		fprintf(stderr, "tpactl: export needs --format png|svg|zpl|csv and --out DIR\n"
+		fprintf(stderr, "tpactl: export needs --format png|svg|zpl|pdf|csv and --out DIR\n"
 				"Try 'tpactl help export'.\n");
 		return 2;
 	}

@@ -24,6 +24,8 @@ static const char *label_format(const struct ctl_args *a)
 		return "svg";
 	if (dot && strcmp(dot, ".zpl") == 0)
 		return "zpl";
+	if (dot && strcmp(dot, ".pdf") == 0)
+		return "pdf";
 	if (dot && strcmp(dot, ".txt") == 0)
 		return "text";
 	return "png";

@@ -46,9 +46,9 @@ _tpactl() {
 
 	if [[ $prev == --format ]]; then
 		case $cmd in
-		export) COMPREPLY=($(compgen -W "png svg zpl csv" -- "$cur")) ;;
+		export) COMPREPLY=($(compgen -W "png svg zpl pdf csv" -- "$cur")) ;;
 		metrics) COMPREPLY=($(compgen -W "openmetrics prometheus" -- "$cur")) ;;
-		*) COMPREPLY=($(compgen -W "png svg zpl text none" -- "$cur")) ;;
+		*) COMPREPLY=($(compgen -W "png svg zpl pdf text none" -- "$cur")) ;;
 		esac
 		return
 	fi

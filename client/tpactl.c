@@ -56,15 +56,15 @@ enum opt_id {
 	 BIT(OPT_CODE))
 #define PRINT_BITS (BIT(OPT_PRINT) | BIT(OPT_PRINTER) | BIT(OPT_COPIES))
 
-static const char *const label_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
-static const char *const export_formats[] = {"png", "svg", "zpl", "csv", NULL};
+static const char *const label_formats[] = {"png", "svg", "zpl", "pdf", "text", "none", NULL};
+static const char *const export_formats[] = {"png", "svg", "zpl", "pdf", "csv", NULL};
 static const char *const metrics_formats[] = {"openmetrics", "prometheus", NULL};
 static const char *const states[] = {"PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED", NULL};
 static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
 
 #define QR_HELP                                                                                    \
-	"  --format FORMAT    label format: png, svg, zpl, text or none (default: from -o's\n"     \
-	"                     extension, else none); text is drawn on the terminal\n"              \
+	"  --format FORMAT    label format: png, svg, zpl, pdf, text or none (default: from\n"     \
+	"                     -o's extension, else none); text is drawn on the terminal\n"          \
 	"  -o, --output FILE  write the label to FILE\n"                                           \
 	"  --code             the bare QR code instead of the whole label (PNG, SVG)\n"            \
 	"  --label            the whole label, captions included (the default unless\n"            \
@@ -139,10 +139,10 @@ static const struct command commands[] = {
      "  FILE                where the private key goes\n"
      "  --bits N            key size\n"},
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0,
-     "--format png|svg|zpl|csv --out DIR [--state STATE] [--code] [--scale N]\n"
+     "--format png|svg|zpl|pdf|csv --out DIR [--state STATE] [--code] [--scale N]\n"
      "                [--margin N] [--ec-level L|M|Q|H]",
      "write the labels of stored devices into a directory",
-     "  --format FORMAT     png, svg, zpl or csv (required)\n"
+     "  --format FORMAT     png, svg, zpl, pdf or csv (required)\n"
      "  --out DIR           the directory (created if needed; index.csv inside)\n"
      "  --state STATE       only PENDING, ISSUED, FAILED, FOREIGN or RETIRED devices\n"
      "  --code              the bare QR code instead of the whole label (PNG, SVG)\n"

@@ -90,10 +90,10 @@ json_t *label_image_json(const char *text, const struct qr_opts *o, int *ret_err
 	return image_json(o->format, data, len, ret_err);
 }
 
-/* True if o asks for the whole label of its layout: ZPL always, PNG and SVG with label. */
+/* True if o asks for the whole label of its layout: ZPL, PDF always, PNG and SVG with label. */
 static bool opts_whole(const struct qr_opts *o)
 {
-	return o->layout && (o->format == QR_FORMAT_ZPL ||
+	return o->layout && (o->format == QR_FORMAT_ZPL || o->format == QR_FORMAT_PDF ||
 			     (o->label && (o->format == QR_FORMAT_PNG || o->format == QR_FORMAT_SVG)));
 }
 
@@ -134,7 +134,7 @@ static bool default_opts(const struct config *cfg, const struct layout *layout,
 	o.layout = layout;
 	o.label = cfg->label.images == LABEL_IMAGES_WHOLE;
 	if (qr_format_from_string(cfg->qr_format, &o.format) < 0 || o.format == QR_FORMAT_NONE ||
-	    o.format == QR_FORMAT_ZPL)
+	    o.format == QR_FORMAT_ZPL || o.format == QR_FORMAT_PDF)
 		return false;
 	*ret = o;
 	return true;
@@ -148,6 +148,7 @@ static int layout_image(const struct store_record *r, const char *text, const st
 			const uint8_t *matrix, size_t mlen, uint8_t **ret_data, size_t *ret_len)
 {
 	enum layout_format fmt = o->format == QR_FORMAT_ZPL   ? LAYOUT_ZPL
+				 : o->format == QR_FORMAT_PDF ? LAYOUT_PDF
 				 : o->format == QR_FORMAT_SVG ? LAYOUT_SVG
 							      : LAYOUT_PNG;
 	struct layout_fields f = record_fields(r);
@@ -239,10 +240,11 @@ json_t *label_image_for(const struct config *cfg, struct store *store, const str
 	size_t len = 0;
 	int err;
 	/*
-	 * The printer encodes ZPL labels itself: nothing to reuse. On PostgreSQL the cached
-	 * label would cost a synchronous round trip on the loop: drawing it is cheaper.
+	 * The printer encodes ZPL labels itself: nothing to reuse; a PDF is drawn whole by
+	 * cairo. On PostgreSQL the cached label would cost a synchronous round trip on the
+	 * loop: drawing it is cheaper.
 	 */
-	if (o->format == QR_FORMAT_ZPL || !store ||
+	if (o->format == QR_FORMAT_ZPL || o->format == QR_FORMAT_PDF || !store ||
 	    strcmp(store_backend_name(store), "postgresql") == 0) {
 		err = draw_image(r, text, o, NULL, &data, &len);
 		if (err < 0) {

@@ -22,12 +22,12 @@ struct qr_buf {
 
 static const char *const qr_format_names[] = {
     [QR_FORMAT_NONE] = "none", [QR_FORMAT_PNG] = "png",	  [QR_FORMAT_SVG] = "svg",
-    [QR_FORMAT_ZPL] = "zpl",   [QR_FORMAT_TEXT] = "text",
+    [QR_FORMAT_ZPL] = "zpl",   [QR_FORMAT_TEXT] = "text", [QR_FORMAT_PDF] = "pdf",
 };
 
 static const char *const qr_format_exts[] = {
     [QR_FORMAT_NONE] = NULL, [QR_FORMAT_PNG] = "png",  [QR_FORMAT_SVG] = "svg",
-    [QR_FORMAT_ZPL] = "zpl", [QR_FORMAT_TEXT] = "txt",
+    [QR_FORMAT_ZPL] = "zpl", [QR_FORMAT_TEXT] = "txt", [QR_FORMAT_PDF] = "pdf",
 };
 
 static const char *const qr_level_names[] = {

@@ -13,6 +13,7 @@ enum qr_format {
 	QR_FORMAT_SVG,
 	QR_FORMAT_ZPL,
 	QR_FORMAT_TEXT,
+	QR_FORMAT_PDF, /* the whole label only (layout.c): qr_image_render() refuses it */
 };
 
 #define QR_SCALE_DEFAULT 4
@@ -93,13 +94,13 @@ int qr_matrix_render(const uint8_t *m, size_t len, const char *text, const struc
 /* Number of modules per side of text's code at level (21..177), or a negative errno. */
 int qr_image_modules(const char *text, enum qr_ec_level level);
 
-/* Parse "png", "svg", "zpl", "text" or "none"; returns 0 or -EINVAL. */
+/* Parse "png", "svg", "zpl", "text", "pdf" or "none"; returns 0 or -EINVAL. */
 int qr_format_from_string(const char *s, enum qr_format *ret);
 
 /* The name of a format as qr_format_from_string() takes it, or NULL. */
 const char *qr_format_name(enum qr_format f);
 
-/* The file name extension of a format ("png", "svg", "zpl", "txt"), or NULL for none. */
+/* The file name extension of a format ("png", "svg", "zpl", "txt", "pdf"), or NULL for none. */
 const char *qr_format_ext(enum qr_format f);
 
 /* Parse an error correction level "L", "M", "Q" or "H" (either case); 0 or -EINVAL. */

@@ -511,9 +511,9 @@ static bool one_of(const char *s, const char *const *words, bool nocase)
 	return false;
 }
 
-static const char *const qr_formats[] = {"png", "svg", "zpl", "text", "none", NULL};
+static const char *const qr_formats[] = {"png", "svg", "zpl", "pdf", "text", "none", NULL};
 static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
-static const char *const export_formats[] = {"png", "svg", "zpl", "csv", NULL};
+static const char *const export_formats[] = {"png", "svg", "zpl", "pdf", "csv", NULL};
 static const char *const states[] = {"PENDING", "ISSUED", "FAILED", NULL};
 
 /* Context of one validation: the error name and the fault to fill. */
@@ -583,7 +583,7 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 	case PARAM_EXPORT_FORMAT:
 		if (!s || !one_of(s, export_formats, false))
 			return fault_set(v->fault, v->error, name,
-					 "must be \"png\", \"svg\", \"zpl\" or \"csv\"");
+					 "must be \"png\", \"svg\", \"zpl\", \"pdf\" or \"csv\"");
 		return 0;
 	case PARAM_QR_OPTIONS: {
 		if (!json_is_object(val))
@@ -596,7 +596,8 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 		if (json_is_string(f) && !one_of(json_string_value(f), qr_formats, false)) {
 			param_name(sub, sizeof(sub), "%s.format", name);
 			return fault_set(v->fault, v->error, sub,
-					 "must be \"png\", \"svg\", \"zpl\", \"text\" or \"none\"");
+					 "must be \"png\", \"svg\", \"zpl\", \"pdf\", \"text\" or "
+					 "\"none\"");
 		}
 		json_t *ec = json_object_get(val, "ecLevel");
 		if (json_is_string(ec) && !one_of(json_string_value(ec), ec_levels, false)) {

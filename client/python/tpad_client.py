@@ -375,8 +375,8 @@ class Client:
 
         Give one of tkm_info (device with a Secure Element), app_key or
         generate_app_key=True (devices without one), or none of them for a device that
-        was imported before manufacturing. qr_format is "png", "svg", "zpl", "text" or
-        "none"; without any qr_* argument tpad's configured default applies. Calling again
+        was imported before manufacturing. qr_format is "png", "svg", "zpl", "pdf", "text"
+        or "none"; without any qr_* argument tpad's configured default applies. Calling again
         with the same record returns the same token. PNG and SVG labels are the
         whole label layout (captions, label size) unless qr_label=False asks for the
         bare QR code (or tpad's label.images is "code" and qr_label is not True). print_to=True prints the

@@ -478,6 +478,26 @@ class Print(TpadTestCase):
         self.assertGreater(ink, 200, "no captions right of the code")
         return rows
 
+    def check_pdf(self, pdf, dev, texts, name):
+        """pdf is dev's whole label: one page of 57 x 32 mm, drawn at 203 dpi by pdftoppm
+        it decodes to the TR005 text, and pdftotext reads the captions."""
+        self.assertEqual(pdf[:5], b"%PDF-")
+        path = os.path.join(self.tmp, name + ".pdf")
+        with open(path, "wb") as f:
+            f.write(pdf)
+        info = subprocess.run(["pdfinfo", path], capture_output=True, text=True,
+                              check=True).stdout
+        self.assertIn("Pages:           1", info)
+        # 57 x 32 mm in points, as cairo rounds the dots: 456 x 256 dots at 203 dpi.
+        self.assertRegex(info, r"Page size:\s+161\.73\d* x 90\.79\d* pts")
+        subprocess.run(["pdftoppm", "-r", "203", "-png", "-singlefile", path,
+                        os.path.join(self.tmp, name + "-pdf")], check=True)
+        self.assertEqual(decode_png(os.path.join(self.tmp, name + "-pdf.png")), dev["qrText"])
+        text = subprocess.run(["pdftotext", path, "-"], capture_output=True, text=True,
+                              check=True).stdout.split("\n")
+        for t in texts:
+            self.assertIn(t, text)
+
     def test_images_are_the_whole_label(self):
         self.start(self.raw_section(), conf_extra="label.caption-3 = Made by ACME & Co <1>")
         r = self.activate(eui(30), generateAppKey=True, serial="SN-CAP-1",
@@ -522,8 +542,14 @@ class Print(TpadTestCase):
                 "devEUI": eui(30), "qr": {"format": "zpl"}})["qr"]["data"]).decode()
         for t in texts:
             self.assertIn("^FD" + t + "^FS", zpl)
-        # Export: PNG and SVG are the same whole label by default; --code the bare code.
-        for fmt in ("png", "svg"):
+        # PDF: one page of the label's size (57 x 32 mm), its code decodes, its captions
+        # are text; the same from Activate, Lookup and Export.
+        with self.d.station_client() as c:
+            pdf = base64.b64decode(c.call("io.tpad.Station.Lookup", {
+                "devEUI": eui(30), "qr": {"format": "pdf"}})["qr"]["data"])
+        self.check_pdf(pdf, dev, texts, "lookup")
+        # Export: PNG, SVG and PDF are the same whole label by default; --code the bare code.
+        for fmt in ("png", "svg", "pdf"):
             out = os.path.join(self.tmp, "export-" + fmt)
             self.d.tpactl("--socket", self.d.admin, "export", "--format", fmt, "--out", out,
                           check=0)
@@ -531,8 +557,10 @@ class Print(TpadTestCase):
                 data = f.read()
             if fmt == "png":
                 self.assertEqual(png_pixels(data)[2], act_rows)
-            else:
+            elif fmt == "svg":
                 self.assertEqual(svg_label(data.decode())[3], texts)
+            else:
+                self.check_pdf(data, dev, texts, "export")
         out = os.path.join(self.tmp, "export-code")
         self.d.tpactl("--socket", self.d.admin, "export", "--format", "png", "--code",
                       "--out", out, check=0)

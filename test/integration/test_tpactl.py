@@ -84,8 +84,8 @@ class Help(TpadTestCase):
             (("lookup", "--dev-eui", "12"), "--dev-eui must be 16 hexadecimal digits",
              "Try 'tpactl help lookup'."),
             (("lookup", "--format", "jpg", "--dev-eui", "0123456789ABCDEF"),
-             "--format must be png, svg, zpl, text or none", "Try 'tpactl help lookup'."),
-            (("export", "--format", "text", "--out", "x"), "--format must be png, svg, zpl or csv",
+             "--format must be png, svg, zpl, pdf, text or none", "Try 'tpactl help lookup'."),
+            (("export", "--format", "text", "--out", "x"), "--format must be png, svg, zpl, pdf or csv",
              "Try 'tpactl help export'."),
             (("status", "--tkm-info", TKM), "status does not take --tkm-info",
              "Try 'tpactl help status'."),
@@ -300,7 +300,7 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         self.assertNotIn("--tkm-info", self.complete("tpactl lookup --"))
         self.assertEqual(self.complete("tpactl devices --state "),
                          {"PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED"})
-        self.assertEqual(self.complete("tpactl export --format "), {"png", "svg", "zpl", "csv"})
+        self.assertEqual(self.complete("tpactl export --format "), {"png", "svg", "zpl", "pdf", "csv"})
         self.assertEqual(self.complete("tpactl metrics --format "), {"openmetrics", "prometheus"})
         self.assertIn("--ignore-unknown-columns", self.complete("tpactl import --"))
         self.assertIn("uplinks", self.complete("tpactl as "))
