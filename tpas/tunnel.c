@@ -45,6 +45,7 @@ struct tunnel {
 	struct event *flush; /* runs the group commit once the loop has read what it can */
 	struct pending *batch, **batch_tail;
 	size_t batch_n;
+	bool writer; /* the journal's writer thread commits (group commit off the loop) */
 };
 
 /* An answer with a reason: counted, logged (never with key material), returned. */
@@ -158,6 +159,7 @@ out:
 
 /* An uplink verified and decrypted, waiting for the group commit. */
 struct pending {
+	struct journal_entry e; /* first: the writer hands back entries */
 	struct pending *next;
 	struct evhttp_request *req; /* NULL for tunnel_process() */
 	int64_t received_ms, session_id;
@@ -342,22 +344,15 @@ static int pending_answer(struct tunnel *t, struct pending *p, int err, json_t *
 
 static void answer(struct evhttp_request *req, int status, json_t *body);
 
-/* Commit the batch and answer every request in it; then wake the streams. */
-static void flush_batch(struct tunnel *t)
+/* Answer a list of committed pendings (linked by next) and wake the streams. */
+static void answer_list(struct tunnel *t, struct pending *list, int err)
 {
-	struct pending *list = t->batch;
-	t->batch = NULL;
-	t->batch_tail = &t->batch;
-	t->batch_n = 0;
-	if (!list)
-		return;
-	int r = commit_list(t, list);
 	int64_t last = 0;
 	while (list) {
 		struct pending *p = list;
 		list = p->next;
 		json_t *ans = NULL;
-		int status = pending_answer(t, p, r, &ans);
+		int status = pending_answer(t, p, err ? err : p->e.job.err, &ans);
 		if (status == 200 && !p->duplicate && p->seq > last)
 			last = p->seq;
 		answer(p->req, status, ans);
@@ -366,6 +361,65 @@ static void flush_batch(struct tunnel *t)
 	}
 	if (last && t->on_commit)
 		t->on_commit(last, t->arg);
+}
+
+/* The writer thread committed these entries (or failed to): answer them now, not before. */
+static void committed_cb(struct journal_entry *list, void *arg)
+{
+	struct tunnel *t = arg;
+	struct pending *head = NULL, **tail = &head;
+	for (struct journal_entry *e = list, *next; e; e = next) {
+		next = (struct journal_entry *)e->job.next;
+		struct pending *p = (struct pending *)e;
+		p->seq = e->seq;
+		p->duplicate = e->duplicate;
+		p->next = NULL;
+		*tail = p;
+		tail = &p->next;
+	}
+	answer_list(t, head, 0);
+}
+
+/*
+ * Hand the batch to the journal's writer thread, which answers each request once the
+ * transaction holding it is durable (committed_cb); without a writer (a journal in memory),
+ * commit here.
+ */
+static void flush_batch(struct tunnel *t)
+{
+	struct pending *list = t->batch;
+	t->batch = NULL;
+	t->batch_tail = &t->batch;
+	t->batch_n = 0;
+	if (!list)
+		return;
+	if (t->writer) {
+		for (struct pending *p = list; p; p = p->next) {
+			p->e.u = (struct journal_uplink){
+			    .received_ms = p->received_ms,
+			    .session_id = p->session_id,
+			    .dev_eui = p->dev_eui,
+			    .customer_id = p->customer_id,
+			    .dev_addr = p->dev_addr,
+			    .time = p->time,
+			    .fport = p->fport,
+			    .fcnt_up = p->fcnt_up,
+			    .has_fcnt_dn = p->has_fcnt_dn,
+			    .fcnt_dn = p->fcnt_dn,
+			    .payload_hex = p->payload,
+			    .encrypted = p->encrypted,
+			    .radio = p->radio,
+			    .update_session = p->session_update,
+			};
+			p->e.job.next = p->next ? &p->next->e.job : NULL;
+		}
+		int r = journal_uplink_queue(t->journal, &list->e);
+		if (r == 0)
+			return;
+		answer_list(t, list, r); /* the writer is stopping: 503, the LRC retries */
+		return;
+	}
+	answer_list(t, list, commit_list(t, list));
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -561,6 +615,13 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							   : ((struct sockaddr_in *)&ss)->sin_port);
 	}
+	/* A journal in memory (tests) has no second connection: commits stay on the loop. */
+	int wr = journal_writer_start(j, base, committed_cb, t, err, errlen);
+	if (wr < 0 && wr != -EINVAL) {
+		tunnel_free(t);
+		return wr;
+	}
+	t->writer = wr == 0;
 	log_info("tunnel listening on %s port %u, path %s%s", host, t->port, t->path,
 		 t->tls ? ", TLS" : "");
 	*ret = t;
@@ -572,6 +633,8 @@ struct tunnel *tunnel_free(struct tunnel *t)
 	if (!t)
 		return NULL;
 	flush_batch(t); /* what was verified is committed and answered before we go */
+	if (t->writer)
+		journal_writer_drain(t->journal);
 	if (t->flush)
 		event_free(t->flush);
 	if (t->http)
