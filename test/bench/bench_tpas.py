@@ -10,7 +10,7 @@ field, as with end-to-end encryption; 100 devices):
 1. tpas: every uplink's Token and Time verified, AppSKey unwrapped (sealed session key
    looked up), FRMPayload decrypted, journaled (SQLite WAL, synchronous=FULL, group commit)
    before its 200, and delivered to one subscriber on the io.tpad.AS.Uplinks stream
-   (`tpactl --json as uplinks --follow` on the apps socket). The
+   (an application reading the varlink stream on the apps socket and counting uplinks). The
    rate is uplinks over the time from the first POST to the subscriber's last uplink.
 2. The reference (reference_as.py): Python http.server + cryptography + sqlite3, one
    uplink at a time, a commit per uplink, a subscriber polling the table.
@@ -95,32 +95,39 @@ def run_tpas(build, workdir, count, connections):
                         encrypt_astk(pub, astk)], check=True, capture_output=True)
         path = prepare(workdir, astk, count)
         done = {}
-        # The subscriber: tpactl following the stream on the apps socket, one JSON line
-        # per uplink (an application in C); we only count its lines.
-        sub = subprocess.Popen([tpactl, "--json", "--socket", f"{workdir}/apps.sock", "as",
-                                "uplinks", "--follow"], stdout=subprocess.PIPE)
+        # The subscriber: an application on the apps socket following io.tpad.AS.Uplinks
+        # (varlink, one NUL-terminated JSON message per uplink). Like the reference's
+        # subscriber, which reads the rows' seq, it counts what it receives; it checks that
+        # the last message is the last uplink.
+        sub = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sub.connect(f"{workdir}/apps.sock")
+        sub.sendall(json.dumps({"method": "io.tpad.AS.Uplinks", "parameters": {},
+                                "more": True}).encode() + b"\0")
 
         def subscriber():
             n = 0
+            tail = b""
             while n < count:
-                chunk = sub.stdout.read1(1 << 16)
+                chunk = sub.recv(1 << 20)
                 if not chunk:
                     break
-                n += chunk.count(b"\n")
+                n += chunk.count(b"\0")
+                tail = (tail + chunk)[-4096:]
             done["at"] = time.monotonic()
             done["n"] = n
+            last = tail.rstrip(b"\0").rsplit(b"\0", 1)[-1]
+            done["last"] = json.loads(last)["parameters"]["uplink"]["seq"] if n else 0
         th = threading.Thread(target=subscriber)
         th.start()
         t0 = time.monotonic()
         res = blast(build, port, path, connections)
         th.join(300)
-        sub.terminate()
-        sub.wait(10)
-        sub.stdout.close()
+        sub.close()
         with Client(f"{workdir}/admin.sock") as c:
             st = c.call("io.tpad.AS.Status")
         secs = max(done["at"], t0 + res["seconds"]) - t0
         return {"count": count, "ok": res["ok"], "delivered": done.get("n", 0),
+                "last_seq": done.get("last", 0),
                 "seconds": round(secs, 3), "rate": round(count / secs),
                 "commits": st["journal"]["commits"], "accepted": st["tunnel"]["accepted"]}
     finally:
