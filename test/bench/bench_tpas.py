@@ -63,6 +63,13 @@ def prepare(workdir, astk, count, devices=100):
     return path
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def blast(build, port, path, connections):
     p = subprocess.run([os.path.join(build, "test", "bench", "tunnel-blast"), str(port), path,
                         str(connections)], capture_output=True, text=True, timeout=600)
@@ -119,9 +126,11 @@ def run_tpas(build, workdir, count, connections):
             done["last"] = json.loads(last)["parameters"]["uplink"]["seq"] if n else 0
         th = threading.Thread(target=subscriber)
         th.start()
+        cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
         res = blast(build, port, path, connections)
         th.join(300)
+        cpu = cpu_seconds(proc.pid) - cpu0
         sub.close()
         with Client(f"{workdir}/admin.sock") as c:
             st = c.call("io.tpad.AS.Status")
@@ -129,7 +138,10 @@ def run_tpas(build, workdir, count, connections):
         return {"count": count, "ok": res["ok"], "delivered": done.get("n", 0),
                 "last_seq": done.get("last", 0),
                 "seconds": round(secs, 3), "rate": round(count / secs),
-                "commits": st["journal"]["commits"], "accepted": st["tunnel"]["accepted"]}
+                "cpu_us_per_uplink": round(cpu * 1e6 / count, 1),
+                "commits": st["journal"]["commits"], "batches": st["journal"]["batches"],
+                "largest_batch": st["journal"]["largestBatch"],
+                "accepted": st["tunnel"]["accepted"]}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -148,12 +160,15 @@ def run_reference(workdir, count, connections, build):
                             stdout=subprocess.PIPE, text=True)
     try:
         json.loads(proc.stdout.readline())  # listening
+        cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
         res = blast(build, port, path, connections)
         line = json.loads(proc.stdout.readline())
+        cpu = cpu_seconds(proc.pid) - cpu0
         secs = max(line["at"], t0 + res["seconds"]) - t0
         return {"count": count, "ok": res["ok"], "delivered": line["delivered"],
-                "seconds": round(secs, 3), "rate": round(count / secs)}
+                "seconds": round(secs, 3), "rate": round(count / secs),
+                "cpu_us_per_uplink": round(cpu * 1e6 / count, 1)}
     finally:
         proc.terminate()
         proc.wait(30)
