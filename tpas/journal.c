@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -528,7 +529,11 @@ static int writer_apply(sqlite3 *db, struct sqlwriter_job *job, void *arg)
 	struct journal *j = arg;
 	struct journal_entry *e = (struct journal_entry *)job;
 	e->duplicate = false;
+	free(e->text);
+	e->text = NULL;
 	int r = uplink_insert(db, j->wst[WS_ADD], j->wst[WS_SESSION], &e->u, &e->seq);
+	if (r == 0) /* encoded here, off the loop thread, for the streams */
+		e->text = journal_uplink_json(&e->u, e->seq, &e->text_len);
 	if (r == -EEXIST) {
 		e->duplicate = true;
 		r = uplink_find(j->wst[WS_FIND], e->u.dev_eui, e->u.session_id, e->u.fcnt_up,
@@ -592,6 +597,71 @@ int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_
 	if (r == 0)
 		*ret_seq = seq;
 	return r;
+}
+
+/* Append the bytes of s (no escaping) to the buffer at *p, which has room. */
+static char *put_raw(char *p, const char *s)
+{
+	size_t n = strlen(s);
+	memcpy(p, s, n);
+	return p + n;
+}
+
+/* Append s as a JSON string (quoted, escaped) to the buffer at *p, which has room. */
+static char *put_string(char *p, const char *s)
+{
+	static const char hexd[] = "0123456789abcdef";
+	*p++ = '"';
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			*p++ = '\\';
+			*p++ = (char)c;
+		} else if (c < 0x20) {
+			memcpy(p, "\\u00", 4);
+			p[4] = hexd[c >> 4];
+			p[5] = hexd[c & 15];
+			p += 6;
+		} else {
+			*p++ = (char)c;
+		}
+	}
+	*p++ = '"';
+	return p;
+}
+
+char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *ret_len)
+{
+	const char *radio = u->radio ? u->radio : "{}";
+	/* Every string at most 6 bytes per byte when escaped, plus names and numbers. */
+	size_t cap = 6 * (strlen(u->dev_eui) + strlen(u->customer_id) + strlen(u->dev_addr) +
+			  strlen(u->time) + strlen(u->payload_hex)) +
+		     strlen(radio) + 512;
+	char *buf = malloc(cap), *p = buf;
+	if (!buf)
+		return NULL;
+	char when[40];
+	uplink_time_format(u->received_ms, when, sizeof(when));
+	p += sprintf(p, "{\"seq\":%" PRId64 ",\"receivedAt\":\"%s\",\"devEUI\":", seq, when);
+	p = put_string(p, u->dev_eui);
+	p = put_raw(p, ",\"customerID\":");
+	p = put_string(p, u->customer_id);
+	p = put_raw(p, ",\"devAddr\":");
+	p = put_string(p, u->dev_addr);
+	p += sprintf(p, ",\"fCntUp\":%" PRIu32 ",\"time\":", u->fcnt_up);
+	p = put_string(p, u->time);
+	p = put_raw(p, ",\"payload\":");
+	p = put_string(p, u->payload_hex);
+	p += sprintf(p, ",\"encrypted\":%s,\"radio\":", u->encrypted ? "true" : "false");
+	p = put_raw(p, radio);
+	if (u->fport >= 0)
+		p += sprintf(p, ",\"fPort\":%d", u->fport);
+	if (u->has_fcnt_dn)
+		p += sprintf(p, ",\"fCntDn\":%" PRIu32, u->fcnt_dn);
+	*p++ = '}';
+	*p = '\0';
+	*ret_len = (size_t)(p - buf);
+	return buf;
 }
 
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)

@@ -126,6 +126,8 @@ struct journal_entry {
 	/* After done, when job.err is 0: */
 	int64_t seq;	/* its sequence number; the journaled one for a duplicate */
 	bool duplicate; /* this (device, session, FCntUp) was already in */
+	char *text;	/* a new uplink: its io.tpad.AS object as JSON text (owned; may be NULL) */
+	size_t text_len;
 };
 
 /* Entries committed (or failed: job.err), in queue order, linked by job.next. */
@@ -139,6 +141,12 @@ int journal_uplink_queue(struct journal *j, struct journal_entry *list);
 
 /* Commit what is queued, run done for it, and stop the writer (later queues fail). */
 void journal_writer_drain(struct journal *j);
+
+/*
+ * One uplink as the JSON text of the object journal_uplinks_after() gives for its row
+ * (malloc'd, *ret_len bytes, NUL-terminated), or NULL when out of memory.
+ */
+char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *ret_len);
 
 /* Up to limit uplinks with seq > after, oldest first, as the objects io.tpad.AS sends. */
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit);

@@ -105,11 +105,12 @@ static void limits_of(const struct asconf *cfg, struct server_limits *ret)
 	};
 }
 
-/* A committed uplink wakes the streams. */
-static void commit_cb(int64_t seq, void *arg)
+/* Committed uplinks wake the streams (which keep the newest ones encoded) and the webhook. */
+static void commit_cb(struct tunnel_uplink *ups, size_t n, void *arg)
 {
 	struct tpas *t = arg;
-	asapi_notify(t->api, seq);
+	asapi_remember(t->api, ups, n);
+	asapi_notify(t->api, ups[n - 1].seq);
 	webhook_notify(t->webhook);
 }
 

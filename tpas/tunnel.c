@@ -416,6 +416,10 @@ static void answer_text(struct evhttp_request *req, int status, const char *text
 /* Answer a list of committed pendings (linked by next) and wake the streams. */
 static void answer_list(struct tunnel *t, struct pending *list, int err)
 {
+	size_t n = 0, cap = 0;
+	for (struct pending *p = list; p; p = p->next)
+		cap++;
+	struct tunnel_uplink *ups = t->on_commit ? calloc(cap, sizeof(*ups)) : NULL;
 	int64_t last = 0;
 	while (list) {
 		struct pending *p = list;
@@ -424,24 +428,35 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 		if (e == 0 && !p->duplicate) {
 			/* The common answer, written as pending_answer() would, without jansson. */
 			char text[64];
-			int n = snprintf(text, sizeof(text), "{\"seq\":%" PRId64 ",\"duplicate\":false}\n",
+			int len = snprintf(text, sizeof(text), "{\"seq\":%" PRId64 ",\"duplicate\":false}\n",
 					 p->seq);
 			t->stats.accepted++;
 			log_debug("tunnel: DevEUI %s FCntUp %" PRIu32 " journaled as %" PRId64,
 				  p->dev_eui, p->fcnt_up, p->seq);
 			if (p->seq > last)
 				last = p->seq;
-			answer_text(p->req, 200, text, (size_t)n);
+			if (ups)
+				ups[n++] = (struct tunnel_uplink){p->seq, p->e.text, p->e.text_len};
+			else
+				free(p->e.text);
+			p->e.text = NULL;
+			answer_text(p->req, 200, text, (size_t)len);
 		} else {
 			json_t *ans = NULL;
 			int status = pending_answer(t, p, e, &ans);
 			answer(p->req, status, ans);
+			free(p->e.text);
 		}
 		free(p->radio);
 		free(p);
 	}
-	if (last && t->on_commit)
-		t->on_commit(last, t->arg);
+	if (last && t->on_commit) {
+		struct tunnel_uplink one = {last, NULL, 0};
+		t->on_commit(ups && n ? ups : &one, ups && n ? n : 1, t->arg);
+	}
+	for (size_t i = 0; ups && i < n; i++)
+		free(ups[i].text);
+	free(ups);
 }
 
 /* The writer thread committed these entries (or failed to): answer them now, not before. */
@@ -517,8 +532,10 @@ int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t
 		return status;
 	status = pending_answer(t, &p, commit_list(t, &p), ret_answer);
 	free(p.radio);
-	if (status == 200 && !p.duplicate && t->on_commit)
-		t->on_commit(p.seq, t->arg);
+	if (status == 200 && !p.duplicate && t->on_commit) {
+		struct tunnel_uplink one = {p.seq, NULL, 0};
+		t->on_commit(&one, 1, t->arg);
+	}
 	return status;
 }
 
