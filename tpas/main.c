@@ -205,7 +205,18 @@ static int run(const struct asconf *cfg)
 	signal(SIGPIPE, SIG_IGN);
 	if (load_keys(cfg, tunnel_key, sizeof(tunnel_key), store_key) < 0)
 		return 1;
-	t.base = event_base_new();
+	/*
+	 * The changelist folds the add/remove pairs evhttp makes for every request (read off
+	 * while answering, write on until sent) into one epoll_ctl per descriptor and turn.
+	 */
+	struct event_config *ec = event_config_new();
+	if (ec)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	t.base = ec ? event_base_new_with_config(ec) : NULL;
+	if (ec)
+		event_config_free(ec);
+	if (!t.base)
+		t.base = event_base_new();
 	if (!t.base) {
 		log_errx("cannot create the event loop");
 		goto out;
