@@ -17,6 +17,7 @@
 
 #include "hex.h"
 #include "store.h"
+#include "store_rows_check.h"
 #include "store_sync.h"
 #include "tap.h"
 
@@ -647,45 +648,6 @@ static int stop_at_first(const struct store_record *r, void *arg)
 	return 42;
 }
 
-/* The answer of an asynchronous read. */
-struct rows_done {
-	int calls, err;
-	bool inside; /* answered inside the call that asked */
-	size_t n;
-	char first[17], last[17];
-	uint64_t counts[STORE_N_STATES];
-	int audit_n, attempts_n;
-};
-
-static bool asking;
-
-static void on_rows(int err, const char *reason, const struct store_rows *rows, void *arg)
-{
-	struct rows_done *d = arg;
-	d->calls++;
-	d->err = err;
-	d->inside = asking;
-	if (err)
-		return;
-	d->n = rows->n;
-	memcpy(d->counts, rows->counts, sizeof(d->counts));
-	if (rows->records && rows->n) {
-		memcpy(d->first, rows->records[0].dev_eui, 17);
-		memcpy(d->last, rows->records[rows->n - 1].dev_eui, 17);
-	}
-}
-
-/* Ask with the call expression, check it is answered later, run the loop until it is. */
-#define ASK(d, call)                                                                               \
-	do {                                                                                       \
-		memset(&(d), 0, sizeof(d));                                                        \
-		asking = true;                                                                     \
-		CHECK_INT((call), 0);                                                              \
-		asking = false;                                                                    \
-		CHECK_INT((d).calls, 0);                                                           \
-		event_base_loop(base, EVLOOP_NONBLOCK);                                            \
-		CHECK_INT((d).calls, 1);                                                           \
-	} while (0)
 
 /* Listing is ordered by DevEUI, filters by state and pages with after + limit. */
 static void test_list(void)
@@ -745,15 +707,15 @@ static void test_list(void)
 
 	/* The same without blocking: answered from the loop, never inside the call. */
 	struct rows_done rd;
-	ASK(rd, store_list_async(s, STORE_PENDING, NULL, 0, on_rows, &rd));
+	ASK(base, rd, store_list_async(s, STORE_PENDING, NULL, 0, on_rows, &rd));
 	CHECK_INT(rd.err, 0);
 	CHECK_INT(rd.n, 15);
 	CHECK_STR(rd.first, pending.euis[0]);
 	CHECK_STR(rd.last, pending.euis[14]);
-	ASK(rd, store_list_async(s, -1, all.euis[9], 10, on_rows, &rd));
+	ASK(base, rd, store_list_async(s, -1, all.euis[9], 10, on_rows, &rd));
 	CHECK_INT(rd.n, 10);
 	CHECK_STR(rd.first, all.euis[10]);
-	ASK(rd, store_count_async(s, on_rows, &rd));
+	ASK(base, rd, store_count_async(s, on_rows, &rd));
 	CHECK_INT(rd.counts[STORE_PENDING], 15);
 	CHECK_INT(rd.counts[STORE_ISSUED], 5);
 	CHECK_INT(store_audit(s, all.euis[0], "test", 1, 2, "ok"), 0);
@@ -761,13 +723,13 @@ static void test_list(void)
 	make_record(&one, 0, false);
 	CHECK_INT(store_update(s, &one, on_done, &t), 0);
 	wait_for(&t, 26);
-	ASK(rd, store_audit_list_async(s, all.euis[0], 0, 0, on_rows, &rd));
+	ASK(base, rd, store_audit_list_async(s, all.euis[0], 0, 0, on_rows, &rd));
 	CHECK_INT(rd.err, 0);
 	CHECK_INT(rd.n, 1);
-	ASK(rd, store_attempt_list_async(s, all.euis[0], on_rows, &rd));
+	ASK(base, rd, store_attempt_list_async(s, all.euis[0], on_rows, &rd));
 	CHECK_INT(rd.err, 0);
 	uint8_t unknown[16] = {7};
-	ASK(rd, store_key_pool_find_async(s, unknown, on_rows, &rd));
+	ASK(base, rd, store_key_pool_find_async(s, unknown, on_rows, &rd));
 	CHECK_INT(rd.err, -ENOENT);
 	CHECK_INT(store_list_async(s, -2, NULL, 0, on_rows, &rd), -EINVAL);
 	CHECK_INT(store_attempt_list_async(s, "70B3", on_rows, &rd), -EINVAL);

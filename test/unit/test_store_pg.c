@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 
 #include "store.h"
+#include "store_rows_check.h"
 #include "store_sync.h"
 #include "tap.h"
 
@@ -157,51 +158,6 @@ static int count_attempt(const struct store_attempt *a, void *arg)
 	return 0;
 }
 
-/* The answer of an asynchronous read, copied for the checks. */
-struct rows_done {
-	int calls, err;
-	bool inside; /* answered inside the call that asked */
-	size_t n;
-	char first[17];
-	uint64_t counts[STORE_N_STATES];
-	uint8_t hsm[16];
-	char outcome[16];
-};
-
-static bool asking;
-
-static void on_rows(int err, const char *reason, const struct store_rows *rows, void *arg)
-{
-	struct rows_done *d = arg;
-	d->calls++;
-	d->err = err;
-	d->inside = asking;
-	if (err)
-		return;
-	d->n = rows->n;
-	memcpy(d->counts, rows->counts, sizeof(d->counts));
-	memcpy(d->hsm, rows->hsm_key, 16);
-	if (rows->records && rows->n)
-		memcpy(d->first, rows->records[0].dev_eui, 17);
-	if (rows->audit && rows->n)
-		memcpy(d->first, rows->audit[0].dev_eui, 17);
-	if (rows->attempts && rows->n)
-		snprintf(d->outcome, sizeof(d->outcome), "%s", rows->attempts[rows->n - 1].outcome);
-}
-
-/* Ask with the call expression, check it is answered later, run the loop until it is. */
-#define ASK(d, call)                                                                               \
-	do {                                                                                       \
-		memset(&(d), 0, sizeof(d));                                                        \
-		asking = true;                                                                     \
-		CHECK_INT((call), 0);                                                              \
-		asking = false;                                                                    \
-		time_t t0_ = time(NULL);                                                           \
-		while (!(d).calls && time(NULL) - t0_ < 10)                                        \
-			event_base_loop(base, EVLOOP_ONCE);                                        \
-		CHECK_INT((d).calls, 1);                                                           \
-		CHECK(!(d).inside);                                                                \
-	} while (0)
 
 int main(int argc, char **argv)
 {
@@ -337,26 +293,26 @@ int main(int argc, char **argv)
 	/* The same reads without blocking, on the reader connection. */
 	{
 		struct rows_done rd;
-		ASK(rd, store_count_async(b, on_rows, &rd));
+		ASK(base, rd, store_count_async(b, on_rows, &rd));
 		CHECK_INT(rd.err, 0);
 		CHECK_INT(rd.counts[STORE_ISSUED], 1);
-		ASK(rd, store_list_async(b, -1, NULL, 0, on_rows, &rd));
+		ASK(base, rd, store_list_async(b, -1, NULL, 0, on_rows, &rd));
 		CHECK_INT(rd.err, 0);
 		CHECK_INT(rd.n, 1);
 		CHECK_STR(rd.first, r.dev_eui);
-		ASK(rd, store_list_async(b, STORE_PENDING, NULL, 0, on_rows, &rd));
+		ASK(base, rd, store_list_async(b, STORE_PENDING, NULL, 0, on_rows, &rd));
 		CHECK_INT(rd.n, 0);
-		ASK(rd, store_list_async(b, STORE_ISSUED, "70b3d5000000aa00", 5, on_rows, &rd));
+		ASK(base, rd, store_list_async(b, STORE_ISSUED, "70b3d5000000aa00", 5, on_rows, &rd));
 		CHECK_INT(rd.n, 1);
-		ASK(rd, store_list_async(b, STORE_ISSUED, r.dev_eui, 5, on_rows, &rd));
+		ASK(base, rd, store_list_async(b, STORE_ISSUED, r.dev_eui, 5, on_rows, &rd));
 		CHECK_INT(rd.n, 0);
-		ASK(rd, store_audit_list_async(b, r.dev_eui, 0, 0, on_rows, &rd));
+		ASK(base, rd, store_audit_list_async(b, r.dev_eui, 0, 0, on_rows, &rd));
 		CHECK_INT(rd.err, 0);
 		CHECK_INT(rd.n, 1);
 		CHECK_STR(rd.first, r.dev_eui);
-		ASK(rd, store_audit_list_async(b, NULL, 0, 0, on_rows, &rd));
+		ASK(base, rd, store_audit_list_async(b, NULL, 0, 0, on_rows, &rd));
 		CHECK(rd.n >= 1);
-		ASK(rd, store_attempt_list_async(a, r.dev_eui, on_rows, &rd));
+		ASK(base, rd, store_attempt_list_async(a, r.dev_eui, on_rows, &rd));
 		CHECK_INT(rd.err, 0);
 		CHECK_INT(rd.n, 2);
 		CHECK_STR(rd.outcome, "landed");
@@ -392,10 +348,10 @@ int main(int argc, char **argv)
 		uint8_t unknown[16] = {1};
 		CHECK_INT(store_key_pool_find(b, unknown, h), -ENOENT);
 		struct rows_done rd;
-		ASK(rd, store_key_pool_find_async(b, app[2], on_rows, &rd));
+		ASK(base, rd, store_key_pool_find_async(b, app[2], on_rows, &rd));
 		CHECK_INT(rd.err, 0);
 		CHECK(memcmp(rd.hsm, hsm[2], 16) == 0);
-		ASK(rd, store_key_pool_find_async(b, unknown, on_rows, &rd));
+		ASK(base, rd, store_key_pool_find_async(b, unknown, on_rows, &rd));
 		CHECK_INT(rd.err, -ENOENT);
 		CHECK_INT(store_key_pool_taken(a, app[0]), 0);
 		struct done kc = {0};
@@ -432,9 +388,9 @@ int main(int argc, char **argv)
 	{
 		/* Reads fail fast too, with the reason. */
 		struct rows_done rd;
-		ASK(rd, store_list_async(a, -1, NULL, 0, on_rows, &rd));
+		ASK(base, rd, store_list_async(a, -1, NULL, 0, on_rows, &rd));
 		CHECK_INT(rd.err, -EIO);
-		ASK(rd, store_count_async(a, on_rows, &rd));
+		ASK(base, rd, store_count_async(a, on_rows, &rd));
 		CHECK_INT(rd.err, -EIO);
 	}
 	/* An audit entry made while it is down is kept and written when it is back. */
