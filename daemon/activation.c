@@ -70,6 +70,11 @@ struct settle_entry {
 	uint32_t backoff_ms;
 };
 
+/* The list of PENDING rows asked of the store; outlives a freed activation. */
+struct pending_listing {
+	struct activation *a; /* NULL once the activation is freed */
+};
+
 struct activation {
 	const struct activation_ops *ops;
 	void *ctx;
@@ -84,8 +89,9 @@ struct activation {
 	char (*pending)[17];
 	size_t n_pending, next_pending;
 	unsigned settle_active, settle_max;
-	unsigned still_pending;
+	unsigned still_pending, last_still_pending;
 	bool settle_only_due;
+	struct pending_listing *listing; /* the store's list of PENDING rows, while it runs */
 	void (*settle_done)(unsigned still_pending, void *arg);
 	void *settle_arg;
 };
@@ -727,14 +733,9 @@ static void step_lookup(struct job *j)
 		return;
 	}
 	memset(&j->rec, 0, sizeof(j->rec));
-	if (a->ops->get_async) {
-		int r = a->ops->get_async(a->ctx, j->req.dev_eui, on_lookup, j);
-		if (r < 0)
-			job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
-		return;
-	}
-	int r = a->ops->get(a->ctx, j->req.dev_eui, &j->rec);
-	lookup_decide(j, r, NULL);
+	int r = a->ops->get_async(a->ctx, j->req.dev_eui, on_lookup, j);
+	if (r < 0)
+		job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
 }
 
 static void on_lookup(int err, const struct store_record *rec, const char *reason, void *arg)
@@ -892,6 +893,8 @@ void activation_free(struct activation *a)
 {
 	if (!a)
 		return;
+	if (a->listing)
+		a->listing->a = NULL; /* its answer finds the activation gone */
 	for (unsigned b = 0; b < ACT_BUCKETS; b++) {
 		struct job *j = a->buckets[b];
 		while (j) {
@@ -967,12 +970,14 @@ static void settle_next(struct activation *a)
 			a->still_pending++;
 		}
 	}
-	if (a->settle_active == 0 && a->next_pending == a->n_pending && a->settle_done) {
+	if (a->settle_active == 0 && a->next_pending == a->n_pending && a->settle_done &&
+	    !a->listing) {
 		void (*done)(unsigned, void *) = a->settle_done;
 		a->settle_done = NULL;
 		free(a->pending);
 		a->pending = NULL;
 		a->n_pending = a->next_pending = 0;
+		a->last_still_pending = a->still_pending;
 		done(a->still_pending, a->settle_arg);
 	}
 }
@@ -980,6 +985,24 @@ static void settle_next(struct activation *a)
 /* The default end of a settlement nobody waits for. */
 static void settle_ignore(unsigned still_pending, void *arg)
 {
+}
+
+/* The store listed the PENDING rows: settle those whose time has come. */
+static void on_pending_listed(int err, const char *reason, const struct store_rows *rows,
+			      void *arg)
+{
+	struct pending_listing *l = arg;
+	struct activation *a = l->a;
+	free(l);
+	if (!a)
+		return;
+	a->listing = NULL;
+	if (err)
+		a->still_pending = a->last_still_pending; /* not known: as the last pass left it */
+	for (size_t i = 0; !err && i < rows->n; i++)
+		if (collect_pending(&rows->records[i], a) < 0)
+			break; /* out of memory: the rest is settled by a later pass */
+	settle_next(a);
 }
 
 /* Start a settlement pass over the PENDING rows (all of them, or those due). */
@@ -992,14 +1015,23 @@ static int settle_start(struct activation *a, bool only_due, unsigned concurrenc
 	a->pending = NULL;
 	a->n_pending = a->next_pending = 0;
 	a->settle_only_due = only_due;
-	int r = a->ops->list_pending(a->ctx, collect_pending, a);
-	if (r < 0)
-		return r;
 	a->settle_max = concurrency ? concurrency : 1;
 	a->still_pending = 0;
+	struct pending_listing *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->a = a;
+	a->listing = l;
 	a->settle_done = done ? done : settle_ignore;
 	a->settle_arg = arg;
-	settle_next(a);
+	/* The answer may come inside this call (then the pass may be over already). */
+	int r = a->ops->list_pending(a->ctx, on_pending_listed, l);
+	if (r < 0) {
+		free(l);
+		a->listing = NULL;
+		a->settle_done = NULL;
+		return r;
+	}
 	return 0;
 }
 

@@ -15,8 +15,7 @@ struct activation;
  * be called later (exactly once), or a negative errno without calling it.
  */
 struct activation_ops {
-	int (*get)(void *ctx, const char *dev_eui, struct store_record *ret);
-	/* The same without blocking (store_get_async); used instead of get when set. */
+	/* Read a device's row (store_get_async): cb gets it, possibly inside the call. */
 	int (*get_async)(void *ctx, const char *dev_eui, store_get_fn *cb, void *arg);
 	int (*insert)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
 	int (*update)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
@@ -27,9 +26,11 @@ struct activation_ops {
 		     const char *outcome);
 	int (*import)(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, void *arg);
 	int (*query)(void *ctx, const char *dev_eui, tpa_done_fn *cb, void *arg);
-	/* Call fn for every PENDING row (fn returning non-zero stops); 0 or a negative errno. */
-	int (*list_pending)(void *ctx, int (*fn)(const struct store_record *r, void *arg),
-			    void *arg);
+	/*
+	 * List every PENDING row (store_list_async): cb gets them, exactly once, possibly
+	 * inside the call; 0 or a negative errno (then cb is not called).
+	 */
+	int (*list_pending)(void *ctx, store_rows_fn *cb, void *arg);
 	int (*random)(void *ctx, uint8_t *buf, size_t n);
 	/* Wall-clock time in unix milliseconds (attempt times are compared with it). */
 	int64_t (*now_ms)(void *ctx);

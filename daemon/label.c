@@ -11,6 +11,7 @@
 #include "layout.h"
 #include "qr.h"
 #include "store.h"
+#include "store_sync.h"
 
 int label_text(const struct config *cfg, const struct store_record *r, char *out, size_t len)
 {

@@ -275,6 +275,23 @@ class PgCluster:
     def restart(self):
         self._run("restart")
 
+    def _pids(self):
+        """The postmaster and every server process under it."""
+        with open(os.path.join(self.dir, "data", "postmaster.pid")) as f:
+            main = int(f.readline())
+        kids = subprocess.run(["pgrep", "-P", str(main)], capture_output=True,
+                              text=True).stdout.split()
+        return [main] + [int(k) for k in kids]
+
+    def pause(self):
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self):
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
     def psql(self, sql, db="tpad"):
         """Run sql with psql; returns its output (unaligned, tuples only)."""
         uri = self.uri.replace("/tpad?", f"/{db}?", 1)
