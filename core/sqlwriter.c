@@ -14,6 +14,7 @@
 
 #define DEFAULT_MAX_BATCH 1024
 #define DEFAULT_BUSY_MS 5000
+#define DEFAULT_CHECKPOINT_FRAMES 1000 /* SQLite's own automatic checkpoint threshold */
 
 struct sqlwriter {
 	sqlite3 *db;
@@ -27,6 +28,7 @@ struct sqlwriter {
 	struct sqlwriter_job *done, **done_tail;
 	bool stop;
 	struct sqlwriter_stats stats;
+	int wal_frames; /* the WAL's size after the last commit (writer thread only) */
 	/* Loop side. */
 	int efd;
 	struct event *ev;
@@ -80,6 +82,14 @@ static int run_batch(struct sqlwriter *w, struct sqlwriter_job *batch)
 	return r;
 }
 
+/* After each commit on the writer's connection: the WAL's size in frames. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	struct sqlwriter *w = arg;
+	w->wal_frames = frames;
+	return SQLITE_OK;
+}
+
 static void *writer_main(void *arg)
 {
 	struct sqlwriter *w = arg;
@@ -118,7 +128,15 @@ static void *writer_main(void *arg)
 		uint64_t one = 1;
 		ssize_t wr = write(w->efd, &one, sizeof(one));
 		(void)wr; /* the counter only fails when it would overflow: then it is set anyway */
+		/* The batch is answered: now copy the WAL back into the database if it is long. */
+		bool checkpoint = w->wal_frames >= w->o.checkpoint_frames;
+		if (checkpoint) {
+			sqlite3_wal_checkpoint_v2(w->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+			w->wal_frames = 0;
+		}
 		pthread_mutex_lock(&w->lock);
+		if (checkpoint)
+			w->stats.checkpoints++;
 	}
 	pthread_mutex_unlock(&w->lock);
 	return NULL;
@@ -159,6 +177,8 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 	w->o = *o;
 	if (!w->o.max_batch)
 		w->o.max_batch = DEFAULT_MAX_BATCH;
+	if (w->o.checkpoint_frames <= 0)
+		w->o.checkpoint_frames = DEFAULT_CHECKPOINT_FRAMES;
 	w->queue_tail = &w->queue;
 	w->done_tail = &w->done;
 	w->efd = -1;
@@ -175,11 +195,14 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 	sqlite3_busy_timeout(w->db, o->busy_timeout_ms ? o->busy_timeout_ms : DEFAULT_BUSY_MS);
 	/* synchronous is per connection: FULL here too, so each COMMIT is fsynced. */
 	if ((r = wexec(w, "PRAGMA journal_mode = WAL")) < 0 ||
-	    (r = wexec(w, "PRAGMA synchronous = FULL")) < 0) {
+	    (r = wexec(w, "PRAGMA synchronous = FULL")) < 0 ||
+	    (r = wexec(w, "PRAGMA wal_autocheckpoint = 0")) < 0) {
 		snprintf(err, errlen, "%s: cannot set up the writer: %s", o->path,
 			 sqlite3_errmsg(w->db));
 		goto fail;
 	}
+	/* After wal_autocheckpoint = 0, which would replace it. */
+	sqlite3_wal_hook(w->db, wal_hook, w);
 	if (o->init && (r = o->init(w->db, o->arg)) < 0) {
 		snprintf(err, errlen, "%s: cannot prepare the writer: %s", o->path,
 			 sqlite3_errmsg(w->db));

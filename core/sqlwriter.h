@@ -40,6 +40,7 @@ struct sqlwriter_options {
 	const char *path;	  /* the database file (must exist: WAL is set up by its owner) */
 	size_t max_batch;	  /* jobs per transaction at most (0: 1024) */
 	int busy_timeout_ms;	  /* when another connection holds the write lock (0: 5000) */
+	int checkpoint_frames;	  /* checkpoint once the WAL holds this many frames (0: 1000) */
 	sqlwriter_conn_fn *init;  /* after open, before the thread starts; may be NULL */
 	sqlwriter_conn_fn *fini;  /* before close, after the thread ended; may be NULL */
 	sqlwriter_apply_fn *apply;
@@ -53,12 +54,16 @@ struct sqlwriter_stats {
 	uint64_t commits;   /* transactions committed (one fsync each) */
 	uint64_t failures;  /* transactions rolled back */
 	uint64_t max_batch; /* the most jobs one transaction held */
+	uint64_t checkpoints; /* WAL checkpoints run (after a batch was handed back) */
 };
 
 /*
  * Open a second connection to path (WAL, synchronous=FULL: every commit is fsynced),
  * call init, and start the thread; done() runs from base's loop. On failure a negative
- * errno and one line in err.
+ * errno and one line in err. The writer checkpoints the WAL itself (PASSIVE), after it has
+ * handed a batch back rather than inside its COMMIT, so a checkpoint never delays the
+ * answers of the batch that triggered it; other connections to the file should turn their
+ * automatic checkpoints off (PRAGMA wal_autocheckpoint = 0) so that they never run one.
  */
 int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 		  struct sqlwriter **ret, char *err, size_t errlen);

@@ -566,7 +566,10 @@ int journal_writer_start(struct journal *j, struct event_base *base, journal_don
 	    .done = writer_done,
 	    .arg = j,
 	};
-	return sqlwriter_new(base, &o, &j->writer, err, errlen);
+	int r = sqlwriter_new(base, &o, &j->writer, err, errlen);
+	if (r == 0) /* the writer checkpoints, off the loop; this connection only if it is idle long */
+		exec(j, "PRAGMA wal_autocheckpoint = 10000");
+	return r;
 }
 
 int journal_uplink_queue(struct journal *j, struct journal_entry *list)

@@ -88,11 +88,13 @@ static int rows(const char *path, const char *where)
 	return n;
 }
 
-static struct sqlwriter *start(struct ctx *c, const char *path, size_t max_batch)
+static struct sqlwriter *start(struct ctx *c, const char *path, size_t max_batch,
+			       int checkpoint_frames)
 {
 	char err[256];
 	const struct sqlwriter_options o = {.path = path,
 					    .max_batch = max_batch,
+					    .checkpoint_frames = checkpoint_frames,
 					    .init = init_cb,
 					    .fini = fini_cb,
 					    .apply = apply_cb,
@@ -135,7 +137,7 @@ int main(void)
 	sqlite3_close(db);
 
 	struct ctx c = {.base = event_base_new(), .main_thread = pthread_self()};
-	struct sqlwriter *w = start(&c, path, 0);
+	struct sqlwriter *w = start(&c, path, 0, 0);
 
 	/* One list: one transaction, handed back in order, on the loop, once committed. */
 	struct job a[3];
@@ -153,6 +155,7 @@ int main(void)
 	CHECK_INT(st.commits, 1);
 	CHECK_INT(st.jobs, 3);
 	CHECK_INT(st.max_batch, 3);
+	CHECK_INT(st.checkpoints, 0); /* a few frames: under the default 1000 */
 
 	/* A job fails: its whole batch is rolled back and every job of it gets the error. */
 	struct job b[3];
@@ -192,15 +195,20 @@ int main(void)
 	w = sqlwriter_free(w);
 	CHECK(c.insert == NULL); /* fini ran */
 
-	/* max_batch splits a long queue into several transactions. */
-	w = start(&c, path, 2);
+	/*
+	 * max_batch splits a long queue into several transactions; with a WAL threshold of one
+	 * frame, the writer checkpoints after each of them (and the rows stay).
+	 */
+	w = start(&c, path, 2, 1);
 	struct job f[5];
 	c.n_done = 0;
 	CHECK_INT(sqlwriter_submit(w, chain(f, 5, 50)), 0);
 	run_until(&c, 5);
+	sqlwriter_drain(w); /* the checkpoint after the last batch may still be running */
 	sqlwriter_get_stats(w, &st);
 	CHECK_INT(st.commits, 3);
 	CHECK_INT(st.max_batch, 2);
+	CHECK_INT(st.checkpoints, 3);
 	CHECK_INT(rows(path, "k >= 50"), 5);
 	for (int i = 0; i < 5 && i < c.n_done; i++)
 		CHECK(c.done[i] == &f[i]);
