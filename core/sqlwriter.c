@@ -131,7 +131,8 @@ static void *writer_main(void *arg)
 		/* The batch is answered: now copy the WAL back into the database if it is long. */
 		bool checkpoint = w->wal_frames >= w->o.checkpoint_frames;
 		if (checkpoint) {
-			sqlite3_wal_checkpoint_v2(w->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+			sqlite3_wal_checkpoint_v2(w->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+						  NULL);
 			w->wal_frames = 0;
 		}
 		pthread_mutex_lock(&w->lock);
@@ -185,11 +186,12 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	int r;
-	int rc = sqlite3_open_v2(o->path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-				 NULL);
+	int rc =
+	    sqlite3_open_v2(o->path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		r = sql_errno(rc);
-		snprintf(err, errlen, "%s: %s", o->path, w->db ? sqlite3_errmsg(w->db) : "cannot open");
+		snprintf(err, errlen, "%s: %s", o->path,
+			 w->db ? sqlite3_errmsg(w->db) : "cannot open");
 		goto fail;
 	}
 	sqlite3_busy_timeout(w->db, o->busy_timeout_ms ? o->busy_timeout_ms : DEFAULT_BUSY_MS);

@@ -37,12 +37,12 @@ typedef void sqlwriter_done_fn(struct sqlwriter_job *jobs, void *arg);
 typedef int sqlwriter_conn_fn(sqlite3 *db, void *arg);
 
 struct sqlwriter_options {
-	const char *path;	  /* the database file (must exist: WAL is set up by its owner) */
-	size_t max_batch;	  /* jobs per transaction at most (0: 1024) */
-	int busy_timeout_ms;	  /* when another connection holds the write lock (0: 5000) */
-	int checkpoint_frames;	  /* checkpoint once the WAL holds this many frames (0: 1000) */
-	sqlwriter_conn_fn *init;  /* after open, before the thread starts; may be NULL */
-	sqlwriter_conn_fn *fini;  /* before close, after the thread ended; may be NULL */
+	const char *path;	 /* the database file (must exist: WAL is set up by its owner) */
+	size_t max_batch;	 /* jobs per transaction at most (0: 1024) */
+	int busy_timeout_ms;	 /* when another connection holds the write lock (0: 5000) */
+	int checkpoint_frames;	 /* checkpoint once the WAL holds this many frames (0: 1000) */
+	sqlwriter_conn_fn *init; /* after open, before the thread starts; may be NULL */
+	sqlwriter_conn_fn *fini; /* before close, after the thread ended; may be NULL */
 	sqlwriter_apply_fn *apply;
 	sqlwriter_done_fn *done;
 	void *arg;
@@ -50,10 +50,10 @@ struct sqlwriter_options {
 
 /* Counters since start (read on the loop thread). */
 struct sqlwriter_stats {
-	uint64_t jobs;	    /* jobs committed or failed */
-	uint64_t commits;   /* transactions committed (one fsync each) */
-	uint64_t failures;  /* transactions rolled back */
-	uint64_t max_batch; /* the most jobs one transaction held */
+	uint64_t jobs;	      /* jobs committed or failed */
+	uint64_t commits;     /* transactions committed (one fsync each) */
+	uint64_t failures;    /* transactions rolled back */
+	uint64_t max_batch;   /* the most jobs one transaction held */
 	uint64_t checkpoints; /* WAL checkpoints run (after a batch was handed back) */
 };
 

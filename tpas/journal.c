@@ -471,8 +471,8 @@ static int uplink_insert(sqlite3 *db, sqlite3_stmt *add, sqlite3_stmt *sess,
 }
 
 /* The seq of (device, session, FCntUp) with the given connection's statement. */
-static int uplink_find(sqlite3_stmt *s, const char *dev_eui, int64_t session_id,
-		       uint32_t fcnt_up, int64_t *ret_seq)
+static int uplink_find(sqlite3_stmt *s, const char *dev_eui, int64_t session_id, uint32_t fcnt_up,
+		       int64_t *ret_seq)
 {
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
@@ -567,7 +567,8 @@ int journal_writer_start(struct journal *j, struct event_base *base, journal_don
 	    .arg = j,
 	};
 	int r = sqlwriter_new(base, &o, &j->writer, err, errlen);
-	if (r == 0) /* the writer checkpoints, off the loop; this connection only if it is idle long */
+	if (r ==
+	    0) /* the writer checkpoints, off the loop; this connection only if it is idle long */
 		exec(j, "PRAGMA wal_autocheckpoint = 10000");
 	return r;
 }

@@ -428,8 +428,8 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 		if (e == 0 && !p->duplicate) {
 			/* The common answer, written as pending_answer() would, without jansson. */
 			char text[64];
-			int len = snprintf(text, sizeof(text), "{\"seq\":%" PRId64 ",\"duplicate\":false}\n",
-					 p->seq);
+			int len = snprintf(text, sizeof(text),
+					   "{\"seq\":%" PRId64 ",\"duplicate\":false}\n", p->seq);
 			t->stats.accepted++;
 			log_debug("tunnel: DevEUI %s FCntUp %" PRIu32 " journaled as %" PRId64,
 				  p->dev_eui, p->fcnt_up, p->seq);

@@ -101,7 +101,8 @@ static void retry(struct conn *c)
 	}
 	c->fd = dial();
 	if (c->fd < 0) {
-		/* The server is not there: this connection stops, its request counts as an error. */
+		/* The server is not there: this connection stops, its request counts as an error.
+		 */
 		errors++;
 		done_reqs++;
 		c->req = SIZE_MAX;

@@ -215,10 +215,8 @@ int main(void)
 	sqlwriter_free(w);
 
 	/* Not there, or no callbacks: a clear error, no writer. */
-	const struct sqlwriter_options bad = {.path = "/nonexistent/dir/w.db",
-					      .apply = apply_cb,
-					      .done = done_cb,
-					      .arg = &c};
+	const struct sqlwriter_options bad = {
+	    .path = "/nonexistent/dir/w.db", .apply = apply_cb, .done = done_cb, .arg = &c};
 	w = NULL;
 	CHECK(sqlwriter_new(c.base, &bad, &w, err, sizeof(err)) < 0);
 	CHECK(w == NULL);

@@ -187,8 +187,9 @@ static void test_writer_group_commit(void)
 	CHECK(d.base != NULL);
 	CHECK_INT(journal_uplink_queue(j, NULL), -ENOTCONN);
 	CHECK_INT(journal_writer_start(j, d.base, writer_done_cb, &d, err, sizeof(err)), 0);
-	static const char *const customers[] = {"100122002", "quote\" back\\slash", "tab\tnl\n",
-						"utf8 \xc3\xa9t\xc3\xa9", "", "100122002"};
+	static const char *const customers[] = {"100122002", "quote\" back\\slash",
+						"tab\tnl\n", "utf8 \xc3\xa9t\xc3\xa9",
+						"",	     "100122002"};
 	struct journal_entry e[6];
 	memset(e, 0, sizeof(e));
 	for (int i = 0; i < 6; i++) {
