@@ -543,6 +543,13 @@ class TpadTestCase(unittest.TestCase):
         if reports:
             self.fail("sanitizer report: " + "; ".join(f"{p}: {r}" for p, r in reports))
 
+    def store_sql(self, d, sql):
+        """Run sql on d's store, SQLite file or PostgreSQL database; rows as 'a|b' lines."""
+        if d.pg_url:
+            return self.pg.psql(sql, db=d.pg_url.split("/")[3].split("?")[0])
+        return subprocess.run(["sqlite3", d.store, sql], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
     def sim(self, psk_hex, **kw):
         d = os.path.join(self.tmp, f"sim{len(self.sims)}")
         os.makedirs(d, exist_ok=True)
