@@ -40,6 +40,7 @@
 #define ACT_MAX_QUERIES 3 /* read-only queries per settlement: asking again is harmless */
 #define ACT_BUCKETS 1024
 #define ACT_CLAIM_POLL_MS 100 /* how often a job waiting for another tpad's claim looks */
+#define ACT_SETTLE_PAGE 1024 /* PENDING rows read at once by the settler */
 #define ACT_MAX_WAITS 3000    /* polls at most (5 min): then OutcomeUnknown */
 
 struct job {
@@ -90,6 +91,9 @@ struct activation {
 	size_t n_pending, next_pending;
 	unsigned settle_active, settle_max;
 	unsigned still_pending, last_still_pending;
+	unsigned cycle_still; /* not settled in the pages of the current cycle so far */
+	char settle_cursor[17]; /* the last DevEUI of the page before; "" from the start */
+	bool settle_page_full;	/* the page was full: more may follow */
 	bool settle_only_due;
 	struct pending_listing *listing; /* the store's list of PENDING rows, while it runs */
 	void (*settle_done)(unsigned still_pending, void *arg);
@@ -945,6 +949,7 @@ static int collect_pending(const struct store_record *r, void *arg)
 }
 
 static void settle_next(struct activation *a);
+static int settle_list(struct activation *a);
 
 /* One PENDING row settled (or not). */
 static void on_settled(const struct act_result *res, void *arg)
@@ -972,13 +977,22 @@ static void settle_next(struct activation *a)
 	}
 	if (a->settle_active == 0 && a->next_pending == a->n_pending && a->settle_done &&
 	    !a->listing) {
-		void (*done)(unsigned, void *) = a->settle_done;
-		a->settle_done = NULL;
 		free(a->pending);
 		a->pending = NULL;
 		a->n_pending = a->next_pending = 0;
-		a->last_still_pending = a->still_pending;
-		done(a->still_pending, a->settle_arg);
+		/* A whole pass (start-up) goes on with the next page. */
+		if (!a->settle_only_due && a->settle_page_full && settle_list(a) == 0)
+			return;
+		void (*done)(unsigned, void *) = a->settle_done;
+		a->settle_done = NULL;
+		/* The count of a cycle is known once it wrapped around. */
+		if (!a->settle_cursor[0]) {
+			a->last_still_pending = a->cycle_still + a->still_pending;
+			a->cycle_still = 0;
+		} else {
+			a->cycle_still += a->still_pending;
+		}
+		done(a->last_still_pending, a->settle_arg);
 	}
 }
 
@@ -997,12 +1011,36 @@ static void on_pending_listed(int err, const char *reason, const struct store_ro
 	if (!a)
 		return;
 	a->listing = NULL;
+	a->settle_page_full = !err && rows->n >= ACT_SETTLE_PAGE;
+	if (a->settle_page_full)
+		memcpy(a->settle_cursor, rows->records[rows->n - 1].dev_eui, 17);
+	else
+		a->settle_cursor[0] = '\0'; /* the end: the next page starts again */
 	if (err)
-		a->still_pending = a->last_still_pending; /* not known: as the last pass left it */
+		a->cycle_still = a->last_still_pending; /* not known: as the last cycle left it */
 	for (size_t i = 0; !err && i < rows->n; i++)
 		if (collect_pending(&rows->records[i], a) < 0)
 			break; /* out of memory: the rest is settled by a later pass */
 	settle_next(a);
+}
+
+/* Ask the store for the next page of PENDING rows. */
+static int settle_list(struct activation *a)
+{
+	struct pending_listing *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->a = a;
+	a->listing = l;
+	a->still_pending = 0;
+	/* The answer may come inside this call (then the pass may be over already). */
+	int r = a->ops->list_pending(a->ctx, a->settle_cursor, ACT_SETTLE_PAGE, on_pending_listed,
+				     l);
+	if (r < 0) {
+		free(l);
+		a->listing = NULL;
+	}
+	return r;
 }
 
 /* Start a settlement pass over the PENDING rows (all of them, or those due). */
@@ -1016,23 +1054,17 @@ static int settle_start(struct activation *a, bool only_due, unsigned concurrenc
 	a->n_pending = a->next_pending = 0;
 	a->settle_only_due = only_due;
 	a->settle_max = concurrency ? concurrency : 1;
-	a->still_pending = 0;
-	struct pending_listing *l = calloc(1, sizeof(*l));
-	if (!l)
-		return -ENOMEM;
-	l->a = a;
-	a->listing = l;
+	if (!only_due) {
+		/* A whole pass: every page from the start, one cycle. */
+		a->settle_cursor[0] = '\0';
+		a->cycle_still = 0;
+	}
 	a->settle_done = done ? done : settle_ignore;
 	a->settle_arg = arg;
-	/* The answer may come inside this call (then the pass may be over already). */
-	int r = a->ops->list_pending(a->ctx, on_pending_listed, l);
-	if (r < 0) {
-		free(l);
-		a->listing = NULL;
+	int r = settle_list(a);
+	if (r < 0)
 		a->settle_done = NULL;
-		return r;
-	}
-	return 0;
+	return r < 0 ? r : 0;
 }
 
 int activation_reconcile(struct activation *a, unsigned concurrency,

@@ -783,10 +783,12 @@ static int op_query(void *ctx, const char *dev_eui, tpa_done_fn *cb, void *arg)
 	return t->tpa ? tpa_query(t->tpa, dev_eui, cb, arg) : -ESHUTDOWN;
 }
 
-static int op_list_pending(void *ctx, store_rows_fn *cb, void *arg)
+static int op_list_pending(void *ctx, const char *after, size_t limit, store_rows_fn *cb,
+			   void *arg)
 {
 	struct tpad *t = ctx;
-	return t->store ? store_list_async(t->store, STORE_PENDING, NULL, 0, cb, arg) : -ESHUTDOWN;
+	return t->store ? store_list_async(t->store, STORE_PENDING, after, limit, cb, arg)
+			: -ESHUTDOWN;
 }
 
 static int op_random(void *ctx, uint8_t *buf, size_t n)

@@ -276,12 +276,12 @@ int store_get(struct store *s, const char *dev_eui, struct store_record *ret)
 
 int store_insert(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
-	return s ? PASS(insert, r, cb, arg) : -EINVAL;
+	return s ? PASS(write_attempt, r, true, NULL, cb, arg) : -EINVAL;
 }
 
 int store_update(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
-	return s ? PASS(update, r, cb, arg) : -EINVAL;
+	return s ? PASS(write_attempt, r, false, NULL, cb, arg) : -EINVAL;
 }
 
 int store_write_attempt(struct store *s, const struct store_record *r, bool insert,

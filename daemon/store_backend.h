@@ -12,8 +12,6 @@ struct pg_store;
 		     char *err, size_t errlen);                                                    \
 	void p##_close(struct T *s);                                                               \
 	int p##_get(struct T *s, const char *dev_eui, struct store_record *ret);                  \
-	int p##_insert(struct T *s, const struct store_record *r, store_done_fn *cb, void *arg);  \
-	int p##_update(struct T *s, const struct store_record *r, store_done_fn *cb, void *arg);  \
 	int p##_write_attempt(struct T *s, const struct store_record *r, bool insert,             \
 			      const struct store_attempt *a, store_done_fn *cb, void *arg);        \
 	int p##_attempt_list(struct T *s, const char *dev_eui,                                     \

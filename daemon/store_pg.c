@@ -1605,16 +1605,6 @@ static int write_row(struct pg_store *s, const struct store_record *r, bool inse
 	return submit(s, op);
 }
 
-int pg_store_insert(struct pg_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
-{
-	return write_row(s, r, true, NULL, cb, arg);
-}
-
-int pg_store_update(struct pg_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
-{
-	return write_row(s, r, false, NULL, cb, arg);
-}
-
 int pg_store_write_attempt(struct pg_store *s, const struct store_record *r, bool insert,
 			   const struct store_attempt *a, store_done_fn *cb, void *arg)
 {

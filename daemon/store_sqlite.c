@@ -485,16 +485,6 @@ static int store_write(struct sqlite_store *s, const struct store_record *r, enu
 	return store_submit(s, op);
 }
 
-int sqlite_store_insert(struct sqlite_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
-{
-	return store_write(s, r, OP_INSERT, NULL, cb, arg);
-}
-
-int sqlite_store_update(struct sqlite_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
-{
-	return store_write(s, r, OP_UPDATE, NULL, cb, arg);
-}
-
 int sqlite_store_write_attempt(struct sqlite_store *s, const struct store_record *r, bool insert,
 			const struct store_attempt *a, store_done_fn *cb, void *arg)
 {

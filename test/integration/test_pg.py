@@ -19,6 +19,7 @@ from tpadtest import TpadTestCase, VarlinkError, wait_for
 import test_activation
 import test_exactly_once
 import test_offline
+import test_print
 
 TKM = "31110123D345666E2DBD"
 
@@ -46,6 +47,26 @@ class PgFaults(test_activation.Faults):
             kw.update(pg_url=self.pg.new_database(), pg_password=self.pg.password,
                       key_hex=self.store_key)
         return super().daemon(**kw)
+
+
+class PgOffline(test_offline.Offline):
+    """Import, export, listing and lookup with the cloud down, on PostgreSQL."""
+    store_backend = "postgresql"
+
+
+class PgRules(test_activation.Rules):
+    store_backend = "postgresql"
+
+
+class PgPrint(test_print.Print):
+    """Printing reads the store (one device, or a batch by state) and audits each job."""
+    store_backend = "postgresql"
+
+    # The printers' own behaviour, the same on either store: run on SQLite only.
+    test_hung_printer_delays_no_other_station = None
+    test_ipp_printer = None
+    test_check_config = None
+    test_unreachable_and_unknown_printers = None
 
 
 class PgSettleRace(test_exactly_once.SettleRace):

@@ -191,15 +191,17 @@ static int f_query(void *ctx, const char *eui, tpa_done_fn *cb, void *arg)
 	return 0;
 }
 
-static int f_list_pending(void *ctx, store_rows_fn *cb, void *arg)
+static int f_list_pending(void *ctx, const char *after, size_t limit, store_rows_fn *cb,
+			  void *arg)
 {
 	struct fake *f = ctx;
 	struct store_record *pending = calloc(f->n_rows + 1, sizeof(*pending));
 	if (!pending)
 		return -ENOMEM;
 	struct store_rows rows = {.records = pending};
-	for (size_t i = 0; i < f->n_rows; i++)
-		if (f->rows[i].state == STORE_PENDING)
+	/* These tests hold fewer rows than a page: after is "" or past them all. */
+	for (size_t i = 0; i < f->n_rows && rows.n < limit; i++)
+		if (f->rows[i].state == STORE_PENDING && strcmp(f->rows[i].dev_eui, after) > 0)
 			pending[rows.n++] = f->rows[i];
 	cb(0, NULL, &rows, arg);
 	free(pending);
