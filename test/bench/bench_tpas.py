@@ -208,8 +208,8 @@ def main():
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     work = tempfile.mkdtemp(prefix="bench-tpas-", dir=build)  # not tmpfs: fsync must count
-    fs = subprocess.run(["stat", "-f", "-c", "%T", work], capture_output=True,
-                        text=True).stdout.strip()
+    fs = subprocess.run(["findmnt", "-no", "FSTYPE", "-T", work], capture_output=True,
+                        text=True).stdout.strip() or "?"
     runs = []
     try:
         for _ in range(a.runs):
