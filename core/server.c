@@ -283,6 +283,27 @@ void req_reply(struct req *r, json_t *params, bool continues)
 	req_send(r, msg, len, !(continues && r->call.more));
 }
 
+void req_reply_text(struct req *r, const char *params, size_t len, bool continues)
+{
+	bool more = continues && r->call.more;
+	if (r->call.oneway) {
+		req_reply(r, NULL, continues);
+		return;
+	}
+	static const char head[] = "{\"parameters\":", tail[] = ",\"continues\":true}";
+	size_t n = sizeof(head) - 1 + len + (more ? sizeof(tail) - 1 : 1);
+	char *msg = malloc(n + 1);
+	if (msg) {
+		memcpy(msg, head, sizeof(head) - 1);
+		memcpy(msg + sizeof(head) - 1, params, len);
+		if (more)
+			memcpy(msg + sizeof(head) - 1 + len, tail, sizeof(tail));
+		else
+			memcpy(msg + sizeof(head) - 1 + len, "}", 2);
+	}
+	req_send(r, msg, n, !more);
+}
+
 void req_error(struct req *r, const char *error, json_t *params)
 {
 	size_t len = 0;

@@ -109,5 +109,11 @@ bool req_gone(const struct req *r);
 void req_reply(struct req *r, json_t *params, bool continues);
 void req_error(struct req *r, const char *error, json_t *params);
 
+/*
+ * As req_reply(), with the parameters given as the text of one JSON object (len bytes,
+ * not checked: the caller encodes it, e.g. once for many streams).
+ */
+void req_reply_text(struct req *r, const char *params, size_t len, bool continues);
+
 /* Bytes queued to the client and not yet written (for streaming handlers to pace). */
 size_t req_output_pending(const struct req *r);

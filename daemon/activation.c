@@ -40,6 +40,7 @@
 #define ACT_MAX_QUERIES 3 /* read-only queries per settlement: asking again is harmless */
 #define ACT_BUCKETS 1024
 #define ACT_CLAIM_POLL_MS 100 /* how often a job waiting for another tpad's claim looks */
+#define ACT_SETTLE_PAGE 1024 /* PENDING rows read at once by the settler */
 #define ACT_MAX_WAITS 3000    /* polls at most (5 min): then OutcomeUnknown */
 
 struct job {
@@ -70,6 +71,11 @@ struct settle_entry {
 	uint32_t backoff_ms;
 };
 
+/* The list of PENDING rows asked of the store; outlives a freed activation. */
+struct pending_listing {
+	struct activation *a; /* NULL once the activation is freed */
+};
+
 struct activation {
 	const struct activation_ops *ops;
 	void *ctx;
@@ -84,8 +90,12 @@ struct activation {
 	char (*pending)[17];
 	size_t n_pending, next_pending;
 	unsigned settle_active, settle_max;
-	unsigned still_pending;
+	unsigned still_pending, last_still_pending;
+	unsigned cycle_still; /* not settled in the pages of the current cycle so far */
+	char settle_cursor[17]; /* the last DevEUI of the page before; "" from the start */
+	bool settle_page_full;	/* the page was full: more may follow */
 	bool settle_only_due;
+	struct pending_listing *listing; /* the store's list of PENDING rows, while it runs */
 	void (*settle_done)(unsigned still_pending, void *arg);
 	void *settle_arg;
 };
@@ -727,14 +737,9 @@ static void step_lookup(struct job *j)
 		return;
 	}
 	memset(&j->rec, 0, sizeof(j->rec));
-	if (a->ops->get_async) {
-		int r = a->ops->get_async(a->ctx, j->req.dev_eui, on_lookup, j);
-		if (r < 0)
-			job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
-		return;
-	}
-	int r = a->ops->get(a->ctx, j->req.dev_eui, &j->rec);
-	lookup_decide(j, r, NULL);
+	int r = a->ops->get_async(a->ctx, j->req.dev_eui, on_lookup, j);
+	if (r < 0)
+		job_fail(j, ACT_STORE_FAILED, "cannot read the store: %s", strerror(-r));
 }
 
 static void on_lookup(int err, const struct store_record *rec, const char *reason, void *arg)
@@ -892,6 +897,8 @@ void activation_free(struct activation *a)
 {
 	if (!a)
 		return;
+	if (a->listing)
+		a->listing->a = NULL; /* its answer finds the activation gone */
 	for (unsigned b = 0; b < ACT_BUCKETS; b++) {
 		struct job *j = a->buckets[b];
 		while (j) {
@@ -942,6 +949,7 @@ static int collect_pending(const struct store_record *r, void *arg)
 }
 
 static void settle_next(struct activation *a);
+static int settle_list(struct activation *a);
 
 /* One PENDING row settled (or not). */
 static void on_settled(const struct act_result *res, void *arg)
@@ -967,19 +975,72 @@ static void settle_next(struct activation *a)
 			a->still_pending++;
 		}
 	}
-	if (a->settle_active == 0 && a->next_pending == a->n_pending && a->settle_done) {
-		void (*done)(unsigned, void *) = a->settle_done;
-		a->settle_done = NULL;
+	if (a->settle_active == 0 && a->next_pending == a->n_pending && a->settle_done &&
+	    !a->listing) {
 		free(a->pending);
 		a->pending = NULL;
 		a->n_pending = a->next_pending = 0;
-		done(a->still_pending, a->settle_arg);
+		/* A whole pass (start-up) goes on with the next page. */
+		if (!a->settle_only_due && a->settle_page_full && settle_list(a) == 0)
+			return;
+		void (*done)(unsigned, void *) = a->settle_done;
+		a->settle_done = NULL;
+		/* The count of a cycle is known once it wrapped around. */
+		if (!a->settle_cursor[0]) {
+			a->last_still_pending = a->cycle_still + a->still_pending;
+			a->cycle_still = 0;
+		} else {
+			a->cycle_still += a->still_pending;
+		}
+		done(a->last_still_pending, a->settle_arg);
 	}
 }
 
 /* The default end of a settlement nobody waits for. */
 static void settle_ignore(unsigned still_pending, void *arg)
 {
+}
+
+/* The store listed the PENDING rows: settle those whose time has come. */
+static void on_pending_listed(int err, const char *reason, const struct store_rows *rows,
+			      void *arg)
+{
+	struct pending_listing *l = arg;
+	struct activation *a = l->a;
+	free(l);
+	if (!a)
+		return;
+	a->listing = NULL;
+	a->settle_page_full = !err && rows->n >= ACT_SETTLE_PAGE;
+	if (a->settle_page_full)
+		memcpy(a->settle_cursor, rows->records[rows->n - 1].dev_eui, 17);
+	else
+		a->settle_cursor[0] = '\0'; /* the end: the next page starts again */
+	if (err)
+		a->cycle_still = a->last_still_pending; /* not known: as the last cycle left it */
+	for (size_t i = 0; !err && i < rows->n; i++)
+		if (collect_pending(&rows->records[i], a) < 0)
+			break; /* out of memory: the rest is settled by a later pass */
+	settle_next(a);
+}
+
+/* Ask the store for the next page of PENDING rows. */
+static int settle_list(struct activation *a)
+{
+	struct pending_listing *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->a = a;
+	a->listing = l;
+	a->still_pending = 0;
+	/* The answer may come inside this call (then the pass may be over already). */
+	int r = a->ops->list_pending(a->ctx, a->settle_cursor, ACT_SETTLE_PAGE, on_pending_listed,
+				     l);
+	if (r < 0) {
+		free(l);
+		a->listing = NULL;
+	}
+	return r;
 }
 
 /* Start a settlement pass over the PENDING rows (all of them, or those due). */
@@ -992,15 +1053,18 @@ static int settle_start(struct activation *a, bool only_due, unsigned concurrenc
 	a->pending = NULL;
 	a->n_pending = a->next_pending = 0;
 	a->settle_only_due = only_due;
-	int r = a->ops->list_pending(a->ctx, collect_pending, a);
-	if (r < 0)
-		return r;
 	a->settle_max = concurrency ? concurrency : 1;
-	a->still_pending = 0;
+	if (!only_due) {
+		/* A whole pass: every page from the start, one cycle. */
+		a->settle_cursor[0] = '\0';
+		a->cycle_still = 0;
+	}
 	a->settle_done = done ? done : settle_ignore;
 	a->settle_arg = arg;
-	settle_next(a);
-	return 0;
+	int r = settle_list(a);
+	if (r < 0)
+		a->settle_done = NULL;
+	return r < 0 ? r : 0;
 }
 
 int activation_reconcile(struct activation *a, unsigned concurrency,

@@ -15,8 +15,7 @@ struct activation;
  * be called later (exactly once), or a negative errno without calling it.
  */
 struct activation_ops {
-	int (*get)(void *ctx, const char *dev_eui, struct store_record *ret);
-	/* The same without blocking (store_get_async); used instead of get when set. */
+	/* Read a device's row (store_get_async): cb gets it, possibly inside the call. */
 	int (*get_async)(void *ctx, const char *dev_eui, store_get_fn *cb, void *arg);
 	int (*insert)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
 	int (*update)(void *ctx, const struct store_record *r, store_done_fn *cb, void *arg);
@@ -27,8 +26,12 @@ struct activation_ops {
 		     const char *outcome);
 	int (*import)(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, void *arg);
 	int (*query)(void *ctx, const char *dev_eui, tpa_done_fn *cb, void *arg);
-	/* Call fn for every PENDING row (fn returning non-zero stops); 0 or a negative errno. */
-	int (*list_pending)(void *ctx, int (*fn)(const struct store_record *r, void *arg),
+	/*
+	 * List up to limit PENDING rows whose DevEUI sorts after after ("" from the start) in
+	 * DevEUI order (store_list_async): cb gets them, exactly once, possibly inside the
+	 * call; 0 or a negative errno (then cb is not called).
+	 */
+	int (*list_pending)(void *ctx, const char *after, size_t limit, store_rows_fn *cb,
 			    void *arg);
 	int (*random)(void *ctx, uint8_t *buf, size_t n);
 	/* Wall-clock time in unix milliseconds (attempt times are compared with it). */
@@ -120,10 +123,12 @@ void activation_set_settle(struct activation *a, uint32_t settle_after_ms, uint3
 int activation_retry_after(struct activation *a, const struct store_record *r);
 
 /*
- * Settle in the background every PENDING row whose time has come (see
+ * Settle in the background the PENDING rows whose time has come (see
  * activation_set_settle), at most concurrency at a time; rows with a request in flight
- * are left to it. done (may be NULL) gets the number still PENDING. -EBUSY while a
- * settlement runs.
+ * are left to it. Each call reads one page of 1024 PENDING rows, the next page the next
+ * time (wrapping around), so that a large backlog costs each call the same. done (may be
+ * NULL) gets the number left PENDING by the last whole cycle over the pages. -EBUSY while
+ * a settlement runs.
  */
 int activation_settle_due(struct activation *a, unsigned concurrency,
 			  void (*done)(unsigned still_pending, void *arg), void *arg);

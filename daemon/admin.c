@@ -53,9 +53,10 @@ static void invalid(struct req *r, const char *parameter, const char *reason)
 }
 
 /* Send a StoreFailed error for a negative errno. */
-static void store_failed(struct req *r, int err)
+static void store_failed(struct req *r, int err, const char *reason)
 {
-	req_error(r, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", strerror(-err)));
+	req_error(r, "io.tpad.Admin.StoreFailed",
+		  json_pack("{s:s}", "reason", reason && *reason ? reason : strerror(-err)));
 }
 
 /* The state filter of a call: -1 for none, else the state; -EINVAL if unknown. */
@@ -625,6 +626,7 @@ struct export_call {
 	struct qr_opts qr;
 	char after[17];
 	bool at_end;
+	bool reading; /* a page is being read from the store */
 	struct store_record *page;
 	size_t n, i;
 	uint64_t exported, skipped;
@@ -643,14 +645,27 @@ static void export_free(struct export_call *c)
 	free(c);
 }
 
-/* Keep one record of a page, without its AppKey. */
-static int export_collect(const struct store_record *rec, void *arg)
+static void export_step(evutil_socket_t fd, short what, void *arg);
+
+/* The next page of records: keep them without their AppKeys and go on. */
+static void on_export_page(int err, const char *reason, const struct store_rows *rows, void *arg)
 {
 	struct export_call *c = arg;
-	struct store_record *dst = &c->page[c->n++];
-	*dst = *rec;
-	cred_wipe(dst->app_key, sizeof(dst->app_key));
-	return 0;
+	c->reading = false;
+	if (err < 0) {
+		log_warnx("export: cannot read the store: %s", reason ? reason : strerror(-err));
+		store_failed(c->r, err, reason);
+		export_free(c);
+		return;
+	}
+	c->n = c->i = 0;
+	for (size_t k = 0; k < rows->n && k < EXPORT_PAGE; k++) {
+		struct store_record *dst = &c->page[c->n++];
+		*dst = rows->records[k];
+		cred_wipe(dst->app_key, sizeof(dst->app_key));
+	}
+	c->at_end = rows->n < EXPORT_PAGE;
+	export_step(-1, 0, c);
 }
 
 /* Append s to a CSV record in buf at *o, quoted if it needs to be. */
@@ -741,17 +756,17 @@ static void export_step(evutil_socket_t fd, short what, void *arg)
 				export_finish(c);
 				return;
 			}
-			c->n = c->i = 0;
-			int err = store_list(t->store, c->state, c->after[0] ? c->after : NULL,
-					     EXPORT_PAGE, export_collect, c);
+			/* The next page comes through on_export_page. */
+			int err = store_list_async(t->store, c->state, c->after[0] ? c->after : NULL,
+						   EXPORT_PAGE, on_export_page, c);
 			if (err < 0) {
 				log_warn_errno(err, "export: cannot read the store");
-				store_failed(c->r, err);
+				store_failed(c->r, err, NULL);
 				export_free(c);
 				return;
 			}
-			c->at_end = c->n < EXPORT_PAGE;
-			continue;
+			c->reading = true;
+			return;
 		}
 		const struct store_record *rec = &c->page[c->i++];
 		visited++;
@@ -818,37 +833,42 @@ void admin_export(struct tpad *t, struct req *r)
 
 /* ---- ListDevices and GetDevice ---- */
 
-struct list_ctx {
+/* One ListDevices call waiting for its page. */
+struct list_call {
 	const struct config *cfg;
-	json_t *devices;
-	size_t limit, n;
-	char last[17];
-	bool more;
-	int err;
+	struct req *r;
+	size_t limit;
 };
 
-/* Add one record to the page (or note that there is a next page). */
-static int list_collect(const struct store_record *rec, void *arg)
+/* The page (one more row than asked, to tell whether there is a next one). */
+static void on_list_page(int err, const char *reason, const struct store_rows *rows, void *arg)
 {
-	struct list_ctx *l = arg;
-	if (l->n == l->limit) {
-		l->more = true;
-		return 1;
+	struct list_call *l = arg;
+	struct req *r = l->r;
+	json_t *devices = err ? NULL : json_array();
+	size_t n = 0;
+	for (; devices && n < rows->n && n < l->limit; n++) {
+		json_t *d = device_info(l->cfg, &rows->records[n]);
+		if (!d || json_array_append_new(devices, d) < 0) {
+			json_decref(devices);
+			devices = NULL;
+		}
 	}
-	json_t *d = device_info(l->cfg, rec);
-	if (!d || json_array_append_new(l->devices, d) < 0) {
-		l->err = -ENOMEM;
-		return 1;
-	}
-	memcpy(l->last, rec->dev_eui, sizeof(l->last));
-	l->n++;
-	return 0;
+	json_t *reply = devices ? json_pack("{s:o}", "devices", devices) : NULL;
+	if (reply && rows->n > l->limit)
+		json_object_set_new(reply, "next", json_string(rows->records[n - 1].dev_eui));
+	if (reply)
+		req_reply(r, reply, false);
+	else if (err)
+		store_failed(r, err, reason);
+	else
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+	free(l);
 }
 
 void admin_list_devices(struct tpad *t, struct req *r)
 {
 	json_t *params = req_params(r);
-	struct list_ctx l = {.cfg = t->cfg, .limit = LIST_DEFAULT};
 	int state;
 	if (param_state(params, &state) < 0) {
 		invalid(r, "state", "must be PENDING, ISSUED or FAILED");
@@ -859,124 +879,144 @@ void admin_list_devices(struct tpad *t, struct req *r)
 		invalid(r, "after", "must be a DevEUI (16 hexadecimal digits), the next of a page");
 		return;
 	}
+	size_t limit = LIST_DEFAULT;
 	json_t *lim = json_object_get(params, "limit");
 	if (json_is_integer(lim))
-		l.limit = (size_t)json_integer_value(lim);
-	if (l.limit < 1 || l.limit > LIST_MAX)
-		l.limit = LIST_DEFAULT;
-	l.devices = json_array();
-	if (!l.devices) {
+		limit = (size_t)json_integer_value(lim);
+	if (limit < 1 || limit > LIST_MAX)
+		limit = LIST_DEFAULT;
+	struct list_call *l = calloc(1, sizeof(*l));
+	if (!l) {
 		req_error(r, "io.tpad.Admin.Busy", NULL);
 		return;
 	}
-	int err = t->store ? store_list(t->store, state, after, l.limit + 1, list_collect, &l)
+	*l = (struct list_call){.cfg = t->cfg, .r = r, .limit = limit};
+	int err = t->store ? store_list_async(t->store, state, after, limit + 1, on_list_page, l)
 			   : -ESHUTDOWN;
-	if (err < 0 || l.err < 0) {
-		json_decref(l.devices);
-		if (l.err < 0)
-			req_error(r, "io.tpad.Admin.Busy", NULL);
-		else
-			store_failed(r, err);
-		return;
+	if (err < 0) {
+		free(l);
+		store_failed(r, err, NULL);
 	}
-	json_t *reply = json_pack("{s:o}", "devices", l.devices);
-	if (reply && l.more)
-		json_object_set_new(reply, "next", json_string(l.last));
-	if (reply)
-		req_reply(r, reply, false);
-	else
-		req_error(r, "io.tpad.Admin.Busy", NULL);
 }
 
-struct audit_ctx {
-	struct store_audit_entry *ring;
-	size_t n; /* entries seen */
+/* One GetDevice call: the row, then its audit entries, then its attempts. */
+struct device_call {
+	struct tpad *t;
+	struct req *r;
+	char dev_eui[17];
+	json_t *reply;
 };
 
-/* Keep the newest AUDIT_MAX entries in a ring. */
-static int audit_collect(const struct store_audit_entry *e, void *arg)
+static void device_call_end(struct device_call *c, int err, const char *reason)
 {
-	struct audit_ctx *a = arg;
-	a->ring[a->n++ % AUDIT_MAX] = *e;
-	return 0;
+	if (err == 0 && c->reply) {
+		req_reply(c->r, c->reply, false);
+		c->reply = NULL;
+	} else if (err == -ENOENT) {
+		req_error(c->r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", c->dev_eui));
+	} else if (err < 0 && err != -ENOMEM) {
+		store_failed(c->r, err, reason);
+	} else {
+		req_error(c->r, "io.tpad.Admin.Busy", NULL);
+	}
+	json_decref(c->reply);
+	free(c);
 }
 
-/* Append one attempt to the JSON array arg. */
-static int attempt_collect(const struct store_attempt *at, void *arg)
+/* The attempts: the reply is complete (without them if they cannot be read). */
+static void on_device_attempts(int err, const char *reason, const struct store_rows *rows,
+			       void *arg)
 {
-	json_t *o = json_pack("{s:i, s:I, s:s, s:s}", "n", (int)at->n, "at", (json_int_t)at->at,
-			      "digest", at->digest, "outcome", at->outcome);
-	if (!o)
-		return -ENOMEM;
-	if (at->instance[0])
-		json_object_set_new(o, "instance", json_string(at->instance));
-	return json_array_append_new(arg, o) < 0 ? -ENOMEM : 0;
+	struct device_call *c = arg;
+	json_t *attempts = err ? NULL : json_array();
+	for (size_t i = 0; attempts && i < rows->n; i++) {
+		const struct store_attempt *at = &rows->attempts[i];
+		json_t *o = json_pack("{s:i, s:I, s:s, s:s}", "n", (int)at->n, "at",
+				      (json_int_t)at->at, "digest", at->digest, "outcome",
+				      at->outcome);
+		if (o && at->instance[0])
+			json_object_set_new(o, "instance", json_string(at->instance));
+		json_array_append_new(attempts, o);
+	}
+	if (attempts)
+		json_object_set_new(c->reply, "attempts", attempts);
+	device_call_end(c, 0, NULL);
 }
 
-void admin_get_device(struct tpad *t, struct req *r)
+/* The audit trail: keep the newest AUDIT_MAX entries, then ask for the attempts. */
+static void on_device_audit(int err, const char *reason, const struct store_rows *rows,
+			    void *arg)
 {
-	const char *s = json_string_value(json_object_get(req_params(r), "devEUI"));
-	char dev_eui[17];
-	if (!s || !hex_valid(s, HEX_EUI)) {
-		invalid(r, "devEUI", "must be 16 hexadecimal digits");
-		return;
-	}
-	hex_upper(dev_eui, s, HEX_EUI);
-	if (!t->store) {
-		store_failed(r, -ESHUTDOWN);
-		return;
-	}
-	struct store_record rec;
-	int err = store_get(t->store, dev_eui, &rec);
-	if (err == -ENOENT) {
-		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", dev_eui));
-		return;
-	}
+	struct device_call *c = arg;
 	if (err < 0) {
-		store_failed(r, err);
+		device_call_end(c, err, reason);
 		return;
 	}
-	json_t *device = device_info(t->cfg, &rec);
-	cred_wipe(&rec, sizeof(rec));
-	struct audit_ctx a = {.ring = malloc(AUDIT_MAX * sizeof(*a.ring))};
 	json_t *audit = json_array();
-	if (!device || !audit || !a.ring) {
-		json_decref(device);
-		json_decref(audit);
-		free(a.ring);
-		req_error(r, "io.tpad.Admin.Busy", NULL);
-		return;
-	}
-	err = store_audit_list(t->store, dev_eui, 0, 0, audit_collect, &a);
-	if (err < 0) {
-		json_decref(device);
-		json_decref(audit);
-		free(a.ring);
-		store_failed(r, err);
-		return;
-	}
-	size_t first = a.n > AUDIT_MAX ? a.n - AUDIT_MAX : 0;
-	for (size_t i = first; i < a.n; i++) {
-		const struct store_audit_entry *e = &a.ring[i % AUDIT_MAX];
+	size_t first = rows->n > AUDIT_MAX ? rows->n - AUDIT_MAX : 0;
+	for (size_t i = first; audit && i < rows->n; i++) {
+		const struct store_audit_entry *e = &rows->audit[i];
 		json_array_append_new(audit, json_pack("{s:I, s:I, s:I, s:s, s:s}", "at",
 						       (json_int_t)e->at, "uid", (json_int_t)e->uid,
 						       "pid", (json_int_t)e->pid, "method",
 						       e->method, "outcome", e->outcome));
 	}
-	free(a.ring);
-	json_t *reply = json_pack("{s:o, s:o}", "device", device, "audit", audit);
-	if (reply && first)
-		json_object_set_new(reply, "auditOmitted", json_integer((json_int_t)first));
-	json_t *attempts = json_array();
-	if (reply && attempts &&
-	    store_attempt_list(t->store, dev_eui, attempt_collect, attempts) == 0)
-		json_object_set_new(reply, "attempts", attempts);
-	else
-		json_decref(attempts);
-	if (reply)
-		req_reply(r, reply, false);
-	else
+	if (!audit) {
+		device_call_end(c, -ENOMEM, NULL);
+		return;
+	}
+	json_object_set_new(c->reply, "audit", audit);
+	if (first)
+		json_object_set_new(c->reply, "auditOmitted", json_integer((json_int_t)first));
+	if (!c->t->store ||
+	    store_attempt_list_async(c->t->store, c->dev_eui, on_device_attempts, c) < 0)
+		device_call_end(c, 0, NULL);
+}
+
+/* The row: then its audit entries. */
+static void on_device_row(int err, const struct store_record *rec, const char *reason, void *arg)
+{
+	struct device_call *c = arg;
+	if (err < 0) {
+		device_call_end(c, err, reason);
+		return;
+	}
+	json_t *device = device_info(c->t->cfg, rec);
+	c->reply = device ? json_pack("{s:o}", "device", device) : NULL;
+	if (!c->reply) {
+		device_call_end(c, -ENOMEM, NULL);
+		return;
+	}
+	int e = c->t->store ? store_audit_list_async(c->t->store, c->dev_eui, 0, 0, on_device_audit, c)
+			    : -ESHUTDOWN;
+	if (e < 0)
+		device_call_end(c, e, NULL);
+}
+
+void admin_get_device(struct tpad *t, struct req *r)
+{
+	const char *s = json_string_value(json_object_get(req_params(r), "devEUI"));
+	if (!s || !hex_valid(s, HEX_EUI)) {
+		invalid(r, "devEUI", "must be 16 hexadecimal digits");
+		return;
+	}
+	if (!t->store) {
+		store_failed(r, -ESHUTDOWN, NULL);
+		return;
+	}
+	struct device_call *c = calloc(1, sizeof(*c));
+	if (!c) {
 		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	c->t = t;
+	c->r = r;
+	hex_upper(c->dev_eui, s, HEX_EUI);
+	int err = store_get_async(t->store, c->dev_eui, on_device_row, c);
+	if (err < 0) {
+		free(c);
+		store_failed(r, err, NULL);
+	}
 }
 
 /* The device object of a reply, without the AppKey (for retire.c). */

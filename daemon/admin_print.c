@@ -23,6 +23,9 @@ struct admin_print_call {
 	struct req *r;
 	uint32_t uid;
 	int32_t pid;
+	char printer[64];
+	unsigned copies;
+	char dev_eui[17]; /* "" for a batch */
 	struct print_label *labels;
 	size_t n, cap;
 	bool too_many;
@@ -111,6 +114,64 @@ static void on_printed(const struct print_result *res, void *arg)
 	call_free(c);
 }
 
+/* The labels are gathered (rc: 0, -ENOENT or why the store could not be read): print. */
+static void print_gathered(struct admin_print_call *c, int rc)
+{
+	struct req *r = c->r;
+	if (rc == -ENOENT) {
+		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", c->dev_eui));
+		call_free(c);
+		return;
+	}
+	if (rc < 0 || c->err < 0) {
+		req_error(r, "io.tpad.Admin.StoreFailed",
+			  json_pack("{s:s}", "reason", strerror(-(rc < 0 ? rc : c->err))));
+		call_free(c);
+		return;
+	}
+	if (c->too_many) {
+		invalid(r, "state", "more than 10000 labels; print in smaller batches");
+		call_free(c);
+		return;
+	}
+	if (!c->n) {
+		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", ""));
+		call_free(c);
+		return;
+	}
+	char err[256] = "tpad is shutting down";
+	int64_t job = c->t->print ? print_submit(c->t->print, c->printer, c->labels, c->n,
+						 c->copies, on_printed, c, err, sizeof(err))
+				  : -ESHUTDOWN;
+	if (job < 0) {
+		audit_all(c, c->printer, 0, err);
+		req_error(r, "io.tpad.Admin.PrintFailed",
+			  json_pack("{s:s, s:s}", "printer", c->printer, "reason", err));
+		call_free(c);
+	}
+}
+
+/* The one device to reprint, as the store holds it. */
+static void on_print_get(int err, const struct store_record *rec, const char *reason, void *arg)
+{
+	struct admin_print_call *c = arg;
+	if (err == 0 && (rec->state != STORE_ISSUED || !rec->owner_token[0]))
+		err = -ENOENT;
+	if (err == 0)
+		collect(rec, c);
+	print_gathered(c, err);
+}
+
+/* The devices of a batch, in DevEUI order. */
+static void on_print_list(int err, const char *reason, const struct store_rows *rows, void *arg)
+{
+	struct admin_print_call *c = arg;
+	for (size_t i = 0; err == 0 && i < rows->n; i++)
+		if (collect(&rows->records[i], c))
+			break;
+	print_gathered(c, err);
+}
+
 void admin_print(struct tpad *t, struct req *r)
 {
 	json_t *params = req_params(r);
@@ -148,16 +209,13 @@ void admin_print(struct tpad *t, struct req *r)
 		return;
 	}
 	*c = (struct admin_print_call){
-	    .t = t, .r = r, .uid = (uint32_t)peer->uid, .pid = (int32_t)peer->pid};
+	    .t = t, .r = r, .uid = (uint32_t)peer->uid, .pid = (int32_t)peer->pid,
+	    .copies = n_copies};
+	snprintf(c->printer, sizeof(c->printer), "%s", printer);
+	memcpy(c->dev_eui, dev_eui, sizeof(c->dev_eui));
 	int rc;
 	if (dev_eui[0]) {
-		struct store_record rec;
-		rc = store_get(t->store, dev_eui, &rec);
-		if (rc == 0 && (rec.state != STORE_ISSUED || !rec.owner_token[0]))
-			rc = -ENOENT;
-		if (rc == 0)
-			rc = collect(&rec, c) ? c->err : 0;
-		cred_wipe(&rec, sizeof(rec));
+		rc = store_get_async(t->store, dev_eui, on_print_get, c);
 	} else {
 		char up[16];
 		size_t i = 0;
@@ -167,39 +225,11 @@ void admin_print(struct tpad *t, struct req *r)
 		up[i] = '\0';
 		enum store_state st;
 		rc = store_state_parse(up, &st);
+		/* One more than a call may print: enough to tell that there are too many. */
 		if (rc == 0)
-			rc = store_list(t->store, (int)st, NULL, 0, collect, c);
-		if (rc > 0)
-			rc = c->err;
+			rc = store_list_async(t->store, (int)st, NULL, PRINT_MAX_LABELS + 1,
+					      on_print_list, c);
 	}
-	if (rc == -ENOENT) {
-		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", dev_eui));
-		call_free(c);
-		return;
-	}
-	if (rc < 0 || c->err < 0) {
-		req_error(r, "io.tpad.Admin.StoreFailed",
-			  json_pack("{s:s}", "reason", strerror(-(rc < 0 ? rc : c->err))));
-		call_free(c);
-		return;
-	}
-	if (c->too_many) {
-		invalid(r, "state", "more than 10000 labels; print in smaller batches");
-		call_free(c);
-		return;
-	}
-	if (!c->n) {
-		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", ""));
-		call_free(c);
-		return;
-	}
-	char err[256];
-	int64_t job =
-	    print_submit(t->print, printer, c->labels, c->n, n_copies, on_printed, c, err, sizeof(err));
-	if (job < 0) {
-		audit_all(c, printer, 0, err);
-		req_error(r, "io.tpad.Admin.PrintFailed",
-			  json_pack("{s:s, s:s}", "printer", printer, "reason", err));
-		call_free(c);
-	}
+	if (rc < 0)
+		print_gathered(c, rc);
 }

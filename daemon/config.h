@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "server.h"
+
 #define CONFIG_DEFAULT_PATH "/etc/tpad/tpad.conf"
 #define CONFIG_MAX_LIST 32	       /* = CONF_MAX_IDS */
 #define CONFIG_MAX_PRINTERS 16	       /* [printer.<name>] sections */
@@ -138,16 +140,7 @@ struct config {
 	mode_t admin_mode;
 	char *admin_group; /* NULL: the daemon's group */
 
-	/* [limits] */
-	size_t max_message;
-	uint32_t idle_timeout_ms;
-	uint32_t message_timeout_ms;
-	uint32_t max_clients;
-	uint32_t max_clients_per_uid;
-	uint32_t max_clients_per_process;
-	uint32_t max_pending_calls; /* calls queued on one connection */
-	size_t max_output;	    /* reply bytes owed to one client */
-	size_t max_output_total;    /* reply bytes owed to all clients */
+	struct server_limits limits; /* [limits] */
 
 	/* [upstream] */
 	char *upstream_url; /* https://host[:port] or http:// (tests) */

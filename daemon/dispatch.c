@@ -80,6 +80,84 @@ static void h_get_interface_description(struct tpad *t, struct req *r)
 	req_reply(r, json_pack("{s:s}", "description", text), false);
 }
 
+/*
+ * A Status call waiting for the store's row counts, at most STATUS_COUNT_WAIT_MS: a
+ * database that does not answer gets the counts of the last look (Status is how one
+ * finds out what is wrong). Freed when both the count and the timer are done.
+ */
+#define STATUS_COUNT_WAIT_MS 1000
+struct status_call {
+	struct tpad *t;
+	struct req *r;
+	json_t *o;	   /* the reply, until sent */
+	struct event *timer;
+	bool counting; /* the count's answer is still to come */
+};
+
+/* Send the reply with the store's part (counts NULL: as last counted, if ever). */
+static void status_send(struct status_call *c, const uint64_t *counts, const char *why)
+{
+	struct tpad *t = c->t;
+	if (!c->o)
+		return;
+	if (!counts && t->store_counts_known)
+		counts = t->store_counts;
+	json_t *sj = t->store ? store_status_json(t->store, counts) : NULL;
+	if (sj) {
+		json_object_set_new(sj, "failing", json_boolean(dispatch_store_failing(t)));
+		if (why)
+			json_object_set_new(sj, "rowsError", json_string(why));
+	}
+	json_object_set_new(c->o, "store", sj ? sj : json_null());
+	req_reply(c->r, c->o, false);
+	c->o = NULL;
+}
+
+static void status_call_free(struct status_call *c)
+{
+	if (c->timer)
+		event_free(c->timer);
+	json_decref(c->o);
+	free(c);
+}
+
+/* The count took too long: answer with the last one. */
+static void on_status_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct status_call *c = arg;
+	status_send(c, NULL, "the store did not count its rows within 1 s: rows as last counted");
+	if (!c->counting)
+		status_call_free(c);
+}
+
+/* Keep the row counts for STATUS= and metrics. */
+static void counts_note(struct tpad *t, int err, const struct store_rows *rows)
+{
+	t->store_counts_known = err == 0;
+	if (err == 0)
+		memcpy(t->store_counts, rows->counts, sizeof(t->store_counts));
+}
+
+/* The store counted its rows: the Status reply is complete. */
+static void on_status_counts(int err, const char *reason, const struct store_rows *rows,
+			     void *arg)
+{
+	struct status_call *c = arg;
+	c->counting = false;
+	counts_note(c->t, err, rows);
+	status_send(c, err ? NULL : rows->counts, err ? (reason ? reason : strerror(-err)) : NULL);
+	status_call_free(c);
+}
+
+/* The counts asked every second for STATUS= and metrics. */
+static void on_watch_counts(int err, const char *reason, const struct store_rows *rows,
+			    void *arg)
+{
+	struct tpad *t = arg;
+	t->store_counting = false;
+	counts_note(t, err, rows);
+}
+
 /* io.tpad.Admin.Status: version, uptime, connections, limits hit, and the modules. */
 static void h_status(struct tpad *t, struct req *r)
 {
@@ -121,12 +199,6 @@ static void h_status(struct tpad *t, struct req *r)
 		      "tkmPrefix", t->cfg->import_tkm_prefix, "manifestDevEui",
 		      t->cfg->import_manifest_dev_eui ? json_string(t->cfg->import_manifest_dev_eui)
 						      : json_null()));
-	if (t->store) {
-		json_t *sj = store_status_json(t->store);
-		if (sj)
-			json_object_set_new(sj, "failing", json_boolean(dispatch_store_failing(t)));
-		json_object_set_new(o, "store", sj);
-	}
 	if (t->print)
 		json_object_set_new(o, "printers", print_status_json(t->print));
 	if (t->act) {
@@ -148,7 +220,29 @@ static void h_status(struct tpad *t, struct req *r)
 		json_object_set_new(a, "outcomes", by);
 		json_object_set_new(o, "activations", a);
 	}
-	req_reply(r, o, false);
+	if (!t->store) {
+		req_reply(r, o, false);
+		return;
+	}
+	/* The store's part waits for its row counts (a round trip on PostgreSQL). */
+	struct status_call *c = calloc(1, sizeof(*c));
+	if (!c) {
+		json_decref(o);
+		req_error(r, "io.tpad.Admin.Busy", NULL);
+		return;
+	}
+	*c = (struct status_call){.t = t, .r = r, .o = o};
+	c->timer = evtimer_new(t->base, on_status_timer, c);
+	int e = c->timer ? store_count_async(t->store, on_status_counts, c) : -ENOMEM;
+	if (e < 0) {
+		status_send(c, NULL, strerror(-e));
+		status_call_free(c);
+		return;
+	}
+	c->counting = true;
+	struct timeval tv = {.tv_sec = STATUS_COUNT_WAIT_MS / 1000,
+			     .tv_usec = (STATUS_COUNT_WAIT_MS % 1000) * 1000};
+	evtimer_add(c->timer, &tv);
 }
 
 /* io.tpad.Admin.Metrics: OpenMetrics (default) or Prometheus text. */
@@ -245,6 +339,9 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		watched.failed_commits = ss.batch_failures;
 		dispatch_store_failing(t);
+		if (!t->store_counting && !t->stopping &&
+		    store_count_async(t->store, on_watch_counts, t) == 0)
+			t->store_counting = true;
 	}
 	if (t->act) {
 		struct activation_stats as;
@@ -487,13 +584,13 @@ void dispatch_call(struct req *r, void *arg)
 	fn(t, r);
 }
 
-/* The production wiring of activation: the store and the cloud. */
-static int op_get(void *ctx, const char *dev_eui, struct store_record *ret)
+/* store.lease in force: as set, or twice the request timeout. */
+static uint32_t store_lease_ms(const struct config *cfg)
 {
-	struct tpad *t = ctx;
-	return t->store ? store_get(t->store, dev_eui, ret) : -ESHUTDOWN;
+	return cfg->store_lease_ms ? cfg->store_lease_ms : 2 * cfg->upstream_request_timeout_ms;
 }
 
+/* The production wiring of activation: the store and the cloud. */
 static int op_get_async(void *ctx, const char *dev_eui, store_get_fn *cb, void *arg)
 {
 	struct tpad *t = ctx;
@@ -531,18 +628,151 @@ static int op_audit(void *ctx, const char *dev_eui, const char *method, uint32_t
 	return t->store ? store_audit(t->store, dev_eui, method, uid, pid, outcome) : -ESHUTDOWN;
 }
 
+/*
+ * An import in flight on a shared store: its claim on the device is renewed every third
+ * of store.lease until the cloud answers, so that no other tpad takes the device over
+ * (and imports it again) while a slow import still runs.
+ */
+struct import_watch {
+	struct import_watch *next, *prev;
+	struct tpad *t;
+	char dev_eui[17];
+	struct event *timer;
+	tpa_done_fn *cb;
+	void *arg;
+};
+
+static struct import_watch *import_watches;
+
+static void import_watch_free(struct import_watch *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		import_watches = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	event_free(w->timer);
+	free(w);
+}
+
+static void on_claim_renew(evutil_socket_t fd, short what, void *arg)
+{
+	struct import_watch *w = arg;
+	if (w->t->store)
+		store_claim_renew(w->t->store, w->dev_eui);
+}
+
+static void on_watched_import(const struct tpa_result *res, void *arg)
+{
+	struct import_watch *w = arg;
+	tpa_done_fn *cb = w->cb;
+	void *cb_arg = w->arg;
+	import_watch_free(w);
+	cb(res, cb_arg);
+}
+
+/* Send the import of rec; on PostgreSQL its claim is renewed while it runs. */
+static int send_import(struct tpad *t, const struct tpa_record *rec, tpa_done_fn *cb, void *arg)
+{
+	if (!t->tpa)
+		return -ESHUTDOWN;
+	if (!t->store || strcmp(store_backend_name(t->store), "postgresql") != 0)
+		return tpa_import(t->tpa, rec, cb, arg);
+	struct import_watch *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->timer = event_new(t->base, -1, EV_PERSIST, on_claim_renew, w);
+	if (!w->timer) {
+		free(w);
+		return -ENOMEM;
+	}
+	w->t = t;
+	hex_upper(w->dev_eui, rec->dev_eui, HEX_EUI);
+	w->cb = cb;
+	w->arg = arg;
+	w->next = import_watches;
+	if (w->next)
+		w->next->prev = w;
+	import_watches = w;
+	int e = tpa_import(t->tpa, rec, on_watched_import, w);
+	if (e < 0) {
+		import_watch_free(w);
+		return e;
+	}
+	uint32_t every = store_lease_ms(t->cfg) / 3;
+	struct timeval tv = {.tv_sec = every / 1000, .tv_usec = (every % 1000) * 1000};
+	event_add(w->timer, &tv);
+	return 0;
+}
+
+/* An import waiting for its pooled key's hsmEncryptedAppKey from the store. */
+struct hsm_import {
+	struct tpad *t;
+	struct tpa_record rec;
+	tpa_done_fn *cb;
+	void *arg;
+};
+
+/* The store found (or not) the pooled pair: send the import. */
+static void on_hsm_key(int err, const char *reason, const struct store_rows *rows, void *arg)
+{
+	struct hsm_import *h = arg;
+	static const char hexd[] = "0123456789ABCDEF";
+	if (err == 0) {
+		for (size_t b = 0; b < 16; b++) {
+			h->rec.hsm_app_key[2 * b] = hexd[rows->hsm_key[b] >> 4];
+			h->rec.hsm_app_key[2 * b + 1] = hexd[rows->hsm_key[b] & 15];
+		}
+		h->rec.hsm_app_key[32] = '\0';
+	}
+	int e = !h->t->stopping ? send_import(h->t, &h->rec, h->cb, h->arg) : -ESHUTDOWN;
+	if (e < 0) {
+		/* Nothing was sent: the attempt is answered as never sent. */
+		struct tpa_result res = {.outcome = TPA_UNAVAILABLE, .retry_after = -1};
+		snprintf(res.reason, sizeof(res.reason), "the import could not be queued: %s",
+			 strerror(-e));
+		h->cb(&res, h->arg);
+	}
+	cred_wipe(h, sizeof(*h));
+	free(h);
+}
+
 static int op_import(void *ctx, const struct tpa_record *rec, tpa_done_fn *cb, void *arg)
 {
 	struct tpad *t = ctx;
 	if (!t->tpa)
 		return -ESHUTDOWN;
 	if (!t->keypool || !rec->app_key[0])
-		return tpa_import(t->tpa, rec, cb, arg);
+		return send_import(t, rec, cb, arg);
 	/* A cloud-HSM key travels with its hsmEncryptedAppKey. */
 	struct tpa_record r = *rec;
-	if (keypool_hsm_key(t->keypool, rec->app_key, r.hsm_app_key) < 0)
+	int k = keypool_hsm_key(t->keypool, rec->app_key, r.hsm_app_key);
+	if (k == -EAGAIN) {
+		/* Not handed out in this run: its pair is in the store. */
+		struct hsm_import *h = calloc(1, sizeof(*h));
+		uint8_t key[16];
+		int e = h ? hex_decode(rec->app_key, key, sizeof(key)) : -ENOMEM;
+		if (e >= 0) {
+			h->t = t;
+			h->rec = r;
+			h->rec.hsm_app_key[0] = '\0';
+			h->cb = cb;
+			h->arg = arg;
+			e = t->store ? store_key_pool_find_async(t->store, key, on_hsm_key, h)
+				     : -ESHUTDOWN;
+		}
+		cred_wipe(key, sizeof(key));
+		cred_wipe(&r, sizeof(r));
+		if (e < 0 && h) {
+			cred_wipe(h, sizeof(*h));
+			free(h);
+		}
+		return e < 0 ? e : 0;
+	}
+	if (k < 0)
 		r.hsm_app_key[0] = '\0';
-	int e = tpa_import(t->tpa, &r, cb, arg);
+	int e = send_import(t, &r, cb, arg);
 	cred_wipe(&r, sizeof(r));
 	return e;
 }
@@ -553,10 +783,12 @@ static int op_query(void *ctx, const char *dev_eui, tpa_done_fn *cb, void *arg)
 	return t->tpa ? tpa_query(t->tpa, dev_eui, cb, arg) : -ESHUTDOWN;
 }
 
-static int op_list_pending(void *ctx, int (*fn)(const struct store_record *r, void *arg), void *arg)
+static int op_list_pending(void *ctx, const char *after, size_t limit, store_rows_fn *cb,
+			   void *arg)
 {
 	struct tpad *t = ctx;
-	return t->store ? store_list(t->store, STORE_PENDING, NULL, 0, fn, arg) : -ESHUTDOWN;
+	return t->store ? store_list_async(t->store, STORE_PENDING, after, limit, cb, arg)
+			: -ESHUTDOWN;
 }
 
 static int op_random(void *ctx, uint8_t *buf, size_t n)
@@ -626,7 +858,6 @@ static int op_later(void *ctx, uint32_t ms, void (*fn)(void *arg), void *arg)
 static const struct activation_ops production_ops = {
     .later = op_later,
     .get_async = op_get_async,
-    .get = op_get,
     .insert = op_insert,
     .update = op_update,
     .audit = op_audit,
@@ -667,15 +898,23 @@ static void settle_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Start-up reconciliation finished. */
+static uint64_t reconcile_runs; /* settle runs before the start-up pass */
+
 static void on_reconciled(unsigned still_pending, void *arg)
 {
 	struct tpad *t = arg;
 	t->settle_pending = still_pending;
+	struct activation_stats as;
+	activation_get_stats(t->act, &as);
+	uint64_t listed = as.settle_runs - reconcile_runs;
+	if (listed)
+		log_notice("start-up: %llu PENDING devices settled with the cloud",
+			   (unsigned long long)(listed - still_pending));
 	if (still_pending)
 		log_warnx("%u PENDING devices could not be settled with the cloud yet; they are "
 			  "settled in the background with backoff",
 			  still_pending);
-	else
+	else if (listed)
 		log_info("every PENDING device is settled");
 }
 
@@ -724,9 +963,7 @@ static int open_store(struct tpad *t)
 				  .url = cfg->store_url,
 				  .password = has_password ? password : NULL,
 				  .connections = cfg->store_connections,
-				  .lease_ms = cfg->store_lease_ms
-						  ? cfg->store_lease_ms
-						  : 2 * cfg->upstream_request_timeout_ms,
+				  .lease_ms = store_lease_ms(cfg),
 				  .instance = cfg->store_instance ? cfg->store_instance : host,
 				  .key = key,
 				  .key_len = len,
@@ -796,14 +1033,12 @@ int dispatch_init(struct tpad *t)
 			return r;
 		}
 	}
-	uint64_t counts[STORE_N_STATES] = {0};
-	if (store_count(t->store, counts) == 0 && counts[STORE_PENDING]) {
-		log_notice("settling %llu PENDING devices with the cloud",
-			   (unsigned long long)counts[STORE_PENDING]);
-		r = activation_reconcile(t->act, t->cfg->upstream_sessions, on_reconciled, t);
-		if (r < 0)
-			log_warn_errno(r, "cannot start settling PENDING devices");
-	}
+	struct activation_stats as;
+	activation_get_stats(t->act, &as);
+	reconcile_runs = as.settle_runs;
+	r = activation_reconcile(t->act, t->cfg->upstream_sessions, on_reconciled, t);
+	if (r < 0)
+		log_warn_errno(r, "cannot start settling PENDING devices");
 	return 0;
 }
 
@@ -833,6 +1068,8 @@ void dispatch_finish(struct tpad *t)
 	keypool_free(t->keypool);
 	t->keypool = NULL;
 	tpa_free(t->tpa);
+	while (import_watches) /* their imports were dropped with the pool */
+		import_watch_free(import_watches);
 	t->tpa = NULL;
 	struct store *s = t->store;
 	t->store = NULL;
@@ -940,8 +1177,8 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 			 store_backend_name(t->store), ss.last_reason, st.connections[SOCK_STATION]);
 		return;
 	}
-	if (t->store)
-		store_count(t->store, counts);
+	if (t->store_counts_known)
+		memcpy(counts, t->store_counts, sizeof(counts));
 	char printers[160] = "";
 	print_status_line(t->print, printers, sizeof(printers));
 	snprintf(buf, len, "%s; %llu issued, %llu pending; %u station clients%s%s", up,

@@ -19,6 +19,7 @@
 #include "hex.h"
 #include "log.h"
 #include "store.h"
+#include "store_sync.h"
 #include "tpa.h"
 
 #define KEY_PEM_MAX 16384
@@ -352,9 +353,9 @@ int keypool_hsm_key(struct keypool *kp, const char *app_key_hex, char out[33])
 			break;
 		}
 	}
-	/* Not handed out in this run (e.g. a PENDING device re-imported after a restart). */
+	/* Not handed out in this run (a PENDING device re-imported after a restart). */
 	if (r < 0 && kp->store)
-		r = store_key_pool_find(kp->store, k, hsm) == 0 ? 0 : -ENOENT;
+		r = -EAGAIN;
 	if (r == 0) {
 		for (size_t b = 0; b < 16; b++) {
 			out[2 * b] = hexd[hsm[b] >> 4];

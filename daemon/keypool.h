@@ -46,8 +46,9 @@ void keypool_free(struct keypool *kp);
 int keypool_take(struct keypool *kp, uint8_t app_key[16]);
 
 /*
- * The hsmEncryptedAppKey (32 upper-case hex digits) of an AppKey from this pool (hex,
- * either case; from memory, else from the store) into out; -ENOENT for a local key.
+ * The hsmEncryptedAppKey (32 upper-case hex digits) of an AppKey handed out by this pool
+ * in this run (hex, either case) into out; -EAGAIN when it is not in memory but may be in
+ * the store (store_key_pool_find_async), -ENOENT for a local key.
  */
 int keypool_hsm_key(struct keypool *kp, const char *app_key_hex, char out[33]);
 

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "qr.h"
 #include "store.h"
+#include "store_sync.h"
 
 int label_text(const struct config *cfg, const struct store_record *r, char *out, size_t len)
 {

@@ -1,7 +1,6 @@
 /* tpad: the ThingPark Activation factory daemon — start-up, event loop and shutdown. */
 #include <errno.h>
 #include <event2/event.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 
 #include "config.h"
 #include "clock.h"
+#include "daemon.h"
 #include "dispatch.h"
 #include "layout.h"
 #include "listener.h"
@@ -42,22 +42,6 @@ static void usage(FILE *f)
 		"  -V, --version       print the version and exit\n"
 		"  -h, --help          show this help\n",
 		CONFIG_DEFAULT_PATH);
-}
-
-/* The client limits of a configuration. */
-static void limits_of(const struct config *cfg, struct server_limits *ret)
-{
-	*ret = (struct server_limits){
-	    .max_message = cfg->max_message,
-	    .idle_timeout_ms = cfg->idle_timeout_ms,
-	    .message_timeout_ms = cfg->message_timeout_ms,
-	    .max_clients = cfg->max_clients,
-	    .max_clients_per_uid = cfg->max_clients_per_uid,
-	    .max_clients_per_process = cfg->max_clients_per_process,
-	    .max_pending_calls = cfg->max_pending_calls,
-	    .max_output = cfg->max_output,
-	    .max_output_total = cfg->max_output_total,
-	};
 }
 
 /* Load the configuration; a missing default file means the built-in defaults. */
@@ -169,9 +153,7 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 		config_free(&fresh);
 		return;
 	}
-	struct server_limits lim;
-	limits_of(&fresh, &lim);
-	server_set_limits(t->srv, &lim);
+	server_set_limits(t->srv, &fresh.limits);
 	char *old = config_text(t->cfg), *new = config_text(&fresh);
 	unsigned pending = old && new ? log_needs_restart(old, new) : 0;
 	free(old);
@@ -203,7 +185,8 @@ static int open_listeners(struct tpad *t)
 static int run(struct config *cfg, const char *config_path)
 {
 	struct tpad t = {.cfg = cfg, .config_path = config_path, .started_us = clock_now_us()};
-	struct event *ev_term = NULL, *ev_int = NULL, *ev_hup = NULL, *ev_status = NULL;
+	struct daemon_signals *sigs = NULL;
+	struct event *ev_status = NULL;
 	int status = 1;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -212,26 +195,19 @@ static int run(struct config *cfg, const char *config_path)
 		log_errx("cannot create the event loop");
 		return 1;
 	}
-	struct server_limits lim;
-	limits_of(cfg, &lim);
-	t.srv = server_new(t.base, &lim, dispatch_call, &t);
+	t.srv = server_new(t.base, &cfg->limits, dispatch_call, &t);
 	if (!t.srv) {
 		log_errx("out of memory");
 		goto out;
 	}
 	if (dispatch_init(&t) < 0 || open_listeners(&t) < 0)
 		goto out;
-	ev_term = evsignal_new(t.base, SIGTERM, stop_cb, &t);
-	ev_int = evsignal_new(t.base, SIGINT, stop_cb, &t);
-	ev_hup = evsignal_new(t.base, SIGHUP, reload_cb, &t);
+	sigs = daemon_signals_new(t.base, stop_cb, reload_cb, &t);
 	ev_status = event_new(t.base, -1, EV_PERSIST, status_cb, &t);
-	if (!ev_term || !ev_int || !ev_hup || !ev_status || notify_init(t.base) < 0) {
+	if (!sigs || !ev_status || notify_init(t.base) < 0) {
 		log_errx("out of memory");
 		goto out;
 	}
-	event_add(ev_term, NULL);
-	event_add(ev_int, NULL);
-	event_add(ev_hup, NULL);
 	struct timeval period = {.tv_sec = STATUS_PERIOD_S};
 	event_add(ev_status, &period);
 
@@ -247,27 +223,8 @@ static int run(struct config *cfg, const char *config_path)
 	log_notice("tpad stopped");
 out:
 	notify_finish();
-	/*
-	 * Freeing the events restores the default action: a repeated SIGTERM must not cut
-	 * short the store's last commit below, not even between the two steps, so the
-	 * signals are held while they are switched to "ignore".
-	 */
-	sigset_t stop_sigs, old_mask;
-	sigemptyset(&stop_sigs);
-	sigaddset(&stop_sigs, SIGTERM);
-	sigaddset(&stop_sigs, SIGINT);
-	sigaddset(&stop_sigs, SIGHUP);
-	sigprocmask(SIG_BLOCK, &stop_sigs, &old_mask);
-	if (ev_term)
-		event_free(ev_term);
-	if (ev_int)
-		event_free(ev_int);
-	if (ev_hup)
-		event_free(ev_hup);
-	signal(SIGTERM, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
-	signal(SIGHUP, SIG_IGN);
-	sigprocmask(SIG_SETMASK, &old_mask, NULL);
+	/* A repeated SIGTERM must not cut short the store's last commit below. */
+	daemon_signals_free(sigs);
 	if (ev_status)
 		event_free(ev_status);
 	for (int i = 0; i < SOCK_KINDS; i++)
@@ -282,56 +239,16 @@ out:
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"check-config", no_argument, NULL, 'n'},
-	    {"print-config", no_argument, NULL, 'p'},
-	    {"copy-store", required_argument, NULL, 'C'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"version", no_argument, NULL, 'V'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
 	/* Font caches of the label layout go at exit, after every thread has stopped. */
 	atexit(layout_global_cleanup);
-	const char *path = CONFIG_DEFAULT_PATH;
-	bool explicit_path = false, check = false, print = false;
-	const char *copy_url = NULL;
-	int c;
-	while ((c = getopt_long(argc, argv, "c:npvVh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			path = optarg;
-			explicit_path = true;
-			break;
-		case 'n':
-			check = true;
-			break;
-		case 'p':
-			print = true;
-			break;
-		case 'C':
-			copy_url = optarg;
-			break;
-		case 'v':
-			log_set_verbose(true);
-			break;
-		case 'V':
-			printf("tpad %s\n", TPAD_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "tpad: unexpected argument '%s'\n", argv[optind]);
-		usage(stderr);
-		return 2;
-	}
+	struct daemon_cmdline cl;
+	int exit_status = daemon_cmdline_parse(argc, argv, "tpad", TPAD_VERSION,
+					       CONFIG_DEFAULT_PATH, true, usage, &cl);
+	if (exit_status >= 0)
+		return exit_status;
+	const char *path = cl.config;
+	bool explicit_path = cl.explicit_config, check = cl.check, print = cl.print;
+	const char *copy_url = cl.copy_store;
 
 	struct config cfg;
 	int r = load_config(&cfg, path, explicit_path);

@@ -242,6 +242,9 @@ static void render_store_backend(struct out *f, const struct tpad *t, const stru
 	family(f, "tpad_store_lease_takeovers", "counter",
 	       "Devices taken over from another tpad's expired claim.");
 	sample(f, "tpad_store_lease_takeovers_total", labels, s->lease_takeovers);
+	family(f, "tpad_store_lease_renewals", "counter",
+	       "Claims extended by store.lease while their import ran.");
+	sample(f, "tpad_store_lease_renewals_total", labels, s->lease_renewals);
 	family(f, "tpad_store_claims_refused", "counter",
 	       "Writes refused because another tpad held the device's claim.");
 	sample(f, "tpad_store_claims_refused_total", labels, s->claims_refused);
@@ -269,11 +272,11 @@ static void render_store(struct out *f, const struct tpad *t)
 {
 	if (!t->store)
 		return;
-	uint64_t counts[STORE_N_STATES] = {0};
-	store_count(t->store, counts);
+	/* As counted in the background every second: a scrape never waits for the store. */
+	const uint64_t *counts = t->store_counts;
 	char labels[64];
 	family(f, "tpad_store_devices", "gauge", "Device rows in the store, by state.");
-	for (int i = 0; i < STORE_N_STATES; i++) {
+	for (int i = 0; t->store_counts_known && i < STORE_N_STATES; i++) {
 		snprintf(labels, sizeof(labels), "state=\"%s\"",
 			 store_state_name((enum store_state)i));
 		sample(f, "tpad_store_devices", labels, counts[i]);

@@ -23,6 +23,7 @@ struct retire_call {
 	struct tpad *t;
 	struct req *r;
 	struct store_record rec;
+	char dev_eui[17];
 	char reason[RETIRE_REASON_MAX + 1];
 	unsigned deletes;
 	bool cloud_deleted; /* the cloud held it and does no more */
@@ -30,6 +31,7 @@ struct retire_call {
 };
 
 static void retire_delete(struct retire_call *c);
+static void on_retire_get(int err, const struct store_record *rec, const char *reason, void *arg);
 
 /* Forget the call, wiping the record (it may hold an AppKey). */
 static void call_free(struct retire_call *c)
@@ -146,7 +148,8 @@ static void on_deleted(const struct tpa_result *res, void *arg)
 		return;
 	case TPA_UNKNOWN: {
 		/* The delete was sent and no answer came: ask, never guess. */
-		int r = tpa_query(c->t->tpa, c->rec.dev_eui, on_settle_query, c);
+		int r = c->t->tpa ? tpa_query(c->t->tpa, c->rec.dev_eui, on_settle_query, c)
+				  : -ESHUTDOWN;
 		if (r < 0) {
 			struct tpa_result u = *res;
 			snprintf(u.reason, sizeof(u.reason), "%s", strerror(-r));
@@ -168,7 +171,7 @@ static void on_deleted(const struct tpa_result *res, void *arg)
 static void retire_delete(struct retire_call *c)
 {
 	c->deletes++;
-	int r = tpa_delete(c->t->tpa, c->rec.ref, on_deleted, c);
+	int r = c->t->tpa ? tpa_delete(c->t->tpa, c->rec.ref, on_deleted, c) : -ESHUTDOWN;
 	if (r == -EINVAL) {
 		fail(c, "io.tpad.Admin.Conflict",
 		     json_pack("{s:s, s:s}", "devEUI", c->rec.dev_eui, "reason",
@@ -238,15 +241,29 @@ void admin_retire(struct tpad *t, struct req *r)
 	snprintf(c->reason, sizeof(c->reason), "%s", why);
 	char dev_eui[17];
 	hex_upper(dev_eui, s, HEX_EUI);
-	int err = store_get(t->store, dev_eui, &c->rec);
+	memcpy(c->dev_eui, dev_eui, sizeof(c->dev_eui));
+	int err = store_get_async(t->store, dev_eui, on_retire_get, c);
+	if (err < 0)
+		fail(c, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", strerror(-err)));
+}
+
+/* The row to retire, as the store holds it: decide. */
+static void on_retire_get(int err, const struct store_record *rec, const char *reason, void *arg)
+{
+	struct retire_call *c = arg;
+	struct tpad *t = c->t;
+	struct req *r = c->r;
+	const char *dev_eui = c->dev_eui;
 	if (err == -ENOENT) {
 		fail(c, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", dev_eui));
 		return;
 	}
 	if (err < 0) {
-		fail(c, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", strerror(-err)));
+		fail(c, "io.tpad.Admin.StoreFailed",
+		     json_pack("{s:s}", "reason", reason ? reason : strerror(-err)));
 		return;
 	}
+	c->rec = *rec;
 	switch (c->rec.state) {
 	case STORE_RETIRED: {
 		/* Already done: say so again, changing nothing. */
@@ -282,7 +299,7 @@ void admin_retire(struct tpad *t, struct req *r)
 		retire_delete(c);
 		return;
 	}
-	int q = tpa_query(t->tpa, dev_eui, on_ref_query, c);
+	int q = t->tpa ? tpa_query(t->tpa, dev_eui, on_ref_query, c) : -ESHUTDOWN;
 	if (q < 0)
 		fail(c, "io.tpad.Admin.Busy", NULL);
 }

@@ -1,6 +1,7 @@
 /* store: the backend-neutral store calls, passed on to SQLite or PostgreSQL. */
 #include "store.h"
 #include "store_backend.h"
+#include "store_sync.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -12,12 +13,16 @@
 #include "cred.h"
 
 /* A read of the SQLite store done at once, its callback deferred to the loop. */
-struct deferred_get {
-	struct deferred_get *next;
-	store_get_fn *cb;
+struct deferred {
+	struct deferred *next;
+	store_get_fn *get_cb; /* store_get_async */
+	store_rows_fn *rows_cb;
 	void *arg;
 	int err;
+	char reason[128];
 	struct store_record rec;
+	struct store_rows rows;
+	size_t cap; /* entries allocated in the rows' array */
 };
 
 struct store {
@@ -25,19 +30,81 @@ struct store {
 	struct sqlite_store *sq; /* exactly one of sq, pg */
 	struct pg_store *pg;
 	struct event *defer_ev;
-	struct deferred_get *d_head, *d_tail;
+	struct deferred *d_head, *d_tail;
 };
+
+void store_rows_clear(struct store_rows *rows)
+{
+	if (!rows)
+		return;
+	if (rows->records) {
+		cred_wipe(rows->records, rows->n * sizeof(*rows->records));
+		free(rows->records);
+	}
+	free(rows->audit);
+	free(rows->attempts);
+	cred_wipe(rows, sizeof(*rows));
+}
+
+/* Make room for one more entry of size each in *array (cap entries now). */
+static int grow(void **array, size_t n, size_t *cap, size_t each)
+{
+	if (n < *cap)
+		return 0;
+	size_t c = *cap ? 2 * *cap : 16;
+	void *p = calloc(c, each);
+	if (!p)
+		return -ENOMEM;
+	if (*array) {
+		memcpy(p, *array, n * each);
+		cred_wipe(*array, n * each);
+		free(*array);
+	}
+	*array = p;
+	*cap = c;
+	return 0;
+}
+
+int store_rows_add_record(struct store_rows *rows, size_t *cap, const struct store_record *r)
+{
+	if (grow((void **)&rows->records, rows->n, cap, sizeof(*r)) < 0)
+		return -ENOMEM;
+	rows->records[rows->n++] = *r;
+	return 0;
+}
+
+int store_rows_add_audit(struct store_rows *rows, size_t *cap, const struct store_audit_entry *e)
+{
+	if (grow((void **)&rows->audit, rows->n, cap, sizeof(*e)) < 0)
+		return -ENOMEM;
+	rows->audit[rows->n++] = *e;
+	return 0;
+}
+
+int store_rows_add_attempt(struct store_rows *rows, size_t *cap, const struct store_attempt *a)
+{
+	if (grow((void **)&rows->attempts, rows->n, cap, sizeof(*a)) < 0)
+		return -ENOMEM;
+	rows->attempts[rows->n++] = *a;
+	return 0;
+}
 
 /* Run the deferred read callbacks queued so far (more may be queued by them). */
 static void run_deferred(struct store *s)
 {
-	struct deferred_get *list = s->d_head;
+	struct deferred *list = s->d_head;
 	s->d_head = s->d_tail = NULL;
 	while (list) {
-		struct deferred_get *next = list->next;
-		list->cb(list->err, list->err ? NULL : &list->rec,
-			 list->err ? strerror(-list->err) : NULL, list->arg);
+		struct deferred *next = list->next;
+		const char *why = list->reason[0] ? list->reason : strerror(-list->err);
+		if (list->get_cb)
+			list->get_cb(list->err, list->err ? NULL : &list->rec,
+				     list->err ? why : NULL, list->arg);
+		else
+			list->rows_cb(list->err, list->err ? why : NULL,
+				      list->err ? NULL : &list->rows, list->arg);
 		cred_wipe(&list->rec, sizeof(list->rec));
+		store_rows_clear(&list->rows);
 		free(list);
 		list = next;
 	}
@@ -48,22 +115,29 @@ static void on_defer(evutil_socket_t fd, short what, void *arg)
 	run_deferred(arg);
 }
 
-int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void *arg)
+/* A deferred answer to fill, or NULL. */
+static struct deferred *deferred_new(store_get_fn *get_cb, store_rows_fn *rows_cb, void *arg)
 {
-	if (!s || !cb)
-		return -EINVAL;
-	if (s->pg)
-		return pg_store_get_async(s->pg, dev_eui, cb, arg);
-	struct deferred_get *d = calloc(1, sizeof(*d));
-	if (!d)
-		return -ENOMEM;
-	d->cb = cb;
-	d->arg = arg;
-	d->err = sqlite_store_get(s->sq, dev_eui, &d->rec);
+	struct deferred *d = calloc(1, sizeof(*d));
+	if (d) {
+		d->get_cb = get_cb;
+		d->rows_cb = rows_cb;
+		d->arg = arg;
+	}
+	return d;
+}
+
+/* Queue d's answer for the loop; -EINVAL (a bad argument) is returned instead. */
+static int deferred_queue(struct store *s, struct deferred *d)
+{
 	if (d->err == -EINVAL) {
+		cred_wipe(&d->rec, sizeof(d->rec));
+		store_rows_clear(&d->rows);
 		free(d);
 		return -EINVAL;
 	}
+	if (d->err < 0 && d->rows_cb)
+		store_rows_clear(&d->rows);
 	if (s->d_tail)
 		s->d_tail->next = d;
 	else
@@ -71,6 +145,88 @@ int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void
 	s->d_tail = d;
 	event_active(s->defer_ev, EV_TIMEOUT, 0);
 	return 0;
+}
+
+int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void *arg)
+{
+	if (!s || !cb)
+		return -EINVAL;
+	if (s->pg)
+		return pg_store_get_async(s->pg, dev_eui, cb, arg);
+	struct deferred *d = deferred_new(cb, NULL, arg);
+	if (!d)
+		return -ENOMEM;
+	d->err = sqlite_store_get(s->sq, dev_eui, &d->rec);
+	return deferred_queue(s, d);
+}
+
+static int collect_record(const struct store_record *r, void *arg)
+{
+	struct deferred *d = arg;
+	return store_rows_add_record(&d->rows, &d->cap, r);
+}
+
+static int collect_audit(const struct store_audit_entry *e, void *arg)
+{
+	struct deferred *d = arg;
+	return store_rows_add_audit(&d->rows, &d->cap, e);
+}
+
+static int collect_attempt(const struct store_attempt *a, void *arg)
+{
+	struct deferred *d = arg;
+	return store_rows_add_attempt(&d->rows, &d->cap, a);
+}
+
+/* Start a deferred read on SQLite: d, or NULL after setting *ret. */
+#define SQLITE_READ(cb, arg)                                                                       	struct deferred *d = NULL;                                                                 	if (!s || !cb)                                                                             		return -EINVAL;                                                                    	if (!s->pg && !(d = deferred_new(NULL, cb, arg)))                                          		return -ENOMEM
+
+int store_list_async(struct store *s, int state, const char *after, size_t limit,
+		     store_rows_fn *cb, void *arg)
+{
+	SQLITE_READ(cb, arg);
+	if (s->pg)
+		return pg_store_list_async(s->pg, state, after, limit, cb, arg);
+	d->err = sqlite_store_list(s->sq, state, after, limit, collect_record, d);
+	return deferred_queue(s, d);
+}
+
+int store_count_async(struct store *s, store_rows_fn *cb, void *arg)
+{
+	SQLITE_READ(cb, arg);
+	if (s->pg)
+		return pg_store_count_async(s->pg, cb, arg);
+	d->err = sqlite_store_count(s->sq, d->rows.counts);
+	return deferred_queue(s, d);
+}
+
+int store_audit_list_async(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
+			   store_rows_fn *cb, void *arg)
+{
+	SQLITE_READ(cb, arg);
+	if (s->pg)
+		return pg_store_audit_list_async(s->pg, dev_eui, after_id, limit, cb, arg);
+	d->err = sqlite_store_audit_list(s->sq, dev_eui, after_id, limit, collect_audit, d);
+	return deferred_queue(s, d);
+}
+
+int store_attempt_list_async(struct store *s, const char *dev_eui, store_rows_fn *cb, void *arg)
+{
+	SQLITE_READ(cb, arg);
+	if (s->pg)
+		return pg_store_attempt_list_async(s->pg, dev_eui, cb, arg);
+	d->err = sqlite_store_attempt_list(s->sq, dev_eui, collect_attempt, d);
+	return deferred_queue(s, d);
+}
+
+int store_key_pool_find_async(struct store *s, const uint8_t app_key[16], store_rows_fn *cb,
+			      void *arg)
+{
+	SQLITE_READ(cb, arg);
+	if (s->pg)
+		return pg_store_key_pool_find_async(s->pg, app_key, cb, arg);
+	d->err = sqlite_store_key_pool_find(s->sq, app_key, d->rows.hsm_key);
+	return deferred_queue(s, d);
 }
 
 int store_open(struct event_base *base, const struct store_options *o, struct store **ret,
@@ -120,12 +276,12 @@ int store_get(struct store *s, const char *dev_eui, struct store_record *ret)
 
 int store_insert(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
-	return s ? PASS(insert, r, cb, arg) : -EINVAL;
+	return s ? PASS(write_attempt, r, true, NULL, cb, arg) : -EINVAL;
 }
 
 int store_update(struct store *s, const struct store_record *r, store_done_fn *cb, void *arg)
 {
-	return s ? PASS(update, r, cb, arg) : -EINVAL;
+	return s ? PASS(write_attempt, r, false, NULL, cb, arg) : -EINVAL;
 }
 
 int store_write_attempt(struct store *s, const struct store_record *r, bool insert,
@@ -138,6 +294,13 @@ int store_attempt_list(struct store *s, const char *dev_eui,
 		       int (*fn)(const struct store_attempt *a, void *arg), void *arg)
 {
 	return s ? PASS(attempt_list, dev_eui, fn, arg) : -EINVAL;
+}
+
+int store_claim_renew(struct store *s, const char *dev_eui)
+{
+	if (!s)
+		return -EINVAL;
+	return s->pg ? pg_store_claim_renew(s->pg, dev_eui) : 0;
 }
 
 int store_audit(struct store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
@@ -179,11 +342,21 @@ void store_stats(struct store *s, struct store_stats *ret)
 		PASS(stats, ret);
 }
 
-json_t *store_status_json(struct store *s)
+json_t *store_status_json(struct store *s, const uint64_t counts[STORE_N_STATES])
 {
 	if (!s)
 		return NULL;
-	return s->pg ? pg_store_status_json(s->pg) : sqlite_store_status_json(s->sq);
+	json_t *o = s->pg ? pg_store_status_json(s->pg) : sqlite_store_status_json(s->sq);
+	json_t *rows = NULL;
+	if (o && counts) {
+		rows = json_object();
+		for (int i = 0; rows && i < STORE_N_STATES; i++)
+			json_object_set_new(rows, store_state_name((enum store_state)i),
+					    json_integer((json_int_t)counts[i]));
+	}
+	if (o)
+		json_object_set_new(o, "rows", rows ? rows : json_null());
+	return o;
 }
 
 int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t hsm_key[16])

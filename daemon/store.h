@@ -107,6 +107,7 @@ struct store_stats {
 	bool down;		       /* the database cannot be reached now */
 	uint32_t connections;	       /* connections up now */
 	uint64_t lease_takeovers;      /* claims taken over from another tpad's expired lease */
+	uint64_t lease_renewals;       /* claims extended while their import ran */
 	uint64_t claims_refused;       /* writes refused: another tpad holds the claim */
 	uint64_t reconnects;	       /* connections made again after a loss */
 	uint64_t latency_buckets[8];   /* commits by latency: <=1, 2, 5, 10, 20, 50, 100 ms, more */
@@ -140,11 +141,6 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
  */
 void store_close(struct store *s);
 
-/*
- * Read the record of dev_eui (either case) into *ret, AppKey decrypted; -ENOENT if none.
- * Synchronous: on PostgreSQL a round trip on the loop; prefer store_get_async.
- */
-int store_get(struct store *s, const char *dev_eui, struct store_record *ret);
 
 /*
  * The result of store_get_async: err 0 and rec (valid during the call, AppKey in clear,
@@ -160,6 +156,45 @@ typedef void store_get_fn(int err, const struct store_record *rec, const char *r
  * -ENOMEM, -ESHUTDOWN).
  */
 int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void *arg);
+
+/*
+ * The answer of an asynchronous read, valid during its callback only (AppKeys in clear
+ * are wiped after it). n counts the records, audit entries or attempts, by the read.
+ */
+struct store_rows {
+	size_t n;
+	struct store_record *records;	 /* store_list_async */
+	struct store_audit_entry *audit; /* store_audit_list_async */
+	struct store_attempt *attempts;	 /* store_attempt_list_async */
+	uint64_t counts[STORE_N_STATES]; /* store_count_async */
+	uint8_t hsm_key[16];		 /* store_key_pool_find_async */
+};
+
+/*
+ * The end of an asynchronous read: err 0 and rows, or a negative errno and a reason
+ * (rows NULL): -ENOENT (store_key_pool_find_async: no such pair), -EIO while the database
+ * cannot be reached, -EUCLEAN for a row that cannot be read...
+ */
+typedef void store_rows_fn(int err, const char *reason, const struct store_rows *rows,
+			   void *arg);
+
+/*
+ * Reads that never block the loop: the same as store_list, store_count, store_audit_list,
+ * store_attempt_list and store_key_pool_find, answered through cb, exactly once, from the
+ * loop, never inside the call. PostgreSQL runs them on its reader connection (non-blocking,
+ * libevent); SQLite reads its local file (WAL: readers never wait for the writer) and
+ * defers the answer. Each returns 0, or a negative errno without calling cb (-EINVAL,
+ * -ENOMEM, -EAGAIN, -ESHUTDOWN). The daemon uses only these and store_get_async; the
+ * synchronous forms are for tools, tests and start-up.
+ */
+int store_list_async(struct store *s, int state, const char *after, size_t limit,
+		     store_rows_fn *cb, void *arg);
+int store_count_async(struct store *s, store_rows_fn *cb, void *arg);
+int store_audit_list_async(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
+			   store_rows_fn *cb, void *arg);
+int store_attempt_list_async(struct store *s, const char *dev_eui, store_rows_fn *cb, void *arg);
+int store_key_pool_find_async(struct store *s, const uint8_t app_key[16], store_rows_fn *cb,
+			      void *arg);
 
 /*
  * Queue a new row for r (fields validated: -EINVAL). created_at and updated_at are set
@@ -179,31 +214,21 @@ int store_update(struct store *s, const struct store_record *r, store_done_fn *c
 int store_write_attempt(struct store *s, const struct store_record *r, bool insert,
 			const struct store_attempt *a, store_done_fn *cb, void *arg);
 
-/* Call fn for each recorded attempt of dev_eui, in order; 0 or a negative errno. */
-int store_attempt_list(struct store *s, const char *dev_eui,
-		       int (*fn)(const struct store_attempt *a, void *arg), void *arg);
+
+/*
+ * PostgreSQL: extend this tpad's claim on dev_eui by store.lease from the database's now,
+ * if it still holds it (a PENDING row it wrote whose claim no other tpad took over); into
+ * the next commit of the device, no callback. Called while an import of the device runs,
+ * so that a slow import never loses its claim. SQLite: nothing to do (one tpad per file).
+ */
+int store_claim_renew(struct store *s, const char *dev_eui);
 
 /* Queue an audit row into the next commit; there is no callback. */
 int store_audit(struct store *s, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
 		const char *outcome);
 
-/*
- * Call fn for up to limit records (0: all) whose state is state (-1: any) and whose DevEUI
- * sorts after after (NULL or "": from the start), in DevEUI order. fn returning non-zero
- * stops the listing and store_list returns that value; otherwise 0 or a negative errno.
- */
-int store_list(struct store *s, int state, const char *after, size_t limit,
-	       int (*fn)(const struct store_record *r, void *arg), void *arg);
 
-/* Fill counts[STORE_N_STATES] with the number of rows in each state. */
-int store_count(struct store *s, uint64_t counts[STORE_N_STATES]);
 
-/*
- * Call fn for up to limit audit entries (0: all) of dev_eui (NULL: every device) with an
- * id above after_id, oldest first. Same stopping rule as store_list.
- */
-int store_audit_list(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
-		     int (*fn)(const struct store_audit_entry *e, void *arg), void *arg);
 
 #define STORE_LABEL_TEXT_MAX 1024 /* bytes of a label text, NUL included */
 #define STORE_LABEL_MAX 4096	  /* bytes of a stored QR matrix */
@@ -231,8 +256,6 @@ struct store_label {
  */
 int store_label_put(struct store *s, const char *dev_eui, const struct store_label *l);
 
-/* Read dev_eui's stored label into *ret; -ENOENT if none. */
-int store_label_get(struct store *s, const char *dev_eui, struct store_label *ret);
 
 /* "sqlite" or "postgresql". */
 const char *store_backend_name(struct store *s);
@@ -248,16 +271,15 @@ const char *store_backend_name(struct store *s);
  */
 int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t hsm_key[16]);
 int store_key_pool_taken(struct store *s, const uint8_t app_key[16]);
-int store_key_pool_load(struct store *s, size_t max,
-			int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg),
-			void *arg);
-int store_key_pool_find(struct store *s, const uint8_t app_key[16], uint8_t ret_hsm[16]);
 
 /* Copy the counters into *ret. */
 void store_stats(struct store *s, struct store_stats *ret);
 
-/* Status object: path, rows by state, commits, ops, mean ops per commit, last error. */
-json_t *store_status_json(struct store *s);
+/*
+ * Status object: path, rows by state (from counts, as store_count gives them; NULL: rows
+ * null), commits, ops, mean ops per commit, last error.
+ */
+json_t *store_status_json(struct store *s, const uint64_t counts[STORE_N_STATES]);
 
 /* "PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED"; NULL for anything else. */
 const char *store_state_name(enum store_state st);

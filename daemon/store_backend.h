@@ -12,8 +12,6 @@ struct pg_store;
 		     char *err, size_t errlen);                                                    \
 	void p##_close(struct T *s);                                                               \
 	int p##_get(struct T *s, const char *dev_eui, struct store_record *ret);                  \
-	int p##_insert(struct T *s, const struct store_record *r, store_done_fn *cb, void *arg);  \
-	int p##_update(struct T *s, const struct store_record *r, store_done_fn *cb, void *arg);  \
 	int p##_write_attempt(struct T *s, const struct store_record *r, bool insert,             \
 			      const struct store_attempt *a, store_done_fn *cb, void *arg);        \
 	int p##_attempt_list(struct T *s, const char *dev_eui,                                     \
@@ -41,7 +39,26 @@ STORE_BACKEND_DECLARE(sqlite_store, sqlite_store)
 STORE_BACKEND_DECLARE(pg_store, pg_store)
 
 int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb, void *arg);
+int pg_store_claim_renew(struct pg_store *s, const char *dev_eui);
+int pg_store_list_async(struct pg_store *s, int state, const char *after, size_t limit,
+			store_rows_fn *cb, void *arg);
+int pg_store_count_async(struct pg_store *s, store_rows_fn *cb, void *arg);
+int pg_store_audit_list_async(struct pg_store *s, const char *dev_eui, int64_t after_id,
+			      size_t limit, store_rows_fn *cb, void *arg);
+int pg_store_attempt_list_async(struct pg_store *s, const char *dev_eui, store_rows_fn *cb,
+				void *arg);
+int pg_store_key_pool_find_async(struct pg_store *s, const uint8_t app_key[16],
+				 store_rows_fn *cb, void *arg);
 void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages);
+
+/*
+ * The answer of an asynchronous read, built by either backend: append one entry (cap: the
+ * entries allocated, 0 at first; -ENOMEM), and free it all, wiping the records.
+ */
+int store_rows_add_record(struct store_rows *rows, size_t *cap, const struct store_record *r);
+int store_rows_add_audit(struct store_rows *rows, size_t *cap, const struct store_audit_entry *e);
+int store_rows_add_attempt(struct store_rows *rows, size_t *cap, const struct store_attempt *a);
+void store_rows_clear(struct store_rows *rows);
 
 /*
  * The row key of a pooled AppKey in either backend: SHA-256 over a fixed label and the

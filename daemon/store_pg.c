@@ -28,8 +28,11 @@
  * round trip. Every write is a single statement that says itself whether it was done, so a
  * refused write (-EEXIST, -ENOENT, -EALREADY) does not abort the others. A lost connection
  * fails the batch in flight and every queued write at once with the reason, and the
- * connection is made again with backoff. Reads use one more connection, synchronously
- * with a short timeout; they fail at once while the writers cannot reach the database.
+ * connection is made again with backoff. A device's row is read on its writer connection
+ * (after its writes); every other read (lists, counts, audit, attempts, pooled keys) goes to
+ * one more connection, the reader, driven the same way: reads never block the loop and
+ * fail at once while their connection is down. The synchronous reads (tools, tests and
+ * start-up only) open a blocking connection for the call.
  *
  * The claim: a PENDING row written by this tpad holds the device's lease (lease_owner,
  * lease_until = the database's now() + store.lease); a write of any other state releases
@@ -154,6 +157,11 @@ static const char sql_key_put[] =
     "VALUES ($1, $2, false, $3, $4) ON CONFLICT (digest) DO NOTHING";
 static const char sql_key_taken[] = "UPDATE app_key_pool SET handed = true WHERE digest = $1";
 
+/* Extend this tpad's claim ($2) on a PENDING row by $3 ms, if it still holds it. */
+static const char sql_renew[] =
+    "UPDATE devices SET lease_until = now() + $3::bigint * interval '1 ms' "
+    "WHERE dev_eui = $1 AND state = 'PENDING' AND lease_owner = $2";
+
 static const char sql_audit[] = "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome, "
 				"instance) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 static const char sql_label[] =
@@ -162,15 +170,57 @@ static const char sql_label[] =
     "ec = EXCLUDED.ec, matrix = EXCLUDED.matrix, image_opts = EXCLUDED.image_opts, "
     "image = EXCLUDED.image";
 
-enum op_kind { OP_INSERT, OP_UPDATE, OP_AUDIT, OP_LABEL, OP_GET, OP_KEY_PUT, OP_KEY_TAKEN };
-#define N_STATEMENTS 7
+/* Reads: $1 is this instance wherever rows carry the lease. */
+static const char sql_list_all[] = "SELECT " DEVICE_COLUMNS LEASE_COLUMNS
+				   " FROM devices WHERE dev_eui > $2 ORDER BY dev_eui "
+				   "LIMIT $3::bigint";
+static const char sql_list_state[] = "SELECT " DEVICE_COLUMNS LEASE_COLUMNS
+				     " FROM devices WHERE state = $4 AND dev_eui > $2 "
+				     "ORDER BY dev_eui LIMIT $3::bigint";
+static const char sql_count[] = "SELECT state, count(*) FROM devices GROUP BY state";
+static const char sql_audit_all[] = "SELECT id, dev_eui, method, uid, pid, at, outcome FROM audit "
+				    "WHERE id > $1::bigint ORDER BY id LIMIT $2::bigint";
+static const char sql_audit_dev[] = "SELECT id, dev_eui, method, uid, pid, at, outcome FROM audit "
+				    "WHERE dev_eui = $3 AND id > $1::bigint ORDER BY id "
+				    "LIMIT $2::bigint";
+static const char sql_attempts[] = "SELECT n, at, instance, digest, outcome FROM attempts "
+				   "WHERE dev_eui = $1 ORDER BY n";
+static const char sql_key_find[] = "SELECT digest, sealed FROM app_key_pool WHERE digest = $1";
+
+enum op_kind {
+	OP_INSERT,
+	OP_UPDATE,
+	OP_AUDIT,
+	OP_LABEL,
+	OP_GET,
+	OP_KEY_PUT,
+	OP_KEY_TAKEN,
+	OP_RENEW,
+	OP_LIST_ALL, /* the reads from here on go to the reader connection */
+	OP_LIST_STATE,
+	OP_COUNT,
+	OP_AUDIT_ALL,
+	OP_AUDIT_DEV,
+	OP_ATTEMPTS,
+	OP_KEY_FIND,
+};
+#define N_STATEMENTS 15
 
 /* The prepared statement of each kind of operation, by enum op_kind. */
 static const char *const statement_names[N_STATEMENTS] = {
-    "tpad_insert", "tpad_update", "tpad_audit", "tpad_label", "tpad_get", "tpad_key_put",
-    "tpad_key_taken"};
+    "tpad_insert",    "tpad_update", "tpad_audit",     "tpad_label",     "tpad_get",
+    "tpad_key_put",   "tpad_key_taken", "tpad_renew",     "tpad_list_all", "tpad_list_state", "tpad_count",
+    "tpad_audit_all", "tpad_audit_dev", "tpad_attempts", "tpad_key_find"};
 static const char *const statement_sql[N_STATEMENTS] = {
-    sql_insert, sql_update, sql_audit, sql_label, sql_get, sql_key_put, sql_key_taken};
+    sql_insert,	  sql_update,	 sql_audit,	sql_label,     sql_get,
+    sql_key_put,  sql_key_taken, sql_renew,	sql_list_all,	sql_list_state, sql_count,
+    sql_audit_all, sql_audit_dev, sql_attempts,	sql_key_find};
+
+/* A read: nothing of it is a write to count. */
+static bool op_is_read(enum op_kind k)
+{
+	return k == OP_GET || k >= OP_LIST_ALL;
+}
 
 /* One queued write: its parameters as text (bytea in binary), ready to send. */
 #define OP_MAX_PARAMS 26
@@ -184,6 +234,10 @@ struct op {
 	char dev_eui[17];
 	store_get_fn *get_cb;	 /* OP_GET */
 	struct store_record *rec; /* OP_GET: the row read, if any */
+	store_rows_fn *rows_cb;	 /* the other reads */
+	struct store_rows rows;	 /* their answer */
+	size_t cap;		 /* entries allocated in rows */
+	uint8_t key[16];	 /* OP_KEY_FIND: the AppKey asked for */
 	int n;
 	char *values[OP_MAX_PARAMS];
 	int lengths[OP_MAX_PARAMS];
@@ -227,10 +281,11 @@ struct pg_store {
 	struct seal *seal;
 	size_t max_queue;
 	unsigned n_writers;
-	struct pgw w[PG_MAX_WRITERS];
+	struct pgw w[PG_MAX_WRITERS + 1]; /* the writers, then the reader */
 	struct event *fail_ev; /* completes writes refused while down, from the loop */
 	struct op *f_head, *f_tail;
-	PGconn *reader;
+	PGconn *reader; /* blocking: schema at start, synchronous reads */
+	char host[128], db[128]; /* where the database is, for Status */
 	bool closing;
 	char down_reason[256];
 	struct store_stats stats;
@@ -282,6 +337,8 @@ static void op_free(struct op *op)
 		cred_wipe(op->rec, sizeof(*op->rec));
 		free(op->rec);
 	}
+	store_rows_clear(&op->rows);
+	cred_wipe(op->key, sizeof(op->key));
 	for (int i = 0; i < op->n; i++) {
 		if (op->values[i]) {
 			cred_wipe(op->values[i], (size_t)op->lengths[i]);
@@ -407,6 +464,9 @@ static int op_from_record(struct pg_store *s, const struct store_record *r, bool
 static void writer_kick(struct pgw *w);
 static void writer_connect(struct pgw *w);
 static int row_to_record(struct pg_store *s, PGresult *res, int i, struct store_record *r);
+static void read_result(struct pg_store *s, struct op *op, PGresult *res);
+static int key_unseal(struct pg_store *s, PGresult *res, int i, uint8_t app_key[16],
+		      uint8_t hsm_key[16]);
 
 /* Queue op on the writer of its device; while down it fails from the loop. */
 static int submit(struct pg_store *s, struct op *op)
@@ -418,7 +478,7 @@ static int submit(struct pg_store *s, struct op *op)
 	uint32_t h = 2166136261u;
 	for (const char *p = op->dev_eui; *p; p++)
 		h = (h ^ (uint8_t)*p) * 16777619u;
-	struct pgw *w = &s->w[h % s->n_writers];
+	struct pgw *w = &s->w[op->kind >= OP_LIST_ALL ? s->n_writers : h % s->n_writers];
 	/*
 	 * While the database is down, writes that wait for an answer fail at once; audit
 	 * entries (nobody waits for them) are kept and written once it is back.
@@ -458,9 +518,12 @@ static void on_fail_ev(evutil_socket_t fd, short what, void *arg)
 	s->f_head = s->f_tail = NULL;
 	while (list) {
 		struct op *next = list->next;
-		s->stats.ops_failed++;
+		if (!op_is_read(list->kind))
+			s->stats.ops_failed++;
 		if (list->get_cb)
 			list->get_cb(list->err, NULL, list->reason, list->arg);
+		else if (list->rows_cb)
+			list->rows_cb(list->err, list->reason, NULL, list->arg);
 		else if (list->cb)
 			list->cb(list->err, list->reason, list->arg);
 		op_free(list);
@@ -477,6 +540,9 @@ static void complete(struct pg_store *s, struct op *list, int err, const char *r
 		if (list->get_cb)
 			list->get_cb(e, e ? NULL : list->rec, e ? (err ? reason : list->reason) : NULL,
 				     list->arg);
+		else if (list->rows_cb)
+			list->rows_cb(e, e ? (err ? reason : list->reason) : NULL,
+				      e ? NULL : &list->rows, list->arg);
 		else if (list->cb)
 			list->cb(e, err ? reason : list->reason, list->arg);
 		op_free(list);
@@ -505,10 +571,10 @@ static void writer_lost(struct pgw *w, const char *why)
 		s->stats.connections--;
 	w->state = W_DOWN;
 	s->stats.down = true;
+	bool reader = w->idx == s->n_writers;
 	char reason[300];
-	snprintf(reason, sizeof(reason), "the database connection was lost (%s); the write may "
-				    "or may not have committed",
-		 why);
+	snprintf(reason, sizeof(reason), "the database connection was lost (%s)%s", why,
+		 reader ? "" : "; the write may or may not have committed");
 	struct op *batch = w->batch, *queued = NULL, **qt = &queued;
 	size_t nb = w->batch_len, nq = 0;
 	w->batch = NULL;
@@ -534,9 +600,11 @@ static void writer_lost(struct pgw *w, const char *why)
 	w->q_tail = klast;
 	w->q_len = nk;
 	s->stats.queued -= nq;
-	s->stats.ops_failed += nb + nq;
-	if (nb)
-		s->stats.batch_failures++;
+	if (!reader) {
+		s->stats.ops_failed += nb + nq;
+		if (nb)
+			s->stats.batch_failures++;
+	}
 	s->stats.last_error = -EIO;
 	snprintf(s->stats.last_reason, sizeof(s->stats.last_reason), "%s", why);
 	if (!s->closing) {
@@ -740,13 +808,16 @@ static void writer_read(struct pgw *w)
 			w->backoff_ms = PG_BACKOFF_MIN_MS;
 			if (w->first && w->prep_ok == N_STATEMENTS)
 				w->prepared = true;
+			bool reader = w->idx == s->n_writers;
 			if (!w->batch_error && w->commit_ok) {
-				s->stats.commits++;
-				latency_note(s, (int64_t)clock_now_us() - w->batch_start_us);
-				if (n > s->stats.max_batch)
+				if (!reader) {
+					s->stats.commits++;
+					latency_note(s, (int64_t)clock_now_us() - w->batch_start_us);
+				}
+				if (!reader && n > s->stats.max_batch)
 					s->stats.max_batch = n;
 				for (struct op *op = batch; op; op = op->next) {
-					if (op->kind == OP_GET)
+					if (op_is_read(op->kind))
 						continue;
 					if (op->err)
 						s->stats.ops_rejected++;
@@ -754,6 +825,12 @@ static void writer_read(struct pgw *w)
 						s->stats.ops++;
 				}
 				complete(s, batch, 0, NULL);
+			} else if (reader) {
+				log_warnx("store: %zu reads failed: %s", n, w->batch_reason);
+				char reason[300];
+				snprintf(reason, sizeof(reason), "the database refused the read: %.200s",
+					 w->batch_reason);
+				complete(s, batch, -EIO, reason);
 			} else {
 				s->stats.batch_failures++;
 				s->stats.ops_failed += n;
@@ -792,6 +869,8 @@ static void writer_read(struct pgw *w)
 				op_result(s, op, res);
 			else if (op->kind == OP_GET)
 				get_result(s, op, res);
+			else if (op->kind >= OP_LIST_ALL)
+				read_result(s, op, res);
 		}
 		PQclear(res);
 	}
@@ -830,7 +909,7 @@ static void writer_poll_connect(struct pgw *w)
 	w->backoff_ms = PG_BACKOFF_MIN_MS;
 	s->stats.connections++;
 	bool all_up = true;
-	for (unsigned i = 0; i < s->n_writers; i++)
+	for (unsigned i = 0; i <= s->n_writers; i++)
 		all_up = all_up && (s->w[i].state == W_IDLE || s->w[i].state == W_BUSY);
 	if (all_up) {
 		s->stats.down = false;
@@ -920,7 +999,7 @@ static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
 	writer_connect(arg);
 }
 
-/* ---- reads (one connection, synchronous, only while the writers are up) ---- */
+/* ---- reads ---- */
 
 static bool any_writer_up(struct pg_store *s)
 {
@@ -930,41 +1009,39 @@ static bool any_writer_up(struct pg_store *s)
 	return false;
 }
 
-/* Run a read; *ret is the result (PQclear it) or a negative errno. */
+/*
+ * Run sql with the n parameters of values (lengths and formats may be NULL: text) on a
+ * blocking connection made for the call (tools, tests and start-up only); *ret is the
+ * result (PQclear it) or a negative errno.
+ */
 static int pg_read(struct pg_store *s, const char *sql, int n, const char *const *values,
-		   PGresult **ret)
+		   const int *lengths, const int *formats, PGresult **ret)
 {
 	if (s->stats.down && !any_writer_up(s))
 		return -EIO;
-	if (s->reader && PQstatus(s->reader) != CONNECTION_OK) {
-		PQfinish(s->reader);
-		s->reader = NULL;
-	}
-	if (!s->reader) {
-		s->reader = connect_start(s, true);
-		if (!s->reader || PQstatus(s->reader) != CONNECTION_OK) {
-			char why[256];
-			pq_reason(s->reader, NULL, why, sizeof(why));
-			log_warnx("store: cannot connect for reading: %s", why);
-			PQfinish(s->reader);
-			s->reader = NULL;
-			return -EIO;
-		}
-	}
-	PGresult *res = PQexecParams(s->reader, sql, n, NULL, values, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+	PGconn *c = s->reader ? s->reader : connect_start(s, true);
+	if (!c || PQstatus(c) != CONNECTION_OK) {
 		char why[256];
-		pq_reason(s->reader, res, why, sizeof(why));
-		log_warnx("store: read failed: %s", why);
-		PQclear(res);
-		if (PQstatus(s->reader) != CONNECTION_OK) {
-			PQfinish(s->reader);
-			s->reader = NULL;
-		}
+		pq_reason(c, NULL, why, sizeof(why));
+		log_warnx("store: cannot connect for reading: %s", why);
+		if (c != s->reader)
+			PQfinish(c);
 		return -EIO;
 	}
-	*ret = res;
-	return 0;
+	PGresult *res = PQexecParams(c, sql, n, NULL, values, lengths, formats, 0);
+	int e = 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		char why[256];
+		pq_reason(c, res, why, sizeof(why));
+		log_warnx("store: read failed: %s", why);
+		PQclear(res);
+		e = -EIO;
+	} else {
+		*ret = res;
+	}
+	if (c != s->reader)
+		PQfinish(c);
+	return e;
 }
 
 static int col_text(PGresult *res, int row, int col, char *dst, size_t size)
@@ -1050,155 +1127,294 @@ static int row_to_record(struct pg_store *s, PGresult *res, int i, struct store_
 	return 0;
 }
 
-int pg_store_get(struct pg_store *s, const char *dev_eui, struct store_record *ret)
+/* Parse the answer of a read other than OP_GET into op->rows (or op->err, op->reason). */
+static void read_result(struct pg_store *s, struct op *op, PGresult *res)
 {
-	if (!s || !ret || !dev_eui || !hex_valid(dev_eui, HEX_EUI))
-		return -EINVAL;
-	char key[HEX_EUI + 1];
-	hex_upper(key, dev_eui, HEX_EUI);
-	const char *v[] = {s->instance, key};
+	int e = 0;
+	int rows = PQntuples(res);
+	for (int i = 0; e == 0 && i < rows; i++) {
+		switch (op->kind) {
+		case OP_LIST_ALL:
+		case OP_LIST_STATE: {
+			struct store_record r;
+			e = row_to_record(s, res, i, &r);
+			e = e ? e : store_rows_add_record(&op->rows, &op->cap, &r);
+			cred_wipe(&r, sizeof(r));
+			break;
+		}
+		case OP_COUNT: {
+			enum store_state st;
+			if (store_state_parse(PQgetvalue(res, i, 0), &st) == 0)
+				op->rows.counts[st] = (uint64_t)col_int(res, i, 1);
+			break;
+		}
+		case OP_AUDIT_ALL:
+		case OP_AUDIT_DEV: {
+			struct store_audit_entry a;
+			memset(&a, 0, sizeof(a));
+			a.id = col_int(res, i, 0);
+			e = col_text(res, i, 1, a.dev_eui, sizeof(a.dev_eui));
+			e = e ? e : col_text(res, i, 2, a.method, sizeof(a.method));
+			e = e ? e : col_text(res, i, 6, a.outcome, sizeof(a.outcome));
+			a.uid = (uint32_t)col_int(res, i, 3);
+			a.pid = (int32_t)col_int(res, i, 4);
+			a.at = col_int(res, i, 5);
+			e = e ? e : store_rows_add_audit(&op->rows, &op->cap, &a);
+			break;
+		}
+		case OP_ATTEMPTS: {
+			struct store_attempt a = {.n = (uint32_t)col_int(res, i, 0),
+						  .at = col_int(res, i, 1)};
+			e = col_text(res, i, 2, a.instance, sizeof(a.instance));
+			e = e ? e : col_text(res, i, 3, a.digest, sizeof(a.digest));
+			e = e ? e : col_text(res, i, 4, a.outcome, sizeof(a.outcome));
+			e = e ? e : store_rows_add_attempt(&op->rows, &op->cap, &a);
+			break;
+		}
+		case OP_KEY_FIND: {
+			uint8_t app[16];
+			e = key_unseal(s, res, i, app, op->rows.hsm_key);
+			if (e == 0 && memcmp(app, op->key, 16) != 0)
+				e = -EBADMSG;
+			cred_wipe(app, sizeof(app));
+			break;
+		}
+		default:
+			e = -EINVAL;
+		}
+	}
+	if (e == 0 && op->kind == OP_KEY_FIND && rows == 0)
+		e = -ENOENT;
+	op->err = e;
+	if (e)
+		snprintf(op->reason, sizeof(op->reason), "%s",
+			 e == -ENOENT ? "no such pooled key"
+				      : e == -EUCLEAN ? "a row of the database cannot be read"
+						      : strerror(-e));
+}
+
+/* A new read of kind; NULL when out of memory. */
+static struct op *read_op(enum op_kind kind, const char *dev_eui)
+{
+	struct op *op = calloc(1, sizeof(*op));
+	if (op) {
+		op->kind = kind;
+		if (dev_eui)
+			hex_upper(op->dev_eui, dev_eui, HEX_EUI);
+	}
+	return op;
+}
+
+/* Run the read op on a blocking connection and parse its answer; 0 or a negative errno. */
+static int read_sync(struct pg_store *s, struct op *op)
+{
 	PGresult *res;
-	int e = pg_read(s, "SELECT " DEVICE_COLUMNS LEASE_COLUMNS " FROM devices WHERE dev_eui = $2",
-			2, v, &res);
+	int e = pg_read(s, statement_sql[op->kind], op->n, (const char *const *)op->values,
+			op->lengths, op->formats, &res);
 	if (e)
 		return e;
-	if (PQntuples(res) == 0) {
-		PQclear(res);
-		return -ENOENT;
-	}
-	struct store_record *r = malloc(sizeof(*r));
-	if (!r) {
-		PQclear(res);
-		return -ENOMEM;
-	}
-	e = row_to_record(s, res, 0, r);
-	if (e == 0)
-		*ret = *r;
-	cred_wipe(r, sizeof(*r));
-	free(r);
+	if (op->kind == OP_GET)
+		get_result(s, op, res);
+	else
+		read_result(s, op, res);
 	PQclear(res);
+	return op->err;
+}
+
+/* Queue the read op, answered through cb. */
+static int read_async(struct pg_store *s, struct op *op, store_rows_fn *cb, void *arg)
+{
+	op->rows_cb = cb;
+	op->arg = arg;
+	return submit(s, op);
+}
+
+/* The read of dev_eui's row. */
+static int op_get_build(struct pg_store *s, const char *dev_eui, struct op **ret)
+{
+	if (!dev_eui || !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct op *op = read_op(OP_GET, dev_eui);
+	int e = op ? op_text(op, 0, s->instance) : -ENOMEM;
+	e = e ? e : op_text(op, 1, op->dev_eui);
+	if (e) {
+		op_free(op);
+		return e;
+	}
+	*ret = op;
+	return 0;
+}
+
+int pg_store_get(struct pg_store *s, const char *dev_eui, struct store_record *ret)
+{
+	struct op *op;
+	int e = s && ret ? op_get_build(s, dev_eui, &op) : -EINVAL;
+	if (e)
+		return e;
+	e = read_sync(s, op);
+	if (e == 0)
+		*ret = *op->rec;
+	op_free(op);
 	return e;
+}
+
+int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb, void *arg)
+{
+	struct op *op;
+	int e = s && cb ? op_get_build(s, dev_eui, &op) : -EINVAL;
+	if (e)
+		return e;
+	op->get_cb = cb;
+	op->arg = arg;
+	return submit(s, op);
+}
+
+/* The read of up to limit rows in state (-1: any) after DevEUI after. */
+static int op_list_build(struct pg_store *s, int state, const char *after, size_t limit,
+			 struct op **ret)
+{
+	if (state < -1 || state >= STORE_N_STATES || (after && *after && !fits(after, HEX_EUI + 1)))
+		return -EINVAL;
+	struct op *op = read_op(state < 0 ? OP_LIST_ALL : OP_LIST_STATE, NULL);
+	if (!op)
+		return -ENOMEM;
+	char from[HEX_EUI + 1] = "";
+	if (after)
+		hex_upper(from, after, strlen(after));
+	int e = op_text(op, 0, s->instance);
+	e = e ? e : op_text(op, 1, from);
+	e = e ? e : op_int(op, 2, limit ? (long long)limit : (long long)INT64_MAX);
+	if (!e && state >= 0)
+		e = op_text(op, 3, store_state_name((enum store_state)state));
+	if (e) {
+		op_free(op);
+		return e;
+	}
+	*ret = op;
+	return 0;
 }
 
 int pg_store_list(struct pg_store *s, int state, const char *after, size_t limit,
 		  int (*fn)(const struct store_record *r, void *arg), void *arg)
 {
-	if (!s || !fn || state < -1 || state >= STORE_N_STATES)
-		return -EINVAL;
-	if (after && *after && !fits(after, HEX_EUI + 1))
-		return -EINVAL;
-	char from[HEX_EUI + 1] = "";
-	if (after)
-		hex_upper(from, after, strlen(after));
-	char lim[32];
-	snprintf(lim, sizeof(lim), "%lld", limit ? (long long)limit : (long long)INT64_MAX);
-	const char *v[] = {s->instance, from, lim,
-			   state >= 0 ? store_state_name((enum store_state)state) : ""};
-	PGresult *res;
-	int e = pg_read(s,
-			state < 0 ? "SELECT " DEVICE_COLUMNS LEASE_COLUMNS
-				    " FROM devices WHERE dev_eui > $2 AND $4 = '' ORDER BY dev_eui "
-				    "LIMIT $3::bigint"
-				  : "SELECT " DEVICE_COLUMNS LEASE_COLUMNS
-				    " FROM devices WHERE state = $4 AND dev_eui > $2 "
-				    "ORDER BY dev_eui LIMIT $3::bigint",
-			4, v, &res);
+	struct op *op;
+	int e = s && fn ? op_list_build(s, state, after, limit, &op) : -EINVAL;
 	if (e)
 		return e;
-	struct store_record *r = malloc(sizeof(*r));
-	if (!r)
-		e = -ENOMEM;
-	for (int i = 0; e == 0 && i < PQntuples(res); i++) {
-		e = row_to_record(s, res, i, r);
-		if (e == 0)
-			e = fn(r, arg);
-	}
-	if (r) {
-		cred_wipe(r, sizeof(*r));
-		free(r);
-	}
-	PQclear(res);
+	e = read_sync(s, op);
+	for (size_t i = 0; e == 0 && i < op->rows.n; i++)
+		e = fn(&op->rows.records[i], arg);
+	op_free(op);
 	return e;
+}
+
+int pg_store_list_async(struct pg_store *s, int state, const char *after, size_t limit,
+			store_rows_fn *cb, void *arg)
+{
+	struct op *op;
+	int e = s && cb ? op_list_build(s, state, after, limit, &op) : -EINVAL;
+	return e ? e : read_async(s, op, cb, arg);
+}
+
+/* The read of dev_eui's attempts. */
+static int op_attempts_build(const char *dev_eui, struct op **ret)
+{
+	if (!dev_eui || !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct op *op = read_op(OP_ATTEMPTS, dev_eui);
+	int e = op ? op_text(op, 0, op->dev_eui) : -ENOMEM;
+	if (e) {
+		op_free(op);
+		return e;
+	}
+	*ret = op;
+	return 0;
 }
 
 int pg_store_attempt_list(struct pg_store *s, const char *dev_eui,
 			  int (*fn)(const struct store_attempt *a, void *arg), void *arg)
 {
-	if (!s || !fn || !dev_eui || !hex_valid(dev_eui, HEX_EUI))
-		return -EINVAL;
-	char eui[HEX_EUI + 1];
-	hex_upper(eui, dev_eui, HEX_EUI);
-	const char *v[] = {eui};
-	PGresult *res = NULL;
-	int e = pg_read(s,
-			"SELECT n, at, instance, digest, outcome FROM attempts WHERE dev_eui = $1 "
-			"ORDER BY n",
-			1, v, &res);
-	for (int i = 0; e == 0 && i < PQntuples(res); i++) {
-		struct store_attempt a = {.n = (uint32_t)col_int(res, i, 0), .at = col_int(res, i, 1)};
-		e = col_text(res, i, 2, a.instance, sizeof(a.instance));
-		e = e ? e : col_text(res, i, 3, a.digest, sizeof(a.digest));
-		e = e ? e : col_text(res, i, 4, a.outcome, sizeof(a.outcome));
-		e = e ? e : fn(&a, arg);
-	}
-	if (res)
-		PQclear(res);
+	struct op *op;
+	int e = s && fn ? op_attempts_build(dev_eui, &op) : -EINVAL;
+	if (e)
+		return e;
+	e = read_sync(s, op);
+	for (size_t i = 0; e == 0 && i < op->rows.n; i++)
+		e = fn(&op->rows.attempts[i], arg);
+	op_free(op);
 	return e;
+}
+
+int pg_store_attempt_list_async(struct pg_store *s, const char *dev_eui, store_rows_fn *cb,
+				void *arg)
+{
+	struct op *op;
+	int e = s && cb ? op_attempts_build(dev_eui, &op) : -EINVAL;
+	return e ? e : read_async(s, op, cb, arg);
 }
 
 int pg_store_count(struct pg_store *s, uint64_t counts[STORE_N_STATES])
 {
 	if (!s || !counts)
 		return -EINVAL;
-	PGresult *res;
-	int e = pg_read(s, "SELECT state, count(*) FROM devices GROUP BY state", 0, NULL, &res);
-	if (e)
+	struct op *op = read_op(OP_COUNT, NULL);
+	if (!op)
+		return -ENOMEM;
+	int e = read_sync(s, op);
+	if (e == 0)
+		memcpy(counts, op->rows.counts, sizeof(op->rows.counts));
+	op_free(op);
+	return e;
+}
+
+int pg_store_count_async(struct pg_store *s, store_rows_fn *cb, void *arg)
+{
+	if (!s || !cb)
+		return -EINVAL;
+	struct op *op = read_op(OP_COUNT, NULL);
+	return op ? read_async(s, op, cb, arg) : -ENOMEM;
+}
+
+/* The read of up to limit audit entries of dev_eui (NULL: all) after after_id. */
+static int op_audit_build(const char *dev_eui, int64_t after_id, size_t limit, struct op **ret)
+{
+	if (dev_eui && !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct op *op = read_op(dev_eui ? OP_AUDIT_DEV : OP_AUDIT_ALL, dev_eui);
+	if (!op)
+		return -ENOMEM;
+	int e = op_int(op, 0, after_id);
+	e = e ? e : op_int(op, 1, limit ? (long long)limit : (long long)INT64_MAX);
+	if (!e && dev_eui)
+		e = op_text(op, 2, op->dev_eui);
+	if (e) {
+		op_free(op);
 		return e;
-	uint64_t c[STORE_N_STATES] = {0};
-	for (int i = 0; i < PQntuples(res); i++) {
-		enum store_state st;
-		if (store_state_parse(PQgetvalue(res, i, 0), &st) == 0)
-			c[st] = (uint64_t)col_int(res, i, 1);
 	}
-	PQclear(res);
-	memcpy(counts, c, sizeof(c));
+	*ret = op;
 	return 0;
 }
 
 int pg_store_audit_list(struct pg_store *s, const char *dev_eui, int64_t after_id, size_t limit,
 			int (*fn)(const struct store_audit_entry *e, void *arg), void *arg)
 {
-	if (!s || !fn || (dev_eui && !hex_valid(dev_eui, HEX_EUI)))
-		return -EINVAL;
-	char key[HEX_EUI + 1] = "";
-	if (dev_eui)
-		hex_upper(key, dev_eui, HEX_EUI);
-	char aid[32], lim[32];
-	snprintf(aid, sizeof(aid), "%lld", (long long)after_id);
-	snprintf(lim, sizeof(lim), "%lld", limit ? (long long)limit : (long long)INT64_MAX);
-	const char *v[] = {key, aid, lim};
-	PGresult *res;
-	int e = pg_read(s,
-			"SELECT id, dev_eui, method, uid, pid, at, outcome FROM audit "
-			"WHERE ($1 = '' OR dev_eui = $1) AND id > $2::bigint ORDER BY id "
-			"LIMIT $3::bigint",
-			3, v, &res);
+	struct op *op;
+	int e = s && fn ? op_audit_build(dev_eui, after_id, limit, &op) : -EINVAL;
 	if (e)
 		return e;
-	for (int i = 0; e == 0 && i < PQntuples(res); i++) {
-		struct store_audit_entry a;
-		memset(&a, 0, sizeof(a));
-		a.id = col_int(res, i, 0);
-		e = col_text(res, i, 1, a.dev_eui, sizeof(a.dev_eui));
-		e = e ? e : col_text(res, i, 2, a.method, sizeof(a.method));
-		e = e ? e : col_text(res, i, 6, a.outcome, sizeof(a.outcome));
-		a.uid = (uint32_t)col_int(res, i, 3);
-		a.pid = (int32_t)col_int(res, i, 4);
-		a.at = col_int(res, i, 5);
-		e = e ? e : fn(&a, arg);
-	}
-	PQclear(res);
+	e = read_sync(s, op);
+	for (size_t i = 0; e == 0 && i < op->rows.n; i++)
+		e = fn(&op->rows.audit[i], arg);
+	op_free(op);
 	return e;
+}
+
+int pg_store_audit_list_async(struct pg_store *s, const char *dev_eui, int64_t after_id,
+			      size_t limit, store_rows_fn *cb, void *arg)
+{
+	struct op *op;
+	int e = s && cb ? op_audit_build(dev_eui, after_id, limit, &op) : -EINVAL;
+	return e ? e : read_async(s, op, cb, arg);
 }
 
 int pg_store_label_get(struct pg_store *s, const char *dev_eui, struct store_label *ret)
@@ -1210,7 +1426,7 @@ int pg_store_label_get(struct pg_store *s, const char *dev_eui, struct store_lab
 	const char *v[] = {key};
 	PGresult *res;
 	int e = pg_read(s, "SELECT text, ec, matrix, image_opts, image FROM labels WHERE dev_eui = $1",
-			1, v, &res);
+			1, v, NULL, NULL, &res);
 	if (e)
 		return e;
 	if (PQntuples(res) == 0) {
@@ -1282,15 +1498,6 @@ int pg_store_key_pool_taken(struct pg_store *s, const uint8_t app_key[16])
 	return submit(s, op);
 }
 
-/* The digest as bytea text input ("\\x" and hex digits). */
-static void digest_text(const uint8_t d[32], char out[67])
-{
-	out[0] = '\\';
-	out[1] = 'x';
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 2 + 2 * i, 3, "%02x", d[i]);
-}
-
 /* Open the sealed pair of row i (digest, sealed) into app_key and hsm_key. */
 static int key_unseal(struct pg_store *s, PGresult *res, int i, uint8_t app_key[16],
 		      uint8_t hsm_key[16])
@@ -1325,7 +1532,7 @@ int pg_store_key_pool_load(struct pg_store *s, size_t max,
 			"FROM app_key_pool WHERE NOT handed AND (reserved_by IS NULL OR "
 			"reserved_by = $1) ORDER BY created_at LIMIT $2::bigint FOR UPDATE SKIP "
 			"LOCKED) RETURNING digest, sealed, created_at",
-			2, v, &res);
+			2, v, NULL, NULL, &res);
 	if (e)
 		return e;
 	int r = 0;
@@ -1341,46 +1548,45 @@ int pg_store_key_pool_load(struct pg_store *s, size_t max,
 	return r;
 }
 
-int pg_store_key_pool_find(struct pg_store *s, const uint8_t app_key[16], uint8_t ret_hsm[16])
+/* The read of the pooled pair of app_key. */
+static int op_key_find_build(const uint8_t app_key[16], struct op **ret)
 {
-	if (!s || !app_key || !ret_hsm)
+	if (!app_key)
 		return -EINVAL;
-	uint8_t d[32], app[16];
-	char dt[67];
-	store_key_digest(app_key, d);
-	digest_text(d, dt);
-	const char *v[] = {dt};
-	PGresult *res;
-	int e = pg_read(s, "SELECT digest, sealed FROM app_key_pool WHERE digest = $1::bytea", 1,
-			v, &res);
-	if (e)
-		return e;
-	int r = PQntuples(res) ? key_unseal(s, res, 0, app, ret_hsm) : -ENOENT;
-	PQclear(res);
-	if (r == 0 && memcmp(app, app_key, 16) != 0)
-		r = -EBADMSG;
-	cred_wipe(app, sizeof(app));
-	return r;
-}
-
-int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb, void *arg)
-{
-	if (!s || !cb || !dev_eui || !hex_valid(dev_eui, HEX_EUI))
-		return -EINVAL;
-	struct op *op = calloc(1, sizeof(*op));
+	struct op *op = read_op(OP_KEY_FIND, NULL);
 	if (!op)
 		return -ENOMEM;
-	op->kind = OP_GET;
-	op->get_cb = cb;
-	op->arg = arg;
-	hex_upper(op->dev_eui, dev_eui, HEX_EUI);
-	int e = op_text(op, 0, s->instance);
-	e = e ? e : op_text(op, 1, op->dev_eui);
+	uint8_t d[32];
+	store_key_digest(app_key, d);
+	memcpy(op->key, app_key, 16);
+	int e = op_bin(op, 0, d, sizeof(d));
 	if (e) {
 		op_free(op);
 		return e;
 	}
-	return submit(s, op);
+	*ret = op;
+	return 0;
+}
+
+int pg_store_key_pool_find(struct pg_store *s, const uint8_t app_key[16], uint8_t ret_hsm[16])
+{
+	struct op *op;
+	int e = s && ret_hsm ? op_key_find_build(app_key, &op) : -EINVAL;
+	if (e)
+		return e;
+	e = read_sync(s, op);
+	if (e == 0)
+		memcpy(ret_hsm, op->rows.hsm_key, 16);
+	op_free(op);
+	return e;
+}
+
+int pg_store_key_pool_find_async(struct pg_store *s, const uint8_t app_key[16],
+				 store_rows_fn *cb, void *arg)
+{
+	struct op *op;
+	int e = s && cb ? op_key_find_build(app_key, &op) : -EINVAL;
+	return e ? e : read_async(s, op, cb, arg);
 }
 
 /* ---- writes ---- */
@@ -1399,20 +1605,30 @@ static int write_row(struct pg_store *s, const struct store_record *r, bool inse
 	return submit(s, op);
 }
 
-int pg_store_insert(struct pg_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
-{
-	return write_row(s, r, true, NULL, cb, arg);
-}
-
-int pg_store_update(struct pg_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
-{
-	return write_row(s, r, false, NULL, cb, arg);
-}
-
 int pg_store_write_attempt(struct pg_store *s, const struct store_record *r, bool insert,
 			   const struct store_attempt *a, store_done_fn *cb, void *arg)
 {
 	return write_row(s, r, insert, a, cb, arg);
+}
+
+int pg_store_claim_renew(struct pg_store *s, const char *dev_eui)
+{
+	if (!s || !dev_eui || !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return -ENOMEM;
+	op->kind = OP_RENEW;
+	hex_upper(op->dev_eui, dev_eui, HEX_EUI);
+	int e = op_text(op, 0, op->dev_eui);
+	e = e ? e : op_text(op, 1, s->instance);
+	e = e ? e : op_int(op, 2, s->lease_ms);
+	if (e) {
+		op_free(op);
+		return e;
+	}
+	s->stats.lease_renewals++;
+	return submit(s, op);
 }
 
 int pg_store_audit(struct pg_store *s, const char *dev_eui, const char *method, uint32_t uid,
@@ -1600,7 +1816,7 @@ void pg_store_close(struct pg_store *s)
 		return;
 	s->closing = true;
 	/* Finish the batches in flight and what is queued, blocking: we are shutting down. */
-	for (unsigned i = 0; i < s->n_writers; i++) {
+	for (unsigned i = 0; i <= s->n_writers; i++) {
 		struct pgw *w = &s->w[i];
 		while (w->state == W_BUSY || (w->state == W_IDLE && w->q_head)) {
 			if (w->state == W_IDLE)
@@ -1683,7 +1899,10 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 		pg_store_close(s);
 		return e;
 	}
-	for (unsigned i = 0; i < s->n_writers; i++) {
+	snprintf(s->host, sizeof(s->host), "%s", PQhost(s->reader) ? PQhost(s->reader) : "");
+	snprintf(s->db, sizeof(s->db), "%s", PQdb(s->reader) ? PQdb(s->reader) : "");
+	/* The writers, then the reader: made the same way. */
+	for (unsigned i = 0; i <= s->n_writers; i++) {
 		struct pgw *w = &s->w[i];
 		w->s = s;
 		w->idx = i;
@@ -1713,6 +1932,9 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 			return -EIO;
 		}
 	}
+	/* Synchronous reads (tools, start-up) make their own connection from now on. */
+	PQfinish(s->reader);
+	s->reader = NULL;
 	*ret = s;
 	return 0;
 }
@@ -1731,20 +1953,11 @@ json_t *pg_store_status_json(struct pg_store *s)
 	if (!s)
 		return NULL;
 	struct store_stats st = s->stats;
-	uint64_t counts[STORE_N_STATES];
-	json_t *rows = NULL;
-	if (pg_store_count(s, counts) == 0)
-		rows = json_pack("{s:I, s:I, s:I, s:I, s:I}", "PENDING",
-				 (json_int_t)counts[STORE_PENDING], "ISSUED",
-				 (json_int_t)counts[STORE_ISSUED], "FAILED",
-				 (json_int_t)counts[STORE_FAILED], "FOREIGN",
-				 (json_int_t)counts[STORE_FOREIGN], "RETIRED",
-				 (json_int_t)counts[STORE_RETIRED]);
 	json_t *lat = json_array();
 	for (unsigned i = 0; i < 8; i++)
 		json_array_append_new(lat, json_integer((json_int_t)st.latency_buckets[i]));
 	/* The URI may carry a password: only the host part is shown. */
-	const char *host = PQhost(s->reader) ? PQhost(s->reader) : "";
+	const char *host = s->host;
 	double mean = st.commits ? (double)st.ops / (double)st.commits : 0.0;
 	json_t *o = json_object();
 	if (!o)
@@ -1753,7 +1966,7 @@ json_t *pg_store_status_json(struct pg_store *s)
 	/* What tpactl status shows as the store: where it is, never the password. */
 	char where[512];
 	snprintf(where, sizeof(where), "postgresql %s/%s as %s", host,
-		 PQdb(s->reader) ? PQdb(s->reader) : "", s->instance);
+		 s->db, s->instance);
 	json_object_set_new(o, "path", json_string(where));
 	json_object_set_new(o, "host", json_string(host));
 	json_object_set_new(o, "instance", json_string(s->instance));
@@ -1761,7 +1974,6 @@ json_t *pg_store_status_json(struct pg_store *s)
 	json_object_set_new(o, "downReason", st.down ? json_string(s->down_reason) : json_null());
 	json_object_set_new(o, "connections", json_integer(st.connections));
 	json_object_set_new(o, "writers", json_integer(s->n_writers));
-	json_object_set_new(o, "rows", rows ? rows : json_null());
 	json_object_set_new(o, "commits", json_integer((json_int_t)st.commits));
 	json_object_set_new(o, "ops", json_integer((json_int_t)st.ops));
 	json_object_set_new(o, "meanOpsPerCommit", json_real(mean));
@@ -1771,6 +1983,7 @@ json_t *pg_store_status_json(struct pg_store *s)
 	json_object_set_new(o, "failedCommits", json_integer((json_int_t)st.batch_failures));
 	json_object_set_new(o, "failedOps", json_integer((json_int_t)st.ops_failed));
 	json_object_set_new(o, "leaseTakeovers", json_integer((json_int_t)st.lease_takeovers));
+	json_object_set_new(o, "leaseRenewals", json_integer((json_int_t)st.lease_renewals));
 	json_object_set_new(o, "claimsRefused", json_integer((json_int_t)st.claims_refused));
 	json_object_set_new(o, "reconnects", json_integer((json_int_t)st.reconnects));
 	json_object_set_new(o, "commitLatencyBucketsMs", lat);

@@ -485,16 +485,6 @@ static int store_write(struct sqlite_store *s, const struct store_record *r, enu
 	return store_submit(s, op);
 }
 
-int sqlite_store_insert(struct sqlite_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
-{
-	return store_write(s, r, OP_INSERT, NULL, cb, arg);
-}
-
-int sqlite_store_update(struct sqlite_store *s, const struct store_record *r, store_done_fn *cb, void *arg)
-{
-	return store_write(s, r, OP_UPDATE, NULL, cb, arg);
-}
-
 int sqlite_store_write_attempt(struct sqlite_store *s, const struct store_record *r, bool insert,
 			const struct store_attempt *a, store_done_fn *cb, void *arg)
 {
@@ -1787,23 +1777,14 @@ json_t *sqlite_store_status_json(struct sqlite_store *s)
 		return NULL;
 	struct store_stats st;
 	sqlite_store_stats(s, &st);
-	uint64_t counts[STORE_N_STATES];
-	json_t *rows = NULL;
-	if (sqlite_store_count(s, counts) == 0)
-		rows = json_pack("{s:I, s:I, s:I, s:I, s:I}", "PENDING",
-				 (json_int_t)counts[STORE_PENDING], "ISSUED",
-				 (json_int_t)counts[STORE_ISSUED], "FAILED",
-				 (json_int_t)counts[STORE_FAILED], "FOREIGN",
-				 (json_int_t)counts[STORE_FOREIGN], "RETIRED",
-				 (json_int_t)counts[STORE_RETIRED]);
 	double mean = st.commits ? (double)st.ops / (double)st.commits : 0.0;
-	return json_pack("{s:s, s:o, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:o}", "path", s->path,
-			 "rows", rows ? rows : json_null(), "commits", (json_int_t)st.commits,
-			 "ops", (json_int_t)st.ops, "meanOpsPerCommit", mean, "maxBatch",
-			 (json_int_t)st.max_batch, "queued", (json_int_t)st.queued, "rejectedOps",
-			 (json_int_t)st.ops_rejected, "failedCommits",
-			 (json_int_t)st.batch_failures, "failedOps", (json_int_t)st.ops_failed,
-			 "lastError", st.last_error ? json_string(st.last_reason) : json_null());
+	return json_pack("{s:s, s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:o}", "path", s->path,
+			 "commits", (json_int_t)st.commits, "ops", (json_int_t)st.ops,
+			 "meanOpsPerCommit", mean, "maxBatch", (json_int_t)st.max_batch, "queued",
+			 (json_int_t)st.queued, "rejectedOps", (json_int_t)st.ops_rejected,
+			 "failedCommits", (json_int_t)st.batch_failures, "failedOps",
+			 (json_int_t)st.ops_failed, "lastError",
+			 st.last_error ? json_string(st.last_reason) : json_null());
 }
 
 void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages)

@@ -4,13 +4,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "store.h"
+
 struct event_base;
 struct event;
 struct config;
 struct server;
 struct listener;
 struct tpa;
-struct store;
 struct activation;
 struct rng;
 struct metrics_http;
@@ -34,6 +35,9 @@ struct tpad {
 	struct event *settle_ev;   /* background settling of PENDING rows */
 	struct later *later;	   /* timers of jobs waiting for another tpad's claim */
 	unsigned settle_pending;   /* PENDING rows the last settle pass could not settle */
+	/* Rows by state as last counted (every second, and by each Status call). */
+	uint64_t store_counts[STORE_N_STATES];
+	bool store_counts_known, store_counting;
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 };

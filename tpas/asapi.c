@@ -30,6 +30,7 @@
 #define MAX_PENDING (256u * 1024u) /* bytes queued to a slow reader before pausing it */
 #define PACE_MS 20		   /* how soon a paused stream tries again */
 #define SWEEP_MS 1000		   /* how often idle streams check that the client is there */
+#define RECENT 4096		   /* newest uplinks kept encoded for the streams (a ring) */
 
 /* One Uplinks stream. */
 struct sub {
@@ -41,8 +42,18 @@ struct sub {
 	struct sub *prev, *next;
 };
 
+/* A recently committed uplink, encoded once for every stream. */
+struct recent {
+	int64_t seq;
+	char *text;
+	size_t len;
+};
+
 struct asapi {
 	struct tpas *t;
+	/* The ring of recent uplinks: n entries from head (oldest) on, seqs increasing. */
+	struct recent ring[RECENT];
+	size_t head, n;
 	struct sub *subs;
 	unsigned n_subs;
 	struct event *pace;
@@ -63,10 +74,101 @@ static void sub_end(struct sub *s, json_t *last)
 	free(s);
 }
 
+static struct recent *ring_at(struct asapi *a, size_t i)
+{
+	return &a->ring[(a->head + i) % RECENT];
+}
+
+/* Drop the ring (an uplink came without its text: the ring would have a hole). */
+static void ring_clear(struct asapi *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		free(ring_at(a, i)->text);
+		ring_at(a, i)->text = NULL;
+	}
+	a->head = a->n = 0;
+}
+
+void asapi_remember(struct asapi *a, struct tunnel_uplink *ups, size_t n)
+{
+	if (!a)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (!ups[i].text || (a->n && ring_at(a, a->n - 1)->seq >= ups[i].seq)) {
+			ring_clear(a);
+			continue;
+		}
+		if (a->n == RECENT) {
+			free(ring_at(a, 0)->text);
+			a->head = (a->head + 1) % RECENT;
+			a->n--;
+		}
+		*ring_at(a, a->n++) = (struct recent){ups[i].seq, ups[i].text, ups[i].len};
+		ups[i].text = NULL;
+	}
+}
+
+/*
+ * The ring's index of the first uplink after cursor, if the ring holds everything after
+ * cursor that was committed (cursor not older than the ring's first uplink but one); else
+ * -1 (read the journal). a->n when the stream has everything the ring holds.
+ */
+static ssize_t ring_find(struct asapi *a, int64_t cursor)
+{
+	if (!a->n || cursor < ring_at(a, 0)->seq - 1)
+		return -1;
+	size_t lo = 0, hi = a->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (ring_at(a, mid)->seq <= cursor)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return (ssize_t)lo;
+}
+
+/* A following stream: send from the ring. false when the ring does not cover the cursor. */
+static bool sub_pump_recent(struct sub *s)
+{
+	struct asapi *a = s->a;
+	ssize_t i = ring_find(a, s->cursor);
+	if (i < 0)
+		return false;
+	for (; (size_t)i < a->n; i++) {
+		if (req_output_pending(s->r) > MAX_PENDING) {
+			if (!evtimer_pending(a->pace, NULL)) {
+				struct timeval tv = {0, PACE_MS * 1000};
+				evtimer_add(a->pace, &tv);
+			}
+			s->caught_up = false;
+			return true;
+		}
+		const struct recent *e = ring_at(a, (size_t)i);
+		char buf[1024];
+		/* {"uplink": <object>}: the parameters req_reply() would send for the row. */
+		size_t n = e->len + 12;
+		char *p = n <= sizeof(buf) ? buf : malloc(n);
+		if (!p)
+			return false;
+		memcpy(p, "{\"uplink\":", 10);
+		memcpy(p + 10, e->text, e->len);
+		p[10 + e->len] = '}';
+		req_reply_text(s->r, p, e->len + 11, true);
+		if (p != buf)
+			free(p);
+		s->cursor = e->seq;
+	}
+	s->caught_up = true;
+	return true;
+}
+
 /* Send what the journal holds past the cursor, as far as the client keeps up. */
 static void sub_pump(struct sub *s)
 {
 	struct asapi *a = s->a;
+	if (s->follow && !req_gone(s->r) && sub_pump_recent(s))
+		return;
 	for (;;) {
 		if (req_gone(s->r)) {
 			sub_end(s, NULL);
@@ -205,13 +307,16 @@ static void h_status(struct asapi *a, struct req *r)
 	struct server_stats ss;
 	server_get_stats(t->srv, &ss);
 	json_t *o = json_pack(
-	    "{s:s, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:i, s:{s:i, s:i}}", "version",
-	    TPAD_VERSION, "uptime", (json_int_t)((clock_now_us() - t->started_us) / 1000000u),
-	    "tunnel", tunnel_counters(t->tunnel), "journal", "lastSeq", (json_int_t)js.last_seq,
-	    "uplinks", (json_int_t)js.uplinks, "sessions", (json_int_t)js.sessions, "astks",
-	    (json_int_t)js.astks, "commits", (json_int_t)js.commits, "lrc",
-	    downlink_status_json(t->downlink), "subscribers", (int)a->n_subs, "connections", "apps",
-	    (int)ss.connections[SOCK_STATION], "admin", (int)ss.connections[SOCK_ADMIN]);
+	    "{s:s, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:i, s:{s:i, s:i}}",
+	    "version", TPAD_VERSION, "uptime",
+	    (json_int_t)((clock_now_us() - t->started_us) / 1000000u), "tunnel",
+	    tunnel_counters(t->tunnel), "journal", "lastSeq", (json_int_t)js.last_seq, "uplinks",
+	    (json_int_t)js.uplinks, "sessions", (json_int_t)js.sessions, "astks",
+	    (json_int_t)js.astks, "commits", (json_int_t)js.commits, "batches",
+	    (json_int_t)js.batches, "batchedUplinks", (json_int_t)js.batched, "largestBatch",
+	    (json_int_t)js.largest_batch, "lrc", downlink_status_json(t->downlink), "subscribers",
+	    (int)a->n_subs, "connections", "apps", (int)ss.connections[SOCK_STATION], "admin",
+	    (int)ss.connections[SOCK_ADMIN]);
 	if (!o) {
 		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;
@@ -455,6 +560,7 @@ struct asapi *asapi_free(struct asapi *a)
 	if (!a)
 		return NULL;
 	asapi_stop(a);
+	ring_clear(a);
 	if (a->pace)
 		event_free(a->pace);
 	if (a->sweep)

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "server.h"
+
 #define ASCONF_DEFAULT_PATH TPAD_SYSCONFDIR "/tpas/tpas.conf"
 
 struct conf_origins;
@@ -47,16 +49,7 @@ struct asconf {
 	uint32_t webhook_timeout_ms;
 	uint32_t webhook_retry_max_ms;
 	uint32_t webhook_batch;
-	/* [limits] */
-	size_t max_message;
-	uint32_t idle_timeout_ms;
-	uint32_t message_timeout_ms;
-	uint32_t max_clients;
-	uint32_t max_clients_per_uid;
-	uint32_t max_clients_per_process;
-	uint32_t max_pending_calls;
-	size_t max_output;
-	size_t max_output_total;
+	struct server_limits limits; /* [limits] */
 
 	struct conf_origins *origins;
 };

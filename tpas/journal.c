@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,11 +91,20 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_FCNT_SET] = "UPDATE session SET fcnt_dn_next = ? WHERE id = ?",
 };
 
+/* The writer connection's statements. */
+enum wstmt_id { WS_ADD, WS_SESSION, WS_FIND, WS_COUNT };
+
 struct journal {
 	sqlite3 *db;
 	struct seal *seal;
 	sqlite3_stmt *st[ST_COUNT];
 	uint64_t commits;
+	char *path;
+	/* The group-commit writer thread and its connection's statements. */
+	struct sqlwriter *writer;
+	sqlite3_stmt *wst[WS_COUNT];
+	journal_done_fn *done;
+	void *done_arg;
 };
 
 /* The associated data that binds a sealed key to its row's identity. */
@@ -199,6 +209,12 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 			goto fail;
 		}
 	}
+	j->path = strdup(path);
+	if (!j->path) {
+		r = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	*ret = j;
 	return 0;
 fail:
@@ -210,6 +226,8 @@ struct journal *journal_free(struct journal *j)
 {
 	if (!j)
 		return NULL;
+	j->writer = sqlwriter_free(j->writer);
+	free(j->path);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(j->st[i]);
 	if (j->db)
@@ -391,21 +409,6 @@ int journal_session_newest(struct journal *j, const char *customer_id, const cha
 	return r;
 }
 
-int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_id,
-			uint32_t fcnt_up, int64_t *ret_seq)
-{
-	sqlite3_stmt *s = stmt(j, ST_UPLINK_FIND);
-	sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, session_id);
-	sqlite3_bind_int64(s, 3, fcnt_up);
-	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
-	if (r == 0)
-		*ret_seq = sqlite3_column_int64(s, 0);
-	sqlite3_reset(s);
-	return r;
-}
-
 int journal_begin(struct journal *j)
 {
 	return exec(j, "BEGIN IMMEDIATE");
@@ -427,9 +430,13 @@ void journal_rollback(struct journal *j)
 	exec(j, "ROLLBACK");
 }
 
-int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
+/* Insert one uplink with the given connection's statements (add, session update). */
+static int uplink_insert(sqlite3 *db, sqlite3_stmt *add, sqlite3_stmt *sess,
+			 const struct journal_uplink *u, int64_t *ret_seq)
 {
-	sqlite3_stmt *s = stmt(j, ST_UPLINK_ADD);
+	sqlite3_stmt *s = add;
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
 	sqlite3_bind_int64(s, 1, u->received_ms);
 	sqlite3_bind_int64(s, 2, u->session_id);
 	sqlite3_bind_text(s, 3, u->dev_eui, -1, SQLITE_STATIC);
@@ -447,9 +454,11 @@ int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int
 	int r = step_done(s);
 	if (r < 0)
 		return r; /* -EEXIST: this (device, session, FCntUp) is already in */
-	int64_t seq = sqlite3_last_insert_rowid(j->db);
+	int64_t seq = sqlite3_last_insert_rowid(db);
 	if (u->session_id > 0 && u->update_session) {
-		s = stmt(j, ST_UPLINK_SESSION);
+		s = sess;
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
 		sqlite3_bind_int64(s, 1, u->session_id);
 		sqlite3_bind_text(s, 2, u->dev_addr, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, u->has_fcnt_dn ? u->fcnt_dn : 0);
@@ -459,6 +468,122 @@ int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int
 	}
 	*ret_seq = seq;
 	return 0;
+}
+
+/* The seq of (device, session, FCntUp) with the given connection's statement. */
+static int uplink_find(sqlite3_stmt *s, const char *dev_eui, int64_t session_id, uint32_t fcnt_up,
+		       int64_t *ret_seq)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, session_id);
+	sqlite3_bind_int64(s, 3, fcnt_up);
+	int rc = sqlite3_step(s);
+	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	if (r == 0)
+		*ret_seq = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return r;
+}
+
+int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_id,
+			uint32_t fcnt_up, int64_t *ret_seq)
+{
+	return uplink_find(j->st[ST_UPLINK_FIND], dev_eui, session_id, fcnt_up, ret_seq);
+}
+
+int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
+{
+	return uplink_insert(j->db, j->st[ST_UPLINK_ADD], j->st[ST_UPLINK_SESSION], u, ret_seq);
+}
+
+/* Writer thread: prepare its statements on its own connection. */
+static int writer_init(sqlite3 *db, void *arg)
+{
+	struct journal *j = arg;
+	static const enum stmt_id from[WS_COUNT] = {
+	    [WS_ADD] = ST_UPLINK_ADD, [WS_SESSION] = ST_UPLINK_SESSION, [WS_FIND] = ST_UPLINK_FIND};
+	for (int i = 0; i < WS_COUNT; i++) {
+		int rc = sqlite3_prepare_v3(db, stmt_sql[from[i]], -1, SQLITE_PREPARE_PERSISTENT,
+					    &j->wst[i], NULL);
+		if (rc != SQLITE_OK)
+			return sql_err(rc);
+	}
+	return 0;
+}
+
+static int writer_fini(sqlite3 *db, void *arg)
+{
+	struct journal *j = arg;
+	for (int i = 0; i < WS_COUNT; i++) {
+		sqlite3_finalize(j->wst[i]);
+		j->wst[i] = NULL;
+	}
+	return 0;
+}
+
+/* Writer thread, inside the batch's transaction: one uplink; a replay is found, not failed. */
+static int writer_apply(sqlite3 *db, struct sqlwriter_job *job, void *arg)
+{
+	struct journal *j = arg;
+	struct journal_entry *e = (struct journal_entry *)job;
+	e->duplicate = false;
+	free(e->text);
+	e->text = NULL;
+	int r = uplink_insert(db, j->wst[WS_ADD], j->wst[WS_SESSION], &e->u, &e->seq);
+	if (r == 0) /* encoded here, off the loop thread, for the streams */
+		e->text = journal_uplink_json(&e->u, e->seq, &e->text_len);
+	if (r == -EEXIST) {
+		e->duplicate = true;
+		r = uplink_find(j->wst[WS_FIND], e->u.dev_eui, e->u.session_id, e->u.fcnt_up,
+				&e->seq);
+	}
+	return r;
+}
+
+/* Loop thread: the committed entries go back to their owner. */
+static void writer_done(struct sqlwriter_job *jobs, void *arg)
+{
+	struct journal *j = arg;
+	j->done((struct journal_entry *)jobs, j->done_arg);
+}
+
+int journal_writer_start(struct journal *j, struct event_base *base, journal_done_fn *done,
+			 void *arg, char *err, size_t errlen)
+{
+	if (strcmp(j->path, ":memory:") == 0 || j->writer) {
+		snprintf(err, errlen, "the journal writer needs a database file, once");
+		return -EINVAL;
+	}
+	j->done = done;
+	j->done_arg = arg;
+	const struct sqlwriter_options o = {
+	    .path = j->path,
+	    .init = writer_init,
+	    .fini = writer_fini,
+	    .apply = writer_apply,
+	    .done = writer_done,
+	    .arg = j,
+	};
+	int r = sqlwriter_new(base, &o, &j->writer, err, errlen);
+	if (r ==
+	    0) /* the writer checkpoints, off the loop; this connection only if it is idle long */
+		exec(j, "PRAGMA wal_autocheckpoint = 10000");
+	return r;
+}
+
+int journal_uplink_queue(struct journal *j, struct journal_entry *list)
+{
+	if (!j->writer)
+		return -ENOTCONN;
+	return sqlwriter_submit(j->writer, &list->job);
+}
+
+void journal_writer_drain(struct journal *j)
+{
+	if (j && j->writer)
+		sqlwriter_drain(j->writer);
 }
 
 int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
@@ -476,6 +601,71 @@ int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_
 	if (r == 0)
 		*ret_seq = seq;
 	return r;
+}
+
+/* Append the bytes of s (no escaping) to the buffer at *p, which has room. */
+static char *put_raw(char *p, const char *s)
+{
+	size_t n = strlen(s);
+	memcpy(p, s, n);
+	return p + n;
+}
+
+/* Append s as a JSON string (quoted, escaped) to the buffer at *p, which has room. */
+static char *put_string(char *p, const char *s)
+{
+	static const char hexd[] = "0123456789abcdef";
+	*p++ = '"';
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			*p++ = '\\';
+			*p++ = (char)c;
+		} else if (c < 0x20) {
+			memcpy(p, "\\u00", 4);
+			p[4] = hexd[c >> 4];
+			p[5] = hexd[c & 15];
+			p += 6;
+		} else {
+			*p++ = (char)c;
+		}
+	}
+	*p++ = '"';
+	return p;
+}
+
+char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *ret_len)
+{
+	const char *radio = u->radio ? u->radio : "{}";
+	/* Every string at most 6 bytes per byte when escaped, plus names and numbers. */
+	size_t cap = 6 * (strlen(u->dev_eui) + strlen(u->customer_id) + strlen(u->dev_addr) +
+			  strlen(u->time) + strlen(u->payload_hex)) +
+		     strlen(radio) + 512;
+	char *buf = malloc(cap), *p = buf;
+	if (!buf)
+		return NULL;
+	char when[40];
+	uplink_time_format(u->received_ms, when, sizeof(when));
+	p += sprintf(p, "{\"seq\":%" PRId64 ",\"receivedAt\":\"%s\",\"devEUI\":", seq, when);
+	p = put_string(p, u->dev_eui);
+	p = put_raw(p, ",\"customerID\":");
+	p = put_string(p, u->customer_id);
+	p = put_raw(p, ",\"devAddr\":");
+	p = put_string(p, u->dev_addr);
+	p += sprintf(p, ",\"fCntUp\":%" PRIu32 ",\"time\":", u->fcnt_up);
+	p = put_string(p, u->time);
+	p = put_raw(p, ",\"payload\":");
+	p = put_string(p, u->payload_hex);
+	p += sprintf(p, ",\"encrypted\":%s,\"radio\":", u->encrypted ? "true" : "false");
+	p = put_raw(p, radio);
+	if (u->fport >= 0)
+		p += sprintf(p, ",\"fPort\":%d", u->fport);
+	if (u->has_fcnt_dn)
+		p += sprintf(p, ",\"fCntDn\":%" PRIu32, u->fcnt_dn);
+	*p++ = '}';
+	*p = '\0';
+	*ret_len = (size_t)(p - buf);
+	return buf;
 }
 
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)
@@ -585,6 +775,14 @@ void journal_get_stats(struct journal *j, struct journal_stats *ret)
 	ret->sessions = query_int(j, "SELECT COUNT(*) FROM session");
 	ret->astks = query_int(j, "SELECT COUNT(*) FROM astk");
 	ret->commits = j->commits;
+	if (j->writer) {
+		struct sqlwriter_stats ws;
+		sqlwriter_get_stats(j->writer, &ws);
+		ret->commits += ws.commits;
+		ret->batches = ws.commits;
+		ret->batched = ws.jobs;
+		ret->largest_batch = ws.max_batch;
+	}
 }
 
 int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)

@@ -8,7 +8,9 @@
 #include <jansson.h>
 
 #include "ascrypto.h"
+#include "sqlwriter.h"
 
+struct event_base;
 struct journal;
 
 /* One device session: the AppSKey (unsealed) and what goes with it. */
@@ -42,7 +44,10 @@ struct journal_stats {
 	int64_t uplinks; /* rows in the journal */
 	int64_t sessions;
 	int64_t astks;
-	uint64_t commits;
+	uint64_t commits;	/* transactions committed, the writer thread's included */
+	uint64_t batches;	/* of those, the writer thread's uplink transactions */
+	uint64_t batched;	/* uplinks committed by the writer thread */
+	uint64_t largest_batch; /* the most uplinks one of its transactions held */
 };
 
 /*
@@ -108,6 +113,40 @@ int journal_begin(struct journal *j);
 int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq);
 int journal_commit(struct journal *j);
 void journal_rollback(struct journal *j);
+
+/*
+ * The group-commit writer: a second connection on its own thread (core/sqlwriter) commits
+ * queued uplinks, as many as queued while the last commit ran in one transaction (one
+ * fsync), and hands them back on the loop thread (done) only once that transaction is
+ * durable. Not for ":memory:" (-EINVAL).
+ */
+struct journal_entry {
+	struct sqlwriter_job job; /* next links the entries of a list */
+	struct journal_uplink u;  /* strings borrowed until done */
+	/* After done, when job.err is 0: */
+	int64_t seq;	/* its sequence number; the journaled one for a duplicate */
+	bool duplicate; /* this (device, session, FCntUp) was already in */
+	char *text;	/* a new uplink: its io.tpad.AS object as JSON text (owned; may be NULL) */
+	size_t text_len;
+};
+
+/* Entries committed (or failed: job.err), in queue order, linked by job.next. */
+typedef void journal_done_fn(struct journal_entry *list, void *arg);
+
+int journal_writer_start(struct journal *j, struct event_base *base, journal_done_fn *done,
+			 void *arg, char *err, size_t errlen);
+
+/* Queue entries (linked by job.next); -ENOTCONN without a writer, -ESHUTDOWN after drain. */
+int journal_uplink_queue(struct journal *j, struct journal_entry *list);
+
+/* Commit what is queued, run done for it, and stop the writer (later queues fail). */
+void journal_writer_drain(struct journal *j);
+
+/*
+ * One uplink as the JSON text of the object journal_uplinks_after() gives for its row
+ * (malloc'd, *ret_len bytes, NUL-terminated), or NULL when out of memory.
+ */
+char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *ret_len);
 
 /* Up to limit uplinks with seq > after, oldest first, as the objects io.tpad.AS sends. */
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit);

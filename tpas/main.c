@@ -1,7 +1,6 @@
 /* tpas: the application-server daemon — start-up, event loop and shutdown. */
 #include <errno.h>
 #include <event2/event.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 #include "asconf.h"
 #include "clock.h"
 #include "cred.h"
+#include "daemon.h"
 #include "downlink.h"
 #include "journal.h"
 #include "listener.h"
@@ -90,26 +90,12 @@ static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
 	return 0;
 }
 
-static void limits_of(const struct asconf *cfg, struct server_limits *ret)
-{
-	*ret = (struct server_limits){
-	    .max_message = cfg->max_message,
-	    .idle_timeout_ms = cfg->idle_timeout_ms,
-	    .message_timeout_ms = cfg->message_timeout_ms,
-	    .max_clients = cfg->max_clients,
-	    .max_clients_per_uid = cfg->max_clients_per_uid,
-	    .max_clients_per_process = cfg->max_clients_per_process,
-	    .max_pending_calls = cfg->max_pending_calls,
-	    .max_output = cfg->max_output,
-	    .max_output_total = cfg->max_output_total,
-	};
-}
-
-/* A committed uplink wakes the streams. */
-static void commit_cb(int64_t seq, void *arg)
+/* Committed uplinks wake the streams (which keep the newest ones encoded) and the webhook. */
+static void commit_cb(struct tunnel_uplink *ups, size_t n, void *arg)
 {
 	struct tpas *t = arg;
-	asapi_notify(t->api, seq);
+	asapi_remember(t->api, ups, n);
+	asapi_notify(t->api, ups[n - 1].seq);
 	webhook_notify(t->webhook);
 }
 
@@ -196,7 +182,8 @@ static int open_listeners(struct tpas *t)
 static int run(const struct asconf *cfg)
 {
 	struct tpas t = {.cfg = cfg, .started_us = clock_now_us()};
-	struct event *ev_term = NULL, *ev_int = NULL, *ev_status = NULL, *ev_prune = NULL;
+	struct daemon_signals *sigs = NULL;
+	struct event *ev_status = NULL, *ev_prune = NULL;
 	char tunnel_key[129], err[512];
 	uint8_t store_key[SEAL_KEY_LEN];
 	int status = 1;
@@ -204,7 +191,18 @@ static int run(const struct asconf *cfg)
 	signal(SIGPIPE, SIG_IGN);
 	if (load_keys(cfg, tunnel_key, sizeof(tunnel_key), store_key) < 0)
 		return 1;
-	t.base = event_base_new();
+	/*
+	 * The changelist folds the add/remove pairs evhttp makes for every request (read off
+	 * while answering, write on until sent) into one epoll_ctl per descriptor and turn.
+	 */
+	struct event_config *ec = event_config_new();
+	if (ec)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	t.base = ec ? event_base_new_with_config(ec) : NULL;
+	if (ec)
+		event_config_free(ec);
+	if (!t.base)
+		t.base = event_base_new();
 	if (!t.base) {
 		log_errx("cannot create the event loop");
 		goto out;
@@ -215,9 +213,7 @@ static int run(const struct asconf *cfg)
 		log_errx("store: %s", err);
 		goto out;
 	}
-	struct server_limits lim;
-	limits_of(cfg, &lim);
-	t.srv = server_new(t.base, &lim, asapi_call, &t);
+	t.srv = server_new(t.base, &cfg->limits, asapi_call, &t);
 	t.api = t.srv ? asapi_new(&t) : NULL;
 	if (!t.api) {
 		log_errx("out of memory");
@@ -268,16 +264,13 @@ static int run(const struct asconf *cfg)
 	}
 	if (open_listeners(&t) < 0)
 		goto out;
-	ev_term = evsignal_new(t.base, SIGTERM, stop_cb, &t);
-	ev_int = evsignal_new(t.base, SIGINT, stop_cb, &t);
+	sigs = daemon_signals_new(t.base, stop_cb, NULL, &t);
 	ev_status = event_new(t.base, -1, EV_PERSIST, status_cb, &t);
 	ev_prune = event_new(t.base, -1, EV_PERSIST, prune_cb, &t);
-	if (!ev_term || !ev_int || !ev_status || !ev_prune || notify_init(t.base) < 0) {
+	if (!sigs || !ev_status || !ev_prune || notify_init(t.base) < 0) {
 		log_errx("out of memory");
 		goto out;
 	}
-	event_add(ev_term, NULL);
-	event_add(ev_int, NULL);
 	struct timeval period = {.tv_sec = STATUS_PERIOD_S}, prune = {.tv_sec = PRUNE_PERIOD_S};
 	event_add(ev_status, &period);
 	event_add(ev_prune, &prune);
@@ -296,12 +289,8 @@ out:
 	cred_wipe(tunnel_key, sizeof(tunnel_key));
 	cred_wipe(store_key, sizeof(store_key));
 	notify_finish();
-	if (ev_term)
-		event_free(ev_term);
-	if (ev_int)
-		event_free(ev_int);
-	signal(SIGTERM, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
+	/* A repeated SIGTERM must not cut short the journal's last commit below. */
+	daemon_signals_free(sigs);
 	if (ev_status)
 		event_free(ev_status);
 	if (ev_prune)
@@ -323,49 +312,13 @@ out:
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"check-config", no_argument, NULL, 'n'},
-	    {"print-config", no_argument, NULL, 'p'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"version", no_argument, NULL, 'V'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
-	};
-	const char *path = ASCONF_DEFAULT_PATH;
-	bool explicit_path = false, check = false, print = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "c:npvVh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			path = optarg;
-			explicit_path = true;
-			break;
-		case 'n':
-			check = true;
-			break;
-		case 'p':
-			print = true;
-			break;
-		case 'v':
-			log_set_verbose(true);
-			break;
-		case 'V':
-			printf("tpas %s\n", TPAD_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "tpas: unexpected argument '%s'\n", argv[optind]);
-		usage(stderr);
-		return 2;
-	}
+	struct daemon_cmdline cl;
+	int exit_status = daemon_cmdline_parse(argc, argv, "tpas", TPAD_VERSION,
+					       ASCONF_DEFAULT_PATH, false, usage, &cl);
+	if (exit_status >= 0)
+		return exit_status;
+	const char *path = cl.config;
+	bool explicit_path = cl.explicit_config, check = cl.check, print = cl.print;
 	struct asconf cfg;
 	int r = load_config(&cfg, path, explicit_path);
 	if (r == 0 && check) {

@@ -28,6 +28,13 @@
 #define HARD_BODY_FACTOR 4
 /* Uplinks committed in one transaction at most. */
 #define MAX_BATCH 1024
+/*
+ * Sessions kept unsealed in memory (direct-mapped by the key field's fingerprint), so an
+ * uplink of a known session costs no store read and no unsealing. Sessions are never
+ * deleted; their DevAddr and FCntDn in the cache may lag the store, which only makes an
+ * uplink update the session row again (the store keeps the larger FCntDn).
+ */
+#define SESSION_CACHE 4096
 
 struct tunnel {
 	struct evhttp *http;
@@ -45,6 +52,14 @@ struct tunnel {
 	struct event *flush; /* runs the group commit once the loop has read what it can */
 	struct pending *batch, **batch_tail;
 	size_t batch_n;
+	bool writer; /* the journal's writer thread commits (group commit off the loop) */
+	struct cached_session *cache; /* SESSION_CACHE slots, wiped when freed */
+	uint64_t cache_hits;
+};
+
+struct cached_session {
+	char fp[65]; /* "" when the slot is empty */
+	struct as_session s;
 };
 
 /* An answer with a reason: counted, logged (never with key material), returned. */
@@ -84,14 +99,64 @@ static int key_fingerprint(const struct uplink *u, char out[65])
 	return r;
 }
 
+/* The cache slot of a fingerprint (hex SHA-256: its first digits are as good as a hash). */
+static struct cached_session *cache_slot(struct tunnel *t, const char *fp)
+{
+	char head[9];
+	if (!t->cache)
+		return NULL;
+	memcpy(head, fp, 8);
+	head[8] = '\0';
+	return &t->cache[strtoul(head, NULL, 16) % SESSION_CACHE];
+}
+
+static bool cache_get(struct tunnel *t, const char *fp, const struct uplink *u,
+		      struct as_session *ret)
+{
+	struct cached_session *c = cache_slot(t, fp);
+	if (!c || strcmp(c->fp, fp) != 0 || strcmp(c->s.dev_eui, u->dev_eui) != 0 ||
+	    strcmp(c->s.customer_id, u->customer_id) != 0)
+		return false;
+	*ret = c->s;
+	t->cache_hits++;
+	return true;
+}
+
+static void cache_put(struct tunnel *t, const char *fp, const struct as_session *s)
+{
+	struct cached_session *c = cache_slot(t, fp);
+	if (!c)
+		return;
+	cred_wipe(c, sizeof(*c));
+	memcpy(c->fp, fp, sizeof(c->fp));
+	c->s = *s;
+}
+
+/* The cached session (if any) after an uplink moved its DevAddr or FCntDn. */
+static void cache_update(struct tunnel *t, const char *fp, int64_t id, const char *dev_addr,
+			 bool has_fcnt_dn, uint32_t fcnt_dn)
+{
+	struct cached_session *c = cache_slot(t, fp);
+	if (!c || strcmp(c->fp, fp) != 0 || c->s.id != id)
+		return;
+	if (dev_addr[0])
+		snprintf(c->s.dev_addr, sizeof(c->s.dev_addr), "%s", dev_addr);
+	if (has_fcnt_dn && fcnt_dn > c->s.fcnt_dn_next)
+		c->s.fcnt_dn_next = fcnt_dn;
+}
+
 /* Find or create the session of an uplink that carries an AppSKey field. */
 static int session_from_field(struct tunnel *t, const struct uplink *u, int64_t now_ms,
-			      struct as_session *ret, json_t **ans, int *status)
+			      struct as_session *ret, char fp[65], json_t **ans, int *status)
 {
-	char fp[65];
 	int r = key_fingerprint(u, fp);
-	if (r == 0)
+	if (r == 0 && cache_get(t, fp, u, ret))
+		return 0;
+	if (r == 0) {
 		r = journal_session_find(t->journal, u->customer_id, u->dev_eui, fp, ret);
+		if (r == 0)
+			cache_put(t, fp, ret);
+	}
 	if (r != -ENOENT) {
 		if (r < 0)
 			*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
@@ -148,6 +213,7 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, int64_t 
 	}
 	log_info("tunnel: new session key for DevEUI %s (CustomerID %s)", u->dev_eui,
 		 u->customer_id[0] ? u->customer_id : "-");
+	cache_put(t, fp, &s);
 	*ret = s;
 out:
 	cred_wipe(astk, sizeof(astk));
@@ -158,6 +224,7 @@ out:
 
 /* An uplink verified and decrypted, waiting for the group commit. */
 struct pending {
+	struct journal_entry e; /* first: the writer hands back entries */
 	struct pending *next;
 	struct evhttp_request *req; /* NULL for tunnel_process() */
 	int64_t received_ms, session_id;
@@ -184,6 +251,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	struct uplink_query q;
 	struct uplink u;
 	struct as_session s = {0};
+	char fp[65] = "";
 	int status;
 	t->stats.requests++;
 	if (len > t->max_body)
@@ -227,7 +295,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 
 	bool need_key = u.payload_hex[0] && u.fport > 0;
 	if (u.key_kind != UPLINK_KEY_NONE) {
-		if (session_from_field(t, &u, now_ms, &s, ret_answer, &status) < 0)
+		if (session_from_field(t, &u, now_ms, &s, fp, ret_answer, &status) < 0)
 			goto out;
 	} else {
 		r = journal_session_newest(t->journal, u.customer_id, u.dev_eui, &s);
@@ -276,6 +344,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	p->session_update = s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
 					 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next));
 	p->encrypted = encrypted;
+	if (p->session_update && fp[0])
+		cache_update(t, fp, s.id, p->dev_addr, u.has_fcnt_dn, u.fcnt_dn);
 	status = 0;
 out:
 	cred_wipe(&s, sizeof(s));
@@ -341,8 +411,76 @@ static int pending_answer(struct tunnel *t, struct pending *p, int err, json_t *
 }
 
 static void answer(struct evhttp_request *req, int status, json_t *body);
+static void answer_text(struct evhttp_request *req, int status, const char *text, size_t len);
 
-/* Commit the batch and answer every request in it; then wake the streams. */
+/* Answer a list of committed pendings (linked by next) and wake the streams. */
+static void answer_list(struct tunnel *t, struct pending *list, int err)
+{
+	size_t n = 0, cap = 0;
+	for (struct pending *p = list; p; p = p->next)
+		cap++;
+	struct tunnel_uplink *ups = t->on_commit ? calloc(cap, sizeof(*ups)) : NULL;
+	int64_t last = 0;
+	while (list) {
+		struct pending *p = list;
+		list = p->next;
+		int e = err ? err : p->e.job.err;
+		if (e == 0 && !p->duplicate) {
+			/* The common answer, written as pending_answer() would, without jansson. */
+			char text[64];
+			int len = snprintf(text, sizeof(text),
+					   "{\"seq\":%" PRId64 ",\"duplicate\":false}\n", p->seq);
+			t->stats.accepted++;
+			log_debug("tunnel: DevEUI %s FCntUp %" PRIu32 " journaled as %" PRId64,
+				  p->dev_eui, p->fcnt_up, p->seq);
+			if (p->seq > last)
+				last = p->seq;
+			if (ups)
+				ups[n++] = (struct tunnel_uplink){p->seq, p->e.text, p->e.text_len};
+			else
+				free(p->e.text);
+			p->e.text = NULL;
+			answer_text(p->req, 200, text, (size_t)len);
+		} else {
+			json_t *ans = NULL;
+			int status = pending_answer(t, p, e, &ans);
+			answer(p->req, status, ans);
+			free(p->e.text);
+		}
+		free(p->radio);
+		free(p);
+	}
+	if (last && t->on_commit) {
+		struct tunnel_uplink one = {last, NULL, 0};
+		t->on_commit(ups && n ? ups : &one, ups && n ? n : 1, t->arg);
+	}
+	for (size_t i = 0; ups && i < n; i++)
+		free(ups[i].text);
+	free(ups);
+}
+
+/* The writer thread committed these entries (or failed to): answer them now, not before. */
+static void committed_cb(struct journal_entry *list, void *arg)
+{
+	struct tunnel *t = arg;
+	struct pending *head = NULL, **tail = &head;
+	for (struct journal_entry *e = list, *next; e; e = next) {
+		next = (struct journal_entry *)e->job.next;
+		struct pending *p = (struct pending *)e;
+		p->seq = e->seq;
+		p->duplicate = e->duplicate;
+		p->next = NULL;
+		*tail = p;
+		tail = &p->next;
+	}
+	answer_list(t, head, 0);
+}
+
+/*
+ * Hand the batch to the journal's writer thread, which answers each request once the
+ * transaction holding it is durable (committed_cb); without a writer (a journal in memory),
+ * commit here.
+ */
 static void flush_batch(struct tunnel *t)
 {
 	struct pending *list = t->batch;
@@ -351,21 +489,33 @@ static void flush_batch(struct tunnel *t)
 	t->batch_n = 0;
 	if (!list)
 		return;
-	int r = commit_list(t, list);
-	int64_t last = 0;
-	while (list) {
-		struct pending *p = list;
-		list = p->next;
-		json_t *ans = NULL;
-		int status = pending_answer(t, p, r, &ans);
-		if (status == 200 && !p->duplicate && p->seq > last)
-			last = p->seq;
-		answer(p->req, status, ans);
-		free(p->radio);
-		free(p);
+	if (t->writer) {
+		for (struct pending *p = list; p; p = p->next) {
+			p->e.u = (struct journal_uplink){
+			    .received_ms = p->received_ms,
+			    .session_id = p->session_id,
+			    .dev_eui = p->dev_eui,
+			    .customer_id = p->customer_id,
+			    .dev_addr = p->dev_addr,
+			    .time = p->time,
+			    .fport = p->fport,
+			    .fcnt_up = p->fcnt_up,
+			    .has_fcnt_dn = p->has_fcnt_dn,
+			    .fcnt_dn = p->fcnt_dn,
+			    .payload_hex = p->payload,
+			    .encrypted = p->encrypted,
+			    .radio = p->radio,
+			    .update_session = p->session_update,
+			};
+			p->e.job.next = p->next ? &p->next->e.job : NULL;
+		}
+		int r = journal_uplink_queue(t->journal, &list->e);
+		if (r == 0)
+			return;
+		answer_list(t, list, r); /* the writer is stopping: 503, the LRC retries */
+		return;
 	}
-	if (last && t->on_commit)
-		t->on_commit(last, t->arg);
+	answer_list(t, list, commit_list(t, list));
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -382,13 +532,15 @@ int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t
 		return status;
 	status = pending_answer(t, &p, commit_list(t, &p), ret_answer);
 	free(p.radio);
-	if (status == 200 && !p.duplicate && t->on_commit)
-		t->on_commit(p.seq, t->arg);
+	if (status == 200 && !p.duplicate && t->on_commit) {
+		struct tunnel_uplink one = {p.seq, NULL, 0};
+		t->on_commit(&one, 1, t->arg);
+	}
 	return status;
 }
 
-/* Send a JSON answer with a status. */
-static void answer(struct evhttp_request *req, int status, json_t *body)
+/* Send an answer body (JSON text) with a status. */
+static void answer_text(struct evhttp_request *req, int status, const char *text, size_t len)
 {
 	static const struct {
 		int code;
@@ -400,22 +552,30 @@ static void answer(struct evhttp_request *req, int status, json_t *body)
 		     {405, "Method Not Allowed"},
 		     {413, "Payload Too Large"},
 		     {503, "Service Unavailable"}};
-	const char *text = "Error";
+	const char *reason = "Error";
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
 		if (texts[i].code == status)
-			text = texts[i].text;
-	struct evbuffer *out = evbuffer_new();
-	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	if (out && s) {
-		evbuffer_add(out, s, strlen(s));
-		evbuffer_add(out, "\n", 1);
-	}
+			reason = texts[i].text;
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	if (text)
+		evbuffer_add(out, text, len);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  "application/json");
-	evhttp_send_reply(req, status, text, out);
+	evhttp_send_reply(req, status, reason, NULL);
+}
+
+/* Send a JSON answer with a status. */
+static void answer(struct evhttp_request *req, int status, json_t *body)
+{
+	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	size_t n = s ? strlen(s) : 0;
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	if (s) {
+		evbuffer_add(out, s, n);
+		evbuffer_add(out, "\n", 1);
+	}
+	answer_text(req, status, NULL, 0);
 	free(s);
-	if (out)
-		evbuffer_free(out);
 	json_decref(body);
 }
 
@@ -507,6 +667,12 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 	}
 	t->journal = j;
 	t->batch_tail = &t->batch;
+	t->cache = calloc(SESSION_CACHE, sizeof(*t->cache));
+	if (!t->cache) {
+		free(t);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	t->on_commit = on_commit;
 	t->arg = arg;
 	t->max_deviation_ms = o->max_deviation_ms;
@@ -561,6 +727,13 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							   : ((struct sockaddr_in *)&ss)->sin_port);
 	}
+	/* A journal in memory (tests) has no second connection: commits stay on the loop. */
+	int wr = journal_writer_start(j, base, committed_cb, t, err, errlen);
+	if (wr < 0 && wr != -EINVAL) {
+		tunnel_free(t);
+		return wr;
+	}
+	t->writer = wr == 0;
 	log_info("tunnel listening on %s port %u, path %s%s", host, t->port, t->path,
 		 t->tls ? ", TLS" : "");
 	*ret = t;
@@ -572,11 +745,17 @@ struct tunnel *tunnel_free(struct tunnel *t)
 	if (!t)
 		return NULL;
 	flush_batch(t); /* what was verified is committed and answered before we go */
+	if (t->writer)
+		journal_writer_drain(t->journal);
 	if (t->flush)
 		event_free(t->flush);
 	if (t->http)
 		evhttp_free(t->http);
 	tunnel_tls_free(t->tls);
+	if (t->cache) {
+		cred_wipe(t->cache, SESSION_CACHE * sizeof(*t->cache));
+		free(t->cache);
+	}
 	cred_wipe(t->key_lower, sizeof(t->key_lower));
 	free(t);
 	return NULL;

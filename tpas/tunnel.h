@@ -41,8 +41,15 @@ struct tunnel_options {
 	const char *tls_key_file;  /* its key when not the credential tunnel-tls-key */
 };
 
-/* Called after an uplink was committed, with its sequence number. */
-typedef void tunnel_commit_fn(int64_t seq, void *arg);
+/* An uplink newly committed: its seq and its io.tpad.AS object as JSON text, if encoded. */
+struct tunnel_uplink {
+	int64_t seq;
+	char *text; /* NULL when not encoded; the callee may take it (and set it to NULL) */
+	size_t len;
+};
+
+/* Called after each commit with its new uplinks (n >= 1) in seq order. */
+typedef void tunnel_commit_fn(struct tunnel_uplink *ups, size_t n, void *arg);
 
 /* Bind and serve; on failure a negative errno and one line in err. */
 int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct journal *j,

@@ -7,7 +7,10 @@ AppSKey, INSERT and COMMIT into SQLite (WAL, synchronous=FULL) before answering 
 subscriber (a thread, as an application would) polls the table and counts what it sees;
 when it has seen --expect rows it prints the monotonic time and the count.
 
-Usage: reference_as.py --port N --key KEY --astk HEX --db FILE --expect N
+With --threads it is a ThreadingHTTPServer (a thread per connection, as a developer who
+expects concurrent LRC connections would write it); the commit stays one at a time.
+
+Usage: reference_as.py --port N --key KEY --astk HEX --db FILE --expect N [--threads]
 Only for the benchmark (test/bench/bench_tpas.py).
 """
 
@@ -47,6 +50,8 @@ def main():
     ap.add_argument("--astk", required=True)
     ap.add_argument("--db", required=True)
     ap.add_argument("--expect", type=int, required=True)
+    ap.add_argument("--threads", action="store_true",
+                    help="ThreadingHTTPServer: a thread per connection")
     a = ap.parse_args()
     astk = bytes.fromhex(a.astk)
     db = sqlite3.connect(a.db, check_same_thread=False)
@@ -106,7 +111,10 @@ def main():
         print(json.dumps({"delivered": seen, "at": time.monotonic()}), flush=True)
 
     threading.Thread(target=subscriber, daemon=True).start()
-    srv = http.server.HTTPServer(("127.0.0.1", a.port), Handler)
+    cls = http.server.ThreadingHTTPServer if a.threads else http.server.HTTPServer
+    if a.threads:
+        cls.request_queue_size = 1024  # every connection of the client is accepted at once
+    srv = cls(("127.0.0.1", a.port), Handler)
     print(json.dumps({"listening": a.port}), flush=True)
     srv.serve_forever()
 

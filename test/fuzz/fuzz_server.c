@@ -83,18 +83,7 @@ static void setup(void)
 	t.started_us = clock_now_us();
 	t.base = event_base_new();
 	require(t.base != NULL, "event base");
-	struct server_limits lim = {
-	    .max_message = cfg.max_message,
-	    .idle_timeout_ms = cfg.idle_timeout_ms,
-	    .message_timeout_ms = cfg.message_timeout_ms,
-	    .max_clients = cfg.max_clients,
-	    .max_clients_per_uid = cfg.max_clients_per_uid,
-	    .max_clients_per_process = cfg.max_clients_per_process,
-	    .max_pending_calls = cfg.max_pending_calls,
-	    .max_output = cfg.max_output,
-	    .max_output_total = cfg.max_output_total,
-	};
-	t.srv = server_new(t.base, &lim, dispatch_call, &t);
+	t.srv = server_new(t.base, &cfg.limits, dispatch_call, &t);
 	require(t.srv != NULL, "server");
 	require(dispatch_init(&t) == 0, "dispatch_init");
 	/* As tpad's main() does: cairo's and fontconfig's caches freed at exit. */

@@ -237,9 +237,7 @@ class Rules(Base):
         # The refusal is in the audit trail (written with the next commit, not before
         # the reply).
         def denied_audited():
-            rows = subprocess.run(["sqlite3", self.d.store,
-                                   "SELECT dev_eui, method, outcome FROM audit"],
-                                  capture_output=True, text=True, check=True).stdout
+            rows = self.store_sql(self.d, "SELECT dev_eui, method, outcome FROM audit")
             return f"{eui(1)}|io.tpad.Station.Activate|denied" in rows
         wait_for(denied_audited, 5, "the refusal in the audit trail")
         # GetInfo stays open to everyone who can reach the socket.

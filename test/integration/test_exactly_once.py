@@ -250,6 +250,40 @@ class Background(Base):
         self.assertGreater(self.status()["activations"]["settleRuns"], 0)
 
 
+    def test_a_large_backlog_settles_page_by_page(self):
+        """2,500 PENDING rows (pages of 1,024): settled at start-up, or in the background."""
+        n = 2500
+        # (With the cloud down, the breaker makes every query fail at once.)
+        self.start(conf_extra="upstream.request-timeout = 1s\nupstream.sessions = 4")
+        self.d.stop()
+        # Rows an earlier run left PENDING an hour ago: the cloud never got them.
+        hour_ago = int(time.time() * 1000) - 3600 * 1000
+        rows = ",".join(f"('{eui(0x5000 + i)}', '0000000000000000', '00000000', '{TKM}', "
+                        f"'PENDING', 'import', {hour_ago}, {hour_ago}, 1, {hour_ago})"
+                        for i in range(n))
+        self.store_sql(self.d, "INSERT INTO devices (dev_eui, join_eui, profile_id, tkm_info, "
+                       "state, origin, created_at, updated_at, attempts, maybe_at) VALUES "
+                       + rows)
+        attempts = ",".join(f"('{eui(0x5000 + i)}', 1, {hour_ago}, 'earlier', '', 'sending')"
+                            for i in range(n))
+        self.store_sql(self.d, "INSERT INTO attempts (dev_eui, n, at, instance, digest, "
+                       "outcome) VALUES " + attempts)
+        # The cloud is down at start: the start-up pass reads every page and settles none.
+        self.s.stop()
+        self.d.start()
+        wait_for(lambda: self.status()["activations"]["settleRuns"] >= n, 60,
+                 "the start-up pass over every page")
+        self.assertEqual(self.status()["store"]["rows"]["PENDING"], n)
+        # The cloud comes back: the settler goes through the pages on its own.
+        self.s.start(port=self.s.port)
+        wait_for(lambda: self.status()["store"]["rows"]["ISSUED"] == n, 120,
+                 "the backlog settled in the background")
+        c = self.s.counters()
+        self.assertEqual((c["imports"], c["duplicate_imports"]), (n, 0), c)
+        wait_for(lambda: self.status()["activations"]["unsettled"] == 0, 10,
+                 "a whole cycle with nothing left")
+
+
 class Clients(Base):
     """Defects 5, 6 and 7: no client can hold slots, memory or calls of the others."""
 

@@ -95,10 +95,19 @@ def conf_directives():
     return names
 
 
+def directives_of(*path):
+    """Every "section.key" directive name in a config table (limits.* from core/server_conf.h)."""
+    with open(os.path.join(SRC, *path)) as f:
+        text = f.read()
+    if "SERVER_LIMITS_DIRECTIVES(" in text:
+        with open(os.path.join(SRC, "core", "server_conf.h")) as f:
+            text += f.read()
+    return re.findall(r'\.name = "([a-z0-9]+\.[a-z0-9-]+)"', text)
+
+
 def table_directives():
     """Every directive name in daemon/config.c's table."""
-    with open(os.path.join(SRC, "daemon", "config.c")) as f:
-        return re.findall(r'^\s*\{"([a-z0-9]+\.[a-z0-9-]+)", T_', f.read(), re.M)
+    return directives_of("daemon", "config.c")
 
 
 def help_text(program):
@@ -380,6 +389,7 @@ class ManPages(unittest.TestCase):
         names = conf_directives()
         self.assertGreater(len(names), 40)
         self.assertEqual(missing_names(names, text), [])
+        self.assertGreater(len(table_directives()), 80)
         self.assertEqual(missing_names(table_directives(), text), [])
         # The check is not vacuous.
         self.assertEqual(missing_names(["upstream.no-such-thing"], text),
@@ -455,8 +465,7 @@ def tpas_conf_directives():
 
 def tpas_table_directives():
     """Every directive name in tpas/asconf.c's table."""
-    with open(os.path.join(SRC, "tpas", "asconf.c")) as f:
-        return re.findall(r'\.name = "([a-z0-9]+\.[a-z0-9-]+)"', f.read())
+    return directives_of("tpas", "asconf.c")
 
 
 class TpasInstallTree(unittest.TestCase):

@@ -19,6 +19,7 @@ from tpadtest import TpadTestCase, VarlinkError, wait_for
 import test_activation
 import test_exactly_once
 import test_offline
+import test_print
 
 TKM = "31110123D345666E2DBD"
 
@@ -46,6 +47,26 @@ class PgFaults(test_activation.Faults):
             kw.update(pg_url=self.pg.new_database(), pg_password=self.pg.password,
                       key_hex=self.store_key)
         return super().daemon(**kw)
+
+
+class PgOffline(test_offline.Offline):
+    """Import, export, listing and lookup with the cloud down, on PostgreSQL."""
+    store_backend = "postgresql"
+
+
+class PgRules(test_activation.Rules):
+    store_backend = "postgresql"
+
+
+class PgPrint(test_print.Print):
+    """Printing reads the store (one device, or a batch by state) and audits each job."""
+    store_backend = "postgresql"
+
+    # The printers' own behaviour, the same on either store: run on SQLite only.
+    test_hung_printer_delays_no_other_station = None
+    test_ipp_printer = None
+    test_check_config = None
+    test_unreachable_and_unknown_printers = None
 
 
 class PgSettleRace(test_exactly_once.SettleRace):
@@ -270,6 +291,92 @@ class Lines(TpadTestCase):
         self.assertIn('tpad_store_up{backend="postgresql"} 1', m)
         self.assertIn('tpad_store_commit_duration_seconds_bucket{backend="postgresql",le="+Inf"}',
                       m)
+
+    def test_claim_renewed_while_a_slow_import_runs(self):
+        """A slow import keeps its claim: store.lease is extended every third of it."""
+        ds = self.lines(2, sim_extra=["--latency-ms", "1800"],
+                        conf_extra="upstream.request-timeout = 2s\nstore.lease = 4s")
+        dbname = self.pg_url.split("/")[3].split("?")[0]
+        e = eui(0xA00)
+        got = {}
+        t = threading.Thread(target=lambda: got.update(
+            dev=self.activate_until_settled(ds[0], e)))
+        t0 = time.monotonic()
+        t.start()
+        wait_for(lambda: self.pg.psql(
+            f"SELECT count(*) FROM devices WHERE dev_eui = '{e}'", db=dbname) == "1", 5,
+            "the claim committed")
+        time.sleep(max(0.0, 1.6 - (time.monotonic() - t0)))
+        # Renewed at ~1.33 s: about 3.7 s left; without renewal it would be under 2.5 s.
+        left = float(self.pg.psql(
+            f"SELECT extract(epoch FROM lease_until - now()) FROM devices "
+            f"WHERE dev_eui = '{e}'", db=dbname))
+        owner = self.pg.psql(f"SELECT lease_owner FROM devices WHERE dev_eui = '{e}'",
+                             db=dbname)
+        self.assertEqual(owner, "line-0")
+        self.assertGreater(left, 3.0)
+        # The other line sees the live claim and waits for its outcome: the same token.
+        other = self.activate_until_settled(ds[1], e)
+        t.join()
+        self.assertEqual(other["ownerToken"], got["dev"]["ownerToken"])
+        st = self.status(ds[0])["store"]
+        self.assertGreaterEqual(st["leaseRenewals"], 1, st)
+        c = self.s.counters()
+        self.assertEqual((c["imports"], c["duplicate_imports"]), (1, 0), c)
+        # Once ISSUED the claim is gone: a renewal finds nothing to extend.
+        self.assertEqual(self.pg.psql(
+            f"SELECT lease_owner FROM devices WHERE dev_eui = '{e}'", db=dbname), "")
+
+    def test_a_frozen_database_never_stalls_the_loop(self):
+        """Admin reads wait for the database without blocking anyone else."""
+        (d,) = self.lines(1)
+        for k in range(3):
+            self.activate_until_settled(d, eui(0x900 + k))
+        wait_for(lambda: self.status(d)["store"]["rows"]["ISSUED"] == 3, 5, "rows counted")
+        self.pg.pause()
+        try:
+            results = {}
+
+            def admin(name, method, params):
+                t0 = time.monotonic()
+                try:
+                    with d.admin_client(timeout=60) as a:
+                        results[name] = (a.call(method, params), time.monotonic() - t0)
+                except VarlinkError as err:
+                    results[name] = (err.error, time.monotonic() - t0)
+
+            calls = [("list", "io.tpad.Admin.ListDevices", {}),
+                     ("get", "io.tpad.Admin.GetDevice", {"devEUI": eui(0x900)}),
+                     ("status", "io.tpad.Admin.Status", {})]
+            ts = [threading.Thread(target=admin, args=c) for c in calls]
+            for t in ts:
+                t.start()
+            time.sleep(0.3)
+            # The loop is free: GetInfo on both sockets answers at once, many times.
+            worst = 0.0
+            for _ in range(20):
+                for client in (d.station_client, d.admin_client):
+                    t0 = time.monotonic()
+                    with client(timeout=5) as c:
+                        c.call("org.varlink.service.GetInfo")
+                    worst = max(worst, time.monotonic() - t0)
+            self.assertLess(worst, 0.5)
+            # Status answers within its 1 s wait, with the rows as last counted.
+            wait_for(lambda: "status" in results, 5, "Status while the database is frozen")
+            st, took = results["status"]
+            self.assertLess(took, 3)
+            self.assertIn("rowsError", st["store"])
+            self.assertEqual(st["store"]["rows"]["ISSUED"], 3)
+            self.assertNotIn("list", results)  # still waiting for the database
+        finally:
+            self.pg.resume()
+        for t in ts:
+            t.join(30)
+        # Once the database answers again, the reads that waited complete.
+        devices, _ = results["list"]
+        self.assertIsInstance(devices, dict, devices)
+        self.assertEqual(len(devices["devices"]), 3)
+        self.assertEqual(results["get"][0]["device"]["devEUI"], eui(0x900))
 
     def test_offline_batch_on_one_line_lookup_on_another(self):
         ds = self.lines(2)

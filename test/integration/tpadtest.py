@@ -275,11 +275,28 @@ class PgCluster:
     def restart(self):
         self._run("restart")
 
+    def _pids(self):
+        """The postmaster and every server process under it."""
+        with open(os.path.join(self.dir, "data", "postmaster.pid")) as f:
+            main = int(f.readline())
+        kids = subprocess.run(["pgrep", "-P", str(main)], capture_output=True,
+                              text=True).stdout.split()
+        return [main] + [int(k) for k in kids]
+
+    def pause(self):
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self):
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
     def psql(self, sql, db="tpad"):
         """Run sql with psql; returns its output (unaligned, tuples only)."""
         uri = self.uri.replace("/tpad?", f"/{db}?", 1)
         p = subprocess.run(["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", uri,
-                            "-c", sql], capture_output=True, text=True, timeout=60,
+                            "-f", "-"], input=sql, capture_output=True, text=True, timeout=60,
                            env={**os.environ, "PGPASSWORD": self.password})
         if p.returncode != 0:
             raise AssertionError(f"psql {sql!r}: {p.stderr}")
@@ -525,6 +542,13 @@ class TpadTestCase(unittest.TestCase):
             shutil.rmtree(self.tmp, ignore_errors=True)
         if reports:
             self.fail("sanitizer report: " + "; ".join(f"{p}: {r}" for p, r in reports))
+
+    def store_sql(self, d, sql):
+        """Run sql on d's store, SQLite file or PostgreSQL database; rows as 'a|b' lines."""
+        if d.pg_url:
+            return self.pg.psql(sql, db=d.pg_url.split("/")[3].split("?")[0])
+        return subprocess.run(["sqlite3", d.store], input=sql, capture_output=True, text=True,
+                              check=True).stdout.strip()
 
     def sim(self, psk_hex, **kw):
         d = os.path.join(self.tmp, f"sim{len(self.sims)}")

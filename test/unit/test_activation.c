@@ -58,12 +58,13 @@ static struct store_record *fake_row(struct fake *f, const char *eui)
 	return NULL;
 }
 
-static int f_get(void *ctx, const char *eui, struct store_record *ret)
+static int f_get_async(void *ctx, const char *eui, store_get_fn *cb, void *arg)
 {
 	struct store_record *r = fake_row(ctx, eui);
 	if (!r)
-		return -ENOENT;
-	*ret = *r;
+		cb(-ENOENT, NULL, "not found", arg);
+	else
+		cb(0, r, NULL, arg);
 	return 0;
 }
 
@@ -190,15 +191,20 @@ static int f_query(void *ctx, const char *eui, tpa_done_fn *cb, void *arg)
 	return 0;
 }
 
-static int f_list_pending(void *ctx, int (*fn)(const struct store_record *, void *), void *arg)
+static int f_list_pending(void *ctx, const char *after, size_t limit, store_rows_fn *cb,
+			  void *arg)
 {
 	struct fake *f = ctx;
-	for (size_t i = 0; i < f->n_rows; i++)
-		if (f->rows[i].state == STORE_PENDING) {
-			int r = fn(&f->rows[i], arg);
-			if (r)
-				return r;
-		}
+	struct store_record *pending = calloc(f->n_rows + 1, sizeof(*pending));
+	if (!pending)
+		return -ENOMEM;
+	struct store_rows rows = {.records = pending};
+	/* These tests hold fewer rows than a page: after is "" or past them all. */
+	for (size_t i = 0; i < f->n_rows && rows.n < limit; i++)
+		if (f->rows[i].state == STORE_PENDING && strcmp(f->rows[i].dev_eui, after) > 0)
+			pending[rows.n++] = f->rows[i];
+	cb(0, NULL, &rows, arg);
+	free(pending);
 	return 0;
 }
 
@@ -241,7 +247,7 @@ static void pump(struct fake *f)
 }
 
 static const struct activation_ops ops = {
-    .get = f_get,
+    .get_async = f_get_async,
     .insert = f_insert,
     .update = f_update,
     .write_attempt = f_write_attempt,

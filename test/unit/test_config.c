@@ -71,8 +71,8 @@ int main(int argc, char **argv)
 
 	CHECK_INT(
 	    load(&c, "[limits]\nmax-message = 128K\nidle-timeout = 1500ms\n", err, sizeof(err)), 0);
-	CHECK_INT(c.max_message, 128 * 1024);
-	CHECK_INT(c.idle_timeout_ms, 1500);
+	CHECK_INT(c.limits.max_message, 128 * 1024);
+	CHECK_INT(c.limits.idle_timeout_ms, 1500);
 	config_free(&c);
 
 	CHECK_INT(load(&c,

@@ -17,6 +17,8 @@
 
 #include "hex.h"
 #include "store.h"
+#include "store_rows_check.h"
+#include "store_sync.h"
 #include "tap.h"
 
 static char dir[256];
@@ -566,7 +568,7 @@ static void test_group_commit(void)
 	CHECK_INT(counts[STORE_PENDING], N);
 	CHECK_INT(counts[STORE_ISSUED], 0);
 
-	json_t *j = store_status_json(s);
+	json_t *j = store_status_json(s, counts);
 	CHECK(j != NULL);
 	CHECK_INT(json_integer_value(json_object_get(j, "ops")), 2 * N);
 	CHECK_INT(json_integer_value(json_object_get(json_object_get(j, "rows"), "PENDING")), N);
@@ -646,6 +648,7 @@ static int stop_at_first(const struct store_record *r, void *arg)
 	return 42;
 }
 
+
 /* Listing is ordered by DevEUI, filters by state and pages with after + limit. */
 static void test_list(void)
 {
@@ -701,6 +704,36 @@ static void test_list(void)
 	CHECK_INT(store_list(s, -1, NULL, 0, stop_at_first, NULL), 42);
 	CHECK_INT(store_list(s, STORE_N_STATES, NULL, 0, collect, &tail), -EINVAL);
 	CHECK_INT(store_list(s, -2, NULL, 0, collect, &tail), -EINVAL);
+
+	/* The same without blocking: answered from the loop, never inside the call. */
+	struct rows_done rd;
+	ASK(base, rd, store_list_async(s, STORE_PENDING, NULL, 0, on_rows, &rd));
+	CHECK_INT(rd.err, 0);
+	CHECK_INT(rd.n, 15);
+	CHECK_STR(rd.first, pending.euis[0]);
+	CHECK_STR(rd.last, pending.euis[14]);
+	ASK(base, rd, store_list_async(s, -1, all.euis[9], 10, on_rows, &rd));
+	CHECK_INT(rd.n, 10);
+	CHECK_STR(rd.first, all.euis[10]);
+	ASK(base, rd, store_count_async(s, on_rows, &rd));
+	CHECK_INT(rd.counts[STORE_PENDING], 15);
+	CHECK_INT(rd.counts[STORE_ISSUED], 5);
+	CHECK_INT(store_audit(s, all.euis[0], "test", 1, 2, "ok"), 0);
+	struct store_record one;
+	make_record(&one, 0, false);
+	CHECK_INT(store_update(s, &one, on_done, &t), 0);
+	wait_for(&t, 26);
+	ASK(base, rd, store_audit_list_async(s, all.euis[0], 0, 0, on_rows, &rd));
+	CHECK_INT(rd.err, 0);
+	CHECK_INT(rd.n, 1);
+	ASK(base, rd, store_attempt_list_async(s, all.euis[0], on_rows, &rd));
+	CHECK_INT(rd.err, 0);
+	uint8_t unknown[16] = {7};
+	ASK(base, rd, store_key_pool_find_async(s, unknown, on_rows, &rd));
+	CHECK_INT(rd.err, -ENOENT);
+	CHECK_INT(store_list_async(s, -2, NULL, 0, on_rows, &rd), -EINVAL);
+	CHECK_INT(store_attempt_list_async(s, "70B3", on_rows, &rd), -EINVAL);
+	CHECK_INT(store_count_async(s, NULL, &rd), -EINVAL);
 	store_close(s);
 }
 
@@ -750,7 +783,7 @@ static void test_disk_full(void)
 	CHECK(ss.batch_failures >= 1);
 	CHECK_INT(ss.ops_failed, N);
 	CHECK_INT(ss.last_error, -ENOSPC);
-	json_t *j = store_status_json(s);
+	json_t *j = store_status_json(s, counts);
 	CHECK(json_is_string(json_object_get(j, "lastError")));
 	json_decref(j);
 

@@ -9,6 +9,7 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "store_sync.h"
 #include "tap.h"
 
 static struct event_base *base;

@@ -12,6 +12,8 @@
 #include <libpq-fe.h>
 
 #include "store.h"
+#include "store_rows_check.h"
+#include "store_sync.h"
 #include "tap.h"
 
 static const char *script;
@@ -156,6 +158,7 @@ static int count_attempt(const struct store_attempt *a, void *arg)
 	return 0;
 }
 
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -287,6 +290,41 @@ int main(int argc, char **argv)
 	CHECK_INT(store_count(b, counts), 0);
 	CHECK_INT(counts[STORE_ISSUED], 1);
 
+	/* The same reads without blocking, on the reader connection. */
+	{
+		struct rows_done rd;
+		ASK(base, rd, store_count_async(b, on_rows, &rd));
+		CHECK_INT(rd.err, 0);
+		CHECK_INT(rd.counts[STORE_ISSUED], 1);
+		ASK(base, rd, store_list_async(b, -1, NULL, 0, on_rows, &rd));
+		CHECK_INT(rd.err, 0);
+		CHECK_INT(rd.n, 1);
+		CHECK_STR(rd.first, r.dev_eui);
+		ASK(base, rd, store_list_async(b, STORE_PENDING, NULL, 0, on_rows, &rd));
+		CHECK_INT(rd.n, 0);
+		ASK(base, rd, store_list_async(b, STORE_ISSUED, "70b3d5000000aa00", 5, on_rows, &rd));
+		CHECK_INT(rd.n, 1);
+		ASK(base, rd, store_list_async(b, STORE_ISSUED, r.dev_eui, 5, on_rows, &rd));
+		CHECK_INT(rd.n, 0);
+		ASK(base, rd, store_audit_list_async(b, r.dev_eui, 0, 0, on_rows, &rd));
+		CHECK_INT(rd.err, 0);
+		CHECK_INT(rd.n, 1);
+		CHECK_STR(rd.first, r.dev_eui);
+		ASK(base, rd, store_audit_list_async(b, NULL, 0, 0, on_rows, &rd));
+		CHECK(rd.n >= 1);
+		ASK(base, rd, store_attempt_list_async(a, r.dev_eui, on_rows, &rd));
+		CHECK_INT(rd.err, 0);
+		CHECK_INT(rd.n, 2);
+		CHECK_STR(rd.outcome, "landed");
+		CHECK_INT(store_list_async(b, STORE_N_STATES, NULL, 0, on_rows, &rd), -EINVAL);
+		CHECK_INT(store_attempt_list_async(b, "70B3", on_rows, &rd), -EINVAL);
+		CHECK_INT(store_audit_list_async(b, "nothex0000000000", 0, 0, on_rows, &rd),
+			  -EINVAL);
+		struct store_stats sb;
+		store_stats(b, &sb);
+		CHECK_INT(sb.connections, 3); /* two writers and the reader */
+	}
+
 	/* The AppKey pool: the pairs a tpad puts are its own, never handed out by another. */
 	{
 		uint8_t app[3][16], hsm[3][16];
@@ -309,6 +347,12 @@ int main(int argc, char **argv)
 		CHECK(memcmp(h, hsm[1], 16) == 0);
 		uint8_t unknown[16] = {1};
 		CHECK_INT(store_key_pool_find(b, unknown, h), -ENOENT);
+		struct rows_done rd;
+		ASK(base, rd, store_key_pool_find_async(b, app[2], on_rows, &rd));
+		CHECK_INT(rd.err, 0);
+		CHECK(memcmp(rd.hsm, hsm[2], 16) == 0);
+		ASK(base, rd, store_key_pool_find_async(b, unknown, on_rows, &rd));
+		CHECK_INT(rd.err, -ENOENT);
 		CHECK_INT(store_key_pool_taken(a, app[0]), 0);
 		struct done kc = {0};
 		CHECK_INT(store_update(a, &got, on_done, &kc), 0);
@@ -341,6 +385,14 @@ int main(int argc, char **argv)
 	store_stats(a, &st);
 	CHECK(st.down);
 	CHECK_INT(get(a, r2.dev_eui, &got), -EIO);
+	{
+		/* Reads fail fast too, with the reason. */
+		struct rows_done rd;
+		ASK(base, rd, store_list_async(a, -1, NULL, 0, on_rows, &rd));
+		CHECK_INT(rd.err, -EIO);
+		ASK(base, rd, store_count_async(a, on_rows, &rd));
+		CHECK_INT(rd.err, -EIO);
+	}
 	/* An audit entry made while it is down is kept and written when it is back. */
 	CHECK_INT(store_audit(a, r2.dev_eui, "while-down", 1, 2, "kept"), 0);
 	CHECK_INT(cluster("restart", NULL, 0), 0);

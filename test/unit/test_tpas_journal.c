@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "ascrypto.h"
 #include "asconf.h"
 #include "downlink.h"
@@ -150,6 +152,130 @@ static void test_prune_and_cursor(void)
 	CHECK_INT(st.last_seq, 6);
 	CHECK_INT(st.uplinks, 1);
 	journal_free(j);
+}
+
+/* What the writer handed back, in order. */
+struct done_log {
+	struct journal_entry *got[16];
+	int n, calls;
+	struct event_base *base;
+};
+
+static void writer_done_cb(struct journal_entry *list, void *arg)
+{
+	struct done_log *d = arg;
+	d->calls++;
+	for (struct journal_entry *e = list; e; e = (struct journal_entry *)e->job.next)
+		if (d->n < 16)
+			d->got[d->n++] = e;
+	event_base_loopbreak(d->base);
+}
+
+/*
+ * The group-commit writer: a list queued at once is one transaction; a replay inside it
+ * is a duplicate with the first one's seq; each new uplink's text is the object the
+ * journal gives back for its row (strings that need escaping included); nothing is handed
+ * back before it is committed (another connection sees it); after drain, queueing fails.
+ */
+static void test_writer_group_commit(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "writer.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct done_log d = {.base = event_base_new()};
+	CHECK(d.base != NULL);
+	CHECK_INT(journal_uplink_queue(j, NULL), -ENOTCONN);
+	CHECK_INT(journal_writer_start(j, d.base, writer_done_cb, &d, err, sizeof(err)), 0);
+	static const char *const customers[] = {"100122002", "quote\" back\\slash",
+						"tab\tnl\n", "utf8 \xc3\xa9t\xc3\xa9",
+						"",	     "100122002"};
+	struct journal_entry e[6];
+	memset(e, 0, sizeof(e));
+	for (int i = 0; i < 6; i++) {
+		e[i].u = (struct journal_uplink){
+		    .received_ms = 1767225600123LL + i,
+		    .session_id = 1,
+		    .dev_eui = "0024AEB3C02BE1C4",
+		    .customer_id = customers[i],
+		    .dev_addr = "05947ED0",
+		    .time = "2026-01-01T00:00:00.000+00:00",
+		    .fport = i == 2 ? -1 : 1,
+		    .fcnt_up = i == 5 ? 0 : (uint32_t)i, /* the last one replays the first */
+		    .has_fcnt_dn = i == 3,
+		    .fcnt_dn = 9,
+		    .payload_hex = i == 4 ? "" : "33322E35",
+		    .encrypted = i == 2,
+		    .radio = i == 1 ? NULL : "{\"LrrRSSI\":-41.5,\"SpFact\":\"7\"}",
+		};
+		e[i].job.next = i < 5 ? &e[i + 1].job : NULL;
+	}
+	CHECK_INT(journal_uplink_queue(j, &e[0]), 0);
+	event_base_dispatch(d.base);
+	CHECK_INT(d.calls, 1);
+	CHECK_INT(d.n, 6);
+	for (int i = 0; i < d.n; i++)
+		CHECK(d.got[i] == &e[i]);
+	for (int i = 0; i < 6; i++)
+		CHECK_INT(e[i].job.err, 0);
+	CHECK_INT(e[5].seq, e[0].seq);
+	CHECK(e[5].duplicate && !e[0].duplicate);
+	CHECK(e[5].text == NULL);
+	struct journal_stats st;
+	journal_get_stats(j, &st);
+	CHECK_INT(st.batches, 1);
+	CHECK_INT(st.batched, 6);
+	CHECK_INT(st.largest_batch, 6);
+	/* Committed: a third connection sees it; the texts match the rows. */
+	struct journal *other = NULL;
+	CHECK_INT(journal_open(path, store_key, &other, err, sizeof(err)), 0);
+	json_t *rows = journal_uplinks_after(other, 0, 10);
+	CHECK_INT(json_array_size(rows), 5);
+	for (int i = 0; i < 5; i++) {
+		CHECK_INT(e[i].seq, i + 1);
+		json_error_t jerr;
+		json_t *mine = e[i].text ? json_loads(e[i].text, 0, &jerr) : NULL;
+		CHECK(mine != NULL);
+		CHECK_INT(e[i].text ? strlen(e[i].text) : 0, e[i].text_len);
+		CHECK(json_equal(mine, json_array_get(rows, (size_t)i)));
+		if (mine && !json_equal(mine, json_array_get(rows, (size_t)i)))
+			fprintf(stderr, "# text %s\n", e[i].text);
+		json_decref(mine);
+		free(e[i].text);
+	}
+	json_decref(rows);
+	journal_free(other);
+	/* A second list is a second transaction. */
+	struct journal_entry more = {.u = e[1].u};
+	more.u.fcnt_up = 100;
+	d.n = 0;
+	CHECK_INT(journal_uplink_queue(j, &more), 0);
+	event_base_dispatch(d.base);
+	CHECK_INT(d.n, 1);
+	CHECK_INT(more.seq, 6);
+	free(more.text);
+	journal_get_stats(j, &st);
+	CHECK_INT(st.batches, 2);
+	/* Drain: what is queued is committed and handed back before it returns. */
+	struct journal_entry last = {.u = e[1].u};
+	last.u.fcnt_up = 101;
+	d.n = 0;
+	CHECK_INT(journal_uplink_queue(j, &last), 0);
+	journal_writer_drain(j);
+	CHECK_INT(d.n, 1);
+	CHECK_INT(last.job.err, 0);
+	CHECK_INT(last.seq, 7);
+	free(last.text);
+	struct journal_entry late = {.u = e[1].u};
+	CHECK_INT(journal_uplink_queue(j, &late), -ESHUTDOWN);
+	journal_free(j);
+	event_base_free(d.base);
+	/* In memory there is no second connection: no writer. */
+	CHECK_INT(journal_open(":memory:", store_key, &j, err, sizeof(err)), 0);
+	struct event_base *b = event_base_new();
+	CHECK_INT(journal_writer_start(j, b, writer_done_cb, &d, err, sizeof(err)), -EINVAL);
+	journal_free(j);
+	event_base_free(b);
 }
 
 /* Build a signed query for a body's fields. */
@@ -316,6 +442,7 @@ int main(int argc, char **argv)
 		return 2;
 	test_keys_and_scopes();
 	test_prune_and_cursor();
+	test_writer_group_commit();
 	test_tunnel_process();
 	test_downlink_query();
 	if (argc > 1)

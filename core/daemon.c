@@ -1,0 +1,112 @@
+/* daemon: the command line and the stop signals every daemon handles alike. */
+#include "daemon.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include "log.h"
+
+int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *version,
+			 const char *default_config, bool copy_store, void (*usage)(FILE *f),
+			 struct daemon_cmdline *ret)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"check-config", no_argument, NULL, 'n'},
+	    {"print-config", no_argument, NULL, 'p'},
+	    {"copy-store", required_argument, NULL, 'C'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	*ret = (struct daemon_cmdline){.config = default_config};
+	int c;
+	while ((c = getopt_long(argc, argv, "c:npvVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			ret->config = optarg;
+			ret->explicit_config = true;
+			break;
+		case 'n':
+			ret->check = true;
+			break;
+		case 'p':
+			ret->print = true;
+			break;
+		case 'C':
+			if (!copy_store) {
+				fprintf(stderr, "%s: unrecognized option '--copy-store'\n", name);
+				usage(stderr);
+				return 2;
+			}
+			ret->copy_store = optarg;
+			break;
+		case 'v':
+			log_set_verbose(true);
+			break;
+		case 'V':
+			printf("%s %s\n", name, version);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'\n", name, argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	return -1;
+}
+
+#define N_SIGNALS 3
+static const int signals[N_SIGNALS] = {SIGTERM, SIGINT, SIGHUP};
+
+struct daemon_signals {
+	struct event *ev[N_SIGNALS];
+};
+
+struct daemon_signals *daemon_signals_new(struct event_base *base, event_callback_fn stop,
+					  event_callback_fn reload, void *arg)
+{
+	struct daemon_signals *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	for (int i = 0; i < N_SIGNALS; i++) {
+		event_callback_fn fn = signals[i] == SIGHUP ? reload : stop;
+		if (!fn)
+			continue;
+		s->ev[i] = evsignal_new(base, signals[i], fn, arg);
+		if (!s->ev[i] || event_add(s->ev[i], NULL) < 0) {
+			daemon_signals_free(s);
+			return NULL;
+		}
+	}
+	return s;
+}
+
+void daemon_signals_free(struct daemon_signals *s)
+{
+	/*
+	 * Freeing the events restores the default action (death): hold the signals while
+	 * they are switched to "ignore", so that none lands in between.
+	 */
+	sigset_t held, old;
+	sigemptyset(&held);
+	for (int i = 0; i < N_SIGNALS; i++)
+		sigaddset(&held, signals[i]);
+	sigprocmask(SIG_BLOCK, &held, &old);
+	for (int i = 0; s && i < N_SIGNALS; i++)
+		if (s->ev[i])
+			event_free(s->ev[i]);
+	for (int i = 0; i < N_SIGNALS; i++)
+		signal(signals[i], SIG_IGN);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	free(s);
+}

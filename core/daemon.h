@@ -1,0 +1,40 @@
+/* daemon: what each daemon's main() does alike: its command line and its stop signals. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <event2/event.h>
+
+/* The command line every daemon takes (see tpad(8), tpas(8)). */
+struct daemon_cmdline {
+	const char *config;   /* -c FILE, else the program's default path */
+	bool explicit_config; /* -c was given */
+	bool check;	      /* -n, --check-config */
+	bool print;	      /* -p, --print-config */
+	const char *copy_store; /* --copy-store URL, where the program takes it */
+};
+
+/*
+ * Parse argv for the program name (its version, default configuration path, whether it
+ * takes --copy-store, and its usage text). -v turns on verbose logging. Returns -1 to go
+ * on with *ret filled, else the exit status: 0 after --version or --help, 2 after a usage
+ * error (said on stderr with the usage).
+ */
+int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *version,
+			 const char *default_config, bool copy_store, void (*usage)(FILE *f),
+			 struct daemon_cmdline *ret);
+
+/* SIGTERM and SIGINT (stop), and SIGHUP (reload) when reload is not NULL, on the loop. */
+struct daemon_signals;
+
+/* NULL when out of memory. The callbacks get the signal number and arg. */
+struct daemon_signals *daemon_signals_new(struct event_base *base, event_callback_fn stop,
+					  event_callback_fn reload, void *arg);
+
+/*
+ * Stop listening for the signals: from now on they are ignored, so that a repeated
+ * SIGTERM cannot cut the teardown short (the switch happens with the signals held, so
+ * not even between the two steps). Accepts NULL: the signals are ignored all the same.
+ */
+void daemon_signals_free(struct daemon_signals *s);

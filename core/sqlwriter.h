@@ -1,0 +1,86 @@
+/* sqlwriter: a SQLite connection on its own thread that commits queued jobs in groups. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+struct event_base;
+struct sqlwriter;
+
+/*
+ * One unit of work, embedded in the caller's own structure (container_of to get it back).
+ * The writer links jobs through next; err and the caller's fields are set by apply().
+ */
+struct sqlwriter_job {
+	struct sqlwriter_job *next;
+	int err; /* after done: 0, the job's own error, or the batch's commit error */
+};
+
+/*
+ * Run on the writer thread, inside the batch's transaction (BEGIN IMMEDIATE), for each
+ * job in queue order. Return 0 (the job is in the batch; a job may record its own outcome,
+ * e.g. a duplicate, in its fields) or a negative errno: the whole batch is then rolled back
+ * and every job of it gets that error (nothing of the batch is kept).
+ */
+typedef int sqlwriter_apply_fn(sqlite3 *db, struct sqlwriter_job *job, void *arg);
+
+/*
+ * Run on the loop thread once batches are committed (fsync done: synchronous=FULL) or
+ * failed, with their jobs in queue order (linked by next), each with its err. The callee
+ * owns the jobs from then on.
+ */
+typedef void sqlwriter_done_fn(struct sqlwriter_job *jobs, void *arg);
+
+/* Prepare (init) and finalize (fini) what apply() uses; run on the writer's connection. */
+typedef int sqlwriter_conn_fn(sqlite3 *db, void *arg);
+
+struct sqlwriter_options {
+	const char *path;	 /* the database file (must exist: WAL is set up by its owner) */
+	size_t max_batch;	 /* jobs per transaction at most (0: 1024) */
+	int busy_timeout_ms;	 /* when another connection holds the write lock (0: 5000) */
+	int checkpoint_frames;	 /* checkpoint once the WAL holds this many frames (0: 1000) */
+	sqlwriter_conn_fn *init; /* after open, before the thread starts; may be NULL */
+	sqlwriter_conn_fn *fini; /* before close, after the thread ended; may be NULL */
+	sqlwriter_apply_fn *apply;
+	sqlwriter_done_fn *done;
+	void *arg;
+};
+
+/* Counters since start (read on the loop thread). */
+struct sqlwriter_stats {
+	uint64_t jobs;	      /* jobs committed or failed */
+	uint64_t commits;     /* transactions committed (one fsync each) */
+	uint64_t failures;    /* transactions rolled back */
+	uint64_t max_batch;   /* the most jobs one transaction held */
+	uint64_t checkpoints; /* WAL checkpoints run (after a batch was handed back) */
+};
+
+/*
+ * Open a second connection to path (WAL, synchronous=FULL: every commit is fsynced),
+ * call init, and start the thread; done() runs from base's loop. On failure a negative
+ * errno and one line in err. The writer checkpoints the WAL itself (PASSIVE), after it has
+ * handed a batch back rather than inside its COMMIT, so a checkpoint never delays the
+ * answers of the batch that triggered it; other connections to the file should turn their
+ * automatic checkpoints off (PRAGMA wal_autocheckpoint = 0) so that they never run one.
+ */
+int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
+		  struct sqlwriter **ret, char *err, size_t errlen);
+
+/*
+ * Queue a list of jobs (linked by next, ending in NULL) for the next batch. Never blocks
+ * on the database. -ESHUTDOWN once sqlwriter_drain() has run (the jobs stay the caller's).
+ */
+int sqlwriter_submit(struct sqlwriter *w, struct sqlwriter_job *jobs);
+
+/*
+ * Wait until everything queued is committed, stop the thread, and run done() for what is
+ * still unreported, before returning. Later submits fail. Idempotent.
+ */
+void sqlwriter_drain(struct sqlwriter *w);
+
+/* Drain, call fini, close. Accepts NULL; returns NULL. */
+struct sqlwriter *sqlwriter_free(struct sqlwriter *w);
+
+void sqlwriter_get_stats(struct sqlwriter *w, struct sqlwriter_stats *ret);

@@ -1,0 +1,234 @@
+/* test-sqlwriter: the group-commit writer thread (batches, rollback of a failed batch, drain). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <sqlite3.h>
+
+#include "sqlwriter.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/test-sqlwriter-XXXXXX";
+
+struct job {
+	struct sqlwriter_job job; /* first */
+	int k;
+	bool fail;
+	bool on_writer; /* apply ran on another thread than the test's */
+};
+
+struct ctx {
+	sqlite3_stmt *insert;
+	struct event_base *base;
+	pthread_t main_thread;
+	struct job *done[32];
+	int n_done, calls, want;
+};
+
+static int init_cb(sqlite3 *db, void *arg)
+{
+	struct ctx *c = arg;
+	return sqlite3_prepare_v2(db, "INSERT INTO t (k) VALUES (?)", -1, &c->insert, NULL) ==
+		       SQLITE_OK
+		   ? 0
+		   : -EIO;
+}
+
+static int fini_cb(sqlite3 *db, void *arg)
+{
+	struct ctx *c = arg;
+	sqlite3_finalize(c->insert);
+	c->insert = NULL;
+	return 0;
+}
+
+static int apply_cb(sqlite3 *db, struct sqlwriter_job *job, void *arg)
+{
+	struct ctx *c = arg;
+	struct job *j = (struct job *)job;
+	j->on_writer = !pthread_equal(pthread_self(), c->main_thread);
+	if (j->fail)
+		return -EIO;
+	sqlite3_reset(c->insert);
+	sqlite3_bind_int(c->insert, 1, j->k);
+	int rc = sqlite3_step(c->insert);
+	sqlite3_reset(c->insert);
+	return rc == SQLITE_DONE ? 0 : -EEXIST;
+}
+
+static void done_cb(struct sqlwriter_job *jobs, void *arg)
+{
+	struct ctx *c = arg;
+	c->calls++;
+	for (struct sqlwriter_job *j = jobs; j; j = j->next)
+		if (c->n_done < 32)
+			c->done[c->n_done++] = (struct job *)j;
+	if (c->n_done >= c->want)
+		event_base_loopbreak(c->base);
+}
+
+/* Rows in t, seen through a connection of its own (what is committed). */
+static int rows(const char *path, const char *where)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	char sql[128];
+	snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM t WHERE %s", where);
+	int n = -1;
+	if (sqlite3_open(path, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return n;
+}
+
+static struct sqlwriter *start(struct ctx *c, const char *path, size_t max_batch,
+			       int checkpoint_frames)
+{
+	char err[256];
+	const struct sqlwriter_options o = {.path = path,
+					    .max_batch = max_batch,
+					    .checkpoint_frames = checkpoint_frames,
+					    .init = init_cb,
+					    .fini = fini_cb,
+					    .apply = apply_cb,
+					    .done = done_cb,
+					    .arg = c};
+	struct sqlwriter *w = NULL;
+	CHECK_INT(sqlwriter_new(c->base, &o, &w, err, sizeof(err)), 0);
+	return w;
+}
+
+/* Link n jobs k0.. into a list. */
+static struct sqlwriter_job *chain(struct job *j, int n, int k0)
+{
+	for (int i = 0; i < n; i++) {
+		memset(&j[i], 0, sizeof(j[i]));
+		j[i].k = k0 + i;
+		j[i].job.next = i + 1 < n ? &j[i + 1].job : NULL;
+	}
+	return &j[0].job;
+}
+
+static void run_until(struct ctx *c, int want)
+{
+	c->want = want;
+	if (c->n_done < want)
+		event_base_dispatch(c->base);
+}
+
+int main(void)
+{
+	if (!mkdtemp(dir))
+		return 2;
+	char path[256], err[256];
+	snprintf(path, sizeof(path), "%s/w.db", dir);
+	sqlite3 *db = NULL;
+	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_INT(sqlite3_exec(db, "PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER UNIQUE)",
+			       NULL, NULL, NULL),
+		  SQLITE_OK);
+	sqlite3_close(db);
+
+	struct ctx c = {.base = event_base_new(), .main_thread = pthread_self()};
+	struct sqlwriter *w = start(&c, path, 0, 0);
+
+	/* One list: one transaction, handed back in order, on the loop, once committed. */
+	struct job a[3];
+	CHECK_INT(sqlwriter_submit(w, chain(a, 3, 1)), 0);
+	run_until(&c, 3);
+	CHECK_INT(c.n_done, 3);
+	for (int i = 0; i < 3 && i < c.n_done; i++) {
+		CHECK(c.done[i] == &a[i]);
+		CHECK_INT(a[i].job.err, 0);
+		CHECK(a[i].on_writer);
+	}
+	CHECK_INT(rows(path, "k BETWEEN 1 AND 3"), 3);
+	struct sqlwriter_stats st;
+	sqlwriter_get_stats(w, &st);
+	CHECK_INT(st.commits, 1);
+	CHECK_INT(st.jobs, 3);
+	CHECK_INT(st.max_batch, 3);
+	CHECK_INT(st.checkpoints, 0); /* a few frames: under the default 1000 */
+
+	/* A job fails: its whole batch is rolled back and every job of it gets the error. */
+	struct job b[3];
+	chain(b, 3, 10);
+	b[1].fail = true;
+	c.n_done = 0;
+	CHECK_INT(sqlwriter_submit(w, &b[0].job), 0);
+	run_until(&c, 3);
+	for (int i = 0; i < 3; i++)
+		CHECK_INT(b[i].job.err, -EIO);
+	CHECK_INT(rows(path, "k >= 10"), 0);
+	sqlwriter_get_stats(w, &st);
+	CHECK_INT(st.failures, 1);
+	CHECK_INT(st.commits, 1);
+
+	/* A constraint failure is the job's error, and again the batch's. */
+	struct job d[2];
+	chain(d, 2, 20);
+	d[1].k = 1; /* already in */
+	c.n_done = 0;
+	CHECK_INT(sqlwriter_submit(w, &d[0].job), 0);
+	run_until(&c, 2);
+	CHECK_INT(d[0].job.err, -EEXIST);
+	CHECK_INT(rows(path, "k = 20"), 0);
+
+	/* Drain commits what is queued and reports it before returning; later submits fail. */
+	struct job e[2];
+	c.n_done = 0;
+	CHECK_INT(sqlwriter_submit(w, chain(e, 2, 30)), 0);
+	sqlwriter_drain(w);
+	CHECK_INT(c.n_done, 2);
+	CHECK_INT(e[1].job.err, 0);
+	CHECK_INT(rows(path, "k >= 30"), 2);
+	struct job late[1];
+	CHECK_INT(sqlwriter_submit(w, chain(late, 1, 40)), -ESHUTDOWN);
+	sqlwriter_drain(w); /* again: nothing */
+	w = sqlwriter_free(w);
+	CHECK(c.insert == NULL); /* fini ran */
+
+	/*
+	 * max_batch splits a long queue into several transactions; with a WAL threshold of one
+	 * frame, the writer checkpoints after each of them (and the rows stay).
+	 */
+	w = start(&c, path, 2, 1);
+	struct job f[5];
+	c.n_done = 0;
+	CHECK_INT(sqlwriter_submit(w, chain(f, 5, 50)), 0);
+	run_until(&c, 5);
+	sqlwriter_drain(w); /* the checkpoint after the last batch may still be running */
+	sqlwriter_get_stats(w, &st);
+	CHECK_INT(st.commits, 3);
+	CHECK_INT(st.max_batch, 2);
+	CHECK_INT(st.checkpoints, 3);
+	CHECK_INT(rows(path, "k >= 50"), 5);
+	for (int i = 0; i < 5 && i < c.n_done; i++)
+		CHECK(c.done[i] == &f[i]);
+	sqlwriter_free(w);
+
+	/* Not there, or no callbacks: a clear error, no writer. */
+	const struct sqlwriter_options bad = {
+	    .path = "/nonexistent/dir/w.db", .apply = apply_cb, .done = done_cb, .arg = &c};
+	w = NULL;
+	CHECK(sqlwriter_new(c.base, &bad, &w, err, sizeof(err)) < 0);
+	CHECK(w == NULL);
+	CHECK(strstr(err, "/nonexistent/dir/w.db") != NULL);
+	const struct sqlwriter_options none = {.path = path};
+	CHECK_INT(sqlwriter_new(c.base, &none, &w, err, sizeof(err)), -EINVAL);
+	CHECK(sqlwriter_free(NULL) == NULL);
+
+	event_base_free(c.base);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+	return tap_done();
+}
