@@ -770,6 +770,8 @@ static int draw_png(struct layout_doc *d, const struct geometry *g, const uint8_
 		cairo_font_options_t *fo = cairo_font_options_create();
 		cairo_font_options_set_antialias(fo, CAIRO_ANTIALIAS_NONE);
 		cairo_font_options_set_hint_style(fo, CAIRO_HINT_STYLE_FULL);
+		/* Unhinted advances: the widths layout_measure() checked the captions with. */
+		cairo_font_options_set_hint_metrics(fo, CAIRO_HINT_METRICS_OFF);
 		cairo_set_font_options(cr, fo);
 		cairo_font_options_destroy(fo);
 		cairo_select_font_face(cr, LAYOUT_FONT, CAIRO_FONT_SLANT_NORMAL,
