@@ -295,6 +295,18 @@ static void test_images(void)
 	layout_free(wide);
 	layout_free(l);
 	config_free(&c);
+
+	/* Captions below the code, on a label of an odd width (a partial last byte). */
+	CHECK_INT(load(&c, "[label]\ncaptions = below\nheight = 50\nwidth = 40.2\n", err,
+		       sizeof(err)),
+		  0);
+	CHECK_INT(layout_new(&c.label, 0, 0, 0, QR_EC_M, &l, err, sizeof(err)), 0);
+	CHECK_INT(layout_render(l, LAYOUT_PNG, TEXT, &fields, &data, &len, err, sizeof(err)), 0);
+	/* 40.2 mm at 203 dpi: 321 dots wide, 400 high. */
+	CHECK(len > 33 && memcmp(data + 16, "\0\0\x01\x41\0\0\x01\x90\x01\0", 10) == 0);
+	free(data);
+	layout_free(l);
+	config_free(&c);
 }
 
 static void test_hs(void)
