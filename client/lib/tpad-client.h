@@ -81,9 +81,14 @@ struct tpad_device {
 	size_t qr_len;
 };
 
-/* The label a call asks for: format NULL (or "none") for none. */
+/*
+ * The label a call asks for: format NULL (or "none") for none. PNG, SVG, ZPL and PDF are
+ * the whole label of tpad's [label] layout (the code and its captions, as printed) unless
+ * tpad has label.images = code; for the bare code from a tpad that draws whole labels,
+ * call tpad_call_json() with "qr": {"label": false}. scale and margin size the bare code.
+ */
 struct tpad_label {
-	const char *format;   /* "png", "svg", "zpl", "text" or NULL */
+	const char *format;   /* "png", "svg", "zpl", "pdf", "text" or NULL */
 	int scale;	      /* 1-20; 0: tpad's default */
 	int margin;	      /* 0-16; -1: tpad's default */
 	const char *ec_level; /* "L", "M", "Q", "H" or NULL */
