@@ -277,7 +277,8 @@ json_t *label_image_for(const struct config *cfg, struct store *store, const str
 		 * Not made yet, stale, or its default image drawn with other options (an older
 		 * layout, label.images changed): make it once and keep it for the next label.
 		 */
-		err = label_fill(cfg, o->layout, r, text, l, hit, false);
+		err = label_fill(cfg, o->layout, r, text, l, hit && l->ec == cfg->qr_ec_level,
+				 false);
 		if (err == 0)
 			store_label_put(store, r->dev_eui, l);
 		hit = err == 0;
