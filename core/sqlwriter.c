@@ -35,7 +35,7 @@ struct sqlwriter {
 	bool drained;
 };
 
-static int sql_errno(int rc)
+int sqlwriter_errno(int rc)
 {
 	switch (rc & 0xff) {
 	case SQLITE_OK:
@@ -58,7 +58,7 @@ static int sql_errno(int rc)
 
 static int wexec(struct sqlwriter *w, const char *sql)
 {
-	return sql_errno(sqlite3_exec(w->db, sql, NULL, NULL, NULL));
+	return sqlwriter_errno(sqlite3_exec(w->db, sql, NULL, NULL, NULL));
 }
 
 /* One transaction for the batch; every job's err is set. Returns the batch's error. */
@@ -189,7 +189,7 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 	int rc =
 	    sqlite3_open_v2(o->path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		r = sql_errno(rc);
+		r = sqlwriter_errno(rc);
 		snprintf(err, errlen, "%s: %s", o->path,
 			 w->db ? sqlite3_errmsg(w->db) : "cannot open");
 		goto fail;

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "cred.h"
 #include "seal.h"
+#include "sqlwriter.h"
 #include "uplink.h"
 
 #define SCHEMA_VERSION 1
@@ -119,27 +120,6 @@ static void aad_session(char *buf, size_t n, const char *customer, const char *d
 	snprintf(buf, n, "tpas-appskey\n%s\n%s", customer, dev_eui);
 }
 
-static int sql_err(int rc)
-{
-	switch (rc) {
-	case SQLITE_OK:
-	case SQLITE_DONE:
-	case SQLITE_ROW:
-		return 0;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
-	default:
-		return -EIO;
-	}
-}
-
 /* Reset and clear a statement for its next use. */
 static sqlite3_stmt *stmt(struct journal *j, enum stmt_id id)
 {
@@ -154,12 +134,12 @@ static int step_done(sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
 	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? 0 : sql_err(rc);
+	return rc == SQLITE_DONE ? 0 : sqlwriter_errno(rc);
 }
 
 static int exec(struct journal *j, const char *sql)
 {
-	return sql_err(sqlite3_exec(j->db, sql, NULL, NULL, NULL));
+	return sqlwriter_errno(sqlite3_exec(j->db, sql, NULL, NULL, NULL));
 }
 
 int journal_open(const char *path, const uint8_t *store_key, struct journal **ret, char *err,
@@ -187,7 +167,7 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		close(fd);
 	int rc = sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		r = sql_err(rc);
+		r = sqlwriter_errno(rc);
 		snprintf(err, errlen, "%s: %s", path,
 			 j->db ? sqlite3_errmsg(j->db) : "cannot open");
 		goto fail;
@@ -204,7 +184,7 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		rc = sqlite3_prepare_v3(j->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 					&j->st[i], NULL);
 		if (rc != SQLITE_OK) {
-			r = sql_err(rc);
+			r = sqlwriter_errno(rc);
 			snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(j->db));
 			goto fail;
 		}
@@ -296,7 +276,7 @@ int journal_astk_find(struct journal *j, const char *label, const char *customer
 	int rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(s);
-		return rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+		return rc == SQLITE_DONE ? -ENOENT : sqlwriter_errno(rc);
 	}
 	char aad[256];
 	aad_astk(aad, sizeof(aad), col_text(s, 1), col_text(s, 2), col_text(s, 3));
@@ -359,7 +339,7 @@ int journal_session_find(struct journal *j, const char *customer_id, const char 
 	int rc = sqlite3_step(s);
 	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
 		: rc == SQLITE_DONE ? -ENOENT
-				    : sql_err(rc);
+				    : sqlwriter_errno(rc);
 	sqlite3_reset(s);
 	return r;
 }
@@ -404,7 +384,7 @@ int journal_session_newest(struct journal *j, const char *customer_id, const cha
 	int rc = sqlite3_step(s);
 	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
 		: rc == SQLITE_DONE ? -ENOENT
-				    : sql_err(rc);
+				    : sqlwriter_errno(rc);
 	sqlite3_reset(s);
 	return r;
 }
@@ -480,7 +460,7 @@ static int uplink_find(sqlite3_stmt *s, const char *dev_eui, int64_t session_id,
 	sqlite3_bind_int64(s, 2, session_id);
 	sqlite3_bind_int64(s, 3, fcnt_up);
 	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sqlwriter_errno(rc);
 	if (r == 0)
 		*ret_seq = sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
@@ -508,7 +488,7 @@ static int writer_init(sqlite3 *db, void *arg)
 		int rc = sqlite3_prepare_v3(db, stmt_sql[from[i]], -1, SQLITE_PREPARE_PERSISTENT,
 					    &j->wst[i], NULL);
 		if (rc != SQLITE_OK)
-			return sql_err(rc);
+			return sqlwriter_errno(rc);
 	}
 	return 0;
 }
@@ -720,7 +700,7 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 	sqlite3_reset(s);
 	if (next < 0) {
 		exec(j, "ROLLBACK");
-		return rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+		return rc == SQLITE_DONE ? -ENOENT : sqlwriter_errno(rc);
 	}
 	if (next > UINT32_MAX) {
 		exec(j, "ROLLBACK");
@@ -751,7 +731,7 @@ int journal_prune(struct journal *j, int64_t before_ms)
 	int rc = sqlite3_step(s);
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE)
-		return sql_err(rc);
+		return sqlwriter_errno(rc);
 	return sqlite3_changes(j->db);
 }
 
@@ -795,7 +775,7 @@ int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)
 	int rc = sqlite3_step(s);
 	*ret = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
 	sqlite3_finalize(s);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_err(rc);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sqlwriter_errno(rc);
 }
 
 int journal_cursor_set(struct journal *j, const char *name, int64_t seq)

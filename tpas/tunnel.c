@@ -353,6 +353,27 @@ out:
 	return status;
 }
 
+/* The journal row of a pending uplink (its strings stay p's). */
+static struct journal_uplink uplink_of(const struct pending *p)
+{
+	return (struct journal_uplink){
+	    .received_ms = p->received_ms,
+	    .session_id = p->session_id,
+	    .dev_eui = p->dev_eui,
+	    .customer_id = p->customer_id,
+	    .dev_addr = p->dev_addr,
+	    .time = p->time,
+	    .fport = p->fport,
+	    .fcnt_up = p->fcnt_up,
+	    .has_fcnt_dn = p->has_fcnt_dn,
+	    .fcnt_dn = p->fcnt_dn,
+	    .payload_hex = p->payload,
+	    .encrypted = p->encrypted,
+	    .radio = p->radio,
+	    .update_session = p->session_update,
+	};
+}
+
 /*
  * Commit a list of pending uplinks in one transaction (one fsync) and set each one's seq;
  * a replay within the list or of the journal is marked duplicate. 0 or a negative errno
@@ -362,22 +383,7 @@ static int commit_list(struct tunnel *t, struct pending *list)
 {
 	int r = journal_begin(t->journal);
 	for (struct pending *p = list; r == 0 && p; p = p->next) {
-		const struct journal_uplink ju = {
-		    .received_ms = p->received_ms,
-		    .session_id = p->session_id,
-		    .dev_eui = p->dev_eui,
-		    .customer_id = p->customer_id,
-		    .dev_addr = p->dev_addr,
-		    .time = p->time,
-		    .fport = p->fport,
-		    .fcnt_up = p->fcnt_up,
-		    .has_fcnt_dn = p->has_fcnt_dn,
-		    .fcnt_dn = p->fcnt_dn,
-		    .payload_hex = p->payload,
-		    .encrypted = p->encrypted,
-		    .radio = p->radio,
-		    .update_session = p->session_update,
-		};
+		const struct journal_uplink ju = uplink_of(p);
 		r = journal_uplink_insert(t->journal, &ju, &p->seq);
 		p->duplicate = r == -EEXIST;
 		if (r == -EEXIST)
@@ -491,22 +497,7 @@ static void flush_batch(struct tunnel *t)
 		return;
 	if (t->writer) {
 		for (struct pending *p = list; p; p = p->next) {
-			p->e.u = (struct journal_uplink){
-			    .received_ms = p->received_ms,
-			    .session_id = p->session_id,
-			    .dev_eui = p->dev_eui,
-			    .customer_id = p->customer_id,
-			    .dev_addr = p->dev_addr,
-			    .time = p->time,
-			    .fport = p->fport,
-			    .fcnt_up = p->fcnt_up,
-			    .has_fcnt_dn = p->has_fcnt_dn,
-			    .fcnt_dn = p->fcnt_dn,
-			    .payload_hex = p->payload,
-			    .encrypted = p->encrypted,
-			    .radio = p->radio,
-			    .update_session = p->session_update,
-			};
+			p->e.u = uplink_of(p);
 			p->e.job.next = p->next ? &p->next->e.job : NULL;
 		}
 		int r = journal_uplink_queue(t->journal, &list->e);
