@@ -266,7 +266,13 @@ static void on_row_done(const struct act_result *res, void *arg)
 	if (res->outcome == ACT_OK) {
 		row->state = ROW_DONE;
 		c->done++;
-		if (res->skipped) {
+		/*
+		 * Skipped means ISSUED before this call. A row this call already sent (its
+		 * import's answer lost) may be found ISSUED by its retry because the background
+		 * settler settled it in between: that token was issued by this call.
+		 */
+		bool ours = row->attempts > 1 || row->waits > 0;
+		if (res->skipped && !ours) {
 			c->skipped++;
 		} else {
 			c->issued++;
