@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "iface.h"
 #include "log.h"
 #include "message.h"
+#include "tpad-build.h"
 
 /*
  * Past this many unwritten reply bytes a client that does not read is dropped. Below it,
@@ -729,4 +731,29 @@ void server_free(struct server *s)
 void server_get_stats(const struct server *s, struct server_stats *ret)
 {
 	*ret = s->stats;
+}
+
+void req_reply_info(struct req *r, const char *product, unsigned sock)
+{
+	json_t *ifaces = json_array();
+	for (const char *const *n = iface_names(); *n; n++)
+		if (iface_sockets(*n) & sock)
+			json_array_append_new(ifaces, json_string(*n));
+	req_reply(r,
+		  json_pack("{s:s, s:s, s:s, s:s, s:o}", "vendor", "tpad project", "product",
+			    product, "version", TPAD_VERSION, "url",
+			    "https://github.com/tpad-project/tpad", "interfaces", ifaces),
+		  false);
+}
+
+void req_reply_interface_description(struct req *r, unsigned sock)
+{
+	const char *name = json_string_value(json_object_get(req_params(r), "interface"));
+	const char *text = name ? iface_description(name) : NULL;
+	if (!text || !(iface_sockets(name) & sock)) {
+		req_error(r, PROTO_ERR_INTERFACE_NOT_FOUND,
+			  json_pack("{s:s}", "interface", name ? name : ""));
+		return;
+	}
+	req_reply(r, json_pack("{s:s}", "description", text), false);
 }

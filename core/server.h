@@ -117,3 +117,11 @@ void req_reply_text(struct req *r, const char *params, size_t len, bool continue
 
 /* Bytes queued to the client and not yet written (for streaming handlers to pace). */
 size_t req_output_pending(const struct req *r);
+
+/*
+ * org.varlink.service.GetInfo and GetInterfaceDescription for a socket that serves the
+ * interfaces whose proto socket bits (iface_sockets) include sock: the program's name, the
+ * version and those interfaces; the description of one of them, or InterfaceNotFound.
+ */
+void req_reply_info(struct req *r, const char *product, unsigned sock);
+void req_reply_interface_description(struct req *r, unsigned sock);

@@ -1,5 +1,6 @@
 /* sqlwriter: a SQLite connection on its own thread that commits queued jobs in groups. */
 #include "sqlwriter.h"
+#include "sqlerr.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -35,30 +36,9 @@ struct sqlwriter {
 	bool drained;
 };
 
-int sqlwriter_errno(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_DONE:
-	case SQLITE_ROW:
-		return 0;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
-	default:
-		return -EIO;
-	}
-}
-
 static int wexec(struct sqlwriter *w, const char *sql)
 {
-	return sqlwriter_errno(sqlite3_exec(w->db, sql, NULL, NULL, NULL));
+	return sql_errno(w->db, sqlite3_exec(w->db, sql, NULL, NULL, NULL));
 }
 
 /* One transaction for the batch; every job's err is set. Returns the batch's error. */
@@ -189,7 +169,7 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 	int rc =
 	    sqlite3_open_v2(o->path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		r = sqlwriter_errno(rc);
+		r = sql_errno(w->db, rc);
 		snprintf(err, errlen, "%s: %s", o->path,
 			 w->db ? sqlite3_errmsg(w->db) : "cannot open");
 		goto fail;

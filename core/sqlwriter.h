@@ -83,10 +83,4 @@ void sqlwriter_drain(struct sqlwriter *w);
 /* Drain, call fini, close. Accepts NULL; returns NULL. */
 struct sqlwriter *sqlwriter_free(struct sqlwriter *w);
 
-/*
- * A SQLite result code as a negative errno (0 for OK, DONE and ROW): -ENOMEM, -ENOSPC
- * (full), -EBUSY (busy, locked), -EEXIST (constraint), else -EIO.
- */
-int sqlwriter_errno(int rc);
-
 void sqlwriter_get_stats(struct sqlwriter *w, struct sqlwriter_stats *ret);

@@ -78,12 +78,7 @@ static void audit_all(struct admin_print_call *c, const char *printer, uint64_t 
 		      const char *reason)
 {
 	char outcome[128];
-	if (reason)
-		snprintf(outcome, sizeof(outcome), "print failed on %.32s job %llu: %.50s", printer,
-			 (unsigned long long)job, reason);
-	else
-		snprintf(outcome, sizeof(outcome), "printed on %.32s job %llu", printer,
-			 (unsigned long long)job);
+	print_outcome(outcome, sizeof(outcome), printer, job, reason);
 	for (size_t i = 0; c->t->store && i < c->n; i++)
 		store_audit(c->t->store, c->labels[i].dev_eui, "io.tpad.Admin.Print", c->uid,
 			    c->pid, outcome);

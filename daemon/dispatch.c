@@ -49,35 +49,24 @@ struct handler {
 	handler_fn *fn;
 };
 
+/* The proto socket bit of a connection. */
+static unsigned sock_bit(const struct req *r)
+{
+	return req_peer(r)->kind == SOCK_STATION ? PROTO_SOCKET_STATION : PROTO_SOCKET_ADMIN;
+}
+
 /* org.varlink.service.GetInfo: who we are and the interfaces of this socket. */
 static void h_get_info(struct tpad *t, struct req *r)
 {
-	unsigned sock =
-	    req_peer(r)->kind == SOCK_STATION ? PROTO_SOCKET_STATION : PROTO_SOCKET_ADMIN;
-	json_t *ifaces = json_array();
-	for (const char *const *n = iface_names(); *n; n++)
-		if (iface_sockets(*n) & sock)
-			json_array_append_new(ifaces, json_string(*n));
-	req_reply(r,
-		  json_pack("{s:s, s:s, s:s, s:s, s:o}", "vendor", "tpad project", "product",
-			    "tpad", "version", TPAD_VERSION, "url",
-			    "https://github.com/tpad-project/tpad", "interfaces", ifaces),
-		  false);
+	(void)t;
+	req_reply_info(r, "tpad", sock_bit(r));
 }
 
 /* org.varlink.service.GetInterfaceDescription: the IDL text of one interface. */
 static void h_get_interface_description(struct tpad *t, struct req *r)
 {
-	const char *name = json_string_value(json_object_get(req_params(r), "interface"));
-	unsigned sock =
-	    req_peer(r)->kind == SOCK_STATION ? PROTO_SOCKET_STATION : PROTO_SOCKET_ADMIN;
-	const char *text = name ? iface_description(name) : NULL;
-	if (!text || !(iface_sockets(name) & sock)) {
-		req_error(r, PROTO_ERR_INTERFACE_NOT_FOUND,
-			  json_pack("{s:s}", "interface", name ? name : ""));
-		return;
-	}
-	req_reply(r, json_pack("{s:s}", "description", text), false);
+	(void)t;
+	req_reply_interface_description(r, sock_bit(r));
 }
 
 /*

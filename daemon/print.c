@@ -2,6 +2,7 @@
 #include "print.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -605,4 +606,13 @@ void print_metrics(struct print *p, FILE *f)
 	for (size_t i = 0; i < p->n; i++)
 		fprintf(f, "tpad_print_queue_depth{printer=\"%s\"} %zu\n", p->printers[i].cfg->name,
 			p->printers[i].queued);
+}
+
+void print_outcome(char *buf, size_t n, const char *printer, uint64_t job, const char *reason)
+{
+	if (reason)
+		snprintf(buf, n, "print failed on %.32s job %llu: %.50s", printer,
+			 (unsigned long long)job, reason);
+	else
+		snprintf(buf, n, "printed on %.32s job %llu", printer, (unsigned long long)job);
 }

@@ -100,6 +100,9 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 		     size_t n, unsigned copies, print_done_fn *cb, void *arg, char *err,
 		     size_t errlen);
 
+/* The audit outcome of a job: "printed on P job N" or "print failed on P job N: reason". */
+void print_outcome(char *buf, size_t n, const char *printer, uint64_t job, const char *reason);
+
 /* Status of every printer: [{name, url, language, state, ready, reasons, queued, ...}]. */
 json_t *print_status_json(struct print *p);
 

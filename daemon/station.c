@@ -116,12 +116,7 @@ static void print_audit(struct tpad *t, const char *dev_eui, const char *method,
 			int32_t pid, const char *printer, uint64_t job, const char *reason)
 {
 	char outcome[128];
-	if (reason)
-		snprintf(outcome, sizeof(outcome), "print failed on %.32s job %llu: %.50s", printer,
-			 (unsigned long long)job, reason);
-	else
-		snprintf(outcome, sizeof(outcome), "printed on %.32s job %llu", printer,
-			 (unsigned long long)job);
+	print_outcome(outcome, sizeof(outcome), printer, job, reason);
 	if (t->store)
 		store_audit(t->store, dev_eui, method, uid, pid, outcome);
 }

@@ -4,6 +4,8 @@
 #include "store_sync.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +13,16 @@
 #include <mbedtls/sha256.h>
 
 #include "cred.h"
+
+void store_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || !errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
 
 /* A read of the SQLite store done at once, its callback deferred to the loop. */
 struct deferred {

@@ -35,6 +35,10 @@ struct pg_store;
 			      void *arg);                                                          \
 	int p##_key_pool_find(struct T *s, const uint8_t app_key[16], uint8_t ret_hsm[16]);
 
+/* Write a formatted reason into err (size errlen) when the caller gave room for one. */
+void store_set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 STORE_BACKEND_DECLARE(sqlite_store, sqlite_store)
 STORE_BACKEND_DECLARE(pg_store, pg_store)
 

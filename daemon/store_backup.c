@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "sqlerr.h"
 
 __attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int e,
 						      const char *fmt, ...)
@@ -24,30 +25,6 @@ __attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, 
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
 	return e;
-}
-
-/* A negative errno for an SQLite result code. */
-static int sqlite_errno(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_CANTOPEN:
-	case SQLITE_PERM:
-		return -EACCES;
-	case SQLITE_READONLY:
-		return -EROFS;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB:
-		return -EBADMSG;
-	default:
-		return -EIO;
-	}
 }
 
 /* fsync the file or directory at path. */
@@ -67,13 +44,13 @@ static int integrity_ok(sqlite3 *db, char *err, size_t errlen)
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return fail(err, errlen, sqlite_errno(rc), "integrity check: %s",
+		return fail(err, errlen, sql_errno(db, rc), "integrity check: %s",
 			    sqlite3_errmsg(db));
 	rc = sqlite3_step(st);
 	const char *v = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
 	int e = 0;
 	if (!v)
-		e = fail(err, errlen, sqlite_errno(rc), "integrity check: %s", sqlite3_errmsg(db));
+		e = fail(err, errlen, sql_errno(db, rc), "integrity check: %s", sqlite3_errmsg(db));
 	else if (strcmp(v, "ok") != 0)
 		e = fail(err, errlen, -EBADMSG, "the copy fails its integrity check: %s", v);
 	sqlite3_finalize(st);
@@ -108,14 +85,14 @@ int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *in
 	int e = 0;
 	int rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE, NULL);
 	if (rc != SQLITE_OK) {
-		e = fail(err, errlen, sqlite_errno(rc), "cannot open %s: %s", tmp,
+		e = fail(err, errlen, sql_errno(db, rc), "cannot open %s: %s", tmp,
 			 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		goto out;
 	}
 	sqlite3_backup *b = sqlite3_backup_init(db, "main", src, "main");
 	if (!b) {
 		rc = sqlite3_errcode(db);
-		e = fail(err, errlen, sqlite_errno(rc), "cannot start the backup: %s",
+		e = fail(err, errlen, sql_errno(db, rc), "cannot start the backup: %s",
 			 sqlite3_errmsg(db));
 		goto out;
 	}
@@ -125,14 +102,14 @@ int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *in
 	int rc2 = sqlite3_backup_finish(b);
 	if (rc != SQLITE_DONE || rc2 != SQLITE_OK) {
 		int c = rc != SQLITE_DONE ? rc : rc2;
-		e = fail(err, errlen, sqlite_errno(c), "the backup failed: %s", sqlite3_errstr(c));
+		e = fail(err, errlen, sql_errno(db, c), "the backup failed: %s", sqlite3_errstr(c));
 		goto out;
 	}
 	/* A copy of a WAL database is one self-contained file in rollback-journal mode. */
 	char *msg = NULL;
 	rc = sqlite3_exec(db, "PRAGMA journal_mode=DELETE", NULL, NULL, &msg);
 	if (rc != SQLITE_OK) {
-		e = fail(err, errlen, sqlite_errno(rc), "cannot set the copy's journal mode: %s",
+		e = fail(err, errlen, sql_errno(db, rc), "cannot set the copy's journal mode: %s",
 			 msg ? msg : sqlite3_errstr(rc));
 		sqlite3_free(msg);
 		goto out;
@@ -143,7 +120,7 @@ int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *in
 	rc = sqlite3_close(db);
 	db = NULL;
 	if (rc != SQLITE_OK) {
-		e = fail(err, errlen, sqlite_errno(rc), "cannot close the copy: %s",
+		e = fail(err, errlen, sql_errno(NULL, rc), "cannot close the copy: %s",
 			 sqlite3_errstr(rc));
 		goto out;
 	}
@@ -183,7 +160,7 @@ int store_backup_path(const char *db_path, const char *dest, struct store_backup
 	sqlite3 *src = NULL;
 	int rc = sqlite3_open_v2(db_path, &src, SQLITE_OPEN_READONLY, NULL);
 	if (rc != SQLITE_OK) {
-		int e = fail(err, errlen, sqlite_errno(rc), "cannot open %s: %s", db_path,
+		int e = fail(err, errlen, sql_errno(src, rc), "cannot open %s: %s", db_path,
 			     src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
 		sqlite3_close(src);
 		return e;

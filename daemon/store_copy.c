@@ -1,5 +1,6 @@
 /* store_copy: copy a SQLite store into a PostgreSQL one (tpad --copy-store), resumable. */
 #include "store_copy.h"
+#include "store_backend.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,16 +31,6 @@
 
 #define CHUNK 500
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static int pg_exec(PGconn *c, const char *sql, int n, const char *const *v, const int *lens,
 		   const int *fmts, PGresult **ret, char *err, size_t errlen)
 {
@@ -47,7 +38,7 @@ static int pg_exec(PGconn *c, const char *sql, int n, const char *const *v, cons
 	ExecStatusType st = PQresultStatus(res);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		const char *m = PQresultErrorMessage(res);
-		set_err(err, errlen, "%.*s", (int)strcspn(m, "\n"), m);
+		store_set_err(err, errlen, "%.*s", (int)strcspn(m, "\n"), m);
 		PQclear(res);
 		return -EIO;
 	}
@@ -95,7 +86,7 @@ static int copy_devices(struct copy *c)
 			       "last_error, origin, uid, pid, created_at, updated_at, attempts, "
 			       "maybe_at, instance FROM devices ORDER BY dev_eui",
 			       -1, &st, NULL) != SQLITE_OK) {
-		set_err(c->err, c->errlen, "cannot read the devices: %s", sqlite3_errmsg(c->db));
+		store_set_err(c->err, c->errlen, "cannot read the devices: %s", sqlite3_errmsg(c->db));
 		return -EIO;
 	}
 	int e = 0, in_chunk = 0, rc;
@@ -161,7 +152,7 @@ static int copy_table(struct copy *c, const char *select, const char *insert, in
 {
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(c->db, select, -1, &st, NULL) != SQLITE_OK) {
-		set_err(c->err, c->errlen, "cannot read the store: %s", sqlite3_errmsg(c->db));
+		store_set_err(c->err, c->errlen, "cannot read the store: %s", sqlite3_errmsg(c->db));
 		return -EIO;
 	}
 	int e = 0, in_chunk = 0, rc;
@@ -216,7 +207,7 @@ static int copy_audit(struct copy *c)
 			       "SELECT id, dev_eui, method, uid, pid, at, outcome, instance FROM audit "
 			       "WHERE id > ?1 ORDER BY id",
 			       -1, &st, NULL) != SQLITE_OK) {
-		set_err(c->err, c->errlen, "cannot read the audit trail: %s", sqlite3_errmsg(c->db));
+		store_set_err(c->err, c->errlen, "cannot read the audit trail: %s", sqlite3_errmsg(c->db));
 		return -EIO;
 	}
 	sqlite3_bind_int64(st, 1, last);
@@ -304,7 +295,7 @@ static int verify(struct copy *c)
 		}
 		sqlite3_finalize(st);
 		if (missing) {
-			set_err(c->err, c->errlen, "verification failed: %llu of %llu %s missing",
+			store_set_err(c->err, c->errlen, "verification failed: %llu of %llu %s missing",
 				(unsigned long long)missing, (unsigned long long)want, tables[t]);
 			return -EIO;
 		}
@@ -328,7 +319,7 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 	snprintf(lock, sizeof(lock), "%s.lock", o->sqlite_path);
 	int lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
 	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		set_err(err, errlen, "%s is in use by a running tpad (or cannot be locked): stop it "
+		store_set_err(err, errlen, "%s is in use by a running tpad (or cannot be locked): stop it "
 				     "first",
 			o->sqlite_path);
 		if (lock_fd >= 0)
@@ -337,12 +328,12 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 	}
 	if (access(o->sqlite_path, R_OK) != 0 ||
 	    sqlite3_open_v2(o->sqlite_path, &c.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-		set_err(err, errlen, "cannot open %s", o->sqlite_path);
+		store_set_err(err, errlen, "cannot open %s", o->sqlite_path);
 		e = -ENOENT;
 		goto out;
 	}
 	if (sqlite_count(c.db, "PRAGMA user_version") != 3) {
-		set_err(err, errlen,
+		store_set_err(err, errlen,
 			"%s is not a store of schema version 3: start this tpad on it once to "
 			"upgrade it, then copy",
 			o->sqlite_path);
@@ -371,7 +362,7 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 		}
 		seal_free(seal);
 		if (!ok) {
-			set_err(err, errlen,
+			store_set_err(err, errlen,
 				"the store key does not match the key %s was created with",
 				o->sqlite_path);
 			e = -EBADMSG;
@@ -407,7 +398,7 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 		c.pg = PQconnectdbParams(keys, vals, 1);
 		if (PQstatus(c.pg) != CONNECTION_OK) {
 			const char *m = PQerrorMessage(c.pg);
-			set_err(err, errlen, "cannot connect to the database: %.*s",
+			store_set_err(err, errlen, "cannot connect to the database: %.*s",
 				(int)strcspn(m, "\n"), m);
 			e = -EIO;
 			goto out;
@@ -446,7 +437,7 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 			long long max = sqlite_count(c.db, "SELECT coalesce(max(id), 0) FROM audit");
 			long long audit = sqlite_count(c.db, "SELECT count(*) FROM audit");
 			if (done != max) {
-				set_err(err, errlen,
+				store_set_err(err, errlen,
 					"verification failed: audit entries copied up to %lld of %lld",
 					done, max);
 				e = -EIO;

@@ -291,18 +291,6 @@ struct pg_store {
 	struct store_stats stats;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (!err || !errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* The first line of libpq's message, without the trailing newline. */
 static void pq_reason(PGconn *c, const PGresult *res, char *buf, size_t n)
 {
@@ -1690,7 +1678,7 @@ static int exec_sync(PGconn *c, const char *sql, int n, const char *const *v, PG
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		char why[256];
 		pq_reason(c, res, why, sizeof(why));
-		set_err(err, errlen, "%s", why);
+		store_set_err(err, errlen, "%s", why);
 		PQclear(res);
 		return -EIO;
 	}
@@ -1720,13 +1708,13 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 				 "WHERE key = 'schema_version'",
 			      0, NULL, &res, why, sizeof(why));
 	if (e) {
-		set_err(err, errlen, "cannot prepare the schema: %s", why);
+		store_set_err(err, errlen, "cannot prepare the schema: %s", why);
 		return e;
 	}
 	int version = PQntuples(res) ? atoi(PQgetvalue(res, 0, 0)) : 0;
 	PQclear(res);
 	if (version > PG_SCHEMA_VERSION) {
-		set_err(err, errlen,
+		store_set_err(err, errlen,
 			"the database has store schema version %d, newer than this tpad's %d: "
 			"upgrade tpad",
 			version, PG_SCHEMA_VERSION);
@@ -1737,7 +1725,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			pq_reason(c, r, why, sizeof(why));
 			PQclear(r);
-			set_err(err, errlen, "cannot upgrade the schema to version %d: %s", v + 1,
+			store_set_err(err, errlen, "cannot upgrade the schema to version %d: %s", v + 1,
 				why);
 			return -EIO;
 		}
@@ -1753,7 +1741,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 			      "EXCLUDED.value",
 			      1, p, NULL, why, sizeof(why));
 		if (e) {
-			set_err(err, errlen, "cannot record the schema version: %s", why);
+			store_set_err(err, errlen, "cannot record the schema version: %s", why);
 			return e;
 		}
 		if (version)
@@ -1764,7 +1752,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 	e = exec_sync(c, "SELECT value FROM meta WHERE key = 'key_check'", 0, NULL, &res, why,
 		      sizeof(why));
 	if (e) {
-		set_err(err, errlen, "cannot read the key check: %s", why);
+		store_set_err(err, errlen, "cannot read the key check: %s", why);
 		return e;
 	}
 	static const uint8_t zero[PG_KEY_CHECK_LEN];
@@ -1778,7 +1766,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 					   sizeof(plain))
 			    : -EBADMSG;
 		if (d < 0 || memcmp(plain, zero, sizeof(zero)) != 0) {
-			set_err(err, errlen,
+			store_set_err(err, errlen,
 				"the store key does not match the key this store was created with");
 			return -EBADMSG;
 		}
@@ -1788,7 +1776,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 		e = seal_encrypt(s->seal, (const uint8_t *)key_check_aad, sizeof(key_check_aad) - 1,
 				 zero, sizeof(zero), blob, sizeof(blob));
 		if (e < 0) {
-			set_err(err, errlen, "cannot seal the key check value");
+			store_set_err(err, errlen, "cannot seal the key check value");
 			return e;
 		}
 		const char *p[] = {(const char *)blob};
@@ -1799,14 +1787,14 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			pq_reason(c, r, why, sizeof(why));
 			PQclear(r);
-			set_err(err, errlen, "cannot write the key check: %s", why);
+			store_set_err(err, errlen, "cannot write the key check: %s", why);
 			return -EIO;
 		}
 		PQclear(r);
 	}
 	e = exec_sync(c, "COMMIT", 0, NULL, NULL, why, sizeof(why));
 	if (e)
-		set_err(err, errlen, "cannot commit the schema: %s", why);
+		store_set_err(err, errlen, "cannot commit the schema: %s", why);
 	return e;
 }
 
@@ -1861,7 +1849,7 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 		  char *err, size_t errlen)
 {
 	if (!base || !o || !o->url || !o->key || o->key_len != STORE_KEY_LEN) {
-		set_err(err, errlen, "invalid options");
+		store_set_err(err, errlen, "invalid options");
 		return -EINVAL;
 	}
 	struct pg_store *s = calloc(1, sizeof(*s));
@@ -1881,7 +1869,7 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 	int e = s->url && (!o->password || s->password) && s->fail_ev ? 0 : -ENOMEM;
 	e = e ? e : seal_new(o->key, o->key_len, &s->seal);
 	if (e) {
-		set_err(err, errlen, "cannot set up the store: %s", strerror(-e));
+		store_set_err(err, errlen, "cannot set up the store: %s", strerror(-e));
 		pg_store_close(s);
 		return e;
 	}
@@ -1890,7 +1878,7 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 	if (!s->reader || PQstatus(s->reader) != CONNECTION_OK) {
 		char why[256];
 		pq_reason(s->reader, NULL, why, sizeof(why));
-		set_err(err, errlen, "cannot connect to the database: %s", why);
+		store_set_err(err, errlen, "cannot connect to the database: %s", why);
 		pg_store_close(s);
 		return -EIO;
 	}
@@ -1919,14 +1907,14 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 		if (!w->conn || PQstatus(w->conn) != CONNECTION_OK) {
 			char why[256];
 			pq_reason(w->conn, NULL, why, sizeof(why));
-			set_err(err, errlen, "cannot connect to the database: %s", why);
+			store_set_err(err, errlen, "cannot connect to the database: %s", why);
 			pg_store_close(s);
 			return -EIO;
 		}
 		w->state = W_CONNECTING;
 		writer_poll_connect(w);
 		if (w->state != W_IDLE) {
-			set_err(err, errlen, "cannot set up the database connection: %s",
+			store_set_err(err, errlen, "cannot set up the database connection: %s",
 				s->down_reason);
 			pg_store_close(s);
 			return -EIO;

@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "cred.h"
+#include "sqlerr.h"
 #include "hex.h"
 #include "log.h"
 #include "seal.h"
@@ -274,62 +275,6 @@ struct sqlite_store {
 	struct store_stats stats;
 };
 
-/* Write a formatted reason into err (size errlen) if there is room for one. */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (!err || !errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-/* Map an SQLite result code (extended or not) to a negative errno. */
-static int sqlite_to_errno(sqlite3 *db, int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_ROW:
-	case SQLITE_DONE:
-		return 0;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_IOERR:
-	case SQLITE_CANTOPEN: {
-		int e = db ? sqlite3_system_errno(db) : 0;
-		if (e > 0)
-			return -e;
-		return (rc & 0xff) == SQLITE_IOERR ? -EIO : -EACCES;
-	}
-	case SQLITE_READONLY:
-		return -EROFS;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_CONSTRAINT:
-		if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-			return -EEXIST;
-		return -EINVAL;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB:
-		return -EUCLEAN;
-	case SQLITE_PERM:
-	case SQLITE_AUTH:
-		return -EACCES;
-	case SQLITE_TOOBIG:
-		return -E2BIG;
-	case SQLITE_INTERRUPT:
-		return -EINTR;
-	default:
-		return -EIO;
-	}
-}
-
 const char *store_state_name(enum store_state st)
 {
 	switch (st) {
@@ -569,7 +514,7 @@ int sqlite_store_label_get(struct sqlite_store *s, const char *dev_eui, struct s
 			r = 0;
 		}
 	} else if (rc != SQLITE_DONE) {
-		r = sqlite_to_errno(s->rdb, rc);
+		r = sql_errno(s->rdb, rc);
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -654,7 +599,7 @@ int sqlite_store_key_pool_load(struct sqlite_store *s, size_t max,
 			break;
 	}
 	if (!r && rc != SQLITE_DONE && rc != SQLITE_ROW)
-		r = sqlite_to_errno(s->rdb, rc);
+		r = sql_errno(s->rdb, rc);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return r;
@@ -675,7 +620,7 @@ int sqlite_store_key_pool_find(struct sqlite_store *s, const uint8_t app_key[16]
 		r = key_unseal(s, d, sizeof(d), sqlite3_column_blob(st, 0),
 			       sqlite3_column_bytes(st, 0), app, ret_hsm);
 	else if (rc != SQLITE_DONE)
-		r = sqlite_to_errno(s->rdb, rc);
+		r = sql_errno(s->rdb, rc);
 	if (r == 0 && memcmp(app, app_key, 16) != 0)
 		r = -EBADMSG;
 	cred_wipe(app, sizeof(app));
@@ -852,7 +797,7 @@ static int writer_apply(struct sqlite_store *s, struct op *op)
 		return (rc & 0xff) == SQLITE_CONSTRAINT ? SQLITE_ERROR : rc;
 	}
 	if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-		op->err = sqlite_to_errno(s->wdb, rc);
+		op->err = sql_errno(s->wdb, rc);
 		if (op->err == -EEXIST)
 			copy_str(op->reason, sizeof(op->reason), "device already in the store");
 		else
@@ -900,7 +845,7 @@ static int writer_batch(struct sqlite_store *s, struct op *batch, size_t n, char
 		*ret_rejected = rejected;
 		return 0;
 	}
-	int err = sqlite_to_errno(s->wdb, rc);
+	int err = sql_errno(s->wdb, rc);
 	if (err == 0 || err == -EEXIST)
 		err = -EIO;
 	snprintf(reason, reasonsz, "%s: %s", stage, sqlite3_errmsg(s->wdb));
@@ -1076,10 +1021,10 @@ void sqlite_store_close(struct sqlite_store *s)
 static int open_fail(struct sqlite_store *s, sqlite3 *db, int rc, const char *what, char *err,
 		     size_t errlen)
 {
-	int e = sqlite_to_errno(db, rc);
+	int e = sql_errno(db, rc);
 	if (e == 0)
 		e = -EIO;
-	set_err(err, errlen, "%s: %s: %s", s->path, what, db ? sqlite3_errmsg(db) : "?");
+	store_set_err(err, errlen, "%s: %s: %s", s->path, what, db ? sqlite3_errmsg(db) : "?");
 	return e;
 }
 
@@ -1121,7 +1066,7 @@ static int store_key_check(struct sqlite_store *s, char *err, size_t errlen)
 		if (e == 0 && (size_t)len == sizeof(plain) + SEAL_OVERHEAD &&
 		    memcmp(plain, zero, sizeof(plain)) == 0)
 			return 0;
-		set_err(err, errlen,
+		store_set_err(err, errlen,
 			"%s: the store key does not match the key this store was created with",
 			s->path);
 		return -EBADMSG;
@@ -1135,7 +1080,7 @@ static int store_key_check(struct sqlite_store *s, char *err, size_t errlen)
 	int e = seal_encrypt(s->seal, (const uint8_t *)key_check_aad, sizeof(key_check_aad) - 1,
 			     zero, sizeof(zero), blob, sizeof(blob));
 	if (e < 0) {
-		set_err(err, errlen, "%s: cannot seal the key check value", s->path);
+		store_set_err(err, errlen, "%s: cannot seal the key check value", s->path);
 		return e;
 	}
 	rc = sqlite3_prepare_v2(s->wdb, "INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
@@ -1166,7 +1111,7 @@ static int store_migrate(struct sqlite_store *s, char *err, size_t errlen)
 		int b = store_backup_pre_migration(s->wdb, s->path, (int)before, copy, sizeof(copy),
 						   why, sizeof(why));
 		if (b < 0) {
-			set_err(err, errlen,
+			store_set_err(err, errlen,
 				"%s: cannot copy the store before migrating it from schema %lld: "
 				"%s; nothing was changed",
 				s->path, (long long)before, why);
@@ -1186,7 +1131,7 @@ static int store_migrate(struct sqlite_store *s, char *err, size_t errlen)
 		goto rollback;
 	}
 	if (version < 0 || version > STORE_SCHEMA_VERSION) {
-		set_err(err, errlen,
+		store_set_err(err, errlen,
 			"%s: schema version %lld is newer than this tpad supports (%d); "
 			"refusing to open it",
 			s->path, (long long)version, STORE_SCHEMA_VERSION);
@@ -1238,13 +1183,13 @@ static int store_lock(struct sqlite_store *s, char *err, size_t errlen)
 {
 	char path[4096];
 	if (snprintf(path, sizeof(path), "%s.lock", s->path) >= (int)sizeof(path)) {
-		set_err(err, errlen, "%s: path too long", s->path);
+		store_set_err(err, errlen, "%s: path too long", s->path);
 		return -ENAMETOOLONG;
 	}
 	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
 	if (s->lock_fd < 0) {
 		int e = -errno;
-		set_err(err, errlen, "%s: cannot open: %s", path, strerror(-e));
+		store_set_err(err, errlen, "%s: cannot open: %s", path, strerror(-e));
 		return e;
 	}
 	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
@@ -1254,12 +1199,12 @@ static int store_lock(struct sqlite_store *s, char *err, size_t errlen)
 		pid[n > 0 ? n : 0] = '\0';
 		pid[strcspn(pid, "\n")] = '\0';
 		if (e == -EWOULDBLOCK)
-			set_err(err, errlen,
+			store_set_err(err, errlen,
 				"%s is in use by another tpad%s%s%s: one tpad per SQLite store (stop "
 				"it, or give this one its own store.path)",
 				s->path, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
 		else
-			set_err(err, errlen, "%s: cannot lock: %s", path, strerror(-e));
+			store_set_err(err, errlen, "%s: cannot lock: %s", path, strerror(-e));
 		close(s->lock_fd);
 		s->lock_fd = -1;
 		return e == -EWOULDBLOCK ? -EBUSY : e;
@@ -1278,20 +1223,20 @@ static int store_create_file(const char *path, char *err, size_t errlen)
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
 	if (fd < 0) {
 		int e = -errno;
-		set_err(err, errlen, "%s: cannot open: %s", path, strerror(-e));
+		store_set_err(err, errlen, "%s: cannot open: %s", path, strerror(-e));
 		return e;
 	}
 	struct stat st;
 	int e = 0;
 	if (fstat(fd, &st) < 0) {
 		e = -errno;
-		set_err(err, errlen, "%s: cannot stat: %s", path, strerror(-e));
+		store_set_err(err, errlen, "%s: cannot stat: %s", path, strerror(-e));
 	} else if (!S_ISREG(st.st_mode)) {
 		e = -EINVAL;
-		set_err(err, errlen, "%s: not a regular file", path);
+		store_set_err(err, errlen, "%s: not a regular file", path);
 	} else if ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
 		e = -errno;
-		set_err(err, errlen, "%s: cannot restrict its mode: %s", path, strerror(-e));
+		store_set_err(err, errlen, "%s: cannot restrict its mode: %s", path, strerror(-e));
 	}
 	close(fd);
 	return e;
@@ -1315,7 +1260,7 @@ static int store_open_writer(struct sqlite_store *s, char *err, size_t errlen)
 		bool wal = mode && strcmp((const char *)mode, "wal") == 0;
 		sqlite3_finalize(st);
 		if (rc == SQLITE_ROW && !wal) {
-			set_err(err, errlen, "%s: cannot switch to WAL journaling", s->path);
+			store_set_err(err, errlen, "%s: cannot switch to WAL journaling", s->path);
 			return -EIO;
 		}
 		if (rc == SQLITE_ROW)
@@ -1395,7 +1340,7 @@ static int store_start_writer(struct sqlite_store *s, char *err, size_t errlen)
 	int r = pthread_create(&s->writer, NULL, store_writer, s);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r != 0) {
-		set_err(err, errlen, "%s: cannot start the writer thread: %s", s->path,
+		store_set_err(err, errlen, "%s: cannot start the writer thread: %s", s->path,
 			strerror(r));
 		return -r;
 	}
@@ -1407,17 +1352,17 @@ int sqlite_store_open(struct event_base *base, const struct store_options *o, st
 	       char *err, size_t errlen)
 {
 	if (!base || !o || !o->path || !*o->path || !ret) {
-		set_err(err, errlen, "store: invalid arguments");
+		store_set_err(err, errlen, "store: invalid arguments");
 		return -EINVAL;
 	}
 	if (!o->key || o->key_len != STORE_KEY_LEN) {
-		set_err(err, errlen, "store: the store key must be %d bytes (%d hex digits)",
+		store_set_err(err, errlen, "store: the store key must be %d bytes (%d hex digits)",
 			STORE_KEY_LEN, 2 * STORE_KEY_LEN);
 		return -EINVAL;
 	}
 	struct sqlite_store *s = calloc(1, sizeof(*s));
 	if (!s) {
-		set_err(err, errlen, "store: out of memory");
+		store_set_err(err, errlen, "store: out of memory");
 		return -ENOMEM;
 	}
 	s->efd = -1;
@@ -1436,12 +1381,12 @@ int sqlite_store_open(struct event_base *base, const struct store_options *o, st
 	s->path = strdup(o->path);
 	if (!s->path) {
 		e = -ENOMEM;
-		set_err(err, errlen, "store: out of memory");
+		store_set_err(err, errlen, "store: out of memory");
 		goto fail;
 	}
 	e = seal_new(o->key, o->key_len, &s->seal);
 	if (e < 0) {
-		set_err(err, errlen, "%s: cannot set up AppKey sealing: %s", s->path, strerror(-e));
+		store_set_err(err, errlen, "%s: cannot set up AppKey sealing: %s", s->path, strerror(-e));
 		goto fail;
 	}
 	if (o->instance)
@@ -1462,13 +1407,13 @@ int sqlite_store_open(struct event_base *base, const struct store_options *o, st
 	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->efd < 0) {
 		e = -errno;
-		set_err(err, errlen, "store: eventfd: %s", strerror(-e));
+		store_set_err(err, errlen, "store: eventfd: %s", strerror(-e));
 		goto fail;
 	}
 	s->done_ev = event_new(base, s->efd, EV_READ | EV_PERSIST, store_on_done, s);
 	if (!s->done_ev || event_add(s->done_ev, NULL) < 0) {
 		e = -ENOMEM;
-		set_err(err, errlen, "store: cannot watch the writer's completions");
+		store_set_err(err, errlen, "store: cannot watch the writer's completions");
 		goto fail;
 	}
 	e = store_start_writer(s, err, errlen);
@@ -1578,7 +1523,7 @@ int sqlite_store_get(struct sqlite_store *s, const char *dev_eui, struct store_r
 	} else if (rc == SQLITE_DONE) {
 		e = -ENOENT;
 	} else {
-		e = sqlite_to_errno(s->rdb, rc);
+		e = sql_errno(s->rdb, rc);
 		if (e == 0)
 			e = -EIO;
 	}
@@ -1605,7 +1550,7 @@ int sqlite_store_list(struct sqlite_store *s, int state, const char *after, size
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+		return sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
 	if (state >= 0)
 		rc = sqlite3_bind_text(st, 1, store_state_name((enum store_state)state), -1,
 				       SQLITE_STATIC);
@@ -1630,7 +1575,7 @@ int sqlite_store_list(struct sqlite_store *s, int state, const char *after, size
 			e = fn(r, arg);
 	}
 	if (e == 0 && rc != SQLITE_OK) {
-		e = sqlite_to_errno(s->rdb, rc);
+		e = sql_errno(s->rdb, rc);
 		if (e == 0)
 			e = -EIO;
 	}
@@ -1655,7 +1600,7 @@ int sqlite_store_attempt_list(struct sqlite_store *s, const char *dev_eui,
 				    "WHERE dev_eui = ?1 ORDER BY n",
 				    -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+		return sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
 	rc = sqlite3_bind_text(st, 1, eui, -1, SQLITE_STATIC);
 	int e = 0;
 	while (e == 0 && rc == SQLITE_OK) {
@@ -1677,7 +1622,7 @@ int sqlite_store_attempt_list(struct sqlite_store *s, const char *dev_eui,
 			e = fn(&a, arg);
 	}
 	if (e == 0 && rc != SQLITE_OK)
-		e = sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+		e = sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
 	sqlite3_finalize(st);
 	return e;
 }
@@ -1690,7 +1635,7 @@ int sqlite_store_count(struct sqlite_store *s, uint64_t counts[STORE_N_STATES])
 	int rc = sqlite3_prepare_v2(s->rdb, "SELECT state, count(*) FROM devices GROUP BY state",
 				    -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+		return sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
 	uint64_t c[STORE_N_STATES] = {0};
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		enum store_state stt;
@@ -1698,7 +1643,7 @@ int sqlite_store_count(struct sqlite_store *s, uint64_t counts[STORE_N_STATES])
 		if (name && store_state_parse((const char *)name, &stt) == 0)
 			c[stt] = (uint64_t)sqlite3_column_int64(st, 1);
 	}
-	int e = rc == SQLITE_DONE ? 0 : sqlite_to_errno(s->rdb, rc);
+	int e = rc == SQLITE_DONE ? 0 : sql_errno(s->rdb, rc);
 	if (rc != SQLITE_DONE && e == 0)
 		e = -EIO;
 	sqlite3_finalize(st);
@@ -1722,7 +1667,7 @@ int sqlite_store_audit_list(struct sqlite_store *s, const char *dev_eui, int64_t
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sqlite_to_errno(s->rdb, rc) ? sqlite_to_errno(s->rdb, rc) : -EIO;
+		return sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
 	if (dev_eui)
 		rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
@@ -1753,7 +1698,7 @@ int sqlite_store_audit_list(struct sqlite_store *s, const char *dev_eui, int64_t
 			e = fn(&a, arg);
 	}
 	if (e == 0 && rc != SQLITE_OK) {
-		e = sqlite_to_errno(s->rdb, rc);
+		e = sql_errno(s->rdb, rc);
 		if (e == 0)
 			e = -EIO;
 	}

@@ -207,6 +207,34 @@ static json_t *query_pick(const struct config *cfg, json_t *list, const char *de
 	return NULL;
 }
 
+/* A result for an HTTP answer: status, the body's code and message; returns the parsed body. */
+static json_t *result_start(struct tpa_result *res, int status, const char *body,
+			    size_t body_len)
+{
+	memset(res, 0, sizeof(*res));
+	res->http_status = status;
+	res->retry_after = -1;
+	json_t *doc = body && body_len ? json_loadb(body, body_len, 0, NULL) : NULL;
+	if (json_is_object(doc)) {
+		json_text(json_object_get(doc, "code"), res->code, sizeof(res->code));
+		json_t *m = json_object_get(doc, "message");
+		if (json_is_string(m))
+			snprintf(res->message, sizeof(res->message), "%s", json_string_value(m));
+	}
+	return doc;
+}
+
+/* An error status: UNAVAILABLE (429, 5xx, with Retry-After) or REJECTED, with the reason. */
+static void result_refused(struct tpa_result *res, int status, const char *retry_after,
+			   time_t now)
+{
+	res->outcome = status == 429 || status >= 500 ? TPA_UNAVAILABLE : TPA_REJECTED;
+	if (res->outcome == TPA_UNAVAILABLE)
+		res->retry_after = http_retry_after(retry_after, now);
+	snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.100s", status,
+		 res->message[0] ? ": " : "", res->message);
+}
+
 /* Interpret one HTTP answer by the profile's rules. */
 void tpa_interpret(const struct config *cfg, bool query, int status, const char *body,
 		   size_t body_len, const char *retry_after, time_t now, struct tpa_result *res)
@@ -221,17 +249,7 @@ void tpa_interpret_query(const struct config *cfg, bool query, const char *dev_e
 {
 	if (ret_more)
 		*ret_more = false;
-	memset(res, 0, sizeof(*res));
-	res->http_status = status;
-	res->retry_after = -1;
-
-	json_t *doc = body && body_len ? json_loadb(body, body_len, 0, NULL) : NULL;
-	if (json_is_object(doc)) {
-		json_text(json_object_get(doc, "code"), res->code, sizeof(res->code));
-		json_t *m = json_object_get(doc, "message");
-		if (json_is_string(m))
-			snprintf(res->message, sizeof(res->message), "%s", json_string_value(m));
-	}
+	json_t *doc = result_start(res, status, body, body_len);
 
 	if (status >= 200 && status < 300) {
 		if (!query) {
@@ -271,18 +289,10 @@ void tpa_interpret_query(const struct config *cfg, bool query, const char *dev_e
 		goto out;
 	}
 
-	if (status == 429 || status >= 500) {
-		res->outcome = TPA_UNAVAILABLE;
-		res->retry_after = http_retry_after(retry_after, now);
-		snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.100s", status,
-			 res->message[0] ? ": " : "", res->message);
-	} else if (status == 409 && !query) {
+	if (status == 409 && !query)
 		res->outcome = TPA_CONFLICT;
-	} else {
-		res->outcome = TPA_REJECTED;
-		snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.100s", status,
-			 res->message[0] ? ": " : "", res->message);
-	}
+	else
+		result_refused(res, status, retry_after, now);
 out:
 	json_decref(doc);
 }
@@ -1035,28 +1045,14 @@ int tpa_app_key_gens(struct tpa *t, unsigned n, const char *public_key_b64, tpa_
 void tpa_interpret_delete(int status, const char *body, size_t body_len, const char *retry_after,
 			  time_t now, struct tpa_result *res)
 {
-	memset(res, 0, sizeof(*res));
-	res->http_status = status;
-	res->retry_after = -1;
-	json_t *doc = body && body_len ? json_loadb(body, body_len, 0, NULL) : NULL;
-	if (json_is_object(doc)) {
-		json_text(json_object_get(doc, "code"), res->code, sizeof(res->code));
-		json_t *m = json_object_get(doc, "message");
-		if (json_is_string(m))
-			snprintf(res->message, sizeof(res->message), "%s", json_string_value(m));
-	}
-	json_decref(doc);
+	json_decref(result_start(res, status, body, body_len));
 	if (status >= 200 && status < 300) {
 		res->outcome = TPA_OK;
 		res->code[0] = res->message[0] = '\0';
 	} else if (status == 404) {
 		res->outcome = TPA_NOT_FOUND;
 	} else {
-		res->outcome = status == 429 || status >= 500 ? TPA_UNAVAILABLE : TPA_REJECTED;
-		if (res->outcome == TPA_UNAVAILABLE)
-			res->retry_after = http_retry_after(retry_after, now);
-		snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.100s", status,
-			 res->message[0] ? ": " : "", res->message);
+		result_refused(res, status, retry_after, now);
 	}
 }
 

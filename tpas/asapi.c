@@ -60,10 +60,10 @@ struct asapi {
 	struct event *sweep;
 };
 
-static void sub_end(struct sub *s, json_t *last)
+/* Unlink and free a subscriber whose call has been answered. */
+static void sub_free(struct sub *s)
 {
 	struct asapi *a = s->a;
-	req_reply(s->r, last, false);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -72,6 +72,13 @@ static void sub_end(struct sub *s, json_t *last)
 		s->next->prev = s->prev;
 	a->n_subs--;
 	free(s);
+}
+
+/* End a subscriber's stream with a last reply. */
+static void sub_end(struct sub *s, json_t *last)
+{
+	req_reply(s->r, last, false);
+	sub_free(s);
 }
 
 static struct recent *ring_at(struct asapi *a, size_t i)
@@ -188,15 +195,7 @@ static void sub_pump(struct sub *s)
 			req_error(s->r, "io.tpad.AS.StoreFailed",
 				  json_pack("{s:s}", "reason", "cannot read the journal"));
 			s->r = NULL;
-			/* req_error finished the call; unlink without replying again. */
-			if (s->prev)
-				s->prev->next = s->next;
-			else
-				a->subs = s->next;
-			if (s->next)
-				s->next->prev = s->prev;
-			a->n_subs--;
-			free(s);
+			sub_free(s); /* req_error finished the call */
 			return;
 		}
 		size_t n = json_array_size(rows);
@@ -465,27 +464,14 @@ static unsigned sock_bit(const struct req *r)
 
 static void h_get_info(struct asapi *a, struct req *r)
 {
-	json_t *ifaces = json_array();
-	for (const char *const *n = iface_names(); *n; n++)
-		if (iface_sockets(*n) & sock_bit(r))
-			json_array_append_new(ifaces, json_string(*n));
-	req_reply(r,
-		  json_pack("{s:s, s:s, s:s, s:s, s:o}", "vendor", "tpad project", "product",
-			    "tpas", "version", TPAD_VERSION, "url",
-			    "https://github.com/tpad-project/tpad", "interfaces", ifaces),
-		  false);
+	(void)a;
+	req_reply_info(r, "tpas", sock_bit(r));
 }
 
 static void h_get_interface_description(struct asapi *a, struct req *r)
 {
-	const char *name = json_string_value(json_object_get(req_params(r), "interface"));
-	const char *text = name ? iface_description(name) : NULL;
-	if (!text || !(iface_sockets(name) & sock_bit(r))) {
-		req_error(r, PROTO_ERR_INTERFACE_NOT_FOUND,
-			  json_pack("{s:s}", "interface", name ? name : ""));
-		return;
-	}
-	req_reply(r, json_pack("{s:s}", "description", text), false);
+	(void)a;
+	req_reply_interface_description(r, sock_bit(r));
 }
 
 static const struct {

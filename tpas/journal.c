@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "cred.h"
 #include "seal.h"
+#include "sqlerr.h"
 #include "sqlwriter.h"
 #include "uplink.h"
 
@@ -134,12 +135,12 @@ static int step_done(sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
 	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? 0 : sqlwriter_errno(rc);
+	return rc == SQLITE_DONE ? 0 : sql_errno(sqlite3_db_handle(s), rc);
 }
 
 static int exec(struct journal *j, const char *sql)
 {
-	return sqlwriter_errno(sqlite3_exec(j->db, sql, NULL, NULL, NULL));
+	return sql_errno(j->db, sqlite3_exec(j->db, sql, NULL, NULL, NULL));
 }
 
 int journal_open(const char *path, const uint8_t *store_key, struct journal **ret, char *err,
@@ -167,7 +168,7 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		close(fd);
 	int rc = sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		r = sqlwriter_errno(rc);
+		r = sql_errno(NULL, rc);
 		snprintf(err, errlen, "%s: %s", path,
 			 j->db ? sqlite3_errmsg(j->db) : "cannot open");
 		goto fail;
@@ -184,7 +185,7 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		rc = sqlite3_prepare_v3(j->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 					&j->st[i], NULL);
 		if (rc != SQLITE_OK) {
-			r = sqlwriter_errno(rc);
+			r = sql_errno(NULL, rc);
 			snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(j->db));
 			goto fail;
 		}
@@ -276,7 +277,7 @@ int journal_astk_find(struct journal *j, const char *label, const char *customer
 	int rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(s);
-		return rc == SQLITE_DONE ? -ENOENT : sqlwriter_errno(rc);
+		return rc == SQLITE_DONE ? -ENOENT : sql_errno(NULL, rc);
 	}
 	char aad[256];
 	aad_astk(aad, sizeof(aad), col_text(s, 1), col_text(s, 2), col_text(s, 3));
@@ -339,7 +340,7 @@ int journal_session_find(struct journal *j, const char *customer_id, const char 
 	int rc = sqlite3_step(s);
 	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
 		: rc == SQLITE_DONE ? -ENOENT
-				    : sqlwriter_errno(rc);
+				    : sql_errno(NULL, rc);
 	sqlite3_reset(s);
 	return r;
 }
@@ -384,7 +385,7 @@ int journal_session_newest(struct journal *j, const char *customer_id, const cha
 	int rc = sqlite3_step(s);
 	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
 		: rc == SQLITE_DONE ? -ENOENT
-				    : sqlwriter_errno(rc);
+				    : sql_errno(NULL, rc);
 	sqlite3_reset(s);
 	return r;
 }
@@ -460,7 +461,7 @@ static int uplink_find(sqlite3_stmt *s, const char *dev_eui, int64_t session_id,
 	sqlite3_bind_int64(s, 2, session_id);
 	sqlite3_bind_int64(s, 3, fcnt_up);
 	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sqlwriter_errno(rc);
+	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sql_errno(NULL, rc);
 	if (r == 0)
 		*ret_seq = sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
@@ -488,7 +489,7 @@ static int writer_init(sqlite3 *db, void *arg)
 		int rc = sqlite3_prepare_v3(db, stmt_sql[from[i]], -1, SQLITE_PREPARE_PERSISTENT,
 					    &j->wst[i], NULL);
 		if (rc != SQLITE_OK)
-			return sqlwriter_errno(rc);
+			return sql_errno(NULL, rc);
 	}
 	return 0;
 }
@@ -700,7 +701,7 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 	sqlite3_reset(s);
 	if (next < 0) {
 		exec(j, "ROLLBACK");
-		return rc == SQLITE_DONE ? -ENOENT : sqlwriter_errno(rc);
+		return rc == SQLITE_DONE ? -ENOENT : sql_errno(NULL, rc);
 	}
 	if (next > UINT32_MAX) {
 		exec(j, "ROLLBACK");
@@ -731,7 +732,7 @@ int journal_prune(struct journal *j, int64_t before_ms)
 	int rc = sqlite3_step(s);
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE)
-		return sqlwriter_errno(rc);
+		return sql_errno(NULL, rc);
 	return sqlite3_changes(j->db);
 }
 
@@ -775,7 +776,7 @@ int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)
 	int rc = sqlite3_step(s);
 	*ret = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
 	sqlite3_finalize(s);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sqlwriter_errno(rc);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_errno(NULL, rc);
 }
 
 int journal_cursor_set(struct journal *j, const char *name, int64_t seq)
