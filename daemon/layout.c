@@ -6,13 +6,12 @@
 #include <cairo.h>
 #include <errno.h>
 #include <fontconfig/fontconfig.h>
-#include <png.h>
-#include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "png1.h"
 #include "qr_image.h"
 
 #define QUIET 4		 /* modules of quiet zone on every side, always kept */
@@ -898,33 +897,20 @@ int layout_doc_add_matrix(struct layout_doc *d, const char *qr_text, const uint8
 	return 0;
 }
 
-/* libpng's error handler: back to the setjmp, no message (library code does not log). */
-static void png_fail(png_structp png, png_const_charp msg)
+/* The label's pixel row y for png1 (PNG gray: 1 is white; the label's bits: 1 is dark). */
+static void png_row(uint32_t y, uint8_t *row, void *arg)
 {
-	(void)msg;
-	png_longjmp(png, 1);
+	const struct layout_doc *d = arg;
+	const uint8_t *src = d->bits + (size_t)y * d->rowbytes;
+	for (size_t i = 0; i < d->rowbytes; i++)
+		row[i] = (uint8_t)~src[i];
 }
 
-/* libpng's warning handler: ignored. */
-static void png_warn(png_structp png, png_const_charp msg)
+static int png_sink(const void *data, size_t len, void *arg)
 {
-	(void)png;
-	(void)msg;
-}
-
-/* libpng's writer: into the document's buffer. */
-static void png_out(png_structp png, png_bytep data, png_size_t len)
-{
-	struct layout_doc *d = png_get_io_ptr(png);
+	struct layout_doc *d = arg;
 	doc_add(d, data, len);
-	if (d->err)
-		png_error(png, "out of memory");
-}
-
-/* libpng's flush: nothing to flush in memory. */
-static void png_flush_nop(png_structp png)
-{
-	(void)png;
+	return d->err;
 }
 
 /*
@@ -934,43 +920,11 @@ static void png_flush_nop(png_structp png)
 static int png_write(struct layout_doc *d)
 {
 	const struct layout *l = d->l;
-	uint8_t *row = malloc(d->rowbytes);
-	png_structp png = row ? png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, png_fail,
-							  png_warn)
-			      : NULL;
-	png_infop info = png ? png_create_info_struct(png) : NULL;
-	int r = -ENOMEM;
-	if (!info)
-		goto out;
-	if (setjmp(png_jmpbuf(png))) {
-		r = d->err ? d->err : -ENOMEM;
-		goto out;
-	}
-	png_set_write_fn(png, d, png_out, png_flush_nop);
-	png_set_IHDR(png, info, (png_uint_32)l->width, (png_uint_32)l->height, 1,
-		     PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-		     PNG_FILTER_TYPE_DEFAULT);
-	png_uint_32 ppm = (png_uint_32)((l->dpi * 10000.0) / 254.0 + 0.5);
-	png_set_pHYs(png, info, ppm, ppm, PNG_RESOLUTION_METER);
-	/* 1-bit rows gain nothing from filters; level 6 is nearly 9's size at a third the time. */
-	png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
-	png_set_compression_level(png, d->compact ? 6 : 1);
-	/* A label is a few kilobytes of rows: a small window and hash need no mmap per label. */
-	png_set_compression_window_bits(png, 14);
-	png_set_compression_mem_level(png, 6);
-	png_write_info(png, info);
-	for (int y = 0; y < l->height; y++) {
-		const uint8_t *src = d->bits + (size_t)y * d->rowbytes;
-		for (size_t i = 0; i < d->rowbytes; i++)
-			row[i] = (uint8_t)~src[i]; /* PNG gray: 1 is white */
-		png_write_row(png, row);
-	}
-	png_write_end(png, NULL);
-	r = 0;
-out:
-	png_destroy_write_struct(&png, &info);
-	free(row);
-	return r;
+	struct png1 p = {.width = (uint32_t)l->width,
+			 .height = (uint32_t)l->height,
+			 .dpi = (unsigned)l->dpi,
+			 .compact = d->compact};
+	return png1_write(&p, png_row, png_sink, d);
 }
 
 int layout_doc_finish(struct layout_doc *d, uint8_t **ret_data, size_t *ret_len)

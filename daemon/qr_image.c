@@ -1,17 +1,15 @@
 /* qr_image: QR code images of a payload text — PNG, SVG, ZPL and terminal text. */
 #include "qr_image.h"
+#include "png1.h"
 
 #include <errno.h>
-#include <png.h>
 #include <qrencode.h>
-#include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <zlib.h>
 
 /* A growing output buffer; err is set once an append failed. */
 struct qr_buf {
@@ -144,40 +142,24 @@ static int qr_encode(const char *text, enum qr_ec_level level, QRcode **ret)
 	return 0;
 }
 
-/* libpng error handler: no message (library code does not log), back to the setjmp. */
-static void qr_png_error(png_structp png, png_const_charp msg)
-{
-	png_longjmp(png, 1);
-}
+/* What png1 needs to draw a code into a qr_buf. */
+struct qr_png {
+	const QRcode *code;
+	const struct qr_opts *o;
+	struct qr_buf *b;
+};
 
-/* libpng warning handler: ignored. */
-static void qr_png_warning(png_structp png, png_const_charp msg)
+/* The packed 1-bit pixel row y (white = 1) of the code with its quiet zone. */
+static void qr_png_row(uint32_t y, uint8_t *row, void *arg)
 {
-}
-
-/* libpng write callback: append to the qr_buf. */
-static void qr_png_write(png_structp png, png_bytep data, png_size_t len)
-{
-	struct qr_buf *b = png_get_io_ptr(png);
-	qr_buf_add(b, data, len);
-	if (b->err)
-		png_error(png, "out of memory");
-}
-
-/* libpng flush callback: nothing to flush in memory. */
-static void qr_png_flush(png_structp png)
-{
-}
-
-/* Build the packed 1-bit row of module row y (white = 1) in row (size rowbytes). */
-static void qr_png_row(const QRcode *code, int y, int scale, int margin, uint8_t *row,
-		       size_t rowbytes)
-{
-	memset(row, 0xff, rowbytes);
-	if (y < 0 || y >= code->width)
+	const struct qr_png *q = arg;
+	const int scale = q->o->scale, margin = q->o->margin, width = q->code->width;
+	memset(row, 0xff, ((size_t)(width + 2 * margin) * (size_t)scale + 7) / 8);
+	int my = (int)(y / (uint32_t)scale) - margin;
+	if (my < 0 || my >= width)
 		return;
-	for (int x = 0; x < code->width; x++) {
-		if (!qr_dark(code, x, y))
+	for (int x = 0; x < width; x++) {
+		if (!qr_dark(q->code, x, my))
 			continue;
 		size_t px = (size_t)(x + margin) * (size_t)scale;
 		for (int k = 0; k < scale; k++, px++)
@@ -185,47 +167,20 @@ static void qr_png_row(const QRcode *code, int y, int scale, int margin, uint8_t
 	}
 }
 
+static int qr_png_sink(const void *data, size_t len, void *arg)
+{
+	struct qr_png *q = arg;
+	qr_buf_add(q->b, data, len);
+	return q->b->err;
+}
+
 /* Render code as a 1-bit grayscale PNG into b. */
 static int qr_render_png(const QRcode *code, const struct qr_opts *o, struct qr_buf *b)
 {
-	const int side = code->width + 2 * o->margin;
-	const png_uint_32 px = (png_uint_32)side * (png_uint_32)o->scale;
-	const size_t rowbytes = (px + 7) / 8;
-	int r = -ENOMEM;
-
-	uint8_t *row = malloc(rowbytes);
-	png_structp png =
-	    png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, qr_png_error, qr_png_warning);
-	png_infop info = png ? png_create_info_struct(png) : NULL;
-	if (!row || !info)
-		goto out;
-
-	if (setjmp(png_jmpbuf(png))) {
-		r = b->err ? b->err : -ENOMEM;
-		goto out;
-	}
-	png_set_write_fn(png, b, qr_png_write, qr_png_flush);
-	png_set_IHDR(png, info, px, px, 1, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-		     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-	/*
-	 * Labels are made on the activation path, so favour speed: a 1-bit image gains
-	 * nothing from filters, and the repeated rows of a scaled code are found by the
-	 * fastest deflate level anyway.
-	 */
-	png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
-	png_set_compression_level(png, o->compact ? Z_BEST_COMPRESSION : Z_BEST_SPEED);
-	png_write_info(png, info);
-	for (int y = -o->margin; y < code->width + o->margin; y++) {
-		qr_png_row(code, y, o->scale, o->margin, row, rowbytes);
-		for (int k = 0; k < o->scale; k++)
-			png_write_row(png, row);
-	}
-	png_write_end(png, NULL);
-	r = 0;
-out:
-	png_destroy_write_struct(&png, &info);
-	free(row);
-	return r;
+	const uint32_t px = (uint32_t)(code->width + 2 * o->margin) * (uint32_t)o->scale;
+	struct png1 p = {.width = px, .height = px, .compact = o->compact};
+	struct qr_png q = {.code = code, .o = o, .b = b};
+	return png1_write(&p, qr_png_row, qr_png_sink, &q);
 }
 
 /* Render code as an SVG document into b. */
