@@ -154,9 +154,11 @@ static void job_free(struct print_job *j)
 }
 
 /* Start the next queued job of pr if it is idle. */
+static void job_finish(struct print_job *j);
+
 static void printer_kick(struct print_printer *pr)
 {
-	while (!pr->active && pr->head) {
+	while (!pr->p->stopping && !pr->active && pr->head) {
 		struct print_job *j = pr->head;
 		pr->head = j->next;
 		if (!pr->head)
@@ -169,7 +171,7 @@ static void printer_kick(struct print_printer *pr)
 			snprintf(j->reason, sizeof(j->reason), "cannot start the job: %s",
 				 strerror(-r));
 			j->ok = false;
-			print_job_done(j);
+			job_finish(j); /* and on with the loop: no recursion per failed job */
 		}
 	}
 }
@@ -219,7 +221,8 @@ void print_job_sent(struct print_job *j)
 	job_report(j);
 }
 
-void print_job_done(struct print_job *j)
+/* Record j's outcome, call back, free it. */
+static void job_finish(struct print_job *j)
 {
 	struct print_printer *pr = j->pr;
 	if (pr->active == j)
@@ -232,6 +235,12 @@ void print_job_done(struct print_job *j)
 	}
 	job_report(j);
 	job_free(j);
+}
+
+void print_job_done(struct print_job *j)
+{
+	struct print_printer *pr = j->pr;
+	job_finish(j);
 	printer_kick(pr);
 }
 
@@ -402,6 +411,8 @@ struct print *print_free(struct print *p)
 {
 	if (!p)
 		return NULL;
+	/* No job starts from here on: what is queued is answered "tpad is stopping". */
+	p->stopping = true;
 	for (size_t i = 0; i < p->n; i++) {
 		struct print_printer *pr = &p->printers[i];
 		if (pr->status_timer)
@@ -495,6 +506,12 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 			snprintf(err, errlen, "cannot make the job: %s", strerror(-r));
 		if (r == -EINVAL)
 			r = -EMSGSIZE;
+	} else if ((uint64_t)n * copies > PRINT_MAX_PDF_PAGES) {
+		snprintf(err, errlen,
+			 "a PDF job holds at most %u pages (labels x copies), this one %llu: print "
+			 "the batch in parts",
+			 PRINT_MAX_PDF_PAGES, (unsigned long long)n * copies);
+		r = -E2BIG;
 	} else {
 		/* PDF is drawn on the worker; the fit is checked here all the same. */
 		j->labels = malloc(n * sizeof(*labels));

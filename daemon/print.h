@@ -29,6 +29,11 @@ struct print_hs {
 };
 
 #define PRINT_HS_MAX 512 /* bytes an answer may take, noise before it included */
+/*
+ * Pages of one PDF (IPP) job at most, labels times copies: each page is drawn in memory
+ * on the printer's worker (about 3.5 KB and 1 ms a page); ZPL jobs send copies as ^PQ.
+ */
+#define PRINT_MAX_PDF_PAGES 10000
 
 /*
  * Parse a ~HS answer at the start of buf (bytes before the first STX are skipped).
@@ -94,7 +99,8 @@ const char *print_default_for(const struct print *p, uid_t uid, gid_t gid);
  * printer's worker thread. cb runs on the event loop when the job ended (never from
  * inside print_submit()). Returns the job number (> 0), or -ENOENT (no such printer),
  * -EBUSY (its queue is full), -EMSGSIZE (a label does not fit: the sentence in err),
- * -ENOMEM.
+ * -E2BIG (a PDF job of more than PRINT_MAX_PDF_PAGES pages), -ENOMEM. A raw ZPL job
+ * counts as sent once the printer's TCP has acknowledged its last byte.
  */
 int64_t print_submit(struct print *p, const char *printer, const struct print_label *labels,
 		     size_t n, unsigned copies, print_done_fn *cb, void *arg, char *err,

@@ -77,6 +77,7 @@ struct print {
 	int done_pipe[2]; /* workers write finished job pointers, the loop reads them */
 	struct event *done_ev;
 	const struct config *cfg;
+	bool stopping; /* print_free() has begun: start no job */
 };
 
 /* A transport finished j (on the loop): record the outcome, call back, start the next. */

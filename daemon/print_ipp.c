@@ -55,6 +55,24 @@ static bool reason_blocks(const char *r)
 	return false;
 }
 
+/*
+ * A request that got no IPP answer at all (timeout, connection lost): libcups then reports
+ * "successful-ok" or an internal error with strerror(0), "Success". Say what happened in
+ * j->reason and return true; false when the printer did answer with an error.
+ */
+static bool no_answer(http_t *http, struct print_job *j, const char *what)
+{
+	ipp_status_t st = cupsLastError();
+	const char *m = cupsLastErrorString();
+	if (st > IPP_STATUS_OK_EVENTS_COMPLETE &&
+	    (st != IPP_STATUS_ERROR_INTERNAL || (m && *m && strcmp(m, strerror(0)) != 0)))
+		return false;
+	int e = httpError(http);
+	snprintf(j->reason, sizeof(j->reason), "the printer did not answer %s: %s", what,
+		 e && e != ETIMEDOUT ? strerror(e) : "nothing within printer.timeout");
+	return true;
+}
+
 /* Connect to the printer within the job's timeout. */
 static http_t *ipp_connect(struct print_printer *pr, struct print_job *j)
 {
@@ -82,6 +100,8 @@ static int ipp_status(struct print_printer *pr, struct ipp_worker *w, http_t *ht
 	ippAddStrings(req, IPP_TAG_OPERATION, IPP_TAG_KEYWORD, "requested-attributes", 3, NULL,
 		      attrs);
 	ipp_t *resp = cupsDoRequest(http, req, pr->resource);
+	if (!resp && no_answer(http, j, "its state request"))
+		return -EIO;
 	if (!resp || cupsLastError() > IPP_STATUS_OK_EVENTS_COMPLETE) {
 		snprintf(j->reason, sizeof(j->reason), "cannot get the printer's state: %s",
 			 cupsLastErrorString());
@@ -168,6 +188,8 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 	ippDelete(req);
 	ipp_t *resp = st == HTTP_STATUS_CONTINUE ? cupsGetResponse(http, pr->resource) : NULL;
 	j->sent_us = clock_now_us();
+	if (!resp && no_answer(http, j, "the job"))
+		return -EIO;
 	if (!resp || cupsLastError() > IPP_STATUS_OK_EVENTS_COMPLETE) {
 		ipp_status_t e = cupsLastError();
 		bool busy = e == IPP_STATUS_ERROR_BUSY;
@@ -226,7 +248,8 @@ static void *ipp_thread(void *arg)
 	for (;;) {
 		while (!w->job && !w->stop)
 			pthread_cond_wait(&w->cond, &w->lock);
-		if (!w->job)
+		/* At stop, a job handed over but not started stays the printer's active job. */
+		if (!w->job || w->stop)
 			break;
 		struct print_job *j = w->job;
 		w->job = NULL;

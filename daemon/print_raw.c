@@ -5,10 +5,12 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +20,8 @@
 
 /* How long to wait for the printer to close after our half-close; not an error if it won't. */
 #define DRAIN_MS 1000
+/* How often to look whether the printer has acknowledged the job's bytes, at most. */
+#define TAKE_POLL_MAX_MS 10
 
 enum raw_phase {
 	RAW_RESOLVING,
@@ -25,6 +29,7 @@ enum raw_phase {
 	RAW_ASKING,  /* sending ~HS */
 	RAW_READING, /* reading the ~HS answer */
 	RAW_SENDING, /* the job */
+	RAW_TAKING,  /* waiting for the printer to acknowledge the job's last byte */
 	RAW_DRAINING,
 	RAW_DONE,
 };
@@ -35,6 +40,9 @@ struct raw_conn {
 	int fd;
 	struct event *rd, *wr;
 	struct event *timer;
+	struct event *poll; /* RAW_TAKING: look at the send queue again */
+	unsigned poll_ms;
+	bool peer_closed;
 	struct evdns_getaddrinfo_request *dns;
 	char in[PRINT_HS_MAX + 64];
 	size_t in_len;
@@ -50,6 +58,7 @@ static const char *const phase_names[] = {
     [RAW_ASKING] = "asking the printer's status",
     [RAW_READING] = "waiting for the printer's status (~HS)",
     [RAW_SENDING] = "sending the job",
+    [RAW_TAKING] = "for the printer to take the job",
     [RAW_DRAINING] = "closing",
     [RAW_DONE] = "done",
 };
@@ -65,6 +74,8 @@ static void conn_free(struct raw_conn *c)
 		event_free(c->wr);
 	if (c->timer)
 		event_free(c->timer);
+	if (c->poll)
+		event_free(c->poll);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c);
@@ -94,7 +105,73 @@ __attribute__((format(printf, 3, 4))) static void conn_end(struct raw_conn *c, b
 		event_del(c->rd);
 	if (c->wr)
 		event_del(c->wr);
+	if (c->poll)
+		event_del(c->poll);
 	event_active(c->timer, EV_TIMEOUT, 0);
+}
+
+/*
+ * After our half-close: 0 once the printer has acknowledged every byte of the job and our
+ * FIN (which takes one sequence number), else how many are outstanding; -1 if unknown.
+ */
+static int conn_unacked(const struct raw_conn *c)
+{
+	int n = 0;
+	return ioctl(c->fd, SIOCOUTQ, &n) < 0 ? -1 : n;
+}
+
+/* The job's bytes the printer has not acknowledged (the FIN not counted). */
+static long conn_untaken(const struct raw_conn *c)
+{
+	int n = conn_unacked(c);
+	return n > 0 ? n - 1 : n;
+}
+
+/*
+ * The printer's TCP has acknowledged every byte: its buffer holds the job. Tell the
+ * caller, then wait a little for the printer to close (it need not).
+ */
+static void conn_taken(struct raw_conn *c)
+{
+	struct print_job *j = c->j;
+	j->sent_us = clock_now_us();
+	c->phase = RAW_DRAINING;
+	print_job_sent(j);
+	if (c->peer_closed) {
+		conn_end(c, true, "%s", "");
+		return;
+	}
+	event_del(c->wr);
+	event_add(c->rd, NULL);
+	struct timeval tv = {.tv_sec = DRAIN_MS / 1000, .tv_usec = (DRAIN_MS % 1000) * 1000};
+	event_add(c->timer, &tv);
+}
+
+/* RAW_TAKING: taken yet? Else look again soon (1 ms, doubling up to TAKE_POLL_MAX_MS). */
+static void conn_check_taken(struct raw_conn *c)
+{
+	int left = conn_unacked(c);
+	if (left == 0) {
+		conn_taken(c);
+		return;
+	}
+	if (left < 0) {
+		conn_end(c, false, "cannot tell whether the printer took the job: %s",
+			 strerror(errno));
+		return;
+	}
+	c->poll_ms = c->poll_ms ? c->poll_ms * 2 : 1;
+	if (c->poll_ms > TAKE_POLL_MAX_MS)
+		c->poll_ms = TAKE_POLL_MAX_MS;
+	struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)c->poll_ms * 1000};
+	event_add(c->poll, &tv);
+}
+
+static void poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct raw_conn *c = arg;
+	if (c->phase == RAW_TAKING)
+		conn_check_taken(c);
 }
 
 /* Wait for fd to become readable or writable. */
@@ -200,19 +277,37 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
 			conn_wait(c, EV_WRITE);
 			return;
 		}
-		/* AppSocket: the job ends with our half-close. */
+		/*
+		 * AppSocket: the job ends with our half-close. It is the printer's once its TCP
+		 * has acknowledged every byte (the kernel's send queue is empty), not when the
+		 * last byte is in our kernel: a big batch can sit there while the printer is
+		 * out of paper. The job's deadline still runs.
+		 */
 		shutdown(c->fd, SHUT_WR);
-		j->sent_us = clock_now_us();
-		c->phase = RAW_DRAINING;
-		/* The caller need not wait for a printer that is slow to close. */
-		print_job_sent(j);
+		c->phase = RAW_TAKING;
 		conn_wait(c, EV_READ);
-		{
-			struct timeval tv = {.tv_sec = DRAIN_MS / 1000,
-					     .tv_usec = (DRAIN_MS % 1000) * 1000};
-			event_add(c->timer, &tv);
+		conn_check_taken(c);
+		return;
+	case RAW_TAKING: {
+		char sink[512];
+		ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n < 0) {
+			int e = errno;
+			conn_end(c, false, "the printer dropped the connection before taking the "
+					   "job (%ld bytes not taken): %s",
+				 conn_untaken(c), strerror(e));
+			return;
+		}
+		if (n == 0) {
+			/* Closed its side: the acknowledgements may still be on their way. */
+			c->peer_closed = true;
+			event_del(c->rd);
+			conn_check_taken(c);
 		}
 		return;
+	}
 	case RAW_DRAINING: {
 		char sink[512];
 		ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
@@ -243,6 +338,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		/* The job is out; a printer that keeps the connection open is not a failure. */
 		c->phase = RAW_DONE;
 		j->ok = true;
+	} else if (c->phase == RAW_TAKING) {
+		j->ok = false;
+		snprintf(j->reason, sizeof(j->reason),
+			 "timed out waiting for the printer to take the job: %ld of %zu bytes not "
+			 "taken (printer.timeout covers the whole job)",
+			 conn_untaken(c), j->len);
 	} else if (c->phase != RAW_DONE) {
 		j->ok = false;
 		snprintf(j->reason, sizeof(j->reason), "timed out %s", phase_names[c->phase]);
@@ -262,9 +363,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 {
 	struct raw_conn *c = arg;
-	c->dns = NULL;
+	/* Only conn_free() cancels, and c is gone then: the answer comes on a later turn. */
 	if (result == EVUTIL_EAI_CANCEL)
 		return;
+	c->dns = NULL;
 	if (result != 0 || !res) {
 		conn_end(c, false, "cannot resolve the printer's host: %s",
 			 evutil_gai_strerror(result));
@@ -310,7 +412,8 @@ int print_raw_start(struct print_job *j)
 	c->phase = RAW_RESOLVING;
 	struct event_base *base = pr->p->base;
 	c->timer = evtimer_new(base, timer_cb, c);
-	if (!c->timer) {
+	c->poll = evtimer_new(base, poll_cb, c);
+	if (!c->timer || !c->poll) {
 		conn_free(c);
 		return -ENOMEM;
 	}

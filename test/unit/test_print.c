@@ -1,9 +1,12 @@
 /*
  * Unit tests for print: raw 9100 jobs against a printer thread on loopback that answers
- * ~HS as told (ready, paper out, garbage, closing, silent), queue limits, stopping with
- * jobs queued, labels that do not fit, and the default printer of a station.
+ * ~HS as told (ready, paper out, garbage, closing, silent, stalled with a full buffer),
+ * queue limits, stopping with jobs queued (raw and IPP), labels that do not fit, a PDF
+ * job over the page limit, a printer name that does not resolve in time, and the default
+ * printer of a station.
  */
 #include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -16,6 +19,7 @@
 #include "config.h"
 #include "layout.h"
 #include "print.h"
+#include "print_backend.h"
 #include "tap.h"
 
 #define HS_READY                                                                                   \
@@ -29,7 +33,8 @@
 	"000,0,0,0,0,2,4,0,00000000,1,000\x03\r\n\x02"                                             \
 	"1234,0\x03\r\n"
 
-enum mode { READY, PAPER, GARBAGE, CLOSE, SILENT };
+/* STALL: ready, then reads nothing until release is set (its receive buffer is small). */
+enum mode { READY, PAPER, GARBAGE, CLOSE, SILENT, STALL };
 
 /* The printer: one thread, one connection at a time. */
 struct printer {
@@ -39,6 +44,7 @@ struct printer {
 	char job[65536];
 	size_t job_len;
 	int jobs;
+	volatile bool release;
 	pthread_t thread;
 };
 
@@ -67,13 +73,15 @@ static void *printer_thread(void *arg)
 			close(c);
 			continue;
 		}
-		const char *answer = p->mode == READY ? HS_READY
+		const char *answer = p->mode == READY || p->mode == STALL ? HS_READY
 				     : p->mode == PAPER ? HS_PAPER
 							: "\x02hello\x03\r\n\x02x\x03\r\n\x02y\x03\r\n";
 		if (send(c, answer, strlen(answer), MSG_NOSIGNAL) < 0) {
 			close(c);
 			continue;
 		}
+		while (p->mode == STALL && !p->release)
+			usleep(10000);
 		p->job_len = 0;
 		ssize_t n;
 		while ((n = recv(c, p->job + p->job_len, sizeof(p->job) - 1 - p->job_len, 0)) > 0)
@@ -85,10 +93,12 @@ static void *printer_thread(void *arg)
 	}
 }
 
-static void printer_start(struct printer *p)
+static void printer_start(struct printer *p, int rcvbuf)
 {
 	memset(p, 0, sizeof(*p));
 	p->fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (rcvbuf)
+		setsockopt(p->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(a);
 	if (bind(p->fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(p->fd, 8) < 0 ||
@@ -138,10 +148,162 @@ static void label_of(struct print_label *l, const char *dev, const char *serial)
 	snprintf(l->text, sizeof(l->text), "LW:D0:70B3D57ED0000001:%s:00000000:O0011:C1234", dev);
 }
 
+/* A print of one printer of text (a config), for the tests below. */
+static struct print *print_of(struct event_base *base, struct config *c, const char *text)
+{
+	char err[256];
+	config_defaults(c);
+	CHECK_INT(config_load_string(c, "t.conf", text, err, sizeof(err)), 0);
+	struct print *p = print_new(base, c, err, sizeof(err));
+	CHECK(p != NULL);
+	return p;
+}
+
+/*
+ * A raw job is the printer's once its TCP acknowledged the last byte, not once the bytes
+ * are in our kernel: a printer that stops reading with 40 KB of labels to go fails the
+ * job when the timeout comes, saying how much it did not take.
+ */
+static void test_taken(void)
+{
+	struct event_base *base = event_base_new();
+	struct printer pr;
+	printer_start(&pr, 4096);
+	pr.mode = STALL;
+	char text[256], err[256];
+	snprintf(text, sizeof(text),
+		 "[printer.a]\nurl = socket://127.0.0.1:%d\ntimeout = 500ms\nstatus-interval = 0\n",
+		 pr.port);
+	struct config c;
+	struct print *p = print_of(base, &c, text);
+	enum { N = 250 };
+	struct print_label *l = calloc(N, sizeof(*l));
+	char dev[17];
+	for (int i = 0; i < N; i++) {
+		snprintf(dev, sizeof(dev), "0123D34566%06X", i);
+		label_of(&l[i], dev, "SN-1");
+	}
+	struct seen s = {.base = base};
+	CHECK(print_submit(p, "a", l, N, 1, on_done, &s, err, sizeof(err)) > 0);
+	run_until(base, &s, 1);
+	CHECK_INT(s.calls, 1);
+	CHECK(!s.ok[0] && strstr(s.reason[0], "bytes not taken") != NULL);
+	pr.release = true;
+	print_free(p);
+	config_free(&c);
+	free(l);
+	shutdown(pr.fd, SHUT_RDWR);
+	close(pr.fd);
+	pthread_join(pr.thread, NULL);
+	event_base_free(base);
+}
+
+/*
+ * A printer name whose look-up outlives the job (timeout), or tpad stopping during it:
+ * the look-up is cancelled and its late answer must not touch the freed job (ASan).
+ */
+static void test_dns_cancelled(bool at_stop)
+{
+	struct event_base *base = event_base_new();
+	int u = socket(AF_INET, SOCK_DGRAM, 0); /* a name server that never answers */
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	bind(u, (struct sockaddr *)&a, sizeof(a));
+	getsockname(u, (struct sockaddr *)&a, &alen);
+	char ns[64], err[256];
+	snprintf(ns, sizeof(ns), "127.0.0.1:%d", ntohs(a.sin_port));
+	struct config c;
+	struct print *p = print_of(base, &c,
+				   "[printer.a]\nurl = socket://zebra-line1.example:9100\n"
+				   "timeout = 200ms\nstatus-interval = 0\n");
+	evdns_base_clear_nameservers_and_suspend(p->dns);
+	evdns_base_search_clear(p->dns);
+	evdns_base_nameserver_ip_add(p->dns, ns);
+	evdns_base_resume(p->dns);
+	struct print_label l;
+	label_of(&l, "0123D345666E2DBD", "");
+	struct seen s = {0};
+	CHECK(print_submit(p, "a", &l, 1, 1, on_done, &s, err, sizeof(err)) > 0);
+	struct timeval tv = {.tv_usec = at_stop ? 50000 : 400000};
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	if (at_stop)
+		p = print_free(p);
+	event_base_loop(base, EVLOOP_NONBLOCK); /* as tpad's main() does after stopping */
+	CHECK_INT(s.calls, 1);
+	CHECK(!s.ok[0] && strstr(s.reason[0], at_stop ? "stopping" : "resolving") != NULL);
+	print_free(p);
+	config_free(&c);
+	close(u);
+	event_base_free(base);
+}
+
+/* A listener that accepts and never answers: an IPP printer that hangs. */
+static void *hang_thread(void *arg)
+{
+	int fd = *(int *)arg, c;
+	char buf[4096];
+	while ((c = accept(fd, NULL, NULL)) >= 0) {
+		while (recv(c, buf, sizeof(buf), 0) > 0)
+			;
+		close(c);
+	}
+	return NULL;
+}
+
+/*
+ * PDF (IPP) jobs: more pages than PRINT_MAX_PDF_PAGES are refused at once; stopping with a
+ * job on a hung printer and two queued answers the queued ones "tpad is stopping" (no job
+ * is started once stopping began).
+ */
+static void test_pdf(void)
+{
+	struct event_base *base = event_base_new();
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	bind(fd, (struct sockaddr *)&a, sizeof(a));
+	listen(fd, 8);
+	getsockname(fd, (struct sockaddr *)&a, &alen);
+	pthread_t th;
+	pthread_create(&th, NULL, hang_thread, &fd);
+	char text[256], err[256];
+	snprintf(text, sizeof(text),
+		 "[printer.p]\nurl = ipp://127.0.0.1:%d/ipp/print\ntimeout = 1s\n"
+		 "status-interval = 0\n",
+		 ntohs(a.sin_port));
+	struct config c;
+	struct print *p = print_of(base, &c, text);
+	enum { N = 101 };
+	struct print_label *l = calloc(N, sizeof(*l));
+	for (int i = 0; i < N; i++)
+		label_of(&l[i], "0123D345666E2DBD", "");
+	struct seen s = {.base = base};
+	CHECK_INT(print_submit(p, "p", l, N, 100, on_done, &s, err, sizeof(err)), -E2BIG);
+	CHECK(strstr(err, "10000 pages") != NULL);
+	CHECK(print_submit(p, "p", l, 1, 1, on_done, &s, err, sizeof(err)) > 0);
+	CHECK(print_submit(p, "p", l, 1, 1, on_done, &s, err, sizeof(err)) > 0);
+	CHECK(print_submit(p, "p", l, 1, 1, on_done, &s, err, sizeof(err)) > 0);
+	struct timeval tv = {.tv_usec = 100000};
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	s.base = NULL;
+	print_free(p);
+	CHECK_INT(s.calls, 3);
+	CHECK_STR(s.reason[1], "tpad is stopping");
+	CHECK_STR(s.reason[2], "tpad is stopping");
+	config_free(&c);
+	free(l);
+	shutdown(fd, SHUT_RDWR);
+	close(fd);
+	pthread_join(th, NULL);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	struct printer pr;
-	printer_start(&pr);
+	printer_start(&pr, 0);
 	int dead = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t alen = sizeof(a);
@@ -245,8 +407,14 @@ int main(void)
 	shutdown(pr.fd, SHUT_RDWR);
 	close(pr.fd);
 	pthread_join(pr.thread, NULL);
-	event_base_free(base);
 	config_free(&c);
+
+	event_base_free(base);
+	/* Each on a base of its own: a loop exit left pending by run_until() ends a run early. */
+	test_taken();
+	test_dns_cancelled(false);
+	test_dns_cancelled(true);
+	test_pdf();
 	layout_global_cleanup();
 	return tap_done();
 }
