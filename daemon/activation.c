@@ -676,7 +676,7 @@ static bool build_record(struct job *j)
 		memcpy(r->app_key, q->app_key, sizeof(r->app_key));
 		r->has_app_key = true;
 	} else if (q->generate_app_key) {
-		int rr = a->ops->random(a->ctx, r->app_key, sizeof(r->app_key));
+		int rr = a->ops->new_app_key(a->ctx, r->dev_eui, r->app_key);
 		if (rr == -EAGAIN) {
 			/* The cloud-HSM key pool is empty: nothing was sent, retry shortly. */
 			j->res.retry_after = 1;

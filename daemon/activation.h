@@ -33,7 +33,12 @@ struct activation_ops {
 	 */
 	int (*list_pending)(void *ctx, const char *after, size_t limit, store_rows_fn *cb,
 			    void *arg);
-	int (*random)(void *ctx, uint8_t *buf, size_t n);
+	/*
+	 * A new AppKey for dev_eui (generateAppKey): 0, -EAGAIN when none is ready now (the
+	 * cloud-HSM pool refills), or a negative errno. The device's row that uses it is
+	 * written after this call.
+	 */
+	int (*new_app_key)(void *ctx, const char *dev_eui, uint8_t key[16]);
 	/* Wall-clock time in unix milliseconds (attempt times are compared with it). */
 	int64_t (*now_ms)(void *ctx);
 	/*

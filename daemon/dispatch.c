@@ -780,13 +780,13 @@ static int op_list_pending(void *ctx, const char *after, size_t limit, store_row
 			: -ESHUTDOWN;
 }
 
-static int op_random(void *ctx, uint8_t *buf, size_t n)
+static int op_new_app_key(void *ctx, const char *dev_eui, uint8_t key[16])
 {
 	struct tpad *t = ctx;
-	/* Only AppKeys come from here: with cloud-hsm from the pool, never waiting for it. */
-	if (t->keypool && n == 16)
-		return keypool_take(t->keypool, buf);
-	return rng_bytes(t->rng, buf, n);
+	/* With cloud-hsm from the pool, never waiting for it. */
+	if (t->keypool)
+		return keypool_take(t->keypool, dev_eui, key);
+	return rng_bytes(t->rng, key, 16);
 }
 
 /* A timer of activation (ops.later), owned here so that shutdown can drop it. */
@@ -853,7 +853,7 @@ static const struct activation_ops production_ops = {
     .import = op_import,
     .query = op_query,
     .list_pending = op_list_pending,
-    .random = op_random,
+    .new_app_key = op_new_app_key,
     .write_attempt = op_write_attempt,
     .now_ms = op_now_ms,
 };

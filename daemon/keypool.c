@@ -312,7 +312,7 @@ void keypool_free(struct keypool *kp)
 	free(kp);
 }
 
-int keypool_take(struct keypool *kp, uint8_t app_key[16])
+int keypool_take(struct keypool *kp, const char *dev_eui, uint8_t app_key[16])
 {
 	if (kp->n_ready == 0) {
 		kp->st.empty++;
@@ -320,9 +320,9 @@ int keypool_take(struct keypool *kp, uint8_t app_key[16])
 		return -EAGAIN;
 	}
 	struct pair *p = &kp->ready[kp->n_ready - 1];
-	/* Marked handed out before the device row that uses it is queued: both commit in
-	 * queue order, so after a crash a key is never handed out twice. */
-	if (kp->store && store_key_pool_taken(kp->store, p->app) < 0) {
+	/* Marked handed out before the device row that uses it is queued, on that row's
+	 * queue: both commit in order, so after a crash a key is never handed out twice. */
+	if (kp->store && store_key_pool_taken(kp->store, p->app, dev_eui) < 0) {
 		kp->st.empty++;
 		return -EAGAIN;
 	}

@@ -43,7 +43,7 @@ void keypool_free(struct keypool *kp);
  * empty (a refill is under way). The pool starts a refill when it falls below the mark.
  * The key's hsmEncryptedAppKey is remembered for the device's import (keypool_hsm_key).
  */
-int keypool_take(struct keypool *kp, uint8_t app_key[16]);
+int keypool_take(struct keypool *kp, const char *dev_eui, uint8_t app_key[16]);
 
 /*
  * The hsmEncryptedAppKey (32 upper-case hex digits) of an AppKey handed out by this pool

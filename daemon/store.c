@@ -376,9 +376,9 @@ int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t
 	return s ? PASS(key_pool_put, app_key, hsm_key) : -EINVAL;
 }
 
-int store_key_pool_taken(struct store *s, const uint8_t app_key[16])
+int store_key_pool_taken(struct store *s, const uint8_t app_key[16], const char *dev_eui)
 {
-	return s ? PASS(key_pool_taken, app_key) : -EINVAL;
+	return s ? PASS(key_pool_taken, app_key, dev_eui) : -EINVAL;
 }
 
 int store_key_pool_load(struct store *s, size_t max,

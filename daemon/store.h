@@ -263,14 +263,16 @@ const char *store_backend_name(struct store *s);
 /*
  * The cloud-HSM AppKey pool (table app_key_pool): each pair AppKey || hsmEncryptedAppKey
  * sealed with the store key, found by a digest of the AppKey (never the key itself).
- * store_key_pool_put queues a new pair and store_key_pool_taken marks one handed out,
- * both into the next commit with no callback (in queue order: a key marked before a
- * device row that uses it is committed no later than that row). store_key_pool_load calls
+ * store_key_pool_put queues a new pair and store_key_pool_taken marks one handed out to
+ * dev_eui, both into the next commit with no callback, or fail at once (-EIO) while the
+ * database cannot be reached. The mark goes on dev_eui's queue: a key marked before the
+ * device row that uses it is committed no later than that row (PostgreSQL's writers are
+ * one per group of devices, so a mark on another writer would not be ordered). store_key_pool_load calls
  * fn for up to max pairs not handed out, oldest first (fn returning non-zero stops).
  * store_key_pool_find gives the hsmEncryptedAppKey of any pair by its AppKey (-ENOENT).
  */
 int store_key_pool_put(struct store *s, const uint8_t app_key[16], const uint8_t hsm_key[16]);
-int store_key_pool_taken(struct store *s, const uint8_t app_key[16]);
+int store_key_pool_taken(struct store *s, const uint8_t app_key[16], const char *dev_eui);
 
 /* Copy the counters into *ret. */
 void store_stats(struct store *s, struct store_stats *ret);

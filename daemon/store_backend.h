@@ -28,7 +28,7 @@ struct pg_store;
 	void p##_stats(struct T *s, struct store_stats *ret);                                      \
 	json_t *p##_status_json(struct T *s);                                                     \
 	int p##_key_pool_put(struct T *s, const uint8_t app_key[16], const uint8_t hsm_key[16]);  \
-	int p##_key_pool_taken(struct T *s, const uint8_t app_key[16]);                            \
+	int p##_key_pool_taken(struct T *s, const uint8_t app_key[16], const char *dev_eui);       \
 	int p##_key_pool_load(struct T *s, size_t max,                                             \
 			      int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16],      \
 					void *arg),                                                \

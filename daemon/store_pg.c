@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
+#include <poll.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -471,6 +471,12 @@ static int submit(struct pg_store *s, struct op *op)
 	 * While the database is down, writes that wait for an answer fail at once; audit
 	 * entries (nobody waits for them) are kept and written once it is back.
 	 */
+	if ((w->state == W_DOWN || w->state == W_CONNECTING) &&
+	    (op->kind == OP_KEY_PUT || op->kind == OP_KEY_TAKEN)) {
+		/* Nobody waits for them: say so now (a key that is not recorded is not used). */
+		op_free(op);
+		return -EIO;
+	}
 	if ((w->state == W_DOWN || w->state == W_CONNECTING) && op->kind != OP_AUDIT) {
 		op->err = -EIO;
 		snprintf(op->reason, sizeof(op->reason), "the database cannot be reached: %.200s",
@@ -705,6 +711,22 @@ static void on_batch_timeout(evutil_socket_t fd, short what, void *arg)
 	struct pgw *w = arg;
 	if (w->state == W_BUSY)
 		writer_lost(w, "no answer from the database in 15 s");
+	else if (w->state == W_CONNECTING)
+		/* libpq's connect_timeout does not apply to PQconnectPoll(): this is it. */
+		writer_lost(w, "the database accepted the connection but did not complete it "
+			       "within connect_timeout");
+}
+
+/* The connection's connect_timeout in seconds (3 unless the URL says), at least 2. */
+static unsigned connect_timeout_s(PGconn *c)
+{
+	unsigned t = 3;
+	PQconninfoOption *opts = PQconninfo(c);
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atoi(o->val) > 0)
+			t = (unsigned)atoi(o->val);
+	PQconninfoFree(opts);
+	return t < 2 ? 2 : t;
 }
 
 /* The answer of one row write: done, or why not. */
@@ -893,6 +915,7 @@ static void writer_poll_connect(struct pgw *w)
 		log_info("store: connection %u to the database is up", w->idx);
 	w->was_up = true;
 	w->prepared = false;
+	evtimer_del(w->batch_timer); /* the connect deadline */
 	w->state = W_IDLE;
 	w->backoff_ms = PG_BACKOFF_MIN_MS;
 	s->stats.connections++;
@@ -979,6 +1002,8 @@ static void writer_connect(struct pgw *w)
 	}
 	w->state = W_CONNECTING;
 	w->fd = -1;
+	struct timeval tv = {.tv_sec = connect_timeout_s(w->conn)};
+	evtimer_add(w->batch_timer, &tv);
 	writer_poll_connect(w);
 }
 
@@ -1468,14 +1493,16 @@ int pg_store_key_pool_put(struct pg_store *s, const uint8_t app_key[16], const u
 	return submit(s, op);
 }
 
-int pg_store_key_pool_taken(struct pg_store *s, const uint8_t app_key[16])
+int pg_store_key_pool_taken(struct pg_store *s, const uint8_t app_key[16], const char *dev_eui)
 {
-	if (!s || !app_key)
+	if (!s || !app_key || !dev_eui || strlen(dev_eui) >= sizeof(((struct op *)0)->dev_eui))
 		return -EINVAL;
 	struct op *op = calloc(1, sizeof(*op));
 	if (!op)
 		return -ENOMEM;
 	op->kind = OP_KEY_TAKEN;
+	/* On the writer of the device's row, ahead of it. */
+	snprintf(op->dev_eui, sizeof(op->dev_eui), "%s", dev_eui);
 	uint8_t d[32];
 	store_key_digest(app_key, d);
 	int e = op_bin(op, 0, d, sizeof(d));
@@ -1814,18 +1841,21 @@ void pg_store_close(struct pg_store *s)
 			PQsetnonblocking(w->conn, 0);
 			while (PQflush(w->conn) == 1)
 				;
-			int fd = PQsocket(w->conn);
-			fd_set rfds;
-			FD_ZERO(&rfds);
-			FD_SET(fd, &rfds);
-			struct timeval tv = {.tv_sec = 10};
-			if (select(fd + 1, &rfds, NULL, NULL, &tv) <= 0) {
+			/* poll(), not select(): the socket may be above FD_SETSIZE. */
+			struct pollfd pfd = {.fd = PQsocket(w->conn), .events = POLLIN};
+			int n;
+			do
+				n = poll(&pfd, 1, 10000);
+			while (n < 0 && errno == EINTR);
+			if (n <= 0) {
 				writer_lost(w, "no answer from the database at shutdown");
 				break;
 			}
 			writer_read(w);
 		}
-		if (w->state != W_DOWN)
+		/* Also when down: audit entries kept for the next connection are freed here
+		 * (w->s is NULL for a writer that open() did not reach). */
+		if (w->s)
 			writer_lost(w, "closing");
 		if (w->timer)
 			event_free(w->timer);

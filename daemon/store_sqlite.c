@@ -545,8 +545,10 @@ int sqlite_store_key_pool_put(struct sqlite_store *s, const uint8_t app_key[16],
 	return store_submit(s, op);
 }
 
-int sqlite_store_key_pool_taken(struct sqlite_store *s, const uint8_t app_key[16])
+int sqlite_store_key_pool_taken(struct sqlite_store *s, const uint8_t app_key[16],
+				const char *dev_eui)
 {
+	(void)dev_eui; /* one writer: every write is in queue order */
 	if (!s || !app_key)
 		return -EINVAL;
 	struct op *op = calloc(1, sizeof(*op));

@@ -8,7 +8,9 @@ looked up on another with the cloud down. Each class gets a throw-away cluster
 """
 
 import os
+import re
 import secrets
+import socket
 import subprocess
 import threading
 import time
@@ -26,6 +28,73 @@ TKM = "31110123D345666E2DBD"
 
 def eui(n):
     return f"70B3D5{n:010X}"
+
+
+class HoleProxy:
+    """A TCP forwarder to PostgreSQL that can turn into a hole: connections it accepts
+    then are never answered (a hung server or a middlebox), as libpq's connect_timeout
+    does not cover a non-blocking connect."""
+
+    def __init__(self, port):
+        self.target = port
+        self.hole = False
+        self.live = []
+        self.lock = threading.Lock()
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+
+    def start(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.live.append(c)
+                if self.hole:
+                    continue  # kept open, never answered
+            u = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.live.append(u)
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        """Close every connection made so far."""
+        with self.lock:
+            for c in self.live:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                except OSError:
+                    pass
+            self.live.clear()
+
+    def close(self):
+        self.ls.close()
+        self.cut()
 
 
 class PgLiveModes(test_activation.LiveModes):
@@ -377,6 +446,48 @@ class Lines(TpadTestCase):
         self.assertIsInstance(devices, dict, devices)
         self.assertEqual(len(devices["devices"]), 3)
         self.assertEqual(results["get"][0]["device"]["devEUI"], eui(0x900))
+
+    def test_a_database_that_accepts_and_never_answers(self):
+        """A reconnect that reaches a server that accepts the connection and says nothing
+        gives up within connect_timeout and tries again: service is back within seconds
+        of the server answering again (before, the connection waited for ever)."""
+        port = int(re.search(r"port=(\d+)", self.pg_url).group(1))
+        db = self.pg_url.split("/")[3].split("?")[0]
+        proxy = HoleProxy(port).start()
+        self.addCleanup(proxy.close)
+        psk = secrets.token_hex(16)
+        self.s = self.sim(psk).start()
+        d = self.daemon(upstream_url=self.s.url(), psk_hex=psk, instance="line-0",
+                        pg_url=f"postgresql://tpad@127.0.0.1:{proxy.port}/{db}",
+                        pg_password=self.pg.password).start()
+        self.wait_ready(d)
+        dev = self.activate_until_settled(d, eui(0xA00))
+
+        def lookup():
+            with d.station_client(timeout=30) as c:
+                return c.call("io.tpad.Station.Lookup", {"devEUI": eui(0xA00)})["device"]
+
+        proxy.hole = True
+        proxy.cut()
+        # tpad finds its connections gone and reconnects into the hole.
+        def store_failed():
+            try:
+                lookup()
+                return False
+            except VarlinkError as err:
+                return err.error == "io.tpad.Station.StoreFailed"
+        wait_for(store_failed, 10, "StoreFailed while the database does not answer")
+        time.sleep(2)
+        proxy.hole = False
+        t0 = time.monotonic()
+
+        def back():
+            try:
+                return lookup()["ownerToken"] == dev["ownerToken"]
+            except VarlinkError:
+                return False
+        wait_for(back, 20, "the store back after the server answers again")
+        self.assertLess(time.monotonic() - t0, 12)
 
     def test_offline_batch_on_one_line_lookup_on_another(self):
         ds = self.lines(2)

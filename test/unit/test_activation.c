@@ -208,10 +208,10 @@ static int f_list_pending(void *ctx, const char *after, size_t limit, store_rows
 	return 0;
 }
 
-static int f_random(void *ctx, uint8_t *buf, size_t n)
+static int f_new_app_key(void *ctx, const char *dev_eui, uint8_t key[16])
 {
-	for (size_t i = 0; i < n; i++)
-		buf[i] = (uint8_t)(0xA0 + i);
+	for (size_t i = 0; i < 16; i++)
+		key[i] = (uint8_t)(0xA0 + i);
 	return 0;
 }
 
@@ -256,7 +256,7 @@ static const struct activation_ops ops = {
     .import = f_import,
     .query = f_query,
     .list_pending = f_list_pending,
-    .random = f_random,
+    .new_app_key = f_new_app_key,
 };
 
 /* --- results --- */

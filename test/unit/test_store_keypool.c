@@ -90,7 +90,7 @@ int main(void)
 		}
 	for (int k = 0; k < 3; k++)
 		CHECK_INT(store_key_pool_put(s, app[k], hsm[k]), 0);
-	CHECK_INT(store_key_pool_taken(s, app[1]), 0);
+	CHECK_INT(store_key_pool_taken(s, app[1], "70B3D5000000AA01"), 0);
 	flush(s, "0000000000000001");
 
 	/* Unused pairs come back (each with its own hsm key); a handed-out one does not. */

@@ -353,7 +353,7 @@ int main(int argc, char **argv)
 		CHECK(memcmp(rd.hsm, hsm[2], 16) == 0);
 		ASK(base, rd, store_key_pool_find_async(b, unknown, on_rows, &rd));
 		CHECK_INT(rd.err, -ENOENT);
-		CHECK_INT(store_key_pool_taken(a, app[0]), 0);
+		CHECK_INT(store_key_pool_taken(a, app[0], got.dev_eui), 0);
 		struct done kc = {0};
 		CHECK_INT(store_update(a, &got, on_done, &kc), 0);
 		wait_done(&kc);
@@ -384,6 +384,12 @@ int main(int argc, char **argv)
 	CHECK(failures >= 2);
 	store_stats(a, &st);
 	CHECK(st.down);
+	{
+		/* A cloud-HSM key cannot be marked handed out now: said at once, so it is not used. */
+		uint8_t k0[16];
+		memset(k0, 0x77, sizeof(k0));
+		CHECK_INT(store_key_pool_taken(a, k0, r2.dev_eui), -EIO);
+	}
 	CHECK_INT(get(a, r2.dev_eui, &got), -EIO);
 	{
 		/* Reads fail fast too, with the reason. */
