@@ -13,6 +13,7 @@
 #include <mbedtls/sha256.h>
 
 #include "cred.h"
+#include "hex.h"
 
 void store_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -24,14 +25,22 @@ void store_set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* A read of the SQLite store done at once, its callback deferred to the loop. */
+/* What an asynchronous read of the SQLite store asks for. */
+enum read_kind { READ_GET, READ_LIST, READ_COUNT, READ_AUDIT, READ_ATTEMPTS, READ_KEY };
+
+/* An asynchronous read of the SQLite store: run on its reader thread, answered on the loop. */
 struct deferred {
-	struct deferred *next;
 	store_get_fn *get_cb; /* store_get_async */
 	store_rows_fn *rows_cb;
 	void *arg;
+	enum read_kind kind;
+	char dev_eui[HEX_EUI + 1]; /* "" for the audit of every device */
+	char after[HEX_EUI + 1];
+	int state;
+	size_t limit;
+	int64_t after_id;
+	uint8_t app_key[16];
 	int err;
-	char reason[128];
 	struct store_record rec;
 	struct store_rows rows;
 	size_t cap; /* entries allocated in the rows' array */
@@ -41,8 +50,6 @@ struct store {
 	struct event_base *base;
 	struct sqlite_store *sq; /* exactly one of sq, pg */
 	struct pg_store *pg;
-	struct event *defer_ev;
-	struct deferred *d_head, *d_tail;
 };
 
 void store_rows_clear(struct store_rows *rows)
@@ -101,77 +108,6 @@ int store_rows_add_attempt(struct store_rows *rows, size_t *cap, const struct st
 	return 0;
 }
 
-/* Run the deferred read callbacks queued so far (more may be queued by them). */
-static void run_deferred(struct store *s)
-{
-	struct deferred *list = s->d_head;
-	s->d_head = s->d_tail = NULL;
-	while (list) {
-		struct deferred *next = list->next;
-		const char *why = list->reason[0] ? list->reason : strerror(-list->err);
-		if (list->get_cb)
-			list->get_cb(list->err, list->err ? NULL : &list->rec,
-				     list->err ? why : NULL, list->arg);
-		else
-			list->rows_cb(list->err, list->err ? why : NULL,
-				      list->err ? NULL : &list->rows, list->arg);
-		cred_wipe(&list->rec, sizeof(list->rec));
-		store_rows_clear(&list->rows);
-		free(list);
-		list = next;
-	}
-}
-
-static void on_defer(evutil_socket_t fd, short what, void *arg)
-{
-	run_deferred(arg);
-}
-
-/* A deferred answer to fill, or NULL. */
-static struct deferred *deferred_new(store_get_fn *get_cb, store_rows_fn *rows_cb, void *arg)
-{
-	struct deferred *d = calloc(1, sizeof(*d));
-	if (d) {
-		d->get_cb = get_cb;
-		d->rows_cb = rows_cb;
-		d->arg = arg;
-	}
-	return d;
-}
-
-/* Queue d's answer for the loop; -EINVAL (a bad argument) is returned instead. */
-static int deferred_queue(struct store *s, struct deferred *d)
-{
-	if (d->err == -EINVAL) {
-		cred_wipe(&d->rec, sizeof(d->rec));
-		store_rows_clear(&d->rows);
-		free(d);
-		return -EINVAL;
-	}
-	if (d->err < 0 && d->rows_cb)
-		store_rows_clear(&d->rows);
-	if (s->d_tail)
-		s->d_tail->next = d;
-	else
-		s->d_head = d;
-	s->d_tail = d;
-	event_active(s->defer_ev, EV_TIMEOUT, 0);
-	return 0;
-}
-
-int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void *arg)
-{
-	if (!s || !cb)
-		return -EINVAL;
-	if (s->pg)
-		return pg_store_get_async(s->pg, dev_eui, cb, arg);
-	struct deferred *d = deferred_new(cb, NULL, arg);
-	if (!d)
-		return -ENOMEM;
-	d->err = sqlite_store_get(s->sq, dev_eui, &d->rec);
-	return deferred_queue(s, d);
-}
-
 static int collect_record(const struct store_record *r, void *arg)
 {
 	struct deferred *d = arg;
@@ -190,55 +126,166 @@ static int collect_attempt(const struct store_attempt *a, void *arg)
 	return store_rows_add_attempt(&d->rows, &d->cap, a);
 }
 
-/* Start a deferred read on SQLite: d, or NULL after setting *ret. */
-#define SQLITE_READ(cb, arg)                                                                       	struct deferred *d = NULL;                                                                 	if (!s || !cb)                                                                             		return -EINVAL;                                                                    	if (!s->pg && !(d = deferred_new(NULL, cb, arg)))                                          		return -ENOMEM
+/* On the reader thread: the read itself. */
+static void read_run(struct sqlite_reader *rd, void *arg)
+{
+	struct deferred *d = arg;
+	switch (d->kind) {
+	case READ_GET:
+		d->err = sqlite_reader_get(rd, d->dev_eui, &d->rec);
+		break;
+	case READ_LIST:
+		d->err = sqlite_reader_list(rd, d->state, d->after, d->limit, collect_record, d);
+		break;
+	case READ_COUNT:
+		d->err = sqlite_reader_count(rd, d->rows.counts);
+		break;
+	case READ_AUDIT:
+		d->err = sqlite_reader_audit_list(rd, d->dev_eui[0] ? d->dev_eui : NULL,
+						  d->after_id, d->limit, collect_audit, d);
+		break;
+	case READ_ATTEMPTS:
+		d->err = sqlite_reader_attempt_list(rd, d->dev_eui, collect_attempt, d);
+		break;
+	case READ_KEY:
+		d->err = sqlite_reader_key_pool_find(rd, d->app_key, d->rows.hsm_key);
+		break;
+	}
+	if (d->err < 0)
+		store_rows_clear(&d->rows);
+}
+
+/* On the loop: the answer, then forget the read. */
+static void read_done(void *arg)
+{
+	struct deferred *d = arg;
+	const char *why = d->err ? strerror(-d->err) : NULL;
+	if (d->get_cb)
+		d->get_cb(d->err, d->err ? NULL : &d->rec, why, d->arg);
+	else
+		d->rows_cb(d->err, why, d->err ? NULL : &d->rows, d->arg);
+	cred_wipe(&d->rec, sizeof(d->rec));
+	store_rows_clear(&d->rows);
+	cred_wipe(d->app_key, sizeof(d->app_key));
+	free(d);
+}
+
+/*
+ * Start a read of kind on SQLite's reader thread (params set by fill). Bad arguments are
+ * refused here, as the sqlite_reader_* calls would, so that no callback follows them.
+ */
+static int read_start(struct store *s, struct deferred *d)
+{
+	int r = sqlite_store_read_async(s->sq, read_run, read_done, d);
+	if (r < 0) {
+		cred_wipe(d->app_key, sizeof(d->app_key));
+		free(d);
+	}
+	return r;
+}
+
+static struct deferred *read_new(enum read_kind kind, store_get_fn *get_cb,
+				 store_rows_fn *rows_cb, void *arg)
+{
+	struct deferred *d = calloc(1, sizeof(*d));
+	if (d) {
+		d->kind = kind;
+		d->get_cb = get_cb;
+		d->rows_cb = rows_cb;
+		d->arg = arg;
+	}
+	return d;
+}
+
+int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void *arg)
+{
+	if (!s || !cb)
+		return -EINVAL;
+	if (s->pg)
+		return pg_store_get_async(s->pg, dev_eui, cb, arg);
+	if (!hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct deferred *d = read_new(READ_GET, cb, NULL, arg);
+	if (!d)
+		return -ENOMEM;
+	memcpy(d->dev_eui, dev_eui, HEX_EUI);
+	return read_start(s, d);
+}
 
 int store_list_async(struct store *s, int state, const char *after, size_t limit,
 		     store_rows_fn *cb, void *arg)
 {
-	SQLITE_READ(cb, arg);
+	if (!s || !cb)
+		return -EINVAL;
 	if (s->pg)
 		return pg_store_list_async(s->pg, state, after, limit, cb, arg);
-	d->err = sqlite_store_list(s->sq, state, after, limit, collect_record, d);
-	return deferred_queue(s, d);
+	if (state < -1 || state >= STORE_N_STATES || (after && strlen(after) > HEX_EUI))
+		return -EINVAL;
+	struct deferred *d = read_new(READ_LIST, NULL, cb, arg);
+	if (!d)
+		return -ENOMEM;
+	d->state = state;
+	snprintf(d->after, sizeof(d->after), "%s", after ? after : "");
+	d->limit = limit;
+	return read_start(s, d);
 }
 
 int store_count_async(struct store *s, store_rows_fn *cb, void *arg)
 {
-	SQLITE_READ(cb, arg);
+	if (!s || !cb)
+		return -EINVAL;
 	if (s->pg)
 		return pg_store_count_async(s->pg, cb, arg);
-	d->err = sqlite_store_count(s->sq, d->rows.counts);
-	return deferred_queue(s, d);
+	struct deferred *d = read_new(READ_COUNT, NULL, cb, arg);
+	return d ? read_start(s, d) : -ENOMEM;
 }
 
 int store_audit_list_async(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
 			   store_rows_fn *cb, void *arg)
 {
-	SQLITE_READ(cb, arg);
+	if (!s || !cb)
+		return -EINVAL;
 	if (s->pg)
 		return pg_store_audit_list_async(s->pg, dev_eui, after_id, limit, cb, arg);
-	d->err = sqlite_store_audit_list(s->sq, dev_eui, after_id, limit, collect_audit, d);
-	return deferred_queue(s, d);
+	if (dev_eui && !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct deferred *d = read_new(READ_AUDIT, NULL, cb, arg);
+	if (!d)
+		return -ENOMEM;
+	if (dev_eui)
+		memcpy(d->dev_eui, dev_eui, HEX_EUI);
+	d->after_id = after_id;
+	d->limit = limit;
+	return read_start(s, d);
 }
 
 int store_attempt_list_async(struct store *s, const char *dev_eui, store_rows_fn *cb, void *arg)
 {
-	SQLITE_READ(cb, arg);
+	if (!s || !cb)
+		return -EINVAL;
 	if (s->pg)
 		return pg_store_attempt_list_async(s->pg, dev_eui, cb, arg);
-	d->err = sqlite_store_attempt_list(s->sq, dev_eui, collect_attempt, d);
-	return deferred_queue(s, d);
+	if (!hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct deferred *d = read_new(READ_ATTEMPTS, NULL, cb, arg);
+	if (!d)
+		return -ENOMEM;
+	memcpy(d->dev_eui, dev_eui, HEX_EUI);
+	return read_start(s, d);
 }
 
 int store_key_pool_find_async(struct store *s, const uint8_t app_key[16], store_rows_fn *cb,
 			      void *arg)
 {
-	SQLITE_READ(cb, arg);
+	if (!s || !cb || !app_key)
+		return -EINVAL;
 	if (s->pg)
 		return pg_store_key_pool_find_async(s->pg, app_key, cb, arg);
-	d->err = sqlite_store_key_pool_find(s->sq, app_key, d->rows.hsm_key);
-	return deferred_queue(s, d);
+	struct deferred *d = read_new(READ_KEY, NULL, cb, arg);
+	if (!d)
+		return -ENOMEM;
+	memcpy(d->app_key, app_key, 16);
+	return read_start(s, d);
 }
 
 int store_open(struct event_base *base, const struct store_options *o, struct store **ret,
@@ -248,15 +295,9 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
 	if (!s)
 		return -ENOMEM;
 	s->base = base;
-	s->defer_ev = event_new(base, -1, 0, on_defer, s);
-	if (!s->defer_ev) {
-		free(s);
-		return -ENOMEM;
-	}
 	int r = o->backend == STORE_POSTGRESQL ? pg_store_open(base, o, &s->pg, err, errlen)
 					       : sqlite_store_open(base, o, &s->sq, err, errlen);
 	if (r < 0) {
-		event_free(s->defer_ev);
 		free(s);
 		return r;
 	}
@@ -268,13 +309,11 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
-	run_deferred(s);
+	/* Reads in flight are answered (and the writes they start committed) in there. */
 	if (s->pg)
 		pg_store_close(s->pg);
 	else
 		sqlite_store_close(s->sq);
-	run_deferred(s);
-	event_free(s->defer_ev);
 	free(s);
 }
 

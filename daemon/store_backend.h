@@ -56,6 +56,29 @@ int pg_store_key_pool_find_async(struct pg_store *s, const uint8_t app_key[16],
 void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages);
 
 /*
+ * SQLite's reads off the loop: fn runs on the store's reader thread with its own
+ * connection (rd, for the sqlite_reader_* calls below), then done on the loop thread, in
+ * the order submitted. 0, or -ESHUTDOWN once the store is closing, -ENOMEM.
+ */
+struct sqlite_reader;
+typedef void sqlite_read_fn(struct sqlite_reader *rd, void *arg);
+typedef void sqlite_read_done_fn(void *arg);
+int sqlite_store_read_async(struct sqlite_store *s, sqlite_read_fn *fn, sqlite_read_done_fn *done,
+			    void *arg);
+/* The same meaning as the sqlite_store_* namesakes, on the given connection. */
+int sqlite_reader_get(struct sqlite_reader *rd, const char *dev_eui, struct store_record *ret);
+int sqlite_reader_list(struct sqlite_reader *rd, int state, const char *after, size_t limit,
+		       int (*fn)(const struct store_record *r, void *arg), void *arg);
+int sqlite_reader_attempt_list(struct sqlite_reader *rd, const char *dev_eui,
+			       int (*fn)(const struct store_attempt *a, void *arg), void *arg);
+int sqlite_reader_count(struct sqlite_reader *rd, uint64_t counts[STORE_N_STATES]);
+int sqlite_reader_audit_list(struct sqlite_reader *rd, const char *dev_eui, int64_t after_id,
+			     size_t limit, int (*fn)(const struct store_audit_entry *e, void *arg),
+			     void *arg);
+int sqlite_reader_key_pool_find(struct sqlite_reader *rd, const uint8_t app_key[16],
+				uint8_t ret_hsm[16]);
+
+/*
  * The answer of an asynchronous read, built by either backend: append one entry (cap: the
  * entries allocated, 0 at first; -ENOMEM), and free it all, wiping the records.
  */

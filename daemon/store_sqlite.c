@@ -240,6 +240,15 @@ static void op_free(struct op *op)
 	free(op);
 }
 
+/* A read-only connection, its statements and a seal of its own: one per thread. */
+struct sqlite_reader {
+	sqlite3 *db;
+	sqlite3_stmt *get_stmt;
+	sqlite3_stmt *lget_stmt;
+	sqlite3_stmt *kload_stmt, *kfind_stmt;
+	struct seal *seal; /* the loop's is the store's own (s->seal) */
+};
+
 struct sqlite_store {
 	char *path;
 	char instance[65];
@@ -251,10 +260,17 @@ struct sqlite_store {
 	uint32_t commit_delay_ms;
 	size_t max_queue;
 
-	sqlite3 *rdb; /* read-only, loop thread */
-	sqlite3_stmt *get_stmt;
-	sqlite3_stmt *lget_stmt;
-	sqlite3_stmt *kload_stmt, *kfind_stmt;
+	struct sqlite_reader rd;  /* the loop thread's: the label cache, start-up, tests */
+	struct sqlite_reader trd; /* the reader thread's: every asynchronous read */
+
+	pthread_t reader;
+	bool reader_started;
+	pthread_cond_t rcond;
+	/* Under lock (the writer's): reads to run, reads done (the writer's eventfd tells the
+	 * loop), the reader's stop. */
+	struct sqlite_read *r_head, *r_tail;
+	struct sqlite_read *rd_head, *rd_tail;
+	bool r_closing;
 
 	sqlite3 *wdb; /* writer thread once started */
 	sqlite3_stmt *ins_stmt, *upd_stmt, *aud_stmt, *lab_stmt, *att_stmt, *kput_stmt, *ktak_stmt;
@@ -480,13 +496,13 @@ int sqlite_store_label_put(struct sqlite_store *s, const char *dev_eui, const st
 	return store_submit(s, op);
 }
 
-int sqlite_store_label_get(struct sqlite_store *s, const char *dev_eui, struct store_label *ret)
+static int reader_label_get(struct sqlite_reader *rd, const char *dev_eui, struct store_label *ret)
 {
-	if (!s || !ret || !hex_valid(dev_eui, HEX_EUI))
+	if (!rd || !ret || !hex_valid(dev_eui, HEX_EUI))
 		return -EINVAL;
 	char eui[17];
 	hex_upper(eui, dev_eui, HEX_EUI);
-	sqlite3_stmt *st = s->lget_stmt;
+	sqlite3_stmt *st = rd->lget_stmt;
 	int rc = sqlite3_bind_text(st, 1, eui, -1, SQLITE_TRANSIENT);
 	int r = -ENOENT;
 	if (rc == SQLITE_OK)
@@ -514,7 +530,7 @@ int sqlite_store_label_get(struct sqlite_store *s, const char *dev_eui, struct s
 			r = 0;
 		}
 	} else if (rc != SQLITE_DONE) {
-		r = sql_errno(s->rdb, rc);
+		r = sql_errno(rd->db, rc);
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -560,13 +576,13 @@ int sqlite_store_key_pool_taken(struct sqlite_store *s, const uint8_t app_key[16
 }
 
 /* Open one sealed pair of the row with digest d into app_key and hsm_key. */
-static int key_unseal(struct sqlite_store *s, const void *d, int dlen, const void *blob, int blen,
-		      uint8_t app_key[16], uint8_t hsm_key[16])
+static int key_unseal(struct sqlite_reader *rd, const void *d, int dlen, const void *blob,
+		      int blen, uint8_t app_key[16], uint8_t hsm_key[16])
 {
 	uint8_t pair[32];
 	if (!d || dlen != 32 || !blob || blen != KEY_POOL_SEALED_LEN)
 		return -EBADMSG;
-	int e = seal_decrypt(s->seal, d, 32, blob, (size_t)blen, pair, sizeof(pair));
+	int e = seal_decrypt(rd->seal, d, 32, blob, (size_t)blen, pair, sizeof(pair));
 	if (e >= 0) {
 		memcpy(app_key, pair, 16);
 		memcpy(hsm_key, pair + 16, 16);
@@ -576,13 +592,13 @@ static int key_unseal(struct sqlite_store *s, const void *d, int dlen, const voi
 	return e < 0 ? -EBADMSG : 0;
 }
 
-int sqlite_store_key_pool_load(struct sqlite_store *s, size_t max,
+static int reader_key_pool_load(struct sqlite_reader *rd, size_t max,
 			int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16], void *arg),
 			void *arg)
 {
-	if (!s || !fn)
+	if (!rd || !fn)
 		return -EINVAL;
-	sqlite3_stmt *st = s->kload_stmt;
+	sqlite3_stmt *st = rd->kload_stmt;
 	int rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
 	int r = 0;
 	while (rc == SQLITE_OK || rc == SQLITE_ROW) {
@@ -590,7 +606,7 @@ int sqlite_store_key_pool_load(struct sqlite_store *s, size_t max,
 		if (rc != SQLITE_ROW)
 			break;
 		uint8_t app[16], hsm[16];
-		if (key_unseal(s, sqlite3_column_blob(st, 0), sqlite3_column_bytes(st, 0),
+		if (key_unseal(rd, sqlite3_column_blob(st, 0), sqlite3_column_bytes(st, 0),
 			       sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1), app,
 			       hsm) < 0)
 			continue; /* not ours to hand out: skip it */
@@ -601,28 +617,28 @@ int sqlite_store_key_pool_load(struct sqlite_store *s, size_t max,
 			break;
 	}
 	if (!r && rc != SQLITE_DONE && rc != SQLITE_ROW)
-		r = sql_errno(s->rdb, rc);
+		r = sql_errno(rd->db, rc);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return r;
 }
 
-int sqlite_store_key_pool_find(struct sqlite_store *s, const uint8_t app_key[16], uint8_t ret_hsm[16])
+int sqlite_reader_key_pool_find(struct sqlite_reader *rd, const uint8_t app_key[16], uint8_t ret_hsm[16])
 {
-	if (!s || !app_key || !ret_hsm)
+	if (!rd || !app_key || !ret_hsm)
 		return -EINVAL;
 	uint8_t d[32], app[16];
 	store_key_digest(app_key, d);
-	sqlite3_stmt *st = s->kfind_stmt;
+	sqlite3_stmt *st = rd->kfind_stmt;
 	int rc = sqlite3_bind_blob(st, 1, d, sizeof(d), SQLITE_TRANSIENT);
 	int r = -ENOENT;
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		r = key_unseal(s, d, sizeof(d), sqlite3_column_blob(st, 0),
+		r = key_unseal(rd, d, sizeof(d), sqlite3_column_blob(st, 0),
 			       sqlite3_column_bytes(st, 0), app, ret_hsm);
 	else if (rc != SQLITE_DONE)
-		r = sql_errno(s->rdb, rc);
+		r = sql_errno(rd->db, rc);
 	if (r == 0 && memcmp(app, app_key, 16) != 0)
 		r = -EBADMSG;
 	cred_wipe(app, sizeof(app));
@@ -962,13 +978,16 @@ static void store_dispatch(struct sqlite_store *s)
 	}
 }
 
-/* libevent callback: the writer signalled completions. */
+static void reads_dispatch(struct sqlite_store *s);
+
+/* libevent callback: the writer or the reader signalled completions. */
 static void store_on_done(evutil_socket_t fd, short what, void *arg)
 {
 	uint64_t v;
 	while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
 		;
 	store_dispatch(arg);
+	reads_dispatch(arg);
 }
 
 /* Free a list of ops. */
@@ -981,10 +1000,28 @@ static void ops_free(struct op *list)
 	}
 }
 
+/* Close a reader's statements and connection. */
+static void reader_close(struct sqlite_reader *rd)
+{
+	sqlite3_finalize(rd->get_stmt);
+	sqlite3_finalize(rd->lget_stmt);
+	sqlite3_finalize(rd->kload_stmt);
+	sqlite3_finalize(rd->kfind_stmt);
+	sqlite3_close(rd->db);
+}
+
 void sqlite_store_close(struct sqlite_store *s)
 {
 	if (!s)
 		return;
+	/* The reads first: they finish, and their callbacks may still queue writes. */
+	pthread_mutex_lock(&s->lock);
+	s->r_closing = true;
+	pthread_cond_broadcast(&s->rcond);
+	pthread_mutex_unlock(&s->lock);
+	if (s->reader_started)
+		pthread_join(s->reader, NULL);
+	reads_dispatch(s);
 	pthread_mutex_lock(&s->lock);
 	s->closing = true;
 	pthread_cond_broadcast(&s->cond);
@@ -997,11 +1034,9 @@ void sqlite_store_close(struct sqlite_store *s)
 		event_free(s->done_ev);
 	if (s->efd >= 0)
 		close(s->efd);
-	sqlite3_finalize(s->get_stmt);
-	sqlite3_finalize(s->lget_stmt);
-	sqlite3_finalize(s->kload_stmt);
-	sqlite3_finalize(s->kfind_stmt);
-	sqlite3_close(s->rdb);
+	reader_close(&s->rd);
+	reader_close(&s->trd);
+	seal_free(s->trd.seal);
 	sqlite3_finalize(s->ins_stmt);
 	sqlite3_finalize(s->upd_stmt);
 	sqlite3_finalize(s->aud_stmt);
@@ -1014,6 +1049,7 @@ void sqlite_store_close(struct sqlite_store *s)
 		close(s->lock_fd);
 	seal_free(s->seal);
 	pthread_cond_destroy(&s->cond);
+	pthread_cond_destroy(&s->rcond);
 	pthread_mutex_destroy(&s->lock);
 	free(s->path);
 	free(s);
@@ -1309,44 +1345,128 @@ static int store_open_writer(struct sqlite_store *s, char *err, size_t errlen)
 	return 0;
 }
 
-/* Open the read-only connection used by the loop thread. */
-static int store_open_reader(struct sqlite_store *s, char *err, size_t errlen)
+/* Open a read-only connection and its statements into rd. */
+static int open_reader(struct sqlite_store *s, struct sqlite_reader *rd, char *err,
+		       size_t errlen)
 {
 	int rc =
-	    sqlite3_open_v2(s->path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	    sqlite3_open_v2(s->path, &rd->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK)
-		return open_fail(s, s->rdb, rc, "cannot open for reading", err, errlen);
-	sqlite3_extended_result_codes(s->rdb, 1);
-	sqlite3_busy_timeout(s->rdb, STORE_READ_BUSY_MS);
-	rc = sqlite3_prepare_v3(s->rdb, sql_get, -1, SQLITE_PREPARE_PERSISTENT, &s->get_stmt, NULL);
+		return open_fail(s, rd->db, rc, "cannot open for reading", err, errlen);
+	sqlite3_extended_result_codes(rd->db, 1);
+	sqlite3_busy_timeout(rd->db, STORE_READ_BUSY_MS);
+	rc = sqlite3_prepare_v3(rd->db, sql_get, -1, SQLITE_PREPARE_PERSISTENT, &rd->get_stmt,
+				NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->rdb, sql_label_get, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->lget_stmt, NULL);
+		rc = sqlite3_prepare_v3(rd->db, sql_label_get, -1, SQLITE_PREPARE_PERSISTENT,
+					&rd->lget_stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->rdb, sql_key_load, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->kload_stmt, NULL);
+		rc = sqlite3_prepare_v3(rd->db, sql_key_load, -1, SQLITE_PREPARE_PERSISTENT,
+					&rd->kload_stmt, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->rdb, sql_key_find, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->kfind_stmt, NULL);
+		rc = sqlite3_prepare_v3(rd->db, sql_key_find, -1, SQLITE_PREPARE_PERSISTENT,
+					&rd->kfind_stmt, NULL);
 	if (rc != SQLITE_OK)
-		return open_fail(s, s->rdb, rc, "cannot prepare statements", err, errlen);
+		return open_fail(s, rd->db, rc, "cannot prepare statements", err, errlen);
 	return 0;
 }
 
-/* Start the writer thread with every signal blocked, so they go to the loop thread. */
-static int store_start_writer(struct sqlite_store *s, char *err, size_t errlen)
+/* One read for the reader thread: fn there, then done on the loop. */
+struct sqlite_read {
+	struct sqlite_read *next;
+	sqlite_read_fn *fn;
+	sqlite_read_done_fn *done;
+	void *arg;
+};
+
+/* The reader thread: run what is queued, in order, on its own connection; hand it back. */
+static void *store_reader(void *arg)
+{
+	struct sqlite_store *s = arg;
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		while (!s->r_head && !s->r_closing)
+			pthread_cond_wait(&s->rcond, &s->lock);
+		struct sqlite_read *list = s->r_head;
+		if (!list)
+			break;
+		s->r_head = s->r_tail = NULL;
+		pthread_mutex_unlock(&s->lock);
+		struct sqlite_read *last = list;
+		for (struct sqlite_read *r = list; r; r = r->next) {
+			r->fn(&s->trd, r->arg);
+			last = r;
+		}
+		pthread_mutex_lock(&s->lock);
+		if (s->rd_tail)
+			s->rd_tail->next = list;
+		else
+			s->rd_head = list;
+		s->rd_tail = last;
+		pthread_mutex_unlock(&s->lock);
+		writer_notify(s);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* Complete the reads the reader thread has done, on the loop thread. */
+static void reads_dispatch(struct sqlite_store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	struct sqlite_read *list = s->rd_head;
+	s->rd_head = s->rd_tail = NULL;
+	pthread_mutex_unlock(&s->lock);
+	while (list) {
+		struct sqlite_read *next = list->next;
+		list->done(list->arg);
+		free(list);
+		list = next;
+	}
+}
+
+int sqlite_store_read_async(struct sqlite_store *s, sqlite_read_fn *fn, sqlite_read_done_fn *done,
+			    void *arg)
+{
+	if (!s || !fn || !done)
+		return -EINVAL;
+	struct sqlite_read *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->fn = fn;
+	r->done = done;
+	r->arg = arg;
+	pthread_mutex_lock(&s->lock);
+	if (!s->reader_started || s->r_closing) {
+		pthread_mutex_unlock(&s->lock);
+		free(r);
+		return -ESHUTDOWN;
+	}
+	if (s->r_tail)
+		s->r_tail->next = r;
+	else
+		s->r_head = r;
+	s->r_tail = r;
+	pthread_cond_signal(&s->rcond);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* Start a thread with every signal blocked, so they go to the loop thread. */
+static int start_thread(struct sqlite_store *s, pthread_t *t, void *(*fn)(void *),
+			const char *what, char *err, size_t errlen)
 {
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int r = pthread_create(&s->writer, NULL, store_writer, s);
+	int r = pthread_create(t, NULL, fn, s);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r != 0) {
-		store_set_err(err, errlen, "%s: cannot start the writer thread: %s", s->path,
-			strerror(r));
+		store_set_err(err, errlen, "%s: cannot start the %s thread: %s", s->path, what,
+			      strerror(r));
 		return -r;
 	}
-	s->writer_started = true;
 	return 0;
 }
 
@@ -1378,6 +1498,7 @@ int sqlite_store_open(struct event_base *base, const struct store_options *o, st
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&s->rcond, NULL);
 
 	int e;
 	s->path = strdup(o->path);
@@ -1402,7 +1523,12 @@ int sqlite_store_open(struct event_base *base, const struct store_options *o, st
 	e = store_open_writer(s, err, errlen);
 	if (e < 0)
 		goto fail;
-	e = store_open_reader(s, err, errlen);
+	s->rd.seal = s->seal;
+	e = open_reader(s, &s->rd, err, errlen);
+	if (e == 0)
+		e = seal_new(o->key, o->key_len, &s->trd.seal);
+	if (e == 0)
+		e = open_reader(s, &s->trd, err, errlen);
 	if (e < 0)
 		goto fail;
 
@@ -1418,9 +1544,14 @@ int sqlite_store_open(struct event_base *base, const struct store_options *o, st
 		store_set_err(err, errlen, "store: cannot watch the writer's completions");
 		goto fail;
 	}
-	e = store_start_writer(s, err, errlen);
+	e = start_thread(s, &s->writer, store_writer, "writer", err, errlen);
 	if (e < 0)
 		goto fail;
+	s->writer_started = true;
+	e = start_thread(s, &s->reader, store_reader, "reader", err, errlen);
+	if (e < 0)
+		goto fail;
+	s->reader_started = true;
 	*ret = s;
 	return 0;
 fail:
@@ -1447,7 +1578,7 @@ static int col_text(sqlite3_stmt *st, int i, char *dst, size_t size)
 }
 
 /* Fill *r from a row of DEVICE_COLUMNS, checking it and opening the sealed AppKey. */
-static int row_to_record(struct sqlite_store *s, sqlite3_stmt *st, struct store_record *r)
+static int row_to_record(struct sqlite_reader *rd, sqlite3_stmt *st, struct store_record *r)
 {
 	char state[16];
 	memset(r, 0, sizeof(*r));
@@ -1489,7 +1620,7 @@ static int row_to_record(struct sqlite_store *s, sqlite3_stmt *st, struct store_
 		int len = sqlite3_column_bytes(st, 5);
 		if (!blob || len != STORE_SEALED_LEN)
 			return -EUCLEAN;
-		e = seal_decrypt(s->seal, (const uint8_t *)r->dev_eui, HEX_EUI, blob, (size_t)len,
+		e = seal_decrypt(rd->seal, (const uint8_t *)r->dev_eui, HEX_EUI, blob, (size_t)len,
 				 r->app_key, sizeof(r->app_key));
 		if (e < 0)
 			return e;
@@ -1500,13 +1631,13 @@ static int row_to_record(struct sqlite_store *s, sqlite3_stmt *st, struct store_
 	return 0;
 }
 
-int sqlite_store_get(struct sqlite_store *s, const char *dev_eui, struct store_record *ret)
+int sqlite_reader_get(struct sqlite_reader *rd, const char *dev_eui, struct store_record *ret)
 {
-	if (!s || !ret || !hex_valid(dev_eui, HEX_EUI))
+	if (!rd || !ret || !hex_valid(dev_eui, HEX_EUI))
 		return -EINVAL;
 	char key[HEX_EUI + 1];
 	hex_upper(key, dev_eui, HEX_EUI);
-	sqlite3_stmt *st = s->get_stmt;
+	sqlite3_stmt *st = rd->get_stmt;
 	int rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
@@ -1516,7 +1647,7 @@ int sqlite_store_get(struct sqlite_store *s, const char *dev_eui, struct store_r
 		if (!r) {
 			e = -ENOMEM;
 		} else {
-			e = row_to_record(s, st, r);
+			e = row_to_record(rd, st, r);
 			if (e == 0)
 				*ret = *r;
 			cred_wipe(r, sizeof(*r));
@@ -1525,7 +1656,7 @@ int sqlite_store_get(struct sqlite_store *s, const char *dev_eui, struct store_r
 	} else if (rc == SQLITE_DONE) {
 		e = -ENOENT;
 	} else {
-		e = sql_errno(s->rdb, rc);
+		e = sql_errno(rd->db, rc);
 		if (e == 0)
 			e = -EIO;
 	}
@@ -1534,10 +1665,10 @@ int sqlite_store_get(struct sqlite_store *s, const char *dev_eui, struct store_r
 	return e;
 }
 
-int sqlite_store_list(struct sqlite_store *s, int state, const char *after, size_t limit,
+int sqlite_reader_list(struct sqlite_reader *rd, int state, const char *after, size_t limit,
 	       int (*fn)(const struct store_record *r, void *arg), void *arg)
 {
-	if (!s || !fn || state < -1 || state >= STORE_N_STATES)
+	if (!rd || !fn || state < -1 || state >= STORE_N_STATES)
 		return -EINVAL;
 	if (after && *after && !fits(after, HEX_EUI + 1))
 		return -EINVAL;
@@ -1550,9 +1681,9 @@ int sqlite_store_list(struct sqlite_store *s, int state, const char *after, size
 		      : "SELECT " DEVICE_COLUMNS
 			" FROM devices WHERE state = ?1 AND dev_eui > ?2 ORDER BY dev_eui LIMIT ?3";
 	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL);
+	int rc = sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
+		return sql_errno(rd->db, rc) ? sql_errno(rd->db, rc) : -EIO;
 	if (state >= 0)
 		rc = sqlite3_bind_text(st, 1, store_state_name((enum store_state)state), -1,
 				       SQLITE_STATIC);
@@ -1572,12 +1703,12 @@ int sqlite_store_list(struct sqlite_store *s, int state, const char *after, size
 			rc = step;
 			break;
 		}
-		e = row_to_record(s, st, r);
+		e = row_to_record(rd, st, r);
 		if (e == 0)
 			e = fn(r, arg);
 	}
 	if (e == 0 && rc != SQLITE_OK) {
-		e = sql_errno(s->rdb, rc);
+		e = sql_errno(rd->db, rc);
 		if (e == 0)
 			e = -EIO;
 	}
@@ -1589,20 +1720,20 @@ int sqlite_store_list(struct sqlite_store *s, int state, const char *after, size
 	return e;
 }
 
-int sqlite_store_attempt_list(struct sqlite_store *s, const char *dev_eui,
+int sqlite_reader_attempt_list(struct sqlite_reader *rd, const char *dev_eui,
 		       int (*fn)(const struct store_attempt *a, void *arg), void *arg)
 {
-	if (!s || !fn || !hex_valid(dev_eui, HEX_EUI))
+	if (!rd || !fn || !hex_valid(dev_eui, HEX_EUI))
 		return -EINVAL;
 	char eui[HEX_EUI + 1];
 	hex_upper(eui, dev_eui, HEX_EUI);
 	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(s->rdb,
+	int rc = sqlite3_prepare_v2(rd->db,
 				    "SELECT n, at, instance, digest, outcome FROM attempts "
 				    "WHERE dev_eui = ?1 ORDER BY n",
 				    -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
+		return sql_errno(rd->db, rc) ? sql_errno(rd->db, rc) : -EIO;
 	rc = sqlite3_bind_text(st, 1, eui, -1, SQLITE_STATIC);
 	int e = 0;
 	while (e == 0 && rc == SQLITE_OK) {
@@ -1624,20 +1755,20 @@ int sqlite_store_attempt_list(struct sqlite_store *s, const char *dev_eui,
 			e = fn(&a, arg);
 	}
 	if (e == 0 && rc != SQLITE_OK)
-		e = sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
+		e = sql_errno(rd->db, rc) ? sql_errno(rd->db, rc) : -EIO;
 	sqlite3_finalize(st);
 	return e;
 }
 
-int sqlite_store_count(struct sqlite_store *s, uint64_t counts[STORE_N_STATES])
+int sqlite_reader_count(struct sqlite_reader *rd, uint64_t counts[STORE_N_STATES])
 {
-	if (!s || !counts)
+	if (!rd || !counts)
 		return -EINVAL;
 	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(s->rdb, "SELECT state, count(*) FROM devices GROUP BY state",
+	int rc = sqlite3_prepare_v2(rd->db, "SELECT state, count(*) FROM devices GROUP BY state",
 				    -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
+		return sql_errno(rd->db, rc) ? sql_errno(rd->db, rc) : -EIO;
 	uint64_t c[STORE_N_STATES] = {0};
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		enum store_state stt;
@@ -1645,7 +1776,7 @@ int sqlite_store_count(struct sqlite_store *s, uint64_t counts[STORE_N_STATES])
 		if (name && store_state_parse((const char *)name, &stt) == 0)
 			c[stt] = (uint64_t)sqlite3_column_int64(st, 1);
 	}
-	int e = rc == SQLITE_DONE ? 0 : sql_errno(s->rdb, rc);
+	int e = rc == SQLITE_DONE ? 0 : sql_errno(rd->db, rc);
 	if (rc != SQLITE_DONE && e == 0)
 		e = -EIO;
 	sqlite3_finalize(st);
@@ -1654,10 +1785,10 @@ int sqlite_store_count(struct sqlite_store *s, uint64_t counts[STORE_N_STATES])
 	return e;
 }
 
-int sqlite_store_audit_list(struct sqlite_store *s, const char *dev_eui, int64_t after_id, size_t limit,
+int sqlite_reader_audit_list(struct sqlite_reader *rd, const char *dev_eui, int64_t after_id, size_t limit,
 		     int (*fn)(const struct store_audit_entry *e, void *arg), void *arg)
 {
-	if (!s || !fn || (dev_eui && !hex_valid(dev_eui, HEX_EUI)))
+	if (!rd || !fn || (dev_eui && !hex_valid(dev_eui, HEX_EUI)))
 		return -EINVAL;
 	char key[HEX_EUI + 1] = "";
 	if (dev_eui)
@@ -1667,9 +1798,9 @@ int sqlite_store_audit_list(struct sqlite_store *s, const char *dev_eui, int64_t
 				  : "SELECT id, dev_eui, method, uid, pid, at, outcome FROM audit "
 				    "WHERE id > ?2 ORDER BY id LIMIT ?3";
 	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL);
+	int rc = sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sql_errno(s->rdb, rc) ? sql_errno(s->rdb, rc) : -EIO;
+		return sql_errno(rd->db, rc) ? sql_errno(rd->db, rc) : -EIO;
 	if (dev_eui)
 		rc = sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
@@ -1700,7 +1831,7 @@ int sqlite_store_audit_list(struct sqlite_store *s, const char *dev_eui, int64_t
 			e = fn(&a, arg);
 	}
 	if (e == 0 && rc != SQLITE_OK) {
-		e = sql_errno(s->rdb, rc);
+		e = sql_errno(rd->db, rc);
 		if (e == 0)
 			e = -EIO;
 	}
@@ -1742,4 +1873,62 @@ void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages)
 	s->test_max_pages = pages;
 	s->test_pages_changed = true;
 	pthread_mutex_unlock(&s->lock);
+}
+
+/* The loop thread's reads (store_sync.h): on the loop's own connection. */
+int sqlite_store_get(struct sqlite_store *s, const char *dev_eui, struct store_record *ret)
+{
+	return s ? sqlite_reader_get(&s->rd, dev_eui, ret) : -EINVAL;
+}
+
+int sqlite_store_list(struct sqlite_store *s, int state, const char *after, size_t limit,
+		      int (*fn)(const struct store_record *r, void *arg), void *arg)
+{
+	return s ? sqlite_reader_list(&s->rd, state, after, limit, fn, arg) : -EINVAL;
+}
+
+int sqlite_store_attempt_list(struct sqlite_store *s, const char *dev_eui,
+			      int (*fn)(const struct store_attempt *a, void *arg), void *arg)
+{
+	return s ? sqlite_reader_attempt_list(&s->rd, dev_eui, fn, arg) : -EINVAL;
+}
+
+int sqlite_store_count(struct sqlite_store *s, uint64_t counts[STORE_N_STATES])
+{
+	return s ? sqlite_reader_count(&s->rd, counts) : -EINVAL;
+}
+
+int sqlite_store_audit_list(struct sqlite_store *s, const char *dev_eui, int64_t after_id,
+			    size_t limit, int (*fn)(const struct store_audit_entry *e, void *arg),
+			    void *arg)
+{
+	return s ? sqlite_reader_audit_list(&s->rd, dev_eui, after_id, limit, fn, arg) : -EINVAL;
+}
+
+int sqlite_store_key_pool_find(struct sqlite_store *s, const uint8_t app_key[16],
+			       uint8_t ret_hsm[16])
+{
+	return s ? sqlite_reader_key_pool_find(&s->rd, app_key, ret_hsm) : -EINVAL;
+}
+
+int sqlite_store_key_pool_load(struct sqlite_store *s, size_t max,
+			       int (*fn)(const uint8_t app_key[16], const uint8_t hsm_key[16],
+					 void *arg),
+			       void *arg)
+{
+	return s ? reader_key_pool_load(&s->rd, max, fn, arg) : -EINVAL;
+}
+
+/*
+ * The label cache, read on the loop when a label is made: it never waits for a lock (a
+ * busy store is a cache miss and the label is drawn).
+ */
+int sqlite_store_label_get(struct sqlite_store *s, const char *dev_eui, struct store_label *ret)
+{
+	if (!s)
+		return -EINVAL;
+	sqlite3_busy_timeout(s->rd.db, 0);
+	int r = reader_label_get(&s->rd, dev_eui, ret);
+	sqlite3_busy_timeout(s->rd.db, STORE_READ_BUSY_MS);
+	return r;
 }

@@ -4,6 +4,8 @@ import csv
 import json
 import os
 import secrets
+import threading
+import fcntl
 import signal
 import subprocess
 import time
@@ -448,6 +450,71 @@ class Offline(TpadTestCase):
         self.assertEqual(len(p.stdout.splitlines()), 6)
         p = self.ctl(d, "--json", "devices", "--limit", "1500", check=0)
         self.assertEqual(sum(len(json.loads(l)["devices"]) for l in p.stdout.splitlines()), 58)
+
+
+class SqliteReads(TpadTestCase):
+    """On SQLite the store's reads run on a reader thread: a store that cannot be read
+    for a while holds up the calls that read it, never the loop."""
+
+    def test_a_locked_store_never_stalls_the_loop(self):
+        psk = secrets.token_hex(16)
+        sim = self.sim(psk).start()
+        d = self.daemon(upstream_url=sim.url(), psk_hex=psk).start()
+        devs = [f"70B3D5000000{k:04X}" for k in range(3)]
+        for e in devs:
+            with d.station_client() as c:
+                c.call("io.tpad.Station.Activate", {"devEUI": e, "tkmInfo": "3111" + e})
+        # Another process holds every WAL read lock (bytes 123-127 of the -shm file, as a
+        # checkpoint resetting the WAL does): a read of tpad's waits in SQLite's retries.
+        shm = os.open(d.store + "-shm", os.O_RDWR)
+
+        def take():
+            try:
+                fcntl.lockf(shm, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 123, os.SEEK_SET)
+                return True
+            except OSError:
+                return False  # a read of tpad's is running: try again
+        results = {}
+        try:
+            wait_for(take, 5, "the WAL read locks")
+
+            def call(name, sock, method, params):
+                try:
+                    with sock(timeout=60) as c:
+                        results[name] = c.call(method, params)
+                except VarlinkError as err:
+                    results[name] = err.error
+
+            calls = [(f"get{k}", d.admin_client, "io.tpad.Admin.GetDevice", {"devEUI": e})
+                     for k, e in enumerate(devs)]
+            calls += [(f"lookup{k}", d.station_client, "io.tpad.Station.Lookup",
+                       {"devEUI": e}) for k, e in enumerate(devs)]
+            calls.append(("list", d.admin_client, "io.tpad.Admin.ListDevices", {}))
+            ts = [threading.Thread(target=call, args=c) for c in calls]
+            for t in ts:
+                t.start()
+            time.sleep(0.2)
+            # The reads wait; the loop answers all along, on both sockets.
+            worst, end = 0.0, time.monotonic() + 1.5
+            while time.monotonic() < end:
+                for client in (d.station_client, d.admin_client):
+                    t0 = time.monotonic()
+                    with client(timeout=10) as c:
+                        c.call("org.varlink.service.GetInfo")
+                    worst = max(worst, time.monotonic() - t0)
+            self.assertLess(worst, 0.5)
+            self.assertEqual(results, {})  # every read still waits
+        finally:
+            os.close(shm)  # releases the locks
+        for t in ts:
+            t.join(60)
+        # Each call got its answer, the device or StoreFailed; now every read works.
+        self.assertEqual(len(results), len(calls), results)
+        for name, r in results.items():
+            self.assertTrue(isinstance(r, dict) or r.endswith(".StoreFailed"), (name, r))
+        with d.station_client() as c:
+            self.assertEqual(c.call("io.tpad.Station.Lookup", {"devEUI": devs[0]})
+                             ["device"]["devEUI"], devs[0])
 
 
 if __name__ == "__main__":
