@@ -48,6 +48,7 @@ struct conn {
 	size_t owed;	/* reply bytes queued or held for this client */
 	bool msg_begun; /* msg_timer is armed */
 	bool reading;
+	bool read_eof; /* the client shut its side: answer its calls, then close */
 	bool closed;
 	bool freeing;
 };
@@ -178,10 +179,27 @@ static void conn_update_reading(struct conn *c)
 		bufferevent_disable(c->bev, EV_READ);
 		return;
 	}
-	bufferevent_enable(c->bev, EV_READ);
+	if (!c->read_eof)
+		bufferevent_enable(c->bev, EV_READ);
 	/* Calls that arrived while reading was off wait in the input buffer: read them now. */
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
 		event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+/*
+ * A client that shut its side is closed once nothing is left for it: no call in flight,
+ * no complete call waiting in the input, every reply written.
+ */
+static void conn_finish_eof(struct conn *c)
+{
+	if (!c->read_eof || c->closed || c->n_reqs)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)))
+		return; /* conn_write_cb comes back once it is written */
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (c->reading && evbuffer_search(in, "", 1, NULL).pos >= 0)
+		return; /* the kick reads it */
+	conn_close(c, "client closed the connection", true);
 }
 
 /* Finish the head calls that are done, writing the held replies of the next in order. */
@@ -204,6 +222,7 @@ static void conn_flush_reqs(struct conn *c)
 			conn_touch(c);
 	}
 	conn_update_reading(c);
+	conn_finish_eof(c);
 	conn_maybe_free(c);
 	if (c->srv->stopping)
 		server_check_drained(c->srv);
@@ -444,6 +463,7 @@ static void conn_msg_timeout_cb(evutil_socket_t fd, short what, void *arg)
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
+	conn_finish_eof(c);
 	if (c->srv->stopping)
 		server_check_drained(c->srv);
 }
@@ -452,6 +472,16 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+		/*
+		 * The client may only have shut its side (a pipe into socat, say) and still
+		 * wait for the answers of its calls: they are sent, then the connection closes.
+		 */
+		c->read_eof = true;
+		bufferevent_disable(bev, EV_READ);
+		conn_finish_eof(c);
+		return;
+	}
 	if (what & BEV_EVENT_EOF)
 		conn_close(c, "client closed the connection", true);
 	else if (what & BEV_EVENT_ERROR)
@@ -486,8 +516,12 @@ static void conn_close(struct conn *c, const char *reason, bool quiet)
 			 (int)c->peer.pid, reason);
 	/* Replies nobody will read no longer count against the output limits. */
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	evbuffer_drain(out, evbuffer_get_length(out));
 	evbuffer_remove_cb(out, owed_cb, c);
+	/* libevent freezes the start of a socket bufferevent's output, so evbuffer_drain()
+	 * removes nothing there: account for the unsent bytes directly. */
+	struct evbuffer_cb_info gone = {.n_deleted = evbuffer_get_length(out)};
+	if (gone.n_deleted)
+		owed_cb(out, &gone, c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	c->reading = false;

@@ -84,6 +84,37 @@ class Foundation(TpadTestCase):
                 r = c.recv()["parameters"]
                 self.assertIn("product" if i % 2 else "uptime", r)
 
+    def test_half_closed_client_gets_every_answer(self):
+        """A client that sends its calls and shuts its side (printf ... | socat) still
+        gets every answer, those made later (the store, Status's count) included; then
+        the connection closes."""
+        d = self.daemon().start()
+        calls = [("io.tpad.Admin.Status", {}), ("org.varlink.service.GetInfo", {}),
+                 ("io.tpad.Admin.GetDevice", {"devEUI": "70B3D5000000AB01"}),
+                 ("io.tpad.Admin.ListDevices", {})]
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(d.admin)
+        s.sendall(b"".join(json.dumps({"method": m, "parameters": p}).encode() + b"\0"
+                           for m, p in calls))
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        replies = [json.loads(m) for m in data.split(b"\0") if m]
+        self.assertEqual(len(replies), 4, replies)
+        self.assertIn("uptime", replies[0]["parameters"])
+        self.assertEqual(replies[1]["parameters"]["product"], "tpad")
+        self.assertEqual(replies[2]["error"], "io.tpad.Admin.NotFound")
+        self.assertEqual(replies[3]["parameters"]["devices"], [])
+        with d.admin_client() as a:  # and the connection is gone
+            wait_for(lambda: a.call("io.tpad.Admin.Status")["connections"]["admin"] == 1, 5,
+                     "the half-closed connection closed")
+
     def test_oversized_message_closes_only_offender(self):
         d = self.daemon().start()
         with d.station_client() as good, d.station_client() as bad:
