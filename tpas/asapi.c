@@ -261,6 +261,11 @@ static void h_uplinks(struct asapi *a, struct req *r)
 	json_t *p = req_params(r);
 	json_t *after = json_object_get(p, "after");
 	json_t *follow = json_object_get(p, "follow");
+	if (req_oneway(r)) {
+		/* Nobody reads the stream: reading the journal for it would only hold the loop. */
+		req_reply(r, NULL, false);
+		return;
+	}
 	struct sub *s = calloc(1, sizeof(*s));
 	if (!s) {
 		req_error(r, "io.tpad.AS.Busy", NULL);

@@ -38,6 +38,11 @@ static const char schema[] =
     " time TEXT NOT NULL, payload TEXT NOT NULL, encrypted INTEGER NOT NULL,"
     " radio TEXT NOT NULL, UNIQUE (dev_eui, session_id, fcnt_up));"
     "CREATE INDEX IF NOT EXISTS uplink_received ON uplink (received_ms);"
+    /* The Token of every journaled request: a replay is the same signed request, whatever
+     * unsigned fields (AppSKey, FCntDn, DevAddr) come with it. Kept as long as uplinks. */
+    "CREATE TABLE IF NOT EXISTS token (token TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
+    " received_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS token_received ON token (received_ms);"
     "CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
 
 enum stmt_id {
@@ -54,6 +59,9 @@ enum stmt_id {
 	ST_UPLINKS_AFTER,
 	ST_FCNT_GET,
 	ST_FCNT_SET,
+	ST_TOKEN_ADD,
+	ST_TOKEN_SEQ,
+	ST_TOKEN_FIND,
 	ST_COUNT
 };
 
@@ -91,10 +99,20 @@ static const char *const stmt_sql[ST_COUNT] = {
 			 " ORDER BY seq LIMIT ?",
     [ST_FCNT_GET] = "SELECT fcnt_dn_next FROM session WHERE id = ?",
     [ST_FCNT_SET] = "UPDATE session SET fcnt_dn_next = ? WHERE id = ?",
+    [ST_TOKEN_ADD] = "INSERT INTO token (token, seq, received_ms) VALUES (?1, 0, ?2)",
+    [ST_TOKEN_SEQ] = "UPDATE token SET seq = ?2 WHERE token = ?1",
+    [ST_TOKEN_FIND] = "SELECT seq FROM token WHERE token = ?1 AND seq > 0",
 };
 
 /* The writer connection's statements. */
-enum wstmt_id { WS_ADD, WS_SESSION, WS_FIND, WS_COUNT };
+enum wstmt_id { WS_ADD, WS_SESSION, WS_FIND, WS_TOKEN_ADD, WS_TOKEN_SEQ, WS_TOKEN_FIND, WS_COUNT };
+
+/* Which statement of a connection each WS_* is. */
+static const enum stmt_id ws_stmt[WS_COUNT] = {
+    [WS_ADD] = ST_UPLINK_ADD,	      [WS_SESSION] = ST_UPLINK_SESSION,
+    [WS_FIND] = ST_UPLINK_FIND,	      [WS_TOKEN_ADD] = ST_TOKEN_ADD,
+    [WS_TOKEN_SEQ] = ST_TOKEN_SEQ,    [WS_TOKEN_FIND] = ST_TOKEN_FIND,
+};
 
 struct journal {
 	sqlite3 *db;
@@ -474,19 +492,82 @@ int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_
 	return uplink_find(j->st[ST_UPLINK_FIND], dev_eui, session_id, fcnt_up, ret_seq);
 }
 
+/* The seq a Token was journaled under, with the given connection's statement: 0, -ENOENT. */
+static int token_find(sqlite3_stmt *s, const char *token, int64_t *ret_seq)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sql_errno(NULL, rc);
+	if (r == 0)
+		*ret_seq = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return r;
+}
+
+int journal_token_find(struct journal *j, const char *token, int64_t *ret_seq)
+{
+	return token_find(j->st[ST_TOKEN_FIND], token, ret_seq);
+}
+
+/*
+ * Journal one uplink with a connection's statements (st, by WS_*): 0 and its seq; or, for
+ * a replay, -EEXIST and the seq it was journaled under. A replay is the same Token, or the
+ * same (device, session, FCntUp) (the LRC sending it again with a new Time).
+ */
+static int uplink_store(sqlite3 *db, sqlite3_stmt *const st[WS_COUNT],
+			const struct journal_uplink *u, int64_t *ret_seq)
+{
+	bool tok = u->token && u->token[0];
+	int r = 0;
+	if (tok) {
+		sqlite3_stmt *s = st[WS_TOKEN_ADD];
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		sqlite3_bind_text(s, 1, u->token, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, u->received_ms);
+		r = step_done(s);
+		if (r == -EEXIST) {
+			r = token_find(st[WS_TOKEN_FIND], u->token, ret_seq);
+			return r < 0 ? r : -EEXIST;
+		}
+		if (r < 0)
+			return r;
+	}
+	int64_t seq = 0;
+	r = uplink_insert(db, st[WS_ADD], st[WS_SESSION], u, &seq);
+	bool dup = r == -EEXIST;
+	if (dup)
+		r = uplink_find(st[WS_FIND], u->dev_eui, u->session_id, u->fcnt_up, &seq);
+	if (r == 0 && tok) {
+		sqlite3_stmt *s = st[WS_TOKEN_SEQ];
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		sqlite3_bind_text(s, 1, u->token, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, seq);
+		r = step_done(s);
+	}
+	if (r < 0)
+		return r;
+	*ret_seq = seq;
+	return dup ? -EEXIST : 0;
+}
+
 int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
 {
-	return uplink_insert(j->db, j->st[ST_UPLINK_ADD], j->st[ST_UPLINK_SESSION], u, ret_seq);
+	sqlite3_stmt *st[WS_COUNT];
+	for (int i = 0; i < WS_COUNT; i++)
+		st[i] = j->st[ws_stmt[i]];
+	return uplink_store(j->db, st, u, ret_seq);
 }
 
 /* Writer thread: prepare its statements on its own connection. */
 static int writer_init(sqlite3 *db, void *arg)
 {
 	struct journal *j = arg;
-	static const enum stmt_id from[WS_COUNT] = {
-	    [WS_ADD] = ST_UPLINK_ADD, [WS_SESSION] = ST_UPLINK_SESSION, [WS_FIND] = ST_UPLINK_FIND};
 	for (int i = 0; i < WS_COUNT; i++) {
-		int rc = sqlite3_prepare_v3(db, stmt_sql[from[i]], -1, SQLITE_PREPARE_PERSISTENT,
+		int rc = sqlite3_prepare_v3(db, stmt_sql[ws_stmt[i]], -1, SQLITE_PREPARE_PERSISTENT,
 					    &j->wst[i], NULL);
 		if (rc != SQLITE_OK)
 			return sql_errno(NULL, rc);
@@ -512,13 +593,12 @@ static int writer_apply(sqlite3 *db, struct sqlwriter_job *job, void *arg)
 	e->duplicate = false;
 	free(e->text);
 	e->text = NULL;
-	int r = uplink_insert(db, j->wst[WS_ADD], j->wst[WS_SESSION], &e->u, &e->seq);
+	int r = uplink_store(db, j->wst, &e->u, &e->seq);
 	if (r == 0) /* encoded here, off the loop thread, for the streams */
 		e->text = journal_uplink_json(&e->u, e->seq, &e->text_len);
 	if (r == -EEXIST) {
 		e->duplicate = true;
-		r = uplink_find(j->wst[WS_FIND], e->u.dev_eui, e->u.session_id, e->u.fcnt_up,
-				&e->seq);
+		r = 0;
 	}
 	return r;
 }
@@ -576,6 +656,8 @@ int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_
 	r = journal_uplink_insert(j, u, &seq);
 	if (r < 0) {
 		journal_rollback(j);
+		if (r == -EEXIST)
+			*ret_seq = seq;
 		return r;
 	}
 	r = journal_commit(j);
@@ -733,7 +815,15 @@ int journal_prune(struct journal *j, int64_t before_ms)
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE)
 		return sql_errno(NULL, rc);
-	return sqlite3_changes(j->db);
+	int n = sqlite3_changes(j->db);
+	/* Their Tokens go with them: a request older than that fails the Time check anyway. */
+	if (sqlite3_prepare_v2(j->db, "DELETE FROM token WHERE received_ms < ?", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, before_ms);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? n : sql_errno(NULL, rc);
 }
 
 /* One integer from a query, 0 on any failure. */

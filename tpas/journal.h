@@ -37,6 +37,7 @@ struct journal_uplink {
 	bool encrypted;		 /* payload_hex is still the ciphertext (FPort 0) */
 	const char *radio;	 /* JSON object text */
 	bool update_session;	 /* record dev_addr and fcnt_dn in the session (they changed) */
+	const char *token;	 /* the request's Token (64 hex digits), or NULL */
 };
 
 struct journal_stats {
@@ -93,13 +94,17 @@ int journal_session_add(struct journal *j, const char *fp, struct as_session *s)
 int journal_session_newest(struct journal *j, const char *customer_id, const char *dev_eui,
 			   struct as_session *ret);
 
+/* The seq of the uplink whose request had this Token, if journaled: 0, -ENOENT. */
+int journal_token_find(struct journal *j, const char *token, int64_t *ret_seq);
+
 /* The seq of the uplink (session, FCntUp) of dev_eui if journaled: 0, -ENOENT. */
 int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_id,
 			uint32_t fcnt_up, int64_t *ret_seq);
 
 /*
  * Commit one uplink (fsync) and return its sequence number; also records the session's
- * DevAddr and raises its next FCntDn to the LRC's FCntDn. -EEXIST if it is already in.
+ * DevAddr and raises its next FCntDn to the LRC's FCntDn. -EEXIST (with the seq it has)
+ * if it is already in: the same Token, or the same (device, session, FCntUp).
  */
 int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq);
 

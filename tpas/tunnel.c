@@ -36,6 +36,8 @@
  */
 #define SESSION_CACHE 4096
 
+#define INFLIGHT_BUCKETS 256
+
 struct tunnel {
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;
@@ -55,6 +57,8 @@ struct tunnel {
 	bool writer; /* the journal's writer thread commits (group commit off the loop) */
 	struct cached_session *cache; /* SESSION_CACHE slots, wiped when freed */
 	uint64_t cache_hits;
+	/* The requests being committed, by Token: the same request again meanwhile waits. */
+	struct pending *inflight[INFLIGHT_BUCKETS];
 };
 
 struct cached_session {
@@ -235,10 +239,51 @@ struct pending {
 	bool has_fcnt_dn, encrypted, session_update;
 	char payload[2 * AS_MAX_FRM_PAYLOAD + 1];
 	char *radio;
+	char token[65];		    /* lower-case hex */
+	char fp[65];		    /* the session's cache key; "" for none */
+	struct pending *tok_next;   /* in tunnel.inflight while it is being committed */
+	struct follower *followers; /* the same request again meanwhile: answered with it */
+	struct pending *same;	    /* tunnel_check(): this request is being committed as that */
 	/* After the commit. */
 	int64_t seq;
 	bool duplicate;
 };
+
+static unsigned inflight_bucket(const char *token)
+{
+	return (unsigned)strtoul((char[3]){token[0], token[1], '\0'}, NULL, 16) % INFLIGHT_BUCKETS;
+}
+
+/* A request sent again while the first is being committed waits for its answer. */
+struct follower {
+	struct follower *next;
+	struct evhttp_request *req;
+};
+
+static struct pending *inflight_find(struct tunnel *t, const char *token)
+{
+	for (struct pending *p = t->inflight[inflight_bucket(token)]; p; p = p->tok_next)
+		if (strcmp(p->token, token) == 0)
+			return p;
+	return NULL;
+}
+
+static void inflight_add(struct tunnel *t, struct pending *p)
+{
+	struct pending **b = &t->inflight[inflight_bucket(p->token)];
+	p->tok_next = *b;
+	*b = p;
+}
+
+static void inflight_remove(struct tunnel *t, struct pending *p)
+{
+	for (struct pending **pp = &t->inflight[inflight_bucket(p->token)]; *pp;
+	     pp = &(*pp)->tok_next)
+		if (*pp == p) {
+			*pp = p->tok_next;
+			return;
+		}
+}
 
 /*
  * Everything but the commit: a final status with *ret_answer, or 0 with p filled for the
@@ -275,11 +320,12 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		status = refuse(t, &t->stats.bad_token, 401, ret_answer, u.dev_eui, "bad Token");
 		goto out;
 	}
-	const char *time_s = q.time[0] ? q.time : u.time;
+	/* The query's Time, which the Token signs; the body's is not signed. */
+	const char *time_s = q.time;
 	int64_t sent_ms;
 	if (!time_s[0] || uplink_time_parse(time_s, &sent_ms) < 0) {
 		status = refuse(t, &t->stats.bad_request, 400, ret_answer, u.dev_eui, "Time is %s",
-				time_s[0] ? "not a date and time" : "missing");
+				time_s[0] ? "not a date and time" : "missing from the query");
 		goto out;
 	}
 	int64_t dev = now_ms - sent_ms;
@@ -292,6 +338,31 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 				dev / 1000, t->max_deviation_ms / 1000);
 		goto out;
 	}
+
+	/*
+	 * A replay is the same signed request, whatever unsigned fields (AppSKey, FCntDn,
+	 * DevAddr) come with it: answered from the journal before anything of it is used.
+	 */
+	int64_t seq;
+	r = journal_token_find(t->journal, tok, &seq);
+	if (r == 0) {
+		t->stats.duplicates++;
+		log_info("tunnel: DevEUI %s FCntUp %" PRIu32 " again: already journaled as %" PRId64,
+			 u.dev_eui, u.fcnt_up, seq);
+		*ret_answer = json_pack("{s:I, s:b}", "seq", (json_int_t)seq, "duplicate", true);
+		status = 200;
+		goto out;
+	}
+	if (r != -ENOENT) {
+		status = refuse(t, &t->stats.store_failed, 503, ret_answer, u.dev_eui,
+				"cannot read the journal: %s", strerror(-r));
+		goto out;
+	}
+	if ((p->same = inflight_find(t, tok))) {
+		status = 0; /* answered with the first, once it is committed */
+		goto out;
+	}
+	memcpy(p->token, tok, sizeof(p->token));
 
 	bool need_key = u.payload_hex[0] && u.fport > 0;
 	if (u.key_kind != UPLINK_KEY_NONE) {
@@ -344,8 +415,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	p->session_update = s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
 					 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next));
 	p->encrypted = encrypted;
-	if (p->session_update && fp[0])
-		cache_update(t, fp, s.id, p->dev_addr, u.has_fcnt_dn, u.fcnt_dn);
+	/* The cached session follows once the uplink is committed (not a replay, not failed). */
+	memcpy(p->fp, fp, sizeof(p->fp));
 	status = 0;
 out:
 	cred_wipe(&s, sizeof(s));
@@ -371,6 +442,7 @@ static struct journal_uplink uplink_of(const struct pending *p)
 	    .encrypted = p->encrypted,
 	    .radio = p->radio,
 	    .update_session = p->session_update,
+	    .token = p->token,
 	};
 }
 
@@ -387,13 +459,19 @@ static int commit_list(struct tunnel *t, struct pending *list)
 		r = journal_uplink_insert(t->journal, &ju, &p->seq);
 		p->duplicate = r == -EEXIST;
 		if (r == -EEXIST)
-			r = journal_uplink_find(t->journal, p->dev_eui, p->session_id, p->fcnt_up,
-						&p->seq);
+			r = 0;
 	}
 	if (r == 0)
 		return journal_commit(t->journal);
 	journal_rollback(t->journal);
 	return r;
+}
+
+/* A committed uplink that moved its session on (DevAddr, FCntDn): the cache follows. */
+static void committed_session(struct tunnel *t, const struct pending *p, int err)
+{
+	if (err == 0 && !p->duplicate && p->session_update && p->fp[0])
+		cache_update(t, p->fp, p->session_id, p->dev_addr, p->has_fcnt_dn, p->fcnt_dn);
 }
 
 /* The answer of one pending uplink after its commit (or the commit's failure). */
@@ -431,6 +509,20 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 		struct pending *p = list;
 		list = p->next;
 		int e = err ? err : p->e.job.err;
+		inflight_remove(t, p);
+		committed_session(t, p, e);
+		for (struct follower *f = p->followers, *next; f; f = next) {
+			next = f->next;
+			json_t *ans = NULL;
+			int status = e ? refuse(t, &t->stats.store_failed, 503, &ans, p->dev_eui,
+						"cannot commit the uplink: %s", strerror(-e))
+				       : (t->stats.duplicates++, 200);
+			if (!e)
+				ans = json_pack("{s:I, s:b}", "seq", (json_int_t)p->seq,
+						"duplicate", true);
+			answer(f->req, status, ans);
+			free(f);
+		}
 		if (e == 0 && !p->duplicate) {
 			/* The common answer, written as pending_answer() would, without jansson. */
 			char text[64];
@@ -521,7 +613,9 @@ int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t
 	int status = tunnel_check(t, query, body, len, now_ms, ret_answer, &p);
 	if (status != 0)
 		return status;
-	status = pending_answer(t, &p, commit_list(t, &p), ret_answer);
+	int err = commit_list(t, &p);
+	committed_session(t, &p, err);
+	status = pending_answer(t, &p, err, ret_answer);
 	free(p.radio);
 	if (status == 200 && !p.duplicate && t->on_commit) {
 		struct tunnel_uplink one = {p.seq, NULL, 0};
@@ -598,9 +692,22 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		} else {
 			status = tunnel_check(t, evhttp_uri_get_query(uri), body ? body : "", len,
 					      clock_wall_ms(), &ans, p);
+			struct follower *f = status == 0 && p->same ? malloc(sizeof(*f)) : NULL;
+			if (f) {
+				/* The same request as one being committed: answered with it. */
+				*f = (struct follower){p->same->followers, req};
+				p->same->followers = f;
+				free(p->radio);
+				free(p);
+				return;
+			}
+			if (status == 0 && p->same)
+				status = refuse(t, &t->stats.store_failed, 503, &ans, NULL,
+						"out of memory");
 			if (status == 0) {
 				/* Answered once committed, with whatever else this turn brought. */
 				p->req = req;
+				inflight_add(t, p);
 				*t->batch_tail = p;
 				t->batch_tail = &p->next;
 				if (++t->batch_n >= MAX_BATCH)

@@ -394,9 +394,11 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
 		size_t klen = eq ? (size_t)(eq - p) : n;
 		const char *val = eq ? eq + 1 : p + n;
 		size_t vlen = eq ? n - klen - 1 : 0;
+		if (tok)
+			/* The Token signs what comes before it: anything after would be taken
+			 * unsigned (a fresh Time on a replayed uplink). The LRC puts it last. */
+			return fail(reason, reasonlen, "parameters after Token are not signed");
 		if (klen == 5 && memcmp(p, "Token", 5) == 0) {
-			if (tok)
-				return fail(reason, reasonlen, "Token given twice");
 			tok = p;
 			if (vlen != AS_TOKEN_HEX)
 				return fail(reason, reasonlen,

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 
 import tpadtest
 from tpadtest import Client, VarlinkError, free_port, wait_for, write_secret
@@ -450,6 +451,43 @@ class Journal(TpasCase):
         s.add_device(DEV, astk)
         self.assertEqual(s.uplink(DEV, b"after rejoin"), (200, {"seq": 2, "duplicate": False}))
 
+    def test_replays_with_unsigned_fields_changed_are_replays(self):
+        """The Token signs the query before it and some body fields only: a replay that
+        brings a fresh Time after the Token, another AppSKey field or another FCntDn is
+        still the same request (each of these was once taken as new)."""
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
+        s.as_url = t.url
+        astk = self.import_astk(t)
+        s.add_device(DEV, astk)
+        s.state["devices"][DEV]["fcnt_dn"] = 3
+        target, body, ctype = s.build_uplink(DEV, b"first", fcnt=1)
+        self.assertEqual(s.post(target, body, ctype), (200, {"seq": 1, "duplicate": False}))
+        # A parameter after the Token is not signed: refused, whatever it is.
+        fresh = urllib.parse.quote(lrc_time(), safe=":")
+        st, ans = s.post(target + "&Time=" + fresh, body, ctype)
+        self.assertEqual(st, 400)
+        self.assertIn("after Token", ans["error"])
+        # Another AppSKey field (any 16 bytes unwrap) and a higher FCntDn: the same request.
+        doc = json.loads(body)
+        doc["DevEUI_uplink"]["AppSKey"] = "00" * 16
+        doc["DevEUI_uplink"]["FCntDn"] = 4000000000
+        self.assertEqual(s.post(target, json.dumps(doc).encode(), ctype),
+                         (200, {"seq": 1, "duplicate": True}))
+        self.assertEqual(t.status()["journal"]["sessions"], 1)
+        # The LRC's own retry with FCntDn moved on is the same uplink too; the next uplink
+        # brings the counter, and the downlink after it uses it (the session cache was once
+        # moved by the replay, and the journal never was).
+        s.state["devices"][DEV]["fcnt_dn"] = 7
+        target2, body2, ctype2 = s.build_uplink(DEV, b"first", fcnt=1)
+        self.assertEqual(s.post(target2, body2, ctype2), (200, {"seq": 1, "duplicate": True}))
+        self.assertEqual(s.uplink(DEV, b"second")[0], 200)
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
+        self.assertEqual(r["fCntDn"], 7)
+        self.assertEqual(len(t.uplinks()), 2)
+        self.assertEqual(s.state["violations"], [])
+
     def test_concurrent_connections_and_replays_group_committed(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
@@ -480,6 +518,20 @@ class Journal(TpasCase):
                          sorted((d, i) for d in devs for i in range(20)))
         tn = t.status()["tunnel"]
         self.assertEqual((tn["accepted"], tn["duplicates"]), (len(reqs), len(reqs)))
+
+    def test_a_oneway_stream_is_ended_at_once(self):
+        """Uplinks with oneway has nobody to read it: it ends at once instead of reading
+        the whole journal on the loop and following new uplinks for nobody."""
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"m%d" % i)[0], 200)
+        with Client(t.apps) as c:
+            c.send("io.tpad.AS.Uplinks", {}, oneway=True)
+            self.assertEqual(c.call("org.varlink.service.GetInfo")["product"], "tpas")
+            self.assertEqual(t.status()["subscribers"], 0)
 
     def test_application_restart_resumes_from_its_sequence(self):
         t = self.tpas().start()
