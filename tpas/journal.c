@@ -14,6 +14,7 @@
 
 #include "clock.h"
 #include "cred.h"
+#include "hex.h"
 #include "seal.h"
 #include "sqlerr.h"
 #include "sqlwriter.h"
@@ -38,11 +39,6 @@ static const char schema[] =
     " time TEXT NOT NULL, payload TEXT NOT NULL, encrypted INTEGER NOT NULL,"
     " radio TEXT NOT NULL, UNIQUE (dev_eui, session_id, fcnt_up));"
     "CREATE INDEX IF NOT EXISTS uplink_received ON uplink (received_ms);"
-    /* The Token of every journaled request: a replay is the same signed request, whatever
-     * unsigned fields (AppSKey, FCntDn, DevAddr) come with it. Kept as long as uplinks. */
-    "CREATE TABLE IF NOT EXISTS token (token TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
-    " received_ms INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS token_received ON token (received_ms);"
     "CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
 
 enum stmt_id {
@@ -59,8 +55,6 @@ enum stmt_id {
 	ST_UPLINKS_AFTER,
 	ST_FCNT_GET,
 	ST_FCNT_SET,
-	ST_TOKEN_ADD,
-	ST_TOKEN_SEQ,
 	ST_TOKEN_FIND,
 	ST_COUNT
 };
@@ -89,8 +83,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_UPLINK_FIND] =
 	"SELECT seq FROM uplink WHERE dev_eui = ? AND session_id = ? AND fcnt_up = ?",
     [ST_UPLINK_ADD] = "INSERT INTO uplink (received_ms, session_id, dev_eui, customer_id, dev_addr,"
-		      " fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio)"
-		      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		      " fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio, token, token_time)"
+		      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [ST_UPLINK_SESSION] =
 	"UPDATE session SET dev_addr = CASE WHEN ?2 <> '' THEN ?2 ELSE dev_addr END,"
 	" fcnt_dn_next = MAX(fcnt_dn_next, ?3) WHERE id = ?1",
@@ -99,19 +93,18 @@ static const char *const stmt_sql[ST_COUNT] = {
 			 " ORDER BY seq LIMIT ?",
     [ST_FCNT_GET] = "SELECT fcnt_dn_next FROM session WHERE id = ?",
     [ST_FCNT_SET] = "UPDATE session SET fcnt_dn_next = ? WHERE id = ?",
-    [ST_TOKEN_ADD] = "INSERT INTO token (token, seq, received_ms) VALUES (?1, 0, ?2)",
-    [ST_TOKEN_SEQ] = "UPDATE token SET seq = ?2 WHERE token = ?1",
-    [ST_TOKEN_FIND] = "SELECT seq FROM token WHERE token = ?1 AND seq > 0",
+    [ST_TOKEN_FIND] = "SELECT seq FROM uplink WHERE token_time = ?1 AND token = ?2",
 };
 
 /* The writer connection's statements. */
-enum wstmt_id { WS_ADD, WS_SESSION, WS_FIND, WS_TOKEN_ADD, WS_TOKEN_SEQ, WS_TOKEN_FIND, WS_COUNT };
+enum wstmt_id { WS_ADD, WS_SESSION, WS_FIND, WS_TOKEN_FIND, WS_COUNT };
 
 /* Which statement of a connection each WS_* is. */
 static const enum stmt_id ws_stmt[WS_COUNT] = {
-    [WS_ADD] = ST_UPLINK_ADD,	      [WS_SESSION] = ST_UPLINK_SESSION,
-    [WS_FIND] = ST_UPLINK_FIND,	      [WS_TOKEN_ADD] = ST_TOKEN_ADD,
-    [WS_TOKEN_SEQ] = ST_TOKEN_SEQ,    [WS_TOKEN_FIND] = ST_TOKEN_FIND,
+    [WS_ADD] = ST_UPLINK_ADD,
+    [WS_SESSION] = ST_UPLINK_SESSION,
+    [WS_FIND] = ST_UPLINK_FIND,
+    [WS_TOKEN_FIND] = ST_TOKEN_FIND,
 };
 
 struct journal {
@@ -161,6 +154,34 @@ static int exec(struct journal *j, const char *sql)
 	return sql_errno(j->db, sqlite3_exec(j->db, sql, NULL, NULL, NULL));
 }
 
+/*
+ * Version 2: each uplink keeps its request's Token (unique: a replay is the same signed
+ * request). A version 1 journal gains the column; its older uplinks have none.
+ */
+static int migrate(struct journal *j)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = 0;
+	if (sqlite3_prepare_v2(j->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	bool has = false;
+	if (sqlite3_prepare_v2(j->db, "SELECT 1 FROM pragma_table_info('uplink') WHERE name = 'token'",
+			       -1, &s, NULL) == SQLITE_OK)
+		has = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	int r = 0;
+	if (!has)
+		r = exec(j, "ALTER TABLE uplink ADD COLUMN token BLOB;"
+			    "ALTER TABLE uplink ADD COLUMN token_time INTEGER");
+	if (r == 0)
+		r = exec(j, "CREATE UNIQUE INDEX IF NOT EXISTS uplink_token ON uplink (token_time, token)");
+	if (r == 0 && v < 2)
+		r = exec(j, "PRAGMA user_version = 2");
+	return r;
+}
+
 int journal_open(const char *path, const uint8_t *store_key, struct journal **ret, char *err,
 		 size_t errlen)
 {
@@ -194,7 +215,7 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 	sqlite3_busy_timeout(j->db, 5000);
 	if ((r = exec(j, "PRAGMA journal_mode = WAL")) < 0 ||
 	    (r = exec(j, "PRAGMA synchronous = FULL")) < 0 || (r = exec(j, schema)) < 0 ||
-	    (r = exec(j, "PRAGMA user_version = 1")) < 0) {
+	    (r = migrate(j)) < 0) {
 		snprintf(err, errlen, "%s: cannot set up the database: %s", path,
 			 sqlite3_errmsg(j->db));
 		goto fail;
@@ -450,6 +471,11 @@ static int uplink_insert(sqlite3 *db, sqlite3_stmt *add, sqlite3_stmt *sess,
 	sqlite3_bind_text(s, 10, u->payload_hex, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 11, u->encrypted);
 	sqlite3_bind_text(s, 12, u->radio ? u->radio : "{}", -1, SQLITE_STATIC);
+	uint8_t tok[32];
+	if (u->token && hex_decode(u->token, tok, sizeof(tok)) == 0) {
+		sqlite3_bind_blob(s, 13, tok, sizeof(tok), SQLITE_TRANSIENT);
+		sqlite3_bind_int64(s, 14, u->time_ms);
+	}
 	int r = step_done(s);
 	if (r < 0)
 		return r; /* -EEXIST: this (device, session, FCntUp) is already in */
@@ -492,12 +518,20 @@ int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_
 	return uplink_find(j->st[ST_UPLINK_FIND], dev_eui, session_id, fcnt_up, ret_seq);
 }
 
-/* The seq a Token was journaled under, with the given connection's statement: 0, -ENOENT. */
-static int token_find(sqlite3_stmt *s, const char *token, int64_t *ret_seq)
+/*
+ * The seq a request (its signed Time in ms, its Token) was journaled under, with the given
+ * connection's statement: 0, -ENOENT. A replay has the very Time of the original (the
+ * Token signs it), so the index is on (Time, Token): new rows go near its end.
+ */
+static int token_find(sqlite3_stmt *s, int64_t time_ms, const char *token, int64_t *ret_seq)
 {
+	uint8_t tok[32];
+	if (!token || hex_decode(token, tok, sizeof(tok)) < 0)
+		return -ENOENT;
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
-	sqlite3_bind_text(s, 1, token, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 1, time_ms);
+	sqlite3_bind_blob(s, 2, tok, sizeof(tok), SQLITE_TRANSIENT);
 	int rc = sqlite3_step(s);
 	int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sql_errno(NULL, rc);
 	if (r == 0)
@@ -506,52 +540,34 @@ static int token_find(sqlite3_stmt *s, const char *token, int64_t *ret_seq)
 	return r;
 }
 
-int journal_token_find(struct journal *j, const char *token, int64_t *ret_seq)
+int journal_token_find(struct journal *j, int64_t time_ms, const char *token, int64_t *ret_seq)
 {
-	return token_find(j->st[ST_TOKEN_FIND], token, ret_seq);
+	return token_find(j->st[ST_TOKEN_FIND], time_ms, token, ret_seq);
 }
 
 /*
  * Journal one uplink with a connection's statements (st, by WS_*): 0 and its seq; or, for
- * a replay, -EEXIST and the seq it was journaled under. A replay is the same Token, or the
- * same (device, session, FCntUp) (the LRC sending it again with a new Time).
+ * a replay, -EEXIST and the seq it was journaled under. A replay is the same Token (a
+ * unique column of the uplink: the same signed request, whatever unsigned fields came with
+ * it), or the same (device, session, FCntUp) (the LRC sending it again with a new Time).
+ * Either way the insert fails before the session's DevAddr and FCntDn are touched.
  */
 static int uplink_store(sqlite3 *db, sqlite3_stmt *const st[WS_COUNT],
 			const struct journal_uplink *u, int64_t *ret_seq)
 {
-	bool tok = u->token && u->token[0];
-	int r = 0;
-	if (tok) {
-		sqlite3_stmt *s = st[WS_TOKEN_ADD];
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
-		sqlite3_bind_text(s, 1, u->token, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, u->received_ms);
-		r = step_done(s);
-		if (r == -EEXIST) {
-			r = token_find(st[WS_TOKEN_FIND], u->token, ret_seq);
-			return r < 0 ? r : -EEXIST;
-		}
-		if (r < 0)
-			return r;
-	}
 	int64_t seq = 0;
-	r = uplink_insert(db, st[WS_ADD], st[WS_SESSION], u, &seq);
-	bool dup = r == -EEXIST;
-	if (dup)
-		r = uplink_find(st[WS_FIND], u->dev_eui, u->session_id, u->fcnt_up, &seq);
-	if (r == 0 && tok) {
-		sqlite3_stmt *s = st[WS_TOKEN_SEQ];
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
-		sqlite3_bind_text(s, 1, u->token, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, seq);
-		r = step_done(s);
-	}
-	if (r < 0)
+	int r = uplink_insert(db, st[WS_ADD], st[WS_SESSION], u, &seq);
+	if (r == -EEXIST) {
+		int e = token_find(st[WS_TOKEN_FIND], u->time_ms, u->token, &seq);
+		if (e == -ENOENT)
+			e = uplink_find(st[WS_FIND], u->dev_eui, u->session_id, u->fcnt_up, &seq);
+		if (e < 0)
+			return e;
+	} else if (r < 0) {
 		return r;
+	}
 	*ret_seq = seq;
-	return dup ? -EEXIST : 0;
+	return r;
 }
 
 int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
@@ -815,15 +831,7 @@ int journal_prune(struct journal *j, int64_t before_ms)
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE)
 		return sql_errno(NULL, rc);
-	int n = sqlite3_changes(j->db);
-	/* Their Tokens go with them: a request older than that fails the Time check anyway. */
-	if (sqlite3_prepare_v2(j->db, "DELETE FROM token WHERE received_ms < ?", -1, &s, NULL) !=
-	    SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, before_ms);
-	rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? n : sql_errno(NULL, rc);
+	return sqlite3_changes(j->db);
 }
 
 /* One integer from a query, 0 on any failure. */

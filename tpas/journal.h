@@ -38,6 +38,7 @@ struct journal_uplink {
 	const char *radio;	 /* JSON object text */
 	bool update_session;	 /* record dev_addr and fcnt_dn in the session (they changed) */
 	const char *token;	 /* the request's Token (64 hex digits), or NULL */
+	int64_t time_ms;	 /* the request's signed Time, unix ms (with the Token) */
 };
 
 struct journal_stats {
@@ -94,8 +95,8 @@ int journal_session_add(struct journal *j, const char *fp, struct as_session *s)
 int journal_session_newest(struct journal *j, const char *customer_id, const char *dev_eui,
 			   struct as_session *ret);
 
-/* The seq of the uplink whose request had this Token, if journaled: 0, -ENOENT. */
-int journal_token_find(struct journal *j, const char *token, int64_t *ret_seq);
+/* The seq of the uplink whose request had this signed Time and Token, if journaled: 0, -ENOENT. */
+int journal_token_find(struct journal *j, int64_t time_ms, const char *token, int64_t *ret_seq);
 
 /* The seq of the uplink (session, FCntUp) of dev_eui if journaled: 0, -ENOENT. */
 int journal_uplink_find(struct journal *j, const char *dev_eui, int64_t session_id,

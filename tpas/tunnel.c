@@ -150,8 +150,9 @@ static void cache_update(struct tunnel *t, const char *fp, int64_t id, const cha
 }
 
 /* Find or create the session of an uplink that carries an AppSKey field. */
-static int session_from_field(struct tunnel *t, const struct uplink *u, int64_t now_ms,
-			      struct as_session *ret, char fp[65], json_t **ans, int *status)
+static int session_from_field(struct tunnel *t, const struct uplink *u, const char *token,
+			      int64_t time_ms, int64_t now_ms, struct as_session *ret, char fp[65],
+			      json_t **ans, int *status)
 {
 	int r = key_fingerprint(u, fp);
 	if (r == 0 && cache_get(t, fp, u, ret))
@@ -165,6 +166,22 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, int64_t 
 		if (r < 0)
 			*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
 					 "cannot read the key store: %s", strerror(-r));
+		return r;
+	}
+	/* A new session from a request journaled already is a replay with a forged field. */
+	int64_t seq;
+	r = journal_token_find(t->journal, time_ms, token, &seq);
+	if (r == 0) {
+		t->stats.duplicates++;
+		log_info("tunnel: DevEUI %s FCntUp %" PRIu32 " again: already journaled as %" PRId64,
+			 u->dev_eui, u->fcnt_up, seq);
+		*ans = json_pack("{s:I, s:b}", "seq", (json_int_t)seq, "duplicate", true);
+		*status = 200;
+		return -EEXIST;
+	}
+	if (r != -ENOENT) {
+		*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
+				 "cannot read the journal: %s", strerror(-r));
 		return r;
 	}
 	uint8_t astk[AS_KEY_LEN], wrapped[AS_WRAPPED_LEN];
@@ -240,6 +257,7 @@ struct pending {
 	char payload[2 * AS_MAX_FRM_PAYLOAD + 1];
 	char *radio;
 	char token[65];		    /* lower-case hex */
+	int64_t time_ms;	    /* the signed Time */
 	char fp[65];		    /* the session's cache key; "" for none */
 	struct pending *tok_next;   /* in tunnel.inflight while it is being committed */
 	struct follower *followers; /* the same request again meanwhile: answered with it */
@@ -297,7 +315,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	struct uplink u;
 	struct as_session s = {0};
 	char fp[65] = "";
-	int status;
+	int status = 503; /* each way out sets its own */
 	t->stats.requests++;
 	if (len > t->max_body)
 		return refuse(t, &t->stats.too_big, 413, ret_answer, NULL,
@@ -341,32 +359,21 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 
 	/*
 	 * A replay is the same signed request, whatever unsigned fields (AppSKey, FCntDn,
-	 * DevAddr) come with it: answered from the journal before anything of it is used.
+	 * DevAddr) come with it. The writer finds it by its Token before the uplink or its
+	 * session's FCntDn is written; one that would make a new session from its AppSKey
+	 * field is looked up here first (session_from_field); the same request while the
+	 * first is being committed waits for that one's answer.
 	 */
-	int64_t seq;
-	r = journal_token_find(t->journal, tok, &seq);
-	if (r == 0) {
-		t->stats.duplicates++;
-		log_info("tunnel: DevEUI %s FCntUp %" PRIu32 " again: already journaled as %" PRId64,
-			 u.dev_eui, u.fcnt_up, seq);
-		*ret_answer = json_pack("{s:I, s:b}", "seq", (json_int_t)seq, "duplicate", true);
-		status = 200;
-		goto out;
-	}
-	if (r != -ENOENT) {
-		status = refuse(t, &t->stats.store_failed, 503, ret_answer, u.dev_eui,
-				"cannot read the journal: %s", strerror(-r));
-		goto out;
-	}
 	if ((p->same = inflight_find(t, tok))) {
 		status = 0; /* answered with the first, once it is committed */
 		goto out;
 	}
 	memcpy(p->token, tok, sizeof(p->token));
+	p->time_ms = sent_ms;
 
 	bool need_key = u.payload_hex[0] && u.fport > 0;
 	if (u.key_kind != UPLINK_KEY_NONE) {
-		if (session_from_field(t, &u, now_ms, &s, fp, ret_answer, &status) < 0)
+		if (session_from_field(t, &u, tok, sent_ms, now_ms, &s, fp, ret_answer, &status) < 0)
 			goto out;
 	} else {
 		r = journal_session_newest(t->journal, u.customer_id, u.dev_eui, &s);
@@ -443,6 +450,7 @@ static struct journal_uplink uplink_of(const struct pending *p)
 	    .radio = p->radio,
 	    .update_session = p->session_update,
 	    .token = p->token,
+	    .time_ms = p->time_ms,
 	};
 }
 

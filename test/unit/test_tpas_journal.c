@@ -1,6 +1,7 @@
 /* test-tpas-journal: the journal (sealed keys, uplinks, FCntDn), tunnel_process without HTTP,
  * tpas.conf. */
 #include <errno.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,63 @@ static void test_prune_and_cursor(void)
 	CHECK_INT(st.last_seq, 6);
 	CHECK_INT(st.uplinks, 1);
 	journal_free(j);
+}
+
+/*
+ * A request's Token makes a replay whatever unsigned fields came with it (here a new
+ * session); a journal of version 1 (no Token column) gains it at open.
+ */
+static void test_token_replays_and_migration(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "v1.db");
+	sqlite3 *db = NULL;
+	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_INT(sqlite3_exec(db,
+			       "CREATE TABLE uplink (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+			       " received_ms INTEGER NOT NULL, session_id INTEGER NOT NULL,"
+			       " dev_eui TEXT NOT NULL, customer_id TEXT NOT NULL,"
+			       " dev_addr TEXT NOT NULL, fport INTEGER, fcnt_up INTEGER NOT NULL,"
+			       " fcnt_dn INTEGER, time TEXT NOT NULL, payload TEXT NOT NULL,"
+			       " encrypted INTEGER NOT NULL, radio TEXT NOT NULL,"
+			       " UNIQUE (dev_eui, session_id, fcnt_up));"
+			       "INSERT INTO uplink VALUES (NULL, 1, 0, '0000000000000009', '', '',"
+			       " 1, 0, NULL, 't', '00', 0, '{}');"
+			       "PRAGMA user_version = 1;",
+			       NULL, NULL, NULL),
+		  SQLITE_OK);
+	sqlite3_close(db);
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	const char *tok = "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d";
+	struct journal_uplink u = {.received_ms = 2,
+				   .session_id = 1,
+				   .dev_eui = "0000000000000009",
+				   .customer_id = "",
+				   .dev_addr = "",
+				   .time = "t",
+				   .fport = 1,
+				   .fcnt_up = 1,
+				   .payload_hex = "00",
+				   .token = tok,
+				   .time_ms = 1556554877290};
+	int64_t seq = 0, again = 0;
+	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	CHECK_INT(seq, 2);
+	u.session_id = 2; /* the same request with another AppSKey field */
+	CHECK_INT(journal_uplink_add(j, &u, &again), -EEXIST);
+	CHECK_INT(again, 2);
+	CHECK_INT(journal_token_find(j, u.time_ms, tok, &again), 0);
+	CHECK_INT(again, 2);
+	CHECK_INT(journal_token_find(j, u.time_ms + 1, tok, &again), -ENOENT);
+	journal_free(j);
+	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_stmt *st = NULL;
+	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
+	CHECK_INT(sqlite3_column_int(st, 0), 2);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
 }
 
 /* What the writer handed back, in order. */
@@ -442,6 +500,7 @@ int main(int argc, char **argv)
 		return 2;
 	test_keys_and_scopes();
 	test_prune_and_cursor();
+	test_token_replays_and_migration();
 	test_writer_group_commit();
 	test_tunnel_process();
 	test_downlink_query();
