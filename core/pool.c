@@ -107,6 +107,7 @@ struct pool {
 	size_t queued;
 	struct req_list done;
 	enum pool_breaker breaker;
+	bool open_by_answers; /* opened by 5xx answers: a new session proves nothing then */
 	unsigned consecutive_failures;
 	uint64_t open_until_ms;
 	bool probe_active;
@@ -267,14 +268,16 @@ static void breaker_open(struct pool *p)
 	fail_queue(p, why);
 }
 
-/* Count one failure towards the breaker. */
-static void breaker_failure(struct pool *p)
+/* Count one failure towards the breaker: a 5xx answer, or a session that failed. */
+static void breaker_failure(struct pool *p, bool answer)
 {
 	p->consecutive_failures++;
 	if (p->breaker == POOL_BREAKER_HALF_OPEN ||
 	    (p->breaker == POOL_BREAKER_CLOSED &&
-	     p->consecutive_failures >= p->o.breaker_threshold))
+	     p->consecutive_failures >= p->o.breaker_threshold)) {
+		p->open_by_answers = answer;
 		breaker_open(p);
+	}
 }
 
 /* A success closes the breaker. */
@@ -333,7 +336,10 @@ static void session_close(struct session *s)
 	if (s->timer)
 		event_del(s->timer);
 	if (s->fd >= 0) {
-		if (s->tls && s->state >= S_READY)
+		/* Not while a request of which nothing went out is still on it: close_notify
+		 * first flushes what mbedTLS holds, which would send that request after all
+		 * while it is put back in the queue as unsent. */
+		if (s->tls && s->state >= S_READY && !(s->req && !s->sent))
 			tls_conn_close_notify(s->tls);
 		close(s->fd);
 		s->fd = -1;
@@ -399,7 +405,7 @@ static void session_fail(struct session *s, int err, const char *reason, bool co
 		}
 	}
 	if (counts)
-		breaker_failure(p);
+		breaker_failure(p, false);
 	pool_dispatch(p);
 }
 
@@ -431,9 +437,13 @@ static void session_ready(struct session *s)
 			}
 		}
 	}
-	/* A completed handshake proves the cloud answers again: no need to wait out the
-	 * cool-down while healthy sessions stand idle. */
-	if (p->breaker != POOL_BREAKER_CLOSED)
+	/*
+	 * A completed handshake proves the cloud can be reached again: no need to wait out a
+	 * cool-down that failed connections opened while healthy sessions stand idle. One
+	 * that 5xx answers opened (a load balancer with no backend closes its connections
+	 * with each 503) waits for a trial request to succeed.
+	 */
+	if (p->breaker != POOL_BREAKER_CLOSED && !p->open_by_answers)
 		breaker_success(p);
 	pool_dispatch(p);
 }
@@ -459,6 +469,7 @@ static void session_cert_fail(struct session *s)
 	p->cert_retry_ms = clock_now_ms() + p->o.backoff_max_ms;
 	p->cert_probe = -1;
 	session_fail(s, -EKEYREJECTED, reason, false);
+	p->open_by_answers = false; /* a good handshake is what ends this one */
 	if (p->breaker != POOL_BREAKER_OPEN)
 		breaker_open(p);
 }
@@ -698,7 +709,7 @@ static void session_complete(struct session *s, bool extra)
 	s->fails = 0;
 	p->stats.requests++;
 	if (r->res.status >= 500)
-		breaker_failure(p);
+		breaker_failure(p, true);
 	else
 		breaker_success(p);
 	req_finish(r, 0, true, NULL);

@@ -50,6 +50,7 @@ struct tpa_call {
 	void *arg;
 	uint64_t start_ms;
 	bool retried_401;
+	uint64_t token_gen; /* the token it was sent with (tpa.token_gen then) */
 	tpa_keygen_fn *kcb; /* keygen: the caller's callback */
 	char dev_eui[17]; /* query: the device asked about */
 	unsigned page;	  /* query: page asked for (0: the first, without the parameter) */
@@ -67,6 +68,7 @@ struct tpa {
 	bool oauth;
 	char token_path[HTTP_MAX_LINE / 4];
 	char *token;
+	uint64_t token_gen; /* counts the tokens fetched: a 401 drops only the one it was for */
 	char token_type[32];	   /* as the token endpoint spelled it, e.g. "bearer" */
 	char customer_id[64];	   /* from the token answer, shown in Status */
 	char token_client_id[128]; /* likewise */
@@ -553,6 +555,20 @@ static void call_fail(struct tpa_call *c, enum tpa_outcome o, const char *reason
 static void token_fetch(struct tpa *t);
 static void keygen_answer(struct tpa_call *c, const struct pool_result *pr);
 static int call_submit(struct tpa_call *c);
+
+/*
+ * The cloud answered 401 to c: drop the token it was sent with, unless a newer one was
+ * fetched meanwhile (a late 401 of an old token must not throw away the fresh one, nor
+ * make every call in flight fetch its own).
+ */
+static void token_rejected(struct tpa *t, const struct tpa_call *c)
+{
+	if (!t->token || c->token_gen != t->token_gen)
+		return;
+	cred_wipe(t->token, strlen(t->token));
+	free(t->token);
+	t->token = NULL;
+}
 static int query_target(struct tpa_call *c);
 
 /* The pool's answer to an API call. */
@@ -574,8 +590,7 @@ static void call_answer(const struct pool_result *pr, void *arg)
 	if (pr->res->status == 401 && t->oauth && !c->retried_401) {
 		/* Rejected, so not imported: get a fresh token and try once more. */
 		c->retried_401 = true;
-		free(t->token);
-		t->token = NULL;
+		token_rejected(t, c);
 		int r = call_submit(c);
 		if (r < 0)
 			call_fail(c, TPA_UNAVAILABLE,
@@ -627,6 +642,7 @@ static int call_send(struct tpa_call *c)
 
 	if (r < 0)
 		return r;
+	c->token_gen = t->token_gen;
 	r = pool_submit(t->pool, buf, len, call_answer, c);
 	cred_wipe(buf, len);
 	free(buf);
@@ -678,9 +694,18 @@ static void waiting_flush(struct tpa *t, const struct tpa_result *fail)
 }
 
 /* The token endpoint answered. */
+static void token_answer_read(const struct pool_result *pr, struct tpa *t);
+
+/* The token endpoint answered: read it, then wipe the answer (it holds the token). */
 static void token_answer(const struct pool_result *pr, void *arg)
 {
-	struct tpa *t = arg;
+	token_answer_read(pr, arg);
+	if (pr->res && pr->res->body)
+		cred_wipe(pr->res->body, pr->res->body_len);
+}
+
+static void token_answer_read(const struct pool_result *pr, struct tpa *t)
+{
 	struct tpa_result fail;
 	long expires = 0;
 
@@ -707,6 +732,7 @@ static void token_answer(const struct pool_result *pr, void *arg)
 			free(t->token);
 		}
 		t->token = strdup(rep->token);
+		t->token_gen++;
 		cred_wipe(rep, sizeof(*rep));
 		free(rep);
 		/* Refresh at 90% of the lifetime, and at least 30 s before expiry. */
@@ -966,8 +992,7 @@ static void keygen_answer(struct tpa_call *c, const struct pool_result *pr)
 	}
 	if (pr->res->status == 401 && t->oauth && !c->retried_401) {
 		c->retried_401 = true;
-		free(t->token);
-		t->token = NULL;
+		token_rejected(t, c);
 		if (call_submit(c) < 0)
 			call_fail(c, TPA_UNAVAILABLE, "cannot send the request again");
 		return;

@@ -569,6 +569,53 @@ static void test_breaker(void)
 	config_free(&c);
 }
 
+/*
+ * 5xx answers that each close their connection (a load balancer with no backend): the
+ * breaker they open stays open for its cool-down although every reconnect succeeds (it
+ * was closed by the next handshake, and every request went on reaching the server).
+ */
+static void test_breaker_by_answers(void)
+{
+	struct sim s;
+	struct config c;
+	char err[256] = "";
+	CHECK_INT(sim_start(&s, 0, false, NULL), 0);
+	test_config(&c, "https", s.port, 1);
+	c.upstream_breaker_threshold = 3;
+	c.upstream_breaker_cooldown_ms = 3000;
+	struct tpa *t = tpa_new(base, &c, err, sizeof(err));
+	CHECK(t != NULL);
+	if (!t) {
+		sim_stop(&s);
+		config_free(&c);
+		return;
+	}
+	RUN_UNTIL(up(t) == 1, 5000);
+	sim_faults(&s, "{\"rate_5xx\":1,\"reset_after\":1}");
+	unsigned failed_fast = 0, answered = 0;
+	long long hs = sim_counter(&s, "handshakes");
+	for (unsigned i = 0; i < 10; i++) {
+		struct tpa_result r = import_wait(t, 200 + i);
+		CHECK_INT(r.outcome, TPA_UNAVAILABLE);
+		if (strstr(r.reason, "breaker"))
+			failed_fast++;
+		if (r.http_status != 503)
+			continue;
+		answered++;
+		/* The server closed that connection: the next request goes on a new one. */
+		RUN_UNTIL(sim_counter(&s, "handshakes") > hs && up(t) == 1, 3000);
+		hs = sim_counter(&s, "handshakes");
+	}
+	CHECK_INT(answered, 3); /* then the breaker: nothing reaches the server */
+	CHECK_INT(failed_fast, 7);
+	struct tpa_counters tc;
+	tpa_get_counters(t, &tc);
+	CHECK_INT(tc.pool.breaker, POOL_BREAKER_OPEN);
+	tpa_free(t);
+	sim_stop(&s);
+	config_free(&c);
+}
+
 /* A bounded queue: overflow is refused at once; latency shows in the status. */
 static void test_queue(void)
 {
@@ -670,6 +717,22 @@ static void test_oauth2(void)
 		tpa_get_counters(t, &tc);
 		CHECK_INT(tc.token_requests, 3);
 		CHECK_INT(sim_counter(&s, "imports"), imports + 1);
+		/*
+		 * Many calls in flight with the revoked token: the first 401 drops it, one new
+		 * token serves them all; the later 401s, for the old token, keep the new one.
+		 */
+		json_decref(sim_control(&s, "POST", "/revoke-tokens", "{}"));
+		struct answer many[8];
+		memset(many, 0, sizeof(many));
+		for (unsigned i = 0; i < 8; i++) {
+			struct tpa_record rec = record(320 + i);
+			CHECK_INT(tpa_import(t, &rec, on_done, &many[i]), 0);
+		}
+		RUN_UNTIL(count_calls(many, 8) == 8, 8000);
+		for (unsigned i = 0; i < 8; i++)
+			CHECK_INT(many[i].res.outcome, TPA_OK);
+		tpa_get_counters(t, &tc);
+		CHECK_INT(tc.token_requests, 4);
 		tpa_free(t);
 	}
 
@@ -683,7 +746,7 @@ static void test_oauth2(void)
 		CHECK(strstr(r.reason, "OAuth2") != NULL);
 		tpa_free(t);
 	}
-	CHECK_INT(sim_counter(&s, "imports"), 3);
+	CHECK_INT(sim_counter(&s, "imports"), 11);
 
 	set_str(&c.oauth2_token_url, "https://elsewhere.example/token");
 	CHECK(tpa_new(base, &c, err, sizeof(err)) == NULL);
@@ -754,6 +817,7 @@ int main(int argc, char **argv)
 	test_tls();
 	test_wrong_psk();
 	test_breaker();
+	test_breaker_by_answers();
 	test_queue();
 	test_oauth2();
 	test_dns();
