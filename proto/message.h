@@ -86,9 +86,10 @@ struct method_spec {
 };
 
 /*
- * Parse one message as a call. Not JSON, not an object, method missing or not a string,
- * parameters not an object, more/oneway/upgrade not booleans, more and oneway both true,
- * or upgrade true (no tpad method upgrades): -EINVAL with fault set to
+ * Parse one message as a call. More and oneway both true: oneway wins (more is false).
+ * Not JSON, not an object, method missing or not a string, parameters not an object,
+ * more/oneway/upgrade not booleans, or upgrade true (no tpad method upgrades): -EINVAL with
+ * fault set to
  * org.varlink.service.InvalidParameter naming "" (the message), "method", "parameters",
  * "more", "oneway" or "upgrade". -ENOMEM. *ret is untouched on failure.
  */
