@@ -61,6 +61,7 @@ struct job {
 	unsigned queries;    /* of the current settlement */
 	bool after_conflict; /* the query follows a 409 explained by an earlier attempt */
 	unsigned waits;	     /* polls for another tpad's claim */
+	act_hold_fn *hold;   /* not an activation: an admin's hold on the DevEUI */
 };
 
 /* When a PENDING row is to be settled again in the background. */
@@ -214,6 +215,14 @@ static void waiters_append(struct job *owner, struct job *w)
 	*pp = w;
 }
 
+static void job_release(struct job *j);
+
+/* A background settlement of a PENDING row (not a station's or an import's request). */
+static bool is_settle(const struct job *j)
+{
+	return j->req.method && strcmp(j->req.method, "settle") == 0;
+}
+
 /* Report the result, release the DevEUI and start whoever waited for it. */
 static void job_finish(struct job *j, enum act_outcome outcome)
 {
@@ -225,21 +234,30 @@ static void job_finish(struct job *j, enum act_outcome outcome)
 			a->stats.live++;
 		else
 			a->stats.stored++;
-		a->ops->audit(a->ctx, j->rec.dev_eui, j->req.method, j->req.uid, j->req.pid,
-			      j->req.adopt ? "adopted" : j->res.live ? "live" : "stored");
+		if (!(is_settle(j) && j->res.skipped)) /* the settler found nothing to do */
+			a->ops->audit(a->ctx, j->rec.dev_eui, j->req.method, j->req.uid,
+				      j->req.pid,
+				      j->req.adopt ? "adopted" : j->res.live ? "live" : "stored");
 	}
 	if (outcome == ACT_UNKNOWN)
 		j->res.retry_after = due_set(a, j->req.dev_eui, j->res.retry_after);
 	else if (outcome != ACT_BUSY && outcome != ACT_STORE_FAILED &&
 		 outcome != ACT_UNAVAILABLE)
 		due_clear(a, j->req.dev_eui);
-	else if (j->req.method && strcmp(j->req.method, "settle") == 0)
+	else if (is_settle(j))
 		due_set(a, j->req.dev_eui, -1); /* the store or a queue failed: back off too */
 	a->stats.outcomes[outcome]++;
 	a->stats.in_flight--;
 	inflight_remove(a, j);
-	struct job *w = j->waiters;
 	j->cb(&j->res, j->cb_arg);
+	job_release(j);
+}
+
+/* Free a job out of the DevEUI's slot and start whoever waited for it. */
+static void job_release(struct job *j)
+{
+	struct activation *a = j->a;
+	struct job *w = j->waiters;
 	cred_wipe(j, sizeof(*j));
 	free(j);
 	while (w) {
@@ -794,6 +812,15 @@ static void lookup_decide(struct job *j, int r, const char *reason)
 		job_fail(j, ACT_CONFLICT, "%s", why);
 		return;
 	}
+	if (is_settle(j) && j->rec.state != STORE_PENDING) {
+		/*
+		 * Settled meanwhile (the list was read earlier): nothing for the settler, which
+		 * imports nothing on its own (a FAILED row waits for a station or an import).
+		 */
+		j->res.skipped = true;
+		job_finish(j, ACT_OK);
+		return;
+	}
 	if (j->rec.state == STORE_PENDING && j->rec.lease_owner[0]) {
 		/* Another tpad's import of this device is in flight: wait for its outcome. */
 		job_wait_claim(j, j->rec.lease_left_ms, j->rec.lease_owner);
@@ -839,7 +866,33 @@ static void job_start(struct job *j)
 	unsigned b = bucket_of(j->req.dev_eui);
 	j->next_in_bucket = a->buckets[b];
 	a->buckets[b] = j;
+	if (j->hold) {
+		j->hold((struct act_hold *)j, j->cb_arg);
+		return;
+	}
 	step_lookup(j);
+}
+
+int activation_hold(struct activation *a, const char *dev_eui, act_hold_fn *fn, void *arg)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->a = a;
+	snprintf(j->req.dev_eui, sizeof(j->req.dev_eui), "%s", dev_eui);
+	j->hold = fn;
+	j->cb_arg = arg;
+	job_start(j);
+	return 0;
+}
+
+void activation_release(struct act_hold *h)
+{
+	struct job *j = (struct job *)h;
+	if (!j)
+		return;
+	inflight_remove(j->a, j);
+	job_release(j);
 }
 
 int activation_run(struct activation *a, const struct act_request *req, act_done_fn *cb, void *arg)

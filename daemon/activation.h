@@ -94,6 +94,18 @@ struct act_result {
 
 typedef void act_done_fn(const struct act_result *res, void *arg);
 
+/*
+ * An admin's change of a row (Retire) holds its DevEUI against every activation of this
+ * tpad (stations, imports, the settler): fn runs once no activation of the DevEUI runs,
+ * possibly inside this call, and the activations asked meanwhile wait until
+ * activation_release(). 0 or -ENOMEM (fn is not called then). A hold still on at
+ * activation_free() is dropped without a call.
+ */
+struct act_hold;
+typedef void act_hold_fn(struct act_hold *h, void *arg);
+int activation_hold(struct activation *a, const char *dev_eui, act_hold_fn *fn, void *arg);
+void activation_release(struct act_hold *h);
+
 /* Counters for Status and metrics. */
 struct activation_stats {
 	uint64_t outcomes[ACT_RETIRED + 1];

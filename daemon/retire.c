@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activation.h"
 #include "cred.h"
 #include "hex.h"
 #include "log.h"
@@ -28,14 +29,16 @@ struct retire_call {
 	unsigned deletes;
 	bool cloud_deleted; /* the cloud held it and does no more */
 	char how[96];	    /* for the audit trail and the log */
+	struct act_hold *hold; /* no activation of the device runs while Retire decides */
 };
 
 static void retire_delete(struct retire_call *c);
 static void on_retire_get(int err, const struct store_record *rec, const char *reason, void *arg);
 
-/* Forget the call, wiping the record (it may hold an AppKey). */
+/* Forget the call, wiping the record (it may hold an AppKey); activations may go on. */
 static void call_free(struct retire_call *c)
 {
+	activation_release(c->hold);
 	cred_wipe(&c->rec, sizeof(c->rec));
 	free(c);
 }
@@ -45,6 +48,16 @@ static void fail(struct retire_call *c, const char *error, json_t *params)
 {
 	req_error(c->r, error, params);
 	call_free(c);
+}
+
+/* No activation of the device runs now, nor will until the call ends: read its row. */
+static void on_hold(struct act_hold *h, void *arg)
+{
+	struct retire_call *c = arg;
+	c->hold = h;
+	int err = store_get_async(c->t->store, c->dev_eui, on_retire_get, c);
+	if (err < 0)
+		fail(c, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", strerror(-err)));
 }
 
 /* The cloud could not be asked: nothing changed, the admin retries. */
@@ -242,7 +255,12 @@ void admin_retire(struct tpad *t, struct req *r)
 	char dev_eui[17];
 	hex_upper(dev_eui, s, HEX_EUI);
 	memcpy(c->dev_eui, dev_eui, sizeof(c->dev_eui));
-	int err = store_get_async(t->store, dev_eui, on_retire_get, c);
+	/*
+	 * Hold the device against this tpad's activations (a station, an import, the
+	 * settler): one that read FAILED and is sending an import must not be overwritten
+	 * with RETIRED, nor may one start while Retire decides.
+	 */
+	int err = t->act ? activation_hold(t->act, dev_eui, on_hold, c) : -ESHUTDOWN;
 	if (err < 0)
 		fail(c, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", strerror(-err)));
 }

@@ -300,6 +300,44 @@ class Retire(DxBase):
         self.assertTrue(any(x["method"] == "io.tpad.Admin.Retire" and reason in x["outcome"]
                             for x in dev["audit"]), dev["audit"])
 
+    def test_retire_of_a_failed_device_while_it_is_activated(self):
+        """Retire of a FAILED device while a station's Activate imports it again: Retire
+        waits for the activation (or the activation for Retire), so the answer and the row
+        agree with the cloud (Retire used to write RETIRED, "never imported", over the
+        PENDING row of the import in flight, which then made it ISSUED)."""
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        for n in range(3):
+            e = f"70B3D5000000070{n}"
+            s.faults(rate_429=1.0, retry_after=0)
+            with d.station_client() as c:
+                with self.assertRaises(tpadtest.VarlinkError):
+                    c.call("io.tpad.Station.Activate",
+                           {"devEUI": e, "tkmInfo": "31110123D345666E2DBD"})
+            with d.admin_client() as a:
+                self.assertEqual(a.call("io.tpad.Admin.GetDevice", {"devEUI": e})
+                                 ["device"]["state"], "FAILED")
+            s.faults(rate_429=0.0, import_latency_ms=300)
+            time.sleep(1.2)  # the breaker the 429s may have opened closes
+            sc, ac = tpadtest.Client(d.station), tpadtest.Client(d.admin)
+            sc.send("io.tpad.Station.Activate", {"devEUI": e, "tkmInfo": "31110123D345666E2DBD"})
+            ac.send("io.tpad.Admin.Retire", {"devEUI": e, "reason": "scrapped"})
+            retire, act = ac.recv(), sc.recv()
+            sc.close()
+            ac.close()
+            with d.admin_client() as a:
+                state = a.call("io.tpad.Admin.GetDevice", {"devEUI": e})["device"]["state"]
+            in_cloud = any(x["deviceEUI"].upper() == e for x in s.devices())
+            self.assertEqual(state, "RETIRED", (retire, act))
+            self.assertFalse(in_cloud, (retire, act))
+            self.assertEqual(retire["parameters"]["device"]["state"], "RETIRED")
+            if "error" in act:  # Retire went first
+                self.assertEqual(act["error"], "io.tpad.Station.Retired")
+                self.assertFalse(retire["parameters"]["cloudDeleted"])
+            else:  # the activation went first: Retire deleted what it imported
+                self.assertTrue(retire["parameters"]["cloudDeleted"])
+        self.assertEqual(s.counters()["duplicate_imports"], 0)
+
     def test_retire_with_tpactl(self):
         s = self.dx_sim()
         d = self.dx_daemon(s).start()

@@ -13,6 +13,8 @@
 /* --- a fake store: rows in memory, commits delivered by pump() --- */
 
 struct fake {
+	/* The next read of this row finds it FAILED (another request settled it meanwhile). */
+	struct store_record *fail_on_read;
 	struct store_record rows[MAX_ROWS];
 	size_t n_rows;
 	int fail_next_insert; /* errno to fail the next insert's commit with */
@@ -60,7 +62,13 @@ static struct store_record *fake_row(struct fake *f, const char *eui)
 
 static int f_get_async(void *ctx, const char *eui, store_get_fn *cb, void *arg)
 {
+	struct fake *f = ctx;
 	struct store_record *r = fake_row(ctx, eui);
+	if (r && r == f->fail_on_read) {
+		r->state = STORE_FAILED;
+		r->maybe_at = 0;
+		f->fail_on_read = NULL;
+	}
 	if (!r)
 		cb(-ENOENT, NULL, "not found", arg);
 	else
@@ -800,6 +808,30 @@ static void test_reconcile(void)
 	activation_free(a);
 }
 
+/* A row the settler listed as PENDING is FAILED by the time it is read: nothing is sent. */
+static void test_settler_leaves_failed_rows(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	struct store_record *r = &f.rows[f.n_rows++];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->dev_eui, sizeof(r->dev_eui), "00000000000000F9");
+	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
+	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
+	r->state = STORE_PENDING;
+	r->attempts = 1;
+	r->maybe_at = EPOCH_MS - 600000;
+	reconciled = 99;
+	f.fail_on_read = r; /* settled by another request between the list and the read */
+	CHECK_INT(activation_reconcile(a, 1, on_reconciled, NULL), 0);
+	pump(&f);
+	CHECK_INT(reconciled, 0); /* done, nothing left PENDING */
+	CHECK_INT(fake_row(&f, "00000000000000F9")->state, STORE_FAILED);
+	CHECK_INT(f.imports, 0);
+	CHECK_INT(f.queries, 0);
+	activation_free(a);
+}
+
 int main(void)
 {
 	test_live_then_stored();
@@ -810,5 +842,6 @@ int main(void)
 	test_store_failures();
 	test_concurrent_same_device();
 	test_reconcile();
+	test_settler_leaves_failed_rows();
 	return tap_done();
 }
