@@ -85,6 +85,12 @@ static void rejected(struct retire_call *c, const struct tpa_result *res)
 static void on_committed(int err, const char *reason, void *arg)
 {
 	struct retire_call *c = arg;
+	if (err == -EALREADY) {
+		/* Another tpad changed the row since it was read (PostgreSQL): decide again. */
+		fail(c, "io.tpad.Admin.Conflict",
+		     json_pack("{s:s, s:s}", "devEUI", c->rec.dev_eui, "reason", reason));
+		return;
+	}
 	if (err < 0) {
 		fail(c, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", reason));
 		return;

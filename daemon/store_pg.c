@@ -437,10 +437,15 @@ static int op_from_record(struct pg_store *s, const struct store_record *r, bool
 	e = e ? e : op_int(op, 21, a ? a->at : 0);
 	e = e ? e : op_text(op, 22, a ? a->digest : "");
 	e = e ? e : op_text(op, 23, a ? a->outcome : "");
-	/* $25: kept for the answer; $26: the attempts the row must hold for a new attempt */
+	/*
+	 * $25: kept for the answer; $26: the attempts the row must hold now. A new attempt
+	 * needs the one before it; every other update the count it was decided on: a decision
+	 * made on a row another tpad has moved on since (a late disproof, a Retire of a row
+	 * imported meanwhile) is refused (-EALREADY) instead of overwriting the newer row.
+	 */
 	e = e ? e : op_int(op, 24, 0);
 	bool new_attempt = a && strcmp(a->outcome, "sending") == 0 && !insert;
-	e = e ? e : op_int(op, 25, new_attempt ? (long long)a->n - 1 : -1);
+	e = e ? e : op_int(op, 25, insert ? -1 : new_attempt ? (long long)a->n - 1 : r->attempts);
 	if (e) {
 		op_free(op);
 		return e;

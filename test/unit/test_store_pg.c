@@ -245,6 +245,20 @@ int main(int argc, char **argv)
 	CHECK_STR(got.owner_token, "TOKEN1");
 	CHECK_STR(got.lease_owner, "");
 	CHECK_INT(got.attempts, 2);
+	/*
+	 * a's decisions made on attempt 1 arrive late: its disproof of attempt 1 and an update
+	 * without an attempt (a Retire of the row as a read it) are refused, not written over
+	 * b's ISSUED row.
+	 */
+	struct store_record stale = r;
+	stale.maybe_at = 0;
+	struct store_attempt disproved = attempt(1, "disproved");
+	CHECK_INT(write_attempt(a, &stale, false, &disproved, reason), -EALREADY);
+	stale.state = STORE_RETIRED;
+	CHECK_INT(write_attempt(a, &stale, false, NULL, reason), -EALREADY);
+	CHECK_INT(get(a, r.dev_eui, &got), 0);
+	CHECK_INT(got.state, STORE_ISSUED);
+	CHECK_STR(got.owner_token, "TOKEN1");
 
 	/* Unknown device: -ENOENT for update and get. */
 	struct store_record none = record("70B3D5000000AA99");
