@@ -130,6 +130,10 @@ static int collect_attempt(const struct store_attempt *a, void *arg)
 static void read_run(struct sqlite_reader *rd, void *arg)
 {
 	struct deferred *d = arg;
+	if (!rd) {
+		d->err = -ESHUTDOWN; /* the store closed first */
+		return;
+	}
 	switch (d->kind) {
 	case READ_GET:
 		d->err = sqlite_reader_get(rd, d->dev_eui, &d->rec);

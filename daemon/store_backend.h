@@ -57,8 +57,10 @@ void sqlite_store_test_set_max_pages(struct sqlite_store *s, uint32_t pages);
 
 /*
  * SQLite's reads off the loop: fn runs on the store's reader thread with its own
- * connection (rd, for the sqlite_reader_* calls below), then done on the loop thread, in
- * the order submitted. 0, or -ESHUTDOWN once the store is closing, -ENOMEM.
+ * connection (rd, for the sqlite_reader_* calls below; NULL when the store closes before
+ * the read began: fn then fails it without reading), then done on the loop thread, in
+ * the order submitted. 0, or -ESHUTDOWN once the store is closing, -EAGAIN when as many
+ * reads wait as the write queue may hold (store_options.max_queue), -ENOMEM.
  */
 struct sqlite_reader;
 typedef void sqlite_read_fn(struct sqlite_reader *rd, void *arg);

@@ -269,6 +269,7 @@ struct sqlite_store {
 	/* Under lock (the writer's): reads to run, reads done (the writer's eventfd tells the
 	 * loop), the reader's stop. */
 	struct sqlite_read *r_head, *r_tail;
+	size_t r_len; /* reads queued or being read */
 	struct sqlite_read *rd_head, *rd_tail;
 	bool r_closing;
 
@@ -1392,19 +1393,25 @@ static void *store_reader(void *arg)
 			break;
 		s->r_head = s->r_tail = NULL;
 		pthread_mutex_unlock(&s->lock);
-		struct sqlite_read *last = list;
-		for (struct sqlite_read *r = list; r; r = r->next) {
-			r->fn(&s->trd, r->arg);
-			last = r;
+		/* Each answer goes back as soon as it is read: one slow read holds no other. */
+		for (struct sqlite_read *r = list, *next; r; r = next) {
+			next = r->next;
+			r->next = NULL;
+			pthread_mutex_lock(&s->lock);
+			bool closing = s->r_closing;
+			pthread_mutex_unlock(&s->lock);
+			/* Once closing, what is still queued is answered unread (fn with NULL). */
+			r->fn(closing ? NULL : &s->trd, r->arg);
+			pthread_mutex_lock(&s->lock);
+			s->r_len--;
+			if (s->rd_tail)
+				s->rd_tail->next = r;
+			else
+				s->rd_head = r;
+			s->rd_tail = r;
+			pthread_mutex_unlock(&s->lock);
+			writer_notify(s);
 		}
-		pthread_mutex_lock(&s->lock);
-		if (s->rd_tail)
-			s->rd_tail->next = list;
-		else
-			s->rd_head = list;
-		s->rd_tail = last;
-		pthread_mutex_unlock(&s->lock);
-		writer_notify(s);
 		pthread_mutex_lock(&s->lock);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -1443,6 +1450,13 @@ int sqlite_store_read_async(struct sqlite_store *s, sqlite_read_fn *fn, sqlite_r
 		free(r);
 		return -ESHUTDOWN;
 	}
+	if (s->r_len >= s->max_queue) {
+		/* A store that cannot be read: refuse more rather than queue without end. */
+		pthread_mutex_unlock(&s->lock);
+		free(r);
+		return -EAGAIN;
+	}
+	s->r_len++;
 	if (s->r_tail)
 		s->r_tail->next = r;
 	else
