@@ -630,48 +630,82 @@ struct export_call {
 	int state;
 	bool csv;
 	struct qr_opts qr;
-	char after[17];
-	bool at_end;
-	bool reading; /* a page is being read from the store */
-	struct store_record *page;
-	size_t n, i;
+	char after[17]; /* the last DevEUI read: the next page starts after it */
+	bool at_end;	/* page is the last one */
+	bool reading;	/* a page is being read from the store */
+	bool fetched_end; /* the last page has been read */
+	bool orphaned;	/* ended while a read was out: freed when it comes back */
+	struct store_record *page, *next; /* the page being exported, the one read ahead */
+	size_t n, i, next_n;
+	bool next_ready, next_at_end;
 	uint64_t exported, skipped;
 	struct event *timer;
 	uint64_t started_us;
 };
 
-/* Free an export. */
+static void export_step(evutil_socket_t fd, short what, void *arg);
+static void on_export_page(int err, const char *reason, const struct store_rows *rows,
+			   void *arg);
+
+/* Free an export (once the page it is reading ahead has come back). */
 static void export_free(struct export_call *c)
 {
 	if (!c)
 		return;
+	if (c->reading) {
+		c->orphaned = true;
+		return;
+	}
 	if (c->timer)
 		event_free(c->timer);
 	free(c->page);
+	free(c->next);
 	free(c);
 }
 
-static void export_step(evutil_socket_t fd, short what, void *arg);
+/*
+ * Read the page after c->after, unless one is out or waiting: the store reads it (and its
+ * labels, on SQLite's reader thread) while the loop exports the current one.
+ */
+static int export_read_ahead(struct export_call *c)
+{
+	if (c->reading || c->next_ready || c->fetched_end)
+		return 0;
+	int err = store_list_labels_async(c->t->store, c->state, c->after[0] ? c->after : NULL,
+					  EXPORT_PAGE, on_export_page, c);
+	if (err == 0)
+		c->reading = true;
+	return err;
+}
+
 
 /* The next page of records: keep them without their AppKeys and go on. */
 static void on_export_page(int err, const char *reason, const struct store_rows *rows, void *arg)
 {
 	struct export_call *c = arg;
 	c->reading = false;
+	if (c->orphaned) {
+		export_free(c);
+		return;
+	}
 	if (err < 0) {
 		log_warnx("export: cannot read the store: %s", reason ? reason : strerror(-err));
 		store_failed(c->r, err, reason);
 		export_free(c);
 		return;
 	}
-	c->n = c->i = 0;
+	c->next_n = 0;
 	for (size_t k = 0; k < rows->n && k < EXPORT_PAGE; k++) {
-		struct store_record *dst = &c->page[c->n++];
+		struct store_record *dst = &c->next[c->next_n++];
 		*dst = rows->records[k];
 		cred_wipe(dst->app_key, sizeof(dst->app_key));
 	}
-	c->at_end = rows->n < EXPORT_PAGE;
-	export_step(-1, 0, c);
+	if (c->next_n)
+		memcpy(c->after, c->next[c->next_n - 1].dev_eui, sizeof(c->after));
+	c->next_at_end = c->fetched_end = rows->n < EXPORT_PAGE;
+	c->next_ready = true;
+	if (c->i == c->n) /* the export waits for it */
+		export_step(-1, 0, c);
 }
 
 /* Append s to a CSV record in buf at *o, quoted if it needs to be. */
@@ -757,26 +791,31 @@ static void export_step(evutil_socket_t fd, short what, void *arg)
 	}
 	while (req_output_pending(c->r) < EXPORT_MAX_PENDING && produced < EXPORT_SLICE &&
 	       visited < 4 * EXPORT_PAGE) {
-		if (c->i == c->n) {
-			if (c->at_end) {
-				export_finish(c);
-				return;
-			}
-			/* The next page comes through on_export_page. */
-			int err = store_list_async(t->store, c->state, c->after[0] ? c->after : NULL,
-						   EXPORT_PAGE, on_export_page, c);
-			if (err < 0) {
-				log_warn_errno(err, "export: cannot read the store");
-				store_failed(c->r, err, NULL);
-				export_free(c);
-				return;
-			}
-			c->reading = true;
+		if (c->i == c->n && c->next_ready) {
+			/* The page read ahead becomes the current one; read the one after it. */
+			struct store_record *p = c->page;
+			c->page = c->next;
+			c->next = p;
+			c->n = c->next_n;
+			c->i = 0;
+			c->at_end = c->next_at_end;
+			c->next_ready = false;
+		}
+		if (c->i == c->n && c->at_end) {
+			export_finish(c);
 			return;
 		}
+		int rerr = export_read_ahead(c);
+		if (rerr < 0) {
+			log_warn_errno(rerr, "export: cannot read the store");
+			store_failed(c->r, rerr, NULL);
+			export_free(c);
+			return;
+		}
+		if (c->i == c->n)
+			return; /* on_export_page comes back with the next page */
 		const struct store_record *rec = &c->page[c->i++];
 		visited++;
-		memcpy(c->after, rec->dev_eui, sizeof(c->after));
 		if (rec->state != STORE_ISSUED || !rec->owner_token[0]) {
 			c->skipped++;
 			continue;
@@ -828,8 +867,9 @@ void admin_export(struct tpad *t, struct req *r)
 		return;
 	}
 	c->page = calloc(EXPORT_PAGE, sizeof(*c->page));
+	c->next = calloc(EXPORT_PAGE, sizeof(*c->next));
 	c->timer = evtimer_new(t->base, export_step, c);
-	if (!c->page || !c->timer) {
+	if (!c->page || !c->next || !c->timer) {
 		export_free(c);
 		req_error(r, "io.tpad.Admin.Busy", NULL);
 		return;

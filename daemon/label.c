@@ -12,7 +12,6 @@
 #include "log.h"
 #include "qr.h"
 #include "store.h"
-#include "store_sync.h"
 
 int label_text(const struct config *cfg, const struct store_record *r, char *out, size_t len)
 {
@@ -268,7 +267,8 @@ json_t *label_image_for(const struct config *cfg, struct store *store, const str
 		is_default = strcmp(key, def_key) == 0;
 	}
 	json_t *j = NULL;
-	err = store_label_get(store, r->dev_eui, l);
+	/* Read with the row on the store's reader thread: nothing is read on the loop. */
+	err = store_label_cached(store, r->dev_eui, l);
 	bool hit = err == 0 && strcmp(l->text, text) == 0;
 	err = 0;
 	bool mine = (int)o->level == cfg->qr_ec_level && r->state == STORE_ISSUED;

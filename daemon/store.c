@@ -3,6 +3,7 @@
 #include "store_backend.h"
 #include "store_sync.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,12 @@ void store_set_err(char *err, size_t errlen, const char *fmt, ...)
 /* What an asynchronous read of the SQLite store asks for. */
 enum read_kind { READ_GET, READ_LIST, READ_COUNT, READ_AUDIT, READ_ATTEMPTS, READ_KEY };
 
+/* A DevEUI's label on its way from the reader thread to the loop's label cache. */
+struct label_slot {
+	char dev_eui[HEX_EUI + 1];
+	struct store_label *l;
+};
+
 /* An asynchronous read of the SQLite store: run on its reader thread, answered on the loop. */
 struct deferred {
 	store_get_fn *get_cb; /* store_get_async */
@@ -36,6 +43,7 @@ struct deferred {
 	enum read_kind kind;
 	char dev_eui[HEX_EUI + 1]; /* "" for the audit of every device */
 	char after[HEX_EUI + 1];
+	bool with_labels; /* READ_LIST: their labels too (Export) */
 	int state;
 	size_t limit;
 	int64_t after_id;
@@ -44,13 +52,117 @@ struct deferred {
 	struct store_record rec;
 	struct store_rows rows;
 	size_t cap; /* entries allocated in the rows' array */
+	/* The labels of the rows read (READ_GET, READ_LIST), for the loop's label cache. */
+	struct store *store;
+	struct label_slot *labels;
+	size_t n_labels;
+};
+
+/*
+ * SQLite: the labels read with their rows on the reader thread, by DevEUI, for the loop
+ * to make labels without reading the file (a miss draws the label). Each is taken by its
+ * first use; at most LABEL_KEPT are kept, the oldest dropped first (a row read for
+ * something else than a label is not kept for ever).
+ */
+#define LABEL_KEPT 1024
+#define LABEL_BUCKETS 2048
+
+struct label_entry {
+	char dev_eui[HEX_EUI + 1];
+	struct store_label *l; /* NULL: the entry is free */
+	int next;	       /* the next entry of its bucket, -1: none */
+};
+
+struct label_cache {
+	struct label_entry e[LABEL_KEPT];
+	int bucket[LABEL_BUCKETS];
+	unsigned oldest; /* the next entry to reuse */
 };
 
 struct store {
 	struct event_base *base;
 	struct sqlite_store *sq; /* exactly one of sq, pg */
 	struct pg_store *pg;
+	struct label_cache *labels; /* SQLite only */
 };
+
+static unsigned label_bucket(const char *dev_eui)
+{
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < HEX_EUI && dev_eui[i]; i++)
+		h = (h ^ (uint8_t)dev_eui[i]) * 16777619u;
+	return h % LABEL_BUCKETS;
+}
+
+/* Drop entry i from its bucket and free its label. */
+static void label_drop(struct label_cache *c, int i)
+{
+	struct label_entry *e = &c->e[i];
+	if (!e->l)
+		return;
+	for (int *p = &c->bucket[label_bucket(e->dev_eui)]; *p >= 0; p = &c->e[*p].next)
+		if (*p == i) {
+			*p = e->next;
+			break;
+		}
+	cred_wipe(e->l, sizeof(*e->l));
+	free(e->l);
+	e->l = NULL;
+}
+
+/* Keep l (owned) as dev_eui's label (upper-case), in place of the oldest entry. */
+static void label_keep(struct store *s, const char *dev_eui, struct store_label *l)
+{
+	struct label_cache *c = s->labels;
+	if (!c) {
+		free(l);
+		return;
+	}
+	int i = (int)c->oldest;
+	c->oldest = (c->oldest + 1) % LABEL_KEPT;
+	label_drop(c, i);
+	struct label_entry *e = &c->e[i];
+	hex_upper(e->dev_eui, dev_eui, HEX_EUI);
+	e->l = l;
+	unsigned b = label_bucket(e->dev_eui);
+	e->next = c->bucket[b];
+	c->bucket[b] = i;
+}
+
+static struct label_cache *label_cache_new(void)
+{
+	struct label_cache *c = calloc(1, sizeof(*c));
+	if (c)
+		for (int i = 0; i < LABEL_BUCKETS; i++)
+			c->bucket[i] = -1;
+	return c;
+}
+
+static void label_cache_free(struct label_cache *c)
+{
+	for (int i = 0; c && i < LABEL_KEPT; i++)
+		label_drop(c, i);
+	free(c);
+}
+
+int store_label_cached(struct store *s, const char *dev_eui, struct store_label *ret)
+{
+	if (!s || !ret || !hex_valid(dev_eui, HEX_EUI))
+		return -EINVAL;
+	struct label_cache *c = s->labels;
+	if (!c)
+		return -ENOENT; /* PostgreSQL: drawing costs less than a round trip */
+	char key[HEX_EUI + 1];
+	hex_upper(key, dev_eui, HEX_EUI);
+	for (int i = c->bucket[label_bucket(key)]; i >= 0; i = c->e[i].next)
+		if (strcmp(c->e[i].dev_eui, key) == 0) {
+			/* Taken: it was read for this use; wanted again, it is read again. */
+			*ret = *c->e[i].l;
+			label_drop(c, i);
+			return 0;
+		}
+	return -ENOENT;
+}
 
 void store_rows_clear(struct store_rows *rows)
 {
@@ -126,6 +238,23 @@ static int collect_attempt(const struct store_attempt *a, void *arg)
 	return store_rows_add_attempt(&d->rows, &d->cap, a);
 }
 
+/* On the reader thread: the stored labels of the n rows read (a missing one is skipped). */
+static void read_labels(struct sqlite_reader *rd, struct deferred *d,
+			const struct store_record *recs, size_t n)
+{
+	if (!n || !(d->labels = calloc(n, sizeof(*d->labels))))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct store_label *l = malloc(sizeof(*l));
+		if (l && sqlite_reader_label_get(rd, recs[i].dev_eui, l) == 0) {
+			memcpy(d->labels[d->n_labels].dev_eui, recs[i].dev_eui, HEX_EUI + 1);
+			d->labels[d->n_labels++].l = l;
+		} else {
+			free(l);
+		}
+	}
+}
+
 /* On the reader thread: the read itself. */
 static void read_run(struct sqlite_reader *rd, void *arg)
 {
@@ -137,9 +266,13 @@ static void read_run(struct sqlite_reader *rd, void *arg)
 	switch (d->kind) {
 	case READ_GET:
 		d->err = sqlite_reader_get(rd, d->dev_eui, &d->rec);
+		if (d->err == 0)
+			read_labels(rd, d, &d->rec, 1);
 		break;
 	case READ_LIST:
 		d->err = sqlite_reader_list(rd, d->state, d->after, d->limit, collect_record, d);
+		if (d->err == 0 && d->with_labels)
+			read_labels(rd, d, d->rows.records, d->rows.n);
 		break;
 	case READ_COUNT:
 		d->err = sqlite_reader_count(rd, d->rows.counts);
@@ -163,6 +296,9 @@ static void read_run(struct sqlite_reader *rd, void *arg)
 static void read_done(void *arg)
 {
 	struct deferred *d = arg;
+	for (size_t i = 0; i < d->n_labels; i++)
+		label_keep(d->store, d->labels[i].dev_eui, d->labels[i].l);
+	free(d->labels);
 	const char *why = d->err ? strerror(-d->err) : NULL;
 	if (d->get_cb)
 		d->get_cb(d->err, d->err ? NULL : &d->rec, why, d->arg);
@@ -180,6 +316,7 @@ static void read_done(void *arg)
  */
 static int read_start(struct store *s, struct deferred *d)
 {
+	d->store = s;
 	int r = sqlite_store_read_async(s->sq, read_run, read_done, d);
 	if (r < 0) {
 		cred_wipe(d->app_key, sizeof(d->app_key));
@@ -216,8 +353,8 @@ int store_get_async(struct store *s, const char *dev_eui, store_get_fn *cb, void
 	return read_start(s, d);
 }
 
-int store_list_async(struct store *s, int state, const char *after, size_t limit,
-		     store_rows_fn *cb, void *arg)
+static int list_async(struct store *s, int state, const char *after, size_t limit,
+		      bool with_labels, store_rows_fn *cb, void *arg)
 {
 	if (!s || !cb)
 		return -EINVAL;
@@ -228,10 +365,23 @@ int store_list_async(struct store *s, int state, const char *after, size_t limit
 	struct deferred *d = read_new(READ_LIST, NULL, cb, arg);
 	if (!d)
 		return -ENOMEM;
+	d->with_labels = with_labels;
 	d->state = state;
 	snprintf(d->after, sizeof(d->after), "%s", after ? after : "");
 	d->limit = limit;
 	return read_start(s, d);
+}
+
+int store_list_async(struct store *s, int state, const char *after, size_t limit,
+		     store_rows_fn *cb, void *arg)
+{
+	return list_async(s, state, after, limit, false, cb, arg);
+}
+
+int store_list_labels_async(struct store *s, int state, const char *after, size_t limit,
+			    store_rows_fn *cb, void *arg)
+{
+	return list_async(s, state, after, limit, true, cb, arg);
 }
 
 int store_count_async(struct store *s, store_rows_fn *cb, void *arg)
@@ -299,9 +449,14 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
 	if (!s)
 		return -ENOMEM;
 	s->base = base;
+	if (o->backend != STORE_POSTGRESQL && !(s->labels = label_cache_new())) {
+		free(s);
+		return -ENOMEM;
+	}
 	int r = o->backend == STORE_POSTGRESQL ? pg_store_open(base, o, &s->pg, err, errlen)
 					       : sqlite_store_open(base, o, &s->sq, err, errlen);
 	if (r < 0) {
+		label_cache_free(s->labels);
 		free(s);
 		return r;
 	}
@@ -318,6 +473,7 @@ void store_close(struct store *s)
 		pg_store_close(s->pg);
 	else
 		sqlite_store_close(s->sq);
+	label_cache_free(s->labels);
 	free(s);
 }
 
@@ -383,7 +539,9 @@ int store_audit_list(struct store *s, const char *dev_eui, int64_t after_id, siz
 
 int store_label_put(struct store *s, const char *dev_eui, const struct store_label *l)
 {
-	return s ? PASS(label_put, dev_eui, l) : -EINVAL;
+	if (!s)
+		return -EINVAL;
+	return PASS(label_put, dev_eui, l);
 }
 
 int store_label_get(struct store *s, const char *dev_eui, struct store_label *ret)

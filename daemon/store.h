@@ -190,6 +190,10 @@ typedef void store_rows_fn(int err, const char *reason, const struct store_rows 
 int store_list_async(struct store *s, int state, const char *after, size_t limit,
 		     store_rows_fn *cb, void *arg);
 int store_count_async(struct store *s, store_rows_fn *cb, void *arg);
+
+/* As store_list_async, and on SQLite the rows' labels read for store_label_cached (Export). */
+int store_list_labels_async(struct store *s, int state, const char *after, size_t limit,
+			    store_rows_fn *cb, void *arg);
 int store_audit_list_async(struct store *s, const char *dev_eui, int64_t after_id, size_t limit,
 			   store_rows_fn *cb, void *arg);
 int store_attempt_list_async(struct store *s, const char *dev_eui, store_rows_fn *cb, void *arg);
@@ -255,6 +259,14 @@ struct store_label {
  * time to make it again.
  */
 int store_label_put(struct store *s, const char *dev_eui, const struct store_label *l);
+
+/*
+ * dev_eui's label as the loop knows it, without reading the store: on SQLite the labels
+ * read with their rows on the reader thread (store_get_async, store_list_labels_async)
+ * and those put since; each is taken by the first call that finds it. -ENOENT for any
+ * other (and always on PostgreSQL).
+ */
+int store_label_cached(struct store *s, const char *dev_eui, struct store_label *ret);
 
 
 /* "sqlite" or "postgresql". */

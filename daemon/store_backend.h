@@ -79,6 +79,7 @@ int sqlite_reader_audit_list(struct sqlite_reader *rd, const char *dev_eui, int6
 			     void *arg);
 int sqlite_reader_key_pool_find(struct sqlite_reader *rd, const uint8_t app_key[16],
 				uint8_t ret_hsm[16]);
+int sqlite_reader_label_get(struct sqlite_reader *rd, const char *dev_eui, struct store_label *ret);
 
 /*
  * The answer of an asynchronous read, built by either backend: append one entry (cap: the

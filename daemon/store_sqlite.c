@@ -497,7 +497,7 @@ int sqlite_store_label_put(struct sqlite_store *s, const char *dev_eui, const st
 	return store_submit(s, op);
 }
 
-static int reader_label_get(struct sqlite_reader *rd, const char *dev_eui, struct store_label *ret)
+int sqlite_reader_label_get(struct sqlite_reader *rd, const char *dev_eui, struct store_label *ret)
 {
 	if (!rd || !ret || !hex_valid(dev_eui, HEX_EUI))
 		return -EINVAL;
@@ -1933,16 +1933,10 @@ int sqlite_store_key_pool_load(struct sqlite_store *s, size_t max,
 	return s ? reader_key_pool_load(&s->rd, max, fn, arg) : -EINVAL;
 }
 
-/*
- * The label cache, read on the loop when a label is made: it never waits for a lock (a
- * busy store is a cache miss and the label is drawn).
- */
+/* A label read on the loop's connection (store_sync.h: tools and tests). */
 int sqlite_store_label_get(struct sqlite_store *s, const char *dev_eui, struct store_label *ret)
 {
 	if (!s)
 		return -EINVAL;
-	sqlite3_busy_timeout(s->rd.db, 0);
-	int r = reader_label_get(&s->rd, dev_eui, ret);
-	sqlite3_busy_timeout(s->rd.db, STORE_READ_BUSY_MS);
-	return r;
+	return sqlite_reader_label_get(&s->rd, dev_eui, ret);
 }

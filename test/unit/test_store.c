@@ -531,6 +531,25 @@ static void test_labels(void)
 	bad = l;
 	bad.image_len = sizeof(bad.image) + 1;
 	CHECK_INT(store_label_put(s, "00000000000000A8", &bad), -EINVAL);
+	/* What the loop knows without reading: only the labels read with their rows on the
+	 * reader thread (a get, a list with labels), each taken by its first use. */
+	CHECK_INT(store_label_cached(s, "00000000000000a8", &got), -ENOENT);
+	CHECK_INT(store_label_put(s, r.dev_eui, &l), 0); /* a device the store holds */
+	store_close(s);
+	s = open_store(key, 0);
+	if (!s)
+		return;
+	CHECK_INT(store_label_cached(s, r.dev_eui, &got), -ENOENT);
+	struct rows_done rd;
+	ASK(base, rd, store_list_async(s, -1, NULL, 0, on_rows, &rd));
+	CHECK_INT(rd.err, 0);
+	CHECK_INT(store_label_cached(s, r.dev_eui, &got), -ENOENT); /* not asked for */
+	ASK(base, rd, store_list_labels_async(s, -1, NULL, 0, on_rows, &rd));
+	CHECK_INT(rd.err, 0);
+	CHECK_INT(store_label_cached(s, r.dev_eui, &got), 0);
+	CHECK_STR(got.text, "LW:D0:TWO");
+	CHECK_INT(store_label_cached(s, r.dev_eui, &got), -ENOENT); /* taken */
+	CHECK_INT(store_label_cached(s, "00000000000000A8", &got), -ENOENT); /* no row */
 	store_close(s);
 }
 
