@@ -262,9 +262,9 @@ int store_label_put(struct store *s, const char *dev_eui, const struct store_lab
 
 /*
  * dev_eui's label as the loop knows it, without reading the store: on SQLite the labels
- * read with their rows on the reader thread (store_get_async, store_list_labels_async)
- * and those put since; each is taken by the first call that finds it. -ENOENT for any
- * other (and always on PostgreSQL).
+ * read with their rows on the reader thread (store_get_async, store_list_labels_async),
+ * at most 1,024, each taken by the first call that finds it. -ENOENT for any other (a
+ * label put is not kept here; always -ENOENT on PostgreSQL).
  */
 int store_label_cached(struct store *s, const char *dev_eui, struct store_label *ret);
 

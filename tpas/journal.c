@@ -158,27 +158,34 @@ static int exec(struct journal *j, const char *sql)
  * Version 2: each uplink keeps its request's Token (unique: a replay is the same signed
  * request). A version 1 journal gains the column; its older uplinks have none.
  */
-static int migrate(struct journal *j)
+static bool has_column(struct journal *j, const char *name)
 {
 	sqlite3_stmt *s = NULL;
-	int64_t v = 0;
-	if (sqlite3_prepare_v2(j->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
-		v = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
 	bool has = false;
-	if (sqlite3_prepare_v2(j->db, "SELECT 1 FROM pragma_table_info('uplink') WHERE name = 'token'",
-			       -1, &s, NULL) == SQLITE_OK)
+	if (sqlite3_prepare_v2(j->db, "SELECT 1 FROM pragma_table_info('uplink') WHERE name = ?",
+			       -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 		has = sqlite3_step(s) == SQLITE_ROW;
+	}
 	sqlite3_finalize(s);
-	int r = 0;
-	if (!has)
-		r = exec(j, "ALTER TABLE uplink ADD COLUMN token BLOB;"
-			    "ALTER TABLE uplink ADD COLUMN token_time INTEGER");
+	return has;
+}
+
+static int migrate(struct journal *j)
+{
+	/* One transaction: a journal is never left half migrated. */
+	int r = exec(j, "BEGIN IMMEDIATE");
+	if (r == 0 && !has_column(j, "token"))
+		r = exec(j, "ALTER TABLE uplink ADD COLUMN token BLOB");
+	if (r == 0 && !has_column(j, "token_time"))
+		r = exec(j, "ALTER TABLE uplink ADD COLUMN token_time INTEGER");
 	if (r == 0)
 		r = exec(j, "CREATE UNIQUE INDEX IF NOT EXISTS uplink_token ON uplink (token_time, token)");
-	if (r == 0 && v < 2)
+	if (r == 0)
 		r = exec(j, "PRAGMA user_version = 2");
+	if (r == 0)
+		return exec(j, "COMMIT");
+	exec(j, "ROLLBACK");
 	return r;
 }
 

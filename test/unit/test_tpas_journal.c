@@ -209,7 +209,17 @@ static void test_token_replays_and_migration(void)
 	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
 	CHECK_INT(sqlite3_column_int(st, 0), 2);
 	sqlite3_finalize(st);
+	/* Half migrated (a crash between the two columns, before this was one transaction):
+	 * it still opens, and the missing column is added. */
+	CHECK_INT(sqlite3_exec(db,
+			       "DROP INDEX uplink_token; ALTER TABLE uplink DROP COLUMN token_time;"
+			       "PRAGMA user_version = 1;",
+			       NULL, NULL, NULL),
+		  SQLITE_OK);
 	sqlite3_close(db);
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	CHECK_INT(journal_token_find(j, u.time_ms, tok, &again), -ENOENT); /* its Time is gone */
+	journal_free(j);
 }
 
 /* What the writer handed back, in order. */
