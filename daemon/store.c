@@ -238,13 +238,16 @@ static int collect_attempt(const struct store_attempt *a, void *arg)
 	return store_rows_add_attempt(&d->rows, &d->cap, a);
 }
 
-/* On the reader thread: the stored labels of the n rows read (a missing one is skipped). */
+/* On the reader thread: the stored labels of the issued rows among the n read. */
 static void read_labels(struct sqlite_reader *rd, struct deferred *d,
 			const struct store_record *recs, size_t n)
 {
 	if (!n || !(d->labels = calloc(n, sizeof(*d->labels))))
 		return;
 	for (size_t i = 0; i < n; i++) {
+		/* Labels are made of issued devices only: the rest is not worth a read. */
+		if (recs[i].state != STORE_ISSUED || !recs[i].owner_token[0])
+			continue;
 		struct store_label *l = malloc(sizeof(*l));
 		if (l && sqlite_reader_label_get(rd, recs[i].dev_eui, l) == 0) {
 			memcpy(d->labels[d->n_labels].dev_eui, recs[i].dev_eui, HEX_EUI + 1);

@@ -534,21 +534,31 @@ static void test_labels(void)
 	/* What the loop knows without reading: only the labels read with their rows on the
 	 * reader thread (a get, a list with labels), each taken by its first use. */
 	CHECK_INT(store_label_cached(s, "00000000000000a8", &got), -ENOENT);
-	CHECK_INT(store_label_put(s, r.dev_eui, &l), 0); /* a device the store holds */
+	CHECK_INT(store_label_put(s, r.dev_eui, &l), 0); /* a PENDING device the store holds */
+	struct store_record issued;
+	make_record(&issued, 9, false);
+	issued.state = STORE_ISSUED;
+	snprintf(issued.owner_token, sizeof(issued.owner_token), "0123456789ABCDEF");
+	struct tally t2 = {0};
+	CHECK_INT(store_insert(s, &issued, on_done, &t2), 0);
+	wait_for(&t2, 1);
+	CHECK_INT(store_label_put(s, issued.dev_eui, &l), 0); /* and an issued one */
 	store_close(s);
 	s = open_store(key, 0);
 	if (!s)
 		return;
-	CHECK_INT(store_label_cached(s, r.dev_eui, &got), -ENOENT);
+	CHECK_INT(store_label_cached(s, issued.dev_eui, &got), -ENOENT);
 	struct rows_done rd;
 	ASK(base, rd, store_list_async(s, -1, NULL, 0, on_rows, &rd));
 	CHECK_INT(rd.err, 0);
-	CHECK_INT(store_label_cached(s, r.dev_eui, &got), -ENOENT); /* not asked for */
+	CHECK_INT(store_label_cached(s, issued.dev_eui, &got), -ENOENT); /* not asked for */
 	ASK(base, rd, store_list_labels_async(s, -1, NULL, 0, on_rows, &rd));
 	CHECK_INT(rd.err, 0);
-	CHECK_INT(store_label_cached(s, r.dev_eui, &got), 0);
+	CHECK_INT(store_label_cached(s, issued.dev_eui, &got), 0);
 	CHECK_STR(got.text, "LW:D0:TWO");
-	CHECK_INT(store_label_cached(s, r.dev_eui, &got), -ENOENT); /* taken */
+	CHECK_INT(store_label_cached(s, issued.dev_eui, &got), -ENOENT); /* taken */
+	/* A device not issued gets no label made: its stored one is not read. */
+	CHECK_INT(store_label_cached(s, r.dev_eui, &got), -ENOENT);
 	CHECK_INT(store_label_cached(s, "00000000000000A8", &got), -ENOENT); /* no row */
 	store_close(s);
 }
