@@ -536,14 +536,7 @@ void dispatch_call(struct req *r, void *arg)
 	const struct method_spec *m;
 	struct proto_fault f;
 
-	int rc = proto_check(&c, sock, &m, &f);
-	if (rc == -ENOENT && strcmp(f.error, PROTO_ERR_INTERFACE_NOT_FOUND) == 0 &&
-	    iface_sockets(f.parameter)) {
-		/* An interface of the other socket: as far as this client knows, no such method. */
-		f.error = PROTO_ERR_METHOD_NOT_FOUND;
-		snprintf(f.parameter, sizeof(f.parameter), "%s", req_method(r));
-		f.reason[0] = '\0';
-	}
+	int rc = proto_check_on(&c, sock, PROTO_SOCKET_STATION | PROTO_SOCKET_ADMIN, &m, &f);
 	if (rc < 0) {
 		log_debug("%s: %s %s %s", req_method(r), f.error, f.parameter, f.reason);
 		req_fault(r, &f);

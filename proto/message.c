@@ -693,6 +693,16 @@ int proto_check(const struct call *c, unsigned socket, const struct method_spec 
 	return 0;
 }
 
+int proto_check_on(const struct call *c, unsigned socket, unsigned daemon,
+		   const struct method_spec **ret, struct proto_fault *fault)
+{
+	int r = proto_check(c, socket, ret, fault);
+	if (r == -ENOENT && strcmp(fault->error, PROTO_ERR_INTERFACE_NOT_FOUND) == 0 &&
+	    (iface_sockets(fault->parameter) & daemon))
+		fault_set(fault, PROTO_ERR_METHOD_NOT_FOUND, c->method, "%s", "");
+	return r;
+}
+
 void proto_param_hex(json_t *obj, const char *key, char *out, size_t n)
 {
 	const char *s = json_string_value(json_object_get(obj, key));

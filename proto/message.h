@@ -157,3 +157,12 @@ int proto_validate(const struct method_spec *m, json_t *params, struct proto_fau
  */
 int proto_check(const struct call *c, unsigned socket, const struct method_spec **ret,
 		struct proto_fault *fault);
+
+/*
+ * proto_check() for a daemon serving the sockets in daemon (an enum proto_socket mask): a
+ * method of an interface that another of the daemon's sockets serves is MethodNotFound, as
+ * far as a client of this socket knows; an interface none of them serves stays
+ * InterfaceNotFound.
+ */
+int proto_check_on(const struct call *c, unsigned socket, unsigned daemon,
+		   const struct method_spec **ret, struct proto_fault *fault);

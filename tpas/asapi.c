@@ -495,18 +495,14 @@ static const struct {
 void asapi_call(struct req *r, void *arg)
 {
 	struct tpas *t = arg;
-	struct call c = {
-	    .method = (char *)req_method(r), .parameters = req_params(r), .more = req_more(r)};
+	struct call c = {.method = (char *)req_method(r),
+			 .parameters = req_params(r),
+			 .more = req_more(r),
+			 .oneway = req_oneway(r)};
 	const struct method_spec *m;
 	struct proto_fault f;
-	int rc = proto_check(&c, sock_bit(r), &m, &f);
-	if (rc == -ENOENT && strcmp(f.error, PROTO_ERR_INTERFACE_NOT_FOUND) == 0 &&
-	    (iface_sockets(f.parameter) & (PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN))) {
-		/* The admin interface, asked on the apps socket: no such method here. */
-		f.error = PROTO_ERR_METHOD_NOT_FOUND;
-		snprintf(f.parameter, sizeof(f.parameter), "%s", req_method(r));
-		f.reason[0] = '\0';
-	}
+	int rc = proto_check_on(&c, sock_bit(r), PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, &m,
+				&f);
 	if (rc < 0) {
 		log_debug("%s: %s %s %s", req_method(r), f.error, f.parameter, f.reason);
 		req_error(r, f.error, proto_fault_parameters(&f));

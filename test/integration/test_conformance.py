@@ -1,6 +1,6 @@
-"""Varlink conformance: every method of both sockets through every call flag (none, more,
-oneway, upgrade and their pairs) against the real tpad, each answer checked against the
-interface files (reply and error fields, types, nothing undeclared)."""
+"""Varlink conformance: every method of every socket of tpad and tpas through every call flag
+(none, more, oneway, upgrade and their pairs) against the real daemons, each answer checked
+against the interface files (reply and error fields, types, nothing undeclared)."""
 
 import json
 import os
@@ -8,40 +8,38 @@ import secrets
 import unittest
 
 import tpadtest
+from test_tpas import DEV, TpasCase
 from tpadtest import TpadTestCase, wait_for
 from varlink_idl import IdlError, Interface
 
+from lrc_sim import encrypt_astk  # noqa: E402  (test_tpas put test/lrc-sim on the path)
+
 TKM = "31110123D345666E2DBD"
 SERVICE = "org.varlink.service"
-# Methods whose valid call still fails without a setup of their own: the declared error.
-EXPECTED_ERRORS = {"io.tpad.Admin.Adopt": "io.tpad.Admin.Conflict",
-                   "io.tpad.Admin.Print": "io.tpad.Admin.InvalidParameter",  # no printer
-                   "io.tpad.Admin.Retire": "io.tpad.Admin.NotFound"}
 FLAGS = [(), ("more",), ("oneway",), ("upgrade",), ("more", "oneway"), ("more", "upgrade"),
          ("oneway", "upgrade")]
 
 
-class Conformance(TpadTestCase):
-    def setUp(self):
-        super().setUp()
-        psk = secrets.token_hex(16)
-        s = self.sim(psk).start()
-        self.d = self.daemon(upstream_url=s.url(), psk_hex=psk,
-                             conf_extra="upstream.sessions = 2").start()
+class Checks:
+    """What both daemons' sockets must do; each daemon's case says its product, valid
+    parameters for each method, its streams, the errors a valid call may still end in, and
+    how to see that a oneway call ran."""
 
-        def ready():
-            with self.d.admin_client() as a:
-                up = a.call("io.tpad.Admin.Status")["upstream"]
-            return any(x["state"] == "ready" for x in up["sessions"])
-        wait_for(ready, 15, "a session")
-        self.n = 0
-        self.known = self.new_eui()
-        with self.d.station_client() as c:
-            c.call("io.tpad.Station.Activate", {"devEUI": self.known, "tkmInfo": TKM})
+    PRODUCT = None
+    EXPECTED_ERRORS = {}
+    # Fields an interface may leave untyped ("object"), as Interface.uses_object() names them.
+    UNTYPED = {}
+    # Methods of interfaces some socket does not serve: there, MethodNotFound.
+    OTHERS = []
 
-    def new_eui(self):
-        self.n += 1
-        return f"00C0FFEE{self.n:08X}"
+    def params(self, method):
+        raise NotImplementedError
+
+    def streams(self, method):
+        return False
+
+    def oneway_ran(self, c, ifaces, method, params, flags):
+        """Check that a valid oneway call ran (the default: nothing to see)."""
 
     def interfaces(self, client):
         """The interfaces a socket serves, parsed from its own descriptions."""
@@ -61,27 +59,6 @@ class Conformance(TpadTestCase):
             with open(os.path.join(tpadtest.SRC_ROOT, "proto", name + ".varlink")) as f:
                 self.assertEqual(Interface(f.read()).methods.keys(), out[name].methods.keys())
         return info, out
-
-    def params(self, method):
-        """Valid parameters for each method."""
-        return {
-            f"{SERVICE}.GetInfo": {},
-            f"{SERVICE}.GetInterfaceDescription": {"interface": SERVICE},
-            "io.tpad.Station.Activate": {"devEUI": self.new_eui(), "tkmInfo": TKM,
-                                         "qr": {"format": "text"}},
-            "io.tpad.Station.Lookup": {"devEUI": self.known, "qr": {"format": "svg"}},
-            "io.tpad.Admin.Status": {},
-            "io.tpad.Admin.Import": {"rows": [{"line": 1, "devEUI": self.new_eui(),
-                                               "tkmInfo": TKM}], "final": True},
-            "io.tpad.Admin.Export": {"format": "csv"},
-            "io.tpad.Admin.ListDevices": {"limit": 3},
-            "io.tpad.Admin.GetDevice": {"devEUI": self.known},
-            "io.tpad.Admin.Metrics": {},
-            "io.tpad.Admin.Backup": {"path": os.path.join(self.tmp, f"backup{self.new_eui()}.db")},
-            "io.tpad.Admin.Adopt": {"devEUI": self.known},
-            "io.tpad.Admin.Print": {"devEUI": self.known},
-            "io.tpad.Admin.Retire": {"devEUI": "FFFFFFFFFFFFFFF0", "reason": "scrapped"},
-        }[method]
 
     def send(self, c, method, params, flags):
         msg = {"method": method, "parameters": params}
@@ -110,28 +87,27 @@ class Conformance(TpadTestCase):
         except IdlError as e:
             self.fail(f"{method}: {e}\n{json.dumps(reply)[:400]}")
 
-    def streams(self, method):
-        return method in ("io.tpad.Admin.Import", "io.tpad.Admin.Export")
-
     def walk(self, client_fn):
         checked = 0
         with client_fn() as c:
             info, ifaces = self.interfaces(c)
             for iname, iface in ifaces.items():
-                self.assertEqual(iface.uses_object(), [], f"{iname}: untyped fields")
+                self.assertEqual(iface.uses_object(), self.UNTYPED.get(iname, []),
+                                 f"{iname}: untyped fields")
                 for member in iface.methods:
                     method = f"{iname}.{member}"
                     for flags in FLAGS:
                         with self.subTest(method=method, flags=flags):
                             self.one(c, ifaces, method, flags)
                             checked += 1
-            # Methods of the other socket's interface do not exist here.
-            other = "io.tpad.Admin.Status" if "io.tpad.Station" in ifaces else \
-                "io.tpad.Station.Lookup"
-            self.send(c, other, {}, ())
-            r = c.recv()
-            self.assertEqual(r["error"], f"{SERVICE}.MethodNotFound")
-            self.check_error(ifaces, other, r)
+            # Methods of an interface this socket does not serve do not exist here.
+            for other in self.OTHERS:
+                if other.rsplit(".", 1)[0] in ifaces:
+                    continue
+                self.send(c, other, {}, ())
+                r = c.recv()
+                self.assertEqual(r["error"], f"{SERVICE}.MethodNotFound", other)
+                self.check_error(ifaces, other, r)
         return checked
 
     def one(self, c, ifaces, method, flags):
@@ -150,16 +126,16 @@ class Conformance(TpadTestCase):
             # No reply; the next call's answer comes first, and the call did run.
             self.send(c, f"{SERVICE}.GetInfo", {}, ())
             r = c.recv()
-            self.assertEqual(r["parameters"].get("product"), "tpad",
+            self.assertEqual(r["parameters"].get("product"), self.PRODUCT,
                              f"{method} oneway sent a reply: {r}")
-            if method == "io.tpad.Station.Activate" and "upgrade" not in flags:
-                self.send(c, "io.tpad.Station.Lookup", {"devEUI": params["devEUI"]}, ())
-                r = wait_for(lambda: self.lookup(c, params["devEUI"]), 10, "oneway Activate")
-                self.check_reply(ifaces, "io.tpad.Station.Lookup", r)
+            if "upgrade" not in flags:
+                self.oneway_ran(c, ifaces, method, params, flags)
             return
         if self.streams(method) and "more" not in flags:
             r = c.recv()
-            self.assertEqual(r.get("error"), f"{SERVICE}.ExpectedMore", r)
+            # org.varlink.service's, or the method's interface's own.
+            self.assertIn(r.get("error"), (f"{SERVICE}.ExpectedMore",
+                                           method.rsplit(".", 1)[0] + ".ExpectedMore"), r)
             self.check_error(ifaces, method, r)
             self.assertEqual(r.get("parameters", {}), {})
             return
@@ -169,7 +145,7 @@ class Conformance(TpadTestCase):
             n += 1
             if "error" in r:
                 self.check_error(ifaces, method, r)
-                if r["error"] == EXPECTED_ERRORS.get(method):
+                if r["error"] == self.EXPECTED_ERRORS.get(method):
                     break
                 self.fail(f"{method} {flags} with valid parameters failed: {r}")
             self.check_reply(ifaces, method, r)
@@ -178,6 +154,66 @@ class Conformance(TpadTestCase):
             self.assertIn("more", flags, f"{method}: continues without more")
         if not self.streams(method):
             self.assertEqual(n, 1, f"{method}: one reply")
+
+
+class Conformance(Checks, TpadTestCase):
+    PRODUCT = "tpad"
+    # Methods whose valid call still fails without a setup of their own: the declared error.
+    EXPECTED_ERRORS = {"io.tpad.Admin.Adopt": "io.tpad.Admin.Conflict",
+                       "io.tpad.Admin.Print": "io.tpad.Admin.InvalidParameter",  # no printer
+                       "io.tpad.Admin.Retire": "io.tpad.Admin.NotFound"}
+    OTHERS = ["io.tpad.Admin.Status", "io.tpad.Station.Lookup"]
+
+    def setUp(self):
+        super().setUp()
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        self.d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                             conf_extra="upstream.sessions = 2").start()
+
+        def ready():
+            with self.d.admin_client() as a:
+                up = a.call("io.tpad.Admin.Status")["upstream"]
+            return any(x["state"] == "ready" for x in up["sessions"])
+        wait_for(ready, 15, "a session")
+        self.n = 0
+        self.known = self.new_eui()
+        with self.d.station_client() as c:
+            c.call("io.tpad.Station.Activate", {"devEUI": self.known, "tkmInfo": TKM})
+
+    def new_eui(self):
+        self.n += 1
+        return f"00C0FFEE{self.n:08X}"
+
+    def params(self, method):
+        """Valid parameters for each method."""
+        return {
+            f"{SERVICE}.GetInfo": {},
+            f"{SERVICE}.GetInterfaceDescription": {"interface": SERVICE},
+            "io.tpad.Station.Activate": {"devEUI": self.new_eui(), "tkmInfo": TKM,
+                                         "qr": {"format": "text"}},
+            "io.tpad.Station.Lookup": {"devEUI": self.known, "qr": {"format": "svg"}},
+            "io.tpad.Admin.Status": {},
+            "io.tpad.Admin.Import": {"rows": [{"line": 1, "devEUI": self.new_eui(),
+                                               "tkmInfo": TKM}], "final": True},
+            "io.tpad.Admin.Export": {"format": "csv"},
+            "io.tpad.Admin.ListDevices": {"limit": 3},
+            "io.tpad.Admin.GetDevice": {"devEUI": self.known},
+            "io.tpad.Admin.Metrics": {},
+            "io.tpad.Admin.Backup": {"path": os.path.join(self.tmp, f"backup{self.new_eui()}.db")},
+            "io.tpad.Admin.Adopt": {"devEUI": self.known},
+            "io.tpad.Admin.Print": {"devEUI": self.known},
+            "io.tpad.Admin.Retire": {"devEUI": "FFFFFFFFFFFFFFF0", "reason": "scrapped"},
+        }[method]
+
+    def streams(self, method):
+        return method in ("io.tpad.Admin.Import", "io.tpad.Admin.Export")
+
+    def oneway_ran(self, c, ifaces, method, params, flags):
+        if method == "io.tpad.Station.Activate":
+            self.send(c, "io.tpad.Station.Lookup", {"devEUI": params["devEUI"]}, ())
+            r = wait_for(lambda: self.lookup(c, params["devEUI"]), 10, "oneway Activate")
+            self.check_reply(ifaces, "io.tpad.Station.Lookup", r)
 
     def lookup(self, c, eui):
         r = c.recv()
@@ -248,6 +284,67 @@ class Conformance(TpadTestCase):
                         b'not json'):
                 c.send_raw(raw + b"\0")
                 self.check_error(ifaces, f"{SERVICE}.GetInfo", c.recv())
+
+
+class TpasConformance(Checks, TpasCase):
+    """The same for tpas: the apps socket (io.tpad.AS) and the admin socket (io.tpad.AS and
+    io.tpad.ASAdmin), with an LRC for SendDownlink and a device whose key an uplink brought."""
+
+    PRODUCT = "tpas"
+    # The radio metadata is passed on as the LRC sent it (see io.tpad.AS.varlink).
+    UNTYPED = {"io.tpad.AS": ["Uplink.radio"]}
+    OTHERS = ["io.tpad.ASAdmin.ListASTKs"]
+
+    def setUp(self):
+        super().setUp()
+        self.lrc_sim = self.lrc(None, serve=True)
+        # A webhook nobody answers: Status then carries its (typed) failures.
+        self.t = self.tpas(lrc_url=f"http://127.0.0.1:{self.lrc_sim.port}",
+                           extra="[webhook]\nurl = http://127.0.0.1:9/hook\n").start()
+        self.lrc_sim.as_url = self.t.url
+        self.lrc_sim.add_device(DEV, self.import_astk(self.t))
+        self.assertEqual(self.lrc_sim.uplink(DEV, b"hello")[0], 200)
+
+    def params(self, method):
+        return {
+            f"{SERVICE}.GetInfo": {},
+            f"{SERVICE}.GetInterfaceDescription": {"interface": "io.tpad.AS"},
+            "io.tpad.AS.Uplinks": {"after": 0, "follow": False},
+            "io.tpad.AS.SendDownlink": {"devEUI": DEV, "fPort": 7, "payload": "0102",
+                                        "confirmed": False},
+            "io.tpad.AS.Status": {},
+            "io.tpad.ASAdmin.ImportASTK": {
+                "encryptedASKey": encrypt_astk(self.public_pem, os.urandom(16)),
+                "customerID": "100122002"},
+            "io.tpad.ASAdmin.ListASTKs": {},
+        }[method]
+
+    def streams(self, method):
+        return method == "io.tpad.AS.Uplinks"
+
+    def oneway_ran(self, c, ifaces, method, params, flags):
+        if method == "io.tpad.AS.SendDownlink":
+            n = len(self.lrc_sim.state["downlinks"])
+            wait_for(lambda: len(self.lrc_sim.state["downlinks"]) > n - 1 and
+                     self.lrc_sim.state["downlinks"][-1]["fport"] == 7, 10,
+                     "the oneway downlink at the LRC")
+        elif method == "io.tpad.ASAdmin.ImportASTK":
+            with tpadtest.Client(self.t.admin) as a:
+                wait_for(lambda: any(x["customerID"] == "100122002" for x in
+                                     a.call("io.tpad.ASAdmin.ListASTKs")["astks"]), 10,
+                         "the oneway ASTK")
+
+    def test_apps_socket(self):
+        n = self.walk(lambda: tpadtest.Client(self.t.apps))
+        self.assertEqual(n, (2 + 3) * len(FLAGS))
+
+    def test_admin_socket(self):
+        n = self.walk(lambda: tpadtest.Client(self.t.admin))
+        self.assertEqual(n, (2 + 3 + 2) * len(FLAGS))
+        # Every downlink the walk sent reached the LRC with its own counter.
+        used = [d["fcnt_dn"] for d in self.lrc_sim.state["downlinks"]]
+        self.assertEqual(len(used), len(set(used)))
+        self.assertEqual(self.lrc_sim.state["violations"], [])
 
 
 if __name__ == "__main__":
