@@ -2,6 +2,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -22,6 +23,8 @@
  * limits.max-output and limits.max-output-total stop reading new calls instead.
  */
 #define SERVER_MAX_OUTPUT (64u << 20)
+/* How often a client that shut its side, with calls still open, is checked for a hang-up. */
+#define SERVER_HANGUP_CHECK_MS 250u
 
 static const char *const kind_names[SOCK_KINDS] = {"station", "admin"};
 
@@ -129,14 +132,23 @@ static void conn_maybe_free(struct conn *c)
 	}
 }
 
-/* (Re)start the idle timer of c. */
+/*
+ * (Re)start the idle timer of c. A client that shut its side is no longer read, so its
+ * going away entirely is seen only by a write: while it waits for calls that may not
+ * answer for long (a following stream), the timer looks for the hang-up more often.
+ */
 static void conn_touch(struct conn *c)
 {
-	struct timeval tv = {
-	    .tv_sec = c->srv->lim.idle_timeout_ms / 1000,
-	    .tv_usec = (c->srv->lim.idle_timeout_ms % 1000) * 1000,
-	};
+	uint32_t ms = c->read_eof ? SERVER_HANGUP_CHECK_MS : c->srv->lim.idle_timeout_ms;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 	evtimer_add(c->idle_timer, &tv);
+}
+
+/* Whether a client that shut its side has since closed the socket altogether. */
+static bool conn_hung_up(struct conn *c)
+{
+	struct pollfd p = {.fd = bufferevent_getfd(c->bev), .events = 0};
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
 }
 
 /* Write bytes to the client, or drop them if it is gone. */
@@ -476,10 +488,17 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		/*
 		 * The client may only have shut its side (a pipe into socat, say) and still
 		 * wait for the answers of its calls: they are sent, then the connection closes.
+		 * One that closed the socket altogether (a stream's client that quit) is gone.
 		 */
+		if (conn_hung_up(c)) {
+			conn_close(c, "client closed the connection", true);
+			return;
+		}
 		c->read_eof = true;
 		bufferevent_disable(bev, EV_READ);
 		conn_finish_eof(c);
+		if (!c->closed)
+			conn_touch(c);
 		return;
 	}
 	if (what & BEV_EVENT_EOF)
@@ -488,10 +507,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_close(c, strerror(EVUTIL_SOCKET_ERROR()), false);
 }
 
-/* Close on idle, but never while calls are in flight. */
+/* Close on idle, but never while calls are in flight unless the client is gone. */
 static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
+	if (c->read_eof && conn_hung_up(c)) {
+		conn_close(c, "client closed the connection", true);
+		return;
+	}
 	if (c->n_reqs) {
 		conn_touch(c);
 		return;

@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "config.h"
 #include "dispatch.h"
+#include "fuzz_client.h"
 #include "layout.h"
 #include "log.h"
 #include "message.h"
@@ -118,34 +119,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* Read what the server sent and check that it is a sequence of well-formed replies. */
-static size_t drain(int fd, char *acc, size_t *len, size_t cap, bool *eof)
-{
-	size_t replies = 0;
-	for (;;) {
-		ssize_t n = read(fd, acc + *len, cap - *len);
-		if (n == 0) {
-			*eof = true;
-			break;
-		}
-		if (n < 0)
-			break;
-		*len += (size_t)n;
-		char *nul;
-		while ((nul = memchr(acc, '\0', *len))) {
-			size_t mlen = (size_t)(nul - acc);
-			struct reply rep = {0};
-			require(reply_decode(acc, mlen, &rep) == 0, "a reply that does not decode");
-			reply_clear(&rep);
-			replies++;
-			memmove(acc, nul + 1, *len - mlen - 1);
-			*len -= mlen + 1;
-		}
-		require(*len < cap, "a reply larger than the buffer");
-	}
-	return replies;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!ready)
@@ -164,34 +137,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	server_accept(t.srv, sv[0], kind);
 
 	/* Count what could be calls: a oneway call must get no reply. */
-	size_t calls = 0;
-	for (size_t i = 0; i < size; i++)
-		calls += data[i] == '\0';
-
-	static char acc[1 << 20];
-	size_t acc_len = 0, replies = 0, sent = 0;
-	bool eof = false, closed_write = false;
-	uint64_t end = clock_now_ms() + 300;
-	while (!eof && clock_now_ms() < end) {
-		if (sent < size) {
-			size_t n = size - sent < chunk ? size - sent : chunk;
-			ssize_t w = send(sv[1], data + sent, n, MSG_NOSIGNAL);
-			if (w > 0)
-				sent += (size_t)w;
-			else if (w < 0 && errno != EAGAIN)
-				sent = size; /* the server closed: stop writing */
-		} else if (!closed_write) {
-			shutdown(sv[1], SHUT_WR);
-			closed_write = true;
-		}
-		event_base_loop(t.base, EVLOOP_NONBLOCK);
-		if (reads)
-			replies += drain(sv[1], acc, &acc_len, sizeof(acc), &eof);
-		if (sent >= size && !eof) {
-			struct pollfd p = {.fd = sv[1], .events = POLLIN};
-			poll(&p, 1, 1);
-		}
-	}
+	size_t calls = fuzz_varlink_calls(data, size);
+	static struct fuzz_varlink v;
+	v.len = 0;
+	size_t replies =
+	    fuzz_converse(t.base, sv[1], data, size, chunk, reads, fuzz_read_varlink, &v, 300);
 	/* Every reply answers one call (a partial last message is not one). */
 	require(replies <= calls + 1, "more replies than calls");
 	close(sv[1]);

@@ -533,6 +533,27 @@ class Journal(TpasCase):
             self.assertEqual(c.call("org.varlink.service.GetInfo")["product"], "tpas")
             self.assertEqual(t.status()["subscribers"], 0)
 
+    def test_an_application_that_quits_is_let_go_at_once(self):
+        """A following application that closes its socket (or shuts its side, then closes)
+        ends its stream and its connection without waiting for the next uplink to fail."""
+        t = self.tpas().start()
+
+        def gone():
+            st = t.status()
+            return st["subscribers"] == 0 and st["connections"]["apps"] == 0
+        for half_close_first in (False, True):
+            with self.subTest(half_close_first=half_close_first):
+                app = Client(t.apps, timeout=10)
+                app.send("io.tpad.AS.Uplinks", {}, more=True)
+                wait_for(lambda: t.status()["subscribers"] == 1, 5, "the stream")
+                if half_close_first:
+                    app.sock.shutdown(socket.SHUT_WR)
+                    time.sleep(0.3)
+                    # Still following: the client may only have shut its side.
+                    self.assertEqual(t.status()["subscribers"], 1)
+                app.close()
+                wait_for(gone, 2, "the stream and its connection to end")
+
     def test_application_restart_resumes_from_its_sequence(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
