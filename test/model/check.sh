@@ -2,7 +2,7 @@
 # check.sh: model-check the exactly-once rules with Spin, and show that the checks can fail:
 # each mutant breaks one rule and Spin must find a counterexample for it.
 set -euo pipefail
-model=$(cd "$(dirname "$0")" && pwd)/activation.pml
+here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -42,7 +42,9 @@ run() {
 	fi
 }
 
-# The rules as built: safety with every fault bound at 2, liveness with bounds of 1.
+# tpad (activation.pml). The rules as built: safety with every fault bound at 2, liveness
+# with bounds of 1.
+model=$here/activation.pml
 run "rules hold: no duplicate, tokens are the cloud's, FAILED means not imported" pass safety
 run "rules hold: no row stays PENDING with a reachable cloud" pass liveness \
 	-DMAXLOSS=1 -DMAXREFUSE=1 -DMAXQFAIL=1
@@ -52,5 +54,13 @@ run "mutant 2 (a 409 adopted whatever its origin) is caught" fail safety -DMUTAN
 run "mutant 3 (attempt recorded after sending) is caught" fail safety -DMUTANT=3
 run "mutant 4 (PENDING settled only by a new request) is caught" fail liveness -DMUTANT=4 \
 	-DMAXLOSS=1 -DMAXREFUSE=1 -DMAXQFAIL=2
+# tpas (tpas.pml): uplinks, the stream and downlinks, with two crashes, a lost answer and a
+# resend while the first request is handled.
+model=$here/tpas.pml
+run "tpas rules hold: each 200 journaled under its seq, once, handed to the application once, no FCntDn twice" pass safety
+run "tpas mutant 1 (200 before the commit) is caught" fail safety -DMUTANT=1
+run "tpas mutant 2 (no unique index: replays found only in memory) is caught" fail safety -DMUTANT=2
+run "tpas mutant 3 (downlink sent before its FCntDn is committed) is caught" fail safety -DMUTANT=3
+run "tpas mutant 4 (streams told before the commit) is caught" fail safety -DMUTANT=4
 echo "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,255 @@
+/*
+ * tpas.pml: tpas's exactly-once rules (ARCHITECTURE.md §14, issue "tpas") for one device
+ * with two uplinks and two downlinks, as built in tpas/tunnel.c, tpas/journal.c,
+ * tpas/asapi.c and tpas/downlink.c: an LRC that resends any uplink whose answer it did not
+ * get (with the same Token, or signed again), answers that get lost, tpas killed at any
+ * step and restarted with nothing of its memory, an application that follows the stream
+ * and resumes from the last sequence number it handled. README.md beside this file says
+ * which C each transition stands for.
+ *
+ * spin -DMUTANT=n breaks one rule on purpose; test/model/check.sh shows that Spin then
+ * finds a counterexample, so the checks of the real rules can fail.
+ */
+
+#ifndef MUTANT
+#define MUTANT 0
+#endif
+#ifndef MAXCRASH
+#define MAXCRASH 2
+#endif
+#ifndef MAXLOSS
+#define MAXLOSS 1 /* answers lost on their way to the LRC */
+#endif
+#ifndef MAXDUP
+#define MAXDUP 1 /* resends while the first request is still being handled (LRC time-out) */
+#endif
+
+#define NU 2	   /* uplinks: 0 and 1 (FCntUp 1 and 2 of one session) */
+#define ND 2	   /* downlinks the application sends */
+#define MAXSEQ 12  /* journal rows (more than NU only if a rule is broken) */
+#define MAXFCNT 6  /* downlink counters */
+
+/* The journal (SQLite, durable): rows by seq, and per uplink how many rows hold it. */
+byte nextseq = 0;	/* sqlite_sequence: the last seq handed out by a commit */
+byte jrow[MAXSEQ + 1];	/* uplink + 1 of each seq; 0: none */
+byte jcount[NU];	/* rows holding the uplink (the unique index keeps it at most 1) */
+byte jseq[NU];		/* the seq of its first row */
+byte fnext = 0;		/* the session's fcnt_dn_next */
+
+/* The LRC. */
+chan req = [4] of { byte, byte };	/* uplink, Token (1 or 2: signed once, or again) */
+chan ans = [8] of { byte, byte };	/* uplink, seq of the 200 (0: none named) */
+byte out[NU];				/* requests of the uplink without an answer yet */
+bool acked[NU];
+byte ackseq[NU];
+byte dups = 0;
+byte losses = 0;
+bool used[MAXFCNT + 1];			/* FCntDn the LRC received */
+
+/* tpas's memory (lost at a crash). */
+bool pj[NU * 2];			/* a pending uplink (one per Token) handed to the writer */
+byte fol[NU * 2];			/* requests with the same Token waiting for its commit */
+chan recent = [4] of { byte, byte };	/* asapi_remember(): committed uplinks kept encoded */
+chan dlreq = [2] of { byte };		/* SendDownlink calls */
+
+/* The application: the last seq it handled (its own, durable) and what it got. */
+byte cursor = 0;
+byte seen[NU];
+
+bool crash_req = false;
+byte crashes = 0;
+
+/* What the LRC was told is durable: every uplink answered 200 is journaled, under the seq
+ * the answer named. Checked at each crash (before memory goes) and at the end. */
+inline acked_is_journaled()
+{
+	assert(!acked[0] || (jcount[0] > 0 && (ackseq[0] == 0 || ackseq[0] == jseq[0])));
+	assert(!acked[1] || (jcount[1] > 0 && (ackseq[1] == 0 || ackseq[1] == jseq[1])))
+}
+
+/* Answer an uplink's request (or lose the answer: the LRC resends). */
+inline answer(u, s)
+{
+	if
+	:: losses < MAXLOSS -> losses++; out[u]--
+	:: true -> ans!u,s
+	fi
+}
+
+active proctype lrc()
+{
+	byte u, s;
+end:
+	do
+	:: atomic { /* send, or send again once the last request got no answer */
+		!acked[0] && out[0] == 0 -> out[0]++;
+		if :: req!0,1 :: req!0,2 fi }
+	:: atomic { !acked[1] && out[1] == 0 -> out[1]++;
+		if :: req!1,1 :: req!1,2 fi }
+	:: atomic { /* a resend while the first is still being handled */
+		dups < MAXDUP && !acked[0] && out[0] > 0 -> dups++; out[0]++;
+		if :: req!0,1 :: req!0,2 fi }
+	:: atomic { dups < MAXDUP && !acked[1] && out[1] > 0 -> dups++; out[1]++;
+		if :: req!1,1 :: req!1,2 fi }
+	:: atomic { ans?u,s -> out[u]--;
+		/* a replay's 200 names the seq of the first */
+		assert(!acked[u] || s == 0 || ackseq[u] == 0 || ackseq[u] == s);
+		acked[u] = true;
+		if :: s != 0 -> ackseq[u] = s :: else fi }
+	od
+}
+
+/* The LRC's downlink endpoint: a counter is never used twice with the session's key. */
+inline dl_send(f)
+{
+	assert(!used[f]);
+	used[f] = true
+}
+
+active proctype tpas()
+{
+	byte u, tk, i, s, k, f;
+	bool fresh;
+end:
+	do
+	:: true ->
+		{
+end_serving:
+			do
+			:: atomic { req?u,tk -> /* request_cb() → tunnel_check() */
+				i = u * 2 + tk - 1;
+				if
+				:: pj[i] -> fol[i]++ /* inflight_find(): the same request, committing */
+				:: else -> pj[i] = true /* inflight_add(), queued for the writer */
+#if MUTANT == 1
+					/* the 200 sent when the uplink is handed over, not once committed */
+					; answer(u, 0)
+#endif
+#if MUTANT == 4
+					/* the streams told when it is handed over, not once committed */
+					; if :: nfull(recent) -> recent!nextseq + 1,u :: full(recent) -> skip fi
+#endif
+				fi }
+			:: atomic { /* the writer thread commits one pending uplink (a batch of one;
+				      * a batch is one transaction: all of it or nothing) */
+				(pj[0] || pj[1] || pj[2] || pj[3]) ->
+				if :: pj[0] -> i = 0 :: pj[1] -> i = 1 :: pj[2] -> i = 2 :: pj[3] -> i = 3 fi;
+				u = i / 2;
+				if
+#if MUTANT != 2
+				:: jcount[u] > 0 -> fresh = false; s = jseq[u] /* unique index: a replay */
+#endif
+				:: else ->
+					fresh = true;
+					nextseq++;
+					jrow[nextseq] = u + 1;
+					jcount[u]++;
+					if :: jseq[u] == 0 -> jseq[u] = nextseq :: else fi;
+					s = nextseq
+				fi;
+				/* answer_list(), after the commit: the pending one and its followers */
+#if MUTANT != 1
+				answer(u, s);
+#endif
+				do
+				:: fol[i] > 0 -> fol[i]--; answer(u, s)
+				:: else -> break
+				od;
+				pj[i] = false;
+#if MUTANT != 4
+				if
+				:: fresh && nfull(recent) -> recent!s,u
+				:: !fresh || full(recent) -> skip /* the stream reads the journal instead */
+				fi
+#endif
+				}
+			:: atomic { dlreq?k -> /* SendDownlink → downlink_send() */
+#if MUTANT == 3
+				f = fnext; dl_send(f) }  /* sent before the counter is committed */
+				atomic { fnext = f + 1 }
+#else
+				f = fnext; fnext++ } /* the counter committed first (journal_fcnt_dn_take) */
+				atomic { dl_send(f) }
+#endif
+			od
+		} unless {
+			crash_req ->
+			/* kill -9: memory is gone, the journal stays; the LRC's connections drop, so
+			 * it resends what it got no answer for; the applications reconnect. */
+			atomic {
+				acked_is_journaled();
+				do
+				:: req?u,tk -> out[u]--
+				:: empty(req) -> break
+				od;
+				i = 0;
+				do
+				:: i < NU * 2 ->
+#if MUTANT != 1
+					if :: pj[i] -> out[i / 2]-- :: else fi;
+#endif
+					out[i / 2] = out[i / 2] - fol[i];
+					pj[i] = false;
+					fol[i] = 0;
+					i++
+				:: else -> break
+				od;
+				do
+				:: recent?s,u
+				:: empty(recent) -> break
+				od;
+				do
+				:: dlreq?k
+				:: empty(dlreq) -> break
+				od;
+				crash_req = false
+			}
+		}
+	od
+}
+
+/* The application: follows io.tpad.AS.Uplinks after its cursor, from what tpas keeps in
+ * memory when it follows closely, else from the journal (committed rows only). */
+active proctype app()
+{
+	byte s, u, k = 0;
+end:
+	do
+	:: atomic { recent?s,u ->
+		if
+		:: s == cursor + 1 -> seen[u]++; cursor = s
+		:: else -> skip /* older, or past a gap: the journal is read instead */
+		fi }
+	:: atomic { cursor < nextseq && jrow[cursor + 1] != 0 ->
+		/* sub_pump(): journal_uplinks_after(cursor) */
+		cursor++; seen[jrow[cursor] - 1]++ }
+	:: atomic { k < ND && nfull(dlreq) -> dlreq!k; k++ }
+	od
+}
+
+active proctype crasher()
+{
+end:
+	do
+	:: atomic { crashes < MAXCRASH && !crash_req -> crashes++; crash_req = true }
+	od
+}
+
+/* The unique index: no uplink is journaled twice. */
+active proctype journaled_once()
+{
+end:
+	atomic { (jcount[0] > 1 || jcount[1] > 1) -> assert(false) }
+}
+
+/* When nothing can move any more: every uplink was answered 200, is journaled once under
+ * the seq its answer named, and the application handled each exactly once. */
+active proctype at_rest()
+{
+	atomic {
+		timeout ->
+		assert(acked[0] && acked[1]);
+		acked_is_journaled();
+		assert(seen[0] == 1 && seen[1] == 1)
+	}
+}
