@@ -123,8 +123,8 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 		snprintf(buf, len, "%s is readable by other users: run chmod 600 %s", src, src);
 		break;
 	case -EACCES:
-		snprintf(buf, len, "%s cannot be read by this user: give it to tpad's user "
-			 "(chown) with mode 0600", src);
+		snprintf(buf, len, "%s cannot be read by this user: give it to the daemon's "
+			 "user (chown) with mode 0600", src);
 		break;
 	case -ENOENT:
 		snprintf(buf, len, "%s does not exist", src);

@@ -2,6 +2,7 @@
 #include "asapi.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -414,11 +415,10 @@ static void h_import_astk(struct asapi *a, struct req *r)
 	static char pem[4096];
 	int rc = cred_load_text("as-rsa-key", cfg->rsa_key_file, pem, sizeof(pem));
 	if (rc < 0) {
-		char why[256];
-		snprintf(why, sizeof(why),
-			 "cannot load the RSA key (credential as-rsa-key%s%s): %s",
-			 cfg->rsa_key_file ? " or " : "",
-			 cfg->rsa_key_file ? cfg->rsa_key_file : "", strerror(-rc));
+		char why[PATH_MAX + 240], explain[PATH_MAX + 200];
+		snprintf(why, sizeof(why), "cannot load the RSA key: %s",
+			 cred_explain(rc, "as-rsa-key", cfg->rsa_key_file, explain,
+				      sizeof(explain)));
 		log_warnx("ImportASTK: %s", why);
 		req_error(r, "io.tpad.ASAdmin.NoRsaKey", json_pack("{s:s}", "reason", why));
 		return;

@@ -1,5 +1,6 @@
 /* tpas: the application-server daemon — start-up, event loop and shutdown. */
 #include <errno.h>
+#include <limits.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "tpad-build.h"
 #include "tpas.h"
 #include "tunnel.h"
+#include "tunnel_tls.h"
 #include "webhook.h"
 
 /* How long SIGTERM waits for calls in flight (downlinks) before closing clients anyway. */
@@ -65,13 +67,14 @@ static int load_config(struct asconf *cfg, const char *path, bool explicit_path)
 static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
 		     uint8_t store_key[SEAL_KEY_LEN])
 {
+	char why[PATH_MAX + 200];
 	int r = cred_load_text("tunnel-key", cfg->tunnel_key_file, tunnel_key, tklen);
-	if (r < 0 || !tunnel_key[0]) {
-		log_errx("cannot load the tunnel key (credential tunnel-key%s%s): %s",
-			 cfg->tunnel_key_file ? " or " : "",
-			 cfg->tunnel_key_file ? cfg->tunnel_key_file : "",
-			 r < 0 ? strerror(-r) : "empty");
-		return r < 0 ? r : -EINVAL;
+	if (r == 0 && !tunnel_key[0])
+		r = -EINVAL;
+	if (r < 0) {
+		log_errx("cannot load the tunnel key: %s",
+			 cred_explain(r, "tunnel-key", cfg->tunnel_key_file, why, sizeof(why)));
+		return r;
 	}
 	size_t len = 0;
 	r = cred_load_hex("store-key", cfg->store_key_file, store_key, SEAL_KEY_LEN, &len);
@@ -80,11 +83,45 @@ static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
 	if (r < 0) {
 		cred_wipe(tunnel_key, tklen);
 		cred_wipe(store_key, SEAL_KEY_LEN);
-		log_errx(
-		    "cannot load the store key, 64 hexadecimal digits (credential store-key%s%s): "
-		    "%s",
-		    cfg->store_key_file ? " or " : "",
-		    cfg->store_key_file ? cfg->store_key_file : "", strerror(-r));
+		log_errx("cannot load the store key (64 hexadecimal digits): %s",
+			 cred_explain(r, "store-key", cfg->store_key_file, why, sizeof(why)));
+		return r;
+	}
+	return 0;
+}
+
+/* --check-config: the tunnel's certificate and TLS key load (as tunnel_new() will). */
+static int check_tunnel_tls(const struct asconf *cfg)
+{
+	if (!cfg->tunnel_tls_cert_file)
+		return 0;
+	char err[512];
+	struct tunnel_tls *tls =
+	    tunnel_tls_new(cfg->tunnel_tls_cert_file, cfg->tunnel_tls_key_file, err, sizeof(err));
+	if (!tls) {
+		log_errx("%s", err);
+		return -EINVAL;
+	}
+	tunnel_tls_free(tls);
+	return 0;
+}
+
+/*
+ * The RSA key is read at each ImportASTK; one that is there must already be private
+ * (mode 0600) and readable at start, so that a key others can read is found at once.
+ * None yet is fine: ImportASTK answers NoRsaKey until `tpactl as keygen` made it.
+ */
+static int check_rsa_key(const struct asconf *cfg)
+{
+	static char pem[8192];
+	char why[PATH_MAX + 200];
+	int r = cred_load_text("as-rsa-key", cfg->rsa_key_file, pem, sizeof(pem));
+	cred_wipe(pem, sizeof(pem));
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		log_errx("cannot load the RSA key: %s",
+			 cred_explain(r, "as-rsa-key", cfg->rsa_key_file, why, sizeof(why)));
 		return r;
 	}
 	return 0;
@@ -191,6 +228,11 @@ static int run(const struct asconf *cfg)
 	signal(SIGPIPE, SIG_IGN);
 	if (load_keys(cfg, tunnel_key, sizeof(tunnel_key), store_key) < 0)
 		return 1;
+	if (check_rsa_key(cfg) < 0) {
+		cred_wipe(tunnel_key, sizeof(tunnel_key));
+		cred_wipe(store_key, sizeof(store_key));
+		return 1;
+	}
 	/*
 	 * The changelist folds the add/remove pairs evhttp makes for every request (read off
 	 * while answering, write on until sent) into one epoll_ctl per descriptor and turn.
@@ -325,6 +367,10 @@ int main(int argc, char **argv)
 		char key[129];
 		uint8_t store_key[SEAL_KEY_LEN];
 		r = load_keys(&cfg, key, sizeof(key), store_key);
+		if (r == 0)
+			r = check_rsa_key(&cfg);
+		if (r == 0)
+			r = check_tunnel_tls(&cfg);
 		cred_wipe(key, sizeof(key));
 		cred_wipe(store_key, sizeof(store_key));
 	}

@@ -2,6 +2,7 @@
 #include "tunnel_tls.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,9 +225,9 @@ struct tunnel_tls *tunnel_tls_new(const char *cert_file, const char *key_file, c
 	}
 	r = cred_load_text("tunnel-tls-key", key_file, pem, sizeof(pem));
 	if (r < 0) {
-		snprintf(err, errlen,
-			 "cannot load the tunnel's TLS key (credential tunnel-tls-key%s%s): %s",
-			 key_file ? " or " : "", key_file ? key_file : "", strerror(-r));
+		char why[PATH_MAX + 200];
+		snprintf(err, errlen, "cannot load the tunnel's TLS key: %s",
+			 cred_explain(r, "tunnel-tls-key", key_file, why, sizeof(why)));
 		goto fail;
 	}
 	r = mbedtls_pk_parse_key(&t->key, (const unsigned char *)pem, strlen(pem) + 1, NULL, 0);

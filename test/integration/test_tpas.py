@@ -358,14 +358,16 @@ class Tunnel(TpasCase):
         # A key file others may read is refused at start.
         t.stop()
         os.chmod(key, 0o644)
+        fix = f"{key} is readable by other users: run chmod 600 {key}"
         p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
                            text=True)
-        self.assertEqual(p.returncode, 0)  # --check-config does not open the listener
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(fix, p.stderr)
         t.proc = subprocess.Popen([TPAS, "--config", t.conf], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
         out, _ = t.proc.communicate(timeout=20)
         self.assertEqual(t.proc.returncode, 1)
-        self.assertIn("tunnel-tls-key", out)
+        self.assertIn(fix, out)
         t.proc = None
 
     def test_missing_astk_then_import_and_key_envelope(self):
@@ -887,6 +889,37 @@ class Commands(TpasCase):
         self.assertIn("File exists", p.stderr)
         p = subprocess.run([TPACTL, "as", "keygen"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
+
+    def test_keys_others_can_read_are_refused_with_the_fix(self):
+        """The tunnel key, the store key and the RSA key: a file others can read stops tpas
+        (and --check-config) with the command that fixes it; a missing RSA key does not
+        (ImportASTK answers NoRsaKey until `tpactl as keygen` made one)."""
+        rsa = os.path.join(self.tmp, "rsa.pem")
+        shutil.copy(self.rsa_key, rsa)
+        os.chmod(rsa, 0o600)
+        t = self.tpas()
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(conf.replace(self.rsa_key, rsa))
+        for path in (t.key_file, t.store_key_file, rsa):
+            with self.subTest(path=os.path.basename(path)):
+                os.chmod(path, 0o644)
+                for args in (["--check-config"], []):
+                    p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                                       text=True, timeout=30)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"{path} is readable by other users: run chmod 600 {path}",
+                                  p.stderr)
+                os.chmod(path, 0o600)
+        os.unlink(rsa)
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        t.start()
+        p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f"{rsa} does not exist", p.stderr + p.stdout)
 
     def test_uplinks_status_and_usage(self):
         t = self.tpas().start()
