@@ -135,11 +135,14 @@ static void conn_maybe_free(struct conn *c)
 /*
  * (Re)start the idle timer of c. A client that shut its side is no longer read, so its
  * going away entirely is seen only by a write: while it waits for calls that may not
- * answer for long (a following stream), the timer looks for the hang-up more often.
+ * answer for long (a following stream), the timer looks for the hang-up more often. Once
+ * its calls are answered it is closed when their replies are written (conn_finish_eof),
+ * however slowly it reads them; only then does limits.idle-timeout apply.
  */
 static void conn_touch(struct conn *c)
 {
-	uint32_t ms = c->read_eof ? SERVER_HANGUP_CHECK_MS : c->srv->lim.idle_timeout_ms;
+	uint32_t ms = c->read_eof && c->n_reqs ? SERVER_HANGUP_CHECK_MS
+					       : c->srv->lim.idle_timeout_ms;
 	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 	evtimer_add(c->idle_timer, &tv);
 }

@@ -115,6 +115,30 @@ class Foundation(TpadTestCase):
             wait_for(lambda: a.call("io.tpad.Admin.Status")["connections"]["admin"] == 1, 5,
                      "the half-closed connection closed")
 
+    def test_half_closed_client_that_reads_slowly_gets_every_answer(self):
+        """Many answers to a half-closed client that starts reading late and reads slowly:
+        all of them arrive (the connection is not cut while they are being written)."""
+        d = self.daemon().start()
+        n = 400
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(d.admin)
+        s.sendall((json.dumps({"method": "io.tpad.Admin.Status"}).encode() + b"\0") * n)
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.6)
+        data = b""
+        while True:
+            chunk = s.recv(8192)
+            if not chunk:
+                break
+            data += chunk
+            time.sleep(0.005)
+        s.close()
+        replies = [json.loads(m) for m in data.split(b"\0") if m]
+        self.assertEqual(len(replies), n)
+        self.assertTrue(all("uptime" in r["parameters"] for r in replies))
+
     def test_oversized_message_closes_only_offender(self):
         d = self.daemon().start()
         with d.station_client() as good, d.station_client() as bad:
