@@ -13,6 +13,7 @@
 
 #include "png1.h"
 #include "qr_image.h"
+#include "utf8.h"
 
 #define QUIET 4		 /* modules of quiet zone on every side, always kept */
 #define CAPTION_GAP_MM10 10 /* 1 mm between the quiet zone and the captions */
@@ -128,20 +129,6 @@ static const char *field_value(const char *name, size_t len, const struct layout
 	return NULL;
 }
 
-/* Length of the valid UTF-8 sequence at p (1 to 4), or 0. */
-static size_t utf8_len(const unsigned char *p)
-{
-	size_t n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
-				 : (p[0] & 0xf8) == 0xf0		 ? 4
-									 : 0;
-	if (n == 2 && p[0] < 0xc2)
-		return 0; /* overlong */
-	for (size_t i = 1; i < n; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
-
 /* Walk a template: check it and, when out is given, render it. */
 static int caption_walk(const char *tmpl, const struct layout_fields *f, char *out, size_t outlen,
 			char *why, size_t whylen)
@@ -159,7 +146,7 @@ static int caption_walk(const char *tmpl, const struct layout_fields *f, char *o
 			return -EINVAL;
 		}
 		if ((unsigned char)*p >= 0x80) {
-			n = utf8_len((const unsigned char *)p);
+			n = utf8_len((const unsigned char *)p, 4); /* p is NUL-terminated */
 			if (!n) {
 				snprintf(why, whylen, "is not valid UTF-8");
 				return -EINVAL;

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "utf8.h"
+
 #define QR_PROFILE_NONE "00000000"
 
 /* The fields of a label, checked and in the form they are printed. */
@@ -147,36 +149,6 @@ int qr_tr005(const struct qr_fields *f, char *out, size_t outlen)
 	return r;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
-static size_t qr_utf8_len(const unsigned char *s)
-{
-	if (s[0] < 0x80)
-		return 1;
-	size_t len;
-	uint32_t cp;
-	if ((s[0] & 0xe0) == 0xc0) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-	if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /* Value of placeholder i in n. */
 static const char *qr_placeholder_value(const struct qr_norm *n, size_t i)
 {
@@ -257,7 +229,7 @@ static int qr_template_walk(const char *tmpl, const struct qr_norm *n, char *out
 		} else if (c < 0x20 || c == 0x7f) {
 			return qr_fail(err, errlen, "control character at offset %zu", i);
 		} else {
-			step = piece_len = piece_max = qr_utf8_len((const unsigned char *)piece);
+			step = piece_len = piece_max = utf8_len((const unsigned char *)piece, 4);
 			if (step == 0)
 				return qr_fail(err, errlen, "invalid UTF-8 at offset %zu", i);
 		}

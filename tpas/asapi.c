@@ -25,6 +25,7 @@
 #include "tpad-build.h"
 #include "tpas.h"
 #include "tunnel.h"
+#include "utf8.h"
 #include "webhook.h"
 
 #define BATCH 64		   /* uplinks read from the journal at once */
@@ -144,6 +145,8 @@ static bool sub_pump_recent(struct sub *s)
 	if (i < 0)
 		return false;
 	for (; (size_t)i < a->n; i++) {
+		if (req_gone(s->r))
+			return false; /* sub_pump() ends the stream */
 		if (req_output_pending(s->r) > MAX_PENDING) {
 			if (!evtimer_pending(a->pace, NULL)) {
 				struct timeval tv = {0, PACE_MS * 1000};
@@ -347,10 +350,17 @@ static void downlink_done(const struct downlink_result *d, void *arg)
 				    d->reason));
 		return;
 	}
-	req_reply(r,
-		  json_pack("{s:I, s:i, s:s}", "fCntDn", (json_int_t)d->fcnt_dn, "status",
-			    d->status, "answer", d->answer),
-		  false);
+	/* The LRC's body is text from elsewhere: made valid UTF-8 for JSON. */
+	char *answer = utf8_clean(d->answer, strlen(d->answer));
+	json_t *o = answer ? json_pack("{s:I, s:i, s:s}", "fCntDn", (json_int_t)d->fcnt_dn,
+				       "status", d->status, "answer", answer)
+			   : NULL;
+	free(answer);
+	if (!o) {
+		req_error(r, "io.tpad.AS.Busy", NULL); /* out of memory */
+		return;
+	}
+	req_reply(r, o, false);
 }
 
 static void h_send_downlink(struct asapi *a, struct req *r)

@@ -306,11 +306,12 @@ class TpasConformance(Checks, TpasCase):
         self.assertEqual(self.lrc_sim.uplink(DEV, b"hello")[0], 200)
 
     def params(self, method):
+        self.fport = getattr(self, "fport", 0) % 223 + 1  # each downlink its own port
         return {
             f"{SERVICE}.GetInfo": {},
             f"{SERVICE}.GetInterfaceDescription": {"interface": "io.tpad.AS"},
             "io.tpad.AS.Uplinks": {"after": 0, "follow": False},
-            "io.tpad.AS.SendDownlink": {"devEUI": DEV, "fPort": 7, "payload": "0102",
+            "io.tpad.AS.SendDownlink": {"devEUI": DEV, "fPort": self.fport, "payload": "0102",
                                         "confirmed": False},
             "io.tpad.AS.Status": {},
             "io.tpad.ASAdmin.ImportASTK": {
@@ -324,9 +325,8 @@ class TpasConformance(Checks, TpasCase):
 
     def oneway_ran(self, c, ifaces, method, params, flags):
         if method == "io.tpad.AS.SendDownlink":
-            n = len(self.lrc_sim.state["downlinks"])
-            wait_for(lambda: len(self.lrc_sim.state["downlinks"]) > n - 1 and
-                     self.lrc_sim.state["downlinks"][-1]["fport"] == 7, 10,
+            wait_for(lambda: any(d["fport"] == params["fPort"]
+                                 for d in self.lrc_sim.state["downlinks"]), 10,
                      "the oneway downlink at the LRC")
         elif method == "io.tpad.ASAdmin.ImportASTK":
             with tpadtest.Client(self.t.admin) as a:

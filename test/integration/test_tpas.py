@@ -794,8 +794,15 @@ class Downlink(TpasCase):
         with Client(t.apps) as c:
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "02"})
         self.assertEqual(r["fCntDn"], 11)
+        # An answer that is not UTF-8 (Latin-1 here) still names the counter it used.
+        s.faults["downlink_answer"] = b"Requ\xeate accept\xe9e"
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "04"})
+        s.faults["downlink_answer"] = None
+        self.assertEqual((r["fCntDn"], r["status"]), (12, 200))
+        self.assertEqual(r["answer"], "Requ\ufffdte accept\ufffde")
         used = [d["fcnt_dn"] for d in s.state["downlinks"]]
-        self.assertEqual(used, [5, 6, 7, 8, 9, 11])
+        self.assertEqual(used, [5, 6, 7, 8, 9, 11, 12])
         self.assertEqual(s.state["violations"], [])
         # An uplink reporting a higher network counter moves ours up.
         s.state["devices"][DEV]["fcnt_dn"] = 40

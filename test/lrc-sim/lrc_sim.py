@@ -82,7 +82,9 @@ class LrcSim:
         self.as_url = as_url
         self.as_id = as_id
         self.lock = threading.Lock()
-        self.faults = {"downlink_status": None}
+        # downlink_status: answer downlinks with this status; downlink_answer: with these
+        # bytes as the body of an accepted downlink (any encoding).
+        self.faults = {"downlink_status": None, "downlink_answer": None}
         self.server = None
         self.thread = None
         self.state = {"devices": {}, "downlinks": [], "violations": []}
@@ -224,7 +226,7 @@ class LrcSim:
                 if n:
                     self.rfile.read(n)
                 status, text = sim.handle_downlink(self.path)
-                data = text.encode()
+                data = text if isinstance(text, bytes) else text.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(data)))
@@ -286,7 +288,7 @@ class LrcSim:
                 "time": q.get("Time"), "confirmed": q.get("Confirmed") == "1"})
             dev["fcnt_dn"] = max(dev["fcnt_dn"], fcnt + 1)
             self.save()
-        return 200, "Request queued by LRC"
+        return 200, self.faults.get("downlink_answer") or "Request queued by LRC"
 
 
 def main():
