@@ -1,4 +1,4 @@
-/* http: HTTP/1.1 request builder, incremental response parser and URL helpers (no I/O). */
+/* http: HTTP/1.1 request builder, incremental response and request parser, URL helpers. */
 #include "http.h"
 
 #include <ctype.h>
@@ -9,7 +9,7 @@
 #include <strings.h>
 
 enum {
-	ST_STATUS,     /* reading the status line */
+	ST_STATUS,     /* reading the status line (a request's: the request line) */
 	ST_HEADER,     /* reading header lines */
 	ST_BODY_LEN,   /* Content-Length body */
 	ST_BODY_CLOSE, /* body delimited by the end of the connection */
@@ -97,13 +97,33 @@ void http_parser_init(struct http_parser *p, size_t max_body)
 	p->state = ST_STATUS;
 }
 
-/* Free the body and start over with the same cap. */
+void http_parser_init_request(struct http_parser *p, size_t max_body)
+{
+	http_parser_init(p, max_body);
+	p->request = true;
+}
+
+/* Free the body and start over with the same cap and kind. */
 void http_parser_reset(struct http_parser *p)
 {
 	size_t max_body = p->max_body;
+	bool request = p->request;
 
 	free(p->res.body);
+	free(p->res.target);
 	http_parser_init(p, max_body);
+	p->request = request;
+}
+
+bool http_parser_headers_done(const struct http_parser *p)
+{
+	return p->state != ST_STATUS && p->state != ST_HEADER && p->state != ST_ERROR;
+}
+
+bool http_parser_awaits_body(const struct http_parser *p)
+{
+	return p->request && p->res.body_len == 0 &&
+	       (p->state == ST_BODY_LEN || p->state == ST_CHUNK_SIZE);
 }
 
 /* True once any byte of a response was fed. */
@@ -216,6 +236,37 @@ static int parse_status(struct http_parser *p, char *line)
 	return 0;
 }
 
+/*
+ * Parse "METHOD SP request-target SP HTTP/1.x" (RFC 9112 §3): a token, a target without
+ * spaces or controls, the version.
+ */
+static int parse_request_line(struct http_parser *p, char *line)
+{
+	char *sp1 = strchr(line, ' ');
+	if (!sp1 || sp1 == line || (size_t)(sp1 - line) >= sizeof(p->res.method))
+		return HTTP_EMALFORMED;
+	for (char *c = line; c < sp1; c++)
+		if (!is_tchar((unsigned char)*c))
+			return HTTP_EMALFORMED;
+	char *target = sp1 + 1, *sp2 = strchr(target, ' ');
+	if (!sp2 || sp2 == target)
+		return HTTP_EMALFORMED;
+	for (char *c = target; c < sp2; c++)
+		if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+			return HTTP_EMALFORMED;
+	const char *v = sp2 + 1;
+	if (strncmp(v, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)v[7]) || v[8] != '\0')
+		return HTTP_EMALFORMED;
+	memcpy(p->res.method, line, (size_t)(sp1 - line));
+	p->res.method[sp1 - line] = '\0';
+	p->res.target = strndup(target, (size_t)(sp2 - target));
+	if (!p->res.target)
+		return -ENOMEM;
+	p->res.minor = v[7] - '0';
+	p->res.close = p->res.minor == 0;
+	return 0;
+}
+
 /* Copy a header value into a fixed field, truncating safely. */
 static void copy_value(char *dst, size_t size, const char *v)
 {
@@ -264,6 +315,10 @@ static int parse_header(struct http_parser *p, char *line, bool trailer)
 		copy_value(r->retry_after, sizeof(r->retry_after), v);
 	} else if (strcasecmp(line, "Content-Type") == 0) {
 		copy_value(r->content_type, sizeof(r->content_type), v);
+	} else if (p->request && strcasecmp(line, "Expect") == 0) {
+		if (strcasecmp(v, "100-continue") != 0)
+			return HTTP_EMALFORMED; /* the only expectation there is (RFC 9110 §10.1.1) */
+		r->expect_continue = true;
 	}
 	return 0;
 }
@@ -275,6 +330,9 @@ static int headers_done(struct http_parser *p)
 
 	if (r->chunked && r->content_length >= 0)
 		return HTTP_EMALFORMED;
+	/* A request without Content-Length or chunked has no body (RFC 9112 §6.3). */
+	if (p->request && !r->chunked && r->content_length < 0)
+		r->content_length = 0;
 	if (r->status == 204 || r->status == 304) {
 		int e = body_append(p, "", 0);
 		if (e < 0)
@@ -342,7 +400,9 @@ static int line_done(struct http_parser *p)
 
 	switch (p->state) {
 	case ST_STATUS:
-		if ((e = parse_status(p, line)) < 0)
+		if (p->request && !*line && !p->res.target)
+			return 0; /* an empty line before a request line is ignored (RFC 9112 §2.2) */
+		if ((e = p->request ? parse_request_line(p, line) : parse_status(p, line)) < 0)
 			return e;
 		p->state = ST_HEADER;
 		return 0;

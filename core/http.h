@@ -1,4 +1,7 @@
-/* http: HTTP/1.1 request builder, incremental response parser and URL helpers (no I/O). */
+/*
+ * http: HTTP/1.1 request builder, incremental response and request parser and URL helpers
+ * (no I/O).
+ */
 #pragma once
 
 #include <errno.h>
@@ -37,17 +40,26 @@ struct http_request {
 	size_t body_len;
 };
 
-/* A response as far as it was parsed; body is NUL-terminated (body_len excludes it). */
+/*
+ * A response (or, from a request parser, a request) as far as it was parsed; body is
+ * NUL-terminated (body_len excludes it).
+ */
 struct http_response {
-	int status;
+	int status;		  /* 0 for a request */
 	int minor;		  /* HTTP/1.<minor> */
 	bool chunked;		  /* Transfer-Encoding: chunked */
-	bool close;		  /* the server closes after this response */
+	bool close;		  /* the server closes after this response (a request: the
+				   * client wants the connection closed after the answer) */
 	long long content_length; /* -1 when absent */
 	char retry_after[64];	  /* raw Retry-After value, "" when absent */
 	char content_type[128];	  /* raw Content-Type value, "" when absent */
 	char *body;
 	size_t body_len;
+	/* A request's: its method, its target (path and query, malloc()ed) and whether it
+	 * waits for "100 Continue" before sending its body. */
+	char method[16];
+	char *target;
+	bool expect_continue;
 };
 
 /* Incremental response parser state; initialise with http_parser_init(). */
@@ -59,6 +71,7 @@ struct http_parser {
 	size_t section_bytes;
 	unsigned long long chunk_left;
 	bool started;
+	bool request; /* parses requests (http_parser_init_request()) */
 	size_t line_len;
 	char line[HTTP_MAX_LINE];
 };
@@ -69,8 +82,21 @@ int http_request_build(const struct http_request *r, char **ret_buf, size_t *ret
 /* Prepare p for one response whose body may hold at most max_body bytes. */
 void http_parser_init(struct http_parser *p, size_t max_body);
 
-/* Release the body held by p and make it ready for the next response. */
+/*
+ * Prepare p for one request whose body may hold at most max_body bytes: a request line
+ * ("METHOD target HTTP/1.x"), and a body only with Content-Length or chunked. Its fields
+ * are in p->res (status 0).
+ */
+void http_parser_init_request(struct http_parser *p, size_t max_body);
+
+/* Release the body (and a request's target) held by p, ready for the next message. */
 void http_parser_reset(struct http_parser *p);
+
+/* True when a request's header section is done and its body has not begun. */
+bool http_parser_awaits_body(const struct http_parser *p);
+
+/* True once the header section is done (the body, if any, is being read). */
+bool http_parser_headers_done(const struct http_parser *p);
 
 /*
  * Feed len bytes. Returns 0 when more input is needed, 1 when the response is complete

@@ -297,13 +297,14 @@ static json_t *tunnel_counters(const struct tunnel *tn)
 	if (tn)
 		tunnel_get_stats(tn, &st);
 	return json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	    "requests",
 	    (json_int_t)st.requests, "accepted", (json_int_t)st.accepted, "duplicates",
 	    (json_int_t)st.duplicates, "badRequest", (json_int_t)st.bad_request, "badToken",
 	    (json_int_t)st.bad_token, "staleTime", (json_int_t)st.stale_time, "wrongKey",
 	    (json_int_t)st.wrong_key, "unknownDevice", (json_int_t)st.unknown_device, "notFound",
 	    (json_int_t)st.not_found, "badMethod", (json_int_t)st.bad_method, "tooBig",
-	    (json_int_t)st.too_big, "noASTK", (json_int_t)st.no_astk, "storeFailed",
+	    (json_int_t)st.too_big, "timedOut", (json_int_t)st.timed_out, "noASTK", (json_int_t)st.no_astk, "storeFailed",
 	    (json_int_t)st.store_failed, "tlsFailed", (json_int_t)st.tls_failed);
 }
 

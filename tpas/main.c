@@ -234,8 +234,8 @@ static int run(const struct asconf *cfg)
 		return 1;
 	}
 	/*
-	 * The changelist folds the add/remove pairs evhttp makes for every request (read off
-	 * while answering, write on until sent) into one epoll_ctl per descriptor and turn.
+	 * The changelist folds the add/remove pairs of a connection's write event (armed when
+	 * an answer does not leave at once) into one epoll_ctl per descriptor and turn.
 	 */
 	struct event_config *ec = event_config_new();
 	if (ec)
@@ -294,7 +294,7 @@ static int run(const struct asconf *cfg)
 	    .key = tunnel_key,
 	    .max_deviation_ms = cfg->max_time_deviation_ms,
 	    .max_body = cfg->tunnel_max_body,
-	    .timeout_s = (cfg->tunnel_timeout_ms + 999) / 1000,
+	    .timeout_ms = cfg->tunnel_timeout_ms,
 	    .tls_cert_file = cfg->tunnel_tls_cert_file,
 	    .tls_key_file = cfg->tunnel_tls_key_file,
 	};

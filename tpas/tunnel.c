@@ -1,4 +1,6 @@
-/* tunnel: the LRC-AS tunnel endpoint (evhttp): each DevEUI_uplink verified, decrypted, journaled.
+/*
+ * tunnel: the LRC-AS tunnel endpoint (on tunnel_http): each DevEUI_uplink verified,
+ * decrypted, journaled.
  */
 #include "tunnel.h"
 
@@ -10,10 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 
 #include "ascrypto.h"
 #include "clock.h"
@@ -21,10 +20,11 @@
 #include "hex.h"
 #include "journal.h"
 #include "log.h"
+#include "tunnel_http.h"
 #include "tunnel_tls.h"
 #include "uplink.h"
 
-/* libevent refuses bodies over this many times max-body itself (413, not counted). */
+/* The HTTP server refuses bodies over this many times max-body itself (413, and closes). */
 #define HARD_BODY_FACTOR 4
 /* Uplinks committed in one transaction at most. */
 #define MAX_BATCH 1024
@@ -39,8 +39,7 @@
 #define INFLIGHT_BUCKETS 256
 
 struct tunnel {
-	struct evhttp *http;
-	struct evhttp_bound_socket *bound;
+	struct thttp *http;
 	struct tunnel_tls *tls;
 	struct journal *journal;
 	tunnel_commit_fn *on_commit;
@@ -247,7 +246,7 @@ out:
 struct pending {
 	struct journal_entry e; /* first: the writer hands back entries */
 	struct pending *next;
-	struct evhttp_request *req; /* NULL for tunnel_process() */
+	struct thttp_req *req; /* NULL for tunnel_process() */
 	int64_t received_ms, session_id;
 	char dev_eui[17], customer_id[UPLINK_MAX_CUSTOMER + 1], dev_addr[9];
 	char time[UPLINK_MAX_TIME + 1];
@@ -275,7 +274,7 @@ static unsigned inflight_bucket(const char *token)
 /* A request sent again while the first is being committed waits for its answer. */
 struct follower {
 	struct follower *next;
-	struct evhttp_request *req;
+	struct thttp_req *req;
 };
 
 static struct pending *inflight_find(struct tunnel *t, const char *token)
@@ -502,8 +501,7 @@ static int pending_answer(struct tunnel *t, struct pending *p, int err, json_t *
 	return 200;
 }
 
-static void answer(struct evhttp_request *req, int status, json_t *body);
-static void answer_text(struct evhttp_request *req, int status, const char *text, size_t len);
+static void answer(struct thttp_req *req, int status, json_t *body);
 
 /* Answer a list of committed pendings (linked by next) and wake the streams. */
 static void answer_list(struct tunnel *t, struct pending *list, int err)
@@ -546,7 +544,7 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 			else
 				free(p->e.text);
 			p->e.text = NULL;
-			answer_text(p->req, 200, text, (size_t)len);
+			thttp_reply(p->req, 200, NULL, text, (size_t)len);
 		} else {
 			json_t *ans = NULL;
 			int status = pending_answer(t, p, e, &ans);
@@ -632,51 +630,34 @@ int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t
 	return status;
 }
 
-/* Send an answer body (JSON text) with a status. */
-static void answer_text(struct evhttp_request *req, int status, const char *text, size_t len)
-{
-	static const struct {
-		int code;
-		const char *text;
-	} texts[] = {{200, "OK"},
-		     {400, "Bad Request"},
-		     {401, "Unauthorized"},
-		     {404, "Not Found"},
-		     {405, "Method Not Allowed"},
-		     {413, "Payload Too Large"},
-		     {503, "Service Unavailable"}};
-	const char *reason = "Error";
-	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
-		if (texts[i].code == status)
-			reason = texts[i].text;
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
-	if (text)
-		evbuffer_add(out, text, len);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-			  "application/json");
-	evhttp_send_reply(req, status, reason, NULL);
-}
-
-/* Send a JSON answer with a status. */
-static void answer(struct evhttp_request *req, int status, json_t *body)
+/* Send a JSON answer (one line) with a status. */
+static void answer_with(struct thttp_req *req, int status, const char *extra, json_t *body)
 {
 	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	size_t n = s ? strlen(s) : 0;
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
 	if (s) {
-		evbuffer_add(out, s, n);
-		evbuffer_add(out, "\n", 1);
+		char *nl = realloc(s, n + 2);
+		if (nl) {
+			s = nl;
+			s[n++] = '\n';
+			s[n] = '\0';
+		}
 	}
-	answer_text(req, status, NULL, 0);
+	thttp_reply(req, status, extra, s, n);
 	free(s);
 	json_decref(body);
 }
 
-static void request_cb(struct evhttp_request *req, void *arg)
+static void answer(struct thttp_req *req, int status, json_t *body)
+{
+	answer_with(req, status, NULL, body);
+}
+
+static void request_cb(struct thttp_req *req, void *arg)
 {
 	struct tunnel *t = arg;
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	const char *path = thttp_req_path(req);
+	const char *extra = NULL;
 	json_t *ans = NULL;
 	int status;
 	if (!path || !*path)
@@ -685,21 +666,20 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		t->stats.requests++;
 		status =
 		    refuse(t, &t->stats.not_found, 404, &ans, NULL, "no tunnel at %.100s", path);
-	} else if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+	} else if (strcmp(thttp_req_method(req), "POST") != 0) {
 		t->stats.requests++;
 		status = refuse(t, &t->stats.bad_method, 405, &ans, NULL, "the tunnel takes POST");
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+		extra = "Allow: POST\r\n";
 	} else {
-		struct evbuffer *in = evhttp_request_get_input_buffer(req);
-		size_t len = evbuffer_get_length(in);
-		const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+		size_t len;
+		const char *body = thttp_req_body(req, &len);
 		struct pending *p = calloc(1, sizeof(*p));
 		if (!p) {
 			status =
 			    refuse(t, &t->stats.store_failed, 503, &ans, NULL, "out of memory");
 		} else {
-			status = tunnel_check(t, evhttp_uri_get_query(uri), body ? body : "", len,
-					      clock_wall_ms(), &ans, p);
+			status = tunnel_check(t, thttp_req_query(req), body, len, clock_wall_ms(),
+					      &ans, p);
 			struct follower *f = status == 0 && p->same ? malloc(sizeof(*f)) : NULL;
 			if (f) {
 				/* The same request as one being committed: answered with it. */
@@ -727,7 +707,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 			free(p);
 		}
 	}
-	answer(req, status, ans);
+	answer_with(req, status, extra, ans);
 }
 
 /* Split "host:port" or "[v6]:port". */
@@ -796,43 +776,32 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 		tunnel_free(t);
 		return -EINVAL;
 	}
-	t->http = evhttp_new(base);
 	t->flush = event_new(base, -1, 0, flush_cb, t);
-	if (!t->http || !t->flush) {
+	if (!t->flush) {
 		snprintf(err, errlen, "out of memory");
 		tunnel_free(t);
 		return -ENOMEM;
 	}
-	evhttp_set_max_body_size(t->http, (ev_ssize_t)(o->max_body * HARD_BODY_FACTOR));
-	evhttp_set_max_headers_size(t->http, 16384);
-	evhttp_set_timeout(t->http, (int)(o->timeout_s ? o->timeout_s : 30));
-	evhttp_set_allowed_methods(t->http, EVHTTP_REQ_POST | EVHTTP_REQ_GET | EVHTTP_REQ_PUT |
-						EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
-	evhttp_set_gencb(t->http, request_cb, t);
 	if (o->tls_cert_file) {
 		t->tls = tunnel_tls_new(o->tls_cert_file, o->tls_key_file, err, errlen);
 		if (!t->tls) {
 			tunnel_free(t);
 			return -EINVAL;
 		}
-		evhttp_set_bevcb(t->http, tunnel_tls_bevcb, t->tls);
 	}
-	t->bound = evhttp_bind_socket_with_handle(t->http, host, t->port);
-	if (!t->bound) {
-		snprintf(err, errlen, "tunnel.listen %s: cannot bind: %s", o->listen,
-			 strerror(errno ? errno : EADDRINUSE));
+	const struct thttp_options ho = {.host = host,
+					 .port = t->port,
+					 .max_body = o->max_body * HARD_BODY_FACTOR,
+					 .timeout_ms = o->timeout_ms,
+					 .tls = t->tls};
+	char why[256];
+	t->http = thttp_new(base, &ho, request_cb, t, why, sizeof(why));
+	if (!t->http) {
+		snprintf(err, errlen, "tunnel.listen %s: %s", o->listen, why);
 		tunnel_free(t);
 		return -EADDRINUSE;
 	}
-	if (t->port == 0) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		if (getsockname(evhttp_bound_socket_get_fd(t->bound), (struct sockaddr *)&ss,
-				&sl) == 0)
-			t->port =
-			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-							   : ((struct sockaddr_in *)&ss)->sin_port);
-	}
+	t->port = thttp_port(t->http);
 	/* A journal in memory (tests) has no second connection: commits stay on the loop. */
 	int wr = journal_writer_start(j, base, committed_cb, t, err, errlen);
 	if (wr < 0 && wr != -EINVAL) {
@@ -855,8 +824,7 @@ struct tunnel *tunnel_free(struct tunnel *t)
 		journal_writer_drain(t->journal);
 	if (t->flush)
 		event_free(t->flush);
-	if (t->http)
-		evhttp_free(t->http);
+	thttp_free(t->http);
 	tunnel_tls_free(t->tls);
 	if (t->cache) {
 		cred_wipe(t->cache, SESSION_CACHE * sizeof(*t->cache));
@@ -876,4 +844,12 @@ void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret)
 {
 	*ret = t->stats;
 	ret->tls_failed = tunnel_tls_failures(t->tls);
+	/* What the HTTP server answered by itself counts as requests with their outcome. */
+	struct thttp_stats hs = {0};
+	if (t->http)
+		thttp_get_stats(t->http, &hs);
+	ret->bad_request += hs.malformed;
+	ret->too_big += hs.too_big;
+	ret->timed_out = hs.timed_out;
+	ret->requests += hs.malformed + hs.too_big + hs.timed_out;
 }

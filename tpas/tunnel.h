@@ -1,4 +1,6 @@
-/* tunnel: the LRC-AS tunnel endpoint (evhttp): each DevEUI_uplink verified, decrypted, journaled.
+/*
+ * tunnel: the LRC-AS tunnel endpoint (on tunnel_http): each DevEUI_uplink verified,
+ * decrypted, journaled.
  */
 #pragma once
 
@@ -16,14 +18,15 @@ struct tunnel_stats {
 	uint64_t requests;
 	uint64_t accepted;	 /* 200, journaled */
 	uint64_t duplicates;	 /* 200, already journaled: not delivered again */
-	uint64_t bad_request;	 /* 400: malformed query or body, a field out of range */
+	uint64_t bad_request;	 /* 400: not HTTP, malformed query or body, a field out of range */
 	uint64_t bad_token;	 /* 401: Token missing or wrong */
 	uint64_t stale_time;	 /* 401: Time outside max-time-deviation */
 	uint64_t wrong_key;	 /* 401: the AppSKey envelope does not unwrap with the ASTK */
 	uint64_t unknown_device; /* 404: no AppSKey field and no stored key */
 	uint64_t not_found;	 /* 404: another path */
 	uint64_t bad_method;	 /* 405 */
-	uint64_t too_big;	 /* 413 */
+	uint64_t too_big;	 /* 413 (431: a header section too large) */
+	uint64_t timed_out;	 /* 408: a request left unfinished for tunnel.timeout */
 	uint64_t no_astk;	 /* 503: an AppSKey field but no ASTK to unwrap it */
 	uint64_t store_failed;	 /* 503: the journal could not commit */
 	uint64_t tls_failed;	 /* TLS handshakes that failed (no HTTP answer possible) */
@@ -36,7 +39,7 @@ struct tunnel_options {
 	const char *key;	   /* the tunnel key (LRC-AS key) as configured */
 	int64_t max_deviation_ms;  /* Time within this of our clock */
 	size_t max_body;	   /* bytes */
-	uint32_t timeout_s;	   /* a client that sends nothing for this long is closed */
+	uint32_t timeout_ms; /* a request unfinished this long: 408; a client idle this long: closed */
 	const char *tls_cert_file; /* PEM chain: the listener speaks TLS; NULL: plain HTTP */
 	const char *tls_key_file;  /* its key when not the credential tunnel-tls-key */
 };

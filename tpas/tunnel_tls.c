@@ -1,4 +1,4 @@
-/* tunnel_tls: TLS (mbedTLS, server certificate) for the tunnel's evhttp connections. */
+/* tunnel_tls: TLS (mbedTLS, server certificate) for the tunnel's connections (tunnel_http). */
 #include "tunnel_tls.h"
 
 #include <errno.h>
@@ -35,15 +35,14 @@ struct tls_sess {
 	struct tunnel_tls *t;
 	mbedtls_ssl_context ssl;
 	struct bufferevent *under;
-	struct bufferevent *bev; /* the filter evhttp uses */
-	struct event *kick;	 /* runs the output filter once evhttp has enabled writing */
+	struct bufferevent *bev; /* the filter the HTTP server uses */
+	struct event *kick;	 /* runs the output filter once writing is enabled */
 	bool handshaken;
 };
 
 /*
  * libevent's filter runs its output filter when data is added only if writing is already
- * enabled, and evhttp enables it after adding its reply: without a kick the reply would
- * wait for the next read.
+ * enabled: a reply added before that would wait for the next read without a kick.
  */
 static void kick_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -79,7 +78,7 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 	return n > 0 ? n : MBEDTLS_ERR_SSL_WANT_READ;
 }
 
-/* Ciphertext from the socket to plaintext for evhttp. */
+/* Ciphertext from the socket to plaintext for the HTTP server. */
 static enum bufferevent_filter_result input_filter(struct evbuffer *src, struct evbuffer *dst,
 						   ev_ssize_t lim, enum bufferevent_flush_mode mode,
 						   void *ctx)
@@ -124,7 +123,7 @@ static enum bufferevent_filter_result input_filter(struct evbuffer *src, struct 
 	return got ? BEV_OK : BEV_NEED_MORE;
 }
 
-/* Plaintext from evhttp to records on the socket. */
+/* Plaintext from the HTTP server to records on the socket. */
 static enum bufferevent_filter_result output_filter(struct evbuffer *src, struct evbuffer *dst,
 						    ev_ssize_t lim,
 						    enum bufferevent_flush_mode mode, void *ctx)
@@ -145,8 +144,8 @@ static enum bufferevent_filter_result output_filter(struct evbuffer *src, struct
 		evbuffer_drain(src, (size_t)w);
 	}
 	/*
-	 * Hand the records to the kernel now: evhttp takes "the filter consumed the reply" for
-	 * "sent", and on a Connection: close it shuts the socket down at once. (A socket
+	 * Hand the records to the kernel now: the HTTP server takes "the filter consumed the
+	 * reply" for "sent", and on a Connection: close it closes the socket at once. (A socket
 	 * bufferevent keeps the start of its output frozen; it unfreezes it to write, as here.)
 	 */
 	struct evbuffer *out = bufferevent_get_output(s->under);
@@ -167,9 +166,8 @@ static void sess_free(void *ctx)
 	free(s);
 }
 
-struct bufferevent *tunnel_tls_bevcb(struct event_base *base, void *arg)
+struct bufferevent *tunnel_tls_bufferevent(struct event_base *base, struct tunnel_tls *t)
 {
-	struct tunnel_tls *t = arg;
 	struct tls_sess *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;

@@ -1,4 +1,4 @@
-/* tunnel_tls: TLS (mbedTLS, server certificate) for the tunnel's evhttp connections. */
+/* tunnel_tls: TLS (mbedTLS, server certificate) for the tunnel's connections (tunnel_http). */
 #pragma once
 
 #include <stddef.h>
@@ -18,10 +18,10 @@ struct tunnel_tls *tunnel_tls_new(const char *cert_file, const char *key_file, c
 struct tunnel_tls *tunnel_tls_free(struct tunnel_tls *t);
 
 /*
- * evhttp_set_bevcb()'s callback (arg: the struct tunnel_tls): a filtering bufferevent that
- * runs a TLS server session over a socket bufferevent that has no fd yet.
+ * A filtering bufferevent for a new connection: a TLS server session over a socket
+ * bufferevent that has no fd yet (bufferevent_setfd() on the filter gives it one).
  */
-struct bufferevent *tunnel_tls_bevcb(struct event_base *base, void *arg);
+struct bufferevent *tunnel_tls_bufferevent(struct event_base *base, struct tunnel_tls *t);
 
 /* Handshakes that failed, since start. */
 unsigned long tunnel_tls_failures(const struct tunnel_tls *t);

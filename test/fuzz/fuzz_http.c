@@ -1,5 +1,6 @@
-/* fuzz-http: the HTTP response parser fed in arbitrary pieces, plus the URL and Retry-After
- * parsers. */
+/* fuzz-http: the HTTP response and request parsers fed in arbitrary pieces, plus the URL and
+ * Retry-After parsers. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (r != HTTP_EMALFORMED && r != HTTP_ETOOBIG && r != HTTP_ETRUNCATED) {
 		abort();
 	}
+	http_parser_reset(&p);
+
+	/* The same bytes as requests, one after the other as a server reads them. */
+	http_parser_init_request(&p, cap);
+	off = 0;
+	r = 0;
+	while (off < len) {
+		size_t n = len - off < step ? len - off : step;
+		size_t used = 0;
+		r = http_parser_feed(&p, d + off, n, &used);
+		if (used > n)
+			abort();
+		off += used;
+		if (r < 0)
+			break;
+		if (r == 1) {
+			if (!p.res.body || p.res.body_len > cap || p.res.body[p.res.body_len] != '\0' ||
+			    !p.res.target || !p.res.target[0] || !p.res.method[0] || p.res.status != 0)
+				abort();
+			http_parser_reset(&p);
+		} else if (used < n) {
+			abort(); /* more input wanted, yet some was left unread */
+		}
+	}
+	if (r < 0 && r != HTTP_EMALFORMED && r != HTTP_ETOOBIG && r != -ENOMEM)
+		abort();
 	http_parser_reset(&p);
 
 	char *s = malloc(len + 1);

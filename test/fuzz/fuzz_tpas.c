@@ -119,7 +119,7 @@ static void setup(void)
 					    .key = KEY,
 					    .max_deviation_ms = 0,
 					    .max_body = cfg.tunnel_max_body,
-					    .timeout_s = 5};
+					    .timeout_ms = 5000};
 	require(tunnel_new(t.base, &topt, t.journal, commit_cb, &t, &t.tunnel, err, sizeof(err)) ==
 		    0,
 		err);
@@ -170,7 +170,7 @@ static bool tunnel_settled(void)
 	tunnel_get_stats(t.tunnel, &s);
 	uint64_t answered = s.accepted + s.duplicates + s.bad_request + s.bad_token +
 			    s.stale_time + s.wrong_key + s.unknown_device + s.not_found +
-			    s.bad_method + s.too_big + s.no_astk + s.store_failed;
+			    s.bad_method + s.too_big + s.timed_out + s.no_astk + s.store_failed;
 	return answered == s.requests;
 }
 

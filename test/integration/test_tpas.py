@@ -288,12 +288,22 @@ class Tunnel(TpasCase):
         log = t.log_text()
         self.assertIn("401 for DevEUI 0024AEB3C02BE1C4: bad Token", log)
 
+    def tunnel_conf(self, t, lines):
+        """Add lines to t's [tunnel] section."""
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(conf.replace("[tunnel]\n", "[tunnel]\n" + lines, 1))
+
     def test_slow_and_silent_clients_do_not_hold_the_tunnel(self):
-        t = self.tpas(extra="").start()
+        """A client that leaves its request unfinished for tunnel.timeout is answered 408,
+        counted and closed; one that sends nothing is closed; others are served meanwhile."""
+        t = self.tpas()
+        self.tunnel_conf(t, "timeout = 2s\n")
+        t.start()
         astk = self.import_astk(t)
         s = self.lrc(t)
         s.add_device(DEV, astk)
-        # A client that sends half a request and stops, and one that sends nothing.
         slow = socket.create_connection(("127.0.0.1", t.port))
         slow.sendall(b"POST /?Token=x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{")
         silent = socket.create_connection(("127.0.0.1", t.port))
@@ -301,11 +311,109 @@ class Tunnel(TpasCase):
             t0 = time.monotonic()
             for i in range(3):
                 self.assertEqual(s.uplink(DEV, b"meanwhile %d" % i)[0], 200)
-            self.assertLess(time.monotonic() - t0, 5)
+            self.assertLess(time.monotonic() - t0, 1.5)
+            slow.settimeout(10)
+            silent.settimeout(10)
+            got = b""
+            while True:
+                chunk = slow.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            waited = time.monotonic() - t0
+            self.assertTrue(got.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), got)
+            self.assertIn(b"Connection: close\r\n", got)
+            self.assertIn(b"tunnel.timeout", got)
+            self.assertGreater(waited, 1.5)
+            self.assertEqual(silent.recv(4096), b"")  # closed without a word
         finally:
             slow.close()
             silent.close()
         self.assertEqual(len(t.uplinks()), 3)
+        tn = t.status()["tunnel"]
+        self.assertEqual(tn["timedOut"], 1)
+        self.assertEqual(tn["requests"], 4)
+        self.assertIn("Request Timeout from 127.0.0.1", t.log_text())
+
+    def test_http_framing(self):
+        """What an LRC's HTTP client may do on one connection: Expect: 100-continue, a
+        chunked body, two requests pipelined (answered in order), HTTP/1.0; and what it may
+        not: a header section over 16 KB (431), bytes that are not HTTP (400). Each ends
+        in a clear answer and a counter."""
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+
+        def request(fcnt, extra_headers=b"", chunked=False, version=b"1.1"):
+            target, body, ctype = s.build_uplink(DEV, b"framed %d" % fcnt, fcnt=fcnt)
+            head = (b"POST /" + target.encode() + b" HTTP/" + version + b"\r\nHost: t\r\n"
+                    b"Content-Type: " + ctype.encode() + b"\r\n" + extra_headers)
+            if chunked:
+                mid = len(body) // 2
+                return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(
+                    b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:mid], body[mid:])) + \
+                    b"0\r\n\r\n"
+            return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+        def read_answer(f):
+            status = f.readline()
+            headers = {}
+            while True:
+                line = f.readline()
+                if line in (b"\r\n", b""):
+                    break
+                k, _, v = line.decode().partition(":")
+                headers[k.strip().lower()] = v.strip()
+            body = f.read(int(headers.get("content-length", "0")))
+            return status, headers, body
+
+        c = socket.create_connection(("127.0.0.1", t.port))
+        c.settimeout(10)
+        f = c.makefile("rb")
+        # Expect: 100-continue: the body is sent once the server says so.
+        req = request(0, b"Expect: 100-continue\r\n")
+        head, body = req.split(b"\r\n\r\n", 1)
+        c.sendall(head + b"\r\n\r\n")
+        self.assertEqual(f.readline(), b"HTTP/1.1 100 Continue\r\n")
+        self.assertEqual(f.readline(), b"\r\n")
+        c.sendall(body)
+        st, h, b = read_answer(f)
+        self.assertEqual(st, b"HTTP/1.1 200 OK\r\n")
+        self.assertEqual(json.loads(b)["seq"], 1)
+        # A chunked body, then two pipelined requests in one write.
+        c.sendall(request(1, chunked=True))
+        self.assertEqual(json.loads(read_answer(f)[2])["seq"], 2)
+        c.sendall(request(2) + request(3))
+        self.assertEqual([json.loads(read_answer(f)[2])["seq"] for _ in range(2)], [3, 4])
+        # Too large a header section: 431, and the connection ends.
+        c.sendall(b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
+        st, h, b = read_answer(f)
+        self.assertEqual(st, b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        self.assertEqual(h["connection"], "close")
+        self.assertEqual(f.read(), b"")
+        c.close()
+        # HTTP/1.0: answered, then closed.
+        c = socket.create_connection(("127.0.0.1", t.port))
+        c.settimeout(10)
+        f = c.makefile("rb")
+        c.sendall(request(4, version=b"1.0"))
+        st, h, b = read_answer(f)
+        self.assertEqual(st, b"HTTP/1.1 200 OK\r\n")
+        self.assertEqual(f.read(), b"")
+        c.close()
+        # Not HTTP: 400.
+        c = socket.create_connection(("127.0.0.1", t.port))
+        c.settimeout(10)
+        c.sendall(b"\x16\x03\x01 hello, this is not HTTP\r\n\r\n")
+        got = c.makefile("rb").read()
+        self.assertTrue(got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got)
+        c.close()
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
+                         [b"framed %d" % i for i in range(5)])
+        tn = t.status()["tunnel"]
+        self.assertEqual((tn["accepted"], tn["tooBig"], tn["badRequest"]), (5, 1, 1))
+        self.assertEqual(tn["requests"], 7)
 
     def test_tls_listener(self):
         cert = os.path.join(self.tmp, "cert.pem")

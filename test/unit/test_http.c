@@ -1,4 +1,4 @@
-/* Unit tests for the HTTP request builder, response parser and URL helpers. */
+/* Unit tests for the HTTP request builder, response and request parser and URL helpers. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,9 +349,101 @@ static void test_urlencode(void)
 	CHECK_INT(http_urlencode("&", out, 3), -ENOBUFS);
 }
 
+/* Parse one request fed in two parts at every cut, and byte by byte: all must agree. */
+static void check_request(const char *text, int want, const char *method, const char *target,
+			  const char *body, bool close)
+{
+	size_t len = strlen(text);
+	for (size_t cut = 0; cut <= len + 1; cut++) {
+		struct http_parser p;
+		size_t used = 0, used2 = 0;
+		http_parser_init_request(&p, 64);
+		int r;
+		if (cut <= len) {
+			r = http_parser_feed(&p, text, cut, &used);
+			if (r == 0)
+				r = http_parser_feed(&p, text + cut, len - cut, &used2);
+		} else {
+			r = 0;
+			for (size_t i = 0; i < len && r == 0; i++)
+				r = http_parser_feed(&p, text + i, 1, &used2);
+		}
+		CHECK_INT(r, want);
+		if (r == 1) {
+			CHECK_STR(p.res.method, method);
+			CHECK_STR(p.res.target, target);
+			CHECK_STR(p.res.body, body);
+			CHECK(p.res.close == close);
+			CHECK_INT(p.res.status, 0);
+		}
+		http_parser_reset(&p);
+		http_parser_reset(&p); /* twice: nothing is freed twice */
+	}
+}
+
+/* The request parser: request line, no body without framing, keep-alive, pipelining. */
+static void test_request_parser(void)
+{
+	check_request("POST /?a=1&Token=x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}", 1,
+		      "POST", "/?a=1&Token=x", "{}", false);
+	check_request("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1, "GET", "/", "", false);
+	check_request("GET / HTTP/1.0\r\n\r\n", 1, "GET", "/", "", true);
+	check_request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 1, "GET", "/", "",
+		      false);
+	check_request("POST /x HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 1,
+		      "POST", "/x", "", true);
+	check_request("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+		      1, "POST", "/", "{}", false);
+	check_request("\r\nGET / HTTP/1.1\r\n\r\n", 1, "GET", "/", "", false); /* a stray CRLF */
+	/* Must fail. */
+	check_request("GET /\r\n\r\n", HTTP_EMALFORMED, NULL, NULL, NULL, false);
+	check_request("GET  / HTTP/1.1\r\n\r\n", HTTP_EMALFORMED, NULL, NULL, NULL, false);
+	check_request("GET / HTTP/2.0\r\n\r\n", HTTP_EMALFORMED, NULL, NULL, NULL, false);
+	check_request("G(T / HTTP/1.1\r\n\r\n", HTTP_EMALFORMED, NULL, NULL, NULL, false);
+	check_request("GET /a\x01 HTTP/1.1\r\n\r\n", HTTP_EMALFORMED, NULL, NULL, NULL, false);
+	check_request("VERYLONGMETHODNAME / HTTP/1.1\r\n\r\n", HTTP_EMALFORMED, NULL, NULL, NULL,
+		      false);
+	check_request("POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", HTTP_EMALFORMED, NULL, NULL,
+		      NULL, false);
+	check_request("POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", HTTP_ETOOBIG, NULL, NULL,
+		      NULL, false);
+	check_request("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		      HTTP_EMALFORMED, NULL, NULL, NULL, false);
+
+	/* Expect: 100-continue is noted; the parser says when the body is awaited. */
+	struct http_parser p;
+	http_parser_init_request(&p, 64);
+	const char *head = "POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n";
+	CHECK(!http_parser_started(&p));
+	CHECK_INT(http_parser_feed(&p, head, 10, NULL), 0);
+	CHECK(http_parser_started(&p) && !http_parser_headers_done(&p));
+	CHECK_INT(http_parser_feed(&p, head + 10, strlen(head) - 10, NULL), 0);
+	CHECK(p.res.expect_continue && http_parser_awaits_body(&p) && http_parser_headers_done(&p));
+	CHECK_INT(http_parser_feed(&p, "{", 1, NULL), 0);
+	CHECK(!http_parser_awaits_body(&p));
+	CHECK_INT(http_parser_feed(&p, "}", 1, NULL), 1);
+	http_parser_reset(&p);
+
+	/* Two pipelined requests: the first one's bytes are counted, the rest is left. */
+	const char *two = "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
+	size_t used = 0;
+	CHECK_INT(http_parser_feed(&p, two, strlen(two), &used), 1);
+	CHECK_STR(p.res.target, "/1");
+	http_parser_reset(&p);
+	CHECK_INT(http_parser_feed(&p, two + used, strlen(two) - used, &used), 1);
+	CHECK_STR(p.res.target, "/2");
+	http_parser_reset(&p);
+	/* A response parser still refuses a request line. */
+	struct http_parser r;
+	http_parser_init(&r, 64);
+	CHECK_INT(http_parser_feed(&r, "GET / HTTP/1.1\r\n", 16, NULL), HTTP_EMALFORMED);
+	http_parser_reset(&r);
+}
+
 int main(void)
 {
 	test_request();
+	test_request_parser();
 	test_splits();
 	test_headers();
 	test_must_fail();

@@ -1,0 +1,476 @@
+/* tunnel_http: the tunnel's HTTP/1.1 server (see tunnel_http.h). */
+#include "tunnel_http.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "clock.h"
+#include "http.h"
+#include "log.h"
+#include "tunnel_tls.h"
+
+/* Bytes a client may have waiting unread behind the request being answered. */
+#define INPUT_SLACK (64u << 10)
+/*
+ * After an answer that ends the connection, what the client still sends is read and
+ * dropped this long (or until it closes): closing with unread input would reset the
+ * connection, and the reset can destroy the answer before the client reads it.
+ */
+#define LINGER_MS 2000
+
+struct tconn;
+
+struct thttp {
+	struct event_base *base;
+	struct evconnlistener *listener;
+	struct tunnel_tls *tls;
+	thttp_handler *handler;
+	void *arg;
+	size_t max_body;
+	uint32_t timeout_ms;
+	uint16_t port;
+	struct thttp_stats stats;
+	LIST_HEAD(, tconn) conns;
+};
+
+struct thttp_req {
+	struct tconn *c; /* NULL once the connection is gone: the answer goes nowhere */
+	char method[16];
+	char *target; /* path, then NUL where '?' was, then the query */
+	const char *query;
+	char *body;
+	size_t body_len;
+	bool close; /* HTTP/1.0 or Connection: close: close after the answer */
+};
+
+struct tconn {
+	struct thttp *h;
+	struct bufferevent *bev;
+	evutil_socket_t fd;
+	struct http_parser p;
+	struct thttp_req *req; /* being handled: input waits until it is answered */
+	struct event *timer;
+	bool started;	/* the timer runs for a request, not for an idle connection */
+	bool continued; /* "100 Continue" sent for this request */
+	bool read_eof;	/* the client shut its side: answer what it sent, then close */
+	bool closing;	/* close once the output is written */
+	bool lingering; /* answered and shut: reading only to drop it (LINGER_MS) */
+	char peer[64];
+	LIST_ENTRY(tconn) entry;
+};
+
+static void conn_close(struct tconn *c);
+static void conn_finish(struct tconn *c);
+static void conn_parse(struct tconn *c);
+
+static const char *reason_of(int status)
+{
+	switch (status) {
+	case 100:
+		return "Continue";
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 413:
+		return "Payload Too Large";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Error";
+	}
+}
+
+/* Queue bytes for the client: written at once when the socket takes them all (plain HTTP). */
+static void conn_send(struct tconn *c, const char *head, size_t hl, const char *body, size_t bl)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t sent = 0;
+	if (!c->h->tls && evbuffer_get_length(out) == 0) {
+		struct iovec iov[2] = {{(void *)head, hl}, {(void *)body, bl}};
+		ssize_t n = writev(c->fd, iov, bl ? 2 : 1);
+		if (n > 0)
+			sent = (size_t)n;
+	}
+	if (sent < hl)
+		evbuffer_add(out, head + sent, hl - sent);
+	size_t from = sent > hl ? sent - hl : 0;
+	if (bl > from)
+		evbuffer_add(out, body + from, bl - from);
+}
+
+/* Write an answer; close after it when the client asked so or the connection must end. */
+static void conn_answer(struct tconn *c, int status, const char *extra, const char *body,
+			size_t len, bool close)
+{
+	char head[512];
+	int hl = snprintf(head, sizeof(head),
+			  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+			  "Content-Length: %zu\r\n%s%s\r\n",
+			  status, reason_of(status), len, close ? "Connection: close\r\n" : "",
+			  extra ? extra : "");
+	if (hl < 0 || (size_t)hl >= sizeof(head)) {
+		conn_close(c);
+		return;
+	}
+	conn_send(c, head, (size_t)hl, body, len);
+	if (close)
+		c->closing = true;
+}
+
+/* An answer the server gives by itself, with a reason; the connection then ends. */
+static void conn_refuse(struct tconn *c, uint64_t *counter, int status, const char *why)
+{
+	(*counter)++;
+	log_info("tunnel: %s from %s: %s", reason_of(status), c->peer, why);
+	char body[160];
+	int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", why);
+	conn_answer(c, status, NULL, body, (size_t)n, true);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_finish(c);
+}
+
+static void timer_arm(struct tconn *c)
+{
+	struct timeval tv = {.tv_sec = c->h->timeout_ms / 1000,
+			     .tv_usec = (c->h->timeout_ms % 1000) * 1000};
+	evtimer_add(c->timer, &tv);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tconn *c = arg;
+	if (c->lingering) {
+		conn_close(c);
+		return;
+	}
+	if (c->req)
+		return; /* answered later; the timer starts again then */
+	if (!c->started) {
+		log_debug("tunnel: %s idle, closed", c->peer);
+		conn_close(c);
+		return;
+	}
+	char why[96];
+	snprintf(why, sizeof(why), "request not complete within tunnel.timeout (%u s)",
+		 (unsigned)(c->h->timeout_ms / 1000));
+	conn_refuse(c, &c->h->stats.timed_out, 408, why);
+}
+
+/* A complete request: hand it over; nothing more is read until it is answered. */
+static void conn_dispatch(struct tconn *c)
+{
+	struct http_response *m = &c->p.res;
+	struct thttp_req *r = calloc(1, sizeof(*r));
+	if (!r) {
+		conn_close(c);
+		return;
+	}
+	r->c = c;
+	memcpy(r->method, m->method, sizeof(r->method));
+	r->target = m->target;
+	m->target = NULL;
+	char *q = strchr(r->target, '?');
+	if (q) {
+		*q = '\0';
+		r->query = q + 1;
+	}
+	r->body = http_parser_steal_body(&c->p, &r->body_len);
+	r->close = m->close;
+	http_parser_reset(&c->p);
+	c->req = r;
+	c->started = false;
+	c->continued = false;
+	evtimer_del(c->timer);
+	c->h->handler(r, c->h->arg);
+}
+
+/* Parse what the client sent, as long as no request is being answered. */
+static void conn_parse(struct tconn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	while (!c->req && !c->closing && evbuffer_get_length(in)) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		size_t used = 0;
+		int r = http_parser_feed(&c->p, v.iov_base, v.iov_len, &used);
+		evbuffer_drain(in, used);
+		if (!c->started && http_parser_started(&c->p)) {
+			c->started = true; /* a request begins: it has tunnel.timeout to finish */
+			timer_arm(c);
+		}
+		if (r == 1) {
+			conn_dispatch(c);
+			return; /* c may be gone */
+		}
+		if (r < 0) {
+			bool head = !http_parser_headers_done(&c->p);
+			if (r == HTTP_ETOOBIG)
+				conn_refuse(c, &c->h->stats.too_big, head ? 431 : 413,
+					    head ? "header section too large" : "body too large");
+			else
+				conn_refuse(c, &c->h->stats.malformed, 400, http_strerror(r));
+			return;
+		}
+		if (http_parser_awaits_body(&c->p) && c->p.res.expect_continue && !c->continued) {
+			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+			conn_send(c, cont, sizeof(cont) - 1, NULL, 0);
+			c->continued = true;
+		}
+	}
+	if (c->req || c->closing)
+		return;
+	if (c->read_eof) {
+		/* Nothing more will come: what is unfinished stays so. */
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(c);
+		else
+			c->closing = true;
+	}
+}
+
+/*
+ * The last answer is written: end the connection. A plain one is shut for writing and
+ * read (dropping what comes) until the client closes or LINGER_MS pass.
+ */
+static void conn_finish(struct tconn *c)
+{
+	if (c->h->tls || c->read_eof || shutdown(c->fd, SHUT_WR) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->lingering = true;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	bufferevent_enable(c->bev, EV_READ);
+	struct timeval tv = {.tv_sec = LINGER_MS / 1000, .tv_usec = (LINGER_MS % 1000) * 1000};
+	evtimer_add(c->timer, &tv);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	struct tconn *c = arg;
+	if (c->lingering) {
+		struct evbuffer *in = bufferevent_get_input(bev);
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	conn_parse(c);
+}
+
+/* The output is written: a closing connection ends now. */
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+	struct tconn *c = arg;
+	if (c->closing && !c->lingering)
+		conn_finish(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct tconn *c = arg;
+	if (c->lingering) {
+		conn_close(c);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !c->read_eof) {
+		/* The client may only have shut its side after its request: answer, then close. */
+		c->read_eof = true;
+		bufferevent_disable(bev, EV_READ);
+		if (!c->req)
+			conn_parse(c);
+		return;
+	}
+	conn_close(c);
+}
+
+static void conn_close(struct tconn *c)
+{
+	if (c->req)
+		c->req->c = NULL; /* its answer goes nowhere */
+	LIST_REMOVE(c, entry);
+	event_free(c->timer);
+	bufferevent_free(c->bev);
+	http_parser_reset(&c->p);
+	free(c);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	struct thttp *h = arg;
+	struct tconn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->h = h;
+	c->fd = fd;
+	if (h->tls) {
+		c->bev = tunnel_tls_bufferevent(h->base, h->tls);
+		if (c->bev && bufferevent_setfd(c->bev, fd) < 0) {
+			bufferevent_free(c->bev);
+			c->bev = NULL;
+		}
+	} else {
+		c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
+	c->timer = evtimer_new(h->base, timer_cb, c);
+	if (!c->bev || !c->timer) {
+		if (c->bev)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->timer)
+			event_free(c->timer);
+		free(c);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+	getnameinfo(sa, (socklen_t)salen, host, sizeof(host), serv, sizeof(serv),
+		    NI_NUMERICHOST | NI_NUMERICSERV);
+	snprintf(c->peer, sizeof(c->peer), "%s port %s", host, serv);
+	http_parser_init_request(&c->p, h->max_body);
+	LIST_INSERT_HEAD(&h->conns, c, entry);
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, h->max_body + HTTP_MAX_HEADERS + INPUT_SLACK);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	timer_arm(c);
+}
+
+struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
+			thttp_handler *handler, void *arg, char *err, size_t errlen)
+{
+	struct thttp *h = calloc(1, sizeof(*h));
+	if (!h) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	h->base = base;
+	h->tls = o->tls;
+	h->handler = handler;
+	h->arg = arg;
+	h->max_body = o->max_body;
+	h->timeout_ms = o->timeout_ms ? o->timeout_ms : 30000;
+	LIST_INIT(&h->conns);
+	char port[8];
+	snprintf(port, sizeof(port), "%u", o->port);
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+			*ai = NULL;
+	int g = getaddrinfo(o->host && *o->host ? o->host : NULL, port, &hints, &ai);
+	if (g != 0) {
+		snprintf(err, errlen, "tunnel.listen %s: %s", o->host, gai_strerror(g));
+		free(h);
+		return NULL;
+	}
+	h->listener = evconnlistener_new_bind(
+	    base, accept_cb, h, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+	    1024, ai->ai_addr, (int)ai->ai_addrlen);
+	freeaddrinfo(ai);
+	if (!h->listener) {
+		snprintf(err, errlen, "cannot bind: %s", strerror(errno ? errno : EADDRINUSE));
+		free(h);
+		return NULL;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getsockname(evconnlistener_get_fd(h->listener), (struct sockaddr *)&ss, &sl) == 0)
+		h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							 : ((struct sockaddr_in *)&ss)->sin_port);
+	return h;
+}
+
+void thttp_free(struct thttp *h)
+{
+	if (!h)
+		return;
+	if (h->listener)
+		evconnlistener_free(h->listener);
+	while (!LIST_EMPTY(&h->conns))
+		conn_close(LIST_FIRST(&h->conns));
+	free(h);
+}
+
+uint16_t thttp_port(const struct thttp *h)
+{
+	return h->port;
+}
+
+void thttp_get_stats(const struct thttp *h, struct thttp_stats *ret)
+{
+	*ret = h->stats;
+}
+
+const char *thttp_req_method(const struct thttp_req *r)
+{
+	return r->method;
+}
+
+const char *thttp_req_path(const struct thttp_req *r)
+{
+	return r->target;
+}
+
+const char *thttp_req_query(const struct thttp_req *r)
+{
+	return r->query;
+}
+
+const char *thttp_req_body(const struct thttp_req *r, size_t *ret_len)
+{
+	*ret_len = r->body_len;
+	return r->body ? r->body : "";
+}
+
+void thttp_reply(struct thttp_req *r, int status, const char *extra_headers, const char *body,
+		 size_t len)
+{
+	struct tconn *c = r->c;
+	bool close = r->close;
+	free(r->target);
+	free(r->body);
+	free(r);
+	if (!c)
+		return;
+	c->req = NULL;
+	conn_answer(c, status, extra_headers, body, len, close || c->read_eof);
+	if (c->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_finish(c);
+		return;
+	}
+	timer_arm(c);
+	/* A request that came in meanwhile is read on the next turn, not inside this call. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+		bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+}
