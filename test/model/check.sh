@@ -16,7 +16,7 @@ run() {
 	spin "$@" -a "$model" >spin.out 2>&1 || { cat spin.out; echo "not ok $name: spin failed"; failed=$((failed + 1)); return; }
 	local out
 	if [ "$mode" = safety ]; then
-		gcc -O2 -w -DSAFETY -DNOCLAIM -o pan pan.c
+		gcc -O2 -w -DSAFETY -DNOCLAIM -DCOLLAPSE -o pan pan.c
 		out=$(./pan -m2000000 2>&1)
 	else
 		gcc -O2 -w -DNFAIR=4 -o pan pan.c
@@ -62,5 +62,9 @@ run "tpas mutant 1 (200 before the commit) is caught" fail safety -DMUTANT=1
 run "tpas mutant 2 (no unique index: replays found only in memory) is caught" fail safety -DMUTANT=2
 run "tpas mutant 3 (downlink sent before its FCntDn is committed) is caught" fail safety -DMUTANT=3
 run "tpas mutant 4 (streams told before the commit) is caught" fail safety -DMUTANT=4
+# With the LRC's FCntDn in every uplink (a larger state space: one crash).
+run "tpas rules hold with the LRC's FCntDn in uplinks" pass safety -DREPORT -DMAXCRASH=1
+run "tpas mutant 5 (the counter set to the LRC's FCntDn, not raised to it) is caught" fail \
+	safety -DREPORT -DMAXCRASH=1 -DMUTANT=5
 echo "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

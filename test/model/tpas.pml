@@ -24,6 +24,17 @@
 #define MAXDUP 1 /* resends while the first request is still being handled (LRC time-out) */
 #endif
 
+/*
+ * With -DREPORT each uplink carries the LRC's FCntDn as it was when the LRC sent it, and
+ * the session's counter follows it (never down); without, it carries 0 (a smaller state
+ * space, so two crashes can be checked).
+ */
+#ifdef REPORT
+#define REPORTED lrcnext
+#else
+#define REPORTED 0
+#endif
+
 #define NU 2	   /* uplinks: 0 and 1 (FCntUp 1 and 2 of one session) */
 #define ND 2	   /* downlinks the application sends */
 #define MAXSEQ 12  /* journal rows (more than NU only if a rule is broken) */
@@ -37,7 +48,8 @@ byte jseq[NU];		/* the seq of its first row */
 byte fnext = 0;		/* the session's fcnt_dn_next */
 
 /* The LRC. */
-chan req = [4] of { byte, byte };	/* uplink, Token (1 or 2: signed once, or again) */
+/* uplink, Token (1 or 2: signed once, or again), the LRC's FCntDn when it sent it */
+chan req = [4] of { byte, byte, byte };
 chan ans = [8] of { byte, byte };	/* uplink, seq of the 200 (0: none named) */
 byte out[NU];				/* requests of the uplink without an answer yet */
 bool acked[NU];
@@ -45,10 +57,12 @@ byte ackseq[NU];
 byte dups = 0;
 byte losses = 0;
 bool used[MAXFCNT + 1];			/* FCntDn the LRC received */
+byte lrcnext = 0;			/* the LRC's FCntDn: one past the last it received */
 
 /* tpas's memory (lost at a crash). */
 bool pj[NU * 2];			/* a pending uplink (one per Token) handed to the writer */
 byte fol[NU * 2];			/* requests with the same Token waiting for its commit */
+byte pf[NU * 2];			/* the FCntDn a pending uplink reported */
 chan recent = [4] of { byte, byte };	/* asapi_remember(): committed uplinks kept encoded */
 chan dlreq = [2] of { byte };		/* SendDownlink calls */
 
@@ -83,14 +97,14 @@ end:
 	do
 	:: atomic { /* send, or send again once the last request got no answer */
 		!acked[0] && out[0] == 0 -> out[0]++;
-		if :: req!0,1 :: req!0,2 fi }
+		if :: req!0,1,REPORTED :: req!0,2,REPORTED fi }
 	:: atomic { !acked[1] && out[1] == 0 -> out[1]++;
-		if :: req!1,1 :: req!1,2 fi }
+		if :: req!1,1,REPORTED :: req!1,2,REPORTED fi }
 	:: atomic { /* a resend while the first is still being handled */
 		dups < MAXDUP && !acked[0] && out[0] > 0 -> dups++; out[0]++;
-		if :: req!0,1 :: req!0,2 fi }
+		if :: req!0,1,REPORTED :: req!0,2,REPORTED fi }
 	:: atomic { dups < MAXDUP && !acked[1] && out[1] > 0 -> dups++; out[1]++;
-		if :: req!1,1 :: req!1,2 fi }
+		if :: req!1,1,REPORTED :: req!1,2,REPORTED fi }
 	:: atomic { ans?u,s -> out[u]--;
 		/* a replay's 200 names the seq of the first */
 		assert(!acked[u] || s == 0 || ackseq[u] == 0 || ackseq[u] == s);
@@ -103,12 +117,13 @@ end:
 inline dl_send(f)
 {
 	assert(!used[f]);
-	used[f] = true
+	used[f] = true;
+	if :: f + 1 > lrcnext -> lrcnext = f + 1 :: else fi
 }
 
 active proctype tpas()
 {
-	byte u, tk, i, s, k, f;
+	byte u, tk, i, s, k, f, rf;
 	bool fresh;
 end:
 	do
@@ -116,11 +131,11 @@ end:
 		{
 end_serving:
 			do
-			:: atomic { req?u,tk -> /* request_cb() → tunnel_check() */
+			:: atomic { req?u,tk,rf -> /* request_cb() → tunnel_check() */
 				i = u * 2 + tk - 1;
 				if
 				:: pj[i] -> fol[i]++ /* inflight_find(): the same request, committing */
-				:: else -> pj[i] = true /* inflight_add(), queued for the writer */
+				:: else -> pj[i] = true; pf[i] = rf /* inflight_add(), queued for the writer */
 #if MUTANT == 1
 					/* the 200 sent when the uplink is handed over, not once committed */
 					; answer(u, 0)
@@ -144,6 +159,13 @@ end_serving:
 					nextseq++;
 					jrow[nextseq] = u + 1;
 					jcount[u]++;
+					/* ST_UPLINK_SESSION in the same transaction: the session's counter
+					 * follows the LRC's, never down */
+#if MUTANT == 5
+					fnext = pf[i];
+#else
+					if :: pf[i] > fnext -> fnext = pf[i] :: else fi;
+#endif
 					if :: jseq[u] == 0 -> jseq[u] = nextseq :: else fi;
 					s = nextseq
 				fi;
@@ -179,7 +201,7 @@ end_serving:
 			atomic {
 				acked_is_journaled();
 				do
-				:: req?u,tk -> out[u]--
+				:: req?u,tk,rf -> out[u]--
 				:: empty(req) -> break
 				od;
 				i = 0;
