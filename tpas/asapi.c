@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "cred.h"
 #include "downlink.h"
+#include "events.h"
 #include "hex.h"
 #include "iface.h"
 #include "journal.h"
@@ -456,8 +457,12 @@ static void h_import_astk(struct asapi *a, struct req *r)
 			  json_pack("{s:s}", "reason", strerror(-rc)));
 		return;
 	}
-	log_notice("ASTK %" PRId64 " imported (label '%s', CustomerID '%s', DevEUI '%s')", id,
-		   label ? label : "", customer ? customer : "", dev);
+	char msg[200], ids[24];
+	snprintf(msg, sizeof(msg), "ASTK %" PRId64 " imported (label '%s', CustomerID '%s', DevEUI '%s')",
+		 id, label ? label : "", customer ? customer : "", dev);
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	log_event(LOG_NOTICE, LOG_ID_AS_ASTK, msg, "ASTK_ID", ids, "LABEL", label ? label : "",
+		  "CUSTOMER_ID", customer ? customer : "", "DEVEUI", dev, NULL);
 	req_reply(r, json_pack("{s:I}", "id", (json_int_t)id), false);
 }
 

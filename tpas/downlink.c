@@ -13,6 +13,7 @@
 #include "hex.h"
 #include "http.h"
 #include "journal.h"
+#include "events.h"
 #include "log.h"
 #include "pool.h"
 #include "uplink.h"
@@ -178,12 +179,18 @@ static void pool_done(const struct pool_result *pr, void *arg)
 			r.reason = reason;
 		}
 	}
+	char msg[400], fcnt[16], status[8];
 	if (r.err)
-		log_warnx("downlink to %s FCntDn %" PRIu32 ": %s", q->dev_eui, q->fcnt_dn,
-			  r.reason);
+		snprintf(msg, sizeof(msg), "downlink to %s FCntDn %" PRIu32 ": %s", q->dev_eui,
+			 q->fcnt_dn, r.reason);
 	else
-		log_info("downlink to %s FCntDn %" PRIu32 ": LRC answered %d", q->dev_eui,
-			 q->fcnt_dn, r.status);
+		snprintf(msg, sizeof(msg), "downlink to %s FCntDn %" PRIu32 ": LRC answered %d",
+			 q->dev_eui, q->fcnt_dn, r.status);
+	snprintf(fcnt, sizeof(fcnt), "%" PRIu32, q->fcnt_dn);
+	snprintf(status, sizeof(status), "%d", r.status);
+	log_event(r.err ? LOG_WARNING : LOG_INFO, LOG_ID_AS_DOWNLINK, msg, "DEVEUI", q->dev_eui,
+		  "FCNTDN", fcnt, "OUTCOME", r.err ? "failed" : "ok", "STATUS", status, "REASON",
+		  r.reason, NULL);
 	q->done(&r, q->arg);
 	req_unlink(q);
 }

@@ -17,6 +17,7 @@
 #include "ascrypto.h"
 #include "clock.h"
 #include "cred.h"
+#include "events.h"
 #include "hex.h"
 #include "journal.h"
 #include "log.h"
@@ -82,8 +83,12 @@ static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret,
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
 			*p = '?';
 	(*counter)++;
-	log_warnx("tunnel: %d for DevEUI %s: %s", status, dev_eui && *dev_eui ? dev_eui : "-",
-		  reason);
+	char msg[320], st[8];
+	snprintf(msg, sizeof(msg), "tunnel: %d for DevEUI %s: %s", status,
+		 dev_eui && *dev_eui ? dev_eui : "-", reason);
+	snprintf(st, sizeof(st), "%d", status);
+	log_event(LOG_WARNING, LOG_ID_AS_REFUSED, msg, "STATUS", st, "REASON", reason, "DEVEUI",
+		  dev_eui ? dev_eui : "", NULL);
 	*ret = json_pack("{s:s}", "error", reason);
 	return status;
 }
@@ -231,8 +236,11 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 				 "cannot store the AppSKey: %s", strerror(-r));
 		goto out;
 	}
-	log_info("tunnel: new session key for DevEUI %s (CustomerID %s)", u->dev_eui,
-		 u->customer_id[0] ? u->customer_id : "-");
+	char msg[64 + sizeof(u->dev_eui) + sizeof(u->customer_id)];
+	snprintf(msg, sizeof(msg), "tunnel: new session key for DevEUI %s (CustomerID %s)",
+		 u->dev_eui, u->customer_id[0] ? u->customer_id : "-");
+	log_event(LOG_INFO, LOG_ID_AS_SESSION, msg, "DEVEUI", u->dev_eui, "CUSTOMER_ID",
+		  u->customer_id, NULL);
 	cache_put(t, fp, &s);
 	*ret = s;
 out:
@@ -511,6 +519,14 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 		cap++;
 	struct tunnel_uplink *ups = t->on_commit ? calloc(cap, sizeof(*ups)) : NULL;
 	int64_t last = 0;
+	if (err) {
+		char msg[160], count[24];
+		snprintf(msg, sizeof(msg), "journal: cannot commit %zu uplinks (each answered 503): %s",
+			 cap, strerror(-err));
+		snprintf(count, sizeof(count), "%zu", cap);
+		log_event(LOG_ERR, LOG_ID_AS_JOURNAL_FAILED, msg, "UPLINKS", count, "REASON",
+			  strerror(-err), NULL);
+	}
 	while (list) {
 		struct pending *p = list;
 		list = p->next;

@@ -20,6 +20,7 @@
 #include <event2/listener.h>
 
 #include "clock.h"
+#include "events.h"
 #include "http.h"
 #include "log.h"
 #include "tunnel_tls.h"
@@ -147,7 +148,12 @@ static void conn_answer(struct tconn *c, int status, const char *extra, const ch
 static void conn_refuse(struct tconn *c, uint64_t *counter, int status, const char *why)
 {
 	(*counter)++;
-	log_info("tunnel: %s from %s: %s", reason_of(status), c->peer, why);
+	char msg[256], st[8];
+	snprintf(msg, sizeof(msg), "tunnel: %d %s from %s: %s", status, reason_of(status), c->peer,
+		 why);
+	snprintf(st, sizeof(st), "%d", status);
+	log_event(LOG_WARNING, LOG_ID_AS_REFUSED, msg, "STATUS", st, "REASON", why, "PEER", c->peer,
+		  NULL);
 	char body[160];
 	int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", why);
 	conn_answer(c, status, NULL, body, (size_t)n, true);

@@ -12,6 +12,7 @@
 
 #include "http.h"
 #include "journal.h"
+#include "events.h"
 #include "log.h"
 #include "pool.h"
 
@@ -46,7 +47,13 @@ static void failed(struct webhook *w, const char *why)
 	w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : RETRY_MIN_MS;
 	if (w->backoff_ms > w->retry_max_ms)
 		w->backoff_ms = w->retry_max_ms;
-	log_warnx("webhook %s: %s; retrying in %u ms", w->url, why, w->backoff_ms);
+	char *msg = NULL, retry[16];
+	if (asprintf(&msg, "webhook %s: %s; retrying in %u ms", w->url, why, w->backoff_ms) < 0)
+		msg = NULL;
+	snprintf(retry, sizeof(retry), "%u", w->backoff_ms);
+	log_event(LOG_WARNING, LOG_ID_AS_WEBHOOK_FAILED, msg ? msg : "webhook: POST failed",
+		  "WEBHOOK_URL", w->url, "REASON", why, "RETRY_MS", retry, NULL);
+	free(msg);
 	struct timeval tv = {w->backoff_ms / 1000, (w->backoff_ms % 1000) * 1000};
 	evtimer_add(w->retry, &tv);
 }

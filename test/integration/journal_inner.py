@@ -39,6 +39,8 @@ def parse(datagram):
 
 def main():
     tmp = sys.argv[1]
+    if len(sys.argv) > 2 and sys.argv[2] == "tpas":
+        return main_tpas(tmp)
     if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"]).returncode:
         print("cannot mount a tmpfs on /run here")
         return 77
@@ -132,6 +134,104 @@ def main():
         if sim:
             sim.stop()
         subprocess.run(["umount", "-l", "/run"])
+
+
+def journal_socket():
+    """A private /run with the journal's socket: (find, records), or None if no tmpfs."""
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"]).returncode:
+        return None
+    os.makedirs("/run/systemd/journal")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind("/run/systemd/journal/socket")
+    rx.settimeout(0.2)
+    records = []
+
+    def find(**want):
+        while True:
+            try:
+                records.append(parse(rx.recv(1 << 20)))
+            except socket.timeout:
+                break
+        return [r for r in records if all(r.get(k) == v for k, v in want.items())]
+    return find, records
+
+
+def main_tpas(tmp):
+    """tpas's events: an ASTK imported, a new session key, a refused request (by the
+    tunnel and by its HTTP server), a downlink that fails, a webhook that fails."""
+    sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "test", "lrc-sim"))
+    import test_tpas
+    from lrc_sim import LrcSim, encrypt_astk
+    j = journal_socket()
+    if not j:
+        print("cannot mount a tmpfs on /run here")
+        return 77
+    find, records = j
+    d = os.path.join(tmp, "tpas")
+    os.makedirs(d)
+    rsa = os.path.join(d, "rsa.pem")
+    pub = subprocess.run([tpadtest.TPACTL, "as", "keygen", "--out", rsa], capture_output=True,
+                         text=True, check=True).stdout
+    t = test_tpas.Tpas(d, rsa, lrc_url=f"http://127.0.0.1:{free_port()}",
+                       extra=f"[webhook]\nurl = http://127.0.0.1:{free_port()}/hook\n")
+    log = t.log_path
+    open(log, "ab").close()
+    st = os.stat(log)
+    t.env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    dev = test_tpas.DEV
+    try:
+        t.start()
+        astk = os.urandom(16)
+        t.tpactl("as", "import-astk", encrypt_astk(pub, astk), "--customer-id", "100122002",
+                 check=0)
+        sim = LrcSim(os.path.join(tmp, "lrc.json"), test_tpas.TUNNEL_KEY, as_url=t.url,
+                     as_id="tpas-test")
+        sim.add_device(dev, astk)
+        assert sim.uplink(dev, b"hello")[0] == 200
+        assert sim.uplink(dev, b"bad", key="00" * 16)[0] == 401
+        c = socket.create_connection(("127.0.0.1", t.port))
+        c.sendall(b"not HTTP\r\n\r\n")
+        c.recv(4096)
+        c.close()
+        t.tpactl("as", "send", "--dev-eui", dev, "--port", "2", "--payload", "00")
+        wait_for(lambda: find(MESSAGE_ID=events_id("WEBHOOK_FAILED")), 20, "WEBHOOK_FAILED")
+        a = find(MESSAGE_ID=events_id("ASTK"))
+        assert len(a) == 1 and a[0]["CUSTOMER_ID"] == "100122002" and a[0]["ASTK_ID"] == "1", a
+        s = find(MESSAGE_ID=events_id("SESSION"))
+        assert len(s) == 1 and s[0]["DEVEUI"] == dev, s
+        r = find(MESSAGE_ID=events_id("REFUSED"), STATUS="401")
+        assert len(r) == 1 and r[0]["DEVEUI"] == dev and r[0]["REASON"] == "bad Token", r
+        r = find(MESSAGE_ID=events_id("REFUSED"), STATUS="400")
+        assert len(r) == 1 and r[0]["PEER"].startswith("127.0.0.1 port "), r
+        dl = find(MESSAGE_ID=events_id("DOWNLINK"))
+        assert len(dl) == 1 and dl[0]["OUTCOME"] == "failed" and dl[0]["FCNTDN"] == "0", dl
+        assert dl[0]["PRIORITY"] == "4", dl
+        w = find(MESSAGE_ID=events_id("WEBHOOK_FAILED"))[0]
+        assert w["WEBHOOK_URL"].endswith("/hook") and int(w["RETRY_MS"]) > 0, w
+        text = " ".join(r.get("MESSAGE", "") + " " + " ".join(r.values()) for r in records)
+        assert astk.hex() not in text.lower() and test_tpas.TUNNEL_KEY not in text.lower()
+        with open(log) as f:
+            assert "MESSAGE_ID" not in f.read()
+        assert t.stop() == 0
+        print(f"ok: {len(records)} journal records")
+        return 0
+    except AssertionError as e:
+        print("FAIL:", e)
+        print(t.log_text())
+        return 1
+    finally:
+        if t.proc and t.proc.poll() is None:
+            t.kill9()
+        subprocess.run(["umount", "-l", "/run"])
+
+
+def events_id(name):
+    """The MESSAGE_ID of a tpas event, read from tpas/events.h."""
+    with open(os.path.join(tpadtest.SRC_ROOT, "tpas", "events.h")) as f:
+        for line in f:
+            if line.startswith(f"#define LOG_ID_AS_{name} "):
+                return line.split('"')[1]
+    raise AssertionError(f"no LOG_ID_AS_{name}")
 
 
 def tpadtest_id(name):

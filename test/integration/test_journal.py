@@ -1,5 +1,6 @@
 """journald: every event of interest with its MESSAGE_ID and fields when stderr is the
-journal; plain text otherwise. MESSAGE_IDs listed in tpad(8) match core/log.h."""
+journal; plain text otherwise. MESSAGE_IDs listed in tpad(8) match core/log.h, those in
+tpas(8) tpas/events.h."""
 
 import os
 import re
@@ -14,16 +15,22 @@ TKM = "31110123D345666E2DBD"
 
 
 class Journal(TpadTestCase):
-    def test_events_to_the_journal(self):
+    def inner(self, *args):
         if os.getuid() != 0 or not shutil.which("unshare"):
             self.skipTest("needs root and unshare for a private /run")
         inner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "journal_inner.py")
         p = subprocess.run(["unshare", "--mount", "--propagation", "private", "python3", inner,
-                            self.tmp], capture_output=True, text=True, timeout=120,
+                            self.tmp, *args], capture_output=True, text=True, timeout=120,
                            env=dict(os.environ))
         if p.returncode == 77:
             self.skipTest(p.stdout.strip())
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+    def test_events_to_the_journal(self):
+        self.inner()
+
+    def test_tpas_events_to_the_journal(self):
+        self.inner("tpas")
 
     def test_plain_text_otherwise(self):
         psk = secrets.token_hex(16)
@@ -44,6 +51,18 @@ class Journal(TpadTestCase):
         self.assertGreaterEqual(len(ids), 10)
         self.assertEqual(len(set(ids.values())), len(ids))
         with open(os.path.join(tpadtest.SRC_ROOT, "man", "tpad.8")) as f:
+            man = f.read()
+        for name, mid in ids.items():
+            self.assertIn(mid, man, name)
+
+    def test_ids_listed_in_tpas_8(self):
+        with open(os.path.join(tpadtest.SRC_ROOT, "tpas", "events.h")) as f:
+            ids = dict(re.findall(r'#define LOG_ID_(\w+) "([0-9a-f]{32})"', f.read()))
+        self.assertGreaterEqual(len(ids), 6)
+        with open(os.path.join(tpadtest.SRC_ROOT, "core", "log.h")) as f:
+            tpad_ids = set(re.findall(r'"([0-9a-f]{32})"', f.read()))
+        self.assertEqual(len(set(ids.values()) | tpad_ids), len(ids) + len(tpad_ids))
+        with open(os.path.join(tpadtest.SRC_ROOT, "man", "tpas.8")) as f:
             man = f.read()
         for name, mid in ids.items():
             self.assertIn(mid, man, name)

@@ -67,11 +67,13 @@ rsa-key-file = {rsa_key}
             f.write(extra)
         self.proc = None
         self.log = None
+        self.env = {}  # added to the environment tpas runs in
 
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([TPAS, "--config", self.conf, "--verbose"],
-                                     stdout=self.log, stderr=self.log)
+                                     stdout=self.log, stderr=self.log,
+                                     env={**os.environ, **self.env})
 
         def ready():
             if self.proc.poll() is not None:
