@@ -117,7 +117,8 @@ void http_parser_reset(struct http_parser *p)
 
 bool http_parser_headers_done(const struct http_parser *p)
 {
-	return p->state != ST_STATUS && p->state != ST_HEADER && p->state != ST_ERROR;
+	int s = p->state == ST_ERROR ? p->failed_in : p->state;
+	return s != ST_STATUS && s != ST_HEADER && s != ST_ERROR;
 }
 
 bool http_parser_awaits_body(const struct http_parser *p)
@@ -316,9 +317,11 @@ static int parse_header(struct http_parser *p, char *line, bool trailer)
 	} else if (strcasecmp(line, "Content-Type") == 0) {
 		copy_value(r->content_type, sizeof(r->content_type), v);
 	} else if (p->request && strcasecmp(line, "Expect") == 0) {
-		if (strcasecmp(v, "100-continue") != 0)
-			return HTTP_EMALFORMED; /* the only expectation there is (RFC 9110 §10.1.1) */
-		r->expect_continue = true;
+		/* 100-continue is the only expectation there is (RFC 9110 §10.1.1). */
+		if (strcasecmp(v, "100-continue") == 0)
+			r->expect_continue = true;
+		else
+			r->expect_unknown = true;
 	}
 	return 0;
 }
@@ -345,8 +348,10 @@ static int headers_done(struct http_parser *p)
 		return 0;
 	}
 	if (r->content_length >= 0) {
-		if ((unsigned long long)r->content_length > p->max_body)
+		if ((unsigned long long)r->content_length > p->max_body) {
+			p->state = ST_BODY_LEN; /* the header section was fine: the body is too big */
 			return HTTP_ETOOBIG;
+		}
 		if (r->content_length == 0) {
 			int e = body_append(p, "", 0);
 			if (e < 0)
@@ -453,8 +458,6 @@ int http_parser_feed(struct http_parser *p, const void *data, size_t len, size_t
 
 	if (p->state == ST_DONE || p->state == ST_ERROR)
 		return p->state == ST_DONE ? 1 : HTTP_EMALFORMED;
-	if (len)
-		p->started = true;
 	while (i < len) {
 		switch (p->state) {
 		case ST_BODY_LEN: {
@@ -493,6 +496,10 @@ int http_parser_feed(struct http_parser *p, const void *data, size_t len, size_t
 
 		/* Line-oriented states. */
 		char c = d[i++];
+		/* Empty lines before a request line are not the start of one (RFC 9112 §2.2). */
+		if (!(p->request && p->state == ST_STATUS && (c == '\r' || c == '\n') &&
+		      (!p->line_len || (p->line_len == 1 && p->line[0] == '\r'))))
+			p->started = true;
 		if (c == '\0') {
 			e = HTTP_EMALFORMED;
 			goto fail;
@@ -530,6 +537,7 @@ out:
 		*ret_used = i;
 	return e;
 fail:
+	p->failed_in = p->state;
 	p->state = ST_ERROR;
 	if (ret_used)
 		*ret_used = i;

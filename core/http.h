@@ -60,6 +60,7 @@ struct http_response {
 	char method[16];
 	char *target;
 	bool expect_continue;
+	bool expect_unknown; /* an Expect other than 100-continue (answer 417) */
 };
 
 /* Incremental response parser state; initialise with http_parser_init(). */
@@ -71,7 +72,8 @@ struct http_parser {
 	size_t section_bytes;
 	unsigned long long chunk_left;
 	bool started;
-	bool request; /* parses requests (http_parser_init_request()) */
+	bool request;  /* parses requests (http_parser_init_request()) */
+	int failed_in; /* the state an error happened in */
 	size_t line_len;
 	char line[HTTP_MAX_LINE];
 };
@@ -95,7 +97,8 @@ void http_parser_reset(struct http_parser *p);
 /* True when a request's header section is done and its body has not begun. */
 bool http_parser_awaits_body(const struct http_parser *p);
 
-/* True once the header section is done (the body, if any, is being read). */
+/* True once the header section is done (the body, if any, is being read), also when the
+ * error that ended parsing came after it. */
 bool http_parser_headers_done(const struct http_parser *p);
 
 /*

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -33,12 +34,15 @@
  * connection, and the reset can destroy the answer before the client reads it.
  */
 #define LINGER_MS 2000
+/* How often a closing TLS connection looks whether its last records have left. */
+#define TLS_FLUSH_CHECK_MS 50
 
 struct tconn;
 
 struct thttp {
 	struct event_base *base;
 	struct evconnlistener *listener;
+	struct event *resume; /* accepting again after accept() failed (out of descriptors) */
 	struct tunnel_tls *tls;
 	thttp_handler *handler;
 	void *arg;
@@ -57,6 +61,8 @@ struct thttp_req {
 	char *body;
 	size_t body_len;
 	bool close; /* HTTP/1.0 or Connection: close: close after the answer */
+	bool head;  /* HEAD: the answer's headers only */
+	int minor;  /* HTTP/1.<minor> */
 };
 
 struct tconn {
@@ -70,14 +76,18 @@ struct tconn {
 	bool continued; /* "100 Continue" sent for this request */
 	bool read_eof;	/* the client shut its side: answer what it sent, then close */
 	bool closing;	/* close once the output is written */
+	bool draining;	/* the next request is read once the last answer is written */
 	bool lingering; /* answered and shut: reading only to drop it (LINGER_MS) */
+	uint64_t linger_until_ms;
 	char peer[64];
 	LIST_ENTRY(tconn) entry;
 };
 
 static void conn_close(struct tconn *c);
 static void conn_finish(struct tconn *c);
+static void timer_arm(struct tconn *c);
 static void conn_parse(struct tconn *c);
+static bool tls_unsent(struct tconn *c);
 
 static const char *reason_of(int status)
 {
@@ -94,6 +104,8 @@ static const char *reason_of(int status)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 417:
+		return "Expectation Failed";
 	case 408:
 		return "Request Timeout";
 	case 413:
@@ -125,21 +137,26 @@ static void conn_send(struct tconn *c, const char *head, size_t hl, const char *
 		evbuffer_add(out, body + from, bl - from);
 }
 
-/* Write an answer; close after it when the client asked so or the connection must end. */
+/*
+ * Write an answer; close after it when the client asked so or the connection must end.
+ * An HTTP/1.0 client that keeps the connection is told so; HEAD gets the headers only.
+ */
 static void conn_answer(struct tconn *c, int status, const char *extra, const char *body,
-			size_t len, bool close)
+			size_t len, bool close, bool keep_alive_10, bool head_only)
 {
 	char head[512];
 	int hl = snprintf(head, sizeof(head),
 			  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
 			  "Content-Length: %zu\r\n%s%s\r\n",
-			  status, reason_of(status), len, close ? "Connection: close\r\n" : "",
+			  status, reason_of(status), len,
+			  close ? "Connection: close\r\n"
+				: keep_alive_10 ? "Connection: keep-alive\r\n" : "",
 			  extra ? extra : "");
 	if (hl < 0 || (size_t)hl >= sizeof(head)) {
 		conn_close(c);
 		return;
 	}
-	conn_send(c, head, (size_t)hl, body, len);
+	conn_send(c, head, (size_t)hl, head_only ? NULL : body, head_only ? 0 : len);
 	if (close)
 		c->closing = true;
 }
@@ -156,9 +173,12 @@ static void conn_refuse(struct tconn *c, uint64_t *counter, int status, const ch
 		  NULL);
 	char body[160];
 	int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", why);
-	conn_answer(c, status, NULL, body, (size_t)n, true);
+	conn_answer(c, status, NULL, body, (size_t)n, true, false, false);
+	c->started = false;
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		conn_finish(c);
+	else
+		timer_arm(c); /* a client that does not read it is closed after tunnel.timeout */
 }
 
 static void timer_arm(struct tconn *c)
@@ -172,11 +192,21 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tconn *c = arg;
 	if (c->lingering) {
+		if (tls_unsent(c) && clock_now_ms() < c->linger_until_ms) {
+			struct timeval tv = {.tv_usec = TLS_FLUSH_CHECK_MS * 1000};
+			evtimer_add(c->timer, &tv);
+			return;
+		}
 		conn_close(c);
 		return;
 	}
 	if (c->req)
 		return; /* answered later; the timer starts again then */
+	if (c->closing || c->draining) {
+		log_info("tunnel: %s does not read its answers: closed", c->peer);
+		conn_close(c);
+		return;
+	}
 	if (!c->started) {
 		log_debug("tunnel: %s idle, closed", c->peer);
 		conn_close(c);
@@ -199,8 +229,27 @@ static void conn_dispatch(struct tconn *c)
 	}
 	r->c = c;
 	memcpy(r->method, m->method, sizeof(r->method));
+	r->head = strcmp(r->method, "HEAD") == 0;
+	r->minor = m->minor;
 	r->target = m->target;
 	m->target = NULL;
+	/* The absolute form a proxy may send (RFC 9112 §3.2.2): the path is what follows the
+	 * authority. */
+	if (strncasecmp(r->target, "http://", 7) == 0 || strncasecmp(r->target, "https://", 8) == 0) {
+		char *auth = strstr(r->target, "//") + 2;
+		size_t skip = strcspn(auth, "/?");
+		char *rest = auth + skip;
+		char *path = malloc(strlen(rest) + 2);
+		if (!path) {
+			free(r->target);
+			free(r);
+			conn_close(c);
+			return;
+		}
+		snprintf(path, strlen(rest) + 2, "%s%s", *rest == '/' ? "" : "/", rest);
+		free(r->target);
+		r->target = path;
+	}
 	char *q = strchr(r->target, '?');
 	if (q) {
 		*q = '\0';
@@ -220,7 +269,7 @@ static void conn_dispatch(struct tconn *c)
 static void conn_parse(struct tconn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	while (!c->req && !c->closing && evbuffer_get_length(in)) {
+	while (!c->req && !c->closing && !c->draining && evbuffer_get_length(in)) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
@@ -230,6 +279,10 @@ static void conn_parse(struct tconn *c)
 		if (!c->started && http_parser_started(&c->p)) {
 			c->started = true; /* a request begins: it has tunnel.timeout to finish */
 			timer_arm(c);
+		}
+		if (r >= 0 && c->p.res.expect_unknown && http_parser_headers_done(&c->p)) {
+			conn_refuse(c, &c->h->stats.malformed, 417, "unknown Expect");
+			return;
 		}
 		if (r == 1) {
 			conn_dispatch(c);
@@ -241,7 +294,9 @@ static void conn_parse(struct tconn *c)
 				conn_refuse(c, &c->h->stats.too_big, head ? 431 : 413,
 					    head ? "header section too large" : "body too large");
 			else
-				conn_refuse(c, &c->h->stats.malformed, 400, http_strerror(r));
+				conn_refuse(c, &c->h->stats.malformed, 400,
+					    r == HTTP_EMALFORMED ? "not an HTTP/1.x request"
+								 : http_strerror(r));
 			return;
 		}
 		if (http_parser_awaits_body(&c->p) && c->p.res.expect_continue && !c->continued) {
@@ -250,7 +305,7 @@ static void conn_parse(struct tconn *c)
 			c->continued = true;
 		}
 	}
-	if (c->req || c->closing)
+	if (c->req || c->closing || c->draining)
 		return;
 	if (c->read_eof) {
 		/* Nothing more will come: what is unfinished stays so. */
@@ -265,9 +320,29 @@ static void conn_parse(struct tconn *c)
  * The last answer is written: end the connection. A plain one is shut for writing and
  * read (dropping what comes) until the client closes or LINGER_MS pass.
  */
+/* TLS records of the last answer still waiting for the socket. */
+static bool tls_unsent(struct tconn *c)
+{
+	struct bufferevent *under = c->h->tls ? bufferevent_get_underlying(c->bev) : NULL;
+	return under && evbuffer_get_length(bufferevent_get_output(under)) > 0;
+}
+
 static void conn_finish(struct tconn *c)
 {
-	if (c->h->tls || c->read_eof || shutdown(c->fd, SHUT_WR) < 0) {
+	if (c->h->tls) {
+		/* The filter has handed its records on: wait (LINGER_MS at most) until the
+		 * socket took them, or freeing the connection would drop them. */
+		if (!tls_unsent(c)) {
+			conn_close(c);
+			return;
+		}
+		c->lingering = true;
+		c->linger_until_ms = clock_now_ms() + LINGER_MS;
+		struct timeval tv = {.tv_usec = TLS_FLUSH_CHECK_MS * 1000};
+		evtimer_add(c->timer, &tv);
+		return;
+	}
+	if (c->read_eof || shutdown(c->fd, SHUT_WR) < 0) {
 		conn_close(c);
 		return;
 	}
@@ -290,12 +365,19 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	conn_parse(c);
 }
 
-/* The output is written: a closing connection ends now. */
+/* The output is written: a closing connection ends now; another reads its next request. */
 static void write_cb(struct bufferevent *bev, void *arg)
 {
 	struct tconn *c = arg;
-	if (c->closing && !c->lingering)
+	if (c->closing && !c->lingering) {
 		conn_finish(c);
+		return;
+	}
+	if (c->draining) {
+		c->draining = false;
+		timer_arm(c);
+		conn_parse(c);
+	}
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -372,6 +454,23 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	timer_arm(c);
 }
 
+/* accept() failed (out of descriptors, say): pause a second instead of spinning on it. */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct thttp *h = arg;
+	log_warnx("tunnel: cannot accept a connection: %s; trying again in 1 s",
+		  strerror(EVUTIL_SOCKET_ERROR()));
+	evconnlistener_disable(l);
+	struct timeval tv = {.tv_sec = 1};
+	evtimer_add(h->resume, &tv);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct thttp *h = arg;
+	evconnlistener_enable(h->listener);
+}
+
 struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
 			thttp_handler *handler, void *arg, char *err, size_t errlen)
 {
@@ -408,6 +507,14 @@ struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
 		free(h);
 		return NULL;
 	}
+	h->resume = evtimer_new(base, resume_cb, h);
+	if (!h->resume) {
+		snprintf(err, errlen, "out of memory");
+		evconnlistener_free(h->listener);
+		free(h);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(h->listener, accept_error_cb);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	if (getsockname(evconnlistener_get_fd(h->listener), (struct sockaddr *)&ss, &sl) == 0)
@@ -422,6 +529,8 @@ void thttp_free(struct thttp *h)
 		return;
 	if (h->listener)
 		evconnlistener_free(h->listener);
+	if (h->resume)
+		event_free(h->resume);
 	while (!LIST_EMPTY(&h->conns))
 		conn_close(LIST_FIRST(&h->conns));
 	free(h);
@@ -462,20 +571,27 @@ void thttp_reply(struct thttp_req *r, int status, const char *extra_headers, con
 		 size_t len)
 {
 	struct tconn *c = r->c;
-	bool close = r->close;
+	bool close = r->close, head = r->head, keep_10 = r->minor == 0 && !r->close;
 	free(r->target);
 	free(r->body);
 	free(r);
 	if (!c)
 		return;
 	c->req = NULL;
-	conn_answer(c, status, extra_headers, body, len, close || c->read_eof);
+	conn_answer(c, status, extra_headers, body, len, close || c->read_eof, keep_10, head);
+	/* The timer now limits how long the client takes to read this answer, then to send
+	 * its next request. */
+	timer_arm(c);
+	bool written = evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
 	if (c->closing) {
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		if (written)
 			conn_finish(c);
 		return;
 	}
-	timer_arm(c);
+	if (!written) {
+		c->draining = true; /* the next request waits for write_cb: no answers pile up */
+		return;
+	}
 	/* A request that came in meanwhile is read on the next turn, not inside this call. */
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
 		bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);

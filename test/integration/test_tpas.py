@@ -358,7 +358,7 @@ class Tunnel(TpasCase):
                     b"0\r\n\r\n"
             return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
-        def read_answer(f):
+        def read_answer(f, head=False):
             status = f.readline()
             headers = {}
             while True:
@@ -367,7 +367,7 @@ class Tunnel(TpasCase):
                     break
                 k, _, v = line.decode().partition(":")
                 headers[k.strip().lower()] = v.strip()
-            body = f.read(int(headers.get("content-length", "0")))
+            body = b"" if head else f.read(int(headers.get("content-length", "0")))
             return status, headers, body
 
         c = socket.create_connection(("127.0.0.1", t.port))
@@ -411,11 +411,78 @@ class Tunnel(TpasCase):
         got = c.makefile("rb").read()
         self.assertTrue(got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got)
         c.close()
+        # The absolute form a proxy may send; HTTP/1.0 with keep-alive; HEAD (no body); a
+        # blank line after a request (not a new one); an unknown expectation (417).
+        c = socket.create_connection(("127.0.0.1", t.port))
+        c.settimeout(10)
+        f = c.makefile("rb")
+        req = request(5, b"Connection: keep-alive\r\n", version=b"1.0")
+        c.sendall(req.replace(b"POST /?", b"POST http://127.0.0.1:%d/?" % t.port, 1) +
+                  b"\r\n")
+        st, h, b = read_answer(f)
+        self.assertEqual((st, h.get("connection")), (b"HTTP/1.1 200 OK\r\n", "keep-alive"))
+        c.sendall(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+        st, h, b = read_answer(f, head=True)
+        self.assertEqual(st, b"HTTP/1.1 405 Method Not Allowed\r\n")
+        self.assertGreater(int(h["content-length"]), 0)
+        c.sendall(b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}")
+        # The next line is this answer's status line: no body of the HEAD came before it.
+        self.assertEqual(read_answer(f)[0], b"HTTP/1.1 417 Expectation Failed\r\n")
+        c.close()
+        # A body over four times tunnel.max-body: 413 (the header section was fine).
+        c = socket.create_connection(("127.0.0.1", t.port))
+        c.settimeout(10)
+        c.sendall(b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n{")
+        got = c.makefile("rb").read()
+        self.assertTrue(got.startswith(b"HTTP/1.1 413 Payload Too Large\r\n"), got)
+        c.close()
         self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
-                         [b"framed %d" % i for i in range(5)])
+                         [b"framed %d" % i for i in range(6)])
         tn = t.status()["tunnel"]
-        self.assertEqual((tn["accepted"], tn["tooBig"], tn["badRequest"]), (5, 1, 1))
-        self.assertEqual(tn["requests"], 7)
+        self.assertEqual((tn["accepted"], tn["tooBig"], tn["badRequest"], tn["badMethod"],
+                          tn["timedOut"]), (6, 2, 2, 1, 0))
+        self.assertEqual(tn["requests"], 11)
+
+    def test_a_client_that_does_not_read_is_held_then_closed(self):
+        """Requests pipelined by a client that never reads its answers: tpas stops reading
+        them once an answer cannot be written (its memory stays small), and closes the
+        connection after tunnel.timeout; a blank line after a request starts none."""
+        t = self.tpas()
+        self.tunnel_conf(t, "timeout = 2s\n")
+        t.start()
+
+        def rss_kb():
+            with open(f"/proc/{t.proc.pid}/status") as f:
+                return int(next(x for x in f if x.startswith("VmRSS:")).split()[1])
+        before = rss_kb()
+        c = socket.create_connection(("127.0.0.1", t.port))
+        c.setblocking(False)
+        one = b"GET /nothere HTTP/1.1\r\nHost: t\r\n\r\n"
+        chunk, sent, t0 = one * 4096, 0, time.monotonic()
+        while time.monotonic() - t0 < 1.5:
+            try:
+                sent += c.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+        answered = t.status()["tunnel"]["notFound"]
+        self.assertLess(answered, sent // len(one))  # it stopped reading
+        if os.environ.get("TPAD_SANITIZE", "none") == "none":  # ASan keeps freed memory
+            self.assertLess(rss_kb() - before, 16 * 1024)
+        # Nobody reads: closed after tunnel.timeout.
+        c.setblocking(True)
+        c.settimeout(10)
+        wait_for(lambda: t.status()["connections"] is not None and
+                 "does not read its answers" in t.log_text(), 10, "the close")
+        c.close()
+        # A blank line after a request, then silence: an idle close, not a 408.
+        c = socket.create_connection(("127.0.0.1", t.port))
+        c.settimeout(10)
+        c.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n\r\n")
+        got = c.makefile("rb").read()
+        self.assertTrue(got.startswith(b"HTTP/1.1 404"), got)
+        self.assertNotIn(b"408", got)
+        c.close()
+        self.assertEqual(t.status()["tunnel"]["timedOut"], 0)
 
     def test_tls_listener(self):
         cert = os.path.join(self.tmp, "cert.pem")
