@@ -133,16 +133,17 @@ static void conn_maybe_free(struct conn *c)
 }
 
 /*
- * (Re)start the idle timer of c. A client that shut its side is no longer read, so its
- * going away entirely is seen only by a write: while it waits for calls that may not
- * answer for long (a following stream), the timer looks for the hang-up more often. Once
- * its calls are answered it is closed when their replies are written (conn_finish_eof),
- * however slowly it reads them; only then does limits.idle-timeout apply.
+ * (Re)start the idle timer of c. A client that shut its side, or that is not read now
+ * (limits.max-pending-calls, output owed), would be seen going away entirely only by a
+ * write: while it waits for calls that may not answer for long (a following stream), the
+ * timer looks for the hang-up more often. A half-closed client whose calls are answered is
+ * closed when their replies are written (conn_finish_eof), however slowly it reads them;
+ * only then does limits.idle-timeout apply.
  */
 static void conn_touch(struct conn *c)
 {
-	uint32_t ms = c->read_eof && c->n_reqs ? SERVER_HANGUP_CHECK_MS
-					       : c->srv->lim.idle_timeout_ms;
+	uint32_t ms = c->n_reqs && (c->read_eof || !c->reading) ? SERVER_HANGUP_CHECK_MS
+								: c->srv->lim.idle_timeout_ms;
 	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 	evtimer_add(c->idle_timer, &tv);
 }
@@ -192,6 +193,8 @@ static void conn_update_reading(struct conn *c)
 		if (out_full)
 			s->stats.hit.max_output++;
 		bufferevent_disable(c->bev, EV_READ);
+		if (c->n_reqs)
+			conn_touch(c); /* look for a hang-up while it is not read */
 		return;
 	}
 	if (!c->read_eof)
@@ -514,7 +517,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	if (c->read_eof && conn_hung_up(c)) {
+	if ((c->read_eof || !c->reading) && conn_hung_up(c)) {
 		conn_close(c, "client closed the connection", true);
 		return;
 	}

@@ -22,6 +22,9 @@
 
 static void require(int cond, const char *what);
 
+/* Quiet this long after the last byte sent or received: the conversation is over. */
+#define FUZZ_QUIET_MS 40
+
 /* Reads what arrived on fd, sets *eof at its end; returns a count the caller keeps. */
 typedef size_t fuzz_read_fn(int fd, void *arg, bool *eof);
 
@@ -70,7 +73,9 @@ static inline size_t fuzz_varlink_calls(const uint8_t *data, size_t size)
 /*
  * Send data over fd (non-blocking) chunk bytes at a time, turning base's loop, reading with
  * rd when reads is set, half-close once all is sent, for at most ms milliseconds or until
- * the daemon closes. Returns the sum of rd's counts. The caller closes fd.
+ * the daemon closes, or until nothing came back for FUZZ_QUIET_MS after all was sent (a
+ * stream that follows never ends by itself). Returns the sum of rd's counts. The caller
+ * closes fd.
  */
 static inline size_t fuzz_converse(struct event_base *base, int fd, const uint8_t *data,
 				   size_t size, size_t chunk, bool reads, fuzz_read_fn *rd,
@@ -78,13 +83,17 @@ static inline size_t fuzz_converse(struct event_base *base, int fd, const uint8_
 {
 	size_t sent = 0, count = 0;
 	bool eof = false, closed_write = false;
-	uint64_t end = clock_now_ms() + ms;
+	uint64_t end = clock_now_ms() + ms, active = clock_now_ms();
 	while (!eof && clock_now_ms() < end) {
+		if (closed_write && clock_now_ms() - active > FUZZ_QUIET_MS)
+			break;
 		if (sent < size) {
 			size_t n = size - sent < chunk ? size - sent : chunk;
 			ssize_t w = send(fd, data + sent, n, MSG_NOSIGNAL);
-			if (w > 0)
+			if (w > 0) {
 				sent += (size_t)w;
+				active = clock_now_ms();
+			}
 			else if (w < 0 && errno != EAGAIN)
 				sent = size; /* the daemon closed: stop writing */
 		} else if (!closed_write) {
@@ -92,8 +101,12 @@ static inline size_t fuzz_converse(struct event_base *base, int fd, const uint8_
 			closed_write = true;
 		}
 		event_base_loop(base, EVLOOP_NONBLOCK);
-		if (reads)
-			count += rd(fd, arg, &eof);
+		if (reads) {
+			size_t n = rd(fd, arg, &eof);
+			if (n)
+				active = clock_now_ms();
+			count += n;
+		}
 		if (sent >= size && !eof) {
 			struct pollfd p = {.fd = fd, .events = POLLIN};
 			poll(&p, 1, 1);

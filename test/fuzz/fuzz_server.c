@@ -145,11 +145,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Every reply answers one call (a partial last message is not one). */
 	require(replies <= calls + 1, "more replies than calls");
 	close(sv[1]);
-	/* Let the server see the close and free the connection. */
-	for (int i = 0; i < 5; i++)
-		event_base_loop(t.base, EVLOOP_NONBLOCK);
+	/* Let the server see the close, free the connection and finish the calls in flight. */
 	struct server_stats st;
-	server_get_stats(t.srv, &st);
+	uint64_t until = clock_now_ms() + 2000;
+	do {
+		event_base_loop(t.base, EVLOOP_NONBLOCK);
+		server_get_stats(t.srv, &st);
+		if (st.output_owed == 0 && st.connections[SOCK_STATION] + st.connections[SOCK_ADMIN] == 0)
+			break;
+		poll(NULL, 0, 1);
+	} while (clock_now_ms() < until);
 	require(st.output_owed == 0, "output still owed to a client that is gone");
+	require(st.connections[SOCK_STATION] + st.connections[SOCK_ADMIN] == 0,
+		"a connection left open after its client closed");
 	return 0;
 }

@@ -138,11 +138,12 @@ struct http_answers {
 	size_t got;
 };
 
-/* A fuzz_read_fn for HTTP (arg: struct http_answers). */
+/* A fuzz_read_fn for HTTP (arg: struct http_answers): the bytes read. */
 static size_t read_http(int fd, void *arg, bool *eof)
 {
 	struct http_answers *h = arg;
 	char buf[65536];
+	size_t total = 0;
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 		if (n == 0)
@@ -159,8 +160,9 @@ static size_t read_http(int fd, void *arg, bool *eof)
 					"an HTTP answer that does not start with a status line");
 		}
 		h->got += (size_t)n;
+		total += (size_t)n;
 	}
-	return 0;
+	return total;
 }
 
 /* The tunnel's requests all answered: every outcome counted. */
