@@ -79,6 +79,7 @@ struct tconn {
 	bool draining;	/* the next request is read once the last answer is written */
 	bool lingering; /* answered and shut: reading only to drop it (LINGER_MS) */
 	uint64_t linger_until_ms;
+	struct evbuffer_cb_entry *under_cb; /* TLS: on the socket bufferevent's output */
 	char peer[64];
 	LIST_ENTRY(tconn) entry;
 };
@@ -141,7 +142,7 @@ static void conn_send(struct tconn *c, const char *head, size_t hl, const char *
  * Write an answer; close after it when the client asked so or the connection must end.
  * An HTTP/1.0 client that keeps the connection is told so; HEAD gets the headers only.
  */
-static void conn_answer(struct tconn *c, int status, const char *extra, const char *body,
+static bool conn_answer(struct tconn *c, int status, const char *extra, const char *body,
 			size_t len, bool close, bool keep_alive_10, bool head_only)
 {
 	char head[512];
@@ -154,11 +155,12 @@ static void conn_answer(struct tconn *c, int status, const char *extra, const ch
 			  extra ? extra : "");
 	if (hl < 0 || (size_t)hl >= sizeof(head)) {
 		conn_close(c);
-		return;
+		return false; /* c is gone */
 	}
 	conn_send(c, head, (size_t)hl, head_only ? NULL : body, head_only ? 0 : len);
 	if (close)
 		c->closing = true;
+	return true;
 }
 
 /* An answer the server gives by itself, with a reason; the connection then ends. */
@@ -173,7 +175,8 @@ static void conn_refuse(struct tconn *c, uint64_t *counter, int status, const ch
 		  NULL);
 	char body[160];
 	int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", why);
-	conn_answer(c, status, NULL, body, (size_t)n, true, false, false);
+	if (!conn_answer(c, status, NULL, body, (size_t)n, true, false, false))
+		return;
 	c->started = false;
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		conn_finish(c);
@@ -310,7 +313,7 @@ static void conn_parse(struct tconn *c)
 	if (c->read_eof) {
 		/* Nothing more will come: what is unfinished stays so. */
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-			conn_close(c);
+			conn_finish(c);
 		else
 			c->closing = true;
 	}
@@ -373,11 +376,19 @@ static void write_cb(struct bufferevent *bev, void *arg)
 		conn_finish(c);
 		return;
 	}
-	if (c->draining) {
+	if (c->draining && !tls_unsent(c)) {
 		c->draining = false;
 		timer_arm(c);
 		conn_parse(c);
 	}
+}
+
+/* TLS: the socket took records: a connection waiting for its answer to leave goes on. */
+static void under_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct tconn *c = arg;
+	if (c->draining && info->n_deleted && evbuffer_get_length(buf) == 0)
+		bufferevent_trigger(c->bev, EV_WRITE, BEV_OPT_DEFER_CALLBACKS);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -402,6 +413,9 @@ static void conn_close(struct tconn *c)
 {
 	if (c->req)
 		c->req->c = NULL; /* its answer goes nowhere */
+	if (c->under_cb)
+		evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(c->bev)),
+					 c->under_cb);
 	LIST_REMOVE(c, entry);
 	event_free(c->timer);
 	bufferevent_free(c->bev);
@@ -449,7 +463,14 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	http_parser_init_request(&c->p, h->max_body);
 	LIST_INSERT_HEAD(&h->conns, c, entry);
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, h->max_body + HTTP_MAX_HEADERS + INPUT_SLACK);
+	size_t high = h->max_body + HTTP_MAX_HEADERS + INPUT_SLACK;
+	bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+	struct bufferevent *under = h->tls ? bufferevent_get_underlying(c->bev) : NULL;
+	if (under) {
+		/* The records under the filter: bounded too, and watched to resume a client. */
+		bufferevent_setwatermark(under, EV_READ, 0, high);
+		c->under_cb = evbuffer_add_cb(bufferevent_get_output(under), under_output_cb, c);
+	}
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	timer_arm(c);
 }
@@ -578,11 +599,12 @@ void thttp_reply(struct thttp_req *r, int status, const char *extra_headers, con
 	if (!c)
 		return;
 	c->req = NULL;
-	conn_answer(c, status, extra_headers, body, len, close || c->read_eof, keep_10, head);
+	if (!conn_answer(c, status, extra_headers, body, len, close, keep_10, head))
+		return;
 	/* The timer now limits how long the client takes to read this answer, then to send
 	 * its next request. */
 	timer_arm(c);
-	bool written = evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+	bool written = evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && !tls_unsent(c);
 	if (c->closing) {
 		if (written)
 			conn_finish(c);
@@ -592,7 +614,10 @@ void thttp_reply(struct thttp_req *r, int status, const char *extra_headers, con
 		c->draining = true; /* the next request waits for write_cb: no answers pile up */
 		return;
 	}
-	/* A request that came in meanwhile is read on the next turn, not inside this call. */
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+	/*
+	 * A request that came in meanwhile is read on the next turn, not inside this call; a
+	 * client that shut its side is closed there once nothing complete is left.
+	 */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) || c->read_eof)
 		bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
 }

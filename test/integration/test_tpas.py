@@ -297,6 +297,68 @@ class Tunnel(TpasCase):
         with open(t.conf, "w") as f:
             f.write(conf.replace("[tunnel]\n", "[tunnel]\n" + lines, 1))
 
+    def tls_tpas(self, lines=""):
+        """A started tpas whose tunnel speaks TLS, and its certificate's path."""
+        cert = os.path.join(self.tmp, "cert.pem")
+        key = os.path.join(self.tmp, "key.pem")
+        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                            "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            self.skipTest("openssl cannot make a certificate: " + p.stderr)
+        os.chmod(key, 0o600)
+        t = self.tpas()
+        self.tunnel_conf(t, f"tls-cert-file = {cert}\ntls-key-file = {key}\n" + lines)
+        return t.start(), cert
+
+    def tunnel_socket(self, t, cert=None):
+        """A connection to t's tunnel (TLS with cert)."""
+        raw = socket.create_connection(("127.0.0.1", t.port))
+        if not cert:
+            return raw
+        import ssl
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        return ctx.wrap_socket(raw)
+
+    def test_pipelined_uplinks_then_a_half_close_are_all_answered(self):
+        """Two uplinks in one write, then the client shuts its side: both are journaled and
+        answered before the connection closes, over plain HTTP and TLS."""
+        for tls in (False, True):
+            with self.subTest(tls=tls):
+                t, cert = self.tls_tpas() if tls else (self.tpas().start(), None)
+                astk = self.import_astk(t)
+                s = self.lrc(t)
+                s.add_device(DEV, astk)
+                data = b""
+                for fcnt in (0, 1):
+                    target, body, ctype = s.build_uplink(DEV, b"p%d" % fcnt, fcnt=fcnt)
+                    data += (b"POST /" + target.encode() + b" HTTP/1.1\r\nHost: t\r\n"
+                             b"Content-Type: " + ctype.encode() + b"\r\nContent-Length: %d"
+                             b"\r\n\r\n" % len(body) + body)
+                c = self.tunnel_socket(t, cert)
+                c.settimeout(10)
+                c.sendall(data)
+                # The TCP side shut (over TLS without a close_notify, as a crashed sender).
+                tcp = socket.socket(fileno=os.dup(c.fileno()))
+                tcp.shutdown(socket.SHUT_WR)
+                tcp.close()
+                got = b""
+                while True:
+                    try:
+                        chunk = c.recv(65536)
+                    except OSError:  # TLS: the peer's close without close_notify
+                        break
+                    if not chunk:
+                        break
+                    got += chunk
+                c.close()
+                self.assertEqual(got.count(b"HTTP/1.1 200 OK\r\n"), 2, got)
+                self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
+                                 [b"p0", b"p1"])
+                t.stop()
+
     def test_slow_and_silent_clients_do_not_hold_the_tunnel(self):
         """A client that leaves its request unfinished for tunnel.timeout is answered 408,
         counted and closed; one that sends nothing is closed; others are served meanwhile."""
@@ -483,6 +545,27 @@ class Tunnel(TpasCase):
         self.assertNotIn(b"408", got)
         c.close()
         self.assertEqual(t.status()["tunnel"]["timedOut"], 0)
+
+    def test_a_tls_client_that_does_not_read_is_held_then_closed(self):
+        """The same over TLS: answers wait in the socket, not in tpas, and the client is
+        closed after tunnel.timeout."""
+        t, cert = self.tls_tpas("timeout = 2s\n")
+        c = self.tunnel_socket(t, cert)
+        c.setblocking(False)
+        one = b"GET /nothere HTTP/1.1\r\nHost: t\r\n\r\n"
+        chunk, sent, t0, closed = one * 400, 0, time.monotonic(), False
+        import ssl
+        while time.monotonic() - t0 < 5 and not closed:
+            try:
+                sent += c.send(chunk)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                time.sleep(0.01)
+            except OSError:
+                closed = True  # tpas closed it: it did not read its answers
+        c.close()
+        self.assertTrue(closed or "does not read its answers" in t.log_text())
+        wait_for(lambda: "does not read its answers" in t.log_text(), 10, "the close")
+        self.assertLess(t.status()["tunnel"]["notFound"], sent // len(one))
 
     def test_tls_listener(self):
         cert = os.path.join(self.tmp, "cert.pem")
