@@ -322,6 +322,58 @@ class Tunnel(TpasCase):
         ctx.check_hostname = False
         return ctx.wrap_socket(raw)
 
+    def test_behind_a_tls_reverse_proxy(self):
+        """As deployed behind a TLS-terminating proxy (stunnel4 here) at a path of its own
+        (tunnel.path): the LRC speaks HTTPS to the proxy, tpas plain HTTP on loopback."""
+        exe = shutil.which("stunnel4") or shutil.which("stunnel")
+        if not exe:
+            self.skipTest("stunnel4 is not installed")
+        cert = os.path.join(self.tmp, "proxy.pem")
+        key = os.path.join(self.tmp, "proxy.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                        "/CN=127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                       capture_output=True)
+        t = self.tpas()
+        self.tunnel_conf(t, "path = /lrc/uplink\n")
+        t.start()
+        astk = self.import_astk(t)
+        port = free_port()
+        conf = os.path.join(self.tmp, "stunnel.conf")
+        with open(conf, "w") as f:
+            f.write(f"foreground = yes\npid =\n[tunnel]\naccept = 127.0.0.1:{port}\n"
+                    f"connect = 127.0.0.1:{t.port}\ncert = {cert}\nkey = {key}\n")
+        log = open(os.path.join(self.tmp, "stunnel.log"), "wb")
+        proxy = subprocess.Popen([exe, conf], stdout=log, stderr=log)
+        try:
+            def listening():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return True
+                except OSError:
+                    return False
+            wait_for(listening, 10, "stunnel to listen")
+            s = self.lrc(t)
+            s.as_url = f"https://127.0.0.1:{port}/lrc/uplink"
+            s.cafile = cert
+            s.add_device(DEV, astk)
+            for i in range(3):
+                self.assertEqual(s.uplink(DEV, b"via proxy %d" % i,
+                                          fmt="xml" if i % 2 else "json"),
+                                 (200, {"seq": i + 1, "duplicate": False}))
+            # A resend through the proxy is the same uplink.
+            st, ans = s.uplink(DEV, b"via proxy 2", fcnt=2)
+            self.assertEqual((st, ans), (200, {"seq": 3, "duplicate": True}))
+            # Another path through the proxy: 404.
+            target, body, ctype = s.build_uplink(DEV, b"elsewhere")
+            self.assertEqual(s.post(target, body, ctype, path="/")[0], 404)
+        finally:
+            proxy.terminate()
+            proxy.wait(10)
+            log.close()
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
+                         [b"via proxy %d" % i for i in range(3)])
+
     def test_pipelined_uplinks_then_a_half_close_are_all_answered(self):
         """Two uplinks in one write, then the client shuts its side: both are journaled and
         answered before the connection closes, over plain HTTP and TLS."""

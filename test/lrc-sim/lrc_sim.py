@@ -178,9 +178,11 @@ class LrcSim:
         parts.append("</DevEUI_uplink>")
         return "\n".join(parts)
 
-    def post(self, target, body, ctype, path="/"):
-        """POST to tpas; returns (status, parsed JSON answer or text)."""
+    def post(self, target, body, ctype, path=None):
+        """POST to tpas (at path, default the AS URL's); returns (status, parsed JSON answer
+        or text)."""
         u = urllib.parse.urlsplit(self.as_url)
+        path = path or u.path or "/"
         if u.scheme == "https":
             import ssl
             ctx = ssl.create_default_context(cafile=self.cafile)
