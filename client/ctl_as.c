@@ -255,16 +255,25 @@ static void print_status(json_t *r)
 	json_t *l = json_object_get(r, "lrc");
 	printf("tpas %s, up %llds\n", json_string_value(json_object_get(r, "version")),
 	       (long long)json_integer_value(json_object_get(r, "uptime")));
-	printf("tunnel: %lld requests, %lld accepted, %lld duplicates, %lld bad token, %lld stale "
-	       "time, %lld bad request, %lld unknown device, %lld no ASTK\n",
+	printf("tunnel: %lld requests, %lld accepted, %lld duplicates\n",
 	       (long long)json_integer_value(json_object_get(t, "requests")),
 	       (long long)json_integer_value(json_object_get(t, "accepted")),
-	       (long long)json_integer_value(json_object_get(t, "duplicates")),
-	       (long long)json_integer_value(json_object_get(t, "badToken")),
-	       (long long)json_integer_value(json_object_get(t, "staleTime")),
-	       (long long)json_integer_value(json_object_get(t, "badRequest")),
-	       (long long)json_integer_value(json_object_get(t, "unknownDevice")),
-	       (long long)json_integer_value(json_object_get(t, "noASTK")));
+	       (long long)json_integer_value(json_object_get(t, "duplicates")));
+	/* Every refusal the tunnel counts, in the order of tpas(8). */
+	static const struct {
+		const char *key, *label;
+	} refusals[] = {{"badRequest", "bad request"},	   {"badToken", "bad token"},
+			{"staleTime", "stale time"},	   {"wrongKey", "wrong key"},
+			{"unknownDevice", "unknown device"}, {"notFound", "not found"},
+			{"badMethod", "bad method"},	   {"tooBig", "too big"},
+			{"timedOut", "timed out"},	   {"noASTK", "no ASTK"},
+			{"storeFailed", "store failed"},   {"tlsFailed", "TLS failed"}};
+	printf("refused:");
+	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++)
+		printf("%s %lld %s", i ? "," : "",
+		       (long long)json_integer_value(json_object_get(t, refusals[i].key)),
+		       refusals[i].label);
+	printf("\n");
 	printf("journal: last seq %lld, %lld uplinks kept, %lld sessions, %lld ASTKs\n",
 	       (long long)json_integer_value(json_object_get(j, "lastSeq")),
 	       (long long)json_integer_value(json_object_get(j, "uplinks")),

@@ -1267,6 +1267,7 @@ class Commands(TpasCase):
             f.stdout.close()
         p = t.tpactl("as", "status", check=0)
         self.assertIn("3 accepted", p.stdout)
+        self.assertRegex(p.stdout, r"refused: 0 bad request, .*, 0 timed out, .*0 TLS failed")
         self.assertIn("last seq 3", p.stdout)
         st = json.loads(t.tpactl("--json", "as", "status", check=0).stdout)
         self.assertEqual(st["journal"]["lastSeq"], 3)
