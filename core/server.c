@@ -52,6 +52,7 @@ struct conn {
 	bool msg_begun; /* msg_timer is armed */
 	bool reading;
 	bool read_eof; /* the client shut its side: answer its calls, then close */
+	bool hung_up;  /* it closed its socket: run its calls, drop their replies, then close */
 	bool closed;
 	bool freeing;
 };
@@ -76,6 +77,7 @@ struct server {
 };
 
 static void conn_close(struct conn *c, const char *reason, bool quiet);
+static void conn_mark_hung_up(struct conn *c);
 static void server_check_drained(struct server *s);
 static void conn_update_reading(struct conn *c);
 
@@ -158,7 +160,7 @@ static bool conn_hung_up(struct conn *c)
 /* Write bytes to the client, or drop them if it is gone. */
 static void conn_write(struct conn *c, struct evbuffer *buf)
 {
-	if (c->closed) {
+	if (c->closed || c->hung_up) {
 		evbuffer_drain(buf, evbuffer_get_length(buf));
 		return;
 	}
@@ -212,7 +214,7 @@ static void conn_finish_eof(struct conn *c)
 {
 	if (!c->read_eof || c->closed || c->n_reqs)
 		return;
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)))
+	if (!c->hung_up && evbuffer_get_length(bufferevent_get_output(c->bev)))
 		return; /* conn_write_cb comes back once it is written */
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	if (c->reading && evbuffer_search(in, "", 1, NULL).pos >= 0)
@@ -295,12 +297,12 @@ const struct peer *req_peer(const struct req *r)
 
 bool req_gone(const struct req *r)
 {
-	return r->conn->closed;
+	return r->conn->closed || r->conn->hung_up;
 }
 
 size_t req_output_pending(const struct req *r)
 {
-	if (r->conn->closed)
+	if (r->conn->closed || r->conn->hung_up)
 		return 0;
 	return evbuffer_get_length(bufferevent_get_output(r->conn->bev)) +
 	       (r->held ? evbuffer_get_length(r->held) : 0);
@@ -496,12 +498,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		 * wait for the answers of its calls: they are sent, then the connection closes.
 		 * One that closed the socket altogether (a stream's client that quit) is gone.
 		 */
-		if (conn_hung_up(c)) {
-			conn_close(c, "client closed the connection", true);
-			return;
-		}
 		c->read_eof = true;
 		bufferevent_disable(bev, EV_READ);
+		if (conn_hung_up(c))
+			conn_mark_hung_up(c);
 		conn_finish_eof(c);
 		if (!c->closed)
 			conn_touch(c);
@@ -517,8 +517,11 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	if ((c->read_eof || !c->reading) && conn_hung_up(c)) {
-		conn_close(c, "client closed the connection", true);
+	if ((c->read_eof || !c->reading) && !c->hung_up && conn_hung_up(c)) {
+		conn_mark_hung_up(c);
+		conn_finish_eof(c);
+		if (!c->closed)
+			conn_touch(c);
 		return;
 	}
 	if (c->n_reqs) {
@@ -527,6 +530,41 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	c->srv->stats.hit.idle_timeout++;
 	conn_close(c, "idle timeout", false);
+}
+
+/*
+ * Replies nobody will read: what is queued and what is held for calls in flight no longer
+ * counts against the output limits.
+ */
+static void conn_drop_output(struct conn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (evbuffer_remove_cb(out, owed_cb, c) == 0) { /* not dropped already */
+		/* libevent freezes the start of a socket bufferevent's output, so
+		 * evbuffer_drain() removes nothing there: account for the unsent bytes. */
+		struct evbuffer_cb_info gone = {.n_deleted = evbuffer_get_length(out)};
+		if (gone.n_deleted)
+			owed_cb(out, &gone, c);
+	}
+	struct req *r;
+	TAILQ_FOREACH(r, &c->reqs, entry)
+	if (r->held)
+		evbuffer_drain(r->held, evbuffer_get_length(r->held));
+}
+
+/*
+ * The client closed its socket altogether. The calls it sent still run — a oneway call is
+ * sent and left —, the complete ones buffered or still unread included, but their replies
+ * go nowhere and streams see req_gone() and end; the connection closes once none is left
+ * (conn_finish_eof()).
+ */
+static void conn_mark_hung_up(struct conn *c)
+{
+	if (c->hung_up || c->closed)
+		return;
+	c->hung_up = true;
+	conn_drop_output(c);
+	bufferevent_disable(c->bev, EV_WRITE);
 }
 
 /* The one way a connection ends: log why, release the socket, free later. */
@@ -543,14 +581,7 @@ static void conn_close(struct conn *c, const char *reason, bool quiet)
 		log_info("%s client %llu (uid %u pid %d) closed: %s", kind_names[c->peer.kind],
 			 (unsigned long long)c->peer.conn_id, (unsigned)c->peer.uid,
 			 (int)c->peer.pid, reason);
-	/* Replies nobody will read no longer count against the output limits. */
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	evbuffer_remove_cb(out, owed_cb, c);
-	/* libevent freezes the start of a socket bufferevent's output, so evbuffer_drain()
-	 * removes nothing there: account for the unsent bytes directly. */
-	struct evbuffer_cb_info gone = {.n_deleted = evbuffer_get_length(out)};
-	if (gone.n_deleted)
-		owed_cb(out, &gone, c);
+	conn_drop_output(c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	c->reading = false;
@@ -559,11 +590,6 @@ static void conn_close(struct conn *c, const char *reason, bool quiet)
 	event_del(c->kick);
 	LIST_REMOVE(c, entry);
 	c->srv->stats.connections[c->peer.kind]--;
-	/* Replies already held for calls still in flight go nowhere now. */
-	struct req *r;
-	TAILQ_FOREACH(r, &c->reqs, entry)
-	if (r->held)
-		evbuffer_drain(r->held, evbuffer_get_length(r->held));
 	conn_maybe_free(c);
 	if (c->srv->stopping)
 		server_check_drained(c->srv);

@@ -1183,6 +1183,33 @@ class Downlink(TpasCase):
         self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
         self.assertEqual(e.exception.params["status"], 0)
 
+    def test_oneway_calls_sent_then_the_socket_closed_all_run(self):
+        """An application sends ten oneway downlinks in one write and closes at once, more
+        than limits.max-pending-calls lets run together: every one reaches the LRC (the
+        hang-up is seen while the rest wait, unread; they still run, unanswered)."""
+        s = self.lrc(None, serve=True)
+        orig = s.handle_downlink
+
+        def slow(target):
+            time.sleep(0.4)
+            return orig(target)
+        s.handle_downlink = slow
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}",
+                      extra="[limits]\nmax-pending-calls = 2\n").start()
+        s.as_url = t.url
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(t.apps)
+        c.sendall(b"".join(json.dumps({"method": "io.tpad.AS.SendDownlink", "oneway": True,
+                                       "parameters": {"devEUI": DEV, "fPort": 1 + i,
+                                                      "payload": "%02x" % i}}).encode() + b"\0"
+                           for i in range(10)))
+        c.close()
+        wait_for(lambda: len(s.state["downlinks"]) == 10, 20, "ten downlinks at the LRC")
+        self.assertEqual(sorted(d["fport"] for d in s.state["downlinks"]), list(range(1, 11)))
+        wait_for(lambda: t.status()["connections"]["apps"] == 0, 5, "the connection closed")
+
     def test_no_lrc_configured(self):
         t = self.tpas().start()
         with Client(t.apps) as c:
