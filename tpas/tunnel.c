@@ -691,6 +691,7 @@ static void request_cb(struct thttp_req *req, void *arg)
 		const char *body = thttp_req_body(req, &len);
 		struct pending *p = calloc(1, sizeof(*p));
 		if (!p) {
+			t->stats.requests++;
 			status =
 			    refuse(t, &t->stats.store_failed, 503, &ans, NULL, "out of memory");
 		} else {

@@ -210,6 +210,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c);
 		return;
 	}
+	char byte;
+	if (!c->started && recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
+		timer_arm(c); /* a request arrived as the time ran out: it is read first */
+		return;
+	}
 	if (!c->started) {
 		log_debug("tunnel: %s idle, closed", c->peer);
 		conn_close(c);
