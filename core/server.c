@@ -53,6 +53,7 @@ struct conn {
 	bool reading;
 	bool read_eof; /* the client shut its side: answer its calls, then close */
 	bool hung_up;  /* it closed its socket: run its calls, drop their replies, then close */
+	bool wrote;    /* some of its output reached the socket since the idle timer started */
 	bool closed;
 	bool freeing;
 };
@@ -104,6 +105,8 @@ static void owed_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, v
 	s->stats.output_owed = s->stats.output_owed + added - deleted;
 	if (!deleted)
 		return;
+	if (c->bev && buf == bufferevent_get_output(c->bev))
+		c->wrote = true; /* the client is reading */
 	bool resume = false;
 	if (s->over_total && s->stats.output_owed <= s->lim.max_output_total / 2) {
 		s->over_total = false;
@@ -146,6 +149,7 @@ static void conn_touch(struct conn *c)
 {
 	uint32_t ms = c->n_reqs && (c->read_eof || !c->reading) ? SERVER_HANGUP_CHECK_MS
 								: c->srv->lim.idle_timeout_ms;
+	c->wrote = false;
 	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 	evtimer_add(c->idle_timer, &tv);
 }
@@ -525,6 +529,11 @@ static void conn_idle_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (c->n_reqs) {
+		conn_touch(c);
+		return;
+	}
+	/* Replies still being written to a client that reads them, however slowly: not idle. */
+	if (c->wrote && evbuffer_get_length(bufferevent_get_output(c->bev))) {
 		conn_touch(c);
 		return;
 	}

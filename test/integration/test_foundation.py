@@ -139,6 +139,26 @@ class Foundation(TpadTestCase):
         self.assertEqual(len(replies), n)
         self.assertTrue(all("uptime" in r["parameters"] for r in replies))
 
+    def test_a_slow_reader_is_not_cut_while_its_replies_are_being_written(self):
+        """limits.idle-timeout closes a client with nothing going on, not one still reading
+        the replies to its calls, however slowly."""
+        d = self.daemon(conf_extra="limits.idle-timeout = 300ms").start()
+        n = 400
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(d.admin)
+        s.sendall((json.dumps({"method": "io.tpad.Admin.Status"}).encode() + b"\0") * n)
+        data = b""
+        while data.count(b"\0") < n:
+            chunk = s.recv(8192)
+            if not chunk:
+                break
+            data += chunk
+            time.sleep(0.01)
+        s.close()
+        self.assertEqual(data.count(b"\0"), n)
+
     def test_oversized_message_closes_only_offender(self):
         d = self.daemon().start()
         with d.station_client() as good, d.station_client() as bad:
