@@ -34,7 +34,10 @@ struct fuzz_varlink {
 	size_t len;
 };
 
-/* A fuzz_read_fn for varlink (arg: struct fuzz_varlink): the number of replies read. */
+/*
+ * A fuzz_read_fn for varlink (arg: struct fuzz_varlink): the number of replies read that
+ * end a call (a stream's replies with "continues" do not).
+ */
 static inline size_t fuzz_read_varlink(int fd, void *arg, bool *eof)
 {
 	struct fuzz_varlink *v = arg;
@@ -51,8 +54,9 @@ static inline size_t fuzz_read_varlink(int fd, void *arg, bool *eof)
 			size_t mlen = (size_t)(nul - v->acc);
 			struct reply rep = {0};
 			require(reply_decode(v->acc, mlen, &rep) == 0, "a reply that does not decode");
+			if (!rep.continues)
+				replies++;
 			reply_clear(&rep);
-			replies++;
 			memmove(v->acc, nul + 1, v->len - mlen - 1);
 			v->len -= mlen + 1;
 		}

@@ -143,7 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t replies =
 	    fuzz_converse(t.base, sv[1], data, size, chunk, reads, fuzz_read_varlink, &v, 300);
 	/* Every reply answers one call (a partial last message is not one). */
-	require(replies <= calls + 1, "more replies than calls");
+	require(replies <= calls + 1, "more calls ended than were sent");
 	close(sv[1]);
 	/* Let the server see the close, free the connection and finish the calls in flight. */
 	struct server_stats st;

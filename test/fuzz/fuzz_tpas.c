@@ -14,7 +14,7 @@
  * whether the client reads its answers (high bit clear). Then the client half-closes,
  * reads (or not) and closes.
  *
- * Invariants: every varlink reply decodes, no more replies than calls; every HTTP answer
+ * Invariants: every varlink reply decodes, no more calls ended than sent; every HTTP answer
  * starts with a status line; once every tunnel request is answered, the journal holds as
  * many uplinks as the tunnel answered "accepted" (none lost, none twice); after the client
  * closes, no connection, stream or owed output is left.
@@ -274,7 +274,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		v.len = 0;
 		size_t replies =
 		    fuzz_converse(t.base, fd, data, size, chunk, reads, fuzz_read_varlink, &v, 300);
-		require(replies <= fuzz_varlink_calls(data, size) + 1, "more replies than calls");
+		require(replies <= fuzz_varlink_calls(data, size) + 1, "more calls ended than were sent");
 	} else {
 		struct http_answers h = {.got = 0};
 		fuzz_converse(t.base, fd, data, size, chunk, reads, read_http, &h, 300);
