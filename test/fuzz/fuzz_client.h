@@ -3,7 +3,7 @@
  * writes the input in chunks into a connection of the daemon running in the same process,
  * turns the daemon's event loop between writes, reads what comes back (or not), then
  * shuts its side and reads until the daemon closes or time is up. Each target defines
- * require() (abort with a message when an invariant breaks).
+ * FUZZ_NAME before including it.
  */
 #pragma once
 
@@ -11,6 +11,8 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,7 +22,29 @@
 #include "clock.h"
 #include "message.h"
 
-static void require(int cond, const char *what);
+static FILE *fuzz_report; /* the real stderr once fuzz_quiet_log() has run */
+
+/* Stop on a broken invariant: libFuzzer reports the input. */
+static inline void require(int cond, const char *what)
+{
+	if (!cond) {
+		fprintf(fuzz_report ? fuzz_report : stderr, "%s: %s\n", FUZZ_NAME, what);
+		abort();
+	}
+}
+
+/*
+ * The daemon logs every call through the stdio stream stderr: send that to /dev/null.
+ * Sanitizers write to file descriptor 2 and libFuzzer to the stream it saved at start, so
+ * both still show, and so does require().
+ */
+static inline void fuzz_quiet_log(void)
+{
+	fuzz_report = stderr;
+	FILE *null = fopen("/dev/null", "w");
+	if (null)
+		stderr = null;
+}
 
 /* Quiet this long after the last byte sent or received: the conversation is over. */
 #define FUZZ_QUIET_MS 40

@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "config.h"
 #include "dispatch.h"
+#define FUZZ_NAME "fuzz-server"
 #include "fuzz_client.h"
 #include "layout.h"
 #include "log.h"
@@ -40,16 +41,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 static struct tpad t;
 static struct config cfg;
 static bool ready;
-static FILE *report; /* the real stderr: tpad's own log lines go to /dev/null */
-
-/* Stop on a broken invariant: libFuzzer reports the input. */
-static void require(int cond, const char *what)
-{
-	if (!cond) {
-		fprintf(report ? report : stderr, "fuzz-server: %s\n", what);
-		abort();
-	}
-}
 
 /* A tpad with a store in a fresh directory and an upstream nobody listens on. */
 static void setup(void)
@@ -76,14 +67,7 @@ static void setup(void)
 	config_defaults(&cfg);
 	require(config_load_string(&cfg, "fuzz.conf", conf, err, sizeof(err)) == 0, err);
 	log_set_verbose(false);
-	/*
-	 * tpad logs every call through the stdio stream stderr; sanitizers write to file
-	 * descriptor 2 and libFuzzer to the stream it saved at start, so both still show.
-	 */
-	report = stderr;
-	FILE *null = fopen("/dev/null", "w");
-	if (null)
-		stderr = null;
+	fuzz_quiet_log();
 	t.cfg = &cfg;
 	t.started_us = clock_now_us();
 	t.base = event_base_new();

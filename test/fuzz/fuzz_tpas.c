@@ -40,6 +40,7 @@
 #include "asconf.h"
 #include "clock.h"
 #include "downlink.h"
+#define FUZZ_NAME "fuzz-tpas"
 #include "fuzz_client.h"
 #include "journal.h"
 #include "log.h"
@@ -57,15 +58,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 static struct tpas t;
 static struct asconf cfg;
 static bool ready;
-static FILE *report; /* the real stderr: tpas's own log lines go to /dev/null */
-
-static void require(int cond, const char *what)
-{
-	if (!cond) {
-		fprintf(report ? report : stderr, "fuzz-tpas: %s\n", what);
-		abort();
-	}
-}
 
 /* As tpas's main(): committed uplinks reach the streams. */
 static void commit_cb(struct tunnel_uplink *ups, size_t n, void *arg)
@@ -86,10 +78,7 @@ static void setup(void)
 	asconf_defaults(&cfg);
 	require(asconf_load_string(&cfg, "fuzz.conf", conf, err, sizeof(err)) == 0, err);
 	log_set_verbose(false);
-	report = stderr;
-	FILE *null = fopen("/dev/null", "w");
-	if (null)
-		stderr = null;
+	fuzz_quiet_log();
 
 	static const uint8_t store_key[32] = {7};
 	/* The ASTK of UPSTREAM.md's vectors: the corpus's AppSKey fields unwrap with it. */

@@ -41,25 +41,11 @@ def main():
     tmp = sys.argv[1]
     if len(sys.argv) > 2 and sys.argv[2] == "tpas":
         return main_tpas(tmp)
-    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"]).returncode:
+    j = journal_socket()
+    if not j:
         print("cannot mount a tmpfs on /run here")
         return 77
-    os.makedirs("/run/systemd/journal")
-    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    rx.bind("/run/systemd/journal/socket")
-    rx.settimeout(0.2)
-    records = []
-
-    def drain():
-        while True:
-            try:
-                records.append(parse(rx.recv(1 << 20)))
-            except socket.timeout:
-                return
-
-    def find(**want):
-        drain()
-        return [r for r in records if all(r.get(k) == v for k, v in want.items())]
+    find, records = j
 
     psk = secrets.token_hex(16)
     port = free_port()

@@ -115,16 +115,23 @@ class Foundation(TpadTestCase):
             wait_for(lambda: a.call("io.tpad.Admin.Status")["connections"]["admin"] == 1, 5,
                      "the half-closed connection closed")
 
-    def test_half_closed_client_that_reads_slowly_gets_every_answer(self):
-        """Many answers to a half-closed client that starts reading late and reads slowly:
-        all of them arrive (the connection is not cut while they are being written)."""
-        d = self.daemon().start()
-        n = 400
+    @staticmethod
+    def pipelined_status(d, n):
+        """A client of d's admin socket with a small receive buffer that has sent n Status
+        calls in one write and read nothing yet."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(10)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(d.admin)
         s.sendall((json.dumps({"method": "io.tpad.Admin.Status"}).encode() + b"\0") * n)
+        return s
+
+    def test_half_closed_client_that_reads_slowly_gets_every_answer(self):
+        """Many answers to a half-closed client that starts reading late and reads slowly:
+        all of them arrive (the connection is not cut while they are being written)."""
+        d = self.daemon().start()
+        n = 400
+        s = self.pipelined_status(d, n)
         s.shutdown(socket.SHUT_WR)
         time.sleep(0.6)
         data = b""
@@ -144,11 +151,7 @@ class Foundation(TpadTestCase):
         the replies to its calls, however slowly."""
         d = self.daemon(conf_extra="limits.idle-timeout = 300ms").start()
         n = 400
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(10)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(d.admin)
-        s.sendall((json.dumps({"method": "io.tpad.Admin.Status"}).encode() + b"\0") * n)
+        s = self.pipelined_status(d, n)
         data = b""
         while data.count(b"\0") < n:
             chunk = s.recv(8192)

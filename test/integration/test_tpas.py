@@ -198,6 +198,19 @@ class TpasCase(unittest.TestCase):
             s.port = s.start()
         return s
 
+    def self_signed(self, stem, cn="127.0.0.1"):
+        """A self-signed P-256 certificate and its key (mode 0600) under tmp: (cert, key)."""
+        cert = os.path.join(self.tmp, stem + ".pem")
+        key = os.path.join(self.tmp, stem + ".key")
+        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                            f"/CN={cn}", "-keyout", key, "-out", cert],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            self.skipTest("openssl cannot make a certificate: " + p.stderr)
+        os.chmod(key, 0o600)
+        return cert, key
+
     def import_astk(self, t, **kw):
         astk = os.urandom(16)
         self.astks.append(astk)
@@ -299,15 +312,7 @@ class Tunnel(TpasCase):
 
     def tls_tpas(self, lines=""):
         """A started tpas whose tunnel speaks TLS, and its certificate's path."""
-        cert = os.path.join(self.tmp, "cert.pem")
-        key = os.path.join(self.tmp, "key.pem")
-        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                            "/CN=127.0.0.1", "-keyout", key, "-out", cert],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            self.skipTest("openssl cannot make a certificate: " + p.stderr)
-        os.chmod(key, 0o600)
+        cert, key = self.self_signed("tunnel")
         t = self.tpas()
         self.tunnel_conf(t, f"tls-cert-file = {cert}\ntls-key-file = {key}\n" + lines)
         return t.start(), cert
@@ -328,12 +333,7 @@ class Tunnel(TpasCase):
         exe = shutil.which("stunnel4") or shutil.which("stunnel")
         if not exe:
             self.skipTest("stunnel4 is not installed")
-        cert = os.path.join(self.tmp, "proxy.pem")
-        key = os.path.join(self.tmp, "proxy.key")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                        "/CN=127.0.0.1", "-keyout", key, "-out", cert], check=True,
-                       capture_output=True)
+        cert, key = self.self_signed("proxy")
         t = self.tpas()
         self.tunnel_conf(t, "path = /lrc/uplink\n")
         t.start()
@@ -620,21 +620,9 @@ class Tunnel(TpasCase):
         self.assertLess(t.status()["tunnel"]["notFound"], sent // len(one))
 
     def test_tls_listener(self):
-        cert = os.path.join(self.tmp, "cert.pem")
-        key = os.path.join(self.tmp, "key.pem")
-        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                            "/CN=127.0.0.1", "-keyout", key, "-out", cert],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            self.skipTest("openssl cannot make a certificate: " + p.stderr)
-        os.chmod(key, 0o600)
-        t = self.tpas(extra="")
-        with open(t.conf) as f:
-            conf = f.read()
-        with open(t.conf, "w") as f:
-            f.write(conf.replace("[tunnel]\n", f"[tunnel]\ntls-cert-file = {cert}\n"
-                                                f"tls-key-file = {key}\n", 1))
+        cert, key = self.self_signed("tunnel")
+        t = self.tpas()
+        self.tunnel_conf(t, f"tls-cert-file = {cert}\ntls-key-file = {key}\n")
         t.start()
         astk = self.import_astk(t)
         s = self.lrc(t)
@@ -1125,15 +1113,8 @@ class Downlink(TpasCase):
 
     def test_downlink_over_https_checks_the_certificate(self):
         """Downlinks reach the LRC over certificate TLS (core/tls): chain and host name."""
-        def make_ca(name):
-            ca_key, ca = os.path.join(self.tmp, name + ".key"), os.path.join(self.tmp, name + ".pem")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                            f"/CN={name}", "-keyout", ca_key, "-out", ca], check=True,
-                           capture_output=True)
-            return ca_key, ca
-        ca_key, ca = make_ca("lrc-test-ca")
-        _, other_ca = make_ca("another-ca")
+        ca, ca_key = self.self_signed("lrc-test-ca", cn="lrc-test-ca")
+        other_ca, _ = self.self_signed("another-ca", cn="another-ca")
         key, csr, cert = (os.path.join(self.tmp, n) for n in ("lrc.key", "lrc.csr", "lrc.pem"))
         ext = os.path.join(self.tmp, "san.ext")
         with open(ext, "w") as f:
