@@ -241,22 +241,16 @@ static void conn_dispatch(struct tconn *c)
 	r->minor = m->minor;
 	r->target = m->target;
 	m->target = NULL;
-	/* The absolute form a proxy may send (RFC 9112 §3.2.2): the path is what follows the
-	 * authority. */
+	/*
+	 * The absolute form a proxy may send (RFC 9112 §3.2.2): the path is what follows the
+	 * authority, moved to the front in place ("http://" leaves room for a leading '/').
+	 */
 	if (strncasecmp(r->target, "http://", 7) == 0 || strncasecmp(r->target, "https://", 8) == 0) {
 		char *auth = strstr(r->target, "//") + 2;
-		size_t skip = strcspn(auth, "/?");
-		char *rest = auth + skip;
-		char *path = malloc(strlen(rest) + 2);
-		if (!path) {
-			free(r->target);
-			free(r);
-			conn_close(c);
-			return;
-		}
-		snprintf(path, strlen(rest) + 2, "%s%s", *rest == '/' ? "" : "/", rest);
-		free(r->target);
-		r->target = path;
+		char *rest = auth + strcspn(auth, "/?");
+		size_t slash = *rest != '/';
+		memmove(r->target + slash, rest, strlen(rest) + 1);
+		r->target[0] = '/';
 	}
 	char *q = strchr(r->target, '?');
 	if (q) {
