@@ -20,6 +20,9 @@ answered):
    uplink at a time, a commit per uplink, a subscriber thread polling the table; once as
    HTTPServer on one connection (it serves one connection at a time), once as
    ThreadingHTTPServer on K connections. The better of the two counts.
+3. tunnel-null (tunnel_null.c): a C server that answers every request 200 and does nothing
+   else, with the same client and uplinks: the most this machine carries with this client,
+   so the most any server's ratio to the reference can be here.
 CPU per uplink is the server process's user + system time over the run. Prints a table,
 best/last/worst over the runs and a JSON line. Goal: tpas >= 10,000/s and >= 20x the
 reference.
@@ -182,9 +185,30 @@ def run_reference(workdir, count, connections, build, threads):
         proc.stdout.close()
 
 
+def run_null(build, workdir, count, connections):
+    """tunnel-null (answers 200, does nothing else) with the same client and uplinks."""
+    path = prepare(workdir, os.urandom(16), count)
+    port = free_port()
+    proc = subprocess.Popen([os.path.join(build, "test", "bench", "tunnel-null"), str(port)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()  # listening
+        cpu0 = cpu_seconds(proc.pid)
+        res = blast(build, port, path, connections)
+        cpu = cpu_seconds(proc.pid) - cpu0
+        return {"count": count, "ok": res["ok"], "seconds": round(res["seconds"], 3),
+                "rate": round(count / res["seconds"]),
+                "cpu_us_per_uplink": round(cpu * 1e6 / count, 1)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        proc.stdout.close()
+
+
 def one_run(build, work, a):
     d = tempfile.mkdtemp(prefix="run-", dir=work)
     t = run_tpas(build, d, a.count, a.connections)
+    n = run_null(build, d, a.count, a.connections)
     # The reference twice, the better one counts: http.server on one keep-alive connection
     # (it serves one connection at a time: more would only queue behind the first), and
     # ThreadingHTTPServer (a thread per connection) on as many connections as tpas had.
@@ -193,8 +217,8 @@ def one_run(build, work, a):
     if not a.keep:
         shutil.rmtree(d, ignore_errors=True)
     best = max(r1["rate"], rk["rate"])
-    return {"tpas": t, "reference": r1, "reference_threads": rk,
-            "ratio": round(t["rate"] / best, 1)}
+    return {"tpas": t, "reference": r1, "reference_threads": rk, "null": n,
+            "ratio": round(t["rate"] / best, 1), "null_ratio": round(n["rate"] / best, 1)}
 
 
 def main():
@@ -223,24 +247,28 @@ def main():
           f"{a.ref_count:,} uplinks, http.server on 1 connection and ThreadingHTTPServer on "
           f"{a.connections}")
     print("| run | tpas uplinks/s | tpas CPU us/uplink | commits (writer batches) | "
-          "reference uplinks/s (1 conn / threads) | reference CPU us/uplink | ratio |")
-    print("|---|---|---|---|---|---|---|")
+          "reference uplinks/s (1 conn / threads) | reference CPU us/uplink | ratio | "
+          "tunnel-null requests/s (CPU us) | its ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(runs, 1):
-        t, r1, rk = r["tpas"], r["reference"], r["reference_threads"]
+        t, r1, rk, n = r["tpas"], r["reference"], r["reference_threads"], r["null"]
         print(f"| {i} | **{t['rate']:,}** | {t['cpu_us_per_uplink']} | {t['commits']:,} "
               f"({t['batches']:,}) | {r1['rate']:,} / {rk['rate']:,} | "
-              f"{r1['cpu_us_per_uplink']} / {rk['cpu_us_per_uplink']} | {r['ratio']}x |")
+              f"{r1['cpu_us_per_uplink']} / {rk['cpu_us_per_uplink']} | {r['ratio']}x | "
+              f"{n['rate']:,} ({n['cpu_us_per_uplink']}) | {r['null_ratio']}x |")
     if len(runs) > 1:
         rates = sorted(r["tpas"]["rate"] for r in runs)
         ratios = sorted(r["ratio"] for r in runs)
         print(f"tpas uplinks/s best {rates[-1]:,}, last {runs[-1]['tpas']['rate']:,}, worst "
               f"{rates[0]:,}; ratio best {ratios[-1]}x, last {runs[-1]['ratio']}x, worst "
               f"{ratios[0]}x")
-    print(f"goal: >= {GOAL_RATE:,}/s and >= {GOAL_RATIO}x the better reference")
+    print(f"goal: >= {GOAL_RATE:,}/s and >= {GOAL_RATIO}x the better reference (tunnel-null: "
+          "a server that only answers 200, the ceiling of this machine with this client)")
     print(json.dumps(runs))
     ok = all(r["tpas"]["delivered"] == r["tpas"]["count"] and
              r["tpas"]["ok"] == r["tpas"]["count"] and
              r["tpas"]["last_seq"] == r["tpas"]["count"] and
+             r["null"]["ok"] == r["null"]["count"] and
              r["reference"]["ok"] == r["reference"]["count"] and
              r["reference_threads"]["ok"] == r["reference_threads"]["count"] for r in runs)
     return 0 if ok else 1
