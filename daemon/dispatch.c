@@ -235,6 +235,12 @@ static void h_status(struct tpad *t, struct req *r)
 }
 
 /* io.tpad.Admin.Metrics: OpenMetrics (default) or Prometheus text. */
+/* The /metrics endpoint's text (core/metrics_http calls it per scrape). */
+static char *render_metrics(void *arg, enum metrics_format fmt)
+{
+	return metrics_render(arg, fmt);
+}
+
 static void h_metrics(struct tpad *t, struct req *r)
 {
 	enum metrics_format fmt = METRICS_OPENMETRICS;
@@ -1008,8 +1014,8 @@ int dispatch_init(struct tpad *t)
 	event_add(watch_ev, &second);
 	watch_cb(-1, 0, t);
 	if (t->cfg->metrics_listen) {
-		r = metrics_http_new(t->base, t->cfg->metrics_listen, t, &t->metrics, err,
-				     sizeof(err));
+		r = metrics_http_new(t->base, t->cfg->metrics_listen, "tpad", render_metrics, t,
+				     &t->metrics, err, sizeof(err));
 		if (r < 0) {
 			log_errx("%s", err);
 			return r;

@@ -26,135 +26,113 @@
 #include "tpad-build.h"
 #include "tpad.h"
 
-/* Where the text goes and in which of the two formats. */
-struct out {
-	FILE *f;
-	enum metrics_format fmt;
-};
-
-/*
- * Start a family: its help text and type. A counter family is named without "_total"
- * in OpenMetrics (its samples carry the suffix) and with it in the Prometheus text format.
- */
-static void family(struct out *o, const char *name, const char *type, const char *help)
-{
-	const char *suffix = "";
-	if (strcmp(type, "counter") == 0 && o->fmt == METRICS_PROMETHEUS)
-		suffix = "_total";
-	fprintf(o->f, "# HELP %s%s %s\n# TYPE %s%s %s\n", name, suffix, help, name, suffix, type);
-}
-
-static void sample(struct out *o, const char *name, const char *labels, unsigned long long v)
-{
-	if (labels && *labels)
-		fprintf(o->f, "%s{%s} %llu\n", name, labels, v);
-	else
-		fprintf(o->f, "%s %llu\n", name, v);
-}
-
 /* Server side: connections, calls and the limits clients ran into. */
-static void render_server(struct out *f, const struct tpad *t)
+static void render_server(struct metrics_out *f, const struct tpad *t)
 {
 	struct server_stats st;
 	server_get_stats(t->srv, &st);
-	family(f, "tpad_connections", "gauge", "Client connections open now, by socket.");
-	sample(f, "tpad_connections", "socket=\"station\"", st.connections[SOCK_STATION]);
-	sample(f, "tpad_connections", "socket=\"admin\"", st.connections[SOCK_ADMIN]);
-	family(f, "tpad_connections_accepted", "counter",
-	       "Client connections accepted, by socket.");
-	sample(f, "tpad_connections_accepted_total", "socket=\"station\"",
-	       st.accepted[SOCK_STATION]);
-	sample(f, "tpad_connections_accepted_total", "socket=\"admin\"", st.accepted[SOCK_ADMIN]);
-	family(f, "tpad_calls", "counter", "Calls received on both sockets.");
-	sample(f, "tpad_calls_total", NULL, st.calls);
-	family(f, "tpad_calls_in_flight", "gauge", "Calls not answered yet.");
-	sample(f, "tpad_calls_in_flight", NULL, st.calls_in_flight);
-	family(f, "tpad_limits_hit", "counter", "Times a client ran into a limit.");
-	sample(f, "tpad_limits_hit_total", "limit=\"max_clients\"", st.hit.max_clients);
-	sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_uid\"",
-	       st.hit.max_clients_per_uid);
-	sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_process\"",
-	       st.hit.max_clients_per_process);
-	sample(f, "tpad_limits_hit_total", "limit=\"message_timeout\"", st.hit.message_timeout);
-	sample(f, "tpad_limits_hit_total", "limit=\"max_output\"", st.hit.max_output);
-	sample(f, "tpad_limits_hit_total", "limit=\"max_output_total\"", st.hit.max_output_total);
-	sample(f, "tpad_limits_hit_total", "limit=\"max_message\"", st.hit.max_message);
-	sample(f, "tpad_limits_hit_total", "limit=\"idle_timeout\"", st.hit.idle_timeout);
-	sample(f, "tpad_limits_hit_total", "limit=\"max_pending_calls\"", st.hit.max_pending_calls);
-	sample(f, "tpad_limits_hit_total", "limit=\"slow_reader\"", st.hit.slow_reader);
+	metrics_family(f, "tpad_connections", "gauge", "Client connections open now, by socket.");
+	metrics_sample(f, "tpad_connections", "socket=\"station\"", st.connections[SOCK_STATION]);
+	metrics_sample(f, "tpad_connections", "socket=\"admin\"", st.connections[SOCK_ADMIN]);
+	metrics_family(f, "tpad_connections_accepted", "counter",
+		       "Client connections accepted, by socket.");
+	metrics_sample(f, "tpad_connections_accepted_total", "socket=\"station\"",
+		       st.accepted[SOCK_STATION]);
+	metrics_sample(f, "tpad_connections_accepted_total", "socket=\"admin\"",
+		       st.accepted[SOCK_ADMIN]);
+	metrics_family(f, "tpad_calls", "counter", "Calls received on both sockets.");
+	metrics_sample(f, "tpad_calls_total", NULL, st.calls);
+	metrics_family(f, "tpad_calls_in_flight", "gauge", "Calls not answered yet.");
+	metrics_sample(f, "tpad_calls_in_flight", NULL, st.calls_in_flight);
+	metrics_family(f, "tpad_limits_hit", "counter", "Times a client ran into a limit.");
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_clients\"", st.hit.max_clients);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_uid\"",
+		       st.hit.max_clients_per_uid);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_process\"",
+		       st.hit.max_clients_per_process);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"message_timeout\"",
+		       st.hit.message_timeout);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_output\"", st.hit.max_output);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_output_total\"",
+		       st.hit.max_output_total);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_message\"", st.hit.max_message);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"idle_timeout\"", st.hit.idle_timeout);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_pending_calls\"",
+		       st.hit.max_pending_calls);
+	metrics_sample(f, "tpad_limits_hit_total", "limit=\"slow_reader\"", st.hit.slow_reader);
 }
 
 /* Activations by outcome and by where the token came from. */
-static void render_activations(struct out *f, const struct tpad *t)
+static void render_activations(struct metrics_out *f, const struct tpad *t)
 {
 	if (!t->act)
 		return;
 	struct activation_stats as;
 	activation_get_stats(t->act, &as);
 	char labels[64];
-	family(f, "tpad_activations", "counter",
-	       "Activations, imports and settlements finished, by outcome.");
+	metrics_family(f, "tpad_activations", "counter",
+		       "Activations, imports and settlements finished, by outcome.");
 	for (int i = 0; i <= ACT_RETIRED; i++) {
 		snprintf(labels, sizeof(labels), "outcome=\"%s\"",
 			 activation_outcome_name((enum act_outcome)i));
-		sample(f, "tpad_activations_total", labels, as.outcomes[i]);
+		metrics_sample(f, "tpad_activations_total", labels, as.outcomes[i]);
 	}
-	family(f, "tpad_tokens_handed_out", "counter",
-	       "Successful answers, by source: live from the cloud or stored.");
-	sample(f, "tpad_tokens_handed_out_total", "source=\"live\"", as.live);
-	sample(f, "tpad_tokens_handed_out_total", "source=\"stored\"", as.stored);
-	family(f, "tpad_outcomes_settled_by_query", "counter",
-	       "Unknown import outcomes settled with the read-only query.");
-	sample(f, "tpad_outcomes_settled_by_query_total", NULL, as.settled_by_query);
-	family(f, "tpad_settle_not_yet_trusted", "counter",
-	       "Query answers \"not found\" too early to trust (upstream.settle-after).");
-	sample(f, "tpad_settle_not_yet_trusted_total", NULL, as.not_yet_trusted);
-	family(f, "tpad_devices_foreign", "counter",
-	       "Devices found held by the cloud from an import that was not ours.");
-	sample(f, "tpad_devices_foreign_total", NULL, as.foreign);
-	family(f, "tpad_devices_adopted", "counter", "FOREIGN devices an admin adopted.");
-	sample(f, "tpad_devices_adopted_total", NULL, as.adopted);
-	family(f, "tpad_settle_runs", "counter",
-	       "Background settlements of PENDING devices started.");
-	sample(f, "tpad_settle_runs_total", NULL, as.settle_runs);
-	family(f, "tpad_activations_in_flight", "gauge",
-	       "Activations waiting on the store or cloud.");
-	sample(f, "tpad_activations_in_flight", NULL, as.in_flight);
+	metrics_family(f, "tpad_tokens_handed_out", "counter",
+		       "Successful answers, by source: live from the cloud or stored.");
+	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"live\"", as.live);
+	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"stored\"", as.stored);
+	metrics_family(f, "tpad_outcomes_settled_by_query", "counter",
+		       "Unknown import outcomes settled with the read-only query.");
+	metrics_sample(f, "tpad_outcomes_settled_by_query_total", NULL, as.settled_by_query);
+	metrics_family(f, "tpad_settle_not_yet_trusted", "counter",
+		       "Query answers \"not found\" too early to trust (upstream.settle-after).");
+	metrics_sample(f, "tpad_settle_not_yet_trusted_total", NULL, as.not_yet_trusted);
+	metrics_family(f, "tpad_devices_foreign", "counter",
+		       "Devices found held by the cloud from an import that was not ours.");
+	metrics_sample(f, "tpad_devices_foreign_total", NULL, as.foreign);
+	metrics_family(f, "tpad_devices_adopted", "counter", "FOREIGN devices an admin adopted.");
+	metrics_sample(f, "tpad_devices_adopted_total", NULL, as.adopted);
+	metrics_family(f, "tpad_settle_runs", "counter",
+		       "Background settlements of PENDING devices started.");
+	metrics_sample(f, "tpad_settle_runs_total", NULL, as.settle_runs);
+	metrics_family(f, "tpad_activations_in_flight", "gauge",
+		       "Activations waiting on the store or cloud.");
+	metrics_sample(f, "tpad_activations_in_flight", NULL, as.in_flight);
 }
 
 /* Upstream: requests by outcome, latency histogram, sessions, queue and breaker. */
-static void render_upstream(struct out *f, struct tpad *t)
+static void render_upstream(struct metrics_out *f, struct tpad *t)
 {
 	if (!t->tpa)
 		return;
 	struct tpa_counters c;
 	tpa_get_counters(t->tpa, &c);
 	char labels[64];
-	family(f, "tpad_upstream_requests", "counter",
-	       "Requests to ThingPark Activation, by kind.");
-	sample(f, "tpad_upstream_requests_total", "kind=\"import\"", c.imports);
-	sample(f, "tpad_upstream_requests_total", "kind=\"query\"", c.queries);
-	sample(f, "tpad_upstream_requests_total", "kind=\"token\"", c.token_requests);
-	family(f, "tpad_upstream_outcomes", "counter",
-	       "Answers from ThingPark Activation, by outcome.");
+	metrics_family(f, "tpad_upstream_requests", "counter",
+		       "Requests to ThingPark Activation, by kind.");
+	metrics_sample(f, "tpad_upstream_requests_total", "kind=\"import\"", c.imports);
+	metrics_sample(f, "tpad_upstream_requests_total", "kind=\"query\"", c.queries);
+	metrics_sample(f, "tpad_upstream_requests_total", "kind=\"token\"", c.token_requests);
+	metrics_family(f, "tpad_upstream_outcomes", "counter",
+		       "Answers from ThingPark Activation, by outcome.");
 	for (int i = 0; i < TPA_OUTCOME_MAX; i++) {
 		snprintf(labels, sizeof(labels), "outcome=\"%s\"",
 			 tpa_outcome_name((enum tpa_outcome)i));
-		sample(f, "tpad_upstream_outcomes_total", labels, c.outcomes[i]);
+		metrics_sample(f, "tpad_upstream_outcomes_total", labels, c.outcomes[i]);
 	}
-	family(f, "tpad_upstream_request_duration_seconds", "histogram",
-	       "Time from sending a request to its complete answer.");
+	metrics_family(f, "tpad_upstream_request_duration_seconds", "histogram",
+		       "Time from sending a request to its complete answer.");
 	for (int i = 0; i < TPA_LATENCY_BUCKETS; i++) {
 		if (c.bucket_le_ms[i] == UINT32_MAX)
 			snprintf(labels, sizeof(labels), "le=\"+Inf\"");
 		else
 			snprintf(labels, sizeof(labels), "le=\"%g\"", c.bucket_le_ms[i] / 1000.0);
-		sample(f, "tpad_upstream_request_duration_seconds_bucket", labels,
-		       c.bucket_count[i]);
+		metrics_sample(f, "tpad_upstream_request_duration_seconds_bucket", labels,
+			       c.bucket_count[i]);
 	}
 	fprintf(f->f, "tpad_upstream_request_duration_seconds_sum %.3f\n",
 		(double)c.latency_sum_ms / 1000.0);
-	sample(f, "tpad_upstream_request_duration_seconds_count", NULL, c.latency_count);
+	metrics_sample(f, "tpad_upstream_request_duration_seconds_count", NULL, c.latency_count);
 
 	/* Sessions by state, from the status object the pool already builds. */
 	static const char *const states[] = {"connecting", "handshaking", "ready", "busy",
@@ -162,9 +140,10 @@ static void render_upstream(struct out *f, struct tpad *t)
 	unsigned n[5] = {0};
 	json_t *st = tpa_status_json(t->tpa);
 	const char *pool_st = json_string_value(json_object_get(st, "state"));
-	family(f, "tpad_upstream_up", "gauge",
-	       "1 while at least one session to the cloud is ready and the breaker is not open.");
-	sample(f, "tpad_upstream_up", NULL, pool_st && strcmp(pool_st, "down") != 0);
+	metrics_family(
+	    f, "tpad_upstream_up", "gauge",
+	    "1 while at least one session to the cloud is ready and the breaker is not open.");
+	metrics_sample(f, "tpad_upstream_up", NULL, pool_st && strcmp(pool_st, "down") != 0);
 	size_t i;
 	json_t *s;
 	json_array_foreach(json_object_get(st, "sessions"), i, s)
@@ -175,84 +154,93 @@ static void render_upstream(struct out *f, struct tpad *t)
 				n[k]++;
 	}
 	json_decref(st);
-	family(f, "tpad_upstream_sessions", "gauge", "TLS-PSK sessions to the cloud, by state.");
+	metrics_family(f, "tpad_upstream_sessions", "gauge",
+		       "TLS-PSK sessions to the cloud, by state.");
 	for (int k = 0; k < 5; k++) {
 		snprintf(labels, sizeof(labels), "state=\"%s\"", states[k]);
-		sample(f, "tpad_upstream_sessions", labels, n[k]);
+		metrics_sample(f, "tpad_upstream_sessions", labels, n[k]);
 	}
-	family(f, "tpad_upstream_queue_depth", "gauge", "Requests waiting for a free session.");
-	sample(f, "tpad_upstream_queue_depth", NULL, c.pool.queued);
-	family(f, "tpad_upstream_breaker_open", "gauge",
-	       "1 while the circuit breaker fails requests fast (0.5 half-open), else 0.");
+	metrics_family(f, "tpad_upstream_queue_depth", "gauge",
+		       "Requests waiting for a free session.");
+	metrics_sample(f, "tpad_upstream_queue_depth", NULL, c.pool.queued);
+	metrics_family(f, "tpad_upstream_breaker_open", "gauge",
+		       "1 while the circuit breaker fails requests fast (0.5 half-open), else 0.");
 	fprintf(f->f, "tpad_upstream_breaker_open %s\n",
 		c.pool.breaker == POOL_BREAKER_OPEN	   ? "1"
 		: c.pool.breaker == POOL_BREAKER_HALF_OPEN ? "0.5"
 							   : "0");
-	family(f, "tpad_upstream_connections", "counter",
-	       "TCP connections, TLS handshakes (of which resumed) and failures.");
-	sample(f, "tpad_upstream_connections_total", "event=\"connect\"", c.pool.connects);
-	sample(f, "tpad_upstream_connections_total", "event=\"handshake\"", c.pool.handshakes);
-	sample(f, "tpad_upstream_connections_total", "event=\"resumed\"", c.pool.resumed);
-	sample(f, "tpad_upstream_connections_total", "event=\"failure\"", c.pool.connect_failures);
-	family(f, "tpad_upstream_breaker_opens", "counter", "Times the breaker opened.");
-	sample(f, "tpad_upstream_breaker_opens_total", NULL, c.pool.breaker_opens);
-	family(f, "tpad_upstream_certificate_failures", "counter",
-	       "TLS handshakes refused for a certificate (expired, wrong host, unknown CA, pin).");
-	sample(f, "tpad_upstream_certificate_failures_total", NULL, c.pool.cert_failures);
-	family(f, "tpad_upstream_deletes", "counter", "Devices deleted in the cloud (Retire).");
-	sample(f, "tpad_upstream_deletes_total", NULL, c.deletes);
+	metrics_family(f, "tpad_upstream_connections", "counter",
+		       "TCP connections, TLS handshakes (of which resumed) and failures.");
+	metrics_sample(f, "tpad_upstream_connections_total", "event=\"connect\"", c.pool.connects);
+	metrics_sample(f, "tpad_upstream_connections_total", "event=\"handshake\"",
+		       c.pool.handshakes);
+	metrics_sample(f, "tpad_upstream_connections_total", "event=\"resumed\"", c.pool.resumed);
+	metrics_sample(f, "tpad_upstream_connections_total", "event=\"failure\"",
+		       c.pool.connect_failures);
+	metrics_family(f, "tpad_upstream_breaker_opens", "counter", "Times the breaker opened.");
+	metrics_sample(f, "tpad_upstream_breaker_opens_total", NULL, c.pool.breaker_opens);
+	metrics_family(
+	    f, "tpad_upstream_certificate_failures", "counter",
+	    "TLS handshakes refused for a certificate (expired, wrong host, unknown CA, pin).");
+	metrics_sample(f, "tpad_upstream_certificate_failures_total", NULL, c.pool.cert_failures);
+	metrics_family(f, "tpad_upstream_deletes", "counter",
+		       "Devices deleted in the cloud (Retire).");
+	metrics_sample(f, "tpad_upstream_deletes_total", NULL, c.deletes);
 }
 
 /* The cloud-HSM AppKey pool, when it is in use. */
-static void render_keypool(struct out *f, const struct tpad *t)
+static void render_keypool(struct metrics_out *f, const struct tpad *t)
 {
 	if (!t->keypool)
 		return;
 	struct keypool_stats k;
 	keypool_get_stats(t->keypool, &k);
-	family(f, "tpad_app_key_pool_available", "gauge", "Cloud-HSM AppKeys ready to hand out.");
-	sample(f, "tpad_app_key_pool_available", NULL, k.available);
-	family(f, "tpad_app_key_pool_low_water", "gauge",
-	       "device.app-key-pool: a refill starts below this.");
-	sample(f, "tpad_app_key_pool_low_water", NULL, k.low_water);
-	family(f, "tpad_app_key_pool_keys", "counter",
-	       "Cloud-HSM AppKeys fetched and handed out.");
-	sample(f, "tpad_app_key_pool_keys_total", "event=\"fetched\"", k.fetched);
-	sample(f, "tpad_app_key_pool_keys_total", "event=\"handed_out\"", k.handed_out);
-	family(f, "tpad_app_key_pool_empty", "counter",
-	       "Activations that found the pool empty (answered at once, not kept waiting).");
-	sample(f, "tpad_app_key_pool_empty_total", NULL, k.empty);
-	family(f, "tpad_app_key_pool_failures", "counter",
-	       "appKeyGens calls that failed and VendorKeys that could not be decrypted.");
-	sample(f, "tpad_app_key_pool_failures_total", NULL, k.failures);
+	metrics_family(f, "tpad_app_key_pool_available", "gauge",
+		       "Cloud-HSM AppKeys ready to hand out.");
+	metrics_sample(f, "tpad_app_key_pool_available", NULL, k.available);
+	metrics_family(f, "tpad_app_key_pool_low_water", "gauge",
+		       "device.app-key-pool: a refill starts below this.");
+	metrics_sample(f, "tpad_app_key_pool_low_water", NULL, k.low_water);
+	metrics_family(f, "tpad_app_key_pool_keys", "counter",
+		       "Cloud-HSM AppKeys fetched and handed out.");
+	metrics_sample(f, "tpad_app_key_pool_keys_total", "event=\"fetched\"", k.fetched);
+	metrics_sample(f, "tpad_app_key_pool_keys_total", "event=\"handed_out\"", k.handed_out);
+	metrics_family(
+	    f, "tpad_app_key_pool_empty", "counter",
+	    "Activations that found the pool empty (answered at once, not kept waiting).");
+	metrics_sample(f, "tpad_app_key_pool_empty_total", NULL, k.empty);
+	metrics_family(f, "tpad_app_key_pool_failures", "counter",
+		       "appKeyGens calls that failed and VendorKeys that could not be decrypted.");
+	metrics_sample(f, "tpad_app_key_pool_failures_total", NULL, k.failures);
 }
 
 /* Store, per backend: up, connections, claims, commit latency (PostgreSQL). */
-static void render_store_backend(struct out *f, const struct tpad *t, const struct store_stats *s)
+static void render_store_backend(struct metrics_out *f, const struct tpad *t,
+				 const struct store_stats *s)
 {
 	char labels[96];
 	bool pg = strcmp(store_backend_name(t->store), "postgresql") == 0;
 	snprintf(labels, sizeof(labels), "backend=\"%s\"", store_backend_name(t->store));
-	family(f, "tpad_store_up", "gauge", "1 if the store can be written now.");
-	sample(f, "tpad_store_up", labels, !s->down);
+	metrics_family(f, "tpad_store_up", "gauge", "1 if the store can be written now.");
+	metrics_sample(f, "tpad_store_up", labels, !s->down);
 	if (!pg)
 		return;
-	family(f, "tpad_store_connections", "gauge", "Connections to the database up now.");
-	sample(f, "tpad_store_connections", labels, s->connections);
-	family(f, "tpad_store_lease_takeovers", "counter",
-	       "Devices taken over from another tpad's expired claim.");
-	sample(f, "tpad_store_lease_takeovers_total", labels, s->lease_takeovers);
-	family(f, "tpad_store_lease_renewals", "counter",
-	       "Claims extended by store.lease while their import ran.");
-	sample(f, "tpad_store_lease_renewals_total", labels, s->lease_renewals);
-	family(f, "tpad_store_claims_refused", "counter",
-	       "Writes refused because another tpad held the device's claim.");
-	sample(f, "tpad_store_claims_refused_total", labels, s->claims_refused);
-	family(f, "tpad_store_reconnects", "counter",
-	       "Connections to the database made again after a loss.");
-	sample(f, "tpad_store_reconnects_total", labels, s->reconnects);
-	family(f, "tpad_store_commit_duration_seconds", "histogram",
-	       "Time from sending a transaction to its commit.");
+	metrics_family(f, "tpad_store_connections", "gauge", "Connections to the database up now.");
+	metrics_sample(f, "tpad_store_connections", labels, s->connections);
+	metrics_family(f, "tpad_store_lease_takeovers", "counter",
+		       "Devices taken over from another tpad's expired claim.");
+	metrics_sample(f, "tpad_store_lease_takeovers_total", labels, s->lease_takeovers);
+	metrics_family(f, "tpad_store_lease_renewals", "counter",
+		       "Claims extended by store.lease while their import ran.");
+	metrics_sample(f, "tpad_store_lease_renewals_total", labels, s->lease_renewals);
+	metrics_family(f, "tpad_store_claims_refused", "counter",
+		       "Writes refused because another tpad held the device's claim.");
+	metrics_sample(f, "tpad_store_claims_refused_total", labels, s->claims_refused);
+	metrics_family(f, "tpad_store_reconnects", "counter",
+		       "Connections to the database made again after a loss.");
+	metrics_sample(f, "tpad_store_reconnects_total", labels, s->reconnects);
+	metrics_family(f, "tpad_store_commit_duration_seconds", "histogram",
+		       "Time from sending a transaction to its commit.");
 	static const char *const le[8] = {"0.001", "0.002", "0.005", "0.01",
 					  "0.02",  "0.05",  "0.1",   "+Inf"};
 	unsigned long long cum = 0;
@@ -260,41 +248,43 @@ static void render_store_backend(struct out *f, const struct tpad *t, const stru
 		cum += s->latency_buckets[i];
 		char l[128];
 		snprintf(l, sizeof(l), "%s,le=\"%s\"", labels, le[i]);
-		sample(f, "tpad_store_commit_duration_seconds_bucket", l, cum);
+		metrics_sample(f, "tpad_store_commit_duration_seconds_bucket", l, cum);
 	}
 	fprintf(f->f, "tpad_store_commit_duration_seconds_sum{%s} %.6f\n", labels,
 		(double)s->latency_sum_us / 1e6);
-	sample(f, "tpad_store_commit_duration_seconds_count", labels, cum);
+	metrics_sample(f, "tpad_store_commit_duration_seconds_count", labels, cum);
 }
 
 /* Store: rows by state, commits and failures. */
-static void render_store(struct out *f, const struct tpad *t)
+static void render_store(struct metrics_out *f, const struct tpad *t)
 {
 	if (!t->store)
 		return;
 	/* As counted in the background every second: a scrape never waits for the store. */
 	const uint64_t *counts = t->store_counts;
 	char labels[64];
-	family(f, "tpad_store_devices", "gauge", "Device rows in the store, by state.");
+	metrics_family(f, "tpad_store_devices", "gauge", "Device rows in the store, by state.");
 	for (int i = 0; t->store_counts_known && i < STORE_N_STATES; i++) {
 		snprintf(labels, sizeof(labels), "state=\"%s\"",
 			 store_state_name((enum store_state)i));
-		sample(f, "tpad_store_devices", labels, counts[i]);
+		metrics_sample(f, "tpad_store_devices", labels, counts[i]);
 	}
 	struct store_stats s;
 	store_stats(t->store, &s);
-	family(f, "tpad_store_commits", "counter", "Store transactions committed (fsyncs).");
-	sample(f, "tpad_store_commits_total", NULL, s.commits);
-	family(f, "tpad_store_writes", "counter", "Writes in committed transactions.");
-	sample(f, "tpad_store_writes_total", NULL, s.ops);
-	family(f, "tpad_store_failed_commits", "counter",
-	       "Transactions rolled back (disk full, I/O error).");
-	sample(f, "tpad_store_failed_commits_total", NULL, s.batch_failures);
-	family(f, "tpad_store_failing", "gauge",
-	       "1 from a rolled-back transaction until the next commit, else 0.");
-	sample(f, "tpad_store_failing", NULL, dispatch_store_failing((struct tpad *)t));
-	family(f, "tpad_store_queue_depth", "gauge", "Writes waiting for the store's writer.");
-	sample(f, "tpad_store_queue_depth", NULL, s.queued);
+	metrics_family(f, "tpad_store_commits", "counter",
+		       "Store transactions committed (fsyncs).");
+	metrics_sample(f, "tpad_store_commits_total", NULL, s.commits);
+	metrics_family(f, "tpad_store_writes", "counter", "Writes in committed transactions.");
+	metrics_sample(f, "tpad_store_writes_total", NULL, s.ops);
+	metrics_family(f, "tpad_store_failed_commits", "counter",
+		       "Transactions rolled back (disk full, I/O error).");
+	metrics_sample(f, "tpad_store_failed_commits_total", NULL, s.batch_failures);
+	metrics_family(f, "tpad_store_failing", "gauge",
+		       "1 from a rolled-back transaction until the next commit, else 0.");
+	metrics_sample(f, "tpad_store_failing", NULL, dispatch_store_failing((struct tpad *)t));
+	metrics_family(f, "tpad_store_queue_depth", "gauge",
+		       "Writes waiting for the store's writer.");
+	metrics_sample(f, "tpad_store_queue_depth", NULL, s.queued);
 	render_store_backend(f, t, &s);
 }
 
@@ -302,7 +292,7 @@ static void render_store(struct out *f, const struct tpad *t)
  * Label printers, as the print module writes them (Prometheus text). For OpenMetrics
  * the counter families it declares with "_total" are declared without it.
  */
-static void render_printers(struct out *o, const struct tpad *t)
+static void render_printers(struct metrics_out *o, const struct tpad *t)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -338,160 +328,18 @@ static void render_printers(struct out *o, const struct tpad *t)
 	free(buf);
 }
 
-/* Seconds since the epoch at which the system booted, from /proc/stat; 0 if unknown. */
-static unsigned long long boot_time(void)
-{
-	FILE *f = fopen("/proc/stat", "re");
-	if (!f)
-		return 0;
-	char line[256];
-	unsigned long long bt = 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "btime %llu", &bt) == 1)
-			break;
-	fclose(f);
-	return bt;
-}
-
-/* Start time (clock ticks after boot) from /proc/self/stat; -errno on failure. */
-static int start_ticks(unsigned long long *ret)
-{
-	FILE *f = fopen("/proc/self/stat", "re");
-	if (!f)
-		return -errno;
-	char buf[1024];
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	/* The command name may hold spaces and parentheses: fields count from the last ')'. */
-	char *p = strrchr(buf, ')');
-	if (!p)
-		return -EINVAL;
-	p++;
-	/* Field 3 (state) follows; starttime is field 22, 19 fields later. */
-	for (int field = 3; field < 22; field++) {
-		p = strchr(p + 1, ' ');
-		if (!p)
-			return -EINVAL;
-	}
-	return sscanf(p, " %llu", ret) == 1 ? 0 : -EINVAL;
-}
-
-/* Open file descriptors: the entries of /proc/self/fd. */
-static long open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	if (!d)
-		return -1;
-	long n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the directory stream's own descriptor */
-}
-
-/* The standard process_* families of the Prometheus client libraries. */
-static void render_process(struct out *f)
-{
-	struct rusage ru;
-	if (getrusage(RUSAGE_SELF, &ru) == 0) {
-		double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-			     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-		family(f, "process_cpu_seconds", "counter",
-		       "Total user and system CPU time spent in seconds.");
-		fprintf(f->f, "process_cpu_seconds_total %.2f\n", cpu);
-	}
-	long page = sysconf(_SC_PAGESIZE);
-	FILE *sm = fopen("/proc/self/statm", "re");
-	unsigned long long vsz, rss;
-	if (sm && fscanf(sm, "%llu %llu", &vsz, &rss) == 2 && page > 0) {
-		family(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
-		sample(f, "process_virtual_memory_bytes", NULL, vsz * (unsigned long long)page);
-		family(f, "process_resident_memory_bytes", "gauge",
-		       "Resident memory size in bytes.");
-		sample(f, "process_resident_memory_bytes", NULL, rss * (unsigned long long)page);
-	}
-	if (sm)
-		fclose(sm);
-	long fds = open_fds();
-	if (fds >= 0) {
-		family(f, "process_open_fds", "gauge", "Number of open file descriptors.");
-		sample(f, "process_open_fds", NULL, (unsigned long long)fds);
-	}
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-		family(f, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
-		sample(f, "process_max_fds", NULL,
-		       rl.rlim_cur == RLIM_INFINITY ? (unsigned long long)INT32_MAX
-						    : (unsigned long long)rl.rlim_cur);
-	}
-	unsigned long long ticks, bt = boot_time();
-	long hz = sysconf(_SC_CLK_TCK);
-	if (bt && hz > 0 && start_ticks(&ticks) == 0) {
-		family(f, "process_start_time_seconds", "gauge",
-		       "Start time of the process since unix epoch in seconds.");
-		fprintf(f->f, "process_start_time_seconds %.2f\n",
-			(double)bt + (double)ticks / (double)hz);
-	}
-}
-
-/* Which build this is: versions as labels of an info metric. */
-static void render_build(struct out *f)
-{
-	if (f->fmt == METRICS_OPENMETRICS)
-		fputs("# HELP tpad_build Versions of tpad and the libraries it runs with.\n"
-		      "# TYPE tpad_build info\n",
-		      f->f);
-	else
-		family(f, "tpad_build_info", "gauge",
-		       "Always 1; versions of tpad and the libraries it runs with as labels.");
-	char mbed[32] = "";
-	mbedtls_version_get_string(mbed);
-	fprintf(f->f,
-		"tpad_build_info{version=\"%s\",libevent=\"%s\",sqlite=\"%s\",mbedtls=\"%s\"} 1\n",
-		TPAD_VERSION, event_get_version(), sqlite3_libversion(), mbed);
-}
-
 char *metrics_render(const struct tpad *t, enum metrics_format fmt)
 {
-	char *buf = NULL;
-	size_t len = 0;
-	struct out o = {.f = open_memstream(&buf, &len), .fmt = fmt};
-	if (!o.f)
+	struct metrics_out o;
+	if (metrics_begin(&o, fmt) < 0)
 		return NULL;
-	render_build(&o);
-	render_process(&o);
+	metrics_build_info(&o, "tpad", TPAD_VERSION);
+	metrics_process(&o);
 	render_server(&o, t);
 	render_activations(&o, t);
 	render_upstream(&o, (struct tpad *)t);
 	render_store(&o, t);
 	render_keypool(&o, t);
 	render_printers(&o, t);
-	if (fmt == METRICS_OPENMETRICS)
-		fputs("# EOF\n", o.f);
-	if (fclose(o.f) != 0) {
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
-
-int metrics_format_parse(const char *name, enum metrics_format *ret)
-{
-	if (strcmp(name, "openmetrics") == 0)
-		*ret = METRICS_OPENMETRICS;
-	else if (strcmp(name, "prometheus") == 0)
-		*ret = METRICS_PROMETHEUS;
-	else
-		return -EINVAL;
-	return 0;
-}
-
-const char *metrics_content_type(enum metrics_format fmt)
-{
-	return fmt == METRICS_OPENMETRICS
-		   ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
-		   : "text/plain; version=0.0.4; charset=utf-8";
+	return metrics_end(&o);
 }

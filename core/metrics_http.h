@@ -4,11 +4,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "metrics.h"
+#include "metrics_text.h"
 
 struct event_base;
 struct metrics_http;
-struct tpad;
 
 /*
  * Split "host:port" ("127.0.0.1:9873", "[::1]:9873", "localhost:9873") into host (size
@@ -25,11 +24,13 @@ int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_
 enum metrics_format metrics_http_negotiate(const char *accept);
 
 /*
- * Serve GET and HEAD /metrics on addr (metrics.listen syntax) from t's loop. Other paths
- * answer 404, other methods 405. -errno with a reason in err.
+ * Serve GET and HEAD /metrics on addr (metrics.listen syntax) from base's loop, the text
+ * made by render(arg, format) per scrape. Other paths answer 404 (naming program), other
+ * methods 405. -errno with a reason in err.
  */
-int metrics_http_new(struct event_base *base, const char *addr, struct tpad *t,
-		     struct metrics_http **ret, char *err, size_t errlen);
+int metrics_http_new(struct event_base *base, const char *addr, const char *program,
+		     metrics_render_fn *render, void *arg, struct metrics_http **ret, char *err,
+		     size_t errlen);
 
 /* Stop listening and close every connection. Accepts NULL. */
 void metrics_http_free(struct metrics_http *m);

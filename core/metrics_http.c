@@ -1,4 +1,4 @@
-/* metrics_http: the HTTP /metrics endpoint for Prometheus (metrics.listen). */
+/* metrics_http: the HTTP /metrics endpoint for Prometheus (metrics.listen), for either daemon. */
 #include "metrics_http.h"
 
 #include <ctype.h>
@@ -13,14 +13,15 @@
 #include <strings.h>
 
 #include "log.h"
-#include "tpad.h"
 
 #define HTTP_TIMEOUT_S 10
 #define HTTP_MAX_HEADERS 8192
 
 struct metrics_http {
 	struct evhttp *http;
-	struct tpad *t;
+	metrics_render_fn *render;
+	void *arg;
+	char program[16];
 	unsigned long long scrapes;
 };
 
@@ -126,7 +127,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	}
 	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
 	enum metrics_format fmt = metrics_http_negotiate(accept);
-	char *text = metrics_render(m->t, fmt);
+	char *text = m->render(m->arg, fmt);
 	struct evbuffer *body = evbuffer_new();
 	if (!text || !body || evbuffer_add(body, text, strlen(text)) < 0) {
 		free(text);
@@ -146,9 +147,10 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 /* Anything else: 404, with a pointer to the one page there is. */
 static void on_other(struct evhttp_request *req, void *arg)
 {
+	struct metrics_http *m = arg;
 	struct evbuffer *body = evbuffer_new();
 	if (body)
-		evbuffer_add_printf(body, "tpad serves its metrics at /metrics\n");
+		evbuffer_add_printf(body, "%s serves its metrics at /metrics\n", m->program);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  "text/plain; charset=utf-8");
 	evhttp_send_reply(req, 404, "Not Found", body);
@@ -156,8 +158,9 @@ static void on_other(struct evhttp_request *req, void *arg)
 		evbuffer_free(body);
 }
 
-int metrics_http_new(struct event_base *base, const char *addr, struct tpad *t,
-		     struct metrics_http **ret, char *err, size_t errlen)
+int metrics_http_new(struct event_base *base, const char *addr, const char *program,
+		     metrics_render_fn *render, void *arg, struct metrics_http **ret, char *err,
+		     size_t errlen)
 {
 	char host[256], why[256];
 	uint16_t port;
@@ -171,7 +174,9 @@ int metrics_http_new(struct event_base *base, const char *addr, struct tpad *t,
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	m->t = t;
+	m->render = render;
+	m->arg = arg;
+	snprintf(m->program, sizeof(m->program), "%s", program);
 	evhttp_set_timeout(m->http, HTTP_TIMEOUT_S);
 	evhttp_set_max_headers_size(m->http, HTTP_MAX_HEADERS);
 	evhttp_set_max_body_size(m->http, 0);
