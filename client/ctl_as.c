@@ -262,12 +262,12 @@ static void print_status(json_t *r)
 	/* Every refusal the tunnel counts, in the order of tpas(8). */
 	static const struct {
 		const char *key, *label;
-	} refusals[] = {{"badRequest", "bad request"},	   {"badToken", "bad token"},
-			{"staleTime", "stale time"},	   {"wrongKey", "wrong key"},
+	} refusals[] = {{"badRequest", "bad request"},	     {"badToken", "bad token"},
+			{"staleTime", "stale time"},	     {"wrongKey", "wrong key"},
 			{"unknownDevice", "unknown device"}, {"notFound", "not found"},
-			{"badMethod", "bad method"},	   {"tooBig", "too big"},
-			{"timedOut", "timed out"},	   {"noASTK", "no ASTK"},
-			{"storeFailed", "store failed"},   {"tlsFailed", "TLS failed"}};
+			{"badMethod", "bad method"},	     {"tooBig", "too big"},
+			{"timedOut", "timed out"},	     {"noASTK", "no ASTK"},
+			{"storeFailed", "store failed"},     {"tlsFailed", "TLS failed"}};
 	printf("refused:");
 	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++)
 		printf("%s %lld %s", i ? "," : "",
@@ -282,6 +282,12 @@ static void print_status(json_t *r)
 	const char *url = json_string_value(json_object_get(l, "url"));
 	printf("lrc: %s%s%s\n", url ? url : "not configured", url ? " " : "",
 	       url ? json_string_value(json_object_get(l, "state")) : "");
+	json_t *d = json_object_get(r, "downlinks");
+	printf("downlinks: %lld sent, %lld refused by the LRC, %lld failed, %lld not sent\n",
+	       (long long)json_integer_value(json_object_get(d, "sent")),
+	       (long long)json_integer_value(json_object_get(d, "lrcRefused")),
+	       (long long)json_integer_value(json_object_get(d, "failed")),
+	       (long long)json_integer_value(json_object_get(d, "refused")));
 	json_t *w = json_object_get(r, "webhook");
 	if (json_is_object(w))
 		printf("webhook: %s, delivered through seq %lld, %lld failures%s%s\n",

@@ -1,5 +1,6 @@
 /* metrics_text: writing Prometheus text and OpenMetrics, shared by the daemons' /metrics. */
 #include "metrics_text.h"
+#include "server.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -46,6 +47,47 @@ void metrics_sample(struct metrics_out *o, const char *name, const char *labels,
 		fprintf(o->f, "%s{%s} %llu\n", name, labels, v);
 	else
 		fprintf(o->f, "%s %llu\n", name, v);
+}
+
+/* Server side: connections, calls and the limits clients ran into. */
+void metrics_server(struct metrics_out *f, const char *program, const struct server_stats *s,
+		    const char *const sockets[])
+{
+	char name[64], labels[64];
+	snprintf(name, sizeof(name), "%s_connections", program);
+	metrics_family(f, name, "gauge", "Client connections open now, by socket.");
+	for (int i = 0; i < SOCK_KINDS; i++) {
+		snprintf(labels, sizeof(labels), "socket=\"%s\"", sockets[i]);
+		metrics_sample(f, name, labels, s->connections[i]);
+	}
+	snprintf(name, sizeof(name), "%s_connections_accepted", program);
+	metrics_family(f, name, "counter", "Client connections accepted, by socket.");
+	snprintf(name, sizeof(name), "%s_connections_accepted_total", program);
+	for (int i = 0; i < SOCK_KINDS; i++) {
+		snprintf(labels, sizeof(labels), "socket=\"%s\"", sockets[i]);
+		metrics_sample(f, name, labels, s->accepted[i]);
+	}
+	snprintf(name, sizeof(name), "%s_calls", program);
+	metrics_family(f, name, "counter", "Calls received on both sockets.");
+	snprintf(name, sizeof(name), "%s_calls_total", program);
+	metrics_sample(f, name, NULL, s->calls);
+	snprintf(name, sizeof(name), "%s_calls_in_flight", program);
+	metrics_family(f, name, "gauge", "Calls not answered yet.");
+	metrics_sample(f, name, NULL, s->calls_in_flight);
+	snprintf(name, sizeof(name), "%s_limits_hit", program);
+	metrics_family(f, name, "counter", "Times a client ran into a limit.");
+	snprintf(name, sizeof(name), "%s_limits_hit_total", program);
+	metrics_sample(f, name, "limit=\"max_clients\"", s->hit.max_clients);
+	metrics_sample(f, name, "limit=\"max_clients_per_uid\"", s->hit.max_clients_per_uid);
+	metrics_sample(f, name, "limit=\"max_clients_per_process\"",
+		       s->hit.max_clients_per_process);
+	metrics_sample(f, name, "limit=\"message_timeout\"", s->hit.message_timeout);
+	metrics_sample(f, name, "limit=\"max_output\"", s->hit.max_output);
+	metrics_sample(f, name, "limit=\"max_output_total\"", s->hit.max_output_total);
+	metrics_sample(f, name, "limit=\"max_message\"", s->hit.max_message);
+	metrics_sample(f, name, "limit=\"idle_timeout\"", s->hit.idle_timeout);
+	metrics_sample(f, name, "limit=\"max_pending_calls\"", s->hit.max_pending_calls);
+	metrics_sample(f, name, "limit=\"slow_reader\"", s->hit.slow_reader);
 }
 
 void metrics_build_info(struct metrics_out *f, const char *program, const char *version)

@@ -35,6 +35,16 @@ void metrics_family(struct metrics_out *o, const char *name, const char *type, c
 void metrics_sample(struct metrics_out *o, const char *name, const char *labels,
 		    unsigned long long v);
 
+struct server_stats;
+
+/*
+ * PROGRAM_connections (open now) and PROGRAM_connections_accepted by socket (sockets: the
+ * label of each SOCK_* kind), PROGRAM_calls, PROGRAM_calls_in_flight and
+ * PROGRAM_limits_hit by limit, from a varlink server's counters.
+ */
+void metrics_server(struct metrics_out *o, const char *program, const struct server_stats *s,
+		    const char *const sockets[]);
+
 /*
  * PROGRAM_build_info (an info family in OpenMetrics, a gauge of 1 in the text format):
  * the program's version and those of libevent, SQLite and mbedTLS as labels.

@@ -29,37 +29,10 @@
 /* Server side: connections, calls and the limits clients ran into. */
 static void render_server(struct metrics_out *f, const struct tpad *t)
 {
+	static const char *const sockets[SOCK_KINDS] = {"station", "admin"};
 	struct server_stats st;
 	server_get_stats(t->srv, &st);
-	metrics_family(f, "tpad_connections", "gauge", "Client connections open now, by socket.");
-	metrics_sample(f, "tpad_connections", "socket=\"station\"", st.connections[SOCK_STATION]);
-	metrics_sample(f, "tpad_connections", "socket=\"admin\"", st.connections[SOCK_ADMIN]);
-	metrics_family(f, "tpad_connections_accepted", "counter",
-		       "Client connections accepted, by socket.");
-	metrics_sample(f, "tpad_connections_accepted_total", "socket=\"station\"",
-		       st.accepted[SOCK_STATION]);
-	metrics_sample(f, "tpad_connections_accepted_total", "socket=\"admin\"",
-		       st.accepted[SOCK_ADMIN]);
-	metrics_family(f, "tpad_calls", "counter", "Calls received on both sockets.");
-	metrics_sample(f, "tpad_calls_total", NULL, st.calls);
-	metrics_family(f, "tpad_calls_in_flight", "gauge", "Calls not answered yet.");
-	metrics_sample(f, "tpad_calls_in_flight", NULL, st.calls_in_flight);
-	metrics_family(f, "tpad_limits_hit", "counter", "Times a client ran into a limit.");
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_clients\"", st.hit.max_clients);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_uid\"",
-		       st.hit.max_clients_per_uid);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_clients_per_process\"",
-		       st.hit.max_clients_per_process);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"message_timeout\"",
-		       st.hit.message_timeout);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_output\"", st.hit.max_output);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_output_total\"",
-		       st.hit.max_output_total);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_message\"", st.hit.max_message);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"idle_timeout\"", st.hit.idle_timeout);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"max_pending_calls\"",
-		       st.hit.max_pending_calls);
-	metrics_sample(f, "tpad_limits_hit_total", "limit=\"slow_reader\"", st.hit.slow_reader);
+	metrics_server(f, "tpad", &st, sockets);
 }
 
 /* Activations by outcome and by where the token came from. */

@@ -299,14 +299,14 @@ static json_t *tunnel_counters(const struct tunnel *tn)
 		tunnel_get_stats(tn, &st);
 	return json_pack(
 	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-	    "requests",
-	    (json_int_t)st.requests, "accepted", (json_int_t)st.accepted, "duplicates",
+	    "requests", (json_int_t)st.requests, "accepted", (json_int_t)st.accepted, "duplicates",
 	    (json_int_t)st.duplicates, "badRequest", (json_int_t)st.bad_request, "badToken",
 	    (json_int_t)st.bad_token, "staleTime", (json_int_t)st.stale_time, "wrongKey",
 	    (json_int_t)st.wrong_key, "unknownDevice", (json_int_t)st.unknown_device, "notFound",
 	    (json_int_t)st.not_found, "badMethod", (json_int_t)st.bad_method, "tooBig",
-	    (json_int_t)st.too_big, "timedOut", (json_int_t)st.timed_out, "noASTK", (json_int_t)st.no_astk, "storeFailed",
-	    (json_int_t)st.store_failed, "tlsFailed", (json_int_t)st.tls_failed);
+	    (json_int_t)st.too_big, "timedOut", (json_int_t)st.timed_out, "noASTK",
+	    (json_int_t)st.no_astk, "storeFailed", (json_int_t)st.store_failed, "tlsFailed",
+	    (json_int_t)st.tls_failed);
 }
 
 static void h_status(struct asapi *a, struct req *r)
@@ -334,6 +334,12 @@ static void h_status(struct asapi *a, struct req *r)
 	if (t->tunnel)
 		json_object_set_new(o, "tunnelPort", json_integer(tunnel_port(t->tunnel)));
 	json_object_set_new(o, "webhook", webhook_status_json(t->webhook));
+	struct downlink_stats ds;
+	downlink_get_stats(t->downlink, &ds);
+	json_object_set_new(o, "downlinks",
+			    json_pack("{s:I, s:I, s:I, s:I}", "sent", (json_int_t)ds.sent,
+				      "lrcRefused", (json_int_t)ds.lrc_refused, "failed",
+				      (json_int_t)ds.failed, "refused", (json_int_t)ds.refused));
 	req_reply(r, o, false);
 }
 
@@ -428,9 +434,9 @@ static void h_import_astk(struct asapi *a, struct req *r)
 	int rc = cred_load_text("as-rsa-key", cfg->rsa_key_file, pem, sizeof(pem));
 	if (rc < 0) {
 		char why[PATH_MAX + 240], explain[PATH_MAX + 200];
-		snprintf(why, sizeof(why), "cannot load the RSA key: %s",
-			 cred_explain(rc, "as-rsa-key", cfg->rsa_key_file, explain,
-				      sizeof(explain)));
+		snprintf(
+		    why, sizeof(why), "cannot load the RSA key: %s",
+		    cred_explain(rc, "as-rsa-key", cfg->rsa_key_file, explain, sizeof(explain)));
 		log_warnx("ImportASTK: %s", why);
 		req_error(r, "io.tpad.ASAdmin.NoRsaKey", json_pack("{s:s}", "reason", why));
 		return;
@@ -458,8 +464,9 @@ static void h_import_astk(struct asapi *a, struct req *r)
 		return;
 	}
 	char msg[200], ids[24];
-	snprintf(msg, sizeof(msg), "ASTK %" PRId64 " imported (label '%s', CustomerID '%s', DevEUI '%s')",
-		 id, label ? label : "", customer ? customer : "", dev);
+	snprintf(msg, sizeof(msg),
+		 "ASTK %" PRId64 " imported (label '%s', CustomerID '%s', DevEUI '%s')", id,
+		 label ? label : "", customer ? customer : "", dev);
 	snprintf(ids, sizeof(ids), "%" PRId64, id);
 	log_event(LOG_NOTICE, LOG_ID_AS_ASTK, msg, "ASTK_ID", ids, "LABEL", label ? label : "",
 		  "CUSTOMER_ID", customer ? customer : "", "DEVEUI", dev, NULL);
@@ -517,8 +524,8 @@ void asapi_call(struct req *r, void *arg)
 			 .oneway = req_oneway(r)};
 	const struct method_spec *m;
 	struct proto_fault f;
-	int rc = proto_check_on(&c, sock_bit(r), PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, &m,
-				&f);
+	int rc =
+	    proto_check_on(&c, sock_bit(r), PROTO_SOCKET_AS_APPS | PROTO_SOCKET_AS_ADMIN, &m, &f);
 	if (rc < 0) {
 		log_debug("%s: %s %s %s", req_method(r), f.error, f.parameter, f.reason);
 		req_error(r, f.error, proto_fault_parameters(&f));

@@ -7,6 +7,7 @@
 
 #include "conf.h"
 #include "http.h"
+#include "metrics_http.h"
 #include "server_conf.h"
 
 #define OFF(f) offsetof(struct asconf, f)
@@ -115,6 +116,8 @@ static const struct conf_directive directives[] = {
      .max = 1000},
 
     SERVER_LIMITS_DIRECTIVES(OFF(limits), "256", "192", "64"),
+
+    {.name = "metrics.listen", .type = CONF_STR_OPT, .offset = OFF(metrics_listen), .def = ""},
 };
 
 /* Rules across directives. */
@@ -144,10 +147,18 @@ static int asconf_check(const void *cfg, char *why, size_t whylen)
 	if (c->webhook_url) {
 		struct http_url u;
 		if (http_url_parse(c->webhook_url, &u) < 0) {
-			snprintf(why, whylen, "webhook.url must be http[s]://host[:port]/path, got %s",
+			snprintf(why, whylen,
+				 "webhook.url must be http[s]://host[:port]/path, got %s",
 				 c->webhook_url);
 			return -EINVAL;
 		}
+	}
+	char host[256], reason[200];
+	uint16_t port;
+	if (c->metrics_listen && metrics_http_parse_listen(c->metrics_listen, host, sizeof(host),
+							   &port, reason, sizeof(reason)) < 0) {
+		snprintf(why, whylen, "metrics.listen: %s", reason);
+		return -EINVAL;
 	}
 	if (strlen(c->as_id) > 64) {
 		snprintf(why, whylen, "tunnel.as-id is longer than 64 characters");

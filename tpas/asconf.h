@@ -50,6 +50,8 @@ struct asconf {
 	uint32_t webhook_retry_max_ms;
 	uint32_t webhook_batch;
 	struct server_limits limits; /* [limits] */
+	/* [metrics] */
+	char *metrics_listen;
 
 	struct conf_origins *origins;
 };

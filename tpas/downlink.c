@@ -34,6 +34,7 @@ struct downlink {
 	char key[129];
 	char as_id[65];
 	struct dl_req *inflight;
+	struct downlink_stats stats;
 };
 
 /*
@@ -191,12 +192,18 @@ static void pool_done(const struct pool_result *pr, void *arg)
 	log_event(r.err ? LOG_WARNING : LOG_INFO, LOG_ID_AS_DOWNLINK, msg, "DEVEUI", q->dev_eui,
 		  "FCNTDN", fcnt, "OUTCOME", r.err ? "failed" : "ok", "STATUS", status, "REASON",
 		  r.reason, NULL);
+	if (!r.err)
+		q->d->stats.sent++;
+	else if (r.status)
+		q->d->stats.lrc_refused++;
+	else
+		q->d->stats.failed++;
 	q->done(&r, q->arg);
 	req_unlink(q);
 }
 
-int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
-		  size_t n, bool confirmed, downlink_done_fn *done, void *arg)
+static int send_one(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
+		    size_t n, bool confirmed, downlink_done_fn *done, void *arg)
 {
 	if (!d->pool)
 		return -ENOTCONN;
@@ -261,6 +268,20 @@ int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint
 		q->next->prev = q;
 	d->inflight = q;
 	return 0;
+}
+
+int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
+		  size_t n, bool confirmed, downlink_done_fn *done, void *arg)
+{
+	int r = send_one(d, dev_eui, fport, payload, n, confirmed, done, arg);
+	if (r < 0)
+		d->stats.refused++;
+	return r;
+}
+
+void downlink_get_stats(const struct downlink *d, struct downlink_stats *ret)
+{
+	*ret = d ? d->stats : (struct downlink_stats){0};
 }
 
 json_t *downlink_status_json(const struct downlink *d)

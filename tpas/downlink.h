@@ -33,6 +33,14 @@ struct downlink_result {
 	const char *reason; /* human text when err != 0 */
 };
 
+/* Downlinks since start, by how they ended. */
+struct downlink_stats {
+	uint64_t sent;	      /* the LRC answered 2xx */
+	uint64_t lrc_refused; /* the LRC answered another status */
+	uint64_t failed;      /* no answer from the LRC (not reached, timed out, closed) */
+	uint64_t refused;     /* not sent: no LRC, unknown device, counter used up, busy, store */
+};
+
 typedef void downlink_done_fn(const struct downlink_result *r, void *arg);
 
 /* Set up the link to the LRC; NULL with one line in err on a configuration error. */
@@ -59,6 +67,9 @@ int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint
 int downlink_query(const char *dev_eui, int fport, const char *payload_hex, int64_t fcnt_dn,
 		   bool confirmed, const char *as_id, const char *time, const char *key, char *out,
 		   size_t outlen);
+
+/* The counters (zero for NULL). */
+void downlink_get_stats(const struct downlink *d, struct downlink_stats *ret);
 
 /* {"url", "state", ...} of the LRC link, or {"url": null} when none is configured. */
 json_t *downlink_status_json(const struct downlink *d);

@@ -82,9 +82,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 			      " ORDER BY received_ms DESC, id DESC LIMIT 1",
     [ST_UPLINK_FIND] =
 	"SELECT seq FROM uplink WHERE dev_eui = ? AND session_id = ? AND fcnt_up = ?",
-    [ST_UPLINK_ADD] = "INSERT INTO uplink (received_ms, session_id, dev_eui, customer_id, dev_addr,"
-		      " fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio, token, token_time)"
-		      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [ST_UPLINK_ADD] =
+	"INSERT INTO uplink (received_ms, session_id, dev_eui, customer_id, dev_addr,"
+	" fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio, token, token_time)"
+	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [ST_UPLINK_SESSION] =
 	"UPDATE session SET dev_addr = CASE WHEN ?2 <> '' THEN ?2 ELSE dev_addr END,"
 	" fcnt_dn_next = MAX(fcnt_dn_next, ?3) WHERE id = ?1",
@@ -180,7 +181,9 @@ static int migrate(struct journal *j)
 	if (r == 0 && !has_column(j, "token_time"))
 		r = exec(j, "ALTER TABLE uplink ADD COLUMN token_time INTEGER");
 	if (r == 0)
-		r = exec(j, "CREATE UNIQUE INDEX IF NOT EXISTS uplink_token ON uplink (token_time, token)");
+		r = exec(
+		    j,
+		    "CREATE UNIQUE INDEX IF NOT EXISTS uplink_token ON uplink (token_time, token)");
 	if (r == 0)
 		r = exec(j, "PRAGMA user_version = 2");
 	if (r == 0)
@@ -853,13 +856,10 @@ static int64_t query_int(struct journal *j, const char *sql)
 	return v;
 }
 
-void journal_get_stats(struct journal *j, struct journal_stats *ret)
+void journal_get_counters(struct journal *j, struct journal_stats *ret)
 {
 	memset(ret, 0, sizeof(*ret));
 	ret->last_seq = query_int(j, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'");
-	ret->uplinks = query_int(j, "SELECT COUNT(*) FROM uplink");
-	ret->sessions = query_int(j, "SELECT COUNT(*) FROM session");
-	ret->astks = query_int(j, "SELECT COUNT(*) FROM astk");
 	ret->commits = j->commits;
 	if (j->writer) {
 		struct sqlwriter_stats ws;
@@ -869,6 +869,20 @@ void journal_get_stats(struct journal *j, struct journal_stats *ret)
 		ret->batched = ws.jobs;
 		ret->largest_batch = ws.max_batch;
 	}
+}
+
+void journal_get_stats(struct journal *j, struct journal_stats *ret)
+{
+	journal_get_counters(j, ret);
+	ret->uplinks = query_int(j, "SELECT COUNT(*) FROM uplink");
+	ret->sessions = query_int(j, "SELECT COUNT(*) FROM session");
+	ret->astks = query_int(j, "SELECT COUNT(*) FROM astk");
+}
+
+void journal_seq_range(struct journal *j, int64_t *first, int64_t *last)
+{
+	*first = query_int(j, "SELECT IFNULL(MIN(seq), 0) FROM uplink");
+	*last = query_int(j, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'");
 }
 
 int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)

@@ -170,4 +170,15 @@ int journal_prune(struct journal *j, int64_t before_ms);
 int journal_cursor_get(struct journal *j, const char *name, int64_t *ret);
 int journal_cursor_set(struct journal *j, const char *name, int64_t seq);
 
+/*
+ * The oldest seq still in the journal (0 when it is empty) and the last one given: two
+ * steps down the table's B-tree, cheap enough for every /metrics scrape (the row counts of
+ * journal_get_stats() read whole tables).
+ */
+void journal_seq_range(struct journal *j, int64_t *first, int64_t *last);
+
+/* Everything in journal_stats; the row counts read whole tables. */
 void journal_get_stats(struct journal *j, struct journal_stats *ret);
+
+/* The same without the row counts (uplinks, sessions, astks stay 0): cheap. */
+void journal_get_counters(struct journal *j, struct journal_stats *ret);

@@ -10,6 +10,7 @@
 
 #include "asapi.h"
 #include "asconf.h"
+#include "asmetrics.h"
 #include "clock.h"
 #include "cred.h"
 #include "daemon.h"
@@ -17,6 +18,7 @@
 #include "journal.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "notify.h"
 #include "seal.h"
 #include "server.h"
@@ -221,6 +223,7 @@ static int run(const struct asconf *cfg)
 	struct tpas t = {.cfg = cfg, .started_us = clock_now_us()};
 	struct daemon_signals *sigs = NULL;
 	struct event *ev_status = NULL, *ev_prune = NULL;
+	struct metrics_http *metrics = NULL;
 	char tunnel_key[129], err[512];
 	uint8_t store_key[SEAL_KEY_LEN];
 	int status = 1;
@@ -304,6 +307,12 @@ static int run(const struct asconf *cfg)
 		log_errx("%s", err);
 		goto out;
 	}
+	if (cfg->metrics_listen &&
+	    metrics_http_new(t.base, cfg->metrics_listen, "tpas", asmetrics_render, &t, &metrics,
+			     err, sizeof(err)) < 0) {
+		log_errx("%s", err);
+		goto out;
+	}
 	if (open_listeners(&t) < 0)
 		goto out;
 	sigs = daemon_signals_new(t.base, stop_cb, NULL, &t);
@@ -340,6 +349,7 @@ out:
 	for (int i = 0; i < SOCK_KINDS; i++)
 		listener_free(t.listeners[i]);
 	tunnel_free(t.tunnel);
+	metrics_http_free(metrics);
 	asapi_free(t.api);
 	server_free(t.srv);
 	downlink_free(t.downlink);

@@ -240,67 +240,76 @@ class Metrics(TpadTestCase):
 
     def test_prometheus_scrapes(self):
         """A real Prometheus server scrapes tpad and answers a query for a counter."""
-        prom = shutil.which("prometheus")
-        self.assertTrue(prom, "prometheus is missing: scripts/deps.sh installs it")
-        d = self.start()
-        work = tempfile.mkdtemp(prefix="tpad-prom-", dir=self.tmp)
-        pport = free_port()
-        cfg = os.path.join(work, "prometheus.yml")
-        with open(cfg, "w") as f:
-            f.write(f"""global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files:
-  - {RULES}
-scrape_configs:
-  - job_name: tpad
-    static_configs:
-      - targets: ['127.0.0.1:{self.port}']
-""")
-        log = open(os.path.join(work, "prometheus.log"), "wb")
-        proc = subprocess.Popen([prom, f"--config.file={cfg}",
-                                 f"--storage.tsdb.path={os.path.join(work, 'data')}",
-                                 f"--web.listen-address=127.0.0.1:{pport}",
-                                 "--log.level=warn"], stdout=log, stderr=log)
-        try:
-            api = f"http://127.0.0.1:{pport}/api/v1"
-
-            def query(q):
-                try:
-                    st, _, body = http_get(f"{api}/query?" + urllib.parse.urlencode({"query": q}))
-                except OSError:
-                    return None
-                if st != 200:
-                    return None
-                res = json.loads(body)["data"]["result"]
-                return res or None
-            res = wait_for(lambda: query('tpad_activations_total{outcome="ok"}'), 60,
+        self.start()
+        with Prometheus(self.tmp, self.port, "tpad", rules=RULES) as prom:
+            res = wait_for(lambda: prom.query('tpad_activations_total{outcome="ok"}'), 60,
                            "Prometheus to scrape tpad")
             self.assertEqual(res[0]["metric"]["job"], "tpad")
             self.assertEqual(float(res[0]["value"][1]), 6)
-            up = query('up{job="tpad"}')
+            up = prom.query('up{job="tpad"}')
             self.assertEqual(float(up[0]["value"][1]), 1)
-            self.assertTrue(query("process_resident_memory_bytes"))
-            self.assertTrue(query('tpad_build_info{job="tpad"}'))
+            self.assertTrue(prom.query("process_resident_memory_bytes"))
+            self.assertTrue(prom.query('tpad_build_info{job="tpad"}'))
             # The scrape used OpenMetrics and reported no sample errors.
-            st, _, body = http_get(f"{api}/targets")
-            target = json.loads(body)["data"]["activeTargets"][0]
+            target = prom.get("targets")["activeTargets"][0]
             self.assertEqual(target["health"], "up", target.get("lastError"))
             # The example rules loaded and none fires on a healthy tpad.
-            st, _, body = http_get(f"{api}/rules")
-            rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
+            rules = [r for g in prom.get("rules")["groups"] for r in g["rules"]]
             self.assertEqual(len(rules), 5)
             self.assertTrue(all(r["health"] in ("ok", "unknown") for r in rules), rules)
             firing = [r["name"] for r in rules if r.get("state") == "firing"]
             self.assertEqual(firing, [])
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
+
+
+class Prometheus:
+    """A real Prometheus server (from scripts/deps.sh) scraping one target every second,
+    with its data under a fresh directory in tmp; stopped on leaving the with block."""
+
+    def __init__(self, tmp, port, job, rules=None):
+        self.prom = shutil.which("prometheus")
+        assert self.prom, "prometheus is missing: scripts/deps.sh installs it"
+        self.work = tempfile.mkdtemp(prefix=f"{job}-prom-", dir=tmp)
+        self.port = free_port()
+        self.cfg = os.path.join(self.work, "prometheus.yml")
+        with open(self.cfg, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n")
+            if rules:
+                f.write(f"rule_files:\n  - {rules}\n")
+            f.write(f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n"
+                    f"      - targets: ['127.0.0.1:{port}']\n")
+        self.api = f"http://127.0.0.1:{self.port}/api/v1"
+
+    def __enter__(self):
+        self.log = open(os.path.join(self.work, "prometheus.log"), "wb")
+        self.proc = subprocess.Popen([self.prom, f"--config.file={self.cfg}",
+                                      f"--storage.tsdb.path={os.path.join(self.work, 'data')}",
+                                      f"--web.listen-address=127.0.0.1:{self.port}",
+                                      "--log.level=warn"], stdout=self.log, stderr=self.log)
+        return self
+
+    def get(self, what):
+        """The data of an API answer (targets, rules, ...)."""
+        st, _, body = http_get(f"{self.api}/{what}")
+        assert st == 200, body
+        return json.loads(body)["data"]
+
+    def query(self, q):
+        """An instant query's result, or None while there is none (or no server yet)."""
+        try:
+            st, _, body = http_get(f"{self.api}/query?" + urllib.parse.urlencode({"query": q}))
+        except OSError:
+            return None
+        res = json.loads(body)["data"]["result"] if st == 200 else None
+        return res or None
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
 
 class socket_bound:

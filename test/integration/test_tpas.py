@@ -19,6 +19,8 @@ from tpadtest import Client, VarlinkError, free_port, wait_for, write_secret
 
 sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "test", "lrc-sim"))
 from lrc_sim import LrcSim, encrypt_astk, lrc_time  # noqa: E402
+from test_metrics import (OM_CHECK, PROM_ACCEPT, TEXT_CHECK, Prometheus, http_get,  # noqa: E402
+                          parse, run_python)
 
 TPAS = os.environ.get("TPAS", "build/tpas/tpas")
 TPACTL = tpadtest.TPACTL
@@ -1317,6 +1319,122 @@ class Commands(TpasCase):
                            text=True)
         self.assertEqual(p.returncode, 1)
         self.assertIn("tunnel key", p.stderr)
+
+
+class Metrics(TpasCase):
+    def metrics_tpas(self, **kw):
+        """tpas with [metrics] listen on a free port and an LRC for downlinks."""
+        s = self.lrc(None, serve=True)
+        self.mport = free_port()
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}",
+                      extra=f"[metrics]\nlisten = 127.0.0.1:{self.mport}\n", **kw).start()
+        s.as_url = t.url
+        return t, s
+
+    def test_metrics_count_what_status_counts_in_both_formats(self):
+        t, s = self.metrics_tpas()
+        astk = self.import_astk(t)
+        s.add_device(DEV, astk)
+        self.assertEqual(s.uplink(DEV, b"one")[0], 200)
+        target, body, ctype = s.build_uplink(DEV, b"two")
+        self.assertEqual(s.post(target, body, ctype), (200, {"seq": 2, "duplicate": False}))
+        self.assertEqual(s.post(target, body, ctype), (200, {"seq": 2, "duplicate": True}))
+        self.assertEqual(s.uplink(DEV, b"x", key="0" * 32)[0], 401)
+        with Client(t.apps) as c:
+            c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
+            with self.assertRaises(VarlinkError):
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV2, "fPort": 2, "payload": "00"})
+        s.faults["downlink_status"] = 500
+        with Client(t.apps) as c:
+            with self.assertRaises(VarlinkError):
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "01"})
+        url = f"http://127.0.0.1:{self.mport}/metrics"
+        st, hdr, text = http_get(url)
+        self.assertEqual(st, 200)
+        self.assertTrue(hdr["Content-Type"].startswith("text/plain; version=0.0.4"))
+        types, v = parse(text, openmetrics=False)
+        status = t.status()
+        tn = status["tunnel"]
+        self.assertEqual(v['tpas_tunnel_requests_total{outcome="accepted"}'], tn["accepted"])
+        self.assertEqual(v['tpas_tunnel_requests_total{outcome="accepted"}'], 2)
+        self.assertEqual(v['tpas_tunnel_requests_total{outcome="duplicate"}'], 1)
+        self.assertEqual(v['tpas_tunnel_requests_total{outcome="bad_token"}'], 1)
+        # Every request has one outcome: the family sums to Status's requests.
+        self.assertEqual(sum(x for k, x in v.items()
+                             if k.startswith("tpas_tunnel_requests_total{")), tn["requests"])
+        self.assertEqual(v["tpas_journal_last_seq"], status["journal"]["lastSeq"])
+        self.assertEqual(v["tpas_journal_first_seq"], 1)
+        self.assertEqual(v["tpas_journal_commits_total"], status["journal"]["commits"])
+        self.assertEqual(v["tpas_journal_batches_total"], status["journal"]["batches"])
+        self.assertEqual(status["downlinks"],
+                         {"sent": 1, "lrcRefused": 1, "failed": 0, "refused": 1})
+        self.assertIn("downlinks: 1 sent, 1 refused by the LRC, 0 failed, 1 not sent",
+                      t.tpactl("as", "status", check=0).stdout)
+        self.assertEqual(v['tpas_downlinks_total{outcome="sent"}'], 1)
+        self.assertEqual(v['tpas_downlinks_total{outcome="lrc_refused"}'], 1)
+        self.assertEqual(v['tpas_downlinks_total{outcome="refused"}'], 1)
+        self.assertGreaterEqual(v["tpas_lrc_requests_total"], 2)
+        self.assertEqual(v["tpas_subscribers"], 0)
+        self.assertEqual(v['tpas_connections{socket="admin"}'], 0)
+        self.assertGreaterEqual(v['tpas_connections_accepted_total{socket="apps"}'], 2)
+        self.assertGreater(v["process_resident_memory_bytes"], 0)
+        self.assertIn("tpas_build_info", types)
+        self.assertNotIn("tpas_webhook_delivered_total", types)  # no [webhook]
+        # The reference parsers take it: promtool and prometheus_client, both formats.
+        promtool = shutil.which("promtool")
+        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
+        r = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
+                           capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = run_python(TEXT_CHECK, text)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        st, hdr, om = http_get(url, accept=PROM_ACCEPT)
+        self.assertTrue(hdr["Content-Type"].startswith("application/openmetrics-text"))
+        types, v2 = parse(om)
+        self.assertEqual(types["tpas_build"], "info")
+        self.assertEqual(v2['tpas_tunnel_requests_total{outcome="accepted"}'], 2)
+        r = run_python(OM_CHECK, om)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # HEAD, another path, another method.
+        st, _, body = http_get(url, method="HEAD")
+        self.assertEqual((st, body), (200, ""))
+        st, _, body = http_get(f"http://127.0.0.1:{self.mport}/")
+        self.assertEqual((st, body), (404, "tpas serves its metrics at /metrics\n"))
+        self.assertEqual(http_get(url, method="POST")[0], 405)
+        # No key material in what anyone on the port can read.
+        self.assertNotIn(TUNNEL_KEY, text.lower())
+        self.assertNotIn(astk.hex(), text.lower())
+
+    def test_a_bad_listen_address_is_refused_at_start_and_by_check_config(self):
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen(1)
+            port = held.getsockname()[1]
+            t = self.tpas(extra=f"[metrics]\nlisten = 127.0.0.1:{port}\n")
+            p = subprocess.run([TPAS, "--config", t.conf], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(f"metrics.listen: cannot listen on 127.0.0.1:{port}", p.stderr)
+        t2 = self.tpas(extra="[metrics]\nlisten = localhost\n")
+        p = subprocess.run([TPAS, "--config", t2.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("metrics.listen: 'localhost' is not HOST:PORT", p.stderr)
+
+    def test_prometheus_scrapes_tpas(self):
+        """A real Prometheus server scrapes tpas and answers a query for a counter."""
+        t, s = self.metrics_tpas()
+        s.add_device(DEV, self.import_astk(t))
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"%d" % i)[0], 200)
+        with Prometheus(self.tmp, self.mport, "tpas") as prom:
+            res = wait_for(lambda: prom.query('tpas_tunnel_requests_total{outcome="accepted"}'),
+                           60, "Prometheus to scrape tpas")
+            self.assertEqual(res[0]["metric"]["job"], "tpas")
+            self.assertEqual(float(res[0]["value"][1]), 3)
+            self.assertEqual(float(prom.query("tpas_journal_last_seq")[0]["value"][1]), 3)
+            target = prom.get("targets")["activeTargets"][0]
+            self.assertEqual(target["health"], "up", target.get("lastError"))
 
 
 class Webhook(TpasCase):
