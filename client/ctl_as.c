@@ -255,10 +255,13 @@ static void print_status(json_t *r)
 	json_t *l = json_object_get(r, "lrc");
 	printf("tpas %s, up %llds\n", json_string_value(json_object_get(r, "version")),
 	       (long long)json_integer_value(json_object_get(r, "uptime")));
-	printf("tunnel: %lld requests, %lld accepted, %lld duplicates\n",
+	printf("tunnel: %lld requests, %lld accepted, %lld duplicates; %lld connections open, "
+	       "limit hit %lld times\n",
 	       (long long)json_integer_value(json_object_get(t, "requests")),
 	       (long long)json_integer_value(json_object_get(t, "accepted")),
-	       (long long)json_integer_value(json_object_get(t, "duplicates")));
+	       (long long)json_integer_value(json_object_get(t, "duplicates")),
+	       (long long)json_integer_value(json_object_get(t, "connections")),
+	       (long long)json_integer_value(json_object_get(t, "connectionLimitHit")));
 	/* Every refusal the tunnel counts, in the order of tpas(8). */
 	static const struct {
 		const char *key, *label;

@@ -297,16 +297,36 @@ static json_t *tunnel_counters(const struct tunnel *tn)
 	struct tunnel_stats st = {0};
 	if (tn)
 		tunnel_get_stats(tn, &st);
-	return json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-	    "requests", (json_int_t)st.requests, "accepted", (json_int_t)st.accepted, "duplicates",
-	    (json_int_t)st.duplicates, "badRequest", (json_int_t)st.bad_request, "badToken",
-	    (json_int_t)st.bad_token, "staleTime", (json_int_t)st.stale_time, "wrongKey",
-	    (json_int_t)st.wrong_key, "unknownDevice", (json_int_t)st.unknown_device, "notFound",
-	    (json_int_t)st.not_found, "badMethod", (json_int_t)st.bad_method, "tooBig",
-	    (json_int_t)st.too_big, "timedOut", (json_int_t)st.timed_out, "noASTK",
-	    (json_int_t)st.no_astk, "storeFailed", (json_int_t)st.store_failed, "tlsFailed",
-	    (json_int_t)st.tls_failed);
+	const struct {
+		const char *name;
+		uint64_t v;
+	} counters[] = {
+	    {"requests", st.requests},
+	    {"accepted", st.accepted},
+	    {"duplicates", st.duplicates},
+	    {"badRequest", st.bad_request},
+	    {"badToken", st.bad_token},
+	    {"staleTime", st.stale_time},
+	    {"wrongKey", st.wrong_key},
+	    {"unknownDevice", st.unknown_device},
+	    {"notFound", st.not_found},
+	    {"badMethod", st.bad_method},
+	    {"tooBig", st.too_big},
+	    {"timedOut", st.timed_out},
+	    {"noASTK", st.no_astk},
+	    {"storeFailed", st.store_failed},
+	    {"tlsFailed", st.tls_failed},
+	    {"connections", st.connections},
+	    {"connectionLimitHit", st.connection_limit_hit},
+	};
+	json_t *o = json_object();
+	for (size_t i = 0; o && i < sizeof(counters) / sizeof(counters[0]); i++)
+		if (json_object_set_new(o, counters[i].name,
+					json_integer((json_int_t)counters[i].v)) < 0) {
+			json_decref(o);
+			return NULL;
+		}
+	return o;
 }
 
 static void h_status(struct asapi *a, struct req *r)

@@ -22,6 +22,7 @@ struct asconf {
 	uint32_t max_time_deviation_ms;
 	size_t tunnel_max_body;
 	uint32_t tunnel_timeout_ms;
+	uint32_t tunnel_max_conns;
 	char *tunnel_tls_cert_file;
 	char *tunnel_tls_key_file;
 	/* [apps] */

@@ -49,6 +49,11 @@ static void render_tunnel(struct metrics_out *f, const struct tpas *t)
 	metrics_family(f, "tpas_tunnel_tls_failed", "counter",
 		       "TLS handshakes on the tunnel that failed (no HTTP answer possible).");
 	metrics_sample(f, "tpas_tunnel_tls_failed_total", NULL, s.tls_failed);
+	metrics_family(f, "tpas_tunnel_connections", "gauge", "Tunnel connections open now.");
+	metrics_sample(f, "tpas_tunnel_connections", NULL, s.connections);
+	metrics_family(f, "tpas_tunnel_connection_limit_hit", "counter",
+		       "Times tunnel.max-connections were open and accepting paused.");
+	metrics_sample(f, "tpas_tunnel_connection_limit_hit_total", NULL, s.connection_limit_hit);
 }
 
 /* The journal: its seqs and the writer thread's group commits. */

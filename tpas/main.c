@@ -298,6 +298,7 @@ static int run(const struct asconf *cfg)
 	    .max_deviation_ms = cfg->max_time_deviation_ms,
 	    .max_body = cfg->tunnel_max_body,
 	    .timeout_ms = cfg->tunnel_timeout_ms,
+	    .max_conns = cfg->tunnel_max_conns,
 	    .tls_cert_file = cfg->tunnel_tls_cert_file,
 	    .tls_key_file = cfg->tunnel_tls_key_file,
 	};

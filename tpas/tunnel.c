@@ -177,7 +177,8 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 	r = journal_token_find(t->journal, time_ms, token, &seq);
 	if (r == 0) {
 		t->stats.duplicates++;
-		log_info("tunnel: DevEUI %s FCntUp %" PRIu32 " again: already journaled as %" PRId64,
+		log_info("tunnel: DevEUI %s FCntUp %" PRIu32
+			 " again: already journaled as %" PRId64,
 			 u->dev_eui, u->fcnt_up, seq);
 		*ans = json_pack("{s:I, s:b}", "seq", (json_int_t)seq, "duplicate", true);
 		*status = 200;
@@ -380,7 +381,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 
 	bool need_key = u.payload_hex[0] && u.fport > 0;
 	if (u.key_kind != UPLINK_KEY_NONE) {
-		if (session_from_field(t, &u, tok, sent_ms, now_ms, &s, fp, ret_answer, &status) < 0)
+		if (session_from_field(t, &u, tok, sent_ms, now_ms, &s, fp, ret_answer, &status) <
+		    0)
 			goto out;
 	} else {
 		r = journal_session_newest(t->journal, u.customer_id, u.dev_eui, &s);
@@ -521,8 +523,9 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 	int64_t last = 0;
 	if (err) {
 		char msg[160], count[24];
-		snprintf(msg, sizeof(msg), "journal: cannot commit %zu uplinks (each answered 503): %s",
-			 cap, strerror(-err));
+		snprintf(msg, sizeof(msg),
+			 "journal: cannot commit %zu uplinks (each answered 503): %s", cap,
+			 strerror(-err));
 		snprintf(count, sizeof(count), "%zu", cap);
 		log_event(LOG_ERR, LOG_ID_AS_JOURNAL_FAILED, msg, "UPLINKS", count, "REASON",
 			  strerror(-err), NULL);
@@ -810,7 +813,8 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 					 .port = t->port,
 					 .max_body = o->max_body * HARD_BODY_FACTOR,
 					 .timeout_ms = o->timeout_ms,
-					 .tls = t->tls};
+					 .tls = t->tls,
+					 .max_conns = o->max_conns};
 	char why[256];
 	t->http = thttp_new(base, &ho, request_cb, t, why, sizeof(why));
 	if (!t->http) {
@@ -868,5 +872,7 @@ void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret)
 	ret->bad_request += hs.malformed;
 	ret->too_big += hs.too_big;
 	ret->timed_out = hs.timed_out;
+	ret->connections = t->http ? thttp_connections(t->http) : 0;
+	ret->connection_limit_hit = hs.capped;
 	ret->requests += hs.malformed + hs.too_big + hs.timed_out;
 }

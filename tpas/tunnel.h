@@ -30,18 +30,23 @@ struct tunnel_stats {
 	uint64_t no_astk;	 /* 503: an AppSKey field but no ASTK to unwrap it */
 	uint64_t store_failed;	 /* 503: the journal could not commit */
 	uint64_t tls_failed;	 /* TLS handshakes that failed (no HTTP answer possible) */
+	/* Not requests: */
+	uint64_t connections;	       /* open now */
+	uint64_t connection_limit_hit; /* times max-connections were open (accepting paused) */
 };
 
 /* The tunnel's settings; strings are borrowed for tunnel_new() only. */
 struct tunnel_options {
-	const char *listen;	   /* host:port, [v6]:port */
-	const char *path;	   /* "/" */
-	const char *key;	   /* the tunnel key (LRC-AS key) as configured */
-	int64_t max_deviation_ms;  /* Time within this of our clock */
-	size_t max_body;	   /* bytes */
-	uint32_t timeout_ms; /* a request unfinished this long: 408; a client idle this long: closed */
+	const char *listen;	  /* host:port, [v6]:port */
+	const char *path;	  /* "/" */
+	const char *key;	  /* the tunnel key (LRC-AS key) as configured */
+	int64_t max_deviation_ms; /* Time within this of our clock */
+	size_t max_body;	  /* bytes */
+	uint32_t
+	    timeout_ms; /* a request unfinished this long: 408; a client idle this long: closed */
 	const char *tls_cert_file; /* PEM chain: the listener speaks TLS; NULL: plain HTTP */
 	const char *tls_key_file;  /* its key when not the credential tunnel-tls-key */
+	unsigned max_conns;	   /* connections open at once at most (0: no cap) */
 };
 
 /* An uplink newly committed: its seq and its io.tpad.AS object as JSON text, if encoded. */

@@ -49,6 +49,9 @@ struct thttp {
 	size_t max_body;
 	uint32_t timeout_ms;
 	uint16_t port;
+	unsigned max_conns; /* 0: no cap */
+	unsigned n_conns;
+	bool capped; /* not accepting: max_conns are open */
 	struct thttp_stats stats;
 	LIST_HEAD(, tconn) conns;
 };
@@ -150,8 +153,9 @@ static bool conn_answer(struct tconn *c, int status, const char *extra, const ch
 			  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
 			  "Content-Length: %zu\r\n%s%s\r\n",
 			  status, reason_of(status), len,
-			  close ? "Connection: close\r\n"
-				: keep_alive_10 ? "Connection: keep-alive\r\n" : "",
+			  close		  ? "Connection: close\r\n"
+			  : keep_alive_10 ? "Connection: keep-alive\r\n"
+					  : "",
 			  extra ? extra : "");
 	if (hl < 0 || (size_t)hl >= sizeof(head)) {
 		conn_close(c);
@@ -245,7 +249,8 @@ static void conn_dispatch(struct tconn *c)
 	 * The absolute form a proxy may send (RFC 9112 §3.2.2): the path is what follows the
 	 * authority, moved to the front in place ("http://" leaves room for a leading '/').
 	 */
-	if (strncasecmp(r->target, "http://", 7) == 0 || strncasecmp(r->target, "https://", 8) == 0) {
+	if (strncasecmp(r->target, "http://", 7) == 0 ||
+	    strncasecmp(r->target, "https://", 8) == 0) {
 		char *auth = strstr(r->target, "//") + 2;
 		char *rest = auth + strcspn(auth, "/?");
 		size_t slash = *rest != '/';
@@ -419,11 +424,18 @@ static void conn_close(struct tconn *c)
 	event_free(c->timer);
 	bufferevent_free(c->bev);
 	http_parser_reset(&c->p);
+	struct thttp *h = c->h;
 	free(c);
+	h->n_conns--;
+	if (h->capped && h->n_conns < h->max_conns) {
+		h->capped = false;
+		if (!evtimer_pending(h->resume, NULL)) /* else resume_cb enables it */
+			evconnlistener_enable(h->listener);
+	}
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-		      int salen, void *arg)
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+		      void *arg)
 {
 	struct thttp *h = arg;
 	struct tconn *c = calloc(1, sizeof(*c));
@@ -461,6 +473,15 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	snprintf(c->peer, sizeof(c->peer), "%s port %s", host, serv);
 	http_parser_init_request(&c->p, h->max_body);
 	LIST_INSERT_HEAD(&h->conns, c, entry);
+	if (++h->n_conns == h->max_conns) {
+		/* More wait in the listen backlog until one of these closes. */
+		h->capped = true;
+		h->stats.capped++;
+		evconnlistener_disable(h->listener);
+		log_warnx("tunnel: %u connections open (tunnel.max-connections); new ones wait "
+			  "until one closes",
+			  h->n_conns);
+	}
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	size_t high = h->max_body + HTTP_MAX_HEADERS + INPUT_SLACK;
 	bufferevent_setwatermark(c->bev, EV_READ, 0, high);
@@ -488,7 +509,8 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 static void resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct thttp *h = arg;
-	evconnlistener_enable(h->listener);
+	if (!h->capped)
+		evconnlistener_enable(h->listener);
 }
 
 struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
@@ -505,6 +527,7 @@ struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
 	h->arg = arg;
 	h->max_body = o->max_body;
 	h->timeout_ms = o->timeout_ms ? o->timeout_ms : 30000;
+	h->max_conns = o->max_conns;
 	LIST_INIT(&h->conns);
 	char port[8];
 	snprintf(port, sizeof(port), "%u", o->port);
@@ -547,6 +570,7 @@ void thttp_free(struct thttp *h)
 {
 	if (!h)
 		return;
+	h->capped = false; /* closing the connections below must not accept again */
 	if (h->listener)
 		evconnlistener_free(h->listener);
 	if (h->resume)
@@ -554,6 +578,11 @@ void thttp_free(struct thttp *h)
 	while (!LIST_EMPTY(&h->conns))
 		conn_close(LIST_FIRST(&h->conns));
 	free(h);
+}
+
+unsigned thttp_connections(const struct thttp *h)
+{
+	return h->n_conns;
 }
 
 uint16_t thttp_port(const struct thttp *h)

@@ -26,6 +26,7 @@ struct thttp_options {
 	size_t max_body;	/* larger bodies are answered 413 and the connection closed */
 	uint32_t timeout_ms;	/* unfinished request: 408; idle connection: closed */
 	struct tunnel_tls *tls; /* NULL: plain HTTP */
+	unsigned max_conns;	/* open at once at most; then accepting pauses (0: no cap) */
 };
 
 /* What the server answered by itself, since start. */
@@ -33,6 +34,7 @@ struct thttp_stats {
 	uint64_t malformed; /* 400: not HTTP/1.x */
 	uint64_t too_big;   /* 413: body over max_body, or 431-sized header section */
 	uint64_t timed_out; /* 408: a request left unfinished for timeout_ms */
+	uint64_t capped;    /* times max_conns were open and accepting paused */
 };
 
 /* Bind and listen; NULL with one line in err. */
@@ -41,6 +43,9 @@ struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
 
 /* Close every connection (requests not yet answered are dropped) and free. Accepts NULL. */
 void thttp_free(struct thttp *h);
+
+/* Connections open now. */
+unsigned thttp_connections(const struct thttp *h);
 
 /* The bound port. */
 uint16_t thttp_port(const struct thttp *h);

@@ -150,8 +150,8 @@ struct webhook *webhook_new(struct event_base *base, const struct webhook_option
 	snprintf(w->path, sizeof(w->path), "%s", u.path[0] ? u.path : "/");
 	bool v6 = strchr(u.host, ':') != NULL;
 	char origin[HTTP_MAX_HOST + 32];
-	snprintf(origin, sizeof(origin), "%s://%s%s%s:%u", u.tls ? "https" : "http",
-		 v6 ? "[" : "", u.host, v6 ? "]" : "", u.port);
+	snprintf(origin, sizeof(origin), "%s://%s%s%s:%u", u.tls ? "https" : "http", v6 ? "[" : "",
+		 u.host, v6 ? "]" : "", u.port);
 	const struct pool_options po = {
 	    .url = origin,
 	    .sessions = 1,

@@ -413,6 +413,33 @@ class Tunnel(TpasCase):
                                  [b"p0", b"p1"])
                 t.stop()
 
+    def test_connections_over_max_connections_wait_for_one_to_close(self):
+        t = self.tpas(extra="[tunnel]\nmax-connections = 3\n").start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        idle = []
+        for _ in range(3):
+            idle.append(socket.create_connection(("127.0.0.1", t.port), timeout=5))
+        wait_for(lambda: t.status()["tunnel"]["connections"] == 3, 10, "3 connections")
+        self.assertEqual(t.status()["tunnel"]["connectionLimitHit"], 1)
+        # A fourth waits in the listen backlog: connected, but not served ...
+        res = {}
+        th = threading.Thread(target=lambda: res.update(r=s.uplink(DEV, b"waited")))
+        th.start()
+        time.sleep(0.7)
+        self.assertNotIn("r", res)
+        self.assertEqual(t.status()["tunnel"]["requests"], 0)
+        # ... until one of the three closes; then it is, and nothing else changed.
+        idle.pop().close()
+        th.join(10)
+        self.assertEqual(res["r"], (200, {"seq": 1, "duplicate": False}))
+        self.assertIn("tunnel.max-connections", t.log_text())
+        for c in idle:
+            c.close()
+        wait_for(lambda: t.status()["tunnel"]["connections"] == 0, 10, "connections to close")
+        self.assertEqual(s.uplink(DEV, b"after")[0], 200)
+        self.assertGreaterEqual(t.status()["tunnel"]["connectionLimitHit"], 1)
+
     def test_slow_and_silent_clients_do_not_hold_the_tunnel(self):
         """A client that leaves its request unfinished for tunnel.timeout is answered 408,
         counted and closed; one that sends nothing is closed; others are served meanwhile."""
@@ -1380,6 +1407,8 @@ class Metrics(TpasCase):
         self.assertGreater(v["process_resident_memory_bytes"], 0)
         self.assertIn("tpas_build_info", types)
         self.assertNotIn("tpas_webhook_delivered_total", types)  # no [webhook]
+        self.assertEqual(v["tpas_tunnel_connection_limit_hit_total"], 0)
+        self.assertIn("tpas_tunnel_connections", types)
         # The reference parsers take it: promtool and prometheus_client, both formats.
         promtool = shutil.which("promtool")
         self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
