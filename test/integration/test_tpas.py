@@ -439,6 +439,13 @@ class Tunnel(TpasCase):
         wait_for(lambda: t.status()["tunnel"]["connections"] == 0, 10, "connections to close")
         self.assertEqual(s.uplink(DEV, b"after")[0], 200)
         self.assertGreaterEqual(t.status()["tunnel"]["connectionLimitHit"], 1)
+        # Ten arriving at once: never more than three open.
+        burst = [socket.create_connection(("127.0.0.1", t.port), timeout=5) for _ in range(10)]
+        time.sleep(0.5)
+        self.assertEqual(t.status()["tunnel"]["connections"], 3)
+        for c in burst:
+            c.close()
+        wait_for(lambda: t.status()["tunnel"]["connections"] == 0, 10, "the burst to close")
 
     def test_slow_and_silent_clients_do_not_hold_the_tunnel(self):
         """A client that leaves its request unfinished for tunnel.timeout is answered 408,
