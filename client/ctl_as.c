@@ -286,11 +286,13 @@ static void print_status(json_t *r)
 	printf("lrc: %s%s%s\n", url ? url : "not configured", url ? " " : "",
 	       url ? json_string_value(json_object_get(l, "state")) : "");
 	json_t *d = json_object_get(r, "downlinks");
-	printf("downlinks: %lld sent, %lld refused by the LRC, %lld failed, %lld not sent\n",
-	       (long long)json_integer_value(json_object_get(d, "sent")),
-	       (long long)json_integer_value(json_object_get(d, "lrcRefused")),
-	       (long long)json_integer_value(json_object_get(d, "failed")),
-	       (long long)json_integer_value(json_object_get(d, "refused")));
+	if (json_is_object(d)) /* a tpas older than the field has none to show */
+		printf(
+		    "downlinks: %lld sent, %lld refused by the LRC, %lld failed, %lld not sent\n",
+		    (long long)json_integer_value(json_object_get(d, "sent")),
+		    (long long)json_integer_value(json_object_get(d, "lrcRefused")),
+		    (long long)json_integer_value(json_object_get(d, "failed")),
+		    (long long)json_integer_value(json_object_get(d, "refused")));
 	json_t *w = json_object_get(r, "webhook");
 	if (json_is_object(w))
 		printf("webhook: %s, delivered through seq %lld, %lld failures%s%s\n",

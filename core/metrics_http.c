@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,17 @@ struct metrics_http {
 	metrics_render_fn *render;
 	void *arg;
 	char program[16];
+	struct evconnlistener *listener;
+	struct event *resume; /* accepting again after accept() failed (out of descriptors) */
 	unsigned long long scrapes;
+	struct metrics_http *next; /* in endpoints */
 };
+
+/*
+ * The endpoints open (the loop thread's): the listener's callbacks get evhttp's argument,
+ * not ours, so its error callback finds its endpoint here.
+ */
+static struct metrics_http *endpoints;
 
 int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
 			      size_t whylen)
@@ -158,6 +168,30 @@ static void on_other(struct evhttp_request *req, void *arg)
 		evbuffer_free(body);
 }
 
+/*
+ * accept() failed (out of descriptors, say): stop accepting for a second. libevent's
+ * default would warn and try again at once, spinning while a client waits.
+ */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct metrics_http *m = endpoints;
+	while (m && m->listener != l)
+		m = m->next;
+	if (!m)
+		return;
+	log_warnx("metrics: cannot accept a connection: %s; trying again in 1 s",
+		  strerror(EVUTIL_SOCKET_ERROR()));
+	evconnlistener_disable(l);
+	struct timeval tv = {.tv_sec = 1};
+	evtimer_add(m->resume, &tv);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct metrics_http *m = arg;
+	evconnlistener_enable(m->listener);
+}
+
 int metrics_http_new(struct event_base *base, const char *addr, const char *program,
 		     metrics_render_fn *render, void *arg, struct metrics_http **ret, char *err,
 		     size_t errlen)
@@ -185,12 +219,23 @@ int metrics_http_new(struct event_base *base, const char *addr, const char *prog
 	evhttp_set_cb(m->http, "/metrics", on_metrics, m);
 	evhttp_set_gencb(m->http, on_other, m);
 	errno = 0;
-	if (!evhttp_bind_socket_with_handle(m->http, host, port)) {
+	struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(m->http, host, port);
+	if (!bound) {
 		int e = errno ? errno : EADDRNOTAVAIL;
 		snprintf(err, errlen, "metrics.listen: cannot listen on %s: %s", addr, strerror(e));
 		metrics_http_free(m);
 		return -e;
 	}
+	m->listener = evhttp_bound_socket_get_listener(bound);
+	m->resume = evtimer_new(base, resume_cb, m);
+	if (!m->resume) {
+		snprintf(err, errlen, "out of memory");
+		metrics_http_free(m);
+		return -ENOMEM;
+	}
+	evconnlistener_set_error_cb(m->listener, accept_error_cb);
+	m->next = endpoints;
+	endpoints = m;
 	log_info("metrics served on http://%s/metrics", addr);
 	*ret = m;
 	return 0;
@@ -200,6 +245,13 @@ void metrics_http_free(struct metrics_http *m)
 {
 	if (!m)
 		return;
+	for (struct metrics_http **p = &endpoints; *p; p = &(*p)->next)
+		if (*p == m) {
+			*p = m->next;
+			break;
+		}
+	if (m->resume)
+		event_free(m->resume);
 	evhttp_free(m->http);
 	free(m);
 }

@@ -234,13 +234,13 @@ static void h_status(struct tpad *t, struct req *r)
 	evtimer_add(c->timer, &tv);
 }
 
-/* io.tpad.Admin.Metrics: OpenMetrics (default) or Prometheus text. */
 /* The /metrics endpoint's text (core/metrics_http calls it per scrape). */
 static char *render_metrics(void *arg, enum metrics_format fmt)
 {
 	return metrics_render(arg, fmt);
 }
 
+/* io.tpad.Admin.Metrics: OpenMetrics (default) or Prometheus text. */
 static void h_metrics(struct tpad *t, struct req *r)
 {
 	enum metrics_format fmt = METRICS_OPENMETRICS;

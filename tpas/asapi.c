@@ -292,11 +292,10 @@ static void h_uplinks(struct asapi *a, struct req *r)
 	sub_pump(s);
 }
 
-static json_t *tunnel_counters(const struct tunnel *tn)
+static json_t *tunnel_counters(const struct tpas *t)
 {
-	struct tunnel_stats st = {0};
-	if (tn)
-		tunnel_get_stats(tn, &st);
+	struct tunnel_stats st;
+	tpas_tunnel_stats(t, &st);
 	const struct {
 		const char *name;
 		uint64_t v;
@@ -339,14 +338,13 @@ static void h_status(struct asapi *a, struct req *r)
 	json_t *o = json_pack(
 	    "{s:s, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:i, s:{s:i, s:i}}",
 	    "version", TPAD_VERSION, "uptime",
-	    (json_int_t)((clock_now_us() - t->started_us) / 1000000u), "tunnel",
-	    tunnel_counters(t->tunnel), "journal", "lastSeq", (json_int_t)js.last_seq, "uplinks",
-	    (json_int_t)js.uplinks, "sessions", (json_int_t)js.sessions, "astks",
-	    (json_int_t)js.astks, "commits", (json_int_t)js.commits, "batches",
-	    (json_int_t)js.batches, "batchedUplinks", (json_int_t)js.batched, "largestBatch",
-	    (json_int_t)js.largest_batch, "lrc", downlink_status_json(t->downlink), "subscribers",
-	    (int)a->n_subs, "connections", "apps", (int)ss.connections[SOCK_STATION], "admin",
-	    (int)ss.connections[SOCK_ADMIN]);
+	    (json_int_t)((clock_now_us() - t->started_us) / 1000000u), "tunnel", tunnel_counters(t),
+	    "journal", "lastSeq", (json_int_t)js.last_seq, "uplinks", (json_int_t)js.uplinks,
+	    "sessions", (json_int_t)js.sessions, "astks", (json_int_t)js.astks, "commits",
+	    (json_int_t)js.commits, "batches", (json_int_t)js.batches, "batchedUplinks",
+	    (json_int_t)js.batched, "largestBatch", (json_int_t)js.largest_batch, "lrc",
+	    downlink_status_json(t->downlink), "subscribers", (int)a->n_subs, "connections", "apps",
+	    (int)ss.connections[SOCK_STATION], "admin", (int)ss.connections[SOCK_ADMIN]);
 	if (!o) {
 		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;

@@ -18,9 +18,8 @@
 /* Requests on the tunnel by outcome: every request has exactly one. */
 static void render_tunnel(struct metrics_out *f, const struct tpas *t)
 {
-	struct tunnel_stats s = {0};
-	if (t->tunnel)
-		tunnel_get_stats(t->tunnel, &s);
+	struct tunnel_stats s;
+	tpas_tunnel_stats(t, &s);
 	const struct {
 		const char *outcome;
 		uint64_t v;

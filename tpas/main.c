@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <event2/event.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,10 +142,9 @@ static void commit_cb(struct tunnel_uplink *ups, size_t n, void *arg)
 /* One line of health for systemctl status. */
 static void status_line(struct tpas *t, char *buf, size_t len)
 {
-	struct tunnel_stats ts = {0};
+	struct tunnel_stats ts;
 	struct journal_stats js = {0};
-	if (t->tunnel)
-		tunnel_get_stats(t->tunnel, &ts);
+	tpas_tunnel_stats(t, &ts);
 	if (t->journal)
 		journal_get_stats(t->journal, &js);
 	snprintf(buf, len, "uplinks %llu accepted, %llu refused; journal seq %lld; %u subscribers",
@@ -190,13 +190,30 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 	t->stopping = true;
 	log_notice("received %s, finishing calls in flight", strsignal((int)sig));
 	notify_stopping();
-	t->tunnel = tunnel_free(t->tunnel);
+	/* Status and /metrics go on showing its counters while calls finish. */
+	t->tunnel = tunnel_close(t->tunnel, &t->tunnel_final);
 	for (int i = 0; i < SOCK_KINDS; i++) {
 		listener_free(t->listeners[i]);
 		t->listeners[i] = NULL;
 	}
 	asapi_stop(t->api);
 	server_stop(t->srv, STOP_TIMEOUT_MS, drained_cb, t);
+}
+
+/* Descriptors the configured limits may take, against RLIMIT_NOFILE: a warning if short. */
+static void check_fd_limit(const struct asconf *c)
+{
+	struct rlimit rl;
+	/* The tunnel's connections, the apps and admin clients, and about 64 of our own. */
+	unsigned long long need =
+	    (unsigned long long)c->tunnel_max_conns + c->limits.max_clients + 64;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    need > rl.rlim_cur)
+		log_warnx("tunnel.max-connections (%u) and limits.max-clients (%u) may need %llu "
+			  "descriptors, over the open-file limit %llu: raise it (LimitNOFILE=) or "
+			  "lower them, or accepting will fail before the limits are reached",
+			  c->tunnel_max_conns, c->limits.max_clients, need,
+			  (unsigned long long)rl.rlim_cur);
 }
 
 static int open_listeners(struct tpas *t)
@@ -231,6 +248,7 @@ static int run(const struct asconf *cfg)
 	signal(SIGPIPE, SIG_IGN);
 	if (load_keys(cfg, tunnel_key, sizeof(tunnel_key), store_key) < 0)
 		return 1;
+	check_fd_limit(cfg);
 	if (check_rsa_key(cfg) < 0) {
 		cred_wipe(tunnel_key, sizeof(tunnel_key));
 		cred_wipe(store_key, sizeof(store_key));

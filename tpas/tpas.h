@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tunnel.h"
+
 struct asapi;
 struct asconf;
 struct downlink;
@@ -26,4 +28,14 @@ struct tpas {
 	struct webhook *webhook; /* NULL without webhook.url */
 	uint64_t started_us;	 /* monotonic */
 	bool stopping;
+	struct tunnel_stats tunnel_final; /* the tunnel's counters when it was closed (stopping) */
 };
+
+/* The tunnel's counters: live, or as they were when stopping closed it. */
+static inline void tpas_tunnel_stats(const struct tpas *t, struct tunnel_stats *ret)
+{
+	if (t->tunnel)
+		tunnel_get_stats(t->tunnel, ret);
+	else
+		*ret = t->tunnel_final;
+}

@@ -836,13 +836,17 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 	return 0;
 }
 
-struct tunnel *tunnel_free(struct tunnel *t)
+struct tunnel *tunnel_close(struct tunnel *t, struct tunnel_stats *ret_final)
 {
 	if (!t)
 		return NULL;
 	flush_batch(t); /* what was verified is committed and answered before we go */
 	if (t->writer)
 		journal_writer_drain(t->journal);
+	if (ret_final) {
+		tunnel_get_stats(t, ret_final);
+		ret_final->connections = 0;
+	}
 	if (t->flush)
 		event_free(t->flush);
 	thttp_free(t->http);
@@ -854,6 +858,11 @@ struct tunnel *tunnel_free(struct tunnel *t)
 	cred_wipe(t->key_lower, sizeof(t->key_lower));
 	free(t);
 	return NULL;
+}
+
+struct tunnel *tunnel_free(struct tunnel *t)
+{
+	return tunnel_close(t, NULL);
 }
 
 uint16_t tunnel_port(const struct tunnel *t)

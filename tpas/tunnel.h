@@ -32,7 +32,7 @@ struct tunnel_stats {
 	uint64_t tls_failed;	 /* TLS handshakes that failed (no HTTP answer possible) */
 	/* Not requests: */
 	uint64_t connections;	       /* open now */
-	uint64_t connection_limit_hit; /* times max-connections were open (accepting paused) */
+	uint64_t connection_limit_hit; /* episodes of max-connections open (accepting paused) */
 };
 
 /* The tunnel's settings; strings are borrowed for tunnel_new() only. */
@@ -64,7 +64,14 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 	       tunnel_commit_fn *on_commit, void *arg, struct tunnel **ret, char *err,
 	       size_t errlen);
 
-/* Stop listening and close clients (the key is wiped). Accepts NULL; returns NULL. */
+/*
+ * Commit and answer what was verified, stop listening, close clients (the key is wiped)
+ * and free. With ret_final, the counters as they ended (no connection open). Accepts
+ * NULL; returns NULL.
+ */
+struct tunnel *tunnel_close(struct tunnel *t, struct tunnel_stats *ret_final);
+
+/* tunnel_close() without the counters. */
 struct tunnel *tunnel_free(struct tunnel *t);
 
 /*

@@ -51,7 +51,8 @@ struct thttp {
 	uint16_t port;
 	unsigned max_conns; /* 0: no cap */
 	unsigned n_conns;
-	bool capped; /* not accepting: max_conns are open */
+	bool capped;	       /* not accepting: max_conns are open */
+	uint64_t capped_at_us; /* when max_conns were last reached (monotonic), 0: never */
 	struct thttp_stats stats;
 	LIST_HEAD(, tconn) conns;
 };
@@ -476,11 +477,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	if (++h->n_conns == h->max_conns) {
 		/* More wait in the listen backlog until one of these closes. */
 		h->capped = true;
-		h->stats.capped++;
 		evconnlistener_disable(h->listener);
-		log_warnx("tunnel: %u connections open (tunnel.max-connections); new ones wait "
-			  "until one closes",
-			  h->n_conns);
+		/*
+		 * Pinned at the cap, every close lets one more in and the cap is reached again:
+		 * reaches less than a second apart are one episode, counted and logged once.
+		 */
+		uint64_t now = clock_now_us();
+		if (!h->capped_at_us || now - h->capped_at_us >= 1000000) {
+			h->stats.capped++;
+			log_warnx("tunnel: %u connections open (tunnel.max-connections); new ones "
+				  "wait until one closes",
+				  h->n_conns);
+		}
+		h->capped_at_us = now;
 	}
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	size_t high = h->max_body + HTTP_MAX_HEADERS + INPUT_SLACK;

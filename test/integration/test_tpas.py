@@ -439,6 +439,17 @@ class Tunnel(TpasCase):
         wait_for(lambda: t.status()["tunnel"]["connections"] == 0, 10, "connections to close")
         self.assertEqual(s.uplink(DEV, b"after")[0], 200)
         self.assertGreaterEqual(t.status()["tunnel"]["connectionLimitHit"], 1)
+        # Pinned at the cap, each close lets one in and the cap is reached again: that is
+        # one episode, counted once, not once per connection.
+        hits = t.status()["tunnel"]["connectionLimitHit"]
+        held = [socket.create_connection(("127.0.0.1", t.port), timeout=5) for _ in range(2)]
+        for _ in range(30):
+            socket.create_connection(("127.0.0.1", t.port), timeout=5).close()
+        wait_for(lambda: t.status()["tunnel"]["connections"] == 2, 10, "the churn to close")
+        self.assertLessEqual(t.status()["tunnel"]["connectionLimitHit"] - hits, 1)
+        for c in held:
+            c.close()
+        wait_for(lambda: t.status()["tunnel"]["connections"] == 0, 10, "connections to close")
         # Ten arriving at once: never more than three open.
         burst = [socket.create_connection(("127.0.0.1", t.port), timeout=5) for _ in range(10)]
         time.sleep(0.5)
@@ -1440,6 +1451,65 @@ class Metrics(TpasCase):
         # No key material in what anyone on the port can read.
         self.assertNotIn(TUNNEL_KEY, text.lower())
         self.assertNotIn(astk.hex(), text.lower())
+
+    def test_counters_stay_while_tpas_stops(self):
+        """SIGTERM: while a downlink to a silent LRC keeps tpas draining, /metrics still
+        shows what the tunnel counted (a scrape then must not see a counter reset)."""
+        lrc = socket.socket()
+        lrc.bind(("127.0.0.1", 0))
+        lrc.listen(4)
+        self.mport = free_port()
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{lrc.getsockname()[1]}",
+                      extra=f"[metrics]\nlisten = 127.0.0.1:{self.mport}\n").start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"x")[0], 200)
+        c = Client(t.apps)
+        c.send("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
+        lrc.settimeout(10)
+        held, _ = lrc.accept()  # the downlink's connection: kept open, never answered
+        t.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        self.assertIsNone(t.proc.poll())  # still draining: the downlink is in flight
+        st, _, text = http_get(f"http://127.0.0.1:{self.mport}/metrics")
+        self.assertEqual(st, 200)
+        _, v = parse(text, openmetrics=False)
+        self.assertEqual(v['tpas_tunnel_requests_total{outcome="accepted"}'], 1)
+        self.assertEqual(v["tpas_tunnel_connections"], 0)
+        c.close()
+        held.close()
+        lrc.close()
+        self.assertEqual(t.stop(), 0)
+
+    def test_out_of_descriptors_the_endpoint_pauses_instead_of_spinning(self):
+        """accept() failing with EMFILE while scrapers wait: the endpoint (core/metrics_http,
+        tpad's too) logs and pauses a second, instead of waking the loop again at once."""
+        mport = free_port()
+        t = self.tpas(extra=f"[metrics]\nlisten = 127.0.0.1:{mport}\n").start()
+        pid = t.proc.pid
+
+        def ticks():
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            return int(f[11]) + int(f[12])
+        n = len(os.listdir(f"/proc/{pid}/fd"))
+        soft = subprocess.run(["prlimit", f"--pid={pid}", "--nofile", "--raw", "--noheadings",
+                               "-o", "SOFT"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={n + 3}:"], check=True)
+        held = [socket.create_connection(("127.0.0.1", mport), timeout=5) for _ in range(10)]
+        time.sleep(0.3)
+        t0 = ticks()
+        time.sleep(2)
+        spent = (ticks() - t0) / os.sysconf("SC_CLK_TCK")
+        self.assertLess(spent, 0.3, f"{spent:.2f} s of CPU in 2 s while out of descriptors")
+        self.assertIn("metrics: cannot accept a connection", t.log_text())
+        self.assertLess(t.log_text().count("cannot accept"), 10)
+        for c in held:
+            c.close()
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={soft}:"], check=True)
+        st = wait_for(lambda: http_get(f"http://127.0.0.1:{mport}/metrics")[0] == 200, 10,
+                      "the endpoint to serve again")
+        self.assertTrue(st)
 
     def test_a_bad_listen_address_is_refused_at_start_and_by_check_config(self):
         with socket.socket() as held:
