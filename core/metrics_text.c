@@ -49,6 +49,19 @@ void metrics_sample(struct metrics_out *o, const char *name, const char *labels,
 		fprintf(o->f, "%s %llu\n", name, v);
 }
 
+void metrics_counter(struct metrics_out *o, const char *name, const char *help,
+		     unsigned long long v)
+{
+	metrics_family(o, name, "counter", help);
+	fprintf(o->f, "%s_total %llu\n", name, v);
+}
+
+void metrics_gauge(struct metrics_out *o, const char *name, const char *help, unsigned long long v)
+{
+	metrics_family(o, name, "gauge", help);
+	metrics_sample(o, name, NULL, v);
+}
+
 /* Server side: connections, calls and the limits clients ran into. */
 void metrics_server(struct metrics_out *f, const char *program, const struct server_stats *s,
 		    const char *const sockets[])

@@ -35,6 +35,11 @@ void metrics_family(struct metrics_out *o, const char *name, const char *type, c
 void metrics_sample(struct metrics_out *o, const char *name, const char *labels,
 		    unsigned long long v);
 
+/* A family of one unlabelled sample: a counter (its sample NAME_total) or a gauge. */
+void metrics_counter(struct metrics_out *o, const char *name, const char *help,
+		     unsigned long long v);
+void metrics_gauge(struct metrics_out *o, const char *name, const char *help, unsigned long long v);
+
 struct server_stats;
 
 /*

@@ -54,23 +54,20 @@ static void render_activations(struct metrics_out *f, const struct tpad *t)
 		       "Successful answers, by source: live from the cloud or stored.");
 	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"live\"", as.live);
 	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"stored\"", as.stored);
-	metrics_family(f, "tpad_outcomes_settled_by_query", "counter",
-		       "Unknown import outcomes settled with the read-only query.");
-	metrics_sample(f, "tpad_outcomes_settled_by_query_total", NULL, as.settled_by_query);
-	metrics_family(f, "tpad_settle_not_yet_trusted", "counter",
-		       "Query answers \"not found\" too early to trust (upstream.settle-after).");
-	metrics_sample(f, "tpad_settle_not_yet_trusted_total", NULL, as.not_yet_trusted);
-	metrics_family(f, "tpad_devices_foreign", "counter",
-		       "Devices found held by the cloud from an import that was not ours.");
-	metrics_sample(f, "tpad_devices_foreign_total", NULL, as.foreign);
-	metrics_family(f, "tpad_devices_adopted", "counter", "FOREIGN devices an admin adopted.");
-	metrics_sample(f, "tpad_devices_adopted_total", NULL, as.adopted);
-	metrics_family(f, "tpad_settle_runs", "counter",
-		       "Background settlements of PENDING devices started.");
-	metrics_sample(f, "tpad_settle_runs_total", NULL, as.settle_runs);
-	metrics_family(f, "tpad_activations_in_flight", "gauge",
-		       "Activations waiting on the store or cloud.");
-	metrics_sample(f, "tpad_activations_in_flight", NULL, as.in_flight);
+	metrics_counter(f, "tpad_outcomes_settled_by_query",
+			"Unknown import outcomes settled with the read-only query.",
+			as.settled_by_query);
+	metrics_counter(f, "tpad_settle_not_yet_trusted",
+			"Query answers \"not found\" too early to trust (upstream.settle-after).",
+			as.not_yet_trusted);
+	metrics_counter(f, "tpad_devices_foreign",
+			"Devices found held by the cloud from an import that was not ours.",
+			as.foreign);
+	metrics_counter(f, "tpad_devices_adopted", "FOREIGN devices an admin adopted.", as.adopted);
+	metrics_counter(f, "tpad_settle_runs", "Background settlements of PENDING devices started.",
+			as.settle_runs);
+	metrics_gauge(f, "tpad_activations_in_flight", "Activations waiting on the store or cloud.",
+		      as.in_flight);
 }
 
 /* Upstream: requests by outcome, latency histogram, sessions, queue and breaker. */
@@ -133,9 +130,8 @@ static void render_upstream(struct metrics_out *f, struct tpad *t)
 		snprintf(labels, sizeof(labels), "state=\"%s\"", states[k]);
 		metrics_sample(f, "tpad_upstream_sessions", labels, n[k]);
 	}
-	metrics_family(f, "tpad_upstream_queue_depth", "gauge",
-		       "Requests waiting for a free session.");
-	metrics_sample(f, "tpad_upstream_queue_depth", NULL, c.pool.queued);
+	metrics_gauge(f, "tpad_upstream_queue_depth", "Requests waiting for a free session.",
+		      c.pool.queued);
 	metrics_family(f, "tpad_upstream_breaker_open", "gauge",
 		       "1 while the circuit breaker fails requests fast (0.5 half-open), else 0.");
 	fprintf(f->f, "tpad_upstream_breaker_open %s\n",
@@ -150,15 +146,14 @@ static void render_upstream(struct metrics_out *f, struct tpad *t)
 	metrics_sample(f, "tpad_upstream_connections_total", "event=\"resumed\"", c.pool.resumed);
 	metrics_sample(f, "tpad_upstream_connections_total", "event=\"failure\"",
 		       c.pool.connect_failures);
-	metrics_family(f, "tpad_upstream_breaker_opens", "counter", "Times the breaker opened.");
-	metrics_sample(f, "tpad_upstream_breaker_opens_total", NULL, c.pool.breaker_opens);
+	metrics_counter(f, "tpad_upstream_breaker_opens", "Times the breaker opened.",
+			c.pool.breaker_opens);
 	metrics_family(
 	    f, "tpad_upstream_certificate_failures", "counter",
 	    "TLS handshakes refused for a certificate (expired, wrong host, unknown CA, pin).");
 	metrics_sample(f, "tpad_upstream_certificate_failures_total", NULL, c.pool.cert_failures);
-	metrics_family(f, "tpad_upstream_deletes", "counter",
-		       "Devices deleted in the cloud (Retire).");
-	metrics_sample(f, "tpad_upstream_deletes_total", NULL, c.deletes);
+	metrics_counter(f, "tpad_upstream_deletes", "Devices deleted in the cloud (Retire).",
+			c.deletes);
 }
 
 /* The cloud-HSM AppKey pool, when it is in use. */
@@ -168,12 +163,10 @@ static void render_keypool(struct metrics_out *f, const struct tpad *t)
 		return;
 	struct keypool_stats k;
 	keypool_get_stats(t->keypool, &k);
-	metrics_family(f, "tpad_app_key_pool_available", "gauge",
-		       "Cloud-HSM AppKeys ready to hand out.");
-	metrics_sample(f, "tpad_app_key_pool_available", NULL, k.available);
-	metrics_family(f, "tpad_app_key_pool_low_water", "gauge",
-		       "device.app-key-pool: a refill starts below this.");
-	metrics_sample(f, "tpad_app_key_pool_low_water", NULL, k.low_water);
+	metrics_gauge(f, "tpad_app_key_pool_available", "Cloud-HSM AppKeys ready to hand out.",
+		      k.available);
+	metrics_gauge(f, "tpad_app_key_pool_low_water",
+		      "device.app-key-pool: a refill starts below this.", k.low_water);
 	metrics_family(f, "tpad_app_key_pool_keys", "counter",
 		       "Cloud-HSM AppKeys fetched and handed out.");
 	metrics_sample(f, "tpad_app_key_pool_keys_total", "event=\"fetched\"", k.fetched);
@@ -182,9 +175,9 @@ static void render_keypool(struct metrics_out *f, const struct tpad *t)
 	    f, "tpad_app_key_pool_empty", "counter",
 	    "Activations that found the pool empty (answered at once, not kept waiting).");
 	metrics_sample(f, "tpad_app_key_pool_empty_total", NULL, k.empty);
-	metrics_family(f, "tpad_app_key_pool_failures", "counter",
-		       "appKeyGens calls that failed and VendorKeys that could not be decrypted.");
-	metrics_sample(f, "tpad_app_key_pool_failures_total", NULL, k.failures);
+	metrics_counter(f, "tpad_app_key_pool_failures",
+			"appKeyGens calls that failed and VendorKeys that could not be decrypted.",
+			k.failures);
 }
 
 /* Store, per backend: up, connections, claims, commit latency (PostgreSQL). */
@@ -244,20 +237,16 @@ static void render_store(struct metrics_out *f, const struct tpad *t)
 	}
 	struct store_stats s;
 	store_stats(t->store, &s);
-	metrics_family(f, "tpad_store_commits", "counter",
-		       "Store transactions committed (fsyncs).");
-	metrics_sample(f, "tpad_store_commits_total", NULL, s.commits);
-	metrics_family(f, "tpad_store_writes", "counter", "Writes in committed transactions.");
-	metrics_sample(f, "tpad_store_writes_total", NULL, s.ops);
-	metrics_family(f, "tpad_store_failed_commits", "counter",
-		       "Transactions rolled back (disk full, I/O error).");
-	metrics_sample(f, "tpad_store_failed_commits_total", NULL, s.batch_failures);
-	metrics_family(f, "tpad_store_failing", "gauge",
-		       "1 from a rolled-back transaction until the next commit, else 0.");
-	metrics_sample(f, "tpad_store_failing", NULL, dispatch_store_failing((struct tpad *)t));
-	metrics_family(f, "tpad_store_queue_depth", "gauge",
-		       "Writes waiting for the store's writer.");
-	metrics_sample(f, "tpad_store_queue_depth", NULL, s.queued);
+	metrics_counter(f, "tpad_store_commits", "Store transactions committed (fsyncs).",
+			s.commits);
+	metrics_counter(f, "tpad_store_writes", "Writes in committed transactions.", s.ops);
+	metrics_counter(f, "tpad_store_failed_commits",
+			"Transactions rolled back (disk full, I/O error).", s.batch_failures);
+	metrics_gauge(f, "tpad_store_failing",
+		      "1 from a rolled-back transaction until the next commit, else 0.",
+		      dispatch_store_failing((struct tpad *)t));
+	metrics_gauge(f, "tpad_store_queue_depth", "Writes waiting for the store's writer.",
+		      s.queued);
 	render_store_backend(f, t, &s);
 }
 

@@ -292,39 +292,27 @@ static void h_uplinks(struct asapi *a, struct req *r)
 	sub_pump(s);
 }
 
+/* Status's tunnel: requests, then each outcome (they sum to requests), then the rest. */
 static json_t *tunnel_counters(const struct tpas *t)
 {
 	struct tunnel_stats st;
 	tpas_tunnel_stats(t, &st);
-	const struct {
-		const char *name;
-		uint64_t v;
-	} counters[] = {
-	    {"requests", st.requests},
-	    {"accepted", st.accepted},
-	    {"duplicates", st.duplicates},
-	    {"badRequest", st.bad_request},
-	    {"badToken", st.bad_token},
-	    {"staleTime", st.stale_time},
-	    {"wrongKey", st.wrong_key},
-	    {"unknownDevice", st.unknown_device},
-	    {"notFound", st.not_found},
-	    {"badMethod", st.bad_method},
-	    {"tooBig", st.too_big},
-	    {"timedOut", st.timed_out},
-	    {"noASTK", st.no_astk},
-	    {"storeFailed", st.store_failed},
-	    {"tlsFailed", st.tls_failed},
-	    {"connections", st.connections},
-	    {"connectionLimitHit", st.connection_limit_hit},
-	};
 	json_t *o = json_object();
-	for (size_t i = 0; o && i < sizeof(counters) / sizeof(counters[0]); i++)
-		if (json_object_set_new(o, counters[i].name,
-					json_integer((json_int_t)counters[i].v)) < 0) {
-			json_decref(o);
-			return NULL;
-		}
+	int r = json_object_set_new(o, "requests", json_integer((json_int_t)st.requests));
+	for (size_t i = 0; r == 0 && i < TUNNEL_OUTCOMES; i++) {
+		const struct tunnel_outcome *out = &tunnel_outcomes[i];
+		r = json_object_set_new(o, out->status_name,
+					json_integer((json_int_t)tunnel_outcome_count(&st, out)));
+	}
+	if (r == 0)
+		r = json_object_update_new(
+		    o, json_pack("{s:I, s:I, s:I}", "tlsFailed", (json_int_t)st.tls_failed,
+				 "connections", (json_int_t)st.connections, "connectionLimitHit",
+				 (json_int_t)st.connection_limit_hit));
+	if (r < 0) {
+		json_decref(o);
+		return NULL;
+	}
 	return o;
 }
 

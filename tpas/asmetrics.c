@@ -20,66 +20,42 @@ static void render_tunnel(struct metrics_out *f, const struct tpas *t)
 {
 	struct tunnel_stats s;
 	tpas_tunnel_stats(t, &s);
-	const struct {
-		const char *outcome;
-		uint64_t v;
-	} by[] = {
-	    {"accepted", s.accepted},
-	    {"duplicate", s.duplicates},
-	    {"bad_request", s.bad_request},
-	    {"bad_token", s.bad_token},
-	    {"stale_time", s.stale_time},
-	    {"wrong_key", s.wrong_key},
-	    {"unknown_device", s.unknown_device},
-	    {"not_found", s.not_found},
-	    {"bad_method", s.bad_method},
-	    {"too_big", s.too_big},
-	    {"timed_out", s.timed_out},
-	    {"no_astk", s.no_astk},
-	    {"store_failed", s.store_failed},
-	};
 	char labels[48];
 	metrics_family(f, "tpas_tunnel_requests", "counter",
 		       "Requests on the LRC-AS tunnel, by outcome (accepted and duplicate: 200).");
-	for (size_t i = 0; i < sizeof(by) / sizeof(by[0]); i++) {
-		snprintf(labels, sizeof(labels), "outcome=\"%s\"", by[i].outcome);
-		metrics_sample(f, "tpas_tunnel_requests_total", labels, by[i].v);
+	for (size_t i = 0; i < TUNNEL_OUTCOMES; i++) {
+		const struct tunnel_outcome *o = &tunnel_outcomes[i];
+		snprintf(labels, sizeof(labels), "outcome=\"%s\"", o->metric_label);
+		metrics_sample(f, "tpas_tunnel_requests_total", labels,
+			       tunnel_outcome_count(&s, o));
 	}
-	metrics_family(f, "tpas_tunnel_tls_failed", "counter",
-		       "TLS handshakes on the tunnel that failed (no HTTP answer possible).");
-	metrics_sample(f, "tpas_tunnel_tls_failed_total", NULL, s.tls_failed);
-	metrics_family(f, "tpas_tunnel_connections", "gauge", "Tunnel connections open now.");
-	metrics_sample(f, "tpas_tunnel_connections", NULL, s.connections);
-	metrics_family(f, "tpas_tunnel_connection_limit_hit", "counter",
-		       "Times tunnel.max-connections were open and accepting paused.");
-	metrics_sample(f, "tpas_tunnel_connection_limit_hit_total", NULL, s.connection_limit_hit);
+	metrics_counter(f, "tpas_tunnel_tls_failed",
+			"TLS handshakes on the tunnel that failed (no HTTP answer possible).",
+			s.tls_failed);
+	metrics_gauge(f, "tpas_tunnel_connections", "Tunnel connections open now.", s.connections);
+	metrics_counter(f, "tpas_tunnel_connection_limit_hit",
+			"Times tunnel.max-connections were open and accepting paused.",
+			s.connection_limit_hit);
 }
 
 /* The journal: its seqs and the writer thread's group commits. */
 static void render_journal(struct metrics_out *f, const struct tpas *t)
 {
 	struct journal_stats s;
-	int64_t first, last;
 	journal_get_counters(t->journal, &s);
-	journal_seq_range(t->journal, &first, &last);
-	metrics_family(f, "tpas_journal_last_seq", "gauge",
-		       "The seq of the newest uplink journaled.");
-	metrics_sample(f, "tpas_journal_last_seq", NULL, (unsigned long long)last);
-	metrics_family(f, "tpas_journal_first_seq", "gauge",
-		       "The seq of the oldest uplink kept (store.retention-days), 0 when none.");
-	metrics_sample(f, "tpas_journal_first_seq", NULL, (unsigned long long)first);
-	metrics_family(f, "tpas_journal_commits", "counter",
-		       "Transactions committed to the journal (each one fsync).");
-	metrics_sample(f, "tpas_journal_commits_total", NULL, s.commits);
-	metrics_family(f, "tpas_journal_batches", "counter",
-		       "Of those, the writer thread's group commits of uplinks.");
-	metrics_sample(f, "tpas_journal_batches_total", NULL, s.batches);
-	metrics_family(f, "tpas_journal_batched_uplinks", "counter",
-		       "Uplinks (replays included) that went through a group commit.");
-	metrics_sample(f, "tpas_journal_batched_uplinks_total", NULL, s.batched);
-	metrics_family(f, "tpas_journal_largest_batch", "gauge",
-		       "The most uplinks one group commit held since start.");
-	metrics_sample(f, "tpas_journal_largest_batch", NULL, s.largest_batch);
+	metrics_gauge(f, "tpas_journal_last_seq", "The seq of the newest uplink journaled.",
+		      (unsigned long long)s.last_seq);
+	metrics_gauge(f, "tpas_journal_first_seq",
+		      "The seq of the oldest uplink kept (store.retention-days), 0 when none.",
+		      (unsigned long long)journal_first_seq(t->journal));
+	metrics_counter(f, "tpas_journal_commits",
+			"Transactions committed to the journal (each one fsync).", s.commits);
+	metrics_counter(f, "tpas_journal_batches",
+			"Of those, the writer thread's group commits of uplinks.", s.batches);
+	metrics_counter(f, "tpas_journal_batched_uplinks",
+			"Uplinks (replays included) that went through a group commit.", s.batched);
+	metrics_gauge(f, "tpas_journal_largest_batch",
+		      "The most uplinks one group commit held since start.", s.largest_batch);
 }
 
 /* An integer member of a status object, 0 when absent. */
@@ -124,29 +100,25 @@ static void render_downlinks(struct metrics_out *f, const struct tpas *t)
 		snprintf(labels, sizeof(labels), "state=\"%s\"", states[k]);
 		metrics_sample(f, "tpas_lrc_sessions", labels, by_state[k]);
 	}
-	metrics_family(f, "tpas_lrc_requests", "counter", "Requests sent to the LRC.");
-	metrics_sample(f, "tpas_lrc_requests_total", NULL, requests);
-	metrics_family(f, "tpas_lrc_reconnects", "counter",
-		       "Connections to the LRC opened again after one was lost.");
-	metrics_sample(f, "tpas_lrc_reconnects_total", NULL, reconnects);
+	metrics_counter(f, "tpas_lrc_requests", "Requests sent to the LRC.", requests);
+	metrics_counter(f, "tpas_lrc_reconnects",
+			"Connections to the LRC opened again after one was lost.", reconnects);
 }
 
 /* Applications: streams, and the webhook when there is one. */
 static void render_apps(struct metrics_out *f, const struct tpas *t)
 {
-	metrics_family(f, "tpas_subscribers", "gauge", "io.tpad.AS.Uplinks streams open.");
-	metrics_sample(f, "tpas_subscribers", NULL, asapi_subscribers(t->api));
+	metrics_gauge(f, "tpas_subscribers", "io.tpad.AS.Uplinks streams open.",
+		      asapi_subscribers(t->api));
 	if (!t->webhook)
 		return;
 	json_t *w = webhook_status_json(t->webhook);
-	metrics_family(f, "tpas_webhook_delivered", "counter", "Uplinks the webhook accepted.");
-	metrics_sample(f, "tpas_webhook_delivered_total", NULL, member(w, "delivered"));
-	metrics_family(f, "tpas_webhook_failures", "counter",
-		       "Webhook POSTs that failed (each retried).");
-	metrics_sample(f, "tpas_webhook_failures_total", NULL, member(w, "failures"));
-	metrics_family(f, "tpas_webhook_cursor", "gauge",
-		       "The seq of the last uplink the webhook accepted.");
-	metrics_sample(f, "tpas_webhook_cursor", NULL, member(w, "cursor"));
+	metrics_counter(f, "tpas_webhook_delivered", "Uplinks the webhook accepted.",
+			member(w, "delivered"));
+	metrics_counter(f, "tpas_webhook_failures", "Webhook POSTs that failed (each retried).",
+			member(w, "failures"));
+	metrics_gauge(f, "tpas_webhook_cursor", "The seq of the last uplink the webhook accepted.",
+		      member(w, "cursor"));
 	json_decref(w);
 }
 

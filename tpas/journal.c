@@ -879,10 +879,9 @@ void journal_get_stats(struct journal *j, struct journal_stats *ret)
 	ret->astks = query_int(j, "SELECT COUNT(*) FROM astk");
 }
 
-void journal_seq_range(struct journal *j, int64_t *first, int64_t *last)
+int64_t journal_first_seq(struct journal *j)
 {
-	*first = query_int(j, "SELECT IFNULL(MIN(seq), 0) FROM uplink");
-	*last = query_int(j, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'");
+	return query_int(j, "SELECT IFNULL(MIN(seq), 0) FROM uplink");
 }
 
 int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)

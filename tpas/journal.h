@@ -171,11 +171,11 @@ int journal_cursor_get(struct journal *j, const char *name, int64_t *ret);
 int journal_cursor_set(struct journal *j, const char *name, int64_t seq);
 
 /*
- * The oldest seq still in the journal (0 when it is empty) and the last one given: two
- * steps down the table's B-tree, cheap enough for every /metrics scrape (the row counts of
- * journal_get_stats() read whole tables).
+ * The oldest seq still in the journal, 0 when it is empty: one step down the table's
+ * B-tree, cheap enough for every /metrics scrape (the row counts of journal_get_stats()
+ * read whole tables).
  */
-void journal_seq_range(struct journal *j, int64_t *first, int64_t *last);
+int64_t journal_first_seq(struct journal *j);
 
 /* Everything in journal_stats; the row counts read whole tables. */
 void journal_get_stats(struct journal *j, struct journal_stats *ret);

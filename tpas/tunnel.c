@@ -865,6 +865,27 @@ struct tunnel *tunnel_free(struct tunnel *t)
 	return tunnel_close(t, NULL);
 }
 
+#define OUTCOME(status, metric, field)                                                             \
+	{                                                                                          \
+		status, metric, offsetof(struct tunnel_stats, field)                               \
+	}
+
+const struct tunnel_outcome tunnel_outcomes[TUNNEL_OUTCOMES] = {
+    OUTCOME("accepted", "accepted", accepted),
+    OUTCOME("duplicates", "duplicate", duplicates),
+    OUTCOME("badRequest", "bad_request", bad_request),
+    OUTCOME("badToken", "bad_token", bad_token),
+    OUTCOME("staleTime", "stale_time", stale_time),
+    OUTCOME("wrongKey", "wrong_key", wrong_key),
+    OUTCOME("unknownDevice", "unknown_device", unknown_device),
+    OUTCOME("notFound", "not_found", not_found),
+    OUTCOME("badMethod", "bad_method", bad_method),
+    OUTCOME("tooBig", "too_big", too_big),
+    OUTCOME("timedOut", "timed_out", timed_out),
+    OUTCOME("noASTK", "no_astk", no_astk),
+    OUTCOME("storeFailed", "store_failed", store_failed),
+};
+
 uint16_t tunnel_port(const struct tunnel *t)
 {
 	return t->port;

@@ -35,6 +35,26 @@ struct tunnel_stats {
 	uint64_t connection_limit_hit; /* episodes of max-connections open (accepting paused) */
 };
 
+/*
+ * The outcomes a request ends in, each a counter of tunnel_stats: its name in Status
+ * (io.tpad.AS TunnelCounters) and its label in /metrics (tpas_tunnel_requests_total).
+ */
+struct tunnel_outcome {
+	const char *status_name;
+	const char *metric_label;
+	size_t offset; /* of its uint64_t in struct tunnel_stats */
+};
+
+#define TUNNEL_OUTCOMES 13
+extern const struct tunnel_outcome tunnel_outcomes[TUNNEL_OUTCOMES];
+
+/* The counter of outcome o in s. */
+static inline uint64_t tunnel_outcome_count(const struct tunnel_stats *s,
+					    const struct tunnel_outcome *o)
+{
+	return *(const uint64_t *)((const char *)s + o->offset);
+}
+
 /* The tunnel's settings; strings are borrowed for tunnel_new() only. */
 struct tunnel_options {
 	const char *listen;	  /* host:port, [v6]:port */
