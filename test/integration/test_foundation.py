@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import tpadtest
-from tpadtest import Client, TpadTestCase, VarlinkError, wait_for
+from tpadtest import Client, TpadTestCase, VarlinkError, read_all, wait_for
 
 
 class Foundation(TpadTestCase):
@@ -98,12 +98,7 @@ class Foundation(TpadTestCase):
         s.sendall(b"".join(json.dumps({"method": m, "parameters": p}).encode() + b"\0"
                            for m, p in calls))
         s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_all(s)
         s.close()
         replies = [json.loads(m) for m in data.split(b"\0") if m]
         self.assertEqual(len(replies), 4, replies)
@@ -134,13 +129,7 @@ class Foundation(TpadTestCase):
         s = self.pipelined_status(d, n)
         s.shutdown(socket.SHUT_WR)
         time.sleep(0.6)
-        data = b""
-        while True:
-            chunk = s.recv(8192)
-            if not chunk:
-                break
-            data += chunk
-            time.sleep(0.005)
+        data = read_all(s, 8192, pause=0.005)
         s.close()
         replies = [json.loads(m) for m in data.split(b"\0") if m]
         self.assertEqual(len(replies), n)

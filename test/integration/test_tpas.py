@@ -15,7 +15,7 @@ import unittest
 import urllib.parse
 
 import tpadtest
-from tpadtest import Client, VarlinkError, free_port, wait_for, write_secret
+from tpadtest import Client, VarlinkError, free_port, read_all, wait_for, write_secret
 
 sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "test", "lrc-sim"))
 from lrc_sim import LrcSim, encrypt_astk, lrc_time  # noqa: E402
@@ -27,6 +27,13 @@ TPACTL = tpadtest.TPACTL
 TUNNEL_KEY = "bec499c69e9c939e413b663961636c61"
 DEV = "0024AEB3C02BE1C4"
 DEV2 = "70B3D57ED0001234"
+
+
+def exchange(port, data):
+    """data on a new connection to the tunnel; all that comes back until tpas closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(data)
+        return read_all(c)
 
 
 class Tpas:
@@ -398,15 +405,7 @@ class Tunnel(TpasCase):
                 tcp = socket.socket(fileno=os.dup(c.fileno()))
                 tcp.shutdown(socket.SHUT_WR)
                 tcp.close()
-                got = b""
-                while True:
-                    try:
-                        chunk = c.recv(65536)
-                    except OSError:  # TLS: the peer's close without close_notify
-                        break
-                    if not chunk:
-                        break
-                    got += chunk
+                got = read_all(c, until_error=True)  # TLS: a close without close_notify
                 c.close()
                 self.assertEqual(got.count(b"HTTP/1.1 200 OK\r\n"), 2, got)
                 self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
@@ -477,12 +476,7 @@ class Tunnel(TpasCase):
             self.assertLess(time.monotonic() - t0, 1.5)
             slow.settimeout(10)
             silent.settimeout(10)
-            got = b""
-            while True:
-                chunk = slow.recv(4096)
-                if not chunk:
-                    break
-                got += chunk
+            got = read_all(slow)
             waited = time.monotonic() - t0
             self.assertTrue(got.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), got)
             self.assertIn(b"Connection: close\r\n", got)
@@ -566,12 +560,8 @@ class Tunnel(TpasCase):
         self.assertEqual(f.read(), b"")
         c.close()
         # Not HTTP: 400.
-        c = socket.create_connection(("127.0.0.1", t.port))
-        c.settimeout(10)
-        c.sendall(b"\x16\x03\x01 hello, this is not HTTP\r\n\r\n")
-        got = c.makefile("rb").read()
+        got = exchange(t.port, b"\x16\x03\x01 hello, this is not HTTP\r\n\r\n")
         self.assertTrue(got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got)
-        c.close()
         # The absolute form a proxy may send; HTTP/1.0 with keep-alive; HEAD (no body); a
         # blank line after a request (not a new one); an unknown expectation (417).
         c = socket.create_connection(("127.0.0.1", t.port))
@@ -591,12 +581,8 @@ class Tunnel(TpasCase):
         self.assertEqual(read_answer(f)[0], b"HTTP/1.1 417 Expectation Failed\r\n")
         c.close()
         # A body over four times tunnel.max-body: 413 (the header section was fine).
-        c = socket.create_connection(("127.0.0.1", t.port))
-        c.settimeout(10)
-        c.sendall(b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n{")
-        got = c.makefile("rb").read()
+        got = exchange(t.port, b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n{")
         self.assertTrue(got.startswith(b"HTTP/1.1 413 Payload Too Large\r\n"), got)
-        c.close()
         self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
                          [b"framed %d" % i for i in range(6)])
         tn = t.status()["tunnel"]
@@ -636,13 +622,9 @@ class Tunnel(TpasCase):
                  "does not read its answers" in t.log_text(), 10, "the close")
         c.close()
         # A blank line after a request, then silence: an idle close, not a 408.
-        c = socket.create_connection(("127.0.0.1", t.port))
-        c.settimeout(10)
-        c.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n\r\n")
-        got = c.makefile("rb").read()
+        got = exchange(t.port, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n\r\n")
         self.assertTrue(got.startswith(b"HTTP/1.1 404"), got)
         self.assertNotIn(b"408", got)
-        c.close()
         self.assertEqual(t.status()["tunnel"]["timedOut"], 0)
 
     def test_a_tls_client_that_does_not_read_is_held_then_closed(self):
@@ -687,12 +669,7 @@ class Tunnel(TpasCase):
         with ctx.wrap_socket(socket.create_connection(("127.0.0.1", t.port))) as c:
             c.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                       b"Content-Length: 2\r\n\r\n{}")
-            data = b""
-            while True:
-                chunk = c.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_all(c)
         self.assertTrue(data.startswith(b"HTTP/1.1 401 "), data)
         self.assertIn(b"Token is missing", data)
         # Plain HTTP on the TLS port gets no HTTP answer; the handshake failure is counted.

@@ -119,6 +119,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def read_all(sock, size=65536, pause=0.0, until_error=False):
+    """Everything sock receives until the peer closes (recv of size bytes at a time, pause
+    seconds between them: a slow reader). until_error: an error also ends it (a TLS peer
+    that closes without close_notify)."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(size)
+        except OSError:
+            if not until_error:
+                raise
+            return data
+        if not chunk:
+            return data
+        data += chunk
+        if pause:
+            time.sleep(pause)
+
+
 def wait_for(pred, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,12 +228,7 @@ class Sim:
             req = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")
             s.sendall(req.encode() + data)
-            resp = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                resp += chunk
+            resp = read_all(s)
         head, _, body = resp.partition(b"\r\n\r\n")
         status = int(head.split()[1])
         if status not in ok:
