@@ -457,6 +457,21 @@ class Tunnel(TpasCase):
             c.close()
         wait_for(lambda: t.status()["tunnel"]["connections"] == 0, 10, "the burst to close")
 
+    def test_warns_when_the_limits_exceed_the_open_file_limit(self):
+        t = self.tpas(extra="[tunnel]\nmax-connections = 400\n")
+        with open(t.log_path, "wb") as log:
+            p = subprocess.Popen(["prlimit", "--nofile=300:", TPAS, "--config", t.conf],
+                                 stdout=log, stderr=log)
+            try:
+                wait_for(lambda: "ready" in t.log_text(), 20, "tpas to start")
+            finally:
+                p.terminate()
+                p.wait(20)
+        self.assertIn("tunnel.max-connections (400) and limits.max-clients (256) may need 720 "
+                      "descriptors, over the open-file limit 300", t.log_text())
+        # Within the limit: no warning.
+        self.assertNotIn("open-file limit", self.tpas().start().log_text())
+
     def test_slow_and_silent_clients_do_not_hold_the_tunnel(self):
         """A client that leaves its request unfinished for tunnel.timeout is answered 408,
         counted and closed; one that sends nothing is closed; others are served meanwhile."""
