@@ -2,8 +2,8 @@
  * Fuzz target: arbitrary byte streams into a real tpas, in process — its apps or admin
  * socket (varlink over a socketpair: the shared server's connection state machine, flags,
  * pipelined calls and tpas's handlers, streams and downlinks), or its tunnel (HTTP over
- * loopback TCP into evhttp: framing, pipelining, the tunnel's whole request path and the
- * journal's group-commit writer thread). The journal is a file in a fresh directory with
+ * loopback TCP into the tunnel's own HTTP server: framing, pipelining, the tunnel's whole
+ * request path and the journal's group-commit writer thread). The journal is a file in a fresh directory with
  * one ASTK; the LRC is a port nobody listens on. fuzz-tunnel fed the tunnel's parsers and
  * its check; this feeds the daemon's connections.
  *
