@@ -426,7 +426,7 @@ static void backup_done(evutil_socket_t fd, short what, void *arg)
 	backup_job_free(j);
 }
 
-/* True if dest names the store or one of its companion files. */
+/* True if dest names the store, one of its companion files or its lock file. */
 static bool is_store_file(const char *store_path, const char *dest)
 {
 	char a[PATH_MAX], b[PATH_MAX];
@@ -443,8 +443,8 @@ static bool is_store_file(const char *store_path, const char *dest)
 		return false;
 	size_t n = strlen(b);
 	snprintf(b + n, sizeof(b) - n, "/%s", slash + 1);
-	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-	for (size_t i = 0; i < 4; i++) {
+	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal", ".lock"};
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
 		char s[PATH_MAX + 16];
 		snprintf(s, sizeof(s), "%s%s", a, suffixes[i]);
 		if (strcmp(s, b) == 0)
@@ -457,12 +457,15 @@ static void h_backup(struct tpad *t, struct req *r)
 {
 	const char *dest = json_string_value(json_object_get(req_params(r), "path"));
 	const char *why = NULL;
+	char dest_why[200];
 	if (!dest || dest[0] != '/')
 		why = "must be an absolute path (tpad resolves it, not the client)";
 	else if (dest[strlen(dest) - 1] == '/')
 		why = "must name a file, not a directory";
 	else if (is_store_file(t->cfg->store_path, dest))
-		why = "is the store itself";
+		why = "is the store itself or one of its files";
+	else if (store_backup_dest_ok(dest, dest_why, sizeof(dest_why)) < 0)
+		why = dest_why;
 	if (why) {
 		req_error(r, "io.tpad.Admin.InvalidParameter",
 			  json_pack("{s:s, s:s}", "parameter", "path", "reason", why));

@@ -57,6 +57,30 @@ static int integrity_ok(sqlite3 *db, char *err, size_t errlen)
 	return e;
 }
 
+int store_backup_dest_ok(const char *dest, char *err, size_t errlen)
+{
+	struct stat sb;
+	if (lstat(dest, &sb) < 0)
+		return errno == ENOENT ? 0 : fail(err, errlen, -errno, "%s", strerror(errno));
+	if (S_ISLNK(sb.st_mode) && stat(dest, &sb) < 0)
+		return 0; /* a dangling link: rename replaces the link itself */
+	if (!S_ISREG(sb.st_mode))
+		return fail(err, errlen, -EISDIR, "exists and is not a regular file");
+	if (sb.st_size == 0)
+		return 0;
+	static const char magic[16] = "SQLite format 3";
+	char head[16] = {0};
+	int fd = open(dest, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	ssize_t n = fd >= 0 ? read(fd, head, sizeof(head)) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n != (ssize_t)sizeof(head) || memcmp(head, magic, sizeof(magic)) != 0)
+		return fail(err, errlen, -EEXIST,
+			    "exists and is not a SQLite database (a backup replaces only an earlier "
+			    "copy): move it away or choose another path");
+	return 0;
+}
+
 int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *info, char *err,
 		    size_t errlen)
 {
@@ -68,8 +92,10 @@ int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *in
 	    snprintf(dir, sizeof(dir), "%s", dest) >= (int)sizeof(dir))
 		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", dest);
 	struct stat sb;
-	if (stat(dest, &sb) == 0 && !S_ISREG(sb.st_mode))
-		return fail(err, errlen, -EISDIR, "%s exists and is not a regular file", dest);
+	char why[200];
+	int bad = store_backup_dest_ok(dest, why, sizeof(why));
+	if (bad < 0)
+		return fail(err, errlen, bad, "%s %s", dest, why);
 	int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
 	if (fd < 0)
 		return fail(err, errlen, -errno, "cannot create %s: %s", tmp, strerror(errno));

@@ -27,6 +27,14 @@ struct store_backup_info {
 int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *info, char *err,
 		    size_t errlen);
 
+/*
+ * Whether a copy may go to dest: 0 when nothing is there, or an empty file, or a SQLite
+ * database (an earlier copy, replaced); -EEXIST with a reason for anything else (a key,
+ * a lock or a configuration file must never be replaced by a copy), -EISDIR for what is
+ * not a regular file. store_backup_db checks it too, just before it writes.
+ */
+int store_backup_dest_ok(const char *dest, char *err, size_t errlen);
+
 /* The same from the database file at db_path, opened read-only for the copy. */
 int store_backup_path(const char *db_path, const char *dest, struct store_backup_info *info,
 		      char *err, size_t errlen);

@@ -2,6 +2,8 @@
 activating; mode 0600, integrity checked, consistent, refused where it would do harm."""
 
 import os
+import pathlib
+import subprocess
 import secrets
 import sqlite3
 import stat
@@ -98,6 +100,41 @@ class Backup(TpadTestCase):
         d.tpactl("--socket", d.station, "backup", os.path.join(self.tmp, "x.db"), check=2)
         d.tpactl("--socket", d.admin, "backup", check=2)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "x.db")))
+
+    def test_only_an_earlier_copy_is_replaced(self):
+        # A copy is renamed over its path: the lock file, a key, the configuration or any
+        # other file that is not a SQLite database must never be what it replaces.
+        d = self.daemon().start()
+        note = os.path.join(self.tmp, "notes.txt")
+        with open(note, "w") as f:
+            f.write("line 3 notes\n")
+        files = {p: pathlib.Path(p).read_bytes()
+                 for p in (d.store + ".lock", d.key_file, d.psk_file, d.conf, note)}
+        with d.admin_client() as a:
+            for path in files:
+                with self.subTest(path=path):
+                    with self.assertRaises(VarlinkError) as e:
+                        a.call("io.tpad.Admin.Backup", {"path": path})
+                    self.assertEqual(e.exception.error, "io.tpad.Admin.InvalidParameter")
+                    self.assertEqual(e.exception.params["parameter"], "path")
+                    why = ("store itself" if path.endswith(".lock")
+                           else "not a SQLite database")
+                    self.assertIn(why, e.exception.params["reason"])
+            copy = os.path.join(self.tmp, "copy.db")
+            a.call("io.tpad.Admin.Backup", {"path": copy})
+            first = os.stat(copy).st_ino
+            a.call("io.tpad.Admin.Backup", {"path": copy})  # an earlier copy: replaced
+            self.assertNotEqual(os.stat(copy).st_ino, first)
+            empty = os.path.join(self.tmp, "empty.db")
+            open(empty, "w").close()
+            a.call("io.tpad.Admin.Backup", {"path": empty})
+        for path, data in files.items():
+            self.assertEqual(pathlib.Path(path).read_bytes(), data, path)
+        # The lock still holds: a second tpad on the same store is refused.
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("is in use by another tpad (pid %d)" % d.proc.pid, p.stderr)
 
 
 if __name__ == "__main__":
