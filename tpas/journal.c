@@ -49,6 +49,7 @@ enum stmt_id {
 	ST_SESSION_ADD,
 	ST_SESSION_NEWEST,
 	ST_SESSION_NEWEST_ANY,
+	ST_SESSION_OF_DEVICE,
 	ST_UPLINK_FIND,
 	ST_UPLINK_ADD,
 	ST_UPLINK_SESSION,
@@ -80,6 +81,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SESSION_NEWEST_ANY] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
 			      " received_ms FROM session WHERE dev_eui = ?"
 			      " ORDER BY received_ms DESC, id DESC LIMIT 1",
+    [ST_SESSION_OF_DEVICE] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+			     " received_ms FROM session WHERE customer_id = ? AND dev_eui = ?"
+			     " ORDER BY id DESC",
     [ST_UPLINK_FIND] =
 	"SELECT seq FROM uplink WHERE dev_eui = ? AND session_id = ? AND fcnt_up = ?",
     [ST_UPLINK_ADD] =
@@ -390,6 +394,32 @@ int journal_session_find(struct journal *j, const char *customer_id, const char 
 	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
 		: rc == SQLITE_DONE ? -ENOENT
 				    : sql_errno(NULL, rc);
+	sqlite3_reset(s);
+	return r;
+}
+
+int journal_session_with_key(struct journal *j, const char *customer_id, const char *dev_eui,
+			     const uint8_t key[AS_KEY_LEN], struct as_session *ret)
+{
+	sqlite3_stmt *s = stmt(j, ST_SESSION_OF_DEVICE);
+	sqlite3_bind_text(s, 1, customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, dev_eui, -1, SQLITE_STATIC);
+	int r = -ENOENT, rc = SQLITE_DONE;
+	while (r == -ENOENT && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct as_session t;
+		if (session_row(j, s, &t) == 0) {
+			uint8_t diff = 0;
+			for (size_t i = 0; i < AS_KEY_LEN; i++)
+				diff |= (uint8_t)(t.key[i] ^ key[i]);
+			if (diff == 0) {
+				*ret = t;
+				r = 0;
+			}
+			cred_wipe(&t, sizeof(t));
+		}
+	}
+	if (r == -ENOENT && rc != SQLITE_DONE)
+		r = sql_errno(NULL, rc);
 	sqlite3_reset(s);
 	return r;
 }

@@ -85,11 +85,21 @@ json_t *journal_astk_list(struct journal *j);
 int journal_session_find(struct journal *j, const char *customer_id, const char *dev_eui,
 			 const char *fp, struct as_session *ret);
 
+/*
+ * The session of (customer_id, dev_eui) whose AppSKey is key, whatever field carried it
+ * (one AES block or an envelope, under one ASTK or another): 0 with *ret filled, -ENOENT.
+ * Unseals the device's sessions one by one (a device has few); for a field not seen yet.
+ */
+int journal_session_with_key(struct journal *j, const char *customer_id, const char *dev_eui,
+			     const uint8_t key[AS_KEY_LEN], struct as_session *ret);
+
 /* Add a session (its key sealed) and commit; sets ret->id. */
 int journal_session_add(struct journal *j, const char *fp, struct as_session *s);
 
 /*
- * The newest session of dev_eui (for customer_id, or any customer when NULL): 0, -ENOENT,
+ * The newest session of dev_eui (for customer_id, or any customer when NULL): the one
+ * whose first uplink the network received last (received_ms, the uplink's Time), so a late
+ * retry from a session the device has left does not become its newest. 0, -ENOENT,
  * -EBADMSG when its key does not unseal.
  */
 int journal_session_newest(struct journal *j, const char *customer_id, const char *dev_eui,

@@ -155,8 +155,8 @@ static void cache_update(struct tunnel *t, const char *fp, int64_t id, const cha
 
 /* Find or create the session of an uplink that carries an AppSKey field. */
 static int session_from_field(struct tunnel *t, const struct uplink *u, const char *token,
-			      int64_t time_ms, int64_t now_ms, struct as_session *ret, char fp[65],
-			      json_t **ans, int *status)
+			      int64_t time_ms, struct as_session *ret, char fp[65], json_t **ans,
+			      int *status)
 {
 	int r = key_fingerprint(u, fp);
 	if (r == 0 && cache_get(t, fp, u, ret))
@@ -204,7 +204,15 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 				 "cannot read the ASTK: %s", strerror(-r));
 		return r;
 	}
-	struct as_session s = {.received_ms = now_ms,
+	/*
+	 * A session is as new as the network's reception of the uplink that brought its key
+	 * (the body's Time, else the signed one), not as our receipt of it: a late retry from
+	 * a session the device has left must not become its newest.
+	 */
+	int64_t frame_ms;
+	if (!u->time[0] || uplink_time_parse(u->time, &frame_ms) < 0 || frame_ms > time_ms)
+		frame_ms = time_ms; /* the network received it before the LRC signed the POST */
+	struct as_session s = {.received_ms = frame_ms,
 			       .fcnt_dn_next = u->has_fcnt_dn ? u->fcnt_dn : 0};
 	snprintf(s.customer_id, sizeof(s.customer_id), "%s", u->customer_id);
 	snprintf(s.dev_eui, sizeof(s.dev_eui), "%s", u->dev_eui);
@@ -230,6 +238,22 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 					 "AppSKey cannot be decrypted");
 			goto out;
 		}
+	}
+	/* The same key in another field (an envelope now, another ASTK): the same session. */
+	struct as_session same;
+	r = journal_session_with_key(t->journal, u->customer_id, u->dev_eui, s.key, &same);
+	if (r == 0) {
+		log_info("tunnel: DevEUI %s: a known AppSKey in a new field (%s)", u->dev_eui,
+			 u->key_kind == UPLINK_KEY_ENVELOPE ? "a key envelope" : "an AES block");
+		cache_put(t, fp, &same);
+		*ret = same;
+		cred_wipe(&same, sizeof(same));
+		goto out;
+	}
+	if (r != -ENOENT) {
+		*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
+				 "cannot read the key store: %s", strerror(-r));
+		goto out;
 	}
 	r = journal_session_add(t->journal, fp, &s);
 	if (r < 0) {
@@ -381,8 +405,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 
 	bool need_key = u.payload_hex[0] && u.fport > 0;
 	if (u.key_kind != UPLINK_KEY_NONE) {
-		if (session_from_field(t, &u, tok, sent_ms, now_ms, &s, fp, ret_answer, &status) <
-		    0)
+		if (session_from_field(t, &u, tok, sent_ms, &s, fp, ret_answer, &status) < 0)
 			goto out;
 	} else {
 		r = journal_session_newest(t->journal, u.customer_id, u.dev_eui, &s);

@@ -1150,6 +1150,65 @@ class Downlink(TpasCase):
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "03"})
         self.assertEqual(r["fCntDn"], 40)
 
+    def test_a_late_retry_from_the_previous_session_does_not_replace_the_new_one(self):
+        # The device rejoins (a new AppSKey) while the LRC still retries an uplink of its
+        # previous session: that key must not become the device's newest.
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
+        s.as_url = t.url
+        astk = self.import_astk(t)
+        s.add_device(DEV, astk, dev_addr="01020304")
+        old = s.build_uplink(DEV, b"old A", fcnt=0)  # its first POST is lost
+        time.sleep(0.05)
+        s.add_device(DEV, astk, dev_addr="01020305")  # the rejoin
+        self.assertEqual(s.uplink(DEV, b"new B")[0], 200)
+        self.assertEqual(s.post(*old)[0], 200)  # the retry, still within the Time window
+        self.assertEqual(s.uplink(DEV, b"new C", with_key=False)[0], 200)
+        t.stop()
+        t.start()
+        self.assertEqual(s.uplink(DEV, b"new D", with_key=False)[0], 200)
+        got = [(bytes.fromhex(u["payload"]), u["encrypted"]) for u in t.uplinks()]
+        self.assertEqual(got, [(b"new B", False), (b"old A", False), (b"new C", False),
+                               (b"new D", False)])
+        with Client(t.apps) as c:
+            c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2,
+                                               "payload": b"HELLO".hex()})
+        # The LRC decrypts with the key the device has now.
+        self.assertEqual(bytes.fromhex(s.state["downlinks"][-1]["payload"]), b"HELLO")
+        self.assertEqual(s.state["violations"], [])
+
+    def test_the_same_appskey_in_another_field_is_the_same_session(self):
+        # The LRC moves to key envelopes (or another ASTK) and retries an uplink journaled
+        # already: the same key is the same session, so the retry is a replay and no
+        # downlink counter starts again.
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
+        s.as_url = t.url
+        block_astk = self.import_astk(t)
+        kek = self.import_astk(t, label="kek-b")
+        s.add_device(DEV, block_astk)
+        st, first = s.uplink(DEV, b"reading 5", fcnt=5)
+        self.assertEqual((st, first["duplicate"]), (200, False))
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "AA"})
+        self.assertEqual(r["fCntDn"], 0)
+        time.sleep(0.01)  # another Time: another Token
+        s.state["devices"][DEV].update(astk=kek.hex(), kek_label="kek-b")
+        st, again = s.uplink(DEV, b"reading 5", fcnt=5, extra={"FCntDn": 0})
+        self.assertEqual((st, again["seq"], again["duplicate"]), (200, first["seq"], True))
+        self.assertEqual(s.uplink(DEV, b"reading 6", fcnt=6)[0], 200)
+        t.stop()
+        t.start()
+        self.assertEqual(s.uplink(DEV, b"reading 7", fcnt=7)[0], 200)
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "BB"})
+        self.assertEqual(r["fCntDn"], 1)
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
+                         [b"reading 5", b"reading 6", b"reading 7"])
+        self.assertEqual(t.status()["journal"]["sessions"], 1)
+        self.assertEqual([d["fcnt_dn"] for d in s.state["downlinks"]], [0, 1])
+        self.assertEqual(s.state["violations"], [])
+
     def test_downlink_over_https_checks_the_certificate(self):
         """Downlinks reach the LRC over certificate TLS (core/tls): chain and host name."""
         ca, ca_key = self.self_signed("lrc-test-ca", cn="lrc-test-ca")
