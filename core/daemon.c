@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 
@@ -109,4 +110,40 @@ void daemon_signals_free(struct daemon_signals *s)
 		signal(signals[i], SIG_IGN);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	free(s);
+}
+
+char *daemon_print_to_string(void (*print)(const void *cfg, FILE *f), const void *cfg)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	print(cfg, f);
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+unsigned daemon_log_restart_needed(const char *old, const char *new, const char *live)
+{
+	unsigned n = 0;
+	char section[64] = "";
+	const char *a = old, *b = new;
+	while (*a && *b) {
+		size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+		if (*a == '[')
+			snprintf(section, sizeof(section), "%.*s", (int)(la > 2 ? la - 2 : 0),
+				 a + 1);
+		else if ((la != lb || memcmp(a, b, la) != 0) && strcmp(section, live) != 0) {
+			log_warnx("SIGHUP: %s.%.*s changed; it takes effect at the next start",
+				  section, (int)strcspn(b, " "), b);
+			n++;
+		}
+		a += la + (a[la] ? 1 : 0);
+		b += lb + (b[lb] ? 1 : 0);
+	}
+	return n;
 }

@@ -38,3 +38,13 @@ struct daemon_signals *daemon_signals_new(struct event_base *base, event_callbac
  * not even between the two steps). Accepts NULL: the signals are ignored all the same.
  */
 void daemon_signals_free(struct daemon_signals *s);
+
+/* What print writes for cfg, as a string to free; NULL when out of memory. */
+char *daemon_print_to_string(void (*print)(const void *cfg, FILE *f), const void *cfg);
+
+/*
+ * SIGHUP's report on a configuration read again: log each directive whose value differs
+ * between the two printed (old, new) as taking effect at the next start, except those of
+ * section live (applied at once). Returns how many.
+ */
+unsigned daemon_log_restart_needed(const char *old, const char *new, const char *live);

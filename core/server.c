@@ -26,7 +26,12 @@
 /* How often a client that shut its side, with calls still open, is checked for a hang-up. */
 #define SERVER_HANGUP_CHECK_MS 250u
 
-static const char *const kind_names[SOCK_KINDS] = {"station", "admin"};
+/* Who serves, unless server_set_identity() says otherwise: tpad. */
+static const struct server_identity tpad_identity = {
+    .stopping = "tpad is stopping",
+    .kind_names = {"station", "admin"},
+    .busy = {"io.tpad.Station.Busy", "io.tpad.Admin.Busy"},
+};
 
 struct req {
 	TAILQ_ENTRY(req) entry;
@@ -62,6 +67,7 @@ LIST_HEAD(conn_list, conn);
 
 struct server {
 	struct event_base *base;
+	const struct server_identity *id;
 	struct server_limits lim;
 	server_dispatch_fn *dispatch;
 	void *dispatch_arg;
@@ -439,7 +445,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		free(msg);
 		if (d < 0) {
 			free(q);
-			log_debug("%s client %llu: bad message: %s", kind_names[c->peer.kind],
+			log_debug("%s client %llu: bad message: %s",
+				  c->srv->id->kind_names[c->peer.kind],
 				  (unsigned long long)c->peer.conn_id, fault.reason);
 			conn_reject(c, &fault);
 			continue;
@@ -583,13 +590,13 @@ static void conn_close(struct conn *c, const char *reason, bool quiet)
 		return;
 	c->closed = true;
 	if (quiet)
-		log_debug("%s client %llu (uid %u pid %d): %s", kind_names[c->peer.kind],
-			  (unsigned long long)c->peer.conn_id, (unsigned)c->peer.uid,
-			  (int)c->peer.pid, reason);
+		log_debug("%s client %llu (uid %u pid %d): %s",
+			  c->srv->id->kind_names[c->peer.kind], (unsigned long long)c->peer.conn_id,
+			  (unsigned)c->peer.uid, (int)c->peer.pid, reason);
 	else
-		log_info("%s client %llu (uid %u pid %d) closed: %s", kind_names[c->peer.kind],
-			 (unsigned long long)c->peer.conn_id, (unsigned)c->peer.uid,
-			 (int)c->peer.pid, reason);
+		log_info("%s client %llu (uid %u pid %d) closed: %s",
+			 c->srv->id->kind_names[c->peer.kind], (unsigned long long)c->peer.conn_id,
+			 (unsigned)c->peer.uid, (int)c->peer.pid, reason);
 	conn_drop_output(c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
@@ -631,11 +638,24 @@ static void conns_of(const struct server *s, const struct ucred *cred, unsigned 
 	*ret_pid = np;
 }
 
+/*
+ * Slots of limits.max-clients only the admin socket may take, so that the clients of the
+ * other (several users together, which limits.max-clients-per-uid cannot stop) never lock
+ * the admin out: an eighth, 1 to 16; none below 4.
+ */
+static uint32_t admin_reserve(uint32_t max_clients)
+{
+	if (max_clients < 4)
+		return 0;
+	uint32_t r = max_clients / 8;
+	return r < 1 ? 1 : r > 16 ? 16 : r;
+}
+
 void server_accept(struct server *s, int fd, enum sock_kind kind)
 {
 	struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
 	socklen_t clen = sizeof(cred);
-	const char *busy = kind == SOCK_STATION ? "io.tpad.Station.Busy" : "io.tpad.Admin.Busy";
+	const char *busy = s->id->busy[kind];
 
 	if (s->stopping) {
 		close(fd);
@@ -643,7 +663,7 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
 		log_warn_errno(-errno, "cannot read peer credentials of a %s client",
-			       kind_names[kind]);
+			       s->id->kind_names[kind]);
 		close(fd);
 		return;
 	}
@@ -651,7 +671,20 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 	if (total >= s->lim.max_clients) {
 		s->stats.hit.max_clients++;
 		log_warnx("refused %s client (uid %u pid %d): limits.max-clients (%u) reached",
-			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid, s->lim.max_clients);
+			  s->id->kind_names[kind], (unsigned)cred.uid, (int)cred.pid,
+			  s->lim.max_clients);
+		refuse(fd, busy);
+		return;
+	}
+	uint32_t reserve = admin_reserve(s->lim.max_clients);
+	if (kind == SOCK_STATION &&
+	    s->stats.connections[SOCK_STATION] + reserve >= s->lim.max_clients) {
+		s->stats.hit.max_clients++;
+		log_warnx(
+		    "refused %s client (uid %u pid %d): limits.max-clients (%u) reached but the "
+		    "%u kept for the admin socket",
+		    s->id->kind_names[kind], (unsigned)cred.uid, (int)cred.pid, s->lim.max_clients,
+		    reserve);
 		refuse(fd, busy);
 		return;
 	}
@@ -661,7 +694,7 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 		s->stats.hit.max_clients_per_process++;
 		log_warnx("refused %s client (uid %u pid %d): limits.max-clients-per-process (%u) "
 			  "reached",
-			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid,
+			  s->id->kind_names[kind], (unsigned)cred.uid, (int)cred.pid,
 			  s->lim.max_clients_per_process);
 		refuse(fd, busy);
 		return;
@@ -670,7 +703,7 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 		s->stats.hit.max_clients_per_uid++;
 		log_warnx("refused %s client (uid %u pid %d): limits.max-clients-per-uid (%u) "
 			  "reached",
-			  kind_names[kind], (unsigned)cred.uid, (int)cred.pid,
+			  s->id->kind_names[kind], (unsigned)cred.uid, (int)cred.pid,
 			  s->lim.max_clients_per_uid);
 		refuse(fd, busy);
 		return;
@@ -715,7 +748,7 @@ void server_accept(struct server *s, int fd, enum sock_kind kind)
 	s->stats.connections[kind]++;
 	s->stats.accepted[kind]++;
 	conn_touch(c);
-	log_debug("%s client %llu connected (uid %u gid %u pid %d)", kind_names[kind],
+	log_debug("%s client %llu connected (uid %u gid %u pid %d)", s->id->kind_names[kind],
 		  (unsigned long long)c->peer.conn_id, (unsigned)cred.uid, (unsigned)cred.gid,
 		  (int)cred.pid);
 }
@@ -736,6 +769,7 @@ struct server *server_new(struct event_base *base, const struct server_limits *l
 	if (!s)
 		return NULL;
 	s->base = base;
+	s->id = &tpad_identity;
 	s->lim = *lim;
 	s->dispatch = dispatch;
 	s->dispatch_arg = arg;
@@ -774,7 +808,7 @@ static void server_finish_stop(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 	struct conn *c;
 	while ((c = LIST_FIRST(&s->conns)))
-		conn_close(c, "tpad is stopping", true);
+		conn_close(c, c->srv->id->stopping, true);
 	if (s->stop_timer)
 		evtimer_del(s->stop_timer);
 	server_drained_fn *fn = s->drained;
@@ -811,13 +845,18 @@ void server_stop(struct server *s, uint32_t timeout_ms, server_drained_fn *drain
 	server_check_drained(s);
 }
 
+void server_set_identity(struct server *s, const struct server_identity *id)
+{
+	s->id = id;
+}
+
 void server_free(struct server *s)
 {
 	if (!s)
 		return;
 	struct conn *c;
 	while ((c = LIST_FIRST(&s->conns)))
-		conn_close(c, "tpad is stopping", true);
+		conn_close(c, c->srv->id->stopping, true);
 	if (s->stop_timer)
 		event_free(s->stop_timer);
 	if (s->drain_check)

@@ -74,6 +74,16 @@ struct server_limits {
 struct server *server_new(struct event_base *base, const struct server_limits *lim,
 			  server_dispatch_fn *dispatch, void *arg);
 
+/* Who serves: its name in the log, its sockets' names and the Busy error each answers. */
+struct server_identity {
+	const char *stopping;		    /* why clients are closed at stop: "tpad is stopping" */
+	const char *kind_names[SOCK_KINDS]; /* "station", "admin" */
+	const char *busy[SOCK_KINDS];	    /* "io.tpad.Station.Busy", "io.tpad.Admin.Busy" */
+};
+
+/* Serve as id (kept, not copied) instead of tpad, the default. */
+void server_set_identity(struct server *s, const struct server_identity *id);
+
 /* Apply new limits to the connections from now on (e.g. after a reload). */
 void server_set_limits(struct server *s, const struct server_limits *lim);
 

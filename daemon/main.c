@@ -98,38 +98,10 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 	server_stop(t->srv, STOP_TIMEOUT_MS, drained_cb, t);
 }
 
-/* Lines of a configuration as printed, for comparing two of them. */
-static char *config_text(const struct config *cfg)
+/* The configuration as printed, for comparing two of them. */
+static void print_config(const void *cfg, FILE *f)
 {
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	if (!f)
-		return NULL;
 	config_print(cfg, f, false);
-	fclose(f);
-	return buf;
-}
-
-/* Log each directive whose value differs between two printed configurations. */
-static unsigned log_needs_restart(const char *old, const char *new)
-{
-	unsigned n = 0;
-	char section[64] = "";
-	const char *a = old, *b = new;
-	while (*a && *b) {
-		size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
-		if (*a == '[')
-			snprintf(section, sizeof(section), "%.*s", (int)(la > 2 ? la - 2 : 0), a + 1);
-		else if ((la != lb || memcmp(a, b, la) != 0) && strcmp(section, "limits") != 0) {
-			log_warnx("SIGHUP: %s.%.*s changed; it takes effect at the next start",
-				  section, (int)strcspn(b, " "), b);
-			n++;
-		}
-		a += la + (a[la] ? 1 : 0);
-		b += lb + (b[lb] ? 1 : 0);
-	}
-	return n;
 }
 
 /*
@@ -154,8 +126,9 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	server_set_limits(t->srv, &fresh.limits);
-	char *old = config_text(t->cfg), *new = config_text(&fresh);
-	unsigned pending = old && new ? log_needs_restart(old, new) : 0;
+	char *old = daemon_print_to_string(print_config, t->cfg);
+	char *new = daemon_print_to_string(print_config, &fresh);
+	unsigned pending = old && new ? daemon_log_restart_needed(old, new, "limits") : 0;
 	free(old);
 	free(new);
 	config_free(&fresh);

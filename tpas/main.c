@@ -181,6 +181,45 @@ static void drained_cb(void *arg)
 	event_base_loopexit(t->base, NULL);
 }
 
+/* The configuration as printed, for comparing two of them. */
+static void print_config(const void *cfg, FILE *f)
+{
+	asconf_print(cfg, f, false);
+}
+
+/*
+ * SIGHUP (systemctl reload tpas): read the configuration again. The limits.* of the apps
+ * and admin sockets apply at once; anything else is named in the log as taking effect at
+ * the next start. A file that does not parse changes nothing; nothing in flight is dropped.
+ */
+static void reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct tpas *t = arg;
+	if (t->stopping)
+		return;
+	if (!t->config_path) {
+		log_notice("SIGHUP: started without a configuration file; nothing to reload");
+		return;
+	}
+	struct asconf fresh;
+	asconf_defaults(&fresh);
+	char err[512];
+	if (asconf_load(&fresh, t->config_path, err, sizeof(err)) < 0) {
+		log_errx("SIGHUP: keeping the running configuration: %s", err);
+		asconf_free(&fresh);
+		return;
+	}
+	server_set_limits(t->srv, &fresh.limits);
+	char *old = daemon_print_to_string(print_config, t->cfg);
+	char *new = daemon_print_to_string(print_config, &fresh);
+	unsigned pending = old && new ? daemon_log_restart_needed(old, new, "limits") : 0;
+	free(old);
+	free(new);
+	asconf_free(&fresh);
+	log_notice("SIGHUP: %s reloaded: limits applied%s", t->config_path,
+		   pending ? "; other changes wait for a restart" : "");
+}
+
 /* SIGTERM / SIGINT: stop the tunnel and the sockets, end streams, finish downlinks, exit 0. */
 static void stop_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -235,9 +274,16 @@ static int open_listeners(struct tpas *t)
 	return 0;
 }
 
-static int run(const struct asconf *cfg)
+/* How the apps and admin sockets name themselves and their Busy error. */
+static const struct server_identity tpas_identity = {
+    .stopping = "tpas is stopping",
+    .kind_names = {"apps", "admin"},
+    .busy = {"io.tpad.AS.Busy", "io.tpad.AS.Busy"},
+};
+
+static int run(const struct asconf *cfg, const char *config_path)
 {
-	struct tpas t = {.cfg = cfg, .started_us = clock_now_us()};
+	struct tpas t = {.cfg = cfg, .config_path = config_path, .started_us = clock_now_us()};
 	struct daemon_signals *sigs = NULL;
 	struct event *ev_status = NULL, *ev_prune = NULL;
 	struct metrics_http *metrics = NULL;
@@ -277,6 +323,8 @@ static int run(const struct asconf *cfg)
 		goto out;
 	}
 	t.srv = server_new(t.base, &cfg->limits, asapi_call, &t);
+	if (t.srv)
+		server_set_identity(t.srv, &tpas_identity);
 	t.api = t.srv ? asapi_new(&t) : NULL;
 	if (!t.api) {
 		log_errx("out of memory");
@@ -334,7 +382,7 @@ static int run(const struct asconf *cfg)
 	}
 	if (open_listeners(&t) < 0)
 		goto out;
-	sigs = daemon_signals_new(t.base, stop_cb, NULL, &t);
+	sigs = daemon_signals_new(t.base, stop_cb, reload_cb, &t);
 	ev_status = event_new(t.base, -1, EV_PERSIST, status_cb, &t);
 	ev_prune = event_new(t.base, -1, EV_PERSIST, prune_cb, &t);
 	if (!sigs || !ev_status || !ev_prune || notify_init(t.base) < 0) {
@@ -415,7 +463,8 @@ int main(int argc, char **argv)
 		asconf_free(&cfg);
 		return 1;
 	}
-	int status = run(&cfg);
+	bool have_file = explicit_path || access(path, F_OK) == 0;
+	int status = run(&cfg, have_file ? path : NULL);
 	asconf_free(&cfg);
 	return status;
 }

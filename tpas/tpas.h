@@ -19,6 +19,7 @@ struct webhook;
 struct tpas {
 	struct event_base *base;
 	const struct asconf *cfg;
+	const char *config_path; /* NULL: built-in defaults (nothing to reload) */
 	struct server *srv;
 	struct listener *listeners[2]; /* SOCK_STATION: the apps socket, SOCK_ADMIN: admin */
 	struct journal *journal;

@@ -198,6 +198,22 @@ class Foundation(TpadTestCase):
             self.assertGreaterEqual(st["limitsHit"]["idleTimeout"], 1)
         a.close()
 
+    def test_stations_cannot_take_the_admin_slots(self):
+        """Stations of any number of users together get limits.max-clients less the slots
+        kept for the admin socket (an eighth, 1 to 16)."""
+        d = self.daemon(conf_extra="limits.max-clients = 16\nlimits.max-clients-per-uid = 16\n"
+                                   "limits.max-clients-per-process = 16").start()
+        stations = [d.station_client() for _ in range(15)]
+        for c in stations[:14]:
+            c.call("org.varlink.service.GetInfo")
+        self.assertEqual(stations[14].recv()["error"], "io.tpad.Station.Busy")
+        admins = [d.admin_client(), d.admin_client()]
+        for a in admins:
+            self.assertIn("limitsHit", a.call("io.tpad.Admin.Status"))
+        self.assertIn("kept for the admin socket", d.log_text())
+        for c in stations + admins:
+            c.close()
+
     def test_out_of_file_descriptors(self):
         """Accept pauses on EMFILE instead of spinning, and resumes when fds free up."""
         import resource

@@ -224,6 +224,7 @@ class InstallTree(unittest.TestCase):
         self.assertEqual(svc["Type"], ["notify"])
         self.assertEqual(svc["ExecStart"], [
             f"{self.sbindir}/tpad --config {self.sysconfdir}/tpad/tpad.conf"])
+        self.assertEqual(svc["ExecReload"], ["/bin/kill -HUP $MAINPID"])  # systemctl reload
         with open(self.unit("tpad.service")) as f:
             self.assertNotRegex(f.read(), r"@[a-z_]+@", "unconfigured @var@ left")
         self.assertEqual(svc["WatchdogSec"], ["30s"])
@@ -503,6 +504,7 @@ class TpasInstallTree(unittest.TestCase):
         self.assertEqual(svc["Type"], ["notify"])
         self.assertEqual(svc["ExecStart"], [
             f"{self.sbindir}/tpas --config {self.sysconfdir}/tpas/tpas.conf"])
+        self.assertEqual(svc["ExecReload"], ["/bin/kill -HUP $MAINPID"])  # systemctl reload
         with open(self.unit("tpas.service")) as f:
             self.assertNotRegex(f.read(), r"@[a-z_]+@", "unconfigured @var@ left")
         self.assertEqual((svc["User"], svc["Group"]), (["tpas"], ["tpas"]))

@@ -1297,6 +1297,71 @@ class Downlink(TpasCase):
         self.assertEqual(e.exception.error, "io.tpad.AS.NoLrc")
 
 
+class Signals(TpasCase):
+    def test_sighup_reloads_the_limits_and_cuts_nothing(self):
+        """SIGHUP (systemctl reload tpas, logrotate) killed tpas at once: it re-reads the
+        file, applies limits.* and names what waits for a restart; a bad file changes
+        nothing; a stream in flight goes on."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"one")[0], 200)
+        app = Client(t.apps)
+        app.send("io.tpad.AS.Uplinks", {"after": 0}, more=True)
+        self.assertEqual(bytes.fromhex(app.recv()["parameters"]["uplink"]["payload"]), b"one")
+        with open(t.conf, "a") as f:
+            f.write("[limits]\nmax-message = 1K\n")
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(conf.replace("as-id = tpas-test", "as-id = tpas-other"))
+        t.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP" in t.log_text(), 10, "the reload")
+        self.assertIn("reloaded: limits applied", t.log_text())
+        self.assertIn("tunnel.as-id changed; it takes effect at the next start", t.log_text())
+        # The new limit holds for the next message; the stream is still served.
+        with Client(t.apps) as c:
+            with self.assertRaises((EOFError, OSError)):  # over max-message: closed
+                c.call("io.tpad.AS.Status", {"pad": "x" * 2000})
+        self.assertEqual(s.uplink(DEV, b"two")[0], 200)
+        self.assertEqual(bytes.fromhex(app.recv()["parameters"]["uplink"]["payload"]), b"two")
+        with open(t.conf, "a") as f:
+            f.write("[limits]\nmax-message = lots\n")
+        t.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: keeping the running configuration" in t.log_text(), 10,
+                 "the refused reload")
+        self.assertIsNone(t.proc.poll())
+        app.close()
+        self.assertEqual(t.stop(), 0)
+
+    def test_apps_clients_cannot_lock_the_admin_out(self):
+        """Apps clients of any number of users together get at most limits.max-clients less
+        the slots kept for the admin socket, and are refused with the AS interface's Busy."""
+        t = self.tpas(extra="[limits]\nmax-clients = 16\nmax-clients-per-uid = 16\n"
+                             "max-clients-per-process = 16\n").start()
+        apps = []
+        for _ in range(16):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(t.apps)
+            apps.append(c)
+        busy = 0
+        for c in apps:
+            c.settimeout(0.5)
+            try:
+                if b"io.tpad.AS.Busy" in c.recv(4096):
+                    busy += 1
+            except socket.timeout:
+                pass
+        self.assertEqual(busy, 2)  # 16 less the 2 kept for the admin
+        admins = [Client(t.admin), Client(t.admin)]  # both slots kept for the admin
+        for a in admins:
+            self.assertIn("tunnel", a.call("io.tpad.AS.Status"))
+            a.close()
+        self.assertIn("kept for the admin socket", t.log_text())
+        for c in apps:
+            c.close()
+
+
 class Commands(TpasCase):
     def test_keygen(self):
         out = os.path.join(self.tmp, "k.pem")
