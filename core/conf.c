@@ -7,12 +7,15 @@
 #include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include "hex.h"
+#include "http.h"
 
 /* One directive's provenance, by its full name ("upstream.url", "printer.a.url"). */
 struct conf_origin {
@@ -586,7 +589,7 @@ int conf_load_string(const struct conf_schema *s, void *cfg, const char *name, c
 	if (s->check) {
 		char why[256] = "";
 		if (s->check(cfg, why, sizeof(why)) < 0)
-			return conf_error(err, errlen, name, 0, "%s", why);
+			return conf_check_error(s, cfg, name, why, err, errlen);
 	}
 	return 0;
 }
@@ -602,6 +605,7 @@ int conf_load(const struct conf_schema *s, void *cfg, const char *path, char *er
 	size_t cap = 8192, len = 0;
 	char *text = malloc(cap);
 	int r = 0;
+	errno = 0;
 	while (text) {
 		size_t n = fread(text + len, 1, cap - len - 1, f);
 		len += n;
@@ -624,8 +628,9 @@ int conf_load(const struct conf_schema *s, void *cfg, const char *path, char *er
 		}
 	}
 	if (!r && ferror(f)) {
-		r = -EIO;
-		snprintf(err, errlen, "%s: read error", path);
+		r = errno ? -errno : -EIO;
+		snprintf(err, errlen, "%s: cannot read: %s", path,
+			 r == -EISDIR ? "it is a directory, not a file" : strerror(-r));
 	}
 	fclose(f);
 	if (!text) {
@@ -800,4 +805,112 @@ void conf_free(const struct conf_schema *s, void *cfg)
 		free(*pp);
 		*pp = NULL;
 	}
+}
+
+/* ---- rules for values, shared by the programs' tables ---- */
+
+int conf_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
+			      size_t whylen)
+{
+	const char *colon, *h = s;
+	size_t hl;
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':') {
+			snprintf(why, whylen, "is not HOST:PORT (an IPv6 address is written [ADDRESS]:PORT)");
+			return -EINVAL;
+		}
+		h = s + 1;
+		hl = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || strchr(s, ':') != colon) {
+			snprintf(why, whylen, "is not HOST:PORT (e.g. 127.0.0.1:9873)");
+			return -EINVAL;
+		}
+		hl = (size_t)(colon - s);
+	}
+	if (hl == 0 || hl >= hostlen) {
+		snprintf(why, whylen, "is not HOST:PORT (the host is %s)", hl ? "too long" : "missing");
+		return -EINVAL;
+	}
+	char *end;
+	errno = 0;
+	unsigned long p = strtoul(colon + 1, &end, 10);
+	if (!isdigit((unsigned char)colon[1]) || *end || errno || p > 65535) {
+		snprintf(why, whylen, "is not HOST:PORT (the port must be a number from 0 to 65535)");
+		return -EINVAL;
+	}
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}
+
+int conf_validate_listen(const char *v, char *why, size_t whylen)
+{
+	char host[256];
+	uint16_t port;
+	return !*v ? 0 : conf_parse_listen(v, host, sizeof(host), &port, why, whylen);
+}
+
+int conf_validate_group(const char *v, char *why, size_t whylen)
+{
+	if (!*v || getgrnam(v))
+		return 0;
+	char *end;
+	errno = 0;
+	unsigned long g = strtoul(v, &end, 10);
+	if (isdigit((unsigned char)*v) && !*end && !errno && g <= UINT32_MAX - 1)
+		return 0;
+	snprintf(why, whylen, "is not a group on this machine");
+	return -EINVAL;
+}
+
+int conf_validate_socket_path(const char *v, char *why, size_t whylen)
+{
+	struct sockaddr_un sa;
+	if (strlen(v) < sizeof(sa.sun_path))
+		return 0;
+	snprintf(why, whylen, "is longer than the %zu bytes a socket path may have",
+		 sizeof(sa.sun_path) - 1);
+	return -EINVAL;
+}
+
+int conf_validate_origin_url(const char *v, char *why, size_t whylen)
+{
+	struct http_url u;
+	if (!*v || (http_url_parse(v, &u) == 0 && (!u.path[0] || strcmp(u.path, "/") == 0)))
+		return 0;
+	snprintf(why, whylen, "is not https://host[:port] (or http:// for tests), with no path");
+	return -EINVAL;
+}
+
+int conf_validate_url(const char *v, char *why, size_t whylen)
+{
+	struct http_url u;
+	if (!*v || http_url_parse(v, &u) == 0)
+		return 0;
+	snprintf(why, whylen, "is not https://host[:port][/path] (or http:// for tests)");
+	return -EINVAL;
+}
+
+int conf_check_error(const struct conf_schema *s, const void *cfg, const char *name,
+		     const char *why, char *err, size_t errlen)
+{
+	char first[192];
+	size_t n = strcspn(why, " :=,'");
+	const char *where = "default";
+	if (n > 0 && n < sizeof(first)) {
+		memcpy(first, why, n);
+		first[n] = '\0';
+		where = conf_origin(s, cfg, first);
+	}
+	size_t nl = strlen(name);
+	if (strncmp(where, name, nl) == 0 && where[nl] == ':')
+		snprintf(err, errlen, "%s: %s", where, why);
+	else
+		snprintf(err, errlen, "%s: %s", name, why);
+	return -EINVAL;
 }

@@ -105,5 +105,32 @@ const char *conf_origin(const struct conf_schema *s, const void *cfg, const char
  */
 void conf_print(const struct conf_schema *s, const void *cfg, FILE *f, bool origins);
 
+/*
+ * A rule across directives failed with why, which begins with the directive it is about
+ * ("metrics.listen: ..."): the one error line, at that directive's file:line when the
+ * file (name) set it, else at the file. Returns -EINVAL.
+ */
+int conf_check_error(const struct conf_schema *s, const void *cfg, const char *name,
+		     const char *why, char *err, size_t errlen);
+
+/*
+ * Split "host:port" ("127.0.0.1:9873", "[::1]:9873", "localhost:9873") into host (size
+ * hostlen) and *port (1..65535, or 0 for any free port). -EINVAL with a reason in why
+ * that follows the value ("is not HOST:PORT ...").
+ */
+int conf_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
+		      size_t whylen);
+
+/*
+ * Rules for conf_directive.validate, each 0 for an empty (unset) value: a listen address
+ * (host:port), a group that exists here (name or number), a Unix socket path that fits
+ * sockaddr_un, an http[s]://host[:port] with no path, an http[s] URL.
+ */
+int conf_validate_listen(const char *v, char *why, size_t whylen);
+int conf_validate_group(const char *v, char *why, size_t whylen);
+int conf_validate_socket_path(const char *v, char *why, size_t whylen);
+int conf_validate_origin_url(const char *v, char *why, size_t whylen);
+int conf_validate_url(const char *v, char *why, size_t whylen);
+
 /* Free the strings and origins held by *cfg. Accepts a zeroed struct. */
 void conf_free(const struct conf_schema *s, void *cfg);

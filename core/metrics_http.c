@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "conf.h"
 #include "log.h"
 
 #define HTTP_TIMEOUT_S 10
@@ -34,45 +35,6 @@ struct metrics_http {
  * not ours, so its error callback finds its endpoint here.
  */
 static struct metrics_http *endpoints;
-
-int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
-			      size_t whylen)
-{
-	const char *colon, *h = s;
-	size_t hl;
-	if (*s == '[') {
-		const char *close = strchr(s, ']');
-		if (!close || close[1] != ':') {
-			snprintf(why, whylen, "'%s': an IPv6 address is written [ADDRESS]:PORT", s);
-			return -EINVAL;
-		}
-		h = s + 1;
-		hl = (size_t)(close - h);
-		colon = close + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || strchr(s, ':') != colon) {
-			snprintf(why, whylen, "'%s' is not HOST:PORT (e.g. 127.0.0.1:9873)", s);
-			return -EINVAL;
-		}
-		hl = (size_t)(colon - s);
-	}
-	if (hl == 0 || hl >= hostlen) {
-		snprintf(why, whylen, "'%s': the host is %s", s, hl ? "too long" : "missing");
-		return -EINVAL;
-	}
-	char *end;
-	errno = 0;
-	unsigned long p = strtoul(colon + 1, &end, 10);
-	if (!isdigit((unsigned char)colon[1]) || *end || errno || p > 65535) {
-		snprintf(why, whylen, "'%s': the port must be a number from 0 to 65535", s);
-		return -EINVAL;
-	}
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	*port = (uint16_t)p;
-	return 0;
-}
 
 /* The quality of one media range from its parameters (";version=1.0.0;q=0.5"), 1 if none. */
 static double quality(const char *params, const char *end)
@@ -150,6 +112,13 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	m->scrapes++;
 	evhttp_add_header(out, "Content-Type", metrics_content_type(fmt));
 	evhttp_add_header(out, "Cache-Control", "no-store");
+	if (cmd == EVHTTP_REQ_HEAD) {
+		/* evhttp 2.1 would send the body after a HEAD's headers: the GET's length only. */
+		char len[24];
+		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+		evhttp_add_header(out, "Content-Length", len);
+		evbuffer_drain(body, evbuffer_get_length(body));
+	}
 	evhttp_send_reply(req, 200, "OK", body);
 	evbuffer_free(body);
 }
@@ -198,8 +167,8 @@ int metrics_http_new(struct event_base *base, const char *addr, const char *prog
 {
 	char host[256], why[256];
 	uint16_t port;
-	if (metrics_http_parse_listen(addr, host, sizeof(host), &port, why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "metrics.listen: %s", why);
+	if (conf_parse_listen(addr, host, sizeof(host), &port, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "metrics.listen: '%s' %s", addr, why);
 		return -EINVAL;
 	}
 	struct metrics_http *m = calloc(1, sizeof(*m));
@@ -213,7 +182,8 @@ int metrics_http_new(struct event_base *base, const char *addr, const char *prog
 	snprintf(m->program, sizeof(m->program), "%s", program);
 	evhttp_set_timeout(m->http, HTTP_TIMEOUT_S);
 	evhttp_set_max_headers_size(m->http, HTTP_MAX_HEADERS);
-	evhttp_set_max_body_size(m->http, 0);
+	/* A small body is read, so that a POST or PUT gets its 405 rather than a 413. */
+	evhttp_set_max_body_size(m->http, 4096);
 	evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
 						EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
 	evhttp_set_cb(m->http, "/metrics", on_metrics, m);

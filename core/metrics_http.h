@@ -10,13 +10,6 @@ struct event_base;
 struct metrics_http;
 
 /*
- * Split "host:port" ("127.0.0.1:9873", "[::1]:9873", "localhost:9873") into host (size
- * hostlen) and *port (1..65535, or 0 for any free port). -EINVAL with a reason in why.
- */
-int metrics_http_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
-			      size_t whylen);
-
-/*
  * The format an Accept header asks for: OpenMetrics when it lists
  * application/openmetrics-text with a quality at least that of text/plain (as Prometheus
  * does), the Prometheus text format otherwise (no header, curl's any type).

@@ -118,7 +118,8 @@ static const struct conf_directive directives[] = {
      .offset = OFF(station_socket),
      .def = "/run/tpad/station.sock",
      .min = 0,
-     .max = 0},
+     .max = 0,
+     .validate = conf_validate_socket_path},
     {.name = "station.mode",
      .type = CONF_MODE,
      .offset = OFF(station_mode),
@@ -130,7 +131,8 @@ static const struct conf_directive directives[] = {
      .offset = OFF(station_group),
      .def = "",
      .min = 0,
-     .max = 0},
+     .max = 0,
+     .validate = conf_validate_group},
     {.name = "station.allowed-groups",
      .type = CONF_GIDS,
      .offset = OFF(station_allowed_gids),
@@ -147,7 +149,8 @@ static const struct conf_directive directives[] = {
      .offset = OFF(admin_socket),
      .def = "/run/tpad/admin.sock",
      .min = 0,
-     .max = 0},
+     .max = 0,
+     .validate = conf_validate_socket_path},
     {.name = "admin.mode",
      .type = CONF_MODE,
      .offset = OFF(admin_mode),
@@ -159,7 +162,8 @@ static const struct conf_directive directives[] = {
      .offset = OFF(admin_group),
      .def = "",
      .min = 0,
-     .max = 0},
+     .max = 0,
+     .validate = conf_validate_group},
 
     SERVER_LIMITS_DIRECTIVES(OFF(limits), "1024", "768", "128"),
 
@@ -168,7 +172,8 @@ static const struct conf_directive directives[] = {
      .offset = OFF(upstream_url),
      .def = "https://activation.thingpark.com",
      .min = 0,
-     .max = 0},
+     .max = 0,
+     .validate = conf_validate_origin_url},
     {.name = "upstream.sessions",
      .type = CONF_UINT,
      .offset = OFF(upstream_sessions),
@@ -534,7 +539,8 @@ static const struct conf_directive directives[] = {
      .offset = OFF(metrics_listen),
      .def = "",
      .min = 0,
-     .max = 0},
+     .max = 0,
+     .validate = conf_validate_listen},
     {.name = "label.width", .type = CONF_TENTHS, .offset = OFF(label.width), .def = "57",
      .min = 50, .max = 5000},
     {.name = "label.height", .type = CONF_TENTHS, .offset = OFF(label.height), .def = "32",
@@ -744,10 +750,8 @@ static int config_finish(struct config *c, const char *name, char *err, size_t e
 			return -EINVAL;
 		}
 	}
-	if (config_check(c, why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "%s:0: %s", name, why);
-		return -EINVAL;
-	}
+	if (config_check(c, why, sizeof(why)) < 0)
+		return conf_check_error(&schema, c, name, why, err, errlen);
 	return 0;
 }
 
@@ -764,15 +768,13 @@ static int printers_check(const struct config *c, char *why, size_t whylen)
 		if (p->language == PRINTER_LANG_PDF && strncmp(p->url, "socket://", 9) == 0) {
 			snprintf(name, sizeof(name), "printer.%s.language", p->name);
 			snprintf(why, whylen,
-				 "%s: %s = pdf needs an ipp:// or ipps:// url; socket:// printers "
-				 "take zpl",
-				 conf_origin(&schema, c, name), name);
+				 "%s = pdf needs an ipp:// or ipps:// url; socket:// printers take zpl",
+				 name);
 			return -EINVAL;
 		}
 	}
 	if (c->print_default && !config_printer_find(c, c->print_default)) {
-		snprintf(why, whylen, "%s: print.default: no [printer.%s] section",
-			 conf_origin(&schema, c, "print.default"), c->print_default);
+		snprintf(why, whylen, "print.default: no [printer.%s] section", c->print_default);
 		return -EINVAL;
 	}
 	return 0;

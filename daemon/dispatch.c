@@ -1111,14 +1111,6 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "qr.template: %s", why);
 		return -EINVAL;
 	}
-	char host[256];
-	uint16_t port;
-	if (cfg->metrics_listen &&
-	    metrics_http_parse_listen(cfg->metrics_listen, host, sizeof(host), &port, why,
-				      sizeof(why)) < 0) {
-		snprintf(err, errlen, "metrics.listen: %s", why);
-		return -EINVAL;
-	}
 	/* The label and each printer's variant of it must fit a typical code and captions. */
 	struct layout *l;
 	int r = layout_new(&cfg->label, 0, 0, 0, cfg->qr_ec_level, &l, why, sizeof(why));

@@ -16,7 +16,8 @@ static const struct conf_directive directives[] = {
     {.name = "tunnel.listen",
      .type = CONF_STR,
      .offset = OFF(tunnel_listen),
-     .def = "127.0.0.1:8090"},
+     .def = "127.0.0.1:8090",
+     .validate = conf_validate_listen},
     {.name = "tunnel.path", .type = CONF_STR, .offset = OFF(tunnel_path), .def = "/"},
     {.name = "tunnel.key-file", .type = CONF_STR_OPT, .offset = OFF(tunnel_key_file), .def = ""},
     {.name = "tunnel.as-id", .type = CONF_STR, .offset = OFF(as_id), .def = "tpas"},
@@ -56,20 +57,24 @@ static const struct conf_directive directives[] = {
     {.name = "apps.socket",
      .type = CONF_STR,
      .offset = OFF(apps_socket),
-     .def = "/run/tpas/apps.sock"},
+     .def = "/run/tpas/apps.sock",
+     .validate = conf_validate_socket_path},
     {.name = "apps.mode", .type = CONF_MODE, .offset = OFF(apps_mode), .def = "0660", .max = 0777},
-    {.name = "apps.group", .type = CONF_STR_OPT, .offset = OFF(apps_group), .def = ""},
+    {.name = "apps.group", .type = CONF_STR_OPT, .offset = OFF(apps_group), .def = "",
+     .validate = conf_validate_group},
 
     {.name = "admin.socket",
      .type = CONF_STR,
      .offset = OFF(admin_socket),
-     .def = "/run/tpas/admin.sock"},
+     .def = "/run/tpas/admin.sock",
+     .validate = conf_validate_socket_path},
     {.name = "admin.mode",
      .type = CONF_MODE,
      .offset = OFF(admin_mode),
      .def = "0600",
      .max = 0777},
-    {.name = "admin.group", .type = CONF_STR_OPT, .offset = OFF(admin_group), .def = ""},
+    {.name = "admin.group", .type = CONF_STR_OPT, .offset = OFF(admin_group), .def = "",
+     .validate = conf_validate_group},
 
     {.name = "store.path",
      .type = CONF_STR,
@@ -85,7 +90,8 @@ static const struct conf_directive directives[] = {
 
     {.name = "astk.rsa-key-file", .type = CONF_STR_OPT, .offset = OFF(rsa_key_file), .def = ""},
 
-    {.name = "lrc.url", .type = CONF_STR_OPT, .offset = OFF(lrc_url), .def = ""},
+    {.name = "lrc.url", .type = CONF_STR_OPT, .offset = OFF(lrc_url), .def = "",
+     .validate = conf_validate_origin_url},
     {.name = "lrc.ca-file", .type = CONF_STR_OPT, .offset = OFF(lrc_ca_file), .def = ""},
     {.name = "lrc.sessions",
      .type = CONF_UINT,
@@ -100,7 +106,8 @@ static const struct conf_directive directives[] = {
      .min = 100,
      .max = 600000},
 
-    {.name = "webhook.url", .type = CONF_STR_OPT, .offset = OFF(webhook_url), .def = ""},
+    {.name = "webhook.url", .type = CONF_STR_OPT, .offset = OFF(webhook_url), .def = "",
+     .validate = conf_validate_url},
     {.name = "webhook.ca-file", .type = CONF_STR_OPT, .offset = OFF(webhook_ca_file), .def = ""},
     {.name = "webhook.request-timeout",
      .type = CONF_DURATION,
@@ -123,7 +130,8 @@ static const struct conf_directive directives[] = {
 
     SERVER_LIMITS_DIRECTIVES(OFF(limits), "256", "192", "64"),
 
-    {.name = "metrics.listen", .type = CONF_STR_OPT, .offset = OFF(metrics_listen), .def = ""},
+    {.name = "metrics.listen", .type = CONF_STR_OPT, .offset = OFF(metrics_listen), .def = "",
+     .validate = conf_validate_listen},
 };
 
 /* Rules across directives. */
@@ -140,30 +148,6 @@ static int asconf_check(const void *cfg, char *why, size_t whylen)
 	}
 	if (strcmp(c->apps_socket, c->admin_socket) == 0) {
 		snprintf(why, whylen, "apps.socket and admin.socket are the same path");
-		return -EINVAL;
-	}
-	if (c->lrc_url) {
-		struct http_url u;
-		if (http_url_parse(c->lrc_url, &u) < 0 || (u.path[0] && strcmp(u.path, "/") != 0)) {
-			snprintf(why, whylen, "lrc.url must be http[s]://host[:port], got %s",
-				 c->lrc_url);
-			return -EINVAL;
-		}
-	}
-	if (c->webhook_url) {
-		struct http_url u;
-		if (http_url_parse(c->webhook_url, &u) < 0) {
-			snprintf(why, whylen,
-				 "webhook.url must be http[s]://host[:port]/path, got %s",
-				 c->webhook_url);
-			return -EINVAL;
-		}
-	}
-	char host[256], reason[200];
-	uint16_t port;
-	if (c->metrics_listen && metrics_http_parse_listen(c->metrics_listen, host, sizeof(host),
-							   &port, reason, sizeof(reason)) < 0) {
-		snprintf(why, whylen, "metrics.listen: %s", reason);
 		return -EINVAL;
 	}
 	if (strlen(c->as_id) > 64) {

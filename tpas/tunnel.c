@@ -16,6 +16,7 @@
 
 #include "ascrypto.h"
 #include "clock.h"
+#include "conf.h"
 #include "cred.h"
 #include "events.h"
 #include "hex.h"
@@ -753,33 +754,6 @@ static void request_cb(struct thttp_req *req, void *arg)
 	answer_with(req, status, extra, ans);
 }
 
-/* Split "host:port" or "[v6]:port". */
-static int parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port)
-{
-	const char *colon;
-	if (s[0] == '[') {
-		const char *end = strchr(s, ']');
-		if (!end || end[1] != ':' || (size_t)(end - s - 1) >= hostlen)
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(end - s - 1));
-		host[end - s - 1] = '\0';
-		colon = end + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || (size_t)(colon - s) >= hostlen || colon == s)
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = '\0';
-	}
-	char *end;
-	errno = 0;
-	long p = strtol(colon + 1, &end, 10);
-	if (!colon[1] || *end || errno || p < 0 || p > 65535)
-		return -EINVAL;
-	*port = (uint16_t)p;
-	return 0;
-}
-
 int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct journal *j,
 	       tunnel_commit_fn *on_commit, void *arg, struct tunnel **ret, char *err,
 	       size_t errlen)
@@ -813,9 +787,9 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 		*ret = t;
 		return 0;
 	}
-	char host[256];
-	if (parse_listen(o->listen, host, sizeof(host), &t->port) < 0) {
-		snprintf(err, errlen, "tunnel.listen '%s' is not host:port", o->listen);
+	char host[256], why[256];
+	if (conf_parse_listen(o->listen, host, sizeof(host), &t->port, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "tunnel.listen '%s' %s", o->listen, why);
 		tunnel_free(t);
 		return -EINVAL;
 	}
@@ -838,7 +812,6 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 					 .timeout_ms = o->timeout_ms,
 					 .tls = t->tls,
 					 .max_conns = o->max_conns};
-	char why[256];
 	t->http = thttp_new(base, &ho, request_cb, t, why, sizeof(why));
 	if (!t->http) {
 		snprintf(err, errlen, "tunnel.listen %s: %s", o->listen, why);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conf.h"
 #include "metrics_http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -23,12 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	char host[256], why[256];
 	uint16_t port;
-	if (metrics_http_parse_listen(s, host, sizeof(host), &port, why, sizeof(why)) == 0) {
+	if (conf_parse_listen(s, host, sizeof(host), &port, why, sizeof(why)) == 0) {
 		if (!host[0] || strlen(host) >= sizeof(host))
 			abort();
 		char host2[256];
 		uint16_t port2;
-		if (metrics_http_parse_listen(s, host2, sizeof(host2), &port2, why, sizeof(why)) !=
+		if (conf_parse_listen(s, host2, sizeof(host2), &port2, why, sizeof(why)) !=
 			0 ||
 		    strcmp(host, host2) != 0 || port != port2)
 			abort();

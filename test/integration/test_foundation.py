@@ -354,6 +354,31 @@ class Config(TpadTestCase):
         p = self.run_tpad("--config", os.path.join(self.tmp, "missing.conf"),
                           "--check-config")
         self.assertEqual(p.returncode, 1)
+        p = self.run_tpad("--config", self.tmp, "--check-config")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("it is a directory, not a file", p.stderr)
+
+    def test_check_config_catches_what_the_start_would_refuse(self):
+        # Each refused at the line that says it, by --check-config as by a start.
+        long_sock = "/tmp/" + "s" * 110
+        bad = os.path.join(self.tmp, "bad.conf")
+        for section, line, want in [
+                ("upstream", "url = https://127.0.0.1:99999", "is not https://host[:port]"),
+                ("upstream", "url = https://tpa.example.com/api", "with no path"),
+                ("station", "group = no-such-group-here", "is not a group on this machine"),
+                ("admin", "group = 4294967295x", "is not a group on this machine"),
+                ("station", f"socket = {long_sock}", "longer than the 107 bytes"),
+                ("metrics", "listen = localhost", "is not HOST:PORT"),
+                ("print", "default = line9", "print.default: no [printer.line9] section")]:
+            with self.subTest(line=line):
+                with open(bad, "w") as f:
+                    f.write(f"# a comment\n[{section}]\n{line}\n")
+                for args in (["--check-config"], []):
+                    p = self.run_tpad("--config", bad, *args)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"{bad}:3: ", p.stderr)
+                    self.assertIn(want, p.stderr)
+                    self.assertEqual(p.stderr.count(bad), 1, p.stderr)
 
     def test_print_config(self):
         d = self.daemon(conf_extra="limits.idle-timeout = 90s\nqr.ec-level = q")

@@ -2,6 +2,7 @@
 reference parsers (promtool, prometheus_client's strict OpenMetrics parser) and scraped by a
 real Prometheus server."""
 
+import http.client
 import json
 import os
 import re
@@ -220,6 +221,23 @@ class Metrics(TpadTestCase):
         self.assertEqual(http_get(f"http://127.0.0.1:{self.port}/")[0], 404)
         self.assertEqual(http_get(f"http://127.0.0.1:{self.port}/metricsx")[0], 404)
         self.assertEqual(http_get(url, method="POST")[0], 405)
+        # On one kept-alive connection: a HEAD's headers only (with the GET's length), so the
+        # next answer starts right after them; a POST with a small body gets its 405.
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request("HEAD", "/metrics")
+        r = c.getresponse()
+        r.read()
+        self.assertEqual(r.status, 200)
+        self.assertGreater(int(r.headers["Content-Length"]), 1000)
+        c.request("POST", "/metrics", body=b"hello")
+        r = c.getresponse()
+        r.read()
+        self.assertEqual(r.status, 405)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertIn("# TYPE tpad_", r.read().decode())
+        c.close()
         # The alerting rules shipped in conf/ are valid.
         r = subprocess.run([promtool, "check", "rules", RULES], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)

@@ -1474,6 +1474,29 @@ class Commands(TpasCase):
                            text=True)
         self.assertEqual(p.returncode, 1)
         self.assertIn("bad.conf:2", p.stderr)
+        # What tpas would refuse at start, --check-config refuses, at the line.
+        long_sock = "/tmp/" + "s" * 110
+        for section, line, want in [
+                ("tunnel", "listen = 127.0.0.1:99999", "the port must be a number"),
+                ("tunnel", "listen = :8090", "the host is missing"),
+                ("tunnel", "listen = 127.0.0.1", "is not HOST:PORT"),
+                ("tunnel", "path = relative", "tunnel.path must start with '/'"),
+                ("tunnel", "as-id = " + "a" * 70, "tunnel.as-id is longer than 64"),
+                ("lrc", "url = https://lrc.example.com/path", "with no path"),
+                ("lrc", "url = https://lrc.example.com:0", "is not https://host[:port]"),
+                ("webhook", "url = ftp://x/", "is not https://host[:port][/path]"),
+                ("apps", "group = no-such-group-here", "is not a group on this machine"),
+                ("admin", f"socket = {long_sock}", "longer than the 107 bytes"),
+                ("metrics", "listen = [::1]9100", "is not HOST:PORT")]:
+            with self.subTest(line=line):
+                with open(bad, "w") as f:
+                    f.write(f"# a comment\n[{section}]\n{line}\n")
+                for args in (["--check-config"], []):
+                    p = subprocess.run([TPAS, "--config", bad, *args], capture_output=True,
+                                       text=True, timeout=20)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"{bad}:3: ", p.stderr)
+                    self.assertIn(want, p.stderr)
         # A world-readable tunnel key is refused.
         os.chmod(t.key_file, 0o644)
         p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,

@@ -1,6 +1,7 @@
 /* Unit tests of the /metrics endpoint's address parsing and Accept negotiation. */
 #include <stdint.h>
 
+#include "conf.h"
 #include "metrics_http.h"
 #include "tap.h"
 
@@ -8,17 +9,17 @@ static void test_parse_listen(void)
 {
 	char host[64], why[256];
 	uint16_t port = 1;
-	CHECK_INT(metrics_http_parse_listen("127.0.0.1:9873", host, sizeof(host), &port, why,
+	CHECK_INT(conf_parse_listen("127.0.0.1:9873", host, sizeof(host), &port, why,
 					    sizeof(why)),
 		  0);
 	CHECK_STR(host, "127.0.0.1");
 	CHECK_INT(port, 9873);
-	CHECK_INT(metrics_http_parse_listen("[::1]:0", host, sizeof(host), &port, why, sizeof(why)),
+	CHECK_INT(conf_parse_listen("[::1]:0", host, sizeof(host), &port, why, sizeof(why)),
 		  0);
 	CHECK_STR(host, "::1");
 	CHECK_INT(port, 0);
 	CHECK_INT(
-	    metrics_http_parse_listen("localhost:80", host, sizeof(host), &port, why, sizeof(why)),
+	    conf_parse_listen("localhost:80", host, sizeof(host), &port, why, sizeof(why)),
 	    0);
 	CHECK_STR(host, "localhost");
 	static const char *const bad[] = {
@@ -27,11 +28,11 @@ static void test_parse_listen(void)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why[0] = '\0';
 		CHECK_INT(
-		    metrics_http_parse_listen(bad[i], host, sizeof(host), &port, why, sizeof(why)),
+		    conf_parse_listen(bad[i], host, sizeof(host), &port, why, sizeof(why)),
 		    -22);
 		CHECK(why[0] != '\0');
 	}
-	CHECK_INT(metrics_http_parse_listen(
+	CHECK_INT(conf_parse_listen(
 		      "averyveryveryveryveryveryveryveryveryveryveryveryveryverylonghostname:1",
 		      host, 16, &port, why, sizeof(why)),
 		  -22);
