@@ -26,6 +26,13 @@
 #define QUICK_CLOSE_MS 1000
 #define READ_CHUNK 16384
 #define WHY_MAX 512 /* room for any reason text we compose */
+#define FAIR_SLOTS 256 /* owners the fair queue remembers (a power of two) */
+
+/* An owner of queued requests and the tag of its latest one. */
+struct fair_slot {
+	uint64_t owner;
+	uint64_t last;
+};
 
 enum sess_state {
 	S_BACKOFF, /* waiting to (re)connect */
@@ -55,7 +62,9 @@ struct pool_req {
 	struct event *ev; /* request timeout, then deferred completion */
 	struct session *sess;
 	unsigned attempts;
-	bool probe; /* the half-open breaker's trial request */
+	uint64_t owner; /* who asked (pool_submit_for): the queue is fair between owners */
+	uint64_t tag;	/* its place in the fair queue: lower goes first */
+	bool probe;	/* the half-open breaker's trial request */
 	/* The outcome, kept until the deferred callback runs. */
 	int err;
 	bool sent;
@@ -103,8 +112,10 @@ struct pool {
 	struct tls_ctx *tls;
 	struct session *sessions;
 	unsigned n_sessions;
-	struct req_list queue;
+	struct req_list queue; /* by tag, then arrival */
 	size_t queued;
+	uint64_t vtime;		      /* the tag of the request dispatched last */
+	struct fair_slot fair[FAIR_SLOTS]; /* the last tag of recent owners */
 	struct req_list done;
 	enum pool_breaker breaker;
 	bool open_by_answers; /* opened by 5xx answers: a new session proves nothing then */
@@ -123,6 +134,35 @@ struct pool {
 };
 
 static void session_open(struct session *s);
+
+/*
+ * Fair queueing between owners (start-time fair queueing): a request is tagged one past
+ * the later of the last dispatched tag and its owner's last tag, and the queue is served
+ * in tag order. An owner with many requests queued gets every other turn at most when
+ * one other owner waits, so one station that pipelines calls cannot hold the others
+ * behind its backlog. Owners are remembered in a small direct-mapped table: one that
+ * shares a slot with another is merely treated as a newcomer.
+ */
+static uint64_t fair_tag(struct pool *p, uint64_t owner)
+{
+	struct fair_slot *f = &p->fair[(owner * 0x9E3779B97F4A7C15ull) >> 56 & (FAIR_SLOTS - 1)];
+	uint64_t start = f->owner == owner && f->last > p->vtime ? f->last : p->vtime;
+	f->owner = owner;
+	f->last = start + 1;
+	return f->last;
+}
+
+/* Queue r in tag order (after every request of the same tag or lower). */
+static void fair_insert(struct pool *p, struct pool_req *r)
+{
+	struct pool_req *q = TAILQ_LAST(&p->queue, req_list);
+	while (q && q->tag > r->tag)
+		q = TAILQ_PREV(q, req_list, link);
+	if (q)
+		TAILQ_INSERT_AFTER(&p->queue, q, r, link);
+	else
+		TAILQ_INSERT_HEAD(&p->queue, r, link);
+}
 static void session_fail(struct session *s, int err, const char *reason, bool counts);
 static void pool_dispatch(struct pool *p);
 static void io_cb(evutil_socket_t fd, short what, void *arg);
@@ -904,6 +944,8 @@ static void pool_dispatch(struct pool *p)
 			return;
 		TAILQ_REMOVE(&p->queue, r, link);
 		p->queued--;
+		if (r->tag > p->vtime)
+			p->vtime = r->tag;
 		r->state = R_ACTIVE;
 		r->sess = s;
 		r->attempts++;
@@ -1051,6 +1093,12 @@ struct pool *pool_free(struct pool *p)
 /* Queue a request, or settle it at once (from the loop) while the breaker is open. */
 int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, void *arg)
 {
+	return pool_submit_for(p, 0, buf, len, cb, arg);
+}
+
+int pool_submit_for(struct pool *p, uint64_t owner, const char *buf, size_t len,
+		    pool_done_fn *cb, void *arg)
+{
 	if (p->queued >= p->o.queue) {
 		p->stats.queue_full++;
 		return -EBUSY;
@@ -1070,7 +1118,9 @@ int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, v
 	memcpy(r->buf, buf, len);
 	r->len = len;
 	r->state = R_QUEUED;
-	TAILQ_INSERT_TAIL(&p->queue, r, link);
+	r->owner = owner;
+	r->tag = fair_tag(p, owner);
+	fair_insert(p, r);
 	p->queued++;
 	if (p->breaker == POOL_BREAKER_OPEN && p->cert_error != TLS_CERT_OK) {
 		char why[WHY_MAX];

@@ -87,6 +87,14 @@ struct pool *pool_free(struct pool *p);
  */
 int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, void *arg);
 
+/*
+ * The same on behalf of owner (a client connection, say; pool_submit's is 0): the queue
+ * is fair between owners, each getting its turn in rotation whatever the others queued,
+ * so one owner's backlog delays another's request by about one request per owner.
+ */
+int pool_submit_for(struct pool *p, uint64_t owner, const char *buf, size_t len,
+		    pool_done_fn *cb, void *arg);
+
 /* The Host header value for requests ("host" or "host:port"). */
 const char *pool_host(const struct pool *p);
 

@@ -515,6 +515,7 @@ static void on_attempt_recorded(int err, const char *reason, void *arg)
 	}
 	struct tpa_record tr;
 	tpa_record_of(&j->rec, &tr);
+	tr.owner = j->req.owner;
 	int r = j->a->ops->import(j->a->ctx, &tr, on_import, j);
 	cred_wipe(&tr, sizeof(tr));
 	if (r < 0) {

@@ -65,6 +65,7 @@ struct act_request {
 	const char *origin; /* "activate" or "import" */
 	uint32_t uid;
 	int32_t pid;
+	uint64_t owner; /* the client connection asking: its share of the upstream queue */
 };
 
 enum act_outcome {

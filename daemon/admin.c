@@ -540,6 +540,7 @@ static int import_rows(struct import_call *c, json_t *rows, bool generate)
 		q->origin = "import";
 		q->uid = (uint32_t)p->uid;
 		q->pid = (int32_t)p->pid;
+		q->owner = p->conn_id;
 		proto_param_hex(v, "devEUI", q->dev_eui, HEX_EUI);
 		proto_param_hex(v, "joinEUI", q->join_eui, HEX_EUI);
 		proto_param_hex(v, "profileId", q->profile_id, HEX_PROFILE);

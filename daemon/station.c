@@ -276,7 +276,8 @@ void station_activate(struct tpad *t, struct req *r)
 	struct act_request q = {.method = "io.tpad.Station.Activate",
 				.origin = "activate",
 				.uid = (uint32_t)peer->uid,
-				.pid = (int32_t)peer->pid};
+				.pid = (int32_t)peer->pid,
+				.owner = peer->conn_id};
 	proto_param_hex(params, "devEUI", q.dev_eui, HEX_EUI);
 	proto_param_hex(params, "joinEUI", q.join_eui, HEX_EUI);
 	proto_param_hex(params, "profileId", q.profile_id, HEX_PROFILE);

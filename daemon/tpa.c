@@ -53,6 +53,7 @@ struct tpa_call {
 	uint64_t token_gen; /* the token it was sent with (tpa.token_gen then) */
 	tpa_keygen_fn *kcb; /* keygen: the caller's callback */
 	char dev_eui[17]; /* query: the device asked about */
+	uint64_t owner;	  /* who asked: the pool's fair queue serves owners in turn */
 	unsigned page;	  /* query: page asked for (0: the first, without the parameter) */
 };
 
@@ -643,7 +644,7 @@ static int call_send(struct tpa_call *c)
 	if (r < 0)
 		return r;
 	c->token_gen = t->token_gen;
-	r = pool_submit(t->pool, buf, len, call_answer, c);
+	r = pool_submit_for(t->pool, c->owner, buf, len, call_answer, c);
 	cred_wipe(buf, len);
 	free(buf);
 	return r;
@@ -889,6 +890,7 @@ int tpa_import(struct tpa *t, const struct tpa_record *rec, tpa_done_fn *cb, voi
 		call_free(c);
 		return r;
 	}
+	c->owner = rec->owner;
 	int n = snprintf(c->target, sizeof(c->target), "%s%s", t->cfg->api_base_path,
 			 t->cfg->api_import_path);
 	if (n < 0 || (size_t)n >= sizeof(c->target)) {

@@ -22,6 +22,8 @@ struct tpa_record {
 	char tkm_info[21]; /* "" if none */
 	char app_key[33];  /* "" if none */
 	char hsm_app_key[33]; /* a cloud-HSM AppKey's hsmEncryptedAppKey; "" if none */
+	uint64_t owner;	      /* who asks (a station connection; 0: tpad itself): the
+				 upstream queue is fair between owners */
 };
 
 enum tpa_outcome {

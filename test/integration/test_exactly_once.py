@@ -287,6 +287,34 @@ class Background(Base):
 class Clients(Base):
     """Defects 5, 6 and 7: no client can hold slots, memory or calls of the others."""
 
+    def test_one_station_backlog_does_not_hold_the_others(self):
+        """Two connections keep 64 activations each queued for the cloud (imports take
+        300 ms, 4 sessions: a backlog of about 10 s); a third connection's activations are
+        served in turn, within a second or two each, not behind the backlog (they waited
+        about 5 s each and some timed out before the upstream queue was fair)."""
+        self.start(sim_extra=["--import-latency-ms", "300"])
+        hogs = []
+        for k in range(2):
+            c = self.d.station_client(timeout=60)
+            c.send_raw(b"".join(json.dumps({"method": "io.tpad.Station.Activate", "parameters": {
+                "devEUI": eui(100000 + 1000 * k + i), "tkmInfo": TKM}}).encode() + b"\0"
+                for i in range(64)))
+            hogs.append(c)
+        wait_for(lambda: self.status()["upstream"]["queue"] >= 100, 10, "the backlog")
+        took = []
+        with self.d.station_client(timeout=30) as v:
+            for i in range(3):
+                t0 = time.monotonic()
+                r = v.call("io.tpad.Station.Activate", {"devEUI": eui(i + 1), "tkmInfo": TKM})
+                took.append(time.monotonic() - t0)
+                self.assertTrue(r["device"]["ownerToken"])
+        self.assertGreater(self.status()["upstream"]["queue"], 20)  # the backlog is still there
+        self.assertLess(max(took), 2.5, took)
+        for c in hogs:
+            for _ in range(64):
+                self.assertIn("parameters", c.recv())
+            c.close()
+
     def test_trickle_is_not_activity(self):
         d = self.daemon(conf_extra="limits.message-timeout = 1s").start()
         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
