@@ -399,10 +399,10 @@ static bool read_row(const struct csv_record *rec, const int map[CSV_MAX_FIELDS]
 		    "AppKeys)");
 		ok = false;
 	}
-	memset(v[COL_APP_KEY], 0, sizeof(v[0]));
+	explicit_bzero(v[COL_APP_KEY], sizeof(v[0]));
 	if (ok)
 		*ret = row;
-	memset(&row, 0, sizeof(row));
+	explicit_bzero(&row, sizeof(row));
 	return ok;
 }
 
@@ -502,13 +502,14 @@ static int load_rows(const char *path, bool generate, bool ignore_unknown, struc
 			  "no header: the first line must name the columns, e.g. "
 			  "devEUI,joinEUI,tkmInfo,appKey,serial,profileId");
 	csv_free(csv);
-	memset(data, 0, len); /* it may hold AppKeys */
+	if (data)
+		explicit_bzero(data, len); /* it may hold AppKeys */
 	free(data);
 	if (header_ok)
 		check_duplicates(rows, n, e);
 	if (e->n) {
 		if (rows)
-			memset(rows, 0, n * sizeof(*rows));
+			explicit_bzero(rows, n * sizeof(*rows));
 		free(rows);
 		return -EINVAL;
 	}
@@ -778,7 +779,8 @@ int ctl_import(struct ctl *c, struct ctl_args *a)
 			break;
 		}
 	}
-	memset(rows, 0, n * sizeof(*rows));
+	if (rows) /* none for a file of only a header */
+		explicit_bzero(rows, n * sizeof(*rows));
 	free(rows);
 	bar_clear(&b);
 	double secs = (double)(now_us() - b.started_us) / 1e6;

@@ -150,7 +150,7 @@ static const struct command commands[] = {
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0,
      "[--state STATE] [--limit N]", "list stored devices",
      "  --state STATE       only PENDING, ISSUED, FAILED, FOREIGN or RETIRED devices\n"
-     "  --limit N           at most N devices\n"},
+     "  --limit N           at most N devices (0, the default: all)\n"},
     {"device", ctl_device, CTL_ADMIN, 0, false, 1, 1, "EUI",
      "show one stored device and its audit trail", "  EUI                 the DevEUI\n"},
     {"adopt", ctl_adopt, CTL_ADMIN, 0, false, 1, 1, "EUI",

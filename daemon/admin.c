@@ -852,7 +852,7 @@ void admin_export(struct tpad *t, struct req *r)
 	bool want;
 	if (param_state(params, &c->state) < 0) {
 		export_free(c);
-		invalid(r, "state", "must be PENDING, ISSUED or FAILED");
+		invalid(r, "state", "must be PENDING, ISSUED, FAILED, FOREIGN or RETIRED");
 		return;
 	}
 	if (label_opts(t->cfg, t->layout, json_object_get(params, "qr"), &c->qr, &want) < 0) {
@@ -918,7 +918,7 @@ void admin_list_devices(struct tpad *t, struct req *r)
 	json_t *params = req_params(r);
 	int state;
 	if (param_state(params, &state) < 0) {
-		invalid(r, "state", "must be PENDING, ISSUED or FAILED");
+		invalid(r, "state", "must be PENDING, ISSUED, FAILED, FOREIGN or RETIRED");
 		return;
 	}
 	const char *after = json_string_value(json_object_get(params, "after"));

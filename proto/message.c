@@ -514,7 +514,7 @@ static bool one_of(const char *s, const char *const *words, bool nocase)
 static const char *const qr_formats[] = {"png", "svg", "zpl", "pdf", "text", "none", NULL};
 static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
 static const char *const export_formats[] = {"png", "svg", "zpl", "pdf", "csv", NULL};
-static const char *const states[] = {"PENDING", "ISSUED", "FAILED", NULL};
+static const char *const states[] = {"PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED", NULL};
 
 /* Context of one validation: the error name and the fault to fill. */
 struct vctx {
@@ -578,7 +578,7 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 	case PARAM_STATE:
 		if (!s || !one_of(s, states, true))
 			return fault_set(v->fault, v->error, name,
-					 "must be PENDING, ISSUED or FAILED");
+					 "must be PENDING, ISSUED, FAILED, FOREIGN or RETIRED");
 		return 0;
 	case PARAM_EXPORT_FORMAT:
 		if (!s || !one_of(s, export_formats, false))

@@ -58,7 +58,7 @@ enum param_type {
 	PARAM_APP_KEY,	     /* 32 hexadecimal digits */
 	PARAM_PROFILE_ID,    /* 8 hexadecimal digits */
 	PARAM_SERIAL,	     /* 1..64 of 0x21-0x7e except : , " and \ */
-	PARAM_STATE,	     /* PENDING, ISSUED or FAILED, either case */
+	PARAM_STATE,	     /* PENDING, ISSUED, FAILED, FOREIGN or RETIRED, either case */
 	PARAM_QR_OPTIONS,    /* object: format, scale, margin, ecLevel */
 	PARAM_EXPORT_FORMAT, /* png, svg, zpl or csv */
 	PARAM_IMPORT_ROWS,   /* array of at most PROTO_MAX_IMPORT_ROWS ImportRow objects */

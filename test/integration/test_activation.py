@@ -408,6 +408,9 @@ class Faults(Base):
         with d2.admin_client() as a:
             info = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui(1)})
             self.assertEqual(info["device"]["state"], "FOREIGN")
+            # What the Conflict tells the admin to adopt, the list finds by its state.
+            listed = a.call("io.tpad.Admin.ListDevices", {"state": "foreign"})["devices"]
+            self.assertEqual([x["devEUI"] for x in listed], [eui(1)])
             self.assertEqual([x["outcome"] for x in info["attempts"]], ["conflict"])
         # The same with an AppKey device seeded on the cloud by "the console": the station's
         # own (or a generated) key would never join, so it must not be answered ok.

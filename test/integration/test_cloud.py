@@ -354,6 +354,12 @@ class Retire(DxBase):
         self.assertEqual(s.control("GET", "/dx")["delete_requests"], 1)
         p = d.tpactl("--socket", d.admin, "retire", eui, check=2)
         self.assertIn("--reason", p.stderr)
+        # The retired devices are listed and exported by their state.
+        p = d.tpactl("--socket", d.admin, "devices", "--state", "retired", check=0)
+        self.assertEqual([l.split()[:2] for l in p.stdout.splitlines()[1:]], [[eui, "RETIRED"]])
+        with d.admin_client() as a:
+            self.assertEqual(a.call("io.tpad.Admin.ListDevices", {"state": "ISSUED"})["devices"],
+                             [])
 
     def test_lost_answer_settled_by_query(self):
         s = self.dx_sim()

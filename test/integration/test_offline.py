@@ -198,6 +198,14 @@ class Offline(TpadTestCase):
             for want in wants:
                 self.assertIn(path + want, p.stderr, name)
             self.assertIn("nothing was imported", p.stderr, name)
+        # A header and no rows: nothing to do, said so (tpactl ran into undefined behaviour
+        # here: UBSan reported it in the sanitizer build).
+        path = os.path.join(self.tmp, "header-only.csv")
+        with open(path, "w") as f:
+            f.write("devEUI,tkmInfo\n")
+        p = self.ctl(d, "import", path, check=0)
+        self.assertIn("0 of 0 rows", p.stdout)
+        self.assertNotIn("runtime error", p.stderr)
         # Every error of a file is listed, in line order.
         path = os.path.join(self.tmp, "many.csv")
         with open(path, "w") as f:

@@ -251,7 +251,7 @@ static void test_validate(void)
 		     NULL, NULL);
 	expect_valid(exp, "{\"format\":\"text\"}", AD, "format", NULL);
 	expect_valid(exp, "{\"format\":\"csv\",\"state\":\"DONE\"}", AD, "state",
-		     "must be PENDING, ISSUED or FAILED");
+		     "must be PENDING, ISSUED, FAILED, FOREIGN or RETIRED");
 
 	const char *list = "io.tpad.Admin.ListDevices";
 	expect_valid(list, "{}", NULL, NULL, NULL);
