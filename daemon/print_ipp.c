@@ -1,10 +1,14 @@
 /* print_ipp: PDF labels to ipp:// and ipps:// printers through libcups, on a worker thread. */
 #include <cups/cups.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -73,6 +77,37 @@ static bool no_answer(http_t *http, struct print_job *j, const char *what)
 	return true;
 }
 
+/*
+ * Why a TCP connection to host:port fails, as connect() says it, within timeout_ms: 0 if
+ * one succeeds now. libcups reports every failed connection as "Host is down".
+ */
+static int connect_error(const char *host, int port, int timeout_ms)
+{
+	char serv[8];
+	snprintf(serv, sizeof(serv), "%d", port);
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+	int g = getaddrinfo(host, serv, &hints, &ai);
+	if (g != 0)
+		return g == EAI_SYSTEM ? errno : EHOSTUNREACH;
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			ai->ai_protocol);
+	int e = fd < 0 ? errno : 0;
+	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		e = errno;
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+		socklen_t len = sizeof(e);
+		if (e == EINPROGRESS)
+			e = poll(&pfd, 1, timeout_ms) == 1 &&
+				    getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0
+				? e
+				: ETIMEDOUT;
+	}
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return e;
+}
+
 /* Connect to the printer within the job's timeout. */
 static http_t *ipp_connect(struct print_printer *pr, struct print_job *j)
 {
@@ -80,8 +115,10 @@ static http_t *ipp_connect(struct print_printer *pr, struct print_job *j)
 	http_t *http = httpConnect2(pr->host, pr->port, NULL, AF_UNSPEC, enc, 1,
 				    (int)pr->cfg->timeout_ms, NULL);
 	if (!http) {
+		int e = connect_error(pr->host, pr->port, (int)pr->cfg->timeout_ms);
+		const char *m = cupsLastErrorString();
 		snprintf(j->reason, sizeof(j->reason), "cannot connect: %s",
-			 errno ? strerror(errno) : cupsLastErrorString());
+			 e ? strerror(e) : m && *m ? m : "the printer refused it");
 		return NULL;
 	}
 	httpSetTimeout(http, pr->cfg->timeout_ms / 1000.0, NULL, NULL);

@@ -745,7 +745,7 @@ class Print(TpadTestCase):
             c.send("io.tpad.Station.Lookup", {"devEUI": eui(5), "print": {"printer": "office"}})
             reply = c.recv()
         self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
-        self.assertIn("cannot connect", reply["parameters"]["reason"])
+        self.assertIn("cannot connect: Connection refused", reply["parameters"]["reason"])
         self.assertEqual(reply["parameters"]["device"]["ownerToken"], dev["ownerToken"])
         self.assertEqual(self.s.counters()["imports"], 1)
 
