@@ -186,6 +186,46 @@ static int fault_set(struct proto_fault *f, const char *error, const char *param
 	return -EINVAL;
 }
 
+/*
+ * After a retry with JSON_DECODE_INT_AS_REAL: every real that holds a whole number a
+ * double represents exactly (|x| <= 2^53) is an integer again, so that only the numbers
+ * too large for one stay reals and fail their parameter's check by name.
+ */
+/* The integer a real holds exactly (|x| <= 2^53), or NULL. */
+static json_t *whole_number(const json_t *v)
+{
+	if (!json_is_real(v))
+		return NULL;
+	double d = json_real_value(v);
+	if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || d != (double)(json_int_t)d)
+		return NULL;
+	return json_integer((json_int_t)d);
+}
+
+static void integers_back(json_t *v)
+{
+	const char *key;
+	json_t *child, *n;
+	size_t i;
+	if (json_is_object(v)) {
+		json_object_foreach(v, key, child)
+		{
+			if ((n = whole_number(child)))
+				json_object_set_new(v, key, n);
+			else
+				integers_back(child);
+		}
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, child)
+		{
+			if ((n = whole_number(child)))
+				json_array_set_new(v, i, n);
+			else
+				integers_back(child);
+		}
+	}
+}
+
 int call_decode(const char *buf, size_t len, struct call *ret, struct proto_fault *fault)
 {
 	const char *inval = PROTO_ERR_INVALID_PARAMETER;
@@ -195,6 +235,13 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 	if (len == 0)
 		return fault_set(fault, inval, "", "empty message");
 	json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root && json_error_code(&jerr) == json_error_numeric_overflow) {
+		/* Valid JSON with an integer beyond 64 bits: a parameter out of range, named. */
+		root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL,
+				  &jerr);
+		if (root)
+			integers_back(root);
+	}
 	if (!root)
 		return fault_set(fault, inval, "", "not valid JSON: %s", jerr.text);
 

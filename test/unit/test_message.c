@@ -48,6 +48,18 @@ static void test_decode(void)
 	CHECK_STR(c.method, "a.b");
 	call_clear(&c);
 
+	/* An integer beyond 64 bits is valid JSON: the call decodes, the number stays a real
+	 * (its parameter's check names it), the other numbers stay integers. */
+	m = "{\"method\":\"io.tpad.Station.Activate\",\"parameters\":{\"devEUI\":"
+	    "\"0123456789ABCDEF\",\"qr\":{\"scale\":99999999999999999999,\"margin\":2}}}";
+	CHECK_INT(call_decode(m, strlen(m), &c, &f), 0);
+	json_t *qr = json_object_get(c.parameters, "qr");
+	CHECK(json_is_real(json_object_get(qr, "scale")));
+	CHECK(json_is_integer(json_object_get(qr, "margin")));
+	CHECK_INT(proto_validate(proto_method_find(c.method), c.parameters, &f), -EINVAL);
+	CHECK_STR(f.parameter, "qr.scale");
+	call_clear(&c);
+
 	expect_decode_fail("", "");
 	expect_decode_fail("{", "");
 	expect_decode_fail("not json", "");
