@@ -673,6 +673,20 @@ int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t
 	return status;
 }
 
+/*
+ * A body announced with "Expect: 100-continue" is invited only when it can be taken:
+ * a POST to the tunnel's path within max-body. Anything else is answered (404, 405, 413)
+ * before the client sends it.
+ */
+static bool invite_body(const char *method, const char *target, long long declared, void *arg)
+{
+	struct tunnel *t = arg;
+	size_t n = strcspn(target, "?");
+	return strcmp(method, "POST") == 0 && strlen(t->path) == n &&
+	       strncmp(target, t->path, n) == 0 &&
+	       (declared < 0 || (unsigned long long)declared <= t->max_body);
+}
+
 /* Send a JSON answer (one line) with a status. */
 static void answer_with(struct thttp_req *req, int status, const char *extra, json_t *body)
 {
@@ -703,6 +717,7 @@ static void request_cb(struct thttp_req *req, void *arg)
 	const char *extra = NULL;
 	json_t *ans = NULL;
 	int status;
+	long long declared;
 	if (!path || !*path)
 		path = "/";
 	if (strcmp(path, t->path) != 0) {
@@ -713,6 +728,11 @@ static void request_cb(struct thttp_req *req, void *arg)
 		t->stats.requests++;
 		status = refuse(t, &t->stats.bad_method, 405, &ans, NULL, "the tunnel takes POST");
 		extra = "Allow: POST\r\n";
+	} else if (thttp_req_unread(req, &declared)) {
+		/* Refused before its body came (invite_body). */
+		t->stats.requests++;
+		status = refuse(t, &t->stats.too_big, 413, &ans, NULL,
+				"body of %lld bytes is over max-body (%zu)", declared, t->max_body);
 	} else {
 		size_t len;
 		const char *body = thttp_req_body(req, &len);
@@ -811,7 +831,8 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 					 .max_body = o->max_body * HARD_BODY_FACTOR,
 					 .timeout_ms = o->timeout_ms,
 					 .tls = t->tls,
-					 .max_conns = o->max_conns};
+					 .max_conns = o->max_conns,
+					 .invite = invite_body};
 	t->http = thttp_new(base, &ho, request_cb, t, why, sizeof(why));
 	if (!t->http) {
 		snprintf(err, errlen, "tunnel.listen %s: %s", o->listen, why);

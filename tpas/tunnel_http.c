@@ -45,6 +45,7 @@ struct thttp {
 	struct event *resume; /* accepting again after accept() failed (out of descriptors) */
 	struct tunnel_tls *tls;
 	thttp_handler *handler;
+	thttp_invite_fn *invite;
 	void *arg;
 	size_t max_body;
 	uint32_t timeout_ms;
@@ -67,6 +68,8 @@ struct thttp_req {
 	bool close; /* HTTP/1.0 or Connection: close: close after the answer */
 	bool head;  /* HEAD: the answer's headers only */
 	int minor;  /* HTTP/1.<minor> */
+	bool unread;	   /* answered before its body was invited (thttp_invite_fn) */
+	long long declared; /* its Content-Length then */
 };
 
 struct tconn {
@@ -232,7 +235,23 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A complete request: hand it over; nothing more is read until it is answered. */
-static void conn_dispatch(struct tconn *c)
+/*
+ * The absolute form a proxy may send (RFC 9112 §3.2.2): the path is what follows the
+ * authority, moved to the front in place ("http://" leaves room for a leading '/').
+ */
+static void target_normalize(char *target)
+{
+	if (strncasecmp(target, "http://", 7) == 0 || strncasecmp(target, "https://", 8) == 0) {
+		char *auth = strstr(target, "//") + 2;
+		char *rest = auth + strcspn(auth, "/?");
+		size_t slash = *rest != '/';
+		memmove(target + slash, rest, strlen(rest) + 1);
+		target[0] = '/';
+	}
+}
+
+/* Hand the request parsed to the handler; unread: before its body (then close after). */
+static void conn_dispatch(struct tconn *c, bool unread)
 {
 	struct http_response *m = &c->p.res;
 	struct thttp_req *r = calloc(1, sizeof(*r));
@@ -246,25 +265,20 @@ static void conn_dispatch(struct tconn *c)
 	r->minor = m->minor;
 	r->target = m->target;
 	m->target = NULL;
-	/*
-	 * The absolute form a proxy may send (RFC 9112 §3.2.2): the path is what follows the
-	 * authority, moved to the front in place ("http://" leaves room for a leading '/').
-	 */
-	if (strncasecmp(r->target, "http://", 7) == 0 ||
-	    strncasecmp(r->target, "https://", 8) == 0) {
-		char *auth = strstr(r->target, "//") + 2;
-		char *rest = auth + strcspn(auth, "/?");
-		size_t slash = *rest != '/';
-		memmove(r->target + slash, rest, strlen(rest) + 1);
-		r->target[0] = '/';
-	}
+	target_normalize(r->target);
 	char *q = strchr(r->target, '?');
 	if (q) {
 		*q = '\0';
 		r->query = q + 1;
 	}
-	r->body = http_parser_steal_body(&c->p, &r->body_len);
-	r->close = m->close;
+	if (unread) {
+		r->unread = true;
+		r->declared = m->content_length;
+		r->close = true; /* what follows is a body never read */
+	} else {
+		r->body = http_parser_steal_body(&c->p, &r->body_len);
+		r->close = m->close;
+	}
 	http_parser_reset(&c->p);
 	c->req = r;
 	c->started = false;
@@ -293,7 +307,7 @@ static void conn_parse(struct tconn *c)
 			return;
 		}
 		if (r == 1) {
-			conn_dispatch(c);
+			conn_dispatch(c, false);
 			return; /* c may be gone */
 		}
 		if (r < 0) {
@@ -308,9 +322,18 @@ static void conn_parse(struct tconn *c)
 			return;
 		}
 		if (http_parser_awaits_body(&c->p) && c->p.res.expect_continue && !c->continued) {
+			struct http_response *m = &c->p.res;
+			c->continued = true;
+			if (m->minor == 0)
+				continue; /* an HTTP/1.0 client's Expect is ignored (RFC 9110 10.1.1) */
+			target_normalize(m->target);
+			if (c->h->invite &&
+			    !c->h->invite(m->method, m->target, m->content_length, c->h->arg)) {
+				conn_dispatch(c, true);
+				return; /* c may be gone */
+			}
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 			conn_send(c, cont, sizeof(cont) - 1, NULL, 0);
-			c->continued = true;
 		}
 	}
 	if (c->req || c->closing || c->draining)
@@ -533,6 +556,7 @@ struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
 	h->base = base;
 	h->tls = o->tls;
 	h->handler = handler;
+	h->invite = o->invite;
 	h->arg = arg;
 	h->max_body = o->max_body;
 	h->timeout_ms = o->timeout_ms ? o->timeout_ms : 30000;
@@ -623,6 +647,12 @@ const char *thttp_req_body(const struct thttp_req *r, size_t *ret_len)
 {
 	*ret_len = r->body_len;
 	return r->body ? r->body : "";
+}
+
+bool thttp_req_unread(const struct thttp_req *r, long long *declared)
+{
+	*declared = r->declared;
+	return r->unread;
 }
 
 void thttp_reply(struct thttp_req *r, int status, const char *extra_headers, const char *body,

@@ -9,6 +9,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,14 @@ struct tunnel_tls;
 /* A complete request; answer it with thttp_reply(), now or later, exactly once. */
 typedef void thttp_handler(struct thttp_req *r, void *arg);
 
+/*
+ * A request announced its body with "Expect: 100-continue": true to invite the body, false
+ * to have the handler answer it now (thttp_req_unread() tells), its body never read. The
+ * target is the path and query; declared is the Content-Length (-1 when chunked).
+ */
+typedef bool thttp_invite_fn(const char *method, const char *target, long long declared,
+			     void *arg);
+
 struct thttp_options {
 	const char *host;	/* numeric address to bind */
 	uint16_t port;		/* 0: any */
@@ -27,6 +36,7 @@ struct thttp_options {
 	uint32_t timeout_ms;	/* unfinished request: 408; idle connection: closed */
 	struct tunnel_tls *tls; /* NULL: plain HTTP */
 	unsigned max_conns;	/* open at once at most; then accepting pauses (0: no cap) */
+	thttp_invite_fn *invite; /* NULL: every announced body is invited */
 };
 
 /* What the server answered by itself, since start. */
@@ -57,6 +67,9 @@ const char *thttp_req_method(const struct thttp_req *r);
 const char *thttp_req_path(const struct thttp_req *r);
 const char *thttp_req_query(const struct thttp_req *r);
 const char *thttp_req_body(const struct thttp_req *r, size_t *ret_len);
+
+/* True for a request answered before its body (see thttp_invite_fn); *declared its length. */
+bool thttp_req_unread(const struct thttp_req *r, long long *declared);
 
 /*
  * Answer r with status and a JSON body (len bytes; may be NULL), plus extra header lines

@@ -605,6 +605,49 @@ class Tunnel(TpasCase):
                           tn["timedOut"]), (6, 2, 2, 1, 0))
         self.assertEqual(tn["requests"], 11)
 
+    def test_expect_continue_invites_only_what_can_be_taken(self):
+        """A body announced with Expect: 100-continue is invited only for a POST to the
+        tunnel within max-body; anything else is answered before the body is sent; an
+        HTTP/1.0 client's Expect is ignored (RFC 9110 10.1.1)."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        target, body, ctype = s.build_uplink(DEV, b"one", fcnt=0)
+
+        def first_line(head):
+            c = socket.create_connection(("127.0.0.1", t.port))
+            c.settimeout(0.7)
+            c.sendall(head)
+            try:
+                got = c.recv(200).split(b"\r\n")[0]
+            except socket.timeout:
+                got = None
+            return c, got
+
+        for head, want in [
+                (b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                 b"Content-Length: 20000\r\n\r\n", b"HTTP/1.1 413 Payload Too Large"),
+                (b"GET / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                 b"Content-Length: 200\r\n\r\n", b"HTTP/1.1 405 Method Not Allowed"),
+                (b"POST /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                 b"Content-Length: 200\r\n\r\n", b"HTTP/1.1 404 Not Found")]:
+            with self.subTest(head=head.split(b"\r\n")[0]):
+                c, got = first_line(head)
+                self.assertEqual(got, want)
+                c.close()
+        # HTTP/1.0: no 100 Continue; the body it sends anyway is taken.
+        c, got = first_line(b"POST /" + target.encode() + b" HTTP/1.0\r\nContent-Type: " +
+                            ctype.encode() + b"\r\nExpect: 100-continue\r\n" +
+                            b"Content-Length: %d\r\n\r\n" % len(body))
+        self.assertIsNone(got)
+        c.settimeout(10)
+        c.sendall(body)
+        self.assertEqual(c.recv(200).split(b"\r\n")[0], b"HTTP/1.1 200 OK")
+        c.close()
+        tn = t.status()["tunnel"]
+        self.assertEqual((tn["accepted"], tn["tooBig"], tn["badMethod"], tn["notFound"]),
+                         (1, 1, 1, 1))
+
     def test_a_client_that_does_not_read_is_held_then_closed(self):
         """Requests pipelined by a client that never reads its answers: tpas stops reading
         them once an answer cannot be written (its memory stays small), and closes the
