@@ -454,6 +454,15 @@ static int load_rows(const char *path, bool generate, bool ignore_unknown, struc
 		fprintf(stderr, "tpactl: cannot read %s: %s\n", path, strerror(-r));
 		return r;
 	}
+	/* "Unicode text" from Excel or Notepad: UTF-16, a BOM or a NUL in every other byte. */
+	if (len >= 2 && (memcmp(data, "\xFF\xFE", 2) == 0 || memcmp(data, "\xFE\xFF", 2) == 0 ||
+			 (len >= 4 && (!data[1] || !data[0]) && (!data[3] || !data[2])))) {
+		add_error(e, 1, "the file is UTF-16 text: save it as CSV UTF-8 (or convert it: "
+				"iconv -f UTF-16 -t UTF-8)");
+		explicit_bzero(data, len);
+		free(data);
+		return -EINVAL;
+	}
 	struct csv *csv = csv_new(data, len);
 	/* Excel writes ';' where the decimal separator is a comma (most of Europe). */
 	char sep = csv_sniff_separator(data, len);

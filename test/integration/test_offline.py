@@ -198,6 +198,14 @@ class Offline(TpadTestCase):
             for want in wants:
                 self.assertIn(path + want, p.stderr, name)
             self.assertIn("nothing was imported", p.stderr, name)
+        # "Unicode text" (UTF-16) as Excel and Notepad save it: one clear error.
+        path = os.path.join(self.tmp, "utf16.csv")
+        with open(path, "w", encoding="utf-16") as f:
+            f.write(f"devEUI,tkmInfo\n{e[0]},{t[0]}\n")
+        p = self.ctl(d, "import", path)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(path + ":1: the file is UTF-16 text: save it as CSV UTF-8", p.stderr)
+        self.assertEqual(p.stderr.count(path + ":"), 1, p.stderr)
         # A header and no rows: nothing to do, said so (tpactl ran into undefined behaviour
         # here: UBSan reported it in the sanitizer build).
         path = os.path.join(self.tmp, "header-only.csv")
