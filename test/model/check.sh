@@ -62,6 +62,8 @@ run "tpas mutant 1 (200 before the commit) is caught" fail safety -DMUTANT=1
 run "tpas mutant 2 (no unique index: replays found only in memory) is caught" fail safety -DMUTANT=2
 run "tpas mutant 3 (downlink sent before its FCntDn is committed) is caught" fail safety -DMUTANT=3
 run "tpas mutant 4 (streams told before the commit) is caught" fail safety -DMUTANT=4
+run "tpas mutant 6 (a session per AppSKey field, not per key) is caught" fail safety -DMUTANT=6 \
+	-DMAXCRASH=1
 # With the LRC's FCntDn in every uplink (a larger state space: one crash).
 run "tpas rules hold with the LRC's FCntDn in uplinks" pass safety -DREPORT -DMAXCRASH=1
 run "tpas mutant 5 (the counter set to the LRC's FCntDn, not raised to it) is caught" fail \

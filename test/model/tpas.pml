@@ -36,6 +36,18 @@
 #endif
 
 #define NU 2	   /* uplinks: 0 and 1 (FCntUp 1 and 2 of one session) */
+/*
+ * The session is the device's AppSKey, whatever field brings it (one AES block, or an
+ * envelope, under one ASTK or another: session_from_field() finds a known key by
+ * journal_session_with_key()), so which field a request carries cannot matter and the
+ * model leaves it out. Mutant 6 keys the session by the field, as tpas once did: a
+ * request then carries the key in field 0 or 1, each field its own session.
+ */
+#if MUTANT == 6
+#define FIELDS 2
+#else
+#define FIELDS 1
+#endif
 #define ND 2	   /* downlinks the application sends */
 #define MAXSEQ 12  /* journal rows (more than NU only if a rule is broken) */
 #define MAXFCNT 6  /* downlink counters */
@@ -49,7 +61,7 @@ byte fnext = 0;		/* the session's fcnt_dn_next */
 
 /* The LRC. */
 /* uplink, Token (1 or 2: signed once, or again), the LRC's FCntDn when it sent it */
-chan req = [4] of { byte, byte, byte };
+chan req = [4] of { byte, byte, byte, byte };	/* ... and the AppSKey field */
 chan ans = [8] of { byte, byte };	/* uplink, seq of the 200 (0: none named) */
 byte out[NU];				/* requests of the uplink without an answer yet */
 bool acked[NU];
@@ -63,6 +75,10 @@ byte lrcnext = 0;			/* the LRC's FCntDn: one past the last it received */
 bool pj[NU * 2];			/* a pending uplink (one per Token) handed to the writer */
 byte fol[NU * 2];			/* requests with the same Token waiting for its commit */
 byte pf[NU * 2];			/* the FCntDn a pending uplink reported */
+#if FIELDS > 1
+byte pfl[NU * 2];			/* the field of a pending uplink's key */
+byte jsess[FIELDS * NU];		/* mutant 6: rows of the uplink in each field's session */
+#endif
 chan recent = [4] of { byte, byte };	/* asapi_remember(): committed uplinks kept encoded */
 chan dlreq = [2] of { byte };		/* SendDownlink calls */
 
@@ -90,21 +106,30 @@ inline answer(u, s)
 	fi
 }
 
+/* The LRC sends uplink u, signed once (Token 1) or again (2), its key in one field. */
+inline send(u)
+{
+	if
+	:: req!u,1,REPORTED,0
+	:: req!u,2,REPORTED,0
+#if FIELDS > 1
+	:: req!u,1,REPORTED,1
+	:: req!u,2,REPORTED,1
+#endif
+	fi
+}
+
 active proctype lrc()
 {
 	byte u, s;
 end:
 	do
 	:: atomic { /* send, or send again once the last request got no answer */
-		!acked[0] && out[0] == 0 -> out[0]++;
-		if :: req!0,1,REPORTED :: req!0,2,REPORTED fi }
-	:: atomic { !acked[1] && out[1] == 0 -> out[1]++;
-		if :: req!1,1,REPORTED :: req!1,2,REPORTED fi }
+		!acked[0] && out[0] == 0 -> out[0]++; send(0) }
+	:: atomic { !acked[1] && out[1] == 0 -> out[1]++; send(1) }
 	:: atomic { /* a resend while the first is still being handled */
-		dups < MAXDUP && !acked[0] && out[0] > 0 -> dups++; out[0]++;
-		if :: req!0,1,REPORTED :: req!0,2,REPORTED fi }
-	:: atomic { dups < MAXDUP && !acked[1] && out[1] > 0 -> dups++; out[1]++;
-		if :: req!1,1,REPORTED :: req!1,2,REPORTED fi }
+		dups < MAXDUP && !acked[0] && out[0] > 0 -> dups++; out[0]++; send(0) }
+	:: atomic { dups < MAXDUP && !acked[1] && out[1] > 0 -> dups++; out[1]++; send(1) }
 	:: atomic { ans?u,s -> out[u]--;
 		/* a replay's 200 names the seq of the first */
 		assert(!acked[u] || s == 0 || ackseq[u] == 0 || ackseq[u] == s);
@@ -123,7 +148,7 @@ inline dl_send(f)
 
 active proctype tpas()
 {
-	byte u, tk, i, s, k, f, rf;
+	byte u, tk, i, s, k, f, rf, fl;
 	bool fresh;
 end:
 	do
@@ -131,11 +156,14 @@ end:
 		{
 end_serving:
 			do
-			:: atomic { req?u,tk,rf -> /* request_cb() → tunnel_check() */
+			:: atomic { req?u,tk,rf,fl -> /* request_cb() → tunnel_check() */
 				i = u * 2 + tk - 1;
 				if
 				:: pj[i] -> fol[i]++ /* inflight_find(): the same request, committing */
 				:: else -> pj[i] = true; pf[i] = rf /* inflight_add(), queued for the writer */
+#if FIELDS > 1
+					; pfl[i] = fl
+#endif
 #if MUTANT == 1
 					/* the 200 sent when the uplink is handed over, not once committed */
 					; answer(u, 0)
@@ -151,7 +179,10 @@ end_serving:
 				if :: pj[0] -> i = 0 :: pj[1] -> i = 1 :: pj[2] -> i = 2 :: pj[3] -> i = 3 fi;
 				u = i / 2;
 				if
-#if MUTANT != 2
+#if MUTANT == 6
+				/* the unique index on (device, session, FCntUp), a session per field */
+				:: jsess[pfl[i] * NU + u] > 0 -> fresh = false; s = jseq[u]
+#elif MUTANT != 2
 				:: jcount[u] > 0 -> fresh = false; s = jseq[u] /* unique index: a replay */
 #endif
 				:: else ->
@@ -159,6 +190,9 @@ end_serving:
 					nextseq++;
 					jrow[nextseq] = u + 1;
 					jcount[u]++;
+#if FIELDS > 1
+					jsess[pfl[i] * NU + u]++;
+#endif
 					/* ST_UPLINK_SESSION in the same transaction: the session's counter
 					 * follows the LRC's, never down */
 #if MUTANT == 5
@@ -201,7 +235,7 @@ end_serving:
 			atomic {
 				acked_is_journaled();
 				do
-				:: req?u,tk,rf -> out[u]--
+				:: req?u,tk,rf,fl -> out[u]--
 				:: empty(req) -> break
 				od;
 				i = 0;
