@@ -2,6 +2,7 @@
 #include "message.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -599,9 +600,11 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 			return fault_set(v->fault, v->error, name, "must be true or false");
 		return 0;
 	case PARAM_INT: {
-		if (!json_is_integer(val))
+		/* A real here is a fraction, or an integer too large for 64 bits (call_decode). */
+		bool huge = json_is_real(val) && fabs(json_real_value(val)) >= 9007199254740992.0;
+		if (!json_is_integer(val) && !huge)
 			return fault_set(v->fault, v->error, name, "must be an integer");
-		long long i = json_integer_value(val);
+		long long i = huge ? spec->max + 1 : json_integer_value(val);
 		if (i < spec->min || i > spec->max)
 			return fault_set(v->fault, v->error, name, "must be between %lld and %lld",
 					 spec->min, spec->max);
