@@ -26,6 +26,7 @@
 #include "hex.h"
 #include "log.h"
 #include "seal.h"
+#include "sqlkey.h"
 #include "store_backup.h"
 
 #define STORE_SCHEMA_VERSION 3
@@ -34,7 +35,6 @@
 #define STORE_WRITE_BUSY_MS 5000
 #define STORE_READ_BUSY_MS 1000
 #define STORE_SEALED_LEN (16 + SEAL_OVERHEAD)
-#define STORE_KEY_CHECK_LEN 16
 
 /* What the key check value seals: 16 zero bytes bound to this text. */
 static const char key_check_aad[] = "tpad store key check v1";
@@ -1086,53 +1086,16 @@ static int query_int(sqlite3 *db, const char *sql, int64_t *ret)
 /* Check the key against the key check value, or record one for a new store. */
 static int store_key_check(struct sqlite_store *s, char *err, size_t errlen)
 {
-	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(s->wdb, "SELECT value FROM meta WHERE key = 'key_check'", -1,
-				    &st, NULL);
-	if (rc != SQLITE_OK)
-		return open_fail(s, s->wdb, rc, "cannot read the key check", err, errlen);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		uint8_t plain[STORE_KEY_CHECK_LEN];
-		static const uint8_t zero[STORE_KEY_CHECK_LEN];
-		const void *blob = sqlite3_column_blob(st, 0);
-		int len = sqlite3_column_bytes(st, 0);
-		int e = blob ? seal_decrypt(s->seal, (const uint8_t *)key_check_aad,
-					    sizeof(key_check_aad) - 1, blob, (size_t)len, plain,
-					    sizeof(plain))
-			     : -EBADMSG;
-		sqlite3_finalize(st);
-		if (e == 0 && (size_t)len == sizeof(plain) + SEAL_OVERHEAD &&
-		    memcmp(plain, zero, sizeof(plain)) == 0)
-			return 0;
+	bool written;
+	int e = sql_key_check(s->wdb, s->seal, key_check_aad, &written);
+	if (e == -EBADMSG)
 		store_set_err(err, errlen,
-			"%s: the store key does not match the key this store was created with",
-			s->path);
-		return -EBADMSG;
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
-		return open_fail(s, s->wdb, rc, "cannot read the key check", err, errlen);
-
-	uint8_t blob[STORE_KEY_CHECK_LEN + SEAL_OVERHEAD];
-	static const uint8_t zero[STORE_KEY_CHECK_LEN];
-	int e = seal_encrypt(s->seal, (const uint8_t *)key_check_aad, sizeof(key_check_aad) - 1,
-			     zero, sizeof(zero), blob, sizeof(blob));
-	if (e < 0) {
-		store_set_err(err, errlen, "%s: cannot seal the key check value", s->path);
-		return e;
-	}
-	rc = sqlite3_prepare_v2(s->wdb, "INSERT INTO meta (key, value) VALUES ('key_check', ?1)",
-				-1, &st, NULL);
-	if (rc == SQLITE_OK) {
-		rc = sqlite3_bind_blob(st, 1, blob, sizeof(blob), SQLITE_STATIC);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_step(st);
-		sqlite3_finalize(st);
-	}
-	if (rc != SQLITE_DONE && rc != SQLITE_OK)
-		return open_fail(s, s->wdb, rc, "cannot write the key check", err, errlen);
-	return 0;
+			      "%s: the store key does not match the key this store was created with",
+			      s->path);
+	else if (e < 0)
+		store_set_err(err, errlen, "%s: cannot check the store key: %s", s->path,
+			      strerror(-e));
+	return e;
 }
 
 /* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one transaction. */

@@ -17,6 +17,7 @@
 #include "hex.h"
 #include "seal.h"
 #include "sqlerr.h"
+#include "sqlkey.h"
 #include "sqlwriter.h"
 #include "uplink.h"
 
@@ -39,7 +40,11 @@ static const char schema[] =
     " time TEXT NOT NULL, payload TEXT NOT NULL, encrypted INTEGER NOT NULL,"
     " radio TEXT NOT NULL, UNIQUE (dev_eui, session_id, fcnt_up));"
     "CREATE INDEX IF NOT EXISTS uplink_received ON uplink (received_ms);"
-    "CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);";
+
+/* What the key check value (core/sqlkey) is sealed with. */
+static const char key_check_aad[] = "tpas store key check v1";
 
 enum stmt_id {
 	ST_ASTK_ADD,
@@ -196,6 +201,108 @@ static int migrate(struct journal *j)
 	return r;
 }
 
+static const char *col_text(sqlite3_stmt *s, int i);
+static int col_key(struct journal *j, sqlite3_stmt *s, int i, const char *aad,
+		   uint8_t key[AS_KEY_LEN]);
+static int session_row(struct journal *j, sqlite3_stmt *s, struct as_session *ret);
+
+/*
+ * Whether the key opens the store's first ASTK, else its first session (a store from
+ * before the key check value): 0 (also when it holds neither), -EBADMSG.
+ */
+static int key_opens_a_row(struct journal *j)
+{
+	int r = 0;
+	uint8_t key[AS_KEY_LEN];
+	struct as_session t;
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db,
+			       "SELECT label, customer_id, dev_eui, sealed FROM astk ORDER BY id"
+			       " LIMIT 1",
+			       -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW) {
+		char aad[256];
+		aad_astk(aad, sizeof(aad), col_text(s, 0), col_text(s, 1), col_text(s, 2));
+		r = col_key(j, s, 3, aad, key);
+		cred_wipe(key, sizeof(key));
+	} else {
+		sqlite3_finalize(s);
+		s = NULL;
+		if (sqlite3_prepare_v2(j->db,
+				       "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+				       " received_ms FROM session ORDER BY id LIMIT 1",
+				       -1, &s, NULL) == SQLITE_OK &&
+		    sqlite3_step(s) == SQLITE_ROW) {
+			r = session_row(j, s, &t);
+			cred_wipe(&t, sizeof(t));
+		}
+	}
+	sqlite3_finalize(s);
+	return r < 0 ? -EBADMSG : 0;
+}
+
+static const char wrong_key[] =
+    "%s: the store key does not match the key this store was created with (store.key-file)";
+
+/*
+ * The store key must be the one the store was created with: nothing sealed with another
+ * may go in beside what it holds. A store from before the key check value has one written
+ * once a sealed ASTK or session of it opens with the key (or when it holds none).
+ */
+static int key_check(struct journal *j, const char *path, char *err, size_t errlen)
+{
+	int r = exec(j, "BEGIN IMMEDIATE");
+	if (r < 0) {
+		snprintf(err, errlen, "%s: cannot check the store key: %s", path, strerror(-r));
+		return r;
+	}
+	bool written;
+	r = sql_key_check(j->db, j->seal, key_check_aad, &written);
+	if (r == 0 && written)
+		r = key_opens_a_row(j);
+	if (r == 0)
+		r = exec(j, "COMMIT");
+	if (r < 0) {
+		exec(j, "ROLLBACK");
+		if (r == -EBADMSG)
+			snprintf(err, errlen, wrong_key, path);
+		else
+			snprintf(err, errlen, "%s: cannot check the store key: %s", path,
+				 strerror(-r));
+	}
+	return r;
+}
+
+int journal_check_key(const char *path, const uint8_t *store_key, char *err, size_t errlen)
+{
+	struct journal j = {0};
+	int r = seal_new(store_key, SEAL_KEY_LEN, &j.seal);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot set up the store key: %s", strerror(-r));
+		return r;
+	}
+	if (access(path, F_OK) < 0) {
+		seal_free(j.seal);
+		return 0; /* made at the first start */
+	}
+	int rc = sqlite3_open_v2(path, &j.db, SQLITE_OPEN_READONLY, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(j.db, 5000);
+		r = sql_key_check(j.db, j.seal, key_check_aad, NULL);
+		if (r == -ENOENT || r == -EIO || r == -EINVAL)
+			r = key_opens_a_row(&j); /* none yet, or no meta table: an older store */
+	} else {
+		r = sql_errno(NULL, rc);
+	}
+	if (r == -EBADMSG)
+		snprintf(err, errlen, wrong_key, path);
+	else if (r < 0)
+		snprintf(err, errlen, "%s: cannot read the store: %s", path, strerror(-r));
+	sqlite3_close(j.db);
+	seal_free(j.seal);
+	return r;
+}
+
 int journal_open(const char *path, const uint8_t *store_key, struct journal **ret, char *err,
 		 size_t errlen)
 {
@@ -243,6 +350,8 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 			goto fail;
 		}
 	}
+	if ((r = key_check(j, path, err, errlen)) < 0)
+		goto fail;
 	j->path = strdup(path);
 	if (!j->path) {
 		r = -ENOMEM;

@@ -53,6 +53,12 @@ struct journal_stats {
 };
 
 /*
+ * For --check-config: whether store_key is the key of the store at path (read only; 0
+ * when there is no store yet). -EBADMSG with the reason in err when it is another.
+ */
+int journal_check_key(const char *path, const uint8_t *store_key, char *err, size_t errlen);
+
+/*
  * Open (creating if needed) the database at path, mode 0600, in WAL mode with
  * synchronous=FULL (":memory:" for a database that lives only in memory, for tests); store_key
  * (SEAL_KEY_LEN bytes) seals every key in it. On failure a negative errno and one line in err.

@@ -444,6 +444,9 @@ int main(int argc, char **argv)
 		char key[129];
 		uint8_t store_key[SEAL_KEY_LEN];
 		r = load_keys(&cfg, key, sizeof(key), store_key);
+		char err[512];
+		if (r == 0 && (r = journal_check_key(cfg.store_path, store_key, err, sizeof(err))) < 0)
+			log_errx("store: %s", err);
 		if (r == 0)
 			r = check_rsa_key(&cfg);
 		if (r == 0)
