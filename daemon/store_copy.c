@@ -76,7 +76,12 @@ static bool is_conflict(const struct copy *c, const char *eui)
 	return false;
 }
 
-/* Copy the devices; a device already there with the same record counts as copied before. */
+/*
+ * Copy the devices; a device already there with the same record, state and token counts
+ * as copied before. One the database holds otherwise (another record, or this one in
+ * another state: FOREIGN on the line that met our import's 409, say) is a conflict:
+ * reported, its rows not copied, the database's row untouched.
+ */
 static int copy_devices(struct copy *c)
 {
 	sqlite3_stmt *st;
@@ -115,7 +120,8 @@ static int copy_devices(struct copy *c)
 				"$11, $12, $13, $14, $15, $16, $17, $18, $19) ON CONFLICT (dev_eui) DO "
 				"NOTHING RETURNING 1) SELECT (SELECT count(*) FROM d), EXISTS (SELECT 1 "
 				"FROM devices WHERE dev_eui = $1 AND app_key_sealed IS NOT DISTINCT "
-				"FROM $6 AND join_eui = $2 AND tkm_info IS NOT DISTINCT FROM $5)",
+				"FROM $6 AND join_eui = $2 AND tkm_info IS NOT DISTINCT FROM $5 AND "
+				"state = $8 AND owner_token IS NOT DISTINCT FROM $9)",
 				19, v, lens, fmts, &res, c->err, c->errlen);
 		if (e)
 			break;
@@ -263,15 +269,19 @@ static long long sqlite_count(sqlite3 *db, const char *sql)
 	return n;
 }
 
-/* Every device, attempt and label of the SQLite store is in the database (conflicts aside). */
+/*
+ * Every device, attempt and label of the SQLite store is in the database (conflicts
+ * aside): a device with its state and token, an attempt with its digest, not merely rows
+ * of the same keys another line wrote.
+ */
 static int verify(struct copy *c)
 {
 	sqlite3_stmt *st;
 	const char *tables[] = {"devices", "attempts", "labels"};
 	for (int t = 0; t < 3; t++) {
 		char sql[128];
-		snprintf(sql, sizeof(sql), "SELECT DISTINCT dev_eui%s FROM %s", t == 1 ? ", n" : "",
-			 tables[t]);
+		static const char *const cols[] = {", state, owner_token", ", n, digest", ""};
+		snprintf(sql, sizeof(sql), "SELECT DISTINCT dev_eui%s FROM %s", cols[t], tables[t]);
 		if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
 			return -EIO;
 		uint64_t want = 0, missing = 0;
@@ -280,12 +290,15 @@ static int verify(struct copy *c)
 			if (!eui || is_conflict(c, eui))
 				continue;
 			want++;
-			char q[160];
+			static const char *const where[] = {
+			    " AND state = $2 AND owner_token IS NOT DISTINCT FROM $3",
+			    " AND n = $2 AND digest IS NOT DISTINCT FROM $3", ""};
+			char q[200];
 			snprintf(q, sizeof(q), "SELECT 1 FROM %s WHERE dev_eui = $1%s", tables[t],
-				 t == 1 ? " AND n = $2" : "");
-			const char *v[] = {eui, t == 1 ? col(st, 1) : NULL};
+				 where[t]);
+			const char *v[] = {eui, col(st, 1), col(st, 2)};
 			PGresult *res;
-			if (pg_exec(c->pg, q, t == 1 ? 2 : 1, v, NULL, NULL, &res, c->err,
+			if (pg_exec(c->pg, q, t == 2 ? 1 : 3, v, NULL, NULL, &res, c->err,
 				    c->errlen) < 0) {
 				sqlite3_finalize(st);
 				return -EIO;

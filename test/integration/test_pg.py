@@ -666,5 +666,42 @@ class Copy(TpadTestCase):
         self.assertIn("does not match", p.stderr)
 
 
+    def test_a_device_the_database_holds_otherwise_is_a_conflict(self):
+        """Merging a line's store where the database holds one of its ISSUED devices in
+        another state (FOREIGN, on a line whose import met ours as a 409): a conflict,
+        exit 1, the database's row untouched; and an attempt of another line under the
+        same number fails the verification (both once passed as "there already")."""
+        psk = secrets.token_hex(16)
+        sim = self.sim(psk).start()
+        pwfile = os.path.join(self.tmp, "pg.password")
+        tpadtest.write_secret(pwfile, self.pg.password)
+        d = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=None,
+                        conf_extra=f"store.password-file = {pwfile}").start()
+        with d.station_client() as c:
+            for i in range(3):
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(70 + i), "tkmInfo": TKM})
+        d.stop()
+        db = self.pg_url.split("/")[3].split("?")[0]
+
+        def copy():
+            return subprocess.run([tpadtest.TPAD, "--config", d.conf, "--copy-store",
+                                   self.pg_url], capture_output=True, text=True, timeout=120)
+
+        self.assertEqual(copy().returncode, 0)
+        self.pg.psql(f"UPDATE devices SET state = 'FOREIGN', owner_token = NULL "
+                     f"WHERE dev_eui = '{eui(70)}'", db=db)
+        p = copy()
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("(2 there already, 1 conflicting)", p.stdout)
+        self.assertIn("1 devices are held by the database with another record", p.stderr)
+        self.assertEqual(self.pg.psql(f"SELECT state FROM devices WHERE dev_eui = '{eui(70)}'",
+                                      db=db).strip(), "FOREIGN")
+        self.pg.psql(f"UPDATE attempts SET digest = 'another line' WHERE dev_eui = '{eui(71)}'",
+                     db=db)
+        p = copy()
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("verification failed: 1 of 2 attempts missing", p.stderr)
+
+
 if __name__ == "__main__":
     tpadtest.main()
