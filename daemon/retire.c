@@ -154,6 +154,31 @@ static void on_settle_query(const struct tpa_result *res, void *arg)
 	}
 }
 
+/*
+ * The delete was answered 404: the device is gone, or this cloud does not delete by that
+ * path (a profile or api.import-path that does not fit it). The query tells them apart.
+ */
+static void on_gone_query(const struct tpa_result *res, void *arg)
+{
+	struct retire_call *c = arg;
+	switch (res->outcome) {
+	case TPA_NOT_FOUND:
+		commit_retired(c, false, "the cloud no longer held it");
+		return;
+	case TPA_OK:
+		fail(c, "io.tpad.Admin.Rejected",
+		     json_pack("{s:s, s:i, s:s, s:s}", "devEUI", c->rec.dev_eui, "httpStatus", 404,
+			       "code", "", "message",
+			       "the cloud answered 404 to the delete but still holds the device: it "
+			       "does not delete by this path (see api.import-path and the profile); "
+			       "nothing changed"));
+		return;
+	default:
+		unavailable(c, res, "the delete was answered 404 and the query failed");
+		return;
+	}
+}
+
 /* The cloud answered the delete (or did not). */
 static void on_deleted(const struct tpa_result *res, void *arg)
 {
@@ -162,9 +187,17 @@ static void on_deleted(const struct tpa_result *res, void *arg)
 	case TPA_OK:
 		commit_retired(c, true, "deleted in the cloud");
 		return;
-	case TPA_NOT_FOUND:
-		commit_retired(c, false, "the cloud no longer held it");
+	case TPA_NOT_FOUND: {
+		/* Trusted only once the read-only query agrees. */
+		int r = c->t->tpa ? tpa_query(c->t->tpa, c->rec.dev_eui, on_gone_query, c)
+				  : -ESHUTDOWN;
+		if (r < 0) {
+			struct tpa_result u = *res;
+			snprintf(u.reason, sizeof(u.reason), "%s", strerror(-r));
+			unavailable(c, &u, "cannot ask the cloud after a 404 to the delete");
+		}
 		return;
+	}
 	case TPA_UNKNOWN: {
 		/* The delete was sent and no answer came: ask, never guess. */
 		int r = c->t->tpa ? tpa_query(c->t->tpa, c->rec.dev_eui, on_settle_query, c)

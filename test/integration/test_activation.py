@@ -245,6 +245,25 @@ class Rules(Base):
             c.call("org.varlink.service.GetInfo")
 
 
+class RetireWithoutDelete(Base):
+    def test_a_404_to_the_delete_is_checked_by_query(self):
+        """A cloud that does not delete by the import path answers the DELETE 404 (tpa-sim
+        in its default mode serves no DELETE): Retire asks the read-only query, finds the
+        device still there and refuses, the row stays ISSUED (it was marked RETIRED, "the
+        cloud did not hold it", with the cloud still holding it)."""
+        self.start()
+        dev = self.activate(eui(40), tkmInfo=TKM)["device"]
+        with self.d.admin_client() as a:
+            with self.assertRaises(VarlinkError) as e:
+                a.call("io.tpad.Admin.Retire", {"devEUI": eui(40), "reason": "scrapped"})
+            self.assertEqual(e.exception.error, "io.tpad.Admin.Rejected")
+            self.assertEqual(e.exception.params["httpStatus"], 404)
+            self.assertIn("still holds the device", e.exception.params["message"])
+            got = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui(40)})["device"]
+        self.assertEqual((got["state"], got["ownerToken"]), ("ISSUED", dev["ownerToken"]))
+        self.assertEqual([x["deviceEUI"] for x in self.s.devices()], [eui(40)])
+
+
 class Faults(Base):
     """Each tpa-sim fault during activation: clear outcomes, and never a duplicate import."""
 
