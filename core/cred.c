@@ -131,7 +131,7 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 		break;
 	case -EINVAL:
 		snprintf(buf, len, "%s is empty, not a regular file, or not in the expected form "
-			 "(hexadecimal digits for keys)", src);
+			 "(a key: hexadecimal digits; a password or token: one line of text)", src);
 		break;
 	case -E2BIG:
 		snprintf(buf, len, "%s holds a longer secret than allowed", src);

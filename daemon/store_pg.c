@@ -47,7 +47,7 @@
 #define PG_SEALED_LEN (16 + SEAL_OVERHEAD)
 #define PG_KEY_CHECK_LEN 16
 #define PG_BACKOFF_MIN_MS 100
-#define PG_BACKOFF_MAX_MS 5000
+#define PG_BACKOFF_MAX_MS 1000 /* a connection refused costs nothing: serve soon after it is back */
 #define PG_MAX_WRITERS 63
 #define PG_BATCH_TIMEOUT_MS 15000 /* a transaction this long without an answer: link lost */
 
@@ -1721,6 +1721,21 @@ static int exec_sync(PGconn *c, const char *sql, int n, const char *const *v, PG
 	return 0;
 }
 
+/* Why the first connection failed, with what fixes a missing or refused password. */
+static void connect_failed(PGconn *c, char *err, size_t errlen)
+{
+	char why[256];
+	pq_reason(c, NULL, why, sizeof(why));
+	const char *hint = "";
+	if (strstr(why, "no password supplied"))
+		hint = "; give the password with LoadCredential=store-password:FILE in the service, "
+		       "or store.password-file";
+	else if (strstr(why, "password authentication failed"))
+		hint = "; check the password in the credential store-password or "
+		       "store.password-file against the role's";
+	store_set_err(err, errlen, "cannot connect to the database: %s%s", why, hint);
+}
+
 /*
  * Create or upgrade the schema and check the key, in one transaction under an advisory
  * lock, so that tpads starting together do it once.
@@ -1732,10 +1747,24 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 	int e = exec_sync(c, "BEGIN", 0, NULL, NULL, why, sizeof(why));
 	e = e ? e : exec_sync(c, "SELECT pg_advisory_xact_lock(7474616400)", 0, NULL, NULL, why,
 			      sizeof(why));
-	e = e ? e : exec_sync(c, sql_key_pool_table, 0, NULL, NULL, why, sizeof(why));
-	e = e ? e : exec_sync(c, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
-				 "value BYTEA NOT NULL)",
-			      0, NULL, NULL, why, sizeof(why));
+	/*
+	 * Tables are created only when missing: PostgreSQL checks the CREATE privilege on the
+	 * schema even for CREATE TABLE IF NOT EXISTS of a table that is there, and a line's
+	 * role may have only the grants README.md lists.
+	 */
+	e = e ? e : exec_sync(c, "SELECT to_regclass('app_key_pool') IS NULL, "
+				 "to_regclass('meta') IS NULL",
+			      0, NULL, &res, why, sizeof(why));
+	bool no_pool = !e && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	bool no_meta = !e && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	PQclear(res);
+	res = NULL;
+	if (no_pool)
+		e = e ? e : exec_sync(c, sql_key_pool_table, 0, NULL, NULL, why, sizeof(why));
+	if (no_meta)
+		e = e ? e : exec_sync(c, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
+					 "value BYTEA NOT NULL)",
+				      0, NULL, NULL, why, sizeof(why));
 	e = e ? e : exec_sync(c, "SELECT convert_from(value, 'UTF8')::int FROM meta "
 				 "WHERE key = 'schema_version'",
 			      0, NULL, &res, why, sizeof(why));
@@ -1911,9 +1940,7 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 	/* Schema and key first, blocking: tpad does not serve before its store is ready. */
 	s->reader = connect_start(s, true);
 	if (!s->reader || PQstatus(s->reader) != CONNECTION_OK) {
-		char why[256];
-		pq_reason(s->reader, NULL, why, sizeof(why));
-		store_set_err(err, errlen, "cannot connect to the database: %s", why);
+		connect_failed(s->reader, err, errlen);
 		pg_store_close(s);
 		return -EIO;
 	}
@@ -1940,9 +1967,7 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 		/* The first connection blocks: tpad does not serve before its store is up. */
 		w->conn = connect_start(s, true);
 		if (!w->conn || PQstatus(w->conn) != CONNECTION_OK) {
-			char why[256];
-			pq_reason(w->conn, NULL, why, sizeof(why));
-			store_set_err(err, errlen, "cannot connect to the database: %s", why);
+			connect_failed(w->conn, err, errlen);
 			pg_store_close(s);
 			return -EIO;
 		}
