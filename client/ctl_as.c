@@ -187,7 +187,14 @@ static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out
 			json_decref(reply);
 			return EXIT_REPLY;
 		}
-		json_t *u = json_object_get(json_object_get(reply, "parameters"), "uplink");
+		json_t *params = json_object_get(reply, "parameters");
+		json_t *gone = json_object_get(params, "prunedThrough");
+		if (json_is_integer(gone))
+			fprintf(stderr,
+				"tpactl: uplinks after %lld up to %lld were removed by tpas "
+				"(store.retention-days) before they were read\n",
+				(long long)after, (long long)json_integer_value(gone));
+		json_t *u = json_object_get(params, "uplink");
 		if (u) {
 			if (json_out)
 				ctl_print_json(u);

@@ -40,6 +40,7 @@ struct sub {
 	struct asapi *a;
 	struct req *r;
 	int64_t cursor;
+	int64_t pruned_through; /* > cursor: uplinks up to it were removed before it read them */
 	bool follow;
 	bool caught_up;
 	struct sub *prev, *next;
@@ -179,7 +180,7 @@ static bool sub_pump_recent(struct sub *s)
 static void sub_pump(struct sub *s)
 {
 	struct asapi *a = s->a;
-	if (s->follow && !req_gone(s->r) && sub_pump_recent(s))
+	if (s->follow && !s->pruned_through && !req_gone(s->r) && sub_pump_recent(s))
 		return;
 	for (;;) {
 		if (req_gone(s->r)) {
@@ -209,6 +210,11 @@ static void sub_pump(struct sub *s)
 			json_t *o = json_array_get(rows, i);
 			s->cursor = json_integer_value(json_object_get(o, "seq"));
 			json_t *msg = json_pack("{s:O}", "uplink", o);
+			if (msg && s->pruned_through) {
+				json_object_set_new(msg, "prunedThrough",
+						    json_integer((json_int_t)s->pruned_through));
+				s->pruned_through = 0;
+			}
 			if (!s->follow && last_batch && i + 1 == n) {
 				json_decref(rows);
 				sub_end(s, msg);
@@ -219,7 +225,9 @@ static void sub_pump(struct sub *s)
 		json_decref(rows);
 		if (last_batch) {
 			if (!s->follow) {
-				sub_end(s, NULL);
+				sub_end(s, s->pruned_through ? json_pack("{s:I}", "prunedThrough",
+									  (json_int_t)s->pruned_through)
+							     : NULL);
 				return;
 			}
 			s->caught_up = true;
@@ -280,6 +288,22 @@ static void h_uplinks(struct asapi *a, struct req *r)
 	s->r = r;
 	s->cursor = json_is_integer(after) ? json_integer_value(after) : 0;
 	s->follow = !json_is_false(follow);
+	/*
+	 * Resuming after a seq whose successors store.retention-days removed: the first reply
+	 * says up to where (prunedThrough), so the gap is never silent.
+	 */
+	if (s->cursor > 0) {
+		struct journal_stats js;
+		journal_get_counters(a->t->journal, &js);
+		int64_t first = journal_first_seq(a->t->journal);
+		int64_t gone = first ? first - 1 : js.last_seq;
+		if (gone > s->cursor) {
+			s->pruned_through = gone;
+			log_warnx("uplink stream after seq %" PRId64 ": uplinks up to seq %" PRId64
+				  " were removed (store.retention-days) before it read them",
+				  s->cursor, gone);
+		}
+	}
 	s->next = a->subs;
 	if (s->next)
 		s->next->prev = s;

@@ -969,18 +969,31 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 	return 0;
 }
 
-int journal_prune(struct journal *j, int64_t before_ms)
+int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int64_t *ret_held)
 {
 	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(j->db, "DELETE FROM uplink WHERE received_ms < ?", -1, &s, NULL) !=
-	    SQLITE_OK)
+	if (sqlite3_prepare_v2(j->db, "DELETE FROM uplink WHERE received_ms < ? AND seq <= ?", -1,
+			       &s, NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, before_ms);
+	sqlite3_bind_int64(s, 2, keep_after);
 	int rc = sqlite3_step(s);
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE)
 		return sql_errno(NULL, rc);
-	return sqlite3_changes(j->db);
+	int removed = sqlite3_changes(j->db);
+	if (ret_held) {
+		*ret_held = 0;
+		if (keep_after != INT64_MAX &&
+		    sqlite3_prepare_v2(j->db, "SELECT COUNT(*) FROM uplink WHERE received_ms < ?", -1,
+				       &s, NULL) == SQLITE_OK) {
+			sqlite3_bind_int64(s, 1, before_ms);
+			if (sqlite3_step(s) == SQLITE_ROW)
+				*ret_held = sqlite3_column_int64(s, 0);
+			sqlite3_finalize(s);
+		}
+	}
+	return removed;
 }
 
 /* One integer from a query, 0 on any failure. */

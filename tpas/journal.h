@@ -179,8 +179,13 @@ json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit);
  */
 int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret);
 
-/* Drop uplinks received before before_ms; returns the rows removed. Seqs are never reused. */
-int journal_prune(struct journal *j, int64_t before_ms);
+/*
+ * Drop uplinks received before before_ms, but none past keep_after (the seq a consumer
+ * that must get every uplink, the webhook, has reached; INT64_MAX for none); returns the
+ * rows removed, and in *ret_held (may be NULL) how many that old stay for keep_after.
+ * Seqs are never reused.
+ */
+int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int64_t *ret_held);
 
 /* A named delivery cursor (the webhook's): the last seq delivered, 0 when none. */
 int journal_cursor_get(struct journal *j, const char *name, int64_t *ret);

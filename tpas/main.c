@@ -1,5 +1,6 @@
 /* tpas: the application-server daemon — start-up, event loop and shutdown. */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <event2/event.h>
 #include <signal.h>
@@ -167,12 +168,21 @@ static void prune_cb(evutil_socket_t fd, short what, void *arg)
 	if (!t->cfg->retention_days)
 		return;
 	int64_t before = clock_wall_ms() - (int64_t)t->cfg->retention_days * 86400000;
-	int r = journal_prune(t->journal, before);
+	/* The webhook gets every uplink: none it has not delivered goes, however old. */
+	int64_t keep_after = INT64_MAX;
+	if (t->webhook && journal_cursor_get(t->journal, "webhook", &keep_after) < 0)
+		return; /* next hour */
+	int64_t held;
+	int r = journal_prune(t->journal, before, keep_after, &held);
 	if (r < 0)
 		log_warn_errno(r, "cannot prune the journal");
 	else if (r > 0)
 		log_info("journal: %d uplinks older than %u days removed", r,
 			 t->cfg->retention_days);
+	if (r >= 0 && held > 0)
+		log_warnx("journal: %" PRId64 " uplinks older than %u days kept: the webhook has "
+			  "delivered up to seq %" PRId64 " only",
+			  held, t->cfg->retention_days, keep_after);
 }
 
 static void drained_cb(void *arg)

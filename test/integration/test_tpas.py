@@ -1110,6 +1110,38 @@ class Journal(TpasCase):
         app_th.join(10)
         self.assertEqual(live, ups)
 
+    def test_a_stream_resumed_past_the_retention_says_what_it_missed(self):
+        """An application away longer than store.retention-days: the first reply of its
+        resumed stream names the last seq removed (prunedThrough), and tpactl says it on
+        stderr (the gap was silent); one within the retention gets no such field."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for i in range(5):
+            self.assertEqual(s.uplink(DEV, b"r%d" % i)[0], 200)
+        t.stop()
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000 "
+                        "WHERE seq <= 3"], check=True)
+        with open(t.conf, "a") as f:
+            f.write("[store]\nretention-days = 1\n")
+        t.start()
+        wait_for(lambda: "3 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
+        with Client(t.apps) as c:
+            out = c.call_more("io.tpad.AS.Uplinks", {"after": 1, "follow": False})
+        self.assertEqual(out[0]["prunedThrough"], 3)
+        self.assertEqual([r["uplink"]["seq"] for r in out if "uplink" in r], [4, 5])
+        self.assertEqual(sum("prunedThrough" in r for r in out), 1)
+        for after in (0, 3, 4):
+            with Client(t.apps) as c:
+                out = c.call_more("io.tpad.AS.Uplinks", {"after": after, "follow": False})
+            self.assertFalse(any("prunedThrough" in r for r in out), after)
+        p = subprocess.run([TPACTL, "--socket", t.apps, "as", "uplinks", "--after", "1"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("uplinks after 1 up to 3 were removed", p.stderr)
+        self.assertIn("were removed (store.retention-days)", t.log_text())
+
     def test_store_file_is_private_and_keys_sealed(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
@@ -1813,6 +1845,25 @@ class Webhook(TpasCase):
                 self.assertEqual([bytes.fromhex(u["payload"]) for u in got],
                                  [b"w%d" % i for i in range(8)])
             self.assertIn("webhook", t.log_text())
+            # Retention never drops what the webhook has not delivered: with the endpoint
+            # failing, four uplinks made older than store.retention-days stay through a
+            # restart (the prune runs at start) and are delivered once it answers again.
+            fail["left"] = 10 ** 6
+            for i in range(8, 12):
+                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
+            t.stop()
+            subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                            "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
+                           check=True)
+            with open(t.conf, "a") as f:
+                f.write("[store]\nretention-days = 1\n")
+            t.start()
+            wait_for(lambda: "kept: the webhook has delivered up to seq 8 only" in t.log_text(),
+                     10, "the prune holding back")
+            fail["left"] = 0
+            wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
+            with lock:
+                self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
         finally:
             server.shutdown()
             server.server_close()
