@@ -1091,6 +1091,11 @@ struct pool *pool_free(struct pool *p)
 }
 
 /* Queue a request, or settle it at once (from the loop) while the breaker is open. */
+bool pool_has_room(const struct pool *p)
+{
+	return p->queued < p->o.queue;
+}
+
 int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, void *arg)
 {
 	return pool_submit_for(p, 0, buf, len, cb, arg);
@@ -1099,7 +1104,7 @@ int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, v
 int pool_submit_for(struct pool *p, uint64_t owner, const char *buf, size_t len,
 		    pool_done_fn *cb, void *arg)
 {
-	if (p->queued >= p->o.queue) {
+	if (!pool_has_room(p)) {
 		p->stats.queue_full++;
 		return -EBUSY;
 	}

@@ -79,6 +79,9 @@ struct pool *pool_new(struct event_base *base, const struct pool_options *o, cha
 /* Close every session and drop queued requests without calling their callbacks. */
 struct pool *pool_free(struct pool *p);
 
+/* Whether pool_submit() would queue a request now (else it answers -EBUSY). */
+bool pool_has_room(const struct pool *p);
+
 /*
  * Queue one complete HTTP request (buf, len, copied). 0 when queued: cb is then called
  * later from the loop, exactly once. -EBUSY when the queue is full, -ENOMEM.

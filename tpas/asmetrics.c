@@ -100,7 +100,7 @@ static void render_downlinks(struct metrics_out *f, const struct tpas *t)
 		snprintf(labels, sizeof(labels), "state=\"%s\"", states[k]);
 		metrics_sample(f, "tpas_lrc_sessions", labels, by_state[k]);
 	}
-	metrics_counter(f, "tpas_lrc_requests", "Requests sent to the LRC.", requests);
+	metrics_counter(f, "tpas_lrc_requests", "Answers received from the LRC (a request without one is a failed downlink).", requests);
 	metrics_counter(f, "tpas_lrc_reconnects",
 			"Connections to the LRC opened again after one was lost.", reconnects);
 }

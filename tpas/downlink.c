@@ -167,8 +167,9 @@ static void pool_done(const struct pool_result *pr, void *arg)
 	char reason[256];
 	if (pr->err) {
 		r.err = pr->err;
-		snprintf(reason, sizeof(reason), "LRC not reached%s: %s",
-			 pr->sent ? " (the request may have arrived)" : "",
+		snprintf(reason, sizeof(reason), "%s: %s",
+			 pr->sent ? "no usable answer from the LRC (the request may have arrived)"
+				  : "LRC not reached",
 			 pr->reason ? pr->reason : strerror(-pr->err));
 		r.reason = reason;
 	} else {
@@ -209,6 +210,9 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 		return -ENOTCONN;
 	if (n > DOWNLINK_MAX_PAYLOAD || fport < 1 || fport > 223)
 		return -EINVAL;
+	/* A counter is taken only for a request the pool will queue: none spent on Busy. */
+	if (!pool_has_room(d->pool))
+		return -EBUSY;
 	struct as_session s;
 	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);
 	if (r < 0)

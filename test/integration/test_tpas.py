@@ -1280,6 +1280,43 @@ class Downlink(TpasCase):
         self.assertEqual([d["fcnt_dn"] for d in s.state["downlinks"]], [0, 1])
         self.assertEqual(s.state["violations"], [])
 
+    def test_busy_spends_no_downlink_counter(self):
+        """More downlinks than the LRC queue takes (256 waiting, a slow LRC, one session):
+        the ones answered Busy took no FCntDn, so the counters the LRC received run without
+        a hole (each Busy spent one, never sent)."""
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}",
+                      extra="[lrc]\nsessions = 1\nrequest-timeout = 60s\n").start()
+        s.as_url = t.url
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        s.faults["downlink_delay"] = 0.01
+        out = {}
+        lock = threading.Lock()
+
+        def burst():
+            with Client(t.apps, 120) as c:
+                for _ in range(60):
+                    c.send("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
+                for _ in range(60):
+                    k = c.recv().get("error", "ok")
+                    with lock:
+                        out[k] = out.get(k, 0) + 1
+        threads = [threading.Thread(target=burst) for _ in range(5)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        s.faults["downlink_delay"] = 0
+        self.assertGreater(out.get("io.tpad.AS.Busy", 0), 0, out)
+        self.assertEqual(out["ok"] + out["io.tpad.AS.Busy"], 300, out)
+        used = sorted(d["fcnt_dn"] for d in s.state["downlinks"])
+        self.assertEqual(used, list(range(out["ok"])))
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
+        self.assertEqual(r["fCntDn"], out["ok"])
+        self.assertEqual(s.state["violations"], [])
+
     def test_downlink_over_https_checks_the_certificate(self):
         """Downlinks reach the LRC over certificate TLS (core/tls): chain and host name."""
         ca, ca_key = self.self_signed("lrc-test-ca", cn="lrc-test-ca")

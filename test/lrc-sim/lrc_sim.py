@@ -27,6 +27,7 @@ import json
 import os
 import socketserver
 import threading
+import time
 import urllib.parse
 
 from cryptography.hazmat.primitives import keywrap, serialization
@@ -84,7 +85,8 @@ class LrcSim:
         self.lock = threading.Lock()
         # downlink_status: answer downlinks with this status; downlink_answer: with these
         # bytes as the body of an accepted downlink (any encoding).
-        self.faults = {"downlink_status": None, "downlink_answer": None}
+        # downlink_delay: seconds each downlink waits before it is handled (a slow LRC).
+        self.faults = {"downlink_status": None, "downlink_answer": None, "downlink_delay": 0}
         self.server = None
         self.thread = None
         self.state = {"devices": {}, "downlinks": [], "violations": []}
@@ -219,6 +221,9 @@ class LrcSim:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The answer's head and body go out in two writes: without TCP_NODELAY the
+            # second waits for the client's delayed ACK (40 ms a downlink).
+            disable_nagle_algorithm = True
 
             def log_message(self, *a):
                 pass
@@ -227,6 +232,7 @@ class LrcSim:
                 n = int(self.headers.get("Content-Length") or 0)
                 if n:
                     self.rfile.read(n)
+                time.sleep(sim.faults.get("downlink_delay") or 0)
                 status, text = sim.handle_downlink(self.path)
                 data = text if isinstance(text, bytes) else text.encode()
                 self.send_response(status)
