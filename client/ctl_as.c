@@ -206,6 +206,12 @@ static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out
 			fflush(stdout);
 		bool more = json_is_true(json_object_get(reply, "continues"));
 		json_decref(reply);
+		if (!more && follow) {
+			/* A followed stream ends only when tpas stops: a script should know. */
+			fprintf(stderr, "tpactl: tpas ended the stream (it is stopping); follow again "
+					"with --after the last seq\n");
+			return EXIT_CONNECT;
+		}
 		if (!more)
 			return EXIT_OK;
 	}

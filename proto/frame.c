@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -160,12 +161,22 @@ int frame_read_fd(int fd, struct frame_reader *r, char **ret, size_t *ret_len)
 	}
 }
 
-/* Write all n bytes of p to fd; send() with MSG_NOSIGNAL, write() if fd is no socket. */
-static int write_all(int fd, const char *p, size_t n)
+/*
+ * Write the message and its NUL to fd in one call where it can (sendmsg() with
+ * MSG_NOSIGNAL, writev() if fd is no socket), so that a peer never sees a message without
+ * its end for lack of a second write; partial writes go on where they stopped.
+ */
+int frame_write_fd(int fd, const char *msg, size_t len)
 {
+	if (len > 0 && memchr(msg, '\0', len))
+		return -EINVAL;
+	struct iovec iov[2] = {{(void *)msg, len}, {(void *)"", 1}};
+	struct iovec *v = iov;
+	int nv = 2;
 	bool sock = true;
-	while (n > 0) {
-		ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
+	while (nv > 0) {
+		struct msghdr mh = {.msg_iov = v, .msg_iovlen = (size_t)nv};
+		ssize_t w = sock ? sendmsg(fd, &mh, MSG_NOSIGNAL) : writev(fd, v, nv);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -175,20 +186,17 @@ static int write_all(int fd, const char *p, size_t n)
 			}
 			return -errno;
 		}
-		p += w;
-		n -= (size_t)w;
+		while (nv > 0 && (size_t)w >= v->iov_len) {
+			w -= (ssize_t)v->iov_len;
+			v++;
+			nv--;
+		}
+		if (nv > 0) {
+			v->iov_base = (char *)v->iov_base + w;
+			v->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
-}
-
-int frame_write_fd(int fd, const char *msg, size_t len)
-{
-	if (len > 0 && memchr(msg, '\0', len))
-		return -EINVAL;
-	int err = write_all(fd, msg, len);
-	if (err < 0)
-		return err;
-	return write_all(fd, "", 1);
 }
 
 bool frame_reader_has_message(const struct frame_reader *r)

@@ -1557,6 +1557,17 @@ class Commands(TpasCase):
                             "status"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 3)
         self.assertIn("is tpas running?", p.stderr)
+        # tpas stopping ends a followed stream: said on stderr, exit 3 (it was a silent 0).
+        wait_for(lambda: t.status()["subscribers"] == 0, 10, "the last follower gone")
+        f = subprocess.Popen([TPACTL, "--socket", t.apps, "as", "uplinks", "--follow",
+                              "--after", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        wait_for(lambda: t.status()["subscribers"] >= 1, 10, "the follower")
+        t.stop()
+        _, err = f.communicate(timeout=20)
+        self.assertEqual(f.returncode, 3, err)
+        self.assertIn("tpas ended the stream", err)
+        t.start()
         # The admin interface is not on the apps socket.
         with Client(t.apps) as c:
             with self.assertRaises(VarlinkError) as e:
