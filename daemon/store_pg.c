@@ -531,8 +531,18 @@ static void on_fail_ev(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Complete a list of writes with err (or their own results when err is 0). */
+/*
+ * Answer a list of operations. A write that failed with the connection may have committed
+ * all the same: its reason says so; a read's does not.
+ */
 static void complete(struct pg_store *s, struct op *list, int err, const char *reason)
 {
+	char wreason[360];
+	if (err == -EIO && reason && strstr(reason, "connection was lost"))
+		snprintf(wreason, sizeof(wreason), "%s; the write may or may not have committed",
+			 reason);
+	else
+		snprintf(wreason, sizeof(wreason), "%s", reason ? reason : "");
 	while (list) {
 		struct op *next = list->next;
 		int e = err ? err : list->err;
@@ -543,7 +553,7 @@ static void complete(struct pg_store *s, struct op *list, int err, const char *r
 			list->rows_cb(e, e ? (err ? reason : list->reason) : NULL,
 				      e ? NULL : &list->rows, list->arg);
 		else if (list->cb)
-			list->cb(e, err ? reason : list->reason, list->arg);
+			list->cb(e, err ? wreason : list->reason, list->arg);
 		op_free(list);
 		list = next;
 	}
@@ -572,8 +582,7 @@ static void writer_lost(struct pgw *w, const char *why)
 	s->stats.down = true;
 	bool reader = w->idx == s->n_writers;
 	char reason[300];
-	snprintf(reason, sizeof(reason), "the database connection was lost (%s)%s", why,
-		 reader ? "" : "; the write may or may not have committed");
+	snprintf(reason, sizeof(reason), "the database connection was lost (%s)", why);
 	struct op *batch = w->batch, *queued = NULL, **qt = &queued;
 	size_t nb = w->batch_len, nq = 0;
 	w->batch = NULL;

@@ -587,6 +587,55 @@ class Credentials(TpadTestCase):
         self.assertIn("password authentication failed", wrong.log_text())
 
 
+class LostConnections(TpadTestCase):
+    store_backend = "postgresql"
+
+    def test_a_read_cut_by_a_lost_connection_is_not_called_a_write(self):
+        """Connections killed by the server (pg_terminate_backend) under Lookups: a Lookup
+        that fails says the connection was lost, never that "the write may or may not have
+        committed" (it wrote nothing); the line serves again on its own."""
+        psk = secrets.token_hex(16)
+        sim = self.sim(psk).start()
+        d = self.daemon(upstream_url=sim.url(), psk_hex=psk).start()
+        with d.station_client() as c:
+            for i in range(20):
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(200 + i), "tkmInfo": TKM})
+        stop = threading.Event()
+        reasons = []
+
+        def lookups():
+            with d.station_client(timeout=30) as c:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        c.call("io.tpad.Station.Lookup", {"devEUI": eui(200 + i % 20)})
+                    except VarlinkError as e:
+                        reasons.append((e.error, e.params.get("reason", "")))
+                    i += 1
+        threads = [threading.Thread(target=lookups) for _ in range(3)]
+        for th in threads:
+            th.start()
+        for _ in range(12):
+            time.sleep(0.25)
+            self.pg.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                         "WHERE application_name = 'tpad' AND pid <> pg_backend_pid()",
+                         db="postgres")
+        stop.set()
+        for th in threads:
+            th.join(30)
+        self.assertTrue(reasons, "no Lookup met a lost connection")
+        self.assertTrue(all("connection was lost" in r or "cannot be reached" in r
+                            for _, r in reasons), reasons[:5])
+        self.assertFalse([r for _, r in reasons if "write" in r], reasons[:5])
+        def up():
+            with d.admin_client() as a:
+                return a.call("io.tpad.Admin.Status")["store"]["up"]
+        wait_for(up, 10, "the store back")
+        with d.station_client() as c:
+            self.assertEqual(c.call("io.tpad.Station.Lookup",
+                                    {"devEUI": eui(200)})["device"]["state"], "ISSUED")
+
+
 class Grants(TpadTestCase):
     """README's "Roles and grants": the tables made once by the owner role, the lines' role
     with only the grants listed there (no CREATE on the schema) starts and serves."""
