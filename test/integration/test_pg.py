@@ -624,8 +624,6 @@ class LostConnections(TpadTestCase):
         for th in threads:
             th.join(30)
         self.assertTrue(reasons, "no Lookup met a lost connection")
-        self.assertTrue(all("connection was lost" in r or "cannot be reached" in r
-                            for _, r in reasons), reasons[:5])
         self.assertFalse([r for _, r in reasons if "write" in r], reasons[:5])
         def up():
             with d.admin_client() as a:
