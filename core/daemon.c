@@ -112,7 +112,7 @@ void daemon_signals_free(struct daemon_signals *s)
 	free(s);
 }
 
-char *daemon_print_to_string(void (*print)(const void *cfg, FILE *f), const void *cfg)
+static char *print_to_string(void (*print)(const void *cfg, FILE *f), const void *cfg)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -127,7 +127,7 @@ char *daemon_print_to_string(void (*print)(const void *cfg, FILE *f), const void
 	return buf;
 }
 
-unsigned daemon_log_restart_needed(const char *old, const char *new, const char *live)
+static unsigned log_restart_needed(const char *old, const char *new, const char *live)
 {
 	unsigned n = 0;
 	char section[64] = "";
@@ -146,4 +146,15 @@ unsigned daemon_log_restart_needed(const char *old, const char *new, const char 
 		b += lb + (b[lb] ? 1 : 0);
 	}
 	return n;
+}
+
+void daemon_reload_report(const char *path, void (*print)(const void *cfg, FILE *f),
+			  const void *running, const void *fresh)
+{
+	char *old = print_to_string(print, running), *new = print_to_string(print, fresh);
+	unsigned pending = old && new ? log_restart_needed(old, new, "limits") : 0;
+	free(old);
+	free(new);
+	log_notice("SIGHUP: %s reloaded: limits applied%s", path,
+		   pending ? "; other changes wait for a restart" : "");
 }

@@ -39,12 +39,10 @@ struct daemon_signals *daemon_signals_new(struct event_base *base, event_callbac
  */
 void daemon_signals_free(struct daemon_signals *s);
 
-/* What print writes for cfg, as a string to free; NULL when out of memory. */
-char *daemon_print_to_string(void (*print)(const void *cfg, FILE *f), const void *cfg);
-
 /*
- * SIGHUP's report on a configuration read again: log each directive whose value differs
- * between the two printed (old, new) as taking effect at the next start, except those of
- * section live (applied at once). Returns how many.
+ * SIGHUP's report once the file at path was read again into fresh and its limits applied:
+ * each directive whose value (as print writes it) differs from running's is logged as
+ * taking effect at the next start, the [limits] aside.
  */
-unsigned daemon_log_restart_needed(const char *old, const char *new, const char *live);
+void daemon_reload_report(const char *path, void (*print)(const void *cfg, FILE *f),
+			  const void *running, const void *fresh);

@@ -126,14 +126,8 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	server_set_limits(t->srv, &fresh.limits);
-	char *old = daemon_print_to_string(print_config, t->cfg);
-	char *new = daemon_print_to_string(print_config, &fresh);
-	unsigned pending = old && new ? daemon_log_restart_needed(old, new, "limits") : 0;
-	free(old);
-	free(new);
+	daemon_reload_report(t->config_path, print_config, t->cfg, &fresh);
 	config_free(&fresh);
-	log_notice("SIGHUP: %s reloaded: limits applied%s", t->config_path,
-		   pending ? "; other changes wait for a restart" : "");
 }
 
 /* Open both sockets; on failure logs and returns a negative errno. */

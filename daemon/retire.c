@@ -179,6 +179,18 @@ static void on_gone_query(const struct tpa_result *res, void *arg)
 	}
 }
 
+/* Settle the delete's answer res with the read-only query (cb gets it). */
+static void ask_cloud(struct retire_call *c, const struct tpa_result *res, tpa_done_fn *cb,
+		      const char *what)
+{
+	int r = c->t->tpa ? tpa_query(c->t->tpa, c->rec.dev_eui, cb, c) : -ESHUTDOWN;
+	if (r < 0) {
+		struct tpa_result u = *res;
+		snprintf(u.reason, sizeof(u.reason), "%s", strerror(-r));
+		unavailable(c, &u, what);
+	}
+}
+
 /* The cloud answered the delete (or did not). */
 static void on_deleted(const struct tpa_result *res, void *arg)
 {
@@ -187,28 +199,14 @@ static void on_deleted(const struct tpa_result *res, void *arg)
 	case TPA_OK:
 		commit_retired(c, true, "deleted in the cloud");
 		return;
-	case TPA_NOT_FOUND: {
+	case TPA_NOT_FOUND:
 		/* Trusted only once the read-only query agrees. */
-		int r = c->t->tpa ? tpa_query(c->t->tpa, c->rec.dev_eui, on_gone_query, c)
-				  : -ESHUTDOWN;
-		if (r < 0) {
-			struct tpa_result u = *res;
-			snprintf(u.reason, sizeof(u.reason), "%s", strerror(-r));
-			unavailable(c, &u, "cannot ask the cloud after a 404 to the delete");
-		}
+		ask_cloud(c, res, on_gone_query, "cannot ask the cloud after a 404 to the delete");
 		return;
-	}
-	case TPA_UNKNOWN: {
+	case TPA_UNKNOWN:
 		/* The delete was sent and no answer came: ask, never guess. */
-		int r = c->t->tpa ? tpa_query(c->t->tpa, c->rec.dev_eui, on_settle_query, c)
-				  : -ESHUTDOWN;
-		if (r < 0) {
-			struct tpa_result u = *res;
-			snprintf(u.reason, sizeof(u.reason), "%s", strerror(-r));
-			unavailable(c, &u, "cannot ask the cloud after a lost answer");
-		}
+		ask_cloud(c, res, on_settle_query, "cannot ask the cloud after a lost answer");
 		return;
-	}
 	case TPA_REJECTED:
 	case TPA_CONFLICT:
 		rejected(c, res);
