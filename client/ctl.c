@@ -260,6 +260,8 @@ static void print_upstream(json_t *u)
 	if (json_is_object(oa))
 		printf("  oauth2:    client %s, customer %s\n", gets_or(oa, "clientId", "?"),
 		       gets_or(oa, "customerId", "(no token yet)"));
+	if (json_is_object(oa) && gets_or(oa, "refused", NULL))
+		printf("  OAUTH2 CLIENT REFUSED: %s\n", gets_or(oa, "refused", "?"));
 	size_t i;
 	json_t *s;
 	json_array_foreach(json_object_get(u, "sessions"), i, s)

@@ -112,7 +112,8 @@ static void render_upstream(struct metrics_out *f, struct tpad *t)
 	const char *pool_st = json_string_value(json_object_get(st, "state"));
 	metrics_family(
 	    f, "tpad_upstream_up", "gauge",
-	    "1 while at least one session to the cloud is ready and the breaker is not open.");
+	    "1 while at least one session to the cloud is ready, the breaker is not open and "
+	    "(with OAuth2) the client is not refused.");
 	metrics_sample(f, "tpad_upstream_up", NULL, pool_st && strcmp(pool_st, "down") != 0);
 	size_t i;
 	json_t *s;

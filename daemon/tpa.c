@@ -79,6 +79,13 @@ struct tpa {
 	size_t n_waiting;
 	struct event *fail_ev; /* delivers token_fail to waiting calls from the loop */
 	struct tpa_result token_fail;
+	/*
+	 * The token endpoint refused our client (400/401/403): calls fail at once with this
+	 * answer, and it is asked again only after upstream.backoff-max, not once per call
+	 * (a refused secret must not turn every station call into a login attempt).
+	 */
+	struct tpa_result token_refusal;
+	uint64_t token_refused_until_ms; /* 0: not refused */
 	/* metrics */
 	struct tpa_counters counters;
 	uint32_t ring[LATENCY_RING];
@@ -697,6 +704,22 @@ static void waiting_flush(struct tpa *t, const struct tpa_result *fail)
 /* The token endpoint answered. */
 static void token_answer_read(const struct pool_result *pr, struct tpa *t);
 
+/* An OAuth2 error answer's "error" and "error_description" (RFC 6749 5.2), as one line. */
+static void oauth2_error(const char *body, size_t len, char *out, size_t outlen)
+{
+	json_t *j = body ? json_loadb(body, len, 0, NULL) : NULL;
+	const char *e = json_string_value(json_object_get(j, "error"));
+	const char *d = json_string_value(json_object_get(j, "error_description"));
+	if (e)
+		snprintf(out, outlen, "%.60s%s%.80s", e, d ? " (" : "", d ? d : "");
+	if (e && d && strlen(out) + 1 < outlen)
+		strcat(out, ")");
+	for (char *p = out; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+	json_decref(j);
+}
+
 /* The token endpoint answered: read it, then wipe the answer (it holds the token). */
 static void token_answer(const struct pool_result *pr, void *arg)
 {
@@ -734,6 +757,10 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		}
 		t->token = strdup(rep->token);
 		t->token_gen++;
+		if (t->token_refused_until_ms) {
+			t->token_refused_until_ms = 0;
+			log_notice("OAuth2: the token endpoint gives tokens again");
+		}
 		cred_wipe(rep, sizeof(*rep));
 		free(rep);
 		/* Refresh at 90% of the lifetime, and at least 30 s before expiry. */
@@ -757,9 +784,22 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		      time(NULL), &fail);
 	if (fail.outcome != TPA_UNAVAILABLE && fail.outcome != TPA_REJECTED)
 		fail.outcome = TPA_UNAVAILABLE;
-	snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request answered HTTP %d%s%.100s",
-		 status, fail.message[0] ? ": " : "", fail.message);
+	char oerr[160] = "";
+	oauth2_error(pr->res->body, pr->res->body_len, oerr, sizeof(oerr));
+	snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request answered HTTP %d%s%.100s%s%s",
+		 status, fail.message[0] ? ": " : "", fail.message, oerr[0] ? ": " : "", oerr);
 	fail.owner_token[0] = fail.ref[0] = '\0';
+	if (status == 400 || status == 401 || status == 403) {
+		/* Our client is refused: say so once, and ask again only after a while. */
+		uint32_t hold = t->cfg->upstream_backoff_max_ms ? t->cfg->upstream_backoff_max_ms : 5000;
+		if (!t->token_refused_until_ms)
+			log_errx("OAuth2: the token endpoint refuses client '%s' (%s): check "
+				 "oauth2.client-id and the oauth-secret credential; asking again "
+				 "every %u ms meanwhile",
+				 t->cfg->oauth2_client_id, fail.reason, hold);
+		t->token_refusal = fail;
+		t->token_refused_until_ms = clock_now_ms() + hold;
+	}
 	waiting_flush(t, &fail);
 }
 
@@ -787,6 +827,10 @@ static void token_fetch(struct tpa *t)
 	memset(&fail, 0, sizeof(fail));
 	fail.outcome = TPA_UNAVAILABLE;
 	fail.retry_after = -1;
+	if (t->token_refused_until_ms && clock_now_ms() < t->token_refused_until_ms) {
+		fail = t->token_refusal; /* still refused: not asked again yet */
+		goto fail;
+	}
 	r = cred_load_text("oauth-secret", cfg->oauth2_secret_file, secret, sizeof(secret));
 	if (r < 0) {
 		char why[256];
@@ -1280,11 +1324,16 @@ json_t *tpa_status_json(struct tpa *t)
 		return NULL;
 	json_t *oa = json_null();
 	if (t->oauth)
-		oa = json_pack("{s:s, s:o, s:o, s:b}", "clientId", t->cfg->oauth2_client_id,
+		oa = json_pack("{s:s, s:o, s:o, s:b, s:o}", "clientId", t->cfg->oauth2_client_id,
 			       "customerId",
 			       t->customer_id[0] ? json_string(t->customer_id) : json_null(),
 			       "tokenType", t->token_type[0] ? json_string(t->token_type) : json_null(),
-			       "haveToken", t->token != NULL);
+			       "haveToken", t->token != NULL, "refused",
+			       t->token_refused_until_ms ? json_string(t->token_refusal.reason)
+							 : json_null());
+	/* A refused client reaches nothing: the link is down whatever the sessions say. */
+	if (t->oauth && t->token_refused_until_ms)
+		json_object_set_new(o, "state", json_string("down"));
 	json_object_set_new(o, "oauth2", oa ? oa : json_null());
 	json_object_set_new(o, "latency",
 			    json_pack("{s:I, s:I}", "p50", (json_int_t)latency_pct(t, 50), "p99",
@@ -1303,6 +1352,10 @@ void tpa_status_line(struct tpa *t, char *buf, size_t len)
 	const char *breaker = st.breaker == POOL_BREAKER_OPEN	     ? ", breaker open"
 			      : st.breaker == POOL_BREAKER_HALF_OPEN ? ", breaker half-open"
 								     : "";
+	if (t->oauth && t->token_refused_until_ms) {
+		state = "down";
+		err = "OAuth2 client refused";
+	}
 	bool show_err = strcmp(state, "ok") != 0 && err[0];
 	snprintf(buf, len, "upstream %s %u/%u ready%s%s%s", state, st.up, st.sessions, breaker,
 		 show_err ? ": " : "", show_err ? err : "");

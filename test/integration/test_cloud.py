@@ -282,6 +282,56 @@ class DxMaker(DxBase):
         self.assertEqual(s.counters()["imports"], 152)
 
 
+class OAuth2Refused(DxBase):
+    def test_a_refused_client_is_named_and_not_asked_per_call(self):
+        """A wrong client secret: every station call sent a token request (16 a second
+        from four stations) and Status said "ok". Now the refusal is logged once, named in
+        Status, tpactl status and STATUS=, calls fail at once with the server's reason, and
+        the token endpoint is asked again once per upstream.backoff-max; a fixed secret
+        file is taken without a restart."""
+        s = self.dx_sim()
+        real = self.secret
+        self.secret = "not-the-secret"
+        d = self.dx_daemon(s, conf="upstream.backoff-max = 2s").start()
+        self.secret = real
+        r0 = s.counters()["requests"]
+        errors = []
+        with d.station_client() as c:
+            for i in range(20):
+                with self.assertRaises(tpadtest.VarlinkError) as e:
+                    c.call("io.tpad.Station.Activate",
+                           {"devEUI": f"70B3D50000A0{i:04X}", "tkmInfo": "31110123D345666E2DBD"})
+                errors.append(e.exception)
+                time.sleep(0.02)
+        self.assertLessEqual(s.counters()["requests"] - r0, 2)
+        self.assertEqual({e.error for e in errors}, {"io.tpad.Station.UpstreamRejected"})
+        up = self.status(d)
+        self.assertEqual(up["state"], "down")
+        self.assertIn("HTTP 401", up["oauth2"]["refused"])
+        self.assertEqual(d.log_text_all().count("the token endpoint refuses client"), 1)
+        self.assertNotIn(real, d.log_text_all())
+        self.assertNotIn("not-the-secret", d.log_text_all())
+        p = d.tpactl("--socket", d.admin, "status")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("OAUTH2 CLIENT REFUSED", p.stdout)
+        wait_for(lambda: any("upstream down" in n and "OAuth2 client refused" in n
+                             for n in d.notifications), 10, "STATUS= naming the refusal")
+        # The admin fixes the secret file: taken at the next try, no restart.
+        with open(d.conf) as f:
+            path = [l.split("=", 1)[1].strip() for l in f if l.startswith("secret-file")][0]
+        tpadtest.write_secret(path, real)
+
+        def works():
+            try:
+                return self.activate(d, "70B3D50000A0FFFF")["device"]["state"] == "ISSUED"
+            except tpadtest.VarlinkError:
+                return False
+        wait_for(works, 10, "an activation with the fixed secret")
+        up = self.status(d)
+        self.assertIsNone(up["oauth2"]["refused"])
+        self.assertNotEqual(up["state"], "down")
+
+
 class Retire(DxBase):
     """Admin.Retire / tpactl retire: DELETE by ref, RETIRED, audited, lost answers settled."""
 
