@@ -20,6 +20,7 @@
 #include "message.h"
 #include "qr.h"
 #include "server.h"
+#include "station.h"
 #include "store.h"
 #include "tpad.h"
 
@@ -548,6 +549,12 @@ static int import_rows(struct import_call *c, json_t *rows, bool generate)
 		const char *serial = json_string_value(json_object_get(v, "serial"));
 		if (serial)
 			snprintf(q->serial, sizeof(q->serial), "%s", serial);
+		char why[300];
+		if (station_serial_fits(c->t, q, why, sizeof(why)) < 0) {
+			snprintf(name, sizeof(name), "rows[%zu].serial", i);
+			invalid(c->r, name, why);
+			return -EINVAL;
+		}
 		const char *app_key = json_string_value(json_object_get(v, "appKey"));
 		if (!q->dev_eui[0]) {
 			snprintf(name, sizeof(name), "rows[%zu].devEUI", i);

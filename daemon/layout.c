@@ -353,6 +353,19 @@ static int caption_fit(const struct layout *l, const struct geometry *g, int i,
 	return 0;
 }
 
+int layout_fields_fit(const struct layout *l, const struct layout_fields *f, char *err,
+		      size_t errlen)
+{
+	struct geometry g;
+	char line[LAYOUT_CAPTION_MAX];
+	int modules = qr_image_modules(SAMPLE_TEXT, l->level);
+	int r = modules < 0 ? modules : layout_place(l, modules, &g, err, errlen);
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++)
+		if (l->captions[i])
+			r = caption_fit(l, &g, i, f, line, sizeof(line), err, errlen);
+	return r;
+}
+
 int layout_new(const struct config_label *cl, uint32_t dpi, uint32_t width, uint32_t height,
 	       enum qr_ec_level level, struct layout **ret, char *err, size_t errlen)
 {
@@ -386,16 +399,9 @@ int layout_new(const struct config_label *cl, uint32_t dpi, uint32_t width, uint
 		snprintf(err, errlen, "cannot load the caption font %s", LAYOUT_FONT);
 	if (r == 0) {
 		/* The typical label must fit: the code of a TR005 text and every caption. */
-		struct geometry g;
-		int modules = qr_image_modules(SAMPLE_TEXT, level);
 		const struct layout_fields sample = {"FFFFFFFFFFFFFFFF", "FFFFFFFFFFFFFFFF",
 						     "SN-00000001"};
-		char line[LAYOUT_CAPTION_MAX];
-		r = modules < 0 ? modules : layout_place(l, modules, &g, err, errlen);
-		for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++)
-			if (l->captions[i])
-				r = caption_fit(l, &g, i, &sample, line, sizeof(line), err,
-						errlen);
+		r = layout_fields_fit(l, &sample, err, errlen);
 		if (r == -EMSGSIZE)
 			r = -EINVAL;
 	}

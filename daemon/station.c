@@ -12,6 +12,7 @@
 #include "cred.h"
 #include "hex.h"
 #include "label.h"
+#include "layout.h"
 #include "log.h"
 #include "message.h"
 #include "print.h"
@@ -269,6 +270,21 @@ static void on_activated(const struct act_result *res, void *arg)
 	free(p);
 }
 
+int station_serial_fits(const struct tpad *t, const struct act_request *q, char *why,
+			size_t whylen)
+{
+	if (!q->serial[0] || !t->layout)
+		return 0;
+	static const char wide[] = "FFFFFFFFFFFFFFFF";
+	const struct layout_fields f = {q->dev_eui[0] ? q->dev_eui : wide,
+					q->join_eui[0] ? q->join_eui : wide, q->serial};
+	char err[256];
+	int r = layout_fields_fit(t->layout, &f, err, sizeof(err));
+	if (r < 0)
+		snprintf(why, whylen, "too long for the label: %s", err);
+	return r;
+}
+
 void station_activate(struct tpad *t, struct req *r)
 {
 	json_t *params = req_params(r);
@@ -285,6 +301,11 @@ void station_activate(struct tpad *t, struct req *r)
 	const char *serial = json_string_value(json_object_get(params, "serial"));
 	if (serial)
 		snprintf(q.serial, sizeof(q.serial), "%s", serial);
+	char why[300];
+	if (station_serial_fits(t, &q, why, sizeof(why)) < 0) {
+		invalid(r, "serial", why);
+		return;
+	}
 	const char *app_key = json_string_value(json_object_get(params, "appKey"));
 	if (app_key) {
 		if (hex_decode(app_key, q.app_key, sizeof(q.app_key)) < 0) {

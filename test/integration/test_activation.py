@@ -245,6 +245,33 @@ class Rules(Base):
             c.call("org.varlink.service.GetInfo")
 
 
+class SerialFits(Base):
+    def test_a_serial_too_long_for_the_label_is_refused_before_anything_is_issued(self):
+        """A serial the protocol accepts (up to 64 characters) but the label's caption
+        cannot hold: refused at the call, nothing imported (the device was issued and its
+        label then failed silently: no qr in the reply, left out of Export)."""
+        self.start()
+        long_serial = "SN" + "0" * 38
+        for method, params, name in [
+                ("io.tpad.Station.Activate", {"devEUI": eui(60), "tkmInfo": TKM,
+                                              "serial": long_serial}, "serial"),
+                ("io.tpad.Admin.Import", {"rows": [{"line": 2, "devEUI": eui(61),
+                                                    "tkmInfo": TKM, "serial": long_serial}],
+                                          "final": True}, "rows[0].serial")]:
+            with self.subTest(method=method):
+                sock = self.d.station_client() if "Station" in method else self.d.admin_client()
+                with sock as c:
+                    with self.assertRaises(VarlinkError) as e:
+                        (c.call_more if "Import" in method else c.call)(method, params)
+                self.assertTrue(e.exception.error.endswith(".InvalidParameter"), e.exception)
+                self.assertEqual(e.exception.params["parameter"], name)
+                self.assertIn("too long for the label", e.exception.params["reason"])
+        self.assertEqual(self.s.counters()["imports"], 0)
+        dev = self.activate(eui(62), tkmInfo=TKM, serial="SN-12", qr={"format": "png"})
+        self.assertEqual(dev["device"]["serial"], "SN-12")
+        self.assertIn("qr", dev)
+
+
 class RetireWithoutDelete(Base):
     def test_a_404_to_the_delete_is_checked_by_query(self):
         """A cloud that does not delete by the import path answers the DELETE 404 (tpa-sim
