@@ -241,6 +241,50 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 	return 0;
 }
 
+/*
+ * Follow the printer's job until it completes, aborts or is canceled, up to deadline: an
+ * aborted job (a jam, a failed print) is a failure with the printer's reason. A job still
+ * pending or printing at the deadline (a long batch) counts as accepted, as does one the
+ * printer cannot tell us about.
+ */
+static int ipp_watch(struct print_printer *pr, struct ipp_worker *w, http_t *http,
+		     struct print_job *j, uint64_t deadline)
+{
+	static const char *const attrs[] = {"job-state", "job-state-reasons", "job-state-message"};
+	useconds_t pause = 20000;
+	while (j->printer_job > 0) {
+		ipp_t *req = ippNewRequest(IPP_OP_GET_JOB_ATTRIBUTES);
+		ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_URI, "printer-uri", NULL, w->uri);
+		ippAddInteger(req, IPP_TAG_OPERATION, IPP_TAG_INTEGER, "job-id", j->printer_job);
+		ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_NAME, "requesting-user-name", NULL,
+			     "tpad");
+		ippAddStrings(req, IPP_TAG_OPERATION, IPP_TAG_KEYWORD, "requested-attributes", 3,
+			      NULL, attrs);
+		ipp_t *resp = cupsDoRequest(http, req, pr->resource);
+		ipp_attribute_t *a = resp ? ippFindAttribute(resp, "job-state", IPP_TAG_ENUM) : NULL;
+		int state = a ? ippGetInteger(a, 0) : 0;
+		if (state == IPP_JSTATE_ABORTED || state == IPP_JSTATE_CANCELED) {
+			a = ippFindAttribute(resp, "job-state-message", IPP_TAG_TEXT);
+			const char *msg = a ? ippGetString(a, 0, NULL) : NULL;
+			a = ippFindAttribute(resp, "job-state-reasons", IPP_TAG_KEYWORD);
+			const char *why = a ? ippGetString(a, 0, NULL) : NULL;
+			snprintf(j->reason, sizeof(j->reason), "the printer %s job %d: %s",
+				 state == IPP_JSTATE_ABORTED ? "aborted" : "canceled", j->printer_job,
+				 msg && *msg ? msg : why ? why : "no reason given");
+			ippDelete(resp);
+			return -EIO;
+		}
+		ippDelete(resp);
+		if (!state || state == IPP_JSTATE_COMPLETED ||
+		    clock_now_us() + pause >= deadline)
+			return 0;
+		usleep(pause);
+		if (pause < 200000)
+			pause *= 2;
+	}
+	return 0;
+}
+
 /* Run one job (or status question) to its end, blocking this thread only. */
 static void ipp_run(struct print_printer *pr, struct ipp_worker *w, struct print_job *j)
 {
@@ -271,6 +315,8 @@ static void ipp_run(struct print_printer *pr, struct ipp_worker *w, struct print
 			r = 0;
 		}
 		free(data);
+		if (r == 0)
+			r = ipp_watch(pr, w, http, j, deadline);
 	}
 	j->ok = r == 0;
 	httpClose(http);

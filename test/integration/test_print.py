@@ -696,6 +696,25 @@ class Print(TpadTestCase):
         self.assertLess(max(during), 1000)
         self.assertLess(med_d, med_b + 100)
 
+    def test_a_job_the_printer_aborts_is_a_print_failure(self):
+        """An IPP printer that accepts the job and then aborts it (its print command fails:
+        a jam): PrintFailed with the printer's reason, the device still handed out (it was
+        reported printed and audited as printed)."""
+        jam = os.path.join(self.tmp, "jam.sh")
+        with open(jam, "w") as f:
+            f.write("#!/bin/sh\necho 'ERROR: media-jam' >&2\nexit 1\n")
+        os.chmod(jam, 0o755)
+        self.ipp = IppPrinter(self.tmp, command=jam)
+        self.start(self.raw_section() +
+                   f"[printer.office]\nurl = {self.ipp.url()}\ntimeout = 5s\n")
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate", {"devEUI": eui(9), "generateAppKey": True,
+                                                "print": {"printer": "office"}})
+            reply = c.recv()
+        self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
+        self.assertIn("aborted job", reply["parameters"]["reason"])
+        self.assertEqual(reply["parameters"]["device"]["state"], "ISSUED")
+
     def test_ipp_printer(self):
         self.ipp = IppPrinter(self.tmp)
         self.start(self.raw_section() +
