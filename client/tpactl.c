@@ -295,6 +295,31 @@ static const char *suggest_command(const char *name)
 	return best;
 }
 
+/* An unknown long option: named, with the closest one when there is one. */
+static int unknown_option(const struct option *opts, const char *bad, const char *hint_cmd)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", bad[0] == '-' && bad[1] == '-' ? bad + 2 : bad);
+	char *eq = strchr(name, '=');
+	if (eq)
+		*eq = '\0';
+	const char *best = NULL;
+	size_t bd = 3;
+	for (const struct option *p = opts; p->name; p++) {
+		size_t d = distance(name, p->name);
+		if (d < bd) {
+			bd = d;
+			best = p->name;
+		}
+	}
+	if (!best)
+		return usage_error(hint_cmd, "unknown option '%s'", bad);
+	fprintf(stderr, "tpactl: unknown option '%s'\n", bad);
+	fprintf(stderr, "Did you mean '--%s'? (tpactl help%s%s)\n", best, hint_cmd ? " " : "",
+		hint_cmd ? hint_cmd : "");
+	return CTL_EXIT_USAGE;
+}
+
 static int unknown_command(const char *name)
 {
 	const char *s = suggest_command(name);
@@ -447,6 +472,24 @@ int main(int argc, char **argv)
 		if (command_find(argv[i]))
 			hint_cmd = argv[i];
 
+	/*
+	 * Long options are taken as written, never abbreviated: getopt would read
+	 * --generate-appkey (a typo of activate's --generate-app-key) as import's
+	 * --generate-appkeys and blame the wrong option.
+	 */
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		if (strncmp(argv[i], "--", 2) != 0)
+			continue;
+		size_t n = strcspn(argv[i] + 2, "=");
+		const struct option *match = NULL;
+		for (const struct option *op = opts; op->name && !match; op++)
+			if (strlen(op->name) == n && strncmp(op->name, argv[i] + 2, n) == 0)
+				match = op;
+		if (!match)
+			return unknown_option(opts, argv[i], hint_cmd);
+		if (match->has_arg == required_argument && !argv[i][2 + n])
+			i++; /* its value, whatever it looks like */
+	}
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, ":ho:", opts, NULL)) != -1) {
 		if (o >= OPT_DEV_EUI && o < OPT_DEV_EUI + 32)
@@ -509,6 +552,10 @@ int main(int argc, char **argv)
 				a.margin = (int)v;
 			else if (o == OPT_CONCURRENCY)
 				a.concurrency = (int)v;
+			else if (o == OPT_COPIES && (v < 1 || v > 100))
+				return usage_error(hint_cmd, "--copies must be between 1 and 100, not "
+							     "'%s'",
+						   optarg);
 			else if (o == OPT_COPIES)
 				a.copies = (int)v;
 			else
@@ -583,29 +630,7 @@ int main(int argc, char **argv)
 			const char *bad = argv[optind - 1];
 			if (optopt && optopt < 256 && bad[0] == '-' && bad[1] != '-')
 				return usage_error(hint_cmd, "unknown option '-%c'", optopt);
-			/* Suggest the closest long option. */
-			char name[64];
-			snprintf(name, sizeof(name), "%s",
-				 bad[0] == '-' && bad[1] == '-' ? bad + 2 : bad);
-			char *eq = strchr(name, '=');
-			if (eq)
-				*eq = '\0';
-			const char *best = NULL;
-			size_t bd = 3;
-			for (const struct option *p = opts; p->name; p++) {
-				size_t d = distance(name, p->name);
-				if (d < bd) {
-					bd = d;
-					best = p->name;
-				}
-			}
-			if (best) {
-				fprintf(stderr, "tpactl: unknown option '%s'\n", bad);
-				fprintf(stderr, "Did you mean '--%s'? (tpactl help%s%s)\n", best,
-					hint_cmd ? " " : "", hint_cmd ? hint_cmd : "");
-				return CTL_EXIT_USAGE;
-			}
-			return usage_error(hint_cmd, "unknown option '%s'", bad);
+			return unknown_option(opts, bad, hint_cmd);
 		}
 		}
 	}

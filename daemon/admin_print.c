@@ -130,7 +130,9 @@ static void print_gathered(struct admin_print_call *c, int rc)
 		return;
 	}
 	if (!c->n) {
-		req_error(r, "io.tpad.Admin.NotFound", json_pack("{s:s}", "devEUI", ""));
+		/* A batch of nothing: no device of that state has a label to print. */
+		invalid(r, "state", "no device in this state has a label to print (only ISSUED "
+				    "devices with an ownerToken have one)");
 		call_free(c);
 		return;
 	}

@@ -714,6 +714,12 @@ class Print(TpadTestCase):
         self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
         self.assertIn("aborted job", reply["parameters"]["reason"])
         self.assertEqual(reply["parameters"]["device"]["state"], "ISSUED")
+        # A batch of a state no device is in: said so (it was NotFound with devEUI "").
+        with self.d.admin_client() as a:
+            with self.assertRaises(VarlinkError) as e:
+                a.call("io.tpad.Admin.Print", {"state": "PENDING", "printer": "office"})
+        self.assertEqual(e.exception.error, "io.tpad.Admin.InvalidParameter")
+        self.assertIn("no device in this state", e.exception.params["reason"])
 
     def test_ipp_printer(self):
         self.ipp = IppPrinter(self.tmp)

@@ -94,6 +94,14 @@ class Help(TpadTestCase):
             (("activate", "--serial", "x"), "activate needs --dev-eui",
              "Try 'tpactl help activate'."),
             ((), "no command given", "Try 'tpactl help'."),
+            # Never abbreviated: import's --generate-appkeys is not what was typed.
+            (("activate", "--generate-appkey", "--dev-eui", "0123456789ABCDEF"),
+             "unknown option '--generate-appkey'", "Did you mean '--generate-app-key'?"),
+            (("print", "0123456789ABCDEF", "--copies", "0"),
+             "--copies must be between 1 and 100, not '0'", "Try 'tpactl help print'."),
+            # A value that looks like an option is a value.
+            (("activate", "--serial", "--dev-eui"), "activate needs --dev-eui",
+             "Try 'tpactl help activate'."),
         ]
         for args, first, hint in cases:
             with self.subTest(args=args):
