@@ -1,5 +1,6 @@
 /* ctl_admin: tpactl's device commands import, export, devices and device, with progress bars. */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -912,6 +913,33 @@ static int export_label(const struct ctl_args *a, json_t *label, FILE *index, co
 	return r;
 }
 
+/* The index an export is writing, for its signal handler. */
+static char export_tmp[4300];
+
+/* Ctrl-C or SIGTERM during an export: remove its unfinished index, then die of the signal. */
+static void on_export_signal(int sig)
+{
+	static const char msg[] = "\ntpactl: export interrupted: no index.csv written (the "
+				  "labels written so far stay)\n";
+	unlink(export_tmp);
+	ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)n;
+	raise(sig); /* SA_RESETHAND: the default action now */
+}
+
+/* Unfinished indexes of exports into dir that were killed before they could clean up. */
+static void remove_stale_index_tmps(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strncmp(e->d_name, "index.csv.tmp.", 14) == 0)
+			unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+}
+
 int ctl_export(struct ctl *c, struct ctl_args *a)
 {
 	static const char *const formats[] = {"png", "svg", "zpl", "pdf", "csv"};
@@ -943,12 +971,20 @@ int ctl_export(struct ctl *c, struct ctl_args *a)
 		fprintf(stderr, "tpactl: cannot remove %s: %s\n", index_path, strerror(errno));
 		return 1;
 	}
+	remove_stale_index_tmps(a->out_dir);
 	FILE *index = fopen(index_tmp, "we");
 	if (!index) {
 		fprintf(stderr, "tpactl: cannot write %s: %s\n", index_tmp, strerror(errno));
 		return 1;
 	}
 	fputs("devEUI,serial,qrText\n", index);
+	/* Ctrl-C: no half index is left behind (the labels written so far stay). */
+	snprintf(export_tmp, sizeof(export_tmp), "%s", index_tmp);
+	struct sigaction sa = {.sa_handler = on_export_signal, .sa_flags = SA_RESETHAND}, old_int,
+			 old_term;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
 
 	struct bar b = {.on = isatty(STDERR_FILENO) && !a->json, .unit = "labels"};
 	if (b.on)
@@ -1019,10 +1055,12 @@ int ctl_export(struct ctl *c, struct ctl_args *a)
 		fprintf(stderr, "tpactl: cannot write %s: %s\n", index_path, strerror(errno));
 		status = 1;
 	}
-	if (status != 0) {
+	if (status != 0)
 		unlink(index_tmp);
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	if (status != 0)
 		return status;
-	}
 	double secs = (double)(now_us() - b.started_us) / 1e6;
 	if (!a->json)
 		printf("exported %zu %s labels to %s in %.1f s (%.0f labels/s)%s; index in %s\n",

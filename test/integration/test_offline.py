@@ -396,8 +396,24 @@ class Offline(TpadTestCase):
                                   capture_output=True, text=True, timeout=30).stdout.strip()
             self.assertEqual(text, index["png"][eui]["qrText"])
         out = os.path.join(self.tmp, "labels", "csv")
+        # An unfinished index an interrupted export left behind goes with the next export.
+        os.makedirs(out, exist_ok=True)
+        open(os.path.join(out, "index.csv.tmp.4242"), "w").close()
         self.ctl(d, "export", "--format", "csv", "--out", out, check=0)
         self.assertEqual(os.listdir(out), ["index.csv"])
+        # Interrupted: its own unfinished index is removed, and it says so.
+        cut = os.path.join(self.tmp, "labels", "svg2")
+        proc = subprocess.Popen([tpadtest.TPACTL, "--socket", d.admin, "export", "--format",
+                                 "svg", "--out", cut], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: os.path.isdir(cut) and any(f.startswith("index.csv.tmp.")
+                                                    for f in os.listdir(cut)), 10,
+                 "the export under way")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        if proc.returncode != 0:  # else it had finished already
+            self.assertIn("export interrupted", err)
+            self.assertFalse([f for f in os.listdir(cut) if f.startswith("index.csv")])
         with open(os.path.join(out, "index.csv")) as f:
             self.assertEqual({g["devEUI"]: g for g in csv.DictReader(f)}, index["png"])
         # No AppKey anywhere in an export.
