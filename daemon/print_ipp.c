@@ -315,8 +315,10 @@ static void ipp_run(struct print_printer *pr, struct ipp_worker *w, struct print
 			r = 0;
 		}
 		free(data);
+		/* Followed for printer.timeout from its Print-Job, wherever it waited before. */
 		if (r == 0)
-			r = ipp_watch(pr, w, http, j, deadline);
+			r = ipp_watch(pr, w, http, j,
+				      clock_now_us() + (uint64_t)pr->cfg->timeout_ms * 1000u);
 	}
 	j->ok = r == 0;
 	httpClose(http);

@@ -86,6 +86,7 @@ struct tpa {
 	 */
 	struct tpa_result token_refusal;
 	uint64_t token_refused_until_ms; /* 0: not refused */
+	struct event *refusal_timer;	 /* asks again when the hold ends, calls or not */
 	/* metrics */
 	struct tpa_counters counters;
 	uint32_t ring[LATENCY_RING];
@@ -740,6 +741,13 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		fail.outcome = TPA_UNAVAILABLE;
 		snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request failed: %s",
 			 pr->reason);
+		if (t->token_refused_until_ms) {
+			/* Still refused as far as we know: ask again after the same hold. */
+			uint32_t hold = t->cfg->upstream_backoff_max_ms ? t->cfg->upstream_backoff_max_ms
+									: 5000;
+			struct timeval tv = {.tv_sec = hold / 1000, .tv_usec = (hold % 1000) * 1000};
+			evtimer_add(t->refusal_timer, &tv);
+		}
 		waiting_flush(t, &fail);
 		return;
 	}
@@ -799,8 +807,22 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 				 t->cfg->oauth2_client_id, fail.reason, hold);
 		t->token_refusal = fail;
 		t->token_refused_until_ms = clock_now_ms() + hold;
+		/* Ask again when the hold ends even if no call comes: Status recovers by itself. */
+		struct timeval tv = {.tv_sec = hold / 1000, .tv_usec = (hold % 1000) * 1000};
+		evtimer_add(t->refusal_timer, &tv);
 	}
 	waiting_flush(t, &fail);
+}
+
+/* The refusal's hold ended: ask for a token again (its answer clears or renews it). */
+static void refusal_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpa *t = arg;
+	/* The loop's clock may run a little behind ours: the hold is over now. */
+	uint64_t now = clock_now_ms();
+	if (t->token_refused_until_ms > now)
+		t->token_refused_until_ms = now;
+	token_fetch(t);
 }
 
 /* Fail the calls waiting for a token with the stored reason. */
@@ -1179,7 +1201,8 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 	TAILQ_INIT(&t->calls);
 	TAILQ_INIT(&t->waiting);
 	t->fail_ev = event_new(base, -1, 0, token_fail_cb, t);
-	if (!t->fail_ev) {
+	t->refusal_timer = evtimer_new(base, refusal_timer_cb, t);
+	if (!t->fail_ev || !t->refusal_timer) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -1278,6 +1301,8 @@ void tpa_free(struct tpa *t)
 	pool_free(t->pool);
 	if (t->fail_ev)
 		event_free(t->fail_ev);
+	if (t->refusal_timer)
+		event_free(t->refusal_timer);
 	while ((c = TAILQ_FIRST(&t->calls))) {
 		TAILQ_REMOVE(&t->calls, c, link);
 		call_free(c);

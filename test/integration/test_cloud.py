@@ -316,10 +316,13 @@ class OAuth2Refused(DxBase):
         self.assertIn("OAUTH2 CLIENT REFUSED", p.stdout)
         wait_for(lambda: any("upstream down" in n and "OAuth2 client refused" in n
                              for n in d.notifications), 10, "STATUS= naming the refusal")
-        # The admin fixes the secret file: taken at the next try, no restart.
+        # The admin fixes the secret file: taken at the next try, no restart, even with no
+        # call to make it (Status recovers by itself within upstream.backoff-max).
         with open(d.conf) as f:
             path = [l.split("=", 1)[1].strip() for l in f if l.startswith("secret-file")][0]
         tpadtest.write_secret(path, real)
+        wait_for(lambda: self.status(d)["oauth2"]["refused"] is None, 10,
+                 "the refusal lifted without a call")
 
         def works():
             try:
