@@ -127,6 +127,12 @@ bool print_has(const struct print *p, const char *name)
 	return printer_find(p, name) != NULL;
 }
 
+const struct layout *print_layout(const struct print *p, const char *name)
+{
+	const struct print_printer *pr = printer_find(p, name);
+	return pr ? pr->layout : NULL;
+}
+
 const char *print_default_for(const struct print *p, uid_t uid, gid_t gid)
 {
 	if (!p)

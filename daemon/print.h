@@ -87,6 +87,11 @@ struct print *print_free(struct print *p);
 /* True if a printer is called name. */
 bool print_has(const struct print *p, const char *name);
 
+struct layout;
+
+/* The label layout of the printer called name (its size and resolution), or NULL. */
+const struct layout *print_layout(const struct print *p, const char *name);
+
 /*
  * The printer of a station: the first printer whose station-uids or station-groups lists
  * uid or gid, else print.default; NULL when there is none.

@@ -270,19 +270,35 @@ static void on_activated(const struct act_result *res, void *arg)
 	free(p);
 }
 
-int station_serial_fits(const struct tpad *t, const struct act_request *q, char *why,
-			size_t whylen)
+/* Whether q's serial fits the label l (what names it in why). */
+static int serial_fits(const struct layout *l, const struct act_request *q, const char *what,
+		       char *why, size_t whylen)
 {
-	if (!q->serial[0] || !t->layout)
+	if (!q->serial[0] || !l)
 		return 0;
 	static const char wide[] = "FFFFFFFFFFFFFFFF";
 	const struct layout_fields f = {q->dev_eui[0] ? q->dev_eui : wide,
 					q->join_eui[0] ? q->join_eui : wide, q->serial};
 	char err[256];
-	int r = layout_fields_fit(t->layout, &f, err, sizeof(err));
+	int r = layout_fields_fit(l, &f, err, sizeof(err));
 	if (r < 0)
-		snprintf(why, whylen, "too long for the label: %s", err);
+		snprintf(why, whylen, "too long for %s: %s", what, err);
 	return r;
+}
+
+int station_serial_fits(const struct tpad *t, const struct act_request *q, char *why,
+			size_t whylen)
+{
+	return serial_fits(t->layout, q, "the label", why, whylen);
+}
+
+int station_serial_fits_printer(const struct tpad *t, const struct act_request *q,
+				const char *printer, char *why, size_t whylen)
+{
+	char what[96];
+	snprintf(what, sizeof(what), "printer %s's label", printer);
+	return serial_fits(t->print ? print_layout(t->print, printer) : NULL, q, what, why,
+			   whylen);
 }
 
 void station_activate(struct tpad *t, struct req *r)
@@ -340,6 +356,13 @@ void station_activate(struct tpad *t, struct req *r)
 	if (!print_want_parse(t, r, &p->print)) {
 		free(p);
 		cred_wipe(&q, sizeof(q));
+		return;
+	}
+	if (p->print.printer[0] &&
+	    station_serial_fits_printer(t, &q, p->print.printer, why, sizeof(why)) < 0) {
+		free(p);
+		cred_wipe(&q, sizeof(q));
+		invalid(r, "serial", why);
 		return;
 	}
 	p->t = t;

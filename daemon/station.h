@@ -20,6 +20,10 @@ void station_activate(struct tpad *t, struct req *r);
  */
 int station_serial_fits(const struct tpad *t, const struct act_request *q, char *why,
 			size_t whylen);
+
+/* The same on the label of the printer called printer, when the call prints there. */
+int station_serial_fits_printer(const struct tpad *t, const struct act_request *q,
+				const char *printer, char *why, size_t whylen);
 void station_lookup(struct tpad *t, struct req *r);
 
 /* The second fence: station.allowed-uids / allowed-groups against the peer's credentials. */

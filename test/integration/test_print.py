@@ -696,6 +696,22 @@ class Print(TpadTestCase):
         self.assertLess(max(during), 1000)
         self.assertLess(med_d, med_b + 100)
 
+    def test_a_serial_too_long_for_the_printers_label_is_refused_first(self):
+        """The main label is wide enough for a serial, the printer's own label is not: an
+        Activate that prints there is refused before anything is issued (it was issued,
+        then PrintFailed); without printing it is taken."""
+        self.start(self.raw_section(extra="width = 57\n"),
+                   conf_extra="label.width = 90\nlabel.caption-2 = {serial}")
+        serial = "S" * 22
+        with self.assertRaises(VarlinkError) as e:
+            self.activate(eui(30), generateAppKey=True, serial=serial, print={})
+        self.assertEqual(e.exception.error, "io.tpad.Station.InvalidParameter")
+        self.assertEqual(e.exception.params["parameter"], "serial")
+        self.assertIn("too long for printer line1's label", e.exception.params["reason"])
+        self.assertEqual(self.s.counters()["imports"], 0)
+        self.assertEqual(self.activate(eui(31), generateAppKey=True,
+                                       serial=serial)["device"]["serial"], serial)
+
     def test_a_job_the_printer_aborts_is_a_print_failure(self):
         """An IPP printer that accepts the job and then aborts it (its print command fails:
         a jam): PrintFailed with the printer's reason, the device still handed out (it was
