@@ -702,6 +702,18 @@ static void waiting_flush(struct tpa *t, const struct tpa_result *fail)
 	}
 }
 
+/*
+ * Hold token requests for upstream.backoff-max after a refusal; the timer asks again when
+ * it ends even if no call comes, so Status recovers by itself.
+ */
+static void refusal_hold(struct tpa *t)
+{
+	uint32_t hold = t->cfg->upstream_backoff_max_ms ? t->cfg->upstream_backoff_max_ms : 5000;
+	t->token_refused_until_ms = clock_now_ms() + hold;
+	struct timeval tv = {.tv_sec = hold / 1000, .tv_usec = (hold % 1000) * 1000};
+	evtimer_add(t->refusal_timer, &tv);
+}
+
 /* The token endpoint answered. */
 static void token_answer_read(const struct pool_result *pr, struct tpa *t);
 
@@ -741,13 +753,8 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		fail.outcome = TPA_UNAVAILABLE;
 		snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request failed: %s",
 			 pr->reason);
-		if (t->token_refused_until_ms) {
-			/* Still refused as far as we know: ask again after the same hold. */
-			uint32_t hold = t->cfg->upstream_backoff_max_ms ? t->cfg->upstream_backoff_max_ms
-									: 5000;
-			struct timeval tv = {.tv_sec = hold / 1000, .tv_usec = (hold % 1000) * 1000};
-			evtimer_add(t->refusal_timer, &tv);
-		}
+		if (t->token_refused_until_ms)
+			refusal_hold(t); /* still refused as far as we know: the same hold again */
 		waiting_flush(t, &fail);
 		return;
 	}
@@ -799,17 +806,13 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 	fail.owner_token[0] = fail.ref[0] = '\0';
 	if (status == 400 || status == 401 || status == 403) {
 		/* Our client is refused: say so once, and ask again only after a while. */
-		uint32_t hold = t->cfg->upstream_backoff_max_ms ? t->cfg->upstream_backoff_max_ms : 5000;
 		if (!t->token_refused_until_ms)
 			log_errx("OAuth2: the token endpoint refuses client '%s' (%s): check "
 				 "oauth2.client-id and the oauth-secret credential; asking again "
-				 "every %u ms meanwhile",
-				 t->cfg->oauth2_client_id, fail.reason, hold);
+				 "every upstream.backoff-max meanwhile",
+				 t->cfg->oauth2_client_id, fail.reason);
 		t->token_refusal = fail;
-		t->token_refused_until_ms = clock_now_ms() + hold;
-		/* Ask again when the hold ends even if no call comes: Status recovers by itself. */
-		struct timeval tv = {.tv_sec = hold / 1000, .tv_usec = (hold % 1000) * 1000};
-		evtimer_add(t->refusal_timer, &tv);
+		refusal_hold(t);
 	}
 	waiting_flush(t, &fail);
 }

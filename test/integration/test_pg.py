@@ -675,6 +675,11 @@ class Copy(TpadTestCase):
 
     store_backend = "postgresql"
 
+    def copy_store(self, d):
+        """tpad --copy-store of d's SQLite store into the test database."""
+        return subprocess.run([tpadtest.TPAD, "--config", d.conf, "--copy-store", self.pg_url],
+                              capture_output=True, text=True, timeout=120)
+
     def test_copy_then_lookup_everything_through_postgresql(self):
         psk = secrets.token_hex(16)
         sim = self.sim(psk).start()
@@ -703,8 +708,7 @@ class Copy(TpadTestCase):
         self.assertGreaterEqual(n_labels, 10)
 
         def copy():
-            return subprocess.run([tpadtest.TPAD, "--config", d.conf, "--copy-store",
-                                   self.pg_url], capture_output=True, text=True, timeout=120)
+            return self.copy_store(d)
 
         p = copy()
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
@@ -767,8 +771,7 @@ class Copy(TpadTestCase):
         db = self.pg_url.split("/")[3].split("?")[0]
 
         def copy():
-            return subprocess.run([tpadtest.TPAD, "--config", d.conf, "--copy-store",
-                                   self.pg_url], capture_output=True, text=True, timeout=120)
+            return self.copy_store(d)
 
         self.assertEqual(copy().returncode, 0)
         self.pg.psql(f"UPDATE devices SET state = 'FOREIGN', owner_token = NULL "
