@@ -208,6 +208,7 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 		snprintf(err, errlen, "cannot start the writer thread: %s", strerror(rc));
 		goto fail;
 	}
+	pthread_setname_np(w->thread, "sqlwriter"); /* as top -H and /proc name it */
 	w->started = true;
 	*ret = w;
 	return 0;

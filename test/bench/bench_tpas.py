@@ -23,7 +23,8 @@ answered):
 3. tunnel-null (tunnel_null.c): a C server that answers every request 200 and does nothing
    else, with the same client and uplinks: the most this machine carries with this client,
    so the most any server's ratio to the reference can be here.
-CPU per uplink is the server process's user + system time over the run. Prints a table,
+CPU per uplink is the server process's user + system time over the run (tpas's also by
+thread: the event loop, and the journal's writer thread, sqlwriter). Prints a table,
 best/last/worst over the runs and a JSON line. Goal: tpas >= 10,000/s and >= 20x the
 reference.
 """
@@ -77,6 +78,21 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid):
+    """{thread name: user + system CPU seconds} of each of a process's threads."""
+    ret = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, fields = f.read().rsplit(")", 1)
+        except FileNotFoundError:
+            continue
+        name = head.split("(", 1)[1] if tid != str(pid) else "loop"
+        ret[name] = ret.get(name, 0) + (int(fields.split()[11]) + int(fields.split()[12])) \
+            / os.sysconf("SC_CLK_TCK")
+    return ret
 
 
 def blast(build, port, path, connections):
@@ -136,10 +152,13 @@ def run_tpas(build, workdir, count, connections):
         th = threading.Thread(target=subscriber)
         th.start()
         cpu0 = cpu_seconds(proc.pid)
+        threads0 = thread_cpu_seconds(proc.pid)
         t0 = time.monotonic()
         res = blast(build, port, path, connections)
         th.join(300)
         cpu = cpu_seconds(proc.pid) - cpu0
+        threads = {k: round((v - threads0.get(k, 0)) * 1e6 / count, 1)
+                   for k, v in thread_cpu_seconds(proc.pid).items()}
         sub.close()
         with Client(f"{workdir}/admin.sock") as c:
             st = c.call("io.tpad.AS.Status")
@@ -148,6 +167,7 @@ def run_tpas(build, workdir, count, connections):
                 "last_seq": done.get("last", 0),
                 "seconds": round(secs, 3), "rate": round(count / secs),
                 "cpu_us_per_uplink": round(cpu * 1e6 / count, 1),
+                "cpu_us_per_uplink_by_thread": threads,
                 "commits": st["journal"]["commits"], "batches": st["journal"]["batches"],
                 "largest_batch": st["journal"]["largestBatch"],
                 "accepted": st["tunnel"]["accepted"]}
@@ -256,6 +276,10 @@ def main():
               f"({t['batches']:,}) | {r1['rate']:,} / {rk['rate']:,} | "
               f"{r1['cpu_us_per_uplink']} / {rk['cpu_us_per_uplink']} | {r['ratio']}x | "
               f"{n['rate']:,} ({n['cpu_us_per_uplink']}) | {r['null_ratio']}x |")
+    for i, r in enumerate(runs, 1):
+        split = ", ".join(f"{k} {v} us" for k, v in
+                          sorted(r["tpas"]["cpu_us_per_uplink_by_thread"].items()))
+        print(f"run {i}: tpas CPU per uplink by thread: {split}")
     if len(runs) > 1:
         rates = sorted(r["tpas"]["rate"] for r in runs)
         ratios = sorted(r["ratio"] for r in runs)
