@@ -369,6 +369,9 @@ int print_ipp_init(struct print_printer *pr, char *err, size_t errlen)
 			 strerror(r));
 		return -r;
 	}
+	char name[16]; /* as top -H and /proc show it: ipp-<printer>, cut to 15 bytes */
+	snprintf(name, sizeof(name), "ipp-%s", pr->cfg->name);
+	pthread_setname_np(w->thread, name);
 	w->started = true;
 	return 0;
 }

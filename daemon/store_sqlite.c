@@ -1444,6 +1444,9 @@ static int start_thread(struct sqlite_store *s, pthread_t *t, void *(*fn)(void *
 			      strerror(r));
 		return -r;
 	}
+	char name[16]; /* as top -H and /proc show it: store-writer, store-reader */
+	snprintf(name, sizeof(name), "store-%s", what);
+	pthread_setname_np(*t, name);
 	return 0;
 }
 

@@ -253,6 +253,15 @@ class Foundation(TpadTestCase):
         self.assertFalse(os.path.exists(d.station))
         self.assertFalse(os.path.exists(d.admin))
 
+    def test_threads_have_names(self):
+        """An admin looking at top -H sees which thread of tpad is busy."""
+        d = self.daemon().start()
+        names = set()
+        for tid in os.listdir(f"/proc/{d.proc.pid}/task"):
+            with open(f"/proc/{d.proc.pid}/task/{tid}/comm") as f:
+                names.add(f.read().strip())
+        self.assertLessEqual({"tpad", "store-writer", "store-reader"}, names)
+
     def test_stale_socket_removed_and_live_instance_refused(self):
         d = self.daemon()
         # A stale socket file from a crashed run must not stop a start.

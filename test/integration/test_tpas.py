@@ -1405,7 +1405,21 @@ class Downlink(TpasCase):
         self.assertEqual(e.exception.error, "io.tpad.AS.NoLrc")
 
 
+def thread_names(pid):
+    """The names of a process's threads, as top -H and /proc/PID/task/*/comm show them."""
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    return sorted(names)
+
+
 class Signals(TpasCase):
+    def test_the_journal_writer_thread_has_a_name(self):
+        """An admin looking at top -H sees which thread of tpas is busy."""
+        t = self.tpas().start()
+        self.assertEqual(thread_names(t.proc.pid), ["sqlwriter", "tpas"])
+
     def test_sighup_reloads_the_limits_and_cuts_nothing(self):
         """SIGHUP (systemctl reload tpas, logrotate) killed tpas at once: it re-reads the
         file, applies limits.* and names what waits for a restart; a bad file changes
