@@ -1244,6 +1244,22 @@ static int store_create_file(const char *path, char *err, size_t errlen)
 	return e;
 }
 
+/* A statement to prepare and where it goes. */
+struct prepared {
+	const char *sql;
+	sqlite3_stmt **stmt;
+};
+
+/* Prepare each statement of list on db (persistent): SQLITE_OK or the first error. */
+static int prepare_all(sqlite3 *db, const struct prepared *list, size_t n)
+{
+	int rc = SQLITE_OK;
+	for (size_t i = 0; rc == SQLITE_OK && i < n; i++)
+		rc = sqlite3_prepare_v3(db, list[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+					list[i].stmt, NULL);
+	return rc;
+}
+
 /* Open and configure the writer connection: WAL, full sync, schema, key check. */
 static int store_open_writer(struct sqlite_store *s, char *err, size_t errlen)
 {
@@ -1284,26 +1300,13 @@ static int store_open_writer(struct sqlite_store *s, char *err, size_t errlen)
 		return open_fail(s, s->wdb, rc, "cannot read max_page_count", err, errlen);
 	s->default_max_pages = pages > 0 && pages <= UINT32_MAX ? (uint32_t)pages : 1073741823u;
 
-	rc = sqlite3_prepare_v3(s->wdb, sql_insert, -1, SQLITE_PREPARE_PERSISTENT, &s->ins_stmt,
-				NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->wdb, sql_update, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->upd_stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->wdb, sql_audit, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->aud_stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->wdb, sql_label_put, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->lab_stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->wdb, sql_attempt, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->att_stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->wdb, sql_key_put, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->kput_stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(s->wdb, sql_key_taken, -1, SQLITE_PREPARE_PERSISTENT,
-					&s->ktak_stmt, NULL);
+	const struct prepared w[] = {
+	    {sql_insert, &s->ins_stmt},	    {sql_update, &s->upd_stmt},
+	    {sql_audit, &s->aud_stmt},	    {sql_label_put, &s->lab_stmt},
+	    {sql_attempt, &s->att_stmt},    {sql_key_put, &s->kput_stmt},
+	    {sql_key_taken, &s->ktak_stmt},
+	};
+	rc = prepare_all(s->wdb, w, sizeof(w) / sizeof(w[0]));
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->wdb, rc, "cannot prepare statements", err, errlen);
 	return 0;
@@ -1319,17 +1322,13 @@ static int open_reader(struct sqlite_store *s, struct sqlite_reader *rd, char *e
 		return open_fail(s, rd->db, rc, "cannot open for reading", err, errlen);
 	sqlite3_extended_result_codes(rd->db, 1);
 	sqlite3_busy_timeout(rd->db, STORE_READ_BUSY_MS);
-	rc = sqlite3_prepare_v3(rd->db, sql_get, -1, SQLITE_PREPARE_PERSISTENT, &rd->get_stmt,
-				NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(rd->db, sql_label_get, -1, SQLITE_PREPARE_PERSISTENT,
-					&rd->lget_stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(rd->db, sql_key_load, -1, SQLITE_PREPARE_PERSISTENT,
-					&rd->kload_stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v3(rd->db, sql_key_find, -1, SQLITE_PREPARE_PERSISTENT,
-					&rd->kfind_stmt, NULL);
+	const struct prepared r[] = {
+	    {sql_get, &rd->get_stmt},
+	    {sql_label_get, &rd->lget_stmt},
+	    {sql_key_load, &rd->kload_stmt},
+	    {sql_key_find, &rd->kfind_stmt},
+	};
+	rc = prepare_all(rd->db, r, sizeof(r) / sizeof(r[0]));
 	if (rc != SQLITE_OK)
 		return open_fail(s, rd->db, rc, "cannot prepare statements", err, errlen);
 	return 0;
