@@ -26,6 +26,76 @@ void store_set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+const char *store_state_name(enum store_state st)
+{
+	switch (st) {
+	case STORE_PENDING:
+		return "PENDING";
+	case STORE_ISSUED:
+		return "ISSUED";
+	case STORE_FAILED:
+		return "FAILED";
+	case STORE_FOREIGN:
+		return "FOREIGN";
+	case STORE_RETIRED:
+		return "RETIRED";
+	}
+	return NULL;
+}
+
+int store_state_parse(const char *name, enum store_state *ret)
+{
+	static const enum store_state all[] = {STORE_PENDING, STORE_ISSUED, STORE_FAILED,
+					       STORE_FOREIGN, STORE_RETIRED};
+	if (!name || !ret)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(name, store_state_name(all[i])) == 0) {
+			*ret = all[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+bool store_fits(const char *s, size_t size)
+{
+	return strnlen(s, size) < size;
+}
+
+/* True if s is exactly n hex digits, or empty when optional. */
+static bool hex_field_ok(const char *s, size_t size, size_t n, bool optional)
+{
+	if (!store_fits(s, size))
+		return false;
+	if (optional && !*s)
+		return true;
+	return hex_valid(s, n);
+}
+
+int store_record_check(const struct store_record *r)
+{
+	if (!hex_field_ok(r->dev_eui, sizeof(r->dev_eui), HEX_EUI, false) ||
+	    !hex_field_ok(r->join_eui, sizeof(r->join_eui), HEX_EUI, false) ||
+	    !hex_field_ok(r->profile_id, sizeof(r->profile_id), HEX_PROFILE, false) ||
+	    !hex_field_ok(r->tkm_info, sizeof(r->tkm_info), HEX_TKM_INFO, true) ||
+	    !store_fits(r->serial, sizeof(r->serial)) ||
+	    !store_fits(r->owner_token, sizeof(r->owner_token)) ||
+	    !store_fits(r->ref, sizeof(r->ref)) || !store_fits(r->last_error, sizeof(r->last_error)) ||
+	    !store_fits(r->origin, sizeof(r->origin)) || !store_state_name(r->state) ||
+	    (strcmp(r->origin, "activate") != 0 && strcmp(r->origin, "import") != 0))
+		return -EINVAL;
+	return 0;
+}
+
+int store_attempt_check(const struct store_attempt *a)
+{
+	if (a->n == 0 || !store_fits(a->digest, sizeof(a->digest)) ||
+	    !store_fits(a->outcome, sizeof(a->outcome)) || !a->outcome[0])
+		return -EINVAL;
+	return 0;
+}
+
 /* What an asynchronous read of the SQLite store asks for. */
 enum read_kind { READ_GET, READ_LIST, READ_COUNT, READ_AUDIT, READ_ATTEMPTS, READ_KEY };
 

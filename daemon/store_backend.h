@@ -35,6 +35,18 @@ struct pg_store;
 			      void *arg);                                                          \
 	int p##_key_pool_find(struct T *s, const uint8_t app_key[16], uint8_t ret_hsm[16]);
 
+/* True if s is NUL-terminated within size bytes. */
+bool store_fits(const char *s, size_t size);
+
+/*
+ * A record a backend may write: every hex field the right length (TKM_INFO may be empty),
+ * every text NUL-terminated in its field, a known state and origin. 0 or -EINVAL.
+ */
+int store_record_check(const struct store_record *r);
+
+/* An attempt a backend may write: numbered from 1, digest and outcome set. 0 or -EINVAL. */
+int store_attempt_check(const struct store_attempt *a);
+
 /* Write a formatted reason into err (size errlen) when the caller gave room for one. */
 void store_set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

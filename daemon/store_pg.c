@@ -303,20 +303,6 @@ static void pq_reason(PGconn *c, const PGresult *res, char *buf, size_t n)
 	snprintf(buf, n, "%.*s", (int)len, m);
 }
 
-static bool fits(const char *s, size_t size)
-{
-	return strnlen(s, size) < size;
-}
-
-static bool hex_field_ok(const char *s, size_t size, size_t n, bool optional)
-{
-	if (!fits(s, size))
-		return false;
-	if (optional && !*s)
-		return true;
-	return hex_valid(s, n);
-}
-
 static void op_free(struct op *op)
 {
 	if (!op)
@@ -380,17 +366,9 @@ static const char *or_null(const char *s)
 static int op_from_record(struct pg_store *s, const struct store_record *r, bool insert,
 			  const struct store_attempt *a, struct op **ret)
 {
-	if (!hex_field_ok(r->dev_eui, sizeof(r->dev_eui), HEX_EUI, false) ||
-	    !hex_field_ok(r->join_eui, sizeof(r->join_eui), HEX_EUI, false) ||
-	    !hex_field_ok(r->profile_id, sizeof(r->profile_id), HEX_PROFILE, false) ||
-	    !hex_field_ok(r->tkm_info, sizeof(r->tkm_info), HEX_TKM_INFO, true) ||
-	    !fits(r->serial, sizeof(r->serial)) || !fits(r->owner_token, sizeof(r->owner_token)) ||
-	    !fits(r->ref, sizeof(r->ref)) || !fits(r->last_error, sizeof(r->last_error)) ||
-	    !fits(r->origin, sizeof(r->origin)) || !store_state_name(r->state) ||
-	    (strcmp(r->origin, "activate") != 0 && strcmp(r->origin, "import") != 0))
+	if (store_record_check(r) < 0)
 		return -EINVAL;
-	if (a && (!a->n || !fits(a->digest, sizeof(a->digest)) ||
-		  !fits(a->outcome, sizeof(a->outcome))))
+	if (a && store_attempt_check(a) < 0)
 		return -EINVAL;
 	struct op *op = calloc(1, sizeof(*op));
 	if (!op)
@@ -1300,7 +1278,8 @@ int pg_store_get_async(struct pg_store *s, const char *dev_eui, store_get_fn *cb
 static int op_list_build(struct pg_store *s, int state, const char *after, size_t limit,
 			 struct op **ret)
 {
-	if (state < -1 || state >= STORE_N_STATES || (after && *after && !fits(after, HEX_EUI + 1)))
+	if (state < -1 || state >= STORE_N_STATES ||
+	    (after && *after && !store_fits(after, HEX_EUI + 1)))
 		return -EINVAL;
 	struct op *op = read_op(state < 0 ? OP_LIST_ALL : OP_LIST_STATE, NULL);
 	if (!op)
@@ -1686,9 +1665,9 @@ int pg_store_audit(struct pg_store *s, const char *dev_eui, const char *method, 
 
 int pg_store_label_put(struct pg_store *s, const char *dev_eui, const struct store_label *l)
 {
-	if (!s || !l || !dev_eui || !hex_valid(dev_eui, HEX_EUI) || !fits(l->text, sizeof(l->text)) ||
-	    l->matrix_len > sizeof(l->matrix) || l->image_len > sizeof(l->image) ||
-	    !fits(l->image_opts, sizeof(l->image_opts)))
+	if (!s || !l || !dev_eui || !hex_valid(dev_eui, HEX_EUI) ||
+	    !store_fits(l->text, sizeof(l->text)) || l->matrix_len > sizeof(l->matrix) ||
+	    l->image_len > sizeof(l->image) || !store_fits(l->image_opts, sizeof(l->image_opts)))
 		return -EINVAL;
 	struct op *op = calloc(1, sizeof(*op));
 	if (!op)

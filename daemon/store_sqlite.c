@@ -292,54 +292,6 @@ struct sqlite_store {
 	struct store_stats stats;
 };
 
-const char *store_state_name(enum store_state st)
-{
-	switch (st) {
-	case STORE_PENDING:
-		return "PENDING";
-	case STORE_ISSUED:
-		return "ISSUED";
-	case STORE_FAILED:
-		return "FAILED";
-	case STORE_FOREIGN:
-		return "FOREIGN";
-	case STORE_RETIRED:
-		return "RETIRED";
-	}
-	return NULL;
-}
-
-int store_state_parse(const char *name, enum store_state *ret)
-{
-	static const enum store_state all[] = {STORE_PENDING, STORE_ISSUED, STORE_FAILED,
-					       STORE_FOREIGN, STORE_RETIRED};
-	if (!name || !ret)
-		return -EINVAL;
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-		if (strcmp(name, store_state_name(all[i])) == 0) {
-			*ret = all[i];
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
-/* True if s is NUL-terminated within size bytes. */
-static bool fits(const char *s, size_t size)
-{
-	return strnlen(s, size) < size;
-}
-
-/* True if s is exactly n hex digits, or empty when optional. */
-static bool hex_field_ok(const char *s, size_t size, size_t n, bool optional)
-{
-	if (!fits(s, size))
-		return false;
-	if (optional && !*s)
-		return true;
-	return hex_valid(s, n);
-}
-
 /* Copy src into dst of size dstsz, cut to fit and NUL-terminated. */
 static void copy_str(char *dst, size_t dstsz, const char *src)
 {
@@ -352,14 +304,7 @@ static void copy_str(char *dst, size_t dstsz, const char *src)
 static int op_from_record(struct sqlite_store *s, const struct store_record *r, enum op_kind kind,
 			  struct op **ret)
 {
-	if (!hex_field_ok(r->dev_eui, sizeof(r->dev_eui), HEX_EUI, false) ||
-	    !hex_field_ok(r->join_eui, sizeof(r->join_eui), HEX_EUI, false) ||
-	    !hex_field_ok(r->profile_id, sizeof(r->profile_id), HEX_PROFILE, false) ||
-	    !hex_field_ok(r->tkm_info, sizeof(r->tkm_info), HEX_TKM_INFO, true) ||
-	    !fits(r->serial, sizeof(r->serial)) || !fits(r->owner_token, sizeof(r->owner_token)) ||
-	    !fits(r->ref, sizeof(r->ref)) || !fits(r->last_error, sizeof(r->last_error)) ||
-	    !fits(r->origin, sizeof(r->origin)) || !store_state_name(r->state) ||
-	    (strcmp(r->origin, "activate") != 0 && strcmp(r->origin, "import") != 0))
+	if (store_record_check(r) < 0)
 		return -EINVAL;
 
 	struct op *op = calloc(1, sizeof(*op));
@@ -430,8 +375,7 @@ static int store_write(struct sqlite_store *s, const struct store_record *r, enu
 {
 	if (!s || !r || !cb)
 		return -EINVAL;
-	if (a && (a->n == 0 || !fits(a->digest, sizeof(a->digest)) ||
-		  !fits(a->outcome, sizeof(a->outcome)) || !a->outcome[0]))
+	if (a && store_attempt_check(a) < 0)
 		return -EINVAL;
 	struct op *op;
 	int e = op_from_record(s, r, kind, &op);
@@ -461,7 +405,7 @@ int sqlite_store_audit(struct sqlite_store *s, const char *dev_eui, const char *
 	struct op *op = calloc(1, sizeof(*op));
 	if (!op)
 		return -ENOMEM;
-	if (!fits(method, sizeof(op->method)) || !fits(outcome, sizeof(op->outcome))) {
+	if (!store_fits(method, sizeof(op->method)) || !store_fits(outcome, sizeof(op->outcome))) {
 		op_free(op);
 		return -EINVAL;
 	}
@@ -1649,7 +1593,7 @@ int sqlite_reader_list(struct sqlite_reader *rd, int state, const char *after, s
 {
 	if (!rd || !fn || state < -1 || state >= STORE_N_STATES)
 		return -EINVAL;
-	if (after && *after && !fits(after, HEX_EUI + 1))
+	if (after && *after && !store_fits(after, HEX_EUI + 1))
 		return -EINVAL;
 	char from[HEX_EUI + 1] = "";
 	if (after)
