@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "caption.h"
 #include "conf.h"
 #include "hex.h"
 #include "server_conf.h"
 #include "tls.h"
-#include "layout.h"
 
 #define OFF(f) offsetof(struct config, f)
 /* Names of the CONF_ENUM values, in the order of their C enums. */
@@ -30,7 +30,7 @@ static const char *const printer_languages[] = {"auto", "zpl", "pdf", NULL};
 /* label.caption-N: a template over {devEUI}, {joinEUI}, {serial}; empty is no line. */
 static int caption_validate(const char *v, char *why, size_t whylen)
 {
-	return *v ? layout_caption_check(v, why, whylen) : 0;
+	return *v ? caption_check(v, why, whylen) : 0;
 }
 
 /* printer.NAME.url: socket://host[:port], ipp://host[:port][/path] or ipps://. */

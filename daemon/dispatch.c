@@ -93,7 +93,7 @@ static void status_send(struct status_call *c, const uint64_t *counts, const cha
 		counts = t->store_counts;
 	json_t *sj = t->store ? store_status_json(t->store, counts) : NULL;
 	if (sj) {
-		json_object_set_new(sj, "failing", json_boolean(dispatch_store_failing(t)));
+		json_object_set_new(sj, "failing", json_boolean(store_failing(t->store)));
 		if (why)
 			json_object_set_new(sj, "rowsError", json_string(why));
 	}
@@ -261,28 +261,6 @@ static void h_metrics(struct tpad *t, struct req *r)
 	req_reply(r, o, false);
 }
 
-/* ---- store health: failing from a failed transaction until the next commit ---- */
-
-static struct {
-	uint64_t failures, commits;
-	bool failing;
-} store_health;
-
-bool dispatch_store_failing(struct tpad *t)
-{
-	if (!t->store)
-		return false;
-	struct store_stats ss;
-	store_stats(t->store, &ss);
-	if (ss.batch_failures > store_health.failures)
-		store_health.failing = true;
-	else if (ss.commits > store_health.commits)
-		store_health.failing = false;
-	store_health.failures = ss.batch_failures;
-	store_health.commits = ss.commits;
-	return store_health.failing;
-}
-
 /* ---- journal events seen by watching the modules' counters ---- */
 
 static struct event *watch_ev;
@@ -333,7 +311,7 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 				  "FAILED_OPS_TOTAL", b, NULL);
 		}
 		watched.failed_commits = ss.batch_failures;
-		dispatch_store_failing(t);
+		store_failing(t->store);
 		if (!t->store_counting && !t->stopping &&
 		    store_count_async(t->store, on_watch_counts, t) == 0)
 			t->store_counting = true;

@@ -20,12 +20,6 @@ void dispatch_call(struct req *r, void *arg);
 /* Checks of the configuration that need a module (template, ciphersuites...). */
 int dispatch_check_config(const struct config *cfg, char *err, size_t errlen);
 
-/*
- * True while the store is failing: its last transaction was rolled back (disk full, I/O
- * error) and none has committed since (as far as the counters show at each look).
- */
-bool dispatch_store_failing(struct tpad *t);
-
 /* One line of health for systemd's STATUS=. */
 void dispatch_status_line(const struct tpad *t, char *buf, size_t len);
 

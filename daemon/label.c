@@ -98,9 +98,9 @@ static bool opts_whole(const struct qr_opts *o)
 }
 
 /* The caption fields of a record. */
-static struct layout_fields record_fields(const struct store_record *r)
+static struct caption_fields record_fields(const struct store_record *r)
 {
-	struct layout_fields f = {r->dev_eui, r->join_eui, r->serial[0] ? r->serial : NULL};
+	struct caption_fields f = {r->dev_eui, r->join_eui, r->serial[0] ? r->serial : NULL};
 	return f;
 }
 
@@ -113,7 +113,7 @@ static void image_key(const struct qr_opts *o, const struct store_record *r, cha
 		      size_t len)
 {
 	if (opts_whole(o)) {
-		struct layout_fields f = record_fields(r);
+		struct caption_fields f = record_fields(r);
 		snprintf(out, len, "%s+%08x/%s", qr_format_name(o->format),
 			 (unsigned)layout_fingerprint(o->layout, &f), qr_ec_level_name(o->level));
 		return;
@@ -151,7 +151,7 @@ static int layout_image(const struct store_record *r, const char *text, const st
 				 : o->format == QR_FORMAT_PDF ? LAYOUT_PDF
 				 : o->format == QR_FORMAT_SVG ? LAYOUT_SVG
 							      : LAYOUT_PNG;
-	struct layout_fields f = record_fields(r);
+	struct caption_fields f = record_fields(r);
 	struct layout_doc *d;
 	char err[256];
 	int e = layout_doc_new(o->layout, fmt, &d);

@@ -113,108 +113,6 @@ static cairo_status_t doc_write(void *closure, const unsigned char *data, unsign
 	return d->err ? CAIRO_STATUS_NO_MEMORY : CAIRO_STATUS_SUCCESS;
 }
 
-/* The field a template names between its braces, or NULL. */
-static const char *field_value(const char *name, size_t len, const struct layout_fields *f,
-			       bool *ret_known)
-{
-	static const char *const names[] = {"devEUI", "joinEUI", "serial"};
-	const char *values[] = {f ? f->dev_eui : NULL, f ? f->join_eui : NULL,
-				f ? f->serial : NULL};
-	for (size_t i = 0; i < 3; i++)
-		if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0) {
-			*ret_known = true;
-			return values[i] ? values[i] : "";
-		}
-	*ret_known = false;
-	return NULL;
-}
-
-/* Walk a template: check it and, when out is given, render it. */
-static int caption_walk(const char *tmpl, const struct layout_fields *f, char *out, size_t outlen,
-			char *why, size_t whylen)
-{
-	size_t o = 0;
-	if (strlen(tmpl) > LAYOUT_CAPTION_MAX / 2) {
-		snprintf(why, whylen, "is longer than %d bytes", LAYOUT_CAPTION_MAX / 2);
-		return -EINVAL;
-	}
-	for (const char *p = tmpl; *p;) {
-		const char *piece = p;
-		size_t n = 1;
-		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-			snprintf(why, whylen, "has a control character");
-			return -EINVAL;
-		}
-		if ((unsigned char)*p >= 0x80) {
-			n = utf8_len((const unsigned char *)p, 4); /* p is NUL-terminated */
-			if (!n) {
-				snprintf(why, whylen, "is not valid UTF-8");
-				return -EINVAL;
-			}
-			p += n;
-			if (!out)
-				continue;
-			if (n >= outlen - o)
-				return -ENOBUFS;
-			memcpy(out + o, piece, n);
-			o += n;
-			continue;
-		}
-		if (p[0] == '{' && p[1] == '{') {
-			n = 1;
-			p += 2;
-		} else if (p[0] == '}' && p[1] == '}') {
-			n = 1;
-			p += 2;
-		} else if (*p == '{') {
-			const char *end = strchr(p, '}');
-			if (!end) {
-				snprintf(why, whylen, "has a '{' without its '}'");
-				return -EINVAL;
-			}
-			bool known;
-			piece = field_value(p + 1, (size_t)(end - p - 1), f, &known);
-			if (!known) {
-				snprintf(why, whylen,
-					 "names an unknown field {%.*s} (known: {devEUI}, "
-					 "{joinEUI}, {serial})",
-					 (int)(end - p - 1 > 40 ? 40 : end - p - 1), p + 1);
-				return -EINVAL;
-			}
-			n = strlen(piece);
-			p = end + 1;
-		} else if (*p == '}') {
-			snprintf(why, whylen, "has a '}' without its '{' (write }} for a brace)");
-			return -EINVAL;
-		} else {
-			p++;
-		}
-		if (!out)
-			continue;
-		if (n >= outlen - o)
-			return -ENOBUFS;
-		memcpy(out + o, piece, n);
-		o += n;
-	}
-	if (out)
-		out[o] = '\0';
-	return 0;
-}
-
-int layout_caption_check(const char *tmpl, char *why, size_t whylen)
-{
-	return caption_walk(tmpl, NULL, NULL, 0, why, whylen);
-}
-
-int layout_caption_render(const char *tmpl, const struct layout_fields *f, char *out,
-			  size_t outlen)
-{
-	char why[128];
-	if (!out || !outlen)
-		return -EINVAL;
-	return caption_walk(tmpl, f, out, outlen, why, sizeof(why));
-}
-
 /* Tenths of a millimetre to dots at dpi. */
 static int mm10_to_dots(uint32_t mm10, int dpi)
 {
@@ -331,10 +229,10 @@ static int layout_place(const struct layout *l, int modules, struct geometry *g,
 
 /* Render caption line i and check that it fits; -EMSGSIZE names the directive. */
 static int caption_fit(const struct layout *l, const struct geometry *g, int i,
-		       const struct layout_fields *f, char *out, size_t outlen, char *err,
+		       const struct caption_fields *f, char *out, size_t outlen, char *err,
 		       size_t errlen)
 {
-	int r = layout_caption_render(l->captions[i], f, out, outlen);
+	int r = caption_render(l->captions[i], f, out, outlen);
 	if (r < 0) {
 		snprintf(err, errlen, "label.caption-%d: cannot render '%s'", i + 1,
 			 l->captions[i]);
@@ -353,11 +251,11 @@ static int caption_fit(const struct layout *l, const struct geometry *g, int i,
 	return 0;
 }
 
-int layout_fields_fit(const struct layout *l, const struct layout_fields *f, char *err,
+int layout_fields_fit(const struct layout *l, const struct caption_fields *f, char *err,
 		      size_t errlen)
 {
 	struct geometry g;
-	char line[LAYOUT_CAPTION_MAX];
+	char line[CAPTION_MAX];
 	int modules = qr_image_modules(SAMPLE_TEXT, l->level);
 	int r = modules < 0 ? modules : layout_place(l, modules, &g, err, errlen);
 	for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++)
@@ -388,7 +286,7 @@ int layout_new(const struct config_label *cl, uint32_t dpi, uint32_t width, uint
 	for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++) {
 		if (!cl->captions[i] || !*cl->captions[i])
 			continue;
-		if (layout_caption_check(cl->captions[i], why, sizeof(why)) < 0) {
+		if (caption_check(cl->captions[i], why, sizeof(why)) < 0) {
 			snprintf(err, errlen, "label.caption-%d: %s", i + 1, why);
 			r = -EINVAL;
 		} else if (!(l->captions[i] = strdup(cl->captions[i]))) {
@@ -399,7 +297,7 @@ int layout_new(const struct config_label *cl, uint32_t dpi, uint32_t width, uint
 		snprintf(err, errlen, "cannot load the caption font %s", LAYOUT_FONT);
 	if (r == 0) {
 		/* The typical label must fit: the code of a TR005 text and every caption. */
-		const struct layout_fields sample = {"FFFFFFFFFFFFFFFF", "FFFFFFFFFFFFFFFF",
+		const struct caption_fields sample = {"FFFFFFFFFFFFFFFF", "FFFFFFFFFFFFFFFF",
 						     "SN-00000001"};
 		r = layout_fields_fit(l, &sample, err, errlen);
 		if (r == -EMSGSIZE)
@@ -432,7 +330,7 @@ static uint32_t fnv(uint32_t h, const void *p, size_t n)
 	return h;
 }
 
-uint32_t layout_fingerprint(const struct layout *l, const struct layout_fields *f)
+uint32_t layout_fingerprint(const struct layout *l, const struct caption_fields *f)
 {
 	int geo[] = {LAYOUT_REVISION, l->dpi,	  l->width,   l->height,	   l->qr_size,
 		     l->qr_x,	       l->qr_y,	  l->gap,     l->font_px, (int)l->position};
@@ -558,7 +456,7 @@ static void zpl_field(struct layout_doc *d, const char *prefix, const char *text
 
 /* One ZPL label: size, the code drawn by the printer, the captions, copies. */
 static void draw_zpl(struct layout_doc *d, const struct geometry *g, const char *text,
-		     char lines[][LAYOUT_CAPTION_MAX], unsigned copies)
+		     char lines[][CAPTION_MAX], unsigned copies)
 {
 	const struct layout *l = d->l;
 	static const char levels[] = {'L', 'M', 'Q', 'H'};
@@ -660,7 +558,7 @@ static void svg_escaped(struct layout_doc *d, const char *s)
  * draws it (so the captions stay text: searchable, selectable, small).
  */
 static void draw_svg(struct layout_doc *d, const struct geometry *g, const uint8_t *m,
-		     char lines[][LAYOUT_CAPTION_MAX])
+		     char lines[][CAPTION_MAX])
 {
 	const struct layout *l = d->l;
 	doc_printf(d,
@@ -692,7 +590,7 @@ static void draw_svg(struct layout_doc *d, const struct geometry *g, const uint8
 
 /* One label with cairo (PDF), in dots: white, the modules, the captions in DejaVu Sans. */
 static int draw_cairo(struct layout_doc *d, const struct geometry *g, const uint8_t *m,
-		      char lines[][LAYOUT_CAPTION_MAX])
+		      char lines[][CAPTION_MAX])
 {
 	const struct layout *l = d->l;
 	cairo_t *cr = d->cr;
@@ -743,7 +641,7 @@ static void run_bits(void *arg, int x, int y, int run)
  * the activation path.
  */
 static int draw_png(struct layout_doc *d, const struct geometry *g, const uint8_t *m,
-		    char lines[][LAYOUT_CAPTION_MAX])
+		    char lines[][CAPTION_MAX])
 {
 	const struct layout *l = d->l;
 	struct run_ctx c = {d, g, l->qr_x + QUIET * g->module, l->qr_y + QUIET * g->module};
@@ -813,14 +711,14 @@ static int draw_png(struct layout_doc *d, const struct geometry *g, const uint8_
 	return r;
 }
 
-int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layout_fields *f,
+int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct caption_fields *f,
 		   unsigned copies, char *err, size_t errlen)
 {
 	return layout_doc_add_matrix(d, qr_text, NULL, 0, f, copies, err, errlen);
 }
 
 int layout_doc_add_matrix(struct layout_doc *d, const char *qr_text, const uint8_t *matrix,
-			  size_t mlen, const struct layout_fields *f, unsigned copies, char *err,
+			  size_t mlen, const struct caption_fields *f, unsigned copies, char *err,
 			  size_t errlen)
 {
 	if (!d || !qr_text || !*qr_text || copies < 1) {
@@ -858,7 +756,7 @@ int layout_doc_add_matrix(struct layout_doc *d, const char *qr_text, const uint8
 	}
 	struct geometry g;
 	int r = layout_place(l, modules, &g, err, errlen);
-	char lines[CONFIG_MAX_CAPTIONS][LAYOUT_CAPTION_MAX];
+	char lines[CONFIG_MAX_CAPTIONS][CAPTION_MAX];
 	for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++) {
 		lines[i][0] = '\0';
 		if (l->captions[i])
@@ -952,7 +850,7 @@ int layout_doc_finish(struct layout_doc *d, uint8_t **ret_data, size_t *ret_len)
 }
 
 int layout_render(const struct layout *l, enum layout_format fmt, const char *qr_text,
-		  const struct layout_fields *f, uint8_t **ret_data, size_t *ret_len, char *err,
+		  const struct caption_fields *f, uint8_t **ret_data, size_t *ret_len, char *err,
 		  size_t errlen)
 {
 	struct layout_doc *d;

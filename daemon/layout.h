@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "caption.h"
 #include "config.h"
 
 /* The formats a layout draws. */
@@ -15,26 +16,7 @@ enum layout_format {
 	LAYOUT_SVG, /* one label, one user unit per printer dot, captions as <text> */
 };
 
-#define LAYOUT_CAPTION_MAX 256 /* bytes of one rendered caption line, NUL included */
 #define LAYOUT_FONT "DejaVu Sans"
-
-/* The fields a caption template may name: {devEUI}, {joinEUI}, {serial}. NULL = "". */
-struct layout_fields {
-	const char *dev_eui;
-	const char *join_eui;
-	const char *serial;
-};
-
-/*
- * Check a caption template: free text with {devEUI}, {joinEUI} and {serial}, "{{" and
- * "}}" for literal braces, printable characters only, at most LAYOUT_CAPTION_MAX / 2
- * bytes. -EINVAL with a sentence naming the offending field in why.
- */
-int layout_caption_check(const char *tmpl, char *why, size_t whylen);
-
-/* Render a checked template with f into out; -EINVAL (bad template) or -ENOBUFS. */
-int layout_caption_render(const char *tmpl, const struct layout_fields *f, char *out,
-			  size_t outlen);
 
 struct layout;
 
@@ -52,7 +34,7 @@ int layout_new(const struct config_label *cl, uint32_t dpi, uint32_t width, uint
  * code: 0, or -EMSGSIZE with the line, its width and the room in err. For the protocol's
  * check of a serial, before anything is issued.
  */
-int layout_fields_fit(const struct layout *l, const struct layout_fields *f, char *err,
+int layout_fields_fit(const struct layout *l, const struct caption_fields *f, char *err,
 		      size_t errlen);
 
 /* Free a layout; accepts NULL, returns NULL. */
@@ -66,7 +48,7 @@ void layout_size(const struct layout *l, int *ret_width, int *ret_height, int *r
  * captions, the fields the captions name, the drawing's revision), so an image kept
  * in a cache under it is known to be drawn the same way.
  */
-uint32_t layout_fingerprint(const struct layout *l, const struct layout_fields *f);
+uint32_t layout_fingerprint(const struct layout *l, const struct caption_fields *f);
 
 /* A document of labels being drawn. */
 struct layout_doc;
@@ -86,7 +68,7 @@ void layout_doc_set_compact(struct layout_doc *d, bool compact);
  * does not fit the label (naming the label.caption-N line), -E2BIG for a second label in
  * PNG or SVG, -EINVAL, -ENOMEM.
  */
-int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layout_fields *f,
+int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct caption_fields *f,
 		   unsigned copies, char *err, size_t errlen);
 
 /*
@@ -95,7 +77,7 @@ int layout_doc_add(struct layout_doc *d, const char *qr_text, const struct layou
  * malformed matrix.
  */
 int layout_doc_add_matrix(struct layout_doc *d, const char *qr_text, const uint8_t *matrix,
-			  size_t mlen, const struct layout_fields *f, unsigned copies, char *err,
+			  size_t mlen, const struct caption_fields *f, unsigned copies, char *err,
 			  size_t errlen);
 
 /* Finish the document into a malloc'd buffer (NUL after it, not counted) and free it. */
@@ -106,7 +88,7 @@ void layout_doc_free(struct layout_doc *d);
 
 /* One label in one call: layout_doc_new(), _add(), _finish(). */
 int layout_render(const struct layout *l, enum layout_format fmt, const char *qr_text,
-		  const struct layout_fields *f, uint8_t **ret_data, size_t *ret_len, char *err,
+		  const struct caption_fields *f, uint8_t **ret_data, size_t *ret_len, char *err,
 		  size_t errlen);
 
 /* "zpl", "pdf", "png" or "svg" to a format; -EINVAL otherwise. */

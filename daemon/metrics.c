@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include "activation.h"
-#include "dispatch.h"
 #include "print.h"
 #include "server.h"
 #include "store.h"
@@ -245,7 +244,7 @@ static void render_store(struct metrics_out *f, const struct tpad *t)
 			"Transactions rolled back (disk full, I/O error).", s.batch_failures);
 	metrics_gauge(f, "tpad_store_failing",
 		      "1 from a rolled-back transaction until the next commit, else 0.",
-		      dispatch_store_failing((struct tpad *)t));
+		      store_failing(t->store));
 	metrics_gauge(f, "tpad_store_queue_depth", "Writes waiting for the store's writer.",
 		      s.queued);
 	render_store_backend(f, t, &s);

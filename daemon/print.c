@@ -500,7 +500,7 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 		r = layout_doc_new(pr->layout, LAYOUT_ZPL, &d);
 		for (size_t i = 0; i < n && r == 0; i++) {
 			const struct print_label *l = &labels[i];
-			struct layout_fields f = {l->dev_eui, l->join_eui,
+			struct caption_fields f = {l->dev_eui, l->join_eui,
 						  l->serial[0] ? l->serial : NULL};
 			r = layout_doc_add(d, l->text, &f, copies, err, errlen);
 		}
@@ -531,7 +531,7 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 		if (r == 0 && (r = layout_doc_new(pr->layout, LAYOUT_ZPL, &d)) == 0) {
 			for (size_t i = 0; i < n && r == 0; i++) {
 				const struct print_label *l = &labels[i];
-				struct layout_fields f = {l->dev_eui, l->join_eui,
+				struct caption_fields f = {l->dev_eui, l->join_eui,
 							  l->serial[0] ? l->serial : NULL};
 				r = layout_doc_add(d, l->text, &f, 1, err, errlen);
 			}

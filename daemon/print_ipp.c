@@ -186,7 +186,7 @@ static int ipp_render(struct print_printer *pr, struct print_job *j, uint8_t **r
 	int r = layout_doc_new(pr->layout, LAYOUT_PDF, &d);
 	for (size_t i = 0; i < j->n_labels && r == 0; i++) {
 		const struct print_label *l = &j->labels[i];
-		struct layout_fields f = {l->dev_eui, l->join_eui, l->serial[0] ? l->serial : NULL};
+		struct caption_fields f = {l->dev_eui, l->join_eui, l->serial[0] ? l->serial : NULL};
 		r = layout_doc_add(d, l->text, &f, j->copies, j->reason, sizeof(j->reason));
 	}
 	if (r < 0) {

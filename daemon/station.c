@@ -277,7 +277,7 @@ static int serial_fits(const struct layout *l, const struct act_request *q, cons
 	if (!q->serial[0] || !l)
 		return 0;
 	static const char wide[] = "FFFFFFFFFFFFFFFF";
-	const struct layout_fields f = {q->dev_eui[0] ? q->dev_eui : wide,
+	const struct caption_fields f = {q->dev_eui[0] ? q->dev_eui : wide,
 					q->join_eui[0] ? q->join_eui : wide, q->serial};
 	char err[256];
 	int r = layout_fields_fit(l, &f, err, sizeof(err));

@@ -154,6 +154,9 @@ struct store {
 	struct sqlite_store *sq; /* exactly one of sq, pg */
 	struct pg_store *pg;
 	struct label_cache *labels; /* SQLite only */
+	/* store_failing(): the counters at the last look, and what they said. */
+	uint64_t seen_failures, seen_commits;
+	bool failing;
 };
 
 static unsigned label_bucket(const char *dev_eui)
@@ -626,6 +629,21 @@ void store_stats(struct store *s, struct store_stats *ret)
 {
 	if (s)
 		PASS(stats, ret);
+}
+
+bool store_failing(struct store *s)
+{
+	if (!s)
+		return false;
+	struct store_stats ss;
+	store_stats(s, &ss);
+	if (ss.batch_failures > s->seen_failures)
+		s->failing = true;
+	else if (ss.commits > s->seen_commits)
+		s->failing = false;
+	s->seen_failures = ss.batch_failures;
+	s->seen_commits = ss.commits;
+	return s->failing;
 }
 
 json_t *store_status_json(struct store *s, const uint64_t counts[STORE_N_STATES])

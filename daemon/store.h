@@ -290,6 +290,12 @@ int store_key_pool_taken(struct store *s, const uint8_t app_key[16], const char 
 void store_stats(struct store *s, struct store_stats *ret);
 
 /*
+ * True from a transaction that failed (disk full, I/O error, database gone) until the next
+ * one commits, as seen since the last call (each caller looks at least once a second).
+ */
+bool store_failing(struct store *s);
+
+/*
  * Status object: path, rows by state (from counts, as store_count gives them; NULL: rows
  * null), commits, ops, mean ops per commit, last error.
  */

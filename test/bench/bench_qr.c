@@ -58,7 +58,7 @@ static int bench_layout(const char *what, const struct layout *l, enum layout_fo
 {
 	if (only && !strstr(what, only))
 		return 0;
-	const struct layout_fields f = {"0123D345666E2DBD", "70B3D57ED0000001", "SN-00000042"};
+	const struct caption_fields f = {"0123D345666E2DBD", "70B3D57ED0000001", "SN-00000042"};
 	long n = 0;
 	size_t bytes = 0;
 	double start = now(), elapsed;

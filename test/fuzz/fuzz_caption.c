@@ -27,11 +27,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(tmpl, data, size);
 	tmpl[size] = '\0';
-	static const struct layout_fields f = {"0123D345666E2DBD", "70B3D57ED0000001",
+	static const struct caption_fields f = {"0123D345666E2DBD", "70B3D57ED0000001",
 					       "SN-^~_0123456789"};
-	char why[256], out[LAYOUT_CAPTION_MAX];
-	int checked = layout_caption_check(tmpl, why, sizeof(why));
-	int r = layout_caption_render(tmpl, &f, out, sizeof(out));
+	char why[256], out[CAPTION_MAX];
+	int checked = caption_check(tmpl, why, sizeof(why));
+	int r = caption_render(tmpl, &f, out, sizeof(out));
 	if (checked != 0 && checked != -EINVAL)
 		abort();
 	if ((checked == 0) != (r == 0 || r == -ENOBUFS))
@@ -39,8 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (r == 0) {
 		size_t len = strlen(out);
 		char *tight = malloc(len + 1);
-		if (!tight || layout_caption_render(tmpl, &f, tight, len + 1) != 0 ||
-		    strcmp(tight, out) != 0 || layout_caption_render(tmpl, &f, tight, len) == 0)
+		if (!tight || caption_render(tmpl, &f, tight, len + 1) != 0 ||
+		    strcmp(tight, out) != 0 || caption_render(tmpl, &f, tight, len) == 0)
 			abort();
 		free(tight);
 	}

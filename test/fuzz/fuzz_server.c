@@ -85,7 +85,7 @@ static void setup(void)
 	if (layout_new(&cfg.label, 0, 0, 0, QR_EC_M, &l, err, sizeof(err)) == 0) {
 		uint8_t *png = NULL;
 		size_t len = 0;
-		const struct layout_fields fields = {.dev_eui = "0123456789ABCDEF",
+		const struct caption_fields fields = {.dev_eui = "0123456789ABCDEF",
 						     .join_eui = "0000000000000000",
 						     .serial = "SN-1"};
 		if (layout_render(l, LAYOUT_PNG, "LW:D0:0000000000000000:0123456789ABCDEF", &fields,

@@ -15,7 +15,7 @@
 
 #define TEXT "LW:D0:70B3D57ED0000001:0123D345666E2DBD:00000000:O00112233AABBCCDD:C1F2E"
 
-static const struct layout_fields fields = {"0123D345666E2DBD", "70B3D57ED0000001", "SN-42"};
+static const struct caption_fields fields = {"0123D345666E2DBD", "70B3D57ED0000001", "SN-42"};
 
 /* A config with every default and the lines of text over it. */
 static int load(struct config *c, const char *text, char *err, size_t errlen)
@@ -26,28 +26,28 @@ static int load(struct config *c, const char *text, char *err, size_t errlen)
 
 static void test_captions(void)
 {
-	char why[256], out[LAYOUT_CAPTION_MAX];
-	CHECK_INT(layout_caption_check("{devEUI}", why, sizeof(why)), 0);
-	CHECK_INT(layout_caption_check("SN {serial} / {joinEUI} {{x}}", why, sizeof(why)), 0);
-	CHECK_INT(layout_caption_check("{devEui}", why, sizeof(why)), -EINVAL);
+	char why[256], out[CAPTION_MAX];
+	CHECK_INT(caption_check("{devEUI}", why, sizeof(why)), 0);
+	CHECK_INT(caption_check("SN {serial} / {joinEUI} {{x}}", why, sizeof(why)), 0);
+	CHECK_INT(caption_check("{devEui}", why, sizeof(why)), -EINVAL);
 	CHECK(strstr(why, "{devEui}") != NULL);
-	CHECK_INT(layout_caption_check("{ownerToken}", why, sizeof(why)), -EINVAL);
+	CHECK_INT(caption_check("{ownerToken}", why, sizeof(why)), -EINVAL);
 	CHECK(strstr(why, "unknown field {ownerToken}") != NULL);
-	CHECK_INT(layout_caption_check("open {devEUI", why, sizeof(why)), -EINVAL);
-	CHECK_INT(layout_caption_check("close }", why, sizeof(why)), -EINVAL);
-	CHECK_INT(layout_caption_check("tab\there", why, sizeof(why)), -EINVAL);
-	CHECK_INT(layout_caption_check("Gr\xc3\xb6\xc3\x9f" "e {devEUI}", why, sizeof(why)), 0);
-	CHECK_INT(layout_caption_check("bad \xff byte", why, sizeof(why)), -EINVAL);
+	CHECK_INT(caption_check("open {devEUI", why, sizeof(why)), -EINVAL);
+	CHECK_INT(caption_check("close }", why, sizeof(why)), -EINVAL);
+	CHECK_INT(caption_check("tab\there", why, sizeof(why)), -EINVAL);
+	CHECK_INT(caption_check("Gr\xc3\xb6\xc3\x9f" "e {devEUI}", why, sizeof(why)), 0);
+	CHECK_INT(caption_check("bad \xff byte", why, sizeof(why)), -EINVAL);
 	CHECK(strstr(why, "UTF-8") != NULL);
-	CHECK_INT(layout_caption_check("cut \xc3", why, sizeof(why)), -EINVAL);
-	CHECK_INT(layout_caption_render("\xc3\xa9{serial}", &fields, out, sizeof(out)), 0);
+	CHECK_INT(caption_check("cut \xc3", why, sizeof(why)), -EINVAL);
+	CHECK_INT(caption_render("\xc3\xa9{serial}", &fields, out, sizeof(out)), 0);
 	CHECK_STR(out, "\xc3\xa9SN-42");
-	CHECK_INT(layout_caption_render("SN {serial} {{x}} {devEUI}", &fields, out, sizeof(out)), 0);
+	CHECK_INT(caption_render("SN {serial} {{x}} {devEUI}", &fields, out, sizeof(out)), 0);
 	CHECK_STR(out, "SN SN-42 {x} 0123D345666E2DBD");
-	const struct layout_fields none = {"0123D345666E2DBD", NULL, NULL};
-	CHECK_INT(layout_caption_render("[{serial}]", &none, out, sizeof(out)), 0);
+	const struct caption_fields none = {"0123D345666E2DBD", NULL, NULL};
+	CHECK_INT(caption_render("[{serial}]", &none, out, sizeof(out)), 0);
 	CHECK_STR(out, "[]");
-	CHECK_INT(layout_caption_render("{devEUI}", &fields, out, 10), -ENOBUFS);
+	CHECK_INT(caption_render("{devEUI}", &fields, out, 10), -ENOBUFS);
 }
 
 static void test_config(void)
@@ -158,7 +158,7 @@ static void test_fit(void)
 	/* A long serial that does not fit at render time: -EMSGSIZE naming the line. */
 	CHECK_INT(load(&c, "", err, sizeof(err)), 0);
 	CHECK_INT(layout_new(&c.label, 0, 0, 0, QR_EC_M, &l, err, sizeof(err)), 0);
-	const struct layout_fields longf = {
+	const struct caption_fields longf = {
 	    "0123D345666E2DBD", NULL, "SERIAL-0123456789-0123456789-0123456789-0123456789"};
 	uint8_t *data = NULL;
 	size_t len;
@@ -204,7 +204,7 @@ static void test_formats(void)
 	free(data);
 
 	/* ZPL specials in captions go through ^FH. */
-	const struct layout_fields odd = {"0123D345666E2DBD", NULL, "A^B~C"};
+	const struct caption_fields odd = {"0123D345666E2DBD", NULL, "A^B~C"};
 	CHECK_INT(layout_render(l, LAYOUT_ZPL, TEXT, &odd, &data, &len, err, sizeof(err)), 0);
 	CHECK(strstr((const char *)data, "^FH_^FDA_5EB_7EC^FS") != NULL);
 	free(data);
@@ -285,7 +285,7 @@ static void test_images(void)
 	free(data);
 
 	/* The fingerprint follows the caption fields and the layout. */
-	const struct layout_fields other = {"0123D345666E2DBD", "70B3D57ED0000001", "SN-43"};
+	const struct caption_fields other = {"0123D345666E2DBD", "70B3D57ED0000001", "SN-43"};
 	uint32_t f1 = layout_fingerprint(l, &fields);
 	CHECK(f1 == layout_fingerprint(l, &fields));
 	CHECK(f1 != layout_fingerprint(l, &other));
