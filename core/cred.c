@@ -88,9 +88,15 @@ static int cred_read(const char *name, const char *fallback_path, char *buf, siz
 	if (r < 0)
 		return r;
 	if (!buf[0])
-		return -EINVAL;
+		return -ENODATA;
 	*ret_start = buf;
 	return 0;
+}
+
+bool cred_visible(const char *fallback_path)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	return (dir && *dir) || (fallback_path && *fallback_path);
 }
 
 /* The file the credential is read from: the credentials directory's if it has one. */
@@ -129,9 +135,11 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 	case -ENOENT:
 		snprintf(buf, len, "%s does not exist", src);
 		break;
+	case -ENODATA:
+		snprintf(buf, len, "%s is empty", src);
+		break;
 	case -EINVAL:
-		snprintf(buf, len, "%s is empty, not a regular file, or not in the expected form "
-			 "(a key: hexadecimal digits; a password or token: one line of text)", src);
+		snprintf(buf, len, "%s is not a regular file, or not in the expected form", src);
 		break;
 	case -E2BIG:
 		snprintf(buf, len, "%s holds a longer secret than allowed", src);

@@ -11,12 +11,20 @@
  * (mode & 007) is refused with -EPERM. Surrounding white space is stripped.
  * cred_load_hex decodes hex into out (at most max bytes, *ret_len set);
  * cred_load_text copies the text into out (size max, NUL-terminated).
- * -ENOENT when no source has it, -EINVAL for bad content, -E2BIG if too long.
+ * -ENOENT when no source has it, -ENODATA if it is empty, -EINVAL for bad content
+ * (not a regular file, not hexadecimal), -E2BIG if too long.
  * The file's bytes are wiped from every temporary buffer before returning.
  */
 int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, size_t max,
 		  size_t *ret_len);
 int cred_load_text(const char *name, const char *fallback_path, char *out, size_t max);
+
+/*
+ * False when this process has no way to the credential: neither fallback_path nor
+ * $CREDENTIALS_DIRECTORY is set (a check run by hand, where systemd's LoadCredential=
+ * will give it at start). --check-config says so instead of calling it missing.
+ */
+bool cred_visible(const char *fallback_path);
 
 /*
  * Read a whole small secret file into buf (size bufsz), NUL-terminated, surrounding white

@@ -1059,6 +1059,13 @@ void dispatch_finish(struct tpad *t)
  * $CREDENTIALS_DIRECTORY nor given by a file directive comes from systemd at run time and
  * is not checked here.
  */
+/* Whether the upstream asks for an OAuth2 token (and so reads the oauth-secret). */
+static bool upstream_oauth2(const struct config *cfg)
+{
+	return cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2 ||
+	       cfg->upstream_auth == UPSTREAM_AUTH_OAUTH2;
+}
+
 static int check_credential(const char *name, const char *file, bool hex, char *err,
 			    size_t errlen)
 {
@@ -1110,16 +1117,69 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		}
 		layout_free(l);
 	}
+	if (cfg->upstream_tls == UPSTREAM_TLS_PSK &&
+	    (!cfg->upstream_psk_identity || !*cfg->upstream_psk_identity)) {
+		snprintf(err, errlen, "the PSK identity (upstream.psk-identity) is not set");
+		return -EINVAL;
+	}
 	r = check_credential("store-key", cfg->store_key_file, true, err, errlen);
-	if (r == 0 && strncmp(cfg->upstream_url, "https:", 6) == 0)
+	if (r == 0 && cfg->upstream_tls == UPSTREAM_TLS_PSK)
 		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
-	if (r == 0 && cfg->upstream_auth == UPSTREAM_AUTH_PSK_OAUTH2)
+	if (r == 0 && upstream_oauth2(cfg))
 		r = check_credential("oauth-secret", cfg->oauth2_secret_file, false, err, errlen);
 	/* Without a file the password is optional (libpq's passfile, client certificates). */
 	if (r == 0 && strcmp(cfg->store_backend, "postgresql") == 0 && cfg->store_password_file)
 		r = check_credential("store-password", cfg->store_password_file, false, err,
 				     errlen);
 	return r;
+}
+
+/* Note a credential a check by hand cannot see; true if it can. */
+static bool visible(const char *name, const char *file, const char *directive)
+{
+	if (cred_visible(file))
+		return true;
+	log_notice("credential %s not checked: neither %s nor $CREDENTIALS_DIRECTORY is set "
+		   "here (under systemd, LoadCredential= gives it at start)",
+		   name, directive);
+	return false;
+}
+
+int dispatch_check_start(const struct config *cfg)
+{
+	visible("store-key", cfg->store_key_file, "store.key-file");
+	if (cfg->device_app_key_source == APP_KEY_CLOUD_HSM) {
+		char err[512];
+		if (visible("tpa-rsa-key", cfg->device_rsa_key_file, "device.rsa-key-file") &&
+		    check_credential("tpa-rsa-key", cfg->device_rsa_key_file, false, err,
+				     sizeof(err)) < 0) {
+			log_errx("%s", err);
+			return -EINVAL;
+		}
+	}
+	/* The upstream client as start sets it up (no connection is made), if its secrets can
+	 * be read here: the PSK and its identity, the CA file, the client certificate, the
+	 * OAuth2 settings and secret, the API paths. */
+	bool ok = true;
+	if (cfg->upstream_tls == UPSTREAM_TLS_PSK)
+		ok &= visible("tpa-psk", cfg->upstream_psk_file, "upstream.psk-file");
+	if (cfg->upstream_tls == UPSTREAM_TLS_CERT && cfg->upstream_client_cert)
+		ok &= visible("tpa-client-key", cfg->upstream_client_key_file,
+			      "upstream.client-key-file");
+	if (upstream_oauth2(cfg))
+		ok &= visible("oauth-secret", cfg->oauth2_secret_file, "oauth2.secret-file");
+	if (!ok)
+		return 0;
+	struct event_base *base = event_base_new();
+	if (!base)
+		return -ENOMEM;
+	char err[512];
+	struct tpa *t = tpa_new(base, cfg, err, sizeof(err));
+	if (!t)
+		log_errx("upstream: %s", err);
+	tpa_free(t);
+	event_base_free(base);
+	return t ? 0 : -EINVAL;
 }
 
 void dispatch_status_line(const struct tpad *t, char *buf, size_t len)

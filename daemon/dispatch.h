@@ -20,6 +20,13 @@ void dispatch_call(struct req *r, void *arg);
 /* Checks of the configuration that need a module (template, ciphersuites...). */
 int dispatch_check_config(const struct config *cfg, char *err, size_t errlen);
 
+/*
+ * --check-config, after dispatch_check_config(): what start sets up before serving that
+ * can be checked without it (the upstream client; no connection is made), logged as at
+ * start. A credential this process cannot see is named in a notice, not an error.
+ */
+int dispatch_check_start(const struct config *cfg);
+
 /* One line of health for systemd's STATUS=. */
 void dispatch_status_line(const struct tpad *t, char *buf, size_t len);
 

@@ -219,6 +219,8 @@ int main(int argc, char **argv)
 
 	struct config cfg;
 	int r = load_config(&cfg, path, explicit_path);
+	if (r == 0 && check)
+		r = dispatch_check_start(&cfg);
 	if (check || print) {
 		if (r == 0 && print)
 			config_print(&cfg, stdout, true);

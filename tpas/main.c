@@ -67,31 +67,73 @@ static int load_config(struct asconf *cfg, const char *path, bool explicit_path)
 	return r;
 }
 
-/* The two secrets tpas needs at start: the tunnel key (text) and the store key. */
-static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
-		     uint8_t store_key[SEAL_KEY_LEN])
+/* The tunnel key (text), as start needs it. */
+static int load_tunnel_key(const struct asconf *cfg, char *tunnel_key, size_t tklen)
 {
 	char why[PATH_MAX + 200];
 	int r = cred_load_text("tunnel-key", cfg->tunnel_key_file, tunnel_key, tklen);
 	if (r == 0 && !tunnel_key[0])
 		r = -EINVAL;
-	if (r < 0) {
+	if (r < 0)
 		log_errx("cannot load the tunnel key: %s",
 			 cred_explain(r, "tunnel-key", cfg->tunnel_key_file, why, sizeof(why)));
-		return r;
-	}
+	return r;
+}
+
+/* The store key, as start needs it. */
+static int load_store_key(const struct asconf *cfg, uint8_t store_key[SEAL_KEY_LEN])
+{
+	char why[PATH_MAX + 200];
 	size_t len = 0;
-	r = cred_load_hex("store-key", cfg->store_key_file, store_key, SEAL_KEY_LEN, &len);
+	int r = cred_load_hex("store-key", cfg->store_key_file, store_key, SEAL_KEY_LEN, &len);
 	if (r == 0 && len != SEAL_KEY_LEN)
 		r = -EINVAL;
 	if (r < 0) {
-		cred_wipe(tunnel_key, tklen);
 		cred_wipe(store_key, SEAL_KEY_LEN);
 		log_errx("cannot load the store key (64 hexadecimal digits): %s",
 			 cred_explain(r, "store-key", cfg->store_key_file, why, sizeof(why)));
-		return r;
 	}
-	return 0;
+	return r;
+}
+
+/* The two secrets tpas needs at start: the tunnel key (text) and the store key. */
+static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
+		     uint8_t store_key[SEAL_KEY_LEN])
+{
+	int r = load_tunnel_key(cfg, tunnel_key, tklen);
+	if (r == 0 && (r = load_store_key(cfg, store_key)) < 0)
+		cred_wipe(tunnel_key, tklen);
+	return r;
+}
+
+/* --check-config: a credential a check by hand cannot see is named, not called missing. */
+static bool visible(const char *name, const char *file, const char *directive)
+{
+	if (cred_visible(file))
+		return true;
+	log_notice("credential %s not checked: neither %s nor $CREDENTIALS_DIRECTORY is set "
+		   "here (under systemd, LoadCredential= gives it at start)",
+		   name, directive);
+	return false;
+}
+
+/* --check-config: the keys load and the store key opens the store, where they can be seen. */
+static int check_keys(const struct asconf *cfg)
+{
+	char key[129];
+	uint8_t store_key[SEAL_KEY_LEN];
+	int r = 0;
+	if (visible("tunnel-key", cfg->tunnel_key_file, "tunnel.key-file"))
+		r = load_tunnel_key(cfg, key, sizeof(key));
+	cred_wipe(key, sizeof(key));
+	if (r == 0 && visible("store-key", cfg->store_key_file, "store.key-file") &&
+	    (r = load_store_key(cfg, store_key)) == 0) {
+		char err[512];
+		if ((r = journal_check_key(cfg->store_path, store_key, err, sizeof(err))) < 0)
+			log_errx("store: %s", err);
+		cred_wipe(store_key, sizeof(store_key));
+	}
+	return r;
 }
 
 /* --check-config: the tunnel's certificate and TLS key load (as tunnel_new() will). */
@@ -113,7 +155,8 @@ static int check_tunnel_tls(const struct asconf *cfg)
 /*
  * The RSA key is read at each ImportASTK; one that is there must already be private
  * (mode 0600) and readable at start, so that a key others can read is found at once.
- * None yet is fine: ImportASTK answers NoRsaKey until `tpactl as keygen` made it.
+ * None yet is fine, and so is the empty file tmpfiles.d makes for the credential:
+ * ImportASTK answers NoRsaKey until `tpactl as keygen` made it.
  */
 static int check_rsa_key(const struct asconf *cfg)
 {
@@ -121,7 +164,7 @@ static int check_rsa_key(const struct asconf *cfg)
 	char why[PATH_MAX + 200];
 	int r = cred_load_text("as-rsa-key", cfg->rsa_key_file, pem, sizeof(pem));
 	cred_wipe(pem, sizeof(pem));
-	if (r == -ENOENT)
+	if (r == -ENOENT || r == -ENODATA) /* none yet, or tmpfiles.d's empty placeholder */
 		return 0;
 	if (r < 0) {
 		log_errx("cannot load the RSA key: %s",
@@ -445,18 +488,11 @@ int main(int argc, char **argv)
 	struct asconf cfg;
 	int r = load_config(&cfg, path, explicit_path);
 	if (r == 0 && check) {
-		char key[129];
-		uint8_t store_key[SEAL_KEY_LEN];
-		r = load_keys(&cfg, key, sizeof(key), store_key);
-		char err[512];
-		if (r == 0 && (r = journal_check_key(cfg.store_path, store_key, err, sizeof(err))) < 0)
-			log_errx("store: %s", err);
+		r = check_keys(&cfg);
 		if (r == 0)
 			r = check_rsa_key(&cfg);
 		if (r == 0)
 			r = check_tunnel_tls(&cfg);
-		cred_wipe(key, sizeof(key));
-		cred_wipe(store_key, sizeof(store_key));
 	}
 	if (check || print) {
 		if (r == 0 && print)

@@ -213,6 +213,14 @@ class InstallTree(unittest.TestCase):
         self.assertRegex(p.stdout, r"^tpad \d+\.\d+")
         conf = self.d(self.sysconfdir, "tpad", "tpad.conf")
         p = run([tpad, "--config", conf, "--check-config"])
+        # The one thing a line must fill in (start would refuse it too), then valid.
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("upstream.psk-identity", p.stderr)
+        filled = os.path.join(os.path.dirname(conf), "filled.conf")
+        with open(conf) as f, open(filled, "w") as g:
+            g.write(f.read().replace("#psk-identity =", "psk-identity = line-1"))
+        p = run([tpad, "--config", filled, "--check-config"])
+        os.unlink(filled)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("configuration is valid", p.stdout)
         p = run([self.d(self.bindir, "tpactl"), "--version"])
@@ -224,7 +232,9 @@ class InstallTree(unittest.TestCase):
         self.assertEqual(svc["Type"], ["notify"])
         self.assertEqual(svc["ExecStart"], [
             f"{self.sbindir}/tpad --config {self.sysconfdir}/tpad/tpad.conf"])
-        self.assertEqual(svc["ExecReload"], ["/bin/kill -HUP $MAINPID"])  # systemctl reload
+        # systemctl reload: a file that would not start fails the reload, then SIGHUP.
+        self.assertEqual(svc["ExecReload"], [svc["ExecStart"][0] + " --check-config",
+                                             "/bin/kill -HUP $MAINPID"])
         with open(self.unit("tpad.service")) as f:
             self.assertNotRegex(f.read(), r"@[a-z_]+@", "unconfigured @var@ left")
         self.assertEqual(svc["WatchdogSec"], ["30s"])
@@ -504,7 +514,9 @@ class TpasInstallTree(unittest.TestCase):
         self.assertEqual(svc["Type"], ["notify"])
         self.assertEqual(svc["ExecStart"], [
             f"{self.sbindir}/tpas --config {self.sysconfdir}/tpas/tpas.conf"])
-        self.assertEqual(svc["ExecReload"], ["/bin/kill -HUP $MAINPID"])  # systemctl reload
+        # systemctl reload: a file that would not start fails the reload, then SIGHUP.
+        self.assertEqual(svc["ExecReload"], [svc["ExecStart"][0] + " --check-config",
+                                             "/bin/kill -HUP $MAINPID"])
         with open(self.unit("tpas.service")) as f:
             self.assertNotRegex(f.read(), r"@[a-z_]+@", "unconfigured @var@ left")
         self.assertEqual((svc["User"], svc["Group"]), (["tpas"], ["tpas"]))

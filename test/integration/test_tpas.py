@@ -1532,6 +1532,44 @@ class Commands(TpasCase):
         p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(f"{rsa} does not exist", p.stderr + p.stdout)
+        t.stop()
+        # The empty file tmpfiles.d makes for the credential is "none yet" too (tpas
+        # restarted in a loop on it); tpactl as keygen fills it.
+        with open(rsa, "w"):
+            pass
+        os.chmod(rsa, 0o600)
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        t.start()
+        p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f"{rsa} is empty", p.stderr + p.stdout)
+
+    def test_check_config_names_the_credentials_it_cannot_see(self):
+        """Run by hand, --check-config cannot see what the unit's LoadCredential= gives at
+        start: it names those keys instead of failing on them; with
+        $CREDENTIALS_DIRECTORY set (as in the unit) a missing one is an error."""
+        t = self.tpas()
+        with open(t.conf) as f:
+            conf = f.read()
+        bare = os.path.join(self.tmp, "bare.conf")
+        with open(bare, "w") as f:
+            f.write(conf.replace(f"key-file = {t.key_file}\n", "")
+                    .replace(f"key-file = {t.store_key_file}\n", ""))
+        env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+        p = subprocess.run([TPAS, "--config", bare, "--check-config"], capture_output=True,
+                           text=True, timeout=30, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("credential tunnel-key not checked", p.stderr)
+        self.assertIn("credential store-key not checked", p.stderr)
+        creds = os.path.join(self.tmp, "creds")
+        os.makedirs(creds)
+        shutil.copy(t.key_file, os.path.join(creds, "tunnel-key"))
+        p = subprocess.run([TPAS, "--config", bare, "--check-config"], capture_output=True,
+                           text=True, timeout=30, env={**env, "CREDENTIALS_DIRECTORY": creds})
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("credential store-key not found", p.stderr)
 
     def test_uplinks_status_and_usage(self):
         t = self.tpas().start()

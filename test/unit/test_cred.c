@@ -55,7 +55,7 @@ int main(void)
 	CHECK_INT(cred_load_hex("k", put("k2", "deadbee", 0600), key, 4, &len), -EINVAL);
 	CHECK_INT(cred_load_hex("k", put("k3", "deadbeeg", 0600), key, 4, &len), -EINVAL);
 	CHECK_INT(cred_load_hex("k", put("k4", "deadbeef00", 0600), key, 4, &len), -E2BIG);
-	CHECK_INT(cred_load_hex("k", put("k5", " \n", 0600), key, 4, &len), -EINVAL);
+	CHECK_INT(cred_load_hex("k", put("k5", " \n", 0600), key, 4, &len), -ENODATA);
 	CHECK_INT(cred_load_hex("k", put("k6", "deadbeef", 0640), key, 4, &len), 0);
 	CHECK_INT(cred_load_hex("k", put("k7", "deadbeef", 0604), key, 4, &len), -EPERM);
 	CHECK_INT(cred_load_hex("k", NULL, key, 4, &len), -ENOENT);
@@ -76,6 +76,17 @@ int main(void)
 	CHECK_INT(cred_load_text("oauth-secret", NULL, text, sizeof(text)), 0);
 	CHECK_STR(text, "pa ss");
 	CHECK_INT(cred_load_text("oauth-secret", NULL, text, 3), -E2BIG);
+
+	/* What a check by hand can see; why an empty file was refused. */
+	CHECK(cred_visible(NULL));
+	unsetenv("CREDENTIALS_DIRECTORY");
+	CHECK(!cred_visible(NULL) && !cred_visible(""));
+	CHECK(cred_visible(fallback));
+	char why[700];
+	const char *empty = put("empty", "", 0600);
+	CHECK_INT(cred_load_text("as-rsa-key", empty, text, sizeof(text)), -ENODATA);
+	cred_explain(-ENODATA, "as-rsa-key", empty, why, sizeof(why));
+	CHECK(strstr(why, "is empty") != NULL && strstr(why, "hexadecimal") == NULL);
 
 	char cmd[700];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
