@@ -20,9 +20,9 @@ int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, siz
 int cred_load_text(const char *name, const char *fallback_path, char *out, size_t max);
 
 /*
- * False when this process has no way to the credential: neither fallback_path nor
+ * False when this process has no way to a credential: neither fallback_path nor
  * $CREDENTIALS_DIRECTORY is set (a check run by hand, where systemd's LoadCredential=
- * will give it at start). --check-config says so instead of calling it missing.
+ * gives it at start).
  */
 bool cred_visible(const char *fallback_path);
 

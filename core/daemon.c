@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cred.h"
 #include "log.h"
 
 int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *version,
@@ -157,4 +158,14 @@ void daemon_reload_report(const char *path, void (*print)(const void *cfg, FILE 
 	free(new);
 	log_notice("SIGHUP: %s reloaded: limits applied%s", path,
 		   pending ? "; other changes wait for a restart" : "");
+}
+
+bool daemon_cred_visible(const char *name, const char *file, const char *directive)
+{
+	if (cred_visible(file))
+		return true;
+	log_notice("credential %s not checked: neither %s nor $CREDENTIALS_DIRECTORY is set "
+		   "here (under systemd, LoadCredential= gives it at start)",
+		   name, directive);
+	return false;
 }

@@ -46,3 +46,9 @@ void daemon_signals_free(struct daemon_signals *s);
  */
 void daemon_reload_report(const char *path, void (*print)(const void *cfg, FILE *f),
 			  const void *running, const void *fresh);
+
+/*
+ * --check-config: whether credential name (or the file directive names) can be read
+ * here; when not (cred_visible), a notice says it is not checked, instead of an error.
+ */
+bool daemon_cred_visible(const char *name, const char *file, const char *directive);

@@ -21,6 +21,7 @@
 #include "admin.h"
 #include "config.h"
 #include "cred.h"
+#include "daemon.h"
 #include "iface.h"
 #include "keypool.h"
 #include "layout.h"
@@ -1134,23 +1135,13 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 	return r;
 }
 
-/* Note a credential a check by hand cannot see; true if it can. */
-static bool visible(const char *name, const char *file, const char *directive)
-{
-	if (cred_visible(file))
-		return true;
-	log_notice("credential %s not checked: neither %s nor $CREDENTIALS_DIRECTORY is set "
-		   "here (under systemd, LoadCredential= gives it at start)",
-		   name, directive);
-	return false;
-}
-
 int dispatch_check_start(const struct config *cfg)
 {
-	visible("store-key", cfg->store_key_file, "store.key-file");
+	daemon_cred_visible("store-key", cfg->store_key_file, "store.key-file");
 	if (cfg->device_app_key_source == APP_KEY_CLOUD_HSM) {
 		char err[512];
-		if (visible("tpa-rsa-key", cfg->device_rsa_key_file, "device.rsa-key-file") &&
+		if (daemon_cred_visible("tpa-rsa-key", cfg->device_rsa_key_file,
+					"device.rsa-key-file") &&
 		    check_credential("tpa-rsa-key", cfg->device_rsa_key_file, false, err,
 				     sizeof(err)) < 0) {
 			log_errx("%s", err);
@@ -1162,12 +1153,13 @@ int dispatch_check_start(const struct config *cfg)
 	 * OAuth2 settings and secret, the API paths. */
 	bool ok = true;
 	if (cfg->upstream_tls == UPSTREAM_TLS_PSK)
-		ok &= visible("tpa-psk", cfg->upstream_psk_file, "upstream.psk-file");
+		ok &= daemon_cred_visible("tpa-psk", cfg->upstream_psk_file, "upstream.psk-file");
 	if (cfg->upstream_tls == UPSTREAM_TLS_CERT && cfg->upstream_client_cert)
-		ok &= visible("tpa-client-key", cfg->upstream_client_key_file,
-			      "upstream.client-key-file");
+		ok &= daemon_cred_visible("tpa-client-key", cfg->upstream_client_key_file,
+					  "upstream.client-key-file");
 	if (upstream_oauth2(cfg))
-		ok &= visible("oauth-secret", cfg->oauth2_secret_file, "oauth2.secret-file");
+		ok &= daemon_cred_visible("oauth-secret", cfg->oauth2_secret_file,
+					  "oauth2.secret-file");
 	if (!ok)
 		return 0;
 	struct event_base *base = event_base_new();

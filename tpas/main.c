@@ -106,27 +106,16 @@ static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
 	return r;
 }
 
-/* --check-config: a credential a check by hand cannot see is named, not called missing. */
-static bool visible(const char *name, const char *file, const char *directive)
-{
-	if (cred_visible(file))
-		return true;
-	log_notice("credential %s not checked: neither %s nor $CREDENTIALS_DIRECTORY is set "
-		   "here (under systemd, LoadCredential= gives it at start)",
-		   name, directive);
-	return false;
-}
-
 /* --check-config: the keys load and the store key opens the store, where they can be seen. */
 static int check_keys(const struct asconf *cfg)
 {
 	char key[129];
 	uint8_t store_key[SEAL_KEY_LEN];
 	int r = 0;
-	if (visible("tunnel-key", cfg->tunnel_key_file, "tunnel.key-file"))
+	if (daemon_cred_visible("tunnel-key", cfg->tunnel_key_file, "tunnel.key-file"))
 		r = load_tunnel_key(cfg, key, sizeof(key));
 	cred_wipe(key, sizeof(key));
-	if (r == 0 && visible("store-key", cfg->store_key_file, "store.key-file") &&
+	if (r == 0 && daemon_cred_visible("store-key", cfg->store_key_file, "store.key-file") &&
 	    (r = load_store_key(cfg, store_key)) == 0) {
 		char err[512];
 		if ((r = journal_check_key(cfg->store_path, store_key, err, sizeof(err))) < 0)

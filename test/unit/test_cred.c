@@ -78,11 +78,11 @@ int main(void)
 	CHECK_INT(cred_load_text("oauth-secret", NULL, text, 3), -E2BIG);
 
 	/* What a check by hand can see; why an empty file was refused. */
+	char why[700];
 	CHECK(cred_visible(NULL));
 	unsetenv("CREDENTIALS_DIRECTORY");
 	CHECK(!cred_visible(NULL) && !cred_visible(""));
 	CHECK(cred_visible(fallback));
-	char why[700];
 	const char *empty = put("empty", "", 0600);
 	CHECK_INT(cred_load_text("as-rsa-key", empty, text, sizeof(text)), -ENODATA);
 	cred_explain(-ENODATA, "as-rsa-key", empty, why, sizeof(why));
