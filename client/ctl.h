@@ -59,6 +59,7 @@ struct ctl_args {
 	bool print;	     /* --print: print on the station's default printer */
 	const char *printer; /* --printer */
 	int copies;	     /* --copies; 0: not given */
+	const char *to, *config, *tpad; /* store copy */
 	int argc;
 	char **argv;
 };
@@ -135,6 +136,7 @@ int ctl_backup(struct ctl *c, struct ctl_args *a);
 int ctl_top(struct ctl *c, struct ctl_args *a);
 int ctl_retire(struct ctl *c, struct ctl_args *a);
 int ctl_keygen_rsa(struct ctl *c, struct ctl_args *a);
+int ctl_store(struct ctl *c, struct ctl_args *a);
 int ctl_adopt(struct ctl *c, struct ctl_args *a);
 int ctl_print(struct ctl *c, struct ctl_args *a);
 

@@ -346,6 +346,11 @@ static bool check_hex(const char *v, size_t digits, const char *name, unsigned l
 		out[0] = '\0';
 		return true;
 	}
+	if (!hex_valid(v, digits) && strcmp(name, "appKey") == 0) { /* a secret: not echoed */
+		add_error(e, line, "appKey is not %zu hexadecimal digits; it has %zu characters "
+			  "(a key is not shown)", digits, strlen(v));
+		return false;
+	}
 	if (!hex_valid(v, digits)) {
 		add_error(e, line, "%s '%s' is not %zu hexadecimal digits", name, v, digits);
 		return false;

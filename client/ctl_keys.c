@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/pk.h>
@@ -100,9 +101,18 @@ int ctl_keygen_rsa(struct ctl *c, struct ctl_args *a)
 		unlink(path);
 		goto out;
 	}
-	printf("%s: RSA-%d private key (mode 0600; give it to tpad as the credential "
-	       "tpa-rsa-key)\n%s: its public key\n",
-	       path, bits, pub_path);
+	if (a->json) {
+		json_t *o = json_pack("{s:s, s:s, s:i}", "privateKey", path, "publicKey", pub_path,
+				      "bits", bits);
+		if (o)
+			json_dumpf(o, stdout, JSON_COMPACT);
+		printf("\n");
+		json_decref(o);
+	} else {
+		printf("%s: RSA-%d private key (mode 0600; give it to tpad as the credential "
+		       "tpa-rsa-key)\n%s: its public key\n",
+		       path, bits, pub_path);
+	}
 	status = 0;
 out:
 	if (pem) {

@@ -7,7 +7,7 @@ _tpactl() {
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="activate lookup status import export devices device adopt retire print metrics backup top keygen-rsa as help"
+	local commands="activate lookup status import export devices device adopt retire print metrics backup top keygen-rsa store as help"
 	local global="--socket --json --help --version"
 	local label="--format --output -o --scale --margin --ec-level --invert --label --code --print --printer --copies"
 
@@ -24,11 +24,11 @@ _tpactl() {
 	--out)
 		COMPREPLY=($(compgen -d -- "$cur"))
 		return ;;
-	-o|--output|--failures)
+	-o|--output|--failures|--config|--tpad)
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return ;;
 	--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--scale|--margin|\
-	--concurrency|--limit|--interval|--printer|--copies)
+	--concurrency|--limit|--interval|--printer|--copies|--to)
 		return ;;
 	esac
 
@@ -37,7 +37,7 @@ _tpactl() {
 		case ${words[i]} in
 		--socket|--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--format|\
 		--scale|--margin|--ec-level|--concurrency|--failures|--out|--state|--limit|-o|--output|\
-		--printer|--copies|--interval)
+		--printer|--copies|--interval|--to|--config|--tpad)
 			((i++)) ;;
 		-*) ;;
 		*) cmd=${words[i]}; break ;;
@@ -89,6 +89,12 @@ _tpactl() {
 	print) opts="--state --printer --copies" ;;
 	retire) opts="--reason" ;;
 	keygen-rsa) opts="--bits" ;;
+	store)
+		if [[ ${words[i+1]} != copy ]]; then
+			COMPREPLY=($(compgen -W "copy" -- "$cur"))
+			return
+		fi
+		opts="--to --config --tpad" ;;
 	backup)
 		if [[ $cur != -* ]]; then
 			COMPREPLY=($(compgen -f -- "$cur"))

@@ -47,10 +47,13 @@ enum opt_id {
 	OPT_COPIES,
 	OPT_LABEL,
 	OPT_CODE,
+	OPT_TO,
+	OPT_CONFIG,
+	OPT_TPAD,
 };
 
 /* Which options each command takes (bit set by enum opt_id - OPT_DEV_EUI). */
-#define BIT(o) (1u << ((o)-OPT_DEV_EUI))
+#define BIT(o) (UINT64_C(1) << ((o)-OPT_DEV_EUI))
 #define QR_BITS                                                                                    \
 	(BIT(OPT_FORMAT) | BIT(OPT_SCALE) | BIT(OPT_MARGIN) | BIT(OPT_EC_LEVEL) | BIT(OPT_LABEL) |      \
 	 BIT(OPT_CODE))
@@ -61,6 +64,11 @@ static const char *const export_formats[] = {"png", "svg", "zpl", "pdf", "csv", 
 static const char *const metrics_formats[] = {"openmetrics", "prometheus", NULL};
 static const char *const states[] = {"PENDING", "ISSUED", "FAILED", "FOREIGN", "RETIRED", NULL};
 static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
+
+#define PRINT_HELP                                                                                 \
+	"  --print            print the label too, on this station's printer or print.default\n" \
+	"  --printer NAME     print it on the printer NAME (implies --print)\n"                   \
+	"  --copies N         copies of the label, 1 to 100 (implies --print)\n"
 
 #define QR_HELP                                                                                    \
 	"  --format FORMAT    label format: png, svg, zpl, pdf, text or none (default: from\n"     \
@@ -79,7 +87,7 @@ struct command {
 	const char *name;
 	int (*run)(struct ctl *c, struct ctl_args *a);
 	enum ctl_socket sock;
-	unsigned opts;
+	uint64_t opts;
 	bool has_output; /* takes -o */
 	int min_args, max_args;
 	const char *synopsis; /* after "tpactl NAME" */
@@ -102,11 +110,11 @@ static const struct command commands[] = {
      "  --generate-app-key  let tpad generate the AppKey (devices without SE)\n"
      "  --join-eui EUI      JoinEUI (default: device.join-eui)\n"
      "  --serial S          serial number printed in the label\n"
-     "  --profile-id ID     ProfileID, 8 hex digits (default: qr.profile-id)\n" QR_HELP},
+     "  --profile-id ID     ProfileID, 8 hex digits (default: qr.profile-id)\n" QR_HELP PRINT_HELP},
     {"lookup", ctl_lookup, CTL_STATION, BIT(OPT_DEV_EUI) | QR_BITS | PRINT_BITS | BIT(OPT_INVERT),
      true, 0, 0, "--dev-eui EUI [LABEL OPTIONS]",
      "show a stored device and its label (offline mode)",
-     "  --dev-eui EUI       the device's DevEUI, 16 hex digits (required)\n" QR_HELP},
+     "  --dev-eui EUI       the device's DevEUI, 16 hex digits (required)\n" QR_HELP PRINT_HELP},
     {"status", ctl_status, CTL_ADMIN, 0, false, 0, 0, "",
      "health of tpad, the cloud link and the store (exit 4, 5, 6 when unhealthy)",
      "  Exit status 0 when healthy, 4 when no session to the cloud is ready, 5 when the\n"
@@ -125,7 +133,7 @@ static const struct command commands[] = {
      "                             profileId (header line required; ',' or ';' separated)\n"
      "  --generate-appkeys         generate AppKeys for rows with neither key\n"
      "  --concurrency N            requests in flight to the cloud, 1 to 64\n"
-     "  --failures FILE            where to write the failed rows (default FILE.failed.csv)\n"
+     "  --failures FILE            where to write the failed rows (default FILE.failures.csv)\n"
      "  --ignore-unknown-columns   skip columns tpad does not know instead of refusing\n"
      "  --manifest FILE.json       a signed manifest of devices instead of a CSV file\n"
      "  --signer CERT.pem          the manifest signer's certificate\n"
@@ -170,6 +178,16 @@ static const struct command commands[] = {
      "                      tpad's user), so its directory must be writable by tpad,\n"
      "                      e.g. /var/lib/tpad/backups. The copy is checked with\n"
      "                      PRAGMA integrity_check before it replaces FILE.\n"},
+    {"store", ctl_store, CTL_NONE, BIT(OPT_TO) | BIT(OPT_CONFIG) | BIT(OPT_TPAD), false, 1, 1,
+     "copy --to URL [--config FILE] [--tpad PATH]",
+     "move a SQLite store into PostgreSQL (tpad stopped; runs tpad --copy-store)",
+     "  copy                the one action: copy every device, attempt, label and audit\n"
+     "                      entry of the SQLite store (store.path) into the database;\n"
+     "                      a re-run resumes; a conflict is reported and exits 1\n"
+     "  --to URL            the PostgreSQL URI (e.g. postgresql://tpad@db/tpad?sslmode=\n"
+     "                      verify-full); the password as for tpad (store-password)\n"
+     "  --config FILE       tpad's configuration (default: tpad's, /etc/tpad/tpad.conf)\n"
+     "  --tpad PATH         the tpad program (default " TPAD_SBINDIR "/tpad)\n"},
     {"top", ctl_top, CTL_ADMIN, BIT(OPT_INTERVAL), false, 0, 0, "[--interval SECONDS]",
      "a live view for the line's screen, redrawn in place (q quits)",
      "  --interval SECONDS  time between refreshes, 0.1 to 60 (default 1)\n"
@@ -370,11 +388,17 @@ static int check_values(const struct command *cmd, const struct ctl_args *a)
 		     {"app-key", HEX_APP_KEY},
 		     {"profile-id", HEX_PROFILE}};
 	const char *vals[] = {a->dev_eui, a->join_eui, a->tkm_info, a->app_key, a->profile_id};
-	for (size_t i = 0; i < 5; i++)
-		if (vals[i] && !hex_valid(vals[i], hexes[i].digits))
+	for (size_t i = 0; i < 5; i++) {
+		if (!vals[i] || hex_valid(vals[i], hexes[i].digits))
+			continue;
+		if (vals[i] == a->app_key) /* a secret: never echoed, even a mistyped one */
 			return usage_error(cmd->name,
-					   "--%s must be %zu hexadecimal digits, not '%s'",
-					   hexes[i].opt, hexes[i].digits, vals[i]);
+					   "--app-key must be %zu hexadecimal digits; it has %zu "
+					   "characters (a key is not shown)",
+					   hexes[i].digits, strlen(vals[i]));
+		return usage_error(cmd->name, "--%s must be %zu hexadecimal digits, not '%s'",
+				   hexes[i].opt, hexes[i].digits, vals[i]);
+	}
 	bool station = cmd->sock == CTL_STATION;
 	if (station && !a->dev_eui)
 		return usage_error(cmd->name, "%s needs --dev-eui", cmd->name);
@@ -446,6 +470,9 @@ int main(int argc, char **argv)
 	    {"dev-eui-map", required_argument, NULL, OPT_DEV_EUI_MAP},
 	    {"reason", required_argument, NULL, OPT_REASON},
 	    {"bits", required_argument, NULL, OPT_BITS},
+	    {"to", required_argument, NULL, OPT_TO},
+	    {"config", required_argument, NULL, OPT_CONFIG},
+	    {"tpad", required_argument, NULL, OPT_TPAD},
 	    {0},
 	};
 	/* The first word that is not an option picks tpas's commands ("as"). */
@@ -461,7 +488,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	struct ctl_args a = {0};
-	unsigned used = 0;
+	uint64_t used = 0;
 	bool used_o = false, help = false;
 	const char *socket_path = NULL;
 	int o;
@@ -492,7 +519,7 @@ int main(int argc, char **argv)
 	}
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, ":ho:", opts, NULL)) != -1) {
-		if (o >= OPT_DEV_EUI && o < OPT_DEV_EUI + 32)
+		if (o >= OPT_DEV_EUI && o < OPT_DEV_EUI + 64)
 			used |= BIT(o);
 		switch (o) {
 		case 'h':
@@ -624,6 +651,15 @@ int main(int argc, char **argv)
 		case OPT_PRINTER:
 			a.printer = optarg;
 			break;
+		case OPT_TO:
+			a.to = optarg;
+			break;
+		case OPT_CONFIG:
+			a.config = optarg;
+			break;
+		case OPT_TPAD:
+			a.tpad = optarg;
+			break;
 		case ':':
 			return usage_error(hint_cmd, "%s needs a value", argv[optind - 1]);
 		default: {
@@ -646,6 +682,10 @@ int main(int argc, char **argv)
 		if (optind >= argc) {
 			usage(stdout);
 			return CTL_EXIT_OK;
+		}
+		if (strcmp(argv[optind], "as") == 0) { /* tpas's commands have their own help */
+			char *as_help[] = {argv[0], "as", "--help", NULL};
+			return ctl_as_main(3, as_help);
 		}
 		const struct command *hc = command_find(argv[optind]);
 		if (!hc)

@@ -178,6 +178,10 @@ class Offline(TpadTestCase):
                             ":4: tkmInfo"]),
             "both.csv": (f"devEUI,tkmInfo,appKey\n{e[0]},{t[0]},{'00' * 16}\n",
                          [":2: both tkmInfo and appKey"]),
+            # A mistyped key is a secret still: its length is named, never the key.
+            "badkey.csv": (f"devEUI,appKey\n{e[0]},{'A9' * 15}C\n",
+                           [":2: appKey is not 32 hexadecimal digits; it has 31 characters "
+                            "(a key is not shown)"]),
             "neither.csv": (f"devEUI,serial\n{e[0]},A1\n", [":2: neither tkmInfo nor appKey"]),
             "dup.csv": (f"devEUI,tkmInfo\n{e[0]},{t[0]}\n{e[1]},{t[1]}\n{e[0].lower()},{t[2]}\n",
                         [f":4: duplicate devEUI {e[0]} (also on line 2)"]),

@@ -83,6 +83,9 @@ class Help(TpadTestCase):
              "Did you mean '--dev-eui'?"),
             (("lookup", "--dev-eui", "12"), "--dev-eui must be 16 hexadecimal digits",
              "Try 'tpactl help lookup'."),
+            (("activate", "--dev-eui", "0123456789ABCDEF", "--app-key", "A9" * 15 + "C"),
+             "--app-key must be 32 hexadecimal digits; it has 31 characters (a key is not "
+             "shown)", "Try 'tpactl help activate'."),
             (("lookup", "--format", "jpg", "--dev-eui", "0123456789ABCDEF"),
              "--format must be png, svg, zpl, pdf, text or none", "Try 'tpactl help lookup'."),
             (("export", "--format", "text", "--out", "x"), "--format must be png, svg, zpl, pdf or csv",
@@ -313,6 +316,10 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         self.assertIn("--ignore-unknown-columns", self.complete("tpactl import --"))
         self.assertIn("uplinks", self.complete("tpactl as "))
         self.assertIn("--payload", self.complete("tpactl as send --"))
+        self.assertEqual(self.complete("tpactl store "), {"copy"})
+        self.assertEqual(self.complete("tpactl store copy --"),
+                         {"--to", "--config", "--tpad", "--socket", "--json", "--help",
+                          "--version"})
         # Every command in tpactl's help is completed.
         usage = run("--help").stdout
         import re

@@ -1,0 +1,43 @@
+/* ctl_store: tpactl store copy --to URL, which is tpad's --copy-store run in its place. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "tpad-build.h"
+
+int ctl_store(struct ctl *c, struct ctl_args *a)
+{
+	(void)c;
+	if (strcmp(a->argv[0], "copy") != 0) {
+		fprintf(stderr, "tpactl: store has one action, copy, not '%s'\n", a->argv[0]);
+		return CTL_EXIT_USAGE;
+	}
+	if (!a->to || !*a->to) {
+		fprintf(stderr, "tpactl: store copy needs --to URL (the PostgreSQL database)\n");
+		return CTL_EXIT_USAGE;
+	}
+	if (a->json) {
+		fprintf(stderr, "tpactl: store copy prints tpad's report; it has no --json form\n");
+		return CTL_EXIT_USAGE;
+	}
+	/* tpad reads the store, its key and the database's password as it does at start. */
+	const char *tpad = a->tpad ? a->tpad : TPAD_SBINDIR "/tpad";
+	char *argv[7];
+	int n = 0;
+	argv[n++] = (char *)tpad;
+	if (a->config) {
+		argv[n++] = "--config";
+		argv[n++] = (char *)a->config;
+	}
+	argv[n++] = "--copy-store";
+	argv[n++] = (char *)a->to;
+	argv[n] = NULL;
+	fflush(stdout);
+	execv(tpad, argv);
+	int e = errno;
+	fprintf(stderr, "tpactl: cannot run %s: %s%s\n", tpad, strerror(e),
+		e == ENOENT ? " (give tpad's path with --tpad)" : "");
+	return CTL_EXIT_REPLY;
+}
