@@ -316,6 +316,13 @@ static int parse_header(struct http_parser *p, char *line, bool trailer)
 		copy_value(r->retry_after, sizeof(r->retry_after), v);
 	} else if (strcasecmp(line, "Content-Type") == 0) {
 		copy_value(r->content_type, sizeof(r->content_type), v);
+	} else if (p->request && strcasecmp(line, "Accept") == 0) {
+		/* Repeated Accept lines are one list (RFC 9110 §5.3); what does not fit is
+		 * left out, whole media ranges only. */
+		size_t have = strlen(r->accept), n = strlen(v);
+		if (have + (have ? 2 : 0) + n < sizeof(r->accept))
+			snprintf(r->accept + have, sizeof(r->accept) - have, "%s%s", have ? ", " : "",
+				 v);
 	} else if (p->request && strcasecmp(line, "Expect") == 0) {
 		/* 100-continue is the only expectation there is (RFC 9110 §10.1.1). */
 		if (strcasecmp(v, "100-continue") == 0)

@@ -61,6 +61,7 @@ struct http_response {
 	char *target;
 	bool expect_continue;
 	bool expect_unknown; /* an Expect other than 100-continue (answer 417) */
+	char accept[256];    /* its Accept value(s), joined by ", "; "" when absent */
 };
 
 /* Incremental response parser state; initialise with http_parser_init(). */

@@ -1,5 +1,5 @@
 /*
- * tunnel: the LRC-AS tunnel endpoint (on tunnel_http): each DevEUI_uplink verified,
+ * tunnel: the LRC-AS tunnel endpoint (on core/httpd): each DevEUI_uplink verified,
  * decrypted, journaled.
  */
 #include "tunnel.h"
@@ -22,7 +22,7 @@
 #include "hex.h"
 #include "journal.h"
 #include "log.h"
-#include "tunnel_http.h"
+#include "httpd.h"
 #include "tunnel_tls.h"
 #include "uplink.h"
 
@@ -41,7 +41,7 @@
 #define INFLIGHT_BUCKETS 256
 
 struct tunnel {
-	struct thttp *http;
+	struct httpd *http;
 	struct tunnel_tls *tls;
 	struct journal *journal;
 	tunnel_commit_fn *on_commit;
@@ -92,6 +92,24 @@ static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret,
 		  dev_eui ? dev_eui : "", NULL);
 	*ret = json_pack("{s:s}", "error", reason);
 	return status;
+}
+
+/* The server's own refusals (400, 408, 413, 417, 431): logged as the tunnel's are. */
+static void http_refused(int status, const char *reason, const char *why, const char *peer,
+			 void *arg)
+{
+	(void)arg;
+	char msg[256], st[8];
+	snprintf(msg, sizeof(msg), "tunnel: %d %s from %s: %s", status, reason, peer, why);
+	snprintf(st, sizeof(st), "%d", status);
+	log_event(LOG_WARNING, LOG_ID_AS_REFUSED, msg, "STATUS", st, "REASON", why, "PEER", peer,
+		  NULL);
+}
+
+/* A connection's TLS filter. */
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+	return tunnel_tls_bufferevent(base, arg);
 }
 
 /* The fingerprint that tells one session's AppSKey field from another's. */
@@ -280,7 +298,7 @@ out:
 struct pending {
 	struct journal_entry e; /* first: the writer hands back entries */
 	struct pending *next;
-	struct thttp_req *req; /* NULL for tunnel_process() */
+	struct httpd_req *req; /* NULL for tunnel_process() */
 	int64_t received_ms, session_id;
 	char dev_eui[17], customer_id[UPLINK_MAX_CUSTOMER + 1], dev_addr[9];
 	char time[UPLINK_MAX_TIME + 1];
@@ -308,7 +326,7 @@ static unsigned inflight_bucket(const char *token)
 /* A request sent again while the first is being committed waits for its answer. */
 struct follower {
 	struct follower *next;
-	struct thttp_req *req;
+	struct httpd_req *req;
 };
 
 static struct pending *inflight_find(struct tunnel *t, const char *token)
@@ -535,7 +553,7 @@ static int pending_answer(struct tunnel *t, struct pending *p, int err, json_t *
 	return 200;
 }
 
-static void answer(struct thttp_req *req, int status, json_t *body);
+static void answer(struct httpd_req *req, int status, json_t *body);
 
 /* Answer a list of committed pendings (linked by next) and wake the streams. */
 static void answer_list(struct tunnel *t, struct pending *list, int err)
@@ -587,7 +605,7 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 			else
 				free(p->e.text);
 			p->e.text = NULL;
-			thttp_reply(p->req, 200, NULL, text, (size_t)len);
+			httpd_reply(p->req, 200, NULL, text, (size_t)len);
 		} else {
 			json_t *ans = NULL;
 			int status = pending_answer(t, p, e, &ans);
@@ -688,7 +706,7 @@ static bool invite_body(const char *method, const char *target, long long declar
 }
 
 /* Send a JSON answer (one line) with a status. */
-static void answer_with(struct thttp_req *req, int status, const char *extra, json_t *body)
+static void answer_with(struct httpd_req *req, int status, const char *extra, json_t *body)
 {
 	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	size_t n = s ? strlen(s) : 0;
@@ -700,20 +718,20 @@ static void answer_with(struct thttp_req *req, int status, const char *extra, js
 			s[n] = '\0';
 		}
 	}
-	thttp_reply(req, status, extra, s, n);
+	httpd_reply(req, status, extra, s, n);
 	free(s);
 	json_decref(body);
 }
 
-static void answer(struct thttp_req *req, int status, json_t *body)
+static void answer(struct httpd_req *req, int status, json_t *body)
 {
 	answer_with(req, status, NULL, body);
 }
 
-static void request_cb(struct thttp_req *req, void *arg)
+static void request_cb(struct httpd_req *req, void *arg)
 {
 	struct tunnel *t = arg;
-	const char *path = thttp_req_path(req);
+	const char *path = httpd_req_path(req);
 	const char *extra = NULL;
 	json_t *ans = NULL;
 	int status;
@@ -724,25 +742,25 @@ static void request_cb(struct thttp_req *req, void *arg)
 		t->stats.requests++;
 		status =
 		    refuse(t, &t->stats.not_found, 404, &ans, NULL, "no tunnel at %.100s", path);
-	} else if (strcmp(thttp_req_method(req), "POST") != 0) {
+	} else if (strcmp(httpd_req_method(req), "POST") != 0) {
 		t->stats.requests++;
 		status = refuse(t, &t->stats.bad_method, 405, &ans, NULL, "the tunnel takes POST");
 		extra = "Allow: POST\r\n";
-	} else if (thttp_req_unread(req, &declared)) {
+	} else if (httpd_req_unread(req, &declared)) {
 		/* Refused before its body came (invite_body). */
 		t->stats.requests++;
 		status = refuse(t, &t->stats.too_big, 413, &ans, NULL,
 				"body of %lld bytes is over max-body (%zu)", declared, t->max_body);
 	} else {
 		size_t len;
-		const char *body = thttp_req_body(req, &len);
+		const char *body = httpd_req_body(req, &len);
 		struct pending *p = calloc(1, sizeof(*p));
 		if (!p) {
 			t->stats.requests++;
 			status =
 			    refuse(t, &t->stats.store_failed, 503, &ans, NULL, "out of memory");
 		} else {
-			status = tunnel_check(t, thttp_req_query(req), body, len, clock_wall_ms(),
+			status = tunnel_check(t, httpd_req_query(req), body, len, clock_wall_ms(),
 					      &ans, p);
 			struct follower *f = status == 0 && p->same ? malloc(sizeof(*f)) : NULL;
 			if (f) {
@@ -826,20 +844,25 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 			return -EINVAL;
 		}
 	}
-	const struct thttp_options ho = {.host = host,
+	const struct httpd_options ho = {.name = "tunnel",
+					 .timeout_name = "tunnel.timeout",
+					 .cap_name = "tunnel.max-connections",
+					 .host = host,
 					 .port = t->port,
 					 .max_body = o->max_body * HARD_BODY_FACTOR,
 					 .timeout_ms = o->timeout_ms,
-					 .tls = t->tls,
+					 .bev = t->tls ? tls_bev : NULL,
+					 .bev_arg = t->tls,
 					 .max_conns = o->max_conns,
-					 .invite = invite_body};
-	t->http = thttp_new(base, &ho, request_cb, t, why, sizeof(why));
+					 .invite = invite_body,
+					 .refused = http_refused};
+	t->http = httpd_new(base, &ho, request_cb, t, why, sizeof(why));
 	if (!t->http) {
 		snprintf(err, errlen, "tunnel.listen %s: %s", o->listen, why);
 		tunnel_free(t);
 		return -EADDRINUSE;
 	}
-	t->port = thttp_port(t->http);
+	t->port = httpd_port(t->http);
 	/* A journal in memory (tests) has no second connection: commits stay on the loop. */
 	int wr = journal_writer_start(j, base, committed_cb, t, err, errlen);
 	if (wr < 0 && wr != -EINVAL) {
@@ -866,7 +889,7 @@ struct tunnel *tunnel_close(struct tunnel *t, struct tunnel_stats *ret_final)
 	}
 	if (t->flush)
 		event_free(t->flush);
-	thttp_free(t->http);
+	httpd_free(t->http);
 	tunnel_tls_free(t->tls);
 	if (t->cache) {
 		cred_wipe(t->cache, SESSION_CACHE * sizeof(*t->cache));
@@ -913,13 +936,13 @@ void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret)
 	*ret = t->stats;
 	ret->tls_failed = tunnel_tls_failures(t->tls);
 	/* What the HTTP server answered by itself counts as requests with their outcome. */
-	struct thttp_stats hs = {0};
+	struct httpd_stats hs = {0};
 	if (t->http)
-		thttp_get_stats(t->http, &hs);
+		httpd_get_stats(t->http, &hs);
 	ret->bad_request += hs.malformed;
 	ret->too_big += hs.too_big;
 	ret->timed_out = hs.timed_out;
-	ret->connections = t->http ? thttp_connections(t->http) : 0;
+	ret->connections = t->http ? httpd_connections(t->http) : 0;
 	ret->connection_limit_hit = hs.capped;
 	ret->requests += hs.malformed + hs.too_big + hs.timed_out;
 }

@@ -1,5 +1,5 @@
 /*
- * tunnel: the LRC-AS tunnel endpoint (on tunnel_http): each DevEUI_uplink verified,
+ * tunnel: the LRC-AS tunnel endpoint (on core/httpd): each DevEUI_uplink verified,
  * decrypted, journaled.
  */
 #pragma once

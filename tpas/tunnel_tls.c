@@ -1,4 +1,4 @@
-/* tunnel_tls: TLS (mbedTLS, server certificate) for the tunnel's connections (tunnel_http). */
+/* tunnel_tls: TLS (mbedTLS, server certificate) for the tunnel's connections (core/httpd). */
 #include "tunnel_tls.h"
 
 #include <errno.h>

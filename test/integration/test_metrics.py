@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -89,6 +90,15 @@ OM_CHECK = ("import sys\nfrom prometheus_client.openmetrics.parser import "
 TEXT_CHECK = ("import sys\nfrom prometheus_client.parser import "
               "text_string_to_metric_families as p\n"
               "fams = list(p(sys.stdin.read()))\nprint(len(fams))")
+
+
+def rss_kib(pid):
+    """A process's resident set in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 class Metrics(TpadTestCase):
@@ -242,6 +252,44 @@ class Metrics(TpadTestCase):
         r = subprocess.run([promtool, "check", "rules", RULES], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("5 rules found", r.stdout)
+
+    def test_a_client_that_never_reads_holds_no_memory_and_few_descriptors(self):
+        """One connection pipelining GET /metrics without reading grew tpad by 800 MB in
+        2 s (evhttp read on); 100 connections trickling a request took every descriptor,
+        station and admin calls with them. The endpoint reads a connection's next request
+        once the last answer is written, and keeps 16 open at most."""
+        d = self.start()
+        rss0 = rss_kib(d.proc.pid)
+        s = socket.create_connection(("127.0.0.1", self.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        req = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 256
+        sent, stalled_at, t_end = 0, None, time.monotonic() + 3
+        while time.monotonic() < t_end:
+            try:
+                sent += s.send(req)
+                stalled_at = None
+            except BlockingIOError:
+                stalled_at = stalled_at or time.monotonic()
+                if time.monotonic() - stalled_at > 0.5:
+                    break  # tpad stopped reading: the socket buffers are full
+                time.sleep(0.01)
+        self.assertLess(sent, 16 << 20, "tpad kept reading requests it could not answer")
+        self.assertLess(rss_kib(d.proc.pid) - rss0, 32 << 10)
+        fds0 = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+        slow = [socket.create_connection(("127.0.0.1", self.port)) for _ in range(100)]
+        for c in slow:
+            c.sendall(b"GET /metrics HTTP/1.1\r\n")
+        time.sleep(0.5)
+        self.assertLessEqual(len(os.listdir(f"/proc/{d.proc.pid}/fd")) - fds0, 16)
+        with d.admin_client() as c:
+            c.call("io.tpad.Admin.Status")
+        with d.station_client() as c:
+            c.call("org.varlink.service.GetInfo")
+        for c in slow + [s]:
+            c.close()
+        wait_for(lambda: http_get(f"http://127.0.0.1:{self.port}/metrics")[0] == 200, 15,
+                 "a scrape once the slow clients are gone")
 
     def test_bad_listen(self):
         d = self.daemon(conf_extra="metrics.listen = 127.0.0.1")

@@ -1,5 +1,5 @@
-/* tunnel_http: the tunnel's HTTP/1.1 server (see tunnel_http.h). */
-#include "tunnel_http.h"
+/* httpd: the daemons' HTTP/1.1 server (see httpd.h). */
+#include "httpd.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -21,10 +21,8 @@
 #include <event2/listener.h>
 
 #include "clock.h"
-#include "events.h"
 #include "http.h"
 #include "log.h"
-#include "tunnel_tls.h"
 
 /* Bytes a client may have waiting unread behind the request being answered. */
 #define INPUT_SLACK (64u << 10)
@@ -37,15 +35,19 @@
 /* How often a closing TLS connection looks whether its last records have left. */
 #define TLS_FLUSH_CHECK_MS 50
 
-struct tconn;
+struct hconn;
 
-struct thttp {
+struct httpd {
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct event *resume; /* accepting again after accept() failed (out of descriptors) */
-	struct tunnel_tls *tls;
-	thttp_handler *handler;
-	thttp_invite_fn *invite;
+	httpd_bev_fn *bev;     /* NULL: plain HTTP */
+	void *bev_arg;
+	bool tls;	       /* bev given: the connections are filtered */
+	httpd_refused_fn *refused;
+	char name[32], timeout_name[64], cap_name[64];
+	httpd_handler *handler;
+	httpd_invite_fn *invite;
 	void *arg;
 	size_t max_body;
 	uint32_t timeout_ms;
@@ -54,12 +56,12 @@ struct thttp {
 	unsigned n_conns;
 	bool capped;	       /* not accepting: max_conns are open */
 	uint64_t capped_at_us; /* when max_conns were last reached (monotonic), 0: never */
-	struct thttp_stats stats;
-	LIST_HEAD(, tconn) conns;
+	struct httpd_stats stats;
+	LIST_HEAD(, hconn) conns;
 };
 
-struct thttp_req {
-	struct tconn *c; /* NULL once the connection is gone: the answer goes nowhere */
+struct httpd_req {
+	struct hconn *c; /* NULL once the connection is gone: the answer goes nowhere */
 	char method[16];
 	char *target; /* path, then NUL where '?' was, then the query */
 	const char *query;
@@ -67,17 +69,18 @@ struct thttp_req {
 	size_t body_len;
 	bool close; /* HTTP/1.0 or Connection: close: close after the answer */
 	bool head;  /* HEAD: the answer's headers only */
+	char accept[sizeof(((struct http_response *)0)->accept)];
 	int minor;  /* HTTP/1.<minor> */
-	bool unread;	   /* answered before its body was invited (thttp_invite_fn) */
+	bool unread;	   /* answered before its body was invited (httpd_invite_fn) */
 	long long declared; /* its Content-Length then */
 };
 
-struct tconn {
-	struct thttp *h;
+struct hconn {
+	struct httpd *h;
 	struct bufferevent *bev;
 	evutil_socket_t fd;
 	struct http_parser p;
-	struct thttp_req *req; /* being handled: input waits until it is answered */
+	struct httpd_req *req; /* being handled: input waits until it is answered */
 	struct event *timer;
 	bool started;	/* the timer runs for a request, not for an idle connection */
 	bool continued; /* "100 Continue" sent for this request */
@@ -88,14 +91,14 @@ struct tconn {
 	uint64_t linger_until_ms;
 	struct evbuffer_cb_entry *under_cb; /* TLS: on the socket bufferevent's output */
 	char peer[64];
-	LIST_ENTRY(tconn) entry;
+	LIST_ENTRY(hconn) entry;
 };
 
-static void conn_close(struct tconn *c);
-static void conn_finish(struct tconn *c);
-static void timer_arm(struct tconn *c);
-static void conn_parse(struct tconn *c);
-static bool tls_unsent(struct tconn *c);
+static void conn_close(struct hconn *c);
+static void conn_finish(struct hconn *c);
+static void timer_arm(struct hconn *c);
+static void conn_parse(struct hconn *c);
+static bool tls_unsent(struct hconn *c);
 
 static const char *reason_of(int status)
 {
@@ -128,7 +131,7 @@ static const char *reason_of(int status)
 }
 
 /* Queue bytes for the client: written at once when the socket takes them all (plain HTTP). */
-static void conn_send(struct tconn *c, const char *head, size_t hl, const char *body, size_t bl)
+static void conn_send(struct hconn *c, const char *head, size_t hl, const char *body, size_t bl)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t sent = 0;
@@ -149,14 +152,14 @@ static void conn_send(struct tconn *c, const char *head, size_t hl, const char *
  * Write an answer; close after it when the client asked so or the connection must end.
  * An HTTP/1.0 client that keeps the connection is told so; HEAD gets the headers only.
  */
-static bool conn_answer(struct tconn *c, int status, const char *extra, const char *body,
-			size_t len, bool close, bool keep_alive_10, bool head_only)
+static bool conn_answer(struct hconn *c, int status, const char *type, const char *extra,
+			const char *body, size_t len, bool close, bool keep_alive_10, bool head_only)
 {
 	char head[512];
 	int hl = snprintf(head, sizeof(head),
-			  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
 			  "Content-Length: %zu\r\n%s%s\r\n",
-			  status, reason_of(status), len,
+			  status, reason_of(status), type, len,
 			  close		  ? "Connection: close\r\n"
 			  : keep_alive_10 ? "Connection: keep-alive\r\n"
 					  : "",
@@ -172,27 +175,26 @@ static bool conn_answer(struct tconn *c, int status, const char *extra, const ch
 }
 
 /* An answer the server gives by itself, with a reason; the connection then ends. */
-static void conn_refuse(struct tconn *c, uint64_t *counter, int status, const char *why)
+static void conn_refuse(struct hconn *c, uint64_t *counter, int status, const char *why)
 {
 	(*counter)++;
-	char msg[256], st[8];
-	snprintf(msg, sizeof(msg), "tunnel: %d %s from %s: %s", status, reason_of(status), c->peer,
-		 why);
-	snprintf(st, sizeof(st), "%d", status);
-	log_event(LOG_WARNING, LOG_ID_AS_REFUSED, msg, "STATUS", st, "REASON", why, "PEER", c->peer,
-		  NULL);
+	if (c->h->refused)
+		c->h->refused(status, reason_of(status), why, c->peer, c->h->arg);
+	else
+		log_warnx("%s: %d %s from %s: %s", c->h->name, status, reason_of(status), c->peer,
+			  why);
 	char body[160];
 	int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", why);
-	if (!conn_answer(c, status, NULL, body, (size_t)n, true, false, false))
+	if (!conn_answer(c, status, "application/json", NULL, body, (size_t)n, true, false, false))
 		return;
 	c->started = false;
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		conn_finish(c);
 	else
-		timer_arm(c); /* a client that does not read it is closed after tunnel.timeout */
+		timer_arm(c); /* a client that does not read it is closed after the timeout */
 }
 
-static void timer_arm(struct tconn *c)
+static void timer_arm(struct hconn *c)
 {
 	struct timeval tv = {.tv_sec = c->h->timeout_ms / 1000,
 			     .tv_usec = (c->h->timeout_ms % 1000) * 1000};
@@ -201,7 +203,7 @@ static void timer_arm(struct tconn *c)
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct tconn *c = arg;
+	struct hconn *c = arg;
 	if (c->lingering) {
 		if (tls_unsent(c) && clock_now_ms() < c->linger_until_ms) {
 			struct timeval tv = {.tv_usec = TLS_FLUSH_CHECK_MS * 1000};
@@ -214,7 +216,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->req)
 		return; /* answered later; the timer starts again then */
 	if (c->closing || c->draining) {
-		log_info("tunnel: %s does not read its answers: closed", c->peer);
+		log_info("%s: %s does not read its answers: closed", c->h->name, c->peer);
 		conn_close(c);
 		return;
 	}
@@ -224,12 +226,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (!c->started) {
-		log_debug("tunnel: %s idle, closed", c->peer);
+		log_debug("%s: %s idle, closed", c->h->name, c->peer);
 		conn_close(c);
 		return;
 	}
-	char why[96];
-	snprintf(why, sizeof(why), "request not complete within tunnel.timeout (%u s)",
+	char why[128];
+	snprintf(why, sizeof(why), "request not complete within %s (%u s)", c->h->timeout_name,
 		 (unsigned)(c->h->timeout_ms / 1000));
 	conn_refuse(c, &c->h->stats.timed_out, 408, why);
 }
@@ -251,10 +253,10 @@ static void target_normalize(char *target)
 }
 
 /* Hand the request parsed to the handler; unread: before its body (then close after). */
-static void conn_dispatch(struct tconn *c, bool unread)
+static void conn_dispatch(struct hconn *c, bool unread)
 {
 	struct http_response *m = &c->p.res;
-	struct thttp_req *r = calloc(1, sizeof(*r));
+	struct httpd_req *r = calloc(1, sizeof(*r));
 	if (!r) {
 		conn_close(c);
 		return;
@@ -262,6 +264,7 @@ static void conn_dispatch(struct tconn *c, bool unread)
 	r->c = c;
 	memcpy(r->method, m->method, sizeof(r->method));
 	r->head = strcmp(r->method, "HEAD") == 0;
+	memcpy(r->accept, m->accept, sizeof(r->accept));
 	r->minor = m->minor;
 	r->target = m->target;
 	m->target = NULL;
@@ -288,7 +291,7 @@ static void conn_dispatch(struct tconn *c, bool unread)
 }
 
 /* Parse what the client sent, as long as no request is being answered. */
-static void conn_parse(struct tconn *c)
+static void conn_parse(struct hconn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	while (!c->req && !c->closing && !c->draining && evbuffer_get_length(in)) {
@@ -299,7 +302,7 @@ static void conn_parse(struct tconn *c)
 		int r = http_parser_feed(&c->p, v.iov_base, v.iov_len, &used);
 		evbuffer_drain(in, used);
 		if (!c->started && http_parser_started(&c->p)) {
-			c->started = true; /* a request begins: it has tunnel.timeout to finish */
+			c->started = true; /* a request begins: it has the timeout to finish */
 			timer_arm(c);
 		}
 		if (r >= 0 && c->p.res.expect_unknown && http_parser_headers_done(&c->p)) {
@@ -352,13 +355,13 @@ static void conn_parse(struct tconn *c)
  * read (dropping what comes) until the client closes or LINGER_MS pass.
  */
 /* TLS records of the last answer still waiting for the socket. */
-static bool tls_unsent(struct tconn *c)
+static bool tls_unsent(struct hconn *c)
 {
 	struct bufferevent *under = c->h->tls ? bufferevent_get_underlying(c->bev) : NULL;
 	return under && evbuffer_get_length(bufferevent_get_output(under)) > 0;
 }
 
-static void conn_finish(struct tconn *c)
+static void conn_finish(struct hconn *c)
 {
 	if (c->h->tls) {
 		/* The filter has handed its records on: wait (LINGER_MS at most) until the
@@ -387,7 +390,7 @@ static void conn_finish(struct tconn *c)
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-	struct tconn *c = arg;
+	struct hconn *c = arg;
 	if (c->lingering) {
 		struct evbuffer *in = bufferevent_get_input(bev);
 		evbuffer_drain(in, evbuffer_get_length(in));
@@ -399,7 +402,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 /* The output is written: a closing connection ends now; another reads its next request. */
 static void write_cb(struct bufferevent *bev, void *arg)
 {
-	struct tconn *c = arg;
+	struct hconn *c = arg;
 	if (c->closing && !c->lingering) {
 		conn_finish(c);
 		return;
@@ -414,14 +417,14 @@ static void write_cb(struct bufferevent *bev, void *arg)
 /* TLS: the socket took records: a connection waiting for its answer to leave goes on. */
 static void under_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
-	struct tconn *c = arg;
+	struct hconn *c = arg;
 	if (c->draining && info->n_deleted && evbuffer_get_length(buf) == 0)
 		bufferevent_trigger(c->bev, EV_WRITE, BEV_OPT_DEFER_CALLBACKS);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
-	struct tconn *c = arg;
+	struct hconn *c = arg;
 	if (c->lingering) {
 		conn_close(c);
 		return;
@@ -437,7 +440,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	conn_close(c);
 }
 
-static void conn_close(struct tconn *c)
+static void conn_close(struct hconn *c)
 {
 	if (c->req)
 		c->req->c = NULL; /* its answer goes nowhere */
@@ -448,7 +451,7 @@ static void conn_close(struct tconn *c)
 	event_free(c->timer);
 	bufferevent_free(c->bev);
 	http_parser_reset(&c->p);
-	struct thttp *h = c->h;
+	struct httpd *h = c->h;
 	free(c);
 	h->n_conns--;
 	if (h->capped && h->n_conns < h->max_conns) {
@@ -461,16 +464,16 @@ static void conn_close(struct tconn *c)
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
 		      void *arg)
 {
-	struct thttp *h = arg;
-	struct tconn *c = calloc(1, sizeof(*c));
+	struct httpd *h = arg;
+	struct hconn *c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
 		return;
 	}
 	c->h = h;
 	c->fd = fd;
-	if (h->tls) {
-		c->bev = tunnel_tls_bufferevent(h->base, h->tls);
+	if (h->bev) {
+		c->bev = h->bev(h->base, h->bev_arg);
 		if (c->bev && bufferevent_setfd(c->bev, fd) < 0) {
 			bufferevent_free(c->bev);
 			c->bev = NULL;
@@ -508,9 +511,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		uint64_t now = clock_now_us();
 		if (!h->capped_at_us || now - h->capped_at_us >= 1000000) {
 			h->stats.capped++;
-			log_warnx("tunnel: %u connections open (tunnel.max-connections); new ones "
-				  "wait until one closes",
-				  h->n_conns);
+			log_warnx("%s: %u connections open (%s); new ones wait until one closes",
+				  h->name, h->n_conns, h->cap_name);
 		}
 		h->capped_at_us = now;
 	}
@@ -530,8 +532,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 /* accept() failed (out of descriptors, say): pause a second instead of spinning on it. */
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
-	struct thttp *h = arg;
-	log_warnx("tunnel: cannot accept a connection: %s; trying again in 1 s",
+	struct httpd *h = arg;
+	log_warnx("%s: cannot accept a connection: %s; trying again in 1 s", h->name,
 		  strerror(EVUTIL_SOCKET_ERROR()));
 	evconnlistener_disable(l);
 	struct timeval tv = {.tv_sec = 1};
@@ -540,21 +542,29 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 
 static void resume_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct thttp *h = arg;
+	struct httpd *h = arg;
 	if (!h->capped)
 		evconnlistener_enable(h->listener);
 }
 
-struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
-			thttp_handler *handler, void *arg, char *err, size_t errlen)
+struct httpd *httpd_new(struct event_base *base, const struct httpd_options *o,
+			httpd_handler *handler, void *arg, char *err, size_t errlen)
 {
-	struct thttp *h = calloc(1, sizeof(*h));
+	struct httpd *h = calloc(1, sizeof(*h));
 	if (!h) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	h->base = base;
-	h->tls = o->tls;
+	h->bev = o->bev;
+	h->bev_arg = o->bev_arg;
+	h->tls = o->bev != NULL;
+	h->refused = o->refused;
+	snprintf(h->name, sizeof(h->name), "%s", o->name ? o->name : "http");
+	snprintf(h->timeout_name, sizeof(h->timeout_name), "%s",
+		 o->timeout_name ? o->timeout_name : "the timeout");
+	snprintf(h->cap_name, sizeof(h->cap_name), "%s",
+		 o->cap_name ? o->cap_name : "the most allowed");
 	h->handler = handler;
 	h->invite = o->invite;
 	h->arg = arg;
@@ -570,7 +580,7 @@ struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
 			*ai = NULL;
 	int g = getaddrinfo(o->host && *o->host ? o->host : NULL, port, &hints, &ai);
 	if (g != 0) {
-		snprintf(err, errlen, "tunnel.listen %s: %s", o->host, gai_strerror(g));
+		snprintf(err, errlen, "cannot listen on %s: %s", o->host, gai_strerror(g));
 		free(h);
 		return NULL;
 	}
@@ -579,7 +589,10 @@ struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
 	    1024, ai->ai_addr, (int)ai->ai_addrlen);
 	freeaddrinfo(ai);
 	if (!h->listener) {
-		snprintf(err, errlen, "cannot bind: %s", strerror(errno ? errno : EADDRINUSE));
+		bool v6 = o->host && strchr(o->host, ':');
+		snprintf(err, errlen, "cannot listen on %s%s%s:%u: %s", v6 ? "[" : "",
+			 o->host ? o->host : "", v6 ? "]" : "", o->port,
+			 strerror(errno ? errno : EADDRINUSE));
 		free(h);
 		return NULL;
 	}
@@ -599,7 +612,7 @@ struct thttp *thttp_new(struct event_base *base, const struct thttp_options *o,
 	return h;
 }
 
-void thttp_free(struct thttp *h)
+void httpd_free(struct httpd *h)
 {
 	if (!h)
 		return;
@@ -613,52 +626,63 @@ void thttp_free(struct thttp *h)
 	free(h);
 }
 
-unsigned thttp_connections(const struct thttp *h)
+unsigned httpd_connections(const struct httpd *h)
 {
 	return h->n_conns;
 }
 
-uint16_t thttp_port(const struct thttp *h)
+uint16_t httpd_port(const struct httpd *h)
 {
 	return h->port;
 }
 
-void thttp_get_stats(const struct thttp *h, struct thttp_stats *ret)
+void httpd_get_stats(const struct httpd *h, struct httpd_stats *ret)
 {
 	*ret = h->stats;
 }
 
-const char *thttp_req_method(const struct thttp_req *r)
+const char *httpd_req_method(const struct httpd_req *r)
 {
 	return r->method;
 }
 
-const char *thttp_req_path(const struct thttp_req *r)
+const char *httpd_req_path(const struct httpd_req *r)
 {
 	return r->target;
 }
 
-const char *thttp_req_query(const struct thttp_req *r)
+const char *httpd_req_query(const struct httpd_req *r)
 {
 	return r->query;
 }
 
-const char *thttp_req_body(const struct thttp_req *r, size_t *ret_len)
+const char *httpd_req_body(const struct httpd_req *r, size_t *ret_len)
 {
 	*ret_len = r->body_len;
 	return r->body ? r->body : "";
 }
 
-bool thttp_req_unread(const struct thttp_req *r, long long *declared)
+const char *httpd_req_accept(const struct httpd_req *r)
+{
+	return r->accept;
+}
+
+bool httpd_req_unread(const struct httpd_req *r, long long *declared)
 {
 	*declared = r->declared;
 	return r->unread;
 }
 
-void thttp_reply(struct thttp_req *r, int status, const char *extra_headers, const char *body,
+void httpd_reply(struct httpd_req *r, int status, const char *extra_headers, const char *body,
 		 size_t len)
 {
-	struct tconn *c = r->c;
+	httpd_reply_as(r, status, "application/json", extra_headers, body, len);
+}
+
+void httpd_reply_as(struct httpd_req *r, int status, const char *content_type,
+		    const char *extra_headers, const char *body, size_t len)
+{
+	struct hconn *c = r->c;
 	bool close = r->close, head = r->head, keep_10 = r->minor == 0 && !r->close;
 	free(r->target);
 	free(r->body);
@@ -666,7 +690,7 @@ void thttp_reply(struct thttp_req *r, int status, const char *extra_headers, con
 	if (!c)
 		return;
 	c->req = NULL;
-	if (!conn_answer(c, status, extra_headers, body, len, close, keep_10, head))
+	if (!conn_answer(c, status, content_type, extra_headers, body, len, close, keep_10, head))
 		return;
 	/* The timer now limits how long the client takes to read this answer, then to send
 	 * its next request. */
