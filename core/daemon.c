@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cred.h"
 #include "log.h"
@@ -168,4 +169,15 @@ bool daemon_cred_visible(const char *name, const char *file, const char *directi
 		   "here (under systemd, LoadCredential= gives it at start)",
 		   name, directive);
 	return false;
+}
+
+void daemon_check_fd_limit(unsigned long long need, const char *what)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    need > rl.rlim_cur)
+		log_warnx("%s may need %llu descriptors, over the open-file limit %llu: raise it "
+			  "(LimitNOFILE=) or lower them, or accepting will fail before the limits "
+			  "are reached",
+			  what, need, (unsigned long long)rl.rlim_cur);
 }

@@ -52,3 +52,13 @@ void daemon_reload_report(const char *path, void (*print)(const void *cfg, FILE 
  * here; when not (cred_visible), a notice says it is not checked, instead of an error.
  */
 bool daemon_cred_visible(const char *name, const char *file, const char *directive);
+
+/* Descriptors the metrics endpoint (core/httpd) keeps open at most. */
+#define DAEMON_METRICS_CONNS 16
+
+/*
+ * Warn when the daemon's limits may need more descriptors than the open-file limit
+ * allows: accepting would then fail before the limits are reached. what names the
+ * directives that set need ("limits.max-clients (1024)").
+ */
+void daemon_check_fd_limit(unsigned long long need, const char *what);

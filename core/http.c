@@ -121,6 +121,23 @@ bool http_parser_headers_done(const struct http_parser *p)
 	return s != ST_STATUS && s != ST_HEADER && s != ST_ERROR;
 }
 
+const char *http_parser_failed_part(const struct http_parser *p)
+{
+	switch (p->state == ST_ERROR ? p->failed_in : p->state) {
+	case ST_STATUS:
+		return p->request ? "request line (not HTTP/1.x)" : "status line";
+	case ST_HEADER:
+		return "header section";
+	case ST_CHUNK_SIZE:
+	case ST_CHUNK_DATA:
+	case ST_CHUNK_END:
+	case ST_TRAILER:
+		return "chunked body";
+	default:
+		return "body";
+	}
+}
+
 bool http_parser_awaits_body(const struct http_parser *p)
 {
 	return p->request && p->res.body_len == 0 &&

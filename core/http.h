@@ -103,6 +103,13 @@ bool http_parser_awaits_body(const struct http_parser *p);
 bool http_parser_headers_done(const struct http_parser *p);
 
 /*
+ * After an error, the part of the message it was in: "request line (not HTTP/1.x)" (or
+ * "status line"), "header section" (a bad line, conflicting Content-Length or
+ * Transfer-Encoding, folded lines), "chunked body", "body".
+ */
+const char *http_parser_failed_part(const struct http_parser *p);
+
+/*
  * Feed len bytes. Returns 0 when more input is needed, 1 when the response is complete
  * (*ret_used then tells how many bytes of data belonged to it), or HTTP_EMALFORMED,
  * HTTP_ETOOBIG, -ENOMEM. After an error or completion, feed no more without a reset.

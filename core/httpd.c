@@ -318,10 +318,13 @@ static void conn_parse(struct hconn *c)
 			if (r == HTTP_ETOOBIG)
 				conn_refuse(c, &c->h->stats.too_big, head ? 431 : 413,
 					    head ? "header section too large" : "body too large");
-			else
+			else {
+				char why[96];
+				snprintf(why, sizeof(why), "malformed %s",
+					 http_parser_failed_part(&c->p));
 				conn_refuse(c, &c->h->stats.malformed, 400,
-					    r == HTTP_EMALFORMED ? "not an HTTP/1.x request"
-								 : http_strerror(r));
+					    r == HTTP_EMALFORMED ? why : http_strerror(r));
+			}
 			return;
 		}
 		if (http_parser_awaits_body(&c->p) && c->p.res.expect_continue && !c->continued) {

@@ -8,13 +8,14 @@
 #include <strings.h>
 
 #include "conf.h"
+#include "daemon.h"
 #include "httpd.h"
 #include "log.h"
 
 #define HTTP_TIMEOUT_MS 10000
 /* A scraper or two, a person with curl: more wait in the listen backlog (a client that
  * trickles its request holds a slot for HTTP_TIMEOUT_MS at most). */
-#define HTTP_MAX_CONNS 16
+#define HTTP_MAX_CONNS DAEMON_METRICS_CONNS
 /* A small body is read, so that a POST or PUT gets its 405 rather than a 413. */
 #define HTTP_MAX_BODY 4096
 

@@ -149,6 +149,19 @@ static int open_listeners(struct tpad *t)
 }
 
 /* Run the daemon until a stop signal; returns the exit status. */
+/* The station and admin clients, the cloud sessions, the store's connections, /metrics,
+ * the printers, and 64 of our own: within the open-file limit? */
+static void check_fd_limit(const struct config *c)
+{
+	char what[128];
+	snprintf(what, sizeof(what), "limits.max-clients (%u) and upstream.sessions (%u)",
+		 c->limits.max_clients, c->upstream_sessions);
+	daemon_check_fd_limit((unsigned long long)c->limits.max_clients + c->upstream_sessions +
+				  c->store_connections + c->n_printers +
+				  (c->metrics_listen ? DAEMON_METRICS_CONNS : 0) + 64,
+			      what);
+}
+
 static int run(struct config *cfg, const char *config_path)
 {
 	struct tpad t = {.cfg = cfg, .config_path = config_path, .started_us = clock_now_us()};
@@ -167,6 +180,7 @@ static int run(struct config *cfg, const char *config_path)
 		log_errx("out of memory");
 		goto out;
 	}
+	check_fd_limit(cfg);
 	if (dispatch_init(&t) < 0 || open_listeners(&t) < 0)
 		goto out;
 	sigs = daemon_signals_new(t.base, stop_cb, reload_cb, &t);

@@ -278,17 +278,13 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 /* Descriptors the configured limits may take, against RLIMIT_NOFILE: a warning if short. */
 static void check_fd_limit(const struct asconf *c)
 {
-	struct rlimit rl;
-	/* The tunnel's connections, the apps and admin clients, and about 64 of our own. */
-	unsigned long long need =
-	    (unsigned long long)c->tunnel_max_conns + c->limits.max_clients + 64;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    need > rl.rlim_cur)
-		log_warnx("tunnel.max-connections (%u) and limits.max-clients (%u) may need %llu "
-			  "descriptors, over the open-file limit %llu: raise it (LimitNOFILE=) or "
-			  "lower them, or accepting will fail before the limits are reached",
-			  c->tunnel_max_conns, c->limits.max_clients, need,
-			  (unsigned long long)rl.rlim_cur);
+	/* The tunnel's connections, the apps and admin clients, /metrics, 64 of our own. */
+	char what[160];
+	snprintf(what, sizeof(what), "tunnel.max-connections (%u) and limits.max-clients (%u)",
+		 c->tunnel_max_conns, c->limits.max_clients);
+	daemon_check_fd_limit((unsigned long long)c->tunnel_max_conns + c->limits.max_clients +
+				  (c->metrics_listen ? DAEMON_METRICS_CONNS : 0) + 64,
+			      what);
 }
 
 static int open_listeners(struct tpas *t)

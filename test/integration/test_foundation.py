@@ -244,6 +244,10 @@ class Foundation(TpadTestCase):
                 return False
         wait_for(served, 10, "service after the pause")
         self.assertEqual(d.stop(), 0)
+        # Limits beyond the open-file limit are named at start, as tpas does.
+        self.assertIn("limits.max-clients (1024) and upstream.sessions", d.log_text_all())
+        self.assertIn("descriptors, over the open-file limit 48", d.log_text_all())
+        self.assertNotIn("open-file limit", self.daemon().start().log_text())
 
     def test_sigterm_clean_exit(self):
         d = self.daemon().start()

@@ -577,6 +577,11 @@ class Tunnel(TpasCase):
         # Not HTTP: 400.
         got = exchange(t.port, b"\x16\x03\x01 hello, this is not HTTP\r\n\r\n")
         self.assertTrue(got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got)
+        self.assertIn(b'{"error":"malformed request line (not HTTP/1.x)"}', got)
+        # HTTP, but framed two ways at once (a smuggling attempt): 400, naming the part.
+        got = exchange(t.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n{}")
+        self.assertIn(b'{"error":"malformed header section"}', got)
         # The absolute form a proxy may send; HTTP/1.0 with keep-alive; HEAD (no body); a
         # blank line after a request (not a new one); an unknown expectation (417).
         c = socket.create_connection(("127.0.0.1", t.port))
@@ -602,8 +607,8 @@ class Tunnel(TpasCase):
                          [b"framed %d" % i for i in range(6)])
         tn = t.status()["tunnel"]
         self.assertEqual((tn["accepted"], tn["tooBig"], tn["badRequest"], tn["badMethod"],
-                          tn["timedOut"]), (6, 2, 2, 1, 0))
-        self.assertEqual(tn["requests"], 11)
+                          tn["timedOut"]), (6, 2, 3, 1, 0))
+        self.assertEqual(tn["requests"], 12)
 
     def test_expect_continue_invites_only_what_can_be_taken(self):
         """A body announced with Expect: 100-continue is invited only for a POST to the
