@@ -36,7 +36,7 @@
 #include "store_copy.h"
 #include "station.h"
 #include "store.h"
-#include "store_backup.h"
+#include "sqlbackup.h"
 #include "tpa.h"
 #include "tpad-build.h"
 #include "tpad.h"
@@ -341,7 +341,7 @@ struct backup_job {
 	char *db_path, *dest;
 	int err;
 	char reason[512];
-	struct store_backup_info info;
+	struct sql_backup_info info;
 	int pipe[2];
 	struct event *done;
 	pthread_t thread;
@@ -352,7 +352,7 @@ static struct backup_job *backup_running; /* one at a time */
 static void *backup_thread(void *arg)
 {
 	struct backup_job *j = arg;
-	j->err = store_backup_path(j->db_path, j->dest, &j->info, j->reason, sizeof(j->reason));
+	j->err = sql_backup_path(j->db_path, j->dest, &j->info, j->reason, sizeof(j->reason));
 	ssize_t n = write(j->pipe[1], "x", 1);
 	(void)n;
 	return NULL;
@@ -443,7 +443,7 @@ static void h_backup(struct tpad *t, struct req *r)
 		why = "must name a file, not a directory";
 	else if (is_store_file(t->cfg->store_path, dest))
 		why = "is the store itself or one of its files";
-	else if (store_backup_dest_ok(dest, dest_why, sizeof(dest_why)) < 0)
+	else if (sql_backup_dest_ok(dest, dest_why, sizeof(dest_why)) < 0)
 		why = dest_why;
 	if (why) {
 		req_error(r, "io.tpad.Admin.InvalidParameter",

@@ -27,7 +27,7 @@
 #include "log.h"
 #include "seal.h"
 #include "sqlkey.h"
-#include "store_backup.h"
+#include "sqlbackup.h"
 
 #define STORE_SCHEMA_VERSION 3
 #define STORE_MAX_BATCH 1024 /* writes in one transaction at most */
@@ -1054,7 +1054,7 @@ static int store_migrate(struct sqlite_store *s, char *err, size_t errlen)
 	int rc = query_int(s->wdb, "PRAGMA user_version", &before);
 	if (rc == SQLITE_OK && before > 0 && before < STORE_SCHEMA_VERSION) {
 		char copy[4096], why[256];
-		int b = store_backup_pre_migration(s->wdb, s->path, (int)before, copy, sizeof(copy),
+		int b = sql_backup_pre_migration(s->wdb, s->path, (int)before, copy, sizeof(copy),
 						   why, sizeof(why));
 		if (b < 0) {
 			store_set_err(err, errlen,

@@ -15,7 +15,9 @@
 #include "clock.h"
 #include "cred.h"
 #include "hex.h"
+#include "log.h"
 #include "seal.h"
+#include "sqlbackup.h"
 #include "sqlerr.h"
 #include "sqlkey.h"
 #include "sqlwriter.h"
@@ -181,6 +183,54 @@ static bool has_column(struct journal *j, const char *name)
 	return has;
 }
 
+/* The schema this tpas writes (PRAGMA user_version). */
+#define JOURNAL_SCHEMA 2
+#define SCHEMA_TEXT_(n) #n
+#define SCHEMA_TEXT(n) SCHEMA_TEXT_(n)
+
+/*
+ * Before the schema is touched: a journal of a newer tpas is refused (what this one
+ * would write there, it could not know to be right: an FCntDn used again, say); one of
+ * an older tpas is copied aside first (<path>.v<N>-<time>.bak, when copy_older), as tpad
+ * does its store.
+ */
+static int version_check(struct journal *j, const char *path, bool copy_older, char *err,
+			 size_t errlen)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = 0;
+	int rc = sqlite3_prepare_v2(j->db, "PRAGMA user_version", -1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_ROW) {
+		snprintf(err, errlen, "%s: cannot read the schema version: %s", path,
+			 sqlite3_errmsg(j->db));
+		return sql_errno(NULL, rc);
+	}
+	if (v > JOURNAL_SCHEMA) {
+		snprintf(err, errlen,
+			 "%s: schema version %lld is newer than this tpas supports (%d); refusing "
+			 "to open it",
+			 path, (long long)v, JOURNAL_SCHEMA);
+		return -EPROTO;
+	}
+	if (!copy_older || v == 0 || v == JOURNAL_SCHEMA || strcmp(path, ":memory:") == 0)
+		return 0;
+	char copy[4096], why[256];
+	int r = sql_backup_pre_migration(j->db, path, (int)v, copy, sizeof(copy), why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, errlen,
+			 "%s: cannot copy the journal before migrating it from schema %lld: %s; "
+			 "nothing was changed",
+			 path, (long long)v, why);
+		return r;
+	}
+	log_notice("%s: copied to %s before migrating schema %lld to %d", path, copy, (long long)v,
+		   JOURNAL_SCHEMA);
+	return 0;
+}
+
 static int migrate(struct journal *j)
 {
 	/* One transaction: a journal is never left half migrated. */
@@ -194,7 +244,7 @@ static int migrate(struct journal *j)
 		    j,
 		    "CREATE UNIQUE INDEX IF NOT EXISTS uplink_token ON uplink (token_time, token)");
 	if (r == 0)
-		r = exec(j, "PRAGMA user_version = 2");
+		r = exec(j, "PRAGMA user_version = " SCHEMA_TEXT(JOURNAL_SCHEMA));
 	if (r == 0)
 		return exec(j, "COMMIT");
 	exec(j, "ROLLBACK");
@@ -288,6 +338,11 @@ int journal_check_key(const char *path, const uint8_t *store_key, char *err, siz
 	int rc = sqlite3_open_v2(path, &j.db, SQLITE_OPEN_READONLY, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(j.db, 5000);
+		if ((r = version_check(&j, path, false, err, errlen)) < 0) {
+			sqlite3_close(j.db);
+			seal_free(j.seal);
+			return r;
+		}
 		r = sql_key_check(j.db, j.seal, key_check_aad, NULL);
 		if (r == -ENOENT || r == -EIO || r == -EINVAL)
 			r = key_opens_a_row(&j); /* none yet, or no meta table: an older store */
@@ -334,6 +389,8 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		goto fail;
 	}
 	sqlite3_busy_timeout(j->db, 5000);
+	if ((r = version_check(j, path, true, err, errlen)) < 0)
+		goto fail;
 	if ((r = exec(j, "PRAGMA journal_mode = WAL")) < 0 ||
 	    (r = exec(j, "PRAGMA synchronous = FULL")) < 0 || (r = exec(j, schema)) < 0 ||
 	    (r = migrate(j)) < 0) {

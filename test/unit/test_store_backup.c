@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store_backup.h"
+#include "sqlbackup.h"
 #include "tap.h"
 
 static char dir[] = "/tmp/tpad-backup-XXXXXX";
@@ -59,9 +59,9 @@ int main(void)
 		  SQLITE_OK);
 
 	/* A copy while the writer's connection stays open, with its WAL not checkpointed. */
-	struct store_backup_info info = {0};
+	struct sql_backup_info info = {0};
 	umask(022);
-	CHECK_INT(store_backup_path(db_path, dest, &info, err, sizeof(err)), 0);
+	CHECK_INT(sql_backup_path(db_path, dest, &info, err, sizeof(err)), 0);
 	CHECK_INT(count(dest), 5000);
 	struct stat sb;
 	CHECK(stat(dest, &sb) == 0 && (sb.st_mode & 0777) == 0600);
@@ -72,12 +72,12 @@ int main(void)
 
 	/* A second copy replaces the first atomically; nothing is left beside it. */
 	CHECK_INT(sqlite3_exec(db, "DELETE FROM t WHERE x > 100", NULL, NULL, NULL), SQLITE_OK);
-	CHECK_INT(store_backup_path(db_path, dest, &info, err, sizeof(err)), 0);
+	CHECK_INT(sql_backup_path(db_path, dest, &info, err, sizeof(err)), 0);
 	CHECK_INT(count(dest), 100);
 
 	/* Before a migration: from the migrating connection, before its transaction. */
 	char pre[512];
-	CHECK_INT(store_backup_pre_migration(db, db_path, 2, pre, sizeof(pre), err, sizeof(err)),
+	CHECK_INT(sql_backup_pre_migration(db, db_path, 2, pre, sizeof(pre), err, sizeof(err)),
 		  0);
 	CHECK(strstr(pre, "/store.db.v2-") && strstr(pre, "Z.bak"));
 	CHECK_INT(count(pre), 100);
@@ -86,7 +86,7 @@ int main(void)
 		  SQLITE_OK);
 	/* Inside a write transaction of the same connection SQLite refuses: -EBUSY, said. */
 	CHECK_INT(sqlite3_exec(db, "BEGIN IMMEDIATE; DELETE FROM t", NULL, NULL, NULL), SQLITE_OK);
-	CHECK_INT(store_backup_db(db, dest, NULL, err, sizeof(err)), -EBUSY);
+	CHECK_INT(sql_backup_db(db, dest, NULL, err, sizeof(err)), -EBUSY);
 	CHECK_INT(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
 	CHECK_INT(count(dest), 100);
 
@@ -95,9 +95,9 @@ int main(void)
 	char bad[300];
 	snprintf(bad, sizeof(bad), "%s/none/copy.db", dir);
 	err[0] = '\0';
-	CHECK_INT(store_backup_path(db_path, bad, NULL, err, sizeof(err)), -ENOENT);
+	CHECK_INT(sql_backup_path(db_path, bad, NULL, err, sizeof(err)), -ENOENT);
 	CHECK(strstr(err, "cannot create") != NULL);
-	CHECK_INT(store_backup_path(db_path, dir, NULL, err, sizeof(err)), -EISDIR);
+	CHECK_INT(sql_backup_path(db_path, dir, NULL, err, sizeof(err)), -EISDIR);
 	char junk[300];
 	snprintf(junk, sizeof(junk), "%s/junk.db", dir);
 	FILE *f = fopen(junk, "w");
@@ -106,7 +106,7 @@ int main(void)
 	      f);
 	fclose(f);
 	snprintf(bad, sizeof(bad), "%s/fromjunk.db", dir);
-	CHECK(store_backup_path(junk, bad, NULL, err, sizeof(err)) < 0);
+	CHECK(sql_backup_path(junk, bad, NULL, err, sizeof(err)) < 0);
 	CHECK(access(bad, F_OK) < 0);
 
 	sqlite3_close(db);

@@ -1,4 +1,5 @@
-/* store_backup: consistent copies of the SQLite store, online or before a migration. */
+/* sqlbackup: consistent copies of a SQLite database (a store, a journal), online or before a
+ * migration. */
 #pragma once
 
 #include <stddef.h>
@@ -7,7 +8,7 @@
 typedef struct sqlite3 sqlite3;
 
 /* What a backup wrote. */
-struct store_backup_info {
+struct sql_backup_info {
 	uint64_t bytes; /* size of the copy */
 	uint64_t pages; /* database pages copied */
 	uint64_t ms;	/* time taken */
@@ -24,26 +25,26 @@ struct store_backup_info {
  * call it off the event loop. 0 with *info filled (info may be NULL), or a negative errno and a
  * reason.
  */
-int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *info, char *err,
+int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, char *err,
 		    size_t errlen);
 
 /*
  * Whether a copy may go to dest: 0 when nothing is there, or an empty file, or a SQLite
  * database (an earlier copy, replaced); -EEXIST with a reason for anything else (a key,
  * a lock or a configuration file must never be replaced by a copy), -EISDIR for what is
- * not a regular file. store_backup_db checks it too, just before it writes.
+ * not a regular file. sql_backup_db checks it too, just before it writes.
  */
-int store_backup_dest_ok(const char *dest, char *err, size_t errlen);
+int sql_backup_dest_ok(const char *dest, char *err, size_t errlen);
 
 /* The same from the database file at db_path, opened read-only for the copy. */
-int store_backup_path(const char *db_path, const char *dest, struct store_backup_info *info,
+int sql_backup_path(const char *db_path, const char *dest, struct sql_backup_info *info,
 		      char *err, size_t errlen);
 
 /*
- * The copy tpad takes before migrating a store's schema from version from: next to
+ * The copy taken before migrating a database's schema from version from: next to
  * db_path as "<db_path>.v<from>-<YYYYmmddTHHMMSSZ>.bak"; its path goes to ret_path (size
  * pathlen). Call it on the connection that is about to migrate, before it begins the
- * migration's transaction (tpad is the only writer while it opens the store).
+ * migration's transaction (the daemon is the only writer while it opens its database).
  */
-int store_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char *ret_path,
+int sql_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char *ret_path,
 			       size_t pathlen, char *err, size_t errlen);

@@ -1,5 +1,5 @@
-/* store_backup: consistent copies of the SQLite store, online or before a migration. */
-#include "store_backup.h"
+/* sqlbackup: consistent copies of a SQLite database (see sqlbackup.h). */
+#include "sqlbackup.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,7 +57,7 @@ static int integrity_ok(sqlite3 *db, char *err, size_t errlen)
 	return e;
 }
 
-int store_backup_dest_ok(const char *dest, char *err, size_t errlen)
+int sql_backup_dest_ok(const char *dest, char *err, size_t errlen)
 {
 	struct stat sb;
 	if (lstat(dest, &sb) < 0)
@@ -81,7 +81,7 @@ int store_backup_dest_ok(const char *dest, char *err, size_t errlen)
 	return 0;
 }
 
-int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *info, char *err,
+int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, char *err,
 		    size_t errlen)
 {
 	uint64_t t0 = clock_now_us();
@@ -93,7 +93,7 @@ int store_backup_db(sqlite3 *src, const char *dest, struct store_backup_info *in
 		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", dest);
 	struct stat sb;
 	char why[200];
-	int bad = store_backup_dest_ok(dest, why, sizeof(why));
+	int bad = sql_backup_dest_ok(dest, why, sizeof(why));
 	if (bad < 0)
 		return fail(err, errlen, bad, "%s %s", dest, why);
 	int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
@@ -180,7 +180,7 @@ out:
 	return e;
 }
 
-int store_backup_path(const char *db_path, const char *dest, struct store_backup_info *info,
+int sql_backup_path(const char *db_path, const char *dest, struct sql_backup_info *info,
 		      char *err, size_t errlen)
 {
 	sqlite3 *src = NULL;
@@ -193,12 +193,12 @@ int store_backup_path(const char *db_path, const char *dest, struct store_backup
 	}
 	/* The writer holds its lock for the length of one group commit at most. */
 	sqlite3_busy_timeout(src, 5000);
-	int e = store_backup_db(src, dest, info, err, errlen);
+	int e = sql_backup_db(src, dest, info, err, errlen);
 	sqlite3_close(src);
 	return e;
 }
 
-int store_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char *ret_path,
+int sql_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char *ret_path,
 			       size_t pathlen, char *err, size_t errlen)
 {
 	char stamp[32];
@@ -208,5 +208,5 @@ int store_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char 
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	if (snprintf(ret_path, pathlen, "%s.v%d-%s.bak", db_path, from, stamp) >= (int)pathlen)
 		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", db_path);
-	return store_backup_db(db, ret_path, NULL, err, errlen);
+	return sql_backup_db(db, ret_path, NULL, err, errlen);
 }
