@@ -176,8 +176,10 @@ static const struct command commands[] = {
      "copy the store into FILE while tpad serves (SQLite online backup)",
      "  FILE                where the copy goes; tpad writes it (mode 0600, owned by\n"
      "                      tpad's user), so its directory must be writable by tpad,\n"
-     "                      e.g. /var/lib/tpad/backups. The copy is checked with\n"
-     "                      PRAGMA integrity_check before it replaces FILE.\n"},
+     "                      e.g. /var/lib/tpad/backups (install -d -o tpad -m 0700\n"
+     "                      /var/lib/tpad/backups); not /tmp, private to tpad's\n"
+     "                      unit. The copy is checked with PRAGMA integrity_check\n"
+     "                      before it replaces FILE.\n"},
     {"store", ctl_store, CTL_NONE, BIT(OPT_TO) | BIT(OPT_CONFIG) | BIT(OPT_TPAD), false, 1, 1,
      "copy --to URL [--config FILE] [--tpad PATH]",
      "move a SQLite store into PostgreSQL (tpad stopped; runs tpad --copy-store)",

@@ -3,6 +3,7 @@
 
 #include <getopt.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -180,4 +181,27 @@ void daemon_check_fd_limit(unsigned long long need, const char *what)
 			  "(LimitNOFILE=) or lower them, or accepting will fail before the limits "
 			  "are reached",
 			  what, need, (unsigned long long)rl.rlim_cur);
+}
+
+bool daemon_private_tmp(const char *path, const char *mountinfo)
+{
+	static const char *const tmps[] = {"/tmp", "/var/tmp"};
+	const char *under = NULL;
+	for (size_t i = 0; i < 2 && !under; i++) {
+		size_t n = strlen(tmps[i]);
+		if (strncmp(path, tmps[i], n) == 0 && path[n] == '/')
+			under = tmps[i];
+	}
+	FILE *f = under ? fopen(mountinfo, "re") : NULL;
+	if (!f)
+		return false;
+	/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ...": the last mount on the point counts. */
+	bool private = false;
+	char line[4096], root[2048], point[2048];
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %*s %2047s %2047s", root, point) == 2 &&
+		    strcmp(point, under) == 0)
+			private = strstr(root, "/systemd-private-") != NULL;
+	fclose(f);
+	return private;
 }

@@ -62,3 +62,11 @@ bool daemon_cred_visible(const char *name, const char *file, const char *directi
  * directives that set need ("limits.max-clients (1024)").
  */
 void daemon_check_fd_limit(unsigned long long need, const char *what);
+
+/*
+ * Whether path lies in a /tmp or /var/tmp that systemd made private to this service
+ * (PrivateTmp=yes: the mount's root in mountinfo, normally /proc/self/mountinfo, is a
+ * systemd-private-* directory): a file written there is seen by no one else and goes
+ * when the service stops.
+ */
+bool daemon_private_tmp(const char *path, const char *mountinfo);

@@ -847,10 +847,14 @@ static void lookup_decide(struct job *j, int r, const char *reason)
 			 "an admin who knows it is ours can run tpactl adopt %s",
 			 j->rec.dev_eui);
 		return;
-	case STORE_RETIRED:
-		job_fail(j, ACT_RETIRED, "the device was retired%s%s",
-			 j->rec.last_error[0] ? ": " : "", j->rec.last_error);
+	case STORE_RETIRED: {
+		/* The row keeps "retired: REASON" (Retire writes it so for ListDevices). */
+		const char *said = j->rec.last_error;
+		if (strncmp(said, "retired: ", 9) == 0)
+			said += 9;
+		job_fail(j, ACT_RETIRED, "the device was retired%s%s", *said ? ": " : "", said);
 		return;
+	}
 	}
 	job_fail(j, ACT_STORE_FAILED, "the store row has an unknown state");
 }

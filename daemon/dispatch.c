@@ -443,6 +443,10 @@ static void h_backup(struct tpad *t, struct req *r)
 		why = "must name a file, not a directory";
 	else if (is_store_file(t->cfg->store_path, dest))
 		why = "is the store itself or one of its files";
+	else if (daemon_private_tmp(dest, "/proc/self/mountinfo"))
+		why = "is in tpad's own /tmp (PrivateTmp=yes in its unit): no one else sees the copy "
+		      "and it goes when tpad stops; use a directory tpad can write, e.g. "
+		      "/var/lib/tpad/backups (install -d -o tpad -m 0700 /var/lib/tpad/backups)";
 	else if (sql_backup_dest_ok(dest, dest_why, sizeof(dest_why)) < 0)
 		why = dest_why;
 	if (why) {

@@ -347,6 +347,7 @@ class Retire(DxBase):
                     c.call(m, p)
                 self.assertEqual(e.exception.error, "io.tpad.Station.Retired")
                 self.assertIn(reason, e.exception.params["reason"])
+                self.assertEqual(e.exception.params["reason"].count("retired"), 1)
         with d.admin_client() as a:
             dev = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui})
         self.assertEqual(dev["device"]["state"], "RETIRED")
