@@ -68,6 +68,7 @@ struct pool_req {
 	/* The outcome, kept until the deferred callback runs. */
 	int err;
 	bool sent;
+	uint64_t first_byte_ms; /* clock_now_ms(), 0 until a byte of it left */
 	char reason[200];
 	bool have_res;
 	struct http_response res;
@@ -265,6 +266,7 @@ static void req_event_cb(evutil_socket_t fd, short what, void *arg)
 	struct pool_result res = {
 	    .err = r->err,
 	    .sent = r->sent,
+	    .sent_at_ms = r->sent ? r->first_byte_ms : 0,
 	    .reason = r->reason,
 	    .res = r->have_res ? &r->res : NULL,
 	};
@@ -699,6 +701,14 @@ static ssize_t session_read(struct session *s, void *buf, size_t len, short *wan
 	}
 }
 
+/* A byte of the session's request left: when, the first time (pool_result.sent_at_ms). */
+static void session_mark_sent(struct session *s)
+{
+	s->sent = true;
+	if (s->req && !s->req->first_byte_ms)
+		s->req->first_byte_ms = clock_now_ms();
+}
+
 /* Write to the connection (TLS or plain); tracks whether any byte left. */
 static ssize_t session_write(struct session *s, const void *buf, size_t len, short *want)
 {
@@ -707,13 +717,13 @@ static ssize_t session_write(struct session *s, const void *buf, size_t len, sho
 	if (s->tls) {
 		n = tls_conn_write(s->tls, buf, len, want);
 		if (tls_conn_bytes_sent(s->tls) > s->sent_base)
-			s->sent = true;
+			session_mark_sent(s);
 		return n;
 	}
 	for (;;) {
 		n = send(s->fd, buf, len, MSG_NOSIGNAL);
 		if (n > 0) {
-			s->sent = true;
+			session_mark_sent(s);
 			return n;
 		}
 		if (n < 0 && errno == EINTR)

@@ -18,6 +18,8 @@ struct pool_req;
 struct pool_result {
 	int err;	    /* 0: res holds a complete response; else a negative errno */
 	bool sent;	    /* some bytes of the request reached the network */
+	uint64_t sent_at_ms; /* when its first byte left (clock_now_ms), 0 if none did: a
+			      * request may wait in the queue, or go again on another session */
 	const char *reason; /* human text when err != 0 */
 	const struct http_response *res; /* valid during the callback only; NULL if err */
 };

@@ -24,7 +24,10 @@
  *    adopted because our own attempt (same record) may explain it. A "not found" is
  *    trusted only settle_after after maybe_at; before that the row stays PENDING and the
  *    caller gets OutcomeUnknown with retryAfter. Once trusted, the earlier attempts are
- *    disproved and a new attempt may be sent.
+ *    disproved and a new attempt may be sent. The window is also kept on this process's
+ *    monotonic clock, from when the import's first byte left (it may wait for a session
+ *    first) or, for an attempt of another process or line, from when this one first
+ *    looked: maybe_at is a wall-clock time, which may step or differ between lines.
  *  - An attempt never sent, or definitely refused (4xx, 429, 503), did not land. FAILED is
  *    written only when no other attempt may have landed (maybe_at is 0 again).
  *  - A 409, or a query hit with no attempt of ours that may have landed, means the cloud
@@ -56,6 +59,8 @@ struct job {
 	struct store_attempt att; /* the attempt in flight */
 	int64_t prev_maybe_at;	  /* maybe_at before this attempt was recorded */
 	int64_t query_at;	  /* when the current query was sent */
+	int64_t query_mono;	  /* the same on the monotonic clock */
+	int64_t import_mono;	  /* when the import was handed to the cloud client (mono) */
 	unsigned imports;
 	unsigned lookups;
 	unsigned queries;    /* of the current settlement */
@@ -72,6 +77,18 @@ struct settle_entry {
 	uint32_t backoff_ms;
 };
 
+/*
+ * Since when, on the monotonic clock, attempt n of a device may land: the first byte of
+ * our import, or (on a store shared with other lines) the first time this process looked
+ * at another's attempt. Kept while the row is PENDING.
+ */
+struct seen_attempt {
+	struct seen_attempt *next;
+	char dev_eui[17];
+	uint32_t n;
+	int64_t from_mono;
+};
+
 /* The list of PENDING rows asked of the store; outlives a freed activation. */
 struct pending_listing {
 	struct activation *a; /* NULL once the activation is freed */
@@ -86,6 +103,9 @@ struct activation {
 	uint32_t backoff_min_ms, backoff_max_ms;
 	struct job *buckets[ACT_BUCKETS];
 	struct settle_entry *due[ACT_BUCKETS];
+	struct seen_attempt *seen[ACT_BUCKETS];
+	int64_t started_mono; /* attempts in the store before then were sent before then */
+	bool shared_store;    /* other lines write the store (PostgreSQL) */
 	struct activation_stats stats;
 	/* a settlement pass over the PENDING rows */
 	char (*pending)[17];
@@ -100,6 +120,57 @@ struct activation {
 	void (*settle_done)(unsigned still_pending, void *arg);
 	void *settle_arg;
 };
+
+static int64_t mono_now(struct activation *a)
+{
+	return a->ops->mono_ms ? a->ops->mono_ms(a->ctx) : a->ops->now_ms(a->ctx);
+}
+
+static struct seen_attempt **seen_find(struct activation *a, const char *dev_eui)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = dev_eui; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	struct seen_attempt **pp = &a->seen[h % ACT_BUCKETS];
+	while (*pp && strcmp((*pp)->dev_eui, dev_eui) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Attempt n of dev_eui may land from from_mono on. */
+static void seen_set(struct activation *a, const char *dev_eui, uint32_t n, int64_t from_mono)
+{
+	struct seen_attempt **pp = seen_find(a, dev_eui), *e = *pp;
+	if (!e) {
+		/* Out of memory: its window is then counted from the start (or the look). */
+		if (!(e = calloc(1, sizeof(*e))))
+			return;
+		snprintf(e->dev_eui, sizeof(e->dev_eui), "%s", dev_eui);
+		*pp = e;
+	}
+	e->n = n;
+	e->from_mono = from_mono;
+}
+
+/* Since when attempt n of dev_eui may land, as this process knows; false if it does not. */
+static bool seen_get(struct activation *a, const char *dev_eui, uint32_t n, int64_t *ret)
+{
+	struct seen_attempt *e = *seen_find(a, dev_eui);
+	if (!e || e->n != n)
+		return false;
+	*ret = e->from_mono;
+	return true;
+}
+
+/* The row is settled: nothing of it can land any more. */
+static void seen_forget(struct activation *a, const char *dev_eui)
+{
+	struct seen_attempt **pp = seen_find(a, dev_eui), *e = *pp;
+	if (e) {
+		*pp = e->next;
+		free(e);
+	}
+}
 
 static void job_start(struct job *j);
 static void step_lookup(struct job *j);
@@ -246,6 +317,8 @@ static void job_finish(struct job *j, enum act_outcome outcome)
 		due_clear(a, j->req.dev_eui);
 	else if (is_settle(j))
 		due_set(a, j->req.dev_eui, -1); /* the store or a queue failed: back off too */
+	if (j->rec.dev_eui[0] && j->rec.state != STORE_PENDING)
+		seen_forget(a, j->rec.dev_eui);
 	a->stats.outcomes[outcome]++;
 	a->stats.in_flight--;
 	inflight_remove(a, j);
@@ -454,6 +527,10 @@ static void on_import(const struct tpa_result *t, void *arg)
 {
 	struct job *j = arg;
 	result_from_tpa(j, t);
+	/* It may land from its first byte on: after a wait for a session, maybe long after
+	 * it was recorded (maybe_at). */
+	seen_set(j->a, j->rec.dev_eui, j->att.n ? j->att.n : j->rec.attempts,
+		 j->import_mono + (int64_t)t->sent_after_ms);
 	switch (t->outcome) {
 	case TPA_OK:
 		commit_issued(j, t->owner_token, t->ref);
@@ -516,6 +593,7 @@ static void on_attempt_recorded(int err, const char *reason, void *arg)
 	struct tpa_record tr;
 	tpa_record_of(&j->rec, &tr);
 	tr.owner = j->req.owner;
+	j->import_mono = mono_now(j->a);
 	int r = j->a->ops->import(j->a->ctx, &tr, on_import, j);
 	cred_wipe(&tr, sizeof(tr));
 	if (r < 0) {
@@ -561,16 +639,33 @@ static void on_noted(int err, const char *reason, void *arg)
 static void on_not_found(struct job *j)
 {
 	struct activation *a = j->a;
-	int64_t now = a->ops->now_ms(a->ctx);
+	int64_t now = a->ops->now_ms(a->ctx), mono = mono_now(a);
 	int64_t trusted_at = j->rec.maybe_at ? j->rec.maybe_at + a->settle_after_ms : 0;
+	/*
+	 * The same window on the monotonic clock: from our import's first byte; for an
+	 * attempt this process did not send, from its start (a restart) or, on a shared
+	 * store, from its first look (another line's claim ran out).
+	 */
+	int64_t from = 0, trusted_mono = 0;
+	if (j->rec.maybe_at && !seen_get(a, j->rec.dev_eui, j->rec.attempts, &from)) {
+		/* Not ours: on our own store, sent (if ever) before this process started; on a
+		 * shared one, maybe by a line whose claim ran out just now. */
+		from = a->shared_store ? j->query_mono : a->started_mono;
+		if (a->shared_store)
+			seen_set(a, j->rec.dev_eui, j->rec.attempts, from);
+	}
+	if (j->rec.maybe_at)
+		trusted_mono = from + a->settle_after_ms;
 	/*
 	 * What counts is when the query was sent: one sent before trusted_at and answered
 	 * after it saw the cloud at a time an import could still land (the model found this).
 	 */
-	if (j->query_at < trusted_at) {
+	if (j->query_at < trusted_at || j->query_mono < trusted_mono) {
 		/* An import of ours may still be on its way in: wait, never send another. */
 		a->stats.not_yet_trusted++;
-		j->res.retry_after = now < trusted_at ? (int)((trusted_at - now + 999) / 1000) : 1;
+		int64_t left = trusted_at - now > trusted_mono - mono ? trusted_at - now
+									: trusted_mono - mono;
+		j->res.retry_after = left > 0 ? (int)((left + 999) / 1000) : 1;
 		job_fail(j, ACT_UNKNOWN,
 			 "the cloud does not list the device yet, and an import sent at most "
 			 "upstream.settle-after ago may still land");
@@ -665,6 +760,7 @@ static void step_query(struct job *j)
 {
 	j->queries++;
 	j->query_at = j->a->ops->now_ms(j->a->ctx);
+	j->query_mono = mono_now(j->a);
 	int r = j->a->ops->query(j->a->ctx, j->rec.dev_eui, on_query, j);
 	if (r < 0) {
 		j->res.retry_after = -1;
@@ -928,7 +1024,13 @@ struct activation *activation_new(const struct activation_ops *ops, void *ctx,
 	a->settle_after_ms = 60000;
 	a->backoff_min_ms = 1000;
 	a->backoff_max_ms = 30000;
+	a->started_mono = mono_now(a);
 	return a;
+}
+
+void activation_set_shared_store(struct activation *a, bool shared)
+{
+	a->shared_store = shared;
 }
 
 void activation_set_settle(struct activation *a, uint32_t settle_after_ms, uint32_t backoff_min_ms,
@@ -970,6 +1072,12 @@ void activation_free(struct activation *a)
 			struct settle_entry *next = e->next;
 			free(e);
 			e = next;
+		}
+		struct seen_attempt *sa = a->seen[b];
+		while (sa) {
+			struct seen_attempt *next = sa->next;
+			free(sa);
+			sa = next;
 		}
 	}
 	free(a->pending);

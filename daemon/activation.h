@@ -42,6 +42,12 @@ struct activation_ops {
 	/* Wall-clock time in unix milliseconds (attempt times are compared with it). */
 	int64_t (*now_ms)(void *ctx);
 	/*
+	 * A clock that never steps (CLOCK_MONOTONIC ms), for how long this process has seen an
+	 * attempt wait: the settle window is kept on it too, so that a wall clock stepped
+	 * forward, or another line's clock ahead of ours, cannot shorten it. NULL: now_ms.
+	 */
+	int64_t (*mono_ms)(void *ctx);
+	/*
 	 * Call fn(arg) once after ms on the loop (to wait for another tpad's claim on a
 	 * device); 0 or a negative errno. May be NULL: then a caller who would wait is told
 	 * OutcomeUnknown with retryAfter instead. Pending calls are dropped by their owner
@@ -130,9 +136,16 @@ struct activation *activation_new(const struct activation_ops *ops, void *ctx,
 				  const char *default_join_eui, const char *default_profile_id);
 
 /*
+ * The store is shared with other lines (PostgreSQL): an attempt this process did not send
+ * may have been sent after it started, so its settle window counts from the first look.
+ */
+void activation_set_shared_store(struct activation *a, bool shared);
+
+/*
  * The settle rules: a query's "not found" is trusted only settle_after_ms after the last
- * attempt that may have reached the cloud; a PENDING row that cannot be settled yet is
- * retried in the background after backoff_min_ms, doubling up to backoff_max_ms.
+ * attempt that may have reached the cloud (from its first byte, on a clock that does not
+ * step; see activation.c); a PENDING row that cannot be settled yet is retried in the
+ * background after backoff_min_ms, doubling up to backoff_max_ms.
  */
 void activation_set_settle(struct activation *a, uint32_t settle_after_ms, uint32_t backoff_min_ms,
 			   uint32_t backoff_max_ms);

@@ -595,6 +595,11 @@ static int64_t op_now_ms(void *ctx)
 	return clock_wall_ms();
 }
 
+static int64_t op_mono_ms(void *ctx)
+{
+	return (int64_t)clock_now_ms();
+}
+
 static int op_audit(void *ctx, const char *dev_eui, const char *method, uint32_t uid, int32_t pid,
 		    const char *outcome)
 {
@@ -841,6 +846,7 @@ static const struct activation_ops production_ops = {
     .new_app_key = op_new_app_key,
     .write_attempt = op_write_attempt,
     .now_ms = op_now_ms,
+    .mono_ms = op_mono_ms,
 };
 
 /* How often PENDING rows whose time has come are settled in the background. */
@@ -988,6 +994,7 @@ int dispatch_init(struct tpad *t)
 	}
 	activation_set_settle(t->act, settle_after_ms(t->cfg), t->cfg->upstream_backoff_min_ms,
 			      t->cfg->upstream_backoff_max_ms);
+	activation_set_shared_store(t->act, strcmp(t->cfg->store_backend, "postgresql") == 0);
 	struct timeval tick = {.tv_sec = SETTLE_TICK_MS / 1000,
 			       .tv_usec = (SETTLE_TICK_MS % 1000) * 1000};
 	event_add(t->settle_ev, &tick);

@@ -49,6 +49,7 @@ struct tpa_call {
 	tpa_done_fn *cb;
 	void *arg;
 	uint64_t start_ms;
+	uint64_t sent_at_ms; /* its last request's first byte (clock_now_ms), 0: none left */
 	bool retried_401;
 	uint64_t token_gen; /* the token it was sent with (tpa.token_gen then) */
 	tpa_keygen_fn *kcb; /* keygen: the caller's callback */
@@ -545,7 +546,9 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 		t->counters.outcomes[res->outcome]++;
 	TAILQ_REMOVE(&t->calls, c, link);
 	t->n_calls--;
-	c->cb(res, c->arg);
+	struct tpa_result out = *res;
+	out.sent_after_ms = c->sent_at_ms > c->start_ms ? c->sent_at_ms - c->start_ms : 0;
+	c->cb(&out, c->arg);
 	call_free(c);
 }
 
@@ -587,6 +590,8 @@ static void call_answer(const struct pool_result *pr, void *arg)
 	struct tpa *t = c->t;
 	struct tpa_result res;
 
+	if (pr->sent && pr->sent_at_ms)
+		c->sent_at_ms = pr->sent_at_ms;
 	if (c->kind == CALL_KEYGEN) {
 		keygen_answer(c, pr);
 		return;

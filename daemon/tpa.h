@@ -49,6 +49,12 @@ struct tpa_result {
 	char message[256];
 	int retry_after;  /* seconds, -1 none */
 	char reason[160]; /* human text for UNAVAILABLE, UNKNOWN (and REJECTED) */
+	/*
+	 * From the call to when the first byte of its last request left (it may wait for a
+	 * session or a token, or go again after a 401), monotonic; 0 if nothing was sent.
+	 * An import that may have landed may have done so from then on, not from the call.
+	 */
+	uint64_t sent_after_ms;
 };
 
 /* Called exactly once per accepted call, from the event loop, never from inside the call. */

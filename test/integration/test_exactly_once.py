@@ -175,6 +175,30 @@ class SettleRace(Base):
         self.assertEqual([x["outcome"] for x in info["attempts"]], ["landed"])
         self.assertRegex(info["attempts"][0]["digest"], "^[0-9A-F]{64}$")
 
+    def test_an_import_that_waited_for_a_session_has_its_whole_window(self):
+        """The settle window counts from when the import's first byte left, not from when
+        it was recorded: with one session, device B's import waits behind A's (which
+        times out after 1 s) and leaves about 0.7 s after its record. Counted from the
+        record, a "not found" 3 s later was trusted while B's import was still landing
+        (2.9 s after it arrived): a second import, 409, B FOREIGN."""
+        self.start(sim_extra=["--import-latency-ms", "2900"],
+                   conf_extra="upstream.request-timeout = 1s\nupstream.settle-after = 3s\n"
+                              "upstream.sessions = 1\nupstream.breaker-threshold = 1000")
+        for k in range(2):
+            a, b = eui(0xA00 + k), eui(0xB00 + k)
+            ca = tpadtest.Client(self.d.station)
+            ca.send("io.tpad.Station.Activate", {"devEUI": a, "tkmInfo": TKM})
+            time.sleep(0.3)
+            cb = tpadtest.Client(self.d.station)
+            cb.send("io.tpad.Station.Activate", {"devEUI": b, "tkmInfo": TKM})
+            ca.recv(), cb.recv()
+            ca.close()
+            cb.close()
+            out, _ = self.activate_until_settled([a, b], deadline_s=30)
+            self.check_cloud_matches(out)
+        c = self.s.counters()
+        self.assertEqual((c["imports"], c["duplicate_imports"]), (4, 0), c)
+
     def test_kill_9_with_imports_in_flight(self):
         self.start(sim_extra=SLOW, conf_extra=RULES + "\nupstream.sessions = 8")
         euis = [eui(200 + i) for i in range(10)]

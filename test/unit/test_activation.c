@@ -20,7 +20,8 @@ struct fake {
 	int fail_next_insert; /* errno to fail the next insert's commit with */
 	int fail_next_update;
 	unsigned inserts, updates, audits, imports, queries;
-	int64_t now; /* wall clock seen by activation, ms after EPOCH_MS */
+	int64_t now;	   /* wall clock seen by activation, ms after EPOCH_MS */
+	int64_t wall_step; /* how far the wall clock stepped: the monotonic one did not */
 	unsigned unrecorded_imports; /* imports sent with fewer attempts committed */
 	int64_t query_delay;	     /* ms the clock moves while a query is answered */
 	/* attempts recorded, in order of their commits */
@@ -126,6 +127,13 @@ static int f_write_attempt(void *ctx, const struct store_record *r, bool insert,
 static int64_t f_now(void *ctx)
 {
 	return EPOCH_MS + ((struct fake *)ctx)->now;
+}
+
+/* The fake monotonic clock: the wall clock's time, less its steps. */
+static int64_t f_mono(void *ctx)
+{
+	struct fake *f = ctx;
+	return f->now - f->wall_step;
 }
 
 static int f_audit(void *ctx, const char *eui, const char *method, uint32_t uid, int32_t pid,
@@ -260,6 +268,7 @@ static const struct activation_ops ops = {
     .update = f_update,
     .write_attempt = f_write_attempt,
     .now_ms = f_now,
+    .mono_ms = f_mono,
     .audit = f_audit,
     .import = f_import,
     .query = f_query,
@@ -431,6 +440,48 @@ static void test_unknown_outcomes(void)
 	CHECK(g.res.live);
 	CHECK_INT(f.imports, 3);
 	CHECK_INT(fake_row(&f, "00000000000000B2")->attempts, 2);
+
+	/*
+	 * The import waited 5 s for an upstream session before its first byte left: the
+	 * window counts from then, not from the record (a "not found" 60 s after the record
+	 * was trusted, the import landed 2 s later: a second import, 409, FOREIGN).
+	 */
+	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
+	f.import_script[f.n_import_script].sent_after_ms = 5000;
+	f.n_import_script++;
+	q = se_req("00000000000000B7", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, 65);
+	unsigned before = f.imports;
+	f.now += 60000;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, 5);
+	CHECK_INT(f.imports, before);
+	f.now += 5000;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_INT(f.imports, before + 1);
+
+	/* The wall clock steps 10 minutes forward right after a lost import (NTP after a
+	 * reboot): the window still lasts settle-after on the clock that does not step. */
+	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
+	f.n_import_script++;
+	q = se_req("00000000000000B8", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	before = f.imports;
+	f.now += 600000;
+	f.wall_step += 600000;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, 60);
+	CHECK_INT(f.imports, before);
+	f.now += 60000;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_INT(f.imports, before + 1);
 
 	/* One failed query is simply asked again (it is read-only). */
 	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 1);
@@ -799,11 +850,53 @@ static void test_reconcile(void)
 	f.n_query_script = 5;
 	CHECK_INT(activation_reconcile(a, 1, on_reconciled, NULL), 0);
 	pump(&f);
-	CHECK_INT(reconciled, 1);
+	/* F2's "not found" is not trusted yet: its attempt was sent by another process (this
+	 * one restarted), and for all this one knows the wall clock stepped since: it waits
+	 * upstream.settle-after from its own start. */
+	CHECK_INT(reconciled, 2);
 	CHECK_INT(fake_row(&f, euis[0])->state, STORE_ISSUED);
 	CHECK_STR(fake_row(&f, euis[0])->owner_token, "ADOPTED");
+	CHECK_INT(fake_row(&f, euis[1])->state, STORE_PENDING);
+	CHECK_INT(f.imports, 0);
+	f.now += 60000;
+	f.query_script[f.n_query_script++] = tres(TPA_NOT_FOUND, 200);
+	for (int i = 0; i < 3; i++) /* F3's queries keep failing */
+		f.query_script[f.n_query_script++] = tres(TPA_UNAVAILABLE, 0);
+	CHECK_INT(activation_reconcile(a, 1, on_reconciled, NULL), 0);
+	pump(&f);
+	CHECK_INT(reconciled, 1);
 	CHECK_INT(fake_row(&f, euis[1])->state, STORE_ISSUED);
 	CHECK_INT(fake_row(&f, euis[2])->state, STORE_PENDING);
+	CHECK_INT(f.imports, 1);
+	activation_free(a);
+}
+
+/*
+ * On a store shared with other lines, an attempt of another line whose claim ran out may
+ * have been sent after this process started: its window counts from the first look.
+ */
+static void test_shared_store_counts_from_the_first_look(void)
+{
+	struct fake f = {0};
+	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	activation_set_shared_store(a, true);
+	f.now += 3600000; /* this process has run an hour */
+	struct store_record *r = &f.rows[f.n_rows++];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->dev_eui, sizeof(r->dev_eui), "00000000000000F9");
+	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
+	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
+	r->state = STORE_PENDING;
+	r->attempts = 1;
+	r->maybe_at = EPOCH_MS + f.now - 600000; /* by the other line's clock, long ago */
+	struct act_request q = se_req("00000000000000F9", TKM1);
+	struct got g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, 60);
+	CHECK_INT(f.imports, 0);
+	f.now += 60000;
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK_INT(f.imports, 1);
 	activation_free(a);
 }
@@ -842,6 +935,7 @@ int main(void)
 	test_store_failures();
 	test_concurrent_same_device();
 	test_reconcile();
+	test_shared_store_counts_from_the_first_look();
 	test_settler_leaves_failed_rows();
 	return tap_done();
 }
