@@ -111,11 +111,13 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION] = {
 	"lease_owner = CASE WHEN $8 = 'PENDING' THEN $19 ELSE '' END, "                            \
 	"lease_until = CASE WHEN $8 = 'PENDING' THEN now() + $20::bigint * interval '1 ms' END"
 
+/* An attempt's row; a later outcome of it (another line's settlement too) keeps the
+ * instance that made it. */
 #define ATTEMPT_CTE                                                                                \
 	", a AS (INSERT INTO attempts (dev_eui, n, at, instance, digest, outcome) "                \
 	"SELECT dev_eui, $21, $22, $19, $23, $24 FROM d WHERE $21::bigint > 0 "                    \
-	"ON CONFLICT (dev_eui, n) DO UPDATE SET at = EXCLUDED.at, instance = EXCLUDED.instance, "  \
-	"digest = EXCLUDED.digest, outcome = EXCLUDED.outcome) "
+	"ON CONFLICT (dev_eui, n) DO UPDATE SET at = EXCLUDED.at, digest = EXCLUDED.digest, "      \
+	"outcome = EXCLUDED.outcome) "
 
 static const char sql_insert[] =
     "WITH d AS (INSERT INTO devices (" DEVICE_COLUMNS ", lease_owner, lease_until) VALUES "

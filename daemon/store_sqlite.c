@@ -150,9 +150,12 @@ static const char sql_update[] = "UPDATE devices SET join_eui = ?2, profile_id =
 				 "WHERE dev_eui = ?1";
 static const char sql_audit[] = "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome, "
 				"instance) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-static const char sql_attempt[] = "INSERT OR REPLACE INTO attempts "
-				  "(dev_eui, n, at, instance, digest, outcome) "
-				  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+/* An attempt's row; a later outcome of it keeps the instance that made it. */
+static const char sql_attempt[] =
+    "INSERT INTO attempts (dev_eui, n, at, instance, digest, outcome) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (dev_eui, n) DO UPDATE "
+    "SET at = excluded.at, digest = excluded.digest, "
+    "outcome = excluded.outcome";
 static const char sql_get[] = "SELECT " DEVICE_COLUMNS " FROM devices WHERE dev_eui = ?1";
 static const char sql_label_put[] = "INSERT OR REPLACE INTO labels "
 				    "(dev_eui, text, ec, matrix, image_opts, image) "

@@ -265,6 +265,10 @@ class Lines(TpadTestCase):
         rows = self.status(b)["store"]["rows"]
         self.assertEqual((rows["ISSUED"], rows["PENDING"]), (6, 0))
         self.assertGreater(self.status(b)["store"]["leaseTakeovers"], 0)
+        # The attempts stay line-0's, though line-1 settled them.
+        self.assertEqual(self.pg.psql("SELECT DISTINCT instance || ':' || outcome FROM attempts "
+                                      f"WHERE dev_eui = '{euis[0]}'", db=dbname),
+                         "line-0:landed")
 
     def test_background_settle_of_a_dead_line(self):
         ds = self.lines(2, sim_extra=["--import-latency-ms", "1500"],
