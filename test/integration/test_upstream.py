@@ -1,5 +1,6 @@
 """Integration tests of the upstream pool through the real tpad: Status.upstream and STATUS=."""
 
+import os
 import secrets
 
 import tpadtest
@@ -67,6 +68,43 @@ class Upstream(TpadTestCase):
             dev = c.call("io.tpad.Station.Activate",
                          {"devEUI": "70B3D50000000001", "tkmInfo": "31110123D345666E2DBD"})
         self.assertEqual(dev["device"]["state"], "ISSUED")
+
+
+    def test_the_cloud_simulator_keeps_what_it_answered_across_kill_9(self):
+        """tpa-sim wrote its registry after answering: killed between the two, it forgot an
+        import tpad had been told of (a crash test then saw a token "lost" that was not);
+        each change is now journaled and synced before the answer leaves."""
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk).start()
+        tokens = {}
+        with d.station_client() as c:
+            for i in range(5):
+                e = f"70B3D5000000009{i}"
+                tokens[e] = c.call("io.tpad.Station.Activate",
+                                   {"devEUI": e, "tkmInfo": "31110123D345666E2DBD"}
+                                   )["device"]["ownerToken"]
+        # Each answered import is in the journal, synced before its answer left (a kill -9
+        # between the answer and a save of the whole registry lost it before).
+        with open(os.path.join(s.workdir, "sim-registry.json.journal")) as f:
+            journal = f.read().upper()
+        for e, token in tokens.items():
+            self.assertIn(token, journal, e)
+        port = s.port
+        s.proc.kill()
+        s.proc.wait()
+        s.proc = None
+        s.start(port)
+        held = {x["deviceEUI"].upper(): x for x in s.devices()}
+        self.assertEqual({e: held[e]["ownerToken"].upper() for e in tokens}, tokens)
+        refs = {x["ref"] for x in held.values()}
+        # A device imported after the restart gets a reference of its own.
+        wait_for(lambda: self.status(d)["state"] == "ok", 20, "sessions coming back")
+        with d.station_client() as c:
+            c.call("io.tpad.Station.Activate",
+                   {"devEUI": "70B3D500000000A0", "tkmInfo": "31110123D345666E2DBD"})
+        new = [x for x in s.devices() if x["deviceEUI"].upper() == "70B3D500000000A0"]
+        self.assertNotIn(new[0]["ref"], refs)
 
 
 if __name__ == "__main__":

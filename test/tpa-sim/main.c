@@ -473,6 +473,8 @@ int main(int argc, char **argv)
 	if (r < 0)
 		fprintf(stderr, "tpa-sim: cannot save registry %s: %s\n", s->registry_path,
 			strerror(-r));
+	if (s->journal_fd >= 0)
+		close(s->journal_fd);
 	event_free(s->save_ev);
 	event_free(sigterm);
 	event_free(sigint);

@@ -122,6 +122,9 @@ struct sim {
 	size_t index_cap;
 	uint64_t next_ref;
 	const char *registry_path;
+	int journal_fd;		/* <registry>.journal: each change, synced before its answer */
+	unsigned journal_lines; /* since the last full save */
+	bool journal_unsynced;
 
 	bool oauth2;
 	char client_id[SIM_SECRET_MAX];
@@ -174,7 +177,13 @@ void reply_clear(struct sim_reply *r);
 int sim_parse_duplicate(const char *v, enum sim_duplicate *ret);
 int registry_load(struct sim *s);
 int registry_save(struct sim *s);
-void registry_changed(struct sim *s);
+/*
+ * A change of the registry: one device added or changed (d), removed (eui), or all of
+ * them (both NULL). It is appended to the journal; registry_sync() makes it durable
+ * before the answer that reports it leaves. The whole registry is rewritten now and then.
+ */
+void registry_changed(struct sim *s, const struct sim_device *d, const char *removed_eui);
+int registry_sync(struct sim *s);
 void sim_devices_free(struct sim *s);
 
 /* sim_api.c: helpers shared with the DX Maker part. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -264,7 +265,7 @@ static void api_import(struct sim *s, const struct http_request *req, struct sim
 		}
 		case SIM_DUP_NEW:
 			sim_random_hex(s, known->owner_token, SIM_TOKEN_HEX);
-			registry_changed(s);
+			registry_changed(s, known, NULL);
 			break;
 		case SIM_DUP_SAME:
 			break;
@@ -284,7 +285,7 @@ static void api_import(struct sim *s, const struct http_request *req, struct sim
 		return;
 	}
 	s->counters.imports++;
-	registry_changed(s);
+	registry_changed(s, device_find(s, d.dev_eui), NULL);
 	reply_json(rep, 201, device_json(&d, false));
 }
 
@@ -597,7 +598,7 @@ static void seed_device(struct sim *s, const struct http_request *req, struct si
 		reply_error(rep, 500, "INTERNAL", "out of memory");
 		return;
 	}
-	registry_changed(s);
+	registry_changed(s, device_find(s, d.dev_eui), NULL);
 	reply_json(rep, 201, device_json(&d, true));
 }
 
@@ -619,7 +620,7 @@ void control_handle(struct sim *s, const struct http_request *req, struct sim_re
 		reply_json(rep, 200, a);
 	} else if (strcmp(path, "/devices") == 0 && strcmp(req->method, "DELETE") == 0) {
 		sim_devices_free(s);
-		registry_changed(s);
+		registry_changed(s, NULL, NULL);
 		reply_json(rep, 200, json_array());
 	} else if (strcmp(path, "/devices") == 0 && post) {
 		seed_device(s, req, rep);
@@ -651,11 +652,41 @@ void control_handle(struct sim *s, const struct http_request *req, struct sim_re
 	}
 }
 
-void registry_changed(struct sim *s)
+#define JOURNAL_COMPACT_LINES 1000 /* then the whole registry is written anew */
+
+void registry_changed(struct sim *s, const struct sim_device *d, const char *removed_eui)
 {
-	/* Saves are coalesced: several changes in one loop iteration write the file once. */
-	if (s->registry_path && s->save_ev)
+	if (!s->registry_path || s->journal_fd < 0)
+		return;
+	json_t *line = d		? json_pack("{s:o}", "put", device_json(d, true))
+		       : removed_eui ? json_pack("{s:s}", "del", removed_eui)
+				     : json_pack("{s:b}", "clear", 1);
+	char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+	json_decref(line);
+	size_t n = text ? strlen(text) : 0;
+	if (!text || write(s->journal_fd, text, n) != (ssize_t)n ||
+	    write(s->journal_fd, "\n", 1) != 1)
+		fprintf(stderr, "tpa-sim: cannot write the registry journal: %s\n",
+			strerror(errno));
+	free(text);
+	s->journal_unsynced = true;
+	/* Rewrites are coalesced: many changes, one file written now and then. */
+	if (++s->journal_lines >= JOURNAL_COMPACT_LINES && s->save_ev)
 		event_active(s->save_ev, EV_TIMEOUT, 0);
+}
+
+int registry_sync(struct sim *s)
+{
+	if (!s->journal_unsynced)
+		return 0;
+	s->journal_unsynced = false;
+	return fdatasync(s->journal_fd) < 0 ? -errno : 0;
+}
+
+/* The journal's path, or -ENAMETOOLONG. */
+static int journal_path(const struct sim *s, char *buf, size_t len)
+{
+	return snprintf(buf, len, "%s.journal", s->registry_path) >= (int)len ? -ENAMETOOLONG : 0;
 }
 
 int registry_save(struct sim *s)
@@ -689,9 +720,15 @@ int registry_save(struct sim *s)
 		r = -errno;
 	if (r == 0 && rename(tmp, s->registry_path) < 0)
 		r = -errno;
-	if (r < 0)
+	if (r < 0) {
 		unlink(tmp);
-	return r;
+		return r;
+	}
+	/* Everything is in the file now: the journal starts again (replaying an old one over
+	 * it would do no harm either: every line is idempotent). */
+	if (s->journal_fd >= 0 && ftruncate(s->journal_fd, 0) == 0)
+		s->journal_lines = 0;
+	return 0;
 }
 
 /* Copy a registry device from its JSON object; -EINVAL if a field is wrong. */
@@ -727,9 +764,10 @@ static int registry_device(json_t *o, struct sim_device *d)
 	return 0;
 }
 
-int registry_load(struct sim *s)
+/* The registry file as last written whole. */
+static int registry_load_file(struct sim *s)
 {
-	if (!s->registry_path || access(s->registry_path, F_OK) < 0)
+	if (access(s->registry_path, F_OK) < 0)
 		return 0;
 	json_error_t jerr;
 	json_t *root = json_load_file(s->registry_path, JSON_REJECT_DUPLICATES, &jerr);
@@ -760,3 +798,61 @@ out:
 	json_decref(root);
 	return r;
 }
+
+/* Replay the journal's changes over the registry loaded; a torn last line is ignored. */
+static int journal_replay(struct sim *s, const char *path)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	char *line = NULL;
+	size_t cap = 0;
+	int r = 0;
+	while (r == 0 && getline(&line, &cap, f) > 0) {
+		json_t *o = json_loads(line, 0, NULL);
+		json_t *put = json_object_get(o, "put");
+		const char *del = json_string_value(json_object_get(o, "del"));
+		if (!o) {
+			break; /* the last change, cut short by a crash: never answered */
+		} else if (put) {
+			struct sim_device d = {0};
+			r = registry_device(put, &d);
+			struct sim_device *known = r == 0 ? device_find(s, d.dev_eui) : NULL;
+			if (known)
+				*known = d;
+			else if (r == 0)
+				r = device_add(s, &d);
+			if (r == 0 && d.ref >= s->next_ref)
+				s->next_ref = d.ref + 1;
+		} else if (del) {
+			struct sim_device *known = device_find(s, del);
+			if (known)
+				device_remove(s, (size_t)(known - s->devices));
+		} else if (json_is_true(json_object_get(o, "clear"))) {
+			sim_devices_free(s);
+		}
+		json_decref(o);
+		s->journal_lines++;
+	}
+	free(line);
+	fclose(f);
+	return r;
+}
+
+int registry_load(struct sim *s)
+{
+	s->journal_fd = -1;
+	if (!s->registry_path)
+		return 0;
+	char path[4096];
+	int r = journal_path(s, path, sizeof(path));
+	if (r == 0)
+		r = registry_load_file(s);
+	if (r == 0)
+		r = journal_replay(s, path);
+	if (r == 0 && (s->journal_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+					     0600)) < 0)
+		r = -errno;
+	return r;
+}
+

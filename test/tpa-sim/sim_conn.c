@@ -270,6 +270,10 @@ static int conn_handle(struct conn *c)
 			: rep.action == SIM_GARBAGE ? " (garbage)"
 						    : "");
 	c->extra_delay_ms = rep.delay_ms;
+	/* What the answer reports survives a kill -9 from the moment it leaves. */
+	int sr = registry_sync(s);
+	if (sr < 0)
+		fprintf(stderr, "tpa-sim: cannot sync the registry journal: %s\n", strerror(-sr));
 	r = conn_reply(c, &req, &rep);
 	reply_clear(&rep);
 	http_request_clear(&req);

@@ -114,9 +114,11 @@ static void dx_delete(struct sim *s, const char *ref, struct sim_reply *rep)
 	for (size_t i = 0; i < s->ndevices; i++) {
 		snprintf(want, sizeof(want), "fd-%llu", (unsigned long long)s->devices[i].ref);
 		if (strcmp(want, ref) == 0) {
+			char eui[sizeof(s->devices[i].dev_eui)];
+			memcpy(eui, s->devices[i].dev_eui, sizeof(eui));
 			device_remove(s, i);
 			s->deletes++;
-			registry_changed(s);
+			registry_changed(s, NULL, eui);
 			reply_clear(rep);
 			rep->status = 204;
 			return;
