@@ -176,10 +176,13 @@ void log_activation(const char *dev_eui, const char *method, const char *outcome
 			  "TPAD_LATENCY_MS", slat, NULL);
 		return;
 	}
+	/* The journal's field names, so that one grep serves both (tpad(8) JOURNAL). */
 	if (ok)
-		log_info("%s DEVEUI=%s OUTCOME=%s SOURCE=%s UID=%u PID=%d LATENCY_MS=%.1f", m,
-			 dev_eui, outcome, source ? source : "", uid, pid, latency_ms);
+		log_info("%s DEVEUI=%s METHOD=%s OUTCOME=%s SOURCE=%s STATION_UID=%u "
+			 "STATION_PID=%d LATENCY_MS=%.1f",
+			 m, dev_eui, method, outcome, source ? source : "", uid, pid, latency_ms);
 	else
-		log_notice("%s DEVEUI=%s OUTCOME=%s SOURCE=%s UID=%u PID=%d LATENCY_MS=%.1f", m,
-			   dev_eui, outcome, source ? source : "", uid, pid, latency_ms);
+		log_notice("%s DEVEUI=%s METHOD=%s OUTCOME=%s SOURCE=%s STATION_UID=%u "
+			   "STATION_PID=%d LATENCY_MS=%.1f",
+			   m, dev_eui, method, outcome, source ? source : "", uid, pid, latency_ms);
 }

@@ -86,8 +86,8 @@ class LiveModes(Base):
         self.assertEqual(sim_dev["ownerToken"].upper(), dev["ownerToken"])
         self.assertEqual(sim_dev["tkmInfo"].upper(), TKM)
         # One structured line per activation (stderr is not the journal here).
-        self.assertRegex(self.d.log_text(), r"Activate DEVEUI=0123D345666E2DBD OUTCOME=ok "
-                         r"SOURCE=live UID=\d+ PID=\d+ LATENCY_MS=[0-9.]+")
+        self.assertRegex(self.d.log_text(), r"Activate DEVEUI=0123D345666E2DBD "
+                         r"METHOD=io.tpad.Station.Activate OUTCOME=ok SOURCE=live STATION_UID=\d+ STATION_PID=\d+ LATENCY_MS=[0-9.]+")
 
     def test_without_secure_element(self):
         self.start()
