@@ -285,9 +285,13 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 				     (c.pool.breaker == POOL_BREAKER_OPEN &&
 				      watched.breaker != POOL_BREAKER_OPEN))) {
 			snprintf(a, sizeof(a), "%llu", (unsigned long long)c.pool.breaker_opens);
-			log_event(LOG_WARNING, LOG_ID_BREAKER_OPEN,
-				  "circuit breaker open: requests to the cloud fail fast",
-				  "UPSTREAM_URL", url ? url : "", "BREAKER_OPENS", a, NULL);
+			/* With why (the last error says it: a refused PSK, a certificate...). */
+			char line[300], msg[400];
+			tpa_status_line(t->tpa, line, sizeof(line));
+			snprintf(msg, sizeof(msg),
+				 "circuit breaker open: requests to the cloud fail fast (%s)", line);
+			log_event(LOG_WARNING, LOG_ID_BREAKER_OPEN, msg, "UPSTREAM_URL",
+				  url ? url : "", "BREAKER_OPENS", a, NULL);
 		}
 		if (watched.have && c.pool.breaker == POOL_BREAKER_CLOSED &&
 		    watched.breaker != POOL_BREAKER_CLOSED)

@@ -48,6 +48,17 @@ class Upstream(TpadTestCase):
         # The daemon lives and answers; nothing reached the cloud's API.
         self.assertEqual(self.status(d)["state"], "down")
         self.assertEqual(s.counters()["requests"], 0)
+        # The breaker's log line says why, not only that it opened.
+        with d.station_client() as c:
+            for i in range(6):
+                try:
+                    c.call("io.tpad.Station.Activate", {"devEUI": f"70B3D5000000005{i}",
+                                                        "tkmInfo": "31110123D345666E2DBD"})
+                except tpadtest.VarlinkError:
+                    pass
+        wait_for(lambda: "circuit breaker open" in d.log_text_all(), 20, "the breaker line")
+        line = [x for x in d.log_text_all().splitlines() if "circuit breaker open" in x][0]
+        self.assertIn("PSK", line)
 
     def test_server_restart(self):
         psk = secrets.token_hex(16)
