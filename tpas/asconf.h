@@ -8,7 +8,8 @@
 
 #include "server.h"
 
-#define ASCONF_DEFAULT_PATH TPAD_SYSCONFDIR "/tpas/tpas.conf"
+/* As tpad's: the one path tpas(8) names, whatever the install prefix (units pass --config). */
+#define ASCONF_DEFAULT_PATH "/etc/tpas/tpas.conf"
 
 struct conf_origins;
 
