@@ -99,8 +99,8 @@ static void render_upstream(struct metrics_out *f, struct tpad *t)
 		metrics_sample(f, "tpad_upstream_request_duration_seconds_bucket", labels,
 			       c.bucket_count[i]);
 	}
-	fprintf(f->f, "tpad_upstream_request_duration_seconds_sum %.3f\n",
-		(double)c.latency_sum_ms / 1000.0);
+	fprintf(f->f, "tpad_upstream_request_duration_seconds_sum %.6f\n",
+		(double)c.latency_sum_us / 1e6);
 	metrics_sample(f, "tpad_upstream_request_duration_seconds_count", NULL, c.latency_count);
 
 	/* Sessions by state, from the status object the pool already builds. */

@@ -48,7 +48,7 @@ struct tpa_call {
 	char target[TARGET_MAX];
 	tpa_done_fn *cb;
 	void *arg;
-	uint64_t start_ms;
+	uint64_t start_ms, start_us; /* clock_now_ms(), clock_now_us() at the call */
 	uint64_t sent_at_ms; /* its last request's first byte (clock_now_ms), 0: none left */
 	bool retried_401;
 	uint64_t token_gen; /* the token it was sent with (tpa.token_gen then) */
@@ -511,9 +511,10 @@ static void call_free(struct tpa_call *c)
 	free(c);
 }
 
-/* Record one latency sample. */
-static void latency_add(struct tpa *t, uint64_t ms)
+/* Record one latency sample, started at start_us (clock_now_us). */
+static void latency_add(struct tpa *t, uint64_t start_us)
 {
+	uint64_t us = clock_now_us() - start_us, ms = us / 1000;
 	uint32_t v = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
 
 	t->ring[t->ring_pos] = v;
@@ -521,7 +522,7 @@ static void latency_add(struct tpa *t, uint64_t ms)
 	if (t->ring_len < LATENCY_RING)
 		t->ring_len++;
 	t->counters.latency_count++;
-	t->counters.latency_sum_ms += v;
+	t->counters.latency_sum_us += us;
 	for (size_t i = 0; i < TPA_LATENCY_BUCKETS; i++)
 		if (v <= bucket_le[i])
 			t->counters.bucket_count[i]++;
@@ -541,7 +542,7 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 		return;
 	}
 	if (res->http_status)
-		latency_add(t, clock_now_ms() - c->start_ms);
+		latency_add(t, c->start_us);
 	if (res->outcome < TPA_OUTCOME_MAX)
 		t->counters.outcomes[res->outcome]++;
 	TAILQ_REMOVE(&t->calls, c, link);
@@ -930,7 +931,8 @@ static struct tpa_call *call_new(struct tpa *t, enum call_kind kind, tpa_done_fn
 	c->kind = kind;
 	c->cb = cb;
 	c->arg = arg;
-	c->start_ms = clock_now_ms();
+	c->start_us = clock_now_us();
+	c->start_ms = c->start_us / 1000;
 	return c;
 }
 
@@ -1102,7 +1104,7 @@ static void keygen_answer(struct tpa_call *c, const struct pool_result *pr)
 	}
 	res.outcome = TPA_OK;
 	res.http_status = pr->res->status;
-	latency_add(t, clock_now_ms() - c->start_ms);
+	latency_add(t, c->start_us);
 	t->counters.outcomes[TPA_OK]++;
 	TAILQ_REMOVE(&t->calls, c, link);
 	t->n_calls--;

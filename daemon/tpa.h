@@ -71,7 +71,7 @@ struct tpa_counters {
 	uint64_t token_requests;
 	uint64_t outcomes[TPA_OUTCOME_MAX];
 	uint64_t latency_count;
-	uint64_t latency_sum_ms;
+	uint64_t latency_sum_us;
 	uint32_t
 	    bucket_le_ms[TPA_LATENCY_BUCKETS]; /* upper bounds; the last is UINT32_MAX (+Inf) */
 	uint64_t bucket_count[TPA_LATENCY_BUCKETS]; /* cumulative, as OpenMetrics wants */
