@@ -389,6 +389,13 @@ static int check_values(const struct command *cmd, const struct ctl_args *a)
 		     {"tkm-info", HEX_TKM_INFO},
 		     {"app-key", HEX_APP_KEY},
 		     {"profile-id", HEX_PROFILE}};
+	/* The commands whose argument is a DevEUI: checked here, as --dev-eui is. */
+	static const char *const eui_commands[] = {"device", "adopt", "retire", "print"};
+	for (size_t i = 0; i < sizeof(eui_commands) / sizeof(eui_commands[0]); i++)
+		if (strcmp(cmd->name, eui_commands[i]) == 0 && a->argc > 0 &&
+		    !hex_valid(a->argv[0], HEX_EUI))
+			return usage_error(cmd->name, "EUI must be 16 hexadecimal digits, not '%s'",
+					   a->argv[0]);
 	const char *vals[] = {a->dev_eui, a->join_eui, a->tkm_info, a->app_key, a->profile_id};
 	for (size_t i = 0; i < 5; i++) {
 		if (!vals[i] || hex_valid(vals[i], hexes[i].digits))

@@ -83,6 +83,9 @@ class Help(TpadTestCase):
              "Did you mean '--dev-eui'?"),
             (("lookup", "--dev-eui", "12"), "--dev-eui must be 16 hexadecimal digits",
              "Try 'tpactl help lookup'."),
+            (("retire", "12", "--reason", "x"), "EUI must be 16 hexadecimal digits, not '12'",
+             "Try 'tpactl help retire'."),
+            (("device", "12"), "EUI must be 16 hexadecimal digits", "Try 'tpactl help device'."),
             (("activate", "--dev-eui", "0123456789ABCDEF", "--app-key", "A9" * 15 + "C"),
              "--app-key must be 32 hexadecimal digits; it has 31 characters (a key is not "
              "shown)", "Try 'tpactl help activate'."),
