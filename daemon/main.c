@@ -22,8 +22,8 @@
 
 /* How long SIGTERM waits for calls in flight before closing clients anyway. */
 #define STOP_TIMEOUT_MS 30000
-/* How often STATUS= is refreshed. */
-#define STATUS_PERIOD_S 5
+/* How often STATUS= is refreshed (systemctl status shows the upstream as it is now). */
+#define STATUS_PERIOD_S 1
 
 static void usage(FILE *f)
 {

@@ -33,7 +33,7 @@
 /* How long SIGTERM waits for calls in flight (downlinks) before closing clients anyway. */
 #define STOP_TIMEOUT_MS 15000
 /* How often STATUS= is refreshed and old uplinks are pruned. */
-#define STATUS_PERIOD_S 5
+#define STATUS_PERIOD_S 1
 #define PRUNE_PERIOD_S 3600
 
 static void usage(FILE *f)
