@@ -1075,6 +1075,12 @@ void dispatch_finish(struct tpad *t)
  * $CREDENTIALS_DIRECTORY nor given by a file directive comes from systemd at run time and
  * is not checked here.
  */
+/* Whether the upstream channel is TLS-PSK (https:// in PSK mode: it reads the tpa-psk). */
+static bool upstream_psk(const struct config *cfg)
+{
+	return cfg->upstream_tls == UPSTREAM_TLS_PSK && strncmp(cfg->upstream_url, "https:", 6) == 0;
+}
+
 /* Whether the upstream asks for an OAuth2 token (and so reads the oauth-secret). */
 static bool upstream_oauth2(const struct config *cfg)
 {
@@ -1133,13 +1139,12 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		}
 		layout_free(l);
 	}
-	if (cfg->upstream_tls == UPSTREAM_TLS_PSK &&
-	    (!cfg->upstream_psk_identity || !*cfg->upstream_psk_identity)) {
+	if (upstream_psk(cfg) && (!cfg->upstream_psk_identity || !*cfg->upstream_psk_identity)) {
 		snprintf(err, errlen, "the PSK identity (upstream.psk-identity) is not set");
 		return -EINVAL;
 	}
 	r = check_credential("store-key", cfg->store_key_file, true, err, errlen);
-	if (r == 0 && cfg->upstream_tls == UPSTREAM_TLS_PSK)
+	if (r == 0 && upstream_psk(cfg))
 		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
 	if (r == 0 && upstream_oauth2(cfg))
 		r = check_credential("oauth-secret", cfg->oauth2_secret_file, false, err, errlen);
@@ -1167,7 +1172,7 @@ int dispatch_check_start(const struct config *cfg)
 	 * be read here: the PSK and its identity, the CA file, the client certificate, the
 	 * OAuth2 settings and secret, the API paths. */
 	bool ok = true;
-	if (cfg->upstream_tls == UPSTREAM_TLS_PSK)
+	if (upstream_psk(cfg))
 		ok &= daemon_cred_visible("tpa-psk", cfg->upstream_psk_file, "upstream.psk-file");
 	if (cfg->upstream_tls == UPSTREAM_TLS_CERT && cfg->upstream_client_cert)
 		ok &= daemon_cred_visible("tpa-client-key", cfg->upstream_client_key_file,
