@@ -1105,7 +1105,8 @@ static int check_credential(const char *name, const char *file, bool hex, char *
 		return r;
 	}
 	if (strcmp(name, "store-key") == 0 && len != STORE_KEY_LEN) {
-		snprintf(err, errlen, "the store key must be %d hexadecimal digits", 2 * STORE_KEY_LEN);
+		snprintf(err, errlen, "the store key (%s) must be %d hexadecimal digits, not %zu",
+			 file && *file ? file : "credential store-key", 2 * STORE_KEY_LEN, 2 * len);
 		return -EINVAL;
 	}
 	return 0;

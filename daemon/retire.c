@@ -75,6 +75,9 @@ static void unavailable(struct retire_call *c, const struct tpa_result *res, con
 /* The cloud refused to delete it. */
 static void rejected(struct retire_call *c, const struct tpa_result *res)
 {
+	log_notice("%s not retired: the cloud refused the delete (HTTP %d%s%s); it stays %s",
+		   c->rec.dev_eui, res->http_status, res->code[0] ? " " : "", res->code,
+		   store_state_name(c->rec.state));
 	fail(c, "io.tpad.Admin.Rejected",
 	     json_pack("{s:s, s:i, s:s, s:s}", "devEUI", c->rec.dev_eui, "httpStatus",
 		       res->http_status, "code", res->code, "message",
@@ -166,6 +169,8 @@ static void on_gone_query(const struct tpa_result *res, void *arg)
 		commit_retired(c, false, "the cloud no longer held it");
 		return;
 	case TPA_OK:
+		log_notice("%s not retired: the cloud answered 404 to the delete but still "
+			   "holds it", c->rec.dev_eui);
 		fail(c, "io.tpad.Admin.Rejected",
 		     json_pack("{s:s, s:i, s:s, s:s}", "devEUI", c->rec.dev_eui, "httpStatus", 404,
 			       "code", "", "message",

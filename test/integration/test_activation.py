@@ -289,6 +289,9 @@ class RetireWithoutDelete(Base):
             got = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui(40)})["device"]
         self.assertEqual((got["state"], got["ownerToken"]), ("ISSUED", dev["ownerToken"]))
         self.assertEqual([x["deviceEUI"] for x in self.s.devices()], [eui(40)])
+        # The refusal is in the log too, not only in the admin's answer.
+        self.assertIn(f"{eui(40)} not retired: the cloud answered 404 to the delete but still "
+                      "holds it", self.d.log_text())
 
 
 class Faults(Base):
