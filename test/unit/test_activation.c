@@ -399,6 +399,36 @@ static void test_app_keys(void)
 	activation_free(a);
 }
 
+/*
+ * An import whose answer is lost, sent sent_after_ms after the call (it waited for a
+ * session); then the wall clock steps by step_ms and both clocks move early_ms: the
+ * "not found" is not trusted yet, retry_left seconds remain, nothing is imported again;
+ * once they passed, one import. (settle-after: 60 s.)
+ */
+static void lost_import_settles(struct activation *a, struct fake *f, const char *eui,
+				uint64_t sent_after_ms, int64_t step_ms, int64_t early_ms,
+				int retry_left)
+{
+	f->import_script[f->n_import_script] = tres(TPA_UNKNOWN, 0);
+	f->import_script[f->n_import_script].sent_after_ms = sent_after_ms;
+	f->n_import_script++;
+	struct act_request q = se_req(eui, TKM1);
+	struct got g = run(a, f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, (int)((sent_after_ms + 60000) / 1000));
+	unsigned before = f->imports;
+	f->now += step_ms + early_ms;
+	f->wall_step += step_ms;
+	g = run(a, f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	CHECK_INT(g.res.retry_after, retry_left);
+	CHECK_INT(f->imports, before);
+	f->now += (int64_t)retry_left * 1000;
+	g = run(a, f, &q);
+	CHECK_INT(g.res.outcome, ACT_OK);
+	CHECK_INT(f->imports, before + 1);
+}
+
 static void test_unknown_outcomes(void)
 {
 	struct fake f = {0};
@@ -446,42 +476,11 @@ static void test_unknown_outcomes(void)
 	 * window counts from then, not from the record (a "not found" 60 s after the record
 	 * was trusted, the import landed 2 s later: a second import, 409, FOREIGN).
 	 */
-	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
-	f.import_script[f.n_import_script].sent_after_ms = 5000;
-	f.n_import_script++;
-	q = se_req("00000000000000B7", TKM1);
-	g = run(a, &f, &q);
-	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
-	CHECK_INT(g.res.retry_after, 65);
-	unsigned before = f.imports;
-	f.now += 60000;
-	g = run(a, &f, &q);
-	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
-	CHECK_INT(g.res.retry_after, 5);
-	CHECK_INT(f.imports, before);
-	f.now += 5000;
-	g = run(a, &f, &q);
-	CHECK_INT(g.res.outcome, ACT_OK);
-	CHECK_INT(f.imports, before + 1);
+	lost_import_settles(a, &f, "00000000000000B7", 5000, 0, 60000, 5);
 
 	/* The wall clock steps 10 minutes forward right after a lost import (NTP after a
 	 * reboot): the window still lasts settle-after on the clock that does not step. */
-	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 0);
-	f.n_import_script++;
-	q = se_req("00000000000000B8", TKM1);
-	g = run(a, &f, &q);
-	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
-	before = f.imports;
-	f.now += 600000;
-	f.wall_step += 600000;
-	g = run(a, &f, &q);
-	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
-	CHECK_INT(g.res.retry_after, 60);
-	CHECK_INT(f.imports, before);
-	f.now += 60000;
-	g = run(a, &f, &q);
-	CHECK_INT(g.res.outcome, ACT_OK);
-	CHECK_INT(f.imports, before + 1);
+	lost_import_settles(a, &f, "00000000000000B8", 0, 600000, 0, 60);
 
 	/* One failed query is simply asked again (it is read-only). */
 	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 1);
