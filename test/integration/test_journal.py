@@ -41,7 +41,9 @@ class Journal(TpadTestCase):
             c.call("io.tpad.Station.Activate", {"devEUI": "0123456789ABCDEF", "tkmInfo": TKM})
         d.tpactl("--socket", d.admin, "backup", os.path.join(self.tmp, "c.db"), check=0)
         text = d.log_text()
-        self.assertRegex(text, r"<6>Activate DEVEUI=0123456789ABCDEF OUTCOME=ok SOURCE=live")
+        self.assertRegex(text, r"<6>Activate DEVEUI=0123456789ABCDEF "
+                         r"METHOD=io.tpad.Station.Activate OUTCOME=ok SOURCE=live "
+                         r"STATION_UID=\d+ STATION_PID=\d+")
         self.assertRegex(text, r"<5>store backed up to .* BACKUP_PATH=.* OUTCOME=ok BYTES=\d+")
         self.assertNotIn("MESSAGE_ID", text)
 
