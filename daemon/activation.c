@@ -105,6 +105,7 @@ struct activation {
 	struct settle_entry *due[ACT_BUCKETS];
 	struct seen_attempt *seen[ACT_BUCKETS];
 	int64_t started_mono; /* attempts in the store before then were sent before then */
+	bool seen_lost;	      /* a send time could not be kept (out of memory) */
 	bool shared_store;    /* other lines write the store (PostgreSQL) */
 	struct activation_stats stats;
 	/* a settlement pass over the PENDING rows */
@@ -142,9 +143,12 @@ static void seen_set(struct activation *a, const char *dev_eui, uint32_t n, int6
 {
 	struct seen_attempt **pp = seen_find(a, dev_eui), *e = *pp;
 	if (!e) {
-		/* Out of memory: its window is then counted from the start (or the look). */
-		if (!(e = calloc(1, sizeof(*e))))
+		/* Out of memory: windows then count from the first look, never from the start
+		 * (this very attempt may have been sent since). */
+		if (!(e = calloc(1, sizeof(*e)))) {
+			a->seen_lost = true;
 			return;
+		}
 		snprintf(e->dev_eui, sizeof(e->dev_eui), "%s", dev_eui);
 		*pp = e;
 	}
@@ -529,8 +533,7 @@ static void on_import(const struct tpa_result *t, void *arg)
 	result_from_tpa(j, t);
 	/* It may land from its first byte on: after a wait for a session, maybe long after
 	 * it was recorded (maybe_at). */
-	seen_set(j->a, j->rec.dev_eui, j->att.n ? j->att.n : j->rec.attempts,
-		 j->import_mono + (int64_t)t->sent_after_ms);
+	seen_set(j->a, j->rec.dev_eui, j->att.n, j->import_mono + (int64_t)t->sent_after_ms);
 	switch (t->outcome) {
 	case TPA_OK:
 		commit_issued(j, t->owner_token, t->ref);
@@ -650,8 +653,9 @@ static void on_not_found(struct job *j)
 	if (j->rec.maybe_at && !seen_get(a, j->rec.dev_eui, j->rec.attempts, &from)) {
 		/* Not ours: on our own store, sent (if ever) before this process started; on a
 		 * shared one, maybe by a line whose claim ran out just now. */
-		from = a->shared_store ? j->query_mono : a->started_mono;
-		if (a->shared_store)
+		bool look = a->shared_store || a->seen_lost;
+		from = look ? j->query_mono : a->started_mono;
+		if (look)
 			seen_set(a, j->rec.dev_eui, j->rec.attempts, from);
 	}
 	if (j->rec.maybe_at)
