@@ -72,16 +72,19 @@ static void unavailable(struct retire_call *c, const struct tpa_result *res, con
 	fail(c, "io.tpad.Admin.UpstreamUnavailable", p);
 }
 
-/* The cloud refused to delete it. */
+/* The cloud refused to delete it (status, code, message): logged, answered, nothing changes. */
+static void refused(struct retire_call *c, int status, const char *code, const char *message)
+{
+	log_notice("%s not retired: %s (HTTP %d%s%s); it stays %s", c->rec.dev_eui, message,
+		   status, code[0] ? " " : "", code, store_state_name(c->rec.state));
+	fail(c, "io.tpad.Admin.Rejected",
+	     json_pack("{s:s, s:i, s:s, s:s}", "devEUI", c->rec.dev_eui, "httpStatus", status,
+		       "code", code, "message", message));
+}
+
 static void rejected(struct retire_call *c, const struct tpa_result *res)
 {
-	log_notice("%s not retired: the cloud refused the delete (HTTP %d%s%s); it stays %s",
-		   c->rec.dev_eui, res->http_status, res->code[0] ? " " : "", res->code,
-		   store_state_name(c->rec.state));
-	fail(c, "io.tpad.Admin.Rejected",
-	     json_pack("{s:s, s:i, s:s, s:s}", "devEUI", c->rec.dev_eui, "httpStatus",
-		       res->http_status, "code", res->code, "message",
-		       res->message[0] ? res->message : res->reason));
+	refused(c, res->http_status, res->code, res->message[0] ? res->message : res->reason);
 }
 
 /* RETIRED is durable: reply with the record. */
@@ -169,14 +172,10 @@ static void on_gone_query(const struct tpa_result *res, void *arg)
 		commit_retired(c, false, "the cloud no longer held it");
 		return;
 	case TPA_OK:
-		log_notice("%s not retired: the cloud answered 404 to the delete but still "
-			   "holds it", c->rec.dev_eui);
-		fail(c, "io.tpad.Admin.Rejected",
-		     json_pack("{s:s, s:i, s:s, s:s}", "devEUI", c->rec.dev_eui, "httpStatus", 404,
-			       "code", "", "message",
-			       "the cloud answered 404 to the delete but still holds the device: it "
-			       "does not delete by this path (see api.import-path and the profile); "
-			       "nothing changed"));
+		refused(c, 404, "",
+			"the cloud answered 404 to the delete but still holds the device: it "
+			"does not delete by this path (see api.import-path and the profile); "
+			"nothing changed");
 		return;
 	default:
 		unavailable(c, res, "the delete was answered 404 and the query failed");

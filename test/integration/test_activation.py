@@ -291,7 +291,8 @@ class RetireWithoutDelete(Base):
         self.assertEqual([x["deviceEUI"] for x in self.s.devices()], [eui(40)])
         # The refusal is in the log too, not only in the admin's answer.
         self.assertIn(f"{eui(40)} not retired: the cloud answered 404 to the delete but still "
-                      "holds it", self.d.log_text())
+                      "holds the device", self.d.log_text())
+        self.assertIn("(HTTP 404); it stays ISSUED", self.d.log_text())
 
 
 class Faults(Base):
