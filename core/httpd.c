@@ -264,7 +264,7 @@ static void conn_dispatch(struct hconn *c, bool unread)
 	r->c = c;
 	memcpy(r->method, m->method, sizeof(r->method));
 	r->head = strcmp(r->method, "HEAD") == 0;
-	memcpy(r->accept, m->accept, sizeof(r->accept));
+	memcpy(r->accept, m->accept, strlen(m->accept) + 1); /* mostly "": a byte */
 	r->minor = m->minor;
 	r->target = m->target;
 	m->target = NULL;

@@ -13,9 +13,6 @@
 #include "log.h"
 
 #define HTTP_TIMEOUT_MS 10000
-/* A scraper or two, a person with curl: more wait in the listen backlog (a client that
- * trickles its request holds a slot for HTTP_TIMEOUT_MS at most). */
-#define HTTP_MAX_CONNS DAEMON_METRICS_CONNS
 /* A small body is read, so that a POST or PUT gets its 405 rather than a 413. */
 #define HTTP_MAX_BODY 4096
 
@@ -132,7 +129,10 @@ int metrics_http_new(struct event_base *base, const char *addr, const char *prog
 					.port = port,
 					.max_body = HTTP_MAX_BODY,
 					.timeout_ms = HTTP_TIMEOUT_MS,
-					.max_conns = HTTP_MAX_CONNS};
+					/* A scraper or two, a person with curl: more wait
+					 * in the listen backlog (a trickling client holds a
+					 * slot for HTTP_TIMEOUT_MS at most). */
+					.max_conns = DAEMON_METRICS_CONNS};
 	m->http = httpd_new(base, &o, on_request, m, why, sizeof(why));
 	if (!m->http) {
 		snprintf(err, errlen, "metrics.listen: %s", why);

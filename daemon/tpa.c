@@ -48,7 +48,7 @@ struct tpa_call {
 	char target[TARGET_MAX];
 	tpa_done_fn *cb;
 	void *arg;
-	uint64_t start_ms, start_us; /* clock_now_ms(), clock_now_us() at the call */
+	uint64_t start_us;   /* clock_now_us() at the call */
 	uint64_t sent_at_ms; /* its last request's first byte (clock_now_ms), 0: none left */
 	bool retried_401;
 	uint64_t token_gen; /* the token it was sent with (tpa.token_gen then) */
@@ -548,7 +548,8 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 	TAILQ_REMOVE(&t->calls, c, link);
 	t->n_calls--;
 	struct tpa_result out = *res;
-	out.sent_after_ms = c->sent_at_ms > c->start_ms ? c->sent_at_ms - c->start_ms : 0;
+	uint64_t start_ms = c->start_us / 1000;
+	out.sent_after_ms = c->sent_at_ms > start_ms ? c->sent_at_ms - start_ms : 0;
 	c->cb(&out, c->arg);
 	call_free(c);
 }
@@ -932,7 +933,6 @@ static struct tpa_call *call_new(struct tpa *t, enum call_kind kind, tpa_done_fn
 	c->cb = cb;
 	c->arg = arg;
 	c->start_us = clock_now_us();
-	c->start_ms = c->start_us / 1000;
 	return c;
 }
 
