@@ -691,13 +691,19 @@ class Copy(TpadTestCase):
             args = [tpadtest.TPAD, "--config", d.conf, "--copy-store", self.pg_url]
         return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
-    def test_copy_then_lookup_everything_through_postgresql(self):
+    def sqlite_line(self):
+        """A cloud and a tpad on a SQLite store that knows the database's password (the
+        copy reads it as tpad does): (sim, its PSK, the tpad)."""
         psk = secrets.token_hex(16)
         sim = self.sim(psk).start()
         pwfile = os.path.join(self.tmp, "pg.password")
         tpadtest.write_secret(pwfile, self.pg.password)
         d = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=None,
                         conf_extra=f"store.password-file = {pwfile}").start()
+        return sim, psk, d
+
+    def test_copy_then_lookup_everything_through_postgresql(self):
+        sim, psk, d = self.sqlite_line()
         rows = test_offline.random_rows(30, ("tkm", "gen", "key"))
         path = test_offline.write_csv(os.path.join(self.tmp, "batch.csv"), rows)
         d.tpactl("--socket", d.admin, "import", path, "--generate-appkeys", check=0)
@@ -769,12 +775,7 @@ class Copy(TpadTestCase):
         another state (FOREIGN, on a line whose import met ours as a 409): a conflict,
         exit 1, the database's row untouched; and an attempt of another line under the
         same number fails the verification (both once passed as "there already")."""
-        psk = secrets.token_hex(16)
-        sim = self.sim(psk).start()
-        pwfile = os.path.join(self.tmp, "pg.password")
-        tpadtest.write_secret(pwfile, self.pg.password)
-        d = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=None,
-                        conf_extra=f"store.password-file = {pwfile}").start()
+        _, _, d = self.sqlite_line()
         with d.station_client() as c:
             for i in range(3):
                 c.call("io.tpad.Station.Activate", {"devEUI": eui(70 + i), "tkmInfo": TKM})

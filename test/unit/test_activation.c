@@ -317,6 +317,21 @@ static struct tpa_result tres(enum tpa_outcome o, int status)
 #define TKM1 "31110123D345666E2DBD"
 #define TKM2 "31110123D345666E0000"
 
+/* A row already in the fake store (TKM1, the default JoinEUI), as an earlier run left it. */
+static struct store_record *stored_row(struct fake *f, const char *eui, enum store_state state,
+				       uint32_t attempts, int64_t maybe_at)
+{
+	struct store_record *r = &f->rows[f->n_rows++];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->dev_eui, sizeof(r->dev_eui), "%s", eui);
+	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
+	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
+	r->state = state;
+	r->attempts = attempts;
+	r->maybe_at = maybe_at;
+	return r;
+}
+
 static void test_live_then_stored(void)
 {
 	struct fake f = {0};
@@ -659,12 +674,7 @@ static void test_settle_rules(void)
 	CHECK(strcmp(d1, d2) != 0);
 
 	/* A query hit with no attempt of ours behind it (a PENDING row never sent): FOREIGN. */
-	struct store_record *r = &f.rows[f.n_rows++];
-	memset(r, 0, sizeof(*r));
-	snprintf(r->dev_eui, sizeof(r->dev_eui), "0000000000000A05");
-	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
-	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
-	r->state = STORE_PENDING;
+	struct store_record *r = stored_row(&f, "0000000000000A05", STORE_PENDING, 0, 0);
 	cloud_add(&f, "0000000000000A05", "THEIRS");
 	q = se_req("0000000000000A05", TKM1);
 	g = run(a, &f, &q);
@@ -698,13 +708,8 @@ static void test_settle_rules(void)
 	CHECK_STR(g.res.rec.owner_token, "THEIRS7");
 
 	/* A retired device is never handed out. */
-	r = &f.rows[f.n_rows++];
-	memset(r, 0, sizeof(*r));
-	snprintf(r->dev_eui, sizeof(r->dev_eui), "0000000000000A06");
-	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
-	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
+	r = stored_row(&f, "0000000000000A06", STORE_RETIRED, 0, 0);
 	snprintf(r->owner_token, sizeof(r->owner_token), "GONE");
-	r->state = STORE_RETIRED;
 	q = se_req("0000000000000A06", TKM1);
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_RETIRED);
@@ -827,17 +832,9 @@ static void test_reconcile(void)
 	struct fake f = {0};
 	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
 	const char *euis[] = {"00000000000000F1", "00000000000000F2", "00000000000000F3"};
-	for (int i = 0; i < 3; i++) {
-		struct store_record *r = &f.rows[f.n_rows++];
-		memset(r, 0, sizeof(*r));
-		snprintf(r->dev_eui, sizeof(r->dev_eui), "%s", euis[i]);
-		snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
-		snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
-		r->state = STORE_PENDING;
-		/* An attempt was recorded long ago (its not-found answers are trusted now). */
-		r->attempts = 1;
-		r->maybe_at = EPOCH_MS - 600000;
-	}
+	/* An attempt was recorded long ago, by an earlier run. */
+	for (int i = 0; i < 3; i++)
+		stored_row(&f, euis[i], STORE_PENDING, 1, EPOCH_MS - 600000);
 	cloud_add(&f, euis[0], "ADOPTED");
 	/* Queries in order: F1 from the registry, F2 not found, F3 fails. */
 	f.query_script[0] = tres(TPA_OK, 200);
@@ -880,14 +877,8 @@ static void test_shared_store_counts_from_the_first_look(void)
 	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
 	activation_set_shared_store(a, true);
 	f.now += 3600000; /* this process has run an hour */
-	struct store_record *r = &f.rows[f.n_rows++];
-	memset(r, 0, sizeof(*r));
-	snprintf(r->dev_eui, sizeof(r->dev_eui), "00000000000000F9");
-	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
-	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
-	r->state = STORE_PENDING;
-	r->attempts = 1;
-	r->maybe_at = EPOCH_MS + f.now - 600000; /* by the other line's clock, long ago */
+	/* An attempt of another line, by its clock long ago. */
+	stored_row(&f, "00000000000000F9", STORE_PENDING, 1, EPOCH_MS + f.now - 600000);
 	struct act_request q = se_req("00000000000000F9", TKM1);
 	struct got g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
@@ -905,14 +896,8 @@ static void test_settler_leaves_failed_rows(void)
 {
 	struct fake f = {0};
 	struct activation *a = activation_new(&ops, &f, "0000000000000000", "00000000");
-	struct store_record *r = &f.rows[f.n_rows++];
-	memset(r, 0, sizeof(*r));
-	snprintf(r->dev_eui, sizeof(r->dev_eui), "00000000000000F9");
-	snprintf(r->join_eui, sizeof(r->join_eui), "0000000000000000");
-	snprintf(r->tkm_info, sizeof(r->tkm_info), "%s", TKM1);
-	r->state = STORE_PENDING;
-	r->attempts = 1;
-	r->maybe_at = EPOCH_MS - 600000;
+	struct store_record *r =
+	    stored_row(&f, "00000000000000F9", STORE_PENDING, 1, EPOCH_MS - 600000);
 	reconciled = 99;
 	f.fail_on_read = r; /* settled by another request between the list and the read */
 	CHECK_INT(activation_reconcile(a, 1, on_reconciled, NULL), 0);
