@@ -449,6 +449,27 @@ static void test_request_parser(void)
 	CHECK_INT(http_parser_feed(&p, two + used, strlen(two) - used, &used), 1);
 	CHECK_STR(p.res.target, "/2");
 	http_parser_reset(&p);
+
+	/* Accept lines are one list; what does not fit is left out whole; the part of a
+	 * malformed request is named (400's reason). */
+	const char *acc = "GET /m HTTP/1.1\r\nAccept: text/plain\r\nAccept: */*;q=0.1\r\n\r\n";
+	CHECK_INT(http_parser_feed(&p, acc, strlen(acc), NULL), 1);
+	CHECK_STR(p.res.accept, "text/plain, */*;q=0.1");
+	http_parser_reset(&p);
+	char many[1024];
+	int n = snprintf(many, sizeof(many), "GET /m HTTP/1.1\r\nAccept: a/%0200d\r\n", 0);
+	n += snprintf(many + n, sizeof(many) - (size_t)n, "Accept: b/%0100d\r\n\r\n", 0);
+	CHECK_INT(http_parser_feed(&p, many, (size_t)n, NULL), 1);
+	CHECK(strncmp(p.res.accept, "a/", 2) == 0 && !strstr(p.res.accept, "b/"));
+	http_parser_reset(&p);
+	const char *smuggle = "POST / HTTP/1.1\r\nContent-Length: 2\r\n"
+			      "Transfer-Encoding: chunked\r\n\r\n";
+	CHECK_INT(http_parser_feed(&p, smuggle, strlen(smuggle), NULL), HTTP_EMALFORMED);
+	CHECK_STR(http_parser_failed_part(&p), "header section");
+	http_parser_reset(&p);
+	CHECK_INT(http_parser_feed(&p, "\x16\x03 hi\r\n", 8, NULL), HTTP_EMALFORMED);
+	CHECK_STR(http_parser_failed_part(&p), "request line (not HTTP/1.x)");
+	http_parser_reset(&p);
 	/* A response parser still refuses a request line. */
 	struct http_parser r;
 	http_parser_init(&r, 64);
