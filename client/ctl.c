@@ -262,6 +262,8 @@ static void print_upstream(json_t *u)
 		       gets_or(oa, "customerId", "(no token yet)"));
 	if (json_is_object(oa) && gets_or(oa, "refused", NULL))
 		printf("  OAUTH2 CLIENT REFUSED: %s\n", gets_or(oa, "refused", "?"));
+	if (json_is_object(oa) && gets_or(oa, "failing", NULL))
+		printf("  OAUTH2 TOKEN ENDPOINT FAILING: %s\n", gets_or(oa, "failing", "?"));
 	size_t i;
 	json_t *s;
 	json_array_foreach(json_object_get(u, "sessions"), i, s)

@@ -99,9 +99,7 @@ bool cred_visible(const char *fallback_path)
 	return (dir && *dir) || (fallback_path && *fallback_path);
 }
 
-/* The file the credential is read from: the credentials directory's if it has one. */
-static const char *cred_source(const char *name, const char *fallback_path, char *path,
-			       size_t len)
+const char *cred_source(const char *name, const char *fallback_path, char *path, size_t len)
 {
 	const char *dir = getenv("CREDENTIALS_DIRECTORY");
 	if (dir && *dir && snprintf(path, len, "%s/%s", dir, name) < (int)len &&

@@ -27,6 +27,12 @@ int cred_load_text(const char *name, const char *fallback_path, char *out, size_
 bool cred_visible(const char *fallback_path);
 
 /*
+ * The file credential name is read from: the credentials directory's if it has one, else
+ * fallback_path (written to path, len bytes, when it is the former); NULL if neither.
+ */
+const char *cred_source(const char *name, const char *fallback_path, char *path, size_t len);
+
+/*
  * Read a whole small secret file into buf (size bufsz), NUL-terminated, surrounding white
  * space stripped. private_only refuses a file readable by others (-EPERM). -E2BIG if it
  * does not fit (buf wiped), -EINVAL if it is not a regular file, or open/read's errno.

@@ -162,6 +162,39 @@ void daemon_reload_report(const char *path, void (*print)(const void *cfg, FILE 
 		   pending ? "; other changes wait for a restart" : "");
 }
 
+void daemon_file_note(struct daemon_file *f, const char *directive, const char *credential,
+		      const char *path)
+{
+	char buf[PATH_MAX];
+	const char *src = credential ? cred_source(credential, path, buf, sizeof(buf)) : path;
+
+	memset(f, 0, sizeof(*f));
+	if (!src || !*src || snprintf(f->path, sizeof(f->path), "%s", src) >= (int)sizeof(f->path))
+		return;
+	f->directive = directive;
+	f->seen = stat(f->path, &f->st) == 0;
+}
+
+/* Whether the file at f->path differs from what was noted. */
+static bool file_changed(const struct daemon_file *f)
+{
+	struct stat st;
+	if (stat(f->path, &st) < 0)
+		return f->seen;
+	return !f->seen || st.st_dev != f->st.st_dev || st.st_ino != f->st.st_ino ||
+	       st.st_size != f->st.st_size || st.st_mtim.tv_sec != f->st.st_mtim.tv_sec ||
+	       st.st_mtim.tv_nsec != f->st.st_mtim.tv_nsec;
+}
+
+void daemon_files_report(const struct daemon_file *f, size_t n, const char *prog)
+{
+	for (size_t i = 0; i < n; i++)
+		if (f[i].directive && file_changed(&f[i]))
+			log_warnx("SIGHUP: %s (%s) changed since %s started; it is read at start "
+				  "only: restart %s to use it",
+				  f[i].directive, f[i].path, prog, prog);
+}
+
 bool daemon_cred_visible(const char *name, const char *file, const char *directive)
 {
 	if (cred_visible(file))

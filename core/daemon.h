@@ -1,8 +1,10 @@
 /* daemon: what each daemon's main() does alike: its command line and its stop signals. */
 #pragma once
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include <event2/event.h>
 
@@ -52,6 +54,27 @@ void daemon_reload_report(const char *path, void (*print)(const void *cfg, FILE 
  * here; when not (cred_visible), a notice says it is not checked, instead of an error.
  */
 bool daemon_cred_visible(const char *name, const char *file, const char *directive);
+
+/* A file read at start only (a certificate, a key), as it was then. */
+struct daemon_file {
+	const char *directive; /* NULL: none */
+	char path[PATH_MAX];
+	struct stat st;
+	bool seen; /* st is valid */
+};
+
+/*
+ * Note the file directive names (credential, if not NULL, in the credentials directory
+ * first, as cred_source finds it); nothing when neither is set.
+ */
+void daemon_file_note(struct daemon_file *f, const char *directive, const char *credential,
+		      const char *path);
+
+/*
+ * SIGHUP: name each noted file that changed on disk since the start (replaced, rewritten
+ * or removed): prog reads it at start only, so a restart is needed to use it.
+ */
+void daemon_files_report(const struct daemon_file *f, size_t n, const char *prog);
 
 /* Descriptors the metrics endpoint (core/httpd) keeps open at most. */
 #define DAEMON_METRICS_CONNS 16

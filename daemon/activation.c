@@ -551,7 +551,8 @@ static void on_import(const struct tpa_result *t, void *arg)
 		commit_foreign(j, "409 to our import");
 		return;
 	case TPA_REJECTED:
-		conclude_not_landed(j, "refused", ACT_REJECTED);
+		/* Without an answer of the API's (a refused OAuth2 client), it was not sent. */
+		conclude_not_landed(j, t->http_status ? "refused" : "not-sent", ACT_REJECTED);
 		return;
 	case TPA_UNAVAILABLE:
 		if (t->http_status == 0 || t->http_status == 429 || t->http_status == 503) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "caption.h"
 #include "conf.h"
@@ -574,6 +575,17 @@ static const struct conf_directive directives[] = {
 static int printers_check(const struct config *c, char *why, size_t whylen);
 
 /* Cross-directive rules, checked once the whole file is read and the profile applied. */
+/* True if the host of "host[:port][/...]" is a loopback address or localhost. */
+static bool url_host_loopback(const char *h)
+{
+	size_t n = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/");
+	if (n == 9 && strncasecmp(h, "localhost", 9) == 0)
+		return true;
+	if (n == 5 && strncmp(h, "[::1]", 5) == 0)
+		return true;
+	return n >= 7 && strncmp(h, "127.", 4) == 0 && strspn(h, "0123456789.") == n;
+}
+
 static int config_check(const void *cfg, char *why, size_t whylen)
 {
 	const struct config *c = cfg;
@@ -586,6 +598,15 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 	if (oauth && (!c->oauth2_token_url || !c->oauth2_client_id)) {
 		snprintf(why, whylen, "upstream.auth = %s needs oauth2.token-url and oauth2.client-id",
 			 auth_names[c->upstream_auth]);
+		return -EINVAL;
+	}
+	if (strncmp(c->upstream_url, "http://", 7) == 0 &&
+	    !url_host_loopback(c->upstream_url + 7)) {
+		snprintf(why, whylen,
+			 "upstream.url: http:// would send every device record%s in clear: use "
+			 "https://, or http:// to a loopback address only (a local test server "
+			 "or TLS proxy)",
+			 oauth ? " and the OAuth2 secret" : "");
 		return -EINVAL;
 	}
 	bool psk_auth =

@@ -127,7 +127,23 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	server_set_limits(t->srv, &fresh.limits);
 	daemon_reload_report(t->config_path, print_config, t->cfg, &fresh);
+	daemon_files_report(t->tls_files, sizeof(t->tls_files) / sizeof(t->tls_files[0]), "tpad");
 	config_free(&fresh);
+}
+
+/* The upstream's certificate and key files as read at start, for SIGHUP to compare. */
+static void note_tls_files(struct tpad *t)
+{
+	const struct config *c = t->cfg;
+	bool cert = c->upstream_tls == UPSTREAM_TLS_CERT;
+
+	daemon_file_note(&t->tls_files[0], "upstream.ca-file", NULL, c->upstream_ca_file);
+	daemon_file_note(&t->tls_files[1], "upstream.client-cert", NULL, c->upstream_client_cert);
+	daemon_file_note(&t->tls_files[2], "upstream.client-key-file",
+			 cert && c->upstream_client_cert ? "tpa-client-key" : NULL,
+			 cert && c->upstream_client_cert ? c->upstream_client_key_file : NULL);
+	daemon_file_note(&t->tls_files[3], "upstream.psk-file", cert ? NULL : "tpa-psk",
+			 cert ? NULL : c->upstream_psk_file);
 }
 
 /* Open both sockets; on failure logs and returns a negative errno. */
@@ -181,6 +197,7 @@ static int run(struct config *cfg, const char *config_path)
 		goto out;
 	}
 	check_fd_limit(cfg);
+	note_tls_files(&t);
 	if (dispatch_init(&t) < 0 || open_listeners(&t) < 0)
 		goto out;
 	sigs = daemon_signals_new(t.base, stop_cb, reload_cb, &t);

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,7 @@ enum call_kind {
 struct tpa_call {
 	struct tpa *t;
 	TAILQ_ENTRY(tpa_call) link;	 /* every call, for tpa_free() */
-	TAILQ_ENTRY(tpa_call) wait_link; /* calls waiting for a token */
+	TAILQ_ENTRY(tpa_call) wait_link; /* calls waiting for a token, or held */
 	bool waiting;
 	enum call_kind kind;
 	char *body;
@@ -75,19 +76,33 @@ struct tpa {
 	char customer_id[64];	   /* from the token answer, shown in Status */
 	char token_client_id[128]; /* likewise */
 	uint64_t token_refresh_ms; /* refresh from this time on */
+	uint64_t token_expires_ms; /* the token is not sent from this time on */
 	bool token_inflight;
 	struct call_list waiting;
 	size_t n_waiting;
 	struct event *fail_ev; /* delivers token_fail to waiting calls from the loop */
 	struct tpa_result token_fail;
 	/*
-	 * The token endpoint refused our client (400/401/403): calls fail at once with this
-	 * answer, and it is asked again only after upstream.backoff-max, not once per call
-	 * (a refused secret must not turn every station call into a login attempt).
+	 * The token endpoint refused our client (400/401/403), or the API refused a fresh
+	 * token: calls fail at once with this answer, and it is asked again only after
+	 * upstream.backoff-max, not once per call (a refused secret must not turn every
+	 * station call into a login attempt). Any other failure to get a token (no answer,
+	 * 5xx, 429, an answer without a token) holds it likewise, from upstream.backoff-min
+	 * doubling up to backoff-max.
 	 */
-	struct tpa_result token_refusal;
-	uint64_t token_refused_until_ms; /* 0: not refused */
-	struct event *refusal_timer;	 /* asks again when the hold ends, calls or not */
+	/*
+	 * The cloud answered 429 or 503 with Retry-After: new calls are not sent before then
+	 * (at most API_HOLD_MAX_S), but answered UpstreamUnavailable from the loop.
+	 */
+	uint64_t api_hold_until_ms;
+	int api_hold_status;
+	struct call_list held;
+	struct event *held_ev;
+	struct tpa_result token_hold;
+	uint64_t token_hold_until_ms; /* 0: not held */
+	bool token_refused;	      /* the hold is a refusal (else the endpoint is failing) */
+	unsigned token_fails;	      /* failures in a row, for the failing hold */
+	struct event *hold_timer;     /* asks again when the hold ends, calls or not */
 	/* metrics */
 	struct tpa_counters counters;
 	uint32_t ring[LATENCY_RING];
@@ -584,6 +599,51 @@ static void token_rejected(struct tpa *t, const struct tpa_call *c)
 	t->token = NULL;
 }
 static int query_target(struct tpa_call *c);
+static void token_hold(struct tpa *t, bool refused, struct tpa_result *fail);
+
+/*
+ * The API answered 401 to a token fetched after its last 401: it refuses this client
+ * whatever the token, so hold calls as after a refused token request (logged once).
+ */
+static void api_refused(struct tpa *t, const struct tpa_call *c, const struct pool_result *pr)
+{
+	struct tpa_result fail;
+
+	tpa_interpret(t->cfg, false, pr->res->status, pr->res->body, pr->res->body_len,
+		      pr->res->retry_after, time(NULL), &fail);
+	fail.outcome = TPA_REJECTED;
+	fail.http_status = 0; /* for the calls held: they are not sent */
+	fail.retry_after = -1;
+	fail.owner_token[0] = fail.ref[0] = '\0';
+	snprintf(fail.reason, sizeof(fail.reason),
+		 "the API answers HTTP 401 to a fresh OAuth2 token%s%.100s",
+		 fail.message[0] ? ": " : "", fail.message);
+	if (!(t->token_fails && t->token_refused))
+		log_errx("OAuth2: %s: check the rights of client '%s' (oauth2.client-id); "
+			 "asking again every upstream.backoff-max meanwhile",
+			 fail.reason, t->cfg->oauth2_client_id);
+	token_rejected(t, c);
+	token_hold(t, true, &fail);
+}
+
+#define API_HOLD_MAX_S 300
+
+/* The cloud asked to wait secs (Retry-After, < 0 none): hold new calls until then. */
+static void api_hold(struct tpa *t, int status, int secs)
+{
+	if (secs <= 0)
+		return;
+	if (secs > API_HOLD_MAX_S)
+		secs = API_HOLD_MAX_S;
+	uint64_t now = clock_now_ms(), until = now + (uint64_t)secs * 1000u;
+	if (t->api_hold_until_ms <= now)
+		log_warnx("upstream: the cloud answered HTTP %d, Retry-After %d s: new calls are "
+			  "answered UpstreamUnavailable without being sent until then",
+			  status, secs);
+	if (until > t->api_hold_until_ms)
+		t->api_hold_until_ms = until;
+	t->api_hold_status = status;
+}
 
 /* The pool's answer to an API call. */
 static void call_answer(const struct pool_result *pr, void *arg)
@@ -613,6 +673,10 @@ static void call_answer(const struct pool_result *pr, void *arg)
 				  r == -EBUSY ? "upstream queue full" : "out of memory");
 		return;
 	}
+	if (pr->res->status == 401 && t->oauth)
+		api_refused(t, c, pr);
+	if (pr->res->status == 429 || pr->res->status == 503)
+		api_hold(t, pr->res->status, http_retry_after(pr->res->retry_after, time(NULL)));
 	if (c->kind == CALL_DELETE) {
 		tpa_interpret_delete(pr->res->status, pr->res->body, pr->res->body_len,
 				     pr->res->retry_after, time(NULL), &res);
@@ -671,11 +735,25 @@ static bool token_stale(struct tpa *t)
 	return !t->token || clock_now_ms() >= t->token_refresh_ms;
 }
 
+/* Margin before a token's expiry from which it is no longer sent. */
+#define TOKEN_EXPIRY_MARGIN_MS 5000
+
+/* True if the cached token may still be sent (refresh due or not). */
+static bool token_usable(struct tpa *t)
+{
+	return t->token && clock_now_ms() + TOKEN_EXPIRY_MARGIN_MS < t->token_expires_ms;
+}
+
 /* Send now, or park the call until a token is there. */
 static int call_submit(struct tpa_call *c)
 {
 	struct tpa *t = c->t;
 
+	if (t->oauth && token_stale(t) && token_usable(t)) {
+		/* Due for refresh but still valid: refresh aside, send with this one. */
+		token_fetch(t);
+		return call_send(c);
+	}
 	if (t->oauth && token_stale(t)) {
 		if (t->n_waiting >= t->cfg->upstream_queue)
 			return -EBUSY;
@@ -710,15 +788,51 @@ static void waiting_flush(struct tpa *t, const struct tpa_result *fail)
 }
 
 /*
- * Hold token requests for upstream.backoff-max after a refusal; the timer asks again when
- * it ends even if no call comes, so Status recovers by itself.
+ * Hold token requests after a failure: upstream.backoff-max after a refusal, else
+ * backoff-min doubling per failure in a row up to backoff-max. Calls meanwhile fail at once
+ * with *fail (its retryAfter at least the hold); the timer asks again when the hold ends
+ * even if no call comes, so Status recovers by itself.
  */
-static void refusal_hold(struct tpa *t)
+static void token_hold(struct tpa *t, bool refused, struct tpa_result *fail)
 {
-	uint32_t hold = t->cfg->upstream_backoff_max_ms ? t->cfg->upstream_backoff_max_ms : 5000;
-	t->token_refused_until_ms = clock_now_ms() + hold;
+	uint64_t max = t->cfg->upstream_backoff_max_ms ? t->cfg->upstream_backoff_max_ms : 5000;
+	uint64_t hold = t->cfg->upstream_backoff_min_ms ? t->cfg->upstream_backoff_min_ms : 100;
+
+	if (t->token_fails < UINT_MAX)
+		t->token_fails++;
+	for (unsigned i = 1; i < t->token_fails && hold < max; i++)
+		hold *= 2;
+	if (refused || hold > max)
+		hold = max;
+	if (fail->retry_after > 0 && hold < (uint64_t)fail->retry_after * 1000u)
+		hold = (uint64_t)fail->retry_after * 1000u; /* the endpoint said when */
+	t->token_refused = refused;
+	t->token_hold = *fail;
+	int secs = (int)((hold + 999) / 1000);
+	if (fail->retry_after < secs)
+		fail->retry_after = secs;
+	t->token_hold_until_ms = clock_now_ms() + hold;
 	struct timeval tv = {.tv_sec = hold / 1000, .tv_usec = (hold % 1000) * 1000};
-	evtimer_add(t->refusal_timer, &tv);
+	evtimer_add(t->hold_timer, &tv);
+}
+
+/* A token request failed without a refusal: say so, hold, fail the waiting calls. */
+static void token_failed(struct tpa *t, struct tpa_result *fail)
+{
+	/* Nothing reached the API: no call may take the token endpoint's status for its own. */
+	fail->http_status = 0;
+	fail->owner_token[0] = fail->ref[0] = '\0';
+	if (t->token_refused) {
+		token_hold(t, true, &t->token_hold); /* still refused as far as we know */
+	} else {
+		if (!t->token_fails)
+			log_errx("OAuth2: %s; asking again after upstream.backoff-min, doubling up "
+				 "to upstream.backoff-max, and failing calls that need a token "
+				 "meanwhile",
+				 fail->reason);
+		token_hold(t, false, fail);
+	}
+	waiting_flush(t, fail);
 }
 
 /* The token endpoint answered. */
@@ -760,9 +874,7 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		fail.outcome = TPA_UNAVAILABLE;
 		snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request failed: %s",
 			 pr->reason);
-		if (t->token_refused_until_ms)
-			refusal_hold(t); /* still refused as far as we know: the same hold again */
-		waiting_flush(t, &fail);
+		token_failed(t, &fail);
 		return;
 	}
 	int status = pr->res->status;
@@ -779,8 +891,10 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		}
 		t->token = strdup(rep->token);
 		t->token_gen++;
-		if (t->token_refused_until_ms) {
-			t->token_refused_until_ms = 0;
+		if (t->token_fails) {
+			t->token_hold_until_ms = 0;
+			t->token_fails = 0;
+			t->token_refused = false;
 			log_notice("OAuth2: the token endpoint gives tokens again");
 		}
 		cred_wipe(rep, sizeof(*rep));
@@ -789,6 +903,7 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		uint64_t life = (uint64_t)expires * 1000u;
 		uint64_t margin = life / 10 > 30000 ? life / 10 : 30000;
 		t->token_refresh_ms = clock_now_ms() + (life > margin ? life - margin : life / 2);
+		t->token_expires_ms = clock_now_ms() + life;
 		if (!t->token) {
 			fail.outcome = TPA_UNAVAILABLE;
 			snprintf(fail.reason, sizeof(fail.reason), "out of memory");
@@ -804,34 +919,44 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 	}
 	tpa_interpret(t->cfg, true, status, pr->res->body, pr->res->body_len, pr->res->retry_after,
 		      time(NULL), &fail);
+	if (status >= 200 && status < 300) {
+		fail.outcome = TPA_UNAVAILABLE;
+		snprintf(fail.reason, sizeof(fail.reason),
+			 "the OAuth2 token endpoint answered HTTP %d without a usable access_token",
+			 status);
+		token_failed(t, &fail);
+		return;
+	}
 	if (fail.outcome != TPA_UNAVAILABLE && fail.outcome != TPA_REJECTED)
 		fail.outcome = TPA_UNAVAILABLE;
 	char oerr[160] = "";
 	oauth2_error(pr->res->body, pr->res->body_len, oerr, sizeof(oerr));
 	snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request answered HTTP %d%s%.100s%s%s",
 		 status, fail.message[0] ? ": " : "", fail.message, oerr[0] ? ": " : "", oerr);
-	fail.owner_token[0] = fail.ref[0] = '\0';
-	if (status == 400 || status == 401 || status == 403) {
-		/* Our client is refused: say so once, and ask again only after a while. */
-		if (!t->token_refused_until_ms)
-			log_errx("OAuth2: the token endpoint refuses client '%s' (%s): check "
-				 "oauth2.client-id and the oauth-secret credential; asking again "
-				 "every upstream.backoff-max meanwhile",
-				 t->cfg->oauth2_client_id, fail.reason);
-		t->token_refusal = fail;
-		refusal_hold(t);
+	if (status != 400 && status != 401 && status != 403) {
+		token_failed(t, &fail);
+		return;
 	}
+	/* Our client is refused: say so once, and ask again only after a while. */
+	fail.http_status = 0;
+	fail.owner_token[0] = fail.ref[0] = '\0';
+	if (!t->token_refused)
+		log_errx("OAuth2: the token endpoint refuses client '%s' (%s): check "
+			 "oauth2.client-id and the oauth-secret credential; asking again "
+			 "every upstream.backoff-max meanwhile",
+			 t->cfg->oauth2_client_id, fail.reason);
+	token_hold(t, true, &fail);
 	waiting_flush(t, &fail);
 }
 
-/* The refusal's hold ended: ask for a token again (its answer clears or renews it). */
-static void refusal_timer_cb(evutil_socket_t fd, short what, void *arg)
+/* The hold ended: ask for a token again (its answer clears or renews the hold). */
+static void hold_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpa *t = arg;
 	/* The loop's clock may run a little behind ours: the hold is over now. */
 	uint64_t now = clock_now_ms();
-	if (t->token_refused_until_ms > now)
-		t->token_refused_until_ms = now;
+	if (t->token_hold_until_ms > now)
+		t->token_hold_until_ms = now;
 	token_fetch(t);
 }
 
@@ -859,8 +984,11 @@ static void token_fetch(struct tpa *t)
 	memset(&fail, 0, sizeof(fail));
 	fail.outcome = TPA_UNAVAILABLE;
 	fail.retry_after = -1;
-	if (t->token_refused_until_ms && clock_now_ms() < t->token_refused_until_ms) {
-		fail = t->token_refusal; /* still refused: not asked again yet */
+	uint64_t now = clock_now_ms();
+	if (t->token_hold_until_ms && now < t->token_hold_until_ms) {
+		fail = t->token_hold; /* held: not asked again yet */
+		int left = (int)((t->token_hold_until_ms - now + 999) / 1000);
+		fail.retry_after = fail.retry_after > left ? fail.retry_after : left;
 		goto fail;
 	}
 	r = cred_load_text("oauth-secret", cfg->oauth2_secret_file, secret, sizeof(secret));
@@ -936,11 +1064,38 @@ static struct tpa_call *call_new(struct tpa *t, enum call_kind kind, tpa_done_fn
 	return c;
 }
 
-/* Register a call and send it (or park it for a token); undo on failure. */
+/* Fail the calls held by a Retry-After, from the loop. */
+static void held_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpa *t = arg;
+	struct tpa_call *c;
+	uint64_t now = clock_now_ms();
+	int left =
+	    t->api_hold_until_ms > now ? (int)((t->api_hold_until_ms - now + 999) / 1000) : 1;
+
+	while ((c = TAILQ_FIRST(&t->held))) {
+		TAILQ_REMOVE(&t->held, c, wait_link);
+		struct tpa_result res;
+		memset(&res, 0, sizeof(res));
+		res.outcome = TPA_UNAVAILABLE;
+		res.retry_after = left;
+		snprintf(res.reason, sizeof(res.reason),
+			 "not sent: the cloud asked to wait (HTTP %d, Retry-After), %d s more",
+			 t->api_hold_status, left);
+		call_done(c, &res);
+	}
+}
+
+/* Register a call and send it (or park it for a token, or hold it); undo on failure. */
 static int call_start(struct tpa *t, struct tpa_call *c)
 {
 	TAILQ_INSERT_TAIL(&t->calls, c, link);
 	t->n_calls++;
+	if (t->api_hold_until_ms > clock_now_ms()) {
+		TAILQ_INSERT_TAIL(&t->held, c, wait_link);
+		event_active(t->held_ev, EV_TIMEOUT, 0);
+		return 0;
+	}
 	int r = call_submit(c);
 	if (r < 0) {
 		if (c->waiting) {
@@ -1210,9 +1365,11 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 	t->cfg = cfg;
 	TAILQ_INIT(&t->calls);
 	TAILQ_INIT(&t->waiting);
+	TAILQ_INIT(&t->held);
 	t->fail_ev = event_new(base, -1, 0, token_fail_cb, t);
-	t->refusal_timer = evtimer_new(base, refusal_timer_cb, t);
-	if (!t->fail_ev || !t->refusal_timer) {
+	t->hold_timer = evtimer_new(base, hold_timer_cb, t);
+	t->held_ev = event_new(base, -1, 0, held_cb, t);
+	if (!t->fail_ev || !t->hold_timer || !t->held_ev) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -1287,8 +1444,11 @@ struct tpa *tpa_new(struct event_base *base, const struct config *cfg, char *err
 	char perr[256];
 	t->pool = pool_new(base, &po, perr, sizeof(perr));
 	if (t->pool)
-		log_debug("upstream %s: %s TLS", cfg->upstream_url,
-			  cfg->upstream_tls == UPSTREAM_TLS_CERT ? "certificate" : "PSK");
+		log_debug("upstream %s: %s", cfg->upstream_url,
+			  strncmp(cfg->upstream_url, "http://", 7) == 0
+			      ? "plain HTTP (loopback only)"
+			  : cfg->upstream_tls == UPSTREAM_TLS_CERT ? "certificate TLS"
+								   : "PSK TLS");
 	if (!t->pool) {
 		/* The pool names its own keys ("url: ..."); they are upstream.* here. */
 		snprintf(err, errlen, "%s%s", strncmp(perr, "url:", 4) == 0 ? "upstream." : "",
@@ -1311,8 +1471,10 @@ void tpa_free(struct tpa *t)
 	pool_free(t->pool);
 	if (t->fail_ev)
 		event_free(t->fail_ev);
-	if (t->refusal_timer)
-		event_free(t->refusal_timer);
+	if (t->hold_timer)
+		event_free(t->hold_timer);
+	if (t->held_ev)
+		event_free(t->held_ev);
 	while ((c = TAILQ_FIRST(&t->calls))) {
 		TAILQ_REMOVE(&t->calls, c, link);
 		call_free(c);
@@ -1358,16 +1520,18 @@ json_t *tpa_status_json(struct tpa *t)
 	if (!o)
 		return NULL;
 	json_t *oa = json_null();
+	bool held = t->oauth && t->token_fails;
 	if (t->oauth)
-		oa = json_pack("{s:s, s:o, s:o, s:b, s:o}", "clientId", t->cfg->oauth2_client_id,
-			       "customerId",
-			       t->customer_id[0] ? json_string(t->customer_id) : json_null(),
-			       "tokenType", t->token_type[0] ? json_string(t->token_type) : json_null(),
-			       "haveToken", t->token != NULL, "refused",
-			       t->token_refused_until_ms ? json_string(t->token_refusal.reason)
-							 : json_null());
-	/* A refused client reaches nothing: the link is down whatever the sessions say. */
-	if (t->oauth && t->token_refused_until_ms)
+		oa = json_pack(
+		    "{s:s, s:o, s:o, s:b, s:o, s:o}", "clientId", t->cfg->oauth2_client_id,
+		    "customerId", t->customer_id[0] ? json_string(t->customer_id) : json_null(),
+		    "tokenType", t->token_type[0] ? json_string(t->token_type) : json_null(),
+		    "haveToken", t->token != NULL, "refused",
+		    held && t->token_refused ? json_string(t->token_hold.reason) : json_null(),
+		    "failing",
+		    held && !t->token_refused ? json_string(t->token_hold.reason) : json_null());
+	/* Without a token the link is down whatever the sessions say. */
+	if (held && (t->token_refused || !token_usable(t)))
 		json_object_set_new(o, "state", json_string("down"));
 	json_object_set_new(o, "oauth2", oa ? oa : json_null());
 	json_object_set_new(o, "latency",
@@ -1387,9 +1551,9 @@ void tpa_status_line(struct tpa *t, char *buf, size_t len)
 	const char *breaker = st.breaker == POOL_BREAKER_OPEN	     ? ", breaker open"
 			      : st.breaker == POOL_BREAKER_HALF_OPEN ? ", breaker half-open"
 								     : "";
-	if (t->oauth && t->token_refused_until_ms) {
+	if (t->oauth && t->token_fails && (t->token_refused || !token_usable(t))) {
 		state = "down";
-		err = "OAuth2 client refused";
+		err = t->token_refused ? "OAuth2 client refused" : "OAuth2 token endpoint failing";
 	}
 	bool show_err = strcmp(state, "ok") != 0 && err[0];
 	snprintf(buf, len, "upstream %s %u/%u ready%s%s%s", state, st.up, st.sessions, breaker,

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemon.h"
 #include "store.h"
 
 struct event_base;
@@ -40,4 +41,5 @@ struct tpad {
 	bool store_counts_known, store_counting;
 	uint64_t started_us; /* monotonic */
 	bool stopping;
+	struct daemon_file tls_files[4]; /* the upstream's, as at start (SIGHUP names changes) */
 };

@@ -370,14 +370,28 @@ class Faults(Base):
         self.settle_and_check(self.run_devices(100, 40))
 
     def test_429_retry_after(self):
+        """The station is told the cloud's Retry-After, and tpad keeps to it too: calls
+        until then are answered at once without reaching the cloud (every one was sent)."""
         self.start()
-        self.s.faults(rate_429=1.0, retry_after=7)
+        self.s.faults(rate_429=1.0, retry_after=3)
         with self.assertRaises(VarlinkError) as e:
             self.activate(eui(1), tkmInfo=TKM)
+        t0 = time.monotonic()
         self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamUnavailable")
-        self.assertEqual(e.exception.params.get("retryAfter"), 7)
+        self.assertEqual(e.exception.params.get("retryAfter"), 3)
         self.s.faults(rate_429=0)
+        r0 = self.s.counters()["requests"]
+        for i in range(5):
+            with self.assertRaises(VarlinkError) as e:
+                self.activate(eui(2 + i), tkmInfo=TKM)
+            self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamUnavailable")
+            self.assertIn("the cloud asked to wait (HTTP 429", e.exception.params["reason"])
+            self.assertTrue(1 <= e.exception.params["retryAfter"] <= 3)
+        self.assertEqual(self.s.counters()["requests"], r0)
+        self.assertEqual(self.d.log_text_all().count("Retry-After 3 s"), 1)
+        time.sleep(max(0.0, 3.1 - (time.monotonic() - t0)))
         self.assertEqual(self.activate(eui(1), tkmInfo=TKM)["device"]["source"], "live")
+        self.assertEqual(self.activate(eui(2), tkmInfo=TKM)["device"]["source"], "live")
 
     def test_drop_after_import_then_settle(self):
         self.start()

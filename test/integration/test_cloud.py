@@ -3,6 +3,7 @@ host, unknown CA, pin mismatch, mTLS) through the real tpad against tpa-sim and 
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -158,6 +159,36 @@ class CertTLS(CertBase):
         body = key_text.split("-----")[2].strip().splitlines()[0]
         self.assertNotIn(body, d2.log_text_all())
 
+    def test_sighup_names_certificate_files_changed_since_start(self):
+        """Certificates and keys are read at start: a routine rotation followed by SIGHUP
+        changed nothing and said nothing (\"limits applied\"), so the line went on with the
+        old certificate until the server refused it."""
+        crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
+        self.pki.ca("clients")
+        ccrt, ckey = self.pki.issue("line1", "clients", "line-1", client=True)
+        s = self.cert_sim(crt, key, client_ca=self.pki.path("clients.crt"))
+        d = self.cert_daemon(s.url(), conf=(f"upstream.client-cert = {ccrt}\n"
+                                            f"upstream.client-key-file = {ckey}")).start()
+        wait_for(lambda: self.status(d)["state"] == "ok", 15, "mTLS sessions")
+        os.kill(d.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "reloaded" in d.log_text_all(), 10, "the reload")
+        self.assertNotIn("changed since tpad started", d.log_text_all())
+        ccrt2, ckey2 = self.pki.issue("line1b", "clients", "line-1", client=True)
+        for new, old in ((ccrt2, ccrt), (ckey2, ckey)):
+            with open(new) as f, open(old + ".new", "w") as g:
+                g.write(f.read())
+            os.chmod(old + ".new", 0o600)
+            os.replace(old + ".new", old)  # as an admin's tool rotates: a new file
+        os.kill(d.proc.pid, signal.SIGHUP)
+        wait_for(lambda: d.log_text_all().count("reloaded") == 2, 10, "the second reload")
+        log = d.log_text_all()
+        for directive, path in (("upstream.client-cert", ccrt),
+                                ("upstream.client-key-file", ckey)):
+            self.assertIn(f"{directive} ({path}) changed since tpad started; it is read at "
+                          "start only: restart tpad to use it", log)
+        self.assertNotIn("upstream.ca-file (", log)
+        self.assertEqual(self.activate(d)["device"]["state"], "ISSUED")
+
     def test_client_key_readable_by_others_refused(self):
         crt, key = self.pki.issue("srv", "good", "127.0.0.1", SANS)
         ccrt, ckey = self.pki.issue("line1", "good", "line-1", client=True)
@@ -242,6 +273,22 @@ class DxMaker(DxBase):
                            capture_output=True, text=True)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("api.hsm-group", p.stderr)
+
+    def test_plain_http_only_to_loopback(self):
+        """http:// to a remote host sent the OAuth2 secret and every record in clear, and
+        --check-config called it valid."""
+        for url, ok in (("http://dx-api.thingpark.com", False), ("http://10.1.2.3:8080", False),
+                        ("http://127.0.0.1:8080", True), ("http://localhost:8080", True),
+                        ("http://[::1]:8080", True), ("http://127.evil.example", False)):
+            d = self.daemon(conf_extra=("api.profile = dx-maker\noauth2.client-id = a/b\n"
+                                        "api.hsm-group = G\n"), upstream_url=url)
+            p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                               capture_output=True, text=True)
+            if ok:
+                self.assertNotIn("in clear", p.stderr, url)
+            else:
+                self.assertNotEqual(p.returncode, 0, url)
+                self.assertIn("the OAuth2 secret in clear", p.stderr)
 
     def test_owner_token_form_warning(self):
         s = self.dx_sim()
@@ -333,6 +380,106 @@ class OAuth2Refused(DxBase):
         up = self.status(d)
         self.assertIsNone(up["oauth2"]["refused"])
         self.assertNotEqual(up["state"], "down")
+
+
+class OAuth2Failing(DxBase):
+    """A token endpoint that fails (not a refusal): no answer of the API's, so nothing was
+    imported, and it is asked again with backoff, not once per call."""
+
+    TKM = "31110123D345666E2DBD"
+
+    def call(self, d, eui):
+        with d.station_client() as c:
+            return c.call("io.tpad.Station.Activate", {"devEUI": eui, "tkmInfo": self.TKM})
+
+    def failing_calls(self, d, s, n):
+        errors = []
+        for i in range(n):
+            with self.assertRaises(tpadtest.VarlinkError) as e:
+                self.call(d, f"70B3D50000B0{i:04X}")
+            errors.append(e.exception)
+            time.sleep(0.02)
+        return errors
+
+    def check_endpoint_failing(self, status, why):
+        """Calls fail as UpstreamUnavailable, their attempts not-sent (FAILED, so tried
+        again at once): they were marked maybe-landed (OutcomeUnknown until settle-after),
+        and every call sent a token request (960 in 3 s from four stations)."""
+        s = self.dx_sim()
+        d = self.dx_daemon(s, conf="upstream.backoff-min = 300ms\n"
+                                    "upstream.backoff-max = 2s\n"
+                                    "upstream.settle-after = 60s").start()
+        s.faults(token_status=status)
+        t0 = s.counters()["token_requests"]
+        errors = self.failing_calls(d, s, 12)
+        self.assertEqual({e.error for e in errors}, {"io.tpad.Station.UpstreamUnavailable"})
+        self.assertTrue(all(e.params.get("retryAfter", 0) >= 1 for e in errors), errors[0].params)
+        self.assertLessEqual(s.counters()["token_requests"] - t0, 4)
+        self.assertEqual(s.counters()["imports"], 0)
+        up = self.status(d)
+        self.assertEqual(up["state"], "down")
+        self.assertIn(why, up["oauth2"]["failing"])
+        self.assertIsNone(up["oauth2"]["refused"])
+        p = d.tpactl("--socket", d.admin, "status")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("OAUTH2 TOKEN ENDPOINT FAILING: ", p.stdout)
+        with d.admin_client() as a:
+            info = a.call("io.tpad.Admin.GetDevice", {"devEUI": "70B3D50000B00000"})
+        self.assertEqual(info["device"]["state"], "FAILED")
+        self.assertEqual({x["outcome"] for x in info["attempts"]}, {"not-sent"})
+        self.assertEqual(d.log_text_all().count("OAuth2: "), 1, d.log_text_all())
+        # The endpoint recovers: the hold's timer asks again by itself, and the device
+        # whose call failed is imported at once (no settle-after wait).
+        s.faults(token_status=0)
+        wait_for(lambda: self.status(d)["oauth2"]["failing"] is None, 10,
+                 "the failing hold lifted without a call")
+        self.assertIn("the token endpoint gives tokens again", d.log_text_all())
+        t = time.monotonic()
+        self.assertEqual(self.call(d, "70B3D50000B00000")["device"]["state"], "ISSUED")
+        self.assertLess(time.monotonic() - t, 5)
+        self.assertEqual(s.counters()["imports"], 1)
+
+    def test_a_token_endpoint_answering_500(self):
+        self.check_endpoint_failing(500, "HTTP 500")
+
+    def test_a_token_endpoint_answering_without_a_token(self):
+        self.check_endpoint_failing(200, "HTTP 200 without a usable access_token")
+
+    def test_a_token_due_for_refresh_is_used_while_the_endpoint_fails(self):
+        """Refresh is due at 90 % of a token's life (at least 30 s before expiry): a
+        failing refresh made every call fail although the token had 30 s left."""
+        s = self.dx_sim(extra=["--token-ttl", "36"])
+        d = self.dx_daemon(s).start()
+        self.assertEqual(self.call(d, "70B3D50000C00001")["device"]["state"], "ISSUED")
+        time.sleep(6.5)  # refresh due after 6 s
+        s.faults(token_status=503)
+        for i in range(2, 6):
+            self.assertEqual(self.call(d, f"70B3D50000C0000{i}")["device"]["state"], "ISSUED")
+        self.assertEqual(s.counters()["imports"], 5)
+        up = self.status(d)
+        self.assertIn("HTTP 503", up["oauth2"]["failing"])
+        self.assertNotEqual(up["state"], "down")
+
+    def test_an_api_refusing_every_token_is_held_as_a_refused_client(self):
+        """The API answering 401 to fresh tokens: every call fetched a new token and sent
+        its import twice, and Status said "ok"."""
+        s = self.dx_sim()
+        d = self.dx_daemon(s, conf="upstream.backoff-max = 2s").start()
+        self.assertEqual(self.call(d, "70B3D50000D00000")["device"]["state"], "ISSUED")
+        s.faults(api_unauthorized=True)
+        c0 = s.counters()
+        errors = self.failing_calls(d, s, 10)
+        c1 = s.counters()
+        self.assertEqual({e.error for e in errors}, {"io.tpad.Station.UpstreamRejected"})
+        self.assertLessEqual(c1["token_requests"] - c0["token_requests"], 2)
+        self.assertLessEqual(c1["requests"] - c0["requests"], 5)
+        up = self.status(d)
+        self.assertEqual(up["state"], "down")
+        self.assertIn("HTTP 401 to a fresh OAuth2 token", up["oauth2"]["refused"])
+        self.assertEqual(d.log_text_all().count("check the rights of client"), 1)
+        s.faults(api_unauthorized=False)
+        wait_for(lambda: self.status(d)["oauth2"]["refused"] is None, 10, "the hold lifted")
+        self.assertEqual(self.call(d, "70B3D50000B00001")["device"]["state"], "ISSUED")
 
 
 class Retire(DxBase):

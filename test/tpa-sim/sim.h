@@ -48,6 +48,9 @@ struct sim_faults {
 	double malformed;
 	bool refuse;
 	enum sim_duplicate duplicate;
+	/* OAuth2: the token endpoint answers this status (200: without a token) */
+	unsigned token_status;
+	bool api_unauthorized; /* the API answers 401 whatever the token */
 };
 
 /* Counters served on GET /counters (devices is the registry size, not a counter). */
@@ -60,6 +63,7 @@ struct sim_counters {
 	uint64_t resumed;
 	uint64_t requests;
 	uint64_t errors_injected;
+	uint64_t token_requests;
 };
 
 /* One imported device. */

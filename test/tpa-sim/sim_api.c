@@ -324,6 +324,7 @@ static bool secret_equal(const char *a, const char *b)
 void api_token(struct sim *s, const struct http_request *req, struct sim_reply *rep)
 {
 	char grant[64], id[SIM_SECRET_MAX], secret[SIM_SECRET_MAX];
+	s->counters.token_requests++;
 	if (http_form_param(req->body, "grant_type", grant, sizeof(grant)) < 0 ||
 	    strcmp(grant, "client_credentials") != 0) {
 		reply_json(rep, 400, json_pack("{s:s}", "error", "unsupported_grant_type"));
@@ -337,6 +338,17 @@ void api_token(struct sim *s, const struct http_request *req, struct sim_reply *
 		return;
 	}
 	explicit_bzero(secret, sizeof(secret));
+	if (s->faults.token_status) {
+		/* A failing endpoint; 200 stands for a proxy's HTML page instead of a token. */
+		s->counters.errors_injected++;
+		reply_json(rep, s->faults.token_status,
+			   s->faults.token_status == 200
+			       ? json_pack("{s:s}", "message", "maintenance")
+			       : json_pack("{s:s}", "error", "temporarily_unavailable"));
+		if (s->faults.token_status == 429 || s->faults.token_status == 503)
+			rep->retry_after = s->faults.retry_after;
+		return;
+	}
 	/* Reuse an expired slot, or else the one that expires first. */
 	uint64_t now = sim_now_ms();
 	struct sim_token *slot = &s->tokens[0];
@@ -358,7 +370,7 @@ void api_token(struct sim *s, const struct http_request *req, struct sim_reply *
 /* True if the request carries a valid, unexpired bearer token. */
 bool api_authorized(struct sim *s, const struct http_request *req)
 {
-	if (strncasecmp(req->authorization, "Bearer ", 7) != 0)
+	if (s->faults.api_unauthorized || strncasecmp(req->authorization, "Bearer ", 7) != 0)
 		return false;
 	const char *tok = req->authorization + 7;
 	uint64_t now = sim_now_ms();
@@ -450,13 +462,13 @@ void api_handle(struct sim *s, const struct http_request *req, struct sim_reply 
 static json_t *counters_json(struct sim *s)
 {
 	const struct sim_counters *c = &s->counters;
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "imports",
-			 (json_int_t)c->imports, "duplicate_imports",
-			 (json_int_t)c->duplicate_imports, "queries", (json_int_t)c->queries,
-			 "connections", (json_int_t)c->connections, "handshakes",
-			 (json_int_t)c->handshakes, "resumed", (json_int_t)c->resumed, "requests",
-			 (json_int_t)c->requests, "errors_injected", (json_int_t)c->errors_injected,
-			 "devices", (json_int_t)s->ndevices);
+	return json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "imports", (json_int_t)c->imports,
+	    "duplicate_imports", (json_int_t)c->duplicate_imports, "queries",
+	    (json_int_t)c->queries, "connections", (json_int_t)c->connections, "handshakes",
+	    (json_int_t)c->handshakes, "resumed", (json_int_t)c->resumed, "requests",
+	    (json_int_t)c->requests, "errors_injected", (json_int_t)c->errors_injected,
+	    "token_requests", (json_int_t)c->token_requests, "devices", (json_int_t)s->ndevices);
 }
 
 /* The name of a duplicate policy. */
@@ -481,17 +493,17 @@ int sim_parse_duplicate(const char *v, enum sim_duplicate *ret)
 /* The fault settings as a JSON object. */
 static json_t *faults_json(const struct sim_faults *f)
 {
-	return json_pack("{s:i, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:f, s:f, s:i, s:b, s:f, s:b, "
-			 "s:s}",
-			 "latency_ms", (int)f->latency_ms, "import_latency_ms",
-			 (int)f->import_latency_ms, "query_latency_ms", (int)f->query_latency_ms,
-			 "jitter_ms", (int)f->jitter_ms,
-			 "rate_5xx", f->rate_5xx, "rate_429", f->rate_429, "retry_after",
-			 (int)f->retry_after, "reset_after", (int)f->reset_after,
-			 "drop_before_answer", f->drop_before_answer, "drop_before_import",
-			 f->drop_before_import, "idle_close_ms", (int)f->idle_close_ms, "slow",
-			 f->slow, "malformed", f->malformed, "refuse", f->refuse, "duplicate",
-			 duplicate_name(f->duplicate));
+	return json_pack(
+	    "{s:i, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:f, s:f, s:i, s:b, s:f, s:b, "
+	    "s:s, s:i, s:b}",
+	    "latency_ms", (int)f->latency_ms, "import_latency_ms", (int)f->import_latency_ms,
+	    "query_latency_ms", (int)f->query_latency_ms, "jitter_ms", (int)f->jitter_ms,
+	    "rate_5xx", f->rate_5xx, "rate_429", f->rate_429, "retry_after", (int)f->retry_after,
+	    "reset_after", (int)f->reset_after, "drop_before_answer", f->drop_before_answer,
+	    "drop_before_import", f->drop_before_import, "idle_close_ms", (int)f->idle_close_ms,
+	    "slow", f->slow, "malformed", f->malformed, "refuse", f->refuse, "duplicate",
+	    duplicate_name(f->duplicate), "token_status", (int)f->token_status, "api_unauthorized",
+	    f->api_unauthorized);
 }
 
 /* Apply the members of o to a copy of the faults; all or nothing. NULL or an error text. */
@@ -515,6 +527,10 @@ static const char *faults_update(struct sim_faults *faults, json_t *o)
 			u = &f.jitter_ms;
 		else if (strcmp(key, "retry_after") == 0)
 			u = &f.retry_after;
+		else if (strcmp(key, "token_status") == 0)
+			u = &f.token_status;
+		else if (strcmp(key, "api_unauthorized") == 0)
+			b = &f.api_unauthorized;
 		else if (strcmp(key, "reset_after") == 0)
 			u = &f.reset_after;
 		else if (strcmp(key, "idle_close_ms") == 0)
