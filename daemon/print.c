@@ -320,6 +320,8 @@ static int printer_parse_url(struct print_printer *pr, const char *url)
 		return -EINVAL;
 	memcpy(hostport, rest, hl);
 	hostport[hl] = '\0';
+	if (strchr(hostport, '@') || (hostport[0] == '[' && !strchr(hostport, ']')))
+		return -EINVAL;
 	char *colon = strrchr(hostport, ':');
 	if (colon && (hostport[0] != '[' || colon > strchr(hostport, ']'))) {
 		*colon = '\0';

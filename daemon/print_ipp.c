@@ -182,6 +182,11 @@ static int ipp_status(struct print_printer *pr, struct ipp_worker *w, http_t *ht
 /* Draw the job's labels as one PDF, a page per copy. */
 static int ipp_render(struct print_printer *pr, struct print_job *j, uint8_t **ret, size_t *len)
 {
+	if (!j->labels) {
+		/* Config validation keeps ZPL off IPP printers: this is never a PDF job. */
+		snprintf(j->reason, sizeof(j->reason), "the job has no labels to draw as PDF");
+		return -EINVAL;
+	}
 	struct layout_doc *d;
 	int r = layout_doc_new(pr->layout, LAYOUT_PDF, &d);
 	for (size_t i = 0; i < j->n_labels && r == 0; i++) {
@@ -204,8 +209,9 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 		     struct print_job *j, const uint8_t *data, size_t len)
 {
 	char name[64];
-	snprintf(name, sizeof(name), "tpad-%llu%s%s", (unsigned long long)j->id,
-		 j->n_labels == 1 ? "-" : "", j->n_labels == 1 ? j->labels[0].dev_eui : "");
+	bool one = j->n_labels == 1 && j->labels;
+	snprintf(name, sizeof(name), "tpad-%llu%s%s", (unsigned long long)j->id, one ? "-" : "",
+		 one ? j->labels[0].dev_eui : "");
 	ipp_t *req = ippNewRequest(IPP_OP_PRINT_JOB);
 	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_URI, "printer-uri", NULL, w->uri);
 	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_NAME, "requesting-user-name", NULL, "tpad");

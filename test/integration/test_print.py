@@ -812,6 +812,16 @@ class Print(TpadTestCase):
         p = check("[label]\ncaption-3 = a rather long line of free text\n")
         self.assertEqual(p.returncode, 1)
         self.assertIn("label.caption-3", p.stderr)
+        # ZPL cannot go to an IPP printer (it took tpad down at the first job).
+        p = check("[printer.a]\nurl = ipp://127.0.0.1/ipp/print\nlanguage = zpl\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("c.conf:3: printer.a.language = zpl needs a socket:// url", p.stderr)
+        for url, why in (("socket://user@127.0.0.1:9100", "user name"),
+                         ("ipp://[::1/ipp", "not closed")):
+            p = check(f"[printer.a]\nurl = {url}\n")
+            self.assertEqual(p.returncode, 1, url)
+            self.assertIn("c.conf:2: printer.a.url", p.stderr)
+            self.assertIn(why, p.stderr)
         key = os.path.join(self.tmp, "store.key")
         tpadtest.write_secret(key, "00" * 32)
         p = check("[printer.a]\nurl = socket://127.0.0.1\n[printer.b]\n"
