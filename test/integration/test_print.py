@@ -712,6 +712,25 @@ class Print(TpadTestCase):
         self.assertEqual(self.activate(eui(31), generateAppKey=True,
                                        serial=serial)["device"]["serial"], serial)
 
+    def test_a_serial_that_makes_the_code_larger_is_refused_first(self):
+        """A 36-character serial fits beside the code of a typical label text, but its own
+        text needs a code one version larger, which leaves less room: refused before the
+        device is issued (it was issued, then the label could never print)."""
+        self.start(self.raw_section())
+        serial = "AAAAAA" + "." * 30
+        for kw in ({"print": {}}, {}):
+            with self.assertRaises(VarlinkError) as e:
+                self.activate(eui(32), generateAppKey=True, serial=serial, **kw)
+            self.assertEqual(e.exception.error, "io.tpad.Station.InvalidParameter")
+            self.assertEqual(e.exception.params["parameter"], "serial")
+            self.assertIn("label.caption-2", e.exception.params["reason"])
+        self.assertEqual(self.s.counters()["imports"], 0)
+        self.assertEqual(self.raw.jobs, [])
+        # Four characters fewer: the code keeps its size, and the label prints.
+        r = self.activate(eui(33), generateAppKey=True, serial=serial[:32], print={})
+        self.assertEqual(r["print"]["state"], "printed")
+        self.assertIn(f"^FD{serial[:32]}^FS", self.jobs(1)[0])
+
     def test_a_job_the_printer_aborts_is_a_print_failure(self):
         """An IPP printer that accepts the job and then aborts it (its print command fails:
         a jam): PrintFailed with the printer's reason, the device still handed out (it was

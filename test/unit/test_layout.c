@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "label.h"
 #include "layout.h"
 #include "print.h"
 #include "qr_image.h"
@@ -166,6 +167,22 @@ static void test_fit(void)
 		  -EMSGSIZE);
 	CHECK(strstr(err, "label.caption-2") != NULL);
 	CHECK(data == NULL);
+
+	/*
+	 * A serial of 36 characters fits beside the code of the typical text the configuration
+	 * is checked with (version 5), but its own label text needs a larger code (version 6):
+	 * the fit is measured with that text.
+	 */
+	static const char typical[] = "LW:D0:70B3D57ED0000001:0123D345666E2DBD:00000000:"
+				      "O0123456789ABCDEF0123456789ABCDEF:SSN-00000001:C1A2B";
+	const char *serial = "AAAAAA..............................";
+	const struct caption_fields f36 = {"0123D345666E2DBD", "70B3D57ED0000001", serial};
+	char text[QR_TEXT_MAX];
+	CHECK_INT(layout_fields_fit(l, typical, &f36, err, sizeof(err)), 0);
+	CHECK_INT(label_text_to_issue(&c, "0123D345666E2DBD", "", serial, text, sizeof(text)), 0);
+	CHECK(strstr(text, ":SAAAAAA....") != NULL);
+	CHECK_INT(layout_fields_fit(l, text, &f36, err, sizeof(err)), -EMSGSIZE);
+	CHECK(strstr(err, "label.caption-2") != NULL);
 	layout_free(l);
 	config_free(&c);
 }
