@@ -149,6 +149,32 @@ const char *print_default_for(const struct print *p, uid_t uid, gid_t gid)
 	return p->cfg->print_default;
 }
 
+/* A new job (or status question) of pr, its printer.timeout counted from now. */
+static struct print_job *job_new(struct print_printer *pr)
+{
+	struct print_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	j->pr = pr;
+	j->submitted_us = clock_now_us();
+	j->deadline_us = j->submitted_us + (uint64_t)pr->cfg->timeout_ms * 1000u;
+	return j;
+}
+
+uint64_t print_job_left_us(const struct print_job *j)
+{
+	uint64_t now = clock_now_us();
+	return now < j->deadline_us ? j->deadline_us - now : 0;
+}
+
+void print_job_unreachable(struct print_job *j)
+{
+	j->have_state = true;
+	j->ready = false;
+	snprintf(j->state, sizeof(j->state), "unreachable");
+	snprintf(j->reasons, sizeof(j->reasons), "%s", j->reason);
+}
+
 /* Free a job. */
 static void job_free(struct print_job *j)
 {
@@ -172,10 +198,18 @@ static void printer_kick(struct print_printer *pr)
 		pr->queued--;
 		j->next = NULL;
 		pr->active = j;
-		int r = pr->raw ? print_raw_start(j) : print_ipp_start(j);
-		if (r < 0) {
+		/* printer.timeout covers the whole job: what waited it out in the queue fails. */
+		int r = print_job_left_us(j) ? pr->raw ? print_raw_start(j) : print_ipp_start(j)
+					     : -ETIMEDOUT;
+		if (r == -ETIMEDOUT)
+			snprintf(
+			    j->reason, sizeof(j->reason),
+			    "timed out in the queue behind earlier jobs (printer.timeout covers "
+			    "the whole job)");
+		else if (r < 0)
 			snprintf(j->reason, sizeof(j->reason), "cannot start the job: %s",
 				 strerror(-r));
+		if (r < 0) {
 			j->ok = false;
 			job_finish(j); /* and on with the loop: no recursion per failed job */
 		}
@@ -279,12 +313,10 @@ static void status_cb(evutil_socket_t fd, short what, void *arg)
 	struct print_printer *pr = arg;
 	if (pr->active || pr->head)
 		return;
-	struct print_job *j = calloc(1, sizeof(*j));
+	struct print_job *j = job_new(pr);
 	if (!j)
 		return;
-	j->pr = pr;
 	j->probe = true;
-	j->submitted_us = clock_now_us();
 	printer_queue(pr, j);
 	printer_kick(pr);
 }
@@ -484,17 +516,15 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 			 pr->cfg->queue);
 		return -EBUSY;
 	}
-	struct print_job *j = calloc(1, sizeof(*j));
+	struct print_job *j = job_new(pr);
 	if (!j) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	j->pr = pr;
 	j->n_labels = n;
 	j->copies = copies;
 	j->cb = cb;
 	j->arg = arg;
-	j->submitted_us = clock_now_us();
 	int r = 0;
 	if (config_printer_language(pr->cfg) == PRINTER_LANG_ZPL) {
 		/* ZPL is cheap to make: made here, so a label that does not fit fails now. */

@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -39,15 +40,10 @@ def eui(n):
     return f"70B3D5{n:010X}"
 
 
-class RawPrinter:
-    """A raw 9100 printer on loopback: answers ~HS with .status, records jobs."""
+class Listener:
+    """A TCP listener on loopback that gives each connection to self.handle, on a thread."""
 
     def __init__(self):
-        self.status = HS_READY
-        self.hang = False
-        self.jobs = []
-        self.hs_asked = 0
-        self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -56,9 +52,6 @@ class RawPrinter:
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
-    def url(self):
-        return f"socket://127.0.0.1:{self.port}"
-
     def serve(self):
         while self.running:
             try:
@@ -66,6 +59,25 @@ class RawPrinter:
             except OSError:
                 return
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def close(self):
+        self.running = False
+        self.sock.close()
+
+
+class RawPrinter(Listener):
+    """A raw 9100 printer on loopback: answers ~HS with .status, records jobs."""
+
+    def __init__(self):
+        self.status = HS_READY
+        self.hang = False
+        self.jobs = []
+        self.hs_asked = 0
+        self.lock = threading.Lock()
+        super().__init__()
+
+    def url(self):
+        return f"socket://127.0.0.1:{self.port}"
 
     def handle(self, conn):
         conn.settimeout(30)
@@ -96,10 +108,6 @@ class RawPrinter:
             pass
         finally:
             conn.close()
-
-    def close(self):
-        self.running = False
-        self.sock.close()
 
 
 class IppPrinter:
@@ -139,6 +147,7 @@ class IppPrinter:
     def stop(self):
         for p in (self.proc, self.dbus):
             if p and p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a test may have stopped it
                 p.terminate()
                 try:
                     p.wait(10)
@@ -158,6 +167,59 @@ class IppPrinter:
     def files(self):
         return sorted(os.path.join(self.spool, f) for f in os.listdir(self.spool)
                       if f.endswith(".pdf"))
+
+
+class DroppingIppPrinter(Listener):
+    """An IPP printer on loopback that answers Get-Printer-Attributes (idle, ready) and
+    resets the connection as soon as a job's request (chunked, a Print-Job) begins: a
+    printer that dies while it is sent a job."""
+
+    def url(self):
+        return f"ipp://127.0.0.1:{self.port}/ipp/print"
+
+    @staticmethod
+    def answer(request_id):
+        import struct
+
+        def attr(tag, name, value):
+            return (bytes([tag]) + struct.pack(">H", len(name)) + name +
+                    struct.pack(">H", len(value)) + value)
+        body = (b"\x02\x00\x00\x00" + request_id + b"\x01" +
+                attr(0x47, b"attributes-charset", b"utf-8") +
+                attr(0x48, b"attributes-natural-language", b"en") + b"\x04" +
+                attr(0x23, b"printer-state", struct.pack(">i", 3)) +
+                attr(0x44, b"printer-state-reasons", b"none") +
+                attr(0x22, b"printer-is-accepting-jobs", b"\x01") + b"\x03")
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    def handle(self, conn):
+        import struct
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                if b"chunked" in head.lower():
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+                    return
+                if b"100-continue" in head.lower():
+                    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                n = int([h.split(b":")[1] for h in head.split(b"\r\n")
+                         if h.lower().startswith(b"content-length:")][0])
+                while len(buf) < n:
+                    buf += conn.recv(65536)
+                body, buf = buf[:n], buf[n:]
+                conn.sendall(self.answer(body[4:8]))
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
 
 def zpl_renderer():
@@ -730,6 +792,96 @@ class Print(TpadTestCase):
         r = self.activate(eui(33), generateAppKey=True, serial=serial[:32], print={})
         self.assertEqual(r["print"]["state"], "printed")
         self.assertIn(f"^FD{serial[:32]}^FS", self.jobs(1)[0])
+
+    def printer_status(self, name):
+        with self.d.admin_client() as a:
+            st = a.call("io.tpad.Admin.Status")["printers"]
+            metrics = a.call("io.tpad.Admin.Metrics")["text"]
+        return [p for p in st if p["name"] == name][0], metrics
+
+    def test_a_hung_ipp_printer_is_unreachable(self):
+        """An IPP printer that takes connections and never answers (stopped): the job fails
+        within printer.timeout and Status, the metrics and STATUS= say it is unreachable;
+        also when tpad starts while it hangs (it said ready, or unknown, for ever)."""
+        self.ipp = IppPrinter(self.tmp)
+        self.start(f"[printer.office]\nurl = {self.ipp.url()}\ntimeout = 2s\n"
+                   "status-interval = 1s\n", default="office", start=False)
+        os.kill(self.ipp.proc.pid, signal.SIGSTOP)
+        self.d.start()
+        wait_for(lambda: self.printer_status("office")[0]["state"] == "unreachable", 10,
+                 "the first status question to find the printer hung")
+        st, metrics = self.printer_status("office")
+        self.assertFalse(st["ready"])
+        self.assertIn("did not answer", st["reasons"])
+        self.assertIn('tpad_printer_ready{printer="office"} 0', metrics)
+        self.d.wait_notify("office the printer did not answer", 10)
+        # Back: ready again; then hung while ready: the job's failure says so at once.
+        os.kill(self.ipp.proc.pid, signal.SIGCONT)
+        wait_for(lambda: self.printer_status("office")[0]["ready"], 10, "the printer back")
+        os.kill(self.ipp.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate",
+                   {"devEUI": eui(40), "generateAppKey": True, "print": {}})
+            reply = c.recv()
+        took = time.monotonic() - t0
+        self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
+        self.assertIn("did not answer", reply["parameters"]["reason"])
+        # printer.timeout bounds the whole job (it took 4 s of a 3 s timeout).
+        self.assertLess(took, 2.6)
+        st, metrics = self.printer_status("office")
+        self.assertEqual((st["state"], st["ready"]), ("unreachable", False))
+        self.assertIn('tpad_printer_ready{printer="office"} 0', metrics)
+
+    def test_jobs_queued_on_a_hung_printer_share_its_timeout(self):
+        """Three stations print at once on a raw printer that hangs: each job's
+        printer.timeout counts from its submission, so all three fail about 2 s after they
+        asked (the third waited 6 s); another printer prints meanwhile."""
+        other = RawPrinter()
+        self.addCleanup(other.close)
+        self.start(self.raw_section() + self.raw_section("line2", url=other.url()))
+        self.raw.hang = True
+        results = [None] * 3
+
+        def one(i):
+            t0 = time.monotonic()
+            with self.d.station_client() as c:
+                c.send("io.tpad.Station.Activate",
+                       {"devEUI": eui(50 + i), "generateAppKey": True, "print": {}})
+                reply = c.recv()
+            results[i] = (reply, time.monotonic() - t0)
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for t in ts:
+            t.start()
+        wait_for(lambda: self.raw.hs_asked, 5, "the first job at the hung printer")
+        r = self.activate(eui(60), generateAppKey=True, print={"printer": "line2"})
+        self.assertEqual(r["print"]["state"], "printed")
+        for t in ts:
+            t.join(15)
+        # Each timed out at the printer or, with nothing left of its time, in the queue.
+        for (reply, took) in results:
+            self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+            self.assertIn("timed out", reply["parameters"]["reason"])
+            self.assertLess(took, 3.0, [r["parameters"]["reason"] for r, _ in results])
+
+    def test_an_ipp_printer_that_drops_the_job_lost_the_connection(self):
+        """The printer resets the connection while it is sent the job: the reason says the
+        connection was lost (it said the printer refused the job: Broken pipe) and Status
+        shows the printer unreachable."""
+        drop = DroppingIppPrinter()
+        self.addCleanup(drop.close)
+        self.start(f"[printer.office]\nurl = {drop.url()}\ntimeout = 3s\n"
+                   "status-interval = 0\n", default="office")
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate", {"devEUI": eui(41), "generateAppKey": True,
+                                                "print": {"copies": 100}})
+            reply = c.recv()
+        self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
+        reason = reply["parameters"]["reason"]
+        self.assertIn("lost the connection to the printer during the job", reason)
+        self.assertNotIn("refused", reason)
+        st, _ = self.printer_status("office")
+        self.assertEqual((st["state"], st["ready"]), ("unreachable", False))
 
     def test_a_job_the_printer_aborts_is_a_print_failure(self):
         """An IPP printer that accepts the job and then aborts it (its print command fails:
