@@ -17,13 +17,31 @@
 #include "log.h"
 #include "print_backend.h"
 
+/*
+ * True if the line buf[start..end) (its LF at end) is text that is no ~HS answer: not
+ * blank and not the echo of our "~HS" query.
+ */
+static bool hs_line_is_text(const char *buf, size_t start, size_t end)
+{
+	while (end > start && (buf[end - 1] == '\r' || buf[end - 1] == ' '))
+		end--;
+	while (start < end && buf[start] == ' ')
+		start++;
+	return end > start && !(end - start == 3 && memcmp(buf + start, "~HS", 3) == 0);
+}
+
 /* ~HS: the indexes of the fields that matter in strings 1 and 2. */
 int print_hs_parse(const char *buf, size_t len, struct print_hs *ret, size_t *ret_used)
 {
-	size_t i = 0;
+	size_t i = 0, line = 0;
 	while (i < len && buf[i] != '\x02') {
 		if (i >= PRINT_HS_MAX)
 			return -EBADMSG;
+		/* A whole line of text before any STX: this printer does not speak ~HS. */
+		if (buf[i] == '\n' && hs_line_is_text(buf, line, i))
+			return -EBADMSG;
+		if (buf[i] == '\n')
+			line = i + 1;
 		i++;
 	}
 	if (i == len)

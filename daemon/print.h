@@ -36,9 +36,10 @@ struct print_hs {
 #define PRINT_MAX_PDF_PAGES 10000
 
 /*
- * Parse a ~HS answer at the start of buf (bytes before the first STX are skipped).
- * 0 with *ret and the bytes used in *ret_used; -EAGAIN when more bytes are needed;
- * -EBADMSG when it is not a ~HS answer (or longer than PRINT_HS_MAX).
+ * Parse a ~HS answer at the start of buf (blank lines, the echo of "~HS" and a part line
+ * before the first STX are skipped). 0 with *ret and the bytes used in *ret_used; -EAGAIN
+ * when more bytes are needed; -EBADMSG when it is not a ~HS answer: a whole line of other
+ * text before the first STX, a malformed string, or longer than PRINT_HS_MAX.
  */
 int print_hs_parse(const char *buf, size_t len, struct print_hs *ret, size_t *ret_used);
 

@@ -525,6 +525,21 @@ class Print(TpadTestCase):
         self.assertIn("unreachable", p.stdout)
         self.assertEqual(self.s.counters()["imports"], 1)
 
+    def test_a_printer_that_answers_text_to_hs_fails_at_once(self):
+        """Something that answers ~HS with lines of text (not a Zebra printer) fails the job
+        as soon as the first line is in, not at printer.timeout as a timeout."""
+        self.start(self.raw_section())
+        self.raw.status = "?? unknown command\r\n"
+        t0 = time.monotonic()
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate",
+                   {"devEUI": eui(6), "generateAppKey": True, "print": {}})
+            reply = c.recv()
+        self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+        self.assertIn("not ZPL host status", reply["parameters"]["reason"])
+        self.assertLess(time.monotonic() - t0, 1.5)
+        self.assertEqual(self.raw.jobs, [])
+
     def check_whole_png(self, data, dev, name):
         """data is the whole label of dev: label.width x label.height at label.dpi, its
         code decodes to the TR005 text, and the region right of the code has the captions'

@@ -362,6 +362,13 @@ static void test_hs(void)
 	CHECK_INT(print_hs_parse("\x02xyz\x03\r\n\x02a\x03\r\n\x02b\x03\r\n", 21, &hs, &used),
 		  -EBADMSG);
 	CHECK_INT(print_hs_parse("hello", 5, &hs, &used), -EAGAIN);
+	/* A whole line of text and no STX: not ~HS, said at once (it waited for the timeout). */
+	CHECK_INT(print_hs_parse("hello\r\n", 7, &hs, &used), -EBADMSG);
+	CHECK_INT(print_hs_parse("\r\nHTTP/1.1 400 Bad Request\n", 27, &hs, &used), -EBADMSG);
+	/* The echo of the query is no answer, but no garbage either. */
+	char echo[sizeof(ok) + 5] = "~HS\r\n";
+	memcpy(echo + 5, ok, sizeof(ok));
+	CHECK_INT(print_hs_parse(echo, sizeof(echo) - 1, &hs, &used), 0);
 	char noise[PRINT_HS_MAX + 10];
 	memset(noise, 'x', sizeof(noise));
 	CHECK_INT(print_hs_parse(noise, sizeof(noise), &hs, &used), -EBADMSG);
