@@ -77,7 +77,7 @@ static int collect(const struct store_record *rec, void *arg)
 static void audit_all(struct admin_print_call *c, const char *printer, uint64_t job,
 		      const char *reason)
 {
-	char outcome[128];
+	char outcome[STORE_AUDIT_OUTCOME_MAX];
 	print_outcome(outcome, sizeof(outcome), printer, job, reason);
 	for (size_t i = 0; c->t->store && i < c->n; i++)
 		store_audit(c->t->store, c->labels[i].dev_eui, "io.tpad.Admin.Print", c->uid,

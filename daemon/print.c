@@ -403,7 +403,13 @@ struct print *print_new(struct event_base *base, const struct config *cfg, char 
 	}
 	p->base = base;
 	p->cfg = cfg;
-	p->next_job = 1;
+	/*
+	 * Job numbers go on from the wall clock's milliseconds, not from 1: the audit rows
+	 * of jobs before a restart keep numbers no later job takes (short of 1000 jobs a
+	 * second since the start, or the clock set back).
+	 */
+	int64_t now = clock_wall_ms();
+	p->next_job = now > 0 ? (uint64_t)now : 1;
 	p->done_pipe[0] = p->done_pipe[1] = -1;
 	p->printers = calloc(cfg->n_printers ? cfg->n_printers : 1, sizeof(*p->printers));
 	if (!p->printers || pipe2(p->done_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -684,7 +690,7 @@ void print_metrics(struct print *p, FILE *f)
 void print_outcome(char *buf, size_t n, const char *printer, uint64_t job, const char *reason)
 {
 	if (reason)
-		snprintf(buf, n, "print failed on %.32s job %llu: %.50s", printer,
+		snprintf(buf, n, "print failed on %.32s job %llu: %s", printer,
 			 (unsigned long long)job, reason);
 	else
 		snprintf(buf, n, "printed on %.32s job %llu", printer, (unsigned long long)job);

@@ -63,7 +63,7 @@ struct print_label {
 /* How a job ended. printer and reason live until the callback returns. */
 struct print_result {
 	const char *printer;
-	uint64_t job;	      /* tpad's job number, unique while tpad runs */
+	uint64_t job;	      /* tpad's job number, unique across restarts too */
 	int32_t printer_job;  /* the IPP printer's job-id; 0 for raw printers */
 	bool ok;	      /* sent and taken by the printer */
 	const char *reason;   /* why not, when !ok ("paper out", "connection refused"...) */
@@ -112,7 +112,10 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 		     size_t n, unsigned copies, print_done_fn *cb, void *arg, char *err,
 		     size_t errlen);
 
-/* The audit outcome of a job: "printed on P job N" or "print failed on P job N: reason". */
+/*
+ * The audit outcome of a job: "printed on P job N" or "print failed on P job N: reason",
+ * the whole reason when n is STORE_AUDIT_OUTCOME_MAX (P cut to 32 bytes).
+ */
 void print_outcome(char *buf, size_t n, const char *printer, uint64_t job, const char *reason);
 
 /* Status of every printer: [{name, url, language, state, ready, reasons, queued, ...}]. */

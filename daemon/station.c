@@ -116,7 +116,7 @@ static bool print_want_parse(struct tpad *t, struct req *r, struct print_want *r
 static void print_audit(struct tpad *t, const char *dev_eui, const char *method, uint32_t uid,
 			int32_t pid, const char *printer, uint64_t job, const char *reason)
 {
-	char outcome[128];
+	char outcome[STORE_AUDIT_OUTCOME_MAX];
 	print_outcome(outcome, sizeof(outcome), printer, job, reason);
 	if (t->store)
 		store_audit(t->store, dev_eui, method, uid, pid, outcome);

@@ -897,6 +897,26 @@ class Print(TpadTestCase):
         self.assertNotIn("refused", reason)
         st, _ = self.printer_status("office")
         self.assertEqual((st["state"], st["ready"]), ("unreachable", False))
+        # The audit row keeps the whole reason (it was cut at 50 characters).
+        job = reply["parameters"]["job"]
+        wait_for(lambda: f"print failed on office job {job}: {reason}" in self.audit(eui(41)),
+                 10, "the audit row with the whole reason")
+
+    def test_job_numbers_go_on_across_restarts(self):
+        """Job numbers start from the clock, not from 1: the audit rows of a job before a
+        restart and one after it never share a number."""
+        self.start(self.raw_section())
+        first = self.activate(eui(42), generateAppKey=True, print={})["print"]["job"]
+        self.d.stop()
+        self.d.start()
+        with self.d.station_client() as c:
+            second = c.call("io.tpad.Station.Lookup",
+                            {"devEUI": eui(42), "print": {}})["print"]["job"]
+        self.assertGreater(second, first)
+        audit = wait_for(lambda: (lambda a: a if len(a) >= 2 else None)(
+            [x for x in self.audit(eui(42)) if x.startswith("printed on")]), 10, "2 rows")
+        self.assertEqual(sorted(audit), sorted({f"printed on line1 job {first}",
+                                                f"printed on line1 job {second}"}))
 
     def test_a_job_the_printer_aborts_is_a_print_failure(self):
         """An IPP printer that accepts the job and then aborts it (its print command fails:
