@@ -727,6 +727,39 @@ class Print(TpadTestCase):
                           {"devEUI": devs[0], "print": {}})
         self.assertEqual(e.params["parameter"], "print.printer")
 
+    def test_a_batch_in_parts(self):
+        """Admin.Print's limit and after print a batch in parts, in DevEUI order; each reply
+        names its last DevEUI and whether more are left; tpactl says how to go on."""
+        self.start(self.raw_section())
+        devs = [eui(70 + i) for i in range(5)]
+        for d in devs:
+            self.activate(d, generateAppKey=True)
+        parts, after = [], None
+        with self.d.admin_client() as a:
+            while True:
+                r = a.call("io.tpad.Admin.Print", {"state": "issued", "limit": 2,
+                                                   **({"after": after} if after else {})})
+                parts.append((r["labels"], r["last"], r["more"]))
+                after = r["last"]
+                if not r["more"]:
+                    break
+            with self.assertRaises(VarlinkError) as e:
+                a.call("io.tpad.Admin.Print", {"devEUI": devs[0], "limit": 2})
+            self.assertEqual(e.exception.params["parameter"], "limit")
+        self.assertEqual(parts, [(2, devs[1], True), (2, devs[3], True), (1, devs[4], False)])
+        jobs = self.jobs(3)
+        for i, d in enumerate(devs):
+            self.assertIn(f"^FD{d}^FS", jobs[i // 2])
+        p = self.d.tpactl("--socket", self.d.admin, "print", "--state", "issued", "--limit",
+                          "3", check=0)
+        self.assertIn(f"printed 3 labels on line1", p.stdout)
+        self.assertIn(f"more to print: tpactl print --state issued --after {devs[2]}", p.stdout)
+        p = self.d.tpactl("--socket", self.d.admin, "print", "--state", "issued", "--after",
+                          devs[2], "--limit", "3", check=0)
+        self.assertIn(f"printed 2 labels on line1 (job", p.stdout)
+        self.assertIn(f"the last {devs[4]}", p.stdout)
+        self.assertNotIn("more to print", p.stdout)
+
     def test_hung_printer_delays_no_other_station(self):
         self.start(self.raw_section())
 
