@@ -53,6 +53,7 @@ struct ctl_args {
 	const char *command;	     /* the command's name, for messages */
 	const char *manifest, *signer, *dev_eui_map; /* import --manifest */
 	const char *reason;			      /* retire */
+	const char *after;			      /* print --after */
 	int bits;				      /* keygen-rsa */
 	bool label;	     /* --label: the whole label layout (tpad's default) */
 	bool code;	     /* --code: the bare QR code, not the whole label */

@@ -21,18 +21,28 @@ int ctl_print(struct ctl *c, struct ctl_args *a)
 		json_object_set_new(p, "printer", json_string(a->printer));
 	if (a->copies)
 		json_object_set_new(p, "copies", json_integer(a->copies));
+	if (a->after)
+		json_object_set_new(p, "after", json_string(a->after));
+	if (a->limit)
+		json_object_set_new(p, "limit", json_integer(a->limit));
 	json_t *r;
 	int rc = ctl_call(c, "io.tpad.Admin.Print", p, a->json, &r);
 	if (rc != 0)
 		return rc < 0 ? 1 : rc;
+	const char *last = json_string_value(json_object_get(r, "last"));
 	if (a->json)
 		ctl_print_json(r);
 	else
-		printf("printed %lld label%s on %s (job %lld)\n",
+		printf("printed %lld label%s on %s (job %lld)%s%s\n",
 		       (long long)json_integer_value(json_object_get(r, "labels")),
 		       json_integer_value(json_object_get(r, "labels")) == 1 ? "" : "s",
 		       json_string_value(json_object_get(r, "printer")),
-		       (long long)json_integer_value(json_object_get(r, "job")));
+		       (long long)json_integer_value(json_object_get(r, "job")),
+		       last ? ", the last " : "", last ? last : "");
+	/* More of the batch: say how to go on. */
+	if (!a->json && last && json_is_true(json_object_get(r, "more")))
+		printf("more to print: tpactl print --state %s --after %s%s\n", a->state, last,
+		       a->limit ? " --limit N" : "");
 	json_decref(r);
 	return 0;
 }

@@ -28,7 +28,7 @@ _tpactl() {
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return ;;
 	--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--scale|--margin|\
-	--concurrency|--limit|--interval|--printer|--copies|--to)
+	--concurrency|--limit|--interval|--printer|--copies|--to|--after)
 		return ;;
 	esac
 
@@ -37,7 +37,7 @@ _tpactl() {
 		case ${words[i]} in
 		--socket|--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--format|\
 		--scale|--margin|--ec-level|--concurrency|--failures|--out|--state|--limit|-o|--output|\
-		--printer|--copies|--interval|--to|--config|--tpad)
+		--printer|--copies|--interval|--to|--config|--tpad|--after)
 			((i++)) ;;
 		-*) ;;
 		*) cmd=${words[i]}; break ;;
@@ -86,7 +86,7 @@ _tpactl() {
 	adopt|device) opts="" ;;
 	metrics) opts="--format" ;;
 	top) opts="--interval" ;;
-	print) opts="--state --printer --copies" ;;
+	print) opts="--state --after --limit --printer --copies" ;;
 	retire) opts="--reason" ;;
 	keygen-rsa) opts="--bits" ;;
 	store)

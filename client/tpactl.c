@@ -50,6 +50,7 @@ enum opt_id {
 	OPT_TO,
 	OPT_CONFIG,
 	OPT_TPAD,
+	OPT_AFTER,
 };
 
 /* Which options each command takes (bit set by enum opt_id - OPT_DEV_EUI). */
@@ -165,11 +166,16 @@ static const struct command commands[] = {
      "take a FOREIGN device's token from the cloud",
      "  EUI                 the DevEUI of a device the store holds as FOREIGN (imported\n"
      "                      by someone else, or by an attempt tpad cannot vouch for)\n"},
-    {"print", ctl_print, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_PRINTER) | BIT(OPT_COPIES), false, 0,
-     1, "EUI | --state STATE [--printer NAME] [--copies N]",
+    {"print", ctl_print, CTL_ADMIN,
+     BIT(OPT_STATE) | BIT(OPT_PRINTER) | BIT(OPT_COPIES) | BIT(OPT_AFTER) | BIT(OPT_LIMIT), false,
+     0, 1, "EUI | --state STATE [--after EUI] [--limit N] [--printer NAME] [--copies N]",
      "print (reprint) labels, a batch as one job",
      "  EUI                 the device to print\n"
      "  --state STATE       every device in this state instead (e.g. ISSUED)\n"
+     "  --after EUI         a batch's devices after this DevEUI only (DevEUI order)\n"
+     "  --limit N           at most N labels of the batch, 1 to 10000; a batch of\n"
+     "                      more than 10000 needs it: print it in parts, each with\n"
+     "                      --after the last DevEUI the previous part printed\n"
      "  --printer NAME      the printer (default print.default)\n"
      "  --copies N          copies of each label, 1 to 100\n"},
     {"backup", ctl_backup, CTL_ADMIN, 0, false, 1, 1, "FILE",
@@ -467,6 +473,7 @@ int main(int argc, char **argv)
 	    {"out", required_argument, NULL, OPT_OUT},
 	    {"state", required_argument, NULL, OPT_STATE},
 	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"after", required_argument, NULL, OPT_AFTER},
 	    {"interval", required_argument, NULL, OPT_INTERVAL},
 	    {"print", no_argument, NULL, OPT_PRINT},
 	    {"printer", required_argument, NULL, OPT_PRINTER},
@@ -644,6 +651,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_REASON:
 			a.reason = optarg;
+			break;
+		case OPT_AFTER:
+			a.after = optarg;
 			break;
 		case OPT_BITS:
 			a.bits = atoi(optarg);

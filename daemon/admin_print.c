@@ -15,8 +15,6 @@
 #include "store.h"
 #include "tpad.h"
 
-#define PRINT_MAX_LABELS 10000 /* labels in one Admin.Print call */
-
 /* One Print call waiting for its job. */
 struct admin_print_call {
 	struct tpad *t;
@@ -28,7 +26,9 @@ struct admin_print_call {
 	char dev_eui[17]; /* "" for a batch */
 	struct print_label *labels;
 	size_t n, cap;
-	bool too_many;
+	size_t max;   /* labels this call may print: limit, else PROTO_MAX_PRINT_LABELS */
+	bool limited; /* the call gave a limit */
+	bool more;    /* the batch goes on after the max-th label */
 	int err;
 };
 
@@ -45,8 +45,8 @@ static int collect(const struct store_record *rec, void *arg)
 	struct admin_print_call *c = arg;
 	if (rec->state != STORE_ISSUED || !rec->owner_token[0])
 		return 0;
-	if (c->n == PRINT_MAX_LABELS) {
-		c->too_many = true;
+	if (c->n == c->max) {
+		c->more = true;
 		return 1;
 	}
 	if (c->n == c->cap) {
@@ -77,7 +77,7 @@ static int collect(const struct store_record *rec, void *arg)
 static void audit_all(struct admin_print_call *c, const char *printer, uint64_t job,
 		      const char *reason)
 {
-	char outcome[128];
+	char outcome[STORE_AUDIT_OUTCOME_MAX];
 	print_outcome(outcome, sizeof(outcome), printer, job, reason);
 	for (size_t i = 0; c->t->store && i < c->n; i++)
 		store_audit(c->t->store, c->labels[i].dev_eui, "io.tpad.Admin.Print", c->uid,
@@ -91,17 +91,26 @@ static void call_free(struct admin_print_call *c)
 	free(c);
 }
 
+/* The reply of a printed job; a batch's says where it ended, so the next part follows on. */
+static json_t *printed_reply(const struct admin_print_call *c, const struct print_result *res)
+{
+	json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:f}", "printer", res->printer, "job",
+			      (json_int_t)res->job, "state", "printed", "labels", (json_int_t)c->n,
+			      "sendMs", res->sent_ms);
+	if (o && !c->dev_eui[0]) {
+		json_object_set_new(o, "last", json_string(c->labels[c->n - 1].dev_eui));
+		json_object_set_new(o, "more", json_boolean(c->more));
+	}
+	return o;
+}
+
 /* The job ended. */
 static void on_printed(const struct print_result *res, void *arg)
 {
 	struct admin_print_call *c = arg;
 	audit_all(c, res->printer, res->job, res->ok ? NULL : res->reason);
 	if (res->ok)
-		req_reply(c->r,
-			  json_pack("{s:s, s:I, s:s, s:I, s:f}", "printer", res->printer, "job",
-				    (json_int_t)res->job, "state", "printed", "labels",
-				    (json_int_t)c->n, "sendMs", res->sent_ms),
-			  false);
+		req_reply(c->r, printed_reply(c, res), false);
 	else
 		req_error(c->r, "io.tpad.Admin.PrintFailed",
 			  json_pack("{s:s, s:s, s:I}", "printer", res->printer, "reason",
@@ -124,8 +133,11 @@ static void print_gathered(struct admin_print_call *c, int rc)
 		call_free(c);
 		return;
 	}
-	if (c->too_many) {
-		invalid(r, "state", "more than 10000 labels; print in smaller batches");
+	if (c->more && !c->limited) {
+		invalid(r, "state",
+			"more than 10000 labels: print them in parts with limit (at most 10000) "
+			"and after (the reply's last), e.g. tpactl print --state STATE --limit "
+			"10000, then --after LAST");
 		call_free(c);
 		return;
 	}
@@ -196,6 +208,13 @@ void admin_print(struct tpad *t, struct req *r)
 	}
 	json_t *copies = json_object_get(params, "copies");
 	unsigned n_copies = json_is_integer(copies) ? (unsigned)json_integer_value(copies) : 1;
+	char after[17];
+	proto_param_hex(params, "after", after, HEX_EUI);
+	json_t *limit = json_object_get(params, "limit");
+	if (dev_eui[0] && (after[0] || json_is_integer(limit))) {
+		invalid(r, after[0] ? "after" : "limit", "after and limit go with state, a batch");
+		return;
+	}
 	if (!t->store) {
 		req_error(r, "io.tpad.Admin.StoreFailed", json_pack("{s:s}", "reason", "closed"));
 		return;
@@ -205,9 +224,15 @@ void admin_print(struct tpad *t, struct req *r)
 		req_error(r, "io.tpad.Admin.Busy", NULL);
 		return;
 	}
-	*c = (struct admin_print_call){
-	    .t = t, .r = r, .uid = (uint32_t)peer->uid, .pid = (int32_t)peer->pid,
-	    .copies = n_copies};
+	*c = (struct admin_print_call){.t = t,
+				       .r = r,
+				       .uid = (uint32_t)peer->uid,
+				       .pid = (int32_t)peer->pid,
+				       .copies = n_copies,
+				       .limited = json_is_integer(limit),
+				       .max = json_is_integer(limit)
+						  ? (size_t)json_integer_value(limit)
+						  : PROTO_MAX_PRINT_LABELS};
 	snprintf(c->printer, sizeof(c->printer), "%s", printer);
 	memcpy(c->dev_eui, dev_eui, sizeof(c->dev_eui));
 	int rc;
@@ -222,10 +247,10 @@ void admin_print(struct tpad *t, struct req *r)
 		up[i] = '\0';
 		enum store_state st;
 		rc = store_state_parse(up, &st);
-		/* One more than a call may print: enough to tell that there are too many. */
+		/* One more than a call may print: enough to tell that there are more. */
 		if (rc == 0)
-			rc = store_list_async(t->store, (int)st, NULL, PRINT_MAX_LABELS + 1,
-					      on_print_list, c);
+			rc = store_list_async(t->store, (int)st, after[0] ? after : NULL,
+					      c->max + 1, on_print_list, c);
 	}
 	if (rc < 0)
 		print_gathered(c, rc);

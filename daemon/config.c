@@ -64,8 +64,23 @@ static int printer_url_validate(const char *v, char *why, size_t whylen)
 		snprintf(why, whylen, "has a host name that is too long");
 		return -EINVAL;
 	}
+	if (memchr(host, '@', hl)) {
+		snprintf(why, whylen, "must not hold a user name (user@host): printers take none");
+		return -EINVAL;
+	}
+	const char *rb = host[0] == '[' ? memchr(host, ']', hl) : NULL;
+	if (host[0] == '[' && (!rb || rb == host + 1)) {
+		snprintf(why, whylen, "has an IPv6 address in [ ] that is empty or not closed");
+		return -EINVAL;
+	}
+	if (rb && rb + 1 != host + hl && rb[1] != ':') {
+		snprintf(why, whylen, "has text after the IPv6 address's ]");
+		return -EINVAL;
+	}
 	const char *colon = memrchr(host, ':', hl);
-	if (colon && host[0] != '[') {
+	if (rb && colon < rb)
+		colon = NULL;
+	if (colon) {
 		char *end;
 		errno = 0;
 		unsigned long port = strtoul(colon + 1, &end, 10);
@@ -776,7 +791,8 @@ static int config_finish(struct config *c, const char *name, char *err, size_t e
 	return 0;
 }
 
-/* The printers' rules: a url each, pdf only over IPP, print.default names one. */
+/* The printers' rules: a url each, ZPL only to raw and PDF only to IPP printers, print.default
+ * names one. */
 static int printers_check(const struct config *c, char *why, size_t whylen)
 {
 	char name[128];
@@ -786,11 +802,14 @@ static int printers_check(const struct config *c, char *why, size_t whylen)
 			snprintf(why, whylen, "[printer.%s] has no url", p->name);
 			return -EINVAL;
 		}
-		if (p->language == PRINTER_LANG_PDF && strncmp(p->url, "socket://", 9) == 0) {
+		/* Raw printers are sent ZPL, IPP printers PDF: nothing else. */
+		bool raw = strncmp(p->url, "socket://", 9) == 0;
+		enum printer_language takes = raw ? PRINTER_LANG_ZPL : PRINTER_LANG_PDF;
+		if (p->language != PRINTER_LANG_AUTO && p->language != takes) {
 			snprintf(name, sizeof(name), "printer.%s.language", p->name);
-			snprintf(why, whylen,
-				 "%s = pdf needs an ipp:// or ipps:// url; socket:// printers take zpl",
-				 name);
+			snprintf(why, whylen, "%s = %s needs %s url; %s printers take %s", name,
+				 raw ? "pdf" : "zpl", raw ? "an ipp:// or ipps://" : "a socket://",
+				 raw ? "socket://" : "ipp:// and ipps://", raw ? "zpl" : "pdf");
 			return -EINVAL;
 		}
 	}

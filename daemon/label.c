@@ -27,6 +27,18 @@ int label_text(const struct config *cfg, const struct store_record *r, char *out
 	return qr_tr005(&f, out, len);
 }
 
+int label_text_to_issue(const struct config *cfg, const char *dev_eui, const char *join_eui,
+			const char *serial, char *out, size_t len)
+{
+	static const char wide[] = "FFFFFFFFFFFFFFFF";
+	struct store_record r = {.profile_id = "FFFFFFFF"};
+	snprintf(r.dev_eui, sizeof(r.dev_eui), "%s", *dev_eui ? dev_eui : wide);
+	snprintf(r.join_eui, sizeof(r.join_eui), "%s", *join_eui ? join_eui : wide);
+	snprintf(r.serial, sizeof(r.serial), "%s", serial);
+	memset(r.owner_token, 'F', LABEL_TOKEN_SAMPLE);
+	return label_text(cfg, &r, out, len);
+}
+
 int label_opts(const struct config *cfg, const struct layout *layout, json_t *qr,
 	       struct qr_opts *ret, bool *ret_want)
 {

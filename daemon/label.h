@@ -14,6 +14,17 @@ struct store_record;
 /* The label text of r: TR005 with its checksum, or qr.template if configured. */
 int label_text(const struct config *cfg, const struct store_record *r, char *out, size_t len);
 
+/* Digits of the ownerToken that stands in for one not issued yet (a 128-bit token). */
+#define LABEL_TOKEN_SAMPLE 32
+
+/*
+ * The label text a device of these fields will get, before its ownerToken is known: as
+ * label_text() with a LABEL_TOKEN_SAMPLE-digit token, so its code is as large as the real
+ * one. dev_eui and join_eui may be "" (a 16-digit EUI stands in).
+ */
+int label_text_to_issue(const struct config *cfg, const char *dev_eui, const char *join_eui,
+			const char *serial, char *out, size_t len);
+
 struct layout;
 
 /*

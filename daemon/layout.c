@@ -251,12 +251,12 @@ static int caption_fit(const struct layout *l, const struct geometry *g, int i,
 	return 0;
 }
 
-int layout_fields_fit(const struct layout *l, const struct caption_fields *f, char *err,
-		      size_t errlen)
+int layout_fields_fit(const struct layout *l, const char *text, const struct caption_fields *f,
+		      char *err, size_t errlen)
 {
 	struct geometry g;
 	char line[CAPTION_MAX];
-	int modules = qr_image_modules(SAMPLE_TEXT, l->level);
+	int modules = qr_image_modules(text, l->level);
 	int r = modules < 0 ? modules : layout_place(l, modules, &g, err, errlen);
 	for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++)
 		if (l->captions[i])
@@ -299,7 +299,7 @@ int layout_new(const struct config_label *cl, uint32_t dpi, uint32_t width, uint
 		/* The typical label must fit: the code of a TR005 text and every caption. */
 		const struct caption_fields sample = {"FFFFFFFFFFFFFFFF", "FFFFFFFFFFFFFFFF",
 						     "SN-00000001"};
-		r = layout_fields_fit(l, &sample, err, errlen);
+		r = layout_fields_fit(l, SAMPLE_TEXT, &sample, err, errlen);
 		if (r == -EMSGSIZE)
 			r = -EINVAL;
 	}

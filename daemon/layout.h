@@ -30,12 +30,13 @@ int layout_new(const struct config_label *cl, uint32_t dpi, uint32_t width, uint
 	       enum qr_ec_level level, struct layout **ret, char *err, size_t errlen);
 
 /*
- * Whether every caption line of a device with these fields fits beside or below a typical
- * code: 0, or -EMSGSIZE with the line, its width and the room in err. For the protocol's
- * check of a serial, before anything is issued.
+ * Whether every caption line of a device with these fields fits beside or below the code
+ * of text (its label text, or one as long: the code's size depends on it): 0, or
+ * -EMSGSIZE with the line, its width and the room in err. For the protocol's check of a
+ * serial, before anything is issued (see label_text_to_issue()).
  */
-int layout_fields_fit(const struct layout *l, const struct caption_fields *f, char *err,
-		      size_t errlen);
+int layout_fields_fit(const struct layout *l, const char *text, const struct caption_fields *f,
+		      char *err, size_t errlen);
 
 /* Free a layout; accepts NULL, returns NULL. */
 struct layout *layout_free(struct layout *l);

@@ -17,13 +17,31 @@
 #include "log.h"
 #include "print_backend.h"
 
+/*
+ * True if the line buf[start..end) (its LF at end) is text that is no ~HS answer: not
+ * blank and not the echo of our "~HS" query.
+ */
+static bool hs_line_is_text(const char *buf, size_t start, size_t end)
+{
+	while (end > start && (buf[end - 1] == '\r' || buf[end - 1] == ' '))
+		end--;
+	while (start < end && buf[start] == ' ')
+		start++;
+	return end > start && !(end - start == 3 && memcmp(buf + start, "~HS", 3) == 0);
+}
+
 /* ~HS: the indexes of the fields that matter in strings 1 and 2. */
 int print_hs_parse(const char *buf, size_t len, struct print_hs *ret, size_t *ret_used)
 {
-	size_t i = 0;
+	size_t i = 0, line = 0;
 	while (i < len && buf[i] != '\x02') {
 		if (i >= PRINT_HS_MAX)
 			return -EBADMSG;
+		/* A whole line of text before any STX: this printer does not speak ~HS. */
+		if (buf[i] == '\n' && hs_line_is_text(buf, line, i))
+			return -EBADMSG;
+		if (buf[i] == '\n')
+			line = i + 1;
 		i++;
 	}
 	if (i == len)
@@ -149,6 +167,32 @@ const char *print_default_for(const struct print *p, uid_t uid, gid_t gid)
 	return p->cfg->print_default;
 }
 
+/* A new job (or status question) of pr, its printer.timeout counted from now. */
+static struct print_job *job_new(struct print_printer *pr)
+{
+	struct print_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	j->pr = pr;
+	j->submitted_us = clock_now_us();
+	j->deadline_us = j->submitted_us + (uint64_t)pr->cfg->timeout_ms * 1000u;
+	return j;
+}
+
+uint64_t print_job_left_us(const struct print_job *j)
+{
+	uint64_t now = clock_now_us();
+	return now < j->deadline_us ? j->deadline_us - now : 0;
+}
+
+void print_job_unreachable(struct print_job *j)
+{
+	j->have_state = true;
+	j->ready = false;
+	snprintf(j->state, sizeof(j->state), "unreachable");
+	snprintf(j->reasons, sizeof(j->reasons), "%s", j->reason);
+}
+
 /* Free a job. */
 static void job_free(struct print_job *j)
 {
@@ -172,10 +216,18 @@ static void printer_kick(struct print_printer *pr)
 		pr->queued--;
 		j->next = NULL;
 		pr->active = j;
-		int r = pr->raw ? print_raw_start(j) : print_ipp_start(j);
-		if (r < 0) {
+		/* printer.timeout covers the whole job: what waited it out in the queue fails. */
+		int r = print_job_left_us(j) ? pr->raw ? print_raw_start(j) : print_ipp_start(j)
+					     : -ETIMEDOUT;
+		if (r == -ETIMEDOUT)
+			snprintf(
+			    j->reason, sizeof(j->reason),
+			    "timed out in the queue behind earlier jobs (printer.timeout covers "
+			    "the whole job)");
+		else if (r < 0)
 			snprintf(j->reason, sizeof(j->reason), "cannot start the job: %s",
 				 strerror(-r));
+		if (r < 0) {
 			j->ok = false;
 			job_finish(j); /* and on with the loop: no recursion per failed job */
 		}
@@ -279,12 +331,10 @@ static void status_cb(evutil_socket_t fd, short what, void *arg)
 	struct print_printer *pr = arg;
 	if (pr->active || pr->head)
 		return;
-	struct print_job *j = calloc(1, sizeof(*j));
+	struct print_job *j = job_new(pr);
 	if (!j)
 		return;
-	j->pr = pr;
 	j->probe = true;
-	j->submitted_us = clock_now_us();
 	printer_queue(pr, j);
 	printer_kick(pr);
 }
@@ -320,6 +370,8 @@ static int printer_parse_url(struct print_printer *pr, const char *url)
 		return -EINVAL;
 	memcpy(hostport, rest, hl);
 	hostport[hl] = '\0';
+	if (strchr(hostport, '@') || (hostport[0] == '[' && !strchr(hostport, ']')))
+		return -EINVAL;
 	char *colon = strrchr(hostport, ':');
 	if (colon && (hostport[0] != '[' || colon > strchr(hostport, ']'))) {
 		*colon = '\0';
@@ -351,7 +403,13 @@ struct print *print_new(struct event_base *base, const struct config *cfg, char 
 	}
 	p->base = base;
 	p->cfg = cfg;
-	p->next_job = 1;
+	/*
+	 * Job numbers go on from the wall clock's milliseconds, not from 1: the audit rows
+	 * of jobs before a restart keep numbers no later job takes (short of 1000 jobs a
+	 * second since the start, or the clock set back).
+	 */
+	int64_t now = clock_wall_ms();
+	p->next_job = now > 0 ? (uint64_t)now : 1;
 	p->done_pipe[0] = p->done_pipe[1] = -1;
 	p->printers = calloc(cfg->n_printers ? cfg->n_printers : 1, sizeof(*p->printers));
 	if (!p->printers || pipe2(p->done_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -482,17 +540,15 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 			 pr->cfg->queue);
 		return -EBUSY;
 	}
-	struct print_job *j = calloc(1, sizeof(*j));
+	struct print_job *j = job_new(pr);
 	if (!j) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	j->pr = pr;
 	j->n_labels = n;
 	j->copies = copies;
 	j->cb = cb;
 	j->arg = arg;
-	j->submitted_us = clock_now_us();
 	int r = 0;
 	if (config_printer_language(pr->cfg) == PRINTER_LANG_ZPL) {
 		/* ZPL is cheap to make: made here, so a label that does not fit fails now. */
@@ -634,7 +690,7 @@ void print_metrics(struct print *p, FILE *f)
 void print_outcome(char *buf, size_t n, const char *printer, uint64_t job, const char *reason)
 {
 	if (reason)
-		snprintf(buf, n, "print failed on %.32s job %llu: %.50s", printer,
+		snprintf(buf, n, "print failed on %.32s job %llu: %s", printer,
 			 (unsigned long long)job, reason);
 	else
 		snprintf(buf, n, "printed on %.32s job %llu", printer, (unsigned long long)job);

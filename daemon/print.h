@@ -36,9 +36,10 @@ struct print_hs {
 #define PRINT_MAX_PDF_PAGES 10000
 
 /*
- * Parse a ~HS answer at the start of buf (bytes before the first STX are skipped).
- * 0 with *ret and the bytes used in *ret_used; -EAGAIN when more bytes are needed;
- * -EBADMSG when it is not a ~HS answer (or longer than PRINT_HS_MAX).
+ * Parse a ~HS answer at the start of buf (blank lines, the echo of "~HS" and a part line
+ * before the first STX are skipped). 0 with *ret and the bytes used in *ret_used; -EAGAIN
+ * when more bytes are needed; -EBADMSG when it is not a ~HS answer: a whole line of other
+ * text before the first STX, a malformed string, or longer than PRINT_HS_MAX.
  */
 int print_hs_parse(const char *buf, size_t len, struct print_hs *ret, size_t *ret_used);
 
@@ -62,7 +63,7 @@ struct print_label {
 /* How a job ended. printer and reason live until the callback returns. */
 struct print_result {
 	const char *printer;
-	uint64_t job;	      /* tpad's job number, unique while tpad runs */
+	uint64_t job;	      /* tpad's job number, unique across restarts too */
 	int32_t printer_job;  /* the IPP printer's job-id; 0 for raw printers */
 	bool ok;	      /* sent and taken by the printer */
 	const char *reason;   /* why not, when !ok ("paper out", "connection refused"...) */
@@ -111,7 +112,10 @@ int64_t print_submit(struct print *p, const char *printer, const struct print_la
 		     size_t n, unsigned copies, print_done_fn *cb, void *arg, char *err,
 		     size_t errlen);
 
-/* The audit outcome of a job: "printed on P job N" or "print failed on P job N: reason". */
+/*
+ * The audit outcome of a job: "printed on P job N" or "print failed on P job N: reason",
+ * the whole reason when n is STORE_AUDIT_OUTCOME_MAX (P cut to 32 bytes).
+ */
 void print_outcome(char *buf, size_t n, const char *printer, uint64_t job, const char *reason);
 
 /* Status of every printer: [{name, url, language, state, ready, reasons, queued, ...}]. */

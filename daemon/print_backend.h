@@ -28,6 +28,7 @@ struct print_job {
 	print_done_fn *cb;
 	void *arg;
 	uint64_t submitted_us, sent_us;
+	uint64_t deadline_us; /* submitted_us + printer.timeout: the whole job, queue included */
 	/* The outcome, set by the transport. */
 	bool reported; /* the caller was told (raw: when the last byte went out) */
 	bool ok;
@@ -79,6 +80,12 @@ struct print {
 	const struct config *cfg;
 	bool stopping; /* print_free() has begun: start no job */
 };
+
+/* Microseconds left of j's printer.timeout (0 once it passed). */
+uint64_t print_job_left_us(const struct print_job *j);
+
+/* Record in j that its printer could not be reached (or did not answer): j->reason. */
+void print_job_unreachable(struct print_job *j);
 
 /* A transport finished j (on the loop): record the outcome, call back, start the next. */
 void print_job_done(struct print_job *j);

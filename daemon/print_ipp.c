@@ -29,7 +29,11 @@ struct ipp_worker {
 	bool stop;
 	bool started;
 	char uri[1024];
+	uint64_t deadline_us; /* of the request in progress (worker only) */
 };
+
+/* How often libcups comes back to ask whether to wait on: the deadline's precision. */
+#define IPP_WAIT_SLICE_S 0.1
 
 /* Reasons of printer-state-reasons that stop a label from coming out. */
 static const char *const blocking_reasons[] = {
@@ -60,21 +64,42 @@ static bool reason_blocks(const char *r)
 }
 
 /*
- * A request that got no IPP answer at all (timeout, connection lost): libcups then reports
- * "successful-ok" or an internal error with strerror(0), "Success". Say what happened in
- * j->reason and return true; false when the printer did answer with an error.
+ * A request that got no IPP answer at all: libcups then reports "successful-ok" or an
+ * internal error (its text strerror(0), "Success", after a timeout; the system's error,
+ * "Broken pipe", when the connection was lost). Say which in j->reason, mark the printer
+ * unreachable and return true; false when the printer did answer (an HTTP or IPP error).
  */
 static bool no_answer(http_t *http, struct print_job *j, const char *what)
 {
 	ipp_status_t st = cupsLastError();
-	const char *m = cupsLastErrorString();
-	if (st > IPP_STATUS_OK_EVENTS_COMPLETE &&
-	    (st != IPP_STATUS_ERROR_INTERNAL || (m && *m && strcmp(m, strerror(0)) != 0)))
+	if (st > IPP_STATUS_OK_EVENTS_COMPLETE && st != IPP_STATUS_ERROR_INTERNAL)
 		return false;
+	const char *m = cupsLastErrorString();
 	int e = httpError(http);
-	snprintf(j->reason, sizeof(j->reason), "the printer did not answer %s: %s", what,
-		 e && e != ETIMEDOUT ? strerror(e) : "nothing within printer.timeout");
+	if (e == ETIMEDOUT || (!e && (!m || !*m || strcmp(m, strerror(0)) == 0)))
+		snprintf(j->reason, sizeof(j->reason),
+			 "the printer did not answer %s within printer.timeout", what);
+	else
+		snprintf(j->reason, sizeof(j->reason),
+			 "lost the connection to the printer during %s: %s", what,
+			 e ? strerror(e) : m);
+	print_job_unreachable(j);
 	return true;
+}
+
+/* libcups waited a slice: wait on while the request's deadline has not passed. */
+static int wait_on(http_t *http, void *arg)
+{
+	const struct ipp_worker *w = arg;
+	(void)http;
+	return clock_now_us() < w->deadline_us;
+}
+
+/* The next requests on http end by deadline (libcups waits in slices until then). */
+static void ipp_deadline(http_t *http, struct ipp_worker *w, uint64_t deadline)
+{
+	w->deadline_us = deadline;
+	httpSetTimeout(http, IPP_WAIT_SLICE_S, wait_on, w);
 }
 
 /*
@@ -108,20 +133,27 @@ static int connect_error(const char *host, int port, int timeout_ms)
 	return e;
 }
 
-/* Connect to the printer within the job's timeout. */
-static http_t *ipp_connect(struct print_printer *pr, struct print_job *j)
+/* Milliseconds left of j's printer.timeout, at least 1. */
+static int left_ms(const struct print_job *j)
+{
+	uint64_t ms = print_job_left_us(j) / 1000u;
+	return ms ? (int)ms : 1;
+}
+
+/* Connect to the printer within what is left of the job's timeout. */
+static http_t *ipp_connect(struct print_printer *pr, struct ipp_worker *w, struct print_job *j)
 {
 	http_encryption_t enc = pr->tls ? HTTP_ENCRYPTION_ALWAYS : HTTP_ENCRYPTION_IF_REQUESTED;
-	http_t *http = httpConnect2(pr->host, pr->port, NULL, AF_UNSPEC, enc, 1,
-				    (int)pr->cfg->timeout_ms, NULL);
+	http_t *http = httpConnect2(pr->host, pr->port, NULL, AF_UNSPEC, enc, 1, left_ms(j), NULL);
 	if (!http) {
-		int e = connect_error(pr->host, pr->port, (int)pr->cfg->timeout_ms);
+		int e = connect_error(pr->host, pr->port, left_ms(j));
 		const char *m = cupsLastErrorString();
 		snprintf(j->reason, sizeof(j->reason), "cannot connect: %s",
 			 e ? strerror(e) : m && *m ? m : "the printer refused it");
+		print_job_unreachable(j);
 		return NULL;
 	}
-	httpSetTimeout(http, pr->cfg->timeout_ms / 1000.0, NULL, NULL);
+	ipp_deadline(http, w, j->deadline_us);
 	return http;
 }
 
@@ -182,6 +214,11 @@ static int ipp_status(struct print_printer *pr, struct ipp_worker *w, http_t *ht
 /* Draw the job's labels as one PDF, a page per copy. */
 static int ipp_render(struct print_printer *pr, struct print_job *j, uint8_t **ret, size_t *len)
 {
+	if (!j->labels) {
+		/* Config validation keeps ZPL off IPP printers: this is never a PDF job. */
+		snprintf(j->reason, sizeof(j->reason), "the job has no labels to draw as PDF");
+		return -EINVAL;
+	}
 	struct layout_doc *d;
 	int r = layout_doc_new(pr->layout, LAYOUT_PDF, &d);
 	for (size_t i = 0; i < j->n_labels && r == 0; i++) {
@@ -204,8 +241,9 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 		     struct print_job *j, const uint8_t *data, size_t len)
 {
 	char name[64];
-	snprintf(name, sizeof(name), "tpad-%llu%s%s", (unsigned long long)j->id,
-		 j->n_labels == 1 ? "-" : "", j->n_labels == 1 ? j->labels[0].dev_eui : "");
+	bool one = j->n_labels == 1 && j->labels;
+	snprintf(name, sizeof(name), "tpad-%llu%s%s", (unsigned long long)j->id, one ? "-" : "",
+		 one ? j->labels[0].dev_eui : "");
 	ipp_t *req = ippNewRequest(IPP_OP_PRINT_JOB);
 	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_URI, "printer-uri", NULL, w->uri);
 	ippAddString(req, IPP_TAG_OPERATION, IPP_TAG_NAME, "requesting-user-name", NULL, "tpad");
@@ -225,7 +263,8 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 	ippDelete(req);
 	ipp_t *resp = st == HTTP_STATUS_CONTINUE ? cupsGetResponse(http, pr->resource) : NULL;
 	j->sent_us = clock_now_us();
-	if (!resp && no_answer(http, j, "the job"))
+	if (!resp &&
+	    no_answer(http, j, st == HTTP_STATUS_CONTINUE ? "the job" : "the job's transfer"))
 		return -EIO;
 	if (!resp || cupsLastError() > IPP_STATUS_OK_EVENTS_COMPLETE) {
 		ipp_status_t e = cupsLastError();
@@ -289,14 +328,9 @@ static int ipp_watch(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 static void ipp_run(struct print_printer *pr, struct ipp_worker *w, struct print_job *j)
 {
 	j->ok = false;
-	http_t *http = ipp_connect(pr, j);
-	if (!http) {
-		j->have_state = true;
-		j->ready = false;
-		snprintf(j->state, sizeof(j->state), "unreachable");
-		snprintf(j->reasons, sizeof(j->reasons), "%s", j->reason);
+	http_t *http = ipp_connect(pr, w, j);
+	if (!http)
 		return;
-	}
 	int r = ipp_status(pr, w, http, j);
 	if (r == 0 && !j->probe) {
 		uint8_t *data = NULL;
@@ -306,19 +340,20 @@ static void ipp_run(struct print_printer *pr, struct ipp_worker *w, struct print
 		 * A printer busy with another job answers server-error-busy (RFC 8011
 		 * 5.4.22): try again until the job's timeout, as a spooler would.
 		 */
-		uint64_t deadline = j->submitted_us + (uint64_t)pr->cfg->timeout_ms * 1000u;
 		while (r == 0) {
 			r = ipp_print(pr, w, http, j, data, len);
-			if (r != -EBUSY || clock_now_us() + 200000u >= deadline)
+			if (r != -EBUSY || clock_now_us() + 200000u >= j->deadline_us)
 				break;
 			usleep(200000);
 			r = 0;
 		}
 		free(data);
 		/* Followed for printer.timeout from its Print-Job, wherever it waited before. */
-		if (r == 0)
-			r = ipp_watch(pr, w, http, j,
-				      clock_now_us() + (uint64_t)pr->cfg->timeout_ms * 1000u);
+		if (r == 0) {
+			uint64_t until = clock_now_us() + (uint64_t)pr->cfg->timeout_ms * 1000u;
+			ipp_deadline(http, w, until);
+			r = ipp_watch(pr, w, http, j, until);
+		}
 	}
 	j->ok = r == 0;
 	httpClose(http);

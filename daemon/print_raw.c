@@ -93,13 +93,8 @@ __attribute__((format(printf, 3, 4))) static void conn_end(struct raw_conn *c, b
 		vsnprintf(j->reason, sizeof(j->reason), fmt, ap);
 		va_end(ap);
 	}
-	if (!ok && !j->have_state) {
-		/* Not even a status answer: the printer is unreachable for now. */
-		j->have_state = true;
-		j->ready = false;
-		snprintf(j->state, sizeof(j->state), "unreachable");
-		snprintf(j->reasons, sizeof(j->reasons), "%s", j->reason);
-	}
+	if (!ok && !j->have_state)
+		print_job_unreachable(j); /* not even a status answer */
 	c->phase = RAW_DONE;
 	if (c->rd)
 		event_del(c->rd);
@@ -347,12 +342,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	} else if (c->phase != RAW_DONE) {
 		j->ok = false;
 		snprintf(j->reason, sizeof(j->reason), "timed out %s", phase_names[c->phase]);
-		if (!j->have_state) {
-			j->have_state = true;
-			j->ready = false;
-			snprintf(j->state, sizeof(j->state), "unreachable");
-			snprintf(j->reasons, sizeof(j->reasons), "%s", j->reason);
-		}
+		if (!j->have_state)
+			print_job_unreachable(j);
 	}
 	j->pr->raw_conn = NULL;
 	conn_free(c);
@@ -417,8 +408,10 @@ int print_raw_start(struct print_job *j)
 		conn_free(c);
 		return -ENOMEM;
 	}
-	uint32_t ms = pr->cfg->timeout_ms;
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	/* What is left of printer.timeout: it counts from the job's submission. */
+	uint64_t us = print_job_left_us(j);
+	struct timeval tv = {.tv_sec = (time_t)(us / 1000000u),
+			     .tv_usec = (suseconds_t)(us % 1000000u)};
 	event_add(c->timer, &tv);
 	pr->raw_conn = c;
 	char port[8];

@@ -116,7 +116,7 @@ static bool print_want_parse(struct tpad *t, struct req *r, struct print_want *r
 static void print_audit(struct tpad *t, const char *dev_eui, const char *method, uint32_t uid,
 			int32_t pid, const char *printer, uint64_t job, const char *reason)
 {
-	char outcome[128];
+	char outcome[STORE_AUDIT_OUTCOME_MAX];
 	print_outcome(outcome, sizeof(outcome), printer, job, reason);
 	if (t->store)
 		store_audit(t->store, dev_eui, method, uid, pid, outcome);
@@ -270,17 +270,25 @@ static void on_activated(const struct act_result *res, void *arg)
 	free(p);
 }
 
-/* Whether q's serial fits the label l (what names it in why). */
-static int serial_fits(const struct layout *l, const struct act_request *q, const char *what,
-		       char *why, size_t whylen)
+/*
+ * Whether q's serial fits the label l (what names it in why), beside the code of the label
+ * text q's device will get: a longer serial can make a larger code and leave less room.
+ */
+static int serial_fits(const struct tpad *t, const struct layout *l, const struct act_request *q,
+		       const char *what, char *why, size_t whylen)
 {
 	if (!q->serial[0] || !l)
 		return 0;
 	static const char wide[] = "FFFFFFFFFFFFFFFF";
 	const struct caption_fields f = {q->dev_eui[0] ? q->dev_eui : wide,
 					q->join_eui[0] ? q->join_eui : wide, q->serial};
-	char err[256];
-	int r = layout_fields_fit(l, &f, err, sizeof(err));
+	char text[QR_TEXT_MAX], err[256];
+	int r = label_text_to_issue(t->cfg, q->dev_eui, q->join_eui, q->serial, text, sizeof(text));
+	if (r < 0) {
+		snprintf(why, whylen, "cannot make a label of it: %s", strerror(-r));
+		return r;
+	}
+	r = layout_fields_fit(l, text, &f, err, sizeof(err));
 	if (r < 0)
 		snprintf(why, whylen, "too long for %s: %s", what, err);
 	return r;
@@ -289,7 +297,7 @@ static int serial_fits(const struct layout *l, const struct act_request *q, cons
 int station_serial_fits(const struct tpad *t, const struct act_request *q, char *why,
 			size_t whylen)
 {
-	return serial_fits(t->layout, q, "the label", why, whylen);
+	return serial_fits(t, t->layout, q, "the label", why, whylen);
 }
 
 int station_serial_fits_printer(const struct tpad *t, const struct act_request *q,
@@ -297,7 +305,7 @@ int station_serial_fits_printer(const struct tpad *t, const struct act_request *
 {
 	char what[96];
 	snprintf(what, sizeof(what), "printer %s's label", printer);
-	return serial_fits(t->print ? print_layout(t->print, printer) : NULL, q, what, why,
+	return serial_fits(t, t->print ? print_layout(t->print, printer) : NULL, q, what, why,
 			   whylen);
 }
 

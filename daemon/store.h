@@ -65,6 +65,9 @@ struct store_attempt {
 	char outcome[16];
 };
 
+/* Bytes of an audit entry's outcome, NUL included: a print failure's whole reason fits. */
+#define STORE_AUDIT_OUTCOME_MAX 256
+
 /* One hand-out of a record: who asked, when, through which method, with what outcome. */
 struct store_audit_entry {
 	int64_t id; /* increasing */
@@ -73,7 +76,7 @@ struct store_audit_entry {
 	uint32_t uid;
 	int32_t pid;
 	int64_t at; /* unix ms */
-	char outcome[128];
+	char outcome[STORE_AUDIT_OUTCOME_MAX];
 };
 
 enum store_backend { STORE_SQLITE, STORE_POSTGRESQL };

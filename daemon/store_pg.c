@@ -1644,7 +1644,8 @@ int pg_store_claim_renew(struct pg_store *s, const char *dev_eui)
 int pg_store_audit(struct pg_store *s, const char *dev_eui, const char *method, uint32_t uid,
 		   int32_t pid, const char *outcome)
 {
-	if (!s || !dev_eui || !method || !outcome || strlen(method) >= 64 || strlen(outcome) >= 128)
+	if (!s || !dev_eui || !method || !outcome || strlen(method) >= 64 ||
+	    strlen(outcome) >= STORE_AUDIT_OUTCOME_MAX)
 		return -EINVAL;
 	struct op *op = calloc(1, sizeof(*op));
 	if (!op)

@@ -226,7 +226,7 @@ struct op {
 	bool has_att;
 
 	char method[64];
-	char outcome[128];
+	char outcome[STORE_AUDIT_OUTCOME_MAX];
 
 	struct store_label *label; /* OP_LABEL: owned */
 

@@ -75,10 +75,9 @@ static const struct param_spec lookup_params[] = {
 };
 
 static const struct param_spec print_params[] = {
-    {"devEUI", PARAM_EUI, false, 0, 0},
-    {"state", PARAM_STATE, false, 0, 0},
-    {"printer", PARAM_STRING, false, 1, 63},
-    {"copies", PARAM_INT, false, 1, PROTO_MAX_COPIES},
+    {"devEUI", PARAM_EUI, false, 0, 0},	     {"state", PARAM_STATE, false, 0, 0},
+    {"printer", PARAM_STRING, false, 1, 63}, {"copies", PARAM_INT, false, 1, PROTO_MAX_COPIES},
+    {"after", PARAM_EUI, false, 0, 0},	     {"limit", PARAM_INT, false, 1, PROTO_MAX_PRINT_LABELS},
 };
 
 static const struct param_spec import_params[] = {

@@ -11,6 +11,7 @@
 #define PROTO_MAX_IMPORT_ROWS 1000 /* rows in one io.tpad.Admin.Import call */
 #define PROTO_SERIAL_MAX 64	   /* characters of a serial number */
 #define PROTO_MAX_COPIES 100	   /* copies of one label in one print */
+#define PROTO_MAX_PRINT_LABELS 10000 /* labels in one Admin.Print call */
 
 #define PROTO_ERR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
 #define PROTO_ERR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"

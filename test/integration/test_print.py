@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -39,15 +40,10 @@ def eui(n):
     return f"70B3D5{n:010X}"
 
 
-class RawPrinter:
-    """A raw 9100 printer on loopback: answers ~HS with .status, records jobs."""
+class Listener:
+    """A TCP listener on loopback that gives each connection to self.handle, on a thread."""
 
     def __init__(self):
-        self.status = HS_READY
-        self.hang = False
-        self.jobs = []
-        self.hs_asked = 0
-        self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -56,9 +52,6 @@ class RawPrinter:
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
-    def url(self):
-        return f"socket://127.0.0.1:{self.port}"
-
     def serve(self):
         while self.running:
             try:
@@ -66,6 +59,25 @@ class RawPrinter:
             except OSError:
                 return
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def close(self):
+        self.running = False
+        self.sock.close()
+
+
+class RawPrinter(Listener):
+    """A raw 9100 printer on loopback: answers ~HS with .status, records jobs."""
+
+    def __init__(self):
+        self.status = HS_READY
+        self.hang = False
+        self.jobs = []
+        self.hs_asked = 0
+        self.lock = threading.Lock()
+        super().__init__()
+
+    def url(self):
+        return f"socket://127.0.0.1:{self.port}"
 
     def handle(self, conn):
         conn.settimeout(30)
@@ -96,10 +108,6 @@ class RawPrinter:
             pass
         finally:
             conn.close()
-
-    def close(self):
-        self.running = False
-        self.sock.close()
 
 
 class IppPrinter:
@@ -139,6 +147,7 @@ class IppPrinter:
     def stop(self):
         for p in (self.proc, self.dbus):
             if p and p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a test may have stopped it
                 p.terminate()
                 try:
                     p.wait(10)
@@ -158,6 +167,59 @@ class IppPrinter:
     def files(self):
         return sorted(os.path.join(self.spool, f) for f in os.listdir(self.spool)
                       if f.endswith(".pdf"))
+
+
+class DroppingIppPrinter(Listener):
+    """An IPP printer on loopback that answers Get-Printer-Attributes (idle, ready) and
+    resets the connection as soon as a job's request (chunked, a Print-Job) begins: a
+    printer that dies while it is sent a job."""
+
+    def url(self):
+        return f"ipp://127.0.0.1:{self.port}/ipp/print"
+
+    @staticmethod
+    def answer(request_id):
+        import struct
+
+        def attr(tag, name, value):
+            return (bytes([tag]) + struct.pack(">H", len(name)) + name +
+                    struct.pack(">H", len(value)) + value)
+        body = (b"\x02\x00\x00\x00" + request_id + b"\x01" +
+                attr(0x47, b"attributes-charset", b"utf-8") +
+                attr(0x48, b"attributes-natural-language", b"en") + b"\x04" +
+                attr(0x23, b"printer-state", struct.pack(">i", 3)) +
+                attr(0x44, b"printer-state-reasons", b"none") +
+                attr(0x22, b"printer-is-accepting-jobs", b"\x01") + b"\x03")
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    def handle(self, conn):
+        import struct
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                if b"chunked" in head.lower():
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+                    return
+                if b"100-continue" in head.lower():
+                    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                n = int([h.split(b":")[1] for h in head.split(b"\r\n")
+                         if h.lower().startswith(b"content-length:")][0])
+                while len(buf) < n:
+                    buf += conn.recv(65536)
+                body, buf = buf[:n], buf[n:]
+                conn.sendall(self.answer(body[4:8]))
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
 
 def zpl_renderer():
@@ -463,6 +525,21 @@ class Print(TpadTestCase):
         self.assertIn("unreachable", p.stdout)
         self.assertEqual(self.s.counters()["imports"], 1)
 
+    def test_a_printer_that_answers_text_to_hs_fails_at_once(self):
+        """Something that answers ~HS with lines of text (not a Zebra printer) fails the job
+        as soon as the first line is in, not at printer.timeout as a timeout."""
+        self.start(self.raw_section())
+        self.raw.status = "?? unknown command\r\n"
+        t0 = time.monotonic()
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate",
+                   {"devEUI": eui(6), "generateAppKey": True, "print": {}})
+            reply = c.recv()
+        self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+        self.assertIn("not ZPL host status", reply["parameters"]["reason"])
+        self.assertLess(time.monotonic() - t0, 1.5)
+        self.assertEqual(self.raw.jobs, [])
+
     def check_whole_png(self, data, dev, name):
         """data is the whole label of dev: label.width x label.height at label.dpi, its
         code decodes to the TR005 text, and the region right of the code has the captions'
@@ -650,6 +727,39 @@ class Print(TpadTestCase):
                           {"devEUI": devs[0], "print": {}})
         self.assertEqual(e.params["parameter"], "print.printer")
 
+    def test_a_batch_in_parts(self):
+        """Admin.Print's limit and after print a batch in parts, in DevEUI order; each reply
+        names its last DevEUI and whether more are left; tpactl says how to go on."""
+        self.start(self.raw_section())
+        devs = [eui(70 + i) for i in range(5)]
+        for d in devs:
+            self.activate(d, generateAppKey=True)
+        parts, after = [], None
+        with self.d.admin_client() as a:
+            while True:
+                r = a.call("io.tpad.Admin.Print", {"state": "issued", "limit": 2,
+                                                   **({"after": after} if after else {})})
+                parts.append((r["labels"], r["last"], r["more"]))
+                after = r["last"]
+                if not r["more"]:
+                    break
+            with self.assertRaises(VarlinkError) as e:
+                a.call("io.tpad.Admin.Print", {"devEUI": devs[0], "limit": 2})
+            self.assertEqual(e.exception.params["parameter"], "limit")
+        self.assertEqual(parts, [(2, devs[1], True), (2, devs[3], True), (1, devs[4], False)])
+        jobs = self.jobs(3)
+        for i, d in enumerate(devs):
+            self.assertIn(f"^FD{d}^FS", jobs[i // 2])
+        p = self.d.tpactl("--socket", self.d.admin, "print", "--state", "issued", "--limit",
+                          "3", check=0)
+        self.assertIn(f"printed 3 labels on line1", p.stdout)
+        self.assertIn(f"more to print: tpactl print --state issued --after {devs[2]}", p.stdout)
+        p = self.d.tpactl("--socket", self.d.admin, "print", "--state", "issued", "--after",
+                          devs[2], "--limit", "3", check=0)
+        self.assertIn(f"printed 2 labels on line1 (job", p.stdout)
+        self.assertIn(f"the last {devs[4]}", p.stdout)
+        self.assertNotIn("more to print", p.stdout)
+
     def test_hung_printer_delays_no_other_station(self):
         self.start(self.raw_section())
 
@@ -711,6 +821,135 @@ class Print(TpadTestCase):
         self.assertEqual(self.s.counters()["imports"], 0)
         self.assertEqual(self.activate(eui(31), generateAppKey=True,
                                        serial=serial)["device"]["serial"], serial)
+
+    def test_a_serial_that_makes_the_code_larger_is_refused_first(self):
+        """A 36-character serial fits beside the code of a typical label text, but its own
+        text needs a code one version larger, which leaves less room: refused before the
+        device is issued (it was issued, then the label could never print)."""
+        self.start(self.raw_section())
+        serial = "AAAAAA" + "." * 30
+        for kw in ({"print": {}}, {}):
+            with self.assertRaises(VarlinkError) as e:
+                self.activate(eui(32), generateAppKey=True, serial=serial, **kw)
+            self.assertEqual(e.exception.error, "io.tpad.Station.InvalidParameter")
+            self.assertEqual(e.exception.params["parameter"], "serial")
+            self.assertIn("label.caption-2", e.exception.params["reason"])
+        self.assertEqual(self.s.counters()["imports"], 0)
+        self.assertEqual(self.raw.jobs, [])
+        # Four characters fewer: the code keeps its size, and the label prints.
+        r = self.activate(eui(33), generateAppKey=True, serial=serial[:32], print={})
+        self.assertEqual(r["print"]["state"], "printed")
+        self.assertIn(f"^FD{serial[:32]}^FS", self.jobs(1)[0])
+
+    def printer_status(self, name):
+        with self.d.admin_client() as a:
+            st = a.call("io.tpad.Admin.Status")["printers"]
+            metrics = a.call("io.tpad.Admin.Metrics")["text"]
+        return [p for p in st if p["name"] == name][0], metrics
+
+    def test_a_hung_ipp_printer_is_unreachable(self):
+        """An IPP printer that takes connections and never answers (stopped): the job fails
+        within printer.timeout and Status, the metrics and STATUS= say it is unreachable;
+        also when tpad starts while it hangs (it said ready, or unknown, for ever)."""
+        self.ipp = IppPrinter(self.tmp)
+        self.start(f"[printer.office]\nurl = {self.ipp.url()}\ntimeout = 2s\n"
+                   "status-interval = 1s\n", default="office", start=False)
+        os.kill(self.ipp.proc.pid, signal.SIGSTOP)
+        self.d.start()
+        wait_for(lambda: self.printer_status("office")[0]["state"] == "unreachable", 10,
+                 "the first status question to find the printer hung")
+        st, metrics = self.printer_status("office")
+        self.assertFalse(st["ready"])
+        self.assertIn("did not answer", st["reasons"])
+        self.assertIn('tpad_printer_ready{printer="office"} 0', metrics)
+        self.d.wait_notify("office the printer did not answer", 10)
+        # Back: ready again; then hung while ready: the job's failure says so at once.
+        os.kill(self.ipp.proc.pid, signal.SIGCONT)
+        wait_for(lambda: self.printer_status("office")[0]["ready"], 10, "the printer back")
+        os.kill(self.ipp.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate",
+                   {"devEUI": eui(40), "generateAppKey": True, "print": {}})
+            reply = c.recv()
+        took = time.monotonic() - t0
+        self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
+        self.assertIn("did not answer", reply["parameters"]["reason"])
+        # printer.timeout bounds the whole job (it took 4 s of a 3 s timeout).
+        self.assertLess(took, 2.6)
+        st, metrics = self.printer_status("office")
+        self.assertEqual((st["state"], st["ready"]), ("unreachable", False))
+        self.assertIn('tpad_printer_ready{printer="office"} 0', metrics)
+
+    def test_jobs_queued_on_a_hung_printer_share_its_timeout(self):
+        """Three stations print at once on a raw printer that hangs: each job's
+        printer.timeout counts from its submission, so all three fail about 2 s after they
+        asked (the third waited 6 s); another printer prints meanwhile."""
+        other = RawPrinter()
+        self.addCleanup(other.close)
+        self.start(self.raw_section() + self.raw_section("line2", url=other.url()))
+        self.raw.hang = True
+        results = [None] * 3
+
+        def one(i):
+            t0 = time.monotonic()
+            with self.d.station_client() as c:
+                c.send("io.tpad.Station.Activate",
+                       {"devEUI": eui(50 + i), "generateAppKey": True, "print": {}})
+                reply = c.recv()
+            results[i] = (reply, time.monotonic() - t0)
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for t in ts:
+            t.start()
+        wait_for(lambda: self.raw.hs_asked, 5, "the first job at the hung printer")
+        r = self.activate(eui(60), generateAppKey=True, print={"printer": "line2"})
+        self.assertEqual(r["print"]["state"], "printed")
+        for t in ts:
+            t.join(15)
+        # Each timed out at the printer or, with nothing left of its time, in the queue.
+        for (reply, took) in results:
+            self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
+            self.assertIn("timed out", reply["parameters"]["reason"])
+            self.assertLess(took, 3.0, [r["parameters"]["reason"] for r, _ in results])
+
+    def test_an_ipp_printer_that_drops_the_job_lost_the_connection(self):
+        """The printer resets the connection while it is sent the job: the reason says the
+        connection was lost (it said the printer refused the job: Broken pipe) and Status
+        shows the printer unreachable."""
+        drop = DroppingIppPrinter()
+        self.addCleanup(drop.close)
+        self.start(f"[printer.office]\nurl = {drop.url()}\ntimeout = 3s\n"
+                   "status-interval = 0\n", default="office")
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate", {"devEUI": eui(41), "generateAppKey": True,
+                                                "print": {"copies": 100}})
+            reply = c.recv()
+        self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
+        reason = reply["parameters"]["reason"]
+        self.assertIn("lost the connection to the printer during the job", reason)
+        self.assertNotIn("refused", reason)
+        st, _ = self.printer_status("office")
+        self.assertEqual((st["state"], st["ready"]), ("unreachable", False))
+        # The audit row keeps the whole reason (it was cut at 50 characters).
+        job = reply["parameters"]["job"]
+        wait_for(lambda: f"print failed on office job {job}: {reason}" in self.audit(eui(41)),
+                 10, "the audit row with the whole reason")
+
+    def test_job_numbers_go_on_across_restarts(self):
+        """Job numbers start from the clock, not from 1: the audit rows of a job before a
+        restart and one after it never share a number."""
+        self.start(self.raw_section())
+        first = self.activate(eui(42), generateAppKey=True, print={})["print"]["job"]
+        self.d.stop()
+        self.d.start()
+        with self.d.station_client() as c:
+            second = c.call("io.tpad.Station.Lookup",
+                            {"devEUI": eui(42), "print": {}})["print"]["job"]
+        self.assertGreater(second, first)
+        audit = wait_for(lambda: (lambda a: a if len(a) >= 2 else None)(
+            [x for x in self.audit(eui(42)) if x.startswith("printed on")]), 10, "2 rows")
+        self.assertEqual(sorted(audit), sorted({f"printed on line1 job {first}",
+                                                f"printed on line1 job {second}"}))
 
     def test_a_job_the_printer_aborts_is_a_print_failure(self):
         """An IPP printer that accepts the job and then aborts it (its print command fails:
@@ -812,6 +1051,16 @@ class Print(TpadTestCase):
         p = check("[label]\ncaption-3 = a rather long line of free text\n")
         self.assertEqual(p.returncode, 1)
         self.assertIn("label.caption-3", p.stderr)
+        # ZPL cannot go to an IPP printer (it took tpad down at the first job).
+        p = check("[printer.a]\nurl = ipp://127.0.0.1/ipp/print\nlanguage = zpl\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("c.conf:3: printer.a.language = zpl needs a socket:// url", p.stderr)
+        for url, why in (("socket://user@127.0.0.1:9100", "user name"),
+                         ("ipp://[::1/ipp", "not closed")):
+            p = check(f"[printer.a]\nurl = {url}\n")
+            self.assertEqual(p.returncode, 1, url)
+            self.assertIn("c.conf:2: printer.a.url", p.stderr)
+            self.assertIn(why, p.stderr)
         key = os.path.join(self.tmp, "store.key")
         tpadtest.write_secret(key, "00" * 32)
         p = check("[printer.a]\nurl = socket://127.0.0.1\n[printer.b]\n"

@@ -103,6 +103,14 @@ int main(int argc, char **argv)
 	CHECK_INT(c.station_allowed_gids[0], 0);
 	config_free(&c);
 
+	/* Printer urls with IPv6 addresses, with and without a port. */
+	CHECK_INT(load(&c,
+		       "[printer.a]\nurl = ipp://[::1]:8631/ipp/print\n"
+		       "[printer.b]\nurl = socket://[fe80::1]\nlanguage = zpl\n",
+		       err, sizeof(err)),
+		  0);
+	config_free(&c);
+
 	/* Must fail, naming file:line. */
 	static const struct {
 		const char *text, *want;
@@ -131,6 +139,16 @@ int main(int argc, char **argv)
 	    {"[qr]\nec-level = X\n", "t.conf:2:"},
 	    {"[qr]\nformat = gif\n", "t.conf:2:"},
 	    {"[admin]\nsocket = /run/tpad/station.sock\n", "are the same path"},
+	    /* ZPL over IPP: print.c would make ZPL an IPP worker cannot send. */
+	    {"[printer.a]\nurl = ipp://h/ipp/print\nlanguage = zpl\n",
+	     "t.conf:3: printer.a.language = zpl needs a socket:// url"},
+	    {"[printer.a]\nurl = socket://h\nlanguage = pdf\n", "t.conf:3: printer.a.language"},
+	    {"[printer.a]\nurl = socket://user@h:9100\n", "t.conf:2: printer.a.url"},
+	    {"[printer.a]\nurl = ipp://u:pw@h/ipp/print\n", "user name"},
+	    {"[printer.a]\nurl = ipp://[::1/ipp\n", "not closed"},
+	    {"[printer.a]\nurl = ipp://[]/ipp\n", "t.conf:2: printer.a.url"},
+	    {"[printer.a]\nurl = ipp://[::1]x/ipp\n", "after the IPv6 address"},
+	    {"[printer.a]\nurl = ipp://[::1]:/ipp\n", "bad port"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int r = load(&c, bad[i].text, err, sizeof(err));

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "label.h"
 #include "layout.h"
 #include "print.h"
 #include "qr_image.h"
@@ -166,6 +167,22 @@ static void test_fit(void)
 		  -EMSGSIZE);
 	CHECK(strstr(err, "label.caption-2") != NULL);
 	CHECK(data == NULL);
+
+	/*
+	 * A serial of 36 characters fits beside the code of the typical text the configuration
+	 * is checked with (version 5), but its own label text needs a larger code (version 6):
+	 * the fit is measured with that text.
+	 */
+	static const char typical[] = "LW:D0:70B3D57ED0000001:0123D345666E2DBD:00000000:"
+				      "O0123456789ABCDEF0123456789ABCDEF:SSN-00000001:C1A2B";
+	const char *serial = "AAAAAA..............................";
+	const struct caption_fields f36 = {"0123D345666E2DBD", "70B3D57ED0000001", serial};
+	char text[QR_TEXT_MAX];
+	CHECK_INT(layout_fields_fit(l, typical, &f36, err, sizeof(err)), 0);
+	CHECK_INT(label_text_to_issue(&c, "0123D345666E2DBD", "", serial, text, sizeof(text)), 0);
+	CHECK(strstr(text, ":SAAAAAA....") != NULL);
+	CHECK_INT(layout_fields_fit(l, text, &f36, err, sizeof(err)), -EMSGSIZE);
+	CHECK(strstr(err, "label.caption-2") != NULL);
 	layout_free(l);
 	config_free(&c);
 }
@@ -345,6 +362,13 @@ static void test_hs(void)
 	CHECK_INT(print_hs_parse("\x02xyz\x03\r\n\x02a\x03\r\n\x02b\x03\r\n", 21, &hs, &used),
 		  -EBADMSG);
 	CHECK_INT(print_hs_parse("hello", 5, &hs, &used), -EAGAIN);
+	/* A whole line of text and no STX: not ~HS, said at once (it waited for the timeout). */
+	CHECK_INT(print_hs_parse("hello\r\n", 7, &hs, &used), -EBADMSG);
+	CHECK_INT(print_hs_parse("\r\nHTTP/1.1 400 Bad Request\n", 27, &hs, &used), -EBADMSG);
+	/* The echo of the query is no answer, but no garbage either. */
+	char echo[sizeof(ok) + 5] = "~HS\r\n";
+	memcpy(echo + 5, ok, sizeof(ok));
+	CHECK_INT(print_hs_parse(echo, sizeof(echo) - 1, &hs, &used), 0);
 	char noise[PRINT_HS_MAX + 10];
 	memset(noise, 'x', sizeof(noise));
 	CHECK_INT(print_hs_parse(noise, sizeof(noise), &hs, &used), -EBADMSG);
