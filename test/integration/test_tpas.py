@@ -1892,10 +1892,11 @@ class Metrics(TpasCase):
 
 
 class Webhook(TpasCase):
-    def test_webhook_delivers_in_order_with_retries_and_resumes(self):
+    def receiver(self, answer):
+        """An HTTP server on a free port calling answer(body) -> (status, reply body) for
+        each POST; stopped when the test ends. Its URL."""
         import http.server
-        got, lock = [], threading.Lock()
-        fail = {"left": 2}
+        import socketserver
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -1904,67 +1905,91 @@ class Webhook(TpasCase):
                 pass
 
             def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with lock:
-                    status = 500 if fail["left"] > 0 else 200
-                    if status == 200:
-                        got.extend(json.loads(body)["uplinks"])
-                    else:
-                        fail["left"] -= 1
+                status, reply = answer(self.rfile.read(int(self.headers["Content-Length"])))
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
-        srv = __import__("socketserver").ThreadingMixIn
-        server = type("S", (srv, http.server.HTTPServer), {"daemon_threads": True})(
-            ("127.0.0.1", 0), H)
+                self.wfile.write(reply)
+        server = type("S", (socketserver.ThreadingMixIn, http.server.HTTPServer),
+                      {"daemon_threads": True})(("127.0.0.1", 0), H)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            url = f"http://127.0.0.1:{server.server_address[1]}/hook/uplinks"
-            t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = 3\nretry-max = 1s\n")
-            t.start()
-            astk = self.import_astk(t)
-            s = self.lrc(t)
-            s.add_device(DEV, astk)
-            for i in range(5):
-                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
-            wait_for(lambda: len(got) >= 5, 20, "5 uplinks at the webhook")
-            wh = t.status()["webhook"]
-            self.assertEqual(wh["cursor"], 5)
-            self.assertEqual(wh["failures"], 2)
-            t.stop()
-            # Sent while tpas is down: none; after the restart, only the new ones.
-            t.start()
-            for i in range(5, 8):
-                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
-            wait_for(lambda: len(got) >= 8, 20, "8 uplinks at the webhook")
-            time.sleep(0.3)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    def sending(self, url, batch, n, stem):
+        """A tpas delivering to url in batches, n uplinks (payload stem + i) sent to it."""
+        t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = {batch}\nretry-max = 1s\n")
+        t.start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for i in range(n):
+            self.assertEqual(s.uplink(DEV, stem + b"%d" % i)[0], 200)
+        return t, s
+
+    def test_webhook_delivers_in_order_with_retries_and_resumes(self):
+        got, lock = [], threading.Lock()
+        fail = {"left": 2}
+
+        def answer(body):
             with lock:
-                self.assertEqual([u["seq"] for u in got], list(range(1, 9)))
-                self.assertEqual([bytes.fromhex(u["payload"]) for u in got],
-                                 [b"w%d" % i for i in range(8)])
-            self.assertIn("webhook", t.log_text())
-            # Retention never drops what the webhook has not delivered: with the endpoint
-            # failing, four uplinks made older than store.retention-days stay through a
-            # restart (the prune runs at start) and are delivered once it answers again.
-            fail["left"] = 10 ** 6
-            for i in range(8, 12):
-                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
-            t.stop()
-            subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
-                            "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
-                           check=True)
-            with open(t.conf, "a") as f:
-                f.write("[store]\nretention-days = 1\n")
-            t.start()
-            wait_for(lambda: "kept: the webhook has delivered up to seq 8 only" in t.log_text(),
-                     10, "the prune holding back")
-            fail["left"] = 0
-            wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
+                status = 500 if fail["left"] > 0 else 200
+                if status == 200:
+                    got.extend(json.loads(body)["uplinks"])
+                else:
+                    fail["left"] -= 1
+            return status, b""
+        t, s = self.sending(self.receiver(answer) + "/hook/uplinks", 3, 5, b"w")
+        wait_for(lambda: len(got) >= 5, 20, "5 uplinks at the webhook")
+        wh = t.status()["webhook"]
+        self.assertEqual(wh["cursor"], 5)
+        self.assertEqual(wh["failures"], 2)
+        t.stop()
+        # Sent while tpas is down: none; after the restart, only the new ones.
+        t.start()
+        for i in range(5, 8):
+            self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
+        wait_for(lambda: len(got) >= 8, 20, "8 uplinks at the webhook")
+        time.sleep(0.3)
+        with lock:
+            self.assertEqual([u["seq"] for u in got], list(range(1, 9)))
+            self.assertEqual([bytes.fromhex(u["payload"]) for u in got],
+                             [b"w%d" % i for i in range(8)])
+        self.assertIn("webhook", t.log_text())
+        # Retention never drops what the webhook has not delivered: with the endpoint
+        # failing, four uplinks made older than store.retention-days stay through a
+        # restart (the prune runs at start) and are delivered once it answers again.
+        fail["left"] = 10 ** 6
+        for i in range(8, 12):
+            self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
+        t.stop()
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
+                       check=True)
+        with open(t.conf, "a") as f:
+            f.write("[store]\nretention-days = 1\n")
+        t.start()
+        wait_for(lambda: "kept: the webhook has delivered up to seq 8 only" in t.log_text(),
+                 10, "the prune holding back")
+        fail["left"] = 0
+        wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
+        with lock:
+            self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
+
+    def test_a_2xx_with_a_large_body_moves_the_cursor(self):
+        """The receiver echoes each batch with 100 KB more: only the status counts."""
+        posts, lock = [], threading.Lock()
+
+        def answer(body):
             with lock:
-                self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
-        finally:
-            server.shutdown()
-            server.server_close()
+                posts.append([u["seq"] for u in json.loads(body)["uplinks"]])
+            return 200, body + b" " * 100000
+        t, _ = self.sending(self.receiver(answer) + "/hook", 2, 5, b"e")
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 5, 20, "the cursor at 5")
+        wh = t.status()["webhook"]
+        self.assertEqual((wh["delivered"], wh["failures"], wh["lastError"]), (5, 0, ""))
+        with lock:
+            self.assertEqual(sum(posts, []), [1, 2, 3, 4, 5])
 
 
 if __name__ == "__main__":
