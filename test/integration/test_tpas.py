@@ -220,6 +220,31 @@ class TpasCase(unittest.TestCase):
         os.chmod(key, 0o600)
         return cert, key
 
+    def receiver(self, answer):
+        """An HTTP server on a free port calling answer(body) -> (status, reply body) for
+        each POST; stopped when the test ends. Its URL."""
+        import http.server
+        import socketserver
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                status, reply = answer(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+        server = type("S", (socketserver.ThreadingMixIn, http.server.HTTPServer),
+                      {"daemon_threads": True})(("127.0.0.1", 0), H)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
     def import_astk(self, t, **kw):
         astk = os.urandom(16)
         self.astks.append(astk)
@@ -253,6 +278,41 @@ class Tunnel(TpasCase):
         # The next uplink has no AppSKey field: the stored key decrypts it.
         self.assertEqual(s.uplink(DEV, b"no key field", with_key=False)[0], 200)
         self.assertEqual(bytes.fromhex(t.uplinks(after=2)[0]["payload"]), b"no key field")
+
+    def test_every_field_not_read_reaches_the_stream_and_the_webhook(self):
+        """JSON metadata passes as sent; XML's nested elements become objects and arrays of
+        strings; nothing tpas reads (the AppSKey above all) is in radio."""
+        posted = []
+
+        def answer(body):
+            posted.extend(json.loads(body)["uplinks"])
+            return 200, b""
+        url = self.receiver(answer)
+        t = self.tpas(extra=f"[webhook]\nurl = {url}/hook\n").start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        extra = {"Frequency": 868.1, "Late": 0, "ModelCfg": "0", "DevLrrCnt": 2,
+                 "Lrrs": {"Lrr": [{"Lrrid": "FF0109A4", "Chain": 0, "LrrRSSI": -41.5},
+                                  {"Lrrid": "29000071", "Chain": 1, "LrrRSSI": -90}]},
+                 "CustomerData": {"alr": {"pro": "LORA/Generic", "ver": "1"}},
+                 "BaseStationData": {"name": "gw1", "doms": []}}
+        self.assertEqual(s.uplink(DEV, b"j", extra=extra)[0], 200)
+        self.assertEqual(s.uplink(DEV, b"x", fmt="xml", extra=extra)[0], 200)
+        want_json = {**extra, "mic_hex": "00000000", "LrrRSSI": -41.5, "LrrSNR": 9.25,
+                     "SpFact": 7, "Lrrid": "FF0109A4"}
+
+        def strings(v):
+            if isinstance(v, dict):
+                return {k: strings(iv) for k, iv in v.items() if iv != []}
+            if isinstance(v, list):
+                return [strings(iv) for iv in v]
+            return str(v)
+        want_xml = strings(want_json)
+        ups = t.uplinks()
+        self.assertEqual(ups[0]["radio"], want_json)
+        self.assertEqual(ups[1]["radio"], want_xml)
+        wait_for(lambda: len(posted) == 2, 20, "2 uplinks at the webhook")
+        self.assertEqual([u["radio"] for u in posted], [want_json, want_xml])
 
     def test_refusals_are_answered_counted_and_never_delivered(self):
         t = self.tpas().start()
@@ -1892,31 +1952,6 @@ class Metrics(TpasCase):
 
 
 class Webhook(TpasCase):
-    def receiver(self, answer):
-        """An HTTP server on a free port calling answer(body) -> (status, reply body) for
-        each POST; stopped when the test ends. Its URL."""
-        import http.server
-        import socketserver
-
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                status, reply = answer(self.rfile.read(int(self.headers["Content-Length"])))
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-        server = type("S", (socketserver.ThreadingMixIn, http.server.HTTPServer),
-                      {"daemon_threads": True})(("127.0.0.1", 0), H)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
     def sending(self, url, batch, n, stem):
         """A tpas delivering to url in batches, n uplinks (payload stem + i) sent to it."""
         t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = {batch}\nretry-max = 1s\n")
