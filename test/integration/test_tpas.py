@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -1569,8 +1570,9 @@ class Commands(TpasCase):
 
     def test_keys_others_can_read_are_refused_with_the_fix(self):
         """The tunnel key, the store key and the RSA key: a file others can read stops tpas
-        (and --check-config) with the command that fixes it; a missing RSA key does not
-        (ImportASTK answers NoRsaKey until `tpactl as keygen` made one)."""
+        (and --check-config) with the command that fixes it, and so does an RSA key file
+        that holds no RSA private key; an empty one is no key yet (ImportASTK answers
+        NoRsaKey until `tpactl as keygen` made one)."""
         rsa = os.path.join(self.tmp, "rsa.pem")
         shutil.copy(self.rsa_key, rsa)
         os.chmod(rsa, 0o600)
@@ -1589,20 +1591,38 @@ class Commands(TpasCase):
                     self.assertIn(f"{path} is readable by other users: run chmod 600 {path}",
                                   p.stderr)
                 os.chmod(path, 0o600)
-        # No key yet, or the empty file tmpfiles.d makes for the credential (tpas restarted
-        # in a loop on it): tpas starts, ImportASTK says why it cannot decrypt.
-        for make, why in ((lambda: os.unlink(rsa), "does not exist"),
-                          (lambda: os.close(os.open(rsa, os.O_CREAT | os.O_WRONLY, 0o600)),
-                           "is empty")):
-            make()
-            p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
-                               capture_output=True, text=True, timeout=30)
-            self.assertEqual(p.returncode, 0, p.stderr)
-            t.start()
-            p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
-            self.assertNotEqual(p.returncode, 0)
-            self.assertIn(f"{rsa} {why}", p.stderr + p.stdout)
-            t.stop()
+        # The empty file tmpfiles.d makes for the credential (tpas restarted in a loop on
+        # it) is no key yet: tpas starts, ImportASTK says why it cannot decrypt.
+        with open(rsa, "w"):
+            pass
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        t.start()
+        p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f"{rsa} is empty", p.stderr + p.stdout)
+        t.stop()
+        # Anything else that is not an RSA private key stops --check-config and the start,
+        # naming the file and the fix: a public key, garbage, another kind of key, no file.
+        ec_key = self.self_signed("ec")[1]
+        for name, make in (("public key", lambda: pathlib.Path(rsa).write_text(self.public_pem)),
+                           ("garbage", lambda: pathlib.Path(rsa).write_text("garbage\n")),
+                           ("EC key", lambda: shutil.copy(ec_key, rsa)),
+                           ("no file", lambda: os.unlink(rsa))):
+            with self.subTest(rsa=name):
+                make()
+                if os.path.exists(rsa):
+                    os.chmod(rsa, 0o600)
+                want = (f"{rsa} does not exist: make it with tpactl as keygen --out {rsa}"
+                        if name == "no file" else
+                        f"the RSA key {rsa} holds no RSA private key")
+                for args in (["--check-config"], []):
+                    p = subprocess.run([TPAS, "--config", t.conf, *args],
+                                       capture_output=True, text=True, timeout=30)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(want, p.stderr)
+                    self.assertIn(f"tpactl as keygen --out {rsa}", p.stderr)
 
     def test_check_config_names_the_credentials_it_cannot_see(self):
         """Run by hand, --check-config cannot see what the unit's LoadCredential= gives at
