@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "downlink.h"
 #include "journal.h"
+#include "lockfile.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics_http.h"
@@ -334,9 +335,9 @@ static int run(const struct asconf *cfg, const char *config_path)
 	struct daemon_signals *sigs = NULL;
 	struct event *ev_status = NULL, *ev_prune = NULL;
 	struct metrics_http *metrics = NULL;
-	char tunnel_key[129], err[512];
+	char tunnel_key[129], err[4200];
 	uint8_t store_key[SEAL_KEY_LEN];
-	int status = 1;
+	int status = 1, store_lock = -1;
 
 	signal(SIGPIPE, SIG_IGN);
 	if (load_keys(cfg, tunnel_key, sizeof(tunnel_key), store_key) < 0)
@@ -363,7 +364,13 @@ static int run(const struct asconf *cfg, const char *config_path)
 		log_errx("cannot create the event loop");
 		goto out;
 	}
-	int r = journal_open(cfg->store_path, store_key, &t.journal, err, sizeof(err));
+	/* One tpas per store: its streams take every seq for one this process wrote. */
+	int r =
+	    strcmp(cfg->store_path, ":memory:") == 0
+		? 0
+		: lockfile_take(cfg->store_path, "tpas", "store", &store_lock, err, sizeof(err));
+	if (r == 0)
+		r = journal_open(cfg->store_path, store_key, &t.journal, err, sizeof(err));
 	cred_wipe(store_key, sizeof(store_key));
 	if (r < 0) {
 		log_errx("store: %s", err);
@@ -469,6 +476,8 @@ out:
 	downlink_free(t.downlink);
 	webhook_free(t.webhook);
 	journal_free(t.journal);
+	if (store_lock >= 0)
+		close(store_lock);
 	if (t.base) {
 		event_base_loop(t.base, EVLOOP_NONBLOCK);
 		event_base_free(t.base);

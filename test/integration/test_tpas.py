@@ -1208,6 +1208,30 @@ class Journal(TpasCase):
         self.assertIn("uplinks after 1 up to 3 were removed", p.stderr)
         self.assertIn("were removed (store.retention-days)", t.log_text())
 
+    def test_one_tpas_per_store(self):
+        """A second tpas on the same store.path is refused at start, naming the first;
+        --check-config (read only, no lock) still passes beside the running one."""
+        t = self.tpas().start()
+        t2 = self.tpas()
+        with open(t2.conf) as f:
+            conf = f.read()
+        with open(t2.conf, "w") as f:
+            f.write(conf.replace(f"path = {t2.workdir}/tpas.db", f"path = {t.workdir}/tpas.db")
+                    .replace(t2.store_key_file, t.store_key_file))
+        p = subprocess.run([TPAS, "--config", t2.conf], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(f"{t.workdir}/tpas.db is in use by another tpas (pid {t.proc.pid}): "
+                      "one tpas per store", p.stderr)
+        self.assertFalse(os.path.exists(t2.apps), "the second tpas must not bind its sockets")
+        p = subprocess.run([TPAS, "--config", t2.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(t.status()["journal"]["uplinks"], 0)
+        # Once the first stops, the lock is free.
+        t.stop()
+        t2.start()
+
     def test_store_file_is_private_and_keys_sealed(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
