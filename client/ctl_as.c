@@ -505,6 +505,7 @@ int ctl_as_main(int argc, char **argv)
 		json_decref(params);
 		return EXIT_CONNECT;
 	}
+	c.daemon = "tpas";
 	int r = strcmp(cmd, "uplinks") == 0 ? as_uplinks(&c, after, follow, json_out)
 					    : as_call(&c, method, params, json_out, print);
 	ctl_close(&c);

@@ -1575,6 +1575,19 @@ class Signals(TpasCase):
 
 
 class Commands(TpasCase):
+    def test_a_follow_cut_by_tpas_names_tpas(self):
+        """tpas killed under `tpactl as uplinks --follow`: the message names tpas and its
+        log, not tpad's."""
+        t = self.tpas().start()
+        p = subprocess.Popen([TPACTL, "--socket", t.admin, "as", "uplinks", "--follow"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: t.status()["subscribers"] >= 1, 10, "the follower")
+        t.kill9()
+        _, err = p.communicate(timeout=20)
+        self.assertNotEqual(p.returncode, 0, err)
+        self.assertIn("tpas closed the connection (see its log: journalctl -u tpas)", err)
+        self.assertNotIn("tpad", err)
+
     def test_keygen(self):
         out = os.path.join(self.tmp, "k.pem")
         p = subprocess.run([TPACTL, "as", "keygen", "--out", out], capture_output=True,
