@@ -16,6 +16,7 @@
 #include "ascrypto.h"
 #include "cred.h"
 #include "hex.h"
+#include "message.h"
 
 /* The fields tpas reads; every other one is passed on to applications in radio. */
 static const char *const read_fields[] = {
@@ -47,15 +48,6 @@ static bool parse_uint(const char *s, uint64_t max, uint64_t *ret)
 	if (v > max)
 		return false;
 	*ret = v;
-	return true;
-}
-
-/* True if s is printable ASCII without quotes or backslashes (a CustomerID, a label). */
-static bool plain_text(const char *s)
-{
-	for (; *s; s++)
-		if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\')
-			return false;
 	return true;
 }
 
@@ -97,7 +89,7 @@ static int set_field(struct uplink *u, const char *name, const char *value, char
 		hex_upper(u->dev_addr, value, 8);
 		u->dev_addr_n = (uint32_t)strtoul(u->dev_addr, NULL, 16);
 	} else if (strcmp(name, "CustomerID") == 0) {
-		if (len > UPLINK_MAX_CUSTOMER || !plain_text(value))
+		if (len > UPLINK_MAX_CUSTOMER || !proto_plain_text(value))
 			return fail(reason, rn,
 				    "CustomerID must be at most %d printable characters",
 				    UPLINK_MAX_CUSTOMER);
@@ -126,7 +118,7 @@ static int set_envelope(struct uplink *u, const char *label, const char *aes_key
 		return fail(reason, rn, "AppSKey envelope needs KEKLabel and AESKey");
 	if (!hex_valid(aes_key, 48) && !hex_valid(aes_key, 32))
 		return fail(reason, rn, "AppSKey.AESKey must be 48 hexadecimal digits");
-	if (strlen(label) > UPLINK_MAX_LABEL || !plain_text(label))
+	if (strlen(label) > UPLINK_MAX_LABEL || !proto_plain_text(label))
 		return fail(reason, rn, "AppSKey.KEKLabel must be at most %d printable characters",
 			    UPLINK_MAX_LABEL);
 	snprintf(u->key_hex, sizeof(u->key_hex), "%s", aes_key);

@@ -867,6 +867,20 @@ class Tunnel(TpasCase):
         got = {u["devEUI"]: bytes.fromhex(u["payload"]) for u in t.uplinks()}
         self.assertEqual(got, {d: d.encode() for d in (DEV, DEV2, "3333333333333333")})
 
+    def test_a_scope_no_uplink_can_match_is_refused_at_import(self):
+        """A label or CustomerID an uplink's field could never hold is refused by name."""
+        t = self.tpas().start()
+        enc = encrypt_astk(self.public_pem, os.urandom(16))
+        for flag, value, param in (("--label", "\u00e9-label", "label"),
+                                   ("--label", 'q"uote', "label"),
+                                   ("--customer-id", "cust \u00e9", "customerID")):
+            with self.subTest(value=value):
+                p = t.tpactl("as", "import-astk", enc, flag, value)
+                self.assertEqual(p.returncode, 1, p.stdout)
+                self.assertIn("InvalidParameter", p.stderr)
+                self.assertIn(param, p.stderr)
+        self.assertEqual(t.tpactl("as", "astks", "--json", check=0).stdout.strip(), '{"astks":[]}')
+
     def test_bad_encrypted_askey_and_no_rsa_key(self):
         t = self.tpas().start()
         p = t.tpactl("as", "import-astk", "00" * 256)
