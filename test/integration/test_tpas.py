@@ -1221,6 +1221,21 @@ class Journal(TpasCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("uplinks after 1 up to 3 were removed", p.stderr)
         self.assertIn("were removed (store.retention-days)", t.log_text())
+        # Every uplink after `after` removed: a followed stream is told at once, without
+        # waiting for the next uplink.
+        t.stop()
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
+                       check=True)
+        t.start()
+        wait_for(lambda: "2 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
+        with Client(t.apps, 5) as c:
+            c.send("io.tpad.AS.Uplinks", {"after": 3}, more=True)
+            self.assertEqual(c.recv(), {"parameters": {"prunedThrough": 5}, "continues": True})
+            self.assertEqual(s.uplink(DEV, b"r5")[0], 200)
+            first = c.recv()
+            self.assertEqual(first["parameters"]["uplink"]["seq"], 6)
+            self.assertNotIn("prunedThrough", first["parameters"])
 
     def test_one_tpas_per_store(self):
         """A second tpas on the same store.path is refused at start, naming the first;
