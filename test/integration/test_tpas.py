@@ -1488,6 +1488,18 @@ class Downlink(TpasCase):
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
         self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
         self.assertEqual(e.exception.params["status"], 0)
+        # tpactl as status says so by its exit status, as tpactl status does: 4 down,
+        # 5 once the breaker opened; the human output shows the breaker.
+        wait_for(lambda: t.status()["lrc"]["state"] == "down", 20, "the LRC down")
+        if t.status()["lrc"]["breaker"] != "open":
+            p = t.tpactl("as", "status", check=4)
+            self.assertIn(f"lrc: http://127.0.0.1:{port} down, breaker ", p.stdout)
+        wait_for(lambda: t.status()["lrc"]["breaker"] == "open", 30, "the breaker open")
+        p = t.tpactl("as", "status", check=5)
+        self.assertIn(f"lrc: http://127.0.0.1:{port} down, breaker open", p.stdout)
+        t.tpactl("--json", "as", "status", check=5)
+        # No LRC configured is healthy.
+        self.tpas().start().tpactl("as", "status", check=0)
 
     def test_oneway_calls_sent_then_the_socket_closed_all_run(self):
         """An application sends ten oneway downlinks in one write and closes at once, more
