@@ -1399,6 +1399,50 @@ class Downlink(TpasCase):
         self.assertEqual([d["fcnt_dn"] for d in s.state["downlinks"]], [0, 1])
         self.assertEqual(s.state["violations"], [])
 
+    def test_a_burst_to_a_slow_lrc_is_busy_instead_of_timing_out(self):
+        """A slow LRC (3 s an answer, request-timeout 5 s, two sessions): a burst of 30
+        gets one waiting per session at most; once the LRC's pace is known, only what can
+        be answered within the timeout is taken, the rest Busy with no FCntDn spent."""
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
+        s.as_url = t.url
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        s.faults["downlink_delay"] = 3
+
+        def burst(n):
+            out = {}
+            lock = threading.Lock()
+
+            def one():
+                with Client(t.apps, 30) as c:
+                    try:
+                        c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1,
+                                                            "payload": ""})
+                        k = "ok"
+                    except VarlinkError as e:
+                        k = e.error
+                with lock:
+                    out[k] = out.get(k, 0) + 1
+            threads = [threading.Thread(target=one) for _ in range(n)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            return out
+        first = burst(30)
+        self.assertLessEqual(first.get("io.tpad.AS.LrcFailed", 0), 2, first)
+        self.assertGreaterEqual(first.get("io.tpad.AS.Busy", 0), 26, first)
+        second = burst(30)
+        self.assertEqual(second.get("io.tpad.AS.LrcFailed", 0), 0, second)
+        self.assertEqual((second["ok"], second["io.tpad.AS.Busy"]), (2, 28), second)
+        s.faults["downlink_delay"] = 0
+        spent = sum(v for k, v in list(first.items()) + list(second.items())
+                    if k != "io.tpad.AS.Busy")
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
+        self.assertEqual(r["fCntDn"], spent)
+
     def test_busy_spends_no_downlink_counter(self):
         """More downlinks than the LRC queue takes (256 waiting, a slow LRC, one session):
         the ones answered Busy took no FCntDn, so the counters the LRC received run without
