@@ -41,6 +41,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 		    sock == CTL_STATION ? TPAD_RUNDIR "/station.sock" : TPAD_RUNDIR "/admin.sock";
 	c->path = path;
 	c->sock = sock;
+	c->daemon = "tpad";
 	c->reader = NULL;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -94,14 +95,21 @@ int ctl_send(struct ctl *c, const char *method, json_t *params, bool more)
 	return r;
 }
 
+/* The daemon c talks to, by name. */
+static const char *ctl_daemon(const struct ctl *c)
+{
+	return c->daemon ? c->daemon : "tpad";
+}
+
 int ctl_recv(struct ctl *c, json_t **ret_reply)
 {
 	char *msg;
 	size_t len;
 	int r = frame_read_fd(c->fd, c->reader, &msg, &len);
 	if (r == 0) {
-		fprintf(stderr, "tpactl: tpad closed the connection (see its log: "
-				"journalctl -u tpad)\n");
+		fprintf(stderr,
+			"tpactl: %s closed the connection (see its log: journalctl -u %s)\n",
+			ctl_daemon(c), ctl_daemon(c));
 		return -ECONNRESET;
 	}
 	if (r < 0) {
@@ -113,7 +121,7 @@ int ctl_recv(struct ctl *c, json_t **ret_reply)
 	free(msg);
 	if (!json_is_object(reply)) {
 		json_decref(reply);
-		fprintf(stderr, "tpactl: tpad sent a malformed reply\n");
+		fprintf(stderr, "tpactl: %s sent a malformed reply\n", ctl_daemon(c));
 		return -EPROTO;
 	}
 	*ret_reply = reply;

@@ -29,6 +29,7 @@ struct ctl {
 	int fd;
 	const char *path;
 	enum ctl_socket sock;
+	const char *daemon; /* who answers, for messages: "tpad" (ctl_connect's) or "tpas" */
 	struct frame_reader *reader;
 };
 

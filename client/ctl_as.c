@@ -217,6 +217,22 @@ static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out
 	}
 }
 
+/*
+ * Status's exit status, as tpactl status's (tpactl(1)): the LRC link's breaker open (5),
+ * else the LRC down (4); 0 when healthy or when no LRC is configured.
+ */
+static int as_health(json_t *status)
+{
+	json_t *l = json_object_get(status, "lrc");
+	const char *breaker = json_string_value(json_object_get(l, "breaker"));
+	const char *state = json_string_value(json_object_get(l, "state"));
+	if (breaker && strcmp(breaker, "open") == 0)
+		return CTL_EXIT_BREAKER_OPEN;
+	if (state && strcmp(state, "down") == 0)
+		return CTL_EXIT_CLOUD_DOWN;
+	return CTL_EXIT_OK;
+}
+
 static int as_call(struct ctl *c, const char *method, json_t *params, bool json_out,
 		   void (*print)(json_t *))
 {
@@ -230,8 +246,9 @@ static int as_call(struct ctl *c, const char *method, json_t *params, bool json_
 		ctl_print_json(res);
 	else
 		print(res);
+	int status = strcmp(method, "io.tpad.AS.Status") == 0 ? as_health(res) : EXIT_OK;
 	json_decref(res);
-	return EXIT_OK;
+	return status;
 }
 
 static void print_import(json_t *r)
@@ -296,8 +313,13 @@ static void print_status(json_t *r)
 	       (long long)json_integer_value(json_object_get(j, "sessions")),
 	       (long long)json_integer_value(json_object_get(j, "astks")));
 	const char *url = json_string_value(json_object_get(l, "url"));
-	printf("lrc: %s%s%s\n", url ? url : "not configured", url ? " " : "",
-	       url ? json_string_value(json_object_get(l, "state")) : "");
+	if (url)
+		printf("lrc: %s %s, breaker %s, %lld queued\n", url,
+		       json_string_value(json_object_get(l, "state")),
+		       json_string_value(json_object_get(l, "breaker")),
+		       (long long)json_integer_value(json_object_get(l, "queue")));
+	else
+		printf("lrc: not configured\n");
 	json_t *d = json_object_get(r, "downlinks");
 	if (json_is_object(d)) /* a tpas older than the field has none to show */
 		printf(
@@ -505,6 +527,7 @@ int ctl_as_main(int argc, char **argv)
 		json_decref(params);
 		return EXIT_CONNECT;
 	}
+	c.daemon = "tpas";
 	int r = strcmp(cmd, "uplinks") == 0 ? as_uplinks(&c, after, follow, json_out)
 					    : as_call(&c, method, params, json_out, print);
 	ctl_close(&c);

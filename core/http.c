@@ -107,12 +107,24 @@ void http_parser_init_request(struct http_parser *p, size_t max_body)
 void http_parser_reset(struct http_parser *p)
 {
 	size_t max_body = p->max_body;
-	bool request = p->request;
+	bool request = p->request, cut_body = p->cut_body;
 
 	free(p->res.body);
 	free(p->res.target);
 	http_parser_init(p, max_body);
 	p->request = request;
+	p->cut_body = cut_body;
+}
+
+void http_parser_cut_body(struct http_parser *p)
+{
+	p->cut_body = true;
+}
+
+/* Whether a body of n more bytes is over the cap (a cut body never is). */
+static bool body_over(const struct http_parser *p, unsigned long long n)
+{
+	return !p->cut_body && (n > p->max_body || p->res.body_len > p->max_body - n);
 }
 
 bool http_parser_headers_done(const struct http_parser *p)
@@ -163,13 +175,18 @@ char *http_parser_steal_body(struct http_parser *p, size_t *ret_len)
 	return b;
 }
 
-/* Append n body bytes, enforcing the cap; the body stays NUL-terminated. */
+/* Append n body bytes, enforcing the cap (or cutting); the body stays NUL-terminated. */
 static int body_append(struct http_parser *p, const char *d, size_t n)
 {
 	struct http_response *r = &p->res;
 
-	if (n > p->max_body || r->body_len > p->max_body - n)
+	if (body_over(p, n))
 		return HTTP_ETOOBIG;
+	p->body_seen += n;
+	if (n > p->max_body - r->body_len) {
+		n = p->max_body - r->body_len;
+		r->body_cut = true;
+	}
 	if (!r->body || r->body_len + n + 1 > p->body_cap) {
 		size_t cap = p->body_cap ? p->body_cap : 256;
 		while (cap < r->body_len + n + 1)
@@ -372,7 +389,7 @@ static int headers_done(struct http_parser *p)
 		return 0;
 	}
 	if (r->content_length >= 0) {
-		if ((unsigned long long)r->content_length > p->max_body) {
+		if (!p->cut_body && (unsigned long long)r->content_length > p->max_body) {
 			p->state = ST_BODY_LEN; /* the header section was fine: the body is too big */
 			return HTTP_ETOOBIG;
 		}
@@ -414,7 +431,7 @@ static int parse_chunk_size(struct http_parser *p, const char *line)
 	for (; *s; s++)
 		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
 			return HTTP_EMALFORMED;
-	if (n > p->max_body || p->res.body_len > p->max_body - n)
+	if (body_over(p, n))
 		return HTTP_ETOOBIG;
 	p->chunk_left = n;
 	p->state = n ? ST_CHUNK_DATA : ST_TRAILER;
@@ -485,12 +502,13 @@ int http_parser_feed(struct http_parser *p, const void *data, size_t len, size_t
 	while (i < len) {
 		switch (p->state) {
 		case ST_BODY_LEN: {
-			size_t want = (size_t)p->res.content_length - p->res.body_len;
-			size_t n = len - i < want ? len - i : want;
+			unsigned long long want =
+			    (unsigned long long)p->res.content_length - p->body_seen;
+			size_t n = len - i < want ? len - i : (size_t)want;
 			if ((e = body_append(p, d + i, n)) < 0)
 				goto fail;
 			i += n;
-			if (p->res.body_len == (size_t)p->res.content_length) {
+			if (p->body_seen == (unsigned long long)p->res.content_length) {
 				p->state = ST_DONE;
 				e = 1;
 				goto out;

@@ -55,6 +55,7 @@ struct http_response {
 	char content_type[128];	  /* raw Content-Type value, "" when absent */
 	char *body;
 	size_t body_len;
+	bool body_cut; /* http_parser_cut_body(): bytes past max_body were read and dropped */
 	/* A request's: its method, its target (path and query, malloc()ed) and whether it
 	 * waits for "100 Continue" before sending its body. */
 	char method[16];
@@ -74,6 +75,8 @@ struct http_parser {
 	unsigned long long chunk_left;
 	bool started;
 	bool request;  /* parses requests (http_parser_init_request()) */
+	bool cut_body; /* keep max_body bytes of a body, read and drop the rest */
+	unsigned long long body_seen; /* body bytes read, kept or not */
 	int failed_in; /* the state an error happened in */
 	size_t line_len;
 	char line[HTTP_MAX_LINE];
@@ -91,6 +94,13 @@ void http_parser_init(struct http_parser *p, size_t max_body);
  * are in p->res (status 0).
  */
 void http_parser_init_request(struct http_parser *p, size_t max_body);
+
+/*
+ * Keep at most max_body bytes of a body and read the rest without keeping it (res.body_cut
+ * tells), instead of failing with HTTP_ETOOBIG: for a caller that wants the status and
+ * headers of a response whose body may be of any size. Kept across resets.
+ */
+void http_parser_cut_body(struct http_parser *p);
 
 /* Release the body (and a request's target) held by p, ready for the next message. */
 void http_parser_reset(struct http_parser *p);

@@ -1047,6 +1047,8 @@ struct pool *pool_new(struct event_base *base, const struct pool_options *o, cha
 		s->fd = -1;
 		s->state = S_BACKOFF;
 		http_parser_init(&s->parser, o->max_response);
+		if (o->cut_response)
+			http_parser_cut_body(&s->parser);
 		s->ev_io = event_new(base, -1, 0, io_cb, s);
 		s->timer = evtimer_new(base, timer_cb, s);
 		if (!s->ev_io || !s->timer ||

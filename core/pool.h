@@ -64,6 +64,8 @@ struct pool_options {
 	uint32_t breaker_threshold; /* consecutive failures that open the breaker */
 	uint32_t breaker_cooldown_ms;
 	size_t max_response;
+	bool cut_response;	/* keep max_response bytes of a body, read and drop the rest,
+				 * instead of failing the request (http_parser_cut_body()) */
 	struct tls_options tls; /* for https:// */
 	/* Called (from the loop) when a certificate failure starts or changes, and with
 	 * TLS_CERT_OK once a handshake succeeds again; may be NULL. */

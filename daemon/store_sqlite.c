@@ -24,6 +24,7 @@
 #include "cred.h"
 #include "sqlerr.h"
 #include "hex.h"
+#include "lockfile.h"
 #include "log.h"
 #include "seal.h"
 #include "sqlkey.h"
@@ -1130,40 +1131,11 @@ rollback:
  */
 static int store_lock(struct sqlite_store *s, char *err, size_t errlen)
 {
-	char path[4096];
-	if (snprintf(path, sizeof(path), "%s.lock", s->path) >= (int)sizeof(path)) {
-		store_set_err(err, errlen, "%s: path too long", s->path);
-		return -ENAMETOOLONG;
-	}
-	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
-	if (s->lock_fd < 0) {
-		int e = -errno;
-		store_set_err(err, errlen, "%s: cannot open: %s", path, strerror(-e));
-		return e;
-	}
-	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = -errno;
-		char pid[32] = "";
-		ssize_t n = pread(s->lock_fd, pid, sizeof(pid) - 1, 0);
-		pid[n > 0 ? n : 0] = '\0';
-		pid[strcspn(pid, "\n")] = '\0';
-		if (e == -EWOULDBLOCK)
-			store_set_err(err, errlen,
-				"%s is in use by another tpad%s%s%s: one tpad per SQLite store (stop "
-				"it, or give this one its own store.path)",
-				s->path, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
-		else
-			store_set_err(err, errlen, "%s: cannot lock: %s", path, strerror(-e));
-		close(s->lock_fd);
-		s->lock_fd = -1;
-		return e == -EWOULDBLOCK ? -EBUSY : e;
-	}
-	char pid[32];
-	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-	if (ftruncate(s->lock_fd, 0) < 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n) {
-		/* The lock holds without the pid; only the message would be less precise. */
-	}
-	return 0;
+	char why[4200];
+	int e = lockfile_take(s->path, "tpad", "SQLite store", &s->lock_fd, why, sizeof(why));
+	if (e < 0)
+		store_set_err(err, errlen, "%s", why);
+	return e;
 }
 
 /* Create the file with mode 0600 if missing; tighten the mode of an existing one. */

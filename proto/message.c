@@ -130,8 +130,8 @@ static const struct param_spec send_downlink_params[] = {
 
 static const struct param_spec import_astk_params[] = {
     {"encryptedASKey", PARAM_HEX, true, 128, 1024},
-    {"label", PARAM_STRING, false, 0, 64},
-    {"customerID", PARAM_STRING, false, 0, 64},
+    {"label", PARAM_PLAIN, false, 0, 64},
+    {"customerID", PARAM_PLAIN, false, 0, 64},
     {"devEUI", PARAM_EUI, false, 0, 0},
 };
 
@@ -168,6 +168,14 @@ static const struct method_spec methods[] = {
     METHOD(IFACE_AS_ADMIN, "ImportASTK", PROTO_SOCKET_AS_ADMIN, false, import_astk_params),
     METHOD0(IFACE_AS_ADMIN, "ListASTKs", PROTO_SOCKET_AS_ADMIN),
 };
+
+bool proto_plain_text(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\')
+			return false;
+	return true;
+}
 
 /* Set a fault's error, parameter and reason (a printf format); returns -EINVAL. */
 static int fault_set(struct proto_fault *f, const char *error, const char *parameter,
@@ -592,6 +600,16 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 			return fault_set(v->fault, v->error, name,
 					 "must be %lld to %lld characters long", spec->min,
 					 spec->max);
+		return 0;
+	}
+	case PARAM_PLAIN: {
+		long long n = s ? (long long)json_string_length(val) : -1;
+		if (!s || n != (long long)strlen(s) || n < spec->min || n > spec->max ||
+		    !proto_plain_text(s))
+			return fault_set(v->fault, v->error, name,
+					 "must be %lld to %lld printable ASCII characters, without "
+					 "quotes or backslashes",
+					 spec->min, spec->max);
 		return 0;
 	}
 	case PARAM_BOOL:

@@ -65,7 +65,14 @@ enum param_type {
 	PARAM_IMPORT_ROWS,   /* array of at most PROTO_MAX_IMPORT_ROWS ImportRow objects */
 	PARAM_PRINT_OPTIONS, /* object: printer (1..63 characters), copies (1..100) */
 	PARAM_HEX,	     /* an even number of hexadecimal digits, min..max of them */
+	PARAM_PLAIN,	     /* proto_plain_text(), min..max characters */
 };
+
+/*
+ * True if s is printable ASCII without quotes or backslashes: what a tunnel uplink's
+ * CustomerID and KEKLabel may hold, so what ImportASTK takes as their scopes.
+ */
+bool proto_plain_text(const char *s);
 
 /* One parameter of a method. JSON null counts as absent. */
 struct param_spec {

@@ -224,12 +224,18 @@ static void sub_pump(struct sub *s)
 		}
 		json_decref(rows);
 		if (last_batch) {
+			json_t *gap = s->pruned_through ? json_pack("{s:I}", "prunedThrough",
+								    (json_int_t)s->pruned_through)
+							: NULL;
 			if (!s->follow) {
-				sub_end(s, s->pruned_through ? json_pack("{s:I}", "prunedThrough",
-									  (json_int_t)s->pruned_through)
-							     : NULL);
+				sub_end(s, gap);
 				return;
 			}
+			/* Everything after the cursor was removed: say so now, not with the
+			 * next uplink, which may be long in coming. */
+			if (gap)
+				req_reply(s->r, gap, true);
+			s->pruned_through = 0;
 			s->caught_up = true;
 			return;
 		}

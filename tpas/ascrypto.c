@@ -180,10 +180,11 @@ bool ascrypto_token_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, size_t enc_len,
-			  uint8_t ret[AS_KEY_LEN])
+/* Parse pem (pem_len bytes, NUL included or not) into pk: 0, -EINVAL when it holds no
+ * RSA private key, -ENOMEM. */
+static int rsa_private_parse(mbedtls_pk_context *pk, const char *pem, size_t pem_len)
 {
-	if (!pem || !enc || !ret || pem_len == 0 || pem_len > 16384)
+	if (!pem || pem_len == 0 || pem_len > 16384)
 		return -EINVAL;
 	/* mbedTLS wants a PEM buffer with its NUL counted in the length. */
 	size_t n = strnlen(pem, pem_len);
@@ -192,7 +193,29 @@ int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, s
 		return -ENOMEM;
 	memcpy(buf, pem, n);
 	buf[n] = '\0';
+	int r = 0;
+	if (mbedtls_pk_parse_key(pk, (const unsigned char *)buf, n + 1, NULL, 0) != 0 ||
+	    mbedtls_pk_get_type(pk) != MBEDTLS_PK_RSA)
+		r = -EINVAL;
+	cred_wipe(buf, n);
+	free(buf);
+	return r;
+}
 
+int ascrypto_rsa_key_check(const char *pem, size_t pem_len)
+{
+	mbedtls_pk_context pk;
+	mbedtls_pk_init(&pk);
+	int r = rsa_private_parse(&pk, pem, pem_len);
+	mbedtls_pk_free(&pk);
+	return r;
+}
+
+int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, size_t enc_len,
+			  uint8_t ret[AS_KEY_LEN])
+{
+	if (!enc || !ret)
+		return -EINVAL;
 	mbedtls_pk_context pk;
 	mbedtls_entropy_context entropy;
 	mbedtls_ctr_drbg_context drbg;
@@ -206,11 +229,8 @@ int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, s
 	if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy,
 				  (const unsigned char *)personal, sizeof(personal) - 1) != 0)
 		goto out;
-	if (mbedtls_pk_parse_key(&pk, (const unsigned char *)buf, n + 1, NULL, 0) != 0 ||
-	    mbedtls_pk_get_type(&pk) != MBEDTLS_PK_RSA) {
-		r = -EINVAL;
+	if ((r = rsa_private_parse(&pk, pem, pem_len)) < 0)
 		goto out;
-	}
 	mbedtls_rsa_set_padding(mbedtls_pk_rsa(pk), MBEDTLS_RSA_PKCS_V15, 0);
 	if (enc_len != mbedtls_pk_get_len(&pk) ||
 	    mbedtls_pk_decrypt(&pk, enc, enc_len, out, &out_len, sizeof(out),
@@ -223,8 +243,6 @@ int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, s
 	r = 0;
 out:
 	cred_wipe(out, sizeof(out));
-	cred_wipe(buf, n);
-	free(buf);
 	mbedtls_pk_free(&pk);
 	mbedtls_ctr_drbg_free(&drbg);
 	mbedtls_entropy_free(&entropy);

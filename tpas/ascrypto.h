@@ -57,3 +57,7 @@ bool ascrypto_token_equal(const char *a, const char *b);
  */
 int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, size_t enc_len,
 			  uint8_t ret[AS_KEY_LEN]);
+
+/* 0 when pem (pem_len bytes, NUL included or not) holds an RSA private key, else -EINVAL
+ * (a public key, another kind of key, anything else); -ENOMEM. */
+int ascrypto_rsa_key_check(const char *pem, size_t pem_len);

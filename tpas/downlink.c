@@ -34,6 +34,10 @@ struct downlink {
 	char key[129];
 	char as_id[65];
 	struct dl_req *inflight;
+	size_t outstanding;  /* requests given to the pool and not done */
+	uint32_t sessions;   /* the pool's */
+	uint32_t timeout_ms; /* a request's, from when it is queued */
+	uint64_t latency_ms; /* the LRC's recent answer time (a moving average; 0: none yet) */
 	struct downlink_stats stats;
 };
 
@@ -105,15 +109,18 @@ struct downlink *downlink_new(struct event_base *base, const struct downlink_opt
 	}
 	snprintf(d->key, sizeof(d->key), "%s", o->key);
 	snprintf(d->as_id, sizeof(d->as_id), "%s", o->as_id ? o->as_id : "");
+	d->sessions = o->sessions ? o->sessions : 2;
+	d->timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 10000;
 	if (o->url && *o->url) {
 		/* https://: the LRC's certificate chain and host name, checked by core/tls. */
 		const struct pool_options po = {
 		    .url = o->url,
-		    .sessions = o->sessions ? o->sessions : 2,
-		    .queue = 256,
+		    .sessions = d->sessions,
+		    /* One waiting per session: more would wait for the request timeout. */
+		    .queue = d->sessions,
 		    .connect_timeout_ms = 5000,
 		    .handshake_timeout_ms = 5000,
-		    .request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 10000,
+		    .request_timeout_ms = d->timeout_ms,
 		    .backoff_min_ms = 200,
 		    .backoff_max_ms = 10000,
 		    .breaker_threshold = 5,
@@ -160,9 +167,35 @@ static void req_unlink(struct dl_req *q)
 	free(q);
 }
 
+/*
+ * Whether one more request would likely wait past its timeout: the requests ahead of it,
+ * a session's worth at a time, each take about the LRC's recent answer time.
+ */
+static bool too_slow(const struct downlink *d)
+{
+	uint64_t rounds_ahead = d->outstanding / d->sessions;
+	return d->latency_ms && rounds_ahead > 0 &&
+	       (rounds_ahead + 1) * d->latency_ms > d->timeout_ms;
+}
+
+/* Fold one answer's time into the moving average (1/4 weight). */
+static void latency_note(struct downlink *d, const struct pool_result *pr)
+{
+	uint64_t now = clock_now_ms();
+	if (!pr->sent_at_ms || now < pr->sent_at_ms)
+		return;
+	uint64_t took = now - pr->sent_at_ms;
+	d->latency_ms = d->latency_ms ? (3 * d->latency_ms + took) / 4 : took;
+	if (!d->latency_ms)
+		d->latency_ms = 1;
+}
+
 static void pool_done(const struct pool_result *pr, void *arg)
 {
 	struct dl_req *q = arg;
+	q->d->outstanding--;
+	if (!pr->err)
+		latency_note(q->d, pr);
 	struct downlink_result r = {.fcnt_dn = q->fcnt_dn, .answer = "", .reason = ""};
 	char reason[256];
 	if (pr->err) {
@@ -210,8 +243,9 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 		return -ENOTCONN;
 	if (n > DOWNLINK_MAX_PAYLOAD || fport < 1 || fport > 223)
 		return -EINVAL;
-	/* A counter is taken only for a request the pool will queue: none spent on Busy. */
-	if (!pool_has_room(d->pool))
+	/* A counter is taken only for a request the pool will queue and send in time: none
+	 * spent on Busy. */
+	if (!pool_has_room(d->pool) || too_slow(d))
 		return -EBUSY;
 	struct as_session s;
 	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);
@@ -271,6 +305,7 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	if (q->next)
 		q->next->prev = q;
 	d->inflight = q;
+	d->outstanding++;
 	return 0;
 }
 

@@ -12,12 +12,14 @@
 
 #include "asapi.h"
 #include "asconf.h"
+#include "ascrypto.h"
 #include "asmetrics.h"
 #include "clock.h"
 #include "cred.h"
 #include "daemon.h"
 #include "downlink.h"
 #include "journal.h"
+#include "lockfile.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics_http.h"
@@ -143,24 +145,38 @@ static int check_tunnel_tls(const struct asconf *cfg)
 
 /*
  * The RSA key is read at each ImportASTK; one that is there must already be private
- * (mode 0600) and readable at start, so that a key others can read is found at once.
- * None yet is fine, and so is the empty file tmpfiles.d makes for the credential:
- * ImportASTK answers NoRsaKey until `tpactl as keygen` made it.
+ * (mode 0600), readable and an RSA private key at start, so that a wrong key is found at
+ * once. Only the empty file tmpfiles.d makes for the credential (or no key configured at
+ * all) means none yet: ImportASTK answers NoRsaKey until `tpactl as keygen` made it.
  */
 static int check_rsa_key(const struct asconf *cfg)
 {
 	static char pem[8192];
 	char why[PATH_MAX + 200];
-	int r = cred_load_text("as-rsa-key", cfg->rsa_key_file, pem, sizeof(pem));
-	cred_wipe(pem, sizeof(pem));
-	if (r == -ENOENT || r == -ENODATA) /* none yet, or tmpfiles.d's empty placeholder */
-		return 0;
-	if (r < 0) {
-		log_errx("cannot load the RSA key: %s",
-			 cred_explain(r, "as-rsa-key", cfg->rsa_key_file, why, sizeof(why)));
-		return r;
+	const char *file = cfg->rsa_key_file && *cfg->rsa_key_file ? cfg->rsa_key_file : NULL;
+	int r = cred_load_text("as-rsa-key", file, pem, sizeof(pem));
+	bool not_rsa = false;
+	if (r == 0) {
+		r = ascrypto_rsa_key_check(pem, sizeof(pem));
+		not_rsa = r == -EINVAL;
 	}
-	return 0;
+	cred_wipe(pem, sizeof(pem));
+	if (r == -ENODATA || (r == -ENOENT && !file && !getenv("CREDENTIALS_DIRECTORY")))
+		return 0;
+	const char *shown = file ? file : "the credential as-rsa-key";
+	if (not_rsa)
+		log_errx(
+		    "the RSA key %s holds no RSA private key (a public key, or another kind?): "
+		    "make one with tpactl as keygen --out %s, or empty the file for none yet",
+		    shown, file ? file : "FILE");
+	else if (r == -ENOENT && file)
+		log_errx("the RSA key %s does not exist: make it with tpactl as keygen --out %s, "
+			 "or create it empty for none yet",
+			 file, file);
+	else if (r < 0)
+		log_errx("cannot load the RSA key: %s",
+			 cred_explain(r, "as-rsa-key", file, why, sizeof(why)));
+	return r;
 }
 
 /* Committed uplinks wake the streams (which keep the newest ones encoded) and the webhook. */
@@ -319,9 +335,9 @@ static int run(const struct asconf *cfg, const char *config_path)
 	struct daemon_signals *sigs = NULL;
 	struct event *ev_status = NULL, *ev_prune = NULL;
 	struct metrics_http *metrics = NULL;
-	char tunnel_key[129], err[512];
+	char tunnel_key[129], err[4200];
 	uint8_t store_key[SEAL_KEY_LEN];
-	int status = 1;
+	int status = 1, store_lock = -1;
 
 	signal(SIGPIPE, SIG_IGN);
 	if (load_keys(cfg, tunnel_key, sizeof(tunnel_key), store_key) < 0)
@@ -348,7 +364,13 @@ static int run(const struct asconf *cfg, const char *config_path)
 		log_errx("cannot create the event loop");
 		goto out;
 	}
-	int r = journal_open(cfg->store_path, store_key, &t.journal, err, sizeof(err));
+	/* One tpas per store: its streams take every seq for one this process wrote. */
+	int r =
+	    strcmp(cfg->store_path, ":memory:") == 0
+		? 0
+		: lockfile_take(cfg->store_path, "tpas", "store", &store_lock, err, sizeof(err));
+	if (r == 0)
+		r = journal_open(cfg->store_path, store_key, &t.journal, err, sizeof(err));
 	cred_wipe(store_key, sizeof(store_key));
 	if (r < 0) {
 		log_errx("store: %s", err);
@@ -454,6 +476,8 @@ out:
 	downlink_free(t.downlink);
 	webhook_free(t.webhook);
 	journal_free(t.journal);
+	if (store_lock >= 0)
+		close(store_lock);
 	if (t.base) {
 		event_base_loop(t.base, EVLOOP_NONBLOCK);
 		event_base_free(t.base);

@@ -458,7 +458,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		hex_encode(buf, n, p->payload);
 		cred_wipe(buf, sizeof(buf));
 	}
-	p->radio = json_dumps(u.radio, JSON_COMPACT);
+	p->radio = uplink_radio_text(&u);
 	p->received_ms = now_ms;
 	p->session_id = s.id;
 	memcpy(p->dev_eui, u.dev_eui, sizeof(p->dev_eui));

@@ -16,12 +16,12 @@
 #include "ascrypto.h"
 #include "cred.h"
 #include "hex.h"
+#include "message.h"
 
-/* The scalar fields kept with the uplink for applications (radio and network metadata). */
-static const char *const radio_fields[] = {
-    "LrrRSSI", "LrrSNR",  "LrrESP",	"SpFact",    "SubBand",	     "Channel",	     "Lrrid",
-    "Lrcid",   "LrrLAT",  "LrrLON",	"DevLrrCnt", "MType",	     "mic_hex",	     "ADRbit",
-    "TxPower", "NbTrans", "InstantPER", "MeanPER",   "CustomerData", "DynamicClass",
+/* The fields tpas reads; every other one is passed on to applications in radio. */
+static const char *const read_fields[] = {
+    "DevEUI",  "FPort",	     "FCntUp", "FCntDn",  "payload_hex",
+    "DevAddr", "CustomerID", "Time",   "AppSKey",
 };
 
 __attribute__((format(printf, 3, 4))) static int fail(char *reason, size_t n, const char *fmt, ...)
@@ -48,15 +48,6 @@ static bool parse_uint(const char *s, uint64_t max, uint64_t *ret)
 	if (v > max)
 		return false;
 	*ret = v;
-	return true;
-}
-
-/* True if s is printable ASCII without quotes or backslashes (a CustomerID, a label). */
-static bool plain_text(const char *s)
-{
-	for (; *s; s++)
-		if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\')
-			return false;
 	return true;
 }
 
@@ -98,7 +89,7 @@ static int set_field(struct uplink *u, const char *name, const char *value, char
 		hex_upper(u->dev_addr, value, 8);
 		u->dev_addr_n = (uint32_t)strtoul(u->dev_addr, NULL, 16);
 	} else if (strcmp(name, "CustomerID") == 0) {
-		if (len > UPLINK_MAX_CUSTOMER || !plain_text(value))
+		if (len > UPLINK_MAX_CUSTOMER || !proto_plain_text(value))
 			return fail(reason, rn,
 				    "CustomerID must be at most %d printable characters",
 				    UPLINK_MAX_CUSTOMER);
@@ -127,7 +118,7 @@ static int set_envelope(struct uplink *u, const char *label, const char *aes_key
 		return fail(reason, rn, "AppSKey envelope needs KEKLabel and AESKey");
 	if (!hex_valid(aes_key, 48) && !hex_valid(aes_key, 32))
 		return fail(reason, rn, "AppSKey.AESKey must be 48 hexadecimal digits");
-	if (strlen(label) > UPLINK_MAX_LABEL || !plain_text(label))
+	if (strlen(label) > UPLINK_MAX_LABEL || !proto_plain_text(label))
 		return fail(reason, rn, "AppSKey.KEKLabel must be at most %d printable characters",
 			    UPLINK_MAX_LABEL);
 	snprintf(u->key_hex, sizeof(u->key_hex), "%s", aes_key);
@@ -141,11 +132,11 @@ static int set_envelope(struct uplink *u, const char *label, const char *aes_key
 	return 0;
 }
 
-/* True if name is kept in radio. */
-static bool radio_field(const char *name)
+/* True if tpas reads the field called name (so it is not in radio). */
+static bool read_field(const char *name)
 {
-	for (size_t i = 0; i < sizeof(radio_fields) / sizeof(radio_fields[0]); i++)
-		if (strcmp(radio_fields[i], name) == 0)
+	for (size_t i = 0; i < sizeof(read_fields) / sizeof(read_fields[0]); i++)
+		if (strcmp(read_fields[i], name) == 0)
 			return true;
 	return false;
 }
@@ -198,23 +189,20 @@ static int parse_json(const char *body, size_t len, struct uplink *u, char *reas
 				goto out;
 			continue;
 		}
-		if (!text) {
-			if (json_is_number(val) && radio_field(key))
-				json_object_set(u->radio, key, val);
-			else if (strcmp(key, "DevEUI") == 0 || strcmp(key, "FCntUp") == 0 ||
-				 strcmp(key, "FPort") == 0 || strcmp(key, "payload_hex") == 0 ||
-				 strcmp(key, "AppSKey") == 0 || strcmp(key, "DevAddr") == 0 ||
-				 strcmp(key, "FCntDn") == 0 || strcmp(key, "CustomerID") == 0) {
-				r = fail(reason, rn, "%s has the wrong type", key);
+		if (!read_field(key)) {
+			if (json_object_set(u->radio, key, val) < 0) {
+				r = -ENOMEM;
 				goto out;
 			}
 			continue;
 		}
+		if (!text) {
+			r = fail(reason, rn, "%s has the wrong type", key);
+			goto out;
+		}
 		r = set_field(u, key, text, reason, rn);
 		if (r < 0)
 			goto out;
-		if (r == 0 && radio_field(key))
-			json_object_set(u->radio, key, val);
 		r = 0;
 	}
 	r = check_required(u, reason, rn);
@@ -261,6 +249,48 @@ static char *trim(char *s)
 	return s;
 }
 
+/* Put v (owned) in obj under name; a name seen again makes an array of the values. */
+static int xml_merge(json_t *obj, const char *name, json_t *v)
+{
+	json_t *seen = json_object_get(obj, name);
+	if (!v)
+		return -ENOMEM;
+	if (!seen)
+		return json_object_set_new(obj, name, v) < 0 ? -ENOMEM : 0;
+	if (json_is_array(seen))
+		return json_array_append_new(seen, v) < 0 ? -ENOMEM : 0;
+	json_t *both = json_array();
+	if (!both || json_array_append(both, seen) < 0) {
+		json_decref(both);
+		json_decref(v);
+		return -ENOMEM;
+	}
+	if (json_array_append_new(both, v) < 0 || json_object_set_new(obj, name, both) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* An element as JSON: its text (blanks trimmed) as a string, or, when it has elements
+ * inside, an object of them (attributes and text beside elements left out). */
+static json_t *xml_value(xmlNode *n)
+{
+	if (!has_child_element(n)) {
+		char *raw = (char *)xmlNodeGetContent(n);
+		json_t *v = json_string(raw ? trim(raw) : "");
+		xmlFree(raw);
+		return v;
+	}
+	json_t *obj = json_object();
+	for (xmlNode *c = n->children; obj && c; c = c->next) {
+		if (c->type == XML_ELEMENT_NODE &&
+		    xml_merge(obj, (const char *)c->name, xml_value(c)) < 0) {
+			json_decref(obj);
+			obj = NULL;
+		}
+	}
+	return obj;
+}
+
 static int parse_xml(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
 {
 	if (len > INT32_MAX)
@@ -293,6 +323,11 @@ static int parse_xml(const char *body, size_t len, struct uplink *u, char *reaso
 		if (c->type != XML_ELEMENT_NODE)
 			continue;
 		const char *name = (const char *)c->name;
+		if (!read_field(name)) {
+			if ((r = xml_merge(u->radio, name, xml_value(c))) < 0)
+				goto out;
+			continue;
+		}
 		if (strcmp(name, "AppSKey") == 0 && has_child_element(c)) {
 			char *label = xml_child_text(c, "KEKLabel");
 			char *key = xml_child_text(c, "AESKey");
@@ -309,8 +344,6 @@ static int parse_xml(const char *body, size_t len, struct uplink *u, char *reaso
 			continue;
 		char *text = trim(raw);
 		r = set_field(u, name, text, reason, rn);
-		if (r == 0 && radio_field(name))
-			json_object_set_new(u->radio, name, json_string(text));
 		xmlFree(raw);
 		if (r < 0)
 			goto out;
@@ -344,6 +377,11 @@ int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason,
 	if (r < 0)
 		uplink_clear(ret);
 	return r;
+}
+
+char *uplink_radio_text(const struct uplink *u)
+{
+	return json_dumps(u->radio, JSON_COMPACT | JSON_REAL_PRECISION(15));
 }
 
 void uplink_clear(struct uplink *u)

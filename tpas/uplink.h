@@ -37,7 +37,7 @@ struct uplink {
 	enum uplink_key key_kind;
 	char key_hex[49]; /* AppSKey field, 32 or 48 hex digits */
 	char kek_label[UPLINK_MAX_LABEL + 1];
-	json_t *radio; /* the other scalar fields (LrrRSSI, LrrSNR, SpFact...), owned */
+	json_t *radio; /* every field not read above (LrrRSSI, Lrrs, CustomerData...), owned */
 };
 
 /* The tunnel's query string. */
@@ -54,6 +54,13 @@ struct uplink_query {
  * key); -ENOMEM. On success the caller frees with uplink_clear().
  */
 int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen);
+
+/*
+ * u->radio as compact JSON text (malloc()ed; NULL: out of memory). A number is written
+ * with 15 significant digits at most, so one the LRC sent as decimal text comes out as it
+ * came ("868.1", not "868.10000000000002").
+ */
+char *uplink_radio_text(const struct uplink *u);
 
 /* Release what u holds. */
 void uplink_clear(struct uplink *u);

@@ -17,6 +17,7 @@
 #include "pool.h"
 
 #define RETRY_MIN_MS 200
+#define WEBHOOK_BODY_KEPT 1024
 
 struct webhook {
 	struct pool *pool;
@@ -163,7 +164,10 @@ struct webhook *webhook_new(struct event_base *base, const struct webhook_option
 	    .backoff_max_ms = w->retry_max_ms,
 	    .breaker_threshold = 1000000, /* the webhook's own retries pace it */
 	    .breaker_cooldown_ms = 1000,
-	    .max_response = 65536,
+	    /* Only the status counts: a 2xx's body (an echo of the batch, say) is read and
+	     * dropped past its first bytes, whatever its size. */
+	    .max_response = WEBHOOK_BODY_KEPT,
+	    .cut_response = true,
 	    .tls = {.mode = TLS_MODE_CERT, .ca_file = o->ca_file, .tls_min = 2},
 	};
 	int r = journal_cursor_get(j, "webhook", &w->cursor);

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -220,6 +221,31 @@ class TpasCase(unittest.TestCase):
         os.chmod(key, 0o600)
         return cert, key
 
+    def receiver(self, answer):
+        """An HTTP server on a free port calling answer(body) -> (status, reply body) for
+        each POST; stopped when the test ends. Its URL."""
+        import http.server
+        import socketserver
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                status, reply = answer(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+        server = type("S", (socketserver.ThreadingMixIn, http.server.HTTPServer),
+                      {"daemon_threads": True})(("127.0.0.1", 0), H)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
     def import_astk(self, t, **kw):
         astk = os.urandom(16)
         self.astks.append(astk)
@@ -253,6 +279,41 @@ class Tunnel(TpasCase):
         # The next uplink has no AppSKey field: the stored key decrypts it.
         self.assertEqual(s.uplink(DEV, b"no key field", with_key=False)[0], 200)
         self.assertEqual(bytes.fromhex(t.uplinks(after=2)[0]["payload"]), b"no key field")
+
+    def test_every_field_not_read_reaches_the_stream_and_the_webhook(self):
+        """JSON metadata passes as sent; XML's nested elements become objects and arrays of
+        strings; nothing tpas reads (the AppSKey above all) is in radio."""
+        posted = []
+
+        def answer(body):
+            posted.extend(json.loads(body)["uplinks"])
+            return 200, b""
+        url = self.receiver(answer)
+        t = self.tpas(extra=f"[webhook]\nurl = {url}/hook\n").start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        extra = {"Frequency": 868.1, "Late": 0, "ModelCfg": "0", "DevLrrCnt": 2,
+                 "Lrrs": {"Lrr": [{"Lrrid": "FF0109A4", "Chain": 0, "LrrRSSI": -41.5},
+                                  {"Lrrid": "29000071", "Chain": 1, "LrrRSSI": -90}]},
+                 "CustomerData": {"alr": {"pro": "LORA/Generic", "ver": "1"}},
+                 "BaseStationData": {"name": "gw1", "doms": []}}
+        self.assertEqual(s.uplink(DEV, b"j", extra=extra)[0], 200)
+        self.assertEqual(s.uplink(DEV, b"x", fmt="xml", extra=extra)[0], 200)
+        want_json = {**extra, "mic_hex": "00000000", "LrrRSSI": -41.5, "LrrSNR": 9.25,
+                     "SpFact": 7, "Lrrid": "FF0109A4"}
+
+        def strings(v):
+            if isinstance(v, dict):
+                return {k: strings(iv) for k, iv in v.items() if iv != []}
+            if isinstance(v, list):
+                return [strings(iv) for iv in v]
+            return str(v)
+        want_xml = strings(want_json)
+        ups = t.uplinks()
+        self.assertEqual(ups[0]["radio"], want_json)
+        self.assertEqual(ups[1]["radio"], want_xml)
+        wait_for(lambda: len(posted) == 2, 20, "2 uplinks at the webhook")
+        self.assertEqual([u["radio"] for u in posted], [want_json, want_xml])
 
     def test_refusals_are_answered_counted_and_never_delivered(self):
         t = self.tpas().start()
@@ -806,6 +867,20 @@ class Tunnel(TpasCase):
         got = {u["devEUI"]: bytes.fromhex(u["payload"]) for u in t.uplinks()}
         self.assertEqual(got, {d: d.encode() for d in (DEV, DEV2, "3333333333333333")})
 
+    def test_a_scope_no_uplink_can_match_is_refused_at_import(self):
+        """A label or CustomerID an uplink's field could never hold is refused by name."""
+        t = self.tpas().start()
+        enc = encrypt_astk(self.public_pem, os.urandom(16))
+        for flag, value, param in (("--label", "\u00e9-label", "label"),
+                                   ("--label", 'q"uote', "label"),
+                                   ("--customer-id", "cust \u00e9", "customerID")):
+            with self.subTest(value=value):
+                p = t.tpactl("as", "import-astk", enc, flag, value)
+                self.assertEqual(p.returncode, 1, p.stdout)
+                self.assertIn("InvalidParameter", p.stderr)
+                self.assertIn(param, p.stderr)
+        self.assertEqual(t.tpactl("as", "astks", "--json", check=0).stdout.strip(), '{"astks":[]}')
+
     def test_bad_encrypted_askey_and_no_rsa_key(self):
         t = self.tpas().start()
         p = t.tpactl("as", "import-astk", "00" * 256)
@@ -1146,6 +1221,45 @@ class Journal(TpasCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("uplinks after 1 up to 3 were removed", p.stderr)
         self.assertIn("were removed (store.retention-days)", t.log_text())
+        # Every uplink after `after` removed: a followed stream is told at once, without
+        # waiting for the next uplink.
+        t.stop()
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
+                       check=True)
+        t.start()
+        wait_for(lambda: "2 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
+        with Client(t.apps, 5) as c:
+            c.send("io.tpad.AS.Uplinks", {"after": 3}, more=True)
+            self.assertEqual(c.recv(), {"parameters": {"prunedThrough": 5}, "continues": True})
+            self.assertEqual(s.uplink(DEV, b"r5")[0], 200)
+            first = c.recv()
+            self.assertEqual(first["parameters"]["uplink"]["seq"], 6)
+            self.assertNotIn("prunedThrough", first["parameters"])
+
+    def test_one_tpas_per_store(self):
+        """A second tpas on the same store.path is refused at start, naming the first;
+        --check-config (read only, no lock) still passes beside the running one."""
+        t = self.tpas().start()
+        t2 = self.tpas()
+        with open(t2.conf) as f:
+            conf = f.read()
+        with open(t2.conf, "w") as f:
+            f.write(conf.replace(f"path = {t2.workdir}/tpas.db", f"path = {t.workdir}/tpas.db")
+                    .replace(t2.store_key_file, t.store_key_file))
+        p = subprocess.run([TPAS, "--config", t2.conf], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(f"{t.workdir}/tpas.db is in use by another tpas (pid {t.proc.pid}): "
+                      "one tpas per store", p.stderr)
+        self.assertFalse(os.path.exists(t2.apps), "the second tpas must not bind its sockets")
+        p = subprocess.run([TPAS, "--config", t2.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(t.status()["journal"]["uplinks"], 0)
+        # Once the first stops, the lock is free.
+        t.stop()
+        t2.start()
 
     def test_store_file_is_private_and_keys_sealed(self):
         t = self.tpas().start()
@@ -1285,6 +1399,50 @@ class Downlink(TpasCase):
         self.assertEqual([d["fcnt_dn"] for d in s.state["downlinks"]], [0, 1])
         self.assertEqual(s.state["violations"], [])
 
+    def test_a_burst_to_a_slow_lrc_is_busy_instead_of_timing_out(self):
+        """A slow LRC (3 s an answer, request-timeout 5 s, two sessions): a burst of 30
+        gets one waiting per session at most; once the LRC's pace is known, only what can
+        be answered within the timeout is taken, the rest Busy with no FCntDn spent."""
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
+        s.as_url = t.url
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        s.faults["downlink_delay"] = 3
+
+        def burst(n):
+            out = {}
+            lock = threading.Lock()
+
+            def one():
+                with Client(t.apps, 30) as c:
+                    try:
+                        c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1,
+                                                            "payload": ""})
+                        k = "ok"
+                    except VarlinkError as e:
+                        k = e.error
+                with lock:
+                    out[k] = out.get(k, 0) + 1
+            threads = [threading.Thread(target=one) for _ in range(n)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            return out
+        first = burst(30)
+        self.assertLessEqual(first.get("io.tpad.AS.LrcFailed", 0), 2, first)
+        self.assertGreaterEqual(first.get("io.tpad.AS.Busy", 0), 26, first)
+        second = burst(30)
+        self.assertEqual(second.get("io.tpad.AS.LrcFailed", 0), 0, second)
+        self.assertEqual((second["ok"], second["io.tpad.AS.Busy"]), (2, 28), second)
+        s.faults["downlink_delay"] = 0
+        spent = sum(v for k, v in list(first.items()) + list(second.items())
+                    if k != "io.tpad.AS.Busy")
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
+        self.assertEqual(r["fCntDn"], spent)
+
     def test_busy_spends_no_downlink_counter(self):
         """More downlinks than the LRC queue takes (256 waiting, a slow LRC, one session):
         the ones answered Busy took no FCntDn, so the counters the LRC received run without
@@ -1374,6 +1532,18 @@ class Downlink(TpasCase):
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
         self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
         self.assertEqual(e.exception.params["status"], 0)
+        # tpactl as status says so by its exit status, as tpactl status does: 4 down,
+        # 5 once the breaker opened; the human output shows the breaker.
+        wait_for(lambda: t.status()["lrc"]["state"] == "down", 20, "the LRC down")
+        if t.status()["lrc"]["breaker"] != "open":
+            p = t.tpactl("as", "status", check=4)
+            self.assertIn(f"lrc: http://127.0.0.1:{port} down, breaker ", p.stdout)
+        wait_for(lambda: t.status()["lrc"]["breaker"] == "open", 30, "the breaker open")
+        p = t.tpactl("as", "status", check=5)
+        self.assertIn(f"lrc: http://127.0.0.1:{port} down, breaker open", p.stdout)
+        t.tpactl("--json", "as", "status", check=5)
+        # No LRC configured is healthy.
+        self.tpas().start().tpactl("as", "status", check=0)
 
     def test_oneway_calls_sent_then_the_socket_closed_all_run(self):
         """An application sends ten oneway downlinks in one write and closes at once, more
@@ -1490,6 +1660,19 @@ class Signals(TpasCase):
 
 
 class Commands(TpasCase):
+    def test_a_follow_cut_by_tpas_names_tpas(self):
+        """tpas killed under `tpactl as uplinks --follow`: the message names tpas and its
+        log, not tpad's."""
+        t = self.tpas().start()
+        p = subprocess.Popen([TPACTL, "--socket", t.admin, "as", "uplinks", "--follow"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: t.status()["subscribers"] >= 1, 10, "the follower")
+        t.kill9()
+        _, err = p.communicate(timeout=20)
+        self.assertNotEqual(p.returncode, 0, err)
+        self.assertIn("tpas closed the connection (see its log: journalctl -u tpas)", err)
+        self.assertNotIn("tpad", err)
+
     def test_keygen(self):
         out = os.path.join(self.tmp, "k.pem")
         p = subprocess.run([TPACTL, "as", "keygen", "--out", out], capture_output=True,
@@ -1509,8 +1692,9 @@ class Commands(TpasCase):
 
     def test_keys_others_can_read_are_refused_with_the_fix(self):
         """The tunnel key, the store key and the RSA key: a file others can read stops tpas
-        (and --check-config) with the command that fixes it; a missing RSA key does not
-        (ImportASTK answers NoRsaKey until `tpactl as keygen` made one)."""
+        (and --check-config) with the command that fixes it, and so does an RSA key file
+        that holds no RSA private key; an empty one is no key yet (ImportASTK answers
+        NoRsaKey until `tpactl as keygen` made one)."""
         rsa = os.path.join(self.tmp, "rsa.pem")
         shutil.copy(self.rsa_key, rsa)
         os.chmod(rsa, 0o600)
@@ -1529,20 +1713,38 @@ class Commands(TpasCase):
                     self.assertIn(f"{path} is readable by other users: run chmod 600 {path}",
                                   p.stderr)
                 os.chmod(path, 0o600)
-        # No key yet, or the empty file tmpfiles.d makes for the credential (tpas restarted
-        # in a loop on it): tpas starts, ImportASTK says why it cannot decrypt.
-        for make, why in ((lambda: os.unlink(rsa), "does not exist"),
-                          (lambda: os.close(os.open(rsa, os.O_CREAT | os.O_WRONLY, 0o600)),
-                           "is empty")):
-            make()
-            p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
-                               capture_output=True, text=True, timeout=30)
-            self.assertEqual(p.returncode, 0, p.stderr)
-            t.start()
-            p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
-            self.assertNotEqual(p.returncode, 0)
-            self.assertIn(f"{rsa} {why}", p.stderr + p.stdout)
-            t.stop()
+        # The empty file tmpfiles.d makes for the credential (tpas restarted in a loop on
+        # it) is no key yet: tpas starts, ImportASTK says why it cannot decrypt.
+        with open(rsa, "w"):
+            pass
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        t.start()
+        p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f"{rsa} is empty", p.stderr + p.stdout)
+        t.stop()
+        # Anything else that is not an RSA private key stops --check-config and the start,
+        # naming the file and the fix: a public key, garbage, another kind of key, no file.
+        ec_key = self.self_signed("ec")[1]
+        for name, make in (("public key", lambda: pathlib.Path(rsa).write_text(self.public_pem)),
+                           ("garbage", lambda: pathlib.Path(rsa).write_text("garbage\n")),
+                           ("EC key", lambda: shutil.copy(ec_key, rsa)),
+                           ("no file", lambda: os.unlink(rsa))):
+            with self.subTest(rsa=name):
+                make()
+                if os.path.exists(rsa):
+                    os.chmod(rsa, 0o600)
+                want = (f"{rsa} does not exist: make it with tpactl as keygen --out {rsa}"
+                        if name == "no file" else
+                        f"the RSA key {rsa} holds no RSA private key")
+                for args in (["--check-config"], []):
+                    p = subprocess.run([TPAS, "--config", t.conf, *args],
+                                       capture_output=True, text=True, timeout=30)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(want, p.stderr)
+                    self.assertIn(f"tpactl as keygen --out {rsa}", p.stderr)
 
     def test_check_config_names_the_credentials_it_cannot_see(self):
         """Run by hand, --check-config cannot see what the unit's LoadCredential= gives at
@@ -1892,79 +2094,79 @@ class Metrics(TpasCase):
 
 
 class Webhook(TpasCase):
+    def sending(self, url, batch, n, stem):
+        """A tpas delivering to url in batches, n uplinks (payload stem + i) sent to it."""
+        t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = {batch}\nretry-max = 1s\n")
+        t.start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for i in range(n):
+            self.assertEqual(s.uplink(DEV, stem + b"%d" % i)[0], 200)
+        return t, s
+
     def test_webhook_delivers_in_order_with_retries_and_resumes(self):
-        import http.server
         got, lock = [], threading.Lock()
         fail = {"left": 2}
 
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with lock:
-                    status = 500 if fail["left"] > 0 else 200
-                    if status == 200:
-                        got.extend(json.loads(body)["uplinks"])
-                    else:
-                        fail["left"] -= 1
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-        srv = __import__("socketserver").ThreadingMixIn
-        server = type("S", (srv, http.server.HTTPServer), {"daemon_threads": True})(
-            ("127.0.0.1", 0), H)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            url = f"http://127.0.0.1:{server.server_address[1]}/hook/uplinks"
-            t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = 3\nretry-max = 1s\n")
-            t.start()
-            astk = self.import_astk(t)
-            s = self.lrc(t)
-            s.add_device(DEV, astk)
-            for i in range(5):
-                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
-            wait_for(lambda: len(got) >= 5, 20, "5 uplinks at the webhook")
-            wh = t.status()["webhook"]
-            self.assertEqual(wh["cursor"], 5)
-            self.assertEqual(wh["failures"], 2)
-            t.stop()
-            # Sent while tpas is down: none; after the restart, only the new ones.
-            t.start()
-            for i in range(5, 8):
-                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
-            wait_for(lambda: len(got) >= 8, 20, "8 uplinks at the webhook")
-            time.sleep(0.3)
+        def answer(body):
             with lock:
-                self.assertEqual([u["seq"] for u in got], list(range(1, 9)))
-                self.assertEqual([bytes.fromhex(u["payload"]) for u in got],
-                                 [b"w%d" % i for i in range(8)])
-            self.assertIn("webhook", t.log_text())
-            # Retention never drops what the webhook has not delivered: with the endpoint
-            # failing, four uplinks made older than store.retention-days stay through a
-            # restart (the prune runs at start) and are delivered once it answers again.
-            fail["left"] = 10 ** 6
-            for i in range(8, 12):
-                self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
-            t.stop()
-            subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
-                            "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
-                           check=True)
-            with open(t.conf, "a") as f:
-                f.write("[store]\nretention-days = 1\n")
-            t.start()
-            wait_for(lambda: "kept: the webhook has delivered up to seq 8 only" in t.log_text(),
-                     10, "the prune holding back")
-            fail["left"] = 0
-            wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
+                status = 500 if fail["left"] > 0 else 200
+                if status == 200:
+                    got.extend(json.loads(body)["uplinks"])
+                else:
+                    fail["left"] -= 1
+            return status, b""
+        t, s = self.sending(self.receiver(answer) + "/hook/uplinks", 3, 5, b"w")
+        wait_for(lambda: len(got) >= 5, 20, "5 uplinks at the webhook")
+        wh = t.status()["webhook"]
+        self.assertEqual(wh["cursor"], 5)
+        self.assertEqual(wh["failures"], 2)
+        t.stop()
+        # Sent while tpas is down: none; after the restart, only the new ones.
+        t.start()
+        for i in range(5, 8):
+            self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
+        wait_for(lambda: len(got) >= 8, 20, "8 uplinks at the webhook")
+        time.sleep(0.3)
+        with lock:
+            self.assertEqual([u["seq"] for u in got], list(range(1, 9)))
+            self.assertEqual([bytes.fromhex(u["payload"]) for u in got],
+                             [b"w%d" % i for i in range(8)])
+        self.assertIn("webhook", t.log_text())
+        # Retention never drops what the webhook has not delivered: with the endpoint
+        # failing, four uplinks made older than store.retention-days stay through a
+        # restart (the prune runs at start) and are delivered once it answers again.
+        fail["left"] = 10 ** 6
+        for i in range(8, 12):
+            self.assertEqual(s.uplink(DEV, b"w%d" % i)[0], 200)
+        t.stop()
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
+                       check=True)
+        with open(t.conf, "a") as f:
+            f.write("[store]\nretention-days = 1\n")
+        t.start()
+        wait_for(lambda: "kept: the webhook has delivered up to seq 8 only" in t.log_text(),
+                 10, "the prune holding back")
+        fail["left"] = 0
+        wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
+        with lock:
+            self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
+
+    def test_a_2xx_with_a_large_body_moves_the_cursor(self):
+        """The receiver echoes each batch with 100 KB more: only the status counts."""
+        posts, lock = [], threading.Lock()
+
+        def answer(body):
             with lock:
-                self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
-        finally:
-            server.shutdown()
-            server.server_close()
+                posts.append([u["seq"] for u in json.loads(body)["uplinks"]])
+            return 200, body + b" " * 100000
+        t, _ = self.sending(self.receiver(answer) + "/hook", 2, 5, b"e")
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 5, 20, "the cursor at 5")
+        wh = t.status()["webhook"]
+        self.assertEqual((wh["delivered"], wh["failures"], wh["lastError"]), (5, 0, ""))
+        with lock:
+            self.assertEqual(sum(posts, []), [1, 2, 3, 4, 5])
 
 
 if __name__ == "__main__":

@@ -169,14 +169,16 @@ class LrcSim:
     @staticmethod
     def _xml(fields):
         from xml.sax.saxutils import escape
+
+        def element(k, v):
+            if isinstance(v, list):  # a repeated element
+                return "".join(element(k, iv) for iv in v)
+            if isinstance(v, dict):
+                return f"<{k}>" + "".join(element(ik, iv) for ik, iv in v.items()) + f"</{k}>"
+            return f"<{k}>{escape(str(v))}</{k}>"
         parts = ['<?xml version="1.0" encoding="UTF-8"?>',
                  '<DevEUI_uplink xmlns="http://uri.actility.com/lora">']
-        for k, v in fields.items():
-            if isinstance(v, dict):
-                inner = "".join(f"<{ik}>{escape(str(iv))}</{ik}>" for ik, iv in v.items())
-                parts.append(f"<{k}>{inner}</{k}>")
-            else:
-                parts.append(f"<{k}>{escape(str(v))}</{k}>")
+        parts += [element(k, v) for k, v in fields.items()]
         parts.append("</DevEUI_uplink>")
         return "\n".join(parts)
 

@@ -281,6 +281,54 @@ static void test_must_fail(void)
 	CHECK_STR(http_strerror(HTTP_EMALFORMED), "malformed HTTP response");
 }
 
+/* A cut body keeps its first max_body bytes, reads the rest and ends where the message
+ * does (the next response on the connection is parsed), in every framing. */
+static void test_cut_body(void)
+{
+	static const char *const texts[] = {
+	    "HTTP/1.1 200 OK\r\nContent-Length: 26\r\n\r\nabcdefghijklmnopqrstuvwxyz",
+	    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	    "10\r\nabcdefghijklmnop\r\na\r\nqrstuvwxyz\r\n0\r\n\r\n",
+	};
+	for (size_t i = 0; i < 2; i++) {
+		char two[256];
+		snprintf(two, sizeof(two), "%sHTTP/1.1 204 No Content\r\n\r\n", texts[i]);
+		for (size_t step = 1; step <= strlen(two); step += strlen(two) - 1) {
+			struct http_parser p;
+			http_parser_init(&p, 4);
+			http_parser_cut_body(&p);
+			size_t off = 0, used = 0;
+			int r = 0;
+			while (r == 0 && off < strlen(two)) {
+				size_t n = strlen(two) - off < step ? strlen(two) - off : step;
+				r = http_parser_feed(&p, two + off, n, &used);
+				off += used;
+			}
+			CHECK_INT(r, 1);
+			CHECK_STR(p.res.body, "abcd");
+			CHECK(p.res.body_cut);
+			http_parser_reset(&p);
+			CHECK_INT(http_parser_feed(&p, two + off, strlen(two) - off, &used), 1);
+			CHECK_INT(p.res.status, 204);
+			CHECK(!p.res.body_cut);
+			http_parser_reset(&p);
+		}
+	}
+	/* Close-delimited, and one of any declared size. */
+	struct http_parser p;
+	http_parser_init(&p, 4);
+	http_parser_cut_body(&p);
+	const char *close = "HTTP/1.0 200 OK\r\n\r\n0123456789";
+	CHECK_INT(http_parser_feed(&p, close, strlen(close), NULL), 0);
+	CHECK_INT(http_parser_eof(&p), 1);
+	CHECK_STR(p.res.body, "0123");
+	http_parser_reset(&p);
+	const char *huge = "HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\nxyzzy";
+	CHECK_INT(http_parser_feed(&p, huge, strlen(huge), NULL), 0);
+	CHECK_INT(p.res.body_len, 4);
+	http_parser_reset(&p);
+}
+
 /* Retry-After takes seconds or an HTTP date. */
 static void test_retry_after(void)
 {
@@ -484,6 +532,7 @@ int main(void)
 	test_splits();
 	test_headers();
 	test_must_fail();
+	test_cut_body();
 	test_retry_after();
 	test_url();
 	test_urlencode();

@@ -169,7 +169,40 @@ static void test_uplink_parse_forms(void)
 	CHECK_INT(u.key_kind, UPLINK_KEY_ENVELOPE);
 	CHECK_STR(u.kek_label, "kek-1");
 	CHECK_STR(json_string_value(json_object_get(u.radio, "LrrSNR")), "9.5");
+	/* Nested elements become objects, values strings; what tpas reads is not in radio. */
+	char *radio = json_dumps(u.radio, JSON_COMPACT | JSON_SORT_KEYS);
+	CHECK_STR(radio, "{\"LrrSNR\":\"9.5\",\"Lrrs\":{\"Lrr\":{\"Lrrid\":\"1\"}}}");
+	free(radio);
 	uplink_clear(&u);
+
+	/* Every field not read is passed on: JSON as sent, XML repeated elements as arrays. */
+	static const char *const full[][2] = {
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":7,\"FCntDn\":2,"
+	     "\"Frequency\":868.1,\"Late\":0,\"Lrrs\":{\"Lrr\":[{\"Lrrid\":\"A\"},"
+	     "{\"Lrrid\":\"B\"}]},\"CustomerData\":{\"alr\":{\"pro\":\"X\"}},\"ok\":true,"
+	     "\"none\":null}}",
+	     "{\"CustomerData\":{\"alr\":{\"pro\":\"X\"}},\"Frequency\":868.1,\"Late\":0,"
+	     "\"Lrrs\":{\"Lrr\":[{\"Lrrid\":\"A\"},{\"Lrrid\":\"B\"}]},\"none\":null,\"ok\":true}"},
+	    {"<DevEUI_uplink><DevEUI>0024AEB3C02BE1C4</DevEUI><FCntUp>7</FCntUp>"
+	     "<Frequency> 868.1 </Frequency><Late>0</Late><Empty/>"
+	     "<Lrrs><Lrr><Lrrid>A</Lrrid></Lrr><Lrr><Lrrid>B</Lrrid><Chain>0</Chain></Lrr></Lrrs>"
+	     "<CustomerData><alr><pro>X</pro></alr></CustomerData></DevEUI_uplink>",
+	     "{\"CustomerData\":{\"alr\":{\"pro\":\"X\"}},\"Empty\":\"\",\"Frequency\":\"868.1\","
+	     "\"Late\":\"0\",\"Lrrs\":{\"Lrr\":[{\"Lrrid\":\"A\"},{\"Chain\":\"0\","
+	     "\"Lrrid\":\"B\"}]}}"},
+	};
+	for (size_t i = 0; i < sizeof(full) / sizeof(full[0]); i++) {
+		CHECK_INT(uplink_parse(full[i][0], strlen(full[i][0]), &u, reason, sizeof(reason)),
+			  0);
+		radio = uplink_radio_text(&u);
+		json_t *got = json_loads(radio, 0, NULL), *want = json_loads(full[i][1], 0, NULL);
+		CHECK(json_equal(got, want));
+		CHECK(strstr(radio, "868.1") && !strstr(radio, "868.10"));
+		json_decref(got);
+		json_decref(want);
+		free(radio);
+		uplink_clear(&u);
+	}
 
 	const char *env =
 	    "{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":3,"
