@@ -586,11 +586,21 @@ class Credentials(TpadTestCase):
         bad.start(wait=False)
         self.assertEqual(bad.proc.wait(20), 1)
         self.assertIn("certificate verify failed", bad.log_text())
-        # A wrong password is refused with the server's reason.
+        # A wrong password is refused with the server's reason, and the hint names where
+        # the password came from, whole.
         wrong = self.daemon(pg_url=url, pg_password="not-the-password")
         wrong.start(wait=False)
         self.assertEqual(wrong.proc.wait(20), 1)
         self.assertIn("password authentication failed", wrong.log_text())
+        self.assertIn("check the password in the credential store-password (or "
+                      "store.password-file) against the role's password in the database",
+                      wrong.log_text())
+        in_url = self.daemon(pg_url=url.replace("://tpad@", "://tpad:url-wrong-pw@", 1))
+        in_url.start(wait=False)
+        self.assertEqual(in_url.proc.wait(20), 1)
+        self.assertIn("check the password in store.url against the role's password in the "
+                      "database", in_url.log_text())
+        self.assertNotIn("url-wrong-pw", in_url.log_text())
 
 
 class LostConnections(TpadTestCase):
