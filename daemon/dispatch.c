@@ -36,6 +36,7 @@
 #include "store_copy.h"
 #include "station.h"
 #include "store.h"
+#include "store_url.h"
 #include "sqlbackup.h"
 #include "tpa.h"
 #include "tpad-build.h"
@@ -1221,11 +1222,29 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 		 printers[0] ? "; " : "", printers);
 }
 
+/* The counts of a copy, printed when it copied anything or ended well. */
+static void copy_counts_print(const struct store_copy_counts *n, int r)
+{
+	if (r < 0 && !n->devices && !n->devices_there && !n->conflicts && !n->attempts &&
+	    !n->labels && !n->audit)
+		return;
+	printf("copied %llu devices (%llu there already, %llu conflicting), %llu attempts, "
+	       "%llu labels, %llu audit entries\n",
+	       (unsigned long long)n->devices, (unsigned long long)n->devices_there,
+	       (unsigned long long)n->conflicts, (unsigned long long)n->attempts,
+	       (unsigned long long)n->labels, (unsigned long long)n->audit);
+}
+
 int dispatch_copy_store(const struct config *cfg, const char *url)
 {
 	uint8_t key[STORE_KEY_LEN];
 	size_t len = 0;
 	char why[256];
+	if (store_url_check(url, why, sizeof(why)) < 0) {
+		/* The words are store.url's: here the URL is the command line's. */
+		log_errx("--copy-store: %s", why);
+		return -EINVAL;
+	}
 	int r = cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len);
 	if (r < 0 || len != STORE_KEY_LEN) {
 		log_errx("cannot load the store key: %s",
@@ -1252,16 +1271,19 @@ int dispatch_copy_store(const struct config *cfg, const char *url)
 				       .instance = cfg->store_instance ? cfg->store_instance : host,
 				       .key = key,
 				       .key_len = len};
-	struct store_copy_counts n;
+	struct store_copy_counts n = {0};
 	char err[512] = "";
 	r = store_copy_to_pg(&o, &n, err, sizeof(err));
 	cred_wipe(key, sizeof(key));
 	cred_wipe(password, sizeof(password));
-	printf("copied %llu devices (%llu there already, %llu conflicting), %llu attempts, "
-	       "%llu labels, %llu audit entries\n",
-	       (unsigned long long)n.devices, (unsigned long long)n.devices_there,
-	       (unsigned long long)n.conflicts, (unsigned long long)n.attempts,
-	       (unsigned long long)n.labels, (unsigned long long)n.audit);
+	copy_counts_print(&n, r);
+	if (r == -ENOENT && strcmp(cfg->store_backend, "postgresql") == 0) {
+		log_errx("nothing to copy: %s (store.backend is already postgresql in this "
+			 "configuration: --copy-store copies the SQLite store at store.path; give "
+			 "--config a configuration that names it)",
+			 err);
+		return r;
+	}
 	if (r < 0) {
 		log_errx("copy of %s stopped: %s (run it again to resume)", cfg->store_path, err);
 		return r;

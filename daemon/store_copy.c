@@ -330,6 +330,13 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 {
 	struct copy c = {.instance = o->instance, .err = err, .errlen = errlen};
 	int e = 0;
+	/* No store there: say why, and leave no lock file behind. */
+	if (access(o->sqlite_path, R_OK) != 0) {
+		int en = errno;
+		store_set_err(err, errlen, "cannot open %s: %s", o->sqlite_path, strerror(en));
+		*ret = c.n;
+		return -en;
+	}
 	/* One tpad per SQLite store: the copy takes the same lock. */
 	char lock[4096];
 	snprintf(lock, sizeof(lock), "%s.lock", o->sqlite_path);
@@ -342,10 +349,10 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 			close(lock_fd);
 		return -EBUSY;
 	}
-	if (access(o->sqlite_path, R_OK) != 0 ||
-	    sqlite3_open_v2(o->sqlite_path, &c.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-		store_set_err(err, errlen, "cannot open %s", o->sqlite_path);
-		e = -ENOENT;
+	if (sqlite3_open_v2(o->sqlite_path, &c.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		store_set_err(err, errlen, "cannot open %s: %s", o->sqlite_path,
+			      c.db ? sqlite3_errmsg(c.db) : "out of memory");
+		e = -EIO;
 		goto out;
 	}
 	if (sqlite_count(c.db, "PRAGMA user_version") != 3) {

@@ -810,6 +810,24 @@ class Copy(TpadTestCase):
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn("verification failed: 1 of 2 attempts missing", p.stderr)
 
+    def test_a_malformed_url_is_refused_without_its_password(self):
+        """A store.url libpq cannot parse is refused by --check-config, and by
+        --copy-store, with a message that never shows the password libpq echoes."""
+        bad = "postgresql://tpad:SECRETPW@[::1/tpad"
+        d = self.daemon(pg_url=bad)
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("store.url", p.stderr)
+        self.assertIn("tpad:***@", p.stderr)
+        self.assertNotIn("SECRETPW", p.stdout + p.stderr)
+        good = self.daemon(pg_url=None)
+        p = subprocess.run([tpadtest.TPAD, "--config", good.conf, "--copy-store", bad],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertNotIn("SECRETPW", p.stdout + p.stderr)
+        self.assertNotIn("copied 0 devices", p.stdout)
+
 
 if __name__ == "__main__":
     tpadtest.main()
