@@ -270,13 +270,116 @@ static struct {
 	bool have;
 	enum pool_breaker breaker;
 	uint64_t breaker_opens, failed_commits, settled;
+	/* The database unreachable since down_us (monotonic); next "still" line at note_us. */
+	bool store_down;
+	uint64_t outages, down_us, note_us, note_every_us;
 } watched;
+
+/* "Still unreachable" after 10 s, then at doubling intervals up to every 5 minutes. */
+#define STORE_DOWN_FIRST_NOTE_US (10 * 1000000ull)
+#define STORE_DOWN_MAX_NOTE_US (300 * 1000000ull)
+
+/* The journal field that names the store in use: its path, or its URL without password. */
+static const char *store_field(const struct config *cfg, char *buf, size_t len)
+{
+	if (strcmp(cfg->store_backend, "postgresql") != 0) {
+		snprintf(buf, len, "%s", cfg->store_path);
+		return "STORE_PATH";
+	}
+	store_url_public(cfg->store_url, buf, len);
+	return "STORE_URL";
+}
+
+/* Seconds since the database went down, as text. */
+static void down_seconds(uint64_t now, char *buf, size_t len)
+{
+	snprintf(buf, len, "%llu", (unsigned long long)((now - watched.down_us) / 1000000u));
+}
+
+/* The database is back: how long it was down. */
+static void note_store_back(const char *key, const char *where, uint64_t now)
+{
+	char msg[512], secs[32];
+	down_seconds(now, secs, sizeof(secs));
+	snprintf(msg, sizeof(msg), "store: the database is reachable again after %s s", secs);
+	log_event(LOG_NOTICE, LOG_ID_STORE_UP, msg, key, where, "DOWN_SECONDS", secs, NULL);
+}
+
+/* The database went; the first "still unreachable" line comes 10 s later. */
+static void note_store_down(const char *key, const char *where, const char *why, uint64_t now)
+{
+	char msg[512];
+	watched.down_us = now;
+	watched.note_every_us = STORE_DOWN_FIRST_NOTE_US;
+	watched.note_us = now + watched.note_every_us;
+	snprintf(msg, sizeof(msg), "store: the database cannot be reached: %s", why);
+	log_event(LOG_ERR, LOG_ID_STORE_DOWN, msg, key, where, "REASON", why, NULL);
+}
+
+/* Still down: say so at doubling intervals, up to every 5 minutes. */
+static void note_store_still_down(const char *key, const char *where, const char *why, uint64_t now)
+{
+	char msg[512], secs[32];
+	down_seconds(now, secs, sizeof(secs));
+	snprintf(msg, sizeof(msg), "store: the database is still unreachable after %s s: %s", secs,
+		 why);
+	log_event(LOG_WARNING, LOG_ID_STORE_DOWN, msg, key, where, "REASON", why, "DOWN_SECONDS",
+		  secs, NULL);
+	watched.note_every_us = watched.note_every_us * 2 > STORE_DOWN_MAX_NOTE_US
+				    ? STORE_DOWN_MAX_NOTE_US
+				    : watched.note_every_us * 2;
+	watched.note_us = now + watched.note_every_us;
+}
+
+/*
+ * The database became unreachable, is still, or is back: one line each, paced. The
+ * outages counter catches an up between two looks (back, then down again); an outage
+ * begun and ended between two looks is left to the connections' own lines.
+ */
+static void watch_store_down(struct tpad *t, const struct store_stats *ss)
+{
+	char where[512];
+	const char *key = store_field(t->cfg, where, sizeof(where));
+	uint64_t now = clock_now_us();
+	bool new_outage = ss->outages > watched.outages;
+	if (watched.store_down && (new_outage || !ss->down))
+		note_store_back(key, where, now);
+	if (ss->down && (new_outage || !watched.store_down))
+		note_store_down(key, where, ss->last_reason, now);
+	else if (ss->down && now >= watched.note_us)
+		note_store_still_down(key, where, ss->last_reason, now);
+	watched.store_down = ss->down;
+	watched.outages = ss->outages;
+}
+
+/* The store's part of the watch: failed transactions, the database down or back. */
+static void watch_store(struct tpad *t)
+{
+	struct store_stats ss;
+	store_stats(t->store, &ss);
+	if (watched.have && ss.batch_failures > watched.failed_commits) {
+		char a[32], b[32], where[512], msg[400];
+		const char *key = store_field(t->cfg, where, sizeof(where));
+		snprintf(a, sizeof(a), "%llu",
+			 (unsigned long long)(ss.batch_failures - watched.failed_commits));
+		snprintf(b, sizeof(b), "%llu", (unsigned long long)ss.ops_failed);
+		snprintf(msg, sizeof(msg), "store transaction failed: %s", ss.last_reason);
+		log_event(LOG_ERR, LOG_ID_STORE_FAILED, msg, key, where, "REASON", ss.last_reason,
+			  "FAILED_COMMITS", a, "FAILED_OPS_TOTAL", b, NULL);
+	}
+	watched.failed_commits = ss.batch_failures;
+	watch_store_down(t, &ss);
+	store_failing(t->store);
+	if (!t->store_counting && !t->stopping &&
+	    store_count_async(t->store, on_watch_counts, t) == 0)
+		t->store_counting = true;
+}
 
 /* Once a second: breaker opened or closed, store transactions failed, outcomes settled. */
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpad *t = arg;
-	char a[32], b[32];
+	char a[32];
 	if (t->tpa) {
 		struct tpa_counters c;
 		tpa_get_counters(t->tpa, &c);
@@ -303,25 +406,8 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 		watched.breaker = c.pool.breaker;
 		watched.breaker_opens = c.pool.breaker_opens;
 	}
-	if (t->store) {
-		struct store_stats ss;
-		store_stats(t->store, &ss);
-		if (watched.have && ss.batch_failures > watched.failed_commits) {
-			snprintf(a, sizeof(a), "%llu",
-				 (unsigned long long)(ss.batch_failures - watched.failed_commits));
-			snprintf(b, sizeof(b), "%llu", (unsigned long long)ss.ops_failed);
-			char msg[400];
-			snprintf(msg, sizeof(msg), "store transaction failed: %s", ss.last_reason);
-			log_event(LOG_ERR, LOG_ID_STORE_FAILED, msg, "STORE_PATH",
-				  t->cfg->store_path, "REASON", ss.last_reason, "FAILED_COMMITS", a,
-				  "FAILED_OPS_TOTAL", b, NULL);
-		}
-		watched.failed_commits = ss.batch_failures;
-		store_failing(t->store);
-		if (!t->store_counting && !t->stopping &&
-		    store_count_async(t->store, on_watch_counts, t) == 0)
-			t->store_counting = true;
-	}
+	if (t->store)
+		watch_store(t);
 	if (t->act) {
 		struct activation_stats as;
 		activation_get_stats(t->act, &as);

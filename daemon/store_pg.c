@@ -542,8 +542,14 @@ static void writer_lost(struct pgw *w, const char *why)
 {
 	struct pg_store *s = w->s;
 	snprintf(s->down_reason, sizeof(s->down_reason), "%s", why);
-	if (w->state != W_DOWN && !s->closing)
-		log_warnx("store: connection %u to the database lost: %s", w->idx, why);
+	/*
+	 * Once per connection that was up; a reconnect that fails is only debug: the
+	 * database down, still down and back are the events dispatch logs, paced.
+	 */
+	if ((w->state == W_IDLE || w->state == W_BUSY) && !s->closing)
+		log_info("store: connection %u to the database lost: %s", w->idx, why);
+	else if (!s->closing)
+		log_debug("store: connection %u to the database not made: %s", w->idx, why);
 	if (w->ev) {
 		event_free(w->ev);
 		w->ev = NULL;
@@ -557,6 +563,8 @@ static void writer_lost(struct pgw *w, const char *why)
 	if (w->state == W_IDLE || w->state == W_BUSY)
 		s->stats.connections--;
 	w->state = W_DOWN;
+	if (!s->stats.down)
+		s->stats.outages++;
 	s->stats.down = true;
 	bool reader = w->idx == s->n_writers;
 	char reason[300];
