@@ -96,6 +96,10 @@ static void status_send(struct status_call *c, const uint64_t *counts, const cha
 	json_t *sj = t->store ? store_status_json(t->store, counts) : NULL;
 	if (sj) {
 		json_object_set_new(sj, "failing", json_boolean(store_failing(t->store)));
+		json_object_set_new(sj, "rowsCountedAt",
+				    counts && t->store_counts_known
+					? json_integer((json_int_t)t->store_counted_at)
+					: json_null());
 		if (why)
 			json_object_set_new(sj, "rowsError", json_string(why));
 	}
@@ -121,12 +125,14 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
 		status_call_free(c);
 }
 
-/* Keep the row counts for STATUS= and metrics. */
+/* Keep the row counts for STATUS= and metrics; a failed count keeps the last ones. */
 static void counts_note(struct tpad *t, int err, const struct store_rows *rows)
 {
-	t->store_counts_known = err == 0;
-	if (err == 0)
-		memcpy(t->store_counts, rows->counts, sizeof(t->store_counts));
+	if (err)
+		return;
+	t->store_counts_known = true;
+	t->store_counted_at = time(NULL);
+	memcpy(t->store_counts, rows->counts, sizeof(t->store_counts));
 }
 
 /* The store counted its rows: the Status reply is complete. */
