@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "frame.h"
@@ -295,31 +296,70 @@ static void print_upstream(json_t *u)
 		       json_number_value(json_object_get(lat, "p99")));
 }
 
+/* The store's rows by state; as last counted (and when) if they could not be counted now. */
+static void print_store_rows(json_t *s)
+{
+	json_t *rows = json_object_get(s, "rows");
+	const char *why = gets_or(s, "rowsError", NULL);
+	if (!json_is_object(rows)) {
+		printf("rows not counted yet%s%s\n", why ? ": " : "", why ? why : "");
+		return;
+	}
+	printf("%lld issued, %lld pending, %lld failed", geti(rows, "ISSUED"),
+	       geti(rows, "PENDING"), geti(rows, "FAILED"));
+	json_t *at = json_object_get(s, "rowsCountedAt");
+	if (why && json_is_integer(at)) {
+		time_t t = (time_t)json_integer_value(at);
+		char when[32];
+		struct tm tm;
+		if (localtime_r(&t, &tm) && strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm))
+			printf(" (as counted at %s)", when);
+	}
+	putchar('\n');
+	if (why)
+		printf("  rows:      not counted now: %s\n", why);
+}
+
 /* The store part of status, if tpad reports one. */
 static void print_store(json_t *s)
 {
 	if (!json_is_object(s))
 		return;
-	json_t *rows = json_object_get(s, "rows");
-	printf("store:       %s  %lld issued, %lld pending, %lld failed\n", gets_or(s, "path", "?"),
-	       geti(rows, "ISSUED"), geti(rows, "PENDING"), geti(rows, "FAILED"));
-	const char *err = gets_or(s, "lastError", NULL);
 	char b[64];
-	if (json_is_true(json_object_get(s, "failing")))
-		printf("  %s: transactions are failing now\n", paint("failing", b, sizeof(b)));
-	if (err)
+	printf("store:       %s  ", gets_or(s, "path", "?"));
+	print_store_rows(s);
+	bool down = json_is_false(json_object_get(s, "up"));
+	bool failing = json_is_true(json_object_get(s, "failing"));
+	if (down)
+		printf("  %s: the database cannot be reached: %s\n", paint("DOWN", b, sizeof(b)),
+		       gets_or(s, "downReason", "?"));
+	if (failing)
+		printf("  %s: transactions are failing now (until one commits again)\n",
+		       paint("failing", b, sizeof(b)));
+	const char *err = gets_or(s, "lastError", NULL);
+	if (err && (down || failing))
 		printf("  %s: %s\n", paint("last error", b, sizeof(b)), err);
+	else if (err)
+		printf("  earlier error (healed since): %s\n", err);
+}
+
+/* Whether the store is unhealthy: transactions failing, or the database unreachable. */
+static bool store_unhealthy(json_t *store)
+{
+	if (!json_is_object(store))
+		return false;
+	if (json_is_false(json_object_get(store, "up")))
+		return true;
+	json_t *failing = json_object_get(store, "failing");
+	return json_is_boolean(failing) ? json_is_true(failing)
+					: json_is_string(json_object_get(store, "lastError"));
 }
 
 /* The exit status status reports: the worst of store, breaker and cloud. */
 static int health_status(json_t *p)
 {
-	json_t *store = json_object_get(p, "store");
 	json_t *up = json_object_get(p, "upstream");
-	json_t *failing = json_object_get(store, "failing");
-	if (json_is_object(store) &&
-	    (json_is_boolean(failing) ? json_is_true(failing)
-				      : json_is_string(json_object_get(store, "lastError"))))
+	if (store_unhealthy(json_object_get(p, "store")))
 		return CTL_EXIT_STORE_FAILING;
 	if (json_is_object(up) && strcmp(gets_or(up, "breaker", ""), "open") == 0)
 		return CTL_EXIT_BREAKER_OPEN;

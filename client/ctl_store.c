@@ -1,11 +1,22 @@
 /* ctl_store: tpactl store copy --to URL, which is tpad's --copy-store run in its place. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "ctl.h"
 #include "tpad-build.h"
+
+/*
+ * What tpad's store.url takes: a libpq URI, or keyword=value pairs (anything else libpq
+ * would take as a database name). tpad checks the rest, without echoing a password.
+ */
+static bool store_target_ok(const char *to)
+{
+	return strncmp(to, "postgresql://", 13) == 0 || strncmp(to, "postgres://", 11) == 0 ||
+	       (strchr(to, '=') && !strstr(to, "://"));
+}
 
 int ctl_store(struct ctl *c, struct ctl_args *a)
 {
@@ -16,6 +27,13 @@ int ctl_store(struct ctl *c, struct ctl_args *a)
 	}
 	if (!a->to || !*a->to) {
 		fprintf(stderr, "tpactl: store copy needs --to URL (the PostgreSQL database)\n");
+		return CTL_EXIT_USAGE;
+	}
+	if (!store_target_ok(a->to)) {
+		fprintf(stderr,
+			"tpactl: store copy --to takes a PostgreSQL database: a postgresql:// or "
+			"postgres:// URI, or libpq keyword=value pairs, not '%s'\n",
+			a->to);
 		return CTL_EXIT_USAGE;
 	}
 	if (a->json) {

@@ -194,7 +194,8 @@ static const struct command commands[] = {
      "                      a re-run resumes; a conflict is reported and exits 1\n"
      "  --to URL            the PostgreSQL URI (e.g. postgresql://tpad@db/tpad?sslmode=\n"
      "                      verify-full); the password as for tpad (store-password)\n"
-     "  --config FILE       tpad's configuration (default: tpad's, /etc/tpad/tpad.conf)\n"
+     "  --config FILE       tpad's configuration (default: tpad's, " TPAD_SYSCONFDIR
+     "/tpad/tpad.conf)\n"
      "  --tpad PATH         the tpad program (default " TPAD_SBINDIR "/tpad)\n"},
     {"top", ctl_top, CTL_ADMIN, BIT(OPT_INTERVAL), false, 0, 0, "[--interval SECONDS]",
      "a live view for the line's screen, redrawn in place (q quits)",

@@ -32,6 +32,8 @@ _Noreturn void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 
 #define LOG_ID_BREAKER_OPEN "b076fce0fd0e423a9e9241400ce9dbaf"
 #define LOG_ID_BREAKER_CLOSE "97143cdd918b4fe7b54e876b5b4fddaa"
 #define LOG_ID_STORE_FAILED "738b3bd974ee465fbc78b9b9964033ef"
+#define LOG_ID_STORE_DOWN "b6245f1fcd724fe6b5ea332b8b377f67"
+#define LOG_ID_STORE_UP "67a1d5d26b05436b929c5b0570ab0be7"
 #define LOG_ID_SETTLED "007bdc7ee724450ab2324c87a3a61f66"
 #define LOG_ID_BACKUP "e77303e6a8974f61ba72c6c6b56835a3"
 #define LOG_ID_PRINT "7117065445e145ffa4146e30c19de78c"

@@ -11,6 +11,7 @@
 #include "conf.h"
 #include "hex.h"
 #include "server_conf.h"
+#include "store_url.h"
 #include "tls.h"
 
 #define OFF(f) offsetof(struct config, f)
@@ -679,6 +680,9 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 		snprintf(why, whylen, "store.backend = postgresql needs store.url (a libpq URI)");
 		return -EINVAL;
 	}
+	if (strcmp(c->store_backend, "postgresql") == 0 &&
+	    store_url_check(c->store_url, why, whylen) < 0)
+		return -EINVAL;
 	if (strcmp(c->store_backend, "postgresql") == 0 && c->store_lease_ms &&
 	    c->store_lease_ms < 2 * (uint64_t)c->upstream_request_timeout_ms) {
 		snprintf(why, whylen,

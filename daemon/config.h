@@ -8,8 +8,10 @@
 #include <sys/types.h>
 
 #include "server.h"
+#include "tpad-build.h"
 
-#define CONFIG_DEFAULT_PATH "/etc/tpad/tpad.conf"
+/* The configured sysconfdir (meson): where the units and tpad(8) as installed look too. */
+#define CONFIG_DEFAULT_PATH TPAD_SYSCONFDIR "/tpad/tpad.conf"
 #define CONFIG_MAX_LIST 32	       /* = CONF_MAX_IDS */
 #define CONFIG_MAX_PRINTERS 16	       /* [printer.<name>] sections */
 #define CONFIG_MAX_CAPTIONS 4	       /* label.caption-1 .. label.caption-4 */

@@ -36,6 +36,7 @@
 #include "store_copy.h"
 #include "station.h"
 #include "store.h"
+#include "store_url.h"
 #include "sqlbackup.h"
 #include "tpa.h"
 #include "tpad-build.h"
@@ -95,6 +96,10 @@ static void status_send(struct status_call *c, const uint64_t *counts, const cha
 	json_t *sj = t->store ? store_status_json(t->store, counts) : NULL;
 	if (sj) {
 		json_object_set_new(sj, "failing", json_boolean(store_failing(t->store)));
+		json_object_set_new(sj, "rowsCountedAt",
+				    counts && t->store_counts_known
+					? json_integer((json_int_t)t->store_counted_at)
+					: json_null());
 		if (why)
 			json_object_set_new(sj, "rowsError", json_string(why));
 	}
@@ -120,12 +125,14 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
 		status_call_free(c);
 }
 
-/* Keep the row counts for STATUS= and metrics. */
+/* Keep the row counts for STATUS= and metrics; a failed count keeps the last ones. */
 static void counts_note(struct tpad *t, int err, const struct store_rows *rows)
 {
-	t->store_counts_known = err == 0;
-	if (err == 0)
-		memcpy(t->store_counts, rows->counts, sizeof(t->store_counts));
+	if (err)
+		return;
+	t->store_counts_known = true;
+	t->store_counted_at = time(NULL);
+	memcpy(t->store_counts, rows->counts, sizeof(t->store_counts));
 }
 
 /* The store counted its rows: the Status reply is complete. */
@@ -269,13 +276,116 @@ static struct {
 	bool have;
 	enum pool_breaker breaker;
 	uint64_t breaker_opens, failed_commits, settled;
+	/* The database unreachable since down_us (monotonic); next "still" line at note_us. */
+	bool store_down;
+	uint64_t outages, down_us, note_us, note_every_us;
 } watched;
+
+/* "Still unreachable" after 10 s, then at doubling intervals up to every 5 minutes. */
+#define STORE_DOWN_FIRST_NOTE_US (10 * 1000000ull)
+#define STORE_DOWN_MAX_NOTE_US (300 * 1000000ull)
+
+/* The journal field that names the store in use: its path, or its URL without password. */
+static const char *store_field(const struct config *cfg, char *buf, size_t len)
+{
+	if (strcmp(cfg->store_backend, "postgresql") != 0) {
+		snprintf(buf, len, "%s", cfg->store_path);
+		return "STORE_PATH";
+	}
+	store_url_public(cfg->store_url, buf, len);
+	return "STORE_URL";
+}
+
+/* Seconds since the database went down, as text. */
+static void down_seconds(uint64_t now, char *buf, size_t len)
+{
+	snprintf(buf, len, "%llu", (unsigned long long)((now - watched.down_us) / 1000000u));
+}
+
+/* The database is back: how long it was down. */
+static void note_store_back(const char *key, const char *where, uint64_t now)
+{
+	char msg[512], secs[32];
+	down_seconds(now, secs, sizeof(secs));
+	snprintf(msg, sizeof(msg), "store: the database is reachable again after %s s", secs);
+	log_event(LOG_NOTICE, LOG_ID_STORE_UP, msg, key, where, "DOWN_SECONDS", secs, NULL);
+}
+
+/* The database went; the first "still unreachable" line comes 10 s later. */
+static void note_store_down(const char *key, const char *where, const char *why, uint64_t now)
+{
+	char msg[512];
+	watched.down_us = now;
+	watched.note_every_us = STORE_DOWN_FIRST_NOTE_US;
+	watched.note_us = now + watched.note_every_us;
+	snprintf(msg, sizeof(msg), "store: the database cannot be reached: %s", why);
+	log_event(LOG_ERR, LOG_ID_STORE_DOWN, msg, key, where, "REASON", why, NULL);
+}
+
+/* Still down: say so at doubling intervals, up to every 5 minutes. */
+static void note_store_still_down(const char *key, const char *where, const char *why, uint64_t now)
+{
+	char msg[512], secs[32];
+	down_seconds(now, secs, sizeof(secs));
+	snprintf(msg, sizeof(msg), "store: the database is still unreachable after %s s: %s", secs,
+		 why);
+	log_event(LOG_WARNING, LOG_ID_STORE_DOWN, msg, key, where, "REASON", why, "DOWN_SECONDS",
+		  secs, NULL);
+	watched.note_every_us = watched.note_every_us * 2 > STORE_DOWN_MAX_NOTE_US
+				    ? STORE_DOWN_MAX_NOTE_US
+				    : watched.note_every_us * 2;
+	watched.note_us = now + watched.note_every_us;
+}
+
+/*
+ * The database became unreachable, is still, or is back: one line each, paced. The
+ * outages counter catches an up between two looks (back, then down again); an outage
+ * begun and ended between two looks is left to the connections' own lines.
+ */
+static void watch_store_down(struct tpad *t, const struct store_stats *ss)
+{
+	char where[512];
+	const char *key = store_field(t->cfg, where, sizeof(where));
+	uint64_t now = clock_now_us();
+	bool new_outage = ss->outages > watched.outages;
+	if (watched.store_down && (new_outage || !ss->down))
+		note_store_back(key, where, now);
+	if (ss->down && (new_outage || !watched.store_down))
+		note_store_down(key, where, ss->last_reason, now);
+	else if (ss->down && now >= watched.note_us)
+		note_store_still_down(key, where, ss->last_reason, now);
+	watched.store_down = ss->down;
+	watched.outages = ss->outages;
+}
+
+/* The store's part of the watch: failed transactions, the database down or back. */
+static void watch_store(struct tpad *t)
+{
+	struct store_stats ss;
+	store_stats(t->store, &ss);
+	if (watched.have && ss.batch_failures > watched.failed_commits) {
+		char a[32], b[32], where[512], msg[400];
+		const char *key = store_field(t->cfg, where, sizeof(where));
+		snprintf(a, sizeof(a), "%llu",
+			 (unsigned long long)(ss.batch_failures - watched.failed_commits));
+		snprintf(b, sizeof(b), "%llu", (unsigned long long)ss.ops_failed);
+		snprintf(msg, sizeof(msg), "store transaction failed: %s", ss.last_reason);
+		log_event(LOG_ERR, LOG_ID_STORE_FAILED, msg, key, where, "REASON", ss.last_reason,
+			  "FAILED_COMMITS", a, "FAILED_OPS_TOTAL", b, NULL);
+	}
+	watched.failed_commits = ss.batch_failures;
+	watch_store_down(t, &ss);
+	store_failing(t->store);
+	if (!t->store_counting && !t->stopping &&
+	    store_count_async(t->store, on_watch_counts, t) == 0)
+		t->store_counting = true;
+}
 
 /* Once a second: breaker opened or closed, store transactions failed, outcomes settled. */
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpad *t = arg;
-	char a[32], b[32];
+	char a[32];
 	if (t->tpa) {
 		struct tpa_counters c;
 		tpa_get_counters(t->tpa, &c);
@@ -302,25 +412,8 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 		watched.breaker = c.pool.breaker;
 		watched.breaker_opens = c.pool.breaker_opens;
 	}
-	if (t->store) {
-		struct store_stats ss;
-		store_stats(t->store, &ss);
-		if (watched.have && ss.batch_failures > watched.failed_commits) {
-			snprintf(a, sizeof(a), "%llu",
-				 (unsigned long long)(ss.batch_failures - watched.failed_commits));
-			snprintf(b, sizeof(b), "%llu", (unsigned long long)ss.ops_failed);
-			char msg[400];
-			snprintf(msg, sizeof(msg), "store transaction failed: %s", ss.last_reason);
-			log_event(LOG_ERR, LOG_ID_STORE_FAILED, msg, "STORE_PATH",
-				  t->cfg->store_path, "REASON", ss.last_reason, "FAILED_COMMITS", a,
-				  "FAILED_OPS_TOTAL", b, NULL);
-		}
-		watched.failed_commits = ss.batch_failures;
-		store_failing(t->store);
-		if (!t->store_counting && !t->stopping &&
-		    store_count_async(t->store, on_watch_counts, t) == 0)
-			t->store_counting = true;
-	}
+	if (t->store)
+		watch_store(t);
 	if (t->act) {
 		struct activation_stats as;
 		activation_get_stats(t->act, &as);
@@ -1221,11 +1314,29 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 		 printers[0] ? "; " : "", printers);
 }
 
+/* The counts of a copy, printed when it copied anything or ended well. */
+static void copy_counts_print(const struct store_copy_counts *n, int r)
+{
+	if (r < 0 && !n->devices && !n->devices_there && !n->conflicts && !n->attempts &&
+	    !n->labels && !n->audit)
+		return;
+	printf("copied %llu devices (%llu there already, %llu conflicting), %llu attempts, "
+	       "%llu labels, %llu audit entries\n",
+	       (unsigned long long)n->devices, (unsigned long long)n->devices_there,
+	       (unsigned long long)n->conflicts, (unsigned long long)n->attempts,
+	       (unsigned long long)n->labels, (unsigned long long)n->audit);
+}
+
 int dispatch_copy_store(const struct config *cfg, const char *url)
 {
 	uint8_t key[STORE_KEY_LEN];
 	size_t len = 0;
 	char why[256];
+	if (store_url_check(url, why, sizeof(why)) < 0) {
+		/* The words are store.url's: here the URL is the command line's. */
+		log_errx("--copy-store: %s", why);
+		return -EINVAL;
+	}
 	int r = cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len);
 	if (r < 0 || len != STORE_KEY_LEN) {
 		log_errx("cannot load the store key: %s",
@@ -1252,16 +1363,19 @@ int dispatch_copy_store(const struct config *cfg, const char *url)
 				       .instance = cfg->store_instance ? cfg->store_instance : host,
 				       .key = key,
 				       .key_len = len};
-	struct store_copy_counts n;
+	struct store_copy_counts n = {0};
 	char err[512] = "";
 	r = store_copy_to_pg(&o, &n, err, sizeof(err));
 	cred_wipe(key, sizeof(key));
 	cred_wipe(password, sizeof(password));
-	printf("copied %llu devices (%llu there already, %llu conflicting), %llu attempts, "
-	       "%llu labels, %llu audit entries\n",
-	       (unsigned long long)n.devices, (unsigned long long)n.devices_there,
-	       (unsigned long long)n.conflicts, (unsigned long long)n.attempts,
-	       (unsigned long long)n.labels, (unsigned long long)n.audit);
+	copy_counts_print(&n, r);
+	if (r == -ENOENT && strcmp(cfg->store_backend, "postgresql") == 0) {
+		log_errx("nothing to copy: %s (store.backend is already postgresql in this "
+			 "configuration: --copy-store copies the SQLite store at store.path; give "
+			 "--config a configuration that names it)",
+			 err);
+		return r;
+	}
 	if (r < 0) {
 		log_errx("copy of %s stopped: %s (run it again to resume)", cfg->store_path, err);
 		return r;

@@ -108,6 +108,7 @@ struct store_stats {
 	char last_reason[256];	 /* its reason */
 	/* PostgreSQL */
 	bool down;		       /* the database cannot be reached now */
+	uint64_t outages;	       /* times it became unreachable (down false to true) */
 	uint32_t connections;	       /* connections up now */
 	uint64_t lease_takeovers;      /* claims taken over from another tpad's expired lease */
 	uint64_t lease_renewals;       /* claims extended while their import ran */

@@ -18,6 +18,7 @@
 #include "cred.h"
 #include "seal.h"
 #include "store.h"
+#include "store_url.h"
 
 /*
  * Rows are copied as they are stored: the sealed AppKeys stay sealed (both stores use the
@@ -37,8 +38,10 @@ static int pg_exec(PGconn *c, const char *sql, int n, const char *const *v, cons
 	PGresult *res = PQexecParams(c, sql, n, NULL, v, lens, fmts, 0);
 	ExecStatusType st = PQresultStatus(res);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		const char *m = PQresultErrorMessage(res);
-		store_set_err(err, errlen, "%.*s", (int)strcspn(m, "\n"), m);
+		char why[256];
+		store_url_pq_line(PQresultErrorMessage(res), "unknown database error", why,
+				  sizeof(why));
+		store_set_err(err, errlen, "%s", why);
 		PQclear(res);
 		return -EIO;
 	}
@@ -327,6 +330,13 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 {
 	struct copy c = {.instance = o->instance, .err = err, .errlen = errlen};
 	int e = 0;
+	/* No store there: say why, and leave no lock file behind. */
+	if (access(o->sqlite_path, R_OK) != 0) {
+		int en = errno;
+		store_set_err(err, errlen, "cannot open %s: %s", o->sqlite_path, strerror(en));
+		*ret = c.n;
+		return -en;
+	}
 	/* One tpad per SQLite store: the copy takes the same lock. */
 	char lock[4096];
 	snprintf(lock, sizeof(lock), "%s.lock", o->sqlite_path);
@@ -339,10 +349,10 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 			close(lock_fd);
 		return -EBUSY;
 	}
-	if (access(o->sqlite_path, R_OK) != 0 ||
-	    sqlite3_open_v2(o->sqlite_path, &c.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-		store_set_err(err, errlen, "cannot open %s", o->sqlite_path);
-		e = -ENOENT;
+	if (sqlite3_open_v2(o->sqlite_path, &c.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		store_set_err(err, errlen, "cannot open %s: %s", o->sqlite_path,
+			      c.db ? sqlite3_errmsg(c.db) : "out of memory");
+		e = -EIO;
 		goto out;
 	}
 	if (sqlite_count(c.db, "PRAGMA user_version") != 3) {
@@ -410,9 +420,10 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 		}
 		c.pg = PQconnectdbParams(keys, vals, 1);
 		if (PQstatus(c.pg) != CONNECTION_OK) {
-			const char *m = PQerrorMessage(c.pg);
-			store_set_err(err, errlen, "cannot connect to the database: %.*s",
-				(int)strcspn(m, "\n"), m);
+			char why[256];
+			store_url_pq_line(PQerrorMessage(c.pg), "unknown database error", why,
+					  sizeof(why));
+			store_set_err(err, errlen, "cannot connect to the database: %s", why);
 			e = -EIO;
 			goto out;
 		}

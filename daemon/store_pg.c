@@ -20,6 +20,7 @@
 #include "hex.h"
 #include "log.h"
 #include "seal.h"
+#include "store_url.h"
 
 /*
  * How it works. Writes go to one of the writer connections (chosen by DevEUI, so the writes
@@ -293,16 +294,13 @@ struct pg_store {
 	struct store_stats stats;
 };
 
-/* The first line of libpq's message, without the trailing newline. */
+/* The first line of libpq's message, without the trailing newline nor any password. */
 static void pq_reason(PGconn *c, const PGresult *res, char *buf, size_t n)
 {
 	const char *m = res ? PQresultErrorMessage(res) : NULL;
 	if (!m || !*m)
 		m = c ? PQerrorMessage(c) : "no connection";
-	if (!m || !*m)
-		m = "unknown database error";
-	size_t len = strcspn(m, "\n");
-	snprintf(buf, n, "%.*s", (int)len, m);
+	store_url_pq_line(m, "unknown database error", buf, n);
 }
 
 static void op_free(struct op *op)
@@ -544,8 +542,14 @@ static void writer_lost(struct pgw *w, const char *why)
 {
 	struct pg_store *s = w->s;
 	snprintf(s->down_reason, sizeof(s->down_reason), "%s", why);
-	if (w->state != W_DOWN && !s->closing)
-		log_warnx("store: connection %u to the database lost: %s", w->idx, why);
+	/*
+	 * Once per connection that was up; a reconnect that fails is only debug: the
+	 * database down, still down and back are the events dispatch logs, paced.
+	 */
+	if ((w->state == W_IDLE || w->state == W_BUSY) && !s->closing)
+		log_info("store: connection %u to the database lost: %s", w->idx, why);
+	else if (!s->closing)
+		log_debug("store: connection %u to the database not made: %s", w->idx, why);
 	if (w->ev) {
 		event_free(w->ev);
 		w->ev = NULL;
@@ -559,6 +563,8 @@ static void writer_lost(struct pgw *w, const char *why)
 	if (w->state == W_IDLE || w->state == W_BUSY)
 		s->stats.connections--;
 	w->state = W_DOWN;
+	if (!s->stats.down)
+		s->stats.outages++;
 	s->stats.down = true;
 	bool reader = w->idx == s->n_writers;
 	char reason[300];
@@ -1712,18 +1718,30 @@ static int exec_sync(PGconn *c, const char *sql, int n, const char *const *v, PG
 	return 0;
 }
 
-/* Why the first connection failed, with what fixes a missing or refused password. */
-static void connect_failed(PGconn *c, char *err, size_t errlen)
+/* What to check when the server refused the password: where this one came from. */
+static const char *password_hint(const struct pg_store *s)
 {
-	char why[256];
+	if (s->password)
+		return "; check the password in the credential store-password (or "
+		       "store.password-file) against the role's password in the database";
+	if (store_url_has_password(s->url))
+		return "; check the password in store.url against the role's password in the "
+		       "database";
+	return "; check the password libpq found (PGPASSWORD, ~/.pgpass) against the role's "
+	       "password in the database, or give one with LoadCredential=store-password:FILE";
+}
+
+/* Why the first connection failed, with what fixes a missing or refused password. */
+static void connect_failed(const struct pg_store *s, PGconn *c, char *err, size_t errlen)
+{
+	char why[300];
 	pq_reason(c, NULL, why, sizeof(why));
 	const char *hint = "";
 	if (strstr(why, "no password supplied"))
 		hint = "; give the password with LoadCredential=store-password:FILE in the service, "
 		       "or store.password-file";
 	else if (strstr(why, "password authentication failed"))
-		hint = "; check the password in the credential store-password or "
-		       "store.password-file against the role's";
+		hint = password_hint(s);
 	store_set_err(err, errlen, "cannot connect to the database: %s%s", why, hint);
 }
 
@@ -1931,7 +1949,7 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 	/* Schema and key first, blocking: tpad does not serve before its store is ready. */
 	s->reader = connect_start(s, true);
 	if (!s->reader || PQstatus(s->reader) != CONNECTION_OK) {
-		connect_failed(s->reader, err, errlen);
+		connect_failed(s, s->reader, err, errlen);
 		pg_store_close(s);
 		return -EIO;
 	}
@@ -1958,7 +1976,7 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 		/* The first connection blocks: tpad does not serve before its store is up. */
 		w->conn = connect_start(s, true);
 		if (!w->conn || PQstatus(w->conn) != CONNECTION_OK) {
-			connect_failed(w->conn, err, errlen);
+			connect_failed(s, w->conn, err, errlen);
 			pg_store_close(s);
 			return -EIO;
 		}

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "daemon.h"
 #include "store.h"
@@ -39,6 +40,7 @@ struct tpad {
 	/* Rows by state as last counted (every second, and by each Status call). */
 	uint64_t store_counts[STORE_N_STATES];
 	bool store_counts_known, store_counting;
+	time_t store_counted_at; /* wall clock of the last count */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
 	struct daemon_file tls_files[4]; /* the upstream's, as at start (SIGHUP names changes) */

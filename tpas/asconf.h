@@ -7,9 +7,10 @@
 #include <stdio.h>
 
 #include "server.h"
+#include "tpad-build.h"
 
-/* As tpad's: the one path tpas(8) names, whatever the install prefix (units pass --config). */
-#define ASCONF_DEFAULT_PATH "/etc/tpas/tpas.conf"
+/* As tpad's: under the configured sysconfdir, where the units and tpas(8) as installed look. */
+#define ASCONF_DEFAULT_PATH TPAD_SYSCONFDIR "/tpas/tpas.conf"
 
 struct conf_origins;
 

@@ -251,7 +251,7 @@ class Metrics(TpadTestCase):
         # The alerting rules shipped in conf/ are valid.
         r = subprocess.run([promtool, "check", "rules", RULES], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("5 rules found", r.stdout)
+        self.assertIn("6 rules found", r.stdout)
 
     def test_a_client_that_never_reads_holds_no_memory_and_few_descriptors(self):
         """One connection pipelining GET /metrics without reading grew tpad by 800 MB in
@@ -293,6 +293,48 @@ class Metrics(TpadTestCase):
         wait_for(lambda: http_get(f"http://127.0.0.1:{self.port}/metrics")[0] == 200, 15,
                  "a scrape once the slow clients are gone")
 
+    def test_an_unreachable_store_alerts(self):
+        """The shipped rules, run by promtool on series: a store down for two minutes fires
+        TpadStoreDown (tpad_store_failing stays 0 when no transaction was tried), a
+        short blip does not, a store that is up never does."""
+        promtool = shutil.which("promtool")
+        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
+        test = os.path.join(self.tmp, "store-down.test.yml")
+        with open(test, "w") as f:
+            f.write(f"""rule_files: [{RULES}]
+evaluation_interval: 15s
+tests:
+  - interval: 15s
+    input_series:
+      - series: 'tpad_store_up{{backend="postgresql",instance="line1",job="tpad"}}'
+        values: '1 0x12'
+      - series: 'tpad_store_up{{backend="postgresql",instance="line2",job="tpad"}}'
+        values: '1 0x4 1x8'
+      - series: 'tpad_store_failing{{instance="line1",job="tpad"}}'
+        values: '0x13'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: TpadStoreDown
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: TpadStoreDown
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              backend: postgresql
+              instance: line1
+              job: tpad
+            exp_annotations:
+              summary: "tpad on line1 cannot reach its store's database"
+              description: "The PostgreSQL store has been unreachable for 2 minutes: every activation and lookup answers StoreFailed and no import is sent. tpactl status shows the reason (store DOWN)."
+      - eval_time: 3m
+        alertname: TpadStoreFailing
+        exp_alerts: []
+""")
+        r = subprocess.run([promtool, "test", "rules", test], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("SUCCESS", r.stdout + r.stderr)
+
     def test_bad_listen(self):
         d = self.daemon(conf_extra="metrics.listen = 127.0.0.1")
         p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
@@ -323,7 +365,7 @@ class Metrics(TpadTestCase):
             self.assertEqual(target["health"], "up", target.get("lastError"))
             # The example rules loaded and none fires on a healthy tpad.
             rules = [r for g in prom.get("rules")["groups"] for r in g["rules"]]
-            self.assertEqual(len(rules), 5)
+            self.assertEqual(len(rules), 6)
             self.assertTrue(all(r["health"] in ("ok", "unknown") for r in rules), rules)
             firing = [r["name"] for r in rules if r.get("state") == "firing"]
             self.assertEqual(firing, [])

@@ -198,13 +198,47 @@ class InstallTree(unittest.TestCase):
             self.assertTrue(os.stat(prog).st_mode & stat.S_IXUSR, prog)
         # The .in template is configured, never installed raw.
         self.assertFalse(os.path.exists(self.unit("tpad.service.in")))
+        # The pages as written, with the configured sysconfdir for /etc.
         for page, sec in MAN_PAGES.items():
             with open(self.d(self.mandir, sec, page)) as a, \
                     open(os.path.join(SRC, "man", page)) as b:
-                self.assertEqual(a.read(), b.read(), page)
+                want = re.sub(r"/etc/(tpad|tpas)\b", rf"{self.sysconfdir}/\1", b.read())
+                self.assertEqual(a.read(), want, page)
         with open(self.d(self.sysconfdir, "tpad", "tpad.conf")) as a, \
                 open(os.path.join(SRC, "conf", "tpad.conf")) as b:
             self.assertEqual(a.read(), b.read())
+
+    def test_one_configuration_path_everywhere(self):
+        """The installed binaries' default configuration, the units, the tmpfiles, the
+        encrypted-credentials drop-in and the man pages name the same configured
+        sysconfdir (before, the binaries and pages said /etc/tpad while a /usr/local
+        install's units used /usr/local/etc/tpad)."""
+        for prog, name in (("tpad", "tpad"), ("tpas", "tpas")):
+            help_ = run([self.d(self.sbindir, prog), "--help"]).stdout
+            default = re.search(r"default (\S+\.conf)\)", help_).group(1)
+            self.assertEqual(default, f"{self.sysconfdir}/{name}/{name}.conf", prog)
+            svc = read_unit(self.unit(f"{name}.service"))["Service"]
+            self.assertEqual(svc["ExecStart"][0].split("--config ", 1)[1], default, prog)
+            for cred in svc["LoadCredential"]:
+                self.assertTrue(cred.split(":", 1)[1].startswith(
+                    os.path.dirname(default) + "/credentials/"), cred)
+            with open(self.d(self.tmpfilesdir, f"{name}.conf")) as f:
+                dirs = [ln.split()[1] for ln in f if ln.startswith("d ")]
+            self.assertIn(os.path.dirname(default) + "/credentials", dirs, prog)
+            page = self.d(self.mandir, "man8", f"{name}.8")
+            with open(page) as f:
+                text = f.read()
+            self.assertIn(default, text, page)
+            if self.sysconfdir != "/etc":
+                self.assertNotRegex(text, rf"(?<![\w/])/etc/{name}\b", page)
+        tpactl = run([self.d(self.bindir, "tpactl"), "store", "copy", "--help"]).stdout
+        self.assertIn(f"{self.sysconfdir}/tpad/tpad.conf", tpactl)
+        with open(self.d(self.datadir, "doc", "tpad", "examples",
+                         "tpad-encrypted-credentials.conf")) as f:
+            paths = re.findall(r"LoadCredentialEncrypted=[\w-]+:(\S+)", f.read())
+        self.assertTrue(paths)
+        for path in paths:
+            self.assertTrue(path.startswith(f"{self.sysconfdir}/tpad/credentials/"), path)
 
     def test_installed_programs_run_and_shipped_config_is_valid(self):
         tpad = self.d(self.sbindir, "tpad")

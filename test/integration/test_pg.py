@@ -7,6 +7,7 @@ looked up on another with the cloud down. Each class gets a throw-away cluster
 (test/pg/pgcluster.sh) and each test a fresh database.
 """
 
+import json
 import os
 import re
 import secrets
@@ -497,6 +498,72 @@ class Lines(TpadTestCase):
         wait_for(back, 20, "the store back after the server answers again")
         self.assertLess(time.monotonic() - t0, 12)
 
+    def test_an_unreachable_database_is_unhealthy_and_logged_once(self):
+        """A database that does not answer: a write cut by a 15-s freeze is logged with the
+        store in use (STORE_URL, no password; never the unused SQLite path); with the server
+        killed, tpactl status exits 6 and says DOWN with the reason and the rows as last
+        counted; the outage is logged once, "still unreachable" on a slow pace, and
+        "reachable again" once, however many reconnects failed in between."""
+        (d,) = self.lines(1)
+        for k in range(3):
+            self.activate_until_settled(d, eui(0xC00 + k))
+        wait_for(lambda: self.status(d)["store"]["rows"]["ISSUED"] == 3, 5, "rows counted")
+        self.pg.pause()
+        try:
+            with self.assertRaises(VarlinkError) as cm:
+                with d.station_client(timeout=60) as c:
+                    c.call("io.tpad.Station.Activate", {"devEUI": eui(0xC10), "tkmInfo": TKM})
+            self.assertEqual(cm.exception.error, "io.tpad.Station.StoreFailed")
+            wait_for(lambda: "store transaction failed" in d.log_text_all(), 5, "the failed commit")
+        finally:
+            self.pg.resume()
+        line = [x for x in d.log_text_all().splitlines() if "store transaction failed" in x][0]
+        self.assertIn("STORE_URL=postgresql://", line)
+        self.assertNotIn("STORE_PATH", line)
+        self.assertNotIn(self.pg.password, d.log_text_all())
+        wait_for(lambda: self.status(d)["store"]["up"], 15, "the store back after the freeze")
+        self.activate_until_settled(d, eui(0xC11))
+        wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 5,
+                 "healthy once a transaction commits again")
+        wait_for(lambda: self.status(d)["store"]["rows"]["ISSUED"] == 4, 5, "rows counted")
+        log0 = len(d.log_text_all())
+        self.pg.kill()
+        wait_for(lambda: not self.status(d)["store"]["up"], 10, "the store down")
+        # Stations keep asking while it is down: every reconnect fails.
+        t_end = time.monotonic() + 13
+        while time.monotonic() < t_end:
+            with self.assertRaises(VarlinkError):
+                with d.station_client() as c:
+                    c.call("io.tpad.Station.Activate", {"devEUI": eui(0xC20), "tkmInfo": TKM})
+            time.sleep(0.5)
+        p = d.tpactl("--socket", d.admin, "status")
+        self.assertEqual(p.returncode, 6, p.stdout + p.stderr)
+        self.assertIn("DOWN: the database cannot be reached:", p.stdout)
+        self.assertIn("4 issued", p.stdout)
+        self.assertIn("as counted at", p.stdout)
+        p = d.tpactl("--socket", d.admin, "--json", "status")
+        self.assertEqual(p.returncode, 6, p.stdout + p.stderr)
+        st = json.loads(p.stdout)["store"]
+        self.assertFalse(st["up"], st)
+        self.assertTrue(st["downReason"], st)
+        self.assertEqual(st["rows"]["ISSUED"], 4, st)
+        self.assertIsInstance(st["rowsCountedAt"], int, st)
+        self.assertTrue(st["rowsError"], st)
+        m = d.tpactl("--socket", d.admin, "metrics", check=0).stdout
+        self.assertIn('tpad_store_up{backend="postgresql"} 0', m)
+        self.pg.restart()
+        wait_for(lambda: self.status(d)["store"]["up"], 15, "the store back")
+        wait_for(lambda: "reachable again" in d.log_text_all()[log0:], 5, "the line saying so")
+        out = d.log_text_all()[log0:]
+        def logged(text):
+            return len(re.findall(rf"(?m)^(<\d>)?store: {text}", out))
+        self.assertEqual(logged("the database cannot be reached: "), 1, out)
+        self.assertEqual(logged("the database is still unreachable after 1[0-9] s"), 1, out)
+        self.assertEqual(logged("the database is reachable again"), 1, out)
+        # Each connection's loss at most once (two connections), not once per reconnect.
+        self.assertLessEqual(logged("connection [0-9] to the database lost"), 2, out)
+        self.assertEqual(d.tpactl("--socket", d.admin, "status").returncode, 0)
+
     def test_offline_batch_on_one_line_lookup_on_another(self):
         ds = self.lines(2)
         a, b = ds
@@ -586,11 +653,21 @@ class Credentials(TpadTestCase):
         bad.start(wait=False)
         self.assertEqual(bad.proc.wait(20), 1)
         self.assertIn("certificate verify failed", bad.log_text())
-        # A wrong password is refused with the server's reason.
+        # A wrong password is refused with the server's reason, and the hint names where
+        # the password came from, whole.
         wrong = self.daemon(pg_url=url, pg_password="not-the-password")
         wrong.start(wait=False)
         self.assertEqual(wrong.proc.wait(20), 1)
         self.assertIn("password authentication failed", wrong.log_text())
+        self.assertIn("check the password in the credential store-password (or "
+                      "store.password-file) against the role's password in the database",
+                      wrong.log_text())
+        in_url = self.daemon(pg_url=url.replace("://tpad@", "://tpad:url-wrong-pw@", 1))
+        in_url.start(wait=False)
+        self.assertEqual(in_url.proc.wait(20), 1)
+        self.assertIn("check the password in store.url against the role's password in the "
+                      "database", in_url.log_text())
+        self.assertNotIn("url-wrong-pw", in_url.log_text())
 
 
 class LostConnections(TpadTestCase):
@@ -799,6 +876,24 @@ class Copy(TpadTestCase):
         p = copy()
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn("verification failed: 1 of 2 attempts missing", p.stderr)
+
+    def test_a_malformed_url_is_refused_without_its_password(self):
+        """A store.url libpq cannot parse is refused by --check-config, and by
+        --copy-store, with a message that never shows the password libpq echoes."""
+        bad = "postgresql://tpad:SECRETPW@[::1/tpad"
+        d = self.daemon(pg_url=bad)
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("store.url", p.stderr)
+        self.assertIn("tpad:***@", p.stderr)
+        self.assertNotIn("SECRETPW", p.stdout + p.stderr)
+        good = self.daemon(pg_url=None)
+        p = subprocess.run([tpadtest.TPAD, "--config", good.conf, "--copy-store", bad],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertNotIn("SECRETPW", p.stdout + p.stderr)
+        self.assertNotIn("copied 0 devices", p.stdout)
 
 
 if __name__ == "__main__":

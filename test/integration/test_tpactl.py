@@ -210,6 +210,30 @@ class Health(TpadTestCase):
         self.assertEqual([ln.translate(swap) for ln in qr_lines], inv_lines)
 
 
+class StoreCopy(TpadTestCase):
+    """tpactl store copy --to: only a PostgreSQL target, and a clear refusal when there is
+    no SQLite store to copy."""
+
+    def test_only_a_postgresql_target(self):
+        d = self.daemon()
+        for to in ("/tmp/back.db", "mysql://a/b", "tpad"):
+            p = run("store", "copy", "--to", to, "--config", d.conf, "--tpad", tpadtest.TPAD)
+            self.assertEqual(p.returncode, 2, (to, p.stdout, p.stderr))
+            self.assertIn("takes a PostgreSQL database", p.stderr)
+            self.assertNotIn("copied", p.stdout)
+
+    def test_a_configuration_already_on_postgresql(self):
+        d = self.daemon(pg_url="postgresql://tpad@127.0.0.1:1/tpad")
+        self.assertFalse(os.path.exists(d.store))
+        p = run("store", "copy", "--to", "postgresql://tpad@127.0.0.1:1/other", "--config",
+                d.conf, "--tpad", tpadtest.TPAD)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("No such file or directory", p.stderr)
+        self.assertIn("store.backend is already postgresql", p.stderr)
+        self.assertNotIn("copied", p.stdout)
+        self.assertFalse(os.path.exists(d.store + ".lock"))
+
+
 class Top(TpadTestCase):
     """tpactl top in a real terminal: tmux runs it, send-keys types, capture-pane reads."""
 

@@ -1,0 +1,147 @@
+/* store_url: store.url checked as libpq parses it, and libpq's words without passwords. */
+#include "store_url.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define REDACTED "***"
+
+/* Where a token that started at p ends: a quote, white space or the end. */
+static size_t token_len(const char *p)
+{
+	return strcspn(p, "\"' \t\r\n");
+}
+
+/* Replace text[from, to) by REDACTED (to - from >= 1; the text never grows past its end). */
+static void replace(char *text, size_t from, size_t to)
+{
+	size_t rl = strlen(REDACTED);
+	if (to - from < rl) {
+		/* Shorter than the mark: the mark is cut to the secret's length, never longer. */
+		memset(text + from, '*', to - from);
+		return;
+	}
+	memcpy(text + from, REDACTED, rl);
+	memmove(text + from + rl, text + to, strlen(text + to) + 1);
+}
+
+/* The password of each "://user:password@" in text. */
+static void redact_uris(char *text)
+{
+	for (char *p = strstr(text, "://"); p; p = strstr(p, "://")) {
+		char *auth = p + 3;
+		size_t n = token_len(auth);
+		char *at = NULL;
+		for (size_t i = 0; i < n; i++)
+			if (auth[i] == '@')
+				at = auth + i; /* the last one: a password may hold a raw '@' */
+		char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+		if (colon && at > colon + 1) {
+			replace(text, (size_t)(colon + 1 - text), (size_t)(at - text));
+			p = colon + 1;
+		} else {
+			p = auth;
+		}
+	}
+}
+
+/* The value of each "password=" keyword (quoted or not) in text. */
+static void redact_keywords(char *text)
+{
+	static const char kw[] = "password";
+	for (char *p = text; (p = strcasestr(p, kw));) {
+		char *v = p + strlen(kw);
+		while (*v == ' ' || *v == '\t')
+			v++;
+		if (*v != '=' || (p > text && (p[-1] == '_' || p[-1] == '.' || p[-1] == '-'))) {
+			p += strlen(kw);
+			continue;
+		}
+		v++;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		size_t n;
+		if (*v == '\'') {
+			n = 1;
+			while (v[n] && v[n] != '\'')
+				n += v[n] == '\\' && v[n + 1] ? 2 : 1;
+			n += v[n] == '\'';
+		} else {
+			n = strcspn(v, " \t\r\n\"&");
+		}
+		if (n)
+			replace(text, (size_t)(v - text), (size_t)(v - text) + n);
+		p = v;
+	}
+}
+
+void store_url_redact(char *text)
+{
+	if (!text)
+		return;
+	redact_uris(text);
+	redact_keywords(text);
+}
+
+/* A URI prefix libpq knows, or keyword=value pairs: anything else libpq takes as a name. */
+static bool looks_like_conninfo(const char *url)
+{
+	return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0 ||
+	       (strchr(url, '=') && !strstr(url, "://"));
+}
+
+int store_url_check(const char *url, char *why, size_t whylen)
+{
+	if (!url || !looks_like_conninfo(url)) {
+		snprintf(
+		    why, whylen,
+		    "store.url must be a libpq URI (postgresql://user@host/db) or keyword=value "
+		    "pairs (host=... dbname=...)");
+		return -EINVAL;
+	}
+	char *msg = NULL;
+	PQconninfoOption *o = PQconninfoParse(url, &msg);
+	if (o) {
+		PQconninfoFree(o);
+		return 0;
+	}
+	if (msg) {
+		store_url_redact(msg);
+		msg[strcspn(msg, "\n")] = '\0';
+	}
+	snprintf(why, whylen, "store.url is not a valid connection string: %s",
+		 msg ? msg : "out of memory");
+	int e = msg ? -EINVAL : -ENOMEM;
+	PQfreemem(msg);
+	return e;
+}
+
+void store_url_public(const char *url, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", url ? url : "");
+	store_url_redact(buf);
+}
+
+void store_url_pq_line(const char *m, const char *dflt, char *buf, size_t len)
+{
+	if (!m || !*m)
+		m = dflt;
+	snprintf(buf, len, "%.*s", (int)strcspn(m, "\n"), m);
+	store_url_redact(buf);
+}
+
+bool store_url_has_password(const char *url)
+{
+	PQconninfoOption *opts = url ? PQconninfoParse(url, NULL) : NULL;
+	bool has = false;
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
+			has = true;
+	PQconninfoFree(opts);
+	return has;
+}

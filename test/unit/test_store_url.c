@@ -1,0 +1,74 @@
+/* Unit tests for store_url: secrets taken out of libpq's words, store.url checked. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store_url.h"
+#include "tap.h"
+
+/* text redacted, as a static copy. */
+static const char *redacted(const char *text)
+{
+	static char buf[512];
+	snprintf(buf, sizeof(buf), "%s", text);
+	store_url_redact(buf);
+	return buf;
+}
+
+static void test_redact(void)
+{
+	/* libpq's own words about a malformed URI. */
+	CHECK_STR(redacted("invalid URI query parameter: \"postgresql://tpad:SECRETPW@[::1/tpad\""),
+		  "invalid URI query parameter: \"postgresql://tpad:***@[::1/tpad\"");
+	CHECK_STR(redacted("postgres://u:p%40ss@h:5432/db?sslmode=require"),
+		  "postgres://u:***@h:5432/db?sslmode=require");
+	/* A raw '@' or '/' in the password: up to the last '@'. */
+	CHECK_STR(redacted("postgresql://u:a@b/c@host/db"), "postgresql://u:***@host/db");
+	/* A user alone, a host with a port: nothing to hide. */
+	CHECK_STR(redacted("postgresql://tpad@db:5432/tpad"), "postgresql://tpad@db:5432/tpad");
+	CHECK_STR(redacted("postgresql://db:5432/tpad"), "postgresql://db:5432/tpad");
+	/* Keyword values, quoted or not, in any case; other keywords stay. */
+	CHECK_STR(redacted("host=db password=s3cret dbname=tpad"),
+		  "host=db password=*** dbname=tpad");
+	CHECK_STR(redacted("PASSWORD = 'a b\\' c' user=x"), "PASSWORD = *** user=x");
+	CHECK_STR(redacted("postgresql://db/tpad?password=s3cret&sslmode=require"),
+		  "postgresql://db/tpad?password=***&sslmode=require");
+	CHECK_STR(redacted("password authentication failed for user \"tpad\""),
+		  "password authentication failed for user \"tpad\"");
+	CHECK_STR(redacted("store.password-file=/x"), "store.password-file=/x");
+	/* A secret shorter than the mark is masked to its length. */
+	CHECK_STR(redacted("postgresql://u:p@h/db"), "postgresql://u:*@h/db");
+	char line[128];
+	store_url_pq_line("FATAL: x in \"postgresql://a:b1@h/d\"\nDETAIL: y", NULL, line,
+			  sizeof(line));
+	CHECK_STR(line, "FATAL: x in \"postgresql://a:**@h/d\"");
+	store_url_pq_line(NULL, "unknown", line, sizeof(line));
+	CHECK_STR(line, "unknown");
+}
+
+static void test_check(void)
+{
+	char why[256];
+	CHECK_INT(
+	    store_url_check("postgresql://tpad@db/tpad?sslmode=verify-full", why, sizeof(why)), 0);
+	CHECK_INT(store_url_check("host=db dbname=tpad", why, sizeof(why)), 0);
+	CHECK_INT(store_url_check("postgresql://tpad:SECRETPW@[::1/tpad", why, sizeof(why)),
+		  -EINVAL);
+	CHECK(strstr(why, "store.url") != NULL);
+	CHECK(strstr(why, "SECRETPW") == NULL);
+	CHECK_INT(store_url_check("/var/lib/tpad/tpad.db", why, sizeof(why)), -EINVAL);
+	CHECK_INT(store_url_check("mysql://a/b", why, sizeof(why)), -EINVAL);
+	CHECK(store_url_has_password("postgresql://u:pw@h/db"));
+	CHECK(store_url_has_password("host=h password=pw"));
+	CHECK(!store_url_has_password("postgresql://u@h/db"));
+	char pub[128];
+	store_url_public("postgresql://u:pwd1@h/db", pub, sizeof(pub));
+	CHECK_STR(pub, "postgresql://u:***@h/db");
+}
+
+int main(void)
+{
+	test_redact();
+	test_check();
+	return tap_done();
+}
