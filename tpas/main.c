@@ -269,7 +269,21 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	server_set_limits(t->srv, &fresh.limits);
 	daemon_reload_report(t->config_path, print_config, t->cfg, &fresh);
+	daemon_files_report(t->tls_files, sizeof(t->tls_files) / sizeof(t->tls_files[0]), "tpas");
 	asconf_free(&fresh);
+}
+
+/* The certificate and key files as read at start, for SIGHUP to compare. */
+static void note_tls_files(struct tpas *t)
+{
+	const struct asconf *c = t->cfg;
+	bool tls = c->tunnel_tls_cert_file && *c->tunnel_tls_cert_file;
+
+	daemon_file_note(&t->tls_files[0], "tunnel.tls-cert-file", NULL, c->tunnel_tls_cert_file);
+	daemon_file_note(&t->tls_files[1], "tunnel.tls-key-file", tls ? "tunnel-tls-key" : NULL,
+			 tls ? c->tunnel_tls_key_file : NULL);
+	daemon_file_note(&t->tls_files[2], "lrc.ca-file", NULL, c->lrc_ca_file);
+	daemon_file_note(&t->tls_files[3], "webhook.ca-file", NULL, c->webhook_ca_file);
 }
 
 /* SIGTERM / SIGINT: stop the tunnel and the sockets, end streams, finish downlinks, exit 0. */
@@ -436,6 +450,7 @@ static int run(const struct asconf *cfg, const char *config_path)
 	}
 	if (open_listeners(&t) < 0)
 		goto out;
+	note_tls_files(&t);
 	sigs = daemon_signals_new(t.base, stop_cb, reload_cb, &t);
 	ev_status = event_new(t.base, -1, EV_PERSIST, status_cb, &t);
 	ev_prune = event_new(t.base, -1, EV_PERSIST, prune_cb, &t);

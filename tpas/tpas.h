@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "daemon.h"
 #include "tunnel.h"
 
 struct asapi;
@@ -30,6 +31,7 @@ struct tpas {
 	uint64_t started_us;	 /* monotonic */
 	bool stopping;
 	struct tunnel_stats tunnel_final; /* the tunnel's counters when it was closed (stopping) */
+	struct daemon_file tls_files[4];  /* certificates and keys as at start (SIGHUP) */
 };
 
 /* The tunnel's counters: live, or as they were when stopping closed it. */

@@ -796,6 +796,14 @@ class Tunnel(TpasCase):
             data = read_all(c)
         self.assertTrue(data.startswith(b"HTTP/1.1 401 "), data)
         self.assertIn(b"Token is missing", data)
+        # A renewed certificate is read at start only: SIGHUP says so, naming the file.
+        cert2, key2 = self.self_signed("tunnel2")
+        os.replace(cert2, cert)
+        t.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in t.log_text(), 10, "the reload")
+        self.assertIn(f"tunnel.tls-cert-file ({cert}) changed since tpas started; it is read "
+                      "at start only: restart tpas to use it", t.log_text())
+        self.assertNotIn("tunnel.tls-key-file (", t.log_text())
         # Plain HTTP on the TLS port gets no HTTP answer; the handshake failure is counted.
         s.as_url = t.url
         with self.assertRaises((OSError, __import__("http.client").client.HTTPException)):
