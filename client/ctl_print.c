@@ -6,12 +6,7 @@
 
 int ctl_print(struct ctl *c, struct ctl_args *a)
 {
-	const char *eui = a->argc ? a->argv[0] : NULL;
-	if (!eui == !a->state) {
-		fprintf(stderr, "tpactl: print takes a DevEUI or --state STATE (a batch), not "
-				"both\n");
-		return 2;
-	}
+	const char *eui = a->argc ? a->argv[0] : NULL; /* or a->state: checked by tpactl.c */
 	json_t *p = json_object();
 	if (eui)
 		json_object_set_new(p, "devEUI", json_string(eui));

@@ -120,7 +120,7 @@ static const struct command commands[] = {
      "health of tpad, the cloud link and the store (exit 4, 5, 6 when unhealthy)",
      "  Exit status 0 when healthy, 4 when no session to the cloud is ready, 5 when the\n"
      "  circuit breaker is open, 6 when the store is failing (a transaction rolled back\n"
-     "  and none committed since).\n"},
+     "  and none committed since) or its database cannot be reached now.\n"},
     {"import", ctl_import, CTL_ADMIN,
      BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) |
 	 BIT(OPT_IGNORE_UNKNOWN) | BIT(OPT_MANIFEST) | BIT(OPT_SIGNER) | BIT(OPT_DEV_EUI_MAP),
@@ -415,6 +415,9 @@ static int check_values(const struct command *cmd, const struct ctl_args *a)
 		return usage_error(cmd->name, "--%s must be %zu hexadecimal digits, not '%s'",
 				   hexes[i].opt, hexes[i].digits, vals[i]);
 	}
+	if (strcmp(cmd->name, "print") == 0 && !a->argc == !a->state)
+		return usage_error(cmd->name, "print takes a DevEUI or --state STATE (a batch), %s",
+				   a->argc ? "not both" : "one of them");
 	bool station = cmd->sock == CTL_STATION;
 	if (station && !a->dev_eui)
 		return usage_error(cmd->name, "%s needs --dev-eui", cmd->name);

@@ -105,6 +105,11 @@ class Help(TpadTestCase):
              "unknown option '--generate-appkey'", "Did you mean '--generate-app-key'?"),
             (("print", "0123456789ABCDEF", "--copies", "0"),
              "--copies must be between 1 and 100, not '0'", "Try 'tpactl help print'."),
+            (("print",), "print takes a DevEUI or --state STATE (a batch), one of them",
+             "Try 'tpactl help print'."),
+            (("print", "0123456789ABCDEF", "--state", "issued"),
+             "print takes a DevEUI or --state STATE (a batch), not both",
+             "Try 'tpactl help print'."),
             # A value that looks like an option is a value.
             (("activate", "--serial", "--dev-eui"), "activate needs --dev-eui",
              "Try 'tpactl help activate'."),
