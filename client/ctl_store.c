@@ -32,8 +32,8 @@ int ctl_store(struct ctl *c, struct ctl_args *a)
 	if (!store_target_ok(a->to)) {
 		fprintf(stderr,
 			"tpactl: store copy --to takes a PostgreSQL database: a postgresql:// or "
-			"postgres:// URI, or libpq keyword=value pairs, not '%s'\n",
-			a->to);
+			"postgres:// URI, or libpq keyword=value pairs (what was given is not "
+			"repeated: it may hold a password)\n");
 		return CTL_EXIT_USAGE;
 	}
 	if (a->json) {

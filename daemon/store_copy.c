@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -16,6 +15,7 @@
 #include <sqlite3.h>
 
 #include "cred.h"
+#include "lockfile.h"
 #include "seal.h"
 #include "store.h"
 #include "store_url.h"
@@ -338,17 +338,10 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 		return -en;
 	}
 	/* One tpad per SQLite store: the copy takes the same lock. */
-	char lock[4096];
-	snprintf(lock, sizeof(lock), "%s.lock", o->sqlite_path);
-	int lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
-	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		store_set_err(err, errlen, "%s is in use by a running tpad (or cannot be locked): stop it "
-				     "first",
-			o->sqlite_path);
-		if (lock_fd >= 0)
-			close(lock_fd);
-		return -EBUSY;
-	}
+	int lock_fd;
+	int r = lockfile_take(o->sqlite_path, "tpad", "SQLite store", &lock_fd, err, errlen);
+	if (r < 0)
+		return r;
 	if (sqlite3_open_v2(o->sqlite_path, &c.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
 		store_set_err(err, errlen, "cannot open %s: %s", o->sqlite_path,
 			      c.db ? sqlite3_errmsg(c.db) : "out of memory");

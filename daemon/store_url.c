@@ -95,6 +95,20 @@ static bool looks_like_conninfo(const char *url)
 	       (strchr(url, '=') && !strstr(url, "://"));
 }
 
+/*
+ * Whether url may hold a password: a "user:password@" after "://", or a password keyword
+ * or parameter. libpq's parse errors quote bits of the string (a bad percent-escape, the
+ * word after a missing '='), which may be the password without any marker around it.
+ */
+static bool may_hold_password(const char *url)
+{
+	const char *auth = strstr(url, "://");
+	const char *at = auth ? strrchr(auth + 3, '@') : NULL;
+	if (at && memchr(auth + 3, ':', (size_t)(at - (auth + 3))))
+		return true;
+	return strcasestr(url, "password") != NULL;
+}
+
 int store_url_check(const char *url, char *why, size_t whylen)
 {
 	if (!url || !looks_like_conninfo(url)) {
@@ -109,6 +123,14 @@ int store_url_check(const char *url, char *why, size_t whylen)
 	if (o) {
 		PQconninfoFree(o);
 		return 0;
+	}
+	if (msg && may_hold_password(url)) {
+		PQfreemem(msg);
+		snprintf(why, whylen,
+			 "store.url is not a valid connection string (libpq's reason is not shown: "
+			 "it may quote the password); check its syntax, and percent-encode any of "
+			 "%%:@/?#& in the password");
+		return -EINVAL;
 	}
 	if (msg) {
 		store_url_redact(msg);
@@ -131,8 +153,15 @@ void store_url_pq_line(const char *m, const char *dflt, char *buf, size_t len)
 {
 	if (!m || !*m)
 		m = dflt;
-	snprintf(buf, len, "%.*s", (int)strcspn(m, "\n"), m);
-	store_url_redact(buf);
+	/* Redacted whole, then cut: a cut inside "user:password@" would hide nothing. */
+	char *line = strndup(m, strcspn(m, "\n"));
+	if (!line) {
+		snprintf(buf, len, "%s", dflt);
+		return;
+	}
+	store_url_redact(line);
+	snprintf(buf, len, "%s", line);
+	free(line);
 }
 
 bool store_url_has_password(const char *url)

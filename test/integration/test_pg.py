@@ -885,8 +885,8 @@ class Copy(TpadTestCase):
         p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
-        self.assertIn("store.url", p.stderr)
-        self.assertIn("tpad:***@", p.stderr)
+        self.assertIn("store.url is not a valid connection string", p.stderr)
+        self.assertIn("percent-encode", p.stderr)
         self.assertNotIn("SECRETPW", p.stdout + p.stderr)
         good = self.daemon(pg_url=None)
         p = subprocess.run([tpadtest.TPAD, "--config", good.conf, "--copy-store", bad],

@@ -221,10 +221,11 @@ class StoreCopy(TpadTestCase):
 
     def test_only_a_postgresql_target(self):
         d = self.daemon()
-        for to in ("/tmp/back.db", "mysql://a/b", "tpad"):
+        for to in ("/tmp/back.db", "mysql://a/b", "tpad", "postgresq://tpad:s3cret@db/tpad"):
             p = run("store", "copy", "--to", to, "--config", d.conf, "--tpad", tpadtest.TPAD)
             self.assertEqual(p.returncode, 2, (to, p.stdout, p.stderr))
             self.assertIn("takes a PostgreSQL database", p.stderr)
+            self.assertNotIn("s3cret", p.stderr)  # a mistyped scheme: never echoed
             self.assertNotIn("copied", p.stdout)
 
     def test_a_configuration_already_on_postgresql(self):

@@ -44,6 +44,11 @@ static void test_redact(void)
 	CHECK_STR(line, "FATAL: x in \"postgresql://a:**@h/d\"");
 	store_url_pq_line(NULL, "unknown", line, sizeof(line));
 	CHECK_STR(line, "unknown");
+	/* A line longer than the buffer is redacted before it is cut. */
+	char small[40];
+	store_url_pq_line("[connection to postgresql://tpad:verylongsecret@h/d]", NULL, small,
+			  sizeof(small));
+	CHECK(strstr(small, "verylon") == NULL);
 }
 
 static void test_check(void)
@@ -56,6 +61,19 @@ static void test_check(void)
 		  -EINVAL);
 	CHECK(strstr(why, "store.url") != NULL);
 	CHECK(strstr(why, "SECRETPW") == NULL);
+	/* libpq quotes a bad escape or the word after a missing '=' without any marker. */
+	static const char *const quoting[] = {"postgresql://tpad:s3cr%zzt@db/tpad",
+					      "postgresql://tpad:p%00w@db/tpad",
+					      "host=db password=abc def dbname=x"};
+	for (size_t i = 0; i < sizeof(quoting) / sizeof(quoting[0]); i++) {
+		CHECK_INT(store_url_check(quoting[i], why, sizeof(why)), -EINVAL);
+		CHECK(strstr(why, "s3cr") == NULL && strstr(why, "p%00w") == NULL &&
+		      strstr(why, "def") == NULL);
+		CHECK(strstr(why, "store.url") != NULL);
+	}
+	/* Without a password libpq's reason is shown. */
+	CHECK_INT(store_url_check("host=db dbname", why, sizeof(why)), -EINVAL);
+	CHECK(strstr(why, "missing") != NULL);
 	CHECK_INT(store_url_check("/var/lib/tpad/tpad.db", why, sizeof(why)), -EINVAL);
 	CHECK_INT(store_url_check("mysql://a/b", why, sizeof(why)), -EINVAL);
 	CHECK(store_url_has_password("postgresql://u:pw@h/db"));
