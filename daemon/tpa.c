@@ -37,6 +37,7 @@ enum call_kind {
 };
 
 #define QUERY_MAX_PAGES 1000
+#define API_HOLD_MAX_S 300 /* the longest a Retry-After holds calls */
 
 struct tpa_call {
 	struct tpa *t;
@@ -101,6 +102,7 @@ struct tpa {
 	struct tpa_result token_hold;
 	uint64_t token_hold_until_ms; /* 0: not held */
 	bool token_refused;	      /* the hold is a refusal (else the endpoint is failing) */
+	bool api_refusal; /* the refusal is the API's 401 to fresh tokens: until it accepts one */
 	unsigned token_fails;	      /* failures in a row, for the failing hold */
 	struct event *hold_timer;     /* asks again when the hold ends, calls or not */
 	/* metrics */
@@ -618,15 +620,24 @@ static void api_refused(struct tpa *t, const struct tpa_call *c, const struct po
 	snprintf(fail.reason, sizeof(fail.reason),
 		 "the API answers HTTP 401 to a fresh OAuth2 token%s%.100s",
 		 fail.message[0] ? ": " : "", fail.message);
-	if (!(t->token_fails && t->token_refused))
+	if (!t->api_refusal)
 		log_errx("OAuth2: %s: check the rights of client '%s' (oauth2.client-id); "
 			 "asking again every upstream.backoff-max meanwhile",
 			 fail.reason, t->cfg->oauth2_client_id);
+	t->api_refusal = true;
 	token_rejected(t, c);
 	token_hold(t, true, &fail);
 }
 
-#define API_HOLD_MAX_S 300
+/* The API took a token again after refusing fresh ones: the refusal is over. */
+static void api_accepted(struct tpa *t)
+{
+	t->api_refusal = t->token_refused = false;
+	t->token_fails = 0;
+	t->token_hold_until_ms = 0;
+	log_notice("OAuth2: the API accepts the tokens of client '%s' again",
+		   t->cfg->oauth2_client_id);
+}
 
 /* The cloud asked to wait secs (Retry-After, < 0 none): hold new calls until then. */
 static void api_hold(struct tpa *t, int status, int secs)
@@ -643,6 +654,36 @@ static void api_hold(struct tpa *t, int status, int secs)
 	if (until > t->api_hold_until_ms)
 		t->api_hold_until_ms = until;
 	t->api_hold_status = status;
+}
+
+/*
+ * What any API answer says of the client and the cloud, before its own meaning. A first
+ * 401 sends the call again with a fresh token (true: the answer is dealt with); a 401 to a
+ * fresh token holds calls as a refused client, and any other answer ends such a hold; a
+ * 429 or 503 with Retry-After holds new calls until then.
+ */
+static bool answer_common(struct tpa_call *c, const struct pool_result *pr)
+{
+	struct tpa *t = c->t;
+	int status = pr->res->status;
+
+	if (status == 401 && t->oauth && !c->retried_401) {
+		/* Rejected, so not imported: get a fresh token and try once more. */
+		c->retried_401 = true;
+		token_rejected(t, c);
+		int r = call_submit(c);
+		if (r < 0)
+			call_fail(c, TPA_UNAVAILABLE,
+				  r == -EBUSY ? "upstream queue full" : "out of memory");
+		return true;
+	}
+	if (status == 401 && t->oauth)
+		api_refused(t, c, pr);
+	else if (t->api_refusal)
+		api_accepted(t);
+	if (status == 429 || status == 503)
+		api_hold(t, status, http_retry_after(pr->res->retry_after, time(NULL)));
+	return false;
 }
 
 /* The pool's answer to an API call. */
@@ -663,20 +704,8 @@ static void call_answer(const struct pool_result *pr, void *arg)
 		call_fail(c, unknown ? TPA_UNKNOWN : TPA_UNAVAILABLE, pr->reason);
 		return;
 	}
-	if (pr->res->status == 401 && t->oauth && !c->retried_401) {
-		/* Rejected, so not imported: get a fresh token and try once more. */
-		c->retried_401 = true;
-		token_rejected(t, c);
-		int r = call_submit(c);
-		if (r < 0)
-			call_fail(c, TPA_UNAVAILABLE,
-				  r == -EBUSY ? "upstream queue full" : "out of memory");
+	if (answer_common(c, pr))
 		return;
-	}
-	if (pr->res->status == 401 && t->oauth)
-		api_refused(t, c, pr);
-	if (pr->res->status == 429 || pr->res->status == 503)
-		api_hold(t, pr->res->status, http_retry_after(pr->res->retry_after, time(NULL)));
 	if (c->kind == CALL_DELETE) {
 		tpa_interpret_delete(pr->res->status, pr->res->body, pr->res->body_len,
 				     pr->res->retry_after, time(NULL), &res);
@@ -804,8 +833,9 @@ static void token_hold(struct tpa *t, bool refused, struct tpa_result *fail)
 		hold *= 2;
 	if (refused || hold > max)
 		hold = max;
-	if (fail->retry_after > 0 && hold < (uint64_t)fail->retry_after * 1000u)
-		hold = (uint64_t)fail->retry_after * 1000u; /* the endpoint said when */
+	int asked = fail->retry_after < API_HOLD_MAX_S ? fail->retry_after : API_HOLD_MAX_S;
+	if (asked > 0 && hold < (uint64_t)asked * 1000u)
+		hold = (uint64_t)asked * 1000u; /* the endpoint said when */
 	t->token_refused = refused;
 	t->token_hold = *fail;
 	int secs = (int)((hold + 999) / 1000);
@@ -891,7 +921,9 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		}
 		t->token = strdup(rep->token);
 		t->token_gen++;
-		if (t->token_fails) {
+		if (t->api_refusal) {
+			t->token_hold_until_ms = 0; /* a call may try it: the API's answer tells */
+		} else if (t->token_fails) {
 			t->token_hold_until_ms = 0;
 			t->token_fails = 0;
 			t->token_refused = false;
@@ -1223,13 +1255,8 @@ static void keygen_answer(struct tpa_call *c, const struct pool_result *pr)
 		call_done(c, &res);
 		return;
 	}
-	if (pr->res->status == 401 && t->oauth && !c->retried_401) {
-		c->retried_401 = true;
-		token_rejected(t, c);
-		if (call_submit(c) < 0)
-			call_fail(c, TPA_UNAVAILABLE, "cannot send the request again");
+	if (answer_common(c, pr))
 		return;
-	}
 	json_t *doc = NULL;
 	if (pr->res->status >= 200 && pr->res->status < 300)
 		doc = json_loadb(pr->res->body, pr->res->body_len, 0, NULL);

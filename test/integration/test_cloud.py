@@ -462,9 +462,11 @@ class OAuth2Failing(DxBase):
 
     def test_an_api_refusing_every_token_is_held_as_a_refused_client(self):
         """The API answering 401 to fresh tokens: every call fetched a new token and sent
-        its import twice, and Status said "ok"."""
+        its import twice, and Status said "ok". Held as a refused client now: one token
+        and one API request per upstream.backoff-max, logged once (not again each time
+        the token endpoint hands out a token the API refuses), until the API takes one."""
         s = self.dx_sim()
-        d = self.dx_daemon(s, conf="upstream.backoff-max = 2s").start()
+        d = self.dx_daemon(s, conf="upstream.backoff-max = 1s").start()
         self.assertEqual(self.call(d, "70B3D50000D00000")["device"]["state"], "ISSUED")
         s.faults(api_unauthorized=True)
         c0 = s.counters()
@@ -476,10 +478,27 @@ class OAuth2Failing(DxBase):
         up = self.status(d)
         self.assertEqual(up["state"], "down")
         self.assertIn("HTTP 401 to a fresh OAuth2 token", up["oauth2"]["refused"])
-        self.assertEqual(d.log_text_all().count("check the rights of client"), 1)
+        # Calls go on for several holds: still refused, still one line.
+        end = time.monotonic() + 3.5
+        while time.monotonic() < end:
+            with self.assertRaises(tpadtest.VarlinkError):
+                self.call(d, "70B3D50000D0FFFF")
+            time.sleep(0.1)
+        self.assertIsNotNone(self.status(d)["oauth2"]["refused"])
+        log = d.log_text_all()
+        self.assertEqual(log.count("check the rights of client"), 1)
+        self.assertNotIn("gives tokens again", log)
+        self.assertLessEqual(s.counters()["token_requests"] - c0["token_requests"], 12)
         s.faults(api_unauthorized=False)
-        wait_for(lambda: self.status(d)["oauth2"]["refused"] is None, 10, "the hold lifted")
-        self.assertEqual(self.call(d, "70B3D50000B00001")["device"]["state"], "ISSUED")
+
+        def works():
+            try:
+                return self.call(d, "70B3D50000B00001")["device"]["state"] == "ISSUED"
+            except tpadtest.VarlinkError:
+                return False
+        wait_for(works, 10, "an activation once the API takes tokens again")
+        self.assertIsNone(self.status(d)["oauth2"]["refused"])
+        self.assertEqual(d.log_text_all().count("accepts the tokens of client"), 1)
 
 
 class Retire(DxBase):
