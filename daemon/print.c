@@ -167,6 +167,14 @@ const char *print_default_for(const struct print *p, uid_t uid, gid_t gid)
 	return p->cfg->print_default;
 }
 
+/* Give j at least its whole printer.timeout from now. */
+static void job_deadline_from_now(struct print_job *j)
+{
+	uint64_t d = clock_now_us() + (uint64_t)j->pr->cfg->timeout_ms * 1000u;
+	if (d > j->deadline_us)
+		j->deadline_us = d;
+}
+
 /* A new job (or status question) of pr, its printer.timeout counted from now. */
 static struct print_job *job_new(struct print_printer *pr)
 {
@@ -175,7 +183,8 @@ static struct print_job *job_new(struct print_printer *pr)
 		return NULL;
 	j->pr = pr;
 	j->submitted_us = clock_now_us();
-	j->deadline_us = j->submitted_us + (uint64_t)pr->cfg->timeout_ms * 1000u;
+	j->deadline_us = j->submitted_us;
+	job_deadline_from_now(j);
 	return j;
 }
 
@@ -216,14 +225,22 @@ static void printer_kick(struct print_printer *pr)
 		pr->queued--;
 		j->next = NULL;
 		pr->active = j;
-		/* printer.timeout covers the whole job: what waited it out in the queue fails. */
+		/*
+		 * On a printer that answered its last job, a job starts with a whole
+		 * printer.timeout (the one before may have been long, or followed to its end).
+		 * On one that did not (unreachable), the time counts from the call: what
+		 * waited it out in the queue fails unsent, so stations behind a hung printer
+		 * get their answer within about one timeout.
+		 */
+		if (strcmp(pr->state, "unreachable") != 0)
+			job_deadline_from_now(j);
 		int r = print_job_left_us(j) ? pr->raw ? print_raw_start(j) : print_ipp_start(j)
 					     : -ETIMEDOUT;
 		if (r == -ETIMEDOUT)
-			snprintf(
-			    j->reason, sizeof(j->reason),
-			    "timed out in the queue behind earlier jobs (printer.timeout covers "
-			    "the whole job)");
+			snprintf(j->reason, sizeof(j->reason),
+				 "timed out in the queue behind earlier jobs: the printer is "
+				 "unreachable (%.80s)",
+				 pr->reasons[0] ? pr->reasons : "no answer");
 		else if (r < 0)
 			snprintf(j->reason, sizeof(j->reason), "cannot start the job: %s",
 				 strerror(-r));

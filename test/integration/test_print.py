@@ -912,6 +912,35 @@ class Print(TpadTestCase):
             self.assertIn("timed out", reply["parameters"]["reason"])
             self.assertLess(took, 3.0, [r["parameters"]["reason"] for r, _ in results])
 
+    def test_jobs_queued_behind_a_slow_healthy_printer_are_printed(self):
+        """An IPP printer that takes each job and prints it slowly (3 s; followed for
+        printer.timeout, 2 s): a job queued behind it had used up its time while waiting
+        and failed unsent, though the printer was fine. A job now starts with a whole
+        timeout on a printer that answered its last job."""
+        slow = os.path.join(self.tmp, "slow.sh")
+        with open(slow, "w") as f:
+            f.write("#!/bin/sh\nsleep 3\n")
+        os.chmod(slow, 0o755)
+        self.ipp = IppPrinter(self.tmp, command=slow)
+        self.start(f"[printer.office]\nurl = {self.ipp.url()}\ntimeout = 2s\n",
+                   default="office")
+        results = [None] * 2
+
+        def one(i):
+            with self.d.station_client(timeout=30) as c:
+                c.send("io.tpad.Station.Activate",
+                       {"devEUI": eui(70 + i), "generateAppKey": True, "print": {}})
+                results[i] = c.recv()
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+        for t in ts:
+            t.start()
+            time.sleep(0.2)
+        for t in ts:
+            t.join(30)
+        for reply in results:
+            self.assertNotIn("error", reply, reply)
+            self.assertEqual(reply["parameters"]["print"]["state"], "printed")
+
     def test_an_ipp_printer_that_drops_the_job_lost_the_connection(self):
         """The printer resets the connection while it is sent the job: the reason says the
         connection was lost (it said the printer refused the job: Broken pipe) and Status
