@@ -164,8 +164,13 @@ send:			/* on_attempt_recorded(): tpa_import() */
 			atomic {
 				assert(empty(net) && cloud != OURS); /* nothing earlier may still land */
 				if
+#if MUTANT == 5
+				/* a failure after the first byte taken for "never sent" */
+				:: nfull(net) -> net!d,seq; goto not_landed
+#endif
 				:: nfull(net) -> net!d,seq
-				:: true -> goto not_landed /* never sent: queue full, no session */
+				/* never sent: queue full, no session, no OAuth2 token, a Retry-After hold */
+				:: true -> goto not_landed
 				fi
 			}
 wait:

@@ -54,6 +54,7 @@ run "mutant 2 (a 409 adopted whatever its origin) is caught" fail safety -DMUTAN
 run "mutant 3 (attempt recorded after sending) is caught" fail safety -DMUTANT=3
 run "mutant 4 (PENDING settled only by a new request) is caught" fail liveness -DMUTANT=4 \
 	-DMAXLOSS=1 -DMAXREFUSE=1 -DMAXQFAIL=2
+run "mutant 5 (an import that left taken for never sent) is caught" fail safety -DMUTANT=5
 # tpas (tpas.pml): uplinks, the stream and downlinks, with two crashes, a lost answer and a
 # resend while the first request is handled.
 model=$here/tpas.pml
