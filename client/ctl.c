@@ -273,6 +273,11 @@ static void print_upstream(json_t *u)
 		printf("  OAUTH2 CLIENT REFUSED: %s\n", gets_or(oa, "refused", "?"));
 	if (json_is_object(oa) && gets_or(oa, "failing", NULL))
 		printf("  OAUTH2 TOKEN ENDPOINT FAILING: %s\n", gets_or(oa, "failing", "?"));
+	json_t *wait = json_object_get(u, "retryAfter");
+	if (json_is_integer(wait))
+		printf("  THE CLOUD ASKED TO WAIT: %lld s more (Retry-After); calls are answered "
+		       "UpstreamUnavailable meanwhile\n",
+		       (long long)json_integer_value(wait));
 	size_t i;
 	json_t *s;
 	json_array_foreach(json_object_get(u, "sessions"), i, s)

@@ -555,7 +555,9 @@ static void on_import(const struct tpa_result *t, void *arg)
 		conclude_not_landed(j, t->http_status ? "refused" : "not-sent", ACT_REJECTED);
 		return;
 	case TPA_UNAVAILABLE:
-		if (t->http_status == 0 || t->http_status == 429 || t->http_status == 503) {
+		/* Never sent, refused for now (429, 503), or its only send answered 401. */
+		if (t->http_status == 0 || t->http_status == 429 || t->http_status == 503 ||
+		    t->http_status == 401) {
 			if (!j->res.reason[0])
 				snprintf(j->res.reason, sizeof(j->res.reason),
 					 "the cloud answered %d", t->http_status);

@@ -53,6 +53,7 @@ struct tpa_call {
 	uint64_t start_us;   /* clock_now_us() at the call */
 	uint64_t sent_at_ms; /* its last request's first byte (clock_now_ms), 0: none left */
 	bool retried_401;
+	bool resent;	    /* the send after the 401 left (its first byte) */
 	uint64_t token_gen; /* the token it was sent with (tpa.token_gen then) */
 	tpa_keygen_fn *kcb; /* keygen: the caller's callback */
 	char dev_eui[17]; /* query: the device asked about */
@@ -567,6 +568,16 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 	struct tpa_result out = *res;
 	uint64_t start_ms = c->start_us / 1000;
 	out.sent_after_ms = c->sent_at_ms > start_ms ? c->sent_at_ms - start_ms : 0;
+	/*
+	 * A call whose send the API answered 401 and whose retry never left (no token, a
+	 * full queue): its only answer is that refusal, so it was not imported; "refused",
+	 * not "never sent", for the attempt.
+	 */
+	if (!out.http_status && c->retried_401 && !c->resent)
+		out.http_status = 401;
+	/* tpad holds calls for at most API_HOLD_MAX_S whatever the cloud asked: so do they. */
+	if (out.retry_after > API_HOLD_MAX_S)
+		out.retry_after = API_HOLD_MAX_S;
 	c->cb(&out, c->arg);
 	call_free(c);
 }
@@ -695,6 +706,8 @@ static void call_answer(const struct pool_result *pr, void *arg)
 
 	if (pr->sent && pr->sent_at_ms)
 		c->sent_at_ms = pr->sent_at_ms;
+	if (pr->sent && c->retried_401)
+		c->resent = true;
 	if (c->kind == CALL_KEYGEN) {
 		keygen_answer(c, pr);
 		return;
@@ -719,7 +732,7 @@ static void call_answer(const struct pool_result *pr, void *arg)
 	if (more && c->page + 1 < QUERY_MAX_PAGES) {
 		/* A full page without our device: ask for the next one. */
 		c->page++;
-		c->retried_401 = false;
+		c->retried_401 = c->resent = false;
 		int r = query_target(c) < 0 ? -EINVAL : call_submit(c);
 		if (r < 0)
 			call_fail(c, TPA_UNAVAILABLE,
@@ -833,7 +846,9 @@ static void token_hold(struct tpa *t, bool refused, struct tpa_result *fail)
 		hold *= 2;
 	if (refused || hold > max)
 		hold = max;
-	int asked = fail->retry_after < API_HOLD_MAX_S ? fail->retry_after : API_HOLD_MAX_S;
+	if (fail->retry_after > API_HOLD_MAX_S)
+		fail->retry_after = API_HOLD_MAX_S;
+	int asked = fail->retry_after;
 	if (asked > 0 && hold < (uint64_t)asked * 1000u)
 		hold = (uint64_t)asked * 1000u; /* the endpoint said when */
 	t->token_refused = refused;
@@ -852,6 +867,10 @@ static void token_failed(struct tpa *t, struct tpa_result *fail)
 	/* Nothing reached the API: no call may take the token endpoint's status for its own. */
 	fail->http_status = 0;
 	fail->owner_token[0] = fail->ref[0] = '\0';
+	if (t->api_refusal) {
+		/* The API's refusal cannot be asked again now: this failure is what stands. */
+		t->api_refusal = t->token_refused = false;
+	}
 	if (t->token_refused) {
 		token_hold(t, true, &t->token_hold); /* still refused as far as we know */
 	} else {
@@ -989,6 +1008,12 @@ static void hold_timer_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = clock_now_ms();
 	if (t->token_hold_until_ms > now)
 		t->token_hold_until_ms = now;
+	if (event_pending(t->fail_ev, EV_TIMEOUT, NULL)) {
+		/* The last failure is still being delivered: ask right after it. */
+		struct timeval tv = {.tv_usec = 10000};
+		evtimer_add(t->hold_timer, &tv);
+		return;
+	}
 	token_fetch(t);
 }
 
@@ -1096,14 +1121,19 @@ static struct tpa_call *call_new(struct tpa *t, enum call_kind kind, tpa_done_fn
 	return c;
 }
 
+/* Seconds left of a Retry-After hold (rounded up), 0 when none. */
+static int api_hold_left_s(const struct tpa *t)
+{
+	uint64_t now = clock_now_ms();
+	return t->api_hold_until_ms > now ? (int)((t->api_hold_until_ms - now + 999) / 1000) : 0;
+}
+
 /* Fail the calls held by a Retry-After, from the loop. */
 static void held_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpa *t = arg;
 	struct tpa_call *c;
-	uint64_t now = clock_now_ms();
-	int left =
-	    t->api_hold_until_ms > now ? (int)((t->api_hold_until_ms - now + 999) / 1000) : 1;
+	int left = api_hold_left_s(t) ? api_hold_left_s(t) : 1;
 
 	while ((c = TAILQ_FIRST(&t->held))) {
 		TAILQ_REMOVE(&t->held, c, wait_link);
@@ -1557,9 +1587,11 @@ json_t *tpa_status_json(struct tpa *t)
 		    held && t->token_refused ? json_string(t->token_hold.reason) : json_null(),
 		    "failing",
 		    held && !t->token_refused ? json_string(t->token_hold.reason) : json_null());
-	/* Without a token the link is down whatever the sessions say. */
-	if (held && (t->token_refused || !token_usable(t)))
+	/* Without a token, or asked to wait, the link is down whatever the sessions say. */
+	int wait = api_hold_left_s(t);
+	if ((held && (t->token_refused || !token_usable(t))) || wait)
 		json_object_set_new(o, "state", json_string("down"));
+	json_object_set_new(o, "retryAfter", wait ? json_integer(wait) : json_null());
 	json_object_set_new(o, "oauth2", oa ? oa : json_null());
 	json_object_set_new(o, "latency",
 			    json_pack("{s:I, s:I}", "p50", (json_int_t)latency_pct(t, 50), "p99",
@@ -1578,7 +1610,14 @@ void tpa_status_line(struct tpa *t, char *buf, size_t len)
 	const char *breaker = st.breaker == POOL_BREAKER_OPEN	     ? ", breaker open"
 			      : st.breaker == POOL_BREAKER_HALF_OPEN ? ", breaker half-open"
 								     : "";
-	if (t->oauth && t->token_fails && (t->token_refused || !token_usable(t))) {
+	char held[96];
+	int wait = api_hold_left_s(t);
+	if (wait) {
+		snprintf(held, sizeof(held), "the cloud asked to wait (HTTP %d), %d s more",
+			 t->api_hold_status, wait);
+		state = "down";
+		err = held;
+	} else if (t->oauth && t->token_fails && (t->token_refused || !token_usable(t))) {
 		state = "down";
 		err = t->token_refused ? "OAuth2 client refused" : "OAuth2 token endpoint failing";
 	}

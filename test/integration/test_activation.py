@@ -389,6 +389,14 @@ class Faults(Base):
             self.assertTrue(1 <= e.exception.params["retryAfter"] <= 3)
         self.assertEqual(self.s.counters()["requests"], r0)
         self.assertEqual(self.d.log_text_all().count("Retry-After 3 s"), 1)
+        # Status, tpactl status and STATUS= say so (they said "ok").
+        up = self.status()["upstream"]
+        self.assertEqual(up["state"], "down")
+        self.assertTrue(1 <= up["retryAfter"] <= 3, up)
+        p = self.d.tpactl("--socket", self.d.admin, "status")
+        self.assertEqual(p.returncode, 4, p.stdout)
+        self.assertIn("THE CLOUD ASKED TO WAIT", p.stdout)
+        self.d.wait_notify("the cloud asked to wait (HTTP 429)", 5)
         time.sleep(max(0.0, 3.1 - (time.monotonic() - t0)))
         self.assertEqual(self.activate(eui(1), tkmInfo=TKM)["device"]["source"], "live")
         self.assertEqual(self.activate(eui(2), tkmInfo=TKM)["device"]["source"], "live")

@@ -460,6 +460,59 @@ class OAuth2Failing(DxBase):
         self.assertIn("HTTP 503", up["oauth2"]["failing"])
         self.assertNotEqual(up["state"], "down")
 
+    def test_a_refused_send_whose_retry_finds_no_token_is_refused_not_unsent(self):
+        """Tokens revoked and the token endpoint failing: the import went out, was
+        answered 401, and its retry found no token. It was labelled not-sent (nothing
+        reached the API); it is "refused" (the API's answer), and the station is told to
+        try again (UpstreamUnavailable), not that the device was rejected."""
+        s = self.dx_sim()
+        d = self.dx_daemon(s, conf="upstream.backoff-min = 300ms\n"
+                                    "upstream.backoff-max = 2s").start()
+        self.assertEqual(self.call(d, "70B3D50000E00000")["device"]["state"], "ISSUED")
+        s.control("POST", "/revoke-tokens")
+        s.faults(token_status=500)
+        with self.assertRaises(tpadtest.VarlinkError) as e:
+            self.call(d, "70B3D50000E00001")
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamUnavailable")
+        with d.admin_client() as a:
+            info = a.call("io.tpad.Admin.GetDevice", {"devEUI": "70B3D50000E00001"})
+        self.assertEqual(info["device"]["state"], "FAILED")
+        self.assertEqual([x["outcome"] for x in info["attempts"]], ["refused"])
+
+    def test_a_failing_token_endpoint_replaces_an_api_refusal(self):
+        """After the API refused fresh tokens, the token endpoint failing was still shown
+        and answered as that refusal (UpstreamRejected, FAILED rows with a 401 reason)."""
+        s = self.dx_sim()
+        d = self.dx_daemon(s, conf="upstream.backoff-min = 300ms\n"
+                                    "upstream.backoff-max = 1s").start()
+        s.faults(api_unauthorized=True)
+        with self.assertRaises(tpadtest.VarlinkError):
+            self.call(d, "70B3D50000E10000")
+        self.assertIsNotNone(self.status(d)["oauth2"]["refused"])
+        s.faults(api_unauthorized=False, token_status=500)
+        time.sleep(1.2)  # the refusal's hold ends; the endpoint is asked and fails
+
+        def failing():
+            o = self.status(d)["oauth2"]
+            return o["failing"] and not o["refused"]
+        wait_for(failing, 10, "the endpoint's failure shown instead of the refusal")
+        with self.assertRaises(tpadtest.VarlinkError) as e:
+            self.call(d, "70B3D50000E10001")
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamUnavailable")
+
+    def test_retry_after_is_told_as_long_as_tpad_holds(self):
+        """A Retry-After of an hour: tpad holds at most 5 minutes, and stations were told
+        3600 s."""
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        s.faults(token_status=429, retry_after=3600)
+        for i in range(2):
+            with self.assertRaises(tpadtest.VarlinkError) as e:
+                self.call(d, f"70B3D50000E2000{i}")
+            self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamUnavailable")
+            self.assertLessEqual(e.exception.params["retryAfter"], 300)
+            self.assertGreaterEqual(e.exception.params["retryAfter"], 299)
+
     def test_an_api_refusing_every_token_is_held_as_a_refused_client(self):
         """The API answering 401 to fresh tokens: every call fetched a new token and sent
         its import twice, and Status said "ok". Held as a refused client now: one token
