@@ -244,8 +244,8 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	if (n > DOWNLINK_MAX_PAYLOAD || fport < 1 || fport > 223)
 		return -EINVAL;
 	/* A counter is taken only for a request the pool will queue and send in time: none
-	 * spent on Busy. */
-	if (!pool_has_room(d->pool) || too_slow(d))
+	 * spent on Busy, nor while the breaker is open (the pool would fail it unsent). */
+	if (!pool_has_room(d->pool) || pool_fails_fast(d->pool) || too_slow(d))
 		return -EBUSY;
 	struct as_session s;
 	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);

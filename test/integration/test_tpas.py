@@ -246,6 +246,15 @@ class TpasCase(unittest.TestCase):
         self.addCleanup(server.shutdown)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
+    def downlink_ready(self, extra=""):
+        """A tpas with a served LRC and DEV known to it by one uplink: (tpas, LRC)."""
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}", extra=extra).start()
+        s.as_url = t.url
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        return t, s
+
     def import_astk(self, t, **kw):
         astk = os.urandom(16)
         self.astks.append(astk)
@@ -1411,11 +1420,7 @@ class Downlink(TpasCase):
         """A slow LRC (3 s an answer, request-timeout 5 s, two sessions): a burst of 30
         gets one waiting per session at most; once the LRC's pace is known, only what can
         be answered within the timeout is taken, the rest Busy with no FCntDn spent."""
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
-        s.as_url = t.url
-        s.add_device(DEV, self.import_astk(t))
-        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        t, s = self.downlink_ready()
         s.faults["downlink_delay"] = 3
 
         def burst(n):
@@ -1455,12 +1460,7 @@ class Downlink(TpasCase):
         """More downlinks than the LRC queue takes (256 waiting, a slow LRC, one session):
         the ones answered Busy took no FCntDn, so the counters the LRC received run without
         a hole (each Busy spent one, never sent)."""
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}",
-                      extra="[lrc]\nsessions = 1\nrequest-timeout = 60s\n").start()
-        s.as_url = t.url
-        s.add_device(DEV, self.import_astk(t))
-        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        t, s = self.downlink_ready("[lrc]\nsessions = 1\nrequest-timeout = 60s\n")
         s.faults["downlink_delay"] = 0.01
         out = {}
         lock = threading.Lock()
@@ -1486,6 +1486,32 @@ class Downlink(TpasCase):
         with Client(t.apps) as c:
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
         self.assertEqual(r["fCntDn"], out["ok"])
+        self.assertEqual(s.state["violations"], [])
+
+    def test_an_open_breaker_is_busy_and_spends_no_downlink_counter(self):
+        """An LRC answering 503 opens the breaker after five: while it is open a downlink
+        is Busy at once, before an FCntDn is taken (the LRC would not be asked), so the
+        first one sent once it recovers uses the counter after the five it refused."""
+        t, s = self.downlink_ready()
+        s.faults["downlink_status"] = 503
+        down = {"devEUI": DEV, "fPort": 1, "payload": ""}
+        with Client(t.apps) as c:
+            for i in range(5):
+                with self.assertRaises(VarlinkError) as e:
+                    c.call("io.tpad.AS.SendDownlink", down)
+                self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+                self.assertEqual((e.exception.params["fCntDn"], e.exception.params["status"]),
+                                 (i, 503))
+            self.assertEqual(t.status()["lrc"]["breaker"], "open")
+            for _ in range(50):
+                with self.assertRaises(VarlinkError) as e:
+                    c.call("io.tpad.AS.SendDownlink", down)
+                self.assertEqual(e.exception.error, "io.tpad.AS.Busy")
+            s.faults["downlink_status"] = None
+            wait_for(lambda: t.status()["lrc"]["breaker"] != "open", 15, "the cool-down")
+            r = c.call("io.tpad.AS.SendDownlink", down)
+        self.assertEqual((r["fCntDn"], r["status"]), (5, 200))
+        self.assertEqual(t.status()["downlinks"]["refused"], 50)
         self.assertEqual(s.state["violations"], [])
 
     def test_downlink_over_https_checks_the_certificate(self):
