@@ -324,6 +324,41 @@ class Tunnel(TpasCase):
         wait_for(lambda: len(posted) == 2, 20, "2 uplinks at the webhook")
         self.assertEqual([u["radio"] for u in posted], [want_json, want_xml])
 
+    def test_radio_values_too_deep_are_refused_and_huge_numbers_kept_as_text(self):
+        """A radio field nested deeper than 32 levels is answered 400 naming it (a stream
+        carrying it could pass what JSON readers take and stop there); 32 levels pass.
+        Numbers no integer or double holds are kept as their text, not a 400 that the LRC
+        would retry for ever; in a field tpas reads they are refused by its range."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+
+        def post(value, field=b"Zz"):
+            target, body, ctype = s.build_uplink(DEV, b"v", extra={"Zz": 0})
+            if field != b"Zz":
+                body = body.replace(b'"' + field + b'": ', b'"' + field + b'": %s, "x": ' % value)
+            else:
+                body = body.replace(b'"Zz": 0', b'"Zz": ' + value)
+            st, ans = s.post(target, body, ctype)
+            if st == 200:
+                s.state["devices"][DEV]["fcnt_up"] += 1
+            return st, ans
+        st, ans = post(b"[" * 2046 + b"]" * 2046)
+        self.assertEqual(st, 400)
+        self.assertEqual(ans["error"], "radio field 'Zz' is nested deeper than 32 levels")
+        self.assertEqual(post(b'{"a":' * 33 + b"1" + b"}" * 33)[0], 400)
+        self.assertEqual(post(b"[" * 32 + b"]" * 32)[0], 200)
+        self.assertEqual(post(b"12345678901234567890")[0], 200)
+        self.assertEqual(post(b'[1e400, -1e400, 2, 123456789012345678901234567890]')[0], 200)
+        st, ans = post(b"12345678901234567890", field=b"FCntUp")
+        self.assertEqual((st, ans["error"]), (400, "FCntUp must be a 32-bit counter"))
+        self.assertIn("nested deeper than 32 levels", t.log_text())
+        want = [json.loads("[" * 32 + "]" * 32), "12345678901234567890",
+                ["1e400", "-1e400", 2, "123456789012345678901234567890"]]
+        self.assertEqual([u["radio"]["Zz"] for u in t.uplinks()], want)
+        p = t.tpactl("--json", "as", "uplinks", "--after", "0", check=0)
+        self.assertIn('"12345678901234567890"', p.stdout)
+
     def test_refusals_are_answered_counted_and_never_delivered(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
