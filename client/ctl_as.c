@@ -195,6 +195,8 @@ static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out
 				"(store.retention-days) before they were read\n",
 				(long long)after, (long long)json_integer_value(gone));
 		json_t *u = json_object_get(params, "uplink");
+		if (json_is_integer(json_object_get(u, "seq")))
+			after = json_integer_value(json_object_get(u, "seq"));
 		if (u) {
 			if (json_out)
 				ctl_print_json(u);

@@ -1289,6 +1289,42 @@ class Journal(TpasCase):
             self.assertEqual(first["parameters"]["uplink"]["seq"], 6)
             self.assertNotIn("prunedThrough", first["parameters"])
 
+    def test_uplinks_pruned_while_a_stream_catches_up_are_named(self):
+        """A prune that runs while a stream is reading the journal (paused behind a slow
+        reader) is named by prunedThrough on the reply after the gap, as at the start."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for _ in range(800):
+            self.assertEqual(s.uplink(DEV, b"x", extra={"Pad": "p" * 1500})[0], 200)
+        t.stop()  # the streams read the journal, not the uplinks kept in memory
+        t.start()
+        c = socket.socket(socket.AF_UNIX)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(t.apps)
+        c.sendall(json.dumps({"method": "io.tpad.AS.Uplinks", "parameters": {"after": 0},
+                             "more": True}).encode() + b"\0")
+        data = c.recv(3000)
+        time.sleep(0.5)  # the stream pauses behind its unread replies
+        # What the hourly prune does to uplinks older than store.retention-days.
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "DELETE FROM uplink WHERE seq <= 600"], check=True)
+        c.settimeout(10)
+        while b'"seq":800,' not in data:
+            d = c.recv(1 << 20)
+            self.assertTrue(d, "the stream ended")
+            data += d
+        c.close()
+        replies = [json.loads(m)["parameters"] for m in data.split(b"\0")[:-1]]
+        seqs = [r["uplink"]["seq"] for r in replies]
+        cut = seqs.index(601)
+        self.assertLess(cut, 600)
+        self.assertEqual(seqs, list(range(1, cut + 1)) + list(range(601, 801)))
+        self.assertEqual([(r["uplink"]["seq"], r["prunedThrough"]) for r in replies
+                          if "prunedThrough" in r], [(601, 600)])
+        self.assertIn(f"uplink stream after seq {cut}: uplinks up to seq 600 were removed",
+                      t.log_text())
+
     def test_one_tpas_per_store(self):
         """A second tpas on the same store.path is refused at start, naming the first;
         --check-config (read only, no lock) still passes beside the running one."""
