@@ -472,7 +472,7 @@ int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason,
 
 char *uplink_radio_text(const struct uplink *u)
 {
-	return json_dumps(u->radio, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	return json_dumps(u->radio, PROTO_JSON_FLAGS);
 }
 
 void uplink_clear(struct uplink *u)

@@ -61,9 +61,9 @@ struct uplink_query {
 int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen);
 
 /*
- * u->radio as compact JSON text (malloc()ed; NULL: out of memory). A number is written
- * with 15 significant digits at most, so one the LRC sent as decimal text comes out as it
- * came ("868.1", not "868.10000000000002").
+ * u->radio as compact JSON text (malloc()ed; NULL: out of memory). A real is written
+ * with 15 significant digits at most (PROTO_JSON_FLAGS, as every message), so one the LRC
+ * sent as decimal text comes out as it came ("868.1", not "868.10000000000002").
  */
 char *uplink_radio_text(const struct uplink *u);
 

@@ -359,6 +359,47 @@ class Tunnel(TpasCase):
         p = t.tpactl("--json", "as", "uplinks", "--after", "0", check=0)
         self.assertIn('"12345678901234567890"', p.stdout)
 
+    def test_radio_numbers_are_written_alike_on_every_path(self):
+        """A real in radio is written with 15 significant digits wherever it goes: the
+        live stream, the journal read back (a stream with follow false, after a restart),
+        the webhook and tpactl --json all write 868.1, never 868.10000000000002."""
+        bodies = []
+
+        def answer(body):
+            bodies.append(body)
+            return 200, b""
+        url = self.receiver(answer)
+        t = self.tpas(extra=f"[webhook]\nurl = {url}/hook\n").start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        want = b'"Lrrid":"FF0109A4","Frequency":868.1,"LrrLAT":48.8765432101234,"Big":1e300}'
+
+        def raw_stream(params):
+            with socket.socket(socket.AF_UNIX) as c:
+                c.settimeout(10)
+                c.connect(t.apps)
+                c.sendall(json.dumps({"method": "io.tpad.AS.Uplinks", "parameters": params,
+                                     "more": True}).encode() + b"\0")
+                data = b""
+                while b"\0" not in data:
+                    data += c.recv(65536)
+                return data
+        live = threading.Thread(target=lambda: bodies.append(raw_stream({"after": 0})))
+        live.start()
+        wait_for(lambda: t.status()["subscribers"] == 1, 10, "the follower")
+        self.assertEqual(s.uplink(DEV, b"f", extra={"Frequency": 868.1,
+                                                     "LrrLAT": 48.8765432101234,
+                                                     "Big": 1e300})[0], 200)
+        live.join(10)
+        wait_for(lambda: len(bodies) == 2, 20, "the webhook and the live stream")
+        t.stop()
+        t.start()
+        bodies.append(raw_stream({"after": 0, "follow": False}))
+        bodies.append(t.tpactl("--json", "as", "uplinks", check=0).stdout.encode())
+        self.assertEqual(len(bodies), 4)
+        for b in bodies:
+            self.assertIn(want, b)
+
     def test_refusals_are_answered_counted_and_never_delivered(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
