@@ -1815,9 +1815,45 @@ class Commands(TpasCase):
         wait_for(lambda: t.status()["subscribers"] >= 1, 10, "the follower")
         t.kill9()
         _, err = p.communicate(timeout=20)
-        self.assertNotEqual(p.returncode, 0, err)
+        self.assertEqual(p.returncode, 1, err)
         self.assertIn("tpas closed the connection (see its log: journalctl -u tpas)", err)
         self.assertNotIn("tpad", err)
+
+    def test_a_stream_that_fails_after_connecting_exits_1(self):
+        """tpactl(1): 3 is for a socket it cannot connect to; a malformed reply or a link
+        that fails mid-stream, once connected, is 1."""
+        path = os.path.join(self.tmp, "fake.sock")
+
+        def serve(reply):
+            srv = socket.socket(socket.AF_UNIX)
+            srv.bind(path)
+            srv.listen(1)
+
+            def one():
+                c, _ = srv.accept()
+                with c:
+                    c.recv(4096)
+                    c.sendall(reply)
+                srv.close()
+                os.unlink(path)
+            th = threading.Thread(target=one, daemon=True)
+            th.start()
+            return th
+        one_uplink = json.dumps({"parameters": {"uplink": {
+            "seq": 7, "receivedAt": "2026-01-01T00:00:00.000+00:00", "devEUI": DEV,
+            "customerID": "", "devAddr": "", "fCntUp": 1, "time": "", "payload": "",
+            "encrypted": False, "radio": {}}}, "continues": True}).encode() + b"\0"
+        for reply, said in [(b"{not json\0", "tpas sent a malformed reply"),
+                            (one_uplink, "tpas closed the connection")]:
+            th = serve(reply)
+            p = subprocess.run([TPACTL, "--socket", path, "as", "uplinks", "--follow"],
+                               capture_output=True, text=True, timeout=20)
+            th.join(10)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(said, p.stderr)
+        p = subprocess.run([TPACTL, "--socket", path, "as", "uplinks"], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 3, p.stderr)
 
     def test_keygen(self):
         out = os.path.join(self.tmp, "k.pem")
