@@ -1660,10 +1660,14 @@ class Downlink(TpasCase):
         s2 = self.lrc(t2)
         s2.add_device(DEV, self.astks[-1])
         self.assertEqual(s2.uplink(DEV, b"hi")[0], 200)
+        # The refused certificate holds the breaker open: Busy, no FCntDn spent, and
+        # Status names the failure.
+        wait_for(lambda: t2.status()["lrc"]["certificate"], 20, "the certificate refused")
+        self.assertEqual(t2.status()["lrc"]["certificate"]["error"], "unknown-ca")
         with Client(t2.apps) as c:
             with self.assertRaises(VarlinkError) as e:
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
-        self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+        self.assertEqual(e.exception.error, "io.tpad.AS.Busy")
         self.assertEqual(len(s.state["downlinks"]), n)
 
     def test_downlink_with_the_lrc_down(self):
