@@ -313,6 +313,19 @@ static void h_uplinks(struct asapi *a, struct req *r)
 		req_reply(r, NULL, false);
 		return;
 	}
+	/* Past the journal's end (a store put back from a backup, say): waiting for seq
+	 * after + 1 would skip the uplinks between, so the application is told. */
+	struct journal_stats js;
+	journal_get_counters(a->t->journal, &js);
+	if (json_integer_value(after) > js.last_seq) {
+		char why[120];
+		snprintf(why, sizeof(why),
+			 "%" JSON_INTEGER_FORMAT " is past the journal's lastSeq %" PRId64,
+			 json_integer_value(after), js.last_seq);
+		req_error(r, "io.tpad.AS.InvalidParameter",
+			  json_pack("{s:s, s:s}", "parameter", "after", "reason", why));
+		return;
+	}
 	struct sub *s = calloc(1, sizeof(*s));
 	if (!s) {
 		req_error(r, "io.tpad.AS.Busy", NULL);

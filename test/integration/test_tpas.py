@@ -1366,6 +1366,26 @@ class Journal(TpasCase):
         self.assertIn(f"uplink stream after seq {cut}: uplinks up to seq 600 were removed",
                       t.log_text())
 
+    def test_a_stream_after_the_last_seq_is_refused(self):
+        """Uplinks(after) past lastSeq (a store put back from a backup) is InvalidParameter
+        naming after and lastSeq, followed or not: waiting for seq after + 1 would skip
+        the uplinks journaled in between without a word."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"u%d" % i)[0], 200)
+        for follow in (False, True):
+            with Client(t.apps) as c:
+                with self.assertRaises(VarlinkError) as e:
+                    c.call_more("io.tpad.AS.Uplinks", {"after": 10, "follow": follow})
+            self.assertEqual(e.exception.error, "io.tpad.AS.InvalidParameter")
+            self.assertEqual(e.exception.params, {
+                "parameter": "after", "reason": "10 is past the journal's lastSeq 3"})
+        with Client(t.apps) as c:
+            self.assertEqual(c.call_more("io.tpad.AS.Uplinks", {"after": 3, "follow": False}),
+                             [{}])
+
     def test_one_tpas_per_store(self):
         """A second tpas on the same store.path is refused at start, naming the first;
         --check-config (read only, no lock) still passes beside the running one."""
