@@ -36,7 +36,7 @@ struct downlink {
 	struct dl_req *inflight;
 	size_t outstanding;  /* requests given to the pool and not done */
 	uint32_t sessions;   /* the pool's */
-	uint32_t timeout_ms; /* a request's, from when it is queued */
+	uint32_t timeout_ms; /* the pool's: for the wait, then again once given to a session */
 	uint64_t latency_ms; /* the LRC's recent answer time (a moving average; 0: none yet) */
 	struct downlink_stats stats;
 };
@@ -168,8 +168,10 @@ static void req_unlink(struct dl_req *q)
 }
 
 /*
- * Whether one more request would likely wait past its timeout: the requests ahead of it,
- * a session's worth at a time, each take about the LRC's recent answer time.
+ * Whether one more request would likely not be answered within the timeout of the call:
+ * the requests ahead of it, a session's worth at a time, each take about the LRC's recent
+ * answer time, and then its own. Stricter than the pool, which times the wait and the
+ * answer each on their own: a taken downlink is answered within about the timeout.
  */
 static bool too_slow(const struct downlink *d)
 {
