@@ -131,7 +131,7 @@ int ctl_recv(struct ctl *c, json_t **ret_reply)
 
 void ctl_print_json(json_t *v)
 {
-	char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	char *s = json_dumps(v, PROTO_JSON_FLAGS | JSON_ENCODE_ANY);
 	if (s) {
 		puts(s);
 		free(s);
@@ -151,7 +151,7 @@ void ctl_print_error(json_t *reply)
 	json_object_foreach(p, key, v)
 	{
 		char *s = json_is_string(v) ? strdup(json_string_value(v))
-					    : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+					    : json_dumps(v, PROTO_JSON_FLAGS | JSON_ENCODE_ANY);
 		fprintf(stderr, "%s%s=%s", first ? ": " : ", ", key, s ? s : "?");
 		free(s);
 		first = false;

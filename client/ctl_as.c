@@ -173,13 +173,14 @@ static void print_uplink(json_t *u)
 static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out)
 {
 	json_t *p = json_pack("{s:I, s:b}", "after", (json_int_t)after, "follow", follow);
+	/* Connected: a link that fails now, or a malformed reply, is a failed call (1). */
 	int r = ctl_send(c, "io.tpad.AS.Uplinks", p, true);
 	if (r < 0)
-		return EXIT_CONNECT;
+		return EXIT_REPLY;
 	for (;;) {
 		json_t *reply;
 		if (ctl_recv(c, &reply) < 0)
-			return EXIT_CONNECT;
+			return EXIT_REPLY;
 		if (json_object_get(reply, "error")) {
 			if (json_out)
 				ctl_print_json(reply);
@@ -195,6 +196,8 @@ static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out
 				"(store.retention-days) before they were read\n",
 				(long long)after, (long long)json_integer_value(gone));
 		json_t *u = json_object_get(params, "uplink");
+		if (json_is_integer(json_object_get(u, "seq")))
+			after = json_integer_value(json_object_get(u, "seq"));
 		if (u) {
 			if (json_out)
 				ctl_print_json(u);
@@ -239,7 +242,7 @@ static int as_call(struct ctl *c, const char *method, json_t *params, bool json_
 	json_t *res;
 	int r = ctl_call(c, method, params, json_out, &res);
 	if (r < 0)
-		return EXIT_CONNECT;
+		return EXIT_REPLY; /* the link failed mid-call */
 	if (r > 0)
 		return EXIT_REPLY;
 	if (json_out || !print)

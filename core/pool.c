@@ -1108,6 +1108,13 @@ bool pool_has_room(const struct pool *p)
 	return p->queued < p->o.queue;
 }
 
+/* The breaker open: what pool_submit_for() settles at once, unsent. */
+bool pool_fails_fast(const struct pool *p)
+{
+	return p->breaker == POOL_BREAKER_OPEN &&
+	       (p->cert_error != TLS_CERT_OK || clock_now_ms() < p->open_until_ms);
+}
+
 int pool_submit(struct pool *p, const char *buf, size_t len, pool_done_fn *cb, void *arg)
 {
 	return pool_submit_for(p, 0, buf, len, cb, arg);

@@ -87,6 +87,12 @@ struct pool *pool_free(struct pool *p);
 bool pool_has_room(const struct pool *p);
 
 /*
+ * Whether pool_submit() would fail a request at once, unsent, because the breaker is
+ * open (its cool-down not over, or a certificate failure standing).
+ */
+bool pool_fails_fast(const struct pool *p);
+
+/*
  * Queue one complete HTTP request (buf, len, copied). 0 when queued: cb is then called
  * later from the loop, exactly once. -EBUSY when the queue is full, -ENOMEM.
  * A request that fails before any byte was sent is retried on another session; once

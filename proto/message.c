@@ -325,7 +325,7 @@ void call_clear(struct call *c)
 /* Serialize obj compactly; NULL on ENOMEM. */
 static char *dump(json_t *obj, size_t *ret_len)
 {
-	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+	char *s = obj ? json_dumps(obj, PROTO_JSON_FLAGS) : NULL;
 	if (s)
 		*ret_len = strlen(s);
 	return s;

@@ -13,6 +13,13 @@
 #define PROTO_MAX_COPIES 100	   /* copies of one label in one print */
 #define PROTO_MAX_PRINT_LABELS 10000 /* labels in one Admin.Print call */
 
+/*
+ * How messages are written: compact, a real with 15 significant digits (all a double
+ * holds of a decimal), so a number sent as 868.1 reads back and is written again as
+ * 868.1, not 868.10000000000002, however many times it passes.
+ */
+#define PROTO_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
 #define PROTO_ERR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
 #define PROTO_ERR_METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
 #define PROTO_ERR_METHOD_NOT_IMPLEMENTED "org.varlink.service.MethodNotImplemented"

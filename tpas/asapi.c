@@ -176,6 +176,31 @@ static bool sub_pump_recent(struct sub *s)
 	return true;
 }
 
+/*
+ * Note the uplinks after the cursor that store.retention-days removed before the stream
+ * read them, for prunedThrough on its next reply: the gap is never silent. Checked before
+ * each read of the journal, since a prune may run while a stream catches up.
+ */
+static void sub_check_pruned(struct sub *s)
+{
+	struct journal *j = s->a->t->journal;
+	if (s->cursor <= 0)
+		return;
+	int64_t first = journal_first_seq(j);
+	int64_t gone = first - 1;
+	if (!first) {
+		struct journal_stats js;
+		journal_get_counters(j, &js);
+		gone = js.last_seq;
+	}
+	if (gone <= s->cursor || gone <= s->pruned_through)
+		return;
+	s->pruned_through = gone;
+	log_warnx("uplink stream after seq %" PRId64 ": uplinks up to seq %" PRId64
+		  " were removed (store.retention-days) before it read them",
+		  s->cursor, gone);
+}
+
 /* Send what the journal holds past the cursor, as far as the client keeps up. */
 static void sub_pump(struct sub *s)
 {
@@ -195,6 +220,7 @@ static void sub_pump(struct sub *s)
 			s->caught_up = false;
 			return;
 		}
+		sub_check_pruned(s);
 		json_t *rows = journal_uplinks_after(a->t->journal, s->cursor, BATCH);
 		if (!rows) {
 			log_warnx("uplink stream: cannot read the journal");
@@ -233,8 +259,10 @@ static void sub_pump(struct sub *s)
 			}
 			/* Everything after the cursor was removed: say so now, not with the
 			 * next uplink, which may be long in coming. */
-			if (gap)
+			if (gap) {
 				req_reply(s->r, gap, true);
+				s->cursor = s->pruned_through;
+			}
 			s->pruned_through = 0;
 			s->caught_up = true;
 			return;
@@ -285,6 +313,19 @@ static void h_uplinks(struct asapi *a, struct req *r)
 		req_reply(r, NULL, false);
 		return;
 	}
+	/* Past the journal's end (a store put back from a backup, say): waiting for seq
+	 * after + 1 would skip the uplinks between, so the application is told. */
+	struct journal_stats js;
+	journal_get_counters(a->t->journal, &js);
+	if (json_integer_value(after) > js.last_seq) {
+		char why[120];
+		snprintf(why, sizeof(why),
+			 "%" JSON_INTEGER_FORMAT " is past the journal's lastSeq %" PRId64,
+			 json_integer_value(after), js.last_seq);
+		req_error(r, "io.tpad.AS.InvalidParameter",
+			  json_pack("{s:s, s:s}", "parameter", "after", "reason", why));
+		return;
+	}
 	struct sub *s = calloc(1, sizeof(*s));
 	if (!s) {
 		req_error(r, "io.tpad.AS.Busy", NULL);
@@ -294,22 +335,9 @@ static void h_uplinks(struct asapi *a, struct req *r)
 	s->r = r;
 	s->cursor = json_is_integer(after) ? json_integer_value(after) : 0;
 	s->follow = !json_is_false(follow);
-	/*
-	 * Resuming after a seq whose successors store.retention-days removed: the first reply
-	 * says up to where (prunedThrough), so the gap is never silent.
-	 */
-	if (s->cursor > 0) {
-		struct journal_stats js;
-		journal_get_counters(a->t->journal, &js);
-		int64_t first = journal_first_seq(a->t->journal);
-		int64_t gone = first ? first - 1 : js.last_seq;
-		if (gone > s->cursor) {
-			s->pruned_through = gone;
-			log_warnx("uplink stream after seq %" PRId64 ": uplinks up to seq %" PRId64
-				  " were removed (store.retention-days) before it read them",
-				  s->cursor, gone);
-		}
-	}
+	/* Resuming after a seq whose successors store.retention-days removed: the first reply
+	 * says up to where (prunedThrough), before the ring is tried. */
+	sub_check_pruned(s);
 	s->next = a->subs;
 	if (s->next)
 		s->next->prev = s;

@@ -36,7 +36,7 @@ struct downlink {
 	struct dl_req *inflight;
 	size_t outstanding;  /* requests given to the pool and not done */
 	uint32_t sessions;   /* the pool's */
-	uint32_t timeout_ms; /* a request's, from when it is queued */
+	uint32_t timeout_ms; /* the pool's: for the wait, then again once given to a session */
 	uint64_t latency_ms; /* the LRC's recent answer time (a moving average; 0: none yet) */
 	struct downlink_stats stats;
 };
@@ -168,8 +168,10 @@ static void req_unlink(struct dl_req *q)
 }
 
 /*
- * Whether one more request would likely wait past its timeout: the requests ahead of it,
- * a session's worth at a time, each take about the LRC's recent answer time.
+ * Whether one more request would likely not be answered within the timeout of the call:
+ * the requests ahead of it, a session's worth at a time, each take about the LRC's recent
+ * answer time, and then its own. Stricter than the pool, which times the wait and the
+ * answer each on their own: a taken downlink is answered within about the timeout.
  */
 static bool too_slow(const struct downlink *d)
 {
@@ -244,8 +246,8 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	if (n > DOWNLINK_MAX_PAYLOAD || fport < 1 || fport > 223)
 		return -EINVAL;
 	/* A counter is taken only for a request the pool will queue and send in time: none
-	 * spent on Busy. */
-	if (!pool_has_room(d->pool) || too_slow(d))
+	 * spent on Busy, nor while the breaker is open (the pool would fail it unsent). */
+	if (!pool_has_room(d->pool) || pool_fails_fast(d->pool) || too_slow(d))
 		return -EBUSY;
 	struct as_session s;
 	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);

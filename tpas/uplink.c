@@ -155,14 +155,64 @@ static int check_required(struct uplink *u, char *reason, size_t rn)
 	return 0;
 }
 
-static int parse_json(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
+/*
+ * A copy of body with the number token that ends at end put in quotes (len + 2 bytes in
+ * *ret_len), or NULL when no number ends there or out of memory.
+ */
+static char *quote_number(const char *body, size_t len, size_t end, size_t *ret_len)
+{
+	static const char number_chars[] = "0123456789+-.eE";
+	size_t start = end;
+	while (start > 0 && memchr(number_chars, body[start - 1], sizeof(number_chars) - 1))
+		start--;
+	if (start == end || end > len)
+		return NULL;
+	char *out = malloc(len + 2);
+	if (!out)
+		return NULL;
+	memcpy(out, body, start);
+	out[start] = '"';
+	memcpy(out + start + 1, body + start, end - start);
+	out[end + 1] = '"';
+	memcpy(out + end + 2, body + end, len - end);
+	*ret_len = len + 2;
+	return out;
+}
+
+/*
+ * The body's JSON. A number jansson cannot hold (past 64-bit integers, or doubles) is
+ * read as a string of its text rather than losing the whole uplink, which the LRC would
+ * send again and again.
+ */
+static json_t *load_json(const char *body, size_t len, char *reason, size_t rn)
 {
 	json_error_t jerr;
+	char *copy = NULL;
 	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		snprintf(reason, rn, "body is not JSON: %s (line %d)", jerr.text, jerr.line);
-		return -EBADMSG;
+	for (int i = 0; !root && i < UPLINK_MAX_NUMBER_TEXTS &&
+			json_error_code(&jerr) == json_error_numeric_overflow;
+	     i++) {
+		size_t n;
+		char *q = quote_number(body, len, (size_t)jerr.position, &n);
+		if (!q)
+			break;
+		free(copy);
+		copy = q;
+		body = q;
+		len = n;
+		root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	}
+	free(copy);
+	if (!root)
+		snprintf(reason, rn, "body is not JSON: %s (line %d)", jerr.text, jerr.line);
+	return root;
+}
+
+static int parse_json(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
+{
+	json_t *root = load_json(body, len, reason, rn);
+	if (!root)
+		return -EBADMSG;
 	int r = 0;
 	json_t *up = json_object_get(root, "DevEUI_uplink");
 	if (!json_is_object(up)) {
@@ -355,6 +405,45 @@ out:
 	return r;
 }
 
+/* Whether v holds objects or arrays nested more than max deep (v itself counting). */
+static bool too_deep(json_t *v, int max)
+{
+	if (!json_is_object(v) && !json_is_array(v))
+		return false;
+	if (max == 0)
+		return true;
+	const char *key;
+	json_t *c;
+	size_t i;
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, c) if (too_deep(c, max - 1)) return true;
+		return false;
+	}
+	json_object_foreach(v, key, c) if (too_deep(c, max - 1)) return true;
+	return false;
+}
+
+/*
+ * Refuse a radio field nested deeper than UPLINK_MAX_RADIO_DEPTH: a reply carrying it
+ * could pass what a JSON reader takes (jansson's 2048 levels), and stop every
+ * application's stream there.
+ */
+static int check_radio_depth(const struct uplink *u, char *reason, size_t rn)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(u->radio, key, v)
+	{
+		if (!too_deep(v, UPLINK_MAX_RADIO_DEPTH))
+			continue;
+		bool named = strlen(key) <= 64 && proto_plain_text(key);
+		return fail(reason, rn, "radio field %s%s%s is nested deeper than %d levels",
+			    named ? "'" : "", named ? key : "(name not shown)", named ? "'" : "",
+			    UPLINK_MAX_RADIO_DEPTH);
+	}
+	return 0;
+}
+
 int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen)
 {
 	memset(ret, 0, sizeof(*ret));
@@ -374,6 +463,8 @@ int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason,
 		r = parse_xml(body, len, ret, reason, reasonlen);
 	else
 		r = fail(reason, reasonlen, "body is neither JSON nor XML");
+	if (r == 0)
+		r = check_radio_depth(ret, reason, reasonlen);
 	if (r < 0)
 		uplink_clear(ret);
 	return r;
@@ -381,7 +472,7 @@ int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason,
 
 char *uplink_radio_text(const struct uplink *u)
 {
-	return json_dumps(u->radio, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	return json_dumps(u->radio, PROTO_JSON_FLAGS);
 }
 
 void uplink_clear(struct uplink *u)

@@ -11,6 +11,8 @@
 #define UPLINK_MAX_LABEL 64    /* characters of a KEKLabel */
 #define UPLINK_MAX_TIME 40     /* characters of a Time value */
 #define UPLINK_MAX_QUERY 2048  /* bytes of the query string */
+#define UPLINK_MAX_RADIO_DEPTH 32  /* objects and arrays nested in one radio field's value */
+#define UPLINK_MAX_NUMBER_TEXTS 16 /* JSON numbers too large to hold, carried as text */
 
 /* How the uplink's AppSKey field came. */
 enum uplink_key {
@@ -52,13 +54,16 @@ struct uplink_query {
  * Parse a body as JSON ({"DevEUI_uplink":{...}}) or XML (<DevEUI_uplink>), chosen by its
  * first non-blank character. 0, or -EINVAL / -EBADMSG with a one-line reason (never a
  * key); -ENOMEM. On success the caller frees with uplink_clear().
+ * A radio field nested deeper than UPLINK_MAX_RADIO_DEPTH is refused (-EINVAL, naming
+ * it); a JSON number no integer or double holds (12345678901234567890, 1e400) is kept
+ * as a string of its text, UPLINK_MAX_NUMBER_TEXTS of them at most.
  */
 int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen);
 
 /*
- * u->radio as compact JSON text (malloc()ed; NULL: out of memory). A number is written
- * with 15 significant digits at most, so one the LRC sent as decimal text comes out as it
- * came ("868.1", not "868.10000000000002").
+ * u->radio as compact JSON text (malloc()ed; NULL: out of memory). A real is written
+ * with 15 significant digits at most (PROTO_JSON_FLAGS, as every message), so one the LRC
+ * sent as decimal text comes out as it came ("868.1", not "868.10000000000002").
  */
 char *uplink_radio_text(const struct uplink *u);
 

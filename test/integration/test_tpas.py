@@ -246,6 +246,15 @@ class TpasCase(unittest.TestCase):
         self.addCleanup(server.shutdown)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
+    def downlink_ready(self, extra=""):
+        """A tpas with a served LRC and DEV known to it by one uplink: (tpas, LRC)."""
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}", extra=extra).start()
+        s.as_url = t.url
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        return t, s
+
     def import_astk(self, t, **kw):
         astk = os.urandom(16)
         self.astks.append(astk)
@@ -314,6 +323,82 @@ class Tunnel(TpasCase):
         self.assertEqual(ups[1]["radio"], want_xml)
         wait_for(lambda: len(posted) == 2, 20, "2 uplinks at the webhook")
         self.assertEqual([u["radio"] for u in posted], [want_json, want_xml])
+
+    def test_radio_values_too_deep_are_refused_and_huge_numbers_kept_as_text(self):
+        """A radio field nested deeper than 32 levels is answered 400 naming it (a stream
+        carrying it could pass what JSON readers take and stop there); 32 levels pass.
+        Numbers no integer or double holds are kept as their text, not a 400 that the LRC
+        would retry for ever; in a field tpas reads they are refused by its range."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+
+        def post(value, field=b"Zz"):
+            target, body, ctype = s.build_uplink(DEV, b"v", extra={"Zz": 0})
+            if field != b"Zz":
+                body = body.replace(b'"' + field + b'": ', b'"' + field + b'": %s, "x": ' % value)
+            else:
+                body = body.replace(b'"Zz": 0', b'"Zz": ' + value)
+            st, ans = s.post(target, body, ctype)
+            if st == 200:
+                s.state["devices"][DEV]["fcnt_up"] += 1
+            return st, ans
+        st, ans = post(b"[" * 2046 + b"]" * 2046)
+        self.assertEqual(st, 400)
+        self.assertEqual(ans["error"], "radio field 'Zz' is nested deeper than 32 levels")
+        self.assertEqual(post(b'{"a":' * 33 + b"1" + b"}" * 33)[0], 400)
+        self.assertEqual(post(b"[" * 32 + b"]" * 32)[0], 200)
+        self.assertEqual(post(b"12345678901234567890")[0], 200)
+        self.assertEqual(post(b'[1e400, -1e400, 2, 123456789012345678901234567890]')[0], 200)
+        st, ans = post(b"12345678901234567890", field=b"FCntUp")
+        self.assertEqual((st, ans["error"]), (400, "FCntUp must be a 32-bit counter"))
+        self.assertIn("nested deeper than 32 levels", t.log_text())
+        want = [json.loads("[" * 32 + "]" * 32), "12345678901234567890",
+                ["1e400", "-1e400", 2, "123456789012345678901234567890"]]
+        self.assertEqual([u["radio"]["Zz"] for u in t.uplinks()], want)
+        p = t.tpactl("--json", "as", "uplinks", "--after", "0", check=0)
+        self.assertIn('"12345678901234567890"', p.stdout)
+
+    def test_radio_numbers_are_written_alike_on_every_path(self):
+        """A real in radio is written with 15 significant digits wherever it goes: the
+        live stream, the journal read back (a stream with follow false, after a restart),
+        the webhook and tpactl --json all write 868.1, never 868.10000000000002."""
+        bodies = []
+
+        def answer(body):
+            bodies.append(body)
+            return 200, b""
+        url = self.receiver(answer)
+        t = self.tpas(extra=f"[webhook]\nurl = {url}/hook\n").start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        want = b'"Lrrid":"FF0109A4","Frequency":868.1,"LrrLAT":48.8765432101234,"Big":1e300}'
+
+        def raw_stream(params):
+            with socket.socket(socket.AF_UNIX) as c:
+                c.settimeout(10)
+                c.connect(t.apps)
+                c.sendall(json.dumps({"method": "io.tpad.AS.Uplinks", "parameters": params,
+                                     "more": True}).encode() + b"\0")
+                data = b""
+                while b"\0" not in data:
+                    data += c.recv(65536)
+                return data
+        live = threading.Thread(target=lambda: bodies.append(raw_stream({"after": 0})))
+        live.start()
+        wait_for(lambda: t.status()["subscribers"] == 1, 10, "the follower")
+        self.assertEqual(s.uplink(DEV, b"f", extra={"Frequency": 868.1,
+                                                     "LrrLAT": 48.8765432101234,
+                                                     "Big": 1e300})[0], 200)
+        live.join(10)
+        wait_for(lambda: len(bodies) == 2, 20, "the webhook and the live stream")
+        t.stop()
+        t.start()
+        bodies.append(raw_stream({"after": 0, "follow": False}))
+        bodies.append(t.tpactl("--json", "as", "uplinks", check=0).stdout.encode())
+        self.assertEqual(len(bodies), 4)
+        for b in bodies:
+            self.assertIn(want, b)
 
     def test_refusals_are_answered_counted_and_never_delivered(self):
         t = self.tpas().start()
@@ -1245,6 +1330,62 @@ class Journal(TpasCase):
             self.assertEqual(first["parameters"]["uplink"]["seq"], 6)
             self.assertNotIn("prunedThrough", first["parameters"])
 
+    def test_uplinks_pruned_while_a_stream_catches_up_are_named(self):
+        """A prune that runs while a stream is reading the journal (paused behind a slow
+        reader) is named by prunedThrough on the reply after the gap, as at the start."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for _ in range(800):
+            self.assertEqual(s.uplink(DEV, b"x", extra={"Pad": "p" * 1500})[0], 200)
+        t.stop()  # the streams read the journal, not the uplinks kept in memory
+        t.start()
+        c = socket.socket(socket.AF_UNIX)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(t.apps)
+        c.sendall(json.dumps({"method": "io.tpad.AS.Uplinks", "parameters": {"after": 0},
+                             "more": True}).encode() + b"\0")
+        data = c.recv(3000)
+        time.sleep(0.5)  # the stream pauses behind its unread replies
+        # What the hourly prune does to uplinks older than store.retention-days.
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "DELETE FROM uplink WHERE seq <= 600"], check=True)
+        c.settimeout(10)
+        while b'"seq":800,' not in data:
+            d = c.recv(1 << 20)
+            self.assertTrue(d, "the stream ended")
+            data += d
+        c.close()
+        replies = [json.loads(m)["parameters"] for m in data.split(b"\0")[:-1]]
+        seqs = [r["uplink"]["seq"] for r in replies]
+        cut = seqs.index(601)
+        self.assertLess(cut, 600)
+        self.assertEqual(seqs, list(range(1, cut + 1)) + list(range(601, 801)))
+        self.assertEqual([(r["uplink"]["seq"], r["prunedThrough"]) for r in replies
+                          if "prunedThrough" in r], [(601, 600)])
+        self.assertIn(f"uplink stream after seq {cut}: uplinks up to seq 600 were removed",
+                      t.log_text())
+
+    def test_a_stream_after_the_last_seq_is_refused(self):
+        """Uplinks(after) past lastSeq (a store put back from a backup) is InvalidParameter
+        naming after and lastSeq, followed or not: waiting for seq after + 1 would skip
+        the uplinks journaled in between without a word."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"u%d" % i)[0], 200)
+        for follow in (False, True):
+            with Client(t.apps) as c:
+                with self.assertRaises(VarlinkError) as e:
+                    c.call_more("io.tpad.AS.Uplinks", {"after": 10, "follow": follow})
+            self.assertEqual(e.exception.error, "io.tpad.AS.InvalidParameter")
+            self.assertEqual(e.exception.params, {
+                "parameter": "after", "reason": "10 is past the journal's lastSeq 3"})
+        with Client(t.apps) as c:
+            self.assertEqual(c.call_more("io.tpad.AS.Uplinks", {"after": 3, "follow": False}),
+                             [{}])
+
     def test_one_tpas_per_store(self):
         """A second tpas on the same store.path is refused at start, naming the first;
         --check-config (read only, no lock) still passes beside the running one."""
@@ -1411,11 +1552,7 @@ class Downlink(TpasCase):
         """A slow LRC (3 s an answer, request-timeout 5 s, two sessions): a burst of 30
         gets one waiting per session at most; once the LRC's pace is known, only what can
         be answered within the timeout is taken, the rest Busy with no FCntDn spent."""
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
-        s.as_url = t.url
-        s.add_device(DEV, self.import_astk(t))
-        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        t, s = self.downlink_ready()
         s.faults["downlink_delay"] = 3
 
         def burst(n):
@@ -1455,12 +1592,7 @@ class Downlink(TpasCase):
         """More downlinks than the LRC queue takes (256 waiting, a slow LRC, one session):
         the ones answered Busy took no FCntDn, so the counters the LRC received run without
         a hole (each Busy spent one, never sent)."""
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}",
-                      extra="[lrc]\nsessions = 1\nrequest-timeout = 60s\n").start()
-        s.as_url = t.url
-        s.add_device(DEV, self.import_astk(t))
-        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        t, s = self.downlink_ready("[lrc]\nsessions = 1\nrequest-timeout = 60s\n")
         s.faults["downlink_delay"] = 0.01
         out = {}
         lock = threading.Lock()
@@ -1486,6 +1618,32 @@ class Downlink(TpasCase):
         with Client(t.apps) as c:
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
         self.assertEqual(r["fCntDn"], out["ok"])
+        self.assertEqual(s.state["violations"], [])
+
+    def test_an_open_breaker_is_busy_and_spends_no_downlink_counter(self):
+        """An LRC answering 503 opens the breaker after five: while it is open a downlink
+        is Busy at once, before an FCntDn is taken (the LRC would not be asked), so the
+        first one sent once it recovers uses the counter after the five it refused."""
+        t, s = self.downlink_ready()
+        s.faults["downlink_status"] = 503
+        down = {"devEUI": DEV, "fPort": 1, "payload": ""}
+        with Client(t.apps) as c:
+            for i in range(5):
+                with self.assertRaises(VarlinkError) as e:
+                    c.call("io.tpad.AS.SendDownlink", down)
+                self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+                self.assertEqual((e.exception.params["fCntDn"], e.exception.params["status"]),
+                                 (i, 503))
+            self.assertEqual(t.status()["lrc"]["breaker"], "open")
+            for _ in range(50):
+                with self.assertRaises(VarlinkError) as e:
+                    c.call("io.tpad.AS.SendDownlink", down)
+                self.assertEqual(e.exception.error, "io.tpad.AS.Busy")
+            s.faults["downlink_status"] = None
+            wait_for(lambda: t.status()["lrc"]["breaker"] != "open", 15, "the cool-down")
+            r = c.call("io.tpad.AS.SendDownlink", down)
+        self.assertEqual((r["fCntDn"], r["status"]), (5, 200))
+        self.assertEqual(t.status()["downlinks"]["refused"], 50)
         self.assertEqual(s.state["violations"], [])
 
     def test_downlink_over_https_checks_the_certificate(self):
@@ -1522,10 +1680,14 @@ class Downlink(TpasCase):
         s2 = self.lrc(t2)
         s2.add_device(DEV, self.astks[-1])
         self.assertEqual(s2.uplink(DEV, b"hi")[0], 200)
+        # The refused certificate holds the breaker open: Busy, no FCntDn spent, and
+        # Status names the failure.
+        wait_for(lambda: t2.status()["lrc"]["certificate"], 20, "the certificate refused")
+        self.assertEqual(t2.status()["lrc"]["certificate"]["error"], "unknown-ca")
         with Client(t2.apps) as c:
             with self.assertRaises(VarlinkError) as e:
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
-        self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+        self.assertEqual(e.exception.error, "io.tpad.AS.Busy")
         self.assertEqual(len(s.state["downlinks"]), n)
 
     def test_downlink_with_the_lrc_down(self):
@@ -1677,9 +1839,45 @@ class Commands(TpasCase):
         wait_for(lambda: t.status()["subscribers"] >= 1, 10, "the follower")
         t.kill9()
         _, err = p.communicate(timeout=20)
-        self.assertNotEqual(p.returncode, 0, err)
+        self.assertEqual(p.returncode, 1, err)
         self.assertIn("tpas closed the connection (see its log: journalctl -u tpas)", err)
         self.assertNotIn("tpad", err)
+
+    def test_a_stream_that_fails_after_connecting_exits_1(self):
+        """tpactl(1): 3 is for a socket it cannot connect to; a malformed reply or a link
+        that fails mid-stream, once connected, is 1."""
+        path = os.path.join(self.tmp, "fake.sock")
+
+        def serve(reply):
+            srv = socket.socket(socket.AF_UNIX)
+            srv.bind(path)
+            srv.listen(1)
+
+            def one():
+                c, _ = srv.accept()
+                with c:
+                    c.recv(4096)
+                    c.sendall(reply)
+                srv.close()
+                os.unlink(path)
+            th = threading.Thread(target=one, daemon=True)
+            th.start()
+            return th
+        one_uplink = json.dumps({"parameters": {"uplink": {
+            "seq": 7, "receivedAt": "2026-01-01T00:00:00.000+00:00", "devEUI": DEV,
+            "customerID": "", "devAddr": "", "fCntUp": 1, "time": "", "payload": "",
+            "encrypted": False, "radio": {}}}, "continues": True}).encode() + b"\0"
+        for reply, said in [(b"{not json\0", "tpas sent a malformed reply"),
+                            (one_uplink, "tpas closed the connection")]:
+            th = serve(reply)
+            p = subprocess.run([TPACTL, "--socket", path, "as", "uplinks", "--follow"],
+                               capture_output=True, text=True, timeout=20)
+            th.join(10)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(said, p.stderr)
+        p = subprocess.run([TPACTL, "--socket", path, "as", "uplinks"], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 3, p.stderr)
 
     def test_keygen(self):
         out = os.path.join(self.tmp, "k.pem")
