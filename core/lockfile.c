@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -16,12 +18,37 @@ static void holder_pid(int fd, char *pid, size_t len)
 	pid[strcspn(pid, "\n")] = '\0';
 }
 
+/*
+ * The lock file's name for the store at path: next to the file path resolves to (its
+ * directory's, when it does not exist yet), so that a symbolic link, "./", or another
+ * spelling of the same store takes the same lock. As given when nothing resolves.
+ */
+static int lock_name(const char *path, char *lock, size_t len)
+{
+	char real[PATH_MAX], *r = realpath(path, real);
+	if (!r && errno == ENOENT) {
+		const char *slash = strrchr(path, '/');
+		char dir[PATH_MAX];
+		if (!slash)
+			snprintf(dir, sizeof(dir), ".");
+		else if (snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path) >=
+			 (int)sizeof(dir))
+			return -ENAMETOOLONG;
+		char rdir[PATH_MAX];
+		if (realpath(dir[0] ? dir : "/", rdir) &&
+		    snprintf(real, sizeof(real), "%s/%s", rdir, slash ? slash + 1 : path) <
+			(int)sizeof(real))
+			r = real;
+	}
+	return snprintf(lock, len, "%s.lock", r ? r : path) >= (int)len ? -ENAMETOOLONG : 0;
+}
+
 int lockfile_take(const char *path, const char *program, const char *what, int *ret_fd, char *err,
 		  size_t errlen)
 {
 	char lock[4096];
 	*ret_fd = -1;
-	if (snprintf(lock, sizeof(lock), "%s.lock", path) >= (int)sizeof(lock)) {
+	if (lock_name(path, lock, sizeof(lock)) < 0) {
 		snprintf(err, errlen, "%s: path too long", path);
 		return -ENAMETOOLONG;
 	}
