@@ -1387,32 +1387,25 @@ class Journal(TpasCase):
                              [{}])
 
     def test_one_tpas_per_store(self):
-        """A second tpas on the same store.path is refused at start, naming the first;
-        --check-config (read only, no lock) still passes beside the running one."""
+        """A second tpas on the same store.path, or on a symbolic link to it, is refused at
+        start, naming the first; --check-config (read only, no lock) still passes beside
+        the running one."""
         t = self.tpas().start()
         t2 = self.tpas()
         with open(t2.conf) as f:
             conf = f.read()
-        with open(t2.conf, "w") as f:
-            f.write(conf.replace(f"path = {t2.workdir}/tpas.db", f"path = {t.workdir}/tpas.db")
-                    .replace(t2.store_key_file, t.store_key_file))
-        p = subprocess.run([TPAS, "--config", t2.conf], capture_output=True, text=True,
-                           timeout=30)
-        self.assertEqual(p.returncode, 1, p.stderr)
-        self.assertIn(f"{t.workdir}/tpas.db is in use by another tpas (pid {t.proc.pid}): "
-                      "one tpas per store", p.stderr)
-        self.assertFalse(os.path.exists(t2.apps), "the second tpas must not bind its sockets")
-        # The same store by a symbolic link (another name for it): the same lock.
         link = os.path.join(t2.workdir, "same.db")
         os.symlink(f"{t.workdir}/tpas.db", link)
-        with open(t2.conf, "w") as f:
-            f.write(conf.replace(f"path = {t2.workdir}/tpas.db", f"path = {link}")
-                    .replace(t2.store_key_file, t.store_key_file))
-        p = subprocess.run([TPAS, "--config", t2.conf], capture_output=True, text=True,
-                           timeout=30)
-        self.assertEqual(p.returncode, 1, p.stderr)
-        self.assertIn(f"{link} is in use by another tpas (pid {t.proc.pid})", p.stderr)
-        self.assertFalse(os.path.exists(t2.apps), "the second tpas must not bind its sockets")
+        for path in (f"{t.workdir}/tpas.db", link):
+            with open(t2.conf, "w") as f:
+                f.write(conf.replace(f"path = {t2.workdir}/tpas.db", f"path = {path}")
+                        .replace(t2.store_key_file, t.store_key_file))
+            p = subprocess.run([TPAS, "--config", t2.conf], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(f"{path} is in use by another tpas (pid {t.proc.pid}): "
+                          "one tpas per store", p.stderr)
+            self.assertFalse(os.path.exists(t2.apps), "the second tpas must not bind sockets")
         p = subprocess.run([TPAS, "--config", t2.conf, "--check-config"], capture_output=True,
                            text=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
