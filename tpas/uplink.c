@@ -451,14 +451,17 @@ int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason,
 	ret->radio = json_object();
 	if (!ret->radio)
 		return -ENOMEM;
-	size_t i = 0;
+	/* A UTF-8 byte order mark: XML allows it (libxml2 reads it), JSON's readers may skip
+	 * it (RFC 8259 8.1), and some senders write one. */
+	size_t bom = len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+	size_t i = bom;
 	while (i < len && isspace((unsigned char)body[i]))
 		i++;
 	int r;
 	if (i == len)
 		r = fail(reason, reasonlen, "body is empty");
 	else if (body[i] == '{')
-		r = parse_json(body, len, ret, reason, reasonlen);
+		r = parse_json(body + bom, len - bom, ret, reason, reasonlen);
 	else if (body[i] == '<')
 		r = parse_xml(body, len, ret, reason, reasonlen);
 	else

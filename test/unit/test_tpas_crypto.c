@@ -253,6 +253,17 @@ static void test_uplink_parse_forms(void)
 		      0);
 		CHECK_STR(reason, bad[i].reason);
 	}
+	/* A UTF-8 byte order mark before either form is read past. */
+	static const char *const bommed[] = {
+	    "\xEF\xBB\xBF{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":7}}",
+	    "\xEF\xBB\xBF<DevEUI_uplink><DevEUI>0024AEB3C02BE1C4</DevEUI><FCntUp>7</FCntUp>"
+	    "</DevEUI_uplink>"};
+	for (size_t i = 0; i < 2; i++) {
+		CHECK_INT(uplink_parse(bommed[i], strlen(bommed[i]), &u, reason, sizeof(reason)),
+			  0);
+		CHECK_INT(u.fcnt_up, 7);
+		uplink_clear(&u);
+	}
 	CHECK(uplink_parse("{\"DevEUI_uplink\":", 17, &u, reason, sizeof(reason)) == -EBADMSG);
 	CHECK(strncmp(reason, "body is not JSON", 16) == 0);
 
