@@ -44,7 +44,7 @@ static void as_usage(FILE *f)
 	    "                              the journaled uplinks, one per line\n"
 	    "  send --dev-eui EUI --port N --payload HEX [--confirmed]\n"
 	    "                              send a downlink through the LRC\n"
-	    "  status                      health of tpas\n");
+	    "  status                      health of tpas (exit 4 LRC down, 5 its breaker open)\n");
 }
 
 __attribute__((format(printf, 1, 2))) static int as_usage_error(const char *fmt, ...)

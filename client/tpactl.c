@@ -192,8 +192,9 @@ static const struct command commands[] = {
      "  copy                the one action: copy every device, attempt, label and audit\n"
      "                      entry of the SQLite store (store.path) into the database;\n"
      "                      a re-run resumes; a conflict is reported and exits 1\n"
-     "  --to URL            the PostgreSQL URI (e.g. postgresql://tpad@db/tpad?sslmode=\n"
-     "                      verify-full); the password as for tpad (store-password)\n"
+     "  --to URL            the PostgreSQL database: a URI (e.g. postgresql://tpad@db/\n"
+     "                      tpad?sslmode=verify-full) or libpq keyword=value pairs; the\n"
+     "                      password as for tpad (store-password)\n"
      "  --config FILE       tpad's configuration (default: tpad's, " TPAD_SYSCONFDIR
      "/tpad/tpad.conf)\n"
      "  --tpad PATH         the tpad program (default " TPAD_SBINDIR "/tpad)\n"},
@@ -250,7 +251,8 @@ static void usage(FILE *f)
 		   "Run 'tpactl help COMMAND' for a command's options.\n"
 		   "\n"
 		   "Exit status: 0 ok, 1 error reply, 2 usage, 3 cannot connect,\n"
-		   "  4 cloud down, 5 breaker open, 6 store failing (status only),\n"
+		   "  4 cloud (as status: LRC) down, 5 its breaker open (status, as status),\n"
+		   "  6 store failing or unreachable (status),\n"
 		   "  130 interrupted by Ctrl-C.\n");
 }
 

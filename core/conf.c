@@ -671,6 +671,11 @@ static void print_value(FILE *f, const struct conf_directive *d, const char *bas
 	case CONF_HEX:
 	case CONF_ENUM_STR: {
 		const char *s = *(char *const *)slot;
+		char shown[1024];
+		if (s && d->shown) {
+			d->shown(s, shown, sizeof(shown));
+			s = shown;
+		}
 		fputs(s ? s : "", f);
 		break;
 	}

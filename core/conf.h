@@ -46,6 +46,8 @@ struct conf_directive {
 	/* Optional: a rule of the program's own for the value as written, checked before it
 	 * is stored; 0, or -EINVAL with the reason in why (reported at file:line). */
 	int (*validate)(const char *value, char *why, size_t whylen);
+	/* Optional: the value as --print-config shows it (a password taken out, say). */
+	void (*shown)(const char *value, char *buf, size_t len);
 };
 
 /* "[prefix.NAME]" sections, each an instance in an array inside the config struct. */

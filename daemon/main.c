@@ -37,7 +37,8 @@ static void usage(FILE *f)
 		"  -n, --check-config  check the configuration and exit (0 valid, 1 not)\n"
 		"  -p, --print-config  print every directive's effective value and exit\n"
 		"      --copy-store URL  copy the SQLite store (store.path) into the PostgreSQL\n"
-		"                      database at URL (libpq URI), resumable, verified; exit\n"
+		"                      database at URL (libpq URI or keyword=value pairs),\n"
+		"                      resumable, verified; then exit (0 copied, 1 not)\n"
 		"  -v, --verbose       log debug messages\n"
 		"  -V, --version       print the version and exit\n"
 		"  -h, --help          show this help\n",

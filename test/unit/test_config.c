@@ -85,6 +85,18 @@ int main(int argc, char **argv)
 	CHECK_INT(c.upstream_tls_min, CONFIG_TLS_1_1);
 	config_free(&c);
 
+	/* --print-config shows store.url without its password. */
+	CHECK_INT(load(&c,
+		       "[upstream]\npsk-identity = x\n[store]\nbackend = postgresql\n"
+		       "url = postgresql://u:secret@h/db\n",
+		       err, sizeof(err)),
+		  0);
+	char *text = print(&c);
+	CHECK(text && strstr(text, "url = postgresql://u:***@h/db\n") && !strstr(text, "u:secret"));
+	free(text);
+	CHECK_STR(c.store_url, "postgresql://u:secret@h/db"); /* used as written */
+	config_free(&c);
+
 	CHECK_INT(load(&c, "[device]\njoin-eui = 70b3d57ed0000001\n[qr]\nprofile-id = aabb1122\n",
 		       err, sizeof(err)),
 		  0);
