@@ -344,18 +344,23 @@ static void note_store_still_down(const char *key, const char *where, const char
  */
 static void watch_store_down(struct tpad *t, const struct store_stats *ss)
 {
-	char where[512];
-	const char *key = store_field(t->cfg, where, sizeof(where));
 	uint64_t now = clock_now_us();
 	bool new_outage = ss->outages > watched.outages;
-	if (watched.store_down && (new_outage || !ss->down))
-		note_store_back(key, where, now);
-	if (ss->down && (new_outage || !watched.store_down))
-		note_store_down(key, where, ss->last_reason, now);
-	else if (ss->down && now >= watched.note_us)
-		note_store_still_down(key, where, ss->last_reason, now);
+	bool back = watched.store_down && (new_outage || !ss->down);
+	bool down = ss->down && (new_outage || !watched.store_down);
+	bool still = ss->down && !down && now >= watched.note_us;
 	watched.store_down = ss->down;
 	watched.outages = ss->outages;
+	if (!back && !down && !still)
+		return; /* the usual second: nothing to say, nothing to format */
+	char where[512];
+	const char *key = store_field(t->cfg, where, sizeof(where));
+	if (back)
+		note_store_back(key, where, now);
+	if (down)
+		note_store_down(key, where, ss->last_reason, now);
+	else if (still)
+		note_store_still_down(key, where, ss->last_reason, now);
 }
 
 /* The store's part of the watch: failed transactions, the database down or back. */

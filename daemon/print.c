@@ -183,8 +183,7 @@ static struct print_job *job_new(struct print_printer *pr)
 		return NULL;
 	j->pr = pr;
 	j->submitted_us = clock_now_us();
-	j->deadline_us = j->submitted_us;
-	job_deadline_from_now(j);
+	j->deadline_us = j->submitted_us + (uint64_t)pr->cfg->timeout_ms * 1000u;
 	return j;
 }
 

@@ -872,7 +872,8 @@ static void token_failed(struct tpa *t, struct tpa_result *fail)
 		t->api_refusal = t->token_refused = false;
 	}
 	if (t->token_refused) {
-		token_hold(t, true, &t->token_hold); /* still refused as far as we know */
+		struct tpa_result refusal = t->token_hold; /* token_hold() stores what it gets */
+		token_hold(t, true, &refusal);		   /* still refused as far as we know */
 	} else {
 		if (!t->token_fails)
 			log_errx("OAuth2: %s; asking again after upstream.backoff-min, doubling up "
@@ -1133,7 +1134,9 @@ static void held_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpa *t = arg;
 	struct tpa_call *c;
-	int left = api_hold_left_s(t) ? api_hold_left_s(t) : 1;
+	int left = api_hold_left_s(t);
+	if (!left)
+		left = 1; /* the hold just ended: "soon" */
 
 	while ((c = TAILQ_FIRST(&t->held))) {
 		TAILQ_REMOVE(&t->held, c, wait_link);

@@ -554,6 +554,31 @@ class OAuth2Failing(DxBase):
         self.assertEqual(d.log_text_all().count("accepts the tokens of client"), 1)
 
 
+class OAuth2RefusedThenUnreachable(DxBase):
+    def test_a_refused_client_stays_refused_while_the_endpoint_does_not_answer(self):
+        """A refused client whose next token request gets no answer: as far as tpad knows
+        it is still refused (the same hold, the same reason), not failing."""
+        s = self.dx_sim()
+        real = self.secret
+        self.secret = "not-the-secret"
+        d = self.dx_daemon(s, conf="upstream.backoff-max = 1s").start()
+        self.secret = real
+        with self.assertRaises(tpadtest.VarlinkError):
+            self.activate(d, "70B3D50000F00000")
+        reason = self.status(d)["oauth2"]["refused"]
+        self.assertIn("HTTP 401", reason)
+        s.faults(drop_before_answer=1.0)
+        r0 = s.counters()["token_requests"]
+        wait_for(lambda: s.counters()["token_requests"] > r0, 10, "the hold's next request")
+        time.sleep(0.3)
+        up = self.status(d)
+        self.assertEqual(up["oauth2"]["refused"], reason)
+        self.assertIsNone(up["oauth2"]["failing"])
+        with self.assertRaises(tpadtest.VarlinkError) as e:
+            self.activate(d, "70B3D50000F00001")
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamRejected")
+
+
 class Retire(DxBase):
     """Admin.Retire / tpactl retire: DELETE by ref, RETIRED, audited, lost answers settled."""
 

@@ -17,27 +17,32 @@ static const char *redacted(const char *text)
 
 static void test_redact(void)
 {
-	/* libpq's own words about a malformed URI. */
-	CHECK_STR(redacted("invalid URI query parameter: \"postgresql://tpad:SECRETPW@[::1/tpad\""),
-		  "invalid URI query parameter: \"postgresql://tpad:***@[::1/tpad\"");
-	CHECK_STR(redacted("postgres://u:p%40ss@h:5432/db?sslmode=require"),
-		  "postgres://u:***@h:5432/db?sslmode=require");
-	/* A raw '@' or '/' in the password: up to the last '@'. */
-	CHECK_STR(redacted("postgresql://u:a@b/c@host/db"), "postgresql://u:***@host/db");
-	/* A user alone, a host with a port: nothing to hide. */
-	CHECK_STR(redacted("postgresql://tpad@db:5432/tpad"), "postgresql://tpad@db:5432/tpad");
-	CHECK_STR(redacted("postgresql://db:5432/tpad"), "postgresql://db:5432/tpad");
-	/* Keyword values, quoted or not, in any case; other keywords stay. */
-	CHECK_STR(redacted("host=db password=s3cret dbname=tpad"),
-		  "host=db password=*** dbname=tpad");
-	CHECK_STR(redacted("PASSWORD = 'a b\\' c' user=x"), "PASSWORD = *** user=x");
-	CHECK_STR(redacted("postgresql://db/tpad?password=s3cret&sslmode=require"),
-		  "postgresql://db/tpad?password=***&sslmode=require");
-	CHECK_STR(redacted("password authentication failed for user \"tpad\""),
-		  "password authentication failed for user \"tpad\"");
-	CHECK_STR(redacted("store.password-file=/x"), "store.password-file=/x");
-	/* A secret shorter than the mark is masked to its length. */
-	CHECK_STR(redacted("postgresql://u:p@h/db"), "postgresql://u:*@h/db");
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    /* libpq's own words about a malformed URI. */
+	    {"invalid URI query parameter: \"postgresql://tpad:SECRETPW@[::1/tpad\"",
+	     "invalid URI query parameter: \"postgresql://tpad:***@[::1/tpad\""},
+	    {"postgres://u:p%40ss@h:5432/db?sslmode=require",
+	     "postgres://u:***@h:5432/db?sslmode=require"},
+	    /* A raw '@' or '/' in the password: up to the last '@'. */
+	    {"postgresql://u:a@b/c@host/db", "postgresql://u:***@host/db"},
+	    /* A user alone, a host with a port: nothing to hide. */
+	    {"postgresql://tpad@db:5432/tpad", "postgresql://tpad@db:5432/tpad"},
+	    {"postgresql://db:5432/tpad", "postgresql://db:5432/tpad"},
+	    /* Keyword values, quoted or not, in any case; other keywords stay. */
+	    {"host=db password=s3cret dbname=tpad", "host=db password=*** dbname=tpad"},
+	    {"PASSWORD = 'a b\\' c' user=x", "PASSWORD = *** user=x"},
+	    {"postgresql://db/tpad?password=s3cret&sslmode=require",
+	     "postgresql://db/tpad?password=***&sslmode=require"},
+	    {"password authentication failed for user \"tpad\"",
+	     "password authentication failed for user \"tpad\""},
+	    {"store.password-file=/x", "store.password-file=/x"},
+	    /* A secret shorter than the mark is masked to its length. */
+	    {"postgresql://u:p@h/db", "postgresql://u:*@h/db"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		CHECK_STR(redacted(cases[i].in), cases[i].out);
 	char line[128];
 	store_url_pq_line("FATAL: x in \"postgresql://a:b1@h/d\"\nDETAIL: y", NULL, line,
 			  sizeof(line));
