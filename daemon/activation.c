@@ -73,7 +73,7 @@ struct job {
 struct settle_entry {
 	struct settle_entry *next;
 	char dev_eui[17];
-	int64_t due_ms;
+	int64_t due_ms; /* on the monotonic clock */
 	uint32_t backoff_ms;
 };
 
@@ -263,19 +263,24 @@ static int due_set(struct activation *a, const char *dev_eui, int retry_after_s)
 			e->backoff_ms = a->backoff_max_ms;
 		delay = e->backoff_ms;
 	}
-	e->due_ms = a->ops->now_ms(a->ctx) + delay;
+	e->due_ms = mono_now(a) + delay;
 	return (int)((delay + 999) / 1000);
 }
 
 int activation_retry_after(struct activation *a, const struct store_record *r)
 {
-	int64_t now = a->ops->now_ms(a->ctx), due = 0;
+	int64_t left = 0;
 	struct settle_entry *e = *due_find(a, r->dev_eui);
-	if (e)
-		due = e->due_ms;
-	else if (r->maybe_at)
-		due = r->maybe_at + a->settle_after_ms;
-	int64_t s = (due - now + 999) / 1000;
+	if (e) {
+		left = e->due_ms - mono_now(a);
+	} else if (r->maybe_at) {
+		/* The attempt was recorded before now: one whose time is later says only that
+		 * the wall clock stepped back since (or another line's runs ahead). */
+		left = r->maybe_at + a->settle_after_ms - a->ops->now_ms(a->ctx);
+		if (left > a->settle_after_ms)
+			left = a->settle_after_ms;
+	}
+	int64_t s = (left + 999) / 1000;
 	return s < 1 ? 1 : s > 86400 ? 86400 : (int)s;
 }
 
@@ -646,7 +651,14 @@ static void on_not_found(struct job *j)
 {
 	struct activation *a = j->a;
 	int64_t now = a->ops->now_ms(a->ctx), mono = mono_now(a);
-	int64_t trusted_at = j->rec.maybe_at ? j->rec.maybe_at + a->settle_after_ms : 0;
+	/*
+	 * The attempt was recorded before the query was sent: a maybe_at later than that says
+	 * only that the wall clock stepped back since (or another line's runs ahead), and
+	 * nothing of when the window ends; the monotonic one below still holds it.
+	 */
+	int64_t trusted_at = j->rec.maybe_at && j->rec.maybe_at <= j->query_at
+				 ? j->rec.maybe_at + a->settle_after_ms
+				 : 0;
 	/*
 	 * The same window on the monotonic clock: from our import's first byte; for an
 	 * attempt this process did not send, from its start (a restart) or, on a shared
@@ -1108,7 +1120,7 @@ static int collect_pending(const struct store_record *r, void *arg)
 		return 0; /* another tpad's import is in flight: its claim must expire first */
 	if (a->settle_only_due) {
 		struct settle_entry *e = *due_find(a, r->dev_eui);
-		if (e && e->due_ms > a->ops->now_ms(a->ctx))
+		if (e && e->due_ms > mono_now(a))
 			return 0;
 	}
 	if (a->n_pending % 256 == 0) {

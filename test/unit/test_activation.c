@@ -497,6 +497,21 @@ static void test_unknown_outcomes(void)
 	 * reboot): the window still lasts settle-after on the clock that does not step. */
 	lost_import_settles(a, &f, "00000000000000B8", 0, 600000, 0, 60);
 
+	/* The wall clock steps a day back right after a lost import (a technician sets the
+	 * date, or NTP corrects a clock that ran ahead): the window still lasts
+	 * settle-after, not a day more, and Lookup's hint says so too. */
+	lost_import_settles(a, &f, "00000000000000B9", 0, -86400000, 0, 60);
+	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
+	q = se_req("00000000000000BA", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	f.now -= 86400000;
+	f.wall_step -= 86400000;
+	struct store_record lookup = *fake_row(&f, q.dev_eui);
+	activation_free(a); /* a restarted tpad: only the row's wall-clock time is left */
+	a = activation_new(&ops, &f, "0000000000000000", "00000000");
+	CHECK_INT(activation_retry_after(a, &lookup), 60);
+
 	/* One failed query is simply asked again (it is read-only). */
 	f.import_script[f.n_import_script] = tres(TPA_UNKNOWN, 1);
 	f.n_import_script++;
@@ -608,6 +623,28 @@ static void test_settle_rules(void)
 	CHECK_STR(fake_row(&f, q.dev_eui)->owner_token, "LATE");
 	CHECK_INT(f.imports, 1);
 	CHECK_STR(f.attempts[f.n_attempts - 1].outcome, "landed");
+
+	/*
+	 * The background settler's wait is kept on the clock that does not step: a wall
+	 * clock set back a day right after a lost import neither holds the row for a day nor
+	 * makes Lookup's hint a day long.
+	 */
+	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
+	q = se_req("0000000000000A0B", TKM1);
+	g = run(a, &f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	f.now -= 86400000;
+	f.wall_step -= 86400000;
+	CHECK_INT(activation_retry_after(a, fake_row(&f, q.dev_eui)), 10);
+	cloud_add(&f, q.dev_eui, "STEPPED");
+	queries = f.queries;
+	f.now += 10000;
+	CHECK_INT(activation_settle_due(a, 4, NULL, NULL), 0);
+	pump(&f);
+	CHECK_INT(f.queries, queries + 1);
+	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_ISSUED);
+	CHECK_STR(fake_row(&f, q.dev_eui)->owner_token, "STEPPED");
+	CHECK_INT(f.imports, 2);
 
 	/*
 	 * Attempt 1 times out and never lands; after settle-after attempt 2 cannot even be
