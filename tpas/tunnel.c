@@ -354,6 +354,20 @@ static void inflight_remove(struct tunnel *t, struct pending *p)
 		}
 }
 
+/* A span of ms for a person, to the nearest unit: "2 days", "3 h", "5 min" or "42 s". */
+static void span_text(int64_t ms, char *out, size_t len)
+{
+	int64_t s = ms / 1000;
+	if (s >= 2 * 86400)
+		snprintf(out, len, "%" PRId64 " days", (s + 43200) / 86400);
+	else if (s >= 2 * 3600)
+		snprintf(out, len, "%" PRId64 " h", (s + 1800) / 3600);
+	else if (s >= 2 * 60)
+		snprintf(out, len, "%" PRId64 " min", (s + 30) / 60);
+	else
+		snprintf(out, len, "%" PRId64 " s", s);
+}
+
 /*
  * Everything but the commit: a final status with *ret_answer, or 0 with p filled for the
  * journal.
@@ -401,10 +415,17 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	if (dev < 0)
 		dev = -dev;
 	if (t->max_deviation_ms > 0 && dev > t->max_deviation_ms) {
+		/* Either clock may be the wrong one: say which way, and what ours reads. */
+		char sent[40], ours[40], by[24], max[24];
+		uplink_time_format(sent_ms, sent, sizeof(sent));
+		uplink_time_format(now_ms, ours, sizeof(ours));
+		span_text(dev, by, sizeof(by));
+		span_text(t->max_deviation_ms, max, sizeof(max));
 		status = refuse(t, &t->stats.stale_time, 401, ret_answer, u.dev_eui,
-				"stale Time: %" PRId64
-				" s from our clock (max-time-deviation %" PRId64 " s)",
-				dev / 1000, t->max_deviation_ms / 1000);
+				"stale Time: %s is %s %s this host's wall clock (%s), more than "
+				"tunnel.max-time-deviation (%s): check the clocks (NTP) of the "
+				"LRC and of this host",
+				sent, by, sent_ms > now_ms ? "ahead of" : "behind", ours, max);
 		goto out;
 	}
 

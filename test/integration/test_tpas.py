@@ -1,5 +1,6 @@
 """tpas through the real daemon and the simulated LRC: tunnel, keys, journal, streams, downlinks."""
 
+import datetime
 import json
 import os
 import pathlib
@@ -411,7 +412,15 @@ class Tunnel(TpasCase):
         # A stale Time (the Token is right): 401 naming the reason.
         st, ans = s.uplink(DEV, b"x", time="2019-04-29T18:21:17.290+02:00")
         self.assertEqual(st, 401)
-        self.assertIn("stale Time", ans["error"])
+        self.assertIn("stale Time: 2019-04-29T16:21:17.290+00:00 is ", ans["error"])
+        self.assertIn("days behind this host's wall clock (", ans["error"])
+        self.assertIn("tunnel.max-time-deviation (60 s)", ans["error"])
+        # One ahead of our clock (the LRC's clock, or ours, is wrong): said so, not "stale".
+        ahead = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=3)
+        st, ans = s.uplink(DEV, b"x", time=ahead.isoformat(timespec="milliseconds"))
+        self.assertEqual(st, 401)
+        self.assertIn(" is 3 h ahead of this host's wall clock (", ans["error"])
+        self.assertIn("check the clocks (NTP)", t.log_text())
         # No Token at all.
         target, body, ctype = s.build_uplink(DEV, b"x")
         st, ans = s.post(target.split("&Token=")[0], body, ctype)
@@ -447,7 +456,7 @@ class Tunnel(TpasCase):
         tn = t.status()["tunnel"]
         self.assertEqual(tn["accepted"], 0)
         self.assertEqual(tn["badToken"], 3)
-        self.assertEqual(tn["staleTime"], 1)
+        self.assertEqual(tn["staleTime"], 2)
         self.assertEqual(tn["badRequest"], 3)
         self.assertEqual(tn["unknownDevice"], 1)
         self.assertEqual(tn["tooBig"], 1)
