@@ -312,8 +312,8 @@ class InstallTree(unittest.TestCase):
 
     @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
     def test_systemd_analyze_verify(self):
-        # verify checks that ExecStart= exists on this machine: point a copy of the
-        # installed units at the installed binary, and let it find the installed man
+        # verify checks that ExecStart= and ExecReload= exist on this machine: point a copy
+        # of the installed units at the installed binary, and let it find the installed man
         # pages for Documentation=.
         vdir = tempfile.mkdtemp(prefix="tpad-verify-")
         try:
@@ -325,7 +325,9 @@ class InstallTree(unittest.TestCase):
             exe = f"ExecStart={self.sbindir}/tpad "
             self.assertIn(exe, text)
             with open(svc, "w") as f:
-                f.write(text.replace(exe, f"ExecStart={self.d(self.sbindir, 'tpad')} "))
+                # Every command line naming the program (ExecStart=, ExecReload=).
+                f.write(text.replace(f"={self.sbindir}/tpad ",
+                                     f"={self.d(self.sbindir, 'tpad')} "))
             env = dict(os.environ, MANPATH=self.d(self.mandir), SYSTEMD_LOG_COLOR="0")
             args = ["systemd-analyze", "verify", "--man=yes"] + [
                 os.path.join(vdir, u) for u in UNITS]
@@ -592,7 +594,9 @@ class TpasInstallTree(unittest.TestCase):
             exe = f"ExecStart={self.sbindir}/tpas "
             self.assertIn(exe, text)
             with open(svc, "w") as f:
-                f.write(text.replace(exe, f"ExecStart={self.d(self.sbindir, 'tpas')} "))
+                # Every command line naming the program (ExecStart=, ExecReload=).
+                f.write(text.replace(f"={self.sbindir}/tpas ",
+                                     f"={self.d(self.sbindir, 'tpas')} "))
             env = dict(os.environ, MANPATH=self.d(self.mandir), SYSTEMD_LOG_COLOR="0")
             args = ["systemd-analyze", "verify", "--man=yes"] + [
                 os.path.join(vdir, u) for u in TPAS_UNITS]
