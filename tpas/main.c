@@ -202,20 +202,44 @@ static void status_line(struct tpas *t, char *buf, size_t len)
 		 (long long)js.last_seq, asapi_subscribers(t->api));
 }
 
+static void prune_cb(evutil_socket_t fd, short what, void *arg);
+
 static void status_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct tpas *t = arg;
 	char line[256];
-	status_line(arg, line, sizeof(line));
+	status_line(t, line, sizeof(line));
 	notify_status(line);
+	int64_t lrc_now;
+	if (!t->pruned && t->cfg->retention_days && t->tunnel &&
+	    tunnel_lrc_now(t->tunnel, &lrc_now))
+		prune_cb(-1, 0, t); /* the first since start, now that the LRC's clock is known */
 }
 
-/* Drop uplinks older than store.retention-days. */
+/*
+ * Drop uplinks older than store.retention-days, by this host's clock but never ahead of
+ * the LRC's (tunnel_lrc_now): a host clock stepped ahead (or wrong at boot) must not take
+ * uplinks that are not old. Until a request has shown the LRC's clock since start, no
+ * uplink is dropped: a journal a year old and a clock a year ahead look the same.
+ */
 static void prune_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpas *t = arg;
-	if (!t->cfg->retention_days)
+	if (!t->cfg->retention_days || !t->tunnel)
 		return;
-	int64_t before = clock_wall_ms() - (int64_t)t->cfg->retention_days * 86400000;
+	int64_t now = clock_wall_ms(), lrc_now;
+	if (!tunnel_lrc_now(t->tunnel, &lrc_now)) {
+		if (!t->prune_waited)
+			log_info("journal: uplinks older than %u days are removed once a signed "
+				 "request shows the LRC's clock (this host's is not taken alone)",
+				 t->cfg->retention_days);
+		t->prune_waited = true;
+		return;
+	}
+	if (lrc_now < now)
+		now = lrc_now;
+	t->pruned = true;
+	int64_t before = now - (int64_t)t->cfg->retention_days * 86400000;
 	/* The webhook gets every uplink: none it has not delivered goes, however old. */
 	int64_t keep_after = INT64_MAX;
 	if (t->webhook && journal_cursor_get(t->journal, "webhook", &keep_after) < 0)

@@ -30,6 +30,8 @@ struct tpas {
 	struct webhook *webhook; /* NULL without webhook.url */
 	uint64_t started_us;	 /* monotonic */
 	bool stopping;
+	bool pruned;	   /* the journal was pruned since start (by the LRC's clock) */
+	bool prune_waited; /* said that pruning waits for the LRC's clock */
 	struct tunnel_stats tunnel_final; /* the tunnel's counters when it was closed (stopping) */
 	struct daemon_file tls_files[4];  /* certificates and keys as at start (SIGHUP) */
 };

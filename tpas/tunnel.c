@@ -56,6 +56,11 @@ struct tunnel {
 	struct pending *batch, **batch_tail;
 	size_t batch_n;
 	bool writer; /* the journal's writer thread commits (group commit off the loop) */
+	/* The last Token-verified Time that passed the deviation check (the LRC's clock), and
+	 * when it came on the monotonic clock: tunnel_lrc_now(). */
+	bool lrc_seen;
+	int64_t lrc_time_ms;
+	uint64_t lrc_at_ms;
 	struct cached_session *cache; /* SESSION_CACHE slots, wiped when freed */
 	uint64_t cache_hits;
 	/* The requests being committed, by Token: the same request again meanwhile waits. */
@@ -428,6 +433,9 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 				sent, by, sent_ms > now_ms ? "ahead of" : "behind", ours, max);
 		goto out;
 	}
+	t->lrc_seen = true;
+	t->lrc_time_ms = sent_ms;
+	t->lrc_at_ms = clock_now_ms();
 
 	/*
 	 * A replay is the same signed request, whatever unsigned fields (AppSKey, FCntDn,
@@ -966,4 +974,12 @@ void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret)
 	ret->connections = t->http ? httpd_connections(t->http) : 0;
 	ret->connection_limit_hit = hs.capped;
 	ret->requests += hs.malformed + hs.too_big + hs.timed_out;
+}
+
+bool tunnel_lrc_now(const struct tunnel *t, int64_t *ret_ms)
+{
+	if (!t->lrc_seen)
+		return false;
+	*ret_ms = t->lrc_time_ms + (int64_t)(clock_now_ms() - t->lrc_at_ms);
+	return true;
 }

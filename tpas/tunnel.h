@@ -4,6 +4,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -106,3 +107,11 @@ int tunnel_process(struct tunnel *t, const char *query, const char *body, size_t
 uint16_t tunnel_port(const struct tunnel *t);
 
 void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret);
+
+/*
+ * The wall clock as the LRC keeps it: the Time of the last request whose Token verified
+ * and whose Time was within max-time-deviation, plus the monotonic time since. false until
+ * such a request came (since start). The journal's retention goes by it, so that a host
+ * clock stepped ahead does not prune uplinks that are not old.
+ */
+bool tunnel_lrc_now(const struct tunnel *t, int64_t *ret_ms);

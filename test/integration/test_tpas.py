@@ -266,6 +266,13 @@ class TpasCase(unittest.TestCase):
         self.assertRegex(p.stdout, r"ASTK stored as id \d+")
         return astk
 
+    def show_lrc_clock(self, s, dev="70B3D5FFFFFF0001"):
+        """A signed request of the LRC, refused (a device tpas has no key for) after its
+        Token and Time were checked: it shows tpas the LRC's clock, which the journal's
+        retention waits for after a start. Nothing is journaled."""
+        s.add_device(dev, os.urandom(16))
+        self.assertEqual(s.uplink(dev, b"clock", with_key=False)[0], 404)
+
 
 class Tunnel(TpasCase):
     def test_json_and_xml_uplinks_decrypted_in_order(self):
@@ -1292,6 +1299,38 @@ class Journal(TpasCase):
         app_th.join(10)
         self.assertEqual(live, ups)
 
+    def test_retention_goes_by_the_lrc_clock_not_this_hosts_alone(self):
+        """A journal whose newest uplink is 400 days older than this host's clock (after a
+        restart, the same as a clock set 400 days ahead): nothing is removed until a signed
+        request shows the LRC's clock; a Time the deviation check refuses shows nothing;
+        then what is old by that clock goes."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"k%d" % i)[0], 200)
+        t.stop()
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "UPDATE uplink SET received_ms = received_ms - 400 * 86400000"],
+                       check=True)
+        t.start()
+        wait_for(lambda: "once a signed request shows the LRC's clock" in t.log_text(), 10,
+                 "the prune waiting")
+        ancient = time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00",
+                                time.gmtime(time.time() - 400 * 86400))
+        self.assertEqual(s.uplink(DEV, b"old", time=ancient)[0], 401)
+        time.sleep(1.5)  # the prune is looked at every second
+        with Client(t.apps) as c:
+            out = c.call_more("io.tpad.AS.Uplinks", {"after": 0, "follow": False})
+        self.assertEqual([r["uplink"]["seq"] for r in out if "uplink" in r], [1, 2, 3])
+        self.assertNotIn("older than 30 days removed", t.log_text())
+        self.assertEqual(s.uplink(DEV, b"k3")[0], 200)
+        wait_for(lambda: "3 uplinks older than 30 days removed" in t.log_text(), 10,
+                 "the prune")
+        with Client(t.apps) as c:
+            out = c.call_more("io.tpad.AS.Uplinks", {"after": 0, "follow": False})
+        self.assertEqual([r["uplink"]["seq"] for r in out if "uplink" in r], [4])
+
     def test_a_stream_resumed_past_the_retention_says_what_it_missed(self):
         """An application away longer than store.retention-days: the first reply of its
         resumed stream names the last seq removed (prunedThrough), and tpactl says it on
@@ -1308,6 +1347,7 @@ class Journal(TpasCase):
         with open(t.conf, "a") as f:
             f.write("[store]\nretention-days = 1\n")
         t.start()
+        self.show_lrc_clock(s)
         wait_for(lambda: "3 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
         with Client(t.apps) as c:
             out = c.call_more("io.tpad.AS.Uplinks", {"after": 1, "follow": False})
@@ -1330,6 +1370,7 @@ class Journal(TpasCase):
                         "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
                        check=True)
         t.start()
+        self.show_lrc_clock(s)
         wait_for(lambda: "2 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
         with Client(t.apps, 5) as c:
             c.send("io.tpad.AS.Uplinks", {"after": 3}, more=True)
@@ -2365,6 +2406,7 @@ class Webhook(TpasCase):
         with open(t.conf, "a") as f:
             f.write("[store]\nretention-days = 1\n")
         t.start()
+        self.show_lrc_clock(s)
         wait_for(lambda: "kept: the webhook has delivered up to seq 8 only" in t.log_text(),
                  10, "the prune holding back")
         fail["left"] = 0
