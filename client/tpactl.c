@@ -453,6 +453,9 @@ static int check_values(const struct command *cmd, const struct ctl_args *a)
 	return 0;
 }
 
+/* --app-key's copy (its argument is overwritten); reachable until exit. */
+static char *app_key;
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -570,7 +573,15 @@ int main(int argc, char **argv)
 			a.tkm_info = optarg;
 			break;
 		case OPT_APP_KEY:
-			a.app_key = optarg;
+			/* A secret: kept in a copy, and hidden from ps and /proc/PID/cmdline. */
+			free(app_key);
+			app_key = strdup(optarg);
+			if (!app_key) {
+				fprintf(stderr, "tpactl: out of memory\n");
+				return CTL_EXIT_REPLY;
+			}
+			memset(optarg, '*', strlen(optarg));
+			a.app_key = app_key;
 			break;
 		case OPT_GENERATE_APP_KEY:
 			a.generate_app_key = true;

@@ -23,7 +23,8 @@ void cred_wipe(void *p, size_t n)
 
 int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO put in a key's place is refused below instead of waited on. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	struct stat st;

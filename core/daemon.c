@@ -1,6 +1,7 @@
 /* daemon: the command line and the stop signals every daemon handles alike. */
 #include "daemon.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -203,6 +204,19 @@ bool daemon_cred_visible(const char *name, const char *file, const char *directi
 		   "here (under systemd, LoadCredential= gives it at start)",
 		   name, directive);
 	return false;
+}
+
+void daemon_no_core_dumps(void)
+{
+	struct rlimit rl = {0, 0};
+	if (setrlimit(RLIMIT_CORE, &rl) == 0)
+		return;
+	int e = errno;
+	if (getrlimit(RLIMIT_CORE, &rl) == 0 && rl.rlim_cur == 0)
+		return; /* off already (LimitCORE=0), and the filter refused the call */
+	log_warnx("cannot turn core files off (%s): a core file would hold the keys in memory; "
+		  "set LimitCORE=0 (ulimit -c 0)",
+		  strerror(e));
 }
 
 void daemon_check_fd_limit(unsigned long long need, const char *what)

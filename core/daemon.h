@@ -27,6 +27,13 @@ int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *ve
 			 const char *default_config, bool copy_store, void (*usage)(FILE *f),
 			 struct daemon_cmdline *ret);
 
+/*
+ * No core file: a core would hold the store key, the PSK and the AppKeys in memory. Sets
+ * the core size limit (soft and hard) to 0 for this process and its children; under the
+ * units, whose system call filter refuses it, LimitCORE=0 has done the same already.
+ */
+void daemon_no_core_dumps(void);
+
 /* SIGTERM and SIGINT (stop), and SIGHUP (reload) when reload is not NULL, on the loop. */
 struct daemon_signals;
 

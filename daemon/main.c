@@ -245,6 +245,7 @@ int main(int argc, char **argv)
 					       CONFIG_DEFAULT_PATH, true, usage, &cl);
 	if (exit_status >= 0)
 		return exit_status;
+	daemon_no_core_dumps();
 	const char *path = cl.config;
 	bool explicit_path = cl.explicit_config, check = cl.check, print = cl.print;
 	const char *copy_url = cl.copy_store;

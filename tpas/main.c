@@ -531,6 +531,7 @@ int main(int argc, char **argv)
 					       ASCONF_DEFAULT_PATH, false, usage, &cl);
 	if (exit_status >= 0)
 		return exit_status;
+	daemon_no_core_dumps();
 	const char *path = cl.config;
 	bool explicit_path = cl.explicit_config, check = cl.check, print = cl.print;
 	struct asconf cfg;

@@ -257,6 +257,14 @@ class Foundation(TpadTestCase):
         self.assertFalse(os.path.exists(d.station))
         self.assertFalse(os.path.exists(d.admin))
 
+    def test_no_core_files(self):
+        """A core file of tpad would hold the store key, the PSK and AppKeys: tpad turns
+        core files off at start, even when started with them on (by hand, ulimit -c)."""
+        with tpadtest.CoresAllowed(self):
+            self.assertNotEqual(tpadtest.core_limits(os.getpid())[0], "0")
+            d = self.daemon().start()
+        self.assertEqual(tpadtest.core_limits(d.proc.pid), ("0", "0"))
+
     def test_threads_have_names(self):
         """An admin looking at top -H sees which thread of tpad is busy."""
         d = self.daemon().start()

@@ -49,6 +49,45 @@ def run_pty(args, env):
     return os.waitstatus_to_exitcode(st), out.decode(errors="replace")
 
 
+class Secrets(TpadTestCase):
+    def test_app_key_hidden_from_ps(self):
+        """tpactl activate --app-key HEX: while tpactl waits for tpad, the AppKey is not in
+        /proc/PID/cmdline, which every local user (ps) can read."""
+        import socket
+        path = os.path.join(self.tmp, "station.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(4)
+        srv.settimeout(20)
+        try:
+            for form in (["--app-key", "{}"], ["--app-key={}"]):
+                key = secrets.token_hex(16)
+                args = [a.format(key) for a in form]
+                p = subprocess.Popen([tpadtest.TPACTL, "--socket", path, "activate",
+                                      "--dev-eui", "70B3D50000000001", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    conn, _ = srv.accept()
+                    conn.settimeout(20)
+                    got = b""
+                    while b"\0" not in got:  # the call is sent: the options were read
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+                    self.assertIn(key.encode(), got)  # tpad gets it
+                    with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+                        cmdline = f.read()
+                    self.assertIn(b"70B3D50000000001", cmdline)
+                    self.assertNotIn(key.encode(), cmdline.lower())
+                    conn.close()
+                finally:
+                    p.kill()
+                    p.wait()
+        finally:
+            srv.close()
+
+
 class Help(TpadTestCase):
     def test_help_and_command_help(self):
         p = run("help")

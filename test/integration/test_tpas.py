@@ -1884,6 +1884,13 @@ class Signals(TpasCase):
 
 
 class Commands(TpasCase):
+    def test_no_core_files(self):
+        """A core file of tpas would hold the store key, the tunnel key and AppSKeys: tpas
+        turns core files off at start, even when started with them on."""
+        with tpadtest.CoresAllowed(self):
+            t = self.tpas().start()
+        self.assertEqual(tpadtest.core_limits(t.proc.pid), ("0", "0"))
+
     def test_a_follow_cut_by_tpas_names_tpas(self):
         """tpas killed under `tpactl as uplinks --follow`: the message names tpas and its
         log, not tpad's."""

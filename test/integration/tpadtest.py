@@ -159,6 +159,35 @@ def read_port_file(path, timeout=10.0):
     return wait_for(get, timeout, f"port file {path}")
 
 
+def core_limits(pid):
+    """The core file size limit (soft, hard) of process pid, as /proc/PID/limits says."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max core file size"):
+                return tuple(line[len("Max core file size"):].split()[:2])
+    raise AssertionError(f"no core limit in /proc/{pid}/limits")
+
+
+class CoresAllowed:
+    """Within it, processes started get the highest core file size limit allowed (a test
+    that they turn core files off themselves). Skips when the hard limit is 0."""
+
+    def __init__(self, test):
+        self.test = test
+
+    def __enter__(self):
+        import resource
+        self.old = resource.getrlimit(resource.RLIMIT_CORE)
+        if self.old[1] == 0:
+            self.test.skipTest("core files are off (hard limit 0) here")
+        resource.setrlimit(resource.RLIMIT_CORE, (self.old[1], self.old[1]))
+        return self
+
+    def __exit__(self, *exc):
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, self.old)
+
+
 def write_secret(path, text):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

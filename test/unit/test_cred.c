@@ -44,6 +44,14 @@ int main(void)
 	CHECK_INT(cred_read_file(put("d", "0123456789", 0600), true, buf, 8), -E2BIG);
 	CHECK_INT(cred_read_file(dir, true, buf, sizeof(buf)), -EINVAL);
 	CHECK_INT(cred_read_file("/nonexistent/secret", true, buf, sizeof(buf)), -ENOENT);
+	/* A FIFO in a key's place is refused at once, not waited on for a writer. */
+	char fifo[512];
+	snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+	CHECK_INT(mkfifo(fifo, 0600), 0);
+	alarm(5); /* the old open() blocked here for ever */
+	CHECK_INT(cred_read_file(fifo, true, buf, sizeof(buf)), -EINVAL);
+	alarm(0);
+	unlink(fifo);
 
 	/* Hex: decoded, bounded, must-fail cases. */
 	uint8_t key[4];
