@@ -1414,6 +1414,19 @@ class Journal(TpasCase):
         t.stop()
         t2.start()
 
+    def test_disk_full(self):
+        """A full disk: uplinks 503 and downlinks StoreFailed naming it, nothing sent or lost,
+        and service again once space is freed (run in its own mount namespace)."""
+        if os.getuid() != 0 or not shutil.which("unshare"):
+            self.skipTest("needs root and unshare for a private tmpfs")
+        inner = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                             "tpas_storefail_inner.py")
+        p = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                            inner, self.tmp], capture_output=True, text=True, timeout=120)
+        if p.returncode == 77:
+            self.skipTest(p.stdout.strip())
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
     def test_store_file_is_private_and_keys_sealed(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
