@@ -3,7 +3,8 @@
 Puts tpas's store on a 2 MiB tmpfs, fills it, and checks: an uplink is answered 503 (the
 LRC retries it) and a downlink StoreFailed, both naming the full disk; nothing is sent to
 the LRC; tpas keeps serving; once space is freed the LRC's retry is journaled once and the
-downlink counter goes on where it was. Exit 0 pass, 1 fail, 77 skip.
+downlink counter goes on where it was; started on a full disk, tpas names it. Exit 0 pass,
+1 fail, 77 skip.
 """
 
 import os
@@ -11,7 +12,7 @@ import subprocess
 import sys
 
 import tpadtest
-from test_tpas import DEV, TPACTL, TUNNEL_KEY, Tpas  # puts lrc-sim on the path
+from test_tpas import DEV, TPACTL, TPAS, TUNNEL_KEY, Tpas  # puts lrc-sim on the path
 from tpadtest import Client, VarlinkError
 from lrc_sim import LrcSim, encrypt_astk  # noqa: E402
 
@@ -76,6 +77,12 @@ def main():
         assert t.stop() == 0
         r = tpadtest.sanitizer_report(t.log_path)
         assert not r, r
+        # Started on a full disk, tpas cannot open the store and says why.
+        fill(filler)
+        p = subprocess.run([TPAS, "--config", t.conf], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert "No space left on device" in p.stderr, p.stderr
         print("ok: 503 and StoreFailed while full, recovered")
         return 0
     except (AssertionError, VarlinkError) as e:
