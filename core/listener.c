@@ -16,6 +16,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 struct listener {
@@ -26,6 +27,14 @@ struct listener {
 	char *path; /* set when we bound it ourselves */
 	struct event *ev_accept;
 	struct event *ev_resume;
+	char name[16]; /* "station", "apps"...: the socket in log lines */
+	/*
+	 * A run of accept() failures for want of descriptors or memory: when the first and
+	 * the last were (monotonic; first 0: accepting) and how many. Logged once when it
+	 * starts and once when accepting works again, not at every pause.
+	 */
+	uint64_t starved_first_us, starved_last_us;
+	unsigned long starved_tries;
 };
 
 /* The fds passed by systemd, with their names, fetched once. */
@@ -94,6 +103,18 @@ static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 	event_add(l->ev_accept, NULL);
 }
 
+/* accept() worked (or found nobody waiting, which needs no descriptor): a run of failures ends. */
+static void listener_fed(struct listener *l)
+{
+	if (!l->starved_first_us)
+		return;
+	log_notice("%s socket: accepting clients again (accept() failed %lu times in %.0f s)",
+		   l->name, l->starved_tries,
+		   (double)(l->starved_last_us - l->starved_first_us) / 1e6);
+	l->starved_first_us = 0;
+	l->starved_tries = 0;
+}
+
 /* Accept every pending client; pause for a second when out of file descriptors. */
 static void listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -101,14 +122,27 @@ static void listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < 64; i++) {
 		int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd >= 0) {
+			listener_fed(l);
 			server_accept(l->srv, cfd, l->kind);
 			continue;
 		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
-		    errno == ECONNABORTED)
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) {
+			listener_fed(l);
+			return;
+		}
+		if (errno == EINTR)
 			return;
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			log_warn_errno(-errno, "cannot accept clients, pausing for a second");
+			uint64_t now = clock_now_us();
+			if (!l->starved_first_us) {
+				l->starved_first_us = now;
+				log_warn_errno(-errno,
+					       "%s socket: cannot accept clients, pausing; trying "
+					       "again every second, logged again once it works",
+					       l->name);
+			}
+			l->starved_last_us = now;
+			l->starved_tries++;
 			event_del(l->ev_accept);
 			struct timeval tv = {.tv_sec = 1};
 			evtimer_add(l->ev_resume, &tv);
@@ -218,6 +252,7 @@ int listener_open_named(struct event_base *base, struct server *srv, enum sock_k
 	l->base = base;
 	l->srv = srv;
 	l->kind = kind;
+	snprintf(l->name, sizeof(l->name), "%s", name);
 	l->fd = activation_take(name);
 	if (l->fd >= 0) {
 		if (sd_is_socket_unix(l->fd, SOCK_STREAM, 1, NULL, 0) <= 0) {

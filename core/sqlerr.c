@@ -2,6 +2,8 @@
 #include "sqlerr.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 
 int sql_errno(sqlite3 *db, int rc)
 {
@@ -44,4 +46,19 @@ int sql_errno(sqlite3 *db, int rc)
 	default:
 		return -EIO;
 	}
+}
+
+const char *sql_errmsg(sqlite3 *db, char *buf, size_t len)
+{
+	if (!db) {
+		snprintf(buf, len, "cannot open");
+		return buf;
+	}
+	int primary = sqlite3_extended_errcode(db) & 0xff;
+	int e = sqlite3_system_errno(db);
+	if (e > 0 && (primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN))
+		snprintf(buf, len, "%s (%s)", sqlite3_errmsg(db), strerror(e));
+	else
+		snprintf(buf, len, "%s", sqlite3_errmsg(db));
+	return buf;
 }

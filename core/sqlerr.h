@@ -1,6 +1,8 @@
 /* sqlerr: an SQLite result code as a negative errno, one mapping for every SQLite user. */
 #pragma once
 
+#include <stddef.h>
+
 #include <sqlite3.h>
 
 /*
@@ -11,3 +13,10 @@
  * Extended codes are understood.
  */
 int sql_errno(sqlite3 *db, int rc);
+
+/*
+ * sqlite3_errmsg(db) in buf, followed by the system's own error when SQLite's last one on
+ * db was an I/O or open failure that has one: "disk I/O error (No space left on device)"
+ * where SQLite alone says "disk I/O error". db may be NULL ("cannot open"). Returns buf.
+ */
+const char *sql_errmsg(sqlite3 *db, char *buf, size_t len);

@@ -1011,7 +1011,9 @@ static int open_fail(struct sqlite_store *s, sqlite3 *db, int rc, const char *wh
 	int e = sql_errno(db, rc);
 	if (e == 0)
 		e = -EIO;
-	store_set_err(err, errlen, "%s: %s: %s", s->path, what, db ? sqlite3_errmsg(db) : "?");
+	char msg[256];
+	store_set_err(err, errlen, "%s: %s: %s", s->path, what,
+		      db ? sql_errmsg(db, msg, sizeof(msg)) : "?");
 	return e;
 }
 

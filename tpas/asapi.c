@@ -469,11 +469,14 @@ static void h_send_downlink(struct asapi *a, struct req *r)
 	case -ENOMEM:
 		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;
-	default:
-		log_warn_errno(rc, "downlink to %s", dev);
-		req_error(r, "io.tpad.AS.StoreFailed",
-			  json_pack("{s:s}", "reason", "cannot commit the downlink counter"));
+	default: {
+		char reason[128];
+		snprintf(reason, sizeof(reason), "cannot commit the downlink counter: %s",
+			 strerror(-rc));
+		log_warnx("downlink to %s: %s", dev, reason);
+		req_error(r, "io.tpad.AS.StoreFailed", json_pack("{s:s}", "reason", reason));
 		return;
+	}
 	}
 }
 

@@ -238,6 +238,25 @@ static void pool_done(const struct pool_result *pr, void *arg)
 	req_unlink(q);
 }
 
+/*
+ * A journal error as downlink_send() returns it: the journal's own errno, so that a full
+ * disk is named as one, except the codes that mean something else to its caller.
+ */
+static int store_err(int r)
+{
+	switch (r) {
+	case -ENOENT:
+	case -ERANGE:
+	case -EBUSY:
+	case -ENOMEM:
+	case -ENOTCONN:
+	case -EINVAL:
+		return -EIO;
+	default:
+		return r;
+	}
+}
+
 static int send_one(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
 		    size_t n, bool confirmed, downlink_done_fn *done, void *arg)
 {
@@ -252,12 +271,12 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	struct as_session s;
 	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);
 	if (r < 0)
-		return r == -ENOENT ? -ENOENT : -EIO;
+		return r == -ENOENT ? -ENOENT : store_err(r);
 	uint32_t fcnt;
 	r = journal_fcnt_dn_take(d->journal, s.id, &fcnt);
 	if (r < 0) {
 		cred_wipe(&s, sizeof(s));
-		return r == -ERANGE ? -ERANGE : -EIO;
+		return r == -ERANGE ? -ERANGE : store_err(r);
 	}
 	uint8_t buf[DOWNLINK_MAX_PAYLOAD];
 	char hex[2 * DOWNLINK_MAX_PAYLOAD + 1];

@@ -54,7 +54,8 @@ struct downlink *downlink_free(struct downlink *d);
  * Send payload (n bytes of plaintext) to dev_eui on fport: take and commit the session's
  * next FCntDn, encrypt, sign and queue the POST. 0 when queued (done is called later,
  * once); -ENOENT no session for the device, -ERANGE its FCntDn is used up, -EBUSY the
- * queue is full, -EIO the journal failed (nothing was sent).
+ * queue is full; any other negative errno: the journal failed with it (-ENOSPC: the disk
+ * is full; -EIO when its own code is one of the above), and nothing was sent.
  */
 int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
 		  size_t n, bool confirmed, downlink_done_fn *done, void *arg);

@@ -204,8 +204,9 @@ static int version_check(struct journal *j, const char *path, bool copy_older, c
 		v = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
 	if (rc != SQLITE_ROW) {
+		char msg[256];
 		snprintf(err, errlen, "%s: cannot read the schema version: %s", path,
-			 sqlite3_errmsg(j->db));
+			 sql_errmsg(j->db, msg, sizeof(msg)));
 		return sql_errno(NULL, rc);
 	}
 	if (v > JOURNAL_SCHEMA) {
@@ -394,8 +395,9 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 	if ((r = exec(j, "PRAGMA journal_mode = WAL")) < 0 ||
 	    (r = exec(j, "PRAGMA synchronous = FULL")) < 0 || (r = exec(j, schema)) < 0 ||
 	    (r = migrate(j)) < 0) {
+		char msg[256];
 		snprintf(err, errlen, "%s: cannot set up the database: %s", path,
-			 sqlite3_errmsg(j->db));
+			 sql_errmsg(j->db, msg, sizeof(msg)));
 		goto fail;
 	}
 	for (int i = 0; i < ST_COUNT; i++) {

@@ -1,7 +1,8 @@
 """Disk-full test body, run by test_activation.py inside a private mount namespace.
 
 Puts the store on a 2 MiB tmpfs, fills it, and checks: StoreFailed, the daemon keeps
-serving, nothing half-written, and activation works again once space is freed.
+serving, nothing half-written, and activation works again once space is freed; started on
+a full disk, tpad names it.
 Exit 0 pass, 1 fail, 77 skip.
 """
 
@@ -15,6 +16,18 @@ import tpadtest
 from tpadtest import Daemon, Sim, VarlinkError, wait_for
 
 TKM = "31110123D345666E2DBD"
+
+
+def fill(path):
+    """Fill the disk path is on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def main():
@@ -43,15 +56,8 @@ def main():
                 return c.call("io.tpad.Station.Activate", {"devEUI": e, "tkmInfo": TKM})
 
         act("0000000000000001")
-        # Fill the disk.
         filler = os.path.join(disk, "filler")
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill(filler)
         failures = 0
         for i in range(2, 40):
             try:
@@ -82,6 +88,12 @@ def main():
             rows = a.call("io.tpad.Admin.Status")["store"]["rows"]
         assert rows["ISSUED"] == 39 and rows["PENDING"] == 0, rows
         assert d.stop() == 0
+        # Started on a full disk, tpad cannot open the store and says why.
+        fill(filler)
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert "No space left on device" in p.stderr, p.stderr
         print(f"ok: {failures} StoreFailed while full, recovered")
         return 0
     except AssertionError as e:
