@@ -571,12 +571,23 @@ class TpadTestCase(unittest.TestCase):
         reports = [(p, sanitizer_report(p)) for p in
                    [d.log_path for d in self.daemons] + [s.log_path for s in self.sims]]
         reports = [(p, r) for p, r in reports if r]
-        # Secrets never reach a log, in any case and spelling.
+        # Secrets never reach a log, in any case and spelling: the PSK, the store key, and
+        # every AppKey the cloud holds (the simulators' registries, saved as they stopped).
+        app_keys = set()
+        for s in self.sims:
+            try:
+                with open(os.path.join(s.workdir, "sim-registry.json")) as f:
+                    devices = json.load(f).get("devices", [])
+            except (OSError, ValueError):
+                continue
+            app_keys.update(d["appKey"].lower() for d in devices if d.get("appKey"))
         for d in self.daemons:
             log = d.log_text_all().lower()
             with open(d.key_file) as f:
                 key = f.read().strip().lower()
-            for name, secret in (("PSK", d.psk_hex.lower()), ("store key", key)):
+            named = [("PSK", d.psk_hex.lower()), ("store key", key)]
+            named += [("AppKey " + k[:4] + "...", k) for k in sorted(app_keys)]
+            for name, secret in named:
                 if secret and secret in log:
                     reports.append((d.log_path, f"the {name} appears in the log"))
         if failed or reports or os.environ.get("KEEP_TMP"):
