@@ -249,10 +249,9 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 	const char *error = json_string_value(json_object_get(reply, "error"));
 	bool print_failed = error && strcmp(error, "io.tpad.Station.PrintFailed") == 0;
 	if (error && !print_failed) {
-		int st = 1;
-		if (ctl_wrong_socket(c, method, reply)) {
-			st = CTL_EXIT_USAGE;
-		} else {
+		int st = ctl_wrong_socket(c, method, reply);
+		if (!st) {
+			st = 1;
 			if (a->json)
 				ctl_print_json(reply);
 			ctl_print_error(reply);

@@ -158,6 +158,53 @@ class Sockets(TpadTestCase):
                 self.assertIn(want, p.stderr)
                 self.assertNotIn("MethodNotFound", p.stderr)
 
+    def test_older_tpad_without_the_method(self):
+        """A tpad older than tpactl (a rollback, a line not upgraded yet) answers a newer
+        admin method MethodNotFound on its admin socket: tpactl says that tpad does not
+        know it, not that the admin socket is the station socket."""
+        import json
+        import socket
+        path = os.path.join(self.tmp, "old-admin.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(4)
+        self.addCleanup(srv.close)
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                buf = b""
+                with conn:
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                        while b"\0" in buf:
+                            msg, buf = buf.split(b"\0", 1)
+                            method = json.loads(msg)["method"]
+                            if method == "org.varlink.service.GetInfo":
+                                r = {"parameters": {
+                                    "vendor": "tpad", "product": "tpad", "version": "0.0.9",
+                                    "url": "", "interfaces": ["org.varlink.service",
+                                                              "io.tpad.Admin"]}}
+                            else:
+                                r = {"error": "org.varlink.service.MethodNotFound",
+                                     "parameters": {"method": method}}
+                            conn.sendall(json.dumps(r).encode() + b"\0")
+        threading.Thread(target=serve, daemon=True).start()
+        for args in (("print", "0123456789ABCDEF"), ("backup", os.path.join(self.tmp, "b")),
+                     ("devices",)):
+            with self.subTest(args=args):
+                p = run("--socket", path, *args)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn("(version 0.0.9) does not know io.tpad.Admin.", p.stderr)
+                self.assertIn("older than this tpactl", p.stderr)
+                self.assertNotIn("station socket", p.stderr)
+
 
 class Health(TpadTestCase):
     def test_status_exit_statuses_and_colour(self):
