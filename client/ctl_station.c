@@ -219,6 +219,7 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 	if (qr)
 		json_object_set_new(params, "qr", qr);
 	json_t *print = ctl_print_options(a);
+	bool printing = print != NULL;
 	if (print)
 		json_object_set_new(params, "print", print);
 	char *ptext = json_dumps(params, JSON_COMPACT);
@@ -286,6 +287,15 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 			       (long long)json_integer_value(json_object_get(pr, "job")));
 	}
 	status = handle_label_json(a, json_object_get(p, "qr"));
+	if (printing && !json_is_object(json_object_get(p, "print"))) {
+		/* A tpad older than tpactl ignores print (unknown parameters are ignored). */
+		fprintf(stderr,
+			"tpactl: tpad did not print the label: its reply says nothing of a print "
+			"job, so it is older than this tpactl and does not print; the device is "
+			"%s\nPrint it from a tpad that prints, or upgrade this one.\n",
+			json_string_value(json_object_get(json_object_get(p, "device"), "state")));
+		status = status ? status : 1;
+	}
 	json_decref(reply);
 	return status;
 }
