@@ -159,13 +159,47 @@ void ctl_print_error(json_t *reply)
 	fputc('\n', stderr);
 }
 
-bool ctl_wrong_socket(const struct ctl *c, const char *method, json_t *reply)
+/*
+ * Whether the daemon c talks to offers interface iface on this socket, by
+ * org.varlink.service.GetInfo; its version into ver (empty when it gives none).
+ */
+static bool ctl_offers(struct ctl *c, const char *iface, char *ver, size_t verlen)
+{
+	ver[0] = '\0';
+	json_t *reply = NULL;
+	if (ctl_send(c, "org.varlink.service.GetInfo", NULL, false) < 0 || ctl_recv(c, &reply) < 0)
+		return false;
+	json_t *p = json_object_get(reply, "parameters");
+	const char *v = json_string_value(json_object_get(p, "version"));
+	snprintf(ver, verlen, "%s", v ? v : "");
+	bool offers = false;
+	size_t i;
+	json_t *name;
+	json_array_foreach(json_object_get(p, "interfaces"), i, name)
+	{
+		const char *s = json_string_value(name);
+		offers = offers || (s && strcmp(s, iface) == 0);
+	}
+	json_decref(reply);
+	return offers;
+}
+
+int ctl_wrong_socket(struct ctl *c, const char *method, json_t *reply)
 {
 	const char *err = json_string_value(json_object_get(reply, "error"));
 	bool admin = strncmp(method, "io.tpad.Admin.", 14) == 0;
 	bool station = strncmp(method, "io.tpad.Station.", 16) == 0;
 	if (!err || strcmp(err, PROTO_ERR_METHOD_NOT_FOUND) != 0 || !(admin || station))
-		return false;
+		return 0;
+	/* The socket offers the interface, not this method: a tpad older than tpactl. */
+	char ver[64];
+	if (ctl_offers(c, admin ? "io.tpad.Admin" : "io.tpad.Station", ver, sizeof(ver))) {
+		fprintf(stderr,
+			"tpactl: %s at %s (version %s) does not know %s: it is older than this "
+			"tpactl\nUpgrade %s, or use the tpactl installed with it.\n",
+			ctl_daemon(c), c->path, ver[0] ? ver : "not given", method, ctl_daemon(c));
+		return 1;
+	}
 	/* The method exists, on the other socket: say which one to use. */
 	fprintf(stderr,
 		"tpactl: %s is %s method, but %s is tpad's %s socket\n"
@@ -174,7 +208,7 @@ bool ctl_wrong_socket(const struct ctl *c, const char *method, json_t *reply)
 		admin ? "admin" : "station",
 		admin ? TPAD_RUNDIR "/admin.sock" : TPAD_RUNDIR "/station.sock",
 		admin ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
-	return true;
+	return CTL_EXIT_USAGE;
 }
 
 int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, json_t **ret_params)
@@ -187,9 +221,10 @@ int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, j
 	if (r < 0)
 		return r;
 	if (json_object_get(reply, "error")) {
-		if (ctl_wrong_socket(c, method, reply)) {
+		int wrong = ctl_wrong_socket(c, method, reply);
+		if (wrong) {
 			json_decref(reply);
-			return CTL_EXIT_USAGE;
+			return wrong;
 		}
 		if (json_out)
 			ctl_print_json(reply);

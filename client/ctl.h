@@ -86,10 +86,12 @@ int ctl_recv(struct ctl *c, json_t **ret_reply);
 int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, json_t **ret_params);
 
 /*
- * If reply is MethodNotFound for an io.tpad method, the client chose the other socket:
- * say which socket to use and return true.
+ * If reply is MethodNotFound for an io.tpad method, say why and return the exit status:
+ * CTL_EXIT_USAGE when the client chose the other socket (naming the one to use), 1 when
+ * the socket offers the method's interface but its tpad is older than tpactl (asked by
+ * GetInfo on c). 0 for any other reply.
  */
-bool ctl_wrong_socket(const struct ctl *c, const char *method, json_t *reply);
+int ctl_wrong_socket(struct ctl *c, const char *method, json_t *reply);
 
 /* Print an error reply as a human sentence on stderr. */
 void ctl_print_error(json_t *reply);

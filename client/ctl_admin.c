@@ -688,9 +688,10 @@ static int import_call(struct ctl *c, struct ctl_args *a, json_t *chunk, bool fi
 			return r;
 		if (json_object_get(reply, "error")) {
 			bar_clear(b);
-			if (ctl_wrong_socket(c, "io.tpad.Admin.Import", reply)) {
+			int wrong = ctl_wrong_socket(c, "io.tpad.Admin.Import", reply);
+			if (wrong) {
 				json_decref(reply);
-				return CTL_EXIT_USAGE;
+				return wrong;
 			}
 			if (a->json)
 				ctl_print_json(reply);
@@ -1011,9 +1012,10 @@ int ctl_export(struct ctl *c, struct ctl_args *a)
 		}
 		if (json_object_get(reply, "error")) {
 			bar_clear(&b);
-			if (ctl_wrong_socket(c, "io.tpad.Admin.Export", reply)) {
+			int wrong = ctl_wrong_socket(c, "io.tpad.Admin.Export", reply);
+			if (wrong) {
 				json_decref(reply);
-				status = CTL_EXIT_USAGE;
+				status = wrong;
 				break;
 			}
 			if (a->json)

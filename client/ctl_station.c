@@ -219,6 +219,7 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 	if (qr)
 		json_object_set_new(params, "qr", qr);
 	json_t *print = ctl_print_options(a);
+	bool printing = print != NULL;
 	if (print)
 		json_object_set_new(params, "print", print);
 	char *ptext = json_dumps(params, JSON_COMPACT);
@@ -249,10 +250,9 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 	const char *error = json_string_value(json_object_get(reply, "error"));
 	bool print_failed = error && strcmp(error, "io.tpad.Station.PrintFailed") == 0;
 	if (error && !print_failed) {
-		int st = 1;
-		if (ctl_wrong_socket(c, method, reply)) {
-			st = CTL_EXIT_USAGE;
-		} else {
+		int st = ctl_wrong_socket(c, method, reply);
+		if (!st) {
+			st = 1;
 			if (a->json)
 				ctl_print_json(reply);
 			ctl_print_error(reply);
@@ -287,6 +287,15 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 			       (long long)json_integer_value(json_object_get(pr, "job")));
 	}
 	status = handle_label_json(a, json_object_get(p, "qr"));
+	if (printing && !json_is_object(json_object_get(p, "print"))) {
+		/* A tpad older than tpactl ignores print (unknown parameters are ignored). */
+		fprintf(stderr,
+			"tpactl: tpad did not print the label: its reply says nothing of a print "
+			"job, so it is older than this tpactl and does not print; the device is "
+			"%s\nPrint it from a tpad that prints, or upgrade this one.\n",
+			json_string_value(json_object_get(json_object_get(p, "device"), "state")));
+		status = status ? status : 1;
+	}
 	json_decref(reply);
 	return status;
 }

@@ -1048,6 +1048,42 @@ static int store_key_check(struct sqlite_store *s, char *err, size_t errlen)
 	return e;
 }
 
+/* The store's refusal of a newer schema; -ENOTSUP. */
+static int store_newer(struct sqlite_store *s, int64_t version, char *err, size_t errlen)
+{
+	store_set_err(err, errlen,
+		      "%s: schema version %lld is newer than this tpad supports (%d); "
+		      "refusing to open it",
+		      s->path, (long long)version, STORE_SCHEMA_VERSION);
+	return -ENOTSUP;
+}
+
+/*
+ * Before anything of the file changes (its journal mode, a copy, the schema): a store of a
+ * newer tpad is refused, and one of an older tpad whose key check the store key fails (a
+ * start that cannot succeed copied the whole store aside each time, every RestartSec=
+ * under systemd). What else the migration finds wrong is refused inside its transaction.
+ */
+static int store_precheck(struct sqlite_store *s, char *err, size_t errlen)
+{
+	int64_t version = 0;
+	int rc = query_int(s->wdb, "PRAGMA user_version", &version);
+	if (rc != SQLITE_OK)
+		return open_fail(s, s->wdb, rc, "cannot read the schema version", err, errlen);
+	if (version < 0 || version > STORE_SCHEMA_VERSION)
+		return store_newer(s, version, err, errlen);
+	if (version == 0 || version == STORE_SCHEMA_VERSION)
+		return 0;
+	if (sql_key_check(s->wdb, s->seal, key_check_aad, NULL) == -EBADMSG) {
+		store_set_err(err, errlen,
+			      "%s: the store key does not match the key this store was created "
+			      "with; nothing was changed (schema %lld, not migrated)",
+			      s->path, (long long)version);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 /* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one transaction. */
 static int store_migrate(struct sqlite_store *s, char *err, size_t errlen)
 {
@@ -1083,11 +1119,7 @@ static int store_migrate(struct sqlite_store *s, char *err, size_t errlen)
 		goto rollback;
 	}
 	if (version < 0 || version > STORE_SCHEMA_VERSION) {
-		store_set_err(err, errlen,
-			"%s: schema version %lld is newer than this tpad supports (%d); "
-			"refusing to open it",
-			s->path, (long long)version, STORE_SCHEMA_VERSION);
-		e = -ENOTSUP;
+		e = store_newer(s, version, err, errlen);
 		goto rollback;
 	}
 	for (int64_t v = version; v < STORE_SCHEMA_VERSION; v++) {
@@ -1190,6 +1222,9 @@ static int store_open_writer(struct sqlite_store *s, char *err, size_t errlen)
 		return open_fail(s, s->wdb, rc, "cannot open", err, errlen);
 	sqlite3_extended_result_codes(s->wdb, 1);
 	sqlite3_busy_timeout(s->wdb, STORE_WRITE_BUSY_MS);
+	int e = store_precheck(s, err, errlen);
+	if (e < 0)
+		return e;
 
 	sqlite3_stmt *st;
 	rc = sqlite3_prepare_v2(s->wdb, "PRAGMA journal_mode = WAL", -1, &st, NULL);
@@ -1211,7 +1246,7 @@ static int store_open_writer(struct sqlite_store *s, char *err, size_t errlen)
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->wdb, rc, "cannot set pragmas", err, errlen);
 
-	int e = store_migrate(s, err, errlen);
+	e = store_migrate(s, err, errlen);
 	if (e < 0)
 		return e;
 

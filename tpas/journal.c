@@ -183,6 +183,9 @@ static bool has_column(struct journal *j, const char *name)
 	return has;
 }
 
+static const char wrong_key[] =
+    "%s: the store key does not match the key this store was created with (store.key-file)";
+
 /* The schema this tpas writes (PRAGMA user_version). */
 #define JOURNAL_SCHEMA 2
 #define SCHEMA_TEXT_(n) #n
@@ -192,7 +195,7 @@ static bool has_column(struct journal *j, const char *name)
  * Before the schema is touched: a journal of a newer tpas is refused (what this one
  * would write there, it could not know to be right: an FCntDn used again, say); one of
  * an older tpas is copied aside first (<path>.v<N>-<time>.bak, when copy_older), as tpad
- * does its store.
+ * does its store, unless its key check refuses the store key (then nothing changes).
  */
 static int version_check(struct journal *j, const char *path, bool copy_older, char *err,
 			 size_t errlen)
@@ -218,6 +221,11 @@ static int version_check(struct journal *j, const char *path, bool copy_older, c
 	}
 	if (!copy_older || v == 0 || v == JOURNAL_SCHEMA || strcmp(path, ":memory:") == 0)
 		return 0;
+	/* A key the journal's key check refuses: refused before the copy and the migration. */
+	if (sql_key_check(j->db, j->seal, key_check_aad, NULL) == -EBADMSG) {
+		snprintf(err, errlen, wrong_key, path);
+		return -EBADMSG;
+	}
 	char copy[4096], why[256];
 	int r = sql_backup_pre_migration(j->db, path, (int)v, copy, sizeof(copy), why, sizeof(why));
 	if (r < 0) {
@@ -291,9 +299,6 @@ static int key_opens_a_row(struct journal *j)
 	sqlite3_finalize(s);
 	return r < 0 ? -EBADMSG : 0;
 }
-
-static const char wrong_key[] =
-    "%s: the store key does not match the key this store was created with (store.key-file)";
 
 /*
  * The store key must be the one the store was created with: nothing sealed with another

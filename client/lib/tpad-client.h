@@ -10,7 +10,8 @@
  * used by one thread at a time. Open one connection per thread: there is no shared or
  * global state, and errors are returned in the caller's struct tpad_error.
  * Signals: a closed peer never raises SIGPIPE in the calling process.
- * ABI: the structs below are part of the soname's ABI (libtpad-client.so.0).
+ * ABI: the structs below are part of the soname's ABI (libtpad-client.so.1). A program
+ * built against libtpad-client.so.0 (qr_text of 512 bytes) must be built again.
  */
 
 #include <stddef.h>

@@ -565,6 +565,49 @@ class Migration(Base):
         self.assertEqual(out, "2")
         self.assertIn("before migrating schema 2 to 3", self.d.log_text_all())
 
+    def refused(self, d):
+        """Start d expecting a refusal at open; its log."""
+        d.start(wait=False)
+        self.assertEqual(d.proc.wait(15), 1)
+        d.proc = None
+        d.log.close()
+        d.notify.close()
+        return d.log_text_all()
+
+    def store_hash(self, path):
+        import hashlib
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def test_v2_store_with_another_key_is_refused_before_any_copy(self):
+        """Under systemd each refused start is retried every RestartSec=: a start with the
+        wrong store-key must not copy the whole store aside each time."""
+        import glob
+        d = self.daemon()
+        shutil.copy(os.path.join(FIXTURES, "store-v2.db"), d.store)
+        os.chmod(d.store, 0o600)
+        before = self.store_hash(d.store)
+        for _ in range(2):
+            log = self.refused(d)
+        self.assertIn("the store key does not match", log)
+        self.assertIn("nothing was changed", log)
+        self.assertEqual(glob.glob(d.store + ".v2-*.bak"), [])
+        self.assertEqual(self.store_hash(d.store), before)
+
+    def test_newer_store_is_refused_unchanged(self):
+        """A rollback: a store of a newer tpad (here a copy in rollback-journal mode, as
+        tpactl backup writes it) is refused with its version and left byte for byte."""
+        d = self.daemon()
+        shutil.copy(os.path.join(FIXTURES, "store-v2.db"), d.store)
+        os.chmod(d.store, 0o600)
+        subprocess.run(["sqlite3", d.store, "PRAGMA journal_mode = DELETE; "
+                        "PRAGMA user_version = 9"], check=True, capture_output=True)
+        before = self.store_hash(d.store)
+        log = self.refused(d)
+        self.assertIn("schema version 9 is newer than this tpad supports (3)", log)
+        self.assertEqual(self.store_hash(d.store), before)
+        self.assertFalse(os.path.exists(d.store + "-wal"))
+
 
 if __name__ == "__main__":
     import unittest

@@ -157,14 +157,14 @@ class InstallTree(unittest.TestCase):
 
     def test_client_library(self):
         """libtpad-client: soname, one header, a pkg-config file that builds the example."""
-        lib = self.d(self.libdir, "libtpad-client.so.0.1.0")
+        lib = self.d(self.libdir, "libtpad-client.so.1.0.0")
         self.assertTrue(os.path.isfile(lib), lib)
-        self.assertEqual(os.readlink(self.d(self.libdir, "libtpad-client.so.0")),
-                         "libtpad-client.so.0.1.0")
+        self.assertEqual(os.readlink(self.d(self.libdir, "libtpad-client.so.1")),
+                         "libtpad-client.so.1.0.0")
         self.assertTrue(os.path.islink(self.d(self.libdir, "libtpad-client.so")))
         p = run(["objdump", "-p", lib])
         if p.returncode == 0:
-            self.assertRegex(p.stdout, r"SONAME\s+libtpad-client\.so\.0")
+            self.assertRegex(p.stdout, r"SONAME\s+libtpad-client\.so\.1")
         header = self.d(self.includedir, "tpad-client.h")
         self.assertTrue(os.path.isfile(header))
         if build_options().get("b_sanitize", "none") != "none":

@@ -166,6 +166,38 @@ class Help(TpadTestCase):
 
 
 class Sockets(TpadTestCase):
+    def old_tpad(self, answer):
+        """A socket answering each call with answer(method, parameters), as a tpad of an
+        older version would; its path."""
+        import json
+        import socket
+        path = os.path.join(self.tmp, "old.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(4)
+        self.addCleanup(srv.close)
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                buf = b""
+                with conn:
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                        while b"\0" in buf:
+                            msg, buf = buf.split(b"\0", 1)
+                            call = json.loads(msg)
+                            r = answer(call["method"], call.get("parameters", {}))
+                            conn.sendall(json.dumps(r).encode() + b"\0")
+        threading.Thread(target=serve, daemon=True).start()
+        return path
+
     def test_environment_and_wrong_socket(self):
         d = self.daemon().start()
         env = {"TPAD_ADMIN_SOCKET": d.admin, "TPAD_STATION_SOCKET": d.station}
@@ -196,6 +228,45 @@ class Sockets(TpadTestCase):
                 self.assertIn("tpactl: ", p.stderr)
                 self.assertIn(want, p.stderr)
                 self.assertNotIn("MethodNotFound", p.stderr)
+
+    def test_older_tpad_without_the_method(self):
+        """A tpad older than tpactl (a rollback, a line not upgraded yet) answers a newer
+        admin method MethodNotFound on its admin socket: tpactl says that tpad does not
+        know it, not that the admin socket is the station socket."""
+        def answer(method, params):
+            if method == "org.varlink.service.GetInfo":
+                return {"parameters": {"vendor": "tpad", "product": "tpad",
+                                       "version": "0.0.9", "url": "",
+                                       "interfaces": ["org.varlink.service", "io.tpad.Admin"]}}
+            return {"error": "org.varlink.service.MethodNotFound",
+                    "parameters": {"method": method}}
+        path = self.old_tpad(answer)
+        for args in (("print", "0123456789ABCDEF"), ("backup", os.path.join(self.tmp, "b")),
+                     ("devices",)):
+            with self.subTest(args=args):
+                p = run("--socket", path, *args)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn("(version 0.0.9) does not know io.tpad.Admin.", p.stderr)
+                self.assertIn("older than this tpactl", p.stderr)
+                self.assertNotIn("station socket", p.stderr)
+
+    def test_older_tpad_that_does_not_print(self):
+        """An older tpad ignores print (unknown parameters are ignored): activate --print
+        must not end 0 as if the label were printed."""
+        dev = {"devEUI": "0123456789ABCDEF", "joinEUI": "0000000000000001",
+               "profileId": "00000000", "ownerToken": "00112233445566778899AABBCCDDEEFF",
+               "state": "ISSUED", "qrText": "LW:D0:X", "source": "live"}
+        path = self.old_tpad(lambda method, params: {"parameters": {"device": dev}})
+        for args in (("activate", "--dev-eui", "0123456789ABCDEF", "--tkm-info",
+                      "00112233445566778899", "--print"),
+                     ("lookup", "--dev-eui", "0123456789ABCDEF", "--printer", "zebra"),
+                     ("--json", "lookup", "--dev-eui", "0123456789ABCDEF", "--copies", "2")):
+            with self.subTest(args=args):
+                p = run("--socket", path, *args, "--format", "none")
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn("0123456789ABCDEF", p.stdout)
+                self.assertIn("tpad did not print the label", p.stderr)
+                self.assertIn("the device is ISSUED", p.stderr)
 
 
 class Health(TpadTestCase):

@@ -248,6 +248,55 @@ static void test_token_replays_and_migration(void)
 	CHECK_INT(journal_check_key(copies, store_key, err, sizeof(err)), -EPROTO);
 }
 
+/* The schema version of the journal at path, or -1. */
+static int user_version(const char *path)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int v = -1;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+/*
+ * A journal of an older tpas opened with another store key is refused before anything of
+ * it changes: no copy aside, no migration (a start retried by systemd copied it each
+ * time the version was older).
+ */
+static void test_older_journal_with_another_key(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "oldkey.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	journal_free(j);
+	sqlite3 *db = NULL;
+	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_INT(sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	uint8_t other[32];
+	memcpy(other, store_key, sizeof(other));
+	other[0] ^= 0xff;
+	j = NULL;
+	CHECK_INT(journal_open(path, other, &j, err, sizeof(err)), -EBADMSG);
+	CHECK(j == NULL);
+	CHECK(strstr(err, "the store key does not match") != NULL);
+	CHECK_INT(user_version(path), 1);
+	char copy[300];
+	snprintf(copy, sizeof(copy), "ls %s.v1-*.bak >/dev/null 2>&1", path);
+	CHECK(system(copy) != 0); /* no copy */
+	/* The right key migrates it, with its copy. */
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	journal_free(j);
+	CHECK_INT(user_version(path), 2);
+	CHECK(system(copy) == 0);
+}
+
 /* What the writer handed back, in order. */
 struct done_log {
 	struct journal_entry *got[16];
@@ -537,6 +586,7 @@ int main(int argc, char **argv)
 	test_keys_and_scopes();
 	test_prune_and_cursor();
 	test_token_replays_and_migration();
+	test_older_journal_with_another_key();
 	test_writer_group_commit();
 	test_tunnel_process();
 	test_downlink_query();
