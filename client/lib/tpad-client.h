@@ -26,7 +26,7 @@ extern "C" {
 #define TPAD_CLIENT_API
 #endif
 
-#define TPAD_CLIENT_VERSION "0.1.0"
+#define TPAD_CLIENT_VERSION "0.2.0"
 #define TPAD_DEFAULT_STATION_SOCKET "/run/tpad/station.sock"
 #define TPAD_DEFAULT_ADMIN_SOCKET "/run/tpad/admin.sock"
 
@@ -127,7 +127,7 @@ struct tpad_status {
 
 typedef struct tpad_client tpad_client;
 
-/* The library's version, e.g. "0.1.0". */
+/* The library's version, e.g. "0.2.0" (TPAD_CLIENT_VERSION of the header it was built with). */
 TPAD_CLIENT_API const char *tpad_client_version(void);
 
 /* A short name of a code ("TPAD_E_NOT_FOUND"). */

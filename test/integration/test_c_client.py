@@ -92,7 +92,7 @@ class CClient(TpadTestCase):
         s, d = self.start()
         lib = ctypes.CDLL(os.environ["LIBTPAD_CLIENT"])
         lib.tpad_client_version.restype = ctypes.c_char_p
-        self.assertEqual(lib.tpad_client_version(), b"0.1.0")
+        self.assertEqual(lib.tpad_client_version(), b"0.2.0")
 
         class Error(ctypes.Structure):
             _fields_ = [("code", ctypes.c_int), ("name", ctypes.c_char * 128),

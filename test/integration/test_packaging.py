@@ -240,6 +240,26 @@ class InstallTree(unittest.TestCase):
         for path in paths:
             self.assertTrue(path.startswith(f"{self.sysconfdir}/tpad/credentials/"), path)
 
+    def test_one_version_everywhere(self):
+        """The version the programs print is the one of the man pages, of the library's
+        header and of NEWS.md's newest entry: a release changes them together."""
+        p = run([self.d(self.sbindir, "tpad"), "--version"])
+        self.assertEqual(p.returncode, 0)
+        m = re.match(r"tpad (\d+\.\d+\.\d+)\n", p.stdout)
+        self.assertIsNotNone(m, p.stdout)
+        version = m.group(1)
+        for prog in ("tpas", "tpactl"):
+            exe = self.d(self.bindir if prog == "tpactl" else self.sbindir, prog)
+            self.assertEqual(run([exe, "--version"]).stdout, f"{prog} {version}\n")
+        for page in sorted(p for p in os.listdir(os.path.join(SRC, "man")) if p[-2:-1] == "."):
+            with open(os.path.join(SRC, "man", page)) as f:
+                th = next(line for line in f if line.startswith(".TH "))
+            self.assertIn(f'"tpad {version}"', th, page)
+        with open(os.path.join(SRC, "client", "lib", "tpad-client.h")) as f:
+            self.assertIn(f'#define TPAD_CLIENT_VERSION "{version}"', f.read())
+        with open(os.path.join(SRC, "NEWS.md")) as f:
+            self.assertEqual(re.findall(r"^## (\S+)", f.read(), re.M)[0], version)
+
     def test_installed_programs_run_and_shipped_config_is_valid(self):
         tpad = self.d(self.sbindir, "tpad")
         p = run([tpad, "--version"])
