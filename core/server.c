@@ -17,6 +17,7 @@
 #include "log.h"
 #include "message.h"
 #include "tpad-build.h"
+#include "wipe.h"
 
 /*
  * Past this many unwritten reply bytes a client that does not read is dropped. Below it,
@@ -273,7 +274,7 @@ static void req_send(struct req *r, char *msg, size_t len, bool final)
 		if (!r->held || frame_push(r->held, msg, len) < 0)
 			conn_close(c, "out of memory queueing a reply", false);
 	}
-	free(msg);
+	wipe_free(msg); /* a reply may carry an AppKey */
 	if (final)
 		r->done = true;
 	if (r == TAILQ_FIRST(&c->reqs) || final)
@@ -436,13 +437,13 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		c->msg_begun = false;
 		struct req *q = calloc(1, sizeof(*q));
 		if (!q) {
-			free(msg);
+			wipe_free(msg);
 			conn_close(c, "out of memory", false);
 			return;
 		}
 		struct proto_fault fault;
 		int d = call_decode(msg, len, &q->call, &fault);
-		free(msg);
+		wipe_free(msg); /* a call may carry an AppKey */
 		if (d < 0) {
 			free(q);
 			log_debug("%s client %llu: bad message: %s",

@@ -19,18 +19,26 @@
 #include "hex.h"
 #include "log.h"
 #include "store.h"
+#include "store_backend.h"
 #include "store_sync.h"
 #include "tpa.h"
 
 #define KEY_PEM_MAX 16384
 #define PER_CALL_MAX 1000 /* appKeyGens' own limit */
 #define DECRYPT_SLICE 4	  /* RSA decryptions per turn of the loop (a few ms each) */
-#define HANDED_MAX 4096	  /* AppKeys remembered for their import's hsmEncryptedAppKey */
+#define HANDED_MAX 4096	  /* hsmEncryptedAppKeys remembered for their device's import */
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 
 struct pair {
 	uint8_t app[16];
+	uint8_t hsm[16];
+};
+
+/* A handed-out key's import needs its hsmEncryptedAppKey, found by the AppKey's digest:
+ * the AppKey itself leaves memory once the station has it. */
+struct handed {
+	uint8_t digest[32]; /* store_key_digest() of the AppKey */
 	uint8_t hsm[16];
 };
 
@@ -47,7 +55,7 @@ struct keypool {
 	struct pair *ready;
 	size_t n_ready, cap;
 	/* handed-out keys, a ring */
-	struct pair handed[HANDED_MAX];
+	struct handed handed[HANDED_MAX];
 	size_t handed_n, handed_pos;
 	/* VendorKeys received and not yet decrypted */
 	char **pending;
@@ -328,7 +336,9 @@ int keypool_take(struct keypool *kp, const char *dev_eui, uint8_t app_key[16])
 	}
 	kp->n_ready--;
 	memcpy(app_key, p->app, 16);
-	kp->handed[kp->handed_pos] = *p;
+	struct handed *h = &kp->handed[kp->handed_pos];
+	store_key_digest(p->app, h->digest);
+	memcpy(h->hsm, p->hsm, 16);
 	kp->handed_pos = (kp->handed_pos + 1) % HANDED_MAX;
 	if (kp->handed_n < HANDED_MAX)
 		kp->handed_n++;
@@ -340,14 +350,16 @@ int keypool_take(struct keypool *kp, const char *dev_eui, uint8_t app_key[16])
 
 int keypool_hsm_key(struct keypool *kp, const char *app_key_hex, char out[33])
 {
-	uint8_t k[16], hsm[16];
+	uint8_t k[16], d[32], hsm[16];
 	static const char hexd[] = "0123456789ABCDEF";
 
 	if (!hex_valid(app_key_hex, 32) || hex_decode(app_key_hex, k, 16) < 0)
 		return -EINVAL;
+	store_key_digest(k, d);
+	cred_wipe(k, sizeof(k));
 	int r = -ENOENT;
 	for (size_t i = 0; i < kp->handed_n; i++) {
-		if (memcmp(kp->handed[i].app, k, 16) == 0) {
+		if (memcmp(kp->handed[i].digest, d, sizeof(d)) == 0) {
 			memcpy(hsm, kp->handed[i].hsm, 16);
 			r = 0;
 			break;

@@ -19,6 +19,7 @@
 #include "server.h"
 #include "tpad-build.h"
 #include "tpad.h"
+#include "wipe.h"
 
 /* How long SIGTERM waits for calls in flight before closing clients anyway. */
 #define STOP_TIMEOUT_MS 30000
@@ -240,6 +241,8 @@ int main(int argc, char **argv)
 {
 	/* Font caches of the label layout go at exit, after every thread has stopped. */
 	atexit(layout_global_cleanup);
+	/* Before the libraries allocate: a block they free is zeroed (keys pass there). */
+	wipe_install();
 	struct daemon_cmdline cl;
 	int exit_status = daemon_cmdline_parse(argc, argv, "tpad", TPAD_VERSION,
 					       CONFIG_DEFAULT_PATH, true, usage, &cl);

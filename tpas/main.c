@@ -31,6 +31,7 @@
 #include "tunnel.h"
 #include "tunnel_tls.h"
 #include "webhook.h"
+#include "wipe.h"
 
 /* How long SIGTERM waits for calls in flight (downlinks) before closing clients anyway. */
 #define STOP_TIMEOUT_MS 15000
@@ -526,6 +527,8 @@ out:
 
 int main(int argc, char **argv)
 {
+	/* Before the libraries allocate: a block they free is zeroed (keys pass there). */
+	wipe_install();
 	struct daemon_cmdline cl;
 	int exit_status = daemon_cmdline_parse(argc, argv, "tpas", TPAD_VERSION,
 					       ASCONF_DEFAULT_PATH, false, usage, &cl);
