@@ -182,7 +182,8 @@ class CounterExhausted(TpadError):
 class LrcFailed(TpadError):
     """tpas: the LRC refused the downlink or did not answer; .fcnt_dn was spent all the same.
 
-    .status is the LRC's HTTP status (0 when no answer came), .reason says why.
+    .status is the LRC's HTTP status (0 when no answer came), .reason says why, .answer is
+    the body the LRC answered with (None when it did not answer).
     """
 
     @property
@@ -196,6 +197,10 @@ class LrcFailed(TpadError):
     @property
     def reason(self) -> Optional[str]:
         return self.parameters.get("reason")
+
+    @property
+    def answer(self) -> Optional[str]:
+        return self.parameters.get("answer")
 
 
 class NoLrc(TpadError):

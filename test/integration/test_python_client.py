@@ -226,7 +226,8 @@ class ConnectionErrors(TpadTestCase):
 
     def test_tpas_errors_are_raised_by_name(self):
         path = os.path.join(self.tmp, "apps.sock")
-        failed = {"devEUI": DEV, "fCntDn": 7, "status": 500, "reason": "LRC answered 500"}
+        failed = {"devEUI": DEV, "fCntDn": 7, "status": 500, "reason": "LRC answered 500",
+                  "answer": "Internal error"}
         srv = FakeServer(path, {"io.tpad.AS.SendDownlink": [
             reply(failed, error="io.tpad.AS.LrcFailed"),
             reply(error="io.tpad.AS.Busy"),
@@ -235,7 +236,8 @@ class ConnectionErrors(TpadTestCase):
             with Client(path, timeout=5, interface=tpad_client.AS) as c:
                 with self.assertRaises(tpad_client.LrcFailed) as e:
                     c.call("SendDownlink", devEUI=DEV, fPort=2, payload="01")
-                self.assertEqual((e.exception.fcnt_dn, e.exception.status), (7, 500))
+                self.assertEqual((e.exception.fcnt_dn, e.exception.status, e.exception.answer),
+                                 (7, 500, "Internal error"))
                 self.assertEqual(srv.calls[0]["method"], "io.tpad.AS.SendDownlink")
                 with self.assertRaises(tpad_client.Busy):
                     c.call("SendDownlink", devEUI=DEV, fPort=2, payload="01")

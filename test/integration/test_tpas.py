@@ -1759,6 +1759,22 @@ class Downlink(TpasCase):
         self.assertEqual(e.exception.error, "io.tpad.AS.Busy")
         self.assertEqual(len(s.state["downlinks"]), n)
 
+    def test_a_refusal_carries_the_lrcs_answer(self):
+        """The LRC says why it refuses a downlink in its answer's body: LrcFailed carries it
+        (answer, as SendDownlink's reply does), and tpactl as send shows it."""
+        t, s = self.downlink_ready()
+        s.faults["downlink_status"] = 400
+        with Client(t.apps) as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
+        self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+        self.assertEqual(e.exception.params, {
+            "devEUI": DEV, "fCntDn": 0, "status": 400, "reason": "LRC answered 400",
+            "answer": "fault on demand"})
+        p = t.tpactl("as", "send", "--dev-eui", DEV, "--port", "1", "--payload", "01")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("status=400, reason=LRC answered 400, answer=fault on demand", p.stderr)
+
     def test_downlink_with_the_lrc_down(self):
         port = free_port()
         t = self.tpas(lrc_url=f"http://127.0.0.1:{port}").start()
@@ -1771,6 +1787,7 @@ class Downlink(TpasCase):
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
         self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
         self.assertEqual(e.exception.params["status"], 0)
+        self.assertNotIn("answer", e.exception.params)  # no answer came
         # tpactl as status says so by its exit status, as tpactl status does: 4 down,
         # 5 once the breaker opened; the human output shows the breaker.
         wait_for(lambda: t.status()["lrc"]["state"] == "down", 20, "the LRC down")
