@@ -1943,6 +1943,28 @@ class ExampleApp(TpasCase):
         self.assertIn("tpas refuses to resume after seq 99: 99 is past the journal's "
                       "lastSeq 13", pathlib.Path(err).read_text())
 
+    def test_tpas_gone_during_a_downlink_the_uplink_comes_again(self):
+        """tpas killed while the answer to an uplink waits on a slow LRC: the seq is not
+        saved, so after the restart the uplink is processed again and answered again, with
+        the next FCntDn (the first downlink may well have reached the LRC)."""
+        t, s = self.downlink_ready()
+        app, out, err = self.start_app(t)
+        s.faults["downlink_delay"] = 1
+        self.assertEqual(s.uplink(DEV, b"?", fport=2)[0], 200)
+        self.wait_seq(out, 2, "the configuration request")
+        t.kill9()
+        wait_for(lambda: "tpas closed the connection during io.tpad.AS.SendDownlink" in
+                 pathlib.Path(err).read_text(), 10, "the downlink cut")
+        s.faults["downlink_delay"] = 0
+        t.start()
+        wait_for(lambda: sum(x.startswith("downlink ") for x in self.seen(out)[1]) == 1, 10,
+                 "the answer sent again")
+        self.assertEqual(self.seen(out)[0], [1, 2, 2])
+        self.assertIn("FCntDn 1, LRC 200", self.seen(out)[1][-1])
+        wait_for(lambda: len(s.state["downlinks"]) == 2, 10, "both downlinks at the LRC")
+        self.assertEqual(sorted(d["fcnt_dn"] for d in s.state["downlinks"]), [0, 1])
+        self.assertEqual(s.state["violations"], [])
+
 
 class Signals(TpasCase):
     def test_the_journal_writer_thread_has_a_name(self):
