@@ -275,6 +275,21 @@ class TpasCase(unittest.TestCase):
         s.add_device(dev, os.urandom(16))
         self.assertEqual(s.uplink(dev, b"clock", with_key=False)[0], 404)
 
+    def prune(self, t, s, through, removed):
+        """Restart t with store.retention-days = 1 and its uplinks up to seq through made 3
+        days old, and wait for the prune to remove them (removed of them)."""
+        t.stop()
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000 "
+                        f"WHERE seq <= {through}"], check=True)
+        with open(t.conf, "r+") as f:
+            if "retention-days = 1\n" not in f.read():
+                f.write("[store]\nretention-days = 1\n")
+        t.start()
+        self.show_lrc_clock(s)
+        wait_for(lambda: f"{removed} uplinks older than 1 days removed" in t.log_text(), 10,
+                 "the prune")
+
 
 class Tunnel(TpasCase):
     def test_json_and_xml_uplinks_decrypted_in_order(self):
@@ -1342,15 +1357,7 @@ class Journal(TpasCase):
         s.add_device(DEV, self.import_astk(t))
         for i in range(5):
             self.assertEqual(s.uplink(DEV, b"r%d" % i)[0], 200)
-        t.stop()
-        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
-                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000 "
-                        "WHERE seq <= 3"], check=True)
-        with open(t.conf, "a") as f:
-            f.write("[store]\nretention-days = 1\n")
-        t.start()
-        self.show_lrc_clock(s)
-        wait_for(lambda: "3 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
+        self.prune(t, s, 3, 3)
         with Client(t.apps) as c:
             out = c.call_more("io.tpad.AS.Uplinks", {"after": 1, "follow": False})
         self.assertEqual(out[0]["prunedThrough"], 3)
@@ -1367,13 +1374,7 @@ class Journal(TpasCase):
         self.assertIn("were removed (store.retention-days)", t.log_text())
         # Every uplink after `after` removed: a followed stream is told at once, without
         # waiting for the next uplink.
-        t.stop()
-        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
-                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
-                       check=True)
-        t.start()
-        self.show_lrc_clock(s)
-        wait_for(lambda: "2 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
+        self.prune(t, s, 5, 2)
         with Client(t.apps, 5) as c:
             c.send("io.tpad.AS.Uplinks", {"after": 3}, more=True)
             self.assertEqual(c.recv(), {"parameters": {"prunedThrough": 5}, "continues": True})
@@ -1920,15 +1921,7 @@ class ExampleApp(TpasCase):
         # Away longer than store.retention-days: what it missed is named, then skipped.
         for i in range(3):
             self.assertEqual(s.uplink(DEV, b"p%d" % i)[0], 200)
-        t.stop()
-        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
-                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000 "
-                        "WHERE seq <= 12"], check=True)
-        with open(t.conf, "a") as f:
-            f.write("[store]\nretention-days = 1\n")
-        t.start()
-        self.show_lrc_clock(s)
-        wait_for(lambda: "12 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
+        self.prune(t, s, 12, 12)
         app, out, err = self.start_app(t)
         self.wait_seq(out, 13, "the uplink kept")
         self.assertIn("missed uplinks 11 to 12: tpas removed them (store.retention-days)",
