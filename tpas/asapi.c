@@ -415,15 +415,21 @@ static void downlink_done(const struct downlink_result *d, void *arg)
 	char up[17] = "";
 	if (dev)
 		hex_upper(up, dev, 16);
-	if (d->err) {
-		req_error(r, "io.tpad.AS.LrcFailed",
-			  json_pack("{s:s, s:I, s:i, s:s}", "devEUI", up, "fCntDn",
-				    (json_int_t)d->fcnt_dn, "status", d->status, "reason",
-				    d->reason));
-		return;
-	}
 	/* The LRC's body is text from elsewhere: made valid UTF-8 for JSON. */
 	char *answer = utf8_clean(d->answer, strlen(d->answer));
+	if (d->err) {
+		/* The FCntDn is spent: the error says which, out of memory or not. */
+		json_t *e =
+		    json_pack("{s:s, s:I, s:i, s:s}", "devEUI", up, "fCntDn",
+			      (json_int_t)d->fcnt_dn, "status", d->status, "reason", d->reason);
+		/* A refusal's body says why the LRC refused (out of memory: left out). */
+		if (e && d->status && answer &&
+		    json_object_set_new(e, "answer", json_string(answer)) < 0)
+			log_warnx("downlink to %s: out of memory for the LRC's answer", up);
+		free(answer);
+		req_error(r, "io.tpad.AS.LrcFailed", e);
+		return;
+	}
 	json_t *o = answer ? json_pack("{s:I, s:i, s:s}", "fCntDn", (json_int_t)d->fcnt_dn,
 				       "status", d->status, "answer", answer)
 			   : NULL;

@@ -20,6 +20,10 @@ OutcomeUnknown, Busy, StoreFailed, PermissionDenied, PrintFailed, MethodNotFound
 with the error's full name in .error and its parameters in .parameters. A socket that
 cannot be reached or a link that fails raises TpadConnectionError, a ConnectionError.
 
+The same Client speaks to tpas, the application-server side of end-to-end encryption, on
+its apps socket: Client(DEFAULT_APPS_SOCKET, interface=AS), whose io.tpad.AS errors are
+raised the same way (UnknownDevice, LrcFailed, Busy, ...); see example_app.py.
+
 A Client is one connection and is not safe to share between threads without a lock.
 """
 
@@ -32,17 +36,22 @@ import socket
 from typing import Any, Dict, Iterator, Optional
 
 __all__ = [
-    "DEFAULT_STATION_SOCKET", "DEFAULT_ADMIN_SOCKET", "STATION", "ADMIN", "Client", "Device",
+    "DEFAULT_STATION_SOCKET", "DEFAULT_ADMIN_SOCKET", "DEFAULT_APPS_SOCKET", "STATION", "ADMIN",
+    "AS", "AS_ADMIN", "Client", "Device",
     "TpadError", "TpadConnectionError", "TpadTimeout", "TpadProtocolError",
     "InvalidParameter", "NotFound", "Conflict", "UpstreamRejected", "UpstreamUnavailable",
     "OutcomeUnknown", "Busy", "StoreFailed", "PermissionDenied", "ExpectedMore",
     "MethodNotFound", "MethodNotImplemented", "InterfaceNotFound", "PrintFailed",
+    "UnknownDevice", "CounterExhausted", "LrcFailed", "NoLrc",
 ]
 
 DEFAULT_STATION_SOCKET = "/run/tpad/station.sock"
 DEFAULT_ADMIN_SOCKET = "/run/tpad/admin.sock"
+DEFAULT_APPS_SOCKET = "/run/tpas/apps.sock"  # tpas's, for applications
 STATION = "io.tpad.Station"
 ADMIN = "io.tpad.Admin"
+AS = "io.tpad.AS"  # tpas: Uplinks, SendDownlink, Status
+AS_ADMIN = "io.tpad.ASAdmin"
 VARLINK_SERVICE = "org.varlink.service"
 
 # Largest reply accepted; tpad's replies (a PNG label in base64) are far smaller.
@@ -162,6 +171,42 @@ class InterfaceNotFound(TpadError):
     """The socket does not serve the interface."""
 
 
+class UnknownDevice(TpadError):
+    """tpas: no AppSKey is stored for the device (.parameters["devEUI"]): no uplink yet."""
+
+
+class CounterExhausted(TpadError):
+    """tpas: the device's downlink counter is used up; it must rejoin."""
+
+
+class LrcFailed(TpadError):
+    """tpas: the LRC refused the downlink or did not answer; .fcnt_dn was spent all the same.
+
+    .status is the LRC's HTTP status (0 when no answer came), .reason says why, .answer is
+    the body the LRC answered with (None when it did not answer).
+    """
+
+    @property
+    def fcnt_dn(self) -> Optional[int]:
+        return self.parameters.get("fCntDn")
+
+    @property
+    def status(self) -> Optional[int]:
+        return self.parameters.get("status")
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.parameters.get("reason")
+
+    @property
+    def answer(self) -> Optional[str]:
+        return self.parameters.get("answer")
+
+
+class NoLrc(TpadError):
+    """tpas: no LRC is configured ([lrc] url), so no downlink can be sent."""
+
+
 class TpadConnectionError(ConnectionError):
     """tpad's socket cannot be reached, or the connection failed during a call.
 
@@ -185,9 +230,10 @@ _ERROR_CLASSES = {
     cls.__name__: cls
     for cls in (InvalidParameter, NotFound, Conflict, UpstreamRejected, UpstreamUnavailable,
                 OutcomeUnknown, Busy, StoreFailed, PermissionDenied, ExpectedMore,
-                MethodNotFound, MethodNotImplemented, InterfaceNotFound, PrintFailed)
+                MethodNotFound, MethodNotImplemented, InterfaceNotFound, PrintFailed,
+                UnknownDevice, CounterExhausted, LrcFailed, NoLrc)
 }
-_ERROR_PREFIXES = (STATION + ".", ADMIN + ".", VARLINK_SERVICE + ".")
+_ERROR_PREFIXES = (STATION + ".", ADMIN + ".", AS + ".", AS_ADMIN + ".", VARLINK_SERVICE + ".")
 
 
 def error_from_reply(error: str, parameters: Optional[Dict[str, Any]],
@@ -301,7 +347,7 @@ class Client:
             sock.connect(path)
         except OSError as e:
             sock.close()
-            raise _connect_error(path, e) from None
+            raise _connect_error(path, e, interface) from None
         self._sock = sock
 
     def __enter__(self) -> "Client":
@@ -474,8 +520,8 @@ class Client:
                            f"cannot read from {self.path}: {e.strerror or e}")
             if not chunk:
                 self._fail(TpadConnectionError,
-                           f"tpad closed the connection during {method} (see its log: "
-                           f"journalctl -u tpad)")
+                           f"{_daemon(self.interface)} closed the connection during "
+                           f"{method} (see its log: journalctl -u {_daemon(self.interface)})")
             self._buf += chunk
         msg, self._buf = self._buf[:end], self._buf[end + 1:]
         try:
@@ -487,17 +533,24 @@ class Client:
         return reply
 
 
-def _connect_error(path: str, e: OSError) -> TpadConnectionError:
+def _daemon(interface: str) -> str:
+    """The daemon that serves interface: tpas for io.tpad.AS and io.tpad.ASAdmin, else tpad."""
+    return "tpas" if interface.startswith(AS) else "tpad"
+
+
+def _connect_error(path: str, e: OSError, interface: str = STATION) -> TpadConnectionError:
     """A connection error that says what to do about e."""
+    daemon = _daemon(interface)
     if isinstance(e, socket.timeout):
         return TpadTimeout(f"cannot connect to {path}: timed out", path)
     if e.errno == errno.ENOENT:
-        hint = "the socket does not exist: is tpad running? (systemctl status tpad)"
+        hint = f"the socket does not exist: is {daemon} running? (systemctl status {daemon})"
     elif e.errno in (errno.EACCES, errno.EPERM):
-        group = "tpad-admin" if path.endswith("admin.sock") else "tpad-station"
+        role = "station" if daemon == "tpad" else "apps"
+        group = f"{daemon}-admin" if path.endswith("admin.sock") else f"{daemon}-{role}"
         hint = f"permission denied: is this user in the group {group}?"
     elif e.errno == errno.ECONNREFUSED:
-        hint = "nothing listens there: tpad is not running (stale socket)"
+        hint = f"nothing listens there: {daemon} is not running (stale socket)"
     else:
         hint = e.strerror or str(e)
     return TpadConnectionError(f"cannot connect to {path}: {hint}", path)

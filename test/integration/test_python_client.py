@@ -212,6 +212,40 @@ class ConnectionErrors(TpadTestCase):
         e = tpad_client._connect_error("/run/tpad/admin.sock", err)
         self.assertIn("tpad-admin", str(e))
 
+    def test_tpas_sockets_name_tpas(self):
+        """A Client of tpas's apps socket (interface io.tpad.AS) names tpas and its groups
+        in what it says, not tpad's."""
+        err = PermissionError(errno.EACCES, "Permission denied")
+        e = tpad_client._connect_error("/run/tpas/apps.sock", err, tpad_client.AS)
+        self.assertIn("tpas-apps", str(e))
+        e = tpad_client._connect_error("/run/tpas/admin.sock", err, tpad_client.AS_ADMIN)
+        self.assertIn("tpas-admin", str(e))
+        with self.assertRaises(tpad_client.TpadConnectionError) as e:
+            Client(os.path.join(self.tmp, "nope.sock"), timeout=5, interface=tpad_client.AS)
+        self.assertIn("is tpas running? (systemctl status tpas)", str(e.exception))
+
+    def test_tpas_errors_are_raised_by_name(self):
+        path = os.path.join(self.tmp, "apps.sock")
+        failed = {"devEUI": DEV, "fCntDn": 7, "status": 500, "reason": "LRC answered 500",
+                  "answer": "Internal error"}
+        srv = FakeServer(path, {"io.tpad.AS.SendDownlink": [
+            reply(failed, error="io.tpad.AS.LrcFailed"),
+            reply(error="io.tpad.AS.Busy"),
+            reply({"devEUI": DEV}, error="io.tpad.AS.UnknownDevice")]})
+        try:
+            with Client(path, timeout=5, interface=tpad_client.AS) as c:
+                with self.assertRaises(tpad_client.LrcFailed) as e:
+                    c.call("SendDownlink", devEUI=DEV, fPort=2, payload="01")
+                self.assertEqual((e.exception.fcnt_dn, e.exception.status, e.exception.answer),
+                                 (7, 500, "Internal error"))
+                self.assertEqual(srv.calls[0]["method"], "io.tpad.AS.SendDownlink")
+                with self.assertRaises(tpad_client.Busy):
+                    c.call("SendDownlink", devEUI=DEV, fPort=2, payload="01")
+                with self.assertRaises(tpad_client.UnknownDevice):
+                    c.call("SendDownlink", devEUI=DEV, fPort=2, payload="01")
+        finally:
+            srv.close()
+
     def test_no_reply_times_out(self):
         path = os.path.join(self.tmp, "silent.sock")
         srv = FakeServer(path, {})

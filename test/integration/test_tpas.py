@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from test_metrics import (OM_CHECK, PROM_ACCEPT, TEXT_CHECK, Prometheus, http_ge
                           parse, run_python)
 
 TPAS = os.environ.get("TPAS", "build/tpas/tpas")
+EXAMPLE_APP = os.path.join(tpadtest.SRC_ROOT, "client", "python", "example_app.py")
 TPACTL = tpadtest.TPACTL
 TUNNEL_KEY = "bec499c69e9c939e413b663961636c61"
 DEV = "0024AEB3C02BE1C4"
@@ -272,6 +274,21 @@ class TpasCase(unittest.TestCase):
         retention waits for after a start. Nothing is journaled."""
         s.add_device(dev, os.urandom(16))
         self.assertEqual(s.uplink(dev, b"clock", with_key=False)[0], 404)
+
+    def prune(self, t, s, through, removed):
+        """Restart t with store.retention-days = 1 and its uplinks up to seq through made 3
+        days old, and wait for the prune to remove them (removed of them)."""
+        t.stop()
+        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
+                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000 "
+                        f"WHERE seq <= {through}"], check=True)
+        with open(t.conf, "r+") as f:
+            if "retention-days = 1\n" not in f.read():
+                f.write("[store]\nretention-days = 1\n")
+        t.start()
+        self.show_lrc_clock(s)
+        wait_for(lambda: f"{removed} uplinks older than 1 days removed" in t.log_text(), 10,
+                 "the prune")
 
 
 class Tunnel(TpasCase):
@@ -1340,15 +1357,7 @@ class Journal(TpasCase):
         s.add_device(DEV, self.import_astk(t))
         for i in range(5):
             self.assertEqual(s.uplink(DEV, b"r%d" % i)[0], 200)
-        t.stop()
-        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
-                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000 "
-                        "WHERE seq <= 3"], check=True)
-        with open(t.conf, "a") as f:
-            f.write("[store]\nretention-days = 1\n")
-        t.start()
-        self.show_lrc_clock(s)
-        wait_for(lambda: "3 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
+        self.prune(t, s, 3, 3)
         with Client(t.apps) as c:
             out = c.call_more("io.tpad.AS.Uplinks", {"after": 1, "follow": False})
         self.assertEqual(out[0]["prunedThrough"], 3)
@@ -1365,13 +1374,7 @@ class Journal(TpasCase):
         self.assertIn("were removed (store.retention-days)", t.log_text())
         # Every uplink after `after` removed: a followed stream is told at once, without
         # waiting for the next uplink.
-        t.stop()
-        subprocess.run(["sqlite3", os.path.join(t.workdir, "tpas.db"),
-                        "UPDATE uplink SET received_ms = received_ms - 3 * 86400000"],
-                       check=True)
-        t.start()
-        self.show_lrc_clock(s)
-        wait_for(lambda: "2 uplinks older than 1 days removed" in t.log_text(), 10, "the prune")
+        self.prune(t, s, 5, 2)
         with Client(t.apps, 5) as c:
             c.send("io.tpad.AS.Uplinks", {"after": 3}, more=True)
             self.assertEqual(c.recv(), {"parameters": {"prunedThrough": 5}, "continues": True})
@@ -1757,6 +1760,22 @@ class Downlink(TpasCase):
         self.assertEqual(e.exception.error, "io.tpad.AS.Busy")
         self.assertEqual(len(s.state["downlinks"]), n)
 
+    def test_a_refusal_carries_the_lrcs_answer(self):
+        """The LRC says why it refuses a downlink in its answer's body: LrcFailed carries it
+        (answer, as SendDownlink's reply does), and tpactl as send shows it."""
+        t, s = self.downlink_ready()
+        s.faults["downlink_status"] = 400
+        with Client(t.apps) as c:
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
+        self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+        self.assertEqual(e.exception.params, {
+            "devEUI": DEV, "fCntDn": 0, "status": 400, "reason": "LRC answered 400",
+            "answer": "fault on demand"})
+        p = t.tpactl("as", "send", "--dev-eui", DEV, "--port", "1", "--payload", "01")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("status=400, reason=LRC answered 400, answer=fault on demand", p.stderr)
+
     def test_downlink_with_the_lrc_down(self):
         port = free_port()
         t = self.tpas(lrc_url=f"http://127.0.0.1:{port}").start()
@@ -1769,6 +1788,7 @@ class Downlink(TpasCase):
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
         self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
         self.assertEqual(e.exception.params["status"], 0)
+        self.assertNotIn("answer", e.exception.params)  # no answer came
         # tpactl as status says so by its exit status, as tpactl status does: 4 down,
         # 5 once the breaker opened; the human output shows the breaker.
         wait_for(lambda: t.status()["lrc"]["state"] == "down", 20, "the LRC down")
@@ -1824,6 +1844,119 @@ def thread_names(pid):
         with open(f"/proc/{pid}/task/{tid}/comm") as f:
             names.append(f.read().strip())
     return sorted(names)
+
+
+class ExampleApp(TpasCase):
+    """client/python/example_app.py, the application an AS developer starts from."""
+
+    def start_app(self, t, state=None):
+        """The example on t's apps socket, its output under tmp: (process, stdout, stderr)."""
+        out, err = os.path.join(self.tmp, "app.out"), os.path.join(self.tmp, "app.err")
+        with open(out, "ab") as o, open(err, "ab") as e:
+            p = subprocess.Popen([sys.executable, EXAMPLE_APP, "--socket", t.apps, "--state",
+                                  state or os.path.join(self.tmp, "app.seq"), "--interval",
+                                  "900", "--retry-max", "0.4"], stdout=o, stderr=e)
+        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+        return p, out, err
+
+    def seen(self, out):
+        """The seqs of the uplink lines printed so far, and the lines."""
+        lines = pathlib.Path(out).read_text().splitlines()
+        return [int(line.split()[1]) for line in lines if line.startswith("uplink ")], lines
+
+    def wait_seq(self, out, seq, what):
+        wait_for(lambda: seq in self.seen(out)[0], 10, what)
+
+    def test_follows_answers_resumes_after_kill9_and_reconnects(self):
+        t, s = self.downlink_ready()  # seq 1: "hi" on FPort 1
+        state = os.path.join(self.tmp, "app.seq")
+        app, out, err = self.start_app(t)
+        self.assertEqual(s.uplink(DEV, struct.pack(">hB", 215, 48))[0], 200)
+        self.assertEqual(s.uplink(DEV, b"?", fport=2)[0], 200)  # asks for its configuration
+        wait_for(lambda: any(x.startswith("downlink ") for x in self.seen(out)[1]), 10,
+                 "the answer to seq 3")
+        _, lines = self.seen(out)
+        self.assertEqual(lines[:3], [
+            f"uplink 1 {DEV} fCntUp 0 fPort 1: payload 6869",
+            f"uplink 2 {DEV} fCntUp 1 fPort 1: temperature 21.5 C, humidity 48 %",
+            f"uplink 3 {DEV} fCntUp 2 fPort 2: asks for its configuration"])
+        self.assertEqual(lines[3], f'downlink {DEV} fPort 2 interval 900 s: FCntDn 0, '
+                         f'LRC 200 "Request queued by LRC"')
+        d = s.state["downlinks"][-1]  # its Token checked, its payload decrypted
+        self.assertEqual((d["dev_eui"], d["fport"], d["payload"]), (DEV, 2, "0384"))
+        self.assertEqual(s.state["violations"], [])
+        # kill -9 mid-stream: stopped while three uplinks wait in its stream, unread.
+        wait_for(lambda: pathlib.Path(state).read_text() == "3\n", 10, "seq 3 saved")
+        app.send_signal(signal.SIGSTOP)
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"k%d" % i)[0], 200)
+        wait_for(lambda: t.status()["journal"]["lastSeq"] == 6, 10, "seq 6")
+        app.kill()
+        app.wait()
+        self.assertEqual(s.uplink(DEV, b"k3")[0], 200)  # while it is away
+        app, out, err = self.start_app(t)
+        self.wait_seq(out, 7, "the uplinks missed while killed")
+        self.assertEqual(s.uplink(DEV, b"k4")[0], 200)  # live again
+        self.wait_seq(out, 8, "a live uplink after the restart")
+        # tpas restarts under it, stopped then killed: the application tries again until
+        # it is back.
+        for stop, said in ((t.stop, "tpas ended the stream (it is stopping)"),
+                           (t.kill9, "tpas closed the connection during io.tpad.AS.Uplinks")):
+            stop()
+            wait_for(lambda: "tpas is not running" in pathlib.Path(err).read_text() or
+                     "is tpas running?" in pathlib.Path(err).read_text(), 10, "a retry")
+            self.assertIn(said, pathlib.Path(err).read_text())
+            pathlib.Path(err).write_text("")
+            t.start()
+            self.assertEqual(s.uplink(DEV, b"k%d" % (5 + (stop == t.kill9)))[0], 200)
+            self.wait_seq(out, 9 + (stop == t.kill9), "an uplink after tpas's restart")
+        seqs, lines = self.seen(out)
+        self.assertEqual(seqs, list(range(1, 11)))  # each once, in order
+        self.assertEqual([x.split(": ", 1)[1] for x in lines if x.startswith("uplink ")][3:],
+                         ["payload " + (b"k%d" % i).hex().upper() for i in range(7)])
+        # SIGTERM: a clean exit, its place kept.
+        wait_for(lambda: pathlib.Path(state).read_text() == "10\n", 10, "seq 10 saved")
+        app.terminate()
+        self.assertEqual(app.wait(10), 0)
+        # Away longer than store.retention-days: what it missed is named, then skipped.
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"p%d" % i)[0], 200)
+        self.prune(t, s, 12, 12)
+        app, out, err = self.start_app(t)
+        self.wait_seq(out, 13, "the uplink kept")
+        self.assertIn("missed uplinks 11 to 12: tpas removed them (store.retention-days)",
+                      pathlib.Path(err).read_text())
+        self.assertEqual(self.seen(out)[0], list(range(1, 11)) + [13])
+        app.terminate()
+        self.assertEqual(app.wait(10), 0)
+        # A saved seq past tpas's newest (its store put back from a backup): said, exit 1.
+        pathlib.Path(state).write_text("99\n")
+        app, out, err = self.start_app(t)
+        self.assertEqual(app.wait(10), 1)
+        self.assertIn("tpas refuses to resume after seq 99: 99 is past the journal's "
+                      "lastSeq 13", pathlib.Path(err).read_text())
+
+    def test_tpas_gone_during_a_downlink_the_uplink_comes_again(self):
+        """tpas killed while the answer to an uplink waits on a slow LRC: the seq is not
+        saved, so after the restart the uplink is processed again and answered again, with
+        the next FCntDn (the first downlink may well have reached the LRC)."""
+        t, s = self.downlink_ready()
+        app, out, err = self.start_app(t)
+        s.faults["downlink_delay"] = 1
+        self.assertEqual(s.uplink(DEV, b"?", fport=2)[0], 200)
+        self.wait_seq(out, 2, "the configuration request")
+        t.kill9()
+        wait_for(lambda: "tpas closed the connection during io.tpad.AS.SendDownlink" in
+                 pathlib.Path(err).read_text(), 10, "the downlink cut")
+        s.faults["downlink_delay"] = 0
+        t.start()
+        wait_for(lambda: sum(x.startswith("downlink ") for x in self.seen(out)[1]) == 1, 10,
+                 "the answer sent again")
+        self.assertEqual(self.seen(out)[0], [1, 2, 2])
+        self.assertIn("FCntDn 1, LRC 200", self.seen(out)[1][-1])
+        wait_for(lambda: len(s.state["downlinks"]) == 2, 10, "both downlinks at the LRC")
+        self.assertEqual(sorted(d["fcnt_dn"] for d in s.state["downlinks"]), [0, 1])
+        self.assertEqual(s.state["violations"], [])
 
 
 class Signals(TpasCase):
