@@ -44,7 +44,8 @@ static void as_usage(FILE *f)
 	    "                              the journaled uplinks, one per line\n"
 	    "  send --dev-eui EUI --port N --payload HEX [--confirmed]\n"
 	    "                              send a downlink through the LRC\n"
-	    "  status                      health of tpas (exit 4 LRC down, 5 its breaker open)\n");
+	    "  status                      health of tpas (exit 4 LRC down, 5 its breaker open,\n"
+	    "                              6 the journal failing)\n");
 }
 
 __attribute__((format(printf, 1, 2))) static int as_usage_error(const char *fmt, ...)
@@ -221,11 +222,14 @@ static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out
 }
 
 /*
- * Status's exit status, as tpactl status's (tpactl(1)): the LRC link's breaker open (5),
- * else the LRC down (4); 0 when healthy or when no LRC is configured.
+ * Status's exit status, as tpactl status's (tpactl(1)): the journal failing (6), else the
+ * LRC link's breaker open (5), else the LRC down (4); 0 when healthy or when no LRC is
+ * configured.
  */
 static int as_health(json_t *status)
 {
+	if (json_is_true(json_object_get(json_object_get(status, "journal"), "failing")))
+		return CTL_EXIT_STORE_FAILING;
 	json_t *l = json_object_get(status, "lrc");
 	const char *breaker = json_string_value(json_object_get(l, "breaker"));
 	const char *state = json_string_value(json_object_get(l, "state"));
@@ -315,6 +319,13 @@ static void print_status(json_t *r)
 	       (long long)json_integer_value(json_object_get(j, "uplinks")),
 	       (long long)json_integer_value(json_object_get(j, "sessions")),
 	       (long long)json_integer_value(json_object_get(j, "astks")));
+	const char *err = json_string_value(json_object_get(j, "lastError"));
+	const char *since = json_string_value(json_object_get(j, "failingSince"));
+	if (json_is_true(json_object_get(j, "failing")))
+		printf("journal: FAILING since %s (until a write commits again): %s\n",
+		       since ? since : "?", err ? err : "?");
+	else if (err)
+		printf("journal: earlier error (healed since): %s\n", err);
 	const char *url = json_string_value(json_object_get(l, "url"));
 	if (url)
 		printf("lrc: %s %s, breaker %s, %lld queued\n", url,

@@ -252,7 +252,7 @@ static void usage(FILE *f)
 		   "\n"
 		   "Exit status: 0 ok, 1 error reply, 2 usage, 3 cannot connect,\n"
 		   "  4 cloud (as status: LRC) down, 5 its breaker open (status, as status),\n"
-		   "  6 store failing or unreachable (status),\n"
+		   "  6 store failing or unreachable (status; as status: the journal failing),\n"
 		   "  130 interrupted by Ctrl-C.\n");
 }
 

@@ -26,6 +26,7 @@
 #include "tpad-build.h"
 #include "tpas.h"
 #include "tunnel.h"
+#include "uplink.h"
 #include "utf8.h"
 #include "webhook.h"
 
@@ -350,6 +351,18 @@ static void h_uplinks(struct asapi *a, struct req *r)
 	sub_pump(s);
 }
 
+/* Status's journal health: failed commits, and whether the last write failed, since when, why. */
+static json_t *journal_health_json(const struct journal_stats *js)
+{
+	char since[40];
+	if (js->failing_since_ms)
+		uplink_time_format(js->failing_since_ms, since, sizeof(since));
+	return json_pack("{s:I, s:b, s:o, s:o}", "failedCommits", (json_int_t)js->failed_commits,
+			 "failing", js->failing_since_ms != 0, "failingSince",
+			 js->failing_since_ms ? json_string(since) : json_null(), "lastError",
+			 js->last_error[0] ? json_string(js->last_error) : json_null());
+}
+
 /* Status's tunnel: requests, then each outcome (they sum to requests), then the rest. */
 static json_t *tunnel_counters(const struct tpas *t)
 {
@@ -395,6 +408,7 @@ static void h_status(struct asapi *a, struct req *r)
 		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;
 	}
+	json_object_update_new(json_object_get(o, "journal"), journal_health_json(&js));
 	if (t->tunnel)
 		json_object_set_new(o, "tunnelPort", json_integer(tunnel_port(t->tunnel)));
 	json_object_set_new(o, "webhook", webhook_status_json(t->webhook));

@@ -56,6 +56,12 @@ static void render_journal(struct metrics_out *f, const struct tpas *t)
 			"Uplinks (replays included) that went through a group commit.", s.batched);
 	metrics_gauge(f, "tpas_journal_largest_batch",
 		      "The most uplinks one group commit held since start.", s.largest_batch);
+	metrics_counter(f, "tpas_journal_failed_commits",
+			"Writes to the journal that failed (disk full, I/O error).",
+			s.failed_commits);
+	metrics_gauge(f, "tpas_journal_failing",
+		      "1 from a failed write until the next commit, else 0.",
+		      s.failing_since_ms != 0);
 }
 
 /* An integer member of a status object, 0 when absent. */
@@ -91,6 +97,21 @@ static void render_downlinks(struct metrics_out *f, const struct tpas *t)
 				by_state[k]++;
 		requests += member(sess, "requests");
 		reconnects += member(sess, "reconnects");
+	}
+	if (json_is_string(json_object_get(link, "url"))) {
+		const char *state = json_string_value(json_object_get(link, "state"));
+		const char *breaker = json_string_value(json_object_get(link, "breaker"));
+		metrics_gauge(f, "tpas_lrc_up",
+			      "1 while a session to the LRC is ready and the breaker is not open.",
+			      state && strcmp(state, "down") != 0);
+		metrics_family(
+		    f, "tpas_lrc_breaker_open", "gauge",
+		    "1 while the LRC link's breaker fails downlinks fast (0.5 half-open), else 0.");
+		fprintf(f->f, "tpas_lrc_breaker_open %s\n",
+			!breaker			    ? "0"
+			: strcmp(breaker, "open") == 0	    ? "1"
+			: strcmp(breaker, "half-open") == 0 ? "0.5"
+							    : "0");
 	}
 	json_decref(link);
 	char labels[40];

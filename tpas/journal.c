@@ -124,6 +124,11 @@ struct journal {
 	struct seal *seal;
 	sqlite3_stmt *st[ST_COUNT];
 	uint64_t commits;
+	/* Writes on this connection that failed for the store (the writer counts its own), and
+	 * whether the last write on either failed: since when, and why. */
+	uint64_t failures;
+	int64_t failing_since_ms;
+	char last_error[160];
 	char *path;
 	/* The group-commit writer thread and its connection's statements. */
 	struct sqlwriter *writer;
@@ -164,6 +169,26 @@ static int step_done(sqlite3_stmt *s)
 static int exec(struct journal *j, const char *sql)
 {
 	return sql_errno(j->db, sqlite3_exec(j->db, sql, NULL, NULL, NULL));
+}
+
+/*
+ * Record how a write ended, for Status: a commit (r 0) ends a failing spell; a failure of
+ * the store starts one (or goes on with it) and names itself in last_error. A refusal
+ * (a duplicate, no such row, a counter used up) is neither. Returns r.
+ */
+static int note_write(struct journal *j, int r, const char *what, bool count)
+{
+	if (r == 0) {
+		j->failing_since_ms = 0;
+	} else if (r != -EEXIST && r != -ENOENT && r != -ERANGE) {
+		if (count)
+			j->failures++;
+		if (!j->failing_since_ms)
+			j->failing_since_ms = clock_wall_ms();
+		snprintf(j->last_error, sizeof(j->last_error), "cannot commit %s: %s", what,
+			 strerror(-r));
+	}
+	return r;
 }
 
 /*
@@ -479,7 +504,7 @@ int journal_astk_add(struct journal *j, const char *label, const char *customer_
 	sqlite3_bind_text(s, 3, dev_eui, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(s, 4, sealed, sizeof(sealed), SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, clock_wall_ms());
-	r = step_done(s);
+	r = note_write(j, step_done(s), "the ASTK", true);
 	if (r == 0) {
 		j->commits++;
 		if (ret_id)
@@ -614,7 +639,7 @@ int journal_session_add(struct journal *j, const char *fp, struct as_session *t)
 	sqlite3_bind_text(s, 5, t->dev_addr, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 6, t->fcnt_dn_next);
 	sqlite3_bind_int64(s, 7, t->received_ms);
-	r = step_done(s);
+	r = note_write(j, step_done(s), "the session key", true);
 	if (r == 0) {
 		j->commits++;
 		t->id = sqlite3_last_insert_rowid(j->db);
@@ -644,12 +669,13 @@ int journal_session_newest(struct journal *j, const char *customer_id, const cha
 
 int journal_begin(struct journal *j)
 {
-	return exec(j, "BEGIN IMMEDIATE");
+	int r = exec(j, "BEGIN IMMEDIATE");
+	return r < 0 ? note_write(j, r, "uplinks", true) : 0;
 }
 
 int journal_commit(struct journal *j)
 {
-	int r = exec(j, "COMMIT");
+	int r = note_write(j, exec(j, "COMMIT"), "uplinks", true);
 	if (r < 0) {
 		exec(j, "ROLLBACK");
 		return r;
@@ -788,7 +814,8 @@ int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int
 	sqlite3_stmt *st[WS_COUNT];
 	for (int i = 0; i < WS_COUNT; i++)
 		st[i] = j->st[ws_stmt[i]];
-	return uplink_store(j->db, st, u, ret_seq);
+	int r = uplink_store(j->db, st, u, ret_seq);
+	return r < 0 ? note_write(j, r, "uplinks", true) : r;
 }
 
 /* Writer thread: prepare its statements on its own connection. */
@@ -836,6 +863,9 @@ static int writer_apply(sqlite3 *db, struct sqlwriter_job *job, void *arg)
 static void writer_done(struct sqlwriter_job *jobs, void *arg)
 {
 	struct journal *j = arg;
+	/* In queue order, so the last batch decides; the writer counts its failures. */
+	for (const struct sqlwriter_job *job = jobs; job; job = job->next)
+		note_write(j, job->err, "uplinks", false);
 	j->done((struct journal_entry *)jobs, j->done_arg);
 }
 
@@ -1002,9 +1032,10 @@ json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)
 
 int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 {
+	static const char what[] = "the downlink counter";
 	int r = exec(j, "BEGIN IMMEDIATE");
 	if (r < 0)
-		return r;
+		return note_write(j, r, what, true);
 	sqlite3_stmt *s = stmt(j, ST_FCNT_GET);
 	sqlite3_bind_int64(s, 1, session_id);
 	int rc = sqlite3_step(s);
@@ -1024,7 +1055,7 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 	r = step_done(s);
 	if (r == 0)
 		r = exec(j, "COMMIT");
-	if (r < 0) {
+	if (note_write(j, r, what, true) < 0) {
 		exec(j, "ROLLBACK");
 		return r;
 	}
@@ -1042,10 +1073,13 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int6
 	sqlite3_bind_int64(s, 1, before_ms);
 	sqlite3_bind_int64(s, 2, keep_after);
 	int rc = sqlite3_step(s);
+	int r = sql_errno(j->db, rc);
 	sqlite3_finalize(s);
-	if (rc != SQLITE_DONE)
-		return sql_errno(NULL, rc);
+	if (r < 0)
+		return note_write(j, r, "the removal of old uplinks", true);
 	int removed = sqlite3_changes(j->db);
+	if (removed > 0) /* a DELETE that found nothing wrote nothing */
+		note_write(j, 0, NULL, true);
 	if (ret_held) {
 		*ret_held = 0;
 		if (keep_after != INT64_MAX &&
@@ -1077,6 +1111,9 @@ void journal_get_counters(struct journal *j, struct journal_stats *ret)
 	memset(ret, 0, sizeof(*ret));
 	ret->last_seq = query_int(j, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'");
 	ret->commits = j->commits;
+	ret->failed_commits = j->failures;
+	ret->failing_since_ms = j->failing_since_ms;
+	snprintf(ret->last_error, sizeof(ret->last_error), "%s", j->last_error);
 	if (j->writer) {
 		struct sqlwriter_stats ws;
 		sqlwriter_get_stats(j->writer, &ws);
@@ -1084,6 +1121,7 @@ void journal_get_counters(struct journal *j, struct journal_stats *ret)
 		ret->batches = ws.commits;
 		ret->batched = ws.jobs;
 		ret->largest_batch = ws.max_batch;
+		ret->failed_commits += ws.failures;
 	}
 }
 
@@ -1123,7 +1161,7 @@ int journal_cursor_set(struct journal *j, const char *name, int64_t seq)
 		return -EIO;
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, seq);
-	int r = step_done(s);
+	int r = note_write(j, step_done(s), "the webhook's cursor", true);
 	sqlite3_finalize(s);
 	if (r == 0)
 		j->commits++;

@@ -50,6 +50,13 @@ struct journal_stats {
 	uint64_t batches;	/* of those, the writer thread's uplink transactions */
 	uint64_t batched;	/* uplinks committed by the writer thread */
 	uint64_t largest_batch; /* the most uplinks one of its transactions held */
+	/* Writes that failed for the store (disk full, I/O error), both connections. */
+	uint64_t failed_commits;
+	/* The wall time (ms) of the first failed write since the last one that committed;
+	 * 0 while the last write committed (or none failed). */
+	int64_t failing_since_ms;
+	/* Why the last failed write failed ("" when none has since start). */
+	char last_error[160];
 };
 
 /*

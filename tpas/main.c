@@ -197,7 +197,13 @@ static void status_line(struct tpas *t, char *buf, size_t len)
 	tpas_tunnel_stats(t, &ts);
 	if (t->journal)
 		journal_get_stats(t->journal, &js);
-	snprintf(buf, len, "uplinks %llu accepted, %llu refused; journal seq %lld; %u subscribers",
+	/* A failing journal first, where systemctl status cannot cut it off. */
+	int n =
+	    js.failing_since_ms ? snprintf(buf, len, "journal FAILING: %s; ", js.last_error) : 0;
+	if (n < 0 || (size_t)n >= len)
+		return;
+	snprintf(buf + n, len - (size_t)n,
+		 "uplinks %llu accepted, %llu refused; journal seq %lld; %u subscribers",
 		 (unsigned long long)ts.accepted,
 		 (unsigned long long)(ts.requests - ts.accepted - ts.duplicates),
 		 (long long)js.last_seq, asapi_subscribers(t->api));
@@ -208,7 +214,7 @@ static void prune_cb(evutil_socket_t fd, short what, void *arg);
 static void status_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpas *t = arg;
-	char line[256];
+	char line[512];
 	status_line(t, line, sizeof(line));
 	notify_status(line);
 	int64_t lrc_now;

@@ -552,6 +552,16 @@ class TpasInstallTree(unittest.TestCase):
         with open(self.d(self.sysconfdir, "tpas", "tpas.conf")) as a, \
                 open(os.path.join(SRC, "conf", "tpas.conf")) as b:
             self.assertEqual(a.read(), b.read())
+        # The example alerting rules, next to tpad's, as written and valid.
+        rules = self.d(self.datadir, "doc", "tpad", "examples", "tpas-alerts.yml")
+        self.assertTrue(os.path.isfile(rules), f"{rules} not installed")
+        with open(rules) as a, open(os.path.join(SRC, "conf", "prometheus",
+                                                  "tpas-alerts.yml")) as b:
+            self.assertEqual(a.read(), b.read())
+        promtool = shutil.which("promtool")
+        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
+        p = run([promtool, "check", "rules", rules])
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
     def test_shipped_config_is_valid_and_complete(self):
         tpas = self.d(self.sbindir, "tpas")

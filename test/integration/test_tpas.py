@@ -27,6 +27,7 @@ from test_metrics import (OM_CHECK, PROM_ACCEPT, TEXT_CHECK, Prometheus, http_ge
 
 TPAS = os.environ.get("TPAS", "build/tpas/tpas")
 EXAMPLE_APP = os.path.join(tpadtest.SRC_ROOT, "client", "python", "example_app.py")
+TPAS_RULES = os.path.join(tpadtest.SRC_ROOT, "conf", "prometheus", "tpas-alerts.yml")
 TPACTL = tpadtest.TPACTL
 TUNNEL_KEY = "bec499c69e9c939e413b663961636c61"
 DEV = "0024AEB3C02BE1C4"
@@ -2390,6 +2391,11 @@ class Metrics(TpasCase):
         self.assertNotIn("tpas_webhook_delivered_total", types)  # no [webhook]
         self.assertEqual(v["tpas_tunnel_connection_limit_hit_total"], 0)
         self.assertIn("tpas_tunnel_connections", types)
+        # A healthy journal and LRC link.
+        self.assertEqual(v["tpas_journal_failing"], 0)
+        self.assertEqual(v["tpas_journal_failed_commits_total"], 0)
+        self.assertEqual(v["tpas_lrc_up"], 1)
+        self.assertEqual(v["tpas_lrc_breaker_open"], 0)
         # The reference parsers take it: promtool and prometheus_client, both formats.
         promtool = shutil.which("promtool")
         self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
@@ -2492,6 +2498,183 @@ class Metrics(TpasCase):
                            text=True, timeout=30)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("metrics.listen: 'localhost' is not HOST:PORT", p.stderr)
+
+    def test_lrc_link_down_in_metrics(self):
+        """An LRC that cannot be reached: tpas_lrc_up 0 and, once the breaker opened,
+        tpas_lrc_breaker_open 1 (as Status says); without [lrc] url neither is there."""
+        self.mport = free_port()
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{free_port()}",
+                      extra=f"[metrics]\nlisten = 127.0.0.1:{self.mport}\n").start()
+        url = f"http://127.0.0.1:{self.mport}/metrics"
+
+        def gauges():
+            return parse(http_get(url)[2], openmetrics=False)[1]
+        v = wait_for(lambda: (lambda v: v if v["tpas_lrc_breaker_open"] == 1 else None)(
+            gauges()), 30, "the breaker open in /metrics")
+        self.assertEqual(v["tpas_lrc_up"], 0)
+        self.assertEqual(t.status()["lrc"]["breaker"], "open")
+        t.stop()
+        t2 = self.tpas(extra=f"[metrics]\nlisten = 127.0.0.1:{self.mport}\n").start()
+        types, _ = parse(http_get(url)[2], openmetrics=False)
+        self.assertNotIn("tpas_lrc_up", types)
+        self.assertNotIn("tpas_lrc_breaker_open", types)
+        t2.stop()
+
+    def test_shipped_alert_rules(self):
+        """conf/prometheus/tpas-alerts.yml passes promtool check rules, and promtool test
+        rules shows each alert firing on the condition it names and not on its near miss:
+        a bad Token at once, stale Times only as a steady share, a webhook only once its
+        cursor stopped while uplinks wait, the LRC breaker only when it stays open."""
+        promtool = shutil.which("promtool")
+        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
+        r = subprocess.run([promtool, "check", "rules", TPAS_RULES], capture_output=True,
+                           text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("7 rules found", r.stdout)
+
+        def series(name, instance, values, **labels):
+            lab = ",".join(f'{k}="{v}"' for k, v in
+                           sorted({**labels, "instance": instance, "job": "tpas"}.items()))
+            return {"series": f"{name}{{{lab}}}", "values": values}
+
+        def fires(at, name, instance, summary, description, **labels):
+            return {"eval_time": at, "alertname": name, "exp_alerts": [{
+                "exp_labels": {**labels, "instance": instance, "job": "tpas"},
+                "exp_annotations": {"summary": summary, "description": description}}]}
+
+        def quiet(at, name):
+            return {"eval_time": at, "alertname": name, "exp_alerts": []}
+        req = "tpas_tunnel_requests_total"
+        journal = ("Writes to the journal fail (disk full, I/O error): uplinks are answered "
+                   "503 (the LRC sends them again) and downlinks StoreFailed. tpactl as "
+                   "status shows since when and why (exit 6).")
+        tests = [{
+            # as1 fails for a while, then heals; as2 never fails. Every 15 s.
+            "interval": "15s",
+            "input_series": [
+                series("up", "as1", "1 1 0x12"),
+                series("up", "as2", "1 0 0 1x12"),
+                series("tpas_journal_failing", "as1", "0 0 1 1 1 0x30"),
+                series("tpas_journal_failed_commits_total", "as1", "0 0 1 2 3 3x30"),
+                series("tpas_journal_failing", "as2", "0x35"),
+                series("tpas_journal_failed_commits_total", "as2", "0x35"),
+            ],
+            "alert_rule_test": [
+                quiet("45s", "TpasDown"),
+                fires("2m", "TpasDown", "as1", "tpas on as1 does not answer scrapes",
+                      "Uplinks from the LRC are not journaled (the LRC's retries fail too) "
+                      "and applications get neither uplinks nor downlinks. Check systemctl "
+                      "status tpas.", severity="critical"),
+                quiet("15s", "TpasJournalFailing"),
+                fires("30s", "TpasJournalFailing", "as1", "tpas's journal cannot commit on as1",
+                      journal, severity="critical"),
+                # Healed, but within 5 minutes of the failures: still shown.
+                fires("2m", "TpasJournalFailing", "as1", "tpas's journal cannot commit on as1",
+                      journal, severity="critical"),
+                quiet("8m", "TpasJournalFailing"),
+            ],
+        }, {
+            # Tunnel refusals, every 15 s: as1 gets 3 bad Tokens once and a steady 1 in 6
+            # stale Times; as2 a burst of stale Times for 3 minutes, then none.
+            "interval": "15s",
+            "input_series": [
+                series(req, "as1", "0+10x100", outcome="accepted"),
+                series(req, "as1", "0x4 1 2 3 3x93", outcome="bad_token"),
+                series(req, "as1", "0+2x100", outcome="stale_time"),
+                series(req, "as2", "0+10x100", outcome="accepted"),
+                series(req, "as2", "0x100", outcome="bad_token"),
+                series(req, "as2", "0x20 0+5x12 60x67", outcome="stale_time"),
+            ],
+            "alert_rule_test": [
+                quiet("45s", "TpasTunnelRefusing"),
+                fires("2m", "TpasTunnelRefusing", "as1",
+                      "tpas on as1 refuses tunnel requests: bad_token",
+                      "3 requests in 5 minutes carried a Token that does not verify with the "
+                      "tunnel key: the LRC's key and tunnel.key-file differ (every uplink is "
+                      "refused), or someone else posts to the tunnel. The log names each "
+                      "(MESSAGE_ID 76b9d42487fa44238935ed01d93f8eeb, STATUS 401).",
+                      severity="warning", outcome="bad_token"),
+                # 1 in 6 stale since the start: pending for 10 minutes, then firing; the
+                # bad Tokens are older than 5 minutes by then.
+                quiet("9m", "TpasTunnelRefusing"),
+                fires("12m", "TpasTunnelRefusing", "as1",
+                      "tpas on as1 refuses tunnel requests: stale_time",
+                      "16.67% of the tunnel's requests carry a Time further than "
+                      "tunnel.max-time-deviation from this host's clock: check NTP here "
+                      "(timedatectl) and the LRC's clock.",
+                      severity="warning", outcome="stale_time"),
+            ],
+        }, {
+            # Every minute: as1's webhook stops at seq 30 while uplinks go on; as2's lags
+            # but moves. as1's breaker flips open/half-open for 5 minutes (the LRC keeps
+            # failing), as2's opens once.
+            "interval": "1m",
+            "input_series": [
+                series("tpas_journal_last_seq", "as1", "10+10x40"),
+                series("tpas_webhook_cursor", "as1", "10 20 30x39"),
+                series("tpas_journal_last_seq", "as2", "10+10x40"),
+                series("tpas_webhook_cursor", "as2", "5+10x40"),
+                series("tpas_lrc_breaker_open", "as1", "0 1 0.5 1 0.5 1 0.5 0x34"),
+                series("tpas_lrc_up", "as1", "1 0 0 0 0 0 0 1x34"),
+                series("tpas_lrc_breaker_open", "as2", "0 1 0x39"),
+                series("tpas_lrc_up", "as2", "1 0 1x39"),
+            ],
+            "alert_rule_test": [
+                quiet("15m", "TpasWebhookBehind"),
+                fires("25m", "TpasWebhookBehind", "as1",
+                      "tpas's webhook delivers nothing on as1",
+                      "230 uplinks wait for the webhook and none was accepted in 20 minutes. "
+                      "tpactl as status shows its last error.", severity="warning"),
+                quiet("1m", "TpasLrcBreakerOpen"),
+                fires("4m", "TpasLrcBreakerOpen", "as1",
+                      "tpas's circuit breaker to the LRC is open on as1",
+                      "Repeated failures of the LRC: downlinks answer Busy at once, with no "
+                      "FCntDn spent. tpactl as status shows the last error (exit 5).",
+                      severity="warning"),
+                quiet("2m", "TpasLrcDown"),
+                fires("4m", "TpasLrcDown", "as1", "tpas on as1 has no session to the LRC",
+                      "No session to lrc.url has been ready for 2 minutes: downlinks fail "
+                      "(uplinks are not affected). tpactl as status shows each session's "
+                      "last error (exit 4).", severity="warning"),
+                quiet("10m", "TpasLrcBreakerOpen"),
+                quiet("10m", "TpasLrcDown"),
+            ],
+        }]
+        test = os.path.join(self.tmp, "tpas-alerts.test.yml")
+        with open(test, "w") as f:  # YAML reads JSON
+            json.dump({"rule_files": [TPAS_RULES], "evaluation_interval": "15s",
+                       "tests": tests}, f, indent=1)
+        r = subprocess.run([promtool, "test", "rules", test], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("SUCCESS", r.stdout + r.stderr)
+
+    def test_prometheus_fires_an_alert_on_bad_tokens(self):
+        """A real Prometheus with the shipped rules scrapes a real tpas: healthy, no alert
+        fires; then requests with a wrong Token are posted and TpasTunnelRefusing fires."""
+        t, s = self.metrics_tpas()
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"ok")[0], 200)
+        with Prometheus(self.tmp, self.mport, "tpas", rules=TPAS_RULES) as prom:
+            wait_for(lambda: prom.query('tpas_tunnel_requests_total{outcome="bad_token"}'),
+                     60, "Prometheus to scrape tpas")
+
+            def evaluated():
+                rules = [r for g in prom.get("rules")["groups"] for r in g["rules"]]
+                # A rule not evaluated yet says 0001-01-01T00:00:00Z.
+                return rules if all(r.get("lastEvaluation", "").startswith("2")
+                                    for r in rules) else None
+            rules = wait_for(evaluated, 30, "the rules evaluated")
+            self.assertEqual(len(rules), 7)
+            self.assertTrue(all(r["health"] == "ok" for r in rules), rules)
+            self.assertEqual([r["name"] for r in rules if r.get("state") == "firing"], [])
+            for _ in range(2):
+                self.assertEqual(s.uplink(DEV, b"x", key="0" * 32)[0], 401)
+            res = wait_for(lambda: prom.query(
+                'ALERTS{alertname="TpasTunnelRefusing",alertstate="firing"}'), 30,
+                "TpasTunnelRefusing to fire")
+            self.assertEqual(res[0]["metric"]["outcome"], "bad_token")
+            self.assertEqual(res[0]["metric"]["instance"], f"127.0.0.1:{self.mport}")
+            self.assertEqual(res[0]["metric"]["severity"], "warning")
 
     def test_prometheus_scrapes_tpas(self):
         """A real Prometheus server scrapes tpas and answers a query for a counter."""
