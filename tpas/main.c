@@ -195,8 +195,10 @@ static void status_line(struct tpas *t, char *buf, size_t len)
 	struct tunnel_stats ts;
 	struct journal_stats js = {0};
 	tpas_tunnel_stats(t, &ts);
+	/* Counters only: counting the tables would take the loop ~7 ms a million uplinks,
+	 * every second. */
 	if (t->journal)
-		journal_get_stats(t->journal, &js);
+		journal_get_counters(t->journal, &js);
 	/* A failing journal first, where systemctl status cannot cut it off. */
 	int n =
 	    js.failing_since_ms ? snprintf(buf, len, "journal FAILING: %s; ", js.last_error) : 0;
