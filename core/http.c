@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "wipe.h"
+
 enum {
 	ST_STATUS,     /* reading the status line (a request's: the request line) */
 	ST_HEADER,     /* reading header lines */
@@ -109,7 +111,7 @@ void http_parser_reset(struct http_parser *p)
 	size_t max_body = p->max_body;
 	bool request = p->request, cut_body = p->cut_body;
 
-	free(p->res.body);
+	wipe_free(p->res.body); /* an answer may carry a secret (a token, an appKey) */
 	free(p->res.target);
 	http_parser_init(p, max_body);
 	p->request = request;
@@ -193,7 +195,7 @@ static int body_append(struct http_parser *p, const char *d, size_t n)
 			cap *= 2;
 		if (cap > p->max_body + 1)
 			cap = p->max_body + 1;
-		char *nb = realloc(r->body, cap);
+		char *nb = wipe_realloc(r->body, cap); /* no copy left where it was */
 		if (!nb)
 			return -ENOMEM;
 		r->body = nb;

@@ -232,7 +232,10 @@ static void req_free(struct pool_req *r)
 		return;
 	if (r->ev)
 		event_free(r->ev);
-	free(r->res.body);
+	if (r->res.body) {
+		cred_wipe(r->res.body, r->res.body_len);
+		free(r->res.body);
+	}
 	if (r->buf) {
 		cred_wipe(r->buf, r->len);
 		free(r->buf);
@@ -831,15 +834,14 @@ static void session_send(struct session *s)
 	session_watch(s, EV_READ);
 }
 
-/* Read the response until it is complete or the socket has nothing more. */
-static void session_receive(struct session *s)
+/* Read the response through buf until it is complete or the socket has nothing more. */
+static void session_receive_into(struct session *s, char *buf, size_t size)
 {
-	char buf[READ_CHUNK];
 	char why[WHY_MAX];
 
 	for (;;) {
 		short w = EV_READ;
-		ssize_t n = session_read(s, buf, sizeof(buf), &w);
+		ssize_t n = session_read(s, buf, size, &w);
 		if (n == -EAGAIN) {
 			session_watch(s, w);
 			return;
@@ -874,6 +876,15 @@ static void session_receive(struct session *s)
 			return;
 		}
 	}
+}
+
+/* A response may carry a secret (an OAuth2 token, a device's appKey): its bytes are
+ * wiped from the stack once read, as from the body (req_free). */
+static void session_receive(struct session *s)
+{
+	char buf[READ_CHUNK];
+	session_receive_into(s, buf, sizeof(buf));
+	cred_wipe(buf, sizeof(buf));
 }
 
 /* I/O readiness on a session's socket. */

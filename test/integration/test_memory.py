@@ -129,6 +129,31 @@ class TpadMemory(Scanner, Base):
         self.assertEqual(len(self.s.devices()), 13)
         self.assert_wiped(d.proc.pid, keys, "AppKeys in tpad's memory after activation")
 
+    def test_app_keys_in_the_clouds_answers_wiped(self):
+        """A cloud that shows the appKey in its answers (import and query): the HTTP
+        buffers that received them leave no copy once the answers are read."""
+        d = self.start()
+        self.s.faults(echo_app_key=True)
+        keys = {}
+        with d.station_client() as c:
+            for i in range(4):
+                key = secrets.token_hex(16)
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(0x40 + i), "appKey": key})
+                keys[f"answered {i}"] = key
+        # An import whose answer is lost is settled by a query, whose answer shows it.
+        self.s.faults(drop_before_answer=1.0)
+        key = secrets.token_hex(16)
+        with d.station_client() as c:
+            with self.assertRaises(tpadtest.VarlinkError):
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(0x50), "appKey": key})
+        self.s.faults(drop_before_answer=0)
+        keys["queried"] = key
+        with d.station_client() as c:
+            r = c.call("io.tpad.Station.Activate", {"devEUI": eui(0x50), "appKey": key})
+        self.assertEqual(r["device"]["state"], "ISSUED")
+        self.assertGreater(self.s.counters()["queries"], 0)
+        self.assert_wiped(d.proc.pid, keys, "AppKeys of the cloud's answers in tpad's memory")
+
 
 class TpadKeyPoolMemory(Scanner, DxBase):
     def test_handed_out_pool_keys_wiped(self):

@@ -51,6 +51,7 @@ struct sim_faults {
 	/* OAuth2: the token endpoint answers this status (200: without a token) */
 	unsigned token_status;
 	bool api_unauthorized; /* the API answers 401 whatever the token */
+	bool echo_app_key;     /* the API's device objects show the appKey (as some clouds do) */
 };
 
 /* Counters served on GET /counters (devices is the registry size, not a counter). */

@@ -161,6 +161,15 @@ json_t *device_json(const struct sim_device *d, bool full)
 	return o;
 }
 
+/* A device in an answer of the API: with its appKey when the fault echo_app_key asks. */
+static json_t *api_device_json(const struct sim *s, const struct sim_device *d)
+{
+	json_t *o = device_json(d, false);
+	if (o && s->faults.echo_app_key && d->app_key[0])
+		json_object_set_new(o, "appKey", json_string(d->app_key));
+	return o;
+}
+
 /* Append a device to the registry and its index; -ENOMEM. */
 static int device_add(struct sim *s, const struct sim_device *d)
 {
@@ -270,7 +279,7 @@ static void api_import(struct sim *s, const struct http_request *req, struct sim
 		case SIM_DUP_SAME:
 			break;
 		}
-		reply_json(rep, 200, device_json(known, false));
+		reply_json(rep, 200, api_device_json(s, known));
 		return;
 	}
 	d.ref = s->next_ref++;
@@ -286,7 +295,7 @@ static void api_import(struct sim *s, const struct http_request *req, struct sim
 	}
 	s->counters.imports++;
 	registry_changed(s, device_find(s, d.dev_eui), NULL);
-	reply_json(rep, 201, device_json(&d, false));
+	reply_json(rep, 201, api_device_json(s, &d));
 }
 
 /* GET factoryDevices?deviceEUI=X: an array with the matching device, or empty. */
@@ -305,7 +314,7 @@ static void api_query(struct sim *s, const struct http_request *req, struct sim_
 	struct sim_device *d = device_find(s, up);
 	/* An import still being processed is not visible yet. */
 	if (a && d && d->lands_at <= sim_wall_ms())
-		json_array_append_new(a, device_json(d, false));
+		json_array_append_new(a, api_device_json(s, d));
 	rep->delay_ms = s->faults.query_latency_ms;
 	reply_json(rep, 200, a);
 }
@@ -495,7 +504,7 @@ static json_t *faults_json(const struct sim_faults *f)
 {
 	return json_pack(
 	    "{s:i, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:f, s:f, s:i, s:b, s:f, s:b, "
-	    "s:s, s:i, s:b}",
+	    "s:s, s:i, s:b, s:b}",
 	    "latency_ms", (int)f->latency_ms, "import_latency_ms", (int)f->import_latency_ms,
 	    "query_latency_ms", (int)f->query_latency_ms, "jitter_ms", (int)f->jitter_ms,
 	    "rate_5xx", f->rate_5xx, "rate_429", f->rate_429, "retry_after", (int)f->retry_after,
@@ -503,7 +512,7 @@ static json_t *faults_json(const struct sim_faults *f)
 	    "drop_before_import", f->drop_before_import, "idle_close_ms", (int)f->idle_close_ms,
 	    "slow", f->slow, "malformed", f->malformed, "refuse", f->refuse, "duplicate",
 	    duplicate_name(f->duplicate), "token_status", (int)f->token_status, "api_unauthorized",
-	    f->api_unauthorized);
+	    f->api_unauthorized, "echo_app_key", f->echo_app_key);
 }
 
 /* Apply the members of o to a copy of the faults; all or nothing. NULL or an error text. */
@@ -531,6 +540,8 @@ static const char *faults_update(struct sim_faults *faults, json_t *o)
 			u = &f.token_status;
 		else if (strcmp(key, "api_unauthorized") == 0)
 			b = &f.api_unauthorized;
+		else if (strcmp(key, "echo_app_key") == 0)
+			b = &f.echo_app_key;
 		else if (strcmp(key, "reset_after") == 0)
 			u = &f.reset_after;
 		else if (strcmp(key, "idle_close_ms") == 0)
