@@ -13,28 +13,15 @@ import subprocess
 import sys
 
 import tpadtest
-from tpadtest import Daemon, Sim, VarlinkError, wait_for
+from tpadtest import Daemon, Sim, VarlinkError, fill, small_disk, wait_for
 
 TKM = "31110123D345666E2DBD"
 
 
-def fill(path):
-    """Fill the disk path is on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def main():
     tmp = sys.argv[1]
-    disk = os.path.join(tmp, "disk")
-    os.makedirs(disk, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", disk]).returncode:
+    disk = small_disk(tmp)
+    if not disk:
         print("cannot mount a tmpfs here")
         return 77
     psk = secrets.token_hex(16)

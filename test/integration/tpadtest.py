@@ -188,6 +188,28 @@ class CoresAllowed:
         resource.setrlimit(resource.RLIMIT_CORE, self.old)
 
 
+def small_disk(parent, size="2m"):
+    """A tmpfs of size mounted at parent/disk (inside a private mount namespace: the disk-full
+    tests' inner scripts); None if it cannot be mounted here."""
+    disk = os.path.join(parent, "disk")
+    os.makedirs(disk, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", disk]).returncode:
+        return None
+    return disk
+
+
+def fill(path):
+    """Fill the disk path is on (a file written until the disk refuses)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_secret(path, text):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

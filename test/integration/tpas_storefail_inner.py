@@ -17,19 +17,8 @@ import sys
 import tpadtest
 from test_tpas import DEV, TPACTL, TPAS, TUNNEL_KEY, Tpas  # puts lrc-sim on the path
 from test_metrics import http_get, parse
-from tpadtest import Client, VarlinkError, free_port, wait_for
+from tpadtest import Client, VarlinkError, fill, free_port, small_disk, wait_for
 from lrc_sim import LrcSim, encrypt_astk  # noqa: E402
-
-
-def fill(path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def downlink(t, payload):
@@ -78,9 +67,8 @@ class Health:
 
 def main():
     tmp = sys.argv[1]
-    disk = os.path.join(tmp, "disk")
-    os.makedirs(disk, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", disk]).returncode:
+    disk = small_disk(tmp)
+    if not disk:
         print("cannot mount a tmpfs here")
         return 77
     rsa = os.path.join(tmp, "as-rsa.pem")
