@@ -26,6 +26,63 @@ static const struct abi abis[] = {
     {"1", 1336, 1294, 1328, 392, 388, 1676, 24, 80},
 };
 
+/* Every field's offset and size under soname 1: a field moved, resized or retyped without
+ * changing a struct's size changes the layout too. */
+#define FIELD(type, f, off, size)                                                                  \
+	do {                                                                                       \
+		CHECK_INT(offsetof(struct type, f), off);                                          \
+		CHECK_INT(sizeof(((struct type *)0)->f), size);                                    \
+	} while (0)
+
+static void check_soname1_fields(void)
+{
+	FIELD(tpad_error, code, 0, 4);
+	FIELD(tpad_error, name, 4, 128);
+	FIELD(tpad_error, message, 132, 512);
+	FIELD(tpad_error, parameters, 644, 1024);
+	FIELD(tpad_error, sys_errno, 1668, 4);
+	FIELD(tpad_error, retry_after, 1672, 4);
+	FIELD(tpad_device, dev_eui, 0, 17);
+	FIELD(tpad_device, join_eui, 17, 17);
+	FIELD(tpad_device, profile_id, 34, 9);
+	FIELD(tpad_device, serial, 43, 65);
+	FIELD(tpad_device, owner_token, 108, 129);
+	FIELD(tpad_device, app_key, 237, 33);
+	FIELD(tpad_device, qr_text, 270, 1024);
+	FIELD(tpad_device, state, 1294, 8);
+	FIELD(tpad_device, source, 1302, 8);
+	FIELD(tpad_device, qr_format, 1310, 8);
+	FIELD(tpad_device, qr_data, 1320, 8);
+	FIELD(tpad_device, qr_len, 1328, 8);
+	FIELD(tpad_label, format, 0, 8);
+	FIELD(tpad_label, scale, 8, 4);
+	FIELD(tpad_label, margin, 12, 4);
+	FIELD(tpad_label, ec_level, 16, 8);
+	FIELD(tpad_activation, dev_eui, 0, 8);
+	FIELD(tpad_activation, tkm_info, 8, 8);
+	FIELD(tpad_activation, app_key, 16, 8);
+	FIELD(tpad_activation, generate_app_key, 24, 4);
+	FIELD(tpad_activation, join_eui, 32, 8);
+	FIELD(tpad_activation, profile_id, 40, 8);
+	FIELD(tpad_activation, serial, 48, 8);
+	FIELD(tpad_activation, label, 56, 24);
+	FIELD(tpad_status, version, 0, 32);
+	FIELD(tpad_status, uptime, 32, 8);
+	FIELD(tpad_status, upstream_state, 40, 16);
+	FIELD(tpad_status, breaker, 56, 16);
+	FIELD(tpad_status, sessions, 72, 4);
+	FIELD(tpad_status, sessions_up, 76, 4);
+	FIELD(tpad_status, queue, 80, 8);
+	FIELD(tpad_status, latency_p50_ms, 88, 8);
+	FIELD(tpad_status, latency_p99_ms, 96, 8);
+	FIELD(tpad_status, issued, 104, 8);
+	FIELD(tpad_status, pending, 112, 8);
+	FIELD(tpad_status, failed, 120, 8);
+	FIELD(tpad_status, store_error, 128, 256);
+	FIELD(tpad_status, store_failing, 384, 4);
+	FIELD(tpad_status, health, 388, 4);
+}
+
 int main(void)
 {
 	if (sizeof(void *) != 8 || sizeof(long) != 8) {
@@ -47,5 +104,7 @@ int main(void)
 	CHECK_INT(sizeof(struct tpad_error), want->error);
 	CHECK_INT(sizeof(struct tpad_label), want->label);
 	CHECK_INT(sizeof(struct tpad_activation), want->activation);
+	if (strcmp(TPAD_CLIENT_SOVERSION, "1") == 0)
+		check_soname1_fields();
 	return tap_done();
 }
