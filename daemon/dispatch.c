@@ -1254,9 +1254,37 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 	return r;
 }
 
+/*
+ * --check-config: a SQLite store as a start would take it (a newer tpad's, or one the store
+ * key does not open, is refused), read only: the file does not change, a running tpad is
+ * not disturbed (systemctl reload runs this first).
+ */
+static int check_store(const struct config *cfg)
+{
+	if (strcmp(cfg->store_backend, "postgresql") == 0)
+		return 0;
+	uint8_t key[STORE_KEY_LEN];
+	size_t len = 0;
+	if (cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len) < 0 ||
+	    len != STORE_KEY_LEN) {
+		cred_wipe(key, sizeof(key));
+		return 0; /* dispatch_check_config() said why */
+	}
+	const struct store_options o = {
+	    .backend = STORE_SQLITE, .path = cfg->store_path, .key = key, .key_len = len};
+	char err[512];
+	int r = store_check(&o, err, sizeof(err));
+	cred_wipe(key, sizeof(key));
+	if (r < 0)
+		log_errx("store: %s", err);
+	return r;
+}
+
 int dispatch_check_start(const struct config *cfg)
 {
-	daemon_cred_visible("store-key", cfg->store_key_file, "store.key-file");
+	if (daemon_cred_visible("store-key", cfg->store_key_file, "store.key-file") &&
+	    check_store(cfg) < 0)
+		return -EINVAL;
 	if (cfg->device_app_key_source == APP_KEY_CLOUD_HSM) {
 		char err[512];
 		if (daemon_cred_visible("tpa-rsa-key", cfg->device_rsa_key_file,

@@ -518,6 +518,11 @@ int store_key_pool_find_async(struct store *s, const uint8_t app_key[16], store_
 	return read_start(s, d);
 }
 
+int store_check(const struct store_options *o, char *err, size_t errlen)
+{
+	return o->backend == STORE_POSTGRESQL ? 0 : sqlite_store_check(o, err, errlen);
+}
+
 int store_open(struct event_base *base, const struct store_options *o, struct store **ret,
 	       char *err, size_t errlen)
 {

@@ -140,6 +140,14 @@ int store_open(struct event_base *base, const struct store_options *o, struct st
 	       char *err, size_t errlen);
 
 /*
+ * What store_open() would refuse of a SQLite store, found without changing the file (read
+ * only, no lock, beside a running tpad): a store of a newer tpad (-ENOTSUP), a key that
+ * does not open it (-EBADMSG). 0 for a file not made yet and for PostgreSQL, which only a
+ * start checks (--check-config connects to nothing).
+ */
+int store_check(const struct store_options *o, char *err, size_t errlen);
+
+/*
  * Stop accepting writes, commit what is queued, run the pending callbacks, stop the
  * writer and free everything, wiping the key. Accepts NULL. Not from a store callback.
  */

@@ -35,6 +35,9 @@ struct pg_store;
 			      void *arg);                                                          \
 	int p##_key_pool_find(struct T *s, const uint8_t app_key[16], uint8_t ret_hsm[16]);
 
+/* store_check() for a SQLite store: opened read only, nothing of it changes. */
+int sqlite_store_check(const struct store_options *o, char *err, size_t errlen);
+
 /* True if s is NUL-terminated within size bytes. */
 bool store_fits(const char *s, size_t size);
 

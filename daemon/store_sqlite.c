@@ -1084,6 +1084,37 @@ static int store_precheck(struct sqlite_store *s, char *err, size_t errlen)
 	return 0;
 }
 
+int sqlite_store_check(const struct store_options *o, char *err, size_t errlen)
+{
+	if (access(o->path, F_OK) < 0)
+		return 0; /* made at the first start */
+	struct sqlite_store s = {.path = (char *)o->path};
+	int e = seal_new(o->key, o->key_len, &s.seal);
+	if (e < 0) {
+		store_set_err(err, errlen, "%s: cannot set up AppKey sealing: %s", o->path,
+			      strerror(-e));
+		return e;
+	}
+	int rc = sqlite3_open_v2(o->path, &s.wdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		e = open_fail(&s, s.wdb, rc, "cannot open for reading", err, errlen);
+	} else {
+		sqlite3_busy_timeout(s.wdb, STORE_READ_BUSY_MS);
+		e = store_precheck(&s, err, errlen);
+		/* What the start checks inside its migration, for a store of this version. */
+		if (e == 0 && sql_key_check(s.wdb, s.seal, key_check_aad, NULL) == -EBADMSG) {
+			store_set_err(err, errlen,
+				      "%s: the store key does not match the key this store was "
+				      "created with",
+				      o->path);
+			e = -EBADMSG;
+		}
+	}
+	sqlite3_close(s.wdb);
+	seal_free(s.seal);
+	return e;
+}
+
 /* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one transaction. */
 static int store_migrate(struct sqlite_store *s, char *err, size_t errlen)
 {

@@ -608,6 +608,40 @@ class Migration(Base):
         self.assertEqual(self.store_hash(d.store), before)
         self.assertFalse(os.path.exists(d.store + "-wal"))
 
+    def test_check_config_finds_what_a_start_would_refuse(self):
+        """tpad --check-config (which systemctl reload runs first) reads the SQLite store as
+        a start would, read only: a newer tpad's store and a store key that does not open
+        it are refused with the start's words, the file unchanged and not copied; a live
+        store beside its running tpad passes."""
+        import glob
+        d = self.daemon()
+        d.write_conf()
+        env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+
+        def check():
+            return subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                                  capture_output=True, text=True, env=env, timeout=30)
+        shutil.copy(os.path.join(FIXTURES, "store-v2.db"), d.store)
+        os.chmod(d.store, 0o600)
+        before = self.store_hash(d.store)
+        p = check()
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("the store key does not match", p.stderr)
+        self.assertEqual(glob.glob(d.store + ".v2-*.bak"), [])
+        self.assertEqual(self.store_hash(d.store), before)
+        subprocess.run(["sqlite3", d.store, "PRAGMA journal_mode = DELETE; "
+                        "PRAGMA user_version = 9"], check=True, capture_output=True)
+        before = self.store_hash(d.store)
+        p = check()
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("schema version 9 is newer than this tpad supports (3)", p.stderr)
+        self.assertEqual(self.store_hash(d.store), before)
+        os.unlink(d.store)
+        d.start()  # a new store, its key check written, tpad running beside the check
+        p = check()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("configuration is valid", p.stdout)
+
 
 if __name__ == "__main__":
     import unittest
