@@ -124,7 +124,7 @@ class Chaos:
         self.violations = []
         self.counts = {k: 0 for k in (
             "uplinks", "posts", "retries", "resigned", "replays", "new_sessions",
-            "tpas_kill9", "tpas_sigterm", "app_kill9", "lrc_slow", "lrc_fail", "lrc_lost",
+            "concurrent", "tpas_kill9", "tpas_sigterm", "app_kill9", "lrc_slow", "lrc_fail", "lrc_lost",
             "dl_sent", "dl_lrcfailed", "dl_busy", "dl_unknown", "dl_received",
             "dl_answer_lost")}
         # Uplinks: (dev, devaddr, fcnt) -> seq the LRC was told; seq -> that key; payloads.
@@ -367,21 +367,16 @@ request-timeout = 2s
         with self.lock:
             old = self.acked.get(k)
             other = self.acked_seq.get(seq)
+            self.acked[k] = seq
+            self.acked_seq[seq] = k
+            if first and old is None:
+                self.counts["uplinks"] += 1
         if old is not None and old != seq:
             self.violation(f"uplink {k} answered seq {old}, then seq {seq}")
         if other is not None and other != k:
             self.violation(f"seq {seq} given to {other} and to {k}")
         if not first and old is None:
             self.violation(f"replay of {k}, never answered before, got seq {seq}")
-        if first and ans.get("duplicate") and old is None:
-            # The first 200 seen, a duplicate: an earlier try was committed, its answer
-            # lost (tpas killed after the commit). Normal.
-            pass
-        with self.lock:
-            self.acked[k] = seq
-            self.acked_seq[seq] = k
-            if first and old is None:
-                self.counts["uplinks"] += 1
         return req, born
 
     def uplinker(self, idx, devs):
@@ -399,8 +394,18 @@ request-timeout = 2s
             payload = f"U{dev}:{devaddr}:{fcnt}".encode()
             with_key = fcnt == 0 or rng.random() < 0.8
             self.sent_payload[(dev, devaddr, fcnt)] = payload.hex().upper()
-            sent = self.send_until_200(rng, dev, devaddr, fcnt, lambda: self.build(
-                dev, appskey, devaddr, fcnt, payload, with_key), True)
+            build = (lambda: self.build(dev, appskey, devaddr, fcnt, payload, with_key))
+            req = (build(), time.monotonic())
+            twin = None
+            if rng.random() < 0.05:  # the LRC's retry while the first try is in flight
+                self.count("concurrent")
+                twin = threading.Thread(target=self.send_until_200, args=(
+                    random.Random(rng.random()), dev, devaddr, fcnt, build, True,
+                    req if rng.random() < 0.5 else None))
+                twin.start()
+            sent = self.send_until_200(rng, dev, devaddr, fcnt, build, True, req=req)
+            if twin:
+                twin.join()
             d["fcnt_up"] = fcnt + 1
             if fcnt == 0:
                 with self.lock:
