@@ -89,7 +89,9 @@ class Soak:
         self.stats = {k: 0 for k in (
             "activate", "activate_ok", "lookup", "lookup_ok", "outcome_unknown",
             "unavailable", "busy", "not_found", "conflict", "rejected", "store_failed",
-            "timeout", "disconnect", "conn_error", "other_error")}
+            "timeout", "disconnect", "conn_error", "other_error", "import_calls",
+            "import_rows", "import_issued", "import_skipped", "import_failed",
+            "import_hangups")}
         self.chaos = {k: 0 for k in (
             "faults_on", "faults_off", "kill9", "sigterm", "sim_restart", "sim_kill9",
             "tpad_start_failed")}
@@ -249,6 +251,60 @@ class Soak:
             pass
         finally:
             s.close()
+
+    # ---- the admin importing batches (tpactl import) among the stations
+
+    def importer(self):
+        rng = random.Random(self.seed * 1000 + 999)
+        while not self.stop.wait(rng.uniform(1.0, 5.0)):
+            try:
+                self.import_step(rng)
+            except Exception:
+                self.violation(f"importer raised:\n{traceback.format_exc()}")
+
+    def import_step(self, rng):
+        rows = []
+        euis = [self.new_device(rng)[0] for _ in range(rng.randint(2, 12))]
+        euis += [e for e in (self.old_device(rng)[0] for _ in range(rng.randint(0, 3))) if e]
+        for n, eui in enumerate(dict.fromkeys(euis)):
+            dev = self.devices[eui]
+            row = {"line": n + 1, "devEUI": eui}
+            if dev["mode"] == "tkm":
+                row["tkmInfo"] = dev["tkm"]
+            elif dev["mode"] == "key":
+                row["appKey"] = dev["key"]
+            rows.append(row)
+        self.count("import_calls")
+        self.count("import_rows", len(rows))
+        hangup = rng.random() < 0.2
+        i = rng.randrange(len(self.tpads))
+        try:
+            with tpad_client.Client(os.path.join(self.tpad_dirs[i], "admin.sock"),
+                                    timeout=rng.choice([2.0, 30.0]),
+                                    interface="io.tpad.Admin") as a:
+                for reply in a.call_more("io.tpad.Admin.Import", rows=rows,
+                                         generateAppKeys=True,
+                                         concurrency=rng.randint(1, 4), final=True):
+                    if hangup:
+                        self.count("import_hangups")
+                        return
+                    summary = reply.get("summary")
+                    if summary:
+                        self.count("import_issued", summary["issued"])
+                        self.count("import_skipped", summary["skipped"])
+                        self.count("import_failed", summary["failed"])
+                        for f in summary["failures"]:
+                            r = f["reason"]
+                            if r.startswith(("conflict", "upstream rejected", "no tkmInfo")):
+                                self.violation(f"{f['devEUI']}: Import: {r}")
+        except tpad_client.TpadTimeout:
+            self.count("timeout")
+        except tpad_client.Busy:
+            self.count("busy")
+        except tpad_client.TpadConnectionError:
+            self.count("conn_error")
+        except tpad_client.TpadError as e:
+            self.violation(f"Import: unexpected error {e}")
 
     # ---- the processes
 
@@ -529,6 +585,7 @@ class Soak:
             self.start_tpad(i)
         threads = [threading.Thread(target=self.station, args=(i,), daemon=True)
                    for i in range(self.n_stations)]
+        threads.append(threading.Thread(target=self.importer, daemon=True))
         chaos = threading.Thread(target=self.chaos_thread, daemon=True)
         for t in threads:
             t.start()
