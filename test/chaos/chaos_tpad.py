@@ -93,7 +93,7 @@ class Soak:
             "import_rows", "import_issued", "import_skipped", "import_failed",
             "import_hangups")}
         self.chaos = {k: 0 for k in (
-            "faults_on", "faults_off", "kill9", "sigterm", "sim_restart", "sim_kill9",
+            "faults_on", "faults_off", "kill9", "sigterm", "sim_restart", "sim_kill9", "freeze",
             "tpad_start_failed")}
         self.duplicates = 0  # duplicate_imports of simulator processes gone
         self.psk = secrets.token_hex(16)
@@ -364,6 +364,26 @@ class Soak:
                 t.notify.close()
                 self.start_tpad(i)
 
+    def store_rows(self, sql):
+        """Rows of sql on the store, read directly (not through tpad), as lists of fields."""
+        if self.pg_url:
+            out = self.pg.psql(sql, db=self.pg_url.split("/")[3].split("?")[0])
+        else:
+            out = subprocess.run(["sqlite3", self.tpads[0].store, sql], capture_output=True,
+                                 text=True, check=True).stdout
+        return [line.split("|") for line in out.split()]
+
+    def check_durable(self, received):
+        """Right after a kill -9, before any restart: every token a station received before
+        it is committed ISSUED (a reply that carries a token follows the commit)."""
+        rows = {r[0]: (r[1], r[2]) for r in
+                self.store_rows("SELECT dev_eui, state, owner_token FROM devices")}
+        for eui, got in received.items():
+            for token, _ in got:
+                if rows.get(eui) != ("ISSUED", token):
+                    self.violation(f"{eui}: a station got {token} before the kill -9, the "
+                                   f"store holds {rows.get(eui)}")
+
     def faults(self, **kw):
         for _ in range(20):
             try:
@@ -412,8 +432,8 @@ class Soak:
             self.violation("chaos thread raised:\n" + traceback.format_exc())
 
     def chaos_step(self, rng):
-        action = rng.choices(["faults", "off", "kill9", "term", "sim", "simkill"],
-                             weights=[35, 20, 18, 10, 10, 4])[0]
+        action = rng.choices(["faults", "off", "kill9", "term", "sim", "simkill", "freeze"],
+                             weights=[35, 20, 18, 10, 10, 4, 6])[0]
         if action == "faults":
             f = self.random_faults(rng)
             self.faults(**f)
@@ -424,13 +444,29 @@ class Soak:
             self.faults_off()
             self.chaos["faults_off"] += 1
             log("faults off")
+        elif action == "freeze":
+            # A tpad that stops running for a while (SIGSTOP: a VM paused, swapped out):
+            # on PostgreSQL its claims expire and the other line takes its rows over.
+            i = rng.randrange(len(self.tpads))
+            pause = rng.choice([0.5, 2.0, 6.0, 9.0])
+            log(f"tpad{i} frozen for {pause}s")
+            self.chaos["freeze"] += 1
+            pid = self.tpads[i].proc.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(pause)
+            finally:
+                os.kill(pid, signal.SIGCONT)
         elif action in ("kill9", "term"):
             i = rng.randrange(len(self.tpads))
             t = self.tpads[i]
             self.expected_down[i] = True
             if action == "kill9":
+                with self.lock:
+                    received = {e: set(g) for e, g in self.received.items()}
                 t.kill()
                 self.chaos["kill9"] += 1
+                self.check_durable(received)
             else:
                 try:
                     rc = t.stop(timeout=30)
@@ -522,13 +558,7 @@ class Soak:
         if dups:
             self.violation(f"the cloud saw {dups} duplicate import(s)")
         cloud = {d["deviceEUI"]: d for d in self.sim.devices()}
-        sql = "SELECT dev_eui, state FROM devices"
-        if self.pg_url:
-            out = self.pg.psql(sql, db=self.pg_url.split("/")[3].split("?")[0])
-        else:
-            out = subprocess.run(["sqlite3", self.tpads[0].store, sql], capture_output=True,
-                                 text=True, check=True).stdout
-        states = dict(line.split("|") for line in out.split())
+        states = dict(self.store_rows("SELECT dev_eui, state FROM devices"))
         store = {}
         for i in range(len(self.tpads)):
             with tpad_client.Client(self.station_path(i), timeout=30) as st:
