@@ -52,6 +52,9 @@ def parse_args():
     p.add_argument("--stations", type=int, default=4, help="concurrent station threads")
     p.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
                    help="postgresql: two tpads on one database of a throw-away cluster")
+    p.add_argument("--weight", action="append", default=[], metavar="ACTION=W",
+                   help="chaos action weight (faults off kill9 term sim simkill freeze), "
+                   "e.g. --weight freeze=40")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return p.parse_args()
 
@@ -95,6 +98,13 @@ class Soak:
         self.chaos = {k: 0 for k in (
             "faults_on", "faults_off", "kill9", "sigterm", "sim_restart", "sim_kill9", "freeze",
             "tpad_start_failed")}
+        self.weights = {"faults": 35, "off": 20, "kill9": 18, "term": 10, "sim": 10,
+                        "simkill": 4, "freeze": 6}
+        for w in ARGS.weight:
+            k, _, v = w.partition("=")
+            if k not in self.weights:
+                sys.exit(f"--weight: unknown action {k}")
+            self.weights[k] = float(v)
         self.duplicates = 0  # duplicate_imports of simulator processes gone
         self.psk = secrets.token_hex(16)
         simdir = os.path.join(self.tmp, "sim")
@@ -432,8 +442,7 @@ class Soak:
             self.violation("chaos thread raised:\n" + traceback.format_exc())
 
     def chaos_step(self, rng):
-        action = rng.choices(["faults", "off", "kill9", "term", "sim", "simkill", "freeze"],
-                             weights=[35, 20, 18, 10, 10, 4, 6])[0]
+        action = rng.choices(list(self.weights), weights=list(self.weights.values()))[0]
         if action == "faults":
             f = self.random_faults(rng)
             self.faults(**f)
