@@ -55,6 +55,11 @@ def parse_args():
     p.add_argument("--weight", action="append", default=[], metavar="ACTION=W",
                    help="chaos action weight (faults off kill9 term sim simkill freeze), "
                    "e.g. --weight freeze=40")
+    p.add_argument("--conf", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="an extra tpad.conf line, e.g. 'upstream.settle-after = 2s' (a "
+                   "window shorter than the simulated cloud's 2.7 s must be caught)")
+    p.add_argument("--import-latency", type=int, action="append", metavar="MS",
+                   help="draw the cloud's import latency from these (default 0 to 2700 ms)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return p.parse_args()
 
@@ -347,7 +352,8 @@ class Soak:
                 kw = dict(pg_url=self.pg_url, pg_password=self.pg.password,
                           key_hex=self.store_key, instance=f"line-{i}")
             self.tpads[i] = Daemon(self.tpad_dirs[i], upstream_url=self.sim.url(),
-                                   psk_hex=self.psk, conf_extra=TKM_RULES, **kw)
+                                   psk_hex=self.psk,
+                                   conf_extra="\n".join([TKM_RULES, *ARGS.conf]), **kw)
         t = self.tpads[i]
         for attempt in range(3):
             try:
@@ -410,8 +416,9 @@ class Soak:
     # ---- chaos
 
     def random_faults(self, rng):
-        # Every import lands within 2.35 s (import latency + latency + jitter), inside
-        # upstream.settle-after (3 s): a slower cloud needs a longer settle-after.
+        # Every import lands within 2.7 s of its request (import latency; latency and
+        # jitter delay only the answer), inside upstream.settle-after (3 s): a slower
+        # cloud needs a longer settle-after.
         f = {
             "drop_before_import": rng.choice([0, 0, 0.1, 0.3]),
             "drop_before_answer": rng.choice([0, 0, 0.1, 0.3, 0.6]),
@@ -419,7 +426,7 @@ class Soak:
             "rate_429": rng.choice([0, 0, 0, 0.05, 0.2]),
             "retry_after": 1,
             "malformed": rng.choice([0, 0, 0, 0.05]),
-            "import_latency_ms": rng.choice([0, 0, 300, 900, 1500, 2000]),
+            "import_latency_ms": rng.choice(ARGS.import_latency or [0, 0, 300, 900, 1500, 2000, 2700]),
             "query_latency_ms": rng.choice([0, 0, 200, 900]),
             "latency_ms": rng.choice([0, 0, 50]),
             "jitter_ms": rng.choice([0, 0, 100, 300]),
