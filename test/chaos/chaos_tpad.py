@@ -41,7 +41,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 
-TKM_RULES = "upstream.request-timeout = 1s\nupstream.settle-after = 3s\nupstream.sessions = 2"
+RULES = "upstream.request-timeout = 1s\nupstream.settle-after = 3s\nupstream.sessions = 2"
 
 
 def parse_args():
@@ -337,7 +337,8 @@ class Soak:
                 # The port may still be taken for a moment after the last one exited.
                 self.sim.stop()
                 time.sleep(0.2)
-        raise RuntimeError("tpa-sim does not start again:\n" + open(self.sim.log_path).read()[-3000:])
+        with open(self.sim.log_path, errors="replace") as f:
+            raise RuntimeError("tpa-sim does not start again:\n" + f.read()[-3000:])
 
     def sim_counters(self):
         try:
@@ -353,7 +354,7 @@ class Soak:
                           key_hex=self.store_key, instance=f"line-{i}")
             self.tpads[i] = Daemon(self.tpad_dirs[i], upstream_url=self.sim.url(),
                                    psk_hex=self.psk,
-                                   conf_extra="\n".join([TKM_RULES, *ARGS.conf]), **kw)
+                                   conf_extra="\n".join([RULES, *ARGS.conf]), **kw)
         t = self.tpads[i]
         for attempt in range(3):
             try:
@@ -426,7 +427,8 @@ class Soak:
             "rate_429": rng.choice([0, 0, 0, 0.05, 0.2]),
             "retry_after": 1,
             "malformed": rng.choice([0, 0, 0, 0.05]),
-            "import_latency_ms": rng.choice(ARGS.import_latency or [0, 0, 300, 900, 1500, 2000, 2700]),
+            "import_latency_ms": rng.choice(ARGS.import_latency
+                                            or [0, 0, 300, 900, 1500, 2000, 2700]),
             "query_latency_ms": rng.choice([0, 0, 200, 900]),
             "latency_ms": rng.choice([0, 0, 50]),
             "jitter_ms": rng.choice([0, 0, 100, 300]),
