@@ -17,6 +17,13 @@ At the end, with the faults off and every PENDING row settled, it checks for eve
 On demand, not in the timed suite (it runs for minutes):
 
     test/chaos/chaos_tpad.py [--build build] [--seconds 120] [--seed N] [--stations 4]
+                             [--store postgresql] [--weight ACTION=W] [--conf LINE]
+                             [--import-latency MS]
+
+--store postgresql runs two tpads on one database of a throw-away cluster. Right after
+each kill -9 (before the restart) every token a station received is read back ISSUED
+from the store itself, so a reply sent before its commit is caught even though the
+settler would later recover the token from the cloud.
 
 The seed is printed; the same seed draws the same devices, timings and faults (thread
 scheduling still differs from run to run). Exits 1 on a violation, naming the seed and
