@@ -31,6 +31,7 @@ keeping the temporary directory (logs, store, the simulator's registry).
 """
 
 import argparse
+import glob
 import json
 import os
 import random
@@ -59,8 +60,12 @@ def parse_args():
     p.add_argument("--stations", type=int, default=4, help="concurrent station threads")
     p.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
                    help="postgresql: two tpads on one database of a throw-away cluster")
+    p.add_argument("--profile", choices=["tpa", "dxmaker"], default="tpa",
+                   help="dxmaker: the DX Maker profile, certificate TLS and OAuth2 (the "
+                   "token endpoint's faults join the chaos)")
     p.add_argument("--weight", action="append", default=[], metavar="ACTION=W",
-                   help="chaos action weight (faults off kill9 term sim simkill freeze), "
+                   help="chaos action weight (faults off kill9 term sim simkill freeze; "
+                   "with --store postgresql also pgrestart pgpause pgterm), "
                    "e.g. --weight freeze=40")
     p.add_argument("--conf", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="an extra tpad.conf line, e.g. 'upstream.settle-after = 2s' (a "
@@ -79,7 +84,15 @@ sys.path.insert(0, os.path.join(SRC, "client", "python"))
 
 import tpadtest  # noqa: E402
 import tpad_client  # noqa: E402
-from tpadtest import Daemon, PgCluster, Sim, sanitizer_report  # noqa: E402
+from certs import PKI  # noqa: E402
+from tpadtest import Daemon, PgCluster, Sim, sanitizer_report, write_secret  # noqa: E402
+
+DX_CLIENT = "js-labs-api/maker1"
+
+
+PG_BINDIR = next((d for d in [os.environ.get("PG_BINDIR", ""), "/usr/lib/postgresql/15/bin"]
+                  + sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+                  if d and os.access(os.path.join(d, "pg_ctl"), os.X_OK)), None)
 
 
 def log(msg):
@@ -109,20 +122,43 @@ class Soak:
             "import_hangups")}
         self.chaos = {k: 0 for k in (
             "faults_on", "faults_off", "kill9", "sigterm", "sim_restart", "sim_kill9", "freeze",
-            "tpad_start_failed")}
+            "tpad_start_failed", "pg_restart_fast", "pg_restart_immediate", "pg_pause",
+            "pg_terminate", "pg_backends_terminated", "token_faults", "tokens_revoked")}
+        # Seconds from the end of each PostgreSQL failure until every tpad's Status says
+        # store.up and not store.failing again (by itself, without a restart of tpad).
+        self.recoveries = []
         self.weights = {"faults": 35, "off": 20, "kill9": 18, "term": 10, "sim": 10,
                         "simkill": 4, "freeze": 6}
-        for w in ARGS.weight:
-            k, _, v = w.partition("=")
-            if k not in self.weights:
-                sys.exit(f"--weight: unknown action {k}")
-            self.weights[k] = float(v)
+        if store == "postgresql":
+            self.weights.update({"pgrestart": 8, "pgpause": 8, "pgterm": 10})
         self.duplicates = 0  # duplicate_imports of simulator processes gone
         self.psk = secrets.token_hex(16)
         simdir = os.path.join(self.tmp, "sim")
         os.makedirs(simdir)
         self.sim_starts = 0
-        self.sim = Sim(simdir, self.psk, extra=self.sim_extra())
+        self.dx = None
+        tls_args = None
+        if ARGS.profile == "dxmaker":
+            # As test_cloud.py's DxBase: tpa-sim --dx-maker with certificate TLS and OAuth2.
+            self.psk = None
+            pki = PKI(os.path.join(self.tmp, "pki"))
+            pki.ca("good")
+            crt, key = pki.issue("srv", "good", "127.0.0.1", ["DNS:127.0.0.1", "IP:127.0.0.1"])
+            secret = secrets.token_hex(16)
+            sim_secret = os.path.join(self.tmp, "sim-secret")
+            write_secret(sim_secret, secret)
+            self.dx = {"ca": pki.path("good.crt"), "secret": secret,
+                       "sim": ["--dx-maker", "--oauth2", "--client-id", DX_CLIENT,
+                               "--client-secret-file", sim_secret, "--customer-id",
+                               "100004242", "--token-ttl", "20"]}
+            tls_args = ["--cert", crt, "--key", key]
+            self.weights.update({"token": 10, "revoke": 5})
+        self.sim = Sim(simdir, self.psk, extra=self.sim_extra(), tls_args=tls_args)
+        for w in ARGS.weight:
+            k, _, v = w.partition("=")
+            if k not in self.weights:
+                sys.exit(f"--weight: unknown action {k}")
+            self.weights[k] = float(v)
         self.store = store
         self.pg = None
         self.pg_url = None
@@ -135,7 +171,8 @@ class Soak:
         self.expected_down = [False] * n
 
     def sim_extra(self):
-        return ["--seed", str(self.seed * 100 + self.sim_starts)]
+        dx = self.dx["sim"] if self.dx else []
+        return [*dx, "--seed", str(self.seed * 100 + self.sim_starts)]
 
     # ---- bookkeeping
 
@@ -359,9 +396,15 @@ class Soak:
             if self.pg_url:
                 kw = dict(pg_url=self.pg_url, pg_password=self.pg.password,
                           key_hex=self.store_key, instance=f"line-{i}")
+            conf = [RULES, *ARGS.conf]
+            if self.dx:
+                secret = os.path.join(self.tpad_dirs[i], "oauth2-secret")
+                write_secret(secret, self.dx["secret"])
+                conf[:0] = ["api.profile = dx-maker", f"upstream.ca-file = {self.dx['ca']}",
+                            f"oauth2.client-id = {DX_CLIENT}",
+                            f"oauth2.secret-file = {secret}", "api.hsm-group = HSM_LABS_PROD"]
             self.tpads[i] = Daemon(self.tpad_dirs[i], upstream_url=self.sim.url(),
-                                   psk_hex=self.psk,
-                                   conf_extra="\n".join([RULES, *ARGS.conf]), **kw)
+                                   psk_hex=self.psk, conf_extra="\n".join(conf), **kw)
         t = self.tpads[i]
         for attempt in range(3):
             try:
@@ -417,6 +460,8 @@ class Soak:
         raise RuntimeError("tpa-sim's control port does not answer")
 
     def faults_off(self):
+        if self.dx:
+            self.faults(token_status=0)
         self.faults(drop_before_import=0, drop_before_answer=0, rate_5xx=0, rate_429=0,
                     malformed=0, import_latency_ms=0, query_latency_ms=0, latency_ms=0,
                     jitter_ms=0, reset_after=0, idle_close_ms=0, slow=False, refuse=False)
@@ -482,6 +527,25 @@ class Soak:
                 time.sleep(pause)
             finally:
                 os.kill(pid, signal.SIGCONT)
+        elif action == "token":
+            # The OAuth2 token endpoint failing (200 without a token, 4xx, 5xx, 429/503
+            # with Retry-After) or back.
+            status = rng.choice([0, 0, 200, 400, 429, 500, 502, 503])
+            self.faults(token_status=status)
+            self.chaos["token_faults"] += 1
+            log(f"token endpoint {status or 'back'}")
+        elif action == "revoke":
+            # Every access token void at once: tpad must fetch a new one.
+            for _ in range(20):
+                try:
+                    self.sim.control("POST", "/revoke-tokens")
+                    break
+                except (OSError, AssertionError):
+                    time.sleep(0.1)
+            self.chaos["tokens_revoked"] += 1
+            log("access tokens revoked")
+        elif action in ("pgrestart", "pgpause", "pgterm"):
+            self.pg_failure(action, rng)
         elif action in ("kill9", "term"):
             i = rng.randrange(len(self.tpads))
             t = self.tpads[i]
@@ -524,6 +588,85 @@ class Soak:
             log(f"tpa-sim {action} (port {port}), restart after {pause}s")
             time.sleep(pause)
             self.start_sim(port)
+
+    # ---- PostgreSQL's own failures (--store postgresql)
+
+    def pg_ctl(self, *args):
+        """pg_ctl on the throw-away cluster, as the user that owns it."""
+        cmd = [os.path.join(PG_BINDIR, "pg_ctl"), "-D", os.path.join(self.pg.dir, "data"),
+               *args]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "nobody", "--", *cmd]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)}: {p.stdout}{p.stderr}")
+
+    def pg_failure(self, action, rng):
+        if action == "pgrestart":
+            mode = rng.choice(["fast", "immediate"])
+            log(f"PostgreSQL restart -m {mode}")
+            self.pg_ctl("restart", "-m", mode, "-w", "-t", "60", "-l",
+                        os.path.join(self.pg.dir, "data", "server.log"))
+            self.chaos[f"pg_restart_{mode}"] += 1
+        elif action == "pgpause":
+            pause = rng.choice([0.5, 1.0, 3.0, 5.0, 8.0])
+            log(f"PostgreSQL paused (SIGSTOP) for {pause}s")
+            pids = self.pg._pids()
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(pause)
+            finally:
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+            self.chaos["pg_pause"] += 1
+        else:
+            n = self.pg.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE usename = 'tpad' AND pid <> pg_backend_pid()",
+                             db="postgres")
+            log(f"PostgreSQL: {n} backends of tpad terminated")
+            self.chaos["pg_terminate"] += 1
+            self.chaos["pg_backends_terminated"] += int(n)
+        self.wait_store_recovered(action, 45)
+
+    def store_status(self, i):
+        with tpad_client.Client(os.path.join(self.tpad_dirs[i], "admin.sock"), timeout=10,
+                                interface="io.tpad.Admin") as a:
+            return a.call("io.tpad.Admin.Status")["store"]
+
+    def wait_store_recovered(self, what, timeout):
+        """Every tpad finds its store again by itself: Status says store.up and not
+        store.failing (stations keep writing meanwhile, so a commit comes)."""
+        start = time.monotonic()
+        todo = set(range(len(self.tpads)))
+        last = {}
+        # A look right after the failure may come before tpad met it: a commit later than
+        # the first look must have come, and no failure since the look before.
+        first = {}
+        while todo and time.monotonic() < start + timeout:
+            for i in sorted(todo):
+                try:
+                    st = self.store_status(i)
+                    last[i] = {k: st.get(k) for k in ("up", "failing", "downReason",
+                                                       "commits", "failedCommits")}
+                    first.setdefault(i, st.get("commits"))
+                    if st.get("up") and not st.get("failing") and st["commits"] > first[i]:
+                        todo.discard(i)
+                except (tpad_client.TpadError, tpad_client.TpadConnectionError,
+                        tpad_client.TpadTimeout, KeyError, TypeError) as e:
+                    last[i] = repr(e)
+            if todo:
+                time.sleep(0.25)
+        took = time.monotonic() - start
+        if todo:
+            self.violation(f"after {what}: tpad(s) {sorted(todo)} not recovered within "
+                           f"{timeout}s: {last}")
+        else:
+            self.recoveries.append(took)
+            log(f"store recovered after {what} in {took:.1f}s")
 
     # ---- settling and the verdict
 
@@ -631,7 +774,7 @@ class Soak:
 
     def run(self):
         log(f"chaos_tpad seed={self.seed} seconds={self.seconds} stations={self.n_stations} "
-            f"store={self.store} tmp={self.tmp}")
+            f"store={self.store} profile={ARGS.profile} tmp={self.tmp}")
         if self.store == "postgresql":
             self.pg = PgCluster(self.tmp).start()
             self.pg_url = self.pg.new_database()
@@ -677,9 +820,13 @@ class Soak:
             self.pg = None
         print()
         print(f"seed {self.seed}, {self.seconds:.0f} s, {self.n_stations} stations, "
-              f"{len(self.tpads)} tpad(s) on {self.store}, {len(self.order)} devices")
+              f"{len(self.tpads)} tpad(s) on {self.store}, profile {ARGS.profile}, "
+              f"{len(self.order)} devices")
         print("stations: " + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
         print("chaos:    " + ", ".join(f"{k} {v}" for k, v in self.chaos.items()))
+        if self.recoveries:
+            print(f"store:    recovered by itself {len(self.recoveries)} times, in "
+                  f"{min(self.recoveries):.1f} to {max(self.recoveries):.1f} s")
         print(f"end:      cloud {len(cloud)} devices, store rows {rows}, duplicate imports "
               f"{dups}, devices received by stations {len(self.received)}")
         if self.violations:
