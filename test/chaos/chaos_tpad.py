@@ -17,10 +17,17 @@ At the end, with the faults off and every PENDING row settled, it checks for eve
 On demand, not in the timed suite (it runs for minutes):
 
     test/chaos/chaos_tpad.py [--build build] [--seconds 120] [--seed N] [--stations 4]
-                             [--store postgresql] [--weight ACTION=W] [--conf LINE]
+                             [--store postgresql] [--profile dxmaker] [--weight ACTION=W]
+                             [--conf LINE]
                              [--import-latency MS]
 
---store postgresql runs two tpads on one database of a throw-away cluster. Right after
+--store postgresql runs two tpads on one database of a throw-away cluster, whose server the
+chaos thread also restarts (pg_ctl restart -m fast or -m immediate), pauses (SIGSTOP of the
+postmaster and its backends, 0.5 to 8 s) and whose tpad backends it terminates
+(pg_terminate_backend); after each, every tpad must find the store again by itself within
+45 s (Status: store.up, not store.failing, a commit since the first look). --profile
+dxmaker runs against tpa-sim --dx-maker with certificate TLS and OAuth2, with the token
+endpoint failing and tokens revoked among the faults. Right after
 each kill -9 (before the restart) every token a station received is read back ISSUED
 from the store itself, so a reply sent before its commit is caught even though the
 settler would later recover the token from the cloud.
