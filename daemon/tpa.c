@@ -579,6 +579,7 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 	if (out.retry_after > API_HOLD_MAX_S)
 		out.retry_after = API_HOLD_MAX_S;
 	c->cb(&out, c->arg);
+	cred_wipe(&out, sizeof(out)); /* the answer may show the device's appKey */
 	call_free(c);
 }
 
@@ -737,9 +738,11 @@ static void call_answer(const struct pool_result *pr, void *arg)
 		if (r < 0)
 			call_fail(c, TPA_UNAVAILABLE,
 				  r == -EBUSY ? "upstream queue full" : "cannot build the query");
+		cred_wipe(&res, sizeof(res));
 		return;
 	}
 	call_done(c, &res);
+	cred_wipe(&res, sizeof(res)); /* the answer may show the device's appKey */
 }
 
 /* Build the HTTP request for a call (with the current token) and give it to the pool. */
