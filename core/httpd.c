@@ -56,13 +56,7 @@ struct httpd {
 	unsigned n_conns;
 	bool capped;	       /* not accepting: max_conns are open */
 	uint64_t capped_at_us; /* when max_conns were last reached (monotonic), 0: never */
-	/*
-	 * A run of accept() failures (out of descriptors): when the first and the last were
-	 * (monotonic; first 0: accepting) and how many. Logged once when it starts and once
-	 * at the next connection accepted, not at every pause.
-	 */
-	uint64_t starved_first_us, starved_last_us;
-	unsigned long starved_tries;
+	struct log_run starved; /* accept() failing (out of descriptors) */
 	struct httpd_stats stats;
 	LIST_HEAD(, hconn) conns;
 };
@@ -475,13 +469,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		      void *arg)
 {
 	struct httpd *h = arg;
-	if (h->starved_first_us) {
+	unsigned long tries;
+	double secs;
+	if (log_run_ended(&h->starved, &tries, &secs))
 		log_notice("%s: accepting connections again (accept() failed %lu times in %.0f s)",
-			   h->name, h->starved_tries,
-			   (double)(h->starved_last_us - h->starved_first_us) / 1e6);
-		h->starved_first_us = 0;
-		h->starved_tries = 0;
-	}
+			   h->name, tries, secs);
 	struct hconn *c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
@@ -550,15 +542,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
 	struct httpd *h = arg;
-	uint64_t now = clock_now_us();
-	if (!h->starved_first_us) {
-		h->starved_first_us = now;
+	if (log_run_failed(&h->starved))
 		log_warnx("%s: cannot accept a connection: %s; trying again every second, logged "
 			  "again once one is accepted",
 			  h->name, strerror(EVUTIL_SOCKET_ERROR()));
-	}
-	h->starved_last_us = now;
-	h->starved_tries++;
 	evconnlistener_disable(l);
 	struct timeval tv = {.tv_sec = 1};
 	evtimer_add(h->resume, &tv);

@@ -16,7 +16,6 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "clock.h"
 #include "log.h"
 
 struct listener {
@@ -28,13 +27,7 @@ struct listener {
 	struct event *ev_accept;
 	struct event *ev_resume;
 	char name[16]; /* "station", "apps"...: the socket in log lines */
-	/*
-	 * A run of accept() failures for want of descriptors or memory: when the first and
-	 * the last were (monotonic; first 0: accepting) and how many. Logged once when it
-	 * starts and once when accepting works again, not at every pause.
-	 */
-	uint64_t starved_first_us, starved_last_us;
-	unsigned long starved_tries;
+	struct log_run starved; /* accept() failing for want of descriptors or memory */
 };
 
 /* The fds passed by systemd, with their names, fetched once. */
@@ -106,13 +99,12 @@ static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 /* accept() worked (or found nobody waiting, which needs no descriptor): a run of failures ends. */
 static void listener_fed(struct listener *l)
 {
-	if (!l->starved_first_us)
-		return;
-	log_notice("%s socket: accepting clients again (accept() failed %lu times in %.0f s)",
-		   l->name, l->starved_tries,
-		   (double)(l->starved_last_us - l->starved_first_us) / 1e6);
-	l->starved_first_us = 0;
-	l->starved_tries = 0;
+	unsigned long tries;
+	double secs;
+	if (log_run_ended(&l->starved, &tries, &secs))
+		log_notice("%s socket: accepting clients again (accept() failed %lu times in "
+			   "%.0f s)",
+			   l->name, tries, secs);
 }
 
 /* Accept every pending client; pause for a second when out of file descriptors. */
@@ -133,16 +125,11 @@ static void listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 		if (errno == EINTR)
 			return;
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			uint64_t now = clock_now_us();
-			if (!l->starved_first_us) {
-				l->starved_first_us = now;
+			if (log_run_failed(&l->starved))
 				log_warn_errno(-errno,
 					       "%s socket: cannot accept clients, pausing; trying "
 					       "again every second, logged again once it works",
 					       l->name);
-			}
-			l->starved_last_us = now;
-			l->starved_tries++;
 			event_del(l->ev_accept);
 			struct timeval tv = {.tv_sec = 1};
 			evtimer_add(l->ev_resume, &tv);

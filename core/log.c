@@ -1,5 +1,6 @@
 /* log: one-line messages to stderr with sd-daemon priority prefixes. */
 #include "log.h"
+#include "clock.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -185,4 +186,25 @@ void log_activation(const char *dev_eui, const char *method, const char *outcome
 		log_notice("%s DEVEUI=%s METHOD=%s OUTCOME=%s SOURCE=%s STATION_UID=%u "
 			   "STATION_PID=%d LATENCY_MS=%.1f",
 			   m, dev_eui, method, outcome, source ? source : "", uid, pid, latency_ms);
+}
+
+bool log_run_failed(struct log_run *r)
+{
+	uint64_t now = clock_now_us();
+	bool starts = r->first_us == 0;
+	if (starts)
+		r->first_us = now;
+	r->last_us = now;
+	r->tries++;
+	return starts;
+}
+
+bool log_run_ended(struct log_run *r, unsigned long *ret_tries, double *ret_seconds)
+{
+	if (!r->first_us)
+		return false;
+	*ret_tries = r->tries;
+	*ret_seconds = (double)(r->last_us - r->first_us) / 1e6;
+	*r = (struct log_run){0};
+	return true;
 }

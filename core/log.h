@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Show debug messages (tpad --verbose). */
 void log_set_verbose(bool verbose);
@@ -17,6 +18,22 @@ void log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Messages that end with ": <strerror(-err)>"; err is a negative errno. */
 void log_warn_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_err_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * A run of one failure that is tried again (accept() without descriptors, say): logged
+ * once when it starts and once when it ends, not at every try. Zero-initialised.
+ */
+struct log_run {
+	uint64_t first_us, last_us; /* monotonic; first_us 0: no run */
+	unsigned long tries;
+};
+
+/* One more failure: true if it starts a run (the caller logs it then). */
+bool log_run_failed(struct log_run *r);
+
+/* It worked: true if that ends a run (the caller logs it then, with the run's tries and
+ * *ret_seconds); the run is reset. */
+bool log_run_ended(struct log_run *r, unsigned long *ret_tries, double *ret_seconds);
 
 /* For our own impossible states: log and abort. */
 _Noreturn void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
