@@ -28,14 +28,12 @@ the threads' timing does not repeat: a seed names a mix of events, not a schedul
 
 import argparse
 import http.client
-import http.server
 import json
 import os
 import random
 import shutil
 import signal
 import socket
-import socketserver
 import subprocess
 import sys
 import tempfile
@@ -47,7 +45,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "test", "lrc-sim"))
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 
-from lrc_sim import DOWNLINK_PATH, LrcSim, encrypt_astk, frm_crypt, token  # noqa: E402
+from lrc_sim import (DOWNLINK_PATH, LrcSim, encrypt_astk, frm_crypt,  # noqa: E402
+                     serve_posts, token)
 from tpad_client import (AS, Busy, Client, InvalidParameter, LrcFailed,  # noqa: E402
                          TpadConnectionError, TpadError)
 
@@ -229,39 +228,8 @@ request-timeout = 2s
     # The LRC's downlink endpoint.
 
     def serve_downlinks(self):
-        chaos = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
-                status, text = chaos.downlink(self.path)
-                if status is None:  # received, the answer lost
-                    self.close_connection = True
-                    return
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-            def handle_error(self, request, client_address):
-                pass  # tpas gave up on a slow answer: its connection is gone
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # Quiet: tpas gives up on a slow answer, and its connection is gone.
+        self.server = serve_posts(self.downlink, quiet=True)
         return self.server.server_address[1]
 
     def downlink(self, target):

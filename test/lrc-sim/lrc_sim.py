@@ -88,7 +88,6 @@ class LrcSim:
         # downlink_delay: seconds each downlink waits before it is handled (a slow LRC).
         self.faults = {"downlink_status": None, "downlink_answer": None, "downlink_delay": 0}
         self.server = None
-        self.thread = None
         self.state = {"devices": {}, "downlinks": [], "violations": []}
         if os.path.exists(state_file):
             with open(state_file) as f:
@@ -219,42 +218,10 @@ class LrcSim:
 
     def start(self, port=0, tls=None):
         """Serve downlinks on 127.0.0.1:port; tls=(certfile, keyfile) serves HTTPS."""
-        sim = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # The answer's head and body go out in two writes: without TCP_NODELAY the
-            # second waits for the client's delayed ACK (40 ms a downlink).
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
-                time.sleep(sim.faults.get("downlink_delay") or 0)
-                status, text = sim.handle_downlink(self.path)
-                data = text if isinstance(text, bytes) else text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server(("127.0.0.1", port), Handler)
-        if tls:
-            import ssl
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*tls)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        def answer(target):
+            time.sleep(self.faults.get("downlink_delay") or 0)
+            return self.handle_downlink(target)
+        self.server = serve_posts(answer, port, tls)
         return self.server.server_address[1]
 
     def stop(self):
@@ -299,6 +266,54 @@ class LrcSim:
             dev["fcnt_dn"] = max(dev["fcnt_dn"], fcnt + 1)
             self.save()
         return 200, self.faults.get("downlink_answer") or "Request queued by LRC"
+
+
+def serve_posts(handle, port=0, tls=None, quiet=False):
+    """A threaded HTTP server on 127.0.0.1:port, serving on a daemon thread, that answers
+    each POST (its body read) with handle(target) -> (status, text); a status of None
+    reads the request and loses the answer (the connection is closed). tls=(certfile,
+    keyfile) serves HTTPS; quiet leaves out the tracebacks of connections the client
+    dropped. Returns the server (server_address, shutdown)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # The answer's head and body go out in two writes: without TCP_NODELAY the
+        # second waits for the client's delayed ACK (40 ms a downlink).
+        disable_nagle_algorithm = True
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                self.rfile.read(n)
+            status, text = handle(self.path)
+            if status is None:
+                self.close_connection = True
+                return
+            data = text if isinstance(text, bytes) else text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+        def handle_error(self, request, client_address):
+            if not quiet:
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", port), Handler)
+    if tls:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def main():
