@@ -414,6 +414,20 @@ static void test_app_keys(void)
 	activation_free(a);
 }
 
+/* A device whose import answer is lost (OutcomeUnknown), then the wall clock set back a day
+ * (a technician sets the date, or NTP corrects a clock that ran ahead). */
+static struct act_request lost_then_clock_back(struct activation *a, struct fake *f,
+					       const char *eui)
+{
+	f->import_script[f->n_import_script++] = tres(TPA_UNKNOWN, 0);
+	struct act_request q = se_req(eui, TKM1);
+	struct got g = run(a, f, &q);
+	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
+	f->now -= 86400000;
+	f->wall_step -= 86400000;
+	return q;
+}
+
 /*
  * An import whose answer is lost, sent sent_after_ms after the call (it waited for a
  * session); then the wall clock steps by step_ms and both clocks move early_ms: the
@@ -501,12 +515,7 @@ static void test_unknown_outcomes(void)
 	 * date, or NTP corrects a clock that ran ahead): the window still lasts
 	 * settle-after, not a day more, and Lookup's hint says so too. */
 	lost_import_settles(a, &f, "00000000000000B9", 0, -86400000, 0, 60);
-	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
-	q = se_req("00000000000000BA", TKM1);
-	g = run(a, &f, &q);
-	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
-	f.now -= 86400000;
-	f.wall_step -= 86400000;
+	q = lost_then_clock_back(a, &f, "00000000000000BA");
 	struct store_record lookup = *fake_row(&f, q.dev_eui);
 	activation_free(a); /* a restarted tpad: only the row's wall-clock time is left */
 	a = activation_new(&ops, &f, "0000000000000000", "00000000");
@@ -629,12 +638,7 @@ static void test_settle_rules(void)
 	 * clock set back a day right after a lost import neither holds the row for a day nor
 	 * makes Lookup's hint a day long.
 	 */
-	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
-	q = se_req("0000000000000A0B", TKM1);
-	g = run(a, &f, &q);
-	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
-	f.now -= 86400000;
-	f.wall_step -= 86400000;
+	q = lost_then_clock_back(a, &f, "0000000000000A0B");
 	CHECK_INT(activation_retry_after(a, fake_row(&f, q.dev_eui)), 10);
 	cloud_add(&f, q.dev_eui, "STEPPED");
 	queries = f.queries;
