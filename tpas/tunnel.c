@@ -25,6 +25,7 @@
 #include "httpd.h"
 #include "tunnel_tls.h"
 #include "uplink.h"
+#include "uplink_read.h"
 
 /* The HTTP server refuses bodies over this many times max-body itself (413, and closes). */
 #define HARD_BODY_FACTOR 4

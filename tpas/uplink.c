@@ -1,4 +1,5 @@
-/* uplink: the LRC-AS tunnel's DevEUI_uplink (JSON or XML body, query string) parsed and checked. */
+/* uplink: one DevEUI_uplink (its fields checked as they are taken, its radio fields), and
+ * the tunnel's query string, Token and Time. */
 #include "uplink.h"
 
 #include <ctype.h>
@@ -10,13 +11,11 @@
 #include <string.h>
 #include <time.h>
 
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-
 #include "ascrypto.h"
 #include "cred.h"
 #include "hex.h"
 #include "message.h"
+#include "uplink_fields.h"
 
 /* The fields tpas reads; every other one is passed on to applications in radio. */
 static const char *const read_fields[] = {
@@ -24,7 +23,7 @@ static const char *const read_fields[] = {
     "DevAddr", "CustomerID", "Time",   "AppSKey",
 };
 
-__attribute__((format(printf, 3, 4))) static int fail(char *reason, size_t n, const char *fmt, ...)
+int uplink_fail(char *reason, size_t n, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -52,56 +51,57 @@ static bool parse_uint(const char *s, uint64_t max, uint64_t *ret)
 }
 
 /* Take one field of the uplink by name; value is its text. 1 if taken, 0 if not ours. */
-static int set_field(struct uplink *u, const char *name, const char *value, char *reason, size_t rn)
+int uplink_field_set(struct uplink *u, const char *name, const char *value, char *reason, size_t rn)
 {
 	uint64_t v;
 	size_t len = strlen(value);
 	if (strcmp(name, "DevEUI") == 0) {
 		if (!hex_valid(value, 16))
-			return fail(reason, rn, "DevEUI must be 16 hexadecimal digits");
+			return uplink_fail(reason, rn, "DevEUI must be 16 hexadecimal digits");
 		hex_upper(u->dev_eui, value, 16);
 		memcpy(u->dev_eui_raw, value, 17);
 	} else if (strcmp(name, "FPort") == 0) {
 		if (!parse_uint(value, 255, &v) || len > 3)
-			return fail(reason, rn, "FPort must be a number from 0 to 255");
+			return uplink_fail(reason, rn, "FPort must be a number from 0 to 255");
 		u->fport = (int)v;
 		snprintf(u->fport_s, sizeof(u->fport_s), "%s", value);
 	} else if (strcmp(name, "FCntUp") == 0) {
 		if (!parse_uint(value, UINT32_MAX, &v))
-			return fail(reason, rn, "FCntUp must be a 32-bit counter");
+			return uplink_fail(reason, rn, "FCntUp must be a 32-bit counter");
 		u->fcnt_up = (uint32_t)v;
 		snprintf(u->fcnt_up_s, sizeof(u->fcnt_up_s), "%s", value);
 	} else if (strcmp(name, "FCntDn") == 0) {
 		if (!parse_uint(value, UINT32_MAX, &v))
-			return fail(reason, rn, "FCntDn must be a 32-bit counter");
+			return uplink_fail(reason, rn, "FCntDn must be a 32-bit counter");
 		u->fcnt_dn = (uint32_t)v;
 		u->has_fcnt_dn = true;
 	} else if (strcmp(name, "payload_hex") == 0) {
 		if (len % 2 || len > 2 * AS_MAX_FRM_PAYLOAD || (len && !hex_valid_any(value)))
-			return fail(reason, rn,
-				    "payload_hex must be an even number of hexadecimal digits, "
-				    "at most %d",
-				    2 * AS_MAX_FRM_PAYLOAD);
+			return uplink_fail(
+			    reason, rn,
+			    "payload_hex must be an even number of hexadecimal digits, "
+			    "at most %d",
+			    2 * AS_MAX_FRM_PAYLOAD);
 		memcpy(u->payload_hex, value, len + 1);
 	} else if (strcmp(name, "DevAddr") == 0) {
 		if (!hex_valid(value, 8))
-			return fail(reason, rn, "DevAddr must be 8 hexadecimal digits");
+			return uplink_fail(reason, rn, "DevAddr must be 8 hexadecimal digits");
 		hex_upper(u->dev_addr, value, 8);
 		u->dev_addr_n = (uint32_t)strtoul(u->dev_addr, NULL, 16);
 	} else if (strcmp(name, "CustomerID") == 0) {
 		if (len > UPLINK_MAX_CUSTOMER || !proto_plain_text(value))
-			return fail(reason, rn,
-				    "CustomerID must be at most %d printable characters",
-				    UPLINK_MAX_CUSTOMER);
+			return uplink_fail(reason, rn,
+					   "CustomerID must be at most %d printable characters",
+					   UPLINK_MAX_CUSTOMER);
 		memcpy(u->customer_id, value, len + 1);
 	} else if (strcmp(name, "Time") == 0) {
 		int64_t ms;
 		if (len > UPLINK_MAX_TIME || uplink_time_parse(value, &ms) < 0)
-			return fail(reason, rn, "Time is not a date and time");
+			return uplink_fail(reason, rn, "Time is not a date and time");
 		memcpy(u->time, value, len + 1);
 	} else if (strcmp(name, "AppSKey") == 0) {
 		if (!hex_valid(value, 32))
-			return fail(reason, rn, "AppSKey must be 32 hexadecimal digits");
+			return uplink_fail(reason, rn, "AppSKey must be 32 hexadecimal digits");
 		memcpy(u->key_hex, value, 33);
 		u->key_kind = UPLINK_KEY_BLOCK;
 	} else {
@@ -111,29 +111,30 @@ static int set_field(struct uplink *u, const char *name, const char *value, char
 }
 
 /* Take a KeyEnvelope's two parts. */
-static int set_envelope(struct uplink *u, const char *label, const char *aes_key, char *reason,
+int uplink_envelope_set(struct uplink *u, const char *label, const char *aes_key, char *reason,
 			size_t rn)
 {
 	if (!label || !aes_key)
-		return fail(reason, rn, "AppSKey envelope needs KEKLabel and AESKey");
+		return uplink_fail(reason, rn, "AppSKey envelope needs KEKLabel and AESKey");
 	if (!hex_valid(aes_key, 48) && !hex_valid(aes_key, 32))
-		return fail(reason, rn, "AppSKey.AESKey must be 48 hexadecimal digits");
+		return uplink_fail(reason, rn, "AppSKey.AESKey must be 48 hexadecimal digits");
 	if (strlen(label) > UPLINK_MAX_LABEL || !proto_plain_text(label))
-		return fail(reason, rn, "AppSKey.KEKLabel must be at most %d printable characters",
-			    UPLINK_MAX_LABEL);
+		return uplink_fail(reason, rn,
+				   "AppSKey.KEKLabel must be at most %d printable characters",
+				   UPLINK_MAX_LABEL);
 	snprintf(u->key_hex, sizeof(u->key_hex), "%s", aes_key);
 	snprintf(u->kek_label, sizeof(u->kek_label), "%s", label);
 	/* An empty label means "not wrapped" in TS002: the key is then one plain block. */
 	u->key_kind = label[0] ? UPLINK_KEY_ENVELOPE : UPLINK_KEY_BLOCK;
 	if (u->key_kind == UPLINK_KEY_ENVELOPE && strlen(aes_key) != 48)
-		return fail(reason, rn, "AppSKey.AESKey must be 48 hexadecimal digits");
+		return uplink_fail(reason, rn, "AppSKey.AESKey must be 48 hexadecimal digits");
 	if (u->key_kind == UPLINK_KEY_BLOCK && strlen(aes_key) != 32)
-		return fail(reason, rn, "AppSKey.AESKey must be 32 hexadecimal digits");
+		return uplink_fail(reason, rn, "AppSKey.AESKey must be 32 hexadecimal digits");
 	return 0;
 }
 
 /* True if tpas reads the field called name (so it is not in radio). */
-static bool read_field(const char *name)
+bool uplink_field_read(const char *name)
 {
 	for (size_t i = 0; i < sizeof(read_fields) / sizeof(read_fields[0]); i++)
 		if (strcmp(read_fields[i], name) == 0)
@@ -142,339 +143,23 @@ static bool read_field(const char *name)
 }
 
 /* The checks common to both syntaxes, once every field is in. */
-static int check_required(struct uplink *u, char *reason, size_t rn)
+int uplink_fields_check(const struct uplink *u, char *reason, size_t rn)
 {
 	if (!u->dev_eui[0])
-		return fail(reason, rn, "DevEUI is missing");
+		return uplink_fail(reason, rn, "DevEUI is missing");
 	if (!u->fcnt_up_s[0])
-		return fail(reason, rn, "FCntUp is missing");
+		return uplink_fail(reason, rn, "FCntUp is missing");
 	if (u->payload_hex[0] && u->fport < 0)
-		return fail(reason, rn, "FPort is missing");
+		return uplink_fail(reason, rn, "FPort is missing");
 	if (u->payload_hex[0] && u->fport > 0 && !u->dev_addr[0])
-		return fail(reason, rn, "DevAddr is missing");
+		return uplink_fail(reason, rn, "DevAddr is missing");
 	return 0;
-}
-
-/*
- * A copy of body with the number token that ends at end put in quotes (len + 2 bytes in
- * *ret_len), or NULL when no number ends there or out of memory.
- */
-static char *quote_number(const char *body, size_t len, size_t end, size_t *ret_len)
-{
-	static const char number_chars[] = "0123456789+-.eE";
-	size_t start = end;
-	while (start > 0 && memchr(number_chars, body[start - 1], sizeof(number_chars) - 1))
-		start--;
-	if (start == end || end > len)
-		return NULL;
-	char *out = malloc(len + 2);
-	if (!out)
-		return NULL;
-	memcpy(out, body, start);
-	out[start] = '"';
-	memcpy(out + start + 1, body + start, end - start);
-	out[end + 1] = '"';
-	memcpy(out + end + 2, body + end, len - end);
-	*ret_len = len + 2;
-	return out;
-}
-
-/*
- * The body's JSON. A number jansson cannot hold (past 64-bit integers, or doubles) is
- * read as a string of its text rather than losing the whole uplink, which the LRC would
- * send again and again.
- */
-static json_t *load_json(const char *body, size_t len, char *reason, size_t rn)
-{
-	json_error_t jerr;
-	char *copy = NULL;
-	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	for (int i = 0; !root && i < UPLINK_MAX_NUMBER_TEXTS &&
-			json_error_code(&jerr) == json_error_numeric_overflow;
-	     i++) {
-		size_t n;
-		char *q = quote_number(body, len, (size_t)jerr.position, &n);
-		if (!q)
-			break;
-		free(copy);
-		copy = q;
-		body = q;
-		len = n;
-		root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	}
-	free(copy);
-	if (!root)
-		snprintf(reason, rn, "body is not JSON: %s (line %d)", jerr.text, jerr.line);
-	return root;
-}
-
-static int parse_json(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
-{
-	json_t *root = load_json(body, len, reason, rn);
-	if (!root)
-		return -EBADMSG;
-	int r = 0;
-	json_t *up = json_object_get(root, "DevEUI_uplink");
-	if (!json_is_object(up)) {
-		r = fail(reason, rn, "body has no DevEUI_uplink object");
-		goto out;
-	}
-	const char *key;
-	json_t *val;
-	json_object_foreach(up, key, val)
-	{
-		char num[32];
-		const char *text = NULL;
-		if (json_is_string(val)) {
-			text = json_string_value(val);
-		} else if (json_is_integer(val)) {
-			snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
-				 json_integer_value(val));
-			text = num;
-		} else if (strcmp(key, "AppSKey") == 0 && json_is_object(val)) {
-			r = set_envelope(u, json_string_value(json_object_get(val, "KEKLabel")),
-					 json_string_value(json_object_get(val, "AESKey")), reason,
-					 rn);
-			if (r < 0)
-				goto out;
-			continue;
-		}
-		if (!read_field(key)) {
-			if (json_object_set(u->radio, key, val) < 0) {
-				r = -ENOMEM;
-				goto out;
-			}
-			continue;
-		}
-		if (!text) {
-			r = fail(reason, rn, "%s has the wrong type", key);
-			goto out;
-		}
-		r = set_field(u, key, text, reason, rn);
-		if (r < 0)
-			goto out;
-		r = 0;
-	}
-	r = check_required(u, reason, rn);
-out:
-	json_decref(root);
-	return r;
-}
-
-/* The text of an element with only text inside, or NULL (caller xmlFree()s). */
-static char *xml_text(xmlNode *n)
-{
-	for (xmlNode *c = n->children; c; c = c->next)
-		if (c->type == XML_ELEMENT_NODE)
-			return NULL;
-	return (char *)xmlNodeGetContent(n);
-}
-
-/* True if n has an element inside. */
-static bool has_child_element(xmlNode *n)
-{
-	for (xmlNode *c = n->children; c; c = c->next)
-		if (c->type == XML_ELEMENT_NODE)
-			return true;
-	return false;
-}
-
-/* The text of the child element called name, or NULL (caller xmlFree()s). */
-static char *xml_child_text(xmlNode *n, const char *name)
-{
-	for (xmlNode *c = n->children; c; c = c->next)
-		if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, name) == 0)
-			return xml_text(c);
-	return NULL;
-}
-
-/* Strip leading and trailing blanks of s in place. */
-static char *trim(char *s)
-{
-	while (*s && isspace((unsigned char)*s))
-		s++;
-	size_t n = strlen(s);
-	while (n && isspace((unsigned char)s[n - 1]))
-		s[--n] = '\0';
-	return s;
-}
-
-/* Put v (owned) in obj under name; a name seen again makes an array of the values. */
-static int xml_merge(json_t *obj, const char *name, json_t *v)
-{
-	json_t *seen = json_object_get(obj, name);
-	if (!v)
-		return -ENOMEM;
-	if (!seen)
-		return json_object_set_new(obj, name, v) < 0 ? -ENOMEM : 0;
-	if (json_is_array(seen))
-		return json_array_append_new(seen, v) < 0 ? -ENOMEM : 0;
-	json_t *both = json_array();
-	if (!both || json_array_append(both, seen) < 0) {
-		json_decref(both);
-		json_decref(v);
-		return -ENOMEM;
-	}
-	if (json_array_append_new(both, v) < 0 || json_object_set_new(obj, name, both) < 0)
-		return -ENOMEM;
-	return 0;
-}
-
-/* An element as JSON: its text (blanks trimmed) as a string, or, when it has elements
- * inside, an object of them (attributes and text beside elements left out). */
-static json_t *xml_value(xmlNode *n)
-{
-	if (!has_child_element(n)) {
-		char *raw = (char *)xmlNodeGetContent(n);
-		json_t *v = json_string(raw ? trim(raw) : "");
-		xmlFree(raw);
-		return v;
-	}
-	json_t *obj = json_object();
-	for (xmlNode *c = n->children; obj && c; c = c->next) {
-		if (c->type == XML_ELEMENT_NODE &&
-		    xml_merge(obj, (const char *)c->name, xml_value(c)) < 0) {
-			json_decref(obj);
-			obj = NULL;
-		}
-	}
-	return obj;
-}
-
-static int parse_xml(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
-{
-	if (len > INT32_MAX)
-		return fail(reason, rn, "body too large");
-	/* No network, no entity expansion, no DTD loading: the LRC sends plain elements. */
-	xmlDoc *doc = xmlReadMemory(body, (int)len, "uplink.xml", NULL,
-				    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-	if (!doc) {
-		const xmlError *e = xmlGetLastError();
-		snprintf(reason, rn, "body is not XML%s%.80s", e && e->message ? ": " : "",
-			 e && e->message ? e->message : "");
-		size_t n = strlen(reason);
-		while (n && reason[n - 1] == '\n')
-			reason[--n] = '\0';
-		xmlResetLastError();
-		return -EBADMSG;
-	}
-	int r = 0;
-	if (doc->intSubset || doc->extSubset) {
-		/* The LRC sends none; entities from one could only amplify. */
-		r = fail(reason, rn, "body has a DTD");
-		goto out;
-	}
-	xmlNode *root = xmlDocGetRootElement(doc);
-	if (!root || strcmp((const char *)root->name, "DevEUI_uplink") != 0) {
-		r = fail(reason, rn, "body has no DevEUI_uplink element");
-		goto out;
-	}
-	for (xmlNode *c = root->children; c; c = c->next) {
-		if (c->type != XML_ELEMENT_NODE)
-			continue;
-		const char *name = (const char *)c->name;
-		if (!read_field(name)) {
-			if ((r = xml_merge(u->radio, name, xml_value(c))) < 0)
-				goto out;
-			continue;
-		}
-		if (strcmp(name, "AppSKey") == 0 && has_child_element(c)) {
-			char *label = xml_child_text(c, "KEKLabel");
-			char *key = xml_child_text(c, "AESKey");
-			r = set_envelope(u, label ? trim(label) : NULL, key ? trim(key) : NULL,
-					 reason, rn);
-			xmlFree(label);
-			xmlFree(key);
-			if (r < 0)
-				goto out;
-			continue;
-		}
-		char *raw = xml_text(c);
-		if (!raw)
-			continue;
-		char *text = trim(raw);
-		r = set_field(u, name, text, reason, rn);
-		xmlFree(raw);
-		if (r < 0)
-			goto out;
-		r = 0;
-	}
-	r = check_required(u, reason, rn);
-out:
-	xmlFreeDoc(doc);
-	return r;
-}
-
-/* Whether v holds objects or arrays nested more than max deep (v itself counting). */
-static bool too_deep(json_t *v, int max)
-{
-	if (!json_is_object(v) && !json_is_array(v))
-		return false;
-	if (max == 0)
-		return true;
-	const char *key;
-	json_t *c;
-	size_t i;
-	if (json_is_array(v)) {
-		json_array_foreach(v, i, c) if (too_deep(c, max - 1)) return true;
-		return false;
-	}
-	json_object_foreach(v, key, c) if (too_deep(c, max - 1)) return true;
-	return false;
-}
-
-/*
- * Refuse a radio field nested deeper than UPLINK_MAX_RADIO_DEPTH: a reply carrying it
- * could pass what a JSON reader takes (jansson's 2048 levels), and stop every
- * application's stream there.
- */
-static int check_radio_depth(const struct uplink *u, char *reason, size_t rn)
-{
-	const char *key;
-	json_t *v;
-	json_object_foreach(u->radio, key, v)
-	{
-		if (!too_deep(v, UPLINK_MAX_RADIO_DEPTH))
-			continue;
-		bool named = strlen(key) <= 64 && proto_plain_text(key);
-		return fail(reason, rn, "radio field %s%s%s is nested deeper than %d levels",
-			    named ? "'" : "", named ? key : "(name not shown)", named ? "'" : "",
-			    UPLINK_MAX_RADIO_DEPTH);
-	}
-	return 0;
-}
-
-int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen)
-{
-	memset(ret, 0, sizeof(*ret));
-	ret->fport = -1;
-	ret->radio = json_object();
-	if (!ret->radio)
-		return -ENOMEM;
-	/* A UTF-8 byte order mark: XML allows it (libxml2 reads it), JSON's readers may skip
-	 * it (RFC 8259 8.1), and some senders write one. */
-	size_t bom = len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
-	size_t i = bom;
-	while (i < len && isspace((unsigned char)body[i]))
-		i++;
-	int r;
-	if (i == len)
-		r = fail(reason, reasonlen, "body is empty");
-	else if (body[i] == '{')
-		r = parse_json(body + bom, len - bom, ret, reason, reasonlen);
-	else if (body[i] == '<')
-		r = parse_xml(body, len, ret, reason, reasonlen);
-	else
-		r = fail(reason, reasonlen, "body is neither JSON nor XML");
-	if (r == 0)
-		r = check_radio_depth(ret, reason, reasonlen);
-	if (r < 0)
-		uplink_clear(ret);
-	return r;
 }
 
 char *uplink_radio_text(const struct uplink *u)
 {
+	if (u->radio_text)
+		return strdup(u->radio_text);
 	return json_dumps(u->radio, PROTO_JSON_FLAGS);
 }
 
@@ -484,6 +169,8 @@ void uplink_clear(struct uplink *u)
 		return;
 	json_decref(u->radio);
 	u->radio = NULL;
+	free(u->radio_text);
+	u->radio_text = NULL;
 	cred_wipe(u->key_hex, sizeof(u->key_hex));
 }
 
@@ -513,11 +200,11 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
 {
 	memset(ret, 0, sizeof(*ret));
 	if (!query)
-		return fail(reason, reasonlen, "no query string (Token is missing)");
+		return uplink_fail(reason, reasonlen, "no query string (Token is missing)");
 	size_t qlen = strlen(query);
 	if (qlen > UPLINK_MAX_QUERY)
-		return fail(reason, reasonlen, "query string longer than %d bytes",
-			    UPLINK_MAX_QUERY);
+		return uplink_fail(reason, reasonlen, "query string longer than %d bytes",
+				   UPLINK_MAX_QUERY);
 	const char *tok = NULL;
 	for (const char *p = query; p && *p;) {
 		const char *end = strchr(p, '&');
@@ -529,28 +216,29 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
 		if (tok)
 			/* The Token signs what comes before it: anything after would be taken
 			 * unsigned (a fresh Time on a replayed uplink). The LRC puts it last. */
-			return fail(reason, reasonlen, "parameters after Token are not signed");
+			return uplink_fail(reason, reasonlen,
+					   "parameters after Token are not signed");
 		if (klen == 5 && memcmp(p, "Token", 5) == 0) {
 			tok = p;
 			if (vlen != AS_TOKEN_HEX)
-				return fail(reason, reasonlen,
-					    "Token must be 64 hexadecimal digits");
+				return uplink_fail(reason, reasonlen,
+						   "Token must be 64 hexadecimal digits");
 			memcpy(ret->token, val, vlen);
 			ret->token[vlen] = '\0';
 			if (!hex_valid(ret->token, AS_TOKEN_HEX))
-				return fail(reason, reasonlen,
-					    "Token must be 64 hexadecimal digits");
+				return uplink_fail(reason, reasonlen,
+						   "Token must be 64 hexadecimal digits");
 		} else if (klen == 4 && memcmp(p, "Time", 4) == 0) {
 			if (!query_decode(val, vlen, ret->time, sizeof(ret->time)))
-				return fail(reason, reasonlen, "Time is too long");
+				return uplink_fail(reason, reasonlen, "Time is too long");
 		} else if (klen == 5 && memcmp(p, "AS_ID", 5) == 0) {
 			if (!query_decode(val, vlen, ret->as_id, sizeof(ret->as_id)))
-				return fail(reason, reasonlen, "AS_ID is too long");
+				return uplink_fail(reason, reasonlen, "AS_ID is too long");
 		}
 		p = end ? end + 1 : NULL;
 	}
 	if (!tok)
-		return fail(reason, reasonlen, "Token is missing");
+		return uplink_fail(reason, reasonlen, "Token is missing");
 	/* What is signed: everything before "&Token=" as received. */
 	size_t sp = (size_t)(tok - query);
 	if (sp > 0)

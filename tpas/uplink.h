@@ -39,7 +39,8 @@ struct uplink {
 	enum uplink_key key_kind;
 	char key_hex[49]; /* AppSKey field, 32 or 48 hex digits */
 	char kek_label[UPLINK_MAX_LABEL + 1];
-	json_t *radio; /* every field not read above (LrrRSSI, Lrrs, CustomerData...), owned */
+	json_t *radio;	  /* every field not read above (LrrRSSI, Lrrs, CustomerData...), owned */
+	char *radio_text; /* or, read by uplink_fast, the same as compact JSON text, owned */
 };
 
 /* The tunnel's query string. */
@@ -51,17 +52,7 @@ struct uplink_query {
 };
 
 /*
- * Parse a body as JSON ({"DevEUI_uplink":{...}}) or XML (<DevEUI_uplink>), chosen by its
- * first non-blank character. 0, or -EINVAL / -EBADMSG with a one-line reason (never a
- * key); -ENOMEM. On success the caller frees with uplink_clear().
- * A radio field nested deeper than UPLINK_MAX_RADIO_DEPTH is refused (-EINVAL, naming
- * it); a JSON number no integer or double holds (12345678901234567890, 1e400) is kept
- * as a string of its text, UPLINK_MAX_NUMBER_TEXTS of them at most.
- */
-int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen);
-
-/*
- * u->radio as compact JSON text (malloc()ed; NULL: out of memory). A real is written
+ * The radio fields as compact JSON text (malloc()ed; NULL: out of memory). A real is written
  * with 15 significant digits at most (PROTO_JSON_FLAGS, as every message), so one the LRC
  * sent as decimal text comes out as it came ("868.1", not "868.10000000000002").
  */

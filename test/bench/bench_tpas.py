@@ -4,12 +4,13 @@
 Run on demand (never part of the timed suite):
 
     python3 test/bench/bench_tpas.py BUILD [--count N] [--ref-count N] [--connections K]
-                                           [--runs R] [--keep]
+                                           [--runs R] [--radio short|full] [--keep]
 
 Each run, on loopback, with prepared uplinks (JSON, each carrying its AppSKey field, as with
-end-to-end encryption; 100 devices), all posted by the same client, tunnel-blast (C, one
-epoll thread, K keep-alive connections, each sending its next request once the last is
-answered):
+end-to-end encryption; 100 devices; --radio full adds the other fields the LRC sends: base
+stations, customer data, radio settings, 1.3 KB bodies instead of 0.4 KB), all posted by
+the same client, tunnel-blast (C, one epoll thread, K keep-alive connections, each sending
+its next request once the last is answered):
 1. tpas: every uplink's Token and Time verified, AppSKey unwrapped (sealed session key
    looked up), FRMPayload decrypted, journaled (SQLite WAL, synchronous=FULL, group commit
    on the writer thread) before its 200, and delivered to one subscriber on the
@@ -55,7 +56,32 @@ GOAL_RATE = 10000
 GOAL_RATIO = 20
 
 
-def prepare(workdir, astk, count, devices=100):
+# --radio full: the fields ThingPark's LRC adds to an uplink beside the ones tpas reads
+# (three base stations' reception, the customer's data, the radio settings): a body of
+# about 1.3 KB, as the LRC posts them, where the default ("short") body is 0.4 KB.
+FULL_RADIO = {
+    "ADRbit": 1, "MType": 2, "Lrcid": "00000201", "LrrESP": -42.2, "SubBand": "G1",
+    "Channel": "LC2", "DevLrrCnt": 3, "Late": 0, "LrrLAT": 48.874855, "LrrLON": 2.333276,
+    "Lrrs": {"Lrr": [{"Lrrid": "FF0109A4", "Chain": 0, "LrrRSSI": -41.5, "LrrSNR": 9.25,
+                      "LrrESP": -42.2},
+                     {"Lrrid": "FF0109B1", "Chain": 0, "LrrRSSI": -97.0, "LrrSNR": 3.5,
+                      "LrrESP": -99.1},
+                     {"Lrrid": "FF010A02", "Chain": 1, "LrrRSSI": -113.0, "LrrSNR": -6.75,
+                      "LrrESP": -120.5}]},
+    "CustomerData": {"alr": {"pro": "ACME/THERMO", "ver": "2"}, "tags": ["line-3", "hall-b"],
+                     "name": "thermometer 0042"},
+    "ModelCfg": "0", "BaseStationData": {"doms": [], "name": "gw-hall-b"},
+    "InstantPER": 0.02, "MeanPER": 0.013, "AckRequested": 0, "rawMacCommands": "",
+    "TxPower": 14.0, "NbTrans": 1, "Frequency": 868.1, "DynamicClass": "A",
+    "DriverCfg": {"mod": {"pId": "acme", "mId": "thermo", "ver": "2"},
+                  "app": {"pId": "acme", "mId": "thermo-app", "ver": "1"}},
+}
+
+
+BODY_SIZE = {"short": "0.4 KB", "full": "1.3 KB"}
+
+
+def prepare(workdir, astk, count, devices=100, radio="short"):
     """count signed uplinks as raw HTTP requests in a file for tunnel-blast."""
     sim = LrcSim(os.path.join(workdir, "lrc.json"), KEY, as_url="http://127.0.0.1:1",
                  as_id="bench")
@@ -66,7 +92,8 @@ def prepare(workdir, astk, count, devices=100):
     with open(path, "wb") as f:
         for i in range(count):
             d = devs[i % devices]
-            target, body, ctype = sim.build_uplink(d, b"%08d 21.5C" % i, fcnt=i // devices)
+            target, body, ctype = sim.build_uplink(d, b"%08d 21.5C" % i, fcnt=i // devices,
+                                                   extra=FULL_RADIO if radio == "full" else None)
             req = (f"POST /{target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body
             f.write(struct.pack(">I", len(req)) + req)
@@ -103,7 +130,7 @@ def blast(build, port, path, connections):
     return json.loads(p.stdout)
 
 
-def run_tpas(build, workdir, count, connections):
+def run_tpas(build, workdir, count, connections, radio):
     tpactl = os.path.join(build, "client", "tpactl")
     rsa = os.path.join(workdir, "rsa.pem")
     pub = subprocess.run([tpactl, "as", "keygen", "--out", rsa], capture_output=True,
@@ -125,7 +152,7 @@ def run_tpas(build, workdir, count, connections):
         astk = os.urandom(16)
         subprocess.run([tpactl, "--socket", f"{workdir}/admin.sock", "as", "import-astk",
                         encrypt_astk(pub, astk)], check=True, capture_output=True)
-        path = prepare(workdir, astk, count)
+        path = prepare(workdir, astk, count, radio=radio)
         done = {}
         # The subscriber: an application on the apps socket following io.tpad.AS.Uplinks
         # (varlink, one NUL-terminated JSON message per uplink). Like the reference's
@@ -177,10 +204,10 @@ def run_tpas(build, workdir, count, connections):
         log.close()
 
 
-def run_reference(workdir, count, connections, build, threads):
+def run_reference(workdir, count, connections, build, threads, radio):
     astk = os.urandom(16)
     d = tempfile.mkdtemp(prefix="ref-", dir=workdir)
-    path = prepare(d, astk, count)
+    path = prepare(d, astk, count, radio=radio)
     port = free_port()
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "reference_as.py"), "--port",
                              str(port), "--key", KEY, "--astk", astk.hex(), "--db",
@@ -205,9 +232,9 @@ def run_reference(workdir, count, connections, build, threads):
         proc.stdout.close()
 
 
-def run_null(build, workdir, count, connections):
+def run_null(build, workdir, count, connections, radio):
     """tunnel-null (answers 200, does nothing else) with the same client and uplinks."""
-    path = prepare(workdir, os.urandom(16), count)
+    path = prepare(workdir, os.urandom(16), count, radio=radio)
     port = free_port()
     proc = subprocess.Popen([os.path.join(build, "test", "bench", "tunnel-null"), str(port)],
                             stdout=subprocess.PIPE, text=True)
@@ -227,13 +254,13 @@ def run_null(build, workdir, count, connections):
 
 def one_run(build, work, a):
     d = tempfile.mkdtemp(prefix="run-", dir=work)
-    t = run_tpas(build, d, a.count, a.connections)
-    n = run_null(build, d, a.count, a.connections)
+    t = run_tpas(build, d, a.count, a.connections, a.radio)
+    n = run_null(build, d, a.count, a.connections, a.radio)
     # The reference twice, the better one counts: http.server on one keep-alive connection
     # (it serves one connection at a time: more would only queue behind the first), and
     # ThreadingHTTPServer (a thread per connection) on as many connections as tpas had.
-    r1 = run_reference(d, a.ref_count, 1, build, False)
-    rk = run_reference(d, a.ref_count, a.connections, build, True)
+    r1 = run_reference(d, a.ref_count, 1, build, False, a.radio)
+    rk = run_reference(d, a.ref_count, a.connections, build, True, a.radio)
     if not a.keep:
         shutil.rmtree(d, ignore_errors=True)
     best = max(r1["rate"], rk["rate"])
@@ -248,6 +275,9 @@ def main():
     ap.add_argument("--ref-count", type=int, default=3000)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--radio", choices=("short", "full"), default="short",
+                    help="the uplinks' other fields: a few (0.4 KB bodies) or as the LRC "
+                    "sends them (1.3 KB)")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
@@ -265,7 +295,7 @@ def main():
           f"store on {fs}, load average {os.getloadavg()[0]:.2f}")
     print(f"tpas: {a.count:,} uplinks on {a.connections} connections; reference: "
           f"{a.ref_count:,} uplinks, http.server on 1 connection and ThreadingHTTPServer on "
-          f"{a.connections}")
+          f"{a.connections}; bodies of {BODY_SIZE[a.radio]}")
     print("| run | tpas uplinks/s | tpas CPU us/uplink | commits (writer batches) | "
           "reference uplinks/s (1 conn / threads) | reference CPU us/uplink | ratio | "
           "tunnel-null requests/s (CPU us) | its ratio |")

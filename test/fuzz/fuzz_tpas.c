@@ -49,6 +49,7 @@
 #include "tpas.h"
 #include "tunnel.h"
 #include "uplink.h"
+#include "uplink_read.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);

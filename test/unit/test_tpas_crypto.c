@@ -12,6 +12,8 @@
 #include "hex.h"
 #include "tap.h"
 #include "uplink.h"
+#include "uplink_read.h"
+#include "uplink_same.h"
 
 /* Decode hex of either case into out (exactly n bytes). */
 static void unhex(const char *s, uint8_t *out, size_t n)
@@ -132,7 +134,9 @@ static void test_uplink_token(void)
 	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok), 0);
 	CHECK_STR(tok, "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d");
 	CHECK(ascrypto_token_equal(tok, q.token));
-	CHECK(json_real_value(json_object_get(u.radio, "LrrRSSI")) == -41.0);
+	char *radio = uplink_radio_text(&u);
+	CHECK_STR(radio, "{\"LrrRSSI\":-41.0}");
+	free(radio);
 	/* One changed byte anywhere breaks it. */
 	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c60", tok), 0);
 	CHECK(!ascrypto_token_equal(tok, q.token));
@@ -282,6 +286,91 @@ static void test_uplink_parse_forms(void)
 }
 
 /* Vector 6: the downlink Token over the query and the key text as written. */
+/*
+ * uplink_fast reads the LRC's usual bodies, and gives exactly what the jansson reader
+ * gives; every other body it leaves to jansson, which answers as before.
+ */
+static void test_uplink_fast_same_as_library(void)
+{
+#define UP(fields) "{\"DevEUI_uplink\":{\"DevEUI\":\"0024aeb3c02be1c4\",\"FCntUp\":7" fields "}}"
+	static const struct {
+		const char *body;
+		bool fast;
+	} cases[] = {
+	    /* As the LRC sends them. */
+	    {"{\"DevEUI_uplink\": {\"Time\": \"2026-12-04T18:58:04.356+00:00\", \"DevEUI\": "
+	     "\"70B3D50000000001\", \"FPort\": 1, \"FCntUp\": 1, \"FCntDn\": 0, \"payload_hex\": "
+	     "\"8b56e9aef35d8cb53aa1981f7309\", \"mic_hex\": \"00000000\", \"DevAddr\": "
+	     "\"ECD1BB16\", \"CustomerID\": \"100122002\", \"LrrRSSI\": -41.5, \"LrrSNR\": 9.25, "
+	     "\"Lrrs\": {\"Lrr\": [{\"Lrrid\": \"FF0109A4\", \"Chain\": 0, \"LrrESP\": -42.2}, "
+	     "{\"Lrrid\": \"FF0109B1\", \"LrrSNR\": -6.75}]},\n\t\"CustomerData\": {\"alr\": "
+	     "{\"pro\": \"ACME/THERMO\", \"ver\": \"2\"}, \"tags\": [], \"x\": {}}, \"Late\": "
+	     "false,"
+	     " \"ok\": true, \"none\": null, \"LrrLAT\": 48.874855, \"Frequency\": 868.1, "
+	     "\"AppSKey\": \"28fa18b82befe01567d10d8698987f0a\"}}\r\n",
+	     true},
+	    {UP(""), true},
+	    {"{\"other\":[1,{\"a\":2}],\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\","
+	     "\"FCntUp\":1},\"more\":\"x\"}",
+	     true},
+	    {UP(",\"AppSKey\":{\"KEKLabel\":\"kek-1\",\"x\":[1],"
+		"\"AESKey\":\"1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5\"}"),
+	     true},
+	    {UP(",\"a\":-0.0,\"b\":0.0,\"c\":2.0,\"d\":0.0001,\"e\":123456789012345.0,"
+		"\"f\":12345678901234.5,\"g\":-123456789012345678,\"h\":0,\"i\":0.5,\"j\":"
+		"\"\",\"\":1"),
+	     true},
+	    /* Left to jansson: the same answer. */
+	    {UP(",\"a\":\"q\\\"uote\""), false},
+	    {UP(",\"a\":\"\\u00e9\""), false},
+	    {UP(",\"a\":\"\xc3\xa9\""), false},
+	    {UP(",\"a\":\"\x7f\""), false},
+	    {UP(",\"a\":{\"b\":1,\"b\":2}"), false},
+	    {UP(",\"FCntUp\":8"), false},
+	    {UP(",\"a\":-0"), false},
+	    {UP(",\"a\":1234567890123456789"), false},
+	    {UP(",\"a\":12345678901234567890"), false},
+	    {UP(",\"a\":1e400"), false},
+	    {UP(",\"a\":1e3"), false},
+	    {UP(",\"a\":2.50"), false},
+	    {UP(",\"a\":0.00001"), false},
+	    {UP(",\"a\":1234567890123456.5"), false},
+	    {UP(",\"a\":01"), false},
+	    {UP(",\"a\":1.5x"), false},
+	    {UP(",\"a\":tru"), false},
+	    {UP(",\"a\":[1,]"), false},
+	    {UP(",\"a\":1 \"b\":2"), false},
+	    {UP("}x"), false},
+	    {UP(",\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"),
+	     false},
+	    {UP(",\"FPort\":256"), false},
+	    {UP(",\"FPort\":1.0"), false},
+	    {UP(",\"AppSKey\":{\"KEKLabel\":\"k\"}"), false},
+	    {UP(",\"AppSKey\":{\"KEKLabel\":1,\"AESKey\":\"00\"}"), false},
+	    {"{\"DevEUI_uplink\":{\"FCntUp\":1}}", false},
+	    {"{\"DevEUI_uplink\":[]}", false},
+	    {"{}", false},
+	    {"\f{}", false},
+	};
+#undef UP
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool fast;
+		int same = uplink_same(cases[i].body, strlen(cases[i].body), &fast);
+		CHECK_INT(same, 1);
+		CHECK_INT(fast, cases[i].fast);
+		if (same != 1 || fast != cases[i].fast)
+			fprintf(stderr, "body %zu: %s\n", i, cases[i].body);
+	}
+	/* An object with 65 names: left to jansson. */
+	char many[2048] = "{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":7";
+	for (int k = 0; k < 63; k++)
+		snprintf(many + strlen(many), sizeof(many) - strlen(many), ",\"r%d\":%d", k, k);
+	strcat(many, "}}");
+	bool fast;
+	CHECK_INT(uplink_same(many, strlen(many), &fast), 1);
+	CHECK(!fast);
+}
+
 static void test_downlink_token(void)
 {
 	const char *parts[] = {"DevEUI=000000000F1D8693&FPort=1&Payload=00&AS_ID=app1.sample.com&"
@@ -355,6 +444,7 @@ int main(void)
 	test_frm_payload();
 	test_uplink_token();
 	test_uplink_parse_forms();
+	test_uplink_fast_same_as_library();
 	test_downlink_token();
 	test_key_wrap();
 	test_astk_decrypt();

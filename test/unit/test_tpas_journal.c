@@ -18,6 +18,7 @@
 #include "tap.h"
 #include "tunnel.h"
 #include "uplink.h"
+#include "uplink_read.h"
 
 static const uint8_t store_key[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
 				      12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,

@@ -1,0 +1,363 @@
+/*
+ * uplink_read: a DevEUI_uplink body read into struct uplink: the LRC's usual JSON by
+ * uplink_fast, any other JSON by jansson, XML by libxml2 (no network, no entities, no DTD).
+ */
+#include "uplink_read.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "cred.h"
+#include "message.h"
+#include "uplink_fast.h"
+#include "uplink_fields.h"
+
+/*
+ * A copy of body with the number token that ends at end put in quotes (len + 2 bytes in
+ * *ret_len), or NULL when no number ends there or out of memory.
+ */
+static char *quote_number(const char *body, size_t len, size_t end, size_t *ret_len)
+{
+	static const char number_chars[] = "0123456789+-.eE";
+	size_t start = end;
+	while (start > 0 && memchr(number_chars, body[start - 1], sizeof(number_chars) - 1))
+		start--;
+	if (start == end || end > len)
+		return NULL;
+	char *out = malloc(len + 2);
+	if (!out)
+		return NULL;
+	memcpy(out, body, start);
+	out[start] = '"';
+	memcpy(out + start + 1, body + start, end - start);
+	out[end + 1] = '"';
+	memcpy(out + end + 2, body + end, len - end);
+	*ret_len = len + 2;
+	return out;
+}
+
+/*
+ * The body's JSON. A number jansson cannot hold (past 64-bit integers, or doubles) is
+ * read as a string of its text rather than losing the whole uplink, which the LRC would
+ * send again and again.
+ */
+static json_t *load_json(const char *body, size_t len, char *reason, size_t rn)
+{
+	json_error_t jerr;
+	char *copy = NULL;
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	for (int i = 0; !root && i < UPLINK_MAX_NUMBER_TEXTS &&
+			json_error_code(&jerr) == json_error_numeric_overflow;
+	     i++) {
+		size_t n;
+		char *q = quote_number(body, len, (size_t)jerr.position, &n);
+		if (!q)
+			break;
+		free(copy);
+		copy = q;
+		body = q;
+		len = n;
+		root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	}
+	free(copy);
+	if (!root)
+		snprintf(reason, rn, "body is not JSON: %s (line %d)", jerr.text, jerr.line);
+	return root;
+}
+
+static int parse_json(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
+{
+	json_t *root = load_json(body, len, reason, rn);
+	if (!root)
+		return -EBADMSG;
+	int r = 0;
+	json_t *up = json_object_get(root, "DevEUI_uplink");
+	if (!json_is_object(up)) {
+		r = uplink_fail(reason, rn, "body has no DevEUI_uplink object");
+		goto out;
+	}
+	const char *key;
+	json_t *val;
+	json_object_foreach(up, key, val)
+	{
+		char num[32];
+		const char *text = NULL;
+		if (json_is_string(val)) {
+			text = json_string_value(val);
+		} else if (json_is_integer(val)) {
+			snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
+				 json_integer_value(val));
+			text = num;
+		} else if (strcmp(key, "AppSKey") == 0 && json_is_object(val)) {
+			r = uplink_envelope_set(
+			    u, json_string_value(json_object_get(val, "KEKLabel")),
+			    json_string_value(json_object_get(val, "AESKey")), reason, rn);
+			if (r < 0)
+				goto out;
+			continue;
+		}
+		if (!uplink_field_read(key)) {
+			if (json_object_set(u->radio, key, val) < 0) {
+				r = -ENOMEM;
+				goto out;
+			}
+			continue;
+		}
+		if (!text) {
+			r = uplink_fail(reason, rn, "%s has the wrong type", key);
+			goto out;
+		}
+		r = uplink_field_set(u, key, text, reason, rn);
+		if (r < 0)
+			goto out;
+		r = 0;
+	}
+	r = uplink_fields_check(u, reason, rn);
+out:
+	json_decref(root);
+	return r;
+}
+
+/* The text of an element with only text inside, or NULL (caller xmlFree()s). */
+static char *xml_text(xmlNode *n)
+{
+	for (xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE)
+			return NULL;
+	return (char *)xmlNodeGetContent(n);
+}
+
+/* True if n has an element inside. */
+static bool has_child_element(xmlNode *n)
+{
+	for (xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE)
+			return true;
+	return false;
+}
+
+/* The text of the child element called name, or NULL (caller xmlFree()s). */
+static char *xml_child_text(xmlNode *n, const char *name)
+{
+	for (xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, name) == 0)
+			return xml_text(c);
+	return NULL;
+}
+
+/* Strip leading and trailing blanks of s in place. */
+static char *trim(char *s)
+{
+	while (*s && isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+/* Put v (owned) in obj under name; a name seen again makes an array of the values. */
+static int xml_merge(json_t *obj, const char *name, json_t *v)
+{
+	json_t *seen = json_object_get(obj, name);
+	if (!v)
+		return -ENOMEM;
+	if (!seen)
+		return json_object_set_new(obj, name, v) < 0 ? -ENOMEM : 0;
+	if (json_is_array(seen))
+		return json_array_append_new(seen, v) < 0 ? -ENOMEM : 0;
+	json_t *both = json_array();
+	if (!both || json_array_append(both, seen) < 0) {
+		json_decref(both);
+		json_decref(v);
+		return -ENOMEM;
+	}
+	if (json_array_append_new(both, v) < 0 || json_object_set_new(obj, name, both) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* An element as JSON: its text (blanks trimmed) as a string, or, when it has elements
+ * inside, an object of them (attributes and text beside elements left out). */
+static json_t *xml_value(xmlNode *n)
+{
+	if (!has_child_element(n)) {
+		char *raw = (char *)xmlNodeGetContent(n);
+		json_t *v = json_string(raw ? trim(raw) : "");
+		xmlFree(raw);
+		return v;
+	}
+	json_t *obj = json_object();
+	for (xmlNode *c = n->children; obj && c; c = c->next) {
+		if (c->type == XML_ELEMENT_NODE &&
+		    xml_merge(obj, (const char *)c->name, xml_value(c)) < 0) {
+			json_decref(obj);
+			obj = NULL;
+		}
+	}
+	return obj;
+}
+
+static int parse_xml(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
+{
+	if (len > INT32_MAX)
+		return uplink_fail(reason, rn, "body too large");
+	/* No network, no entity expansion, no DTD loading: the LRC sends plain elements. */
+	xmlDoc *doc = xmlReadMemory(body, (int)len, "uplink.xml", NULL,
+				    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	if (!doc) {
+		const xmlError *e = xmlGetLastError();
+		snprintf(reason, rn, "body is not XML%s%.80s", e && e->message ? ": " : "",
+			 e && e->message ? e->message : "");
+		size_t n = strlen(reason);
+		while (n && reason[n - 1] == '\n')
+			reason[--n] = '\0';
+		xmlResetLastError();
+		return -EBADMSG;
+	}
+	int r = 0;
+	if (doc->intSubset || doc->extSubset) {
+		/* The LRC sends none; entities from one could only amplify. */
+		r = uplink_fail(reason, rn, "body has a DTD");
+		goto out;
+	}
+	xmlNode *root = xmlDocGetRootElement(doc);
+	if (!root || strcmp((const char *)root->name, "DevEUI_uplink") != 0) {
+		r = uplink_fail(reason, rn, "body has no DevEUI_uplink element");
+		goto out;
+	}
+	for (xmlNode *c = root->children; c; c = c->next) {
+		if (c->type != XML_ELEMENT_NODE)
+			continue;
+		const char *name = (const char *)c->name;
+		if (!uplink_field_read(name)) {
+			if ((r = xml_merge(u->radio, name, xml_value(c))) < 0)
+				goto out;
+			continue;
+		}
+		if (strcmp(name, "AppSKey") == 0 && has_child_element(c)) {
+			char *label = xml_child_text(c, "KEKLabel");
+			char *key = xml_child_text(c, "AESKey");
+			r = uplink_envelope_set(u, label ? trim(label) : NULL,
+						key ? trim(key) : NULL, reason, rn);
+			xmlFree(label);
+			xmlFree(key);
+			if (r < 0)
+				goto out;
+			continue;
+		}
+		char *raw = xml_text(c);
+		if (!raw)
+			continue;
+		char *text = trim(raw);
+		r = uplink_field_set(u, name, text, reason, rn);
+		xmlFree(raw);
+		if (r < 0)
+			goto out;
+		r = 0;
+	}
+	r = uplink_fields_check(u, reason, rn);
+out:
+	xmlFreeDoc(doc);
+	return r;
+}
+
+/* Whether v holds objects or arrays nested more than max deep (v itself counting). */
+static bool too_deep(json_t *v, int max)
+{
+	if (!json_is_object(v) && !json_is_array(v))
+		return false;
+	if (max == 0)
+		return true;
+	const char *key;
+	json_t *c;
+	size_t i;
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, c) if (too_deep(c, max - 1)) return true;
+		return false;
+	}
+	json_object_foreach(v, key, c) if (too_deep(c, max - 1)) return true;
+	return false;
+}
+
+/*
+ * Refuse a radio field nested deeper than UPLINK_MAX_RADIO_DEPTH: a reply carrying it
+ * could pass what a JSON reader takes (jansson's 2048 levels), and stop every
+ * application's stream there.
+ */
+static int check_radio_depth(const struct uplink *u, char *reason, size_t rn)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(u->radio, key, v)
+	{
+		if (!too_deep(v, UPLINK_MAX_RADIO_DEPTH))
+			continue;
+		bool named = strlen(key) <= 64 && proto_plain_text(key);
+		return uplink_fail(reason, rn, "radio field %s%s%s is nested deeper than %d levels",
+				   named ? "'" : "", named ? key : "(name not shown)",
+				   named ? "'" : "", UPLINK_MAX_RADIO_DEPTH);
+	}
+	return 0;
+}
+
+static void uplink_init(struct uplink *u)
+{
+	cred_wipe(u, sizeof(*u));
+	u->fport = -1;
+}
+
+static int parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen,
+		 bool fast)
+{
+	uplink_init(ret);
+	/* A UTF-8 byte order mark: XML allows it (libxml2 reads it), JSON's readers may skip
+	 * it (RFC 8259 8.1), and some senders write one. */
+	size_t bom = len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+	size_t i = bom;
+	while (i < len && isspace((unsigned char)body[i]))
+		i++;
+	int r =
+	    fast && i < len && body[i] == '{' ? uplink_parse_fast(body + bom, len - bom, ret) : 0;
+	if (r != 0) {
+		if (r < 0)
+			uplink_clear(ret);
+		return r < 0 ? r : 0;
+	}
+	uplink_clear(ret); /* what uplink_fast took before it left the body to jansson */
+	uplink_init(ret);
+	ret->radio = json_object();
+	if (!ret->radio)
+		return -ENOMEM;
+	if (i == len)
+		r = uplink_fail(reason, reasonlen, "body is empty");
+	else if (body[i] == '{')
+		r = parse_json(body + bom, len - bom, ret, reason, reasonlen);
+	else if (body[i] == '<')
+		r = parse_xml(body, len, ret, reason, reasonlen);
+	else
+		r = uplink_fail(reason, reasonlen, "body is neither JSON nor XML");
+	if (r == 0)
+		r = check_radio_depth(ret, reason, reasonlen);
+	if (r < 0)
+		uplink_clear(ret);
+	return r;
+}
+
+int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen)
+{
+	return parse(body, len, ret, reason, reasonlen, true);
+}
+
+int uplink_parse_library(const char *body, size_t len, struct uplink *ret, char *reason,
+			 size_t reasonlen)
+{
+	return parse(body, len, ret, reason, reasonlen, false);
+}

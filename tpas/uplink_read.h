@@ -1,0 +1,21 @@
+/* uplink_read: a DevEUI_uplink body (JSON or XML) read into struct uplink. */
+#pragma once
+
+#include <stddef.h>
+
+#include "uplink.h"
+
+/*
+ * Parse a body as JSON ({"DevEUI_uplink":{...}}) or XML (<DevEUI_uplink>), chosen by its
+ * first non-blank character. 0, or -EINVAL / -EBADMSG with a one-line reason (never a
+ * key); -ENOMEM. On success the caller frees with uplink_clear().
+ * A radio field nested deeper than UPLINK_MAX_RADIO_DEPTH is refused (-EINVAL, naming
+ * it); a JSON number no integer or double holds (12345678901234567890, 1e400) is kept
+ * as a string of its text, UPLINK_MAX_NUMBER_TEXTS of them at most.
+ */
+int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen);
+
+/* uplink_parse() with jansson and libxml2 only, never uplink_fast (which must give the same
+ * result: the tests compare the two). */
+int uplink_parse_library(const char *body, size_t len, struct uplink *ret, char *reason,
+			 size_t reasonlen);
