@@ -18,10 +18,18 @@
 #include "uplink_fields.h"
 
 /* The fields tpas reads; every other one is passed on to applications in radio. */
-static const char *const read_fields[] = {
-    "DevEUI",  "FPort",	     "FCntUp", "FCntDn",  "payload_hex",
-    "DevAddr", "CustomerID", "Time",   "AppSKey",
+#define FIELD(name)                                                                                \
+	{                                                                                          \
+		name, sizeof(name) - 1                                                             \
+	}
+static const struct {
+	const char *name;
+	size_t len;
+} read_fields[] = {
+    FIELD("DevEUI"),  FIELD("FPort"),	   FIELD("FCntUp"), FIELD("FCntDn"),  FIELD("payload_hex"),
+    FIELD("DevAddr"), FIELD("CustomerID"), FIELD("Time"),   FIELD("AppSKey"),
 };
+#undef FIELD
 
 int uplink_fail(char *reason, size_t n, const char *fmt, ...)
 {
@@ -134,10 +142,10 @@ int uplink_envelope_set(struct uplink *u, const char *label, const char *aes_key
 }
 
 /* True if tpas reads the field called name (so it is not in radio). */
-bool uplink_field_read(const char *name)
+bool uplink_field_read(const char *name, size_t len)
 {
 	for (size_t i = 0; i < sizeof(read_fields) / sizeof(read_fields[0]); i++)
-		if (strcmp(read_fields[i], name) == 0)
+		if (read_fields[i].len == len && memcmp(read_fields[i].name, name, len) == 0)
 			return true;
 	return false;
 }

@@ -319,8 +319,8 @@ static bool envelope_member(void *arg, struct span name, struct scan *sc)
 static bool uplink_member(void *arg, struct span name, struct scan *sc)
 {
 	struct uplink_scan *us = arg;
-	char key[32], text[FAST_MAX_FIELD + 1];
-	if (name.n >= sizeof(key) || !span_text(name, key) || !uplink_field_read(key)) {
+	char key[32], text[FAST_MAX_FIELD + 1]; /* a name tpas reads has at most 11 characters */
+	if (!uplink_field_read(name.p, name.n) || !span_text(name, key)) {
 		/* A radio field: copied as it came, compacted. */
 		if (us->radio_fields++)
 			put(sc, ",", 1);

@@ -22,8 +22,8 @@ int uplink_field_set(struct uplink *u, const char *name, const char *value, char
 int uplink_envelope_set(struct uplink *u, const char *label, const char *aes_key, char *reason,
 			size_t rn);
 
-/* True if tpas reads the field called name (so it is not in radio). */
-bool uplink_field_read(const char *name);
+/* True if tpas reads the field called name, of len bytes (so it is not in radio). */
+bool uplink_field_read(const char *name, size_t len);
 
 /* The checks common to every reader once all fields are in: 0 or -EINVAL and a reason. */
 int uplink_fields_check(const struct uplink *u, char *reason, size_t rn);

@@ -103,7 +103,7 @@ static int parse_json(const char *body, size_t len, struct uplink *u, char *reas
 				goto out;
 			continue;
 		}
-		if (!uplink_field_read(key)) {
+		if (!uplink_field_read(key, strlen(key))) {
 			if (json_object_set(u->radio, key, val) < 0) {
 				r = -ENOMEM;
 				goto out;
@@ -237,7 +237,7 @@ static int parse_xml(const char *body, size_t len, struct uplink *u, char *reaso
 		if (c->type != XML_ELEMENT_NODE)
 			continue;
 		const char *name = (const char *)c->name;
-		if (!uplink_field_read(name)) {
+		if (!uplink_field_read(name, strlen(name))) {
 			if ((r = xml_merge(u->radio, name, xml_value(c))) < 0)
 				goto out;
 			continue;
