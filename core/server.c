@@ -444,6 +444,12 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		struct proto_fault fault;
 		int d = call_decode(msg, len, &q->call, &fault);
 		wipe_free(msg); /* a call may carry an AppKey */
+		if (d == -ENOMEM) {
+			/* No fault was set: there is nothing to answer the call with. */
+			free(q);
+			conn_close(c, "out of memory reading a message", false);
+			return;
+		}
 		if (d < 0) {
 			free(q);
 			log_debug("%s client %llu: bad message: %s",

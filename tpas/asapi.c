@@ -61,6 +61,7 @@ struct asapi {
 	size_t head, n;
 	struct sub *subs;
 	unsigned n_subs;
+	struct dl_call *calls; /* SendDownlink calls waiting for the LRC */
 	struct event *pace;
 	struct event *sweep;
 };
@@ -421,38 +422,97 @@ static void h_status(struct asapi *a, struct req *r)
 	req_reply(r, o, false);
 }
 
+/*
+ * One SendDownlink call in flight, and its answer, allocated before an FCntDn is taken:
+ * once a counter is spent, filling the answer in needs no memory, so the call is never
+ * answered Busy (nothing spent) for a downlink that was sent.
+ */
+struct dl_call {
+	struct asapi *a;
+	struct req *r;
+	/* {devEUI, fCntDn, status, reason, answer}: SendDownlink's reply once devEUI and
+	 * reason are taken out, LrcFailed's parameters as it is. */
+	json_t *o;
+	struct dl_call *prev, *next;
+};
+
+static void dl_call_free(struct dl_call *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->a->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	json_decref(c->o);
+	free(c);
+}
+
+/* The skeleton of the answer; NULL when out of memory. */
+static struct dl_call *dl_call_new(struct asapi *a, struct req *r, const char *dev)
+{
+	struct dl_call *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	char up[17] = "";
+	hex_upper(up, dev, 16);
+	/* The reason stands if the real one cannot be copied (it is logged all the same). */
+	c->o =
+	    json_pack("{s:s, s:I, s:i, s:s, s:s}", "devEUI", up, "fCntDn", (json_int_t)0, "status",
+		      0, "reason", "see tpas's log (out of memory for the reason)", "answer", "");
+	if (!c->o) {
+		free(c);
+		return NULL;
+	}
+	c->a = a;
+	c->r = r;
+	c->next = a->calls;
+	if (c->next)
+		c->next->prev = c;
+	a->calls = c;
+	return c;
+}
+
+/* The LRC's body, made valid UTF-8 for JSON (text from elsewhere), as o's answer. */
+static int answer_set(json_t *o, const char *answer)
+{
+	char *clean = utf8_clean(answer, strlen(answer));
+	int r = clean ? json_string_set(json_object_get(o, "answer"), clean) : -1;
+	free(clean);
+	return r;
+}
+
 /* The downlink's answer reaches the caller. */
 static void downlink_done(const struct downlink_result *d, void *arg)
 {
-	struct req *r = arg;
-	const char *dev = json_string_value(json_object_get(req_params(r), "devEUI"));
-	char up[17] = "";
-	if (dev)
-		hex_upper(up, dev, 16);
-	/* The LRC's body is text from elsewhere: made valid UTF-8 for JSON. */
-	char *answer = utf8_clean(d->answer, strlen(d->answer));
+	struct dl_call *c = arg;
+	json_t *o = c->o;
+	c->o = NULL;
+	json_integer_set(json_object_get(o, "fCntDn"), (json_int_t)d->fcnt_dn);
+	json_integer_set(json_object_get(o, "status"), d->status);
+	/* A refusal's body says why the LRC refused; with no answer there is none. */
+	bool answered = !d->err || d->status, lost = false;
+	if (answered && *d->answer && answer_set(o, d->answer) < 0) {
+		lost = true;
+		log_warnx("downlink to %s FCntDn %" PRIu32
+			  ": out of memory for the LRC's answer, answered without it",
+			  json_string_value(json_object_get(o, "devEUI")), d->fcnt_dn);
+	}
 	if (d->err) {
-		/* The FCntDn is spent: the error says which, out of memory or not. */
-		json_t *e =
-		    json_pack("{s:s, s:I, s:i, s:s}", "devEUI", up, "fCntDn",
-			      (json_int_t)d->fcnt_dn, "status", d->status, "reason", d->reason);
-		/* A refusal's body says why the LRC refused (out of memory: left out). */
-		if (e && d->status && answer &&
-		    json_object_set_new(e, "answer", json_string(answer)) < 0)
-			log_warnx("downlink to %s: out of memory for the LRC's answer", up);
-		free(answer);
-		req_error(r, "io.tpad.AS.LrcFailed", e);
-		return;
+		/* The FCntDn is spent: the error says which, whatever failed. */
+		if (json_string_set(json_object_get(o, "reason"), d->reason) < 0)
+			log_warnx("downlink to %s FCntDn %" PRIu32
+				  ": out of memory for the reason, answered without it",
+				  json_string_value(json_object_get(o, "devEUI")), d->fcnt_dn);
+		if (!answered || lost)
+			json_object_del(o, "answer");
+		req_error(c->r, "io.tpad.AS.LrcFailed", o);
+	} else {
+		json_object_del(o, "devEUI");
+		json_object_del(o, "reason");
+		req_reply(c->r, o, false);
 	}
-	json_t *o = answer ? json_pack("{s:I, s:i, s:s}", "fCntDn", (json_int_t)d->fcnt_dn,
-				       "status", d->status, "answer", answer)
-			   : NULL;
-	free(answer);
-	if (!o) {
-		req_error(r, "io.tpad.AS.Busy", NULL); /* out of memory */
-		return;
-	}
-	req_reply(r, o, false);
+	dl_call_free(c);
 }
 
 static void h_send_downlink(struct asapi *a, struct req *r)
@@ -471,11 +531,21 @@ static void h_send_downlink(struct asapi *a, struct req *r)
 				    "must be at most 242 bytes of hexadecimal"));
 		return;
 	}
-	int rc = downlink_send(a->t->downlink, dev, fport, buf, n, confirmed, downlink_done, r);
-	cred_wipe(buf, sizeof(buf));
-	switch (rc) {
-	case 0:
+	struct dl_call *c = dl_call_new(a, r, dev);
+	if (!c) {
+		cred_wipe(buf, sizeof(buf));
+		log_warnx("downlink to %s: out of memory (no FCntDn taken)", dev);
+		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;
+	}
+	char why[160];
+	int rc = downlink_send(a->t->downlink, dev, fport, buf, n, confirmed, downlink_done, c, why,
+			       sizeof(why));
+	cred_wipe(buf, sizeof(buf));
+	if (rc == 0)
+		return; /* downlink_done answers, maybe already has */
+	dl_call_free(c);
+	switch (rc) {
 	case -ENOENT:
 		req_error(r, "io.tpad.AS.UnknownDevice", json_pack("{s:s}", "devEUI", dev));
 		return;
@@ -486,17 +556,14 @@ static void h_send_downlink(struct asapi *a, struct req *r)
 		req_error(r, "io.tpad.AS.NoLrc", NULL);
 		return;
 	case -EBUSY:
-	case -ENOMEM:
 		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;
-	default: {
-		char reason[128];
-		snprintf(reason, sizeof(reason), "cannot commit the downlink counter: %s",
-			 strerror(-rc));
-		log_warnx("downlink to %s: %s", dev, reason);
-		req_error(r, "io.tpad.AS.StoreFailed", json_pack("{s:s}", "reason", reason));
+	default:
+		if (!why[0])
+			snprintf(why, sizeof(why), "the journal failed: %s", strerror(-rc));
+		log_warnx("downlink to %s: %s", dev, why);
+		req_error(r, "io.tpad.AS.StoreFailed", json_pack("{s:s}", "reason", why));
 		return;
-	}
 	}
 }
 
@@ -657,6 +724,9 @@ struct asapi *asapi_free(struct asapi *a)
 	if (!a)
 		return NULL;
 	asapi_stop(a);
+	/* Downlinks still in flight are dropped unanswered (downlink_free() says nothing). */
+	while (a->calls)
+		dl_call_free(a->calls);
 	ring_clear(a);
 	if (a->pace)
 		event_free(a->pace);

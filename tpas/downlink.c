@@ -192,6 +192,31 @@ static void latency_note(struct downlink *d, const struct pool_result *pr)
 		d->latency_ms = 1;
 }
 
+/* Log and count how a downlink ended, then tell the caller. */
+static void finish(struct downlink *d, const char *dev_eui, uint32_t fcnt_dn,
+		   const struct downlink_result *r, downlink_done_fn *done, void *arg)
+{
+	char msg[400], fcnt[16], status[8];
+	if (r->err)
+		snprintf(msg, sizeof(msg), "downlink to %s FCntDn %" PRIu32 ": %s", dev_eui,
+			 fcnt_dn, r->reason);
+	else
+		snprintf(msg, sizeof(msg), "downlink to %s FCntDn %" PRIu32 ": LRC answered %d",
+			 dev_eui, fcnt_dn, r->status);
+	snprintf(fcnt, sizeof(fcnt), "%" PRIu32, fcnt_dn);
+	snprintf(status, sizeof(status), "%d", r->status);
+	log_event(r->err ? LOG_WARNING : LOG_INFO, LOG_ID_AS_DOWNLINK, msg, "DEVEUI", dev_eui,
+		  "FCNTDN", fcnt, "OUTCOME", r->err ? "failed" : "ok", "STATUS", status, "REASON",
+		  r->reason, NULL);
+	if (!r->err)
+		d->stats.sent++;
+	else if (r->status)
+		d->stats.lrc_refused++;
+	else
+		d->stats.failed++;
+	done(r, arg);
+}
+
 static void pool_done(const struct pool_result *pr, void *arg)
 {
 	struct dl_req *q = arg;
@@ -216,31 +241,28 @@ static void pool_done(const struct pool_result *pr, void *arg)
 			r.reason = reason;
 		}
 	}
-	char msg[400], fcnt[16], status[8];
-	if (r.err)
-		snprintf(msg, sizeof(msg), "downlink to %s FCntDn %" PRIu32 ": %s", q->dev_eui,
-			 q->fcnt_dn, r.reason);
-	else
-		snprintf(msg, sizeof(msg), "downlink to %s FCntDn %" PRIu32 ": LRC answered %d",
-			 q->dev_eui, q->fcnt_dn, r.status);
-	snprintf(fcnt, sizeof(fcnt), "%" PRIu32, q->fcnt_dn);
-	snprintf(status, sizeof(status), "%d", r.status);
-	log_event(r.err ? LOG_WARNING : LOG_INFO, LOG_ID_AS_DOWNLINK, msg, "DEVEUI", q->dev_eui,
-		  "FCNTDN", fcnt, "OUTCOME", r.err ? "failed" : "ok", "STATUS", status, "REASON",
-		  r.reason, NULL);
-	if (!r.err)
-		q->d->stats.sent++;
-	else if (r.status)
-		q->d->stats.lrc_refused++;
-	else
-		q->d->stats.failed++;
-	q->done(&r, q->arg);
+	finish(q->d, q->dev_eui, q->fcnt_dn, &r, q->done, q->arg);
 	req_unlink(q);
 }
 
 /*
+ * A taken counter whose POST could not be queued (err: why): the downlink ends unsent,
+ * its counter spent, told as one the LRC never saw. q is freed.
+ */
+static void not_sent(struct dl_req *q, int err)
+{
+	char reason[128];
+	snprintf(reason, sizeof(reason), "not sent, its FCntDn spent: %s", strerror(-err));
+	const struct downlink_result r = {
+	    .err = err, .fcnt_dn = q->fcnt_dn, .answer = "", .reason = reason};
+	finish(q->d, q->dev_eui, q->fcnt_dn, &r, q->done, q->arg);
+	free(q);
+}
+
+/*
  * A journal error as downlink_send() returns it: the journal's own errno, so that a full
- * disk is named as one, except the codes that mean something else to its caller.
+ * disk or a lack of memory is named as one, except the codes that mean something else to
+ * its caller.
  */
 static int store_err(int r)
 {
@@ -248,7 +270,6 @@ static int store_err(int r)
 	case -ENOENT:
 	case -ERANGE:
 	case -EBUSY:
-	case -ENOMEM:
 	case -ENOTCONN:
 	case -EINVAL:
 		return -EIO;
@@ -257,39 +278,22 @@ static int store_err(int r)
 	}
 }
 
-static int send_one(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
-		    size_t n, bool confirmed, downlink_done_fn *done, void *arg)
+/* Encrypt, sign and build the POST of q's counter; in *ret (malloc'ed), 0 or -errno. */
+static int request_build(struct downlink *d, const struct as_session *s, int fport,
+			 const uint8_t *payload, size_t n, bool confirmed, struct dl_req *q,
+			 char **ret, size_t *ret_len)
 {
-	if (!d->pool)
-		return -ENOTCONN;
-	if (n > DOWNLINK_MAX_PAYLOAD || fport < 1 || fport > 223)
-		return -EINVAL;
-	/* A counter is taken only for a request the pool will queue and send in time: none
-	 * spent on Busy, nor while the breaker is open (the pool would fail it unsent). */
-	if (!pool_has_room(d->pool) || pool_fails_fast(d->pool) || too_slow(d))
-		return -EBUSY;
-	struct as_session s;
-	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);
-	if (r < 0)
-		return r == -ENOENT ? -ENOENT : store_err(r);
-	uint32_t fcnt;
-	r = journal_fcnt_dn_take(d->journal, s.id, &fcnt);
-	if (r < 0) {
-		cred_wipe(&s, sizeof(s));
-		return r == -ERANGE ? -ERANGE : store_err(r);
-	}
 	uint8_t buf[DOWNLINK_MAX_PAYLOAD];
 	char hex[2 * DOWNLINK_MAX_PAYLOAD + 1];
-	uint32_t addr = (uint32_t)strtoul(s.dev_addr[0] ? s.dev_addr : "0", NULL, 16);
-	r = ascrypto_frm_crypt(s.key, addr, fcnt, AS_DOWNLINK, payload, n, buf);
-	cred_wipe(&s, sizeof(s));
+	uint32_t addr = (uint32_t)strtoul(s->dev_addr[0] ? s->dev_addr : "0", NULL, 16);
+	int r = ascrypto_frm_crypt(s->key, addr, q->fcnt_dn, AS_DOWNLINK, payload, n, buf);
 	if (r < 0)
 		return -EIO;
 	hex_encode(buf, n, hex);
 	char when[40], query[1536], target[1700];
 	uplink_time_format(clock_wall_ms(), when, sizeof(when));
-	r = downlink_query(dev_eui, fport, hex, fcnt, confirmed, d->as_id, when, d->key, query,
-			   sizeof(query));
+	r = downlink_query(q->dev_eui, fport, hex, q->fcnt_dn, confirmed, d->as_id, when, d->key,
+			   query, sizeof(query));
 	if (r < 0)
 		return -EIO;
 	snprintf(target, sizeof(target), "%s?%s", DOWNLINK_PATH, query);
@@ -301,26 +305,60 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	    .body = "",
 	    .body_len = 0,
 	};
-	char *req_buf = NULL;
-	size_t req_len = 0;
-	r = http_request_build(&hr, &req_buf, &req_len);
-	if (r < 0)
-		return -EIO;
+	return http_request_build(&hr, ret, ret_len);
+}
+
+static int send_one(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
+		    size_t n, bool confirmed, downlink_done_fn *done, void *arg, char *why,
+		    size_t whylen)
+{
+	if (!d->pool)
+		return -ENOTCONN;
+	if (n > DOWNLINK_MAX_PAYLOAD || fport < 1 || fport > 223)
+		return -EINVAL;
+	/* A counter is taken only for a request the pool will queue and send in time: none
+	 * spent on Busy, nor while the breaker is open (the pool would fail it unsent). */
+	if (!pool_has_room(d->pool) || pool_fails_fast(d->pool) || too_slow(d))
+		return -EBUSY;
+	/* Allocated before a counter is taken, so that none is spent for lack of it. */
 	struct dl_req *q = calloc(1, sizeof(*q));
 	if (!q) {
-		free(req_buf);
-		return -ENOMEM;
+		log_warnx("downlink to %s: out of memory (no FCntDn taken)", dev_eui);
+		return -EBUSY;
 	}
 	q->d = d;
 	q->done = done;
 	q->arg = arg;
-	q->fcnt_dn = fcnt;
 	snprintf(q->dev_eui, sizeof(q->dev_eui), "%s", dev_eui);
-	r = pool_submit(d->pool, req_buf, req_len, pool_done, q);
-	free(req_buf);
+	struct as_session s;
+	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);
 	if (r < 0) {
 		free(q);
-		return r;
+		if (r == -ENOENT)
+			return r;
+		snprintf(why, whylen, "cannot read the device's session: %s", strerror(-r));
+		return store_err(r);
+	}
+	r = journal_fcnt_dn_take(d->journal, s.id, &q->fcnt_dn);
+	if (r < 0) {
+		cred_wipe(&s, sizeof(s));
+		free(q);
+		if (r == -ERANGE)
+			return r;
+		snprintf(why, whylen, "cannot commit the downlink counter: %s", strerror(-r));
+		return store_err(r);
+	}
+	/* From here on the counter is spent: a failure ends the downlink through done. */
+	char *req_buf = NULL;
+	size_t req_len = 0;
+	r = request_build(d, &s, fport, payload, n, confirmed, q, &req_buf, &req_len);
+	cred_wipe(&s, sizeof(s));
+	if (r == 0)
+		r = pool_submit(d->pool, req_buf, req_len, pool_done, q);
+	free(req_buf);
+	if (r < 0) {
+		not_sent(q, r);
+		return 0;
 	}
 	q->next = d->inflight;
 	if (q->next)
@@ -331,9 +369,12 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 }
 
 int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
-		  size_t n, bool confirmed, downlink_done_fn *done, void *arg)
+		  size_t n, bool confirmed, downlink_done_fn *done, void *arg, char *why,
+		  size_t whylen)
 {
-	int r = send_one(d, dev_eui, fport, payload, n, confirmed, done, arg);
+	if (whylen)
+		why[0] = '\0';
+	int r = send_one(d, dev_eui, fport, payload, n, confirmed, done, arg, why, whylen);
 	if (r < 0)
 		d->stats.refused++;
 	return r;

@@ -37,8 +37,10 @@ struct downlink_result {
 struct downlink_stats {
 	uint64_t sent;	      /* the LRC answered 2xx */
 	uint64_t lrc_refused; /* the LRC answered another status */
-	uint64_t failed;      /* no answer from the LRC (not reached, timed out, closed) */
-	uint64_t refused;     /* not sent: no LRC, unknown device, counter used up, busy, store */
+	uint64_t failed;      /* no answer from the LRC (not reached, timed out, closed, or
+				 not sent for lack of memory once its counter was taken) */
+	uint64_t refused;     /* not sent, no counter spent: no LRC, unknown device, counter
+				 used up, busy, store */
 };
 
 typedef void downlink_done_fn(const struct downlink_result *r, void *arg);
@@ -52,13 +54,19 @@ struct downlink *downlink_free(struct downlink *d);
 
 /*
  * Send payload (n bytes of plaintext) to dev_eui on fport: take and commit the session's
- * next FCntDn, encrypt, sign and queue the POST. 0 when queued (done is called later,
- * once); -ENOENT no session for the device, -ERANGE its FCntDn is used up, -EBUSY the
- * queue is full; any other negative errno: the journal failed with it (-ENOSPC: the disk
- * is full; -EIO when its own code is one of the above), and nothing was sent.
+ * next FCntDn, encrypt, sign and queue the POST. 0 once a counter was taken: done is
+ * called once with how the downlink ended, later, or before this returns when the POST
+ * could not be queued (out of memory: err set, status 0, the counter spent and nothing
+ * sent). Else nothing was spent nor sent: -ENOTCONN no LRC, -EINVAL fport or n out of
+ * range, -ENOENT no session for the device, -ERANGE its FCntDn is used up, -EBUSY the
+ * queue is full or the LRC too slow or failing (or no memory to take the request); any
+ * other negative errno: the journal failed with it (-ENOSPC the disk is full, -ENOMEM out
+ * of memory; -EIO when its own code is one of the above), and why (whylen bytes) says at
+ * which step ("cannot read the device's session: ...").
  */
 int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
-		  size_t n, bool confirmed, downlink_done_fn *done, void *arg);
+		  size_t n, bool confirmed, downlink_done_fn *done, void *arg, char *why,
+		  size_t whylen);
 
 /*
  * The signed query string: DevEUI, FPort, Payload, FCntDn (when fcnt_dn >= 0), Confirmed

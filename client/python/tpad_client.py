@@ -180,7 +180,8 @@ class CounterExhausted(TpadError):
 
 
 class LrcFailed(TpadError):
-    """tpas: the LRC refused the downlink or did not answer; .fcnt_dn was spent all the same.
+    """tpas: the LRC refused the downlink or did not answer (or tpas, out of memory, could not
+    send it: status 0); .fcnt_dn was spent all the same.
 
     .status is the LRC's HTTP status (0 when no answer came), .reason says why, .answer is
     the body the LRC answered with (None when it did not answer).

@@ -29,6 +29,9 @@ TPAS = os.environ.get("TPAS", "build/tpas/tpas")
 EXAMPLE_APP = os.path.join(tpadtest.SRC_ROOT, "client", "python", "example_app.py")
 TPAS_RULES = os.path.join(tpadtest.SRC_ROOT, "conf", "prometheus", "tpas-alerts.yml")
 TPACTL = tpadtest.TPACTL
+# test/failalloc: fails one allocation of tpas on demand (not built with sanitizers).
+FAILALLOC = os.environ.get("FAILALLOC") or os.path.join(
+    os.environ.get("BUILD_ROOT", "build"), "test", "failalloc", "failalloc.so")
 TUNNEL_KEY = "bec499c69e9c939e413b663961636c61"
 DEV = "0024AEB3C02BE1C4"
 DEV2 = "70B3D57ED0001234"
@@ -1836,6 +1839,117 @@ class Downlink(TpasCase):
             with self.assertRaises(VarlinkError) as e:
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
         self.assertEqual(e.exception.error, "io.tpad.AS.NoLrc")
+
+
+class DownlinkOutOfMemory(TpasCase):
+    """SendDownlink with one allocation of tpas failing, each in turn (test/failalloc, an
+    LD_PRELOAD library that fails the n-th allocation after it reads "FAILALLOC:<n>;"). Busy
+    ("nothing spent, retry") only when no FCntDn was taken; once one was, the answer names
+    it (LrcFailed, or the reply, without the LRC's answer if that cannot be copied) or, if
+    not even an answer can be encoded, the connection closes; a journal that fails for
+    lack of memory says so, and which step."""
+
+    def setUp(self):
+        super().setUp()
+        if os.environ.get("TPAD_SANITIZE", "none") not in ("", "none") or \
+                not os.path.exists(FAILALLOC):
+            self.skipTest("test/failalloc is not built with sanitizers (it replaces malloc)")
+
+    def sweep(self, arm, disarm=lambda s: None):
+        """A tpas running with failalloc, DEV known to it. For n = 1, 2, ... a SendDownlink,
+        arm(s, n) returning its extra parameters, until allocation n is past the work it
+        caused (failalloc logged no failure); each call followed by a plain one whose FCntDn
+        says how many counters it spent. Checks what each answer says of the counters
+        spent and the downlinks sent; returns the answers, (error or "ok", parameters)."""
+        t, s = self.downlink_ready()
+        t.stop()
+        t.env["LD_PRELOAD"] = FAILALLOC
+        t.start()
+        down = {"devEUI": DEV, "fPort": 1, "payload": ""}
+
+        def call(params):
+            with Client(t.apps, 15) as c:
+                try:
+                    return "ok", c.call("io.tpad.AS.SendDownlink", params)
+                except VarlinkError as e:
+                    return e.error, e.params
+                except (EOFError, ValueError) as e:  # closed, or cut short (see below)
+                    return "no answer", {"reason": str(e)}
+
+        def probe():
+            self.assertIsNone(t.proc.poll(), "tpas exited:\n" + t.log_text()[-2000:])
+            k, r = call(down)
+            self.assertEqual(k, "ok", r)
+            return r["fCntDn"]
+        last, out = probe(), []
+        for n in range(1, 400):
+            before = len(s.state["downlinks"])
+            k, r = call({**down, **arm(s, n)})
+            disarm(s)
+            sent = len(s.state["downlinks"]) - before
+            now = probe()
+            spent, last = now - last - 1, now
+            with self.subTest(allocation=n, answer=k, params=r, spent=spent, sent=sent):
+                self.check(k, r, spent, sent, now - 1, s.state["downlinks"][before:])
+            out.append((k, r))
+            if f"failalloc: allocation {n} failed\n" not in t.log_text():
+                break
+        else:
+            self.fail(f"allocations still failing at {n}")
+        self.assertEqual(out[-1][0], "ok", out[-1])
+        self.assertEqual(s.state["violations"], [])
+        return t, out
+
+    def check(self, k, r, spent, sent, fcnt, downlinks):
+        """One answer against the counters its call spent and the downlinks it sent (fcnt:
+        the counter it took, if any)."""
+        if k == "io.tpad.AS.Busy":
+            self.assertEqual((spent, sent), (0, 0))
+        elif k == "ok":
+            self.assertEqual((spent, sent), (1, 1))
+            self.assertEqual(r["fCntDn"], fcnt)
+            self.assertEqual(downlinks[0]["fcnt_dn"], fcnt)
+        elif k == "io.tpad.AS.LrcFailed":
+            self.assertEqual((spent, r["fCntDn"], r["status"]), (1, fcnt, 0))
+            if not sent:
+                self.assertEqual(r["reason"], "not sent, its FCntDn spent: Cannot allocate memory")
+        elif k == "io.tpad.AS.StoreFailed":
+            self.assertEqual((spent, sent), (0, 0))
+            self.assertRegex(r["reason"], r"^cannot (read the device's session|commit the "
+                             r"downlink counter): Cannot allocate memory$")
+        elif k.startswith("org.varlink.service."):  # the call itself could not be read
+            self.assertEqual((spent, sent), (0, 0))
+        else:
+            # Not even an error could be encoded: the connection closes. (jansson 2.14 leaves
+            # out an object key it cannot write, so a reply can also come malformed.)
+            self.assertEqual(k, "no answer")
+
+    def test_out_of_memory_before_the_send(self):
+        """From the call's bytes read to the POST queued: Busy before a counter is taken,
+        StoreFailed naming the step the journal failed at for lack of memory, LrcFailed
+        naming the counter when it was taken but the POST not queued."""
+        t, out = self.sweep(lambda s, n: {"unused": f"FAILALLOC:{n};"})
+        kinds = {k if k != "io.tpad.AS.StoreFailed" else r["reason"].split(":")[0]
+                 for k, r in out}
+        self.assertLessEqual({"io.tpad.AS.Busy", "cannot read the device's session",
+                              "cannot commit the downlink counter", "io.tpad.AS.LrcFailed"},
+                             kinds, out)
+        self.assertIn("not sent, its FCntDn spent", t.log_text())
+
+    def test_out_of_memory_after_the_send_is_never_busy(self):
+        """From the LRC's answer read to the call answered: the downlink was sent, so the
+        call is answered with its FCntDn (the LRC's answer left out, and logged, when it
+        cannot be copied), or not at all; never Busy."""
+
+        def arm(s, n):
+            s.faults["downlink_answer"] = f"FAILALLOC:{n}; queued"
+            return {}
+
+        def disarm(s):
+            s.faults["downlink_answer"] = None
+        t, out = self.sweep(arm, disarm)
+        self.assertIn(("ok", ""), [(k, r.get("answer")) for k, r in out], out)
+        self.assertIn("out of memory for the LRC's answer, answered without it", t.log_text())
 
 
 def thread_names(pid):
