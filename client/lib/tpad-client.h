@@ -4,7 +4,9 @@
 
 /*
  * Blocking calls to tpad's station socket (Activate, Lookup) and admin socket (Status),
- * with plain C structs out and errors as codes with the varlink error name and a message.
+ * with plain C structs out and errors as codes with the varlink error name and a message;
+ * any method as JSON text, streams (calls with more, such as tpas's io.tpad.AS.Uplinks)
+ * included.
  *
  * Threads: every function may be called from any thread; a connection (tpad_client) is
  * used by one thread at a time. Open one connection per thread: there is no shared or
@@ -29,6 +31,10 @@ extern "C" {
 #define TPAD_CLIENT_VERSION "0.2.0"
 #define TPAD_DEFAULT_STATION_SOCKET "/run/tpad/station.sock"
 #define TPAD_DEFAULT_ADMIN_SOCKET "/run/tpad/admin.sock"
+#define TPAD_DEFAULT_APPS_SOCKET "/run/tpas/apps.sock" /* tpas's, for applications */
+
+/* tpad_client_set_timeout()'s "wait for ever", for a follower of a stream. */
+#define TPAD_TIMEOUT_NONE (-1)
 
 /* Result codes: 0 is success, every error is negative. */
 enum tpad_code {
@@ -176,6 +182,37 @@ TPAD_CLIENT_API int tpad_call_json(tpad_client *c, const char *method, const cha
  */
 TPAD_CLIENT_API int tpad_call_reply(tpad_client *c, const char *method, const char *parameters,
 				    char **ret_reply, struct tpad_error *err);
+
+/*
+ * How long each later wait for an answer on c may last: timeout_ms as for
+ * tpad_client_open() (0: 60 s), or TPAD_TIMEOUT_NONE to wait for ever: a followed stream
+ * that stays quiet for hours is normal. 0, or TPAD_E_ARGUMENT.
+ */
+TPAD_CLIENT_API int tpad_client_set_timeout(tpad_client *c, int timeout_ms);
+
+/*
+ * A call with more, for a method that streams its replies (tpas's io.tpad.AS.Uplinks):
+ * send it, then read the replies one at a time with tpad_more_next() until one says no
+ * more follow. parameters is a JSON object or NULL. 0 once sent, or a negative code with
+ * err filled (nothing read yet). While the stream is open the connection takes no other
+ * call (TPAD_E_ARGUMENT): open another connection for them. varlink cannot cancel a call:
+ * to leave a stream before its end (a followed one ends only when the server stops),
+ * tpad_client_close() the connection.
+ */
+TPAD_CLIENT_API int tpad_call_more(tpad_client *c, const char *method, const char *parameters,
+				   struct tpad_error *err);
+
+/*
+ * The next reply of the stream begun by tpad_call_more(): 0 with its parameters as a
+ * malloc'd JSON string in *ret_json (free() it; "{}" for a last reply that only ends the
+ * stream) and *ret_continues 1 if more replies follow, 0 if this was the last; or a
+ * negative code with err filled: an error reply (it ends the stream), or the connection
+ * failed, timed out or closed (TPAD_E_IO, TPAD_E_TIMEOUT: it is closed). Each read waits
+ * at most the connection's timeout (tpad_client_set_timeout()). Once the stream has
+ * ended, the connection takes calls again. TPAD_E_ARGUMENT when no stream is open.
+ */
+TPAD_CLIENT_API int tpad_more_next(tpad_client *c, char **ret_json, int *ret_continues,
+				   struct tpad_error *err);
 
 #ifdef __cplusplus
 }

@@ -27,6 +27,7 @@ struct tpad_client {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char *buf; /* bytes read past the last message */
 	size_t len, cap;
+	bool streaming; /* a call with more awaits its last reply (tpad_more_next()) */
 };
 
 static const struct {
@@ -181,17 +182,23 @@ static int broken(tpad_client *c, struct tpad_error *err, int code, const char *
 		close(c->fd);
 	c->fd = -1;
 	c->len = 0;
+	c->streaming = false;
 	return fail(err, code, name, sys, "%s %s%s%s", what, c->path, sys ? ": " : "",
 		    sys ? strerror(sys) : "");
 }
 
-/* Send msg and its NUL; read one NUL-ended reply into a malloc'd string. */
-static int exchange(tpad_client *c, const char *msg, char **ret, struct tpad_error *err)
+/* The error of a call on a connection that a failure closed. */
+static int closed_before(tpad_client *c, struct tpad_error *err)
+{
+	return fail(err, TPAD_E_IO, "tpad.client.IO", EPIPE,
+		    "the connection to %s was closed by an earlier failure", c->path);
+}
+
+/* Send msg and its NUL. */
+static int send_msg(tpad_client *c, const char *msg, struct tpad_error *err)
 {
 	if (c->fd < 0)
-		return fail(err, TPAD_E_IO, "tpad.client.IO", EPIPE,
-			    "the connection to %s was closed by an earlier failure", c->path);
-	long long deadline = now_ms() + c->timeout_ms;
+		return closed_before(c, err);
 	size_t n = strlen(msg) + 1, off = 0;
 	while (off < n) {
 		ssize_t w = send(c->fd, msg + off, n - off, MSG_NOSIGNAL);
@@ -201,6 +208,15 @@ static int exchange(tpad_client *c, const char *msg, char **ret, struct tpad_err
 			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno, "cannot send to");
 		off += (size_t)w;
 	}
+	return TPAD_OK;
+}
+
+/* Read one NUL-ended message into a malloc'd string, waiting at most c's timeout. */
+static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
+{
+	if (c->fd < 0)
+		return closed_before(c, err);
+	long long deadline = now_ms() + c->timeout_ms;
 	for (;;) {
 		char *nul = c->len ? memchr(c->buf, '\0', c->len) : NULL;
 		if (nul) {
@@ -227,8 +243,9 @@ static int exchange(tpad_client *c, const char *msg, char **ret, struct tpad_err
 			c->buf = b;
 			c->cap = cap;
 		}
-		long long left = deadline - now_ms();
-		if (left <= 0)
+		/* A follower waits for ever (TPAD_TIMEOUT_NONE): poll's -1. */
+		long long left = c->timeout_ms < 0 ? -1 : deadline - now_ms();
+		if (c->timeout_ms >= 0 && left <= 0)
 			return broken(c, err, TPAD_E_TIMEOUT, "tpad.client.Timeout", 0,
 				      "no answer in time from");
 		struct pollfd p = {.fd = c->fd, .events = POLLIN};
@@ -289,28 +306,44 @@ static int reply_error(const char *name, json_t *params, struct tpad_error *err)
 	return code;
 }
 
-/* Call method with params (stolen); 0 with the reply's parameters in *ret (owned). */
-/*
- * Send one call (params stolen) and read its one reply: the reply object in *ret_reply
- * and its text in *ret_text (malloc'd; NULL to drop it). A reply that is not an object,
- * or that says more follow, breaks the connection.
- */
-static int call_raw(tpad_client *c, const char *method, json_t *params, json_t **ret_reply,
-		    char **ret_text, struct tpad_error *err)
+/* Send a call of method with params (stolen; NULL: none), with more when asked. */
+static int send_call(tpad_client *c, const char *method, json_t *params, bool more,
+		     struct tpad_error *err)
 {
+	if (c->streaming) {
+		json_decref(params);
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "a stream is open on %s: read it to its end, or close the connection",
+			    c->path);
+	}
 	json_t *msg = json_pack("{s:s, s:o}", "method", method, "parameters",
 				params ? params : json_object());
+	if (msg && more)
+		json_object_set_new(msg, "more", json_true());
 	char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
 	json_decref(msg);
 	if (!text)
 		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
-	char *reply_text = NULL;
-	int r = exchange(c, text, &reply_text, err);
+	int r = send_msg(c, text, err);
 	free(text);
+	return r;
+}
+
+/*
+ * Read one reply: the reply object in *ret_reply and its text in *ret_text (malloc'd; NULL
+ * to drop it). A reply that is not an object, or that says more follow to a call without
+ * more, breaks the connection.
+ */
+static int read_reply(tpad_client *c, bool more, json_t **ret_reply, char **ret_text,
+		      struct tpad_error *err)
+{
+	char *reply_text = NULL;
+	int r = read_msg(c, &reply_text, err);
 	if (r < 0)
 		return r;
 	json_t *reply = json_loads(reply_text, 0, NULL);
-	if (!json_is_object(reply) || json_is_true(json_object_get(reply, "continues"))) {
+	if (!json_is_object(reply) ||
+	    (!more && json_is_true(json_object_get(reply, "continues")))) {
 		json_decref(reply);
 		free(reply_text);
 		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
@@ -324,13 +357,17 @@ static int call_raw(tpad_client *c, const char *method, json_t *params, json_t *
 	return TPAD_OK;
 }
 
-static int call(tpad_client *c, const char *method, json_t *params, json_t **ret,
-		struct tpad_error *err)
+/* Send one call (params stolen) and read its one reply, as read_reply(). */
+static int call_raw(tpad_client *c, const char *method, json_t *params, json_t **ret_reply,
+		    char **ret_text, struct tpad_error *err)
 {
-	json_t *reply;
-	int r = call_raw(c, method, params, &reply, NULL, err);
-	if (r < 0)
-		return r;
+	int r = send_call(c, method, params, false, err);
+	return r < 0 ? r : read_reply(c, false, ret_reply, ret_text, err);
+}
+
+/* The parameters of reply (consumed) in *ret (owned), or its error reply's code. */
+static int reply_params(tpad_client *c, json_t *reply, json_t **ret, struct tpad_error *err)
+{
 	json_t *p = json_object_get(reply, "parameters");
 	json_t *e = json_object_get(reply, "error");
 	if ((p && !json_is_object(p)) || (e && !json_is_string(e))) {
@@ -340,17 +377,23 @@ static int call(tpad_client *c, const char *method, json_t *params, json_t **ret
 	}
 	if (e) {
 		json_t *empty = json_object();
-		r = reply_error(json_string_value(e), p ? p : empty, err);
+		int r = reply_error(json_string_value(e), p ? p : empty, err);
 		json_decref(empty);
 		json_decref(reply);
 		return r;
 	}
-	*ret = json_incref(p ? p : json_object());
-	if (!p)
-		json_decref(*ret), *ret = json_object();
+	*ret = p ? json_incref(p) : json_object();
 	json_decref(reply);
 	clear_error(err);
 	return TPAD_OK;
+}
+
+static int call(tpad_client *c, const char *method, json_t *params, json_t **ret,
+		struct tpad_error *err)
+{
+	json_t *reply;
+	int r = call_raw(c, method, params, &reply, NULL, err);
+	return r < 0 ? r : reply_params(c, reply, ret, err);
 }
 
 /* Copy string member key of o into out (size n); false if present but not a fitting string. */
@@ -605,5 +648,62 @@ int tpad_call_reply(tpad_client *c, const char *method, const char *parameters, 
 		return r;
 	json_decref(reply);
 	clear_error(err);
+	return TPAD_OK;
+}
+
+int tpad_client_set_timeout(tpad_client *c, int timeout_ms)
+{
+	if (!c || timeout_ms < TPAD_TIMEOUT_NONE)
+		return TPAD_E_ARGUMENT;
+	c->timeout_ms = timeout_ms == 0 ? DEFAULT_TIMEOUT_MS : timeout_ms;
+	return TPAD_OK;
+}
+
+int tpad_call_more(tpad_client *c, const char *method, const char *parameters,
+		   struct tpad_error *err)
+{
+	if (!c || !method)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client and method are required");
+	json_t *p = NULL;
+	int r = params_from_text(parameters, &p, err);
+	if (r < 0)
+		return r;
+	r = send_call(c, method, p, true, err);
+	if (r < 0)
+		return r;
+	c->streaming = true;
+	clear_error(err);
+	return TPAD_OK;
+}
+
+int tpad_more_next(tpad_client *c, char **ret_json, int *ret_continues, struct tpad_error *err)
+{
+	if (!c || !ret_json || !ret_continues)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client and results are required");
+	*ret_json = NULL;
+	*ret_continues = 0;
+	if (!c->streaming)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "no stream is open on %s (tpad_call_more() first)", c->path);
+	json_t *reply, *p;
+	int r = read_reply(c, true, &reply, NULL, err);
+	if (r < 0)
+		return r;
+	/* An error reply is the last one too. */
+	bool more =
+	    json_is_true(json_object_get(reply, "continues")) && !json_object_get(reply, "error");
+	c->streaming = more;
+	r = reply_params(c, reply, &p, err);
+	if (r < 0)
+		return r;
+	*ret_json = json_dumps(p, JSON_COMPACT);
+	json_decref(p);
+	/* The reply is gone: the stream cannot go on without a gap. */
+	if (!*ret_json)
+		return broken(c, err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM,
+			      "lost a reply (out of memory) from");
+	*ret_continues = more;
 	return TPAD_OK;
 }

@@ -1,9 +1,12 @@
-/* test_libtpad_client: libtpad-client against the real tpad (driven by test_c_client.py). */
+/* test_libtpad_client: libtpad-client against the real tpad, and its streams against the real
+ * tpas (driven by test_c_client.py). */
 #include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <tpad-client.h>
 
@@ -179,10 +182,124 @@ static void timeout(const char *silent)
 	tpad_client_close(c);
 }
 
+/* Member key of the JSON object text json as an integer, -1 if none. */
+static long long json_int(const char *json, const char *path0, const char *key)
+{
+	json_t *o = json_loads(json ? json : "null", 0, NULL);
+	json_t *v = json_object_get(path0 ? json_object_get(o, path0) : o, key);
+	long long r = json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+	json_decref(o);
+	return r;
+}
+
+/* The subscribers tpas counts now (Status on its apps socket). */
+static long long subscribers(const char *apps)
+{
+	tpad_client *c;
+	struct tpad_error err;
+	char *json = NULL;
+	if (tpad_client_open(apps, 5000, &c, &err) == 0)
+		tpad_call_json(c, "io.tpad.AS.Status", NULL, &json, &err);
+	tpad_client_close(c);
+	long long n = json_int(json, NULL, "subscribers");
+	free(json);
+	return n;
+}
+
+/*
+ * Streams, against tpas whose journal holds seqs 1 to 3: read to the end, an error reply,
+ * a quiet stream timing out, then waiting for ever for seq 4 (test_c_client.py sends it
+ * a second after "waiting" is printed, past the connection's own 300 ms), and a stream
+ * left by closing its connection.
+ */
+static void streams(const char *apps)
+{
+	struct tpad_error err;
+	tpad_client *c;
+	char *json = NULL;
+	int more = -1, r;
+	CHECK(tpad_client_open(apps, 300, &c, &err) == TPAD_OK, "%s", err.message);
+	r = tpad_more_next(c, &json, &more, &err);
+	CHECK(r == TPAD_E_ARGUMENT && strstr(err.message, "no stream"), "no stream: %d", r);
+
+	/* To its end: one uplink a reply, a last one that says no more. */
+	r = tpad_call_more(c, "io.tpad.AS.Uplinks", "{\"after\":0,\"follow\":false}", &err);
+	CHECK(r == TPAD_OK, "call_more: %d %s", r, err.message);
+	r = tpad_call_json(c, "io.tpad.AS.Status", NULL, &json, &err);
+	CHECK(r == TPAD_E_ARGUMENT && strstr(err.message, "a stream is open"),
+	      "a call mid-stream: %d %s", r, err.message);
+	long long seqs[8];
+	int n = 0;
+	for (more = 1; more && n < 8;) {
+		r = tpad_more_next(c, &json, &more, &err);
+		CHECK(r == TPAD_OK && json, "next: %d %s", r, err.message);
+		if (r < 0)
+			break;
+		long long seq = json_int(json, "uplink", "seq");
+		if (seq >= 0)
+			seqs[n++] = seq;
+		free(json);
+	}
+	CHECK(n == 3 && seqs[0] == 1 && seqs[1] == 2 && seqs[2] == 3 && !more, "%d uplinks", n);
+	/* The stream over, the connection takes calls again. */
+	r = tpad_call_json(c, "io.tpad.AS.Status", NULL, &json, &err);
+	CHECK(r == TPAD_OK && json_int(json, "journal", "lastSeq") == 3, "Status: %d", r);
+	free(json);
+
+	/* An error reply ends the stream. */
+	r = tpad_call_more(c, "io.tpad.AS.Uplinks", "{\"after\":99}", &err);
+	CHECK(r == TPAD_OK, "call_more: %d", r);
+	r = tpad_more_next(c, &json, &more, &err);
+	CHECK(r == TPAD_E_INVALID_PARAMETER && !json && !more &&
+		  !strcmp(err.name, "io.tpad.AS.InvalidParameter") &&
+		  strstr(err.parameters, "\"parameter\":\"after\""),
+	      "after 99: %d %s %s", r, err.name, err.parameters);
+	r = tpad_call_json(c, "io.tpad.AS.Status", NULL, &json, &err);
+	CHECK(r == TPAD_OK, "after an error reply: %d", r);
+	free(json);
+
+	/* A quiet stream and the connection's timeout: closed, and said so. */
+	r = tpad_call_more(c, "io.tpad.AS.Uplinks", "{\"after\":3}", &err);
+	CHECK(r == TPAD_OK, "call_more: %d", r);
+	r = tpad_more_next(c, &json, &more, &err);
+	CHECK(r == TPAD_E_TIMEOUT && !strcmp(err.name, "tpad.client.Timeout"), "quiet: %d", r);
+	r = tpad_call_json(c, "io.tpad.AS.Status", NULL, &json, &err);
+	CHECK(r == TPAD_E_IO, "a timed-out stream's connection is closed: %d", r);
+	tpad_client_close(c);
+
+	/* A follower waits for ever: seq 4 comes after a second, past the 300 ms. */
+	CHECK(tpad_client_set_timeout(NULL, 0) == TPAD_E_ARGUMENT, "NULL client");
+	CHECK(tpad_client_open(apps, 300, &c, &err) == TPAD_OK, "%s", err.message);
+	CHECK(tpad_client_set_timeout(c, -2) == TPAD_E_ARGUMENT, "timeout -2");
+	CHECK(tpad_client_set_timeout(c, TPAD_TIMEOUT_NONE) == TPAD_OK, "for ever");
+	r = tpad_call_more(c, "io.tpad.AS.Uplinks", "{\"after\":3,\"follow\":true}", &err);
+	CHECK(r == TPAD_OK, "follow: %d", r);
+	printf("waiting\n");
+	fflush(stdout);
+	r = tpad_more_next(c, &json, &more, &err);
+	CHECK(r == TPAD_OK && more && json_int(json, "uplink", "seq") == 4, "seq 4: %d %s", r,
+	      err.message);
+	free(json);
+
+	/* Closing the connection ends the stream at tpas too. */
+	CHECK(subscribers(apps) == 1, "one subscriber");
+	tpad_client_close(c);
+	long long subs = -1;
+	for (int i = 0; i < 100 && (subs = subscribers(apps)) != 0; i++)
+		nanosleep(&(struct timespec){0, 50000000}, NULL);
+	CHECK(subs == 0, "the stream ended at tpas: %lld subscribers", subs);
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[1], "--stream")) {
+		streams(argv[2]);
+		printf("%d checks, %d failed\n", checks, failed);
+		return failed ? 1 : 0;
+	}
 	if (argc != 4) {
-		fprintf(stderr, "usage: test-libtpad-client STATION ADMIN SILENT\n");
+		fprintf(stderr, "usage: test-libtpad-client STATION ADMIN SILENT\n"
+				"       test-libtpad-client --stream APPS\n");
 		return 2;
 	}
 	station = argv[1];

@@ -1,6 +1,7 @@
 """libtpad-client against the real tpad: threads with a connection each, every error path
 with its code, name and message, a silent server's timeout, the C example station, and
-the library loaded by ctypes as LabVIEW or TestStand would load it."""
+the library loaded by ctypes as LabVIEW or TestStand would load it; its streams against
+the real tpas."""
 
 import ctypes
 import os
@@ -8,8 +9,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import time
 
 import tpadtest
+from test_tpas import DEV, TpasCase
 from tpadtest import TpadTestCase, wait_for
 
 TKM = "31110123D345666E2DBD"
@@ -126,6 +129,27 @@ class CClient(TpadTestCase):
         self.assertEqual(err.name, b"io.tpad.Station.NotFound")
         lib.tpad_device_clear(ctypes.byref(out))
         lib.tpad_client_close(client)
+
+
+class CStream(TpasCase):
+    def test_streams(self):
+        """tpad_call_more() and tpad_more_next() on tpas's Uplinks: a stream read to its end,
+        an error reply, a quiet stream's timeout, a follower waiting for ever, and a stream
+        left by closing its connection (test-libtpad-client --stream)."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        for i in range(3):
+            self.assertEqual(s.uplink(DEV, b"s%d" % i)[0], 200)
+        p = subprocess.Popen([os.environ["TEST_LIBTPAD_CLIENT"], "--stream", t.apps],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+        self.assertEqual(p.stdout.readline(), "waiting\n", p.poll() and p.stderr.read())
+        time.sleep(1)  # longer than the connection's timeout: the follower waits on
+        self.assertEqual(s.uplink(DEV, b"late")[0], 200)
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertRegex(out, r"\d+ checks, 0 failed")
 
 
 if __name__ == "__main__":

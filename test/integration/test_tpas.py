@@ -1961,17 +1961,39 @@ def thread_names(pid):
     return sorted(names)
 
 
-class ExampleApp(TpasCase):
-    """client/python/example_app.py, the application an AS developer starts from."""
+def python_example_app():
+    return [sys.executable, EXAMPLE_APP]
 
-    def start_app(self, t, state=None):
+
+def c_example_app():
+    return [os.environ["EXAMPLE_APP_C"]]
+
+
+class ExampleAppCases:
+    """The example application an AS developer starts from, run as command(): each
+    TpasCase below runs these tests against one of the examples."""
+
+    command = None
+
+    def setUp(self):
+        super().setUp()
+        self.app_errs = []
+
+    def tearDown(self):
+        # A sanitizer's report (the C example under ASan) fails the test.
+        reports = [r for r in map(tpadtest.sanitizer_report, self.app_errs) if r]
+        super().tearDown()
+        self.assertEqual(reports, [])
+
+    def start_app(self, t, state=None, command=None):
         """The example on t's apps socket, its output under tmp: (process, stdout, stderr)."""
         out, err = os.path.join(self.tmp, "app.out"), os.path.join(self.tmp, "app.err")
         with open(out, "ab") as o, open(err, "ab") as e:
-            p = subprocess.Popen([sys.executable, EXAMPLE_APP, "--socket", t.apps, "--state",
+            p = subprocess.Popen([*(command or self.command()), "--socket", t.apps, "--state",
                                   state or os.path.join(self.tmp, "app.seq"), "--interval",
                                   "900", "--retry-max", "0.4"], stdout=o, stderr=e)
         self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+        self.app_errs.append(err)
         return p, out, err
 
     def seen(self, out):
@@ -2060,6 +2082,9 @@ class ExampleApp(TpasCase):
         s.faults["downlink_delay"] = 1
         self.assertEqual(s.uplink(DEV, b"?", fport=2)[0], 200)
         self.wait_seq(out, 2, "the configuration request")
+        # Killed once the downlink waits at the LRC, not before tpas has read it.
+        wait_for(lambda: any(x["state"] == "busy" for x in t.status()["lrc"]["sessions"]), 10,
+                 "the downlink at the LRC")
         t.kill9()
         wait_for(lambda: "tpas closed the connection during io.tpad.AS.SendDownlink" in
                  pathlib.Path(err).read_text(), 10, "the downlink cut")
@@ -2072,6 +2097,33 @@ class ExampleApp(TpasCase):
         wait_for(lambda: len(s.state["downlinks"]) == 2, 10, "both downlinks at the LRC")
         self.assertEqual(sorted(d["fcnt_dn"] for d in s.state["downlinks"]), [0, 1])
         self.assertEqual(s.state["violations"], [])
+
+
+class ExampleApp(ExampleAppCases, TpasCase):
+    """client/python/example_app.py."""
+
+    command = staticmethod(python_example_app)
+
+
+class ExampleAppC(ExampleAppCases, TpasCase):
+    """client/example_app.c on libtpad-client (EXAMPLE_APP_C, built beside it)."""
+
+    command = staticmethod(c_example_app)
+
+    def test_each_example_resumes_from_the_others_seq_file(self):
+        """One seq file format: an application moved from one example to the other
+        (Python to C and back) goes on after the last uplink the other processed."""
+        t, s = self.downlink_ready()  # seq 1
+        for n, command in enumerate([python_example_app(), c_example_app(),
+                                     python_example_app()]):
+            app, out, err = self.start_app(t, command=command)
+            self.assertEqual(s.uplink(DEV, b"r%d" % n)[0], 200)
+            self.wait_seq(out, n + 2, f"seq {n + 2}")
+            wait_for(lambda: pathlib.Path(self.tmp, "app.seq").read_text() == f"{n + 2}\n",
+                     10, f"seq {n + 2} saved")
+            app.terminate()
+            self.assertEqual(app.wait(10), 0)
+        self.assertEqual(self.seen(out)[0], [1, 2, 3, 4])
 
 
 class Signals(TpasCase):
