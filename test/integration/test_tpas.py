@@ -41,6 +41,18 @@ def exchange(port, data):
         return read_all(c)
 
 
+def host_field_answers(port, method, target, headers=b"", body=b""):
+    """What the server at port answers to one request sent three ways (RFC 9112 §3.2):
+    HTTP/1.1 without Host, HTTP/1.1 with two, HTTP/1.0 without; each on a new connection,
+    all that comes back until the server closes it."""
+    line = method + b" " + target
+    rest = headers + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return [exchange(port, line + b" HTTP/1.1\r\nConnection: close\r\n" + rest),
+            exchange(port, line + b" HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n" +
+                     rest),
+            exchange(port, line + b" HTTP/1.0\r\n" + rest)]
+
+
 class Tpas:
     """One tpas process on temporary sockets, a temporary store and a tunnel port."""
 
@@ -739,7 +751,7 @@ class Tunnel(TpasCase):
         c.sendall(request(2) + request(3))
         self.assertEqual([json.loads(read_answer(f)[2])["seq"] for _ in range(2)], [3, 4])
         # Too large a header section: 431, and the connection ends.
-        c.sendall(b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
+        c.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
         st, h, b = read_answer(f)
         self.assertEqual(st, b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
         self.assertEqual(h["connection"], "close")
@@ -776,12 +788,12 @@ class Tunnel(TpasCase):
         st, h, b = read_answer(f, head=True)
         self.assertEqual(st, b"HTTP/1.1 405 Method Not Allowed\r\n")
         self.assertGreater(int(h["content-length"]), 0)
-        c.sendall(b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}")
+        c.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}")
         # The next line is this answer's status line: no body of the HEAD came before it.
         self.assertEqual(read_answer(f)[0], b"HTTP/1.1 417 Expectation Failed\r\n")
         c.close()
         # A body over four times tunnel.max-body: 413 (the header section was fine).
-        got = exchange(t.port, b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n{")
+        got = exchange(t.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n\r\n{")
         self.assertTrue(got.startswith(b"HTTP/1.1 413 Payload Too Large\r\n"), got)
         self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
                          [b"framed %d" % i for i in range(6)])
@@ -2420,6 +2432,38 @@ class Metrics(TpasCase):
         # No key material in what anyone on the port can read.
         self.assertNotIn(TUNNEL_KEY, text.lower())
         self.assertNotIn(astk.hex(), text.lower())
+
+    def test_http11_without_one_host_is_refused_on_the_tunnel_and_metrics(self):
+        """RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with two, is
+        answered 400 with the reason, counted and logged, on the tunnel and on /metrics;
+        HTTP/1.0 without Host is served."""
+        t, s = self.metrics_tpas()
+        s.add_device(DEV, self.import_astk(t))
+        target, body, ctype = s.build_uplink(DEV, b"no Host")
+        for port, method, path, headers, body, served in [
+                (t.port, b"POST", b"/" + target.encode(),
+                 b"Content-Type: " + ctype.encode() + b"\r\n", body, b'"seq"'),
+                (self.mport, b"GET", b"/metrics", b"", b"", b"# TYPE tpas_")]:
+            none, two, old = host_field_answers(port, method, path, headers, body)
+            with self.subTest(port=port):
+                for got, why in [(none, b"HTTP/1.1 request without a Host header field"),
+                                 (two, b"more than one Host header field")]:
+                    self.assertTrue(got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got)
+                    self.assertIn(b"\r\nConnection: close\r\n", got)
+                    self.assertTrue(got.endswith(b'\r\n\r\n{"error":"' + why + b'"}\n'), got)
+                self.assertTrue(old.startswith(b"HTTP/1.1 200 OK\r\n"), old)
+                self.assertIn(served, old)
+        self.assertEqual(len(t.uplinks()), 1)
+        tn = t.status()["tunnel"]
+        self.assertEqual((tn["accepted"], tn["badRequest"], tn["requests"]), (1, 2, 3))
+        text = http_get(f"http://127.0.0.1:{self.mport}/metrics")[2]
+        self.assertIn('tpas_tunnel_requests_total{outcome="bad_request"} 2\n', text)
+        log = t.log_text()
+        for who in ("tunnel", "metrics"):
+            for why in ("HTTP/1.1 request without a Host header field",
+                        "more than one Host header field"):
+                self.assertRegex(log, f"{who}: 400 Bad Request from 127.0.0.1 port [0-9]+: "
+                                      f"{why}")
 
     def test_counters_stay_while_tpas_stops(self):
         """SIGTERM: while a downlink to a silent LRC keeps tpas draining, /metrics still
