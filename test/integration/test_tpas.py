@@ -2567,24 +2567,28 @@ class Metrics(TpasCase):
     def test_shipped_alert_rules(self):
         """conf/prometheus/tpas-alerts.yml passes promtool check rules, and promtool test
         rules shows each alert firing on the condition it names and not on its near miss:
-        a bad Token at once, stale Times only as a steady share, a webhook only once its
+        a bad Token at once, stale Times only as a steady share, uplinks with a wrong key
+        or no ASTK only when still refused a quarter hour on, a webhook only once its
         cursor stopped while uplinks wait, the LRC breaker only when it stays open."""
         promtool = shutil.which("promtool")
         self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
         r = subprocess.run([promtool, "check", "rules", TPAS_RULES], capture_output=True,
                            text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("7 rules found", r.stdout)
+        self.assertIn("9 rules found", r.stdout)
 
         def series(name, instance, values, **labels):
             lab = ",".join(f'{k}="{v}"' for k, v in
                            sorted({**labels, "instance": instance, "job": "tpas"}.items()))
             return {"series": f"{name}{{{lab}}}", "values": values}
 
+        def alert(instance, summary, description, **labels):
+            return {"exp_labels": {**labels, "instance": instance, "job": "tpas"},
+                    "exp_annotations": {"summary": summary, "description": description}}
+
         def fires(at, name, instance, summary, description, **labels):
-            return {"eval_time": at, "alertname": name, "exp_alerts": [{
-                "exp_labels": {**labels, "instance": instance, "job": "tpas"},
-                "exp_annotations": {"summary": summary, "description": description}}]}
+            return {"eval_time": at, "alertname": name,
+                    "exp_alerts": [alert(instance, summary, description, **labels)]}
 
         def quiet(at, name):
             return {"eval_time": at, "alertname": name, "exp_alerts": []}
@@ -2649,6 +2653,47 @@ class Metrics(TpasCase):
                       severity="warning", outcome="stale_time"),
             ],
         }, {
+            # ASTK refusals, every minute: as1 gets uplinks with a wrong key and uplinks
+            # with no ASTK for 40 minutes, then none (the ASTKs imported); as2 a burst with
+            # no ASTK for 3 minutes when its customer's first devices join and one wrong
+            # key (each imported in time); as3 none.
+            "interval": "1m",
+            "input_series": [
+                series(req, "as1", "0+1x40 40x30", outcome="wrong_key"),
+                series(req, "as1", "0+2x40 80x30", outcome="no_astk"),
+                series(req, "as2", "0x9 1x60", outcome="wrong_key"),
+                series(req, "as2", "0 0 0 4 8 12x65", outcome="no_astk"),
+                series(req, "as3", "0x70", outcome="wrong_key"),
+                series(req, "as3", "0x70", outcome="no_astk"),
+            ] + [series(req, a, "0+10x70", outcome="accepted") for a in ("as1", "as2", "as3")],
+            "alert_rule_test": [
+                # Refused in two quarter hours in a row since 16m: pending for 5 minutes.
+                quiet("18m", "TpasTunnelRefusing"),
+                {"eval_time": "25m", "alertname": "TpasTunnelRefusing", "exp_alerts": [
+                    alert("as1", "tpas on as1 refuses tunnel requests: wrong_key",
+                          "15 uplinks in 15 minutes, and more in the 15 before, carried an "
+                          "AppSKey envelope that does not unwrap with the ASTK of its "
+                          "KEKLabel: the LRC uses another ASTK than tpas holds under that "
+                          "label, and every uplink of those devices is refused and lost to "
+                          "the applications. Import the ASTK the LRC uses (Key Manager's "
+                          "encryptedASKey): tpactl as import-astk HEX --label LABEL. The log "
+                          "names each DevEUI and label (MESSAGE_ID "
+                          "76b9d42487fa44238935ed01d93f8eeb, STATUS 401).",
+                          severity="warning", outcome="wrong_key"),
+                    alert("as1", "tpas on as1 refuses tunnel requests: no_astk",
+                          "30 uplinks in 15 minutes, and more in the 15 before, came with an "
+                          "AppSKey for a KEKLabel or CustomerID that tpas has no ASTK for: "
+                          "they are answered 503 and reach no application until the ASTK is "
+                          "imported. Import it (Key Manager's encryptedASKey): tpactl as "
+                          "import-astk HEX, with --label or --customer-id as the log says; the "
+                          "LRC's retries are then taken. The log names each DevEUI and the "
+                          "KEKLabel or CustomerID missing (MESSAGE_ID "
+                          "76b9d42487fa44238935ed01d93f8eeb, STATUS 503); tpactl as astks "
+                          "lists the ASTKs held.", severity="warning", outcome="no_astk")]},
+                # Imported at 40m: no refusal in the last quarter hour by 56m.
+                quiet("56m", "TpasTunnelRefusing"),
+            ],
+        }, {
             # Every minute: as1's webhook stops at seq 30 while uplinks go on; as2's lags
             # but moves. as1's breaker flips open/half-open for 5 minutes (the LRC keeps
             # failing), as2's opens once.
@@ -2708,7 +2753,7 @@ class Metrics(TpasCase):
                 return rules if all(r.get("lastEvaluation", "").startswith("2")
                                     for r in rules) else None
             rules = wait_for(evaluated, 30, "the rules evaluated")
-            self.assertEqual(len(rules), 7)
+            self.assertEqual(len(rules), 9)
             self.assertTrue(all(r["health"] == "ok" for r in rules), rules)
             self.assertEqual([r["name"] for r in rules if r.get("state") == "firing"], [])
             for _ in range(2):
