@@ -2569,13 +2569,14 @@ class Metrics(TpasCase):
         rules shows each alert firing on the condition it names and not on its near miss:
         a bad Token at once, stale Times only as a steady share, uplinks with a wrong key
         or no ASTK only when still refused a quarter hour on, a webhook only once its
-        cursor stopped while uplinks wait, the LRC breaker only when it stays open."""
+        cursor stopped while uplinks wait or while its oldest waiting uplink stays over 10
+        minutes old, the LRC breaker only when it stays open."""
         promtool = shutil.which("promtool")
         self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
         r = subprocess.run([promtool, "check", "rules", TPAS_RULES], capture_output=True,
                            text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("9 rules found", r.stdout)
+        self.assertIn("10 rules found", r.stdout)
 
         def series(name, instance, values, **labels):
             lab = ",".join(f'{k}="{v}"' for k, v in
@@ -2703,6 +2704,11 @@ class Metrics(TpasCase):
                 series("tpas_webhook_cursor", "as1", "10 20 30x39"),
                 series("tpas_journal_last_seq", "as2", "10+10x40"),
                 series("tpas_webhook_cursor", "as2", "5+10x40"),
+                # Their ages: as1's oldest waiting since 1m; as2's 5 minutes old throughout;
+                # as3 a receiver down for 4 minutes, then back.
+                series("tpas_webhook_lag_seconds", "as1", "0 0 60+60x38"),
+                series("tpas_webhook_lag_seconds", "as2", "300x40"),
+                series("tpas_webhook_lag_seconds", "as3", "0x5 600+60x3 0x31"),
                 series("tpas_lrc_breaker_open", "as1", "0 1 0.5 1 0.5 1 0.5 0x34"),
                 series("tpas_lrc_up", "as1", "1 0 0 0 0 0 0 1x34"),
                 series("tpas_lrc_breaker_open", "as2", "0 1 0x39"),
@@ -2710,6 +2716,14 @@ class Metrics(TpasCase):
             ],
             "alert_rule_test": [
                 quiet("15m", "TpasWebhookBehind"),
+                quiet("9m", "TpasWebhookLagging"),  # as3's 3 minutes over 600 s
+                quiet("15m", "TpasWebhookLagging"),
+                fires("20m", "TpasWebhookLagging", "as1",
+                      "tpas's webhook is 19m 0s behind on as1",
+                      "The oldest uplink the webhook has not accepted was received 19m 0s ago: "
+                      "the applications that read the webhook are that late. tpactl as status "
+                      "shows its cursor and last error; tpas_journal_last_seq - "
+                      "tpas_webhook_cursor is how many wait.", severity="warning"),
                 fires("25m", "TpasWebhookBehind", "as1",
                       "tpas's webhook delivers nothing on as1",
                       "230 uplinks wait for the webhook and none was accepted in 20 minutes. "
@@ -2753,7 +2767,7 @@ class Metrics(TpasCase):
                 return rules if all(r.get("lastEvaluation", "").startswith("2")
                                     for r in rules) else None
             rules = wait_for(evaluated, 30, "the rules evaluated")
-            self.assertEqual(len(rules), 9)
+            self.assertEqual(len(rules), 10)
             self.assertTrue(all(r["health"] == "ok" for r in rules), rules)
             self.assertEqual([r["name"] for r in rules if r.get("state") == "firing"], [])
             for _ in range(2):
@@ -2782,9 +2796,11 @@ class Metrics(TpasCase):
 
 
 class Webhook(TpasCase):
-    def sending(self, url, batch, n, stem):
-        """A tpas delivering to url in batches, n uplinks (payload stem + i) sent to it."""
-        t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = {batch}\nretry-max = 1s\n")
+    def sending(self, url, batch, n, stem, extra=""):
+        """A tpas delivering to url in batches, n uplinks (payload stem + i) sent to it;
+        extra: more of its configuration."""
+        t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = {batch}\nretry-max = 1s\n" +
+                      extra)
         t.start()
         s = self.lrc(t)
         s.add_device(DEV, self.import_astk(t))
@@ -2841,6 +2857,62 @@ class Webhook(TpasCase):
         wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
         with lock:
             self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
+
+    def test_lag_in_seconds_while_the_receiver_is_down(self):
+        """tpas_webhook_lag_seconds: 0 while the webhook has every uplink; while the
+        receiver is down, the age of the oldest uplink it has not accepted (the next one
+        once it has taken that), growing; 0 again once the receiver has them all."""
+        accepts, lock = {"upto": 1}, threading.Lock()
+
+        def answer(body):
+            with lock:
+                ok = all(u["seq"] <= accepts["upto"] for u in json.loads(body)["uplinks"])
+            return (200 if ok else 503), b""
+        mport = free_port()
+        t, s = self.sending(self.receiver(answer) + "/hook", 1, 1, b"a",
+                            f"[metrics]\nlisten = 127.0.0.1:{mport}\n")
+
+        def lag():
+            types, v = parse(http_get(f"http://127.0.0.1:{mport}/metrics")[2],
+                             openmetrics=False)
+            self.assertEqual(types["tpas_webhook_lag_seconds"], "gauge")
+            return v["tpas_webhook_lag_seconds"]
+
+        def sent():
+            """Post the next uplink: the monotonic time before and after."""
+            before = time.monotonic()
+            self.assertEqual(s.uplink(DEV, b"a")[0], 200)
+            return before, time.monotonic()
+
+        def check_age(posted):
+            """The gauge is the age of the uplink posted then (whole seconds)."""
+            start = time.monotonic()
+            got = lag()
+            self.assertGreaterEqual(got, int(start - posted[1]))
+            self.assertLessEqual(got, time.monotonic() - posted[0])
+            return got
+
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 1, 20, "seq 1 delivered")
+        self.assertEqual(lag(), 0)
+        # The receiver is down: seq 2 waits, then seq 3 too; the age is seq 2's, growing.
+        two = sent()
+        time.sleep(2)
+        three = sent()
+        time.sleep(1.5)
+        first = check_age(two)
+        self.assertGreaterEqual(first, 3)
+        time.sleep(1.1)
+        self.assertGreater(check_age(two), first)
+        # It takes seq 2 only: the age is seq 3's now (seq 2's is 2 s more: out of bounds).
+        with lock:
+            accepts["upto"] = 2
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 2, 20, "seq 2 delivered")
+        check_age(three)
+        # Back: everything delivered, no lag.
+        with lock:
+            accepts["upto"] = 10 ** 9
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 3, 20, "seq 3 delivered")
+        self.assertEqual(lag(), 0)
 
     def test_a_2xx_with_a_large_body_moves_the_cursor(self):
         """The receiver echoes each batch with 100 KB more: only the status counts."""
