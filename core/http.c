@@ -359,6 +359,8 @@ static int parse_header(struct http_parser *p, char *line, bool trailer)
 		if (have + (have ? 2 : 0) + n < sizeof(r->accept))
 			snprintf(r->accept + have, sizeof(r->accept) - have, "%s%s", have ? ", " : "",
 				 v);
+	} else if (p->request && strcasecmp(line, "Host") == 0) {
+		r->hosts++;
 	} else if (p->request && strcasecmp(line, "Expect") == 0) {
 		/* 100-continue is the only expectation there is (RFC 9110 §10.1.1). */
 		if (strcasecmp(v, "100-continue") == 0)

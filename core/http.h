@@ -63,6 +63,7 @@ struct http_response {
 	bool expect_continue;
 	bool expect_unknown; /* an Expect other than 100-continue (answer 417) */
 	char accept[256];    /* its Accept value(s), joined by ", "; "" when absent */
+	unsigned hosts;	     /* its Host fields (RFC 9112 §3.2: one, or none in HTTP/1.0) */
 };
 
 /* Incremental response parser state; initialise with http_parser_init(). */

@@ -291,6 +291,19 @@ static void conn_dispatch(struct hconn *c, bool unread)
 	c->h->handler(r, c->h->arg);
 }
 
+/*
+ * What is wrong with a request's Host fields, NULL if nothing: an HTTP/1.1 request must
+ * have one, and no request two (RFC 9112 §3.2), or the server must answer 400.
+ */
+static const char *host_problem(const struct http_response *m)
+{
+	if (m->hosts > 1)
+		return "more than one Host header field";
+	if (m->hosts == 0 && m->minor >= 1)
+		return "HTTP/1.1 request without a Host header field";
+	return NULL;
+}
+
 /* Parse what the client sent, as long as no request is being answered. */
 static void conn_parse(struct hconn *c)
 {
@@ -305,6 +318,12 @@ static void conn_parse(struct hconn *c)
 		if (!c->started && http_parser_started(&c->p)) {
 			c->started = true; /* a request begins: it has the timeout to finish */
 			timer_arm(c);
+		}
+		const char *bad_host =
+		    r >= 0 && http_parser_headers_done(&c->p) ? host_problem(&c->p.res) : NULL;
+		if (bad_host) {
+			conn_refuse(c, &c->h->stats.malformed, 400, bad_host);
+			return;
 		}
 		if (r >= 0 && c->p.res.expect_unknown && http_parser_headers_done(&c->p)) {
 			conn_refuse(c, &c->h->stats.malformed, 417, "unknown Expect");

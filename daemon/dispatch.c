@@ -1168,11 +1168,6 @@ void dispatch_finish(struct tpad *t)
 	t->rng = NULL;
 }
 
-/*
- * Check that a credential the configuration needs can be loaded. One that is neither in
- * $CREDENTIALS_DIRECTORY nor given by a file directive comes from systemd at run time and
- * is not checked here.
- */
 /* Whether the upstream channel is TLS-PSK (https:// in PSK mode: it reads the tpa-psk). */
 static bool upstream_psk(const struct config *cfg)
 {
@@ -1186,16 +1181,29 @@ static bool upstream_oauth2(const struct config *cfg)
 	       cfg->upstream_auth == UPSTREAM_AUTH_OAUTH2;
 }
 
-static int check_credential(const char *name, const char *file, bool hex, char *err,
-			    size_t errlen)
+/*
+ * Check that a credential the configuration needs can be loaded. One that is neither in
+ * $CREDENTIALS_DIRECTORY nor given by a file directive comes from systemd at run time and
+ * is not checked here. keep (NULL: none): where a hex credential of STORE_KEY_LEN bytes
+ * that passed goes, *ret_kept set to its length (0 when not loaded), so that what checks
+ * it next need not read it again.
+ */
+static int check_credential_keep(const char *name, const char *file, bool hex, uint8_t *keep,
+				 size_t *ret_kept, char *err, size_t errlen)
 {
+	if (ret_kept)
+		*ret_kept = 0;
 	const char *dir = getenv("CREDENTIALS_DIRECTORY");
 	if ((!dir || !*dir) && (!file || !*file))
 		return 0;
 	uint8_t buf[512];
-	size_t len;
+	size_t len = 0;
 	int r = hex ? cred_load_hex(name, file, buf, sizeof(buf), &len)
 		    : cred_load_text(name, file, (char *)buf, sizeof(buf));
+	if (r == 0 && keep && hex && len == STORE_KEY_LEN) {
+		memcpy(keep, buf, len);
+		*ret_kept = len;
+	}
 	cred_wipe(buf, sizeof(buf));
 	if (r < 0) {
 		char why[256];
@@ -1210,7 +1218,13 @@ static int check_credential(const char *name, const char *file, bool hex, char *
 	return 0;
 }
 
-int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
+static int check_credential(const char *name, const char *file, bool hex, char *err, size_t errlen)
+{
+	return check_credential_keep(name, file, hex, NULL, NULL, err, errlen);
+}
+
+int dispatch_check_config(const struct config *cfg, struct check_key *keep, char *err,
+			  size_t errlen)
 {
 	char why[256];
 	if (cfg->qr_template && qr_template_check(cfg->qr_template, why, sizeof(why)) < 0) {
@@ -1242,7 +1256,8 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "the PSK identity (upstream.psk-identity) is not set");
 		return -EINVAL;
 	}
-	r = check_credential("store-key", cfg->store_key_file, true, err, errlen);
+	r = check_credential_keep("store-key", cfg->store_key_file, true, keep ? keep->key : NULL,
+				  keep ? &keep->len : NULL, err, errlen);
 	if (r == 0 && upstream_psk(cfg))
 		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
 	if (r == 0 && upstream_oauth2(cfg))
@@ -1259,31 +1274,35 @@ int dispatch_check_config(const struct config *cfg, char *err, size_t errlen)
  * key does not open, is refused), read only: the file does not change, a running tpad is
  * not disturbed (systemctl reload runs this first).
  */
-static int check_store(const struct config *cfg)
+static int check_store(const struct config *cfg, const struct check_key *key)
 {
 	if (strcmp(cfg->store_backend, "postgresql") == 0)
 		return 0;
-	uint8_t key[STORE_KEY_LEN];
-	size_t len = 0;
-	if (cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len) < 0 ||
-	    len != STORE_KEY_LEN) {
-		cred_wipe(key, sizeof(key));
-		return 0; /* dispatch_check_config() said why */
+	struct check_key own = {0};
+	if (!key || key->len != STORE_KEY_LEN) {
+		/* dispatch_check_config() did not run (no configuration file), or said why. */
+		if (cred_load_hex("store-key", cfg->store_key_file, own.key, sizeof(own.key),
+				  &own.len) < 0 ||
+		    own.len != STORE_KEY_LEN) {
+			cred_wipe(&own, sizeof(own));
+			return 0;
+		}
+		key = &own;
 	}
 	const struct store_options o = {
-	    .backend = STORE_SQLITE, .path = cfg->store_path, .key = key, .key_len = len};
+	    .backend = STORE_SQLITE, .path = cfg->store_path, .key = key->key, .key_len = key->len};
 	char err[512];
 	int r = store_check(&o, err, sizeof(err));
-	cred_wipe(key, sizeof(key));
+	cred_wipe(&own, sizeof(own));
 	if (r < 0)
 		log_errx("store: %s", err);
 	return r;
 }
 
-int dispatch_check_start(const struct config *cfg)
+int dispatch_check_start(const struct config *cfg, const struct check_key *key)
 {
 	if (daemon_cred_visible("store-key", cfg->store_key_file, "store.key-file") &&
-	    check_store(cfg) < 0)
+	    check_store(cfg, key) < 0)
 		return -EINVAL;
 	if (cfg->device_app_key_source == APP_KEY_CLOUD_HSM) {
 		char err[512];

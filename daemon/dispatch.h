@@ -3,6 +3,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
 
 struct config;
 struct req;
@@ -17,15 +20,27 @@ void dispatch_finish(struct tpad *t);
 /* The server's dispatch callback; arg is the struct tpad. */
 void dispatch_call(struct req *r, void *arg);
 
-/* Checks of the configuration that need a module (template, ciphersuites...). */
-int dispatch_check_config(const struct config *cfg, char *err, size_t errlen);
+/* The store key as --check-config read it: len 0 when it was not (wipe it: cred_wipe). */
+struct check_key {
+	uint8_t key[STORE_KEY_LEN];
+	size_t len;
+};
+
+/*
+ * Checks of the configuration that need a module (template, ciphersuites...), and that
+ * its credentials can be read. keep (may be NULL): the store key read, for
+ * dispatch_check_start().
+ */
+int dispatch_check_config(const struct config *cfg, struct check_key *keep, char *err,
+			  size_t errlen);
 
 /*
  * --check-config, after dispatch_check_config(): what start sets up before serving that
- * can be checked without it (the upstream client; no connection is made), logged as at
- * start. A credential this process cannot see is named in a notice, not an error.
+ * can be checked without it (the SQLite store, with key if it holds the store key, else
+ * read here; the upstream client; no connection is made), logged as at start. A credential
+ * this process cannot see is named in a notice, not an error.
  */
-int dispatch_check_start(const struct config *cfg);
+int dispatch_check_start(const struct config *cfg, const struct check_key *key);
 
 /* One line of health for systemd's STATUS=. */
 void dispatch_status_line(const struct tpad *t, char *buf, size_t len);

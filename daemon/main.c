@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "clock.h"
+#include "cred.h"
 #include "daemon.h"
 #include "dispatch.h"
 #include "layout.h"
@@ -48,8 +49,12 @@ static void usage(FILE *f)
 		CONFIG_DEFAULT_PATH);
 }
 
-/* Load the configuration; a missing default file means the built-in defaults. */
-static int load_config(struct config *cfg, const char *path, bool explicit_path)
+/*
+ * Load the configuration; a missing default file means the built-in defaults. keep (may be
+ * NULL): the store key read for the check (see dispatch_check_config()).
+ */
+static int load_config(struct config *cfg, const char *path, bool explicit_path,
+		       struct check_key *keep)
 {
 	char err[512];
 	config_defaults(cfg);
@@ -62,7 +67,7 @@ static int load_config(struct config *cfg, const char *path, bool explicit_path)
 		log_errx("%s", err);
 		return r;
 	}
-	r = dispatch_check_config(cfg, err, sizeof(err));
+	r = dispatch_check_config(cfg, keep, err, sizeof(err));
 	if (r < 0) {
 		log_errx("%s: %s", path, err);
 		return r;
@@ -256,9 +261,12 @@ int main(int argc, char **argv)
 	const char *copy_url = cl.copy_store;
 
 	struct config cfg;
-	int r = load_config(&cfg, path, explicit_path);
+	/* --check-config reads the store key once, for the credential and the store checks. */
+	struct check_key key = {0};
+	int r = load_config(&cfg, path, explicit_path, check ? &key : NULL);
 	if (r == 0 && check)
-		r = dispatch_check_start(&cfg);
+		r = dispatch_check_start(&cfg, &key);
+	cred_wipe(&key, sizeof(key));
 	if (check || print) {
 		if (r == 0 && print)
 			config_print(&cfg, stdout, true);

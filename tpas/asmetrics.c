@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "asapi.h"
+#include "clock.h"
 #include "downlink.h"
 #include "journal.h"
 #include "server.h"
@@ -140,6 +141,11 @@ static void render_apps(struct metrics_out *f, const struct tpas *t)
 			member(w, "failures"));
 	metrics_gauge(f, "tpas_webhook_cursor", "The seq of the last uplink the webhook accepted.",
 		      member(w, "cursor"));
+	metrics_gauge(
+	    f, "tpas_webhook_lag_seconds",
+	    "Seconds since the oldest uplink the webhook has not accepted was received, 0 "
+	    "when it has them all.",
+	    webhook_lag_seconds(t->webhook, clock_wall_ms()));
 	json_decref(w);
 }
 

@@ -61,6 +61,7 @@ enum stmt_id {
 	ST_UPLINK_ADD,
 	ST_UPLINK_SESSION,
 	ST_UPLINKS_AFTER,
+	ST_RECEIVED_AFTER,
 	ST_FCNT_GET,
 	ST_FCNT_SET,
 	ST_TOKEN_FIND,
@@ -103,6 +104,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_UPLINKS_AFTER] = "SELECT seq, received_ms, dev_eui, customer_id, dev_addr, fport, fcnt_up,"
 			 " fcnt_dn, time, payload, encrypted, radio FROM uplink WHERE seq > ?"
 			 " ORDER BY seq LIMIT ?",
+    [ST_RECEIVED_AFTER] = "SELECT received_ms FROM uplink WHERE seq > ? ORDER BY seq LIMIT 1",
     [ST_FCNT_GET] = "SELECT fcnt_dn_next FROM session WHERE id = ?",
     [ST_FCNT_SET] = "UPDATE session SET fcnt_dn_next = ? WHERE id = ?",
     [ST_TOKEN_FIND] = "SELECT seq FROM uplink WHERE token_time = ?1 AND token = ?2",
@@ -1028,6 +1030,15 @@ json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)
 		return NULL;
 	}
 	return a;
+}
+
+int64_t journal_received_after(struct journal *j, int64_t after)
+{
+	sqlite3_stmt *s = stmt(j, ST_RECEIVED_AFTER);
+	sqlite3_bind_int64(s, 1, after);
+	int64_t ms = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_reset(s);
+	return ms;
 }
 
 int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)

@@ -181,6 +181,13 @@ char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *r
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit);
 
 /*
+ * When the first uplink with seq > after was received (ms since the epoch), 0 when there
+ * is none or it cannot be read: one step down the table's B-tree (seq is its key), cheap
+ * enough for every /metrics scrape.
+ */
+int64_t journal_received_after(struct journal *j, int64_t after);
+
+/*
  * Take the next FCntDn of a session: the counter is raised and committed (fsync) before
  * it is returned, so it is never handed out twice.
  */

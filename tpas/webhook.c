@@ -202,6 +202,13 @@ void webhook_notify(struct webhook *w)
 		pump(w);
 }
 
+uint64_t webhook_lag_seconds(const struct webhook *w, int64_t now_ms)
+{
+	int64_t since_ms = journal_received_after(w->journal, w->cursor);
+	/* A clock stepped back since then: waiting, but for no time this host can tell. */
+	return since_ms && now_ms > since_ms ? (uint64_t)(now_ms - since_ms) / 1000 : 0;
+}
+
 json_t *webhook_status_json(const struct webhook *w)
 {
 	if (!w)

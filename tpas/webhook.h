@@ -34,5 +34,11 @@ struct webhook *webhook_free(struct webhook *w);
 /* New uplinks were committed. */
 void webhook_notify(struct webhook *w);
 
+/*
+ * Seconds since the oldest uplink the webhook has not accepted yet was received (now_ms:
+ * the wall clock, ms since the epoch), 0 when it has them all.
+ */
+uint64_t webhook_lag_seconds(const struct webhook *w, int64_t now_ms);
+
 /* {"url", "cursor", "delivered", "failures", "lastError"} or null. */
 json_t *webhook_status_json(const struct webhook *w);

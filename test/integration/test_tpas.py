@@ -44,6 +44,18 @@ def exchange(port, data):
         return read_all(c)
 
 
+def host_field_answers(port, method, target, headers=b"", body=b""):
+    """What the server at port answers to one request sent three ways (RFC 9112 §3.2):
+    HTTP/1.1 without Host, HTTP/1.1 with two, HTTP/1.0 without; each on a new connection,
+    all that comes back until the server closes it."""
+    line = method + b" " + target
+    rest = headers + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return [exchange(port, line + b" HTTP/1.1\r\nConnection: close\r\n" + rest),
+            exchange(port, line + b" HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n" +
+                     rest),
+            exchange(port, line + b" HTTP/1.0\r\n" + rest)]
+
+
 class Tpas:
     """One tpas process on temporary sockets, a temporary store and a tunnel port."""
 
@@ -742,7 +754,7 @@ class Tunnel(TpasCase):
         c.sendall(request(2) + request(3))
         self.assertEqual([json.loads(read_answer(f)[2])["seq"] for _ in range(2)], [3, 4])
         # Too large a header section: 431, and the connection ends.
-        c.sendall(b"POST / HTTP/1.1\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
+        c.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
         st, h, b = read_answer(f)
         self.assertEqual(st, b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
         self.assertEqual(h["connection"], "close")
@@ -779,12 +791,12 @@ class Tunnel(TpasCase):
         st, h, b = read_answer(f, head=True)
         self.assertEqual(st, b"HTTP/1.1 405 Method Not Allowed\r\n")
         self.assertGreater(int(h["content-length"]), 0)
-        c.sendall(b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}")
+        c.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}")
         # The next line is this answer's status line: no body of the HEAD came before it.
         self.assertEqual(read_answer(f)[0], b"HTTP/1.1 417 Expectation Failed\r\n")
         c.close()
         # A body over four times tunnel.max-body: 413 (the header section was fine).
-        got = exchange(t.port, b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n{")
+        got = exchange(t.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n\r\n{")
         self.assertTrue(got.startswith(b"HTTP/1.1 413 Payload Too Large\r\n"), got)
         self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
                          [b"framed %d" % i for i in range(6)])
@@ -2587,6 +2599,38 @@ class Metrics(TpasCase):
         self.assertNotIn(TUNNEL_KEY, text.lower())
         self.assertNotIn(astk.hex(), text.lower())
 
+    def test_http11_without_one_host_is_refused_on_the_tunnel_and_metrics(self):
+        """RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with two, is
+        answered 400 with the reason, counted and logged, on the tunnel and on /metrics;
+        HTTP/1.0 without Host is served."""
+        t, s = self.metrics_tpas()
+        s.add_device(DEV, self.import_astk(t))
+        target, body, ctype = s.build_uplink(DEV, b"no Host")
+        for port, method, path, headers, body, served in [
+                (t.port, b"POST", b"/" + target.encode(),
+                 b"Content-Type: " + ctype.encode() + b"\r\n", body, b'"seq"'),
+                (self.mport, b"GET", b"/metrics", b"", b"", b"# TYPE tpas_")]:
+            none, two, old = host_field_answers(port, method, path, headers, body)
+            with self.subTest(port=port):
+                for got, why in [(none, b"HTTP/1.1 request without a Host header field"),
+                                 (two, b"more than one Host header field")]:
+                    self.assertTrue(got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got)
+                    self.assertIn(b"\r\nConnection: close\r\n", got)
+                    self.assertTrue(got.endswith(b'\r\n\r\n{"error":"' + why + b'"}\n'), got)
+                self.assertTrue(old.startswith(b"HTTP/1.1 200 OK\r\n"), old)
+                self.assertIn(served, old)
+        self.assertEqual(len(t.uplinks()), 1)
+        tn = t.status()["tunnel"]
+        self.assertEqual((tn["accepted"], tn["badRequest"], tn["requests"]), (1, 2, 3))
+        text = http_get(f"http://127.0.0.1:{self.mport}/metrics")[2]
+        self.assertIn('tpas_tunnel_requests_total{outcome="bad_request"} 2\n', text)
+        log = t.log_text()
+        for who in ("tunnel", "metrics"):
+            for why in ("HTTP/1.1 request without a Host header field",
+                        "more than one Host header field"):
+                self.assertRegex(log, f"{who}: 400 Bad Request from 127.0.0.1 port [0-9]+: "
+                                      f"{why}")
+
     def test_counters_stay_while_tpas_stops(self):
         """SIGTERM: while a downlink to a silent LRC keeps tpas draining, /metrics still
         shows what the tunnel counted (a scrape then must not see a counter reset)."""
@@ -2689,24 +2733,29 @@ class Metrics(TpasCase):
     def test_shipped_alert_rules(self):
         """conf/prometheus/tpas-alerts.yml passes promtool check rules, and promtool test
         rules shows each alert firing on the condition it names and not on its near miss:
-        a bad Token at once, stale Times only as a steady share, a webhook only once its
-        cursor stopped while uplinks wait, the LRC breaker only when it stays open."""
+        a bad Token at once, stale Times only as a steady share, uplinks with a wrong key
+        or no ASTK only when still refused a quarter hour on, a webhook only once its
+        cursor stopped while uplinks wait or while its oldest waiting uplink stays over 10
+        minutes old, the LRC breaker only when it stays open."""
         promtool = shutil.which("promtool")
         self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
         r = subprocess.run([promtool, "check", "rules", TPAS_RULES], capture_output=True,
                            text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("7 rules found", r.stdout)
+        self.assertIn("10 rules found", r.stdout)
 
         def series(name, instance, values, **labels):
             lab = ",".join(f'{k}="{v}"' for k, v in
                            sorted({**labels, "instance": instance, "job": "tpas"}.items()))
             return {"series": f"{name}{{{lab}}}", "values": values}
 
+        def alert(instance, summary, description, **labels):
+            return {"exp_labels": {**labels, "instance": instance, "job": "tpas"},
+                    "exp_annotations": {"summary": summary, "description": description}}
+
         def fires(at, name, instance, summary, description, **labels):
-            return {"eval_time": at, "alertname": name, "exp_alerts": [{
-                "exp_labels": {**labels, "instance": instance, "job": "tpas"},
-                "exp_annotations": {"summary": summary, "description": description}}]}
+            return {"eval_time": at, "alertname": name,
+                    "exp_alerts": [alert(instance, summary, description, **labels)]}
 
         def quiet(at, name):
             return {"eval_time": at, "alertname": name, "exp_alerts": []}
@@ -2771,6 +2820,47 @@ class Metrics(TpasCase):
                       severity="warning", outcome="stale_time"),
             ],
         }, {
+            # ASTK refusals, every minute: as1 gets uplinks with a wrong key and uplinks
+            # with no ASTK for 40 minutes, then none (the ASTKs imported); as2 a burst with
+            # no ASTK for 3 minutes when its customer's first devices join and one wrong
+            # key (each imported in time); as3 none.
+            "interval": "1m",
+            "input_series": [
+                series(req, "as1", "0+1x40 40x30", outcome="wrong_key"),
+                series(req, "as1", "0+2x40 80x30", outcome="no_astk"),
+                series(req, "as2", "0x9 1x60", outcome="wrong_key"),
+                series(req, "as2", "0 0 0 4 8 12x65", outcome="no_astk"),
+                series(req, "as3", "0x70", outcome="wrong_key"),
+                series(req, "as3", "0x70", outcome="no_astk"),
+            ] + [series(req, a, "0+10x70", outcome="accepted") for a in ("as1", "as2", "as3")],
+            "alert_rule_test": [
+                # Refused in two quarter hours in a row since 16m: pending for 5 minutes.
+                quiet("18m", "TpasTunnelRefusing"),
+                {"eval_time": "25m", "alertname": "TpasTunnelRefusing", "exp_alerts": [
+                    alert("as1", "tpas on as1 refuses tunnel requests: wrong_key",
+                          "15 uplinks in 15 minutes, and more in the 15 before, carried an "
+                          "AppSKey envelope that does not unwrap with the ASTK of its "
+                          "KEKLabel: the LRC uses another ASTK than tpas holds under that "
+                          "label, and every uplink of those devices is refused and lost to "
+                          "the applications. Import the ASTK the LRC uses (Key Manager's "
+                          "encryptedASKey): tpactl as import-astk HEX --label LABEL. The log "
+                          "names each DevEUI and label (MESSAGE_ID "
+                          "76b9d42487fa44238935ed01d93f8eeb, STATUS 401).",
+                          severity="warning", outcome="wrong_key"),
+                    alert("as1", "tpas on as1 refuses tunnel requests: no_astk",
+                          "30 uplinks in 15 minutes, and more in the 15 before, came with an "
+                          "AppSKey for a KEKLabel or CustomerID that tpas has no ASTK for: "
+                          "they are answered 503 and reach no application until the ASTK is "
+                          "imported. Import it (Key Manager's encryptedASKey): tpactl as "
+                          "import-astk HEX, with --label or --customer-id as the log says; the "
+                          "LRC's retries are then taken. The log names each DevEUI and the "
+                          "KEKLabel or CustomerID missing (MESSAGE_ID "
+                          "76b9d42487fa44238935ed01d93f8eeb, STATUS 503); tpactl as astks "
+                          "lists the ASTKs held.", severity="warning", outcome="no_astk")]},
+                # Imported at 40m: no refusal in the last quarter hour by 56m.
+                quiet("56m", "TpasTunnelRefusing"),
+            ],
+        }, {
             # Every minute: as1's webhook stops at seq 30 while uplinks go on; as2's lags
             # but moves. as1's breaker flips open/half-open for 5 minutes (the LRC keeps
             # failing), as2's opens once.
@@ -2780,6 +2870,11 @@ class Metrics(TpasCase):
                 series("tpas_webhook_cursor", "as1", "10 20 30x39"),
                 series("tpas_journal_last_seq", "as2", "10+10x40"),
                 series("tpas_webhook_cursor", "as2", "5+10x40"),
+                # Their ages: as1's oldest waiting since 1m; as2's 5 minutes old throughout;
+                # as3 a receiver down for 4 minutes, then back.
+                series("tpas_webhook_lag_seconds", "as1", "0 0 60+60x38"),
+                series("tpas_webhook_lag_seconds", "as2", "300x40"),
+                series("tpas_webhook_lag_seconds", "as3", "0x5 600+60x3 0x31"),
                 series("tpas_lrc_breaker_open", "as1", "0 1 0.5 1 0.5 1 0.5 0x34"),
                 series("tpas_lrc_up", "as1", "1 0 0 0 0 0 0 1x34"),
                 series("tpas_lrc_breaker_open", "as2", "0 1 0x39"),
@@ -2787,6 +2882,14 @@ class Metrics(TpasCase):
             ],
             "alert_rule_test": [
                 quiet("15m", "TpasWebhookBehind"),
+                quiet("9m", "TpasWebhookLagging"),  # as3's 3 minutes over 600 s
+                quiet("15m", "TpasWebhookLagging"),
+                fires("20m", "TpasWebhookLagging", "as1",
+                      "tpas's webhook is 19m 0s behind on as1",
+                      "The oldest uplink the webhook has not accepted was received 19m 0s ago: "
+                      "the applications that read the webhook are that late. tpactl as status "
+                      "shows its cursor and last error; tpas_journal_last_seq - "
+                      "tpas_webhook_cursor is how many wait.", severity="warning"),
                 fires("25m", "TpasWebhookBehind", "as1",
                       "tpas's webhook delivers nothing on as1",
                       "230 uplinks wait for the webhook and none was accepted in 20 minutes. "
@@ -2830,7 +2933,7 @@ class Metrics(TpasCase):
                 return rules if all(r.get("lastEvaluation", "").startswith("2")
                                     for r in rules) else None
             rules = wait_for(evaluated, 30, "the rules evaluated")
-            self.assertEqual(len(rules), 7)
+            self.assertEqual(len(rules), 10)
             self.assertTrue(all(r["health"] == "ok" for r in rules), rules)
             self.assertEqual([r["name"] for r in rules if r.get("state") == "firing"], [])
             for _ in range(2):
@@ -2859,9 +2962,11 @@ class Metrics(TpasCase):
 
 
 class Webhook(TpasCase):
-    def sending(self, url, batch, n, stem):
-        """A tpas delivering to url in batches, n uplinks (payload stem + i) sent to it."""
-        t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = {batch}\nretry-max = 1s\n")
+    def sending(self, url, batch, n, stem, extra=""):
+        """A tpas delivering to url in batches, n uplinks (payload stem + i) sent to it;
+        extra: more of its configuration."""
+        t = self.tpas(extra=f"[webhook]\nurl = {url}\nbatch = {batch}\nretry-max = 1s\n" +
+                      extra)
         t.start()
         s = self.lrc(t)
         s.add_device(DEV, self.import_astk(t))
@@ -2918,6 +3023,62 @@ class Webhook(TpasCase):
         wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
         with lock:
             self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
+
+    def test_lag_in_seconds_while_the_receiver_is_down(self):
+        """tpas_webhook_lag_seconds: 0 while the webhook has every uplink; while the
+        receiver is down, the age of the oldest uplink it has not accepted (the next one
+        once it has taken that), growing; 0 again once the receiver has them all."""
+        accepts, lock = {"upto": 1}, threading.Lock()
+
+        def answer(body):
+            with lock:
+                ok = all(u["seq"] <= accepts["upto"] for u in json.loads(body)["uplinks"])
+            return (200 if ok else 503), b""
+        mport = free_port()
+        t, s = self.sending(self.receiver(answer) + "/hook", 1, 1, b"a",
+                            f"[metrics]\nlisten = 127.0.0.1:{mport}\n")
+
+        def lag():
+            types, v = parse(http_get(f"http://127.0.0.1:{mport}/metrics")[2],
+                             openmetrics=False)
+            self.assertEqual(types["tpas_webhook_lag_seconds"], "gauge")
+            return v["tpas_webhook_lag_seconds"]
+
+        def sent():
+            """Post the next uplink: the monotonic time before and after."""
+            before = time.monotonic()
+            self.assertEqual(s.uplink(DEV, b"a")[0], 200)
+            return before, time.monotonic()
+
+        def check_age(posted):
+            """The gauge is the age of the uplink posted then (whole seconds)."""
+            start = time.monotonic()
+            got = lag()
+            self.assertGreaterEqual(got, int(start - posted[1]))
+            self.assertLessEqual(got, time.monotonic() - posted[0])
+            return got
+
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 1, 20, "seq 1 delivered")
+        self.assertEqual(lag(), 0)
+        # The receiver is down: seq 2 waits, then seq 3 too; the age is seq 2's, growing.
+        two = sent()
+        time.sleep(2)
+        three = sent()
+        time.sleep(1.5)
+        first = check_age(two)
+        self.assertGreaterEqual(first, 3)
+        time.sleep(1.1)
+        self.assertGreater(check_age(two), first)
+        # It takes seq 2 only: the age is seq 3's now (seq 2's is 2 s more: out of bounds).
+        with lock:
+            accepts["upto"] = 2
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 2, 20, "seq 2 delivered")
+        check_age(three)
+        # Back: everything delivered, no lag.
+        with lock:
+            accepts["upto"] = 10 ** 9
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 3, 20, "seq 3 delivered")
+        self.assertEqual(lag(), 0)
 
     def test_a_2xx_with_a_large_body_moves_the_cursor(self):
         """The receiver echoes each batch with 100 KB more: only the status counts."""

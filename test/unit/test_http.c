@@ -510,6 +510,12 @@ static void test_request_parser(void)
 	CHECK_INT(http_parser_feed(&p, many, (size_t)n, NULL), 1);
 	CHECK(strncmp(p.res.accept, "a/", 2) == 0 && !strstr(p.res.accept, "b/"));
 	http_parser_reset(&p);
+	/* Host fields are counted (the server answers 400 to none in HTTP/1.1, or two). */
+	CHECK_INT(p.res.hosts, 0);
+	const char *hosts = "GET / HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n";
+	CHECK_INT(http_parser_feed(&p, hosts, strlen(hosts), NULL), 1);
+	CHECK_INT(p.res.hosts, 2);
+	http_parser_reset(&p);
 	const char *smuggle = "POST / HTTP/1.1\r\nContent-Length: 2\r\n"
 			      "Transfer-Encoding: chunked\r\n\r\n";
 	CHECK_INT(http_parser_feed(&p, smuggle, strlen(smuggle), NULL), HTTP_EMALFORMED);
