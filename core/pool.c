@@ -217,7 +217,10 @@ static void req_finish(struct pool_req *r, int err, bool sent, const char *reaso
 	r->sess = NULL;
 	r->err = err;
 	r->sent = sent;
-	snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
+	/* Cut to the field: a reason is one line for a log and an answer. */
+	size_t n = reason ? strnlen(reason, sizeof(r->reason) - 1) : 0;
+	memcpy(r->reason, reason ? reason : "", n);
+	r->reason[n] = '\0';
 	if (err && sent)
 		p->stats.unknown++;
 	TAILQ_INSERT_TAIL(&p->done, r, link);
