@@ -48,34 +48,12 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SRC, "test", "integration"))
 sys.path.insert(0, os.path.join(SRC, "test", "lrc-sim"))
 
-from lrc_sim import LrcSim, encrypt_astk  # noqa: E402
+from lrc_sim import FULL_RADIO, LrcSim, encrypt_astk  # noqa: E402
 from tpadtest import Client, free_port, wait_for, write_secret  # noqa: E402
 
 KEY = "bec499c69e9c939e413b663961636c61"
 GOAL_RATE = 10000
 GOAL_RATIO = 20
-
-
-# --radio full: the fields ThingPark's LRC adds to an uplink beside the ones tpas reads
-# (three base stations' reception, the customer's data, the radio settings): a body of
-# about 1.3 KB, as the LRC posts them, where the default ("short") body is 0.4 KB.
-FULL_RADIO = {
-    "ADRbit": 1, "MType": 2, "Lrcid": "00000201", "LrrESP": -42.2, "SubBand": "G1",
-    "Channel": "LC2", "DevLrrCnt": 3, "Late": 0, "LrrLAT": 48.874855, "LrrLON": 2.333276,
-    "Lrrs": {"Lrr": [{"Lrrid": "FF0109A4", "Chain": 0, "LrrRSSI": -41.5, "LrrSNR": 9.25,
-                      "LrrESP": -42.2},
-                     {"Lrrid": "FF0109B1", "Chain": 0, "LrrRSSI": -97.0, "LrrSNR": 3.5,
-                      "LrrESP": -99.1},
-                     {"Lrrid": "FF010A02", "Chain": 1, "LrrRSSI": -113.0, "LrrSNR": -6.75,
-                      "LrrESP": -120.5}]},
-    "CustomerData": {"alr": {"pro": "ACME/THERMO", "ver": "2"}, "tags": ["line-3", "hall-b"],
-                     "name": "thermometer 0042"},
-    "ModelCfg": "0", "BaseStationData": {"doms": [], "name": "gw-hall-b"},
-    "InstantPER": 0.02, "MeanPER": 0.013, "AckRequested": 0, "rawMacCommands": "",
-    "TxPower": 14.0, "NbTrans": 1, "Frequency": 868.1, "DynamicClass": "A",
-    "DriverCfg": {"mod": {"pId": "acme", "mId": "thermo", "ver": "2"},
-                  "app": {"pId": "acme", "mId": "thermo-app", "ver": "1"}},
-}
 
 
 BODY_SIZE = {"short": "0.4 KB", "full": "1.3 KB"}

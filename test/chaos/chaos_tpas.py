@@ -2,7 +2,7 @@
 """chaos_tpas: a randomized soak of tpas's promises under kill -9, SIGTERM and a bad LRC.
 
     test/chaos/chaos_tpas.py [--seconds 120] [--seed N] [--devices 24] [--threads 4]
-                             [--build build] [--keep]
+                             [--radio short|full] [--build build] [--keep]
 
 It drives the real tpas (build/tpas/tpas, tpactl for keygen and import-astk) with:
   * an LRC (test/lrc-sim's LrcSim) posting signed uplinks of many devices from several
@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "test", "lrc-sim"))
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 
-from lrc_sim import (DOWNLINK_PATH, LrcSim, encrypt_astk, frm_crypt,  # noqa: E402
+from lrc_sim import (DOWNLINK_PATH, FULL_RADIO, LrcSim, encrypt_astk, frm_crypt,  # noqa: E402
                      serve_posts, token)
 from tpad_client import (AS, Busy, Client, InvalidParameter, LrcFailed,  # noqa: E402
                          TpadConnectionError, TpadError)
@@ -405,7 +405,8 @@ request-timeout = 2s
         one.key, one.as_id = self.lrc.key, self.lrc.as_id
         d = dict(self.lrc.state["devices"][dev], appskey=appskey, dev_addr=devaddr)
         one.state = {"devices": {dev: d}}
-        return one.build_uplink(dev, payload, fcnt=fcnt, with_key=with_key)
+        return one.build_uplink(dev, payload, fcnt=fcnt, with_key=with_key,
+                                extra=FULL_RADIO if self.args.radio == "full" else None)
 
     # Downlinks.
 
@@ -624,6 +625,8 @@ def main():
     ap.add_argument("--threads", type=int, default=4, help="uplink threads (the LRC)")
     ap.add_argument("--downlinkers", type=int, default=3, help="threads sending downlinks")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="meson build dir")
+    ap.add_argument("--radio", choices=("short", "full"), default="short",
+                    help="the uplinks' other fields: a few, or as the LRC sends them (1.3 KB)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
     if a.seed is None:

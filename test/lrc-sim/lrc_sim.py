@@ -73,6 +73,28 @@ def encrypt_astk(public_pem, astk):
     return pub.encrypt(astk, padding.PKCS1v15()).hex()
 
 
+# The fields ThingPark's LRC adds to an uplink beside the ones tpas reads (three base
+# stations' reception, the customer's data, the radio settings): with them (build_uplink's
+# extra) a body is about 1.3 KB, as the LRC posts them; without, 0.4 KB.
+FULL_RADIO = {
+    "ADRbit": 1, "MType": 2, "Lrcid": "00000201", "LrrESP": -42.2, "SubBand": "G1",
+    "Channel": "LC2", "DevLrrCnt": 3, "Late": 0, "LrrLAT": 48.874855, "LrrLON": 2.333276,
+    "Lrrs": {"Lrr": [{"Lrrid": "FF0109A4", "Chain": 0, "LrrRSSI": -41.5, "LrrSNR": 9.25,
+                      "LrrESP": -42.2},
+                     {"Lrrid": "FF0109B1", "Chain": 0, "LrrRSSI": -97.0, "LrrSNR": 3.5,
+                      "LrrESP": -99.1},
+                     {"Lrrid": "FF010A02", "Chain": 1, "LrrRSSI": -113.0, "LrrSNR": -6.75,
+                      "LrrESP": -120.5}]},
+    "CustomerData": {"alr": {"pro": "ACME/THERMO", "ver": "2"}, "tags": ["line-3", "hall-b"],
+                     "name": "thermometer 0042"},
+    "ModelCfg": "0", "BaseStationData": {"doms": [], "name": "gw-hall-b"},
+    "InstantPER": 0.02, "MeanPER": 0.013, "AckRequested": 0, "rawMacCommands": "",
+    "TxPower": 14.0, "NbTrans": 1, "Frequency": 868.1, "DynamicClass": "A",
+    "DriverCfg": {"mod": {"pId": "acme", "mId": "thermo", "ver": "2"},
+                  "app": {"pId": "acme", "mId": "thermo-app", "ver": "1"}},
+}
+
+
 class LrcSim:
     """The simulated LRC. key is the tunnel key as text (TIAK / LRC-AS key)."""
 
