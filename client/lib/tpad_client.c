@@ -142,9 +142,9 @@ int tpad_client_open(const char *path, int timeout_ms, tpad_client **ret, struct
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int e = errno;
-		const char *hint = e == ENOENT	       ? " (is tpad running?)"
+		const char *hint = e == ENOENT	       ? " (is its daemon running?)"
 				   : e == EACCES       ? " (join the socket's group)"
-				   : e == ECONNREFUSED ? " (nothing listens: tpad is not running)"
+				   : e == ECONNREFUSED ? " (nothing listens: its daemon is not running)"
 						       : "";
 		fail(err, TPAD_E_CONNECT, "tpad.client.Connect", e, "cannot connect to %s: %s%s",
 		     path, strerror(e), hint);
@@ -265,7 +265,7 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 				      "cannot read from");
 		if (got == 0)
 			return broken(c, err, TPAD_E_IO, "tpad.client.IO", ECONNRESET,
-				      "tpad closed the connection:");
+				      "the daemon closed the connection:");
 		c->len += (size_t)got;
 	}
 }
