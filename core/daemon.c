@@ -3,11 +3,14 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include "cred.h"
 #include "log.h"
@@ -73,9 +76,37 @@ int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *ve
 #define N_SIGNALS 3
 static const int signals[N_SIGNALS] = {SIGTERM, SIGINT, SIGHUP};
 
+/*
+ * The signals are read from a signalfd on the loop, with them blocked in every thread
+ * (the workers block every signal from their start: core/thread), rather than by a
+ * handler: a handler runs on the stack of whatever thread the signal interrupts, and the
+ * kernel's signal frame below it holds that code's registers, key bytes among them, which
+ * stay on the stack once the handler has returned.
+ */
 struct daemon_signals {
-	struct event *ev[N_SIGNALS];
+	int fd;
+	struct event *ev;
+	event_callback_fn stop, reload;
+	void *arg;
 };
+
+static void signals_mask(sigset_t *set)
+{
+	sigemptyset(set);
+	for (int i = 0; i < N_SIGNALS; i++)
+		sigaddset(set, signals[i]);
+}
+
+static void signal_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon_signals *s = arg;
+	struct signalfd_siginfo si;
+	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		event_callback_fn fn = si.ssi_signo == SIGHUP ? s->reload : s->stop;
+		if (fn)
+			fn((evutil_socket_t)si.ssi_signo, EV_SIGNAL, s->arg);
+	}
+}
 
 struct daemon_signals *daemon_signals_new(struct event_base *base, event_callback_fn stop,
 					  event_callback_fn reload, void *arg)
@@ -83,36 +114,27 @@ struct daemon_signals *daemon_signals_new(struct event_base *base, event_callbac
 	struct daemon_signals *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
-	for (int i = 0; i < N_SIGNALS; i++) {
-		event_callback_fn fn = signals[i] == SIGHUP ? reload : stop;
-		if (!fn)
-			continue;
-		s->ev[i] = evsignal_new(base, signals[i], fn, arg);
-		if (!s->ev[i] || event_add(s->ev[i], NULL) < 0) {
-			daemon_signals_free(s);
-			return NULL;
-		}
+	*s = (struct daemon_signals){.fd = -1, .stop = stop, .reload = reload, .arg = arg};
+	sigset_t set;
+	signals_mask(&set);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	s->fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (s->fd < 0 || !(s->ev = event_new(base, s->fd, EV_READ | EV_PERSIST, signal_cb, s)) ||
+	    event_add(s->ev, NULL) < 0) {
+		daemon_signals_free(s);
+		return NULL;
 	}
 	return s;
 }
 
 void daemon_signals_free(struct daemon_signals *s)
 {
-	/*
-	 * Freeing the events restores the default action (death): hold the signals while
-	 * they are switched to "ignore", so that none lands in between.
-	 */
-	sigset_t held, old;
-	sigemptyset(&held);
-	for (int i = 0; i < N_SIGNALS; i++)
-		sigaddset(&held, signals[i]);
-	sigprocmask(SIG_BLOCK, &held, &old);
-	for (int i = 0; s && i < N_SIGNALS; i++)
-		if (s->ev[i])
-			event_free(s->ev[i]);
-	for (int i = 0; i < N_SIGNALS; i++)
-		signal(signals[i], SIG_IGN);
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (!s)
+		return;
+	if (s->ev)
+		event_free(s->ev);
+	if (s->fd >= 0)
+		close(s->fd);
 	free(s);
 }
 

@@ -34,7 +34,12 @@ int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *ve
  */
 void daemon_no_core_dumps(void);
 
-/* SIGTERM and SIGINT (stop), and SIGHUP (reload) when reload is not NULL, on the loop. */
+/*
+ * SIGTERM and SIGINT (stop), and SIGHUP (reload; ignored when reload is NULL), on the
+ * loop. Until this is called they keep their default action, so that a daemon still
+ * starting dies of them; from then on they are blocked in the calling thread, read from
+ * a signalfd, and never interrupt a thread (start workers with thread_start()).
+ */
 struct daemon_signals;
 
 /* NULL when out of memory. The callbacks get the signal number and arg. */
@@ -42,9 +47,8 @@ struct daemon_signals *daemon_signals_new(struct event_base *base, event_callbac
 					  event_callback_fn reload, void *arg);
 
 /*
- * Stop listening for the signals: from now on they are ignored, so that a repeated
- * SIGTERM cannot cut the teardown short (the switch happens with the signals held, so
- * not even between the two steps). Accepts NULL: the signals are ignored all the same.
+ * Stop listening for the signals: they stay blocked, so one that comes during the
+ * teardown is never acted on (a repeated SIGTERM cannot cut it short). Accepts NULL.
  */
 void daemon_signals_free(struct daemon_signals *s);
 

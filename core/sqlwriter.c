@@ -1,6 +1,7 @@
 /* sqlwriter: a SQLite connection on its own thread that commits queued jobs in groups. */
 #include "sqlwriter.h"
 #include "sqlerr.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -202,13 +203,12 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	rc = pthread_create(&w->thread, NULL, writer_main, w);
+	rc = thread_start(&w->thread, writer_main, w, "sqlwriter");
 	if (rc != 0) {
 		r = -rc;
 		snprintf(err, errlen, "cannot start the writer thread: %s", strerror(rc));
 		goto fail;
 	}
-	pthread_setname_np(w->thread, "sqlwriter"); /* as top -H and /proc name it */
 	w->started = true;
 	*ret = w;
 	return 0;

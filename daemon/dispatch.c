@@ -1,5 +1,6 @@
 /* dispatch: routes each call to its handler after the protocol checks; built-in methods. */
 #include "dispatch.h"
+#include "thread.h"
 #include "clock.h"
 
 #include <errno.h>
@@ -578,7 +579,7 @@ static void h_backup(struct tpad *t, struct req *r)
 	j->dest = strdup(dest);
 	if (!j->db_path || !j->dest || pipe2(j->pipe, O_CLOEXEC) < 0 ||
 	    !(j->done = event_new(t->base, j->pipe[0], EV_READ, backup_done, j)) ||
-	    event_add(j->done, NULL) < 0 || pthread_create(&j->thread, NULL, backup_thread, j)) {
+	    event_add(j->done, NULL) < 0 || thread_start(&j->thread, backup_thread, j, "backup")) {
 		backup_job_free(j);
 		req_error(r, "io.tpad.Admin.Busy", NULL);
 		return;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "thread.h"
 #include "config.h"
 #include "layout.h"
 #include "print_backend.h"
@@ -398,15 +399,14 @@ int print_ipp_init(struct print_printer *pr, char *err, size_t errlen)
 	httpAssembleURI(HTTP_URI_CODING_ALL, w->uri, sizeof(w->uri), pr->tls ? "ipps" : "ipp",
 			NULL, pr->host, pr->port, pr->resource);
 	pr->ipp = w;
-	int r = pthread_create(&w->thread, NULL, ipp_thread, pr);
+	char name[16]; /* ipp-<printer>, cut to 15 bytes */
+	snprintf(name, sizeof(name), "ipp-%s", pr->cfg->name);
+	int r = thread_start(&w->thread, ipp_thread, pr, name);
 	if (r) {
 		snprintf(err, errlen, "[printer.%s]: cannot start its thread: %s", pr->cfg->name,
 			 strerror(r));
 		return -r;
 	}
-	char name[16]; /* as top -H and /proc show it: ipp-<printer>, cut to 15 bytes */
-	snprintf(name, sizeof(name), "ipp-%s", pr->cfg->name);
-	pthread_setname_np(w->thread, name);
 	w->started = true;
 	return 0;
 }

@@ -1,5 +1,6 @@
 /* store_sqlite: the SQLite backend of the device store, with a group-commit writer thread. */
 #include "store.h"
+#include "thread.h"
 #include "store_backend.h"
 #include "clock.h"
 
@@ -1420,19 +1421,14 @@ int sqlite_store_read_async(struct sqlite_store *s, sqlite_read_fn *fn, sqlite_r
 static int start_thread(struct sqlite_store *s, pthread_t *t, void *(*fn)(void *),
 			const char *what, char *err, size_t errlen)
 {
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int r = pthread_create(t, NULL, fn, s);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	char name[16]; /* store-writer, store-reader */
+	snprintf(name, sizeof(name), "store-%s", what);
+	int r = thread_start(t, fn, s, name);
 	if (r != 0) {
 		store_set_err(err, errlen, "%s: cannot start the %s thread: %s", s->path, what,
 			      strerror(r));
 		return -r;
 	}
-	char name[16]; /* as top -H and /proc show it: store-writer, store-reader */
-	snprintf(name, sizeof(name), "store-%s", what);
-	pthread_setname_np(*t, name);
 	return 0;
 }
 

@@ -8,6 +8,7 @@ user, which is enough unless Yama's ptrace_scope forbids it (then the tests skip
 import os
 import re
 import secrets
+import signal
 
 import tpadtest
 from tpadtest import wait_for
@@ -95,7 +96,45 @@ class Scanner:
             self.fail(f"{what}: {len(last)} copies left: {last[:20]}")
 
 
-class TpadMemory(Scanner, Base):
+def signal_masks(pid):
+    """{"name (tid)": (blocked, caught)}: the signal bit masks of each of pid's threads."""
+    ret = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        fields = {}
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                fields[k] = v.strip()
+        ret[f"{fields['Name']} ({tid})"] = (int(fields["SigBlk"], 16), int(fields["SigCgt"], 16))
+    return ret
+
+
+class NoSignalFrames:
+    """The stop and reload signals never interrupt a thread: a handler would run on the
+    interrupted thread's stack, below a signal frame holding its registers (key bytes among
+    them), which stays there after the handler returns. Every thread blocks them and none
+    has a handler; the daemon reads them from a signalfd, and still stops and reloads."""
+
+    STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def assert_no_signal_frames(self, d, threads):
+        bits = sum(1 << (s - 1) for s in self.STOP)
+        masks = signal_masks(d.proc.pid)
+        self.assertGreaterEqual(len(masks), threads, masks)
+        for name, (blocked, caught) in masks.items():
+            self.assertEqual(blocked & bits, bits, f"{name} does not block them: {blocked:x}")
+            self.assertEqual(caught & bits, 0, f"{name} has a handler for them: {caught:x}")
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP:" in d.log_text(), 10, "the reload")
+        self.assertIsNone(d.proc.poll())
+        self.assertEqual(d.stop(), 0)
+
+
+class TpadMemory(Scanner, NoSignalFrames, Base):
+    def test_signals_never_interrupt_a_thread(self):
+        # The loop, and the store's writer and reader threads.
+        self.assert_no_signal_frames(self.start(), 3)
+
     def test_app_keys_wiped_after_activation(self):
         d = self.start()
         keys = {}
@@ -181,7 +220,11 @@ class TpadKeyPoolMemory(Scanner, DxBase):
         self.assert_wiped(d.proc.pid, keys, "handed-out pool keys in tpad's memory")
 
 
-class TpasMemory(Scanner, TpasCase):
+class TpasMemory(Scanner, NoSignalFrames, TpasCase):
+    def test_signals_never_interrupt_a_thread(self):
+        # The loop and the journal's writer thread.
+        self.assert_no_signal_frames(self.tpas().start(), 2)
+
     def test_session_keys_only_in_the_cache(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
