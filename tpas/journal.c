@@ -56,6 +56,7 @@ enum stmt_id {
 	ST_SESSION_ADD,
 	ST_SESSION_NEWEST,
 	ST_SESSION_NEWEST_ANY,
+	ST_SESSION_AT,
 	ST_SESSION_OF_DEVICE,
 	ST_UPLINK_FIND,
 	ST_UPLINK_ADD,
@@ -89,6 +90,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SESSION_NEWEST_ANY] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
 			      " received_ms FROM session WHERE dev_eui = ?"
 			      " ORDER BY received_ms DESC, id DESC LIMIT 1",
+    /* The newest session begun by then; with none (clocks), the newest. */
+    [ST_SESSION_AT] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+		      " received_ms FROM session WHERE customer_id = ?1 AND dev_eui = ?2"
+		      " ORDER BY (received_ms <= ?3) DESC, received_ms DESC, id DESC LIMIT 1",
     [ST_SESSION_OF_DEVICE] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
 			     " received_ms FROM session WHERE customer_id = ? AND dev_eui = ?"
 			     " ORDER BY id DESC",
@@ -583,6 +588,17 @@ static int session_row(struct journal *j, sqlite3_stmt *s, struct as_session *re
 	return r;
 }
 
+/* The first row of s (bound) as a session. */
+static int session_first(struct journal *j, sqlite3_stmt *s, struct as_session *ret)
+{
+	int rc = sqlite3_step(s);
+	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
+		: rc == SQLITE_DONE ? -ENOENT
+				    : sql_errno(NULL, rc);
+	sqlite3_reset(s);
+	return r;
+}
+
 int journal_session_find(struct journal *j, const char *customer_id, const char *dev_eui,
 			 const char *fp, struct as_session *ret)
 {
@@ -590,12 +606,7 @@ int journal_session_find(struct journal *j, const char *customer_id, const char 
 	sqlite3_bind_text(s, 1, customer_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, dev_eui, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, fp, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
-		: rc == SQLITE_DONE ? -ENOENT
-				    : sql_errno(NULL, rc);
-	sqlite3_reset(s);
-	return r;
+	return session_first(j, s, ret);
 }
 
 int journal_session_with_key(struct journal *j, const char *customer_id, const char *dev_eui,
@@ -649,6 +660,16 @@ int journal_session_add(struct journal *j, const char *fp, struct as_session *t)
 	return r;
 }
 
+int journal_session_at(struct journal *j, const char *customer_id, const char *dev_eui,
+		       int64_t at_ms, struct as_session *ret)
+{
+	sqlite3_stmt *s = stmt(j, ST_SESSION_AT);
+	sqlite3_bind_text(s, 1, customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, at_ms);
+	return session_first(j, s, ret);
+}
+
 int journal_session_newest(struct journal *j, const char *customer_id, const char *dev_eui,
 			   struct as_session *ret)
 {
@@ -661,12 +682,7 @@ int journal_session_newest(struct journal *j, const char *customer_id, const cha
 		s = stmt(j, ST_SESSION_NEWEST_ANY);
 		sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
 	}
-	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_ROW    ? session_row(j, s, ret)
-		: rc == SQLITE_DONE ? -ENOENT
-				    : sql_errno(NULL, rc);
-	sqlite3_reset(s);
-	return r;
+	return session_first(j, s, ret);
 }
 
 int journal_begin(struct journal *j)

@@ -118,6 +118,16 @@ int journal_session_add(struct journal *j, const char *fp, struct as_session *s)
 int journal_session_newest(struct journal *j, const char *customer_id, const char *dev_eui,
 			   struct as_session *ret);
 
+/*
+ * The session of dev_eui's uplink that the network received at at_ms, which came without
+ * its AppSKey field: the newest of customer_id's sessions that began by then (received_ms
+ * <= at_ms), so an uplink of the previous session that the LRC posts after the device
+ * rejoined is read with its own key; with none begun by then (clocks), the newest.
+ * 0, -ENOENT, -EBADMSG when its key does not unseal.
+ */
+int journal_session_at(struct journal *j, const char *customer_id, const char *dev_eui,
+		       int64_t at_ms, struct as_session *ret);
+
 /* The seq of the uplink whose request had this signed Time and Token, if journaled: 0, -ENOENT. */
 int journal_token_find(struct journal *j, int64_t time_ms, const char *token, int64_t *ret_seq);
 

@@ -178,6 +178,18 @@ static void cache_update(struct tunnel *t, const char *fp, int64_t id, const cha
 		c->s.fcnt_dn_next = fcnt_dn;
 }
 
+/*
+ * When the network received an uplink: the body's Time (not signed), but never after the
+ * LRC signed the POST (sent_ms, the query's Time), which it cannot precede.
+ */
+static int64_t frame_time(const struct uplink *u, int64_t sent_ms)
+{
+	int64_t ms;
+	if (!u->time[0] || uplink_time_parse(u->time, &ms) < 0 || ms > sent_ms)
+		return sent_ms;
+	return ms;
+}
+
 /* Find or create the session of an uplink that carries an AppSKey field. */
 static int session_from_field(struct tunnel *t, const struct uplink *u, const char *token,
 			      int64_t time_ms, struct as_session *ret, char fp[65], json_t **ans,
@@ -234,9 +246,7 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 	 * (the body's Time, else the signed one), not as our receipt of it: a late retry from
 	 * a session the device has left must not become its newest.
 	 */
-	int64_t frame_ms;
-	if (!u->time[0] || uplink_time_parse(u->time, &frame_ms) < 0 || frame_ms > time_ms)
-		frame_ms = time_ms; /* the network received it before the LRC signed the POST */
+	int64_t frame_ms = frame_time(u, time_ms);
 	struct as_session s = {.received_ms = frame_ms,
 			       .fcnt_dn_next = u->has_fcnt_dn ? u->fcnt_dn : 0};
 	snprintf(s.customer_id, sizeof(s.customer_id), "%s", u->customer_id);
@@ -457,7 +467,9 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		if (session_from_field(t, &u, tok, sent_ms, &s, fp, ret_answer, &status) < 0)
 			goto out;
 	} else {
-		r = journal_session_newest(t->journal, u.customer_id, u.dev_eui, &s);
+		/* Not necessarily the newest: a late uplink of the session before a rejoin. */
+		r = journal_session_at(t->journal, u.customer_id, u.dev_eui,
+				       frame_time(&u, sent_ms), &s);
 		if (r == -ENOENT && need_key) {
 			status = refuse(t, &t->stats.unknown_device, 404, ret_answer, u.dev_eui,
 					"unknown DevEUI: no AppSKey field and no stored key");

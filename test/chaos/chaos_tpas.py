@@ -537,7 +537,9 @@ request-timeout = 2s
                               if bad else "") + f"), the journal has {len(seqs)}")
         # Downlinks.
         for dev, fcnt, payload, status in self.dl_ok:
-            hits = [k for k, v in self.received.items() if k[1] == fcnt and v == (dev, payload)]
+            with self.lock:
+                received = list(self.received.items())
+            hits = [k for k, v in received if k[1] == fcnt and v == (dev, payload)]
             if not hits:
                 self.violation(f"downlink {payload} to {dev} reported sent with FCntDn {fcnt} "
                                f"(status {status}) never reached the LRC with it")

@@ -1602,6 +1602,38 @@ class Downlink(TpasCase):
         self.assertEqual(bytes.fromhex(s.state["downlinks"][-1]["payload"]), b"HELLO")
         self.assertEqual(s.state["violations"], [])
 
+    def test_a_late_uplink_without_the_key_field_is_read_with_its_own_session(self):
+        # An uplink of the previous session that comes without the AppSKey field, posted
+        # after the device rejoined (the LRC retried it, or its first POST sat in a
+        # connection): read with the key of the session it was received in, by the
+        # network's Time, not the newest; journaled once, under that session, whatever
+        # Time the LRC signs its retries with. (chaos_tpas.py found it: the newest key read
+        # it, so it was journaled a second time, garbled.)
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
+        s.as_url = t.url
+        astk = self.import_astk(t)
+        s.add_device(DEV, astk, dev_addr="01020304")
+        self.assertEqual(s.uplink(DEV, b"A 0")[0], 200)
+        received = lrc_time()
+        late = s.build_uplink(DEV, b"A 1", fcnt=1, with_key=False, time=received)
+        resigned = s.build_uplink(
+            DEV, b"A 1", fcnt=1, with_key=False, extra={"Time": received},
+            time=lrc_time(datetime.datetime.now(datetime.timezone.utc)
+                          + datetime.timedelta(milliseconds=300)))
+        time.sleep(0.05)
+        s.add_device(DEV, astk, dev_addr="01020305")  # the rejoin
+        self.assertEqual(s.uplink(DEV, b"B 0")[0], 200)
+        st, first = s.post(*late)
+        self.assertEqual((st, first["duplicate"]), (200, False))
+        time.sleep(0.3)
+        st, again = s.post(*resigned)
+        self.assertEqual((st, again["seq"], again["duplicate"]), (200, first["seq"], True))
+        self.assertEqual(s.uplink(DEV, b"B 1", with_key=False)[0], 200)
+        got = [(bytes.fromhex(u["payload"]), u["devAddr"]) for u in t.uplinks()]
+        self.assertEqual(got, [(b"A 0", "01020304"), (b"B 0", "01020305"),
+                               (b"A 1", "01020304"), (b"B 1", "01020305")])
+
     def test_the_same_appskey_in_another_field_is_the_same_session(self):
         # The LRC moves to key envelopes (or another ASTK) and retries an uplink journaled
         # already: the same key is the same session, so the retry is a replay and no
