@@ -500,7 +500,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		hex_encode(buf, n, p->payload);
 		cred_wipe(buf, sizeof(buf));
 	}
-	p->radio = uplink_radio_text(&u);
+	p->radio = uplink_radio_take(&u);
 	p->received_ms = now_ms;
 	p->session_id = s.id;
 	memcpy(p->dev_eui, u.dev_eui, sizeof(p->dev_eui));

@@ -164,11 +164,11 @@ int uplink_fields_check(const struct uplink *u, char *reason, size_t rn)
 	return 0;
 }
 
-char *uplink_radio_text(const struct uplink *u)
+char *uplink_radio_take(struct uplink *u)
 {
-	if (u->radio_text)
-		return strdup(u->radio_text);
-	return json_dumps(u->radio, PROTO_JSON_FLAGS);
+	char *text = u->radio_text;
+	u->radio_text = NULL;
+	return text ? text : json_dumps(u->radio, PROTO_JSON_FLAGS);
 }
 
 void uplink_clear(struct uplink *u)

@@ -52,11 +52,13 @@ struct uplink_query {
 };
 
 /*
- * The radio fields as compact JSON text (malloc()ed; NULL: out of memory). A real is written
- * with 15 significant digits at most (PROTO_JSON_FLAGS, as every message), so one the LRC
- * sent as decimal text comes out as it came ("868.1", not "868.10000000000002").
+ * The radio fields as compact JSON text, the caller's to free (NULL: out of memory): the
+ * text uplink_fast wrote, handed over (u no longer holds it), or written from u->radio.
+ * A real is written with 15 significant digits at most (PROTO_JSON_FLAGS, as every
+ * message), so one the LRC sent as decimal text comes out as it came ("868.1", not
+ * "868.10000000000002").
  */
-char *uplink_radio_text(const struct uplink *u);
+char *uplink_radio_take(struct uplink *u);
 
 /* Release what u holds. */
 void uplink_clear(struct uplink *u);

@@ -134,7 +134,7 @@ static void test_uplink_token(void)
 	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok), 0);
 	CHECK_STR(tok, "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d");
 	CHECK(ascrypto_token_equal(tok, q.token));
-	char *radio = uplink_radio_text(&u);
+	char *radio = uplink_radio_take(&u);
 	CHECK_STR(radio, "{\"LrrRSSI\":-41.0}");
 	free(radio);
 	/* One changed byte anywhere breaks it. */
@@ -198,7 +198,7 @@ static void test_uplink_parse_forms(void)
 	for (size_t i = 0; i < sizeof(full) / sizeof(full[0]); i++) {
 		CHECK_INT(uplink_parse(full[i][0], strlen(full[i][0]), &u, reason, sizeof(reason)),
 			  0);
-		radio = uplink_radio_text(&u);
+		radio = uplink_radio_take(&u);
 		json_t *got = json_loads(radio, 0, NULL), *want = json_loads(full[i][1], 0, NULL);
 		CHECK(json_equal(got, want));
 		CHECK(strstr(radio, "868.1") && !strstr(radio, "868.10"));

@@ -36,7 +36,7 @@ static inline int uplink_same(const char *body, size_t len, bool *fast)
 	*fast = r1 == 0 && a.radio_text != NULL;
 	int same = r1 == r2 && strcmp(ra, rb) == 0;
 	if (same && r1 == 0) {
-		char *ta = uplink_radio_text(&a), *tb = uplink_radio_text(&b);
+		char *ta = uplink_radio_take(&a), *tb = uplink_radio_take(&b);
 		if (!ta || !tb)
 			same = -1;
 		else
