@@ -227,6 +227,13 @@ class TpasCase(unittest.TestCase):
             s.port = s.start()
         return s
 
+    def served_lrc(self, **tpas_options):
+        """An LRC that takes downlinks, and a started tpas posting them to it: (lrc, tpas)."""
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}", **tpas_options).start()
+        s.as_url = t.url
+        return s, t
+
     def self_signed(self, stem, cn="127.0.0.1"):
         """A self-signed P-256 certificate and its key (mode 0600) under tmp: (cert, key)."""
         cert = os.path.join(self.tmp, stem + ".pem")
@@ -267,9 +274,7 @@ class TpasCase(unittest.TestCase):
 
     def downlink_ready(self, extra=""):
         """A tpas with a served LRC and DEV known to it by one uplink: (tpas, LRC)."""
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}", extra=extra).start()
-        s.as_url = t.url
+        s, t = self.served_lrc(extra=extra)
         s.add_device(DEV, self.import_astk(t))
         self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
         return t, s
@@ -1061,9 +1066,7 @@ class Journal(TpasCase):
         """The Token signs the query before it and some body fields only: a replay that
         brings a fresh Time after the Token, another AppSKey field or another FCntDn is
         still the same request (each of these was once taken as new)."""
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
-        s.as_url = t.url
+        s, t = self.served_lrc()
         astk = self.import_astk(t)
         s.add_device(DEV, astk)
         s.state["devices"][DEV]["fcnt_dn"] = 3
@@ -1514,9 +1517,7 @@ class Journal(TpasCase):
 
 class Downlink(TpasCase):
     def test_downlink_encrypted_signed_and_fcntdn_never_reused(self):
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
-        s.as_url = t.url
+        s, t = self.served_lrc()
         astk = self.import_astk(t)
         s.add_device(DEV, astk)
         # Unknown until an uplink brought its key.
@@ -1578,9 +1579,7 @@ class Downlink(TpasCase):
     def test_a_late_retry_from_the_previous_session_does_not_replace_the_new_one(self):
         # The device rejoins (a new AppSKey) while the LRC still retries an uplink of its
         # previous session: that key must not become the device's newest.
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
-        s.as_url = t.url
+        s, t = self.served_lrc()
         astk = self.import_astk(t)
         s.add_device(DEV, astk, dev_addr="01020304")
         old = s.build_uplink(DEV, b"old A", fcnt=0)  # its first POST is lost
@@ -1609,9 +1608,7 @@ class Downlink(TpasCase):
         # network's Time, not the newest; journaled once, under that session, whatever
         # Time the LRC signs its retries with. (chaos_tpas.py found it: the newest key read
         # it, so it was journaled a second time, garbled.)
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
-        s.as_url = t.url
+        s, t = self.served_lrc()
         astk = self.import_astk(t)
         s.add_device(DEV, astk, dev_addr="01020304")
         self.assertEqual(s.uplink(DEV, b"A 0")[0], 200)
@@ -1638,9 +1635,7 @@ class Downlink(TpasCase):
         # The LRC moves to key envelopes (or another ASTK) and retries an uplink journaled
         # already: the same key is the same session, so the retry is a replay and no
         # downlink counter starts again.
-        s = self.lrc(None, serve=True)
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}").start()
-        s.as_url = t.url
+        s, t = self.served_lrc()
         block_astk = self.import_astk(t)
         kek = self.import_astk(t, label="kek-b")
         s.add_device(DEV, block_astk)
@@ -2543,11 +2538,8 @@ class Commands(TpasCase):
 class Metrics(TpasCase):
     def metrics_tpas(self, **kw):
         """tpas with [metrics] listen on a free port and an LRC for downlinks."""
-        s = self.lrc(None, serve=True)
         self.mport = free_port()
-        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}",
-                      extra=f"[metrics]\nlisten = 127.0.0.1:{self.mport}\n", **kw).start()
-        s.as_url = t.url
+        s, t = self.served_lrc(extra=f"[metrics]\nlisten = 127.0.0.1:{self.mport}\n", **kw)
         return t, s
 
     def test_metrics_count_what_status_counts_in_both_formats(self):
