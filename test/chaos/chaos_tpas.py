@@ -28,7 +28,6 @@ the threads' timing does not repeat: a seed names a mix of events, not a schedul
 
 import argparse
 import http.client
-import json
 import os
 import random
 import shutil
@@ -284,19 +283,6 @@ request-timeout = 2s
 
     # Uplinks.
 
-    def post(self, target, body, ctype):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            c.request("POST", "/" + target, body=body, headers={"Content-Type": ctype})
-            r = c.getresponse()
-            data = r.read()
-        finally:
-            c.close()
-        try:
-            return r.status, json.loads(data)
-        except ValueError:
-            return r.status, data.decode(errors="replace")
-
     def send_until_200(self, rng, dev, devaddr, fcnt, build, first, req=None):
         """Post req (default build()'s request) until it is answered 200; sometimes signed
         again (a new Time). Records the seq; checks a replay gets the first seq. Returns
@@ -309,7 +295,7 @@ request-timeout = 2s
         while True:
             self.count("posts")
             try:
-                status, ans = self.post(*req)
+                status, ans = self.lrc.post(*req, timeout=10)
             except (OSError, http.client.HTTPException):
                 status, ans = None, None
             if status == 200:

@@ -203,18 +203,18 @@ class LrcSim:
         parts.append("</DevEUI_uplink>")
         return "\n".join(parts)
 
-    def post(self, target, body, ctype, path=None):
-        """POST to tpas (at path, default the AS URL's); returns (status, parsed JSON answer
-        or text)."""
+    def post(self, target, body, ctype, path=None, timeout=30):
+        """POST to tpas (at path, default the AS URL's) on a connection of its own; returns
+        (status, parsed JSON answer or text)."""
         u = urllib.parse.urlsplit(self.as_url)
         path = path or u.path or "/"
         if u.scheme == "https":
             import ssl
             ctx = ssl.create_default_context(cafile=self.cafile)
             ctx.check_hostname = False
-            c = http.client.HTTPSConnection(u.hostname, u.port, timeout=30, context=ctx)
+            c = http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout, context=ctx)
         else:
-            c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
         try:
             c.request("POST", path + target, body=body, headers={"Content-Type": ctype})
             r = c.getresponse()
