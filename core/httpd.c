@@ -338,6 +338,8 @@ static void conn_parse(struct hconn *c)
 			if (r == HTTP_ETOOBIG)
 				conn_refuse(c, &c->h->stats.too_big, head ? 431 : 413,
 					    head ? "header section too large" : "body too large");
+			else if (r == -ENOMEM) /* not the request's fault: a 400 would lose it */
+				conn_refuse(c, &c->h->stats.no_memory, 503, "out of memory");
 			else {
 				char why[96];
 				snprintf(why, sizeof(why), "malformed %s",

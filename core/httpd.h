@@ -59,6 +59,7 @@ struct httpd_stats {
 	uint64_t malformed; /* 400: not HTTP/1.x, or no Host or two (417: an unknown Expect) */
 	uint64_t too_big;   /* 413: body over max_body, or 431-sized header section */
 	uint64_t timed_out; /* 408: a request left unfinished for timeout_ms */
+	uint64_t no_memory; /* 503: out of memory reading a request (the client may retry) */
 	uint64_t capped;    /* episodes of max_conns open (reaches under 1 s apart are one) */
 };
 

@@ -82,6 +82,7 @@ struct server {
 	bool over_total;      /* output_owed is above limits.max-output-total */
 	server_drained_fn *drained;
 	void *drained_arg;
+	unsigned long alloc_failures; /* wipe_alloc_failures() when last looked at */
 };
 
 static void conn_close(struct conn *c, const char *reason, bool quiet);
@@ -259,13 +260,38 @@ static void conn_flush_reqs(struct conn *c)
 		server_check_drained(c->srv);
 }
 
+/*
+ * True if an allocation of jansson's (or libevent's, see wipe.h) failed since the server
+ * last looked. A reply built meanwhile may lack a key jansson could not add (or be empty:
+ * a json_pack that failed), a call decoded meanwhile a character its parser could not
+ * keep: neither is sent or served, the connection closes. Under memory pressure this may
+ * also catch a failure of other work; that costs a connection, never a wrong answer.
+ */
+static bool alloc_failed(struct server *s)
+{
+	unsigned long n = wipe_alloc_failures();
+	bool failed = n != s->alloc_failures;
+	s->alloc_failures = n;
+	return failed;
+}
+
+/* msg, or NULL (msg wiped and freed) if it was built or encoded while an allocation failed. */
+static char *reply_whole(struct server *s, char *msg)
+{
+	if (alloc_failed(s) && msg) {
+		wipe_free(msg);
+		return NULL;
+	}
+	return msg;
+}
+
 /* Queue one encoded message as r's reply. */
 static void req_send(struct req *r, char *msg, size_t len, bool final)
 {
 	struct conn *c = r->conn;
 	if (!msg) {
 		/* Out of memory: the client cannot get a well-formed answer any more. */
-		conn_close(c, "out of memory encoding a reply", false);
+		conn_close(c, "out of memory building a reply", false);
 	} else if (!c->closed) {
 		if (!r->held && (r->held = evbuffer_new()) && conn_watch_owed(c, r->held) < 0) {
 			evbuffer_free(r->held);
@@ -325,6 +351,7 @@ void req_reply(struct req *r, json_t *params, bool continues)
 	bool oneway = r->call.oneway;
 	char *msg = oneway ? NULL : reply_encode(params, continues && r->call.more, &len);
 	json_decref(params);
+	msg = reply_whole(r->conn->srv, msg);
 	if (oneway) {
 		if (!continues) {
 			r->done = true;
@@ -362,6 +389,7 @@ void req_error(struct req *r, const char *error, json_t *params)
 	bool oneway = r->call.oneway;
 	char *msg = oneway ? NULL : error_encode(error, params, &len);
 	json_decref(params);
+	msg = reply_whole(r->conn->srv, msg);
 	if (oneway) {
 		r->done = true;
 		conn_flush_reqs(r->conn);
@@ -442,8 +470,14 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 			return;
 		}
 		struct proto_fault fault;
+		alloc_failed(s);
 		int d = call_decode(msg, len, &q->call, &fault);
 		wipe_free(msg); /* a call may carry an AppKey */
+		if (alloc_failed(s)) {
+			if (d == 0)
+				call_clear(&q->call);
+			d = -ENOMEM;
+		}
 		if (d == -ENOMEM) {
 			/* No fault was set: there is nothing to answer the call with. */
 			free(q);

@@ -18,6 +18,7 @@
 #include "hex.h"
 #include "http.h"
 #include "log.h"
+#include "wipe.h"
 
 #include <mbedtls/base64.h>
 
@@ -1343,7 +1344,7 @@ int tpa_app_key_gens(struct tpa *t, unsigned n, const char *public_key_b64, tpa_
 		return -ENOMEM;
 	c->kcb = cb;
 	json_t *body = json_pack("{s:s}", t->cfg->api_field_public_key, public_key_b64);
-	c->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	c->body = body ? wipe_json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
 	if (!c->body) {
 		call_free(c);

@@ -189,6 +189,8 @@ static void sub_check_pruned(struct sub *s)
 	if (s->cursor <= 0)
 		return;
 	int64_t first = journal_first_seq(j);
+	if (first < 0)
+		return; /* unknown: told on a later read, never guessed */
 	int64_t gone = first - 1;
 	if (!first) {
 		struct journal_stats js;

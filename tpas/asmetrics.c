@@ -46,9 +46,12 @@ static void render_journal(struct metrics_out *f, const struct tpas *t)
 	journal_get_counters(t->journal, &s);
 	metrics_gauge(f, "tpas_journal_last_seq", "The seq of the newest uplink journaled.",
 		      (unsigned long long)s.last_seq);
-	metrics_gauge(f, "tpas_journal_first_seq",
-		      "The seq of the oldest uplink kept (store.retention-days), 0 when none.",
-		      (unsigned long long)journal_first_seq(t->journal));
+	int64_t first = journal_first_seq(t->journal);
+	if (first >= 0) /* left out of a scrape when it cannot be read */
+		metrics_gauge(f, "tpas_journal_first_seq",
+			      "The seq of the oldest uplink kept (store.retention-days), 0 when "
+			      "none.",
+			      (unsigned long long)first);
 	metrics_counter(f, "tpas_journal_commits",
 			"Transactions committed to the journal (each one fsync).", s.commits);
 	metrics_counter(f, "tpas_journal_batches",

@@ -22,6 +22,7 @@
 #include "sqlkey.h"
 #include "sqlwriter.h"
 #include "uplink.h"
+#include "wipe.h"
 
 #define SCHEMA_VERSION 1
 
@@ -557,15 +558,22 @@ json_t *journal_astk_list(struct journal *j)
 		json_decref(a);
 		return NULL;
 	}
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		char when[40];
 		uplink_time_format(sqlite3_column_int64(s, 4), when, sizeof(when));
-		json_array_append_new(a, json_pack("{s:I, s:s, s:s, s:s, s:s}", "id",
-						   (json_int_t)sqlite3_column_int64(s, 0), "label",
-						   col_text(s, 1), "customerID", col_text(s, 2),
-						   "devEUI", col_text(s, 3), "createdAt", when));
+		if (json_array_append_new(a, json_pack("{s:I, s:s, s:s, s:s, s:s}", "id",
+						       (json_int_t)sqlite3_column_int64(s, 0),
+						       "label", col_text(s, 1), "customerID",
+						       col_text(s, 2), "devEUI", col_text(s, 3),
+						       "createdAt", when)) < 0)
+			break;
 	}
 	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) { /* a list cut short is not the list */
+		json_decref(a);
+		return NULL;
+	}
 	return a;
 }
 
@@ -1010,6 +1018,8 @@ char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *r
 
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)
 {
+	/* A field or a row jansson could not add would go unnoticed: see the end. */
+	unsigned long failures = wipe_alloc_failures();
 	json_t *a = json_array();
 	if (!a)
 		return NULL;
@@ -1041,7 +1051,7 @@ json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit)
 		json_array_append_new(a, o);
 	}
 	sqlite3_reset(s);
-	if (a && rc != SQLITE_DONE) {
+	if (a && (rc != SQLITE_DONE || wipe_alloc_failures() != failures)) {
 		json_decref(a);
 		return NULL;
 	}
@@ -1122,14 +1132,23 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int6
 }
 
 /* One integer from a query, 0 on any failure. */
-static int64_t query_int(struct journal *j, const char *sql)
+/* The first column of sql's first row (0 if none) in *ret; 0, or -errno. */
+static int query_int_of(struct journal *j, const char *sql, int64_t *ret)
 {
 	sqlite3_stmt *s = NULL;
-	int64_t v = 0;
-	if (sqlite3_prepare_v2(j->db, sql, -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
-		v = sqlite3_column_int64(s, 0);
+	*ret = 0;
+	int rc = sqlite3_prepare_v2(j->db, sql, -1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		*ret = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_errno(NULL, rc);
+}
+
+/* The same, 0 when it cannot be read: for counters shown, never for decisions. */
+static int64_t query_int(struct journal *j, const char *sql)
+{
+	int64_t v;
+	query_int_of(j, sql, &v);
 	return v;
 }
 
@@ -1162,7 +1181,9 @@ void journal_get_stats(struct journal *j, struct journal_stats *ret)
 
 int64_t journal_first_seq(struct journal *j)
 {
-	return query_int(j, "SELECT IFNULL(MIN(seq), 0) FROM uplink");
+	int64_t v;
+	int r = query_int_of(j, "SELECT IFNULL(MIN(seq), 0) FROM uplink", &v);
+	return r < 0 ? r : v;
 }
 
 int journal_cursor_get(struct journal *j, const char *name, int64_t *ret)

@@ -187,7 +187,10 @@ void journal_writer_drain(struct journal *j);
  */
 char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *ret_len);
 
-/* Up to limit uplinks with seq > after, oldest first, as the objects io.tpad.AS sends. */
+/*
+ * Up to limit uplinks with seq > after, oldest first, as the objects io.tpad.AS sends; NULL
+ * if the journal cannot be read or one of them cannot be built whole.
+ */
 json_t *journal_uplinks_after(struct journal *j, int64_t after, size_t limit);
 
 /*
@@ -216,9 +219,9 @@ int journal_cursor_get(struct journal *j, const char *name, int64_t *ret);
 int journal_cursor_set(struct journal *j, const char *name, int64_t seq);
 
 /*
- * The oldest seq still in the journal, 0 when it is empty: one step down the table's
- * B-tree, cheap enough for every /metrics scrape (the row counts of journal_get_stats()
- * read whole tables).
+ * The oldest seq still in the journal, 0 when it is empty, -errno when it cannot be read:
+ * one step down the table's B-tree, cheap enough for every /metrics scrape (the row counts
+ * of journal_get_stats() read whole tables).
  */
 int64_t journal_first_seq(struct journal *j);
 

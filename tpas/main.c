@@ -30,6 +30,7 @@
 #include "tpas.h"
 #include "tunnel.h"
 #include "tunnel_tls.h"
+#include "uplink_read.h"
 #include "webhook.h"
 #include "wipe.h"
 
@@ -537,6 +538,7 @@ int main(int argc, char **argv)
 {
 	/* Before the libraries allocate: a block they free is zeroed (keys pass there). */
 	wipe_install();
+	uplink_read_install();
 	struct daemon_cmdline cl;
 	int exit_status = daemon_cmdline_parse(argc, argv, "tpas", TPAD_VERSION,
 					       ASCONF_DEFAULT_PATH, false, usage, &cl);

@@ -26,6 +26,7 @@
 #include "tunnel_tls.h"
 #include "uplink.h"
 #include "uplink_read.h"
+#include "wipe.h"
 
 /* The HTTP server refuses bodies over this many times max-body itself (413, and closes). */
 #define HARD_BODY_FACTOR 4
@@ -501,6 +502,11 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		cred_wipe(buf, sizeof(buf));
 	}
 	p->radio = uplink_radio_take(&u);
+	if (!p->radio) { /* never journaled without them: the LRC sends it again */
+		status =
+		    refuse(t, &t->stats.store_failed, 503, ret_answer, u.dev_eui, "out of memory");
+		goto out;
+	}
 	p->received_ms = now_ms;
 	p->session_id = s.id;
 	memcpy(p->dev_eui, u.dev_eui, sizeof(p->dev_eui));
@@ -750,7 +756,7 @@ static bool invite_body(const char *method, const char *target, long long declar
 /* Send a JSON answer (one line) with a status. */
 static void answer_with(struct httpd_req *req, int status, const char *extra, json_t *body)
 {
-	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	char *s = body ? wipe_json_dumps(body, JSON_COMPACT) : NULL;
 	size_t n = s ? strlen(s) : 0;
 	if (s) {
 		char *nl = realloc(s, n + 2);
@@ -984,9 +990,10 @@ void tunnel_get_stats(const struct tunnel *t, struct tunnel_stats *ret)
 	ret->bad_request += hs.malformed;
 	ret->too_big += hs.too_big;
 	ret->timed_out = hs.timed_out;
+	ret->store_failed += hs.no_memory; /* as the tunnel counts its own 503s for memory */
 	ret->connections = t->http ? httpd_connections(t->http) : 0;
 	ret->connection_limit_hit = hs.capped;
-	ret->requests += hs.malformed + hs.too_big + hs.timed_out;
+	ret->requests += hs.malformed + hs.too_big + hs.timed_out + hs.no_memory;
 }
 
 bool tunnel_lrc_now(const struct tunnel *t, int64_t *ret_ms)

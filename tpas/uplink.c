@@ -16,6 +16,7 @@
 #include "hex.h"
 #include "message.h"
 #include "uplink_fields.h"
+#include "wipe.h"
 
 /* The fields tpas reads; every other one is passed on to applications in radio. */
 #define FIELD(name)                                                                                \
@@ -168,7 +169,7 @@ char *uplink_radio_take(struct uplink *u)
 {
 	char *text = u->radio_text;
 	u->radio_text = NULL;
-	return text ? text : json_dumps(u->radio, PROTO_JSON_FLAGS);
+	return text ? text : wipe_json_dumps(u->radio, PROTO_JSON_FLAGS);
 }
 
 void uplink_clear(struct uplink *u)

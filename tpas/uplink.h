@@ -52,7 +52,8 @@ struct uplink_query {
 };
 
 /*
- * The radio fields as compact JSON text, the caller's to free (NULL: out of memory): the
+ * The radio fields as compact JSON text, the caller's to free (NULL: out of memory, also
+ * when an allocation failed while it was written: jansson can leave a key out): the
  * text uplink_fast wrote, handed over (u no longer holds it), or written from u->radio.
  * A real is written with 15 significant digits at most (PROTO_JSON_FLAGS, as every
  * message), so one the LRC sent as decimal text comes out as it came ("868.1", not

@@ -12,12 +12,14 @@
 #include <string.h>
 
 #include <libxml/parser.h>
+#include <libxml/xmlmemory.h>
 #include <libxml/tree.h>
 
 #include "cred.h"
 #include "message.h"
 #include "uplink_fast.h"
 #include "uplink_fields.h"
+#include "wipe.h"
 
 /*
  * A copy of body with the number token that ends at end put in quotes (len + 2 bytes in
@@ -214,6 +216,10 @@ static int parse_xml(const char *body, size_t len, struct uplink *u, char *reaso
 				    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc) {
 		const xmlError *e = xmlGetLastError();
+		if (e && e->code == XML_ERR_NO_MEMORY) {
+			xmlResetLastError();
+			return -ENOMEM; /* not the body's fault: a 400 would lose the uplink */
+		}
 		snprintf(reason, rn, "body is not XML%s%.80s", e && e->message ? ": " : "",
 			 e && e->message ? e->message : "");
 		size_t n = strlen(reason);
@@ -351,9 +357,26 @@ static int parse(const char *body, size_t len, struct uplink *ret, char *reason,
 	return r;
 }
 
+void uplink_read_install(void)
+{
+	xmlMemSetup(wipe_free, wipe_malloc, wipe_realloc, wipe_strdup);
+}
+
 int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen)
 {
-	return parse(body, len, ret, reason, reasonlen, true);
+	/*
+	 * Out of memory, jansson's parser drops a character it cannot keep, libxml2 a node or a
+	 * text, or either fails as if the body were bad: the body was not read, and a 400
+	 * would lose the uplink.
+	 */
+	unsigned long failures = wipe_alloc_failures();
+	int r = parse(body, len, ret, reason, reasonlen, true);
+	if (r != -ENOMEM && wipe_alloc_failures() != failures) {
+		if (r == 0)
+			uplink_clear(ret);
+		r = -ENOMEM;
+	}
+	return r;
 }
 
 int uplink_parse_library(const char *body, size_t len, struct uplink *ret, char *reason,

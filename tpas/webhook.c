@@ -16,6 +16,7 @@
 #include "log.h"
 #include "message.h"
 #include "pool.h"
+#include "wipe.h"
 
 #define RETRY_MIN_MS 200
 #define WEBHOOK_BODY_KEPT 1024
@@ -106,7 +107,7 @@ static void pump(struct webhook *w)
 	}
 	int64_t last = json_integer_value(json_object_get(json_array_get(rows, n - 1), "seq"));
 	json_t *body = json_pack("{s:o}", "uplinks", rows);
-	char *text = body ? json_dumps(body, PROTO_JSON_FLAGS) : NULL;
+	char *text = body ? wipe_json_dumps(body, PROTO_JSON_FLAGS) : NULL;
 	json_decref(body);
 	char *buf = NULL;
 	size_t len = 0;

@@ -5,6 +5,7 @@ against the interface files (reply and error fields, types, nothing undeclared).
 import json
 import os
 import secrets
+import sys
 import unittest
 
 import tpadtest
@@ -273,6 +274,35 @@ class Conformance(Checks, TpadTestCase):
                     r = c.recv()
                     self.assertEqual(r.get("error"), want, r)
                     self.check_error(ifaces, method, r)
+
+    def test_every_reply_is_whole_or_not_sent_when_memory_runs_out(self):
+        """Each allocation of tpad failing in turn (test/failalloc) while it reads a call
+        and works on it: a reply is whole (its declared type, every key it has with nothing
+        failing: the token, the AppKey, the label) or not sent (an error, or the connection
+        closes). jansson leaves out a key it cannot add: tpad must not send that."""
+        if not tpadtest.failalloc_usable():
+            self.skipTest("test/failalloc is not built with sanitizers (it replaces malloc)")
+        self.d.stop()
+        self.d.env["LD_PRELOAD"] = tpadtest.FAILALLOC
+        self.d.start()
+        lookup = {"devEUI": self.known, "qr": {"format": "svg"}}
+        again = {"devEUI": self.known, "tkmInfo": TKM, "qr": {"format": "text"}}
+
+        def alive():
+            self.assertIsNone(self.d.proc.poll(), "tpad exited")
+        swept = tpadtest.check_whole_under_failures(self, self.d.station, [
+            ("io.tpad.Station.Lookup", lookup, False),
+            ("io.tpad.Station.Activate", again, False),  # issued: answered from the store
+            (f"{SERVICE}.GetInfo", {}, False),
+        ], self.d.log_text_all, alive)
+        swept.update(tpadtest.check_whole_under_failures(self, self.d.admin, [
+            ("io.tpad.Admin.Status", {}, False),
+            ("io.tpad.Admin.GetDevice", {"devEUI": self.known}, False),
+            ("io.tpad.Admin.ListDevices", {"limit": 3}, False),
+            ("io.tpad.Admin.Export", {"format": "csv"}, True),
+        ], self.d.log_text_all, alive))
+        print(f"allocations swept: {swept}", file=sys.stderr)
+        self.assertGreater(min(swept.values()), 10, swept)
 
     def test_refused_call_carries_only_declared_fields(self):
         """A message refused before dispatch (upgrade, not JSON) gets

@@ -1,6 +1,7 @@
 """tpas through the real daemon and the simulated LRC: tunnel, keys, journal, streams, downlinks."""
 
 import datetime
+import http.client
 import json
 import os
 import pathlib
@@ -18,7 +19,8 @@ import unittest
 import urllib.parse
 
 import tpadtest
-from tpadtest import Client, VarlinkError, free_port, read_all, wait_for, write_secret
+from tpadtest import (FAILALLOC, Client, VarlinkError, check_whole_under_failures,  # noqa: E402
+                      failalloc_usable, free_port, read_all, wait_for, write_secret)
 
 sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "test", "lrc-sim"))
 from lrc_sim import LrcSim, encrypt_astk, lrc_time  # noqa: E402
@@ -30,8 +32,6 @@ EXAMPLE_APP = os.path.join(tpadtest.SRC_ROOT, "client", "python", "example_app.p
 TPAS_RULES = os.path.join(tpadtest.SRC_ROOT, "conf", "prometheus", "tpas-alerts.yml")
 TPACTL = tpadtest.TPACTL
 # test/failalloc: fails one allocation of tpas on demand (not built with sanitizers).
-FAILALLOC = os.environ.get("FAILALLOC") or os.path.join(
-    os.environ.get("BUILD_ROOT", "build"), "test", "failalloc", "failalloc.so")
 TUNNEL_KEY = "bec499c69e9c939e413b663961636c61"
 DEV = "0024AEB3C02BE1C4"
 DEV2 = "70B3D57ED0001234"
@@ -1880,19 +1880,29 @@ class Downlink(TpasCase):
         self.assertEqual(e.exception.error, "io.tpad.AS.NoLrc")
 
 
-class DownlinkOutOfMemory(TpasCase):
+class OutOfMemoryCase(TpasCase):
+    """Tests that run tpas with test/failalloc, an LD_PRELOAD library that fails the n-th
+    allocation after it reads "FAILALLOC:<n>;" (skipped where it is not built)."""
+
+    def setUp(self):
+        super().setUp()
+        if not failalloc_usable():
+            self.skipTest("test/failalloc is not built with sanitizers (it replaces malloc)")
+
+    def failing(self, t):
+        """Restart t with failalloc."""
+        t.stop()
+        t.env["LD_PRELOAD"] = FAILALLOC
+        t.start()
+
+
+class DownlinkOutOfMemory(OutOfMemoryCase):
     """SendDownlink with one allocation of tpas failing, each in turn (test/failalloc, an
     LD_PRELOAD library that fails the n-th allocation after it reads "FAILALLOC:<n>;"). Busy
     ("nothing spent, retry") only when no FCntDn was taken; once one was, the answer names
     it (LrcFailed, or the reply, without the LRC's answer if that cannot be copied) or, if
     not even an answer can be encoded, the connection closes; a journal that fails for
     lack of memory says so, and which step."""
-
-    def setUp(self):
-        super().setUp()
-        if os.environ.get("TPAD_SANITIZE", "none") not in ("", "none") or \
-                not os.path.exists(FAILALLOC):
-            self.skipTest("test/failalloc is not built with sanitizers (it replaces malloc)")
 
     def sweep(self, arm, disarm=lambda s: None):
         """A tpas running with failalloc, DEV known to it. For n = 1, 2, ... a SendDownlink,
@@ -1901,9 +1911,7 @@ class DownlinkOutOfMemory(TpasCase):
         says how many counters it spent. Checks what each answer says of the counters
         spent and the downlinks sent; returns the answers, (error or "ok", parameters)."""
         t, s = self.downlink_ready()
-        t.stop()
-        t.env["LD_PRELOAD"] = FAILALLOC
-        t.start()
+        self.failing(t)
         down = {"devEUI": DEV, "fPort": 1, "payload": ""}
 
         def call(params):
@@ -1912,7 +1920,7 @@ class DownlinkOutOfMemory(TpasCase):
                     return "ok", c.call("io.tpad.AS.SendDownlink", params)
                 except VarlinkError as e:
                     return e.error, e.params
-                except (EOFError, ValueError) as e:  # closed, or cut short (see below)
+                except EOFError as e:  # closed: never a malformed reply (ValueError)
                     return "no answer", {"reason": str(e)}
 
         def probe():
@@ -1959,8 +1967,8 @@ class DownlinkOutOfMemory(TpasCase):
         elif k.startswith("org.varlink.service."):  # the call itself could not be read
             self.assertEqual((spent, sent), (0, 0))
         else:
-            # Not even an error could be encoded: the connection closes. (jansson 2.14 leaves
-            # out an object key it cannot write, so a reply can also come malformed.)
+            # A reply that could not be built whole (or an error not even encoded): the
+            # connection closes.
             self.assertEqual(k, "no answer")
 
     def test_out_of_memory_before_the_send(self):
@@ -1990,6 +1998,87 @@ class DownlinkOutOfMemory(TpasCase):
         self.assertIn(("ok", ""), [(k, r.get("answer")) for k, r in out], out)
         self.assertIn("out of memory for the LRC's answer, answered without it", t.log_text())
 
+
+class RepliesOutOfMemory(OutOfMemoryCase):
+    """Every method that reads or reports, with each allocation of tpas failing in turn
+    (test/failalloc): a reply is whole (it fits its declared type and has every key the
+    reply with nothing failing has; a stream's uplinks are the same ones, none skipped) or
+    is not sent (an error, or the connection closes). jansson leaves out a key it cannot
+    add, and a json_pack that fails gives no object at all: tpas must not send either."""
+
+    def test_every_reply_is_whole_or_not_sent(self):
+        t, s = self.downlink_ready()
+        s.uplink(DEV, b"two")
+        s.uplink(DEV, b"three")
+        self.failing(t)
+
+        def alive():
+            self.assertIsNone(t.proc.poll(), "tpas exited:\n" + t.log_text()[-2000:])
+        swept = check_whole_under_failures(self, t.apps, [
+            ("io.tpad.AS.Uplinks", {"follow": False}, True),
+            ("io.tpad.AS.Uplinks", {"after": 1, "follow": False}, True),
+            ("io.tpad.AS.Status", {}, False),
+            ("org.varlink.service.GetInfo", {}, False),
+            ("org.varlink.service.GetInterfaceDescription", {"interface": "io.tpad.AS"}, False),
+        ], t.log_text, alive)
+        swept.update(check_whole_under_failures(self, t.admin, [
+            ("io.tpad.ASAdmin.ListASTKs", {}, False),
+        ], t.log_text, alive))
+        print(f"allocations swept: {swept}", file=sys.stderr)
+        self.assertGreater(min(swept.values()), 10, swept)
+        self.assertEqual([u["fCntUp"] for u in t.uplinks()], [0, 1, 2])
+
+class UplinksOutOfMemory(OutOfMemoryCase):
+    """The LRC's POST with each allocation of tpas failing in turn (test/failalloc), for a
+    body of each reader (the one-pass reader, jansson, libxml2): answered 200 with the
+    uplink journaled whole, or 503 (or, when not even that can be written, the connection
+    closed) so that the LRC retries; never 400 (the LRC would drop the uplink), never
+    journaled with a field missing or a character lost, never twice."""
+
+    def test_each_uplink_is_journaled_whole_or_answered_503(self):
+        s, t = self.served_lrc()
+        s.add_device(DEV, self.import_astk(t))
+        self.failing(t)
+        sent = {}  # fCntUp -> (payload, the radio fields each POST of it carried)
+        bodies = [("json", {}), ("json", {"note": "caf\u00e9 \\ \"q\""}), ("xml", {})]
+        swept = []
+        for fmt, note in bodies:
+            failed = 0
+            for n in range(1, 2000):
+                fcnt = s.state["devices"][DEV]["fcnt_up"]
+                payload = f"uplink {fcnt}".encode()
+                seen = len(t.log_text())
+                extra = {"CustomerData": {"alr": {"pro": "LORA/Generic", "ver": "1"},
+                                          "tags": f"FAILALLOC:{n};", **note}}
+                try:
+                    status, ans = s.uplink(DEV, payload, fmt=fmt, extra=extra)
+                except (http.client.RemoteDisconnected, ConnectionResetError) as e:
+                    status, ans = None, str(e)  # not even a 503 could be sent
+                radios = [extra["CustomerData"]]
+                with self.subTest(fmt=fmt, allocation=n, status=status, answer=ans):
+                    self.assertIn(status, (200, 503, None))
+                if status != 200:  # the LRC retries the same uplink
+                    extra = {"CustomerData": {"alr": {"pro": "LORA/Generic", "ver": "1"},
+                                              "tags": "retry", **note}}
+                    status, ans = s.uplink(DEV, payload, fmt=fmt, extra=extra)
+                    self.assertEqual(status, 200, ans)
+                    radios.append(extra["CustomerData"])
+                sent[fcnt] = (payload.hex().upper(), radios)
+                if f"failalloc: allocation {n} failed\n" not in t.log_text()[seen:]:
+                    break
+                failed += 1
+            swept.append(failed)
+        print(f"allocations swept: {swept}", file=sys.stderr)
+        self.assertGreater(min(swept), 2, swept)
+        t.env.pop("LD_PRELOAD")
+        t.stop()
+        t.start()
+        got = t.uplinks()
+        self.assertEqual([u["fCntUp"] for u in got], sorted(sent))
+        for u in got:
+            payload, radios = sent[u["fCntUp"]]
+            self.assertEqual(u["payload"], payload, u)
+            self.assertIn(u["radio"].get("CustomerData"), radios, u)
 
 def thread_names(pid):
     """The names of a process's threads, as top -H and /proc/PID/task/*/comm show them."""

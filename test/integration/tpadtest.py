@@ -74,6 +74,7 @@ class Client:
                 raise EOFError("connection closed by tpad")
             self.buf += chunk
         msg, self.buf = self.buf.split(b"\0", 1)
+        self.last = msg
         return json.loads(msg)
 
     def call(self, method, params=None):
@@ -214,6 +215,120 @@ def write_secret(path, text):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text + "\n")
+
+
+# test/failalloc: an LD_PRELOAD library that fails one chosen allocation of a daemon (see
+# its source). It replaces malloc, so it is not built with sanitizers.
+FAILALLOC = os.environ.get("FAILALLOC") or os.path.join(
+    os.environ.get("BUILD_ROOT", "build"), "test", "failalloc", "failalloc.so")
+
+
+def failalloc_usable():
+    return os.environ.get("TPAD_SANITIZE", "none") in ("", "none") and os.path.exists(FAILALLOC)
+
+
+def key_paths(value, at=""):
+    """Every key path of a JSON value: "/a", "/a/b", "/list[]/c"."""
+    out = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.add(f"{at}/{k}")
+            out |= key_paths(v, f"{at}/{k}")
+    elif isinstance(value, list):
+        for v in value:
+            out |= key_paths(v, at + "[]")
+    return out
+
+
+def call_failing(sock, method, params, n, more=False, timeout=15):
+    """method called on sock with the n-th allocation the daemon makes after reading the call
+    failing (the failalloc marker rides in a member of the message that no daemon reads).
+    Returns the messages received, each a dict, then "closed" if the connection closed
+    before the last one. A message that is not JSON fails (AssertionError)."""
+    msg = {"method": method, "parameters": params, "x-failalloc": f"FAILALLOC:{n};"}
+    if more:
+        msg["more"] = True
+    out = []
+    with Client(sock, timeout) as c:
+        c.send_raw(json.dumps(msg).encode() + b"\0")
+        while True:
+            try:
+                m = c.recv()
+            except EOFError:
+                return out + ["closed"]
+            except ValueError as e:
+                raise AssertionError(f"{method}, allocation {n}: a malformed message after "
+                                     f"{len(out)}: {e}: {c.last!r}")
+            out.append(m)
+            if "error" in m or not m.get("continues"):
+                return out
+
+
+def interfaces():
+    """The interfaces in proto/, parsed: name -> varlink_idl.Interface."""
+    from varlink_idl import Interface
+    d = os.path.join(SRC_ROOT, "proto")
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".varlink"):
+            with open(os.path.join(d, f)) as fh:
+                i = Interface(fh.read())
+            out[i.name] = i
+    return out
+
+
+def check_whole_under_failures(case, sock, calls, log_text, alive, limit=1000):
+    """For each (method, params, more) of calls: the same call with allocation n = 1, 2, ...
+    failing, until n is past the work the call causes (log_text() shows no failure for n).
+    Each message received must be whole: a reply fits its method's declared output and has
+    every key the same call's message had with nothing failing (the same count of messages
+    before it), or an error its interface declares, well formed; or the connection closes.
+    A stream may end early, never skip. alive() is called after each call. Returns how
+    many allocations each call made (method -> n), so a caller can see the sweep ran."""
+    from varlink_idl import IdlError
+    ifaces = interfaces()
+    swept = {}
+    for method, params, more in calls:
+        iface = ifaces[method.rsplit(".", 1)[0]]
+        args, output = iface.methods[method.rsplit(".", 1)[1]]
+        base = call_failing(sock, method, params, 0, more)
+        case.assertNotIn("closed", base)
+        case.assertFalse(any("error" in m for m in base), base)
+        for n in range(1, limit):
+            seen = len(log_text())
+            got = call_failing(sock, method, params, n, more)
+            for i, m in enumerate(got):
+                with case.subTest(method=method, allocation=n, message=i, got=m):
+                    if m == "closed":
+                        continue
+                    if "error" in m:
+                        err = m["error"]
+                        name = err.rsplit(".", 1)[-1]
+                        owner = ifaces.get(err.rsplit(".", 1)[0])
+                        case.assertIsNotNone(owner, err)
+                        case.assertIn(name, owner.errors, err)
+                        try:
+                            owner.check(m.get("parameters", {}), owner.errors[name], err)
+                        except IdlError as e:
+                            case.fail(f"not what {err} declares: {e}")
+                        continue
+                    case.assertLess(i, len(base), "more messages than with nothing failing")
+                    try:
+                        iface.check(m.get("parameters"), output, method)
+                    except IdlError as e:
+                        case.fail(f"not what {method} declares: {e}")
+                    case.assertLessEqual(key_paths(base[i].get("parameters")),
+                                         key_paths(m.get("parameters")), "keys left out")
+                    case.assertEqual(bool(m.get("continues")), bool(base[i].get("continues")))
+                    if more:  # a stream's messages are the same ones, in the same order
+                        case.assertEqual(m.get("parameters"), base[i].get("parameters"))
+            alive()
+            if f"failalloc: allocation {n} failed\n" not in log_text()[seen:]:
+                break
+        else:
+            case.fail(f"{method}: allocations still failing at {n}")
+        swept[method] = max(swept.get(method, 0), n - 1)
+    return swept
 
 
 class Sim:
