@@ -47,6 +47,17 @@ char *wipe_json_dumps(const json_t *v, size_t flags)
 	return s;
 }
 
+json_t *wipe_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err)
+{
+	unsigned long before = wipe_alloc_failures();
+	json_t *v = json_loadb(buf, len, flags, err);
+	if (wipe_alloc_failures() != before) {
+		json_decref(v);
+		return NULL;
+	}
+	return v;
+}
+
 void wipe_install(void)
 {
 	json_set_alloc_funcs(wipe_malloc, wipe_free);

@@ -30,6 +30,13 @@ unsigned long wipe_alloc_failures(void);
  */
 char *wipe_json_dumps(const json_t *v, size_t flags);
 
+/*
+ * json_loadb, or NULL if an allocation failed meanwhile: jansson's parser drops a
+ * character it cannot keep (an ownerToken one short) and goes on. err as json_loadb
+ * leaves it.
+ */
+json_t *wipe_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err);
+
 /* malloc and strdup, with each failure counted (wipe_alloc_failures). */
 void *wipe_malloc(size_t n);
 char *wipe_strdup(const char *s);

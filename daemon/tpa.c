@@ -245,7 +245,7 @@ static json_t *result_start(struct tpa_result *res, int status, const char *body
 	memset(res, 0, sizeof(*res));
 	res->http_status = status;
 	res->retry_after = -1;
-	json_t *doc = body && body_len ? json_loadb(body, body_len, 0, NULL) : NULL;
+	json_t *doc = body && body_len ? wipe_json_loadb(body, body_len, 0, NULL) : NULL;
 	if (json_is_object(doc)) {
 		json_text(json_object_get(doc, "code"), res->code, sizeof(res->code));
 		json_t *m = json_object_get(doc, "message");
@@ -460,7 +460,7 @@ static void json_printable(json_t *v, char *dst, size_t size)
 /* Parse the token endpoint's JSON answer with everything tpad uses from it. */
 int tpa_oauth2_parse_reply(const char *body, size_t len, struct tpa_oauth2_reply *ret)
 {
-	json_t *doc = body ? json_loadb(body, len, 0, NULL) : NULL;
+	json_t *doc = body ? wipe_json_loadb(body, len, 0, NULL) : NULL;
 	int r = -EBADMSG;
 
 	if (!json_is_object(doc))
@@ -895,7 +895,7 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t);
 /* An OAuth2 error answer's "error" and "error_description" (RFC 6749 5.2), as one line. */
 static void oauth2_error(const char *body, size_t len, char *out, size_t outlen)
 {
-	json_t *j = body ? json_loadb(body, len, 0, NULL) : NULL;
+	json_t *j = body ? wipe_json_loadb(body, len, 0, NULL) : NULL;
 	const char *e = json_string_value(json_object_get(j, "error"));
 	const char *d = json_string_value(json_object_get(j, "error_description"));
 	if (e)
@@ -1296,7 +1296,7 @@ static void keygen_answer(struct tpa_call *c, const struct pool_result *pr)
 		return;
 	json_t *doc = NULL;
 	if (pr->res->status >= 200 && pr->res->status < 300)
-		doc = json_loadb(pr->res->body, pr->res->body_len, 0, NULL);
+		doc = wipe_json_loadb(pr->res->body, pr->res->body_len, 0, NULL);
 	if (!json_is_array(doc)) {
 		tpa_interpret_delete(pr->res->status, pr->res->body, pr->res->body_len,
 				     pr->res->retry_after, time(NULL), &res);

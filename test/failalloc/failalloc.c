@@ -3,9 +3,10 @@
  * library that makes one chosen allocation of a daemon fail, so that a test can see what
  * the daemon answers when memory runs out at that point.
  *
- * Once a thread reads "FAILALLOC:<n>;" from a descriptor (read, readv, recv), the n-th
- * allocation that thread makes from then on (malloc, calloc, realloc; n from 1) returns
- * NULL with errno ENOMEM, and one line "failalloc: allocation <n> failed" goes to stderr;
+ * Once a thread reads "FAILALLOC:<n>;" from a descriptor (read, readv, recv, or the
+ * plaintext of mbedtls_ssl_read: a TLS peer's answer), the n-th allocation that thread
+ * makes from then on (malloc, calloc, realloc; n from 1) returns NULL with errno ENOMEM,
+ * and one line "failalloc: allocation <n> failed" goes to stderr;
  * unless the thread waits for events first (epoll_wait: the event loop went back to
  * waiting), which ends the count. So a test that puts the text where the daemon reads it
  * (a parameter of a call, the body of a peer's answer) fails one allocation of the work
@@ -116,6 +117,16 @@ ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 		scan(iov[i].iov_base, n);
 		left -= n;
 	}
+	return r;
+}
+
+/* What mbedTLS decrypted: the marker in a TLS peer's answer (mbedTLS 2.28's signature). */
+int mbedtls_ssl_read(void *ssl, unsigned char *buf, size_t len);
+int mbedtls_ssl_read(void *ssl, unsigned char *buf, size_t len)
+{
+	static int (*real)(void *, unsigned char *, size_t);
+	int r = NEXT(real, "mbedtls_ssl_read")(ssl, buf, len);
+	scan(buf, r);
 	return r;
 }
 

@@ -167,6 +167,8 @@ static json_t *api_device_json(const struct sim *s, const struct sim_device *d)
 	json_t *o = device_json(d, false);
 	if (o && s->faults.echo_app_key && d->app_key[0])
 		json_object_set_new(o, "appKey", json_string(d->app_key));
+	if (o && s->faults.note[0])
+		json_object_set_new(o, "note", json_string(s->faults.note));
 	return o;
 }
 
@@ -504,7 +506,7 @@ static json_t *faults_json(const struct sim_faults *f)
 {
 	return json_pack(
 	    "{s:i, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:f, s:f, s:i, s:b, s:f, s:b, "
-	    "s:s, s:i, s:b, s:b}",
+	    "s:s, s:i, s:b, s:b, s:s}",
 	    "latency_ms", (int)f->latency_ms, "import_latency_ms", (int)f->import_latency_ms,
 	    "query_latency_ms", (int)f->query_latency_ms, "jitter_ms", (int)f->jitter_ms,
 	    "rate_5xx", f->rate_5xx, "rate_429", f->rate_429, "retry_after", (int)f->retry_after,
@@ -512,7 +514,7 @@ static json_t *faults_json(const struct sim_faults *f)
 	    "drop_before_import", f->drop_before_import, "idle_close_ms", (int)f->idle_close_ms,
 	    "slow", f->slow, "malformed", f->malformed, "refuse", f->refuse, "duplicate",
 	    duplicate_name(f->duplicate), "token_status", (int)f->token_status, "api_unauthorized",
-	    f->api_unauthorized, "echo_app_key", f->echo_app_key);
+	    f->api_unauthorized, "echo_app_key", f->echo_app_key, "note", f->note);
 }
 
 /* Apply the members of o to a copy of the faults; all or nothing. NULL or an error text. */
@@ -560,7 +562,13 @@ static const char *faults_update(struct sim_faults *faults, json_t *o)
 			b = &f.slow;
 		else if (strcmp(key, "refuse") == 0)
 			b = &f.refuse;
-		else if (strcmp(key, "duplicate") == 0) {
+		else if (strcmp(key, "note") == 0) {
+			const char *sv = json_string_value(v);
+			if (!sv || strlen(sv) >= sizeof(f.note))
+				return "note must be a string of at most 63 bytes";
+			snprintf(f.note, sizeof(f.note), "%s", sv);
+			continue;
+		} else if (strcmp(key, "duplicate") == 0) {
 			char num[16];
 			const char *sv = json_string_value(v);
 			if (json_is_integer(v)) {
