@@ -69,5 +69,11 @@ run "tpas mutant 6 (a session per AppSKey field, not per key) is caught" fail sa
 run "tpas rules hold with the LRC's FCntDn in uplinks" pass safety -DREPORT -DMAXCRASH=1
 run "tpas mutant 5 (the counter set to the LRC's FCntDn, not raised to it) is caught" fail \
 	safety -DREPORT -DMAXCRASH=1 -DMUTANT=5
+# tpas's session of an uplink (session.pml): a rejoin, POSTs delayed across it, a crash, a
+# lost answer and two resends while an earlier POST is out.
+model=$here/session.pml
+run "tpas session rule holds: each uplink journaled once, under its own session, no replay of another session's" pass safety
+run "tpas mutant 7 (an uplink without the AppSKey field takes the newest session) is caught" fail safety -DMUTANT=7
+run "tpas mutant 8 (a session begun when tpas got its key, not at its frame's time) is caught" fail safety -DMUTANT=8
 echo "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

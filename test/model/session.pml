@@ -1,0 +1,263 @@
+/*
+ * session.pml: which session tpas journals an uplink under (ARCHITECTURE.md §14), for one
+ * device that rejoins once: session A, then session B, NF uplinks each (FCntUp 0 and 1).
+ * An uplink that carries the AppSKey field names its session by the key
+ * (session_from_field() in tpas/tunnel.c); one without it takes the newest session that
+ * had begun by the uplink's frame time, else the newest (journal_session_at() in
+ * tpas/journal.c). The LRC posts each uplink with or without the field, delays any POST
+ * for as long as it likes (across the rejoin), resends one whose answer it did not get
+ * (the same request, or signed again: another Token), and answers get lost; tpas can be
+ * killed. README.md beside this file says which C each transition stands for.
+ *
+ * spin -DMUTANT=n breaks one rule on purpose; test/model/check.sh shows that Spin then
+ * finds a counterexample, so the checks of the real rules can fail. (Mutants 1 to 6 are
+ * tpas.pml's.)
+ */
+
+#ifndef MUTANT
+#define MUTANT 0
+#endif
+#ifndef MAXCRASH
+#define MAXCRASH 1
+#endif
+#ifndef MAXLOSS
+#define MAXLOSS 1 /* answers lost on their way to the LRC */
+#endif
+#ifndef MAXDUP
+#define MAXDUP 2 /* resends while an earlier POST of the uplink is still out (delayed) */
+#endif
+
+/*
+ * Time is one clock for the network and tpas: 0 before the device's first frame, then
+ * uplink u's frame is received by the network at FT(u) = u + 1 (A's frames, the rejoin,
+ * B's frames), and `now' moves on with them. Each POST's body carries its uplink's frame
+ * time (the body's Time); the signed Time is when the LRC signed it, never earlier, so
+ * frame_time() (the body's Time capped at the signed one) is FT(u) and the signed Time
+ * only makes the Token: 0, the first signature, or 1, signed again.
+ */
+#define NS 2		 /* sessions: 0 (A) and 1 (B, after the rejoin) */
+#define NF 2		 /* uplinks per session: FCntUp 0 and 1 */
+#define NU (NS * NF)	 /* uplink u is FCntUp u % NF of session u / NF */
+#define SESS(u) ((u) / NF)
+#define FT(u) ((u) + 1)
+#define NOSESS 255
+
+/* The journal (SQLite, durable). */
+byte row[NU];		/* (session, FCntUp) of the unique index: uplink + 1 it holds; 0: none */
+byte tokrow[NU * 2];	/* (uplink, Token) of the Token index: row + 1 it is in; 0: none */
+byte jcount[NU];	/* rows holding the device's uplink u */
+bool known[NS];		/* the session table: a session per AppSKey seen */
+byte start[NS];		/* its received_ms: the frame time of the uplink that brought its key */
+byte sid[NS];		/* its id (creation order) */
+byte nsess = 0;
+
+/* The network: the device's frames, the LRC's POSTs in flight (any order, any delay). */
+byte now = 0;
+byte fly[NU * 4];	/* POSTs of (uplink, Token, with the AppSKey field) in flight */
+byte nfly = 0;
+byte out[NU];		/* POSTs of the uplink without an answer yet */
+bool posted[NU];
+bool acked[NU];
+byte dups = 0;
+byte losses = 0;
+byte crashes = 0;
+
+#define FLY(u, tk, key) fly[((u) * 2 + (tk)) * 2 + (key)]
+
+/*
+ * The LRC posts uplink u once its frame was received: signed once (Token 0), or again
+ * (1) when it posts it again. A session's first uplink (after the join) carries the
+ * AppSKey field; a later one with or without it. Unless -DEARLY, a session's later
+ * uplinks are posted once its first one was answered 200 (see README.md).
+ */
+inline post(u, tk)
+{
+	if
+	:: u % NF == 0 -> FLY(u, tk, 1)++; key = 1
+	:: u % NF != 0 -> FLY(u, tk, 1)++; key = 1
+	:: u % NF != 0 -> FLY(u, tk, 0)++; key = 0
+	fi;
+	printf("LRC: POST %c%d, Token %d, AppSKey field %d\n", 'A' + SESS(u), u % NF, tk,
+	       key);
+	nfly++;
+	out[u]++
+}
+
+#ifdef EARLY
+#define MAY_POST(u) (FT(u) <= now)
+#else
+#define MAY_POST(u) (FT(u) <= now && (u % NF == 0 || acked[u - u % NF]))
+#endif
+
+/*
+ * Post uplink n: for the first time, again once the last POST got no answer, or again
+ * while one is still out (the LRC's time-out, the first sitting in a connection).
+ */
+inline lrc_post(n)
+{
+	atomic {
+		MAY_POST(n) && !acked[n] && (out[n] == 0 || dups < MAXDUP) ->
+		if :: out[n] > 0 -> dups++ :: else fi;
+		if
+		:: !posted[n] -> posted[n] = true; post(n, 0) /* its first signature */
+		:: posted[n] -> post(n, 0) /* the same request again */
+		:: posted[n] -> post(n, 1) /* signed again: another Time, another Token */
+		fi }
+}
+
+/* (The uplinks are spelled out here and in tpas's PICK: NS and NF are fixed.) */
+active proctype lrc()
+{
+	bit key;
+end:
+	do
+	:: atomic { /* the device's next frame (a rejoin before B's) */
+		now < NU -> now++;
+		printf("time %d: the network receives %c%d\n", now, 'A' + SESS(now - 1),
+		       (now - 1) % NF) }
+	:: lrc_post(0)
+	:: lrc_post(1)
+	:: lrc_post(2)
+	:: lrc_post(3)
+	od
+}
+
+/* What the LRC gets back: a 200 (or the answer is lost), or a refusal. */
+inline answer(u)
+{
+	if
+	:: losses < MAXLOSS -> losses++; printf("tpas: 200, lost\n")
+	:: true -> acked[u] = true; printf("tpas: 200\n")
+	fi;
+	out[u]--
+}
+
+/*
+ * journal_session_at(): the newest session begun by frame time t (received_ms <= t),
+ * else the newest; NOSESS when the device has none. Mutant 7 takes the newest.
+ */
+#if MUTANT == 7
+#define BEGUN(i, t) true /* mutant 7: every session counts as begun: the newest */
+#else
+#define BEGUN(i, t) (start[i] <= (t))
+#endif
+#define NEWER(i, s) (start[i] > start[s] || (start[i] == start[s] && sid[i] > sid[s]))
+inline session_at(t, s)
+{
+	s = NOSESS;
+	for (i : 0 .. NS - 1) {
+		if
+		:: known[i] && (s == NOSESS || (BEGUN(i, t) && !BEGUN(s, t)) ||
+				(BEGUN(i, t) == BEGUN(s, t) && NEWER(i, s))) -> s = i
+		:: else
+		fi
+	}
+}
+
+#define PICK(n) :: fly[n] > 0 -> k = n
+
+/*
+ * tpas takes one POST in one step: tunnel_check() picks the session (creating one is
+ * committed there and then), the writer commits the uplink. In tpas other POSTs are
+ * checked between the two, but a session is only ever made by a check, so where commits
+ * fall between checks changes no session any check picks; and which of two rows with one
+ * (session, FCntUp) commits first only swaps which check fails. Losing what is between
+ * the two is the crash below.
+ */
+active proctype tpas()
+{
+	byte u, tk, key, s, k, i;
+end:
+	do
+	:: atomic {
+		nfly > 0 ->
+		/* the next POST to reach tpas: any of those in flight */
+		if
+		PICK(0) PICK(1) PICK(2) PICK(3) PICK(4) PICK(5) PICK(6) PICK(7)
+		PICK(8) PICK(9) PICK(10) PICK(11) PICK(12) PICK(13) PICK(14) PICK(15)
+		fi;
+		fly[k]--;
+		nfly--;
+		u = k / 4;
+		tk = (k / 2) % 2;
+		key = k % 2;
+		printf("tpas: gets %c%d, Token %d, AppSKey field %d\n", 'A' + SESS(u), u % NF, tk,
+		       key);
+		/* tunnel_check(): the session */
+		if
+		:: key && known[SESS(u)] -> s = SESS(u) /* session_from_field(): its key */
+		:: key && !known[SESS(u)] && tokrow[u * 2 + tk] != 0 ->
+			s = NOSESS /* a journaled Token: a replay, answered with its seq */
+		:: key && !known[SESS(u)] && tokrow[u * 2 + tk] == 0 ->
+			/* a new session, committed at once; received_ms: the frame time */
+			known[SESS(u)] = true;
+#if MUTANT == 8
+			start[SESS(u)] = now; /* when tpas got the key */
+#else
+			start[SESS(u)] = FT(u);
+#endif
+			nsess++;
+			sid[SESS(u)] = nsess;
+			s = SESS(u);
+			printf("tpas: new session %c, begun at %d\n", 'A' + s, start[s])
+		:: !key -> session_at(FT(u), s)
+		fi;
+		if
+		:: s != NOSESS -> printf("tpas: read with session %c\n", 'A' + s)
+		:: else
+		fi;
+		if
+		:: !key && s == NOSESS ->
+			/* no session, no key: 404 unknown DevEUI; the LRC posts it again */
+			out[u]--;
+			printf("tpas: 404\n")
+		:: key && s == NOSESS -> answer(u)
+		:: s != NOSESS && crashes < MAXCRASH ->
+			/* kill -9 before the commit: the session stays, the LRC's connections drop
+			 * (what was in them is lost), it posts again what it got no answer for */
+			crashes++;
+			printf("tpas: killed before the commit\n");
+			for (i : 0 .. NU * 4 - 1) {
+				fly[i] = 0
+			}
+			nfly = 0;
+			for (i : 0 .. NU - 1) {
+				out[i] = 0
+			}
+		:: s != NOSESS ->
+			/* the writer's commit: uplink_store() */
+			if
+			:: tokrow[u * 2 + tk] != 0 -> /* the Token index: a replay */
+				printf("tpas: a replay of its Token\n")
+			:: tokrow[u * 2 + tk] == 0 && row[s * NF + u % NF] != 0 ->
+				/* the unique index on (DevEUI, session, FCntUp): a replay, which must
+				 * be the same uplink, not another session's */
+				printf("tpas: a replay of (%c, %d), which holds %c%d\n", 'A' + s, u % NF,
+				       'A' + SESS(row[s * NF + u % NF] - 1), (row[s * NF + u % NF] - 1) % NF);
+				assert(row[s * NF + u % NF] == u + 1)
+			:: tokrow[u * 2 + tk] == 0 && row[s * NF + u % NF] == 0 ->
+				/* journaled: under the session the device sent it in, once */
+				printf("tpas: journaled as (%c, %d)\n", 'A' + s, u % NF);
+				assert(s == SESS(u));
+				row[s * NF + u % NF] = u + 1;
+				tokrow[u * 2 + tk] = s * NF + u % NF + 1;
+				jcount[u]++;
+				assert(jcount[u] == 1)
+			fi;
+			answer(u)
+		fi }
+	od
+}
+
+/* When nothing can move any more: every uplink was answered 200 and is journaled once. */
+active proctype at_rest()
+{
+	byte u;
+	atomic {
+		timeout ->
+		assert(nfly == 0);
+		for (u : 0 .. NU - 1) {
+			assert(acked[u] && jcount[u] == 1 && row[u] == u + 1)
+		}
+	}
+}
