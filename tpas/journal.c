@@ -106,7 +106,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [ST_UPLINK_SESSION] =
 	"UPDATE session SET dev_addr = CASE WHEN ?2 <> '' THEN ?2 ELSE dev_addr END,"
-	" fcnt_dn_next = MAX(fcnt_dn_next, ?3) WHERE id = ?1",
+	" fcnt_dn_next = MAX(fcnt_dn_next, ?3),"
+	" received_ms = CASE WHEN ?4 > 0 THEN MIN(received_ms, ?4) ELSE received_ms END"
+	" WHERE id = ?1",
     [ST_UPLINKS_AFTER] = "SELECT seq, received_ms, dev_eui, customer_id, dev_addr, fport, fcnt_up,"
 			 " fcnt_dn, time, payload, encrypted, radio FROM uplink WHERE seq > ?"
 			 " ORDER BY seq LIMIT ?",
@@ -752,6 +754,7 @@ static int uplink_insert(sqlite3 *db, sqlite3_stmt *add, sqlite3_stmt *sess,
 		sqlite3_bind_int64(s, 1, u->session_id);
 		sqlite3_bind_text(s, 2, u->dev_addr, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, u->has_fcnt_dn ? u->fcnt_dn : 0);
+		sqlite3_bind_int64(s, 4, u->began_ms);
 		r = step_done(s);
 		if (r < 0)
 			return r;

@@ -37,6 +37,7 @@ struct journal_uplink {
 	bool encrypted;		 /* payload_hex is still the ciphertext (FPort 0) */
 	const char *radio;	 /* JSON object text */
 	bool update_session;	 /* record dev_addr and fcnt_dn in the session (they changed) */
+	int64_t began_ms;	 /* with update_session and > 0: the session began by then */
 	const char *token;	 /* the request's Token (64 hex digits), or NULL */
 	int64_t time_ms;	 /* the request's signed Time, unix ms (with the Token) */
 };
@@ -122,7 +123,8 @@ int journal_session_newest(struct journal *j, const char *customer_id, const cha
  * The session of dev_eui's uplink that the network received at at_ms, which came without
  * its AppSKey field: the newest of customer_id's sessions that began by then (received_ms
  * <= at_ms), so an uplink of the previous session that the LRC posts after the device
- * rejoined is read with its own key; with none begun by then (clocks), the newest.
+ * rejoined is read with its own key; with none begun by then, the newest (which the
+ * tunnel does not take: the uplink with the key of the session has not come yet).
  * 0, -ENOENT, -EBADMSG when its key does not unseal.
  */
 int journal_session_at(struct journal *j, const char *customer_id, const char *dev_eui,

@@ -166,13 +166,15 @@ static void cache_put(struct tunnel *t, const char *fp, const struct as_session 
 	c->s = *s;
 }
 
-/* The cached session (if any) after an uplink moved its DevAddr or FCntDn. */
+/* The cached session (if any) after an uplink moved its DevAddr, FCntDn or start. */
 static void cache_update(struct tunnel *t, const char *fp, int64_t id, const char *dev_addr,
-			 bool has_fcnt_dn, uint32_t fcnt_dn)
+			 bool has_fcnt_dn, uint32_t fcnt_dn, int64_t began_ms)
 {
 	struct cached_session *c = cache_slot(t, fp);
 	if (!c || strcmp(c->fp, fp) != 0 || c->s.id != id)
 		return;
+	if (began_ms > 0 && began_ms < c->s.received_ms)
+		c->s.received_ms = began_ms;
 	if (dev_addr[0])
 		snprintf(c->s.dev_addr, sizeof(c->s.dev_addr), "%s", dev_addr);
 	if (has_fcnt_dn && fcnt_dn > c->s.fcnt_dn_next)
@@ -189,6 +191,21 @@ static int64_t frame_time(const struct uplink *u, int64_t sent_ms)
 	if (!u->time[0] || uplink_time_parse(u->time, &ms) < 0 || ms > sent_ms)
 		return sent_ms;
 	return ms;
+}
+
+/*
+ * Whether s (journal_session_at's choice) can be the session of u, an uplink without the
+ * AppSKey field that the network received at frame_ms: s had begun by then (else no known
+ * session had: the uplink with its key has not come yet, or the LRC's clock went back) and
+ * has u's DevAddr (a rejoin gives a new one: an uplink of a session whose key has not come
+ * yet). Refused, the LRC posts it again, and it is read once its key is known; guessed, it
+ * would be journaled under another session's key and take that session's FCntUp.
+ */
+static bool session_can_carry(const struct as_session *s, const struct uplink *u, int64_t frame_ms)
+{
+	if (s->received_ms > frame_ms)
+		return false;
+	return !u->dev_addr[0] || !s->dev_addr[0] || strcmp(u->dev_addr, s->dev_addr) == 0;
 }
 
 /* Find or create the session of an uplink that carries an AppSKey field. */
@@ -322,6 +339,7 @@ struct pending {
 	int fport;
 	uint32_t fcnt_up, fcnt_dn;
 	bool has_fcnt_dn, encrypted, session_update;
+	int64_t began_ms; /* with session_update: the session began by then (0: as it was) */
 	char payload[2 * AS_MAX_FRM_PAYLOAD + 1];
 	char *radio;
 	char token[65];		    /* lower-case hex */
@@ -469,8 +487,16 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 			goto out;
 	} else {
 		/* Not necessarily the newest: a late uplink of the session before a rejoin. */
-		r = journal_session_at(t->journal, u.customer_id, u.dev_eui,
-				       frame_time(&u, sent_ms), &s);
+		int64_t frame_ms = frame_time(&u, sent_ms);
+		r = journal_session_at(t->journal, u.customer_id, u.dev_eui, frame_ms, &s);
+		if (r == 0 && !session_can_carry(&s, &u, frame_ms)) {
+			status = refuse(t, &t->stats.no_session, 503, ret_answer, u.dev_eui,
+					"no AppSKey field, and no session known here can have "
+					"carried it (%s): its uplink with the key has not come yet",
+					s.received_ms > frame_ms ? "none had begun by its Time"
+								 : "another DevAddr");
+			goto out;
+		}
 		if (r == -ENOENT && need_key) {
 			status = refuse(t, &t->stats.unknown_device, 404, ret_answer, u.dev_eui,
 					"unknown DevEUI: no AppSKey field and no stored key");
@@ -517,9 +543,16 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	p->fcnt_up = u.fcnt_up;
 	p->has_fcnt_dn = u.has_fcnt_dn;
 	p->fcnt_dn = u.fcnt_dn;
-	/* The session row changes only when the device moved or the LRC's FCntDn passed ours. */
-	p->session_update = s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
-					 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next));
+	/*
+	 * The session row changes only when the device moved, the LRC's FCntDn passed ours, or
+	 * an uplink with the key shows the session began before the one that brought it first
+	 * (so an uplink without the key between the two is no longer refused).
+	 */
+	int64_t frame_ms = frame_time(&u, sent_ms);
+	p->began_ms = u.key_kind != UPLINK_KEY_NONE && frame_ms < s.received_ms ? frame_ms : 0;
+	p->session_update =
+	    s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
+			 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next) || p->began_ms > 0);
 	p->encrypted = encrypted;
 	/* The cached session follows once the uplink is committed (not a replay, not failed). */
 	memcpy(p->fp, fp, sizeof(p->fp));
@@ -548,6 +581,7 @@ static struct journal_uplink uplink_of(const struct pending *p)
 	    .encrypted = p->encrypted,
 	    .radio = p->radio,
 	    .update_session = p->session_update,
+	    .began_ms = p->began_ms,
 	    .token = p->token,
 	    .time_ms = p->time_ms,
 	};
@@ -578,7 +612,8 @@ static int commit_list(struct tunnel *t, struct pending *list)
 static void committed_session(struct tunnel *t, const struct pending *p, int err)
 {
 	if (err == 0 && !p->duplicate && p->session_update && p->fp[0])
-		cache_update(t, p->fp, p->session_id, p->dev_addr, p->has_fcnt_dn, p->fcnt_dn);
+		cache_update(t, p->fp, p->session_id, p->dev_addr, p->has_fcnt_dn, p->fcnt_dn,
+			     p->began_ms);
 }
 
 /* The answer of one pending uplink after its commit (or the commit's failure). */
@@ -971,6 +1006,7 @@ const struct tunnel_outcome tunnel_outcomes[TUNNEL_OUTCOMES] = {
     OUTCOME("tooBig", "too_big", too_big),
     OUTCOME("timedOut", "timed_out", timed_out),
     OUTCOME("noASTK", "no_astk", no_astk),
+    OUTCOME("noSession", "no_session", no_session),
     OUTCOME("storeFailed", "store_failed", store_failed),
 };
 

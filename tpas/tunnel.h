@@ -29,6 +29,7 @@ struct tunnel_stats {
 	uint64_t too_big;	 /* 413 (431: a header section too large) */
 	uint64_t timed_out;	 /* 408: a request left unfinished for tunnel.timeout */
 	uint64_t no_astk;	 /* 503: an AppSKey field but no ASTK to unwrap it */
+	uint64_t no_session;	 /* 503: no AppSKey field, and no session it can be of yet */
 	uint64_t store_failed;	 /* 503: the journal could not commit */
 	uint64_t tls_failed;	 /* TLS handshakes that failed (no HTTP answer possible) */
 	/* Not requests: */
@@ -46,7 +47,7 @@ struct tunnel_outcome {
 	size_t offset; /* of its uint64_t in struct tunnel_stats */
 };
 
-#define TUNNEL_OUTCOMES 13
+#define TUNNEL_OUTCOMES 14
 extern const struct tunnel_outcome tunnel_outcomes[TUNNEL_OUTCOMES];
 
 /* The counter of outcome o in s. */

@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import pathlib
+import select
 import shutil
 import signal
 import socket
@@ -1631,6 +1632,74 @@ class Downlink(TpasCase):
         self.assertEqual(got, [(b"A 0", "01020304"), (b"B 0", "01020305"),
                                (b"A 1", "01020304"), (b"B 1", "01020305")])
 
+    def test_an_uplink_without_the_key_waits_for_its_sessions_key(self):
+        # The LRC posts a session's uplink without the AppSKey field before the one that
+        # carries its key (that one's POST held up, or lost and retried). No session known
+        # then can have carried it: answered 503 (counted noSession), and read with its
+        # own key once that came, on the LRC's next POST. (The Spin model of the session
+        # rule found both: taken with the newest session, or the one before the rejoin, it
+        # was journaled under another session's key and took its FCntUp.)
+        s, t = self.served_lrc()
+        astk = self.import_astk(t)
+        s.add_device(DEV, astk, dev_addr="01020304")
+        self.assertEqual(s.uplink(DEV, b"A 0")[0], 200)
+        s.add_device(DEV, astk, dev_addr="01020305")  # the rejoin: session B
+        b0 = s.build_uplink(DEV, b"B 0", fcnt=0)
+        time.sleep(0.01)
+        b1 = s.build_uplink(DEV, b"B 1", fcnt=1, with_key=False)
+        st, ans = s.post(*b1)  # A had begun by then, but B's DevAddr is not A's
+        self.assertEqual(st, 503, ans)
+        self.assertIn("another DevAddr", ans["error"])
+        self.assertEqual(s.post(*b0)[0], 200)
+        self.assertEqual(s.post(*b1)[0], 200)
+        # Session C's uplinks are held up until D's first one came: the newest session
+        # that had begun by C 1's Time is B, whose DevAddr is not C's.
+        s.add_device(DEV, astk, dev_addr="01020306")
+        held = [s.build_uplink(DEV, b"C 0", fcnt=0)]
+        time.sleep(0.01)
+        held.append(s.build_uplink(DEV, b"C 1", fcnt=1, with_key=False))
+        time.sleep(0.01)
+        s.add_device(DEV, astk, dev_addr="01020307")  # D
+        self.assertEqual(s.uplink(DEV, b"D 0")[0], 200)
+        st, ans = s.post(*held[1])
+        self.assertEqual(st, 503, ans)
+        self.assertIn("another DevAddr", ans["error"])
+        self.assertEqual(s.post(*held[0])[0], 200)
+        self.assertEqual(s.post(*held[1])[0], 200)
+        got = [(bytes.fromhex(u["payload"]), u["devAddr"], u["fCntUp"]) for u in t.uplinks()]
+        self.assertEqual(got, [(b"A 0", "01020304", 0), (b"B 0", "01020305", 0),
+                               (b"B 1", "01020305", 1), (b"D 0", "01020307", 0),
+                               (b"C 0", "01020306", 0), (b"C 1", "01020306", 1)])
+        self.assertEqual(t.status()["tunnel"]["noSession"], 2)
+        # Downlinks still go under the newest session (D's key, D's DevAddr).
+        with Client(t.apps) as c:
+            c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "01"})
+        self.assertEqual(s.state["violations"], [])
+        self.assertEqual(s.state["downlinks"][-1]["payload"], "01")
+
+    def test_a_session_begins_at_the_earliest_uplink_with_its_key(self):
+        # The LRC sends the key in some uplinks only. Its first uplink (with the key) is
+        # held up; the third (with the key) comes first, so the session seems to begin
+        # there and the second (without) is refused; once the first came, the session
+        # began at its Time, and the second is read on the LRC's next POST.
+        s, t = self.served_lrc()
+        s.add_device(DEV, self.import_astk(t), dev_addr="01020304")
+        ups = []
+        for n in range(3):
+            ups.append(s.build_uplink(DEV, b"A %d" % n, fcnt=n, with_key=n != 1))
+            time.sleep(0.01)
+        self.assertEqual(s.post(*ups[2])[0], 200)
+        st, ans = s.post(*ups[1])
+        self.assertEqual(st, 503, ans)
+        self.assertIn("none had begun by its Time", ans["error"])
+        self.assertEqual(s.post(*ups[0])[0], 200)
+        self.assertEqual(s.post(*ups[1])[0], 200)
+        self.assertEqual([bytes.fromhex(u["payload"]) for u in t.uplinks()],
+                         [b"A 2", b"A 0", b"A 1"])
+        t.stop()  # the start moved back in the store too, not only in the cache
+        t.start()
+        self.assertEqual(s.post(*ups[1])[1]["duplicate"], True)
+
     def test_the_same_appskey_in_another_field_is_the_same_session(self):
         # The LRC moves to key envelopes (or another ASTK) and retries an uplink journaled
         # already: the same key is the same session, so the retry is a replay and no
@@ -2758,8 +2827,17 @@ class Metrics(TpasCase):
         self.assertEqual(s.uplink(DEV, b"x")[0], 200)
         c = Client(t.apps)
         c.send("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
-        lrc.settimeout(10)
-        held, _ = lrc.accept()  # the downlink's connection: kept open, never answered
+        held = []  # the LRC's connections (the pool may open one ahead): never answered
+
+        def posted():
+            ready, _, _ = select.select([lrc] + held, [], [], 0.2)
+            for r in ready:
+                if r is lrc:
+                    held.append(lrc.accept()[0])
+                elif r.recv(1, socket.MSG_PEEK):
+                    return True
+            return False
+        wait_for(posted, 10, "the downlink's POST")  # in flight, not still in a buffer
         t.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         self.assertIsNone(t.proc.poll())  # still draining: the downlink is in flight
@@ -2769,7 +2847,8 @@ class Metrics(TpasCase):
         self.assertEqual(v['tpas_tunnel_requests_total{outcome="accepted"}'], 1)
         self.assertEqual(v["tpas_tunnel_connections"], 0)
         c.close()
-        held.close()
+        for h in held:
+            h.close()
         lrc.close()
         self.assertEqual(t.stop(), 0)
 
@@ -2855,7 +2934,7 @@ class Metrics(TpasCase):
         r = subprocess.run([promtool, "check", "rules", TPAS_RULES], capture_output=True,
                            text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("10 rules found", r.stdout)
+        self.assertIn("11 rules found", r.stdout)
 
         def series(name, instance, values, **labels):
             lab = ",".join(f'{k}="{v}"' for k, v in
@@ -2945,6 +3024,9 @@ class Metrics(TpasCase):
                 series(req, "as2", "0 0 0 4 8 12x65", outcome="no_astk"),
                 series(req, "as3", "0x70", outcome="wrong_key"),
                 series(req, "as3", "0x70", outcome="no_astk"),
+                series(req, "as1", "0+1x40 40x30", outcome="no_session"),
+                series(req, "as2", "0 0 1 2 2x66", outcome="no_session"),
+                series(req, "as3", "0x70", outcome="no_session"),
             ] + [series(req, a, "0+10x70", outcome="accepted") for a in ("as1", "as2", "as3")],
             "alert_rule_test": [
                 # Refused in two quarter hours in a row since 16m: pending for 5 minutes.
@@ -2969,7 +3051,18 @@ class Metrics(TpasCase):
                           "LRC's retries are then taken. The log names each DevEUI and the "
                           "KEKLabel or CustomerID missing (MESSAGE_ID "
                           "76b9d42487fa44238935ed01d93f8eeb, STATUS 503); tpactl as astks "
-                          "lists the ASTKs held.", severity="warning", outcome="no_astk")]},
+                          "lists the ASTKs held.", severity="warning", outcome="no_astk"),
+                    alert("as1", "tpas on as1 refuses tunnel requests: no_session",
+                          "15 uplinks in 15 minutes, and more in the 15 before, came without "
+                          "an AppSKey field and from no session whose key tpas has (none had "
+                          "begun by their Time, or its DevAddr is not theirs): they are "
+                          "answered 503 and reach no application until an uplink of their "
+                          "session with the key is taken. If the LRC sends the key only in a "
+                          "session's first uplink and that one was lost, the device must join "
+                          "again, or the LRC be set to send the AppSKey in every uplink. The "
+                          "log names each DevEUI (MESSAGE_ID "
+                          "76b9d42487fa44238935ed01d93f8eeb, STATUS 503).",
+                          severity="warning", outcome="no_session")]},
                 # Imported at 40m: no refusal in the last quarter hour by 56m.
                 quiet("56m", "TpasTunnelRefusing"),
             ],
@@ -3046,7 +3139,7 @@ class Metrics(TpasCase):
                 return rules if all(r.get("lastEvaluation", "").startswith("2")
                                     for r in rules) else None
             rules = wait_for(evaluated, 30, "the rules evaluated")
-            self.assertEqual(len(rules), 10)
+            self.assertEqual(len(rules), 11)
             self.assertTrue(all(r["health"] == "ok" for r in rules), rules)
             self.assertEqual([r["name"] for r in rules if r.get("state") == "firing"], [])
             for _ in range(2):
