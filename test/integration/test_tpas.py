@@ -2538,6 +2538,47 @@ class Commands(TpasCase):
                 self.assertIn("Use the admin socket: --socket /run/tpas/admin.sock", p.stderr)
         self.assertEqual(t.status()["journal"]["astks"], 0)
 
+    def test_the_setup_by_hand_with_the_lrc_simulator_program(self):
+        """README's setup tried by hand, with test/lrc-sim/lrc_sim.py as a program for the
+        network: device (Key Manager's encryptedASKey for the public key of keygen),
+        import-astk, uplink (text, or hex on another port), a downlink the serving
+        simulator checks, across its processes' shared state file."""
+        lrc = [sys.executable, os.path.join(tpadtest.SRC_ROOT, "test", "lrc-sim",
+                                            "lrc_sim.py")]
+        state = os.path.join(self.tmp, "lrc.json")
+        pem = os.path.join(self.tmp, "as-public.pem")
+        pathlib.Path(pem).write_text(self.public_pem)
+        server = subprocess.Popen([*lrc, "serve", "--state", state, "--key", TUNNEL_KEY],
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (server.terminate(), server.wait(), server.stdout.close()))
+        port = int(server.stdout.readline())
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{port}").start()
+
+        def run(*args, check=0):
+            p = subprocess.run([*lrc, *args], capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, check, p.stderr)
+            return p
+        up = ["uplink", "--state", state, "--key", TUNNEL_KEY, "--url", t.url, "--dev-eui", DEV]
+        p = run(*up, "--text", "hi", check=2)
+        self.assertIn(f"no device {DEV} in {state}: add it first with lrc_sim.py device", p.stderr)
+        enc = run("device", "--state", state, "--dev-eui", DEV, "--public-key",
+                  pem).stdout.strip()
+        t.tpactl("as", "import-astk", enc, check=0)
+        self.assertEqual(run(*up, "--text", "hi").stdout.strip(),
+                         '200 {"seq": 1, "duplicate": false}')
+        self.assertEqual(run(*up, "--hex", "00D730", "--fport", "2").stdout.split()[0], "200")
+        ups = t.uplinks()
+        self.assertEqual([(u["fPort"], u["payload"]) for u in ups],
+                         [(1, "6869"), (2, "00D730")])
+        # A device added while the simulator serves is known to its next downlink.
+        p = t.tpactl("as", "send", "--dev-eui", DEV, "--port", "2", "--payload", "0384", check=0)
+        self.assertIn("LRC answered 200 Request queued by LRC", p.stdout)
+        with open(state) as f:
+            got = json.load(f)
+        self.assertEqual([(d["dev_eui"], d["payload"]) for d in got["downlinks"]],
+                         [(DEV, "0384")])
+        self.assertEqual(got["violations"], [])
+
     def test_a_store_key_that_is_not_the_stores_is_refused(self):
         """Another valid key for an existing store: refused at start and by --check-config,
         nothing written (tpas once started, answered 503 for known devices and sealed new
