@@ -184,9 +184,28 @@ static bool ctl_offers(struct ctl *c, const char *iface, char *ver, size_t verle
 	return offers;
 }
 
+/*
+ * tpas's admin method (io.tpad.ASAdmin) on a socket that does not serve it: its apps
+ * socket, which serves io.tpad.AS only, or not tpas at all. Says which socket to use.
+ */
+static int ctl_wrong_tpas_socket(struct ctl *c, const char *method)
+{
+	char ver[64];
+	bool apps = ctl_offers(c, "io.tpad.AS", ver, sizeof(ver));
+	fprintf(stderr,
+		"tpactl: %s is a method of tpas's admin socket, but %s is %s\n"
+		"Use the admin socket: --socket " TPAS_RUNDIR "/admin.sock (admin.socket in "
+		"tpas.conf).\n",
+		method, c->path, apps ? "its apps socket" : "not a socket of tpas");
+	return CTL_EXIT_USAGE;
+}
+
 int ctl_wrong_socket(struct ctl *c, const char *method, json_t *reply)
 {
 	const char *err = json_string_value(json_object_get(reply, "error"));
+	if (err && strcmp(err, PROTO_ERR_METHOD_NOT_FOUND) == 0 &&
+	    strncmp(method, "io.tpad.ASAdmin.", 16) == 0)
+		return ctl_wrong_tpas_socket(c, method);
 	bool admin = strncmp(method, "io.tpad.Admin.", 14) == 0;
 	bool station = strncmp(method, "io.tpad.Station.", 16) == 0;
 	if (!err || strcmp(err, PROTO_ERR_METHOD_NOT_FOUND) != 0 || !(admin || station))

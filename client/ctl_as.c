@@ -17,7 +17,7 @@
 
 #include "ctl.h"
 #include "frame.h"
-#include "hex.h"
+#include "message.h"
 #include "tpad-build.h"
 
 #define EXIT_OK 0
@@ -91,9 +91,15 @@ static int as_keygen(const char *out, bool json_out)
 			errno = EEXIST;
 	}
 	if (fd < 0) {
-		fprintf(stderr, "tpactl: %s: %s%s\n", out, strerror(errno),
-			errno == EEXIST ? " (remove it first: an imported ASTK needs its key)"
-					: "");
+		if (errno == EEXIST)
+			fprintf(
+			    stderr,
+			    "tpactl: %s: File exists: a key is never overwritten, since the "
+			    "ASTKs imported for its public key need it\nFor a new pair, move it "
+			    "away first (then give Key Manager the new public key).\n",
+			    out);
+		else
+			fprintf(stderr, "tpactl: %s: %s\n", out, strerror(errno));
 		goto out;
 	}
 	size_t len = strlen((char *)priv), off = 0;
@@ -212,8 +218,10 @@ static int as_uplinks(struct ctl *c, long long after, bool follow, bool json_out
 		json_decref(reply);
 		if (!more && follow) {
 			/* A followed stream ends only when tpas stops: a script should know. */
-			fprintf(stderr, "tpactl: tpas ended the stream (it is stopping); follow again "
-					"with --after the last seq\n");
+			fprintf(stderr,
+				"tpactl: tpas ended the stream (it is stopping); follow again "
+				"with --after %lld\n",
+				after);
 			return EXIT_CONNECT;
 		}
 		if (!more)
@@ -248,7 +256,7 @@ static int as_call(struct ctl *c, const char *method, json_t *params, bool json_
 	if (r < 0)
 		return EXIT_REPLY; /* the link failed mid-call */
 	if (r > 0)
-		return EXIT_REPLY;
+		return r; /* an error reply (1), or the wrong socket (2) */
 	if (json_out || !print)
 		ctl_print_json(res);
 	else
@@ -354,6 +362,69 @@ static void print_status(json_t *r)
 	       (long long)json_integer_value(json_object_get(r, "subscribers")));
 }
 
+/*
+ * A long option tpactl as does not have: one line, and the closest option when there is
+ * one (getopt's own message and the whole usage said neither).
+ */
+static int as_unknown_option(const struct option *opts, const char *bad)
+{
+	const char *best = bad[0] == '-' && bad[1] == '-' ? ctl_closest_option(opts, bad) : NULL;
+	if (!best)
+		return as_usage_error("unknown option '%s'", bad);
+	fprintf(stderr, "tpactl: unknown option '%s'\nDid you mean '--%s'? (tpactl as --help)\n",
+		bad, best);
+	return EXIT_USAGE;
+}
+
+/* The option or argument of tpactl as that gives parameter name. */
+static const char *as_option_of(const char *name)
+{
+	static const struct {
+		const char *param, *option;
+	} names[] = {{"encryptedASKey", "encryptedASKey"},
+		     {"label", "--label"},
+		     {"customerID", "--customer-id"},
+		     {"devEUI", "--dev-eui"},
+		     {"fPort", "--port"},
+		     {"payload", "--payload"}};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(names[i].param, name) == 0)
+			return names[i].option;
+	return name;
+}
+
+/*
+ * Check params locally by the protocol's own table (proto_validate(), as tpas does), so
+ * that a value tpas would refuse is a usage error before anything is sent (tpactl(1)).
+ * For a hexadecimal value, say what is in the way: a 0x, a space or a colon, as copied.
+ */
+static int as_check_params(const char *method, json_t *params)
+{
+	const struct method_spec *m = proto_method_find(method);
+	struct proto_fault fault;
+	if (!m || proto_validate(m, params, &fault) == 0)
+		return 0;
+	const char *opt = as_option_of(fault.parameter);
+	const char *v = json_string_value(json_object_get(params, fault.parameter));
+	char detail[96] = "";
+	size_t bad = v ? strspn(v, "0123456789abcdefABCDEF") : 0;
+	bool hex = strstr(fault.reason, "hexadecimal") != NULL;
+	if (hex && v && v[bad])
+		snprintf(detail, sizeof(detail),
+			 "; character %zu is '%c': give the digits alone, without 0x, spaces, "
+			 "dashes or colons",
+			 bad + 1, v[bad]);
+	else if (hex && v)
+		snprintf(detail, sizeof(detail), "; it has %zu", strlen(v));
+	/* encryptedASKey is 512 digits: not echoed whole. */
+	if (v && strlen(v) <= 32)
+		fprintf(stderr, "tpactl: %s %s, not '%s'%s\n", opt, fault.reason, v, detail);
+	else
+		fprintf(stderr, "tpactl: %s %s%s\n", opt, fault.reason, detail);
+	fputs("Try 'tpactl as --help'.\n", stderr);
+	return -EINVAL;
+}
+
 enum as_opt {
 	AO_SOCKET = 300,
 	AO_JSON,
@@ -392,7 +463,8 @@ int ctl_as_main(int argc, char **argv)
 	unsigned used = 0;
 	int o;
 	optind = 1;
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	opterr = 0; /* one line and a hint, as tpactl's other commands */
+	while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		if (o >= AO_OUT)
 			used |= 1u << (o - AO_OUT);
 		switch (o) {
@@ -440,9 +512,10 @@ int ctl_as_main(int argc, char **argv)
 				port = v;
 			break;
 		}
+		case ':':
+			return as_usage_error("%s needs a value", argv[optind - 1]);
 		default:
-			as_usage(stderr);
-			return EXIT_USAGE;
+			return as_unknown_option(opts, argv[optind - 1]);
 		}
 	}
 	/* argv[optind] is "as". */
@@ -474,8 +547,24 @@ int ctl_as_main(int argc, char **argv)
 	for (int i = 0; i < (int)(sizeof(table) / sizeof(table[0])); i++)
 		if (strcmp(table[i].name, cmd) == 0)
 			k = i;
-	if (k < 0)
-		return as_usage_error("as: unknown command '%s'", cmd);
+	if (k < 0) {
+		const char *best = NULL;
+		size_t bd = 3;
+		for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+			size_t d = ctl_command_distance(cmd, table[i].name);
+			if (d < bd) {
+				bd = d;
+				best = table[i].name;
+			}
+		}
+		if (!best)
+			return as_usage_error("as: unknown command '%s'", cmd);
+		fprintf(stderr,
+			"tpactl: as: unknown command '%s'\nDid you mean 'tpactl as %s'? "
+			"(tpactl as --help lists them)\n",
+			cmd, best);
+		return EXIT_USAGE;
+	}
 	if (used & ~table[k].opts) {
 		for (const struct option *p = opts; p->name; p++)
 			if (p->val >= AO_OUT && (used & ~table[k].opts & (1u << (p->val - AO_OUT))))
@@ -494,12 +583,7 @@ int ctl_as_main(int argc, char **argv)
 	const char *method = NULL;
 	void (*print)(json_t *) = NULL;
 	if (strcmp(cmd, "import-astk") == 0) {
-		const char *hex = argv[optind];
-		if (strlen(hex) % 2 || !hex_valid_any(hex))
-			return as_usage_error("encryptedASKey must be hexadecimal digits");
-		if (dev && !hex_valid(dev, 16))
-			return as_usage_error("--dev-eui must be 16 hexadecimal digits");
-		params = json_pack("{s:s}", "encryptedASKey", hex);
+		params = json_pack("{s:s}", "encryptedASKey", argv[optind]);
 		if (label)
 			json_object_set_new(params, "label", json_string(label));
 		if (customer)
@@ -512,12 +596,10 @@ int ctl_as_main(int argc, char **argv)
 		method = "io.tpad.ASAdmin.ListASTKs";
 		print = print_astks;
 	} else if (strcmp(cmd, "send") == 0) {
-		if (!dev || !hex_valid(dev, 16))
-			return as_usage_error("as send needs --dev-eui (16 hexadecimal digits)");
-		if (port < 1 || port > 223)
-			return as_usage_error("as send needs --port 1 to 223");
-		if (!payload || strlen(payload) % 2 || (*payload && !hex_valid_any(payload)))
-			return as_usage_error("as send needs --payload HEX (may be \"\")");
+		if (!dev || port < 0 || !payload)
+			return as_usage_error(
+			    "as send needs --dev-eui EUI, --port N and --payload HEX "
+			    "(may be \"\")");
 		params = json_pack("{s:s, s:I, s:s, s:b}", "devEUI", dev, "fPort", (json_int_t)port,
 				   "payload", payload, "confirmed", confirmed);
 		method = "io.tpad.AS.SendDownlink";
@@ -525,6 +607,10 @@ int ctl_as_main(int argc, char **argv)
 	} else if (strcmp(cmd, "status") == 0) {
 		method = "io.tpad.AS.Status";
 		print = print_status;
+	}
+	if (params && as_check_params(method, params) < 0) {
+		json_decref(params);
+		return EXIT_USAGE;
 	}
 	struct stat st;
 	if (stat(sock, &st) < 0 && errno == ENOENT) {

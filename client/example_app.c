@@ -302,40 +302,43 @@ static void stop(int sig)
 	_exit(0);
 }
 
-static int usage(const char *why)
+/* The usage line on f; with why, an error on stderr first. */
+static int usage(FILE *f, const char *why)
 {
 	if (why)
 		fprintf(stderr, "example-app: %s\n", why);
-	fprintf(stderr, "usage: example-app [--socket PATH] [--state FILE] [--interval SECONDS]\n"
-			"                   [--retry-max SECONDS]\n");
+	fprintf(f, "usage: example-app [--socket PATH] [--state FILE] [--interval SECONDS]\n"
+		   "                   [--retry-max SECONDS]\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
-					     {"state", required_argument, NULL, 'f'},
-					     {"interval", required_argument, NULL, 'i'},
-					     {"retry-max", required_argument, NULL, 'r'},
-					     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"socket", required_argument, NULL, 's'},	{"state", required_argument, NULL, 'f'},
+	    {"interval", required_argument, NULL, 'i'}, {"retry-max", required_argument, NULL, 'r'},
+	    {"help", no_argument, NULL, 'h'},		{NULL, 0, NULL, 0}};
 	char *end;
 	for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		long v = o == 'i' ? strtol(optarg, &end, 10) : 0;
-		if (o == 's')
+		if (o == 'h') { /* as example_app.py's --help */
+			usage(stdout, NULL);
+			return 0;
+		} else if (o == 's')
 			socket_path = optarg;
 		else if (o == 'f')
 			state = optarg;
 		else if (o == 'i' && (v < 1 || v > 65535 || *end))
-			return usage("--interval must be 1 to 65535");
+			return usage(stderr, "--interval must be 1 to 65535");
 		else if (o == 'i')
 			interval = (int)v;
 		else if (o == 'r' && ((retry_max = strtod(optarg, &end)) < 0.2 || *end))
-			return usage("--retry-max must be at least 0.2");
+			return usage(stderr, "--retry-max must be at least 0.2");
 		else if (o == '?')
-			return usage(NULL);
+			return usage(stderr, NULL);
 	}
 	if (optind < argc)
-		return usage(NULL);
+		return usage(stderr, NULL);
 	long long seq;
 	int r = load_seq(state, &seq);
 	if (r < 0) {

@@ -285,8 +285,7 @@ __attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, co
 	return CTL_EXIT_USAGE;
 }
 
-/* Edit distance of two short words (commands, option names). */
-static size_t distance(const char *a, const char *b)
+size_t ctl_distance(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b);
 	if (la > 31 || lb > 31)
@@ -309,23 +308,26 @@ static size_t distance(const char *a, const char *b)
 static const char *suggest_command(const char *name)
 {
 	const char *best = NULL;
-	size_t bd = 3, n = strlen(name);
+	size_t bd = 3;
 	for (size_t i = 0; i < N_COMMANDS; i++) {
-		size_t d = distance(name, commands[i].name);
-		if (n >= 2 && strncmp(commands[i].name, name, n) == 0)
-			d = 1;
+		size_t d = ctl_command_distance(name, commands[i].name);
 		if (d < bd) {
 			bd = d;
 			best = commands[i].name;
 		}
 	}
-	if (!best && distance(name, "help") < 2)
+	if (!best && ctl_distance(name, "help") < 2)
 		best = "help";
 	return best;
 }
 
-/* An unknown long option: named, with the closest one when there is one. */
-static int unknown_option(const struct option *opts, const char *bad, const char *hint_cmd)
+size_t ctl_command_distance(const char *name, const char *command)
+{
+	size_t n = strlen(name);
+	return n >= 2 && strncmp(command, name, n) == 0 ? 1 : ctl_distance(name, command);
+}
+
+const char *ctl_closest_option(const struct option *opts, const char *bad)
 {
 	char name[64];
 	snprintf(name, sizeof(name), "%s", bad[0] == '-' && bad[1] == '-' ? bad + 2 : bad);
@@ -335,12 +337,19 @@ static int unknown_option(const struct option *opts, const char *bad, const char
 	const char *best = NULL;
 	size_t bd = 3;
 	for (const struct option *p = opts; p->name; p++) {
-		size_t d = distance(name, p->name);
+		size_t d = ctl_distance(name, p->name);
 		if (d < bd) {
 			bd = d;
 			best = p->name;
 		}
 	}
+	return best;
+}
+
+/* An unknown long option: named, with the closest one when there is one. */
+static int unknown_option(const struct option *opts, const char *bad, const char *hint_cmd)
+{
+	const char *best = ctl_closest_option(opts, bad);
 	if (!best)
 		return usage_error(hint_cmd, "unknown option '%s'", bad);
 	fprintf(stderr, "tpactl: unknown option '%s'\n", bad);

@@ -589,10 +589,17 @@ static void h_import_astk(struct asapi *a, struct req *r)
 	static char pem[4096];
 	int rc = cred_load_text("as-rsa-key", cfg->rsa_key_file, pem, sizeof(pem));
 	if (rc < 0) {
-		char why[PATH_MAX + 240], explain[PATH_MAX + 200];
+		char why[2 * PATH_MAX + 300], explain[PATH_MAX + 200];
+		/* None yet (the empty placeholder, or no file): say what makes one. */
+		bool none = rc == -ENODATA || rc == -ENOENT;
 		snprintf(
-		    why, sizeof(why), "cannot load the RSA key: %s",
-		    cred_explain(rc, "as-rsa-key", cfg->rsa_key_file, explain, sizeof(explain)));
+		    why, sizeof(why), "cannot load the RSA key: %s%s%s",
+		    cred_explain(rc, "as-rsa-key", cfg->rsa_key_file, explain, sizeof(explain)),
+		    none ? ": make it with tpactl as keygen --out " : "",
+		    none ? (cfg->rsa_key_file && *cfg->rsa_key_file
+				? cfg->rsa_key_file
+				: "/etc/tpas/credentials/as-rsa-key, then restart tpas")
+			 : "");
 		log_warnx("ImportASTK: %s", why);
 		req_error(r, "io.tpad.ASAdmin.NoRsaKey", json_pack("{s:s}", "reason", why));
 		return;

@@ -169,7 +169,8 @@ static int check_rsa_key(const struct asconf *cfg)
 	if (not_rsa)
 		log_errx(
 		    "the RSA key %s holds no RSA private key (a public key, or another kind?): "
-		    "make one with tpactl as keygen --out %s, or empty the file for none yet",
+		    "empty the file (none yet), then make one with tpactl as keygen --out %s "
+		    "(it fills an empty file, never overwrites a key)",
 		    shown, file ? file : "FILE");
 	else if (r == -ENOENT && file)
 		log_errx("the RSA key %s does not exist: make it with tpactl as keygen --out %s, "

@@ -1023,10 +1023,16 @@ class Tunnel(TpasCase):
                                    ("--label", 'q"uote', "label"),
                                    ("--customer-id", "cust \u00e9", "customerID")):
             with self.subTest(value=value):
+                with Client(t.admin) as c:
+                    with self.assertRaises(VarlinkError) as e:
+                        c.call("io.tpad.ASAdmin.ImportASTK",
+                               {"encryptedASKey": enc, param: value})
+                self.assertEqual(e.exception.error, "io.tpad.ASAdmin.InvalidParameter")
+                self.assertEqual(e.exception.params["parameter"], param)
+                # tpactl checks it before sending, as a usage error naming its option.
                 p = t.tpactl("as", "import-astk", enc, flag, value)
-                self.assertEqual(p.returncode, 1, p.stdout)
-                self.assertIn("InvalidParameter", p.stderr)
-                self.assertIn(param, p.stderr)
+                self.assertEqual(p.returncode, 2, p.stdout)
+                self.assertIn(f"tpactl: {flag} must be", p.stderr)
         self.assertEqual(t.tpactl("as", "astks", "--json", check=0).stdout.strip(), '{"astks":[]}')
 
     def test_bad_encrypted_askey_and_no_rsa_key(self):
@@ -2201,6 +2207,14 @@ class ExampleAppCases:
     def wait_seq(self, out, seq, what):
         wait_for(lambda: seq in self.seen(out)[0], 10, what)
 
+    def test_help(self):
+        """--help prints the options and exits 0, in either example ("the same options")."""
+        p = subprocess.run([*self.command(), "--help"], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for option in ("--socket", "--state", "--interval", "--retry-max"):
+            self.assertIn(option, p.stdout)
+
     def test_follows_answers_resumes_after_kill9_and_reconnects(self):
         t, s = self.downlink_ready()  # seq 1: "hi" on FPort 1
         state = os.path.join(self.tmp, "app.seq")
@@ -2464,6 +2478,13 @@ class Commands(TpasCase):
                            text=True, timeout=120)
         self.assertEqual(p.returncode, 1)
         self.assertIn("File exists", p.stderr)
+        # Why, and what to do for a new pair; not "remove it", which loses the key the
+        # imported ASTKs need.
+        self.assertIn("a key is never overwritten", p.stderr)
+        self.assertIn("move it away first", p.stderr)
+        self.assertNotIn("remove it", p.stderr)
+        with open(out) as f:
+            self.assertIn("PRIVATE KEY", f.read())
         p = subprocess.run([TPACTL, "as", "keygen"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
 
@@ -2500,7 +2521,8 @@ class Commands(TpasCase):
         t.start()
         p = t.tpactl("as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16)))
         self.assertNotEqual(p.returncode, 0)
-        self.assertIn(f"{rsa} is empty", p.stderr + p.stdout)
+        self.assertIn(f"{rsa} is empty: make it with tpactl as keygen --out {rsa}",
+                      p.stderr + p.stdout)
         t.stop()
         # Anything else that is not an RSA private key stops --check-config and the start,
         # naming the file and the fix: a public key, garbage, another kind of key, no file.
@@ -2522,6 +2544,17 @@ class Commands(TpasCase):
                     self.assertEqual(p.returncode, 1, p.stderr)
                     self.assertIn(want, p.stderr)
                     self.assertIn(f"tpactl as keygen --out {rsa}", p.stderr)
+                if os.path.exists(rsa):
+                    # The fix it names works as written: keygen never overwrites a file
+                    # that holds anything, so the file is emptied first.
+                    self.assertIn("empty the file (none yet), then make one with", p.stderr)
+                    pathlib.Path(rsa).write_text("")
+                    k = subprocess.run([TPACTL, "as", "keygen", "--out", rsa],
+                                       capture_output=True, text=True, timeout=120)
+                    self.assertEqual(k.returncode, 0, k.stderr)
+                    p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
+                                       capture_output=True, text=True, timeout=30)
+                    self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_check_config_names_the_credentials_it_cannot_see(self):
         """Run by hand, --check-config cannot see what the unit's LoadCredential= gives at
@@ -2589,13 +2622,16 @@ class Commands(TpasCase):
         # tpas stopping ends a followed stream: said on stderr, exit 3 (it was a silent 0).
         wait_for(lambda: t.status()["subscribers"] == 0, 10, "the last follower gone")
         f = subprocess.Popen([TPACTL, "--socket", t.apps, "as", "uplinks", "--follow",
-                              "--after", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              "--after", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
         wait_for(lambda: t.status()["subscribers"] >= 1, 10, "the follower")
         t.stop()
-        _, err = f.communicate(timeout=20)
+        out, err = f.communicate(timeout=20)
         self.assertEqual(f.returncode, 3, err)
         self.assertIn("tpas ended the stream", err)
+        # It names the seq to follow again from: the last one it printed.
+        self.assertIn("follow again with --after 3\n", err)
+        self.assertEqual([int(x.split()[0]) for x in out.splitlines()], [3])
         t.start()
         # The admin interface is not on the apps socket.
         with Client(t.apps) as c:
@@ -2604,6 +2640,102 @@ class Commands(TpasCase):
             self.assertEqual(e.exception.error, "org.varlink.service.MethodNotFound")
             info = c.call("org.varlink.service.GetInfo")
             self.assertEqual(info["interfaces"], ["org.varlink.service", "io.tpad.AS"])
+
+    def test_a_newcomers_mistakes_are_usage_errors_that_say_what_is_wrong(self):
+        """What tpas would refuse is checked before anything is sent (tpactl(1): exit 2),
+        and the message says what is in the way: a 0x, spaces, dashes or colons as
+        copied, or the length; a typo gets one hint line with the closest command or
+        option, not the whole usage. Nothing is stored or sent."""
+        t, s = self.downlink_ready()
+        enc = encrypt_astk(self.public_pem, os.urandom(16))
+        spaced = " ".join(enc[i:i + 8] for i in range(0, len(enc), 8))
+        for args, said in [
+                (["as", "import-astk", "0x" + enc], "character 2 is 'x': give the digits "
+                 "alone, without 0x, spaces, dashes or colons"),
+                (["as", "import-astk", spaced], "character 9 is ' '"),
+                (["as", "import-astk", enc[:64]], "encryptedASKey must be an even number "
+                 "(128 to 1024) of hexadecimal digits; it has 64"),
+                (["as", "import-astk", enc, "--dev-eui", "00-24-AE-B3-C0-2B-E1-C4"],
+                 "--dev-eui must be 16 hexadecimal digits, not '00-24-AE-B3-C0-2B-E1-C4'; "
+                 "character 3 is '-'"),
+                (["as", "send", "--dev-eui", "00:24:AE:B3:C0:2B:E1:C4", "--port", "2",
+                  "--payload", "01"], "character 3 is ':'"),
+                (["as", "send", "--dev-eui", DEV, "--port", "2", "--payload", "00" * 243],
+                 "--payload must be an even number (0 to 484) of hexadecimal digits; it has "
+                 "486"),
+                (["as", "send", "--dev-eui", DEV, "--port", "2"],
+                 "as send needs --dev-eui EUI, --port N and --payload HEX"),
+                (["as", "upliks"], "Did you mean 'tpactl as uplinks'?"),
+                (["as", "uplinks", "--folow"], "Did you mean '--follow'? (tpactl as --help)"),
+                (["as", "keygen", "--out"], "--out needs a value")]:
+            with self.subTest(args=args[:2] + [a[:20] for a in args[2:]]):
+                p = t.tpactl(*args)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn(said, p.stderr)
+                self.assertLessEqual(len(p.stderr.splitlines()), 2, p.stderr)
+        self.assertEqual(len(json.loads(t.tpactl("--json", "as", "astks",
+                                                 check=0).stdout)["astks"]), 1)
+        self.assertEqual(len(s.state["downlinks"]), 0)
+        # Either case of a DevEUI is the same device.
+        t.tpactl("as", "send", "--dev-eui", DEV.lower(), "--port", "2", "--payload", "01",
+                 check=0)
+        self.assertEqual(len(s.state["downlinks"]), 1)
+
+    def test_an_admin_command_on_the_apps_socket_names_the_admin_socket(self):
+        """tpactl(1): a command sent to the wrong socket is a usage error that says which
+        socket to use; for tpas, an ASAdmin command on its apps socket (it was
+        "MethodNotFound", exit 1)."""
+        t = self.tpas().start()
+        for args in (["as", "astks"],
+                     ["as", "import-astk", encrypt_astk(self.public_pem, os.urandom(16))]):
+            with self.subTest(command=args[1]):
+                p = subprocess.run([TPACTL, "--socket", t.apps, *args], capture_output=True,
+                                   text=True, timeout=30)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn(f"but {t.apps} is its apps socket", p.stderr)
+                self.assertIn("Use the admin socket: --socket /run/tpas/admin.sock", p.stderr)
+        self.assertEqual(t.status()["journal"]["astks"], 0)
+
+    def test_the_setup_by_hand_with_the_lrc_simulator_program(self):
+        """README's setup tried by hand, with test/lrc-sim/lrc_sim.py as a program for the
+        network: device (Key Manager's encryptedASKey for the public key of keygen),
+        import-astk, uplink (text, or hex on another port), a downlink the serving
+        simulator checks, across its processes' shared state file."""
+        lrc = [sys.executable, os.path.join(tpadtest.SRC_ROOT, "test", "lrc-sim",
+                                            "lrc_sim.py")]
+        state = os.path.join(self.tmp, "lrc.json")
+        pem = os.path.join(self.tmp, "as-public.pem")
+        pathlib.Path(pem).write_text(self.public_pem)
+        server = subprocess.Popen([*lrc, "serve", "--state", state, "--key", TUNNEL_KEY],
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (server.terminate(), server.wait(), server.stdout.close()))
+        port = int(server.stdout.readline())
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{port}").start()
+
+        def run(*args, check=0):
+            p = subprocess.run([*lrc, *args], capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, check, p.stderr)
+            return p
+        up = ["uplink", "--state", state, "--key", TUNNEL_KEY, "--url", t.url, "--dev-eui", DEV]
+        p = run(*up, "--text", "hi", check=2)
+        self.assertIn(f"no device {DEV} in {state}: add it first with lrc_sim.py device", p.stderr)
+        enc = run("device", "--state", state, "--dev-eui", DEV, "--public-key",
+                  pem).stdout.strip()
+        t.tpactl("as", "import-astk", enc, check=0)
+        self.assertEqual(run(*up, "--text", "hi").stdout.strip(),
+                         '200 {"seq": 1, "duplicate": false}')
+        self.assertEqual(run(*up, "--hex", "00D730", "--fport", "2").stdout.split()[0], "200")
+        ups = t.uplinks()
+        self.assertEqual([(u["fPort"], u["payload"]) for u in ups],
+                         [(1, "6869"), (2, "00D730")])
+        # A device added while the simulator serves is known to its next downlink.
+        p = t.tpactl("as", "send", "--dev-eui", DEV, "--port", "2", "--payload", "0384", check=0)
+        self.assertIn("LRC answered 200 Request queued by LRC", p.stdout)
+        with open(state) as f:
+            got = json.load(f)
+        self.assertEqual([(d["dev_eui"], d["payload"]) for d in got["downlinks"]],
+                         [(DEV, "0384")])
+        self.assertEqual(got["violations"], [])
 
     def test_a_store_key_that_is_not_the_stores_is_refused(self):
         """Another valid key for an existing store: refused at start and by --check-config,

@@ -13,9 +13,15 @@ It plays the network side of the LRC-AS tunnel:
   * state (devices, counters, downlinks received) in a JSON file that survives a
     restart of the simulator.
 
-As a library: LrcSim(...). As a program:
+As a library: LrcSim(...). As a program, the steps of tpas's setup (README.md) by hand:
+  lrc_sim.py device --state FILE --dev-eui EUI --public-key as-public.pem
+      a device joins: a new ASTK for it, printed as Key Manager's encryptedASKey
+      (for tpactl as import-astk); again for another device, the same ASTK
   lrc_sim.py serve --state FILE --key KEY [--port N]          downlink server
-  lrc_sim.py uplink --state FILE --key KEY --url URL --dev-eui EUI --text TEXT [--xml]
+  lrc_sim.py uplink --state FILE --key KEY --url URL --dev-eui EUI (--text TEXT | --hex HEX)
+      [--fport N] [--xml]
+The three share the state file: a device added or an uplink sent while serve runs is
+seen by its next downlink.
 """
 
 import argparse
@@ -98,8 +104,12 @@ FULL_RADIO = {
 class LrcSim:
     """The simulated LRC. key is the tunnel key as text (TIAK / LRC-AS key)."""
 
-    def __init__(self, state_file, key, as_url=None, as_id="tpas-test", cafile=None):
+    def __init__(self, state_file, key, as_url=None, as_id="tpas-test", cafile=None,
+                 shared=False):
         self.state_file = state_file
+        # shared: other processes (lrc_sim.py device, uplink) write the state file too;
+        # each downlink reads it again first.
+        self.shared = shared
         self.cafile = cafile  # for an https:// as_url: the CA that signed tpas's certificate
         self.key = key
         self.as_url = as_url
@@ -265,6 +275,9 @@ class LrcSim:
         q = dict(urllib.parse.parse_qsl(signed, keep_blank_values=True))
         dev_eui = q.get("DevEUI", "").upper()
         with self.lock:
+            if self.shared and os.path.exists(self.state_file):
+                with open(self.state_file) as f:
+                    self.state = json.load(f)
             dev = self.state["devices"].get(dev_eui)
             if not dev:
                 return 404, "unknown DevEUI"
@@ -350,11 +363,27 @@ def main():
     u.add_argument("--key", required=True)
     u.add_argument("--url", required=True)
     u.add_argument("--dev-eui", required=True)
-    u.add_argument("--text", required=True)
+    what = u.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text")
+    what.add_argument("--hex", type=bytes.fromhex, help="the payload in hexadecimal")
+    u.add_argument("--fport", type=int, default=1)
     u.add_argument("--xml", action="store_true")
+    d = sub.add_parser("device")
+    d.add_argument("--state", required=True)
+    d.add_argument("--dev-eui", required=True)
+    d.add_argument("--public-key", required=True, help="the PEM of tpactl as keygen")
     a = ap.parse_args()
-    sim = LrcSim(a.state, a.key, as_url=getattr(a, "url", None))
-    if a.cmd == "serve":
+    sim = LrcSim(a.state, getattr(a, "key", ""), as_url=getattr(a, "url", None),
+                 shared=a.cmd == "serve")
+    if a.cmd == "device":
+        with open(a.public_key) as f:
+            pem = f.read()
+        # One ASTK per state file, as Key Manager keeps one per AS.
+        astk = bytes.fromhex(sim.state.get("astk") or os.urandom(16).hex())
+        sim.state["astk"] = astk.hex()
+        sim.add_device(a.dev_eui, astk)
+        print(encrypt_astk(pem, astk))
+    elif a.cmd == "serve":
         port = sim.start(a.port)
         print(port, flush=True)
         try:
@@ -362,9 +391,13 @@ def main():
         except KeyboardInterrupt:
             sim.stop()
     else:
-        status, ans = sim.uplink(a.dev_eui, a.text.encode(), fmt="xml" if a.xml else "json")
+        if a.dev_eui.upper() not in sim.state["devices"]:
+            ap.error(f"no device {a.dev_eui} in {a.state}: add it first with lrc_sim.py "
+                     f"device --state {a.state} --dev-eui {a.dev_eui} --public-key PEM")
+        payload = a.hex if a.text is None else a.text.encode()
+        status, ans = sim.uplink(a.dev_eui, payload, fport=a.fport,
+                                 fmt="xml" if a.xml else "json")
         print(status, json.dumps(ans))
-
 
 if __name__ == "__main__":
     main()
