@@ -138,7 +138,13 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 		snprintf(buf, len, "%s is empty", src);
 		break;
 	case -EINVAL:
-		snprintf(buf, len, "%s is not a regular file, or not in the expected form", src);
+		snprintf(buf, len, "%s is not a regular file", src);
+		break;
+	case -EBADMSG:
+		snprintf(buf, len,
+			 "%s does not hold hexadecimal digits (an even number of them, nothing "
+			 "else)",
+			 src);
 		break;
 	case -E2BIG:
 		snprintf(buf, len, "%s holds a longer secret than allowed", src);
@@ -160,11 +166,11 @@ int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, siz
 		return r;
 	size_t n = strlen(s);
 	if (n % 2 || !hex_valid_any(s))
-		r = -EINVAL;
+		r = -EBADMSG;
 	else if (n / 2 > max)
 		r = -E2BIG;
 	else if (hex_decode(s, out, n / 2) < 0)
-		r = -EINVAL;
+		r = -EBADMSG;
 	else
 		*ret_len = n / 2;
 	cred_wipe(buf, sizeof(buf));

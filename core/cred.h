@@ -11,8 +11,9 @@
  * (mode & 007) is refused with -EPERM. Surrounding white space is stripped.
  * cred_load_hex decodes hex into out (at most max bytes, *ret_len set);
  * cred_load_text copies the text into out (size max, NUL-terminated).
- * -ENOENT when no source has it, -ENODATA if it is empty, -EINVAL for bad content
- * (not a regular file, not hexadecimal), -E2BIG if too long.
+ * -ENOENT when no source has it, -ENODATA if it is empty, -EINVAL if it is not a regular
+ * file, -EBADMSG if cred_load_hex finds no hexadecimal digits (or an odd number of them),
+ * -E2BIG if too long.
  * The file's bytes are wiped from every temporary buffer before returning.
  */
 int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, size_t max,

@@ -90,8 +90,12 @@ static int load_store_key(const struct asconf *cfg, uint8_t store_key[SEAL_KEY_L
 	char why[PATH_MAX + 200];
 	size_t len = 0;
 	int r = cred_load_hex("store-key", cfg->store_key_file, store_key, SEAL_KEY_LEN, &len);
-	if (r == 0 && len != SEAL_KEY_LEN)
-		r = -EINVAL;
+	if (r == 0 && len != SEAL_KEY_LEN) {
+		cred_wipe(store_key, SEAL_KEY_LEN);
+		log_errx("cannot load the store key: it must be %d hexadecimal digits, not %zu",
+			 2 * SEAL_KEY_LEN, 2 * len);
+		return -EINVAL;
+	}
 	if (r < 0) {
 		cred_wipe(store_key, SEAL_KEY_LEN);
 		log_errx("cannot load the store key (64 hexadecimal digits): %s",

@@ -2488,6 +2488,23 @@ class Commands(TpasCase):
         p = subprocess.run([TPACTL, "as", "keygen"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
 
+    def test_a_store_key_of_the_wrong_form_is_named_as_such(self):
+        """A store key that is not 64 hexadecimal digits stops tpas (and --check-config)
+        saying what is wrong with it, not that the file is not a regular one."""
+        t = self.tpas()
+        for text, want in (("abcd", "it must be 64 hexadecimal digits, not 4"),
+                           ("0x" + "ab" * 32, f"{t.store_key_file} does not hold hexadecimal "
+                            "digits (an even number of them, nothing else)"),
+                           ("a" * 63, "does not hold hexadecimal digits")):
+            write_secret(t.store_key_file, text)
+            for args in (["--check-config"], []):
+                with self.subTest(key=text[:8], args=args):
+                    p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                                       text=True, timeout=30)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(want, p.stderr)
+                    self.assertNotIn("regular file", p.stderr)
+
     def test_keys_others_can_read_are_refused_with_the_fix(self):
         """The tunnel key, the store key and the RSA key: a file others can read stops tpas
         (and --check-config) with the command that fixes it, and so does an RSA key file

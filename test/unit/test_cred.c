@@ -60,8 +60,8 @@ int main(void)
 	CHECK_INT(cred_load_hex("k", put("k1", "deadBEEF\n", 0600), key, sizeof(key), &len), 0);
 	CHECK_INT(len, 4);
 	CHECK(key[0] == 0xde && key[3] == 0xef);
-	CHECK_INT(cred_load_hex("k", put("k2", "deadbee", 0600), key, 4, &len), -EINVAL);
-	CHECK_INT(cred_load_hex("k", put("k3", "deadbeeg", 0600), key, 4, &len), -EINVAL);
+	CHECK_INT(cred_load_hex("k", put("k2", "deadbee", 0600), key, 4, &len), -EBADMSG);
+	CHECK_INT(cred_load_hex("k", put("k3", "deadbeeg", 0600), key, 4, &len), -EBADMSG);
 	CHECK_INT(cred_load_hex("k", put("k4", "deadbeef00", 0600), key, 4, &len), -E2BIG);
 	CHECK_INT(cred_load_hex("k", put("k5", " \n", 0600), key, 4, &len), -ENODATA);
 	CHECK_INT(cred_load_hex("k", put("k6", "deadbeef", 0640), key, 4, &len), 0);
