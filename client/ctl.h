@@ -153,9 +153,6 @@ void ctl_print_printers(json_t *printers);
 /* "tpactl ... as COMMAND ...": the tpas commands, parsing the whole command line. */
 int ctl_as_main(int argc, char **argv);
 
-/* Edit distance of two short words (commands, option names), for "did you mean". */
-size_t ctl_distance(const char *a, const char *b);
-
 /* How far name is from command for "did you mean": an abbreviation of it counts as 1. */
 size_t ctl_command_distance(const char *name, const char *command);
 

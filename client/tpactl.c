@@ -12,6 +12,7 @@
 #include "ctl.h"
 #include "hex.h"
 #include "tpad-build.h"
+#include "words.h"
 
 enum opt_id {
 	OPT_SOCKET = 256,
@@ -285,25 +286,6 @@ __attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, co
 	return CTL_EXIT_USAGE;
 }
 
-size_t ctl_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	if (la > 31 || lb > 31)
-		return 99;
-	size_t d[32][32];
-	for (size_t i = 0; i <= la; i++)
-		d[i][0] = i;
-	for (size_t j = 0; j <= lb; j++)
-		d[0][j] = j;
-	for (size_t i = 1; i <= la; i++)
-		for (size_t j = 1; j <= lb; j++) {
-			size_t sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-			size_t del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
-			d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-		}
-	return d[la][lb];
-}
-
 /* The command closest to name, if close enough to be a typo or an abbreviation. */
 static const char *suggest_command(const char *name)
 {
@@ -316,7 +298,7 @@ static const char *suggest_command(const char *name)
 			best = commands[i].name;
 		}
 	}
-	if (!best && ctl_distance(name, "help") < 2)
+	if (!best && words_distance(name, "help") < 2)
 		best = "help";
 	return best;
 }
@@ -324,7 +306,7 @@ static const char *suggest_command(const char *name)
 size_t ctl_command_distance(const char *name, const char *command)
 {
 	size_t n = strlen(name);
-	return n >= 2 && strncmp(command, name, n) == 0 ? 1 : ctl_distance(name, command);
+	return n >= 2 && strncmp(command, name, n) == 0 ? 1 : words_distance(name, command);
 }
 
 const char *ctl_closest_option(const struct option *opts, const char *bad)
@@ -337,7 +319,7 @@ const char *ctl_closest_option(const struct option *opts, const char *bad)
 	const char *best = NULL;
 	size_t bd = 3;
 	for (const struct option *p = opts; p->name; p++) {
-		size_t d = ctl_distance(name, p->name);
+		size_t d = words_distance(name, p->name);
 		if (d < bd) {
 			bd = d;
 			best = p->name;

@@ -16,6 +16,7 @@
 
 #include "hex.h"
 #include "http.h"
+#include "words.h"
 
 /* One directive's provenance, by its full name ("upstream.url", "printer.a.url"). */
 struct conf_origin {
@@ -451,6 +452,40 @@ static const struct conf_directive *resolve(const struct conf_schema *s, void *c
 	return *ret_base ? d : NULL;
 }
 
+/*
+ * "unknown directive 'full'", and the closest one the schema has when it is close enough
+ * to be a typo ("tunel.listen": "tunnel.listen"; in a named section, the key).
+ */
+static void unknown_directive(const struct conf_schema *s, const char *full, char *why,
+			      size_t whylen)
+{
+	const char *best = NULL, *prefix = "";
+	size_t bd = 3;
+	for (size_t i = 0; i < s->n_directives; i++) {
+		size_t d = words_distance(full, s->directives[i].name);
+		if (d < bd) {
+			bd = d;
+			best = s->directives[i].name;
+		}
+	}
+	const char *rest, *dot;
+	const struct conf_section_type *st = section_type(s, full, &rest);
+	if (!best && st && (dot = strrchr(rest, '.')))
+		for (size_t i = 0; i < st->n_directives; i++) {
+			size_t d = words_distance(dot + 1, st->directives[i].name);
+			if (d < bd) {
+				bd = d;
+				best = st->directives[i].name;
+				prefix = "key ";
+			}
+		}
+	if (best)
+		snprintf(why, whylen, "unknown directive '%s' (did you mean %s'%s'?)", full, prefix,
+			 best);
+	else
+		snprintf(why, whylen, "unknown directive '%s'", full);
+}
+
 int conf_set(const struct conf_schema *s, void *cfg, const char *name, const char *value,
 	     const char *origin, bool only_default, char *why, size_t whylen)
 {
@@ -458,7 +493,7 @@ int conf_set(const struct conf_schema *s, void *cfg, const char *name, const cha
 	int err;
 	const struct conf_directive *d = resolve(s, cfg, name, true, &base, &err);
 	if (!d) {
-		snprintf(why, whylen, "unknown directive '%s'", name);
+		unknown_directive(s, name, why, whylen);
 		return err;
 	}
 	if (only_default && strcmp(conf_origin(s, cfg, name), "default") != 0)
@@ -571,9 +606,11 @@ int conf_load_string(const struct conf_schema *s, void *cfg, const char *name, c
 		char *base;
 		int rerr;
 		const struct conf_directive *d = resolve(s, cfg, full, false, &base, &rerr);
-		if (!d)
-			return conf_error(err, errlen, name, lineno, "unknown directive '%s'",
-					  full);
+		if (!d) {
+			char why[256];
+			unknown_directive(s, full, why, sizeof(why));
+			return conf_error(err, errlen, name, lineno, "%s", why);
+		}
 		char why[256];
 		int r = directive_set(d, base, value, why, sizeof(why));
 		if (r == -ENOMEM)

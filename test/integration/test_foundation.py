@@ -376,7 +376,8 @@ class Config(TpadTestCase):
             f.write("[station]\nsockett = /tmp/x\n")
         p = self.run_tpad("--config", bad, "--check-config")
         self.assertEqual(p.returncode, 1)
-        self.assertIn(f"{bad}:2: unknown directive 'station.sockett'", p.stderr)
+        self.assertIn(f"{bad}:2: unknown directive 'station.sockett' (did you mean "
+                      "'station.socket'?)", p.stderr)
         p = self.run_tpad("--config", os.path.join(self.tmp, "missing.conf"),
                           "--check-config")
         self.assertEqual(p.returncode, 1)

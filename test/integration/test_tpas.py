@@ -2488,6 +2488,18 @@ class Commands(TpasCase):
         p = subprocess.run([TPACTL, "as", "keygen"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
 
+    def test_a_typo_in_the_config_names_the_directive_meant(self):
+        t = self.tpas()
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(conf.replace("[tunnel]\n", "[tunel]\n", 1))
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(":2: unknown directive 'tunel.listen' (did you mean 'tunnel.listen'?)",
+                      p.stderr)
+
     def test_a_store_key_of_the_wrong_form_is_named_as_such(self):
         """A store key that is not 64 hexadecimal digits stops tpas (and --check-config)
         saying what is wrong with it, not that the file is not a regular one."""

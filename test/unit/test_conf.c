@@ -149,6 +149,16 @@ int main(void)
 	CHECK(load(&c, "[thing.a]\ncolour = red\n", err) < 0);
 	CHECK_STR(err, "t.conf:2: unknown directive 'thing.a.colour'");
 	conf_free(&schema, &c);
+	/* A typo gets the closest directive, in a named section the closest key. */
+	CHECK(load(&c, "[mian]\nmode = fast\n", err) < 0);
+	CHECK_STR(err, "t.conf:2: unknown directive 'mian.mode' (did you mean 'main.mode'?)");
+	conf_free(&schema, &c);
+	CHECK(load(&c, "[thing.a]\ndpii = 3\n", err) < 0);
+	CHECK_STR(err, "t.conf:2: unknown directive 'thing.a.dpii' (did you mean key 'dpi'?)");
+	conf_free(&schema, &c);
+	CHECK_INT(conf_set(&schema, &c, "main.tiemout", "1s", "p", false, why, sizeof(why)),
+		  -ENOENT);
+	CHECK_STR(why, "unknown directive 'main.tiemout' (did you mean 'main.timeout'?)");
 	CHECK(load(&c, "[thing.bad name]\n", err) < 0);
 	CHECK(strstr(err, "t.conf:1: [thing.NAME]") != NULL);
 	conf_free(&schema, &c);
