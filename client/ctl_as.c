@@ -33,7 +33,7 @@ static void as_usage(FILE *f)
 	    f,
 	    "Usage: tpactl [--socket PATH] [--json] as COMMAND [OPTIONS]\n"
 	    "\n"
-	    "Commands for tpas (default socket " AS_DEFAULT_SOCKET "):\n"
+	    "Commands for tpas (socket $TPAS_SOCKET, default " AS_DEFAULT_SOCKET "):\n"
 	    "  keygen --out FILE           make an RSA-2048 key pair: the private key goes to\n"
 	    "                              FILE (mode 0600), the public key PEM for Key Manager\n"
 	    "                              to stdout (no tpas needed)\n"
@@ -456,8 +456,11 @@ int ctl_as_main(int argc, char **argv)
 	    {"confirmed", no_argument, NULL, AO_CONFIRMED},
 	    {0},
 	};
-	const char *sock = AS_DEFAULT_SOCKET, *out = NULL, *label = NULL, *customer = NULL,
+	/* --socket, else $TPAS_SOCKET (as tpad's commands take $TPAD_ADMIN_SOCKET). */
+	const char *sock = getenv("TPAS_SOCKET"), *out = NULL, *label = NULL, *customer = NULL,
 		   *dev = NULL, *payload = NULL;
+	if (!sock || !*sock)
+		sock = AS_DEFAULT_SOCKET;
 	bool json_out = false, follow = false, confirmed = false;
 	long long after = 0, port = -1;
 	unsigned used = 0;

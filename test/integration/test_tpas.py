@@ -2620,6 +2620,10 @@ class Commands(TpasCase):
         p = t.tpactl("as", "uplinks", check=0)
         lines = p.stdout.splitlines()
         self.assertEqual(len(lines), 2)
+        # $TPAS_SOCKET in place of --socket (the apps socket serves uplinks too).
+        p = subprocess.run([TPACTL, "as", "uplinks"], capture_output=True, text=True,
+                           timeout=30, env={**os.environ, "TPAS_SOCKET": t.apps})
+        self.assertEqual((p.returncode, p.stdout.splitlines()), (0, lines), p.stderr)
         self.assertRegex(lines[0], r'^1 \S+ 0024AEB3C02BE1C4 port 1 fcnt 0 payload [0-9A-F]+ '
                                    r'"32\.5C/90\.5F"$')
         p = t.tpactl("--json", "as", "uplinks", "--after", "1", check=0)
