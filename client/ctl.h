@@ -159,3 +159,10 @@ size_t ctl_command_distance(const char *name, const char *command);
 /* The long option of opts closest to bad ("--folow"), if close enough to be a typo. */
 struct option;
 const char *ctl_closest_option(const struct option *opts, const char *bad);
+
+/*
+ * The index in argv of the first long option that is not one of opts as written, or 0.
+ * Long options are never abbreviated: getopt would read --generate-appkey (a typo of
+ * activate's --generate-app-key) as import's --generate-appkeys and blame the wrong one.
+ */
+int ctl_unabbreviated(int argc, char **argv, const struct option *opts);

@@ -466,6 +466,9 @@ int ctl_as_main(int argc, char **argv)
 	unsigned used = 0;
 	int o;
 	optind = 1;
+	int bad = ctl_unabbreviated(argc, argv, opts); /* as tpactl's other commands */
+	if (bad)
+		return as_unknown_option(opts, argv[bad]);
 	opterr = 0; /* one line and a hint, as tpactl's other commands */
 	while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		if (o >= AO_OUT)

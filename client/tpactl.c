@@ -309,6 +309,24 @@ size_t ctl_command_distance(const char *name, const char *command)
 	return n >= 2 && strncmp(command, name, n) == 0 ? 1 : words_distance(name, command);
 }
 
+int ctl_unabbreviated(int argc, char **argv, const struct option *opts)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		if (strncmp(argv[i], "--", 2) != 0)
+			continue;
+		size_t n = strcspn(argv[i] + 2, "=");
+		const struct option *match = NULL;
+		for (const struct option *op = opts; op->name && !match; op++)
+			if (strlen(op->name) == n && strncmp(op->name, argv[i] + 2, n) == 0)
+				match = op;
+		if (!match)
+			return i;
+		if (match->has_arg == required_argument && !argv[i][2 + n])
+			i++; /* its value, whatever it looks like */
+	}
+	return 0;
+}
+
 const char *ctl_closest_option(const struct option *opts, const char *bad)
 {
 	char name[64];
@@ -319,7 +337,7 @@ const char *ctl_closest_option(const struct option *opts, const char *bad)
 	const char *best = NULL;
 	size_t bd = 3;
 	for (const struct option *p = opts; p->name; p++) {
-		size_t d = words_distance(name, p->name);
+		size_t d = ctl_command_distance(name, p->name); /* --fol: --follow */
 		if (d < bd) {
 			bd = d;
 			best = p->name;
@@ -515,24 +533,9 @@ int main(int argc, char **argv)
 		if (command_find(argv[i]))
 			hint_cmd = argv[i];
 
-	/*
-	 * Long options are taken as written, never abbreviated: getopt would read
-	 * --generate-appkey (a typo of activate's --generate-app-key) as import's
-	 * --generate-appkeys and blame the wrong option.
-	 */
-	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-		if (strncmp(argv[i], "--", 2) != 0)
-			continue;
-		size_t n = strcspn(argv[i] + 2, "=");
-		const struct option *match = NULL;
-		for (const struct option *op = opts; op->name && !match; op++)
-			if (strlen(op->name) == n && strncmp(op->name, argv[i] + 2, n) == 0)
-				match = op;
-		if (!match)
-			return unknown_option(opts, argv[i], hint_cmd);
-		if (match->has_arg == required_argument && !argv[i][2 + n])
-			i++; /* its value, whatever it looks like */
-	}
+	int unknown = ctl_unabbreviated(argc, argv, opts);
+	if (unknown)
+		return unknown_option(opts, argv[unknown], hint_cmd);
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, ":ho:", opts, NULL)) != -1) {
 		if (o >= OPT_DEV_EUI && o < OPT_DEV_EUI + 64)

@@ -2700,6 +2700,8 @@ class Commands(TpasCase):
                  "as send needs --dev-eui EUI, --port N and --payload HEX"),
                 (["as", "upliks"], "Did you mean 'tpactl as uplinks'?"),
                 (["as", "uplinks", "--folow"], "Did you mean '--follow'? (tpactl as --help)"),
+                # Never abbreviated, as tpactl's other commands: named, with the option meant.
+                (["as", "uplinks", "--fol"], "unknown option '--fol'\nDid you mean '--follow'?"),
                 (["as", "keygen", "--out"], "--out needs a value")]:
             with self.subTest(args=args[:2] + [a[:20] for a in args[2:]]):
                 p = t.tpactl(*args)
