@@ -70,10 +70,28 @@ run "tpas rules hold with the LRC's FCntDn in uplinks" pass safety -DREPORT -DMA
 run "tpas mutant 5 (the counter set to the LRC's FCntDn, not raised to it) is caught" fail \
 	safety -DREPORT -DMAXCRASH=1 -DMUTANT=5
 # tpas's session of an uplink (session.pml): a rejoin, POSTs delayed across it, a crash, a
-# lost answer and two resends while an earlier POST is out.
+# lost answer and resends while an earlier POST is out. An uplink without the AppSKey field
+# is refused (503) when no session had begun by its frame or the session's DevAddr is not
+# its own; a session begins at the earliest frame of its committed uplinks with the key.
 model=$here/session.pml
-run "tpas session rule holds: each uplink journaled once, under its own session, no replay of another session's" pass safety
-run "tpas mutant 7 (an uplink without the AppSKey field takes the newest session) is caught" fail safety -DMUTANT=7
-run "tpas mutant 8 (a session begun when tpas got its key, not at its frame's time) is caught" fail safety -DMUTANT=8
+run "tpas session rule holds with the LRC's order: each uplink journaled once, under its own session" \
+	pass safety -DNF=2
+run "tpas session rule holds with POSTs in any order (EARLY), each uplink answered 200 in the end" \
+	pass safety -DNF=2 -DEARLY -DMAXDUP=1
+run "tpas session rule holds with POSTs in any order, three uplinks a session (one crash)" pass \
+	safety -DNF=3 -DEARLY -DMAXDUP=0 -DMAXLOSS=0
+run "tpas session rule holds with the old DevAddr after the rejoin, the old session's POSTs in any order" \
+	pass safety -DNF=2 -DSAMEADDR -DEARLYOLD -DMAXDUP=1
+run "known limit: the old DevAddr after the rejoin and POSTs in any order (SAMEADDR) fails" fail \
+	safety -DNF=2 -DSAMEADDR -DEARLY -DMAXDUP=1
+run "tpas mutant 7 (an uplink without the AppSKey field takes the newest session) is caught" fail \
+	safety -DNF=2 -DMUTANT=7
+run "tpas mutant 8 (a session begun when tpas got its key, not at its frame's time) is caught" fail \
+	safety -DNF=2 -DMUTANT=8
+run "tpas mutant 9 (no DevAddr check) is caught" fail safety -DNF=2 -DEARLY -DMAXDUP=1 -DMUTANT=9
+run "tpas mutant 10 (no session begun by the frame: the newest taken) is caught" fail safety \
+	-DNF=2 -DSAMEADDR -DEARLYOLD -DMAXDUP=1 -DMUTANT=10
+run "tpas mutant 11 (a session never begins earlier than its first key's frame) is caught" fail \
+	safety -DNF=3 -DEARLY -DMAXDUP=0 -DMAXLOSS=0 -DMUTANT=11
 echo "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
