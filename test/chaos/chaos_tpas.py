@@ -121,7 +121,7 @@ class Chaos:
         self.stop_chaos = threading.Event()
         self.violations = []
         self.counts = {k: 0 for k in (
-            "uplinks", "posts", "retries", "resigned", "replays", "new_sessions",
+            "uplinks", "posts", "retries", "resigned", "replays", "new_sessions", "early",
             "concurrent", "tpas_kill9", "tpas_sigterm", "app_kill9", "lrc_slow", "lrc_fail", "lrc_lost",
             "dl_sent", "dl_lrcfailed", "dl_busy", "dl_unknown", "dl_received",
             "dl_answer_lost")}
@@ -350,6 +350,23 @@ request-timeout = 2s
             self.sent_payload[(dev, devaddr, fcnt)] = payload.hex().upper()
             build = (lambda: self.build(dev, appskey, devaddr, fcnt, payload, with_key))
             req = (build(), time.monotonic())
+            if fcnt == 0 and dev in self.known and rng.random() < 0.3:
+                # The LRC posts the new session's second uplink, without the key, while the
+                # first, with it, is held up: tpas answers it 503 (noSession) until the
+                # first is in, then takes a retry of it under this session.
+                self.count("early")
+                p1 = f"U{dev}:{devaddr}:1".encode()
+                self.sent_payload[(dev, devaddr, 1)] = p1.hex().upper()
+                early = threading.Thread(target=self.send_until_200, args=(
+                    random.Random(rng.random()), dev, devaddr, 1,
+                    lambda: self.build(dev, appskey, devaddr, 1, p1, False), True))
+                early.start()
+                time.sleep(rng.uniform(0.02, 0.2))
+                sent = self.send_until_200(rng, dev, devaddr, 0, build, True, req=req)
+                early.join()
+                d["fcnt_up"] = 2
+                done.append((dev, devaddr, appskey, 0, sent))
+                continue
             twin = None
             if rng.random() < 0.05:  # the LRC's retry while the first try is in flight
                 self.count("concurrent")
