@@ -208,10 +208,13 @@ static bool session_can_carry(const struct as_session *s, const struct uplink *u
 	return !u->dev_addr[0] || !s->dev_addr[0] || strcmp(u->dev_addr, s->dev_addr) == 0;
 }
 
-/* Find or create the session of an uplink that carries an AppSKey field. */
+/*
+ * Find or create the session of an uplink that carries an AppSKey field; time_ms is the
+ * signed Time (the Token's), frame_ms frame_time()'s.
+ */
 static int session_from_field(struct tunnel *t, const struct uplink *u, const char *token,
-			      int64_t time_ms, struct as_session *ret, char fp[65], json_t **ans,
-			      int *status)
+			      int64_t time_ms, int64_t frame_ms, struct as_session *ret,
+			      char fp[65], json_t **ans, int *status)
 {
 	int r = key_fingerprint(u, fp);
 	if (r == 0 && cache_get(t, fp, u, ret))
@@ -264,7 +267,6 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 	 * (the body's Time, else the signed one), not as our receipt of it: a late retry from
 	 * a session the device has left must not become its newest.
 	 */
-	int64_t frame_ms = frame_time(u, time_ms);
 	struct as_session s = {.received_ms = frame_ms,
 			       .fcnt_dn_next = u->has_fcnt_dn ? u->fcnt_dn : 0};
 	snprintf(s.customer_id, sizeof(s.customer_id), "%s", u->customer_id);
@@ -482,12 +484,13 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	p->time_ms = sent_ms;
 
 	bool need_key = u.payload_hex[0] && u.fport > 0;
+	int64_t frame_ms = frame_time(&u, sent_ms);
 	if (u.key_kind != UPLINK_KEY_NONE) {
-		if (session_from_field(t, &u, tok, sent_ms, &s, fp, ret_answer, &status) < 0)
+		if (session_from_field(t, &u, tok, sent_ms, frame_ms, &s, fp, ret_answer,
+				       &status) < 0)
 			goto out;
 	} else {
 		/* Not necessarily the newest: a late uplink of the session before a rejoin. */
-		int64_t frame_ms = frame_time(&u, sent_ms);
 		r = journal_session_at(t->journal, u.customer_id, u.dev_eui, frame_ms, &s);
 		if (r == 0 && !session_can_carry(&s, &u, frame_ms)) {
 			status = refuse(t, &t->stats.no_session, 503, ret_answer, u.dev_eui,
@@ -548,7 +551,6 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	 * an uplink with the key shows the session began before the one that brought it first
 	 * (so an uplink without the key between the two is no longer refused).
 	 */
-	int64_t frame_ms = frame_time(&u, sent_ms);
 	p->began_ms = u.key_kind != UPLINK_KEY_NONE && frame_ms < s.received_ms ? frame_ms : 0;
 	p->session_update =
 	    s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
