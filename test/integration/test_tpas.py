@@ -2103,6 +2103,35 @@ class RepliesOutOfMemory(OutOfMemoryCase):
         self.assertGreater(min(swept.values()), 10, swept)
         self.assertEqual([u["fCntUp"] for u in t.uplinks()], [0, 1, 2])
 
+    def test_a_metrics_scrape_never_tells_a_value_it_could_not_read(self):
+        """/metrics with each allocation failing while a scrape is served: whatever is
+        answered 200 is a whole exposition, and tpas_journal_first_seq, read from the
+        journal, is either the true one or left out (not 0: "nothing kept")."""
+        mport = free_port()
+        t, s = self.downlink_ready(extra=f"[metrics]\nlisten = 127.0.0.1:{mport}\n")
+        self.failing(t)
+        left_out = 0
+        for n in range(1, 1000):
+            seen = len(t.log_text())
+            with socket.create_connection(("127.0.0.1", mport), timeout=10) as c:
+                c.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Test: FAILALLOC:{n};\r\n"
+                          "Connection: close\r\n\r\n".encode())
+                got = read_all(c)
+            self.assertIsNone(t.proc.poll(), "tpas exited")
+            head, _, body = got.partition(b"\r\n\r\n")
+            if head.startswith(b"HTTP/1.1 200"):
+                with self.subTest(allocation=n):
+                    _, v = parse(body.decode(), openmetrics=False)
+                    if "tpas_journal_first_seq" in v:
+                        self.assertEqual(v["tpas_journal_first_seq"], 1)
+                    else:
+                        left_out += 1
+            if f"failalloc: allocation {n} failed\n" not in t.log_text()[seen:]:
+                break
+        self.assertGreater(n, 10)
+        print(f"allocations swept: {n - 1}, first seq left out {left_out} times",
+              file=sys.stderr)
+
 class UplinksOutOfMemory(OutOfMemoryCase):
     """The LRC's POST with each allocation of tpas failing in turn (test/failalloc), for a
     body of each reader (the one-pass reader, jansson, libxml2): answered 200 with the
