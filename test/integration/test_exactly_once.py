@@ -119,7 +119,7 @@ class CloudAnswerOutOfMemory(Base):
                     answers[e] = err.error
                 except EOFError:
                     answers[e] = "closed"
-            if f"failalloc: allocation {n} failed\n" not in self.d.log_text_all()[seen:]:
+            if not tpadtest.failalloc_failed(self.d.log_text_all()[seen:], n):
                 break
         self.s.faults(note="")
         print(f"allocations swept: {n - 1}", file=sys.stderr)

@@ -21,7 +21,8 @@ import urllib.parse
 
 import tpadtest
 from tpadtest import (FAILALLOC, Client, VarlinkError, check_whole_under_failures,  # noqa: E402
-                      failalloc_usable, free_port, read_all, wait_for, write_secret)
+                      failalloc_failed, failalloc_usable, free_port, read_all, wait_for,
+                      write_secret)
 
 sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "test", "lrc-sim"))
 from lrc_sim import LrcSim, encrypt_astk, lrc_time  # noqa: E402
@@ -2005,7 +2006,7 @@ class DownlinkOutOfMemory(OutOfMemoryCase):
             return r["fCntDn"]
         last, out = probe(), []
         for n in range(1, 400):
-            before = len(s.state["downlinks"])
+            before, seen = len(s.state["downlinks"]), len(t.log_text())
             k, r = call({**down, **arm(s, n)})
             disarm(s)
             sent = len(s.state["downlinks"]) - before
@@ -2014,7 +2015,7 @@ class DownlinkOutOfMemory(OutOfMemoryCase):
             with self.subTest(allocation=n, answer=k, params=r, spent=spent, sent=sent):
                 self.check(k, r, spent, sent, now - 1, s.state["downlinks"][before:])
             out.append((k, r))
-            if f"failalloc: allocation {n} failed\n" not in t.log_text():
+            if not failalloc_failed(t.log_text()[seen:], n):
                 break
         else:
             self.fail(f"allocations still failing at {n}")
@@ -2126,7 +2127,7 @@ class RepliesOutOfMemory(OutOfMemoryCase):
                         self.assertEqual(v["tpas_journal_first_seq"], 1)
                     else:
                         left_out += 1
-            if f"failalloc: allocation {n} failed\n" not in t.log_text()[seen:]:
+            if not failalloc_failed(t.log_text()[seen:], n):
                 break
         self.assertGreater(n, 10)
         print(f"allocations swept: {n - 1}, first seq left out {left_out} times",
@@ -2168,7 +2169,7 @@ class UplinksOutOfMemory(OutOfMemoryCase):
                     self.assertEqual(status, 200, ans)
                     radios.append(extra["CustomerData"])
                 sent[fcnt] = (payload.hex().upper(), radios)
-                if f"failalloc: allocation {n} failed\n" not in t.log_text()[seen:]:
+                if not failalloc_failed(t.log_text()[seen:], n):
                     break
                 failed += 1
             swept.append(failed)
