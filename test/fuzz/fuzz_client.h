@@ -28,7 +28,9 @@ static FILE *fuzz_report; /* the real stderr once fuzz_quiet_log() has run */
 static inline void require(int cond, const char *what)
 {
 	if (!cond) {
-		fprintf(fuzz_report ? fuzz_report : stderr, "%s: %s\n", FUZZ_NAME, what);
+		int e = errno;
+		fprintf(fuzz_report ? fuzz_report : stderr, "%s: %s (errno: %s)\n", FUZZ_NAME, what,
+			strerror(e));
 		abort();
 	}
 }

@@ -223,10 +223,26 @@ static int connect_tunnel(void)
 	require(fd >= 0, "socket");
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(tunnel_port(t.tunnel))};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	require(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect to the tunnel");
+	/*
+	 * Non-blocking, then waited for: on a loaded machine the loopback handshake can finish
+	 * in another context, and libFuzzer's timer signal would fail a blocking connect with
+	 * EINTR (tpas needs no turn of the loop for it: the kernel completes it).
+	 */
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	if (r < 0 && (errno == EINPROGRESS || errno == EINTR)) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		int err = 0;
+		socklen_t len = sizeof(err);
+		while ((r = poll(&p, 1, 5000)) < 0 && errno == EINTR)
+			;
+		require(r == 1, "connect to the tunnel: no answer in 5 s");
+		r = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0 ? 0 : -1;
+		errno = err;
+	}
+	require(r == 0, "connect to the tunnel");
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	fcntl(fd, F_SETFL, O_NONBLOCK);
 	return fd;
 }
 
