@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,9 +20,32 @@
 /* Largest reply tpactl accepts (labels of an export come one per reply). */
 #define CTL_MAX_REPLY (64u << 20)
 
-void ctl_connect_hint(int e, enum ctl_socket sock)
+/*
+ * What path is when it exists but is no socket ("a directory", "a regular file"...), or
+ * NULL. connect() to such a path fails as if a stale socket were there (ECONNREFUSED),
+ * but the cure is another path, not starting tpad.
+ */
+static const char *not_a_socket(const char *path)
 {
-	if (e == ENOENT)
+	struct stat st;
+	if (!path || stat(path, &st) < 0 || S_ISSOCK(st.st_mode))
+		return NULL;
+	return S_ISDIR(st.st_mode)   ? "a directory"
+	       : S_ISREG(st.st_mode) ? "a regular file"
+				     : "not a socket";
+}
+
+void ctl_connect_hint(int e, enum ctl_socket sock, const char *path)
+{
+	const char *kind = e == ECONNREFUSED ? not_a_socket(path) : NULL;
+	if (kind)
+		fprintf(stderr,
+			"%s is %s, not tpad's socket: give the path of its %s socket (%s.socket "
+			"in tpad.conf) with --socket or %s.\n",
+			path, kind, sock == CTL_ADMIN ? "admin" : "station",
+			sock == CTL_ADMIN ? "admin" : "station",
+			sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
+	else if (e == ENOENT)
 		fprintf(stderr,
 			"The socket does not exist: is tpad running? (systemctl status "
 			"tpad; or give --socket PATH or set %s)\n",
@@ -60,7 +84,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 		close(c->fd);
 		c->fd = -1;
 		fprintf(stderr, "tpactl: cannot connect to %s: %s\n", path, strerror(e));
-		ctl_connect_hint(e, sock);
+		ctl_connect_hint(e, sock, path);
 		return -e;
 	}
 	c->reader = frame_reader_new(CTL_MAX_REPLY);

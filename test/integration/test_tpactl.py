@@ -229,6 +229,23 @@ class Sockets(TpadTestCase):
                 self.assertIn(want, p.stderr)
                 self.assertNotIn("MethodNotFound", p.stderr)
 
+    def test_a_path_that_is_no_socket(self):
+        """--socket naming the config file or the run directory: connect() is refused as
+        at a stale socket, but tpad may well be running: tpactl says the path is no
+        socket, not that tpad is not running."""
+        conf = os.path.join(self.tmp, "tpad.conf")
+        with open(conf, "w") as f:
+            f.write("[station]\n")
+        for path, kind in ((conf, "a regular file"), (self.tmp, "a directory")):
+            for args, which in ((("status",), "admin"),
+                                (("lookup", "--dev-eui", "0123456789ABCDEF"), "station")):
+                with self.subTest(path=path, args=args):
+                    p = run("--socket", path, *args)
+                    self.assertEqual(p.returncode, 3, p.stderr)
+                    self.assertIn(f"{path} is {kind}, not tpad's socket", p.stderr)
+                    self.assertIn(f"{which}.socket in tpad.conf", p.stderr)
+                    self.assertNotIn("not running", p.stderr)
+
     def test_older_tpad_without_the_method(self):
         """A tpad older than tpactl (a rollback, a line not upgraded yet) answers a newer
         admin method MethodNotFound on its admin socket: tpactl says that tpad does not
