@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,6 +69,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 	c->sock = sock;
 	c->daemon = "tpad";
 	c->reader = NULL;
+	c->timeout_ms = 0;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		fprintf(stderr, "tpactl: socket path too long: %s\n", path);
@@ -126,11 +128,30 @@ static const char *ctl_daemon(const struct ctl *c)
 	return c->daemon ? c->daemon : "tpad";
 }
 
+/*
+ * Make each read of c's replies give up after ms: for the quick health calls a check
+ * script runs, where a tpad that took the connection but never answers (stopped, hung)
+ * must not hold the script for ever.
+ */
+static void ctl_reply_timeout(struct ctl *c, int ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0)
+		c->timeout_ms = ms;
+}
+
 int ctl_recv(struct ctl *c, json_t **ret_reply)
 {
 	char *msg;
 	size_t len;
 	int r = frame_read_fd(c->fd, c->reader, &msg, &len);
+	if ((r == -EAGAIN || r == -EWOULDBLOCK) && c->timeout_ms > 0) {
+		fprintf(stderr,
+			"tpactl: %s did not answer within %d s on %s: it is stopped or hung (see "
+			"its log: journalctl -u %s)\n",
+			ctl_daemon(c), c->timeout_ms / 1000, c->path, ctl_daemon(c));
+		return -ETIMEDOUT;
+	}
 	if (r == 0) {
 		fprintf(stderr,
 			"tpactl: %s closed the connection (see its log: journalctl -u %s)\n",
@@ -454,6 +475,7 @@ static int health_status(json_t *p)
 int ctl_status(struct ctl *c, struct ctl_args *a)
 {
 	json_t *p;
+	ctl_reply_timeout(c, CTL_STATUS_TIMEOUT_MS);
 	int r = ctl_call(c, "io.tpad.Admin.Status", NULL, a->json, &p);
 	if (r != 0)
 		return r < 0 ? 1 : r;
@@ -505,6 +527,7 @@ int ctl_metrics(struct ctl *c, struct ctl_args *a)
 {
 	json_t *p;
 	json_t *params = a->format ? json_pack("{s:s}", "format", a->format) : NULL;
+	ctl_reply_timeout(c, CTL_STATUS_TIMEOUT_MS);
 	int r = ctl_call(c, "io.tpad.Admin.Metrics", params, a->json, &p);
 	if (r != 0)
 		return r < 0 ? 1 : r;

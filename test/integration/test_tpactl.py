@@ -246,6 +246,26 @@ class Sockets(TpadTestCase):
                     self.assertIn(f"{which}.socket in tpad.conf", p.stderr)
                     self.assertNotIn("not running", p.stderr)
 
+    def test_status_of_a_tpad_that_does_not_answer(self):
+        """A tpad that is stopped (SIGSTOP, a debugger) takes the connection in its
+        backlog and never answers: status and metrics, which check scripts run, give up
+        after 10 s with a non-zero status instead of hanging."""
+        import signal
+        import time
+        d = self.daemon().start()
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            for args in (("status",), ("metrics",)):
+                with self.subTest(args=args):
+                    t0 = time.monotonic()
+                    p = run("--socket", d.admin, *args)
+                    self.assertLess(time.monotonic() - t0, 20)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"tpad did not answer within 10 s on {d.admin}", p.stderr)
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        self.assertEqual(run("--socket", d.admin, "devices").returncode, 0)
+
     def test_older_tpad_without_the_method(self):
         """A tpad older than tpactl (a rollback, a line not upgraded yet) answers a newer
         admin method MethodNotFound on its admin socket: tpactl says that tpad does not
