@@ -149,6 +149,15 @@ class Help(TpadTestCase):
             (("print", "0123456789ABCDEF", "--state", "issued"),
              "print takes a DevEUI or --state STATE (a batch), not both",
              "Try 'tpactl help print'."),
+            # A DevEUI given the way the other commands take it.
+            (("lookup", "0123456789ABCDEF"), "lookup takes no arguments, not '0123456789ABCDEF'",
+             "Give the DevEUI as --dev-eui 0123456789ABCDEF (tpactl help lookup)."),
+            (("activate", "0123456789ABCDEF", "--tkm-info", TKM), "activate takes no arguments",
+             "Give the DevEUI as --dev-eui 0123456789ABCDEF"),
+            (("device", "--dev-eui", "0123456789ABCDEF"), "device does not take --dev-eui",
+             "without --dev-eui: tpactl device 0123456789ABCDEF (tpactl help device)."),
+            (("retire", "--dev-eui", "0123456789ABCDEF", "--reason", "x"),
+             "retire does not take --dev-eui", "without --dev-eui: tpactl retire 0123456789ABCDEF"),
             # A value that looks like an option is a value.
             (("activate", "--serial", "--dev-eui"), "activate needs --dev-eui",
              "Try 'tpactl help activate'."),
