@@ -385,6 +385,23 @@ class Config(TpadTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("it is a directory, not a file", p.stderr)
 
+    def test_check_config_hints_case_and_section_typos(self):
+        """A key in capitals and a misspelt type of named section get their hint too."""
+        bad = os.path.join(self.tmp, "bad.conf")
+        for text, want in [
+                ("[upstream]\nURL = https://127.0.0.1\n",
+                 "unknown directive 'upstream.URL' (did you mean 'upstream.url'?)"),
+                ("[printers.line1]\nurl = socket://127.0.0.1:9100\n",
+                 "unknown directive 'printers.line1.url' (did you mean 'printer.line1.url'?)"),
+                ("[Printer.line1]\nurl = socket://127.0.0.1:9100\n",
+                 "unknown directive 'Printer.line1.url' (did you mean 'printer.line1.url'?)")]:
+            with self.subTest(text=text):
+                with open(bad, "w") as f:
+                    f.write(text)
+                p = self.run_tpad("--config", bad, "--check-config")
+                self.assertEqual(p.returncode, 1)
+                self.assertIn(f"{bad}:2: {want}", p.stderr)
+
     def test_check_config_catches_what_the_start_would_refuse(self):
         # Each refused at the line that says it, by --check-config as by a start.
         long_sock = "/tmp/" + "s" * 110
