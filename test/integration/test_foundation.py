@@ -385,6 +385,20 @@ class Config(TpadTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("it is a directory, not a file", p.stderr)
 
+    def test_config_file_without_config_option(self):
+        """'tpad /etc/tpad/tpad.conf' (the option forgotten) is a usage error that says
+        which option was meant."""
+        d = self.daemon()
+        for args in ((d.conf,), (d.conf, "--check-config"), ("tpad.conf",)):
+            with self.subTest(args=args):
+                p = self.run_tpad(*args)
+                self.assertEqual(p.returncode, 2)
+                self.assertIn(f"unexpected argument '{args[0]}' (did you mean --config "
+                              f"{args[0]}?)", p.stderr)
+        p = self.run_tpad("start")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("unexpected argument 'start'\n", p.stderr)
+
     def test_check_config_hints_case_and_section_typos(self):
         """A key in capitals and a misspelt type of named section get their hint too."""
         bad = os.path.join(self.tmp, "bad.conf")
