@@ -399,6 +399,18 @@ class Config(TpadTestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("unexpected argument 'start'\n", p.stderr)
 
+    def test_missing_key_file_names_its_credential(self):
+        """A key file directive naming a file that is not there: the message says which
+        secret it was to hold."""
+        missing = os.path.join(self.tmp, "no-such-psk")
+        for extra, name in ((f"upstream.psk-file = {missing}", "tpa-psk"),
+                            (f"store.key-file = {missing}", "store-key")):
+            with self.subTest(name=name):
+                d = self.daemon(upstream_url="https://127.0.0.1:9", conf_extra=extra)
+                p = self.run_tpad("--config", d.conf, "--check-config")
+                self.assertEqual(p.returncode, 1)
+                self.assertIn(f"{missing} (the credential {name}) does not exist", p.stderr)
+
     def test_check_config_hints_case_and_section_typos(self):
         """A key in capitals and a misspelt type of named section get their hint too."""
         bad = os.path.join(self.tmp, "bad.conf")
