@@ -543,6 +543,15 @@ static char *strip(char *s)
 	return s;
 }
 
+/* Whether a refused value looks like one with a comment after it ("4  # four"). */
+static bool trailing_comment(const char *value)
+{
+	for (const char *p = value; *p; p++)
+		if ((*p == '#' || *p == ';') && p > value && (p[-1] == ' ' || p[-1] == '\t'))
+			return true;
+	return false;
+}
+
 /* Write one "name:line: message" error. */
 __attribute__((format(printf, 5, 6))) static int
 conf_error(char *err, size_t errlen, const char *name, unsigned line, const char *fmt, ...)
@@ -642,8 +651,11 @@ int conf_load_string(const struct conf_schema *s, void *cfg, const char *name, c
 		if (r == -ENOMEM)
 			return r;
 		if (r < 0)
-			return conf_error(err, errlen, name, lineno, "%s: '%s' %s", full, value,
-					  why);
+			return conf_error(
+			    err, errlen, name, lineno, "%s: '%s' %s%s", full, value, why,
+			    trailing_comment(value) ? " (a comment goes on a line of its own: '#' "
+						      "after a value is part of it)"
+						    : "");
 		char where[300];
 		snprintf(where, sizeof(where), "%s:%u", name, lineno);
 		if (origin_set(s, cfg, full, where) < 0)

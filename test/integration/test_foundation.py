@@ -428,6 +428,18 @@ class Config(TpadTestCase):
                 self.assertEqual(p.returncode, 1)
                 self.assertIn(f"{bad}:2: {want}", p.stderr)
 
+    def test_check_config_value_with_a_comment(self):
+        """'#' starts a comment only at the start of a line: a value refused with one after
+        it says so."""
+        bad = os.path.join(self.tmp, "bad.conf")
+        with open(bad, "w") as f:
+            f.write("[upstream]\nsessions = 4  # four\n")
+        p = self.run_tpad("--config", bad, "--check-config")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"{bad}:2: upstream.sessions: '4  # four' must be a whole number (a "
+                      "comment goes on a line of its own: '#' after a value is part of it)",
+                      p.stderr)
+
     def test_check_config_catches_what_the_start_would_refuse(self):
         # Each refused at the line that says it, by --check-config as by a start.
         long_sock = "/tmp/" + "s" * 110
