@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,9 +21,32 @@
 /* Largest reply tpactl accepts (labels of an export come one per reply). */
 #define CTL_MAX_REPLY (64u << 20)
 
-void ctl_connect_hint(int e, enum ctl_socket sock)
+/*
+ * What path is when it exists but is no socket ("a directory", "a regular file"...), or
+ * NULL. connect() to such a path fails as if a stale socket were there (ECONNREFUSED),
+ * but the cure is another path, not starting tpad.
+ */
+static const char *not_a_socket(const char *path)
 {
-	if (e == ENOENT)
+	struct stat st;
+	if (!path || stat(path, &st) < 0 || S_ISSOCK(st.st_mode))
+		return NULL;
+	return S_ISDIR(st.st_mode)   ? "a directory"
+	       : S_ISREG(st.st_mode) ? "a regular file"
+				     : "not a socket";
+}
+
+void ctl_connect_hint(int e, enum ctl_socket sock, const char *path)
+{
+	const char *kind = e == ECONNREFUSED ? not_a_socket(path) : NULL;
+	if (kind)
+		fprintf(stderr,
+			"%s is %s, not tpad's socket: give the path of its %s socket (%s.socket "
+			"in tpad.conf) with --socket or %s.\n",
+			path, kind, sock == CTL_ADMIN ? "admin" : "station",
+			sock == CTL_ADMIN ? "admin" : "station",
+			sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
+	else if (e == ENOENT)
 		fprintf(stderr,
 			"The socket does not exist: is tpad running? (systemctl status "
 			"tpad; or give --socket PATH or set %s)\n",
@@ -44,6 +69,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 	c->sock = sock;
 	c->daemon = "tpad";
 	c->reader = NULL;
+	c->timeout_ms = 0;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		fprintf(stderr, "tpactl: socket path too long: %s\n", path);
@@ -60,7 +86,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 		close(c->fd);
 		c->fd = -1;
 		fprintf(stderr, "tpactl: cannot connect to %s: %s\n", path, strerror(e));
-		ctl_connect_hint(e, sock);
+		ctl_connect_hint(e, sock, path);
 		return -e;
 	}
 	c->reader = frame_reader_new(CTL_MAX_REPLY);
@@ -102,11 +128,30 @@ static const char *ctl_daemon(const struct ctl *c)
 	return c->daemon ? c->daemon : "tpad";
 }
 
+/*
+ * Make each read of c's replies give up after ms: for the quick health calls a check
+ * script runs, where a tpad that took the connection but never answers (stopped, hung)
+ * must not hold the script for ever.
+ */
+static void ctl_reply_timeout(struct ctl *c, int ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0)
+		c->timeout_ms = ms;
+}
+
 int ctl_recv(struct ctl *c, json_t **ret_reply)
 {
 	char *msg;
 	size_t len;
 	int r = frame_read_fd(c->fd, c->reader, &msg, &len);
+	if ((r == -EAGAIN || r == -EWOULDBLOCK) && c->timeout_ms > 0) {
+		fprintf(stderr,
+			"tpactl: %s did not answer within %d s on %s: it is stopped or hung (see "
+			"its log: journalctl -u %s)\n",
+			ctl_daemon(c), c->timeout_ms / 1000, c->path, ctl_daemon(c));
+		return -ETIMEDOUT;
+	}
 	if (r == 0) {
 		fprintf(stderr,
 			"tpactl: %s closed the connection (see its log: journalctl -u %s)\n",
@@ -430,6 +475,7 @@ static int health_status(json_t *p)
 int ctl_status(struct ctl *c, struct ctl_args *a)
 {
 	json_t *p;
+	ctl_reply_timeout(c, CTL_STATUS_TIMEOUT_MS);
 	int r = ctl_call(c, "io.tpad.Admin.Status", NULL, a->json, &p);
 	if (r != 0)
 		return r < 0 ? 1 : r;
@@ -481,6 +527,7 @@ int ctl_metrics(struct ctl *c, struct ctl_args *a)
 {
 	json_t *p;
 	json_t *params = a->format ? json_pack("{s:s}", "format", a->format) : NULL;
+	ctl_reply_timeout(c, CTL_STATUS_TIMEOUT_MS);
 	int r = ctl_call(c, "io.tpad.Admin.Metrics", params, a->json, &p);
 	if (r != 0)
 		return r < 0 ? 1 : r;

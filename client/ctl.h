@@ -18,6 +18,8 @@ struct frame_reader;
 
 /* How long tpactl waits for one reply (an activation may wait on the cloud). */
 #define CTL_CALL_TIMEOUT_MS 600000
+/* How long status and metrics wait (tpad answers Status within a second, store down or not). */
+#define CTL_STATUS_TIMEOUT_MS 10000
 
 enum ctl_socket {
 	CTL_STATION,
@@ -31,6 +33,7 @@ struct ctl {
 	enum ctl_socket sock;
 	const char *daemon; /* who answers, for messages: "tpad" (ctl_connect's) or "tpas" */
 	struct frame_reader *reader;
+	int timeout_ms; /* each reply's wait when set (status, metrics); 0: none */
 };
 
 /* Parsed command line, shared by all commands. */
@@ -69,8 +72,8 @@ struct ctl_args {
 /* Connect to path (NULL: the default of sock); on failure prints what to do, returns < 0. */
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock);
 
-/* Print the hint line for a connection that failed with errno e. */
-void ctl_connect_hint(int e, enum ctl_socket sock);
+/* Print the hint line for a connection to path that failed with errno e. */
+void ctl_connect_hint(int e, enum ctl_socket sock, const char *path);
 void ctl_close(struct ctl *c);
 
 /*

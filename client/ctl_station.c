@@ -123,7 +123,7 @@ static int station_open(struct ctl *c, tpad_client **ret)
 	struct tpad_error err;
 	if (tpad_client_open(c->path, CTL_CALL_TIMEOUT_MS, ret, &err) < 0) {
 		fprintf(stderr, "tpactl: %s\n", err.message);
-		ctl_connect_hint(err.sys_errno, CTL_STATION);
+		ctl_connect_hint(err.sys_errno, CTL_STATION, c->path);
 		return CTL_EXIT_CONNECT;
 	}
 	return 0;
@@ -269,9 +269,19 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 		else
 			print_device_obj(json_object_get(p, "device"));
 		status = handle_label_json(a, json_object_get(p, "qr"));
+		const char *printer = json_string_value(json_object_get(p, "printer"));
+		const char *reason = json_string_value(json_object_get(p, "reason"));
+		json_t *dev = json_object_get(p, "device");
+		const char *state = json_string_value(json_object_get(dev, "state"));
+		const char *eui = json_string_value(json_object_get(dev, "devEUI"));
 		fprintf(stderr, "tpactl: PrintFailed: printer=%s, reason=%s\n",
-			json_string_value(json_object_get(p, "printer")),
-			json_string_value(json_object_get(p, "reason")));
+			printer ? printer : "?", reason ? reason : "?");
+		/* Whether to activate again is the question: no, only the label is missing. */
+		fprintf(stderr,
+			"The device is %s and its token is valid; only the label is missing. Once "
+			"the printer is fixed: tpactl lookup --dev-eui %s --printer %s\n",
+			state ? state : "committed", eui ? eui : a->dev_eui,
+			printer ? printer : "NAME");
 		json_decref(reply);
 		return status ? status : 1;
 	}

@@ -286,6 +286,23 @@ __attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, co
 	return CTL_EXIT_USAGE;
 }
 
+/*
+ * A DevEUI given the other way than cmd takes it: lookup and activate take --dev-eui EUI,
+ * device, adopt, retire and print the EUI alone. The hint line says how to give it.
+ */
+static int dev_eui_misplaced(const char *cmd, const char *why, bool as_option, const char *eui)
+{
+	if (as_option)
+		fprintf(stderr, "tpactl: %s\nGive the DevEUI as --dev-eui %s (tpactl help %s).\n",
+			why, eui, cmd);
+	else
+		fprintf(stderr,
+			"tpactl: %s\nGive the DevEUI alone, without --dev-eui: tpactl %s %s "
+			"(tpactl help %s).\n",
+			why, cmd, eui, cmd);
+	return CTL_EXIT_USAGE;
+}
+
 /* The command closest to name, if close enough to be a typo or an abbreviation. */
 static const char *suggest_command(const char *name)
 {
@@ -730,6 +747,11 @@ int main(int argc, char **argv)
 		command_usage(cmd, stdout);
 		return CTL_EXIT_OK;
 	}
+	if ((used & ~cmd->opts & BIT(OPT_DEV_EUI)) && cmd->max_args == 1 && optind >= argc) {
+		char why[64];
+		snprintf(why, sizeof(why), "%s does not take --dev-eui", name);
+		return dev_eui_misplaced(name, why, false, a.dev_eui);
+	}
 	if (used & ~cmd->opts) {
 		for (const struct option *p = opts; p->name; p++)
 			if (p->val >= OPT_DEV_EUI && (used & ~cmd->opts & BIT(p->val)))
@@ -740,6 +762,13 @@ int main(int argc, char **argv)
 	a.argc = argc - optind;
 	a.argv = argv + optind;
 	if (a.argc < cmd->min_args || a.argc > cmd->max_args) {
+		if (cmd->max_args == 0 && (cmd->opts & BIT(OPT_DEV_EUI)) && !a.dev_eui &&
+		    a.argc == 1) {
+			char why[128];
+			snprintf(why, sizeof(why), "%s takes no arguments, not '%.40s'", name,
+				 a.argv[0]);
+			return dev_eui_misplaced(name, why, true, a.argv[0]);
+		}
 		if (cmd->max_args == 0)
 			return usage_error(name, "%s takes no arguments, not '%s'", name,
 					   a.argv[0]);

@@ -453,6 +453,29 @@ static const struct conf_directive *resolve(const struct conf_schema *s, void *c
 }
 
 /*
+ * A misspelt type of named section ("[printers.line1]" for "[printer.line1]") with a key
+ * the type has: full with the type spelt right, into out.
+ */
+static bool section_typo(const struct conf_schema *s, const char *full, char *out, size_t outlen)
+{
+	const char *dot = strchr(full, '.'), *key = strrchr(full, '.');
+	char head[32];
+	if (!dot || key == dot || (size_t)(dot - full) >= sizeof(head))
+		return false;
+	memcpy(head, full, (size_t)(dot - full));
+	head[dot - full] = '\0';
+	for (size_t i = 0; i < s->n_sections; i++) {
+		const struct conf_section_type *st = &s->sections[i];
+		if (words_distance(head, st->prefix) < 3 &&
+		    table_find(st->directives, st->n_directives, key + 1)) {
+			int n = snprintf(out, outlen, "%s%s", st->prefix, dot);
+			return n > 0 && (size_t)n < outlen;
+		}
+	}
+	return false;
+}
+
+/*
  * "unknown directive 'full'", and the closest one the schema has when it is close enough
  * to be a typo ("tunel.listen": "tunnel.listen"; in a named section, the key).
  */
@@ -479,6 +502,9 @@ static void unknown_directive(const struct conf_schema *s, const char *full, cha
 				prefix = "key ";
 			}
 		}
+	char fixed[128];
+	if (!best && section_typo(s, full, fixed, sizeof(fixed)))
+		best = fixed;
 	if (best)
 		snprintf(why, whylen, "unknown directive '%s' (did you mean %s'%s'?)", full, prefix,
 			 best);
@@ -515,6 +541,15 @@ static char *strip(char *s)
 	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
 		s[--n] = '\0';
 	return s;
+}
+
+/* Whether a refused value looks like one with a comment after it ("4  # four"). */
+static bool trailing_comment(const char *value)
+{
+	for (const char *p = value; *p; p++)
+		if ((*p == '#' || *p == ';') && p > value && (p[-1] == ' ' || p[-1] == '\t'))
+			return true;
+	return false;
 }
 
 /* Write one "name:line: message" error. */
@@ -616,8 +651,11 @@ int conf_load_string(const struct conf_schema *s, void *cfg, const char *name, c
 		if (r == -ENOMEM)
 			return r;
 		if (r < 0)
-			return conf_error(err, errlen, name, lineno, "%s: '%s' %s", full, value,
-					  why);
+			return conf_error(
+			    err, errlen, name, lineno, "%s: '%s' %s%s", full, value, why,
+			    trailing_comment(value) ? " (a comment goes on a line of its own: '#' "
+						      "after a value is part of it)"
+						    : "");
 		char where[300];
 		snprintf(where, sizeof(where), "%s:%u", name, lineno);
 		if (origin_set(s, cfg, full, where) < 0)

@@ -132,7 +132,8 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 			 "user (chown) with mode 0600", src);
 		break;
 	case -ENOENT:
-		snprintf(buf, len, "%s does not exist", src);
+		/* Say which secret: a file directive's path alone does not. */
+		snprintf(buf, len, "%s (the credential %s) does not exist", src, name);
 		break;
 	case -ENODATA:
 		snprintf(buf, len, "%s is empty", src);

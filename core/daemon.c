@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cred.h"
@@ -66,7 +67,14 @@ int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *ve
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s'\n", name, argv[optind]);
+		/* "tpad /etc/tpad/tpad.conf": the file was meant, behind --config. */
+		const char *arg = argv[optind];
+		size_t n = strlen(arg);
+		struct stat st;
+		bool file = (n > 5 && strcmp(arg + n - 5, ".conf") == 0) ||
+			    (stat(arg, &st) == 0 && S_ISREG(st.st_mode));
+		fprintf(stderr, "%s: unexpected argument '%s'%s%s%s\n", name, arg,
+			file ? " (did you mean --config " : "", file ? arg : "", file ? "?)" : "");
 		usage(stderr);
 		return 2;
 	}

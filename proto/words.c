@@ -1,6 +1,7 @@
 /* words: how far apart two short words are, for "did you mean". */
 #include "words.h"
 
+#include <ctype.h>
 #include <string.h>
 
 size_t words_distance(const char *a, const char *b)
@@ -15,7 +16,9 @@ size_t words_distance(const char *a, const char *b)
 		d[0][j] = j;
 	for (size_t i = 1; i <= la; i++)
 		for (size_t j = 1; j <= lb; j++) {
-			size_t sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+			/* Case is free: "URL" is a typo of "url", "--JSON" of "--json". */
+			size_t sub = d[i - 1][j - 1] + (tolower((unsigned char)a[i - 1]) !=
+							tolower((unsigned char)b[j - 1]));
 			size_t del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
 			d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
 		}

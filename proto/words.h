@@ -3,5 +3,8 @@
 
 #include <stddef.h>
 
-/* The edit distance (Levenshtein) of a and b; a large number for words over 31 bytes. */
+/*
+ * The edit distance (Levenshtein) of a and b, letters compared regardless of case; a large
+ * number for words over 31 bytes.
+ */
 size_t words_distance(const char *a, const char *b);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -142,10 +143,15 @@ int tpad_client_open(const char *path, int timeout_ms, tpad_client **ret, struct
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int e = errno;
-		const char *hint = e == ENOENT	       ? " (is its daemon running?)"
-				   : e == EACCES       ? " (join the socket's group)"
-				   : e == ECONNREFUSED ? " (nothing listens: its daemon is not running)"
-						       : "";
+		/* A file that is no socket refuses too, but starting a daemon will not help. */
+		struct stat st;
+		bool other = e == ECONNREFUSED && stat(path, &st) == 0 && !S_ISSOCK(st.st_mode);
+		const char *hint = e == ENOENT	 ? " (is its daemon running?)"
+				   : e == EACCES ? " (join the socket's group)"
+				   : other	 ? " (it is no socket: give the daemon's socket)"
+				   : e == ECONNREFUSED
+				       ? " (nothing listens: its daemon is not running)"
+				       : "";
 		fail(err, TPAD_E_CONNECT, "tpad.client.Connect", e, "cannot connect to %s: %s%s",
 		     path, strerror(e), hint);
 		tpad_client_close(c);

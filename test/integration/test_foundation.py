@@ -385,6 +385,61 @@ class Config(TpadTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("it is a directory, not a file", p.stderr)
 
+    def test_config_file_without_config_option(self):
+        """'tpad /etc/tpad/tpad.conf' (the option forgotten) is a usage error that says
+        which option was meant."""
+        d = self.daemon()
+        for args in ((d.conf,), (d.conf, "--check-config"), ("tpad.conf",)):
+            with self.subTest(args=args):
+                p = self.run_tpad(*args)
+                self.assertEqual(p.returncode, 2)
+                self.assertIn(f"unexpected argument '{args[0]}' (did you mean --config "
+                              f"{args[0]}?)", p.stderr)
+        p = self.run_tpad("start")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("unexpected argument 'start'\n", p.stderr)
+
+    def test_missing_key_file_names_its_credential(self):
+        """A key file directive naming a file that is not there: the message says which
+        secret it was to hold."""
+        missing = os.path.join(self.tmp, "no-such-psk")
+        for extra, name in ((f"upstream.psk-file = {missing}", "tpa-psk"),
+                            (f"store.key-file = {missing}", "store-key")):
+            with self.subTest(name=name):
+                d = self.daemon(upstream_url="https://127.0.0.1:9", conf_extra=extra)
+                p = self.run_tpad("--config", d.conf, "--check-config")
+                self.assertEqual(p.returncode, 1)
+                self.assertIn(f"{missing} (the credential {name}) does not exist", p.stderr)
+
+    def test_check_config_hints_case_and_section_typos(self):
+        """A key in capitals and a misspelt type of named section get their hint too."""
+        bad = os.path.join(self.tmp, "bad.conf")
+        for text, want in [
+                ("[upstream]\nURL = https://127.0.0.1\n",
+                 "unknown directive 'upstream.URL' (did you mean 'upstream.url'?)"),
+                ("[printers.line1]\nurl = socket://127.0.0.1:9100\n",
+                 "unknown directive 'printers.line1.url' (did you mean 'printer.line1.url'?)"),
+                ("[Printer.line1]\nurl = socket://127.0.0.1:9100\n",
+                 "unknown directive 'Printer.line1.url' (did you mean 'printer.line1.url'?)")]:
+            with self.subTest(text=text):
+                with open(bad, "w") as f:
+                    f.write(text)
+                p = self.run_tpad("--config", bad, "--check-config")
+                self.assertEqual(p.returncode, 1)
+                self.assertIn(f"{bad}:2: {want}", p.stderr)
+
+    def test_check_config_value_with_a_comment(self):
+        """'#' starts a comment only at the start of a line: a value refused with one after
+        it says so."""
+        bad = os.path.join(self.tmp, "bad.conf")
+        with open(bad, "w") as f:
+            f.write("[upstream]\nsessions = 4  # four\n")
+        p = self.run_tpad("--config", bad, "--check-config")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"{bad}:2: upstream.sessions: '4  # four' must be a whole number (a "
+                      "comment goes on a line of its own: '#' after a value is part of it)",
+                      p.stderr)
+
     def test_check_config_catches_what_the_start_would_refuse(self):
         # Each refused at the line that says it, by --check-config as by a start.
         long_sock = "/tmp/" + "s" * 110

@@ -506,6 +506,16 @@ class Print(TpadTestCase):
         self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
         self.assertIn("Connection refused", reply["parameters"]["reason"])
         self.assertEqual(reply["parameters"]["device"]["devEUI"], eui(3))
+        # tpactl shows the device, then why the label is missing and how to reprint it,
+        # so that the station's operator does not activate again.
+        p = self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", eui(3),
+                          "--printer", "gone", check=1)
+        self.assertIn(reply["parameters"]["device"]["ownerToken"], p.stdout)
+        lines = p.stderr.splitlines()
+        self.assertEqual(len(lines), 2, p.stderr)
+        self.assertTrue(lines[0].startswith("tpactl: PrintFailed: printer=gone"), lines[0])
+        self.assertIn("The device is ISSUED and its token is valid", lines[1])
+        self.assertIn(f"tpactl lookup --dev-eui {eui(3)} --printer gone", lines[1])
         # An unknown printer: refused before anything starts.
         e = self.call_err(self.d.station_client(), "io.tpad.Station.Activate",
                           {"devEUI": eui(4), "generateAppKey": True,

@@ -149,6 +149,15 @@ class Help(TpadTestCase):
             (("print", "0123456789ABCDEF", "--state", "issued"),
              "print takes a DevEUI or --state STATE (a batch), not both",
              "Try 'tpactl help print'."),
+            # A DevEUI given the way the other commands take it.
+            (("lookup", "0123456789ABCDEF"), "lookup takes no arguments, not '0123456789ABCDEF'",
+             "Give the DevEUI as --dev-eui 0123456789ABCDEF (tpactl help lookup)."),
+            (("activate", "0123456789ABCDEF", "--tkm-info", TKM), "activate takes no arguments",
+             "Give the DevEUI as --dev-eui 0123456789ABCDEF"),
+            (("device", "--dev-eui", "0123456789ABCDEF"), "device does not take --dev-eui",
+             "without --dev-eui: tpactl device 0123456789ABCDEF (tpactl help device)."),
+            (("retire", "--dev-eui", "0123456789ABCDEF", "--reason", "x"),
+             "retire does not take --dev-eui", "without --dev-eui: tpactl retire 0123456789ABCDEF"),
             # A value that looks like an option is a value.
             (("activate", "--serial", "--dev-eui"), "activate needs --dev-eui",
              "Try 'tpactl help activate'."),
@@ -228,6 +237,43 @@ class Sockets(TpadTestCase):
                 self.assertIn("tpactl: ", p.stderr)
                 self.assertIn(want, p.stderr)
                 self.assertNotIn("MethodNotFound", p.stderr)
+
+    def test_a_path_that_is_no_socket(self):
+        """--socket naming the config file or the run directory: connect() is refused as
+        at a stale socket, but tpad may well be running: tpactl says the path is no
+        socket, not that tpad is not running."""
+        conf = os.path.join(self.tmp, "tpad.conf")
+        with open(conf, "w") as f:
+            f.write("[station]\n")
+        for path, kind in ((conf, "a regular file"), (self.tmp, "a directory")):
+            for args, which in ((("status",), "admin"),
+                                (("lookup", "--dev-eui", "0123456789ABCDEF"), "station")):
+                with self.subTest(path=path, args=args):
+                    p = run("--socket", path, *args)
+                    self.assertEqual(p.returncode, 3, p.stderr)
+                    self.assertIn(f"{path} is {kind}, not tpad's socket", p.stderr)
+                    self.assertIn(f"{which}.socket in tpad.conf", p.stderr)
+                    self.assertNotIn("not running", p.stderr)
+
+    def test_status_of_a_tpad_that_does_not_answer(self):
+        """A tpad that is stopped (SIGSTOP, a debugger) takes the connection in its
+        backlog and never answers: status and metrics, which check scripts run, give up
+        after 10 s with a non-zero status instead of hanging."""
+        import signal
+        import time
+        d = self.daemon().start()
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            for args in (("status",), ("metrics",)):
+                with self.subTest(args=args):
+                    t0 = time.monotonic()
+                    p = run("--socket", d.admin, *args)
+                    self.assertLess(time.monotonic() - t0, 20)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"tpad did not answer within 10 s on {d.admin}", p.stderr)
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        self.assertEqual(run("--socket", d.admin, "devices").returncode, 0)
 
     def test_older_tpad_without_the_method(self):
         """A tpad older than tpactl (a rollback, a line not upgraded yet) answers a newer
