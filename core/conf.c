@@ -93,7 +93,14 @@ static int parse_id_list(const char *s, bool groups, uint32_t *out, size_t *ret_
 				continue;
 			}
 		}
-		snprintf(why, whylen, "unknown %s '%s'", groups ? "group" : "user", tok);
+		/* The refused value is quoted before this: a list's entry is named, one alone is
+		 * not. */
+		if (n == 0 && !strtok_r(NULL, ", \t", &save))
+			snprintf(why, whylen, "is not a %s on this system",
+				 groups ? "group" : "user");
+		else
+			snprintf(why, whylen, "names '%s', not a %s on this system", tok,
+				 groups ? "group" : "user");
 		r = -EINVAL;
 		break;
 	}
