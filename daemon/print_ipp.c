@@ -79,7 +79,8 @@ static bool no_answer(http_t *http, struct print_job *j, const char *what)
 	int e = httpError(http);
 	if (e == ETIMEDOUT || (!e && (!m || !*m || strcmp(m, strerror(0)) == 0)))
 		snprintf(j->reason, sizeof(j->reason),
-			 "the printer did not answer %s within printer.timeout", what);
+			 "the printer did not answer %s within printer.%s.timeout", what,
+			 j->pr->cfg->name);
 	else
 		snprintf(j->reason, sizeof(j->reason),
 			 "lost the connection to the printer during %s: %s", what,

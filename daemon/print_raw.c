@@ -337,8 +337,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		j->ok = false;
 		snprintf(j->reason, sizeof(j->reason),
 			 "timed out waiting for the printer to take the job: %ld of %zu bytes not "
-			 "taken (printer.timeout covers the whole job)",
-			 conn_untaken(c), j->len);
+			 "taken (printer.%s.timeout covers the whole job)",
+			 conn_untaken(c), j->len, j->pr->cfg->name);
 	} else if (c->phase != RAW_DONE) {
 		j->ok = false;
 		snprintf(j->reason, sizeof(j->reason), "timed out %s", phase_names[c->phase]);

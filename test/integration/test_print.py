@@ -884,7 +884,9 @@ class Print(TpadTestCase):
             reply = c.recv()
         took = time.monotonic() - t0
         self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
+        # The directive to raise is named as it is written in tpad.conf.
         self.assertIn("did not answer", reply["parameters"]["reason"])
+        self.assertIn("within printer.office.timeout", reply["parameters"]["reason"])
         # printer.timeout bounds the whole job (it took 4 s of a 3 s timeout).
         self.assertLess(took, 2.6)
         st, metrics = self.printer_status("office")
@@ -920,6 +922,7 @@ class Print(TpadTestCase):
         for (reply, took) in results:
             self.assertEqual(reply["error"], "io.tpad.Station.PrintFailed")
             self.assertIn("timed out", reply["parameters"]["reason"])
+            self.assertNotIn("printer.timeout", reply["parameters"]["reason"])
             self.assertLess(took, 3.0, [r["parameters"]["reason"] for r, _ in results])
 
     def test_jobs_queued_behind_a_slow_healthy_printer_are_printed(self):
