@@ -1946,6 +1946,15 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 		pg_store_close(s);
 		return e;
 	}
+	/* A password in store.url works, but whoever reads tpad.conf reads it too. */
+	if (store_url_has_password(s->url))
+		log_warnx(
+		    "store.url holds a password%s: move it to a file of mode 0600 given as "
+		    "store.password-file or LoadCredential=store-password, and take it out of "
+		    "store.url",
+		    s->password ? " and the credential store-password is given too (tpad "
+				  "uses the credential's)"
+				: "");
 	/* Schema and key first, blocking: tpad does not serve before its store is ready. */
 	s->reader = connect_start(s, true);
 	if (!s->reader || PQstatus(s->reader) != CONNECTION_OK) {

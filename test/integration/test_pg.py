@@ -668,6 +668,15 @@ class Credentials(TpadTestCase):
         self.assertIn("check the password in store.url against the role's password in the "
                       "database", in_url.log_text())
         self.assertNotIn("url-wrong-pw", in_url.log_text())
+        self.assertIn("store.url holds a password: move it to a file", in_url.log_text())
+        # Both: the credential wins, and the log says so (the URL's is wrong, tpad serves).
+        both = self.daemon(pg_url=url.replace("://tpad@", "://tpad:url-wrong-pw@", 1),
+                           pg_password=self.pg.password,
+                           key_hex=open(d.key_file).read().strip()).start()
+        self.assertIn("store.url holds a password and the credential store-password is given "
+                      "too (tpad uses the credential's)", both.log_text())
+        self.assertNotIn("url-wrong-pw", both.log_text())
+        both.stop()
 
 
 class LostConnections(TpadTestCase):
