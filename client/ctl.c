@@ -19,30 +19,42 @@
 /* Largest reply tpactl accepts (labels of an export come one per reply). */
 #define CTL_MAX_REPLY (64u << 20)
 
-void ctl_connect_hint(int e, enum ctl_socket sock)
+void ctl_connect_hint(int e, enum ctl_socket sock, const char *daemon)
 {
+	bool tpas = strcmp(daemon, "tpas") == 0;
+
 	if (e == ENOENT)
 		fprintf(stderr,
-			"The socket does not exist: is tpad running? (systemctl status "
-			"tpad; or give --socket PATH or set %s)\n",
-			sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
+			"The socket does not exist: is %s running? (systemctl status "
+			"%s; or give --socket PATH or set %s)\n",
+			daemon, daemon,
+			tpas		    ? "TPAS_SOCKET"
+			: sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET"
+					    : "TPAD_STATION_SOCKET");
 	else if (e == EACCES || e == EPERM)
 		fprintf(stderr, "Permission denied: %s\n",
-			sock == CTL_ADMIN ? "admin commands need root or the tpad-admin group."
-					  : "stations need to be in the tpad-station group.");
+			tpas ? "tpactl as needs root, or the tpas-admin group (tpas-apps "
+			       "on the apps socket)."
+			: sock == CTL_ADMIN ? "admin commands need root or the tpad-admin group."
+					    : "stations need to be in the tpad-station group.");
 	else if (e == ECONNREFUSED)
-		fprintf(stderr, "Nothing listens there: tpad is not running "
-				"(systemctl start tpad).\n");
+		fprintf(stderr, "Nothing listens there: %s is not running (systemctl start %s).\n",
+			daemon, daemon);
 }
 
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
+{
+	return ctl_connect_to(c, path, sock, "tpad");
+}
+
+int ctl_connect_to(struct ctl *c, const char *path, enum ctl_socket sock, const char *daemon)
 {
 	if (!path)
 		path =
 		    sock == CTL_STATION ? TPAD_RUNDIR "/station.sock" : TPAD_RUNDIR "/admin.sock";
 	c->path = path;
 	c->sock = sock;
-	c->daemon = "tpad";
+	c->daemon = daemon;
 	c->reader = NULL;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -60,7 +72,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 		close(c->fd);
 		c->fd = -1;
 		fprintf(stderr, "tpactl: cannot connect to %s: %s\n", path, strerror(e));
-		ctl_connect_hint(e, sock);
+		ctl_connect_hint(e, sock, daemon);
 		return -e;
 	}
 	c->reader = frame_reader_new(CTL_MAX_REPLY);

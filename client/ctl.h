@@ -68,9 +68,11 @@ struct ctl_args {
 
 /* Connect to path (NULL: the default of sock); on failure prints what to do, returns < 0. */
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock);
+/* The same to a socket of daemon ("tpad" or "tpas"), whom the messages name. */
+int ctl_connect_to(struct ctl *c, const char *path, enum ctl_socket sock, const char *daemon);
 
-/* Print the hint line for a connection that failed with errno e. */
-void ctl_connect_hint(int e, enum ctl_socket sock);
+/* Print the hint line for a connection to daemon that failed with errno e. */
+void ctl_connect_hint(int e, enum ctl_socket sock, const char *daemon);
 void ctl_close(struct ctl *c);
 
 /*

@@ -629,11 +629,10 @@ int ctl_as_main(int argc, char **argv)
 		return EXIT_CONNECT;
 	}
 	struct ctl c;
-	if (ctl_connect(&c, sock, CTL_ADMIN) < 0) {
+	if (ctl_connect_to(&c, sock, CTL_ADMIN, "tpas") < 0) {
 		json_decref(params);
 		return EXIT_CONNECT;
 	}
-	c.daemon = "tpas";
 	int r = strcmp(cmd, "uplinks") == 0 ? as_uplinks(&c, after, follow, json_out)
 					    : as_call(&c, method, params, json_out, print);
 	ctl_close(&c);

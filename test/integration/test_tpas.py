@@ -2682,6 +2682,14 @@ class Commands(TpasCase):
                             "status"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 3)
         self.assertIn("is tpas running?", p.stderr)
+        # A tpas killed leaves its socket behind: nothing listens, and tpas (not tpad) is
+        # the one to start.
+        t.kill9()
+        p = t.tpactl("as", "status", check=3)
+        self.assertIn("Nothing listens there: tpas is not running (systemctl start tpas)",
+                      p.stderr)
+        self.assertNotIn("tpad", p.stderr)
+        t.start()
         # tpas stopping ends a followed stream: said on stderr, exit 3 (it was a silent 0).
         wait_for(lambda: t.status()["subscribers"] == 0, 10, "the last follower gone")
         f = subprocess.Popen([TPACTL, "--socket", t.apps, "as", "uplinks", "--follow",
