@@ -297,20 +297,12 @@ class Metrics(TpadTestCase):
         """The shipped rules, run by promtool on series: a store down for two minutes fires
         TpadStoreDown (tpad_store_failing stays 0 when no transaction was tried), a
         short blip does not, a store that is up never does."""
-        promtool = shutil.which("promtool")
-        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
-        test = os.path.join(self.tmp, "store-down.test.yml")
-        with open(test, "w") as f:
-            f.write(f"""rule_files: [{RULES}]
-evaluation_interval: 15s
-tests:
-  - interval: 15s
-    input_series:
-      - series: 'tpad_store_up{{backend="postgresql",instance="line1",job="tpad"}}'
+        self.promtool_test("store-down", """
+      - series: 'tpad_store_up{backend="postgresql",instance="line1",job="tpad"}'
         values: '1 0x12'
-      - series: 'tpad_store_up{{backend="postgresql",instance="line2",job="tpad"}}'
+      - series: 'tpad_store_up{backend="postgresql",instance="line2",job="tpad"}'
         values: '1 0x4 1x8'
-      - series: 'tpad_store_failing{{instance="line1",job="tpad"}}'
+      - series: 'tpad_store_failing{instance="line1",job="tpad"}'
         values: '0x13'
     alert_rule_test:
       - eval_time: 1m
@@ -331,6 +323,57 @@ tests:
         alertname: TpadStoreFailing
         exp_alerts: []
 """)
+
+    def test_a_cloud_that_keeps_failing_opens_the_breaker_alert(self):
+        """A cloud that keeps failing opens the breaker, which half-opens after each
+        cool-down (5 s) and opens again: scrapes read 1 and 0.5 by turns. TpadBreakerOpen
+        fires after a minute of that (with "== 1" it never did); a breaker that closed
+        again does not. TpadStoreFailing says that the store fails, not a count it does
+        not have."""
+        self.promtool_test("breaker", """
+      - series: 'tpad_upstream_breaker_open{instance="line1",job="tpad"}'
+        values: '0 1 0.5 1 0.5 1 0.5 1 0.5 1 0.5 1'
+      - series: 'tpad_upstream_breaker_open{instance="line2",job="tpad"}'
+        values: '0 1 0.5 0x9'
+      - series: 'tpad_store_failing{instance="line1",job="tpad"}'
+        values: '0 1x11'
+      - series: 'tpad_store_failed_commits_total{instance="line1",job="tpad"}'
+        values: '0 3x11'
+    alert_rule_test:
+      - eval_time: 30s
+        alertname: TpadBreakerOpen
+        exp_alerts: []
+      - eval_time: 2m
+        alertname: TpadBreakerOpen
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: line1
+              job: tpad
+            exp_annotations:
+              summary: "tpad's circuit breaker to the cloud is open on line1"
+              description: "Repeated upstream failures: requests fail fast. tpactl status shows the last error."
+      - eval_time: 2m
+        alertname: TpadStoreFailing
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              instance: line1
+              job: tpad
+            exp_annotations:
+              summary: "tpad's store rolled back transactions on line1"
+              description: "Store transactions fail, or failed in the last 5 minutes (disk full, I/O error): activations answer StoreFailed meanwhile. tpactl status shows the reason (exit 6 while failing)."
+""")
+
+    def promtool_test(self, name, body):
+        """promtool test rules on the shipped rules, every 15 s: body is the test's
+        input_series and alert_rule_test."""
+        promtool = shutil.which("promtool")
+        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
+        test = os.path.join(self.tmp, f"{name}.test.yml")
+        with open(test, "w") as f:
+            f.write(f"rule_files: [{RULES}]\nevaluation_interval: 15s\ntests:\n"
+                    f"  - interval: 15s\n    input_series:{body}")
         r = subprocess.run([promtool, "test", "rules", test], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("SUCCESS", r.stdout + r.stderr)
