@@ -512,7 +512,10 @@ class Tunnel(TpasCase):
         # The daemon still serves.
         self.assertEqual(s.uplink(DEV, b"fine")[0], 200)
         log = t.log_text()
-        self.assertIn("401 for DevEUI 0024AEB3C02BE1C4: bad Token", log)
+        # The log says what to check, the answer and REASON stay short.
+        self.assertIn("401 for DevEUI 0024AEB3C02BE1C4: bad Token (the AS route's tunnel key "
+                      "and tunnel.key-file differ, or this request does not come from the "
+                      "LRC) STATUS=401 REASON=bad Token ", log)
 
     def tunnel_conf(self, t, lines):
         """Add lines to t's [tunnel] section."""
@@ -996,6 +999,11 @@ class Tunnel(TpasCase):
         self.assertEqual(st, 401)
         self.assertIn("does not unwrap", ans["error"])
         self.assertEqual(t.status()["tunnel"]["wrongKey"], 1)
+        # The log says what to do about it; the answer to the poster does not.
+        self.assertIn("2222222222222222: AppSKey does not unwrap with the ASTK labelled "
+                      "'kek-7' (the LRC uses another ASTK under that label: import its "
+                      "encryptedASKey with tpactl as import-astk)", t.log_text())
+        self.assertNotIn("import-astk", ans["error"])
         # The list shows the ASTKs, never the keys.
         p = t.tpactl("--json", "as", "astks", check=0)
         astks = json.loads(p.stdout)["astks"]
