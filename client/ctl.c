@@ -317,6 +317,27 @@ static const char *paint(const char *word, char *buf, size_t len)
 	return buf;
 }
 
+void ctl_print_sessions(json_t *sessions)
+{
+	char b[64];
+	size_t i;
+	json_t *s;
+	json_array_foreach(sessions, i, s)
+	{
+		const char *st = gets_or(s, "state", "?");
+		printf("  session %zu: %s%*s %6lld requests, %lld reconnects", i,
+		       paint(st, b, sizeof(b)), (int)(11 - (strlen(st) < 11 ? strlen(st) : 11)), "",
+		       geti(s, "requests"), geti(s, "reconnects"));
+		const char *suite = gets_or(s, "ciphersuite", NULL);
+		const char *err = gets_or(s, "lastError", NULL);
+		if (suite)
+			printf(", %s", suite);
+		if (err)
+			printf(", last error: %s", err);
+		putchar('\n');
+	}
+}
+
 /* The upstream part of status, if tpad reports one. */
 static void print_upstream(json_t *u)
 {
@@ -344,22 +365,7 @@ static void print_upstream(json_t *u)
 		printf("  THE CLOUD ASKED TO WAIT: %lld s more (Retry-After); calls are answered "
 		       "UpstreamUnavailable meanwhile\n",
 		       (long long)json_integer_value(wait));
-	size_t i;
-	json_t *s;
-	json_array_foreach(json_object_get(u, "sessions"), i, s)
-	{
-		const char *st = gets_or(s, "state", "?");
-		printf("  session %zu: %s%*s %6lld requests, %lld reconnects", i,
-		       paint(st, b1, sizeof(b1)), (int)(11 - (strlen(st) < 11 ? strlen(st) : 11)),
-		       "", geti(s, "requests"), geti(s, "reconnects"));
-		const char *suite = gets_or(s, "ciphersuite", NULL);
-		const char *err = gets_or(s, "lastError", NULL);
-		if (suite)
-			printf(", %s", suite);
-		if (err)
-			printf(", last error: %s", err);
-		putchar('\n');
-	}
+	ctl_print_sessions(json_object_get(u, "sessions"));
 	json_t *lat = json_object_get(u, "latency");
 	if (json_is_object(lat))
 		printf("  latency:   p50 %.1f ms, p99 %.1f ms\n",

@@ -74,6 +74,8 @@ int ctl_connect_to(struct ctl *c, const char *path, enum ctl_socket sock, const 
 /* Print the hint line for a connection to daemon that failed with errno e. */
 void ctl_connect_hint(int e, enum ctl_socket sock, const char *daemon);
 void ctl_close(struct ctl *c);
+/* One line per upstream session of a Status (tpad's cloud, tpas's LRC), last error and all. */
+void ctl_print_sessions(json_t *sessions);
 
 /*
  * Send one call; params is stolen. Returns 0 and sets *ret_reply on a reply (error or

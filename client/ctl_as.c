@@ -342,6 +342,8 @@ static void print_status(json_t *r)
 		       (long long)json_integer_value(json_object_get(l, "queue")));
 	else
 		printf("lrc: not configured\n");
+	/* What TpasLrcDown and TpasLrcBreakerOpen send the admin here for. */
+	ctl_print_sessions(json_object_get(l, "sessions"));
 	json_t *d = json_object_get(r, "downlinks");
 	if (json_is_object(d)) /* a tpas older than the field has none to show */
 		printf(

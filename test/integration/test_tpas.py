@@ -1925,6 +1925,9 @@ class Downlink(TpasCase):
         wait_for(lambda: t.status()["lrc"]["breaker"] == "open", 30, "the breaker open")
         p = t.tpactl("as", "status", check=5)
         self.assertIn(f"lrc: http://127.0.0.1:{port} down, breaker open", p.stdout)
+        # Each session's last error, where TpasLrcDown and TpasLrcBreakerOpen send the admin.
+        self.assertRegex(p.stdout, r"\n  session 0: backoff .*, last error: connect to "
+                         rf"127\.0\.0\.1:{port}: Connection refused\n")
         t.tpactl("--json", "as", "status", check=5)
         # No LRC configured is healthy.
         self.tpas().start().tpactl("as", "status", check=0)
