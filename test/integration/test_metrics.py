@@ -251,7 +251,7 @@ class Metrics(TpadTestCase):
         # The alerting rules shipped in conf/ are valid.
         r = subprocess.run([promtool, "check", "rules", RULES], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("6 rules found", r.stdout)
+        self.assertIn("7 rules found", r.stdout)
 
     def test_a_client_that_never_reads_holds_no_memory_and_few_descriptors(self):
         """One connection pipelining GET /metrics without reading grew tpad by 800 MB in
@@ -365,6 +365,31 @@ class Metrics(TpadTestCase):
               description: "Store transactions fail, or failed in the last 5 minutes (disk full, I/O error): activations answer StoreFailed meanwhile. tpactl status shows the reason (exit 6 while failing)."
 """)
 
+    def test_a_printer_gone_for_five_minutes_alerts(self):
+        """tpad_printer_ready 0 for 5 minutes fires TpadPrinterNotReady for that printer; a
+        printer out of paper for a minute, and one that is ready, do not."""
+        self.promtool_test("printer", """
+      - series: 'tpad_printer_ready{instance="line1",job="tpad",printer="zebra"}'
+        values: '1 0x30'
+      - series: 'tpad_printer_ready{instance="line1",job="tpad",printer="office"}'
+        values: '1 0x4 1x26'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: TpadPrinterNotReady
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: TpadPrinterNotReady
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: line1
+              job: tpad
+              printer: zebra
+            exp_annotations:
+              summary: "printer zebra of tpad on line1 cannot print"
+              description: "The printer has not been ready for 5 minutes (unreachable, paper out, head open, paused): its labels fail with PrintFailed and are reprinted with tpactl print once it is back. tpactl status shows why (printer: ...)."
+""")
+
     def promtool_test(self, name, body):
         """promtool test rules on the shipped rules, every 15 s: body is the test's
         input_series and alert_rule_test."""
@@ -408,7 +433,7 @@ class Metrics(TpadTestCase):
             self.assertEqual(target["health"], "up", target.get("lastError"))
             # The example rules loaded and none fires on a healthy tpad.
             rules = [r for g in prom.get("rules")["groups"] for r in g["rules"]]
-            self.assertEqual(len(rules), 6)
+            self.assertEqual(len(rules), 7)
             self.assertTrue(all(r["health"] in ("ok", "unknown") for r in rules), rules)
             firing = [r["name"] for r in rules if r.get("state") == "firing"]
             self.assertEqual(firing, [])
