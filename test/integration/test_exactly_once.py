@@ -646,7 +646,10 @@ class Migration(Base):
                         "PRAGMA user_version = 9"], check=True, capture_output=True)
         before = self.store_hash(d.store)
         log = self.refused(d)
-        self.assertIn("schema version 9 is newer than this tpad supports (3)", log)
+        # With the two ways out: the newer tpad, or the copy made when it upgraded.
+        self.assertIn("schema version 9 is newer than this tpad supports (3); refusing to "
+                      "open it: start the newer tpad again, or restore the copy made when it "
+                      f"upgraded the store ({d.store}.v3-TIME.bak)", log)
         self.assertEqual(self.store_hash(d.store), before)
         self.assertFalse(os.path.exists(d.store + "-wal"))
 

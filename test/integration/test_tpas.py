@@ -1502,6 +1502,28 @@ class Journal(TpasCase):
         t.stop()
         t2.start()
 
+    def test_a_newer_journal_is_refused_saying_what_to_do(self):
+        """A rollback: the journal of a newer tpas is refused, at start and by
+        --check-config, untouched, with what to do: start the newer tpas again (a copy of
+        an older schema holds old FCntDn counters)."""
+        t = self.tpas().start()
+        t.stop()
+        db = os.path.join(t.workdir, "tpas.db")
+        subprocess.run(["sqlite3", db, "PRAGMA user_version = 99"], check=True,
+                       capture_output=True)
+        with open(db, "rb") as f:
+            before = f.read()
+        for args in ((), ("--check-config",)):
+            p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(f"{db}: schema version 99 is newer than this tpas supports (2); "
+                          "refusing to open it: start the newer tpas again (a copy of an "
+                          "older schema holds old FCntDn counters: see tpas(8), store.path)",
+                          p.stderr)
+        with open(db, "rb") as f:
+            self.assertEqual(f.read(), before)
+
     def test_disk_full(self):
         """A full disk: uplinks 503 and downlinks StoreFailed naming it, nothing sent or lost,
         and service again once space is freed (run in its own mount namespace)."""
