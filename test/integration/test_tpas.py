@@ -1951,6 +1951,16 @@ class Downlink(TpasCase):
         self.assertRegex(p.stdout, r"\n  session 0: backoff .*, last error: connect to "
                          rf"127\.0\.0\.1:{port}: Connection refused\n")
         t.tpactl("--json", "as", "status", check=5)
+        # The journal says it once, with why, and again when the LRC answers.
+        wait_for(lambda: "LRC circuit breaker open" in t.log_text(), 5, "the breaker logged")
+        self.assertIn("LRC circuit breaker open: downlinks fail fast (connect to "
+                      f"127.0.0.1:{port}: Connection refused); tpactl as status shows each "
+                      f"session UPSTREAM_URL=http://127.0.0.1:{port} REASON=", t.log_text())
+        s.start(port)
+        wait_for(lambda: t.status()["lrc"]["breaker"] == "closed", 30, "the breaker closed")
+        wait_for(lambda: "LRC circuit breaker closed: the LRC answers again" in t.log_text(),
+                 5, "the breaker closed in the log")
+        self.assertEqual(t.log_text().count("LRC circuit breaker open"), 1)
         # No LRC configured is healthy.
         self.tpas().start().tpactl("as", "status", check=0)
 
@@ -3342,8 +3352,9 @@ class Metrics(TpasCase):
                 fires("4m", "TpasLrcBreakerOpen", "as1",
                       "tpas's circuit breaker to the LRC is open on as1",
                       "Repeated failures of the LRC: downlinks answer Busy at once, with no "
-                      "FCntDn spent. tpactl as status shows the last error (exit 5).",
-                      severity="warning"),
+                      "FCntDn spent. tpactl as status shows each session's last error "
+                      "(exit 5); the journal has the opening (MESSAGE_ID "
+                      "dffc2bc531644bfbab7154f6324d9f6a).", severity="warning"),
                 quiet("2m", "TpasLrcDown"),
                 fires("4m", "TpasLrcDown", "as1", "tpas on as1 has no session to the LRC",
                       "No session to lrc.url has been ready for 2 minutes: downlinks fail "
