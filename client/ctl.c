@@ -24,7 +24,7 @@
 /*
  * What path is when it exists but is no socket ("a directory", "a regular file"...), or
  * NULL. connect() to such a path fails as if a stale socket were there (ECONNREFUSED),
- * but the cure is another path, not starting tpad.
+ * but the cure is another path, not starting the daemon.
  */
 static const char *not_a_socket(const char *path)
 {
@@ -36,38 +36,48 @@ static const char *not_a_socket(const char *path)
 				     : "not a socket";
 }
 
-void ctl_connect_hint(int e, enum ctl_socket sock, const char *path)
+void ctl_connect_hint(int e, enum ctl_socket sock, const char *path, const char *daemon)
 {
+	bool tpas = strcmp(daemon, "tpas") == 0;
+	const char *env = tpas		      ? "TPAS_SOCKET"
+			  : sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET"
+					      : "TPAD_STATION_SOCKET";
 	const char *kind = e == ECONNREFUSED ? not_a_socket(path) : NULL;
 	if (kind)
 		fprintf(stderr,
-			"%s is %s, not tpad's socket: give the path of its %s socket (%s.socket "
-			"in tpad.conf) with --socket or %s.\n",
-			path, kind, sock == CTL_ADMIN ? "admin" : "station",
-			sock == CTL_ADMIN ? "admin" : "station",
-			sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
+			"%s is %s, not %s's socket: give the path of its %s socket (%s.socket "
+			"in %s.conf) with --socket or %s.\n",
+			path, kind, daemon, sock == CTL_ADMIN ? "admin" : "station",
+			sock == CTL_ADMIN ? "admin" : "station", daemon, env);
 	else if (e == ENOENT)
 		fprintf(stderr,
-			"The socket does not exist: is tpad running? (systemctl status "
-			"tpad; or give --socket PATH or set %s)\n",
-			sock == CTL_ADMIN ? "TPAD_ADMIN_SOCKET" : "TPAD_STATION_SOCKET");
+			"The socket does not exist: is %s running? (systemctl status "
+			"%s; or give --socket PATH or set %s)\n",
+			daemon, daemon, env);
 	else if (e == EACCES || e == EPERM)
 		fprintf(stderr, "Permission denied: %s\n",
-			sock == CTL_ADMIN ? "admin commands need root or the tpad-admin group."
-					  : "stations need to be in the tpad-station group.");
+			tpas ? "tpactl as needs root, or the tpas-admin group (tpas-apps "
+			       "on the apps socket)."
+			: sock == CTL_ADMIN ? "admin commands need root or the tpad-admin group."
+					    : "stations need to be in the tpad-station group.");
 	else if (e == ECONNREFUSED)
-		fprintf(stderr, "Nothing listens there: tpad is not running "
-				"(systemctl start tpad).\n");
+		fprintf(stderr, "Nothing listens there: %s is not running (systemctl start %s).\n",
+			daemon, daemon);
 }
 
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
+{
+	return ctl_connect_to(c, path, sock, "tpad");
+}
+
+int ctl_connect_to(struct ctl *c, const char *path, enum ctl_socket sock, const char *daemon)
 {
 	if (!path)
 		path =
 		    sock == CTL_STATION ? TPAD_RUNDIR "/station.sock" : TPAD_RUNDIR "/admin.sock";
 	c->path = path;
 	c->sock = sock;
-	c->daemon = "tpad";
+	c->daemon = daemon;
 	c->reader = NULL;
 	c->timeout_ms = 0;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -86,7 +96,7 @@ int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock)
 		close(c->fd);
 		c->fd = -1;
 		fprintf(stderr, "tpactl: cannot connect to %s: %s\n", path, strerror(e));
-		ctl_connect_hint(e, sock, path);
+		ctl_connect_hint(e, sock, path, daemon);
 		return -e;
 	}
 	c->reader = frame_reader_new(CTL_MAX_REPLY);
@@ -350,6 +360,27 @@ static const char *paint(const char *word, char *buf, size_t len)
 	return buf;
 }
 
+void ctl_print_sessions(json_t *sessions)
+{
+	char b[64];
+	size_t i;
+	json_t *s;
+	json_array_foreach(sessions, i, s)
+	{
+		const char *st = gets_or(s, "state", "?");
+		printf("  session %zu: %s%*s %6lld requests, %lld reconnects", i,
+		       paint(st, b, sizeof(b)), (int)(11 - (strlen(st) < 11 ? strlen(st) : 11)), "",
+		       geti(s, "requests"), geti(s, "reconnects"));
+		const char *suite = gets_or(s, "ciphersuite", NULL);
+		const char *err = gets_or(s, "lastError", NULL);
+		if (suite)
+			printf(", %s", suite);
+		if (err)
+			printf(", last error: %s", err);
+		putchar('\n');
+	}
+}
+
 /* The upstream part of status, if tpad reports one. */
 static void print_upstream(json_t *u)
 {
@@ -377,22 +408,7 @@ static void print_upstream(json_t *u)
 		printf("  THE CLOUD ASKED TO WAIT: %lld s more (Retry-After); calls are answered "
 		       "UpstreamUnavailable meanwhile\n",
 		       (long long)json_integer_value(wait));
-	size_t i;
-	json_t *s;
-	json_array_foreach(json_object_get(u, "sessions"), i, s)
-	{
-		const char *st = gets_or(s, "state", "?");
-		printf("  session %zu: %s%*s %6lld requests, %lld reconnects", i,
-		       paint(st, b1, sizeof(b1)), (int)(11 - (strlen(st) < 11 ? strlen(st) : 11)),
-		       "", geti(s, "requests"), geti(s, "reconnects"));
-		const char *suite = gets_or(s, "ciphersuite", NULL);
-		const char *err = gets_or(s, "lastError", NULL);
-		if (suite)
-			printf(", %s", suite);
-		if (err)
-			printf(", last error: %s", err);
-		putchar('\n');
-	}
+	ctl_print_sessions(json_object_get(u, "sessions"));
 	json_t *lat = json_object_get(u, "latency");
 	if (json_is_object(lat))
 		printf("  latency:   p50 %.1f ms, p99 %.1f ms\n",

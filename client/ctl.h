@@ -56,14 +56,14 @@ struct ctl_args {
 	int interval_ms;	     /* top: time between frames, 0 for the default */
 	const char *command;	     /* the command's name, for messages */
 	const char *manifest, *signer, *dev_eui_map; /* import --manifest */
-	const char *reason;			      /* retire */
-	const char *after;			      /* print --after */
-	int bits;				      /* keygen-rsa */
-	bool label;	     /* --label: the whole label layout (tpad's default) */
-	bool code;	     /* --code: the bare QR code, not the whole label */
-	bool print;	     /* --print: print on the station's default printer */
-	const char *printer; /* --printer */
-	int copies;	     /* --copies; 0: not given */
+	const char *reason;			     /* retire */
+	const char *after;			     /* print --after */
+	int bits;				     /* keygen-rsa */
+	bool label;			/* --label: the whole label layout (tpad's default) */
+	bool code;			/* --code: the bare QR code, not the whole label */
+	bool print;			/* --print: print on the station's default printer */
+	const char *printer;		/* --printer */
+	int copies;			/* --copies; 0: not given */
 	const char *to, *config, *tpad; /* store copy */
 	int argc;
 	char **argv;
@@ -71,10 +71,14 @@ struct ctl_args {
 
 /* Connect to path (NULL: the default of sock); on failure prints what to do, returns < 0. */
 int ctl_connect(struct ctl *c, const char *path, enum ctl_socket sock);
+/* The same to a socket of daemon ("tpad" or "tpas"), whom the messages name. */
+int ctl_connect_to(struct ctl *c, const char *path, enum ctl_socket sock, const char *daemon);
 
-/* Print the hint line for a connection to path that failed with errno e. */
-void ctl_connect_hint(int e, enum ctl_socket sock, const char *path);
+/* Print the hint line for a connection to daemon's path that failed with errno e. */
+void ctl_connect_hint(int e, enum ctl_socket sock, const char *path, const char *daemon);
 void ctl_close(struct ctl *c);
+/* One line per upstream session of a Status (tpad's cloud, tpas's LRC), last error and all. */
+void ctl_print_sessions(json_t *sessions);
 
 /*
  * Send one call; params is stolen. Returns 0 and sets *ret_reply on a reply (error or

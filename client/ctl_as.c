@@ -342,6 +342,8 @@ static void print_status(json_t *r)
 		       (long long)json_integer_value(json_object_get(l, "queue")));
 	else
 		printf("lrc: not configured\n");
+	/* What TpasLrcDown and TpasLrcBreakerOpen send the admin here for. */
+	ctl_print_sessions(json_object_get(l, "sessions"));
 	json_t *d = json_object_get(r, "downlinks");
 	if (json_is_object(d)) /* a tpas older than the field has none to show */
 		printf(
@@ -629,11 +631,10 @@ int ctl_as_main(int argc, char **argv)
 		return EXIT_CONNECT;
 	}
 	struct ctl c;
-	if (ctl_connect(&c, sock, CTL_ADMIN) < 0) {
+	if (ctl_connect_to(&c, sock, CTL_ADMIN, "tpas") < 0) {
 		json_decref(params);
 		return EXIT_CONNECT;
 	}
-	c.daemon = "tpas";
 	int r = strcmp(cmd, "uplinks") == 0 ? as_uplinks(&c, after, follow, json_out)
 					    : as_call(&c, method, params, json_out, print);
 	ctl_close(&c);

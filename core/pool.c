@@ -69,7 +69,7 @@ struct pool_req {
 	int err;
 	bool sent;
 	uint64_t first_byte_ms; /* clock_now_ms(), 0 until a byte of it left */
-	char reason[200];
+	char reason[256]; /* as tpa_result's: room for the breaker's reason and a session's hint */
 	bool have_res;
 	struct http_response res;
 };

@@ -117,6 +117,7 @@ struct activation {
 	char settle_cursor[17]; /* the last DevEUI of the page before; "" from the start */
 	bool settle_page_full;	/* the page was full: more may follow */
 	bool settle_only_due;
+	char settle_why[256];		 /* why the last row not settled was not ("" none) */
 	struct pending_listing *listing; /* the store's list of PENDING rows, while it runs */
 	void (*settle_done)(unsigned still_pending, void *arg);
 	void *settle_arg;
@@ -1141,8 +1142,11 @@ static void on_settled(const struct act_result *res, void *arg)
 {
 	struct activation *a = arg;
 	if (res->outcome == ACT_UNKNOWN || res->outcome == ACT_STORE_FAILED ||
-	    res->outcome == ACT_BUSY)
+	    res->outcome == ACT_BUSY) {
 		a->still_pending++;
+		snprintf(a->settle_why, sizeof(a->settle_why), "%s",
+			 res->reason[0] ? res->reason : activation_outcome_name(res->outcome));
+	}
 	a->settle_active--;
 	settle_next(a);
 }
@@ -1179,6 +1183,11 @@ static void settle_next(struct activation *a)
 		}
 		done(a->last_still_pending, a->settle_arg);
 	}
+}
+
+const char *activation_settle_why(const struct activation *a)
+{
+	return a->settle_why;
 }
 
 /* The default end of a settlement nobody waits for. */

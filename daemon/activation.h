@@ -153,6 +153,9 @@ void activation_set_settle(struct activation *a, uint32_t settle_after_ms, uint3
 /* Seconds after which asking again about a PENDING row r may give an answer (>= 1). */
 int activation_retry_after(struct activation *a, const struct store_record *r);
 
+/* Why the last PENDING row a settlement could not settle was not ("" if none was). */
+const char *activation_settle_why(const struct activation *a);
+
 /*
  * Settle in the background the PENDING rows whose time has come (see
  * activation_set_settle), at most concurrency at a time; rows with a request in flight

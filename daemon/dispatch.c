@@ -993,10 +993,12 @@ static void on_reconciled(unsigned still_pending, void *arg)
 	if (listed)
 		log_notice("start-up: %llu PENDING devices settled with the cloud",
 			   (unsigned long long)(listed - still_pending));
+	/* With the last reason: the cloud down, a refused query... (tpactl devices
+	 * --state PENDING lists them). */
 	if (still_pending)
-		log_warnx("%u PENDING devices could not be settled with the cloud yet; they are "
-			  "settled in the background with backoff",
-			  still_pending);
+		log_warnx("%u PENDING devices could not be settled with the cloud yet (the last: "
+			  "%s); they are settled in the background with backoff",
+			  still_pending, activation_settle_why(t->act));
 	else if (listed)
 		log_info("every PENDING device is settled");
 }

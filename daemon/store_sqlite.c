@@ -1052,10 +1052,13 @@ static int store_key_check(struct sqlite_store *s, char *err, size_t errlen)
 /* The store's refusal of a newer schema; -ENOTSUP. */
 static int store_newer(struct sqlite_store *s, int64_t version, char *err, size_t errlen)
 {
+	/* A rollback meets this: say the two ways out (tpad(8), FILES). */
 	store_set_err(err, errlen,
 		      "%s: schema version %lld is newer than this tpad supports (%d); "
-		      "refusing to open it",
-		      s->path, (long long)version, STORE_SCHEMA_VERSION);
+		      "refusing to open it: start the newer tpad again, or restore the copy "
+		      "made when it upgraded the store (%s.v%d-TIME.bak)",
+		      s->path, (long long)version, STORE_SCHEMA_VERSION, s->path,
+		      STORE_SCHEMA_VERSION);
 	return -ENOTSUP;
 }
 

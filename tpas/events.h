@@ -19,3 +19,7 @@
 #define LOG_ID_AS_JOURNAL_FAILED "b8d21461e29a4aa68d926fb171448835"
 /* A webhook POST failed (retried later): WEBHOOK_URL, REASON, RETRY_MS. */
 #define LOG_ID_AS_WEBHOOK_FAILED "89982b312f2d458aa91cf387953fd733"
+/* The LRC link's circuit breaker opened (downlinks fail fast): UPSTREAM_URL, REASON. */
+#define LOG_ID_AS_LRC_BREAKER_OPEN "dffc2bc531644bfbab7154f6324d9f6a"
+/* The LRC link's circuit breaker closed again: UPSTREAM_URL. */
+#define LOG_ID_AS_LRC_BREAKER_CLOSE "89419faa06684c4a84aa36da9fd5aae3"

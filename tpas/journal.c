@@ -250,7 +250,8 @@ static int version_check(struct journal *j, const char *path, bool copy_older, c
 	if (v > JOURNAL_SCHEMA) {
 		snprintf(err, errlen,
 			 "%s: schema version %lld is newer than this tpas supports (%d); refusing "
-			 "to open it",
+			 "to open it: start the newer tpas again (a copy of an older schema holds "
+			 "old FCntDn counters: see tpas(8), store.path)",
 			 path, (long long)v, JOURNAL_SCHEMA);
 		return -EPROTO;
 	}

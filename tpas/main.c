@@ -18,6 +18,7 @@
 #include "cred.h"
 #include "daemon.h"
 #include "downlink.h"
+#include "events.h"
 #include "journal.h"
 #include "lockfile.h"
 #include "listener.h"
@@ -217,6 +218,42 @@ static void status_line(struct tpas *t, char *buf, size_t len)
 		 (long long)js.last_seq, asapi_subscribers(t->api));
 }
 
+/*
+ * Once a second: the LRC link's breaker opened, or closed again. Nothing else in the
+ * journal says that downlinks fail, nor why (TpasLrcBreakerOpen points here and to
+ * tpactl as status); half-open is neither, so a link that keeps failing is said once.
+ */
+static void watch_lrc(struct tpas *t)
+{
+	json_t *st = downlink_status_json(t->downlink);
+	const char *url = json_string_value(json_object_get(st, "url"));
+	const char *breaker = json_string_value(json_object_get(st, "breaker"));
+	if (url && breaker && strcmp(breaker, "open") == 0 && !t->lrc_open) {
+		const char *why = NULL;
+		size_t i;
+		json_t *s;
+		json_array_foreach(json_object_get(st, "sessions"), i, s)
+		{
+			if (!why)
+				why = json_string_value(json_object_get(s, "lastError"));
+		}
+		char msg[512];
+		snprintf(msg, sizeof(msg),
+			 "LRC circuit breaker open: downlinks fail fast (%s); tpactl as status "
+			 "shows each session",
+			 why ? why : "repeated failures");
+		log_event(LOG_WARNING, LOG_ID_AS_LRC_BREAKER_OPEN, msg, "UPSTREAM_URL", url,
+			  "REASON", why ? why : "", NULL);
+		t->lrc_open = true;
+	} else if (url && breaker && strcmp(breaker, "closed") == 0 && t->lrc_open) {
+		log_event(LOG_NOTICE, LOG_ID_AS_LRC_BREAKER_CLOSE,
+			  "LRC circuit breaker closed: the LRC answers again", "UPSTREAM_URL", url,
+			  NULL);
+		t->lrc_open = false;
+	}
+	json_decref(st);
+}
+
 static void prune_cb(evutil_socket_t fd, short what, void *arg);
 
 static void status_cb(evutil_socket_t fd, short what, void *arg)
@@ -225,6 +262,8 @@ static void status_cb(evutil_socket_t fd, short what, void *arg)
 	char line[512];
 	status_line(t, line, sizeof(line));
 	notify_status(line);
+	if (t->downlink)
+		watch_lrc(t);
 	int64_t lrc_now;
 	if (!t->pruned && t->cfg->retention_days && t->tunnel &&
 	    tunnel_lrc_now(t->tunnel, &lrc_now))

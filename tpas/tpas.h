@@ -32,6 +32,7 @@ struct tpas {
 	bool stopping;
 	bool pruned;	   /* the journal was pruned since start (by the LRC's clock) */
 	bool prune_waited; /* said that pruning waits for the LRC's clock */
+	bool lrc_open;	   /* said that the LRC link's breaker opened, not yet that it closed */
 	struct tunnel_stats tunnel_final; /* the tunnel's counters when it was closed (stopping) */
 	struct daemon_file tls_files[4];  /* certificates and keys as at start (SIGHUP) */
 };

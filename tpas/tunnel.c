@@ -91,9 +91,20 @@ static int refuse(struct tunnel *t, uint64_t *counter, int status, json_t **ret,
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
 			*p = '?';
 	(*counter)++;
-	char msg[320], st[8];
-	snprintf(msg, sizeof(msg), "tunnel: %d for DevEUI %s: %s", status,
-		 dev_eui && *dev_eui ? dev_eui : "-", reason);
+	/*
+	 * What the admin can do, in the log only: the answer goes to whoever posted, and
+	 * REASON stays the short text. A wrong key is the usual cause of both.
+	 */
+	const char *hint = "";
+	if (counter == &t->stats.bad_token)
+		hint = " (the AS route's tunnel key and tunnel.key-file differ, or this request "
+		       "does not come from the LRC)";
+	else if (counter == &t->stats.wrong_key)
+		hint = " (the LRC uses another ASTK under that label: import its encryptedASKey "
+		       "with tpactl as import-astk)";
+	char msg[448], st[8];
+	snprintf(msg, sizeof(msg), "tunnel: %d for DevEUI %s: %s%s", status,
+		 dev_eui && *dev_eui ? dev_eui : "-", reason, hint);
 	snprintf(st, sizeof(st), "%d", status);
 	log_event(LOG_WARNING, LOG_ID_AS_REFUSED, msg, "STATUS", st, "REASON", reason, "DEVEUI",
 		  dev_eui ? dev_eui : "", NULL);

@@ -440,15 +440,24 @@ class Faults(Base):
         # Warm sessions are closed after one more request and new connections refused.
         self.s.faults(refuse=True, reset_after=1)
         t0 = time.monotonic()
-        outcomes = []
+        outcomes, reasons = [], []
         for i in range(15):
             try:
                 self.activate(eui(600 + i), tkmInfo=TKM)
                 outcomes.append("ok")
             except VarlinkError as e:
                 outcomes.append(e.error)
+                reasons.append(e.params["reason"])
         self.assertLessEqual(outcomes.count("ok"), 4, outcomes)
         self.assertEqual(set(outcomes) - {"ok"}, {"io.tpad.Station.UpstreamUnavailable"})
+        # The open breaker's reason quotes the sessions' last error whole, its hint too,
+        # to the station and in the log.
+        opened = [r for r in reasons if "circuit breaker open after" in r]
+        self.assertTrue(opened, reasons)
+        for r in opened:
+            self.assertRegex(r, r"\(is the cloud reachable\? .* nothing behind it\)$")
+        self.assertRegex(self.d.log_text(), r"activation of \w+: unavailable: upstream "
+                         r"circuit breaker open after .* nothing behind it\)\n")
         self.assertLess(time.monotonic() - t0, 30)
         up = self.status()["upstream"]
         self.assertIn(up["state"], ("degraded", "down"))

@@ -607,6 +607,21 @@ class Migration(Base):
         self.assertEqual(out, "2")
         self.assertIn("before migrating schema 2 to 3", self.d.log_text_all())
 
+    def test_pending_rows_left_at_start_are_logged_with_why(self):
+        """The old store's PENDING row cannot be settled at start with the cloud refusing
+        every connection: the warning says why (the last reason), not only how many."""
+        psk = secrets.token_hex(16)
+        self.s = self.sim(psk, extra=["--refuse"]).start()
+        d = self.daemon(upstream_url=self.s.url(), psk_hex=psk,
+                        key_hex="00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+        shutil.copy(os.path.join(FIXTURES, "store-v2.db"), d.store)
+        os.chmod(d.store, 0o600)
+        d.start()
+        wait_for(lambda: "could not be settled" in d.log_text_all(), 30, "the warning")
+        self.assertRegex(d.log_text_all(), r"1 PENDING devices could not be settled with the "
+                         r"cloud yet \(the last: .*TLS handshake failed: .*\); they are "
+                         r"settled in the background with backoff")
+
     def refused(self, d):
         """Start d expecting a refusal at open; its log."""
         d.start(wait=False)
@@ -646,7 +661,10 @@ class Migration(Base):
                         "PRAGMA user_version = 9"], check=True, capture_output=True)
         before = self.store_hash(d.store)
         log = self.refused(d)
-        self.assertIn("schema version 9 is newer than this tpad supports (3)", log)
+        # With the two ways out: the newer tpad, or the copy made when it upgraded.
+        self.assertIn("schema version 9 is newer than this tpad supports (3); refusing to "
+                      "open it: start the newer tpad again, or restore the copy made when it "
+                      f"upgraded the store ({d.store}.v3-TIME.bak)", log)
         self.assertEqual(self.store_hash(d.store), before)
         self.assertFalse(os.path.exists(d.store + "-wal"))
 

@@ -251,7 +251,7 @@ class Metrics(TpadTestCase):
         # The alerting rules shipped in conf/ are valid.
         r = subprocess.run([promtool, "check", "rules", RULES], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("6 rules found", r.stdout)
+        self.assertIn("7 rules found", r.stdout)
 
     def test_a_client_that_never_reads_holds_no_memory_and_few_descriptors(self):
         """One connection pipelining GET /metrics without reading grew tpad by 800 MB in
@@ -297,20 +297,12 @@ class Metrics(TpadTestCase):
         """The shipped rules, run by promtool on series: a store down for two minutes fires
         TpadStoreDown (tpad_store_failing stays 0 when no transaction was tried), a
         short blip does not, a store that is up never does."""
-        promtool = shutil.which("promtool")
-        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
-        test = os.path.join(self.tmp, "store-down.test.yml")
-        with open(test, "w") as f:
-            f.write(f"""rule_files: [{RULES}]
-evaluation_interval: 15s
-tests:
-  - interval: 15s
-    input_series:
-      - series: 'tpad_store_up{{backend="postgresql",instance="line1",job="tpad"}}'
+        self.promtool_test("store-down", """
+      - series: 'tpad_store_up{backend="postgresql",instance="line1",job="tpad"}'
         values: '1 0x12'
-      - series: 'tpad_store_up{{backend="postgresql",instance="line2",job="tpad"}}'
+      - series: 'tpad_store_up{backend="postgresql",instance="line2",job="tpad"}'
         values: '1 0x4 1x8'
-      - series: 'tpad_store_failing{{instance="line1",job="tpad"}}'
+      - series: 'tpad_store_failing{instance="line1",job="tpad"}'
         values: '0x13'
     alert_rule_test:
       - eval_time: 1m
@@ -331,6 +323,82 @@ tests:
         alertname: TpadStoreFailing
         exp_alerts: []
 """)
+
+    def test_a_cloud_that_keeps_failing_opens_the_breaker_alert(self):
+        """A cloud that keeps failing opens the breaker, which half-opens after each
+        cool-down (5 s) and opens again: scrapes read 1 and 0.5 by turns. TpadBreakerOpen
+        fires after a minute of that (with "== 1" it never did); a breaker that closed
+        again does not. TpadStoreFailing says that the store fails, not a count it does
+        not have."""
+        self.promtool_test("breaker", """
+      - series: 'tpad_upstream_breaker_open{instance="line1",job="tpad"}'
+        values: '0 1 0.5 1 0.5 1 0.5 1 0.5 1 0.5 1'
+      - series: 'tpad_upstream_breaker_open{instance="line2",job="tpad"}'
+        values: '0 1 0.5 0x9'
+      - series: 'tpad_store_failing{instance="line1",job="tpad"}'
+        values: '0 1x11'
+      - series: 'tpad_store_failed_commits_total{instance="line1",job="tpad"}'
+        values: '0 3x11'
+    alert_rule_test:
+      - eval_time: 30s
+        alertname: TpadBreakerOpen
+        exp_alerts: []
+      - eval_time: 2m
+        alertname: TpadBreakerOpen
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: line1
+              job: tpad
+            exp_annotations:
+              summary: "tpad's circuit breaker to the cloud is open on line1"
+              description: "Repeated upstream failures: requests fail fast. tpactl status shows the last error."
+      - eval_time: 2m
+        alertname: TpadStoreFailing
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              instance: line1
+              job: tpad
+            exp_annotations:
+              summary: "tpad's store rolled back transactions on line1"
+              description: "Store transactions fail, or failed in the last 5 minutes (disk full, I/O error): activations answer StoreFailed meanwhile. tpactl status shows the reason (exit 6 while failing)."
+""")
+
+    def test_a_printer_gone_for_five_minutes_alerts(self):
+        """tpad_printer_ready 0 for 5 minutes fires TpadPrinterNotReady for that printer; a
+        printer out of paper for a minute, and one that is ready, do not."""
+        self.promtool_test("printer", """
+      - series: 'tpad_printer_ready{instance="line1",job="tpad",printer="zebra"}'
+        values: '1 0x30'
+      - series: 'tpad_printer_ready{instance="line1",job="tpad",printer="office"}'
+        values: '1 0x4 1x26'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: TpadPrinterNotReady
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: TpadPrinterNotReady
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: line1
+              job: tpad
+              printer: zebra
+            exp_annotations:
+              summary: "printer zebra of tpad on line1 cannot print"
+              description: "The printer has not been ready for 5 minutes (unreachable, paper out, head open, paused): its labels fail with PrintFailed and are reprinted with tpactl print once it is back. tpactl status shows why (printer: ...)."
+""")
+
+    def promtool_test(self, name, body):
+        """promtool test rules on the shipped rules, every 15 s: body is the test's
+        input_series and alert_rule_test."""
+        promtool = shutil.which("promtool")
+        self.assertTrue(promtool, "promtool is missing: scripts/deps.sh installs prometheus")
+        test = os.path.join(self.tmp, f"{name}.test.yml")
+        with open(test, "w") as f:
+            f.write(f"rule_files: [{RULES}]\nevaluation_interval: 15s\ntests:\n"
+                    f"  - interval: 15s\n    input_series:{body}")
         r = subprocess.run([promtool, "test", "rules", test], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("SUCCESS", r.stdout + r.stderr)
@@ -365,7 +433,7 @@ tests:
             self.assertEqual(target["health"], "up", target.get("lastError"))
             # The example rules loaded and none fires on a healthy tpad.
             rules = [r for g in prom.get("rules")["groups"] for r in g["rules"]]
-            self.assertEqual(len(rules), 6)
+            self.assertEqual(len(rules), 7)
             self.assertTrue(all(r["health"] in ("ok", "unknown") for r in rules), rules)
             firing = [r["name"] for r in rules if r.get("state") == "firing"]
             self.assertEqual(firing, [])

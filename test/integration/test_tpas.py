@@ -512,7 +512,10 @@ class Tunnel(TpasCase):
         # The daemon still serves.
         self.assertEqual(s.uplink(DEV, b"fine")[0], 200)
         log = t.log_text()
-        self.assertIn("401 for DevEUI 0024AEB3C02BE1C4: bad Token", log)
+        # The log says what to check, the answer and REASON stay short.
+        self.assertIn("401 for DevEUI 0024AEB3C02BE1C4: bad Token (the AS route's tunnel key "
+                      "and tunnel.key-file differ, or this request does not come from the "
+                      "LRC) STATUS=401 REASON=bad Token ", log)
 
     def tunnel_conf(self, t, lines):
         """Add lines to t's [tunnel] section."""
@@ -996,6 +999,11 @@ class Tunnel(TpasCase):
         self.assertEqual(st, 401)
         self.assertIn("does not unwrap", ans["error"])
         self.assertEqual(t.status()["tunnel"]["wrongKey"], 1)
+        # The log says what to do about it; the answer to the poster does not.
+        self.assertIn("2222222222222222: AppSKey does not unwrap with the ASTK labelled "
+                      "'kek-7' (the LRC uses another ASTK under that label: import its "
+                      "encryptedASKey with tpactl as import-astk)", t.log_text())
+        self.assertNotIn("import-astk", ans["error"])
         # The list shows the ASTKs, never the keys.
         p = t.tpactl("--json", "as", "astks", check=0)
         astks = json.loads(p.stdout)["astks"]
@@ -1494,6 +1502,28 @@ class Journal(TpasCase):
         t.stop()
         t2.start()
 
+    def test_a_newer_journal_is_refused_saying_what_to_do(self):
+        """A rollback: the journal of a newer tpas is refused, at start and by
+        --check-config, untouched, with what to do: start the newer tpas again (a copy of
+        an older schema holds old FCntDn counters)."""
+        t = self.tpas().start()
+        t.stop()
+        db = os.path.join(t.workdir, "tpas.db")
+        subprocess.run(["sqlite3", db, "PRAGMA user_version = 99"], check=True,
+                       capture_output=True)
+        with open(db, "rb") as f:
+            before = f.read()
+        for args in ((), ("--check-config",)):
+            p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(f"{db}: schema version 99 is newer than this tpas supports (2); "
+                          "refusing to open it: start the newer tpas again (a copy of an "
+                          "older schema holds old FCntDn counters: see tpas(8), store.path)",
+                          p.stderr)
+        with open(db, "rb") as f:
+            self.assertEqual(f.read(), before)
+
     def test_disk_full(self):
         """A full disk: uplinks 503 and downlinks StoreFailed naming it, nothing sent or lost,
         and service again once space is freed (run in its own mount namespace)."""
@@ -1917,7 +1947,20 @@ class Downlink(TpasCase):
         wait_for(lambda: t.status()["lrc"]["breaker"] == "open", 30, "the breaker open")
         p = t.tpactl("as", "status", check=5)
         self.assertIn(f"lrc: http://127.0.0.1:{port} down, breaker open", p.stdout)
+        # Each session's last error, where TpasLrcDown and TpasLrcBreakerOpen send the admin.
+        self.assertRegex(p.stdout, r"\n  session 0: backoff .*, last error: connect to "
+                         rf"127\.0\.0\.1:{port}: Connection refused\n")
         t.tpactl("--json", "as", "status", check=5)
+        # The journal says it once, with why, and again when the LRC answers.
+        wait_for(lambda: "LRC circuit breaker open" in t.log_text(), 5, "the breaker logged")
+        self.assertIn("LRC circuit breaker open: downlinks fail fast (connect to "
+                      f"127.0.0.1:{port}: Connection refused); tpactl as status shows each "
+                      f"session UPSTREAM_URL=http://127.0.0.1:{port} REASON=", t.log_text())
+        s.start(port)
+        wait_for(lambda: t.status()["lrc"]["breaker"] == "closed", 30, "the breaker closed")
+        wait_for(lambda: "LRC circuit breaker closed: the LRC answers again" in t.log_text(),
+                 5, "the breaker closed in the log")
+        self.assertEqual(t.log_text().count("LRC circuit breaker open"), 1)
         # No LRC configured is healthy.
         self.tpas().start().tpactl("as", "status", check=0)
 
@@ -2682,6 +2725,14 @@ class Commands(TpasCase):
                             "status"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 3)
         self.assertIn("is tpas running?", p.stderr)
+        # A tpas killed leaves its socket behind: nothing listens, and tpas (not tpad) is
+        # the one to start.
+        t.kill9()
+        p = t.tpactl("as", "status", check=3)
+        self.assertIn("Nothing listens there: tpas is not running (systemctl start tpas)",
+                      p.stderr)
+        self.assertNotIn("tpad", p.stderr)
+        t.start()
         # tpas stopping ends a followed stream: said on stderr, exit 3 (it was a silent 0).
         wait_for(lambda: t.status()["subscribers"] == 0, 10, "the last follower gone")
         f = subprocess.Popen([TPACTL, "--socket", t.apps, "as", "uplinks", "--follow",
@@ -3301,8 +3352,9 @@ class Metrics(TpasCase):
                 fires("4m", "TpasLrcBreakerOpen", "as1",
                       "tpas's circuit breaker to the LRC is open on as1",
                       "Repeated failures of the LRC: downlinks answer Busy at once, with no "
-                      "FCntDn spent. tpactl as status shows the last error (exit 5).",
-                      severity="warning"),
+                      "FCntDn spent. tpactl as status shows each session's last error "
+                      "(exit 5); the journal has the opening (MESSAGE_ID "
+                      "dffc2bc531644bfbab7154f6324d9f6a).", severity="warning"),
                 quiet("2m", "TpasLrcDown"),
                 fires("4m", "TpasLrcDown", "as1", "tpas on as1 has no session to the LRC",
                       "No session to lrc.url has been ready for 2 minutes: downlinks fail "
