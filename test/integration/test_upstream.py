@@ -1,7 +1,9 @@
 """Integration tests of the upstream pool through the real tpad: Status.upstream and STATUS=."""
 
 import os
+import re
 import secrets
+import time
 
 import tpadtest
 from tpadtest import TpadTestCase, wait_for
@@ -79,6 +81,39 @@ class Upstream(TpadTestCase):
             dev = c.call("io.tpad.Station.Activate",
                          {"devEUI": "70B3D50000000001", "tkmInfo": "31110123D345666E2DBD"})
         self.assertEqual(dev["device"]["state"], "ISSUED")
+
+    def test_a_cloud_away_for_long_opens_the_breaker_once_in_the_log(self):
+        """While the cloud stays away the breaker half-opens and opens again every
+        upstream.breaker-cooldown: one outage is one "open" line (it was a line every
+        cooldown, about 700 an hour at the default 5 s), then "closed" with how long."""
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk,
+                        conf_extra="upstream.sessions = 1\nupstream.breaker-threshold = 2\n"
+                                   "upstream.breaker-cooldown = 300ms").start()
+        wait_for(lambda: self.status(d)["state"] == "ok", 15, "a warm upstream session")
+        port = s.port
+        s.stop()
+
+        def reopened():
+            with d.station_client() as c:
+                try:
+                    c.call("io.tpad.Station.Activate", {"devEUI": "70B3D50000000071",
+                                                        "tkmInfo": "31110123D345666E2DBD"})
+                except tpadtest.VarlinkError:
+                    pass
+            with d.admin_client() as a:
+                text = a.call("io.tpad.Admin.Metrics")["text"]
+            m = re.search(r"^tpad_upstream_breaker_opens_total (\d+)", text, re.M)
+            return m and int(m.group(1)) >= 4
+        wait_for(reopened, 30, "the breaker opening again and again")
+        time.sleep(1.5)  # the once-a-second look
+        log = d.log_text_all()
+        self.assertEqual(log.count("circuit breaker open:"), 1, log)
+        s.start(port)
+        wait_for(lambda: "circuit breaker closed: the cloud answers again (open for "
+                 in d.log_text_all(), 30, "the breaker closed in the log")
+        self.assertEqual(d.log_text_all().count("circuit breaker open:"), 1)
 
 
     def test_the_cloud_simulator_keeps_what_it_answered_across_kill_9(self):
