@@ -19,6 +19,8 @@
 #define LOG_ID_AS_JOURNAL_FAILED "b8d21461e29a4aa68d926fb171448835"
 /* A webhook POST failed (retried later): WEBHOOK_URL, REASON, RETRY_MS. */
 #define LOG_ID_AS_WEBHOOK_FAILED "89982b312f2d458aa91cf387953fd733"
+/* A webhook POST was taken after failed ones: WEBHOOK_URL, FAILED_POSTS. */
+#define LOG_ID_AS_WEBHOOK_BACK "62f2deebaab54273acfa240548e46c69"
 /* The LRC link's circuit breaker opened (downlinks fail fast): UPSTREAM_URL, REASON. */
 #define LOG_ID_AS_LRC_BREAKER_OPEN "dffc2bc531644bfbab7154f6324d9f6a"
 /* The LRC link's circuit breaker closed again: UPSTREAM_URL. */

@@ -32,6 +32,7 @@ struct webhook {
 	int64_t sending_last; /* seq of the last uplink in the POST in flight; 0: none */
 	size_t sending_n;
 	uint64_t delivered, failures;
+	unsigned streak; /* POSTs failed since the last one taken */
 	char last_error[160];
 };
 
@@ -46,6 +47,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 static void failed(struct webhook *w, const char *why)
 {
 	w->failures++;
+	w->streak++;
 	snprintf(w->last_error, sizeof(w->last_error), "%s", why);
 	w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : RETRY_MIN_MS;
 	if (w->backoff_ms > w->retry_max_ms)
@@ -86,6 +88,16 @@ static void done_cb(const struct pool_result *r, void *arg)
 	w->delivered += w->sending_n;
 	w->cursor = last;
 	w->backoff_ms = 0;
+	if (w->streak) {
+		/* Each failure was logged: so is the end of them, or the reader keeps waiting. */
+		char msg[640], n[16];
+		snprintf(n, sizeof(n), "%u", w->streak);
+		snprintf(msg, sizeof(msg), "webhook %s: delivering again after %u failed POST%s",
+			 w->url, w->streak, w->streak == 1 ? "" : "s");
+		log_event(LOG_NOTICE, LOG_ID_AS_WEBHOOK_BACK, msg, "WEBHOOK_URL", w->url,
+			  "FAILED_POSTS", n, NULL);
+		w->streak = 0;
+	}
 	w->last_error[0] = '\0';
 	pump(w);
 }

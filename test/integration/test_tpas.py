@@ -3446,6 +3446,8 @@ class Webhook(TpasCase):
         wh = t.status()["webhook"]
         self.assertEqual(wh["cursor"], 5)
         self.assertEqual(wh["failures"], 2)
+        # The end of the failures is said, as each of them was.
+        self.assertIn("delivering again after 2 failed POSTs", t.log_text())
         t.stop()
         # Sent while tpas is down: none; after the restart, only the new ones.
         t.start()
