@@ -221,8 +221,13 @@ done:
 static json_t *fetch(struct ctl *c, bool *connected, const char *path, char *why, size_t len)
 {
 	if (!*connected) {
-		if (ctl_connect(c, path, CTL_ADMIN) < 0) {
-			snprintf(why, len, "cannot connect to %s", c->path);
+		int r = ctl_connect(c, path, CTL_ADMIN);
+		if (r < 0) {
+			/* Why, as the screen keeps it: not running, no permission, a wrong path. */
+			snprintf(why, len, "cannot connect to %s: %s%s", c->path, strerror(-r),
+				 r == -ENOENT || r == -ECONNREFUSED ? " (is tpad running?)"
+				 : r == -EACCES ? " (root or the tpad-admin group)"
+						: "");
 			return NULL;
 		}
 		*connected = true;

@@ -461,6 +461,13 @@ class Top(TpadTestCase):
             t.join()
         # Redrawn in place: the screen holds one frame, not a scroll of them.
         self.assertEqual(self.screen().count("Activations"), 1)
+        # tpad gone: the frame says why it cannot connect, and goes on trying.
+        d.stop()
+        scr = wait_for(lambda: (lambda x: x if "cannot connect to" in x else None)(
+            self.screen()), 10, "a frame without tpad")
+        self.assertIn("not reachable", scr)
+        self.assertRegex(scr, r"cannot connect to \S+: (No such file or directory|"
+                              r"Connection refused) \(is tpad running\?\)")
         # q quits with status 0 and gives the terminal back.
         self.tmux("send-keys", "-t", "top", "q")
         wait_for(lambda: os.path.exists(status_file), 5, "top to quit")
