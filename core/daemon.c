@@ -161,23 +161,86 @@ static char *print_to_string(void (*print)(const void *cfg, FILE *f), const void
 	return buf;
 }
 
-static unsigned log_restart_needed(const char *old, const char *new, const char *live)
+/*
+ * Walk the "key = value" lines of a printed configuration: *section is the section of the
+ * line at *p ("" before any), the line itself is returned with its length, NULL at the end.
+ */
+static const char *next_line(const char **p, char section[64], size_t *ret_len)
+{
+	while (**p) {
+		const char *l = *p;
+		size_t n = strcspn(l, "\n");
+		*p = l + n + (l[n] ? 1 : 0);
+		if (*l == '[') {
+			snprintf(section, 64, "%.*s", (int)(n > 2 ? n - 2 : 0), l + 1);
+			continue;
+		}
+		if (n == 0 || *l == '#')
+			continue;
+		*ret_len = n;
+		return l;
+	}
+	return NULL;
+}
+
+/* The line of section's key in text (its length in *ret_len), or NULL. */
+static const char *find_key(const char *text, const char *section, const char *key, size_t key_len,
+			    size_t *ret_len)
+{
+	char sec[64] = "";
+	const char *l;
+	while ((l = next_line(&text, sec, ret_len)))
+		if (strcmp(sec, section) == 0 && strcspn(l, " ") == key_len &&
+		    memcmp(l, key, key_len) == 0)
+			return l;
+	return NULL;
+}
+
+/* Whether text has the section (a printer's [printer.NAME] comes and goes). */
+static bool has_section(const char *text, const char *section)
+{
+	char head[70];
+	int n = snprintf(head, sizeof(head), "[%s]\n", section);
+	for (const char *p = text; n > 0 && (p = strstr(p, head)); p++)
+		if (p == text || p[-1] == '\n')
+			return true;
+	return false;
+}
+
+/* Say each section added or removed, and each key changed, outside the live section. */
+static unsigned report_sections(const char *from, const char *to, const char *live,
+				const char *what)
 {
 	unsigned n = 0;
-	char section[64] = "";
-	const char *a = old, *b = new;
-	while (*a && *b) {
-		size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
-		if (*a == '[')
-			snprintf(section, sizeof(section), "%.*s", (int)(la > 2 ? la - 2 : 0),
-				 a + 1);
-		else if ((la != lb || memcmp(a, b, la) != 0) && strcmp(section, live) != 0) {
-			log_warnx("SIGHUP: %s.%.*s changed; it takes effect at the next start",
-				  section, (int)strcspn(b, " "), b);
+	char sec[64] = "", said[64] = "";
+	size_t len;
+	const char *p = from;
+	while (next_line(&p, sec, &len))
+		if (strcmp(sec, said) != 0 && strcmp(sec, live) != 0 && !has_section(to, sec)) {
+			log_warnx("SIGHUP: [%s] %s; it takes effect at the next start", sec, what);
+			snprintf(said, sizeof(said), "%s", sec);
 			n++;
 		}
-		a += la + (a[la] ? 1 : 0);
-		b += lb + (b[lb] ? 1 : 0);
+	return n;
+}
+
+static unsigned log_restart_needed(const char *old, const char *new, const char *live)
+{
+	unsigned n =
+	    report_sections(new, old, live, "added") + report_sections(old, new, live, "removed");
+	char sec[64] = "";
+	size_t len, old_len;
+	const char *l, *p = new;
+	while ((l = next_line(&p, sec, &len))) {
+		if (strcmp(sec, live) == 0 || !has_section(old, sec))
+			continue;
+		size_t key_len = strcspn(l, " ");
+		const char *o = find_key(old, sec, l, key_len, &old_len);
+		if (!o || old_len != len || memcmp(o, l, len) != 0) {
+			log_warnx("SIGHUP: %s.%.*s changed; it takes effect at the next start", sec,
+				  (int)key_len, l);
+			n++;
+		}
 	}
 	return n;
 }

@@ -502,7 +502,8 @@ class Clients(Base):
         t.start()
         time.sleep(0.2)
         with open(self.d.conf, "a") as f:
-            f.write("[limits]\nmax-clients = 77\n[qr]\nscale = 9\n")
+            f.write("[limits]\nmax-clients = 77\n[qr]\nscale = 9\n"
+                    "[printer.line1]\nurl = socket://127.0.0.1:9\n")
         self.d.proc.send_signal(signal.SIGHUP)
         t.join(10)
         self.assertEqual(len(results), 1)
@@ -512,6 +513,11 @@ class Clients(Base):
         wait_for(lambda: "reloaded" in self.d.log_text_all(), 5, "reload logged")
         log = self.d.log_text_all()
         self.assertIn("qr.scale changed; it takes effect at the next start", log)
+        # A printer's section is named whole (printers come last in the printed
+        # configuration: one added at the end was not said at all).
+        self.assertIn("SIGHUP: [printer.line1] added; it takes effect at the next start", log)
+        self.assertNotIn("printer.line1.url changed", log)
+        self.assertNotIn("limits.max-clients changed", log)
         # A file that does not parse changes nothing and keeps tpad running.
         with open(self.d.conf, "a") as f:
             f.write("[limits]\nmax-clients = many\n")

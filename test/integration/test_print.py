@@ -495,6 +495,26 @@ class Print(TpadTestCase):
         self.assertTrue(any("head open" in a for a in audit), audit)
         self.assertTrue(any(a.startswith("printed on line1 job") for a in audit), audit)
 
+    def test_a_printer_section_added_or_removed_is_named_on_sighup(self):
+        """Printers are read at start: SIGHUP names a [printer.NAME] added or removed
+        (with the section last in the configuration, neither was said), and a printer's
+        changed key by its whole name."""
+        self.start(self.raw_section() + self.raw_section("line2"))
+        with open(self.d.conf) as f:
+            conf = f.read()
+        with open(self.d.conf, "w") as f:
+            f.write(conf.replace(self.raw_section("line2"), "")
+                    .replace("timeout = 2s", "timeout = 3s")
+                    + self.raw_section("line3"))
+        self.d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in self.d.log_text_all(), 5, "the reload")
+        log = self.d.log_text_all()
+        self.assertIn("SIGHUP: [printer.line2] removed; it takes effect at the next start", log)
+        self.assertIn("SIGHUP: [printer.line3] added; it takes effect at the next start", log)
+        self.assertIn("SIGHUP: printer.line1.timeout changed", log)
+        self.assertNotIn("printer.line3.", log)
+        self.assertNotIn("printer.line2.", log)
+
     def test_unreachable_and_unknown_printers(self):
         dead = free_port()
         self.start(self.raw_section() +
