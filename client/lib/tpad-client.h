@@ -10,7 +10,10 @@
  *
  * Threads: every function may be called from any thread; a connection (tpad_client) is
  * used by one thread at a time. Open one connection per thread: there is no shared or
- * global state, and errors are returned in the caller's struct tpad_error.
+ * global state, and errors are returned in the caller's struct tpad_error. A call on a
+ * connection another thread is in a call on is refused at once (TPAD_E_ARGUMENT, "another
+ * thread is in a call on this connection"), so that neither takes the other's reply;
+ * tpad_client_close() must not race a call.
  * Signals: a closed peer never raises SIGPIPE in the calling process.
  * ABI: the structs below are part of the soname's ABI (libtpad-client.so.1). A program
  * built against libtpad-client.so.0 (qr_text of 512 bytes) must be built again.

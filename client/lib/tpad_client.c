@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +30,9 @@ struct tpad_client {
 	char *buf; /* bytes read past the last message */
 	size_t len, cap;
 	bool streaming; /* a call with more awaits its last reply (tpad_more_next()) */
+	/* Set while a call sends or reads: a second thread on the same connection would take
+	 * the other's reply (another device's token) or wait for ever on one it read. */
+	atomic_flag busy;
 };
 
 static const struct {
@@ -139,6 +143,7 @@ int tpad_client_open(const char *path, int timeout_ms, tpad_client **ret, struct
 	if (!c)
 		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
 	snprintf(c->path, sizeof(c->path), "%s", path);
+	atomic_flag_clear(&c->busy);
 	c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -198,6 +203,22 @@ static int closed_before(tpad_client *c, struct tpad_error *err)
 {
 	return fail(err, TPAD_E_IO, "tpad.client.IO", EPIPE,
 		    "the connection to %s was closed by an earlier failure", c->path);
+}
+
+/* Take c for one call; false (err filled) when another thread is in a call on it. */
+static bool take(tpad_client *c, struct tpad_error *err)
+{
+	if (!atomic_flag_test_and_set(&c->busy))
+		return true;
+	fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+	     "another thread is in a call on this connection to %s: open one per thread", c->path);
+	return false;
+}
+
+static int give_back(tpad_client *c, int r)
+{
+	atomic_flag_clear(&c->busy);
+	return r;
 }
 
 /* Send msg and its NUL. */
@@ -443,6 +464,23 @@ static int device_from(tpad_client *c, json_t *p, struct tpad_device *d, struct 
 	return TPAD_OK;
 }
 
+/* Call method with params (stolen) and fill d from its reply. */
+static int device_call(tpad_client *c, const char *method, json_t *params, struct tpad_device *d,
+		       struct tpad_error *err)
+{
+	if (!take(c, err)) {
+		json_decref(params);
+		return TPAD_E_ARGUMENT;
+	}
+	json_t *reply;
+	int r = call(c, method, params, &reply, err);
+	if (r < 0)
+		return give_back(c, r);
+	r = device_from(c, reply, d, err);
+	json_decref(reply);
+	return give_back(c, r);
+}
+
 /* The qr object of a call, or NULL for no label. */
 static json_t *label_json(const struct tpad_label *l)
 {
@@ -499,13 +537,7 @@ int tpad_activate(tpad_client *c, const struct tpad_activation *a, struct tpad_d
 	json_t *q = label_json(&a->label);
 	if (q)
 		json_object_set_new(p, "qr", q);
-	json_t *reply;
-	r = call(c, "io.tpad.Station.Activate", p, &reply, err);
-	if (r < 0)
-		return r;
-	r = device_from(c, reply, ret, err);
-	json_decref(reply);
-	return r;
+	return device_call(c, "io.tpad.Station.Activate", p, ret, err);
 }
 
 int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
@@ -522,13 +554,7 @@ int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *la
 	json_t *q = label_json(label);
 	if (p && q)
 		json_object_set_new(p, "qr", q);
-	json_t *reply;
-	r = call(c, "io.tpad.Station.Lookup", p, &reply, err);
-	if (r < 0)
-		return r;
-	r = device_from(c, reply, ret, err);
-	json_decref(reply);
-	return r;
+	return device_call(c, "io.tpad.Station.Lookup", p, ret, err);
 }
 
 static unsigned long long getu(json_t *o, const char *key)
@@ -544,7 +570,9 @@ int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err)
 			    "client and result are required");
 	memset(ret, 0, sizeof(*ret));
 	json_t *p;
-	int r = call(c, "io.tpad.Admin.Status", NULL, &p, err);
+	if (!take(c, err))
+		return TPAD_E_ARGUMENT;
+	int r = give_back(c, call(c, "io.tpad.Admin.Status", NULL, &p, err));
 	if (r < 0)
 		return r;
 	copy_str(p, "version", ret->version, sizeof(ret->version), false);
@@ -628,7 +656,11 @@ int tpad_call_json(tpad_client *c, const char *method, const char *parameters, c
 	if (pr < 0)
 		return pr;
 	json_t *reply;
-	int r = call(c, method, p, &reply, err);
+	if (!take(c, err)) {
+		json_decref(p);
+		return TPAD_E_ARGUMENT;
+	}
+	int r = give_back(c, call(c, method, p, &reply, err));
 	if (r < 0)
 		return r;
 	*ret_json = json_dumps(reply, JSON_COMPACT);
@@ -649,7 +681,11 @@ int tpad_call_reply(tpad_client *c, const char *method, const char *parameters, 
 	if (pr < 0)
 		return pr;
 	json_t *reply;
-	int r = call_raw(c, method, p, &reply, ret_reply, err);
+	if (!take(c, err)) {
+		json_decref(p);
+		return TPAD_E_ARGUMENT;
+	}
+	int r = give_back(c, call_raw(c, method, p, &reply, ret_reply, err));
 	if (r < 0)
 		return r;
 	json_decref(reply);
@@ -675,21 +711,21 @@ int tpad_call_more(tpad_client *c, const char *method, const char *parameters,
 	int r = params_from_text(parameters, &p, err);
 	if (r < 0)
 		return r;
+	if (!take(c, err)) {
+		json_decref(p);
+		return TPAD_E_ARGUMENT;
+	}
 	r = send_call(c, method, p, true, err);
 	if (r < 0)
-		return r;
+		return give_back(c, r);
 	c->streaming = true;
 	clear_error(err);
-	return TPAD_OK;
+	return give_back(c, TPAD_OK);
 }
 
-int tpad_more_next(tpad_client *c, char **ret_json, int *ret_continues, struct tpad_error *err)
+/* tpad_more_next() on a connection taken. */
+static int more_next(tpad_client *c, char **ret_json, int *ret_continues, struct tpad_error *err)
 {
-	if (!c || !ret_json || !ret_continues)
-		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
-			    "client and results are required");
-	*ret_json = NULL;
-	*ret_continues = 0;
 	if (!c->streaming)
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "no stream is open on %s (tpad_call_more() first)", c->path);
@@ -712,4 +748,16 @@ int tpad_more_next(tpad_client *c, char **ret_json, int *ret_continues, struct t
 			      "lost a reply (out of memory) from");
 	*ret_continues = more;
 	return TPAD_OK;
+}
+
+int tpad_more_next(tpad_client *c, char **ret_json, int *ret_continues, struct tpad_error *err)
+{
+	if (!c || !ret_json || !ret_continues)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client and results are required");
+	*ret_json = NULL;
+	*ret_continues = 0;
+	if (!take(c, err))
+		return TPAD_E_ARGUMENT;
+	return give_back(c, more_next(c, ret_json, ret_continues, err));
 }

@@ -167,6 +167,48 @@ static void errors(void)
 	CHECK(!strcmp(tpad_client_version(), TPAD_CLIENT_VERSION), "version");
 }
 
+/*
+ * Two threads on one connection, against its contract: each call either gets its own device
+ * or is refused at once (TPAD_E_ARGUMENT, saying so); never the other thread's reply, never
+ * a wait for a reply the other thread read.
+ */
+static tpad_client *shared;
+static int shared_refused;
+
+static void *shared_worker(void *arg)
+{
+	const char *eui = arg;
+	for (int i = 0; i < 300; i++) {
+		struct tpad_device d;
+		struct tpad_error err;
+		int r = tpad_lookup(shared, eui, NULL, &d, &err);
+		CHECK(r == TPAD_OK ||
+			  (r == TPAD_E_ARGUMENT && strstr(err.message, "another thread")),
+		      "shared %s: %s %s", eui, tpad_code_name(r), err.message);
+		CHECK(r < 0 || !strcmp(d.dev_eui, eui), "asked %s, got %s", eui, d.dev_eui);
+		if (r < 0 && r != TPAD_E_ARGUMENT)
+			return NULL;
+		pthread_mutex_lock(&lock);
+		shared_refused += r == TPAD_E_ARGUMENT;
+		pthread_mutex_unlock(&lock);
+		tpad_device_clear(&d);
+	}
+	return NULL;
+}
+
+static void shared_connection(void)
+{
+	struct tpad_error err;
+	CHECK(tpad_client_open(station, 2000, &shared, &err) == TPAD_OK, "%s", err.message);
+	pthread_t t[2];
+	pthread_create(&t[0], NULL, shared_worker, "00C1000000000001");
+	pthread_create(&t[1], NULL, shared_worker, "00C1010000000001");
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	printf("shared connection: %d calls refused\n", shared_refused);
+	tpad_client_close(shared);
+}
+
 /* A server that accepts and never answers: the call times out and says so. */
 static void timeout(const char *silent)
 {
@@ -310,6 +352,7 @@ int main(int argc, char **argv)
 	for (int k = 0; k < THREADS; k++)
 		pthread_join(t[k], NULL);
 	errors();
+	shared_connection();
 	timeout(argv[3]);
 	printf("%d checks, %d failed\n", checks, failed);
 	return failed ? 1 : 0;
