@@ -297,6 +297,39 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 	}
 }
 
+/*
+ * An object or array in an error's message: a device by its DevEUI, anything else as "...".
+ * A message is what a station logs: PrintFailed's device carries the ownerToken and AppKey,
+ * and its qr the label's base64.
+ */
+static const char *summary(json_t *v)
+{
+	const char *eui = json_string_value(json_object_get(v, "devEUI"));
+	return eui ? eui : "...";
+}
+
+/*
+ * params as JSON text in out (size n), whole: without its label (qr) when that does not fit,
+ * else "{}" (tpad_call_reply() has them all). Cut short, it would be no JSON at all.
+ */
+static void error_parameters(json_t *params, char *out, size_t n)
+{
+	json_t *small = json_deep_copy(params);
+	json_t *tries[] = {params, small};
+	snprintf(out, n, "{}");
+	json_object_del(small, "qr");
+	for (size_t i = 0; i < 2; i++) {
+		char *pj = tries[i] ? json_dumps(tries[i], JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		bool fits = pj && strlen(pj) < n;
+		if (fits)
+			memcpy(out, pj, strlen(pj) + 1);
+		free(pj);
+		if (fits)
+			break;
+	}
+	json_decref(small);
+}
+
 /* The error of an error reply: code by name, message from its parameters. */
 static int reply_error(const char *name, json_t *params, struct tpad_error *err)
 {
@@ -312,16 +345,16 @@ static int reply_error(const char *name, json_t *params, struct tpad_error *err)
 	memset(err, 0, sizeof(*err));
 	err->code = code;
 	snprintf(err->name, sizeof(err->name), "%s", name);
-	char *pj = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
-	snprintf(err->parameters, sizeof(err->parameters), "%s", pj ? pj : "{}");
-	free(pj);
+	error_parameters(params, err->parameters, sizeof(err->parameters));
 	size_t off = 0;
 	const char *key;
 	json_t *v;
 	json_object_foreach(params, key, v)
 	{
 		char *s = json_is_string(v) ? strdup(json_string_value(v))
-					    : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+			  : json_is_object(v) || json_is_array(v)
+			      ? strdup(summary(v))
+			      : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
 		if (off < sizeof(err->message))
 			off += (size_t)snprintf(err->message + off, sizeof(err->message) - off,
 						"%s%s=%s", off ? ", " : "", key, s ? s : "?");

@@ -209,6 +209,48 @@ static void shared_connection(void)
 	tpad_client_close(shared);
 }
 
+/*
+ * A label that did not print (test_c_client.py's printer is out of paper): PrintFailed, whose
+ * parameters carry the committed device and its PNG label. err->parameters is JSON that
+ * parses (the label left out to fit), and err->message, which a station logs, names the
+ * device without its AppKey or ownerToken.
+ */
+static void print_failed(void)
+{
+	struct tpad_error err;
+	tpad_client *c;
+	char *json = NULL;
+	CHECK(tpad_client_open(station, 10000, &c, &err) == TPAD_OK, "%s", err.message);
+	int r = tpad_call_json(c, "io.tpad.Station.Activate",
+			       "{\"devEUI\":\"00C3000000000001\",\"generateAppKey\":true,"
+			       "\"qr\":{\"format\":\"png\"},\"print\":{}}",
+			       &json, &err);
+	CHECK(r == TPAD_E_OTHER_REPLY && !strcmp(err.name, "io.tpad.Station.PrintFailed") && !json,
+	      "%s %s", tpad_code_name(r), err.name);
+	json_t *p = json_loads(err.parameters, 0, NULL);
+	json_t *dev = json_object_get(p, "device");
+	const char *key = json_string_value(json_object_get(dev, "appKey"));
+	const char *token = json_string_value(json_object_get(dev, "ownerToken"));
+	CHECK(key && strlen(key) == 32 && token, "parameters: %s", err.parameters);
+	const char *reason = json_string_value(json_object_get(p, "reason"));
+	CHECK(reason && !strcmp(reason, "paper out"), "parameters: %s", err.parameters);
+	CHECK(strstr(err.message, "device=00C3000000000001") &&
+		  strstr(err.message, "reason=paper out"),
+	      "message: %s", err.message);
+	CHECK(key && token && !strstr(err.message, key) && !strstr(err.message, token),
+	      "secrets in the message: %s", err.message);
+	json_decref(p);
+	/* The whole reply, label included, from tpad_call_reply(). */
+	r = tpad_call_reply(c, "io.tpad.Station.Lookup",
+			    "{\"devEUI\":\"00C3000000000001\",\"qr\":{\"format\":\"png\"},"
+			    "\"print\":{}}",
+			    &json, &err);
+	CHECK(r == TPAD_OK && json && strstr(json, "PrintFailed") && strstr(json, "\"qr\":{"), "%d",
+	      r);
+	free(json);
+	tpad_client_close(c);
+}
+
 /* A server that accepts and never answers: the call times out and says so. */
 static void timeout(const char *silent)
 {
@@ -339,9 +381,16 @@ int main(int argc, char **argv)
 		printf("%d checks, %d failed\n", checks, failed);
 		return failed ? 1 : 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "--print-failed")) {
+		station = argv[2];
+		print_failed();
+		printf("%d checks, %d failed\n", checks, failed);
+		return failed ? 1 : 0;
+	}
 	if (argc != 4) {
 		fprintf(stderr, "usage: test-libtpad-client STATION ADMIN SILENT\n"
-				"       test-libtpad-client --stream APPS\n");
+				"       test-libtpad-client --stream APPS\n"
+				"       test-libtpad-client --print-failed STATION\n");
 		return 2;
 	}
 	station = argv[1];
