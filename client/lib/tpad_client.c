@@ -221,6 +221,25 @@ static int give_back(tpad_client *c, int r)
 	return r;
 }
 
+/*
+ * A call's timeout ran out: the connection is closed, but the daemon goes on with the
+ * call (an Activate waiting on the cloud may take a few upstream.request-timeout), so the
+ * message says it may yet be done.
+ */
+static int timed_out(tpad_client *c, struct tpad_error *err)
+{
+	char what[64];
+	snprintf(what, sizeof(what), "no answer within %d ms from", c->timeout_ms);
+	broken(c, err, TPAD_E_TIMEOUT, "tpad.client.Timeout", 0, what);
+	if (err) {
+		size_t n = strlen(err->message);
+		snprintf(err->message + n, sizeof(err->message) - n,
+			 "; the call may still be carried out there: call again (an Activate "
+			 "with the same record never imports twice) or look it up");
+	}
+	return TPAD_E_TIMEOUT;
+}
+
 /* Send msg and its NUL. */
 static int send_msg(tpad_client *c, const char *msg, struct tpad_error *err)
 {
@@ -273,8 +292,7 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 		/* A follower waits for ever (TPAD_TIMEOUT_NONE): poll's -1. */
 		long long left = c->timeout_ms < 0 ? -1 : deadline - now_ms();
 		if (c->timeout_ms >= 0 && left <= 0)
-			return broken(c, err, TPAD_E_TIMEOUT, "tpad.client.Timeout", 0,
-				      "no answer in time from");
+			return timed_out(c, err);
 		struct pollfd p = {.fd = c->fd, .events = POLLIN};
 		int r = poll(&p, 1, (int)(left > 1000000 ? 1000000 : left));
 		if (r < 0 && errno == EINTR)

@@ -345,9 +345,12 @@ class Client:
     """One connection to tpad's station socket (or, with path=DEFAULT_ADMIN_SOCKET, the admin one).
 
     Use it as a context manager, or call close(). timeout is in seconds and bounds
-    connecting and each wait for a reply; an activation waits on the cloud, so keep it
-    above tpad's upstream.request-timeout (30 s by default). interface is used to
-    complete short method names given to call() ("Activate" -> "io.tpad.Station.Activate").
+    connecting and each wait for a reply. An activation waits on the cloud, a few times
+    tpad's upstream.request-timeout (30 s by default) at most: the import, then the
+    queries that settle a lost answer. tpad goes on with a call whose timeout ran out:
+    activate() again with the same record (never imported twice) or lookup(). interface
+    is used to complete short method names given to call() ("Activate" ->
+    "io.tpad.Station.Activate").
     """
 
     def __init__(self, path: str = DEFAULT_STATION_SOCKET, timeout: Optional[float] = 60.0,

@@ -261,6 +261,9 @@ static void timeout(const char *silent)
 	int r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
 	CHECK(r == TPAD_E_TIMEOUT && !strcmp(err.name, "tpad.client.Timeout"), "%d %s", r,
 	      err.name);
+	/* Says how long it waited, and that the call may yet be done: ask again. */
+	CHECK(strstr(err.message, "within 300 ms") && strstr(err.message, "call again"), "%s",
+	      err.message);
 	r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
 	CHECK(r == TPAD_E_IO, "a timed-out connection is closed: %d", r);
 	tpad_client_close(c);
