@@ -10,7 +10,10 @@
  *
  * Threads: every function may be called from any thread; a connection (tpad_client) is
  * used by one thread at a time. Open one connection per thread: there is no shared or
- * global state, and errors are returned in the caller's struct tpad_error.
+ * global state, and errors are returned in the caller's struct tpad_error. A call on a
+ * connection another thread is in a call on is refused at once (TPAD_E_ARGUMENT, "another
+ * thread is in a call on this connection"), so that neither takes the other's reply;
+ * tpad_client_close() must not race a call.
  * Signals: a closed peer never raises SIGPIPE in the calling process.
  * ABI: the structs below are part of the soname's ABI (libtpad-client.so.1). A program
  * built against libtpad-client.so.0 (qr_text of 512 bytes) must be built again.
@@ -57,7 +60,8 @@ enum tpad_code {
 	TPAD_E_STORE_FAILED = -27,	/* the store could not record the device */
 	TPAD_E_PERMISSION_DENIED = -28, /* this user may not call station methods */
 	TPAD_E_METHOD_NOT_FOUND = -29,	/* e.g. Status on the station socket */
-	TPAD_E_OTHER_REPLY = -30,	/* any other error reply */
+	TPAD_E_OTHER_REPLY = -30,	/* any other error reply, by err->name: PrintFailed (the
+					   device is committed), Retired... */
 };
 
 /* What went wrong. */
@@ -66,10 +70,15 @@ struct tpad_error {
 	char name[128];	       /* varlink error name ("io.tpad.Station.NotFound"), or for library
 				  errors "tpad.client.Connect", ".IO", ".Timeout", ".Protocol"... */
 	char message[512];     /* one sentence, e.g. "devEUI=0123456789ABCDEF" or "cannot connect
-				  to /run/tpad/station.sock: No such file or directory" */
-	char parameters[1024]; /* the error reply's parameters as JSON ("{}" if none) */
+				  to /run/tpad/station.sock: No such file or directory"; a
+				  device in it is only its DevEUI (no token or AppKey to log) */
+	char parameters[1024]; /* the error reply's parameters as JSON ("{}" if none); when
+				  they do not fit, without the label (qr), else "{}":
+				  tpad_call_reply() gives them whole. PrintFailed's carry the
+				  device's ownerToken and AppKey */
 	int sys_errno;	       /* errno for TPAD_E_CONNECT and TPAD_E_IO, else 0 */
-	int retry_after;       /* seconds, for TPAD_E_UPSTREAM_UNAVAILABLE when known, else 0 */
+	int retry_after;       /* seconds to wait, for TPAD_E_UPSTREAM_UNAVAILABLE and
+				  TPAD_E_OUTCOME_UNKNOWN when tpad says, else 0 */
 };
 
 /* A device record as Activate and Lookup hand it out. Strings are NUL-terminated. */

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +30,9 @@ struct tpad_client {
 	char *buf; /* bytes read past the last message */
 	size_t len, cap;
 	bool streaming; /* a call with more awaits its last reply (tpad_more_next()) */
+	/* Set while a call sends or reads: a second thread on the same connection would take
+	 * the other's reply (another device's token) or wait for ever on one it read. */
+	atomic_flag busy;
 };
 
 static const struct {
@@ -139,6 +143,7 @@ int tpad_client_open(const char *path, int timeout_ms, tpad_client **ret, struct
 	if (!c)
 		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
 	snprintf(c->path, sizeof(c->path), "%s", path);
+	atomic_flag_clear(&c->busy);
 	c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
@@ -200,6 +205,41 @@ static int closed_before(tpad_client *c, struct tpad_error *err)
 		    "the connection to %s was closed by an earlier failure", c->path);
 }
 
+/* Take c for one call; false (err filled) when another thread is in a call on it. */
+static bool take(tpad_client *c, struct tpad_error *err)
+{
+	if (!atomic_flag_test_and_set(&c->busy))
+		return true;
+	fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+	     "another thread is in a call on this connection to %s: open one per thread", c->path);
+	return false;
+}
+
+static int give_back(tpad_client *c, int r)
+{
+	atomic_flag_clear(&c->busy);
+	return r;
+}
+
+/*
+ * A call's timeout ran out: the connection is closed, but the daemon goes on with the
+ * call (an Activate waiting on the cloud may take a few upstream.request-timeout), so the
+ * message says it may yet be done.
+ */
+static int timed_out(tpad_client *c, struct tpad_error *err)
+{
+	char what[64];
+	snprintf(what, sizeof(what), "no answer within %d ms from", c->timeout_ms);
+	broken(c, err, TPAD_E_TIMEOUT, "tpad.client.Timeout", 0, what);
+	if (err) {
+		size_t n = strlen(err->message);
+		snprintf(err->message + n, sizeof(err->message) - n,
+			 "; the call may still be carried out there: call again (an Activate "
+			 "with the same record never imports twice) or look it up");
+	}
+	return TPAD_E_TIMEOUT;
+}
+
 /* Send msg and its NUL. */
 static int send_msg(tpad_client *c, const char *msg, struct tpad_error *err)
 {
@@ -252,8 +292,7 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 		/* A follower waits for ever (TPAD_TIMEOUT_NONE): poll's -1. */
 		long long left = c->timeout_ms < 0 ? -1 : deadline - now_ms();
 		if (c->timeout_ms >= 0 && left <= 0)
-			return broken(c, err, TPAD_E_TIMEOUT, "tpad.client.Timeout", 0,
-				      "no answer in time from");
+			return timed_out(c, err);
 		struct pollfd p = {.fd = c->fd, .events = POLLIN};
 		int r = poll(&p, 1, (int)(left > 1000000 ? 1000000 : left));
 		if (r < 0 && errno == EINTR)
@@ -276,6 +315,39 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 	}
 }
 
+/*
+ * An object or array in an error's message: a device by its DevEUI, anything else as "...".
+ * A message is what a station logs: PrintFailed's device carries the ownerToken and AppKey,
+ * and its qr the label's base64.
+ */
+static const char *summary(json_t *v)
+{
+	const char *eui = json_string_value(json_object_get(v, "devEUI"));
+	return eui ? eui : "...";
+}
+
+/*
+ * params as JSON text in out (size n), whole: without its label (qr) when that does not fit,
+ * else "{}" (tpad_call_reply() has them all). Cut short, it would be no JSON at all.
+ */
+static void error_parameters(json_t *params, char *out, size_t n)
+{
+	json_t *small = json_deep_copy(params);
+	json_t *tries[] = {params, small};
+	snprintf(out, n, "{}");
+	json_object_del(small, "qr");
+	for (size_t i = 0; i < 2; i++) {
+		char *pj = tries[i] ? json_dumps(tries[i], JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		bool fits = pj && strlen(pj) < n;
+		if (fits)
+			memcpy(out, pj, strlen(pj) + 1);
+		free(pj);
+		if (fits)
+			break;
+	}
+	json_decref(small);
+}
+
 /* The error of an error reply: code by name, message from its parameters. */
 static int reply_error(const char *name, json_t *params, struct tpad_error *err)
 {
@@ -291,16 +363,16 @@ static int reply_error(const char *name, json_t *params, struct tpad_error *err)
 	memset(err, 0, sizeof(*err));
 	err->code = code;
 	snprintf(err->name, sizeof(err->name), "%s", name);
-	char *pj = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
-	snprintf(err->parameters, sizeof(err->parameters), "%s", pj ? pj : "{}");
-	free(pj);
+	error_parameters(params, err->parameters, sizeof(err->parameters));
 	size_t off = 0;
 	const char *key;
 	json_t *v;
 	json_object_foreach(params, key, v)
 	{
 		char *s = json_is_string(v) ? strdup(json_string_value(v))
-					    : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+			  : json_is_object(v) || json_is_array(v)
+			      ? strdup(summary(v))
+			      : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
 		if (off < sizeof(err->message))
 			off += (size_t)snprintf(err->message + off, sizeof(err->message) - off,
 						"%s%s=%s", off ? ", " : "", key, s ? s : "?");
@@ -443,6 +515,23 @@ static int device_from(tpad_client *c, json_t *p, struct tpad_device *d, struct 
 	return TPAD_OK;
 }
 
+/* Call method with params (stolen) and fill d from its reply. */
+static int device_call(tpad_client *c, const char *method, json_t *params, struct tpad_device *d,
+		       struct tpad_error *err)
+{
+	if (!take(c, err)) {
+		json_decref(params);
+		return TPAD_E_ARGUMENT;
+	}
+	json_t *reply;
+	int r = call(c, method, params, &reply, err);
+	if (r < 0)
+		return give_back(c, r);
+	r = device_from(c, reply, d, err);
+	json_decref(reply);
+	return give_back(c, r);
+}
+
 /* The qr object of a call, or NULL for no label. */
 static json_t *label_json(const struct tpad_label *l)
 {
@@ -499,13 +588,7 @@ int tpad_activate(tpad_client *c, const struct tpad_activation *a, struct tpad_d
 	json_t *q = label_json(&a->label);
 	if (q)
 		json_object_set_new(p, "qr", q);
-	json_t *reply;
-	r = call(c, "io.tpad.Station.Activate", p, &reply, err);
-	if (r < 0)
-		return r;
-	r = device_from(c, reply, ret, err);
-	json_decref(reply);
-	return r;
+	return device_call(c, "io.tpad.Station.Activate", p, ret, err);
 }
 
 int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
@@ -522,13 +605,7 @@ int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *la
 	json_t *q = label_json(label);
 	if (p && q)
 		json_object_set_new(p, "qr", q);
-	json_t *reply;
-	r = call(c, "io.tpad.Station.Lookup", p, &reply, err);
-	if (r < 0)
-		return r;
-	r = device_from(c, reply, ret, err);
-	json_decref(reply);
-	return r;
+	return device_call(c, "io.tpad.Station.Lookup", p, ret, err);
 }
 
 static unsigned long long getu(json_t *o, const char *key)
@@ -544,7 +621,9 @@ int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err)
 			    "client and result are required");
 	memset(ret, 0, sizeof(*ret));
 	json_t *p;
-	int r = call(c, "io.tpad.Admin.Status", NULL, &p, err);
+	if (!take(c, err))
+		return TPAD_E_ARGUMENT;
+	int r = give_back(c, call(c, "io.tpad.Admin.Status", NULL, &p, err));
 	if (r < 0)
 		return r;
 	copy_str(p, "version", ret->version, sizeof(ret->version), false);
@@ -628,7 +707,11 @@ int tpad_call_json(tpad_client *c, const char *method, const char *parameters, c
 	if (pr < 0)
 		return pr;
 	json_t *reply;
-	int r = call(c, method, p, &reply, err);
+	if (!take(c, err)) {
+		json_decref(p);
+		return TPAD_E_ARGUMENT;
+	}
+	int r = give_back(c, call(c, method, p, &reply, err));
 	if (r < 0)
 		return r;
 	*ret_json = json_dumps(reply, JSON_COMPACT);
@@ -649,7 +732,11 @@ int tpad_call_reply(tpad_client *c, const char *method, const char *parameters, 
 	if (pr < 0)
 		return pr;
 	json_t *reply;
-	int r = call_raw(c, method, p, &reply, ret_reply, err);
+	if (!take(c, err)) {
+		json_decref(p);
+		return TPAD_E_ARGUMENT;
+	}
+	int r = give_back(c, call_raw(c, method, p, &reply, ret_reply, err));
 	if (r < 0)
 		return r;
 	json_decref(reply);
@@ -675,21 +762,21 @@ int tpad_call_more(tpad_client *c, const char *method, const char *parameters,
 	int r = params_from_text(parameters, &p, err);
 	if (r < 0)
 		return r;
+	if (!take(c, err)) {
+		json_decref(p);
+		return TPAD_E_ARGUMENT;
+	}
 	r = send_call(c, method, p, true, err);
 	if (r < 0)
-		return r;
+		return give_back(c, r);
 	c->streaming = true;
 	clear_error(err);
-	return TPAD_OK;
+	return give_back(c, TPAD_OK);
 }
 
-int tpad_more_next(tpad_client *c, char **ret_json, int *ret_continues, struct tpad_error *err)
+/* tpad_more_next() on a connection taken. */
+static int more_next(tpad_client *c, char **ret_json, int *ret_continues, struct tpad_error *err)
 {
-	if (!c || !ret_json || !ret_continues)
-		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
-			    "client and results are required");
-	*ret_json = NULL;
-	*ret_continues = 0;
 	if (!c->streaming)
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "no stream is open on %s (tpad_call_more() first)", c->path);
@@ -712,4 +799,16 @@ int tpad_more_next(tpad_client *c, char **ret_json, int *ret_continues, struct t
 			      "lost a reply (out of memory) from");
 	*ret_continues = more;
 	return TPAD_OK;
+}
+
+int tpad_more_next(tpad_client *c, char **ret_json, int *ret_continues, struct tpad_error *err)
+{
+	if (!c || !ret_json || !ret_continues)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client and results are required");
+	*ret_json = NULL;
+	*ret_continues = 0;
+	if (!take(c, err))
+		return TPAD_E_ARGUMENT;
+	return give_back(c, more_next(c, ret_json, ret_continues, err));
 }

@@ -16,8 +16,8 @@ The protocol is varlink-style: one JSON object per message on a Unix stream sock
 message ended by a NUL byte (see tpad(8) and proto/io.tpad.Station.varlink). Error
 replies are raised as exceptions: a subclass of TpadError named after the error
 (InvalidParameter, NotFound, Conflict, UpstreamRejected, UpstreamUnavailable,
-OutcomeUnknown, Busy, StoreFailed, PermissionDenied, PrintFailed, MethodNotFound, ...),
-with the error's full name in .error and its parameters in .parameters. A socket that
+OutcomeUnknown, Retired, Busy, StoreFailed, PermissionDenied, PrintFailed,
+MethodNotFound, ...), with the error's full name in .error and its parameters in .parameters. A socket that
 cannot be reached or a link that fails raises TpadConnectionError, a ConnectionError.
 
 The same Client speaks to tpas, the application-server side of end-to-end encryption, on
@@ -40,7 +40,7 @@ __all__ = [
     "AS", "AS_ADMIN", "Client", "Device",
     "TpadError", "TpadConnectionError", "TpadTimeout", "TpadProtocolError",
     "InvalidParameter", "NotFound", "Conflict", "UpstreamRejected", "UpstreamUnavailable",
-    "OutcomeUnknown", "Busy", "StoreFailed", "PermissionDenied", "ExpectedMore",
+    "OutcomeUnknown", "Retired", "Busy", "StoreFailed", "PermissionDenied", "ExpectedMore",
     "MethodNotFound", "MethodNotImplemented", "InterfaceNotFound", "PrintFailed",
     "UnknownDevice", "CounterExhausted", "LrcFailed", "NoLrc",
 ]
@@ -116,7 +116,23 @@ class UpstreamUnavailable(TpadError):
 
 
 class OutcomeUnknown(TpadError):
-    """The request reached the cloud but its answer was lost; retry later (never imported twice)."""
+    """The request may have reached the cloud and its outcome is not settled yet; call again
+    after .retry_after seconds (it never imports twice).
+    """
+
+    @property
+    def retry_after(self) -> Optional[int]:
+        return self.parameters.get("retryAfter")
+
+
+class Retired(TpadError):
+    """The device was retired (deleted from the cloud after it was issued): it must not be
+    handed out. .reason says why it was retired.
+    """
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.parameters.get("reason")
 
 
 class Busy(TpadError):
@@ -230,7 +246,7 @@ class TpadProtocolError(TpadConnectionError):
 _ERROR_CLASSES = {
     cls.__name__: cls
     for cls in (InvalidParameter, NotFound, Conflict, UpstreamRejected, UpstreamUnavailable,
-                OutcomeUnknown, Busy, StoreFailed, PermissionDenied, ExpectedMore,
+                OutcomeUnknown, Retired, Busy, StoreFailed, PermissionDenied, ExpectedMore,
                 MethodNotFound, MethodNotImplemented, InterfaceNotFound, PrintFailed,
                 UnknownDevice, CounterExhausted, LrcFailed, NoLrc)
 }
@@ -329,9 +345,12 @@ class Client:
     """One connection to tpad's station socket (or, with path=DEFAULT_ADMIN_SOCKET, the admin one).
 
     Use it as a context manager, or call close(). timeout is in seconds and bounds
-    connecting and each wait for a reply; an activation waits on the cloud, so keep it
-    above tpad's upstream.request-timeout (30 s by default). interface is used to
-    complete short method names given to call() ("Activate" -> "io.tpad.Station.Activate").
+    connecting and each wait for a reply. An activation waits on the cloud, a few times
+    tpad's upstream.request-timeout (30 s by default) at most: the import, then the
+    queries that settle a lost answer. tpad goes on with a call whose timeout ran out:
+    activate() again with the same record (never imported twice) or lookup(). interface
+    is used to complete short method names given to call() ("Activate" ->
+    "io.tpad.Station.Activate").
     """
 
     def __init__(self, path: str = DEFAULT_STATION_SOCKET, timeout: Optional[float] = 60.0,

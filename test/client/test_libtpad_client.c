@@ -167,6 +167,90 @@ static void errors(void)
 	CHECK(!strcmp(tpad_client_version(), TPAD_CLIENT_VERSION), "version");
 }
 
+/*
+ * Two threads on one connection, against its contract: each call either gets its own device
+ * or is refused at once (TPAD_E_ARGUMENT, saying so); never the other thread's reply, never
+ * a wait for a reply the other thread read.
+ */
+static tpad_client *shared;
+static int shared_refused;
+
+static void *shared_worker(void *arg)
+{
+	const char *eui = arg;
+	for (int i = 0; i < 300; i++) {
+		struct tpad_device d;
+		struct tpad_error err;
+		int r = tpad_lookup(shared, eui, NULL, &d, &err);
+		CHECK(r == TPAD_OK ||
+			  (r == TPAD_E_ARGUMENT && strstr(err.message, "another thread")),
+		      "shared %s: %s %s", eui, tpad_code_name(r), err.message);
+		CHECK(r < 0 || !strcmp(d.dev_eui, eui), "asked %s, got %s", eui, d.dev_eui);
+		if (r < 0 && r != TPAD_E_ARGUMENT)
+			return NULL;
+		pthread_mutex_lock(&lock);
+		shared_refused += r == TPAD_E_ARGUMENT;
+		pthread_mutex_unlock(&lock);
+		tpad_device_clear(&d);
+	}
+	return NULL;
+}
+
+static void shared_connection(void)
+{
+	struct tpad_error err;
+	CHECK(tpad_client_open(station, 2000, &shared, &err) == TPAD_OK, "%s", err.message);
+	pthread_t t[2];
+	pthread_create(&t[0], NULL, shared_worker, "00C1000000000001");
+	pthread_create(&t[1], NULL, shared_worker, "00C1010000000001");
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	printf("shared connection: %d calls refused\n", shared_refused);
+	tpad_client_close(shared);
+}
+
+/*
+ * A label that did not print (test_c_client.py's printer is out of paper): PrintFailed, whose
+ * parameters carry the committed device and its PNG label. err->parameters is JSON that
+ * parses (the label left out to fit), and err->message, which a station logs, names the
+ * device without its AppKey or ownerToken.
+ */
+static void print_failed(void)
+{
+	struct tpad_error err;
+	tpad_client *c;
+	char *json = NULL;
+	CHECK(tpad_client_open(station, 10000, &c, &err) == TPAD_OK, "%s", err.message);
+	int r = tpad_call_json(c, "io.tpad.Station.Activate",
+			       "{\"devEUI\":\"00C3000000000001\",\"generateAppKey\":true,"
+			       "\"qr\":{\"format\":\"png\"},\"print\":{}}",
+			       &json, &err);
+	CHECK(r == TPAD_E_OTHER_REPLY && !strcmp(err.name, "io.tpad.Station.PrintFailed") && !json,
+	      "%s %s", tpad_code_name(r), err.name);
+	json_t *p = json_loads(err.parameters, 0, NULL);
+	json_t *dev = json_object_get(p, "device");
+	const char *key = json_string_value(json_object_get(dev, "appKey"));
+	const char *token = json_string_value(json_object_get(dev, "ownerToken"));
+	CHECK(key && strlen(key) == 32 && token, "parameters: %s", err.parameters);
+	const char *reason = json_string_value(json_object_get(p, "reason"));
+	CHECK(reason && !strcmp(reason, "paper out"), "parameters: %s", err.parameters);
+	CHECK(strstr(err.message, "device=00C3000000000001") &&
+		  strstr(err.message, "reason=paper out"),
+	      "message: %s", err.message);
+	CHECK(key && token && !strstr(err.message, key) && !strstr(err.message, token),
+	      "secrets in the message: %s", err.message);
+	json_decref(p);
+	/* The whole reply, label included, from tpad_call_reply(). */
+	r = tpad_call_reply(c, "io.tpad.Station.Lookup",
+			    "{\"devEUI\":\"00C3000000000001\",\"qr\":{\"format\":\"png\"},"
+			    "\"print\":{}}",
+			    &json, &err);
+	CHECK(r == TPAD_OK && json && strstr(json, "PrintFailed") && strstr(json, "\"qr\":{"), "%d",
+	      r);
+	free(json);
+	tpad_client_close(c);
+}
+
 /* A server that accepts and never answers: the call times out and says so. */
 static void timeout(const char *silent)
 {
@@ -177,6 +261,9 @@ static void timeout(const char *silent)
 	int r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
 	CHECK(r == TPAD_E_TIMEOUT && !strcmp(err.name, "tpad.client.Timeout"), "%d %s", r,
 	      err.name);
+	/* Says how long it waited, and that the call may yet be done: ask again. */
+	CHECK(strstr(err.message, "within 300 ms") && strstr(err.message, "call again"), "%s",
+	      err.message);
 	r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
 	CHECK(r == TPAD_E_IO, "a timed-out connection is closed: %d", r);
 	tpad_client_close(c);
@@ -297,9 +384,16 @@ int main(int argc, char **argv)
 		printf("%d checks, %d failed\n", checks, failed);
 		return failed ? 1 : 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "--print-failed")) {
+		station = argv[2];
+		print_failed();
+		printf("%d checks, %d failed\n", checks, failed);
+		return failed ? 1 : 0;
+	}
 	if (argc != 4) {
 		fprintf(stderr, "usage: test-libtpad-client STATION ADMIN SILENT\n"
-				"       test-libtpad-client --stream APPS\n");
+				"       test-libtpad-client --stream APPS\n"
+				"       test-libtpad-client --print-failed STATION\n");
 		return 2;
 	}
 	station = argv[1];
@@ -310,6 +404,7 @@ int main(int argc, char **argv)
 	for (int k = 0; k < THREADS; k++)
 		pthread_join(t[k], NULL);
 	errors();
+	shared_connection();
 	timeout(argv[3]);
 	printf("%d checks, %d failed\n", checks, failed);
 	return failed ? 1 : 0;

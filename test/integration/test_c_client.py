@@ -19,11 +19,14 @@ TKM = "31110123D345666E2DBD"
 
 
 class CClient(TpadTestCase):
-    def start(self):
+    def start(self, conf_extra="", printers=""):
         psk = secrets.token_hex(16)
         s = self.sim(psk).start()
         d = self.daemon(upstream_url=s.url(), psk_hex=psk,
-                        conf_extra="upstream.sessions = 2").start()
+                        conf_extra="upstream.sessions = 2\n" + conf_extra)
+        with open(d.conf, "a") as f:
+            f.write(printers)
+        d.start()
         wait_for(lambda: d.tpactl("--socket", d.admin, "status").returncode == 0, 15, "ready")
         return s, d
 
@@ -44,6 +47,19 @@ class CClient(TpadTestCase):
         c = s.counters()
         self.assertEqual(c["duplicate_imports"], 0)
         self.assertEqual(c["imports"], 8 * 25 + 1)
+
+    def test_print_failed(self):
+        """PrintFailed through the library: parameters that parse, a message without secrets."""
+        from test_print import HS_PAPER_OUT, RawPrinter
+        printer = RawPrinter()
+        self.addCleanup(printer.close)
+        printer.status = HS_PAPER_OUT
+        s, d = self.start("print.default = line1",
+                          f"[printer.line1]\nurl = {printer.url()}\ntimeout = 2s\n")
+        p = subprocess.run([os.environ["TEST_LIBTPAD_CLIENT"], "--print-failed", d.station],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"\d+ checks, 0 failed")
 
     def test_example_station(self):
         s, d = self.start()

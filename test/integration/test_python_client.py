@@ -12,6 +12,7 @@ import threading
 import time
 
 import tpadtest
+from test_cloud import DxBase
 from tpadtest import TpadTestCase, wait_for
 
 sys.path.insert(0, os.path.join(tpadtest.SRC_ROOT, "client", "python"))
@@ -328,6 +329,22 @@ class ConnectionErrors(TpadTestCase):
             srv.close()
 
 
+class RetiredDevice(DxBase):
+    """A retired device is raised as Retired, with its reason (retiring needs the dx-maker
+    profile's delete)."""
+
+    def test_lookup_of_a_retired_device(self):
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        self.activate(d, DEV)
+        d.tpactl("--socket", d.admin, "retire", DEV, "--reason", "scrapped: cracked case",
+                 check=0)
+        with Client(d.station, timeout=10) as c:
+            with self.assertRaises(tpad_client.Retired) as e:
+                c.lookup(DEV)
+        self.assertIn("cracked case", e.exception.reason)
+
+
 class EndToEnd(TpadTestCase):
     """Activation through the client: tpad against tpa-sim over TLS-PSK."""
 
@@ -405,6 +422,20 @@ class EndToEnd(TpadTestCase):
         with self.assertRaises(tpad_client.Conflict) as e:
             self.activate(DEV, tkm_info="31110123D345666E0000", qr_format="none")
         self.assertEqual(e.exception.parameters["devEUI"], DEV)
+
+    def test_outcome_unknown_says_when_to_ask_again(self):
+        """OutcomeUnknown carries the retryAfter the interface declares, as an attribute."""
+        self.s.faults(drop_before_answer=1.0)
+        with self.assertRaises(tpad_client.OutcomeUnknown) as e:
+            self.activate("70B3D50000000002", generate_app_key=True, qr_format="none")
+        self.assertEqual(e.exception.retry_after, e.exception.parameters["retryAfter"])
+        self.assertGreater(e.exception.retry_after, 0)
+        self.s.faults(drop_before_answer=0.0)
+        time.sleep(e.exception.retry_after)
+        dev = wait_for(lambda: self.activate("70B3D50000000002", generate_app_key=True,
+                                             qr_format="none"), 15, "settled")
+        self.assertEqual(dev.source, "stored")
+        self.assertEqual(self.s.counters()["imports"], 1)
 
     def test_example_station(self):
         label = os.path.join(self.tmp, "station-label.png")
