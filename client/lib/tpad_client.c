@@ -221,6 +221,18 @@ static int give_back(tpad_client *c, int r)
 	return r;
 }
 
+/* Say in err, after broken() filled it, that a call sent may have been carried out. */
+static int maybe_done(struct tpad_error *err, int code)
+{
+	if (err) {
+		size_t n = strlen(err->message);
+		snprintf(err->message + n, sizeof(err->message) - n,
+			 "; the call may have been carried out there: call again (an Activate "
+			 "with the same record never imports twice) or look it up");
+	}
+	return code;
+}
+
 /*
  * A call's timeout ran out: the connection is closed, but the daemon goes on with the
  * call (an Activate waiting on the cloud may take a few upstream.request-timeout), so the
@@ -230,14 +242,13 @@ static int timed_out(tpad_client *c, struct tpad_error *err)
 {
 	char what[64];
 	snprintf(what, sizeof(what), "no answer within %d ms from", c->timeout_ms);
-	broken(c, err, TPAD_E_TIMEOUT, "tpad.client.Timeout", 0, what);
-	if (err) {
-		size_t n = strlen(err->message);
-		snprintf(err->message + n, sizeof(err->message) - n,
-			 "; the call may still be carried out there: call again (an Activate "
-			 "with the same record never imports twice) or look it up");
-	}
-	return TPAD_E_TIMEOUT;
+	return maybe_done(err, broken(c, err, TPAD_E_TIMEOUT, "tpad.client.Timeout", 0, what));
+}
+
+/* The daemon closed the connection, or reading it failed, once the call was sent. */
+static int lost_mid_call(tpad_client *c, struct tpad_error *err, int sys, const char *what)
+{
+	return maybe_done(err, broken(c, err, TPAD_E_IO, "tpad.client.IO", sys, what));
 }
 
 /* Send msg and its NUL. */
@@ -306,11 +317,11 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0)
-			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno,
-				      "cannot read from");
+			return lost_mid_call(c, err, errno, "cannot read from");
 		if (got == 0)
-			return broken(c, err, TPAD_E_IO, "tpad.client.IO", ECONNRESET,
-				      "the daemon closed the connection:");
+			return lost_mid_call(c, err, ECONNRESET,
+					     "the daemon closed the connection (stopped or "
+					     "restarted?):");
 		c->len += (size_t)got;
 	}
 }

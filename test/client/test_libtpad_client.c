@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <tpad-client.h>
 
@@ -269,6 +272,45 @@ static void timeout(const char *silent)
 	tpad_client_close(c);
 }
 
+/* Accept one connection, read its call, close it: a daemon stopped mid-call. */
+static void *take_and_close(void *arg)
+{
+	int fd = accept(*(int *)arg, NULL, NULL);
+	char b[512];
+	if (fd >= 0) {
+		(void)!read(fd, b, sizeof(b));
+		close(fd);
+	}
+	return NULL;
+}
+
+/* The daemon closes the connection after taking the call: whether it was done is unknown. */
+static void closed_mid_call(void)
+{
+	char dir[] = "/tmp/tpad-closer-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/s.sock", dir);
+	int l = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(l, 1) == 0,
+	      "listen: %s", strerror(errno));
+	pthread_t t;
+	pthread_create(&t, NULL, take_and_close, &l);
+	struct tpad_error err;
+	tpad_client *c;
+	struct tpad_device d;
+	CHECK(tpad_client_open(sa.sun_path, 5000, &c, &err) == TPAD_OK, "%s", err.message);
+	int r = tpad_lookup(c, "0123456789ABCDEF", NULL, &d, &err);
+	CHECK(r == TPAD_E_IO, "%d %s", r, err.name);
+	CHECK(strstr(err.message, "closed the connection") && strstr(err.message, "call again"),
+	      "%s", err.message);
+	tpad_client_close(c);
+	pthread_join(t, NULL);
+	close(l);
+	unlink(sa.sun_path);
+	rmdir(dir);
+}
+
 /* Member key of the JSON object text json as an integer, -1 if none. */
 static long long json_int(const char *json, const char *path0, const char *key)
 {
@@ -406,6 +448,7 @@ int main(int argc, char **argv)
 	errors();
 	shared_connection();
 	timeout(argv[3]);
+	closed_mid_call();
 	printf("%d checks, %d failed\n", checks, failed);
 	return failed ? 1 : 0;
 }
