@@ -17,7 +17,7 @@
 #include "log.h"
 
 int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *version,
-			 const char *default_config, bool copy_store, void (*usage)(FILE *f),
+			 const char *default_config, bool store_tools, void (*usage)(FILE *f),
 			 struct daemon_cmdline *ret)
 {
 	static const struct option opts[] = {
@@ -25,6 +25,7 @@ int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *ve
 	    {"check-config", no_argument, NULL, 'n'},
 	    {"print-config", no_argument, NULL, 'p'},
 	    {"copy-store", required_argument, NULL, 'C'},
+	    {"restore-store", required_argument, NULL, 'R'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -45,12 +46,14 @@ int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *ve
 			ret->print = true;
 			break;
 		case 'C':
-			if (!copy_store) {
-				fprintf(stderr, "%s: unrecognized option '--copy-store'\n", name);
+		case 'R':
+			if (!store_tools) {
+				fprintf(stderr, "%s: unrecognized option '--%s-store'\n", name,
+					c == 'C' ? "copy" : "restore");
 				usage(stderr);
 				return 2;
 			}
-			ret->copy_store = optarg;
+			*(c == 'C' ? &ret->copy_store : &ret->restore_store) = optarg;
 			break;
 		case 'v':
 			log_set_verbose(true);

@@ -14,17 +14,18 @@ struct daemon_cmdline {
 	bool explicit_config; /* -c was given */
 	bool check;	      /* -n, --check-config */
 	bool print;	      /* -p, --print-config */
-	const char *copy_store; /* --copy-store URL, where the program takes it */
+	const char *copy_store;	   /* --copy-store URL, where the program takes it */
+	const char *restore_store; /* --restore-store FILE, likewise */
 };
 
 /*
  * Parse argv for the program name (its version, default configuration path, whether it
- * takes --copy-store, and its usage text). -v turns on verbose logging. Returns -1 to go
- * on with *ret filled, else the exit status: 0 after --version or --help, 2 after a usage
- * error (said on stderr with the usage).
+ * takes --copy-store and --restore-store, and its usage text). -v turns on verbose
+ * logging. Returns -1 to go on with *ret filled, else the exit status: 0 after --version or
+ * --help, 2 after a usage error (said on stderr with the usage).
  */
 int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *version,
-			 const char *default_config, bool copy_store, void (*usage)(FILE *f),
+			 const char *default_config, bool store_tools, void (*usage)(FILE *f),
 			 struct daemon_cmdline *ret);
 
 /*

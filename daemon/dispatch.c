@@ -37,6 +37,7 @@
 #include "store_copy.h"
 #include "station.h"
 #include "store.h"
+#include "store_restore.h"
 #include "store_url.h"
 #include "sqlbackup.h"
 #include "tpa.h"
@@ -1434,6 +1435,48 @@ static void copy_counts_print(const struct store_copy_counts *n, int r)
 	       (unsigned long long)n->labels, (unsigned long long)n->audit);
 }
 
+/* The store key for a one-shot store command; said and wiped on failure. */
+static int store_key_load(const struct config *cfg, uint8_t key[STORE_KEY_LEN], size_t *len)
+{
+	char why[256];
+	int r = cred_load_hex("store-key", cfg->store_key_file, key, STORE_KEY_LEN, len);
+	if (r < 0 || *len != STORE_KEY_LEN) {
+		log_errx("cannot load the store key: %s",
+			 r < 0 ? cred_explain(r, "store-key", cfg->store_key_file, why, sizeof(why))
+			       : "it must be 32 bytes (64 hexadecimal digits)");
+		cred_wipe(key, STORE_KEY_LEN);
+		return r < 0 ? r : -EINVAL;
+	}
+	return 0;
+}
+
+int dispatch_restore_store(const struct config *cfg, const char *file)
+{
+	if (strcmp(cfg->store_backend, "postgresql") == 0) {
+		log_errx("--restore-store puts back a SQLite store (store.path); this one is "
+			 "PostgreSQL: restore the database with pg_restore");
+		return -EINVAL;
+	}
+	uint8_t key[STORE_KEY_LEN];
+	size_t len = 0;
+	int r = store_key_load(cfg, key, &len);
+	if (r < 0)
+		return r;
+	char kept[PATH_MAX], err[1024];
+	r = store_restore(cfg->store_path, file, key, len, kept, sizeof(kept), err, sizeof(err));
+	cred_wipe(key, sizeof(key));
+	if (r < 0) {
+		log_errx("%s", err);
+		return r;
+	}
+	printf("%s restored from %s\n", cfg->store_path, file);
+	if (kept[0])
+		printf("the store it replaced is kept as %s (with its -wal and -shm, if it had "
+		       "them)\n",
+		       kept);
+	return 0;
+}
+
 int dispatch_copy_store(const struct config *cfg, const char *url)
 {
 	uint8_t key[STORE_KEY_LEN];
@@ -1444,14 +1487,9 @@ int dispatch_copy_store(const struct config *cfg, const char *url)
 		log_errx("--copy-store: %s", why);
 		return -EINVAL;
 	}
-	int r = cred_load_hex("store-key", cfg->store_key_file, key, sizeof(key), &len);
-	if (r < 0 || len != STORE_KEY_LEN) {
-		log_errx("cannot load the store key: %s",
-			 r < 0 ? cred_explain(r, "store-key", cfg->store_key_file, why, sizeof(why))
-			       : "it must be 32 bytes (64 hexadecimal digits)");
-		cred_wipe(key, sizeof(key));
-		return r < 0 ? r : -EINVAL;
-	}
+	int r = store_key_load(cfg, key, &len);
+	if (r < 0)
+		return r;
 	char password[256] = "";
 	r = cred_load_text("store-password", cfg->store_password_file, password, sizeof(password));
 	if (r < 0 && (r != -ENOENT || cfg->store_password_file)) {

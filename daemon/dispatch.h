@@ -50,3 +50,10 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len);
  * PostgreSQL database at url, printing what was copied and verified. 0 or a negative errno.
  */
 int dispatch_copy_store(const struct config *cfg, const char *url);
+
+/*
+ * tpad --restore-store FILE: put the SQLite store of cfg back from the copy at file, tpad
+ * stopped (store_restore.h), saying where the store it replaced is kept. 0 or a negative
+ * errno.
+ */
+int dispatch_restore_store(const struct config *cfg, const char *file);

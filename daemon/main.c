@@ -33,6 +33,7 @@ static void usage(FILE *f)
 		"Usage: tpad [--config FILE] [--verbose]\n"
 		"       tpad [--config FILE] --check-config | --print-config\n"
 		"       tpad [--config FILE] --copy-store URL\n"
+		"       tpad [--config FILE] --restore-store FILE\n"
 		"       tpad --version\n"
 		"\n"
 		"  -c, --config FILE   configuration file (default %s)\n"
@@ -43,6 +44,9 @@ static void usage(FILE *f)
 		"      --copy-store URL  copy the SQLite store (store.path) into the PostgreSQL\n"
 		"                      database at URL (libpq URI or keyword=value pairs),\n"
 		"                      resumable, verified; then exit (0 copied, 1 not)\n"
+		"      --restore-store FILE  with tpad stopped, put the SQLite store back from\n"
+		"                      FILE (a tpactl backup), checked with the store key; the\n"
+		"                      store it replaces is kept; then exit (0 restored, 1 not)\n"
 		"  -v, --verbose       log debug messages\n"
 		"  -V, --version       print the version and exit\n"
 		"  -h, --help          show this help\n",
@@ -258,7 +262,7 @@ int main(int argc, char **argv)
 	daemon_no_core_dumps();
 	const char *path = cl.config;
 	bool explicit_path = cl.explicit_config, check = cl.check, print = cl.print;
-	const char *copy_url = cl.copy_store;
+	const char *copy_url = cl.copy_store, *restore_from = cl.restore_store;
 
 	struct config cfg;
 	/* --check-config reads the store key once, for the credential and the store checks. */
@@ -279,8 +283,11 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 1;
 	}
-	if (copy_url) {
-		int status = dispatch_copy_store(&cfg, copy_url) == 0 ? 0 : 1;
+	if (copy_url || restore_from) {
+		int status = (copy_url ? dispatch_copy_store(&cfg, copy_url)
+				       : dispatch_restore_store(&cfg, restore_from)) == 0
+				 ? 0
+				 : 1;
 		config_free(&cfg);
 		return status;
 	}

@@ -136,6 +136,65 @@ class Backup(TpadTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("is in use by another tpad (pid %d)" % d.proc.pid, p.stderr)
 
+    def restore(self, d, path):
+        return subprocess.run([tpadtest.TPAD, "--config", d.conf, "--restore-store", path],
+                              capture_output=True, text=True, timeout=30)
+
+    def test_restore_from_a_copy_after_kill_9(self):
+        """tpad --restore-store FILE: the copy is checked with the store key and put in
+        place whole, the store it replaces kept whole beside it. Copying the file over
+        store.path by hand after a kill -9 left the dead tpad's WAL for SQLite to replay
+        onto the copy: devices the copy never held, or a corrupt store."""
+        psk = secrets.token_hex(16)
+        s = self.sim(psk).start()
+        d = self.daemon(upstream_url=s.url(), psk_hex=psk).start()
+        first = [f"00AB{i:012X}" for i in range(3)]
+        later = [f"00AC{i:012X}" for i in range(3)]
+        with d.station_client() as c:
+            for e in first:
+                c.call("io.tpad.Station.Activate", {"devEUI": e, "tkmInfo": TKM})
+        copy = os.path.join(self.tmp, "copy.db")
+        d.tpactl("--socket", d.admin, "backup", copy, check=0)
+        with d.station_client() as c:
+            for e in later:
+                c.call("io.tpad.Station.Activate", {"devEUI": e, "tkmInfo": TKM})
+        # While tpad runs, nothing is done.
+        p = self.restore(d, copy)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("is in use by another tpad (pid %d)" % d.proc.pid, p.stderr)
+        d.kill()
+        self.assertGreater(os.path.getsize(d.store + "-wal"), 0)
+        before = pathlib.Path(d.store).read_bytes()
+        # What is not a copy of this line's store is refused, the store untouched.
+        for bad, why in [(d.conf, "cannot be restored"), (copy + ".none", "No such file")]:
+            with self.subTest(bad=bad):
+                p = self.restore(d, bad)
+                self.assertEqual(p.returncode, 1, p.stdout)
+                self.assertIn(why, p.stderr)
+        self.assertEqual(pathlib.Path(d.store).read_bytes(), before)
+        p = self.restore(d, copy)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"{d.store} restored from {copy}", p.stdout)
+        kept = p.stdout.split("kept as ")[1].split(" ")[0]
+        self.assertFalse(os.path.exists(d.store + "-wal"))
+        self.assertEqual(stat.S_IMODE(os.stat(d.store).st_mode), 0o600)
+        d.start()
+        with d.station_client() as c:
+            for e in first:
+                self.assertEqual(c.call("io.tpad.Station.Lookup", {"devEUI": e})
+                                 ["device"]["state"], "ISSUED")
+            for e in later:
+                with self.assertRaises(VarlinkError) as err:
+                    c.call("io.tpad.Station.Lookup", {"devEUI": e})
+                self.assertEqual(err.exception.error, "io.tpad.Station.NotFound")
+        # The store it replaced is whole: its WAL went with it.
+        db = sqlite3.connect(kept)
+        try:
+            n = db.execute("SELECT count(*) FROM devices").fetchone()[0]
+        finally:
+            db.close()
+        self.assertEqual(n, len(first) + len(later))
+
 
 if __name__ == "__main__":
     tpadtest.main()

@@ -1,0 +1,187 @@
+/* store_restore: tpad --restore-store, a SQLite store put back from a copy, tpad stopped. */
+#include "store_restore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lockfile.h"
+#include "store.h"
+
+/* The SQLite files that go with a store besides itself. */
+static const char *const companions[] = {"-wal", "-shm"};
+
+/* Copy from into a new file at to (mode 0600), synced; -errno with err said. */
+static int copy_file(const char *from, const char *to, const struct stat *owner, char *err,
+		     size_t errlen)
+{
+	int in = open(from, O_RDONLY | O_CLOEXEC);
+	if (in < 0) {
+		int e = errno;
+		snprintf(err, errlen, "cannot read %s: %s", from, strerror(e));
+		return -e;
+	}
+	int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0) {
+		int e = errno;
+		close(in);
+		snprintf(err, errlen, "cannot create %s: %s", to, strerror(e));
+		return -e;
+	}
+	int r = 0;
+	char buf[65536];
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : 0;
+			break;
+		}
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = write(out, buf + done, (size_t)(n - done));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				r = -errno;
+				break;
+			}
+			done += w;
+		}
+		if (r < 0)
+			break;
+	}
+	/* The store's owner (tpad's user), when root restores it for tpad. */
+	if (r == 0 && owner && geteuid() == 0 && fchown(out, owner->st_uid, owner->st_gid) < 0)
+		r = -errno;
+	if (r == 0 && fsync(out) < 0)
+		r = -errno;
+	close(in);
+	if (close(out) < 0 && r == 0)
+		r = -errno;
+	if (r < 0) {
+		snprintf(err, errlen, "cannot copy %s to %s: %s", from, to, strerror(-r));
+		unlink(to);
+	}
+	return r;
+}
+
+/* Sync the directory of path, so that the renames in it last. */
+static int sync_dir(const char *path)
+{
+	char d[PATH_MAX];
+	snprintf(d, sizeof(d), "%s", path);
+	int fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+/* The copy must open with the key, be of a schema this tpad knows, and be whole. */
+static int copy_check(const char *copy, const uint8_t *key, size_t key_len, char *err,
+		      size_t errlen)
+{
+	struct stat st;
+	if (stat(copy, &st) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: %s", copy, strerror(e));
+		return -e;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s is not a regular file", copy);
+		return -EINVAL;
+	}
+	char wal[PATH_MAX];
+	snprintf(wal, sizeof(wal), "%s-wal", copy);
+	if (stat(wal, &st) == 0 && st.st_size > 0) {
+		snprintf(err, errlen,
+			 "%s has a write-ahead log beside it (%s): the copy is not whole without "
+			 "it; take a copy with tpactl backup, or fold the log in first (sqlite3 %s "
+			 "'PRAGMA wal_checkpoint(TRUNCATE)')",
+			 copy, wal, copy);
+		return -EINVAL;
+	}
+	const struct store_options o = {
+	    .backend = STORE_SQLITE, .path = copy, .key = key, .key_len = key_len};
+	char why[400];
+	int r = store_check(&o, why, sizeof(why));
+	if (r < 0)
+		snprintf(err, errlen, "%s cannot be restored: %s", copy, why);
+	return r;
+}
+
+int store_restore(const char *path, const char *copy, const uint8_t *key, size_t key_len,
+		  char *kept, size_t keptlen, char *err, size_t errlen)
+{
+	kept[0] = '\0';
+	int lock = -1;
+	int r = lockfile_take(path, "tpad", "SQLite store", &lock, err, errlen);
+	if (r < 0)
+		return r;
+	r = copy_check(copy, key, key_len, err, errlen);
+	if (r < 0)
+		goto out;
+	struct stat old;
+	bool have_old = stat(path, &old) == 0;
+	char tmp[PATH_MAX], bak[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	char stamp[32];
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	snprintf(tmp, sizeof(tmp), "%s.restore-tmp", path);
+	snprintf(bak, sizeof(bak), "%s.before-restore-%s", path, stamp);
+	unlink(tmp); /* left by a restore that stopped half-way: never the store itself */
+	r = copy_file(copy, tmp, have_old ? &old : NULL, err, errlen);
+	if (r < 0)
+		goto out;
+	/*
+	 * The old store stays whole under bak: the main file linked there first (path is
+	 * never missing), then its log and shared memory moved beside it. Only then does the
+	 * copy take path's place, in one rename: no WAL of the old store is left for SQLite to
+	 * replay onto it.
+	 */
+	if (have_old && link(path, bak) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot keep the current store as %s: %s", bak, strerror(-r));
+		unlink(tmp);
+		goto out;
+	}
+	for (size_t i = 0; have_old && i < sizeof(companions) / sizeof(companions[0]); i++) {
+		snprintf(from, sizeof(from), "%s%s", path, companions[i]);
+		snprintf(to, sizeof(to), "%s%s", bak, companions[i]);
+		if (rename(from, to) < 0 && errno != ENOENT) {
+			r = -errno;
+			snprintf(err, errlen,
+				 "cannot move %s to %s: %s (the store is unchanged; %s "
+				 "is a second name of it)",
+				 from, to, strerror(-r), bak);
+			unlink(tmp);
+			goto out;
+		}
+	}
+	if (rename(tmp, path) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot put %s in place: %s (the store before is %s)", tmp,
+			 strerror(-r), bak);
+		goto out;
+	}
+	r = sync_dir(path);
+	if (r < 0)
+		snprintf(err, errlen, "cannot sync the directory of %s: %s", path, strerror(-r));
+	if (have_old)
+		snprintf(kept, keptlen, "%s", bak);
+out:
+	if (lock >= 0)
+		close(lock);
+	return r;
+}
