@@ -617,6 +617,12 @@ class Lines(TpadTestCase):
         d.start(wait=False)
         self.assertEqual(d.proc.wait(15), 1)
         self.assertIn("newer than this tpad", d.log_text())
+        # --restore-store puts back SQLite files only: for a database, pg_restore.
+        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--restore-store",
+                            os.path.join(self.tmp, "copy.db")],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("restore the database with pg_restore", p.stderr)
 
 
 class Credentials(TpadTestCase):
