@@ -127,11 +127,17 @@ int store_restore(const char *path, const char *copy, const uint8_t *key, size_t
 	int r = lockfile_take(path, "tpad", "SQLite store", &lock, err, errlen);
 	if (r < 0)
 		return r;
+	struct stat old, from_st;
+	bool have_old = stat(path, &old) == 0;
+	if (have_old && stat(copy, &from_st) == 0 && from_st.st_dev == old.st_dev &&
+	    from_st.st_ino == old.st_ino) {
+		snprintf(err, errlen, "%s is the store itself (store.path): give a copy", copy);
+		r = -EINVAL;
+		goto out;
+	}
 	r = copy_check(copy, key, key_len, err, errlen);
 	if (r < 0)
 		goto out;
-	struct stat old;
-	bool have_old = stat(path, &old) == 0;
 	char tmp[PATH_MAX], bak[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
 	time_t now = time(NULL);
 	struct tm tm;

@@ -166,7 +166,8 @@ class Backup(TpadTestCase):
         self.assertGreater(os.path.getsize(d.store + "-wal"), 0)
         before = pathlib.Path(d.store).read_bytes()
         # What is not a copy of this line's store is refused, the store untouched.
-        for bad, why in [(d.conf, "cannot be restored"), (copy + ".none", "No such file")]:
+        for bad, why in [(d.conf, "cannot be restored"), (copy + ".none", "No such file"),
+                         (d.store, "is the store itself")]:
             with self.subTest(bad=bad):
                 p = self.restore(d, bad)
                 self.assertEqual(p.returncode, 1, p.stdout)
