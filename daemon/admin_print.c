@@ -200,9 +200,8 @@ void admin_print(struct tpad *t, struct req *r)
 		return;
 	}
 	if (!print_has(t->print, printer)) {
-		char why[128];
-		snprintf(why, sizeof(why), "no printer named '%.40s' ([printer.<name>] in tpad.conf)",
-			 printer);
+		char why[256];
+		print_unknown(t->print, printer, why, sizeof(why));
 		invalid(r, "printer", why);
 		return;
 	}

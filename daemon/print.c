@@ -16,6 +16,7 @@
 #include "layout.h"
 #include "log.h"
 #include "print_backend.h"
+#include "words.h"
 
 /*
  * True if the line buf[start..end) (its LF at end) is text that is no ~HS answer: not
@@ -143,6 +144,30 @@ static struct print_printer *printer_find(const struct print *p, const char *nam
 bool print_has(const struct print *p, const char *name)
 {
 	return printer_find(p, name) != NULL;
+}
+
+void print_unknown(const struct print *p, const char *name, char *why, size_t len)
+{
+	/* A typo: one letter off in a short name, two in a longer one ("nope" is not "gone"). */
+	size_t n = p ? p->cfg->n_printers : 0, best = strlen(name) >= 6 ? 3 : 2;
+	const char *meant = NULL;
+	for (size_t i = 0; i < n; i++) {
+		size_t d = words_distance(name, p->cfg->printers[i].name);
+		if (d < best) {
+			best = d;
+			meant = p->cfg->printers[i].name;
+		}
+	}
+	int off = snprintf(why, len, "no printer named '%.40s' (", name);
+	if (meant)
+		off += snprintf(why + off, len > (size_t)off ? len - off : 0, "did you mean '%s'? ",
+				meant);
+	if (!n)
+		snprintf(why + off, len > (size_t)off ? len - off : 0,
+			 "tpad.conf has no [printer.NAME] section)");
+	for (size_t i = 0; i < n && (size_t)off < len; i++)
+		off += snprintf(why + off, len - off, "%s%s%s", i ? ", " : "tpad.conf has ",
+				p->cfg->printers[i].name, i + 1 == n ? ")" : "");
 }
 
 const struct layout *print_layout(const struct print *p, const char *name)

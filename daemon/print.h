@@ -88,6 +88,13 @@ struct print *print_free(struct print *p);
 /* True if a printer is called name. */
 bool print_has(const struct print *p, const char *name);
 
+/*
+ * Why name is no printer, for an InvalidParameter: the printers tpad.conf has, and the one
+ * meant when name is a typo of it ("no printer named 'lin1' (did you mean 'line1'? tpad.conf
+ * has line1, office)").
+ */
+void print_unknown(const struct print *p, const char *name, char *why, size_t len);
+
 struct layout;
 
 /* The label layout of the printer called name (its size and resolution), or NULL. */

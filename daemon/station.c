@@ -102,9 +102,8 @@ static bool print_want_parse(struct tpad *t, struct req *r, struct print_want *r
 		return false;
 	}
 	if (!print_has(t->print, name)) {
-		char why[128];
-		snprintf(why, sizeof(why), "no printer named '%.40s' ([printer.<name>] in tpad.conf)",
-			 name);
+		char why[256];
+		print_unknown(t->print, name, why, sizeof(why));
 		invalid(r, "print.printer", why);
 		return false;
 	}

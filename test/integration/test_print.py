@@ -515,6 +515,16 @@ class Print(TpadTestCase):
         self.assertNotIn("printer.line3.", log)
         self.assertNotIn("printer.line2.", log)
 
+    def test_a_printer_named_where_none_is_configured(self):
+        self.start("", default=None)
+        e = self.call_err(self.d.station_client(), "io.tpad.Station.Activate",
+                          {"devEUI": eui(90), "generateAppKey": True,
+                           "print": {"printer": "line1"}})
+        self.assertEqual(e.error, "io.tpad.Station.InvalidParameter")
+        self.assertEqual(e.params["reason"],
+                         "no printer named 'line1' (tpad.conf has no [printer.NAME] section)")
+        self.assertEqual(self.s.counters()["imports"], 0)
+
     def test_unreachable_and_unknown_printers(self):
         dead = free_port()
         self.start(self.raw_section() +
@@ -542,11 +552,14 @@ class Print(TpadTestCase):
                            "print": {"printer": "nope"}})
         self.assertEqual(e.error, "io.tpad.Station.InvalidParameter")
         self.assertEqual(e.params["parameter"], "print.printer")
-        self.assertIn("nope", e.params["reason"])
+        # The reason lists the printers there are, and the one a typo meant.
+        self.assertEqual(e.params["reason"],
+                         "no printer named 'nope' (tpad.conf has line1, gone)")
         self.assertEqual(self.s.counters()["imports"], 1)
-        p = self.d.tpactl("--socket", self.d.admin, "print", eui(3), "--printer", "nope")
+        p = self.d.tpactl("--socket", self.d.admin, "print", eui(3), "--printer", "lin1")
         self.assertEqual(p.returncode, 1)
-        self.assertIn("nope", p.stderr)
+        self.assertIn("no printer named 'lin1' (did you mean 'line1'? tpad.conf has line1, "
+                      "gone)", p.stderr)
         # Reprint on the working printer with tpactl.
         p = self.d.tpactl("--socket", self.d.admin, "print", eui(3), check=0)
         self.assertIn("printed 1 label on line1", p.stdout)
