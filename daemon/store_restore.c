@@ -86,6 +86,18 @@ static int sync_dir(const char *path)
 	return r;
 }
 
+/*
+ * Whom the restored files belong to: the store's owner, else its directory's (tpad's
+ * user, under the unit's StateDirectory=), so that a restore run as root leaves tpad
+ * files it can open. false when neither can be read.
+ */
+static bool store_owner(const char *path, struct stat *ret)
+{
+	char d[PATH_MAX];
+	snprintf(d, sizeof(d), "%s", path);
+	return stat(path, ret) == 0 || stat(dirname(d), ret) == 0;
+}
+
 /* The copy must open with the key, be of a schema this tpad knows, and be whole. */
 static int copy_check(const char *copy, const uint8_t *key, size_t key_len, char *err,
 		      size_t errlen)
@@ -127,8 +139,15 @@ int store_restore(const char *path, const char *copy, const uint8_t *key, size_t
 	int r = lockfile_take(path, "tpad", "SQLite store", &lock, err, errlen);
 	if (r < 0)
 		return r;
-	struct stat old, from_st;
-	bool have_old = stat(path, &old) == 0;
+	struct stat old, from_st, owner;
+	bool have_old = stat(path, &old) == 0, have_owner = store_owner(path, &owner);
+	/* The lock file too, when this run made it: tpad must open it at its next start. */
+	if (have_owner && geteuid() == 0 && fchown(lock, owner.st_uid, owner.st_gid) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot give %s.lock to the store's owner: %s", path,
+			 strerror(-r));
+		goto out;
+	}
 	if (have_old && stat(copy, &from_st) == 0 && from_st.st_dev == old.st_dev &&
 	    from_st.st_ino == old.st_ino) {
 		snprintf(err, errlen, "%s is the store itself (store.path): give a copy", copy);
@@ -147,7 +166,7 @@ int store_restore(const char *path, const char *copy, const uint8_t *key, size_t
 	snprintf(tmp, sizeof(tmp), "%s.restore-tmp", path);
 	snprintf(bak, sizeof(bak), "%s.before-restore-%s", path, stamp);
 	unlink(tmp); /* left by a restore that stopped half-way: never the store itself */
-	r = copy_file(copy, tmp, have_old ? &old : NULL, err, errlen);
+	r = copy_file(copy, tmp, have_owner ? &owner : NULL, err, errlen);
 	if (r < 0)
 		goto out;
 	/*

@@ -196,6 +196,31 @@ class Backup(TpadTestCase):
             db.close()
         self.assertEqual(n, len(first) + len(later))
 
+    def test_restore_as_root_leaves_tpad_files_it_can_open(self):
+        """Run as root on a machine where tpad never ran (no store, no lock file yet): the
+        restored store and its lock file belong to the directory's owner (tpad's user
+        under the unit), not to root, which tpad could not open."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to give files away")
+        d = self.daemon().start()
+        copy = os.path.join(self.tmp, "copy.db")
+        d.tpactl("--socket", d.admin, "backup", copy, check=0)
+        d.stop()
+        home = os.path.join(self.tmp, "newhome")
+        os.makedirs(home)
+        os.chown(home, 65534, 65534)
+        store = os.path.join(home, "tpad.db")
+        conf = os.path.join(self.tmp, "new.conf")
+        with open(d.conf) as f, open(conf, "w") as g:
+            g.write(f.read().replace(d.store, store))
+        p = subprocess.run([tpadtest.TPAD, "--config", conf, "--restore-store", copy],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("kept as", p.stdout)
+        for path in (store, store + ".lock"):
+            self.assertEqual((os.stat(path).st_uid, os.stat(path).st_gid), (65534, 65534), path)
+        self.assertEqual(pathlib.Path(store).read_bytes(), pathlib.Path(copy).read_bytes())
+
 
 if __name__ == "__main__":
     tpadtest.main()
