@@ -232,8 +232,12 @@ class Foundation(TpadTestCase):
             c0 = cpu_s()
             time.sleep(2.2)
             self.assertLess(cpu_s() - c0, 0.3)
-            # Said once for the whole run of pauses, not once a second.
-            self.assertEqual(d.log_text().count("cannot accept clients"), 1, d.log_text())
+            # Said once for each run of pauses, not once a second. A run can end early
+            # when the upstream pool's reconnects free a descriptor (accepted, then paused
+            # again): each run has its "accepting clients again".
+            log = d.log_text()
+            self.assertEqual(log.count("cannot accept clients"),
+                             log.count("accepting clients again") + 1, log)
             self.assertIn("station socket: cannot accept clients", d.log_text())
         finally:
             for c in clients:
