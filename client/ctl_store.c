@@ -1,4 +1,7 @@
-/* ctl_store: tpactl store copy --to URL, which is tpad's --copy-store run in its place. */
+/*
+ * ctl_store: tpactl store copy --to URL and tpactl store restore FILE, which are tpad's
+ * --copy-store and --restore-store run in its place.
+ */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -18,11 +21,12 @@ static bool store_target_ok(const char *to)
 	       (strchr(to, '=') && !strstr(to, "://"));
 }
 
-int ctl_store(struct ctl *c, struct ctl_args *a)
+/* Check store copy's arguments; 0 or a usage exit status, said. */
+static int copy_args(const struct ctl_args *a)
 {
-	(void)c;
-	if (strcmp(a->argv[0], "copy") != 0) {
-		fprintf(stderr, "tpactl: store has one action, copy, not '%s'\n", a->argv[0]);
+	if (a->argc != 1) {
+		fprintf(stderr,
+			"tpactl: store copy takes no file: give the database with --to URL\n");
 		return CTL_EXIT_USAGE;
 	}
 	if (!a->to || !*a->to) {
@@ -36,8 +40,40 @@ int ctl_store(struct ctl *c, struct ctl_args *a)
 			"repeated: it may hold a password)\n");
 		return CTL_EXIT_USAGE;
 	}
+	return 0;
+}
+
+/* Check store restore's arguments; 0 or a usage exit status, said. */
+static int restore_args(const struct ctl_args *a)
+{
+	if (a->to) {
+		fprintf(stderr, "tpactl: store restore takes no --to: it puts back store.path of "
+				"tpad's configuration (--config)\n");
+		return CTL_EXIT_USAGE;
+	}
+	if (a->argc != 2 || !*a->argv[1]) {
+		fprintf(stderr, "tpactl: store restore needs the copy's FILE (made by tpactl "
+				"backup)\n");
+		return CTL_EXIT_USAGE;
+	}
+	return 0;
+}
+
+int ctl_store(struct ctl *c, struct ctl_args *a)
+{
+	(void)c;
+	bool copy = strcmp(a->argv[0], "copy") == 0;
+	if (!copy && strcmp(a->argv[0], "restore") != 0) {
+		fprintf(stderr, "tpactl: store has two actions, copy and restore, not '%s'\n",
+			a->argv[0]);
+		return CTL_EXIT_USAGE;
+	}
+	int r = copy ? copy_args(a) : restore_args(a);
+	if (r)
+		return r;
 	if (a->json) {
-		fprintf(stderr, "tpactl: store copy prints tpad's report; it has no --json form\n");
+		fprintf(stderr, "tpactl: store %s prints tpad's report; it has no --json form\n",
+			a->argv[0]);
 		return CTL_EXIT_USAGE;
 	}
 	/* tpad reads the store, its key and the database's password as it does at start. */
@@ -49,8 +85,8 @@ int ctl_store(struct ctl *c, struct ctl_args *a)
 		argv[n++] = "--config";
 		argv[n++] = (char *)a->config;
 	}
-	argv[n++] = "--copy-store";
-	argv[n++] = (char *)a->to;
+	argv[n++] = copy ? "--copy-store" : "--restore-store";
+	argv[n++] = (char *)(copy ? a->to : a->argv[1]);
 	argv[n] = NULL;
 	fflush(stdout);
 	execv(tpad, argv);

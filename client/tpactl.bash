@@ -90,11 +90,18 @@ _tpactl() {
 	retire) opts="--reason" ;;
 	keygen-rsa) opts="--bits" ;;
 	store)
-		if [[ ${words[i+1]} != copy ]]; then
-			COMPREPLY=($(compgen -W "copy" -- "$cur"))
-			return
-		fi
-		opts="--to --config --tpad" ;;
+		case ${words[i+1]} in
+		copy) opts="--to --config --tpad" ;;
+		restore)
+			opts="--config --tpad"
+			if [[ $cur != -* ]]; then
+				COMPREPLY=($(compgen -f -- "$cur"))
+				return
+			fi ;;
+		*)
+			COMPREPLY=($(compgen -W "copy restore" -- "$cur"))
+			return ;;
+		esac ;;
 	backup)
 		if [[ $cur != -* ]]; then
 			COMPREPLY=($(compgen -f -- "$cur"))

@@ -187,12 +187,15 @@ static const struct command commands[] = {
      "                      /var/lib/tpad/backups); not /tmp, private to tpad's\n"
      "                      unit. The copy is checked with PRAGMA integrity_check\n"
      "                      before it replaces FILE.\n"},
-    {"store", ctl_store, CTL_NONE, BIT(OPT_TO) | BIT(OPT_CONFIG) | BIT(OPT_TPAD), false, 1, 1,
-     "copy --to URL [--config FILE] [--tpad PATH]",
-     "move a SQLite store into PostgreSQL (tpad stopped; runs tpad --copy-store)",
-     "  copy                the one action: copy every device, attempt, label and audit\n"
-     "                      entry of the SQLite store (store.path) into the database;\n"
-     "                      a re-run resumes; a conflict is reported and exits 1\n"
+    {"store", ctl_store, CTL_NONE, BIT(OPT_TO) | BIT(OPT_CONFIG) | BIT(OPT_TPAD), false, 1, 2,
+     "copy --to URL | restore FILE [--config FILE] [--tpad PATH]",
+     "with tpad stopped: move a SQLite store into PostgreSQL, or put it back from a copy",
+     "  copy                copy every device, attempt, label and audit entry of the\n"
+     "                      SQLite store (store.path) into the database (runs tpad\n"
+     "                      --copy-store); a re-run resumes; a conflict exits 1\n"
+     "  restore FILE        put the SQLite store back from FILE, a tpactl backup copy\n"
+     "                      (runs tpad --restore-store): checked with the store key,\n"
+     "                      the store it replaces kept as store.path.before-restore-TIME\n"
      "  --to URL            the PostgreSQL database: a URI (e.g. postgresql://tpad@db/\n"
      "                      tpad?sslmode=verify-full) or libpq keyword=value pairs; the\n"
      "                      password as for tpad (store-password)\n"

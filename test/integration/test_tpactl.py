@@ -395,6 +395,29 @@ class StoreCopy(TpadTestCase):
         self.assertNotIn("copied", p.stdout)
         self.assertFalse(os.path.exists(d.store + ".lock"))
 
+    def test_restore_runs_tpad_restore_store(self):
+        """tpactl store restore FILE, tpad stopped: the store is the copy again, the one it
+        replaced kept; misused, a usage error naming what to give."""
+        d = self.daemon().start()
+        copy = os.path.join(self.tmp, "copy.db")
+        d.tpactl("--socket", d.admin, "backup", copy, check=0)
+        p = run("store", "restore", copy, "--config", d.conf, "--tpad", tpadtest.TPAD)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("in use by another tpad", p.stderr)
+        d.stop()
+        p = run("store", "restore", copy, "--config", d.conf, "--tpad", tpadtest.TPAD)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn(f"{d.store} restored from {copy}", p.stdout)
+        self.assertIn(f"kept as {d.store}.before-restore-", p.stdout)
+        for args, why in [(["restore"], "needs the copy's FILE"),
+                          (["restore", copy, "--to", "postgresql://x/y"], "takes no --to"),
+                          (["copy", copy, "--to", "postgresql://x/y"], "takes no file"),
+                          (["back"], "two actions, copy and restore")]:
+            with self.subTest(args=args):
+                p = run("store", *args, "--config", d.conf, "--tpad", tpadtest.TPAD)
+                self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+                self.assertIn(why, p.stderr)
+
 
 class Top(TpadTestCase):
     """tpactl top in a real terminal: tmux runs it, send-keys types, capture-pane reads."""
@@ -512,7 +535,9 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         self.assertIn("--ignore-unknown-columns", self.complete("tpactl import --"))
         self.assertIn("uplinks", self.complete("tpactl as "))
         self.assertIn("--payload", self.complete("tpactl as send --"))
-        self.assertEqual(self.complete("tpactl store "), {"copy"})
+        self.assertEqual(self.complete("tpactl store "), {"copy", "restore"})
+        self.assertEqual(self.complete("tpactl store restore --"),
+                         {"--config", "--tpad", "--socket", "--json", "--help", "--version"})
         self.assertEqual(self.complete("tpactl store copy --"),
                          {"--to", "--config", "--tpad", "--socket", "--json", "--help",
                           "--version"})
