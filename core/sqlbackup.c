@@ -38,6 +38,14 @@ static int sync_path(const char *path, bool dir)
 	return r;
 }
 
+int sql_backup_sync_dir(const char *path)
+{
+	char dir[4096];
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	return sync_path(dirname(dir), true);
+}
+
 /* Run PRAGMA integrity_check on db: 0 when it answers "ok". */
 static int integrity_ok(sqlite3 *db, char *err, size_t errlen)
 {
@@ -75,21 +83,21 @@ int sql_backup_dest_ok(const char *dest, char *err, size_t errlen)
 	if (fd >= 0)
 		close(fd);
 	if (n != (ssize_t)sizeof(head) || memcmp(head, magic, sizeof(magic)) != 0)
-		return fail(err, errlen, -EEXIST,
-			    "exists and is not a SQLite database (a backup replaces only an earlier "
-			    "copy): move it away or choose another path");
+		return fail(
+		    err, errlen, -EEXIST,
+		    "exists and is not a SQLite database (a backup replaces only an earlier "
+		    "copy): move it away or choose another path");
 	return 0;
 }
 
 int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, char *err,
-		    size_t errlen)
+		  size_t errlen)
 {
 	uint64_t t0 = clock_now_us();
-	char tmp[4096], dir[4096];
+	char tmp[4096];
 	if (!dest || !*dest)
 		return fail(err, errlen, -EINVAL, "no destination");
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", dest) >= (int)sizeof(tmp) ||
-	    snprintf(dir, sizeof(dir), "%s", dest) >= (int)sizeof(dir))
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", dest) >= (int)sizeof(tmp))
 		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", dest);
 	struct stat sb;
 	char why[200];
@@ -159,7 +167,7 @@ int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, 
 			 strerror(errno));
 		goto out;
 	}
-	e = sync_path(dirname(dir), true);
+	e = sql_backup_sync_dir(dest);
 	if (e < 0) {
 		fail(err, errlen, e, "cannot sync the directory of %s: %s", dest, strerror(-e));
 		return e;
@@ -180,8 +188,8 @@ out:
 	return e;
 }
 
-int sql_backup_path(const char *db_path, const char *dest, struct sql_backup_info *info,
-		      char *err, size_t errlen)
+int sql_backup_path(const char *db_path, const char *dest, struct sql_backup_info *info, char *err,
+		    size_t errlen)
 {
 	sqlite3 *src = NULL;
 	int rc = sqlite3_open_v2(db_path, &src, SQLITE_OPEN_READONLY, NULL);
@@ -199,7 +207,7 @@ int sql_backup_path(const char *db_path, const char *dest, struct sql_backup_inf
 }
 
 int sql_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char *ret_path,
-			       size_t pathlen, char *err, size_t errlen)
+			     size_t pathlen, char *err, size_t errlen)
 {
 	char stamp[32];
 	time_t now = time(NULL);

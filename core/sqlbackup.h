@@ -26,7 +26,7 @@ struct sql_backup_info {
  * reason.
  */
 int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, char *err,
-		    size_t errlen);
+		  size_t errlen);
 
 /*
  * Whether a copy may go to dest: 0 when nothing is there, or an empty file, or a SQLite
@@ -36,9 +36,12 @@ int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, 
  */
 int sql_backup_dest_ok(const char *dest, char *err, size_t errlen);
 
+/* fsync the directory that holds path, so that a rename into it lasts. */
+int sql_backup_sync_dir(const char *path);
+
 /* The same from the database file at db_path, opened read-only for the copy. */
-int sql_backup_path(const char *db_path, const char *dest, struct sql_backup_info *info,
-		      char *err, size_t errlen);
+int sql_backup_path(const char *db_path, const char *dest, struct sql_backup_info *info, char *err,
+		    size_t errlen);
 
 /*
  * The copy taken before migrating a database's schema from version from: next to
@@ -47,4 +50,4 @@ int sql_backup_path(const char *db_path, const char *dest, struct sql_backup_inf
  * migration's transaction (the daemon is the only writer while it opens its database).
  */
 int sql_backup_pre_migration(sqlite3 *db, const char *db_path, int from, char *ret_path,
-			       size_t pathlen, char *err, size_t errlen);
+			     size_t pathlen, char *err, size_t errlen);

@@ -2,7 +2,6 @@
 #include "store_restore.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -13,78 +12,11 @@
 #include <unistd.h>
 
 #include "lockfile.h"
+#include "sqlbackup.h"
 #include "store.h"
 
 /* The SQLite files that go with a store besides itself. */
 static const char *const companions[] = {"-wal", "-shm"};
-
-/* Copy from into a new file at to (mode 0600), synced; -errno with err said. */
-static int copy_file(const char *from, const char *to, const struct stat *owner, char *err,
-		     size_t errlen)
-{
-	int in = open(from, O_RDONLY | O_CLOEXEC);
-	if (in < 0) {
-		int e = errno;
-		snprintf(err, errlen, "cannot read %s: %s", from, strerror(e));
-		return -e;
-	}
-	int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (out < 0) {
-		int e = errno;
-		close(in);
-		snprintf(err, errlen, "cannot create %s: %s", to, strerror(e));
-		return -e;
-	}
-	int r = 0;
-	char buf[65536];
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : 0;
-			break;
-		}
-		for (ssize_t done = 0; done < n;) {
-			ssize_t w = write(out, buf + done, (size_t)(n - done));
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				r = -errno;
-				break;
-			}
-			done += w;
-		}
-		if (r < 0)
-			break;
-	}
-	/* The store's owner (tpad's user), when root restores it for tpad. */
-	if (r == 0 && owner && geteuid() == 0 && fchown(out, owner->st_uid, owner->st_gid) < 0)
-		r = -errno;
-	if (r == 0 && fsync(out) < 0)
-		r = -errno;
-	close(in);
-	if (close(out) < 0 && r == 0)
-		r = -errno;
-	if (r < 0) {
-		snprintf(err, errlen, "cannot copy %s to %s: %s", from, to, strerror(-r));
-		unlink(to);
-	}
-	return r;
-}
-
-/* Sync the directory of path, so that the renames in it last. */
-static int sync_dir(const char *path)
-{
-	char d[PATH_MAX];
-	snprintf(d, sizeof(d), "%s", path);
-	int fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int r = fsync(fd) < 0 ? -errno : 0;
-	close(fd);
-	return r;
-}
 
 /*
  * Whom the restored files belong to: the store's owner, else its directory's (tpad's
@@ -166,9 +98,20 @@ int store_restore(const char *path, const char *copy, const uint8_t *key, size_t
 	snprintf(tmp, sizeof(tmp), "%s.restore-tmp", path);
 	snprintf(bak, sizeof(bak), "%s.before-restore-%s", path, stamp);
 	unlink(tmp); /* left by a restore that stopped half-way: never the store itself */
-	r = copy_file(copy, tmp, have_owner ? &owner : NULL, err, errlen);
-	if (r < 0)
+	/* As tpactl backup copies: one snapshot, integrity-checked, synced, mode 0600. */
+	char why[600];
+	r = sql_backup_path(copy, tmp, NULL, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, errlen, "%s cannot be restored: %s", copy, why);
 		goto out;
+	}
+	/* The store's owner (tpad's user), when root restores it for tpad. */
+	if (have_owner && geteuid() == 0 && chown(tmp, owner.st_uid, owner.st_gid) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot give %s to the store's owner: %s", tmp, strerror(-r));
+		unlink(tmp);
+		goto out;
+	}
 	/*
 	 * The old store stays whole under bak: the main file linked there first (path is
 	 * never missing), then its log and shared memory moved beside it. Only then does the
@@ -200,7 +143,7 @@ int store_restore(const char *path, const char *copy, const uint8_t *key, size_t
 			 strerror(-r), bak);
 		goto out;
 	}
-	r = sync_dir(path);
+	r = sql_backup_sync_dir(path);
 	if (r < 0)
 		snprintf(err, errlen, "cannot sync the directory of %s: %s", path, strerror(-r));
 	if (have_old)

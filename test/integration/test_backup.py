@@ -15,6 +15,15 @@ from tpadtest import TpadTestCase, VarlinkError, wait_for
 TKM = "31110123D345666E2DBD"
 
 
+def rows(path):
+    """Every device row of the SQLite store at path, in DevEUI order."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT * FROM devices ORDER BY 1").fetchall()
+    finally:
+        db.close()
+
+
 class Backup(TpadTestCase):
     def test_online_backup_while_serving(self):
         psk = secrets.token_hex(16)
@@ -165,9 +174,24 @@ class Backup(TpadTestCase):
         d.kill()
         self.assertGreater(os.path.getsize(d.store + "-wal"), 0)
         before = pathlib.Path(d.store).read_bytes()
-        # What is not a copy of this line's store is refused, the store untouched.
+        # A copy damaged past its key check fails the integrity check of its snapshot.
+        damaged = os.path.join(self.tmp, "damaged.db")
+        db = sqlite3.connect(copy)
+        try:
+            root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'devices'"
+                              ).fetchone()[0]
+            size = db.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            db.close()
+        data = bytearray(pathlib.Path(copy).read_bytes())
+        at = (root - 1) * size  # the devices table's page: its cells garbled
+        data[at + 12:at + size] = b"\xa5" * (size - 12)
+        pathlib.Path(damaged).write_bytes(bytes(data))
+        # What is not a whole copy of this line's store is refused, the store untouched.
         for bad, why in [(d.conf, "cannot be restored"), (copy + ".none", "No such file"),
-                         (d.store, "is the store itself")]:
+                         (d.store, "is the store itself"),
+                         (damaged, "damaged.db cannot be restored: the copy fails its "
+                                   "integrity check")]:
             with self.subTest(bad=bad):
                 p = self.restore(d, bad)
                 self.assertEqual(p.returncode, 1, p.stdout)
@@ -219,7 +243,7 @@ class Backup(TpadTestCase):
         self.assertNotIn("kept as", p.stdout)
         for path in (store, store + ".lock"):
             self.assertEqual((os.stat(path).st_uid, os.stat(path).st_gid), (65534, 65534), path)
-        self.assertEqual(pathlib.Path(store).read_bytes(), pathlib.Path(copy).read_bytes())
+        self.assertEqual(rows(store), rows(copy))
 
 
 if __name__ == "__main__":
