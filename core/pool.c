@@ -1202,6 +1202,39 @@ static unsigned sessions_up(const struct pool *p)
 	return up;
 }
 
+#define WATCH_FIRST_NOTE_US (60 * 1000000ull)
+#define WATCH_MAX_NOTE_US (600 * 1000000ull)
+
+unsigned pool_watch_look(struct pool_watch *w, const struct pool_stats *s, uint64_t now_us,
+			 uint64_t *open_s, uint64_t *reopens)
+{
+	unsigned say = 0;
+	/* Opened since the last look (or since start), or open now. */
+	bool opened = s->breaker_opens > w->opens || s->breaker == POOL_BREAKER_OPEN;
+	if (opened && !w->open) {
+		say |= POOL_WATCH_OPENED;
+		w->open = true;
+		w->since_us = now_us;
+		w->opens_at_open = s->breaker_opens;
+		w->every_us = WATCH_FIRST_NOTE_US;
+		w->note_us = now_us + w->every_us;
+	} else if (w->open && s->breaker != POOL_BREAKER_CLOSED && now_us >= w->note_us) {
+		say |= POOL_WATCH_STILL;
+		w->every_us =
+		    w->every_us * 2 > WATCH_MAX_NOTE_US ? WATCH_MAX_NOTE_US : w->every_us * 2;
+		w->note_us = now_us + w->every_us;
+	}
+	*open_s = w->open ? (now_us - w->since_us) / 1000000u : 0;
+	*reopens = w->open ? s->breaker_opens - w->opens_at_open : 0;
+	/* Closed now, even if it opened and closed again since the last look. */
+	if (w->open && s->breaker == POOL_BREAKER_CLOSED) {
+		say |= POOL_WATCH_CLOSED;
+		w->open = false;
+	}
+	w->opens = s->breaker_opens;
+	return say;
+}
+
 /* Snapshot of the counters. */
 void pool_get_stats(const struct pool *p, struct pool_stats *ret)
 {

@@ -1,4 +1,5 @@
-/* pool: warm, kept-alive HTTP sessions (TLS with a PSK or a certificate, or plain) to one upstream host. */
+/* pool: warm, kept-alive HTTP sessions (TLS with a PSK or a certificate, or plain) to one upstream
+ * host. */
 #pragma once
 
 #include <stdbool.h>
@@ -138,3 +139,26 @@ enum tls_cert_error pool_cert_error(const struct pool *p);
 
 /* The most recent session error ("" if none), for one-line summaries. */
 const char *pool_last_error(const struct pool *p);
+
+/*
+ * An outage of the far end as a log tells it, from a look at pool_stats about once a
+ * second: one episode from the breaker's opening to its closing, however often it
+ * half-opens and opens again between (every breaker cooldown while the far end stays
+ * away). Zero-initialised: the first look tells a breaker that opened since start.
+ */
+struct pool_watch {
+	bool open; /* an episode is on: its opening was told, its closing not yet */
+	uint64_t opens, since_us, note_us, every_us, opens_at_open;
+};
+
+/* What pool_watch_look() says is to be told (a mask). */
+enum { POOL_WATCH_OPENED = 1, POOL_WATCH_STILL = 2, POOL_WATCH_CLOSED = 4 };
+
+/*
+ * Look at s (monotonic now_us): the opening; "still open" a minute on, then at doubling
+ * intervals up to every 10 minutes; the closing (also of a breaker that opened and closed
+ * since the last look). *open_s: how long the episode has lasted; *reopens: the breaker's
+ * openings in it after the first.
+ */
+unsigned pool_watch_look(struct pool_watch *w, const struct pool_stats *s, uint64_t now_us,
+			 uint64_t *open_s, uint64_t *reopens);

@@ -276,33 +276,16 @@ static void h_metrics(struct tpad *t, struct req *r)
 static struct event *watch_ev;
 static struct {
 	bool have;
-	enum pool_breaker breaker;
-	uint64_t breaker_opens, failed_commits, settled;
+	uint64_t failed_commits, settled;
 	/* The database unreachable since down_us (monotonic); next "still" line at note_us. */
 	bool store_down;
 	uint64_t outages, down_us, note_us, note_every_us;
-	/*
-	 * The breaker not closed since breaker_us: from its opening to its closing, however
-	 * often it half-opens and opens again between (every upstream.breaker-cooldown while
-	 * the cloud stays away); next "still" line at breaker_note_us.
-	 */
-	bool breaker_episode;
-	uint64_t breaker_us, breaker_note_us, breaker_every_us, opens_at_episode;
+	struct pool_watch breaker; /* the cloud's outages, told once each */
 } watched;
 
 /* "Still unreachable" after 10 s, then at doubling intervals up to every 5 minutes. */
 #define STORE_DOWN_FIRST_NOTE_US (10 * 1000000ull)
 #define STORE_DOWN_MAX_NOTE_US (300 * 1000000ull)
-/* "Still open" after a minute, then at doubling intervals up to every 10 minutes. */
-#define BREAKER_FIRST_NOTE_US (60 * 1000000ull)
-#define BREAKER_MAX_NOTE_US (600 * 1000000ull)
-
-/* The next "still" line of a lasting condition: the interval doubles up to max_us. */
-static void pace_still(uint64_t now, uint64_t *every_us, uint64_t *note_us, uint64_t max_us)
-{
-	*every_us = *every_us * 2 > max_us ? max_us : *every_us * 2;
-	*note_us = now + *every_us;
-}
 
 /* The journal field that names the store in use: its path, or its URL without password. */
 static const char *store_field(const struct config *cfg, char *buf, size_t len)
@@ -350,7 +333,10 @@ static void note_store_still_down(const char *key, const char *where, const char
 		 why);
 	log_event(LOG_WARNING, LOG_ID_STORE_DOWN, msg, key, where, "REASON", why, "DOWN_SECONDS",
 		  secs, NULL);
-	pace_still(now, &watched.note_every_us, &watched.note_us, STORE_DOWN_MAX_NOTE_US);
+	watched.note_every_us = watched.note_every_us * 2 > STORE_DOWN_MAX_NOTE_US
+				    ? STORE_DOWN_MAX_NOTE_US
+				    : watched.note_every_us * 2;
+	watched.note_us = now + watched.note_every_us;
 }
 
 /*
@@ -403,55 +389,38 @@ static void watch_store(struct tpad *t)
 }
 
 /*
- * The breaker opened, is still open, or closed: one line each, paced. A cloud that stays
- * away makes the breaker half-open and open again every upstream.breaker-cooldown; that
- * is one episode, not a line each time (the re-openings are counted in the "still" line
- * and in tpad_upstream_breaker_opens_total).
+ * The breaker opened, is still open, or closed: one line each, paced (pool_watch): a cloud
+ * that stays away is one outage, not a line at every re-opening (counted in the "still"
+ * line and in tpad_upstream_breaker_opens_total).
  */
 static void watch_breaker(struct tpad *t, const struct tpa_counters *c, const char *url)
 {
-	uint64_t now = clock_now_us();
-	bool opened =
-	    c->pool.breaker_opens > watched.breaker_opens ||
-	    (c->pool.breaker == POOL_BREAKER_OPEN && watched.breaker != POOL_BREAKER_OPEN);
-	bool still = watched.breaker_episode && c->pool.breaker != POOL_BREAKER_CLOSED &&
-		     now >= watched.breaker_note_us;
-	if ((opened && !watched.breaker_episode) || still) {
+	uint64_t open_s, reopens;
+	unsigned say =
+	    pool_watch_look(&watched.breaker, &c->pool, clock_now_us(), &open_s, &reopens);
+	if (say & (POOL_WATCH_OPENED | POOL_WATCH_STILL)) {
 		/* With why (the last error says it: a refused PSK, a certificate...). */
 		char line[300], msg[448], a[32];
 		tpa_status_line(t->tpa, line, sizeof(line));
 		snprintf(a, sizeof(a), "%llu", (unsigned long long)c->pool.breaker_opens);
-		if (still) {
-			snprintf(
-			    msg, sizeof(msg),
-			    "circuit breaker still open after %llu s (%llu re-openings): "
-			    "requests to the cloud fail fast (%s)",
-			    (unsigned long long)((now - watched.breaker_us) / 1000000u),
-			    (unsigned long long)(c->pool.breaker_opens - watched.opens_at_episode),
-			    line);
-			pace_still(now, &watched.breaker_every_us, &watched.breaker_note_us,
-				   BREAKER_MAX_NOTE_US);
-		} else {
+		if (say & POOL_WATCH_STILL)
+			snprintf(msg, sizeof(msg),
+				 "circuit breaker still open after %llu s (%llu re-openings): "
+				 "requests to the cloud fail fast (%s)",
+				 (unsigned long long)open_s, (unsigned long long)reopens, line);
+		else
 			snprintf(msg, sizeof(msg),
 				 "circuit breaker open: requests to the cloud fail fast (%s)",
 				 line);
-			watched.breaker_episode = true;
-			watched.breaker_us = now;
-			watched.opens_at_episode = c->pool.breaker_opens;
-			watched.breaker_every_us = BREAKER_FIRST_NOTE_US;
-			watched.breaker_note_us = now + BREAKER_FIRST_NOTE_US;
-		}
 		log_event(LOG_WARNING, LOG_ID_BREAKER_OPEN, msg, "UPSTREAM_URL", url,
 			  "BREAKER_OPENS", a, NULL);
 	}
-	/* Closed now, even if it opened and closed again since the last look. */
-	if (watched.breaker_episode && c->pool.breaker == POOL_BREAKER_CLOSED) {
+	if (say & POOL_WATCH_CLOSED) {
 		char msg[160];
 		snprintf(msg, sizeof(msg),
 			 "circuit breaker closed: the cloud answers again (open for %llu s)",
-			 (unsigned long long)((now - watched.breaker_us) / 1000000u));
+			 (unsigned long long)open_s);
 		log_event(LOG_NOTICE, LOG_ID_BREAKER_CLOSE, msg, "UPSTREAM_URL", url, NULL);
-		watched.breaker_episode = false;
 	}
 }
 
@@ -463,13 +432,8 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 	if (t->tpa) {
 		struct tpa_counters c;
 		tpa_get_counters(t->tpa, &c);
-		json_t *st = tpa_status_json(t->tpa);
-		const char *url = json_string_value(json_object_get(st, "url"));
-		if (watched.have)
-			watch_breaker(t, &c, url ? url : "");
-		json_decref(st);
-		watched.breaker = c.pool.breaker;
-		watched.breaker_opens = c.pool.breaker_opens;
+		/* The pool's URL is upstream.url (no Status built once a second for it). */
+		watch_breaker(t, &c, t->cfg->upstream_url ? t->cfg->upstream_url : "");
 	}
 	if (t->store)
 		watch_store(t);

@@ -385,6 +385,11 @@ void downlink_get_stats(const struct downlink *d, struct downlink_stats *ret)
 	*ret = d ? d->stats : (struct downlink_stats){0};
 }
 
+const struct pool *downlink_pool(const struct downlink *d)
+{
+	return d ? d->pool : NULL;
+}
+
 json_t *downlink_status_json(const struct downlink *d)
 {
 	if (!d || !d->pool)

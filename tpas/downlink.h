@@ -82,3 +82,6 @@ void downlink_get_stats(const struct downlink *d, struct downlink_stats *ret);
 
 /* {"url", "state", ...} of the LRC link, or {"url": null} when none is configured. */
 json_t *downlink_status_json(const struct downlink *d);
+
+/* The pool of sessions to the LRC, for its counters and last error; NULL with no LRC. */
+const struct pool *downlink_pool(const struct downlink *d);

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "metrics_http.h"
 #include "notify.h"
+#include "pool.h"
 #include "seal.h"
 #include "server.h"
 #include "tpad-build.h"
@@ -219,39 +220,42 @@ static void status_line(struct tpas *t, char *buf, size_t len)
 }
 
 /*
- * Once a second: the LRC link's breaker opened, or closed again. Nothing else in the
- * journal says that downlinks fail, nor why (TpasLrcBreakerOpen points here and to
- * tpactl as status); half-open is neither, so a link that keeps failing is said once.
+ * Once a second: the LRC link's breaker opened, is still open, or closed again, one line
+ * each, paced as tpad's cloud outages (pool_watch). Nothing else in the journal says that
+ * downlinks fail, nor why (TpasLrcBreakerOpen points here and to tpactl as status).
  */
 static void watch_lrc(struct tpas *t)
 {
-	json_t *st = downlink_status_json(t->downlink);
-	const char *url = json_string_value(json_object_get(st, "url"));
-	const char *breaker = json_string_value(json_object_get(st, "breaker"));
-	if (url && breaker && strcmp(breaker, "open") == 0 && !t->lrc_open) {
-		const char *why = NULL;
-		size_t i;
-		json_t *s;
-		json_array_foreach(json_object_get(st, "sessions"), i, s)
-		{
-			if (!why)
-				why = json_string_value(json_object_get(s, "lastError"));
-		}
-		char msg[512];
-		snprintf(msg, sizeof(msg),
-			 "LRC circuit breaker open: downlinks fail fast (%s); tpactl as status "
-			 "shows each session",
-			 why ? why : "repeated failures");
+	const struct pool *p = downlink_pool(t->downlink);
+	if (!p)
+		return;
+	struct pool_stats ps;
+	pool_get_stats(p, &ps);
+	uint64_t open_s, reopens;
+	unsigned say = pool_watch_look(&t->lrc_watch, &ps, clock_now_us(), &open_s, &reopens);
+	const char *url = pool_url(p), *why = pool_last_error(p);
+	char msg[512];
+	if (say & (POOL_WATCH_OPENED | POOL_WATCH_STILL)) {
+		if (say & POOL_WATCH_STILL)
+			snprintf(msg, sizeof(msg),
+				 "LRC circuit breaker still open after %llu s (%llu re-openings): "
+				 "downlinks fail fast (%s)",
+				 (unsigned long long)open_s, (unsigned long long)reopens,
+				 *why ? why : "repeated failures");
+		else
+			snprintf(msg, sizeof(msg),
+				 "LRC circuit breaker open: downlinks fail fast (%s); tpactl as "
+				 "status shows each session",
+				 *why ? why : "repeated failures");
 		log_event(LOG_WARNING, LOG_ID_AS_LRC_BREAKER_OPEN, msg, "UPSTREAM_URL", url,
-			  "REASON", why ? why : "", NULL);
-		t->lrc_open = true;
-	} else if (url && breaker && strcmp(breaker, "closed") == 0 && t->lrc_open) {
-		log_event(LOG_NOTICE, LOG_ID_AS_LRC_BREAKER_CLOSE,
-			  "LRC circuit breaker closed: the LRC answers again", "UPSTREAM_URL", url,
-			  NULL);
-		t->lrc_open = false;
+			  "REASON", why, NULL);
 	}
-	json_decref(st);
+	if (say & POOL_WATCH_CLOSED) {
+		snprintf(msg, sizeof(msg),
+			 "LRC circuit breaker closed: the LRC answers again (open for %llu s)",
+			 (unsigned long long)open_s);
+		log_event(LOG_NOTICE, LOG_ID_AS_LRC_BREAKER_CLOSE, msg, "UPSTREAM_URL", url, NULL);
+	}
 }
 
 static void prune_cb(evutil_socket_t fd, short what, void *arg);
@@ -262,8 +266,7 @@ static void status_cb(evutil_socket_t fd, short what, void *arg)
 	char line[512];
 	status_line(t, line, sizeof(line));
 	notify_status(line);
-	if (t->downlink)
-		watch_lrc(t);
+	watch_lrc(t);
 	int64_t lrc_now;
 	if (!t->pruned && t->cfg->retention_days && t->tunnel &&
 	    tunnel_lrc_now(t->tunnel, &lrc_now))

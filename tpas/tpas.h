@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "daemon.h"
+#include "pool.h"
 #include "tunnel.h"
 
 struct asapi;
@@ -30,9 +31,9 @@ struct tpas {
 	struct webhook *webhook; /* NULL without webhook.url */
 	uint64_t started_us;	 /* monotonic */
 	bool stopping;
-	bool pruned;	   /* the journal was pruned since start (by the LRC's clock) */
-	bool prune_waited; /* said that pruning waits for the LRC's clock */
-	bool lrc_open;	   /* said that the LRC link's breaker opened, not yet that it closed */
+	bool pruned;		     /* the journal was pruned since start (by the LRC's clock) */
+	bool prune_waited;	     /* said that pruning waits for the LRC's clock */
+	struct pool_watch lrc_watch; /* the LRC link's outages, told once each */
 	struct tunnel_stats tunnel_final; /* the tunnel's counters when it was closed (stopping) */
 	struct daemon_file tls_files[4];  /* certificates and keys as at start (SIGHUP) */
 };

@@ -804,6 +804,52 @@ static void cleanup(void)
 	rmdir(tmpdir);
 }
 
+/* pool_watch_look: one outage is one opening, paced "still" lines, one closing. */
+static void test_watch(void)
+{
+	const uint64_t s1 = 1000000u;
+	struct pool_watch w = {0};
+	struct pool_stats st = {.breaker = POOL_BREAKER_CLOSED};
+	uint64_t open_s, reopens;
+	CHECK(pool_watch_look(&w, &st, 1 * s1, &open_s, &reopens) == 0);
+	st.breaker = POOL_BREAKER_OPEN;
+	st.breaker_opens = 1;
+	CHECK(pool_watch_look(&w, &st, 2 * s1, &open_s, &reopens) == POOL_WATCH_OPENED);
+	/* Half-open and open again every few seconds: nothing more for a minute. */
+	for (uint64_t t = 3; t < 62; t++) {
+		st.breaker = t % 5 ? POOL_BREAKER_OPEN : POOL_BREAKER_HALF_OPEN;
+		st.breaker_opens += t % 5 == 1;
+		CHECK(pool_watch_look(&w, &st, t * s1, &open_s, &reopens) == 0);
+	}
+	st.breaker = POOL_BREAKER_OPEN;
+	CHECK(pool_watch_look(&w, &st, 62 * s1, &open_s, &reopens) == POOL_WATCH_STILL);
+	CHECK(open_s == 60 && reopens == st.breaker_opens - 1 && reopens > 0);
+	/* Then after twice as long, up to every 10 minutes. */
+	CHECK(pool_watch_look(&w, &st, 181 * s1, &open_s, &reopens) == 0);
+	CHECK(pool_watch_look(&w, &st, 182 * s1, &open_s, &reopens) == POOL_WATCH_STILL);
+	uint64_t t = 182;
+	for (int i = 0; i < 6; i++) {
+		uint64_t next = t + 1;
+		while (pool_watch_look(&w, &st, next * s1, &open_s, &reopens) == 0)
+			next++;
+		CHECK(next - t <= 600);
+		t = next;
+	}
+	CHECK(t - 182 > 1000); /* it doubled */
+	st.breaker = POOL_BREAKER_CLOSED;
+	CHECK(pool_watch_look(&w, &st, (t + 5) * s1, &open_s, &reopens) == POOL_WATCH_CLOSED);
+	CHECK(open_s == t + 3);
+	CHECK(pool_watch_look(&w, &st, (t + 6) * s1, &open_s, &reopens) == 0);
+	/* Opened and closed between two looks: both are told. */
+	st.breaker_opens++;
+	CHECK(pool_watch_look(&w, &st, (t + 7) * s1, &open_s, &reopens) ==
+	      (POOL_WATCH_OPENED | POOL_WATCH_CLOSED));
+	/* A breaker that opened before the first look (at start) is told. */
+	struct pool_watch w2 = {0};
+	st.breaker = POOL_BREAKER_OPEN;
+	CHECK(pool_watch_look(&w2, &st, 1 * s1, &open_s, &reopens) == POOL_WATCH_OPENED);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -825,6 +871,7 @@ int main(int argc, char **argv)
 	struct timeval tv = {.tv_usec = 10000};
 	event_add(tick, &tv);
 
+	test_watch();
 	test_tls();
 	test_wrong_psk();
 	test_breaker();
