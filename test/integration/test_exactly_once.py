@@ -612,6 +612,17 @@ class Migration(Base):
                              capture_output=True, text=True).stdout.strip()
         self.assertEqual(out, "2")
         self.assertIn("before migrating schema 2 to 3", self.d.log_text_all())
+        # The rollback NEWS describes: this tpad puts the v2 copy back (an older schema
+        # passes its checks), the v3 store kept beside it.
+        self.d.stop()
+        p = subprocess.run([tpadtest.TPAD, "--config", self.d.conf, "--restore-store",
+                            copies[0]], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        kept = p.stdout.split("kept as ")[1].split(" ")[0]
+        for path, version in ((self.d.store, "2"), (kept, "3")):
+            out = subprocess.run(["sqlite3", path, "PRAGMA user_version"],
+                                 capture_output=True, text=True).stdout.strip()
+            self.assertEqual(out, version, path)
 
     def test_pending_rows_left_at_start_are_logged_with_why(self):
         """The old store's PENDING row cannot be settled at start with the cloud refusing
