@@ -6,6 +6,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -173,6 +174,9 @@ class InstallTree(unittest.TestCase):
         env = dict(os.environ, PKG_CONFIG_PATH=pcdir, PKG_CONFIG_SYSROOT_DIR=self.dest)
         flags = run(["pkg-config", "--cflags", "--libs", "tpad-client"], env=env)
         self.assertEqual(flags.returncode, 0, flags.stderr)
+        # A static link needs the library's own dependency too.
+        static = run(["pkg-config", "--static", "--libs", "tpad-client"], env=env)
+        self.assertIn("-ljansson", static.stdout.split(), static.stderr)
         out = os.path.join(self.dest, "example-station")
         cc = shutil.which("cc") or shutil.which("gcc")
         p = run([cc, "-std=c11", "-Wall", "-Werror", os.path.join(SRC, "client", "example_station.c"),
@@ -181,6 +185,19 @@ class InstallTree(unittest.TestCase):
         p = run([out], env=dict(os.environ, LD_LIBRARY_PATH=self.d(self.libdir)))
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("usage: example-station", p.stderr)
+
+    def test_python_client_is_importable(self):
+        """tpad_client.py lands in python3's site directory under the prefix and imports from there
+        (the installed example station finds it without a PYTHONPATH of the source tree)."""
+        found = [os.path.join(d, f) for d, _, files in os.walk(self.dest) for f in files
+                 if f == "tpad_client.py"]
+        self.assertEqual(len(found), 1, found)
+        self.assertRegex(found[0], r"/(site|dist)-packages/tpad_client\.py$")
+        example = self.d(self.datadir, "doc", "tpad", "examples", "example_station.py")
+        p = run([sys.executable, example, "--help"],
+                env=dict(os.environ, PYTHONPATH=os.path.dirname(found[0])), cwd=self.dest)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("usage", p.stdout)
 
     def test_expected_files(self):
         expected = [self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl"),
@@ -192,6 +209,9 @@ class InstallTree(unittest.TestCase):
                      self.d(self.datadir, "doc", "tpad", "examples", "tpad-alerts.yml"),
                      self.d(self.datadir, "doc", "tpad", "examples",
                             "tpad-encrypted-credentials.conf")]
+        expected += [self.d(self.datadir, "doc", "tpad", "examples", f)
+                     for f in ("example_station.c", "example_app.c", "example_station.py",
+                               "example_app.py")]
         for path in expected:
             self.assertTrue(os.path.isfile(path), f"{path} not installed")
         for prog in (self.d(self.sbindir, "tpad"), self.d(self.bindir, "tpactl")):
