@@ -958,6 +958,12 @@ int conf_validate_group(const char *v, char *why, size_t whylen)
 int conf_validate_socket_path(const char *v, char *why, size_t whylen)
 {
 	struct sockaddr_un sa;
+	/* Relative, it would be made in the daemon's working directory (/ under systemd),
+	 * and tpactl would look for it in its own. */
+	if (*v && *v != '/') {
+		snprintf(why, whylen, "must be an absolute path (a socket clients can find)");
+		return -EINVAL;
+	}
 	if (strlen(v) < sizeof(sa.sun_path))
 		return 0;
 	snprintf(why, whylen, "is longer than the %zu bytes a socket path may have",

@@ -125,7 +125,7 @@ int conf_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port,
 
 /*
  * Rules for conf_directive.validate, each 0 for an empty (unset) value: a listen address
- * (host:port), a group that exists here (name or number), a Unix socket path that fits
+ * (host:port), a group that exists here (name or number), an absolute Unix socket path that fits
  * sockaddr_un, an http[s]://host[:port] with no path, an http[s] URL.
  */
 int conf_validate_listen(const char *v, char *why, size_t whylen);

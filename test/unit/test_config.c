@@ -146,6 +146,8 @@ int main(int argc, char **argv)
 	    {"[upstream]\nbackoff-min = 10s\nbackoff-max = 1s\n", "backoff-min is larger"},
 	    {"[station]\nmode = 0999\n", "t.conf:2:"},
 	    {"[station]\nsocket =\n", "t.conf:2: station.socket: '' must not be empty"},
+	    {"[station]\nsocket = tpad.sock\n",
+	     "t.conf:2: station.socket: 'tpad.sock' must be an absolute path"},
 	    {"[station]\nallowed-groups = no-such-group-here\n",
 	     "'no-such-group-here' is not a group on this system"},
 	    {"[station]\nallowed-groups = root, no-such-group-here\n",
