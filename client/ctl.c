@@ -475,7 +475,23 @@ static bool store_unhealthy(json_t *store)
 					: json_is_string(json_object_get(store, "lastError"));
 }
 
-/* The exit status status reports: the worst of store, breaker and cloud. */
+/* Whether a printer of the configuration said it cannot print, or cannot be reached (one
+ * not asked yet, just after start, is not counted). */
+static bool printer_not_ready(json_t *printers)
+{
+	size_t i;
+	json_t *pr;
+	json_array_foreach(printers, i, pr)
+	{
+		if (json_is_false(json_object_get(pr, "ready")) &&
+		    strcmp(gets_or(pr, "state", "unknown"), "unknown") != 0)
+			return true;
+	}
+	return false;
+}
+
+/* The exit status status reports: the worst of store, breaker and cloud, then printers
+ * (a line without labels still activates). */
 static int health_status(json_t *p)
 {
 	json_t *up = json_object_get(p, "upstream");
@@ -485,6 +501,8 @@ static int health_status(json_t *p)
 		return CTL_EXIT_BREAKER_OPEN;
 	if (json_is_object(up) && strcmp(gets_or(up, "state", ""), "down") == 0)
 		return CTL_EXIT_CLOUD_DOWN;
+	if (printer_not_ready(json_object_get(p, "printers")))
+		return CTL_EXIT_PRINTER;
 	return CTL_EXIT_OK;
 }
 

@@ -14,6 +14,7 @@ struct frame_reader;
 #define CTL_EXIT_CLOUD_DOWN 4	 /* status: no session to the cloud is ready */
 #define CTL_EXIT_BREAKER_OPEN 5	 /* status: the circuit breaker is open */
 #define CTL_EXIT_STORE_FAILING 6 /* status: a store transaction failed */
+#define CTL_EXIT_PRINTER 7	 /* status: a label printer is stopped or unreachable */
 #define CTL_EXIT_INTERRUPTED 130 /* Ctrl-C, as a shell reports SIGINT */
 
 /* How long tpactl waits for one reply (an activation may wait on the cloud). */

@@ -118,10 +118,11 @@ static const struct command commands[] = {
      "show a stored device and its label (offline mode)",
      "  --dev-eui EUI       the device's DevEUI, 16 hex digits (required)\n" QR_HELP PRINT_HELP},
     {"status", ctl_status, CTL_ADMIN, 0, false, 0, 0, "",
-     "health of tpad, the cloud link and the store (exit 4, 5, 6 when unhealthy)",
+     "health of tpad, the cloud link, the store and printers (exit 4-7 when unhealthy)",
      "  Exit status 0 when healthy, 4 when no session to the cloud is ready, 5 when the\n"
      "  circuit breaker is open, 6 when the store is failing (a transaction rolled back\n"
-     "  and none committed since) or its database cannot be reached now.\n"},
+     "  and none committed since) or its database cannot be reached now, 7 when a label\n"
+     "  printer is not ready (stopped, paper out, unreachable).\n"},
     {"import", ctl_import, CTL_ADMIN,
      BIT(OPT_GENERATE_APPKEYS) | BIT(OPT_CONCURRENCY) | BIT(OPT_FAILURES) |
 	 BIT(OPT_IGNORE_UNKNOWN) | BIT(OPT_MANIFEST) | BIT(OPT_SIGNER) | BIT(OPT_DEV_EUI_MAP),
@@ -257,6 +258,7 @@ static void usage(FILE *f)
 		   "Exit status: 0 ok, 1 error reply, 2 usage, 3 cannot connect,\n"
 		   "  4 cloud (as status: LRC) down, 5 its breaker open (status, as status),\n"
 		   "  6 store failing or unreachable (status; as status: the journal failing),\n"
+		   "  7 a label printer not ready (status),\n"
 		   "  130 interrupted by Ctrl-C.\n");
 }
 

@@ -563,7 +563,7 @@ class Print(TpadTestCase):
         # Reprint on the working printer with tpactl.
         p = self.d.tpactl("--socket", self.d.admin, "print", eui(3), check=0)
         self.assertIn("printed 1 label on line1", p.stdout)
-        p = self.d.tpactl("--socket", self.d.admin, "status", check=0)
+        p = self.d.tpactl("--socket", self.d.admin, "status", check=7)
         self.assertIn("printer:     gone", p.stdout)
         self.assertIn("unreachable", p.stdout)
         self.assertEqual(self.s.counters()["imports"], 1)
