@@ -117,7 +117,7 @@ struct activation {
 	char settle_cursor[17]; /* the last DevEUI of the page before; "" from the start */
 	bool settle_page_full;	/* the page was full: more may follow */
 	bool settle_only_due;
-	char settle_why[256];		 /* why the last row not settled was not ("" none) */
+	char settle_why[512];		 /* why the last row not settled was not ("" none) */
 	struct pending_listing *listing; /* the store's list of PENDING rows, while it runs */
 	void (*settle_done)(unsigned still_pending, void *arg);
 	void *settle_arg;
@@ -446,6 +446,16 @@ static void attempt_outcome(struct job *j, const char *outcome)
 	snprintf(j->att.outcome, sizeof(j->att.outcome), "%s", outcome);
 }
 
+/*
+ * The reason the store keeps with a row: the first bytes of a station's reason, which may
+ * be longer (the store's column is the record's fixed field).
+ */
+static void last_error_set(struct store_record *rec, const char *why)
+{
+	snprintf(rec->last_error, sizeof(rec->last_error), "%.*s", (int)sizeof(rec->last_error) - 1,
+		 why);
+}
+
 /* Write j->rec with the attempt (if any), then call cb. */
 static void commit(struct job *j, store_done_fn *cb)
 {
@@ -507,7 +517,7 @@ static void commit_foreign(struct job *j, const char *how)
 		 "the cloud holds this device from an import not ours (%s): another line, the "
 		 "console or another key; nothing imported; to take it: tpactl adopt %s",
 		 how, j->rec.dev_eui);
-	snprintf(j->rec.last_error, sizeof(j->rec.last_error), "%s", j->res.reason);
+	last_error_set(&j->rec, j->res.reason);
 	commit(j, on_failed);
 }
 
@@ -519,8 +529,7 @@ static void conclude_not_landed(struct job *j, const char *att_outcome, enum act
 {
 	j->rec.maybe_at = j->prev_maybe_at;
 	attempt_outcome(j, att_outcome);
-	snprintf(j->rec.last_error, sizeof(j->rec.last_error), "%s",
-		 j->res.reason[0] ? j->res.reason : j->res.message);
+	last_error_set(&j->rec, j->res.reason[0] ? j->res.reason : j->res.message);
 	if (j->rec.maybe_at == 0) {
 		j->rec.state = STORE_FAILED;
 		j->res.outcome = outcome;

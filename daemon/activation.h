@@ -95,7 +95,7 @@ struct act_result {
 	int http_status;	 /* ACT_REJECTED */
 	char code[64];		 /* ACT_REJECTED: the cloud's error code, "" if none */
 	char message[256];	 /* ACT_REJECTED: the cloud's message */
-	char reason[256];	 /* human text for every other failure */
+	char reason[512];	 /* human text for every other failure */
 	int retry_after;	 /* ACT_UNAVAILABLE, ACT_UNKNOWN: seconds, -1 if none */
 };
 

@@ -325,10 +325,10 @@ static void on_row_done(const struct act_result *res, void *arg)
 			  (unsigned long long)delay);
 		row_retry_later(row, delay);
 	} else {
-		char reason[512];
+		char reason[700];
 		failure_reason(res, reason, sizeof(reason));
 		if (outcome_retryable(res->outcome) && row->attempts >= IMPORT_MAX_ATTEMPTS) {
-			char more[600];
+			char more[760];
 			snprintf(more, sizeof(more), "%s (after %u tries)", reason, row->attempts);
 			row_fail(row, more);
 		} else {

@@ -64,7 +64,7 @@ struct keypool {
 	bool inflight;
 	uint64_t next_try_ms;
 	uint32_t backoff_ms;
-	char last_error[280]; /* "appKeyGens: " and a tpa_result reason */
+	char last_error[540]; /* "appKeyGens: " and a tpa_result reason */
 	struct keypool_stats st;
 };
 

@@ -63,7 +63,7 @@ static void on_hold(struct act_hold *h, void *arg)
 /* The cloud could not be asked: nothing changed, the admin retries. */
 static void unavailable(struct retire_call *c, const struct tpa_result *res, const char *what)
 {
-	char why[300];
+	char why[600];
 	snprintf(why, sizeof(why), "%s: %s; the device stays %s, run retire again", what,
 		 res->reason[0] ? res->reason : "no answer", store_state_name(c->rec.state));
 	json_t *p = json_pack("{s:s}", "reason", why);

@@ -48,7 +48,7 @@ struct tpa_result {
 	char code[64];
 	char message[256];
 	int retry_after;  /* seconds, -1 none */
-	char reason[256]; /* human text for UNAVAILABLE, UNKNOWN (and REJECTED) */
+	char reason[512]; /* human text for UNAVAILABLE, UNKNOWN (and REJECTED) */
 	/*
 	 * From the call to when the first byte of its last request left (it may wait for a
 	 * session or a token, or go again after a 401), monotonic; 0 if nothing was sent.

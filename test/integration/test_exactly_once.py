@@ -635,9 +635,10 @@ class Migration(Base):
         os.chmod(d.store, 0o600)
         d.start()
         wait_for(lambda: "could not be settled" in d.log_text_all(), 30, "the warning")
+        # The reason whole, the TLS hint included (it was cut at 256 bytes).
         self.assertRegex(d.log_text_all(), r"1 PENDING devices could not be settled with the "
-                         r"cloud yet \(the last: .*TLS handshake failed: .*\); they are "
-                         r"settled in the background with backoff")
+                         r"cloud yet \(the last: .*TLS handshake failed: .*nothing behind "
+                         r"it\)\); they are settled in the background with backoff")
 
     def refused(self, d):
         """Start d expecting a refusal at open; its log."""
