@@ -634,7 +634,7 @@ class Shutdown(Base):
                            timeout=20)
         self.assertEqual(p.returncode, 1)
         # The message names the file and says how to fix it; --check-config finds it too.
-        fix = f"{d.key_file} is readable by other users: run chmod 600 {d.key_file}"
+        fix = f"{d.key_file} is readable by other users: run chmod o-rwx {d.key_file}"
         self.assertIn(fix, p.stderr)
         p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
                            capture_output=True, text=True, timeout=20)
@@ -646,12 +646,16 @@ class Shutdown(Base):
             p = subprocess.run([tpadtest.TPAD, "--config", d.conf, *args], capture_output=True,
                                text=True, timeout=20)
             self.assertEqual(p.returncode, 1)
-            self.assertIn(f"run chmod 600 {d.psk_file}", p.stderr)
+            self.assertIn(f"run chmod o-rwx {d.psk_file}", p.stderr)
             self.assertNotIn(s.psk_hex, p.stderr)
-        os.chmod(d.psk_file, 0o600)
-        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
-                           capture_output=True, text=True, timeout=20)
-        self.assertEqual(p.returncode, 0, p.stderr)
+        # The fix keeps a group's read: a key root owns and the daemon's group reads
+        # (root:tpad 0640, as systemd's tmpfiles make it) is no key others can read.
+        for mode in (0o600, 0o640):
+            os.chmod(d.psk_file, mode)
+            os.chmod(d.key_file, mode)
+            p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                               capture_output=True, text=True, timeout=20)
+            self.assertEqual(p.returncode, 0, p.stderr)
 
 
 class StoreFailure(TpadTestCase):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -414,6 +415,21 @@ class Config(TpadTestCase):
                 p = self.run_tpad("--config", d.conf, "--check-config")
                 self.assertEqual(p.returncode, 1)
                 self.assertIn(f"{missing} (the credential {name}) does not exist", p.stderr)
+
+    def test_a_secret_written_in_its_file_directive_is_not_echoed(self):
+        """The key itself where its file's path belongs (upstream.psk = KEY mistaken for
+        upstream.psk-file = KEY): refused without writing the key to the journal."""
+        for directive, name, key in (("upstream.psk-file", "tpa-psk", secrets.token_hex(16)),
+                                     ("store.key-file", "store-key", secrets.token_hex(32))):
+            d = self.daemon(upstream_url="https://127.0.0.1:9",
+                            conf_extra=f"{directive} = {key}")
+            for args in (("--check-config",), ()):
+                with self.subTest(name=name, args=args):
+                    p = self.run_tpad("--config", d.conf, *args)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"the file directive of credential {name} names no file",
+                                  p.stderr)
+                    self.assertNotIn(key, p.stderr.lower())
 
     def test_check_config_hints_case_and_section_typos(self):
         """A key in capitals and a misspelt type of named section get their hint too."""

@@ -958,7 +958,7 @@ class Tunnel(TpasCase):
         # A key file others may read is refused at start.
         t.stop()
         os.chmod(key, 0o644)
-        fix = f"{key} is readable by other users: run chmod 600 {key}"
+        fix = f"{key} is readable by other users: run chmod o-rwx {key}"
         p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
                            text=True)
         self.assertEqual(p.returncode, 1)
@@ -2590,6 +2590,25 @@ class Commands(TpasCase):
                     self.assertIn(want, p.stderr)
                     self.assertNotIn("regular file", p.stderr)
 
+    def test_a_secret_written_in_its_file_directive_is_not_echoed(self):
+        """The tunnel key or the store key where its file's path belongs: refused without
+        writing the key to the journal."""
+        t = self.tpas()
+        with open(t.conf) as f:
+            conf = f.read()
+        for path, name, key in ((t.key_file, "tunnel-key", TUNNEL_KEY),
+                                (t.store_key_file, "store-key", t.store_key)):
+            with open(t.conf, "w") as f:
+                f.write(conf.replace(f"key-file = {path}\n", f"key-file = {key}\n"))
+            for args in (["--check-config"], []):
+                with self.subTest(name=name, args=args):
+                    p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                                       text=True, timeout=30)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"the file directive of credential {name} names no file",
+                                  p.stderr)
+                    self.assertNotIn(key.lower(), p.stderr.lower())
+
     def test_keys_others_can_read_are_refused_with_the_fix(self):
         """The tunnel key, the store key and the RSA key: a file others can read stops tpas
         (and --check-config) with the command that fixes it, and so does an RSA key file
@@ -2610,7 +2629,7 @@ class Commands(TpasCase):
                     p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
                                        text=True, timeout=30)
                     self.assertEqual(p.returncode, 1, p.stderr)
-                    self.assertIn(f"{path} is readable by other users: run chmod 600 {path}",
+                    self.assertIn(f"{path} is readable by other users: run chmod o-rwx {path}",
                                   p.stderr)
                 os.chmod(path, 0o600)
         # The empty file tmpfiles.d makes for the credential (tpas restarted in a loop on
