@@ -275,6 +275,21 @@ class Foundation(TpadTestCase):
             d = self.daemon().start()
         self.assertEqual(tpadtest.core_limits(d.proc.pid), ("0", "0"))
 
+    def test_not_dumpable(self):
+        """Nor a core through a core_pattern pipe, which the core size limit does not stop:
+        tpad marks itself not dumpable, which also keeps another process of its user from
+        reading its memory and environment (ptrace, /proc/PID/mem, /proc/PID/environ).
+        The kernel shows it by giving the files of /proc/PID to root."""
+        if os.getuid() != 0:
+            self.skipTest("needs root to start tpad as another user")
+        d = self.daemon()
+        d.start(wait=False, preexec_fn=tpadtest.as_nobody(self.tmp))
+        wait_for(lambda: os.path.exists(d.admin), 15, "tpad to listen")
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            self.assertIn(f"Uid:\t{tpadtest.NOBODY}\t", f.read())
+        for f in ("environ", "mem"):
+            self.assertEqual(os.stat(f"/proc/{d.proc.pid}/{f}").st_uid, 0, f)
+
     def test_threads_have_names(self):
         """An admin looking at top -H sees which thread of tpad is busy."""
         d = self.daemon().start()

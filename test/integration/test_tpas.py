@@ -100,11 +100,11 @@ rsa-key-file = {rsa_key}
         self.log = None
         self.env = {}  # added to the environment tpas runs in
 
-    def start(self):
+    def start(self, preexec_fn=None):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([TPAS, "--config", self.conf, "--verbose"],
                                      stdout=self.log, stderr=self.log,
-                                     env={**os.environ, **self.env})
+                                     env={**os.environ, **self.env}, preexec_fn=preexec_fn)
 
         def ready():
             if self.proc.poll() is not None:
@@ -2487,6 +2487,21 @@ class Commands(TpasCase):
         with tpadtest.CoresAllowed(self):
             t = self.tpas().start()
         self.assertEqual(tpadtest.core_limits(t.proc.pid), ("0", "0"))
+
+    def test_not_dumpable(self):
+        """Nor a core through a core_pattern pipe: tpas marks itself not dumpable, as tpad
+        does (test_foundation.Foundation.test_not_dumpable), run here as its own user."""
+        if os.getuid() != 0:
+            self.skipTest("needs root to start tpas as another user")
+        rsa = os.path.join(self.tmp, "as-rsa.pem")
+        shutil.copy(self.rsa_key, rsa)
+        workdir = os.path.join(self.tmp, "tpas0")
+        os.makedirs(workdir)
+        t = Tpas(workdir, rsa)
+        self.procs.append(t)
+        t.start(preexec_fn=tpadtest.as_nobody(self.tmp))
+        for f in ("environ", "mem"):
+            self.assertEqual(os.stat(f"/proc/{t.proc.pid}/{f}").st_uid, 0, f)
 
     def test_a_follow_cut_by_tpas_names_tpas(self):
         """tpas killed under `tpactl as uplinks --follow`: the message names tpas and its
