@@ -165,6 +165,23 @@ class LiveModes(Base):
 
 
 class Rules(Base):
+    def test_a_refusal_quoting_the_app_key_is_masked(self):
+        """A cloud whose refusal quotes the request's AppKey: the reason the station gets,
+        tpad's log and the store's last_error show "***" in its place (and the DevEUI)."""
+        self.start()
+        self.s.faults(reject_echo=True)
+        key = secrets.token_hex(16)
+        with self.assertRaises(tpadtest.VarlinkError) as e:
+            self.activate(eui(0x60), appKey=key)
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamRejected")
+        reason = json.dumps(e.exception.params)
+        self.assertIn(f"appKey *** refused for device {eui(0x60)}", reason)
+        stored = self.store_sql(self.d, "SELECT last_error FROM devices")
+        self.assertIn("appKey *** refused", stored)
+        for where, text in (("the reason", reason), ("the log", self.d.log_text_all()),
+                            ("the store", stored)):
+            self.assertNotIn(key, text.lower(), where)
+
     def test_idempotency_and_conflicts(self):
         self.start()
         first = self.activate(eui(1), tkmInfo=TKM)["device"]
