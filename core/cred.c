@@ -116,6 +116,19 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 {
 	char path[PATH_MAX];
 	const char *src = cred_source(name, fallback_path, path, sizeof(path));
+	bool missing = err == -ENOENT || err == -ENOTDIR || err == -ENAMETOOLONG;
+	if (src && missing && src[0] != '/' && src[0] != '.') {
+		/*
+		 * No such file, and no path either: most likely the secret itself, written in
+		 * the file directive. Echoing it would put it in the journal.
+		 */
+		snprintf(buf, len,
+			 "the file directive of credential %s names no file (it takes the path of "
+			 "a file holding the secret, never the secret itself; its value is not "
+			 "shown here)",
+			 name);
+		return buf;
+	}
 	if (!src) {
 		snprintf(buf, len,
 			 "credential %s not found: give it with LoadCredential=%s:FILE in the "
@@ -125,11 +138,14 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 	}
 	switch (err) {
 	case -EPERM:
-		snprintf(buf, len, "%s is readable by other users: run chmod 600 %s", src, src);
+		/* o-rwx rather than 600: a root-owned key the daemon's group reads stays 0640. */
+		snprintf(buf, len, "%s is readable by other users: run chmod o-rwx %s", src, src);
 		break;
 	case -EACCES:
-		snprintf(buf, len, "%s cannot be read by this user: give it to the daemon's "
-			 "user (chown) with mode 0600", src);
+		snprintf(buf, len,
+			 "%s cannot be read by this user: give it to the daemon's user with mode "
+			 "0600 (chown), or to root and the daemon's group with mode 0640 (chgrp)",
+			 src);
 		break;
 	case -ENOENT:
 		/* Say which secret: a file directive's path alone does not. */

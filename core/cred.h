@@ -8,7 +8,8 @@
 /*
  * Load the secret named name (e.g. "tpa-psk") from $CREDENTIALS_DIRECTORY/name, or when
  * that is unset or lacks it, from fallback_path (may be NULL). A file readable by others
- * (mode & 007) is refused with -EPERM. Surrounding white space is stripped.
+ * (mode & 007) is refused with -EPERM; one its group can read (0640, root:tpad) is not.
+ * Surrounding white space is stripped.
  * cred_load_hex decodes hex into out (at most max bytes, *ret_len set);
  * cred_load_text copies the text into out (size max, NUL-terminated).
  * -ENOENT when no source has it, -ENODATA if it is empty, -EINVAL if it is not a regular
@@ -43,7 +44,9 @@ int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 /*
  * Write one line to buf that says why loading credential name (or fallback_path) failed
  * with err and how to fix it, naming the file that was tried: e.g. "/etc/tpad/psk is
- * readable by other users: run chmod 600 /etc/tpad/psk". Returns buf.
+ * readable by other users: run chmod o-rwx /etc/tpad/psk". A missing fallback_path that is
+ * no path (neither absolute nor ./ or ../) is not named: it is most likely the secret
+ * itself, written in the file directive. Returns buf.
  */
 const char *cred_explain(int err, const char *name, const char *fallback_path, char *buf,
 			 size_t len);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -304,6 +305,15 @@ bool daemon_cred_visible(const char *name, const char *file, const char *directi
 
 void daemon_no_core_dumps(void)
 {
+	/*
+	 * Not dumpable: a core_pattern pipe (systemd-coredump, apport) gets no core whatever
+	 * the limit, and no other process of this user may ptrace it or read its
+	 * /proc/PID/mem and environ.
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		log_warnx("cannot mark this process not dumpable (%s): a process of its user "
+			  "could read the keys in its memory",
+			  strerror(errno));
 	struct rlimit rl = {0, 0};
 	if (setrlimit(RLIMIT_CORE, &rl) == 0)
 		return;

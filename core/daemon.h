@@ -29,9 +29,11 @@ int daemon_cmdline_parse(int argc, char **argv, const char *name, const char *ve
 			 struct daemon_cmdline *ret);
 
 /*
- * No core file: a core would hold the store key, the PSK and the AppKeys in memory. Sets
- * the core size limit (soft and hard) to 0 for this process and its children; under the
- * units, whose system call filter refuses it, LimitCORE=0 has done the same already.
+ * No core file: a core would hold the store key, the PSK and the AppKeys in memory. Marks
+ * the process not dumpable (no core to a core_pattern pipe either, no ptrace or
+ * /proc/PID/mem by its user) and sets the core size limit (soft and hard) to 0 for this
+ * process and its children; under the units, whose system call filter refuses setrlimit,
+ * LimitCORE=0 has done that already.
  */
 void daemon_no_core_dumps(void);
 

@@ -238,6 +238,34 @@ static json_t *query_pick(const struct config *cfg, json_t *list, const char *de
 	return NULL;
 }
 
+/*
+ * Replace each run of 32 or more hexadecimal digits in s by "***": a cloud's message may
+ * quote the request (its AppKey) or a token, and it goes to the station, the log and the
+ * store's last_error. EUIs (16) and TKM info (20) stay readable.
+ */
+static void mask_keys(char *s)
+{
+	char *out = s;
+	while (*s) {
+		size_t n = 0;
+		while (isxdigit((unsigned char)s[n]))
+			n++;
+		if (n >= 32) {
+			cred_wipe(s, n);
+			memcpy(out, "***", 3);
+			out += 3;
+		} else if (n) {
+			memmove(out, s, n);
+			out += n;
+		} else {
+			*out++ = *s;
+			n = 1;
+		}
+		s += n;
+	}
+	*out = '\0';
+}
+
 /* A result for an HTTP answer: status, the body's code and message; returns the parsed body. */
 static json_t *result_start(struct tpa_result *res, int status, const char *body,
 			    size_t body_len)
@@ -251,6 +279,7 @@ static json_t *result_start(struct tpa_result *res, int status, const char *body
 		json_t *m = json_object_get(doc, "message");
 		if (json_is_string(m))
 			snprintf(res->message, sizeof(res->message), "%s", json_string_value(m));
+		mask_keys(res->message);
 	}
 	return doc;
 }

@@ -75,7 +75,7 @@ struct tpad_error {
 	char parameters[1024]; /* the error reply's parameters as JSON ("{}" if none); when
 				  they do not fit, without the label (qr), else "{}":
 				  tpad_call_reply() gives them whole. PrintFailed's carry the
-				  device's ownerToken and AppKey */
+				  device's ownerToken and AppKey: tpad_error_clear() */
 	int sys_errno;	       /* errno for TPAD_E_CONNECT and TPAD_E_IO, else 0 */
 	int retry_after;       /* seconds to wait, for TPAD_E_UPSTREAM_UNAVAILABLE and
 				  TPAD_E_OUTCOME_UNKNOWN when tpad says, else 0 */
@@ -171,8 +171,14 @@ TPAD_CLIENT_API int tpad_lookup(tpad_client *c, const char *dev_eui, const struc
 /* Health (io.tpad.Admin.Status), on a connection to the admin socket. */
 TPAD_CLIENT_API int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err);
 
-/* Free the label of d and wipe its AppKey; d can be reused. Accepts NULL. */
+/* Free the label of d and wipe its AppKey and ownerToken; d can be reused. Accepts NULL. */
 TPAD_CLIENT_API void tpad_device_clear(struct tpad_device *d);
+
+/*
+ * Wipe err (all of it, as zeros): once an error whose parameters carry a device (PrintFailed:
+ * its ownerToken and AppKey) is handled. err can be reused. Accepts NULL.
+ */
+TPAD_CLIENT_API void tpad_error_clear(struct tpad_error *err);
 
 /*
  * Any call, as JSON text: parameters is a JSON object or NULL. 0 with the reply's

@@ -101,6 +101,68 @@ const char *tpad_code_name(int code)
 	}
 }
 
+/*
+ * Overwrite n bytes at p with zeros in a way the compiler cannot drop: replies carry
+ * ownerTokens and AppKeys, and a freed block keeps its bytes until it is reused.
+ */
+static void wipe(void *p, size_t n)
+{
+	volatile unsigned char *v = p;
+	while (n--)
+		*v++ = 0;
+}
+
+/* free() a NUL-terminated text after wiping it; accepts NULL. */
+static void free_text(char *s)
+{
+	if (s)
+		wipe(s, strlen(s));
+	free(s);
+}
+
+/* Wipe every string value in v (its keys are names, never secrets). */
+static void wipe_json(json_t *v)
+{
+	const char *key;
+	json_t *e;
+	size_t i;
+	if (!v || v->refcount > 1)
+		return; /* a part still held elsewhere (the parameters handed on) */
+	if (json_is_string(v))
+		wipe((char *)json_string_value(v), json_string_length(v));
+	else if (json_is_object(v))
+		json_object_foreach(v, key, e) wipe_json(e);
+	else if (json_is_array(v))
+		json_array_foreach(v, i, e) wipe_json(e);
+}
+
+/* json_decref() that wipes the strings of a value about to be freed. */
+static void drop_json(json_t *v)
+{
+	wipe_json(v);
+	json_decref(v);
+}
+
+/*
+ * v as compact JSON text (malloc'd), written in one block of its final size: json_dumps()
+ * grows its buffer by realloc(), which would free copies of the text (an AppKey given to
+ * Activate) unwiped.
+ */
+static char *dump_json(json_t *v, size_t flags)
+{
+	size_t n = json_dumpb(v, NULL, 0, flags);
+	char *s = n ? malloc(n + 1) : NULL;
+	if (!s)
+		return NULL;
+	if (json_dumpb(v, s, n, flags) != n) {
+		wipe(s, n);
+		free(s);
+		return NULL;
+	}
+	s[n] = '\0';
+	return s;
+}
+
 /* Fill err (if any) and return code. */
 __attribute__((format(printf, 5, 6))) static int
 fail(struct tpad_error *err, int code, const char *name, int sys, const char *fmt, ...)
@@ -122,7 +184,12 @@ fail(struct tpad_error *err, int code, const char *name, int sys, const char *fm
 static void clear_error(struct tpad_error *err)
 {
 	if (err)
-		memset(err, 0, sizeof(*err));
+		wipe(err, sizeof(*err));
+}
+
+void tpad_error_clear(struct tpad_error *err)
+{
+	clear_error(err);
 }
 
 int tpad_client_open(const char *path, int timeout_ms, tpad_client **ret, struct tpad_error *err)
@@ -173,6 +240,8 @@ void tpad_client_close(tpad_client *c)
 		return;
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->buf)
+		wipe(c->buf, c->cap);
 	free(c->buf);
 	free(c);
 }
@@ -285,6 +354,7 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 			memcpy(m, c->buf, mlen + 1);
 			memmove(c->buf, nul + 1, c->len - mlen - 1);
 			c->len -= mlen + 1;
+			wipe(c->buf + c->len, mlen + 1);
 			*ret = m;
 			return TPAD_OK;
 		}
@@ -293,10 +363,16 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 				      "a reply too large from");
 		if (c->cap - c->len < 65536) {
 			size_t cap = c->cap ? c->cap * 2 : 65536;
-			char *b = realloc(c->buf, cap);
+			/* Not realloc(): it would free the old block unwiped. */
+			char *b = malloc(cap);
 			if (!b)
 				return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM,
 					    "out of memory");
+			if (c->buf) {
+				memcpy(b, c->buf, c->len);
+				wipe(c->buf, c->cap);
+				free(c->buf);
+			}
 			c->buf = b;
 			c->cap = cap;
 		}
@@ -348,15 +424,15 @@ static void error_parameters(json_t *params, char *out, size_t n)
 	snprintf(out, n, "{}");
 	json_object_del(small, "qr");
 	for (size_t i = 0; i < 2; i++) {
-		char *pj = tries[i] ? json_dumps(tries[i], JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		char *pj = tries[i] ? dump_json(tries[i], JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 		bool fits = pj && strlen(pj) < n;
 		if (fits)
 			memcpy(out, pj, strlen(pj) + 1);
-		free(pj);
+		free_text(pj);
 		if (fits)
 			break;
 	}
-	json_decref(small);
+	drop_json(small);
 }
 
 /* The error of an error reply: code by name, message from its parameters. */
@@ -383,11 +459,11 @@ static int reply_error(const char *name, json_t *params, struct tpad_error *err)
 		char *s = json_is_string(v) ? strdup(json_string_value(v))
 			  : json_is_object(v) || json_is_array(v)
 			      ? strdup(summary(v))
-			      : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+			      : dump_json(v, JSON_COMPACT | JSON_ENCODE_ANY);
 		if (off < sizeof(err->message))
 			off += (size_t)snprintf(err->message + off, sizeof(err->message) - off,
 						"%s%s=%s", off ? ", " : "", key, s ? s : "?");
-		free(s);
+		free_text(s);
 	}
 	json_t *ra = json_object_get(params, "retryAfter");
 	if (json_is_integer(ra))
@@ -400,7 +476,7 @@ static int send_call(tpad_client *c, const char *method, json_t *params, bool mo
 		     struct tpad_error *err)
 {
 	if (c->streaming) {
-		json_decref(params);
+		drop_json(params);
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "a stream is open on %s: read it to its end, or close the connection",
 			    c->path);
@@ -409,12 +485,12 @@ static int send_call(tpad_client *c, const char *method, json_t *params, bool mo
 				params ? params : json_object());
 	if (msg && more)
 		json_object_set_new(msg, "more", json_true());
-	char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
-	json_decref(msg);
+	char *text = msg ? dump_json(msg, JSON_COMPACT) : NULL;
+	drop_json(msg);
 	if (!text)
 		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
 	int r = send_msg(c, text, err);
-	free(text);
+	free_text(text);
 	return r;
 }
 
@@ -433,15 +509,15 @@ static int read_reply(tpad_client *c, bool more, json_t **ret_reply, char **ret_
 	json_t *reply = json_loads(reply_text, 0, NULL);
 	if (!json_is_object(reply) ||
 	    (!more && json_is_true(json_object_get(reply, "continues")))) {
-		json_decref(reply);
-		free(reply_text);
+		drop_json(reply);
+		free_text(reply_text);
 		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
 			      "a malformed reply from");
 	}
 	if (ret_text)
 		*ret_text = reply_text;
 	else
-		free(reply_text);
+		free_text(reply_text);
 	*ret_reply = reply;
 	return TPAD_OK;
 }
@@ -460,7 +536,7 @@ static int reply_params(tpad_client *c, json_t *reply, json_t **ret, struct tpad
 	json_t *p = json_object_get(reply, "parameters");
 	json_t *e = json_object_get(reply, "error");
 	if ((p && !json_is_object(p)) || (e && !json_is_string(e))) {
-		json_decref(reply);
+		drop_json(reply);
 		return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
 			      "a malformed reply from");
 	}
@@ -468,11 +544,11 @@ static int reply_params(tpad_client *c, json_t *reply, json_t **ret, struct tpad
 		json_t *empty = json_object();
 		int r = reply_error(json_string_value(e), p ? p : empty, err);
 		json_decref(empty);
-		json_decref(reply);
+		drop_json(reply);
 		return r;
 	}
 	*ret = p ? json_incref(p) : json_object();
-	json_decref(reply);
+	drop_json(reply);
 	clear_error(err);
 	return TPAD_OK;
 }
@@ -531,7 +607,7 @@ static int device_call(tpad_client *c, const char *method, json_t *params, struc
 		       struct tpad_error *err)
 {
 	if (!take(c, err)) {
-		json_decref(params);
+		drop_json(params);
 		return TPAD_E_ARGUMENT;
 	}
 	json_t *reply;
@@ -539,7 +615,7 @@ static int device_call(tpad_client *c, const char *method, json_t *params, struc
 	if (r < 0)
 		return give_back(c, r);
 	r = device_from(c, reply, d, err);
-	json_decref(reply);
+	drop_json(reply);
 	return give_back(c, r);
 }
 
@@ -673,7 +749,7 @@ int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err)
 		      : !strcmp(ret->breaker, "open")	     ? 5
 		      : !strcmp(ret->upstream_state, "down") ? 4
 							     : 0;
-	json_decref(p);
+	drop_json(p);
 	return TPAD_OK;
 }
 
@@ -681,12 +757,11 @@ void tpad_device_clear(struct tpad_device *d)
 {
 	if (!d)
 		return;
+	/* The AppKey and ownerToken are secrets, and the label shows the token. */
+	if (d->qr_data)
+		wipe(d->qr_data, d->qr_len);
 	free(d->qr_data);
-	/* The AppKey is a secret: do not leave it in memory. */
-	volatile char *k = d->app_key;
-	for (size_t i = 0; i < sizeof(d->app_key); i++)
-		k[i] = 0;
-	memset(d, 0, sizeof(*d));
+	wipe(d, sizeof(*d));
 }
 
 /* Parse the JSON text of a call's parameters (NULL: none) into *ret. */
@@ -698,7 +773,7 @@ static int params_from_text(const char *parameters, json_t **ret, struct tpad_er
 	json_error_t je;
 	json_t *p = json_loads(parameters, 0, &je);
 	if (!json_is_object(p)) {
-		json_decref(p);
+		drop_json(p);
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "parameters must be a JSON object: %s", je.text);
 	}
@@ -719,14 +794,14 @@ int tpad_call_json(tpad_client *c, const char *method, const char *parameters, c
 		return pr;
 	json_t *reply;
 	if (!take(c, err)) {
-		json_decref(p);
+		drop_json(p);
 		return TPAD_E_ARGUMENT;
 	}
 	int r = give_back(c, call(c, method, p, &reply, err));
 	if (r < 0)
 		return r;
-	*ret_json = json_dumps(reply, JSON_COMPACT);
-	json_decref(reply);
+	*ret_json = dump_json(reply, JSON_COMPACT);
+	drop_json(reply);
 	return *ret_json ? TPAD_OK
 			 : fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
 }
@@ -744,13 +819,13 @@ int tpad_call_reply(tpad_client *c, const char *method, const char *parameters, 
 		return pr;
 	json_t *reply;
 	if (!take(c, err)) {
-		json_decref(p);
+		drop_json(p);
 		return TPAD_E_ARGUMENT;
 	}
 	int r = give_back(c, call_raw(c, method, p, &reply, ret_reply, err));
 	if (r < 0)
 		return r;
-	json_decref(reply);
+	drop_json(reply);
 	clear_error(err);
 	return TPAD_OK;
 }
@@ -774,7 +849,7 @@ int tpad_call_more(tpad_client *c, const char *method, const char *parameters,
 	if (r < 0)
 		return r;
 	if (!take(c, err)) {
-		json_decref(p);
+		drop_json(p);
 		return TPAD_E_ARGUMENT;
 	}
 	r = send_call(c, method, p, true, err);
@@ -802,8 +877,8 @@ static int more_next(tpad_client *c, char **ret_json, int *ret_continues, struct
 	r = reply_params(c, reply, &p, err);
 	if (r < 0)
 		return r;
-	*ret_json = json_dumps(p, JSON_COMPACT);
-	json_decref(p);
+	*ret_json = dump_json(p, JSON_COMPACT);
+	drop_json(p);
 	/* The reply is gone: the stream cannot go on without a gap. */
 	if (!*ret_json)
 		return broken(c, err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM,

@@ -218,18 +218,25 @@ static void shared_connection(void)
  * parses (the label left out to fit), and err->message, which a station logs, names the
  * device without its AppKey or ownerToken.
  */
+/* A new connection, on which an Activate with params (one that prints) gave PrintFailed. */
+static tpad_client *print_failing(const char *params, struct tpad_error *err)
+{
+	tpad_client *c = NULL;
+	char *json = NULL;
+	CHECK(tpad_client_open(station, 10000, &c, err) == TPAD_OK, "%s", err->message);
+	int r = tpad_call_json(c, "io.tpad.Station.Activate", params, &json, err);
+	CHECK(r == TPAD_E_OTHER_REPLY && !strcmp(err->name, "io.tpad.Station.PrintFailed") && !json,
+	      "%s %s", tpad_code_name(r), err->name);
+	return c;
+}
+
 static void print_failed(void)
 {
 	struct tpad_error err;
-	tpad_client *c;
 	char *json = NULL;
-	CHECK(tpad_client_open(station, 10000, &c, &err) == TPAD_OK, "%s", err.message);
-	int r = tpad_call_json(c, "io.tpad.Station.Activate",
-			       "{\"devEUI\":\"00C3000000000001\",\"generateAppKey\":true,"
-			       "\"qr\":{\"format\":\"png\"},\"print\":{}}",
-			       &json, &err);
-	CHECK(r == TPAD_E_OTHER_REPLY && !strcmp(err.name, "io.tpad.Station.PrintFailed") && !json,
-	      "%s %s", tpad_code_name(r), err.name);
+	tpad_client *c = print_failing("{\"devEUI\":\"00C3000000000001\",\"generateAppKey\":true,"
+				       "\"qr\":{\"format\":\"png\"},\"print\":{}}",
+				       &err);
 	json_t *p = json_loads(err.parameters, 0, NULL);
 	json_t *dev = json_object_get(p, "device");
 	const char *key = json_string_value(json_object_get(dev, "appKey"));
@@ -244,13 +251,35 @@ static void print_failed(void)
 	      "secrets in the message: %s", err.message);
 	json_decref(p);
 	/* The whole reply, label included, from tpad_call_reply(). */
-	r = tpad_call_reply(c, "io.tpad.Station.Lookup",
-			    "{\"devEUI\":\"00C3000000000001\",\"qr\":{\"format\":\"png\"},"
-			    "\"print\":{}}",
-			    &json, &err);
+	int r = tpad_call_reply(c, "io.tpad.Station.Lookup",
+				"{\"devEUI\":\"00C3000000000001\",\"qr\":{\"format\":\"png\"},"
+				"\"print\":{}}",
+				&json, &err);
 	CHECK(r == TPAD_OK && json && strstr(json, "PrintFailed") && strstr(json, "\"qr\":{"), "%d",
 	      r);
 	free(json);
+	tpad_client_close(c);
+}
+
+/*
+ * The secrets the library handled, once the caller cleared what it was given: a PrintFailed
+ * whose parameters carry the device's AppKey (tpad_error_clear()), a Lookup's device
+ * (tpad_device_clear()), the connection closed. test_c_client.py then looks for the AppKey
+ * in this process's memory while it waits on standard input.
+ */
+static void wiped(void)
+{
+	static const struct tpad_error zero;
+	struct tpad_error err;
+	struct tpad_device d;
+	tpad_client *c = print_failing(
+	    "{\"devEUI\":\"00C4000000000001\",\"generateAppKey\":true,\"print\":{}}", &err);
+	CHECK(strstr(err.parameters, "\"appKey\":\""), "no AppKey in %s", err.parameters);
+	tpad_error_clear(&err);
+	CHECK(!memcmp(&err, &zero, sizeof(err)), "tpad_error_clear() left bytes");
+	int r = tpad_lookup(c, "00C4000000000001", NULL, &d, &err);
+	CHECK(r == TPAD_OK && strlen(d.app_key) == 32, "lookup: %s", err.message);
+	tpad_device_clear(&d);
 	tpad_client_close(c);
 }
 
@@ -432,10 +461,19 @@ int main(int argc, char **argv)
 		printf("%d checks, %d failed\n", checks, failed);
 		return failed ? 1 : 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "--wiped")) {
+		station = argv[2];
+		wiped();
+		printf("%d checks, %d failed\n", checks, failed);
+		fflush(stdout);
+		getchar(); /* while the test reads this process's memory */
+		return failed ? 1 : 0;
+	}
 	if (argc != 4) {
 		fprintf(stderr, "usage: test-libtpad-client STATION ADMIN SILENT\n"
 				"       test-libtpad-client --stream APPS\n"
-				"       test-libtpad-client --print-failed STATION\n");
+				"       test-libtpad-client --print-failed STATION\n"
+				"       test-libtpad-client --wiped STATION\n");
 		return 2;
 	}
 	station = argv[1];

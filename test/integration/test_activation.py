@@ -165,6 +165,23 @@ class LiveModes(Base):
 
 
 class Rules(Base):
+    def test_a_refusal_quoting_the_app_key_is_masked(self):
+        """A cloud whose refusal quotes the request's AppKey: the reason the station gets,
+        tpad's log and the store's last_error show "***" in its place (and the DevEUI)."""
+        self.start()
+        self.s.faults(reject_echo=True)
+        key = secrets.token_hex(16)
+        with self.assertRaises(tpadtest.VarlinkError) as e:
+            self.activate(eui(0x60), appKey=key)
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamRejected")
+        reason = json.dumps(e.exception.params)
+        self.assertIn(f"appKey *** refused for device {eui(0x60)}", reason)
+        stored = self.store_sql(self.d, "SELECT last_error FROM devices")
+        self.assertIn("appKey *** refused", stored)
+        for where, text in (("the reason", reason), ("the log", self.d.log_text_all()),
+                            ("the store", stored)):
+            self.assertNotIn(key, text.lower(), where)
+
     def test_idempotency_and_conflicts(self):
         self.start()
         first = self.activate(eui(1), tkmInfo=TKM)["device"]
@@ -634,7 +651,7 @@ class Shutdown(Base):
                            timeout=20)
         self.assertEqual(p.returncode, 1)
         # The message names the file and says how to fix it; --check-config finds it too.
-        fix = f"{d.key_file} is readable by other users: run chmod 600 {d.key_file}"
+        fix = f"{d.key_file} is readable by other users: run chmod o-rwx {d.key_file}"
         self.assertIn(fix, p.stderr)
         p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
                            capture_output=True, text=True, timeout=20)
@@ -646,12 +663,16 @@ class Shutdown(Base):
             p = subprocess.run([tpadtest.TPAD, "--config", d.conf, *args], capture_output=True,
                                text=True, timeout=20)
             self.assertEqual(p.returncode, 1)
-            self.assertIn(f"run chmod 600 {d.psk_file}", p.stderr)
+            self.assertIn(f"run chmod o-rwx {d.psk_file}", p.stderr)
             self.assertNotIn(s.psk_hex, p.stderr)
-        os.chmod(d.psk_file, 0o600)
-        p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
-                           capture_output=True, text=True, timeout=20)
-        self.assertEqual(p.returncode, 0, p.stderr)
+        # The fix keeps a group's read: a key root owns and the daemon's group reads
+        # (root:tpad 0640, as systemd's tmpfiles make it) is no key others can read.
+        for mode in (0o600, 0o640):
+            os.chmod(d.psk_file, mode)
+            os.chmod(d.key_file, mode)
+            p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                               capture_output=True, text=True, timeout=20)
+            self.assertEqual(p.returncode, 0, p.stderr)
 
 
 class StoreFailure(TpadTestCase):

@@ -48,18 +48,42 @@ class CClient(TpadTestCase):
         self.assertEqual(c["duplicate_imports"], 0)
         self.assertEqual(c["imports"], 8 * 25 + 1)
 
-    def test_print_failed(self):
-        """PrintFailed through the library: parameters that parse, a message without secrets."""
+    def start_out_of_paper(self):
+        """A tpad whose default printer is out of paper: each print gives PrintFailed."""
         from test_print import HS_PAPER_OUT, RawPrinter
         printer = RawPrinter()
         self.addCleanup(printer.close)
         printer.status = HS_PAPER_OUT
-        s, d = self.start("print.default = line1",
+        return self.start("print.default = line1",
                           f"[printer.line1]\nurl = {printer.url()}\ntimeout = 2s\n")
+
+    def test_print_failed(self):
+        """PrintFailed through the library: parameters that parse, a message without secrets."""
+        s, d = self.start_out_of_paper()
         p = subprocess.run([os.environ["TEST_LIBTPAD_CLIENT"], "--print-failed", d.station],
                            capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertRegex(p.stdout, r"\d+ checks, 0 failed")
+
+    def test_secrets_wiped(self):
+        """Once a station program has cleared the PrintFailed error that carried a device
+        (tpad_error_clear()) and the device a Lookup gave (tpad_device_clear()), and closed
+        the connection, its memory holds no copy of the AppKey: the library wiped its read
+        buffer, the texts of its calls and replies, and the JSON values it parsed."""
+        from test_memory import key_forms, scan
+        s, d = self.start_out_of_paper()
+        p = subprocess.Popen([os.environ["TEST_LIBTPAD_CLIENT"], "--wiped", d.station],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertRegex(p.stdout.readline(), r"\d+ checks, 0 failed")
+            with d.station_client() as c:
+                key = c.call("io.tpad.Station.Lookup",
+                             {"devEUI": "00C4000000000001"})["device"]["appKey"]
+            self.assertEqual(scan(p.pid, key_forms("AppKey", key)), [])
+        finally:
+            p.stdin.close()
+            p.stdout.close()
+            self.assertEqual(p.wait(30), 0)
 
     def test_example_station(self):
         s, d = self.start()

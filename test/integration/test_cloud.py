@@ -201,7 +201,7 @@ class CertTLS(CertBase):
         d.log.close()
         d.notify.close()
         self.assertNotEqual(rc, 0)
-        self.assertIn("chmod 600", d.log_text_all())
+        self.assertIn("chmod o-rwx", d.log_text_all())
 
     def test_config_errors(self):
         d = self.daemon(conf_extra="upstream.tls = cert\n")
@@ -849,7 +849,7 @@ class HsmKeyPool(DxBase):
         d.log.close()
         d.notify.close()
         self.assertNotEqual(rc, 0)
-        self.assertIn("chmod 600", d.log_text_all())
+        self.assertIn("chmod o-rwx", d.log_text_all())
 
 
 class Manifest(CertBase):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -274,6 +275,21 @@ class Foundation(TpadTestCase):
             d = self.daemon().start()
         self.assertEqual(tpadtest.core_limits(d.proc.pid), ("0", "0"))
 
+    def test_not_dumpable(self):
+        """Nor a core through a core_pattern pipe, which the core size limit does not stop:
+        tpad marks itself not dumpable, which also keeps another process of its user from
+        reading its memory and environment (ptrace, /proc/PID/mem, /proc/PID/environ).
+        The kernel shows it by giving the files of /proc/PID to root."""
+        if os.getuid() != 0:
+            self.skipTest("needs root to start tpad as another user")
+        d = self.daemon()
+        d.start(wait=False, preexec_fn=tpadtest.as_nobody(self.tmp))
+        wait_for(lambda: os.path.exists(d.admin), 15, "tpad to listen")
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            self.assertIn(f"Uid:\t{tpadtest.NOBODY}\t", f.read())
+        for f in ("environ", "mem"):
+            self.assertEqual(os.stat(f"/proc/{d.proc.pid}/{f}").st_uid, 0, f)
+
     def test_threads_have_names(self):
         """An admin looking at top -H sees which thread of tpad is busy."""
         d = self.daemon().start()
@@ -414,6 +430,21 @@ class Config(TpadTestCase):
                 p = self.run_tpad("--config", d.conf, "--check-config")
                 self.assertEqual(p.returncode, 1)
                 self.assertIn(f"{missing} (the credential {name}) does not exist", p.stderr)
+
+    def test_a_secret_written_in_its_file_directive_is_not_echoed(self):
+        """The key itself where its file's path belongs (upstream.psk = KEY mistaken for
+        upstream.psk-file = KEY): refused without writing the key to the journal."""
+        for directive, name, key in (("upstream.psk-file", "tpa-psk", secrets.token_hex(16)),
+                                     ("store.key-file", "store-key", secrets.token_hex(32))):
+            d = self.daemon(upstream_url="https://127.0.0.1:9",
+                            conf_extra=f"{directive} = {key}")
+            for args in (("--check-config",), ()):
+                with self.subTest(name=name, args=args):
+                    p = self.run_tpad("--config", d.conf, *args)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"the file directive of credential {name} names no file",
+                                  p.stderr)
+                    self.assertNotIn(key, p.stderr.lower())
 
     def test_check_config_hints_case_and_section_typos(self):
         """A key in capitals and a misspelt type of named section get their hint too."""

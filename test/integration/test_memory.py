@@ -1,8 +1,9 @@
 """Secrets are wiped after use: the writable memory of a running daemon, read from outside
 through /proc/PID/mem once its requests are done, holds no copy of the keys it handled.
 
-Reading another process's memory needs ptrace permission; the tests run as the daemon's
-user, which is enough unless Yama's ptrace_scope forbids it (then the tests skip).
+Reading another process's memory needs ptrace permission. The daemons mark themselves not
+dumpable, so that their own user cannot read it: the tests need root (CAP_SYS_PTRACE), and
+skip without it or when Yama's ptrace_scope forbids it.
 """
 
 import os
@@ -70,6 +71,8 @@ def key_forms(label, key_hex):
 class Scanner:
     def setUp(self):
         super().setUp()
+        if os.geteuid() != 0:
+            self.skipTest("the daemons are not dumpable: reading their memory needs root")
         try:
             with open(SCOPE) as f:
                 if int(f.read()) >= 2:

@@ -100,11 +100,11 @@ rsa-key-file = {rsa_key}
         self.log = None
         self.env = {}  # added to the environment tpas runs in
 
-    def start(self):
+    def start(self, preexec_fn=None):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([TPAS, "--config", self.conf, "--verbose"],
                                      stdout=self.log, stderr=self.log,
-                                     env={**os.environ, **self.env})
+                                     env={**os.environ, **self.env}, preexec_fn=preexec_fn)
 
         def ready():
             if self.proc.poll() is not None:
@@ -958,7 +958,7 @@ class Tunnel(TpasCase):
         # A key file others may read is refused at start.
         t.stop()
         os.chmod(key, 0o644)
-        fix = f"{key} is readable by other users: run chmod 600 {key}"
+        fix = f"{key} is readable by other users: run chmod o-rwx {key}"
         p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
                            text=True)
         self.assertEqual(p.returncode, 1)
@@ -2488,6 +2488,21 @@ class Commands(TpasCase):
             t = self.tpas().start()
         self.assertEqual(tpadtest.core_limits(t.proc.pid), ("0", "0"))
 
+    def test_not_dumpable(self):
+        """Nor a core through a core_pattern pipe: tpas marks itself not dumpable, as tpad
+        does (test_foundation.Foundation.test_not_dumpable), run here as its own user."""
+        if os.getuid() != 0:
+            self.skipTest("needs root to start tpas as another user")
+        rsa = os.path.join(self.tmp, "as-rsa.pem")
+        shutil.copy(self.rsa_key, rsa)
+        workdir = os.path.join(self.tmp, "tpas0")
+        os.makedirs(workdir)
+        t = Tpas(workdir, rsa)
+        self.procs.append(t)
+        t.start(preexec_fn=tpadtest.as_nobody(self.tmp))
+        for f in ("environ", "mem"):
+            self.assertEqual(os.stat(f"/proc/{t.proc.pid}/{f}").st_uid, 0, f)
+
     def test_a_follow_cut_by_tpas_names_tpas(self):
         """tpas killed under `tpactl as uplinks --follow`: the message names tpas and its
         log, not tpad's."""
@@ -2590,6 +2605,25 @@ class Commands(TpasCase):
                     self.assertIn(want, p.stderr)
                     self.assertNotIn("regular file", p.stderr)
 
+    def test_a_secret_written_in_its_file_directive_is_not_echoed(self):
+        """The tunnel key or the store key where its file's path belongs: refused without
+        writing the key to the journal."""
+        t = self.tpas()
+        with open(t.conf) as f:
+            conf = f.read()
+        for path, name, key in ((t.key_file, "tunnel-key", TUNNEL_KEY),
+                                (t.store_key_file, "store-key", t.store_key)):
+            with open(t.conf, "w") as f:
+                f.write(conf.replace(f"key-file = {path}\n", f"key-file = {key}\n"))
+            for args in (["--check-config"], []):
+                with self.subTest(name=name, args=args):
+                    p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                                       text=True, timeout=30)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn(f"the file directive of credential {name} names no file",
+                                  p.stderr)
+                    self.assertNotIn(key.lower(), p.stderr.lower())
+
     def test_keys_others_can_read_are_refused_with_the_fix(self):
         """The tunnel key, the store key and the RSA key: a file others can read stops tpas
         (and --check-config) with the command that fixes it, and so does an RSA key file
@@ -2610,7 +2644,7 @@ class Commands(TpasCase):
                     p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
                                        text=True, timeout=30)
                     self.assertEqual(p.returncode, 1, p.stderr)
-                    self.assertIn(f"{path} is readable by other users: run chmod 600 {path}",
+                    self.assertIn(f"{path} is readable by other users: run chmod o-rwx {path}",
                                   p.stderr)
                 os.chmod(path, 0o600)
         # The empty file tmpfiles.d makes for the credential (tpas restarted in a loop on

@@ -189,6 +189,23 @@ class CoresAllowed:
         resource.setrlimit(resource.RLIMIT_CORE, self.old)
 
 
+NOBODY = 65534
+
+
+def as_nobody(tree):
+    """Give tree (a test's directory) to the user nobody, and return a preexec_fn that
+    starts a process as nobody: a daemon as it runs under its own user."""
+    for root, dirs, files in os.walk(tree):
+        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+            os.lchown(name, NOBODY, NOBODY)
+
+    def drop():
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    return drop
+
+
 def small_disk(parent, size="2m"):
     """A tmpfs of size mounted at parent/disk (inside a private mount namespace: the disk-full
     tests' inner scripts); None if it cannot be mounted here."""

@@ -52,6 +52,7 @@ struct sim_faults {
 	unsigned token_status;
 	bool api_unauthorized; /* the API answers 401 whatever the token */
 	bool echo_app_key;     /* the API's device objects show the appKey (as some clouds do) */
+	bool reject_echo;      /* imports refused 400 with a message quoting the appKey */
 	char note[64];	       /* "": none; else a member "note" of the API's device objects */
 };
 

@@ -263,6 +263,13 @@ static void api_import(struct sim *s, const struct http_request *req, struct sim
 	if (hsm)
 		strcpy(d.hsm_group, json_string_value(hsm));
 	json_decref(o);
+	if (s->faults.reject_echo) {
+		/* A validation message that quotes the request, as some APIs' do. */
+		char msg[128];
+		snprintf(msg, sizeof(msg), "appKey %s refused for device %s", d.app_key, d.dev_eui);
+		reply_error(rep, 400, "BAD_REQUEST", msg);
+		return;
+	}
 
 	struct sim_device *known = device_find(s, d.dev_eui);
 	if (known) {
@@ -506,7 +513,7 @@ static json_t *faults_json(const struct sim_faults *f)
 {
 	return json_pack(
 	    "{s:i, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:f, s:f, s:i, s:b, s:f, s:b, "
-	    "s:s, s:i, s:b, s:b, s:s}",
+	    "s:s, s:i, s:b, s:b, s:b, s:s}",
 	    "latency_ms", (int)f->latency_ms, "import_latency_ms", (int)f->import_latency_ms,
 	    "query_latency_ms", (int)f->query_latency_ms, "jitter_ms", (int)f->jitter_ms,
 	    "rate_5xx", f->rate_5xx, "rate_429", f->rate_429, "retry_after", (int)f->retry_after,
@@ -514,7 +521,8 @@ static json_t *faults_json(const struct sim_faults *f)
 	    "drop_before_import", f->drop_before_import, "idle_close_ms", (int)f->idle_close_ms,
 	    "slow", f->slow, "malformed", f->malformed, "refuse", f->refuse, "duplicate",
 	    duplicate_name(f->duplicate), "token_status", (int)f->token_status, "api_unauthorized",
-	    f->api_unauthorized, "echo_app_key", f->echo_app_key, "note", f->note);
+	    f->api_unauthorized, "echo_app_key", f->echo_app_key, "reject_echo", f->reject_echo,
+	    "note", f->note);
 }
 
 /* Apply the members of o to a copy of the faults; all or nothing. NULL or an error text. */
@@ -544,6 +552,8 @@ static const char *faults_update(struct sim_faults *faults, json_t *o)
 			b = &f.api_unauthorized;
 		else if (strcmp(key, "echo_app_key") == 0)
 			b = &f.echo_app_key;
+		else if (strcmp(key, "reject_echo") == 0)
+			b = &f.reject_echo;
 		else if (strcmp(key, "reset_after") == 0)
 			u = &f.reset_after;
 		else if (strcmp(key, "idle_close_ms") == 0)

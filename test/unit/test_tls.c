@@ -33,7 +33,7 @@ static void test_pins(void)
 	CHECK_INT(tls_pins_parse(list, p, 1), -EINVAL);
 }
 
-/* Configuration errors are named; a readable key file is refused with "chmod 600". */
+/* Configuration errors are named; a readable key file is refused with "chmod o-rwx". */
 static void test_ctx_errors(const char *dir)
 {
 	struct tls_ctx *ctx = NULL;
@@ -76,7 +76,7 @@ static void test_ctx_errors(const char *dir)
 	o.client_key_file = key;
 	chmod(key, 0644);
 	CHECK(tls_ctx_new(&o, &ctx, err, sizeof(err)) < 0);
-	CHECK(strstr(err, "chmod 600") != NULL);
+	CHECK(strstr(err, "chmod o-rwx") != NULL);
 	chmod(key, 0600);
 	if (access(TLS_DEFAULT_CA_FILE, R_OK) == 0) {
 		CHECK_INT(tls_ctx_new(&o, &ctx, err, sizeof(err)), 0);
