@@ -111,13 +111,22 @@ const char *cred_source(const char *name, const char *fallback_path, char *path,
 	return NULL;
 }
 
+/*
+ * Whether a file directive's value reads as a path: absolute or ./-relative, or a name with
+ * a dot (tpa.psk). A secret in hex or base64 has no dot, and is not named back.
+ */
+static bool looks_like_path(const char *v)
+{
+	return v[0] == '/' || strchr(v, '.') != NULL;
+}
+
 const char *cred_explain(int err, const char *name, const char *fallback_path, char *buf,
 			 size_t len)
 {
 	char path[PATH_MAX];
 	const char *src = cred_source(name, fallback_path, path, sizeof(path));
 	bool missing = err == -ENOENT || err == -ENOTDIR || err == -ENAMETOOLONG;
-	if (src && missing && src[0] != '/' && src[0] != '.') {
+	if (src && missing && !looks_like_path(src)) {
 		/*
 		 * No such file, and no path either: most likely the secret itself, written in
 		 * the file directive. Echoing it would put it in the journal.

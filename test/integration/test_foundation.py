@@ -445,6 +445,12 @@ class Config(TpadTestCase):
                     self.assertIn(f"the file directive of credential {name} names no file",
                                   p.stderr)
                     self.assertNotIn(key, p.stderr.lower())
+        # A file name that is missing (relative, with its dot) is still named.
+        d = self.daemon(upstream_url="https://127.0.0.1:9",
+                        conf_extra="upstream.psk-file = missing-tpa.psk")
+        p = self.run_tpad("--config", d.conf, "--check-config")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("missing-tpa.psk (the credential tpa-psk) does not exist", p.stderr)
 
     def test_check_config_hints_case_and_section_typos(self):
         """A key in capitals and a misspelt type of named section get their hint too."""
