@@ -3571,6 +3571,32 @@ class Webhook(TpasCase):
         wait_for(lambda: t.status()["webhook"]["cursor"] == 3, 20, "seq 3 delivered")
         self.assertEqual(lag(), 0)
 
+    def test_a_refusal_says_what_the_receiver_answered(self):
+        """A receiver that refuses says why in its answer's body (a wrong path, a bad
+        token): its start, as one printable line, is in the reason tpas logs and shows in
+        Status's lastError; a long one is cut and marked so. lastError is "" again once
+        the receiver takes a POST."""
+        answers = [(404, b"no such hook: did you mean /hook?\r\n"),
+                   (400, "bad\tbatch \u00e9".encode() + b"x" * 5000)]
+        shown, lock = [], threading.Lock()
+
+        def answer(body):
+            with lock:
+                return answers.pop(0) if answers else (200, b"ok")
+        t, _ = self.sending(self.receiver(answer) + "/hok", 1, 1, b"r")
+        wait_for(lambda: t.status()["webhook"]["failures"] >= 1, 20, "a refused POST")
+        shown.append(t.status()["webhook"]["lastError"])
+        self.assertEqual(shown[0], "answered 404: no such hook: did you mean /hook?")
+        wait_for(lambda: t.status()["webhook"]["failures"] >= 2, 20, "a second one")
+        shown.append(t.status()["webhook"]["lastError"])
+        self.assertEqual(shown[1], "answered 400: bad batch ??" + "x" * 108 + "...")
+        log = t.log_text()
+        self.assertIn("webhook " + t.status()["webhook"]["url"] +
+                      ": answered 404: no such hook: did you mean /hook?; retrying", log)
+        self.assertIn("REASON=" + shown[1], log)
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 1, 20, "the uplink taken")
+        self.assertEqual(t.status()["webhook"]["lastError"], "")
+
     def test_a_2xx_with_a_large_body_moves_the_cursor(self):
         """The receiver echoes each batch with 100 KB more: only the status counts."""
         posts, lock = [], threading.Lock()
