@@ -1991,6 +1991,32 @@ class Downlink(TpasCase):
         self.assertEqual(sorted(d["fport"] for d in s.state["downlinks"]), list(range(1, 11)))
         wait_for(lambda: t.status()["connections"]["apps"] == 0, 5, "the connection closed")
 
+    def test_a_malformed_deveui_or_payload_says_what_is_in_the_way(self):
+        """An application's SendDownlink with a DevEUI as a console shows it (dashes,
+        colons) or a payload in base64 is InvalidParameter whose reason names the
+        character in the way, as tpactl does: the rule alone did not say what to fix."""
+        t = self.tpas().start()
+        tail = ": give the digits alone, without 0x, spaces, dashes or colons"
+        for params, parameter, reason in [
+                ({"devEUI": "00-24-AE-B3-C0-2B-E1-C4", "payload": "01"}, "devEUI",
+                 "must be 16 hexadecimal digits; character 3 is '-'" + tail),
+                ({"devEUI": "00:24:AE:B3:C0:2B:E1:C4", "payload": "01"}, "devEUI",
+                 "must be 16 hexadecimal digits; character 3 is ':'" + tail),
+                ({"devEUI": DEV, "payload": "AQI="}, "payload",
+                 "must be an even number (0 to 484) of hexadecimal digits; character 2 is "
+                 "'Q'" + tail),
+                ({"devEUI": DEV, "payload": "0x0384"}, "payload",
+                 "must be an even number (0 to 484) of hexadecimal digits; character 2 is "
+                 "'x'" + tail),
+                ({"devEUI": DEV, "payload": "038"}, "payload",
+                 "must be an even number (0 to 484) of hexadecimal digits")]:
+            with self.subTest(params=params), Client(t.apps) as c:
+                with self.assertRaises(VarlinkError) as e:
+                    c.call("io.tpad.AS.SendDownlink", {"fPort": 2, **params})
+                self.assertEqual(e.exception.error, "io.tpad.AS.InvalidParameter")
+                self.assertEqual(e.exception.params,
+                                 {"parameter": parameter, "reason": reason})
+
     def test_no_lrc_configured(self):
         t = self.tpas().start()
         with Client(t.apps) as c:
