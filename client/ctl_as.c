@@ -398,7 +398,8 @@ static const char *as_option_of(const char *name)
 /*
  * Check params locally by the protocol's own table (proto_validate(), as tpas does), so
  * that a value tpas would refuse is a usage error before anything is sent (tpactl(1)).
- * For a hexadecimal value, say what is in the way: a 0x, a space or a colon, as copied.
+ * A hexadecimal value's reason already says what is in the way (a 0x, a space or a colon,
+ * as copied); when nothing is, its length is.
  */
 static int as_check_params(const char *method, json_t *params)
 {
@@ -408,21 +409,18 @@ static int as_check_params(const char *method, json_t *params)
 		return 0;
 	const char *opt = as_option_of(fault.parameter);
 	const char *v = json_string_value(json_object_get(params, fault.parameter));
-	char detail[96] = "";
-	size_t bad = v ? strspn(v, "0123456789abcdefABCDEF") : 0;
-	bool hex = strstr(fault.reason, "hexadecimal") != NULL;
-	if (hex && v && v[bad])
-		snprintf(detail, sizeof(detail),
-			 "; character %zu is '%c': give the digits alone, without 0x, spaces, "
-			 "dashes or colons",
-			 bad + 1, v[bad]);
-	else if (hex && v)
+	char detail[32] = "";
+	const char *rest = strstr(fault.reason, "; ");
+	int rule = rest ? (int)(rest - fault.reason) : (int)strlen(fault.reason);
+	if (!rest && v && strstr(fault.reason, "hexadecimal"))
 		snprintf(detail, sizeof(detail), "; it has %zu", strlen(v));
 	/* encryptedASKey is 512 digits: not echoed whole. */
 	if (v && strlen(v) <= 32)
-		fprintf(stderr, "tpactl: %s %s, not '%s'%s\n", opt, fault.reason, v, detail);
+		fprintf(stderr, "tpactl: %s %.*s, not '%s'%s%s\n", opt, rule, fault.reason, v,
+			rest ? rest : "", detail);
 	else
-		fprintf(stderr, "tpactl: %s %s%s\n", opt, fault.reason, detail);
+		fprintf(stderr, "tpactl: %s %.*s%s%s\n", opt, rule, fault.reason, rest ? rest : "",
+			detail);
 	fputs("Try 'tpactl as --help'.\n", stderr);
 	return -EINVAL;
 }

@@ -21,6 +21,8 @@
  * Build against the installed library:
  *   cc example_app.c $(pkg-config --cflags --libs tpad-client jansson) -o example-app
  */
+#define _POSIX_C_SOURCE 200809L /* O_CLOEXEC, O_DIRECTORY, dprintf: with -std=c11 too */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>

@@ -195,6 +195,29 @@ static int fault_set(struct proto_fault *f, const char *error, const char *param
 }
 
 /*
+ * A hexadecimal parameter's fault: reason, then what is in the way when s holds something
+ * else than digits (a 0x, spaces, dashes or colons as copied from a label or a console),
+ * so that the caller knows what to fix, not only the rule.
+ */
+static int hex_fault(struct proto_fault *f, const char *error, const char *parameter, const char *s,
+		     const char *reason)
+{
+	fault_set(f, error, parameter, "%s", reason);
+	size_t bad = s ? strspn(s, "0123456789abcdefABCDEF") : 0;
+	unsigned char c = s ? (unsigned char)s[bad] : 0;
+	size_t n = strlen(f->reason);
+	if (c >= 0x20 && c < 0x7f)
+		snprintf(f->reason + n, sizeof(f->reason) - n,
+			 "; character %zu is '%c': give the digits alone, without 0x, spaces, "
+			 "dashes or colons",
+			 bad + 1, c);
+	else if (c)
+		snprintf(f->reason + n, sizeof(f->reason) - n,
+			 "; character %zu is not a hexadecimal digit", bad + 1);
+	return -EINVAL;
+}
+
+/*
  * After a retry with JSON_DECODE_INT_AS_REAL: every real that holds a whole number a
  * double represents exactly (|x| <= 2^53) is an integer again, so that only the numbers
  * too large for one stay reals and fail their parameter's check by name.
@@ -632,9 +655,12 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 	case PARAM_APP_KEY:
 	case PARAM_PROFILE_ID:
 		if (!s || json_string_length(val) != hex_len[spec->type] ||
-		    !hex_valid(s, hex_len[spec->type]))
-			return fault_set(v->fault, v->error, name, "must be %zu hexadecimal digits",
-					 hex_len[spec->type]);
+		    !hex_valid(s, hex_len[spec->type])) {
+			char why[40];
+			snprintf(why, sizeof(why), "must be %zu hexadecimal digits",
+				 hex_len[spec->type]);
+			return hex_fault(v->fault, v->error, name, s, why);
+		}
 		return 0;
 	case PARAM_SERIAL:
 		if (!s || json_string_length(val) != strlen(s) || !serial_valid(s))
@@ -681,10 +707,13 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 	case PARAM_HEX: {
 		size_t n = s ? json_string_length(val) : 0;
 		if (!s || n != strlen(s) || n % 2 || (long long)n < spec->min ||
-		    (long long)n > spec->max || (n && !hex_valid_any(s)))
-			return fault_set(v->fault, v->error, name,
-					 "must be an even number (%lld to %lld) of hexadecimal digits",
-					 spec->min, spec->max);
+		    (long long)n > spec->max || (n && !hex_valid_any(s))) {
+			char why[80];
+			snprintf(why, sizeof(why),
+				 "must be an even number (%lld to %lld) of hexadecimal digits",
+				 spec->min, spec->max);
+			return hex_fault(v->fault, v->error, name, s, why);
+		}
 		return 0;
 	}
 	case PARAM_IMPORT_ROWS: {

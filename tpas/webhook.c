@@ -2,6 +2,7 @@
 #include "webhook.h"
 
 #include <errno.h>
+#include <assert.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +21,9 @@
 
 #define RETRY_MIN_MS 200
 #define WEBHOOK_BODY_KEPT 1024
+#define ANSWER_SHOWN 120 /* bytes of a refusal's body in its reason */
+#define WHY_MAX 256	 /* a failure's reason */
+static_assert(sizeof("answered 999: ...") + ANSWER_SHOWN <= WHY_MAX, "a reason holds an answer");
 
 struct webhook {
 	struct pool *pool;
@@ -33,7 +37,7 @@ struct webhook {
 	size_t sending_n;
 	uint64_t delivered, failures;
 	unsigned streak; /* POSTs failed since the last one taken */
-	char last_error[160];
+	char last_error[WHY_MAX];
 };
 
 static void pump(struct webhook *w);
@@ -63,19 +67,48 @@ static void failed(struct webhook *w, const char *why)
 	evtimer_add(w->retry, &tv);
 }
 
+/*
+ * "answered STATUS", then the start of what the receiver said, as one line of printable
+ * ASCII: its "wrong path" or "bad token" is what its developer needs to see, in the log
+ * and in Status, and the text goes into both as it is.
+ */
+static void answered(const struct http_response *res, char why[WHY_MAX])
+{
+	int n = snprintf(why, WHY_MAX, "answered %d", res->status);
+	const char *b = res->body ? res->body : "";
+	size_t len = res->body_len;
+	bool cut = len > ANSWER_SHOWN || res->body_cut;
+	if (len > ANSWER_SHOWN)
+		len = ANSWER_SHOWN;
+	while (len && (unsigned char)*b <= ' ')
+		b++, len--;
+	while (len && (unsigned char)b[len - 1] <= ' ')
+		len--;
+	if (!len || n < 0)
+		return;
+	char *o = why + n;
+	*o++ = ':';
+	*o++ = ' ';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)b[i];
+		*o++ = c < 0x20 || c == 0x7f ? ' ' : c > 0x7f ? '?' : (char)c;
+	}
+	strcpy(o, cut ? "..." : "");
+}
+
 static void done_cb(const struct pool_result *r, void *arg)
 {
 	struct webhook *w = arg;
 	int64_t last = w->sending_last;
 	w->sending_last = 0;
-	char why[160];
+	char why[WHY_MAX];
 	if (r->err) {
 		snprintf(why, sizeof(why), "%s", r->reason ? r->reason : strerror(-r->err));
 		failed(w, why);
 		return;
 	}
 	if (r->res->status < 200 || r->res->status > 299) {
-		snprintf(why, sizeof(why), "answered %d", r->res->status);
+		answered(r->res, why);
 		failed(w, why);
 		return;
 	}

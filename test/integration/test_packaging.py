@@ -168,23 +168,43 @@ class InstallTree(unittest.TestCase):
             self.assertRegex(p.stdout, r"SONAME\s+libtpad-client\.so\.1")
         header = self.d(self.includedir, "tpad-client.h")
         self.assertTrue(os.path.isfile(header))
-        if build_options().get("b_sanitize", "none") != "none":
-            self.skipTest("a sanitized library does not link into a plain program")
-        pcdir = self.d(self.libdir, "pkgconfig")
-        env = dict(os.environ, PKG_CONFIG_PATH=pcdir, PKG_CONFIG_SYSROOT_DIR=self.dest)
-        flags = run(["pkg-config", "--cflags", "--libs", "tpad-client"], env=env)
-        self.assertEqual(flags.returncode, 0, flags.stderr)
         # A static link needs the library's own dependency too.
-        static = run(["pkg-config", "--static", "--libs", "tpad-client"], env=env)
+        static = run(["pkg-config", "--static", "--libs", "tpad-client"],
+                     env=self.pkg_config_env())
         self.assertIn("-ljansson", static.stdout.split(), static.stderr)
-        out = os.path.join(self.dest, "example-station")
-        cc = shutil.which("cc") or shutil.which("gcc")
-        p = run([cc, "-std=c11", "-Wall", "-Werror", os.path.join(SRC, "client", "example_station.c"),
-                 "-o", out, *flags.stdout.split()], env=env)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        p = run([out], env=dict(os.environ, LD_LIBRARY_PATH=self.d(self.libdir)))
+        p = self.build_installed_example("example_station.c", "tpad-client")
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("usage: example-station", p.stderr)
+
+    def test_installed_c_application_example_builds_and_runs(self):
+        """example_app.c as installed builds with the cc line of its comment and tpas(8),
+        in strict C11 too (-std=c11 hides POSIX's O_CLOEXEC and dprintf unless the file
+        asks for them), and runs."""
+        p = self.build_installed_example("example_app.c", "tpad-client", "jansson",
+                                         args=["--help"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("usage: example-app", p.stdout)
+
+    def pkg_config_env(self):
+        """The environment in which pkg-config finds the installed tpad-client.pc."""
+        return dict(os.environ, PKG_CONFIG_PATH=self.d(self.libdir, "pkgconfig"),
+                    PKG_CONFIG_SYSROOT_DIR=self.dest)
+
+    def build_installed_example(self, source, *packages, args=()):
+        """Build share/doc/tpad/examples/source as installed, with cc -std=c11 -Wall
+        -Werror and pkg-config's flags for packages, and run it with args."""
+        if build_options().get("b_sanitize", "none") != "none":
+            self.skipTest("a sanitized library does not link into a plain program")
+        env = self.pkg_config_env()
+        flags = run(["pkg-config", "--cflags", "--libs", *packages], env=env)
+        self.assertEqual(flags.returncode, 0, flags.stderr)
+        src = self.d(self.datadir, "doc", "tpad", "examples", source)
+        out = os.path.join(self.dest, os.path.splitext(source)[0])
+        cc = shutil.which("cc") or shutil.which("gcc")
+        p = run([cc, "-std=c11", "-Wall", "-Werror", src, "-o", out, *flags.stdout.split()],
+                env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return run([out, *args], env=dict(os.environ, LD_LIBRARY_PATH=self.d(self.libdir)))
 
     def test_installed_python_examples_run(self):
         """tpad_client.py is installed beside the Python examples, which run from there as

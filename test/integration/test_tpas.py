@@ -1991,6 +1991,32 @@ class Downlink(TpasCase):
         self.assertEqual(sorted(d["fport"] for d in s.state["downlinks"]), list(range(1, 11)))
         wait_for(lambda: t.status()["connections"]["apps"] == 0, 5, "the connection closed")
 
+    def test_a_malformed_deveui_or_payload_says_what_is_in_the_way(self):
+        """An application's SendDownlink with a DevEUI as a console shows it (dashes,
+        colons) or a payload in base64 is InvalidParameter whose reason names the
+        character in the way, as tpactl does: the rule alone did not say what to fix."""
+        t = self.tpas().start()
+        tail = ": give the digits alone, without 0x, spaces, dashes or colons"
+        for params, parameter, reason in [
+                ({"devEUI": "00-24-AE-B3-C0-2B-E1-C4", "payload": "01"}, "devEUI",
+                 "must be 16 hexadecimal digits; character 3 is '-'" + tail),
+                ({"devEUI": "00:24:AE:B3:C0:2B:E1:C4", "payload": "01"}, "devEUI",
+                 "must be 16 hexadecimal digits; character 3 is ':'" + tail),
+                ({"devEUI": DEV, "payload": "AQI="}, "payload",
+                 "must be an even number (0 to 484) of hexadecimal digits; character 2 is "
+                 "'Q'" + tail),
+                ({"devEUI": DEV, "payload": "0x0384"}, "payload",
+                 "must be an even number (0 to 484) of hexadecimal digits; character 2 is "
+                 "'x'" + tail),
+                ({"devEUI": DEV, "payload": "038"}, "payload",
+                 "must be an even number (0 to 484) of hexadecimal digits")]:
+            with self.subTest(params=params), Client(t.apps) as c:
+                with self.assertRaises(VarlinkError) as e:
+                    c.call("io.tpad.AS.SendDownlink", {"fPort": 2, **params})
+                self.assertEqual(e.exception.error, "io.tpad.AS.InvalidParameter")
+                self.assertEqual(e.exception.params,
+                                 {"parameter": parameter, "reason": reason})
+
     def test_no_lrc_configured(self):
         t = self.tpas().start()
         with Client(t.apps) as c:
@@ -3570,6 +3596,32 @@ class Webhook(TpasCase):
             accepts["upto"] = 10 ** 9
         wait_for(lambda: t.status()["webhook"]["cursor"] == 3, 20, "seq 3 delivered")
         self.assertEqual(lag(), 0)
+
+    def test_a_refusal_says_what_the_receiver_answered(self):
+        """A receiver that refuses says why in its answer's body (a wrong path, a bad
+        token): its start, as one printable line, is in the reason tpas logs and shows in
+        Status's lastError; a long one is cut and marked so. lastError is "" again once
+        the receiver takes a POST."""
+        answers = [(404, b"no such hook: did you mean /hook?\r\n"),
+                   (400, "bad\tbatch \u00e9".encode() + b"x" * 5000)]
+        shown, lock = [], threading.Lock()
+
+        def answer(body):
+            with lock:
+                return answers.pop(0) if answers else (200, b"ok")
+        t, _ = self.sending(self.receiver(answer) + "/hok", 1, 1, b"r")
+        wait_for(lambda: t.status()["webhook"]["failures"] >= 1, 20, "a refused POST")
+        shown.append(t.status()["webhook"]["lastError"])
+        self.assertEqual(shown[0], "answered 404: no such hook: did you mean /hook?")
+        wait_for(lambda: t.status()["webhook"]["failures"] >= 2, 20, "a second one")
+        shown.append(t.status()["webhook"]["lastError"])
+        self.assertEqual(shown[1], "answered 400: bad batch ??" + "x" * 108 + "...")
+        log = t.log_text()
+        self.assertIn("webhook " + t.status()["webhook"]["url"] +
+                      ": answered 404: no such hook: did you mean /hook?; retrying", log)
+        self.assertIn("REASON=" + shown[1], log)
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 1, 20, "the uplink taken")
+        self.assertEqual(t.status()["webhook"]["lastError"], "")
 
     def test_a_2xx_with_a_large_body_moves_the_cursor(self):
         """The receiver echoes each batch with 100 KB more: only the status counts."""

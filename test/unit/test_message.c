@@ -177,6 +177,11 @@ static void test_validate(void)
 	expect_valid(act, "{}", ST, "devEUI", "is required");
 	expect_valid(act, "{\"devEUI\":null}", ST, "devEUI", "is required");
 	expect_valid(act, "{\"devEUI\":42}", ST, "devEUI", "must be 16 hexadecimal digits");
+	expect_valid(act, "{\"devEUI\":\"01-23-45-67-89-ab-cd-ef\"}", ST, "devEUI",
+		     "must be 16 hexadecimal digits; character 3 is '-': give the digits alone, "
+		     "without 0x, spaces, dashes or colons");
+	expect_valid(act, "{\"devEUI\":\"0123456789abcde\\u00e9\"}", ST, "devEUI",
+		     "must be 16 hexadecimal digits; character 16 is not a hexadecimal digit");
 	expect_valid(act, "{\"devEUI\":\"0123456789abcde\"}", ST, "devEUI", NULL);
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdef0\"}", ST, "devEUI", NULL);
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdeg\"}", ST, "devEUI", NULL);
@@ -240,7 +245,9 @@ static void test_validate(void)
 		     "rows[0].line", NULL);
 	expect_valid(imp,
 		     "{\"rows\":[{\"line\":3,\"devEUI\":\"0123456789abcdef\",\"tkmInfo\":\"zz\"}]}",
-		     AD, "rows[0].tkmInfo", "must be 20 hexadecimal digits");
+		     AD, "rows[0].tkmInfo",
+		     "must be 20 hexadecimal digits; character 1 is 'z': give the digits alone, "
+		     "without 0x, spaces, dashes or colons");
 	expect_valid(imp, "{\"rows\":[],\"concurrency\":65}", AD, "concurrency", NULL);
 	expect_valid(imp, "{\"rows\":[],\"final\":1}", AD, "final", NULL);
 
