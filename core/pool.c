@@ -246,6 +246,12 @@ static void req_free(struct pool_req *r)
 	free(r);
 }
 
+/* What the pool links to, as its failures' reasons name it. */
+static const char *pool_name(const struct pool *p)
+{
+	return p->o.name ? p->o.name : "upstream";
+}
+
 /* The request's event: its timeout fired, or its outcome is ready to deliver. */
 static void req_event_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -255,9 +261,8 @@ static void req_event_cb(evutil_socket_t fd, short what, void *arg)
 
 	switch (r->state) {
 	case R_QUEUED:
-		snprintf(why, sizeof(why), "no upstream session ready within %u ms%s%s",
-			 p->o.request_timeout_ms, p->last_error[0] ? ": " : "",
-			 p->last_error);
+		snprintf(why, sizeof(why), "no %s session ready within %u ms%s%s", pool_name(p),
+			 p->o.request_timeout_ms, p->last_error[0] ? ": " : "", p->last_error);
 		req_finish(r, -ETIMEDOUT, false, why);
 		return;
 	case R_ACTIVE:
@@ -309,10 +314,12 @@ static void breaker_open(struct pool *p)
 	struct timeval tv = ms_tv(p->o.breaker_cooldown_ms);
 	event_add(p->breaker_timer, &tv);
 	if (p->cert_error != TLS_CERT_OK)
-		snprintf(why, sizeof(why), "upstream circuit breaker open: %s", p->cert_reason);
+		snprintf(why, sizeof(why), "%s circuit breaker open: %s", pool_name(p),
+			 p->cert_reason);
 	else
-		snprintf(why, sizeof(why), "upstream circuit breaker open after %u failures%s%s",
-			 p->consecutive_failures, p->last_error[0] ? ": " : "", p->last_error);
+		snprintf(why, sizeof(why), "%s circuit breaker open after %u failures%s%s",
+			 pool_name(p), p->consecutive_failures, p->last_error[0] ? ": " : "",
+			 p->last_error);
 	fail_queue(p, why);
 }
 
@@ -1162,13 +1169,15 @@ int pool_submit_for(struct pool *p, uint64_t owner, const char *buf, size_t len,
 	p->queued++;
 	if (p->breaker == POOL_BREAKER_OPEN && p->cert_error != TLS_CERT_OK) {
 		char why[WHY_MAX];
-		snprintf(why, sizeof(why), "upstream circuit breaker open: %s", p->cert_reason);
+		snprintf(why, sizeof(why), "%s circuit breaker open: %s", pool_name(p),
+			 p->cert_reason);
 		req_finish(r, -EHOSTUNREACH, false, why);
 		return 0;
 	}
 	if (p->breaker == POOL_BREAKER_OPEN && clock_now_ms() < p->open_until_ms) {
 		char why[WHY_MAX];
-		snprintf(why, sizeof(why), "upstream circuit breaker open (retry in %llu s)%s%s",
+		snprintf(why, sizeof(why), "%s circuit breaker open (retry in %llu s)%s%s",
+			 pool_name(p),
 			 (unsigned long long)((p->open_until_ms - clock_now_ms() + 999) / 1000),
 			 p->last_error[0] ? ": " : "", p->last_error);
 		req_finish(r, -EHOSTUNREACH, false, why);

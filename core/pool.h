@@ -54,7 +54,8 @@ struct pool_stats {
 
 /* The pool's settings; strings are borrowed and must outlive the pool. */
 struct pool_options {
-	const char *url; /* https://host[:port] or http://host[:port] */
+	const char *url;  /* https://host[:port] or http://host[:port] */
+	const char *name; /* what it links to, in its failures' reasons (NULL: "upstream") */
 	uint32_t sessions;
 	uint32_t queue; /* queued requests before -EBUSY */
 	uint32_t connect_timeout_ms;

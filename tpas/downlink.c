@@ -115,6 +115,7 @@ struct downlink *downlink_new(struct event_base *base, const struct downlink_opt
 		/* https://: the LRC's certificate chain and host name, checked by core/tls. */
 		const struct pool_options po = {
 		    .url = o->url,
+		    .name = "LRC",
 		    .sessions = d->sessions,
 		    /* One waiting per session: more would wait for the request timeout. */
 		    .queue = d->sessions,

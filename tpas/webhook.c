@@ -202,6 +202,7 @@ struct webhook *webhook_new(struct event_base *base, const struct webhook_option
 		 u.host, v6 ? "]" : "", u.port);
 	const struct pool_options po = {
 	    .url = origin,
+	    .name = "webhook",
 	    .sessions = 1,
 	    .queue = 4,
 	    .connect_timeout_ms = 5000,

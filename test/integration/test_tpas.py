@@ -1891,8 +1891,12 @@ class Downlink(TpasCase):
                                                    "payload": b"tls".hex()})
         self.assertEqual(r["status"], 200)
         self.assertEqual(bytes.fromhex(s.state["downlinks"][-1]["payload"]), b"tls")
-        # The same LRC checked against another CA: refused, and no downlink arrives.
-        t2 = self.tpas(lrc_url=f"https://127.0.0.1:{s.port}", lrc_ca=other_ca).start()
+        # The same LRC checked against another CA: refused, and no downlink arrives. A
+        # webhook to the same server and CA fails for the same reason, named as the
+        # webhook's.
+        t2 = self.tpas(lrc_url=f"https://127.0.0.1:{s.port}", lrc_ca=other_ca,
+                       extra=f"[webhook]\nurl = https://127.0.0.1:{s.port}/hook\n"
+                       f"ca-file = {other_ca}\n").start()
         s.as_url = t2.url
         self.import_astk(t2)
         n = len(s.state["downlinks"])
@@ -1908,6 +1912,9 @@ class Downlink(TpasCase):
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
         self.assertEqual(e.exception.error, "io.tpad.AS.Busy")
         self.assertEqual(len(s.state["downlinks"]), n)
+        wait_for(lambda: t2.status()["webhook"]["lastError"], 20, "the webhook's failure")
+        self.assertRegex(t2.status()["webhook"]["lastError"], r"^webhook .*unknown CA")
+        self.assertNotIn("upstream", t2.status()["webhook"]["lastError"])
 
     def test_a_refusal_carries_the_lrcs_answer(self):
         """The LRC says why it refuses a downlink in its answer's body: LrcFailed carries it
