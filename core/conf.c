@@ -16,6 +16,7 @@
 
 #include "hex.h"
 #include "http.h"
+#include "redact.h"
 #include "words.h"
 
 /* One directive's provenance, by its full name ("upstream.url", "printer.a.url"). */
@@ -657,12 +658,17 @@ int conf_load_string(const struct conf_schema *s, void *cfg, const char *name, c
 		int r = directive_set(d, base, value, why, sizeof(why));
 		if (r == -ENOMEM)
 			return r;
-		if (r < 0)
+		if (r < 0) {
+			/* Echoed, but not a URL's password: the error goes to the journal. */
+			char shown[512];
+			snprintf(shown, sizeof(shown), "%s", value);
+			redact_uri_passwords(shown);
 			return conf_error(
-			    err, errlen, name, lineno, "%s: '%s' %s%s", full, value, why,
+			    err, errlen, name, lineno, "%s: '%s' %s%s", full, shown, why,
 			    trailing_comment(value) ? " (a comment goes on a line of its own: '#' "
 						      "after a value is part of it)"
 						    : "");
+		}
 		char where[300];
 		snprintf(where, sizeof(where), "%s:%u", name, lineno);
 		if (origin_set(s, cfg, full, where) < 0)
@@ -971,11 +977,33 @@ int conf_validate_socket_path(const char *v, char *why, size_t whylen)
 	return -EINVAL;
 }
 
+/* Whether a URL has a user (and password) before its host: "scheme://user[:pw]@host". */
+static bool url_has_user(const char *v)
+{
+	const char *auth = strstr(v, "://");
+	if (!auth)
+		return false;
+	auth += 3;
+	const char *at = strchr(auth, '@');
+	return at && at < auth + strcspn(auth, "/?#");
+}
+
+/* A URL with user:password@: nothing here sends credentials that way. */
+static int user_refused(char *why, size_t whylen)
+{
+	snprintf(why, whylen,
+		 "holds user:password@, which is not supported: give the URL "
+		 "without it");
+	return -EINVAL;
+}
+
 int conf_validate_origin_url(const char *v, char *why, size_t whylen)
 {
 	struct http_url u;
 	if (!*v || (http_url_parse(v, &u) == 0 && (!u.path[0] || strcmp(u.path, "/") == 0)))
 		return 0;
+	if (url_has_user(v))
+		return user_refused(why, whylen);
 	snprintf(why, whylen, "is not https://host[:port] (or http:// for tests), with no path");
 	return -EINVAL;
 }
@@ -985,7 +1013,9 @@ int conf_validate_url(const char *v, char *why, size_t whylen)
 	struct http_url u;
 	if (!*v || http_url_parse(v, &u) == 0)
 		return 0;
-	snprintf(why, whylen, "is not https://host[:port][/path] (or http:// for tests)");
+	if (url_has_user(v))
+		return user_refused(why, whylen);
+	snprintf(why, whylen, "is not https://host[:port][/path] or http://host[:port][/path]");
 	return -EINVAL;
 }
 

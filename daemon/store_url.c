@@ -9,46 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define REDACTED "***"
-
-/* Where a token that started at p ends: a quote, white space or the end. */
-static size_t token_len(const char *p)
-{
-	return strcspn(p, "\"' \t\r\n");
-}
-
-/* Replace text[from, to) by REDACTED (to - from >= 1; the text never grows past its end). */
-static void replace(char *text, size_t from, size_t to)
-{
-	size_t rl = strlen(REDACTED);
-	if (to - from < rl) {
-		/* Shorter than the mark: the mark is cut to the secret's length, never longer. */
-		memset(text + from, '*', to - from);
-		return;
-	}
-	memcpy(text + from, REDACTED, rl);
-	memmove(text + from + rl, text + to, strlen(text + to) + 1);
-}
-
-/* The password of each "://user:password@" in text. */
-static void redact_uris(char *text)
-{
-	for (char *p = strstr(text, "://"); p; p = strstr(p, "://")) {
-		char *auth = p + 3;
-		size_t n = token_len(auth);
-		char *at = NULL;
-		for (size_t i = 0; i < n; i++)
-			if (auth[i] == '@')
-				at = auth + i; /* the last one: a password may hold a raw '@' */
-		char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-		if (colon && at > colon + 1) {
-			replace(text, (size_t)(colon + 1 - text), (size_t)(at - text));
-			p = colon + 1;
-		} else {
-			p = auth;
-		}
-	}
-}
+#include "redact.h"
 
 /* The value of each "password=" keyword (quoted or not) in text. */
 static void redact_keywords(char *text)
@@ -75,7 +36,7 @@ static void redact_keywords(char *text)
 			n = strcspn(v, " \t\r\n\"&");
 		}
 		if (n)
-			replace(text, (size_t)(v - text), (size_t)(v - text) + n);
+			redact_span(text, (size_t)(v - text), (size_t)(v - text) + n);
 		p = v;
 	}
 }
@@ -84,7 +45,7 @@ void store_url_redact(char *text)
 {
 	if (!text)
 		return;
-	redact_uris(text);
+	redact_uri_passwords(text);
 	redact_keywords(text);
 }
 

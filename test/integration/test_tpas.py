@@ -2988,6 +2988,12 @@ class Commands(TpasCase):
                 ("lrc", "url = https://lrc.example.com/path", "with no path"),
                 ("lrc", "url = https://lrc.example.com:0", "is not https://host[:port]"),
                 ("webhook", "url = ftp://x/", "is not https://host[:port][/path]"),
+                # Its password is not echoed into the journal.
+                ("webhook", "url = http://app:pw-in-url@127.0.0.1:8080/hook",
+                 "'http://app:***@127.0.0.1:8080/hook' holds user:password@, which is not "
+                 "supported"),
+                ("lrc", "url = https://lrc:pw-in-url@lrc.example.com",
+                 "'https://lrc:***@lrc.example.com' holds user:password@"),
                 ("apps", "group = no-such-group-here", "is not a group on this machine"),
                 ("admin", f"socket = {long_sock}", "longer than the 107 bytes"),
                 ("metrics", "listen = [::1]9100", "is not HOST:PORT")]:
@@ -3000,6 +3006,7 @@ class Commands(TpasCase):
                     self.assertEqual(p.returncode, 1, p.stderr)
                     self.assertIn(f"{bad}:3: ", p.stderr)
                     self.assertIn(want, p.stderr)
+                    self.assertNotIn("pw-in-url", p.stderr)
         # A world-readable tunnel key is refused.
         os.chmod(t.key_file, 0o644)
         p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
