@@ -193,6 +193,26 @@ void ctl_print_json(json_t *v)
 	}
 }
 
+/*
+ * What to do about an error whose parameters carry no reason: a line after it, so that a
+ * bare "UnknownDevice: devEUI=..." is not all an operator gets.
+ */
+static const struct {
+	const char *error, *hint;
+} error_hints[] = {
+    {"io.tpad.AS.UnknownDevice",
+     "tpas holds no AppSKey for this device yet: it takes it from an uplink carrying the "
+     "AppSKey field (the first after a join). Check that the LRC's AS route points at tpas "
+     "and that its ASTK is imported (tpactl as astks)."},
+    {"io.tpad.AS.CounterExhausted",
+     "The session's downlink counter is used up: the device must rejoin before another "
+     "downlink."},
+    {"io.tpad.AS.NoLrc", "Set url in the [lrc] section of tpas.conf, then restart tpas."},
+    {"io.tpad.AS.Busy",
+     "Nothing was sent and no FCntDn spent: the link to the LRC is down or full. Try again "
+     "later (tpactl as status shows the link)."},
+};
+
 void ctl_print_error(json_t *reply)
 {
 	const char *error = json_string_value(json_object_get(reply, "error"));
@@ -212,6 +232,9 @@ void ctl_print_error(json_t *reply)
 		first = false;
 	}
 	fputc('\n', stderr);
+	for (size_t i = 0; error && i < sizeof(error_hints) / sizeof(error_hints[0]); i++)
+		if (strcmp(error, error_hints[i].error) == 0)
+			fprintf(stderr, "%s\n", error_hints[i].hint);
 }
 
 /*

@@ -1563,6 +1563,10 @@ class Downlink(TpasCase):
             with self.assertRaises(VarlinkError) as e:
                 c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "00"})
             self.assertEqual(e.exception.error, "io.tpad.AS.UnknownDevice")
+        # tpactl says where the key comes from, not only the error's name.
+        p = t.tpactl("as", "send", "--dev-eui", DEV, "--port", "2", "--payload", "00", check=1)
+        self.assertEqual(p.stderr.splitlines()[0], f"tpactl: UnknownDevice: devEUI={DEV}")
+        self.assertIn("it takes it from an uplink carrying the AppSKey field", p.stderr)
         s.state["devices"][DEV]["fcnt_dn"] = 5  # the network's counter, as the LRC reports it
         self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
         with Client(t.apps) as c:
