@@ -45,8 +45,8 @@ int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
  * Write one line to buf that says why loading credential name (or fallback_path) failed
  * with err and how to fix it, naming the file that was tried: e.g. "/etc/tpad/psk is
  * readable by other users: run chmod o-rwx /etc/tpad/psk". A missing fallback_path that is
- * no path (neither absolute nor ./ or ../) is not named: it is most likely the secret
- * itself, written in the file directive. Returns buf.
+ * no path (neither absolute nor a name with a dot, as tpa.psk) is not named: it is most
+ * likely the secret itself, written in the file directive. Returns buf.
  */
 const char *cred_explain(int err, const char *name, const char *fallback_path, char *buf,
 			 size_t len);

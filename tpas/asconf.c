@@ -60,7 +60,10 @@ static const struct conf_directive directives[] = {
      .def = "/run/tpas/apps.sock",
      .validate = conf_validate_socket_path},
     {.name = "apps.mode", .type = CONF_MODE, .offset = OFF(apps_mode), .def = "0660", .max = 0777},
-    {.name = "apps.group", .type = CONF_STR_OPT, .offset = OFF(apps_group), .def = "",
+    {.name = "apps.group",
+     .type = CONF_STR_OPT,
+     .offset = OFF(apps_group),
+     .def = "",
      .validate = conf_validate_group},
 
     {.name = "admin.socket",
@@ -73,7 +76,10 @@ static const struct conf_directive directives[] = {
      .offset = OFF(admin_mode),
      .def = "0600",
      .max = 0777},
-    {.name = "admin.group", .type = CONF_STR_OPT, .offset = OFF(admin_group), .def = "",
+    {.name = "admin.group",
+     .type = CONF_STR_OPT,
+     .offset = OFF(admin_group),
+     .def = "",
      .validate = conf_validate_group},
 
     {.name = "store.path",
@@ -90,7 +96,10 @@ static const struct conf_directive directives[] = {
 
     {.name = "astk.rsa-key-file", .type = CONF_STR_OPT, .offset = OFF(rsa_key_file), .def = ""},
 
-    {.name = "lrc.url", .type = CONF_STR_OPT, .offset = OFF(lrc_url), .def = "",
+    {.name = "lrc.url",
+     .type = CONF_STR_OPT,
+     .offset = OFF(lrc_url),
+     .def = "",
      .validate = conf_validate_origin_url},
     {.name = "lrc.ca-file", .type = CONF_STR_OPT, .offset = OFF(lrc_ca_file), .def = ""},
     {.name = "lrc.sessions",
@@ -106,9 +115,16 @@ static const struct conf_directive directives[] = {
      .min = 100,
      .max = 600000},
 
-    {.name = "webhook.url", .type = CONF_STR_OPT, .offset = OFF(webhook_url), .def = "",
+    {.name = "webhook.url",
+     .type = CONF_STR_OPT,
+     .offset = OFF(webhook_url),
+     .def = "",
      .validate = conf_validate_url},
     {.name = "webhook.ca-file", .type = CONF_STR_OPT, .offset = OFF(webhook_ca_file), .def = ""},
+    {.name = "webhook.token-file",
+     .type = CONF_STR_OPT,
+     .offset = OFF(webhook_token_file),
+     .def = ""},
     {.name = "webhook.request-timeout",
      .type = CONF_DURATION,
      .offset = OFF(webhook_timeout_ms),
@@ -130,7 +146,10 @@ static const struct conf_directive directives[] = {
 
     SERVER_LIMITS_DIRECTIVES(OFF(limits), "256", "192", "64"),
 
-    {.name = "metrics.listen", .type = CONF_STR_OPT, .offset = OFF(metrics_listen), .def = "",
+    {.name = "metrics.listen",
+     .type = CONF_STR_OPT,
+     .offset = OFF(metrics_listen),
+     .def = "",
      .validate = conf_validate_listen},
 };
 

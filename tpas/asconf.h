@@ -49,6 +49,7 @@ struct asconf {
 	/* [webhook] */
 	char *webhook_url;
 	char *webhook_ca_file;
+	char *webhook_token_file; /* the credential webhook-token: sent as a Bearer token */
 	uint32_t webhook_timeout_ms;
 	uint32_t webhook_retry_max_ms;
 	uint32_t webhook_batch;

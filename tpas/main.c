@@ -86,6 +86,30 @@ static int load_tunnel_key(const struct asconf *cfg, char *tunnel_key, size_t tk
 	return r;
 }
 
+/*
+ * The webhook's token (webhook.token-file, the credential webhook-token) into token
+ * (WEBHOOK_TOKEN_MAX + 1 bytes): "" when none is configured, 0; or < 0, logged.
+ */
+static int load_webhook_token(const struct asconf *cfg, char *token)
+{
+	token[0] = '\0';
+	if (!cfg->webhook_token_file || !*cfg->webhook_token_file)
+		return 0;
+	char why[PATH_MAX + 200];
+	int r =
+	    cred_load_text("webhook-token", cfg->webhook_token_file, token, WEBHOOK_TOKEN_MAX + 1);
+	if (r < 0)
+		log_errx("cannot load the webhook token: %s",
+			 r == -E2BIG ? "it is longer than 1024 characters"
+				     : cred_explain(r, "webhook-token", cfg->webhook_token_file,
+						    why, sizeof(why)));
+	else if ((r = webhook_token_check(token, why, sizeof(why))) < 0)
+		log_errx("cannot load the webhook token from %s: %s", cfg->webhook_token_file, why);
+	if (r < 0)
+		cred_wipe(token, WEBHOOK_TOKEN_MAX + 1);
+	return r;
+}
+
 /* The store key, as start needs it. */
 static int load_store_key(const struct asconf *cfg, uint8_t store_key[SEAL_KEY_LEN])
 {
@@ -493,14 +517,19 @@ static int run(const struct asconf *cfg, const char *config_path)
 		goto out;
 	}
 	if (cfg->webhook_url) {
+		static char token[WEBHOOK_TOKEN_MAX + 1];
+		if (load_webhook_token(cfg, token) < 0)
+			goto out;
 		const struct webhook_options wopt = {
 		    .url = cfg->webhook_url,
 		    .ca_file = cfg->webhook_ca_file,
 		    .request_timeout_ms = cfg->webhook_timeout_ms,
 		    .retry_max_ms = cfg->webhook_retry_max_ms,
 		    .batch = cfg->webhook_batch,
+		    .token = token,
 		};
 		t.webhook = webhook_new(t.base, &wopt, t.journal, err, sizeof(err));
+		cred_wipe(token, sizeof(token));
 		if (!t.webhook) {
 			log_errx("%s", err);
 			goto out;
@@ -602,6 +631,11 @@ int main(int argc, char **argv)
 			r = check_rsa_key(&cfg);
 		if (r == 0)
 			r = check_tunnel_tls(&cfg);
+		if (r == 0) {
+			char token[WEBHOOK_TOKEN_MAX + 1];
+			r = load_webhook_token(&cfg, token);
+			cred_wipe(token, sizeof(token));
+		}
 	}
 	if (check || print) {
 		if (r == 0 && print)

@@ -1,8 +1,8 @@
 /* webhook: the journal's uplinks POSTed in order to an HTTP endpoint, with retries. */
 #include "webhook.h"
 
-#include <errno.h>
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,9 +11,10 @@
 
 #include <event2/event.h>
 
+#include "cred.h"
+#include "events.h"
 #include "http.h"
 #include "journal.h"
-#include "events.h"
 #include "log.h"
 #include "message.h"
 #include "pool.h"
@@ -31,6 +32,7 @@ struct webhook {
 	struct event *retry;
 	char url[512];
 	char path[HTTP_MAX_LINE / 4];
+	char token[WEBHOOK_TOKEN_MAX + 1]; /* "" none; wiped at free */
 	uint32_t retry_max_ms, backoff_ms, batch;
 	int64_t cursor;
 	int64_t sending_last; /* seq of the last uplink in the POST in flight; 0: none */
@@ -163,11 +165,14 @@ static void pump(struct webhook *w)
 	    .content_type = "application/json",
 	    .body = text,
 	    .body_len = text ? strlen(text) : 0,
+	    .bearer = w->token[0] ? w->token : NULL,
 	};
 	int r = text ? http_request_build(&hr, &buf, &len) : -ENOMEM;
 	free(text);
 	if (r == 0)
 		r = pool_submit(w->pool, buf, len, done_cb, w);
+	if (buf)
+		cred_wipe(buf, len); /* the token; the pool wipes its own copy */
 	free(buf);
 	if (r < 0) {
 		failed(w, strerror(-r));
@@ -195,6 +200,13 @@ struct webhook *webhook_new(struct event_base *base, const struct webhook_option
 	w->retry_max_ms = o->retry_max_ms ? o->retry_max_ms : 30000;
 	w->batch = o->batch ? o->batch : 100;
 	snprintf(w->url, sizeof(w->url), "%s", o->url);
+	if (o->token && *o->token) {
+		if (webhook_token_check(o->token, err, errlen) < 0) {
+			free(w);
+			return NULL;
+		}
+		snprintf(w->token, sizeof(w->token), "%s", o->token);
+	}
 	snprintf(w->path, sizeof(w->path), "%s", u.path[0] ? u.path : "/");
 	bool v6 = strchr(u.host, ':') != NULL;
 	char origin[HTTP_MAX_HOST + 32];
@@ -239,8 +251,29 @@ struct webhook *webhook_free(struct webhook *w)
 	pool_free(w->pool);
 	if (w->retry)
 		event_free(w->retry);
+	cred_wipe(w->token, sizeof(w->token));
 	free(w);
 	return NULL;
+}
+
+int webhook_token_check(const char *text, char *why, size_t whylen)
+{
+	size_t n = strlen(text);
+	if (n == 0 || n > WEBHOOK_TOKEN_MAX) {
+		snprintf(why, whylen, "the webhook token must be 1 to %d characters",
+			 WEBHOOK_TOKEN_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (text[i] <= ' ' || text[i] > '~') {
+			/* Which one, not what: the text is a secret. */
+			snprintf(why, whylen,
+				 "the webhook token's character %zu is not visible ASCII (it goes "
+				 "in an HTTP header: one line, no spaces)",
+				 i + 1);
+			return -EINVAL;
+		}
+	return 0;
 }
 
 void webhook_notify(struct webhook *w)

@@ -17,7 +17,17 @@ struct webhook_options {
 	uint32_t request_timeout_ms;
 	uint32_t retry_max_ms; /* longest wait between two tries */
 	uint32_t batch;	       /* uplinks per POST at most */
+	const char *token;     /* sent as "Authorization: Bearer TOKEN"; NULL or "": none */
 };
+
+/* The longest webhook token (visible ASCII, no spaces). */
+#define WEBHOOK_TOKEN_MAX 1024
+
+/*
+ * Whether text can be the webhook's token: 1 to WEBHOOK_TOKEN_MAX characters of visible
+ * ASCII (it goes in an HTTP header line). 0, or -EINVAL with the reason in why.
+ */
+int webhook_token_check(const char *text, char *why, size_t whylen);
 
 /*
  * Start delivering from the cursor stored in the journal (0 the first time): every uplink

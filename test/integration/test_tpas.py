@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import pathlib
+import secrets
 import select
 import shutil
 import signal
@@ -249,9 +250,10 @@ class TpasCase(unittest.TestCase):
         os.chmod(key, 0o600)
         return cert, key
 
-    def receiver(self, answer):
+    def receiver(self, answer, headers=None):
         """An HTTP server on a free port calling answer(body) -> (status, reply body) for
-        each POST; stopped when the test ends. Its URL."""
+        each POST (its headers appended to the list headers, when given); stopped when the
+        test ends. Its URL."""
         import http.server
         import socketserver
 
@@ -262,6 +264,8 @@ class TpasCase(unittest.TestCase):
                 pass
 
             def do_POST(self):
+                if headers is not None:
+                    headers.append(dict(self.headers))
                 status, reply = answer(self.rfile.read(int(self.headers["Content-Length"])))
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(reply)))
@@ -3559,6 +3563,43 @@ class Webhook(TpasCase):
         wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
         with lock:
             self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
+
+    def test_a_token_goes_with_every_post(self):
+        """webhook.token-file: each POST carries Authorization: Bearer TOKEN (a receiver
+        refuses the others), the token never in the log; a token file others can read, or
+        a token that cannot go in a header, is refused without showing it."""
+        token = "tpas-" + secrets.token_urlsafe(24)
+        path = os.path.join(self.tmp, "webhook-token")
+        write_secret(path, token)
+        got, seen, lock = [], [], threading.Lock()
+
+        def answer(body):
+            with lock:
+                if seen[-1].get("Authorization") != f"Bearer {token}":
+                    return 401, b"bad token"
+                got.extend(json.loads(body)["uplinks"])
+            return 200, b""
+        t, s = self.sending(self.receiver(answer, seen) + "/hook", 1, 3, b"t",
+                            f"token-file = {path}\n")
+        wait_for(lambda: len(got) == 3, 20, "3 uplinks at the webhook")
+        self.assertEqual({h.get("Authorization") for h in seen}, {f"Bearer {token}"})
+        self.assertEqual(t.status()["webhook"]["failures"], 0)
+        self.assertNotIn(token, t.log_text())
+        # Refused at --check-config and at start, the token not shown.
+        t.stop()
+        os.chmod(path, 0o644)
+        for args in (["--check-config"], []):
+            p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                               text=True, timeout=20)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(f"run chmod o-rwx {path}", p.stderr)
+        os.chmod(path, 0o600)
+        write_secret(path, "two words")
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("the webhook token's character 4 is not visible ASCII", p.stderr)
+        self.assertNotIn("words", p.stderr)
 
     def test_lag_in_seconds_while_the_receiver_is_down(self):
         """tpas_webhook_lag_seconds: 0 while the webhook has every uplink; while the
