@@ -977,17 +977,6 @@ int conf_validate_socket_path(const char *v, char *why, size_t whylen)
 	return -EINVAL;
 }
 
-/* Whether a URL has a user (and password) before its host: "scheme://user[:pw]@host". */
-static bool url_has_user(const char *v)
-{
-	const char *auth = strstr(v, "://");
-	if (!auth)
-		return false;
-	auth += 3;
-	const char *at = strchr(auth, '@');
-	return at && at < auth + strcspn(auth, "/?#");
-}
-
 /* A URL with user:password@: nothing here sends credentials that way. */
 static int user_refused(char *why, size_t whylen)
 {
@@ -1002,7 +991,7 @@ int conf_validate_origin_url(const char *v, char *why, size_t whylen)
 	struct http_url u;
 	if (!*v || (http_url_parse(v, &u) == 0 && (!u.path[0] || strcmp(u.path, "/") == 0)))
 		return 0;
-	if (url_has_user(v))
+	if (redact_uri_has_userinfo(v, false))
 		return user_refused(why, whylen);
 	snprintf(why, whylen, "is not https://host[:port] (or http:// for tests), with no path");
 	return -EINVAL;
@@ -1013,7 +1002,7 @@ int conf_validate_url(const char *v, char *why, size_t whylen)
 	struct http_url u;
 	if (!*v || http_url_parse(v, &u) == 0)
 		return 0;
-	if (url_has_user(v))
+	if (redact_uri_has_userinfo(v, false))
 		return user_refused(why, whylen);
 	snprintf(why, whylen, "is not https://host[:port][/path] or http://host[:port][/path]");
 	return -EINVAL;

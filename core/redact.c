@@ -21,15 +21,33 @@ void redact_span(char *text, size_t from, size_t to)
 	memmove(text + from + rl, text + to, strlen(text + to) + 1);
 }
 
+/*
+ * The '@' that ends the userinfo of the URI whose authority starts at auth and may run n
+ * bytes, or NULL: the last '@' in them (a password may hold a raw '@').
+ */
+static const char *userinfo_at(const char *auth, size_t n)
+{
+	const char *at = NULL;
+	for (size_t i = 0; i < n; i++)
+		if (auth[i] == '@')
+			at = auth + i;
+	return at;
+}
+
+bool redact_uri_has_userinfo(const char *text, bool with_password)
+{
+	const char *p = strstr(text, "://");
+	const char *at = p ? userinfo_at(p + 3, strlen(p + 3)) : NULL;
+	if (!at)
+		return false;
+	return !with_password || memchr(p + 3, ':', (size_t)(at - (p + 3))) != NULL;
+}
+
 void redact_uri_passwords(char *text)
 {
 	for (char *p = strstr(text, "://"); p; p = strstr(p, "://")) {
 		char *auth = p + 3;
-		size_t n = token_len(auth);
-		char *at = NULL;
-		for (size_t i = 0; i < n; i++)
-			if (auth[i] == '@')
-				at = auth + i; /* the last one: a password may hold a raw '@' */
+		char *at = (char *)userinfo_at(auth, token_len(auth));
 		char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
 		if (colon && at > colon + 1) {
 			redact_span(text, (size_t)(colon + 1 - text), (size_t)(at - text));

@@ -1,6 +1,7 @@
 /* redact: passwords taken out of text that is logged or shown (a URL's user:password@). */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* What a secret is replaced by. */
@@ -11,6 +12,13 @@
  * span shorter than the mark becomes as many '*'.
  */
 void redact_span(char *text, size_t from, size_t to);
+
+/*
+ * Whether the first URI in text has a userinfo ("scheme://user@host"); with_password, only
+ * one with a password ("user:password@"). It ends at the last '@' after the "://", as a
+ * password may hold a raw '@' or even a space: a check errs towards "it may".
+ */
+bool redact_uri_has_userinfo(const char *text, bool with_password);
 
 /* The password of each "://user:password@" in text, in place. */
 void redact_uri_passwords(char *text);

@@ -63,11 +63,7 @@ static bool looks_like_conninfo(const char *url)
  */
 static bool may_hold_password(const char *url)
 {
-	const char *auth = strstr(url, "://");
-	const char *at = auth ? strrchr(auth + 3, '@') : NULL;
-	if (at && memchr(auth + 3, ':', (size_t)(at - (auth + 3))))
-		return true;
-	return strcasestr(url, "password") != NULL;
+	return redact_uri_has_userinfo(url, true) || strcasestr(url, "password") != NULL;
 }
 
 int store_url_check(const char *url, char *why, size_t whylen)

@@ -488,6 +488,9 @@ class Config(TpadTestCase):
         for section, line, want in [
                 ("upstream", "url = https://127.0.0.1:99999", "is not https://host[:port]"),
                 ("upstream", "url = https://tpa.example.com/api", "with no path"),
+                ("upstream", "url = https://line1:S3cretPw@tpa.example.com",
+                 "'https://line1:***@tpa.example.com' holds user:password@, which is not "
+                 "supported"),
                 ("station", "group = no-such-group-here", "is not a group on this machine"),
                 ("admin", "group = 4294967295x", "is not a group on this machine"),
                 ("station", f"socket = {long_sock}", "longer than the 107 bytes"),
@@ -502,6 +505,7 @@ class Config(TpadTestCase):
                     self.assertIn(f"{bad}:3: ", p.stderr)
                     self.assertIn(want, p.stderr)
                     self.assertEqual(p.stderr.count(bad), 1, p.stderr)
+                    self.assertNotIn("S3cretPw", p.stderr)
 
     def test_print_config(self):
         d = self.daemon(conf_extra="limits.idle-timeout = 90s\nqr.ec-level = q")

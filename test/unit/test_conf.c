@@ -176,5 +176,15 @@ int main(void)
 	CHECK_STR(err,
 		  "t.conf:2: main.timeout: '2x' must be a duration such as 500ms, 5s, 2m or 1h");
 	conf_free(&schema, &c);
+
+	/* A URL with a user (with or without a password) is refused as such; an '@' in a
+	 * path is not a user. */
+	CHECK_INT(conf_validate_url("https://u:pw@h/x", why, sizeof(why)), -EINVAL);
+	CHECK(strstr(why, "holds user:password@") != NULL);
+	CHECK_INT(conf_validate_origin_url("https://line1@h", why, sizeof(why)), -EINVAL);
+	CHECK(strstr(why, "holds user:password@") != NULL);
+	CHECK_INT(conf_validate_url("https://h/a@b", why, sizeof(why)), 0);
+	CHECK_INT(conf_validate_origin_url("https://h:99999", why, sizeof(why)), -EINVAL);
+	CHECK(strstr(why, "user") == NULL);
 	return tap_done();
 }
