@@ -98,11 +98,13 @@ static int load_webhook_token(const struct asconf *cfg, char *token)
 	char why[PATH_MAX + 200];
 	int r =
 	    cred_load_text("webhook-token", cfg->webhook_token_file, token, WEBHOOK_TOKEN_MAX + 1);
-	if (r < 0)
-		log_errx("cannot load the webhook token: %s",
-			 r == -E2BIG ? "it is longer than 1024 characters"
-				     : cred_explain(r, "webhook-token", cfg->webhook_token_file,
-						    why, sizeof(why)));
+	if (r == -E2BIG)
+		log_errx("cannot load the webhook token: it is longer than %d characters",
+			 WEBHOOK_TOKEN_MAX);
+	else if (r < 0)
+		log_errx(
+		    "cannot load the webhook token: %s",
+		    cred_explain(r, "webhook-token", cfg->webhook_token_file, why, sizeof(why)));
 	else if ((r = webhook_token_check(token, why, sizeof(why))) < 0)
 		log_errx("cannot load the webhook token from %s: %s", cfg->webhook_token_file, why);
 	if (r < 0)

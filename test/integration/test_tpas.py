@@ -3600,6 +3600,13 @@ class Webhook(TpasCase):
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("the webhook token's character 4 is not visible ASCII", p.stderr)
         self.assertNotIn("words", p.stderr)
+        write_secret(path, "x" * 1024 + "TAIL")
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("cannot load the webhook token: it is longer than 1024 characters",
+                      p.stderr)
+        self.assertNotIn("xxxx", p.stderr)
 
     def test_lag_in_seconds_while_the_receiver_is_down(self):
         """tpas_webhook_lag_seconds: 0 while the webhook has every uplink; while the
