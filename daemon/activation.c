@@ -316,9 +316,11 @@ static void job_finish(struct job *j, enum act_outcome outcome)
 		else
 			a->stats.stored++;
 		if (!(is_settle(j) && j->res.skipped)) /* the settler found nothing to do */
-			a->ops->audit(a->ctx, j->rec.dev_eui, j->req.method, j->req.uid,
-				      j->req.pid,
-				      j->req.adopt ? "adopted" : j->res.live ? "live" : "stored");
+			a->ops->audit(a->ctx, j->rec.dev_eui, j->req.method, j->req.uid, j->req.pid,
+				      j->req.adopt    ? "adopted"
+				      : j->req.oneway ? "oneway"
+				      : j->res.live   ? "live"
+						      : "stored");
 	}
 	if (outcome == ACT_UNKNOWN)
 		j->res.retry_after = due_set(a, j->req.dev_eui, j->res.retry_after);

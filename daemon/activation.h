@@ -67,6 +67,7 @@ struct act_request {
 	bool has_app_key;
 	bool generate_app_key;
 	bool adopt;	    /* an admin takes a FOREIGN device: adopt the cloud's token */
+	bool oneway;	    /* the caller wants no reply: the work is done, nothing handed out */
 	const char *method; /* for the audit trail: "io.tpad.Station.Activate" ... */
 	const char *origin; /* "activate" or "import" */
 	uint32_t uid;

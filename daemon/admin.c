@@ -542,6 +542,7 @@ static int import_rows(struct import_call *c, json_t *rows, bool generate)
 		q->uid = (uint32_t)p->uid;
 		q->pid = (int32_t)p->pid;
 		q->owner = p->conn_id;
+		q->oneway = req_oneway(c->r);
 		proto_param_hex(v, "devEUI", q->dev_eui, HEX_EUI);
 		proto_param_hex(v, "joinEUI", q->join_eui, HEX_EUI);
 		proto_param_hex(v, "profileId", q->profile_id, HEX_PROFILE);

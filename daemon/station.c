@@ -316,7 +316,8 @@ void station_activate(struct tpad *t, struct req *r)
 				.origin = "activate",
 				.uid = (uint32_t)peer->uid,
 				.pid = (int32_t)peer->pid,
-				.owner = peer->conn_id};
+				.owner = peer->conn_id,
+				.oneway = req_oneway(r)};
 	proto_param_hex(params, "devEUI", q.dev_eui, HEX_EUI);
 	proto_param_hex(params, "joinEUI", q.join_eui, HEX_EUI);
 	proto_param_hex(params, "profileId", q.profile_id, HEX_PROFILE);
@@ -430,8 +431,9 @@ static void on_lookup_read(int rc, const struct store_record *rec, const char *r
 	} else {
 		json_t *reply = device_reply(t, rec, "stored", &p->qr, p->want_qr);
 		if (t->store)
-			store_audit(t->store, dev_eui, "io.tpad.Station.Lookup", (uint32_t)peer->uid,
-				    (int32_t)peer->pid, "stored");
+			store_audit(t->store, dev_eui, "io.tpad.Station.Lookup",
+				    (uint32_t)peer->uid, (int32_t)peer->pid,
+				    req_oneway(r) ? "oneway" : "stored");
 		if (reply)
 			reply_maybe_print(t, r, reply, rec, &p->pw, "io.tpad.Station.Lookup");
 		else

@@ -185,6 +185,20 @@ class Oneway(Base):
         wait_for(lambda: {eui(1), eui(2)} <= {x["deviceEUI"] for x in self.s.devices()},
                  10, "oneway activation and import")
         self.assertEqual(self.s.counters()["duplicate_imports"], 0)
+        # Nothing was handed out: the audit trail says so, and a Lookup with a reply is
+        # audited as a hand-out from the store.
+        with Client(self.d.admin) as c:
+            for e in (eui(1), eui(2)):
+                audit = c.call("io.tpad.Admin.GetDevice", {"devEUI": e})["audit"]
+                self.assertTrue(audit, e)
+                self.assertEqual({a["outcome"] for a in audit}, {"oneway"}, audit)
+        with Client(self.d.station) as c:
+            c.call("io.tpad.Station.Lookup", {"devEUI": eui(1)})
+        with Client(self.d.admin) as c:
+            last = lambda: c.call("io.tpad.Admin.GetDevice", {"devEUI": eui(1)})["audit"][-1]
+            wait_for(lambda: last()["method"] == "io.tpad.Station.Lookup", 10,
+                     "the Lookup's audit entry")
+            self.assertEqual(last()["outcome"], "stored")
 
 
 class SettleRace(Base):
