@@ -354,8 +354,9 @@ static void print_status(json_t *r)
 		    (long long)json_integer_value(json_object_get(d, "refused")));
 	json_t *w = json_object_get(r, "webhook");
 	if (json_is_object(w))
-		printf("webhook: %s, delivered through seq %lld, %lld failures%s%s\n",
+		printf("webhook: %s%s, delivered through seq %lld, %lld failures%s%s\n",
 		       json_string_value(json_object_get(w, "url")),
+		       json_is_true(json_object_get(w, "token")) ? " (with a token)" : "",
 		       (long long)json_integer_value(json_object_get(w, "cursor")),
 		       (long long)json_integer_value(json_object_get(w, "failures")),
 		       *json_string_value(json_object_get(w, "lastError")) ? ", last: " : "",

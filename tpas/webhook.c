@@ -293,7 +293,8 @@ json_t *webhook_status_json(const struct webhook *w)
 {
 	if (!w)
 		return json_null();
-	return json_pack("{s:s, s:I, s:I, s:I, s:s}", "url", w->url, "cursor",
-			 (json_int_t)w->cursor, "delivered", (json_int_t)w->delivered, "failures",
-			 (json_int_t)w->failures, "lastError", w->last_error);
+	return json_pack("{s:s, s:b, s:I, s:I, s:I, s:s}", "url", w->url, "token",
+			 w->token[0] != '\0', "cursor", (json_int_t)w->cursor, "delivered",
+			 (json_int_t)w->delivered, "failures", (json_int_t)w->failures, "lastError",
+			 w->last_error);
 }

@@ -3584,6 +3584,9 @@ class Webhook(TpasCase):
         wait_for(lambda: len(got) == 3, 20, "3 uplinks at the webhook")
         self.assertEqual({h.get("Authorization") for h in seen}, {f"Bearer {token}"})
         self.assertEqual(t.status()["webhook"]["failures"], 0)
+        self.assertIs(t.status()["webhook"]["token"], True)
+        self.assertIn(" (with a token), delivered through seq 3",
+                      t.tpactl("as", "status").stdout)
         self.assertNotIn(token, t.log_text())
         # Refused at --check-config and at start, the token not shown.
         t.stop()
@@ -3643,6 +3646,7 @@ class Webhook(TpasCase):
             return got
 
         wait_for(lambda: t.status()["webhook"]["cursor"] == 1, 20, "seq 1 delivered")
+        self.assertIs(t.status()["webhook"]["token"], False)
         self.assertEqual(lag(), 0)
         # The receiver is down: seq 2 waits, then seq 3 too; the age is seq 2's, growing.
         two = sent()
