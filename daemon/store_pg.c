@@ -266,7 +266,9 @@ struct pgw {
 	size_t batch_len;
 	size_t cur;	  /* index of the statement whose results come next */
 	size_t first;	  /* index of BEGIN: after the statements prepared with this batch */
+	size_t n_prep;	  /* DEALLOCATE and the statements prepared with this batch, or 0 */
 	bool prepared;	  /* the statements are prepared on this connection */
+	bool in_failed_tx; /* the last batch failed before its COMMIT: its transaction is open */
 	unsigned prep_ok; /* statements prepared by the batch in flight */
 	bool batch_error;
 	char batch_reason[256];
@@ -663,7 +665,7 @@ static void writer_kick(struct pgw *w)
 	w->batch = head;
 	w->batch_len = n;
 	w->cur = 0;
-	w->first = 0;
+	w->n_prep = 0;
 	w->batch_error = false;
 	w->commit_ok = false;
 	w->batch_reason[0] = '\0';
@@ -678,8 +680,18 @@ static void writer_kick(struct pgw *w)
 		ok = PQsendQueryParams(w->conn, "DEALLOCATE ALL", 0, NULL, NULL, NULL, NULL, 0);
 		for (int k = 0; ok && k < N_STATEMENTS; k++)
 			ok = PQsendPrepare(w->conn, statement_names[k], statement_sql[k], 0, NULL);
-		w->first = N_STATEMENTS + 1;
+		w->n_prep = N_STATEMENTS + 1;
 		w->prep_ok = 0;
+	}
+	w->first = w->n_prep;
+	/*
+	 * A statement that failed (a missing grant, say) skipped the rest of its batch, its
+	 * COMMIT too, and the Sync ends only an implicit transaction: the server still holds
+	 * that one, aborted, and would refuse every later batch on this connection.
+	 */
+	if (ok && w->in_failed_tx) {
+		ok = PQsendQueryParams(w->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+		w->first++;
 	}
 	ok = ok && PQsendQueryParams(w->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
 	for (struct op *op = head; ok && op; op = op->next)
@@ -816,8 +828,9 @@ static void writer_read(struct pgw *w)
 			w->batch_len = 0;
 			w->state = W_IDLE;
 			w->backoff_ms = PG_BACKOFF_MIN_MS;
-			if (w->first && w->prep_ok == N_STATEMENTS)
+			if (w->n_prep && w->prep_ok == N_STATEMENTS)
 				w->prepared = true;
+			w->in_failed_tx = !w->commit_ok;
 			bool reader = w->idx == s->n_writers;
 			if (!w->batch_error && w->commit_ok) {
 				if (!reader) {
@@ -866,7 +879,7 @@ static void writer_read(struct pgw *w)
 		} else if (st == PGRES_PIPELINE_ABORTED) {
 			w->batch_error = true;
 		} else if (w->cur < w->first) {
-			if (w->cur > 0 && st == PGRES_COMMAND_OK)
+			if (w->cur > 0 && w->cur < w->n_prep && st == PGRES_COMMAND_OK)
 				w->prep_ok++;
 		} else if (w->cur == w->first + w->batch_len + 1) {
 			w->commit_ok = st == PGRES_COMMAND_OK;
@@ -915,6 +928,7 @@ static void writer_poll_connect(struct pgw *w)
 		log_info("store: connection %u to the database is up", w->idx);
 	w->was_up = true;
 	w->prepared = false;
+	w->in_failed_tx = false;
 	evtimer_del(w->batch_timer); /* the connect deadline */
 	w->state = W_IDLE;
 	w->backoff_ms = PG_BACKOFF_MIN_MS;

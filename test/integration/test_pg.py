@@ -738,23 +738,34 @@ class Grants(TpadTestCase):
 
     store_backend = "postgresql"
 
-    def test_a_line_role_with_only_the_listed_grants(self):
+    TABLES = "devices, attempts, labels, audit, meta, app_key_pool"
+
+    def line_role(self, table_rights="SELECT, INSERT, UPDATE", sequence=True):
+        """The tables made by the owner role (a tpad started once), then a role for the
+        lines with the rights given (README's by default): the cloud, its PSK, the store
+        key and the role's URL (password line-pw)."""
         psk = secrets.token_hex(16)
         sim = self.sim(psk).start()
         owner = self.daemon(upstream_url=sim.url(), psk_hex=psk).start()
         owner.stop()
-        db = self.pg_url.split("/")[3].split("?")[0]
-        role = "line_" + secrets.token_hex(4)
-        self.pg.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'line-pw';"
-                     f"GRANT SELECT, INSERT, UPDATE ON devices, attempts, labels, audit, meta, "
-                     f"app_key_pool TO {role}; GRANT USAGE ON SEQUENCE audit_id_seq TO {role};",
-                     db=db)
+        self.db = self.pg_url.split("/")[3].split("?")[0]
+        self.role = role = "line_" + secrets.token_hex(4)
+        sql = f"CREATE ROLE {role} LOGIN PASSWORD 'line-pw';"
+        if table_rights:
+            sql += f"GRANT {table_rights} ON {self.TABLES} TO {role};"
+        if sequence:
+            sql += f"GRANT USAGE ON SEQUENCE audit_id_seq TO {role};"
+        self.pg.psql(sql, db=self.db)
         self.assertEqual(self.pg.psql(f"SELECT has_schema_privilege('{role}', 'public', "
-                                      f"'CREATE')", db=db), "f")
+                                      f"'CREATE')", db=self.db), "f")
         with open(owner.key_file) as f:
             key = f.read().strip()
         url = self.pg_url.replace("://tpad@", f"://{role}@", 1)
         self.assertNotEqual(url, self.pg_url)
+        return sim, psk, key, url
+
+    def test_a_line_role_with_only_the_listed_grants(self):
+        sim, psk, key, url = self.line_role()
         line = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=url,
                            pg_password="line-pw", key_hex=key).start()
         with line.station_client() as c:
@@ -766,6 +777,33 @@ class Grants(TpadTestCase):
         nopw.start(wait=False)
         self.assertEqual(nopw.proc.wait(20), 1)
         self.assertIn("LoadCredential=store-password", nopw.log_text())
+
+    def test_one_refused_statement_does_not_fail_the_writes_after_it(self):
+        """A write the database refuses (here the audit entry of a Lookup, while the
+        sequence's grant is away) fails its own transaction only: once the grant is back,
+        the next Lookups and their audit entries commit on the same connection (before,
+        the failed transaction stayed open and every later one failed with "current
+        transaction is aborted" until the connection was lost)."""
+        sim, psk, key, url = self.line_role()
+        line = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=url,
+                           pg_password="line-pw", key_hex=key).start()
+        with line.station_client() as c:
+            for i in range(3):
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(95 + i), "tkmInfo": TKM})
+        self.pg.psql(f"REVOKE USAGE ON SEQUENCE audit_id_seq FROM {self.role}", db=self.db)
+        with line.station_client() as c:
+            c.call("io.tpad.Station.Lookup", {"devEUI": eui(95)})
+        wait_for(lambda: "permission denied for sequence audit_id_seq" in line.log_text(), 5,
+                 "the refused audit entry")
+        self.pg.psql(f"GRANT USAGE ON SEQUENCE audit_id_seq TO {self.role}", db=self.db)
+        audit = int(self.pg.psql("SELECT count(*) FROM audit", db=self.db))
+        with line.station_client() as c:
+            for i in range(3):
+                got = c.call("io.tpad.Station.Lookup", {"devEUI": eui(95 + i)})["device"]
+                self.assertEqual(got["state"], "ISSUED")
+        wait_for(lambda: int(self.pg.psql("SELECT count(*) FROM audit", db=self.db))
+                 == audit + 3, 5, "the three Lookups audited")
+        self.assertNotIn("current transaction is aborted", line.log_text())
 
 
 class Copy(TpadTestCase):
