@@ -1759,6 +1759,55 @@ static void connect_failed(const struct pg_store *s, PGconn *c, char *err, size_
 	store_set_err(err, errlen, "cannot connect to the database: %s%s", why, hint);
 }
 
+/* What lets a role that may not create or alter the tables go on. */
+static const char *owner_hint(const char *why)
+{
+	if (!strstr(why, "permission denied") && !strstr(why, "must be owner"))
+		return "";
+	return "; this role may not create or alter the tables: start tpad once with the "
+	       "role that owns the database (it creates and upgrades them), then the lines "
+	       "with theirs (README.md, \"Roles and grants\")";
+}
+
+/*
+ * The rights README.md's "Roles and grants" gives a line's role, checked at start: a role
+ * without them would start, then fail every write (a token issued, its audit entry not).
+ */
+static int check_grants(PGconn *c, char *err, size_t errlen)
+{
+	static const char sql[] =
+	    "SELECT quote_ident(current_user), (SELECT string_agg(p || ' on ' || ts, '; ' ORDER BY "
+	    "k) FROM "
+	    "(SELECT p, k, string_agg(t, ', ' ORDER BY n) AS ts FROM "
+	    "unnest(ARRAY['devices', 'attempts', 'labels', 'audit', 'meta', 'app_key_pool']) "
+	    "WITH ORDINALITY AS tb(t, n), "
+	    "unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) WITH ORDINALITY AS pr(p, k) "
+	    "WHERE NOT has_table_privilege(t, p) GROUP BY p, k) m), "
+	    "has_sequence_privilege('audit_id_seq', 'USAGE')";
+	char why[256];
+	PGresult *res = NULL;
+	int e = exec_sync(c, sql, 0, NULL, &res, why, sizeof(why));
+	if (e) {
+		store_set_err(err, errlen, "cannot read the role's rights: %s", why);
+		return e;
+	}
+	const char *role = PQgetvalue(res, 0, 0), *tables = PQgetvalue(res, 0, 1);
+	bool seq = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	if (!*tables && seq) {
+		PQclear(res);
+		return 0;
+	}
+	store_set_err(
+	    err, errlen,
+	    "the role %s lacks %s%s%s: as the tables' owner, GRANT SELECT, INSERT, UPDATE "
+	    "ON devices, attempts, labels, audit, meta, app_key_pool TO %s; GRANT USAGE ON "
+	    "SEQUENCE audit_id_seq TO %s",
+	    role, tables, *tables && !seq ? "; " : "", seq ? "" : "USAGE on audit_id_seq", role,
+	    role);
+	PQclear(res);
+	return -EACCES;
+}
+
 /*
  * Create or upgrade the schema and check the key, in one transaction under an advisory
  * lock, so that tpads starting together do it once.
@@ -1792,7 +1841,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 				 "WHERE key = 'schema_version'",
 			      0, NULL, &res, why, sizeof(why));
 	if (e) {
-		store_set_err(err, errlen, "cannot prepare the schema: %s", why);
+		store_set_err(err, errlen, "cannot prepare the schema: %s%s", why, owner_hint(why));
 		return e;
 	}
 	int version = PQntuples(res) ? atoi(PQgetvalue(res, 0, 0)) : 0;
@@ -1809,8 +1858,8 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			pq_reason(c, r, why, sizeof(why));
 			PQclear(r);
-			store_set_err(err, errlen, "cannot upgrade the schema to version %d: %s", v + 1,
-				why);
+			store_set_err(err, errlen, "cannot upgrade the schema to version %d: %s%s",
+				      v + 1, why, owner_hint(why));
 			return -EIO;
 		}
 		PQclear(r);
@@ -1877,9 +1926,11 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 		PQclear(r);
 	}
 	e = exec_sync(c, "COMMIT", 0, NULL, NULL, why, sizeof(why));
-	if (e)
+	if (e) {
 		store_set_err(err, errlen, "cannot commit the schema: %s", why);
-	return e;
+		return e;
+	}
+	return check_grants(c, err, errlen);
 }
 
 void pg_store_close(struct pg_store *s)

@@ -778,6 +778,35 @@ class Grants(TpadTestCase):
         self.assertEqual(nopw.proc.wait(20), 1)
         self.assertIn("LoadCredential=store-password", nopw.log_text())
 
+    def test_a_role_without_the_listed_rights_is_refused_at_start(self):
+        """A line's role with SELECT only, without the sequence: tpad does not start (before,
+        it said ready and failed every write), and the log names what is missing and the
+        GRANT that gives it; a role that may not create the tables on an empty database
+        is told to start tpad once with the owner's."""
+        sim, psk, key, url = self.line_role(table_rights="SELECT", sequence=False)
+
+        def refused(pg_url):
+            d = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=pg_url,
+                            pg_password="line-pw", key_hex=key)
+            d.start(wait=False)
+            try:
+                self.assertEqual(d.proc.wait(10), 1)
+            finally:
+                d.stop()
+            return d.log_text()
+
+        log = refused(url)
+        self.assertIn(f"the role {self.role} lacks INSERT on devices, attempts, labels, audit, "
+                      f"meta, app_key_pool; UPDATE on devices, attempts, labels, audit, meta, "
+                      f"app_key_pool; USAGE on audit_id_seq: as the tables' owner, GRANT "
+                      f"SELECT, INSERT, UPDATE ON devices, attempts, labels, audit, meta, "
+                      f"app_key_pool TO {self.role}; GRANT USAGE ON SEQUENCE audit_id_seq TO "
+                      f"{self.role}", log)
+        self.assertNotIn("line-pw", log)
+        empty = self.pg.new_database().replace("://tpad@", f"://{self.role}@", 1)
+        self.assertIn("this role may not create or alter the tables: start tpad once with the "
+                      "role that owns the database", refused(empty))
+
     def test_one_refused_statement_does_not_fail_the_writes_after_it(self):
         """A write the database refuses (here the audit entry of a Lookup, while the
         sequence's grant is away) fails its own transaction only: once the grant is back,
