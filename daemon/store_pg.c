@@ -292,7 +292,7 @@ struct pg_store {
 	PGconn *reader; /* blocking: schema at start, synchronous reads */
 	char host[128], db[128]; /* where the database is, for Status */
 	bool closing;
-	char down_reason[256];
+	char down_reason[512];
 	struct store_stats stats;
 };
 
@@ -539,11 +539,37 @@ static void complete(struct pg_store *s, struct op *list, int err, const char *r
 	}
 }
 
+/* What to check when the server refused the password: where this one came from. */
+static const char *password_hint(const struct pg_store *s)
+{
+	if (s->password)
+		return "; check the password in the credential store-password (or "
+		       "store.password-file) against the role's password in the database";
+	if (store_url_has_password(s->url))
+		return "; check the password in store.url against the role's password in the "
+		       "database";
+	return "; check the password libpq found (PGPASSWORD, ~/.pgpass) against the role's "
+	       "password in the database, or give one with LoadCredential=store-password:FILE";
+}
+
+/*
+ * A reconnect whose password is refused (the role's changed since tpad started): what to
+ * check, and that tpad read its own password at start, so a corrected one needs a restart.
+ */
+static void set_down_reason(struct pg_store *s, const char *why)
+{
+	bool refused = strstr(why, "password authentication failed") != NULL;
+	bool at_start = s->password || store_url_has_password(s->url);
+	snprintf(
+	    s->down_reason, sizeof(s->down_reason), "%s%s%s", why, refused ? password_hint(s) : "",
+	    refused && at_start ? " (tpad reads it at start: restart tpad once it is right)" : "");
+}
+
 /* The connection broke: fail what is in flight and queued, reconnect with backoff. */
 static void writer_lost(struct pgw *w, const char *why)
 {
 	struct pg_store *s = w->s;
-	snprintf(s->down_reason, sizeof(s->down_reason), "%s", why);
+	set_down_reason(s, why);
 	/*
 	 * Once per connection that was up; a reconnect that fails is only debug: the
 	 * database down, still down and back are the events dispatch logs, paced.
@@ -1730,19 +1756,6 @@ static int exec_sync(PGconn *c, const char *sql, int n, const char *const *v, PG
 	else
 		PQclear(res);
 	return 0;
-}
-
-/* What to check when the server refused the password: where this one came from. */
-static const char *password_hint(const struct pg_store *s)
-{
-	if (s->password)
-		return "; check the password in the credential store-password (or "
-		       "store.password-file) against the role's password in the database";
-	if (store_url_has_password(s->url))
-		return "; check the password in store.url against the role's password in the "
-		       "database";
-	return "; check the password libpq found (PGPASSWORD, ~/.pgpass) against the role's "
-	       "password in the database, or give one with LoadCredential=store-password:FILE";
 }
 
 /* Why the first connection failed, with what fixes a missing or refused password. */

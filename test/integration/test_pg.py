@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -806,6 +807,46 @@ class Grants(TpadTestCase):
         empty = self.pg.new_database().replace("://tpad@", f"://{self.role}@", 1)
         self.assertIn("this role may not create or alter the tables: start tpad once with the "
                       "role that owns the database", refused(empty))
+
+    def test_a_rotated_password_says_what_to_check_and_to_restart(self):
+        """The role's password changed while a line runs: once its connections are cut,
+        Status, tpactl status and the journal say the password was refused, where tpad's
+        came from and that tpad reads it at start; SIGHUP after the file is rewritten
+        names the file as needing a restart; restarted, the line serves."""
+        sim, psk, key, url = self.line_role()
+        line = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=url,
+                           pg_password="line-pw", key_hex=key).start()
+        self.pg.psql(f"ALTER ROLE {self.role} PASSWORD 'rotated-pw';"
+                     f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                     f"WHERE usename = '{self.role}'", db=self.db)
+
+        def down_reason():
+            with line.admin_client() as a:
+                return a.call("io.tpad.Admin.Status")["store"]["downReason"] or ""
+        wait_for(lambda: "password authentication failed" in down_reason(), 10,
+                 "a reconnect refused")
+        hint = ("password authentication failed for user \"%s\"; check the password in the "
+                "credential store-password (or store.password-file) against the role's "
+                "password in the database (tpad reads it at start: restart tpad once it is "
+                "right)" % self.role)
+        self.assertIn(hint, down_reason())
+        p = line.tpactl("--socket", line.admin, "status")
+        self.assertEqual(p.returncode, 6, p.stdout + p.stderr)
+        self.assertIn(hint, p.stdout)
+        wait_for(lambda: "store: the database cannot be reached: " in line.log_text(), 5,
+                 "the outage logged")
+        self.assertIn(hint, line.log_text())
+        tpadtest.write_secret(line.password_file, "rotated-pw")
+        line.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: f"SIGHUP: store.password-file ({line.password_file}) changed since "
+                         "tpad started; it is read at start only: restart tpad to use it"
+                 in line.log_text(), 5, "SIGHUP naming the password file")
+        line.stop()
+        line.start()
+        with line.station_client() as c:
+            c.call("io.tpad.Station.Activate", {"devEUI": eui(99), "tkmInfo": TKM})
+        self.assertNotIn("rotated-pw", line.log_text_all())
+        self.assertNotIn("line-pw", line.log_text_all())
 
     def test_one_refused_statement_does_not_fail_the_writes_after_it(self):
         """A write the database refuses (here the audit entry of a Lookup, while the
