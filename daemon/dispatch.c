@@ -316,7 +316,7 @@ static void note_store_back(const char *key, const char *where, uint64_t now)
 /* The database went; the first "still unreachable" line comes 10 s later. */
 static void note_store_down(const char *key, const char *where, const char *why, uint64_t now)
 {
-	char msg[512];
+	char msg[600];
 	watched.down_us = now;
 	watched.note_every_us = STORE_DOWN_FIRST_NOTE_US;
 	watched.note_us = now + watched.note_every_us;
@@ -327,7 +327,7 @@ static void note_store_down(const char *key, const char *where, const char *why,
 /* Still down: say so at doubling intervals, up to every 5 minutes. */
 static void note_store_still_down(const char *key, const char *where, const char *why, uint64_t now)
 {
-	char msg[512], secs[32];
+	char msg[600], secs[32];
 	down_seconds(now, secs, sizeof(secs));
 	snprintf(msg, sizeof(msg), "store: the database is still unreachable after %s s: %s", secs,
 		 why);
@@ -371,7 +371,7 @@ static void watch_store(struct tpad *t)
 	struct store_stats ss;
 	store_stats(t->store, &ss);
 	if (watched.have && ss.batch_failures > watched.failed_commits) {
-		char a[32], b[32], where[512], msg[400];
+		char a[32], b[32], where[512], msg[600];
 		const char *key = store_field(t->cfg, where, sizeof(where));
 		snprintf(a, sizeof(a), "%llu",
 			 (unsigned long long)(ss.batch_failures - watched.failed_commits));

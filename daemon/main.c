@@ -144,7 +144,8 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 	config_free(&fresh);
 }
 
-/* The upstream's certificate and key files as read at start, for SIGHUP to compare. */
+/* The upstream's certificate and key files and the store's password file as read at start,
+ * for SIGHUP to compare. */
 static void note_tls_files(struct tpad *t)
 {
 	const struct config *c = t->cfg;
@@ -157,6 +158,10 @@ static void note_tls_files(struct tpad *t)
 			 cert && c->upstream_client_cert ? c->upstream_client_key_file : NULL);
 	daemon_file_note(&t->tls_files[3], "upstream.psk-file", cert ? NULL : "tpa-psk",
 			 cert ? NULL : c->upstream_psk_file);
+	/* The database's password too: a role's rotated password needs a restart as well. */
+	bool pg = strcmp(c->store_backend, "postgresql") == 0;
+	daemon_file_note(&t->tls_files[4], "store.password-file", pg ? "store-password" : NULL,
+			 pg ? c->store_password_file : NULL);
 }
 
 /* Open both sockets; on failure logs and returns a negative errno. */

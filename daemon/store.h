@@ -105,7 +105,7 @@ struct store_stats {
 	uint64_t max_batch;	 /* most writes in one transaction */
 	uint64_t queued;	 /* writes waiting for the writer now */
 	int last_error;		 /* negative errno of the last failed transaction, 0 if none */
-	char last_reason[256];	 /* its reason */
+	char last_reason[512];	 /* its reason */
 	/* PostgreSQL */
 	bool down;		       /* the database cannot be reached now */
 	uint64_t outages;	       /* times it became unreachable (down false to true) */

@@ -266,7 +266,9 @@ struct pgw {
 	size_t batch_len;
 	size_t cur;	  /* index of the statement whose results come next */
 	size_t first;	  /* index of BEGIN: after the statements prepared with this batch */
+	size_t n_prep;	  /* DEALLOCATE and the statements prepared with this batch, or 0 */
 	bool prepared;	  /* the statements are prepared on this connection */
+	bool in_failed_tx; /* the last batch failed before its COMMIT: its transaction is open */
 	unsigned prep_ok; /* statements prepared by the batch in flight */
 	bool batch_error;
 	char batch_reason[256];
@@ -290,7 +292,7 @@ struct pg_store {
 	PGconn *reader; /* blocking: schema at start, synchronous reads */
 	char host[128], db[128]; /* where the database is, for Status */
 	bool closing;
-	char down_reason[256];
+	char down_reason[512];
 	struct store_stats stats;
 };
 
@@ -537,11 +539,37 @@ static void complete(struct pg_store *s, struct op *list, int err, const char *r
 	}
 }
 
+/* What to check when the server refused the password: where this one came from. */
+static const char *password_hint(const struct pg_store *s)
+{
+	if (s->password)
+		return "; check the password in the credential store-password (or "
+		       "store.password-file) against the role's password in the database";
+	if (store_url_has_password(s->url))
+		return "; check the password in store.url against the role's password in the "
+		       "database";
+	return "; check the password libpq found (PGPASSWORD, ~/.pgpass) against the role's "
+	       "password in the database, or give one with LoadCredential=store-password:FILE";
+}
+
+/*
+ * A reconnect whose password is refused (the role's changed since tpad started): what to
+ * check, and that tpad read its own password at start, so a corrected one needs a restart.
+ */
+static void set_down_reason(struct pg_store *s, const char *why)
+{
+	bool refused = strstr(why, "password authentication failed") != NULL;
+	bool at_start = s->password || store_url_has_password(s->url);
+	snprintf(
+	    s->down_reason, sizeof(s->down_reason), "%s%s%s", why, refused ? password_hint(s) : "",
+	    refused && at_start ? " (tpad reads it at start: restart tpad once it is right)" : "");
+}
+
 /* The connection broke: fail what is in flight and queued, reconnect with backoff. */
 static void writer_lost(struct pgw *w, const char *why)
 {
 	struct pg_store *s = w->s;
-	snprintf(s->down_reason, sizeof(s->down_reason), "%s", why);
+	set_down_reason(s, why);
 	/*
 	 * Once per connection that was up; a reconnect that fails is only debug: the
 	 * database down, still down and back are the events dispatch logs, paced.
@@ -663,7 +691,7 @@ static void writer_kick(struct pgw *w)
 	w->batch = head;
 	w->batch_len = n;
 	w->cur = 0;
-	w->first = 0;
+	w->n_prep = 0;
 	w->batch_error = false;
 	w->commit_ok = false;
 	w->batch_reason[0] = '\0';
@@ -678,8 +706,18 @@ static void writer_kick(struct pgw *w)
 		ok = PQsendQueryParams(w->conn, "DEALLOCATE ALL", 0, NULL, NULL, NULL, NULL, 0);
 		for (int k = 0; ok && k < N_STATEMENTS; k++)
 			ok = PQsendPrepare(w->conn, statement_names[k], statement_sql[k], 0, NULL);
-		w->first = N_STATEMENTS + 1;
+		w->n_prep = N_STATEMENTS + 1;
 		w->prep_ok = 0;
+	}
+	w->first = w->n_prep;
+	/*
+	 * A statement that failed (a missing grant, say) skipped the rest of its batch, its
+	 * COMMIT too, and the Sync ends only an implicit transaction: the server still holds
+	 * that one, aborted, and would refuse every later batch on this connection.
+	 */
+	if (ok && w->in_failed_tx) {
+		ok = PQsendQueryParams(w->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+		w->first++;
 	}
 	ok = ok && PQsendQueryParams(w->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
 	for (struct op *op = head; ok && op; op = op->next)
@@ -816,8 +854,9 @@ static void writer_read(struct pgw *w)
 			w->batch_len = 0;
 			w->state = W_IDLE;
 			w->backoff_ms = PG_BACKOFF_MIN_MS;
-			if (w->first && w->prep_ok == N_STATEMENTS)
+			if (w->n_prep && w->prep_ok == N_STATEMENTS)
 				w->prepared = true;
+			w->in_failed_tx = !w->commit_ok;
 			bool reader = w->idx == s->n_writers;
 			if (!w->batch_error && w->commit_ok) {
 				if (!reader) {
@@ -866,7 +905,7 @@ static void writer_read(struct pgw *w)
 		} else if (st == PGRES_PIPELINE_ABORTED) {
 			w->batch_error = true;
 		} else if (w->cur < w->first) {
-			if (w->cur > 0 && st == PGRES_COMMAND_OK)
+			if (w->cur > 0 && w->cur < w->n_prep && st == PGRES_COMMAND_OK)
 				w->prep_ok++;
 		} else if (w->cur == w->first + w->batch_len + 1) {
 			w->commit_ok = st == PGRES_COMMAND_OK;
@@ -915,6 +954,7 @@ static void writer_poll_connect(struct pgw *w)
 		log_info("store: connection %u to the database is up", w->idx);
 	w->was_up = true;
 	w->prepared = false;
+	w->in_failed_tx = false;
 	evtimer_del(w->batch_timer); /* the connect deadline */
 	w->state = W_IDLE;
 	w->backoff_ms = PG_BACKOFF_MIN_MS;
@@ -1718,19 +1758,6 @@ static int exec_sync(PGconn *c, const char *sql, int n, const char *const *v, PG
 	return 0;
 }
 
-/* What to check when the server refused the password: where this one came from. */
-static const char *password_hint(const struct pg_store *s)
-{
-	if (s->password)
-		return "; check the password in the credential store-password (or "
-		       "store.password-file) against the role's password in the database";
-	if (store_url_has_password(s->url))
-		return "; check the password in store.url against the role's password in the "
-		       "database";
-	return "; check the password libpq found (PGPASSWORD, ~/.pgpass) against the role's "
-	       "password in the database, or give one with LoadCredential=store-password:FILE";
-}
-
 /* Why the first connection failed, with what fixes a missing or refused password. */
 static void connect_failed(const struct pg_store *s, PGconn *c, char *err, size_t errlen)
 {
@@ -1743,6 +1770,55 @@ static void connect_failed(const struct pg_store *s, PGconn *c, char *err, size_
 	else if (strstr(why, "password authentication failed"))
 		hint = password_hint(s);
 	store_set_err(err, errlen, "cannot connect to the database: %s%s", why, hint);
+}
+
+/* What lets a role that may not create or alter the tables go on. */
+static const char *owner_hint(const char *why)
+{
+	if (!strstr(why, "permission denied") && !strstr(why, "must be owner"))
+		return "";
+	return "; this role may not create or alter the tables: start tpad once with the "
+	       "role that owns the database (it creates and upgrades them), then the lines "
+	       "with theirs (README.md, \"Roles and grants\")";
+}
+
+/*
+ * The rights README.md's "Roles and grants" gives a line's role, checked at start: a role
+ * without them would start, then fail every write (a token issued, its audit entry not).
+ */
+static int check_grants(PGconn *c, char *err, size_t errlen)
+{
+	static const char sql[] =
+	    "SELECT quote_ident(current_user), (SELECT string_agg(p || ' on ' || ts, '; ' ORDER BY "
+	    "k) FROM "
+	    "(SELECT p, k, string_agg(t, ', ' ORDER BY n) AS ts FROM "
+	    "unnest(ARRAY['devices', 'attempts', 'labels', 'audit', 'meta', 'app_key_pool']) "
+	    "WITH ORDINALITY AS tb(t, n), "
+	    "unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) WITH ORDINALITY AS pr(p, k) "
+	    "WHERE NOT has_table_privilege(t, p) GROUP BY p, k) m), "
+	    "has_sequence_privilege('audit_id_seq', 'USAGE')";
+	char why[256];
+	PGresult *res = NULL;
+	int e = exec_sync(c, sql, 0, NULL, &res, why, sizeof(why));
+	if (e) {
+		store_set_err(err, errlen, "cannot read the role's rights: %s", why);
+		return e;
+	}
+	const char *role = PQgetvalue(res, 0, 0), *tables = PQgetvalue(res, 0, 1);
+	bool seq = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	if (!*tables && seq) {
+		PQclear(res);
+		return 0;
+	}
+	store_set_err(
+	    err, errlen,
+	    "the role %s lacks %s%s%s: as the tables' owner, GRANT SELECT, INSERT, UPDATE "
+	    "ON devices, attempts, labels, audit, meta, app_key_pool TO %s; GRANT USAGE ON "
+	    "SEQUENCE audit_id_seq TO %s",
+	    role, tables, *tables && !seq ? "; " : "", seq ? "" : "USAGE on audit_id_seq", role,
+	    role);
+	PQclear(res);
+	return -EACCES;
 }
 
 /*
@@ -1778,7 +1854,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 				 "WHERE key = 'schema_version'",
 			      0, NULL, &res, why, sizeof(why));
 	if (e) {
-		store_set_err(err, errlen, "cannot prepare the schema: %s", why);
+		store_set_err(err, errlen, "cannot prepare the schema: %s%s", why, owner_hint(why));
 		return e;
 	}
 	int version = PQntuples(res) ? atoi(PQgetvalue(res, 0, 0)) : 0;
@@ -1795,8 +1871,8 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			pq_reason(c, r, why, sizeof(why));
 			PQclear(r);
-			store_set_err(err, errlen, "cannot upgrade the schema to version %d: %s", v + 1,
-				why);
+			store_set_err(err, errlen, "cannot upgrade the schema to version %d: %s%s",
+				      v + 1, why, owner_hint(why));
 			return -EIO;
 		}
 		PQclear(r);
@@ -1863,9 +1939,11 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 		PQclear(r);
 	}
 	e = exec_sync(c, "COMMIT", 0, NULL, NULL, why, sizeof(why));
-	if (e)
+	if (e) {
 		store_set_err(err, errlen, "cannot commit the schema: %s", why);
-	return e;
+		return e;
+	}
+	return check_grants(c, err, errlen);
 }
 
 void pg_store_close(struct pg_store *s)

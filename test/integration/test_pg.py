@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -738,23 +739,34 @@ class Grants(TpadTestCase):
 
     store_backend = "postgresql"
 
-    def test_a_line_role_with_only_the_listed_grants(self):
+    TABLES = "devices, attempts, labels, audit, meta, app_key_pool"
+
+    def line_role(self, table_rights="SELECT, INSERT, UPDATE", sequence=True):
+        """The tables made by the owner role (a tpad started once), then a role for the
+        lines with the rights given (README's by default): the cloud, its PSK, the store
+        key and the role's URL (password line-pw)."""
         psk = secrets.token_hex(16)
         sim = self.sim(psk).start()
         owner = self.daemon(upstream_url=sim.url(), psk_hex=psk).start()
         owner.stop()
-        db = self.pg_url.split("/")[3].split("?")[0]
-        role = "line_" + secrets.token_hex(4)
-        self.pg.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'line-pw';"
-                     f"GRANT SELECT, INSERT, UPDATE ON devices, attempts, labels, audit, meta, "
-                     f"app_key_pool TO {role}; GRANT USAGE ON SEQUENCE audit_id_seq TO {role};",
-                     db=db)
+        self.db = self.pg_url.split("/")[3].split("?")[0]
+        self.role = role = "line_" + secrets.token_hex(4)
+        sql = f"CREATE ROLE {role} LOGIN PASSWORD 'line-pw';"
+        if table_rights:
+            sql += f"GRANT {table_rights} ON {self.TABLES} TO {role};"
+        if sequence:
+            sql += f"GRANT USAGE ON SEQUENCE audit_id_seq TO {role};"
+        self.pg.psql(sql, db=self.db)
         self.assertEqual(self.pg.psql(f"SELECT has_schema_privilege('{role}', 'public', "
-                                      f"'CREATE')", db=db), "f")
+                                      f"'CREATE')", db=self.db), "f")
         with open(owner.key_file) as f:
             key = f.read().strip()
         url = self.pg_url.replace("://tpad@", f"://{role}@", 1)
         self.assertNotEqual(url, self.pg_url)
+        return sim, psk, key, url
+
+    def test_a_line_role_with_only_the_listed_grants(self):
+        sim, psk, key, url = self.line_role()
         line = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=url,
                            pg_password="line-pw", key_hex=key).start()
         with line.station_client() as c:
@@ -766,6 +778,102 @@ class Grants(TpadTestCase):
         nopw.start(wait=False)
         self.assertEqual(nopw.proc.wait(20), 1)
         self.assertIn("LoadCredential=store-password", nopw.log_text())
+
+    def test_a_role_without_the_listed_rights_is_refused_at_start(self):
+        """A line's role with SELECT only, without the sequence: tpad does not start (before,
+        it said ready and failed every write), and the log names what is missing and the
+        GRANT that gives it; a role that may not create the tables on an empty database
+        is told to start tpad once with the owner's."""
+        sim, psk, key, url = self.line_role(table_rights="SELECT", sequence=False)
+
+        def refused(pg_url):
+            d = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=pg_url,
+                            pg_password="line-pw", key_hex=key)
+            d.start(wait=False)
+            try:
+                self.assertEqual(d.proc.wait(10), 1)
+            finally:
+                d.stop()
+            return d.log_text()
+
+        log = refused(url)
+        self.assertIn(f"the role {self.role} lacks INSERT on devices, attempts, labels, audit, "
+                      f"meta, app_key_pool; UPDATE on devices, attempts, labels, audit, meta, "
+                      f"app_key_pool; USAGE on audit_id_seq: as the tables' owner, GRANT "
+                      f"SELECT, INSERT, UPDATE ON devices, attempts, labels, audit, meta, "
+                      f"app_key_pool TO {self.role}; GRANT USAGE ON SEQUENCE audit_id_seq TO "
+                      f"{self.role}", log)
+        self.assertNotIn("line-pw", log)
+        empty = self.pg.new_database().replace("://tpad@", f"://{self.role}@", 1)
+        self.assertIn("this role may not create or alter the tables: start tpad once with the "
+                      "role that owns the database", refused(empty))
+
+    def test_a_rotated_password_says_what_to_check_and_to_restart(self):
+        """The role's password changed while a line runs: once its connections are cut,
+        Status, tpactl status and the journal say the password was refused, where tpad's
+        came from and that tpad reads it at start; SIGHUP after the file is rewritten
+        names the file as needing a restart; restarted, the line serves."""
+        sim, psk, key, url = self.line_role()
+        line = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=url,
+                           pg_password="line-pw", key_hex=key).start()
+        self.pg.psql(f"ALTER ROLE {self.role} PASSWORD 'rotated-pw';"
+                     f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                     f"WHERE usename = '{self.role}'", db=self.db)
+
+        def down_reason():
+            with line.admin_client() as a:
+                return a.call("io.tpad.Admin.Status")["store"]["downReason"] or ""
+        wait_for(lambda: "password authentication failed" in down_reason(), 10,
+                 "a reconnect refused")
+        hint = ("password authentication failed for user \"%s\"; check the password in the "
+                "credential store-password (or store.password-file) against the role's "
+                "password in the database (tpad reads it at start: restart tpad once it is "
+                "right)" % self.role)
+        self.assertIn(hint, down_reason())
+        p = line.tpactl("--socket", line.admin, "status")
+        self.assertEqual(p.returncode, 6, p.stdout + p.stderr)
+        self.assertIn(hint, p.stdout)
+        wait_for(lambda: "store: the database cannot be reached: " in line.log_text(), 5,
+                 "the outage logged")
+        self.assertIn(hint, line.log_text())
+        tpadtest.write_secret(line.password_file, "rotated-pw")
+        line.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: f"SIGHUP: store.password-file ({line.password_file}) changed since "
+                         "tpad started; it is read at start only: restart tpad to use it"
+                 in line.log_text(), 5, "SIGHUP naming the password file")
+        line.stop()
+        line.start()
+        with line.station_client() as c:
+            c.call("io.tpad.Station.Activate", {"devEUI": eui(99), "tkmInfo": TKM})
+        self.assertNotIn("rotated-pw", line.log_text_all())
+        self.assertNotIn("line-pw", line.log_text_all())
+
+    def test_one_refused_statement_does_not_fail_the_writes_after_it(self):
+        """A write the database refuses (here the audit entry of a Lookup, while the
+        sequence's grant is away) fails its own transaction only: once the grant is back,
+        the next Lookups and their audit entries commit on the same connection (before,
+        the failed transaction stayed open and every later one failed with "current
+        transaction is aborted" until the connection was lost)."""
+        sim, psk, key, url = self.line_role()
+        line = self.daemon(upstream_url=sim.url(), psk_hex=psk, pg_url=url,
+                           pg_password="line-pw", key_hex=key).start()
+        with line.station_client() as c:
+            for i in range(3):
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(95 + i), "tkmInfo": TKM})
+        self.pg.psql(f"REVOKE USAGE ON SEQUENCE audit_id_seq FROM {self.role}", db=self.db)
+        with line.station_client() as c:
+            c.call("io.tpad.Station.Lookup", {"devEUI": eui(95)})
+        wait_for(lambda: "permission denied for sequence audit_id_seq" in line.log_text(), 5,
+                 "the refused audit entry")
+        self.pg.psql(f"GRANT USAGE ON SEQUENCE audit_id_seq TO {self.role}", db=self.db)
+        audit = int(self.pg.psql("SELECT count(*) FROM audit", db=self.db))
+        with line.station_client() as c:
+            for i in range(3):
+                got = c.call("io.tpad.Station.Lookup", {"devEUI": eui(95 + i)})["device"]
+                self.assertEqual(got["state"], "ISSUED")
+        wait_for(lambda: int(self.pg.psql("SELECT count(*) FROM audit", db=self.db))
+                 == audit + 3, 5, "the three Lookups audited")
+        self.assertNotIn("current transaction is aborted", line.log_text())
 
 
 class Copy(TpadTestCase):
