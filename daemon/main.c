@@ -18,6 +18,7 @@
 #include "log.h"
 #include "notify.h"
 #include "server.h"
+#include "store_url.h"
 #include "tpad-build.h"
 #include "tpad.h"
 #include "wipe.h"
@@ -164,6 +165,19 @@ static void note_tls_files(struct tpad *t)
 			 pg ? c->store_password_file : NULL);
 }
 
+/* --check-config passed: say so, and what a check cannot see. */
+static void check_said(const struct config *cfg, const char *what)
+{
+	printf("%s: configuration is valid\n", what);
+	if (strcmp(cfg->store_backend, "postgresql") == 0) {
+		char pub[512];
+		store_url_public(cfg->store_url ? cfg->store_url : "", pub, sizeof(pub));
+		printf("%s: the PostgreSQL store (%s) was not contacted: a start tries the "
+		       "connection, the password and the role's rights\n",
+		       what, pub);
+	}
+}
+
 /* Open both sockets; on failure logs and returns a negative errno. */
 static int open_listeners(struct tpad *t)
 {
@@ -280,7 +294,7 @@ int main(int argc, char **argv)
 		if (r == 0 && print)
 			config_print(&cfg, stdout, true);
 		if (r == 0 && check)
-			printf("%s: configuration is valid\n", explicit_path ? path : "tpad");
+			check_said(&cfg, explicit_path ? path : "tpad");
 		config_free(&cfg);
 		return r == 0 ? 0 : 1;
 	}

@@ -1011,6 +1011,12 @@ class Copy(TpadTestCase):
         self.assertIn("store.url is not a valid connection string", p.stderr)
         self.assertIn("percent-encode", p.stderr)
         self.assertNotIn("SECRETPW", p.stdout + p.stderr)
+        # A valid one: the check says it did not try the database.
+        p = subprocess.run([tpadtest.TPAD, "--config", self.daemon().conf, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn(f"the PostgreSQL store ({self.pg_url}) was not contacted: a start "
+                      "tries the connection, the password and the role's rights\n", p.stdout)
         good = self.daemon(pg_url=None)
         p = subprocess.run([tpadtest.TPAD, "--config", good.conf, "--copy-store", bad],
                            capture_output=True, text=True, timeout=30)
