@@ -781,6 +781,25 @@ static int params_from_text(const char *parameters, json_t **ret, struct tpad_er
 	return TPAD_OK;
 }
 
+/*
+ * A call's parameters from text, and the connection taken for the call: TPAD_OK with *ret
+ * (the caller's; the connection is given back with give_back()), or a negative code with
+ * err filled (nothing taken).
+ */
+static int take_with_params(tpad_client *c, const char *parameters, json_t **ret,
+			    struct tpad_error *err)
+{
+	int r = params_from_text(parameters, ret, err);
+	if (r < 0)
+		return r;
+	if (!take(c, err)) {
+		drop_json(*ret);
+		*ret = NULL;
+		return TPAD_E_ARGUMENT;
+	}
+	return TPAD_OK;
+}
+
 int tpad_call_json(tpad_client *c, const char *method, const char *parameters, char **ret_json,
 		   struct tpad_error *err)
 {
@@ -788,15 +807,10 @@ int tpad_call_json(tpad_client *c, const char *method, const char *parameters, c
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "client, method and result are required");
 	*ret_json = NULL;
-	json_t *p = NULL;
-	int pr = params_from_text(parameters, &p, err);
+	json_t *p = NULL, *reply;
+	int pr = take_with_params(c, parameters, &p, err);
 	if (pr < 0)
 		return pr;
-	json_t *reply;
-	if (!take(c, err)) {
-		drop_json(p);
-		return TPAD_E_ARGUMENT;
-	}
 	int r = give_back(c, call(c, method, p, &reply, err));
 	if (r < 0)
 		return r;
@@ -813,15 +827,10 @@ int tpad_call_reply(tpad_client *c, const char *method, const char *parameters, 
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "client, method and result are required");
 	*ret_reply = NULL;
-	json_t *p = NULL;
-	int pr = params_from_text(parameters, &p, err);
+	json_t *p = NULL, *reply;
+	int pr = take_with_params(c, parameters, &p, err);
 	if (pr < 0)
 		return pr;
-	json_t *reply;
-	if (!take(c, err)) {
-		drop_json(p);
-		return TPAD_E_ARGUMENT;
-	}
 	int r = give_back(c, call_raw(c, method, p, &reply, ret_reply, err));
 	if (r < 0)
 		return r;
@@ -845,13 +854,9 @@ int tpad_call_more(tpad_client *c, const char *method, const char *parameters,
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "client and method are required");
 	json_t *p = NULL;
-	int r = params_from_text(parameters, &p, err);
+	int r = take_with_params(c, parameters, &p, err);
 	if (r < 0)
 		return r;
-	if (!take(c, err)) {
-		drop_json(p);
-		return TPAD_E_ARGUMENT;
-	}
 	r = send_call(c, method, p, true, err);
 	if (r < 0)
 		return give_back(c, r);
