@@ -32,26 +32,6 @@
 
 #define CHUNK 500
 
-static int pg_exec(PGconn *c, const char *sql, int n, const char *const *v, const int *lens,
-		   const int *fmts, PGresult **ret, char *err, size_t errlen)
-{
-	PGresult *res = PQexecParams(c, sql, n, NULL, v, lens, fmts, 0);
-	ExecStatusType st = PQresultStatus(res);
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		char why[256];
-		store_url_pq_line(PQresultErrorMessage(res), "unknown database error", why,
-				  sizeof(why));
-		store_set_err(err, errlen, "%s", why);
-		PQclear(res);
-		return -EIO;
-	}
-	if (ret)
-		*ret = res;
-	else
-		PQclear(res);
-	return 0;
-}
-
 /* Text of column i, or NULL for SQL NULL. */
 static const char *col(sqlite3_stmt *st, int i)
 {
@@ -80,6 +60,21 @@ static bool is_conflict(const struct copy *c, const char *eui)
 }
 
 /*
+ * One device into the database unless it holds the DevEUI already: (1 if inserted, whether
+ * the row there is this very record).
+ */
+static const char insert_device[] =
+    "WITH d AS (INSERT INTO devices (dev_eui, join_eui, profile_id, serial, tkm_info,"
+    " app_key_sealed, app_key_generated, state, owner_token, ref, last_error, origin, uid, pid,"
+    " created_at, updated_at, attempts, maybe_at, instance) VALUES ($1, $2, $3, $4, $5, $6,"
+    " $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+    " ON CONFLICT (dev_eui) DO NOTHING RETURNING 1)"
+    " SELECT (SELECT count(*) FROM d), EXISTS (SELECT 1 FROM devices WHERE dev_eui = $1"
+    " AND app_key_sealed IS NOT DISTINCT FROM $6 AND join_eui = $2"
+    " AND tkm_info IS NOT DISTINCT FROM $5 AND state = $8"
+    " AND owner_token IS NOT DISTINCT FROM $9)";
+
+/*
  * Copy the devices; a device already there with the same record, state and token counts
  * as copied before. One the database holds otherwise (another record, or this one in
  * another state: FOREIGN on the line that met our import's 409, say) is a conflict:
@@ -100,7 +95,8 @@ static int copy_devices(struct copy *c)
 	int e = 0, in_chunk = 0, rc;
 	while (e == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (in_chunk == 0)
-			e = pg_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+			e = store_url_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err,
+					   c->errlen);
 		const char *v[19];
 		int lens[19] = {0}, fmts[19] = {0};
 		for (int i = 0; i < 19; i++)
@@ -115,17 +111,8 @@ static int copy_devices(struct copy *c)
 		}
 		PGresult *res = NULL;
 		e = e ? e
-		      : pg_exec(c->pg,
-				"WITH d AS (INSERT INTO devices (dev_eui, join_eui, profile_id, serial, "
-				"tkm_info, app_key_sealed, app_key_generated, state, owner_token, ref, "
-				"last_error, origin, uid, pid, created_at, updated_at, attempts, "
-				"maybe_at, instance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-				"$11, $12, $13, $14, $15, $16, $17, $18, $19) ON CONFLICT (dev_eui) DO "
-				"NOTHING RETURNING 1) SELECT (SELECT count(*) FROM d), EXISTS (SELECT 1 "
-				"FROM devices WHERE dev_eui = $1 AND app_key_sealed IS NOT DISTINCT "
-				"FROM $6 AND join_eui = $2 AND tkm_info IS NOT DISTINCT FROM $5 AND "
-				"state = $8 AND owner_token IS NOT DISTINCT FROM $9)",
-				19, v, lens, fmts, &res, c->err, c->errlen);
+		      : store_url_exec(c->pg, insert_device, 19, v, lens, fmts, &res, c->err,
+				       c->errlen);
 		if (e)
 			break;
 		if (strcmp(PQgetvalue(res, 0, 0), "1") == 0) {
@@ -145,13 +132,14 @@ static int copy_devices(struct copy *c)
 		}
 		PQclear(res);
 		if (++in_chunk == CHUNK) {
-			e = pg_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+			e = store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err,
+					   c->errlen);
 			in_chunk = 0;
 		}
 	}
 	sqlite3_finalize(st);
 	if (e == 0 && in_chunk)
-		e = pg_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+		e = store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
 	return e;
 }
 
@@ -170,7 +158,8 @@ static int copy_table(struct copy *c, const char *select, const char *insert, in
 		if (eui && is_conflict(c, eui))
 			continue;
 		if (in_chunk == 0)
-			e = pg_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+			e = store_url_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err,
+					   c->errlen);
 		const char *v[8];
 		int lens[8] = {0}, fmts[8] = {0};
 		for (int i = 0; i < ncols; i++) {
@@ -184,19 +173,22 @@ static int copy_table(struct copy *c, const char *select, const char *insert, in
 		if (instance_col >= 0 && !v[instance_col])
 			v[instance_col] = c->instance;
 		PGresult *res = NULL;
-		e = e ? e : pg_exec(c->pg, insert, ncols, v, lens, fmts, &res, c->err, c->errlen);
+		e = e ? e
+		      : store_url_exec(c->pg, insert, ncols, v, lens, fmts, &res, c->err,
+				       c->errlen);
 		if (e)
 			break;
 		*count += strtoull(PQcmdTuples(res), NULL, 10);
 		PQclear(res);
 		if (++in_chunk == CHUNK) {
-			e = pg_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+			e = store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err,
+					   c->errlen);
 			in_chunk = 0;
 		}
 	}
 	sqlite3_finalize(st);
 	if (e == 0 && in_chunk)
-		e = pg_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+		e = store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
 	return e;
 }
 
@@ -205,8 +197,9 @@ static int copy_audit(struct copy *c)
 {
 	const char *pk[] = {c->progress_key};
 	PGresult *res;
-	int e = pg_exec(c->pg, "SELECT convert_from(value, 'UTF8')::bigint FROM meta WHERE key = $1",
-			1, pk, NULL, NULL, &res, c->err, c->errlen);
+	int e = store_url_exec(
+	    c->pg, "SELECT convert_from(value, 'UTF8')::bigint FROM meta WHERE key = $1", 1, pk,
+	    NULL, NULL, &res, c->err, c->errlen);
 	if (e)
 		return e;
 	long long last = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
@@ -223,28 +216,33 @@ static int copy_audit(struct copy *c)
 	int in_chunk = 0, rc;
 	while (e == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (in_chunk == 0)
-			e = pg_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+			e = store_url_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err,
+					   c->errlen);
 		const char *v[7];
 		for (int i = 0; i < 7; i++)
 			v[i] = col(st, i + 1);
 		if (!v[6])
 			v[6] = c->instance;
 		e = e ? e
-		      : pg_exec(c->pg,
-				"INSERT INTO audit (dev_eui, method, uid, pid, at, outcome, instance) "
-				"VALUES ($1, $2, $3, $4, $5, $6, $7)",
-				7, v, NULL, NULL, NULL, c->err, c->errlen);
+		      : store_url_exec(
+			    c->pg,
+			    "INSERT INTO audit (dev_eui, method, uid, pid, at, outcome, instance) "
+			    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+			    7, v, NULL, NULL, NULL, c->err, c->errlen);
 		last = sqlite3_column_int64(st, 0);
 		c->n.audit++;
 		if (e == 0 && ++in_chunk == CHUNK) {
 			char ls[32];
 			snprintf(ls, sizeof(ls), "%lld", last);
 			const char *p[] = {c->progress_key, ls};
-			e = pg_exec(c->pg,
-				    "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
-				    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-				    2, p, NULL, NULL, NULL, c->err, c->errlen);
-			e = e ? e : pg_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+			e = store_url_exec(
+			    c->pg,
+			    "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
+			    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+			    2, p, NULL, NULL, NULL, c->err, c->errlen);
+			e = e ? e
+			      : store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err,
+					       c->errlen);
 			in_chunk = 0;
 		}
 	}
@@ -253,11 +251,14 @@ static int copy_audit(struct copy *c)
 		char ls[32];
 		snprintf(ls, sizeof(ls), "%lld", last);
 		const char *p[] = {c->progress_key, ls};
-		e = pg_exec(c->pg,
-			    "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
-			    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-			    2, p, NULL, NULL, NULL, c->err, c->errlen);
-		e = e ? e : pg_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+		e = store_url_exec(
+		    c->pg,
+		    "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
+		    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+		    2, p, NULL, NULL, NULL, c->err, c->errlen);
+		e = e ? e
+		      : store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err,
+				       c->errlen);
 	}
 	return e;
 }
@@ -301,8 +302,8 @@ static int verify(struct copy *c)
 				 where[t]);
 			const char *v[] = {eui, col(st, 1), col(st, 2)};
 			PGresult *res;
-			if (pg_exec(c->pg, q, t == 2 ? 1 : 3, v, NULL, NULL, &res, c->err,
-				    c->errlen) < 0) {
+			if (store_url_exec(c->pg, q, t == 2 ? 1 : 3, v, NULL, NULL, &res, c->err,
+					   c->errlen) < 0) {
 				sqlite3_finalize(st);
 				return -EIO;
 			}
@@ -446,8 +447,9 @@ int store_copy_to_pg(const struct store_copy_options *o, struct store_copy_count
 		/* Every audit entry up to the last one of the SQLite store was copied. */
 		const char *pk[] = {c.progress_key};
 		PGresult *res;
-		e = pg_exec(c.pg, "SELECT convert_from(value, 'UTF8')::bigint FROM meta WHERE key = $1",
-			    1, pk, NULL, NULL, &res, err, errlen);
+		e = store_url_exec(
+		    c.pg, "SELECT convert_from(value, 'UTF8')::bigint FROM meta WHERE key = $1", 1,
+		    pk, NULL, NULL, &res, err, errlen);
 		if (e == 0) {
 			long long done = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
 			PQclear(res);

@@ -296,15 +296,6 @@ struct pg_store {
 	struct store_stats stats;
 };
 
-/* The first line of libpq's message, without the trailing newline nor any password. */
-static void pq_reason(PGconn *c, const PGresult *res, char *buf, size_t n)
-{
-	const char *m = res ? PQresultErrorMessage(res) : NULL;
-	if (!m || !*m)
-		m = c ? PQerrorMessage(c) : "no connection";
-	store_url_pq_line(m, "unknown database error", buf, n);
-}
-
 static void op_free(struct op *op)
 {
 	if (!op)
@@ -728,14 +719,14 @@ static void writer_kick(struct pgw *w)
 	ok = ok && PQpipelineSync(w->conn);
 	if (!ok) {
 		char why[256];
-		pq_reason(w->conn, NULL, why, sizeof(why));
+		store_url_pq_reason(w->conn, NULL, why, sizeof(why));
 		writer_lost(w, why);
 		return;
 	}
 	int f = PQflush(w->conn);
 	if (f < 0) {
 		char why[256];
-		pq_reason(w->conn, NULL, why, sizeof(why));
+		store_url_pq_reason(w->conn, NULL, why, sizeof(why));
 		writer_lost(w, why);
 		return;
 	}
@@ -834,7 +825,7 @@ static void writer_read(struct pgw *w)
 	struct pg_store *s = w->s;
 	if (!PQconsumeInput(w->conn)) {
 		char why[256];
-		pq_reason(w->conn, NULL, why, sizeof(why));
+		store_url_pq_reason(w->conn, NULL, why, sizeof(why));
 		writer_lost(w, why);
 		return;
 	}
@@ -900,7 +891,8 @@ static void writer_read(struct pgw *w)
 		}
 		if (st == PGRES_FATAL_ERROR) {
 			if (!w->batch_error)
-				pq_reason(w->conn, res, w->batch_reason, sizeof(w->batch_reason));
+				store_url_pq_reason(w->conn, res, w->batch_reason,
+						    sizeof(w->batch_reason));
 			w->batch_error = true;
 		} else if (st == PGRES_PIPELINE_ABORTED) {
 			w->batch_error = true;
@@ -934,7 +926,7 @@ static void writer_poll_connect(struct pgw *w)
 	PostgresPollingStatusType ps = PQconnectPoll(w->conn);
 	if (ps == PGRES_POLLING_FAILED) {
 		char why[256];
-		pq_reason(w->conn, NULL, why, sizeof(why));
+		store_url_pq_reason(w->conn, NULL, why, sizeof(why));
 		writer_lost(w, why);
 		return;
 	}
@@ -944,7 +936,7 @@ static void writer_poll_connect(struct pgw *w)
 	}
 	if (PQsetnonblocking(w->conn, 1) != 0 || !PQenterPipelineMode(w->conn)) {
 		char why[256];
-		pq_reason(w->conn, NULL, why, sizeof(why));
+		store_url_pq_reason(w->conn, NULL, why, sizeof(why));
 		writer_lost(w, why);
 		return;
 	}
@@ -982,7 +974,7 @@ static void on_writer_event(evutil_socket_t fd, short what, void *arg)
 	if (what & EV_WRITE) {
 		if (PQflush(w->conn) < 0) {
 			char why[256];
-			pq_reason(w->conn, NULL, why, sizeof(why));
+			store_url_pq_reason(w->conn, NULL, why, sizeof(why));
 			writer_lost(w, why);
 			return;
 		}
@@ -994,7 +986,7 @@ static void on_writer_event(evutil_socket_t fd, short what, void *arg)
 	/* Idle: a notice, or the server closing the connection. */
 	if (!PQconsumeInput(w->conn) || PQstatus(w->conn) == CONNECTION_BAD) {
 		char why[256];
-		pq_reason(w->conn, NULL, why, sizeof(why));
+		store_url_pq_reason(w->conn, NULL, why, sizeof(why));
 		writer_lost(w, why);
 		return;
 	}
@@ -1035,7 +1027,7 @@ static void writer_connect(struct pgw *w)
 	w->conn = connect_start(s, false);
 	if (!w->conn || PQstatus(w->conn) == CONNECTION_BAD) {
 		char why[256];
-		pq_reason(w->conn, NULL, why, sizeof(why));
+		store_url_pq_reason(w->conn, NULL, why, sizeof(why));
 		w->state = W_CONNECTING;
 		writer_lost(w, why);
 		return;
@@ -1075,7 +1067,7 @@ static int pg_read(struct pg_store *s, const char *sql, int n, const char *const
 	PGconn *c = s->reader ? s->reader : connect_start(s, true);
 	if (!c || PQstatus(c) != CONNECTION_OK) {
 		char why[256];
-		pq_reason(c, NULL, why, sizeof(why));
+		store_url_pq_reason(c, NULL, why, sizeof(why));
 		log_warnx("store: cannot connect for reading: %s", why);
 		if (c != s->reader)
 			PQfinish(c);
@@ -1085,7 +1077,7 @@ static int pg_read(struct pg_store *s, const char *sql, int n, const char *const
 	int e = 0;
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		char why[256];
-		pq_reason(c, res, why, sizeof(why));
+		store_url_pq_reason(c, res, why, sizeof(why));
 		log_warnx("store: read failed: %s", why);
 		PQclear(res);
 		e = -EIO;
@@ -1742,27 +1734,14 @@ int pg_store_label_put(struct pg_store *s, const char *dev_eui, const struct sto
 static int exec_sync(PGconn *c, const char *sql, int n, const char *const *v, PGresult **ret,
 		     char *err, size_t errlen)
 {
-	PGresult *res = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
-	ExecStatusType st = PQresultStatus(res);
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		char why[256];
-		pq_reason(c, res, why, sizeof(why));
-		store_set_err(err, errlen, "%s", why);
-		PQclear(res);
-		return -EIO;
-	}
-	if (ret)
-		*ret = res;
-	else
-		PQclear(res);
-	return 0;
+	return store_url_exec(c, sql, n, v, NULL, NULL, ret, err, errlen);
 }
 
 /* Why the first connection failed, with what fixes a missing or refused password. */
 static void connect_failed(const struct pg_store *s, PGconn *c, char *err, size_t errlen)
 {
 	char why[300];
-	pq_reason(c, NULL, why, sizeof(why));
+	store_url_pq_reason(c, NULL, why, sizeof(why));
 	const char *hint = "";
 	if (strstr(why, "no password supplied"))
 		hint = "; give the password with LoadCredential=store-password:FILE in the service, "
@@ -1869,7 +1848,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 	for (int v = version; v < PG_SCHEMA_VERSION; v++) {
 		PGresult *r = PQexec(c, pg_migrations[v]);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-			pq_reason(c, r, why, sizeof(why));
+			store_url_pq_reason(c, r, why, sizeof(why));
 			PQclear(r);
 			store_set_err(err, errlen, "cannot upgrade the schema to version %d: %s%s",
 				      v + 1, why, owner_hint(why));
@@ -1931,7 +1910,7 @@ static int pg_prepare(struct pg_store *s, PGconn *c, char *err, size_t errlen)
 					   "INSERT INTO meta (key, value) VALUES ('key_check', $1)", 1,
 					   NULL, p, lens, fmts, 0);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-			pq_reason(c, r, why, sizeof(why));
+			store_url_pq_reason(c, r, why, sizeof(why));
 			PQclear(r);
 			store_set_err(err, errlen, "cannot write the key check: %s", why);
 			return -EIO;

@@ -131,3 +131,29 @@ bool store_url_has_password(const char *url)
 	PQconninfoFree(opts);
 	return has;
 }
+
+void store_url_pq_reason(PGconn *c, const PGresult *res, char *buf, size_t len)
+{
+	const char *m = res ? PQresultErrorMessage(res) : NULL;
+	if (!m || !*m)
+		m = c ? PQerrorMessage(c) : "no connection";
+	store_url_pq_line(m, "unknown database error", buf, len);
+}
+
+int store_url_exec(PGconn *c, const char *sql, int n, const char *const *v, const int *lens,
+		   const int *fmts, PGresult **ret, char *err, size_t errlen)
+{
+	PGresult *res = PQexecParams(c, sql, n, NULL, v, lens, fmts, 0);
+	ExecStatusType st = PQresultStatus(res);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		if (err && errlen)
+			store_url_pq_reason(c, res, err, errlen);
+		PQclear(res);
+		return -EIO;
+	}
+	if (ret)
+		*ret = res;
+	else
+		PQclear(res);
+	return 0;
+}

@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <libpq-fe.h>
+
 /*
  * Remove the secrets from text in place: the password of any "scheme://user:password@"
  * (kept as "user:***@") and the value of any "password=" keyword (kept as "password=***").
@@ -25,3 +27,13 @@ void store_url_pq_line(const char *m, const char *dflt, char *buf, size_t len);
 
 /* True if url parses and gives a password of its own. */
 bool store_url_has_password(const char *url);
+
+/* libpq's reason for a failure on c (res's message, else the connection's), as above. */
+void store_url_pq_reason(PGconn *c, const PGresult *res, char *buf, size_t len);
+
+/*
+ * Run sql with n parameters on the blocking connection c (lens and fmts NULL: all text):
+ * 0 with the result in *ret (ret NULL: cleared), or -EIO with libpq's reason in err.
+ */
+int store_url_exec(PGconn *c, const char *sql, int n, const char *const *v, const int *lens,
+		   const int *fmts, PGresult **ret, char *err, size_t errlen);
