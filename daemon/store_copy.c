@@ -51,6 +51,21 @@ struct copy {
 	size_t n_conflicts;
 };
 
+/* A statement without parameters (BEGIN, COMMIT) on the database. */
+static int pg_do(struct copy *c, const char *sql)
+{
+	return store_url_exec(c->pg, sql, 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+}
+
+/* One more row in the open chunk: commit the chunk once it holds CHUNK rows. */
+static int chunk_row(struct copy *c, int *in_chunk)
+{
+	if (++*in_chunk < CHUNK)
+		return 0;
+	*in_chunk = 0;
+	return pg_do(c, "COMMIT");
+}
+
 static bool is_conflict(const struct copy *c, const char *eui)
 {
 	for (size_t i = 0; i < c->n_conflicts; i++)
@@ -95,8 +110,7 @@ static int copy_devices(struct copy *c)
 	int e = 0, in_chunk = 0, rc;
 	while (e == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (in_chunk == 0)
-			e = store_url_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err,
-					   c->errlen);
+			e = pg_do(c, "BEGIN");
 		const char *v[19];
 		int lens[19] = {0}, fmts[19] = {0};
 		for (int i = 0; i < 19; i++)
@@ -131,15 +145,11 @@ static int copy_devices(struct copy *c)
 			c->n.conflicts++;
 		}
 		PQclear(res);
-		if (++in_chunk == CHUNK) {
-			e = store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err,
-					   c->errlen);
-			in_chunk = 0;
-		}
+		e = chunk_row(c, &in_chunk);
 	}
 	sqlite3_finalize(st);
 	if (e == 0 && in_chunk)
-		e = store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+		e = pg_do(c, "COMMIT");
 	return e;
 }
 
@@ -158,8 +168,7 @@ static int copy_table(struct copy *c, const char *select, const char *insert, in
 		if (eui && is_conflict(c, eui))
 			continue;
 		if (in_chunk == 0)
-			e = store_url_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err,
-					   c->errlen);
+			e = pg_do(c, "BEGIN");
 		const char *v[8];
 		int lens[8] = {0}, fmts[8] = {0};
 		for (int i = 0; i < ncols; i++) {
@@ -180,15 +189,11 @@ static int copy_table(struct copy *c, const char *select, const char *insert, in
 			break;
 		*count += strtoull(PQcmdTuples(res), NULL, 10);
 		PQclear(res);
-		if (++in_chunk == CHUNK) {
-			e = store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err,
-					   c->errlen);
-			in_chunk = 0;
-		}
+		e = chunk_row(c, &in_chunk);
 	}
 	sqlite3_finalize(st);
 	if (e == 0 && in_chunk)
-		e = store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err, c->errlen);
+		e = pg_do(c, "COMMIT");
 	return e;
 }
 
@@ -216,8 +221,7 @@ static int copy_audit(struct copy *c)
 	int in_chunk = 0, rc;
 	while (e == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (in_chunk == 0)
-			e = store_url_exec(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, c->err,
-					   c->errlen);
+			e = pg_do(c, "BEGIN");
 		const char *v[7];
 		for (int i = 0; i < 7; i++)
 			v[i] = col(st, i + 1);
@@ -240,9 +244,7 @@ static int copy_audit(struct copy *c)
 			    "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
 			    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
 			    2, p, NULL, NULL, NULL, c->err, c->errlen);
-			e = e ? e
-			      : store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err,
-					       c->errlen);
+			e = e ? e : pg_do(c, "COMMIT");
 			in_chunk = 0;
 		}
 	}
@@ -256,9 +258,7 @@ static int copy_audit(struct copy *c)
 		    "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
 		    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
 		    2, p, NULL, NULL, NULL, c->err, c->errlen);
-		e = e ? e
-		      : store_url_exec(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, c->err,
-				       c->errlen);
+		e = e ? e : pg_do(c, "COMMIT");
 	}
 	return e;
 }
