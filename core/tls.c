@@ -79,6 +79,15 @@ static const mbedtls_ecp_group_id cert_curves[] = {
     MBEDTLS_ECP_DP_NONE,
 };
 
+/* The next item of a list separated by commas or white space, or NULL at its end. */
+static const char *list_item(const char **pos, size_t *len)
+{
+	const char *s = *pos + strspn(*pos, ", \t");
+	*len = strcspn(s, ", \t");
+	*pos = s + *len;
+	return *s ? s : NULL;
+}
+
 /* Resolve the comma-separated ciphersuite names into ctx->suites. */
 static int parse_suites(struct tls_ctx *ctx, const char *list, char *err, size_t errlen)
 {
@@ -86,21 +95,14 @@ static int parse_suites(struct tls_ctx *ctx, const char *list, char *err, size_t
 	bool psk = ctx->mode == TLS_MODE_PSK;
 	const char *s = list && *list ? list : psk ? DEFAULT_SUITES : DEFAULT_CERT_SUITES;
 
-	while (*s) {
-		while (*s == ',' || *s == ' ' || *s == '\t')
-			s++;
-		if (!*s)
-			break;
-		const char *e = s;
-		while (*e && *e != ',' && *e != ' ' && *e != '\t')
-			e++;
+	size_t l;
+	for (const char *item; (item = list_item(&s, &l));) {
 		char name[96];
-		size_t l = (size_t)(e - s);
 		if (l >= sizeof(name)) {
 			snprintf(err, errlen, "upstream.ciphersuites: name too long");
 			return -EINVAL;
 		}
-		memcpy(name, s, l);
+		memcpy(name, item, l);
 		name[l] = '\0';
 		int id = mbedtls_ssl_get_ciphersuite_id(name);
 		const mbedtls_ssl_ciphersuite_t *info =
@@ -129,7 +131,6 @@ static int parse_suites(struct tls_ctx *ctx, const char *list, char *err, size_t
 			return -EINVAL;
 		}
 		ctx->suites[n++] = id;
-		s = e;
 	}
 	if (n == 0) {
 		snprintf(err, errlen, "upstream.ciphersuites: empty list");
@@ -180,18 +181,11 @@ int tls_pins_parse(const char *list, uint8_t (*out)[32], size_t max)
 
 	if (!list)
 		return 0;
-	for (const char *s = list; *s;) {
-		while (*s == ',' || *s == ' ' || *s == '\t')
-			s++;
-		if (!*s)
-			break;
-		const char *e = s;
-		while (*e && *e != ',' && *e != ' ' && *e != '\t')
-			e++;
-		if (n >= max || pin_decode(s, (size_t)(e - s), out[n]) < 0)
+	size_t l;
+	for (const char *s = list, *item; (item = list_item(&s, &l));) {
+		if (n >= max || pin_decode(item, l, out[n]) < 0)
 			return -EINVAL;
 		n++;
-		s = e;
 	}
 	return (int)n;
 }
