@@ -31,6 +31,7 @@ static void test_pins(void)
 				 p, TLS_PIN_MAX),
 		  -EINVAL);
 	CHECK_INT(tls_pins_parse(list, p, 1), -EINVAL);
+	CHECK_INT(tls_pins_parse(" ,\t, ", p, TLS_PIN_MAX), 0);
 }
 
 /* Configuration errors are named; a readable key file is refused with "chmod o-rwx". */
@@ -48,7 +49,18 @@ static void test_ctx_errors(const char *dir)
 		CHECK_INT(tls_ctx_new(&o, &ctx, err, sizeof(err)), 0);
 		CHECK_INT(tls_ctx_mode(ctx), TLS_MODE_CERT);
 		ctx = tls_ctx_free(ctx);
+		/* Names split at commas and white space, however many. */
+		o.ciphersuites = " ,TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256,\t "
+				 "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384 ,";
+		CHECK_INT(tls_ctx_new(&o, &ctx, err, sizeof(err)), 0);
+		ctx = tls_ctx_free(ctx);
 	}
+	o.ciphersuites = " , \t,";
+	CHECK(tls_ctx_new(&o, &ctx, err, sizeof(err)) < 0);
+	CHECK(strstr(err, "upstream.ciphersuites: empty list") != NULL);
+	o.ciphersuites = "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256 NO-SUCH-SUITE";
+	CHECK(tls_ctx_new(&o, &ctx, err, sizeof(err)) < 0);
+	CHECK(strstr(err, "unknown ciphersuite NO-SUCH-SUITE") != NULL);
 	o.ciphersuites = "TLS-PSK-WITH-AES-128-GCM-SHA256";
 	CHECK(tls_ctx_new(&o, &ctx, err, sizeof(err)) < 0);
 	CHECK(strstr(err, "not an ECDHE certificate ciphersuite") != NULL);
