@@ -18,14 +18,19 @@
 #include "pool.h"
 #include "uplink.h"
 
-/* One downlink in flight. */
+/* One downlink in flight, or held behind an earlier one to its device. */
 struct dl_req {
 	struct downlink *d;
 	struct dl_req *prev, *next;
 	downlink_done_fn *done;
 	void *arg;
+	uint64_t order; /* when its counter was taken: the device's downlinks go in this order */
+	bool held;	/* waits for the answer to the device's downlink before it */
+	bool confirmed;
+	int fport;
 	uint32_t fcnt_dn;
 	char dev_eui[17];
+	char hex[2 * DOWNLINK_MAX_PAYLOAD + 1]; /* the payload, encrypted */
 };
 
 struct downlink {
@@ -33,8 +38,10 @@ struct downlink {
 	struct journal *journal;
 	char key[129];
 	char as_id[65];
-	struct dl_req *inflight;
-	size_t outstanding;  /* requests given to the pool and not done */
+	struct dl_req *inflight; /* given to the pool, or held */
+	size_t outstanding;	 /* requests given to the pool and not done */
+	size_t held;		 /* requests held, not yet given to the pool */
+	uint64_t taken;		 /* counters taken: the next request's order */
 	uint32_t sessions;   /* the pool's */
 	uint32_t timeout_ms; /* the pool's: for the wait, then again once given to a session */
 	uint64_t latency_ms; /* the LRC's recent answer time (a moving average; 0: none yet) */
@@ -156,7 +163,7 @@ struct downlink *downlink_free(struct downlink *d)
 	return NULL;
 }
 
-/* Unlink and free a finished request. */
+/* Take a request off the list of those in flight or held. */
 static void req_unlink(struct dl_req *q)
 {
 	if (q->prev)
@@ -165,20 +172,53 @@ static void req_unlink(struct dl_req *q)
 		q->d->inflight = q->next;
 	if (q->next)
 		q->next->prev = q->prev;
-	free(q);
 }
 
 /*
  * Whether one more request would likely not be answered within the timeout of the call:
- * the requests ahead of it, a session's worth at a time, each take about the LRC's recent
- * answer time, and then its own. Stricter than the pool, which times the wait and the
- * answer each on their own: a taken downlink is answered within about the timeout.
+ * the requests ahead of it, a session's worth at a time, or the device's own ahead of it
+ * (ahead), one at a time, each take about the LRC's recent answer time, and then its own.
+ * Stricter than the pool, which times the wait and the answer each on their own: a taken
+ * downlink is answered within about the timeout.
  */
-static bool too_slow(const struct downlink *d)
+static bool too_slow(const struct downlink *d, size_t ahead)
 {
 	uint64_t rounds_ahead = d->outstanding / d->sessions;
+	if (rounds_ahead < ahead)
+		rounds_ahead = ahead;
 	return d->latency_ms && rounds_ahead > 0 &&
 	       (rounds_ahead + 1) * d->latency_ms > d->timeout_ms;
+}
+
+/* The downlinks to dev_eui given to the pool or held. */
+static size_t device_ahead(const struct downlink *d, const char *dev_eui)
+{
+	size_t n = 0;
+	for (const struct dl_req *q = d->inflight; q; q = q->next)
+		n += strcmp(q->dev_eui, dev_eui) == 0;
+	return n;
+}
+
+/*
+ * The held request to send next: the first taken of a device with none at the pool. A
+ * device's downlinks go one at a time, in the order their counters were taken: sent on
+ * two sessions at once, the higher FCntDn could reach the LRC first, which queues it
+ * first, and the device would drop the lower one after it.
+ */
+static struct dl_req *next_held(const struct downlink *d)
+{
+	struct dl_req *best = NULL;
+	for (struct dl_req *q = d->inflight; q; q = q->next) {
+		if (!q->held || (best && best->order < q->order))
+			continue;
+		bool first = true;
+		for (const struct dl_req *o = d->inflight; o && first; o = o->next)
+			first = o == q || strcmp(o->dev_eui, q->dev_eui) != 0 ||
+				(o->held && o->order > q->order);
+		if (first)
+			best = q;
+	}
+	return best;
 }
 
 /* Fold one answer's time into the moving average (1/4 weight). */
@@ -218,6 +258,8 @@ static void finish(struct downlink *d, const char *dev_eui, uint32_t fcnt_dn,
 	done(r, arg);
 }
 
+static void release_held(struct downlink *d);
+
 static void pool_done(const struct pool_result *pr, void *arg)
 {
 	struct dl_req *q = arg;
@@ -242,8 +284,11 @@ static void pool_done(const struct pool_result *pr, void *arg)
 			r.reason = reason;
 		}
 	}
-	finish(q->d, q->dev_eui, q->fcnt_dn, &r, q->done, q->arg);
+	struct downlink *d = q->d;
+	finish(d, q->dev_eui, q->fcnt_dn, &r, q->done, q->arg);
 	req_unlink(q);
+	free(q);
+	release_held(d);
 }
 
 /*
@@ -279,22 +324,26 @@ static int store_err(int r)
 	}
 }
 
-/* Encrypt, sign and build the POST of q's counter; in *ret (malloc'ed), 0 or -errno. */
-static int request_build(struct downlink *d, const struct as_session *s, int fport,
-			 const uint8_t *payload, size_t n, bool confirmed, struct dl_req *q,
-			 char **ret, size_t *ret_len)
+/* Encrypt the payload with the session's key and q's counter into q->hex. */
+static int payload_encrypt(const struct as_session *s, const uint8_t *payload, size_t n,
+			   struct dl_req *q)
 {
 	uint8_t buf[DOWNLINK_MAX_PAYLOAD];
-	char hex[2 * DOWNLINK_MAX_PAYLOAD + 1];
 	uint32_t addr = (uint32_t)strtoul(s->dev_addr[0] ? s->dev_addr : "0", NULL, 16);
 	int r = ascrypto_frm_crypt(s->key, addr, q->fcnt_dn, AS_DOWNLINK, payload, n, buf);
 	if (r < 0)
 		return -EIO;
-	hex_encode(buf, n, hex);
+	hex_encode(buf, n, q->hex);
+	return 0;
+}
+
+/* Sign and build the POST of q, timed now; in *ret (malloc'ed), 0 or -errno. */
+static int request_build(struct downlink *d, const struct dl_req *q, char **ret, size_t *ret_len)
+{
 	char when[40], query[1536], target[1700];
 	uplink_time_format(clock_wall_ms(), when, sizeof(when));
-	r = downlink_query(q->dev_eui, fport, hex, q->fcnt_dn, confirmed, d->as_id, when, d->key,
-			   query, sizeof(query));
+	int r = downlink_query(q->dev_eui, q->fport, q->hex, q->fcnt_dn, q->confirmed, d->as_id,
+			       when, d->key, query, sizeof(query));
 	if (r < 0)
 		return -EIO;
 	snprintf(target, sizeof(target), "%s?%s", DOWNLINK_PATH, query);
@@ -309,6 +358,44 @@ static int request_build(struct downlink *d, const struct as_session *s, int fpo
 	return http_request_build(&hr, ret, ret_len);
 }
 
+/* Give q's POST to the pool; 0, or -errno with nothing queued. */
+static int submit(struct downlink *d, struct dl_req *q)
+{
+	char *req_buf = NULL;
+	size_t req_len = 0;
+	int r = request_build(d, q, &req_buf, &req_len);
+	if (r == 0)
+		r = pool_submit(d->pool, req_buf, req_len, pool_done, q);
+	free(req_buf);
+	if (r == 0)
+		d->outstanding++;
+	return r;
+}
+
+static void inflight_add(struct downlink *d, struct dl_req *q)
+{
+	q->prev = NULL;
+	q->next = d->inflight;
+	if (q->next)
+		q->next->prev = q;
+	d->inflight = q;
+}
+
+/* Send the held requests whose turn came, while the pool takes them. */
+static void release_held(struct downlink *d)
+{
+	struct dl_req *q;
+	while (pool_has_room(d->pool) && (q = next_held(d))) {
+		q->held = false;
+		d->held--;
+		int r = submit(d, q);
+		if (r < 0) {
+			req_unlink(q);
+			not_sent(q, r);
+		}
+	}
+}
+
 static int send_one(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
 		    size_t n, bool confirmed, downlink_done_fn *done, void *arg, char *why,
 		    size_t whylen)
@@ -318,8 +405,12 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	if (n > DOWNLINK_MAX_PAYLOAD || fport < 1 || fport > 223)
 		return -EINVAL;
 	/* A counter is taken only for a request the pool will queue and send in time: none
-	 * spent on Busy, nor while the breaker is open (the pool would fail it unsent). */
-	if (!pool_has_room(d->pool) || pool_fails_fast(d->pool) || too_slow(d))
+	 * spent on Busy, nor while the breaker is open (the pool would fail it unsent). One
+	 * behind the device's earlier downlink is held until that one is answered, in as many
+	 * places as the pool's queue has. */
+	size_t ahead = device_ahead(d, dev_eui);
+	if ((ahead ? d->held >= d->sessions : !pool_has_room(d->pool)) ||
+	    pool_fails_fast(d->pool) || too_slow(d, ahead))
 		return -EBUSY;
 	/* Allocated before a counter is taken, so that none is spent for lack of it. */
 	struct dl_req *q = calloc(1, sizeof(*q));
@@ -330,6 +421,8 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	q->d = d;
 	q->done = done;
 	q->arg = arg;
+	q->fport = fport;
+	q->confirmed = confirmed;
 	snprintf(q->dev_eui, sizeof(q->dev_eui), "%s", dev_eui);
 	struct as_session s;
 	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);
@@ -350,22 +443,20 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 		return store_err(r);
 	}
 	/* From here on the counter is spent: a failure ends the downlink through done. */
-	char *req_buf = NULL;
-	size_t req_len = 0;
-	r = request_build(d, &s, fport, payload, n, confirmed, q, &req_buf, &req_len);
+	q->order = d->taken++;
+	r = payload_encrypt(&s, payload, n, q);
 	cred_wipe(&s, sizeof(s));
-	if (r == 0)
-		r = pool_submit(d->pool, req_buf, req_len, pool_done, q);
-	free(req_buf);
+	if (r == 0 && ahead) {
+		q->held = true;
+		d->held++;
+	} else if (r == 0) {
+		r = submit(d, q);
+	}
 	if (r < 0) {
 		not_sent(q, r);
 		return 0;
 	}
-	q->next = d->inflight;
-	if (q->next)
-		q->next->prev = q;
-	d->inflight = q;
-	d->outstanding++;
+	inflight_add(d, q);
 	return 0;
 }
 

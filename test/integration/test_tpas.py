@@ -1622,6 +1622,38 @@ class Downlink(TpasCase):
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "03"})
         self.assertEqual(r["fCntDn"], 40)
 
+    def test_downlinks_to_one_device_reach_the_lrc_in_fcntdn_order(self):
+        """Two applications send a downlink to one device at once, and the first POST is
+        slow on its way (two LRC sessions): the second, with the higher FCntDn, is not
+        posted before the LRC answered the first, or the LRC would queue it first and the
+        device drop the lower one after it, both answered 200."""
+        t, s = self.downlink_ready()
+        orig = s.handle_downlink
+        first_in = threading.Event()
+
+        def slow_first(target):
+            if "&FCntDn=0&" in target:
+                first_in.set()
+                time.sleep(1)
+            return orig(target)
+        s.handle_downlink = slow_first
+        answers = {}
+
+        def send(payload):
+            with Client(t.apps, 30) as c:
+                answers[payload] = c.call("io.tpad.AS.SendDownlink",
+                                          {"devEUI": DEV, "fPort": 1, "payload": payload})
+        first = threading.Thread(target=send, args=("01",))
+        first.start()
+        self.assertTrue(first_in.wait(10), "the first downlink at the LRC")
+        send("02")
+        first.join(30)
+        self.assertEqual({p: (a["fCntDn"], a["status"]) for p, a in answers.items()},
+                         {"01": (0, 200), "02": (1, 200)})
+        self.assertEqual([(d["fcnt_dn"], d["payload"]) for d in s.state["downlinks"]],
+                         [(0, "01"), (1, "02")])
+        self.assertEqual(s.state["violations"], [])
+
     def test_a_late_retry_from_the_previous_session_does_not_replace_the_new_one(self):
         # The device rejoins (a new AppSKey) while the LRC still retries an uplink of its
         # previous session: that key must not become the device's newest.
@@ -1777,8 +1809,10 @@ class Downlink(TpasCase):
 
     def test_a_burst_to_a_slow_lrc_is_busy_instead_of_timing_out(self):
         """A slow LRC (3 s an answer, request-timeout 5 s, two sessions): a burst of 30
-        gets one waiting per session at most; once the LRC's pace is known, only what can
-        be answered within the timeout is taken, the rest Busy with no FCntDn spent."""
+        to one device gets one posted and, behind it, one held per session at most; once the LRC's
+        pace is known, only what can be answered within the timeout is taken (one: the
+        device's next would be posted once it is answered, 6 s on), the rest Busy with no
+        FCntDn spent."""
         t, s = self.downlink_ready()
         s.faults["downlink_delay"] = 3
 
@@ -1807,7 +1841,7 @@ class Downlink(TpasCase):
         self.assertGreaterEqual(first.get("io.tpad.AS.Busy", 0), 26, first)
         second = burst(30)
         self.assertEqual(second.get("io.tpad.AS.LrcFailed", 0), 0, second)
-        self.assertEqual((second["ok"], second["io.tpad.AS.Busy"]), (2, 28), second)
+        self.assertEqual((second["ok"], second["io.tpad.AS.Busy"]), (1, 29), second)
         s.faults["downlink_delay"] = 0
         spent = sum(v for k, v in list(first.items()) + list(second.items())
                     if k != "io.tpad.AS.Busy")
@@ -2422,7 +2456,11 @@ class ExampleAppCases:
         self.assertIn("FCntDn 1, LRC 200", self.seen(out)[1][-1])
         wait_for(lambda: len(s.state["downlinks"]) == 2, 10, "both downlinks at the LRC")
         self.assertEqual(sorted(d["fcnt_dn"] for d in s.state["downlinks"]), [0, 1])
-        self.assertEqual(s.state["violations"], [])
+        # The first, cut by tpas's death while the LRC held it, may reach the LRC's queue
+        # after the one sent again: no tpas can order that one, and the device then drops
+        # it, so it takes the configuration once.
+        self.assertIn(s.state["violations"],
+                      ([], [{"fcnt_behind": 0, "after": 1, "dev_eui": DEV}]))
 
 
 class ExampleApp(ExampleAppCases, TpasCase):

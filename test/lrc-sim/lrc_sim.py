@@ -7,7 +7,8 @@ It plays the network side of the LRC-AS tunnel:
     envelope with a KEK label), FRMPayload encrypted with the device's AppSKey;
   * downlinks: serves POST /thingpark/lrc/rest/downlink, checks the Token, decrypts
     the payload with the AppSKey it handed out and the FCntDn sent, and records a
-    reuse of any FCntDn with one key as a violation;
+    reuse of any FCntDn with one key as a violation, and one that comes after a
+    higher one with the same key (the device would drop it);
   * faults on demand: a bad Token, a stale Time, a dropped answer (the LRC retries),
     downlink answers with an error status;
   * state (devices, counters, downlinks received) in a JSON file that survives a
@@ -292,6 +293,11 @@ class LrcSim:
                     if d["dev_eui"] == dev_eui and d["appskey"] == dev["appskey"]]
             if fcnt in used:
                 self.state["violations"].append({"fcnt_reused": fcnt, "dev_eui": dev_eui})
+            elif used and fcnt < max(used):
+                # Queued behind a higher one, it reaches the device after it: the device
+                # drops a downlink whose FCntDn is not above the last it took.
+                self.state["violations"].append({"fcnt_behind": fcnt, "after": max(used),
+                                                 "dev_eui": dev_eui})
             plain = frm_crypt(bytes.fromhex(dev["appskey"]), int(dev["dev_addr"], 16), fcnt, 1,
                               bytes.fromhex(q.get("Payload", "")))
             self.state["downlinks"].append({
