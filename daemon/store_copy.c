@@ -197,6 +197,19 @@ static int copy_table(struct copy *c, const char *select, const char *insert, in
 	return e;
 }
 
+/* Commit a chunk of audit entries with how far they go (the id of the last one). */
+static int audit_chunk_commit(struct copy *c, long long last)
+{
+	char ls[32];
+	snprintf(ls, sizeof(ls), "%lld", last);
+	const char *p[] = {c->progress_key, ls};
+	int e = store_url_exec(c->pg,
+			       "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
+			       "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+			       2, p, NULL, NULL, NULL, c->err, c->errlen);
+	return e ? e : pg_do(c, "COMMIT");
+}
+
 /* Copy the audit entries after the last one copied before, noting progress per chunk. */
 static int copy_audit(struct copy *c)
 {
@@ -236,30 +249,13 @@ static int copy_audit(struct copy *c)
 		last = sqlite3_column_int64(st, 0);
 		c->n.audit++;
 		if (e == 0 && ++in_chunk == CHUNK) {
-			char ls[32];
-			snprintf(ls, sizeof(ls), "%lld", last);
-			const char *p[] = {c->progress_key, ls};
-			e = store_url_exec(
-			    c->pg,
-			    "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
-			    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-			    2, p, NULL, NULL, NULL, c->err, c->errlen);
-			e = e ? e : pg_do(c, "COMMIT");
+			e = audit_chunk_commit(c, last);
 			in_chunk = 0;
 		}
 	}
 	sqlite3_finalize(st);
-	if (e == 0 && in_chunk) {
-		char ls[32];
-		snprintf(ls, sizeof(ls), "%lld", last);
-		const char *p[] = {c->progress_key, ls};
-		e = store_url_exec(
-		    c->pg,
-		    "INSERT INTO meta (key, value) VALUES ($1, convert_to($2, 'UTF8')) "
-		    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-		    2, p, NULL, NULL, NULL, c->err, c->errlen);
-		e = e ? e : pg_do(c, "COMMIT");
-	}
+	if (e == 0 && in_chunk)
+		e = audit_chunk_commit(c, last);
 	return e;
 }
 
