@@ -123,12 +123,17 @@ class IppPrinter:
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_for(lambda: os.path.exists(self.bus), 10, "the private D-Bus bus")
         self.port = free_port()
+        self.command = command
+        self.spawn()
+
+    def spawn(self):
+        """Start ippeveprinter on self.port and wait until it takes connections."""
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={self.bus}")
         self.proc = subprocess.Popen(
             # -c: each job "printed" by a command that returns at once; -k keeps the
             # spooled file. Without a command it takes some 7 s per job.
             ["ippeveprinter", "-p", str(self.port), "-d", self.spool, "-k", "-r", "off",
-             "-c", command, "-f", "application/pdf", "-n", "localhost", "tpadtest"],
+             "-c", self.command, "-f", "application/pdf", "-n", "localhost", "tpadtest"],
             stdout=self.log, stderr=self.log, env=env)
 
         def up():
@@ -143,6 +148,12 @@ class IppPrinter:
 
     def url(self):
         return f"ipp://127.0.0.1:{self.port}/ipp/print"
+
+    def restart(self):
+        """Power cycle: killed (its jobs in progress with it), started again on its port."""
+        self.proc.kill()
+        self.proc.wait()
+        self.spawn()
 
     def stop(self):
         for p in (self.proc, self.dbus):
@@ -1009,6 +1020,38 @@ class Print(TpadTestCase):
         job = reply["parameters"]["job"]
         wait_for(lambda: f"print failed on office job {job}: {reason}" in self.audit(eui(41)),
                  10, "the audit row with the whole reason")
+
+    def test_a_printer_restarted_while_it_prints_fails_the_job(self):
+        """The IPP printer took the job and is killed before it prints it (a power cycle):
+        the job is lost with it. It was reported printed (the follow-up's lost connection
+        was taken for "cannot tell"); it is PrintFailed, saying the label may be missing,
+        audited, and the reprint after the printer is back prints."""
+        slow = os.path.join(self.tmp, "slow.sh")
+        with open(slow, "w") as f:
+            f.write("#!/bin/sh\nsleep 3\n")
+        os.chmod(slow, 0o755)
+        self.ipp = IppPrinter(self.tmp, command=slow)
+        self.start(f"[printer.office]\nurl = {self.ipp.url()}\ntimeout = 6s\n"
+                   "status-interval = 0\n", default="office")
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate",
+                   {"devEUI": eui(43), "generateAppKey": True, "print": {}})
+            wait_for(self.ipp.files, 10, "the job at the printer")
+            time.sleep(0.3)
+            self.ipp.restart()
+            reply = c.recv()
+        self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
+        reason = reply["parameters"]["reason"]
+        self.assertIn("its job 1", reason)
+        self.assertIn("the label may not have come out", reason)
+        self.assertEqual(reply["parameters"]["device"]["state"], "ISSUED")
+        job = reply["parameters"]["job"]
+        wait_for(lambda: f"print failed on office job {job}: {reason}" in self.audit(eui(43)),
+                 10, "the failed print's audit row")
+        with self.d.station_client() as c:
+            r = c.call("io.tpad.Station.Lookup", {"devEUI": eui(43), "print": {}})
+        self.assertEqual(r["print"]["state"], "printed")
+        self.assertEqual(self.s.counters()["imports"], 1)
 
     def test_job_numbers_go_on_across_restarts(self):
         """Job numbers start from the clock, not from 1: the audit rows of a job before a
