@@ -1166,6 +1166,13 @@ class Print(TpadTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("c.conf:2): label.caption-1", p.stderr)
         self.assertIn("label.caption-1", p.stderr)
+        # A tall label: the code takes the whole width, and the message said the
+        # captions needed 5.3 mm while "the label has 495.0 mm".
+        p = check("[label]\nheight = 500\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("label.caption-2: the code (56.3 mm with its quiet zone) takes the "
+                      "label's whole width", p.stderr)
+        self.assertIn("set label.qr-size smaller or label.captions = below", p.stderr)
         p = check("[label]\ncaption-3 = a rather long line of free text\n")
         self.assertEqual(p.returncode, 1)
         self.assertIn("label.caption-3", p.stderr)
