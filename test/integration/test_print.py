@@ -1186,6 +1186,16 @@ class Print(TpadTestCase):
             self.assertEqual(p.returncode, 1, url)
             self.assertIn("c.conf:2: printer.a.url", p.stderr)
             self.assertIn(why, p.stderr)
+        # One station, two default printers: the first took its labels without a word.
+        p = check("[printer.a]\nurl = socket://127.0.0.1\nstation-uids = root\n"
+                  "[printer.b]\nurl = socket://127.0.0.2\nstation-uids = daemon root\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("c.conf:6: printer.b.station-uids: uid 0 is in printer.a.station-uids "
+                      "too; a station has one default printer", p.stderr)
+        p = check("[printer.a]\nurl = socket://127.0.0.1\nstation-groups = root\n"
+                  "[printer.b]\nurl = socket://127.0.0.2\nstation-groups = root\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("printer.b.station-groups: gid 0 is in printer.a.station-groups", p.stderr)
         key = os.path.join(self.tmp, "store.key")
         tpadtest.write_secret(key, "00" * 32)
         p = check("[printer.a]\nurl = socket://127.0.0.1\n[printer.b]\n"
