@@ -848,8 +848,45 @@ static int config_finish(struct config *c, const char *name, char *err, size_t e
 	return 0;
 }
 
+/*
+ * A station (uid) or group listed for two printers: the first printer would take its
+ * labels and the second's line never be used, without a word. Say which two.
+ */
+static int printers_check_stations(const struct config *c, char *why, size_t whylen)
+{
+	for (size_t i = 0; i < c->n_printers; i++) {
+		const struct config_printer *p = &c->printers[i];
+		for (size_t k = 0; k < i; k++) {
+			const struct config_printer *q = &c->printers[k];
+			for (size_t a = 0; a < p->n_station_uids; a++)
+				for (size_t b = 0; b < q->n_station_uids; b++)
+					if (p->station_uids[a] == q->station_uids[b]) {
+						snprintf(why, whylen,
+							 "printer.%s.station-uids: uid %u is in "
+							 "printer.%s.station-uids too; a station "
+							 "has one default printer",
+							 p->name, (unsigned)p->station_uids[a],
+							 q->name);
+						return -EINVAL;
+					}
+			for (size_t a = 0; a < p->n_station_gids; a++)
+				for (size_t b = 0; b < q->n_station_gids; b++)
+					if (p->station_gids[a] == q->station_gids[b]) {
+						snprintf(why, whylen,
+							 "printer.%s.station-groups: gid %u is in "
+							 "printer.%s.station-groups too; a station "
+							 "has one default printer",
+							 p->name, (unsigned)p->station_gids[a],
+							 q->name);
+						return -EINVAL;
+					}
+		}
+	}
+	return 0;
+}
+
 /* The printers' rules: a url each, ZPL only to raw and PDF only to IPP printers, print.default
- * names one. */
+ * names one, a station is no two printers' own. */
 static int printers_check(const struct config *c, char *why, size_t whylen)
 {
 	char name[128];
@@ -874,7 +911,7 @@ static int printers_check(const struct config *c, char *why, size_t whylen)
 		snprintf(why, whylen, "print.default: no [printer.%s] section", c->print_default);
 		return -EINVAL;
 	}
-	return 0;
+	return printers_check_stations(c, why, whylen);
 }
 
 const struct config_printer *config_printer_find(const struct config *c, const char *name)

@@ -215,7 +215,16 @@ static int layout_place(const struct layout *l, int modules, struct geometry *g,
 		g->text_y = l->qr_y + g->box + l->gap;
 	}
 	g->text_w = l->width - g->text_x;
-	if (lines && (g->text_w <= 0 || g->text_y + block > l->height)) {
+	if (lines && g->text_w <= 0) {
+		/* The code took the label's whole width (a tall label): its height is no help. */
+		snprintf(err, errlen,
+			 "label.caption-%d: the code (%.1f mm with its quiet zone) takes the "
+			 "label's whole width, leaving no room beside it; set label.qr-size "
+			 "smaller or label.captions = below",
+			 lines, dots_to_mm(g->box, l->dpi));
+		return -EMSGSIZE;
+	}
+	if (lines && g->text_y + block > l->height) {
 		snprintf(err, errlen,
 			 "label.caption-%d: %d caption lines of %.0f pt need %.1f mm %s the code; "
 			 "the label has %.1f mm",

@@ -283,10 +283,40 @@ static int ipp_print(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 }
 
 /*
+ * The printer answered no question about its job before deadline (the connection lost,
+ * the printer off), or answered that it has no such job (it was restarted): the label
+ * may never come out, so the job fails with why, rather than count as printed.
+ */
+static bool job_lost(http_t *http, struct print_job *j, ipp_t *resp, uint64_t deadline)
+{
+	if (resp && cupsLastError() == IPP_STATUS_ERROR_NOT_FOUND) {
+		snprintf(j->reason, sizeof(j->reason),
+			 "the printer no longer knows its job %d (restarted?): the label may not "
+			 "have come out; look before reprinting",
+			 j->printer_job);
+		return true;
+	}
+	if (resp || clock_now_us() >= deadline)
+		return false;
+	int e = httpError(http);
+	const char *m = cupsLastErrorString();
+	int n = snprintf(j->reason, sizeof(j->reason), "lost the printer during its job %d (%.40s)",
+			 j->printer_job,
+			 e	   ? strerror(e)
+			 : m && *m ? m
+				   : "no answer");
+	print_job_unreachable(j); /* Status says why, without the advice below */
+	if (n > 0 && (size_t)n < sizeof(j->reason))
+		snprintf(j->reason + n, sizeof(j->reason) - (size_t)n,
+			 ": the label may not have come out; look before reprinting");
+	return true;
+}
+
+/*
  * Follow the printer's job until it completes, aborts or is canceled, up to deadline: an
- * aborted job (a jam, a failed print) is a failure with the printer's reason. A job still
- * pending or printing at the deadline (a long batch) counts as accepted, as does one the
- * printer cannot tell us about.
+ * aborted job (a jam, a failed print) is a failure with the printer's reason, and so is
+ * one the printer lost (job_lost). A job still pending or printing at the deadline (a
+ * long batch) counts as accepted, as does one the printer will not tell us about.
  */
 static int ipp_watch(struct print_printer *pr, struct ipp_worker *w, http_t *http,
 		     struct print_job *j, uint64_t deadline)
@@ -302,6 +332,10 @@ static int ipp_watch(struct print_printer *pr, struct ipp_worker *w, http_t *htt
 		ippAddStrings(req, IPP_TAG_OPERATION, IPP_TAG_KEYWORD, "requested-attributes", 3,
 			      NULL, attrs);
 		ipp_t *resp = cupsDoRequest(http, req, pr->resource);
+		if (job_lost(http, j, resp, deadline)) {
+			ippDelete(resp);
+			return -EIO;
+		}
 		ipp_attribute_t *a = resp ? ippFindAttribute(resp, "job-state", IPP_TAG_ENUM) : NULL;
 		int state = a ? ippGetInteger(a, 0) : 0;
 		if (state == IPP_JSTATE_ABORTED || state == IPP_JSTATE_CANCELED) {

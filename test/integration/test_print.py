@@ -123,12 +123,17 @@ class IppPrinter:
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_for(lambda: os.path.exists(self.bus), 10, "the private D-Bus bus")
         self.port = free_port()
+        self.command = command
+        self.spawn()
+
+    def spawn(self):
+        """Start ippeveprinter on self.port and wait until it takes connections."""
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={self.bus}")
         self.proc = subprocess.Popen(
             # -c: each job "printed" by a command that returns at once; -k keeps the
             # spooled file. Without a command it takes some 7 s per job.
             ["ippeveprinter", "-p", str(self.port), "-d", self.spool, "-k", "-r", "off",
-             "-c", command, "-f", "application/pdf", "-n", "localhost", "tpadtest"],
+             "-c", self.command, "-f", "application/pdf", "-n", "localhost", "tpadtest"],
             stdout=self.log, stderr=self.log, env=env)
 
         def up():
@@ -143,6 +148,12 @@ class IppPrinter:
 
     def url(self):
         return f"ipp://127.0.0.1:{self.port}/ipp/print"
+
+    def restart(self):
+        """Power cycle: killed (its jobs in progress with it), started again on its port."""
+        self.proc.kill()
+        self.proc.wait()
+        self.spawn()
 
     def stop(self):
         for p in (self.proc, self.dbus):
@@ -1010,6 +1021,38 @@ class Print(TpadTestCase):
         wait_for(lambda: f"print failed on office job {job}: {reason}" in self.audit(eui(41)),
                  10, "the audit row with the whole reason")
 
+    def test_a_printer_restarted_while_it_prints_fails_the_job(self):
+        """The IPP printer took the job and is killed before it prints it (a power cycle):
+        the job is lost with it. It was reported printed (the follow-up's lost connection
+        was taken for "cannot tell"); it is PrintFailed, saying the label may be missing,
+        audited, and the reprint after the printer is back prints."""
+        slow = os.path.join(self.tmp, "slow.sh")
+        with open(slow, "w") as f:
+            f.write("#!/bin/sh\nsleep 3\n")
+        os.chmod(slow, 0o755)
+        self.ipp = IppPrinter(self.tmp, command=slow)
+        self.start(f"[printer.office]\nurl = {self.ipp.url()}\ntimeout = 6s\n"
+                   "status-interval = 0\n", default="office")
+        with self.d.station_client() as c:
+            c.send("io.tpad.Station.Activate",
+                   {"devEUI": eui(43), "generateAppKey": True, "print": {}})
+            wait_for(self.ipp.files, 10, "the job at the printer")
+            time.sleep(0.3)
+            self.ipp.restart()
+            reply = c.recv()
+        self.assertEqual(reply.get("error"), "io.tpad.Station.PrintFailed", reply)
+        reason = reply["parameters"]["reason"]
+        self.assertIn("its job 1", reason)
+        self.assertIn("the label may not have come out", reason)
+        self.assertEqual(reply["parameters"]["device"]["state"], "ISSUED")
+        job = reply["parameters"]["job"]
+        wait_for(lambda: f"print failed on office job {job}: {reason}" in self.audit(eui(43)),
+                 10, "the failed print's audit row")
+        with self.d.station_client() as c:
+            r = c.call("io.tpad.Station.Lookup", {"devEUI": eui(43), "print": {}})
+        self.assertEqual(r["print"]["state"], "printed")
+        self.assertEqual(self.s.counters()["imports"], 1)
+
     def test_job_numbers_go_on_across_restarts(self):
         """Job numbers start from the clock, not from 1: the audit rows of a job before a
         restart and one after it never share a number."""
@@ -1123,6 +1166,13 @@ class Print(TpadTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("c.conf:2): label.caption-1", p.stderr)
         self.assertIn("label.caption-1", p.stderr)
+        # A tall label: the code takes the whole width, and the message said the
+        # captions needed 5.3 mm while "the label has 495.0 mm".
+        p = check("[label]\nheight = 500\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("label.caption-2: the code (56.3 mm with its quiet zone) takes the "
+                      "label's whole width", p.stderr)
+        self.assertIn("set label.qr-size smaller or label.captions = below", p.stderr)
         p = check("[label]\ncaption-3 = a rather long line of free text\n")
         self.assertEqual(p.returncode, 1)
         self.assertIn("label.caption-3", p.stderr)
@@ -1136,6 +1186,16 @@ class Print(TpadTestCase):
             self.assertEqual(p.returncode, 1, url)
             self.assertIn("c.conf:2: printer.a.url", p.stderr)
             self.assertIn(why, p.stderr)
+        # One station, two default printers: the first took its labels without a word.
+        p = check("[printer.a]\nurl = socket://127.0.0.1\nstation-uids = root\n"
+                  "[printer.b]\nurl = socket://127.0.0.2\nstation-uids = daemon root\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("c.conf:6: printer.b.station-uids: uid 0 is in printer.a.station-uids "
+                      "too; a station has one default printer", p.stderr)
+        p = check("[printer.a]\nurl = socket://127.0.0.1\nstation-groups = root\n"
+                  "[printer.b]\nurl = socket://127.0.0.2\nstation-groups = root\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("printer.b.station-groups: gid 0 is in printer.a.station-groups", p.stderr)
         key = os.path.join(self.tmp, "store.key")
         tpadtest.write_secret(key, "00" * 32)
         p = check("[printer.a]\nurl = socket://127.0.0.1\n[printer.b]\n"
