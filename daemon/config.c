@@ -848,38 +848,48 @@ static int config_finish(struct config *c, const char *name, char *err, size_t e
 	return 0;
 }
 
+/* Whether one of the n ids at a is among the m at b: 0, or 1 with it in *ret. */
+static bool id_shared(const unsigned *a, size_t n, const unsigned *b, size_t m, unsigned *ret)
+{
+	for (size_t x = 0; x < n; x++)
+		for (size_t y = 0; y < m; y++)
+			if (a[x] == b[y]) {
+				*ret = a[x];
+				return true;
+			}
+	return false;
+}
+
 /*
  * A station (uid) or group listed for two printers: the first printer would take its
  * labels and the second's line never be used, without a word. Say which two.
  */
 static int printers_check_stations(const struct config *c, char *why, size_t whylen)
 {
+	_Static_assert(sizeof(uid_t) == sizeof(unsigned) && sizeof(gid_t) == sizeof(unsigned),
+		       "uid_t and gid_t are unsigned int");
 	for (size_t i = 0; i < c->n_printers; i++) {
 		const struct config_printer *p = &c->printers[i];
 		for (size_t k = 0; k < i; k++) {
 			const struct config_printer *q = &c->printers[k];
-			for (size_t a = 0; a < p->n_station_uids; a++)
-				for (size_t b = 0; b < q->n_station_uids; b++)
-					if (p->station_uids[a] == q->station_uids[b]) {
-						snprintf(why, whylen,
-							 "printer.%s.station-uids: uid %u is in "
-							 "printer.%s.station-uids too; a station "
-							 "has one default printer",
-							 p->name, (unsigned)p->station_uids[a],
-							 q->name);
-						return -EINVAL;
-					}
-			for (size_t a = 0; a < p->n_station_gids; a++)
-				for (size_t b = 0; b < q->n_station_gids; b++)
-					if (p->station_gids[a] == q->station_gids[b]) {
-						snprintf(why, whylen,
-							 "printer.%s.station-groups: gid %u is in "
-							 "printer.%s.station-groups too; a station "
-							 "has one default printer",
-							 p->name, (unsigned)p->station_gids[a],
-							 q->name);
-						return -EINVAL;
-					}
+			const char *what = NULL, *list = NULL;
+			unsigned id;
+			if (id_shared(p->station_uids, p->n_station_uids, q->station_uids,
+				      q->n_station_uids, &id)) {
+				what = "uid";
+				list = "station-uids";
+			} else if (id_shared(p->station_gids, p->n_station_gids, q->station_gids,
+					     q->n_station_gids, &id)) {
+				what = "gid";
+				list = "station-groups";
+			}
+			if (what) {
+				snprintf(why, whylen,
+					 "printer.%s.%s: %s %u is in printer.%s.%s too; a station "
+					 "has one default printer",
+					 p->name, list, what, id, q->name, list);
+				return -EINVAL;
+			}
 		}
 	}
 	return 0;
