@@ -703,11 +703,15 @@ void print_metrics(struct print *p, FILE *f)
 {
 	if (!p || !p->n)
 		return;
-	fprintf(f, "# HELP tpad_printer_ready 1 if the printer said it can print, else 0.\n"
+	fprintf(f, "# HELP tpad_printer_ready 1 if the printer said it can print, else 0; none "
+		   "for a printer not asked yet.\n"
 		   "# TYPE tpad_printer_ready gauge\n");
 	for (size_t i = 0; i < p->n; i++)
-		fprintf(f, "tpad_printer_ready{printer=\"%s\"} %d\n", p->printers[i].cfg->name,
-			p->printers[i].ready ? 1 : 0);
+		/* Not asked yet (status-interval = 0 and no job since start): no sample, rather
+		 * than a 0 the TpadPrinterNotReady alert would take for a printer that is down. */
+		if (strcmp(p->printers[i].state, "unknown") != 0)
+			fprintf(f, "tpad_printer_ready{printer=\"%s\"} %d\n",
+				p->printers[i].cfg->name, p->printers[i].ready ? 1 : 0);
 	fprintf(f, "# HELP tpad_print_jobs_total Print jobs finished, by printer and outcome.\n"
 		   "# TYPE tpad_print_jobs_total counter\n");
 	for (size_t i = 0; i < p->n; i++) {

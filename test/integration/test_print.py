@@ -1006,6 +1006,11 @@ class Print(TpadTestCase):
         self.addCleanup(drop.close)
         self.start(f"[printer.office]\nurl = {drop.url()}\ntimeout = 3s\n"
                    "status-interval = 0\n", default="office")
+        # Not asked yet: no ready sample (a 0 would fire TpadPrinterNotReady).
+        st, metrics = self.printer_status("office")
+        self.assertEqual(st["state"], "unknown")
+        self.assertIn("# TYPE tpad_printer_ready gauge", metrics)
+        self.assertNotIn('tpad_printer_ready{printer="office"}', metrics)
         with self.d.station_client() as c:
             c.send("io.tpad.Station.Activate", {"devEUI": eui(41), "generateAppKey": True,
                                                 "print": {"copies": 100}})
@@ -1014,8 +1019,9 @@ class Print(TpadTestCase):
         reason = reply["parameters"]["reason"]
         self.assertIn("lost the connection to the printer during the job", reason)
         self.assertNotIn("refused", reason)
-        st, _ = self.printer_status("office")
+        st, metrics = self.printer_status("office")
         self.assertEqual((st["state"], st["ready"]), ("unreachable", False))
+        self.assertIn('tpad_printer_ready{printer="office"} 0', metrics)
         # The audit row keeps the whole reason (it was cut at 50 characters).
         job = reply["parameters"]["job"]
         wait_for(lambda: f"print failed on office job {job}: {reason}" in self.audit(eui(41)),
