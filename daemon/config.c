@@ -848,7 +848,7 @@ static int config_finish(struct config *c, const char *name, char *err, size_t e
 	return 0;
 }
 
-/* Whether one of the n ids at a is among the m at b: 0, or 1 with it in *ret. */
+/* Whether one of the n ids at a is among the m at b (then it is in *ret). */
 static bool id_shared(const unsigned *a, size_t n, const unsigned *b, size_t m, unsigned *ret)
 {
 	for (size_t x = 0; x < n; x++)
