@@ -141,27 +141,28 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	server_set_limits(t->srv, &fresh.limits);
 	daemon_reload_report(t->config_path, print_config, t->cfg, &fresh);
-	daemon_files_report(t->tls_files, sizeof(t->tls_files) / sizeof(t->tls_files[0]), "tpad");
+	daemon_files_report(t->start_files, sizeof(t->start_files) / sizeof(t->start_files[0]),
+			    "tpad");
 	config_free(&fresh);
 }
 
 /* The upstream's certificate and key files and the store's password file as read at start,
  * for SIGHUP to compare. */
-static void note_tls_files(struct tpad *t)
+static void note_start_files(struct tpad *t)
 {
 	const struct config *c = t->cfg;
 	bool cert = c->upstream_tls == UPSTREAM_TLS_CERT;
 
-	daemon_file_note(&t->tls_files[0], "upstream.ca-file", NULL, c->upstream_ca_file);
-	daemon_file_note(&t->tls_files[1], "upstream.client-cert", NULL, c->upstream_client_cert);
-	daemon_file_note(&t->tls_files[2], "upstream.client-key-file",
+	daemon_file_note(&t->start_files[0], "upstream.ca-file", NULL, c->upstream_ca_file);
+	daemon_file_note(&t->start_files[1], "upstream.client-cert", NULL, c->upstream_client_cert);
+	daemon_file_note(&t->start_files[2], "upstream.client-key-file",
 			 cert && c->upstream_client_cert ? "tpa-client-key" : NULL,
 			 cert && c->upstream_client_cert ? c->upstream_client_key_file : NULL);
-	daemon_file_note(&t->tls_files[3], "upstream.psk-file", cert ? NULL : "tpa-psk",
+	daemon_file_note(&t->start_files[3], "upstream.psk-file", cert ? NULL : "tpa-psk",
 			 cert ? NULL : c->upstream_psk_file);
 	/* The database's password too: a role's rotated password needs a restart as well. */
 	bool pg = strcmp(c->store_backend, "postgresql") == 0;
-	daemon_file_note(&t->tls_files[4], "store.password-file", pg ? "store-password" : NULL,
+	daemon_file_note(&t->start_files[4], "store.password-file", pg ? "store-password" : NULL,
 			 pg ? c->store_password_file : NULL);
 }
 
@@ -229,7 +230,7 @@ static int run(struct config *cfg, const char *config_path)
 		goto out;
 	}
 	check_fd_limit(cfg);
-	note_tls_files(&t);
+	note_start_files(&t);
 	if (dispatch_init(&t) < 0 || open_listeners(&t) < 0)
 		goto out;
 	sigs = daemon_signals_new(t.base, stop_cb, reload_cb, &t);

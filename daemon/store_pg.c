@@ -543,17 +543,29 @@ static const char *password_hint(const struct pg_store *s)
 	       "password in the database, or give one with LoadCredential=store-password:FILE";
 }
 
+/* What fixes a missing or refused password, from libpq's reason why; "" for another failure. */
+static const char *auth_hint(const struct pg_store *s, const char *why)
+{
+	if (strstr(why, "no password supplied"))
+		return "; give the password with LoadCredential=store-password:FILE in the "
+		       "service, "
+		       "or store.password-file";
+	if (strstr(why, "password authentication failed"))
+		return password_hint(s);
+	return "";
+}
+
 /*
  * A reconnect whose password is refused (the role's changed since tpad started): what to
  * check, and that tpad read its own password at start, so a corrected one needs a restart.
  */
 static void set_down_reason(struct pg_store *s, const char *why)
 {
-	bool refused = strstr(why, "password authentication failed") != NULL;
+	const char *hint = auth_hint(s, why);
 	bool at_start = s->password || store_url_has_password(s->url);
-	snprintf(
-	    s->down_reason, sizeof(s->down_reason), "%s%s%s", why, refused ? password_hint(s) : "",
-	    refused && at_start ? " (tpad reads it at start: restart tpad once it is right)" : "");
+	snprintf(s->down_reason, sizeof(s->down_reason), "%s%s%s", why, hint,
+		 *hint && at_start ? " (tpad reads it at start: restart tpad once it is right)"
+				   : "");
 }
 
 /* The connection broke: fail what is in flight and queued, reconnect with backoff. */
@@ -1742,13 +1754,7 @@ static void connect_failed(const struct pg_store *s, PGconn *c, char *err, size_
 {
 	char why[300];
 	store_url_pq_reason(c, NULL, why, sizeof(why));
-	const char *hint = "";
-	if (strstr(why, "no password supplied"))
-		hint = "; give the password with LoadCredential=store-password:FILE in the service, "
-		       "or store.password-file";
-	else if (strstr(why, "password authentication failed"))
-		hint = password_hint(s);
-	store_set_err(err, errlen, "cannot connect to the database: %s%s", why, hint);
+	store_set_err(err, errlen, "cannot connect to the database: %s%s", why, auth_hint(s, why));
 }
 
 /* What lets a role that may not create or alter the tables go on. */

@@ -43,5 +43,5 @@ struct tpad {
 	time_t store_counted_at; /* wall clock of the last count */
 	uint64_t started_us; /* monotonic */
 	bool stopping;
-	struct daemon_file tls_files[5]; /* as read at start (SIGHUP names changes) */
+	struct daemon_file start_files[5]; /* as read at start (SIGHUP names changes) */
 };
