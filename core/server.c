@@ -39,6 +39,8 @@ struct req {
 	struct conn *conn;
 	struct call call;
 	struct evbuffer *held; /* replies waiting for earlier calls to finish */
+	req_written_fn *written; /* req_when_written(): once the output has been written */
+	void *written_arg;
 	bool done;
 };
 
@@ -345,6 +347,12 @@ size_t req_output_pending(const struct req *r)
 	       (r->held ? evbuffer_get_length(r->held) : 0);
 }
 
+void req_when_written(struct req *r, req_written_fn *fn, void *arg)
+{
+	r->written = fn;
+	r->written_arg = arg;
+}
+
 void req_reply(struct req *r, json_t *params, bool continues)
 {
 	size_t len = 0;
@@ -531,13 +539,28 @@ static void conn_msg_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	conn_close(c, "message not completed within limits.message-timeout", false);
 }
 
-/* Once output has drained, a stopping server may be done. */
+/*
+ * Once output has drained: a call paused for its client to read (req_when_written) goes
+ * on, and a stopping server may be done. The connection outlives a close made meanwhile
+ * (conn_maybe_free frees from the loop).
+ */
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
+	struct server *s = c->srv;
 	conn_finish_eof(c);
-	if (c->srv->stopping)
-		server_check_drained(c->srv);
+	struct req *r;
+	TAILQ_FOREACH(r, &c->reqs, entry)
+	{
+		if (c->closed || r->done || !r->written)
+			continue;
+		req_written_fn *fn = r->written;
+		r->written = NULL;
+		fn(r->written_arg); /* may finish r, or close c: neither is read after */
+		break;
+	}
+	if (s->stopping)
+		server_check_drained(s);
 }
 
 /* End of file or a socket error from the client. */

@@ -129,6 +129,15 @@ void req_reply_text(struct req *r, const char *params, size_t len, bool continue
 size_t req_output_pending(const struct req *r);
 
 /*
+ * Call fn(arg) once, from the loop, when the client has read everything queued on its
+ * connection: a streaming handler that paused at req_output_pending() goes on at the pace
+ * the client reads. Never called once the call has finished or the client is gone (a
+ * handler that paused looks at req_gone() on its own timer). A later call replaces it.
+ */
+typedef void req_written_fn(void *arg);
+void req_when_written(struct req *r, req_written_fn *fn, void *arg);
+
+/*
  * org.varlink.service.GetInfo and GetInterfaceDescription for a socket that serves the
  * interfaces whose proto socket bits (iface_sockets) include sock: the program's name, the
  * version and those interfaces; the description of one of them, or InterfaceNotFound.

@@ -32,7 +32,6 @@
 
 #define BATCH 64		   /* uplinks read from the journal at once */
 #define MAX_PENDING (256u * 1024u) /* bytes queued to a slow reader before pausing it */
-#define PACE_MS 20		   /* how soon a paused stream tries again */
 #define SWEEP_MS 1000		   /* how often idle streams check that the client is there */
 #define RECENT 4096		   /* newest uplinks kept encoded for the streams (a ring) */
 
@@ -62,7 +61,6 @@ struct asapi {
 	struct sub *subs;
 	unsigned n_subs;
 	struct dl_call *calls; /* SendDownlink calls waiting for the LRC */
-	struct event *pace;
 	struct event *sweep;
 };
 
@@ -141,6 +139,20 @@ static ssize_t ring_find(struct asapi *a, int64_t cursor)
 	return (ssize_t)lo;
 }
 
+static void sub_pump(struct sub *s);
+
+static void sub_resume(void *arg)
+{
+	sub_pump(arg);
+}
+
+/* The client has MAX_PENDING bytes to read: the stream goes on once it has read them. */
+static void sub_pause(struct sub *s)
+{
+	s->caught_up = false;
+	req_when_written(s->r, sub_resume, s);
+}
+
 /* A following stream: send from the ring. false when the ring does not cover the cursor. */
 static bool sub_pump_recent(struct sub *s)
 {
@@ -152,11 +164,7 @@ static bool sub_pump_recent(struct sub *s)
 		if (req_gone(s->r))
 			return false; /* sub_pump() ends the stream */
 		if (req_output_pending(s->r) > MAX_PENDING) {
-			if (!evtimer_pending(a->pace, NULL)) {
-				struct timeval tv = {0, PACE_MS * 1000};
-				evtimer_add(a->pace, &tv);
-			}
-			s->caught_up = false;
+			sub_pause(s);
 			return true;
 		}
 		const struct recent *e = ring_at(a, (size_t)i);
@@ -217,11 +225,7 @@ static void sub_pump(struct sub *s)
 			return;
 		}
 		if (req_output_pending(s->r) > MAX_PENDING) {
-			if (!evtimer_pending(a->pace, NULL)) {
-				struct timeval tv = {0, PACE_MS * 1000};
-				evtimer_add(a->pace, &tv);
-			}
-			s->caught_up = false;
+			sub_pause(s);
 			return;
 		}
 		sub_check_pruned(s);
@@ -271,17 +275,6 @@ static void sub_pump(struct sub *s)
 			s->caught_up = true;
 			return;
 		}
-	}
-}
-
-/* Paused streams try again. */
-static void pace_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct asapi *a = arg;
-	for (struct sub *s = a->subs, *next; s; s = next) {
-		next = s->next;
-		if (!s->caught_up)
-			sub_pump(s);
 	}
 }
 
@@ -709,9 +702,8 @@ struct asapi *asapi_new(struct tpas *t)
 	if (!a)
 		return NULL;
 	a->t = t;
-	a->pace = evtimer_new(t->base, pace_cb, a);
 	a->sweep = event_new(t->base, -1, EV_PERSIST, sweep_cb, a);
-	if (!a->pace || !a->sweep) {
+	if (!a->sweep) {
 		asapi_free(a);
 		return NULL;
 	}
@@ -737,8 +729,6 @@ struct asapi *asapi_free(struct asapi *a)
 	while (a->calls)
 		dl_call_free(a->calls);
 	ring_clear(a);
-	if (a->pace)
-		event_free(a->pace);
 	if (a->sweep)
 		event_free(a->sweep);
 	free(a);
