@@ -341,7 +341,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			 conn_untaken(c), j->len, j->pr->cfg->name);
 	} else if (c->phase != RAW_DONE) {
 		j->ok = false;
-		snprintf(j->reason, sizeof(j->reason), "timed out %s", phase_names[c->phase]);
+		snprintf(j->reason, sizeof(j->reason), "timed out %s (printer.%s.timeout)",
+			 phase_names[c->phase], j->pr->cfg->name);
 		if (!j->have_state)
 			print_job_unreachable(j);
 	}

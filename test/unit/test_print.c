@@ -380,6 +380,7 @@ int main(void)
 	CHECK(print_submit(p, "a", l, 1, 1, on_done, &s, err, sizeof(err)) > 0);
 	run_until(base, &s, 5);
 	CHECK(!s.ok[4] && strstr(s.reason[4], "timed out") != NULL);
+	CHECK(strstr(s.reason[4], "(printer.a.timeout)") != NULL); /* what to raise */
 	CHECK(print_submit(p, "gone", l, 1, 1, on_done, &s, err, sizeof(err)) > 0);
 	run_until(base, &s, 6);
 	CHECK(!s.ok[5] && strstr(s.reason[5], "refused") != NULL);
