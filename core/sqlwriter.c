@@ -179,7 +179,8 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 	/* synchronous is per connection: FULL here too, so each COMMIT is fsynced. */
 	if ((r = wexec(w, "PRAGMA journal_mode = WAL")) < 0 ||
 	    (r = wexec(w, "PRAGMA synchronous = FULL")) < 0 ||
-	    (r = wexec(w, "PRAGMA wal_autocheckpoint = 0")) < 0) {
+	    (r = wexec(w, "PRAGMA wal_autocheckpoint = 0")) < 0 ||
+	    (r = wexec(w, "PRAGMA journal_size_limit = " SQLWRITER_WAL_LIMIT)) < 0) {
 		snprintf(err, errlen, "%s: cannot set up the writer: %s", o->path,
 			 sqlite3_errmsg(w->db));
 		goto fail;

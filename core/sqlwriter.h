@@ -10,6 +10,14 @@ struct event_base;
 struct sqlwriter;
 
 /*
+ * PRAGMA journal_size_limit of the writer's connection (and of its owner's): once a
+ * checkpoint has emptied the WAL, its file is cut back to this size. Without it the file
+ * keeps the size of the largest it ever grew to (a long reader, a large removal) until
+ * the database is closed.
+ */
+#define SQLWRITER_WAL_LIMIT "8388608"
+
+/*
  * One unit of work, embedded in the caller's own structure (container_of to get it back).
  * The writer links jobs through next; err and the caller's fields are set by apply().
  */

@@ -434,8 +434,9 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 	if ((r = version_check(j, path, true, err, errlen)) < 0)
 		goto fail;
 	if ((r = exec(j, "PRAGMA journal_mode = WAL")) < 0 ||
-	    (r = exec(j, "PRAGMA synchronous = FULL")) < 0 || (r = exec(j, schema)) < 0 ||
-	    (r = migrate(j)) < 0) {
+	    (r = exec(j, "PRAGMA synchronous = FULL")) < 0 ||
+	    (r = exec(j, "PRAGMA journal_size_limit = " SQLWRITER_WAL_LIMIT)) < 0 ||
+	    (r = exec(j, schema)) < 0 || (r = migrate(j)) < 0) {
 		char msg[256];
 		snprintf(err, errlen, "%s: cannot set up the database: %s", path,
 			 sql_errmsg(j->db, msg, sizeof(msg)));
@@ -1105,14 +1106,19 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 	return 0;
 }
 
-int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int64_t *ret_held)
+int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
+		  int64_t *ret_held)
 {
 	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(j->db, "DELETE FROM uplink WHERE received_ms < ? AND seq <= ?", -1,
-			       &s, NULL) != SQLITE_OK)
+	/* Oldest first through the received_ms index: each step reads only what it removes. */
+	if (sqlite3_prepare_v2(j->db,
+			       "DELETE FROM uplink WHERE seq IN (SELECT seq FROM uplink WHERE "
+			       "received_ms < ? AND seq <= ? ORDER BY received_ms LIMIT ?)",
+			       -1, &s, NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, before_ms);
 	sqlite3_bind_int64(s, 2, keep_after);
+	sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
 	int rc = sqlite3_step(s);
 	int r = sql_errno(j->db, rc);
 	sqlite3_finalize(s);
@@ -1123,9 +1129,9 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int6
 		note_write(j, 0, NULL, true);
 	if (ret_held) {
 		*ret_held = 0;
-		if (keep_after != INT64_MAX &&
-		    sqlite3_prepare_v2(j->db, "SELECT COUNT(*) FROM uplink WHERE received_ms < ?", -1,
-				       &s, NULL) == SQLITE_OK) {
+		if (keep_after != INT64_MAX && (limit <= 0 || removed < limit) &&
+		    sqlite3_prepare_v2(j->db, "SELECT COUNT(*) FROM uplink WHERE received_ms < ?",
+				       -1, &s, NULL) == SQLITE_OK) {
 			sqlite3_bind_int64(s, 1, before_ms);
 			if (sqlite3_step(s) == SQLITE_ROW)
 				*ret_held = sqlite3_column_int64(s, 0);
@@ -1133,6 +1139,11 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int6
 		}
 	}
 	return removed;
+}
+
+void journal_checkpoint(struct journal *j)
+{
+	sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
 /* One integer from a query, 0 on any failure. */

@@ -210,11 +210,20 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret);
 
 /*
  * Drop uplinks received before before_ms, but none past keep_after (the seq a consumer
- * that must get every uplink, the webhook, has reached; INT64_MAX for none); returns the
- * rows removed, and in *ret_held (may be NULL) how many that old stay for keep_after.
- * Seqs are never reused.
+ * that must get every uplink, the webhook, has reached; INT64_MAX for none), the oldest
+ * first and at most limit of them (<= 0: all) in one transaction; returns the rows
+ * removed. Fewer than limit: none that old is left to remove, and *ret_held (may be NULL)
+ * says how many that old stay for keep_after (0 otherwise). Seqs are never reused.
  */
-int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int64_t *ret_held);
+int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
+		  int64_t *ret_held);
+
+/*
+ * Copy the WAL back into the database now, waiting for no one (a passive checkpoint): the
+ * next commit then starts the WAL again and cuts its file back (SQLWRITER_WAL_LIMIT).
+ * After a prune, whose removals this connection wrote.
+ */
+void journal_checkpoint(struct journal *j);
 
 /* A named delivery cursor (the webhook's): the last seq delivered, 0 when none. */
 int journal_cursor_get(struct journal *j, const char *name, int64_t *ret);

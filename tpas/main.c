@@ -41,6 +41,12 @@
 /* How often STATUS= is refreshed and old uplinks are pruned. */
 #define STATUS_PERIOD_S 1
 #define PRUNE_PERIOD_S 3600
+/*
+ * Uplinks removed per transaction by a prune, the loop serving in between: a day of a
+ * busy network's uplinks in one DELETE held the loop for seconds and left a WAL as large
+ * as what it removed.
+ */
+#define PRUNE_STEP_ROWS 2000
 
 static void usage(FILE *f)
 {
@@ -285,6 +291,7 @@ static void watch_lrc(struct tpas *t)
 }
 
 static void prune_cb(evutil_socket_t fd, short what, void *arg);
+static void prune_step_cb(evutil_socket_t fd, short what, void *arg);
 
 static void status_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -308,7 +315,7 @@ static void status_cb(evutil_socket_t fd, short what, void *arg)
 static void prune_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tpas *t = arg;
-	if (!t->cfg->retention_days || !t->tunnel)
+	if (!t->cfg->retention_days || !t->tunnel || t->prune.running)
 		return;
 	int64_t now = clock_wall_ms(), lrc_now;
 	if (!tunnel_lrc_now(t->tunnel, &lrc_now)) {
@@ -322,22 +329,47 @@ static void prune_cb(evutil_socket_t fd, short what, void *arg)
 	if (lrc_now < now)
 		now = lrc_now;
 	t->pruned = true;
-	int64_t before = now - (int64_t)t->cfg->retention_days * 86400000;
 	/* The webhook gets every uplink: none it has not delivered goes, however old. */
 	int64_t keep_after = INT64_MAX;
 	if (t->webhook && journal_cursor_get(t->journal, "webhook", &keep_after) < 0)
 		return; /* next hour */
-	int64_t held;
-	int r = journal_prune(t->journal, before, keep_after, &held);
+	t->prune.before_ms = now - (int64_t)t->cfg->retention_days * 86400000;
+	t->prune.keep_after = keep_after;
+	t->prune.removed = 0;
+	t->prune.running = true;
+	prune_step_cb(-1, 0, t);
+}
+
+/* One step of the prune; the next is taken once the loop has served what came meanwhile. */
+static void prune_step_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpas *t = arg;
+	if (t->stopping || !t->tunnel) {
+		t->prune.running = false;
+		return;
+	}
+	int64_t held = 0;
+	int r = journal_prune(t->journal, t->prune.before_ms, t->prune.keep_after, PRUNE_STEP_ROWS,
+			      &held);
+	if (r > 0)
+		t->prune.removed += r;
+	if (r == PRUNE_STEP_ROWS) {
+		static const struct timeval now = {0, 0};
+		evtimer_add(t->prune.step, &now);
+		return;
+	}
+	t->prune.running = false;
 	if (r < 0)
 		log_warn_errno(r, "cannot prune the journal");
-	else if (r > 0)
-		log_info("journal: %d uplinks older than %u days removed", r,
-			 t->cfg->retention_days);
+	if (t->prune.removed > 0) {
+		journal_checkpoint(t->journal); /* the next commit cuts the WAL back */
+		log_info("journal: %" PRId64 " uplinks older than %u days removed",
+			 t->prune.removed, t->cfg->retention_days);
+	}
 	if (r >= 0 && held > 0)
 		log_warnx("journal: %" PRId64 " uplinks older than %u days kept: the webhook has "
 			  "delivered up to seq %" PRId64 " only",
-			  held, t->cfg->retention_days, keep_after);
+			  held, t->cfg->retention_days, t->prune.keep_after);
 }
 
 static void drained_cb(void *arg)
@@ -566,7 +598,8 @@ static int run(const struct asconf *cfg, const char *config_path)
 	sigs = daemon_signals_new(t.base, stop_cb, reload_cb, &t);
 	ev_status = event_new(t.base, -1, EV_PERSIST, status_cb, &t);
 	ev_prune = event_new(t.base, -1, EV_PERSIST, prune_cb, &t);
-	if (!sigs || !ev_status || !ev_prune || notify_init(t.base) < 0) {
+	t.prune.step = evtimer_new(t.base, prune_step_cb, &t);
+	if (!sigs || !ev_status || !ev_prune || !t.prune.step || notify_init(t.base) < 0) {
 		log_errx("out of memory");
 		goto out;
 	}
@@ -594,6 +627,8 @@ out:
 		event_free(ev_status);
 	if (ev_prune)
 		event_free(ev_prune);
+	if (t.prune.step)
+		event_free(t.prune.step);
 	for (int i = 0; i < SOCK_KINDS; i++)
 		listener_free(t.listeners[i]);
 	tunnel_free(t.tunnel);

@@ -33,6 +33,11 @@ struct tpas {
 	bool stopping;
 	bool pruned;		     /* the journal was pruned since start (by the LRC's clock) */
 	bool prune_waited;	     /* said that pruning waits for the LRC's clock */
+	struct {		     /* the prune under way, a step at a time */
+		struct event *step;
+		int64_t before_ms, keep_after, removed;
+		bool running;
+	} prune;
 	struct pool_watch lrc_watch; /* the LRC link's outages, told once each */
 	struct tunnel_stats tunnel_final; /* the tunnel's counters when it was closed (stopping) */
 	struct daemon_file tls_files[4];  /* certificates and keys as at start (SIGHUP) */

@@ -1458,6 +1458,52 @@ class Journal(TpasCase):
         self.assertIn(f"uplink stream after seq {cut}: uplinks up to seq 600 were removed",
                       t.log_text())
 
+    def test_a_large_prune_holds_neither_the_loop_nor_the_wal(self):
+        """300,000 uplinks past store.retention-days (a busy network's day) are removed a
+        step at a time, tpas answering in between, and the WAL is cut back to 8 MiB once
+        the next uplink commits. One DELETE held the loop ~0.7 s on the machines of the
+        README and left a ~100 MB WAL until tpas stopped."""
+        n = 300000
+        t = self.tpas(extra="[store]\nretention-days = 1\n").start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"x")[0], 200)
+        t.stop()
+        db = os.path.join(t.workdir, "tpas.db")
+        # n copies of that uplink, 3 days old (fcnt_up and the replay token told apart).
+        subprocess.run(["sqlite3", db, f"""
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {n})
+            INSERT INTO uplink (received_ms, session_id, dev_eui, customer_id, dev_addr,
+                                fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio,
+                                token, token_time)
+            SELECT received_ms - 3 * 86400000, session_id, dev_eui, customer_id, dev_addr,
+                   fport, 1000 + i, fcnt_dn, time, payload, encrypted, radio,
+                   randomblob(16), token_time - i FROM uplink, c WHERE seq = 1;
+            PRAGMA wal_checkpoint(TRUNCATE);"""], check=True)
+        t.start()
+        worst, done = [0.0], threading.Event()
+
+        def poll():
+            with Client(t.admin, 30) as c:
+                while not done.is_set():
+                    t0 = time.monotonic()
+                    c.call("io.tpad.AS.Status")
+                    worst[0] = max(worst[0], time.monotonic() - t0)
+                    time.sleep(0.005)
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            self.show_lrc_clock(s)  # the prune follows
+            wait_for(lambda: f"{n} uplinks older than 1 days removed" in t.log_text(), 15,
+                     "the prune")
+        finally:
+            done.set()
+            poller.join()
+        self.assertLess(worst[0], 0.4, "Status waited for the prune")
+        self.assertEqual(s.uplink(DEV, b"y")[0], 200)
+        self.assertLessEqual(os.path.getsize(db + "-wal"), 8 << 20)
+        self.assertEqual([u["seq"] for u in t.uplinks()], [1, n + 2])  # the recent ones
+
     def test_a_stream_after_the_last_seq_is_refused(self):
         """Uplinks(after) past lastSeq (a store put back from a backup) is InvalidParameter
         naming after and lastSeq, followed or not: waiting for seq after + 1 would skip

@@ -126,16 +126,20 @@ static void test_prune_and_cursor(void)
 	}
 	/* A consumer that has all uplinks up to seq 1 only (the webhook) keeps 2 and 3. */
 	int64_t held = 0;
-	CHECK_INT(journal_prune(j, 3500, 1, &held), 1);
+	CHECK_INT(journal_prune(j, 3500, 1, 0, &held), 1);
 	CHECK_INT(held, 2);
-	CHECK_INT(journal_prune(j, 3500, INT64_MAX, &held), 2);
+	/* A step at a time, oldest first, until a step finds fewer than its limit. */
+	CHECK_INT(journal_prune(j, 3500, INT64_MAX, 1, &held), 1);
+	CHECK_INT(journal_first_seq(j), 3);
+	CHECK_INT(journal_prune(j, 3500, INT64_MAX, 1, &held), 1);
+	CHECK_INT(journal_prune(j, 3500, INT64_MAX, 1, &held), 0);
 	CHECK_INT(held, 0);
 	json_t *rows = journal_uplinks_after(j, 0, 10);
 	CHECK_INT(json_array_size(rows), 2);
 	CHECK_INT(json_integer_value(json_object_get(json_array_get(rows, 0), "seq")), 4);
 	CHECK(json_object_get(json_array_get(rows, 0), "fPort") != NULL);
 	json_decref(rows);
-	CHECK_INT(journal_prune(j, 100000, INT64_MAX, NULL), 2);
+	CHECK_INT(journal_prune(j, 100000, INT64_MAX, 0, NULL), 2);
 	const struct journal_uplink u = {.received_ms = 9,
 					 .dev_eui = "0000000000000009",
 					 .customer_id = "",
