@@ -311,16 +311,19 @@ static void job_finish(struct job *j, enum act_outcome outcome)
 	j->res.outcome = outcome;
 	if (outcome == ACT_OK) {
 		j->res.rec = j->rec;
-		if (j->res.live)
-			a->stats.live++;
-		else
-			a->stats.stored++;
-		if (!(is_settle(j) && j->res.skipped)) /* the settler found nothing to do */
+		/* Counted as the audit trail has it: a token is handed out live or stored. */
+		if (!(is_settle(j) && j->res.skipped)) { /* the settler found nothing to do */
+			const char *how = j->req.adopt	  ? "adopted"
+					  : j->req.oneway ? "oneway"
+					  : j->res.live	  ? "live"
+							  : "stored";
+			if (strcmp(how, "live") == 0)
+				a->stats.live++;
+			else if (strcmp(how, "stored") == 0)
+				a->stats.stored++;
 			a->ops->audit(a->ctx, j->rec.dev_eui, j->req.method, j->req.uid, j->req.pid,
-				      j->req.adopt    ? "adopted"
-				      : j->req.oneway ? "oneway"
-				      : j->res.live   ? "live"
-						      : "stored");
+				      how);
+		}
 	}
 	if (outcome == ACT_UNKNOWN)
 		j->res.retry_after = due_set(a, j->req.dev_eui, j->res.retry_after);

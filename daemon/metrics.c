@@ -50,7 +50,8 @@ static void render_activations(struct metrics_out *f, const struct tpad *t)
 		metrics_sample(f, "tpad_activations_total", labels, as.outcomes[i]);
 	}
 	metrics_family(f, "tpad_tokens_handed_out", "counter",
-		       "Successful answers, by source: live from the cloud or stored.");
+		       "Tokens activations handed out, by source: live from the cloud or stored "
+		       "(the audit trail's live and stored entries).");
 	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"live\"", as.live);
 	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"stored\"", as.stored);
 	metrics_counter(f, "tpad_outcomes_settled_by_query",

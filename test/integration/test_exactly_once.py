@@ -192,6 +192,9 @@ class Oneway(Base):
                 audit = c.call("io.tpad.Admin.GetDevice", {"devEUI": e})["audit"]
                 self.assertTrue(audit, e)
                 self.assertEqual({a["outcome"] for a in audit}, {"oneway"}, audit)
+            # ... and so do the counters of tokens handed out (Status, metrics).
+            acts = c.call("io.tpad.Admin.Status")["activations"]
+            self.assertEqual((acts["live"], acts["stored"]), (0, 0), acts)
         with Client(self.d.station) as c:
             c.call("io.tpad.Station.Lookup", {"devEUI": eui(1)})
         with Client(self.d.admin) as c:
