@@ -313,8 +313,9 @@ int call_decode(const char *buf, size_t len, struct call *ret, struct proto_faul
 		goto out;
 	}
 	if (json_is_true(upgrade)) {
-		/* No tpad method hands the connection over to another protocol. */
-		fault_set(fault, inval, "upgrade", "no method of tpad upgrades the connection");
+		/* No method of tpad or tpas hands the connection over to another protocol. */
+		fault_set(fault, inval, "upgrade",
+			  "no method of this service upgrades the connection");
 		goto out;
 	}
 

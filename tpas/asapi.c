@@ -241,6 +241,13 @@ static void sub_pump(struct sub *s)
 		size_t n = json_array_size(rows);
 		bool last_batch = n < BATCH;
 		for (size_t i = 0; i < n; i++) {
+			if (i && req_output_pending(s->r) > MAX_PENDING) {
+				/* At most one uplink past the limit, however large: the rest is
+				 * read again from the cursor once the client has read. */
+				json_decref(rows);
+				sub_pause(s);
+				return;
+			}
 			json_t *o = json_array_get(rows, i);
 			s->cursor = json_integer_value(json_object_get(o, "seq"));
 			json_t *msg = json_pack("{s:O}", "uplink", o);
@@ -400,6 +407,8 @@ static void h_status(struct asapi *a, struct req *r)
 	    (json_int_t)js.batched, "largestBatch", (json_int_t)js.largest_batch, "lrc",
 	    downlink_status_json(t->downlink), "subscribers", (int)a->n_subs, "connections", "apps",
 	    (int)ss.connections[SOCK_STATION], "admin", (int)ss.connections[SOCK_ADMIN]);
+	if (o)
+		json_object_set_new(o, "outputOwed", json_integer((json_int_t)ss.output_owed));
 	if (!o) {
 		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;

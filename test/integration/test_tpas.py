@@ -1218,6 +1218,36 @@ class Journal(TpasCase):
         self.assertEqual([u["seq"] for u in t.uplinks(after=10)], [11, 12, 13])
         wait_for(lambda: t.status()["subscribers"] == 0, 5, "the closed stream to go")
 
+    def test_a_slow_reader_catching_up_is_owed_at_most_256_kb_and_one_uplink(self):
+        """A stream read from the journal (after a restart, or not following) stops at
+        256 KB owed to a client that does not read, one uplink past it at most, and goes
+        on once the client reads. It checked the limit once per 64 uplinks read: with the
+        LRC's large bodies a client was owed some 600 KB more."""
+        t = self.tpas().start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        n, pad = 80, "p" * 12000  # a field the LRC adds, kept in the stream
+        for i in range(n):
+            self.assertEqual(s.uplink(DEV, b"m%d" % i, extra={"Pad": pad})[0], 200)
+        with Client(t.apps, timeout=10) as app:
+            app.send("io.tpad.AS.Uplinks", {"follow": False}, more=True)
+            owed = []
+
+            def settled():
+                owed.append(t.status()["outputOwed"])
+                return len(owed) > 3 and owed[-1] > 0 and len(set(owed[-3:])) == 1
+            wait_for(settled, 10, "the stream to pause")
+            self.assertLessEqual(owed[-1], (256 + 16) * 1024)
+            got = []
+            while True:
+                r = app.recv()
+                if "uplink" in r["parameters"]:
+                    got.append(r["parameters"]["uplink"]["seq"])
+                if not r.get("continues"):
+                    break
+        self.assertEqual(got, list(range(1, n + 1)))
+        wait_for(lambda: t.status()["outputOwed"] == 0, 5, "nothing owed")
+
     def test_kill9_loses_nothing_and_lrc_retries_deliver_each_uplink_once(self):
         t = self.tpas().start()
         astk = self.import_astk(t)
