@@ -50,6 +50,13 @@ class Fuzz:
             with Client(path, 10) as c:
                 self.assertEqual(c.call(f"{SERVICE}.GetInfo")["product"], product)
 
+    def valid(self, method):
+        """Valid parameters for method, None when the walk has none."""
+        try:
+            return self.params(method)
+        except KeyError:
+            return None
+
     def run_seeds(self, fuzzers, check):
         for seed in SEEDS:
             t0 = time.monotonic()
@@ -84,12 +91,6 @@ limits.max-output = 64K""").start()
         sockets = {d.station: [SERVICE, "io.tpad.Station"],
                    d.admin: [SERVICE, "io.tpad.Station", "io.tpad.Admin"]}
 
-        def valid(method):
-            try:
-                return self.params(method)
-            except KeyError:
-                return None
-
         def safe_path():
             return os.path.join(self.tmp, f"backup-{self.new_eui()}.db")
 
@@ -97,7 +98,7 @@ limits.max-output = 64K""").start()
             self.alive(d.proc, d.log_path, sockets, "tpad")
             self.assertGreaterEqual(metrics_value(self.mport, "tpad_calls_in_flight"), 0)
         self.run_seeds({
-            "varlink": lambda rng: wirefuzz.VarlinkFuzz(rng, sockets, ifaces, valid,
+            "varlink": lambda rng: wirefuzz.VarlinkFuzz(rng, sockets, ifaces, self.valid,
                                                         lambda f: False, safe_path,
                                                         MAX_MESSAGE),
             "metrics": lambda rng: wirefuzz.HttpFuzz(rng, self.mport,
@@ -137,12 +138,6 @@ max-output = 64K
         sockets = {t.apps: [SERVICE, "io.tpad.AS"],
                    t.admin: [SERVICE, "io.tpad.AS", "io.tpad.ASAdmin"]}
 
-        def valid(method):
-            try:
-                return self.params(method)
-            except KeyError:
-                return None
-
         def open_ended(frame):  # a following stream answers nothing after it in time
             return b"Uplinks" in frame and b"more" in frame
 
@@ -175,7 +170,7 @@ max-output = 64K
             self.assertEqual(s.uplink(DEV, b"check")[0], 200)
             self.assertGreaterEqual(metrics_value(self.mport, "tpas_calls_in_flight"), 0)
         self.run_seeds({
-            "varlink": lambda rng: wirefuzz.VarlinkFuzz(rng, sockets, ifaces, valid,
+            "varlink": lambda rng: wirefuzz.VarlinkFuzz(rng, sockets, ifaces, self.valid,
                                                         open_ended, lambda: "/nonexistent",
                                                         MAX_MESSAGE),
             "stream": lambda rng: wirefuzz.StreamFuzz(rng, t.apps, last_seq),
