@@ -74,14 +74,14 @@ static const char *const ec_levels[] = {"L", "M", "Q", "H", NULL};
 
 #define QR_HELP                                                                                    \
 	"  --format FORMAT    label format: png, svg, zpl, pdf, text or none (default: from\n"     \
-	"                     -o's extension, else none); text is drawn on the terminal\n"          \
+	"                     -o's extension, else none); text is drawn on the terminal\n"         \
 	"  -o, --output FILE  write the label to FILE\n"                                           \
 	"  --code             the bare QR code instead of the whole label (PNG, SVG)\n"            \
 	"  --label            the whole label, captions included (the default unless\n"            \
-	"                     label.images = code)\n"                                               \
-	"  --scale N          pixels per module of the bare code, 1 to 20\n"                        \
-	"  --margin N         quiet zone of the bare code in modules, 0 to 16\n"                    \
-	"  --ec-level L|M|Q|H error correction level (default M)\n"                                \
+	"                     label.images = code)\n"                                              \
+	"  --scale N          pixels per module of the bare code, 1 to 20\n"                       \
+	"  --margin N         quiet zone of the bare code in modules, 0 to 16\n"                   \
+	"  --ec-level L|M|Q|H error correction level (default: qr.ec-level)\n"                     \
 	"  --invert           draw a text label for a dark terminal (light modules as blocks);\n"  \
 	"                     the default draws dark modules as blocks, for light backgrounds\n"
 
@@ -148,15 +148,16 @@ static const struct command commands[] = {
     {"keygen-rsa", ctl_keygen_rsa, CTL_NONE, BIT(OPT_BITS), false, 1, 1, "FILE [--bits N]",
      "new RSA key pair for cloud-HSM AppKeys (local, no tpad needed)",
      "  FILE                where the private key goes\n"
-     "  --bits N            key size\n"},
+     "  --bits N            key size: 2048, 3072 (default) or 4096\n"},
     {"export", ctl_export, CTL_ADMIN, BIT(OPT_OUT) | BIT(OPT_STATE) | QR_BITS, false, 0, 0,
-     "--format png|svg|zpl|pdf|csv --out DIR [--state STATE] [--code] [--scale N]\n"
-     "                [--margin N] [--ec-level L|M|Q|H]",
+     "--format png|svg|zpl|pdf|csv --out DIR [--state STATE] [--code | --label]\n"
+     "                [--scale N] [--margin N] [--ec-level L|M|Q|H]",
      "write the labels of stored devices into a directory",
      "  --format FORMAT     png, svg, zpl, pdf or csv (required)\n"
      "  --out DIR           the directory (created if needed; index.csv inside)\n"
      "  --state STATE       only PENDING, ISSUED, FAILED, FOREIGN or RETIRED devices\n"
      "  --code              the bare QR code instead of the whole label (PNG, SVG)\n"
+     "  --label             the whole label (the default unless label.images = code)\n"
      "  --scale N, --margin N, --ec-level L|M|Q|H   as for activate\n"},
     {"devices", ctl_devices, CTL_ADMIN, BIT(OPT_STATE) | BIT(OPT_LIMIT), false, 0, 0,
      "[--state STATE] [--limit N]", "list stored devices",

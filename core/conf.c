@@ -157,6 +157,28 @@ static int scale_unit(uint64_t *num, const char *unit, bool duration)
 	return *unit ? -EINVAL : 0;
 }
 
+/*
+ * A duration (ms) or size (bytes) in the largest unit that divides it, as the file would
+ * write it ("24h", "100ms", "16M"): range messages speak the units the value was given in.
+ */
+static void unit_text(char *buf, size_t len, uint64_t num, bool duration)
+{
+	static const struct {
+		uint64_t mul;
+		const char *unit;
+	} dur[] = {{3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}},
+	  size[] = {{1u << 20, "M"}, {1024, "K"}, {1, ""}};
+	size_t n = duration ? 4 : 3;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t mul = duration ? dur[i].mul : size[i].mul;
+		if (mul == 1 || (num && num % mul == 0)) {
+			snprintf(buf, len, "%llu%s", (unsigned long long)(num / mul),
+				 duration ? dur[i].unit : size[i].unit);
+			return;
+		}
+	}
+}
+
 /* Parse value v for directive d into the struct at base; on failure the reason goes to why. */
 static int directive_set(const struct conf_directive *d, char *base, const char *v, char *why,
 			 size_t whylen)
@@ -282,8 +304,15 @@ static int directive_set(const struct conf_directive *d, char *base, const char 
 	}
 
 	if (num < d->min || num > d->max) {
-		snprintf(why, whylen, "must be between %llu and %llu", (unsigned long long)d->min,
-			 (unsigned long long)d->max);
+		char lo[32], hi[32];
+		if (d->type == CONF_UINT) {
+			snprintf(lo, sizeof(lo), "%llu", (unsigned long long)d->min);
+			snprintf(hi, sizeof(hi), "%llu", (unsigned long long)d->max);
+		} else {
+			unit_text(lo, sizeof(lo), d->min, d->type == CONF_DURATION);
+			unit_text(hi, sizeof(hi), d->max, d->type == CONF_DURATION);
+		}
+		snprintf(why, whylen, "must be between %s and %s", lo, hi);
 		return -ERANGE;
 	}
 	if (d->type == CONF_SIZE)
@@ -735,19 +764,6 @@ int conf_load(const struct conf_schema *s, void *cfg, const char *path, char *er
 
 /* ---- printing ---- */
 
-/* Print a duration in the largest exact unit. */
-static void print_duration(FILE *f, uint32_t ms)
-{
-	if (ms && ms % 3600000 == 0)
-		fprintf(f, "%uh", ms / 3600000);
-	else if (ms && ms % 60000 == 0)
-		fprintf(f, "%um", ms / 60000);
-	else if (ms && ms % 1000 == 0)
-		fprintf(f, "%us", ms / 1000);
-	else
-		fprintf(f, "%ums", ms);
-}
-
 /* Print one value of d from the struct at base. */
 static void print_value(FILE *f, const struct conf_directive *d, const char *base)
 {
@@ -776,9 +792,12 @@ static void print_value(FILE *f, const struct conf_directive *d, const char *bas
 	case CONF_SIZE:
 		fprintf(f, "%zu", *(const size_t *)slot);
 		break;
-	case CONF_DURATION:
-		print_duration(f, *(const uint32_t *)slot);
+	case CONF_DURATION: {
+		char text[32];
+		unit_text(text, sizeof(text), *(const uint32_t *)slot, true);
+		fputs(text, f);
 		break;
+	}
 	case CONF_GIDS:
 	case CONF_UIDS: {
 		size_t n = *(const size_t *)(base + d->aux);

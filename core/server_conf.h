@@ -9,7 +9,7 @@
 #define SERVER_LIMIT_OFF(BASE, f) ((BASE) + offsetof(struct server_limits, f))
 
 /*
- * The nine limits.* directives (tpad.conf(5), tpas.conf(5)) of a struct server_limits at
+ * The nine limits.* directives (tpad.conf(5), tpas(8)) of a struct server_limits at
  * offset BASE in the program's config struct. The defaults of the client counts (in config
  * syntax) are each program's own.
  */

@@ -35,6 +35,24 @@ static int caption_validate(const char *v, char *why, size_t whylen)
 	return *v ? caption_check(v, why, whylen) : 0;
 }
 
+/* Printer resolutions label.dpi and a printer's dpi take, in dots per inch. */
+#define LABEL_DPI_MIN 100
+#define LABEL_DPI_MAX 1200
+
+/* printer.NAME.dpi: 0 takes label.dpi; any other value is a resolution label.dpi takes. */
+static int printer_dpi_validate(const char *v, char *why, size_t whylen)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(v, &end, 10);
+	if (*v && !*end && !errno && n && (n < LABEL_DPI_MIN || n > LABEL_DPI_MAX)) {
+		snprintf(why, whylen, "must be 0 (label.dpi) or between %d and %d", LABEL_DPI_MIN,
+			 LABEL_DPI_MAX);
+		return -ERANGE;
+	}
+	return 0;
+}
+
 /* printer.NAME.url: socket://host[:port], ipp://host[:port][/path] or ipps://. */
 static int printer_url_validate(const char *v, char *why, size_t whylen)
 {
@@ -97,24 +115,62 @@ static int printer_url_validate(const char *v, char *why, size_t whylen)
 
 /* The keys of a [printer.<name>] section. */
 static const struct conf_directive printer_directives[] = {
-    {.name = "url", .type = CONF_STR_OPT, .offset = POFF(url), .def = "",
+    {.name = "url",
+     .type = CONF_STR_OPT,
+     .offset = POFF(url),
+     .def = "",
      .validate = printer_url_validate},
-    {.name = "language", .type = CONF_ENUM, .offset = POFF(language), .def = "auto",
+    {.name = "language",
+     .type = CONF_ENUM,
+     .offset = POFF(language),
+     .def = "auto",
      .names = printer_languages},
-    {.name = "dpi", .type = CONF_UINT, .offset = POFF(dpi), .def = "0", .min = 0, .max = 1200},
-    {.name = "width", .type = CONF_TENTHS, .offset = POFF(width), .def = "0", .min = 0,
+    {.name = "dpi",
+     .type = CONF_UINT,
+     .offset = POFF(dpi),
+     .def = "0",
+     .min = 0,
+     .max = LABEL_DPI_MAX,
+     .validate = printer_dpi_validate},
+    {.name = "width",
+     .type = CONF_TENTHS,
+     .offset = POFF(width),
+     .def = "0",
+     .min = 0,
      .max = 5000},
-    {.name = "height", .type = CONF_TENTHS, .offset = POFF(height), .def = "0", .min = 0,
+    {.name = "height",
+     .type = CONF_TENTHS,
+     .offset = POFF(height),
+     .def = "0",
+     .min = 0,
      .max = 5000},
-    {.name = "timeout", .type = CONF_DURATION, .offset = POFF(timeout_ms), .def = "10s",
-     .min = 100, .max = 600000},
-    {.name = "status-interval", .type = CONF_DURATION, .offset = POFF(status_interval_ms),
-     .def = "30s", .min = 0, .max = 86400000},
-    {.name = "queue", .type = CONF_UINT, .offset = POFF(queue), .def = "64", .min = 1,
+    {.name = "timeout",
+     .type = CONF_DURATION,
+     .offset = POFF(timeout_ms),
+     .def = "10s",
+     .min = 100,
+     .max = 600000},
+    {.name = "status-interval",
+     .type = CONF_DURATION,
+     .offset = POFF(status_interval_ms),
+     .def = "30s",
+     .min = 0,
+     .max = 86400000},
+    {.name = "queue",
+     .type = CONF_UINT,
+     .offset = POFF(queue),
+     .def = "64",
+     .min = 1,
      .max = 100000},
-    {.name = "station-uids", .type = CONF_UIDS, .offset = POFF(station_uids), .def = "",
+    {.name = "station-uids",
+     .type = CONF_UIDS,
+     .offset = POFF(station_uids),
+     .def = "",
      .aux = POFF(n_station_uids)},
-    {.name = "station-groups", .type = CONF_GIDS, .offset = POFF(station_gids), .def = "",
+    {.name = "station-groups",
+     .type = CONF_GIDS,
+     .offset = POFF(station_gids),
+     .def = "",
      .aux = POFF(n_station_gids)},
 };
 
@@ -581,8 +637,8 @@ static const struct conf_directive directives[] = {
      .type = CONF_UINT,
      .offset = OFF(label.dpi),
      .def = "203",
-     .min = 100,
-     .max = 1200},
+     .min = LABEL_DPI_MIN,
+     .max = LABEL_DPI_MAX},
     {.name = "label.qr-size",
      .type = CONF_TENTHS,
      .offset = OFF(label.qr_size),

@@ -112,10 +112,144 @@ def table_directives():
 
 
 def help_text(program):
-    p = run([program, "--help"])
+    """program --help (program: a path, or a list of the path and its arguments)."""
+    args = list(program) if isinstance(program, list) else [program]
+    p = run(args + ["--help"])
     if p.returncode != 0:
         raise AssertionError(f"{program} --help exited {p.returncode}")
     return p.stdout
+
+
+def help_options(text):
+    """The options a --help text lists: its usage lines and the first column of its option
+    lines ("-o, --output FILE" is --output)."""
+    lines = [line for line in text.splitlines() if line.startswith(("Usage:", "       tpactl"))]
+    lines += [re.split(r"\s{2,}", line.strip())[0] for line in text.splitlines()
+              if re.match(r"  -", line)]
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", "\n".join(lines)))
+
+
+def conf_number(v, kind):
+    """A directive's value or bound as the program counts it: durations in ms (a bare number
+    is seconds), sizes in bytes, millimetres and plain numbers as they are."""
+    m = re.fullmatch(r"(\d+(?:\.\d)?)(ms|s|m|h|K|M)?", v.strip())
+    if not m:
+        return v.strip()
+    n, unit = float(m.group(1)), m.group(2)
+    if kind == "duration":
+        return n * {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, None: 1000}[unit]
+    return n * {"K": 1024, "M": 1 << 20, None: 1}[unit]
+
+
+def value_kind(*values):
+    """duration, size or n, from the units of a directive's documented values."""
+    text = " ".join(values)
+    if re.search(r"\d(ms|s|m|h)\b", text):
+        return "duration"
+    return "size" if re.search(r"\d[KM]\b", text) else "n"
+
+
+def run_config(program, conf_text, option):
+    """program --config FILE OPTION for a file holding conf_text."""
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+        f.write(conf_text)
+        f.flush()
+        return run([program, "--config", f.name, option])
+
+
+def print_config(program, conf_text):
+    """program --print-config for a file of conf_text, as {section.key: value}; the one
+    [printer.NAME] section's keys as printer.key, as the man page names them."""
+    p = run_config(program, conf_text, "--print-config")
+    if p.returncode != 0:
+        raise AssertionError(f"{program} --print-config exited {p.returncode}: {p.stderr}")
+    values, section = {}, None
+    for line in p.stdout.splitlines():
+        m = re.match(r"\[(.+)\]$", line)
+        if m:
+            section = m.group(1)
+        m = re.match(r"([a-z0-9-]+) = ?(.*)$", line)
+        if m and section:
+            values[re.sub(r"^printer\.[^.]+\.", "printer.", f"{section}.{m.group(1)}")] = \
+                m.group(2)
+    return values
+
+
+def shipped_values(name):
+    """The value each commented-out directive of conf/NAME shows, by section.key."""
+    values, section = {}, None
+    with open(os.path.join(SRC, "conf", name)) as f:
+        for line in f:
+            m = re.match(r"\[([a-z0-9-]+)\]\s*$", line)
+            if m:
+                section = m.group(1)
+            m = re.match(r"#([a-z][a-z0-9-]*) = ?(.*)$", line.rstrip("\n"))
+            if m and section:
+                values[f"{section}.{m.group(1)}"] = m.group(2)
+    return values
+
+
+def doc_default(text):
+    """The value a man page gives after "default" ("" for none or empty)."""
+    if re.match(r"default(:| empty)", text):
+        return ""
+    return re.match(r"default (\S+?)(?:,|;|: | or |$)", text).group(1)
+
+
+def doc_range(text):
+    """(lo, hi) of "LO to HI" or (None, hi) of "at most HI" in a man page's default text."""
+    m = re.search(r"(\S+) to (\S+?)(?:[;,)]|$)", text)
+    if m:
+        return m.group(1), m.group(2)
+    m = re.search(r"at most (\S+?)(?:[;,)]|$)", text)
+    return (None, m.group(1)) if m else None
+
+
+def check_documented_directives(case, program, base, base_sets, conf_for, docs, shipped):
+    """docs: {name: (type, default text)} from a man page. Each default (but of the names in
+    base_sets) is the program's own (--print-config of base) and the shipped file's; a
+    numeric directive names its range, and --check-config of conf_for(name, value) takes each
+    bound and refuses one step beyond, naming the same bounds."""
+    effective = print_config(program, base)
+    numeric = ("n", "size", "duration", "mm", "points")
+    for name, (typ, text) in docs.items():
+        default = doc_default(text)
+        if name not in base_sets:
+            kind = typ if typ in ("size", "duration") else value_kind(default)
+            case.assertIn(name, effective, f"{name} is not a directive of {program}")
+            case.assertEqual(conf_number(default, kind), conf_number(effective[name], kind),
+                             f"{name}: documented default {default!r}")
+            if name in shipped:
+                case.assertEqual(conf_number(shipped[name], kind),
+                                 conf_number(effective[name], kind),
+                                 f"{name}: the shipped file shows {shipped[name]!r}")
+        bounds = doc_range(text)
+        if typ in numeric or (typ is None and re.fullmatch(r"\d+(ms|s|m|h)?",
+                                                           effective.get(name, ""))):
+            case.assertIsNotNone(bounds, f"{name}: no documented range")
+        if not bounds:
+            continue
+        kind = typ if typ in ("size", "duration") else value_kind(default, *[b or "" for b in bounds])
+        step = 0.1 if typ == "mm" else 1
+        unit = {"duration": "ms"}.get(kind, "")
+        lo, hi = [conf_number(b, kind) if b else None for b in bounds]
+        probes = [(hi, True), (hi + step, False)]
+        if lo is not None:
+            probes += [(lo, True)] + ([(lo - step, False)] if lo > 0 else [])
+        for value, ok in probes:
+            v = f"{value:g}{unit}" if step < 1 else f"{int(value)}{unit}"
+            p = run_config(program, conf_for(name, v), "--check-config")
+            refusal = re.search(rf"{re.escape(name).replace('printer', 'printer[.][a-z]+')}"
+                                rf": '{re.escape(v)}' must be .*between (\S+) and (\S+)",
+                                p.stderr)
+            if ok:
+                case.assertIsNone(refusal, f"{name} = {v} is within the documented range")
+                continue
+            case.assertIsNotNone(refusal, f"{name} = {v} is outside the documented range: "
+                                           f"{p.stderr}")
+            said = [conf_number(b, kind) for b in refusal.groups()]
+            want = [lo if lo is not None else said[0], hi]
+            case.assertEqual(said, want, f"{name}: the refusal names other bounds: {p.stderr}")
 
 
 class InstallTree(unittest.TestCase):
@@ -501,6 +635,23 @@ class ManPages(unittest.TestCase):
         self.assertEqual(missing_names(["upstream.no-such-thing"], text),
                          ["upstream.no-such-thing"])
 
+    def test_tpad_conf_5_defaults_and_ranges(self):
+        text = roff_text(self.page("tpad.conf.5"))
+        docs = {n: (t, d) for n, t, d in re.findall(
+            r'(?m)^\.BR ([a-z0-9]+\.[a-z0-9-]+) " = (.*?) \((default.*)\)"$', text)}
+        self.assertGreater(len(docs), 100)
+        self.assertEqual(missing_names(conf_directives(), " ".join(docs)), [])
+        base = ("[upstream]\npsk-identity = line-1\n"
+                "[printer.p]\nurl = socket://127.0.0.1:9100\n")
+
+        def conf_for(name, value):
+            section, key = name.split(".", 1)
+            head = "[printer.p]" if section == "printer" else f"[{section}]"
+            return f"{base}{head}\n{key} = {value}\n"
+
+        check_documented_directives(self, tpadtest.TPAD, base, {"upstream.psk-identity"},
+                                    conf_for, docs, shipped_values("tpad.conf"))
+
     def test_every_section_in_tpad_conf_5(self):
         text = roff_text(self.page("tpad.conf.5"))
         for section in sorted({n.split(".")[0] for n in conf_directives()}):
@@ -527,6 +678,25 @@ class ManPages(unittest.TestCase):
         self.assertEqual(missing_names(options | short, text), [])
         for code in ("0", "1", "2"):
             self.assertRegex(text, rf"(?m)^\.B {code}$", f"exit status {code}")
+
+    def test_each_tpactl_command_takes_what_its_help_lists(self):
+        usage = help_text(tpadtest.TPACTL)
+        commands = [c for c in re.findall(r"(?m)^  ([a-z][a-z-]*)\b", usage) if c != "as"]
+        helps = {c: help_text([tpadtest.TPACTL, c]) for c in commands}
+        listed = {c: help_options(h.split("Common options")[0]) for c, h in helps.items()}
+        everything = set().union(*listed.values())
+        self.assertGreater(len(everything), 25)
+        text = roff_text(self.page("tpactl.1"))
+        self.assertEqual(missing_names(everything, text), [])
+        for c in commands:
+            took = set()
+            for opt in sorted(everything):
+                p = run([tpadtest.TPACTL, "--socket", "/nonexistent/tpad.sock", c, opt, "1"],
+                        timeout=20)
+                said = "-o" if opt == "--output" else opt
+                if not re.search(rf"does not take {said}\b", p.stderr):
+                    took.add(opt)
+            self.assertEqual(sorted(took), sorted(listed[c]), f"tpactl {c} --help")
 
     def test_every_method_and_error_in_tpad_8(self):
         text = roff_text(self.page("tpad.8"))
@@ -719,6 +889,32 @@ class TpasManPage(unittest.TestCase):
         short = set(re.findall(r"(?<![\w-])-[a-zA-Z]\b", usage))
         self.assertGreaterEqual(len(options), 5, usage)
         self.assertEqual(missing_names(options | short, self.text()), [])
+
+    def test_defaults_and_ranges(self):
+        section = self.text().split(".SH CONFIGURATION")[1].split("\n.SH ")[0]
+        docs = {}
+        for entry in re.split(r"(?m)^\.TP\n", section):
+            m = re.match(r"\.B ([a-z0-9]+\.[a-z0-9-]+)\n(.*)", entry, re.S)
+            # ".IR /var/lib/tpas/tpas.db ;" reads "/var/lib/tpas/tpas.db;".
+            body = m and re.sub(r"(?m)^\.[A-Z]+ (\S+)(?: (\S+))?$", r"\1\2", m.group(2))
+            d = m and re.search(r"\((default [^)]*)\)", " ".join(body.split()))
+            if d:
+                docs[m.group(1)] = (None, d.group(1))
+        self.assertGreater(len(docs), 12)
+
+        def conf_for(name, value):
+            section, key = name.split(".", 1)
+            return f"[{section}]\n{key} = {value}\n"
+
+        check_documented_directives(self, TPAS, "", set(), conf_for, docs,
+                                    shipped_values("tpas.conf"))
+        # The limits tpas does not share with tpad are stated as its own.
+        limits = print_config(TPAS, "")
+        for key in ("max-clients", "max-clients-per-uid", "max-clients-per-process"):
+            self.assertEqual(shipped_values("tpas.conf")[f"limits.{key}"],
+                             limits[f"limits.{key}"])
+            self.assertRegex(" ".join(section.split()),
+                             rf"\b{limits[f'limits.{key}']} (in all|per)\b", key)
 
     def test_every_method_and_error(self):
         text = self.text()
