@@ -730,10 +730,6 @@ static int import_call(struct ctl *c, struct ctl_args *a, json_t *chunk, bool fi
 int ctl_import(struct ctl *c, struct ctl_args *a)
 {
 	const char *path = a->manifest ? a->manifest : a->argc ? a->argv[0] : NULL;
-	if (a->concurrency > 64) {
-		fprintf(stderr, "tpactl: --concurrency must be 1 to 64\nTry 'tpactl help import'.\n");
-		return 2;
-	}
 	if (!path || (a->manifest && a->argc)) {
 		fprintf(stderr, "tpactl: import takes FILE.csv or --manifest FILE.json\n");
 		return 2;

@@ -135,7 +135,7 @@ static const struct command commands[] = {
      "  FILE.csv                   columns devEUI, joinEUI, tkmInfo, appKey, serial,\n"
      "                             profileId (header line required; ',' or ';' separated)\n"
      "  --generate-appkeys         generate AppKeys for rows with neither key\n"
-     "  --concurrency N            requests in flight to the cloud, 1 to 64\n"
+     "  --concurrency N            requests in flight to the cloud, 1 to 1024\n"
      "  --failures FILE            where to write the failed rows (default FILE.failures.csv)\n"
      "  --ignore-unknown-columns   skip columns tpad does not know instead of refusing\n"
      "  --manifest FILE.json       a signed manifest of devices instead of a CSV file\n"
@@ -627,6 +627,9 @@ int main(int argc, char **argv)
 				a.scale = (int)v;
 			else if (o == OPT_MARGIN)
 				a.margin = (int)v;
+			else if (o == OPT_CONCURRENCY && v < 1)
+				/* tpad checks the most (import.concurrency's range) */
+				return usage_error(hint_cmd, "--concurrency must be at least 1");
 			else if (o == OPT_CONCURRENCY)
 				a.concurrency = (int)v;
 			else if (o == OPT_COPIES && (v < 1 || v > 100))

@@ -10,6 +10,7 @@
 #include "caption.h"
 #include "conf.h"
 #include "hex.h"
+#include "message.h"
 #include "server_conf.h"
 #include "store_url.h"
 #include "tls.h"
@@ -599,7 +600,7 @@ static const struct conf_directive directives[] = {
      .offset = OFF(import_concurrency),
      .def = "16",
      .min = 1,
-     .max = 1024},
+     .max = PROTO_MAX_IMPORT_CONCURRENCY},
     {.name = "import.manifest-signer",
      .type = CONF_STR_OPT,
      .offset = OFF(import_manifest_signer),

@@ -83,7 +83,7 @@ static const struct param_spec print_params[] = {
 static const struct param_spec import_params[] = {
     {"rows", PARAM_IMPORT_ROWS, true, 0, 0},
     {"generateAppKeys", PARAM_BOOL, false, 0, 0},
-    {"concurrency", PARAM_INT, false, 1, 64},
+    {"concurrency", PARAM_INT, false, 1, PROTO_MAX_IMPORT_CONCURRENCY},
     {"final", PARAM_BOOL, false, 0, 0},
 };
 

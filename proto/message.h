@@ -12,6 +12,7 @@
 #define PROTO_SERIAL_MAX 64	   /* characters of a serial number */
 #define PROTO_MAX_COPIES 100	   /* copies of one label in one print */
 #define PROTO_MAX_PRINT_LABELS 10000 /* labels in one Admin.Print call */
+#define PROTO_MAX_IMPORT_CONCURRENCY 1024 /* Import's concurrency, import.concurrency */
 
 /*
  * How messages are written: compact, a real with 15 significant digits (all a double

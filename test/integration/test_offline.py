@@ -66,6 +66,31 @@ class Offline(TpadTestCase):
         lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
         return lines, p
 
+    def test_concurrency_is_1_to_1024_as_import_concurrency(self):
+        """Import's concurrency takes import.concurrency's range, 1 to 1024, where it took
+        1 to 64 only (a configured default of 100 was out of a client's reach); tpactl
+        refuses --concurrency 0 instead of taking the default."""
+        sim, d = self.start()
+        row = {"line": 2, "devEUI": secrets.token_hex(8).upper(),
+               "tkmInfo": secrets.token_hex(10)}
+        with d.admin_client() as c:
+            for bad in (-1, 0, 1025, "8", 2.5):
+                with self.assertRaises(VarlinkError) as e:
+                    c.call_more("io.tpad.Admin.Import",
+                                {"rows": [row], "concurrency": bad, "final": True})
+                self.assertEqual(e.exception.error, "io.tpad.Admin.InvalidParameter")
+                self.assertEqual(e.exception.params["parameter"], "concurrency")
+                if isinstance(bad, int):
+                    self.assertIn("between 1 and 1024", e.exception.params["reason"])
+            self.assertEqual(self.store_rows(d).get("ISSUED", 0), 0)  # nothing began
+        del row["line"]
+        path = write_csv(os.path.join(self.tmp, "one.csv"), [row])
+        p = self.ctl(d, "import", path, "--concurrency", "0", check=None)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--concurrency must be at least 1", p.stderr)
+        lines, p = self.import_file(d, path, "--concurrency", "1024")
+        self.assertEqual(self.store_rows(d)["ISSUED"], 1)
+
     def test_import_5000_with_faults_exactly_once(self):
         sim, d = self.start()
         rows = random_rows(5000)

@@ -248,7 +248,7 @@ static void test_validate(void)
 		     AD, "rows[0].tkmInfo",
 		     "must be 20 hexadecimal digits; character 1 is 'z': give the digits alone, "
 		     "without 0x, spaces, dashes or colons");
-	expect_valid(imp, "{\"rows\":[],\"concurrency\":65}", AD, "concurrency", NULL);
+	expect_valid(imp, "{\"rows\":[],\"concurrency\":1025}", AD, "concurrency", NULL);
 	expect_valid(imp, "{\"rows\":[],\"final\":1}", AD, "final", NULL);
 
 	/* The row limit. */
