@@ -671,9 +671,14 @@ int main(int argc, char **argv)
 		case OPT_IGNORE_UNKNOWN:
 			a.ignore_unknown_columns = true;
 			break;
-		case OPT_OUT:
+		case OPT_OUT: {
+			/* "labels/" names files labels/index.csv, not labels//index.csv */
+			size_t n = strlen(optarg);
+			while (n > 1 && optarg[n - 1] == '/')
+				optarg[--n] = '\0';
 			a.out_dir = optarg;
 			break;
+		}
 		case OPT_STATE:
 			a.state = optarg;
 			break;

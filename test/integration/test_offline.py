@@ -428,8 +428,9 @@ class Offline(TpadTestCase):
         # An unfinished index an interrupted export left behind goes with the next export.
         os.makedirs(out, exist_ok=True)
         open(os.path.join(out, "index.csv.tmp.4242"), "w").close()
-        self.ctl(d, "export", "--format", "csv", "--out", out, check=0)
+        p = self.ctl(d, "export", "--format", "csv", "--out", out + "//", check=0)
         self.assertEqual(os.listdir(out), ["index.csv"])
+        self.assertIn(f"index in {out}/index.csv", p.stdout)  # as given, less its slashes
         # Interrupted: its own unfinished index is removed, and it says so.
         cut = os.path.join(self.tmp, "labels", "svg2")
         proc = subprocess.Popen([tpadtest.TPACTL, "--socket", d.admin, "export", "--format",
