@@ -35,7 +35,7 @@ static void usage(FILE *f)
 		"       tpad [--config FILE] --check-config | --print-config\n"
 		"       tpad [--config FILE] --copy-store URL\n"
 		"       tpad [--config FILE] --restore-store FILE\n"
-		"       tpad --version\n"
+		"       tpad --version | --help\n"
 		"\n"
 		"  -c, --config FILE   configuration file (default %s)\n"
 		"  -n, --check-config  check the configuration, credentials and SQLite store, and "

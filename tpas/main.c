@@ -53,7 +53,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: tpas [--config FILE] [--verbose]\n"
 		"       tpas [--config FILE] --check-config | --print-config\n"
-		"       tpas --version\n"
+		"       tpas --version | --help\n"
 		"\n"
 		"  -c, --config FILE   configuration file (default %s)\n"
 		"  -n, --check-config  check the configuration and the keys, and exit (0 valid)\n"
