@@ -493,9 +493,12 @@ class Top(TpadTestCase):
                               r"Connection refused) \(is tpad running\?\)")
         # q quits with status 0 and gives the terminal back.
         self.tmux("send-keys", "-t", "top", "q")
-        wait_for(lambda: os.path.exists(status_file), 5, "top to quit")
-        with open(status_file) as f:
-            self.assertEqual(f.read().strip(), "0")
+
+        def exit_status():  # the shell creates the file before echo writes to it
+            if os.path.exists(status_file):
+                with open(status_file) as f:
+                    return f.read().strip() or None
+        self.assertEqual(wait_for(exit_status, 5, "top to quit"), "0")
         self.assertNotIn("Activations", self.screen())
 
     def test_top_needs_a_terminal(self):

@@ -123,6 +123,8 @@ int main(void)
 		CHECK_INT(written, 1);
 		req_reply(call, NULL, false);
 	}
+	for (int i = 0; i < 10; i++) /* the closed connection is freed from the loop */
+		event_base_loop(base, EVLOOP_NONBLOCK);
 	server_free(s);
 	event_base_free(base);
 	return tap_done();
