@@ -317,10 +317,12 @@ static void job_finish(struct job *j, enum act_outcome outcome)
 					  : j->req.oneway ? "oneway"
 					  : j->res.live	  ? "live"
 							  : "stored";
-			if (strcmp(how, "live") == 0)
-				a->stats.live++;
-			else if (strcmp(how, "stored") == 0)
-				a->stats.stored++;
+			if (!j->req.adopt && !j->req.oneway) { /* a caller got the token */
+				if (j->res.live)
+					a->stats.live++;
+				else
+					a->stats.stored++;
+			}
 			a->ops->audit(a->ctx, j->rec.dev_eui, j->req.method, j->req.uid, j->req.pid,
 				      how);
 		}

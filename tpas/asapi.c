@@ -398,7 +398,8 @@ static void h_status(struct asapi *a, struct req *r)
 	struct server_stats ss;
 	server_get_stats(t->srv, &ss);
 	json_t *o = json_pack(
-	    "{s:s, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:i, s:{s:i, s:i}}",
+	    "{s:s, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:i, s:{s:i, s:i}, "
+	    "s:I}",
 	    "version", TPAD_VERSION, "uptime",
 	    (json_int_t)((clock_now_us() - t->started_us) / 1000000u), "tunnel", tunnel_counters(t),
 	    "journal", "lastSeq", (json_int_t)js.last_seq, "uplinks", (json_int_t)js.uplinks,
@@ -406,9 +407,8 @@ static void h_status(struct asapi *a, struct req *r)
 	    (json_int_t)js.commits, "batches", (json_int_t)js.batches, "batchedUplinks",
 	    (json_int_t)js.batched, "largestBatch", (json_int_t)js.largest_batch, "lrc",
 	    downlink_status_json(t->downlink), "subscribers", (int)a->n_subs, "connections", "apps",
-	    (int)ss.connections[SOCK_STATION], "admin", (int)ss.connections[SOCK_ADMIN]);
-	if (o)
-		json_object_set_new(o, "outputOwed", json_integer((json_int_t)ss.output_owed));
+	    (int)ss.connections[SOCK_STATION], "admin", (int)ss.connections[SOCK_ADMIN],
+	    "outputOwed", (json_int_t)ss.output_owed);
 	if (!o) {
 		req_error(r, "io.tpad.AS.Busy", NULL);
 		return;
