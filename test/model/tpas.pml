@@ -23,6 +23,9 @@
 #ifndef MAXDUP
 #define MAXDUP 1 /* resends while the first request is still being handled (LRC time-out) */
 #endif
+#ifndef MAXFAIL
+#define MAXFAIL 1 /* batches whose COMMIT fails (a full disk): answered 503, resent */
+#endif
 
 /*
  * With -DREPORT each uplink carries the LRC's FCntDn as it was when the LRC sent it, and
@@ -58,6 +61,14 @@ byte jrow[MAXSEQ + 1];	/* uplink + 1 of each seq; 0: none */
 byte jcount[NU];	/* rows holding the uplink (the unique index keeps it at most 1) */
 byte jseq[NU];		/* the seq of its first row */
 byte fnext = 0;		/* the session's fcnt_dn_next */
+/*
+ * Where the writer finds a replay with a new Time: (DevEUI, session, FCntUp) in the
+ * durable uplink_seen table (sn), or in the writer's recent set in memory (mem), which
+ * holds the committed uplinks not moved there yet (journal.c: seen_move, seen_reload).
+ */
+bool sn[NU];
+bool mem[NU];
+byte fails = 0;
 
 /* The LRC. */
 /* uplink, Token (1 or 2: signed once, or again), the LRC's FCntDn when it sent it */
@@ -183,10 +194,25 @@ end_serving:
 				/* the unique index on (device, session, FCntUp), a session per field */
 				:: jsess[pfl[i] * NU + u] > 0 -> fresh = false; s = jseq[u]
 #elif MUTANT != 2
-				:: jcount[u] > 0 -> fresh = false; s = jseq[u] /* unique index: a replay */
+				/* device_find(): the recent set, then uplink_seen: a replay */
+				:: mem[u] || sn[u] -> fresh = false; s = jseq[u]
 #endif
+				:: fails < MAXFAIL && !(mem[u] || sn[u]) ->
+					/* the batch's COMMIT fails: nothing of it is kept, its requests
+					 * are answered 503 and resent; seen_settle() reads the recent set
+					 * again from the table (mutant 13 keeps what the batch added) */
+					fails++;
+#if MUTANT == 13
+					mem[u] = true;
+#endif
+					out[u]--;
+					out[u] = out[u] - fol[i];
+					fol[i] = 0;
+					pj[i] = false;
+					goto failed
 				:: else ->
 					fresh = true;
+					mem[u] = true; /* upseen_add() once inserted */
 					nextseq++;
 					jrow[nextseq] = u + 1;
 					jcount[u]++;
@@ -218,7 +244,13 @@ end_serving:
 				:: !fresh || full(recent) -> skip /* the stream reads the journal instead */
 				fi
 #endif
+failed:				skip
 				}
+			:: atomic { /* seen_move(), between batches: the committed rows go into
+				      * uplink_seen in one transaction, the recent set is emptied */
+				(mem[0] || mem[1]) ->
+				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;
+				mem[0] = false; mem[1] = false }
 			:: atomic { dlreq?k -> /* SendDownlink → downlink_send() */
 #if MUTANT == 3
 				f = fnext; dl_send(f) }  /* sent before the counter is committed */
@@ -258,6 +290,12 @@ end_serving:
 				:: dlreq?k
 				:: empty(dlreq) -> break
 				od;
+				/* the recent set is gone with the rest; at the next open, seen_open()
+				 * moves every row after uplink_seen there (mutant 12 does not) */
+				mem[0] = false; mem[1] = false;
+#if MUTANT != 12
+				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;
+#endif
 				crash_req = false
 			}
 		}
