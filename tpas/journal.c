@@ -1242,6 +1242,23 @@ static char *put_raw(char *p, const char *s)
 	return p + n;
 }
 
+/* Append n in decimal to the buffer at p, which has room. */
+static char *put_int(char *p, int64_t n)
+{
+	char digits[24];
+	int i = 0;
+	uint64_t v = n < 0 ? 0 - (uint64_t)n : (uint64_t)n;
+	do {
+		digits[i++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (n < 0)
+		*p++ = '-';
+	while (i)
+		*p++ = digits[--i];
+	return p;
+}
+
 /* Append s as a JSON string (quoted, escaped) to the buffer at *p, which has room. */
 static char *put_string(char *p, const char *s)
 {
@@ -1277,22 +1294,33 @@ char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *r
 		return NULL;
 	char when[40];
 	uplink_time_format(u->received_ms, when, sizeof(when));
-	p += sprintf(p, "{\"seq\":%" PRId64 ",\"receivedAt\":\"%s\",\"devEUI\":", seq, when);
+	p = put_raw(p, "{\"seq\":");
+	p = put_int(p, seq);
+	p = put_raw(p, ",\"receivedAt\":");
+	p = put_string(p, when);
+	p = put_raw(p, ",\"devEUI\":");
 	p = put_string(p, u->dev_eui);
 	p = put_raw(p, ",\"customerID\":");
 	p = put_string(p, u->customer_id);
 	p = put_raw(p, ",\"devAddr\":");
 	p = put_string(p, u->dev_addr);
-	p += sprintf(p, ",\"fCntUp\":%" PRIu32 ",\"time\":", u->fcnt_up);
+	p = put_raw(p, ",\"fCntUp\":");
+	p = put_int(p, u->fcnt_up);
+	p = put_raw(p, ",\"time\":");
 	p = put_string(p, u->time);
 	p = put_raw(p, ",\"payload\":");
 	p = put_string(p, u->payload_hex);
-	p += sprintf(p, ",\"encrypted\":%s,\"radio\":", u->encrypted ? "true" : "false");
+	p = put_raw(p, u->encrypted ? ",\"encrypted\":true,\"radio\":"
+				    : ",\"encrypted\":false,\"radio\":");
 	p = put_raw(p, radio);
-	if (u->fport >= 0)
-		p += sprintf(p, ",\"fPort\":%d", u->fport);
-	if (u->has_fcnt_dn)
-		p += sprintf(p, ",\"fCntDn\":%" PRIu32, u->fcnt_dn);
+	if (u->fport >= 0) {
+		p = put_raw(p, ",\"fPort\":");
+		p = put_int(p, u->fport);
+	}
+	if (u->has_fcnt_dn) {
+		p = put_raw(p, ",\"fCntDn\":");
+		p = put_int(p, u->fcnt_dn);
+	}
 	*p++ = '}';
 	*p = '\0';
 	*ret_len = (size_t)(p - buf);
