@@ -16,6 +16,7 @@
 #include "cred.h"
 #include "hex.h"
 #include "log.h"
+#include "notify.h"
 #include "seal.h"
 #include "sqlbackup.h"
 #include "sqlerr.h"
@@ -88,6 +89,7 @@ enum stmt_id {
 	ST_SEEN_MOVE,
 	ST_SEEN_LAST,
 	ST_RECENT,
+	ST_SEEN_HIGH,
 	ST_COUNT
 };
 
@@ -148,6 +150,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 		     " ORDER BY dev_eui, session_id, fcnt_up",
     [ST_SEEN_LAST] = "SELECT IFNULL(MAX(seq), 0) FROM uplink",
     [ST_RECENT] = "SELECT dev_eui, session_id, fcnt_up, seq FROM uplink WHERE seq > ?",
+    /* One step down the key: the highest FCntUp of (DevEUI, session), plus one; 0: none. */
+    [ST_SEEN_HIGH] = "SELECT IFNULL(MAX(fcnt_up) + 1, 0) FROM uplink_seen WHERE dev_eui = ?"
+		     " AND session_id = ?",
 };
 
 /* The writer connection's statements. */
@@ -160,6 +165,7 @@ enum wstmt_id {
 	WS_SEEN_LAST,
 	WS_RECENT,
 	WS_FIND,
+	WS_SEEN_HIGH,
 	WS_COUNT
 };
 
@@ -169,10 +175,13 @@ static const enum stmt_id ws_stmt[WS_COUNT] = {
     [WS_SEEN_FIND] = ST_SEEN_FIND, [WS_TOKEN_FIND] = ST_TOKEN_FIND,
     [WS_SEEN_MOVE] = ST_SEEN_MOVE, [WS_SEEN_LAST] = ST_SEEN_LAST,
     [WS_RECENT] = ST_RECENT,	   [WS_FIND] = ST_UPLINK_FIND,
+    [WS_SEEN_HIGH] = ST_SEEN_HIGH,
 };
 
 /* Uplinks moved into uplink_seen once this many are in the recent set. */
 #define SEEN_MOVE_AT 8192
+/* Sessions whose highest FCntUp is kept at most (about 3 MiB); the rest are read again. */
+#define HIGH_MAX 65536
 
 struct journal {
 	sqlite3 *db;
@@ -202,6 +211,16 @@ struct journal {
 	int64_t seen_through;
 	bool recent_ok;
 	size_t seen_move_at;
+	/*
+	 * Per (DevEUI, session), one more than the highest FCntUp journaled, or more (kept as
+	 * the key (DevEUI, session, 0)): an uplink at or above it, as the LRC sends a device's
+	 * new ones, is no replay without a look anywhere. Read from uplink_seen when missing,
+	 * raised by every insert (a rolled-back or removed one leaves it higher, which only
+	 * costs a look); emptied only by a move, when uplink_seen holds everything.
+	 * high_ok false (it could not take a session): not used until the next move.
+	 */
+	struct upseen *high;
+	bool high_ok;
 };
 
 /* The associated data that binds a sealed key to its row's identity. */
@@ -387,6 +406,20 @@ static int rebuild_uplink(struct journal *j)
 	return r;
 }
 
+/*
+ * While a step at open runs long (a migration copies every uplink, about 15 s a million):
+ * tell systemd every 10 s that the start goes on, so its start time-out does not end it.
+ */
+static int long_step(void *arg)
+{
+	uint64_t *next = arg, now = clock_now_ms();
+	if (now >= *next) {
+		notify_extend(30000000, "bringing the journal up to date");
+		*next = now + 10000;
+	}
+	return 0;
+}
+
 static int migrate(struct journal *j)
 {
 	/* One transaction: a journal is never left half migrated. */
@@ -550,6 +583,8 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 	sqlite3_busy_timeout(j->db, 5000);
 	if ((r = version_check(j, path, true, err, errlen)) < 0)
 		goto fail;
+	uint64_t next_extend = clock_now_ms() + 10000;
+	sqlite3_progress_handler(j->db, 1000000, long_step, &next_extend);
 	if ((r = exec(j, "PRAGMA journal_mode = WAL")) < 0 ||
 	    (r = exec(j, "PRAGMA synchronous = FULL")) < 0 ||
 	    (r = exec(j, "PRAGMA journal_size_limit = " SQLWRITER_WAL_LIMIT)) < 0 ||
@@ -572,7 +607,8 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		goto fail;
 	j->path = strdup(path);
 	j->recent = upseen_new();
-	if (!j->path || !j->recent) {
+	j->high = upseen_new();
+	if (!j->path || !j->recent || !j->high) {
 		r = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -583,6 +619,7 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 			 sql_errmsg(j->db, msg, sizeof(msg)));
 		goto fail;
 	}
+	sqlite3_progress_handler(j->db, 0, NULL, NULL);
 	*ret = j;
 	return 0;
 fail:
@@ -602,6 +639,7 @@ struct journal *journal_free(struct journal *j)
 		sqlite3_close(j->db);
 	seal_free(j->seal);
 	upseen_free(j->recent);
+	upseen_free(j->high);
 	free(j);
 	return NULL;
 }
@@ -953,6 +991,16 @@ int journal_token_find(struct journal *j, int64_t time_ms, const char *token, in
 	return token_find(j->st[ST_TOKEN_FIND], time_ms, token, ret_seq);
 }
 
+/* After an insert (or a row read into the recent set): its session's highest FCntUp follows. */
+static void high_raise(struct journal *j, const char *dev_eui, int64_t session_id, uint32_t fcnt_up)
+{
+	int64_t top = 0;
+	if (!j->high_ok || (upseen_find(j->high, dev_eui, session_id, 0, &top) && top > fcnt_up))
+		return;
+	if (upseen_add(j->high, dev_eui, session_id, 0, (int64_t)fcnt_up + 1) < 0)
+		j->high_ok = false;
+}
+
 /*
  * Read the recent set again from the rows after seen_through: what is committed and
  * nothing else (after a transaction that failed). 0, or -errno with recent_ok false.
@@ -964,9 +1012,13 @@ static int seen_reload(struct journal *j, sqlite3_stmt *const st[WS_COUNT])
 	sqlite3_reset(s);
 	sqlite3_bind_int64(s, 1, j->seen_through);
 	int rc, r = 0;
-	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		r = upseen_add(j->recent, col_text(s, 0), sqlite3_column_int64(s, 1),
-			       (uint32_t)sqlite3_column_int64(s, 2), sqlite3_column_int64(s, 3));
+	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *dev_eui = col_text(s, 0);
+		int64_t session_id = sqlite3_column_int64(s, 1);
+		uint32_t fcnt_up = (uint32_t)sqlite3_column_int64(s, 2);
+		r = upseen_add(j->recent, dev_eui, session_id, fcnt_up, sqlite3_column_int64(s, 3));
+		high_raise(j, dev_eui, session_id, fcnt_up); /* (rows of an earlier tpas) */
+	}
 	if (r == 0 && rc != SQLITE_DONE)
 		r = sql_errno(NULL, rc);
 	sqlite3_reset(s);
@@ -1011,6 +1063,10 @@ static int seen_move(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_C
 		j->seen_through = last;
 	upseen_clear(j->recent);
 	j->recent_ok = true;
+	if (!j->high_ok || upseen_count(j->high) > HIGH_MAX) {
+		upseen_clear(j->high);
+		j->high_ok = true;
+	}
 	return 0;
 }
 
@@ -1026,6 +1082,19 @@ static void seen_settle(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[W
 		seen_move(j, db, st); /* on failure kept as it is, tried again after the next */
 }
 
+/* One more than the highest FCntUp of (DevEUI, session) in uplink_seen (0: none). */
+static int seen_high(sqlite3_stmt *s, const char *dev_eui, int64_t session_id, int64_t *ret)
+{
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, session_id);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? 0 : sql_errno(NULL, rc);
+}
+
 /*
  * The seq of the uplink journaled with u's (DevEUI, session, FCntUp): 0, -ENOENT, -errno.
  * With use_recent (the caller writes uplinks), the recent set then uplink_seen; else, or
@@ -1036,6 +1105,16 @@ static int device_find(struct journal *j, sqlite3_stmt *const st[WS_COUNT], bool
 {
 	if (!use_recent || !j->recent_ok)
 		return uplink_find(st[WS_FIND], u->dev_eui, u->session_id, u->fcnt_up, ret_seq);
+	int64_t top = 0;
+	if (j->high_ok && !upseen_find(j->high, u->dev_eui, u->session_id, 0, &top)) {
+		int r = seen_high(st[WS_SEEN_HIGH], u->dev_eui, u->session_id, &top);
+		if (r < 0)
+			return r;
+		if (top > 0 && upseen_add(j->high, u->dev_eui, u->session_id, 0, top) < 0)
+			j->high_ok = false;
+	}
+	if (j->high_ok && (int64_t)u->fcnt_up >= top)
+		return -ENOENT;
 	if (upseen_find(j->recent, u->dev_eui, u->session_id, u->fcnt_up, ret_seq))
 		return 0;
 	return uplink_find(st[WS_SEEN_FIND], u->dev_eui, u->session_id, u->fcnt_up, ret_seq);
@@ -1070,11 +1149,14 @@ static int uplink_store(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[W
 			return e == -ENOENT ? -EIO : e;
 	} else if (r < 0) {
 		return r;
-	} else if (use_recent && j->recent_ok &&
-		   upseen_add(j->recent, u->dev_eui, u->session_id, u->fcnt_up, seq) < 0) {
-		/* out of memory (or a DevEUI no tunnel accepts): the table answers for now */
-		j->recent_ok = false;
-		upseen_clear(j->recent);
+	} else if (use_recent) {
+		if (j->recent_ok &&
+		    upseen_add(j->recent, u->dev_eui, u->session_id, u->fcnt_up, seq) < 0) {
+			/* out of memory (or a DevEUI no tunnel accepts): the table answers */
+			j->recent_ok = false;
+			upseen_clear(j->recent);
+		}
+		high_raise(j, u->dev_eui, u->session_id, u->fcnt_up);
 	}
 	*ret_seq = seq;
 	return r;

@@ -69,6 +69,8 @@ run "tpas mutant 12 (uplink_seen not filled at open: the recent set lost at a cr
 	fail safety -DMUTANT=12
 run "tpas mutant 13 (a failed batch's uplinks kept in the recent set) is caught" fail safety \
 	-DMUTANT=13
+run "tpas mutant 14 (a session's highest FCntUp not raised by an insert) is caught" fail safety \
+	-DMUTANT=14
 # With the LRC's FCntDn in every uplink (a larger state space: one crash).
 run "tpas rules hold with the LRC's FCntDn in uplinks" pass safety -DREPORT -DMAXCRASH=1
 run "tpas mutant 5 (the counter set to the LRC's FCntDn, not raised to it) is caught" fail \

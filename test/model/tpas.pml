@@ -69,6 +69,15 @@ byte fnext = 0;		/* the session's fcnt_dn_next */
 bool sn[NU];
 bool mem[NU];
 byte fails = 0;
+/*
+ * The session's highest FCntUp plus one (memory; hik: known): an uplink at or above it is
+ * no replay without a look (device_find(), high_raise()). Uplink u has FCntUp u + 1.
+ * Read from uplink_seen when not known, raised by each insert (mutant 14 does not),
+ * forgotten at a crash and, when it grew large, at a move.
+ */
+byte hi = 0;
+bool hik = false;
+bool rep;
 
 /* The LRC. */
 /* uplink, Token (1 or 2: signed once, or again), the LRC's FCntDn when it sent it */
@@ -190,14 +199,22 @@ end_serving:
 				if :: pj[0] -> i = 0 :: pj[1] -> i = 1 :: pj[2] -> i = 2 :: pj[3] -> i = 3 fi;
 				u = i / 2;
 				if
+				:: !hik -> hi = (sn[1] -> 3 : (sn[0] -> 2 : 0)); hik = true
+				:: else
+				fi;
+				if
+				:: u + 1 >= hi -> rep = false
+				:: else -> rep = mem[u] || sn[u]
+				fi;
+				if
 #if MUTANT == 6
 				/* the unique index on (device, session, FCntUp), a session per field */
 				:: jsess[pfl[i] * NU + u] > 0 -> fresh = false; s = jseq[u]
 #elif MUTANT != 2
 				/* device_find(): the recent set, then uplink_seen: a replay */
-				:: mem[u] || sn[u] -> fresh = false; s = jseq[u]
+				:: rep -> fresh = false; s = jseq[u]
 #endif
-				:: fails < MAXFAIL && !(mem[u] || sn[u]) ->
+				:: fails < MAXFAIL && !rep ->
 					/* the batch's COMMIT fails: nothing of it is kept, its requests
 					 * are answered 503 and resent; seen_settle() reads the recent set
 					 * again from the table (mutant 13 keeps what the batch added) */
@@ -205,6 +222,7 @@ end_serving:
 #if MUTANT == 13
 					mem[u] = true;
 #endif
+					if :: u + 2 > hi -> hi = u + 2 :: else fi; /* raised in apply */
 					out[u]--;
 					out[u] = out[u] - fol[i];
 					fol[i] = 0;
@@ -213,6 +231,9 @@ end_serving:
 				:: else ->
 					fresh = true;
 					mem[u] = true; /* upseen_add() once inserted */
+#if MUTANT != 14
+					if :: u + 2 > hi -> hi = u + 2 :: else fi;
+#endif
 					nextseq++;
 					jrow[nextseq] = u + 1;
 					jcount[u]++;
@@ -250,7 +271,8 @@ failed:				skip
 				      * uplink_seen in one transaction, the recent set is emptied */
 				(mem[0] || mem[1]) ->
 				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;
-				mem[0] = false; mem[1] = false }
+				mem[0] = false; mem[1] = false;
+				if :: hik = false :: skip fi }
 			:: atomic { dlreq?k -> /* SendDownlink → downlink_send() */
 #if MUTANT == 3
 				f = fnext; dl_send(f) }  /* sent before the counter is committed */
@@ -293,6 +315,7 @@ failed:				skip
 				/* the recent set is gone with the rest; at the next open, seen_open()
 				 * moves every row after uplink_seen there (mutant 12 does not) */
 				mem[0] = false; mem[1] = false;
+				hik = false;
 #if MUTANT != 12
 				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;
 #endif
