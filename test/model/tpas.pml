@@ -28,6 +28,10 @@
 #endif
 
 /*
+ * With -DPLAINKEY the writer's replay check is what the recent set, uplink_seen and the
+ * highest FCntUp stand for (checked without it): a journaled row of the uplink. The runs
+ * with -DREPORT use it, to keep their state space small.
+ *
  * With -DREPORT each uplink carries the LRC's FCntDn as it was when the LRC sent it, and
  * the session's counter follows it (never down); without, it carries 0 (a smaller state
  * space, so two crashes can be checked).
@@ -77,7 +81,6 @@ byte fails = 0;
  */
 byte hi = 0;
 bool hik = false;
-bool rep;
 
 /* The LRC. */
 /* uplink, Token (1 or 2: signed once, or again), the LRC's FCntDn when it sent it */
@@ -169,7 +172,7 @@ inline dl_send(f)
 active proctype tpas()
 {
 	byte u, tk, i, s, k, f, rf, fl;
-	bool fresh;
+	bool fresh, rep;
 end:
 	do
 	:: true ->
@@ -198,6 +201,9 @@ end_serving:
 				(pj[0] || pj[1] || pj[2] || pj[3]) ->
 				if :: pj[0] -> i = 0 :: pj[1] -> i = 1 :: pj[2] -> i = 2 :: pj[3] -> i = 3 fi;
 				u = i / 2;
+#ifdef PLAINKEY
+				rep = jcount[u] > 0;
+#else
 				if
 				:: !hik -> hi = (sn[1] -> 3 : (sn[0] -> 2 : 0)); hik = true
 				:: else
@@ -206,6 +212,7 @@ end_serving:
 				:: u + 1 >= hi -> rep = false
 				:: else -> rep = mem[u] || sn[u]
 				fi;
+#endif
 				if
 #if MUTANT == 6
 				/* the unique index on (device, session, FCntUp), a session per field */
@@ -269,7 +276,11 @@ failed:				skip
 				}
 			:: atomic { /* seen_move(), between batches: the committed rows go into
 				      * uplink_seen in one transaction, the recent set is emptied */
+#ifdef PLAINKEY
+				false ->
+#else
 				(mem[0] || mem[1]) ->
+#endif
 				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;
 				mem[0] = false; mem[1] = false;
 				if :: hik = false :: skip fi }
