@@ -180,8 +180,8 @@ static const enum stmt_id ws_stmt[WS_COUNT] = {
 
 /* Uplinks moved into uplink_seen once this many are in the recent set. */
 #define SEEN_MOVE_AT 8192
-/* Sessions whose highest FCntUp is kept at most (about 3 MiB); the rest are read again. */
-#define HIGH_MAX 65536
+/* Sessions whose highest FCntUp is kept past a move (at most about 5 MiB); else read again. */
+#define HIGH_MAX 32768
 
 struct journal {
 	sqlite3 *db;
@@ -216,7 +216,8 @@ struct journal {
 	 * the key (DevEUI, session, 0)): an uplink at or above it, as the LRC sends a device's
 	 * new ones, is no replay without a look anywhere. Read from uplink_seen when missing,
 	 * raised by every insert (a rolled-back or removed one leaves it higher, which only
-	 * costs a look); emptied only by a move, when uplink_seen holds everything.
+	 * costs a look); emptied only by a move (once it holds more than HIGH_MAX sessions),
+	 * when uplink_seen holds everything.
 	 * high_ok false (it could not take a session): not used until the next move.
 	 */
 	struct upseen *high;
