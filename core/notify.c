@@ -42,6 +42,11 @@ void notify_status(const char *status)
 	sd_notifyf(0, "STATUS=%s", status);
 }
 
+void notify_extend(unsigned long long usec, const char *status)
+{
+	sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=%s", usec, status);
+}
+
 void notify_stopping(void)
 {
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping");

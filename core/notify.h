@@ -8,6 +8,9 @@ int notify_init(struct event_base *base);
 
 void notify_ready(const char *status);
 void notify_status(const char *status);
+
+/* A long step before readiness (a migration): the start time-out moves usec further. */
+void notify_extend(unsigned long long usec, const char *status);
 void notify_stopping(void);
 
 /* Stop the watchdog timer. */

@@ -109,6 +109,8 @@ static void *writer_main(void *arg)
 		uint64_t one = 1;
 		ssize_t wr = write(w->efd, &one, sizeof(one));
 		(void)wr; /* the counter only fails when it would overflow: then it is set anyway */
+		if (w->o.settled)
+			w->o.settled(w->db, r, w->o.arg);
 		/* The batch is answered: now copy the WAL back into the database if it is long. */
 		bool checkpoint = w->wal_frames >= w->o.checkpoint_frames;
 		if (checkpoint) {

@@ -41,6 +41,13 @@ typedef int sqlwriter_apply_fn(sqlite3 *db, struct sqlwriter_job *job, void *arg
  */
 typedef void sqlwriter_done_fn(struct sqlwriter_job *jobs, void *arg);
 
+/*
+ * Run on the writer thread after each batch's jobs were handed back (its COMMIT or
+ * ROLLBACK done, outside any transaction), with the batch's error (0: committed): for
+ * what the owner keeps on the writer's side of what was committed.
+ */
+typedef void sqlwriter_settled_fn(sqlite3 *db, int err, void *arg);
+
 /* Prepare (init) and finalize (fini) what apply() uses; run on the writer's connection. */
 typedef int sqlwriter_conn_fn(sqlite3 *db, void *arg);
 
@@ -52,6 +59,7 @@ struct sqlwriter_options {
 	sqlwriter_conn_fn *init; /* after open, before the thread starts; may be NULL */
 	sqlwriter_conn_fn *fini; /* before close, after the thread ended; may be NULL */
 	sqlwriter_apply_fn *apply;
+	sqlwriter_settled_fn *settled; /* may be NULL */
 	sqlwriter_done_fn *done;
 	void *arg;
 };

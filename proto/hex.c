@@ -4,16 +4,18 @@
 #include <errno.h>
 #include <string.h>
 
+/* Each byte's value as a hex digit plus one, 0 for none (a table: every uplink's Token
+ * and payload pass here). */
+static const unsigned char digit_of[256] = {
+    ['0'] = 1,	['1'] = 2,  ['2'] = 3,	['3'] = 4,  ['4'] = 5,	['5'] = 6,  ['6'] = 7,	['7'] = 8,
+    ['8'] = 9,	['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
 /* Value of one hex digit, or -1. */
 static int hex_digit(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return (int)digit_of[(unsigned char)c] - 1;
 }
 
 bool hex_valid(const char *s, size_t ndigits)

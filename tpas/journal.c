@@ -16,15 +16,32 @@
 #include "cred.h"
 #include "hex.h"
 #include "log.h"
+#include "notify.h"
 #include "seal.h"
 #include "sqlbackup.h"
 #include "sqlerr.h"
 #include "sqlkey.h"
 #include "sqlwriter.h"
 #include "uplink.h"
+#include "upseen.h"
 #include "wipe.h"
 
 #define SCHEMA_VERSION 1
+
+/*
+ * The uplink table. Up to schema 2 it had UNIQUE (dev_eui, session_id, fcnt_up): each
+ * uplink then went onto a leaf page of its own device's, so a commit wrote about one page
+ * per uplink. That key is now uplink_seen's, filled in bulk.
+ */
+#define UPLINK_COLUMNS                                                                             \
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL,"                    \
+	" session_id INTEGER NOT NULL, dev_eui TEXT NOT NULL, customer_id TEXT NOT NULL,"          \
+	" dev_addr TEXT NOT NULL, fport INTEGER, fcnt_up INTEGER NOT NULL, fcnt_dn INTEGER,"       \
+	" time TEXT NOT NULL, payload TEXT NOT NULL, encrypted INTEGER NOT NULL,"                  \
+	" radio TEXT NOT NULL, token BLOB, token_time INTEGER"
+#define UPLINK_COLUMN_NAMES                                                                        \
+	"seq, received_ms, session_id, dev_eui, customer_id, dev_addr, fport, fcnt_up, fcnt_dn,"   \
+	" time, payload, encrypted, radio, token, token_time"
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS astk ("
@@ -36,13 +53,14 @@ static const char schema[] =
     " fcnt_dn_next INTEGER NOT NULL DEFAULT 0, received_ms INTEGER NOT NULL,"
     " UNIQUE (customer_id, dev_eui, fp));"
     "CREATE INDEX IF NOT EXISTS session_dev ON session (dev_eui, id);"
-    "CREATE TABLE IF NOT EXISTS uplink ("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL,"
-    " session_id INTEGER NOT NULL, dev_eui TEXT NOT NULL, customer_id TEXT NOT NULL,"
-    " dev_addr TEXT NOT NULL, fport INTEGER, fcnt_up INTEGER NOT NULL, fcnt_dn INTEGER,"
-    " time TEXT NOT NULL, payload TEXT NOT NULL, encrypted INTEGER NOT NULL,"
-    " radio TEXT NOT NULL, UNIQUE (dev_eui, session_id, fcnt_up));"
+    "CREATE TABLE IF NOT EXISTS uplink (" UPLINK_COLUMNS ");"
     "CREATE INDEX IF NOT EXISTS uplink_received ON uplink (received_ms);"
+    /* (DevEUI, session, FCntUp) of the uplinks up to a seq: filled some thousand rows at a
+     * time, in key order (see struct journal's seen). */
+    "CREATE TABLE IF NOT EXISTS uplink_seen (dev_eui TEXT NOT NULL, session_id INTEGER NOT NULL,"
+    " fcnt_up INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dev_eui, session_id, fcnt_up))"
+    " WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS uplink_seen_seq ON uplink_seen (seq);"
     "CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);";
 
@@ -67,6 +85,11 @@ enum stmt_id {
 	ST_FCNT_GET,
 	ST_FCNT_SET,
 	ST_TOKEN_FIND,
+	ST_SEEN_FIND,
+	ST_SEEN_MOVE,
+	ST_SEEN_LAST,
+	ST_RECENT,
+	ST_SEEN_HIGH,
 	ST_COUNT
 };
 
@@ -98,8 +121,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SESSION_OF_DEVICE] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
 			     " received_ms FROM session WHERE customer_id = ? AND dev_eui = ?"
 			     " ORDER BY id DESC",
+    /* Exact on any connection: uplink_seen, then the rows not moved there yet. */
     [ST_UPLINK_FIND] =
-	"SELECT seq FROM uplink WHERE dev_eui = ? AND session_id = ? AND fcnt_up = ?",
+	"SELECT seq FROM uplink_seen WHERE dev_eui = ?1 AND session_id = ?2 AND fcnt_up = ?3"
+	" UNION ALL SELECT seq FROM uplink WHERE seq > (SELECT IFNULL(MAX(seq), 0) FROM"
+	" uplink_seen) AND dev_eui = ?1 AND session_id = ?2 AND fcnt_up = ?3 LIMIT 1",
     [ST_UPLINK_ADD] =
 	"INSERT INTO uplink (received_ms, session_id, dev_eui, customer_id, dev_addr,"
 	" fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio, token, token_time)"
@@ -116,18 +142,46 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_FCNT_GET] = "SELECT fcnt_dn_next FROM session WHERE id = ?",
     [ST_FCNT_SET] = "UPDATE session SET fcnt_dn_next = ? WHERE id = ?",
     [ST_TOKEN_FIND] = "SELECT seq FROM uplink WHERE token_time = ?1 AND token = ?2",
+    [ST_SEEN_FIND] =
+	"SELECT seq FROM uplink_seen WHERE dev_eui = ? AND session_id = ? AND fcnt_up = ?",
+    /* In key order: each leaf page of the index is written once per move. */
+    [ST_SEEN_MOVE] = "INSERT OR IGNORE INTO uplink_seen (dev_eui, session_id, fcnt_up, seq)"
+		     " SELECT dev_eui, session_id, fcnt_up, seq FROM uplink WHERE seq > ?"
+		     " ORDER BY dev_eui, session_id, fcnt_up",
+    [ST_SEEN_LAST] = "SELECT IFNULL(MAX(seq), 0) FROM uplink",
+    [ST_RECENT] = "SELECT dev_eui, session_id, fcnt_up, seq FROM uplink WHERE seq > ?",
+    /* One step down the key: the highest FCntUp of (DevEUI, session), plus one; 0: none. */
+    [ST_SEEN_HIGH] = "SELECT IFNULL(MAX(fcnt_up) + 1, 0) FROM uplink_seen WHERE dev_eui = ?"
+		     " AND session_id = ?",
 };
 
 /* The writer connection's statements. */
-enum wstmt_id { WS_ADD, WS_SESSION, WS_FIND, WS_TOKEN_FIND, WS_COUNT };
+enum wstmt_id {
+	WS_ADD,
+	WS_SESSION,
+	WS_SEEN_FIND,
+	WS_TOKEN_FIND,
+	WS_SEEN_MOVE,
+	WS_SEEN_LAST,
+	WS_RECENT,
+	WS_FIND,
+	WS_SEEN_HIGH,
+	WS_COUNT
+};
 
 /* Which statement of a connection each WS_* is. */
 static const enum stmt_id ws_stmt[WS_COUNT] = {
-    [WS_ADD] = ST_UPLINK_ADD,
-    [WS_SESSION] = ST_UPLINK_SESSION,
-    [WS_FIND] = ST_UPLINK_FIND,
-    [WS_TOKEN_FIND] = ST_TOKEN_FIND,
+    [WS_ADD] = ST_UPLINK_ADD,	   [WS_SESSION] = ST_UPLINK_SESSION,
+    [WS_SEEN_FIND] = ST_SEEN_FIND, [WS_TOKEN_FIND] = ST_TOKEN_FIND,
+    [WS_SEEN_MOVE] = ST_SEEN_MOVE, [WS_SEEN_LAST] = ST_SEEN_LAST,
+    [WS_RECENT] = ST_RECENT,	   [WS_FIND] = ST_UPLINK_FIND,
+    [WS_SEEN_HIGH] = ST_SEEN_HIGH,
 };
+
+/* Uplinks moved into uplink_seen once this many are in the recent set. */
+#define SEEN_MOVE_AT 8192
+/* Sessions whose highest FCntUp is kept past a move (at most about 5 MiB); else read again. */
+#define HIGH_MAX 32768
 
 struct journal {
 	sqlite3 *db;
@@ -145,6 +199,29 @@ struct journal {
 	sqlite3_stmt *wst[WS_COUNT];
 	journal_done_fn *done;
 	void *done_arg;
+	/*
+	 * A replay with a new Time is the same (DevEUI, session, FCntUp): found in uplink_seen,
+	 * which holds the uplinks up to seen_through, or in recent, which holds every one
+	 * committed after it. Both belong to the connection that writes uplinks: the writer
+	 * thread's once it runs, else this one's. recent follows what is committed: after a
+	 * transaction that failed it is read again from the table (recent_ok false until then:
+	 * each uplink is then looked up in the table, slower but exact).
+	 */
+	struct upseen *recent;
+	int64_t seen_through;
+	bool recent_ok;
+	size_t seen_move_at;
+	/*
+	 * Per (DevEUI, session), one more than the highest FCntUp journaled, or more (kept as
+	 * the key (DevEUI, session, 0)): an uplink at or above it, as the LRC sends a device's
+	 * new ones, is no replay without a look anywhere. Read from uplink_seen when missing,
+	 * raised by every insert (a rolled-back or removed one leaves it higher, which only
+	 * costs a look); emptied only by a move (once it holds more than HIGH_MAX sessions),
+	 * when uplink_seen holds everything.
+	 * high_ok false (it could not take a session): not used until the next move.
+	 */
+	struct upseen *high;
+	bool high_ok;
 };
 
 /* The associated data that binds a sealed key to its row's identity. */
@@ -222,7 +299,7 @@ static const char wrong_key[] =
     "%s: the store key does not match the key this store was created with (store.key-file)";
 
 /* The schema this tpas writes (PRAGMA user_version). */
-#define JOURNAL_SCHEMA 2
+#define JOURNAL_SCHEMA 3
 #define SCHEMA_TEXT_(n) #n
 #define SCHEMA_TEXT(n) SCHEMA_TEXT_(n)
 
@@ -276,6 +353,74 @@ static int version_check(struct journal *j, const char *path, bool copy_older, c
 	return 0;
 }
 
+/* Whether the uplink table still has schema 2's unique (DevEUI, session, FCntUp) index. */
+static bool has_device_key(struct journal *j)
+{
+	int64_t n = 0;
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db,
+			       "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
+			       " tbl_name = 'uplink' AND sql IS NULL",
+			       -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n > 0;
+}
+
+/*
+ * Version 3: the uplink table without the unique (DevEUI, session, FCntUp) index, copied
+ * row by row (SQLite cannot drop a table's constraint); uplink_seen is filled from it at
+ * open. The seq counter goes on from where it was, even past rows already removed.
+ */
+static int rebuild_uplink(struct journal *j)
+{
+	int64_t next = 0;
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'", -1,
+			       &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		next = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	int r = exec(j, "CREATE TABLE uplink_v3 (" UPLINK_COLUMNS ");"
+			"INSERT INTO uplink_v3 (" UPLINK_COLUMN_NAMES
+			") SELECT " UPLINK_COLUMN_NAMES " FROM uplink ORDER BY seq;"
+			"DROP TABLE uplink;"
+			"ALTER TABLE uplink_v3 RENAME TO uplink;"
+			"CREATE INDEX uplink_received ON uplink (received_ms);");
+	if (r < 0 || next == 0)
+		return r;
+	/* sqlite_sequence has no key: one row per table, updated or else added. */
+	static const char *const sql[] = {
+	    "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'uplink'",
+	    "INSERT INTO sqlite_sequence (name, seq) VALUES ('uplink', ?)",
+	};
+	for (int i = 0; i < 2 && r == 0; i++) {
+		if (sqlite3_prepare_v2(j->db, sql[i], -1, &s, NULL) != SQLITE_OK)
+			return sql_errno(j->db, sqlite3_errcode(j->db));
+		sqlite3_bind_int64(s, 1, next);
+		r = step_done(s);
+		sqlite3_finalize(s);
+		if (r == 0 && sqlite3_changes(j->db) > 0)
+			break;
+	}
+	return r;
+}
+
+/*
+ * While a step at open runs long (a migration copies every uplink, about 15 s a million):
+ * tell systemd every 10 s that the start goes on, so its start time-out does not end it.
+ */
+static int long_step(void *arg)
+{
+	uint64_t *next = arg, now = clock_now_ms();
+	if (now >= *next) {
+		notify_extend(30000000, "bringing the journal up to date");
+		*next = now + 10000;
+	}
+	return 0;
+}
+
 static int migrate(struct journal *j)
 {
 	/* One transaction: a journal is never left half migrated. */
@@ -284,6 +429,8 @@ static int migrate(struct journal *j)
 		r = exec(j, "ALTER TABLE uplink ADD COLUMN token BLOB");
 	if (r == 0 && !has_column(j, "token_time"))
 		r = exec(j, "ALTER TABLE uplink ADD COLUMN token_time INTEGER");
+	if (r == 0 && has_device_key(j))
+		r = rebuild_uplink(j);
 	if (r == 0)
 		r = exec(
 		    j,
@@ -297,6 +444,10 @@ static int migrate(struct journal *j)
 }
 
 static const char *col_text(sqlite3_stmt *s, int i);
+static int seen_open(struct journal *j);
+static int query_int_of(struct journal *j, const char *sql, int64_t *ret);
+static void loop_statements(struct journal *j, sqlite3_stmt *st[WS_COUNT]);
+static void seen_settle(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_COUNT], int err);
 static int col_key(struct journal *j, sqlite3_stmt *s, int i, const char *aad,
 		   uint8_t key[AS_KEY_LEN]);
 static int session_row(struct journal *j, sqlite3_stmt *s, struct as_session *ret);
@@ -433,6 +584,8 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 	sqlite3_busy_timeout(j->db, 5000);
 	if ((r = version_check(j, path, true, err, errlen)) < 0)
 		goto fail;
+	uint64_t next_extend = clock_now_ms() + 10000;
+	sqlite3_progress_handler(j->db, 1000000, long_step, &next_extend);
 	if ((r = exec(j, "PRAGMA journal_mode = WAL")) < 0 ||
 	    (r = exec(j, "PRAGMA synchronous = FULL")) < 0 ||
 	    (r = exec(j, "PRAGMA journal_size_limit = " SQLWRITER_WAL_LIMIT)) < 0 ||
@@ -454,11 +607,20 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 	if ((r = key_check(j, path, err, errlen)) < 0)
 		goto fail;
 	j->path = strdup(path);
-	if (!j->path) {
+	j->recent = upseen_new();
+	j->high = upseen_new();
+	if (!j->path || !j->recent || !j->high) {
 		r = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	if ((r = seen_open(j)) < 0) {
+		char msg[256];
+		snprintf(err, errlen, "%s: cannot read the journal: %s", path,
+			 sql_errmsg(j->db, msg, sizeof(msg)));
+		goto fail;
+	}
+	sqlite3_progress_handler(j->db, 0, NULL, NULL);
 	*ret = j;
 	return 0;
 fail:
@@ -477,6 +639,8 @@ struct journal *journal_free(struct journal *j)
 	if (j->db)
 		sqlite3_close(j->db);
 	seal_free(j->seal);
+	upseen_free(j->recent);
+	upseen_free(j->high);
 	free(j);
 	return NULL;
 }
@@ -703,20 +867,33 @@ int journal_begin(struct journal *j)
 	return r < 0 ? note_write(j, r, "uplinks", true) : 0;
 }
 
+/* After a transaction of this connection: while it writes the uplinks, the recent set. */
+static void loop_settle(struct journal *j, int err)
+{
+	if (j->writer || !j->recent)
+		return;
+	sqlite3_stmt *st[WS_COUNT];
+	loop_statements(j, st);
+	seen_settle(j, j->db, st, err);
+}
+
 int journal_commit(struct journal *j)
 {
 	int r = note_write(j, exec(j, "COMMIT"), "uplinks", true);
 	if (r < 0) {
 		exec(j, "ROLLBACK");
+		loop_settle(j, r);
 		return r;
 	}
 	j->commits++;
+	loop_settle(j, 0);
 	return 0;
 }
 
 void journal_rollback(struct journal *j)
 {
 	exec(j, "ROLLBACK");
+	loop_settle(j, -ECANCELED);
 }
 
 /* Insert one uplink with the given connection's statements (add, session update). */
@@ -815,37 +992,213 @@ int journal_token_find(struct journal *j, int64_t time_ms, const char *token, in
 	return token_find(j->st[ST_TOKEN_FIND], time_ms, token, ret_seq);
 }
 
+/* After an insert (or a row read into the recent set): its session's highest FCntUp follows. */
+static void high_raise(struct journal *j, const char *dev_eui, int64_t session_id, uint32_t fcnt_up)
+{
+	int64_t top = 0;
+	if (!j->high_ok || (upseen_find(j->high, dev_eui, session_id, 0, &top) && top > fcnt_up))
+		return;
+	if (upseen_add(j->high, dev_eui, session_id, 0, (int64_t)fcnt_up + 1) < 0)
+		j->high_ok = false;
+}
+
+/*
+ * Read the recent set again from the rows after seen_through: what is committed and
+ * nothing else (after a transaction that failed). 0, or -errno with recent_ok false.
+ */
+static int seen_reload(struct journal *j, sqlite3_stmt *const st[WS_COUNT])
+{
+	upseen_clear(j->recent);
+	sqlite3_stmt *s = st[WS_RECENT];
+	sqlite3_reset(s);
+	sqlite3_bind_int64(s, 1, j->seen_through);
+	int rc, r = 0;
+	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *dev_eui = col_text(s, 0);
+		int64_t session_id = sqlite3_column_int64(s, 1);
+		uint32_t fcnt_up = (uint32_t)sqlite3_column_int64(s, 2);
+		r = upseen_add(j->recent, dev_eui, session_id, fcnt_up, sqlite3_column_int64(s, 3));
+		high_raise(j, dev_eui, session_id, fcnt_up); /* (rows of an earlier tpas) */
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sql_errno(NULL, rc);
+	sqlite3_reset(s);
+	j->recent_ok = r == 0;
+	if (r < 0)
+		upseen_clear(j->recent);
+	return r;
+}
+
+/*
+ * Move the rows after seen_through into uplink_seen (one transaction, in key order) and
+ * empty the recent set: 0, or -errno with both as they were.
+ */
+static int seen_move(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_COUNT])
+{
+	int r = sql_errno(db, sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
+	if (r < 0)
+		return r;
+	sqlite3_stmt *s = st[WS_SEEN_MOVE];
+	sqlite3_reset(s);
+	sqlite3_bind_int64(s, 1, j->seen_through);
+	r = step_done(s);
+	int64_t last = 0;
+	if (r == 0) {
+		s = st[WS_SEEN_LAST];
+		sqlite3_reset(s);
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW)
+			last = sqlite3_column_int64(s, 0);
+		else
+			r = sql_errno(NULL, rc);
+		sqlite3_reset(s);
+	}
+	if (r == 0)
+		r = sql_errno(db, sqlite3_exec(db, "COMMIT", NULL, NULL, NULL));
+	if (r < 0) {
+		if (!sqlite3_get_autocommit(db))
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return r;
+	}
+	if (last > j->seen_through)
+		j->seen_through = last;
+	upseen_clear(j->recent);
+	j->recent_ok = true;
+	if (!j->high_ok || upseen_count(j->high) > HIGH_MAX) {
+		upseen_clear(j->high);
+		j->high_ok = true;
+	}
+	return 0;
+}
+
+/*
+ * After a transaction of the connection that writes uplinks ended (err 0: committed):
+ * the recent set follows what is committed, and goes into uplink_seen once it is large.
+ */
+static void seen_settle(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_COUNT], int err)
+{
+	if ((err < 0 || !j->recent_ok) && seen_reload(j, st) < 0)
+		return; /* each uplink is looked up in the table until a reload succeeds */
+	if (upseen_count(j->recent) >= j->seen_move_at)
+		seen_move(j, db, st); /* on failure kept as it is, tried again after the next */
+}
+
+/* One more than the highest FCntUp of (DevEUI, session) in uplink_seen (0: none). */
+static int seen_high(sqlite3_stmt *s, const char *dev_eui, int64_t session_id, int64_t *ret)
+{
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, session_id);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? 0 : sql_errno(NULL, rc);
+}
+
+/*
+ * The seq of the uplink journaled with u's (DevEUI, session, FCntUp): 0, -ENOENT, -errno.
+ * With use_recent (the caller writes uplinks), the recent set then uplink_seen; else, or
+ * while the set is not known to be right, the table itself (slower, exact).
+ */
+static int device_find(struct journal *j, sqlite3_stmt *const st[WS_COUNT], bool use_recent,
+		       const struct journal_uplink *u, int64_t *ret_seq)
+{
+	if (!use_recent || !j->recent_ok)
+		return uplink_find(st[WS_FIND], u->dev_eui, u->session_id, u->fcnt_up, ret_seq);
+	int64_t top = 0;
+	if (j->high_ok && !upseen_find(j->high, u->dev_eui, u->session_id, 0, &top)) {
+		int r = seen_high(st[WS_SEEN_HIGH], u->dev_eui, u->session_id, &top);
+		if (r < 0)
+			return r;
+		if (top > 0 && upseen_add(j->high, u->dev_eui, u->session_id, 0, top) < 0)
+			j->high_ok = false;
+	}
+	if (j->high_ok && (int64_t)u->fcnt_up >= top)
+		return -ENOENT;
+	if (upseen_find(j->recent, u->dev_eui, u->session_id, u->fcnt_up, ret_seq))
+		return 0;
+	return uplink_find(st[WS_SEEN_FIND], u->dev_eui, u->session_id, u->fcnt_up, ret_seq);
+}
+
 /*
  * Journal one uplink with a connection's statements (st, by WS_*): 0 and its seq; or, for
  * a replay, -EEXIST and the seq it was journaled under. A replay is the same Token (a
  * unique column of the uplink: the same signed request, whatever unsigned fields came with
- * it), or the same (device, session, FCntUp) (the LRC sending it again with a new Time).
- * Either way the insert fails before the session's DevAddr and FCntDn are touched.
+ * it; its row names the replay), or the same (device, session, FCntUp) (the LRC sending it
+ * again with a new Time). Either way it is found before the session's DevAddr and FCntDn
+ * are touched.
  */
-static int uplink_store(sqlite3 *db, sqlite3_stmt *const st[WS_COUNT],
-			const struct journal_uplink *u, int64_t *ret_seq)
+static int uplink_store(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_COUNT],
+			bool use_recent, const struct journal_uplink *u, int64_t *ret_seq)
 {
 	int64_t seq = 0;
-	int r = uplink_insert(db, st[WS_ADD], st[WS_SESSION], u, &seq);
-	if (r == -EEXIST) {
+	int r = device_find(j, st, use_recent, u, &seq);
+	if (r == 0) {
+		int64_t first;
+		if (token_find(st[WS_TOKEN_FIND], u->time_ms, u->token, &first) == 0)
+			seq = first;
+		*ret_seq = seq;
+		return -EEXIST;
+	}
+	if (r != -ENOENT)
+		return r;
+	r = uplink_insert(db, st[WS_ADD], st[WS_SESSION], u, &seq);
+	if (r == -EEXIST) { /* the Token's unique index */
 		int e = token_find(st[WS_TOKEN_FIND], u->time_ms, u->token, &seq);
-		if (e == -ENOENT)
-			e = uplink_find(st[WS_FIND], u->dev_eui, u->session_id, u->fcnt_up, &seq);
 		if (e < 0)
-			return e;
+			return e == -ENOENT ? -EIO : e;
 	} else if (r < 0) {
 		return r;
+	} else if (use_recent) {
+		if (j->recent_ok &&
+		    upseen_add(j->recent, u->dev_eui, u->session_id, u->fcnt_up, seq) < 0) {
+			/* out of memory (or a DevEUI no tunnel accepts): the table answers */
+			j->recent_ok = false;
+			upseen_clear(j->recent);
+		}
+		high_raise(j, u->dev_eui, u->session_id, u->fcnt_up);
 	}
 	*ret_seq = seq;
 	return r;
 }
 
+/* The loop connection's statements by WS_*. */
+static void loop_statements(struct journal *j, sqlite3_stmt *st[WS_COUNT])
+{
+	for (int i = 0; i < WS_COUNT; i++)
+		st[i] = j->st[ws_stmt[i]];
+}
+
+/*
+ * At open: uplink_seen takes every uplink journaled after it was last filled (all of a
+ * journal migrated from schema 2; the last few thousand after a crash), so the recent set
+ * starts empty. When that cannot be written (a full disk), the set is read from the table.
+ */
+static int seen_open(struct journal *j)
+{
+	j->seen_move_at = SEEN_MOVE_AT;
+	int r = query_int_of(j, "SELECT IFNULL(MAX(seq), 0) FROM uplink_seen", &j->seen_through);
+	if (r < 0)
+		return r;
+	sqlite3_stmt *st[WS_COUNT];
+	loop_statements(j, st);
+	if (seen_move(j, j->db, st) == 0)
+		return 0;
+	seen_reload(j, st);
+	return 0;
+}
+
+void journal_set_seen_move_at(struct journal *j, size_t n)
+{
+	j->seen_move_at = n > 0 ? n : SEEN_MOVE_AT;
+}
+
 int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
 {
 	sqlite3_stmt *st[WS_COUNT];
-	for (int i = 0; i < WS_COUNT; i++)
-		st[i] = j->st[ws_stmt[i]];
-	int r = uplink_store(j->db, st, u, ret_seq);
+	loop_statements(j, st);
+	int r = uplink_store(j, j->db, st, !j->writer, u, ret_seq);
 	return r < 0 ? note_write(j, r, "uplinks", true) : r;
 }
 
@@ -880,7 +1233,7 @@ static int writer_apply(sqlite3 *db, struct sqlwriter_job *job, void *arg)
 	e->duplicate = false;
 	free(e->text);
 	e->text = NULL;
-	int r = uplink_store(db, j->wst, &e->u, &e->seq);
+	int r = uplink_store(j, db, j->wst, true, &e->u, &e->seq);
 	if (r == 0) /* encoded here, off the loop thread, for the streams */
 		e->text = journal_uplink_json(&e->u, e->seq, &e->text_len);
 	if (r == -EEXIST) {
@@ -888,6 +1241,13 @@ static int writer_apply(sqlite3 *db, struct sqlwriter_job *job, void *arg)
 		r = 0;
 	}
 	return r;
+}
+
+/* Writer thread, after each batch was handed back. */
+static void writer_settled(sqlite3 *db, int err, void *arg)
+{
+	struct journal *j = arg;
+	seen_settle(j, db, j->wst, err);
 }
 
 /* Loop thread: the committed entries go back to their owner. */
@@ -914,6 +1274,7 @@ int journal_writer_start(struct journal *j, struct event_base *base, journal_don
 	    .init = writer_init,
 	    .fini = writer_fini,
 	    .apply = writer_apply,
+	    .settled = writer_settled,
 	    .done = writer_done,
 	    .arg = j,
 	};
@@ -964,6 +1325,23 @@ static char *put_raw(char *p, const char *s)
 	return p + n;
 }
 
+/* Append n in decimal to the buffer at p, which has room. */
+static char *put_int(char *p, int64_t n)
+{
+	char digits[24];
+	int i = 0;
+	uint64_t v = n < 0 ? 0 - (uint64_t)n : (uint64_t)n;
+	do {
+		digits[i++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (n < 0)
+		*p++ = '-';
+	while (i)
+		*p++ = digits[--i];
+	return p;
+}
+
 /* Append s as a JSON string (quoted, escaped) to the buffer at *p, which has room. */
 static char *put_string(char *p, const char *s)
 {
@@ -999,22 +1377,33 @@ char *journal_uplink_json(const struct journal_uplink *u, int64_t seq, size_t *r
 		return NULL;
 	char when[40];
 	uplink_time_format(u->received_ms, when, sizeof(when));
-	p += sprintf(p, "{\"seq\":%" PRId64 ",\"receivedAt\":\"%s\",\"devEUI\":", seq, when);
+	p = put_raw(p, "{\"seq\":");
+	p = put_int(p, seq);
+	p = put_raw(p, ",\"receivedAt\":");
+	p = put_string(p, when);
+	p = put_raw(p, ",\"devEUI\":");
 	p = put_string(p, u->dev_eui);
 	p = put_raw(p, ",\"customerID\":");
 	p = put_string(p, u->customer_id);
 	p = put_raw(p, ",\"devAddr\":");
 	p = put_string(p, u->dev_addr);
-	p += sprintf(p, ",\"fCntUp\":%" PRIu32 ",\"time\":", u->fcnt_up);
+	p = put_raw(p, ",\"fCntUp\":");
+	p = put_int(p, u->fcnt_up);
+	p = put_raw(p, ",\"time\":");
 	p = put_string(p, u->time);
 	p = put_raw(p, ",\"payload\":");
 	p = put_string(p, u->payload_hex);
-	p += sprintf(p, ",\"encrypted\":%s,\"radio\":", u->encrypted ? "true" : "false");
+	p = put_raw(p, u->encrypted ? ",\"encrypted\":true,\"radio\":"
+				    : ",\"encrypted\":false,\"radio\":");
 	p = put_raw(p, radio);
-	if (u->fport >= 0)
-		p += sprintf(p, ",\"fPort\":%d", u->fport);
-	if (u->has_fcnt_dn)
-		p += sprintf(p, ",\"fCntDn\":%" PRIu32, u->fcnt_dn);
+	if (u->fport >= 0) {
+		p = put_raw(p, ",\"fPort\":");
+		p = put_int(p, u->fport);
+	}
+	if (u->has_fcnt_dn) {
+		p = put_raw(p, ",\"fCntDn\":");
+		p = put_int(p, u->fcnt_dn);
+	}
 	*p++ = '}';
 	*p = '\0';
 	*ret_len = (size_t)(p - buf);
@@ -1110,21 +1499,39 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int 
 		  int64_t *ret_held)
 {
 	sqlite3_stmt *s = NULL;
-	/* Oldest first through the received_ms index: each step reads only what it removes. */
-	if (sqlite3_prepare_v2(j->db,
-			       "DELETE FROM uplink WHERE seq IN (SELECT seq FROM uplink WHERE "
-			       "received_ms < ? AND seq <= ? ORDER BY received_ms LIMIT ?)",
-			       -1, &s, NULL) != SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, before_ms);
-	sqlite3_bind_int64(s, 2, keep_after);
-	sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
-	int rc = sqlite3_step(s);
-	int r = sql_errno(j->db, rc);
-	sqlite3_finalize(s);
-	if (r < 0)
+	/*
+	 * Oldest first through the received_ms index: each step reads only what it removes.
+	 * Their (DevEUI, session, FCntUp) go with them, in the same transaction (the same rows:
+	 * the same query on the same snapshot).
+	 */
+	static const char *const sql[] = {
+	    "DELETE FROM uplink_seen WHERE seq IN (SELECT seq FROM uplink WHERE "
+	    "received_ms < ? AND seq <= ? ORDER BY received_ms LIMIT ?)",
+	    "DELETE FROM uplink WHERE seq IN (SELECT seq FROM uplink WHERE "
+	    "received_ms < ? AND seq <= ? ORDER BY received_ms LIMIT ?)",
+	};
+	int r = exec(j, "BEGIN IMMEDIATE");
+	int removed = 0;
+	for (int i = 0; i < 2 && r == 0; i++) {
+		if (sqlite3_prepare_v2(j->db, sql[i], -1, &s, NULL) != SQLITE_OK) {
+			r = -EIO;
+			break;
+		}
+		sqlite3_bind_int64(s, 1, before_ms);
+		sqlite3_bind_int64(s, 2, keep_after);
+		sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
+		r = sql_errno(j->db, sqlite3_step(s));
+		sqlite3_finalize(s);
+		s = NULL;
+		removed = sqlite3_changes(j->db);
+	}
+	if (r == 0)
+		r = exec(j, "COMMIT");
+	if (r < 0) {
+		if (!sqlite3_get_autocommit(j->db))
+			exec(j, "ROLLBACK");
 		return note_write(j, r, "the removal of old uplinks", true);
-	int removed = sqlite3_changes(j->db);
+	}
 	if (removed > 0) /* a DELETE that found nothing wrote nothing */
 		note_write(j, 0, NULL, true);
 	if (ret_held) {

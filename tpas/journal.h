@@ -151,6 +151,14 @@ int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_
  * journal_rollback().
  */
 int journal_begin(struct journal *j);
+
+/*
+ * The uplinks journaled since uplink_seen was last filled are kept in memory by the
+ * connection that writes them and moved there n at a time (0: 8192), in key order, so a
+ * commit writes only pages at the journal's end. Before journal_writer_start(); for tests
+ * and tuning.
+ */
+void journal_set_seen_move_at(struct journal *j, size_t n);
 int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq);
 int journal_commit(struct journal *j);
 void journal_rollback(struct journal *j);

@@ -523,7 +523,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		}
 	}
 
-	/* A replay is found by the journal's unique key when it is inserted (commit_list). */
+	/* A replay is found by the journal when it is committed (journal_uplink_insert). */
 	bool encrypted = false;
 	size_t n = strlen(u.payload_hex) / 2;
 	p->payload[0] = '\0';

@@ -339,12 +339,65 @@ int uplink_time_parse(const char *s, int64_t *ret_ms)
 	return 0;
 }
 
+/* n as exactly width decimal digits (n < 10^width) at p; returns the end. */
+static char *put_digits(char *p, int64_t n, int width)
+{
+	for (int i = width - 1; i >= 0; i--) {
+		p[i] = (char)('0' + n % 10);
+		n /= 10;
+	}
+	return p + width;
+}
+
+/*
+ * The proleptic Gregorian date of a day count from 1970-01-01 (H. Hinnant's
+ * civil_from_days): on the writer thread for every uplink, so no gmtime_r and strftime.
+ */
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = yoe + era * 400 + (*m <= 2);
+}
+
 void uplink_time_format(int64_t ms, char *out, size_t outlen)
 {
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	char base[32];
-	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, outlen, "%s.%03d+00:00", base, (int)(ms % 1000));
+	int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000, frac = ms - secs * 1000;
+	int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400, sod = secs - days * 86400;
+	int64_t y;
+	int m, d;
+	civil_from_days(days, &y, &m, &d);
+	char buf[40], *p = buf;
+	if (y < 0 || y > 9999) { /* never a clock's, but said as it is */
+		snprintf(out, outlen, "%" PRId64 "-%02d-%02dT%02d:%02d:%02d.%03d+00:00", y, m, d,
+			 (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), (int)frac);
+		return;
+	}
+	p = put_digits(p, y, 4);
+	*p++ = '-';
+	p = put_digits(p, m, 2);
+	*p++ = '-';
+	p = put_digits(p, d, 2);
+	*p++ = 'T';
+	p = put_digits(p, sod / 3600, 2);
+	*p++ = ':';
+	p = put_digits(p, sod / 60 % 60, 2);
+	*p++ = ':';
+	p = put_digits(p, sod % 60, 2);
+	*p++ = '.';
+	p = put_digits(p, frac, 3);
+	memcpy(p, "+00:00", 7);
+	size_t n = (size_t)(p - buf) + 6;
+	if (outlen == 0)
+		return;
+	if (n >= outlen)
+		n = outlen - 1;
+	memcpy(out, buf, n);
+	out[n] = '\0';
 }

@@ -1597,7 +1597,7 @@ class Journal(TpasCase):
             p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
                                text=True, timeout=30)
             self.assertEqual(p.returncode, 1, p.stderr)
-            self.assertIn(f"{db}: schema version 99 is newer than this tpas supports (2); "
+            self.assertIn(f"{db}: schema version 99 is newer than this tpas supports (3); "
                           "refusing to open it: start the newer tpas again (a copy of an "
                           "older schema holds old FCntDn counters: see tpas(8), store.path)",
                           p.stderr)

@@ -65,10 +65,16 @@ run "tpas mutant 3 (downlink sent before its FCntDn is committed) is caught" fai
 run "tpas mutant 4 (streams told before the commit) is caught" fail safety -DMUTANT=4
 run "tpas mutant 6 (a session per AppSKey field, not per key) is caught" fail safety -DMUTANT=6 \
 	-DMAXCRASH=1
+run "tpas mutant 12 (uplink_seen not filled at open: the recent set lost at a crash) is caught" \
+	fail safety -DMUTANT=12
+run "tpas mutant 13 (a failed batch's uplinks kept in the recent set) is caught" fail safety \
+	-DMUTANT=13
+run "tpas mutant 14 (a session's highest FCntUp not raised by an insert) is caught" fail safety \
+	-DMUTANT=14
 # With the LRC's FCntDn in every uplink (a larger state space: one crash).
-run "tpas rules hold with the LRC's FCntDn in uplinks" pass safety -DREPORT -DMAXCRASH=1
+run "tpas rules hold with the LRC's FCntDn in uplinks" pass safety -DREPORT -DPLAINKEY -DMAXFAIL=0 -DMAXCRASH=1
 run "tpas mutant 5 (the counter set to the LRC's FCntDn, not raised to it) is caught" fail \
-	safety -DREPORT -DMAXCRASH=1 -DMUTANT=5
+	safety -DREPORT -DPLAINKEY -DMAXFAIL=0 -DMAXCRASH=1 -DMUTANT=5
 # tpas's session of an uplink (session.pml): a rejoin, POSTs delayed across it, a crash, a
 # lost answer and resends while an earlier POST is out. An uplink without the AppSKey field
 # is refused (503) when no session had begun by its frame or the session's DevAddr is not

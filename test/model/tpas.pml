@@ -23,8 +23,15 @@
 #ifndef MAXDUP
 #define MAXDUP 1 /* resends while the first request is still being handled (LRC time-out) */
 #endif
+#ifndef MAXFAIL
+#define MAXFAIL 1 /* batches whose COMMIT fails (a full disk): answered 503, resent */
+#endif
 
 /*
+ * With -DPLAINKEY the writer's replay check is what the recent set, uplink_seen and the
+ * highest FCntUp stand for (checked without it): a journaled row of the uplink. The runs
+ * with -DREPORT use it, to keep their state space small.
+ *
  * With -DREPORT each uplink carries the LRC's FCntDn as it was when the LRC sent it, and
  * the session's counter follows it (never down); without, it carries 0 (a smaller state
  * space, so two crashes can be checked).
@@ -58,6 +65,22 @@ byte jrow[MAXSEQ + 1];	/* uplink + 1 of each seq; 0: none */
 byte jcount[NU];	/* rows holding the uplink (the unique index keeps it at most 1) */
 byte jseq[NU];		/* the seq of its first row */
 byte fnext = 0;		/* the session's fcnt_dn_next */
+/*
+ * Where the writer finds a replay with a new Time: (DevEUI, session, FCntUp) in the
+ * durable uplink_seen table (sn), or in the writer's recent set in memory (mem), which
+ * holds the committed uplinks not moved there yet (journal.c: seen_move, seen_reload).
+ */
+bool sn[NU];
+bool mem[NU];
+byte fails = 0;
+/*
+ * The session's highest FCntUp plus one (memory; hik: known): an uplink at or above it is
+ * no replay without a look (device_find(), high_raise()). Uplink u has FCntUp u + 1.
+ * Read from uplink_seen when not known, raised by each insert (mutant 14 does not),
+ * forgotten at a crash and, when it grew large, at a move.
+ */
+byte hi = 0;
+bool hik = false;
 
 /* The LRC. */
 /* uplink, Token (1 or 2: signed once, or again), the LRC's FCntDn when it sent it */
@@ -149,7 +172,7 @@ inline dl_send(f)
 active proctype tpas()
 {
 	byte u, tk, i, s, k, f, rf, fl;
-	bool fresh;
+	bool fresh, rep;
 end:
 	do
 	:: true ->
@@ -178,15 +201,46 @@ end_serving:
 				(pj[0] || pj[1] || pj[2] || pj[3]) ->
 				if :: pj[0] -> i = 0 :: pj[1] -> i = 1 :: pj[2] -> i = 2 :: pj[3] -> i = 3 fi;
 				u = i / 2;
+#ifdef PLAINKEY
+				rep = jcount[u] > 0;
+#else
+				if
+				:: !hik -> hi = (sn[1] -> 3 : (sn[0] -> 2 : 0)); hik = true
+				:: else
+				fi;
+				if
+				:: u + 1 >= hi -> rep = false
+				:: else -> rep = mem[u] || sn[u]
+				fi;
+#endif
 				if
 #if MUTANT == 6
 				/* the unique index on (device, session, FCntUp), a session per field */
 				:: jsess[pfl[i] * NU + u] > 0 -> fresh = false; s = jseq[u]
 #elif MUTANT != 2
-				:: jcount[u] > 0 -> fresh = false; s = jseq[u] /* unique index: a replay */
+				/* device_find(): the recent set, then uplink_seen: a replay */
+				:: rep -> fresh = false; s = jseq[u]
 #endif
+				:: fails < MAXFAIL && !rep ->
+					/* the batch's COMMIT fails: nothing of it is kept, its requests
+					 * are answered 503 and resent; seen_settle() reads the recent set
+					 * again from the table (mutant 13 keeps what the batch added) */
+					fails++;
+#if MUTANT == 13
+					mem[u] = true;
+#endif
+					if :: u + 2 > hi -> hi = u + 2 :: else fi; /* raised in apply */
+					out[u]--;
+					out[u] = out[u] - fol[i];
+					fol[i] = 0;
+					pj[i] = false;
+					goto failed
 				:: else ->
 					fresh = true;
+					mem[u] = true; /* upseen_add() once inserted */
+#if MUTANT != 14
+					if :: u + 2 > hi -> hi = u + 2 :: else fi;
+#endif
 					nextseq++;
 					jrow[nextseq] = u + 1;
 					jcount[u]++;
@@ -218,7 +272,18 @@ end_serving:
 				:: !fresh || full(recent) -> skip /* the stream reads the journal instead */
 				fi
 #endif
+failed:				skip
 				}
+			:: atomic { /* seen_move(), between batches: the committed rows go into
+				      * uplink_seen in one transaction, the recent set is emptied */
+#ifdef PLAINKEY
+				false ->
+#else
+				(mem[0] || mem[1]) ->
+#endif
+				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;
+				mem[0] = false; mem[1] = false;
+				if :: hik = false :: skip fi }
 			:: atomic { dlreq?k -> /* SendDownlink → downlink_send() */
 #if MUTANT == 3
 				f = fnext; dl_send(f) }  /* sent before the counter is committed */
@@ -258,6 +323,13 @@ end_serving:
 				:: dlreq?k
 				:: empty(dlreq) -> break
 				od;
+				/* the recent set is gone with the rest; at the next open, seen_open()
+				 * moves every row after uplink_seen there (mutant 12 does not) */
+				mem[0] = false; mem[1] = false;
+				hik = false;
+#if MUTANT != 12
+				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;
+#endif
 				crash_req = false
 			}
 		}

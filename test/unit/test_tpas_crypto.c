@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
@@ -283,6 +284,31 @@ static void test_uplink_parse_forms(void)
 	CHECK_INT(uplink_time_parse("2016-13-11T14:28:00", &a), -EINVAL);
 	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00+", &a), -EINVAL);
 	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00.Z", &a), -EINVAL);
+
+	/* Written without gmtime: the same text as gmtime_r and strftime, every 97,531 s
+	 * from 1970 to past 2100 (leap days, 2000, 2100), each read back. */
+	int differ = 0;
+	for (int64_t ms = 0; ms < 4200000000000LL; ms += 97531123) {
+		char mine[40], want[80], base[32];
+		time_t t = (time_t)(ms / 1000);
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+		snprintf(want, sizeof(want), "%s.%03d+00:00", base, (int)(ms % 1000));
+		uplink_time_format(ms, mine, sizeof(mine));
+		if (strcmp(mine, want) != 0 || uplink_time_parse(mine, &a) < 0 || a != ms) {
+			if (!differ++)
+				fprintf(stderr, "# %lld: %s, not %s\n", (long long)ms, mine, want);
+		}
+	}
+	CHECK_INT(differ, 0);
+	char when[40];
+	uplink_time_format(951782400000LL + 86399999, when, sizeof(when));
+	CHECK_STR(when, "2000-02-29T23:59:59.999+00:00");
+	uplink_time_format(-1, when, sizeof(when));
+	CHECK_STR(when, "1969-12-31T23:59:59.999+00:00");
+	uplink_time_format(0, when, 11); /* cut to the room there is */
+	CHECK_STR(when, "1970-01-01");
 }
 
 /* Vector 6: the downlink Token over the query and the key text as written. */

@@ -166,6 +166,25 @@ static void test_prune_and_cursor(void)
 	journal_free(j);
 }
 
+/* A journal file made of sql, as an older tpas left it. */
+static void make_file(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+/* The uplink table of schema 1. */
+#define V1_UPLINK_TABLE                                                                            \
+	"CREATE TABLE uplink (seq INTEGER PRIMARY KEY AUTOINCREMENT,"                              \
+	" received_ms INTEGER NOT NULL, session_id INTEGER NOT NULL,"                              \
+	" dev_eui TEXT NOT NULL, customer_id TEXT NOT NULL,"                                       \
+	" dev_addr TEXT NOT NULL, fport INTEGER, fcnt_up INTEGER NOT NULL,"                        \
+	" fcnt_dn INTEGER, time TEXT NOT NULL, payload TEXT NOT NULL,"                             \
+	" encrypted INTEGER NOT NULL, radio TEXT NOT NULL,"                                        \
+	" UNIQUE (dev_eui, session_id, fcnt_up));"
+
 /*
  * A request's Token makes a replay whatever unsigned fields came with it (here a new
  * session); a journal of version 1 (no Token column) gains it at open.
@@ -174,22 +193,10 @@ static void test_token_replays_and_migration(void)
 {
 	char path[256], err[256];
 	path_in(path, sizeof(path), "v1.db");
-	sqlite3 *db = NULL;
-	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
-	CHECK_INT(sqlite3_exec(db,
-			       "CREATE TABLE uplink (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-			       " received_ms INTEGER NOT NULL, session_id INTEGER NOT NULL,"
-			       " dev_eui TEXT NOT NULL, customer_id TEXT NOT NULL,"
-			       " dev_addr TEXT NOT NULL, fport INTEGER, fcnt_up INTEGER NOT NULL,"
-			       " fcnt_dn INTEGER, time TEXT NOT NULL, payload TEXT NOT NULL,"
-			       " encrypted INTEGER NOT NULL, radio TEXT NOT NULL,"
-			       " UNIQUE (dev_eui, session_id, fcnt_up));"
-			       "INSERT INTO uplink VALUES (NULL, 1, 0, '0000000000000009', '', '',"
-			       " 1, 0, NULL, 't', '00', 0, '{}');"
-			       "PRAGMA user_version = 1;",
-			       NULL, NULL, NULL),
-		  SQLITE_OK);
-	sqlite3_close(db);
+	make_file(path, V1_UPLINK_TABLE
+		  "INSERT INTO uplink VALUES (NULL, 1, 0, '0000000000000009', '', '',"
+		  " 1, 0, NULL, 't', '00', 0, '{}');"
+		  "PRAGMA user_version = 1;");
 	struct journal *j = NULL;
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
 	const char *tok = "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d";
@@ -214,11 +221,12 @@ static void test_token_replays_and_migration(void)
 	CHECK_INT(again, 2);
 	CHECK_INT(journal_token_find(j, u.time_ms + 1, tok, &again), -ENOENT);
 	journal_free(j);
+	sqlite3 *db = NULL;
 	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
 	sqlite3_stmt *st = NULL;
 	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
-	CHECK_INT(sqlite3_column_int(st, 0), 2);
+	CHECK_INT(sqlite3_column_int(st, 0), 3);
 	sqlite3_finalize(st);
 	/* Half migrated (a crash between the two columns, before this was one transaction):
 	 * it still opens, and the missing column is added. */
@@ -249,7 +257,7 @@ static void test_token_replays_and_migration(void)
 	CHECK_INT(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	CHECK_INT(journal_open(copies, store_key, &j, err, sizeof(err)), -EPROTO);
-	CHECK(strstr(err, "schema version 99 is newer than this tpas supports (2)") != NULL);
+	CHECK(strstr(err, "schema version 99 is newer than this tpas supports (3)") != NULL);
 	CHECK_INT(journal_check_key(copies, store_key, err, sizeof(err)), -EPROTO);
 }
 
@@ -298,7 +306,7 @@ static void test_older_journal_with_another_key(void)
 	/* The right key migrates it, with its copy. */
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
 	journal_free(j);
-	CHECK_INT(user_version(path), 2);
+	CHECK_INT(user_version(path), 3);
 	CHECK(system(copy) == 0);
 }
 
@@ -424,6 +432,196 @@ static void test_writer_group_commit(void)
 	CHECK_INT(journal_writer_start(j, b, writer_done_cb, &d, err, sizeof(err)), -EINVAL);
 	journal_free(j);
 	event_base_free(b);
+}
+
+/* One integer from a query on the journal file at path (its own connection), or -1. */
+static int64_t file_int(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t v = -1;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+/* An uplink of device d (0-based) with FCntUp f, with no Token: replays are by the key. */
+static struct journal_uplink device_uplink(int d, uint32_t f, int64_t received_ms)
+{
+	static const char *const devs[] = {"00000000000000A0", "00000000000000A1",
+					   "00000000000000A2"};
+	return (struct journal_uplink){.received_ms = received_ms,
+				       .session_id = 1,
+				       .dev_eui = devs[d],
+				       .customer_id = "",
+				       .dev_addr = "",
+				       .time = "t",
+				       .fport = 1,
+				       .fcnt_up = f,
+				       .payload_hex = "00"};
+}
+
+/*
+ * A replay with a new Time is the same (DevEUI, session, FCntUp), whether its uplink is
+ * still in the recent set or was moved into uplink_seen (three at a time here), after a
+ * reopen (what a crash left after uplink_seen is moved at open), and after a transaction
+ * that failed (what it had added is no replay); a removed uplink's key goes with it.
+ */
+static void test_replays_across_moves(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "moves.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	journal_set_seen_move_at(j, 3);
+	int64_t seq = 0, again = 0, want = 0;
+	for (uint32_t f = 0; f < 10; f++)
+		for (int d = 0; d < 3; d++) {
+			struct journal_uplink u = device_uplink(d, f, 1000 + f);
+			CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+			CHECK_INT(seq, ++want);
+		}
+	/* 30 uplinks: 30 moved (a move after every third commit). */
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 30);
+	for (uint32_t f = 0; f < 10; f++)
+		for (int d = 0; d < 3; d++) {
+			struct journal_uplink u = device_uplink(d, f, 5000);
+			u.time = "later";
+			CHECK_INT(journal_uplink_add(j, &u, &again), -EEXIST);
+			CHECK_INT(again, 3 * (int64_t)f + d + 1);
+			CHECK_INT(journal_uplink_find(j, u.dev_eui, 1, f, &again), 0);
+			CHECK_INT(again, 3 * (int64_t)f + d + 1);
+		}
+	/* Two in the recent set only: found there, and by another connection's find. */
+	struct journal_uplink a = device_uplink(0, 10, 2000), b = device_uplink(1, 10, 2000);
+	CHECK_INT(journal_uplink_add(j, &a, &seq), 0);
+	CHECK_INT(journal_uplink_add(j, &b, &seq), 0);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 30);
+	CHECK_INT(journal_uplink_add(j, &a, &again), -EEXIST);
+	CHECK_INT(again, 31);
+	/* A transaction that failed: its uplink is not there, so it is no replay after. */
+	struct journal_uplink c = device_uplink(2, 10, 2000);
+	CHECK_INT(journal_begin(j), 0);
+	CHECK_INT(journal_uplink_insert(j, &c, &seq), 0);
+	CHECK_INT(journal_uplink_insert(j, &c, &again), -EEXIST); /* in the same one: a replay */
+	CHECK_INT(again, seq);
+	journal_rollback(j);
+	CHECK_INT(journal_uplink_add(j, &c, &seq), 0);
+	CHECK_INT(seq, 33); /* the seq the rolled-back one had: it was never committed */
+	j = journal_free(j);
+	/* Reopened: the rows after uplink_seen are moved at open; every replay is found. */
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 33);
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 33);
+	CHECK_INT(journal_uplink_add(j, &b, &again), -EEXIST);
+	CHECK_INT(again, 32);
+	CHECK_INT(journal_uplink_add(j, &c, &again), -EEXIST);
+	CHECK_INT(again, 33);
+	/* Below a session's highest FCntUp is not a replay by itself: one the LRC sent late
+	 * is new, once. */
+	struct journal_uplink late = device_uplink(2, 20, 2500), early = device_uplink(2, 15, 2500);
+	CHECK_INT(journal_uplink_add(j, &late, &seq), 0);
+	CHECK_INT(journal_uplink_add(j, &early, &seq), 0);
+	CHECK_INT(journal_uplink_add(j, &early, &again), -EEXIST);
+	CHECK_INT(again, seq);
+	/* The writer thread keeps its own set: a replay of a moved uplink, of one in its set
+	 * and of one in the same batch are each found, with the first one's seq. */
+	journal_set_seen_move_at(j, 1);
+	struct done_log dl = {.base = event_base_new()};
+	CHECK_INT(journal_writer_start(j, dl.base, writer_done_cb, &dl, err, sizeof(err)), 0);
+	struct journal_entry e[4];
+	memset(e, 0, sizeof(e));
+	e[0].u = device_uplink(0, 11, 3000);
+	e[1].u = device_uplink(0, 3, 3000);  /* moved long ago: seq 10 */
+	e[2].u = device_uplink(0, 11, 3001); /* in this batch */
+	e[3].u = device_uplink(1, 10, 3000); /* seq 32 */
+	for (int i = 0; i < 4; i++)
+		e[i].job.next = i < 3 ? &e[i + 1].job : NULL;
+	CHECK_INT(journal_uplink_queue(j, &e[0]), 0);
+	event_base_dispatch(dl.base);
+	CHECK_INT(dl.n, 4);
+	CHECK(!e[0].duplicate && e[1].duplicate && e[2].duplicate && e[3].duplicate);
+	CHECK_INT(e[0].seq, 36);
+	CHECK_INT(e[1].seq, 10);
+	CHECK_INT(e[2].seq, 36);
+	CHECK_INT(e[3].seq, 32);
+	for (int i = 0; i < 4; i++)
+		free(e[i].text);
+	struct journal_entry f = {.u = device_uplink(0, 11, 4000)};
+	dl.n = 0;
+	CHECK_INT(journal_uplink_queue(j, &f), 0);
+	event_base_dispatch(dl.base);
+	CHECK(f.duplicate);
+	CHECK_INT(f.seq, 36);
+	journal_writer_drain(j);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 36);
+	/* Removed uplinks take their keys: a replay of one is then new. */
+	CHECK_INT(journal_prune(j, 1005, INT64_MAX, 0, NULL), 15);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 21);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen WHERE seq <= 15"), 0);
+	journal_free(j);
+	event_base_free(dl.base);
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal_uplink old = device_uplink(1, 2, 9000);
+	CHECK_INT(journal_uplink_add(j, &old, &seq), 0);
+	CHECK_INT(seq, 37);
+	journal_free(j);
+}
+
+/*
+ * A journal of schema 2 (the unique (DevEUI, session, FCntUp) index on the uplink table)
+ * is copied without it; its seq counter goes on past a removed last row, and each of its
+ * uplinks is still a replay.
+ */
+static void test_migration_from_2(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "v2.db");
+	make_file(path, V1_UPLINK_TABLE
+		  "ALTER TABLE uplink ADD COLUMN token BLOB;"
+		  "ALTER TABLE uplink ADD COLUMN token_time INTEGER;"
+		  "CREATE INDEX uplink_received ON uplink (received_ms);"
+		  "CREATE UNIQUE INDEX uplink_token ON uplink (token_time, token);"
+		  "INSERT INTO uplink VALUES (NULL, 1, 1, '00000000000000A0', '', '',"
+		  " 1, 7, NULL, 't', '00', 0, '{\"a\":1}', NULL, NULL);"
+		  "INSERT INTO uplink VALUES (NULL, 2, 1, '00000000000000A0', '', '',"
+		  " 1, 8, NULL, 't', '00', 0, '{}', NULL, NULL);"
+		  "INSERT INTO uplink VALUES (NULL, 3, 1, '00000000000000A0', '', '',"
+		  " 1, 9, NULL, 't', '00', 0, '{}', NULL, NULL);"
+		  "DELETE FROM uplink WHERE seq = 3;"
+		  "PRAGMA user_version = 2;");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	CHECK_INT(user_version(path), 3);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'uplink'"
+				 " AND type = 'index' AND sql IS NULL"),
+		  0);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
+				 " name IN ('uplink_received', 'uplink_token')"),
+		  2);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 2);
+	struct journal_uplink u = device_uplink(0, 7, 4);
+	int64_t seq = 0;
+	CHECK_INT(journal_uplink_add(j, &u, &seq), -EEXIST);
+	CHECK_INT(seq, 1);
+	u.fcnt_up = 10;
+	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	CHECK_INT(seq, 4);
+	json_t *rows = journal_uplinks_after(j, 0, 10);
+	CHECK_INT(json_array_size(rows), 3);
+	CHECK_INT(json_integer_value(
+		      json_object_get(json_object_get(json_array_get(rows, 0), "radio"), "a")),
+		  1);
+	json_decref(rows);
+	journal_free(j);
+	/* The copy made before the migration is the journal as it was. */
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "ls %s.v2-*.bak >/dev/null 2>&1", path);
+	CHECK(system(cmd) == 0);
 }
 
 /* Build a signed query for a body's fields. */
@@ -593,6 +791,8 @@ int main(int argc, char **argv)
 	test_token_replays_and_migration();
 	test_older_journal_with_another_key();
 	test_writer_group_commit();
+	test_replays_across_moves();
+	test_migration_from_2();
 	test_tunnel_process();
 	test_downlink_query();
 	if (argc > 1)
