@@ -624,6 +624,8 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 	*ret = j;
 	return 0;
 fail:
+	if (j->db) /* its argument lives on this stack */
+		sqlite3_progress_handler(j->db, 0, NULL, NULL);
 	journal_free(j);
 	return r < 0 ? r : -EIO;
 }
@@ -1178,6 +1180,7 @@ static void loop_statements(struct journal *j, sqlite3_stmt *st[WS_COUNT])
 static int seen_open(struct journal *j)
 {
 	j->seen_move_at = SEEN_MOVE_AT;
+	j->high_ok = false; /* the move makes it usable (empty, uplink_seen holding all) */
 	int r = query_int_of(j, "SELECT IFNULL(MAX(seq), 0) FROM uplink_seen", &j->seen_through);
 	if (r < 0)
 		return r;
