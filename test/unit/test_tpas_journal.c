@@ -573,6 +573,49 @@ static void test_replays_across_moves(void)
 }
 
 /*
+ * A batch the writer thread cannot commit (a row the table refuses): nothing of it is
+ * kept, so an uplink of it sent again is new, not a replay of what the batch had put in
+ * the writer's recent set before its COMMIT failed.
+ */
+static void test_writer_failed_batch(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "failed.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct done_log dl = {.base = event_base_new()};
+	CHECK_INT(journal_writer_start(j, dl.base, writer_done_cb, &dl, err, sizeof(err)), 0);
+	struct journal_entry g[2];
+	memset(g, 0, sizeof(g));
+	g[0].u = device_uplink(1, 30, 4000);
+	g[1].u = device_uplink(1, 31, 4000);
+	g[1].u.time = NULL; /* NOT NULL */
+	g[0].job.next = &g[1].job;
+	CHECK_INT(journal_uplink_queue(j, &g[0]), 0);
+	event_base_dispatch(dl.base);
+	CHECK_INT(dl.n, 2);
+	CHECK(g[0].job.err < 0 && g[1].job.err < 0);
+	free(g[0].text);
+	struct journal_entry again = {.u = device_uplink(1, 30, 4100)};
+	dl.n = 0;
+	CHECK_INT(journal_uplink_queue(j, &again), 0);
+	event_base_dispatch(dl.base);
+	CHECK_INT(again.job.err, 0);
+	CHECK(!again.duplicate);
+	CHECK_INT(again.seq, 1);
+	free(again.text);
+	/* And that one, sent once more, is a replay. */
+	struct journal_entry third = {.u = device_uplink(1, 30, 4200)};
+	dl.n = 0;
+	CHECK_INT(journal_uplink_queue(j, &third), 0);
+	event_base_dispatch(dl.base);
+	CHECK(third.duplicate);
+	CHECK_INT(third.seq, 1);
+	journal_free(j);
+	event_base_free(dl.base);
+}
+
+/*
  * A journal of schema 2 (the unique (DevEUI, session, FCntUp) index on the uplink table)
  * is copied without it; its seq counter goes on past a removed last row, and each of its
  * uplinks is still a replay.
@@ -792,6 +835,7 @@ int main(int argc, char **argv)
 	test_older_journal_with_another_key();
 	test_writer_group_commit();
 	test_replays_across_moves();
+	test_writer_failed_batch();
 	test_migration_from_2();
 	test_tunnel_process();
 	test_downlink_query();
