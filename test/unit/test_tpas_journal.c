@@ -327,6 +327,14 @@ static void writer_done_cb(struct journal_entry *list, void *arg)
 	event_base_loopbreak(d->base);
 }
 
+/* Queue a list for the writer and run the loop until it is handed back. */
+static void write_list(struct journal *j, struct done_log *d, struct journal_entry *list)
+{
+	d->n = 0;
+	CHECK_INT(journal_uplink_queue(j, list), 0);
+	event_base_dispatch(d->base);
+}
+
 /*
  * The group-commit writer: a list queued at once is one transaction; a replay inside it
  * is a duplicate with the first one's seq; each new uplink's text is the object the
@@ -541,8 +549,7 @@ static void test_replays_across_moves(void)
 	e[3].u = device_uplink(1, 10, 3000); /* seq 32 */
 	for (int i = 0; i < 4; i++)
 		e[i].job.next = i < 3 ? &e[i + 1].job : NULL;
-	CHECK_INT(journal_uplink_queue(j, &e[0]), 0);
-	event_base_dispatch(dl.base);
+	write_list(j, &dl, &e[0]);
 	CHECK_INT(dl.n, 4);
 	CHECK(!e[0].duplicate && e[1].duplicate && e[2].duplicate && e[3].duplicate);
 	CHECK_INT(e[0].seq, 36);
@@ -552,9 +559,7 @@ static void test_replays_across_moves(void)
 	for (int i = 0; i < 4; i++)
 		free(e[i].text);
 	struct journal_entry f = {.u = device_uplink(0, 11, 4000)};
-	dl.n = 0;
-	CHECK_INT(journal_uplink_queue(j, &f), 0);
-	event_base_dispatch(dl.base);
+	write_list(j, &dl, &f);
 	CHECK(f.duplicate);
 	CHECK_INT(f.seq, 36);
 	journal_writer_drain(j);
@@ -591,24 +596,19 @@ static void test_writer_failed_batch(void)
 	g[1].u = device_uplink(1, 31, 4000);
 	g[1].u.time = NULL; /* NOT NULL */
 	g[0].job.next = &g[1].job;
-	CHECK_INT(journal_uplink_queue(j, &g[0]), 0);
-	event_base_dispatch(dl.base);
+	write_list(j, &dl, &g[0]);
 	CHECK_INT(dl.n, 2);
 	CHECK(g[0].job.err < 0 && g[1].job.err < 0);
 	free(g[0].text);
 	struct journal_entry again = {.u = device_uplink(1, 30, 4100)};
-	dl.n = 0;
-	CHECK_INT(journal_uplink_queue(j, &again), 0);
-	event_base_dispatch(dl.base);
+	write_list(j, &dl, &again);
 	CHECK_INT(again.job.err, 0);
 	CHECK(!again.duplicate);
 	CHECK_INT(again.seq, 1);
 	free(again.text);
 	/* And that one, sent once more, is a replay. */
 	struct journal_entry third = {.u = device_uplink(1, 30, 4200)};
-	dl.n = 0;
-	CHECK_INT(journal_uplink_queue(j, &third), 0);
-	event_base_dispatch(dl.base);
+	write_list(j, &dl, &third);
 	CHECK(third.duplicate);
 	CHECK_INT(third.seq, 1);
 	journal_free(j);
