@@ -28,6 +28,9 @@ struct ctx {
 	pthread_t main_thread;
 	struct job *done[32];
 	int n_done, calls, want;
+	/* settled(): written on the writer thread, read once it has been joined (drain). */
+	int settled[8], n_settled;
+	bool settled_off_writer, settled_in_transaction;
 };
 
 static int init_cb(sqlite3 *db, void *arg)
@@ -59,6 +62,18 @@ static int apply_cb(sqlite3 *db, struct sqlwriter_job *job, void *arg)
 	int rc = sqlite3_step(c->insert);
 	sqlite3_reset(c->insert);
 	return rc == SQLITE_DONE ? 0 : -EEXIST;
+}
+
+static void settled_cb(sqlite3 *db, int err, void *arg)
+{
+	struct ctx *c = arg;
+	if (c->n_settled < 8)
+		c->settled[c->n_settled] = err;
+	c->n_settled++;
+	if (pthread_equal(pthread_self(), c->main_thread))
+		c->settled_off_writer = true;
+	if (!sqlite3_get_autocommit(db))
+		c->settled_in_transaction = true;
 }
 
 static void done_cb(struct sqlwriter_job *jobs, void *arg)
@@ -98,6 +113,7 @@ static struct sqlwriter *start(struct ctx *c, const char *path, size_t max_batch
 					    .init = init_cb,
 					    .fini = fini_cb,
 					    .apply = apply_cb,
+					    .settled = settled_cb,
 					    .done = done_cb,
 					    .arg = c};
 	struct sqlwriter *w = NULL;
@@ -192,6 +208,15 @@ int main(void)
 	struct job late[1];
 	CHECK_INT(sqlwriter_submit(w, chain(late, 1, 40)), -ESHUTDOWN);
 	sqlwriter_drain(w); /* again: nothing */
+	/* settled() once per batch, in order, with its outcome, on the writer thread, after
+	 * its COMMIT or ROLLBACK. */
+	CHECK_INT(c.n_settled, 4);
+	CHECK_INT(c.settled[0], 0);
+	CHECK_INT(c.settled[1], -EIO);
+	CHECK_INT(c.settled[2], -EEXIST);
+	CHECK_INT(c.settled[3], 0);
+	CHECK(!c.settled_off_writer);
+	CHECK(!c.settled_in_transaction);
 	w = sqlwriter_free(w);
 	CHECK(c.insert == NULL); /* fini ran */
 
