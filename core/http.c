@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clock.h"
 #include "wipe.h"
 
 enum {
@@ -633,17 +634,6 @@ static int month_index(const char *m)
 	return -1;
 }
 
-/* Days from 1970-01-01 to the given civil date (proleptic Gregorian). */
-static long long days_from_civil(long long y, unsigned m, unsigned d)
-{
-	y -= m <= 2;
-	long long era = (y >= 0 ? y : y - 399) / 400;
-	unsigned yoe = (unsigned)(y - era * 400);
-	unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + (long long)doe - 719468;
-}
-
 /* Convert a Retry-After value to seconds from now. */
 int http_retry_after(const char *value, time_t now)
 {
@@ -662,8 +652,8 @@ int http_retry_after(const char *value, time_t now)
 		int m = month_index(mon);
 		if (m < 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 || year < 1970)
 			return -1;
-		long long t = days_from_civil(year, (unsigned)m + 1, (unsigned)day) * 86400LL +
-			      hh * 3600 + mm * 60 + ss;
+		long long t =
+		    clock_days_from_civil(year, m + 1, day) * 86400LL + hh * 3600 + mm * 60 + ss;
 		secs = t - (long long)now;
 		if (secs < 0)
 			secs = 0;

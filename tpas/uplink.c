@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "ascrypto.h"
+#include "clock.h"
 #include "cred.h"
 #include "hex.h"
 #include "message.h"
@@ -282,17 +283,6 @@ static bool digits(const char **p, int n, int *ret)
 	return true;
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date. */
-static int64_t days_from_civil(int y, int m, int d)
-{
-	y -= m <= 2;
-	int64_t era = (y >= 0 ? y : y - 399) / 400;
-	int64_t yoe = y - era * 400;
-	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
 int uplink_time_parse(const char *s, int64_t *ret_ms)
 {
 	int Y, M, D, h, m, sec, ms = 0;
@@ -334,7 +324,7 @@ int uplink_time_parse(const char *s, int64_t *ret_ms)
 	}
 	if (*p)
 		return -EINVAL;
-	int64_t days = days_from_civil(Y, M, D);
+	int64_t days = clock_days_from_civil(Y, M, D);
 	*ret_ms = ((days * 86400 + h * 3600 + m * 60 + sec) - (int64_t)off * 60) * 1000 + ms;
 	return 0;
 }
@@ -349,30 +339,13 @@ static char *put_digits(char *p, int64_t n, int width)
 	return p + width;
 }
 
-/*
- * The proleptic Gregorian date of a day count from 1970-01-01 (H. Hinnant's
- * civil_from_days): on the writer thread for every uplink, so no gmtime_r and strftime.
- */
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
-{
-	z += 719468;
-	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-	int64_t doe = z - era * 146097;
-	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	int64_t mp = (5 * doy + 2) / 153;
-	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
-	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
-	*y = yoe + era * 400 + (*m <= 2);
-}
-
 void uplink_time_format(int64_t ms, char *out, size_t outlen)
 {
 	int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000, frac = ms - secs * 1000;
 	int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400, sod = secs - days * 86400;
 	int64_t y;
 	int m, d;
-	civil_from_days(days, &y, &m, &d);
+	clock_civil_from_days(days, &y, &m, &d); /* not gmtime_r: every uplink, on the writer */
 	char buf[40], *p = buf;
 	if (y < 0 || y > 9999) { /* never a clock's, but said as it is */
 		snprintf(out, outlen, "%" PRId64 "-%02d-%02dT%02d:%02d:%02d.%03d+00:00", y, m, d,
