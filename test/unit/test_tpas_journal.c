@@ -327,6 +327,15 @@ static void writer_done_cb(struct journal_entry *list, void *arg)
 	event_base_loopbreak(d->base);
 }
 
+/* Start j's writer thread, handing back to d on a loop of its own. */
+static void writer_on(struct journal *j, struct done_log *d)
+{
+	char err[256];
+	d->base = event_base_new();
+	CHECK(d->base != NULL);
+	CHECK_INT(journal_writer_start(j, d->base, writer_done_cb, d, err, sizeof(err)), 0);
+}
+
 /* Queue a list for the writer and run the loop until it is handed back. */
 static void write_list(struct journal *j, struct done_log *d, struct journal_entry *list)
 {
@@ -347,10 +356,9 @@ static void test_writer_group_commit(void)
 	path_in(path, sizeof(path), "writer.db");
 	struct journal *j = NULL;
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
-	struct done_log d = {.base = event_base_new()};
-	CHECK(d.base != NULL);
 	CHECK_INT(journal_uplink_queue(j, NULL), -ENOTCONN);
-	CHECK_INT(journal_writer_start(j, d.base, writer_done_cb, &d, err, sizeof(err)), 0);
+	struct done_log d = {0};
+	writer_on(j, &d);
 	static const char *const customers[] = {"100122002", "quote\" back\\slash",
 						"tab\tnl\n", "utf8 \xc3\xa9t\xc3\xa9",
 						"",	     "100122002"};
@@ -539,8 +547,8 @@ static void test_replays_across_moves(void)
 	/* The writer thread keeps its own set: a replay of a moved uplink, of one in its set
 	 * and of one in the same batch are each found, with the first one's seq. */
 	journal_set_seen_move_at(j, 1);
-	struct done_log dl = {.base = event_base_new()};
-	CHECK_INT(journal_writer_start(j, dl.base, writer_done_cb, &dl, err, sizeof(err)), 0);
+	struct done_log dl = {0};
+	writer_on(j, &dl);
 	struct journal_entry e[4];
 	memset(e, 0, sizeof(e));
 	e[0].u = device_uplink(0, 11, 3000);
@@ -588,8 +596,8 @@ static void test_writer_failed_batch(void)
 	path_in(path, sizeof(path), "failed.db");
 	struct journal *j = NULL;
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
-	struct done_log dl = {.base = event_base_new()};
-	CHECK_INT(journal_writer_start(j, dl.base, writer_done_cb, &dl, err, sizeof(err)), 0);
+	struct done_log dl = {0};
+	writer_on(j, &dl);
 	struct journal_entry g[2];
 	memset(g, 0, sizeof(g));
 	g[0].u = device_uplink(1, 30, 4000);
