@@ -65,6 +65,7 @@ struct tunnel {
 	int64_t lrc_time_ms;
 	uint64_t lrc_at_ms;
 	struct sesscache *cache;
+	struct new_session *new_sessions; /* made here, their first uplinks being committed */
 	/* The requests being committed, by Token: the same request again meanwhile waits. */
 	struct pending *inflight[INFLIGHT_BUCKETS];
 };
@@ -148,6 +149,105 @@ static int key_fingerprint(const char *field, char out[65])
 }
 
 /*
+ * A session made here from an AppSKey field whose uplinks are still being committed. Each
+ * of them (the first, any other with the same field or the same key meanwhile, and an
+ * uplink without the field that it can carry) brings the row to the journal, which adds
+ * it in the uplink's own transaction, or finds it there when an earlier one did. So the
+ * loop never commits, nor waits for the journal's write lock, for a new session: a burst
+ * of devices joining costs the other requests nothing. Freed, its key wiped, once the last
+ * of its uplinks is answered; by then, if one committed, the cache has it with its id.
+ */
+struct new_session {
+	struct new_session *next;
+	char field[SESSCACHE_FIELD_MAX];
+	struct as_session s; /* id 0 */
+	struct journal_new_session row;
+	unsigned uplinks; /* pending uplinks that carry it */
+};
+
+static bool same_device(const struct new_session *n, const char *customer_id, const char *dev_eui)
+{
+	return strcmp(n->s.dev_eui, dev_eui) == 0 && strcmp(n->s.customer_id, customer_id) == 0;
+}
+
+static struct new_session *new_by_field(struct tunnel *t, const char *field,
+					const char *customer_id, const char *dev_eui)
+{
+	for (struct new_session *n = t->new_sessions; n; n = n->next)
+		if (same_device(n, customer_id, dev_eui) && strcmp(n->field, field) == 0)
+			return n;
+	return NULL;
+}
+
+static struct new_session *new_by_key(struct tunnel *t, const char *customer_id,
+				      const char *dev_eui, const uint8_t key[AS_KEY_LEN])
+{
+	for (struct new_session *n = t->new_sessions; n; n = n->next) {
+		uint8_t d = 0;
+		for (size_t i = 0; i < AS_KEY_LEN; i++)
+			d |= n->s.key[i] ^ key[i];
+		if (d == 0 && same_device(n, customer_id, dev_eui))
+			return n;
+	}
+	return NULL;
+}
+
+/* The newest of the device's new sessions that began by at_ms (journal_session_at()). */
+static struct new_session *new_at(struct tunnel *t, const char *customer_id, const char *dev_eui,
+				  int64_t at_ms)
+{
+	struct new_session *best = NULL;
+	for (struct new_session *n = t->new_sessions; n; n = n->next)
+		if (same_device(n, customer_id, dev_eui) && n->s.received_ms <= at_ms &&
+		    (!best || n->s.received_ms > best->s.received_ms))
+			best = n;
+	return best;
+}
+
+static int new_add(struct tunnel *t, const char *field, const char *fp, const struct as_session *s,
+		   struct new_session **ret)
+{
+	struct new_session *n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	int r = journal_session_seal(t->journal, fp, s, &n->row);
+	if (r < 0) {
+		cred_wipe(n, sizeof(*n));
+		free(n);
+		return r;
+	}
+	memcpy(n->field, field, strlen(field) + 1);
+	n->s = *s;
+	n->s.id = 0;
+	n->next = t->new_sessions;
+	t->new_sessions = n;
+	*ret = n;
+	return 0;
+}
+
+/*
+ * One of a new session's uplinks is answered: committed (err 0) in session id, which the
+ * cache takes; the session freed after its last (or at once when none took it).
+ */
+static void new_release(struct tunnel *t, struct new_session *n, int err, int64_t id)
+{
+	if (err == 0 && id > 0 && n->s.id == 0) {
+		n->s.id = id;
+		sesscache_put(t->cache, n->field, &n->s);
+	}
+	if (n->uplinks > 0 && --n->uplinks > 0)
+		return;
+	for (struct new_session **pp = &t->new_sessions; *pp; pp = &(*pp)->next) {
+		if (*pp == n) {
+			*pp = n->next;
+			break;
+		}
+	}
+	cred_wipe(n, sizeof(*n));
+	free(n);
+}
+
+/*
  * When the network received an uplink: the body's Time (not signed), but never after the
  * LRC signed the POST (sent_ms, the query's Time), which it cannot precede.
  */
@@ -180,11 +280,18 @@ static bool session_can_carry(const struct as_session *s, const struct uplink *u
  */
 static int session_from_field(struct tunnel *t, const struct uplink *u, const char *token,
 			      int64_t time_ms, int64_t frame_ms, struct as_session *ret,
-			      char field[SESSCACHE_FIELD_MAX], json_t **ans, int *status)
+			      char field[SESSCACHE_FIELD_MAX], struct new_session **ret_new,
+			      json_t **ans, int *status)
 {
 	key_field(u, field);
 	if (sesscache_get(t->cache, field, u->customer_id, u->dev_eui, ret))
 		return 0;
+	struct new_session *n = new_by_field(t, field, u->customer_id, u->dev_eui);
+	if (n) {
+		*ret = n->s;
+		*ret_new = n;
+		return 0;
+	}
 	char fp[65];
 	int r = key_fingerprint(field, fp);
 	if (r == 0) {
@@ -278,7 +385,13 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 				 "cannot read the key store: %s", strerror(-r));
 		goto out;
 	}
-	r = journal_session_add(t->journal, fp, &s);
+	if ((n = new_by_key(t, u->customer_id, u->dev_eui, s.key))) {
+		/* The same key in another field while the first is being committed. */
+		*ret = n->s;
+		*ret_new = n;
+		goto out;
+	}
+	r = new_add(t, field, fp, &s, &n);
 	if (r < 0) {
 		*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
 				 "cannot store the AppSKey: %s", strerror(-r));
@@ -289,8 +402,8 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 		 u->dev_eui, u->customer_id[0] ? u->customer_id : "-");
 	log_event(LOG_INFO, LOG_ID_AS_SESSION, msg, "DEVEUI", u->dev_eui, "CUSTOMER_ID",
 		  u->customer_id, NULL);
-	sesscache_put(t->cache, field, &s);
 	*ret = s;
+	*ret_new = n;
 out:
 	cred_wipe(astk, sizeof(astk));
 	cred_wipe(wrapped, sizeof(wrapped));
@@ -315,6 +428,7 @@ struct pending {
 	char token[65];		    /* lower-case hex */
 	int64_t time_ms;	    /* the signed Time */
 	char field[SESSCACHE_FIELD_MAX]; /* its session's cache key (key_field); "" for none */
+	struct new_session *new_session; /* the session it brings to the journal, if new */
 	struct pending *tok_next;   /* in tunnel.inflight while it is being committed */
 	struct follower *followers; /* the same request again meanwhile: answered with it */
 	struct pending *same;	    /* tunnel_check(): this request is being committed as that */
@@ -385,6 +499,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	struct uplink u;
 	struct as_session s = {0};
 	char field[SESSCACHE_FIELD_MAX] = "";
+	struct new_session *ns = NULL;
 	int status = 503; /* each way out sets its own */
 	t->stats.requests++;
 	if (len > t->max_body)
@@ -454,12 +569,20 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	bool need_key = u.payload_hex[0] && u.fport > 0;
 	int64_t frame_ms = frame_time(&u, sent_ms);
 	if (u.key_kind != UPLINK_KEY_NONE) {
-		if (session_from_field(t, &u, tok, sent_ms, frame_ms, &s, field, ret_answer,
+		if (session_from_field(t, &u, tok, sent_ms, frame_ms, &s, field, &ns, ret_answer,
 				       &status) < 0)
 			goto out;
 	} else {
 		/* Not necessarily the newest: a late uplink of the session before a rejoin. */
 		r = journal_session_at(t->journal, u.customer_id, u.dev_eui, frame_ms, &s);
+		ns = r == 0 || r == -ENOENT ? new_at(t, u.customer_id, u.dev_eui, frame_ms) : NULL;
+		if (ns && (r == -ENOENT || s.received_ms > frame_ms ||
+			   ns->s.received_ms >= s.received_ms)) {
+			s = ns->s; /* one being committed is newer */
+			r = 0;
+		} else {
+			ns = NULL;
+		}
 		if (r == 0 && !session_can_carry(&s, &u, frame_ms)) {
 			status = refuse(t, &t->stats.no_session, 503, ret_answer, u.dev_eui,
 					"no AppSKey field, and no session known here can have "
@@ -521,13 +644,18 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	 */
 	p->began_ms = u.key_kind != UPLINK_KEY_NONE && frame_ms < s.received_ms ? frame_ms : 0;
 	p->session_update =
-	    s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
-			 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next) || p->began_ms > 0);
+	    (s.id > 0 || ns) && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
+				 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next) || p->began_ms > 0);
 	p->encrypted = encrypted;
 	/* The cached session follows once the uplink is committed (not a replay, not failed). */
 	memcpy(p->field, field, sizeof(p->field));
+	p->new_session = ns;
+	if (ns)
+		ns->uplinks++;
 	status = 0;
 out:
+	if (status != 0 && ns && ns->uplinks == 0) /* made for this uplink, which failed */
+		new_release(t, ns, status, 0);
 	cred_wipe(&s, sizeof(s));
 	uplink_clear(&u);
 	return status;
@@ -554,6 +682,7 @@ static struct journal_uplink uplink_of(const struct pending *p)
 	    .began_ms = p->began_ms,
 	    .token = p->token,
 	    .time_ms = p->time_ms,
+	    .new_session = p->new_session ? &p->new_session->row : NULL,
 	};
 }
 
@@ -566,8 +695,9 @@ static int commit_list(struct tunnel *t, struct pending *list)
 {
 	int r = journal_begin(t->journal);
 	for (struct pending *p = list; r == 0 && p; p = p->next) {
-		const struct journal_uplink ju = uplink_of(p);
+		struct journal_uplink ju = uplink_of(p);
 		r = journal_uplink_insert(t->journal, &ju, &p->seq);
+		p->session_id = ju.session_id;
 		p->duplicate = r == -EEXIST;
 		if (r == -EEXIST)
 			r = 0;
@@ -593,9 +723,14 @@ static void cache_update(struct tunnel *t, const struct pending *p)
 		s->fcnt_dn_next = p->fcnt_dn;
 }
 
-/* A committed uplink that moved its session on (DevAddr, FCntDn): the cache follows. */
+/*
+ * An uplink is answered: the session it brought, if new, is cached once committed; one
+ * that it moved on (DevAddr, FCntDn) is updated in the cache.
+ */
 static void committed_session(struct tunnel *t, const struct pending *p, int err)
 {
+	if (p->new_session)
+		new_release(t, p->new_session, err, p->session_id);
 	if (err == 0 && !p->duplicate && p->session_update && p->field[0])
 		cache_update(t, p);
 }
@@ -700,6 +835,7 @@ static void committed_cb(struct journal_entry *list, void *arg)
 		next = (struct journal_entry *)e->job.next;
 		struct pending *p = (struct pending *)e;
 		p->seq = e->seq;
+		p->session_id = e->u.session_id;
 		p->duplicate = e->duplicate;
 		p->next = NULL;
 		*tail = p;
@@ -959,6 +1095,12 @@ struct tunnel *tunnel_close(struct tunnel *t, struct tunnel_stats *ret_final)
 	httpd_free(t->http);
 	tunnel_tls_free(t->tls);
 	sesscache_free(t->cache);
+	while (t->new_sessions) { /* none once every uplink is answered; wiped all the same */
+		struct new_session *n = t->new_sessions;
+		t->new_sessions = n->next;
+		cred_wipe(n, sizeof(*n));
+		free(n);
+	}
 	cred_wipe(t->key_lower, sizeof(t->key_lower));
 	free(t);
 	return NULL;
