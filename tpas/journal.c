@@ -73,6 +73,8 @@ enum stmt_id {
 	ST_ASTK_SCOPE,
 	ST_SESSION_FIND,
 	ST_SESSION_ADD,
+	ST_SESSION_PUT,
+	ST_SESSION_ID,
 	ST_SESSION_NEWEST,
 	ST_SESSION_NEWEST_ANY,
 	ST_SESSION_AT,
@@ -108,6 +110,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 	" received_ms FROM session WHERE customer_id = ? AND dev_eui = ? AND fp = ?",
     [ST_SESSION_ADD] = "INSERT INTO session (customer_id, dev_eui, fp, sealed, dev_addr,"
 		       " fcnt_dn_next, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    [ST_SESSION_PUT] = "INSERT INTO session (customer_id, dev_eui, fp, sealed, dev_addr,"
+		       " fcnt_dn_next, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
+		       " ON CONFLICT (customer_id, dev_eui, fp) DO NOTHING",
+    [ST_SESSION_ID] = "SELECT id FROM session WHERE customer_id = ? AND dev_eui = ? AND fp = ?",
     [ST_SESSION_NEWEST] = "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
 			  " received_ms FROM session WHERE customer_id = ? AND dev_eui = ?"
 			  " ORDER BY received_ms DESC, id DESC LIMIT 1",
@@ -166,16 +172,19 @@ enum wstmt_id {
 	WS_RECENT,
 	WS_FIND,
 	WS_SEEN_HIGH,
+	WS_SESSION_PUT,
+	WS_SESSION_ID,
 	WS_COUNT
 };
 
 /* Which statement of a connection each WS_* is. */
 static const enum stmt_id ws_stmt[WS_COUNT] = {
-    [WS_ADD] = ST_UPLINK_ADD,	   [WS_SESSION] = ST_UPLINK_SESSION,
-    [WS_SEEN_FIND] = ST_SEEN_FIND, [WS_TOKEN_FIND] = ST_TOKEN_FIND,
-    [WS_SEEN_MOVE] = ST_SEEN_MOVE, [WS_SEEN_LAST] = ST_SEEN_LAST,
-    [WS_RECENT] = ST_RECENT,	   [WS_FIND] = ST_UPLINK_FIND,
-    [WS_SEEN_HIGH] = ST_SEEN_HIGH,
+    [WS_ADD] = ST_UPLINK_ADD,	     [WS_SESSION] = ST_UPLINK_SESSION,
+    [WS_SEEN_FIND] = ST_SEEN_FIND,   [WS_TOKEN_FIND] = ST_TOKEN_FIND,
+    [WS_SEEN_MOVE] = ST_SEEN_MOVE,   [WS_SEEN_LAST] = ST_SEEN_LAST,
+    [WS_RECENT] = ST_RECENT,	     [WS_FIND] = ST_UPLINK_FIND,
+    [WS_SEEN_HIGH] = ST_SEEN_HIGH,   [WS_SESSION_PUT] = ST_SESSION_PUT,
+    [WS_SESSION_ID] = ST_SESSION_ID,
 };
 
 /* Uplinks moved into uplink_seen once this many are in the recent set. */
@@ -813,29 +822,80 @@ int journal_session_with_key(struct journal *j, const char *customer_id, const c
 	return r;
 }
 
-int journal_session_add(struct journal *j, const char *fp, struct as_session *t)
+int journal_session_seal(struct journal *j, const char *fp, const struct as_session *s,
+			 struct journal_new_session *ret)
 {
 	char aad[256];
-	uint8_t sealed[AS_KEY_LEN + SEAL_OVERHEAD];
-	aad_session(aad, sizeof(aad), t->customer_id, t->dev_eui);
-	int r = seal_encrypt(j->seal, (const uint8_t *)aad, strlen(aad), t->key, AS_KEY_LEN, sealed,
-			     sizeof(sealed));
+	*ret = (struct journal_new_session){.fcnt_dn_next = s->fcnt_dn_next,
+					    .received_ms = s->received_ms};
+	if (strlen(fp) >= sizeof(ret->fp))
+		return -EINVAL;
+	memcpy(ret->fp, fp, strlen(fp) + 1);
+	memcpy(ret->customer_id, s->customer_id, sizeof(ret->customer_id));
+	memcpy(ret->dev_eui, s->dev_eui, sizeof(ret->dev_eui));
+	memcpy(ret->dev_addr, s->dev_addr, sizeof(ret->dev_addr));
+	aad_session(aad, sizeof(aad), s->customer_id, s->dev_eui);
+	return seal_encrypt(j->seal, (const uint8_t *)aad, strlen(aad), s->key, AS_KEY_LEN,
+			    ret->sealed, sizeof(ret->sealed));
+}
+
+/* Bind a session row's seven columns to an INSERT into session. */
+static void bind_session(sqlite3_stmt *s, const struct journal_new_session *n)
+{
+	sqlite3_bind_text(s, 1, n->customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, n->dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, n->fp, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 4, n->sealed, sizeof(n->sealed), SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, n->dev_addr, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, n->fcnt_dn_next);
+	sqlite3_bind_int64(s, 7, n->received_ms);
+}
+
+int journal_session_add(struct journal *j, const char *fp, struct as_session *t)
+{
+	struct journal_new_session n;
+	int r = journal_session_seal(j, fp, t, &n);
 	if (r < 0)
 		return r;
 	sqlite3_stmt *s = stmt(j, ST_SESSION_ADD);
-	sqlite3_bind_text(s, 1, t->customer_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, t->dev_eui, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, fp, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 4, sealed, sizeof(sealed), SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, t->dev_addr, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 6, t->fcnt_dn_next);
-	sqlite3_bind_int64(s, 7, t->received_ms);
+	bind_session(s, &n);
 	r = note_write(j, step_done(s), "the session key", true);
 	if (r == 0) {
 		j->commits++;
 		t->id = sqlite3_last_insert_rowid(j->db);
 	}
 	return r;
+}
+
+/*
+ * Inside an uplink's transaction: add its new session, or find the one an earlier uplink
+ * added with the same field; *ret_added says which.
+ */
+static int session_put(sqlite3 *db, sqlite3_stmt *const st[WS_COUNT],
+		       const struct journal_new_session *n, int64_t *ret_id, bool *ret_added)
+{
+	sqlite3_stmt *s = st[WS_SESSION_PUT];
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	bind_session(s, n);
+	int r = step_done(s);
+	if (r < 0)
+		return r;
+	*ret_added = sqlite3_changes(db) > 0;
+	if (*ret_added) {
+		*ret_id = sqlite3_last_insert_rowid(db);
+		return 0;
+	}
+	s = st[WS_SESSION_ID];
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, n->customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, n->dev_eui, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, n->fp, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*ret_id = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -EIO : sql_errno(db, rc);
 }
 
 int journal_session_at(struct journal *j, const char *customer_id, const char *dev_eui,
@@ -1132,10 +1192,21 @@ static int device_find(struct journal *j, sqlite3_stmt *const st[WS_COUNT], bool
  * are touched.
  */
 static int uplink_store(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_COUNT],
-			bool use_recent, const struct journal_uplink *u, int64_t *ret_seq)
+			bool use_recent, struct journal_uplink *u, int64_t *ret_seq)
 {
 	int64_t seq = 0;
-	int r = device_find(j, st, use_recent, u, &seq);
+	int r;
+	if (u->session_id == 0 && u->new_session) {
+		bool added;
+		r = session_put(db, st, u->new_session, &u->session_id, &added);
+		if (r < 0)
+			return r;
+		if (!added) { /* another uplink's: this one's DevAddr, FCntDn and Time count too */
+			u->update_session = true;
+			u->began_ms = u->new_session->received_ms;
+		}
+	}
+	r = device_find(j, st, use_recent, u, &seq);
 	if (r == 0) {
 		int64_t first;
 		if (token_find(st[WS_TOKEN_FIND], u->time_ms, u->token, &first) == 0)
@@ -1197,7 +1268,7 @@ void journal_set_seen_move_at(struct journal *j, size_t n)
 	j->seen_move_at = n > 0 ? n : SEEN_MOVE_AT;
 }
 
-int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq)
+int journal_uplink_insert(struct journal *j, struct journal_uplink *u, int64_t *ret_seq)
 {
 	sqlite3_stmt *st[WS_COUNT];
 	loop_statements(j, st);
@@ -1307,7 +1378,8 @@ int journal_uplink_add(struct journal *j, const struct journal_uplink *u, int64_
 	if (r < 0)
 		return r;
 	int64_t seq;
-	r = journal_uplink_insert(j, u, &seq);
+	struct journal_uplink v = *u;
+	r = journal_uplink_insert(j, &v, &seq);
 	if (r < 0) {
 		journal_rollback(j);
 		if (r == -EEXIST)

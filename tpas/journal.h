@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "ascrypto.h"
+#include "seal.h"
 #include "sqlwriter.h"
 
 struct event_base;
@@ -40,6 +41,12 @@ struct journal_uplink {
 	int64_t began_ms;	 /* with update_session and > 0: the session began by then */
 	const char *token;	 /* the request's Token (64 hex digits), or NULL */
 	int64_t time_ms;	 /* the request's signed Time, unix ms (with the Token) */
+	/*
+	 * With session_id 0: the session to add first, in the same transaction, or to find
+	 * when an earlier uplink added it (then dev_addr, fcnt_dn and its received_ms update
+	 * it, as update_session would). The insert sets session_id.
+	 */
+	const struct journal_new_session *new_session;
 };
 
 struct journal_stats {
@@ -107,8 +114,28 @@ int journal_session_find(struct journal *j, const char *customer_id, const char 
 int journal_session_with_key(struct journal *j, const char *customer_id, const char *dev_eui,
 			     const uint8_t key[AS_KEY_LEN], struct as_session *ret);
 
-/* Add a session (its key sealed) and commit; sets ret->id. */
+/*
+ * Add a session (its key sealed) and commit at once; sets ret->id. (The tunnel does not:
+ * its new sessions come with their uplinks, journal_uplink.new_session.)
+ */
 int journal_session_add(struct journal *j, const char *fp, struct as_session *s);
+
+/*
+ * A session as an uplink's transaction adds it (journal_uplink.new_session): its key
+ * sealed on the loop thread, the row written by whichever connection commits the uplink,
+ * so the loop commits nothing of its own for a new session.
+ */
+struct journal_new_session {
+	char fp[65];
+	char customer_id[65], dev_eui[17], dev_addr[9];
+	uint32_t fcnt_dn_next;
+	int64_t received_ms;
+	uint8_t sealed[AS_KEY_LEN + SEAL_OVERHEAD];
+};
+
+/* Seal s's key into ret, the row of s with fingerprint fp (loop thread). */
+int journal_session_seal(struct journal *j, const char *fp, const struct as_session *s,
+			 struct journal_new_session *ret);
 
 /*
  * The newest session of dev_eui (for customer_id, or any customer when NULL): the one
@@ -159,7 +186,8 @@ int journal_begin(struct journal *j);
  * and tuning.
  */
 void journal_set_seen_move_at(struct journal *j, size_t n);
-int journal_uplink_insert(struct journal *j, const struct journal_uplink *u, int64_t *ret_seq);
+/* Sets u->session_id when it adds (or finds) u->new_session. */
+int journal_uplink_insert(struct journal *j, struct journal_uplink *u, int64_t *ret_seq);
 int journal_commit(struct journal *j);
 void journal_rollback(struct journal *j);
 

@@ -23,6 +23,7 @@
 #include "journal.h"
 #include "log.h"
 #include "httpd.h"
+#include "sesscache.h"
 #include "tunnel_tls.h"
 #include "uplink.h"
 #include "uplink_read.h"
@@ -33,12 +34,12 @@
 /* Uplinks committed in one transaction at most. */
 #define MAX_BATCH 1024
 /*
- * Sessions kept unsealed in memory (direct-mapped by the key field's fingerprint), so an
- * uplink of a known session costs no store read and no unsealing. Sessions are never
- * deleted; their DevAddr and FCntDn in the cache may lag the store, which only makes an
- * uplink update the session row again (the store keeps the larger FCntDn).
+ * Sessions kept unsealed in memory (sesscache), so an uplink of a known session costs no
+ * store read and no unsealing. Sessions are never deleted; their DevAddr and FCntDn in the
+ * cache may lag the store, which only makes an uplink update the session row again (the
+ * store keeps the larger FCntDn). About 270 bytes each.
  */
-#define SESSION_CACHE 4096
+#define SESSION_CACHE 8192
 
 #define INFLIGHT_BUCKETS 256
 
@@ -63,15 +64,10 @@ struct tunnel {
 	bool lrc_seen;
 	int64_t lrc_time_ms;
 	uint64_t lrc_at_ms;
-	struct cached_session *cache; /* SESSION_CACHE slots, wiped when freed */
-	uint64_t cache_hits;
+	struct sesscache *cache;
+	struct new_session *new_sessions; /* made here, their first uplinks being committed */
 	/* The requests being committed, by Token: the same request again meanwhile waits. */
 	struct pending *inflight[INFLIGHT_BUCKETS];
-};
-
-struct cached_session {
-	char fp[65]; /* "" when the slot is empty */
-	struct as_session s;
 };
 
 /* An answer with a reason: counted, logged (never with key material), returned. */
@@ -130,66 +126,125 @@ static struct bufferevent *tls_bev(struct event_base *base, void *arg)
 	return tunnel_tls_bufferevent(base, arg);
 }
 
-/* The fingerprint that tells one session's AppSKey field from another's. */
-static int key_fingerprint(const struct uplink *u, char out[65])
+/*
+ * The text that tells one session's AppSKey field from another's: its kind, KEK label and
+ * hex digits in lower case. Its SHA-256 is the session's fingerprint in the journal.
+ */
+static void key_field(const struct uplink *u, char out[SESSCACHE_FIELD_MAX])
 {
-	char lower[49];
-	size_t n = strlen(u->key_hex);
+	const char *kind = u->key_kind == UPLINK_KEY_ENVELOPE ? "kw:" : "ecb:";
+	size_t k = strlen(kind), l = strlen(u->kek_label), n = strlen(u->key_hex);
+	/* The parser bounds the label (UPLINK_MAX_LABEL) and the digits (48). */
+	memcpy(out, kind, k);
+	memcpy(out + k, u->kek_label, l);
+	out[k + l] = ':';
+	char *d = out + k + l + 1;
 	for (size_t i = 0; i <= n; i++)
-		lower[i] = (char)tolower((unsigned char)u->key_hex[i]);
-	const char *parts[] = {u->key_kind == UPLINK_KEY_ENVELOPE ? "kw:" : "ecb:", u->kek_label,
-			       ":", lower};
-	int r = ascrypto_token(parts, 4, out);
-	cred_wipe(lower, sizeof(lower));
-	return r;
+		d[i] = (char)tolower((unsigned char)u->key_hex[i]);
 }
 
-/* The cache slot of a fingerprint (hex SHA-256: its first digits are as good as a hash). */
-static struct cached_session *cache_slot(struct tunnel *t, const char *fp)
+static int key_fingerprint(const char *field, char out[65])
 {
-	char head[9];
-	if (!t->cache)
-		return NULL;
-	memcpy(head, fp, 8);
-	head[8] = '\0';
-	return &t->cache[strtoul(head, NULL, 16) % SESSION_CACHE];
+	return ascrypto_token(&field, 1, out);
 }
 
-static bool cache_get(struct tunnel *t, const char *fp, const struct uplink *u,
-		      struct as_session *ret)
+/*
+ * A session made here from an AppSKey field whose uplinks are still being committed. Each
+ * of them (the first, any other with the same field or the same key meanwhile, and an
+ * uplink without the field that it can carry) brings the row to the journal, which adds
+ * it in the uplink's own transaction, or finds it there when an earlier one did. So the
+ * loop never commits, nor waits for the journal's write lock, for a new session: a burst
+ * of devices joining costs the other requests nothing. Freed, its key wiped, once the last
+ * of its uplinks is answered; by then, if one committed, the cache has it with its id.
+ */
+struct new_session {
+	struct new_session *next;
+	char field[SESSCACHE_FIELD_MAX];
+	struct as_session s; /* id 0 */
+	struct journal_new_session row;
+	unsigned uplinks; /* pending uplinks that carry it */
+};
+
+static bool same_device(const struct new_session *n, const char *customer_id, const char *dev_eui)
 {
-	struct cached_session *c = cache_slot(t, fp);
-	if (!c || strcmp(c->fp, fp) != 0 || strcmp(c->s.dev_eui, u->dev_eui) != 0 ||
-	    strcmp(c->s.customer_id, u->customer_id) != 0)
-		return false;
-	*ret = c->s;
-	t->cache_hits++;
-	return true;
+	return strcmp(n->s.dev_eui, dev_eui) == 0 && strcmp(n->s.customer_id, customer_id) == 0;
 }
 
-static void cache_put(struct tunnel *t, const char *fp, const struct as_session *s)
+static struct new_session *new_by_field(struct tunnel *t, const char *field,
+					const char *customer_id, const char *dev_eui)
 {
-	struct cached_session *c = cache_slot(t, fp);
-	if (!c)
+	for (struct new_session *n = t->new_sessions; n; n = n->next)
+		if (same_device(n, customer_id, dev_eui) && strcmp(n->field, field) == 0)
+			return n;
+	return NULL;
+}
+
+static struct new_session *new_by_key(struct tunnel *t, const char *customer_id,
+				      const char *dev_eui, const uint8_t key[AS_KEY_LEN])
+{
+	for (struct new_session *n = t->new_sessions; n; n = n->next) {
+		uint8_t d = 0;
+		for (size_t i = 0; i < AS_KEY_LEN; i++)
+			d |= n->s.key[i] ^ key[i];
+		if (d == 0 && same_device(n, customer_id, dev_eui))
+			return n;
+	}
+	return NULL;
+}
+
+/* The newest of the device's new sessions that began by at_ms (journal_session_at()). */
+static struct new_session *new_at(struct tunnel *t, const char *customer_id, const char *dev_eui,
+				  int64_t at_ms)
+{
+	struct new_session *best = NULL;
+	for (struct new_session *n = t->new_sessions; n; n = n->next)
+		if (same_device(n, customer_id, dev_eui) && n->s.received_ms <= at_ms &&
+		    (!best || n->s.received_ms > best->s.received_ms))
+			best = n;
+	return best;
+}
+
+static int new_add(struct tunnel *t, const char *field, const char *fp, const struct as_session *s,
+		   struct new_session **ret)
+{
+	struct new_session *n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	int r = journal_session_seal(t->journal, fp, s, &n->row);
+	if (r < 0) {
+		cred_wipe(n, sizeof(*n));
+		free(n);
+		return r;
+	}
+	memcpy(n->field, field, strlen(field) + 1);
+	n->s = *s;
+	n->s.id = 0;
+	n->next = t->new_sessions;
+	t->new_sessions = n;
+	*ret = n;
+	return 0;
+}
+
+/*
+ * One of a new session's uplinks is answered: committed (err 0) in session id, which the
+ * cache takes; the session freed after its last (or at once when none took it).
+ */
+static void new_release(struct tunnel *t, struct new_session *n, int err, int64_t id)
+{
+	if (err == 0 && id > 0 && n->s.id == 0) {
+		n->s.id = id;
+		sesscache_put(t->cache, n->field, &n->s);
+	}
+	if (n->uplinks > 0 && --n->uplinks > 0)
 		return;
-	cred_wipe(c, sizeof(*c));
-	memcpy(c->fp, fp, sizeof(c->fp));
-	c->s = *s;
-}
-
-/* The cached session (if any) after an uplink moved its DevAddr, FCntDn or start. */
-static void cache_update(struct tunnel *t, const char *fp, int64_t id, const char *dev_addr,
-			 bool has_fcnt_dn, uint32_t fcnt_dn, int64_t began_ms)
-{
-	struct cached_session *c = cache_slot(t, fp);
-	if (!c || strcmp(c->fp, fp) != 0 || c->s.id != id)
-		return;
-	if (began_ms > 0 && began_ms < c->s.received_ms)
-		c->s.received_ms = began_ms;
-	if (dev_addr[0])
-		snprintf(c->s.dev_addr, sizeof(c->s.dev_addr), "%s", dev_addr);
-	if (has_fcnt_dn && fcnt_dn > c->s.fcnt_dn_next)
-		c->s.fcnt_dn_next = fcnt_dn;
+	for (struct new_session **pp = &t->new_sessions; *pp; pp = &(*pp)->next) {
+		if (*pp == n) {
+			*pp = n->next;
+			break;
+		}
+	}
+	cred_wipe(n, sizeof(*n));
+	free(n);
 }
 
 /*
@@ -225,15 +280,24 @@ static bool session_can_carry(const struct as_session *s, const struct uplink *u
  */
 static int session_from_field(struct tunnel *t, const struct uplink *u, const char *token,
 			      int64_t time_ms, int64_t frame_ms, struct as_session *ret,
-			      char fp[65], json_t **ans, int *status)
+			      char field[SESSCACHE_FIELD_MAX], struct new_session **ret_new,
+			      json_t **ans, int *status)
 {
-	int r = key_fingerprint(u, fp);
-	if (r == 0 && cache_get(t, fp, u, ret))
+	key_field(u, field);
+	if (sesscache_get(t->cache, field, u->customer_id, u->dev_eui, ret))
 		return 0;
+	struct new_session *n = new_by_field(t, field, u->customer_id, u->dev_eui);
+	if (n) {
+		*ret = n->s;
+		*ret_new = n;
+		return 0;
+	}
+	char fp[65];
+	int r = key_fingerprint(field, fp);
 	if (r == 0) {
 		r = journal_session_find(t->journal, u->customer_id, u->dev_eui, fp, ret);
 		if (r == 0)
-			cache_put(t, fp, ret);
+			sesscache_put(t->cache, field, ret);
 	}
 	if (r != -ENOENT) {
 		if (r < 0)
@@ -294,11 +358,11 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 			goto out;
 		}
 	} else {
-		uint8_t field[AS_KEY_LEN];
-		r = hex_decode(u->key_hex, field, AS_KEY_LEN);
+		uint8_t block[AS_KEY_LEN];
+		r = hex_decode(u->key_hex, block, AS_KEY_LEN);
 		if (r == 0)
-			r = ascrypto_appskey_unwrap(astk, field, s.key);
-		cred_wipe(field, sizeof(field));
+			r = ascrypto_appskey_unwrap(astk, block, s.key);
+		cred_wipe(block, sizeof(block));
 		if (r < 0) {
 			*status = refuse(t, &t->stats.bad_request, 400, ans, u->dev_eui,
 					 "AppSKey cannot be decrypted");
@@ -311,7 +375,7 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 	if (r == 0) {
 		log_info("tunnel: DevEUI %s: a known AppSKey in a new field (%s)", u->dev_eui,
 			 u->key_kind == UPLINK_KEY_ENVELOPE ? "a key envelope" : "an AES block");
-		cache_put(t, fp, &same);
+		sesscache_put(t->cache, field, &same);
 		*ret = same;
 		cred_wipe(&same, sizeof(same));
 		goto out;
@@ -321,7 +385,13 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 				 "cannot read the key store: %s", strerror(-r));
 		goto out;
 	}
-	r = journal_session_add(t->journal, fp, &s);
+	if ((n = new_by_key(t, u->customer_id, u->dev_eui, s.key))) {
+		/* The same key in another field while the first is being committed. */
+		*ret = n->s;
+		*ret_new = n;
+		goto out;
+	}
+	r = new_add(t, field, fp, &s, &n);
 	if (r < 0) {
 		*status = refuse(t, &t->stats.store_failed, 503, ans, u->dev_eui,
 				 "cannot store the AppSKey: %s", strerror(-r));
@@ -332,8 +402,8 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 		 u->dev_eui, u->customer_id[0] ? u->customer_id : "-");
 	log_event(LOG_INFO, LOG_ID_AS_SESSION, msg, "DEVEUI", u->dev_eui, "CUSTOMER_ID",
 		  u->customer_id, NULL);
-	cache_put(t, fp, &s);
 	*ret = s;
+	*ret_new = n;
 out:
 	cred_wipe(astk, sizeof(astk));
 	cred_wipe(wrapped, sizeof(wrapped));
@@ -357,7 +427,8 @@ struct pending {
 	char *radio;
 	char token[65];		    /* lower-case hex */
 	int64_t time_ms;	    /* the signed Time */
-	char fp[65];		    /* the session's cache key; "" for none */
+	char field[SESSCACHE_FIELD_MAX]; /* its session's cache key (key_field); "" for none */
+	struct new_session *new_session; /* the session it brings to the journal, if new */
 	struct pending *tok_next;   /* in tunnel.inflight while it is being committed */
 	struct follower *followers; /* the same request again meanwhile: answered with it */
 	struct pending *same;	    /* tunnel_check(): this request is being committed as that */
@@ -427,7 +498,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	struct uplink_query q;
 	struct uplink u;
 	struct as_session s = {0};
-	char fp[65] = "";
+	char field[SESSCACHE_FIELD_MAX] = "";
+	struct new_session *ns = NULL;
 	int status = 503; /* each way out sets its own */
 	t->stats.requests++;
 	if (len > t->max_body)
@@ -497,12 +569,20 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	bool need_key = u.payload_hex[0] && u.fport > 0;
 	int64_t frame_ms = frame_time(&u, sent_ms);
 	if (u.key_kind != UPLINK_KEY_NONE) {
-		if (session_from_field(t, &u, tok, sent_ms, frame_ms, &s, fp, ret_answer,
+		if (session_from_field(t, &u, tok, sent_ms, frame_ms, &s, field, &ns, ret_answer,
 				       &status) < 0)
 			goto out;
 	} else {
 		/* Not necessarily the newest: a late uplink of the session before a rejoin. */
 		r = journal_session_at(t->journal, u.customer_id, u.dev_eui, frame_ms, &s);
+		ns = r == 0 || r == -ENOENT ? new_at(t, u.customer_id, u.dev_eui, frame_ms) : NULL;
+		if (ns && (r == -ENOENT || s.received_ms > frame_ms ||
+			   ns->s.received_ms >= s.received_ms)) {
+			s = ns->s; /* one being committed is newer */
+			r = 0;
+		} else {
+			ns = NULL;
+		}
 		if (r == 0 && !session_can_carry(&s, &u, frame_ms)) {
 			status = refuse(t, &t->stats.no_session, 503, ret_answer, u.dev_eui,
 					"no AppSKey field, and no session known here can have "
@@ -564,13 +644,18 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	 */
 	p->began_ms = u.key_kind != UPLINK_KEY_NONE && frame_ms < s.received_ms ? frame_ms : 0;
 	p->session_update =
-	    s.id > 0 && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
-			 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next) || p->began_ms > 0);
+	    (s.id > 0 || ns) && ((u.dev_addr[0] && strcmp(u.dev_addr, s.dev_addr) != 0) ||
+				 (u.has_fcnt_dn && u.fcnt_dn > s.fcnt_dn_next) || p->began_ms > 0);
 	p->encrypted = encrypted;
 	/* The cached session follows once the uplink is committed (not a replay, not failed). */
-	memcpy(p->fp, fp, sizeof(p->fp));
+	memcpy(p->field, field, sizeof(p->field));
+	p->new_session = ns;
+	if (ns)
+		ns->uplinks++;
 	status = 0;
 out:
+	if (status != 0 && ns && ns->uplinks == 0) /* made for this uplink, which failed */
+		new_release(t, ns, status, 0);
 	cred_wipe(&s, sizeof(s));
 	uplink_clear(&u);
 	return status;
@@ -597,6 +682,7 @@ static struct journal_uplink uplink_of(const struct pending *p)
 	    .began_ms = p->began_ms,
 	    .token = p->token,
 	    .time_ms = p->time_ms,
+	    .new_session = p->new_session ? &p->new_session->row : NULL,
 	};
 }
 
@@ -609,8 +695,9 @@ static int commit_list(struct tunnel *t, struct pending *list)
 {
 	int r = journal_begin(t->journal);
 	for (struct pending *p = list; r == 0 && p; p = p->next) {
-		const struct journal_uplink ju = uplink_of(p);
+		struct journal_uplink ju = uplink_of(p);
 		r = journal_uplink_insert(t->journal, &ju, &p->seq);
+		p->session_id = ju.session_id;
 		p->duplicate = r == -EEXIST;
 		if (r == -EEXIST)
 			r = 0;
@@ -621,12 +708,31 @@ static int commit_list(struct tunnel *t, struct pending *list)
 	return r;
 }
 
-/* A committed uplink that moved its session on (DevAddr, FCntDn): the cache follows. */
+/* The cached session (if any) after an uplink moved its DevAddr, FCntDn or start. */
+static void cache_update(struct tunnel *t, const struct pending *p)
+{
+	struct as_session *s =
+	    sesscache_session(t->cache, p->field, p->customer_id, p->dev_eui, p->session_id);
+	if (!s)
+		return;
+	if (p->began_ms > 0 && p->began_ms < s->received_ms)
+		s->received_ms = p->began_ms;
+	if (p->dev_addr[0])
+		snprintf(s->dev_addr, sizeof(s->dev_addr), "%s", p->dev_addr);
+	if (p->has_fcnt_dn && p->fcnt_dn > s->fcnt_dn_next)
+		s->fcnt_dn_next = p->fcnt_dn;
+}
+
+/*
+ * An uplink is answered: the session it brought, if new, is cached once committed; one
+ * that it moved on (DevAddr, FCntDn) is updated in the cache.
+ */
 static void committed_session(struct tunnel *t, const struct pending *p, int err)
 {
-	if (err == 0 && !p->duplicate && p->session_update && p->fp[0])
-		cache_update(t, p->fp, p->session_id, p->dev_addr, p->has_fcnt_dn, p->fcnt_dn,
-			     p->began_ms);
+	if (p->new_session)
+		new_release(t, p->new_session, err, p->session_id);
+	if (err == 0 && !p->duplicate && p->session_update && p->field[0])
+		cache_update(t, p);
 }
 
 /* The answer of one pending uplink after its commit (or the commit's failure). */
@@ -729,6 +835,7 @@ static void committed_cb(struct journal_entry *list, void *arg)
 		next = (struct journal_entry *)e->job.next;
 		struct pending *p = (struct pending *)e;
 		p->seq = e->seq;
+		p->session_id = e->u.session_id;
 		p->duplicate = e->duplicate;
 		p->next = NULL;
 		*tail = p;
@@ -904,7 +1011,7 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 	}
 	t->journal = j;
 	t->batch_tail = &t->batch;
-	t->cache = calloc(SESSION_CACHE, sizeof(*t->cache));
+	t->cache = sesscache_new(SESSION_CACHE);
 	if (!t->cache) {
 		free(t);
 		snprintf(err, errlen, "out of memory");
@@ -987,9 +1094,12 @@ struct tunnel *tunnel_close(struct tunnel *t, struct tunnel_stats *ret_final)
 		event_free(t->flush);
 	httpd_free(t->http);
 	tunnel_tls_free(t->tls);
-	if (t->cache) {
-		cred_wipe(t->cache, SESSION_CACHE * sizeof(*t->cache));
-		free(t->cache);
+	sesscache_free(t->cache);
+	while (t->new_sessions) { /* none once every uplink is answered; wiped all the same */
+		struct new_session *n = t->new_sessions;
+		t->new_sessions = n->next;
+		cred_wipe(n, sizeof(*n));
+		free(n);
 	}
 	cred_wipe(t->key_lower, sizeof(t->key_lower));
 	free(t);

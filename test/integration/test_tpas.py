@@ -12,6 +12,7 @@ import signal
 import socket
 import stat
 import struct
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -1147,6 +1148,61 @@ class Journal(TpasCase):
                          sorted((d, i) for d in devs for i in range(20)))
         tn = t.status()["tunnel"]
         self.assertEqual((tn["accepted"], tn["duplicates"]), (len(reqs), len(reqs)))
+
+    def test_new_sessions_are_written_with_their_uplinks_and_never_hold_the_loop(self):
+        # Devices joining while the journal's write lock is held (here by another
+        # connection; in production by a long commit): each first uplink brings its new
+        # session to the writer, which adds it in the uplink's own transaction. The loop
+        # never waits for the lock itself, so Status answers at once meanwhile. Uplinks of
+        # a session still being committed (the same field again, and one without the field)
+        # are read with its key and add it only once.
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        devs = ["00000000000001%02X" % i for i in range(12)]
+        for d in devs:
+            s.add_device(d, astk)
+        first = [s.build_uplink(d, b"first " + d.encode(), fcnt=0) for d in devs]
+        time.sleep(0.01)
+        again = s.build_uplink(devs[0], b"again", fcnt=1)
+        keyless = s.build_uplink(devs[1], b"keyless", fcnt=1, with_key=False)
+        holder = sqlite3.connect(os.path.join(t.workdir, "tpas.db"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        answers = {}
+
+        def post(name, req):
+            answers[name] = s.post(*req)
+        threads = [threading.Thread(target=post, args=(d, r)) for d, r in zip(devs, first)]
+        for th in threads:
+            th.start()
+        wait_for(lambda: t.status()["tunnel"]["requests"] >= len(devs), 5, "the first uplinks")
+        later = [threading.Thread(target=post, args=(n, r))
+                 for n, r in (("again", again), ("keyless", keyless))]
+        for th in later:
+            th.start()
+        wait_for(lambda: t.status()["tunnel"]["requests"] >= len(devs) + 2, 5, "the others")
+        t0 = time.monotonic()
+        st = t.status()
+        took = time.monotonic() - t0
+        self.assertLess(took, 0.5, "Status waited for the journal's write lock")
+        self.assertEqual(st["journal"]["sessions"], 0)  # none written by the loop
+        self.assertEqual(answers, {})  # none answered before its commit
+        time.sleep(0.3)
+        holder.execute("ROLLBACK")
+        holder.close()
+        for th in threads + later:
+            th.join(30)
+        self.assertEqual(sorted(answers), sorted(devs + ["again", "keyless"]))
+        self.assertEqual({st for st, _ in answers.values()}, {200}, answers)
+        self.assertEqual(t.status()["journal"]["sessions"], len(devs))
+        got = {(u["devEUI"], bytes.fromhex(u["payload"])) for u in t.uplinks()}
+        self.assertEqual(got, {(d, b"first " + d.encode()) for d in devs} |
+                         {(devs[0], b"again"), (devs[1], b"keyless")})
+        # The sessions are known after a restart too, with their keys.
+        t.stop()
+        t.start()
+        self.assertEqual(s.uplink(devs[1], b"later", fcnt=2, with_key=False)[0], 200)
+        self.assertEqual(bytes.fromhex(t.uplinks()[-1]["payload"]), b"later")
 
     def test_a_oneway_stream_is_ended_at_once(self):
         """Uplinks with oneway has nobody to read it: it ends at once instead of reading

@@ -225,18 +225,22 @@ inline session_at(t, s)
 #define PICK(n) :: fly[n] > 0 -> k = n
 
 /*
- * tpas takes one POST in one step: tunnel_check() picks the session (creating one is
- * committed there and then), the writer commits the uplink. In tpas other POSTs are
- * checked between the two, but a session is only ever made by a check, and begun earlier
- * only by the commit of one of its uplinks with the key, which no check with the key
- * reads and a check without it sees or not, as this model's steps in one order or the
- * other; and which of two rows with one (session, FCntUp) commits first only swaps which
- * check fails. Losing what is between the two is the crash below.
+ * tpas takes one POST in one step: tunnel_check() picks the session (a new one is made
+ * there, in memory), the writer commits the uplink, and the new session with it, in one
+ * transaction. In tpas other POSTs are checked between the two, and those of a new session
+ * (with its field or its key, or without the field and begun after it) take it from
+ * memory, so they see what the model's step in one order or the other shows: the session
+ * made, or not yet; a session is begun earlier only by the commit of one of its uplinks
+ * with the key, which no check with the key reads and a check without it sees or not;
+ * and which of two rows with one (session, FCntUp) commits first only swaps which check
+ * fails. Losing what is between the two is the crash below, which loses a new session
+ * with its uplink.
  */
 active proctype tpas()
 {
 	byte u, tk, key, s, k, i;
 	bit no;			/* refused: 404 without a session, else 503 noSession */
+	bit made;		/* this POST's check made its session */
 end:
 	do
 	:: atomic {
@@ -255,6 +259,7 @@ end:
 		tk = (k / 2) % 2;
 		key = k % 2;
 		no = 0;
+		made = 0;
 		printf("tpas: gets %c%d, Token %d, AppSKey field %d\n", 'A' + SESS(u), u % NF, tk,
 		       key);
 		/* tunnel_check(): the session */
@@ -263,7 +268,8 @@ end:
 		:: key && !known[SESS(u)] && tokrow[u * 2 + tk] != 0 ->
 			s = NOSESS /* a journaled Token: a replay, answered with its seq */
 		:: key && !known[SESS(u)] && tokrow[u * 2 + tk] == 0 ->
-			/* a new session, committed at once; received_ms: the frame time */
+			/* a new session, committed with the uplink; received_ms: the frame time */
+			made = 1;
 			known[SESS(u)] = true;
 			start[SESS(u)] = STAMP(u);
 			nsess++;
@@ -300,10 +306,20 @@ end:
 			fi
 		:: key && s == NOSESS -> answer(u)
 		:: s != NOSESS && crashes < MAXCRASH ->
-			/* kill -9 before the commit: the session stays, the LRC's connections drop
-			 * (what was in them is lost), it posts again what it got no answer for */
+			/* kill -9 before the commit: a session made for this uplink is lost with it,
+			 * the LRC's connections drop (what was in them is lost), it posts again what
+			 * it got no answer for */
 			crashes++;
 			printf("tpas: killed before the commit\n");
+			if
+			:: made ->
+				known[s] = false;
+				start[s] = 0;
+				sid[s] = 0;
+				nsess--;
+				printf("tpas: session %c lost with it\n", 'A' + s)
+			:: else
+			fi;
 			for (i : 0 .. NU * 4 - 1) {
 				fly[i] = 0
 			}

@@ -12,6 +12,7 @@
 
 #include "ascrypto.h"
 #include "asconf.h"
+#include "cred.h"
 #include "downlink.h"
 #include "hex.h"
 #include "journal.h"
@@ -624,6 +625,104 @@ static void test_writer_failed_batch(void)
 }
 
 /*
+ * A new session comes with its uplinks (journal_uplink.new_session): the first adds it in
+ * its own transaction, any other in the same batch or later finds it (and raises its
+ * FCntDn and moves its start back, as an update would); a failed batch adds none; the loop
+ * connection does the same.
+ */
+static void test_new_session_with_its_uplinks(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "newsess.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct as_session s = {.received_ms = 5000, .fcnt_dn_next = 2};
+	strcpy(s.customer_id, "42");
+	strcpy(s.dev_eui, "00000000000000A1");
+	strcpy(s.dev_addr, "0A0B0C0D");
+	memset(s.key, 0x5A, sizeof(s.key));
+	struct journal_new_session row, early;
+	CHECK_INT(journal_session_seal(j, "fp-new", &s, &row), 0);
+	CHECK(memmem(&row, sizeof(row), s.key, sizeof(s.key)) == NULL); /* sealed only */
+	s.received_ms = 4000; /* the same field in an uplink the network received earlier */
+	CHECK_INT(journal_session_seal(j, "fp-new", &s, &early), 0);
+	struct done_log dl = {0};
+	writer_on(j, &dl);
+
+	/* A batch that fails adds no session. */
+	struct journal_entry f[2];
+	memset(f, 0, sizeof(f));
+	f[0].u = device_uplink(1, 0, 5000);
+	f[0].u.session_id = 0;
+	f[0].u.new_session = &row;
+	f[1].u = device_uplink(1, 1, 5000);
+	f[1].u.time = NULL; /* NOT NULL */
+	f[0].job.next = &f[1].job;
+	write_list(j, &dl, &f[0]);
+	CHECK(f[0].job.err < 0 && f[1].job.err < 0);
+	free(f[0].text);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM session"), 0);
+
+	/* Two uplinks of it in one batch: one row, both with its id. */
+	struct journal_entry g[2];
+	memset(g, 0, sizeof(g));
+	for (int i = 0; i < 2; i++) {
+		g[i].u = device_uplink(1, (uint32_t)i, 5000);
+		g[i].u.session_id = 0;
+		g[i].u.new_session = i == 0 ? &row : &early;
+		g[i].u.has_fcnt_dn = i == 1;
+		g[i].u.fcnt_dn = 9;
+	}
+	g[0].job.next = &g[1].job;
+	write_list(j, &dl, &g[0]);
+	CHECK(g[0].job.err == 0 && g[1].job.err == 0);
+	CHECK(!g[0].duplicate && !g[1].duplicate);
+	CHECK(g[0].u.session_id > 0);
+	CHECK_INT(g[1].u.session_id, g[0].u.session_id);
+	free(g[0].text);
+	free(g[1].text);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM session"), 1);
+	CHECK_INT(file_int(path, "SELECT fcnt_dn_next FROM session"), 9);
+	CHECK_INT(file_int(path, "SELECT received_ms FROM session"), 4000);
+	struct as_session got;
+	CHECK_INT(journal_session_find(j, "42", "00000000000000A1", "fp-new", &got), 0);
+	CHECK_INT(got.id, g[0].u.session_id);
+	CHECK(memcmp(got.key, s.key, sizeof(s.key)) == 0);
+	CHECK(strcmp(got.dev_addr, "0A0B0C0D") == 0);
+
+	/* Later, its replay is found under the session it resolved to. */
+	struct journal_entry r = {.u = device_uplink(1, 1, 6000)};
+	r.u.session_id = 0;
+	r.u.new_session = &row;
+	write_list(j, &dl, &r);
+	CHECK_INT(r.job.err, 0);
+	CHECK(r.duplicate);
+	CHECK_INT(r.seq, g[1].seq);
+	journal_free(j);
+	event_base_free(dl.base);
+
+	/* The loop connection (no writer thread) the same way. */
+	CHECK_INT(journal_open(":memory:", store_key, &j, err, sizeof(err)), 0);
+	struct journal_new_session mem;
+	CHECK_INT(journal_session_seal(j, "fp-mem", &s, &mem), 0);
+	struct journal_uplink a = device_uplink(2, 0, 7000), b = device_uplink(2, 1, 7000);
+	a.session_id = b.session_id = 0;
+	a.new_session = b.new_session = &mem;
+	int64_t seq;
+	CHECK_INT(journal_begin(j), 0);
+	CHECK_INT(journal_uplink_insert(j, &a, &seq), 0);
+	CHECK_INT(journal_uplink_insert(j, &b, &seq), 0);
+	CHECK_INT(journal_commit(j), 0);
+	CHECK(a.session_id > 0);
+	CHECK_INT(b.session_id, a.session_id);
+	CHECK_INT(journal_session_find(j, "42", "00000000000000A1", "fp-mem", &got), 0);
+	CHECK_INT(got.id, a.session_id);
+	cred_wipe(&got, sizeof(got));
+	cred_wipe(&s, sizeof(s));
+	journal_free(j);
+}
+
+/*
  * A journal of schema 2 (the unique (DevEUI, session, FCntUp) index on the uplink table)
  * is copied without it; its seq counter goes on past a removed last row, and each of its
  * uplinks is still a replay.
@@ -844,6 +943,7 @@ int main(int argc, char **argv)
 	test_writer_group_commit();
 	test_replays_across_moves();
 	test_writer_failed_batch();
+	test_new_session_with_its_uplinks();
 	test_migration_from_2();
 	test_tunnel_process();
 	test_downlink_query();
