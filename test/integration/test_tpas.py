@@ -1,5 +1,6 @@
 """tpas through the real daemon and the simulated LRC: tunnel, keys, journal, streams, downlinks."""
 
+import base64
 import datetime
 import http.client
 import json
@@ -2824,8 +2825,11 @@ class Commands(TpasCase):
         t = self.tpas()
         with open(t.conf) as f:
             conf = f.read()
+        # The tunnel key may be any text: one in base64 can begin with a slash.
+        slashed = "/" + base64.b64encode(os.urandom(24)).decode()
         for path, name, key in ((t.key_file, "tunnel-key", TUNNEL_KEY),
-                                (t.store_key_file, "store-key", t.store_key)):
+                                (t.store_key_file, "store-key", t.store_key),
+                                (t.key_file, "tunnel-key", slashed)):
             with open(t.conf, "w") as f:
                 f.write(conf.replace(f"key-file = {path}\n", f"key-file = {key}\n"))
             for args in (["--check-config"], []):
