@@ -462,7 +462,7 @@ int ctl_as_main(int argc, char **argv)
 		   *dev = NULL, *payload = NULL;
 	if (!sock || !*sock)
 		sock = AS_DEFAULT_SOCKET;
-	bool json_out = false, follow = false, confirmed = false;
+	bool json_out = false, follow = false, confirmed = false, help = false;
 	long long after = 0, port = -1;
 	unsigned used = 0;
 	int o;
@@ -475,9 +475,9 @@ int ctl_as_main(int argc, char **argv)
 		if (o >= AO_OUT)
 			used |= 1u << (o - AO_OUT);
 		switch (o) {
-		case 'h':
-			as_usage(stdout);
-			return EXIT_OK;
+		case 'h': /* the command's own usage, once it is known */
+			help = true;
+			break;
 		case AO_SOCKET:
 			sock = optarg;
 			break;
@@ -529,6 +529,10 @@ int ctl_as_main(int argc, char **argv)
 	if (optind >= argc || strcmp(argv[optind], "as") != 0)
 		return as_usage_error("no command given");
 	optind++;
+	if (optind >= argc && help) {
+		as_usage(stdout);
+		return EXIT_OK;
+	}
 	if (optind >= argc)
 		return as_usage_error("as: no command given");
 	const char *cmd = argv[optind++];
@@ -537,18 +541,42 @@ int ctl_as_main(int argc, char **argv)
 		const char *name;
 		unsigned opts;
 		int args;
+		const char *synopsis; /* after "tpactl as NAME" */
+		const char *help;     /* what it does, then its options */
 	} table[] = {
-	    {"keygen", 1u << (AO_OUT - AO_OUT), 0},
+	    {"keygen", 1u << (AO_OUT - AO_OUT), 0, "--out FILE",
+	     "Make the RSA-2048 key pair whose public half Key Manager encrypts ASTKs with: the\n"
+	     "private key goes to FILE (mode 0600; tpas's credential as-rsa-key), the public key\n"
+	     "PEM to stdout. No tpas needed.\n\n"
+	     "  --out FILE          where the private key goes (required; never overwritten)\n"},
 	    {"import-astk",
 	     1u << (AO_LABEL - AO_OUT) | 1u << (AO_CUSTOMER - AO_OUT) | 1u << (AO_DEV_EUI - AO_OUT),
-	     1},
-	    {"astks", 0, 0},
-	    {"uplinks", 1u << (AO_AFTER - AO_OUT) | 1u << (AO_FOLLOW - AO_OUT), 0},
+	     1, "HEX [--label L] [--customer-id ID] [--dev-eui EUI]",
+	     "Store Key Manager's encryptedASKey (HEX): tpas decrypts it with its RSA key and\n"
+	     "keeps the ASTK sealed. Several may be live, each for a scope.\n\n"
+	     "  --label L           the KEKLabel of the key envelopes it unwraps\n"
+	     "  --customer-id ID    only for this CustomerID's uplinks\n"
+	     "  --dev-eui EUI       only for this device's uplinks\n"},
+	    {"astks", 0, 0, "",
+	     "List the stored ASTKs: id, label, scope, when stored (never the keys).\n"},
+	    {"uplinks", 1u << (AO_AFTER - AO_OUT) | 1u << (AO_FOLLOW - AO_OUT), 0,
+	     "[--after SEQ] [--follow]",
+	     "Print the journaled uplinks, one per line (--json: one JSON object per line).\n\n"
+	     "  --after SEQ         only those with a sequence number above SEQ\n"
+	     "  --follow            then each new one as it is journaled, until Ctrl-C\n"},
 	    {"send",
 	     1u << (AO_DEV_EUI - AO_OUT) | 1u << (AO_PORT - AO_OUT) | 1u << (AO_PAYLOAD - AO_OUT) |
 		 1u << (AO_CONFIRMED - AO_OUT),
-	     0},
-	    {"status", 0, 0},
+	     0, "--dev-eui EUI --port N --payload HEX [--confirmed]",
+	     "Send a downlink through the LRC: the payload encrypted with the device's newest\n"
+	     "AppSKey under the next FCntDn (committed first, never used twice).\n\n"
+	     "  --dev-eui EUI       the device, 16 hex digits (required)\n"
+	     "  --port N            its FPort, 1 to 223 (required)\n"
+	     "  --payload HEX       at most 242 bytes in hex (required)\n"
+	     "  --confirmed         ask the device to acknowledge it\n"},
+	    {"status", 0, 0, "",
+	     "Health of tpas: the tunnel, the journal, the LRC link, the webhook (exit 4 LRC\n"
+	     "down, 5 its breaker open, 6 the journal failing).\n"},
 	};
 	int k = -1;
 	for (int i = 0; i < (int)(sizeof(table) / sizeof(table[0])); i++)
@@ -571,6 +599,12 @@ int ctl_as_main(int argc, char **argv)
 			"(tpactl as --help lists them)\n",
 			cmd, best);
 		return EXIT_USAGE;
+	}
+	if (help) {
+		printf("Usage: tpactl as %s%s%s\n\n%s\nCommon options: --socket PATH (default "
+		       "$TPAS_SOCKET or " AS_DEFAULT_SOCKET "), --json.\n",
+		       cmd, *table[k].synopsis ? " " : "", table[k].synopsis, table[k].help);
+		return EXIT_OK;
 	}
 	if (used & ~table[k].opts) {
 		for (const struct option *p = opts; p->name; p++)

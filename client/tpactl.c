@@ -745,8 +745,12 @@ int main(int argc, char **argv)
 			return CTL_EXIT_OK;
 		}
 		if (strcmp(argv[optind], "as") == 0) { /* tpas's commands have their own help */
-			char *as_help[] = {argv[0], "as", "--help", NULL};
-			return ctl_as_main(3, as_help);
+			char *as_help[] = {argv[0], "as", "--help", NULL, NULL};
+			if (optind + 1 < argc) { /* help as COMMAND */
+				as_help[2] = argv[optind + 1];
+				as_help[3] = "--help";
+			}
+			return ctl_as_main(as_help[3] ? 4 : 3, as_help);
 		}
 		const struct command *hc = command_find(argv[optind]);
 		if (!hc)

@@ -111,12 +111,23 @@ const char *cred_source(const char *name, const char *fallback_path, char *path,
 }
 
 /*
- * Whether a file directive's value reads as a path: absolute or ./-relative, or a name with
- * a dot (tpa.psk). A secret in hex or base64 has no dot, and is not named back.
+ * Whether a file directive's value reads as a path: a relative name with a dot (tpa.psk,
+ * ./x.key), or an absolute path whose directory exists (not / alone). A secret in hex or
+ * base64 has no dot, and base64 may begin with a slash: such a value is not named back.
  */
 static bool looks_like_path(const char *v)
 {
-	return v[0] == '/' || strchr(v, '.') != NULL;
+	if (v[0] != '/')
+		return strchr(v, '.') != NULL;
+	const char *slash = strrchr(v, '/');
+	char dir[PATH_MAX];
+	size_t n = (size_t)(slash - v);
+	if (n == 0 || n >= sizeof(dir))
+		return false;
+	memcpy(dir, v, n);
+	dir[n] = '\0';
+	struct stat st;
+	return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 const char *cred_explain(int err, const char *name, const char *fallback_path, char *buf,
@@ -131,9 +142,9 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 		 * the file directive. Echoing it would put it in the journal.
 		 */
 		snprintf(buf, len,
-			 "the file directive of credential %s names no file (it takes the path of "
-			 "a file holding the secret, never the secret itself; its value is not "
-			 "shown here)",
+			 "the file directive of credential %s names no file, nor a directory that "
+			 "exists (it takes the path of a file holding the secret, never the secret "
+			 "itself; its value is not shown here)",
 			 name);
 		return buf;
 	}

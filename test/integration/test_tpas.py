@@ -1,5 +1,6 @@
 """tpas through the real daemon and the simulated LRC: tunnel, keys, journal, streams, downlinks."""
 
+import base64
 import datetime
 import http.client
 import json
@@ -2765,6 +2766,32 @@ class Commands(TpasCase):
                            text=True, timeout=20)
         self.assertEqual(p.returncode, 3, p.stderr)
 
+    def test_each_as_command_has_its_own_help(self):
+        """tpactl as COMMAND --help (and tpactl help as COMMAND) print that command's usage
+        and options and exit 0 without a tpas; tpactl as --help lists them all."""
+        env = dict(os.environ, TPAS_SOCKET=os.path.join(self.tmp, "none.sock"))
+        for cmd, want in (("keygen", "--out FILE"), ("import-astk", "--customer-id ID"),
+                          ("astks", "never the keys"), ("uplinks", "--follow"),
+                          ("send", "--payload HEX"), ("status", "exit 4 LRC")):
+            for args in (["as", cmd, "--help"], ["help", "as", cmd], ["as", "-h", cmd]):
+                with self.subTest(args=args):
+                    p = subprocess.run([TPACTL, *args], capture_output=True, text=True,
+                                       env=env, timeout=30)
+                    self.assertEqual((p.returncode, p.stderr), (0, ""))
+                    self.assertTrue(p.stdout.startswith(f"Usage: tpactl as {cmd}"), p.stdout)
+                    self.assertIn(want, p.stdout)
+                    self.assertIn("Common options: --socket PATH", p.stdout)
+        for args in (["as", "--help"], ["help", "as"]):
+            p = subprocess.run([TPACTL, *args], capture_output=True, text=True, env=env,
+                               timeout=30)
+            self.assertEqual(p.returncode, 0)
+            for cmd in ("keygen", "import-astk", "astks", "uplinks", "send", "status"):
+                self.assertIn(f"  {cmd}", p.stdout)
+        p = subprocess.run([TPACTL, "as", "sned", "--help"], capture_output=True, text=True,
+                           env=env, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("Did you mean 'tpactl as send'?", p.stderr)
+
     def test_keygen(self):
         out = os.path.join(self.tmp, "k.pem")
         p = subprocess.run([TPACTL, "as", "keygen", "--out", out], capture_output=True,
@@ -2824,8 +2851,11 @@ class Commands(TpasCase):
         t = self.tpas()
         with open(t.conf) as f:
             conf = f.read()
+        # The tunnel key may be any text: one in base64 can begin with a slash.
+        slashed = "/" + base64.b64encode(os.urandom(24)).decode()
         for path, name, key in ((t.key_file, "tunnel-key", TUNNEL_KEY),
-                                (t.store_key_file, "store-key", t.store_key)):
+                                (t.store_key_file, "store-key", t.store_key),
+                                (t.key_file, "tunnel-key", slashed)):
             with open(t.conf, "w") as f:
                 f.write(conf.replace(f"key-file = {path}\n", f"key-file = {key}\n"))
             for args in (["--check-config"], []):

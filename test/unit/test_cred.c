@@ -96,6 +96,25 @@ int main(void)
 	cred_explain(-ENODATA, "as-rsa-key", empty, why, sizeof(why));
 	CHECK(strstr(why, "is empty") != NULL && strstr(why, "hexadecimal") == NULL);
 
+	/*
+	 * A missing file is named when its value reads as a path; a value that may be the
+	 * secret itself (no dot, or an absolute name in no directory that exists, as base64
+	 * can be) is not.
+	 */
+	char missing[600];
+	snprintf(missing, sizeof(missing), "%s/missing-key", dir);
+	const char *hidden[] = {"0a0b0c0d", "/Zk3x+AbCdEf", "/Zk3x/AbC+dEf", "/"};
+	for (size_t i = 0; i < sizeof(hidden) / sizeof(hidden[0]); i++) {
+		cred_explain(-ENOENT, "tpa-psk", hidden[i], why, sizeof(why));
+		CHECK(strstr(why, "names no file") != NULL);
+		CHECK(!hidden[i][1] || strstr(why, hidden[i] + 1) == NULL);
+	}
+	const char *shown[] = {"tpa.psk", missing};
+	for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++) {
+		cred_explain(-ENOENT, "tpa-psk", shown[i], why, sizeof(why));
+		CHECK(strstr(why, shown[i]) != NULL && strstr(why, "does not exist") != NULL);
+	}
+
 	char cmd[700];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	CHECK_INT(system(cmd), 0);
