@@ -10,10 +10,10 @@ struct event_base;
 struct sqlwriter;
 
 /*
- * PRAGMA journal_size_limit of the writer's connection (and of its owner's): once a
- * checkpoint has emptied the WAL, its file is cut back to this size. Without it the file
- * keeps the size of the largest it ever grew to (a long reader, a large removal) until
- * the database is closed.
+ * PRAGMA journal_size_limit of the writer's connection (and of its owner's, and of
+ * tpad's SQLite store): once a checkpoint has emptied the WAL, its file is cut back to
+ * this size. Without it the file keeps the size of the largest it ever grew to (a long
+ * reader, a large removal) until the database is closed.
  */
 #define SQLWRITER_WAL_LIMIT "8388608"
 

@@ -24,6 +24,7 @@
 
 #include "cred.h"
 #include "sqlerr.h"
+#include "sqlwriter.h"
 #include "hex.h"
 #include "lockfile.h"
 #include "log.h"
@@ -1277,7 +1278,9 @@ static int store_open_writer(struct sqlite_store *s, char *err, size_t errlen)
 	}
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->wdb, rc, "cannot set WAL journaling", err, errlen);
-	rc = writer_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON");
+	/* journal_size_limit: a WAL grown behind a long reader is cut back once emptied. */
+	rc = writer_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+			    " PRAGMA journal_size_limit = " SQLWRITER_WAL_LIMIT);
 	if (rc != SQLITE_OK)
 		return open_fail(s, s->wdb, rc, "cannot set pragmas", err, errlen);
 

@@ -1031,6 +1031,67 @@ static void test_state_names(void)
 	CHECK_INT(store_state_parse(NULL, &st), -EINVAL);
 }
 
+/* The size of the store's WAL file, -1 when there is none. */
+static long long wal_size(void)
+{
+	char wal[320];
+	struct stat st;
+	snprintf(wal, sizeof(wal), "%s-wal", dbpath);
+	return stat(wal, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/*
+ * A WAL that grew while a reader held an old snapshot (a long Export, a backup, a
+ * sqlite3 shell) goes back to at most 8 MiB once the reader is gone and the WAL has been
+ * copied back: journal_size_limit, as tpas's journal has.
+ */
+static void test_wal_shrinks_after_a_burst(void)
+{
+	remove_store();
+	struct store *s = open_store(key, 0);
+	if (!s)
+		return;
+	sqlite3 *reader = NULL;
+	CHECK_INT(sqlite3_open_v2(dbpath, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	CHECK_INT(
+	    sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM sqlite_master", NULL, NULL, NULL),
+	    SQLITE_OK);
+	static struct store_label l;
+	memset(&l, 0, sizeof(l));
+	snprintf(l.text, sizeof(l.text), "LW:D0:BURST");
+	l.ec = 1;
+	l.matrix_len = 5;
+	snprintf(l.image_opts, sizeof(l.image_opts), "png/4/4/M");
+	l.image_len = sizeof(l.image);
+	unsigned n = 0;
+	while (wal_size() < 12LL << 20 && n < 4000) {
+		struct store_record r;
+		make_record(&r, 20000 + n++, false);
+		for (size_t i = 0; i < l.image_len; i++)
+			l.image[i] = (uint8_t)(i * 131 + n); /* another image each time */
+		struct tally t = {0};
+		CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+		CHECK_INT(store_label_put(s, r.dev_eui, &l), 0);
+		wait_for(&t, 1);
+	}
+	CHECK(wal_size() >= 12LL << 20);
+	sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(reader);
+	/* Enough commits for a checkpoint to copy it all back, then one to restart the WAL. */
+	for (unsigned i = 0; i < 1100 && wal_size() > 8LL << 20; i++) {
+		struct store_record r;
+		make_record(&r, 30000 + i, false);
+		struct tally t = {0};
+		CHECK_INT(store_insert(s, &r, on_done, &t), 0);
+		wait_for(&t, 1);
+	}
+	long long after = wal_size();
+	CHECK(after >= 0 && after <= 8LL << 20);
+	if (after > 8LL << 20)
+		fprintf(stderr, "# the WAL is still %lld bytes\n", after);
+	store_close(s);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -1060,6 +1121,7 @@ int main(void)
 	test_close_drains();
 	test_queue_limit();
 	test_real_disk_full();
+	test_wal_shrinks_after_a_burst();
 
 	remove_store();
 	rmdir(dir);
