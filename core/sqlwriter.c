@@ -29,6 +29,8 @@ struct sqlwriter {
 	struct sqlwriter_job *queue, **queue_tail;
 	struct sqlwriter_job *done, **done_tail;
 	bool stop;
+	bool checkpoint_asked;	 /* sqlwriter_checkpoint(): once nothing is queued */
+	bool checkpoint_running; /* that one, until it is done */
 	struct sqlwriter_stats stats;
 	int wal_frames; /* the WAL's size after the last commit (writer thread only) */
 	/* Loop side. */
@@ -76,8 +78,21 @@ static void *writer_main(void *arg)
 	struct sqlwriter *w = arg;
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		while (!w->queue && !w->stop)
+		while (!w->queue && !w->stop && !w->checkpoint_asked)
 			pthread_cond_wait(&w->cond, &w->lock);
+		if (!w->queue && w->checkpoint_asked) {
+			/* Asked by another connection's owner, whose own commits never run one. */
+			w->checkpoint_asked = false;
+			w->checkpoint_running = true;
+			pthread_mutex_unlock(&w->lock);
+			sqlite3_wal_checkpoint_v2(w->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+						  NULL);
+			w->wal_frames = 0;
+			pthread_mutex_lock(&w->lock);
+			w->checkpoint_running = false;
+			w->stats.checkpoints++;
+			continue;
+		}
 		if (!w->queue)
 			break;
 		/* Take up to max_batch jobs: whatever queued while the last commit ran. */
@@ -105,6 +120,10 @@ static void *writer_main(void *arg)
 			w->stats.failures++;
 		if (n > w->stats.max_batch)
 			w->stats.max_batch = n;
+		/* One asked for is run here too, or a queue never empty would put it off. */
+		bool asked = w->checkpoint_asked;
+		w->checkpoint_asked = false;
+		w->checkpoint_running = asked;
 		pthread_mutex_unlock(&w->lock);
 		uint64_t one = 1;
 		ssize_t wr = write(w->efd, &one, sizeof(one));
@@ -112,13 +131,14 @@ static void *writer_main(void *arg)
 		if (w->o.settled)
 			w->o.settled(w->db, r, w->o.arg);
 		/* The batch is answered: now copy the WAL back into the database if it is long. */
-		bool checkpoint = w->wal_frames >= w->o.checkpoint_frames;
+		bool checkpoint = asked || w->wal_frames >= w->o.checkpoint_frames;
 		if (checkpoint) {
 			sqlite3_wal_checkpoint_v2(w->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
 						  NULL);
 			w->wal_frames = 0;
 		}
 		pthread_mutex_lock(&w->lock);
+		w->checkpoint_running = false;
 		if (checkpoint)
 			w->stats.checkpoints++;
 	}
@@ -239,6 +259,22 @@ int sqlwriter_submit(struct sqlwriter *w, struct sqlwriter_job *jobs)
 		pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 	return 0;
+}
+
+void sqlwriter_checkpoint(struct sqlwriter *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->checkpoint_asked = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+bool sqlwriter_checkpointing(struct sqlwriter *w)
+{
+	pthread_mutex_lock(&w->lock);
+	bool busy = (w->checkpoint_asked || w->checkpoint_running) && !w->stop;
+	pthread_mutex_unlock(&w->lock);
+	return busy;
 }
 
 void sqlwriter_drain(struct sqlwriter *w)

@@ -1,6 +1,7 @@
 /* sqlwriter: a SQLite connection on its own thread that commits queued jobs in groups. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,7 +80,8 @@ struct sqlwriter_stats {
  * errno and one line in err. The writer checkpoints the WAL itself (PASSIVE), after it has
  * handed a batch back rather than inside its COMMIT, so a checkpoint never delays the
  * answers of the batch that triggered it; other connections to the file should turn their
- * automatic checkpoints off (PRAGMA wal_autocheckpoint = 0) so that they never run one.
+ * automatic checkpoints off (PRAGMA wal_autocheckpoint = 0, or a wal_hook of their own)
+ * so that they never run one, and ask for one with sqlwriter_checkpoint().
  */
 int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 		  struct sqlwriter **ret, char *err, size_t errlen);
@@ -89,6 +91,20 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
  * on the database. -ESHUTDOWN once sqlwriter_drain() has run (the jobs stay the caller's).
  */
 int sqlwriter_submit(struct sqlwriter *w, struct sqlwriter_job *jobs);
+
+/*
+ * Have the writer thread checkpoint the WAL (PASSIVE) once nothing is queued: for the
+ * owner of another connection to the file, whose own commits (wal_autocheckpoint = 0)
+ * never run one, so that no checkpoint runs on its thread. Never blocks on the database.
+ */
+void sqlwriter_checkpoint(struct sqlwriter *w);
+
+/*
+ * Whether a checkpoint asked with sqlwriter_checkpoint() has yet to finish. A connection
+ * that writes much in a row (a removal in steps) waits for it between its transactions:
+ * a checkpoint that runs while it writes cannot finish, and the WAL would grow.
+ */
+bool sqlwriter_checkpointing(struct sqlwriter *w);
 
 /*
  * Wait until everything queued is committed, stop the thread, and run done() for what is

@@ -255,11 +255,16 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int 
 		  int64_t *ret_held);
 
 /*
- * Copy the WAL back into the database now, waiting for no one (a passive checkpoint): the
+ * Copy the WAL back into the database, waiting for no one (a passive checkpoint): the
  * next commit then starts the WAL again and cuts its file back (SQLWRITER_WAL_LIMIT).
- * After a prune, whose removals this connection wrote.
+ * After a prune, whose removals this connection wrote. With a writer thread, that thread
+ * runs it, soon, and this returns at once.
  */
 void journal_checkpoint(struct journal *j);
+
+/* Whether the writer thread has a checkpoint of journal_checkpoint()'s still to finish (a
+ * prune's next step waits for it, or the WAL grows as long as the prune lasts). */
+bool journal_checkpointing(struct journal *j);
 
 /* A named delivery cursor (the webhook's): the last seq delivered, 0 when none. */
 int journal_cursor_get(struct journal *j, const char *name, int64_t *ret);

@@ -348,6 +348,12 @@ static void prune_step_cb(evutil_socket_t fd, short what, void *arg)
 		t->prune.running = false;
 		return;
 	}
+	if (journal_checkpointing(t->journal)) {
+		/* The writer copies the WAL back first: then the next step starts it again. */
+		static const struct timeval soon = {0, 2000};
+		evtimer_add(t->prune.step, &soon);
+		return;
+	}
 	int64_t held = 0;
 	int r = journal_prune(t->journal, t->prune.before_ms, t->prune.keep_after, PRUNE_STEP_ROWS,
 			      &held);

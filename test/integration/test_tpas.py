@@ -1549,7 +1549,9 @@ class Journal(TpasCase):
         """300,000 uplinks past store.retention-days (a busy network's day) are removed a
         step at a time, tpas answering in between, and the WAL is cut back to 8 MiB once
         the next uplink commits. One DELETE held the loop ~0.7 s on the machines of the
-        README and left a ~100 MB WAL until tpas stopped."""
+        README and left a ~100 MB WAL until tpas stopped. The WAL is copied back by the
+        writer thread as the steps go (SQLite's own checkpoint on the loop's connection
+        let it grow to 10,000 pages, then held the loop 40 ms copying them)."""
         n = 300000
         t = self.tpas(extra="[store]\nretention-days = 1\n").start()
         s = self.lrc(t)
@@ -1566,9 +1568,11 @@ class Journal(TpasCase):
             SELECT received_ms - 3 * 86400000, session_id, dev_eui, customer_id, dev_addr,
                    fport, 1000 + i, fcnt_dn, time, payload, encrypted, radio,
                    randomblob(16), token_time - i FROM uplink, c WHERE seq = 1;
-            PRAGMA wal_checkpoint(TRUNCATE);"""], check=True)
+            INSERT OR IGNORE INTO uplink_seen (dev_eui, session_id, fcnt_up, seq)
+              SELECT dev_eui, session_id, fcnt_up, seq FROM uplink;
+            PRAGMA wal_checkpoint(TRUNCATE);"""], check=True)  # (as tpas's open would)
         t.start()
-        worst, done = [0.0], threading.Event()
+        worst, wal, done = [0.0], [0], threading.Event()
 
         def poll():
             with Client(t.admin, 30) as c:
@@ -1576,6 +1580,10 @@ class Journal(TpasCase):
                     t0 = time.monotonic()
                     c.call("io.tpad.AS.Status")
                     worst[0] = max(worst[0], time.monotonic() - t0)
+                    try:
+                        wal[0] = max(wal[0], os.path.getsize(db + "-wal"))
+                    except FileNotFoundError:
+                        pass
                     time.sleep(0.005)
         poller = threading.Thread(target=poll)
         poller.start()
@@ -1586,7 +1594,8 @@ class Journal(TpasCase):
         finally:
             done.set()
             poller.join()
-        self.assertLess(worst[0], 0.4, "Status waited for the prune")
+        self.assertLess(worst[0], 0.2, "Status waited for the prune")
+        self.assertLess(wal[0], 16 << 20, "the WAL grew while the prune went on")
         self.assertEqual(s.uplink(DEV, b"y")[0], 200)
         self.assertLessEqual(os.path.getsize(db + "-wal"), 8 << 20)
         self.assertEqual([u["seq"] for u in t.uplinks()], [1, n + 2])  # the recent ones

@@ -31,6 +31,11 @@ struct ctx {
 	/* settled(): written on the writer thread, read once it has been joined (drain). */
 	int settled[8], n_settled;
 	bool settled_off_writer, settled_in_transaction;
+	/* A job that asks for a checkpoint and queues the next as it is applied (writer). */
+	struct sqlwriter *w;
+	int ask_at;
+	struct job *then;
+	uint64_t checkpoints_seen; /* by the job after it, as it was applied */
 };
 
 static int init_cb(sqlite3 *db, void *arg)
@@ -57,6 +62,14 @@ static int apply_cb(sqlite3 *db, struct sqlwriter_job *job, void *arg)
 	j->on_writer = !pthread_equal(pthread_self(), c->main_thread);
 	if (j->fail)
 		return -EIO;
+	struct sqlwriter_stats st;
+	if (c->ask_at && j->k == c->ask_at) {
+		sqlwriter_checkpoint(c->w);
+		sqlwriter_submit(c->w, &c->then->job); /* the queue is not empty after this batch */
+	} else if (c->ask_at && j->k == c->ask_at + 1) {
+		sqlwriter_get_stats(c->w, &st);
+		c->checkpoints_seen = st.checkpoints;
+	}
 	sqlite3_reset(c->insert);
 	sqlite3_bind_int(c->insert, 1, j->k);
 	int rc = sqlite3_step(c->insert);
@@ -101,6 +114,13 @@ static int rows(const char *path, const char *where)
 	sqlite3_finalize(s);
 	sqlite3_close(db);
 	return n;
+}
+
+/* A connection's WAL size in frames after each of its commits. */
+static int frames_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	*(int *)arg = frames;
+	return SQLITE_OK;
 }
 
 static struct sqlwriter *start(struct ctx *c, const char *path, size_t max_batch,
@@ -237,6 +257,52 @@ int main(void)
 	CHECK_INT(rows(path, "k >= 50"), 5);
 	for (int i = 0; i < 5 && i < c.n_done; i++)
 		CHECK(c.done[i] == &f[i]);
+	sqlwriter_free(w);
+
+	/*
+	 * Another connection's owner asks for a checkpoint: the writer runs it once nothing is
+	 * queued, and says so until it is done. The WAL that connection wrote (its own commits
+	 * never checkpoint) is then copied back, so its next write starts the WAL again from
+	 * the top: a few frames, not the hundreds before.
+	 */
+	w = start(&c, path, 0, 0);
+	sqlite3 *other = NULL;
+	int frames = -1;
+	CHECK_INT(sqlite3_open(path, &other), SQLITE_OK);
+	sqlite3_wal_hook(other, frames_hook, &frames); /* (no automatic checkpoint either) */
+	CHECK_INT(
+	    sqlite3_exec(other,
+			 "CREATE TABLE IF NOT EXISTS big (b);"
+			 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE"
+			 " i < 300) INSERT INTO big SELECT randomblob(4000) FROM n",
+			 NULL, NULL, NULL),
+	    SQLITE_OK);
+	CHECK(frames > 300);
+	sqlwriter_get_stats(w, &st);
+	uint64_t before = st.checkpoints;
+	sqlwriter_checkpoint(w);
+	for (int i = 0; i < 5000 && sqlwriter_checkpointing(w); i++)
+		usleep(1000);
+	CHECK(!sqlwriter_checkpointing(w));
+	sqlwriter_get_stats(w, &st);
+	CHECK_INT(st.checkpoints, before + 1);
+	CHECK_INT(sqlite3_exec(other, "INSERT INTO big VALUES (1)", NULL, NULL, NULL), SQLITE_OK);
+	CHECK(frames >= 1 && frames < 10);
+	sqlite3_close(other);
+	/* Asked while jobs keep coming: run after the batch that was running, not put off. */
+	struct job g[2];
+	chain(g, 1, 900);
+	chain(&g[1], 1, 901);
+	c.w = w;
+	c.ask_at = 900;
+	c.then = &g[1];
+	c.n_done = 0;
+	sqlwriter_get_stats(w, &st);
+	before = st.checkpoints;
+	CHECK_INT(sqlwriter_submit(w, &g[0].job), 0);
+	run_until(&c, 2);
+	CHECK_INT(c.checkpoints_seen, before + 1);
+	c.ask_at = 0;
 	sqlwriter_free(w);
 
 	/* Not there, or no callbacks: a clear error, no writer. */
