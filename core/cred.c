@@ -36,7 +36,8 @@ int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 		close(fd);
 		return -EINVAL;
 	}
-	if (private_only && (st.st_mode & S_IRWXO)) {
+	/* Others may not read it, nor its group replace what it holds. */
+	if (private_only && (st.st_mode & (S_IRWXO | S_IWGRP))) {
 		close(fd);
 		return -EPERM;
 	}
@@ -156,10 +157,21 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 		return buf;
 	}
 	switch (err) {
-	case -EPERM:
+	case -EPERM: {
 		/* o-rwx rather than 600: a root-owned key the daemon's group reads stays 0640. */
-		snprintf(buf, len, "%s is readable by other users: run chmod o-rwx %s", src, src);
+		struct stat st;
+		bool group_writes = stat(src, &st) == 0 && (st.st_mode & S_IWGRP),
+		     others = stat(src, &st) != 0 || (st.st_mode & S_IRWXO);
+		snprintf(buf, len, "%s is %s%s%s: run chmod %s %s", src,
+			 others ? "readable by other users" : "",
+			 others && group_writes ? " and " : "",
+			 group_writes ? "writable by its group" : "",
+			 others && group_writes ? "o-rwx,g-w"
+			 : group_writes		? "g-w"
+						: "o-rwx",
+			 src);
 		break;
+	}
 	case -EACCES:
 		snprintf(buf, len,
 			 "%s cannot be read by this user: give it to the daemon's user with mode "

@@ -2890,15 +2890,24 @@ class Commands(TpasCase):
         with open(t.conf, "w") as f:
             f.write(conf.replace(self.rsa_key, rsa))
         for path in (t.key_file, t.store_key_file, rsa):
-            with self.subTest(path=os.path.basename(path)):
-                os.chmod(path, 0o644)
-                for args in (["--check-config"], []):
-                    p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
-                                       text=True, timeout=30)
-                    self.assertEqual(p.returncode, 1, p.stderr)
-                    self.assertIn(f"{path} is readable by other users: run chmod o-rwx {path}",
-                                  p.stderr)
-                os.chmod(path, 0o600)
+            # A key its group may write is refused too: the group could put its own key in.
+            for mode, said in ((0o644, "is readable by other users: run chmod o-rwx"),
+                               (0o660, "is writable by its group: run chmod g-w"),
+                               (0o666, "is readable by other users and writable by its "
+                                       "group: run chmod o-rwx,g-w")):
+                with self.subTest(path=os.path.basename(path), mode=oct(mode)):
+                    os.chmod(path, mode)
+                    for args in (["--check-config"], []):
+                        p = subprocess.run([TPAS, "--config", t.conf, *args],
+                                           capture_output=True, text=True, timeout=30)
+                        self.assertEqual(p.returncode, 1, p.stderr)
+                        self.assertIn(f"{path} {said} {path}", p.stderr)
+            os.chmod(path, 0o600)
+        os.chmod(t.key_file, 0o640)  # root:tpas 0640, the daemon's group reading it: taken
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        os.chmod(t.key_file, 0o600)
         # The empty file tmpfiles.d makes for the credential (tpas restarted in a loop on
         # it) is no key yet: tpas starts, ImportASTK says why it cannot decrypt.
         with open(rsa, "w"):

@@ -66,6 +66,21 @@ int main(void)
 	CHECK_INT(cred_load_hex("k", put("k5", " \n", 0600), key, 4, &len), -ENODATA);
 	CHECK_INT(cred_load_hex("k", put("k6", "deadbeef", 0640), key, 4, &len), 0);
 	CHECK_INT(cred_load_hex("k", put("k7", "deadbeef", 0604), key, 4, &len), -EPERM);
+	/* Writable by its group (which could put its own key in): refused, with the chmod. */
+	CHECK_INT(cred_load_hex("k", put("k8", "deadbeef", 0660), key, 4, &len), -EPERM);
+	CHECK_INT(cred_load_hex("k", put("k9", "deadbeef", 0620), key, 4, &len), -EPERM);
+	CHECK_INT(cred_load_hex("k", put("k10", "deadbeef", 0640), key, 4, &len), 0);
+	char fix[700];
+	const char *gw = put("k11", "deadbeef", 0660);
+	cred_explain(-EPERM, "k", gw, fix, sizeof(fix));
+	CHECK(strstr(fix, "is writable by its group: run chmod g-w ") != NULL);
+	const char *both = put("k12", "deadbeef", 0666);
+	cred_explain(-EPERM, "k", both, fix, sizeof(fix));
+	CHECK(strstr(fix, "readable by other users and writable by its group: run chmod "
+			  "o-rwx,g-w ") != NULL);
+	const char *oth = put("k13", "deadbeef", 0604);
+	cred_explain(-EPERM, "k", oth, fix, sizeof(fix));
+	CHECK(strstr(fix, "is readable by other users: run chmod o-rwx ") != NULL);
 	CHECK_INT(cred_load_hex("k", NULL, key, 4, &len), -ENOENT);
 
 	/* The credentials directory comes first; the fallback only when it lacks the name. */
