@@ -3020,6 +3020,7 @@ class Commands(TpasCase):
                             "status"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 3)
         self.assertIn("is tpas running?", p.stderr)
+        self.assertIn("or set TPAS_SOCKET", p.stderr)  # as tpad's commands name theirs
         # A tpas killed leaves its socket behind: nothing listens, and tpas (not tpad) is
         # the one to start.
         t.kill9()
