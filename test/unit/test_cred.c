@@ -62,7 +62,12 @@ int main(void)
 	CHECK(key[0] == 0xde && key[3] == 0xef);
 	CHECK_INT(cred_load_hex("k", put("k2", "deadbee", 0600), key, 4, &len), -EBADMSG);
 	CHECK_INT(cred_load_hex("k", put("k3", "deadbeeg", 0600), key, 4, &len), -EBADMSG);
-	CHECK_INT(cred_load_hex("k", put("k4", "deadbeef00", 0600), key, 4, &len), -E2BIG);
+	const char *k4 = put("k4", "deadbeef00", 0600);
+	CHECK_INT(cred_load_hex("k", k4, key, 4, &len), -E2BIG);
+	char limit[700]; /* the refusal says how long it may be */
+	cred_explain(-E2BIG, "k", k4, limit, sizeof(limit));
+	CHECK(strstr(limit, "longer secret than allowed (at most 4 bytes, 8 hexadecimal digits; "
+			    "it has 10)") != NULL);
 	CHECK_INT(cred_load_hex("k", put("k5", " \n", 0600), key, 4, &len), -ENODATA);
 	CHECK_INT(cred_load_hex("k", put("k6", "deadbeef", 0640), key, 4, &len), 0);
 	CHECK_INT(cred_load_hex("k", put("k7", "deadbeef", 0604), key, 4, &len), -EPERM);
@@ -99,6 +104,8 @@ int main(void)
 	CHECK_INT(cred_load_text("oauth-secret", NULL, text, sizeof(text)), 0);
 	CHECK_STR(text, "pa ss");
 	CHECK_INT(cred_load_text("oauth-secret", NULL, text, 3), -E2BIG);
+	cred_explain(-E2BIG, "oauth-secret", NULL, limit, sizeof(limit));
+	CHECK(strstr(limit, "(at most 2 characters; it has 5)") != NULL);
 
 	/* What a check by hand can see; why an empty file was refused. */
 	char why[700];
