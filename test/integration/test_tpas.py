@@ -3784,6 +3784,44 @@ class Webhook(TpasCase):
         with lock:
             self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
 
+    def test_a_receiver_that_is_down_is_told_at_once_and_found_when_back(self):
+        """Nothing listens at the webhook's port: each try fails as soon as the
+        connection is refused (counted, with the reason), not after request-timeout
+        (10 s), and the first try once a receiver listens there delivers, at the pace of
+        the webhook's own retries (retry-max = 1s)."""
+        port = free_port()
+        t, s = self.sending(f"http://127.0.0.1:{port}/hook", 10, 3, b"d")
+        t0 = time.monotonic()
+        wait_for(lambda: t.status()["webhook"]["failures"] >= 3, 5, "three failed tries")
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertIn("Connection refused", t.status()["webhook"]["lastError"])
+        got = []
+        import http.server
+        import socketserver
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                got.extend(json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                           ["uplinks"])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+        server = type("S", (socketserver.ThreadingMixIn, http.server.HTTPServer),
+                      {"daemon_threads": True, "allow_reuse_address": True})(
+                          ("127.0.0.1", port), H)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        t1 = time.monotonic()
+        wait_for(lambda: len(got) == 3, 10, "the uplinks at the receiver once it listens")
+        self.assertLess(time.monotonic() - t1, 3)
+        self.assertEqual(t.status()["webhook"]["cursor"], 3)
+
     def test_a_token_goes_with_every_post(self):
         """webhook.token-file: each POST carries Authorization: Bearer TOKEN (a receiver
         refuses the others), the token never in the log; a token file others can read, or
