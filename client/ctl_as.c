@@ -658,7 +658,7 @@ int ctl_as_main(int argc, char **argv)
 		/* ctl_connect() would blame tpad; say which daemon we want. */
 		fprintf(stderr,
 			"tpactl: cannot connect to %s: the socket does not exist: is tpas running? "
-			"(systemctl status tpas; or give --socket PATH)\n",
+			"(systemctl status tpas; or give --socket PATH or set TPAS_SOCKET)\n",
 			sock);
 		json_decref(params);
 		return EXIT_CONNECT;

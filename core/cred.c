@@ -20,8 +20,12 @@ void cred_wipe(void *p, size_t n)
 		explicit_bzero(p, n); /* a memset the compiler may not drop; as fast as memset */
 }
 
+/* The limit the last -E2BIG of this thread went over, for cred_explain() to name. */
+static _Thread_local char too_long[80];
+
 int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 {
+	too_long[0] = '\0';
 	/* O_NONBLOCK: a FIFO put in a key's place is refused below instead of waited on. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
@@ -36,7 +40,8 @@ int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 		close(fd);
 		return -EINVAL;
 	}
-	if (private_only && (st.st_mode & S_IRWXO)) {
+	/* Others may not read it, nor its group replace what it holds. */
+	if (private_only && (st.st_mode & (S_IRWXO | S_IWGRP))) {
 		close(fd);
 		return -EPERM;
 	}
@@ -45,6 +50,7 @@ int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 		if (len + 1 >= bufsz) {
 			close(fd);
 			cred_wipe(buf, bufsz);
+			snprintf(too_long, sizeof(too_long), "at most %zu bytes", bufsz - 2);
 			return -E2BIG;
 		}
 		ssize_t n = read(fd, buf + len, bufsz - 1 - len);
@@ -156,10 +162,21 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 		return buf;
 	}
 	switch (err) {
-	case -EPERM:
+	case -EPERM: {
 		/* o-rwx rather than 600: a root-owned key the daemon's group reads stays 0640. */
-		snprintf(buf, len, "%s is readable by other users: run chmod o-rwx %s", src, src);
+		struct stat st;
+		bool group_writes = stat(src, &st) == 0 && (st.st_mode & S_IWGRP),
+		     others = stat(src, &st) != 0 || (st.st_mode & S_IRWXO);
+		snprintf(buf, len, "%s is %s%s%s: run chmod %s %s", src,
+			 others ? "readable by other users" : "",
+			 others && group_writes ? " and " : "",
+			 group_writes ? "writable by its group" : "",
+			 others && group_writes ? "o-rwx,g-w"
+			 : group_writes		? "g-w"
+						: "o-rwx",
+			 src);
 		break;
+	}
 	case -EACCES:
 		snprintf(buf, len,
 			 "%s cannot be read by this user: give it to the daemon's user with mode "
@@ -183,7 +200,8 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 			 src);
 		break;
 	case -E2BIG:
-		snprintf(buf, len, "%s holds a longer secret than allowed", src);
+		snprintf(buf, len, "%s holds a longer secret than allowed%s%s%s", src,
+			 too_long[0] ? " (" : "", too_long, too_long[0] ? ")" : "");
 		break;
 	default:
 		snprintf(buf, len, "%s: %s", src, strerror(-err));
@@ -203,9 +221,11 @@ int cred_load_hex(const char *name, const char *fallback_path, uint8_t *out, siz
 	size_t n = strlen(s);
 	if (n % 2 || !hex_valid_any(s))
 		r = -EBADMSG;
-	else if (n / 2 > max)
+	else if (n / 2 > max) {
+		snprintf(too_long, sizeof(too_long),
+			 "at most %zu bytes, %zu hexadecimal digits; it has %zu", max, 2 * max, n);
 		r = -E2BIG;
-	else if (hex_decode(s, out, n / 2) < 0)
+	} else if (hex_decode(s, out, n / 2) < 0)
 		r = -EBADMSG;
 	else
 		*ret_len = n / 2;
@@ -221,9 +241,11 @@ int cred_load_text(const char *name, const char *fallback_path, char *out, size_
 	if (r < 0)
 		return r;
 	size_t n = strlen(s);
-	if (n + 1 > max)
+	if (n + 1 > max) {
+		snprintf(too_long, sizeof(too_long), "at most %zu characters; it has %zu", max - 1,
+			 n);
 		r = -E2BIG;
-	else
+	} else
 		memcpy(out, s, n + 1);
 	cred_wipe(buf, sizeof(buf));
 	return r;

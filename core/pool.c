@@ -294,13 +294,22 @@ static void req_arm(struct pool_req *r)
 
 /* ---- circuit breaker ---- */
 
-/* Fail every queued request because the breaker is open. */
-static void fail_queue(struct pool *p, const char *reason)
+/* Fail every queued request, unsent: the breaker is open, or the server is unreachable. */
+static void fail_queue(struct pool *p, int err, const char *reason)
 {
 	struct pool_req *r;
 
 	while ((r = TAILQ_FIRST(&p->queue)))
-		req_finish(r, -EHOSTUNREACH, false, reason);
+		req_finish(r, err, false, reason);
+}
+
+/* Whether any session is connected (ready, or carrying a request). */
+static bool any_session_up(const struct pool *p)
+{
+	for (unsigned i = 0; i < p->n_sessions; i++)
+		if (p->sessions[i].state >= S_READY)
+			return true;
+	return false;
 }
 
 /* Open the breaker for the cool-down period. */
@@ -320,7 +329,7 @@ static void breaker_open(struct pool *p)
 		snprintf(why, sizeof(why), "%s circuit breaker open after %u failures%s%s",
 			 pool_name(p), p->consecutive_failures, p->last_error[0] ? ": " : "",
 			 p->last_error);
-	fail_queue(p, why);
+	fail_queue(p, -EHOSTUNREACH, why);
 }
 
 /* Count one failure towards the breaker: a 5xx answer, or a session that failed. */
@@ -461,6 +470,10 @@ static void session_fail(struct session *s, int err, const char *reason, bool co
 	}
 	if (counts)
 		breaker_failure(p, false);
+	/* fail_unreachable: a client that retries on its own hears at once, not at its
+	 * request's time-out, that the server cannot be reached now. */
+	if (was_connecting && counts && p->o.fail_unreachable && !any_session_up(p))
+		fail_queue(p, err, reason);
 	pool_dispatch(p);
 }
 
@@ -1184,6 +1197,12 @@ int pool_submit_for(struct pool *p, uint64_t owner, const char *buf, size_t len,
 		return 0;
 	}
 	req_arm(r);
+	if (p->o.fail_unreachable && !any_session_up(p)) {
+		/* Its client paced this try: connect now rather than after the backoff. */
+		for (unsigned i = 0; i < p->n_sessions; i++)
+			if (p->sessions[i].state == S_BACKOFF)
+				session_schedule(&p->sessions[i], 0);
+	}
 	pool_dispatch(p);
 	return 0;
 }

@@ -68,6 +68,10 @@ struct pool_options {
 	size_t max_response;
 	bool cut_response;	/* keep max_response bytes of a body, read and drop the rest,
 				 * instead of failing the request (http_parser_cut_body()) */
+	/* A connection that cannot be made (refused, unreachable, timed out, its handshake
+	 * failed) while no session is up fails the queued requests at once, unsent, instead
+	 * of holding them for request_timeout_ms: for a client that retries on its own. */
+	bool fail_unreachable;
 	struct tls_options tls; /* for https:// */
 	/* Called (from the loop) when a certificate failure starts or changes, and with
 	 * TLS_CERT_OK once a handshake succeeds again; may be NULL. */

@@ -223,6 +223,7 @@ struct webhook *webhook_new(struct event_base *base, const struct webhook_option
 	    .backoff_min_ms = RETRY_MIN_MS,
 	    .backoff_max_ms = w->retry_max_ms,
 	    .breaker_threshold = 1000000, /* the webhook's own retries pace it */
+	    .fail_unreachable = true,	  /* and a receiver down is told at once */
 	    .breaker_cooldown_ms = 1000,
 	    /* Only the status counts: a 2xx's body (an echo of the batch, say) is read and
 	     * dropped past its first bytes, whatever its size. */

@@ -2890,15 +2890,24 @@ class Commands(TpasCase):
         with open(t.conf, "w") as f:
             f.write(conf.replace(self.rsa_key, rsa))
         for path in (t.key_file, t.store_key_file, rsa):
-            with self.subTest(path=os.path.basename(path)):
-                os.chmod(path, 0o644)
-                for args in (["--check-config"], []):
-                    p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
-                                       text=True, timeout=30)
-                    self.assertEqual(p.returncode, 1, p.stderr)
-                    self.assertIn(f"{path} is readable by other users: run chmod o-rwx {path}",
-                                  p.stderr)
-                os.chmod(path, 0o600)
+            # A key its group may write is refused too: the group could put its own key in.
+            for mode, said in ((0o644, "is readable by other users: run chmod o-rwx"),
+                               (0o660, "is writable by its group: run chmod g-w"),
+                               (0o666, "is readable by other users and writable by its "
+                                       "group: run chmod o-rwx,g-w")):
+                with self.subTest(path=os.path.basename(path), mode=oct(mode)):
+                    os.chmod(path, mode)
+                    for args in (["--check-config"], []):
+                        p = subprocess.run([TPAS, "--config", t.conf, *args],
+                                           capture_output=True, text=True, timeout=30)
+                        self.assertEqual(p.returncode, 1, p.stderr)
+                        self.assertIn(f"{path} {said} {path}", p.stderr)
+            os.chmod(path, 0o600)
+        os.chmod(t.key_file, 0o640)  # root:tpas 0640, the daemon's group reading it: taken
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        os.chmod(t.key_file, 0o600)
         # The empty file tmpfiles.d makes for the credential (tpas restarted in a loop on
         # it) is no key yet: tpas starts, ImportASTK says why it cannot decrypt.
         with open(rsa, "w"):
@@ -3011,6 +3020,7 @@ class Commands(TpasCase):
                             "status"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 3)
         self.assertIn("is tpas running?", p.stderr)
+        self.assertIn("or set TPAS_SOCKET", p.stderr)  # as tpad's commands name theirs
         # A tpas killed leaves its socket behind: nothing listens, and tpas (not tpad) is
         # the one to start.
         t.kill9()
@@ -3773,6 +3783,44 @@ class Webhook(TpasCase):
         wait_for(lambda: len(got) >= 12, 20, "12 uplinks at the webhook")
         with lock:
             self.assertEqual([u["seq"] for u in got], list(range(1, 13)))
+
+    def test_a_receiver_that_is_down_is_told_at_once_and_found_when_back(self):
+        """Nothing listens at the webhook's port: each try fails as soon as the
+        connection is refused (counted, with the reason), not after request-timeout
+        (10 s), and the first try once a receiver listens there delivers, at the pace of
+        the webhook's own retries (retry-max = 1s)."""
+        port = free_port()
+        t, s = self.sending(f"http://127.0.0.1:{port}/hook", 10, 3, b"d")
+        t0 = time.monotonic()
+        wait_for(lambda: t.status()["webhook"]["failures"] >= 3, 5, "three failed tries")
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertIn("Connection refused", t.status()["webhook"]["lastError"])
+        got = []
+        import http.server
+        import socketserver
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                got.extend(json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                           ["uplinks"])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+        server = type("S", (socketserver.ThreadingMixIn, http.server.HTTPServer),
+                      {"daemon_threads": True, "allow_reuse_address": True})(
+                          ("127.0.0.1", port), H)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        t1 = time.monotonic()
+        wait_for(lambda: len(got) == 3, 10, "the uplinks at the receiver once it listens")
+        self.assertLess(time.monotonic() - t1, 3)
+        self.assertEqual(t.status()["webhook"]["cursor"], 3)
 
     def test_a_token_goes_with_every_post(self):
         """webhook.token-file: each POST carries Authorization: Bearer TOKEN (a receiver

@@ -62,10 +62,30 @@ int main(void)
 	CHECK(key[0] == 0xde && key[3] == 0xef);
 	CHECK_INT(cred_load_hex("k", put("k2", "deadbee", 0600), key, 4, &len), -EBADMSG);
 	CHECK_INT(cred_load_hex("k", put("k3", "deadbeeg", 0600), key, 4, &len), -EBADMSG);
-	CHECK_INT(cred_load_hex("k", put("k4", "deadbeef00", 0600), key, 4, &len), -E2BIG);
+	const char *k4 = put("k4", "deadbeef00", 0600);
+	CHECK_INT(cred_load_hex("k", k4, key, 4, &len), -E2BIG);
+	char limit[700]; /* the refusal says how long it may be */
+	cred_explain(-E2BIG, "k", k4, limit, sizeof(limit));
+	CHECK(strstr(limit, "longer secret than allowed (at most 4 bytes, 8 hexadecimal digits; "
+			    "it has 10)") != NULL);
 	CHECK_INT(cred_load_hex("k", put("k5", " \n", 0600), key, 4, &len), -ENODATA);
 	CHECK_INT(cred_load_hex("k", put("k6", "deadbeef", 0640), key, 4, &len), 0);
 	CHECK_INT(cred_load_hex("k", put("k7", "deadbeef", 0604), key, 4, &len), -EPERM);
+	/* Writable by its group (which could put its own key in): refused, with the chmod. */
+	CHECK_INT(cred_load_hex("k", put("k8", "deadbeef", 0660), key, 4, &len), -EPERM);
+	CHECK_INT(cred_load_hex("k", put("k9", "deadbeef", 0620), key, 4, &len), -EPERM);
+	CHECK_INT(cred_load_hex("k", put("k10", "deadbeef", 0640), key, 4, &len), 0);
+	char fix[700];
+	const char *gw = put("k11", "deadbeef", 0660);
+	cred_explain(-EPERM, "k", gw, fix, sizeof(fix));
+	CHECK(strstr(fix, "is writable by its group: run chmod g-w ") != NULL);
+	const char *both = put("k12", "deadbeef", 0666);
+	cred_explain(-EPERM, "k", both, fix, sizeof(fix));
+	CHECK(strstr(fix, "readable by other users and writable by its group: run chmod "
+			  "o-rwx,g-w ") != NULL);
+	const char *oth = put("k13", "deadbeef", 0604);
+	cred_explain(-EPERM, "k", oth, fix, sizeof(fix));
+	CHECK(strstr(fix, "is readable by other users: run chmod o-rwx ") != NULL);
 	CHECK_INT(cred_load_hex("k", NULL, key, 4, &len), -ENOENT);
 
 	/* The credentials directory comes first; the fallback only when it lacks the name. */
@@ -84,6 +104,8 @@ int main(void)
 	CHECK_INT(cred_load_text("oauth-secret", NULL, text, sizeof(text)), 0);
 	CHECK_STR(text, "pa ss");
 	CHECK_INT(cred_load_text("oauth-secret", NULL, text, 3), -E2BIG);
+	cred_explain(-E2BIG, "oauth-secret", NULL, limit, sizeof(limit));
+	CHECK(strstr(limit, "(at most 2 characters; it has 5)") != NULL);
 
 	/* What a check by hand can see; why an empty file was refused. */
 	char why[700];

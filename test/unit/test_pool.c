@@ -522,21 +522,25 @@ static void test_wrong_psk(void)
 	sim_stop(&s);
 }
 
+/* A free port, closed again: connecting to it is refused. */
+static int refused_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t al = sizeof(a);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	bind(fd, (struct sockaddr *)&a, sizeof(a));
+	getsockname(fd, (struct sockaddr *)&a, &al);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
 /* Nobody listening: the pool starts anyway, the breaker opens and fails fast. */
 static void test_breaker(void)
 {
 	struct config c;
 	char err[256] = "";
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t al = sizeof(a);
-
-	/* Take a free port and close it, so that connecting is refused. */
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-	bind(fd, (struct sockaddr *)&a, sizeof(a));
-	getsockname(fd, (struct sockaddr *)&a, &al);
-	close(fd);
-	test_config(&c, "https", ntohs(a.sin_port), 2);
+	test_config(&c, "https", refused_port(), 2);
 	c.upstream_breaker_threshold = 3;
 	c.upstream_breaker_cooldown_ms = 2000;
 	struct tpa *t = tpa_new(base, &c, err, sizeof(err));
@@ -578,6 +582,69 @@ static void test_breaker(void)
 	CHECK(tpa_new(base, &c, err, sizeof(err)) == NULL);
 	CHECK(strstr(err, "PSK") != NULL);
 	config_free(&c);
+}
+
+struct one_result {
+	int calls, err;
+	bool sent;
+	uint64_t at;
+};
+
+static void one_done(const struct pool_result *r, void *arg)
+{
+	struct one_result *o = arg;
+	o->calls++;
+	o->err = r->err;
+	o->sent = r->sent;
+	o->at = now_ms();
+}
+
+/*
+ * fail_unreachable (the webhook's): with nobody listening, a request fails as soon as a
+ * connection is refused, unsent, instead of at its time-out; each submit connects anew,
+ * whatever the backoff. Without it the request waits.
+ */
+static void test_fail_unreachable(void)
+{
+	char url[64], err[256] = "";
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", refused_port());
+	static const char req[] = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+	for (int fast = 1; fast >= 0; fast--) {
+		struct pool_options o = {.url = url,
+					 .name = "webhook",
+					 .sessions = 1,
+					 .queue = 4,
+					 .connect_timeout_ms = 1000,
+					 .request_timeout_ms = 1500,
+					 .backoff_min_ms = 10000, /* a reconnect would be late */
+					 .backoff_max_ms = 10000,
+					 .breaker_threshold = 1000000,
+					 .breaker_cooldown_ms = 1000,
+					 .max_response = 4096,
+					 .fail_unreachable = fast};
+		struct pool *p = pool_new(base, &o, err, sizeof(err));
+		CHECK(p != NULL);
+		if (!p)
+			return;
+		for (int k = 0; k < 2; k++) { /* the second one while the session backs off */
+			struct one_result r = {0};
+			uint64_t t0 = now_ms();
+			CHECK_INT(pool_submit(p, req, sizeof(req) - 1, one_done, &r), 0);
+			RUN_UNTIL(r.calls > 0, 600);
+			if (fast) {
+				CHECK_INT(r.calls, 1);
+				CHECK_INT(r.err, -ECONNREFUSED);
+				CHECK(!r.sent);
+				CHECK(r.at - t0 < 500);
+			} else {
+				CHECK_INT(r.calls, 0); /* still waiting for its time-out */
+				RUN_UNTIL(r.calls > 0, 3000);
+				CHECK_INT(r.calls, 1);
+				CHECK(r.at - t0 >= 1400);
+			}
+		}
+		pool_free(p);
+	}
 }
 
 /*
@@ -875,6 +942,7 @@ int main(int argc, char **argv)
 	test_tls();
 	test_wrong_psk();
 	test_breaker();
+	test_fail_unreachable();
 	test_breaker_by_answers();
 	test_queue();
 	test_oauth2();
