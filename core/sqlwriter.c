@@ -31,6 +31,7 @@ struct sqlwriter {
 	bool stop;
 	bool checkpoint_asked;	 /* sqlwriter_checkpoint(): once nothing is queued */
 	bool checkpoint_running; /* that one, until it is done */
+	unsigned yields;	 /* sqlwriter_yield() calls not yet ended: no transaction starts */
 	struct sqlwriter_stats stats;
 	int wal_frames; /* the WAL's size after the last commit (writer thread only) */
 	/* Loop side. */
@@ -78,7 +79,7 @@ static void *writer_main(void *arg)
 	struct sqlwriter *w = arg;
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		while (!w->queue && !w->stop && !w->checkpoint_asked)
+		while ((!w->queue && !w->stop && !w->checkpoint_asked) || (w->yields && !w->stop))
 			pthread_cond_wait(&w->cond, &w->lock);
 		if (!w->queue && w->checkpoint_asked) {
 			/* Asked by another connection's owner, whose own commits never run one. */
@@ -128,8 +129,13 @@ static void *writer_main(void *arg)
 		uint64_t one = 1;
 		ssize_t wr = write(w->efd, &one, sizeof(one));
 		(void)wr; /* the counter only fails when it would overflow: then it is set anyway */
-		if (w->o.settled)
+		if (w->o.settled) { /* (it may write: not while the owner's connection does) */
+			pthread_mutex_lock(&w->lock);
+			while (w->yields && !w->stop)
+				pthread_cond_wait(&w->cond, &w->lock);
+			pthread_mutex_unlock(&w->lock);
 			w->o.settled(w->db, r, w->o.arg);
+		}
 		/* The batch is answered: now copy the WAL back into the database if it is long. */
 		bool checkpoint = asked || w->wal_frames >= w->o.checkpoint_frames;
 		if (checkpoint) {
@@ -266,6 +272,21 @@ void sqlwriter_checkpoint(struct sqlwriter *w)
 	pthread_mutex_lock(&w->lock);
 	w->checkpoint_asked = true;
 	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+void sqlwriter_yield(struct sqlwriter *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->yields++;
+	pthread_mutex_unlock(&w->lock);
+}
+
+void sqlwriter_yield_end(struct sqlwriter *w)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->yields > 0 && --w->yields == 0)
+		pthread_cond_broadcast(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 }
 

@@ -93,6 +93,15 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 int sqlwriter_submit(struct sqlwriter *w, struct sqlwriter_job *jobs);
 
 /*
+ * The owner's own connection is about to write (a transaction of its own, on its thread):
+ * until sqlwriter_yield_end(), the writer starts no transaction, so that connection waits
+ * for the one the writer may be in, not for a stream of them (SQLite's busy handler is no
+ * queue: it may miss each short gap between two of the writer's transactions). Calls nest.
+ */
+void sqlwriter_yield(struct sqlwriter *w);
+void sqlwriter_yield_end(struct sqlwriter *w);
+
+/*
  * Have the writer thread checkpoint the WAL (PASSIVE) once nothing is queued: for the
  * owner of another connection to the file, whose own commits (wal_autocheckpoint = 0)
  * never run one, so that no checkpoint runs on its thread. Never blocks on the database.

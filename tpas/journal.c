@@ -191,11 +191,14 @@ static const enum stmt_id ws_stmt[WS_COUNT] = {
 #define SEEN_MOVE_AT 8192
 /* Sessions whose highest FCntUp is kept past a move (at most about 5 MiB); else read again. */
 #define HIGH_MAX 32768
+/* How long the loop's connection waits for a lock before it gives up (SQLITE_BUSY). */
+#define LOOP_BUSY_MS 5000
 /* WAL frames after a commit of the loop's connection at which the writer checkpoints. */
 #define LOOP_CHECKPOINT_FRAMES 1000
 
 struct journal {
 	sqlite3 *db;
+	uint64_t busy_since_us; /* loop_busy(): when this wait for a lock began */
 	struct seal *seal;
 	sqlite3_stmt *st[ST_COUNT];
 	uint64_t commits;
@@ -287,6 +290,41 @@ static int note_write(struct journal *j, int r, const char *what, bool count)
 			 strerror(-r));
 	}
 	return r;
+}
+
+/*
+ * The loop's connection waits for a lock this way, not with SQLite's busy time-out, whose
+ * sleeps of 1, 2, 5, 10 ms and more are long next to what it waits for: the writer's
+ * current transaction (under a millisecond; sqlwriter_yield() keeps it from starting
+ * another). Polled every 100 us, then every millisecond; given up after 5 s as before.
+ */
+static int loop_busy(void *arg, int count)
+{
+	struct journal *j = arg;
+	uint64_t now = clock_now_us();
+	if (count == 0)
+		j->busy_since_us = now;
+	if (now - j->busy_since_us >= LOOP_BUSY_MS * 1000)
+		return 0;
+	usleep(count < 50 ? 100 : 1000);
+	return 1;
+}
+
+/*
+ * Around each write of the loop's connection once the writer thread runs: the writer
+ * starts no transaction meanwhile, so the loop waits (busy) for the one it may be in, not
+ * for a stream of them.
+ */
+static void loop_write_begin(struct journal *j)
+{
+	if (j->writer)
+		sqlwriter_yield(j->writer);
+}
+
+static void loop_write_end(struct journal *j)
+{
+	if (j->writer)
+		sqlwriter_yield_end(j->writer);
 }
 
 /*
@@ -592,7 +630,7 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 			 j->db ? sqlite3_errmsg(j->db) : "cannot open");
 		goto fail;
 	}
-	sqlite3_busy_timeout(j->db, 5000);
+	sqlite3_busy_handler(j->db, loop_busy, j);
 	if ((r = version_check(j, path, true, err, errlen)) < 0)
 		goto fail;
 	uint64_t next_extend = clock_now_ms() + 10000;
@@ -693,7 +731,9 @@ int journal_astk_add(struct journal *j, const char *label, const char *customer_
 	sqlite3_bind_text(s, 3, dev_eui, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(s, 4, sealed, sizeof(sealed), SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, clock_wall_ms());
+	loop_write_begin(j);
 	r = note_write(j, step_done(s), "the ASTK", true);
+	loop_write_end(j);
 	if (r == 0) {
 		j->commits++;
 		if (ret_id)
@@ -861,7 +901,9 @@ int journal_session_add(struct journal *j, const char *fp, struct as_session *t)
 		return r;
 	sqlite3_stmt *s = stmt(j, ST_SESSION_ADD);
 	bind_session(s, &n);
+	loop_write_begin(j);
 	r = note_write(j, step_done(s), "the session key", true);
+	loop_write_end(j);
 	if (r == 0) {
 		j->commits++;
 		t->id = sqlite3_last_insert_rowid(j->db);
@@ -927,7 +969,10 @@ int journal_session_newest(struct journal *j, const char *customer_id, const cha
 
 int journal_begin(struct journal *j)
 {
+	loop_write_begin(j);
 	int r = exec(j, "BEGIN IMMEDIATE");
+	if (r < 0)
+		loop_write_end(j);
 	return r < 0 ? note_write(j, r, "uplinks", true) : 0;
 }
 
@@ -946,9 +991,11 @@ int journal_commit(struct journal *j)
 	int r = note_write(j, exec(j, "COMMIT"), "uplinks", true);
 	if (r < 0) {
 		exec(j, "ROLLBACK");
+		loop_write_end(j);
 		loop_settle(j, r);
 		return r;
 	}
+	loop_write_end(j);
 	j->commits++;
 	loop_settle(j, 0);
 	return 0;
@@ -957,6 +1004,7 @@ int journal_commit(struct journal *j)
 void journal_rollback(struct journal *j)
 {
 	exec(j, "ROLLBACK");
+	loop_write_end(j);
 	loop_settle(j, -ECANCELED);
 }
 
@@ -1550,7 +1598,7 @@ int64_t journal_received_after(struct journal *j, int64_t after)
 	return ms;
 }
 
-int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
+static int fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 {
 	static const char what[] = "the downlink counter";
 	int r = exec(j, "BEGIN IMMEDIATE");
@@ -1584,8 +1632,28 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 	return 0;
 }
 
+int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
+{
+	loop_write_begin(j);
+	int r = fcnt_dn_take(j, session_id, ret);
+	loop_write_end(j);
+	return r;
+}
+
+static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
+		 int64_t *ret_held);
+
 int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
 		  int64_t *ret_held)
+{
+	loop_write_begin(j);
+	int r = prune(j, before_ms, keep_after, limit, ret_held);
+	loop_write_end(j);
+	return r;
+}
+
+static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
+		 int64_t *ret_held)
 {
 	sqlite3_stmt *s = NULL;
 	/*
@@ -1728,7 +1796,9 @@ int journal_cursor_set(struct journal *j, const char *name, int64_t seq)
 		return -EIO;
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, seq);
+	loop_write_begin(j);
 	int r = note_write(j, step_done(s), "the webhook's cursor", true);
+	loop_write_end(j);
 	sqlite3_finalize(s);
 	if (r == 0)
 		j->commits++;

@@ -108,7 +108,10 @@ def blast(build, port, path, connections):
     return json.loads(p.stdout)
 
 
-def run_tpas(build, workdir, count, connections, radio):
+def start_tpas(build, workdir, extra=""):
+    """A tpas on loopback with its store in workdir (not tpas's --verbose: no debug log per
+    uplink) and one ASTK imported: (process, its log file, tunnel port, the ASTK). extra:
+    more of its configuration."""
     tpactl = os.path.join(build, "client", "tpactl")
     rsa = os.path.join(workdir, "rsa.pem")
     pub = subprocess.run([tpactl, "as", "keygen", "--out", rsa], capture_output=True,
@@ -121,7 +124,7 @@ def run_tpas(build, workdir, count, connections, radio):
         f.write(f"[tunnel]\nlisten = 127.0.0.1:{port}\nkey-file = {workdir}/tk\n"
                 f"[apps]\nsocket = {workdir}/apps.sock\n[admin]\nsocket = {workdir}/admin.sock\n"
                 f"[store]\npath = {workdir}/tpas.db\nkey-file = {workdir}/sk\n"
-                f"[astk]\nrsa-key-file = {rsa}\n[limits]\nmax-output = 64M\n")
+                f"[astk]\nrsa-key-file = {rsa}\n[limits]\nmax-output = 64M\n" + extra)
     log = open(os.path.join(workdir, "tpas.log"), "wb")
     proc = subprocess.Popen([os.path.join(build, "tpas", "tpas"), "--config", conf],
                             stdout=log, stderr=log)
@@ -130,6 +133,17 @@ def run_tpas(build, workdir, count, connections, radio):
         astk = os.urandom(16)
         subprocess.run([tpactl, "--socket", f"{workdir}/admin.sock", "as", "import-astk",
                         encrypt_astk(pub, astk)], check=True, capture_output=True)
+    except BaseException:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        raise
+    return proc, log, port, astk
+
+
+def run_tpas(build, workdir, count, connections, radio):
+    proc, log, port, astk = start_tpas(build, workdir)
+    try:
         path = prepare(workdir, astk, count, radio=radio)
         done = {}
         # The subscriber: an application on the apps socket following io.tpad.AS.Uplinks

@@ -152,6 +152,15 @@ static struct sqlwriter_job *chain(struct job *j, int n, int k0)
 	return &j[0].job;
 }
 
+/* Run the loop for ms milliseconds, whatever comes back. */
+static void run_for(struct ctx *c, int ms)
+{
+	c->want = 1 << 30;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	event_base_loopexit(c->base, &tv);
+	event_base_dispatch(c->base);
+}
+
 static void run_until(struct ctx *c, int want)
 {
 	c->want = want;
@@ -303,6 +312,29 @@ int main(void)
 	run_until(&c, 2);
 	CHECK_INT(c.checkpoints_seen, before + 1);
 	c.ask_at = 0;
+	sqlwriter_free(w);
+
+	/*
+	 * While the owner's connection writes (sqlwriter_yield(), nested here), the writer
+	 * starts no transaction: a job queued meanwhile is committed only once the last yield
+	 * ended.
+	 */
+	w = start(&c, path, 0, 0);
+	sqlwriter_yield(w);
+	sqlwriter_yield(w);
+	struct job y[1];
+	c.n_done = 0;
+	CHECK_INT(sqlwriter_submit(w, chain(y, 1, 950)), 0);
+	run_for(&c, 200);
+	CHECK_INT(c.n_done, 0);
+	CHECK_INT(rows(path, "k = 950"), 0);
+	sqlwriter_yield_end(w);
+	run_for(&c, 100);
+	CHECK_INT(c.n_done, 0);
+	sqlwriter_yield_end(w);
+	run_until(&c, 1);
+	CHECK_INT(c.n_done, 1);
+	CHECK_INT(rows(path, "k = 950"), 1);
 	sqlwriter_free(w);
 
 	/* Not there, or no callbacks: a clear error, no writer. */
