@@ -21,7 +21,7 @@ void cred_wipe(void *p, size_t n)
 }
 
 /* The limit the last -E2BIG of this thread went over, for cred_explain() to name. */
-static _Thread_local char too_long[80];
+static _Thread_local char too_long[128];
 
 int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 {
