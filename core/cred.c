@@ -21,7 +21,7 @@ void cred_wipe(void *p, size_t n)
 }
 
 /* The limit the last -E2BIG of this thread went over, for cred_explain() to name. */
-static _Thread_local char too_long[80];
+static _Thread_local char too_long[128];
 
 int cred_read_file(const char *path, bool private_only, char *buf, size_t bufsz)
 {
@@ -117,15 +117,16 @@ const char *cred_source(const char *name, const char *fallback_path, char *path,
 }
 
 /*
- * Whether a file directive's value reads as a path: a relative name with a dot (tpa.psk,
- * ./x.key), or an absolute path whose directory exists (not / alone). A secret in hex or
- * base64 has no dot, and base64 may begin with a slash: such a value is not named back.
+ * Whether a file directive's value reads as a path: one with a slash whose directory
+ * exists (not / alone), or a name with a dot and no slash (tpa.psk). A secret in hex or
+ * base64 has no dot, and base64 may hold slashes, at its start too: such a value is not
+ * named back.
  */
 static bool looks_like_path(const char *v)
 {
-	if (v[0] != '/')
-		return strchr(v, '.') != NULL;
 	const char *slash = strrchr(v, '/');
+	if (!slash)
+		return strchr(v, '.') != NULL;
 	char dir[PATH_MAX];
 	size_t n = (size_t)(slash - v);
 	if (n == 0 || n >= sizeof(dir))
@@ -165,8 +166,9 @@ const char *cred_explain(int err, const char *name, const char *fallback_path, c
 	case -EPERM: {
 		/* o-rwx rather than 600: a root-owned key the daemon's group reads stays 0640. */
 		struct stat st;
-		bool group_writes = stat(src, &st) == 0 && (st.st_mode & S_IWGRP),
-		     others = stat(src, &st) != 0 || (st.st_mode & S_IRWXO);
+		bool known = stat(src, &st) == 0;
+		bool group_writes = known && (st.st_mode & S_IWGRP),
+		     others = !known || (st.st_mode & S_IRWXO);
 		snprintf(buf, len, "%s is %s%s%s: run chmod %s %s", src,
 			 others ? "readable by other users" : "",
 			 others && group_writes ? " and " : "",
