@@ -234,6 +234,11 @@ static void new_release(struct tunnel *t, struct new_session *n, int err, int64_
 	if (err == 0 && id > 0 && n->s.id == 0) {
 		n->s.id = id;
 		sesscache_put(t->cache, n->field, &n->s);
+		char msg[64 + sizeof(n->s.dev_eui) + sizeof(n->s.customer_id)];
+		snprintf(msg, sizeof(msg), "tunnel: new session key for DevEUI %s (CustomerID %s)",
+			 n->s.dev_eui, n->s.customer_id[0] ? n->s.customer_id : "-");
+		log_event(LOG_INFO, LOG_ID_AS_SESSION, msg, "DEVEUI", n->s.dev_eui, "CUSTOMER_ID",
+			  n->s.customer_id, NULL); /* stored now: committed with its uplink */
 	}
 	if (n->uplinks > 0 && --n->uplinks > 0)
 		return;
@@ -397,11 +402,6 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 				 "cannot store the AppSKey: %s", strerror(-r));
 		goto out;
 	}
-	char msg[64 + sizeof(u->dev_eui) + sizeof(u->customer_id)];
-	snprintf(msg, sizeof(msg), "tunnel: new session key for DevEUI %s (CustomerID %s)",
-		 u->dev_eui, u->customer_id[0] ? u->customer_id : "-");
-	log_event(LOG_INFO, LOG_ID_AS_SESSION, msg, "DEVEUI", u->dev_eui, "CUSTOMER_ID",
-		  u->customer_id, NULL);
 	*ret = s;
 	*ret_new = n;
 out:

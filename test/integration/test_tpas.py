@@ -1188,6 +1188,7 @@ class Journal(TpasCase):
         self.assertLess(took, 0.5, "Status waited for the journal's write lock")
         self.assertEqual(st["journal"]["sessions"], 0)  # none written by the loop
         self.assertEqual(answers, {})  # none answered before its commit
+        self.assertNotIn("new session key for DevEUI 00000000000001", t.log_text())
         time.sleep(0.3)
         holder.execute("ROLLBACK")
         holder.close()
@@ -1196,6 +1197,9 @@ class Journal(TpasCase):
         self.assertEqual(sorted(answers), sorted(devs + ["again", "keyless"]))
         self.assertEqual({st for st, _ in answers.values()}, {200}, answers)
         self.assertEqual(t.status()["journal"]["sessions"], len(devs))
+        # Each logged once, as stored: once committed with its uplink.
+        self.assertEqual(t.log_text().count("new session key for DevEUI 00000000000001"),
+                         len(devs))
         got = {(u["devEUI"], bytes.fromhex(u["payload"])) for u in t.uplinks()}
         self.assertEqual(got, {(d, b"first " + d.encode()) for d in devs} |
                          {(devs[0], b"again"), (devs[1], b"keyless")})
