@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fnv.h"
 #include "png1.h"
 #include "qr_image.h"
 #include "utf8.h"
@@ -330,28 +331,19 @@ struct layout *layout_free(struct layout *l)
 	return NULL;
 }
 
-/* FNV-1a over n bytes, continuing from h. */
-static uint32_t fnv(uint32_t h, const void *p, size_t n)
-{
-	const unsigned char *b = p;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 16777619u;
-	return h;
-}
-
 uint32_t layout_fingerprint(const struct layout *l, const struct caption_fields *f)
 {
 	int geo[] = {LAYOUT_REVISION, l->dpi,	  l->width,   l->height,	   l->qr_size,
 		     l->qr_x,	       l->qr_y,	  l->gap,     l->font_px, (int)l->position};
-	uint32_t h = fnv(2166136261u, geo, sizeof(geo));
+	uint32_t h = fnv32(FNV32_START, geo, sizeof(geo));
 	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++) {
 		const char *c = l->captions[i] ? l->captions[i] : "";
-		h = fnv(h, c, strlen(c) + 1);
+		h = fnv32(h, c, strlen(c) + 1);
 	}
 	const char *v[] = {f && f->dev_eui ? f->dev_eui : "", f && f->join_eui ? f->join_eui : "",
 			   f && f->serial ? f->serial : ""};
 	for (int i = 0; i < 3; i++)
-		h = fnv(h, v[i], strlen(v[i]) + 1);
+		h = fnv32(h, v[i], strlen(v[i]) + 1);
 	return h;
 }
 

@@ -164,6 +164,14 @@ int ascrypto_token(const char *const *parts, size_t n, char out[AS_TOKEN_HEX + 1
 	return 0;
 }
 
+bool ascrypto_key_equal(const uint8_t a[AS_KEY_LEN], const uint8_t b[AS_KEY_LEN])
+{
+	uint8_t diff = 0;
+	for (size_t i = 0; i < AS_KEY_LEN; i++)
+		diff |= (uint8_t)(a[i] ^ b[i]);
+	return diff == 0;
+}
+
 bool ascrypto_token_equal(const char *a, const char *b)
 {
 	if (!a || !b || strlen(a) != AS_TOKEN_HEX || strlen(b) != AS_TOKEN_HEX)

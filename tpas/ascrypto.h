@@ -50,6 +50,9 @@ int ascrypto_token(const char *const *parts, size_t n, char out[AS_TOKEN_HEX + 1
 /* Compare two Tokens in time independent of where they differ; case-insensitive. */
 bool ascrypto_token_equal(const char *a, const char *b);
 
+/* Compare two AES-128 keys in time independent of where they differ. */
+bool ascrypto_key_equal(const uint8_t a[AS_KEY_LEN], const uint8_t b[AS_KEY_LEN]);
+
 /*
  * Decrypt Key Manager's encryptedASKey (RSA PKCS#1 v1.5) with the PEM private key pem
  * (pem_len bytes, NUL included or not) into the 16-byte ASTK. -EINVAL for a key that is

@@ -848,10 +848,7 @@ int journal_session_with_key(struct journal *j, const char *customer_id, const c
 	while (r == -ENOENT && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		struct as_session t;
 		if (session_row(j, s, &t) == 0) {
-			uint8_t diff = 0;
-			for (size_t i = 0; i < AS_KEY_LEN; i++)
-				diff |= (uint8_t)(t.key[i] ^ key[i]);
-			if (diff == 0) {
+			if (ascrypto_key_equal(t.key, key)) {
 				*ret = t;
 				r = 0;
 			}

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cred.h"
+#include "fnv.h"
 
 struct entry {
 	uint64_t used; /* the cache's clock at the last get or put; 0: empty */
@@ -23,13 +24,10 @@ struct sesscache {
 /* FNV-1a over the field and the device: which set, and a quick first comparison. */
 static uint64_t key_hash(const char *field, const char *customer_id, const char *dev_eui)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
+	uint64_t h = FNV64_START;
 	const char *parts[] = {field, customer_id, dev_eui};
-	for (size_t i = 0; i < 3; i++) {
-		for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++)
-			h = (h ^ *p) * 0x100000001b3ULL;
-		h = (h ^ 0xff) * 0x100000001b3ULL; /* "ab"+"c" is not "a"+"bc" */
-	}
+	for (size_t i = 0; i < 3; i++) /* with its NUL: "ab"+"c" is not "a"+"bc" */
+		h = fnv64(h, parts[i], strlen(parts[i]) + 1);
 	return h;
 }
 

@@ -182,13 +182,9 @@ static struct new_session *new_by_field(struct tunnel *t, const char *field,
 static struct new_session *new_by_key(struct tunnel *t, const char *customer_id,
 				      const char *dev_eui, const uint8_t key[AS_KEY_LEN])
 {
-	for (struct new_session *n = t->new_sessions; n; n = n->next) {
-		uint8_t d = 0;
-		for (size_t i = 0; i < AS_KEY_LEN; i++)
-			d |= n->s.key[i] ^ key[i];
-		if (d == 0 && same_device(n, customer_id, dev_eui))
+	for (struct new_session *n = t->new_sessions; n; n = n->next)
+		if (ascrypto_key_equal(n->s.key, key) && same_device(n, customer_id, dev_eui))
 			return n;
-	}
 	return NULL;
 }
 

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fnv.h"
+
 #define DEV_EUI_MAX 16
 #define INITIAL_SLOTS 1024 /* a power of two */
 
@@ -24,13 +26,8 @@ struct upseen {
 /* FNV-1a over the key's parts. */
 static size_t hash(const char *dev_eui, int64_t session_id, uint32_t fcnt_up)
 {
-	uint64_t h = 14695981039346656037ULL;
-	for (const unsigned char *p = (const unsigned char *)dev_eui; *p; p++)
-		h = (h ^ *p) * 1099511628211ULL;
 	uint64_t parts[2] = {(uint64_t)session_id, fcnt_up};
-	for (int i = 0; i < 2; i++)
-		for (int b = 0; b < 64; b += 8)
-			h = (h ^ ((parts[i] >> b) & 0xff)) * 1099511628211ULL;
+	uint64_t h = fnv64(fnv64(FNV64_START, dev_eui, strlen(dev_eui)), parts, sizeof(parts));
 	return (size_t)(h ^ (h >> 32));
 }
 

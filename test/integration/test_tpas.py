@@ -239,6 +239,16 @@ class TpasCase(unittest.TestCase):
         s.as_url = t.url
         return s, t
 
+    def started(self, devs=(DEV,)):
+        """A started tpas with an ASTK, and an LRC posting to it that knows devs under that
+        ASTK: (tpas, LRC, ASTK)."""
+        t = self.tpas().start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        for d in devs:
+            s.add_device(d, astk)
+        return t, s, astk
+
     def self_signed(self, stem, cn="127.0.0.1"):
         """A self-signed P-256 certificate and its key (mode 0600) under tmp: (cert, key)."""
         cert = os.path.join(self.tmp, stem + ".pem")
@@ -322,10 +332,7 @@ class TpasCase(unittest.TestCase):
 
 class Tunnel(TpasCase):
     def test_json_and_xml_uplinks_decrypted_in_order(self):
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s, _ = self.started()
         self.assertEqual(s.uplink(DEV, b"32.5C/90.5F"), (200, {"seq": 1, "duplicate": False}))
         self.assertEqual(s.uplink(DEV, b"29.9C/85.8F", fmt="xml"),
                          (200, {"seq": 2, "duplicate": False}))
@@ -455,10 +462,7 @@ class Tunnel(TpasCase):
             self.assertIn(want, b)
 
     def test_refusals_are_answered_counted_and_never_delivered(self):
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s, astk = self.started()
         # A wrong tunnel key: 401.
         st, ans = s.uplink(DEV, b"x", key="0" * 32)
         self.assertEqual((st, ans), (401, {"error": "bad Token"}))
@@ -723,10 +727,7 @@ class Tunnel(TpasCase):
         chunked body, two requests pipelined (answered in order), HTTP/1.0; and what it may
         not: a header section over 16 KB (431), bytes that are not HTTP (400). Each ends
         in a clear answer and a counter."""
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s, _ = self.started()
 
         def request(fcnt, extra_headers=b"", chunked=False, version=b"1.1"):
             target, body, ctype = s.build_uplink(DEV, b"framed %d" % fcnt, fcnt=fcnt)
@@ -1068,10 +1069,7 @@ class Tunnel(TpasCase):
 
 class Journal(TpasCase):
     def test_replay_is_answered_idempotently_and_delivered_once(self):
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s, astk = self.started()
         target, body, ctype = s.build_uplink(DEV, b"once")
         self.assertEqual(s.post(target, body, ctype), (200, {"seq": 1, "duplicate": False}))
         self.assertEqual(s.post(target, body, ctype), (200, {"seq": 1, "duplicate": True}))
@@ -1120,12 +1118,8 @@ class Journal(TpasCase):
         self.assertEqual(s.state["violations"], [])
 
     def test_concurrent_connections_and_replays_group_committed(self):
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
         devs = ["00000000000000%02X" % i for i in range(6)]
-        for d in devs:
-            s.add_device(d, astk)
+        t, s, _ = self.started(devs)
         reqs = [s.build_uplink(d, b"%s/%d" % (d.encode(), i), fcnt=i)
                 for d in devs for i in range(20)]
         answers = [[] for _ in range(len(reqs))]
@@ -1157,12 +1151,8 @@ class Journal(TpasCase):
         # never waits for the lock itself, so Status answers at once meanwhile. Uplinks of
         # a session still being committed (the same field again, and one without the field)
         # are read with its key and add it only once.
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
         devs = ["00000000000001%02X" % i for i in range(12)]
-        for d in devs:
-            s.add_device(d, astk)
+        t, s, _ = self.started(devs)
         first = [s.build_uplink(d, b"first " + d.encode(), fcnt=0) for d in devs]
         time.sleep(0.01)
         again = s.build_uplink(devs[0], b"again", fcnt=1)
@@ -1212,10 +1202,7 @@ class Journal(TpasCase):
     def test_a_oneway_stream_is_ended_at_once(self):
         """Uplinks with oneway has nobody to read it: it ends at once instead of reading
         the whole journal on the loop and following new uplinks for nobody."""
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s, _ = self.started()
         for i in range(3):
             self.assertEqual(s.uplink(DEV, b"m%d" % i)[0], 200)
         with Client(t.apps) as c:
@@ -1245,10 +1232,7 @@ class Journal(TpasCase):
                 wait_for(gone, 2, "the stream and its connection to end")
 
     def test_application_restart_resumes_from_its_sequence(self):
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s, _ = self.started()
         app = Client(t.apps, timeout=10)
         app.send("io.tpad.AS.Uplinks", {}, more=True)
         got = []
@@ -1310,10 +1294,7 @@ class Journal(TpasCase):
         wait_for(lambda: t.status()["outputOwed"] == 0, 5, "nothing owed")
 
     def test_kill9_loses_nothing_and_lrc_retries_deliver_each_uplink_once(self):
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s, _ = self.started()
         n = 120
         answered = {}
         stop = threading.Event()
@@ -1361,12 +1342,8 @@ class Journal(TpasCase):
         transactions than uplinks, counted in Status); kill -9 while posts are in flight
         loses none that was answered 200 (each keeps the seq its 200 named); the live stream
         (sent from memory) gives the same objects as reading the journal back."""
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
         devs = ["70B3D5000000%04X" % i for i in range(16)]
-        for d in devs:
-            s.add_device(d, astk)
+        t, s, _ = self.started(devs)
         n = 20
         answered = {}
         lock = threading.Lock()
@@ -2983,10 +2960,7 @@ class Commands(TpasCase):
         self.assertIn("credential store-key not found", p.stderr)
 
     def test_uplinks_status_and_usage(self):
-        t = self.tpas().start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s, _ = self.started()
         for text in (b"32.5C/90.5F", b"29.9C/85.8F"):
             self.assertEqual(s.uplink(DEV, text)[0], 200)
         p = t.tpactl("as", "uplinks", check=0)

@@ -144,6 +144,17 @@ static void test_uplink_token(void)
 	u.fcnt_up_s[0] = '1';
 	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok), 0);
 	CHECK(!ascrypto_token_equal(tok, q.token));
+	{ /* keys: equal, and told apart by their first byte and by their last */
+		uint8_t k1[AS_KEY_LEN], k2[AS_KEY_LEN];
+		memset(k1, 0x5A, sizeof(k1));
+		memcpy(k2, k1, sizeof(k2));
+		CHECK(ascrypto_key_equal(k1, k2));
+		k2[0] ^= 1;
+		CHECK(!ascrypto_key_equal(k1, k2));
+		k2[0] ^= 1;
+		k2[AS_KEY_LEN - 1] ^= 0x80;
+		CHECK(!ascrypto_key_equal(k1, k2));
+	}
 	uplink_clear(&u);
 }
 

@@ -167,9 +167,11 @@ static void test_prune_and_cursor(void)
 	journal_free(j);
 }
 
-/* A journal file made of sql, as an older tpas left it. */
-static void make_file(const char *path, const char *sql)
+/* A journal file named name in the test's directory (its path in path), made of sql, as an
+ * older tpas left it. */
+static void make_file(char path[256], const char *name, const char *sql)
 {
+	path_in(path, 256, name);
 	sqlite3 *db = NULL;
 	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
 	CHECK_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
@@ -193,8 +195,8 @@ static void make_file(const char *path, const char *sql)
 static void test_token_replays_and_migration(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "v1.db");
-	make_file(path, V1_UPLINK_TABLE
+	make_file(path, "v1.db",
+		  V1_UPLINK_TABLE
 		  "INSERT INTO uplink VALUES (NULL, 1, 0, '0000000000000009', '', '',"
 		  " 1, 0, NULL, 't', '00', 0, '{}');"
 		  "PRAGMA user_version = 1;");
@@ -730,8 +732,8 @@ static void test_new_session_with_its_uplinks(void)
 static void test_migration_from_2(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "v2.db");
-	make_file(path, V1_UPLINK_TABLE
+	make_file(path, "v2.db",
+		  V1_UPLINK_TABLE
 		  "ALTER TABLE uplink ADD COLUMN token BLOB;"
 		  "ALTER TABLE uplink ADD COLUMN token_time INTEGER;"
 		  "CREATE INDEX uplink_received ON uplink (received_ms);"
