@@ -1142,6 +1142,15 @@ bool pool_has_room(const struct pool *p)
 	return p->queued < p->o.queue;
 }
 
+size_t pool_room(const struct pool *p)
+{
+	size_t room = p->queued < p->o.queue ? p->o.queue - p->queued : 0;
+	if (p->queued == 0) /* a ready session takes one at once, leaving the queue's room */
+		for (unsigned i = 0; i < p->n_sessions; i++)
+			room += p->sessions[i].state == S_READY;
+	return room;
+}
+
 /* The breaker open: what pool_submit_for() settles at once, unsent. */
 bool pool_fails_fast(const struct pool *p)
 {

@@ -93,6 +93,12 @@ struct pool *pool_free(struct pool *p);
 bool pool_has_room(const struct pool *p);
 
 /*
+ * How many more requests pool_submit() would take now, one after another: one for each
+ * ready (idle, connected) session, which takes it at once, and the queue's room.
+ */
+size_t pool_room(const struct pool *p);
+
+/*
  * Whether pool_submit() would fail a request at once, unsent, because the breaker is
  * open (its cool-down not over, or a certificate failure standing).
  */

@@ -24,7 +24,8 @@ struct sqlwriter;
  */
 struct sqlwriter_job {
 	struct sqlwriter_job *next;
-	int err; /* after done: 0, the job's own error, or the batch's commit error */
+	int err;      /* after done: 0, the job's own error, or the batch's commit error */
+	unsigned tag; /* the owner's, for jobs of more than one kind; the writer never reads it */
 };
 
 /*

@@ -486,10 +486,45 @@ static int answer_set(json_t *o, const char *answer)
 	return r;
 }
 
+/* A downlink refused with nothing spent (downlink_send()'s rc; why: "" or at which step). */
+static void downlink_refused(struct req *r, int rc, const char *dev, const char *why)
+{
+	switch (rc) {
+	case -ENOENT:
+		req_error(r, "io.tpad.AS.UnknownDevice", json_pack("{s:s}", "devEUI", dev));
+		return;
+	case -ERANGE:
+		req_error(r, "io.tpad.AS.CounterExhausted", json_pack("{s:s}", "devEUI", dev));
+		return;
+	case -ENOTCONN:
+		req_error(r, "io.tpad.AS.NoLrc", NULL);
+		return;
+	case -EBUSY:
+		req_error(r, "io.tpad.AS.Busy", NULL);
+		return;
+	default: {
+		char reason[200];
+		if (why[0])
+			snprintf(reason, sizeof(reason), "%s", why);
+		else
+			snprintf(reason, sizeof(reason), "the journal failed: %s", strerror(-rc));
+		log_warnx("downlink to %s: %s", dev, reason);
+		req_error(r, "io.tpad.AS.StoreFailed", json_pack("{s:s}", "reason", reason));
+		return;
+	}
+	}
+}
+
 /* The downlink's answer reaches the caller. */
 static void downlink_done(const struct downlink_result *d, void *arg)
 {
 	struct dl_call *c = arg;
+	if (d->refused) {
+		downlink_refused(c->r, d->err, json_string_value(json_object_get(c->o, "devEUI")),
+				 d->reason);
+		dl_call_free(c);
+		return;
+	}
 	json_t *o = c->o;
 	c->o = NULL;
 	json_integer_set(json_object_get(o, "fCntDn"), (json_int_t)d->fcnt_dn);
@@ -549,26 +584,7 @@ static void h_send_downlink(struct asapi *a, struct req *r)
 	if (rc == 0)
 		return; /* downlink_done answers, maybe already has */
 	dl_call_free(c);
-	switch (rc) {
-	case -ENOENT:
-		req_error(r, "io.tpad.AS.UnknownDevice", json_pack("{s:s}", "devEUI", dev));
-		return;
-	case -ERANGE:
-		req_error(r, "io.tpad.AS.CounterExhausted", json_pack("{s:s}", "devEUI", dev));
-		return;
-	case -ENOTCONN:
-		req_error(r, "io.tpad.AS.NoLrc", NULL);
-		return;
-	case -EBUSY:
-		req_error(r, "io.tpad.AS.Busy", NULL);
-		return;
-	default:
-		if (!why[0])
-			snprintf(why, sizeof(why), "the journal failed: %s", strerror(-rc));
-		log_warnx("downlink to %s: %s", dev, why);
-		req_error(r, "io.tpad.AS.StoreFailed", json_pack("{s:s}", "reason", why));
-		return;
-	}
+	downlink_refused(r, rc, dev, why);
 }
 
 static void h_import_astk(struct asapi *a, struct req *r)

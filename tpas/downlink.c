@@ -18,18 +18,27 @@
 #include "pool.h"
 #include "uplink.h"
 
-/* One downlink in flight, or held behind an earlier one to its device. */
+/*
+ * One downlink in flight: its counter being taken (committed by the journal's writer
+ * thread), held behind an earlier one to its device, or given to the pool.
+ */
 struct dl_req {
 	struct downlink *d;
 	struct dl_req *prev, *next;
 	downlink_done_fn *done;
 	void *arg;
-	uint64_t order; /* when its counter was taken: the device's downlinks go in this order */
-	bool held;	/* waits for the answer to the device's downlink before it */
+	uint64_t order; /* when it was asked for: the device's downlinks go in this order */
+	bool taking;	/* its counter not committed yet (take) */
+	bool held;	/* waits for the answer to the device's downlink before it, or for room */
 	bool confirmed;
 	int fport;
 	uint32_t fcnt_dn;
 	char dev_eui[17];
+	struct journal_take take;
+	/* While taking: the session and the plaintext (wiped once encrypted). */
+	struct as_session session;
+	size_t n;
+	uint8_t plain[DOWNLINK_MAX_PAYLOAD];
 	char hex[2 * DOWNLINK_MAX_PAYLOAD + 1]; /* the payload, encrypted */
 };
 
@@ -41,7 +50,8 @@ struct downlink {
 	struct dl_req *inflight; /* given to the pool, or held */
 	size_t outstanding;	 /* requests given to the pool and not done */
 	size_t held;		 /* requests held, not yet given to the pool */
-	uint64_t taken;		 /* counters taken: the next request's order */
+	size_t taking;		 /* requests whose counter is being committed */
+	uint64_t taken;		 /* requests with a counter asked for: the next one's order */
 	uint32_t sessions;   /* the pool's */
 	uint32_t timeout_ms; /* the pool's: for the wait, then again once given to a session */
 	uint64_t latency_ms; /* the LRC's recent answer time (a moving average; 0: none yet) */
@@ -100,6 +110,13 @@ int downlink_query(const char *dev_eui, int fport, const char *payload_hex, int6
 	return 0;
 }
 
+/* Free a request, its key and plaintext wiped. */
+static void req_free(struct dl_req *q)
+{
+	cred_wipe(q, sizeof(*q));
+	free(q);
+}
+
 struct downlink *downlink_new(struct event_base *base, const struct downlink_options *o,
 			      struct journal *j, char *err, size_t errlen)
 {
@@ -156,7 +173,10 @@ struct downlink *downlink_free(struct downlink *d)
 	while (d->inflight) {
 		struct dl_req *q = d->inflight;
 		d->inflight = q->next;
-		free(q);
+		if (q->taking) /* the journal's writer still holds it: stopped first (tunnel) */
+			log_warnx("downlink to %s: dropped while its counter was being taken",
+				  q->dev_eui);
+		req_free(q);
 	}
 	cred_wipe(d->key, sizeof(d->key));
 	free(d);
@@ -183,7 +203,7 @@ static void req_unlink(struct dl_req *q)
  */
 static bool too_slow(const struct downlink *d, size_t ahead)
 {
-	uint64_t rounds_ahead = d->outstanding / d->sessions;
+	uint64_t rounds_ahead = (d->outstanding + d->taking) / d->sessions;
 	if (rounds_ahead < ahead)
 		rounds_ahead = ahead;
 	return d->latency_ms && rounds_ahead > 0 &&
@@ -200,24 +220,28 @@ static size_t device_ahead(const struct downlink *d, const char *dev_eui)
 }
 
 /*
- * The held request to send next: the first taken of a device with none at the pool. A
- * device's downlinks go one at a time, in the order their counters were taken: sent on
- * two sessions at once, the higher FCntDn could reach the LRC first, which queues it
- * first, and the device would drop the lower one after it.
+ * Whether q must wait for another downlink to its device: one at the pool, or one asked
+ * for before it. A device's downlinks go one at a time, in the order they were asked for
+ * (their counters are taken in that order): sent on two sessions at once, the higher
+ * FCntDn could reach the LRC first, which queues it first, and the device would drop the
+ * lower one after it.
  */
+static bool behind(const struct downlink *d, const struct dl_req *q)
+{
+	for (const struct dl_req *o = d->inflight; o; o = o->next)
+		if (o != q && strcmp(o->dev_eui, q->dev_eui) == 0 &&
+		    (o->order < q->order || (!o->held && !o->taking)))
+			return true;
+	return false;
+}
+
+/* The held request to send next: the first asked for of those behind no other. */
 static struct dl_req *next_held(const struct downlink *d)
 {
 	struct dl_req *best = NULL;
-	for (struct dl_req *q = d->inflight; q; q = q->next) {
-		if (!q->held || (best && best->order < q->order))
-			continue;
-		bool first = true;
-		for (const struct dl_req *o = d->inflight; o && first; o = o->next)
-			first = o == q || strcmp(o->dev_eui, q->dev_eui) != 0 ||
-				(o->held && o->order > q->order);
-		if (first)
+	for (struct dl_req *q = d->inflight; q; q = q->next)
+		if (q->held && (!best || q->order < best->order) && !behind(d, q))
 			best = q;
-	}
 	return best;
 }
 
@@ -287,7 +311,7 @@ static void pool_done(const struct pool_result *pr, void *arg)
 	struct downlink *d = q->d;
 	finish(d, q->dev_eui, q->fcnt_dn, &r, q->done, q->arg);
 	req_unlink(q);
-	free(q);
+	req_free(q);
 	release_held(d);
 }
 
@@ -302,7 +326,7 @@ static void not_sent(struct dl_req *q, int err)
 	const struct downlink_result r = {
 	    .err = err, .fcnt_dn = q->fcnt_dn, .answer = "", .reason = reason};
 	finish(q->d, q->dev_eui, q->fcnt_dn, &r, q->done, q->arg);
-	free(q);
+	req_free(q);
 }
 
 /*
@@ -324,16 +348,18 @@ static int store_err(int r)
 	}
 }
 
-/* Encrypt the payload with the session's key and q's counter into q->hex. */
-static int payload_encrypt(const struct as_session *s, const uint8_t *payload, size_t n,
-			   struct dl_req *q)
+/* Encrypt q's plaintext with its session's key and counter into q->hex; wipe both. */
+static int payload_encrypt(struct dl_req *q)
 {
+	const struct as_session *s = &q->session;
 	uint8_t buf[DOWNLINK_MAX_PAYLOAD];
 	uint32_t addr = (uint32_t)strtoul(s->dev_addr[0] ? s->dev_addr : "0", NULL, 16);
-	int r = ascrypto_frm_crypt(s->key, addr, q->fcnt_dn, AS_DOWNLINK, payload, n, buf);
+	int r = ascrypto_frm_crypt(s->key, addr, q->fcnt_dn, AS_DOWNLINK, q->plain, q->n, buf);
+	cred_wipe(&q->session, sizeof(q->session));
+	cred_wipe(q->plain, sizeof(q->plain));
 	if (r < 0)
 		return -EIO;
-	hex_encode(buf, n, q->hex);
+	hex_encode(buf, q->n, q->hex);
 	return 0;
 }
 
@@ -396,6 +422,69 @@ static void release_held(struct downlink *d)
 	}
 }
 
+/*
+ * Whether the pool would take one more request now, after those whose counters are being
+ * taken (each goes to the pool, or is held, once its counter is committed).
+ */
+static bool room_for_one(const struct downlink *d)
+{
+	return pool_room(d->pool) > d->taking;
+}
+
+/*
+ * q's counter is committed: from here on it is spent, and a failure ends the downlink
+ * through done. Encrypted, then sent, or held behind the device's earlier downlink or
+ * for room at the pool.
+ */
+static void counter_taken(struct downlink *d, struct dl_req *q)
+{
+	int r = payload_encrypt(q);
+	if (r == 0 && (behind(d, q) || !pool_has_room(d->pool))) {
+		q->held = true;
+		d->held++;
+		return;
+	}
+	if (r == 0)
+		r = submit(d, q);
+	if (r < 0) {
+		req_unlink(q);
+		not_sent(q, r);
+	}
+}
+
+/*
+ * The journal's writer thread took q's counter, or could not: then the downlink ends
+ * refused through done (no counter spent), as downlink_send() would have returned.
+ */
+static void taken_cb(struct journal_take *t, void *arg)
+{
+	struct dl_req *q = arg;
+	struct downlink *d = q->d;
+	q->taking = false;
+	d->taking--;
+	if (t->err == 0) {
+		q->fcnt_dn = t->fcnt_dn;
+		counter_taken(d, q);
+		return;
+	}
+	char reason[160] = "";
+	if (t->err != -ENOENT && t->err != -ERANGE)
+		snprintf(reason, sizeof(reason), "cannot commit the downlink counter: %s",
+			 strerror(-t->err));
+	const struct downlink_result r = {
+	    .err = t->err == -ENOENT || t->err == -ERANGE ? t->err : store_err(t->err),
+	    .refused = true,
+	    .answer = "",
+	    .reason = reason};
+	d->stats.refused++;
+	downlink_done_fn *done = q->done;
+	void *done_arg = q->arg;
+	req_unlink(q);
+	req_free(q);
+	done(&r, done_arg);
+	release_held(d); /* one held behind it may go now */
+}
+
 static int send_one(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
 		    size_t n, bool confirmed, downlink_done_fn *done, void *arg, char *why,
 		    size_t whylen)
@@ -409,7 +498,7 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	 * behind the device's earlier downlink is held until that one is answered, in as many
 	 * places as the pool's queue has. */
 	size_t ahead = device_ahead(d, dev_eui);
-	if ((ahead ? d->held >= d->sessions : !pool_has_room(d->pool)) ||
+	if ((ahead ? d->held + d->taking >= d->sessions : !room_for_one(d)) ||
 	    pool_fails_fast(d->pool) || too_slow(d, ahead))
 		return -EBUSY;
 	/* Allocated before a counter is taken, so that none is spent for lack of it. */
@@ -424,39 +513,36 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 	q->fport = fport;
 	q->confirmed = confirmed;
 	snprintf(q->dev_eui, sizeof(q->dev_eui), "%s", dev_eui);
-	struct as_session s;
-	int r = journal_session_newest(d->journal, NULL, dev_eui, &s);
+	int r = journal_session_newest(d->journal, NULL, dev_eui, &q->session);
 	if (r < 0) {
-		free(q);
+		req_free(q);
 		if (r == -ENOENT)
 			return r;
 		snprintf(why, whylen, "cannot read the device's session: %s", strerror(-r));
 		return store_err(r);
 	}
-	r = journal_fcnt_dn_take(d->journal, s.id, &q->fcnt_dn);
+	memcpy(q->plain, payload, n);
+	q->n = n;
+	q->order = d->taken++;
+	/* The counter rides the writer thread's next commit with the uplinks (its fsync
+	 * theirs); without the writer (stopping, or a journal in memory) it is committed here. */
+	q->take = (struct journal_take){.session_id = q->session.id, .done = taken_cb, .arg = q};
+	inflight_add(d, q);
+	if (journal_fcnt_dn_queue(d->journal, &q->take) == 0) {
+		q->taking = true;
+		d->taking++;
+		return 0;
+	}
+	r = journal_fcnt_dn_take(d->journal, q->session.id, &q->fcnt_dn);
 	if (r < 0) {
-		cred_wipe(&s, sizeof(s));
-		free(q);
+		req_unlink(q);
+		req_free(q);
 		if (r == -ERANGE)
 			return r;
 		snprintf(why, whylen, "cannot commit the downlink counter: %s", strerror(-r));
 		return store_err(r);
 	}
-	/* From here on the counter is spent: a failure ends the downlink through done. */
-	q->order = d->taken++;
-	r = payload_encrypt(&s, payload, n, q);
-	cred_wipe(&s, sizeof(s));
-	if (r == 0 && ahead) {
-		q->held = true;
-		d->held++;
-	} else if (r == 0) {
-		r = submit(d, q);
-	}
-	if (r < 0) {
-		not_sent(q, r);
-		return 0;
-	}
-	inflight_add(d, q);
+	counter_taken(d, q);
 	return 0;
 }
 

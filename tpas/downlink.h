@@ -27,6 +27,12 @@ struct downlink_options {
 /* How one downlink ended; valid during the callback only. */
 struct downlink_result {
 	int err;	    /* 0: the LRC answered 2xx */
+	/*
+	 * No counter was spent (err is then one downlink_send() returns: -ENOENT, -ERANGE or
+	 * the journal's, and reason, when not "", says at which step): the journal's writer
+	 * thread could not take it. fcnt_dn is then 0.
+	 */
+	bool refused;
 	uint32_t fcnt_dn;   /* the counter used (consumed even on failure) */
 	int status;	    /* the LRC's HTTP status; 0 when none came */
 	const char *answer; /* the LRC's body ("" if none) */
@@ -54,15 +60,19 @@ struct downlink *downlink_free(struct downlink *d);
 
 /*
  * Send payload (n bytes of plaintext) to dev_eui on fport: take and commit the session's
- * next FCntDn, encrypt, sign and queue the POST. 0 once a counter was taken: done is
- * called once with how the downlink ended, later, or before this returns when the POST
- * could not be queued (out of memory: err set, status 0, the counter spent and nothing
- * sent). Else nothing was spent nor sent: -ENOTCONN no LRC, -EINVAL fport or n out of
- * range, -ENOENT no session for the device, -ERANGE its FCntDn is used up, -EBUSY the
- * queue is full or the LRC too slow or failing (or no memory to take the request); any
- * other negative errno: the journal failed with it (-ENOSPC the disk is full, -ENOMEM out
- * of memory; -EIO when its own code is one of the above), and why (whylen bytes) says at
- * which step ("cannot read the device's session: ...").
+ * next FCntDn, encrypt, sign and queue the POST. The counter is committed by the journal's
+ * writer thread with the uplinks of its next batch (so a downlink never makes the event
+ * loop wait for a commit of its own), or here when the writer is not running. 0 once the
+ * request was taken: done is called once with how the downlink ended, later, or before
+ * this returns when the POST could not be queued (out of memory: err set, status 0, the
+ * counter spent and nothing sent); done with refused set when the writer could not take
+ * the counter (nothing spent nor sent, err as below). Else nothing was spent nor sent:
+ * -ENOTCONN no LRC, -EINVAL fport or n out of range, -ENOENT no session for the device,
+ * -ERANGE its FCntDn is used up, -EBUSY the queue is full or the LRC too slow or failing
+ * (or no memory to take the request); any other negative errno: the journal failed with it
+ * (-ENOSPC the disk is full, -ENOMEM out of memory; -EIO when its own code is one of the
+ * above), and why (whylen bytes) says at which step ("cannot read the device's session:
+ * ...").
  */
 int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint8_t *payload,
 		  size_t n, bool confirmed, downlink_done_fn *done, void *arg, char *why,

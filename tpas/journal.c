@@ -174,6 +174,8 @@ enum wstmt_id {
 	WS_SEEN_HIGH,
 	WS_SESSION_PUT,
 	WS_SESSION_ID,
+	WS_FCNT_GET,
+	WS_FCNT_SET,
 	WS_COUNT
 };
 
@@ -184,7 +186,8 @@ static const enum stmt_id ws_stmt[WS_COUNT] = {
     [WS_SEEN_MOVE] = ST_SEEN_MOVE,   [WS_SEEN_LAST] = ST_SEEN_LAST,
     [WS_RECENT] = ST_RECENT,	     [WS_FIND] = ST_UPLINK_FIND,
     [WS_SEEN_HIGH] = ST_SEEN_HIGH,   [WS_SESSION_PUT] = ST_SESSION_PUT,
-    [WS_SESSION_ID] = ST_SESSION_ID,
+    [WS_SESSION_ID] = ST_SESSION_ID, [WS_FCNT_GET] = ST_FCNT_GET,
+    [WS_FCNT_SET] = ST_FCNT_SET,
 };
 
 /* Uplinks moved into uplink_seen once this many are in the recent set. */
@@ -213,6 +216,7 @@ struct journal {
 	sqlite3_stmt *wst[WS_COUNT];
 	journal_done_fn *done;
 	void *done_arg;
+	uint64_t takes; /* downlink counters the writer took (handed back), for batched */
 	/*
 	 * A replay with a new Time is the same (DevEUI, session, FCntUp): found in uplink_seen,
 	 * which holds the uplinks up to seen_through, or in recent, which holds every one
@@ -494,6 +498,7 @@ static int migrate(struct journal *j)
 
 static const char *col_text(sqlite3_stmt *s, int i);
 static int seen_open(struct journal *j);
+static int counter_take(sqlite3_stmt *get, sqlite3_stmt *set, int64_t session_id, uint32_t *ret);
 static int query_int_of(struct journal *j, const char *sql, int64_t *ret);
 static void loop_statements(struct journal *j, sqlite3_stmt *st[WS_COUNT]);
 static void seen_settle(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_COUNT], int err);
@@ -1350,6 +1355,12 @@ static int writer_fini(sqlite3 *db, void *arg)
 static int writer_apply(sqlite3 *db, struct sqlwriter_job *job, void *arg)
 {
 	struct journal *j = arg;
+	if (job->tag == JOURNAL_JOB_TAKE) { /* its own refusal is its own, not the batch's */
+		struct journal_take *t = (struct journal_take *)job;
+		t->err = counter_take(j->wst[WS_FCNT_GET], j->wst[WS_FCNT_SET], t->session_id,
+				      &t->fcnt_dn);
+		return t->err == -ENOENT || t->err == -ERANGE ? 0 : t->err;
+	}
 	struct journal_entry *e = (struct journal_entry *)job;
 	e->duplicate = false;
 	free(e->text);
@@ -1375,10 +1386,30 @@ static void writer_settled(sqlite3 *db, int err, void *arg)
 static void writer_done(struct sqlwriter_job *jobs, void *arg)
 {
 	struct journal *j = arg;
-	/* In queue order, so the last batch decides; the writer counts its failures. */
-	for (const struct sqlwriter_job *job = jobs; job; job = job->next)
-		note_write(j, job->err, "uplinks", false);
-	j->done((struct journal_entry *)jobs, j->done_arg);
+	/* The uplinks to their owner in one list, each downlink counter to its own. */
+	struct sqlwriter_job *uplinks = NULL, **tail = &uplinks, *takes = NULL, **ttail = &takes;
+	for (struct sqlwriter_job *job = jobs, *next; job; job = next) {
+		next = job->next;
+		/* In queue order, so the last batch decides; the writer counts its failures. */
+		note_write(j, job->err,
+			   job->tag == JOURNAL_JOB_TAKE ? "the downlink counter" : "uplinks",
+			   false);
+		struct sqlwriter_job ***t = job->tag == JOURNAL_JOB_TAKE ? &ttail : &tail;
+		**t = job;
+		*t = &job->next;
+		job->next = NULL;
+	}
+	if (uplinks)
+		j->done((struct journal_entry *)uplinks, j->done_arg);
+	for (struct sqlwriter_job *job = takes, *next; job; job = next) {
+		next = job->next;
+		struct journal_take *t = (struct journal_take *)job;
+		if (job->err)
+			t->err = job->err;
+		else
+			j->takes++;
+		t->done(t, t->arg);
+	}
 }
 
 /*
@@ -1595,29 +1626,43 @@ int64_t journal_received_after(struct journal *j, int64_t after)
 	return ms;
 }
 
+/*
+ * Raise a session's next FCntDn by one inside the connection's open transaction (get and
+ * set are its ST_FCNT_GET and ST_FCNT_SET): the counter it was in *ret; -ENOENT no such
+ * session, -ERANGE its counter is used up (the device must rejoin), else the store's error.
+ */
+static int counter_take(sqlite3_stmt *get, sqlite3_stmt *set, int64_t session_id, uint32_t *ret)
+{
+	sqlite3_reset(get);
+	sqlite3_bind_int64(get, 1, session_id);
+	int rc = sqlite3_step(get);
+	int64_t next = rc == SQLITE_ROW ? sqlite3_column_int64(get, 0) : -1;
+	sqlite3_reset(get);
+	if (next < 0)
+		return rc == SQLITE_DONE ? -ENOENT : sql_errno(NULL, rc);
+	if (next > UINT32_MAX)
+		return -ERANGE;
+	sqlite3_reset(set);
+	sqlite3_bind_int64(set, 1, next + 1);
+	sqlite3_bind_int64(set, 2, session_id);
+	int r = step_done(set);
+	if (r == 0)
+		*ret = (uint32_t)next;
+	return r;
+}
+
 static int fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 {
 	static const char what[] = "the downlink counter";
 	int r = exec(j, "BEGIN IMMEDIATE");
 	if (r < 0)
 		return note_write(j, r, what, true);
-	sqlite3_stmt *s = stmt(j, ST_FCNT_GET);
-	sqlite3_bind_int64(s, 1, session_id);
-	int rc = sqlite3_step(s);
-	int64_t next = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-	sqlite3_reset(s);
-	if (next < 0) {
+	uint32_t fcnt = 0;
+	r = counter_take(j->st[ST_FCNT_GET], j->st[ST_FCNT_SET], session_id, &fcnt);
+	if (r == -ENOENT || r == -ERANGE) {
 		exec(j, "ROLLBACK");
-		return rc == SQLITE_DONE ? -ENOENT : sql_errno(NULL, rc);
+		return r;
 	}
-	if (next > UINT32_MAX) {
-		exec(j, "ROLLBACK");
-		return -ERANGE; /* the session's counter is used up: the device must rejoin */
-	}
-	s = stmt(j, ST_FCNT_SET);
-	sqlite3_bind_int64(s, 1, next + 1);
-	sqlite3_bind_int64(s, 2, session_id);
-	r = step_done(s);
 	if (r == 0)
 		r = exec(j, "COMMIT");
 	if (note_write(j, r, what, true) < 0) {
@@ -1625,7 +1670,7 @@ static int fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 		return r;
 	}
 	j->commits++;
-	*ret = (uint32_t)next;
+	*ret = fcnt;
 	return 0;
 }
 
@@ -1635,6 +1680,15 @@ int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret)
 	int r = fcnt_dn_take(j, session_id, ret);
 	loop_write_end(j);
 	return r;
+}
+
+int journal_fcnt_dn_queue(struct journal *j, struct journal_take *t)
+{
+	if (!j->writer)
+		return -ENOTCONN;
+	t->job.tag = JOURNAL_JOB_TAKE;
+	t->job.next = NULL;
+	return sqlwriter_submit(j->writer, &t->job);
 }
 
 static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
@@ -1749,7 +1803,7 @@ void journal_get_counters(struct journal *j, struct journal_stats *ret)
 		sqlwriter_get_stats(j->writer, &ws);
 		ret->commits += ws.commits;
 		ret->batches = ws.commits;
-		ret->batched = ws.jobs;
+		ret->batched = ws.jobs - j->takes;
 		ret->largest_batch = ws.max_batch;
 		ret->failed_commits += ws.failures;
 	}

@@ -55,7 +55,7 @@ struct journal_stats {
 	int64_t sessions;
 	int64_t astks;
 	uint64_t commits;	/* transactions committed, the writer thread's included */
-	uint64_t batches;	/* of those, the writer thread's uplink transactions */
+	uint64_t batches;	/* of those, the writer thread's (uplinks and downlink counters) */
 	uint64_t batched;	/* uplinks committed by the writer thread */
 	uint64_t largest_batch; /* the most uplinks one of its transactions held */
 	/* Writes that failed for the store (disk full, I/O error), both connections. */
@@ -240,9 +240,34 @@ int64_t journal_received_after(struct journal *j, int64_t after);
 
 /*
  * Take the next FCntDn of a session: the counter is raised and committed (fsync) before
- * it is returned, so it is never handed out twice.
+ * it is returned, so it is never handed out twice. -ENOENT no such session, -ERANGE its
+ * counter is used up (the device must rejoin), else the store's error. On this thread's
+ * connection: it waits for the writer thread's transaction and for its own fsync.
  */
 int journal_fcnt_dn_take(struct journal *j, int64_t session_id, uint32_t *ret);
+
+/* The tag of a journal_take's job (an uplink's journal_entry has 0). */
+#define JOURNAL_JOB_TAKE 1u
+
+/*
+ * The same through the writer thread: the counter is raised in the transaction of the
+ * uplinks queued with it (one fsync for all) and done() runs on the loop thread once that
+ * is durable. Takes of one journal are handed back in the order they were queued.
+ */
+struct journal_take;
+typedef void journal_take_fn(struct journal_take *t, void *arg);
+struct journal_take {
+	struct sqlwriter_job job;
+	int64_t session_id;
+	journal_take_fn *done;
+	void *arg;
+	/* In done(): 0 with the counter in fcnt_dn, or what journal_fcnt_dn_take() returns. */
+	int err;
+	uint32_t fcnt_dn;
+};
+
+/* Queue t (session_id, done and arg set); -ENOTCONN without a writer, -ESHUTDOWN after drain. */
+int journal_fcnt_dn_queue(struct journal *j, struct journal_take *t);
 
 /*
  * Drop uplinks received before before_ms, but none past keep_after (the seq a consumer

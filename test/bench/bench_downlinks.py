@@ -10,8 +10,9 @@ their Token, payload and FCntDn), the uplinks of bench_tpas.py posted by tunnel-
 connections, twice: alone, then with an application sending one SendDownlink after
 another (S seconds apart) on the apps socket for as long as the uplinks last. Prints the
 uplinks per second of both, the downlinks sent and their latency (p50, p90, the most).
-A downlink's FCntDn is committed on tpas's event loop before it is sent: what that costs
-the uplinks, and what waiting for the journal's writer costs the downlink, shows here.
+A downlink's FCntDn is committed by the journal's writer thread, with the uplinks queued
+with it, before it is sent: what that costs the uplinks, and what waiting for a batch's
+commit costs the downlink, shows here.
 """
 
 import argparse

@@ -1745,6 +1745,33 @@ class Downlink(TpasCase):
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "03"})
         self.assertEqual(r["fCntDn"], 40)
 
+    def test_downlink_counters_ride_the_writer_thread_up_to_the_last(self):
+        """A downlink's FCntDn is committed by the journal's writer thread, in a batch of
+        its own or with uplinks, never by a commit on the event loop (which would make
+        every uplink wait for its fsync); the counters go up to 2^32 - 1, then
+        CounterExhausted, nothing spent nor sent."""
+        t, s = self.downlink_ready()
+        s.state["devices"][DEV]["fcnt_dn"] = 2**32 - 2  # the LRC's, reported by an uplink
+        self.assertEqual(s.uplink(DEV, b"late")[0], 200)
+        with Client(t.apps) as c:
+            before = c.call("io.tpad.AS.Status")["journal"]
+            got = [c.call("io.tpad.AS.SendDownlink",
+                          {"devEUI": DEV, "fPort": 1, "payload": "0%d" % i})["fCntDn"]
+                   for i in range(2)]
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "02"})
+            after = c.call("io.tpad.AS.Status")["journal"]
+        self.assertEqual(got, [2**32 - 2, 2**32 - 1])
+        self.assertEqual(e.exception.error, "io.tpad.AS.CounterExhausted")
+        self.assertEqual(e.exception.params, {"devEUI": DEV})
+        self.assertEqual([d["fcnt_dn"] for d in s.state["downlinks"]], got)
+        # Three takes, each in a writer transaction; none on the loop, no uplink counted.
+        self.assertEqual(after["commits"] - after["batches"],
+                         before["commits"] - before["batches"])
+        self.assertEqual(after["batches"] - before["batches"], 3)
+        self.assertEqual(after["batchedUplinks"], before["batchedUplinks"])
+        self.assertEqual(s.state["violations"], [])
+
     def test_downlinks_to_one_device_reach_the_lrc_in_fcntdn_order(self):
         """Two applications send a downlink to one device at once, and the first POST is
         slow on its way (two LRC sessions): the second, with the higher FCntDn, is not
@@ -2003,6 +2030,35 @@ class Downlink(TpasCase):
         with Client(t.apps) as c:
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
         self.assertEqual(r["fCntDn"], out["ok"])
+        self.assertEqual(s.state["violations"], [])
+
+    def test_a_burst_takes_the_ready_sessions_and_the_queue(self):
+        """Downlinks to five devices in one write, the LRC's two sessions ready and slow
+        to answer: four are taken (their counters committed by the writer thread
+        meanwhile), two go to the sessions and two wait in the queue (lrc.sessions), as
+        when counters were committed on the loop; the fifth is Busy, nothing spent."""
+        t, s = self.downlink_ready()
+        astk = self.astks[-1]
+        devs = [DEV] + ["70B3D5FFFFFF10%02X" % i for i in range(4)]
+        for d in devs[1:]:
+            s.add_device(d, astk)
+            self.assertEqual(s.uplink(d, b"hi")[0], 200)
+        with Client(t.apps) as c:  # both sessions connected and ready
+            for d in devs[:2]:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": d, "fPort": 1, "payload": ""})
+        wait_for(lambda: [x["state"] for x in t.status()["lrc"]["sessions"]]
+                 == ["ready", "ready"], 10, "two ready LRC sessions")
+        s.faults["downlink_delay"] = 0.3
+        with Client(t.apps, 30) as c:
+            for d in devs:
+                c.send("io.tpad.AS.SendDownlink", {"devEUI": d, "fPort": 1, "payload": ""})
+            got = [c.recv() for _ in range(5)]
+        s.faults["downlink_delay"] = 0
+        self.assertEqual([g.get("error", "ok") for g in got], ["ok"] * 4 + ["io.tpad.AS.Busy"])
+        self.assertEqual([g["parameters"]["fCntDn"] for g in got[:4]], [1, 1, 0, 0])
+        with Client(t.apps) as c:  # the Busy one spent nothing
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
+        self.assertEqual(r["fCntDn"], 2)
         self.assertEqual(s.state["violations"], [])
 
     def test_an_open_breaker_is_busy_and_spends_no_downlink_counter(self):
@@ -2291,16 +2347,87 @@ class DownlinkOutOfMemory(OutOfMemoryCase):
             self.assertEqual(k, "no answer")
 
     def test_out_of_memory_before_the_send(self):
-        """From the call's bytes read to the POST queued: Busy before a counter is taken,
-        StoreFailed naming the step the journal failed at for lack of memory, LrcFailed
-        naming the counter when it was taken but the POST not queued."""
+        """From the call's bytes read to its counter queued for the journal's writer
+        thread: Busy before a counter is taken, StoreFailed naming the step the journal
+        failed at for lack of memory. (The counter is committed by the writer thread and
+        the POST queued when the loop hears of it: the next test fails those allocations.)"""
         t, out = self.sweep(lambda s, n: {"unused": f"FAILALLOC:{n};"})
         kinds = {k if k != "io.tpad.AS.StoreFailed" else r["reason"].split(":")[0]
                  for k, r in out}
-        self.assertLessEqual({"io.tpad.AS.Busy", "cannot read the device's session",
-                              "cannot commit the downlink counter", "io.tpad.AS.LrcFailed"},
-                             kinds, out)
+        self.assertLessEqual({"io.tpad.AS.Busy", "cannot read the device's session"}, kinds,
+                             out)
+
+    def test_out_of_memory_once_the_counter_is_taken(self):
+        """A downlink held behind the device's earlier one, its counter committed, goes to
+        the pool when the LRC answers the earlier one: with each allocation of that work
+        failing in turn (the marker in the LRC's answer to the first), the held one is sent
+        (200, its counter) or answered LrcFailed naming its counter, "not sent, its FCntDn
+        spent" (or not at all, when a reply is not trusted whole); never Busy, and no
+        counter sent twice or out of order."""
+        t, s = self.downlink_ready()
+        self.failing(t)
+        orig = s.handle_downlink
+        state = {"n": 0, "first": None}
+        first_in = threading.Event()
+
+        def lrc(target):
+            first = state["first"] is None
+            if first:
+                state["first"] = target
+                first_in.set()
+                time.sleep(0.3)  # the second is taken and held meanwhile
+            status, text = orig(target)
+            return status, (f"FAILALLOC:{state['n']}; queued" if first else text)
+        s.handle_downlink = lrc
+
+        def call(payload, out):
+            with Client(t.apps, 15) as c:
+                try:
+                    out[payload] = ("ok", c.call("io.tpad.AS.SendDownlink",
+                                                 {"devEUI": DEV, "fPort": 1, "payload": payload}))
+                except VarlinkError as e:
+                    out[payload] = (e.error, e.params)
+                except EOFError as e:
+                    out[payload] = ("no answer", {"reason": str(e)})
+        kinds = set()
+        for n in range(1, 200):
+            state.update(n=n, first=None)
+            first_in.clear()
+            before, seen = len(s.state["downlinks"]), len(t.log_text())
+            out = {}
+            a = threading.Thread(target=call, args=("01", out))
+            a.start()
+            self.assertTrue(first_in.wait(10), "the first downlink at the LRC")
+            call("02", out)
+            a.join(15)
+            self.assertIsNone(t.proc.poll(), "tpas exited:\n" + t.log_text()[-2000:])
+            sent = s.state["downlinks"][before:]
+            k, r = out["02"]
+            with self.subTest(allocation=n, answer=k, params=r, sent=sent):
+                self.assertIn(out["01"][0], ("ok", "no answer"), out)
+                self.assertEqual(sent[0]["payload"], "01")
+                if k == "ok":
+                    self.assertEqual([d["payload"] for d in sent], ["01", "02"])
+                    self.assertEqual(r["fCntDn"], sent[1]["fcnt_dn"])
+                elif k == "no answer":
+                    # An allocation of jansson's or libevent's failed since the server last
+                    # looked (the first's reply): a reply is then not trusted whole, and
+                    # the connection closes (core/server.c, alloc_failed()).
+                    self.assertIn(len(sent), (1, 2))
+                else:
+                    self.assertEqual(k, "io.tpad.AS.LrcFailed")
+                    self.assertEqual(len(sent), 1)
+                    self.assertEqual(r["fCntDn"], sent[0]["fcnt_dn"] + 1)
+                    self.assertEqual(r["reason"],
+                                     "not sent, its FCntDn spent: Cannot allocate memory")
+            kinds.add(k)
+            if not failalloc_failed(t.log_text()[seen:], n):
+                break
+        else:
+            self.fail(f"allocations still failing at {n}")
+        self.assertLessEqual({"ok", "io.tpad.AS.LrcFailed"}, kinds)
         self.assertIn("not sent, its FCntDn spent", t.log_text())
+        self.assertEqual(s.state["violations"], [])
 
     def test_out_of_memory_after_the_send_is_never_busy(self):
         """From the LRC's answer read to the call answered: the downlink was sent, so the

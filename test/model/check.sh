@@ -63,6 +63,8 @@ run "tpas mutant 1 (200 before the commit) is caught" fail safety -DMUTANT=1
 run "tpas mutant 2 (no unique index: replays found only in memory) is caught" fail safety -DMUTANT=2
 run "tpas mutant 3 (downlink sent before its FCntDn is committed) is caught" fail safety -DMUTANT=3
 run "tpas mutant 4 (streams told before the commit) is caught" fail safety -DMUTANT=4
+run "tpas mutant 15 (a device's later downlink posted before an earlier one) is caught" fail \
+	safety -DMUTANT=15
 run "tpas mutant 6 (a session per AppSKey field, not per key) is caught" fail safety -DMUTANT=6 \
 	-DMAXCRASH=1
 run "tpas mutant 12 (uplink_seen not filled at open: the recent set lost at a crash) is caught" \

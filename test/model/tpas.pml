@@ -104,6 +104,8 @@ byte jsess[FIELDS * NU];		/* mutant 6: rows of the uplink in each field's sessio
 #endif
 chan recent = [4] of { byte, byte };	/* asapi_remember(): committed uplinks kept encoded */
 chan dlreq = [2] of { byte };		/* SendDownlink calls */
+chan takes = [2] of { byte };		/* their counters queued for the writer thread */
+chan taken = [2] of { byte };		/* counters committed, held in order until sent */
 
 /* The application: the last seq it handled (its own, durable) and what it got. */
 byte cursor = 0;
@@ -161,10 +163,15 @@ end:
 	od
 }
 
-/* The LRC's downlink endpoint: a counter is never used twice with the session's key. */
+/*
+ * The LRC's downlink endpoint: a counter is never used twice with the session's key, and
+ * a device's downlinks come in FCntDn order (the LRC queues them as they come; the device
+ * drops one whose FCntDn is not above the last it took).
+ */
 inline dl_send(f)
 {
 	assert(!used[f]);
+	assert(f >= lrcnext);
 	used[f] = true;
 	if :: f + 1 > lrcnext -> lrcnext = f + 1 :: else fi
 }
@@ -289,8 +296,17 @@ failed:				skip
 				f = fnext; dl_send(f) }  /* sent before the counter is committed */
 				atomic { fnext = f + 1 }
 #else
-				f = fnext; fnext++ } /* the counter committed first (journal_fcnt_dn_take) */
-				atomic { dl_send(f) }
+				takes!k } /* journal_fcnt_dn_queue(): for the writer's next batch */
+#endif
+			:: atomic { /* the writer thread commits a counter (in a batch with uplinks
+				      * or alone; a batch of one, as for uplinks) and hands it back */
+				takes?k -> f = fnext; fnext++; taken!f }
+			:: atomic { /* counter_taken(), release_held(): sent one at a time, in the
+				      * order they were taken */
+				taken?f -> dl_send(f) }
+#if MUTANT == 15
+			:: atomic { /* the second taken posted first (two LRC sessions) */
+				len(taken) == 2 -> taken?f; taken?k; dl_send(k); taken!f }
 #endif
 			od
 		} unless {
@@ -322,6 +338,14 @@ failed:				skip
 				do
 				:: dlreq?k
 				:: empty(dlreq) -> break
+				od;
+				do
+				:: takes?k
+				:: empty(takes) -> break
+				od;
+				do
+				:: taken?f
+				:: empty(taken) -> break
 				od;
 				/* the recent set is gone with the rest; at the next open, seen_open()
 				 * moves every row after uplink_seen there (mutant 12 does not) */

@@ -347,6 +347,102 @@ static void write_list(struct journal *j, struct done_log *d, struct journal_ent
 	event_base_dispatch(d->base);
 }
 
+/* Downlink counters the writer handed back, in order. */
+struct take_log {
+	struct journal_take *got[8];
+	int n, want;
+	struct event_base *base;
+};
+
+static void take_done_cb(struct journal_take *t, void *arg)
+{
+	struct take_log *l = arg;
+	if (l->n < 8)
+		l->got[l->n++] = t;
+	if (l->n == l->want)
+		event_base_loopbreak(l->base);
+}
+
+/*
+ * Downlink counters through the writer thread: handed back in the order queued, each
+ * with its own outcome (an unknown session or a used-up counter is the take's, not the
+ * batch's), to their own callback, not to the uplinks'; an uplink's FCntDn raises the
+ * counter in the same queue order; the writer's uplink count leaves them out.
+ */
+static void test_writer_takes_counters(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "takes.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct as_session s = {.received_ms = 1000, .fcnt_dn_next = 3};
+	strcpy(s.customer_id, "42");
+	strcpy(s.dev_eui, "0000000000000002");
+	strcpy(s.dev_addr, "01020304");
+	memset(s.key, 0x33, 16);
+	CHECK_INT(journal_session_add(j, "fp", &s), 0);
+	struct journal_take t0 = {.session_id = s.id};
+	CHECK_INT(journal_fcnt_dn_queue(j, &t0), -ENOTCONN); /* no writer: the caller commits */
+	struct done_log d = {0};
+	writer_on(j, &d);
+	struct take_log l = {.base = d.base, .want = 3};
+	struct journal_take t[5];
+	for (int i = 0; i < 5; i++)
+		t[i] = (struct journal_take){
+		    .session_id = i == 2 ? 999 : s.id, .done = take_done_cb, .arg = &l};
+	for (int i = 0; i < 3; i++)
+		CHECK_INT(journal_fcnt_dn_queue(j, &t[i]), 0);
+	event_base_dispatch(d.base);
+	CHECK_INT(l.n, 3);
+	CHECK_INT(d.calls, 0); /* the uplinks' callback never sees a take */
+	for (int i = 0; i < 3; i++)
+		CHECK(l.got[i] == &t[i]);
+	CHECK_INT(t[0].err, 0);
+	CHECK_INT(t[0].fcnt_dn, 3);
+	CHECK_INT(t[1].err, 0);
+	CHECK_INT(t[1].fcnt_dn, 4);
+	CHECK_INT(t[2].err, -ENOENT);
+	/* An uplink reporting the network's FCntDn 2^32 - 1, then two takes: the last counter,
+	 * then a used-up one. */
+	struct journal_entry e = {0};
+	e.u = (struct journal_uplink){.received_ms = 1767225600123LL,
+				      .session_id = s.id,
+				      .dev_eui = s.dev_eui,
+				      .customer_id = s.customer_id,
+				      .dev_addr = s.dev_addr,
+				      .time = "2026-01-01T00:00:00.000+00:00",
+				      .fport = 1,
+				      .fcnt_up = 1,
+				      .has_fcnt_dn = true,
+				      .fcnt_dn = UINT32_MAX,
+				      .payload_hex = "00",
+				      .radio = "{}",
+				      .update_session = true};
+	l.n = 0;
+	l.want = 2;
+	CHECK_INT(journal_uplink_queue(j, &e), 0);
+	CHECK_INT(journal_fcnt_dn_queue(j, &t[3]), 0);
+	CHECK_INT(journal_fcnt_dn_queue(j, &t[4]), 0);
+	while (l.n < 2 || d.n < 1)
+		event_base_dispatch(d.base);
+	CHECK_INT(d.n, 1);
+	CHECK(d.got[0] == &e && e.job.err == 0 && !e.duplicate);
+	CHECK_INT(t[3].err, 0);
+	CHECK(t[3].fcnt_dn == UINT32_MAX);
+	CHECK_INT(t[4].err, -ERANGE);
+	struct journal_stats st;
+	journal_get_counters(j, &st);
+	CHECK_INT(st.batched, 1);
+	free(e.text);
+	journal_writer_drain(j);
+	CHECK_INT(journal_fcnt_dn_queue(j, &t[0]), -ESHUTDOWN);
+	/* What was committed stays: the counter is used up after a reopen too. */
+	uint32_t f;
+	CHECK_INT(journal_fcnt_dn_take(j, s.id, &f), -ERANGE);
+	journal_free(j);
+	event_base_free(d.base);
+}
+
 /*
  * The group-commit writer: a list queued at once is one transaction; a replay inside it
  * is a duplicate with the first one's seq; each new uplink's text is the object the
@@ -943,6 +1039,7 @@ int main(int argc, char **argv)
 	test_token_replays_and_migration();
 	test_older_journal_with_another_key();
 	test_writer_group_commit();
+	test_writer_takes_counters();
 	test_replays_across_moves();
 	test_writer_failed_batch();
 	test_new_session_with_its_uplinks();
