@@ -192,6 +192,12 @@ static const enum stmt_id ws_stmt[WS_COUNT] = {
 
 /* Uplinks moved into uplink_seen once this many are in the recent set. */
 #define SEEN_MOVE_AT 8192
+/*
+ * While moves fail (a disk nearly full takes the uplinks but not a move's thousands of
+ * rows), the recent set grows: at this many moves' worth it is dropped, and replays are
+ * looked up in the table until a move succeeds (tried again each seen_move_at uplinks).
+ */
+#define RECENT_MAX_MOVES 8
 /* Sessions whose highest FCntUp is kept past a move (at most about 5 MiB); else read again. */
 #define HIGH_MAX 32768
 /* How long the loop's connection waits for a lock before it gives up (SQLITE_BUSY). */
@@ -229,6 +235,12 @@ struct journal {
 	int64_t seen_through;
 	bool recent_ok;
 	size_t seen_move_at;
+	/*
+	 * The set dropped for its size (RECENT_MAX_MOVES): not read again after each
+	 * transaction, a move tried once inserted has grown by seen_move_at since tried_at.
+	 */
+	bool recent_dropped;
+	uint64_t inserted, tried_at;
 	/*
 	 * Per (DevEUI, session), one more than the highest FCntUp journaled, or more (kept as
 	 * the key (DevEUI, session, 0)): an uplink at or above it, as the LRC sends a device's
@@ -498,6 +510,8 @@ static int migrate(struct journal *j)
 
 static const char *col_text(sqlite3_stmt *s, int i);
 static int seen_open(struct journal *j);
+static void recent_drop(struct journal *j, const char *why);
+static size_t recent_max(const struct journal *j);
 static int counter_take(sqlite3_stmt *get, sqlite3_stmt *set, int64_t session_id, uint32_t *ret);
 static int query_int_of(struct journal *j, const char *sql, int64_t *ret);
 static void loop_statements(struct journal *j, sqlite3_stmt *st[WS_COUNT]);
@@ -1116,6 +1130,25 @@ static void high_raise(struct journal *j, const char *dev_eui, int64_t session_i
 		j->high_ok = false;
 }
 
+/* The most uplinks the recent set holds. */
+static size_t recent_max(const struct journal *j)
+{
+	return j->seen_move_at * RECENT_MAX_MOVES;
+}
+
+/* Stop keeping the recent set (why: for the log): replays are looked up in the table. */
+static void recent_drop(struct journal *j, const char *why)
+{
+	upseen_clear(j->recent);
+	j->recent_ok = false;
+	j->tried_at = j->inserted;
+	if (!j->recent_dropped)
+		log_warnx("journal: %s (%zu): replays are looked up in the table, slower, until "
+			  "uplink_seen can be filled",
+			  why, recent_max(j));
+	j->recent_dropped = true;
+}
+
 /*
  * Read the recent set again from the rows after seen_through: what is committed and
  * nothing else (after a transaction that failed). 0, or -errno with recent_ok false.
@@ -1128,6 +1161,10 @@ static int seen_reload(struct journal *j, sqlite3_stmt *const st[WS_COUNT])
 	sqlite3_bind_int64(s, 1, j->seen_through);
 	int rc, r = 0;
 	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (upseen_count(j->recent) >= recent_max(j)) {
+			r = -EFBIG; /* more than moves have failed to take: the table answers */
+			break;
+		}
 		const char *dev_eui = col_text(s, 0);
 		int64_t session_id = sqlite3_column_int64(s, 1);
 		uint32_t fcnt_up = (uint32_t)sqlite3_column_int64(s, 2);
@@ -1140,6 +1177,8 @@ static int seen_reload(struct journal *j, sqlite3_stmt *const st[WS_COUNT])
 	j->recent_ok = r == 0;
 	if (r < 0)
 		upseen_clear(j->recent);
+	if (r == -EFBIG)
+		recent_drop(j, "more uplinks since uplink_seen was last filled than it keeps");
 	return r;
 }
 
@@ -1178,6 +1217,9 @@ static int seen_move(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_C
 		j->seen_through = last;
 	upseen_clear(j->recent);
 	j->recent_ok = true;
+	if (j->recent_dropped)
+		log_notice("journal: uplink_seen filled again: replays are found in memory again");
+	j->recent_dropped = false;
 	if (!j->high_ok || upseen_count(j->high) > HIGH_MAX) {
 		upseen_clear(j->high);
 		j->high_ok = true;
@@ -1191,10 +1233,18 @@ static int seen_move(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_C
  */
 static void seen_settle(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_COUNT], int err)
 {
+	if (j->recent_dropped) {
+		if (j->inserted - j->tried_at >= j->seen_move_at && seen_move(j, db, st) < 0)
+			j->tried_at = j->inserted;
+		return;
+	}
 	if ((err < 0 || !j->recent_ok) && seen_reload(j, st) < 0)
 		return; /* each uplink is looked up in the table until a reload succeeds */
-	if (upseen_count(j->recent) >= j->seen_move_at)
-		seen_move(j, db, st); /* on failure kept as it is, tried again after the next */
+	if (upseen_count(j->recent) < j->seen_move_at)
+		return;
+	/* On failure kept as it is, tried again after the next, up to its most. */
+	if (seen_move(j, db, st) < 0 && upseen_count(j->recent) >= recent_max(j))
+		recent_drop(j, "uplink_seen could not be filled for too long");
 }
 
 /* One more than the highest FCntUp of (DevEUI, session) in uplink_seen (0: none). */
@@ -1218,7 +1268,7 @@ static int seen_high(sqlite3_stmt *s, const char *dev_eui, int64_t session_id, i
 static int device_find(struct journal *j, sqlite3_stmt *const st[WS_COUNT], bool use_recent,
 		       const struct journal_uplink *u, int64_t *ret_seq)
 {
-	if (!use_recent || !j->recent_ok)
+	if (!use_recent)
 		return uplink_find(st[WS_FIND], u->dev_eui, u->session_id, u->fcnt_up, ret_seq);
 	int64_t top = 0;
 	if (j->high_ok && !upseen_find(j->high, u->dev_eui, u->session_id, 0, &top)) {
@@ -1230,6 +1280,8 @@ static int device_find(struct journal *j, sqlite3_stmt *const st[WS_COUNT], bool
 	}
 	if (j->high_ok && (int64_t)u->fcnt_up >= top)
 		return -ENOENT;
+	if (!j->recent_ok) /* the set is not known to be right: the table itself */
+		return uplink_find(st[WS_FIND], u->dev_eui, u->session_id, u->fcnt_up, ret_seq);
 	if (upseen_find(j->recent, u->dev_eui, u->session_id, u->fcnt_up, ret_seq))
 		return 0;
 	return uplink_find(st[WS_SEEN_FIND], u->dev_eui, u->session_id, u->fcnt_up, ret_seq);
@@ -1276,6 +1328,7 @@ static int uplink_store(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[W
 	} else if (r < 0) {
 		return r;
 	} else if (use_recent) {
+		j->inserted++;
 		if (j->recent_ok &&
 		    upseen_add(j->recent, u->dev_eui, u->session_id, u->fcnt_up, seq) < 0) {
 			/* out of memory (or a DevEUI no tunnel accepts): the table answers */
@@ -1318,6 +1371,13 @@ static int seen_open(struct journal *j)
 void journal_set_seen_move_at(struct journal *j, size_t n)
 {
 	j->seen_move_at = n > 0 ? n : SEEN_MOVE_AT;
+}
+
+size_t journal_recent_count(const struct journal *j, bool *ret_dropped)
+{
+	if (ret_dropped)
+		*ret_dropped = j->recent_dropped;
+	return upseen_count(j->recent);
 }
 
 int journal_uplink_insert(struct journal *j, struct journal_uplink *u, int64_t *ret_seq)

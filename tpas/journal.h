@@ -186,6 +186,13 @@ int journal_begin(struct journal *j);
  * and tuning.
  */
 void journal_set_seen_move_at(struct journal *j, size_t n);
+/*
+ * For tests, with no writer thread running (none started, or after
+ * journal_writer_drain()): the uplinks in the recent set, and whether it was dropped for
+ * its size (moves failing: at most 8 moves' worth is kept, replays then looked up in the
+ * table until a move succeeds).
+ */
+size_t journal_recent_count(const struct journal *j, bool *ret_dropped);
 /* Sets u->session_id when it adds (or finds) u->new_session. */
 int journal_uplink_insert(struct journal *j, struct journal_uplink *u, int64_t *ret_seq);
 int journal_commit(struct journal *j);

@@ -73,6 +73,10 @@ run "tpas mutant 13 (a failed batch's uplinks kept in the recent set) is caught"
 	-DMUTANT=13
 run "tpas mutant 14 (a session's highest FCntUp not raised by an insert) is caught" fail safety \
 	-DMUTANT=14
+# The recent set dropped while moves fail (one crash, a smaller state space).
+run "tpas rules hold with the recent set dropped while moves fail" pass safety -DDROP -DMAXCRASH=1
+run "tpas mutant 16 (the dropped set still trusted) is caught" fail safety -DDROP -DMAXCRASH=1 \
+	-DMUTANT=16
 # With the LRC's FCntDn in every uplink (a larger state space: one crash).
 run "tpas rules hold with the LRC's FCntDn in uplinks" pass safety -DREPORT -DPLAINKEY -DMAXFAIL=0 -DMAXCRASH=1
 run "tpas mutant 5 (the counter set to the LRC's FCntDn, not raised to it) is caught" fail \

@@ -81,6 +81,11 @@ byte fails = 0;
  */
 byte hi = 0;
 bool hik = false;
+/*
+ * With -DDROP: the recent set dropped for its size while moves fail (recent_drop()):
+ * until a move succeeds, a replay below the highest FCntUp is looked up in the table.
+ */
+bool dropped = false;
 
 /* The LRC. */
 /* uplink, Token (1 or 2: signed once, or again), the LRC's FCntDn when it sent it */
@@ -217,7 +222,12 @@ end_serving:
 				fi;
 				if
 				:: u + 1 >= hi -> rep = false
+#if MUTANT == 16
+				/* the dropped (empty) set still trusted */
 				:: else -> rep = mem[u] || sn[u]
+#else
+				:: else -> rep = (dropped -> jcount[u] > 0 : mem[u] || sn[u])
+#endif
 				fi;
 #endif
 				if
@@ -289,8 +299,13 @@ failed:				skip
 				(mem[0] || mem[1]) ->
 #endif
 				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;
-				mem[0] = false; mem[1] = false;
+				mem[0] = false; mem[1] = false; dropped = false;
 				if :: hik = false :: skip fi }
+#ifdef DROP
+			:: atomic { /* moves failing, the set at its most: recent_drop() */
+				!dropped && (mem[0] || mem[1]) ->
+				mem[0] = false; mem[1] = false; dropped = true }
+#endif
 			:: atomic { dlreq?k -> /* SendDownlink → downlink_send() */
 #if MUTANT == 3
 				f = fnext; dl_send(f) }  /* sent before the counter is committed */
@@ -349,7 +364,7 @@ failed:				skip
 				od;
 				/* the recent set is gone with the rest; at the next open, seen_open()
 				 * moves every row after uplink_seen there (mutant 12 does not) */
-				mem[0] = false; mem[1] = false;
+				mem[0] = false; mem[1] = false; dropped = false;
 				hik = false;
 #if MUTANT != 12
 				sn[0] = sn[0] || jcount[0] > 0; sn[1] = sn[1] || jcount[1] > 0;

@@ -580,6 +580,77 @@ static struct journal_uplink device_uplink(int d, uint32_t f, int64_t received_m
 				       .payload_hex = "00"};
 }
 
+/* Run one statement on another connection to the file. */
+static void file_exec(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+}
+
+/*
+ * Moves into uplink_seen that keep failing (a trigger refuses its rows, as a disk nearly
+ * full takes the uplinks but not a move's thousands): the recent set is dropped at eight
+ * moves' worth instead of growing; replays are still found (in the table); once a move
+ * succeeds (tried each seen_move_at uplinks), uplink_seen holds every uplink and the set
+ * is used again.
+ */
+static void test_recent_set_bounded_while_moves_fail(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "recent.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	journal_set_seen_move_at(j, 4); /* at most 32 in the set */
+	file_exec(path, "CREATE TRIGGER refuse BEFORE INSERT ON uplink_seen"
+			" BEGIN SELECT RAISE(ABORT, 'no room'); END");
+	int64_t seq, again;
+	bool dropped = false, was_dropped = false;
+	size_t most = 0;
+	for (uint32_t f = 0; f < 20; f++) {
+		CHECK_INT(journal_begin(j), 0);
+		for (int d = 0; d < 3; d++) {
+			struct journal_uplink u = device_uplink(d, f, 3000);
+			CHECK_INT(journal_uplink_insert(j, &u, &seq), 0);
+		}
+		CHECK_INT(journal_commit(j), 0);
+		size_t n = journal_recent_count(j, &dropped);
+		most = n > most ? n : most;
+		was_dropped = was_dropped || dropped;
+	}
+	CHECK(most <= 32);
+	CHECK(was_dropped && dropped);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 0);
+	/* Replays are found all the same, below a session's highest FCntUp and at it. */
+	for (uint32_t f = 0; f < 20; f += 19) {
+		struct journal_uplink u = device_uplink(1, f, 3000);
+		u.time = "later";
+		CHECK_INT(journal_uplink_add(j, &u, &again), -EEXIST);
+		CHECK_INT(again, 3 * (int64_t)f + 2);
+	}
+	/* Room again: the next move fills uplink_seen with everything, the set is back. */
+	file_exec(path, "DROP TRIGGER refuse");
+	for (uint32_t f = 20; f < 22; f++)
+		for (int d = 0; d < 3; d++) {
+			struct journal_uplink u = device_uplink(d, f, 3000);
+			CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+		}
+	size_t in_set = journal_recent_count(j, &dropped);
+	CHECK(!dropped);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen") + (int64_t)in_set, 66);
+	CHECK(in_set < 4);
+	struct journal_uplink u = device_uplink(2, 21, 3000);
+	u.time = "later";
+	CHECK_INT(journal_uplink_add(j, &u, &again), -EEXIST);
+	CHECK_INT(again, 66);
+	u = device_uplink(2, 22, 3000);
+	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	CHECK_INT(journal_recent_count(j, NULL), (in_set + 1) % 4);
+	journal_free(j);
+}
+
 /*
  * A replay with a new Time is the same (DevEUI, session, FCntUp), whether its uplink is
  * still in the recent set or was moved into uplink_seen (three at a time here), after a
@@ -1040,6 +1111,7 @@ int main(int argc, char **argv)
 	test_older_journal_with_another_key();
 	test_writer_group_commit();
 	test_writer_takes_counters();
+	test_recent_set_bounded_while_moves_fail();
 	test_replays_across_moves();
 	test_writer_failed_batch();
 	test_new_session_with_its_uplinks();
