@@ -222,7 +222,7 @@ struct journal {
 	sqlite3_stmt *wst[WS_COUNT];
 	journal_done_fn *done;
 	void *done_arg;
-	uint64_t takes; /* downlink counters the writer took (handed back), for batched */
+	uint64_t takes; /* downlink counters the writer handed back (taken or not): not uplinks */
 	/*
 	 * A replay with a new Time is the same (DevEUI, session, FCntUp): found in uplink_seen,
 	 * which holds the uplinks up to seen_through, or in recent, which holds every one
@@ -1466,8 +1466,7 @@ static void writer_done(struct sqlwriter_job *jobs, void *arg)
 		struct journal_take *t = (struct journal_take *)job;
 		if (job->err)
 			t->err = job->err;
-		else
-			j->takes++;
+		j->takes++; /* the writer counts every job it handed back, failed or not */
 		t->done(t, t->arg);
 	}
 }
