@@ -528,6 +528,9 @@ static int run(const struct asconf *cfg, const char *config_path)
 	    strcmp(cfg->store_path, ":memory:") == 0
 		? 0
 		: lockfile_take(cfg->store_path, "tpas", "store", &store_lock, err, sizeof(err));
+	if (r == 0 && strcmp(cfg->store_path, ":memory:") == 0)
+		log_warnx("store.path is :memory:: the journal, keys and FCntDn counters live in "
+			  "memory only and are lost at exit (for tests)");
 	if (r == 0)
 		r = journal_open(cfg->store_path, store_key, &t.journal, err, sizeof(err));
 	cred_wipe(store_key, sizeof(store_key));

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import pathlib
+import re
 import secrets
 import select
 import shutil
@@ -2031,6 +2032,33 @@ class Downlink(TpasCase):
             r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": ""})
         self.assertEqual(r["fCntDn"], out["ok"])
         self.assertEqual(s.state["violations"], [])
+
+    def test_a_journal_in_memory_commits_counters_on_the_loop(self):
+        """store.path = :memory: (no second connection, so no writer thread): a downlink's
+        counter is committed on the loop before the POST, as downlink_send() does once the
+        writer is drained; counters go up, nothing is sent twice."""
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}")
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(re.sub(r"(?m)^path = .*tpas\.db$", "path = :memory:", conf, count=1))
+        t.start()
+        s.as_url = t.url
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"hi")[0], 200)
+        with Client(t.apps) as c:
+            got = [c.call("io.tpad.AS.SendDownlink",
+                          {"devEUI": DEV, "fPort": 1, "payload": "0%d" % i})["fCntDn"]
+                   for i in range(3)]
+            j = c.call("io.tpad.AS.Status")["journal"]
+        self.assertEqual(got, [0, 1, 2])
+        self.assertEqual([(d["fcnt_dn"], d["payload"]) for d in s.state["downlinks"]],
+                         [(0, "00"), (1, "01"), (2, "02")])
+        self.assertEqual(j["batches"], 0)  # no writer thread: every commit on the loop
+        self.assertEqual(s.state["violations"], [])
+        self.assertIn("store.path is :memory:: the journal, keys and FCntDn counters live in "
+                      "memory only and are lost at exit (for tests)", t.log_text())
 
     def test_a_burst_takes_the_ready_sessions_and_the_queue(self):
         """Downlinks to five devices in one write, the LRC's two sessions ready and slow
