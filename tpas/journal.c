@@ -1450,14 +1450,17 @@ static void writer_done(struct sqlwriter_job *jobs, void *arg)
 	struct sqlwriter_job *uplinks = NULL, **tail = &uplinks, *takes = NULL, **ttail = &takes;
 	for (struct sqlwriter_job *job = jobs, *next; job; job = next) {
 		next = job->next;
-		/* In queue order, so the last batch decides; the writer counts its failures. */
-		note_write(j, job->err,
-			   job->tag == JOURNAL_JOB_TAKE ? "the downlink counter" : "uplinks",
-			   false);
-		struct sqlwriter_job ***t = job->tag == JOURNAL_JOB_TAKE ? &ttail : &tail;
-		**t = job;
-		*t = &job->next;
 		job->next = NULL;
+		bool take = job->tag == JOURNAL_JOB_TAKE;
+		/* In queue order, so the last batch decides; the writer counts its failures. */
+		note_write(j, job->err, take ? "the downlink counter" : "uplinks", false);
+		if (take) {
+			*ttail = job;
+			ttail = &job->next;
+		} else {
+			*tail = job;
+			tail = &job->next;
+		}
 	}
 	if (uplinks)
 		j->done((struct journal_entry *)uplinks, j->done_arg);

@@ -524,11 +524,11 @@ static int run(const struct asconf *cfg, const char *config_path)
 		goto out;
 	}
 	/* One tpas per store: its streams take every seq for one this process wrote. */
-	int r =
-	    strcmp(cfg->store_path, ":memory:") == 0
-		? 0
-		: lockfile_take(cfg->store_path, "tpas", "store", &store_lock, err, sizeof(err));
-	if (r == 0 && strcmp(cfg->store_path, ":memory:") == 0)
+	bool in_memory = strcmp(cfg->store_path, ":memory:") == 0;
+	int r = in_memory ? 0
+			  : lockfile_take(cfg->store_path, "tpas", "store", &store_lock, err,
+					  sizeof(err));
+	if (r == 0 && in_memory)
 		log_warnx("store.path is :memory:: the journal, keys and FCntDn counters live in "
 			  "memory only and are lost at exit (for tests)");
 	if (r == 0)

@@ -32,6 +32,18 @@ static void path_in(char *buf, size_t n, const char *name)
 	snprintf(buf, n, "%s/%s", dir, name);
 }
 
+/* A session of customer "42", its key every byte key. */
+static struct as_session session_of(const char *dev_eui, const char *dev_addr, uint8_t key,
+				    int64_t received_ms, uint32_t fcnt_dn_next)
+{
+	struct as_session s = {.received_ms = received_ms, .fcnt_dn_next = fcnt_dn_next};
+	snprintf(s.customer_id, sizeof(s.customer_id), "42");
+	snprintf(s.dev_eui, sizeof(s.dev_eui), "%s", dev_eui);
+	snprintf(s.dev_addr, sizeof(s.dev_addr), "%s", dev_addr);
+	memset(s.key, key, sizeof(s.key));
+	return s;
+}
+
 static void test_keys_and_scopes(void)
 {
 	char path[256], err[256];
@@ -58,11 +70,7 @@ static void test_keys_and_scopes(void)
 	CHECK_INT(journal_astk_find(j, "other", "42", "0000000000000001", got, NULL), -ENOENT);
 
 	/* Sessions: the newest key decrypts; FCntDn only goes up and survives a reopen. */
-	struct as_session s = {.received_ms = 1000, .fcnt_dn_next = 3};
-	strcpy(s.customer_id, "42");
-	strcpy(s.dev_eui, "0000000000000001");
-	strcpy(s.dev_addr, "01020304");
-	memset(s.key, 0x11, 16);
+	struct as_session s = session_of("0000000000000001", "01020304", 0x11, 1000, 3);
 	CHECK_INT(journal_session_add(j, "fp1", &s), 0);
 	CHECK_INT(journal_session_add(j, "fp1", &s), -EEXIST);
 	s.received_ms = 2000;
@@ -169,13 +177,20 @@ static void test_prune_and_cursor(void)
 
 /* A journal file named name in the test's directory (its path in path), made of sql, as an
  * older tpas left it. */
+/* Run sql on another connection to the file at path. */
+static void file_exec(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	CHECK_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
 static void make_file(char path[256], const char *name, const char *sql)
 {
 	path_in(path, 256, name);
-	sqlite3 *db = NULL;
-	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
-	CHECK_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	file_exec(path, sql);
 }
 
 /* The uplink table of schema 1. */
@@ -375,11 +390,7 @@ static void test_writer_takes_counters(void)
 	path_in(path, sizeof(path), "takes.db");
 	struct journal *j = NULL;
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
-	struct as_session s = {.received_ms = 1000, .fcnt_dn_next = 3};
-	strcpy(s.customer_id, "42");
-	strcpy(s.dev_eui, "0000000000000002");
-	strcpy(s.dev_addr, "01020304");
-	memset(s.key, 0x33, 16);
+	struct as_session s = session_of("0000000000000002", "01020304", 0x33, 1000, 3);
 	CHECK_INT(journal_session_add(j, "fp", &s), 0);
 	struct journal_take t0 = {.session_id = s.id};
 	CHECK_INT(journal_fcnt_dn_queue(j, &t0), -ENOTCONN); /* no writer: the caller commits */
@@ -578,16 +589,6 @@ static struct journal_uplink device_uplink(int d, uint32_t f, int64_t received_m
 				       .fport = 1,
 				       .fcnt_up = f,
 				       .payload_hex = "00"};
-}
-
-/* Run one statement on another connection to the file. */
-static void file_exec(const char *path, const char *sql)
-{
-	sqlite3 *db = NULL;
-	CHECK(sqlite3_open(path, &db) == SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
-	sqlite3_close(db);
 }
 
 /*
@@ -805,11 +806,7 @@ static void test_new_session_with_its_uplinks(void)
 	path_in(path, sizeof(path), "newsess.db");
 	struct journal *j = NULL;
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
-	struct as_session s = {.received_ms = 5000, .fcnt_dn_next = 2};
-	strcpy(s.customer_id, "42");
-	strcpy(s.dev_eui, "00000000000000A1");
-	strcpy(s.dev_addr, "0A0B0C0D");
-	memset(s.key, 0x5A, sizeof(s.key));
+	struct as_session s = session_of("00000000000000A1", "0A0B0C0D", 0x5A, 5000, 2);
 	struct journal_new_session row, early;
 	CHECK_INT(journal_session_seal(j, "fp-new", &s, &row), 0);
 	CHECK(memmem(&row, sizeof(row), s.key, sizeof(s.key)) == NULL); /* sealed only */
