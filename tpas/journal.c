@@ -32,13 +32,25 @@
  * The uplink table. Up to schema 2 it had UNIQUE (dev_eui, session_id, fcnt_up): each
  * uplink then went onto a leaf page of its own device's, so a commit wrote about one page
  * per uplink. That key is now uplink_seen's, filled in bulk.
+ * Up to schema 3 seq was AUTOINCREMENT and received_ms had an index: the counter's row in
+ * sqlite_sequence and that index's pages were 4 of the 16 pages a commit of some 50 uplinks
+ * wrote (the WAL's frames, by page). seq is now SEQ_LAST plus one, and retention walks seq
+ * order. (A journal migrated from schema 3 keeps its AUTOINCREMENT: see seq_to_meta().)
  */
 #define UPLINK_COLUMNS                                                                             \
-	" seq INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL,"                    \
+	" seq INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL,"                                  \
 	" session_id INTEGER NOT NULL, dev_eui TEXT NOT NULL, customer_id TEXT NOT NULL,"          \
 	" dev_addr TEXT NOT NULL, fport INTEGER, fcnt_up INTEGER NOT NULL, fcnt_dn INTEGER,"       \
 	" time TEXT NOT NULL, payload TEXT NOT NULL, encrypted INTEGER NOT NULL,"                  \
 	" radio TEXT NOT NULL, token BLOB, token_time INTEGER"
+/*
+ * The last seq given: the newest uplink's or, once retention has removed every uplink,
+ * meta's uplink_seq (the last one removed, or AUTOINCREMENT's counter of a journal of
+ * schema 3). A seq is never given twice.
+ */
+#define SEQ_LAST                                                                                   \
+	"MAX(IFNULL((SELECT MAX(seq) FROM uplink), 0),"                                            \
+	" IFNULL((SELECT value FROM meta WHERE key = 'uplink_seq'), 0))"
 #define UPLINK_COLUMN_NAMES                                                                        \
 	"seq, received_ms, session_id, dev_eui, customer_id, dev_addr, fport, fcnt_up, fcnt_dn,"   \
 	" time, payload, encrypted, radio, token, token_time"
@@ -54,7 +66,6 @@ static const char schema[] =
     " UNIQUE (customer_id, dev_eui, fp));"
     "CREATE INDEX IF NOT EXISTS session_dev ON session (dev_eui, id);"
     "CREATE TABLE IF NOT EXISTS uplink (" UPLINK_COLUMNS ");"
-    "CREATE INDEX IF NOT EXISTS uplink_received ON uplink (received_ms);"
     /* (DevEUI, session, FCntUp) of the uplinks up to a seq: filled some thousand rows at a
      * time, in key order (see struct journal's seen). */
     "CREATE TABLE IF NOT EXISTS uplink_seen (dev_eui TEXT NOT NULL, session_id INTEGER NOT NULL,"
@@ -133,9 +144,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 	" UNION ALL SELECT seq FROM uplink WHERE seq > (SELECT IFNULL(MAX(seq), 0) FROM"
 	" uplink_seen) AND dev_eui = ?1 AND session_id = ?2 AND fcnt_up = ?3 LIMIT 1",
     [ST_UPLINK_ADD] =
-	"INSERT INTO uplink (received_ms, session_id, dev_eui, customer_id, dev_addr,"
+	"INSERT INTO uplink (seq, received_ms, session_id, dev_eui, customer_id, dev_addr,"
 	" fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio, token, token_time)"
-	" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	" VALUES (" SEQ_LAST " + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [ST_UPLINK_SESSION] =
 	"UPDATE session SET dev_addr = CASE WHEN ?2 <> '' THEN ?2 ELSE dev_addr END,"
 	" fcnt_dn_next = MAX(fcnt_dn_next, ?3),"
@@ -364,7 +375,7 @@ static const char wrong_key[] =
     "%s: the store key does not match the key this store was created with (store.key-file)";
 
 /* The schema this tpas writes (PRAGMA user_version). */
-#define JOURNAL_SCHEMA 3
+#define JOURNAL_SCHEMA 4
 #define SCHEMA_TEXT_(n) #n
 #define SCHEMA_TEXT(n) SCHEMA_TEXT_(n)
 
@@ -418,58 +429,62 @@ static int version_check(struct journal *j, const char *path, bool copy_older, c
 	return 0;
 }
 
+static int query_int_of(struct journal *j, const char *sql, int64_t *ret);
+
 /* Whether the uplink table still has schema 2's unique (DevEUI, session, FCntUp) index. */
 static bool has_device_key(struct journal *j)
 {
 	int64_t n = 0;
-	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(j->db,
-			       "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
-			       " tbl_name = 'uplink' AND sql IS NULL",
-			       -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
-		n = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	query_int_of(j,
+		     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
+		     " tbl_name = 'uplink' AND sql IS NULL",
+		     &n);
 	return n > 0;
 }
 
+/* meta's uplink_seq (SEQ_LAST), raised to last. */
+static int seq_floor_raise(sqlite3 *db, int64_t last)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(db,
+			       "INSERT INTO meta (key, value) VALUES ('uplink_seq', ?1)"
+			       " ON CONFLICT (key) DO UPDATE SET value = MAX(value, ?1)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return sql_errno(db, sqlite3_errcode(db));
+	sqlite3_bind_int64(s, 1, last);
+	int r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
 /*
- * Version 3: the uplink table without the unique (DevEUI, session, FCntUp) index, copied
- * row by row (SQLite cannot drop a table's constraint); uplink_seen is filled from it at
- * open. The seq counter goes on from where it was, even past rows already removed.
+ * Version 3: the uplink table without schema 2's unique (DevEUI, session, FCntUp) index,
+ * copied row by row (SQLite cannot drop a table's constraint); uplink_seen is filled from
+ * it at open.
  */
 static int rebuild_uplink(struct journal *j)
 {
-	int64_t next = 0;
-	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(j->db, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'", -1,
-			       &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
-		next = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	int r = exec(j, "CREATE TABLE uplink_v3 (" UPLINK_COLUMNS ");"
-			"INSERT INTO uplink_v3 (" UPLINK_COLUMN_NAMES
-			") SELECT " UPLINK_COLUMN_NAMES " FROM uplink ORDER BY seq;"
-			"DROP TABLE uplink;"
-			"ALTER TABLE uplink_v3 RENAME TO uplink;"
-			"CREATE INDEX uplink_received ON uplink (received_ms);");
-	if (r < 0 || next == 0)
-		return r;
-	/* sqlite_sequence has no key: one row per table, updated or else added. */
-	static const char *const sql[] = {
-	    "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'uplink'",
-	    "INSERT INTO sqlite_sequence (name, seq) VALUES ('uplink', ?)",
-	};
-	for (int i = 0; i < 2 && r == 0; i++) {
-		if (sqlite3_prepare_v2(j->db, sql[i], -1, &s, NULL) != SQLITE_OK)
-			return sql_errno(j->db, sqlite3_errcode(j->db));
-		sqlite3_bind_int64(s, 1, next);
-		r = step_done(s);
-		sqlite3_finalize(s);
-		if (r == 0 && sqlite3_changes(j->db) > 0)
-			break;
-	}
-	return r;
+	return exec(j, "CREATE TABLE uplink_v3 (" UPLINK_COLUMNS ");"
+		       "INSERT INTO uplink_v3 (" UPLINK_COLUMN_NAMES ") SELECT " UPLINK_COLUMN_NAMES
+		       " FROM uplink ORDER BY seq;"
+		       "DROP TABLE uplink;"
+		       "ALTER TABLE uplink_v3 RENAME TO uplink;");
+}
+
+/*
+ * Version 4: seq goes on from SEQ_LAST, no longer from AUTOINCREMENT's counter, which is
+ * carried into meta first (it is past the last row when retention removed the newest).
+ * A table of schema 3 keeps its AUTOINCREMENT (SQLite cannot drop it but by a copy of
+ * every row, hours for a large journal): its commits still write the counter's row.
+ * The received_ms index goes: retention walks seq order.
+ */
+static int seq_to_meta(struct journal *j)
+{
+	int64_t last = 0;
+	if (query_int_of(j, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'", &last) < 0)
+		return 0; /* no sqlite_sequence: no AUTOINCREMENT row was ever added */
+	int r = last > 0 ? seq_floor_raise(j->db, last) : 0;
+	return r < 0 ? r : exec(j, "DROP INDEX IF EXISTS uplink_received");
 }
 
 /*
@@ -494,6 +509,8 @@ static int migrate(struct journal *j)
 		r = exec(j, "ALTER TABLE uplink ADD COLUMN token BLOB");
 	if (r == 0 && !has_column(j, "token_time"))
 		r = exec(j, "ALTER TABLE uplink ADD COLUMN token_time INTEGER");
+	if (r == 0)
+		r = seq_to_meta(j);
 	if (r == 0 && has_device_key(j))
 		r = rebuild_uplink(j);
 	if (r == 0)
@@ -513,7 +530,6 @@ static int seen_open(struct journal *j);
 static void recent_drop(struct journal *j, const char *why);
 static size_t recent_max(const struct journal *j);
 static int counter_take(sqlite3_stmt *get, sqlite3_stmt *set, int64_t session_id, uint32_t *ret);
-static int query_int_of(struct journal *j, const char *sql, int64_t *ret);
 static void loop_statements(struct journal *j, sqlite3_stmt *st[WS_COUNT]);
 static void seen_settle(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_COUNT], int err);
 static int col_key(struct journal *j, sqlite3_stmt *s, int i, const char *aad,
@@ -542,10 +558,11 @@ static int key_opens_a_row(struct journal *j)
 	} else {
 		sqlite3_finalize(s);
 		s = NULL;
-		if (sqlite3_prepare_v2(j->db,
-				       "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
-				       " received_ms FROM session ORDER BY id LIMIT 1",
-				       -1, &s, NULL) == SQLITE_OK &&
+		if (sqlite3_prepare_v2(
+			j->db,
+			"SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+			" received_ms FROM session ORDER BY id LIMIT 1",
+			-1, &s, NULL) == SQLITE_OK &&
 		    sqlite3_step(s) == SQLITE_ROW) {
 			r = session_row(j, s, &t);
 			cred_wipe(&t, sizeof(t));
@@ -1765,22 +1782,34 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int 
 	return r;
 }
 
+/*
+ * Where the removal stops: the first uplink, in seq order, received at or after ?1 (or
+ * past the last). Journal order is receipt order, so each step reads only what it removes
+ * and what comes before the first that stays. An uplink received before an older one (the
+ * host's clock stepped back) waits for it.
+ */
+#define PRUNE_BOUND                                                                                \
+	"COALESCE((SELECT seq FROM uplink WHERE received_ms >= ?1 ORDER BY seq LIMIT 1),"          \
+	" (SELECT MAX(seq) FROM uplink) + 1)"
+#define PRUNE_ROWS                                                                                 \
+	"SELECT seq FROM uplink WHERE seq < " PRUNE_BOUND " AND seq <= ?2 ORDER BY seq LIMIT ?3"
+
 static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
 		 int64_t *ret_held)
 {
 	sqlite3_stmt *s = NULL;
 	/*
-	 * Oldest first through the received_ms index: each step reads only what it removes.
 	 * Their (DevEUI, session, FCntUp) go with them, in the same transaction (the same rows:
 	 * the same query on the same snapshot).
 	 */
 	static const char *const sql[] = {
-	    "DELETE FROM uplink_seen WHERE seq IN (SELECT seq FROM uplink WHERE "
-	    "received_ms < ? AND seq <= ? ORDER BY received_ms LIMIT ?)",
-	    "DELETE FROM uplink WHERE seq IN (SELECT seq FROM uplink WHERE "
-	    "received_ms < ? AND seq <= ? ORDER BY received_ms LIMIT ?)",
+	    "DELETE FROM uplink_seen WHERE seq IN (" PRUNE_ROWS ")",
+	    "DELETE FROM uplink WHERE seq IN (" PRUNE_ROWS ")",
 	};
 	int r = exec(j, "BEGIN IMMEDIATE");
+	int64_t last = 0, any = 0;
+	if (r == 0)
+		r = query_int_of(j, "SELECT " SEQ_LAST, &last);
 	int removed = 0;
 	for (int i = 0; i < 2 && r == 0; i++) {
 		if (sqlite3_prepare_v2(j->db, sql[i], -1, &s, NULL) != SQLITE_OK) {
@@ -1795,6 +1824,10 @@ static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int l
 		s = NULL;
 		removed = sqlite3_changes(j->db);
 	}
+	/* The table emptied: the counter goes on from meta (SEQ_LAST). */
+	if (r == 0 && removed > 0 &&
+	    (r = query_int_of(j, "SELECT EXISTS (SELECT 1 FROM uplink)", &any)) == 0 && !any)
+		r = seq_floor_raise(j->db, last);
 	if (r == 0)
 		r = exec(j, "COMMIT");
 	if (r < 0) {
@@ -1807,9 +1840,11 @@ static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int l
 	if (ret_held) {
 		*ret_held = 0;
 		if (keep_after != INT64_MAX && (limit <= 0 || removed < limit) &&
-		    sqlite3_prepare_v2(j->db, "SELECT COUNT(*) FROM uplink WHERE received_ms < ?",
-				       -1, &s, NULL) == SQLITE_OK) {
+		    sqlite3_prepare_v2(
+			j->db, "SELECT COUNT(*) FROM uplink WHERE seq > ?2 AND seq < " PRUNE_BOUND,
+			-1, &s, NULL) == SQLITE_OK) {
 			sqlite3_bind_int64(s, 1, before_ms);
+			sqlite3_bind_int64(s, 2, keep_after);
 			if (sqlite3_step(s) == SQLITE_ROW)
 				*ret_held = sqlite3_column_int64(s, 0);
 			sqlite3_finalize(s);
@@ -1831,7 +1866,6 @@ void journal_checkpoint(struct journal *j)
 		sqlite3_wal_checkpoint_v2(j->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
-/* One integer from a query, 0 on any failure. */
 /* The first column of sql's first row (0 if none) in *ret; 0, or -errno. */
 static int query_int_of(struct journal *j, const char *sql, int64_t *ret)
 {
@@ -1855,7 +1889,7 @@ static int64_t query_int(struct journal *j, const char *sql)
 void journal_get_counters(struct journal *j, struct journal_stats *ret)
 {
 	memset(ret, 0, sizeof(*ret));
-	ret->last_seq = query_int(j, "SELECT seq FROM sqlite_sequence WHERE name = 'uplink'");
+	ret->last_seq = query_int(j, "SELECT " SEQ_LAST);
 	ret->commits = j->commits;
 	ret->failed_commits = j->failures;
 	ret->failing_since_ms = j->failing_since_ms;

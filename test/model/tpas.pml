@@ -60,7 +60,7 @@
 #define MAXFCNT 6  /* downlink counters */
 
 /* The journal (SQLite, durable): rows by seq, and per uplink how many rows hold it. */
-byte nextseq = 0;	/* sqlite_sequence: the last seq handed out by a commit */
+byte nextseq = 0;	/* SEQ_LAST: the last seq handed out by a commit */
 byte jrow[MAXSEQ + 1];	/* uplink + 1 of each seq; 0: none */
 byte jcount[NU];	/* rows holding the uplink (the unique index keeps it at most 1) */
 byte jseq[NU];		/* the seq of its first row */

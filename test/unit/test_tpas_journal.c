@@ -244,7 +244,7 @@ static void test_token_replays_and_migration(void)
 	sqlite3_stmt *st = NULL;
 	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
-	CHECK_INT(sqlite3_column_int(st, 0), 3);
+	CHECK_INT(sqlite3_column_int(st, 0), 4);
 	sqlite3_finalize(st);
 	/* Half migrated (a crash between the two columns, before this was one transaction):
 	 * it still opens, and the missing column is added. */
@@ -275,7 +275,7 @@ static void test_token_replays_and_migration(void)
 	CHECK_INT(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	CHECK_INT(journal_open(copies, store_key, &j, err, sizeof(err)), -EPROTO);
-	CHECK(strstr(err, "schema version 99 is newer than this tpas supports (3)") != NULL);
+	CHECK(strstr(err, "schema version 99 is newer than this tpas supports (4)") != NULL);
 	CHECK_INT(journal_check_key(copies, store_key, err, sizeof(err)), -EPROTO);
 }
 
@@ -324,7 +324,7 @@ static void test_older_journal_with_another_key(void)
 	/* The right key migrates it, with its copy. */
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
 	journal_free(j);
-	CHECK_INT(user_version(path), 3);
+	CHECK_INT(user_version(path), 4);
 	CHECK(system(copy) == 0);
 }
 
@@ -912,13 +912,13 @@ static void test_migration_from_2(void)
 		  "PRAGMA user_version = 2;");
 	struct journal *j = NULL;
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
-	CHECK_INT(user_version(path), 3);
+	CHECK_INT(user_version(path), 4);
 	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'uplink'"
 				 " AND type = 'index' AND sql IS NULL"),
 		  0);
 	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
 				 " name IN ('uplink_received', 'uplink_token')"),
-		  2);
+		  1);
 	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 2);
 	struct journal_uplink u = device_uplink(0, 7, 4);
 	int64_t seq = 0;
@@ -938,6 +938,94 @@ static void test_migration_from_2(void)
 	char cmd[600];
 	snprintf(cmd, sizeof(cmd), "ls %s.v2-*.bak >/dev/null 2>&1", path);
 	CHECK(system(cmd) == 0);
+}
+
+/*
+ * Retention walks seq order (the order of receipt) and stops at the first uplink that
+ * stays: one received before an older one (the host's clock stepped back) waits for it.
+ * The seq counter goes on past a journal emptied by it, also after a restart.
+ */
+static void test_prune_in_seq_order(void)
+{
+	char path[256], err[256];
+	path_in(path, sizeof(path), "prune-order.db");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	static const int64_t received[] = {1000, 5000, 2000};
+	int64_t seq = 0, held = -1;
+	for (int i = 0; i < 3; i++) {
+		struct journal_uplink u = device_uplink(0, (uint32_t)i, received[i]);
+		CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+		CHECK_INT(seq, i + 1);
+	}
+	CHECK_INT(journal_prune(j, 3000, INT64_MAX, 0, &held), 1);
+	CHECK_INT(journal_first_seq(j), 2);
+	/* held counts what the webhook's cursor keeps, up to the first that stays. */
+	CHECK_INT(journal_prune(j, 6000, 1, 0, &held), 0);
+	CHECK_INT(held, 2);
+	CHECK_INT(journal_prune(j, 6000, INT64_MAX, 0, &held), 2);
+	CHECK_INT(held, 0);
+	journal_free(j);
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal_stats st;
+	journal_get_stats(j, &st);
+	CHECK_INT(st.last_seq, 3);
+	CHECK_INT(st.uplinks, 0);
+	struct journal_uplink u = device_uplink(0, 3, 7000);
+	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	CHECK_INT(seq, 4);
+	journal_free(j);
+}
+
+/*
+ * A journal of schema 3 (seq AUTOINCREMENT, an index on received_ms) whose uplinks
+ * retention has all removed: the index goes, the table stays (no copy), and its seq
+ * counter goes on from AUTOINCREMENT's.
+ */
+static void test_migration_from_3(void)
+{
+	char path[256], err[256];
+	make_file(path, "v3.db",
+		  V1_UPLINK_TABLE
+		  "ALTER TABLE uplink ADD COLUMN token BLOB;"
+		  "ALTER TABLE uplink ADD COLUMN token_time INTEGER;"
+		  "CREATE TABLE uplink_v3 (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+		  " received_ms INTEGER NOT NULL, session_id INTEGER NOT NULL,"
+		  " dev_eui TEXT NOT NULL, customer_id TEXT NOT NULL, dev_addr TEXT NOT NULL,"
+		  " fport INTEGER, fcnt_up INTEGER NOT NULL, fcnt_dn INTEGER, time TEXT NOT NULL,"
+		  " payload TEXT NOT NULL, encrypted INTEGER NOT NULL, radio TEXT NOT NULL,"
+		  " token BLOB, token_time INTEGER);"
+		  "DROP TABLE uplink;"
+		  "ALTER TABLE uplink_v3 RENAME TO uplink;"
+		  "CREATE INDEX uplink_received ON uplink (received_ms);"
+		  "CREATE UNIQUE INDEX uplink_token ON uplink (token_time, token);"
+		  "INSERT INTO uplink VALUES (NULL, 1, 1, '00000000000000A0', '', '',"
+		  " 1, 7, NULL, 't', '00', 0, '{}', NULL, NULL);"
+		  "INSERT INTO uplink VALUES (NULL, 2, 1, '00000000000000A0', '', '',"
+		  " 1, 8, NULL, 't', '00', 0, '{}', NULL, NULL);"
+		  "DELETE FROM uplink;"
+		  "PRAGMA user_version = 3;");
+	struct journal *j = NULL;
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	CHECK_INT(user_version(path), 4);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'uplink'"
+				 " AND sql LIKE '%AUTOINCREMENT%'"),
+		  1);
+	CHECK_INT(file_int(path, "SELECT value FROM meta WHERE key = 'uplink_seq'"), 2);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
+				 " name IN ('uplink_received', 'uplink_token')"),
+		  1);
+	struct journal_stats st;
+	journal_get_stats(j, &st);
+	CHECK_INT(st.last_seq, 2);
+	struct journal_uplink u = device_uplink(0, 9, 4);
+	int64_t seq = 0;
+	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	CHECK_INT(seq, 3);
+	u.fcnt_up = 10;
+	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	CHECK_INT(seq, 4);
+	journal_free(j);
 }
 
 /* Build a signed query for a body's fields. */
@@ -1113,6 +1201,8 @@ int main(int argc, char **argv)
 	test_writer_failed_batch();
 	test_new_session_with_its_uplinks();
 	test_migration_from_2();
+	test_migration_from_3();
+	test_prune_in_seq_order();
 	test_tunnel_process();
 	test_downlink_query();
 	if (argc > 1)
