@@ -252,6 +252,7 @@ struct journal {
 	 */
 	bool recent_dropped;
 	uint64_t inserted, tried_at;
+	uint64_t prune_read; /* rows old_uplinks() stepped over (journal_prune_rows_read()) */
 	/*
 	 * Per (DevEUI, session), one more than the highest FCntUp journaled, or more (kept as
 	 * the key (DevEUI, session, 0)): an uplink at or above it, as the LRC sends a device's
@@ -1783,49 +1784,72 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int 
 }
 
 /*
- * Where the removal stops: the first uplink, in seq order, received at or after ?1 (or
- * past the last). Journal order is receipt order, so each step reads only what it removes
- * and what comes before the first that stays. An uplink received before an older one (the
- * host's clock stepped back) waits for it.
+ * Walk the uplinks in seq order (journal order is the order of receipt, so no index on
+ * the time is needed) from after `after`, at most limit of them (< 0: all), up to the
+ * first received at or after before_ms: how many were old in *ret_n, the last of them in
+ * *ret_last (unchanged if none); 0 or -errno. An uplink received before an older one (the host's
+ * clock stepped back) waits for it. Each step reads only what it removes, and one more.
  */
-#define PRUNE_BOUND                                                                                \
-	"COALESCE((SELECT seq FROM uplink WHERE received_ms >= ?1 ORDER BY seq LIMIT 1),"          \
-	" (SELECT MAX(seq) FROM uplink) + 1)"
-#define PRUNE_ROWS                                                                                 \
-	"SELECT seq FROM uplink WHERE seq < " PRUNE_BOUND " AND seq <= ?2 ORDER BY seq LIMIT ?3"
+static int old_uplinks(struct journal *j, int64_t after, int64_t before_ms, int64_t upto,
+		       int64_t limit, int64_t *ret_n, int64_t *ret_last)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(j->db,
+			       "SELECT seq, received_ms FROM uplink WHERE seq > ? AND seq <= ?"
+			       " ORDER BY seq LIMIT ?",
+			       -1, &s, NULL) != SQLITE_OK)
+		return sql_errno(j->db, sqlite3_errcode(j->db));
+	sqlite3_bind_int64(s, 1, after);
+	sqlite3_bind_int64(s, 2, upto);
+	sqlite3_bind_int64(s, 3, limit);
+	int rc;
+	*ret_n = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		j->prune_read++;
+		if (sqlite3_column_int64(s, 1) >= before_ms)
+			break;
+		*ret_last = sqlite3_column_int64(s, 0);
+		(*ret_n)++;
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_errno(j->db, rc);
+}
 
 static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
 		 int64_t *ret_held)
 {
-	sqlite3_stmt *s = NULL;
 	/*
-	 * Their (DevEUI, session, FCntUp) go with them, in the same transaction (the same rows:
-	 * the same query on the same snapshot).
+	 * Their (DevEUI, session, FCntUp) go with them, in the same transaction (the same
+	 * rows: uplink_seen holds a row's key only while the row is there).
 	 */
 	static const char *const sql[] = {
-	    "DELETE FROM uplink_seen WHERE seq IN (" PRUNE_ROWS ")",
-	    "DELETE FROM uplink WHERE seq IN (" PRUNE_ROWS ")",
+	    "DELETE FROM uplink_seen WHERE seq <= ?",
+	    "DELETE FROM uplink WHERE seq <= ?",
 	};
+	int64_t last = 0, old = 0, through = 0, any = 0;
+	int removed = 0;
 	int r = exec(j, "BEGIN IMMEDIATE");
-	int64_t last = 0, any = 0;
 	if (r == 0)
 		r = query_int_of(j, "SELECT " SEQ_LAST, &last);
-	int removed = 0;
-	for (int i = 0; i < 2 && r == 0; i++) {
+	if (r == 0)
+		r = old_uplinks(j, 0, before_ms, keep_after, limit > 0 ? limit : -1, &old,
+				&through);
+	for (int i = 0; i < 2 && r == 0 && old > 0; i++) {
+		sqlite3_stmt *s = NULL;
 		if (sqlite3_prepare_v2(j->db, sql[i], -1, &s, NULL) != SQLITE_OK) {
-			r = -EIO;
+			r = sql_errno(j->db, sqlite3_errcode(j->db));
 			break;
 		}
-		sqlite3_bind_int64(s, 1, before_ms);
-		sqlite3_bind_int64(s, 2, keep_after);
-		sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
-		r = sql_errno(j->db, sqlite3_step(s));
+		sqlite3_bind_int64(s, 1, through);
+		int e = step_done(s);
 		sqlite3_finalize(s);
-		s = NULL;
-		removed = sqlite3_changes(j->db);
+		if (e < 0)
+			r = e;
+		else
+			removed = sqlite3_changes(j->db);
 	}
 	/* The table emptied: the counter goes on from meta (SEQ_LAST). */
-	if (r == 0 && removed > 0 &&
+	if (r == 0 && old > 0 &&
 	    (r = query_int_of(j, "SELECT EXISTS (SELECT 1 FROM uplink)", &any)) == 0 && !any)
 		r = seq_floor_raise(j->db, last);
 	if (r == 0)
@@ -1838,19 +1862,19 @@ static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int l
 	if (removed > 0) /* a DELETE that found nothing wrote nothing */
 		note_write(j, 0, NULL, true);
 	if (ret_held) {
+		/* What the webhook's cursor keeps: the old uplinks after it. */
+		int64_t ignored;
 		*ret_held = 0;
 		if (keep_after != INT64_MAX && (limit <= 0 || removed < limit) &&
-		    sqlite3_prepare_v2(
-			j->db, "SELECT COUNT(*) FROM uplink WHERE seq > ?2 AND seq < " PRUNE_BOUND,
-			-1, &s, NULL) == SQLITE_OK) {
-			sqlite3_bind_int64(s, 1, before_ms);
-			sqlite3_bind_int64(s, 2, keep_after);
-			if (sqlite3_step(s) == SQLITE_ROW)
-				*ret_held = sqlite3_column_int64(s, 0);
-			sqlite3_finalize(s);
-		}
+		    old_uplinks(j, keep_after, before_ms, INT64_MAX, -1, ret_held, &ignored) < 0)
+			*ret_held = 0; /* only logged */
 	}
 	return removed;
+}
+
+uint64_t journal_prune_rows_read(const struct journal *j)
+{
+	return j->prune_read;
 }
 
 bool journal_checkpointing(struct journal *j)

@@ -278,13 +278,16 @@ int journal_fcnt_dn_queue(struct journal *j, struct journal_take *t);
 
 /*
  * Drop uplinks received before before_ms, but none past keep_after (the seq a consumer
- * that must get every uplink, the webhook, has reached; INT64_MAX for none), the oldest
- * first and at most limit of them (<= 0: all) in one transaction; returns the rows
- * removed. Fewer than limit: none that old is left to remove, and *ret_held (may be NULL)
- * says how many that old stay for keep_after (0 otherwise). Seqs are never reused.
+ * that must get every uplink, the webhook, has reached; INT64_MAX for none), in seq order
+ * up to the first received at or after before_ms, at most limit of them (<= 0: all) in one
+ * transaction; returns the rows removed. Fewer than limit: none that old is left to
+ * remove, and *ret_held (may be NULL) says how many that old stay for keep_after (0
+ * otherwise). Seqs are never reused. A step reads the rows it removes and one more.
  */
 int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int limit,
 		  int64_t *ret_held);
+/* For tests: the uplink rows the removals have read since the journal opened. */
+uint64_t journal_prune_rows_read(const struct journal *j);
 
 /*
  * Copy the WAL back into the database, waiting for no one (a passive checkpoint): the
