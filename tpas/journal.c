@@ -559,11 +559,10 @@ static int key_opens_a_row(struct journal *j)
 	} else {
 		sqlite3_finalize(s);
 		s = NULL;
-		if (sqlite3_prepare_v2(
-			j->db,
-			"SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
-			" received_ms FROM session ORDER BY id LIMIT 1",
-			-1, &s, NULL) == SQLITE_OK &&
+		if (sqlite3_prepare_v2(j->db,
+				       "SELECT id, customer_id, dev_eui, dev_addr, sealed, fcnt_dn_next,"
+				       " received_ms FROM session ORDER BY id LIMIT 1",
+				       -1, &s, NULL) == SQLITE_OK &&
 		    sqlite3_step(s) == SQLITE_ROW) {
 			r = session_row(j, s, &t);
 			cred_wipe(&t, sizeof(t));
@@ -1785,10 +1784,11 @@ int journal_prune(struct journal *j, int64_t before_ms, int64_t keep_after, int 
 
 /*
  * Walk the uplinks in seq order (journal order is the order of receipt, so no index on
- * the time is needed) from after `after`, at most limit of them (< 0: all), up to the
- * first received at or after before_ms: how many were old in *ret_n, the last of them in
- * *ret_last (unchanged if none); 0 or -errno. An uplink received before an older one (the host's
- * clock stepped back) waits for it. Each step reads only what it removes, and one more.
+ * the time is needed) after `after` and up to upto, at most limit of them (< 0: all), up
+ * to the first received at or after before_ms: how many were old in *ret_n, the last of
+ * them in *ret_last (unchanged if none); 0 or -errno. An uplink received before an older
+ * one (the host's clock stepped back) waits for it. A step reads only what it removes,
+ * and one more.
  */
 static int old_uplinks(struct journal *j, int64_t after, int64_t before_ms, int64_t upto,
 		       int64_t limit, int64_t *ret_n, int64_t *ret_last)
