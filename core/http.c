@@ -495,7 +495,33 @@ static int line_done(struct http_parser *p)
 	}
 }
 
-/* Consume bytes: line states byte by byte, body states in bulk. */
+/*
+ * The bytes of a started line up to its LF (or the data's end) in one copy, when none of
+ * them fails (a NUL, a line or a header section too long): what the loop below does byte
+ * by byte then. False, nothing done: the loop takes them. A single byte is always the
+ * loop's, so data fed a byte at a time is parsed by the loop alone: the tests compare the
+ * two (test_limits_in_any_pieces(), fuzz-http).
+ */
+static bool bulk_copy(struct http_parser *p, const char *d, size_t len, size_t *i)
+{
+	const char *from = d + *i, *lf = memchr(from, '\n', len - *i);
+	size_t n = lf ? (size_t)(lf - from) : len - *i;
+	bool section = p->state == ST_HEADER || p->state == ST_TRAILER || p->state == ST_STATUS;
+	if (n < 2 || p->line_len + n >= sizeof(p->line) ||
+	    (section && p->section_bytes + n > HTTP_MAX_HEADERS) || memchr(from, '\0', n))
+		return false;
+	memcpy(p->line + p->line_len, from, n);
+	p->line_len += n;
+	if (section)
+		p->section_bytes += n;
+	*i += n;
+	return true;
+}
+
+/*
+ * Consume bytes: body states in bulk, line states a run at a time where none of it can
+ * fail (bulk_copy()), else byte by byte.
+ */
 int http_parser_feed(struct http_parser *p, const void *data, size_t len, size_t *ret_used)
 {
 	const char *d = data;
@@ -542,6 +568,8 @@ int http_parser_feed(struct http_parser *p, const void *data, size_t len, size_t
 		}
 
 		/* Line-oriented states. */
+		if (p->started && bulk_copy(p, d, len, &i))
+			continue;
 		char c = d[i++];
 		/* Empty lines before a request line are not the start of one (RFC 9112 §2.2). */
 		if (!(p->request && p->state == ST_STATUS && (c == '\r' || c == '\n') &&

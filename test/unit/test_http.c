@@ -531,6 +531,62 @@ static void test_request_parser(void)
 	http_parser_reset(&r);
 }
 
+/* Feed a request whole (step 0) or step bytes at a time: the outcome. */
+static int feed_request(const char *text, size_t len, size_t step)
+{
+	struct http_parser p;
+	http_parser_init_request(&p, 64);
+	int r = 0;
+	for (size_t off = 0; off < len && r == 0; off += step ? step : len)
+		r = http_parser_feed(&p, text + off, step && len - off > step ? step : len - off,
+				     NULL);
+	http_parser_reset(&p);
+	return r;
+}
+
+/*
+ * Lines and header sections around their limits, a NUL inside, in one piece and a byte
+ * at a time: the same outcome (a line is copied a run at a time only where nothing in the
+ * run can fail).
+ */
+static void test_limits_in_any_pieces(void)
+{
+	static char text[HTTP_MAX_HEADERS + 64];
+	bool fits = false, too_long = false;
+	for (size_t k = HTTP_MAX_LINE - 24; k < HTTP_MAX_LINE; k++) {
+		int n =
+		    snprintf(text, sizeof(text), "GET / HTTP/1.1\r\nX: %0*d\r\n\r\n", (int)k, 0);
+		int whole = feed_request(text, (size_t)n, 0);
+		CHECK_INT(feed_request(text, (size_t)n, 1), whole);
+		CHECK_INT(feed_request(text, (size_t)n, 7), whole);
+		fits |= whole == 1;
+		too_long |= whole == HTTP_ETOOBIG;
+	}
+	CHECK(fits && too_long);
+	fits = too_long = false;
+	for (size_t k = HTTP_MAX_HEADERS - 8; k < HTTP_MAX_HEADERS + 4; k++) {
+		/* Header lines of 1,000 bytes, the last one shorter, k bytes in the section. */
+		size_t len = (size_t)snprintf(text, sizeof(text), "GET / HTTP/1.1\r\n");
+		while (len < k) {
+			size_t line = k - len < 1000 ? k - len : 1000;
+			if (line < 6)
+				line = 6;
+			len += (size_t)snprintf(text + len, sizeof(text) - len, "X: %0*d\r\n",
+						(int)(line - 5), 0);
+		}
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "\r\n");
+		int whole = feed_request(text, len, 0);
+		CHECK_INT(feed_request(text, len, 1), whole);
+		CHECK_INT(feed_request(text, len, 333), whole);
+		fits |= whole == 1;
+		too_long |= whole == HTTP_ETOOBIG;
+	}
+	CHECK(fits && too_long);
+	const char nul[] = "GET / HTTP/1.1\r\nX: a\0b\r\n\r\n";
+	CHECK_INT(feed_request(nul, sizeof(nul) - 1, 0), HTTP_EMALFORMED);
+	CHECK_INT(feed_request(nul, sizeof(nul) - 1, 1), HTTP_EMALFORMED);
+}
+
 int main(void)
 {
 	test_request();
@@ -542,5 +598,6 @@ int main(void)
 	test_retry_after();
 	test_url();
 	test_urlencode();
+	test_limits_in_any_pieces();
 	return tap_done();
 }
