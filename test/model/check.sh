@@ -105,5 +105,14 @@ run "tpas mutant 10 (no session begun by the frame: the newest taken) is caught"
 	-DNF=2 -DSAMEADDR -DEARLYOLD -DMAXDUP=1 -DMUTANT=10
 run "tpas mutant 11 (a session never begins earlier than its first key's frame) is caught" fail \
 	safety -DNF=3 -DEARLY -DMAXDUP=0 -DMAXLOSS=0 -DMUTANT=11
+# tpas's journal seq counter and retention (retention.pml): the host's clock stepping back,
+# removals emptying the table, a webhook or a resuming stream.
+model=$here/retention.pml
+run "tpas retention holds: no seq given twice, old rows only, one run of seqs left, the webhook gets every seq" \
+	pass safety
+run "tpas mutant 17 (the table emptied, no uplink_seq written) is caught" fail safety -DMUTANT=17
+run "tpas mutant 18 (every old row removed wherever it is, as schema 3's index did) is caught" \
+	fail safety -DMUTANT=18
+run "tpas mutant 19 (the webhook's cursor not honoured) is caught" fail safety -DMUTANT=19
 echo "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
