@@ -495,6 +495,12 @@ static int line_done(struct http_parser *p)
 	}
 }
 
+/* Whether the line being read counts to the header (or trailer) section's size. */
+static bool in_section(const struct http_parser *p)
+{
+	return p->state == ST_HEADER || p->state == ST_TRAILER || p->state == ST_STATUS;
+}
+
 /*
  * The bytes of a started line up to its LF (or the data's end) in one copy, when none of
  * them fails (a NUL, a line or a header section too long): what the loop below does byte
@@ -506,7 +512,7 @@ static bool bulk_copy(struct http_parser *p, const char *d, size_t len, size_t *
 {
 	const char *from = d + *i, *lf = memchr(from, '\n', len - *i);
 	size_t n = lf ? (size_t)(lf - from) : len - *i;
-	bool section = p->state == ST_HEADER || p->state == ST_TRAILER || p->state == ST_STATUS;
+	bool section = in_section(p);
 	if (n < 2 || p->line_len + n >= sizeof(p->line) ||
 	    (section && p->section_bytes + n > HTTP_MAX_HEADERS) || memchr(from, '\0', n))
 		return false;
@@ -579,8 +585,7 @@ int http_parser_feed(struct http_parser *p, const void *data, size_t len, size_t
 			e = HTTP_EMALFORMED;
 			goto fail;
 		}
-		bool section =
-		    p->state == ST_HEADER || p->state == ST_TRAILER || p->state == ST_STATUS;
+		bool section = in_section(p);
 		if (section && ++p->section_bytes > HTTP_MAX_HEADERS) {
 			e = HTTP_ETOOBIG;
 			goto fail;

@@ -1826,11 +1826,9 @@ static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int l
 	    "DELETE FROM uplink_seen WHERE seq <= ?",
 	    "DELETE FROM uplink WHERE seq <= ?",
 	};
-	int64_t last = 0, old = 0, through = 0, any = 0;
+	int64_t old = 0, through = 0, any = 0;
 	int removed = 0;
 	int r = exec(j, "BEGIN IMMEDIATE");
-	if (r == 0)
-		r = query_int_of(j, "SELECT " SEQ_LAST, &last);
 	if (r == 0)
 		r = old_uplinks(j, 0, before_ms, keep_after, limit > 0 ? limit : -1, &old,
 				&through);
@@ -1848,10 +1846,10 @@ static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int l
 		else
 			removed = sqlite3_changes(j->db);
 	}
-	/* The table emptied: the counter goes on from meta (SEQ_LAST). */
+	/* The table emptied, so through was its newest: the counter goes on from meta. */
 	if (r == 0 && old > 0 &&
 	    (r = query_int_of(j, "SELECT EXISTS (SELECT 1 FROM uplink)", &any)) == 0 && !any)
-		r = seq_floor_raise(j->db, last);
+		r = seq_floor_raise(j->db, through);
 	if (r == 0)
 		r = exec(j, "COMMIT");
 	if (r < 0) {

@@ -92,7 +92,7 @@ proctype writer()
 
 proctype pruner()
 {
-	byte k = 0, before, keep, last, through, s, n, i, rf, rl;
+	byte k = 0, before, keep, through, s, n, i, rf, rl;
 	bool any;
 	do
 	:: k < NP ->
@@ -106,7 +106,6 @@ proctype pruner()
 #if MUTANT != 19
 			if :: webhook -> keep = cursor :: else fi;
 #endif
-			seq_last(last);
 			/* old_uplinks(): seq order from the first row, at most LIMIT, up to a young one */
 			through = 0;
 			n = 0;
@@ -148,7 +147,7 @@ proctype pruner()
 			:: else -> break
 			od;
 #if MUTANT != 17
-			if :: n > 0 && !any && last > floor -> floor = last :: else fi;
+			if :: n > 0 && !any && through > floor -> floor = through :: else fi;
 #endif
 			one_run();
 			k++

@@ -32,6 +32,16 @@ static void path_in(char *buf, size_t n, const char *name)
 	snprintf(buf, n, "%s/%s", dir, name);
 }
 
+/* A new journal at name in the test's directory (its path in path). */
+static struct journal *journal_in(char path[256], const char *name)
+{
+	char err[256];
+	struct journal *j = NULL;
+	path_in(path, 256, name);
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	return j;
+}
+
 /* A session of customer "42", its key every byte key. */
 static struct as_session session_of(const char *dev_eui, const char *dev_addr, uint8_t key,
 				    int64_t received_ms, uint32_t fcnt_dn_next)
@@ -47,9 +57,7 @@ static struct as_session session_of(const char *dev_eui, const char *dev_addr, u
 static void test_keys_and_scopes(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "keys.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal *j = journal_in(path, "keys.db");
 	struct stat st;
 	CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
 	uint8_t a[16], b[16], c[16], got[16];
@@ -115,9 +123,7 @@ static void test_keys_and_scopes(void)
 static void test_prune_and_cursor(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "prune.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal *j = journal_in(path, "prune.db");
 	int64_t seq = 0;
 	for (int i = 0; i < 5; i++) {
 		const struct journal_uplink u = {.received_ms = 1000 * (i + 1),
@@ -302,9 +308,7 @@ static int user_version(const char *path)
 static void test_older_journal_with_another_key(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "oldkey.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal *j = journal_in(path, "oldkey.db");
 	journal_free(j);
 	sqlite3 *db = NULL;
 	CHECK_INT(sqlite3_open(path, &db), SQLITE_OK);
@@ -386,10 +390,8 @@ static void take_done_cb(struct journal_take *t, void *arg)
  */
 static void test_writer_takes_counters(void)
 {
-	char path[256], err[256];
-	path_in(path, sizeof(path), "takes.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	char path[256];
+	struct journal *j = journal_in(path, "takes.db");
 	struct as_session s = session_of("0000000000000002", "01020304", 0x33, 1000, 3);
 	CHECK_INT(journal_session_add(j, "fp", &s), 0);
 	struct journal_take t0 = {.session_id = s.id};
@@ -463,9 +465,7 @@ static void test_writer_takes_counters(void)
 static void test_writer_group_commit(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "writer.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal *j = journal_in(path, "writer.db");
 	CHECK_INT(journal_uplink_queue(j, NULL), -ENOTCONN);
 	struct done_log d = {0};
 	writer_on(j, &d);
@@ -600,10 +600,8 @@ static struct journal_uplink device_uplink(int d, uint32_t f, int64_t received_m
  */
 static void test_recent_set_bounded_while_moves_fail(void)
 {
-	char path[256], err[256];
-	path_in(path, sizeof(path), "recent.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	char path[256];
+	struct journal *j = journal_in(path, "recent.db");
 	journal_set_seen_move_at(j, 4); /* at most 32 in the set */
 	file_exec(path, "CREATE TRIGGER refuse BEFORE INSERT ON uplink_seen"
 			" BEGIN SELECT RAISE(ABORT, 'no room'); END");
@@ -661,9 +659,7 @@ static void test_recent_set_bounded_while_moves_fail(void)
 static void test_replays_across_moves(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "moves.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal *j = journal_in(path, "moves.db");
 	journal_set_seen_move_at(j, 3);
 	int64_t seq = 0, again = 0, want = 0;
 	for (uint32_t f = 0; f < 10; f++)
@@ -763,10 +759,8 @@ static void test_replays_across_moves(void)
  */
 static void test_writer_failed_batch(void)
 {
-	char path[256], err[256];
-	path_in(path, sizeof(path), "failed.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	char path[256];
+	struct journal *j = journal_in(path, "failed.db");
 	struct done_log dl = {0};
 	writer_on(j, &dl);
 	struct journal_entry g[2];
@@ -803,9 +797,7 @@ static void test_writer_failed_batch(void)
 static void test_new_session_with_its_uplinks(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "newsess.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal *j = journal_in(path, "newsess.db");
 	struct as_session s = session_of("00000000000000A1", "0A0B0C0D", 0x5A, 5000, 2);
 	struct journal_new_session row, early;
 	CHECK_INT(journal_session_seal(j, "fp-new", &s, &row), 0);
@@ -948,9 +940,7 @@ static void test_migration_from_2(void)
 static void test_prune_in_seq_order(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "prune-order.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal *j = journal_in(path, "prune-order.db");
 	static const int64_t received[] = {1000, 5000, 2000};
 	int64_t seq = 0, held = -1;
 	for (int i = 0; i < 3; i++) {
@@ -985,10 +975,8 @@ static void test_prune_in_seq_order(void)
  */
 static void test_prune_steps_read_what_they_remove(void)
 {
-	char path[256], err[256];
-	path_in(path, sizeof(path), "prune-steps.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	char path[256];
+	struct journal *j = journal_in(path, "prune-steps.db");
 	file_exec(path, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c"
 			" WHERE i < 10000) INSERT INTO uplink (received_ms, session_id, dev_eui,"
 			" customer_id, dev_addr, fcnt_up, time, payload, encrypted, radio)"
@@ -1072,9 +1060,7 @@ static void signed_query(const char *body, const char *time, const char *key, ch
 static void test_tunnel_process(void)
 {
 	char path[256], err[256];
-	path_in(path, sizeof(path), "tunnel.db");
-	struct journal *j = NULL;
-	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	struct journal *j = journal_in(path, "tunnel.db");
 	const struct tunnel_options o = {
 	    .key = "BEC499C69E9C939E413B663961636C61", /* upper case: the Token uses lower */
 	    .max_deviation_ms = 60000,
