@@ -34,6 +34,8 @@
 #define LINGER_MS 2000
 /* How often a closing TLS connection looks whether its last records have left. */
 #define TLS_FLUSH_CHECK_MS 50
+/* The most a plain connection reads at once. */
+#define READ_CHUNK (16u << 10)
 
 struct hconn;
 
@@ -91,6 +93,16 @@ struct hconn {
 	bool lingering; /* answered and shut: reading only to drop it (LINGER_MS) */
 	uint64_t linger_until_ms;
 	struct evbuffer_cb_entry *under_cb; /* TLS: on the socket bufferevent's output */
+	/*
+	 * Plain: the socket is read here, not by the bufferevent, which writes only: libevent
+	 * asks the kernel how much is waiting (FIONREAD) before every read, a system call per
+	 * request. Reading pauses while the input holds high bytes, like a watermark.
+	 */
+	struct event *rd;
+	struct evbuffer *in; /* the bufferevent's input with TLS, else the connection's own */
+	bool rd_on;	     /* reading wanted (not after the client's EOF) */
+	bool rd_full;	     /* paused: the input reached high */
+	size_t high;
 	char peer[64];
 	LIST_ENTRY(hconn) entry;
 };
@@ -100,6 +112,76 @@ static void conn_finish(struct hconn *c);
 static void timer_arm(struct hconn *c);
 static void conn_parse(struct hconn *c);
 static bool tls_unsent(struct hconn *c);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* Read the socket, or stop; a plain connection also pauses while its input is full. */
+static void conn_reading(struct hconn *c, bool on)
+{
+	if (!c->rd) {
+		if (on)
+			bufferevent_enable(c->bev, EV_READ);
+		else
+			bufferevent_disable(c->bev, EV_READ);
+		return;
+	}
+	c->rd_on = on;
+	if (on && !c->rd_full)
+		event_add(c->rd, NULL);
+	else
+		event_del(c->rd);
+}
+
+/* Parse what is in the input on the next turn of the loop, not inside this call. */
+static void conn_read_later(struct hconn *c)
+{
+	if (c->rd)
+		event_active(c->rd, EV_READ, 0);
+	else
+		bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+}
+
+/* A plain connection's socket is readable (or the input is to be parsed: conn_read_later). */
+static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hconn *c = arg;
+	struct evbuffer *in = c->in;
+	size_t have = evbuffer_get_length(in);
+	if (c->rd_on && have < c->high) {
+		size_t want = c->high - have < READ_CHUNK ? c->high - have : READ_CHUNK;
+		struct evbuffer_iovec v;
+		if (evbuffer_reserve_space(in, (ev_ssize_t)want, &v, 1) < 1) {
+			event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+			return;
+		}
+		ssize_t n = read(fd, v.iov_base, v.iov_len < want ? v.iov_len : want);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			event_cb(c->bev, BEV_EVENT_READING | (n ? BEV_EVENT_ERROR : BEV_EVENT_EOF),
+				 c);
+			return;
+		}
+		if (n > 0) {
+			v.iov_len = (size_t)n;
+			evbuffer_commit_space(in, &v, 1);
+			if (have + (size_t)n >= c->high) {
+				c->rd_full = true; /* until the parser takes some (input_cb) */
+				event_del(c->rd);
+			}
+		}
+	}
+	read_cb(c->bev, c);
+}
+
+/* Bytes left a plain connection's input: reading goes on once it is below high again. */
+static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct hconn *c = arg;
+	if (c->rd_full && info->n_deleted && evbuffer_get_length(buf) < c->high) {
+		c->rd_full = false;
+		if (c->rd_on)
+			event_add(c->rd, NULL);
+	}
+}
 
 static const char *reason_of(int status)
 {
@@ -307,7 +389,7 @@ static const char *host_problem(const struct http_response *m)
 /* Parse what the client sent, as long as no request is being answered. */
 static void conn_parse(struct hconn *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in;
 	while (!c->req && !c->closing && !c->draining && evbuffer_get_length(in)) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -406,9 +488,9 @@ static void conn_finish(struct hconn *c)
 		return;
 	}
 	c->lingering = true;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in;
 	evbuffer_drain(in, evbuffer_get_length(in));
-	bufferevent_enable(c->bev, EV_READ);
+	conn_reading(c, true);
 	struct timeval tv = {.tv_sec = LINGER_MS / 1000, .tv_usec = (LINGER_MS % 1000) * 1000};
 	evtimer_add(c->timer, &tv);
 }
@@ -417,7 +499,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
 	struct hconn *c = arg;
 	if (c->lingering) {
-		struct evbuffer *in = bufferevent_get_input(bev);
+		struct evbuffer *in = c->in;
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return;
 	}
@@ -457,7 +539,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !c->read_eof) {
 		/* The client may only have shut its side after its request: answer, then close. */
 		c->read_eof = true;
-		bufferevent_disable(bev, EV_READ);
+		conn_reading(c, false);
 		if (!c->req)
 			conn_parse(c);
 		return;
@@ -474,7 +556,11 @@ static void conn_close(struct hconn *c)
 					 c->under_cb);
 	LIST_REMOVE(c, entry);
 	event_free(c->timer);
-	bufferevent_free(c->bev);
+	if (c->rd) {
+		event_free(c->rd);
+		evbuffer_free(c->in);
+	}
+	bufferevent_free(c->bev); /* closes the socket */
 	http_parser_reset(&c->p);
 	struct httpd *h = c->h;
 	free(c);
@@ -510,18 +596,26 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		}
 	} else {
 		c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		c->rd = event_new(h->base, fd, EV_READ | EV_PERSIST, plain_read_cb, c);
+		c->in = evbuffer_new();
 	}
 	c->timer = evtimer_new(h->base, timer_cb, c);
-	if (!c->bev || !c->timer) {
+	if (!c->bev || !c->timer || (!h->tls && (!c->rd || !c->in))) {
 		if (c->bev)
 			bufferevent_free(c->bev);
 		else
 			close(fd);
 		if (c->timer)
 			event_free(c->timer);
+		if (c->rd)
+			event_free(c->rd);
+		if (c->in)
+			evbuffer_free(c->in);
 		free(c);
 		return;
 	}
+	if (h->tls)
+		c->in = bufferevent_get_input(c->bev);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
@@ -547,15 +641,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		h->capped_at_us = now;
 	}
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	size_t high = h->max_body + HTTP_MAX_HEADERS + INPUT_SLACK;
-	bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+	c->high = h->max_body + HTTP_MAX_HEADERS + INPUT_SLACK;
 	struct bufferevent *under = h->tls ? bufferevent_get_underlying(c->bev) : NULL;
 	if (under) {
+		bufferevent_setwatermark(c->bev, EV_READ, 0, c->high);
 		/* The records under the filter: bounded too, and watched to resume a client. */
-		bufferevent_setwatermark(under, EV_READ, 0, high);
+		bufferevent_setwatermark(under, EV_READ, 0, c->high);
 		c->under_cb = evbuffer_add_cb(bufferevent_get_output(under), under_output_cb, c);
+	} else if (!evbuffer_add_cb(c->in, input_cb, c)) {
+		conn_close(c);
+		return;
 	}
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(c->bev, EV_WRITE);
+	conn_reading(c, true);
 	timer_arm(c);
 }
 
@@ -741,6 +839,6 @@ void httpd_reply_as(struct httpd_req *r, int status, const char *content_type,
 	 * A request that came in meanwhile is read on the next turn, not inside this call; a
 	 * client that shut its side is closed there once nothing complete is left.
 	 */
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) || c->read_eof)
-		bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+	if (evbuffer_get_length(c->in) || c->read_eof)
+		conn_read_later(c);
 }

@@ -8,7 +8,8 @@
  * and a timeout: a client that leaves a request unfinished that long is answered 408 and
  * closed (libevent 2.1's evhttp could only drop it unanswered and uncounted, and let a
  * pipelining client that never reads fill memory), an idle one is closed. Answers go out
- * with one write when the socket takes them.
+ * with one write when the socket takes them; a plain connection is read with one read()
+ * (a bufferevent would ask FIONREAD first: a second system call per request).
  */
 #pragma once
 
