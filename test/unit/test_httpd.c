@@ -39,15 +39,44 @@ static void hold(struct httpd_req *r, void *arg)
 		httpd_reply(r, 500, NULL, NULL, 0);
 }
 
-static struct httpd *server(struct event_base *base, struct held *h)
+struct rig {
+	struct event_base *base;
+	struct held *h;
+	struct httpd *s;
+};
+
+static bool rig_open(struct rig *r)
 {
 	struct httpd_options o = {
 	    .name = "test", .host = "127.0.0.1", .max_body = MAX_BODY, .timeout_ms = 30000};
 	char err[256] = "";
-	struct httpd *s = httpd_new(base, &o, hold, h, err, sizeof(err));
-	if (!s)
-		fprintf(stderr, "httpd_new: %s\n", err);
-	return s;
+	r->base = event_base_new();
+	r->h = calloc(1, sizeof(*r->h));
+	r->s = r->base && r->h ? httpd_new(r->base, &o, hold, r->h, err, sizeof(err)) : NULL;
+	CHECK(r->s != NULL);
+	if (r->s)
+		return true;
+	fprintf(stderr, "httpd_new: %s\n", err);
+	if (r->base)
+		event_base_free(r->base);
+	free(r->h);
+	return false;
+}
+
+/* The client closed: turn the loop until the server has closed too (1 s at most). */
+static void rig_close(struct rig *r)
+{
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		event_base_loop(r->base, EVLOOP_NONBLOCK);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (httpd_connections(r->s) &&
+		 (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 1000);
+	CHECK_INT(httpd_connections(r->s), 0);
+	httpd_free(r->s);
+	event_base_free(r->base);
+	free(r->h);
 }
 
 static int dial(uint16_t port)
@@ -113,27 +142,24 @@ static size_t drain_answers(int fd, char *carry, size_t *carried, bool *eof)
  */
 static void test_a_long_pipeline_is_read_in_bounded_steps(void)
 {
-	struct event_base *base = event_base_new();
-	struct held *h = calloc(1, sizeof(*h));
-	struct httpd *s = server(base, h);
-	CHECK(s != NULL);
-	if (!s)
+	struct rig r;
+	if (!rig_open(&r))
 		return;
 	static const char one[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
 	size_t n = 9000, len = n * (sizeof(one) - 1), off = 0, answered = 0, answers = 0;
 	char *all = malloc(len);
 	for (size_t i = 0; i < n; i++)
 		memcpy(all + i * (sizeof(one) - 1), one, sizeof(one) - 1);
-	int fd = dial(httpd_port(s));
+	int fd = dial(httpd_port(r.s));
 	char carry[32];
 	size_t carried = 0;
 	bool eof = false;
 	for (int idle = 0; answers < n && idle < 1000;) {
 		bool moved = push(fd, all, len, &off);
-		settle(base);
-		CHECK(h->n - answered <= 1); /* one request at a time */
-		if (h->n > answered) {
-			httpd_reply(h->req[answered++], 200, NULL, "ok", 2);
+		settle(r.base);
+		CHECK(r.h->n - answered <= 1); /* one request at a time */
+		if (r.h->n > answered) {
+			httpd_reply(r.h->req[answered++], 200, NULL, "ok", 2);
 			moved = true;
 		}
 		size_t got = drain_answers(fd, carry, &carried, &eof);
@@ -141,17 +167,13 @@ static void test_a_long_pipeline_is_read_in_bounded_steps(void)
 		idle = moved || got ? 0 : idle + 1;
 	}
 	CHECK_INT(off, len);
-	CHECK_INT(h->n, n);
+	CHECK_INT(r.h->n, n);
 	CHECK_INT(answers, n);
 	CHECK(!eof);
-	CHECK_INT(httpd_connections(s), 1);
+	CHECK_INT(httpd_connections(r.s), 1);
 	close(fd);
-	settle(base);
-	CHECK_INT(httpd_connections(s), 0);
-	httpd_free(s);
-	event_base_free(base);
+	rig_close(&r);
 	free(all);
-	free(h);
 }
 
 /*
@@ -162,52 +184,39 @@ static void test_a_long_pipeline_is_read_in_bounded_steps(void)
  */
 static void test_a_closing_answer_reads_away_a_full_input(void)
 {
-	struct event_base *base = event_base_new();
-	struct held *h = calloc(1, sizeof(*h));
-	struct httpd *s = server(base, h);
-	CHECK(s != NULL);
-	if (!s)
+	struct rig r;
+	if (!rig_open(&r))
 		return;
 	static const char req[] = "GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 	size_t len = sizeof(req) - 1 + 200 * HIGH, off = 0; /* 16 MB */
 	char *all = malloc(len);
 	memcpy(all, req, sizeof(req) - 1);
 	memset(all + sizeof(req) - 1, 'x', len - (sizeof(req) - 1));
-	int fd = dial(httpd_port(s));
+	int fd = dial(httpd_port(r.s));
 	/* Send until neither side moves: the server holds HIGH bytes and reads no more. */
 	for (int idle = 0; idle < 50;) {
 		bool moved = push(fd, all, len, &off);
-		settle(base);
+		settle(r.base);
 		idle = moved ? 0 : idle + 1;
 	}
-	CHECK_INT(h->n, 1);
+	CHECK_INT(r.h->n, 1);
 	CHECK(off >= sizeof(req) - 1 + HIGH); /* the server's input reached its bound */
 	CHECK(off < len); /* and it stopped reading there (the kernel holds about 4 MB) */
-	httpd_reply(h->req[0], 200, NULL, "ok", 2);
+	httpd_reply(r.h->req[0], 200, NULL, "ok", 2);
 	char carry[32];
 	size_t carried = 0, answers = 0;
 	bool eof = false;
 	for (int i = 0; i < 1000 && !eof; i++) {
-		settle(base);
+		settle(r.base);
 		answers += drain_answers(fd, carry, &carried, &eof);
 		push(fd, all, len, &off); /* the rest goes too: the server drops it */
 	}
 	CHECK_INT(answers, 1);
 	CHECK(eof);
-	CHECK_INT(httpd_connections(s), 1); /* lingering: reading what comes */
+	CHECK_INT(httpd_connections(r.s), 1); /* lingering: reading what comes */
 	close(fd);
-	/* The server reads away what the kernel held, then sees the close: well within 1 s. */
-	struct timespec t0, t;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	do {
-		event_base_loop(base, EVLOOP_NONBLOCK);
-		clock_gettime(CLOCK_MONOTONIC, &t);
-	} while (httpd_connections(s) && t.tv_sec - t0.tv_sec < 1);
-	CHECK_INT(httpd_connections(s), 0);
-	httpd_free(s);
-	event_base_free(base);
+	rig_close(&r); /* it reads away what the kernel held, then sees the close */
 	free(all);
-	free(h);
 }
 
 int main(void)
