@@ -903,6 +903,28 @@ class Tunnel(TpasCase):
         self.assertNotIn(b"408", got)
         self.assertEqual(t.status()["tunnel"]["timedOut"], 0)
 
+    def test_a_long_pipeline_read_as_it_is_answered_is_all_answered(self):
+        """A client that pipelines far more than tpas holds unread (reading pauses once
+        max-body + 80 KiB wait, and goes on as the requests are taken) and reads the
+        answers as they come: every request is answered, on the one connection."""
+        t = self.tpas().start()
+        n, one = 20000, b"GET /nothere HTTP/1.1\r\nHost: t\r\n\r\n"  # 700 KB in all
+        c = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+        sender = threading.Thread(target=c.sendall, args=(one * n,))
+        sender.start()
+        mark, tail, answers = b"HTTP/1.1 404 ", b"", 0
+        while answers < n:
+            chunk = c.recv(1 << 16)  # a pause that never ended would time out here
+            if not chunk:
+                break
+            buf = tail + chunk
+            answers += buf.count(mark)
+            tail = buf[-(len(mark) - 1):]
+        sender.join(10)
+        c.close()
+        self.assertEqual(answers, n)
+        self.assertEqual(t.status()["tunnel"]["notFound"], n)
+
     def test_a_tls_client_that_does_not_read_is_held_then_closed(self):
         """The same over TLS: answers wait in the socket, not in tpas, and the client is
         closed after tunnel.timeout."""
