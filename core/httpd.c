@@ -136,18 +136,21 @@ static void conn_reading(struct hconn *c, bool on)
 static void conn_read_later(struct hconn *c)
 {
 	if (c->rd)
-		event_active(c->rd, EV_READ, 0);
+		event_active(c->rd, EV_TIMEOUT, 0); /* EV_TIMEOUT alone: parse, do not read */
 	else
 		bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
 }
 
-/* A plain connection's socket is readable (or the input is to be parsed: conn_read_later). */
+/*
+ * A plain connection's socket is readable (EV_READ), or its input is to be parsed
+ * (conn_read_later: no read, as a bufferevent's trigger makes none).
+ */
 static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct hconn *c = arg;
 	struct evbuffer *in = c->in;
 	size_t have = evbuffer_get_length(in);
-	if (c->rd_on && have < c->high) {
+	if ((what & EV_READ) && c->rd_on && have < c->high) {
 		size_t want = c->high - have < READ_CHUNK ? c->high - have : READ_CHUNK;
 		struct evbuffer_iovec v;
 		if (evbuffer_reserve_space(in, (ev_ssize_t)want, &v, 1) < 1) {
