@@ -100,7 +100,6 @@ struct hconn {
 	 */
 	struct event *rd;
 	struct evbuffer *in; /* the bufferevent's input with TLS, else the connection's own */
-	bool rd_on;	     /* reading wanted (not after the client's EOF) */
 	bool rd_full;	     /* paused: the input reached high */
 	size_t high;
 	char peer[64];
@@ -125,7 +124,6 @@ static void conn_reading(struct hconn *c, bool on)
 			bufferevent_disable(c->bev, EV_READ);
 		return;
 	}
-	c->rd_on = on;
 	if (on && !c->rd_full)
 		event_add(c->rd, NULL);
 	else
@@ -150,7 +148,7 @@ static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct hconn *c = arg;
 	struct evbuffer *in = c->in;
 	size_t have = evbuffer_get_length(in);
-	if ((what & EV_READ) && c->rd_on && have < c->high) {
+	if ((what & EV_READ) && !c->read_eof && have < c->high) {
 		size_t want = c->high - have < READ_CHUNK ? c->high - have : READ_CHUNK;
 		struct evbuffer_iovec v;
 		if (evbuffer_reserve_space(in, (ev_ssize_t)want, &v, 1) < 1) {
@@ -181,7 +179,7 @@ static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
 	struct hconn *c = arg;
 	if (c->rd_full && info->n_deleted && evbuffer_get_length(buf) < c->high) {
 		c->rd_full = false;
-		if (c->rd_on)
+		if (!c->read_eof)
 			event_add(c->rd, NULL);
 	}
 }
