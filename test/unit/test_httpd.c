@@ -1,7 +1,8 @@
 /*
  * Unit tests of core/httpd's plain connections, which read their sockets themselves: the
  * input a client may have waiting is bounded (max_body + headers + 64 KiB), and reading
- * goes on once the requests are taken, also after an answer that ends the connection.
+ * goes on once the requests are taken, also after an answer that ends the connection; a
+ * connection whose input cannot grow (out of memory) is closed, the others served.
  * Client and server run in this process over loopback; the loop is turned by hand.
  */
 #include <arpa/inet.h>
@@ -9,6 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -23,6 +25,28 @@
 #define MAX_BODY 1024
 /* What the server holds unread at most: max_body + the header section + 64 KiB. */
 #define HIGH (MAX_BODY + HTTP_MAX_HEADERS + (64 << 10))
+
+/* While armed, libevent's allocations fail (event_set_mem_functions), and are counted. */
+static bool fail_armed;
+static unsigned long fail_count;
+
+static void *mm_malloc(size_t n)
+{
+	if (fail_armed) {
+		fail_count++;
+		return NULL;
+	}
+	return malloc(n);
+}
+
+static void *mm_realloc(void *p, size_t n)
+{
+	if (fail_armed) {
+		fail_count++;
+		return NULL;
+	}
+	return realloc(p, n);
+}
 
 struct held {
 	struct httpd_req *req[16384];
@@ -69,7 +93,7 @@ static void rig_close(struct rig *r)
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	do {
-		event_base_loop(r->base, EVLOOP_NONBLOCK);
+		event_base_loop(r->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 		clock_gettime(CLOCK_MONOTONIC, &t);
 	} while (httpd_connections(r->s) &&
 		 (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 1000);
@@ -92,11 +116,14 @@ static int dial(uint16_t port)
 	return fd;
 }
 
-/* Run what is ready now, over and over: loopback delivers at once, no timer is awaited. */
+/*
+ * Run what is ready now, a pass at a time (a descriptor that stays ready cannot hold a
+ * pass), over and over: loopback delivers at once, no timer is awaited.
+ */
 static void settle(struct event_base *base)
 {
 	for (int i = 0; i < 100; i++)
-		event_base_loop(base, EVLOOP_NONBLOCK);
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 }
 
 /* Send what the socket takes of data[*off..len) without waiting; true if any went. */
@@ -219,9 +246,75 @@ static void test_a_closing_answer_reads_away_a_full_input(void)
 	free(all);
 }
 
+/* Whether the peer closed fd (an end of file or a reset), reading what is left. */
+static bool peer_closed(int fd)
+{
+	char buf[4096];
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+		if (n < 0)
+			return false;
+	}
+}
+
+/*
+ * A connection whose input cannot take a request (libevent's allocation fails) is closed,
+ * as a read error; nothing of it is dispatched, and another connection is served as before.
+ */
+static void test_no_memory_for_input_closes_that_connection_only(void)
+{
+	struct rig r;
+	if (!rig_open(&r))
+		return;
+	static const char one[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+	size_t off = 0, carried = 0;
+	char carry[32];
+	bool eof = false;
+	int a = dial(httpd_port(r.s)), b = dial(httpd_port(r.s));
+	push(a, one, sizeof(one) - 1, &off);
+	settle(r.base);
+	CHECK_INT(r.h->n, 1);
+	CHECK_INT(httpd_connections(r.s), 2);
+	if (r.h->n == 1)
+		httpd_reply(r.h->req[0], 200, NULL, "ok", 2);
+	settle(r.base);
+	CHECK_INT(drain_answers(a, carry, &carried, &eof), 1);
+
+	/* The answered request left the input empty: the next one needs new space. */
+	fail_count = 0;
+	fail_armed = true;
+	off = 0;
+	push(a, one, sizeof(one) - 1, &off);
+	settle(r.base);
+	fail_armed = false;
+	CHECK(fail_count > 0);
+	CHECK_INT(r.h->n, 1); /* nothing more dispatched */
+	CHECK_INT(httpd_connections(r.s), 1);
+	CHECK(peer_closed(a));
+	close(a);
+
+	off = 0;
+	push(b, one, sizeof(one) - 1, &off);
+	settle(r.base);
+	CHECK_INT(r.h->n, 2);
+	if (r.h->n == 2)
+		httpd_reply(r.h->req[1], 200, NULL, "ok", 2);
+	settle(r.base);
+	carried = 0;
+	CHECK_INT(drain_answers(b, carry, &carried, &eof), 1);
+	CHECK(!eof);
+	close(b);
+	rig_close(&r);
+}
+
 int main(void)
 {
+	/* Before any other libevent call: every allocation of it goes through these. */
+	event_set_mem_functions(mm_malloc, mm_realloc, free);
 	test_a_long_pipeline_is_read_in_bounded_steps();
 	test_a_closing_answer_reads_away_a_full_input();
+	test_no_memory_for_input_closes_that_connection_only();
 	return tap_done();
 }
