@@ -62,6 +62,8 @@ enum tpad_code {
 	TPAD_E_METHOD_NOT_FOUND = -29,	/* e.g. Status on the station socket */
 	TPAD_E_OTHER_REPLY = -30,	/* any other error reply, by err->name: PrintFailed (the
 					   device is committed), Retired... */
+	TPAD_E_PRINT_FAILED = -31,	/* io.tpad.Station.PrintFailed from tpad_activate_print() or
+					   tpad_lookup_print(): the device is committed and given */
 };
 
 /* What went wrong. */
@@ -123,6 +125,23 @@ struct tpad_activation {
 	struct tpad_label label;
 };
 
+/* A print of the label on a line printer (PrintOptions), once the record is committed. */
+struct tpad_print {
+	const char *printer; /* [printer.<name>] of tpad.conf; NULL: the station's default */
+	int copies;	     /* 1-100; 0: 1 */
+};
+
+/* What became of a print (PrintStatus), or why it did not come out (PrintFailed). */
+struct tpad_print_status {
+	char printer[64];      /* the printer's name */
+	long long job;	       /* tpad's job number; 0 if the job was never queued */
+	char state[16];	       /* "printed"; "" when the print failed */
+	double send_ms;	       /* store commit to the last byte sent, or to an IPP printer's
+				  answer to Print-Job; 0 when the print failed */
+	long long printer_job; /* an IPP printer's own job-id; 0 if none */
+	char reason[256];      /* why the print failed, e.g. "paper out"; "" when printed */
+};
+
 /* Health, from the admin socket. */
 struct tpad_status {
 	char version[32];
@@ -167,6 +186,24 @@ TPAD_CLIENT_API int tpad_activate(tpad_client *c, const struct tpad_activation *
 /* A stored device (io.tpad.Station.Lookup); label may be NULL. */
 TPAD_CLIENT_API int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
 				struct tpad_device *ret, struct tpad_error *err);
+
+/*
+ * tpad_activate() and tpad_lookup(), the label printed on a line printer once the record is
+ * committed (print NULL: the station's default printer, one copy). 0: printed, *status
+ * says where and how fast. TPAD_E_PRINT_FAILED: the label did not come out (paper out,
+ * the printer unreachable...) but the record is committed: *ret holds the device with its
+ * ownerToken (and label, if asked for), *status the printer and the reason; nothing is
+ * imported again, print it again with tpad_lookup_print(). err then also carries the
+ * device in its parameters: tpad_error_clear() it once handled. An unknown printer is
+ * TPAD_E_INVALID_PARAMETER and nothing starts. Other codes as tpad_activate().
+ */
+TPAD_CLIENT_API int tpad_activate_print(tpad_client *c, const struct tpad_activation *a,
+					const struct tpad_print *print, struct tpad_device *ret,
+					struct tpad_print_status *status, struct tpad_error *err);
+TPAD_CLIENT_API int tpad_lookup_print(tpad_client *c, const char *dev_eui,
+				      const struct tpad_label *label,
+				      const struct tpad_print *print, struct tpad_device *ret,
+				      struct tpad_print_status *status, struct tpad_error *err);
 
 /* Health (io.tpad.Admin.Status), on a connection to the admin socket. */
 TPAD_CLIENT_API int tpad_status(tpad_client *c, struct tpad_status *ret, struct tpad_error *err);

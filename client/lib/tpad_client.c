@@ -96,6 +96,8 @@ const char *tpad_code_name(int code)
 		return "TPAD_E_METHOD_NOT_FOUND";
 	case TPAD_E_OTHER_REPLY:
 		return "TPAD_E_OTHER_REPLY";
+	case TPAD_E_PRINT_FAILED:
+		return "TPAD_E_PRINT_FAILED";
 	default:
 		return "TPAD_E_UNKNOWN";
 	}
@@ -645,13 +647,72 @@ static int check_hex_arg(const char *v, size_t digits, const char *name, bool re
 	return TPAD_OK;
 }
 
-int tpad_activate(tpad_client *c, const struct tpad_activation *a, struct tpad_device *ret,
-		  struct tpad_error *err)
+/* The print object of a call (PrintOptions), or NULL when out of memory. */
+static json_t *print_json(const struct tpad_print *pr)
 {
-	if (!c || !a || !ret)
-		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
-			    "client, activation and result are required");
-	memset(ret, 0, sizeof(*ret));
+	json_t *o = json_object();
+	if (o && pr && pr->printer)
+		json_object_set_new(o, "printer", json_string(pr->printer));
+	if (o && pr && pr->copies)
+		json_object_set_new(o, "copies", json_integer(pr->copies));
+	return o;
+}
+
+/* Fill s from a reply's PrintStatus (print) or a PrintFailed's parameters (failed). */
+static bool print_status_from(json_t *p, bool failed, struct tpad_print_status *s)
+{
+	json_t *ps = failed ? p : json_object_get(p, "print");
+	if (!json_is_object(ps) || !copy_str(ps, "printer", s->printer, sizeof(s->printer), true))
+		return false;
+	s->job = json_integer_value(json_object_get(ps, "job"));
+	s->printer_job = json_integer_value(json_object_get(ps, "printerJob"));
+	if (failed)
+		return copy_str(ps, "reason", s->reason, sizeof(s->reason), true);
+	s->send_ms = json_number_value(json_object_get(ps, "sendMs"));
+	return copy_str(ps, "state", s->state, sizeof(s->state), true);
+}
+
+/*
+ * Call method with params (stolen, with a print asked for) and fill d and s from its reply:
+ * PrintFailed too, which carries the committed device.
+ */
+static int print_call(tpad_client *c, const char *method, json_t *params, struct tpad_device *d,
+		      struct tpad_print_status *s, struct tpad_error *err)
+{
+	if (!take(c, err)) {
+		drop_json(params);
+		return TPAD_E_ARGUMENT;
+	}
+	json_t *reply, *p = NULL;
+	int r = call_raw(c, method, params, &reply, NULL, err);
+	if (r < 0)
+		return give_back(c, r);
+	const char *e = json_string_value(json_object_get(reply, "error"));
+	bool failed = e && strcmp(e, "io.tpad.Station.PrintFailed") == 0;
+	if (failed) /* held, so that reading the error (err) does not wipe it */
+		p = json_incref(json_object_get(reply, "parameters"));
+	r = reply_params(c, reply, &p, err);
+	if (failed && r == TPAD_E_OTHER_REPLY) {
+		if (err)
+			err->code = TPAD_E_PRINT_FAILED;
+		r = TPAD_E_PRINT_FAILED;
+	} else if (r < 0) {
+		drop_json(p);
+		return give_back(c, r);
+	}
+	int got = device_from(c, p, d, err);
+	if (got == TPAD_OK && !print_status_from(p, failed, s)) {
+		tpad_device_clear(d);
+		got = broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
+			     "a print status that does not fit from");
+	}
+	drop_json(p);
+	return give_back(c, got < 0 ? got : r);
+}
+
+/* The parameters of an Activate call, checked, or a negative code. */
+static int activation_params(const struct tpad_activation *a, json_t **ret, struct tpad_error *err)
+{
 	int r;
 	if ((r = check_hex_arg(a->dev_eui, 16, "dev_eui", true, err)) < 0 ||
 	    (r = check_hex_arg(a->tkm_info, 20, "tkm_info", false, err)) < 0 ||
@@ -675,7 +736,42 @@ int tpad_activate(tpad_client *c, const struct tpad_activation *a, struct tpad_d
 	json_t *q = label_json(&a->label);
 	if (q)
 		json_object_set_new(p, "qr", q);
-	return device_call(c, "io.tpad.Station.Activate", p, ret, err);
+	*ret = p;
+	return TPAD_OK;
+}
+
+int tpad_activate(tpad_client *c, const struct tpad_activation *a, struct tpad_device *ret,
+		  struct tpad_error *err)
+{
+	if (!c || !a || !ret)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client, activation and result are required");
+	memset(ret, 0, sizeof(*ret));
+	json_t *p;
+	int r = activation_params(a, &p, err);
+	return r < 0 ? r : device_call(c, "io.tpad.Station.Activate", p, ret, err);
+}
+
+int tpad_activate_print(tpad_client *c, const struct tpad_activation *a,
+			const struct tpad_print *print, struct tpad_device *ret,
+			struct tpad_print_status *status, struct tpad_error *err)
+{
+	if (!c || !a || !ret || !status)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client, activation, result and status are required");
+	memset(ret, 0, sizeof(*ret));
+	memset(status, 0, sizeof(*status));
+	json_t *p;
+	int r = activation_params(a, &p, err);
+	if (r < 0)
+		return r;
+	json_t *o = print_json(print);
+	if (!o) {
+		drop_json(p);
+		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+	}
+	json_object_set_new(p, "print", o);
+	return print_call(c, "io.tpad.Station.Activate", p, ret, status, err);
 }
 
 int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
@@ -693,6 +789,27 @@ int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *la
 	if (p && q)
 		json_object_set_new(p, "qr", q);
 	return device_call(c, "io.tpad.Station.Lookup", p, ret, err);
+}
+
+int tpad_lookup_print(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
+		      const struct tpad_print *print, struct tpad_device *ret,
+		      struct tpad_print_status *status, struct tpad_error *err)
+{
+	if (!c || !ret || !status)
+		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
+			    "client, result and status are required");
+	memset(ret, 0, sizeof(*ret));
+	memset(status, 0, sizeof(*status));
+	int r = check_hex_arg(dev_eui, 16, "dev_eui", true, err);
+	if (r < 0)
+		return r;
+	json_t *p = json_pack("{s:s, s:o}", "devEUI", dev_eui, "print", print_json(print));
+	if (!p)
+		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+	json_t *q = label_json(label);
+	if (p && q)
+		json_object_set_new(p, "qr", q);
+	return print_call(c, "io.tpad.Station.Lookup", p, ret, status, err);
 }
 
 static unsigned long long getu(json_t *o, const char *key)

@@ -81,6 +81,17 @@ static void check_soname1_fields(void)
 	FIELD(tpad_status, store_error, 128, 256);
 	FIELD(tpad_status, store_failing, 384, 4);
 	FIELD(tpad_status, health, 388, 4);
+	/* Since 1.1 (the typed print calls). */
+	CHECK_INT(sizeof(struct tpad_print), 16);
+	FIELD(tpad_print, printer, 0, 8);
+	FIELD(tpad_print, copies, 8, 4);
+	CHECK_INT(sizeof(struct tpad_print_status), 360);
+	FIELD(tpad_print_status, printer, 0, 64);
+	FIELD(tpad_print_status, job, 64, 8);
+	FIELD(tpad_print_status, state, 72, 16);
+	FIELD(tpad_print_status, send_ms, 88, 8);
+	FIELD(tpad_print_status, printer_job, 96, 8);
+	FIELD(tpad_print_status, reason, 104, 256);
 }
 
 int main(void)

@@ -258,6 +258,75 @@ static void print_failed(void)
 	CHECK(r == TPAD_OK && json && strstr(json, "PrintFailed") && strstr(json, "\"qr\":{"), "%d",
 	      r);
 	free(json);
+	tpad_error_clear(&err);
+
+	/* The typed calls: the committed device given whole, the printer's reason beside it. */
+	struct tpad_device d;
+	struct tpad_print_status ps;
+	struct tpad_activation a = {
+	    .dev_eui = "00C3000000000002", .generate_app_key = 1, .label = {.format = "png"}};
+	r = tpad_activate_print(c, &a, NULL, &d, &ps, &err);
+	CHECK(r == TPAD_E_PRINT_FAILED && err.code == TPAD_E_PRINT_FAILED &&
+		  !strcmp(err.name, "io.tpad.Station.PrintFailed"),
+	      "%s %s", tpad_code_name(r), err.name);
+	CHECK(!strcmp(d.dev_eui, "00C3000000000002") && strlen(d.app_key) == 32 &&
+		  strlen(d.owner_token) > 0 && !strcmp(d.state, "ISSUED"),
+	      "device %s %s", d.dev_eui, d.state);
+	CHECK(!strcmp(d.qr_format, "png") && d.qr_len > 8 && !memcmp(d.qr_data, "\x89PNG", 4),
+	      "label %s %zu", d.qr_format, d.qr_len);
+	CHECK(!strcmp(ps.printer, "line1") && !strcmp(ps.reason, "paper out") && !ps.state[0] &&
+		  ps.send_ms == 0,
+	      "status %s %s %s", ps.printer, ps.reason, ps.state);
+	char issued[sizeof(d.owner_token)];
+	memcpy(issued, d.owner_token, sizeof(issued));
+	tpad_device_clear(&d);
+	tpad_error_clear(&err);
+	/* Printed again (two copies): the same failure and the same record, not imported again. */
+	r = tpad_lookup_print(c, "00C3000000000002", NULL, &(struct tpad_print){.copies = 2}, &d,
+			      &ps, &err);
+	CHECK(r == TPAD_E_PRINT_FAILED && !strcmp(d.owner_token, issued) && !d.qr_data &&
+		  !strcmp(ps.reason, "paper out"),
+	      "%s %s", tpad_code_name(r), ps.reason);
+	tpad_device_clear(&d);
+	tpad_error_clear(&err);
+	/* A printer tpad does not have: the call is refused before anything starts. */
+	r = tpad_lookup_print(c, "00C3000000000002", NULL,
+			      &(struct tpad_print){.printer = "nosuch"}, &d, &ps, &err);
+	CHECK(r == TPAD_E_INVALID_PARAMETER && !d.owner_token[0] && !ps.printer[0], "%s %s",
+	      tpad_code_name(r), err.message);
+	r = tpad_activate_print(c, &a, NULL, &d, NULL, &err);
+	CHECK(r == TPAD_E_ARGUMENT, "no status: %s", tpad_code_name(r));
+	tpad_client_close(c);
+}
+
+/*
+ * Labels that print (test_c_client.py's printer is ready): an Activate, then a Lookup with
+ * two copies on the printer named; the test then counts the jobs at the printer.
+ */
+static void printed(void)
+{
+	struct tpad_error err;
+	struct tpad_device d;
+	struct tpad_print_status ps;
+	tpad_client *c = NULL;
+	CHECK(tpad_client_open(station, 10000, &c, &err) == TPAD_OK, "%s", err.message);
+	struct tpad_activation a = {.dev_eui = "00C5000000000001", .generate_app_key = 1};
+	int r = tpad_activate_print(c, &a, NULL, &d, &ps, &err);
+	CHECK(r == TPAD_OK && strlen(d.owner_token) > 0 && !d.qr_data, "%s %s", tpad_code_name(r),
+	      err.message);
+	CHECK(!strcmp(ps.printer, "line1") && !strcmp(ps.state, "printed") && ps.job > 0 &&
+		  ps.send_ms >= 0 && !ps.reason[0],
+	      "status %s %s %lld %.1f %s", ps.printer, ps.state, ps.job, ps.send_ms, ps.reason);
+	long long first = ps.job;
+	tpad_device_clear(&d);
+	r = tpad_lookup_print(c, "00C5000000000001",
+			      &(struct tpad_label){.format = "zpl", .margin = -1},
+			      &(struct tpad_print){.printer = "line1", .copies = 2}, &d, &ps, &err);
+	CHECK(r == TPAD_OK && !strcmp(d.qr_format, "zpl") && d.qr_data, "%s %s", tpad_code_name(r),
+	      err.message);
+	CHECK(!strcmp(ps.state, "printed") && ps.job > first, "status %s %lld", ps.state, ps.job);
+	printf("jobs %lld %lld\n", first, ps.job);
+	tpad_device_clear(&d);
 	tpad_client_close(c);
 }
 
@@ -461,6 +530,12 @@ int main(int argc, char **argv)
 		printf("%d checks, %d failed\n", checks, failed);
 		return failed ? 1 : 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "--printed")) {
+		station = argv[2];
+		printed();
+		printf("%d checks, %d failed\n", checks, failed);
+		return failed ? 1 : 0;
+	}
 	if (argc == 3 && !strcmp(argv[1], "--wiped")) {
 		station = argv[2];
 		wiped();
@@ -473,6 +548,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: test-libtpad-client STATION ADMIN SILENT\n"
 				"       test-libtpad-client --stream APPS\n"
 				"       test-libtpad-client --print-failed STATION\n"
+				"       test-libtpad-client --printed STATION\n"
 				"       test-libtpad-client --wiped STATION\n");
 		return 2;
 	}

@@ -67,6 +67,27 @@ class CClient(TpadTestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertRegex(p.stdout, r"\d+ checks, 0 failed")
 
+    def test_printed(self):
+        """tpad_activate_print() and tpad_lookup_print() with a ready printer: each job
+        reaches it, the second with two copies of the label (^PQ2)."""
+        from test_print import RawPrinter
+        printer = RawPrinter()
+        self.addCleanup(printer.close)
+        s, d = self.start("print.default = line1",
+                          f"[printer.line1]\nurl = {printer.url()}\ntimeout = 2s\n")
+        p = subprocess.run([os.environ["TEST_LIBTPAD_CLIENT"], "--printed", d.station],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"\d+ checks, 0 failed")
+        wait_for(lambda: len(printer.jobs) >= 2, 10, "two jobs at the printer")
+        with printer.lock:
+            jobs = list(printer.jobs)
+        self.assertEqual(len(jobs), 2)
+        self.assertEqual([j.count("^XA") for j in jobs], [1, 1])
+        self.assertNotIn("^PQ", jobs[0])  # one copy: ZPL's default quantity
+        self.assertIn("^PQ2", jobs[1])
+        self.assertEqual(s.counters()["imports"], 1)
+
     def test_secrets_wiped(self):
         """Once a station program has cleared the PrintFailed error that carried a device
         (tpad_error_clear()) and the device a Lookup gave (tpad_device_clear()), and closed

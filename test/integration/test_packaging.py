@@ -292,10 +292,10 @@ class InstallTree(unittest.TestCase):
 
     def test_client_library(self):
         """libtpad-client: soname, one header, a pkg-config file that builds the example."""
-        lib = self.d(self.libdir, "libtpad-client.so.1.0.0")
+        lib = self.d(self.libdir, "libtpad-client.so.1.1.0")
         self.assertTrue(os.path.isfile(lib), lib)
         self.assertEqual(os.readlink(self.d(self.libdir, "libtpad-client.so.1")),
-                         "libtpad-client.so.1.0.0")
+                         "libtpad-client.so.1.1.0")
         self.assertTrue(os.path.islink(self.d(self.libdir, "libtpad-client.so")))
         p = run(["objdump", "-p", lib])
         if p.returncode == 0:
