@@ -807,7 +807,7 @@ int tpad_lookup_print(tpad_client *c, const char *dev_eui, const struct tpad_lab
 	if (!p)
 		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
 	json_t *q = label_json(label);
-	if (p && q)
+	if (q)
 		json_object_set_new(p, "qr", q);
 	return print_call(c, "io.tpad.Station.Lookup", p, ret, status, err);
 }

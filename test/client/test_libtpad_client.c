@@ -325,7 +325,6 @@ static void printed(void)
 	CHECK(r == TPAD_OK && !strcmp(d.qr_format, "zpl") && d.qr_data, "%s %s", tpad_code_name(r),
 	      err.message);
 	CHECK(!strcmp(ps.state, "printed") && ps.job > first, "status %s %lld", ps.state, ps.job);
-	printf("jobs %lld %lld\n", first, ps.job);
 	tpad_device_clear(&d);
 	tpad_client_close(c);
 }
