@@ -55,6 +55,12 @@
 	"seq, received_ms, session_id, dev_eui, customer_id, dev_addr, fport, fcnt_up, fcnt_dn,"   \
 	" time, payload, encrypted, radio, token, token_time"
 
+/*
+ * The last seq whose key uplink_seen holds (if its row is still there): written by each
+ * move, in its transaction (0: none moved yet).
+ */
+#define SEEN_THROUGH "IFNULL((SELECT value FROM meta WHERE key = 'seen_through'), 0)"
+
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS astk ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, label TEXT NOT NULL, customer_id TEXT NOT NULL,"
@@ -66,12 +72,12 @@ static const char schema[] =
     " UNIQUE (customer_id, dev_eui, fp));"
     "CREATE INDEX IF NOT EXISTS session_dev ON session (dev_eui, id);"
     "CREATE TABLE IF NOT EXISTS uplink (" UPLINK_COLUMNS ");"
-    /* (DevEUI, session, FCntUp) of the uplinks up to a seq: filled some thousand rows at a
-     * time, in key order (see struct journal's seen). */
+    /* (DevEUI, session, FCntUp) of the uplinks up to meta's seen_through: filled some
+     * thousand rows at a time, in key order (see struct journal's seen). Up to schema 4 it
+     * had an index on seq (uplink_seen_seq), a quarter of a move's work: SEEN_THROUGH. */
     "CREATE TABLE IF NOT EXISTS uplink_seen (dev_eui TEXT NOT NULL, session_id INTEGER NOT NULL,"
     " fcnt_up INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (dev_eui, session_id, fcnt_up))"
     " WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS uplink_seen_seq ON uplink_seen (seq);"
     "CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL);";
 
@@ -101,6 +107,7 @@ enum stmt_id {
 	ST_SEEN_FIND,
 	ST_SEEN_MOVE,
 	ST_SEEN_LAST,
+	ST_SEEN_MARK,
 	ST_RECENT,
 	ST_SEEN_HIGH,
 	ST_COUNT
@@ -141,8 +148,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* Exact on any connection: uplink_seen, then the rows not moved there yet. */
     [ST_UPLINK_FIND] =
 	"SELECT seq FROM uplink_seen WHERE dev_eui = ?1 AND session_id = ?2 AND fcnt_up = ?3"
-	" UNION ALL SELECT seq FROM uplink WHERE seq > (SELECT IFNULL(MAX(seq), 0) FROM"
-	" uplink_seen) AND dev_eui = ?1 AND session_id = ?2 AND fcnt_up = ?3 LIMIT 1",
+	" UNION ALL SELECT seq FROM uplink WHERE seq > " SEEN_THROUGH
+	" AND dev_eui = ?1 AND session_id = ?2 AND fcnt_up = ?3 LIMIT 1",
     [ST_UPLINK_ADD] =
 	"INSERT INTO uplink (seq, received_ms, session_id, dev_eui, customer_id, dev_addr,"
 	" fport, fcnt_up, fcnt_dn, time, payload, encrypted, radio, token, token_time)"
@@ -166,6 +173,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 		     " SELECT dev_eui, session_id, fcnt_up, seq FROM uplink WHERE seq > ?"
 		     " ORDER BY dev_eui, session_id, fcnt_up",
     [ST_SEEN_LAST] = "SELECT IFNULL(MAX(seq), 0) FROM uplink",
+    [ST_SEEN_MARK] = "INSERT INTO meta (key, value) VALUES ('seen_through', ?1)"
+		     " ON CONFLICT (key) DO UPDATE SET value = ?1",
     [ST_RECENT] = "SELECT dev_eui, session_id, fcnt_up, seq FROM uplink WHERE seq > ?",
     /* One step down the key: the highest FCntUp of (DevEUI, session), plus one; 0: none. */
     [ST_SEEN_HIGH] = "SELECT IFNULL(MAX(fcnt_up) + 1, 0) FROM uplink_seen WHERE dev_eui = ?"
@@ -180,6 +189,7 @@ enum wstmt_id {
 	WS_TOKEN_FIND,
 	WS_SEEN_MOVE,
 	WS_SEEN_LAST,
+	WS_SEEN_MARK,
 	WS_RECENT,
 	WS_FIND,
 	WS_SEEN_HIGH,
@@ -192,13 +202,13 @@ enum wstmt_id {
 
 /* Which statement of a connection each WS_* is. */
 static const enum stmt_id ws_stmt[WS_COUNT] = {
-    [WS_ADD] = ST_UPLINK_ADD,	     [WS_SESSION] = ST_UPLINK_SESSION,
-    [WS_SEEN_FIND] = ST_SEEN_FIND,   [WS_TOKEN_FIND] = ST_TOKEN_FIND,
-    [WS_SEEN_MOVE] = ST_SEEN_MOVE,   [WS_SEEN_LAST] = ST_SEEN_LAST,
-    [WS_RECENT] = ST_RECENT,	     [WS_FIND] = ST_UPLINK_FIND,
-    [WS_SEEN_HIGH] = ST_SEEN_HIGH,   [WS_SESSION_PUT] = ST_SESSION_PUT,
-    [WS_SESSION_ID] = ST_SESSION_ID, [WS_FCNT_GET] = ST_FCNT_GET,
-    [WS_FCNT_SET] = ST_FCNT_SET,
+    [WS_ADD] = ST_UPLINK_ADD,	       [WS_SESSION] = ST_UPLINK_SESSION,
+    [WS_SEEN_FIND] = ST_SEEN_FIND,     [WS_TOKEN_FIND] = ST_TOKEN_FIND,
+    [WS_SEEN_MOVE] = ST_SEEN_MOVE,     [WS_SEEN_LAST] = ST_SEEN_LAST,
+    [WS_SEEN_MARK] = ST_SEEN_MARK,     [WS_RECENT] = ST_RECENT,
+    [WS_FIND] = ST_UPLINK_FIND,	       [WS_SEEN_HIGH] = ST_SEEN_HIGH,
+    [WS_SESSION_PUT] = ST_SESSION_PUT, [WS_SESSION_ID] = ST_SESSION_ID,
+    [WS_FCNT_GET] = ST_FCNT_GET,       [WS_FCNT_SET] = ST_FCNT_SET,
 };
 
 /* Uplinks moved into uplink_seen once this many are in the recent set. */
@@ -376,7 +386,7 @@ static const char wrong_key[] =
     "%s: the store key does not match the key this store was created with (store.key-file)";
 
 /* The schema this tpas writes (PRAGMA user_version). */
-#define JOURNAL_SCHEMA 4
+#define JOURNAL_SCHEMA 5
 #define SCHEMA_TEXT_(n) #n
 #define SCHEMA_TEXT(n) SCHEMA_TEXT_(n)
 
@@ -492,6 +502,20 @@ static int seq_to_meta(struct journal *j)
  * While a step at open runs long (a migration copies every uplink, about 15 s a million):
  * tell systemd every 10 s that the start goes on, so its start time-out does not end it.
  */
+/*
+ * Version 5: uplink_seen without its index on seq; how far it holds the keys is meta's
+ * seen_through, read here from that index before it goes.
+ */
+static int seen_through_to_meta(struct journal *j)
+{
+	int64_t n = 0;
+	int r = query_int_of(j, "SELECT COUNT(*) FROM meta WHERE key = 'seen_through'", &n);
+	if (r == 0 && n == 0)
+		r = exec(j, "INSERT INTO meta (key, value)"
+			    " SELECT 'seen_through', IFNULL(MAX(seq), 0) FROM uplink_seen");
+	return r < 0 ? r : exec(j, "DROP INDEX IF EXISTS uplink_seen_seq");
+}
+
 static int long_step(void *arg)
 {
 	uint64_t *next = arg, now = clock_now_ms();
@@ -514,6 +538,8 @@ static int migrate(struct journal *j)
 		r = seq_to_meta(j);
 	if (r == 0 && has_device_key(j))
 		r = rebuild_uplink(j);
+	if (r == 0)
+		r = seen_through_to_meta(j);
 	if (r == 0)
 		r = exec(
 		    j,
@@ -1223,6 +1249,12 @@ static int seen_move(struct journal *j, sqlite3 *db, sqlite3_stmt *const st[WS_C
 			r = sql_errno(NULL, rc);
 		sqlite3_reset(s);
 	}
+	if (r == 0 && last > j->seen_through) {
+		s = st[WS_SEEN_MARK];
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, last);
+		r = step_done(s);
+	}
 	if (r == 0)
 		r = sql_errno(db, sqlite3_exec(db, "COMMIT", NULL, NULL, NULL));
 	if (r < 0) {
@@ -1374,7 +1406,7 @@ static int seen_open(struct journal *j)
 {
 	j->seen_move_at = SEEN_MOVE_AT;
 	j->high_ok = false; /* the move makes it usable (empty, uplink_seen holding all) */
-	int r = query_int_of(j, "SELECT IFNULL(MAX(seq), 0) FROM uplink_seen", &j->seen_through);
+	int r = query_int_of(j, "SELECT " SEEN_THROUGH, &j->seen_through);
 	if (r < 0)
 		return r;
 	sqlite3_stmt *st[WS_COUNT];
@@ -1820,10 +1852,11 @@ static int prune(struct journal *j, int64_t before_ms, int64_t keep_after, int l
 {
 	/*
 	 * Their (DevEUI, session, FCntUp) go with them, in the same transaction (the same
-	 * rows: uplink_seen holds a row's key only while the row is there).
+	 * rows: uplink_seen holds a row's key only while the row is there), found by that key.
 	 */
 	static const char *const sql[] = {
-	    "DELETE FROM uplink_seen WHERE seq <= ?",
+	    "DELETE FROM uplink_seen WHERE (dev_eui, session_id, fcnt_up) IN"
+	    " (SELECT dev_eui, session_id, fcnt_up FROM uplink WHERE seq <= ?1) AND seq <= ?1",
 	    "DELETE FROM uplink WHERE seq <= ?",
 	};
 	int64_t old = 0, through = 0, any = 0;

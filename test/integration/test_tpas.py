@@ -1575,6 +1575,7 @@ class Journal(TpasCase):
             UPDATE uplink SET received_ms = received_ms - 3 * 86400000 WHERE seq = 1;
             INSERT OR IGNORE INTO uplink_seen (dev_eui, session_id, fcnt_up, seq)
               SELECT dev_eui, session_id, fcnt_up, seq FROM uplink;
+            UPDATE meta SET value = (SELECT MAX(seq) FROM uplink) WHERE key = 'seen_through';
             PRAGMA wal_checkpoint(TRUNCATE);"""], check=True)  # (as tpas's open would)
         t.start()
         worst, wal, done = [0.0], [0], threading.Event()
@@ -1669,7 +1670,7 @@ class Journal(TpasCase):
             p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
                                text=True, timeout=30)
             self.assertEqual(p.returncode, 1, p.stderr)
-            self.assertIn(f"{db}: schema version 99 is newer than this tpas supports (4); "
+            self.assertIn(f"{db}: schema version 99 is newer than this tpas supports (5); "
                           "refusing to open it: start the newer tpas again (a copy of an "
                           "older schema holds old FCntDn counters: see tpas(8), store.path)",
                           p.stderr)

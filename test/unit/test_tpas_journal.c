@@ -250,7 +250,7 @@ static void test_token_replays_and_migration(void)
 	sqlite3_stmt *st = NULL;
 	CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
-	CHECK_INT(sqlite3_column_int(st, 0), 4);
+	CHECK_INT(sqlite3_column_int(st, 0), 5);
 	sqlite3_finalize(st);
 	/* Half migrated (a crash between the two columns, before this was one transaction):
 	 * it still opens, and the missing column is added. */
@@ -281,7 +281,7 @@ static void test_token_replays_and_migration(void)
 	CHECK_INT(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	CHECK_INT(journal_open(copies, store_key, &j, err, sizeof(err)), -EPROTO);
-	CHECK(strstr(err, "schema version 99 is newer than this tpas supports (4)") != NULL);
+	CHECK(strstr(err, "schema version 99 is newer than this tpas supports (5)") != NULL);
 	CHECK_INT(journal_check_key(copies, store_key, err, sizeof(err)), -EPROTO);
 }
 
@@ -328,7 +328,7 @@ static void test_older_journal_with_another_key(void)
 	/* The right key migrates it, with its copy. */
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
 	journal_free(j);
-	CHECK_INT(user_version(path), 4);
+	CHECK_INT(user_version(path), 5);
 	CHECK(system(copy) == 0);
 }
 
@@ -904,7 +904,7 @@ static void test_migration_from_2(void)
 		  "PRAGMA user_version = 2;");
 	struct journal *j = NULL;
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
-	CHECK_INT(user_version(path), 4);
+	CHECK_INT(user_version(path), 5);
 	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'uplink'"
 				 " AND type = 'index' AND sql IS NULL"),
 		  0);
@@ -1023,7 +1023,7 @@ static void test_migration_from_3(void)
 		  "PRAGMA user_version = 3;");
 	struct journal *j = NULL;
 	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
-	CHECK_INT(user_version(path), 4);
+	CHECK_INT(user_version(path), 5);
 	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'uplink'"
 				 " AND sql LIKE '%AUTOINCREMENT%'"),
 		  1);
@@ -1042,6 +1042,51 @@ static void test_migration_from_3(void)
 	CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
 	CHECK_INT(seq, 4);
 	journal_free(j);
+}
+
+/*
+ * A journal of schema 4 (uplink_seen with its index on seq, no seen_through in meta):
+ * the index goes, meta says how far uplink_seen went (the index's highest seq), and the
+ * uplinks after it are moved at open, so each replay is found.
+ */
+static void test_migration_from_4(void)
+{
+	char path[256], err[256];
+	struct journal *j = journal_in(path, "v4.db");
+	journal_set_seen_move_at(j, 3);
+	int64_t seq = 0;
+	for (uint32_t f = 0; f < 5; f++) {
+		struct journal_uplink u = device_uplink(0, f, 1000 + f);
+		CHECK_INT(journal_uplink_add(j, &u, &seq), 0);
+	}
+	journal_free(j);
+	/* Three moved, two in the recent set when it stopped: as schema 4 left such a file. */
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 3);
+	file_exec(path, "CREATE INDEX uplink_seen_seq ON uplink_seen (seq);"
+			"DELETE FROM meta WHERE key = 'seen_through';"
+			"PRAGMA user_version = 4;");
+	CHECK_INT(journal_open(path, store_key, &j, err, sizeof(err)), 0);
+	CHECK_INT(user_version(path), 5);
+	CHECK_INT(
+	    file_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'uplink_seen_seq'"), 0);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 5);
+	CHECK_INT(file_int(path, "SELECT value FROM meta WHERE key = 'seen_through'"), 5);
+	for (uint32_t f = 0; f < 5; f++) {
+		struct journal_uplink u = device_uplink(0, f, 9000);
+		u.time = "later";
+		CHECK_INT(journal_uplink_add(j, &u, &seq), -EEXIST);
+		CHECK_INT(seq, (int64_t)f + 1);
+		CHECK_INT(journal_uplink_find(j, u.dev_eui, 1, f, &seq), 0);
+		CHECK_INT(seq, (int64_t)f + 1);
+	}
+	/* Removed uplinks take their keys, found by key now. */
+	CHECK_INT(journal_prune(j, 1002, INT64_MAX, 0, NULL), 2);
+	CHECK_INT(file_int(path, "SELECT COUNT(*) FROM uplink_seen"), 3);
+	CHECK_INT(file_int(path, "SELECT MIN(seq) FROM uplink_seen"), 3);
+	journal_free(j);
+	char copy[300];
+	snprintf(copy, sizeof(copy), "ls %s.v4-*.bak >/dev/null 2>&1", path);
+	CHECK(system(copy) == 0);
 }
 
 /* Build a signed query for a body's fields. */
@@ -1216,6 +1261,7 @@ int main(int argc, char **argv)
 	test_new_session_with_its_uplinks();
 	test_migration_from_2();
 	test_migration_from_3();
+	test_migration_from_4();
 	test_prune_in_seq_order();
 	test_prune_steps_read_what_they_remove();
 	test_tunnel_process();
