@@ -499,10 +499,6 @@ static int seq_to_meta(struct journal *j)
 }
 
 /*
- * While a step at open runs long (a migration copies every uplink, about 15 s a million):
- * tell systemd every 10 s that the start goes on, so its start time-out does not end it.
- */
-/*
  * Version 5: uplink_seen without its index on seq; how far it holds the keys is meta's
  * seen_through, read here from that index before it goes.
  */
@@ -516,6 +512,10 @@ static int seen_through_to_meta(struct journal *j)
 	return r < 0 ? r : exec(j, "DROP INDEX IF EXISTS uplink_seen_seq");
 }
 
+/*
+ * While a step at open runs long (a migration copies every uplink, about 15 s a million):
+ * tell systemd every 10 s that the start goes on, so its start time-out does not end it.
+ */
 static int long_step(void *arg)
 {
 	uint64_t *next = arg, now = clock_now_ms();
