@@ -21,6 +21,7 @@
 #include "store_url.h"
 #include "tpad-build.h"
 #include "tpad.h"
+#include "sqlsetup.h"
 #include "wipe.h"
 
 /* How long SIGTERM waits for calls in flight before closing clients anyway. */
@@ -274,6 +275,10 @@ int main(int argc, char **argv)
 	atexit(layout_global_cleanup);
 	/* Before the libraries allocate: a block they free is zeroed (keys pass there). */
 	wipe_install();
+	/* Before any database is opened. */
+	if (sql_process_setup() < 0)
+		log_warnx("SQLite was in use before its settings were made: its memory statistics "
+			  "stay on (slower, not wrong)");
 	struct daemon_cmdline cl;
 	int exit_status = daemon_cmdline_parse(argc, argv, "tpad", TPAD_VERSION,
 					       CONFIG_DEFAULT_PATH, true, usage, &cl);

@@ -34,6 +34,7 @@
 #include "tunnel_tls.h"
 #include "uplink_read.h"
 #include "webhook.h"
+#include "sqlsetup.h"
 #include "wipe.h"
 
 /* How long SIGTERM waits for calls in flight (downlinks) before closing clients anyway. */
@@ -661,6 +662,10 @@ int main(int argc, char **argv)
 	/* Before the libraries allocate: a block they free is zeroed (keys pass there). */
 	wipe_install();
 	uplink_read_install();
+	/* Before any database is opened. */
+	if (sql_process_setup() < 0)
+		log_warnx("SQLite was in use before its settings were made: its memory statistics "
+			  "stay on (slower, not wrong)");
 	struct daemon_cmdline cl;
 	int exit_status = daemon_cmdline_parse(argc, argv, "tpas", TPAD_VERSION,
 					       ASCONF_DEFAULT_PATH, false, usage, &cl);
