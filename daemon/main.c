@@ -18,10 +18,10 @@
 #include "log.h"
 #include "notify.h"
 #include "server.h"
+#include "sqlsetup.h"
 #include "store_url.h"
 #include "tpad-build.h"
 #include "tpad.h"
-#include "sqlsetup.h"
 #include "wipe.h"
 
 /* How long SIGTERM waits for calls in flight before closing clients anyway. */

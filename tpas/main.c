@@ -28,13 +28,13 @@
 #include "pool.h"
 #include "seal.h"
 #include "server.h"
+#include "sqlsetup.h"
 #include "tpad-build.h"
 #include "tpas.h"
 #include "tunnel.h"
 #include "tunnel_tls.h"
 #include "uplink_read.h"
 #include "webhook.h"
-#include "sqlsetup.h"
 #include "wipe.h"
 
 /* How long SIGTERM waits for calls in flight (downlinks) before closing clients anyway. */
