@@ -752,6 +752,18 @@ int tpad_activate(tpad_client *c, const struct tpad_activation *a, struct tpad_d
 	return r < 0 ? r : device_call(c, "io.tpad.Station.Activate", p, ret, err);
 }
 
+/* A call's parameters p (stolen) with the print asked for, or NULL when out of memory. */
+static json_t *with_print(json_t *p, const struct tpad_print *print, struct tpad_error *err)
+{
+	json_t *o = print_json(print);
+	if (!o || json_object_set_new(p, "print", o) < 0) {
+		drop_json(p);
+		fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+		return NULL;
+	}
+	return p;
+}
+
 int tpad_activate_print(tpad_client *c, const struct tpad_activation *a,
 			const struct tpad_print *print, struct tpad_device *ret,
 			struct tpad_print_status *status, struct tpad_error *err)
@@ -765,13 +777,26 @@ int tpad_activate_print(tpad_client *c, const struct tpad_activation *a,
 	int r = activation_params(a, &p, err);
 	if (r < 0)
 		return r;
-	json_t *o = print_json(print);
-	if (!o) {
-		drop_json(p);
-		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
-	}
-	json_object_set_new(p, "print", o);
+	if (!(p = with_print(p, print, err)))
+		return TPAD_E_NOMEM;
 	return print_call(c, "io.tpad.Station.Activate", p, ret, status, err);
+}
+
+/* The parameters of a Lookup call, checked, or a negative code. */
+static int lookup_params(const char *dev_eui, const struct tpad_label *label, json_t **ret,
+			 struct tpad_error *err)
+{
+	int r = check_hex_arg(dev_eui, 16, "dev_eui", true, err);
+	if (r < 0)
+		return r;
+	json_t *p = json_pack("{s:s}", "devEUI", dev_eui);
+	if (!p)
+		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
+	json_t *q = label_json(label);
+	if (q)
+		json_object_set_new(p, "qr", q);
+	*ret = p;
+	return TPAD_OK;
 }
 
 int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
@@ -781,14 +806,9 @@ int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *la
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "client and result are required");
 	memset(ret, 0, sizeof(*ret));
-	int r = check_hex_arg(dev_eui, 16, "dev_eui", true, err);
-	if (r < 0)
-		return r;
-	json_t *p = json_pack("{s:s}", "devEUI", dev_eui);
-	json_t *q = label_json(label);
-	if (p && q)
-		json_object_set_new(p, "qr", q);
-	return device_call(c, "io.tpad.Station.Lookup", p, ret, err);
+	json_t *p;
+	int r = lookup_params(dev_eui, label, &p, err);
+	return r < 0 ? r : device_call(c, "io.tpad.Station.Lookup", p, ret, err);
 }
 
 int tpad_lookup_print(tpad_client *c, const char *dev_eui, const struct tpad_label *label,
@@ -800,15 +820,12 @@ int tpad_lookup_print(tpad_client *c, const char *dev_eui, const struct tpad_lab
 			    "client, result and status are required");
 	memset(ret, 0, sizeof(*ret));
 	memset(status, 0, sizeof(*status));
-	int r = check_hex_arg(dev_eui, 16, "dev_eui", true, err);
+	json_t *p;
+	int r = lookup_params(dev_eui, label, &p, err);
 	if (r < 0)
 		return r;
-	json_t *p = json_pack("{s:s, s:o}", "devEUI", dev_eui, "print", print_json(print));
-	if (!p)
-		return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM, "out of memory");
-	json_t *q = label_json(label);
-	if (q)
-		json_object_set_new(p, "qr", q);
+	if (!(p = with_print(p, print, err)))
+		return TPAD_E_NOMEM;
 	return print_call(c, "io.tpad.Station.Lookup", p, ret, status, err);
 }
 
