@@ -23,6 +23,7 @@
 #include "clock.h"
 #include "http.h"
 #include "log.h"
+#include "text.h"
 
 /* Bytes a client may have waiting unread behind the request being answered. */
 #define INPUT_SLACK (64u << 10)
@@ -236,23 +237,40 @@ static void conn_send(struct hconn *c, const char *head, size_t hl, const char *
  * Write an answer; close after it when the client asked so or the connection must end.
  * An HTTP/1.0 client that keeps the connection is told so; HEAD gets the headers only.
  */
+/* Append the n bytes at s to the text at *p if they fit before end. */
+static bool put(char **p, const char *end, const char *s, size_t n)
+{
+	if ((size_t)(end - *p) < n)
+		return false;
+	memcpy(*p, s, n);
+	*p += n;
+	return true;
+}
+
+#define PUT(p, end, lit) put(p, end, lit, sizeof(lit) - 1)
+
 static bool conn_answer(struct hconn *c, int status, const char *type, const char *extra,
 			const char *body, size_t len, bool close, bool keep_alive_10, bool head_only)
 {
-	char head[512];
-	int hl = snprintf(head, sizeof(head),
-			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-			  "Content-Length: %zu\r\n%s%s\r\n",
-			  status, reason_of(status), type, len,
-			  close		  ? "Connection: close\r\n"
-			  : keep_alive_10 ? "Connection: keep-alive\r\n"
-					  : "",
-			  extra ? extra : "");
-	if (hl < 0 || (size_t)hl >= sizeof(head)) {
+	/* Written piece by piece, not by snprintf: this is every answer's path. */
+	char head[512], *p = head, *end = head + sizeof(head);
+	char st[TEXT_U64_MAX], cl[TEXT_U64_MAX];
+	const char *reason = reason_of(status);
+	const char *conn = close	   ? "Connection: close\r\n"
+			   : keep_alive_10 ? "Connection: keep-alive\r\n"
+					   : "";
+	size_t stn = text_u64(st, (uint64_t)(status > 0 ? status : 0)), cln = text_u64(cl, len);
+	bool fits = PUT(&p, end, "HTTP/1.1 ") && put(&p, end, st, stn) && PUT(&p, end, " ") &&
+		    put(&p, end, reason, strlen(reason)) && PUT(&p, end, "\r\nContent-Type: ") &&
+		    put(&p, end, type, strlen(type)) && PUT(&p, end, "\r\nContent-Length: ") &&
+		    put(&p, end, cl, cln) && PUT(&p, end, "\r\n") &&
+		    put(&p, end, conn, strlen(conn)) &&
+		    (!extra || put(&p, end, extra, strlen(extra))) && PUT(&p, end, "\r\n");
+	if (!fits) {
 		conn_close(c);
 		return false; /* c is gone */
 	}
-	conn_send(c, head, (size_t)hl, head_only ? NULL : body, head_only ? 0 : len);
+	conn_send(c, head, (size_t)(p - head), head_only ? NULL : body, head_only ? 0 : len);
 	if (close)
 		c->closing = true;
 	return true;
