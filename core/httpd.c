@@ -150,21 +150,25 @@ static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct evbuffer *in = c->in;
 	size_t have = evbuffer_get_length(in);
 	if ((what & EV_READ) && !c->read_eof && have < c->high) {
+		/*
+		 * Read onto the stack and add what came: reserving READ_CHUNK in the buffer
+		 * made a 16 KiB block for every request, zeroed whole when it was freed.
+		 */
+		char buf[READ_CHUNK];
 		size_t want = c->high - have < READ_CHUNK ? c->high - have : READ_CHUNK;
-		struct evbuffer_iovec v;
-		if (evbuffer_reserve_space(in, (ev_ssize_t)want, &v, 1) < 1) {
-			event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
-			return;
-		}
-		ssize_t n = read(fd, v.iov_base, v.iov_len < want ? v.iov_len : want);
+		ssize_t n = read(fd, buf, want);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 			event_cb(c->bev, BEV_EVENT_READING | (n ? BEV_EVENT_ERROR : BEV_EVENT_EOF),
 				 c);
 			return;
 		}
 		if (n > 0) {
-			v.iov_len = (size_t)n;
-			evbuffer_commit_space(in, &v, 1);
+			int added = evbuffer_add(in, buf, (size_t)n);
+			explicit_bzero(buf, (size_t)n); /* a request may carry a key */
+			if (added < 0) {
+				event_cb(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+				return;
+			}
 			if (have + (size_t)n >= c->high) {
 				c->rd_full = true; /* until the parser takes some (input_cb) */
 				event_del(c->rd);
