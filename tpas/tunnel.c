@@ -436,7 +436,11 @@ struct pending {
 
 static unsigned inflight_bucket(const char *token)
 {
-	return (unsigned)strtoul((char[3]){token[0], token[1], '\0'}, NULL, 16) % INFLIGHT_BUCKETS;
+	/* The first byte of a SHA-256 (lower-case hex, ours): evenly spread. */
+	unsigned v = 0;
+	for (int i = 0; i < 2; i++)
+		v = v << 4 | (unsigned)(token[i] <= '9' ? token[i] - '0' : token[i] - 'a' + 10);
+	return (v & 0xff) % INFLIGHT_BUCKETS;
 }
 
 /* A request sent again while the first is being committed waits for its answer. */
@@ -608,8 +612,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		uint8_t buf[AS_MAX_FRM_PAYLOAD];
 		hex_decode(u.payload_hex, buf, n);
 		if (need_key) {
-			const char *addr = u.dev_addr[0] ? u.dev_addr : s.dev_addr;
-			uint32_t dev_addr = (uint32_t)strtoul(addr, NULL, 16);
+			uint32_t dev_addr =
+			    u.dev_addr[0] ? u.dev_addr_n : (uint32_t)strtoul(s.dev_addr, NULL, 16);
 			ascrypto_frm_crypt(s.key, dev_addr, u.fcnt_up, AS_UPLINK, buf, n, buf);
 		} else {
 			encrypted =

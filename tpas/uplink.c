@@ -98,7 +98,10 @@ int uplink_field_set(struct uplink *u, const char *name, const char *value, char
 		if (!hex_valid(value, 8))
 			return uplink_fail(reason, rn, "DevAddr must be 8 hexadecimal digits");
 		hex_upper(u->dev_addr, value, 8);
-		u->dev_addr_n = (uint32_t)strtoul(u->dev_addr, NULL, 16);
+		uint8_t a[4];
+		hex_decode(u->dev_addr, a, sizeof(a));
+		u->dev_addr_n =
+		    (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
 	} else if (strcmp(name, "CustomerID") == 0) {
 		if (len > UPLINK_MAX_CUSTOMER || !proto_plain_text(value))
 			return uplink_fail(reason, rn,
