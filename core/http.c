@@ -178,6 +178,9 @@ char *http_parser_steal_body(struct http_parser *p, size_t *ret_len)
 	return b;
 }
 
+/* The largest body allocated at its declared length before it arrives. */
+#define BODY_PRESIZE_MAX 16384
+
 /* Append n body bytes, enforcing the cap (or cutting); the body stays NUL-terminated. */
 static int body_append(struct http_parser *p, const char *d, size_t n)
 {
@@ -191,7 +194,15 @@ static int body_append(struct http_parser *p, const char *d, size_t n)
 		r->body_cut = true;
 	}
 	if (!r->body || r->body_len + n + 1 > p->body_cap) {
-		size_t cap = p->body_cap ? p->body_cap : 256;
+		/*
+		 * A declared length is allocated at once (no copy, wipe and free per doubling),
+		 * up to BODY_PRESIZE_MAX: past that, only what arrives, so that a peer cannot
+		 * make us hold max_body by declaring it.
+		 */
+		size_t cap = p->body_cap ? p->body_cap
+			     : r->content_length >= 0 && r->content_length < BODY_PRESIZE_MAX
+				 ? (size_t)r->content_length + 1
+				 : 256;
 		while (cap < r->body_len + n + 1)
 			cap *= 2;
 		if (cap > p->max_body + 1)

@@ -18,8 +18,13 @@
 #define DEFAULT_BUSY_MS 5000
 #define DEFAULT_CHECKPOINT_FRAMES 1000 /* SQLite's own automatic checkpoint threshold */
 
+enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX_COUNT };
+
+static const char *const tx_sql[TX_COUNT] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
+
 struct sqlwriter {
 	sqlite3 *db;
+	sqlite3_stmt *tx[TX_COUNT]; /* prepared once: each batch's transaction, not parsed again */
 	struct sqlwriter_options o;
 	pthread_t thread;
 	bool started;
@@ -45,20 +50,29 @@ static int wexec(struct sqlwriter *w, const char *sql)
 	return sql_errno(w->db, sqlite3_exec(w->db, sql, NULL, NULL, NULL));
 }
 
+/* Run one of the prepared transaction statements. */
+static int tx(struct sqlwriter *w, int which)
+{
+	sqlite3_stmt *s = w->tx[which];
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : sql_errno(w->db, rc);
+}
+
 /* One transaction for the batch; every job's err is set. Returns the batch's error. */
 static int run_batch(struct sqlwriter *w, struct sqlwriter_job *batch)
 {
-	int r = wexec(w, "BEGIN IMMEDIATE");
+	int r = tx(w, TX_BEGIN);
 	for (struct sqlwriter_job *j = batch; r == 0 && j; j = j->next) {
 		j->err = 0;
 		r = w->o.apply(w->db, j, w->o.arg);
 	}
 	if (r == 0) {
-		r = wexec(w, "COMMIT");
+		r = tx(w, TX_COMMIT);
 		if (r < 0 && !sqlite3_get_autocommit(w->db))
-			wexec(w, "ROLLBACK");
+			tx(w, TX_ROLLBACK);
 	} else if (!sqlite3_get_autocommit(w->db)) {
-		wexec(w, "ROLLBACK");
+		tx(w, TX_ROLLBACK);
 	}
 	if (r < 0)
 		for (struct sqlwriter_job *j = batch; j; j = j->next)
@@ -213,6 +227,16 @@ int sqlwriter_new(struct event_base *base, const struct sqlwriter_options *o,
 			 sqlite3_errmsg(w->db));
 		goto fail;
 	}
+	for (int i = 0; i < TX_COUNT; i++) {
+		rc = sqlite3_prepare_v3(w->db, tx_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &w->tx[i],
+					NULL);
+		if (rc != SQLITE_OK) {
+			r = sql_errno(w->db, rc);
+			snprintf(err, errlen, "%s: cannot prepare %s: %s", o->path, tx_sql[i],
+				 sqlite3_errmsg(w->db));
+			goto fail;
+		}
+	}
 	/* After wal_autocheckpoint = 0, which would replace it. */
 	sqlite3_wal_hook(w->db, wal_hook, w);
 	if (o->init && (r = o->init(w->db, o->arg)) < 0) {
@@ -326,6 +350,8 @@ struct sqlwriter *sqlwriter_free(struct sqlwriter *w)
 	if (w->db) {
 		if (w->o.fini)
 			w->o.fini(w->db, w->o.arg);
+		for (int i = 0; i < TX_COUNT; i++)
+			sqlite3_finalize(w->tx[i]);
 		sqlite3_close(w->db);
 	}
 	pthread_cond_destroy(&w->cond);

@@ -4,7 +4,7 @@ tpad_install_deps() {
 	local pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev python3
 		libevent-dev libmbedtls-dev libjansson-dev libqrencode-dev libsystemd-dev
 		libsqlite3-dev libpng-dev systemd util-linux zbar-tools qrencode stunnel4 socat
-		curl openssl python3-prometheus-client prometheus tmux groff-base man-db sqlite3 spin libxml2-dev
+		curl openssl python3-prometheus-client prometheus tmux groff-base man-db sqlite3 spin libxml2-dev nettle-dev
 		python3-cryptography
 		libcairo2-dev libfontconfig-dev libcups2-dev fonts-dejavu-core cups-ipp-utils
 		poppler-utils dbus-daemon postgresql libpq-dev "$@")

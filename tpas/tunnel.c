@@ -24,6 +24,7 @@
 #include "log.h"
 #include "httpd.h"
 #include "sesscache.h"
+#include "text.h"
 #include "tunnel_tls.h"
 #include "uplink.h"
 #include "uplink_read.h"
@@ -345,9 +346,9 @@ static int session_from_field(struct tunnel *t, const struct uplink *u, const ch
 	 */
 	struct as_session s = {.received_ms = frame_ms,
 			       .fcnt_dn_next = u->has_fcnt_dn ? u->fcnt_dn : 0};
-	snprintf(s.customer_id, sizeof(s.customer_id), "%s", u->customer_id);
-	snprintf(s.dev_eui, sizeof(s.dev_eui), "%s", u->dev_eui);
-	snprintf(s.dev_addr, sizeof(s.dev_addr), "%s", u->dev_addr);
+	text_copy(s.customer_id, sizeof(s.customer_id), u->customer_id);
+	text_copy(s.dev_eui, sizeof(s.dev_eui), u->dev_eui);
+	text_copy(s.dev_addr, sizeof(s.dev_addr), u->dev_addr);
 	if (u->key_kind == UPLINK_KEY_ENVELOPE) {
 		r = hex_decode(u->key_hex, wrapped, AS_WRAPPED_LEN);
 		if (r == 0)
@@ -435,7 +436,11 @@ struct pending {
 
 static unsigned inflight_bucket(const char *token)
 {
-	return (unsigned)strtoul((char[3]){token[0], token[1], '\0'}, NULL, 16) % INFLIGHT_BUCKETS;
+	/* The first byte of a SHA-256 (lower-case hex, ours): evenly spread. */
+	unsigned v = 0;
+	for (int i = 0; i < 2; i++)
+		v = v << 4 | (unsigned)(token[i] <= '9' ? token[i] - '0' : token[i] - 'a' + 10);
+	return (v & 0xff) % INFLIGHT_BUCKETS;
 }
 
 /* A request sent again while the first is being committed waits for its answer. */
@@ -607,8 +612,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		uint8_t buf[AS_MAX_FRM_PAYLOAD];
 		hex_decode(u.payload_hex, buf, n);
 		if (need_key) {
-			const char *addr = u.dev_addr[0] ? u.dev_addr : s.dev_addr;
-			uint32_t dev_addr = (uint32_t)strtoul(addr, NULL, 16);
+			uint32_t dev_addr =
+			    u.dev_addr[0] ? u.dev_addr_n : (uint32_t)strtoul(s.dev_addr, NULL, 16);
 			ascrypto_frm_crypt(s.key, dev_addr, u.fcnt_up, AS_UPLINK, buf, n, buf);
 		} else {
 			encrypted =
@@ -627,8 +632,8 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 	p->session_id = s.id;
 	memcpy(p->dev_eui, u.dev_eui, sizeof(p->dev_eui));
 	memcpy(p->customer_id, u.customer_id, sizeof(p->customer_id));
-	snprintf(p->dev_addr, sizeof(p->dev_addr), "%s", u.dev_addr[0] ? u.dev_addr : s.dev_addr);
-	snprintf(p->time, sizeof(p->time), "%s", time_s);
+	text_copy(p->dev_addr, sizeof(p->dev_addr), u.dev_addr[0] ? u.dev_addr : s.dev_addr);
+	text_copy(p->time, sizeof(p->time), time_s);
 	p->fport = u.fport;
 	p->fcnt_up = u.fcnt_up;
 	p->has_fcnt_dn = u.has_fcnt_dn;
@@ -714,7 +719,7 @@ static void cache_update(struct tunnel *t, const struct pending *p)
 	if (p->began_ms > 0 && p->began_ms < s->received_ms)
 		s->received_ms = p->began_ms;
 	if (p->dev_addr[0])
-		snprintf(s->dev_addr, sizeof(s->dev_addr), "%s", p->dev_addr);
+		text_copy(s->dev_addr, sizeof(s->dev_addr), p->dev_addr);
 	if (p->has_fcnt_dn && p->fcnt_dn > s->fcnt_dn_next)
 		s->fcnt_dn_next = p->fcnt_dn;
 }
@@ -790,9 +795,10 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 		}
 		if (e == 0 && !p->duplicate) {
 			/* The common answer, written as pending_answer() would, without jansson. */
-			char text[64];
-			int len = snprintf(text, sizeof(text),
-					   "{\"seq\":%" PRId64 ",\"duplicate\":false}\n", p->seq);
+			char text[64] = "{\"seq\":", *q = text + 7;
+			q += text_u64(q, (uint64_t)p->seq);
+			memcpy(q, ",\"duplicate\":false}\n", 21);
+			size_t len = (size_t)(q - text) + 20;
 			t->stats.accepted++;
 			log_debug("tunnel: DevEUI %s FCntUp %" PRIu32 " journaled as %" PRId64,
 				  p->dev_eui, p->fcnt_up, p->seq);
@@ -803,7 +809,7 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 			else
 				free(p->e.text);
 			p->e.text = NULL;
-			httpd_reply(p->req, 200, NULL, text, (size_t)len);
+			httpd_reply(p->req, 200, NULL, text, len);
 		} else {
 			json_t *ans = NULL;
 			int status = pending_answer(t, p, e, &ans);
@@ -1017,7 +1023,7 @@ int tunnel_new(struct event_base *base, const struct tunnel_options *o, struct j
 	t->arg = arg;
 	t->max_deviation_ms = o->max_deviation_ms;
 	t->max_body = o->max_body;
-	snprintf(t->path, sizeof(t->path), "%s", o->path && *o->path ? o->path : "/");
+	text_copy(t->path, sizeof(t->path), o->path && *o->path ? o->path : "/");
 	for (size_t i = 0; i <= klen; i++)
 		t->key_lower[i] = (char)tolower((unsigned char)o->key[i]);
 	if (!base || !o->listen) {

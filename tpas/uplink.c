@@ -16,6 +16,7 @@
 #include "cred.h"
 #include "hex.h"
 #include "message.h"
+#include "text.h"
 #include "uplink_fields.h"
 #include "wipe.h"
 
@@ -74,12 +75,12 @@ int uplink_field_set(struct uplink *u, const char *name, const char *value, char
 		if (!parse_uint(value, 255, &v) || len > 3)
 			return uplink_fail(reason, rn, "FPort must be a number from 0 to 255");
 		u->fport = (int)v;
-		snprintf(u->fport_s, sizeof(u->fport_s), "%s", value);
+		text_copy(u->fport_s, sizeof(u->fport_s), value);
 	} else if (strcmp(name, "FCntUp") == 0) {
 		if (!parse_uint(value, UINT32_MAX, &v))
 			return uplink_fail(reason, rn, "FCntUp must be a 32-bit counter");
 		u->fcnt_up = (uint32_t)v;
-		snprintf(u->fcnt_up_s, sizeof(u->fcnt_up_s), "%s", value);
+		text_copy(u->fcnt_up_s, sizeof(u->fcnt_up_s), value);
 	} else if (strcmp(name, "FCntDn") == 0) {
 		if (!parse_uint(value, UINT32_MAX, &v))
 			return uplink_fail(reason, rn, "FCntDn must be a 32-bit counter");
@@ -97,7 +98,10 @@ int uplink_field_set(struct uplink *u, const char *name, const char *value, char
 		if (!hex_valid(value, 8))
 			return uplink_fail(reason, rn, "DevAddr must be 8 hexadecimal digits");
 		hex_upper(u->dev_addr, value, 8);
-		u->dev_addr_n = (uint32_t)strtoul(u->dev_addr, NULL, 16);
+		uint8_t a[4];
+		hex_decode(u->dev_addr, a, sizeof(a));
+		u->dev_addr_n =
+		    (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
 	} else if (strcmp(name, "CustomerID") == 0) {
 		if (len > UPLINK_MAX_CUSTOMER || !proto_plain_text(value))
 			return uplink_fail(reason, rn,
@@ -132,8 +136,8 @@ int uplink_envelope_set(struct uplink *u, const char *label, const char *aes_key
 		return uplink_fail(reason, rn,
 				   "AppSKey.KEKLabel must be at most %d printable characters",
 				   UPLINK_MAX_LABEL);
-	snprintf(u->key_hex, sizeof(u->key_hex), "%s", aes_key);
-	snprintf(u->kek_label, sizeof(u->kek_label), "%s", label);
+	text_copy(u->key_hex, sizeof(u->key_hex), aes_key);
+	text_copy(u->kek_label, sizeof(u->kek_label), label);
 	/* An empty label means "not wrapped" in TS002: the key is then one plain block. */
 	u->key_kind = label[0] ? UPLINK_KEY_ENVELOPE : UPLINK_KEY_BLOCK;
 	if (u->key_kind == UPLINK_KEY_ENVELOPE && strlen(aes_key) != 48)

@@ -27,7 +27,7 @@ struct uplink {
 	char dev_eui_raw[17];			   /* as received, for the Token */
 	char customer_id[UPLINK_MAX_CUSTOMER + 1]; /* "" when absent */
 	char dev_addr[9];			   /* upper-cased; "" when absent */
-	uint32_t dev_addr_n;
+	uint32_t dev_addr_n;			   /* dev_addr as a number, when present */
 	char fport_s[4]; /* decimal as in the Token; "" absent */
 	int fport;	 /* -1 when absent */
 	char fcnt_up_s[11];

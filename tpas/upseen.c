@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fnv.h"
-
 #define DEV_EUI_MAX 16
 #define INITIAL_SLOTS 1024 /* a power of two */
 
@@ -23,12 +21,27 @@ struct upseen {
 	size_t count;
 };
 
-/* FNV-1a over the key's parts. */
+/* A 64-bit finalizer (MurmurHash3's fmix64): every input bit moves every output bit. */
+static uint64_t mix(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 33);
+}
+
+/*
+ * The key's parts a word at a time (the DevEUI's 16 characters as two words): byte-wise
+ * FNV-1a over them was a third of each probe, and a record takes several probes.
+ */
 static size_t hash(const char *dev_eui, int64_t session_id, uint32_t fcnt_up)
 {
-	uint64_t parts[2] = {(uint64_t)session_id, fcnt_up};
-	uint64_t h = fnv64(fnv64(FNV64_START, dev_eui, strlen(dev_eui)), parts, sizeof(parts));
-	return (size_t)(h ^ (h >> 32));
+	uint64_t w[2] = {0, 0};
+	memcpy(w, dev_eui, strnlen(dev_eui, DEV_EUI_MAX));
+	/* session * an odd constant (a bijection) + FCntUp: distinct for any real pair. */
+	uint64_t sf = (uint64_t)session_id * 0x9e3779b97f4a7c15ULL + fcnt_up;
+	return (size_t)mix(w[0] ^ mix(w[1] ^ mix(sf)));
 }
 
 static bool same(const struct slot *s, const char *dev_eui, int64_t session_id, uint32_t fcnt_up)

@@ -806,7 +806,7 @@ int tpad_lookup(tpad_client *c, const char *dev_eui, const struct tpad_label *la
 		return fail(err, TPAD_E_ARGUMENT, "tpad.client.Argument", 0,
 			    "client and result are required");
 	memset(ret, 0, sizeof(*ret));
-	json_t *p;
+	json_t *p = NULL;
 	int r = lookup_params(dev_eui, label, &p, err);
 	return r < 0 ? r : device_call(c, "io.tpad.Station.Lookup", p, ret, err);
 }
@@ -820,7 +820,7 @@ int tpad_lookup_print(tpad_client *c, const char *dev_eui, const struct tpad_lab
 			    "client, result and status are required");
 	memset(ret, 0, sizeof(*ret));
 	memset(status, 0, sizeof(*status));
-	json_t *p;
+	json_t *p = NULL;
 	int r = lookup_params(dev_eui, label, &p, err);
 	if (r < 0)
 		return r;

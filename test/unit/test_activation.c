@@ -61,6 +61,17 @@ static struct store_record *fake_row(struct fake *f, const char *eui)
 	return NULL;
 }
 
+/* The row the test expects to be there: a missing one fails the test here, not by a crash. */
+static struct store_record *row_of(struct fake *f, const char *eui)
+{
+	struct store_record *r = fake_row(f, eui);
+	if (!r) {
+		printf("not ok - no row for %s\n", eui);
+		abort();
+	}
+	return r;
+}
+
 static int f_get_async(void *ctx, const char *eui, store_get_fn *cb, void *arg)
 {
 	struct fake *f = ctx;
@@ -344,7 +355,7 @@ static void test_live_then_stored(void)
 	CHECK_STR(g.res.rec.join_eui, "0000000000000001");
 	CHECK_STR(g.res.rec.profile_id, "AABB1122");
 	CHECK_INT(f.imports, 1);
-	CHECK_INT(fake_row(&f, EUI1)->state, STORE_ISSUED);
+	CHECK_INT(row_of(&f, EUI1)->state, STORE_ISSUED);
 	CHECK_INT(f.audits, 1);
 
 	/* Same record again: from the store, no cloud call. */
@@ -485,7 +496,7 @@ static void test_unknown_outcomes(void)
 	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
 	CHECK_INT(g.res.retry_after, 60);
 	CHECK_INT(f.imports, 2);
-	CHECK_INT(fake_row(&f, "00000000000000B2")->state, STORE_PENDING);
+	CHECK_INT(row_of(&f, "00000000000000B2")->state, STORE_PENDING);
 	/* Asked again within settle-after: still unknown, still no import. */
 	f.now += 30000;
 	g = run(a, &f, &q);
@@ -498,7 +509,7 @@ static void test_unknown_outcomes(void)
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK(g.res.live);
 	CHECK_INT(f.imports, 3);
-	CHECK_INT(fake_row(&f, "00000000000000B2")->attempts, 2);
+	CHECK_INT(row_of(&f, "00000000000000B2")->attempts, 2);
 
 	/*
 	 * The import waited 5 s for an upstream session before its first byte left: the
@@ -541,7 +552,7 @@ static void test_unknown_outcomes(void)
 	q = se_req("00000000000000B3", TKM1);
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
-	CHECK_INT(fake_row(&f, "00000000000000B3")->state, STORE_PENDING);
+	CHECK_INT(row_of(&f, "00000000000000B3")->state, STORE_PENDING);
 	unsigned imports = f.imports;
 
 	/* Asked again after settle-after: query first (the cloud has nothing), one import. */
@@ -562,8 +573,8 @@ static void test_unknown_outcomes(void)
 	CHECK_INT(g.res.outcome, ACT_CONFLICT);
 	CHECK(g.res.foreign);
 	CHECK(strstr(g.res.reason, "adopt") != NULL);
-	CHECK_INT(fake_row(&f, "00000000000000B4")->state, STORE_FOREIGN);
-	CHECK_STR(fake_row(&f, "00000000000000B4")->owner_token, "");
+	CHECK_INT(row_of(&f, "00000000000000B4")->state, STORE_FOREIGN);
+	CHECK_STR(row_of(&f, "00000000000000B4")->owner_token, "");
 	/* Asked again: still Conflict, nothing sent. */
 	imports = f.imports;
 	g = run(a, &f, &q);
@@ -577,7 +588,7 @@ static void test_unknown_outcomes(void)
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK_STR(g.res.rec.owner_token, "EXISTING");
 	CHECK_INT(f.audits, audits + 1);
-	CHECK_INT(fake_row(&f, "00000000000000B4")->state, STORE_ISSUED);
+	CHECK_INT(row_of(&f, "00000000000000B4")->state, STORE_ISSUED);
 	/* Adopt applies to FOREIGN devices only. */
 	g = run(a, &f, &ad);
 	CHECK_INT(g.res.outcome, ACT_CONFLICT);
@@ -613,7 +624,7 @@ static void test_settle_rules(void)
 	struct got g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_UNKNOWN);
 	CHECK_INT(g.res.retry_after, 10);
-	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_PENDING);
+	CHECK_INT(row_of(&f, q.dev_eui)->state, STORE_PENDING);
 	CHECK_INT(f.attempts[f.n_attempts - 1].n, 1);
 	CHECK_STR(f.attempts[f.n_attempts - 1].outcome, "sending");
 	/* The retry hint of a PENDING row (what Lookup says). */
@@ -628,8 +639,8 @@ static void test_settle_rules(void)
 	f.now += 10000;
 	CHECK_INT(activation_settle_due(a, 4, NULL, NULL), 0);
 	pump(&f);
-	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_ISSUED);
-	CHECK_STR(fake_row(&f, q.dev_eui)->owner_token, "LATE");
+	CHECK_INT(row_of(&f, q.dev_eui)->state, STORE_ISSUED);
+	CHECK_STR(row_of(&f, q.dev_eui)->owner_token, "LATE");
 	CHECK_INT(f.imports, 1);
 	CHECK_STR(f.attempts[f.n_attempts - 1].outcome, "landed");
 
@@ -646,8 +657,8 @@ static void test_settle_rules(void)
 	CHECK_INT(activation_settle_due(a, 4, NULL, NULL), 0);
 	pump(&f);
 	CHECK_INT(f.queries, queries + 1);
-	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_ISSUED);
-	CHECK_STR(fake_row(&f, q.dev_eui)->owner_token, "STEPPED");
+	CHECK_INT(row_of(&f, q.dev_eui)->state, STORE_ISSUED);
+	CHECK_STR(row_of(&f, q.dev_eui)->owner_token, "STEPPED");
 	CHECK_INT(f.imports, 2);
 
 	/*
@@ -662,8 +673,8 @@ static void test_settle_rules(void)
 	f.import_script[f.n_import_script++] = tres(TPA_UNAVAILABLE, 0);
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_UNAVAILABLE);
-	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_FAILED);
-	CHECK_INT(fake_row(&f, q.dev_eui)->maybe_at, 0);
+	CHECK_INT(row_of(&f, q.dev_eui)->state, STORE_FAILED);
+	CHECK_INT(row_of(&f, q.dev_eui)->maybe_at, 0);
 	CHECK_INT(f.attempts[f.n_attempts - 3].n, 1);
 	CHECK_STR(f.attempts[f.n_attempts - 3].outcome, "disproved");
 	CHECK_INT(f.attempts[f.n_attempts - 1].n, 2);
@@ -736,7 +747,7 @@ static void test_settle_rules(void)
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_CONFLICT);
 	CHECK(g.res.foreign);
-	CHECK_INT(fake_row(&f, q.dev_eui)->state, STORE_FOREIGN);
+	CHECK_INT(row_of(&f, q.dev_eui)->state, STORE_FOREIGN);
 	/* The same answer with our own record is ours: adopted. */
 	f.import_script[f.n_import_script++] = tres(TPA_UNKNOWN, 0);
 	q = se_req("0000000000000A08", TKM1);
@@ -774,7 +785,7 @@ static void test_refusals(void)
 	CHECK_INT(g.res.outcome, ACT_REJECTED);
 	CHECK_INT(g.res.http_status, 400);
 	CHECK_STR(g.res.code, "BAD_REQUEST");
-	CHECK_INT(fake_row(&f, "00000000000000C1")->state, STORE_FAILED);
+	CHECK_INT(row_of(&f, "00000000000000C1")->state, STORE_FAILED);
 	/* A FAILED row is imported again on the next request, without a query. */
 	unsigned queries = f.queries;
 	g = run(a, &f, &q);
@@ -791,7 +802,7 @@ static void test_refusals(void)
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_OK);
 	CHECK_STR(g.res.rec.tkm_info, TKM1);
-	CHECK_STR(fake_row(&f, "00000000000000C3")->tkm_info, TKM1);
+	CHECK_STR(row_of(&f, "00000000000000C3")->tkm_info, TKM1);
 	/* Once ISSUED, another record is a conflict again. */
 	q = se_req("00000000000000C3", TKM2);
 	g = run(a, &f, &q);
@@ -804,7 +815,7 @@ static void test_refusals(void)
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_UNAVAILABLE);
 	CHECK_INT(g.res.retry_after, 7);
-	CHECK_INT(fake_row(&f, "00000000000000C2")->state, STORE_FAILED);
+	CHECK_INT(row_of(&f, "00000000000000C2")->state, STORE_FAILED);
 	activation_free(a);
 }
 
@@ -824,7 +835,7 @@ static void test_store_failures(void)
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_STORE_FAILED);
 	CHECK_INT(f.imports, 1);
-	CHECK_INT(fake_row(&f, "00000000000000D1")->state, STORE_PENDING);
+	CHECK_INT(row_of(&f, "00000000000000D1")->state, STORE_PENDING);
 	/* ...and the next request adopts the cloud's token by query, never importing twice. */
 	g = run(a, &f, &q);
 	CHECK_INT(g.res.outcome, ACT_OK);
@@ -891,9 +902,9 @@ static void test_reconcile(void)
 	 * one restarted), and for all this one knows the wall clock stepped since: it waits
 	 * upstream.settle-after from its own start. */
 	CHECK_INT(reconciled, 2);
-	CHECK_INT(fake_row(&f, euis[0])->state, STORE_ISSUED);
-	CHECK_STR(fake_row(&f, euis[0])->owner_token, "ADOPTED");
-	CHECK_INT(fake_row(&f, euis[1])->state, STORE_PENDING);
+	CHECK_INT(row_of(&f, euis[0])->state, STORE_ISSUED);
+	CHECK_STR(row_of(&f, euis[0])->owner_token, "ADOPTED");
+	CHECK_INT(row_of(&f, euis[1])->state, STORE_PENDING);
 	CHECK_INT(f.imports, 0);
 	f.now += 60000;
 	f.query_script[f.n_query_script++] = tres(TPA_NOT_FOUND, 200);
@@ -902,8 +913,8 @@ static void test_reconcile(void)
 	CHECK_INT(activation_reconcile(a, 1, on_reconciled, NULL), 0);
 	pump(&f);
 	CHECK_INT(reconciled, 1);
-	CHECK_INT(fake_row(&f, euis[1])->state, STORE_ISSUED);
-	CHECK_INT(fake_row(&f, euis[2])->state, STORE_PENDING);
+	CHECK_INT(row_of(&f, euis[1])->state, STORE_ISSUED);
+	CHECK_INT(row_of(&f, euis[2])->state, STORE_PENDING);
 	CHECK_INT(f.imports, 1);
 	activation_free(a);
 }
@@ -944,7 +955,7 @@ static void test_settler_leaves_failed_rows(void)
 	CHECK_INT(activation_reconcile(a, 1, on_reconciled, NULL), 0);
 	pump(&f);
 	CHECK_INT(reconciled, 0); /* done, nothing left PENDING */
-	CHECK_INT(fake_row(&f, "00000000000000F9")->state, STORE_FAILED);
+	CHECK_INT(row_of(&f, "00000000000000F9")->state, STORE_FAILED);
 	CHECK_INT(f.imports, 0);
 	CHECK_INT(f.queries, 0);
 	activation_free(a);

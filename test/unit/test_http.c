@@ -463,6 +463,29 @@ static void test_request_parser(void)
 	CHECK_INT(http_parser_feed(&p, "POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 36, NULL), 1);
 	CHECK(p.res.expect_unknown && !p.res.expect_continue);
 	http_parser_reset(&p);
+	/* A declared body is allocated once, at its length, however it arrives. */
+	{
+		struct http_parser q;
+		char req[800], body[601];
+		memset(body, 'b', 600);
+		body[600] = '\0';
+		int n = snprintf(req, sizeof(req),
+				 "POST / HTTP/1.1\r\nContent-Length: 600\r\n\r\n%s", body);
+		http_parser_init_request(&q, 4096);
+		CHECK_INT(http_parser_feed(&q, req, (size_t)n - 500, NULL), 0);
+		CHECK_INT(q.body_cap, 601);
+		CHECK_INT(http_parser_feed(&q, req + n - 500, 500, NULL), 1);
+		CHECK_INT(q.body_cap, 601);
+		CHECK_INT(q.res.body_len, 600);
+		CHECK_STR(q.res.body, body);
+		http_parser_reset(&q);
+		/* A large one declared is not: only what arrived is held. */
+		http_parser_init_request(&q, 1 << 20);
+		const char big[] = "POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\nabc";
+		CHECK_INT(http_parser_feed(&q, big, sizeof(big) - 1, NULL), 0);
+		CHECK(q.body_cap <= 256);
+		http_parser_reset(&q);
+	}
 	/* Blank lines before a request do not start one; a body too big is after the header. */
 	CHECK_INT(http_parser_feed(&p, "\r\n\r\n", 4, NULL), 0);
 	CHECK(!http_parser_started(&p));
