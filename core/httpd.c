@@ -237,10 +237,6 @@ static void conn_send(struct hconn *c, const char *head, size_t hl, const char *
 		evbuffer_add(out, body + from, bl - from);
 }
 
-/*
- * Write an answer; close after it when the client asked so or the connection must end.
- * An HTTP/1.0 client that keeps the connection is told so; HEAD gets the headers only.
- */
 /* Append the n bytes at s to the text at *p if they fit before end. */
 static bool put(char **p, const char *end, const char *s, size_t n)
 {
@@ -253,6 +249,10 @@ static bool put(char **p, const char *end, const char *s, size_t n)
 
 #define PUT(p, end, lit) put(p, end, lit, sizeof(lit) - 1)
 
+/*
+ * Write an answer; close after it when the client asked so or the connection must end.
+ * An HTTP/1.0 client that keeps the connection is told so; HEAD gets the headers only.
+ */
 static bool conn_answer(struct hconn *c, int status, const char *type, const char *extra,
 			const char *body, size_t len, bool close, bool keep_alive_10, bool head_only)
 {

@@ -795,10 +795,13 @@ static void answer_list(struct tunnel *t, struct pending *list, int err)
 		}
 		if (e == 0 && !p->duplicate) {
 			/* The common answer, written as pending_answer() would, without jansson. */
-			char text[64] = "{\"seq\":", *q = text + 7;
-			q += text_u64(q, (uint64_t)p->seq);
-			memcpy(q, ",\"duplicate\":false}\n", 21);
-			size_t len = (size_t)(q - text) + 20;
+			static const char head[] = "{\"seq\":", tail[] = ",\"duplicate\":false}\n";
+			char text[sizeof(head) + TEXT_U64_MAX + sizeof(tail)];
+			size_t len = sizeof(head) - 1;
+			memcpy(text, head, len);
+			len += text_u64(text + len, (uint64_t)p->seq);
+			memcpy(text + len, tail, sizeof(tail));
+			len += sizeof(tail) - 1;
 			t->stats.accepted++;
 			log_debug("tunnel: DevEUI %s FCntUp %" PRIu32 " journaled as %" PRId64,
 				  p->dev_eui, p->fcnt_up, p->seq);
