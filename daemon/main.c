@@ -275,10 +275,7 @@ int main(int argc, char **argv)
 	atexit(layout_global_cleanup);
 	/* Before the libraries allocate: a block they free is zeroed (keys pass there). */
 	wipe_install();
-	/* Before any database is opened. */
-	if (sql_process_setup() < 0)
-		log_warnx("SQLite was in use before its settings were made: its memory statistics "
-			  "stay on (slower, not wrong)");
+	sql_process_setup(); /* before any database is opened */
 	struct daemon_cmdline cl;
 	int exit_status = daemon_cmdline_parse(argc, argv, "tpad", TPAD_VERSION,
 					       CONFIG_DEFAULT_PATH, true, usage, &cl);

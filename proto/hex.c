@@ -12,8 +12,7 @@ static const unsigned char digit_of[256] = {
     ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };
 
-/* Value of one hex digit, or -1. */
-static int hex_digit(char c)
+int hex_digit(char c)
 {
 	return (int)digit_of[(unsigned char)c] - 1;
 }

@@ -10,6 +10,9 @@
 #define HEX_APP_KEY 32  /* AppKey */
 #define HEX_PROFILE 8   /* ProfileID */
 
+/* Value of one hex digit (either case), or -1. */
+int hex_digit(char c);
+
 /* True if s is exactly ndigits hex digits (either case) and nothing else. */
 bool hex_valid(const char *s, size_t ndigits);
 

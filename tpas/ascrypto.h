@@ -45,7 +45,7 @@ int ascrypto_frm_crypt(const uint8_t key[AS_KEY_LEN], uint32_t dev_addr, uint32_
  * (AS_TOKEN_HEX + 1 bytes). The tunnel's uplink and downlink Tokens are this hash over
  * the parts UPSTREAM.md §5 lists.
  */
-int ascrypto_token(const char *const *parts, size_t n, char out[AS_TOKEN_HEX + 1]);
+void ascrypto_token(const char *const *parts, size_t n, char out[AS_TOKEN_HEX + 1]);
 
 /* Compare two Tokens in time independent of where they differ; case-insensitive. */
 bool ascrypto_token_equal(const char *a, const char *b);

@@ -662,10 +662,7 @@ int main(int argc, char **argv)
 	/* Before the libraries allocate: a block they free is zeroed (keys pass there). */
 	wipe_install();
 	uplink_read_install();
-	/* Before any database is opened. */
-	if (sql_process_setup() < 0)
-		log_warnx("SQLite was in use before its settings were made: its memory statistics "
-			  "stay on (slower, not wrong)");
+	sql_process_setup(); /* before any database is opened */
 	struct daemon_cmdline cl;
 	int exit_status = daemon_cmdline_parse(argc, argv, "tpas", TPAD_VERSION,
 					       ASCONF_DEFAULT_PATH, false, usage, &cl);

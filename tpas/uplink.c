@@ -262,14 +262,14 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
 	return 0;
 }
 
-int uplink_token(const struct uplink *u, const char *signed_query, const char *key_hex,
-		 char out[65])
+void uplink_token(const struct uplink *u, const char *signed_query, const char *key_hex,
+		  char out[65])
 {
 	const char *parts[] = {u->customer_id, u->dev_eui_raw[0] ? u->dev_eui_raw : u->dev_eui,
 			       u->fport_s,     u->fcnt_up_s,
 			       u->payload_hex, signed_query,
 			       key_hex};
-	return ascrypto_token(parts, sizeof(parts) / sizeof(parts[0]), out);
+	ascrypto_token(parts, sizeof(parts) / sizeof(parts[0]), out);
 }
 
 /* Read exactly n digits at *p into *ret and advance. */

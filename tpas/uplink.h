@@ -71,8 +71,8 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
  * The uplink Token: SHA-256 hex of CustomerID, DevEUI, FPort, FCntUp, payload_hex, the
  * signed part of the query and the tunnel key (lower-case hex), in that order.
  */
-int uplink_token(const struct uplink *u, const char *signed_query, const char *key_hex,
-		 char out[65]);
+void uplink_token(const struct uplink *u, const char *signed_query, const char *key_hex,
+		  char out[65]);
 
 /*
  * Parse a tunnel Time "YYYY-MM-DDThh:mm:ss[.fff][Z|±hh:mm]" (a space stands for '+', as

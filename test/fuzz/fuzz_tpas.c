@@ -185,8 +185,8 @@ static uint8_t *make_post(const uint8_t *data, size_t size, size_t *ret_len)
 			       ? q.signed_part
 			       : query;
 	if (uplink_parse((const char *)body, blen, &u, reason, sizeof(reason)) == 0) {
-		if (uplink_token(&u, part, KEY, tok) == 0 &&
-		    asprintf(&target, "/?%s&Token=%s", part, tok) < 0)
+		uplink_token(&u, part, KEY, tok);
+		if (asprintf(&target, "/?%s&Token=%s", part, tok) < 0)
 			target = NULL;
 		uplink_clear(&u);
 	}

@@ -68,7 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* Sign it for real so the deeper path runs. */
 		char tok[65], *signed_q = malloc(qlen + 80);
 		const char *part = qr == 0 ? q.signed_part : query;
-		if (signed_q && uplink_token(&u, part, KEY, tok) == 0) {
+		if (signed_q) {
+			uplink_token(&u, part, KEY, tok);
 			snprintf(signed_q, qlen + 80, "%s&Token=%s", part, tok);
 			json_t *ans = NULL;
 			int st = tunnel_process(t, signed_q, body, blen, 1577836800000LL, &ans);

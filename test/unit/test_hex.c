@@ -32,5 +32,13 @@ int main(void)
 	char enc[9];
 	hex_encode(b, 4, enc);
 	CHECK_STR(enc, "DEADBEEF");
+	/* One digit's value, either case; anything else -1. */
+	CHECK_INT(hex_digit('0'), 0);
+	CHECK_INT(hex_digit('9'), 9);
+	CHECK_INT(hex_digit('a'), 10);
+	CHECK_INT(hex_digit('F'), 15);
+	CHECK_INT(hex_digit('g'), -1);
+	CHECK_INT(hex_digit('\0'), -1);
+	CHECK_INT(hex_digit((char)0xff), -1);
 	return tap_done();
 }

@@ -132,17 +132,17 @@ static void test_uplink_token(void)
 	struct uplink u;
 	CHECK_INT(uplink_parse(body, strlen(body), &u, reason, sizeof(reason)), 0);
 	char tok[65];
-	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok), 0);
+	uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok);
 	CHECK_STR(tok, "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d");
 	CHECK(ascrypto_token_equal(tok, q.token));
 	char *radio = uplink_radio_take(&u);
 	CHECK_STR(radio, "{\"LrrRSSI\":-41.0}");
 	free(radio);
 	/* One changed byte anywhere breaks it. */
-	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c60", tok), 0);
+	uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c60", tok);
 	CHECK(!ascrypto_token_equal(tok, q.token));
 	u.fcnt_up_s[0] = '1';
-	CHECK_INT(uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok), 0);
+	uplink_token(&u, q.signed_part, "bec499c69e9c939e413b663961636c61", tok);
 	CHECK(!ascrypto_token_equal(tok, q.token));
 	{ /* keys: equal, and told apart by their first byte and by their last */
 		uint8_t k1[AS_KEY_LEN], k2[AS_KEY_LEN];
@@ -175,12 +175,10 @@ static void test_uplink_parse_forms(void)
 	struct uplink u;
 	char reason[160], tok[65];
 	CHECK_INT(uplink_parse(xml, strlen(xml), &u, reason, sizeof(reason)), 0);
-	CHECK_INT(
-	    uplink_token(&u,
-			 "LrnDevEui=0024AEB3C02BE1C4&LrnFPort=1&LrnInfos=TWA_100122002.8962.AS-1-"
-			 "4458785&AS_ID=sink&Time=2019-04-29T18:21:17.290+02:00",
-			 "bec499c69e9c939e413b663961636c61", tok),
-	    0);
+	uplink_token(&u,
+		     "LrnDevEui=0024AEB3C02BE1C4&LrnFPort=1&LrnInfos=TWA_100122002.8962.AS-1-"
+		     "4458785&AS_ID=sink&Time=2019-04-29T18:21:17.290+02:00",
+		     "bec499c69e9c939e413b663961636c61", tok);
 	CHECK_STR(tok, "d306f33c239a9c45d160e0cd6e4071e22a4f4b426f892a0651cf622e81369f3d");
 	CHECK_INT(u.key_kind, UPLINK_KEY_ENVELOPE);
 	CHECK_STR(u.kek_label, "kek-1");
@@ -414,7 +412,7 @@ static void test_downlink_token(void)
 			       "Time=2016-01-11T14:28:00",
 			       "46ab678cd45df4a4e4b375Eacd096acc"};
 	char tok[65];
-	CHECK_INT(ascrypto_token(parts, 2, tok), 0);
+	ascrypto_token(parts, 2, tok);
 	CHECK_STR(tok, "b5a84fe9c8921e9de359e3041a37b76c4b122f6f9b83577b5596c842052f7e62");
 }
 
