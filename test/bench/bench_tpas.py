@@ -26,7 +26,7 @@ its next request once the last is answered):
    so the most any server's ratio to the reference can be here.
 CPU per uplink is the server process's user + system time over the run (tpas's also by
 thread: the event loop, and the journal's writer thread, sqlwriter). Prints a table,
-best/last/worst over the runs and a JSON line. Goal: tpas >= 10,000/s and >= 20x the
+best/median/last/worst over the runs and a JSON line. Goal: tpas >= 10,000/s and >= 20x the
 reference.
 """
 
@@ -244,6 +244,12 @@ def run_null(build, workdir, count, connections, radio):
         proc.stdout.close()
 
 
+def median(xs):
+    """The middle of sorted xs (the mean of the two middle ones when even)."""
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def one_run(build, work, a):
     d = tempfile.mkdtemp(prefix="run-", dir=work)
     t = run_tpas(build, d, a.count, a.connections, a.radio)
@@ -305,9 +311,9 @@ def main():
     if len(runs) > 1:
         rates = sorted(r["tpas"]["rate"] for r in runs)
         ratios = sorted(r["ratio"] for r in runs)
-        print(f"tpas uplinks/s best {rates[-1]:,}, last {runs[-1]['tpas']['rate']:,}, worst "
-              f"{rates[0]:,}; ratio best {ratios[-1]}x, last {runs[-1]['ratio']}x, worst "
-              f"{ratios[0]}x")
+        print(f"tpas uplinks/s best {rates[-1]:,}, median {round(median(rates)):,}, last "
+              f"{runs[-1]['tpas']['rate']:,}, worst {rates[0]:,}; ratio best {ratios[-1]}x, "
+              f"median {round(median(ratios), 1)}x, last {runs[-1]['ratio']}x, worst {ratios[0]}x")
     print(f"goal: >= {GOAL_RATE:,}/s and >= {GOAL_RATIO}x the better reference (tunnel-null: "
           "a server that only answers 200, the ceiling of this machine with this client)")
     print(json.dumps(runs))
