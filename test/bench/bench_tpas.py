@@ -163,7 +163,7 @@ def run_tpas(build, workdir, count, connections, radio):
                 if not chunk:
                     break
                 n += chunk.count(b"\0")
-                tail = (tail + chunk)[-4096:]
+                tail = (tail + chunk[-4096:])[-4096:]
             done["at"] = time.monotonic()
             done["n"] = n
             last = tail.rstrip(b"\0").rsplit(b"\0", 1)[-1]
