@@ -671,6 +671,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		/* The records under the filter: bounded too, and watched to resume a client. */
 		bufferevent_setwatermark(under, EV_READ, 0, c->high);
 		c->under_cb = evbuffer_add_cb(bufferevent_get_output(under), under_output_cb, c);
+		if (!c->under_cb) { /* without it a client paused for its answer is never resumed */
+			conn_close(c);
+			return;
+		}
 	} else if (!evbuffer_add_cb(c->in, input_cb, c)) {
 		conn_close(c);
 		return;

@@ -190,7 +190,11 @@ struct bufferevent *tunnel_tls_bufferevent(struct event_base *base, struct tunne
 		return NULL;
 	}
 	s->bev = bev;
-	evbuffer_add_cb(bufferevent_get_output(bev), output_added, s);
+	/* Without it, what the server writes would wait for the peer's next record. */
+	if (!evbuffer_add_cb(bufferevent_get_output(bev), output_added, s)) {
+		bufferevent_free(bev); /* frees under and s too */
+		return NULL;
+	}
 	return bev;
 }
 
