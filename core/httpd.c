@@ -219,8 +219,11 @@ static const char *reason_of(int status)
 	}
 }
 
-/* Queue bytes for the client: written at once when the socket takes them all (plain HTTP). */
-static void conn_send(struct hconn *c, const char *head, size_t hl, const char *body, size_t bl)
+/*
+ * Queue bytes for the client: written at once when the socket takes them all (plain HTTP).
+ * false when what is left cannot be queued (out of memory): the caller closes c.
+ */
+static bool conn_send(struct hconn *c, const char *head, size_t hl, const char *body, size_t bl)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	size_t sent = 0;
@@ -230,11 +233,10 @@ static void conn_send(struct hconn *c, const char *head, size_t hl, const char *
 		if (n > 0)
 			sent = (size_t)n;
 	}
-	if (sent < hl)
-		evbuffer_add(out, head + sent, hl - sent);
+	if (sent < hl && evbuffer_add(out, head + sent, hl - sent) < 0)
+		return false;
 	size_t from = sent > hl ? sent - hl : 0;
-	if (bl > from)
-		evbuffer_add(out, body + from, bl - from);
+	return bl <= from || evbuffer_add(out, body + from, bl - from) == 0;
 }
 
 /* Append the n bytes at s to the text at *p if they fit before end. */
@@ -270,11 +272,15 @@ static bool conn_answer(struct hconn *c, int status, const char *type, const cha
 		    put(&p, end, cl, cln) && PUT(&p, end, "\r\n") &&
 		    put(&p, end, conn, strlen(conn)) &&
 		    (!extra || put(&p, end, extra, strlen(extra))) && PUT(&p, end, "\r\n");
-	if (!fits) {
+	/* Too long a header section, or no memory to queue the answer: it cannot go whole. */
+	if (!fits ||
+	    !conn_send(c, head, (size_t)(p - head), head_only ? NULL : body, head_only ? 0 : len)) {
+		log_warnx("%s: %s to %s; connection closed", c->h->name,
+			  fits ? "out of memory for an answer" : "an answer's headers too long",
+			  c->peer);
 		conn_close(c);
 		return false; /* c is gone */
 	}
-	conn_send(c, head, (size_t)(p - head), head_only ? NULL : body, head_only ? 0 : len);
 	if (close)
 		c->closing = true;
 	return true;
@@ -466,7 +472,13 @@ static void conn_parse(struct hconn *c)
 				return; /* c may be gone */
 			}
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-			conn_send(c, cont, sizeof(cont) - 1, NULL, 0);
+			if (!conn_send(c, cont, sizeof(cont) - 1, NULL, 0)) {
+				log_warnx("%s: out of memory for a 100 Continue to %s; connection "
+					  "closed",
+					  c->h->name, c->peer);
+				conn_close(c);
+				return;
+			}
 		}
 	}
 	if (c->req || c->closing || c->draining)

@@ -106,7 +106,14 @@ static enum bufferevent_filter_result input_filter(struct evbuffer *src, struct 
 	for (;;) {
 		int n = mbedtls_ssl_read(&s->ssl, buf, sizeof(buf));
 		if (n > 0) {
-			evbuffer_add(dst, buf, (size_t)n);
+			if (evbuffer_add(dst, buf, (size_t)n) < 0) {
+				/* Out of memory: a request with a hole in it must not be read. */
+				cred_wipe(buf, sizeof(buf));
+				bufferevent_trigger_event(s->bev,
+							  BEV_EVENT_READING | BEV_EVENT_ERROR,
+							  BEV_TRIG_DEFER_CALLBACKS);
+				return BEV_ERROR;
+			}
 			got = true;
 			continue;
 		}

@@ -2,7 +2,8 @@
  * Unit tests of core/httpd's plain connections, which read their sockets themselves: the
  * input a client may have waiting is bounded (max_body + headers + 64 KiB), and reading
  * goes on once the requests are taken, also after an answer that ends the connection; a
- * connection whose input cannot grow (out of memory) is closed, the others served.
+ * connection whose input cannot grow, or whose answer cannot be queued (out of memory), is
+ * closed, the others served.
  * Client and server run in this process over loopback; the loop is turned by hand.
  */
 #include <arpa/inet.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "http.h"
@@ -69,10 +71,14 @@ struct rig {
 	struct httpd *s;
 };
 
-static bool rig_open(struct rig *r)
+/* A server whose connections are plain (bev NULL) or made by bev. */
+static bool rig_open_bev(struct rig *r, httpd_bev_fn *bev)
 {
-	struct httpd_options o = {
-	    .name = "test", .host = "127.0.0.1", .max_body = MAX_BODY, .timeout_ms = 30000};
+	struct httpd_options o = {.name = "test",
+				  .host = "127.0.0.1",
+				  .max_body = MAX_BODY,
+				  .timeout_ms = 30000,
+				  .bev = bev};
 	char err[256] = "";
 	r->base = event_base_new();
 	r->h = calloc(1, sizeof(*r->h));
@@ -85,6 +91,24 @@ static bool rig_open(struct rig *r)
 		event_base_free(r->base);
 	free(r->h);
 	return false;
+}
+
+static bool rig_open(struct rig *r)
+{
+	return rig_open_bev(r, NULL);
+}
+
+/* A filter over a socket bufferevent, as a TLS server makes, passing the bytes through. */
+static struct bufferevent *pass_bev(struct event_base *base, void *arg)
+{
+	struct bufferevent *under = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!under)
+		return NULL;
+	struct bufferevent *bev =
+	    bufferevent_filter_new(under, NULL, NULL, BEV_OPT_CLOSE_ON_FREE, NULL, NULL);
+	if (!bev)
+		bufferevent_free(under);
+	return bev;
 }
 
 /* The client closed: turn the loop until the server has closed too (1 s at most). */
@@ -309,6 +333,71 @@ static void test_no_memory_for_input_closes_that_connection_only(void)
 	rig_close(&r);
 }
 
+/*
+ * An answer that cannot be queued whole (libevent's allocation fails) closes that
+ * connection: the client sees the close before the answer's end (it cannot take a cut
+ * answer for a whole one), and the other connection is served. Plain: an 8 MiB answer to
+ * a client that does not read yet, so that the socket takes only part of it at once;
+ * filtered (as TLS): every answer is queued.
+ */
+static void no_memory_for_an_answer(httpd_bev_fn *bev, size_t len)
+{
+	struct rig r;
+	if (!rig_open_bev(&r, bev))
+		return;
+	static const char one[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+	char *body = malloc(len);
+	memset(body, 'x', len);
+	int a = dial(httpd_port(r.s)), b = dial(httpd_port(r.s));
+	size_t off = 0;
+	push(a, one, sizeof(one) - 1, &off);
+	settle(r.base);
+	CHECK_INT(r.h->n, 1);
+	CHECK_INT(httpd_connections(r.s), 2);
+	fail_count = 0;
+	fail_armed = true;
+	if (r.h->n == 1)
+		httpd_reply(r.h->req[0], 200, NULL, body, len);
+	fail_armed = false;
+	CHECK(fail_count > 0);
+	settle(r.base);
+	CHECK_INT(httpd_connections(r.s), 1);
+	size_t got = 0;
+	char buf[65536];
+	for (;;) {
+		ssize_t n = recv(a, buf, sizeof(buf), 0);
+		if (n <= 0) {
+			CHECK(n == 0 || errno == ECONNRESET);
+			break;
+		}
+		got += (size_t)n;
+	}
+	CHECK(got < len); /* closed before the answer's end */
+	close(a);
+
+	char carry[32];
+	size_t carried = 0;
+	bool eof = false;
+	off = 0;
+	push(b, one, sizeof(one) - 1, &off);
+	settle(r.base);
+	CHECK_INT(r.h->n, 2);
+	if (r.h->n == 2)
+		httpd_reply(r.h->req[1], 200, NULL, "ok", 2);
+	settle(r.base);
+	CHECK_INT(drain_answers(b, carry, &carried, &eof), 1);
+	CHECK(!eof);
+	close(b);
+	rig_close(&r);
+	free(body);
+}
+
+static void test_no_memory_for_an_answer_closes_that_connection_only(void)
+{
+	no_memory_for_an_answer(NULL, 8 << 20);
+	no_memory_for_an_answer(pass_bev, 2);
+}
+
 int main(void)
 {
 	/* Before any other libevent call: every allocation of it goes through these. */
@@ -316,5 +405,6 @@ int main(void)
 	test_a_long_pipeline_is_read_in_bounded_steps();
 	test_a_closing_answer_reads_away_a_full_input();
 	test_no_memory_for_input_closes_that_connection_only();
+	test_no_memory_for_an_answer_closes_that_connection_only();
 	return tap_done();
 }
