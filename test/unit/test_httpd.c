@@ -1,10 +1,10 @@
 /*
- * Unit tests of core/httpd's plain connections, which read their sockets themselves: the
- * input a client may have waiting is bounded (max_body + headers + 64 KiB), and reading
- * goes on once the requests are taken, also after an answer that ends the connection; a
- * connection whose input cannot grow, or whose answer cannot be queued (out of memory), is
- * closed, the others served.
- * Client and server run in this process over loopback; the loop is turned by hand.
+ * Unit tests of core/httpd's connections, plain (they read their sockets themselves) and,
+ * for answers out of memory, filtered as TLS makes them: the input a client may have
+ * waiting is bounded (max_body + headers + 64 KiB), and reading goes on once the requests
+ * are taken, also after an answer that ends the connection; a connection whose input
+ * cannot grow, or whose answer cannot be queued (out of memory), is closed, the others
+ * served. Client and server run in this process over loopback; the loop is turned by hand.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -283,6 +283,23 @@ static bool peer_closed(int fd)
 	}
 }
 
+/* A request on fd is dispatched, its answer arrives, and the connection stays open. */
+static void served(struct rig *r, int fd)
+{
+	static const char one[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+	size_t off = 0, before = r->h->n, carried = 0;
+	char carry[32];
+	bool eof = false;
+	push(fd, one, sizeof(one) - 1, &off);
+	settle(r->base);
+	CHECK_INT(r->h->n, before + 1);
+	if (r->h->n == before + 1)
+		httpd_reply(r->h->req[before], 200, NULL, "ok", 2);
+	settle(r->base);
+	CHECK_INT(drain_answers(fd, carry, &carried, &eof), 1);
+	CHECK(!eof);
+}
+
 /*
  * A connection whose input cannot take a request (libevent's allocation fails) is closed,
  * as a read error; nothing of it is dispatched, and another connection is served as before.
@@ -319,16 +336,7 @@ static void test_no_memory_for_input_closes_that_connection_only(void)
 	CHECK(peer_closed(a));
 	close(a);
 
-	off = 0;
-	push(b, one, sizeof(one) - 1, &off);
-	settle(r.base);
-	CHECK_INT(r.h->n, 2);
-	if (r.h->n == 2)
-		httpd_reply(r.h->req[1], 200, NULL, "ok", 2);
-	settle(r.base);
-	carried = 0;
-	CHECK_INT(drain_answers(b, carry, &carried, &eof), 1);
-	CHECK(!eof);
+	served(&r, b);
 	close(b);
 	rig_close(&r);
 }
@@ -375,18 +383,7 @@ static void no_memory_for_an_answer(httpd_bev_fn *bev, size_t len)
 	CHECK(got < len); /* closed before the answer's end */
 	close(a);
 
-	char carry[32];
-	size_t carried = 0;
-	bool eof = false;
-	off = 0;
-	push(b, one, sizeof(one) - 1, &off);
-	settle(r.base);
-	CHECK_INT(r.h->n, 2);
-	if (r.h->n == 2)
-		httpd_reply(r.h->req[1], 200, NULL, "ok", 2);
-	settle(r.base);
-	CHECK_INT(drain_answers(b, carry, &carried, &eof), 1);
-	CHECK(!eof);
+	served(&r, b);
 	close(b);
 	rig_close(&r);
 	free(body);
