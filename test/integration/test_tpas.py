@@ -12,6 +12,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import struct
 import sqlite3
@@ -249,6 +250,13 @@ class TpasCase(unittest.TestCase):
         for d in devs:
             s.add_device(d, astk)
         return t, s, astk
+
+    def tunnel_conf(self, t, lines):
+        """Add lines to t's [tunnel] section."""
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(conf.replace("[tunnel]\n", "[tunnel]\n" + lines, 1))
 
     def self_signed(self, stem, cn="127.0.0.1"):
         """A self-signed P-256 certificate and its key (mode 0600) under tmp: (cert, key)."""
@@ -528,13 +536,6 @@ class Tunnel(TpasCase):
                       "and tunnel.key-file differ, or this request does not come from the "
                       "LRC) STATUS=401 REASON=bad Token ", log)
 
-    def tunnel_conf(self, t, lines):
-        """Add lines to t's [tunnel] section."""
-        with open(t.conf) as f:
-            conf = f.read()
-        with open(t.conf, "w") as f:
-            f.write(conf.replace("[tunnel]\n", "[tunnel]\n" + lines, 1))
-
     def tls_tpas(self, lines=""):
         """A started tpas whose tunnel speaks TLS, and its certificate's path."""
         cert, key = self.self_signed("tunnel")
@@ -547,7 +548,6 @@ class Tunnel(TpasCase):
         raw = socket.create_connection(("127.0.0.1", t.port))
         if not cert:
             return raw
-        import ssl
         ctx = ssl.create_default_context(cafile=cert)
         ctx.check_hostname = False
         return ctx.wrap_socket(raw)
@@ -933,7 +933,6 @@ class Tunnel(TpasCase):
         c.setblocking(False)
         one = b"GET /nothere HTTP/1.1\r\nHost: t\r\n\r\n"
         chunk, sent, t0, closed = one * 400, 0, time.monotonic(), False
-        import ssl
         while time.monotonic() - t0 < 5 and not closed:
             try:
                 sent += c.send(chunk)
@@ -961,7 +960,6 @@ class Tunnel(TpasCase):
                              (200, {"seq": i + 1, "duplicate": False}))
         self.assertEqual(s.uplink(DEV, b"x", key="0" * 32)[0], 401)
         # A client that asks to close after the answer still gets it.
-        import ssl
         ctx = ssl.create_default_context(cafile=cert)
         ctx.check_hostname = False
         with ctx.wrap_socket(socket.create_connection(("127.0.0.1", t.port))) as c:
@@ -2565,6 +2563,25 @@ class UplinksOutOfMemory(OutOfMemoryCase):
 
     def test_each_uplink_is_journaled_whole_or_answered_503(self):
         s, t = self.served_lrc()
+        self.sweep(s, t)
+
+    def test_over_tls_each_uplink_is_journaled_whole_or_answered_503(self):
+        """The same through the tunnel's own TLS: the marker is in what mbedTLS decrypts, so
+        the allocations swept begin with the plaintext's way into the HTTP server, where a
+        failure closes the connection and the LRC retries (had the request lost those bytes,
+        it would wait for the rest until tunnel.timeout and be answered 408)."""
+        cert, key = self.self_signed("tunnel")
+        s = self.lrc(None, serve=True)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{s.port}")
+        self.tunnel_conf(t, f"tls-cert-file = {cert}\ntls-key-file = {key}\n")
+        t.start()
+        s.as_url = f"https://127.0.0.1:{t.port}"
+        s.cafile = cert
+        self.sweep(s, t)
+
+    def sweep(self, s, t):
+        """For each body kind, the n-th allocation after tpas reads the marker failing, n = 1,
+        2, ... until none fails; then every uplink sent is journaled once and whole."""
         s.add_device(DEV, self.import_astk(t))
         self.failing(t)
         sent = {}  # fCntUp -> (payload, the radio fields each POST of it carried)
@@ -2580,7 +2597,8 @@ class UplinksOutOfMemory(OutOfMemoryCase):
                                           "tags": f"FAILALLOC:{n};", **note}}
                 try:
                     status, ans = s.uplink(DEV, payload, fmt=fmt, extra=extra)
-                except (http.client.RemoteDisconnected, ConnectionResetError) as e:
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                        ssl.SSLError) as e:
                     status, ans = None, str(e)  # not even a 503 could be sent
                 radios = [extra["CustomerData"]]
                 with self.subTest(fmt=fmt, allocation=n, status=status, answer=ans):
