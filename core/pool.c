@@ -20,6 +20,7 @@
 
 #include "cred.h"
 #include "http.h"
+#include "text.h"
 #include "tls.h"
 
 /* A session closed by the server this soon after it became ready counts as a failure. */
@@ -218,9 +219,7 @@ static void req_finish(struct pool_req *r, int err, bool sent, const char *reaso
 	r->err = err;
 	r->sent = sent;
 	/* Cut to the field: a reason is one line for a log and an answer. */
-	size_t n = reason ? strnlen(reason, sizeof(r->reason) - 1) : 0;
-	memcpy(r->reason, reason ? reason : "", n);
-	r->reason[n] = '\0';
+	text_copy(r->reason, sizeof(r->reason), reason ? reason : "");
 	if (err && sent)
 		p->stats.unknown++;
 	TAILQ_INSERT_TAIL(&p->done, r, link);

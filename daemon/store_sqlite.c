@@ -31,6 +31,7 @@
 #include "seal.h"
 #include "sqlkey.h"
 #include "sqlbackup.h"
+#include "text.h"
 
 #define STORE_SCHEMA_VERSION 3
 #define STORE_MAX_BATCH 1024 /* writes in one transaction at most */
@@ -298,14 +299,6 @@ struct sqlite_store {
 	struct store_stats stats;
 };
 
-/* Copy src into dst of size dstsz, cut to fit and NUL-terminated. */
-static void copy_str(char *dst, size_t dstsz, const char *src)
-{
-	size_t n = strnlen(src, dstsz - 1);
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-}
-
 /* Build a row write from a record: validate, upper-case, seal the AppKey. */
 static int op_from_record(struct sqlite_store *s, const struct store_record *r, enum op_kind kind,
 			  struct op **ret)
@@ -321,18 +314,18 @@ static int op_from_record(struct sqlite_store *s, const struct store_record *r, 
 	hex_upper(op->join_eui, r->join_eui, HEX_EUI);
 	hex_upper(op->profile_id, r->profile_id, HEX_PROFILE);
 	hex_upper(op->tkm_info, r->tkm_info, strlen(r->tkm_info));
-	copy_str(op->serial, sizeof(op->serial), r->serial);
-	copy_str(op->owner_token, sizeof(op->owner_token), r->owner_token);
-	copy_str(op->ref, sizeof(op->ref), r->ref);
-	copy_str(op->last_error, sizeof(op->last_error), r->last_error);
-	copy_str(op->origin, sizeof(op->origin), r->origin);
+	text_copy(op->serial, sizeof(op->serial), r->serial);
+	text_copy(op->owner_token, sizeof(op->owner_token), r->owner_token);
+	text_copy(op->ref, sizeof(op->ref), r->ref);
+	text_copy(op->last_error, sizeof(op->last_error), r->last_error);
+	text_copy(op->origin, sizeof(op->origin), r->origin);
 	op->state = r->state;
 	op->generated = r->has_app_key && r->app_key_generated;
 	op->uid = r->uid;
 	op->pid = r->pid;
 	op->attempts = r->attempts;
 	op->maybe_at = r->maybe_at;
-	copy_str(op->instance, sizeof(op->instance), s->instance);
+	text_copy(op->instance, sizeof(op->instance), s->instance);
 	int64_t now = clock_wall_ms();
 	op->created_at = r->created_at > 0 ? r->created_at : now;
 	op->updated_at =
@@ -389,7 +382,7 @@ static int store_write(struct sqlite_store *s, const struct store_record *r, enu
 		return e;
 	if (a) {
 		op->att = *a;
-		copy_str(op->att.instance, sizeof(op->att.instance), s->instance);
+		text_copy(op->att.instance, sizeof(op->att.instance), s->instance);
 		op->has_att = true;
 	}
 	op->cb = cb;
@@ -417,12 +410,12 @@ int sqlite_store_audit(struct sqlite_store *s, const char *dev_eui, const char *
 	}
 	op->kind = OP_AUDIT;
 	hex_upper(op->dev_eui, dev_eui, HEX_EUI);
-	copy_str(op->method, sizeof(op->method), method);
-	copy_str(op->outcome, sizeof(op->outcome), outcome);
+	text_copy(op->method, sizeof(op->method), method);
+	text_copy(op->outcome, sizeof(op->outcome), outcome);
 	op->uid = uid;
 	op->pid = pid;
 	op->created_at = clock_wall_ms();
-	copy_str(op->instance, sizeof(op->instance), s->instance);
+	text_copy(op->instance, sizeof(op->instance), s->instance);
 	return store_submit(s, op);
 }
 
@@ -749,7 +742,7 @@ static int writer_apply(struct sqlite_store *s, struct op *op)
 	if (rc == SQLITE_DONE) {
 		if (op->kind == OP_UPDATE && sqlite3_changes(s->wdb) == 0) {
 			op->err = -ENOENT;
-			copy_str(op->reason, sizeof(op->reason), "no such device in the store");
+			text_copy(op->reason, sizeof(op->reason), "no such device in the store");
 			return SQLITE_DONE;
 		}
 		if (!op->has_att)
@@ -768,7 +761,7 @@ static int writer_apply(struct sqlite_store *s, struct op *op)
 	if ((rc & 0xff) == SQLITE_CONSTRAINT) {
 		op->err = sql_errno(s->wdb, rc);
 		if (op->err == -EEXIST)
-			copy_str(op->reason, sizeof(op->reason), "device already in the store");
+			text_copy(op->reason, sizeof(op->reason), "device already in the store");
 		else
 			snprintf(op->reason, sizeof(op->reason), "record refused: %s",
 				 sqlite3_errmsg(s->wdb));
@@ -823,7 +816,7 @@ static int writer_batch(struct sqlite_store *s, struct op *batch, size_t n, char
 	size_t i = 0;
 	for (struct op *op = batch; op && i < n; op = op->next, i++) {
 		op->err = err;
-		copy_str(op->reason, sizeof(op->reason), reason);
+		text_copy(op->reason, sizeof(op->reason), reason);
 	}
 	*ret_rejected = 0;
 	return err;
@@ -898,7 +891,7 @@ static void *store_writer(void *arg)
 			s->stats.batch_failures++;
 			s->stats.ops_failed += n;
 			s->stats.last_error = err;
-			copy_str(s->stats.last_reason, sizeof(s->stats.last_reason), reason);
+			text_copy(s->stats.last_reason, sizeof(s->stats.last_reason), reason);
 		}
 		if (s->d_tail)
 			s->d_tail->next = batch;
@@ -1481,7 +1474,7 @@ int sqlite_store_open(struct event_base *base, const struct store_options *o, st
 		goto fail;
 	}
 	if (o->instance)
-		copy_str(s->instance, sizeof(s->instance), o->instance);
+		text_copy(s->instance, sizeof(s->instance), o->instance);
 	e = store_lock(s, err, errlen);
 	if (e < 0)
 		goto fail;
