@@ -14,6 +14,7 @@
 #include "lockfile.h"
 #include "sqlbackup.h"
 #include "store.h"
+#include "text.h"
 
 /* The SQLite files that go with a store besides itself. */
 static const char *const companions[] = {"-wal", "-shm"};
@@ -25,9 +26,10 @@ static const char *const companions[] = {"-wal", "-shm"};
  */
 static bool store_owner(const char *path, struct stat *ret)
 {
+	if (stat(path, ret) == 0)
+		return true;
 	char d[PATH_MAX];
-	snprintf(d, sizeof(d), "%s", path);
-	return stat(path, ret) == 0 || stat(dirname(d), ret) == 0;
+	return text_copy(d, sizeof(d), path) < sizeof(d) && stat(dirname(d), ret) == 0;
 }
 
 /* The copy must open with the key, be of a schema this tpad knows, and be whole. */
