@@ -149,6 +149,7 @@ static int station_error(struct ctl *c, const struct ctl_args *a, const char *me
 			err->message[0] ? ": " : "", err->message);
 	else
 		fprintf(stderr, "tpactl: %s\n", err->message);
+	ctl_print_error_hint(err->name);
 	return 1;
 }
 
