@@ -43,6 +43,7 @@
 #include "tpa.h"
 #include "tpad-build.h"
 #include "tpad.h"
+#include "utf8.h"
 
 typedef void handler_fn(struct tpad *t, struct req *r);
 
@@ -1372,8 +1373,9 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 	if (t->store)
 		store_stats(t->store, &ss);
 	if (ss.down) {
-		snprintf(buf, len, "%s; store %s down: %.120s; %u station clients", up,
-			 store_backend_name(t->store), ss.last_reason, st.connections[SOCK_STATION]);
+		snprintf(buf, len, "%s; store %s down: %.*s; %u station clients", up,
+			 store_backend_name(t->store), (int)utf8_prefix(ss.last_reason, 120),
+			 ss.last_reason, st.connections[SOCK_STATION]);
 		return;
 	}
 	if (t->store_counts_known)
