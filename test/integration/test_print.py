@@ -1180,7 +1180,7 @@ class Print(TpadTestCase):
         self.assertIn("nowhere", p.stderr)
         p = check("[printer.a]\nurl = socket://127.0.0.1\nwidth = 20\n")
         self.assertEqual(p.returncode, 1)
-        self.assertIn("c.conf:2): label.caption-1", p.stderr)
+        self.assertIn("c.conf:2: [printer.a]: label.caption-1", p.stderr)
         self.assertIn("label.caption-1", p.stderr)
         # A tall label: the code takes the whole width, and the message said the
         # captions needed 5.3 mm while "the label has 495.0 mm".
