@@ -127,6 +127,13 @@ int ctl_send(struct ctl *c, const char *method, json_t *params, bool more)
 	}
 	int r = frame_write_fd(c->fd, msg, len);
 	free(msg);
+	/*
+	 * The daemon closed first: one that refuses a connection at a limit writes its Busy
+	 * before closing, and that reply is in the socket. ctl_recv() reads it, or says the
+	 * daemon closed the connection when nothing came.
+	 */
+	if (r == -EPIPE || r == -ECONNRESET)
+		return 0;
 	if (r < 0)
 		fprintf(stderr, "tpactl: cannot send to %s: %s\n", c->path, strerror(-r));
 	return r;
@@ -208,6 +215,12 @@ static const struct {
      "The session's downlink counter is used up: the device must rejoin before another "
      "downlink."},
     {"io.tpad.AS.NoLrc", "Set url in the [lrc] section of tpas.conf, then restart tpas."},
+    {"io.tpad.Station.Busy",
+     "tpad is at a limit (limits.max-clients*, a full queue, or memory): its log says "
+     "which. Try again shortly."},
+    {"io.tpad.Admin.Busy",
+     "tpad is at a limit (limits.max-clients*, a full queue, or memory): its log says "
+     "which. Try again shortly."},
     {"io.tpad.AS.Busy",
      "Nothing was sent and no FCntDn spent: the link to the LRC is down or full. Try again "
      "later (tpactl as status shows the link)."},
@@ -232,6 +245,11 @@ void ctl_print_error(json_t *reply)
 		first = false;
 	}
 	fputc('\n', stderr);
+	ctl_print_error_hint(error);
+}
+
+void ctl_print_error_hint(const char *error)
+{
 	for (size_t i = 0; error && i < sizeof(error_hints) / sizeof(error_hints[0]); i++)
 		if (strcmp(error, error_hints[i].error) == 0)
 			fprintf(stderr, "%s\n", error_hints[i].hint);

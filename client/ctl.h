@@ -101,8 +101,10 @@ int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, j
  */
 int ctl_wrong_socket(struct ctl *c, const char *method, json_t *reply);
 
-/* Print an error reply as a human sentence on stderr. */
+/* Print an error reply as a human sentence on stderr, and its hint. */
 void ctl_print_error(json_t *reply);
+/* The line of advice tpactl has for error (a varlink error name), if any, on stderr. */
+void ctl_print_error_hint(const char *error);
 
 /*
  * Write len bytes to path, created mode 0644. atomic: through a temporary file renamed

@@ -727,11 +727,29 @@ static int import_call(struct ctl *c, struct ctl_args *a, json_t *chunk, bool fi
 	}
 }
 
+/* Whether the failures file would be the input itself (the same inode), rows lost. */
+static bool failures_is_input(const struct ctl_args *a, const char *input)
+{
+	char *fp = failures_path(a, input);
+	struct stat in, out;
+	bool same = fp && stat(input, &in) == 0 && stat(fp, &out) == 0 && in.st_dev == out.st_dev &&
+		    in.st_ino == out.st_ino;
+	free(fp);
+	return same;
+}
+
 int ctl_import(struct ctl *c, struct ctl_args *a)
 {
 	const char *path = a->manifest ? a->manifest : a->argc ? a->argv[0] : NULL;
 	if (!path || (a->manifest && a->argc)) {
 		fprintf(stderr, "tpactl: import takes FILE.csv or --manifest FILE.json\n");
+		return 2;
+	}
+	if (failures_is_input(a, path)) {
+		fprintf(stderr,
+			"tpactl: the failures file is %s itself: the failed rows would be "
+			"written over it; give another path with --failures\n",
+			path);
 		return 2;
 	}
 	if (!a->manifest && (a->signer || a->dev_eui_map)) {

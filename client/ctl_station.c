@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -12,7 +13,7 @@
 #include "base64.h"
 #include "ctl.h"
 
-/* The label format: --format, else from -o's extension, else none. */
+/* The label format: --format, else from -o's extension (any case), else none. */
 static const char *label_format(const struct ctl_args *a)
 {
 	if (a->format)
@@ -20,13 +21,13 @@ static const char *label_format(const struct ctl_args *a)
 	if (!a->output)
 		return NULL;
 	const char *dot = strrchr(a->output, '.');
-	if (dot && strcmp(dot, ".svg") == 0)
+	if (dot && strcasecmp(dot, ".svg") == 0)
 		return "svg";
-	if (dot && strcmp(dot, ".zpl") == 0)
+	if (dot && strcasecmp(dot, ".zpl") == 0)
 		return "zpl";
-	if (dot && strcmp(dot, ".pdf") == 0)
+	if (dot && strcasecmp(dot, ".pdf") == 0)
 		return "pdf";
-	if (dot && strcmp(dot, ".txt") == 0)
+	if (dot && strcasecmp(dot, ".txt") == 0)
 		return "text";
 	return "png";
 }
@@ -149,6 +150,7 @@ static int station_error(struct ctl *c, const struct ctl_args *a, const char *me
 			err->message[0] ? ": " : "", err->message);
 	else
 		fprintf(stderr, "tpactl: %s\n", err->message);
+	ctl_print_error_hint(err->name);
 	return 1;
 }
 

@@ -468,8 +468,6 @@ static int check_values(const struct command *cmd, const struct ctl_args *a)
 	}
 	if (a->label && a->code)
 		return usage_error(cmd->name, "give only one of --label and --code");
-	if (a->scale && (a->scale < 1 || a->scale > 20))
-		return usage_error(cmd->name, "--scale must be 1 to 20");
 	if (a->margin_set && a->margin > 16)
 		return usage_error(cmd->name, "--margin must be 0 to 16");
 	if (a->format) {
@@ -623,7 +621,10 @@ int main(int argc, char **argv)
 			if (!*optarg || *end || errno || v < 0 || v > 1000000)
 				return usage_error(hint_cmd, "--%s needs a whole number, not '%s'",
 						   opt_name(opts, o), optarg);
-			if (o == OPT_SCALE)
+			if (o == OPT_SCALE && (v < 1 || v > 20))
+				return usage_error(hint_cmd, "--scale must be 1 to 20, not '%s'",
+						   optarg);
+			else if (o == OPT_SCALE)
 				a.scale = (int)v;
 			else if (o == OPT_MARGIN)
 				a.margin = (int)v;

@@ -140,14 +140,33 @@ static void listener_accept_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+int listener_check_path(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "%s: socket path too long (at most %zu bytes)", path,
+			 sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	/* bind() would say "Address already in use", as if another instance were there. */
+	struct stat st;
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen,
+			 "%s exists and is not a socket: move it away, or give the socket another "
+			 "path",
+			 path);
+		return -EEXIST;
+	}
+	return 0;
+}
+
 /* Bind a fresh Unix socket at path, safely replacing a stale one. */
 static int bind_path(const char *path, unsigned mode, const char *group, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "%s: socket path too long", path);
-		return -ENAMETOOLONG;
-	}
+	int bad = listener_check_path(path, err, errlen);
+	if (bad < 0)
+		return bad;
 	strcpy(sa.sun_path, path);
 
 	gid_t gid = (gid_t)-1;
@@ -254,8 +273,11 @@ int listener_open_named(struct event_base *base, struct server *srv, enum sock_k
 		evutil_make_socket_closeonexec(l->fd);
 		log_info("%s socket from systemd", name);
 	} else {
-		int fd = bind_path(path, mode, group, err, errlen);
+		char why[400];
+		int fd = bind_path(path, mode, group, why, sizeof(why));
 		if (fd < 0) {
+			/* Name the directive: "station.socket: ..." (tpas: apps.socket). */
+			snprintf(err, errlen, "%s.socket: %s", name, why);
 			free(l);
 			return fd;
 		}

@@ -24,6 +24,13 @@ int listener_open_named(struct event_base *base, struct server *srv, enum sock_k
 			const char *name, const char *path, unsigned mode, const char *group,
 			struct listener **ret, char *err, size_t errlen);
 
+/*
+ * What --check-config can tell of a socket path before binding it: too long for a Unix
+ * socket, or a file that is not a socket in its place (which bind() would report as an
+ * address in use). 0, or a negative errno with a one-line reason in err.
+ */
+int listener_check_path(const char *path, char *err, size_t errlen);
+
 /* True if the socket came from systemd (the configured path was not touched). */
 bool listener_activated(const struct listener *l);
 

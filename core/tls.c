@@ -21,6 +21,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include "cred.h"
+#include "utf8.h"
 
 #define DEFAULT_SUITES                                                                             \
 	"TLS-ECDHE-PSK-WITH-CHACHA20-POLY1305-SHA256,TLS-ECDHE-PSK-WITH-AES-128-CBC-SHA256,"       \
@@ -575,9 +576,11 @@ static int fail_verify(struct tls_conn *c, const char *what)
 		subj[0] = '\0';
 	if (f & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
 		c->cert_error = TLS_CERT_UNKNOWN_CA;
-		snprintf(c->error, sizeof(c->error),
-			 "%s: server certificate from an unknown CA (not signed by a CA in %.100s)%s%s",
-			 what, c->ctx->ca_file, subj[0] ? ", subject " : "", subj);
+		snprintf(
+		    c->error, sizeof(c->error),
+		    "%s: server certificate from an unknown CA (not signed by a CA in %.*s)%s%s",
+		    what, (int)utf8_prefix(c->ctx->ca_file, 100), c->ctx->ca_file,
+		    subj[0] ? ", subject " : "", subj);
 	} else if (f & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) {
 		c->cert_error = TLS_CERT_EXPIRED;
 		snprintf(c->error, sizeof(c->error), "%s: server certificate %s%s%s", what,
@@ -608,6 +611,8 @@ static int fail_verify(struct tls_conn *c, const char *what)
 		snprintf(c->error, sizeof(c->error), "%s: server certificate refused: %s", what,
 			 info);
 	}
+	/* mbedTLS writes a subject's bytes 0x7f-0xa0 as '?', halving UTF-8 characters. */
+	utf8_scrub(c->error);
 	return -EKEYREJECTED;
 }
 

@@ -26,6 +26,7 @@
 #include "iface.h"
 #include "keypool.h"
 #include "layout.h"
+#include "listener.h"
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
@@ -43,6 +44,7 @@
 #include "tpa.h"
 #include "tpad-build.h"
 #include "tpad.h"
+#include "utf8.h"
 
 typedef void handler_fn(struct tpad *t, struct req *r);
 
@@ -1243,21 +1245,57 @@ static int check_credential(const char *name, const char *file, bool hex, char *
 	return check_credential_keep(name, file, hex, NULL, NULL, err, errlen);
 }
 
-int dispatch_check_config(const struct config *cfg, struct check_key *keep, char *err,
+/*
+ * A directive's error as the configuration's own are given: "FILE:LINE: key: why", or
+ * "FILE: key (default): why" for a default value. -EINVAL.
+ */
+static int located(const struct config *cfg, const char *path, const char *key, const char *why,
+		   char *err, size_t errlen)
+{
+	const char *where = config_origin(cfg, key);
+	if (strcmp(where, "default") == 0)
+		snprintf(err, errlen, "%s: %s (default): %s", path, key, why);
+	else
+		snprintf(err, errlen, "%s: %s: %s", where, key, why);
+	return -EINVAL;
+}
+
+/*
+ * The same for a reason that names its directive first ("label.caption-2: ..."), when
+ * the file sets it; a default one is not what is at fault (the label's size is).
+ */
+static int located_reason(const struct config *cfg, const char *path, const char *why, char *err,
 			  size_t errlen)
 {
-	char why[256];
-	if (cfg->qr_template && qr_template_check(cfg->qr_template, why, sizeof(why)) < 0) {
-		snprintf(err, errlen, "qr.template: %s", why);
-		return -EINVAL;
+	size_t n = strcspn(why, ": ");
+	char key[64];
+	if (why[n] == ':' && n > 0 && n < sizeof(key)) {
+		memcpy(key, why, n);
+		key[n] = '\0';
+		if (strcmp(config_origin(cfg, key), "default") != 0)
+			return located(cfg, path, key, why + n + strspn(why + n, ": "), err,
+				       errlen);
 	}
+	snprintf(err, errlen, "%s: %s", path, why);
+	return -EINVAL;
+}
+
+int dispatch_check_config(const struct config *cfg, const char *path, struct check_key *keep,
+			  char *err, size_t errlen)
+{
+	char why[400];
+	if (cfg->qr_template && qr_template_check(cfg->qr_template, why, sizeof(why)) < 0)
+		return located(cfg, path, "qr.template", why, err, errlen);
+	/* A socket path a start by hand would not bind (systemd's sockets are its own). */
+	if (cfg->station_socket && listener_check_path(cfg->station_socket, why, sizeof(why)) < 0)
+		return located(cfg, path, "station.socket", why, err, errlen);
+	if (cfg->admin_socket && listener_check_path(cfg->admin_socket, why, sizeof(why)) < 0)
+		return located(cfg, path, "admin.socket", why, err, errlen);
 	/* The label and each printer's variant of it must fit a typical code and captions. */
 	struct layout *l;
 	int r = layout_new(&cfg->label, 0, 0, 0, cfg->qr_ec_level, &l, why, sizeof(why));
-	if (r < 0) {
-		snprintf(err, errlen, "%s", why);
-		return r;
-	}
+	if (r < 0)
+		return located_reason(cfg, path, why, err, errlen);
 	layout_free(l);
 	for (size_t i = 0; i < cfg->n_printers; i++) {
 		const struct config_printer *p = &cfg->printers[i];
@@ -1266,26 +1304,30 @@ int dispatch_check_config(const struct config *cfg, struct check_key *keep, char
 		if (r < 0) {
 			char url[128];
 			snprintf(url, sizeof(url), "printer.%s.url", p->name);
-			snprintf(err, errlen, "[printer.%s] (%s): %s", p->name, config_origin(cfg, url),
-				 why);
+			snprintf(err, errlen, "%s: [printer.%s]: %s", config_origin(cfg, url),
+				 p->name, why);
 			return r;
 		}
 		layout_free(l);
 	}
 	if (upstream_psk(cfg) && (!cfg->upstream_psk_identity || !*cfg->upstream_psk_identity)) {
-		snprintf(err, errlen, "the PSK identity (upstream.psk-identity) is not set");
+		snprintf(err, errlen, "%s: the PSK identity (upstream.psk-identity) is not set",
+			 path);
 		return -EINVAL;
 	}
 	r = check_credential_keep("store-key", cfg->store_key_file, true, keep ? keep->key : NULL,
-				  keep ? &keep->len : NULL, err, errlen);
+				  keep ? &keep->len : NULL, why, sizeof(why));
 	if (r == 0 && upstream_psk(cfg))
-		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, err, errlen);
+		r = check_credential("tpa-psk", cfg->upstream_psk_file, true, why, sizeof(why));
 	if (r == 0 && upstream_oauth2(cfg))
-		r = check_credential("oauth-secret", cfg->oauth2_secret_file, false, err, errlen);
+		r = check_credential("oauth-secret", cfg->oauth2_secret_file, false, why,
+				     sizeof(why));
 	/* Without a file the password is optional (libpq's passfile, client certificates). */
 	if (r == 0 && strcmp(cfg->store_backend, "postgresql") == 0 && cfg->store_password_file)
-		r = check_credential("store-password", cfg->store_password_file, false, err,
-				     errlen);
+		r = check_credential("store-password", cfg->store_password_file, false, why,
+				     sizeof(why));
+	if (r < 0)
+		snprintf(err, errlen, "%s: %s", path, why);
 	return r;
 }
 
@@ -1372,8 +1414,9 @@ void dispatch_status_line(const struct tpad *t, char *buf, size_t len)
 	if (t->store)
 		store_stats(t->store, &ss);
 	if (ss.down) {
-		snprintf(buf, len, "%s; store %s down: %.120s; %u station clients", up,
-			 store_backend_name(t->store), ss.last_reason, st.connections[SOCK_STATION]);
+		snprintf(buf, len, "%s; store %s down: %.*s; %u station clients", up,
+			 store_backend_name(t->store), (int)utf8_prefix(ss.last_reason, 120),
+			 ss.last_reason, st.connections[SOCK_STATION]);
 		return;
 	}
 	if (t->store_counts_known)

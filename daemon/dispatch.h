@@ -27,12 +27,13 @@ struct check_key {
 };
 
 /*
- * Checks of the configuration that need a module (template, ciphersuites...), and that
- * its credentials can be read. keep (may be NULL): the store key read, for
+ * Checks of the configuration that need a module (template, socket paths, label layout),
+ * and that its credentials can be read. path: the configuration file, which err names
+ * (with the line of a directive at fault). keep (may be NULL): the store key read, for
  * dispatch_check_start().
  */
-int dispatch_check_config(const struct config *cfg, struct check_key *keep, char *err,
-			  size_t errlen);
+int dispatch_check_config(const struct config *cfg, const char *path, struct check_key *keep,
+			  char *err, size_t errlen);
 
 /*
  * --check-config, after dispatch_check_config(): what start sets up before serving that

@@ -73,9 +73,9 @@ static int load_config(struct config *cfg, const char *path, bool explicit_path,
 		log_errx("%s", err);
 		return r;
 	}
-	r = dispatch_check_config(cfg, keep, err, sizeof(err));
+	r = dispatch_check_config(cfg, path, keep, err, sizeof(err));
 	if (r < 0) {
-		log_errx("%s: %s", path, err);
+		log_errx("%s", err);
 		return r;
 	}
 	return 0;

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "print_backend.h"
 #include "words.h"
+#include "utf8.h"
 
 /*
  * True if the line buf[start..end) (its LF at end) is text that is no ~HS answer: not
@@ -158,7 +159,7 @@ void print_unknown(const struct print *p, const char *name, char *why, size_t le
 			meant = p->cfg->printers[i].name;
 		}
 	}
-	int off = snprintf(why, len, "no printer named '%.40s' (", name);
+	int off = snprintf(why, len, "no printer named '%.*s' (", (int)utf8_prefix(name, 40), name);
 	if (meant)
 		off += snprintf(why + off, len > (size_t)off ? len - off : 0, "did you mean '%s'? ",
 				meant);
@@ -263,7 +264,8 @@ static void printer_kick(struct print_printer *pr)
 		if (r == -ETIMEDOUT)
 			snprintf(j->reason, sizeof(j->reason),
 				 "timed out in the queue behind earlier jobs: the printer is "
-				 "unreachable (%.80s)",
+				 "unreachable (%.*s)",
+				 (int)utf8_prefix(pr->reasons[0] ? pr->reasons : "no answer", 80),
 				 pr->reasons[0] ? pr->reasons : "no answer");
 		else if (r < 0)
 			snprintf(j->reason, sizeof(j->reason), "cannot start the job: %s",
@@ -734,9 +736,12 @@ void print_metrics(struct print *p, FILE *f)
 
 void print_outcome(char *buf, size_t n, const char *printer, uint64_t job, const char *reason)
 {
-	if (reason)
-		snprintf(buf, n, "print failed on %.32s job %llu: %s", printer,
-			 (unsigned long long)job, reason);
-	else
-		snprintf(buf, n, "printed on %.32s job %llu", printer, (unsigned long long)job);
+	/* The audit trail's text: cut between characters (PostgreSQL takes UTF-8 only). */
+	int p = (int)utf8_prefix(printer, 32);
+	int off = reason ? snprintf(buf, n, "print failed on %.*s job %llu: ", p, printer,
+				    (unsigned long long)job)
+			 : snprintf(buf, n, "printed on %.*s job %llu", p, printer,
+				    (unsigned long long)job);
+	if (reason && off > 0 && (size_t)off < n)
+		utf8_copy(buf + off, n - (size_t)off, reason);
 }

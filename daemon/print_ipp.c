@@ -16,6 +16,7 @@
 #include "config.h"
 #include "layout.h"
 #include "print_backend.h"
+#include "utf8.h"
 
 /*
  * libcups blocks, so each IPP printer has one thread that does its jobs one at a time;
@@ -206,8 +207,9 @@ static int ipp_status(struct print_printer *pr, struct ipp_worker *w, http_t *ht
 	snprintf(j->reasons, sizeof(j->reasons), "%s%s%s", reasons,
 		 !accepting && o ? ", " : "", accepting ? "" : "not accepting jobs");
 	if (!j->ready) {
-		snprintf(j->reason, sizeof(j->reason), "printer %s: %.120s", j->state,
-			 j->reasons[0] ? j->reasons : "not ready");
+		const char *why = j->reasons[0] ? j->reasons : "not ready";
+		snprintf(j->reason, sizeof(j->reason), "printer %s: %.*s", j->state,
+			 (int)utf8_prefix(why, 120), why);
 		return -EAGAIN;
 	}
 	return 0;
@@ -300,11 +302,9 @@ static bool job_lost(http_t *http, struct print_job *j, ipp_t *resp, uint64_t de
 		return false;
 	int e = httpError(http);
 	const char *m = cupsLastErrorString();
-	int n = snprintf(j->reason, sizeof(j->reason), "lost the printer during its job %d (%.40s)",
-			 j->printer_job,
-			 e	   ? strerror(e)
-			 : m && *m ? m
-				   : "no answer");
+	const char *why = e ? strerror(e) : m && *m ? m : "no answer";
+	int n = snprintf(j->reason, sizeof(j->reason), "lost the printer during its job %d (%.*s)",
+			 j->printer_job, (int)utf8_prefix(why, 40), why);
 	print_job_unreachable(j); /* Status says why, without the advice below */
 	if (n > 0 && (size_t)n < sizeof(j->reason))
 		snprintf(j->reason + n, sizeof(j->reason) - (size_t)n,

@@ -216,7 +216,12 @@ static int qr_template_walk(const char *tmpl, const struct qr_norm *n, char *out
 				if (strlen(qr_placeholders[k].name) == name_len &&
 				    memcmp(qr_placeholders[k].name, tmpl + i + 1, name_len) == 0)
 					break;
-			if (!end || k == count)
+			if (!end)
+				return qr_fail(err, errlen,
+					       "the '{' at offset %zu has no '}' (write '{{' for a "
+					       "brace)",
+					       i);
+			if (k == count)
 				return qr_fail(err, errlen,
 					       "unknown placeholder at offset %zu (known: {devEUI} "
 					       "{joinEUI} {profileId} {ownerToken} {serial}; "

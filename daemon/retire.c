@@ -15,6 +15,7 @@
 #include "store.h"
 #include "tpa.h"
 #include "tpad.h"
+#include "utf8.h"
 
 #define RETIRE_REASON_MAX 200
 #define RETIRE_MAX_DELETES 3 /* deletes sent for one call (a lost answer is asked about) */
@@ -25,7 +26,7 @@ struct retire_call {
 	struct req *r;
 	struct store_record rec;
 	char dev_eui[17];
-	char reason[RETIRE_REASON_MAX + 1];
+	char reason[4 * RETIRE_REASON_MAX + 1]; /* characters of UTF-8: up to 4 bytes each */
 	unsigned deletes;
 	bool cloud_deleted; /* the cloud held it and does no more */
 	char how[96];	    /* for the audit trail and the log */
@@ -122,8 +123,11 @@ static void commit_retired(struct retire_call *c, bool cloud_deleted, const char
 	c->cloud_deleted = cloud_deleted;
 	snprintf(c->how, sizeof(c->how), "%s", how);
 	c->rec.state = STORE_RETIRED;
-	snprintf(c->rec.last_error, sizeof(c->rec.last_error), "retired: %s", c->reason);
-	snprintf(outcome, sizeof(outcome), "retired (%s): %.80s", how, c->reason);
+	/* Cut whole characters: the store (PostgreSQL) and the replies take UTF-8 only. */
+	snprintf(c->rec.last_error, sizeof(c->rec.last_error), "retired: %.*s",
+		 (int)utf8_prefix(c->reason, sizeof(c->rec.last_error) - 10), c->reason);
+	snprintf(outcome, sizeof(outcome), "retired (%s): %.*s", how,
+		 (int)utf8_prefix(c->reason, 80), c->reason);
 	(void)store_audit(c->t->store, c->rec.dev_eui, "io.tpad.Admin.Retire", (uint32_t)p->uid,
 			  (int32_t)p->pid, outcome);
 	int r = store_update(c->t->store, &c->rec, on_committed, c);
@@ -255,18 +259,6 @@ static void on_ref_query(const struct tpa_result *res, void *arg)
 	retire_delete(c);
 }
 
-/* True if s is printable text fit for the audit trail. */
-static bool reason_ok(const char *s)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n > RETIRE_REASON_MAX)
-		return false;
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return false;
-	return true;
-}
-
 void admin_retire(struct tpad *t, struct req *r)
 {
 	json_t *params = req_params(r);
@@ -278,12 +270,8 @@ void admin_retire(struct tpad *t, struct req *r)
 				    "must be 16 hexadecimal digits"));
 		return;
 	}
-	if (!why || !reason_ok(why)) {
-		req_error(r, "io.tpad.Admin.InvalidParameter",
-			  json_pack("{s:s, s:s}", "parameter", "reason", "reason",
-				    "must be 1 to 200 printable characters"));
-		return;
-	}
+	/* reason: 1 to RETIRE_REASON_MAX printable characters, by proto's validator (PARAM_TEXT).
+	 */
 	struct retire_call *c = calloc(1, sizeof(*c));
 	if (!c || !t->store || !t->tpa) {
 		free(c);

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "seal.h"
 #include "store_url.h"
+#include "utf8.h"
 
 /*
  * How it works. Writes go to one of the writer connections (chosen by DevEUI, so the writes
@@ -319,10 +320,15 @@ static void op_free(struct op *op)
 static int op_text(struct op *op, int i, const char *t)
 {
 	if (t) {
-		op->values[i] = strdup(t);
+		/*
+		 * PostgreSQL refuses text that is not UTF-8, and the whole transaction with it
+		 * (a device's row, other stations' writes): a byte that starts no character
+		 * becomes U+FFFD. What tpad writes is UTF-8 already; this is the last fence.
+		 */
+		op->values[i] = utf8_valid(t) ? strdup(t) : utf8_clean(t, strlen(t));
 		if (!op->values[i])
 			return -ENOMEM;
-		op->lengths[i] = (int)strlen(t) + 1;
+		op->lengths[i] = (int)strlen(op->values[i]) + 1;
 	}
 	if (op->n < i + 1)
 		op->n = i + 1;
@@ -455,8 +461,9 @@ static int submit(struct pg_store *s, struct op *op)
 	}
 	if ((w->state == W_DOWN || w->state == W_CONNECTING) && op->kind != OP_AUDIT) {
 		op->err = -EIO;
-		snprintf(op->reason, sizeof(op->reason), "the database cannot be reached: %.200s",
-			 s->down_reason[0] ? s->down_reason : "connecting");
+		const char *why = s->down_reason[0] ? s->down_reason : "connecting";
+		snprintf(op->reason, sizeof(op->reason), "the database cannot be reached: %.*s",
+			 (int)utf8_prefix(why, 200), why);
 		if (s->f_tail)
 			s->f_tail->next = op;
 		else
@@ -880,8 +887,9 @@ static void writer_read(struct pgw *w)
 			} else if (reader) {
 				log_warnx("store: %zu reads failed: %s", n, w->batch_reason);
 				char reason[300];
-				snprintf(reason, sizeof(reason), "the database refused the read: %.200s",
-					 w->batch_reason);
+				snprintf(reason, sizeof(reason),
+					 "the database refused the read: %.*s",
+					 (int)utf8_prefix(w->batch_reason, 200), w->batch_reason);
 				complete(s, batch, -EIO, reason);
 			} else {
 				s->stats.batch_failures++;
@@ -892,8 +900,9 @@ static void writer_read(struct pgw *w)
 				log_warnx("store: a transaction of %zu writes was rolled back: %s", n,
 					  w->batch_reason);
 				char reason[300];
-				snprintf(reason, sizeof(reason), "the database refused the transaction: %.200s",
-					 w->batch_reason);
+				snprintf(reason, sizeof(reason),
+					 "the database refused the transaction: %.*s",
+					 (int)utf8_prefix(w->batch_reason, 200), w->batch_reason);
 				complete(s, batch, -EIO, reason);
 			}
 			writer_kick(w);

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "redact.h"
+#include "utf8.h"
 
 /* The value of each "password=" keyword (quoted or not) in text. */
 static void redact_keywords(char *text)
@@ -110,14 +111,18 @@ void store_url_pq_line(const char *m, const char *dflt, char *buf, size_t len)
 {
 	if (!m || !*m)
 		m = dflt;
-	/* Redacted whole, then cut: a cut inside "user:password@" would hide nothing. */
-	char *line = strndup(m, strcspn(m, "\n"));
+	/*
+	 * Redacted whole, then cut: a cut inside "user:password@" would hide nothing. Made
+	 * valid UTF-8 (libpq's own messages follow the locale) and cut between characters:
+	 * the reason goes into replies and, as a device's last error, into the database.
+	 */
+	char *line = utf8_clean(m, strcspn(m, "\n"));
 	if (!line) {
 		snprintf(buf, len, "%s", dflt);
 		return;
 	}
 	store_url_redact(line);
-	snprintf(buf, len, "%s", line);
+	utf8_copy(buf, len, line);
 	free(line);
 }
 

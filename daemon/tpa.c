@@ -19,6 +19,7 @@
 #include "http.h"
 #include "log.h"
 #include "wipe.h"
+#include "utf8.h"
 
 #include <mbedtls/base64.h>
 
@@ -140,7 +141,7 @@ const char *tpa_outcome_name(enum tpa_outcome o)
 static bool json_text(json_t *v, char *dst, size_t size)
 {
 	if (json_is_string(v)) {
-		snprintf(dst, size, "%s", json_string_value(v));
+		utf8_copy(dst, size, json_string_value(v));
 		return true;
 	}
 	if (json_is_integer(v)) {
@@ -278,7 +279,7 @@ static json_t *result_start(struct tpa_result *res, int status, const char *body
 		json_text(json_object_get(doc, "code"), res->code, sizeof(res->code));
 		json_t *m = json_object_get(doc, "message");
 		if (json_is_string(m))
-			snprintf(res->message, sizeof(res->message), "%s", json_string_value(m));
+			utf8_copy(res->message, sizeof(res->message), json_string_value(m));
 		mask_keys(res->message);
 	}
 	return doc;
@@ -291,8 +292,8 @@ static void result_refused(struct tpa_result *res, int status, const char *retry
 	res->outcome = status == 429 || status >= 500 ? TPA_UNAVAILABLE : TPA_REJECTED;
 	if (res->outcome == TPA_UNAVAILABLE)
 		res->retry_after = http_retry_after(retry_after, now);
-	snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.100s", status,
-		 res->message[0] ? ": " : "", res->message);
+	snprintf(res->reason, sizeof(res->reason), "TPA answered HTTP %d%s%.*s", status,
+		 res->message[0] ? ": " : "", (int)utf8_prefix(res->message, 100), res->message);
 }
 
 /* Interpret one HTTP answer by the profile's rules. */
@@ -660,8 +661,8 @@ static void api_refused(struct tpa *t, const struct tpa_call *c, const struct po
 	fail.retry_after = -1;
 	fail.owner_token[0] = fail.ref[0] = '\0';
 	snprintf(fail.reason, sizeof(fail.reason),
-		 "the API answers HTTP 401 to a fresh OAuth2 token%s%.100s",
-		 fail.message[0] ? ": " : "", fail.message);
+		 "the API answers HTTP 401 to a fresh OAuth2 token%s%.*s",
+		 fail.message[0] ? ": " : "", (int)utf8_prefix(fail.message, 100), fail.message);
 	if (!t->api_refusal)
 		log_errx("OAuth2: %s: check the rights of client '%s' (oauth2.client-id); "
 			 "asking again every upstream.backoff-max meanwhile",
@@ -928,7 +929,8 @@ static void oauth2_error(const char *body, size_t len, char *out, size_t outlen)
 	const char *e = json_string_value(json_object_get(j, "error"));
 	const char *d = json_string_value(json_object_get(j, "error_description"));
 	if (e)
-		snprintf(out, outlen, "%.60s%s%.80s", e, d ? " (" : "", d ? d : "");
+		snprintf(out, outlen, "%.*s%s%.*s", (int)utf8_prefix(e, 60), e, d ? " (" : "",
+			 d ? (int)utf8_prefix(d, 80) : 0, d ? d : "");
 	if (e && d && strlen(out) + 1 < outlen)
 		strcat(out, ")");
 	for (char *p = out; *p; p++)
@@ -1016,8 +1018,10 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		fail.outcome = TPA_UNAVAILABLE;
 	char oerr[160] = "";
 	oauth2_error(pr->res->body, pr->res->body_len, oerr, sizeof(oerr));
-	snprintf(fail.reason, sizeof(fail.reason), "OAuth2 token request answered HTTP %d%s%.100s%s%s",
-		 status, fail.message[0] ? ": " : "", fail.message, oerr[0] ? ": " : "", oerr);
+	snprintf(fail.reason, sizeof(fail.reason),
+		 "OAuth2 token request answered HTTP %d%s%.*s%s%s", status,
+		 fail.message[0] ? ": " : "", (int)utf8_prefix(fail.message, 100), fail.message,
+		 oerr[0] ? ": " : "", oerr);
 	if (status != 400 && status != 401 && status != 403) {
 		token_failed(t, &fail);
 		return;

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "hex.h"
+#include "utf8.h"
 
 #define IFACE_SERVICE "org.varlink.service"
 #define IFACE_STATION "io.tpad.Station"
@@ -113,7 +114,7 @@ static const struct param_spec metrics_params[] = {
 
 static const struct param_spec retire_params[] = {
     {"devEUI", PARAM_EUI, true, 0, 0},
-    {"reason", PARAM_STRING, true, 1, 200},
+    {"reason", PARAM_TEXT, true, 1, 200},
 };
 
 static const struct param_spec uplinks_params[] = {
@@ -173,6 +174,15 @@ bool proto_plain_text(const char *s)
 {
 	for (; *s; s++)
 		if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\')
+			return false;
+	return true;
+}
+
+/* True if none of the len bytes at s is a control character (C0, DEL) or a NUL. */
+static bool text_printable(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
 			return false;
 	return true;
 }
@@ -619,10 +629,21 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 	case PARAM_STRING: {
 		if (!s)
 			return fault_set(v->fault, v->error, name, "must be a string");
+		/* Bytes: what the handler's buffers and paths hold (names and paths). */
 		long long n = (long long)json_string_length(val);
 		if (spec->max > 0 && (n < spec->min || n > spec->max))
 			return fault_set(v->fault, v->error, name,
-					 "must be %lld to %lld characters long", spec->min,
+					 "must be %lld to %lld bytes long (UTF-8)", spec->min,
+					 spec->max);
+		return 0;
+	}
+	case PARAM_TEXT: {
+		/* Characters (jansson's strings are valid UTF-8), none of them a control. */
+		size_t len = s ? json_string_length(val) : 0;
+		long long n = s ? (long long)utf8_chars(s, len) : -1;
+		if (!s || n < spec->min || n > spec->max || !text_printable(s, len))
+			return fault_set(v->fault, v->error, name,
+					 "must be %lld to %lld printable characters", spec->min,
 					 spec->max);
 		return 0;
 	}

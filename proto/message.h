@@ -59,7 +59,7 @@ struct reply {
 
 /* The value kinds of the method table. Hex kinds accept either case. */
 enum param_type {
-	PARAM_STRING,	     /* any string; min..max characters */
+	PARAM_STRING,	     /* any string; min..max bytes */
 	PARAM_BOOL,	     /* true or false */
 	PARAM_INT,	     /* an integer in min..max */
 	PARAM_EUI,	     /* 16 hexadecimal digits */
@@ -74,6 +74,7 @@ enum param_type {
 	PARAM_PRINT_OPTIONS, /* object: printer (1..63 characters), copies (1..100) */
 	PARAM_HEX,	     /* an even number of hexadecimal digits, min..max of them */
 	PARAM_PLAIN,	     /* proto_plain_text(), min..max characters */
+	PARAM_TEXT,	     /* human text: min..max characters of UTF-8, no control ones */
 };
 
 /*
@@ -87,7 +88,8 @@ struct param_spec {
 	const char *name;
 	enum param_type type;
 	bool required;
-	long long min, max; /* PARAM_INT: value range; PARAM_STRING: length range */
+	long long min,
+	    max; /* PARAM_INT: value range; PARAM_STRING: bytes; PARAM_TEXT: characters */
 };
 
 /* One method of the method table. */

@@ -322,6 +322,47 @@ static int lost_mid_call(tpad_client *c, struct tpad_error *err, int sys, const 
 	return maybe_done(err, broken(c, err, TPAD_E_IO, "tpad.client.IO", sys, what));
 }
 
+/* Room for 64 KiB more in c's buffer; false out of memory. */
+static bool buf_reserve(tpad_client *c)
+{
+	if (c->cap - c->len >= 65536)
+		return true;
+	size_t cap = c->cap ? c->cap * 2 : 65536;
+	/* Not realloc(): it would free the old block unwiped. */
+	char *b = malloc(cap);
+	if (!b)
+		return false;
+	if (c->buf) {
+		memcpy(b, c->buf, c->len);
+		wipe(c->buf, c->cap);
+		free(c->buf);
+	}
+	c->buf = b;
+	c->cap = cap;
+	return true;
+}
+
+/*
+ * The daemon closed the connection before the call was sent: a daemon that refuses a
+ * connection (a limit of limits.max-clients*) writes its Busy first, and that reply is
+ * already in the socket. Read what is there without waiting; true when a whole reply is,
+ * for read_msg() to give as the call's answer.
+ */
+static bool reply_waiting(tpad_client *c)
+{
+	while (!(c->len && memchr(c->buf, '\0', c->len))) {
+		if (c->len >= MAX_REPLY || !buf_reserve(c))
+			return false;
+		ssize_t got = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return false;
+		c->len += (size_t)got;
+	}
+	return true;
+}
+
 /* Send msg and its NUL. */
 static int send_msg(tpad_client *c, const char *msg, struct tpad_error *err)
 {
@@ -332,6 +373,8 @@ static int send_msg(tpad_client *c, const char *msg, struct tpad_error *err)
 		ssize_t w = send(c->fd, msg + off, n - off, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
+		if (w < 0 && (errno == EPIPE || errno == ECONNRESET) && reply_waiting(c))
+			return TPAD_OK;
 		if (w < 0)
 			return broken(c, err, TPAD_E_IO, "tpad.client.IO", errno, "cannot send to");
 		off += (size_t)w;
@@ -363,21 +406,9 @@ static int read_msg(tpad_client *c, char **ret, struct tpad_error *err)
 		if (c->len >= MAX_REPLY)
 			return broken(c, err, TPAD_E_PROTOCOL, "tpad.client.Protocol", 0,
 				      "a reply too large from");
-		if (c->cap - c->len < 65536) {
-			size_t cap = c->cap ? c->cap * 2 : 65536;
-			/* Not realloc(): it would free the old block unwiped. */
-			char *b = malloc(cap);
-			if (!b)
-				return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM,
-					    "out of memory");
-			if (c->buf) {
-				memcpy(b, c->buf, c->len);
-				wipe(c->buf, c->cap);
-				free(c->buf);
-			}
-			c->buf = b;
-			c->cap = cap;
-		}
+		if (!buf_reserve(c))
+			return fail(err, TPAD_E_NOMEM, "tpad.client.NoMemory", ENOMEM,
+				    "out of memory");
 		/* A follower waits for ever (TPAD_TIMEOUT_NONE): poll's -1. */
 		long long left = c->timeout_ms < 0 ? -1 : deadline - now_ms();
 		if (c->timeout_ms >= 0 && left <= 0)

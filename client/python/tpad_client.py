@@ -518,8 +518,26 @@ class Client:
             sock.sendall(data)
         except socket.timeout:
             self._fail(TpadTimeout, f"timed out sending to {self.path}")
+        except (BrokenPipeError, ConnectionResetError) as e:
+            # The daemon closed first: one that refuses a connection at a limit writes
+            # its Busy before closing, and that reply is in the socket for _recv().
+            if not self._reply_waiting(sock):
+                self._fail(TpadConnectionError,
+                           f"cannot send to {self.path}: {e.strerror or e}")
         except OSError as e:
             self._fail(TpadConnectionError, f"cannot send to {self.path}: {e.strerror or e}")
+
+    def _reply_waiting(self, sock: socket.socket) -> bool:
+        """Read what the socket holds without waiting; whether a whole reply is there."""
+        while b"\0" not in self._buf and len(self._buf) <= MAX_REPLY:
+            try:
+                chunk = sock.recv(65536, socket.MSG_DONTWAIT)
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            self._buf += chunk
+        return b"\0" in self._buf
 
     def _recv(self, method: str) -> Dict[str, Any]:
         """Read one reply object; connection problems close the Client and raise."""

@@ -182,6 +182,26 @@ class Rules(Base):
                             ("the store", stored)):
             self.assertNotIn(key, text.lower(), where)
 
+    def test_a_long_refusal_is_cut_between_characters(self):
+        """The cloud's message is cut to fit what tpad gives (255 bytes) and keeps (100
+        bytes of it in the row's last error); a cut inside a character would make text that
+        is not UTF-8, which the reply's JSON and PostgreSQL's row both refuse (the row's
+        transaction rolled back)."""
+        self.start()
+        message = "refus\u00e9 " + "\u00e9" * 200
+        self.s.faults(reject_message=message[:200])
+        with self.assertRaises(tpadtest.VarlinkError) as e:
+            self.activate(eui(0x61), tkmInfo=TKM)
+        self.assertEqual(e.exception.error, "io.tpad.Station.UpstreamRejected")
+        # 255 bytes fall inside an é: the cut leaves all of that one out.
+        self.assertEqual(e.exception.params["message"], "refus\u00e9 " + "\u00e9" * 123)
+        with self.d.admin_client() as a:
+            dev = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui(0x61)})["device"]
+        self.assertEqual(dev["state"], "FAILED")
+        self.assertIn("TPA answered HTTP 400: refus\u00e9 " + "\u00e9" * 46, dev["lastError"])
+        self.assertNotIn("\u00e9" * 47, dev["lastError"])
+        self.assertNotIn("\ufffd", dev["lastError"])
+
     def test_idempotency_and_conflicts(self):
         self.start()
         first = self.activate(eui(1), tkmInfo=TKM)["device"]

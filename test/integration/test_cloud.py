@@ -659,6 +659,37 @@ class Retire(DxBase):
             self.assertEqual(a.call("io.tpad.Admin.ListDevices", {"state": "ISSUED"})["devices"],
                              [])
 
+    def test_reason_in_characters(self):
+        """The reason's limit is 200 characters, not bytes; what the row and the audit
+        trail keep of a long one is cut between characters (PostgreSQL takes only
+        valid UTF-8, and so do the replies)."""
+        s = self.dx_sim()
+        d = self.dx_daemon(s).start()
+        eui = "70B3D50000000005"
+        self.activate(d, eui)
+        # 200 characters, 399 bytes: the audit's 80-byte cut and the row's would fall
+        # inside an é.
+        reason = "a" + "\u00e9" * 199
+        with d.admin_client() as a:
+            for bad in ("\u00e9" * 201, "tab\there", ""):
+                with self.assertRaises(tpadtest.VarlinkError) as e:
+                    a.call("io.tpad.Admin.Retire", {"devEUI": eui, "reason": bad})
+                self.assertEqual(e.exception.params,
+                                 {"parameter": "reason",
+                                  "reason": "must be 1 to 200 printable characters"})
+            r = a.call("io.tpad.Admin.Retire", {"devEUI": eui, "reason": reason})
+            self.assertEqual(r["device"]["state"], "RETIRED")
+            dev = a.call("io.tpad.Admin.GetDevice", {"devEUI": eui})
+        audit = [x["outcome"] for x in dev["audit"] if x["method"] == "io.tpad.Admin.Retire"]
+        self.assertEqual(len(audit), 1, dev["audit"])
+        self.assertTrue(audit[0].endswith(": a" + "\u00e9" * 39), audit[0])
+        with d.station_client() as c:
+            with self.assertRaises(tpadtest.VarlinkError) as e:
+                c.call("io.tpad.Station.Lookup", {"devEUI": eui})
+        said = e.exception.params["reason"]
+        self.assertIn("retired: a\u00e9\u00e9", said)
+        self.assertTrue(reason.startswith(said[said.index("retired: ") + 9:]), said)
+
     def test_lost_answer_settled_by_query(self):
         s = self.dx_sim()
         d = self.dx_daemon(s).start()

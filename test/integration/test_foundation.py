@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -532,6 +533,36 @@ class Config(TpadTestCase):
         self.assertRegex(p.stdout, r"# from .*tpad\.conf:\d+\nidle-timeout = 90s\n")
         self.assertIn("# from default\nmax-clients = ", p.stdout)
         self.assertRegex(p2.stdout, r"# from .*again\.conf:\d+\nmax-clients = ")
+
+    def test_check_config_names_the_line_of_what_a_start_would_refuse(self):
+        """The checks that need a module (the QR template, the captions' width, the socket
+        paths) name their directive and its line as the parser's own errors do; a file in
+        a socket's place is found by the check, not reported by the start as an address in
+        use, and is left alone."""
+        victim = os.path.join(self.tmp, "notes.txt")
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        for extra, want in (
+                ("qr.template = ab{devEUI}{ownerToken",
+                 r"qr\.template: the '\{' at offset 10 has no '\}'"),
+                ("qr.template = {ownerToken}}", r"qr\.template: lone '\}' at offset 12"),
+                ("label.caption-1 = " + "W" * 60,
+                 r"label\.caption-1: 'W+' is [\d.]+ mm wide"),
+                (f"station.socket = {victim}",
+                 r"station\.socket: .*notes\.txt exists and is not a socket: move it away")):
+            d = self.daemon(conf_extra=extra)
+            with open(d.conf) as f:
+                line = next(i for i, l in enumerate(f.read().splitlines(), 1)
+                            if l.startswith(extra.split(".", 1)[1].split(" ")[0] + " ="))
+            p = self.run_tpad("--config", d.conf, "--check-config")
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertRegex(p.stderr, re.escape(f"{d.conf}:{line}: ") + want)
+        p = self.run_tpad("--config", d.conf)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("station.socket: ", p.stderr)
+        self.assertNotIn("Address already in use", p.stderr)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
 
     def test_shipped_config_is_valid_once_the_psk_identity_is_set(self):
         """The shipped file leaves the one thing a line must fill in, the PSK identity:

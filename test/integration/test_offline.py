@@ -342,6 +342,17 @@ class Offline(TpadTestCase):
         p = self.ctl(d, "import", path2, "--failures", own)
         self.assertEqual(p.returncode, 1)
         self.assertTrue(os.path.exists(own))
+        # The input named as the failures file (by another path too): refused before any
+        # row is sent, the input kept as it was.
+        with open(path2) as f:
+            before = f.read()
+        os.symlink(path2, os.path.join(self.tmp, "link.csv"))
+        for same in (path2, os.path.join(self.tmp, ".", "second.csv"),
+                     os.path.join(self.tmp, "link.csv")):
+            p = self.ctl(d, "import", path2, "--failures", same, check=2)
+            self.assertIn(f"the failures file is {path2} itself", p.stderr)
+            with open(path2) as f:
+                self.assertEqual(f.read(), before)
         self.assertEqual(sim.counters()["duplicate_imports"], 0)
 
     def test_lookup_and_activate_with_cloud_down(self):

@@ -776,6 +776,16 @@ class Print(TpadTestCase):
                           "-o", os.path.join(self.tmp, "l.svg"), check=0)
         with open(os.path.join(self.tmp, "l.svg")) as f:
             self.assertIn('width="456px" height="256px"', f.read())
+        # The extension picks the format in any case (a Windows share's LABEL.ZPL).
+        for name, start in (("L.SVG", b"<?xml"), ("L.Zpl", b"^XA"), ("L.PDF", b"%PDF")):
+            self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", devs[1],
+                          "--label", "-o", os.path.join(self.tmp, name), check=0)
+            with open(os.path.join(self.tmp, name), "rb") as f:
+                self.assertTrue(f.read().startswith(start), name)
+        for bad in ("0", "21"):
+            p = self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", devs[1],
+                              "--code", "--scale", bad, check=2)
+            self.assertIn(f"--scale must be 1 to 20, not '{bad}'", p.stderr)
         # A station without a printer of its own and no default must name one.
         e = self.call_err(self.d.station_client(), "io.tpad.Station.Lookup",
                           {"devEUI": devs[0], "print": {}})
@@ -1170,7 +1180,7 @@ class Print(TpadTestCase):
         self.assertIn("nowhere", p.stderr)
         p = check("[printer.a]\nurl = socket://127.0.0.1\nwidth = 20\n")
         self.assertEqual(p.returncode, 1)
-        self.assertIn("c.conf:2): label.caption-1", p.stderr)
+        self.assertIn("c.conf:2: [printer.a]: label.caption-1", p.stderr)
         self.assertIn("label.caption-1", p.stderr)
         # A tall label: the code takes the whole width, and the message said the
         # captions needed 5.3 mm while "the label has 495.0 mm".

@@ -186,6 +186,35 @@ class Basics(TpadTestCase):
 class ConnectionErrors(TpadTestCase):
     """Connection failures raise TpadConnectionError with a message that says what to do."""
 
+    def test_refused_at_a_limit_is_busy_not_a_broken_pipe(self):
+        """tpad refuses a connection over limits.max-clients-per-uid with Busy and closes
+        it, mostly before the client has written its call. The Python client, tpactl and
+        libtpad-client (its C example station) each read that Busy rather than report the
+        send that failed (Broken pipe), every time."""
+        d = self.daemon(conf_extra="limits.max-clients-per-uid = 2").start()
+        held = [d.station_client(), d.station_client()]
+        try:
+            for c in held:
+                c.call("org.varlink.service.GetInfo")
+            for _ in range(10):
+                with self.assertRaises(tpad_client.Busy):
+                    with Client(d.station, timeout=10) as c:
+                        c.get_info()
+                p = d.tpactl("--socket", d.station, "lookup", "--dev-eui", "0123456789ABCDEF",
+                             check=1)
+                self.assertIn("tpactl: Busy", p.stderr)
+                self.assertIn("limits.max-clients*", p.stderr)
+                self.assertNotIn("Broken pipe", p.stderr)
+                p = subprocess.run([os.environ["EXAMPLE_STATION_C"], "0123456789ABCDEF",
+                                    "31110123D345666E2DBD", "--socket", d.station],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(p.returncode, 75, p.stderr)
+                self.assertIn("io.tpad.Station.Busy", p.stderr)
+        finally:
+            for c in held:
+                c.close()
+
+
     def test_missing_socket(self):
         path = os.path.join(self.tmp, "nope.sock")
         with self.assertRaises(tpad_client.TpadConnectionError) as e:

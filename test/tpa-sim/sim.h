@@ -54,6 +54,7 @@ struct sim_faults {
 	bool echo_app_key;     /* the API's device objects show the appKey (as some clouds do) */
 	bool reject_echo;      /* imports refused 400 with a message quoting the appKey */
 	char note[64];	       /* "": none; else a member "note" of the API's device objects */
+	char reject_message[1024]; /* "": none; else imports refused 400 with this message */
 };
 
 /* Counters served on GET /counters (devices is the registry size, not a counter). */

@@ -263,6 +263,10 @@ static void api_import(struct sim *s, const struct http_request *req, struct sim
 	if (hsm)
 		strcpy(d.hsm_group, json_string_value(hsm));
 	json_decref(o);
+	if (s->faults.reject_message[0]) {
+		reply_error(rep, 400, "BAD_REQUEST", s->faults.reject_message);
+		return;
+	}
 	if (s->faults.reject_echo) {
 		/* A validation message that quotes the request, as some APIs' do. */
 		char msg[128];
@@ -513,7 +517,7 @@ static json_t *faults_json(const struct sim_faults *f)
 {
 	return json_pack(
 	    "{s:i, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:f, s:f, s:i, s:b, s:f, s:b, "
-	    "s:s, s:i, s:b, s:b, s:b, s:s}",
+	    "s:s, s:i, s:b, s:b, s:b, s:s, s:s}",
 	    "latency_ms", (int)f->latency_ms, "import_latency_ms", (int)f->import_latency_ms,
 	    "query_latency_ms", (int)f->query_latency_ms, "jitter_ms", (int)f->jitter_ms,
 	    "rate_5xx", f->rate_5xx, "rate_429", f->rate_429, "retry_after", (int)f->retry_after,
@@ -522,7 +526,7 @@ static json_t *faults_json(const struct sim_faults *f)
 	    "slow", f->slow, "malformed", f->malformed, "refuse", f->refuse, "duplicate",
 	    duplicate_name(f->duplicate), "token_status", (int)f->token_status, "api_unauthorized",
 	    f->api_unauthorized, "echo_app_key", f->echo_app_key, "reject_echo", f->reject_echo,
-	    "note", f->note);
+	    "note", f->note, "reject_message", f->reject_message);
 }
 
 /* Apply the members of o to a copy of the faults; all or nothing. NULL or an error text. */
@@ -577,6 +581,12 @@ static const char *faults_update(struct sim_faults *faults, json_t *o)
 			if (!sv || strlen(sv) >= sizeof(f.note))
 				return "note must be a string of at most 63 bytes";
 			snprintf(f.note, sizeof(f.note), "%s", sv);
+			continue;
+		} else if (strcmp(key, "reject_message") == 0) {
+			const char *sv = json_string_value(v);
+			if (!sv || strlen(sv) >= sizeof(f.reject_message))
+				return "reject_message must be a string of at most 1023 bytes";
+			snprintf(f.reject_message, sizeof(f.reject_message), "%s", sv);
 			continue;
 		} else if (strcmp(key, "duplicate") == 0) {
 			char num[16];

@@ -40,5 +40,39 @@ int main(void)
 	check_clean("a\0b", 3, "a\xef\xbf\xbd" "b");	      /* a NUL */
 	check_clean("\xe2\x82", 2, "\xef\xbf\xbd\xef\xbf\xbd"); /* a sequence cut at the end */
 	check_clean("", 0, "");
+
+	/* Cuts keep characters whole; counts are of characters. */
+	CHECK_INT(utf8_prefix("abc", 5), 3);
+	CHECK_INT(utf8_prefix("abc", 3), 3);
+	CHECK_INT(utf8_prefix("abc", 2), 2);
+	CHECK_INT(utf8_prefix("a\xc3\xa9", 2), 1); /* inside é: all of it left out */
+	CHECK_INT(utf8_prefix("a\xc3\xa9"
+			      "b",
+			      3),
+		  3);					   /* after é */
+	CHECK_INT(utf8_prefix("\xe2\x82\xac", 2), 0);	   /* inside € */
+	CHECK_INT(utf8_prefix("\xf0\x9f\x98\x80!", 3), 0); /* inside U+1F600 */
+	CHECK_INT(utf8_prefix("\xf0\x9f\x98\x80!", 4), 4);
+	CHECK_INT(utf8_prefix("", 0), 0);
+	CHECK_INT(utf8_chars("abc", 3), 3);
+	CHECK_INT(utf8_chars("caf\xc3\xa9", 5), 4);
+	CHECK_INT(utf8_chars("\xe2\x82\xac\xf0\x9f\x98\x80", 7), 2);
+	CHECK_INT(utf8_chars("", 0), 0);
+	char small[4];
+	CHECK_INT(utf8_copy(small, sizeof(small), "ab\xc3\xa9"), 4); /* cut before é */
+	CHECK_STR(small, "ab");
+	CHECK_INT(utf8_copy(small, sizeof(small), "a\xc3\xa9"), 3); /* fits */
+	CHECK_STR(small, "a\xc3\xa9");
+	CHECK_INT(utf8_copy(small, 1, "abc"), 3);
+	CHECK_STR(small, "");
+	CHECK(utf8_valid("caf\xc3\xa9 \xe2\x82\xac"));
+	CHECK(utf8_valid(""));
+	CHECK(!utf8_valid("caf\xc3"));	    /* cut */
+	CHECK(!utf8_valid("Requ\xeate"));   /* Latin-1 */
+	CHECK(!utf8_valid("\xed\xa0\x80")); /* a surrogate */
+	char dn[] = "O=Soci\xc3\xa9t\xc3\xa9, CN=\xc5?\xe2\x82";
+	utf8_scrub(dn); /* é kept; a lead byte without its rest, a cut sequence: '?' */
+	CHECK_STR(dn, "O=Soci\xc3\xa9t\xc3\xa9, CN=??"
+		      "??");
 	return tap_done();
 }

@@ -60,3 +60,47 @@ char *utf8_clean(const char *s, size_t n)
 	out[o] = '\0';
 	return out;
 }
+
+size_t utf8_prefix(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+	if (n <= max)
+		return n;
+	/* s[max] is the first byte left out: inside a character, leave all of it out. */
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--;
+	return max;
+}
+
+size_t utf8_chars(const char *s, size_t n)
+{
+	size_t chars = 0;
+	for (size_t i = 0; i < n; i++)
+		chars += ((unsigned char)s[i] & 0xc0) != 0x80;
+	return chars;
+}
+
+size_t utf8_copy(char *dst, size_t size, const char *src)
+{
+	size_t len = strlen(src), n = len < size ? len : utf8_prefix(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return len;
+}
+
+bool utf8_valid(const char *s)
+{
+	for (size_t l; *s; s += l)
+		if (!(l = utf8_len((const unsigned char *)s, 4)))
+			return false;
+	return true;
+}
+
+void utf8_scrub(char *s)
+{
+	for (size_t l; *s; s += l)
+		if (!(l = utf8_len((const unsigned char *)s, 4))) {
+			*s = '?';
+			l = 1;
+		}
+}
