@@ -130,6 +130,11 @@ static bool body_over(const struct http_parser *p, unsigned long long n)
 	return !p->cut_body && (n > p->max_body || p->res.body_len > p->max_body - n);
 }
 
+bool http_parser_in_start_line(const struct http_parser *p)
+{
+	return (p->state == ST_ERROR ? p->failed_in : p->state) == ST_STATUS;
+}
+
 bool http_parser_headers_done(const struct http_parser *p)
 {
 	int s = p->state == ST_ERROR ? p->failed_in : p->state;
@@ -388,7 +393,8 @@ static int headers_done(struct http_parser *p)
 {
 	struct http_response *r = &p->res;
 
-	if (r->chunked && r->content_length >= 0)
+	/* Both framings, or chunked in HTTP/1.0 (which has none): faulty (RFC 9112 §6.1, §6.3). */
+	if (r->chunked && (r->content_length >= 0 || r->minor == 0))
 		return HTTP_EMALFORMED;
 	/* A request without Content-Length or chunked has no body (RFC 9112 §6.3). */
 	if (p->request && !r->chunked && r->content_length < 0)

@@ -113,6 +113,9 @@ bool http_parser_awaits_body(const struct http_parser *p);
  * error that ended parsing came after it. */
 bool http_parser_headers_done(const struct http_parser *p);
 
+/* True while (or if it failed while) the start line is read: a request line too long. */
+bool http_parser_in_start_line(const struct http_parser *p);
+
 /*
  * After an error, the part of the message it was in: "request line (not HTTP/1.x)" (or
  * "status line"), "header section" (a bad line, conflicting Content-Length or

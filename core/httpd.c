@@ -210,6 +210,8 @@ static const char *reason_of(int status)
 		return "Request Timeout";
 	case 413:
 		return "Payload Too Large";
+	case 414:
+		return "URI Too Long";
 	case 431:
 		return "Request Header Fields Too Large";
 	case 503:
@@ -446,7 +448,9 @@ static void conn_parse(struct hconn *c)
 		}
 		if (r < 0) {
 			bool head = !http_parser_headers_done(&c->p);
-			if (r == HTTP_ETOOBIG)
+			if (r == HTTP_ETOOBIG && http_parser_in_start_line(&c->p))
+				conn_refuse(c, &c->h->stats.too_big, 414, "request line too long");
+			else if (r == HTTP_ETOOBIG)
 				conn_refuse(c, &c->h->stats.too_big, head ? 431 : 413,
 					    head ? "header section too large" : "body too large");
 			else if (r == -ENOMEM) /* not the request's fault: a 400 would lose it */

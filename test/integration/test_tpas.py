@@ -795,6 +795,15 @@ class Tunnel(TpasCase):
         got = exchange(t.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
                                b"Transfer-Encoding: chunked\r\n\r\n{}")
         self.assertIn(b'{"error":"malformed header section"}', got)
+        # Chunked in HTTP/1.0, which has no such framing (RFC 9112 §6.1): 400 as well.
+        got = exchange(t.port, b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"2\r\n{}\r\n0\r\n\r\n")
+        self.assertTrue(got.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got)
+        self.assertIn(b'{"error":"malformed header section"}', got)
+        # A request line over 16 KB: 414, not "header section too large".
+        got = exchange(t.port, b"POST /" + b"a" * 17000 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertTrue(got.startswith(b"HTTP/1.1 414 URI Too Long\r\n"), got)
+        self.assertIn(b'{"error":"request line too long"}', got)
         # The absolute form a proxy may send; HTTP/1.0 with keep-alive; HEAD (no body); a
         # blank line after a request (not a new one); an unknown expectation (417).
         c = socket.create_connection(("127.0.0.1", t.port))
@@ -820,8 +829,8 @@ class Tunnel(TpasCase):
                          [b"framed %d" % i for i in range(6)])
         tn = t.status()["tunnel"]
         self.assertEqual((tn["accepted"], tn["tooBig"], tn["badRequest"], tn["badMethod"],
-                          tn["timedOut"]), (6, 2, 3, 1, 0))
-        self.assertEqual(tn["requests"], 12)
+                          tn["timedOut"]), (6, 3, 4, 1, 0))
+        self.assertEqual(tn["requests"], 14)
 
     def test_expect_continue_invites_only_what_can_be_taken(self):
         """A body announced with Expect: 100-continue is invited only for a POST to the

@@ -203,6 +203,7 @@ static void test_must_fail(void)
 	    {"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", HTTP_EMALFORMED},
 	    {"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", HTTP_EMALFORMED},
 	    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HTTP_EMALFORMED},
+	    {"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP_EMALFORMED},
 	    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
 	     HTTP_EMALFORMED},
 	    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", HTTP_EMALFORMED},
@@ -455,6 +456,9 @@ static void test_request_parser(void)
 	check_request("POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", HTTP_ETOOBIG, NULL, NULL,
 		      NULL, false);
 	check_request("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		      HTTP_EMALFORMED, NULL, NULL, NULL, false);
+	/* HTTP/1.0 has no chunked framing (RFC 9112 §6.1): faulty, not a body. */
+	check_request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
 		      HTTP_EMALFORMED, NULL, NULL, NULL, false);
 
 	/* Expect: 100-continue is noted; the parser says when the body is awaited. */
