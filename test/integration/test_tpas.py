@@ -429,6 +429,24 @@ class Tunnel(TpasCase):
         p = t.tpactl("--json", "as", "uplinks", "--after", "0", check=0)
         self.assertIn('"12345678901234567890"', p.stdout)
 
+    def test_radio_strings_jansson_refuses_are_mended_not_refused(self):
+        """A radio string holding \\u0000 or a lone UTF-16 surrogate (valid JSON that
+        jansson refuses) costs nothing but that character, written U+FFFD; the same in a
+        field tpas reads is refused as that field, never read as a shorter value."""
+        t, s, _ = self.started()
+        st, _ = s.uplink(DEV, b"n", extra={"CustomerData": {"name": "a\x00b", "x": "\ud800"}})
+        self.assertEqual(st, 200)
+        self.assertEqual(s.uplink(DEV, b"s", extra={"Lrrid": "\udc00\U0001f600"})[0], 200)
+        radios = [u["radio"] for u in t.uplinks()]
+        self.assertEqual(radios[0]["CustomerData"], {"name": "a\ufffdb", "x": "\ufffd"})
+        self.assertEqual(radios[1]["Lrrid"], "\ufffd\U0001f600")
+        p = t.tpactl("--json", "as", "uplinks", check=0)
+        self.assertIn('"a\ufffdb"', p.stdout)
+        target, body, ctype = s.build_uplink(DEV, b"d")
+        body = body.replace(DEV.encode() + b'"', DEV.encode() + b'\\u0000junk"', 1)
+        self.assertEqual(s.post(target, body, ctype),
+                         (400, {"error": "DevEUI must be 16 hexadecimal digits"}))
+
     def test_radio_numbers_are_written_alike_on_every_path(self):
         """A real in radio is written with 15 significant digits wherever it goes: the
         live stream, the journal read back (a stream with follow false, after a restart),

@@ -320,6 +320,66 @@ static void test_uplink_parse_forms(void)
 	CHECK_STR(when, "1970-01-01");
 }
 
+/*
+ * Valid JSON that jansson refuses as sent, in a field tpas does not read: a lone UTF-16
+ * surrogate or \u0000 becomes U+FFFD and the uplink is taken; a pair, an escaped
+ * backslash before "u" and every other string stay as sent. In a field tpas reads, the
+ * same is refused as that field's value, never read as a shorter one.
+ */
+static void test_uplink_refused_escapes_mended(void)
+{
+#define UP(fields) "{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":7" fields "}}"
+#define FFFD "\xEF\xBF\xBD"
+	static const struct {
+		const char *body, *radio;
+	} taken[] = {
+	    {UP(",\"CustomerData\":{\"name\":\"a\\u0000b\"}"),
+	     "{\"CustomerData\":{\"name\":\"a" FFFD "b\"}}"},
+	    {UP(",\"a\":\"\\ud800\""), "{\"a\":\"" FFFD "\"}"},
+	    {UP(",\"a\":\"\\uDC00x\\uD800\""), "{\"a\":\"" FFFD "x" FFFD "\"}"},
+	    {UP(",\"a\":\"\\ud800\\ud800\\udc00\""), "{\"a\":\"" FFFD "\xF0\x90\x80\x80\"}"},
+	    {UP(",\"a\":\"\\ud800\",\"b\":\"\\\\ud800\",\"c\":\"\\ud83d\\ude00\""),
+	     "{\"a\":\"" FFFD "\",\"b\":\"\\\\ud800\",\"c\":\"\xF0\x9F\x98\x80\"}"},
+	    {UP(",\"k\\u0000\":[\"\\\"\\u0000\",12345678901234567890]"),
+	     "{\"k" FFFD "\":[\"\\\"" FFFD "\",\"12345678901234567890\"]}"},
+	};
+	struct uplink u;
+	char reason[160];
+	for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+		reason[0] = '\0';
+		CHECK_INT(
+		    uplink_parse(taken[i].body, strlen(taken[i].body), &u, reason, sizeof(reason)),
+		    0);
+		CHECK_STR(reason, "");
+		char *radio = uplink_radio_take(&u);
+		CHECK_STR(radio ? radio : "(none)", taken[i].radio);
+		free(radio);
+		uplink_clear(&u);
+		bool fast;
+		CHECK_INT(uplink_same(taken[i].body, strlen(taken[i].body), &fast), 1);
+		CHECK(!fast);
+	}
+	static const struct {
+		const char *body, *reason;
+	} refused[] = {
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\\u0000junk\",\"FCntUp\":7}}",
+	     "DevEUI must be 16 hexadecimal digits"},
+	    {UP(",\"CustomerID\":\"100122002\\u0000\""),
+	     "CustomerID must be at most 64 printable characters"},
+	    {UP(",\"Time\":\"2019-04-29T16:21:17.290Z\\u0000x\""), "Time is not a date and time"},
+	    {UP(",\"a\":\"\\ud800\",}"),
+	     "body is not JSON: string or '}' expected near '}' (line 1)"},
+	};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		reason[0] = '\0';
+		CHECK(uplink_parse(refused[i].body, strlen(refused[i].body), &u, reason,
+				   sizeof(reason)) < 0);
+		CHECK_STR(reason, refused[i].reason);
+	}
+#undef FFFD
+#undef UP
+}
+
 /* Vector 6: the downlink Token over the query and the key text as written. */
 /*
  * uplink_fast reads the LRC's usual bodies, and gives exactly what the jansson reader
@@ -480,6 +540,7 @@ int main(void)
 	test_uplink_token();
 	test_uplink_parse_forms();
 	test_uplink_fast_same_as_library();
+	test_uplink_refused_escapes_mended();
 	test_downlink_token();
 	test_key_wrap();
 	test_astk_decrypt();
