@@ -293,6 +293,22 @@ static void test_uplink_parse_forms(void)
 	CHECK_INT(uplink_time_parse("2016-13-11T14:28:00", &a), -EINVAL);
 	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00+", &a), -EINVAL);
 	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00.Z", &a), -EINVAL);
+	/* Days of the month, leap years (2000 is one, 1900 and 2100 are not), leap seconds. */
+	static const char *const no_date[] = {
+	    "2026-02-30T00:00:00.000+00:00", "2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z",
+	    "2026-06-31T00:00:00Z",	     "2026-09-31T00:00:00Z", "2026-11-31T00:00:00Z",
+	    "1900-02-29T00:00:00Z",	     "2100-02-29T00:00:00Z", "2026-01-32T00:00:00Z",
+	    "2026-01-00T00:00:00Z",
+	};
+	for (size_t i = 0; i < sizeof(no_date) / sizeof(no_date[0]); i++)
+		CHECK_INT(uplink_time_parse(no_date[i], &a), -EINVAL);
+	CHECK_INT(uplink_time_parse("2024-02-29T12:00:00Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2000-02-29T00:00:00Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2026-12-31T00:00:00Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2026-01-31T00:00:00Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2016-12-31T23:59:60Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2017-01-01T00:00:00Z", &b), 0);
+	CHECK_INT(a, b);
 
 	/* Written without gmtime: the same text as gmtime_r and strftime, every 97,531 s
 	 * from 1970 to past 2100 (leap days, 2000, 2100), each read back. */
