@@ -625,13 +625,19 @@ static void h_import_astk(struct asapi *a, struct req *r)
 	rc = ascrypto_astk_decrypt(pem, strlen(pem), enc, n, astk);
 	cred_wipe(pem, sizeof(pem));
 	if (rc < 0) {
-		const char *why = rc == -EINVAL
-				      ? "the RSA key file holds no RSA private key"
-				      : "encryptedASKey does not decrypt to a 16-byte key "
-					"with this RSA key";
+		/* A key refused here was replaced since the start, which checks it. */
+		bool no_key = rc == -EINVAL || rc == -ENOKEY || rc == -EKEYREJECTED;
+		char why[160];
+		if (no_key)
+			snprintf(why, sizeof(why),
+				 "the RSA key file %s (tpas --check-config says more)",
+				 ascrypto_rsa_key_problem(rc));
+		else
+			snprintf(
+			    why, sizeof(why),
+			    "encryptedASKey does not decrypt to a 16-byte key with this RSA key");
 		log_warnx("ImportASTK: %s", why);
-		req_error(r,
-			  rc == -EINVAL ? "io.tpad.ASAdmin.NoRsaKey" : "io.tpad.ASAdmin.BadASKey",
+		req_error(r, no_key ? "io.tpad.ASAdmin.NoRsaKey" : "io.tpad.ASAdmin.BadASKey",
 			  json_pack("{s:s}", "reason", why));
 		return;
 	}

@@ -3150,6 +3150,87 @@ class Commands(TpasCase):
                                        capture_output=True, text=True, timeout=30)
                     self.assertEqual(p.returncode, 0, p.stderr)
 
+    def test_key_and_certificate_problems_are_named_at_their_line_with_the_fix(self):
+        """--check-config and the start name what is wrong with the tunnel's certificate
+        and keys and the RSA key, at the directive's file:line where the file set it: a
+        file that is not there (with the system's reason), a TLS key without a
+        certificate (the listener would speak plain HTTP), a key protected by a
+        passphrase (how to store that same key without one: the fix works as written), an
+        RSA key shorter than Key Manager's 2048 bits."""
+        cert, key = self.self_signed("tunnel")
+        missing = os.path.join(self.tmp, "missing.pem")
+
+        def refused(t, want):
+            for args in (["--check-config"], []):
+                p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                                   text=True, timeout=30)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(want, p.stderr)
+            return p.stderr
+
+        def tunnel(lines):
+            t = self.tpas()
+            self.tunnel_conf(t, lines)
+            return t
+        t = tunnel(f"tls-cert-file = {missing}\ntls-key-file = {key}\n")
+        refused(t, f"{t.conf}:2: tunnel.tls-cert-file {missing}: No such file or directory")
+        t = tunnel(f"tls-cert-file = {cert}\ntls-key-file = {missing}\n")
+        refused(t, f"{t.conf}:3: tunnel.tls-key-file: cannot load the tunnel's TLS key: "
+                   f"{missing} (the credential tunnel-tls-key) does not exist")
+        t = tunnel(f"tls-key-file = {key}\n")
+        refused(t, f"{t.conf}:2: tunnel.tls-key-file is set but tunnel.tls-cert-file is not")
+        locked = os.path.join(self.tmp, "locked.key")
+        subprocess.run(["openssl", "pkey", "-in", key, "-aes128", "-passout", "pass:x", "-out",
+                        locked], check=True, capture_output=True)
+        os.chmod(locked, 0o600)
+        t = tunnel(f"tls-cert-file = {cert}\ntls-key-file = {locked}\n")
+        refused(t, f"{t.conf}:3: tunnel.tls-key-file: the tunnel's TLS key {locked} is "
+                   "protected by a passphrase")
+
+        # The RSA key Key Manager encrypts for, protected by a passphrase: never "make a
+        # new one", which would leave every ASTK made for it undecryptable.
+        rsa = os.path.join(self.tmp, "rsa.pem")
+        for cipher in ("-aes128", "-des3"):
+            with self.subTest(cipher=cipher):
+                subprocess.run(["openssl", "pkey", "-in", self.rsa_key, cipher, "-passout",
+                                "pass:x", "-out", rsa, *(["-traditional"] if cipher == "-des3"
+                                                         else [])],
+                               check=True, capture_output=True)
+                os.chmod(rsa, 0o600)
+                t = self.tpas()
+                with open(t.conf) as f:
+                    conf = f.read()
+                with open(t.conf, "w") as f:
+                    f.write(conf.replace(self.rsa_key, rsa))
+                err = refused(t, f"the RSA key {rsa} is protected by a passphrase")
+                self.assertNotIn("keygen", err)
+                fix = f"openssl pkey -in {rsa} -out {rsa}.plain"
+                self.assertIn(fix, err)
+                self.assertIn(f"chmod 0600 {rsa}.plain, and point astk.rsa-key-file", err)
+                if os.path.exists(rsa + ".plain"):
+                    os.unlink(rsa + ".plain")
+                subprocess.run(fix.split() + ["-passin", "pass:x"], check=True,
+                               capture_output=True)
+                os.chmod(rsa + ".plain", 0o600)
+                with open(t.conf, "w") as f:
+                    f.write(conf.replace(self.rsa_key, rsa + ".plain"))
+                p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                t.start()
+                self.import_astk(t)  # the same key: what Key Manager encrypted still opens
+                t.stop()
+                with open(t.conf, "w") as f:
+                    f.write(conf.replace(self.rsa_key, rsa))
+
+        # RSA-1024: refused, saying why and how to make one of the right size.
+        subprocess.run(["openssl", "genrsa", "-out", rsa, "1024"], check=True,
+                       capture_output=True)
+        os.chmod(rsa, 0o600)
+        err = refused(t, f"the RSA key {rsa} is RSA-1024, shorter than the 2048 bits of Key "
+                         "Manager's ASTK key")
+        self.assertIn("tpactl as keygen --out NEW-FILE", err)
+
     def test_check_config_names_the_credentials_it_cannot_see(self):
         """Run by hand, --check-config cannot see what the unit's LoadCredential= gives at
         start: it names those keys instead of failing on them; with

@@ -548,6 +548,48 @@ static void test_astk_decrypt(void)
 	mbedtls_entropy_free(&ent);
 }
 
+/* The AS RSA key: RSA-2048 or longer, without a passphrase; each refusal says why. */
+static void test_rsa_key_check(void)
+{
+	mbedtls_pk_context pk;
+	mbedtls_entropy_context ent;
+	mbedtls_ctr_drbg_context drbg;
+	mbedtls_pk_init(&pk);
+	mbedtls_entropy_init(&ent);
+	mbedtls_ctr_drbg_init(&drbg);
+	CHECK(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, NULL, 0) == 0);
+	CHECK(mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0);
+	CHECK(mbedtls_rsa_gen_key(mbedtls_pk_rsa(pk), mbedtls_ctr_drbg_random, &drbg, 1024,
+				  65537) == 0);
+	static char pem[4096];
+	CHECK(mbedtls_pk_write_key_pem(&pk, (unsigned char *)pem, sizeof(pem)) == 0);
+	unsigned bits = 0;
+	CHECK_INT(ascrypto_rsa_key_check(pem, strlen(pem), &bits), -EKEYREJECTED);
+	CHECK_INT(bits, 1024);
+	CHECK_STR(ascrypto_rsa_key_problem(-EKEYREJECTED), "is shorter than 2048 bits");
+	uint8_t enc[128] = {0}, got[16];
+	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, sizeof(enc), got), -EKEYREJECTED);
+	/* Protected by a passphrase, either PEM form (mbedTLS may lack the cipher itself). */
+	static const char *const locked[] = {
+	    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQww\n"
+	    "-----END ENCRYPTED PRIVATE KEY-----\n",
+	    "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: "
+	    "AES-128-CBC,0123456789ABCDEF0123456789ABCDEF\n\nMIIBvTBXBgkqhkiG9w0B\n"
+	    "-----END RSA PRIVATE KEY-----\n",
+	};
+	for (size_t i = 0; i < 2; i++)
+		CHECK_INT(ascrypto_rsa_key_check(locked[i], strlen(locked[i]), NULL), -ENOKEY);
+	CHECK_INT(ascrypto_rsa_key_check("not a key", 9, NULL), -EINVAL);
+	char advice[600];
+	ascrypto_passphrase_advice(advice, sizeof(advice), "the RSA key", "/k.pem",
+				   "astk.rsa-key-file", "as-rsa-key");
+	CHECK(strstr(advice, "the RSA key /k.pem is protected by a passphrase") == advice);
+	CHECK(strstr(advice, "openssl pkey -in /k.pem -out /k.pem.plain") != NULL);
+	mbedtls_pk_free(&pk);
+	mbedtls_ctr_drbg_free(&drbg);
+	mbedtls_entropy_free(&ent);
+}
+
 int main(void)
 {
 	test_appskey_unwrap();
@@ -560,5 +602,6 @@ int main(void)
 	test_downlink_token();
 	test_key_wrap();
 	test_astk_decrypt();
+	test_rsa_key_check();
 	return tap_done();
 }
