@@ -477,10 +477,13 @@ static struct dl_call *dl_call_new(struct asapi *a, struct req *r, const char *d
 	return c;
 }
 
-/* The LRC's body, made valid UTF-8 for JSON (text from elsewhere), as o's answer. */
-static int answer_set(json_t *o, const char *answer)
+/*
+ * The LRC's body (len bytes), made valid UTF-8 for JSON (text from elsewhere, a NUL
+ * becoming U+FFFD, which every JSON reader takes), as o's answer.
+ */
+static int answer_set(json_t *o, const char *answer, size_t len)
 {
-	char *clean = utf8_clean(answer, strlen(answer));
+	char *clean = utf8_clean(answer, len);
 	int r = clean ? json_string_set(json_object_get(o, "answer"), clean) : -1;
 	free(clean);
 	return r;
@@ -531,7 +534,7 @@ static void downlink_done(const struct downlink_result *d, void *arg)
 	json_integer_set(json_object_get(o, "status"), d->status);
 	/* A refusal's body says why the LRC refused; with no answer there is none. */
 	bool answered = !d->err || d->status, lost = false;
-	if (answered && *d->answer && answer_set(o, d->answer) < 0) {
+	if (answered && d->answer_len && answer_set(o, d->answer, d->answer_len) < 0) {
 		lost = true;
 		log_warnx("downlink to %s FCntDn %" PRIu32
 			  ": out of memory for the LRC's answer, answered without it",

@@ -1777,8 +1777,17 @@ class Downlink(TpasCase):
         s.faults["downlink_answer"] = None
         self.assertEqual((r["fCntDn"], r["status"]), (12, 200))
         self.assertEqual(r["answer"], "Requ\ufffdte accept\ufffde")
+        # One with NULs, at its start too: all of it, each NUL U+FFFD (JSON readers such
+        # as tpactl's refuse \u0000).
+        s.faults["downlink_answer"] = b"\x00queued\x00 ok"
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "05"})
+        self.assertEqual((r["fCntDn"], r["answer"]), (13, "\ufffdqueued\ufffd ok"))
+        p = t.tpactl("as", "send", "--dev-eui", DEV, "--port", "1", "--payload", "06", check=0)
+        self.assertIn("sent with FCntDn 14: LRC answered 200 \ufffdqueued\ufffd ok", p.stdout)
+        s.faults["downlink_answer"] = None
         used = [d["fcnt_dn"] for d in s.state["downlinks"]]
-        self.assertEqual(used, [5, 6, 7, 8, 9, 11, 12])
+        self.assertEqual(used, [5, 6, 7, 8, 9, 11, 12, 13, 14])
         self.assertEqual(s.state["violations"], [])
         # An uplink reporting a higher network counter moves ours up.
         s.state["devices"][DEV]["fcnt_dn"] = 40
