@@ -80,6 +80,15 @@ static int load_config(struct asconf *cfg, const char *path, bool explicit_path)
 	return r;
 }
 
+/* Whether s holds a control character: a line break above all. */
+static bool has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
 /* The tunnel key (text), as start needs it. */
 static int load_tunnel_key(const struct asconf *cfg, char *tunnel_key, size_t tklen)
 {
@@ -87,6 +96,18 @@ static int load_tunnel_key(const struct asconf *cfg, char *tunnel_key, size_t tk
 	int r = cred_load_text("tunnel-key", cfg->tunnel_key_file, tunnel_key, tklen);
 	if (r == 0 && !tunnel_key[0])
 		r = -EINVAL;
+	if (r == 0 && has_control(tunnel_key)) {
+		/* The key with a second line signs no Token the LRC makes: every uplink 401. */
+		char path[PATH_MAX];
+		const char *src =
+		    cred_source("tunnel-key", cfg->tunnel_key_file, path, sizeof(path));
+		cred_wipe(tunnel_key, tklen);
+		log_errx("cannot load the tunnel key: %s holds more than one line (or another "
+			 "control character): write the AS route's tunnel key alone, on one line "
+			 "(a newline at its end is fine)",
+			 src ? src : "the credential tunnel-key");
+		return -EINVAL;
+	}
 	if (r < 0)
 		log_errx("cannot load the tunnel key: %s",
 			 cred_explain(r, "tunnel-key", cfg->tunnel_key_file, why, sizeof(why)));

@@ -3240,6 +3240,26 @@ class Commands(TpasCase):
                          "Manager's ASTK key")
         self.assertIn("tpactl as keygen --out NEW-FILE", err)
 
+    def test_a_tunnel_key_of_more_than_one_line_is_refused(self):
+        """A tunnel key file with a second line (or another control character) would sign
+        no Token the LRC makes: refused at start and by --check-config, the key not shown;
+        one newline at its end is fine."""
+        t = self.tpas()
+        for text in (TUNNEL_KEY + "\nsecond line\n", TUNNEL_KEY + "\r\n" + TUNNEL_KEY,
+                     TUNNEL_KEY[:16] + "\t" + TUNNEL_KEY[16:]):
+            write_secret(t.key_file, text)
+            for args in (["--check-config"], []):
+                p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                                   text=True, timeout=30)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(f"cannot load the tunnel key: {t.key_file} holds more than one "
+                              "line (or another control character)", p.stderr)
+                self.assertNotIn(TUNNEL_KEY[:16], p.stderr)
+        write_secret(t.key_file, TUNNEL_KEY)  # with its newline
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
     def test_check_config_names_the_credentials_it_cannot_see(self):
         """Run by hand, --check-config cannot see what the unit's LoadCredential= gives at
         start: it names those keys instead of failing on them; with
