@@ -3300,9 +3300,13 @@ class Commands(TpasCase):
                                    r'"32\.5C/90\.5F"$')
         p = t.tpactl("--json", "as", "uplinks", "--after", "1", check=0)
         self.assertEqual([json.loads(x)["seq"] for x in p.stdout.splitlines()], [2])
+        # A quote or a backslash in the text is escaped: the quotes hold the payload alone.
+        self.assertEqual(s.uplink(DEV, b'a"b\\c')[0], 200)
+        p = t.tpactl("as", "uplinks", "--after", "2", check=0)
+        self.assertTrue(p.stdout.endswith(' payload 6122625C63 "a\\"b\\\\c"\n'), p.stdout)
         # --follow keeps the stream open for new uplinks.
         f = subprocess.Popen([TPACTL, "--socket", t.admin, "as", "uplinks", "--follow",
-                              "--after", "2"], stdout=subprocess.PIPE, text=True)
+                              "--after", "3"], stdout=subprocess.PIPE, text=True)
         try:
             self.assertEqual(s.uplink(DEV, b"followed")[0], 200)
             line = f.stdout.readline()
@@ -3312,11 +3316,11 @@ class Commands(TpasCase):
             f.wait(10)
             f.stdout.close()
         p = t.tpactl("as", "status", check=0)
-        self.assertIn("3 accepted", p.stdout)
+        self.assertIn("4 accepted", p.stdout)
         self.assertRegex(p.stdout, r"refused: 0 bad request, .*, 0 timed out, .*0 TLS failed")
-        self.assertIn("last seq 3", p.stdout)
+        self.assertIn("last seq 4", p.stdout)
         st = json.loads(t.tpactl("--json", "as", "status", check=0).stdout)
-        self.assertEqual(st["journal"]["lastSeq"], 3)
+        self.assertEqual(st["journal"]["lastSeq"], 4)
         self.assertEqual(t.tpactl("as", "frobnicate").returncode, 2)
         self.assertEqual(t.tpactl("as", "status", "--port", "1").returncode, 2)
         self.assertEqual(t.tpactl("as", "send", "--dev-eui", DEV).returncode, 2)
@@ -3336,7 +3340,7 @@ class Commands(TpasCase):
         # tpas stopping ends a followed stream: said on stderr, exit 3 (it was a silent 0).
         wait_for(lambda: t.status()["subscribers"] == 0, 10, "the last follower gone")
         f = subprocess.Popen([TPACTL, "--socket", t.apps, "as", "uplinks", "--follow",
-                              "--after", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              "--after", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
         wait_for(lambda: t.status()["subscribers"] >= 1, 10, "the follower")
         t.stop()
@@ -3344,8 +3348,8 @@ class Commands(TpasCase):
         self.assertEqual(f.returncode, 3, err)
         self.assertIn("tpas ended the stream", err)
         # It names the seq to follow again from: the last one it printed.
-        self.assertIn("follow again with --after 3\n", err)
-        self.assertEqual([int(x.split()[0]) for x in out.splitlines()], [3])
+        self.assertIn("follow again with --after 4\n", err)
+        self.assertEqual([int(x.split()[0]) for x in out.splitlines()], [4])
         t.start()
         # The admin interface is not on the apps socket.
         with Client(t.apps) as c:
