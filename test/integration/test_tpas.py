@@ -258,6 +258,14 @@ class TpasCase(unittest.TestCase):
         with open(t.conf, "w") as f:
             f.write(conf.replace("[tunnel]\n", "[tunnel]\n" + lines, 1))
 
+    def use_rsa_key(self, t, path):
+        """Point t's astk.rsa-key-file at path."""
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(re.sub(r"(?m)^rsa-key-file = .*$", lambda m: f"rsa-key-file = {path}",
+                           conf))
+
     def self_signed(self, stem, cn="127.0.0.1"):
         """A self-signed P-256 certificate and its key (mode 0600) under tmp: (cert, key)."""
         cert = os.path.join(self.tmp, stem + ".pem")
@@ -3091,10 +3099,7 @@ class Commands(TpasCase):
         shutil.copy(self.rsa_key, rsa)
         os.chmod(rsa, 0o600)
         t = self.tpas()
-        with open(t.conf) as f:
-            conf = f.read()
-        with open(t.conf, "w") as f:
-            f.write(conf.replace(self.rsa_key, rsa))
+        self.use_rsa_key(t, rsa)
         for path in (t.key_file, t.store_key_file, rsa):
             # A key its group may write is refused too: the group could put its own key in.
             for mode, said in ((0o644, "is readable by other users: run chmod o-rwx"),
@@ -3207,10 +3212,7 @@ class Commands(TpasCase):
                                check=True, capture_output=True)
                 os.chmod(rsa, 0o600)
                 t = self.tpas()
-                with open(t.conf) as f:
-                    conf = f.read()
-                with open(t.conf, "w") as f:
-                    f.write(conf.replace(self.rsa_key, rsa))
+                self.use_rsa_key(t, rsa)
                 err = refused(t, f"the RSA key {rsa} is protected by a passphrase")
                 self.assertNotIn("keygen", err)
                 fix = f"openssl pkey -in {rsa} -out {rsa}.plain"
@@ -3221,16 +3223,14 @@ class Commands(TpasCase):
                 subprocess.run(fix.split() + ["-passin", "pass:x"], check=True,
                                capture_output=True)
                 os.chmod(rsa + ".plain", 0o600)
-                with open(t.conf, "w") as f:
-                    f.write(conf.replace(self.rsa_key, rsa + ".plain"))
+                self.use_rsa_key(t, rsa + ".plain")
                 p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
                                    capture_output=True, text=True, timeout=30)
                 self.assertEqual(p.returncode, 0, p.stderr)
                 t.start()
                 self.import_astk(t)  # the same key: what Key Manager encrypted still opens
                 t.stop()
-                with open(t.conf, "w") as f:
-                    f.write(conf.replace(self.rsa_key, rsa))
+                self.use_rsa_key(t, rsa)
 
         # RSA-1024: refused, saying why and how to make one of the right size.
         subprocess.run(["openssl", "genrsa", "-out", rsa, "1024"], check=True,

@@ -511,26 +511,46 @@ static void test_key_wrap(void)
 	CHECK_INT(ascrypto_key_unwrap(kek, want, 23, back), -EINVAL);
 }
 
-/* The ASTK: PKCS#1 v1.5 under a fresh RSA-2048 key decrypts; junk and wrong keys do not. */
-static void test_astk_decrypt(void)
-{
+/* A fresh RSA key pair, its private key as PEM, and the random generator that made it. */
+struct rsa_fixture {
 	mbedtls_pk_context pk;
 	mbedtls_entropy_context ent;
 	mbedtls_ctr_drbg_context drbg;
-	mbedtls_pk_init(&pk);
-	mbedtls_entropy_init(&ent);
-	mbedtls_ctr_drbg_init(&drbg);
-	CHECK(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, NULL, 0) == 0);
-	CHECK(mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0);
-	CHECK(mbedtls_rsa_gen_key(mbedtls_pk_rsa(pk), mbedtls_ctr_drbg_random, &drbg, 2048,
+	char pem[4096];
+};
+
+static void rsa_fixture_make(struct rsa_fixture *f, unsigned bits)
+{
+	mbedtls_pk_init(&f->pk);
+	mbedtls_entropy_init(&f->ent);
+	mbedtls_ctr_drbg_init(&f->drbg);
+	CHECK(mbedtls_ctr_drbg_seed(&f->drbg, mbedtls_entropy_func, &f->ent, NULL, 0) == 0);
+	CHECK(mbedtls_pk_setup(&f->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0);
+	CHECK(mbedtls_rsa_gen_key(mbedtls_pk_rsa(f->pk), mbedtls_ctr_drbg_random, &f->drbg, bits,
 				  65537) == 0);
-	static char pem[4096];
-	CHECK(mbedtls_pk_write_key_pem(&pk, (unsigned char *)pem, sizeof(pem)) == 0);
+	CHECK(mbedtls_pk_write_key_pem(&f->pk, (unsigned char *)f->pem, sizeof(f->pem)) == 0);
+}
+
+static void rsa_fixture_free(struct rsa_fixture *f)
+{
+	mbedtls_pk_free(&f->pk);
+	mbedtls_ctr_drbg_free(&f->drbg);
+	mbedtls_entropy_free(&f->ent);
+}
+
+/* The ASTK: PKCS#1 v1.5 under a fresh RSA-2048 key decrypts; junk and wrong keys do not. */
+static void test_astk_decrypt(void)
+{
+	static struct rsa_fixture f;
+	rsa_fixture_make(&f, 2048);
+	mbedtls_pk_context *pk = &f.pk;
+	mbedtls_ctr_drbg_context *drbg = &f.drbg;
+	const char *pem = f.pem;
 	uint8_t astk[16], enc[256], got[16];
 	unhex("98CC5DDD614FF2DF44FD09CA9F52CDBA", astk, 16);
 	size_t olen = 0;
-	CHECK(mbedtls_pk_encrypt(&pk, astk, 16, enc, &olen, sizeof(enc), mbedtls_ctr_drbg_random,
-				 &drbg) == 0);
+	CHECK(mbedtls_pk_encrypt(pk, astk, 16, enc, &olen, sizeof(enc), mbedtls_ctr_drbg_random,
+				 drbg) == 0);
 	CHECK_INT(olen, 256);
 	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, olen, got), 0);
 	CHECK(memcmp(got, astk, 16) == 0);
@@ -540,29 +560,18 @@ static void test_astk_decrypt(void)
 	CHECK_INT(ascrypto_astk_decrypt("not a key", 9, enc, olen, got), -EINVAL);
 	/* 17 bytes is not an ASTK. */
 	uint8_t long_key[17] = {0};
-	CHECK(mbedtls_pk_encrypt(&pk, long_key, 17, enc, &olen, sizeof(enc),
-				 mbedtls_ctr_drbg_random, &drbg) == 0);
+	CHECK(mbedtls_pk_encrypt(pk, long_key, 17, enc, &olen, sizeof(enc), mbedtls_ctr_drbg_random,
+				 drbg) == 0);
 	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, olen, got), -EBADMSG);
-	mbedtls_pk_free(&pk);
-	mbedtls_ctr_drbg_free(&drbg);
-	mbedtls_entropy_free(&ent);
+	rsa_fixture_free(&f);
 }
 
 /* The AS RSA key: RSA-2048 or longer, without a passphrase; each refusal says why. */
 static void test_rsa_key_check(void)
 {
-	mbedtls_pk_context pk;
-	mbedtls_entropy_context ent;
-	mbedtls_ctr_drbg_context drbg;
-	mbedtls_pk_init(&pk);
-	mbedtls_entropy_init(&ent);
-	mbedtls_ctr_drbg_init(&drbg);
-	CHECK(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, NULL, 0) == 0);
-	CHECK(mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0);
-	CHECK(mbedtls_rsa_gen_key(mbedtls_pk_rsa(pk), mbedtls_ctr_drbg_random, &drbg, 1024,
-				  65537) == 0);
-	static char pem[4096];
-	CHECK(mbedtls_pk_write_key_pem(&pk, (unsigned char *)pem, sizeof(pem)) == 0);
+	static struct rsa_fixture f;
+	rsa_fixture_make(&f, 1024);
+	const char *pem = f.pem;
 	unsigned bits = 0;
 	CHECK_INT(ascrypto_rsa_key_check(pem, strlen(pem), &bits), -EKEYREJECTED);
 	CHECK_INT(bits, 1024);
@@ -585,9 +594,7 @@ static void test_rsa_key_check(void)
 				   "astk.rsa-key-file", "as-rsa-key");
 	CHECK(strstr(advice, "the RSA key /k.pem is protected by a passphrase") == advice);
 	CHECK(strstr(advice, "openssl pkey -in /k.pem -out /k.pem.plain") != NULL);
-	mbedtls_pk_free(&pk);
-	mbedtls_ctr_drbg_free(&drbg);
-	mbedtls_entropy_free(&ent);
+	rsa_fixture_free(&f);
 }
 
 int main(void)
