@@ -159,18 +159,21 @@ static void print_uplink(json_t *u)
 	if (json_is_true(json_object_get(u, "encrypted")))
 		printf(" (encrypted)");
 	else if (payload && *payload) {
-		/* Show printable payloads as text too. */
-		size_t n = strlen(payload) / 2;
-		char text[256];
-		bool printable = n < sizeof(text);
+		/* Show printable payloads as text too, in quotes: a quote or a backslash in it
+		 * escaped, so that the text between the quotes reads back as the payload. */
+		size_t n = strlen(payload) / 2, o = 0;
+		char text[2 * 256 + 1];
+		bool printable = n < 256;
 		for (size_t i = 0; printable && i < n; i++) {
-			unsigned v;
-			sscanf(payload + 2 * i, "%2x", &v);
-			text[i] = (char)v;
-			printable = v >= 0x20 && v < 0x7f;
+			unsigned v = 0;
+			printable =
+			    sscanf(payload + 2 * i, "%2x", &v) == 1 && v >= 0x20 && v < 0x7f;
+			if (v == '"' || v == '\\')
+				text[o++] = '\\';
+			text[o++] = (char)v;
 		}
 		if (printable) {
-			text[n] = '\0';
+			text[o] = '\0';
 			printf(" \"%s\"", text);
 		}
 	}

@@ -477,10 +477,13 @@ static struct dl_call *dl_call_new(struct asapi *a, struct req *r, const char *d
 	return c;
 }
 
-/* The LRC's body, made valid UTF-8 for JSON (text from elsewhere), as o's answer. */
-static int answer_set(json_t *o, const char *answer)
+/*
+ * The LRC's body (len bytes), made valid UTF-8 for JSON (text from elsewhere, a NUL
+ * becoming U+FFFD, which every JSON reader takes), as o's answer.
+ */
+static int answer_set(json_t *o, const char *answer, size_t len)
 {
-	char *clean = utf8_clean(answer, strlen(answer));
+	char *clean = utf8_clean(answer, len);
 	int r = clean ? json_string_set(json_object_get(o, "answer"), clean) : -1;
 	free(clean);
 	return r;
@@ -531,7 +534,7 @@ static void downlink_done(const struct downlink_result *d, void *arg)
 	json_integer_set(json_object_get(o, "status"), d->status);
 	/* A refusal's body says why the LRC refused; with no answer there is none. */
 	bool answered = !d->err || d->status, lost = false;
-	if (answered && *d->answer && answer_set(o, d->answer) < 0) {
+	if (answered && d->answer_len && answer_set(o, d->answer, d->answer_len) < 0) {
 		lost = true;
 		log_warnx("downlink to %s FCntDn %" PRIu32
 			  ": out of memory for the LRC's answer, answered without it",
@@ -625,13 +628,19 @@ static void h_import_astk(struct asapi *a, struct req *r)
 	rc = ascrypto_astk_decrypt(pem, strlen(pem), enc, n, astk);
 	cred_wipe(pem, sizeof(pem));
 	if (rc < 0) {
-		const char *why = rc == -EINVAL
-				      ? "the RSA key file holds no RSA private key"
-				      : "encryptedASKey does not decrypt to a 16-byte key "
-					"with this RSA key";
+		/* A key refused here was replaced since the start, which checks it. */
+		bool no_key = rc == -EINVAL || rc == -ENOKEY || rc == -EKEYREJECTED;
+		char why[160];
+		if (no_key)
+			snprintf(why, sizeof(why),
+				 "the RSA key file %s (tpas --check-config says more)",
+				 ascrypto_rsa_key_problem(rc));
+		else
+			snprintf(
+			    why, sizeof(why),
+			    "encryptedASKey does not decrypt to a 16-byte key with this RSA key");
 		log_warnx("ImportASTK: %s", why);
-		req_error(r,
-			  rc == -EINVAL ? "io.tpad.ASAdmin.NoRsaKey" : "io.tpad.ASAdmin.BadASKey",
+		req_error(r, no_key ? "io.tpad.ASAdmin.NoRsaKey" : "io.tpad.ASAdmin.BadASKey",
 			  json_pack("{s:s}", "reason", why));
 		return;
 	}

@@ -173,6 +173,13 @@ static int asconf_check(const void *cfg, char *why, size_t whylen)
 		snprintf(why, whylen, "tunnel.as-id is longer than 64 characters");
 		return -EINVAL;
 	}
+	/* Alone, the key would go unused and the listener speak plain HTTP. */
+	if (c->tunnel_tls_key_file && !c->tunnel_tls_cert_file) {
+		snprintf(why, whylen,
+			 "tunnel.tls-key-file is set but tunnel.tls-cert-file is not: TLS on the "
+			 "listener needs both (neither for plain HTTP behind a TLS reverse proxy)");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -198,6 +205,11 @@ int asconf_load_string(struct asconf *c, const char *name, const char *text, cha
 		       size_t errlen)
 {
 	return conf_load_string(&schema, c, name, text, err, errlen);
+}
+
+const char *asconf_origin(const struct asconf *c, const char *name)
+{
+	return conf_origin(&schema, c, name);
 }
 
 void asconf_print(const struct asconf *c, FILE *f, bool origins)

@@ -69,6 +69,9 @@ int asconf_load(struct asconf *c, const char *path, char *err, size_t errlen);
 int asconf_load_string(struct asconf *c, const char *name, const char *text, char *err,
 		       size_t errlen);
 
+/* Where the value of directive name came from: "default" or "FILE:LINE". */
+const char *asconf_origin(const struct asconf *c, const char *name);
+
 /* Print every directive's effective value, as a config file (with where it came from). */
 void asconf_print(const struct asconf *c, FILE *f, bool origins);
 

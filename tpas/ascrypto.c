@@ -3,6 +3,7 @@
 #include "ascrypto.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -187,9 +188,31 @@ bool ascrypto_token_equal(const char *a, const char *b)
 	return diff == 0;
 }
 
-/* Parse pem (pem_len bytes, NUL included or not) into pk: 0, -EINVAL when it holds no
- * RSA private key, -ENOMEM. */
-static int rsa_private_parse(mbedtls_pk_context *pk, const char *pem, size_t pem_len)
+/* Whether pem, which mbedTLS refused with err, holds a key protected by a passphrase. */
+static bool needs_passphrase(int err, const char *pem)
+{
+	/* Also when mbedTLS lacks the key's cipher: the PEM says so in its header. */
+	return err == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || err == MBEDTLS_ERR_PK_PASSWORD_MISMATCH ||
+	       strstr(pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----") ||
+	       strstr(pem, "Proc-Type: 4,ENCRYPTED");
+}
+
+int ascrypto_private_key_parse(mbedtls_pk_context *pk, const char *pem)
+{
+	int err = mbedtls_pk_parse_key(pk, (const unsigned char *)pem, strlen(pem) + 1, NULL, 0);
+	if (err == 0)
+		return 0;
+	if (err == MBEDTLS_ERR_PK_ALLOC_FAILED)
+		return -ENOMEM;
+	return needs_passphrase(err, pem) ? -ENOKEY : -EINVAL;
+}
+
+/*
+ * Parse pem (pem_len bytes, NUL included or not) into pk: 0, or as
+ * ascrypto_rsa_key_check(), with the key's size in *ret_bits when it is RSA.
+ */
+static int rsa_private_parse(mbedtls_pk_context *pk, const char *pem, size_t pem_len,
+			     unsigned *ret_bits)
 {
 	if (!pem || pem_len == 0 || pem_len > 16384)
 		return -EINVAL;
@@ -200,22 +223,48 @@ static int rsa_private_parse(mbedtls_pk_context *pk, const char *pem, size_t pem
 		return -ENOMEM;
 	memcpy(buf, pem, n);
 	buf[n] = '\0';
-	int r = 0;
-	if (mbedtls_pk_parse_key(pk, (const unsigned char *)buf, n + 1, NULL, 0) != 0 ||
-	    mbedtls_pk_get_type(pk) != MBEDTLS_PK_RSA)
+	int r = ascrypto_private_key_parse(pk, buf);
+	if (r == 0 && mbedtls_pk_get_type(pk) != MBEDTLS_PK_RSA)
 		r = -EINVAL;
+	if (r == 0 && ret_bits)
+		*ret_bits = (unsigned)mbedtls_pk_get_bitlen(pk);
+	if (r == 0 && mbedtls_pk_get_bitlen(pk) < ASCRYPTO_RSA_MIN_BITS)
+		r = -EKEYREJECTED;
 	cred_wipe(buf, n);
 	free(buf);
 	return r;
 }
 
-int ascrypto_rsa_key_check(const char *pem, size_t pem_len)
+int ascrypto_rsa_key_check(const char *pem, size_t pem_len, unsigned *ret_bits)
 {
 	mbedtls_pk_context pk;
 	mbedtls_pk_init(&pk);
-	int r = rsa_private_parse(&pk, pem, pem_len);
+	int r = rsa_private_parse(&pk, pem, pem_len, ret_bits);
 	mbedtls_pk_free(&pk);
 	return r;
+}
+
+const char *ascrypto_rsa_key_problem(int r)
+{
+	switch (r) {
+	case -ENOKEY:
+		return "is protected by a passphrase";
+	case -EKEYREJECTED:
+		return "is shorter than 2048 bits";
+	default:
+		return "holds no RSA private key";
+	}
+}
+
+void ascrypto_passphrase_advice(char *buf, size_t len, const char *what, const char *file,
+				const char *directive, const char *cred)
+{
+	snprintf(buf, len,
+		 "%s %s is protected by a passphrase, which tpas has no way to be given: write "
+		 "it without one, the same key, with openssl pkey -in %s -out %s.plain (it "
+		 "asks for the passphrase), chmod 0600 %s.plain, and point %s (or the "
+		 "credential %s) at %s.plain",
+		 what, file, file, file, file, directive, cred, file);
 }
 
 int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, size_t enc_len,
@@ -236,7 +285,7 @@ int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, s
 	if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy,
 				  (const unsigned char *)personal, sizeof(personal) - 1) != 0)
 		goto out;
-	if ((r = rsa_private_parse(&pk, pem, pem_len)) < 0)
+	if ((r = rsa_private_parse(&pk, pem, pem_len, NULL)) < 0)
 		goto out;
 	mbedtls_rsa_set_padding(mbedtls_pk_rsa(pk), MBEDTLS_RSA_PKCS_V15, 0);
 	if (enc_len != mbedtls_pk_get_len(&pk) ||

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <mbedtls/pk.h>
+
 #define AS_KEY_LEN 16	       /* AES-128 keys: ASTK, AppSKey */
 #define AS_WRAPPED_LEN 24      /* an AES-128 key wrapped with RFC 3394 */
 #define AS_TOKEN_HEX 64	       /* a Token: SHA-256 as lower-case hex */
@@ -55,12 +57,37 @@ bool ascrypto_key_equal(const uint8_t a[AS_KEY_LEN], const uint8_t b[AS_KEY_LEN]
 
 /*
  * Decrypt Key Manager's encryptedASKey (RSA PKCS#1 v1.5) with the PEM private key pem
- * (pem_len bytes, NUL included or not) into the 16-byte ASTK. -EINVAL for a key that is
- * not an RSA private key, -EBADMSG when the ciphertext does not decrypt to 16 bytes.
+ * (pem_len bytes, NUL included or not) into the 16-byte ASTK. -EINVAL, -ENOKEY or
+ * -EKEYREJECTED for a key ascrypto_rsa_key_check() refuses, -EBADMSG when the ciphertext
+ * does not decrypt to 16 bytes.
  */
 int ascrypto_astk_decrypt(const char *pem, size_t pem_len, const uint8_t *enc, size_t enc_len,
 			  uint8_t ret[AS_KEY_LEN]);
 
-/* 0 when pem (pem_len bytes, NUL included or not) holds an RSA private key, else -EINVAL
- * (a public key, another kind of key, anything else); -ENOMEM. */
-int ascrypto_rsa_key_check(const char *pem, size_t pem_len);
+/* The smallest RSA key taken: Key Manager's ASTK key is RSA-2048 (tpactl as keygen). */
+#define ASCRYPTO_RSA_MIN_BITS 2048
+
+/*
+ * 0 when pem (pem_len bytes, NUL included or not) holds an RSA private key of
+ * ASCRYPTO_RSA_MIN_BITS or more, its size in *ret_bits (if not NULL; also when shorter).
+ * Else -EINVAL (a public key, another kind of key, anything else), -ENOKEY (a private key
+ * protected by a passphrase), -EKEYREJECTED (too short); -ENOMEM.
+ */
+int ascrypto_rsa_key_check(const char *pem, size_t pem_len, unsigned *ret_bits);
+
+/* What ascrypto_rsa_key_check()'s refusal r says of a key: "holds no RSA private key". */
+const char *ascrypto_rsa_key_problem(int r);
+
+/*
+ * mbedtls_pk_parse_key() of pem (NUL-terminated) without a passphrase into pk (which
+ * mbedtls_pk_init() made): 0, -ENOKEY when pem holds a private key protected by a
+ * passphrase, -EINVAL when no private key, -ENOMEM.
+ */
+int ascrypto_private_key_parse(mbedtls_pk_context *pk, const char *pem);
+
+/*
+ * One line for a key protected by a passphrase: what ("the RSA key") in file, and how to
+ * write it without one and give it to tpas by directive or by the credential cred.
+ */
+void ascrypto_passphrase_advice(char *buf, size_t len, const char *what, const char *file,
+				const char *directive, const char *cred);

@@ -300,6 +300,7 @@ static void pool_done(const struct pool_result *pr, void *arg)
 	} else {
 		r.status = pr->res->status;
 		r.answer = pr->res->body ? pr->res->body : "";
+		r.answer_len = pr->res->body ? pr->res->body_len : 0;
 		if (r.status < 200 || r.status > 299) {
 			r.err = -EPROTO;
 			snprintf(reason, sizeof(reason), "LRC answered %d", r.status);

@@ -35,7 +35,8 @@ struct downlink_result {
 	bool refused;
 	uint32_t fcnt_dn;   /* the counter used (consumed even on failure) */
 	int status;	    /* the LRC's HTTP status; 0 when none came */
-	const char *answer; /* the LRC's body ("" if none) */
+	const char *answer; /* the LRC's body ("" if none), any bytes, NULs included */
+	size_t answer_len;  /* its length */
 	const char *reason; /* human text when err != 0 */
 };
 

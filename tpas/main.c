@@ -80,6 +80,15 @@ static int load_config(struct asconf *cfg, const char *path, bool explicit_path)
 	return r;
 }
 
+/* Whether s holds a control character: a line break above all. */
+static bool has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
 /* The tunnel key (text), as start needs it. */
 static int load_tunnel_key(const struct asconf *cfg, char *tunnel_key, size_t tklen)
 {
@@ -87,6 +96,18 @@ static int load_tunnel_key(const struct asconf *cfg, char *tunnel_key, size_t tk
 	int r = cred_load_text("tunnel-key", cfg->tunnel_key_file, tunnel_key, tklen);
 	if (r == 0 && !tunnel_key[0])
 		r = -EINVAL;
+	if (r == 0 && has_control(tunnel_key)) {
+		/* The key with a second line signs no Token the LRC makes: every uplink 401. */
+		char path[PATH_MAX];
+		const char *src =
+		    cred_source("tunnel-key", cfg->tunnel_key_file, path, sizeof(path));
+		cred_wipe(tunnel_key, tklen);
+		log_errx("cannot load the tunnel key: %s holds more than one line (or another "
+			 "control character): write the AS route's tunnel key alone, on one line "
+			 "(a newline at its end is fine)",
+			 src ? src : "the credential tunnel-key");
+		return -EINVAL;
+	}
 	if (r < 0)
 		log_errx("cannot load the tunnel key: %s",
 			 cred_explain(r, "tunnel-key", cfg->tunnel_key_file, why, sizeof(why)));
@@ -168,16 +189,33 @@ static int check_keys(const struct asconf *cfg)
 	return r;
 }
 
+/* Log err, at the file:line of the directive it begins with when the file set it. */
+static void log_directive_errx(const struct asconf *cfg, const char *err)
+{
+	char name[64];
+	size_t n = strcspn(err, " :");
+	const char *where = "default";
+	if (n < sizeof(name)) {
+		memcpy(name, err, n);
+		name[n] = '\0';
+		where = asconf_origin(cfg, name);
+	}
+	if (strcmp(where, "default") != 0)
+		log_errx("%s: %s", where, err);
+	else
+		log_errx("%s", err);
+}
+
 /* --check-config: the tunnel's certificate and TLS key load (as tunnel_new() will). */
 static int check_tunnel_tls(const struct asconf *cfg)
 {
 	if (!cfg->tunnel_tls_cert_file)
 		return 0;
-	char err[512];
+	char err[1024];
 	struct tunnel_tls *tls =
 	    tunnel_tls_new(cfg->tunnel_tls_cert_file, cfg->tunnel_tls_key_file, err, sizeof(err));
 	if (!tls) {
-		log_errx("%s", err);
+		log_directive_errx(cfg, err);
 		return -EINVAL;
 	}
 	tunnel_tls_free(tls);
@@ -195,29 +233,42 @@ static int check_rsa_key(const struct asconf *cfg)
 	static char pem[8192];
 	char why[PATH_MAX + 200];
 	const char *file = cfg->rsa_key_file && *cfg->rsa_key_file ? cfg->rsa_key_file : NULL;
-	int r = cred_load_text("as-rsa-key", file, pem, sizeof(pem));
-	bool not_rsa = false;
-	if (r == 0) {
-		r = ascrypto_rsa_key_check(pem, sizeof(pem));
-		not_rsa = r == -EINVAL;
-	}
+	int r = cred_load_text("as-rsa-key", file, pem, sizeof(pem)), refused = 0;
+	unsigned bits = 0;
+	if (r == 0)
+		r = refused = ascrypto_rsa_key_check(pem, sizeof(pem), &bits);
 	cred_wipe(pem, sizeof(pem));
 	if (r == -ENODATA || (r == -ENOENT && !file && !getenv("CREDENTIALS_DIRECTORY")))
 		return 0;
 	const char *shown = file ? file : "the credential as-rsa-key";
-	if (not_rsa)
+	if (refused == -ENOKEY) {
+		/* Not "make a new one": Key Manager already encrypts ASTKs for this key. */
+		char advice[4 * PATH_MAX + 400], src_path[PATH_MAX];
+		const char *src = cred_source("as-rsa-key", file, src_path, sizeof(src_path));
+		ascrypto_passphrase_advice(advice, sizeof(advice), "the RSA key",
+					   src ? src : "FILE", "astk.rsa-key-file", "as-rsa-key");
+		log_errx("%s", advice);
+	} else if (refused == -EKEYREJECTED) {
+		log_errx("the RSA key %s is RSA-%u, shorter than the %d bits of Key Manager's "
+			 "ASTK key: make an RSA-2048 one with tpactl as keygen --out NEW-FILE, "
+			 "point astk.rsa-key-file (or the credential as-rsa-key) at it, give "
+			 "Key Manager the public key it prints, and import the ASTK it "
+			 "encrypts for that key",
+			 shown, bits, ASCRYPTO_RSA_MIN_BITS);
+	} else if (refused == -EINVAL) {
 		log_errx(
 		    "the RSA key %s holds no RSA private key (a public key, or another kind?): "
 		    "empty the file (none yet), then make one with tpactl as keygen --out %s "
 		    "(it fills an empty file, never overwrites a key)",
 		    shown, file ? file : "FILE");
-	else if (r == -ENOENT && file)
+	} else if (r == -ENOENT && file) {
 		log_errx("the RSA key %s does not exist: make it with tpactl as keygen --out %s, "
 			 "or create it empty for none yet",
 			 file, file);
-	else if (r < 0)
+	} else if (r < 0) {
 		log_errx("cannot load the RSA key: %s",
 			 cred_explain(r, "as-rsa-key", file, why, sizeof(why)));
+	}
 	return r;
 }
 
@@ -466,7 +517,7 @@ static void check_fd_limit(const struct asconf *c)
 static int open_listeners(struct tpas *t)
 {
 	const struct asconf *c = t->cfg;
-	char err[512];
+	char err[1024];
 	int r =
 	    listener_open_named(t->base, t->srv, SOCK_STATION, "apps", c->apps_socket, c->apps_mode,
 				c->apps_group, &t->listeners[SOCK_STATION], err, sizeof(err));
@@ -593,7 +644,7 @@ static int run(const struct asconf *cfg, const char *config_path)
 	r = tunnel_new(t.base, &topt, t.journal, commit_cb, &t, &t.tunnel, err, sizeof(err));
 	cred_wipe(tunnel_key, sizeof(tunnel_key));
 	if (r < 0) {
-		log_errx("%s", err);
+		log_directive_errx(cfg, err);
 		goto out;
 	}
 	if (cfg->metrics_listen &&

@@ -484,6 +484,26 @@ static void span_text(int64_t ms, char *out, size_t len)
 }
 
 /*
+ * How far a Time is from our clock, over the limit max_ms, for a person: span_text(), or
+ * to the millisecond when that would read as the limit does ("60 s" for 60.9 s over 60 s).
+ */
+static void deviation_text(int64_t ms, int64_t max_ms, char *out, size_t len)
+{
+	char max[24];
+	span_text(ms, out, len);
+	span_text(max_ms, max, sizeof(max));
+	if (strcmp(out, max) != 0)
+		return;
+	char frac[8] = "";
+	if (ms % 1000) {
+		snprintf(frac, sizeof(frac), ".%03d", (int)(ms % 1000));
+		for (size_t n = strlen(frac); frac[n - 1] == '0'; n--)
+			frac[n - 1] = '\0';
+	}
+	snprintf(out, len, "%" PRId64 "%s s", ms / 1000, frac);
+}
+
+/*
  * Everything but the commit: a final status with *ret_answer, or 0 with p filled for the
  * journal.
  */
@@ -535,7 +555,7 @@ static int tunnel_check(struct tunnel *t, const char *query, const char *body, s
 		char sent[40], ours[40], by[24], max[24];
 		uplink_time_format(sent_ms, sent, sizeof(sent));
 		uplink_time_format(now_ms, ours, sizeof(ours));
-		span_text(dev, by, sizeof(by));
+		deviation_text(dev, t->max_deviation_ms, by, sizeof(by));
 		span_text(t->max_deviation_ms, max, sizeof(max));
 		status = refuse(t, &t->stats.stale_time, 401, ret_answer, u.dev_eui,
 				"stale Time: %s is %s %s this host's wall clock (%s), more than "

@@ -2,11 +2,14 @@
 #include "tunnel_tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -18,6 +21,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 
+#include "ascrypto.h"
 #include "cred.h"
 #include "log.h"
 
@@ -205,6 +209,21 @@ struct bufferevent *tunnel_tls_bufferevent(struct event_base *base, struct tunne
 	return bev;
 }
 
+/* Why the file at path cannot be read (strerror's text), or NULL when it can. */
+static const char *file_unreadable(const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	const char *why = NULL;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	if (fd >= 0)
+		close(fd);
+	return why;
+}
+
 struct tunnel_tls *tunnel_tls_new(const char *cert_file, const char *key_file, char *err,
 				  size_t errlen)
 {
@@ -226,23 +245,38 @@ struct tunnel_tls *tunnel_tls_new(const char *cert_file, const char *key_file, c
 		snprintf(err, errlen, "tunnel TLS: cannot seed the random generator");
 		goto fail;
 	}
-	if ((r = mbedtls_x509_crt_parse_file(&t->chain, cert_file)) != 0) {
+	const char *unreadable = file_unreadable(cert_file);
+	if (unreadable || (r = mbedtls_x509_crt_parse_file(&t->chain, cert_file)) != 0) {
 		char why[128];
-		mbedtls_strerror(r, why, sizeof(why));
-		snprintf(err, errlen, "tunnel.tls-cert-file %s: %s", cert_file, why);
+		if (!unreadable)
+			mbedtls_strerror(r, why, sizeof(why));
+		snprintf(err, errlen, "tunnel.tls-cert-file %s: %s", cert_file,
+			 unreadable ? unreadable : why);
 		goto fail;
 	}
+	/* Named by its directive when it came from the file (its file:line is then said). */
+	char src_path[PATH_MAX];
+	const char *src = cred_source("tunnel-tls-key", key_file, src_path, sizeof(src_path));
+	const char *directive = src && src == key_file ? "tunnel.tls-key-file: " : "";
 	r = cred_load_text("tunnel-tls-key", key_file, pem, sizeof(pem));
 	if (r < 0) {
 		char why[PATH_MAX + 200];
-		snprintf(err, errlen, "cannot load the tunnel's TLS key: %s",
+		snprintf(err, errlen, "%scannot load the tunnel's TLS key: %s", directive,
 			 cred_explain(r, "tunnel-tls-key", key_file, why, sizeof(why)));
 		goto fail;
 	}
-	r = mbedtls_pk_parse_key(&t->key, (const unsigned char *)pem, strlen(pem) + 1, NULL, 0);
+	r = ascrypto_private_key_parse(&t->key, pem);
 	cred_wipe(pem, sizeof(pem));
-	if (r != 0) {
-		snprintf(err, errlen, "the tunnel's TLS key is not a PEM private key");
+	if (r == -ENOKEY) {
+		char advice[3 * PATH_MAX + 400];
+		ascrypto_passphrase_advice(advice, sizeof(advice), "the tunnel's TLS key",
+					   src ? src : "FILE", "tunnel.tls-key-file",
+					   "tunnel-tls-key");
+		snprintf(err, errlen, "%s%s", directive, advice);
+		goto fail;
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "%sthe tunnel's TLS key is not a PEM private key", directive);
 		goto fail;
 	}
 	if (mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_SERVER,

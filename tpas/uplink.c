@@ -287,6 +287,14 @@ static bool digits(const char **p, int n, int *ret)
 	return true;
 }
 
+/* The days of month m (1-12) of year y in the proleptic Gregorian calendar. */
+static int month_days(int y, int m)
+{
+	static const unsigned char days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+	return m == 2 && leap ? 29 : days[m - 1];
+}
+
 int uplink_time_parse(const char *s, int64_t *ret_ms)
 {
 	int Y, M, D, h, m, sec, ms = 0;
@@ -298,7 +306,10 @@ int uplink_time_parse(const char *s, int64_t *ret_ms)
 	if (!digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &m) || *p++ != ':' ||
 	    !digits(&p, 2, &sec))
 		return -EINVAL;
-	if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+	/* Refused, not carried into the next month: 2026-02-30 is no date, and read as 2 March
+	 * it would be refused as a stale Time, which says the clocks differ. Second 60 is a
+	 * leap second's (RFC 3339 5.7), read as the next minute's start. */
+	if (M < 1 || M > 12 || D < 1 || D > month_days(Y, M) || h > 23 || m > 59 || sec > 60)
 		return -EINVAL;
 	if (*p == '.') {
 		p++;

@@ -77,6 +77,8 @@ void uplink_token(const struct uplink *u, const char *signed_query, const char *
 /*
  * Parse a tunnel Time "YYYY-MM-DDThh:mm:ss[.fff][Z|±hh:mm]" (a space stands for '+', as
  * a form decoder leaves it) into milliseconds since the epoch; without a zone it is UTC.
+ * -EINVAL for anything else, a day its month does not have (2026-02-30) included; second
+ * 60 (a leap second) is taken.
  */
 int uplink_time_parse(const char *s, int64_t *ret_ms);
 

@@ -16,70 +16,167 @@
 #include <libxml/tree.h>
 
 #include "cred.h"
+#include "hex.h"
 #include "message.h"
 #include "uplink_fast.h"
 #include "uplink_fields.h"
 #include "wipe.h"
 
 /*
- * A copy of body with the number token that ends at end put in quotes (len + 2 bytes in
- * *ret_len), or NULL when no number ends there or out of memory.
+ * A copy of body with the number token that ends at end put in quotes, in *ret (len + 2
+ * bytes in *ret_len): 0, -EINVAL when no number ends there, or -ENOMEM.
  */
-static char *quote_number(const char *body, size_t len, size_t end, size_t *ret_len)
+static int quote_number(const char *body, size_t len, size_t end, char **ret, size_t *ret_len)
 {
 	static const char number_chars[] = "0123456789+-.eE";
+	if (end > len)
+		return -EINVAL;
 	size_t start = end;
 	while (start > 0 && memchr(number_chars, body[start - 1], sizeof(number_chars) - 1))
 		start--;
-	if (start == end || end > len)
-		return NULL;
-	char *out = malloc(len + 2);
+	if (start == end)
+		return -EINVAL;
+	char *out = wipe_malloc(len + 2);
 	if (!out)
-		return NULL;
+		return -ENOMEM;
 	memcpy(out, body, start);
 	out[start] = '"';
 	memcpy(out + start + 1, body + start, end - start);
 	out[end + 1] = '"';
 	memcpy(out + end + 2, body + end, len - end);
+	*ret = out;
 	*ret_len = len + 2;
-	return out;
+	return 0;
+}
+
+/* The value of the four hexadecimal digits at p (n bytes there at least), or -1. */
+static long hex4(const char *p, size_t n)
+{
+	long v = 0;
+	if (n < 4)
+		return -1;
+	for (int i = 0; i < 4; i++) {
+		int d = hex_digit(p[i]);
+		if (d < 0)
+			return -1;
+		v = v << 4 | d;
+	}
+	return v;
 }
 
 /*
- * The body's JSON. A number jansson cannot hold (past 64-bit integers, or doubles) is
- * read as a string of its text rather than losing the whole uplink, which the LRC would
- * send again and again.
+ * In the strings of the len bytes at s, rewrite in place each escape jansson refuses
+ * although the JSON is valid (RFC 8259 7) to \uFFFD, of the same length: a UTF-16
+ * surrogate not in a pair (as a UTF-8 decoder does with what it cannot decode) and
+ * \u0000 (which jansson refuses unless told to, and then every reader of the stream or
+ * the journal would have to be). Whether any was.
  */
-static json_t *load_json(const char *body, size_t len, char *reason, size_t rn)
+static bool escapes_mend(char *s, size_t len)
+{
+	bool in_string = false, mended = false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '"')
+			in_string = !in_string;
+		if (!in_string || s[i] != '\\')
+			continue;
+		if (i + 1 == len)
+			break;
+		if (s[i + 1] != 'u') {
+			i++; /* \\, \" and the like: the next character is not an escape's start */
+			continue;
+		}
+		long v = hex4(s + i + 2, len - i - 2);
+		if (v >= 0xD800 && v <= 0xDBFF && i + 8 <= len && s[i + 6] == '\\' &&
+		    s[i + 7] == 'u') {
+			long low = hex4(s + i + 8, len - i - 8);
+			if (low >= 0xDC00 && low <= 0xDFFF) {
+				i += 11; /* a pair: one character */
+				continue;
+			}
+		}
+		if (v == 0 || (v >= 0xD800 && v <= 0xDFFF)) {
+			memcpy(s + i + 2, "FFFD", 4);
+			mended = true;
+		}
+		if (v >= 0)
+			i += 5;
+	}
+	return mended;
+}
+
+/* Whether jansson refused a body for an escape escapes_mend() rewrites (or may have). */
+static bool escape_refused(const json_error_t *jerr)
+{
+	switch (json_error_code(jerr)) {
+	case json_error_null_character:
+	case json_error_null_byte_in_key:
+	case json_error_invalid_syntax: /* "invalid Unicode '\uD800'" */
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * The body's JSON into *ret: 0, -EBADMSG with a reason, or -ENOMEM. A number jansson
+ * cannot hold (past 64-bit integers, or doubles) is read as a string of its text, and an
+ * escape jansson refuses is mended (escapes_mend), rather than losing the whole uplink,
+ * which the LRC would send again and again. Both only once jansson refused the body as
+ * sent, on a copy (wiped when freed: it holds the AppSKey field): the usual body is read
+ * once, as it came.
+ */
+static int load_json(const char *body, size_t len, json_t **ret, char *reason, size_t rn)
 {
 	json_error_t jerr;
 	char *copy = NULL;
+	bool mended = false;
+	int quoted = 0, r = 0;
 	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	for (int i = 0; !root && i < UPLINK_MAX_NUMBER_TEXTS &&
-			json_error_code(&jerr) == json_error_numeric_overflow;
-	     i++) {
-		size_t n;
-		char *q = quote_number(body, len, (size_t)jerr.position, &n);
-		if (!q)
+	while (!root) {
+		if (json_error_code(&jerr) == json_error_numeric_overflow &&
+		    quoted < UPLINK_MAX_NUMBER_TEXTS) {
+			size_t n;
+			char *q = NULL;
+			r = quote_number(body, len, (size_t)jerr.position, &q, &n);
+			if (r < 0)
+				break;
+			wipe_free(copy);
+			copy = q;
+			len = n;
+			quoted++;
+		} else if (!mended && escape_refused(&jerr)) {
+			mended = true;
+			if (!copy && !(copy = wipe_malloc(len ? len : 1))) {
+				r = -ENOMEM;
+				break;
+			}
+			if (copy != body)
+				memcpy(copy, body, len);
+			if (!escapes_mend(copy, len))
+				break;
+		} else {
 			break;
-		free(copy);
-		copy = q;
-		body = q;
-		len = n;
+		}
+		body = copy;
 		root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	}
-	free(copy);
-	if (!root)
-		snprintf(reason, rn, "body is not JSON: %s (line %d)", jerr.text, jerr.line);
-	return root;
+	wipe_free(copy);
+	if (root) {
+		*ret = root;
+		return 0;
+	}
+	if (r == -ENOMEM)
+		return r;
+	snprintf(reason, rn, "body is not JSON: %s (line %d)", jerr.text, jerr.line);
+	return -EBADMSG;
 }
 
 static int parse_json(const char *body, size_t len, struct uplink *u, char *reason, size_t rn)
 {
-	json_t *root = load_json(body, len, reason, rn);
-	if (!root)
-		return -EBADMSG;
-	int r = 0;
+	json_t *root;
+	int r = load_json(body, len, &root, reason, rn);
+	if (r < 0)
+		return r;
 	json_t *up = json_object_get(root, "DevEUI_uplink");
 	if (!json_is_object(up)) {
 		r = uplink_fail(reason, rn, "body has no DevEUI_uplink object");

@@ -19,7 +19,9 @@ void uplink_read_install(void);
  * caller frees with uplink_clear().
  * A radio field nested deeper than UPLINK_MAX_RADIO_DEPTH is refused (-EINVAL, naming
  * it); a JSON number no integer or double holds (12345678901234567890, 1e400) is kept
- * as a string of its text, UPLINK_MAX_NUMBER_TEXTS of them at most.
+ * as a string of its text, UPLINK_MAX_NUMBER_TEXTS of them at most; a string's \u0000 or
+ * lone UTF-16 surrogate escape (valid JSON that jansson refuses) is read as U+FFFD, so no
+ * field ever holds a NUL.
  */
 int uplink_parse(const char *body, size_t len, struct uplink *ret, char *reason, size_t reasonlen);
 

@@ -258,6 +258,14 @@ class TpasCase(unittest.TestCase):
         with open(t.conf, "w") as f:
             f.write(conf.replace("[tunnel]\n", "[tunnel]\n" + lines, 1))
 
+    def use_rsa_key(self, t, path):
+        """Point t's astk.rsa-key-file at path."""
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(re.sub(r"(?m)^rsa-key-file = .*$", lambda m: f"rsa-key-file = {path}",
+                           conf))
+
     def self_signed(self, stem, cn="127.0.0.1"):
         """A self-signed P-256 certificate and its key (mode 0600) under tmp: (cert, key)."""
         cert = os.path.join(self.tmp, stem + ".pem")
@@ -428,6 +436,24 @@ class Tunnel(TpasCase):
         self.assertEqual([u["radio"]["Zz"] for u in t.uplinks()], want)
         p = t.tpactl("--json", "as", "uplinks", "--after", "0", check=0)
         self.assertIn('"12345678901234567890"', p.stdout)
+
+    def test_radio_strings_jansson_refuses_are_mended_not_refused(self):
+        """A radio string holding \\u0000 or a lone UTF-16 surrogate (valid JSON that
+        jansson refuses) costs nothing but that character, written U+FFFD; the same in a
+        field tpas reads is refused as that field, never read as a shorter value."""
+        t, s, _ = self.started()
+        st, _ = s.uplink(DEV, b"n", extra={"CustomerData": {"name": "a\x00b", "x": "\ud800"}})
+        self.assertEqual(st, 200)
+        self.assertEqual(s.uplink(DEV, b"s", extra={"Lrrid": "\udc00\U0001f600"})[0], 200)
+        radios = [u["radio"] for u in t.uplinks()]
+        self.assertEqual(radios[0]["CustomerData"], {"name": "a\ufffdb", "x": "\ufffd"})
+        self.assertEqual(radios[1]["Lrrid"], "\ufffd\U0001f600")
+        p = t.tpactl("--json", "as", "uplinks", check=0)
+        self.assertIn('"a\ufffdb"', p.stdout)
+        target, body, ctype = s.build_uplink(DEV, b"d")
+        body = body.replace(DEV.encode() + b'"', DEV.encode() + b'\\u0000junk"', 1)
+        self.assertEqual(s.post(target, body, ctype),
+                         (400, {"error": "DevEUI must be 16 hexadecimal digits"}))
 
     def test_radio_numbers_are_written_alike_on_every_path(self):
         """A real in radio is written with 15 significant digits wherever it goes: the
@@ -1768,8 +1794,17 @@ class Downlink(TpasCase):
         s.faults["downlink_answer"] = None
         self.assertEqual((r["fCntDn"], r["status"]), (12, 200))
         self.assertEqual(r["answer"], "Requ\ufffdte accept\ufffde")
+        # One with NULs, at its start too: all of it, each NUL U+FFFD (JSON readers such
+        # as tpactl's refuse \u0000).
+        s.faults["downlink_answer"] = b"\x00queued\x00 ok"
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "05"})
+        self.assertEqual((r["fCntDn"], r["answer"]), (13, "\ufffdqueued\ufffd ok"))
+        p = t.tpactl("as", "send", "--dev-eui", DEV, "--port", "1", "--payload", "06", check=0)
+        self.assertIn("sent with FCntDn 14: LRC answered 200 \ufffdqueued\ufffd ok", p.stdout)
+        s.faults["downlink_answer"] = None
         used = [d["fcnt_dn"] for d in s.state["downlinks"]]
-        self.assertEqual(used, [5, 6, 7, 8, 9, 11, 12])
+        self.assertEqual(used, [5, 6, 7, 8, 9, 11, 12, 13, 14])
         self.assertEqual(s.state["violations"], [])
         # An uplink reporting a higher network counter moves ours up.
         s.state["devices"][DEV]["fcnt_dn"] = 40
@@ -3073,10 +3108,7 @@ class Commands(TpasCase):
         shutil.copy(self.rsa_key, rsa)
         os.chmod(rsa, 0o600)
         t = self.tpas()
-        with open(t.conf) as f:
-            conf = f.read()
-        with open(t.conf, "w") as f:
-            f.write(conf.replace(self.rsa_key, rsa))
+        self.use_rsa_key(t, rsa)
         for path in (t.key_file, t.store_key_file, rsa):
             # A key its group may write is refused too: the group could put its own key in.
             for mode, said in ((0o644, "is readable by other users: run chmod o-rwx"),
@@ -3141,6 +3173,102 @@ class Commands(TpasCase):
                                        capture_output=True, text=True, timeout=30)
                     self.assertEqual(p.returncode, 0, p.stderr)
 
+    def test_key_and_certificate_problems_are_named_at_their_line_with_the_fix(self):
+        """--check-config and the start name what is wrong with the tunnel's certificate
+        and keys and the RSA key, at the directive's file:line where the file set it: a
+        file that is not there (with the system's reason), a TLS key without a
+        certificate (the listener would speak plain HTTP), a key protected by a
+        passphrase (how to store that same key without one: the fix works as written), an
+        RSA key shorter than Key Manager's 2048 bits."""
+        cert, key = self.self_signed("tunnel")
+        missing = os.path.join(self.tmp, "missing.pem")
+
+        def refused(t, want):
+            for args in (["--check-config"], []):
+                p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                                   text=True, timeout=30)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(want, p.stderr)
+            return p.stderr
+
+        def tunnel(lines):
+            t = self.tpas()
+            self.tunnel_conf(t, lines)
+            return t
+        t = tunnel(f"tls-cert-file = {missing}\ntls-key-file = {key}\n")
+        refused(t, f"{t.conf}:2: tunnel.tls-cert-file {missing}: No such file or directory")
+        t = tunnel(f"tls-cert-file = {cert}\ntls-key-file = {missing}\n")
+        refused(t, f"{t.conf}:3: tunnel.tls-key-file: cannot load the tunnel's TLS key: "
+                   f"{missing} (the credential tunnel-tls-key) does not exist")
+        t = tunnel(f"tls-key-file = {key}\n")
+        refused(t, f"{t.conf}:2: tunnel.tls-key-file is set but tunnel.tls-cert-file is not")
+        locked = os.path.join(self.tmp, "locked.key")
+        subprocess.run(["openssl", "pkey", "-in", key, "-aes128", "-passout", "pass:x", "-out",
+                        locked], check=True, capture_output=True)
+        os.chmod(locked, 0o600)
+        t = tunnel(f"tls-cert-file = {cert}\ntls-key-file = {locked}\n")
+        refused(t, f"{t.conf}:3: tunnel.tls-key-file: the tunnel's TLS key {locked} is "
+                   "protected by a passphrase")
+
+        # The RSA key Key Manager encrypts for, protected by a passphrase: never "make a
+        # new one", which would leave every ASTK made for it undecryptable.
+        rsa = os.path.join(self.tmp, "rsa.pem")
+        for cipher in ("-aes128", "-des3"):
+            with self.subTest(cipher=cipher):
+                subprocess.run(["openssl", "pkey", "-in", self.rsa_key, cipher, "-passout",
+                                "pass:x", "-out", rsa, *(["-traditional"] if cipher == "-des3"
+                                                         else [])],
+                               check=True, capture_output=True)
+                os.chmod(rsa, 0o600)
+                t = self.tpas()
+                self.use_rsa_key(t, rsa)
+                err = refused(t, f"the RSA key {rsa} is protected by a passphrase")
+                self.assertNotIn("keygen", err)
+                fix = f"openssl pkey -in {rsa} -out {rsa}.plain"
+                self.assertIn(fix, err)
+                self.assertIn(f"chmod 0600 {rsa}.plain, and point astk.rsa-key-file", err)
+                if os.path.exists(rsa + ".plain"):
+                    os.unlink(rsa + ".plain")
+                subprocess.run(fix.split() + ["-passin", "pass:x"], check=True,
+                               capture_output=True)
+                os.chmod(rsa + ".plain", 0o600)
+                self.use_rsa_key(t, rsa + ".plain")
+                p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                t.start()
+                self.import_astk(t)  # the same key: what Key Manager encrypted still opens
+                t.stop()
+                self.use_rsa_key(t, rsa)
+
+        # RSA-1024: refused, saying why and how to make one of the right size.
+        subprocess.run(["openssl", "genrsa", "-out", rsa, "1024"], check=True,
+                       capture_output=True)
+        os.chmod(rsa, 0o600)
+        err = refused(t, f"the RSA key {rsa} is RSA-1024, shorter than the 2048 bits of Key "
+                         "Manager's ASTK key")
+        self.assertIn("tpactl as keygen --out NEW-FILE", err)
+
+    def test_a_tunnel_key_of_more_than_one_line_is_refused(self):
+        """A tunnel key file with a second line (or another control character) would sign
+        no Token the LRC makes: refused at start and by --check-config, the key not shown;
+        one newline at its end is fine."""
+        t = self.tpas()
+        for text in (TUNNEL_KEY + "\nsecond line\n", TUNNEL_KEY + "\r\n" + TUNNEL_KEY,
+                     TUNNEL_KEY[:16] + "\t" + TUNNEL_KEY[16:]):
+            write_secret(t.key_file, text)
+            for args in (["--check-config"], []):
+                p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                                   text=True, timeout=30)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(f"cannot load the tunnel key: {t.key_file} holds more than one "
+                              "line (or another control character)", p.stderr)
+                self.assertNotIn(TUNNEL_KEY[:16], p.stderr)
+        write_secret(t.key_file, TUNNEL_KEY)  # with its newline
+        p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
     def test_check_config_names_the_credentials_it_cannot_see(self):
         """Run by hand, --check-config cannot see what the unit's LoadCredential= gives at
         start: it names those keys instead of failing on them; with
@@ -3181,9 +3309,13 @@ class Commands(TpasCase):
                                    r'"32\.5C/90\.5F"$')
         p = t.tpactl("--json", "as", "uplinks", "--after", "1", check=0)
         self.assertEqual([json.loads(x)["seq"] for x in p.stdout.splitlines()], [2])
+        # A quote or a backslash in the text is escaped: the quotes hold the payload alone.
+        self.assertEqual(s.uplink(DEV, b'a"b\\c')[0], 200)
+        p = t.tpactl("as", "uplinks", "--after", "2", check=0)
+        self.assertTrue(p.stdout.endswith(' payload 6122625C63 "a\\"b\\\\c"\n'), p.stdout)
         # --follow keeps the stream open for new uplinks.
         f = subprocess.Popen([TPACTL, "--socket", t.admin, "as", "uplinks", "--follow",
-                              "--after", "2"], stdout=subprocess.PIPE, text=True)
+                              "--after", "3"], stdout=subprocess.PIPE, text=True)
         try:
             self.assertEqual(s.uplink(DEV, b"followed")[0], 200)
             line = f.stdout.readline()
@@ -3193,11 +3325,11 @@ class Commands(TpasCase):
             f.wait(10)
             f.stdout.close()
         p = t.tpactl("as", "status", check=0)
-        self.assertIn("3 accepted", p.stdout)
+        self.assertIn("4 accepted", p.stdout)
         self.assertRegex(p.stdout, r"refused: 0 bad request, .*, 0 timed out, .*0 TLS failed")
-        self.assertIn("last seq 3", p.stdout)
+        self.assertIn("last seq 4", p.stdout)
         st = json.loads(t.tpactl("--json", "as", "status", check=0).stdout)
-        self.assertEqual(st["journal"]["lastSeq"], 3)
+        self.assertEqual(st["journal"]["lastSeq"], 4)
         self.assertEqual(t.tpactl("as", "frobnicate").returncode, 2)
         self.assertEqual(t.tpactl("as", "status", "--port", "1").returncode, 2)
         self.assertEqual(t.tpactl("as", "send", "--dev-eui", DEV).returncode, 2)
@@ -3217,7 +3349,7 @@ class Commands(TpasCase):
         # tpas stopping ends a followed stream: said on stderr, exit 3 (it was a silent 0).
         wait_for(lambda: t.status()["subscribers"] == 0, 10, "the last follower gone")
         f = subprocess.Popen([TPACTL, "--socket", t.apps, "as", "uplinks", "--follow",
-                              "--after", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              "--after", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
         wait_for(lambda: t.status()["subscribers"] >= 1, 10, "the follower")
         t.stop()
@@ -3225,8 +3357,8 @@ class Commands(TpasCase):
         self.assertEqual(f.returncode, 3, err)
         self.assertIn("tpas ended the stream", err)
         # It names the seq to follow again from: the last one it printed.
-        self.assertIn("follow again with --after 3\n", err)
-        self.assertEqual([int(x.split()[0]) for x in out.splitlines()], [3])
+        self.assertIn("follow again with --after 4\n", err)
+        self.assertEqual([int(x.split()[0]) for x in out.splitlines()], [4])
         t.start()
         # The admin interface is not on the apps socket.
         with Client(t.apps) as c:

@@ -293,6 +293,22 @@ static void test_uplink_parse_forms(void)
 	CHECK_INT(uplink_time_parse("2016-13-11T14:28:00", &a), -EINVAL);
 	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00+", &a), -EINVAL);
 	CHECK_INT(uplink_time_parse("2016-01-11T14:28:00.Z", &a), -EINVAL);
+	/* Days of the month, leap years (2000 is one, 1900 and 2100 are not), leap seconds. */
+	static const char *const no_date[] = {
+	    "2026-02-30T00:00:00.000+00:00", "2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z",
+	    "2026-06-31T00:00:00Z",	     "2026-09-31T00:00:00Z", "2026-11-31T00:00:00Z",
+	    "1900-02-29T00:00:00Z",	     "2100-02-29T00:00:00Z", "2026-01-32T00:00:00Z",
+	    "2026-01-00T00:00:00Z",
+	};
+	for (size_t i = 0; i < sizeof(no_date) / sizeof(no_date[0]); i++)
+		CHECK_INT(uplink_time_parse(no_date[i], &a), -EINVAL);
+	CHECK_INT(uplink_time_parse("2024-02-29T12:00:00Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2000-02-29T00:00:00Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2026-12-31T00:00:00Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2026-01-31T00:00:00Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2016-12-31T23:59:60Z", &a), 0);
+	CHECK_INT(uplink_time_parse("2017-01-01T00:00:00Z", &b), 0);
+	CHECK_INT(a, b);
 
 	/* Written without gmtime: the same text as gmtime_r and strftime, every 97,531 s
 	 * from 1970 to past 2100 (leap days, 2000, 2100), each read back. */
@@ -318,6 +334,66 @@ static void test_uplink_parse_forms(void)
 	CHECK_STR(when, "1969-12-31T23:59:59.999+00:00");
 	uplink_time_format(0, when, 11); /* cut to the room there is */
 	CHECK_STR(when, "1970-01-01");
+}
+
+/*
+ * Valid JSON that jansson refuses as sent, in a field tpas does not read: a lone UTF-16
+ * surrogate or \u0000 becomes U+FFFD and the uplink is taken; a pair, an escaped
+ * backslash before "u" and every other string stay as sent. In a field tpas reads, the
+ * same is refused as that field's value, never read as a shorter one.
+ */
+static void test_uplink_refused_escapes_mended(void)
+{
+#define UP(fields) "{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\",\"FCntUp\":7" fields "}}"
+#define FFFD "\xEF\xBF\xBD"
+	static const struct {
+		const char *body, *radio;
+	} taken[] = {
+	    {UP(",\"CustomerData\":{\"name\":\"a\\u0000b\"}"),
+	     "{\"CustomerData\":{\"name\":\"a" FFFD "b\"}}"},
+	    {UP(",\"a\":\"\\ud800\""), "{\"a\":\"" FFFD "\"}"},
+	    {UP(",\"a\":\"\\uDC00x\\uD800\""), "{\"a\":\"" FFFD "x" FFFD "\"}"},
+	    {UP(",\"a\":\"\\ud800\\ud800\\udc00\""), "{\"a\":\"" FFFD "\xF0\x90\x80\x80\"}"},
+	    {UP(",\"a\":\"\\ud800\",\"b\":\"\\\\ud800\",\"c\":\"\\ud83d\\ude00\""),
+	     "{\"a\":\"" FFFD "\",\"b\":\"\\\\ud800\",\"c\":\"\xF0\x9F\x98\x80\"}"},
+	    {UP(",\"k\\u0000\":[\"\\\"\\u0000\",12345678901234567890]"),
+	     "{\"k" FFFD "\":[\"\\\"" FFFD "\",\"12345678901234567890\"]}"},
+	};
+	struct uplink u;
+	char reason[160];
+	for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+		reason[0] = '\0';
+		CHECK_INT(
+		    uplink_parse(taken[i].body, strlen(taken[i].body), &u, reason, sizeof(reason)),
+		    0);
+		CHECK_STR(reason, "");
+		char *radio = uplink_radio_take(&u);
+		CHECK_STR(radio ? radio : "(none)", taken[i].radio);
+		free(radio);
+		uplink_clear(&u);
+		bool fast;
+		CHECK_INT(uplink_same(taken[i].body, strlen(taken[i].body), &fast), 1);
+		CHECK(!fast);
+	}
+	static const struct {
+		const char *body, *reason;
+	} refused[] = {
+	    {"{\"DevEUI_uplink\":{\"DevEUI\":\"0024AEB3C02BE1C4\\u0000junk\",\"FCntUp\":7}}",
+	     "DevEUI must be 16 hexadecimal digits"},
+	    {UP(",\"CustomerID\":\"100122002\\u0000\""),
+	     "CustomerID must be at most 64 printable characters"},
+	    {UP(",\"Time\":\"2019-04-29T16:21:17.290Z\\u0000x\""), "Time is not a date and time"},
+	    {UP(",\"a\":\"\\ud800\",}"),
+	     "body is not JSON: string or '}' expected near '}' (line 1)"},
+	};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		reason[0] = '\0';
+		CHECK(uplink_parse(refused[i].body, strlen(refused[i].body), &u, reason,
+				   sizeof(reason)) < 0);
+		CHECK_STR(reason, refused[i].reason);
+	}
+#undef FFFD
+#undef UP
 }
 
 /* Vector 6: the downlink Token over the query and the key text as written. */
@@ -435,26 +511,46 @@ static void test_key_wrap(void)
 	CHECK_INT(ascrypto_key_unwrap(kek, want, 23, back), -EINVAL);
 }
 
-/* The ASTK: PKCS#1 v1.5 under a fresh RSA-2048 key decrypts; junk and wrong keys do not. */
-static void test_astk_decrypt(void)
-{
+/* A fresh RSA key pair, its private key as PEM, and the random generator that made it. */
+struct rsa_fixture {
 	mbedtls_pk_context pk;
 	mbedtls_entropy_context ent;
 	mbedtls_ctr_drbg_context drbg;
-	mbedtls_pk_init(&pk);
-	mbedtls_entropy_init(&ent);
-	mbedtls_ctr_drbg_init(&drbg);
-	CHECK(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, NULL, 0) == 0);
-	CHECK(mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0);
-	CHECK(mbedtls_rsa_gen_key(mbedtls_pk_rsa(pk), mbedtls_ctr_drbg_random, &drbg, 2048,
+	char pem[4096];
+};
+
+static void rsa_fixture_make(struct rsa_fixture *f, unsigned bits)
+{
+	mbedtls_pk_init(&f->pk);
+	mbedtls_entropy_init(&f->ent);
+	mbedtls_ctr_drbg_init(&f->drbg);
+	CHECK(mbedtls_ctr_drbg_seed(&f->drbg, mbedtls_entropy_func, &f->ent, NULL, 0) == 0);
+	CHECK(mbedtls_pk_setup(&f->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0);
+	CHECK(mbedtls_rsa_gen_key(mbedtls_pk_rsa(f->pk), mbedtls_ctr_drbg_random, &f->drbg, bits,
 				  65537) == 0);
-	static char pem[4096];
-	CHECK(mbedtls_pk_write_key_pem(&pk, (unsigned char *)pem, sizeof(pem)) == 0);
+	CHECK(mbedtls_pk_write_key_pem(&f->pk, (unsigned char *)f->pem, sizeof(f->pem)) == 0);
+}
+
+static void rsa_fixture_free(struct rsa_fixture *f)
+{
+	mbedtls_pk_free(&f->pk);
+	mbedtls_ctr_drbg_free(&f->drbg);
+	mbedtls_entropy_free(&f->ent);
+}
+
+/* The ASTK: PKCS#1 v1.5 under a fresh RSA-2048 key decrypts; junk and wrong keys do not. */
+static void test_astk_decrypt(void)
+{
+	static struct rsa_fixture f;
+	rsa_fixture_make(&f, 2048);
+	mbedtls_pk_context *pk = &f.pk;
+	mbedtls_ctr_drbg_context *drbg = &f.drbg;
+	const char *pem = f.pem;
 	uint8_t astk[16], enc[256], got[16];
 	unhex("98CC5DDD614FF2DF44FD09CA9F52CDBA", astk, 16);
 	size_t olen = 0;
-	CHECK(mbedtls_pk_encrypt(&pk, astk, 16, enc, &olen, sizeof(enc), mbedtls_ctr_drbg_random,
-				 &drbg) == 0);
+	CHECK(mbedtls_pk_encrypt(pk, astk, 16, enc, &olen, sizeof(enc), mbedtls_ctr_drbg_random,
+				 drbg) == 0);
 	CHECK_INT(olen, 256);
 	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, olen, got), 0);
 	CHECK(memcmp(got, astk, 16) == 0);
@@ -464,12 +560,41 @@ static void test_astk_decrypt(void)
 	CHECK_INT(ascrypto_astk_decrypt("not a key", 9, enc, olen, got), -EINVAL);
 	/* 17 bytes is not an ASTK. */
 	uint8_t long_key[17] = {0};
-	CHECK(mbedtls_pk_encrypt(&pk, long_key, 17, enc, &olen, sizeof(enc),
-				 mbedtls_ctr_drbg_random, &drbg) == 0);
+	CHECK(mbedtls_pk_encrypt(pk, long_key, 17, enc, &olen, sizeof(enc), mbedtls_ctr_drbg_random,
+				 drbg) == 0);
 	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, olen, got), -EBADMSG);
-	mbedtls_pk_free(&pk);
-	mbedtls_ctr_drbg_free(&drbg);
-	mbedtls_entropy_free(&ent);
+	rsa_fixture_free(&f);
+}
+
+/* The AS RSA key: RSA-2048 or longer, without a passphrase; each refusal says why. */
+static void test_rsa_key_check(void)
+{
+	static struct rsa_fixture f;
+	rsa_fixture_make(&f, 1024);
+	const char *pem = f.pem;
+	unsigned bits = 0;
+	CHECK_INT(ascrypto_rsa_key_check(pem, strlen(pem), &bits), -EKEYREJECTED);
+	CHECK_INT(bits, 1024);
+	CHECK_STR(ascrypto_rsa_key_problem(-EKEYREJECTED), "is shorter than 2048 bits");
+	uint8_t enc[128] = {0}, got[16];
+	CHECK_INT(ascrypto_astk_decrypt(pem, strlen(pem), enc, sizeof(enc), got), -EKEYREJECTED);
+	/* Protected by a passphrase, either PEM form (mbedTLS may lack the cipher itself). */
+	static const char *const locked[] = {
+	    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQww\n"
+	    "-----END ENCRYPTED PRIVATE KEY-----\n",
+	    "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: "
+	    "AES-128-CBC,0123456789ABCDEF0123456789ABCDEF\n\nMIIBvTBXBgkqhkiG9w0B\n"
+	    "-----END RSA PRIVATE KEY-----\n",
+	};
+	for (size_t i = 0; i < 2; i++)
+		CHECK_INT(ascrypto_rsa_key_check(locked[i], strlen(locked[i]), NULL), -ENOKEY);
+	CHECK_INT(ascrypto_rsa_key_check("not a key", 9, NULL), -EINVAL);
+	char advice[600];
+	ascrypto_passphrase_advice(advice, sizeof(advice), "the RSA key", "/k.pem",
+				   "astk.rsa-key-file", "as-rsa-key");
+	CHECK(strstr(advice, "the RSA key /k.pem is protected by a passphrase") == advice);
+	CHECK(strstr(advice, "openssl pkey -in /k.pem -out /k.pem.plain") != NULL);
+	rsa_fixture_free(&f);
 }
 
 int main(void)
@@ -480,8 +605,10 @@ int main(void)
 	test_uplink_token();
 	test_uplink_parse_forms();
 	test_uplink_fast_same_as_library();
+	test_uplink_refused_escapes_mended();
 	test_downlink_token();
 	test_key_wrap();
 	test_astk_decrypt();
+	test_rsa_key_check();
 	return tap_done();
 }

@@ -1146,6 +1146,24 @@ static void test_tunnel_process(void)
 	/* Stale, tampered, unsigned, malformed. */
 	CHECK_INT(tunnel_process(t, q, body, strlen(body), now + 61000, &ans), 401);
 	json_decref(ans);
+	/* Over the limit by less than a second: never said as the limit itself. */
+	CHECK_INT(tunnel_process(t, q, body, strlen(body), now + 60900, &ans), 401);
+	CHECK_STR(json_string_value(json_object_get(ans, "error")),
+		  "stale Time: 2020-01-01T00:00:10.000+00:00 is 60.9 s behind this host's wall "
+		  "clock (2020-01-01T00:01:10.900+00:00), more than tunnel.max-time-deviation "
+		  "(60 s): check the clocks (NTP) of the LRC and of this host");
+	json_decref(ans);
+	CHECK_INT(tunnel_process(t, q, body, strlen(body), now - 60001, &ans), 401);
+	CHECK(strstr(json_string_value(json_object_get(ans, "error")),
+		     " is 60.001 s ahead of this host's "));
+	json_decref(ans);
+	/* A day its month does not have is no Time (a bad request), not a stale one. */
+	char feb30[1024];
+	signed_query(body, "2020-02-30T00:00:10.000%2B00:00", "bec499c69e9c939e413b663961636c61",
+		     feb30, sizeof(feb30));
+	CHECK_INT(tunnel_process(t, feb30, body, strlen(body), now, &ans), 400);
+	CHECK_STR(json_string_value(json_object_get(ans, "error")), "Time is not a date and time");
+	json_decref(ans);
 	char bad[1024];
 	snprintf(bad, sizeof(bad), "%s", q);
 	bad[strlen(bad) - 1] = bad[strlen(bad) - 1] == '0' ? '1' : '0';
@@ -1164,9 +1182,9 @@ static void test_tunnel_process(void)
 	CHECK_INT(st.accepted, 1);
 	CHECK_INT(st.duplicates, 1);
 	CHECK_INT(st.no_astk, 1);
-	CHECK_INT(st.stale_time, 1);
+	CHECK_INT(st.stale_time, 3);
 	CHECK_INT(st.bad_token, 3);
-	CHECK_INT(st.bad_request, 2);
+	CHECK_INT(st.bad_request, 3);
 	tunnel_free(t);
 	journal_free(j);
 }
