@@ -206,6 +206,22 @@ static void log_directive_errx(const struct asconf *cfg, const char *err)
 		log_errx("%s", err);
 }
 
+/* --check-config: no file stands where a socket is to be bound (a start by hand). */
+static int check_sockets(const struct asconf *cfg)
+{
+	static const char *const names[] = {"apps.socket", "admin.socket"};
+	const char *paths[] = {cfg->apps_socket, cfg->admin_socket};
+	for (size_t i = 0; i < 2; i++) {
+		char why[PATH_MAX + 200], err[PATH_MAX + 300];
+		if (paths[i] && listener_check_path(paths[i], why, sizeof(why)) < 0) {
+			snprintf(err, sizeof(err), "%s: %s", names[i], why);
+			log_directive_errx(cfg, err);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 /* --check-config: the tunnel's certificate and TLS key load (as tunnel_new() will). */
 static int check_tunnel_tls(const struct asconf *cfg)
 {
@@ -526,7 +542,7 @@ static int open_listeners(struct tpas *t)
 					c->admin_mode, c->admin_group, &t->listeners[SOCK_ADMIN],
 					err, sizeof(err));
 	if (r < 0) {
-		log_errx("%s", err);
+		log_directive_errx(c, err); /* "apps.socket: ...", at its line */
 		return r;
 	}
 	listener_close_unused();
@@ -728,6 +744,8 @@ int main(int argc, char **argv)
 		r = check_keys(&cfg);
 		if (r == 0)
 			r = check_rsa_key(&cfg);
+		if (r == 0)
+			r = check_sockets(&cfg);
 		if (r == 0)
 			r = check_tunnel_tls(&cfg);
 		if (r == 0) {

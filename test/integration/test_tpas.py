@@ -3060,6 +3060,33 @@ class Commands(TpasCase):
         self.assertIn(":2: unknown directive 'tunel.listen' (did you mean 'tunnel.listen'?)",
                       p.stderr)
 
+    def test_a_file_in_a_sockets_place_is_named_at_its_line(self):
+        """A file where apps.socket is to be bound: --check-config and the start both name
+        the directive and its line (not "Address already in use") and leave the file."""
+        t = self.tpas()
+        victim = os.path.join(self.tmp, "notes.txt")
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        with open(t.conf) as f:
+            lines = f.read().splitlines()
+        section, line = None, None
+        for i, l in enumerate(lines):
+            section = l if l.startswith("[") else section
+            if section == "[apps]" and l.startswith("socket = "):
+                lines[i], line = f"socket = {victim}", i + 1
+        self.assertIsNotNone(line)
+        with open(t.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        for args in (["--check-config"], []):
+            p = subprocess.run([TPAS, "--config", t.conf, *args], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(f"{t.conf}:{line}: apps.socket: {victim} exists and is not a "
+                          "socket: move it away", p.stderr)
+            self.assertNotIn("Address already in use", p.stderr)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
+
     def test_a_store_key_of_the_wrong_form_is_named_as_such(self):
         """A store key that is not 64 hexadecimal digits stops tpas (and --check-config)
         saying what is wrong with it, not that the file is not a regular one."""
