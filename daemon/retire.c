@@ -270,8 +270,7 @@ void admin_retire(struct tpad *t, struct req *r)
 				    "must be 16 hexadecimal digits"));
 		return;
 	}
-	/* reason: 1 to RETIRE_REASON_MAX printable characters, by proto's validator (PARAM_TEXT).
-	 */
+	/* reason: 1 to RETIRE_REASON_MAX printable characters (proto's PARAM_TEXT). */
 	struct retire_call *c = calloc(1, sizeof(*c));
 	if (!c || !t->store || !t->tpa) {
 		free(c);
