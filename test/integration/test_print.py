@@ -536,6 +536,29 @@ class Print(TpadTestCase):
                          "no printer named 'line1' (tpad.conf has no [printer.NAME] section)")
         self.assertEqual(self.s.counters()["imports"], 0)
 
+    def test_a_printer_name_that_does_not_resolve_is_named_so(self):
+        """An IPP printer whose host name does not resolve: the reason says the name, not
+        the route ("No route to host" sent admins to the network), as a raw printer's does."""
+        host = "no-such-printer.invalid"
+        t0 = time.monotonic()
+        try:
+            socket.getaddrinfo(host, 631)
+            self.skipTest(f"{host} resolves here")
+        except socket.gaierror:
+            pass
+        if time.monotonic() - t0 > 1.5:
+            self.skipTest("this machine's resolver does not answer in time")
+        self.start(self.raw_section() +
+                   self.raw_section("ippdead", url=f"ipp://{host}/ipp/print") +
+                   self.raw_section("rawdead", url=f"socket://{host}:9100"))
+        for i, printer in enumerate(("ippdead", "rawdead")):
+            e = self.call_err(self.d.station_client(), "io.tpad.Station.Activate",
+                              {"devEUI": eui(90 + i), "generateAppKey": True,
+                               "print": {"printer": printer}})
+            self.assertEqual(e.error, "io.tpad.Station.PrintFailed")
+            self.assertIn("cannot resolve the printer's host", e.params["reason"], printer)
+            self.assertNotIn("No route to host", e.params["reason"])
+
     def test_unreachable_and_unknown_printers(self):
         dead = free_port()
         self.start(self.raw_section() +
