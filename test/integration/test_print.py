@@ -846,6 +846,11 @@ class Print(TpadTestCase):
         self.assertIn(f"printed 2 labels on line1 (job", p.stdout)
         self.assertIn(f"the last {devs[4]}", p.stdout)
         self.assertNotIn("more to print", p.stdout)
+        # After the last part: the batch is done, said of after, not of the state.
+        p = self.d.tpactl("--socket", self.d.admin, "print", "--state", "issued", "--after",
+                          devs[4], "--limit", "3", check=1)
+        self.assertIn(f"parameter=after, reason=no device in this state after {devs[4]} has "
+                      "a label to print: the batch is done", p.stderr)
 
     def test_hung_printer_delays_no_other_station(self):
         self.start(self.raw_section())
