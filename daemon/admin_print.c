@@ -29,6 +29,7 @@ struct admin_print_call {
 	size_t max;   /* labels this call may print: limit, else PROTO_MAX_PRINT_LABELS */
 	bool limited; /* the call gave a limit */
 	bool more;    /* the batch goes on after the max-th label */
+	char after[17]; /* the batch's "after", "" for its start */
 	int err;
 };
 
@@ -141,6 +142,17 @@ static void print_gathered(struct admin_print_call *c, int rc)
 		call_free(c);
 		return;
 	}
+	if (!c->n && c->after[0]) {
+		/* The part after the last one: the batch was printed whole. */
+		char why[160];
+		snprintf(why, sizeof(why),
+			 "no device in this state after %s has a label to print: the batch is "
+			 "done",
+			 c->after);
+		invalid(r, "after", why);
+		call_free(c);
+		return;
+	}
 	if (!c->n) {
 		/* A batch of nothing: no device of that state has a label to print. */
 		invalid(r, "state", "no device in this state has a label to print (only ISSUED "
@@ -234,6 +246,7 @@ void admin_print(struct tpad *t, struct req *r)
 						  : PROTO_MAX_PRINT_LABELS};
 	snprintf(c->printer, sizeof(c->printer), "%s", printer);
 	memcpy(c->dev_eui, dev_eui, sizeof(c->dev_eui));
+	memcpy(c->after, after, sizeof(c->after));
 	int rc;
 	if (dev_eui[0]) {
 		rc = store_get_async(t->store, dev_eui, on_print_get, c);

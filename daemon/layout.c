@@ -25,6 +25,8 @@
 	"LW:D0:70B3D57ED0000001:0123D345666E2DBD:00000000:O0123456789ABCDEF0123456789ABCDEF:"     \
 	"SSN-00000001:C1A2B"
 
+#define LAYOUT_OTHER_MAX 64 /* characters beyond ASCII measured in the captions' text */
+
 struct layout {
 	int dpi;
 	int width, height; /* dots */
@@ -37,7 +39,13 @@ struct layout {
 	enum label_captions position;
 	enum qr_ec_level level;
 	double advance[95]; /* DejaVu Sans advance widths of ' '..'~' at font_px, in dots */
-	double ascent;	    /* dots */
+	/* The same for the other characters of the captions' text (the fields are ASCII). */
+	struct {
+		uint32_t cp;
+		double advance;
+	} other[LAYOUT_OTHER_MAX];
+	size_t n_other;
+	double ascent; /* dots */
 };
 
 /* Where one label's parts go, in dots. */
@@ -127,12 +135,69 @@ static double dots_to_mm(int dots, int dpi)
 }
 
 /* The width of a caption line in dots, from the advance table (no kerning in either). */
+/* The code point of the valid UTF-8 sequence of n bytes at p. */
+static uint32_t code_point(const unsigned char *p, size_t n)
+{
+	static const unsigned char lead_bits[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
+	uint32_t cp = p[0] & lead_bits[n];
+	for (size_t i = 1; i < n; i++)
+		cp = cp << 6 | (p[i] & 0x3f);
+	return cp;
+}
+
+/* The advance of a character other than ' '..'~': measured if a caption has it, else W's. */
+static double other_advance(const struct layout *l, uint32_t cp)
+{
+	for (size_t i = 0; i < l->n_other; i++)
+		if (l->other[i].cp == cp)
+			return l->other[i].advance;
+	return l->advance['W' - 0x20];
+}
+
+/* The width of s in dots, a character at a time (captions are valid UTF-8). */
 static double text_width(const struct layout *l, const char *s)
 {
 	double w = 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-		w += (*p >= 0x20 && *p < 0x7f) ? l->advance[*p - 0x20] : l->advance['W' - 0x20];
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		size_t n = *p >= 0x80 ? utf8_len(p, 4) : 1;
+		if (n == 0) /* not UTF-8 (caption_check() refuses it): as wide as a W */
+			n = 1;
+		w += (*p >= 0x20 && *p < 0x7f) ? l->advance[*p - 0x20]
+		     : n > 1		       ? other_advance(l, code_point(p, n))
+					       : l->advance['W' - 0x20];
+		p += n;
+	}
 	return w;
+}
+
+/*
+ * Measure each character of the captions beyond ASCII once, with cr set to the caption
+ * font (at most LAYOUT_OTHER_MAX of them; any other is taken as wide as a W).
+ */
+static void measure_others(struct layout *l, cairo_t *cr)
+{
+	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++) {
+		const unsigned char *p = (const unsigned char *)l->captions[i];
+		for (size_t n; p && *p; p += n) {
+			n = *p >= 0x80 ? utf8_len(p, 4) : 1;
+			if (n <= 1) {
+				n = 1;
+				continue;
+			}
+			uint32_t cp = code_point(p, n);
+			bool known = false;
+			for (size_t k = 0; k < l->n_other && !known; k++)
+				known = l->other[k].cp == cp;
+			if (known || l->n_other == LAYOUT_OTHER_MAX)
+				continue;
+			char ch[5] = {0};
+			memcpy(ch, p, n);
+			cairo_text_extents_t te;
+			cairo_text_extents(cr, ch, &te);
+			l->other[l->n_other].cp = cp;
+			l->other[l->n_other++].advance = te.x_advance;
+		}
+	}
 }
 
 /* Measure the caption font once, so fitting a line costs no font work on the loop. */
@@ -154,6 +219,7 @@ static int layout_measure(struct layout *l)
 			cairo_text_extents(cr, ch, &te);
 			l->advance[c - 0x20] = te.x_advance;
 		}
+		measure_others(l, cr);
 		if (cairo_status(cr) != CAIRO_STATUS_SUCCESS)
 			r = -ENOMEM;
 	}

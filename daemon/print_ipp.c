@@ -109,12 +109,14 @@ static void ipp_deadline(http_t *http, struct ipp_worker *w, uint64_t deadline)
  * Why a TCP connection to host:port fails, as connect() says it, within timeout_ms: 0 if
  * one succeeds now. libcups reports every failed connection as "Host is down".
  */
-static int connect_error(const char *host, int port, int timeout_ms)
+static int connect_error(const char *host, int port, int timeout_ms, const char **unresolved)
 {
 	char serv[8];
 	snprintf(serv, sizeof(serv), "%d", port);
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
 	int g = getaddrinfo(host, serv, &hints, &ai);
+	if (g != 0 && g != EAI_SYSTEM)
+		*unresolved = gai_strerror(g); /* the name, not the route: say so, as raw does */
 	if (g != 0)
 		return g == EAI_SYSTEM ? errno : EHOSTUNREACH;
 	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -149,10 +151,16 @@ static http_t *ipp_connect(struct print_printer *pr, struct ipp_worker *w, struc
 	http_encryption_t enc = pr->tls ? HTTP_ENCRYPTION_ALWAYS : HTTP_ENCRYPTION_IF_REQUESTED;
 	http_t *http = httpConnect2(pr->host, pr->port, NULL, AF_UNSPEC, enc, 1, left_ms(j), NULL);
 	if (!http) {
-		int e = connect_error(pr->host, pr->port, left_ms(j));
-		const char *m = cupsLastErrorString();
-		snprintf(j->reason, sizeof(j->reason), "cannot connect: %s",
-			 e ? strerror(e) : m && *m ? m : "the printer refused it");
+		const char *unresolved = NULL, *m = cupsLastErrorString();
+		int e = connect_error(pr->host, pr->port, left_ms(j), &unresolved);
+		if (unresolved)
+			snprintf(j->reason, sizeof(j->reason),
+				 "cannot resolve the printer's host: %s", unresolved);
+		else
+			snprintf(j->reason, sizeof(j->reason), "cannot connect: %s",
+				 e	   ? strerror(e)
+				 : m && *m ? m
+					   : "the printer refused it");
 		print_job_unreachable(j);
 		return NULL;
 	}

@@ -536,6 +536,29 @@ class Print(TpadTestCase):
                          "no printer named 'line1' (tpad.conf has no [printer.NAME] section)")
         self.assertEqual(self.s.counters()["imports"], 0)
 
+    def test_a_printer_name_that_does_not_resolve_is_named_so(self):
+        """An IPP printer whose host name does not resolve: the reason says the name, not
+        the route ("No route to host" sent admins to the network), as a raw printer's does."""
+        host = "no-such-printer.invalid"
+        t0 = time.monotonic()
+        try:
+            socket.getaddrinfo(host, 631)
+            self.skipTest(f"{host} resolves here")
+        except socket.gaierror:
+            pass
+        if time.monotonic() - t0 > 1.5:
+            self.skipTest("this machine's resolver does not answer in time")
+        self.start(self.raw_section() +
+                   self.raw_section("ippdead", url=f"ipp://{host}/ipp/print") +
+                   self.raw_section("rawdead", url=f"socket://{host}:9100"))
+        for i, printer in enumerate(("ippdead", "rawdead")):
+            e = self.call_err(self.d.station_client(), "io.tpad.Station.Activate",
+                              {"devEUI": eui(90 + i), "generateAppKey": True,
+                               "print": {"printer": printer}})
+            self.assertEqual(e.error, "io.tpad.Station.PrintFailed")
+            self.assertIn("cannot resolve the printer's host", e.params["reason"], printer)
+            self.assertNotIn("No route to host", e.params["reason"])
+
     def test_unreachable_and_unknown_printers(self):
         dead = free_port()
         self.start(self.raw_section() +
@@ -823,6 +846,11 @@ class Print(TpadTestCase):
         self.assertIn(f"printed 2 labels on line1 (job", p.stdout)
         self.assertIn(f"the last {devs[4]}", p.stdout)
         self.assertNotIn("more to print", p.stdout)
+        # After the last part: the batch is done, said of after, not of the state.
+        p = self.d.tpactl("--socket", self.d.admin, "print", "--state", "issued", "--after",
+                          devs[4], "--limit", "3", check=1)
+        self.assertIn(f"parameter=after, reason=no device in this state after {devs[4]} has "
+                      "a label to print: the batch is done", p.stderr)
 
     def test_hung_printer_delays_no_other_station(self):
         self.start(self.raw_section())

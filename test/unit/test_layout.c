@@ -142,6 +142,38 @@ static void test_fit(void)
 	CHECK(strstr(err, "label.caption-3") != NULL);
 	config_free(&c);
 
+	/*
+	 * Characters beyond ASCII are measured as drawn, not as a W a byte: the accented twin
+	 * of a caption is as wide as it (DejaVu Sans gives é the advance of e), and a caption
+	 * that fits in ASCII fits accented too.
+	 */
+	{
+		static const char *const twins[][2] = {
+		    {"Qualit\xc3\xa4t gepr\xc3\xbc"
+		     "ft in K\xc3\xb6ln und M\xc3\xbcnchen {joinEUI}",
+		     "Qualitat gepruft in Koln und Munchen {joinEUI}"},
+		    {"Fabriqu\xc3\xa9 \xc3\xa0 Besan\xc3\xa7on", "Fabrique a Besancon"},
+		};
+		char errs[2][512];
+		for (int t = 0; t < 2; t++) {
+			for (int k = 0; k < 2; k++) {
+				char text[200];
+				snprintf(text, sizeof(text), "[label]\ncaption-3 = %s\n",
+					 twins[t][k]);
+				CHECK_INT(load(&c, text, err, sizeof(err)), 0);
+				errs[k][0] = '\0';
+				int r = layout_new(&c.label, 0, 0, 0, QR_EC_M, &l, errs[k],
+						   sizeof(errs[k]));
+				CHECK_INT(r, t == 0 ? -EINVAL : 0);
+				l = layout_free(l);
+				config_free(&c);
+			}
+			/* The same width in both messages ("... is 61.2 mm wide ..."). */
+			const char *a = strstr(errs[0], "' is "), *b = strstr(errs[1], "' is ");
+			CHECK(t == 1 || (a && b && strcmp(a, b) == 0));
+		}
+	}
+
 	/* Too many lines of too big a font. */
 	CHECK_INT(load(&c, "[label]\nfont-size = 30\ncaption-3 = a\ncaption-4 = b\n", err,
 		       sizeof(err)),
