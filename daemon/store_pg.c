@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "cred.h"
+#include "fnv.h"
 #include "hex.h"
 #include "log.h"
 #include "seal.h"
@@ -291,6 +292,13 @@ struct pg_store {
 	struct event *fail_ev; /* completes writes refused while down, from the loop */
 	struct op *f_head, *f_tail;
 	PGconn *reader; /* blocking: schema at start, synchronous reads */
+	/*
+	 * Holds this tpad's store.instance (a session advisory lock) for as long as tpad
+	 * runs: a second tpad of the same name on this database is refused at start, and one
+	 * that took the name while the database was away fences this one (fenced: writes fail).
+	 */
+	PGconn *guard;
+	bool fenced;
 	char host[128], db[128]; /* where the database is, for Status */
 	bool closing;
 	char down_reason[512];
@@ -439,6 +447,79 @@ static int key_unseal(struct pg_store *s, PGresult *res, int i, uint8_t app_key[
 		      uint8_t hsm_key[16]);
 
 /* Queue op on the writer of its device; while down it fails from the loop. */
+static PGconn *connect_start(struct pg_store *s, bool blocking);
+
+/* The advisory lock key of an instance name (FNV-1a 64 of a prefix and the name). */
+static long long instance_lock_key(const char *instance)
+{
+	static const char prefix[] = "tpad store.instance ";
+	uint64_t h = fnv64(FNV64_START, prefix, sizeof(prefix) - 1);
+	return (long long)fnv64(h, instance, strlen(instance));
+}
+
+/*
+ * Take (or check that this session still holds) this tpad's instance lock on the guard
+ * connection, reconnecting it if the database was away: 0, -EADDRINUSE with why when
+ * another session (another tpad of the same store.instance) holds it, -EIO otherwise.
+ * Blocking, bounded by connect_timeout: at start, and when a connection comes back.
+ */
+static int guard_take(struct pg_store *s, char *why, size_t whylen)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!s->guard)
+			s->guard = connect_start(s, true);
+		else if (attempt > 0 || PQstatus(s->guard) != CONNECTION_OK)
+			PQreset(s->guard);
+		if (!s->guard || PQstatus(s->guard) != CONNECTION_OK)
+			continue;
+		char key[32];
+		snprintf(key, sizeof(key), "%lld", instance_lock_key(s->instance));
+		const char *v[] = {key};
+		/* Re-entrant within the session: asking again is how a live hold is seen. */
+		PGresult *res = PQexecParams(s->guard, "SELECT pg_try_advisory_lock($1::bigint)", 1,
+					     NULL, v, NULL, NULL, 0);
+		bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+		bool held = ok && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		PQclear(res);
+		if (!ok)
+			continue; /* the session died with the database: reconnect once */
+		if (held)
+			return 0;
+		snprintf(why, whylen,
+			 "another tpad on this database uses store.instance '%s' (two lines with "
+			 "the same name, or the same host name): give each tpad its own "
+			 "store.instance",
+			 s->instance);
+		return -EADDRINUSE;
+	}
+	store_url_pq_reason(s->guard, NULL, why, whylen);
+	return -EIO;
+}
+
+/* A connection came back after the database was away: is the instance still ours? */
+static void guard_check(struct pg_store *s)
+{
+	if (s->fenced)
+		return;
+	char why[400];
+	int r = guard_take(s, why, sizeof(why));
+	if (r == -EADDRINUSE) {
+		/* Its pool and claims are under the same name: writing on could hand a key twice.
+		 */
+		s->fenced = true;
+		s->stats.down = true;
+		snprintf(s->down_reason, sizeof(s->down_reason),
+			 "%s; this tpad writes nothing "
+			 "more until it is restarted",
+			 why);
+		log_errx("store: %s", s->down_reason);
+	} else if (r < 0) {
+		log_warnx("store: cannot check store.instance's hold: %s (checked again when a "
+			  "connection comes back)",
+			  why);
+	}
+}
+
 static int submit(struct pg_store *s, struct op *op)
 {
 	if (s->closing) {
@@ -453,13 +534,13 @@ static int submit(struct pg_store *s, struct op *op)
 	 * While the database is down, writes that wait for an answer fail at once; audit
 	 * entries (nobody waits for them) are kept and written once it is back.
 	 */
-	if ((w->state == W_DOWN || w->state == W_CONNECTING) &&
-	    (op->kind == OP_KEY_PUT || op->kind == OP_KEY_TAKEN)) {
+	bool down = s->fenced || w->state == W_DOWN || w->state == W_CONNECTING;
+	if (down && (op->kind == OP_KEY_PUT || op->kind == OP_KEY_TAKEN)) {
 		/* Nobody waits for them: say so now (a key that is not recorded is not used). */
 		op_free(op);
 		return -EIO;
 	}
-	if ((w->state == W_DOWN || w->state == W_CONNECTING) && op->kind != OP_AUDIT) {
+	if (down && op->kind != OP_AUDIT) {
 		op->err = -EIO;
 		const char *why = s->down_reason[0] ? s->down_reason : "connecting";
 		snprintf(op->reason, sizeof(op->reason), "the database cannot be reached: %.*s",
@@ -965,6 +1046,8 @@ static void writer_poll_connect(struct pgw *w)
 		s->stats.reconnects++;
 	if (w->was_up || s->stats.down)
 		log_info("store: connection %u to the database is up", w->idx);
+	if (w->was_up)
+		guard_check(s);
 	w->was_up = true;
 	w->prepared = false;
 	w->in_failed_tx = false;
@@ -975,7 +1058,7 @@ static void writer_poll_connect(struct pgw *w)
 	bool all_up = true;
 	for (unsigned i = 0; i <= s->n_writers; i++)
 		all_up = all_up && (s->w[i].state == W_IDLE || s->w[i].state == W_BUSY);
-	if (all_up) {
+	if (all_up && !s->fenced) {
 		s->stats.down = false;
 		s->down_reason[0] = '\0';
 	}
@@ -1981,6 +2064,7 @@ void pg_store_close(struct pg_store *s)
 	if (s->fail_ev)
 		event_free(s->fail_ev);
 	PQfinish(s->reader);
+	PQfinish(s->guard); /* the instance's lock goes with its session */
 	seal_free(s->seal);
 	if (s->password) {
 		cred_wipe(s->password, strlen(s->password));
@@ -2036,6 +2120,13 @@ int pg_store_open(struct event_base *base, const struct store_options *o, struct
 	}
 	e = pg_prepare(s, s->reader, err, errlen);
 	if (e) {
+		pg_store_close(s);
+		return e;
+	}
+	char why[512];
+	e = guard_take(s, why, sizeof(why));
+	if (e) {
+		store_set_err(err, errlen, "%s", why);
 		pg_store_close(s);
 		return e;
 	}

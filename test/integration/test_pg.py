@@ -231,6 +231,56 @@ class Lines(TpadTestCase):
         for (i, e), dev in out.items():
             self.assertEqual(dev["ownerToken"], sim[e], (i, e))
 
+    def test_one_store_instance_one_tpad(self):
+        """store.instance names one tpad on a database: its key pool and claims go by that
+        name, and two tpads of one name handed out the same cloud-HSM key. A second tpad
+        of a name in use is refused at start, saying so; once the first is gone the name is
+        free at once (its lock went with its session). A tpad whose name another took
+        while the database was away for it writes nothing more, and says why."""
+        psk = secrets.token_hex(16)
+        self.s = self.sim(psk).start()
+        a = self.daemon(upstream_url=self.s.url(), psk_hex=psk, instance="hall-1").start()
+        self.wait_ready(a)
+        b = self.daemon(upstream_url=self.s.url(), psk_hex=psk, instance="hall-1")
+        p = subprocess.run([tpadtest.TPAD, "--config", b.conf], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("another tpad on this database uses store.instance 'hall-1'", p.stderr)
+        self.assertIn("give each tpad its own store.instance", p.stderr)
+        dev = self.activate_until_settled(a, eui(0xB00))
+        # The database drops the first tpad's hold (as a restart would) and the second
+        # takes the name; when the first's connections come back, it is fenced.
+        self.pg.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                     "query LIKE 'SELECT pg_try_advisory_lock%' AND pid <> pg_backend_pid()",
+                     db="postgres")
+        b.start()
+        self.wait_ready(b)
+        self.pg.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                     f"application_name = 'tpad' AND pid <> pg_backend_pid() AND pid NOT IN "
+                     f"(SELECT pid FROM pg_locks WHERE locktype = 'advisory')",
+                     db="postgres")
+
+        def fenced():
+            st = self.status(a)["store"]
+            return not st["up"] and "uses store.instance 'hall-1'" in (st.get("downReason")
+                                                                         or "")
+        wait_for(fenced, 20, "the first tpad fenced")
+        with self.assertRaises(VarlinkError) as e:
+            with a.station_client(timeout=30) as c:
+                c.call("io.tpad.Station.Activate", {"devEUI": eui(0xB01), "tkmInfo": TKM})
+        self.assertIn(e.exception.error, ("io.tpad.Station.StoreFailed",
+                                          "io.tpad.Station.UpstreamUnavailable"))
+        self.assertIn("writes nothing more until it is restarted", a.log_text())
+        # The second serves, from the same rows.
+        with b.station_client() as c:
+            got = c.call("io.tpad.Station.Lookup", {"devEUI": eui(0xB00)})["device"]
+        self.assertEqual(got["ownerToken"], dev["ownerToken"])
+        a.stop()
+        b.stop()
+        # Both gone: the name is free at once.
+        c = self.daemon(upstream_url=self.s.url(), psk_hex=psk, instance="hall-1").start()
+        self.wait_ready(c)
+
     def test_two_lines_race_the_same_devices(self):
         ds = self.lines(2, conf_extra="upstream.sessions = 4")
         euis = [eui(10 + i) for i in range(40)]
