@@ -1120,6 +1120,12 @@ void activation_free(struct activation *a)
 	free(a);
 }
 
+void activation_count_lookup(struct activation *a)
+{
+	if (a)
+		a->stats.looked_up++;
+}
+
 void activation_get_stats(const struct activation *a, struct activation_stats *ret)
 {
 	*ret = a->stats;

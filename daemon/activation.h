@@ -119,6 +119,7 @@ struct activation_stats {
 	uint64_t outcomes[ACT_RETIRED + 1];
 	uint64_t live;
 	uint64_t stored;
+	uint64_t looked_up;	   /* tokens Lookup handed out (its audit entries "stored") */
 	uint64_t settled_by_query; /* unknown outcomes resolved by the read-only query */
 	uint64_t reimported;	   /* imports sent again after the query proved none happened */
 	uint64_t not_yet_trusted;  /* "not found" answers too early to trust (settle-after) */
@@ -133,6 +134,9 @@ struct activation_stats {
  * default_join_eui and default_profile_id (upper-case hex) fill requests that give none
  * for a device the store does not hold. ctx is passed to every op.
  */
+/* A Lookup handed out a stored token (counted with the activations' for Status and metrics). */
+void activation_count_lookup(struct activation *a);
+
 struct activation *activation_new(const struct activation_ops *ops, void *ctx,
 				  const char *default_join_eui, const char *default_profile_id);
 

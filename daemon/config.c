@@ -783,7 +783,7 @@ static int config_check(const void *cfg, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	if (c->store_instance && strlen(c->store_instance) > 64) {
-		snprintf(why, whylen, "store.instance must be at most 64 characters");
+		snprintf(why, whylen, "store.instance must be at most 64 bytes (UTF-8)");
 		return -EINVAL;
 	}
 	if (strcmp(c->store_backend, "postgresql") == 0 && !c->store_url) {

@@ -206,13 +206,14 @@ static void h_status(struct tpad *t, struct req *r)
 		struct activation_stats as;
 		activation_get_stats(t->act, &as);
 		json_t *a = json_pack(
-		    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:i}", "live",
-		    (json_int_t)as.live, "stored", (json_int_t)as.stored, "settledByQuery",
-		    (json_int_t)as.settled_by_query, "reimported", (json_int_t)as.reimported,
-		    "notYetTrusted", (json_int_t)as.not_yet_trusted, "foreign",
-		    (json_int_t)as.foreign, "adopted", (json_int_t)as.adopted, "settleRuns",
-		    (json_int_t)as.settle_runs, "unsettled", (int)t->settle_pending,
-		    "settleAfterMs", (int)settle_after_ms(t->cfg), "inFlight", (int)as.in_flight);
+		    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:i}", "live",
+		    (json_int_t)as.live, "stored", (json_int_t)as.stored, "lookedUp",
+		    (json_int_t)as.looked_up, "settledByQuery", (json_int_t)as.settled_by_query,
+		    "reimported", (json_int_t)as.reimported, "notYetTrusted",
+		    (json_int_t)as.not_yet_trusted, "foreign", (json_int_t)as.foreign, "adopted",
+		    (json_int_t)as.adopted, "settleRuns", (json_int_t)as.settle_runs, "unsettled",
+		    (int)t->settle_pending, "settleAfterMs", (int)settle_after_ms(t->cfg),
+		    "inFlight", (int)as.in_flight);
 		json_object_set_new(a, "claimWaits", json_integer((json_int_t)as.claim_waits));
 		json_t *by = json_object();
 		for (int i = 0; i <= ACT_RETIRED; i++)

@@ -121,8 +121,8 @@ static void print_config(const void *cfg, FILE *f)
 
 /*
  * SIGHUP: read the configuration again. The limits.* apply at once to every client;
- * anything else is named in the log as needing a restart. A file that does not parse
- * changes nothing. No call is dropped either way.
+ * anything else is named in the log as needing a restart. A file that does not parse, or
+ * that --check-config would refuse, changes nothing. No call is dropped either way.
  */
 static void reload_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -135,6 +135,10 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 	config_defaults(&fresh);
 	char err[512];
 	int r = config_load(&fresh, t->config_path, err, sizeof(err));
+	/* What a start would refuse (a label the captions do not fit, say) is refused now:
+	 * taken, it would stop the line at its next restart. */
+	if (r == 0)
+		r = dispatch_check_config(&fresh, t->config_path, NULL, err, sizeof(err));
 	if (r < 0) {
 		log_errx("SIGHUP: keeping the running configuration: %s", err);
 		config_free(&fresh);

@@ -50,10 +50,12 @@ static void render_activations(struct metrics_out *f, const struct tpad *t)
 		metrics_sample(f, "tpad_activations_total", labels, as.outcomes[i]);
 	}
 	metrics_family(f, "tpad_tokens_handed_out", "counter",
-		       "Tokens activations handed out, by source: live from the cloud or stored "
-		       "(the audit trail's live and stored entries).");
+		       "Tokens handed out, by source: live from the cloud, stored (Activate or "
+		       "Import from the store), lookup (Lookup); the audit trail's live and "
+		       "stored entries.");
 	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"live\"", as.live);
 	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"stored\"", as.stored);
+	metrics_sample(f, "tpad_tokens_handed_out_total", "source=\"lookup\"", as.looked_up);
 	metrics_counter(f, "tpad_outcomes_settled_by_query",
 			"Unknown import outcomes settled with the read-only query.",
 			as.settled_by_query);

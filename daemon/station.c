@@ -434,6 +434,8 @@ static void on_lookup_read(int rc, const struct store_record *rec, const char *r
 			store_audit(t->store, dev_eui, "io.tpad.Station.Lookup",
 				    (uint32_t)peer->uid, (int32_t)peer->pid,
 				    req_oneway(r) ? "oneway" : "stored");
+		if (!req_oneway(r)) /* counted as its audit entry says: handed out */
+			activation_count_lookup(t->act);
 		if (reply)
 			reply_maybe_print(t, r, reply, rec, &p->pw, "io.tpad.Station.Lookup");
 		else

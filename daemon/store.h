@@ -93,6 +93,9 @@ struct store_options {
 	size_t key_len;
 	uint32_t commit_delay_ms; /* group commit window; 0: commit as soon as the writer is free */
 	size_t max_queue;	  /* queued writes before -EAGAIN; 0: 16384 */
+	/* store_check() of a copy to restore: it must already be a store (schema 1 or more),
+	 * not an empty file or another program's database, which a start would take as new. */
+	bool existing;
 };
 
 /* Counters for Status and metrics; each commit is one fsync batch. */

@@ -56,8 +56,11 @@ static int copy_check(const char *copy, const uint8_t *key, size_t key_len, char
 			 copy, wal, copy);
 		return -EINVAL;
 	}
-	const struct store_options o = {
-	    .backend = STORE_SQLITE, .path = copy, .key = key, .key_len = key_len};
+	const struct store_options o = {.backend = STORE_SQLITE,
+					.path = copy,
+					.key = key,
+					.key_len = key_len,
+					.existing = true};
 	char why[400];
 	int r = store_check(&o, why, sizeof(why));
 	if (r < 0)

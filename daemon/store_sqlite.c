@@ -1099,6 +1099,16 @@ int sqlite_store_check(const struct store_options *o, char *err, size_t errlen)
 	} else {
 		sqlite3_busy_timeout(s.wdb, STORE_READ_BUSY_MS);
 		e = store_precheck(&s, err, errlen);
+		int64_t version = 0;
+		if (e == 0 && o->existing &&
+		    (query_int(s.wdb, "PRAGMA user_version", &version) != SQLITE_OK ||
+		     version == 0)) {
+			store_set_err(err, errlen,
+				      "%s is not a tpad store (an empty database, or another "
+				      "program's): give a copy made by tpactl backup",
+				      o->path);
+			e = -EBADMSG;
+		}
 		/* What the start checks inside its migration, for a store of this version. */
 		if (e == 0 && sql_key_check(s.wdb, s.seal, key_check_aad, NULL) == -EBADMSG) {
 			store_set_err(err, errlen,

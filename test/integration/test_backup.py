@@ -187,8 +187,20 @@ class Backup(TpadTestCase):
         at = (root - 1) * size  # the devices table's page: its cells garbled
         data[at + 12:at + size] = b"\xa5" * (size - 12)
         pathlib.Path(damaged).write_bytes(bytes(data))
+        # An empty file and another program's database: SQLite opens both (a start would
+        # take either as a new store, every token gone from the line).
+        empty = os.path.join(self.tmp, "empty.db")
+        open(empty, "w").close()
+        foreign = os.path.join(self.tmp, "foreign.db")
+        db = sqlite3.connect(foreign)
+        db.execute("CREATE TABLE x (a)")
+        db.commit()
+        db.close()
         # What is not a whole copy of this line's store is refused, the store untouched.
         for bad, why in [(d.conf, "cannot be restored"), (copy + ".none", "No such file"),
+                         (empty, "empty.db is not a tpad store"),
+                         (foreign, "foreign.db is not a tpad store (an empty database, or "
+                                   "another program's): give a copy made by tpactl backup"),
                          (d.store, "is the store itself"),
                          (damaged, "damaged.db cannot be restored: the copy fails its "
                                    "integrity check")]:

@@ -535,12 +535,26 @@ class Clients(Base):
         self.assertIn("SIGHUP: [printer.line1] added; it takes effect at the next start", log)
         self.assertNotIn("printer.line1.url changed", log)
         self.assertNotIn("limits.max-clients changed", log)
+        # A file that parses but that a start would refuse (a label too narrow for its
+        # captions) changes nothing either: taken, it stopped the line at its next start.
+        with open(self.d.conf) as f:
+            good = f.read()
+        with open(self.d.conf, "a") as f:
+            f.write("[label]\nwidth = 20\n")
+        self.d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: keeping the running configuration: " in
+                 self.d.log_text_all(), 5, "reload of a label too narrow refused")
+        self.assertRegex(self.d.log_text_all(), r"keeping the running configuration: .*"
+                         r"label\.caption-\d: .* mm wide")
+        self.assertNotIn("label.width changed", self.d.log_text_all())
+        with open(self.d.conf, "w") as f:
+            f.write(good)
         # A file that does not parse changes nothing and keeps tpad running.
         with open(self.d.conf, "a") as f:
             f.write("[limits]\nmax-clients = many\n")
         self.d.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "keeping the running configuration" in self.d.log_text_all(), 5,
-                 "bad reload refused")
+        wait_for(lambda: "max-clients" in self.d.log_text_all().split(
+            "keeping the running configuration")[-1], 5, "bad reload refused")
         self.assertIsNone(self.d.proc.poll())
         with self.d.station_client() as c:
             self.assertEqual(c.call("org.varlink.service.GetInfo")["product"], "tpad")

@@ -128,6 +128,13 @@ class Metrics(TpadTestCase):
                        {"devEUI": f"{0:016X}", "tkmInfo": "31110123D345666E0000"})
             except tpadtest.VarlinkError:
                 pass
+            # Lookups hand tokens out too (an offline line's stations use nothing else);
+            # a oneway one hands out nothing.
+            for i in range(3):
+                c.call("io.tpad.Station.Lookup", {"devEUI": f"{i:016X}"})
+            c.send("io.tpad.Station.Lookup", {"devEUI": f"{3:016X}"}, oneway=True)
+        with d.admin_client() as a:
+            self.assertEqual(a.call("io.tpad.Admin.Status")["activations"]["lookedUp"], 3)
         # Metrics show the rows as counted in the background every second (a scrape never
         # waits for the store); a Status call counts them afresh.
         with d.admin_client() as a:
@@ -139,6 +146,7 @@ class Metrics(TpadTestCase):
         self.assertEqual(v['tpad_activations_total{outcome="conflict"}'], 1)
         self.assertEqual(v['tpad_tokens_handed_out_total{source="live"}'], 5)
         self.assertEqual(v['tpad_tokens_handed_out_total{source="stored"}'], 1)
+        self.assertEqual(v['tpad_tokens_handed_out_total{source="lookup"}'], 3)
         self.assertEqual(v['tpad_store_devices{state="ISSUED"}'], 5)
         self.assertEqual(v['tpad_upstream_requests_total{kind="import"}'], 5)
         self.assertEqual(v['tpad_upstream_sessions{state="ready"}'], 3)
