@@ -170,16 +170,12 @@ static int load_keys(const struct asconf *cfg, char *tunnel_key, size_t tklen,
 	return r;
 }
 
-/* --check-config: the keys load and the store key opens the store, where they can be seen. */
-static int check_keys(const struct asconf *cfg)
+/* --check-config: the store key loads and opens the store, where they can be seen. */
+static int check_store(const struct asconf *cfg)
 {
-	char key[129];
 	uint8_t store_key[SEAL_KEY_LEN];
 	int r = 0;
-	if (daemon_cred_visible("tunnel-key", cfg->tunnel_key_file, "tunnel.key-file"))
-		r = load_tunnel_key(cfg, key, sizeof(key));
-	cred_wipe(key, sizeof(key));
-	if (r == 0 && daemon_cred_visible("store-key", cfg->store_key_file, "store.key-file") &&
+	if (daemon_cred_visible("store-key", cfg->store_key_file, "store.key-file") &&
 	    (r = load_store_key(cfg, store_key)) == 0) {
 		char err[512];
 		if ((r = journal_check_key(cfg->store_path, store_key, err, sizeof(err))) < 0)
@@ -220,6 +216,35 @@ static int check_sockets(const struct asconf *cfg)
 		}
 	}
 	return 0;
+}
+
+static int check_rsa_key(const struct asconf *cfg);
+static int check_tunnel_tls(const struct asconf *cfg);
+
+/*
+ * --check-config, and SIGHUP before it takes a file: what a start reads besides the
+ * journal (the tunnel key, the RSA key, the socket paths, the tunnel's certificate and
+ * key, the webhook token). Each failure is logged; a negative errno.
+ */
+static int check_files(const struct asconf *cfg)
+{
+	char key[129];
+	int r = 0;
+	if (daemon_cred_visible("tunnel-key", cfg->tunnel_key_file, "tunnel.key-file"))
+		r = load_tunnel_key(cfg, key, sizeof(key));
+	cred_wipe(key, sizeof(key));
+	if (r == 0)
+		r = check_rsa_key(cfg);
+	if (r == 0)
+		r = check_sockets(cfg);
+	if (r == 0)
+		r = check_tunnel_tls(cfg);
+	if (r == 0) {
+		char token[WEBHOOK_TOKEN_MAX + 1];
+		r = load_webhook_token(cfg, token);
+		cred_wipe(token, sizeof(token));
+	}
+	return r;
 }
 
 /* --check-config: the tunnel's certificate and TLS key load (as tunnel_new() will). */
@@ -477,6 +502,14 @@ static void reload_cb(evutil_socket_t sig, short what, void *arg)
 	char err[512];
 	if (asconf_load(&fresh, t->config_path, err, sizeof(err)) < 0) {
 		log_errx("SIGHUP: keeping the running configuration: %s", err);
+		asconf_free(&fresh);
+		return;
+	}
+	/* What --check-config refuses, a start would: taken now, tpas would not come back. */
+	if (check_files(&fresh) < 0) {
+		log_errx("SIGHUP: keeping the running configuration: tpas --check-config refuses "
+			 "%s (the reason is above)",
+			 t->config_path);
 		asconf_free(&fresh);
 		return;
 	}
@@ -741,18 +774,9 @@ int main(int argc, char **argv)
 	struct asconf cfg;
 	int r = load_config(&cfg, path, explicit_path);
 	if (r == 0 && check) {
-		r = check_keys(&cfg);
+		r = check_store(&cfg);
 		if (r == 0)
-			r = check_rsa_key(&cfg);
-		if (r == 0)
-			r = check_sockets(&cfg);
-		if (r == 0)
-			r = check_tunnel_tls(&cfg);
-		if (r == 0) {
-			char token[WEBHOOK_TOKEN_MAX + 1];
-			r = load_webhook_token(&cfg, token);
-			cred_wipe(token, sizeof(token));
-		}
+			r = check_files(&cfg);
 	}
 	if (check || print) {
 		if (r == 0 && print)

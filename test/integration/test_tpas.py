@@ -2889,11 +2889,25 @@ class Signals(TpasCase):
                 c.call("io.tpad.AS.Status", {"pad": "x" * 2000})
         self.assertEqual(s.uplink(DEV, b"two")[0], 200)
         self.assertEqual(bytes.fromhex(app.recv()["parameters"]["uplink"]["payload"]), b"two")
+        # A file that parses but that --check-config (and so a start) refuses: a
+        # certificate that is not there. Taken, tpas would not come back at its restart.
+        with open(t.conf) as f:
+            good = f.read()
+        missing = os.path.join(self.tmp, "no-such-cert.pem")
+        with open(t.conf, "w") as f:
+            f.write(good.replace("[tunnel]\n", f"[tunnel]\ntls-cert-file = {missing}\n", 1))
+        t.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: keeping the running configuration: tpas --check-config "
+                 "refuses" in t.log_text(), 10, "the reload of a missing certificate")
+        self.assertIn(f"{missing}: No such file or directory", t.log_text())
+        self.assertNotIn("tunnel.tls-cert-file changed", t.log_text())
+        with open(t.conf, "w") as f:
+            f.write(good)
         with open(t.conf, "a") as f:
             f.write("[limits]\nmax-message = lots\n")
         t.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "SIGHUP: keeping the running configuration" in t.log_text(), 10,
-                 "the refused reload")
+        wait_for(lambda: "max-message" in t.log_text().split(
+            "SIGHUP: keeping the running configuration")[-1], 10, "the refused reload")
         self.assertIsNone(t.proc.poll())
         app.close()
         self.assertEqual(t.stop(), 0)
