@@ -318,7 +318,8 @@ static void print_status(json_t *r)
 			{"unknownDevice", "unknown device"}, {"notFound", "not found"},
 			{"badMethod", "bad method"},	     {"tooBig", "too big"},
 			{"timedOut", "timed out"},	     {"noASTK", "no ASTK"},
-			{"storeFailed", "store failed"},     {"tlsFailed", "TLS failed"}};
+			{"noSession", "no session"},	     {"storeFailed", "store failed"},
+			{"tlsFailed", "TLS failed"}};
 	printf("refused:");
 	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++)
 		printf("%s %lld %s", i ? "," : "",

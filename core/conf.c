@@ -3,6 +3,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
@@ -713,9 +716,27 @@ int conf_load_string(const struct conf_schema *s, void *cfg, const char *name, c
 
 int conf_load(const struct conf_schema *s, void *cfg, const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
+	/* Not blocking: a FIFO given by mistake would hold the open (and tpad) for ever. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int r = -errno;
+		if (fd >= 0)
+			close(fd);
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-r));
+		return r;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		snprintf(err, errlen, "%s: cannot read: %s", path,
+			 S_ISDIR(st.st_mode) ? "it is a directory, not a file"
+					     : "it is not a regular file (a FIFO, a device?)");
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	}
+	FILE *f = fdopen(fd, "r");
 	if (!f) {
 		int r = -errno;
+		close(fd);
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-r));
 		return r;
 	}
@@ -754,9 +775,20 @@ int conf_load(const struct conf_schema *s, void *cfg, const char *path, char *er
 		snprintf(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
+	const char *nul = r == 0 ? memchr(text, '\0', len) : NULL;
+	if (nul) {
+		/* The text would end there, and what follows be left out without a word. */
+		int line = 1;
+		for (const char *p = text; p < nul; p++)
+			line += *p == '\n';
+		snprintf(err, errlen, "%s:%d: a NUL byte: the file is not text", path, line);
+		r = -EINVAL;
+	}
 	if (r == 0) {
 		text[len] = '\0';
-		r = conf_load_string(s, cfg, path, text, err, errlen);
+		/* A UTF-8 byte order mark (Notepad writes one) is not part of the first line. */
+		bool bom = len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0;
+		r = conf_load_string(s, cfg, path, text + (bom ? 3 : 0), err, errlen);
 	}
 	free(text);
 	return r;

@@ -1,6 +1,7 @@
 /* listener: the daemons' listening Unix sockets, from systemd or bound by hand. */
 #include "listener.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -171,12 +172,16 @@ static int bind_path(const char *path, unsigned mode, const char *group, char *e
 
 	gid_t gid = (gid_t)-1;
 	if (group) {
+		/* A name, or a decimal gid (the configuration takes both; chown takes any). */
+		char *end;
+		unsigned long id = strtoul(group, &end, 10);
 		struct group *g = getgrnam(group);
-		if (!g) {
+		bool number = !g && isdigit((unsigned char)*group) && !*end && id < (gid_t)-1;
+		if (!g && !number) {
 			snprintf(err, errlen, "%s: unknown group '%s'", path, group);
 			return -EINVAL;
 		}
-		gid = g->gr_gid;
+		gid = g ? g->gr_gid : (gid_t)id;
 	}
 
 	/* Create the parent directory when started by hand before systemd made it. */

@@ -139,7 +139,10 @@ int metrics_http_new(struct event_base *base, const char *addr, const char *prog
 		free(m);
 		return -EADDRINUSE;
 	}
-	log_info("metrics served on http://%s/metrics", addr);
+	/* The port bound, which port 0 leaves to the system. */
+	bool v6 = strchr(host, ':') != NULL;
+	log_info("metrics served on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "",
+		 (unsigned)httpd_port(m->http));
 	*ret = m;
 	return 0;
 }

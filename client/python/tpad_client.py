@@ -73,10 +73,18 @@ class TpadError(Exception):
         super().__init__(self._message())
 
     def _message(self) -> str:
+        """The error as a station logs it: a device is only its DevEUI (a PrintFailed's
+        device carries the ownerToken and AppKey, which stay in .parameters), any other
+        object or list "...", as libtpad-client's messages give them."""
         short = self.error.rsplit(".", 1)[-1]
         if not self.parameters:
             return short
-        details = ", ".join(f"{k}={v}" for k, v in self.parameters.items())
+
+        def shown(v: Any) -> Any:
+            if isinstance(v, dict):
+                return v.get("devEUI", "...")
+            return "..." if isinstance(v, list) else v
+        details = ", ".join(f"{k}={shown(v)}" for k, v in self.parameters.items())
         return f"{short}: {details}"
 
 
@@ -360,6 +368,7 @@ class Client:
         self.interface = interface
         self._buf = b""
         self._unfinished = False
+        self._endless = False  # the unfinished stream is a followed Uplinks
         self._sock: Optional[socket.socket] = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -399,18 +408,22 @@ class Client:
         self._send(method, parameters, more=False)
         reply = self._recv(method)
         if reply.get("continues"):
-            self._unfinished = True
+            self._unfinished, self._endless = True, False
         return self._parameters(method, reply)
 
     def call_more(self, method: str, **parameters: Any) -> Iterator[Dict[str, Any]]:
         """Call method with more and yield each reply's parameters, the last one included.
 
         An error reply raises and ends the stream. If the caller stops early, the rest of
-        the stream is read and dropped before the next call on this connection.
+        the stream is read and dropped before the next call on this connection; a followed
+        io.tpad.AS.Uplinks (follow not False) never ends, so the next call raises
+        TpadError (tpad.client.StreamOpen) instead: close the Client and open another.
         """
         method = self._full_name(method)
         self._send(method, parameters, more=True)
         self._unfinished = True
+        # A followed Uplinks never ends: left unfinished, it cannot be drained.
+        self._endless = method == AS + ".Uplinks" and parameters.get("follow") is not False
         while True:
             reply = self._recv(method)
             last = not reply.get("continues")
@@ -503,6 +516,11 @@ class Client:
     def _send(self, method: str, parameters: Dict[str, Any], more: bool) -> None:
         """Send one call, after draining the rest of a stream the caller left unfinished."""
         sock = self._check_open()
+        if self._unfinished and self._endless:
+            raise TpadError("tpad.client.StreamOpen",
+                            {"reason": "a followed stream is open on this connection and "
+                                       "never ends: read it, or close this Client and open "
+                                       "another for the call"}, method)
         while self._unfinished:
             reply = self._recv(method)
             if not reply.get("continues"):

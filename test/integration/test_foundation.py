@@ -564,6 +564,34 @@ class Config(TpadTestCase):
         with open(victim) as f:
             self.assertEqual(f.read(), "precious\n")
 
+    def test_config_files_that_are_not_plain_text(self):
+        """A NUL byte ended the text there and what followed was left out without a word;
+        a FIFO held --check-config (and a start) for ever; a UTF-8 byte order mark (Notepad
+        writes one) made line 1 an error; a group given as a number (which the check
+        takes) failed the start as "unknown group"."""
+        d = self.daemon()
+        with open(d.conf, "rb") as f:
+            good = f.read()
+        with open(d.conf, "wb") as f:
+            f.write(good + b"# note\0\n[limits]\nmax-clients = many\n")
+        line = good.count(b"\n") + 1
+        p = self.run_tpad("--config", d.conf, "--check-config")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(f"{d.conf}:{line}: a NUL byte: the file is not text", p.stderr)
+        fifo = os.path.join(self.tmp, "fifo.conf")
+        os.mkfifo(fifo)
+        p = self.run_tpad("--config", fifo, "--check-config")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("it is not a regular file (a FIFO, a device?)", p.stderr)
+        with open(d.conf, "wb") as f:
+            f.write(b"\xef\xbb\xbf" + good)
+        p = self.run_tpad("--config", d.conf, "--check-config")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(d.conf, "wb") as f:
+            f.write(good)
+        d2 = self.daemon(conf_extra="admin.group = 0").start()
+        self.assertEqual(os.stat(d2.admin).st_gid, 0)
+
     def test_shipped_config_is_valid_once_the_psk_identity_is_set(self):
         """The shipped file leaves the one thing a line must fill in, the PSK identity:
         --check-config says so (start would refuse it too); with it set, the file is valid

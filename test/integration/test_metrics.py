@@ -424,6 +424,16 @@ class Metrics(TpadTestCase):
             self.assertEqual(d.proc.wait(15), 1)
             self.assertIn("cannot listen on", d.log_text())
 
+    def test_port_0_logs_the_port_bound(self):
+        """metrics.listen with port 0 (the system picks one): the log names the port
+        bound, which serves, not ":0"."""
+        d = self.daemon(conf_extra="metrics.listen = 127.0.0.1:0").start()
+        m = re.search(r"metrics served on http://127\.0\.0\.1:(\d+)/metrics", d.log_text())
+        self.assertIsNotNone(m, d.log_text())
+        self.assertNotEqual(m.group(1), "0")
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=10) as r:
+            self.assertIn(b"tpad_build_info", r.read())
+
     def test_prometheus_scrapes(self):
         """A real Prometheus server scrapes tpad and answers a query for a counter."""
         self.start()

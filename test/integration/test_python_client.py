@@ -344,6 +344,49 @@ class ConnectionErrors(TpadTestCase):
         finally:
             srv.close()
 
+    def test_an_abandoned_followed_stream_is_said_not_waited_on(self):
+        """A followed Uplinks never ends: a call after one left unread used to wait for
+        its end (for ever, or the timeout) to drain it. It is refused at once, saying how
+        to go on; a stream with follow false is drained as any other."""
+        endless = FakeServer(os.path.join(self.tmp, "follow.sock"), {
+            "io.tpad.AS.Uplinks": [reply({"uplink": {"seq": i}}, continues=True)
+                                   for i in range(3)],
+            "io.tpad.AS.Status": [reply({"version": "fake"})]})
+        ending = FakeServer(os.path.join(self.tmp, "nofollow.sock"), {
+            "io.tpad.AS.Uplinks": [reply({"uplink": {"seq": 1}}, continues=True),
+                                   reply({"uplink": {"seq": 2}})],
+            "io.tpad.AS.Status": [reply({"version": "fake"})]})
+        try:
+            with Client(endless.path, timeout=5, interface=tpad_client.AS) as c:
+                it = c.call_more("Uplinks", after=0)
+                self.assertEqual(next(it), {"uplink": {"seq": 0}})
+                t0 = time.monotonic()
+                with self.assertRaises(tpad_client.TpadError) as e:
+                    c.call("Status")
+                self.assertLess(time.monotonic() - t0, 1)
+                self.assertEqual(e.exception.error, "tpad.client.StreamOpen")
+                self.assertIn("close this Client and open another", str(e.exception))
+            with Client(ending.path, timeout=5, interface=tpad_client.AS) as c:
+                it = c.call_more("Uplinks", after=0, follow=False)
+                self.assertEqual(next(it), {"uplink": {"seq": 1}})
+                it.close()
+                self.assertEqual(c.call("Status"), {"version": "fake"})
+        finally:
+            endless.close()
+            ending.close()
+
+    def test_a_print_failure_does_not_put_the_device_in_its_message(self):
+        """str() of an error is what a station logs: a PrintFailed's device (its
+        ownerToken and AppKey) is only its DevEUI there, as in libtpad-client's messages;
+        the whole device stays in .parameters."""
+        device = {"devEUI": DEV, "ownerToken": "DF1C" * 8, "appKey": "F31D" * 8}
+        e = tpad_client.TpadError("io.tpad.Station.PrintFailed",
+                                  {"device": device, "printer": "line1",
+                                   "reason": "cannot connect", "jobs": [1, 2]})
+        self.assertEqual(str(e), f"PrintFailed: device={DEV}, printer=line1, "
+                                 "reason=cannot connect, jobs=...")
+        self.assertEqual(e.parameters["device"], device)
+
     def test_none_parameters_are_left_out(self):
         path = os.path.join(self.tmp, "params.sock")
         srv = FakeServer(path, {"io.tpad.Station.Activate": [

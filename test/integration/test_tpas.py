@@ -1966,6 +1966,8 @@ class Downlink(TpasCase):
                                (b"B 1", "01020305", 1), (b"D 0", "01020307", 0),
                                (b"C 0", "01020306", 0), (b"C 1", "01020306", 1)])
         self.assertEqual(t.status()["tunnel"]["noSession"], 2)
+        # tpactl as status shows them with the other refusals.
+        self.assertIn(", 2 no session,", t.tpactl("as", "status").stdout)
         # Downlinks still go under the newest session (D's key, D's DevAddr).
         with Client(t.apps) as c:
             c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "01"})
