@@ -21,6 +21,7 @@
 #include <event2/listener.h>
 
 #include "clock.h"
+#include "conf.h"
 #include "http.h"
 #include "log.h"
 #include "text.h"
@@ -884,4 +885,20 @@ void httpd_reply_as(struct httpd_req *r, int status, const char *content_type,
 	 */
 	if (evbuffer_get_length(c->in) || c->read_eof)
 		conn_read_later(c);
+}
+
+int httpd_listen_check(const char *listen, char *why, size_t whylen)
+{
+	char host[256];
+	uint16_t port;
+	if (conf_parse_listen(listen, host, sizeof(host), &port, why, whylen) < 0)
+		return -EINVAL;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+	int g = getaddrinfo(host, NULL, &hints, &ai);
+	if (g != 0) {
+		snprintf(why, whylen, "cannot resolve '%s': %s", host, gai_strerror(g));
+		return -EINVAL;
+	}
+	freeaddrinfo(ai);
+	return 0;
 }

@@ -77,6 +77,12 @@ unsigned httpd_connections(const struct httpd *h);
 /* The bound port. */
 uint16_t httpd_port(const struct httpd *h);
 
+/*
+ * What --check-config can tell of a listening address (HOST:PORT) before binding it: its
+ * form, and that its host resolves. 0, or -EINVAL with a reason in why.
+ */
+int httpd_listen_check(const char *listen, char *why, size_t whylen);
+
 void httpd_get_stats(const struct httpd *h, struct httpd_stats *ret);
 
 /* The request's method ("POST"), path (before '?'), query (after it; NULL if none), body. */

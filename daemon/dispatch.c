@@ -26,6 +26,7 @@
 #include "iface.h"
 #include "keypool.h"
 #include "layout.h"
+#include "httpd.h"
 #include "listener.h"
 #include "log.h"
 #include "message.h"
@@ -1292,6 +1293,9 @@ int dispatch_check_config(const struct config *cfg, const char *path, struct che
 		return located(cfg, path, "station.socket", why, err, errlen);
 	if (cfg->admin_socket && listener_check_path(cfg->admin_socket, why, sizeof(why)) < 0)
 		return located(cfg, path, "admin.socket", why, err, errlen);
+	if (cfg->metrics_listen && *cfg->metrics_listen &&
+	    httpd_listen_check(cfg->metrics_listen, why, sizeof(why)) < 0)
+		return located(cfg, path, "metrics.listen", why, err, errlen);
 	/* The label and each printer's variant of it must fit a typical code and captions. */
 	struct layout *l;
 	int r = layout_new(&cfg->label, 0, 0, 0, cfg->qr_ec_level, &l, why, sizeof(why));

@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "downlink.h"
 #include "events.h"
+#include "httpd.h"
 #include "journal.h"
 #include "lockfile.h"
 #include "listener.h"
@@ -202,15 +203,27 @@ static void log_directive_errx(const struct asconf *cfg, const char *err)
 		log_errx("%s", err);
 }
 
-/* --check-config: no file stands where a socket is to be bound (a start by hand). */
+/*
+ * --check-config: no file stands where a socket is to be bound (a start by hand), and the
+ * listening addresses' hosts resolve.
+ */
 static int check_sockets(const struct asconf *cfg)
 {
 	static const char *const names[] = {"apps.socket", "admin.socket"};
 	const char *paths[] = {cfg->apps_socket, cfg->admin_socket};
+	char why[PATH_MAX + 200], err[PATH_MAX + 300];
 	for (size_t i = 0; i < 2; i++) {
-		char why[PATH_MAX + 200], err[PATH_MAX + 300];
 		if (paths[i] && listener_check_path(paths[i], why, sizeof(why)) < 0) {
 			snprintf(err, sizeof(err), "%s: %s", names[i], why);
+			log_directive_errx(cfg, err);
+			return -EINVAL;
+		}
+	}
+	static const char *const listens[] = {"tunnel.listen", "metrics.listen"};
+	const char *addrs[] = {cfg->tunnel_listen, cfg->metrics_listen};
+	for (size_t i = 0; i < 2; i++) {
+		if (addrs[i] && *addrs[i] && httpd_listen_check(addrs[i], why, sizeof(why)) < 0) {
+			snprintf(err, sizeof(err), "%s: %s", listens[i], why);
 			log_directive_errx(cfg, err);
 			return -EINVAL;
 		}

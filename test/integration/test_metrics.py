@@ -417,6 +417,18 @@ class Metrics(TpadTestCase):
                            capture_output=True, text=True)
         self.assertEqual(p.returncode, 1)
         self.assertIn("metrics.listen", p.stderr)
+        # A host that does not resolve (where the resolver answers): said at the check.
+        t0 = time.monotonic()
+        try:
+            socket.getaddrinfo("no-such-host.invalid", 9100)
+        except socket.gaierror:
+            if time.monotonic() - t0 < 1.5:
+                d = self.daemon(conf_extra="metrics.listen = no-such-host.invalid:9100")
+                p = subprocess.run([tpadtest.TPAD, "--config", d.conf, "--check-config"],
+                                   capture_output=True, text=True)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertRegex(p.stderr, r"tpad\.conf:\d+: metrics\.listen: cannot resolve "
+                                           r"'no-such-host\.invalid'")
         # A port already taken: tpad says so and exits instead of running without metrics.
         with socket_bound() as port:
             d = self.daemon(conf_extra=f"metrics.listen = 127.0.0.1:{port}")

@@ -3596,6 +3596,27 @@ class Commands(TpasCase):
                     self.assertIn(f"{bad}:3: ", p.stderr)
                     self.assertIn(want, p.stderr)
                     self.assertNotIn("pw-in-url", p.stderr)
+        # A listening host that does not resolve (where the machine's resolver answers):
+        # the start's bind would fail; --check-config says so at the line.
+        t0 = time.monotonic()
+        try:
+            socket.getaddrinfo("no-such-host.invalid", 8090)
+        except socket.gaierror:
+            if time.monotonic() - t0 < 1.5:
+                with open(t.conf) as f:
+                    good = f.read()
+                lines = good.splitlines()
+                at = next(i for i, l in enumerate(lines) if l.startswith("listen = "))
+                lines[at] = "listen = no-such-host.invalid:8090"
+                with open(t.conf, "w") as f:
+                    f.write("\n".join(lines) + "\n")
+                p = subprocess.run([TPAS, "--config", t.conf, "--check-config"],
+                                   capture_output=True, text=True, timeout=20)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(f"{t.conf}:{at + 1}: tunnel.listen: cannot resolve "
+                              "'no-such-host.invalid'", p.stderr)
+                with open(t.conf, "w") as f:
+                    f.write(good)
         # A world-readable tunnel key is refused.
         os.chmod(t.key_file, 0o644)
         p = subprocess.run([TPAS, "--config", t.conf, "--check-config"], capture_output=True,
