@@ -135,37 +135,29 @@ static double dots_to_mm(int dots, int dpi)
 }
 
 /* The width of a caption line in dots, from the advance table (no kerning in either). */
-/* The code point of the valid UTF-8 sequence of n bytes at p. */
-static uint32_t code_point(const unsigned char *p, size_t n)
-{
-	static const unsigned char lead_bits[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
-	uint32_t cp = p[0] & lead_bits[n];
-	for (size_t i = 1; i < n; i++)
-		cp = cp << 6 | (p[i] & 0x3f);
-	return cp;
-}
-
-/* The advance of a character other than ' '..'~': measured if a caption has it, else W's. */
-static double other_advance(const struct layout *l, uint32_t cp)
+/* The measured character cp among l's others, or NULL. */
+static const double *other_find(const struct layout *l, uint32_t cp)
 {
 	for (size_t i = 0; i < l->n_other; i++)
 		if (l->other[i].cp == cp)
-			return l->other[i].advance;
-	return l->advance['W' - 0x20];
+			return &l->other[i].advance;
+	return NULL;
 }
 
 /* The width of s in dots, a character at a time (captions are valid UTF-8). */
 static double text_width(const struct layout *l, const char *s)
 {
+	const double w_advance = l->advance['W' - 0x20];
 	double w = 0;
 	for (const unsigned char *p = (const unsigned char *)s; *p;) {
-		size_t n = *p >= 0x80 ? utf8_len(p, 4) : 1;
-		if (n == 0) /* not UTF-8 (caption_check() refuses it): as wide as a W */
-			n = 1;
-		w += (*p >= 0x20 && *p < 0x7f) ? l->advance[*p - 0x20]
-		     : n > 1		       ? other_advance(l, code_point(p, n))
-					       : l->advance['W' - 0x20];
-		p += n;
+		uint32_t cp;
+		size_t n = utf8_decode(p, 4, &cp);
+		const double *other = n > 1 ? other_find(l, cp) : NULL;
+		/* Not UTF-8 (caption_check() refuses it), or not measured: as wide as a W. */
+		w += n == 1 && *p >= 0x20 && *p < 0x7f ? l->advance[*p - 0x20]
+		     : other			       ? *other
+						       : w_advance;
+		p += n ? n : 1;
 	}
 	return w;
 }
@@ -178,17 +170,10 @@ static void measure_others(struct layout *l, cairo_t *cr)
 {
 	for (int i = 0; i < CONFIG_MAX_CAPTIONS; i++) {
 		const unsigned char *p = (const unsigned char *)l->captions[i];
-		for (size_t n; p && *p; p += n) {
-			n = *p >= 0x80 ? utf8_len(p, 4) : 1;
-			if (n <= 1) {
-				n = 1;
-				continue;
-			}
-			uint32_t cp = code_point(p, n);
-			bool known = false;
-			for (size_t k = 0; k < l->n_other && !known; k++)
-				known = l->other[k].cp == cp;
-			if (known || l->n_other == LAYOUT_OTHER_MAX)
+		for (size_t n; p && *p; p += n ? n : 1) {
+			uint32_t cp;
+			n = utf8_decode(p, 4, &cp);
+			if (n <= 1 || other_find(l, cp) || l->n_other == LAYOUT_OTHER_MAX)
 				continue;
 			char ch[5] = {0};
 			memcpy(ch, p, n);

@@ -7,10 +7,18 @@
 
 size_t utf8_len(const unsigned char *s, size_t max)
 {
+	uint32_t cp;
+	return utf8_decode(s, max, &cp);
+}
+
+size_t utf8_decode(const unsigned char *s, size_t max, uint32_t *ret_cp)
+{
 	if (max == 0)
 		return 0;
-	if (s[0] < 0x80)
+	if (s[0] < 0x80) {
+		*ret_cp = s[0];
 		return 1;
+	}
 	size_t len;
 	uint32_t cp;
 	if ((s[0] & 0xe0) == 0xc0) {
@@ -35,6 +43,7 @@ size_t utf8_len(const unsigned char *s, size_t max)
 	static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
 	if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
 		return 0;
+	*ret_cp = cp;
 	return len;
 }
 

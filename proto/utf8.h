@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Length of the valid UTF-8 sequence at s (1 to 4), reading at most max bytes, or 0 if none
@@ -10,6 +11,9 @@
  * NUL ends any sequence, so for a NUL-terminated string any max of 4 or more is safe.
  */
 size_t utf8_len(const unsigned char *s, size_t max);
+
+/* utf8_len(), and the sequence's code point into *ret_cp when it is valid. */
+size_t utf8_decode(const unsigned char *s, size_t max, uint32_t *ret_cp);
 
 /*
  * A copy of the n bytes at s as valid UTF-8 text (NUL-terminated, malloc()ed): each byte

@@ -234,9 +234,10 @@ class Lines(TpadTestCase):
     def test_one_store_instance_one_tpad(self):
         """store.instance names one tpad on a database: its key pool and claims go by that
         name, and two tpads of one name handed out the same cloud-HSM key. A second tpad
-        of a name in use is refused at start, saying so; once the first is gone the name is
-        free at once (its lock went with its session). A tpad whose name another took
-        while the database was away for it writes nothing more, and says why."""
+        of a name in use is refused at start, saying so; once its holder is gone the name
+        is free at once, after a kill -9 too (the lock goes with the session). A tpad whose
+        name another took while the database was away for it writes nothing more, and says
+        why."""
         psk = secrets.token_hex(16)
         self.s = self.sim(psk).start()
         a = self.daemon(upstream_url=self.s.url(), psk_hex=psk, instance="hall-1").start()
@@ -276,8 +277,9 @@ class Lines(TpadTestCase):
             got = c.call("io.tpad.Station.Lookup", {"devEUI": eui(0xB00)})["device"]
         self.assertEqual(got["ownerToken"], dev["ownerToken"])
         a.stop()
-        b.stop()
-        # Both gone: the name is free at once.
+        b.kill()
+        # Both gone, the holder by kill -9: the name is free at once (the lock went with
+        # the session), and a restart of the line is not refused.
         c = self.daemon(upstream_url=self.s.url(), psk_hex=psk, instance="hall-1").start()
         self.wait_ready(c)
 

@@ -529,6 +529,16 @@ static json_t *faults_json(const struct sim_faults *f)
 	    "note", f->note, "reject_message", f->reject_message);
 }
 
+/* A text fault's value v into buf (size bytes): false if not a string that fits. */
+static bool string_fault(json_t *v, char *buf, size_t size)
+{
+	const char *sv = json_string_value(v);
+	if (!sv || strlen(sv) >= size)
+		return false;
+	memcpy(buf, sv, strlen(sv) + 1);
+	return true;
+}
+
 /* Apply the members of o to a copy of the faults; all or nothing. NULL or an error text. */
 static const char *faults_update(struct sim_faults *faults, json_t *o)
 {
@@ -577,16 +587,12 @@ static const char *faults_update(struct sim_faults *faults, json_t *o)
 		else if (strcmp(key, "refuse") == 0)
 			b = &f.refuse;
 		else if (strcmp(key, "note") == 0) {
-			const char *sv = json_string_value(v);
-			if (!sv || strlen(sv) >= sizeof(f.note))
+			if (!string_fault(v, f.note, sizeof(f.note)))
 				return "note must be a string of at most 63 bytes";
-			snprintf(f.note, sizeof(f.note), "%s", sv);
 			continue;
 		} else if (strcmp(key, "reject_message") == 0) {
-			const char *sv = json_string_value(v);
-			if (!sv || strlen(sv) >= sizeof(f.reject_message))
+			if (!string_fault(v, f.reject_message, sizeof(f.reject_message)))
 				return "reject_message must be a string of at most 1023 bytes";
-			snprintf(f.reject_message, sizeof(f.reject_message), "%s", sv);
 			continue;
 		} else if (strcmp(key, "duplicate") == 0) {
 			char num[16];
