@@ -187,8 +187,9 @@ def run_tpas(build, workdir, count, connections, radio):
         sub.close()
         with Client(f"{workdir}/admin.sock") as c:
             st = c.call("io.tpad.AS.Status")
-        secs = max(done["at"], t0 + res["seconds"]) - t0
+        secs = max(done["at"], res["start"] + res["seconds"]) - res["start"]
         return {"count": count, "ok": res["ok"], "delivered": done.get("n", 0),
+                "load_seconds": round(res["start"] - t0, 3),
                 "last_seq": done.get("last", 0),
                 "seconds": round(secs, 3), "rate": round(count / secs),
                 "cpu_us_per_uplink": round(cpu * 1e6 / count, 1),
@@ -220,8 +221,9 @@ def run_reference(workdir, count, connections, build, threads, radio):
         res = blast(build, port, path, connections)
         line = json.loads(proc.stdout.readline())
         cpu = cpu_seconds(proc.pid) - cpu0
-        secs = max(line["at"], t0 + res["seconds"]) - t0
+        secs = max(line["at"], res["start"] + res["seconds"]) - res["start"]
         return {"count": count, "connections": connections, "threads": threads,
+                "load_seconds": round(res["start"] - t0, 3),
                 "ok": res["ok"], "delivered": line["delivered"],
                 "seconds": round(secs, 3), "rate": round(count / secs),
                 "cpu_us_per_uplink": round(cpu * 1e6 / count, 1)}

@@ -21,7 +21,9 @@
  * pipelining), all driven by one thread with epoll so that the load generator costs little
  * CPU next to the server it measures. A connection that fails is reopened and the request
  * sent again (5 times at most). Prints one JSON line:
- * {"requests", "ok" (status 200), "other", "errors", "seconds"}.
+ * {"requests", "ok" (status 200), "other", "errors", "seconds", "start"}: start is
+ * CLOCK_MONOTONIC in seconds when the first connection was opened, after the requests were
+ * loaded (Python's time.monotonic() reads the same clock).
  */
 
 #define RBUF 65536
@@ -264,8 +266,8 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	double secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
 	printf("{\"requests\": %zu, \"ok\": %lu, \"other\": %lu, \"errors\": %lu, \"seconds\": "
-	       "%.4f}\n",
-	       n_reqs, ok, other, errors, secs);
+	       "%.4f, \"start\": %.6f}\n",
+	       n_reqs, ok, other, errors, secs, (double)a.tv_sec + (double)a.tv_nsec / 1e9);
 	for (int i = 0; i < conns; i++)
 		if (cs[i].fd >= 0)
 			close(cs[i].fd);
