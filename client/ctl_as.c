@@ -87,11 +87,21 @@ static int as_keygen(const char *out, bool json_out)
 		struct stat st;
 		if (lstat(out, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
 			fd = open(out, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+		else if (lstat(out, &st) == 0 && S_ISDIR(st.st_mode))
+			errno = EISDIR;
 		else
 			errno = EEXIST;
 	}
 	if (fd < 0) {
-		if (errno == EEXIST)
+		if (errno == EISDIR) {
+			int dl = (int)strlen(out);
+			while (dl > 1 && out[dl - 1] == '/')
+				dl--;
+			fprintf(stderr,
+				"tpactl: %s: Is a directory: --out names the private key's file, "
+				"such as %.*s/as-rsa-key.pem\n",
+				out, dl, out);
+		} else if (errno == EEXIST)
 			fprintf(
 			    stderr,
 			    "tpactl: %s: File exists: a key is never overwritten, since the "

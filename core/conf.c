@@ -46,11 +46,9 @@ static int parse_number(const char *s, uint64_t *ret_num, const char **ret_unit)
 	errno = 0;
 	char *end;
 	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
-		return -ERANGE;
-	*ret_num = v;
+	*ret_num = v; /* ULLONG_MAX when too large: beyond every directive's range */
 	*ret_unit = end;
-	return 0;
+	return errno ? -ERANGE : 0;
 }
 
 /* Multiply with overflow check. */
@@ -223,7 +221,8 @@ static int directive_set(const struct conf_directive *d, char *base, const char 
 		return 0;
 	}
 	case CONF_UINT:
-		if (parse_number(v, &num, &unit) < 0 || *unit) {
+		/* Too large (-ERANGE) is said by the range check below, with the range. */
+		if (parse_number(v, &num, &unit) == -EINVAL || *unit) {
 			snprintf(why, whylen, "must be a whole number");
 			return -EINVAL;
 		}
@@ -231,12 +230,19 @@ static int directive_set(const struct conf_directive *d, char *base, const char 
 	case CONF_SIZE:
 	case CONF_DURATION: {
 		bool dur = d->type == CONF_DURATION;
-		if (parse_number(v, &num, &unit) < 0 || scale_unit(&num, unit, dur) < 0) {
+		int r = parse_number(v, &num, &unit);
+		if (r != -EINVAL) {
+			int scaled = scale_unit(&num, unit, dur);
+			r = scaled == -EINVAL ? scaled : r < 0 ? r : scaled;
+		}
+		if (r == -EINVAL) {
 			snprintf(why, whylen, "%s",
 				 dur ? "must be a duration such as 500ms, 5s, 2m or 1h"
 				     : "must be a size such as 65536, 64K or 1M");
 			return -EINVAL;
 		}
+		if (r == -ERANGE) /* too large for any unit: the range check says so */
+			num = UINT64_MAX;
 		break;
 	}
 	case CONF_HEX: {
@@ -269,11 +275,11 @@ static int directive_set(const struct conf_directive *d, char *base, const char 
 		snprintf(why, whylen, "must be %s", list);
 		return -EINVAL;
 	case CONF_TENTHS:
-		if (parse_number(v, &num, &unit) < 0 || num > UINT32_MAX / 10) {
+		if (parse_number(v, &num, &unit) == -EINVAL) {
 			snprintf(why, whylen, "must be a number such as 50 or 25.4");
 			return -EINVAL;
 		}
-		num *= 10;
+		num = num > UINT32_MAX / 10 ? UINT32_MAX : num * 10; /* the range check says */
 		if (*unit == '.' && unit[1] >= '0' && unit[1] <= '9') {
 			num += (uint64_t)(unit[1] - '0');
 			unit += 2;

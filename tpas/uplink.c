@@ -189,7 +189,11 @@ void uplink_clear(struct uplink *u)
 }
 
 /* Percent-decode a query value (with '+' as a space) into out; false if it does not fit. */
-static bool query_decode(const char *s, size_t n, char *out, size_t outlen)
+/*
+ * Percent-decode a query value of n bytes into out: 0, -E2BIG when it does not fit, or
+ * -EINVAL for a %00, which C strings would end there (a Time read short).
+ */
+static int query_decode(const char *s, size_t n, char *out, size_t outlen)
 {
 	size_t o = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -201,13 +205,27 @@ static bool query_decode(const char *s, size_t n, char *out, size_t outlen)
 			char h[3] = {s[i + 1], s[i + 2], 0};
 			c = (char)strtol(h, NULL, 16);
 			i += 2;
+			if (!c)
+				return -EINVAL;
 		}
 		if (o + 1 >= outlen)
-			return false;
+			return -E2BIG;
 		out[o++] = c;
 	}
 	out[o] = '\0';
-	return true;
+	return 0;
+}
+
+/* Decode a query value into out: 0, or -EINVAL with the reason (uplink_fail). */
+static int query_value(const char *name, const char *val, size_t vlen, char *out, size_t outlen,
+		       char *reason, size_t reasonlen)
+{
+	int r = query_decode(val, vlen, out, outlen);
+	if (r == -EINVAL)
+		return uplink_fail(reason, reasonlen, "%s holds %%00", name);
+	if (r < 0)
+		return uplink_fail(reason, reasonlen, "%s is too long", name);
+	return 0;
 }
 
 int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason, size_t reasonlen)
@@ -243,11 +261,13 @@ int uplink_query_parse(const char *query, struct uplink_query *ret, char *reason
 				return uplink_fail(reason, reasonlen,
 						   "Token must be 64 hexadecimal digits");
 		} else if (klen == 4 && memcmp(p, "Time", 4) == 0) {
-			if (!query_decode(val, vlen, ret->time, sizeof(ret->time)))
-				return uplink_fail(reason, reasonlen, "Time is too long");
+			if (query_value("Time", val, vlen, ret->time, sizeof(ret->time), reason,
+					reasonlen) < 0)
+				return -EINVAL;
 		} else if (klen == 5 && memcmp(p, "AS_ID", 5) == 0) {
-			if (!query_decode(val, vlen, ret->as_id, sizeof(ret->as_id)))
-				return uplink_fail(reason, reasonlen, "AS_ID is too long");
+			if (query_value("AS_ID", val, vlen, ret->as_id, sizeof(ret->as_id), reason,
+					reasonlen) < 0)
+				return -EINVAL;
 		}
 		p = end ? end + 1 : NULL;
 	}

@@ -3077,6 +3077,15 @@ class Commands(TpasCase):
             self.assertIn("PRIVATE KEY", f.read())
         p = subprocess.run([TPACTL, "as", "keygen"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
+        # A directory is not an existing key: say what --out wants.
+        for d in (self.tmp, self.tmp + "/"):
+            p = subprocess.run([TPACTL, "as", "keygen", "--out", d], capture_output=True,
+                               text=True, timeout=120)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(f"{d}: Is a directory: --out names the private key's file, such "
+                          f"as {self.tmp}/as-rsa-key.pem", p.stderr)
+            self.assertNotIn("never overwritten", p.stderr)
+            self.assertEqual(p.stdout, "")
 
     def test_a_typo_in_the_config_names_the_directive_meant(self):
         t = self.tpas()

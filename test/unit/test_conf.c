@@ -176,6 +176,21 @@ int main(void)
 	CHECK_STR(err,
 		  "t.conf:2: main.timeout: '2x' must be a duration such as 500ms, 5s, 2m or 1h");
 	conf_free(&schema, &c);
+	/* A number too large for any unit is out of range, not a wrong kind of value. */
+	CHECK(load(&c, "[main]\ntimeout = 99999999999999999999s\n", err) < 0);
+	CHECK_STR(err, "t.conf:2: main.timeout: '99999999999999999999s' must be between 10ms "
+		       "and 1m");
+	conf_free(&schema, &c);
+	CHECK(load(&c, "[main]\ntimeout = 9999999999999999h\n", err) < 0);
+	CHECK(strstr(err, "must be between 10ms and 1m") != NULL);
+	conf_free(&schema, &c);
+	CHECK(load(&c, "[main]\ntimeout = 99999999999999999999x\n", err) < 0);
+	CHECK(strstr(err, "must be a duration") != NULL);
+	conf_free(&schema, &c);
+	CHECK(load(&c, "[thing.a]\ndpi = 99999999999999999999\n", err) < 0);
+	CHECK_STR(err, "t.conf:2: thing.a.dpi: '99999999999999999999' must be between 100 and "
+		       "600");
+	conf_free(&schema, &c);
 
 	/* A URL with a user (with or without a password) is refused as such; an '@' in a
 	 * path is not a user. */

@@ -107,6 +107,8 @@ static void test_frm_payload(void)
 	CHECK_INT(ascrypto_frm_crypt(key, 7, 99, AS_UPLINK, NULL, 0, NULL), 0);
 }
 
+#define ZERO_TOKEN "0000000000000000000000000000000000000000000000000000000000000000"
+
 /* Vector 5: the uplink Token, through the query parser and uplink_token(). */
 static void test_uplink_token(void)
 {
@@ -121,6 +123,20 @@ static void test_uplink_token(void)
 		  "LrnDevEui=0024AEB3C02BE1C4&LrnFPort=1&LrnInfos=TWA_100122002.8962.AS-1-4458785&"
 		  "AS_ID=sink&Time=2019-04-29T18:21:17.290+02:00");
 	CHECK_STR(q.as_id, "sink");
+	{ /* A %00 would end the C string: refused, not read short; other escapes decoded. */
+		struct uplink_query z;
+		CHECK(
+		    uplink_query_parse("Time=2019-04-29T18:21:17%00.290%2B02:00&Token=" ZERO_TOKEN,
+				       &z, reason, sizeof(reason)) < 0);
+		CHECK_STR(reason, "Time holds %00");
+		CHECK(uplink_query_parse("AS_ID=a%00b&Token=" ZERO_TOKEN, &z, reason,
+					 sizeof(reason)) < 0);
+		CHECK_STR(reason, "AS_ID holds %00");
+		CHECK_INT(uplink_query_parse("AS_ID=a%2Fb+c&Token=" ZERO_TOKEN, &z, reason,
+					     sizeof(reason)),
+			  0);
+		CHECK_STR(z.as_id, "a/b c");
+	}
 	int64_t ms;
 	CHECK_INT(uplink_time_parse(q.time, &ms), 0);
 	CHECK_INT(ms, 1556554877290LL);
