@@ -1,6 +1,7 @@
 /* sqlbackup: consistent copies of a SQLite database (see sqlbackup.h). */
 #include "sqlbackup.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -90,6 +92,93 @@ int sql_backup_dest_ok(const char *dest, char *err, size_t errlen)
 	return 0;
 }
 
+/* Whether name is base followed by ".tmp-" and the six letters or digits of mkstemp. */
+static bool is_leftover_of(const char *name, const char *base)
+{
+	size_t bl = strlen(base);
+	if (strncmp(name, base, bl) != 0 || strncmp(name + bl, ".tmp-", 5) != 0)
+		return false;
+	const char *x = name + bl + 5;
+	size_t n = 0;
+	for (; x[n]; n++)
+		if (!((x[n] >= 'a' && x[n] <= 'z') || (x[n] >= 'A' && x[n] <= 'Z') ||
+		      (x[n] >= '0' && x[n] <= '9')))
+			return false;
+	return n == 6;
+}
+
+/*
+ * Remove what interrupted copies to dest left beside it (their writer was killed between
+ * creating DEST.tmp-XXXXXX and renaming it): each holds every sealed key of the store.
+ * A copy being written is never touched: its writer holds a lock on it (flock) from
+ * creation to rename, and a file is removed only when that lock can be taken. Returns
+ * how many were removed.
+ */
+static int remove_leftovers(const char *dest)
+{
+	char dir[4096], base[4096];
+	if (snprintf(dir, sizeof(dir), "%s", dest) >= (int)sizeof(dir) ||
+	    snprintf(base, sizeof(base), "%s", dest) >= (int)sizeof(base))
+		return 0;
+	const char *d = dirname(dir), *b = basename(base);
+	DIR *dp = opendir(d);
+	if (!dp)
+		return 0;
+	int removed = 0;
+	struct dirent *e;
+	while ((e = readdir(dp))) {
+		if (!is_leftover_of(e->d_name, b))
+			continue;
+		int fd = openat(dirfd(dp), e->d_name,
+				O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+		struct stat sb;
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+		    flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dirfd(dp), e->d_name, 0) == 0) {
+			char journal[300];
+			if (snprintf(journal, sizeof(journal), "%s-journal", e->d_name) <
+			    (int)sizeof(journal))
+				unlinkat(dirfd(dp), journal, 0);
+			removed++;
+		}
+		close(fd);
+	}
+	closedir(dp);
+	return removed;
+}
+
+/*
+ * Create the temporary copy's file next to dest (template in tmp), mode 0600, and lock it
+ * for as long as *ret_fd stays open, so that remove_leftovers() never takes it for an
+ * interrupted copy's. 0 or a negative errno.
+ */
+static int create_locked(char *tmp, int *ret_fd)
+{
+	size_t len = strlen(tmp);
+	for (int tries = 0; tries < 8; tries++) {
+		memcpy(tmp + len - 6, "XXXXXX", 6);
+		int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
+		if (fd < 0)
+			return -errno;
+		struct stat mine, now;
+		if (fchmod(fd, 0600) < 0 || flock(fd, LOCK_EX) < 0) {
+			int e = -errno;
+			close(fd);
+			unlink(tmp);
+			return e;
+		}
+		/* Another backup's sweep may have removed it before the lock was ours. */
+		if (fstat(fd, &mine) == 0 && stat(tmp, &now) == 0 && mine.st_ino == now.st_ino &&
+		    mine.st_dev == now.st_dev) {
+			*ret_fd = fd;
+			return 0;
+		}
+		close(fd);
+	}
+	return -EAGAIN;
+}
+
 int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, char *err,
 		  size_t errlen)
 {
@@ -104,19 +193,13 @@ int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, 
 	int bad = sql_backup_dest_ok(dest, why, sizeof(why));
 	if (bad < 0)
 		return fail(err, errlen, bad, "%s %s", dest, why);
-	int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
-	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot create %s: %s", tmp, strerror(errno));
-	if (fchmod(fd, 0600) < 0) {
-		int e = -errno;
-		close(fd);
-		unlink(tmp);
-		return fail(err, errlen, e, "cannot set the mode of %s: %s", tmp, strerror(-e));
-	}
-	close(fd);
+	int leftovers = remove_leftovers(dest);
+	int lock_fd = -1; /* held until the copy is renamed or removed */
+	int e = create_locked(tmp, &lock_fd);
+	if (e < 0)
+		return fail(err, errlen, e, "cannot create %s: %s", tmp, strerror(-e));
 
 	sqlite3 *db = NULL;
-	int e = 0;
 	int rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE, NULL);
 	if (rc != SQLITE_OK) {
 		e = fail(err, errlen, sql_errno(db, rc), "cannot open %s: %s", tmp,
@@ -167,6 +250,7 @@ int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, 
 			 strerror(errno));
 		goto out;
 	}
+	close(lock_fd);
 	e = sql_backup_sync_dir(dest);
 	if (e < 0) {
 		fail(err, errlen, e, "cannot sync the directory of %s: %s", dest, strerror(-e));
@@ -176,6 +260,7 @@ int sql_backup_db(sqlite3 *src, const char *dest, struct sql_backup_info *info, 
 		info->bytes = (uint64_t)sb.st_size;
 		info->pages = pages;
 		info->ms = (clock_now_us() - t0) / 1000u;
+		info->leftovers = (unsigned)leftovers;
 	}
 	return 0;
 out:
@@ -185,6 +270,7 @@ out:
 	char journal[4200];
 	snprintf(journal, sizeof(journal), "%s-journal", tmp);
 	unlink(journal);
+	close(lock_fd);
 	return e;
 }
 

@@ -12,6 +12,7 @@ struct sql_backup_info {
 	uint64_t bytes; /* size of the copy */
 	uint64_t pages; /* database pages copied */
 	uint64_t ms;	/* time taken */
+	unsigned leftovers; /* interrupted copies to dest removed first (see sql_backup_db) */
 };
 
 /*
@@ -20,7 +21,9 @@ struct sql_backup_info {
  * writing in WAL mode). The copy is written to a temporary file created mode 0600 next
  * to dest, switched to rollback-journal mode (a single self-contained file), checked
  * with PRAGMA integrity_check, fsynced and renamed over dest; the directory is fsynced.
- * On failure nothing is left at dest or beside it (an earlier copy at dest stays).
+ * On failure nothing is left at dest or beside it (an earlier copy at dest stays). The
+ * temporary file is locked (flock) from its creation to its rename; one that a killed
+ * copy to the same dest left (DEST.tmp-XXXXXX, unlocked) is removed before the next copy.
  * src must not be in a write transaction of its own (SQLite refuses: -EBUSY). Blocking:
  * call it off the event loop. 0 with *info filled (info may be NULL), or a negative errno and a
  * reason.

@@ -514,9 +514,12 @@ static void backup_done(evutil_socket_t fd, short what, void *arg)
 	} else {
 		char msg[600], bytes[32];
 		snprintf(msg, sizeof(msg),
-			 "store backed up to %s (%llu bytes, %llu pages, %llu ms)", j->dest,
+			 "store backed up to %s (%llu bytes, %llu pages, %llu ms)%s", j->dest,
 			 (unsigned long long)j->info.bytes, (unsigned long long)j->info.pages,
-			 (unsigned long long)j->info.ms);
+			 (unsigned long long)j->info.ms,
+			 j->info.leftovers ? "; removed the unfinished copy an interrupted "
+					     "backup had left beside it"
+					   : "");
 		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)j->info.bytes);
 		log_event(LOG_NOTICE, LOG_ID_BACKUP, msg, "BACKUP_PATH", j->dest, "OUTCOME", "ok",
 			  "BYTES", bytes, NULL);

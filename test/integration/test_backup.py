@@ -2,6 +2,7 @@
 activating; mode 0600, integrity checked, consistent, refused where it would do harm."""
 
 import os
+import shutil
 import pathlib
 import subprocess
 import secrets
@@ -87,6 +88,23 @@ class Backup(TpadTestCase):
         leftovers = [f for f in os.listdir(self.tmp) if ".tmp-" in f]
         self.assertEqual(leftovers, [])
         self.assertIn("store backed up to", d.log_text())
+
+    def test_a_killed_backups_copy_goes_with_the_next_backup(self):
+        """A backup whose tpad was killed before its rename leaves PATH.tmp-XXXXXX, a full
+        copy holding every sealed key: the next backup to PATH removes it, and says so."""
+        d = self.daemon().start()
+        path = os.path.join(self.tmp, "line.db")
+        left = path + ".tmp-Q7x2Lm"
+        shutil.copyfile(d.store, left)
+        with open(left + "-journal", "wb"):
+            pass
+        d.tpactl("--socket", d.admin, "backup", path, check=0)
+        self.assertFalse(os.path.exists(left))
+        self.assertFalse(os.path.exists(left + "-journal"))
+        self.assertTrue(os.path.exists(path))
+        self.assertIn("removed the unfinished copy an interrupted backup had left beside it",
+                      d.log_text())
+        self.assertEqual([f for f in os.listdir(self.tmp) if ".tmp-" in f], [])
 
     def test_refusals(self):
         d = self.daemon().start()

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,6 +76,36 @@ int main(void)
 	CHECK_INT(sqlite3_exec(db, "DELETE FROM t WHERE x > 100", NULL, NULL, NULL), SQLITE_OK);
 	CHECK_INT(sql_backup_path(db_path, dest, &info, err, sizeof(err)), 0);
 	CHECK_INT(count(dest), 100);
+
+	/*
+	 * What a killed copy to dest left (DEST.tmp-XXXXXX, its journal) goes before the next
+	 * copy; a copy being written (its file locked) stays, and so does every other name.
+	 */
+	char left[300], leftj[320], live[300], other[300], short5[300];
+	snprintf(left, sizeof(left), "%s.tmp-AbC123", dest);
+	snprintf(leftj, sizeof(leftj), "%s-journal", left);
+	snprintf(live, sizeof(live), "%s.tmp-Zz9999", dest);
+	snprintf(other, sizeof(other), "%s/other.db.tmp-AbC123", dir);
+	snprintf(short5, sizeof(short5), "%s.tmp-AbC12", dest);
+	const char *made[] = {left, leftj, live, other, short5};
+	for (size_t i = 0; i < sizeof(made) / sizeof(made[0]); i++) {
+		FILE *m = fopen(made[i], "w");
+		CHECK(m != NULL);
+		if (m)
+			fclose(m);
+	}
+	int live_fd = open(live, O_RDONLY);
+	CHECK(live_fd >= 0 && flock(live_fd, LOCK_EX) == 0);
+	CHECK_INT(sql_backup_path(db_path, dest, &info, err, sizeof(err)), 0);
+	CHECK_INT((int)info.leftovers, 1);
+	CHECK(access(left, F_OK) < 0 && access(leftj, F_OK) < 0);
+	CHECK(access(live, F_OK) == 0 && access(other, F_OK) == 0 && access(short5, F_OK) == 0);
+	CHECK_INT(count(dest), 100);
+	CHECK_INT(sql_backup_path(db_path, dest, &info, err, sizeof(err)), 0);
+	CHECK_INT((int)info.leftovers, 0);
+	close(live_fd);
+	for (size_t i = 2; i < sizeof(made) / sizeof(made[0]); i++)
+		unlink(made[i]);
 
 	/* Before a migration: from the migrating connection, before its transaction. */
 	char pre[512];
