@@ -1061,6 +1061,11 @@ int conf_validate_url(const char *v, char *why, size_t whylen)
 		return 0;
 	if (redact_uri_has_userinfo(v, false))
 		return user_refused(why, whylen);
+	if (strchr(v, '#')) {
+		snprintf(why, whylen,
+			 "has a #fragment, which no HTTP request carries: remove it from the URL");
+		return -EINVAL;
+	}
 	snprintf(why, whylen, "is not https://host[:port][/path] or http://host[:port][/path]");
 	return -EINVAL;
 }

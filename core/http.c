@@ -771,8 +771,9 @@ int http_url_parse(const char *url, struct http_url *ret)
 		return -EINVAL;
 	if (strlen(s) >= sizeof(u.path))
 		return -EINVAL;
+	/* A request-target has no #fragment (RFC 9112 3.2): it would go on the wire. */
 	for (const char *c = s; *c; c++)
-		if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+		if ((unsigned char)*c <= 0x20 || *c == 0x7f || *c == '#')
 			return -EINVAL;
 	strcpy(u.path, s);
 	*ret = u;

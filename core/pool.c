@@ -428,13 +428,16 @@ static void session_error(struct session *s, const char *reason)
 
 /*
  * The connection failed or timed out: settle or re-queue its request, close, count it
- * for the breaker if asked, and schedule a reconnect with backoff.
+ * for the breaker if asked, and schedule a reconnect with backoff. A request the server
+ * received and never answered (a reset, a close, a time-out) counts as a bad answer: the
+ * server is reachable and fails its requests, so a new connection proves nothing.
  */
 static void session_fail(struct session *s, int err, const char *reason, bool counts)
 {
 	struct pool *p = s->pool;
 	struct pool_req *r = s->req;
 	bool was_connecting = s->state < S_READY;
+	bool unanswered = r && s->sent;
 
 	session_error(s, reason);
 	s->req = NULL;
@@ -468,7 +471,7 @@ static void session_fail(struct session *s, int err, const char *reason, bool co
 		}
 	}
 	if (counts)
-		breaker_failure(p, false);
+		breaker_failure(p, unanswered);
 	/* fail_unreachable: a client that retries on its own hears at once, not at its
 	 * request's time-out, that the server cannot be reached now. */
 	if (was_connecting && counts && p->o.fail_unreachable && !any_session_up(p))
@@ -1133,6 +1136,23 @@ struct pool *pool_free(struct pool *p)
 	tls_ctx_free(p->tls);
 	free(p);
 	return NULL;
+}
+
+void pool_fail_all(struct pool *p, int err, const char *reason)
+{
+	for (unsigned i = 0; i < p->n_sessions; i++) {
+		struct session *s = &p->sessions[i];
+		struct pool_req *r = s->req;
+		if (!r)
+			continue;
+		s->req = NULL;
+		session_close(s);
+		session_schedule(s, 0);
+		req_finish(r, err, s->sent, reason);
+	}
+	struct pool_req *r;
+	while ((r = TAILQ_FIRST(&p->queue)))
+		req_finish(r, err, false, reason);
 }
 
 /* Queue a request, or settle it at once (from the loop) while the breaker is open. */

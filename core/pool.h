@@ -89,6 +89,14 @@ struct pool *pool_new(struct event_base *base, const struct pool_options *o, cha
 /* Close every session and drop queued requests without calling their callbacks. */
 struct pool *pool_free(struct pool *p);
 
+/*
+ * End every request now, queued or on a session, with err and reason (sent as it stands:
+ * a request that went out may have arrived); the sessions that carried one are closed
+ * and reconnect as usual. The callbacks run later from the loop, as always. For an owner
+ * that stops and must answer its callers before it does.
+ */
+void pool_fail_all(struct pool *p, int err, const char *reason);
+
 /* Whether pool_submit() would queue a request now (else it answers -EBUSY). */
 bool pool_has_room(const struct pool *p);
 

@@ -34,6 +34,11 @@
 #define MAX_PENDING (256u * 1024u) /* bytes queued to a slow reader before pausing it */
 #define SWEEP_MS 1000		   /* how often idle streams check that the client is there */
 #define RECENT 4096		   /* newest uplinks kept encoded for the streams (a ring) */
+/*
+ * And at most this many bytes of them, whatever their size (tunnel.max-body allows 1 MiB
+ * an uplink): a stream further behind reads the journal, as it does past RECENT uplinks.
+ */
+#define RECENT_BYTES (8u * 1024u * 1024u)
 
 /* One Uplinks stream. */
 struct sub {
@@ -58,6 +63,7 @@ struct asapi {
 	/* The ring of recent uplinks: n entries from head (oldest) on, seqs increasing. */
 	struct recent ring[RECENT];
 	size_t head, n;
+	size_t bytes; /* the ring's texts */
 	struct sub *subs;
 	unsigned n_subs;
 	struct dl_call *calls; /* SendDownlink calls waiting for the LRC */
@@ -98,6 +104,18 @@ static void ring_clear(struct asapi *a)
 		ring_at(a, i)->text = NULL;
 	}
 	a->head = a->n = 0;
+	a->bytes = 0;
+}
+
+/* Free the ring's oldest uplink. */
+static void ring_drop_oldest(struct asapi *a)
+{
+	struct recent *e = ring_at(a, 0);
+	a->bytes -= e->len;
+	free(e->text);
+	e->text = NULL;
+	a->head = (a->head + 1) % RECENT;
+	a->n--;
 }
 
 void asapi_remember(struct asapi *a, struct tunnel_uplink *ups, size_t n)
@@ -109,12 +127,10 @@ void asapi_remember(struct asapi *a, struct tunnel_uplink *ups, size_t n)
 			ring_clear(a);
 			continue;
 		}
-		if (a->n == RECENT) {
-			free(ring_at(a, 0)->text);
-			a->head = (a->head + 1) % RECENT;
-			a->n--;
-		}
+		while (a->n && (a->n == RECENT || a->bytes + ups[i].len > RECENT_BYTES))
+			ring_drop_oldest(a);
 		*ring_at(a, a->n++) = (struct recent){ups[i].seq, ups[i].text, ups[i].len};
+		a->bytes += ups[i].len;
 		ups[i].text = NULL;
 	}
 }

@@ -55,6 +55,7 @@ struct downlink {
 	uint32_t sessions;   /* the pool's */
 	uint32_t timeout_ms; /* the pool's: for the wait, then again once given to a session */
 	uint64_t latency_ms; /* the LRC's recent answer time (a moving average; 0: none yet) */
+	const char *cut;     /* downlink_cut()'s reason: nothing more is sent */
 	struct downlink_stats stats;
 };
 
@@ -320,8 +321,9 @@ static void pool_done(const struct pool_result *pr, void *arg)
  */
 static void not_sent(struct dl_req *q, int err)
 {
-	char reason[128];
-	snprintf(reason, sizeof(reason), "not sent, its FCntDn spent: %s", strerror(-err));
+	char reason[300];
+	snprintf(reason, sizeof(reason), "not sent, its FCntDn spent: %s",
+		 err == -ECANCELED && q->d->cut ? q->d->cut : strerror(-err));
 	const struct downlink_result r = {
 	    .err = err, .fcnt_dn = q->fcnt_dn, .answer = "", .reason = reason};
 	finish(q->d, q->dev_eui, q->fcnt_dn, &r, q->done, q->arg);
@@ -410,7 +412,7 @@ static void inflight_add(struct downlink *d, struct dl_req *q)
 static void release_held(struct downlink *d)
 {
 	struct dl_req *q;
-	while (pool_has_room(d->pool) && (q = next_held(d))) {
+	while (!d->cut && pool_has_room(d->pool) && (q = next_held(d))) {
 		q->held = false;
 		d->held--;
 		int r = submit(d, q);
@@ -437,6 +439,11 @@ static bool room_for_one(const struct downlink *d)
  */
 static void counter_taken(struct downlink *d, struct dl_req *q)
 {
+	if (d->cut) {
+		req_unlink(q);
+		not_sent(q, -ECANCELED);
+		return;
+	}
 	int r = payload_encrypt(q);
 	if (r == 0 && (behind(d, q) || !pool_has_room(d->pool))) {
 		q->held = true;
@@ -488,7 +495,7 @@ static int send_one(struct downlink *d, const char *dev_eui, int fport, const ui
 		    size_t n, bool confirmed, downlink_done_fn *done, void *arg, char *why,
 		    size_t whylen)
 {
-	if (!d->pool)
+	if (!d->pool || d->cut)
 		return -ENOTCONN;
 	if (n > DOWNLINK_MAX_PAYLOAD || fport < 1 || fport > 223)
 		return -EINVAL;
@@ -555,6 +562,23 @@ int downlink_send(struct downlink *d, const char *dev_eui, int fport, const uint
 	if (r < 0)
 		d->stats.refused++;
 	return r;
+}
+
+void downlink_cut(struct downlink *d, const char *reason)
+{
+	if (!d || d->cut)
+		return;
+	d->cut = reason;
+	for (struct dl_req *q = d->inflight, *next; q; q = next) {
+		next = q->next;
+		if (!q->held)
+			continue; /* at the pool (failed below), or taking (ends once taken) */
+		q->held = false;
+		d->held--;
+		req_unlink(q);
+		not_sent(q, -ECANCELED);
+	}
+	pool_fail_all(d->pool, -ECANCELED, reason);
 }
 
 void downlink_get_stats(const struct downlink *d, struct downlink_stats *ret)

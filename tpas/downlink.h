@@ -56,6 +56,15 @@ typedef void downlink_done_fn(const struct downlink_result *r, void *arg);
 struct downlink *downlink_new(struct event_base *base, const struct downlink_options *o,
 			      struct journal *j, char *err, size_t errlen);
 
+/*
+ * Stopping: end every downlink in flight now through its callback, with reason (those
+ * given to the LRC as having no answer, their FCntDn spent and possibly delivered; those
+ * held as not sent, their FCntDn spent), each logged with its DevEUI and FCntDn. A
+ * counter being taken meanwhile ends the same way once it is committed; downlink_send()
+ * refuses from then on (-ENOTCONN).
+ */
+void downlink_cut(struct downlink *d, const char *reason);
+
 /* Close the link; requests in flight are dropped without their callbacks. Accepts NULL. */
 struct downlink *downlink_free(struct downlink *d);
 

@@ -40,6 +40,11 @@
 
 /* How long SIGTERM waits for calls in flight (downlinks) before closing clients anyway. */
 #define STOP_TIMEOUT_MS 15000
+/*
+ * Before that, the downlinks still without the LRC's answer are ended (LrcFailed, each
+ * logged with its FCntDn), so that their callers hear it in the time left.
+ */
+#define STOP_CUT_MS (STOP_TIMEOUT_MS - 1000)
 /* How often STATUS= is refreshed and old uplinks are pruned. */
 #define STATUS_PERIOD_S 1
 #define PRUNE_PERIOD_S 3600
@@ -545,6 +550,13 @@ static void note_tls_files(struct tpas *t)
 	daemon_file_note(&t->tls_files[3], "webhook.ca-file", NULL, c->webhook_ca_file);
 }
 
+/* Stopping, and the LRC has not answered every downlink yet: end those now. */
+static void stop_cut_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tpas *t = arg;
+	downlink_cut(t->downlink, "tpas stopped before the LRC answered");
+}
+
 /* SIGTERM / SIGINT: stop the tunnel and the sockets, end streams, finish downlinks, exit 0. */
 static void stop_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -562,6 +574,10 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	asapi_stop(t->api);
 	server_stop(t->srv, STOP_TIMEOUT_MS, drained_cb, t);
+	t->stop_cut = evtimer_new(t->base, stop_cut_cb, t);
+	struct timeval tv = {.tv_sec = STOP_CUT_MS / 1000, .tv_usec = (STOP_CUT_MS % 1000) * 1000};
+	if (!t->stop_cut || evtimer_add(t->stop_cut, &tv) < 0)
+		stop_cut_cb(-1, 0, t); /* no timer: end them now rather than never */
 }
 
 /* Descriptors the configured limits may take, against RLIMIT_NOFILE: a warning if short. */
@@ -759,6 +775,8 @@ out:
 	asapi_free(t.api);
 	server_free(t.srv);
 	downlink_free(t.downlink);
+	if (t.stop_cut)
+		event_free(t.stop_cut);
 	webhook_free(t.webhook);
 	journal_free(t.journal);
 	if (store_lock >= 0)

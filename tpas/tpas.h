@@ -31,6 +31,7 @@ struct tpas {
 	struct webhook *webhook; /* NULL without webhook.url */
 	uint64_t started_us;	 /* monotonic */
 	bool stopping;
+	struct event *stop_cut;	     /* stopping: downlinks still unanswered are ended then */
 	bool pruned;		     /* the journal was pruned since start (by the LRC's clock) */
 	bool prune_waited;	     /* said that pruning waits for the LRC's clock */
 	struct {		     /* the prune under way, a step at a time */

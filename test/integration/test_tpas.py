@@ -1152,6 +1152,32 @@ class Journal(TpasCase):
         s.add_device(DEV, astk)
         self.assertEqual(s.uplink(DEV, b"after rejoin"), (200, {"seq": 2, "duplicate": False}))
 
+    def test_the_uplinks_kept_for_streams_are_bounded_in_bytes(self):
+        """tpas keeps the newest uplinks encoded for the following streams: at most 4,096
+        and at most 8 MiB of them, whatever tunnel.max-body lets an uplink weigh (it was
+        4,096 of any size, with or without a stream: 900 KB uplinks took 900 KB each). A
+        stream from further back reads the journal and misses none."""
+        t = self.tpas()
+        self.tunnel_conf(t, "max-body = 1M\n")
+        t.start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+
+        def rss_kb():
+            with open(f"/proc/{t.proc.pid}/status") as f:
+                return int(next(x for x in f if x.startswith("VmRSS:")).split()[1])
+        before = rss_kb()
+        big = {"CustomerData": {"blob": "x" * 900000}}
+        for i in range(28):  # 25 MB of uplinks
+            self.assertEqual(s.uplink(DEV, b"%02d" % i, extra=big)[0], 200)
+        if os.environ.get("TPAD_SANITIZE", "none") == "none":  # ASan keeps freed memory
+            self.assertLess(rss_kb() - before, 16 * 1024)
+        ups = t.uplinks()
+        self.assertEqual([u["seq"] for u in ups], list(range(1, 29)))
+        self.assertEqual(ups[-1]["payload"], b"27".hex().upper())
+        self.assertEqual(len(ups[0]["radio"]["CustomerData"]["blob"]), 900000)
+
     def test_replays_with_unsigned_fields_changed_are_replays(self):
         """The Token signs the query before it and some body fields only: a replay that
         brings a fresh Time after the Token, another AppSKey field or another FCntDn is
@@ -2877,6 +2903,51 @@ class Signals(TpasCase):
         """An admin looking at top -H sees which thread of tpas is busy."""
         t = self.tpas().start()
         self.assertEqual(thread_names(t.proc.pid), ["sqlwriter", "tpas"])
+
+    def test_sigterm_answers_a_downlink_the_lrc_never_answers(self):
+        """SIGTERM waits for downlinks in flight, 15 s at most: one the LRC has not
+        answered after 14 s (an lrc.request-timeout above that) is answered LrcFailed, its
+        FCntDn spent, and logged, before tpas exits 0. The caller's connection used to be
+        closed without a reply (and, under ASan, the call leaked)."""
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        taken = []
+
+        def silent_lrc():  # reads each request, never answers
+            try:
+                while True:
+                    c, _ = srv.accept()
+                    taken.append(c)
+                    c.recv(65536)
+            except OSError:
+                pass
+        threading.Thread(target=silent_lrc, daemon=True).start()
+        self.addCleanup(srv.close)
+        t = self.tpas(lrc_url=f"http://127.0.0.1:{srv.getsockname()[1]}")
+        with open(t.conf) as f:
+            conf = f.read()
+        with open(t.conf, "w") as f:
+            f.write(conf.replace("request-timeout = 5s", "request-timeout = 45s"))
+        t.start()
+        s = self.lrc(t)
+        s.add_device(DEV, self.import_astk(t))
+        self.assertEqual(s.uplink(DEV, b"up")[0], 200)
+        app = Client(t.apps, timeout=60)
+        self.addCleanup(app.close)
+        app.send("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "01"})
+        wait_for(lambda: taken, 10, "the LRC to take the downlink")
+        t0 = time.monotonic()
+        t.proc.send_signal(signal.SIGTERM)
+        reply = app.recv()
+        self.assertEqual(reply.get("error"), "io.tpad.AS.LrcFailed", reply)
+        self.assertEqual(reply["parameters"]["fCntDn"], 0)
+        self.assertIn("tpas stopped before the LRC answered", reply["parameters"]["reason"])
+        self.assertEqual(t.proc.wait(30), 0)
+        self.assertLess(time.monotonic() - t0, 16)
+        t.proc = None
+        t.log.close()
+        self.assertRegex(t.log_text(), f"downlink to {DEV} FCntDn 0: .*tpas stopped before")
 
     def test_sighup_reloads_the_limits_and_cuts_nothing(self):
         """SIGHUP (systemctl reload tpas, logrotate) killed tpas at once: it re-reads the

@@ -199,6 +199,9 @@ int main(void)
 	CHECK_INT(conf_validate_origin_url("https://line1@h", why, sizeof(why)), -EINVAL);
 	CHECK(strstr(why, "holds user:password@") != NULL);
 	CHECK_INT(conf_validate_url("https://h/a@b", why, sizeof(why)), 0);
+	/* A #fragment would be sent in the request line: refused, and said why. */
+	CHECK_INT(conf_validate_url("http://127.0.0.1:8080/hook#frag", why, sizeof(why)), -EINVAL);
+	CHECK(strstr(why, "#fragment") != NULL);
 	CHECK_INT(conf_validate_origin_url("https://h:99999", why, sizeof(why)), -EINVAL);
 	CHECK(strstr(why, "user") == NULL);
 	return tap_done();

@@ -371,6 +371,7 @@ static void test_url(void)
 
 	u.port = 7;
 	CHECK_INT(http_url_parse("ftp://x", &u), -EINVAL);
+	CHECK_INT(http_url_parse("http://h/hook#frag", &u), -EINVAL);
 	CHECK_INT(u.port, 7);
 	CHECK_INT(http_url_parse("https://", &u), -EINVAL);
 	CHECK_INT(http_url_parse("https://h:0", &u), -EINVAL);

@@ -694,6 +694,50 @@ static void test_breaker_by_answers(void)
 	config_free(&c);
 }
 
+/*
+ * A server that drops each connection once it has the request, without an answer (an
+ * https:// server behind an http:// URL, say): every reconnect succeeds at once, yet the
+ * breaker these failures open stays open for its cool-down, as for 5xx answers.
+ */
+static void test_breaker_by_lost_answers(void)
+{
+	struct sim s;
+	struct config c;
+	char err[256] = "";
+	CHECK_INT(sim_start(&s, 0, false, NULL), 0);
+	test_config(&c, "https", s.port, 1);
+	c.upstream_breaker_threshold = 3;
+	c.upstream_breaker_cooldown_ms = 3000;
+	struct tpa *t = tpa_new(base, &c, err, sizeof(err));
+	CHECK(t != NULL);
+	if (!t) {
+		sim_stop(&s);
+		config_free(&c);
+		return;
+	}
+	RUN_UNTIL(up(t) == 1, 5000);
+	sim_faults(&s, "{\"drop_before_import\":1}");
+	unsigned failed_fast = 0, lost = 0;
+	for (unsigned i = 0; i < 8; i++) {
+		struct tpa_result r = import_wait(t, 300 + i);
+		if (strstr(r.reason, "breaker")) {
+			failed_fast++;
+			continue;
+		}
+		lost++;
+		RUN_UNTIL(up(t) == 1, 3000); /* reconnected: that closed the breaker before */
+	}
+	CHECK_INT(lost, 3);
+	CHECK_INT(failed_fast, 5);
+	struct tpa_counters tc;
+	tpa_get_counters(t, &tc);
+	CHECK_INT(tc.pool.breaker, POOL_BREAKER_OPEN);
+	CHECK_INT(up(t), 1);
+	tpa_free(t);
+	sim_stop(&s);
+	config_free(&c);
+}
+
 /* A bounded queue: overflow is refused at once; latency shows in the status. */
 static void test_queue(void)
 {
@@ -944,6 +988,7 @@ int main(int argc, char **argv)
 	test_breaker();
 	test_fail_unreachable();
 	test_breaker_by_answers();
+	test_breaker_by_lost_answers();
 	test_queue();
 	test_oauth2();
 	test_dns();
