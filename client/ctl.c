@@ -328,6 +328,18 @@ int ctl_wrong_socket(struct ctl *c, const char *method, json_t *reply)
 
 int ctl_call(struct ctl *c, const char *method, json_t *params, bool json_out, json_t **ret_params)
 {
+	/*
+	 * Checked by the protocol's own table first (proto_validate(), as the daemon does):
+	 * a value it would refuse is a usage error, and one over limits.max-message is never
+	 * sent (the daemon would close the connection without an answer).
+	 */
+	const struct method_spec *m = proto_method_find(method);
+	struct proto_fault fault;
+	if (m && params && proto_validate(m, params, &fault) < 0) {
+		fprintf(stderr, "tpactl: %s: %s %s\n", method, fault.parameter, fault.reason);
+		json_decref(params);
+		return CTL_EXIT_USAGE;
+	}
 	int r = ctl_send(c, method, params, false);
 	if (r < 0)
 		return r;

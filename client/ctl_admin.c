@@ -1262,7 +1262,7 @@ int ctl_retire(struct ctl *c, struct ctl_args *a)
 			 json_pack("{s:s, s:s}", "devEUI", a->argv[0], "reason", a->reason), a->json,
 			 &p);
 	if (r != 0)
-		return 1;
+		return r < 0 ? 1 : r;
 	if (a->json) {
 		ctl_print_json(p);
 	} else {

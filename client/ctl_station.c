@@ -123,7 +123,12 @@ static int station_open(struct ctl *c, tpad_client **ret)
 {
 	struct tpad_error err;
 	if (tpad_client_open(c->path, CTL_CALL_TIMEOUT_MS, ret, &err) < 0) {
-		fprintf(stderr, "tpactl: %s\n", err.message);
+		/* The library's own hint is left out: the one below says more. */
+		if (err.sys_errno)
+			fprintf(stderr, "tpactl: cannot connect to %s: %s\n", c->path,
+				strerror(err.sys_errno));
+		else
+			fprintf(stderr, "tpactl: %s\n", err.message);
 		ctl_connect_hint(err.sys_errno, CTL_STATION, c->path, "tpad");
 		return CTL_EXIT_CONNECT;
 	}

@@ -11,6 +11,8 @@
 
 #include "ctl.h"
 #include "hex.h"
+#include "message.h"
+#include "utf8.h"
 #include "tpad-build.h"
 #include "words.h"
 
@@ -449,6 +451,31 @@ static int check_values(const struct command *cmd, const struct ctl_args *a)
 		return usage_error(cmd->name, "--%s must be %zu hexadecimal digits, not '%s'",
 				   hexes[i].opt, hexes[i].digits, vals[i]);
 	}
+	/* What goes to the daemon is JSON text: bytes that are not UTF-8 cannot be sent. */
+	const struct {
+		const char *opt, *v;
+	} sent[] = {{"--serial", a->serial},
+		    {"--reason", a->reason},
+		    {"--printer", a->printer},
+		    {"--after", a->after},
+		    {"the path", strcmp(cmd->name, "backup") == 0 && a->argc ? a->argv[0] : NULL}};
+	for (size_t i = 0; i < sizeof(sent) / sizeof(sent[0]); i++)
+		if (sent[i].v && !utf8_valid(sent[i].v))
+			return usage_error(cmd->name,
+					   "%s is not UTF-8 text, which is all a call to tpad can "
+					   "carry",
+					   sent[i].opt);
+	if (a->serial) { /* Activate and Lookup send it: checked by the protocol's rule */
+		json_t *p =
+		    json_pack("{s:s, s:s}", "devEUI", "0000000000000000", "serial", a->serial);
+		struct proto_fault fault;
+		const struct method_spec *m = proto_method_find("io.tpad.Station.Activate");
+		int bad = p && m && proto_validate(m, p, &fault) < 0 &&
+			  strcmp(fault.parameter, "serial") == 0;
+		json_decref(p);
+		if (bad)
+			return usage_error(cmd->name, "--serial %s", fault.reason);
+	}
 	if (strcmp(cmd->name, "print") == 0 && !a->argc == !a->state)
 		return usage_error(cmd->name, "print takes a DevEUI or --state STATE (a batch), %s",
 				   a->argc ? "not both" : "one of them");
@@ -559,8 +586,13 @@ int main(int argc, char **argv)
 		return unknown_option(opts, argv[unknown], hint_cmd);
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, ":ho:", opts, NULL)) != -1) {
-		if (o >= OPT_DEV_EUI && o < OPT_DEV_EUI + 64)
+		if (o >= OPT_DEV_EUI && o < OPT_DEV_EUI + 64) {
+			/* Which one counts would be a guess (the DevEUI that gets a token...). */
+			if ((used & BIT(o)) && optarg)
+				return usage_error(hint_cmd, "--%s given twice: give it once",
+						   opt_name(opts, o));
 			used |= BIT(o);
+		}
 		switch (o) {
 		case 'h':
 			help = true;
@@ -569,12 +601,18 @@ int main(int argc, char **argv)
 			printf("tpactl %s\n", TPAD_VERSION);
 			return CTL_EXIT_OK;
 		case OPT_SOCKET:
+			if (!*optarg)
+				return usage_error(hint_cmd, "--socket needs a path, not \"\"");
+			if (socket_path)
+				return usage_error(hint_cmd, "--socket given twice: give it once");
 			socket_path = optarg;
 			break;
 		case OPT_JSON:
 			a.json = true;
 			break;
 		case 'o':
+			if (used_o)
+				return usage_error(hint_cmd, "-o given twice: give it once");
 			a.output = optarg;
 			used_o = true;
 			break;

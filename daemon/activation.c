@@ -522,7 +522,8 @@ static void commit_foreign(struct job *j, const char *how)
 	j->res.foreign = true;
 	snprintf(j->res.reason, sizeof(j->res.reason),
 		 "the cloud holds this device from an import not ours (%s): another line, the "
-		 "console or another key; nothing imported; to take it: tpactl adopt %s",
+		 "console, another key, or ours before a store restore; nothing imported; to "
+		 "take it: tpactl adopt %s",
 		 how, j->rec.dev_eui);
 	last_error_set(&j->rec, j->res.reason);
 	commit(j, on_failed);

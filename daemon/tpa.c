@@ -129,7 +129,7 @@ const char *tpa_outcome_name(enum tpa_outcome o)
 	case TPA_UNKNOWN:
 		return "unknown";
 	case TPA_NOT_FOUND:
-		return "not-found";
+		return "not_found";
 	default:
 		return "invalid";
 	}

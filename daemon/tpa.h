@@ -135,7 +135,7 @@ void tpa_status_line(struct tpa *t, char *buf, size_t len);
 /* Fill *ret with counters. */
 void tpa_get_counters(const struct tpa *t, struct tpa_counters *ret);
 
-/* "ok", "rejected", "conflict", "unavailable", "unknown", "not-found". */
+/* "ok", "rejected", "conflict", "unavailable", "unknown", "not_found". */
 const char *tpa_outcome_name(enum tpa_outcome o);
 
 /*

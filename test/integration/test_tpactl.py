@@ -161,6 +161,23 @@ class Help(TpadTestCase):
             # A value that looks like an option is a value.
             (("activate", "--serial", "--dev-eui"), "activate needs --dev-eui",
              "Try 'tpactl help activate'."),
+            # An empty --socket is no path; an option given twice is a guess to make.
+            (("--socket", "", "status"), '--socket needs a path, not ""',
+             "Try 'tpactl help status'."),
+            (("activate", "--dev-eui", "0123456789ABCDEF", "--dev-eui", "0123456789ABCDEE",
+              "--tkm-info", TKM), "--dev-eui given twice: give it once",
+             "Try 'tpactl help activate'."),
+            (("devices", "--state", "ISSUED", "--state", "PENDING"), "--state given twice",
+             "Try 'tpactl help devices'."),
+            (("--socket", "/a", "--socket", "/b", "status"), "--socket given twice",
+             "Try 'tpactl help status'."),
+            # Checked by the protocol's rule, and as text, before anything is sent.
+            (("activate", "--dev-eui", "0123456789ABCDEF", "--serial", "S" * 65),
+             "--serial must be 1 to 64 of", "Try 'tpactl help activate'."),
+            (("backup", b"/var/lib/tpad/copy-\xff.db"),
+             "the path is not UTF-8 text", "Try 'tpactl help backup'."),
+            (("retire", "0123456789ABCDEF", "--reason", b"bad \xff"),
+             "--reason is not UTF-8 text", "Try 'tpactl help retire'."),
         ]
         for args, first, hint in cases:
             with self.subTest(args=args):
@@ -254,6 +271,33 @@ class Sockets(TpadTestCase):
                     self.assertIn(f"{path} is {kind}, not tpad's socket", p.stderr)
                     self.assertIn(f"{which}.socket in tpad.conf", p.stderr)
                     self.assertNotIn("not running", p.stderr)
+
+    def test_a_stale_socket_is_said_once(self):
+        """A socket file a killed tpad left: why, and what to do, once each (the station
+        commands said it twice, through libtpad-client's words and tpactl's)."""
+        import socket
+        path = os.path.join(self.tmp, "stale.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.close()
+        for args in (("status",), ("lookup", "--dev-eui", "0123456789ABCDEF")):
+            with self.subTest(args=args):
+                p = run("--socket", path, *args)
+                self.assertEqual(p.returncode, 3, p.stderr)
+                self.assertEqual(p.stderr.splitlines(), [
+                    f"tpactl: cannot connect to {path}: Connection refused",
+                    "Nothing listens there: tpad is not running (systemctl start tpad)."])
+
+    def test_a_value_the_call_cannot_carry_is_a_usage_error(self):
+        """A --reason over Retire's 200 characters is refused by tpactl, exit 2, before it
+        is sent: one over limits.max-message was answered by a closed connection only."""
+        d = self.daemon().start()
+        for reason in ("r" * 201, "r" * 70000):
+            p = d.tpactl("--socket", d.admin, "retire", "0123456789ABCDEF", "--reason", reason)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("reason must be 1 to 200", p.stderr)
+            self.assertNotIn("Connection reset", p.stderr)
+        self.assertNotIn("Retire", d.log_text())
 
     def test_status_of_a_tpad_that_does_not_answer(self):
         """A tpad that is stopped (SIGSTOP, a debugger) takes the connection in its

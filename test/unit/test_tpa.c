@@ -319,7 +319,7 @@ int main(void)
 	test_import_body();
 	test_oauth2();
 	CHECK_STR(tpa_outcome_name(TPA_UNKNOWN), "unknown");
-	CHECK_STR(tpa_outcome_name(TPA_NOT_FOUND), "not-found");
+	CHECK_STR(tpa_outcome_name(TPA_NOT_FOUND), "not_found"); /* as activations' label */
 	config_free(&cfg);
 	return tap_done();
 }
