@@ -648,94 +648,61 @@ static void test_fail_unreachable(void)
 }
 
 /*
- * 5xx answers that each close their connection (a load balancer with no backend): the
+ * Failures of requests that reached the server, each on a connection it then closed:
+ * 5xx answers (a load balancer with no backend), or no answer at all (a server that drops
+ * each connection once it has the request: an https:// server behind an http:// URL). The
  * breaker they open stays open for its cool-down although every reconnect succeeds (it
  * was closed by the next handshake, and every request went on reaching the server).
  */
 static void test_breaker_by_answers(void)
 {
-	struct sim s;
-	struct config c;
-	char err[256] = "";
-	CHECK_INT(sim_start(&s, 0, false, NULL), 0);
-	test_config(&c, "https", s.port, 1);
-	c.upstream_breaker_threshold = 3;
-	c.upstream_breaker_cooldown_ms = 3000;
-	struct tpa *t = tpa_new(base, &c, err, sizeof(err));
-	CHECK(t != NULL);
-	if (!t) {
-		sim_stop(&s);
-		config_free(&c);
-		return;
-	}
-	RUN_UNTIL(up(t) == 1, 5000);
-	sim_faults(&s, "{\"rate_5xx\":1,\"reset_after\":1}");
-	unsigned failed_fast = 0, answered = 0;
-	long long hs = sim_counter(&s, "handshakes");
-	for (unsigned i = 0; i < 10; i++) {
-		struct tpa_result r = import_wait(t, 200 + i);
-		CHECK_INT(r.outcome, TPA_UNAVAILABLE);
-		if (strstr(r.reason, "breaker"))
-			failed_fast++;
-		if (r.http_status != 503)
-			continue;
-		answered++;
-		/* The server closed that connection: the next request goes on a new one. */
-		RUN_UNTIL(sim_counter(&s, "handshakes") > hs && up(t) == 1, 3000);
-		hs = sim_counter(&s, "handshakes");
-	}
-	CHECK_INT(answered, 3); /* then the breaker: nothing reaches the server */
-	CHECK_INT(failed_fast, 7);
-	struct tpa_counters tc;
-	tpa_get_counters(t, &tc);
-	CHECK_INT(tc.pool.breaker, POOL_BREAKER_OPEN);
-	tpa_free(t);
-	sim_stop(&s);
-	config_free(&c);
-}
-
-/*
- * A server that drops each connection once it has the request, without an answer (an
- * https:// server behind an http:// URL, say): every reconnect succeeds at once, yet the
- * breaker these failures open stays open for its cool-down, as for 5xx answers.
- */
-static void test_breaker_by_lost_answers(void)
-{
-	struct sim s;
-	struct config c;
-	char err[256] = "";
-	CHECK_INT(sim_start(&s, 0, false, NULL), 0);
-	test_config(&c, "https", s.port, 1);
-	c.upstream_breaker_threshold = 3;
-	c.upstream_breaker_cooldown_ms = 3000;
-	struct tpa *t = tpa_new(base, &c, err, sizeof(err));
-	CHECK(t != NULL);
-	if (!t) {
-		sim_stop(&s);
-		config_free(&c);
-		return;
-	}
-	RUN_UNTIL(up(t) == 1, 5000);
-	sim_faults(&s, "{\"drop_before_import\":1}");
-	unsigned failed_fast = 0, lost = 0;
-	for (unsigned i = 0; i < 8; i++) {
-		struct tpa_result r = import_wait(t, 300 + i);
-		if (strstr(r.reason, "breaker")) {
-			failed_fast++;
-			continue;
+	static const struct {
+		const char *faults;
+		int status; /* of each failed request: 503, or 0 for none */
+	} kinds[] = {{"{\"rate_5xx\":1,\"reset_after\":1}", 503},
+		     {"{\"drop_before_import\":1}", 0}};
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		struct sim s;
+		struct config c;
+		char err[256] = "";
+		CHECK_INT(sim_start(&s, 0, false, NULL), 0);
+		test_config(&c, "https", s.port, 1);
+		c.upstream_breaker_threshold = 3;
+		c.upstream_breaker_cooldown_ms = 3000;
+		struct tpa *t = tpa_new(base, &c, err, sizeof(err));
+		CHECK(t != NULL);
+		if (!t) {
+			sim_stop(&s);
+			config_free(&c);
+			return;
 		}
-		lost++;
-		RUN_UNTIL(up(t) == 1, 3000); /* reconnected: that closed the breaker before */
+		RUN_UNTIL(up(t) == 1, 5000);
+		sim_faults(&s, kinds[k].faults);
+		unsigned failed_fast = 0, reached = 0;
+		long long hs = sim_counter(&s, "handshakes");
+		for (unsigned i = 0; i < 10; i++) {
+			struct tpa_result r = import_wait(t, 200 + 20 * (unsigned)k + i);
+			if (strstr(r.reason, "breaker")) {
+				CHECK_INT(r.outcome, TPA_UNAVAILABLE);
+				failed_fast++;
+				continue;
+			}
+			CHECK_INT(r.http_status, kinds[k].status);
+			reached++;
+			/* The server closed that connection: the next request goes on a new one. */
+			RUN_UNTIL(sim_counter(&s, "handshakes") > hs && up(t) == 1, 3000);
+			hs = sim_counter(&s, "handshakes");
+		}
+		CHECK_INT(reached, 3); /* then the breaker: nothing reaches the server */
+		CHECK_INT(failed_fast, 7);
+		struct tpa_counters tc;
+		tpa_get_counters(t, &tc);
+		CHECK_INT(tc.pool.breaker, POOL_BREAKER_OPEN);
+		CHECK_INT(up(t), 1);
+		tpa_free(t);
+		sim_stop(&s);
+		config_free(&c);
 	}
-	CHECK_INT(lost, 3);
-	CHECK_INT(failed_fast, 5);
-	struct tpa_counters tc;
-	tpa_get_counters(t, &tc);
-	CHECK_INT(tc.pool.breaker, POOL_BREAKER_OPEN);
-	CHECK_INT(up(t), 1);
-	tpa_free(t);
-	sim_stop(&s);
-	config_free(&c);
 }
 
 /* A bounded queue: overflow is refused at once; latency shows in the status. */
@@ -988,7 +955,6 @@ int main(int argc, char **argv)
 	test_breaker();
 	test_fail_unreachable();
 	test_breaker_by_answers();
-	test_breaker_by_lost_answers();
 	test_queue();
 	test_oauth2();
 	test_dns();
