@@ -129,6 +129,8 @@ static bool looks_like_path(const char *v)
 		return strchr(v, '.') != NULL;
 	char dir[PATH_MAX];
 	size_t n = (size_t)(slash - v);
+	while (n > 0 && v[n - 1] == '/') /* "//x": its directory is / too */
+		n--;
 	if (n == 0 || n >= sizeof(dir))
 		return false;
 	memcpy(dir, v, n);

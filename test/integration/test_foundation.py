@@ -436,11 +436,14 @@ class Config(TpadTestCase):
     def test_a_secret_written_in_its_file_directive_is_not_echoed(self):
         """The key itself where its file's path belongs (upstream.psk = KEY mistaken for
         upstream.psk-file = KEY): refused without writing the key to the journal."""
-        # Base64 can begin with a slash: such a value is no path unless its directory exists.
+        # Base64 can begin with a slash, or two: such a value is no path unless its
+        # directory exists (with "//", a random key's first character was a slash one run
+        # in 64, and the key was echoed).
         slashed = "/" + base64.b64encode(os.urandom(24)).decode()
         for directive, name, key in (("upstream.psk-file", "tpa-psk", secrets.token_hex(16)),
                                      ("store.key-file", "store-key", secrets.token_hex(32)),
-                                     ("upstream.psk-file", "tpa-psk", slashed)):
+                                     ("upstream.psk-file", "tpa-psk", slashed),
+                                     ("upstream.psk-file", "tpa-psk", "/" + slashed)):
             d = self.daemon(upstream_url="https://127.0.0.1:9",
                             conf_extra=f"{directive} = {key}")
             for args in (("--check-config",), ()):

@@ -125,7 +125,8 @@ int main(void)
 	 */
 	char missing[600];
 	snprintf(missing, sizeof(missing), "%s/missing-key", dir);
-	const char *hidden[] = {"0a0b0c0d", "/Zk3x+AbCdEf", "/Zk3x/AbC+dEf", "/", "Zk3x/AbC+dEf"};
+	const char *hidden[] = {"0a0b0c0d",	"/Zk3x+AbCdEf", "/Zk3x/AbC+dEf", "/",
+				"Zk3x/AbC+dEf", "//poHFJz1T07", "///Zk3x"}; /* (in /, not a path) */
 	for (size_t i = 0; i < sizeof(hidden) / sizeof(hidden[0]); i++) {
 		cred_explain(-ENOENT, "tpa-psk", hidden[i], why, sizeof(why));
 		CHECK(strstr(why, "names no file") != NULL);
