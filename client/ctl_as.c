@@ -281,7 +281,13 @@ static int as_call(struct ctl *c, const char *method, json_t *params, bool json_
 
 static void print_import(json_t *r)
 {
-	printf("ASTK stored as id %lld\n", (long long)json_integer_value(json_object_get(r, "id")));
+	long long id = (long long)json_integer_value(json_object_get(r, "id"));
+	if (json_is_true(json_object_get(r, "existing")))
+		printf("ASTK already stored as id %lld (the same key, label and scope): nothing "
+		       "added\n",
+		       id);
+	else
+		printf("ASTK stored as id %lld\n", id);
 }
 
 static void print_send(json_t *r)

@@ -661,22 +661,23 @@ static void h_import_astk(struct asapi *a, struct req *r)
 		return;
 	}
 	int64_t id = 0;
+	bool existing = false;
 	rc = journal_astk_add(a->t->journal, label ? label : "", customer ? customer : "", dev,
-			      astk, &id);
+			      astk, &id, &existing);
 	cred_wipe(astk, sizeof(astk));
 	if (rc < 0) {
 		req_error(r, "io.tpad.ASAdmin.StoreFailed",
 			  json_pack("{s:s}", "reason", strerror(-rc)));
 		return;
 	}
-	char msg[200], ids[24];
-	snprintf(msg, sizeof(msg),
-		 "ASTK %" PRId64 " imported (label '%s', CustomerID '%s', DevEUI '%s')", id,
+	char msg[240], ids[24];
+	snprintf(msg, sizeof(msg), "ASTK %" PRId64 " %s (label '%s', CustomerID '%s', DevEUI '%s')",
+		 id, existing ? "imported again: the same key, nothing added" : "imported",
 		 label ? label : "", customer ? customer : "", dev);
 	snprintf(ids, sizeof(ids), "%" PRId64, id);
 	log_event(LOG_NOTICE, LOG_ID_AS_ASTK, msg, "ASTK_ID", ids, "LABEL", label ? label : "",
 		  "CUSTOMER_ID", customer ? customer : "", "DEVEUI", dev, NULL);
-	req_reply(r, json_pack("{s:I}", "id", (json_int_t)id), false);
+	req_reply(r, json_pack("{s:I, s:b}", "id", (json_int_t)id, "existing", existing), false);
 }
 
 static void h_list_astks(struct asapi *a, struct req *r)

@@ -86,6 +86,7 @@ static const char key_check_aad[] = "tpas store key check v1";
 
 enum stmt_id {
 	ST_ASTK_ADD,
+	ST_ASTK_EXACT,
 	ST_ASTK_LABEL,
 	ST_ASTK_SCOPE,
 	ST_SESSION_FIND,
@@ -116,6 +117,10 @@ enum stmt_id {
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_ASTK_ADD] = "INSERT INTO astk (label, customer_id, dev_eui, sealed, created_ms)"
 		    " VALUES (?, ?, ?, ?, ?)",
+    /* The newest of exactly this label and scope (an import of the same key again). */
+    [ST_ASTK_EXACT] =
+	"SELECT id, label, customer_id, dev_eui, sealed FROM astk"
+	" WHERE label = ? AND customer_id = ? AND dev_eui = ? ORDER BY id DESC LIMIT 1",
     [ST_ASTK_LABEL] = "SELECT id, label, customer_id, dev_eui, sealed FROM astk"
 		      " WHERE label = ? ORDER BY id DESC LIMIT 1",
     /* Device scope first, then customer scope, then unscoped; newest first in each. */
@@ -778,9 +783,33 @@ static int col_key(struct journal *j, sqlite3_stmt *s, int i, const char *aad,
 }
 
 int journal_astk_add(struct journal *j, const char *label, const char *customer_id,
-		     const char *dev_eui, const uint8_t astk[AS_KEY_LEN], int64_t *ret_id)
+		     const char *dev_eui, const uint8_t astk[AS_KEY_LEN], int64_t *ret_id,
+		     bool *ret_existing)
 {
 	char aad[256];
+	if (ret_existing)
+		*ret_existing = false;
+	/* Already the newest of its label and scope: nothing to add (its id is the answer). */
+	sqlite3_stmt *x = stmt(j, ST_ASTK_EXACT);
+	sqlite3_bind_text(x, 1, label, -1, SQLITE_STATIC);
+	sqlite3_bind_text(x, 2, customer_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(x, 3, dev_eui, -1, SQLITE_STATIC);
+	if (sqlite3_step(x) == SQLITE_ROW) {
+		uint8_t have[AS_KEY_LEN];
+		aad_astk(aad, sizeof(aad), col_text(x, 1), col_text(x, 2), col_text(x, 3));
+		bool same = col_key(j, x, 4, aad, have) == 0 && ascrypto_key_equal(have, astk);
+		int64_t id = sqlite3_column_int64(x, 0);
+		cred_wipe(have, sizeof(have));
+		if (same) {
+			sqlite3_reset(x);
+			if (ret_id)
+				*ret_id = id;
+			if (ret_existing)
+				*ret_existing = true;
+			return 0;
+		}
+	}
+	sqlite3_reset(x);
 	uint8_t sealed[AS_KEY_LEN + SEAL_OVERHEAD];
 	aad_astk(aad, sizeof(aad), label, customer_id, dev_eui);
 	int r = seal_encrypt(j->seal, (const uint8_t *)aad, strlen(aad), astk, AS_KEY_LEN, sealed,

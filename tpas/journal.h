@@ -84,9 +84,14 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 /* Close. Accepts NULL; returns NULL. */
 struct journal *journal_free(struct journal *j);
 
-/* Store an ASTK sealed, with its optional KEK label and scope ("" for any). */
+/*
+ * Store an ASTK sealed, with its optional KEK label and scope ("" for any). When the same
+ * key is already the newest of exactly that label and scope, nothing is added: *ret_id is
+ * its id and *ret_existing true (ret_existing may be NULL).
+ */
 int journal_astk_add(struct journal *j, const char *label, const char *customer_id,
-		     const char *dev_eui, const uint8_t astk[AS_KEY_LEN], int64_t *ret_id);
+		     const char *dev_eui, const uint8_t astk[AS_KEY_LEN], int64_t *ret_id,
+		     bool *ret_existing);
 
 /*
  * The ASTK for an uplink: with a label, the newest with that label; otherwise the newest

@@ -91,8 +91,8 @@ static void setup(void)
 	t.base = event_base_new();
 	require(t.base != NULL, "event base");
 	require(journal_open(path, store_key, &t.journal, err, sizeof(err)) == 0, err);
-	require(journal_astk_add(t.journal, "", "", "", astk, NULL) == 0, "ASTK");
-	require(journal_astk_add(t.journal, "kek", "", "", astk, NULL) == 0, "labelled ASTK");
+	require(journal_astk_add(t.journal, "", "", "", astk, NULL, NULL) == 0, "ASTK");
+	require(journal_astk_add(t.journal, "kek", "", "", astk, NULL, NULL) == 0, "labelled ASTK");
 	t.srv = server_new(t.base, &cfg.limits, asapi_call, &t);
 	require(t.srv != NULL, "server");
 	t.api = asapi_new(&t);

@@ -29,8 +29,8 @@ static void setup(void)
 	char err[256];
 	if (journal_open(":memory:", store_key, &j, err, sizeof(err)) < 0)
 		abort();
-	journal_astk_add(j, "", "", "", astk, NULL);
-	journal_astk_add(j, "kek", "", "", astk, NULL);
+	journal_astk_add(j, "", "", "", astk, NULL, NULL);
+	journal_astk_add(j, "kek", "", "", astk, NULL, NULL);
 	const struct tunnel_options o = {.key = KEY, .max_deviation_ms = 0, .max_body = 65536};
 	if (tunnel_new(NULL, &o, j, NULL, NULL, &t, err, sizeof(err)) < 0)
 		abort();

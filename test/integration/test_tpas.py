@@ -1101,6 +1101,28 @@ class Tunnel(TpasCase):
         got = {u["devEUI"]: bytes.fromhex(u["payload"]) for u in t.uplinks()}
         self.assertEqual(got, {d: d.encode() for d in (DEV, DEV2, "3333333333333333")})
 
+    def test_the_same_astk_imported_again_adds_nothing(self):
+        """An admin who runs the same import-astk twice (a script run again) gets the id
+        the key already has, said so, and ListASTKs shows it once; the same key for
+        another scope is another ASTK."""
+        t = self.tpas().start()
+        enc = encrypt_astk(self.public_pem, os.urandom(16))
+        first = t.tpactl("as", "import-astk", enc, check=0).stdout
+        m = re.search(r"ASTK stored as id (\d+)", first)
+        self.assertIsNotNone(m, first)
+        again = t.tpactl("as", "import-astk", enc, check=0).stdout
+        self.assertIn(f"ASTK already stored as id {m.group(1)} (the same key, label and "
+                      "scope): nothing added", again)
+        with Client(t.admin) as c:
+            self.assertEqual(c.call("io.tpad.ASAdmin.ImportASTK", {"encryptedASKey": enc}),
+                             {"id": int(m.group(1)), "existing": True})
+            self.assertEqual(len(c.call("io.tpad.ASAdmin.ListASTKs")["astks"]), 1)
+            other = c.call("io.tpad.ASAdmin.ImportASTK",
+                           {"encryptedASKey": enc, "customerID": "777"})
+            self.assertFalse(other["existing"])
+            self.assertEqual(len(c.call("io.tpad.ASAdmin.ListASTKs")["astks"]), 2)
+        self.assertIn("imported again: the same key, nothing added", t.log_text())
+
     def test_a_scope_no_uplink_can_match_is_refused_at_import(self):
         """A label or CustomerID an uplink's field could never hold is refused by name."""
         t = self.tpas().start()

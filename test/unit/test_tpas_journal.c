@@ -66,9 +66,9 @@ static void test_keys_and_scopes(void)
 	memset(c, 0xC3, 16);
 	int64_t id;
 	CHECK_INT(journal_astk_find(j, "", "42", "0000000000000001", got, &id), -ENOENT);
-	CHECK_INT(journal_astk_add(j, "", "", "", a, &id), 0);
-	CHECK_INT(journal_astk_add(j, "", "42", "", b, &id), 0);
-	CHECK_INT(journal_astk_add(j, "kek", "", "", c, &id), 0);
+	CHECK_INT(journal_astk_add(j, "", "", "", a, &id, NULL), 0);
+	CHECK_INT(journal_astk_add(j, "", "42", "", b, &id, NULL), 0);
+	CHECK_INT(journal_astk_add(j, "kek", "", "", c, &id, NULL), 0);
 	CHECK_INT(journal_astk_find(j, "", "7", "0000000000000001", got, NULL), 0);
 	CHECK(memcmp(got, a, 16) == 0);
 	CHECK_INT(journal_astk_find(j, "", "42", "0000000000000001", got, NULL), 0);
@@ -76,6 +76,25 @@ static void test_keys_and_scopes(void)
 	CHECK_INT(journal_astk_find(j, "kek", "42", "0000000000000001", got, NULL), 0);
 	CHECK(memcmp(got, c, 16) == 0);
 	CHECK_INT(journal_astk_find(j, "other", "42", "0000000000000001", got, NULL), -ENOENT);
+	/* The same key again for the same label and scope: its id, nothing added. Another
+	 * key, then the first one again: each the newest in turn (a rotation back). */
+	int64_t id_b = id, id2;
+	bool existing;
+	CHECK_INT(journal_astk_find(j, "", "42", "", got, &id_b), 0);
+	CHECK_INT(journal_astk_add(j, "", "42", "", b, &id2, &existing), 0);
+	CHECK(existing);
+	CHECK_INT(id2, id_b);
+	CHECK_INT(journal_astk_add(j, "", "43", "", b, &id2, &existing), 0); /* another scope */
+	CHECK(!existing && id2 != id_b);
+	CHECK_INT(journal_astk_add(j, "", "42", "", a, &id2, &existing), 0);
+	CHECK(!existing);
+	CHECK_INT(journal_astk_add(j, "", "42", "", b, &id2, &existing), 0);
+	CHECK(!existing);
+	CHECK_INT(journal_astk_find(j, "", "42", "0000000000000001", got, NULL), 0);
+	CHECK(memcmp(got, b, 16) == 0);
+	json_t *listed = journal_astk_list(j);
+	CHECK_INT((int)json_array_size(listed), 6);
+	json_decref(listed);
 
 	/* Sessions: the newest key decrypts; FCntDn only goes up and survives a reopen. */
 	struct as_session s = session_of("0000000000000001", "01020304", 0x11, 1000, 3);
@@ -112,7 +131,7 @@ static void test_keys_and_scopes(void)
 	CHECK_INT(journal_fcnt_dn_take(j, newest, &f1), 0);
 	CHECK_INT(f1, 5);
 	json_t *l = journal_astk_list(j);
-	CHECK_INT(json_array_size(l), 3);
+	CHECK_INT(json_array_size(l), 6); /* three, and three more from the imports again */
 	json_decref(l);
 	journal_free(j);
 	CHECK_INT(journal_open("/nonexistent/dir/x.db", store_key, &j, err, sizeof(err)), -ENOENT);
@@ -1128,7 +1147,7 @@ static void test_tunnel_process(void)
 	json_decref(ans);
 	uint8_t astk[16];
 	CHECK_INT(hex_decode("DBFB0939C448FF1FBF84E84D6AC8CE98", astk, 16), 0);
-	CHECK_INT(journal_astk_add(j, "", "", "", astk, NULL), 0);
+	CHECK_INT(journal_astk_add(j, "", "", "", astk, NULL, NULL), 0);
 	CHECK_INT(tunnel_process(t, q, body, strlen(body), now, &ans), 200);
 	CHECK_INT(json_integer_value(json_object_get(ans, "seq")), 1);
 	CHECK(json_is_false(json_object_get(ans, "duplicate")));
