@@ -22,14 +22,20 @@ _tpactl() {
 		COMPREPLY=($(compgen -W "L M Q H" -- "$cur"))
 		return ;;
 	--out)
-		COMPREPLY=($(compgen -d -- "$cur"))
+		# export's is a directory; as keygen's the private key's file.
+		if [[ " ${words[*]} " == *" as "* ]]; then
+			COMPREPLY=($(compgen -f -- "$cur"))
+		else
+			COMPREPLY=($(compgen -d -- "$cur"))
+		fi
 		return ;;
-	-o|--output|--failures|--config|--tpad)
+	-o|--output|--failures|--config|--tpad|--manifest|--signer|--dev-eui-map)
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return ;;
 	--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--scale|--margin|\
-	--concurrency|--limit|--interval|--printer|--copies|--to|--after)
-		return ;;
+	--concurrency|--limit|--interval|--printer|--copies|--to|--after|--reason|--bits|\
+	--label|--customer-id|--port|--payload)
+		return ;; # a value of its own: no option names offered for it
 	esac
 
 	local cmd= i
@@ -37,7 +43,8 @@ _tpactl() {
 		case ${words[i]} in
 		--socket|--dev-eui|--join-eui|--tkm-info|--app-key|--serial|--profile-id|--format|\
 		--scale|--margin|--ec-level|--concurrency|--failures|--out|--state|--limit|-o|--output|\
-		--printer|--copies|--interval|--to|--config|--tpad|--after)
+		--printer|--copies|--interval|--to|--config|--tpad|--after|--reason|--bits|--manifest|\
+		--signer|--dev-eui-map)
 			((i++)) ;;
 		-*) ;;
 		*) cmd=${words[i]}; break ;;

@@ -258,6 +258,7 @@ struct sqlite_reader {
 
 struct sqlite_store {
 	char *path;
+	bool copy; /* a copy to restore (--restore-store), not the store itself */
 	char instance[65];
 	int lock_fd; /* flock()ed while open: one tpad per store */
 	struct event_base *base;
@@ -1046,6 +1047,15 @@ static int store_key_check(struct sqlite_store *s, char *err, size_t errlen)
 /* The store's refusal of a newer schema; -ENOTSUP. */
 static int store_newer(struct sqlite_store *s, int64_t version, char *err, size_t errlen)
 {
+	if (s->copy) { /* --restore-store: nothing of the running store is wrong */
+		store_set_err(err, errlen,
+			      "%s: schema version %lld is newer than this tpad supports (%d): a "
+			      "newer tpad made this copy; restore it with that tpad, or restore a "
+			      "copy of schema %d or older",
+			      s->path, (long long)version, STORE_SCHEMA_VERSION,
+			      STORE_SCHEMA_VERSION);
+		return -ENOTSUP;
+	}
 	/* A rollback meets this: say the two ways out (tpad(8), FILES). */
 	store_set_err(err, errlen,
 		      "%s: schema version %lld is newer than this tpad supports (%d); "
@@ -1086,7 +1096,7 @@ int sqlite_store_check(const struct store_options *o, char *err, size_t errlen)
 {
 	if (access(o->path, F_OK) < 0)
 		return 0; /* made at the first start */
-	struct sqlite_store s = {.path = (char *)o->path};
+	struct sqlite_store s = {.path = (char *)o->path, .copy = o->existing};
 	int e = seal_new(o->key, o->key_len, &s.seal);
 	if (e < 0) {
 		store_set_err(err, errlen, "%s: cannot set up AppKey sealing: %s", o->path,

@@ -688,6 +688,16 @@ int journal_open(const char *path, const uint8_t *store_key, struct journal **re
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(-r));
 		goto fail;
 	}
+	/* One an older install or a copy by hand left readable: its -wal and -shm would be
+	 * made with its mode. It holds uplinks and sealed keys. */
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 077) &&
+	    fchmod(fd, st.st_mode & 0700) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s: cannot restrict its mode: %s", path, strerror(-r));
+		close(fd);
+		goto fail;
+	}
 	if (fd >= 0)
 		close(fd);
 	int rc = sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);

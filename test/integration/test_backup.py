@@ -214,8 +214,17 @@ class Backup(TpadTestCase):
         db.execute("CREATE TABLE x (a)")
         db.commit()
         db.close()
+        # A copy a newer tpad made: said so, not a start's advice about the running store.
+        newer = os.path.join(self.tmp, "newer.db")
+        shutil.copyfile(copy, newer)
+        db = sqlite3.connect(newer)
+        db.execute("PRAGMA user_version = 9")
+        db.close()
         # What is not a whole copy of this line's store is refused, the store untouched.
         for bad, why in [(d.conf, "cannot be restored"), (copy + ".none", "No such file"),
+                         (newer, "newer.db: schema version 9 is newer than this tpad "
+                                 "supports (3): a newer tpad made this copy; restore it with "
+                                 "that tpad, or restore a copy of schema 3 or older"),
                          (empty, "empty.db is not a tpad store"),
                          (foreign, "foreign.db is not a tpad store (an empty database, or "
                                    "another program's): give a copy made by tpactl backup"),

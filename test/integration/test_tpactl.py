@@ -582,6 +582,14 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         self.assertIn("--ignore-unknown-columns", self.complete("tpactl import --"))
         self.assertIn("uplinks", self.complete("tpactl as "))
         self.assertIn("--payload", self.complete("tpactl as send --"))
+        # An option's value is not offered option names; as keygen --out takes a file.
+        for line in ("tpactl as send --port ", "tpactl as send --payload ",
+                     "tpactl as import-astk --label ", "tpactl retire --reason "):
+            self.assertEqual(self.complete(line), set(), line)
+        with open(os.path.join(self.tmp, "as-rsa-key.pem"), "w"):
+            pass
+        self.assertEqual(self.complete("tpactl as keygen --out as-"), {"as-rsa-key.pem"})
+        self.assertNotIn("as-rsa-key.pem", self.complete("tpactl export --out as-"))
         self.assertEqual(self.complete("tpactl store "), {"copy", "restore"})
         self.assertEqual(self.complete("tpactl store restore --"),
                          {"--config", "--tpad", "--socket", "--json", "--help", "--version"})

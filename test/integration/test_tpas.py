@@ -1174,6 +1174,19 @@ class Journal(TpasCase):
         s.add_device(DEV, astk)
         self.assertEqual(s.uplink(DEV, b"after rejoin"), (200, {"seq": 2, "duplicate": False}))
 
+    def test_a_journal_readable_by_others_is_restricted_at_start(self):
+        """A journal left 0644 (an older install, a copy under umask 022) is made 0600 at
+        start, as tpad does with its store: it holds uplinks and sealed keys, and SQLite
+        makes its -wal and -shm with its mode."""
+        t, s, astk = self.started()
+        t.stop()
+        db = os.path.join(t.workdir, "tpas.db")
+        os.chmod(db, 0o644)
+        t.start()
+        self.assertEqual(s.uplink(DEV, b"x")[0], 200)
+        for f in (db, db + "-wal", db + "-shm"):
+            self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o600, f)
+
     def test_the_uplinks_kept_for_streams_are_bounded_in_bytes(self):
         """tpas keeps the newest uplinks encoded for the following streams: at most 4,096
         and at most 8 MiB of them, whatever tunnel.max-body lets an uplink weigh (it was
