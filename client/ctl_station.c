@@ -285,8 +285,9 @@ static int station_call_raw(struct ctl *c, struct ctl_args *a, bool activate)
 			printer ? printer : "?", reason ? reason : "?");
 		/* Whether to activate again is the question: no, only the label is missing. */
 		fprintf(stderr,
-			"The device is %s and its token is valid; only the label is missing. Once "
-			"the printer is fixed: tpactl lookup --dev-eui %s --printer %s\n",
+			"The device is %s and its token is valid; only the label may be missing. "
+			"If it is, once the printer is fixed: tpactl lookup --dev-eui %s --printer "
+			"%s\n",
 			state ? state : "committed", eui ? eui : a->dev_eui,
 			printer ? printer : "NAME");
 		json_decref(reply);

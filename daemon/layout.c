@@ -17,6 +17,11 @@
 #include "utf8.h"
 
 #define QUIET 4		 /* modules of quiet zone on every side, always kept */
+/*
+ * The smallest module a scanner reads on a label: 0.25 mm (2 dots at 203 dpi). At one
+ * dot a module, a 10 mm code printed but read as nothing.
+ */
+#define MIN_MODULE_UM 250
 #define CAPTION_GAP_MM10 10 /* 1 mm between the quiet zone and the captions */
 /* Bumped whenever the drawing changes, so images kept by fingerprint are drawn again. */
 #define LAYOUT_REVISION 2
@@ -242,12 +247,16 @@ static int layout_place(const struct layout *l, int modules, struct geometry *g,
 	g->module = size > 0 ? size / (modules + 2 * QUIET) : 0;
 	if (g->module > QR_ZPL_MAG_MAX)
 		g->module = QR_ZPL_MAG_MAX; /* the largest ^BQ magnification */
-	if (g->module < 1) {
+	int min_module = (MIN_MODULE_UM * l->dpi + 25399) / 25400;
+	if (min_module < 1)
+		min_module = 1;
+	if (g->module < min_module) {
 		snprintf(err, errlen,
 			 "label.qr-size: a code of %d modules and its %d-module quiet zones needs "
-			 "%.1f mm at %d dpi; only %.1f mm are left",
-			 modules, QUIET, dots_to_mm(modules + 2 * QUIET, l->dpi), l->dpi,
-			 dots_to_mm(size > 0 ? size : 0, l->dpi));
+			 "%.1f mm at %d dpi (modules of %d dots, 0.25 mm, for a scanner to read "
+			 "it); only %.1f mm are left",
+			 modules, QUIET, dots_to_mm((modules + 2 * QUIET) * min_module, l->dpi),
+			 l->dpi, min_module, dots_to_mm(size > 0 ? size : 0, l->dpi));
 		return -EMSGSIZE;
 	}
 	g->box = (modules + 2 * QUIET) * g->module;
@@ -317,7 +326,8 @@ int layout_fields_fit(const struct layout *l, const char *text, const struct cap
 {
 	struct geometry g;
 	char line[CAPTION_MAX];
-	int modules = qr_image_modules(text, l->level);
+	/* As a ZPL printer may encode it (the larger code): what fits it fits every format. */
+	int modules = qr_image_modules_printer(text, l->level);
 	int r = modules < 0 ? modules : layout_place(l, modules, &g, err, errlen);
 	for (int i = 0; i < CONFIG_MAX_CAPTIONS && r == 0; i++)
 		if (l->captions[i])
@@ -793,8 +803,12 @@ int layout_doc_add_matrix(struct layout_doc *d, const char *qr_text, const uint8
 			return -EINVAL;
 		}
 	} else if (d->fmt == LAYOUT_ZPL) {
-		/* The printer encodes the code; only its size is needed here. */
-		modules = qr_image_modules(qr_text, d->level);
+		/*
+		 * The printer encodes the code (^BQ's automatic mode), perhaps all of it in byte
+		 * mode where ours mixes modes: room for the larger, or a code of more modules
+		 * than ours would run over the captions and off the label.
+		 */
+		modules = qr_image_modules_printer(qr_text, d->level);
 	} else {
 		size_t n;
 		modules = qr_matrix_encode(qr_text, d->level, own, sizeof(own), &n);

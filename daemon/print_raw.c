@@ -290,8 +290,11 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		if (n < 0) {
 			int e = errno;
-			conn_end(c, false, "the printer dropped the connection before taking the "
-					   "job (%ld bytes not taken): %s",
+			/* The bytes may have reached it, their acknowledgements not us: a
+			 * printer that reads the job and resets at once did print it. */
+			conn_end(c, false,
+				 "the printer dropped the connection with %ld bytes unacknowledged "
+				 "(%s): the label may have printed",
 				 conn_untaken(c), strerror(e));
 			return;
 		}

@@ -121,18 +121,20 @@ static inline bool qr_dark(const QRcode *code, int x, int y)
 }
 
 /* Encode text at level with libqrencode. */
+/* libqrencode's level for ours. */
+static const QRecLevel qr_levels[] = {
+    [QR_EC_L] = QR_ECLEVEL_L,
+    [QR_EC_M] = QR_ECLEVEL_M,
+    [QR_EC_Q] = QR_ECLEVEL_Q,
+    [QR_EC_H] = QR_ECLEVEL_H,
+};
+
 static int qr_encode(const char *text, enum qr_ec_level level, QRcode **ret)
 {
-	static const QRecLevel levels[] = {
-	    [QR_EC_L] = QR_ECLEVEL_L,
-	    [QR_EC_M] = QR_ECLEVEL_M,
-	    [QR_EC_Q] = QR_ECLEVEL_Q,
-	    [QR_EC_H] = QR_ECLEVEL_H,
-	};
 	if (!text || !*text || (unsigned)level > QR_EC_H)
 		return -EINVAL;
 	errno = 0;
-	QRcode *code = QRcode_encodeString(text, 0, levels[level], QR_MODE_8, 1);
+	QRcode *code = QRcode_encodeString(text, 0, qr_levels[level], QR_MODE_8, 1);
 	if (!code) {
 		if (errno == ERANGE)
 			return -EMSGSIZE;
@@ -389,6 +391,34 @@ int qr_image_modules(const char *text, enum qr_ec_level level)
 	r = code->width;
 	QRcode_free(code);
 	return r;
+}
+
+int qr_image_modules_printer(const char *text, enum qr_ec_level level)
+{
+	int ours = qr_image_modules(text, level);
+	if (ours < 0)
+		return ours;
+	/* Text of the alphanumeric set all in that mode, any other text all in byte mode:
+	 * what an encoder that does not mix modes makes of it. */
+	size_t n = strlen(text);
+	bool alnum = n > 0;
+	for (size_t i = 0; i < n && alnum; i++)
+		alnum = strchr("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:", text[i]) != NULL;
+	QRinput *in = QRinput_new2(0, qr_levels[level]);
+	if (!in)
+		return -ENOMEM;
+	errno = 0;
+	QRcode *code = NULL;
+	if (QRinput_append(in, alnum ? QR_MODE_AN : QR_MODE_8, (int)n,
+			   (const unsigned char *)text) == 0)
+		code = QRcode_encodeInput(in);
+	int e = errno;
+	QRinput_free(in);
+	if (!code)
+		return e == ERANGE ? -EMSGSIZE : -ENOMEM;
+	int whole = code->width;
+	QRcode_free(code);
+	return whole > ours ? whole : ours;
 }
 
 /* Parse a format name. */

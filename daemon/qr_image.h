@@ -94,6 +94,13 @@ int qr_matrix_render(const uint8_t *m, size_t len, const char *text, const struc
 /* Number of modules per side of text's code at level (21..177), or a negative errno. */
 int qr_image_modules(const char *text, enum qr_ec_level level);
 
+/*
+ * The modules per side of the largest code a printer that encodes the text itself could
+ * make of it (ZPL's ^BQ): ours (modes mixed), or the text in one mode, alphanumeric if it
+ * is all of that set, else byte, whichever is larger.
+ */
+int qr_image_modules_printer(const char *text, enum qr_ec_level level);
+
 /* Parse "png", "svg", "zpl", "text", "pdf" or "none"; returns 0 or -EINVAL. */
 int qr_format_from_string(const char *s, enum qr_format *ret);
 

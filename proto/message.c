@@ -715,7 +715,7 @@ static int check_value(struct vctx *v, const struct param_spec *spec, json_t *va
 					 "\"none\"");
 		}
 		json_t *ec = json_object_get(val, "ecLevel");
-		if (json_is_string(ec) && !one_of(json_string_value(ec), ec_levels, false)) {
+		if (json_is_string(ec) && !one_of(json_string_value(ec), ec_levels, true)) {
 			param_name(sub, sizeof(sub), "%s.ecLevel", name);
 			return fault_set(v->fault, v->error, sub,
 					 "must be \"L\", \"M\", \"Q\" or \"H\"");

@@ -187,6 +187,23 @@ static void test_fit(void)
 	CHECK_INT(layout_new(&c.label, 0, 0, 0, QR_EC_M, &l, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "label.qr-size") && strstr(err, "quiet zone"));
 	config_free(&c);
+	/* Room for one dot a module only: printed, but no scanner reads it (0.25 mm least). */
+	CHECK_INT(load(&c, "[label]\nqr-size = 10\n", err, sizeof(err)), 0);
+	CHECK_INT(layout_new(&c.label, 0, 0, 0, QR_EC_M, &l, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "label.qr-size") && strstr(err, "modules of 2 dots, 0.25 mm"));
+	config_free(&c);
+	CHECK_INT(load(&c, "[label]\nqr-size = 12\n", err, sizeof(err)), 0);
+	CHECK_INT(layout_new(&c.label, 0, 0, 0, QR_EC_M, &l, err, sizeof(err)), 0);
+	layout_free(l);
+	config_free(&c);
+	/* A ZPL printer encodes the text itself, perhaps all in byte mode: room for that. */
+	CHECK_INT(qr_image_modules("LW:D0:ACME", QR_EC_M), 21);
+	CHECK(qr_image_modules_printer("ACME:70B3D5AABBCCDD04:0000000000000000:00000000:8FCC69C6"
+				       "65105F16339EFD20880BD065:SN1:{x}",
+				       QR_EC_M) >
+	      qr_image_modules("ACME:70B3D5AABBCCDD04:0000000000000000:00000000:8FCC69C6"
+			       "65105F16339EFD20880BD065:SN1:{x}",
+			       QR_EC_M));
 
 	/* A long serial that does not fit at render time: -EMSGSIZE naming the line. */
 	CHECK_INT(load(&c, "", err, sizeof(err)), 0);

@@ -224,7 +224,10 @@ static void test_validate(void)
 		     "qr.scale", "must be an integer");
 	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"margin\":-1}}", ST,
 		     "qr.margin", "must be between 0 and 16");
-	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"ecLevel\":\"m\"}}", ST,
+	/* Either case, as tpad.conf's qr.ec-level and tpactl's --ec-level take it. */
+	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"ecLevel\":\"m\"}}", ST, NULL,
+		     NULL);
+	expect_valid(act, "{\"devEUI\":\"0123456789abcdef\",\"qr\":{\"ecLevel\":\"x\"}}", ST,
 		     "qr.ecLevel", NULL);
 
 	const char *imp = "io.tpad.Admin.Import";
