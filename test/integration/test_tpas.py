@@ -2947,14 +2947,22 @@ class Signals(TpasCase):
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
         srv.listen(4)
-        taken = []
+        conns, taken = [], []  # taken: the requests read (the pool connects at start)
+
+        def read_one(c):
+            try:
+                data = c.recv(65536)
+                if data:
+                    taken.append(data)
+            except OSError:
+                pass
 
         def silent_lrc():  # reads each request, never answers
             try:
                 while True:
                     c, _ = srv.accept()
-                    taken.append(c)
-                    c.recv(65536)
+                    conns.append(c)
+                    threading.Thread(target=read_one, args=(c,), daemon=True).start()
             except OSError:
                 pass
         threading.Thread(target=silent_lrc, daemon=True).start()
@@ -2971,7 +2979,8 @@ class Signals(TpasCase):
         app = Client(t.apps, timeout=60)
         self.addCleanup(app.close)
         app.send("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "01"})
-        wait_for(lambda: taken, 10, "the LRC to take the downlink")
+        wait_for(lambda: any(b"/downlink" in d for d in taken), 10,
+                 "the LRC to take the downlink")
         t0 = time.monotonic()
         t.proc.send_signal(signal.SIGTERM)
         reply = app.recv()
