@@ -365,9 +365,12 @@ class Faults(Base):
         again = self.run_devices_list(list(out))
         # A device whose import may still land stays unknown until upstream.settle-after
         # (10 s here) has passed since its last attempt; then it settles, never twice.
+        # Answers lost in a row open the breaker for its cool-down (a reconnect does not
+        # close it): UpstreamUnavailable, which a station retries too.
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
-            unknown = [e for e, v in again.items() if v == "io.tpad.Station.OutcomeUnknown"]
+            unknown = [e for e, v in again.items() if v in (
+                "io.tpad.Station.OutcomeUnknown", "io.tpad.Station.UpstreamUnavailable")]
             if not unknown:
                 break
             time.sleep(1)
