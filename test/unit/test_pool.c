@@ -327,24 +327,36 @@ static const char *session_field(json_t *st, size_t i, const char *name)
 	    json_object_get(json_array_get(json_object_get(st, "sessions"), i), name));
 }
 
+/*
+ * tpa_new() with c against the simulator s, then wait up to ms for n sessions to be up.
+ * NULL on failure, said, with s stopped and c freed.
+ */
+static struct tpa *tpa_up(struct sim *s, struct config *c, unsigned n, unsigned ms)
+{
+	char err[256] = "";
+	struct tpa *t = tpa_new(base, c, err, sizeof(err));
+	CHECK(t != NULL);
+	if (!t) {
+		fprintf(stderr, "tpa_new: %s\n", err);
+		sim_stop(s);
+		config_free(c);
+		return NULL;
+	}
+	RUN_UNTIL(up(t) == n, ms);
+	return t;
+}
+
 /* Warm-up, keep-alive, answers, faults, idle close with resumption, server restart. */
 static void test_tls(void)
 {
 	struct sim s;
 	struct config c;
-	char err[256] = "";
 
 	CHECK_INT(sim_start(&s, 0, false, NULL), 0);
 	test_config(&c, "https", s.port, 3);
-	struct tpa *t = tpa_new(base, &c, err, sizeof(err));
-	CHECK(t != NULL);
-	if (!t) {
-		fprintf(stderr, "tpa_new: %s\n", err);
-		sim_stop(&s);
-		config_free(&c);
+	struct tpa *t = tpa_up(&s, &c, 3, 5000);
+	if (!t)
 		return;
-	}
-	RUN_UNTIL(up(t) == 3, 5000);
 	CHECK_INT(up(t), 3);
 	CHECK_INT(sim_counter(&s, "handshakes"), 3);
 
@@ -664,19 +676,13 @@ static void test_breaker_by_answers(void)
 	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 		struct sim s;
 		struct config c;
-		char err[256] = "";
 		CHECK_INT(sim_start(&s, 0, false, NULL), 0);
 		test_config(&c, "https", s.port, 1);
 		c.upstream_breaker_threshold = 3;
 		c.upstream_breaker_cooldown_ms = 3000;
-		struct tpa *t = tpa_new(base, &c, err, sizeof(err));
-		CHECK(t != NULL);
-		if (!t) {
-			sim_stop(&s);
-			config_free(&c);
+		struct tpa *t = tpa_up(&s, &c, 1, 5000);
+		if (!t)
 			return;
-		}
-		RUN_UNTIL(up(t) == 1, 5000);
 		sim_faults(&s, kinds[k].faults);
 		unsigned failed_fast = 0, reached = 0;
 		long long hs = sim_counter(&s, "handshakes");
@@ -710,20 +716,14 @@ static void test_queue(void)
 {
 	struct sim s;
 	struct config c;
-	char err[256] = "";
 	const char *extra[] = {"--latency-ms", "200", NULL};
 
 	CHECK_INT(sim_start(&s, 0, true, extra), 0);
 	test_config(&c, "http", s.port, 1);
 	c.upstream_queue = 2;
-	struct tpa *t = tpa_new(base, &c, err, sizeof(err));
-	CHECK(t != NULL);
-	if (!t) {
-		sim_stop(&s);
-		config_free(&c);
+	struct tpa *t = tpa_up(&s, &c, 1, 3000);
+	if (!t)
 		return;
-	}
-	RUN_UNTIL(up(t) == 1, 3000);
 	struct answer a[4];
 	memset(a, 0, sizeof(a));
 	int rc[4];
