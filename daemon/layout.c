@@ -139,7 +139,6 @@ static double dots_to_mm(int dots, int dpi)
 	return (double)dots * 25.4 / dpi;
 }
 
-/* The width of a caption line in dots, from the advance table (no kerning in either). */
 /* The measured character cp among l's others, or NULL. */
 static const double *other_find(const struct layout *l, uint32_t cp)
 {
@@ -149,7 +148,10 @@ static const double *other_find(const struct layout *l, uint32_t cp)
 	return NULL;
 }
 
-/* The width of s in dots, a character at a time (captions are valid UTF-8). */
+/*
+ * The width of caption line s in dots, a character at a time, from the advance table (no
+ * kerning in either; captions are valid UTF-8).
+ */
 static double text_width(const struct layout *l, const char *s)
 {
 	const double w_advance = l->advance['W' - 0x20];

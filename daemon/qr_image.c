@@ -120,7 +120,6 @@ static inline bool qr_dark(const QRcode *code, int x, int y)
 	return code->data[(size_t)y * (size_t)code->width + (size_t)x] & 1;
 }
 
-/* Encode text at level with libqrencode. */
 /* libqrencode's level for ours. */
 static const QRecLevel qr_levels[] = {
     [QR_EC_L] = QR_ECLEVEL_L,
@@ -129,6 +128,7 @@ static const QRecLevel qr_levels[] = {
     [QR_EC_H] = QR_ECLEVEL_H,
 };
 
+/* Encode text at level with libqrencode. */
 static int qr_encode(const char *text, enum qr_ec_level level, QRcode **ret)
 {
 	if (!text || !*text || (unsigned)level > QR_EC_H)
