@@ -163,6 +163,12 @@ void ctl_print_printers(json_t *printers);
 /* "tpactl ... as COMMAND ...": the tpas commands, parsing the whole command line. */
 int ctl_as_main(int argc, char **argv);
 
+/*
+ * text as a whole number from 0 to max, digits only (no sign, no space: strtoll would
+ * take " 1" and "+1"): 0, or -EINVAL.
+ */
+int ctl_whole_number(const char *text, long long max, long long *ret);
+
 /* How far name is from command for "did you mean": an abbreviation of it counts as 1. */
 size_t ctl_command_distance(const char *name, const char *command);
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -527,10 +528,8 @@ int ctl_as_main(int argc, char **argv)
 			break;
 		case AO_AFTER:
 		case AO_PORT: {
-			char *end;
-			errno = 0;
-			long long v = strtoll(optarg, &end, 10);
-			if (!*optarg || *end || errno || v < 0)
+			long long v;
+			if (ctl_whole_number(optarg, LLONG_MAX, &v) < 0)
 				return as_usage_error("--%s needs a whole number, not '%s'",
 						      o == AO_AFTER ? "after" : "port", optarg);
 			if (o == AO_AFTER)

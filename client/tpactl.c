@@ -1,4 +1,5 @@
 /* tpactl: the command-line client of tpad for test stations and line admins. */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -328,6 +329,19 @@ static const char *suggest_command(const char *name)
 	return best;
 }
 
+int ctl_whole_number(const char *text, long long max, long long *ret)
+{
+	if (!isdigit((unsigned char)text[0]))
+		return -EINVAL;
+	char *end;
+	errno = 0;
+	long long v = strtoll(text, &end, 10);
+	if (*end || errno || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
 size_t ctl_command_distance(const char *name, const char *command)
 {
 	size_t n = strlen(name);
@@ -653,10 +667,8 @@ int main(int argc, char **argv)
 		case OPT_CONCURRENCY:
 		case OPT_COPIES:
 		case OPT_LIMIT: {
-			char *end;
-			errno = 0;
-			long v = strtol(optarg, &end, 10);
-			if (!*optarg || *end || errno || v < 0 || v > 1000000)
+			long long v;
+			if (ctl_whole_number(optarg, 1000000, &v) < 0)
 				return usage_error(hint_cmd, "--%s needs a whole number, not '%s'",
 						   opt_name(opts, o), optarg);
 			if (o == OPT_SCALE && (v < 1 || v > 20))

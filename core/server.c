@@ -200,8 +200,9 @@ static void conn_update_reading(struct conn *c)
 		s->stats.hit.max_output_total++;
 	}
 	bool out_full = c->owed > s->lim.max_output;
-	bool read = !s->stopping && c->n_reqs < s->lim.max_pending_calls && !out_full &&
-		    !(s->over_total && c->owed > 0);
+	/* A stopping server still reads, to answer Busy what it will not carry out. */
+	bool read =
+	    c->n_reqs < s->lim.max_pending_calls && !out_full && !(s->over_total && c->owed > 0);
 	if (read == c->reading)
 		return;
 	c->reading = read;
@@ -452,7 +453,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	bool completed = false;
 
-	while (!c->closed && !s->stopping && c->reading && c->n_reqs < s->lim.max_pending_calls) {
+	while (!c->closed && c->reading && c->n_reqs < s->lim.max_pending_calls) {
 		char *msg = NULL;
 		size_t len = 0;
 		int r = frame_pop(in, s->lim.max_message, &msg, &len);
@@ -505,6 +506,20 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		c->n_reqs++;
 		s->stats.calls++;
 		s->stats.calls_in_flight++;
+		if (s->stopping) {
+			/*
+			 * Sent before the client saw the stop: closing with it unread would reset
+			 * the connection, and the client could not tell it was never carried out.
+			 */
+			const char *m = q->call.method;
+			log_info("%s client %llu (uid %u pid %d): %s answered %s: %s",
+				 s->id->kind_names[c->peer.kind],
+				 (unsigned long long)c->peer.conn_id, (unsigned)c->peer.uid,
+				 (int)c->peer.pid, proto_method_find(m) ? m : "a call",
+				 s->id->busy[c->peer.kind], s->id->stopping);
+			req_error(q, s->id->busy[c->peer.kind], json_object());
+			continue;
+		}
 		s->dispatch(q, s->dispatch_arg);
 	}
 	if (c->closed)

@@ -149,7 +149,9 @@ struct downlink *downlink_new(struct event_base *base, const struct downlink_opt
 		    .backoff_max_ms = 10000,
 		    .breaker_threshold = 5,
 		    .breaker_cooldown_ms = 5000,
+		    /* An answer's first 64 KiB: its status counts, not the length of its text. */
 		    .max_response = 65536,
+		    .cut_response = true,
 		    .tls = {.mode = TLS_MODE_CERT, .ca_file = o->ca_file, .tls_min = 2},
 		};
 		char perr[256];

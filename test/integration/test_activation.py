@@ -666,6 +666,35 @@ class Shutdown(Base):
         d.wait_notify("STOPPING=1", 5)
         self.assertEqual(d.stop(), 0)
 
+    def test_a_call_sent_while_stopping_is_answered_busy(self):
+        """A call tpad reads after SIGTERM is not carried out: it is answered Busy in call
+        order (not reset with the connection), and a oneway call is dropped."""
+        d = self.start(sim_extra=["--latency-ms", "1500"])
+        a = d.station_client()
+        b = d.station_client()
+        a.send("io.tpad.Station.Activate", {"devEUI": eui(1), "tkmInfo": TKM})
+        wait_for(lambda: self.s.counters()["imports"] >= 1, 10, "the import reached the cloud")
+        d.proc.send_signal(signal.SIGTERM)
+        d.wait_notify("STOPPING=1", 5)
+        # Behind the call in flight on its connection, and on a connection of its own.
+        a.send("io.tpad.Station.Activate", {"devEUI": eui(2), "tkmInfo": TKM})
+        b.send("io.tpad.Station.Activate", {"devEUI": eui(3), "tkmInfo": TKM}, oneway=True)
+        b.send("io.tpad.Station.Lookup", {"devEUI": eui(1)})
+        b.send("org.varlink.service.GetInfo")
+        self.assertEqual([b.recv().get("error") for _ in range(2)],
+                         ["io.tpad.Station.Busy"] * 2)
+        first = a.recv()
+        self.assertEqual(first["parameters"]["device"]["state"], "ISSUED", first)
+        self.assertEqual(a.recv().get("error"), "io.tpad.Station.Busy")
+        a.close()
+        b.close()
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(sorted(x["deviceEUI"].upper() for x in self.s.devices()), [eui(1)])
+        log = d.log_text()
+        self.assertIn("io.tpad.Station.Activate answered io.tpad.Station.Busy: tpad is stopping",
+                      log)
+        self.assertIn("org.varlink.service.GetInfo answered io.tpad.Station.Busy", log)
+
     def test_key_files_must_not_be_world_readable(self):
         s = self.sim(secrets.token_hex(16)).start()
         d = self.daemon(upstream_url=s.url(), psk_hex=s.psk_hex)

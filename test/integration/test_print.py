@@ -844,6 +844,10 @@ class Print(TpadTestCase):
                           "--label", "-o", os.path.join(self.tmp, name), check=0)
             with open(os.path.join(self.tmp, name), "rb") as f:
                 self.assertTrue(f.read().startswith(start), name)
+        for bad in (" 2", "+2"):
+            p = self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", devs[1],
+                              "--code", "--scale", bad, check=2)
+            self.assertIn(f"--scale needs a whole number, not '{bad}'", p.stderr)
         for bad in ("0", "21"):
             p = self.d.tpactl("--socket", self.d.station, "lookup", "--dev-eui", devs[1],
                               "--code", "--scale", bad, check=2)

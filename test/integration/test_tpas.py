@@ -2326,6 +2326,23 @@ class Downlink(TpasCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("status=400, reason=LRC answered 400, answer=fault on demand", p.stderr)
 
+    def test_a_long_answer_is_cut_not_failed(self):
+        """An LRC answer over 64 KiB used to fail the downlink (LrcFailed, "HTTP response
+        too large", although the LRC took it): its status counts, its text is cut to 64 KiB."""
+        t, s = self.downlink_ready()
+        s.faults["downlink_answer"] = "a" * 65000 + "\u00e9" * 1000
+        with Client(t.apps) as c:
+            r = c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "00"})
+            self.assertEqual((r["fCntDn"], r["status"]), (0, 200))
+            self.assertEqual(len(r["answer"].encode()), 65536)  # the last é whole
+            s.faults["downlink_status"] = 400
+            with self.assertRaises(VarlinkError) as e:
+                c.call("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 1, "payload": "01"})
+        self.assertEqual(e.exception.error, "io.tpad.AS.LrcFailed")
+        self.assertEqual(e.exception.params["status"], 400)
+        self.assertTrue(e.exception.params["answer"].startswith("a" * 65000))
+        self.assertEqual(t.status()["lrc"]["breaker"], "closed")
+
     def test_downlink_with_the_lrc_down(self):
         port = free_port()
         t = self.tpas(lrc_url=f"http://127.0.0.1:{port}").start()
@@ -2978,15 +2995,25 @@ class Signals(TpasCase):
         self.assertEqual(s.uplink(DEV, b"up")[0], 200)
         app = Client(t.apps, timeout=60)
         self.addCleanup(app.close)
+        other = Client(t.apps, timeout=60)
+        self.addCleanup(other.close)
         app.send("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "01"})
         wait_for(lambda: any(b"/downlink" in d for d in taken), 10,
                  "the LRC to take the downlink")
         t0 = time.monotonic()
         t.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "finishing calls in flight" in t.log_text(), 5, "tpas to stop")
+        # A call sent meanwhile is not carried out: Busy, in call order, at once.
+        app.send("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "02"})
+        other.send("io.tpad.AS.SendDownlink", {"devEUI": DEV, "fPort": 2, "payload": "03"})
+        self.assertEqual(other.recv().get("error"), "io.tpad.AS.Busy")
+        self.assertLess(time.monotonic() - t0, 5)
         reply = app.recv()
         self.assertEqual(reply.get("error"), "io.tpad.AS.LrcFailed", reply)
         self.assertEqual(reply["parameters"]["fCntDn"], 0)
         self.assertIn("tpas stopped before the LRC answered", reply["parameters"]["reason"])
+        self.assertEqual(app.recv().get("error"), "io.tpad.AS.Busy")
+        self.assertEqual(sum(d.count(b"/downlink") for d in taken), 1)
         self.assertEqual(t.proc.wait(30), 0)
         self.assertLess(time.monotonic() - t0, 16)
         t.proc = None
@@ -3479,6 +3506,10 @@ class Commands(TpasCase):
         self.assertEqual(t.tpactl("as", "frobnicate").returncode, 2)
         self.assertEqual(t.tpactl("as", "status", "--port", "1").returncode, 2)
         self.assertEqual(t.tpactl("as", "send", "--dev-eui", DEV).returncode, 2)
+        # Digits only: strtoll alone took " 1" and "+1".
+        for bad in (" 1", "+1", "1 ", "-1", "", "0x1", "99999999999999999999"):
+            p = t.tpactl("as", "uplinks", "--after", bad, check=2)
+            self.assertIn(f"--after needs a whole number, not '{bad}'", p.stderr)
         p = subprocess.run([TPACTL, "--socket", os.path.join(self.tmp, "none.sock"), "as",
                             "status"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 3)

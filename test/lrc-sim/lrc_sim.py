@@ -283,7 +283,8 @@ class LrcSim:
             if not dev:
                 return 404, "unknown DevEUI"
             if self.faults.get("downlink_status"):
-                return self.faults["downlink_status"], "fault on demand"
+                return (self.faults["downlink_status"],
+                        self.faults.get("downlink_answer") or "fault on demand")
             if "FCntDn" not in q:
                 self.state["violations"].append({"no_fcntdn": dev_eui})
                 self.save()
