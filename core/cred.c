@@ -118,15 +118,15 @@ const char *cred_source(const char *name, const char *fallback_path, char *path,
 
 /*
  * Whether a file directive's value reads as a path: one with a slash whose directory
- * exists (not / alone), or a name with a dot and no slash (tpa.psk). A secret in hex or
- * base64 has no dot, and base64 may hold slashes, at its start too: such a value is not
- * named back.
+ * exists (not / alone). A name without a slash may be a password written by mistake
+ * ("hunter2.final", "My.Pass-word2024"), and base64 may hold slashes, at its start too:
+ * such a value is not named back.
  */
 static bool looks_like_path(const char *v)
 {
 	const char *slash = strrchr(v, '/');
 	if (!slash)
-		return strchr(v, '.') != NULL;
+		return false;
 	char dir[PATH_MAX];
 	size_t n = (size_t)(slash - v);
 	while (n > 0 && v[n - 1] == '/') /* "//x": its directory is / too */

@@ -1,7 +1,9 @@
 /* redact: passwords taken out of text that is logged or shown (a URL's user:password@). */
 #include "redact.h"
 
+#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 /* Where a token that started at p ends: a quote, white space or the end. */
 static size_t token_len(const char *p)
@@ -55,5 +57,53 @@ void redact_uri_passwords(char *text)
 		} else {
 			p = auth;
 		}
+	}
+}
+
+void redact_secret(char *text, const char *secret)
+{
+	size_t n = secret ? strlen(secret) : 0;
+	if (n < 4)
+		return;
+	for (char *p = strstr(text, secret); p; p = strstr(p, secret)) {
+		size_t at = (size_t)(p - text);
+		redact_span(text, at, at + n);
+		p = text + at + (n < strlen(REDACTED) ? n : strlen(REDACTED));
+	}
+}
+
+/* Length of the base64url (and '.') run at p. */
+static size_t b64url_len(const char *p)
+{
+	size_t n = 0;
+	while (isalnum((unsigned char)p[n]) || p[n] == '-' || p[n] == '_' || p[n] == '.' ||
+	       p[n] == '+' || p[n] == '/' || p[n] == '=' || p[n] == '~')
+		n++;
+	return n;
+}
+
+void redact_tokens(char *text)
+{
+	size_t rl = strlen(REDACTED);
+	for (size_t i = 0; text[i];) {
+		size_t at = 0, n = 0;
+		if (strncasecmp(text + i, "bearer ", 7) == 0) {
+			at = i + 7;
+			while (text[at] == ' ')
+				at++;
+			n = b64url_len(text + at);
+		} else if (strncmp(text + i, "eyJ", 3) == 0 &&
+			   (i == 0 || !isalnum((unsigned char)text[i - 1]))) {
+			at = i;
+			n = b64url_len(text + i);
+			if (n < 19)
+				n = 0;
+		}
+		if (n == 0 || (n <= rl && strncmp(text + at, REDACTED, n) == 0)) {
+			i++;
+			continue;
+		}
+		redact_span(text, at, at + n);
+		i = at + (n < rl ? n : rl);
 	}
 }

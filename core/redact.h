@@ -22,3 +22,16 @@ bool redact_uri_has_userinfo(const char *text, bool with_password);
 
 /* The password of each "://user:password@" in text, in place. */
 void redact_uri_passwords(char *text);
+
+/*
+ * Each occurrence of secret in text, in place (a secret under 4 bytes is not looked for:
+ * it would blank ordinary words). For what a peer may quote back: a client secret, a token.
+ */
+void redact_secret(char *text, const char *secret);
+
+/*
+ * The credential after each "Bearer " (any case) and each JSON Web Token ("eyJ" and at
+ * least 16 more base64url characters or dots), in place: tokens a peer quotes that tpad no
+ * longer holds.
+ */
+void redact_tokens(char *text);

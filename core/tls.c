@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <event2/event.h>
@@ -14,6 +15,7 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
 #include <mbedtls/net_sockets.h>
+#include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
@@ -61,8 +63,13 @@ struct tls_conn {
 	int sys_errno;
 	bool pin_matched;  /* a key of the chain matched a pin (this handshake) */
 	bool pin_failed;   /* the verify callback refused the chain for want of a pin */
+	/* An IP address to check the server's certificate against (cert mode): mbedTLS 2.28
+	 * matches a host only against DNS names and the CN, so tpad matches addresses. */
+	char ip_host[INET6_ADDRSTRLEN];
+	unsigned char ip[16];
+	size_t ip_len; /* 4 or 16; 0: a host name, mbedTLS checks it */
 	enum tls_cert_error cert_error;
-	char error[256];
+	char error[384];
 };
 
 /* ECDHE curves, fastest first: mbedTLS's own default starts with the slow secp521r1. */
@@ -448,22 +455,53 @@ static bool is_ip_literal(const char *s)
 }
 
 /*
- * Called for each certificate of the chain, the root first and the server's own last
- * (depth 0): accept the chain only if some key in it matches a configured pin.
+ * Whether the server's certificate is for the address c connects to: an iPAddress entry
+ * of its subjectAltName with the same bytes, or (as mbedTLS matches a name) a dNSName
+ * spelling the address, or without subjectAltName a CN spelling it.
  */
-static int verify_pin(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+static bool ip_matches(const struct tls_conn *c, const mbedtls_x509_crt *crt)
+{
+	size_t n = strlen(c->ip_host);
+	bool any_san = false;
+	for (const mbedtls_x509_sequence *s = &crt->subject_alt_names; s && s->buf.p; s = s->next) {
+		any_san = true;
+		unsigned char tag = (unsigned char)s->buf.tag;
+		if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && s->buf.len == c->ip_len &&
+		    memcmp(s->buf.p, c->ip, c->ip_len) == 0)
+			return true;
+		if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 2) && s->buf.len == n &&
+		    strncasecmp((const char *)s->buf.p, c->ip_host, n) == 0)
+			return true;
+	}
+	if (any_san)
+		return false;
+	for (const mbedtls_x509_name *a = &crt->subject; a; a = a->next)
+		if (a->oid.p && MBEDTLS_OID_CMP(MBEDTLS_OID_AT_CN, &a->oid) == 0 &&
+		    a->val.len == n && strncasecmp((const char *)a->val.p, c->ip_host, n) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Called for each certificate of the chain, the root first and the server's own last
+ * (depth 0): accept the chain only if some key in it matches a configured pin, and the
+ * server's own certificate only if it is for the address connected to (when it is one).
+ */
+static int verify_cb(void *arg, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
 	struct tls_conn *c = arg;
 	uint8_t h[32];
 
-	if (mbedtls_sha256_ret(crt->pk_raw.p, crt->pk_raw.len, h, 0) == 0)
+	if (c->ctx->n_pins && mbedtls_sha256_ret(crt->pk_raw.p, crt->pk_raw.len, h, 0) == 0)
 		for (size_t i = 0; i < c->ctx->n_pins; i++)
 			if (memcmp(h, c->ctx->pins[i], sizeof(h)) == 0)
 				c->pin_matched = true;
-	if (depth == 0 && !c->pin_matched) {
+	if (depth == 0 && c->ctx->n_pins && !c->pin_matched) {
 		c->pin_failed = true;
 		*flags |= MBEDTLS_X509_BADCERT_OTHER;
 	}
+	if (depth == 0 && c->ip_len && !ip_matches(c, crt))
+		*flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
 	return 0;
 }
 
@@ -487,13 +525,21 @@ int tls_conn_new(struct tls_ctx *ctx, const char *hostname, struct tls_conn **re
 		tls_conn_free(c);
 		return -EINVAL;
 	}
-	if (hostname && *hostname && (cert || !is_ip_literal(hostname)) &&
-	    mbedtls_ssl_set_hostname(&c->ssl, hostname) != 0) {
+	if (cert && is_ip_literal(hostname)) {
+		/* No name for mbedTLS to check (nor SNI to send): verify_cb checks the address. */
+		snprintf(c->ip_host, sizeof(c->ip_host), "%s", hostname);
+		c->ip_len = inet_pton(AF_INET, hostname, c->ip) == 1 ? 4 : 16;
+		if (c->ip_len == 16 && inet_pton(AF_INET6, hostname, c->ip) != 1) {
+			tls_conn_free(c);
+			return -EINVAL;
+		}
+	} else if (hostname && *hostname && !is_ip_literal(hostname) &&
+		   mbedtls_ssl_set_hostname(&c->ssl, hostname) != 0) {
 		tls_conn_free(c);
 		return -EINVAL;
 	}
-	if (cert && ctx->n_pins)
-		mbedtls_ssl_set_verify(&c->ssl, verify_pin, c);
+	if (cert && (ctx->n_pins || c->ip_len))
+		mbedtls_ssl_set_verify(&c->ssl, verify_cb, c);
 	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
 	*ret = c;
 	return 0;
@@ -568,7 +614,7 @@ static const char *alert_name(int a)
 static int fail_verify(struct tls_conn *c, const char *what)
 {
 	uint32_t f = mbedtls_ssl_get_verify_result(&c->ssl);
-	const char *host = c->ssl.hostname ? c->ssl.hostname : "?";
+	const char *host = c->ip_len ? c->ip_host : c->ssl.hostname ? c->ssl.hostname : "?";
 	char subj[96] = "";
 	const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&c->ssl);
 
@@ -594,6 +640,7 @@ static int fail_verify(struct tls_conn *c, const char *what)
 		if (subj[0])
 			snprintf(c->error + strlen(c->error), sizeof(c->error) - strlen(c->error),
 				 ")");
+
 	} else if (c->pin_failed) {
 		c->cert_error = TLS_CERT_PIN_MISMATCH;
 		snprintf(c->error, sizeof(c->error),

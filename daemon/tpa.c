@@ -18,6 +18,7 @@
 #include "hex.h"
 #include "http.h"
 #include "log.h"
+#include "redact.h"
 #include "wipe.h"
 #include "utf8.h"
 
@@ -76,6 +77,7 @@ struct tpa {
 	char token_path[HTTP_MAX_LINE / 4];
 	char *token;
 	uint64_t token_gen; /* counts the tokens fetched: a 401 drops only the one it was for */
+	char *token_old;    /* the token before (dropped or replaced): an answer may quote it */
 	char token_type[32];	   /* as the token endpoint spelled it, e.g. "bearer" */
 	char customer_id[64];	   /* from the token answer, shown in Status */
 	char token_client_id[128]; /* likewise */
@@ -267,6 +269,26 @@ static void mask_keys(char *s)
 	*out = '\0';
 }
 
+/*
+ * Text from the cloud made fit to show and log: a key or token it quotes blanked, and no
+ * control character (a terminal's escape sequences, C1 included) left in it.
+ */
+static void cloud_text(char *s)
+{
+	mask_keys(s);
+	redact_tokens(s);
+	char *out = s;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			p++; /* U+0080..U+009F, C1 controls */
+			*out++ = ' ';
+		} else {
+			*out++ = *p < 0x20 || *p == 0x7f ? ' ' : (char)*p;
+		}
+	}
+	*out = '\0';
+}
+
 /* A result for an HTTP answer: status, the body's code and message; returns the parsed body. */
 static json_t *result_start(struct tpa_result *res, int status, const char *body,
 			    size_t body_len)
@@ -280,7 +302,8 @@ static json_t *result_start(struct tpa_result *res, int status, const char *body
 		json_t *m = json_object_get(doc, "message");
 		if (json_is_string(m))
 			utf8_copy(res->message, sizeof(res->message), json_string_value(m));
-		mask_keys(res->message);
+		cloud_text(res->message);
+		cloud_text(res->code);
 	}
 	return doc;
 }
@@ -493,26 +516,56 @@ int tpa_oauth2_parse_reply(const char *body, size_t len, struct tpa_oauth2_reply
 	json_t *doc = body ? wipe_json_loadb(body, len, 0, NULL) : NULL;
 	int r = -EBADMSG;
 
+	ret->why = "the answer is not a JSON object";
 	if (!json_is_object(doc))
 		goto out;
 	const char *tok = json_string_value(json_object_get(doc, "access_token"));
-	if (!tok || !*tok || strlen(tok) >= sizeof(ret->token))
+	ret->why = "no access_token";
+	if (!tok || !*tok)
 		goto out;
+	ret->why = "access_token over 4095 characters";
+	if (strlen(tok) >= sizeof(ret->token))
+		goto out;
+	ret->why = "access_token holds a character other than printable ASCII";
 	for (const char *c = tok; *c; c++)
 		if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
 			goto out;
 	json_t *type = json_object_get(doc, "token_type");
 	/* DX Maker spells it "bearer": send it back as given, but only a Bearer scheme. */
-	if (type && (!json_is_string(type) || strcasecmp(json_string_value(type), "bearer") != 0))
+	if (type && (!json_is_string(type) || strcasecmp(json_string_value(type), "bearer") != 0)) {
+		char shown[40] = "";
+		if (json_is_string(type))
+			json_printable(type, shown, sizeof(shown));
+		if (shown[0])
+			snprintf(ret->why_buf, sizeof(ret->why_buf),
+				 "token_type \"%s\" is not Bearer", shown);
+		else
+			snprintf(ret->why_buf, sizeof(ret->why_buf),
+				 "token_type is not the string Bearer");
+		ret->why = ret->why_buf;
 		goto out;
+	}
 	long expires = 3600;
 	json_t *exp = json_object_get(doc, "expires_in");
 	if (exp) {
-		if (!json_is_integer(exp) || json_integer_value(exp) <= 0)
+		/* A number, as RFC 6749 has it; some servers write "3600" or 3600.0. */
+		long long v = -1;
+		const char *s = json_string_value(exp);
+		char *end = NULL;
+		if (json_is_integer(exp))
+			v = json_integer_value(exp);
+		else if (json_is_real(exp) && json_real_value(exp) >= 1 &&
+			 json_real_value(exp) < 1e15 &&
+			 json_real_value(exp) == (double)(long long)json_real_value(exp))
+			v = (long long)json_real_value(exp);
+		else if (s && isdigit((unsigned char)s[0]) && strlen(s) < 16)
+			v = strtoll(s, &end, 10);
+		ret->why = "expires_in is not a positive whole number of seconds";
+		if (v <= 0 || (end && *end))
 			goto out;
-		expires = json_integer_value(exp) > 86400 * 365 ? 86400 * 365
-								: (long)json_integer_value(exp);
+		expires = v > 86400 * 365 ? 86400 * 365 : (long)v;
 	}
+	ret->why = NULL;
 	strcpy(ret->token, tok);
 	snprintf(ret->token_type, sizeof(ret->token_type), "%s",
 		 type ? json_string_value(type) : "Bearer");
@@ -577,6 +630,35 @@ static void latency_add(struct tpa *t, uint64_t start_us)
 			t->counters.bucket_count[i]++;
 }
 
+/*
+ * Blank in res what only tpad knows and the cloud may quote back: its tokens (the one it
+ * holds and the one before) and, for the token endpoint's answers, the client secret (as
+ * is and as sent, URL-encoded).
+ */
+static void mask_ours(const struct tpa *t, struct tpa_result *res, const char *secret)
+{
+	char esecret[3 * SECRET_MAX] = "";
+	if (secret && http_urlencode(secret, esecret, sizeof(esecret)) < 0)
+		esecret[0] = '\0';
+	const char *ours[] = {t->token, t->token_old, secret, esecret};
+	char *texts[] = {res->message, res->code, res->reason};
+	for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
+		for (size_t j = 0; ours[i] && j < sizeof(texts) / sizeof(texts[0]); j++)
+			redact_secret(texts[j], ours[i]);
+	cred_wipe(esecret, sizeof(esecret));
+}
+
+/* Replace the token tpad holds by token (NULL: none), keeping the one before to mask. */
+static void token_set(struct tpa *t, char *token)
+{
+	if (t->token_old) {
+		cred_wipe(t->token_old, strlen(t->token_old));
+		free(t->token_old);
+	}
+	t->token_old = t->token;
+	t->token = token;
+}
+
 /* Deliver the result and forget the call. */
 static void call_done(struct tpa_call *c, const struct tpa_result *res)
 {
@@ -597,6 +679,7 @@ static void call_done(struct tpa_call *c, const struct tpa_result *res)
 	TAILQ_REMOVE(&t->calls, c, link);
 	t->n_calls--;
 	struct tpa_result out = *res;
+	mask_ours(t, &out, NULL);
 	uint64_t start_ms = c->start_us / 1000;
 	out.sent_after_ms = c->sent_at_ms > start_ms ? c->sent_at_ms - start_ms : 0;
 	/*
@@ -639,9 +722,7 @@ static void token_rejected(struct tpa *t, const struct tpa_call *c)
 {
 	if (!t->token || c->token_gen != t->token_gen)
 		return;
-	cred_wipe(t->token, strlen(t->token));
-	free(t->token);
-	t->token = NULL;
+	token_set(t, NULL);
 }
 static int query_target(struct tpa_call *c);
 static void token_hold(struct tpa *t, bool refused, struct tpa_result *fail);
@@ -663,6 +744,7 @@ static void api_refused(struct tpa *t, const struct tpa_call *c, const struct po
 	snprintf(fail.reason, sizeof(fail.reason),
 		 "the API answers HTTP 401 to a fresh OAuth2 token%s%.*s",
 		 fail.message[0] ? ": " : "", (int)utf8_prefix(fail.message, 100), fail.message);
+	mask_ours(t, &fail, NULL);
 	if (!t->api_refusal)
 		log_errx("OAuth2: %s: check the rights of client '%s' (oauth2.client-id); "
 			 "asking again every upstream.backoff-max meanwhile",
@@ -933,9 +1015,7 @@ static void oauth2_error(const char *body, size_t len, char *out, size_t outlen)
 			 d ? (int)utf8_prefix(d, 80) : 0, d ? d : "");
 	if (e && d && strlen(out) + 1 < outlen)
 		strcat(out, ")");
-	for (char *p = out; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
+	cloud_text(out);
 	json_decref(j);
 }
 
@@ -970,11 +1050,7 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		snprintf(t->token_type, sizeof(t->token_type), "%s", rep->token_type);
 		snprintf(t->customer_id, sizeof(t->customer_id), "%s", rep->customer_id);
 		snprintf(t->token_client_id, sizeof(t->token_client_id), "%s", rep->client_id);
-		if (t->token) {
-			cred_wipe(t->token, strlen(t->token));
-			free(t->token);
-		}
-		t->token = strdup(rep->token);
+		token_set(t, strdup(rep->token));
 		t->token_gen++;
 		if (t->api_refusal) {
 			t->token_hold_until_ms = 0; /* a call may try it: the API's answer tells */
@@ -1000,6 +1076,8 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		waiting_flush(t, NULL);
 		return;
 	}
+	char why[sizeof(rep->why_buf)];
+	snprintf(why, sizeof(why), "%s", rep && rep->why ? rep->why : "out of memory");
 	if (rep) {
 		cred_wipe(rep, sizeof(*rep));
 		free(rep);
@@ -1008,24 +1086,33 @@ static void token_answer_read(const struct pool_result *pr, struct tpa *t)
 		      time(NULL), &fail);
 	if (status >= 200 && status < 300) {
 		fail.outcome = TPA_UNAVAILABLE;
-		snprintf(fail.reason, sizeof(fail.reason),
-			 "the OAuth2 token endpoint answered HTTP %d without a usable access_token",
-			 status);
+		snprintf(
+		    fail.reason, sizeof(fail.reason),
+		    "the OAuth2 token endpoint answered HTTP %d without a usable access_token: "
+		    "%s",
+		    status, why);
 		token_failed(t, &fail);
 		return;
 	}
-	if (fail.outcome != TPA_UNAVAILABLE && fail.outcome != TPA_REJECTED)
-		fail.outcome = TPA_UNAVAILABLE;
 	char oerr[160] = "";
 	oauth2_error(pr->res->body, pr->res->body_len, oerr, sizeof(oerr));
 	snprintf(fail.reason, sizeof(fail.reason),
 		 "OAuth2 token request answered HTTP %d%s%.*s%s%s", status,
 		 fail.message[0] ? ": " : "", (int)utf8_prefix(fail.message, 100), fail.message,
 		 oerr[0] ? ": " : "", oerr);
+	/* Its refusal may quote the secret it was sent: read it again to blank it. */
+	char secret[SECRET_MAX];
+	if (cred_load_text("oauth-secret", t->cfg->oauth2_secret_file, secret, sizeof(secret)) < 0)
+		secret[0] = '\0';
+	mask_ours(t, &fail, secret);
+	cred_wipe(secret, sizeof(secret));
 	if (status != 400 && status != 401 && status != 403) {
+		/* Not a refusal of our client (a wrong token-url's 404, a redirect): failing. */
+		fail.outcome = TPA_UNAVAILABLE;
 		token_failed(t, &fail);
 		return;
 	}
+	fail.outcome = TPA_REJECTED;
 	/* Our client is refused: say so once, and ask again only after a while. */
 	fail.http_status = 0;
 	fail.owner_token[0] = fail.ref[0] = '\0';
@@ -1091,6 +1178,12 @@ static void token_fetch(struct tpa *t)
 		char why[256];
 		snprintf(fail.reason, sizeof(fail.reason), "cannot load the OAuth2 secret: %s",
 			 cred_explain(r, "oauth-secret", cfg->oauth2_secret_file, why, sizeof(why)));
+		/* As a failing endpoint: shown (Status, STATUS=, metrics), logged once, held. */
+		if (!t->token_fails || t->token_refused)
+			log_errx("OAuth2: %s; trying again after upstream.backoff-min, doubling up "
+				 "to upstream.backoff-max",
+				 fail.reason);
+		token_hold(t, false, &fail);
 		goto fail;
 	}
 	if (http_urlencode(secret, esecret, sizeof(esecret)) < 0 ||
@@ -1411,6 +1504,19 @@ void tpa_interpret_delete(int status, const char *body, size_t body_len, const c
 	}
 }
 
+/* The token path goes into the request line as it is: no space or control character. */
+static int token_path_check(struct tpa *t, char *err, size_t errlen)
+{
+	for (const unsigned char *p = (const unsigned char *)t->token_path; *p; p++)
+		if (*p <= 0x20 || *p == 0x7f) {
+			snprintf(err, errlen,
+				 "oauth2.token-url must not hold spaces or control characters "
+				 "(write a space in a query as %%20)");
+			return -EINVAL;
+		}
+	return 0;
+}
+
 /* Work out the token endpoint's path on the upstream host. */
 static int token_path(struct tpa *t, char *err, size_t errlen)
 {
@@ -1422,7 +1528,7 @@ static int token_path(struct tpa *t, char *err, size_t errlen)
 	}
 	if (u[0] == '/') {
 		snprintf(t->token_path, sizeof(t->token_path), "%s", u);
-		return 0;
+		return token_path_check(t, err, errlen);
 	}
 	struct http_url tu, up;
 	if (http_url_parse(u, &tu) < 0 || http_url_parse(t->cfg->upstream_url, &up) < 0 ||
@@ -1432,7 +1538,7 @@ static int token_path(struct tpa *t, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	snprintf(t->token_path, sizeof(t->token_path), "%s", tu.path[0] ? tu.path : "/");
-	return 0;
+	return token_path_check(t, err, errlen);
 }
 
 /* The pool's certificate verdict changed: say so once in the log, not per retry. */
@@ -1576,10 +1682,8 @@ void tpa_free(struct tpa *t)
 		TAILQ_REMOVE(&t->calls, c, link);
 		call_free(c);
 	}
-	if (t->token) {
-		cred_wipe(t->token, strlen(t->token));
-		free(t->token);
-	}
+	token_set(t, NULL);
+	token_set(t, NULL); /* and the one before */
 	free(t);
 }
 

@@ -176,12 +176,17 @@ struct tpa_oauth2_reply {
 	char customer_id[64];  /* "" when absent (DX Maker sends it) */
 	char client_id[128];   /* "" when absent */
 	long expires_in;
+	const char
+	    *why; /* on -EBADMSG: what was refused, e.g. "token_type \"mac\" is not Bearer" */
+	char why_buf[96];
 };
 
 /*
- * Parse an OAuth2 token answer: access_token (printable), token_type (a Bearer scheme in
- * any spelling, sent back as spelled), expires_in (default 3600 s), customer_id and
- * client_id (optional, printable). -EBADMSG otherwise.
+ * Parse an OAuth2 token answer: access_token (printable, under 4096 characters),
+ * token_type (a Bearer scheme in any spelling, sent back as spelled), expires_in (a
+ * positive whole number of seconds, also written as a string of digits or as 3600.0;
+ * default 3600 s), customer_id and client_id (optional, printable). -EBADMSG otherwise,
+ * with ret->why.
  */
 int tpa_oauth2_parse_reply(const char *body, size_t len, struct tpa_oauth2_reply *ret);
 

@@ -113,6 +113,28 @@ class CertTLS(CertBase):
         d = self.cert_daemon(s.url()).start()
         self.refused(d, s, "wrong-host", ["wrong host", "127.0.0.1"])
 
+    def test_an_address_is_matched_by_its_ip_entry(self):
+        """https://127.0.0.1: the certificate's IP entry, a DNS name or (without
+        subjectAltName) a CN spelling the address are for it; mbedTLS 2.28 matched DNS
+        names and the CN only, and refused IP:127.0.0.1 as for another host."""
+        for name, cn, sans in (("ip", "srv", ["IP:127.0.0.1"]),
+                               ("ip6", "srv", ["IP:::1", "IP:127.0.0.1"]),
+                               ("cn", "127.0.0.1", [])):
+            crt, key = self.pki.issue(name, "good", cn, sans)
+            s = self.cert_sim(crt, key)
+            d = self.cert_daemon(s.url()).start()
+            wait_for(lambda: self.status(d)["state"] == "ok", 15, f"sessions ({name})")
+            self.assertEqual(self.activate(d)["device"]["state"], "ISSUED", name)
+            d.stop()
+            s.stop()
+
+    def test_another_address_is_the_wrong_host(self):
+        crt, key = self.pki.issue("other-ip", "good", "127.0.0.1",
+                                  ["IP:127.0.0.2", "DNS:localhost"])
+        s = self.cert_sim(crt, key)
+        d = self.cert_daemon(s.url()).start()
+        self.refused(d, s, "wrong-host", ["wrong host", "127.0.0.1"])
+
     def test_unknown_ca(self):
         self.pki.ca("rogue")
         crt, key = self.pki.issue("rogue-srv", "rogue", "127.0.0.1", SANS)

@@ -453,9 +453,18 @@ class Config(TpadTestCase):
                     self.assertIn(f"the file directive of credential {name} names no file",
                                   p.stderr)
                     self.assertNotIn(key.lower(), p.stderr.lower())
-        # A file that is missing is still named: a relative name with its dot, an absolute
+        # A name without a slash is not named either (it may be a password with a dot):
+        # "hunter2.final" or "tpa.psk" alike.
+        for value in ("hunter2.final", "missing-tpa.psk"):
+            d = self.daemon(upstream_url="https://127.0.0.1:9",
+                            conf_extra=f"upstream.psk-file = {value}")
+            p = self.run_tpad("--config", d.conf, "--check-config")
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("the file directive of credential tpa-psk names no file", p.stderr)
+            self.assertNotIn(value, p.stderr)
+        # A file that is missing is still named: a relative path with a slash, an absolute
         # path in a directory that exists.
-        for path in ("missing-tpa.psk", os.path.join(self.tmp, "missing-psk")):
+        for path in ("./missing-tpa.psk", os.path.join(self.tmp, "missing-psk")):
             d = self.daemon(upstream_url="https://127.0.0.1:9",
                             conf_extra=f"upstream.psk-file = {path}")
             p = self.run_tpad("--config", d.conf, "--check-config")

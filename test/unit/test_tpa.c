@@ -213,7 +213,12 @@ static void test_oauth2(void)
 	    "{\"access_token\":7}",
 	    "{\"access_token\":\"t\",\"token_type\":\"mac\"}",
 	    "{\"access_token\":\"t\",\"expires_in\":-5}",
-	    "{\"access_token\":\"t\",\"expires_in\":\"60\"}",
+	    "{\"access_token\":\"t\",\"expires_in\":\"60s\"}",
+	    "{\"access_token\":\"t\",\"expires_in\":\" 60\"}",
+	    "{\"access_token\":\"t\",\"expires_in\":\"0\"}",
+	    "{\"access_token\":\"t\",\"expires_in\":1.5}",
+	    "{\"access_token\":\"t\",\"expires_in\":0.0}",
+	    "{\"access_token\":\"t\",\"expires_in\":true}",
 	    ("{\"access_token\":\"0123456789012345678901234567890123456789012345678901234567890"
 	     "123456789\"}"),
 	};
@@ -243,6 +248,37 @@ static void test_oauth2_reply(void)
 	const char *ctl = "{\"access_token\":\"t\",\"customer_id\":\"a\\nb\"}";
 	CHECK_INT(tpa_oauth2_parse_reply(ctl, strlen(ctl), &r), 0);
 	CHECK_STR(r.customer_id, "");
+	/* expires_in as some servers write it: a string of digits, a whole real. */
+	const char *str = "{\"access_token\":\"t\",\"expires_in\":\"3600\"}";
+	CHECK_INT(tpa_oauth2_parse_reply(str, strlen(str), &r), 0);
+	CHECK_INT(r.expires_in, 3600);
+	const char *real = "{\"access_token\":\"t\",\"expires_in\":1800.0}";
+	CHECK_INT(tpa_oauth2_parse_reply(real, strlen(real), &r), 0);
+	CHECK_INT(r.expires_in, 1800);
+	/* A refused answer says which member. */
+	const struct {
+		const char *body, *why;
+	} why[] = {
+	    {"[]", "the answer is not a JSON object"},
+	    {"{}", "no access_token"},
+	    {"{\"access_token\":\"a b\"}",
+	     "access_token holds a character other than printable ASCII"},
+	    {"{\"access_token\":\"t\",\"token_type\":\"mac\"}", "token_type \"mac\" is not Bearer"},
+	    {"{\"access_token\":\"t\",\"token_type\":5}", "token_type is not the string Bearer"},
+	    {"{\"access_token\":\"t\",\"token_type\":[]}", "token_type is not the string Bearer"},
+	    {"{\"access_token\":\"t\",\"expires_in\":\"1h\"}",
+	     "expires_in is not a positive whole number of seconds"},
+	};
+	for (size_t i = 0; i < sizeof(why) / sizeof(why[0]); i++) {
+		CHECK_INT(tpa_oauth2_parse_reply(why[i].body, strlen(why[i].body), &r), -EBADMSG);
+		CHECK_STR(r.why, why[i].why);
+	}
+	static char long_tok[5000];
+	int n = snprintf(long_tok, sizeof(long_tok), "{\"access_token\":\"");
+	memset(long_tok + n, 'a', 4096);
+	strcpy(long_tok + n + 4096, "\"}");
+	CHECK_INT(tpa_oauth2_parse_reply(long_tok, strlen(long_tok), &r), -EBADMSG);
+	CHECK_STR(r.why, "access_token over 4095 characters");
 }
 
 /* api.owner-token-form: hex, base64 (to hex), as-is. */
