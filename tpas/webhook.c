@@ -18,6 +18,7 @@
 #include "log.h"
 #include "message.h"
 #include "pool.h"
+#include "redact.h"
 #include "wipe.h"
 
 #define RETRY_MIN_MS 200
@@ -50,10 +51,15 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A failed POST: wait longer each time, then send the same uplinks again. */
-static void failed(struct webhook *w, const char *why)
+static void failed(struct webhook *w, const char *reason)
 {
 	w->failures++;
 	w->streak++;
+	/* The receiver may quote the request: never its token, in Status or the log. */
+	char why[WHY_MAX];
+	snprintf(why, sizeof(why), "%s", reason);
+	redact_secret(why, w->token);
+	redact_tokens(why);
 	snprintf(w->last_error, sizeof(w->last_error), "%s", why);
 	w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : RETRY_MIN_MS;
 	if (w->backoff_ms > w->retry_max_ms)

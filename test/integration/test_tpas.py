@@ -4453,6 +4453,28 @@ class Webhook(TpasCase):
         wait_for(lambda: t.status()["webhook"]["cursor"] == 1, 20, "the uplink taken")
         self.assertEqual(t.status()["webhook"]["lastError"], "")
 
+    def test_a_refusal_quoting_the_token_does_not_show_it(self):
+        """A receiver whose refusal quotes the request's token: lastError and the log
+        used to keep it."""
+        token = "tpas-" + secrets.token_urlsafe(24)
+        path = os.path.join(self.tmp, "webhook-token")
+        write_secret(path, token)
+        seen, refused = [], []
+
+        def answer(body):
+            if not refused:
+                refused.append(1)
+                return 403, f"token {token} is revoked ({seen[-1]['Authorization']})".encode()
+            return 200, b""
+        t, _ = self.sending(self.receiver(answer, seen) + "/hook", 1, 1, b"q",
+                            f"token-file = {path}\n")
+        wait_for(lambda: t.status()["webhook"]["failures"] >= 1, 20, "a refused POST")
+        self.assertEqual(t.status()["webhook"]["lastError"],
+                         "answered 403: token *** is revoked (Bearer ***)")
+        wait_for(lambda: t.status()["webhook"]["cursor"] == 1, 20, "the uplink taken")
+        self.assertNotIn(token, t.log_text())
+        self.assertIn("answered 403: token *** is revoked", t.log_text())
+
     def test_a_2xx_with_a_large_body_moves_the_cursor(self):
         """The receiver echoes each batch with 100 KB more: only the status counts."""
         posts, lock = [], threading.Lock()
