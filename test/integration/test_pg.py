@@ -49,7 +49,8 @@ class HoleProxy:
         self.port = self.ls.getsockname()[1]
 
     def start(self):
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
         return self
 
     def _accept(self):
@@ -96,6 +97,14 @@ class HoleProxy:
             self.live.clear()
 
     def close(self):
+        # As test_print's Listener: wake the accept() and let it return before the
+        # descriptor's number can go to another test's listener.
+        try:
+            self.ls.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if getattr(self, "thread", None):
+            self.thread.join(10)
         self.ls.close()
         self.cut()
 

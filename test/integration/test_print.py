@@ -63,6 +63,14 @@ class Listener:
 
     def close(self):
         self.running = False
+        # close() alone does not wake the accept() in serve(): it may run on the number
+        # of this descriptor after the next listener has taken it, and answer that one's
+        # first connection. Wake it (shutdown) and let it return before closing.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(10)
         self.sock.close()
 
 
