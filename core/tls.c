@@ -69,7 +69,7 @@ struct tls_conn {
 	unsigned char ip[16];
 	size_t ip_len; /* 4 or 16; 0: a host name, mbedTLS checks it */
 	enum tls_cert_error cert_error;
-	char error[384];
+	char error[256];
 };
 
 /* ECDHE curves, fastest first: mbedTLS's own default starts with the slow secp521r1. */
@@ -640,7 +640,6 @@ static int fail_verify(struct tls_conn *c, const char *what)
 		if (subj[0])
 			snprintf(c->error + strlen(c->error), sizeof(c->error) - strlen(c->error),
 				 ")");
-
 	} else if (c->pin_failed) {
 		c->cert_error = TLS_CERT_PIN_MISMATCH;
 		snprintf(c->error, sizeof(c->error),
