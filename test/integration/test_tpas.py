@@ -258,6 +258,17 @@ class TpasCase(unittest.TestCase):
         with open(t.conf, "w") as f:
             f.write(conf.replace("[tunnel]\n", "[tunnel]\n" + lines, 1))
 
+    def tunnel_ready(self, lines):
+        """A started tpas with lines in its [tunnel] section, and an LRC that knows DEV
+        under a fresh ASTK: (tpas, LRC)."""
+        t = self.tpas()
+        self.tunnel_conf(t, lines)
+        t.start()
+        astk = self.import_astk(t)
+        s = self.lrc(t)
+        s.add_device(DEV, astk)
+        return t, s
+
     def refused(self, conf, *wants, absent=()):
         """tpas --check-config and a start on conf both exit 1, saying each of wants and
         none of absent; the start's stderr."""
@@ -731,12 +742,7 @@ class Tunnel(TpasCase):
     def test_slow_and_silent_clients_do_not_hold_the_tunnel(self):
         """A client that leaves its request unfinished for tunnel.timeout is answered 408,
         counted and closed; one that sends nothing is closed; others are served meanwhile."""
-        t = self.tpas()
-        self.tunnel_conf(t, "timeout = 2s\n")
-        t.start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s = self.tunnel_ready("timeout = 2s\n")
         slow = socket.create_connection(("127.0.0.1", t.port))
         slow.sendall(b"POST /?Token=x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{")
         silent = socket.create_connection(("127.0.0.1", t.port))
@@ -1192,12 +1198,7 @@ class Journal(TpasCase):
         and at most 8 MiB of them, whatever tunnel.max-body lets an uplink weigh (it was
         4,096 of any size, with or without a stream: 900 KB uplinks took 900 KB each). A
         stream from further back reads the journal and misses none."""
-        t = self.tpas()
-        self.tunnel_conf(t, "max-body = 1M\n")
-        t.start()
-        astk = self.import_astk(t)
-        s = self.lrc(t)
-        s.add_device(DEV, astk)
+        t, s = self.tunnel_ready("max-body = 1M\n")
 
         def rss_kb():
             with open(f"/proc/{t.proc.pid}/status") as f:
